@@ -1,0 +1,63 @@
+#!/usr/bin/env python3
+"""One entry point for the two things a newcomer runs: the demo and the tests.
+
+    python3 dev.py demo     # train the classic example with each classic optimizer
+    python3 dev.py test     # the whole test suite (CI runs exactly this)
+
+Each command creates (or reuses) a virtual environment in ``.venv`` and installs
+what it needs there first; nothing but Python 3.10+ is required.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import subprocess
+import sys
+import venv
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent
+VENV = ROOT / ".venv"
+PYTHON = VENV / ("Scripts/python.exe" if os.name == "nt" else "bin/python")
+# torch's CPU build, for the torch.optim comparison tests; optional.
+TORCH = "torch==2.13.0"
+
+
+def _run(*args: str | os.PathLike, check: bool = True) -> int:
+  return subprocess.run([str(a) for a in args], cwd=ROOT, check=check).returncode
+
+
+def ensure_env(extras: str) -> None:
+  """Creates .venv and installs gradtx with ``extras`` unless already done."""
+  if not PYTHON.exists():
+    print(f"creating virtual environment in {VENV}", flush=True)
+    venv.create(VENV, with_pip=True)
+  stamp = VENV / f".installed-{extras}"
+  digest = hashlib.sha256((ROOT / "pyproject.toml").read_bytes()).hexdigest()
+  if stamp.exists() and stamp.read_text() == digest:
+    return
+  print(f"installing gradtx[{extras}] into {VENV}", flush=True)
+  _run(PYTHON, "-m", "pip", "install", "-q", "--upgrade", "pip")
+  _run(PYTHON, "-m", "pip", "install", "-q", "-e", f".[{extras}]")
+  if extras == "test":
+    # The torch.optim parity tests skip themselves when torch is missing.
+    if _run(PYTHON, "-m", "pip", "install", "-q", TORCH, check=False) != 0:
+      print("torch is not available here; the torch.optim parity tests will be skipped")
+  stamp.write_text(digest)
+
+
+def main(argv: list[str]) -> int:
+  command = argv[0] if argv else "help"
+  if command == "demo":
+    ensure_env("notebooks")
+    return _run(PYTHON, ROOT / "examples" / "demo.py", *argv[1:], check=False)
+  if command == "test":
+    ensure_env("test")
+    return _run(PYTHON, "-m", "pytest", "-q", "-n", "2", *argv[1:], check=False)
+  print(__doc__)
+  return 0 if command == "help" else 2
+
+
+if __name__ == "__main__":
+  sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,346 @@
+"""Named chains, state by name, and carrying state into an edited chain.
+
+Design note. ``chain(*stages, **named_stages)`` runs its stages in order and
+keeps a *chain state*: a :class:`ChainState`, an ordered mapping from each
+stage's name to its stage state. Chains nest; a nested stage is addressed as
+``"outer.inner"`` both in ``state["outer.inner"]`` and in hyperparameter
+names (``"outer.inner.b1"``).
+
+Names are found in the state alone, so :func:`hparams`, :func:`set_hparams`
+and :func:`carry_state` need no transformation: the walk descends through
+every pytree node, adds a name at each :class:`ChainState` level, and reads an
+:class:`~gradtx.core.HParams` wherever it finds one. Wrappers (``masked``,
+``apply_if_finite``) are transparent: the hyperparameters of the stage they
+wrap appear under the wrapper's name.
+"""
+
+from __future__ import annotations
+
+import keyword
+from typing import Any, Iterator, Mapping
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from gradtx.core import GradientTransformation, HParams, as_transformation, check_value
+from gradtx.errors import GradtxError, HyperparameterError, StructureError
+
+PyTree = Any
+
+
+@jax.tree_util.register_pytree_with_keys_class
+class ChainState(Mapping[str, Any]):
+  """The state of a chain: stage name -> stage state, in the chain's order.
+
+  ``state["adam"]`` is a stage's state; ``state["outer.inner"]`` reaches into
+  a nested chain. It is a pytree (its key path entries are the stage names),
+  so it saves, loads and maps like any other.
+  """
+
+  __slots__ = ("_stages",)
+
+  def __init__(self, stages: Mapping[str, Any]):
+    self._stages = dict(stages)
+
+  def __getitem__(self, name: str) -> Any:
+    head, _, rest = name.partition(".")
+    if head not in self._stages:
+      raise KeyError(f"no stage {head!r} in this chain state; its stages are "
+                     f"{list(self._stages)}")
+    stage = self._stages[head]
+    return stage[rest] if rest else stage
+
+  def __iter__(self) -> Iterator[str]:
+    return iter(self._stages)
+
+  def __len__(self) -> int:
+    return len(self._stages)
+
+  def replace(self, **stages: Any) -> "ChainState":
+    """A new chain state with some stage states replaced."""
+    unknown = [k for k in stages if k not in self._stages]
+    if unknown:
+      raise KeyError(f"no stage {unknown[0]!r}; stages are {list(self._stages)}")
+    return ChainState({**self._stages, **stages})
+
+  def __repr__(self) -> str:
+    inner = ",\n".join(f"  {k}: {v!r}".replace("\n", "\n  ") for k, v in self._stages.items())
+    return "ChainState({\n" + inner + "\n})"
+
+  def __eq__(self, other: object) -> bool:
+    return self is other
+
+  __hash__ = object.__hash__
+
+  def tree_flatten_with_keys(self):
+    children = [(jax.tree_util.DictKey(k), v) for k, v in self._stages.items()]
+    return children, tuple(self._stages)
+
+  def tree_flatten(self):
+    return list(self._stages.values()), tuple(self._stages)
+
+  @classmethod
+  def tree_unflatten(cls, names, children):
+    return cls(dict(zip(names, children)))
+
+
+def _check_name(name: str) -> None:
+  if not name.isidentifier() or keyword.iskeyword(name):
+    raise ValueError(f"chain: stage name {name!r} must be a Python identifier (no dots); "
+                     "nested stages are addressed as 'outer.inner' automatically")
+
+
+def _unique_names(stages: tuple[GradientTransformation, ...], taken: set[str]) -> list[str]:
+  names = []
+  for tx in stages:
+    base = tx.name
+    name, i = base, 1
+    while name in taken:
+      name, i = f"{base}_{i}", i + 1
+    taken.add(name)
+    names.append(name)
+  return names
+
+
+class Chain(GradientTransformation):
+  """A named chain of stages; its state is a :class:`ChainState`."""
+
+  __slots__ = ("stages", "label")
+
+  def __init__(self, stages: Mapping[str, GradientTransformation], label: str = "chain"):
+    self.stages = dict(stages)
+    self.label = label
+    stage_items = tuple(self.stages.items())
+
+    def init(params):
+      return ChainState({name: tx.init(params) for name, tx in stage_items})
+
+    def update(updates, state, params=None, **extra):
+      if not isinstance(state, ChainState) or tuple(state) != tuple(self.stages):
+        got = list(state) if isinstance(state, ChainState) else type(state).__name__
+        raise StructureError(
+            f"{label}: the state does not belong to this chain: expected stages "
+            f"{list(self.stages)}, got {got}. To move a state into an edited chain "
+            "use gradtx.carry_state(old_state, new_tx.init(params))")
+      new_state = {}
+      for name, tx in stage_items:
+        try:
+          updates, new_state[name] = tx.update(updates, state[name], params, **extra)
+        except GradtxError as error:
+          raise error.with_stage(name) from None
+      return updates, ChainState(new_state)
+
+    super().__init__(init, update, name=label)
+
+  def format(self, indent: int = 0) -> str:
+    pad = "  " * (indent + 1)
+    lines = [f"{pad}{name}={stage.format(indent + 1)}," for name, stage in self.stages.items()]
+    return f"{self.label}(\n" + "\n".join(lines) + "\n" + "  " * indent + ")"
+
+
+def chain(*stages: Any, **named_stages: Any) -> Chain:
+  """Runs stages one after another; each stage's state is kept under its name.
+
+  Positional stages take their primitive's name (``scale_by_adam``), made
+  unique with a suffix (``scale_by_adam_1``); keyword stages take the keyword.
+  An optax transformation is accepted as a stage.
+
+  Example:
+    >>> import gradtx as gtx
+    >>> import jax.numpy as jnp
+    >>> tx = gtx.chain(clip=gtx.clip_by_global_norm(1.0),
+    ...                adam=gtx.scale_by_adam(), lr=gtx.scale_by_learning_rate(0.1))
+    >>> state = tx.init({"w": jnp.zeros(3)})
+    >>> list(state)
+    ['clip', 'adam', 'lr']
+    >>> state["adam"].mu["w"].shape
+    (3,)
+  """
+  positional = tuple(as_transformation(tx) for tx in stages)
+  named = {k: as_transformation(v, where=f"chain stage {k!r}") for k, v in named_stages.items()}
+  for name in named:
+    _check_name(name)
+  names = _unique_names(positional, set(named))
+  return Chain({**dict(zip(names, positional)), **named})
+
+
+def named_chain(label: str, **stages: GradientTransformation) -> Chain:
+  """A chain that shows as ``label`` in ``repr``: how ready optimizers are built."""
+  for name in stages:
+    _check_name(name)
+  return Chain({k: as_transformation(v) for k, v in stages.items()}, label=label)
+
+
+# ----------------------------------------------------------------------------
+# Hyperparameters by dotted name.
+
+
+def _children(node: Any) -> list[Any]:
+  return jax.tree_util.tree_flatten(node, is_leaf=lambda x: x is not node)[0]
+
+
+def _is_array(x: Any) -> bool:
+  return isinstance(x, (jax.Array, np.ndarray, np.generic, float, int, complex))
+
+
+def _find_hparams(node: Any, prefix: tuple[str, ...] = ()) -> Iterator[tuple[tuple[str, ...],
+                                                                             HParams]]:
+  """Every HParams in ``node``, with the stage path leading to it, in pytree order."""
+  if isinstance(node, HParams):
+    yield prefix, node
+  elif isinstance(node, ChainState):
+    for name, sub in node.items():
+      yield from _find_hparams(sub, prefix + (name,))
+  elif node is not None and not _is_array(node):
+    for child in _children(node):
+      yield from _find_hparams(child, prefix)
+
+
+def _named_slots(state: PyTree) -> dict[str, tuple[int, str]]:
+  """dotted name -> (index of its HParams in pytree order, name inside it)."""
+  named: dict[str, tuple[int, str]] = {}
+  for index, (path, hp) in enumerate(_find_hparams(state)):
+    for key in hp:
+      dotted = ".".join(path + (key,))
+      if dotted in named:
+        raise HyperparameterError(
+            f"two hyperparameters are both named {dotted!r}; give the stages "
+            "distinct names in the chain")
+      named[dotted] = (index, key)
+  return named
+
+
+def hparams(state: PyTree) -> dict[str, jax.Array]:
+  """Every numeric hyperparameter in a state, by dotted name.
+
+  A scheduled hyperparameter reads as the value it had at the last step (its
+  step-0 value before the first step).
+
+  Example:
+    >>> import gradtx as gtx
+    >>> import jax.numpy as jnp
+    >>> state = gtx.adam(learning_rate=0.01).init(jnp.zeros(2))
+    >>> {k: round(float(v), 6) for k, v in gtx.hparams(state).items()}
+    {'adam.b1': 0.9, 'adam.b2': 0.999, 'adam.eps': 1e-08, 'adam.eps_root': 0.0, 'lr.learning_rate': 0.01}
+  """
+  found = list(_find_hparams(state))
+  return {name: found[index][1][key] for name, (index, key) in _named_slots(state).items()}
+
+
+def set_hparams(state: PyTree, values: Mapping[str, Any]) -> PyTree:
+  """A new state with hyperparameters replaced by dotted name.
+
+  The new values take each hyperparameter's dtype and shape, so a jitted step
+  that receives the new state does not retrace. Values are checked against
+  the hyperparameter's allowed range.
+
+  Raises:
+    HyperparameterError: an unknown name (the message lists the valid ones),
+      a value out of range, or a hyperparameter that a schedule drives.
+
+  Example:
+    >>> import gradtx as gtx
+    >>> import jax.numpy as jnp
+    >>> state = gtx.sgd(learning_rate=0.1).init(jnp.zeros(2))
+    >>> state = gtx.set_hparams(state, {"lr.learning_rate": 0.01})
+    >>> float(gtx.hparams(state)["lr.learning_rate"])
+    0.01
+  """
+  named = _named_slots(state)
+  unknown = [k for k in values if k not in named]
+  if unknown:
+    raise HyperparameterError(
+        f"unknown hyperparameter {unknown[0]!r}; the valid names are {sorted(named)}")
+  leaves, treedef = jax.tree_util.tree_flatten(state, is_leaf=lambda x: isinstance(x, HParams))
+  holders = [i for i, leaf in enumerate(leaves) if isinstance(leaf, HParams)]
+  for dotted, value in values.items():
+    index, key = named[dotted]
+    hp: HParams = leaves[holders[index]]
+    slot = hp.slot(key)
+    if slot.scheduled:
+      raise HyperparameterError(
+          f"{dotted} follows a schedule, which sets it at every step; build the "
+          "stage with a float or an array to set it by name, or change the schedule")
+    check_value(dotted.rsplit(".", 1)[0], key, value, slot.allowed)
+    old = hp[key]
+    new = jnp.asarray(value, old.dtype)
+    if new.shape != old.shape:
+      try:
+        new = jnp.broadcast_to(new, old.shape)
+      except ValueError:
+        raise HyperparameterError(
+            f"{dotted} has shape {old.shape}; got a value of shape {new.shape}") from None
+    leaves[holders[index]] = hp.replace(**{key: new})
+  return jax.tree_util.tree_unflatten(treedef, leaves)
+
+
+# ----------------------------------------------------------------------------
+# Carrying state into an edited chain.
+
+
+def _structure_key(tree: PyTree) -> tuple:
+  leaves, treedef = jax.tree_util.tree_flatten(tree)
+  return treedef, tuple((np.shape(x), jnp.result_type(x)) for x in leaves)
+
+
+def carry_state(old: PyTree, new: PyTree, *, strict: bool = False) -> tuple[PyTree, dict]:
+  """Moves stage states from an old chain state into a fresh state of an edited chain.
+
+  Every stage of ``new`` whose dotted name exists in ``old`` with the same tree
+  structure, shapes and dtypes takes the old stage's state (moments, counts,
+  hyperparameters); the rest keep their fresh ``new`` state. Nested chains are
+  matched stage by stage.
+
+  Args:
+    old: the state of the chain before the edit.
+    new: ``edited_tx.init(params)``, a fresh state of the edited chain.
+    strict: raise :class:`StructureError` if any stage is not carried over.
+
+  Returns:
+    ``(state, report)`` where ``report`` has the dotted names of the stages
+    ``"carried"``, ``"fresh"`` (new, or in ``old`` with another structure,
+    listed under ``"mismatched"`` too) and ``"dropped"`` (in ``old`` only).
+
+  Example:
+    >>> import gradtx as gtx
+    >>> import jax.numpy as jnp
+    >>> params = {"w": jnp.zeros(2)}
+    >>> old = gtx.adam(0.1).init(params)
+    >>> edited = gtx.chain(clip=gtx.clip_by_global_norm(1.0), adam=gtx.scale_by_adam(),
+    ...                    lr=gtx.scale_by_learning_rate(0.1))
+    >>> state, report = gtx.carry_state(old, edited.init(params))
+    >>> report
+    {'carried': ['adam', 'lr'], 'fresh': ['clip'], 'mismatched': [], 'dropped': []}
+  """
+  if not isinstance(old, ChainState) or not isinstance(new, ChainState):
+    raise StructureError("carry_state takes two chain states (ChainState), got "
+                         f"{type(old).__name__} and {type(new).__name__}")
+  report: dict[str, list[str]] = {"carried": [], "fresh": [], "mismatched": [], "dropped": []}
+
+  def carry(o: ChainState, n: ChainState, prefix: str) -> ChainState:
+    out = {}
+    for name, fresh in n.items():
+      dotted = prefix + name
+      if name not in o:
+        report["fresh"].append(dotted)
+        out[name] = fresh
+      elif isinstance(fresh, ChainState) and isinstance(o[name], ChainState):
+        out[name] = carry(o[name], fresh, dotted + ".")
+      elif _structure_key(o[name]) == _structure_key(fresh):
+        report["carried"].append(dotted)
+        out[name] = o[name]
+      else:
+        report["fresh"].append(dotted)
+        report["mismatched"].append(dotted)
+        out[name] = fresh
+    report["dropped"].extend(prefix + k for k in o if k not in n)
+    return ChainState(out)
+
+  state = carry(old, new, "")
+  if strict and (report["fresh"] or report["dropped"]):
+    raise StructureError(f"carry_state(strict=True) could not carry every stage: {report}")
+  return state, report
+
+
+__all__ = ["Chain", "ChainState", "carry_state", "chain", "hparams", "named_chain", "set_hparams"]

@@ -1,0 +1,470 @@
+"""The protocol, hyperparameters in the state, and the smallest transformations.
+
+Design note. A *gradient transformation* is a pair of pure functions,
+
+    init(params) -> state
+    update(updates, state, params=None, **extra) -> (updates, state)
+
+with optax's signatures. Words used throughout gradtx:
+
+* *stage*: one transformation inside a chain, under a name.
+* *stage state*: the state of one stage, a small NamedTuple with stable field
+  names whose last field, ``hparams``, holds the stage's numeric
+  hyperparameters (:class:`HParams`).
+* *chain state*: a mapping from stage names to stage states
+  (:class:`gradtx.ChainState`).
+
+Keeping hyperparameters in the stage state, as arrays, is what lets
+:func:`hparams` read them and :func:`set_hparams` change them by dotted name
+between steps without retracing: a jitted step sees new values of the same
+shape and dtype. A hyperparameter given as a schedule is evaluated at the
+stage's own step count and the state keeps the value it had at the last step.
+
+Structural options (``nesterov``, dtypes, masks) are not in the state; they are
+fixed when the transformation is built and show in its ``repr``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import inspect
+import math
+from typing import Any, Callable, Iterator, Mapping, NamedTuple, Protocol
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from gradtx.errors import HyperparameterError, MissingArgumentError
+
+PyTree = Any
+Params = Any
+Updates = Any
+State = Any
+Schedule = Callable[[jax.Array], jax.Array]
+ScalarOrSchedule = float | jax.Array | Schedule
+
+
+class InitFn(Protocol):
+  def __call__(self, params: Params) -> State: ...
+
+
+class UpdateFn(Protocol):
+  def __call__(self, updates: Updates, state: State, params: Params | None = None,
+               **extra: Any) -> tuple[Updates, State]: ...
+
+
+# ----------------------------------------------------------------------------
+# Allowed ranges of hyperparameters.
+
+
+@dataclasses.dataclass(frozen=True)
+class Range:
+  """The allowed values of a hyperparameter, an interval of the real line.
+
+  ``Range(0, 1, high_open=True)`` is :math:`[0, 1)`; ``None`` bounds are
+  unbounded. ``integer=True`` keeps the value as an int32.
+  """
+  low: float | None = None
+  high: float | None = None
+  low_open: bool = False
+  high_open: bool = False
+  integer: bool = False
+
+  def __str__(self) -> str:
+    low = "-inf" if self.low is None else f"{self.low:g}"
+    high = "inf" if self.high is None else f"{self.high:g}"
+    left = "(" if self.low_open or self.low is None else "["
+    right = ")" if self.high_open or self.high is None else "]"
+    return f"{left}{low}, {high}{right}"
+
+  def contains(self, value: Any) -> bool:
+    """Whether every entry of a concrete ``value`` lies in the range."""
+    v = np.asarray(value, dtype=np.float64)
+    if np.isnan(v).any():
+      return False
+    ok = np.ones(v.shape, bool)
+    if self.low is not None:
+      ok &= v > self.low if self.low_open else v >= self.low
+    if self.high is not None:
+      ok &= v < self.high if self.high_open else v <= self.high
+    if self.integer:
+      ok &= v == np.round(v)
+    return bool(ok.all())
+
+
+ANY = Range()
+NONNEGATIVE = Range(0.0)
+POSITIVE = Range(0.0, low_open=True)
+UNIT = Range(0.0, 1.0)                      # [0, 1]
+UNIT_HALF_OPEN = Range(0.0, 1.0, high_open=True)  # [0, 1)
+NONNEGATIVE_INT = Range(0, integer=True)
+POSITIVE_INT = Range(1, integer=True)
+
+
+def _is_concrete(value: Any) -> bool:
+  return not isinstance(value, jax.core.Tracer)
+
+
+def check_value(stage: str, name: str, value: Any, allowed: Range) -> None:
+  """Raises :class:`HyperparameterError` if a concrete ``value`` is outside ``allowed``.
+
+  Traced values (a hyperparameter swept under ``vmap``) cannot be checked and
+  pass through.
+  """
+  if not _is_concrete(value):
+    return
+  try:
+    ok = allowed.contains(value)
+  except (TypeError, ValueError):
+    raise HyperparameterError(
+        f"{stage}: {name} must be a number in {allowed}, got {value!r}") from None
+  if not ok:
+    shown = value if np.ndim(value) == 0 else f"an array with values outside {allowed}"
+    raise HyperparameterError(f"{stage}: {name} must be in {allowed}, got {shown}")
+
+
+# ----------------------------------------------------------------------------
+# Hyperparameters in the state.
+
+
+@dataclasses.dataclass(frozen=True)
+class _Slot:
+  """Static facts about one hyperparameter: its range and whether a schedule drives it."""
+  allowed: Range
+  scheduled: bool
+
+
+def safe_increment(count: jax.Array) -> jax.Array:
+  """``count + 1``, saturating at the dtype's maximum instead of wrapping."""
+  limit = jnp.iinfo(count.dtype).max
+  return jnp.where(count < limit, count + 1, limit).astype(count.dtype)
+
+
+@jax.tree_util.register_pytree_with_keys_class
+class HParams(Mapping[str, jax.Array]):
+  """The numeric hyperparameters of one stage, as arrays in its state.
+
+  A read-only mapping ``name -> value``. Values of scheduled hyperparameters
+  are the ones used at the last step; ``count`` is the stage's schedule step
+  (present only when some hyperparameter is scheduled).
+  """
+
+  __slots__ = ("_values", "_slots", "count")
+
+  def __init__(self, values: Mapping[str, jax.Array], slots: Mapping[str, _Slot],
+               count: jax.Array | None = None):
+    self._values = dict(values)
+    self._slots = dict(slots)
+    self.count = count
+
+  def __getitem__(self, name: str) -> jax.Array:
+    return self._values[name]
+
+  def __iter__(self) -> Iterator[str]:
+    return iter(self._values)
+
+  def __len__(self) -> int:
+    return len(self._values)
+
+  def slot(self, name: str) -> _Slot:
+    return self._slots[name]
+
+  def replace(self, **values: jax.Array) -> "HParams":
+    return HParams({**self._values, **values}, self._slots, self.count)
+
+  def __repr__(self) -> str:
+    def show(v: Any) -> str:
+      try:
+        return f"{float(v):.6g}" if np.ndim(v) == 0 else f"array{np.shape(v)}"
+      except Exception:  # a tracer
+        return repr(v)
+    inner = ", ".join(f"{k}={show(v)}" for k, v in self._values.items())
+    return f"HParams({inner})"
+
+  def tree_flatten_with_keys(self):
+    names = tuple(self._values)
+    children = [(jax.tree_util.DictKey(n), self._values[n]) for n in names]
+    if self.count is not None:
+      children.append((jax.tree_util.GetAttrKey("count"), self.count))
+    aux = (names, tuple(self._slots[n] for n in names), self.count is not None)
+    return children, aux
+
+  def tree_flatten(self):
+    children, aux = self.tree_flatten_with_keys()
+    return [c for _, c in children], aux
+
+  @classmethod
+  def tree_unflatten(cls, aux, children):
+    names, slots, has_count = aux
+    children = list(children)
+    count = children.pop() if has_count else None
+    return cls(dict(zip(names, children)), dict(zip(names, slots)), count)
+
+  def __eq__(self, other: object) -> bool:
+    return self is other
+
+  __hash__ = object.__hash__
+
+
+def _float_dtype() -> Any:
+  # float64 when jax_enable_x64 is on, float32 otherwise.
+  return jnp.result_type(float)
+
+
+def _as_state_value(value: Any, allowed: Range) -> jax.Array:
+  if allowed.integer:
+    return jnp.asarray(value, jnp.int32)
+  if isinstance(value, (jax.Array, np.ndarray)) and jnp.issubdtype(value.dtype, jnp.floating):
+    return jnp.asarray(value)  # an array keeps the dtype its owner chose
+  return jnp.asarray(value, _float_dtype())
+
+
+class HParamSpec:
+  """The numeric hyperparameters a transformation was built with.
+
+  Built once per transformation; validates every concrete value against its
+  range at construction, makes the :class:`HParams` of a fresh state, and at
+  each step returns the values to use (evaluating schedules).
+
+  Args:
+    stage: the primitive's name, used in error messages (``"scale_by_adam"``).
+    **entries: ``name=(value, allowed_range)``; a value may be a float, an
+      array, or a schedule (a callable of the step count).
+  """
+
+  def __init__(self, stage: str, **entries: tuple[ScalarOrSchedule, Range]):
+    self.stage = stage
+    self.values: dict[str, ScalarOrSchedule] = {}
+    self.slots: dict[str, _Slot] = {}
+    for name, (value, allowed) in entries.items():
+      scheduled = callable(value)
+      if not scheduled:
+        check_value(stage, name, value, allowed)
+      self.values[name] = value
+      self.slots[name] = _Slot(allowed, scheduled)
+    self.scheduled = any(s.scheduled for s in self.slots.values())
+
+  def __bool__(self) -> bool:
+    return bool(self.values)
+
+  def init(self) -> HParams:
+    """The hyperparameters of a fresh state (schedules at step 0)."""
+    count = jnp.zeros((), jnp.int32) if self.scheduled else None
+    values = {}
+    for name, value in self.values.items():
+      slot = self.slots[name]
+      if slot.scheduled:
+        values[name] = jnp.asarray(value(count), jnp.int32 if slot.allowed.integer
+                                   else _float_dtype())
+      else:
+        values[name] = _as_state_value(value, slot.allowed)
+    return HParams(values, self.slots, count)
+
+  def step(self, hparams: HParams) -> tuple[HParams, HParams]:
+    """Returns ``(values for this step, hyperparameters for the next state)``."""
+    if not isinstance(hparams, HParams):
+      raise HyperparameterError(
+          f"{self.stage}: the state's hparams field is a {type(hparams).__name__}, "
+          "not HParams; was this state made by this transformation's init?")
+    if not self.scheduled:
+      return hparams, hparams
+    values = {
+        name: (self.values[name](hparams.count).astype(hparams[name].dtype)
+               if slot.scheduled else hparams[name])
+        for name, slot in self.slots.items()
+    }
+    now = HParams(values, self.slots, hparams.count)
+    return now, HParams(values, self.slots, safe_increment(hparams.count))
+
+
+# ----------------------------------------------------------------------------
+# The transformation object.
+
+
+def _accepts_extra(update: Callable[..., Any]) -> bool:
+  try:
+    parameters = inspect.signature(update).parameters.values()
+  except (TypeError, ValueError):
+    return True
+  return any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters)
+
+
+class GradientTransformation:
+  """A pair of pure functions with optax's signatures, plus what it was built from.
+
+  Attributes:
+    init: ``init(params) -> state``.
+    update: ``update(updates, state, params=None, **extra) -> (updates, state)``.
+    name: the default stage name in a chain (``"scale_by_adam"``).
+    spec: the numeric hyperparameters (:class:`HParamSpec`), shown by ``repr``
+      and held in the state.
+    options: structural options (dtypes, flags, masks, inner
+      transformations), shown by ``repr``.
+  """
+
+  __slots__ = ("init", "update", "name", "spec", "options")
+
+  def __init__(self, init: InitFn, update: UpdateFn, *, name: str = "transformation",
+               spec: HParamSpec | None = None, options: Mapping[str, Any] | None = None):
+    self.init = init
+    self.update = update
+    self.name = name
+    self.spec = spec if spec is not None else HParamSpec(name)
+    self.options = dict(options or {})
+
+  def __iter__(self):  # `init, update = tx`, as with optax's NamedTuple.
+    return iter((self.init, self.update))
+
+  def format(self, indent: int = 0) -> str:
+    """This transformation as text, nested ones indented by ``indent`` levels."""
+    return format_transformation(self, indent)
+
+  def __repr__(self) -> str:
+    return self.format()
+
+
+def as_transformation(tx: Any, where: str = "chain") -> GradientTransformation:
+  """Wraps anything with optax's ``init``/``update`` (an optax transformation) as a stage."""
+  if isinstance(tx, GradientTransformation):
+    return tx
+  if not (callable(getattr(tx, "init", None)) and callable(getattr(tx, "update", None))):
+    raise TypeError(
+        f"{where}: expected a gradient transformation (an object with init and "
+        f"update), got {type(tx).__name__}: {tx!r}")
+  passes_extra = _accepts_extra(tx.update)
+
+  def update(updates, state, params=None, **extra):
+    if passes_extra:
+      return tx.update(updates, state, params, **extra)
+    return tx.update(updates, state, params)
+
+  return GradientTransformation(tx.init, update, name=type(tx).__name__.lower(),
+                                options={"wrapped": tx})
+
+
+def _format_value(value: Any) -> str:
+  if isinstance(value, float):
+    return f"{value:g}"
+  if isinstance(value, (jax.Array, np.ndarray)):
+    return f"{float(value):g}" if np.ndim(value) == 0 else f"array{np.shape(value)}"
+  try:
+    if not isinstance(value, (bool, int, str)) and value is not None:
+      return np.dtype(value).name  # a dtype, such as jnp.bfloat16
+  except TypeError:
+    pass
+  if callable(value) and not hasattr(value, "init") and "<" in repr(value):
+    return getattr(value, "__qualname__", getattr(value, "__name__", repr(value)))
+  return repr(value)
+
+
+def format_transformation(tx: GradientTransformation, indent: int = 0) -> str:
+  """``name(hparam=value, ..., option=value)``, nested transformations indented."""
+  parts = [f"{k}={_format_value(v)}" for k, v in tx.spec.values.items()]
+  nested = []
+  for key, value in tx.options.items():
+    if isinstance(value, GradientTransformation):
+      nested.append((key, value))
+    else:
+      parts.append(f"{key}={_format_value(value)}")
+  if not nested:
+    return f"{tx.name}({', '.join(parts)})"
+  pad = "  " * (indent + 1)
+  lines = [f"{pad}{p}," for p in parts]
+  lines += [f"{pad}{k}={v.format(indent + 1)}," for k, v in nested]
+  return f"{tx.name}(\n" + "\n".join(lines) + "\n" + "  " * indent + ")"
+
+
+# ----------------------------------------------------------------------------
+# The smallest transformations and applying updates.
+
+
+class EmptyState(NamedTuple):
+  """The state of a stage with nothing to keep but its hyperparameters."""
+  hparams: HParams
+
+
+def stateless(fn: Callable[..., Updates], *, name: str | None = None,
+              **hyperparams: tuple[ScalarOrSchedule, Range]) -> GradientTransformation:
+  """A transformation without moments: ``updates <- fn(updates, params, **hparams)``.
+
+  Args:
+    fn: ``fn(updates, params, **values)`` returning the new updates; ``values``
+      are this step's hyperparameters (arrays).
+    name: the default stage name; ``fn.__name__`` if not given.
+    **hyperparams: ``name=(value, allowed_range)`` for each numeric
+      hyperparameter, held in the state and readable by :func:`hparams`.
+
+  Example:
+    >>> import gradtx as gtx
+    >>> import jax.numpy as jnp
+    >>> def flip(updates, params):
+    ...   return -updates
+    >>> tx = gtx.stateless(flip)
+    >>> tx.update(jnp.ones(2), tx.init(jnp.zeros(2)))[0]
+    Array([-1., -1.], dtype=float32)
+  """
+  name = name or getattr(fn, "__name__", "stateless")
+  spec = HParamSpec(name, **hyperparams)
+
+  def init(params):
+    del params
+    return EmptyState(spec.init())
+
+  def update(updates, state, params=None, **extra):
+    del extra
+    now, hparams = spec.step(state.hparams)
+    return fn(updates, params, **now), EmptyState(hparams)
+
+  return GradientTransformation(init, update, name=name, spec=spec)
+
+
+def identity() -> GradientTransformation:
+  """Returns the updates unchanged: :math:`u \\leftarrow g`.
+
+  Example:
+    >>> import gradtx as gtx
+    >>> import jax.numpy as jnp
+    >>> tx = gtx.identity()
+    >>> tx.update(jnp.ones(2), tx.init(jnp.zeros(2)))[0]
+    Array([1., 1.], dtype=float32)
+  """
+  return stateless(lambda updates, params: updates, name="identity")
+
+
+def apply_updates(params: Params, updates: Updates) -> Params:
+  """``params + updates`` leaf by leaf, each result in its parameter's dtype.
+
+  Leaves that are ``None`` in ``updates`` leave the parameter unchanged.
+
+  Example:
+    >>> import gradtx as gtx
+    >>> import jax.numpy as jnp
+    >>> gtx.apply_updates({"w": jnp.ones(2, jnp.bfloat16)}, {"w": jnp.full(2, 0.5)})
+    {'w': Array([1.5, 1.5], dtype=bfloat16)}
+  """
+  from gradtx.tree import check_structure
+  check_structure(params, updates, "params", "updates")
+
+  def add(p, u):
+    if u is None:
+      return p
+    p = jnp.asarray(p)
+    # Add in the wider of the two types, then return to the parameter's dtype.
+    wide = jnp.promote_types(p.dtype, jnp.asarray(u).dtype)
+    return (p.astype(wide) + jnp.asarray(u).astype(wide)).astype(p.dtype)
+
+  return jax.tree.map(add, params, updates, is_leaf=lambda x: x is None)
+
+
+def require_params(stage: str, params: Params | None) -> Params:
+  """Returns ``params``, or raises if a stage that needs them did not get them."""
+  if params is None:
+    raise MissingArgumentError(
+        f"{stage} needs the parameters: call update(grads, state, params)")
+  return params
+
+
+__all__ = ["ANY", "EmptyState", "GradientTransformation", "HParamSpec", "HParams",
+           "NONNEGATIVE", "NONNEGATIVE_INT", "POSITIVE", "POSITIVE_INT", "Range", "UNIT",
+           "UNIT_HALF_OPEN", "apply_updates", "identity", "stateless"]

@@ -1,0 +1,57 @@
+"""Shared per-array numerics: moment updates, bias correction, counters.
+
+Every primitive calls these instead of writing them again. They take one
+array at a time, so the same code serves a tree of leaves and a packed buffer.
+Hyperparameters arrive as arrays held in the state (float32, or float64 under
+``jax_enable_x64``); each function casts them to the dtype it computes in, so a
+float32 model computes in float32 exactly as with Python-float constants.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+
+from gradtx.core import safe_increment
+
+__all__ = ["abs_sq", "as_dtype", "bias_correction", "compute_dtype", "ema_moment",
+           "safe_increment", "safe_rsqrt"]
+
+
+def compute_dtype(*arrays: jax.Array) -> jnp.dtype:
+  """The dtype to compute in: the widest of the arrays' dtypes."""
+  return jnp.result_type(*(jnp.asarray(a).dtype for a in arrays))
+
+
+def as_dtype(x: jax.Array | float, dtype: jnp.dtype) -> jax.Array:
+  """``x`` as an array of ``dtype`` (a no-op when it already is)."""
+  return jnp.asarray(x).astype(dtype)
+
+
+def abs_sq(x: jax.Array) -> jax.Array:
+  """:math:`|x|^2`, real for complex ``x``."""
+  return (x * x.conj()).real if jnp.iscomplexobj(x) else jnp.square(x)
+
+
+def ema_moment(g: jax.Array, m: jax.Array, decay: jax.Array, order: int) -> jax.Array:
+  """:math:`m \\leftarrow (1 - \\beta) g^k + \\beta m`, computed in the wider dtype.
+
+  ``order=2`` uses :math:`|g|^2`. The result is in the wider of ``g`` and
+  ``m``'s dtypes; callers cast it to the state's dtype.
+  """
+  dtype = compute_dtype(g, m)
+  decay = as_dtype(decay, dtype)
+  g = g.astype(dtype)
+  term = g if order == 1 else abs_sq(g) if order == 2 else jnp.abs(g) ** order
+  return (1 - decay) * term + decay * m.astype(dtype)
+
+
+def bias_correction(m: jax.Array, decay: jax.Array, count: jax.Array) -> jax.Array:
+  """:math:`\\hat m = m / (1 - \\beta^t)`, undoing a zero-initialised moment's bias."""
+  correction = 1 - jnp.asarray(decay) ** count
+  return m / correction.astype(m.dtype)
+
+
+def safe_rsqrt(x: jax.Array) -> jax.Array:
+  """:math:`1/\\sqrt{x}` where ``x > 0`` and 0 elsewhere (no Inf from a zero)."""
+  return jnp.where(x > 0, jax.lax.rsqrt(jnp.where(x > 0, x, 1)), 0)

@@ -1,0 +1,301 @@
+"""The classic ready optimizers: gradient descent, momentum, Adagrad, RMSprop, Adadelta, Adam.
+
+Every optimizer here keeps optax's name, argument names, defaults and update
+rule (the one exception, :func:`adadelta`'s default learning rate, is noted
+there). Each docstring says where torch.optim's convention differs.
+
+Batch, stochastic and mini-batch gradient descent are all :func:`sgd`: what
+differs is the gradient you feed it — of the loss on the whole data set
+(batch), on one example (stochastic), or on a mini-batch of examples.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from gradtx.chain import Chain, named_chain
+from gradtx.core import ScalarOrSchedule
+from gradtx.transforms.decay import Mask, add_decayed_weights
+from gradtx.transforms.momentum import trace
+from gradtx.transforms.moments import (scale_by_adadelta, scale_by_adam, scale_by_adamax,
+                                       scale_by_amsgrad, scale_by_rms, scale_by_rss,
+                                       scale_by_stddev)
+from gradtx.transforms.scaling import scale_by_learning_rate
+
+__all__ = ["adadelta", "adagrad", "adam", "adamax", "adamaxw", "adamw", "amsgrad", "nadam",
+           "nadamw", "rmsprop", "sgd"]
+
+
+def sgd(learning_rate: ScalarOrSchedule, momentum: float | None = None, nesterov: bool = False,
+        accumulator_dtype: Any = None) -> Chain:
+  """Stochastic gradient descent, with optional heavy-ball or Nesterov momentum.
+
+  .. math::
+    m_t = g_t + \\mu\\, m_{t-1}, \\qquad
+    \\theta_{t+1} = \\theta_t - \\eta \\cdot
+      \\begin{cases} g_t + \\mu\\, m_t & \\text{nesterov} \\\\ m_t & \\text{momentum} \\\\
+      g_t & \\text{no momentum} \\end{cases}
+
+  Batch, stochastic and mini-batch gradient descent are this same optimizer
+  fed the gradient of the loss on all data, one example, or a mini-batch.
+
+  Args:
+    learning_rate: :math:`\\eta`, a float or a schedule.
+    momentum: :math:`\\mu \\ge 0`, or ``None`` for plain gradient descent.
+    nesterov: Nesterov's form of momentum.
+    accumulator_dtype: dtype of the momentum buffer.
+
+  Conventions: torch.optim.SGD computes the same with ``dampening=0``.
+
+  References:
+    Robbins & Monro, *A Stochastic Approximation Method*, 1951.
+    Sutskever et al., *On the importance of initialization and momentum in deep learning*, 2013.
+
+  Example:
+    >>> import gradtx as gtx
+    >>> print(gtx.sgd(0.1, momentum=0.9))
+    sgd(
+      momentum=trace(decay=0.9, nesterov=False, accumulator_dtype=None),
+      lr=scale_by_learning_rate(learning_rate=0.1, flip_sign=True),
+    )
+  """
+  if momentum is None:
+    return named_chain("sgd", lr=scale_by_learning_rate(learning_rate))
+  return named_chain("sgd", momentum=trace(momentum, nesterov, accumulator_dtype),
+                     lr=scale_by_learning_rate(learning_rate))
+
+
+def adagrad(learning_rate: ScalarOrSchedule, initial_accumulator_value: float = 0.1,
+            eps: float = 1e-7) -> Chain:
+  """Adagrad: per-coordinate steps shrinking with the sum of squared gradients.
+
+  .. math::
+    G_t = G_{t-1} + g_t^2, \\qquad \\theta_{t+1} = \\theta_t - \\eta \\frac{g_t}{\\sqrt{G_t + \\epsilon}}
+
+  Args:
+    learning_rate: :math:`\\eta`.
+    initial_accumulator_value: :math:`G_0`, default 0.1.
+    eps: :math:`\\epsilon`, default 1e-7, inside the root.
+
+  Conventions: torch.optim.Adagrad defaults to :math:`G_0 = 0` and puts
+  ``eps=1e-10`` outside the root.
+
+  References:
+    Duchi, Hazan & Singer, *Adaptive Subgradient Methods for Online Learning
+    and Stochastic Optimization*, JMLR 2011.
+  """
+  return named_chain("adagrad", rss=scale_by_rss(initial_accumulator_value, eps),
+                     lr=scale_by_learning_rate(learning_rate))
+
+
+def rmsprop(learning_rate: ScalarOrSchedule, decay: float = 0.9, eps: float = 1e-8,
+            initial_scale: float = 0.0, eps_in_sqrt: bool = True, centered: bool = False,
+            momentum: float | None = None, nesterov: bool = False,
+            bias_correction: bool = False) -> Chain:
+  """RMSProp: divide by a running root mean square of the gradients.
+
+  .. math::
+    \\nu_t = \\rho \\nu_{t-1} + (1-\\rho) g_t^2, \\qquad
+    \\theta_{t+1} = \\theta_t - \\eta \\frac{g_t}{\\sqrt{\\nu_t + \\epsilon}}
+
+  ``centered`` subtracts the squared running mean of the gradients inside the
+  root; ``momentum`` adds a heavy-ball trace after the learning rate.
+
+  Args:
+    learning_rate: :math:`\\eta`.
+    decay: :math:`\\rho`, default 0.9 (torch's ``alpha`` defaults to 0.99).
+    eps: :math:`\\epsilon`, default 1e-8.
+    initial_scale: :math:`\\nu_0`, default 0.
+    eps_in_sqrt: :math:`\\epsilon` inside the root (default) or outside it
+      (torch.optim.RMSprop's placement: pass ``eps_in_sqrt=False``).
+    centered: centered RMSProp (Graves 2013).
+    momentum: heavy-ball coefficient, or ``None``.
+    nesterov: Nesterov momentum.
+    bias_correction: debias the moments.
+
+  References:
+    Tieleman & Hinton, *Lecture 6.5 - rmsprop*, 2012; Graves, *Generating
+    Sequences With Recurrent Neural Networks*, 2013.
+  """
+  scale_by = scale_by_stddev if centered else scale_by_rms
+  stages = dict(rms=scale_by(decay, eps, initial_scale, eps_in_sqrt, bias_correction),
+                lr=scale_by_learning_rate(learning_rate))
+  if momentum is not None:
+    stages["momentum"] = trace(momentum, nesterov)
+  return named_chain("rmsprop", **stages)
+
+
+def adadelta(learning_rate: ScalarOrSchedule = 1.0, rho: float = 0.9, eps: float = 1e-6,
+             weight_decay: float = 0.0, weight_decay_mask: Mask | None = None) -> Chain:
+  """Adadelta: steps scaled by the ratio of running RMS of updates and gradients.
+
+  .. math::
+    E[g^2]_t = \\rho E[g^2]_{t-1} + (1-\\rho) g_t^2, \\quad
+    \\Delta_t = \\frac{\\sqrt{E[\\Delta^2]_{t-1} + \\epsilon}}{\\sqrt{E[g^2]_t + \\epsilon}} g_t,
+    \\quad \\theta_{t+1} = \\theta_t - \\eta \\Delta_t
+
+  Args:
+    learning_rate: :math:`\\eta`, default 1.0 (the paper's rule, and torch's default).
+    rho: :math:`\\rho`, default 0.9.
+    eps: :math:`\\epsilon`, default 1e-6.
+    weight_decay: L2 coefficient added to the gradient before the step.
+    weight_decay_mask: which leaves to decay.
+
+  Differs from optax: ``optax.adadelta()`` defaults to ``learning_rate=None``,
+  which never flips the sign, so it climbs the loss (one step on a gradient of
+  +1 moves the parameter by +0.0032). gradtx defaults to 1.0 and descends.
+
+  References:
+    Zeiler, *ADADELTA: An Adaptive Learning Rate Method*, 2012.
+  """
+  return named_chain("adadelta",
+                     decay=add_decayed_weights(weight_decay, weight_decay_mask),
+                     adadelta=scale_by_adadelta(rho, eps),
+                     lr=scale_by_learning_rate(learning_rate))
+
+
+def adam(learning_rate: ScalarOrSchedule, b1: float = 0.9, b2: float = 0.999, eps: float = 1e-8,
+         eps_root: float = 0.0, mu_dtype: Any = None, *, nesterov: bool = False,
+         nu_dtype: Any = None) -> Chain:
+  """Adam: debiased first moment over the root of the debiased second moment.
+
+  .. math::
+    m_t = \\beta_1 m_{t-1} + (1-\\beta_1) g_t, \\quad v_t = \\beta_2 v_{t-1} + (1-\\beta_2) g_t^2,
+    \\\\ \\theta_{t+1} = \\theta_t - \\eta \\frac{m_t / (1-\\beta_1^t)}
+      {\\sqrt{v_t / (1-\\beta_2^t) + \\epsilon_\\text{root}} + \\epsilon}
+
+  Args:
+    learning_rate: :math:`\\eta`.
+    b1: :math:`\\beta_1`, default 0.9.
+    b2: :math:`\\beta_2`, default 0.999.
+    eps: :math:`\\epsilon`, default 1e-8, outside the root as in torch.
+    eps_root: :math:`\\epsilon_\\text{root}`, default 0.
+    mu_dtype: dtype of the first moment.
+    nesterov: Dozat's NAdam form.
+    nu_dtype: dtype of the second moment (not in optax).
+
+  Conventions: torch.optim.Adam(weight_decay=w) adds L2 to the gradient; in
+  gradtx that is ``chain(add_decayed_weights(w), scale_by_adam(), scale_by_learning_rate(lr))``.
+
+  References:
+    Kingma & Ba, *Adam: A Method for Stochastic Optimization*, ICLR 2015.
+
+  Example:
+    >>> import gradtx as gtx
+    >>> print(gtx.adam(1e-3))
+    adam(
+      adam=scale_by_adam(b1=0.9, b2=0.999, eps=1e-08, eps_root=0, mu_dtype=None, nu_dtype=None, nesterov=False),
+      lr=scale_by_learning_rate(learning_rate=0.001, flip_sign=True),
+    )
+  """
+  return named_chain(
+      "nadam" if nesterov else "adam",
+      adam=scale_by_adam(b1, b2, eps, eps_root, mu_dtype, nesterov=nesterov, nu_dtype=nu_dtype),
+      lr=scale_by_learning_rate(learning_rate))
+
+
+def adamw(learning_rate: ScalarOrSchedule, b1: float = 0.9, b2: float = 0.999,
+          eps: float = 1e-8, eps_root: float = 0.0, mu_dtype: Any = None,
+          weight_decay: float = 1e-4, mask: Mask | None = None, *, nesterov: bool = False,
+          nu_dtype: Any = None) -> Chain:
+  """AdamW: Adam with weight decay decoupled from the adaptive step.
+
+  .. math::
+    \\theta_{t+1} = \\theta_t - \\eta \\left( \\frac{\\hat m_t}{\\sqrt{\\hat v_t +
+      \\epsilon_\\text{root}} + \\epsilon} + \\lambda \\theta_t \\right)
+
+  with :math:`\\hat m_t, \\hat v_t` as in :func:`adam`.
+
+  Args:
+    learning_rate, b1, b2, eps, eps_root, mu_dtype, nesterov, nu_dtype: as in :func:`adam`.
+    weight_decay: :math:`\\lambda`, default 1e-4 (torch.optim.AdamW's is 1e-2).
+    mask: which leaves to decay (a tree of bools or a callable of the params).
+
+  Conventions: the decay is multiplied by the learning rate, as in torch; the
+  paper's schedule multiplier :math:`\\eta_t` is the learning rate schedule.
+
+  References:
+    Loshchilov & Hutter, *Decoupled Weight Decay Regularization*, ICLR 2019.
+  """
+  return named_chain(
+      "nadamw" if nesterov else "adamw",
+      adam=scale_by_adam(b1, b2, eps, eps_root, mu_dtype, nesterov=nesterov, nu_dtype=nu_dtype),
+      decay=add_decayed_weights(weight_decay, mask),
+      lr=scale_by_learning_rate(learning_rate))
+
+
+def nadam(learning_rate: ScalarOrSchedule, b1: float = 0.9, b2: float = 0.999,
+          eps: float = 1e-8, eps_root: float = 0.0, mu_dtype: Any = None) -> Chain:
+  """NAdam: :func:`adam` with Dozat's Nesterov momentum (``nesterov=True``).
+
+  .. math::
+    \\hat m_t = \\frac{\\beta_1 m_t}{1-\\beta_1^{t+1}} + \\frac{(1-\\beta_1) g_t}{1-\\beta_1^t}
+
+  Conventions: torch.optim.NAdam also applies a momentum-decay schedule
+  (``momentum_decay=4e-3``); gradtx and optax do not.
+
+  References:
+    Dozat, *Incorporating Nesterov Momentum into Adam*, ICLR workshop 2016.
+  """
+  return adam(learning_rate, b1, b2, eps, eps_root, mu_dtype, nesterov=True)
+
+
+def nadamw(learning_rate: ScalarOrSchedule, b1: float = 0.9, b2: float = 0.999,
+           eps: float = 1e-8, eps_root: float = 0.0, mu_dtype: Any = None,
+           weight_decay: float = 1e-4, mask: Mask | None = None) -> Chain:
+  """NAdamW: :func:`adamw` with Dozat's Nesterov momentum (``nesterov=True``).
+
+  References:
+    Dozat 2016; Loshchilov & Hutter, *Decoupled Weight Decay Regularization*, 2019.
+  """
+  return adamw(learning_rate, b1, b2, eps, eps_root, mu_dtype, weight_decay, mask,
+               nesterov=True)
+
+
+def amsgrad(learning_rate: ScalarOrSchedule, b1: float = 0.9, b2: float = 0.999,
+            eps: float = 1e-8, eps_root: float = 0.0, mu_dtype: Any = None) -> Chain:
+  """AMSGrad: Adam dividing by the running maximum of the second moment.
+
+  .. math::
+    \\hat v^{\\max}_t = \\max(\\hat v^{\\max}_{t-1}, \\hat v_t), \\quad
+    \\theta_{t+1} = \\theta_t - \\eta \\frac{\\hat m_t}{\\sqrt{\\hat v^{\\max}_t + \\epsilon_\\text{root}} + \\epsilon}
+
+  Conventions: as optax, the maximum is of the debiased :math:`\\hat v_t`;
+  torch.optim.Adam(amsgrad=True) takes the maximum of the raw :math:`v_t`
+  and debiases afterwards.
+
+  References:
+    Reddi, Kale & Kumar, *On the Convergence of Adam and Beyond*, ICLR 2018.
+  """
+  return named_chain("amsgrad", amsgrad=scale_by_amsgrad(b1, b2, eps, eps_root, mu_dtype),
+                     lr=scale_by_learning_rate(learning_rate))
+
+
+def adamax(learning_rate: ScalarOrSchedule, b1: float = 0.9, b2: float = 0.999,
+           eps: float = 1e-8) -> Chain:
+  """Adamax: Adam with an infinity-norm second moment.
+
+  .. math::
+    v_t = \\max(\\beta_2 v_{t-1}, |g_t| + \\epsilon), \\quad
+    \\theta_{t+1} = \\theta_t - \\eta \\frac{m_t}{(1-\\beta_1^t) v_t}
+
+  References:
+    Kingma & Ba, *Adam: A Method for Stochastic Optimization*, ICLR 2015, §7.1.
+  """
+  return named_chain("adamax", adamax=scale_by_adamax(b1, b2, eps),
+                     lr=scale_by_learning_rate(learning_rate))
+
+
+def adamaxw(learning_rate: ScalarOrSchedule, b1: float = 0.9, b2: float = 0.999,
+            eps: float = 1e-8, weight_decay: float = 1e-4, mask: Mask | None = None) -> Chain:
+  """AdamaxW: :func:`adamax` with decoupled weight decay.
+
+  .. math::
+    \\theta_{t+1} = \\theta_t - \\eta \\left(\\frac{m_t}{(1-\\beta_1^t) v_t} + \\lambda\\theta_t\\right)
+
+  References:
+    Kingma & Ba 2015; Loshchilov & Hutter, *Decoupled Weight Decay Regularization*, 2019.
+  """
+  return named_chain("adamaxw", adamax=scale_by_adamax(b1, b2, eps),
+                     decay=add_decayed_weights(weight_decay, mask),
+                     lr=scale_by_learning_rate(learning_rate))

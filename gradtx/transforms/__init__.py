@@ -1,0 +1,1 @@
+"""Primitives, one module per role; all are re-exported by :mod:`gradtx`."""

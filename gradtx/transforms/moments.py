@@ -1,0 +1,421 @@
+"""Moments: the adaptive rules that divide by a running second moment.
+
+Each rule is written once per array in a local ``leaf`` function whose
+variables are named as in its docstring; :func:`gradtx.tree.map_multi` lifts
+it over the tree.
+"""
+
+from __future__ import annotations
+
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+
+from gradtx import tree
+from gradtx.core import (NONNEGATIVE, UNIT_HALF_OPEN, GradientTransformation, HParams,
+                         HParamSpec, ScalarOrSchedule)
+from gradtx import numerics
+from gradtx.numerics import abs_sq, as_dtype, compute_dtype, ema_moment, safe_increment, safe_rsqrt
+
+__all__ = [
+    "ScaleByAdaDeltaState", "ScaleByAdamState", "ScaleByAmsgradState", "ScaleByRmsState",
+    "ScaleByRssState", "ScaleByStddevState", "scale_by_adadelta", "scale_by_adam",
+    "scale_by_adamax", "scale_by_amsgrad", "scale_by_rms", "scale_by_rss", "scale_by_stddev",
+]
+
+_ZERO_COUNT = lambda: jnp.zeros([], jnp.int32)  # noqa: E731
+
+
+class ScaleByRmsState(NamedTuple):
+  """State of :func:`scale_by_rms`: step ``count`` and second moment ``nu``."""
+  count: jax.Array
+  nu: Any
+  hparams: HParams
+
+
+def _divide_by_root(g: jax.Array, s: jax.Array, eps: jax.Array, eps_in_sqrt: bool) -> jax.Array:
+  """:math:`g / \\sqrt{s + \\epsilon}` or :math:`g / (\\sqrt{s} + \\epsilon)`."""
+  eps = as_dtype(eps, s.dtype)
+  g = g.astype(s.dtype)
+  return g * jax.lax.rsqrt(s + eps) if eps_in_sqrt else g / (jnp.sqrt(s) + eps)
+
+
+def scale_by_rms(decay: ScalarOrSchedule = 0.9, eps: ScalarOrSchedule = 1e-8,
+                 initial_scale: float = 0.0, eps_in_sqrt: bool = True,
+                 bias_correction: bool = False) -> GradientTransformation:
+  """Divides by the root of a running mean of squared gradients (RMSProp).
+
+  .. math::
+    \\nu_t = \\rho\\, \\nu_{t-1} + (1 - \\rho)\\, g_t^2, \\qquad
+    u_t = \\frac{g_t}{\\sqrt{\\hat\\nu_t + \\epsilon}}
+
+  with :math:`\\hat\\nu_t = \\nu_t / (1 - \\rho^t)` if ``bias_correction`` else
+  :math:`\\nu_t`, and :math:`u_t = g_t / (\\sqrt{\\hat\\nu_t} + \\epsilon)` if
+  ``eps_in_sqrt=False`` (torch.optim.RMSprop's placement).
+
+  Args:
+    decay: :math:`\\rho \\in [0, 1)`, default 0.9 (torch's ``alpha=0.99``).
+    eps: :math:`\\epsilon \\ge 0`, default 1e-8.
+    initial_scale: :math:`\\nu_0` (torch and TF1 use 0 and 1 respectively).
+    eps_in_sqrt: where :math:`\\epsilon` sits (see above).
+    bias_correction: debias :math:`\\nu`.
+
+  References:
+    Tieleman & Hinton, *Lecture 6.5 - rmsprop*, COURSERA: Neural Networks for
+    Machine Learning, 2012.
+  """
+  spec = HParamSpec("scale_by_rms", decay=(decay, UNIT_HALF_OPEN), eps=(eps, NONNEGATIVE))
+
+  def init(params):
+    return ScaleByRmsState(_ZERO_COUNT(), tree.full_like(params, initial_scale), spec.init())
+
+  def update(updates, state, params=None, **extra):
+    del params, extra
+    tree.check_structure(state.nu, updates, "state.nu", "updates")
+    h, hparams = spec.step(state.hparams)
+    count = safe_increment(state.count)
+
+    def leaf(g, nu):
+      rho = h["decay"]
+      nu_new = ema_moment(g, nu, rho, order=2)
+      nu_hat = numerics.bias_correction(nu_new, rho, count) if bias_correction else nu_new
+      return _divide_by_root(g, nu_hat, h["eps"], eps_in_sqrt).astype(g.dtype), nu_new.astype(
+          nu.dtype)
+
+    updates, nu = tree.map_multi(leaf, 2, updates, state.nu)
+    return updates, ScaleByRmsState(count, nu, hparams)
+
+  return GradientTransformation(init, update, name="scale_by_rms", spec=spec, options=dict(
+      initial_scale=initial_scale, eps_in_sqrt=eps_in_sqrt, bias_correction=bias_correction))
+
+
+class ScaleByStddevState(NamedTuple):
+  """State of :func:`scale_by_stddev`: ``count``, first moment ``mu``, second ``nu``."""
+  count: jax.Array
+  mu: Any
+  nu: Any
+  hparams: HParams
+
+
+def scale_by_stddev(decay: ScalarOrSchedule = 0.9, eps: ScalarOrSchedule = 1e-8,
+                    initial_scale: float = 0.0, eps_in_sqrt: bool = True,
+                    bias_correction: bool = False) -> GradientTransformation:
+  """Divides by a running standard deviation of the gradients (centered RMSProp).
+
+  .. math::
+    \\mu_t = \\rho\\, \\mu_{t-1} + (1 - \\rho)\\, g_t, \\quad
+    \\nu_t = \\rho\\, \\nu_{t-1} + (1 - \\rho)\\, g_t^2, \\quad
+    u_t = \\frac{g_t}{\\sqrt{\\hat\\nu_t - \\hat\\mu_t^2 + \\epsilon}}
+
+  Hats, ``eps_in_sqrt`` and the defaults are as in :func:`scale_by_rms`.
+
+  References:
+    Graves, *Generating Sequences With Recurrent Neural Networks*, 2013.
+  """
+  spec = HParamSpec("scale_by_stddev", decay=(decay, UNIT_HALF_OPEN), eps=(eps, NONNEGATIVE))
+
+  def init(params):
+    return ScaleByStddevState(_ZERO_COUNT(), tree.zeros_like(params),
+                              tree.full_like(params, initial_scale), spec.init())
+
+  def update(updates, state, params=None, **extra):
+    del params, extra
+    tree.check_structure(state.nu, updates, "state.nu", "updates")
+    h, hparams = spec.step(state.hparams)
+    count = safe_increment(state.count)
+
+    def leaf(g, mu, nu):
+      rho = h["decay"]
+      mu_new = ema_moment(g, mu, rho, order=1)
+      nu_new = ema_moment(g, nu, rho, order=2)
+      mu_hat = numerics.bias_correction(mu_new, rho, count) if bias_correction else mu_new
+      nu_hat = numerics.bias_correction(nu_new, rho, count) if bias_correction else nu_new
+      u = _divide_by_root(g, nu_hat - abs_sq(mu_hat), h["eps"], eps_in_sqrt)
+      return u.astype(g.dtype), mu_new.astype(mu.dtype), nu_new.astype(nu.dtype)
+
+    updates, mu, nu = tree.map_multi(leaf, 3, updates, state.mu, state.nu)
+    return updates, ScaleByStddevState(count, mu, nu, hparams)
+
+  return GradientTransformation(init, update, name="scale_by_stddev", spec=spec, options=dict(
+      initial_scale=initial_scale, eps_in_sqrt=eps_in_sqrt, bias_correction=bias_correction))
+
+
+class ScaleByRssState(NamedTuple):
+  """State of :func:`scale_by_rss`: the running ``sum_of_squares``."""
+  sum_of_squares: Any
+  hparams: HParams
+
+
+def scale_by_rss(initial_accumulator_value: float = 0.1,
+                 eps: ScalarOrSchedule = 1e-7) -> GradientTransformation:
+  """Divides by the root of the sum of all squared gradients so far (Adagrad).
+
+  .. math::
+    G_t = G_{t-1} + g_t^2, \\qquad
+    u_t = \\frac{g_t}{\\sqrt{G_t + \\epsilon}} \\ \\text{where}\\ G_t > 0, \\text{ else } 0
+
+  Args:
+    initial_accumulator_value: :math:`G_0`, default 0.1 (torch's default is 0).
+    eps: :math:`\\epsilon \\ge 0`, default 1e-7, inside the root (torch adds
+      ``eps=1e-10`` outside it).
+
+  References:
+    Duchi, Hazan & Singer, *Adaptive Subgradient Methods for Online Learning
+    and Stochastic Optimization*, JMLR 2011.
+  """
+  spec = HParamSpec("scale_by_rss", eps=(eps, NONNEGATIVE))
+
+  def init(params):
+    return ScaleByRssState(tree.full_like(params, initial_accumulator_value), spec.init())
+
+  def update(updates, state, params=None, **extra):
+    del params, extra
+    tree.check_structure(state.sum_of_squares, updates, "state.sum_of_squares", "updates")
+    h, hparams = spec.step(state.hparams)
+
+    def leaf(g, G):
+      dtype = compute_dtype(g, G)
+      G_new = abs_sq(g.astype(dtype)) + G.astype(dtype)
+      u = safe_rsqrt(G_new + as_dtype(h["eps"], dtype)) * g.astype(dtype)
+      u = jnp.where(G_new > 0, u, 0)
+      return u.astype(g.dtype), G_new.astype(G.dtype)
+
+    updates, sum_of_squares = tree.map_multi(leaf, 2, updates, state.sum_of_squares)
+    return updates, ScaleByRssState(sum_of_squares, hparams)
+
+  return GradientTransformation(init, update, name="scale_by_rss", spec=spec, options=dict(
+      initial_accumulator_value=initial_accumulator_value))
+
+
+class ScaleByAdaDeltaState(NamedTuple):
+  """State of :func:`scale_by_adadelta`: running means ``e_g`` of g² and ``e_x`` of Δx²."""
+  e_g: Any
+  e_x: Any
+  hparams: HParams
+
+
+def scale_by_adadelta(rho: ScalarOrSchedule = 0.9,
+                      eps: ScalarOrSchedule = 1e-6) -> GradientTransformation:
+  """The Adadelta step: a ratio of running RMS of past steps and of gradients.
+
+  .. math::
+    E[g^2]_t = \\rho E[g^2]_{t-1} + (1-\\rho) g_t^2, \\quad
+    \\Delta_t = \\frac{\\sqrt{E[\\Delta^2]_{t-1} + \\epsilon}}{\\sqrt{E[g^2]_t + \\epsilon}}\\, g_t,
+    \\quad E[\\Delta^2]_t = \\rho E[\\Delta^2]_{t-1} + (1-\\rho) \\Delta_t^2
+
+  and :math:`u_t = \\Delta_t` (a later stage flips the sign).
+
+  Args:
+    rho: :math:`\\rho \\in [0, 1)`, default 0.9.
+    eps: :math:`\\epsilon \\ge 0`, default 1e-6.
+
+  References:
+    Zeiler, *ADADELTA: An Adaptive Learning Rate Method*, 2012.
+  """
+  spec = HParamSpec("scale_by_adadelta", rho=(rho, UNIT_HALF_OPEN), eps=(eps, NONNEGATIVE))
+
+  def init(params):
+    return ScaleByAdaDeltaState(tree.zeros_like(params), tree.zeros_like(params), spec.init())
+
+  def update(updates, state, params=None, **extra):
+    del params, extra
+    tree.check_structure(state.e_g, updates, "state.e_g", "updates")
+    h, hparams = spec.step(state.hparams)
+
+    def leaf(g, e_g, e_x):
+      e_g_new = ema_moment(g, e_g, h["rho"], order=2)
+      eps = as_dtype(h["eps"], e_g_new.dtype)
+      delta = jnp.sqrt(e_x.astype(eps.dtype) + eps) / jnp.sqrt(e_g_new + eps) * g.astype(
+          eps.dtype)
+      e_x_new = ema_moment(delta, e_x, h["rho"], order=2)
+      return delta.astype(g.dtype), e_g_new.astype(e_g.dtype), e_x_new.astype(e_x.dtype)
+
+    updates, e_g, e_x = tree.map_multi(leaf, 3, updates, state.e_g, state.e_x)
+    return updates, ScaleByAdaDeltaState(e_g, e_x, hparams)
+
+  return GradientTransformation(init, update, name="scale_by_adadelta", spec=spec)
+
+
+class ScaleByAdamState(NamedTuple):
+  """State of :func:`scale_by_adam` and :func:`scale_by_adamax`: ``count``, ``mu``, ``nu``."""
+  count: jax.Array
+  mu: Any
+  nu: Any
+  hparams: HParams
+
+
+def _adam_spec(stage: str, b1: Any, b2: Any, eps: Any, eps_root: Any = None) -> HParamSpec:
+  entries = dict(b1=(b1, UNIT_HALF_OPEN), b2=(b2, UNIT_HALF_OPEN), eps=(eps, NONNEGATIVE))
+  if eps_root is not None:
+    entries["eps_root"] = (eps_root, NONNEGATIVE)
+  return HParamSpec(stage, **entries)
+
+
+def _adam_moments(g: jax.Array, m: jax.Array, v: jax.Array, h: HParams, count: jax.Array,
+                  nesterov: bool) -> tuple[jax.Array, jax.Array, jax.Array, jax.Array]:
+  """Adam's shared arithmetic: new ``m``, ``v`` and debiased ``m_hat``, ``v_hat``."""
+  b1, b2 = h["b1"], h["b2"]
+  m_new = ema_moment(g, m, b1, order=1)
+  v_new = ema_moment(g, v, b2, order=2)
+  if nesterov:
+    # Dozat's NAdam: look ahead one step of the first moment.
+    beta1 = as_dtype(b1, m_new.dtype)
+    m_hat = (beta1 * numerics.bias_correction(m_new, b1, safe_increment(count))
+             + (1 - beta1) * numerics.bias_correction(g.astype(m_new.dtype), b1, count))
+  else:
+    m_hat = numerics.bias_correction(m_new, b1, count)
+  return m_new, v_new, m_hat, numerics.bias_correction(v_new, b2, count)
+
+
+def scale_by_adam(b1: ScalarOrSchedule = 0.9, b2: ScalarOrSchedule = 0.999,
+                  eps: ScalarOrSchedule = 1e-8, eps_root: ScalarOrSchedule = 0.0,
+                  mu_dtype: Any = None, *, nesterov: bool = False,
+                  nu_dtype: Any = None) -> GradientTransformation:
+  """Adam's step: a debiased first moment over the root of a debiased second.
+
+  .. math::
+    m_t = \\beta_1 m_{t-1} + (1-\\beta_1) g_t, \\quad
+    v_t = \\beta_2 v_{t-1} + (1-\\beta_2) g_t^2, \\\\
+    \\hat m_t = \\frac{m_t}{1-\\beta_1^t}, \\quad \\hat v_t = \\frac{v_t}{1-\\beta_2^t}, \\quad
+    u_t = \\frac{\\hat m_t}{\\sqrt{\\hat v_t + \\epsilon_\\text{root}} + \\epsilon}
+
+  With ``nesterov=True`` (NAdam),
+  :math:`\\hat m_t = \\beta_1 m_t / (1-\\beta_1^{t+1}) + (1-\\beta_1) g_t / (1-\\beta_1^t)`.
+
+  Args:
+    b1: :math:`\\beta_1 \\in [0, 1)`, default 0.9.
+    b2: :math:`\\beta_2 \\in [0, 1)`, default 0.999.
+    eps: :math:`\\epsilon \\ge 0` outside the root, default 1e-8 (as in torch).
+    eps_root: :math:`\\epsilon_\\text{root} \\ge 0` inside the root, default 0
+      (a small value keeps gradients of the step finite in meta-learning).
+    mu_dtype: dtype of :math:`m` (e.g. ``jnp.bfloat16``); arithmetic stays in
+      the gradients' dtype.
+    nesterov: use Dozat's Nesterov form (NAdam).
+    nu_dtype: dtype of :math:`v`; gradtx's addition to optax's arguments.
+
+  References:
+    Kingma & Ba, *Adam: A Method for Stochastic Optimization*, ICLR 2015.
+    Dozat, *Incorporating Nesterov Momentum into Adam*, ICLR workshop 2016.
+  """
+  spec = _adam_spec("scale_by_adam", b1, b2, eps, eps_root)
+
+  def init(params):
+    return ScaleByAdamState(_ZERO_COUNT(), tree.zeros_like(params, mu_dtype),
+                            tree.zeros_like(params, nu_dtype), spec.init())
+
+  def update(updates, state, params=None, **extra):
+    del params, extra
+    tree.check_structure(state.mu, updates, "state.mu", "updates")
+    h, hparams = spec.step(state.hparams)
+    count = safe_increment(state.count)
+
+    def leaf(g, m, v):
+      m_new, v_new, m_hat, v_hat = _adam_moments(g, m, v, h, count, nesterov)
+      eps, eps_root = as_dtype(h["eps"], v_hat.dtype), as_dtype(h["eps_root"], v_hat.dtype)
+      u = m_hat.astype(v_hat.dtype) / (jnp.sqrt(v_hat + eps_root) + eps)
+      return u.astype(g.dtype), m_new.astype(m.dtype), v_new.astype(v.dtype)
+
+    updates, mu, nu = tree.map_multi(leaf, 3, updates, state.mu, state.nu)
+    return updates, ScaleByAdamState(count, mu, nu, hparams)
+
+  return GradientTransformation(init, update, name="scale_by_adam", spec=spec, options=dict(
+      mu_dtype=mu_dtype, nu_dtype=nu_dtype, nesterov=nesterov))
+
+
+class ScaleByAmsgradState(NamedTuple):
+  """State of :func:`scale_by_amsgrad`: ``count``, ``mu``, ``nu`` and the running max ``nu_max``."""
+  count: jax.Array
+  mu: Any
+  nu: Any
+  nu_max: Any
+  hparams: HParams
+
+
+def scale_by_amsgrad(b1: ScalarOrSchedule = 0.9, b2: ScalarOrSchedule = 0.999,
+                     eps: ScalarOrSchedule = 1e-8, eps_root: ScalarOrSchedule = 0.0,
+                     mu_dtype: Any = None) -> GradientTransformation:
+  """AMSGrad: Adam dividing by the running maximum of the debiased second moment.
+
+  .. math::
+    \\hat v^{\\max}_t = \\max(\\hat v^{\\max}_{t-1}, \\hat v_t), \\qquad
+    u_t = \\frac{\\hat m_t}{\\sqrt{\\hat v^{\\max}_t + \\epsilon_\\text{root}} + \\epsilon}
+
+  with :math:`\\hat m_t, \\hat v_t` as in :func:`scale_by_adam` (optax's
+  convention; the paper takes the maximum of the raw :math:`v_t`).
+
+  Args: as :func:`scale_by_adam`.
+
+  References:
+    Reddi, Kale & Kumar, *On the Convergence of Adam and Beyond*, ICLR 2018.
+  """
+  spec = _adam_spec("scale_by_amsgrad", b1, b2, eps, eps_root)
+
+  def init(params):
+    return ScaleByAmsgradState(_ZERO_COUNT(), tree.zeros_like(params, mu_dtype),
+                               tree.zeros_like(params), tree.zeros_like(params), spec.init())
+
+  def update(updates, state, params=None, **extra):
+    del params, extra
+    tree.check_structure(state.mu, updates, "state.mu", "updates")
+    h, hparams = spec.step(state.hparams)
+    count = safe_increment(state.count)
+
+    def leaf(g, m, v, v_max):
+      m_new, v_new, m_hat, v_hat = _adam_moments(g, m, v, h, count, nesterov=False)
+      v_max_new = jnp.maximum(v_max.astype(v_hat.dtype), v_hat)
+      eps, eps_root = as_dtype(h["eps"], v_hat.dtype), as_dtype(h["eps_root"], v_hat.dtype)
+      u = m_hat.astype(v_hat.dtype) / (jnp.sqrt(v_max_new + eps_root) + eps)
+      return (u.astype(g.dtype), m_new.astype(m.dtype), v_new.astype(v.dtype),
+              v_max_new.astype(v_max.dtype))
+
+    updates, mu, nu, nu_max = tree.map_multi(leaf, 4, updates, state.mu, state.nu, state.nu_max)
+    return updates, ScaleByAmsgradState(count, mu, nu, nu_max, hparams)
+
+  return GradientTransformation(init, update, name="scale_by_amsgrad", spec=spec,
+                                options=dict(mu_dtype=mu_dtype))
+
+
+def scale_by_adamax(b1: ScalarOrSchedule = 0.9, b2: ScalarOrSchedule = 0.999,
+                    eps: ScalarOrSchedule = 1e-8) -> GradientTransformation:
+  """Adamax: Adam with the infinity norm in place of the second moment.
+
+  .. math::
+    m_t = \\beta_1 m_{t-1} + (1-\\beta_1) g_t, \\quad
+    v_t = \\max(\\beta_2 v_{t-1}, |g_t| + \\epsilon), \\quad
+    u_t = \\frac{m_t}{(1-\\beta_1^t)\\, v_t}
+
+  (optax's placement of :math:`\\epsilon`, inside the max; torch also puts it there.)
+
+  Args:
+    b1: :math:`\\beta_1 \\in [0, 1)`, default 0.9.
+    b2: :math:`\\beta_2 \\in [0, 1)`, default 0.999.
+    eps: :math:`\\epsilon \\ge 0`, default 1e-8.
+
+  References:
+    Kingma & Ba, *Adam: A Method for Stochastic Optimization*, ICLR 2015, §7.1.
+  """
+  spec = _adam_spec("scale_by_adamax", b1, b2, eps)
+
+  def init(params):
+    return ScaleByAdamState(_ZERO_COUNT(), tree.zeros_like(params), tree.zeros_like(params),
+                            spec.init())
+
+  def update(updates, state, params=None, **extra):
+    del params, extra
+    tree.check_structure(state.mu, updates, "state.mu", "updates")
+    h, hparams = spec.step(state.hparams)
+    count = safe_increment(state.count)
+
+    def leaf(g, m, v):
+      m_new = ema_moment(g, m, h["b1"], order=1)
+      dtype = compute_dtype(g, v)
+      v_new = jnp.maximum(as_dtype(h["b2"], dtype) * v.astype(dtype),
+                          jnp.abs(g.astype(dtype)) + as_dtype(h["eps"], dtype))
+      u = numerics.bias_correction(m_new, h["b1"], count) / v_new.astype(m_new.dtype)
+      return u.astype(g.dtype), m_new.astype(m.dtype), v_new.astype(v.dtype)
+
+    updates, mu, nu = tree.map_multi(leaf, 3, updates, state.mu, state.nu)
+    return updates, ScaleByAdamState(count, mu, nu, hparams)
+
+  return GradientTransformation(init, update, name="scale_by_adamax", spec=spec)

@@ -1,0 +1,209 @@
+"""Tree math and key-path aware checks.
+
+Everything here works leaf by leaf over a pytree. The checks run in Python at
+trace time only (they compare tree structures and shapes, never values), so
+they cost nothing inside a compiled step.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, NamedTuple
+
+import jax
+import jax.numpy as jnp
+
+from gradtx.errors import StructureError
+
+PyTree = Any
+
+
+class MaskedNode(NamedTuple):
+  """An empty node standing in for a leaf that a mask leaves out.
+
+  Stages inside :func:`gradtx.masked` see these instead of the masked-out
+  leaves, so they keep no state for them.
+  """
+
+
+def _is_masked(x: Any) -> bool:
+  return isinstance(x, MaskedNode)
+
+
+def keystr(path: tuple) -> str:
+  """``['layer']['w']`` for a key path; ``<root>`` for the empty path."""
+  return jax.tree_util.keystr(path) if path else "<root>"
+
+
+def _leaves_by_path(tree: PyTree) -> dict[str, Any]:
+  pairs, _ = jax.tree_util.tree_flatten_with_path(tree, is_leaf=_is_masked)
+  return {keystr(path): leaf for path, leaf in pairs}
+
+
+def check_structure(expected: PyTree, got: PyTree, expected_name: str,
+                    got_name: str, *, check_shapes: bool = True) -> None:
+  """Raises :class:`StructureError` naming the first key path where trees differ.
+
+  Args:
+    expected: the tree that sets the structure (usually a stage's state).
+    got: the tree checked against it (usually the incoming grads or params).
+    expected_name: how the message names ``expected`` (``"state.mu"``).
+    got_name: how the message names ``got`` (``"grads"``).
+    check_shapes: also require equal leaf shapes.
+  """
+  expected_def = jax.tree_util.tree_structure(expected, is_leaf=_is_masked)
+  got_def = jax.tree_util.tree_structure(got, is_leaf=_is_masked)
+  if expected_def == got_def and not check_shapes:
+    return
+  expected_leaves = _leaves_by_path(expected)
+  got_leaves = _leaves_by_path(got)
+  if expected_def != got_def:
+    missing = [k for k in expected_leaves if k not in got_leaves]
+    extra = [k for k in got_leaves if k not in expected_leaves]
+    if missing:
+      detail = f"key path {missing[0]} is in {expected_name} but not in {got_name}"
+    elif extra:
+      detail = f"key path {extra[0]} is in {got_name} but not in {expected_name}"
+    else:
+      detail = (f"the containers differ: {expected_name} is {expected_def}, "
+                f"{got_name} is {got_def}")
+    raise StructureError(f"{got_name} and {expected_name} differ in structure: {detail}")
+  for key, leaf in expected_leaves.items():
+    other = got_leaves[key]
+    expected_shape = getattr(leaf, "shape", None)
+    got_shape = getattr(other, "shape", None)
+    if expected_shape is not None and got_shape is not None and expected_shape != got_shape:
+      raise StructureError(
+          f"{got_name} and {expected_name} differ in shape at key path {key}: "
+          f"{tuple(got_shape)} in {got_name}, {tuple(expected_shape)} in {expected_name}")
+
+
+def tree_map(fn: Callable[..., Any], tree: PyTree, *rest: PyTree) -> PyTree:
+  """``jax.tree.map`` that passes :class:`MaskedNode` leaves through untouched."""
+  return jax.tree.map(
+      lambda x, *xs: x if _is_masked(x) else fn(x, *xs), tree, *rest,
+      is_leaf=_is_masked)
+
+
+def zeros_like(tree: PyTree, dtype: Any = None) -> PyTree:
+  """Zeros shaped like each leaf, in ``dtype`` or the leaf's own dtype."""
+  return tree_map(lambda x: jnp.zeros(jnp.shape(x), dtype or jnp.asarray(x).dtype), tree)
+
+
+def full_like(tree: PyTree, value: float, dtype: Any = None) -> PyTree:
+  """``value`` shaped like each leaf, in ``dtype`` or the leaf's own dtype."""
+  return tree_map(lambda x: jnp.full(jnp.shape(x), value, dtype or jnp.asarray(x).dtype), tree)
+
+
+def cast(tree: PyTree, dtype: Any) -> PyTree:
+  """Each leaf cast to ``dtype``; ``None`` keeps the leaves as they are."""
+  if dtype is None:
+    return tree
+  return tree_map(lambda x: x.astype(dtype), tree)
+
+
+def cast_like(tree: PyTree, like: PyTree) -> PyTree:
+  """Each leaf of ``tree`` cast to the dtype of the same leaf of ``like``."""
+  return tree_map(lambda x, y: x.astype(y.dtype), tree, like)
+
+
+def _sum_squares(x: jax.Array) -> jax.Array:
+  x = jnp.asarray(x)
+  if jnp.iscomplexobj(x):
+    x = jnp.abs(x)
+  # Accumulate in at least float32 so bfloat16 leaves do not lose the norm.
+  acc = jnp.promote_types(x.dtype, jnp.float32)
+  return jnp.sum(jnp.square(x.astype(acc)))
+
+
+def sum_squares(tree: PyTree) -> jax.Array:
+  """The sum of squares of every entry of every leaf (float32 or wider)."""
+  leaves = [x for x in jax.tree.leaves(tree, is_leaf=_is_masked) if not _is_masked(x)]
+  if not leaves:
+    return jnp.zeros((), jnp.float32)
+  totals = [_sum_squares(x) for x in leaves]
+  dtype = jnp.result_type(*totals)
+  return sum((t.astype(dtype) for t in totals[1:]), totals[0].astype(dtype))
+
+
+def global_norm(tree: PyTree) -> jax.Array:
+  """:math:`\\sqrt{\\sum_\\text{leaves} \\sum_i x_i^2}`, the l2 norm of the whole tree."""
+  return jnp.sqrt(sum_squares(tree))
+
+
+def all_finite(tree: PyTree) -> jax.Array:
+  """A scalar bool: every entry of every leaf is finite."""
+  leaves = [jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(tree, is_leaf=_is_masked)
+            if not _is_masked(x)]
+  if not leaves:
+    return jnp.asarray(True)
+  return jnp.stack(leaves).all()
+
+
+def count_nonfinite(tree: PyTree) -> jax.Array:
+  """The number of NaN or Inf entries over all leaves (int32)."""
+  counts = [jnp.sum(~jnp.isfinite(x)).astype(jnp.int32)
+            for x in jax.tree.leaves(tree, is_leaf=_is_masked) if not _is_masked(x)]
+  return sum(counts[1:], counts[0]) if counts else jnp.zeros((), jnp.int32)
+
+
+def add(a: PyTree, b: PyTree) -> PyTree:
+  """Leafwise ``a + b``."""
+  return tree_map(lambda x, y: x + y.astype(x.dtype), a, b)
+
+
+def scale(tree: PyTree, factor: jax.Array | float) -> PyTree:
+  """Leafwise ``factor * x``, the factor cast to each leaf's dtype."""
+  return tree_map(lambda x: jnp.asarray(factor, x.dtype) * x, tree)
+
+
+def where(condition: jax.Array, a: PyTree, b: PyTree) -> PyTree:
+  """Leafwise ``a if condition else b`` for a scalar bool ``condition``."""
+  return tree_map(lambda x, y: jnp.where(condition, x, y), a, b)
+
+
+def map_multi(fn: Callable[..., tuple], n_out: int, tree: PyTree,
+              *rest: PyTree) -> tuple[PyTree, ...]:
+  """Maps ``fn`` returning an ``n_out``-tuple over leaves; returns ``n_out`` trees.
+
+  ``rest`` trees must have ``tree``'s structure (check with
+  :func:`check_structure` first); masked-out leaves stay masked in every output.
+  """
+  leaves, treedef = jax.tree.flatten(tree, is_leaf=_is_masked)
+  others = [treedef.flatten_up_to(r) for r in rest]
+  outs: list[list[Any]] = [[] for _ in range(n_out)]
+  for i, leaf in enumerate(leaves):
+    if _is_masked(leaf):
+      results = (leaf,) * n_out
+    else:
+      results = fn(leaf, *(o[i] for o in others))
+    for out, r in zip(outs, results):
+      out.append(r)
+  return tuple(jax.tree.unflatten(treedef, out) for out in outs)
+
+
+# Per-leaf ("block") reductions. Primitives that need a statistic of each leaf
+# (its norm, its mean square) call these on the whole tree and get back a tree
+# of values that broadcast against each leaf. Keeping them here, rather than
+# inside a primitive's per-leaf function, is what lets a packed buffer that
+# holds many leaves answer with per-segment statistics.
+
+
+def block_sum_squares(tree: PyTree) -> PyTree:
+  """Per leaf, :math:`\\sum_i |x_i|^2` (float32 or wider), broadcastable against the leaf."""
+  return tree_map(_sum_squares, tree)
+
+
+def block_size(tree: PyTree) -> PyTree:
+  """Per leaf, its number of entries, broadcastable against the leaf."""
+  return tree_map(lambda x: jnp.asarray(jnp.size(x), jnp.float32), tree)
+
+
+def block_norm(tree: PyTree) -> PyTree:
+  """Per leaf, its l2 norm, broadcastable against the leaf."""
+  return tree_map(jnp.sqrt, block_sum_squares(tree))
+
+
+def block_rms(tree: PyTree) -> PyTree:
+  """Per leaf, its root mean square, broadcastable against the leaf."""
+  return tree_map(lambda s, n: jnp.sqrt(s / n.astype(s.dtype)), block_sum_squares(tree),
+                  block_size(tree))
