@@ -8,6 +8,7 @@ exports in its ``__all__``; this file re-exports exactly those names.
 """
 
 from gradtx import schedules, tree
+from gradtx import packed  # a namespace, like schedules: gtx.packed.Layout
 from gradtx.chain import *  # noqa: F401,F403
 from gradtx.core import *  # noqa: F401,F403
 from gradtx.errors import *  # noqa: F401,F403
@@ -27,7 +28,7 @@ def _public_names() -> list[str]:
   import importlib
   modules = ["chain", "core", "errors", "optimizers", "transforms.clipping", "transforms.decay",
              "transforms.momentum", "transforms.moments", "transforms.scaling", "wrappers"]
-  names = {"schedules", "tree", "MaskedNode"}
+  names = {"schedules", "tree", "MaskedNode", "packed"}
   for module in modules:
     names.update(importlib.import_module(f"gradtx.{module}").__all__)
   return sorted(names)

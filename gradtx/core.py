@@ -443,16 +443,17 @@ def apply_updates(params: Params, updates: Updates) -> Params:
     >>> gtx.apply_updates({"w": jnp.ones(2, jnp.bfloat16)}, {"w": jnp.full(2, 0.5)})
     {'w': Array([1.5, 1.5], dtype=bfloat16)}
   """
+  from gradtx.numerics import compute_dtype
   from gradtx.tree import check_structure
   check_structure(params, updates, "params", "updates")
 
   def add(p, u):
     if u is None:
       return p
-    p = jnp.asarray(p)
+    p, u = jnp.asarray(p), jnp.asarray(u)
     # Add in the wider of the two types, then return to the parameter's dtype.
-    wide = jnp.promote_types(p.dtype, jnp.asarray(u).dtype)
-    return (p.astype(wide) + jnp.asarray(u).astype(wide)).astype(p.dtype)
+    wide = compute_dtype(p, u)
+    return (p.astype(wide) + u.astype(wide)).astype(p.dtype)
 
   return jax.tree.map(add, params, updates, is_leaf=lambda x: x is None)
 

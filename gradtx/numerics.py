@@ -19,8 +19,14 @@ __all__ = ["abs_sq", "as_dtype", "bias_correction", "compute_dtype", "ema_moment
 
 
 def compute_dtype(*arrays: jax.Array) -> jnp.dtype:
-  """The dtype to compute in: the widest of the arrays' dtypes."""
-  return jnp.result_type(*(jnp.asarray(a).dtype for a in arrays))
+  """The dtype to compute in: the widest of the arrays' dtypes.
+
+  Decided by JAX's standard promotion even when the user runs with strict
+  promotion: mixing a bfloat16 moment with float32 gradients is gradtx's
+  deliberate choice, made explicit by the casts that follow.
+  """
+  with jax.numpy_dtype_promotion("standard"):
+    return jnp.result_type(*(jnp.asarray(a).dtype for a in arrays))
 
 
 def as_dtype(x: jax.Array | float, dtype: jnp.dtype) -> jax.Array:
@@ -40,15 +46,18 @@ def ema_moment(g: jax.Array, m: jax.Array, decay: jax.Array, order: int) -> jax.
   ``m``'s dtypes; callers cast it to the state's dtype.
   """
   dtype = compute_dtype(g, m)
-  decay = as_dtype(decay, dtype)
+  decay = jnp.asarray(decay)
   g = g.astype(dtype)
   term = g if order == 1 else abs_sq(g) if order == 2 else jnp.abs(g) ** order
-  return (1 - decay) * term + decay * m.astype(dtype)
+  # 1 - decay in the hyperparameter's own precision, as optax's Python floats do.
+  return as_dtype(1 - decay, dtype) * term + as_dtype(decay, dtype) * m.astype(dtype)
 
 
 def bias_correction(m: jax.Array, decay: jax.Array, count: jax.Array) -> jax.Array:
   """:math:`\\hat m = m / (1 - \\beta^t)`, undoing a zero-initialised moment's bias."""
-  correction = 1 - jnp.asarray(decay) ** count
+  decay = jnp.asarray(decay)
+  # The power in the hyperparameter's float dtype, as optax's float ** int32 count.
+  correction = 1 - decay ** jnp.asarray(count).astype(decay.dtype)
   return m / correction.astype(m.dtype)
 
 

@@ -85,13 +85,17 @@ def tree_map(fn: Callable[..., Any], tree: PyTree, *rest: PyTree) -> PyTree:
 
 
 def zeros_like(tree: PyTree, dtype: Any = None) -> PyTree:
-  """Zeros shaped like each leaf, in ``dtype`` or the leaf's own dtype."""
-  return tree_map(lambda x: jnp.zeros(jnp.shape(x), dtype or jnp.asarray(x).dtype), tree)
+  """Zeros shaped like each leaf, in ``dtype`` or the leaf's own dtype.
+
+  Each result takes its leaf's sharding (``jnp.zeros_like``), so a state made
+  by a jitted ``init`` of sharded params is sharded like the params.
+  """
+  return tree_map(lambda x: jnp.zeros_like(x, dtype or jnp.asarray(x).dtype), tree)
 
 
 def full_like(tree: PyTree, value: float, dtype: Any = None) -> PyTree:
-  """``value`` shaped like each leaf, in ``dtype`` or the leaf's own dtype."""
-  return tree_map(lambda x: jnp.full(jnp.shape(x), value, dtype or jnp.asarray(x).dtype), tree)
+  """``value`` shaped like each leaf, in ``dtype`` or the leaf's own dtype (and sharding)."""
+  return tree_map(lambda x: jnp.full_like(x, value, dtype or jnp.asarray(x).dtype), tree)
 
 
 def cast(tree: PyTree, dtype: Any) -> PyTree:
@@ -188,14 +192,38 @@ def map_multi(fn: Callable[..., tuple], n_out: int, tree: PyTree,
 # holds many leaves answer with per-segment statistics.
 
 
+def _is_packed(x: Any) -> bool:
+  from gradtx.packed import Packed  # packed builds on this module, not the reverse
+  return isinstance(x, Packed)
+
+
+def block_map(fn: Callable[[jax.Array], jax.Array], tree: PyTree) -> PyTree:
+  """Per leaf, ``fn(leaf)`` (a scalar statistic of the whole leaf), broadcastable against it.
+
+  The one place where a per-leaf reduction meets packed mode: a
+  :class:`gradtx.packed.Packed` node answers with ``fn`` of each leaf's
+  segment spread over the segment's entries, so the result maps against the
+  tree with :func:`tree_map` in both modes.
+  """
+  def one(x):
+    if _is_masked(x):
+      return x
+    return x.block_map(fn) if _is_packed(x) else fn(x)
+  return jax.tree.map(one, tree, is_leaf=lambda x: _is_masked(x) or _is_packed(x))
+
+
+def _size(x: jax.Array) -> jax.Array:
+  return jnp.asarray(jnp.size(x), jnp.float32)
+
+
 def block_sum_squares(tree: PyTree) -> PyTree:
   """Per leaf, :math:`\\sum_i |x_i|^2` (float32 or wider), broadcastable against the leaf."""
-  return tree_map(_sum_squares, tree)
+  return block_map(_sum_squares, tree)
 
 
 def block_size(tree: PyTree) -> PyTree:
   """Per leaf, its number of entries, broadcastable against the leaf."""
-  return tree_map(lambda x: jnp.asarray(jnp.size(x), jnp.float32), tree)
+  return block_map(_size, tree)
 
 
 def block_norm(tree: PyTree) -> PyTree:

@@ -14,6 +14,7 @@ import jax
 from gradtx import tree
 from gradtx.core import GradientTransformation, as_transformation
 from gradtx.errors import StructureError
+from gradtx.packed import Packed, masked_update
 from gradtx.tree import MaskedNode
 
 __all__ = ["MaskedState", "masked"]
@@ -76,10 +77,16 @@ def masked(inner: GradientTransformation, mask: PyTree | Callable[[PyTree], PyTr
   inner = as_transformation(inner, where="masked")
 
   def init(params):
+    if isinstance(params, Packed):  # packed mode masks elements: see gradtx.packed
+      return MaskedState(inner.init(params))
     mask_tree = _resolve_mask(mask, params)
     return MaskedState(inner.init(_apply_mask(mask_tree, params, "params")))
 
   def update(updates, state, params=None, **extra):
+    if isinstance(updates, Packed):
+      updates, inner_state = masked_update(inner, mask, updates, state.inner_state, params,
+                                           **extra)
+      return updates, MaskedState(inner_state)
     mask_tree = _resolve_mask(mask, updates if params is None else params)
     masked_updates = _apply_mask(mask_tree, updates, "updates")
     masked_params = None if params is None else _apply_mask(mask_tree, params, "params")

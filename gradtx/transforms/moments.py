@@ -260,9 +260,9 @@ def _adam_moments(g: jax.Array, m: jax.Array, v: jax.Array, h: HParams, count: j
   v_new = ema_moment(g, v, b2, order=2)
   if nesterov:
     # Dozat's NAdam: look ahead one step of the first moment.
-    beta1 = as_dtype(b1, m_new.dtype)
-    m_hat = (beta1 * numerics.bias_correction(m_new, b1, safe_increment(count))
-             + (1 - beta1) * numerics.bias_correction(g.astype(m_new.dtype), b1, count))
+    m_hat = (as_dtype(b1, m_new.dtype) * numerics.bias_correction(m_new, b1, safe_increment(count))
+             + as_dtype(1 - b1, m_new.dtype)
+             * numerics.bias_correction(g.astype(m_new.dtype), b1, count))
   else:
     m_hat = numerics.bias_correction(m_new, b1, count)
   return m_new, v_new, m_hat, numerics.bias_correction(v_new, b2, count)

@@ -1,0 +1,388 @@
+"""Packed mode: many leaves held as one contiguous buffer per dtype.
+
+Design note. An optimizer step is memory-bound elementwise work. On a tree of
+a few big leaves a per-leaf step is as fast as the hardware allows, but on a
+tree of many small leaves every leaf costs its own kernels and its own lines
+of the compiled program, so the step and its compile time grow with the
+number of leaves. Packed mode holds the parameters (and so the gradients and
+every moment of every stage) as one 1-D buffer per dtype:
+
+* a :class:`Layout` is the static map between the user's tree and the
+  buffers: for each leaf its dtype group, offset and shape;
+* a :class:`Packed` is a pytree whose children are the buffers (a dict from
+  dtype name to a 1-D array) and whose static aux data is the layout.
+
+Every gradtx transformation accepts a :class:`Packed` tree as it is: the
+per-array math of a primitive runs on each buffer unchanged, so a packed
+chain compiles to a handful of kernels whatever the number of leaves.
+What depends on leaf boundaries is handled here, once:
+
+* per-leaf reductions (:func:`gradtx.tree.block_sum_squares` and the other
+  ``block_*`` helpers that clipping, trust ratios and block norms use) see a
+  :class:`Packed` node and reduce each leaf's segment of the buffer
+  (:meth:`Packed.block_map`);
+* masks (:func:`gradtx.masked`, ``add_decayed_weights(mask=...)``) are
+  evaluated on the user's tree and turned into an element mask of the
+  buffers (:func:`masked_update`);
+* :meth:`Layout.unpack` views a buffer, or a stage's packed moments, as the
+  user's tree; :meth:`Layout.unpack_state` does so for a whole state, which
+  is what users read, save and edit.
+
+Buffer order. Inside a dtype group the leaves are stored sorted by shape
+(stably), so leaves of equal shape are adjacent: a per-leaf reduction is then
+one batched reduction per distinct shape rather than one per leaf.
+
+What packed mode cannot do: transformations that look at a leaf's shape
+(Adafactor's factored moments of matrices, orthogonalising a matrix) see a
+1-D buffer and so compute something else; use tree mode for them.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Callable, Iterator, Mapping
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from gradtx import tree
+from gradtx.errors import StructureError
+
+__all__ = ["Layout", "Packed", "masked_update"]
+
+PyTree = Any
+
+
+@dataclasses.dataclass(frozen=True)
+class _Run:
+  """``count`` adjacent leaves of one ``shape`` inside a group's buffer."""
+  shape: tuple[int, ...]
+  count: int
+
+  @property
+  def leaf_size(self) -> int:
+    return int(np.prod(self.shape, dtype=np.int64))
+
+  @property
+  def size(self) -> int:
+    return self.count * self.leaf_size
+
+
+@dataclasses.dataclass(frozen=True)
+class _Group:
+  """One dtype's buffer: which leaves it holds, in buffer order, and its runs of shapes."""
+  dtype: str
+  leaves: tuple[int, ...]          # indices into the flattened tree, in buffer order
+  shapes: tuple[tuple[int, ...], ...]  # the same leaves' shapes, in buffer order
+  runs: tuple[_Run, ...]
+
+  @property
+  def size(self) -> int:
+    return sum(r.size for r in self.runs)
+
+  @property
+  def splits(self) -> list[int]:
+    """Where each leaf's segment ends, for :func:`jax.numpy.split` (all but the last)."""
+    ends = np.cumsum([int(np.prod(s, dtype=np.int64)) for s in self.shapes])
+    return [int(e) for e in ends[:-1]]
+
+
+def _shape_and_dtype(leaf: Any) -> tuple[tuple[int, ...], np.dtype]:
+  shape = tuple(int(d) for d in np.shape(leaf))
+  dtype = getattr(leaf, "dtype", None)
+  return shape, np.dtype(dtype if dtype is not None else jnp.result_type(leaf))
+
+
+class Layout:
+  """The static map between a tree of arrays and one 1-D buffer per dtype.
+
+  Build it once from the parameters (or from ``jax.eval_shape`` of them); it
+  is hashable and compares by tree structure, shapes and dtypes, so it can
+  be the static aux data of a :class:`Packed` pytree.
+
+  Example:
+    >>> import gradtx as gtx
+    >>> import jax.numpy as jnp
+    >>> params = {"b": jnp.zeros(2), "w": jnp.ones((2, 3))}
+    >>> layout = gtx.packed.Layout.from_tree(params)
+    >>> layout
+    Layout(2 leaves, float32: 8)
+    >>> flat = layout.pack(params)
+    >>> flat["float32"]
+    Array([0., 0., 1., 1., 1., 1., 1., 1.], dtype=float32)
+    >>> layout.unpack(flat)["w"].shape
+    (2, 3)
+  """
+
+  __slots__ = ("treedef", "shapes", "dtypes", "groups", "_key")
+
+  def __init__(self, treedef: jax.tree_util.PyTreeDef, shapes: tuple[tuple[int, ...], ...],
+               dtypes: tuple[str, ...]):
+    self.treedef = treedef
+    self.shapes = shapes
+    self.dtypes = dtypes
+    groups = []
+    for dtype in sorted(set(dtypes)):
+      members = [i for i, d in enumerate(dtypes) if d == dtype]
+      # Sorted by shape, stably, so equal shapes are adjacent (see the design note).
+      members.sort(key=lambda i: (len(shapes[i]), shapes[i]))
+      runs: list[_Run] = []
+      for i in members:
+        if runs and runs[-1].shape == shapes[i]:
+          runs[-1] = _Run(shapes[i], runs[-1].count + 1)
+        else:
+          runs.append(_Run(shapes[i], 1))
+      groups.append(_Group(dtype, tuple(members), tuple(shapes[i] for i in members),
+                           tuple(runs)))
+    self.groups = tuple(groups)
+    self._key = (treedef, shapes, dtypes)
+
+  @classmethod
+  def from_tree(cls, params: PyTree) -> "Layout":
+    """The layout of ``params``: its structure, and each leaf's shape and dtype.
+
+    Leaves may be arrays or anything with ``shape`` and ``dtype``
+    (``jax.ShapeDtypeStruct``), so ``Layout.from_tree(jax.eval_shape(init, key))``
+    needs no memory.
+    """
+    leaves, treedef = jax.tree.flatten(params)
+    if not leaves:
+      raise StructureError("Layout.from_tree: the tree has no leaves to pack")
+    facts = [_shape_and_dtype(leaf) for leaf in leaves]
+    return cls(treedef, tuple(s for s, _ in facts), tuple(d.name for _, d in facts))
+
+  # -- identity ---------------------------------------------------------------
+
+  def __eq__(self, other: object) -> bool:
+    return isinstance(other, Layout) and self._key == other._key
+
+  def __hash__(self) -> int:
+    return hash(self._key)
+
+  def __repr__(self) -> str:
+    sizes = ", ".join(f"{g.dtype}: {g.size}" for g in self.groups)
+    return f"Layout({len(self.shapes)} leaves, {sizes})"
+
+  @property
+  def group_names(self) -> tuple[str, ...]:
+    """The buffers' names (dtype names), in the order :class:`Packed` flattens them."""
+    return tuple(g.dtype for g in self.groups)
+
+  def template(self) -> PyTree:
+    """The user's tree with a ``jax.ShapeDtypeStruct`` for every leaf."""
+    leaves = [jax.ShapeDtypeStruct(s, d) for s, d in zip(self.shapes, self.dtypes)]
+    return jax.tree.unflatten(self.treedef, leaves)
+
+  # -- packing and viewing ------------------------------------------------------
+
+  def pack(self, params: PyTree) -> "Packed":
+    """The buffers holding ``params``' leaves (a copy, made once, outside the step).
+
+    Raises:
+      StructureError: ``params`` differs from the layout in structure, shape or
+        dtype; the message names the key path.
+    """
+    tree.check_structure(self.template(), params, "the layout", "params")
+    leaves = self.treedef.flatten_up_to(params)
+    paths = [tree.keystr(p) for p, _ in jax.tree_util.tree_flatten_with_path(params)[0]]
+    buffers = {}
+    for group in self.groups:
+      parts = []
+      for i in group.leaves:
+        leaf = jnp.asarray(leaves[i])
+        if leaf.dtype.name != group.dtype:
+          raise StructureError(
+              f"Layout.pack: params at key path {paths[i]} is {leaf.dtype.name}; the "
+              f"layout holds it as {group.dtype}. Build the layout from these params")
+        parts.append(jnp.ravel(leaf))
+      buffers[group.dtype] = parts[0] if len(parts) == 1 else jnp.concatenate(parts)
+    return Packed(buffers, self)
+
+  def _check(self, packed: Any, what: str) -> "Packed":
+    if not isinstance(packed, Packed):
+      raise StructureError(f"Layout.{what}: expected a Packed tree, got {type(packed).__name__}")
+    if packed.layout != self:
+      raise StructureError(f"Layout.{what}: the Packed tree was made by another layout: "
+                           f"{packed.layout!r}, not {self!r}")
+    return packed
+
+  def unpack(self, packed: "Packed") -> PyTree:
+    """The user's tree, each leaf a slice of its buffer reshaped to the leaf's shape.
+
+    Works for any :class:`Packed` of this layout: parameters, gradients, or a
+    stage's moments (``layout.unpack(state["adam"].mu)``), whatever the
+    buffers' dtype. Inside a loss function it is how the model sees packed
+    parameters; its gradient is a concatenation, so the gradient arrives packed.
+    """
+    self._check(packed, "unpack")
+    leaves: list[Any] = [None] * len(self.shapes)
+    for group in self.groups:
+      buffer = packed.buffers[group.dtype]
+      pieces = jnp.split(buffer, group.splits) if len(group.leaves) > 1 else [buffer]
+      for i, shape, piece in zip(group.leaves, group.shapes, pieces):
+        leaves[i] = piece.reshape(shape)
+    return jax.tree.unflatten(self.treedef, leaves)
+
+  def unpack_state(self, state: PyTree) -> PyTree:
+    """``state`` with every :class:`Packed` of this layout viewed as the user's tree.
+
+    This is the readable form of a packed optimizer state (every stage's
+    moments keyed like the params), for inspection and saving.
+    """
+    def view(x):
+      return self.unpack(x) if isinstance(x, Packed) and x.layout == self else x
+    return jax.tree.map(view, state, is_leaf=lambda x: isinstance(x, Packed))
+
+  # -- per-leaf values as elements --------------------------------------------
+
+  def broadcast_leaves(self, values: Mapping[str, jax.Array]) -> dict[str, jax.Array]:
+    """Per group, one value per leaf (buffer order) spread over that leaf's elements."""
+    out = {}
+    for group in self.groups:
+      per_leaf = jnp.asarray(values[group.dtype])
+      parts, start = [], 0
+      for run in group.runs:
+        run_values = per_leaf[start:start + run.count]
+        start += run.count
+        parts.append(jnp.broadcast_to(run_values[:, None], (run.count, run.leaf_size))
+                     .reshape(run.size))
+      out[group.dtype] = parts[0] if len(parts) == 1 else jnp.concatenate(parts)
+    return out
+
+  def element_mask(self, mask: PyTree) -> dict[str, bool | jax.Array]:
+    """Per group, whether each element is masked in: ``True``, ``False`` or a bool buffer.
+
+    Args:
+      mask: a tree of Python bools with the params' structure, or a prefix of
+        it (a bool for a whole subtree), as :func:`gradtx.masked` takes.
+    """
+    template = self.template()
+    try:
+      full = jax.tree.map(lambda m, sub: jax.tree.map(lambda _: m, sub), mask, template)
+    except (ValueError, TypeError):
+      raise StructureError(
+          "masked: the mask is not a prefix of the params' tree structure: mask "
+          f"{jax.tree.structure(mask)} vs params {self.treedef}") from None
+    leaves = self.treedef.flatten_up_to(full)
+    try:
+      bools = [bool(m) for m in leaves]
+    except jax.errors.ConcretizationTypeError:
+      raise StructureError("masked: in packed mode the mask must hold Python bools (it is "
+                           "fixed when the step is traced), not traced arrays") from None
+    out: dict[str, bool | jax.Array] = {}
+    for group in self.groups:
+      keep = [bools[i] for i in group.leaves]
+      if all(keep) or not any(keep):
+        out[group.dtype] = keep[0]
+      else:
+        out[group.dtype] = self.broadcast_leaves({group.dtype: np.asarray(keep)})[group.dtype]
+    return out
+
+
+@jax.tree_util.register_pytree_with_keys_class
+class Packed(Mapping[str, jax.Array]):
+  """A tree held as one 1-D buffer per dtype: ``{dtype name: buffer}`` plus its :class:`Layout`.
+
+  A pytree whose children are the buffers and whose static aux data is the
+  layout, so gradients, optimizer states and updates of a packed tree are
+  packed too, and ``jax.jit``, ``jax.grad`` and every gradtx transformation
+  take it as they are. ``packed.unpack()`` (or ``layout.unpack(packed)``)
+  views it as the user's tree.
+  """
+
+  __slots__ = ("buffers", "layout")
+
+  def __init__(self, buffers: Mapping[str, Any], layout: Layout):
+    self.buffers = dict(buffers)
+    self.layout = layout
+
+  def __getitem__(self, name: str) -> jax.Array:
+    return self.buffers[name]
+
+  def __iter__(self) -> Iterator[str]:
+    return iter(self.buffers)
+
+  def __len__(self) -> int:
+    return len(self.buffers)
+
+  def __repr__(self) -> str:
+    inner = ", ".join(f"{k}: {getattr(v, 'dtype', '?')}[{np.size(v) if hasattr(v, 'shape') else '?'}]"
+                      for k, v in self.buffers.items())
+    return f"Packed({inner}; {self.layout!r})"
+
+  def __eq__(self, other: object) -> bool:
+    return self is other
+
+  __hash__ = object.__hash__
+
+  def tree_flatten_with_keys(self):
+    names = self.layout.group_names
+    return [(jax.tree_util.DictKey(n), self.buffers[n]) for n in names], self.layout
+
+  def tree_flatten(self):
+    return [self.buffers[n] for n in self.layout.group_names], self.layout
+
+  @classmethod
+  def tree_unflatten(cls, layout, children):
+    return cls(dict(zip(layout.group_names, children)), layout)
+
+  def unpack(self) -> PyTree:
+    """The user's tree (see :meth:`Layout.unpack`)."""
+    return self.layout.unpack(self)
+
+  def block_map(self, fn: Callable[[jax.Array], jax.Array]) -> "Packed":
+    """Per leaf, ``fn(leaf)`` (a scalar), spread over that leaf's elements.
+
+    ``fn`` sees each leaf's segment reshaped to the leaf's shape, batched
+    over the leaves of one shape with :func:`jax.vmap`, so it computes what
+    it computes on the leaf in tree mode. This is how the ``block_*``
+    reductions of :mod:`gradtx.tree` answer for a packed tree.
+    """
+    values = {}
+    for group in self.layout.groups:
+      buffer = self.buffers[group.dtype]
+      sizes = [r.size for r in group.runs]
+      pieces = jnp.split(buffer, np.cumsum(sizes)[:-1].tolist()) if len(sizes) > 1 else [buffer]
+      per_run = []
+      for run, piece in zip(group.runs, pieces):
+        out = jax.vmap(fn)(piece.reshape((run.count, *run.shape)))
+        if out.shape != (run.count,):
+          raise StructureError(f"block_map: {fn} must return a scalar per leaf; got shape "
+                               f"{out.shape[1:]} for leaves of shape {run.shape}")
+        per_run.append(out)
+      values[group.dtype] = per_run[0] if len(per_run) == 1 else jnp.concatenate(per_run)
+    return Packed(self.layout.broadcast_leaves(values), self.layout)
+
+
+def _select(keep: Mapping[str, bool | jax.Array], a: Packed, b: Packed | float) -> Packed:
+  """Per buffer, ``a`` where ``keep`` else ``b`` (a Packed or a number)."""
+  out = {}
+  for name, x in a.buffers.items():
+    other = b.buffers[name] if isinstance(b, Packed) else jnp.zeros((), x.dtype)
+    k = keep[name]
+    out[name] = (x if k else jnp.broadcast_to(other.astype(x.dtype), x.shape)) \
+        if isinstance(k, bool) else jnp.where(k, x, other.astype(x.dtype))
+  return Packed(out, a.layout)
+
+
+def masked_update(inner: Any, mask: PyTree | Callable[[PyTree], PyTree], updates: Packed,
+                  inner_state: Any, params: Packed | None = None,
+                  **extra: Any) -> tuple[Packed, Any]:
+  """How :func:`gradtx.masked` runs on a packed tree: ``(updates, inner_state)``.
+
+  The mask (or the callable, given the params viewed as the user's tree) is
+  turned into an element mask. ``inner`` runs on the whole buffers with the
+  masked-out entries of the updates and params zeroed (so a global norm
+  inside it sees only masked-in leaves), and its output replaces the updates
+  only where the mask is ``True``. Unlike tree mode, ``inner``'s state holds
+  entries for masked-out leaves too; they are never used.
+  """
+  layout = updates.layout
+  source = updates if params is None else params
+  mask_tree = mask(layout.unpack(source)) if callable(mask) else mask
+  keep = layout.element_mask(mask_tree)
+  inner_updates = _select(keep, updates, 0.0)
+  inner_params = None if params is None else _select(keep, params, 0.0)
+  new, inner_state = inner.update(inner_updates, inner_state, inner_params, **extra)
+  return _select(keep, new, updates), inner_state

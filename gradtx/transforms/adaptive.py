@@ -1,0 +1,382 @@
+"""Adaptive moments beyond Adam: RAdam, AdaBelief, Yogi, NovoGrad and Adan.
+
+Each rule is written once per array in a local ``leaf`` function whose
+variables are named as in its docstring; :func:`gradtx.tree.map_multi` lifts
+it over the tree. Adam's shared arithmetic (the debiased first moment, with or
+without Dozat's Nesterov look-ahead) is reused from
+:mod:`gradtx.transforms.moments`.
+"""
+
+from __future__ import annotations
+
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+
+from gradtx import numerics, tree
+from gradtx.core import (NONNEGATIVE, UNIT_HALF_OPEN, GradientTransformation, HParams,
+                         HParamSpec, Range, ScalarOrSchedule, require_params)
+from gradtx.numerics import as_dtype, compute_dtype, ema_moment, safe_increment
+from gradtx.transforms.moments import ScaleByAdamState, _adam_moments
+
+__all__ = ["ScaleByAdanState", "ScaleByBeliefState", "ScaleByNovogradState",
+           "scale_by_adan", "scale_by_belief", "scale_by_novograd", "scale_by_radam",
+           "scale_by_yogi"]
+
+_ZERO_COUNT = lambda: jnp.zeros([], jnp.int32)  # noqa: E731
+# RAdam's rectification needs rho_inf = 2 / (1 - b2) - 1 > 4, i.e. b2 > 0.6.
+_RADAM_B2 = Range(0.6, 1.0, low_open=True, high_open=True)
+
+
+def _first_moment_hat(g: jax.Array, m_new: jax.Array, b1: jax.Array, count: jax.Array,
+                      nesterov: bool) -> jax.Array:
+  """:math:`\\hat m_t`, plain or with Dozat's look-ahead, as in :func:`scale_by_adam`."""
+  if not nesterov:
+    return numerics.bias_correction(m_new, b1, count)
+  beta1 = as_dtype(b1, m_new.dtype)
+  return (beta1 * numerics.bias_correction(m_new, b1, safe_increment(count))
+          + (1 - beta1) * numerics.bias_correction(g.astype(m_new.dtype), b1, count))
+
+
+def scale_by_radam(b1: ScalarOrSchedule = 0.9, b2: ScalarOrSchedule = 0.999,
+                   eps: ScalarOrSchedule = 1e-8, eps_root: ScalarOrSchedule = 0.0,
+                   threshold: ScalarOrSchedule = 5.0, *, nesterov: bool = False,
+                   mu_dtype: Any = None, nu_dtype: Any = None) -> GradientTransformation:
+  """Rectified Adam: Adam's step scaled by a variance rectification, SGD-like at first.
+
+  .. math::
+    \\rho_\\infty = \\frac{2}{1-\\beta_2} - 1, \\quad
+    \\rho_t = \\rho_\\infty - \\frac{2 t \\beta_2^t}{1 - \\beta_2^t}, \\quad
+    r_t = \\sqrt{\\frac{(\\rho_t - 4)(\\rho_t - 2)\\rho_\\infty}{(\\rho_\\infty - 4)
+      (\\rho_\\infty - 2)\\rho_t}} \\\\
+    u_t = \\begin{cases} r_t\\, \\hat m_t / (\\sqrt{\\hat v_t + \\epsilon_\\text{root}}
+      + \\epsilon) & \\rho_t \\ge \\tau \\\\ \\hat m_t & \\text{otherwise}\\end{cases}
+
+  with :math:`\\hat m_t, \\hat v_t` the debiased moments of :func:`scale_by_adam`.
+
+  Args:
+    b1: :math:`\\beta_1 \\in [0, 1)`, default 0.9.
+    b2: :math:`\\beta_2 \\in (0.6, 1)`, default 0.999 (needs :math:`\\rho_\\infty > 4`).
+    eps: :math:`\\epsilon \\ge 0`, default 1e-8.
+    eps_root: :math:`\\epsilon_\\text{root} \\ge 0`, default 0.
+    threshold: :math:`\\tau`, default 5 (the paper switches at :math:`\\rho_t > 4`;
+      optax and torch.optim.RAdam use 5).
+    nesterov: Dozat's look-ahead first moment.
+    mu_dtype, nu_dtype: dtypes of :math:`m` and :math:`v` (gradtx additions).
+
+  References:
+    Liu et al., *On the Variance of the Adaptive Learning Rate and Beyond*, ICLR 2020.
+
+  Example:
+    >>> import gradtx as gtx
+    >>> import jax.numpy as jnp
+    >>> tx = gtx.scale_by_radam()
+    >>> tx.update(jnp.array([2.0]), tx.init(jnp.zeros(1)))[0]  # rho_1 < 5: the momentum
+    Array([2.], dtype=float32)
+  """
+  spec = HParamSpec("scale_by_radam", b1=(b1, UNIT_HALF_OPEN), b2=(b2, _RADAM_B2),
+                    eps=(eps, NONNEGATIVE), eps_root=(eps_root, NONNEGATIVE),
+                    threshold=(threshold, Range()))
+
+  def init(params):
+    return ScaleByAdamState(_ZERO_COUNT(), tree.zeros_like(params, mu_dtype),
+                            tree.zeros_like(params, nu_dtype), spec.init())
+
+  def update(updates, state, params=None, **extra):
+    del params, extra
+    tree.check_structure(state.mu, updates, "state.mu", "updates")
+    h, hparams = spec.step(state.hparams)
+    count = safe_increment(state.count)
+
+    def leaf(g, m, v):
+      m_new, v_new, m_hat, v_hat = _adam_moments(g, m, v, h, count, nesterov)
+      dtype = v_hat.dtype
+      beta2, t = as_dtype(h["b2"], dtype), count.astype(dtype)
+      rho_inf = 2 / (1 - beta2) - 1
+      rho_t = rho_inf - 2 * t * beta2**t / (1 - beta2**t)
+      # Clamp inside the root so the unused branch stays finite for small rho_t.
+      rho_safe = jnp.maximum(rho_t, 5.0)
+      r_t = jnp.sqrt((rho_safe - 4) * (rho_safe - 2) * rho_inf
+                     / ((rho_inf - 4) * (rho_inf - 2) * rho_safe))
+      eps, eps_root = as_dtype(h["eps"], dtype), as_dtype(h["eps_root"], dtype)
+      m_hat = m_hat.astype(dtype)
+      adapted = r_t * m_hat / (jnp.sqrt(v_hat + eps_root) + eps)
+      u = jnp.where(rho_t >= as_dtype(h["threshold"], dtype), adapted, m_hat)
+      return u.astype(g.dtype), m_new.astype(m.dtype), v_new.astype(v.dtype)
+
+    updates, mu, nu = tree.map_multi(leaf, 3, updates, state.mu, state.nu)
+    return updates, ScaleByAdamState(count, mu, nu, hparams)
+
+  return GradientTransformation(init, update, name="scale_by_radam", spec=spec, options=dict(
+      nesterov=nesterov, mu_dtype=mu_dtype, nu_dtype=nu_dtype))
+
+
+class ScaleByBeliefState(NamedTuple):
+  """State of :func:`scale_by_belief`: ``count``, first moment ``mu``, belief ``nu``."""
+  count: jax.Array
+  mu: Any
+  nu: Any
+  hparams: HParams
+
+
+def scale_by_belief(b1: ScalarOrSchedule = 0.9, b2: ScalarOrSchedule = 0.999,
+                    eps: ScalarOrSchedule = 1e-16, eps_root: ScalarOrSchedule = 1e-16, *,
+                    nesterov: bool = False, mu_dtype: Any = None,
+                    nu_dtype: Any = None) -> GradientTransformation:
+  """AdaBelief's step: divide by the running variance of the gradient around its mean.
+
+  .. math::
+    m_t = \\beta_1 m_{t-1} + (1-\\beta_1) g_t, \\quad
+    s_t = \\beta_2 s_{t-1} + (1-\\beta_2)(g_t - m_t)^2 + \\epsilon_\\text{root}, \\\\
+    u_t = \\frac{\\hat m_t}{\\sqrt{s_t / (1-\\beta_2^t)} + \\epsilon}
+
+  with :math:`\\hat m_t` as in :func:`scale_by_adam` (``nesterov`` too).
+
+  Args:
+    b1: :math:`\\beta_1 \\in [0, 1)`, default 0.9.
+    b2: :math:`\\beta_2 \\in [0, 1)`, default 0.999.
+    eps: :math:`\\epsilon \\ge 0` outside the root, default 1e-16.
+    eps_root: :math:`\\epsilon_\\text{root} \\ge 0` added to :math:`s_t` (and kept
+      in the state, as the paper does), default 1e-16.
+    nesterov: Dozat's look-ahead first moment.
+    mu_dtype, nu_dtype: dtypes of :math:`m` and :math:`s` (gradtx additions).
+
+  References:
+    Zhuang et al., *AdaBelief Optimizer: Adapting Stepsizes by the Belief in
+    Observed Gradients*, NeurIPS 2020.
+  """
+  spec = HParamSpec("scale_by_belief", b1=(b1, UNIT_HALF_OPEN), b2=(b2, UNIT_HALF_OPEN),
+                    eps=(eps, NONNEGATIVE), eps_root=(eps_root, NONNEGATIVE))
+
+  def init(params):
+    return ScaleByBeliefState(_ZERO_COUNT(), tree.zeros_like(params, mu_dtype),
+                              tree.zeros_like(params, nu_dtype), spec.init())
+
+  def update(updates, state, params=None, **extra):
+    del params, extra
+    tree.check_structure(state.mu, updates, "state.mu", "updates")
+    h, hparams = spec.step(state.hparams)
+    count = safe_increment(state.count)
+
+    def leaf(g, m, s):
+      m_new = ema_moment(g, m, h["b1"], order=1)
+      prediction_error = g.astype(m_new.dtype) - m_new
+      s_new = ema_moment(prediction_error, s, h["b2"], order=2)
+      s_new = s_new + as_dtype(h["eps_root"], s_new.dtype)
+      m_hat = _first_moment_hat(g, m_new, h["b1"], count, nesterov)
+      s_hat = numerics.bias_correction(s_new, h["b2"], count)
+      u = m_hat.astype(s_hat.dtype) / (jnp.sqrt(s_hat) + as_dtype(h["eps"], s_hat.dtype))
+      return u.astype(g.dtype), m_new.astype(m.dtype), s_new.astype(s.dtype)
+
+    updates, mu, nu = tree.map_multi(leaf, 3, updates, state.mu, state.nu)
+    return updates, ScaleByBeliefState(count, mu, nu, hparams)
+
+  return GradientTransformation(init, update, name="scale_by_belief", spec=spec, options=dict(
+      nesterov=nesterov, mu_dtype=mu_dtype, nu_dtype=nu_dtype))
+
+
+def scale_by_yogi(b1: ScalarOrSchedule = 0.9, b2: ScalarOrSchedule = 0.999,
+                  eps: ScalarOrSchedule = 1e-3, eps_root: ScalarOrSchedule = 0.0,
+                  initial_accumulator_value: float = 1e-6, *, mu_dtype: Any = None,
+                  nu_dtype: Any = None) -> GradientTransformation:
+  """Yogi's step: an additive, sign-controlled second moment instead of Adam's EMA.
+
+  .. math::
+    m_t = \\beta_1 m_{t-1} + (1-\\beta_1) g_t, \\quad
+    v_t = v_{t-1} - (1-\\beta_2) \\operatorname{sign}(v_{t-1} - g_t^2)\\, g_t^2, \\\\
+    u_t = \\frac{m_t / (1-\\beta_1^t)}{\\sqrt{v_t / (1-\\beta_2^t) + \\epsilon_\\text{root}}
+      + \\epsilon}
+
+  Both moments start at ``initial_accumulator_value`` and are debiased, as in
+  optax (the paper starts :math:`m` at 0 and does not debias).
+
+  Args:
+    b1: :math:`\\beta_1 \\in [0, 1)`, default 0.9.
+    b2: :math:`\\beta_2 \\in [0, 1)`, default 0.999.
+    eps: :math:`\\epsilon \\ge 0`, default 1e-3.
+    eps_root: :math:`\\epsilon_\\text{root} \\ge 0`, default 0.
+    initial_accumulator_value: :math:`m_0 = v_0`, default 1e-6.
+    mu_dtype, nu_dtype: dtypes of :math:`m` and :math:`v` (gradtx additions).
+
+  References:
+    Zaheer et al., *Adaptive Methods for Nonconvex Optimization*, NeurIPS 2018.
+  """
+  spec = HParamSpec("scale_by_yogi", b1=(b1, UNIT_HALF_OPEN), b2=(b2, UNIT_HALF_OPEN),
+                    eps=(eps, NONNEGATIVE), eps_root=(eps_root, NONNEGATIVE))
+
+  def init(params):
+    return ScaleByAdamState(_ZERO_COUNT(),
+                            tree.full_like(params, initial_accumulator_value, mu_dtype),
+                            tree.full_like(params, initial_accumulator_value, nu_dtype),
+                            spec.init())
+
+  def update(updates, state, params=None, **extra):
+    del params, extra
+    tree.check_structure(state.mu, updates, "state.mu", "updates")
+    h, hparams = spec.step(state.hparams)
+    count = safe_increment(state.count)
+
+    def leaf(g, m, v):
+      m_new = ema_moment(g, m, h["b1"], order=1)
+      dtype = compute_dtype(g, v)
+      g_sq, v_old = numerics.abs_sq(g.astype(dtype)), v.astype(dtype)
+      v_new = v_old - (1 - as_dtype(h["b2"], dtype)) * jnp.sign(v_old - g_sq) * g_sq
+      m_hat = numerics.bias_correction(m_new, h["b1"], count).astype(dtype)
+      v_hat = numerics.bias_correction(v_new, h["b2"], count)
+      eps, eps_root = as_dtype(h["eps"], dtype), as_dtype(h["eps_root"], dtype)
+      u = m_hat / (jnp.sqrt(v_hat + eps_root) + eps)
+      return u.astype(g.dtype), m_new.astype(m.dtype), v_new.astype(v.dtype)
+
+    updates, mu, nu = tree.map_multi(leaf, 3, updates, state.mu, state.nu)
+    return updates, ScaleByAdamState(count, mu, nu, hparams)
+
+  return GradientTransformation(init, update, name="scale_by_yogi", spec=spec, options=dict(
+      initial_accumulator_value=initial_accumulator_value, mu_dtype=mu_dtype,
+      nu_dtype=nu_dtype))
+
+
+class ScaleByNovogradState(NamedTuple):
+  """State of :func:`scale_by_novograd`: ``count``, momentum ``mu``, per-leaf ``nu``."""
+  count: jax.Array
+  mu: Any
+  nu: Any
+  hparams: HParams
+
+
+def scale_by_novograd(b1: ScalarOrSchedule = 0.9, b2: ScalarOrSchedule = 0.25,
+                      eps: ScalarOrSchedule = 1e-8, eps_root: ScalarOrSchedule = 0.0,
+                      weight_decay: ScalarOrSchedule = 0.0,
+                      mu_dtype: Any = None) -> GradientTransformation:
+  """NovoGrad's step: a per-leaf second moment, normalising before the momentum.
+
+  .. math::
+    n_t = \\begin{cases} \\|g_t\\|^2 & t = 1 \\\\
+      \\beta_2 n_{t-1} + (1-\\beta_2) \\|g_t\\|^2 & t > 1 \\end{cases}, \\qquad
+    m_t = \\beta_1 m_{t-1} + \\frac{g_t}{\\sqrt{n_t + \\epsilon_\\text{root}} + \\epsilon}
+      + \\lambda \\theta_t
+
+  and :math:`u_t = m_t` (with :math:`m_0 = 0`); :math:`\\|g_t\\|` is the l2 norm
+  of each leaf (a layer). No :math:`(1-\\beta_1)` factor, as in the paper.
+
+  Args:
+    b1: :math:`\\beta_1 \\in [0, 1)`, default 0.9.
+    b2: :math:`\\beta_2 \\in [0, 1)`, default 0.25.
+    eps: :math:`\\epsilon \\ge 0`, default 1e-8 (the ready :func:`novograd` uses 1e-6).
+    eps_root: :math:`\\epsilon_\\text{root} \\ge 0`, default 0.
+    weight_decay: :math:`\\lambda \\ge 0`, default 0 (needs the params).
+    mu_dtype: dtype of :math:`m`.
+
+  References:
+    Ginsburg et al., *Stochastic Gradient Methods with Layer-wise Adaptive
+    Moments for Training of Deep Networks*, 2019.
+  """
+  spec = HParamSpec("scale_by_novograd", b1=(b1, UNIT_HALF_OPEN), b2=(b2, UNIT_HALF_OPEN),
+                    eps=(eps, NONNEGATIVE), eps_root=(eps_root, NONNEGATIVE),
+                    weight_decay=(weight_decay, NONNEGATIVE))
+
+  def init(params):
+    nu = tree.tree_map(lambda p: jnp.zeros((), jnp.asarray(p).dtype), params)
+    return ScaleByNovogradState(_ZERO_COUNT(), tree.zeros_like(params, mu_dtype), nu,
+                                spec.init())
+
+  def update(updates, state, params=None, **extra):
+    del extra
+    params = require_params("scale_by_novograd", params)
+    tree.check_structure(state.mu, updates, "state.mu", "updates")
+    tree.check_structure(updates, params, "updates", "params")
+    h, hparams = spec.step(state.hparams)
+    count = safe_increment(state.count)
+    g_norm_sq = tree.block_sum_squares(updates)
+
+    def leaf(g, m, n, theta, g_sq):
+      dtype = compute_dtype(g, m)
+      g_sq = g_sq.astype(n.dtype)
+      # The first step takes the norm itself rather than debiasing an EMA from 0.
+      n_new = jnp.where(count == 1, g_sq, ema_moment(g_sq, n, h["b2"], order=1).astype(n.dtype))
+      eps, eps_root = as_dtype(h["eps"], dtype), as_dtype(h["eps_root"], dtype)
+      q = (g.astype(dtype) / (jnp.sqrt(n_new.astype(dtype) + eps_root) + eps)
+           + as_dtype(h["weight_decay"], dtype) * theta.astype(dtype))
+      m_new = as_dtype(h["b1"], dtype) * m.astype(dtype) + q  # m_0 = 0 makes m_1 = q
+      return m_new.astype(g.dtype), m_new.astype(m.dtype), n_new
+
+    updates, mu, nu = tree.map_multi(leaf, 3, updates, state.mu, state.nu, params, g_norm_sq)
+    return updates, ScaleByNovogradState(count, mu, nu, hparams)
+
+  return GradientTransformation(init, update, name="scale_by_novograd", spec=spec,
+                                options=dict(mu_dtype=mu_dtype))
+
+
+class ScaleByAdanState(NamedTuple):
+  """State of :func:`scale_by_adan`: ``count``, moments ``m``, ``v``, ``n``, last gradient ``g``."""
+  count: jax.Array
+  m: Any
+  v: Any
+  n: Any
+  g: Any
+  hparams: HParams
+
+
+def scale_by_adan(b1: ScalarOrSchedule = 0.98, b2: ScalarOrSchedule = 0.92,
+                  b3: ScalarOrSchedule = 0.99, eps: ScalarOrSchedule = 1e-8,
+                  eps_root: ScalarOrSchedule = 0.0) -> GradientTransformation:
+  """Adan's step: Adam with a Nesterov estimate built from gradient differences.
+
+  .. math::
+    \\Delta_t = g_t - g_{t-1}\\ (\\Delta_1 = 0), \\quad
+    m_t = \\beta_1 m_{t-1} + (1-\\beta_1) g_t, \\quad
+    v_t = \\beta_2 v_{t-1} + (1-\\beta_2) \\Delta_t, \\\\
+    n_t = \\beta_3 n_{t-1} + (1-\\beta_3)(g_t + (1-\\beta_2)\\Delta_t)^2, \\quad
+    u_t = \\frac{\\hat m_t + (1-\\beta_2) \\hat v_t}{\\sqrt{\\hat n_t + \\epsilon_\\text{root}}
+      + \\epsilon}
+
+  with hats the bias corrections :math:`x / (1-\\beta^t)`.
+
+  Args:
+    b1: :math:`\\beta_1 \\in [0, 1)`, default 0.98.
+    b2: :math:`\\beta_2 \\in [0, 1)`, default 0.92.
+    b3: :math:`\\beta_3 \\in [0, 1)`, default 0.99.
+    eps: :math:`\\epsilon \\ge 0`, default 1e-8.
+    eps_root: :math:`\\epsilon_\\text{root} \\ge 0`, default 0.
+
+  Conventions: optax's (and gradtx's) :math:`\\beta` are the paper's
+  :math:`1 - \\beta`.
+
+  References:
+    Xie et al., *Adan: Adaptive Nesterov Momentum Algorithm for Faster
+    Optimizing Deep Models*, 2022.
+  """
+  spec = HParamSpec("scale_by_adan", b1=(b1, UNIT_HALF_OPEN), b2=(b2, UNIT_HALF_OPEN),
+                    b3=(b3, UNIT_HALF_OPEN), eps=(eps, NONNEGATIVE),
+                    eps_root=(eps_root, NONNEGATIVE))
+
+  def init(params):
+    return ScaleByAdanState(_ZERO_COUNT(), tree.zeros_like(params), tree.zeros_like(params),
+                            tree.zeros_like(params), tree.zeros_like(params), spec.init())
+
+  def update(updates, state, params=None, **extra):
+    del params, extra
+    tree.check_structure(state.m, updates, "state.m", "updates")
+    h, hparams = spec.step(state.hparams)
+    count = safe_increment(state.count)
+
+    def leaf(g, m, v, n, g_prev):
+      dtype = compute_dtype(g, m)
+      g_ = g.astype(dtype)
+      delta = jnp.where(count == 1, jnp.zeros_like(g_), g_ - g_prev.astype(dtype))
+      beta2 = as_dtype(h["b2"], dtype)
+      m_new = ema_moment(g_, m, h["b1"], order=1)
+      v_new = ema_moment(delta, v, h["b2"], order=1)
+      n_new = ema_moment(g_ + (1 - beta2) * delta, n, h["b3"], order=2)
+      m_hat = numerics.bias_correction(m_new, h["b1"], count)
+      v_hat = numerics.bias_correction(v_new, h["b2"], count)
+      n_hat = numerics.bias_correction(n_new, h["b3"], count)
+      eps, eps_root = as_dtype(h["eps"], dtype), as_dtype(h["eps_root"], dtype)
+      u = (m_hat + (1 - beta2) * v_hat) / (jnp.sqrt(n_hat + eps_root) + eps)
+      return (u.astype(g.dtype), m_new.astype(m.dtype), v_new.astype(v.dtype),
+              n_new.astype(n.dtype), g.astype(g_prev.dtype))
+
+    updates, m, v, n, g = tree.map_multi(leaf, 5, updates, state.m, state.v, state.n, state.g)
+    return updates, ScaleByAdanState(count, m, v, n, g, hparams)
+
+  return GradientTransformation(init, update, name="scale_by_adan", spec=spec)

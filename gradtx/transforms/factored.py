@@ -1,0 +1,226 @@
+"""Memory-light second moments: Adafactor's factored RMS and SM3's cover accumulators.
+
+Both keep, for a matrix or higher-rank leaf, statistics along its axes rather
+than one entry per parameter. Those axis reductions need the leaf's shape, so
+they stay inside the per-leaf function (a packed buffer leaves such leaves
+unpacked); the per-leaf scalars that Adafactor's other stages use (clipping
+by block RMS, the parameter scale) go through :mod:`gradtx.tree`'s ``block_*``
+helpers.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Any, Callable, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from gradtx import tree
+from gradtx.core import (NONNEGATIVE, UNIT, UNIT_HALF_OPEN, GradientTransformation, HParams,
+                         HParamSpec, ScalarOrSchedule, require_params)
+from gradtx.numerics import abs_sq, as_dtype, compute_dtype, ema_moment, safe_increment
+
+__all__ = ["FactoredState", "ScaleBySM3State", "scale_by_factored_rms", "scale_by_sm3"]
+
+
+class FactoredState(NamedTuple):
+  """State of :func:`scale_by_factored_rms`.
+
+  ``v_row`` and ``v_col`` hold the factored statistics of factored leaves
+  (a 1-entry placeholder otherwise); ``v`` holds the full second moment of
+  the other leaves (a 1-entry placeholder for factored ones), as in optax.
+  """
+  count: jax.Array
+  v_row: Any
+  v_col: Any
+  v: Any
+  hparams: HParams
+
+
+def _factored_dims(shape: tuple[int, ...], factored: bool,
+                   min_dim_size_to_factor: int) -> tuple[int, int] | None:
+  """``(row_axis, col_axis)``: the second largest and the largest axis, or None."""
+  if not factored or len(shape) < 2:
+    return None
+  order = np.argsort(shape)
+  if shape[order[-2]] < min_dim_size_to_factor:
+    return None
+  return int(order[-2]), int(order[-1])
+
+
+def _decay_rate_pow(step: jax.Array, exponent: jax.Array) -> jax.Array:
+  """Adafactor's increasing decay :math:`\\hat\\beta_{2,t} = 1 - t^{-c}` at the 1-based step ``t``."""
+  return 1 - step ** (-exponent)
+
+
+def scale_by_factored_rms(factored: bool = True, decay_rate: ScalarOrSchedule = 0.8,
+                          step_offset: int = 0, min_dim_size_to_factor: int = 128,
+                          epsilon: ScalarOrSchedule = 1e-30,
+                          decay_rate_fn: Callable[[jax.Array, jax.Array], jax.Array] | None = None,
+                          ) -> GradientTransformation:
+  """Adafactor's step: divide by a (factored) running root mean square of the gradient.
+
+  .. math::
+    \\hat\\beta_{2,t} = 1 - (t - t_0)^{-c}, \\quad G_t = g_t^2 + \\epsilon_1
+
+  For a leaf whose two largest axes are both at least ``min_dim_size_to_factor``
+  (rows :math:`i`, columns :math:`j` = the second largest and largest axes),
+
+  .. math::
+    R_t = \\hat\\beta_{2,t} R_{t-1} + (1-\\hat\\beta_{2,t}) \\operatorname{mean}_j G_t, \\quad
+    C_t = \\hat\\beta_{2,t} C_{t-1} + (1-\\hat\\beta_{2,t}) \\operatorname{mean}_i G_t, \\quad
+    V_t = \\frac{R_t C_t}{\\operatorname{mean}_i R_t}
+
+  and otherwise :math:`V_t = \\hat\\beta_{2,t} V_{t-1} + (1-\\hat\\beta_{2,t}) G_t`;
+  then :math:`u_t = g_t / \\sqrt{V_t}`.
+
+  Args:
+    factored: factor the second moment of large enough matrices.
+    decay_rate: :math:`c \\in [0, 1]`, default 0.8.
+    step_offset: :math:`t_0`, for fine-tuning from a later step.
+    min_dim_size_to_factor: factor only if both largest axes are this long.
+    epsilon: :math:`\\epsilon_1 \\ge 0`, default 1e-30.
+    decay_rate_fn: ``fn(t, c) -> beta2`` at the 1-based step ``t``; default
+      :math:`1 - t^{-c}` (computed in the parameters' dtype; optax computes it
+      in float32 even under float64).
+
+  References:
+    Shazeer & Stern, *Adafactor: Adaptive Learning Rates with Sublinear Memory
+    Cost*, ICML 2018.
+  """
+  spec = HParamSpec("scale_by_factored_rms", decay_rate=(decay_rate, UNIT),
+                    epsilon=(epsilon, NONNEGATIVE))
+  beta2_at = decay_rate_fn or _decay_rate_pow
+
+  def init(params):
+    def leaf(p):
+      p = jnp.asarray(p)
+      placeholder = jnp.zeros((1,), p.dtype)
+      dims = _factored_dims(p.shape, factored, min_dim_size_to_factor)
+      if dims is None:
+        return placeholder, placeholder, jnp.zeros_like(p)
+      row, col = dims
+      return (jnp.zeros(np.delete(p.shape, col), p.dtype),
+              jnp.zeros(np.delete(p.shape, row), p.dtype), placeholder)
+
+    v_row, v_col, v = tree.map_multi(leaf, 3, params)
+    return FactoredState(jnp.zeros([], jnp.int32), v_row, v_col, v, spec.init())
+
+  def update(updates, state, params=None, **extra):
+    del params, extra
+    tree.check_structure(state.v_row, updates, "state.v_row", "updates", check_shapes=False)
+    h, hparams = spec.step(state.hparams)
+    count = safe_increment(state.count)
+
+    def leaf(g, v_row, v_col, v):
+      dtype = g.dtype
+      t = (count - step_offset).astype(dtype)
+      beta2 = as_dtype(beta2_at(t, as_dtype(h["decay_rate"], dtype)), dtype)
+      G = abs_sq(g) + as_dtype(h["epsilon"], dtype)
+      dims = _factored_dims(g.shape, factored, min_dim_size_to_factor)
+      if dims is None:
+        v_new = (beta2 * v + (1 - beta2) * G).astype(v.dtype)
+        return g * jax.lax.rsqrt(v_new.astype(dtype)), v_row, v_col, v_new
+      row, col = dims
+      R = (beta2 * v_row + (1 - beta2) * jnp.mean(G, axis=col)).astype(v_row.dtype)
+      C = (beta2 * v_col + (1 - beta2) * jnp.mean(G, axis=row)).astype(v_col.dtype)
+      R_axis_of_rows = row - 1 if row > col else row  # the row axis once col is reduced
+      row_factor = jax.lax.rsqrt(R / jnp.mean(R, axis=R_axis_of_rows, keepdims=True))
+      col_factor = jax.lax.rsqrt(C)
+      u = g * jnp.expand_dims(row_factor, col) * jnp.expand_dims(col_factor, row)
+      return u, R, C, v
+
+    updates, v_row, v_col, v = tree.map_multi(leaf, 4, updates, state.v_row, state.v_col,
+                                              state.v)
+    return updates, FactoredState(count, v_row, v_col, v, hparams)
+
+  return GradientTransformation(init, update, name="scale_by_factored_rms", spec=spec,
+                                options=dict(factored=factored, step_offset=step_offset,
+                                             min_dim_size_to_factor=min_dim_size_to_factor,
+                                             decay_rate_fn=decay_rate_fn))
+
+
+class ScaleBySM3State(NamedTuple):
+  """State of :func:`scale_by_sm3`: per-axis accumulators ``mu`` (a list per leaf), momentum ``nu``."""
+  mu: Any
+  nu: Any
+  hparams: HParams
+
+
+def scale_by_sm3(b1: ScalarOrSchedule = 0.9, b2: ScalarOrSchedule = 1.0,
+                 eps: ScalarOrSchedule = 1e-8) -> GradientTransformation:
+  """SM3-II: Adagrad with one accumulator per axis slice, their minimum covering each entry.
+
+  For a leaf of rank :math:`r \\ge 2` with accumulators :math:`\\mu^{(a)}` per
+  axis :math:`a`,
+
+  .. math::
+    \\nu_t(i) = (1-\\beta_2)' g_t(i)^2 + \\beta_2 \\min_a \\mu^{(a)}_{t-1}(i_a), \\quad
+    \\mu^{(a)}_t(k) = \\max_{i:\\, i_a = k} \\nu_t(i), \\\\
+    m_t = \\beta_1 m_{t-1} + (1-\\beta_1) \\frac{g_t}{\\sqrt{\\nu_t + \\epsilon}}
+
+  with :math:`(1-\\beta_2)' = 1` when :math:`\\beta_2 = 1` (the paper's sum)
+  and :math:`g/\\sqrt{\\nu+\\epsilon} = 0` where :math:`\\nu = 0`; :math:`u_t = m_t`.
+  Leaves of rank 0 or 1 keep one accumulator per entry (diagonal Adagrad).
+
+  Args:
+    b1: :math:`\\beta_1 \\in [0, 1)`, the momentum, default 0.9.
+    b2: :math:`\\beta_2 \\in [0, 1]`, default 1 (accumulate, as the paper).
+    eps: :math:`\\epsilon \\ge 0`, default 1e-8.
+
+  Differs from optax 0.2.8, which fails on scalar (rank-0) leaves.
+
+  References:
+    Anil et al., *Memory-Efficient Adaptive Optimization*, NeurIPS 2019.
+  """
+  spec = HParamSpec("scale_by_sm3", b1=(b1, UNIT_HALF_OPEN), b2=(b2, UNIT),
+                    eps=(eps, NONNEGATIVE))
+
+  def accumulators(p: jax.Array) -> list[jax.Array]:
+    p = jnp.asarray(p)
+    if p.ndim < 2:
+      return [jnp.zeros_like(p)]
+    return [jnp.zeros((n,), p.dtype) for n in p.shape]
+
+  def init(params):
+    for path, p in jax.tree_util.tree_flatten_with_path(params)[0]:
+      if jnp.iscomplexobj(p):
+        raise ValueError(f"scale_by_sm3: complex parameters are not supported "
+                         f"(key path {tree.keystr(path)})")
+    return ScaleBySM3State(tree.tree_map(accumulators, params), tree.zeros_like(params),
+                           spec.init())
+
+  def update(updates, state, params=None, **extra):
+    del params, extra
+    tree.check_structure(state.nu, updates, "state.nu", "updates")
+    h, hparams = spec.step(state.hparams)
+
+    def leaf(g, mu, m):
+      dtype = compute_dtype(g, m)
+      g_ = g.astype(dtype)
+      beta2 = as_dtype(h["b2"], dtype)
+      new_weight = jnp.where(beta2 == 1, 1, 1 - beta2)
+      if g.ndim < 2:
+        cover = mu[0].astype(dtype)
+      else:
+        rank = g.ndim
+        slices = [a.astype(dtype).reshape([n if k == axis else 1 for k in range(rank)])
+                  for axis, (a, n) in enumerate(zip(mu, g.shape))]
+        cover = functools.reduce(jnp.minimum, slices)
+      nu = new_weight * abs_sq(g_) + beta2 * cover
+      h_t = jnp.where(nu > 0, g_ * jax.lax.rsqrt(jnp.where(nu > 0, nu, 1)
+                                                  + as_dtype(h["eps"], dtype)), 0)
+      m_new = ema_moment(h_t, m, h["b1"], order=1)
+      if g.ndim < 2:
+        mu_new = [nu.astype(mu[0].dtype)]
+      else:
+        mu_new = [jnp.max(nu, axis=tuple(k for k in range(g.ndim) if k != axis)).astype(a.dtype)
+                  for axis, a in enumerate(mu)]
+      return m_new.astype(g.dtype), mu_new, m_new.astype(m.dtype)
+
+    updates, mu, nu = tree.map_multi(leaf, 3, updates, state.mu, state.nu)
+    return updates, ScaleBySM3State(mu, nu, hparams)
+
+  return GradientTransformation(init, update, name="scale_by_sm3", spec=spec)

@@ -1,0 +1,163 @@
+"""The protocol: apply_updates, identity, stateless, chains, repr, hyperparameter plumbing."""
+
+import re
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from jax import enable_x64
+
+import gradtx as gtx
+
+
+def test_apply_updates_keeps_each_parameter_dtype():
+  params = {"a": jnp.ones(3, jnp.bfloat16), "b": jnp.ones(2, jnp.float32), "c": None}
+  updates = {"a": jnp.full(3, 0.5, jnp.float32), "b": jnp.full(2, -1.0), "c": None}
+  new = gtx.apply_updates(params, updates)
+  assert new["a"].dtype == jnp.bfloat16 and new["b"].dtype == jnp.float32
+  np.testing.assert_array_equal(np.asarray(new["a"], np.float32), [1.5, 1.5, 1.5])
+  np.testing.assert_array_equal(new["b"], [0.0, 0.0])
+  assert new["c"] is None
+
+
+def test_apply_updates_names_the_mismatched_key_path():
+  with pytest.raises(gtx.StructureError, match=r"\['b'\]"):
+    gtx.apply_updates({"a": jnp.ones(1), "b": jnp.ones(1)}, {"a": jnp.ones(1)})
+  with pytest.raises(gtx.StructureError, match=r"shape at key path \['a'\]: \(2,\)"):
+    gtx.apply_updates({"a": jnp.ones(1)}, {"a": jnp.ones(2)})
+
+
+def test_identity_and_stateless():
+  tx = gtx.identity()
+  g = {"x": jnp.arange(3.0)}
+  np.testing.assert_array_equal(tx.update(g, tx.init(g))[0]["x"], [0.0, 1.0, 2.0])
+
+  def shift(updates, params, offset):
+    return jax.tree.map(lambda u: u + offset.astype(u.dtype), updates)
+
+  tx = gtx.stateless(shift, offset=(2.0, gtx.NONNEGATIVE))
+  state = tx.init(g)
+  np.testing.assert_array_equal(tx.update(g, state)[0]["x"], [2.0, 3.0, 4.0])
+  assert float(gtx.hparams(state)["offset"]) == 2.0
+  with pytest.raises(gtx.HyperparameterError, match=r"offset must be in \[0, inf\), got -1"):
+    gtx.stateless(shift, offset=(-1.0, gtx.NONNEGATIVE))
+
+
+def test_chain_names_positional_stages_by_primitive_and_makes_them_unique():
+  tx = gtx.chain(gtx.scale(2.0), gtx.scale(3.0), lr=gtx.scale_by_learning_rate(0.5))
+  assert list(tx.stages) == ["scale", "scale_1", "lr"]
+  state = tx.init(jnp.zeros(2))
+  u, _ = tx.update(jnp.ones(2), state)
+  np.testing.assert_allclose(u, [-3.0, -3.0])
+  assert set(gtx.hparams(state)) == {"scale.step_size", "scale_1.step_size", "lr.learning_rate"}
+
+
+@pytest.mark.parametrize("name", ["a.b", "1x", "class", "with space"])
+def test_chain_rejects_bad_stage_names(name):
+  with pytest.raises(ValueError, match="must be a Python identifier"):
+    gtx.chain(**{name: gtx.identity()})
+
+
+def test_nested_chains_are_addressed_by_dotted_names():
+  inner = gtx.chain(adam=gtx.scale_by_adam(b1=0.8), lr=gtx.scale_by_learning_rate(0.1))
+  tx = gtx.chain(clip=gtx.clip(1.0), opt=inner)
+  params = {"w": jnp.ones((2, 2))}
+  state = tx.init(params)
+  assert state["opt.adam"].mu["w"].shape == (2, 2)
+  assert state["opt"]["adam"] is state["opt.adam"]
+  names = gtx.hparams(state)
+  assert float(names["opt.adam.b1"]) == pytest.approx(0.8)
+  assert list(names) == ["clip.max_delta", "opt.adam.b1", "opt.adam.b2", "opt.adam.eps",
+                         "opt.adam.eps_root", "opt.lr.learning_rate"]
+  with pytest.raises(KeyError, match=r"no stage 'nope'.*\['clip', 'opt'\]"):
+    state["nope"]
+
+
+def test_chain_matches_manual_composition():
+  params = {"w": jnp.linspace(-1, 1, 6).reshape(2, 3)}
+  grads = {"w": jnp.linspace(0.5, -2, 6).reshape(2, 3)}
+  tx = gtx.chain(gtx.clip_by_global_norm(1.0), gtx.scale_by_adam(), gtx.scale(-0.1))
+  clip, adam, scale = gtx.clip_by_global_norm(1.0), gtx.scale_by_adam(), gtx.scale(-0.1)
+  u, _ = tx.update(grads, tx.init(params), params)
+  v, _ = clip.update(grads, clip.init(params))
+  v, _ = adam.update(v, adam.init(params))
+  v, _ = scale.update(v, scale.init(params))
+  np.testing.assert_array_equal(u["w"], v["w"])
+
+
+def test_repr_shows_stages_and_hyperparameters():
+  tx = gtx.chain(clip=gtx.clip_by_global_norm(1.0), opt=gtx.adam(1e-3, nesterov=True))
+  text = repr(tx)
+  assert "clip=clip_by_global_norm(max_norm=1)" in text
+  assert "opt=nadam(" in text and "nesterov=True" in text
+  assert "learning_rate=0.001" in text
+  assert "0x" not in text  # no function addresses
+
+
+def test_mismatched_grads_name_the_stage_and_key_path():
+  tx = gtx.chain(clip=gtx.clip(1.0), opt=gtx.adam(1e-3))
+  state = tx.init({"w": jnp.ones(2), "b": jnp.ones(1)})
+  message = re.escape("stage 'opt.adam': updates and state.mu differ in structure: "
+                      "key path ['b'] is in state.mu but not in updates")
+  with pytest.raises(gtx.StructureError, match=message):
+    tx.update({"w": jnp.ones(2)}, state)
+  with pytest.raises(gtx.StructureError, match=r"stage 'opt.adam'.*shape at key path \['w'\]"):
+    tx.update({"w": jnp.ones(3), "b": jnp.ones(1)}, state)
+
+
+def test_state_of_another_chain_is_rejected_with_advice():
+  state = gtx.adam(1e-3).init(jnp.ones(2))
+  with pytest.raises(gtx.StructureError, match="carry_state"):
+    gtx.adamw(1e-3).update(jnp.ones(2), state, jnp.ones(2))
+
+
+def test_missing_params_is_reported_with_the_stage():
+  tx = gtx.adamw(1e-3)
+  with pytest.raises(gtx.MissingArgumentError, match=r"stage 'decay'.*needs the parameters"):
+    tx.update(jnp.ones(2), tx.init(jnp.ones(2)))
+
+
+def test_scheduled_hyperparameter_reads_last_value_and_cannot_be_set():
+  schedule = lambda count: 0.1 * (count + 1).astype(jnp.float32)  # noqa: E731
+  tx = gtx.sgd(schedule)
+  state = tx.init(jnp.zeros(1))
+  assert float(gtx.hparams(state)["lr.learning_rate"]) == pytest.approx(0.1)
+  for expected in (0.1, 0.2, 0.3):
+    u, state = tx.update(jnp.ones(1), state)
+    np.testing.assert_allclose(u, [-expected], rtol=1e-6)
+    assert float(gtx.hparams(state)["lr.learning_rate"]) == pytest.approx(expected)
+  with pytest.raises(gtx.HyperparameterError, match="follows a schedule"):
+    gtx.set_hparams(state, {"lr.learning_rate": 1.0})
+
+
+def test_set_hparams_validates_names_and_ranges():
+  state = gtx.adam(1e-3).init(jnp.zeros(2))
+  with pytest.raises(gtx.HyperparameterError, match=r"unknown hyperparameter 'adam.beta1'.*'adam.b1'"):
+    gtx.set_hparams(state, {"adam.beta1": 0.5})
+  with pytest.raises(gtx.HyperparameterError, match=r"adam: b1 must be in \[0, 1\), got 1.5"):
+    gtx.set_hparams(state, {"adam.b1": 1.5})
+
+
+def test_hyperparameters_are_held_in_float64_under_x64_and_results_keep_float32():
+  with enable_x64(True):
+    tx = gtx.adam(0.1)
+    params = jnp.ones(3, jnp.float32)
+    state = tx.init(params)
+    assert gtx.hparams(state)["adam.b1"].dtype == jnp.float64
+    u, state = jax.jit(tx.update)(jnp.ones(3, jnp.float32), state)
+    assert u.dtype == jnp.float32 and state["adam"].mu.dtype == jnp.float32
+    np.testing.assert_allclose(u, -0.1, rtol=1e-6)
+
+
+def test_optax_transformation_is_a_stage():
+  optax = pytest.importorskip("optax")
+  tx = gtx.chain(clip=optax.clip_by_global_norm(1.0), lr=gtx.scale_by_learning_rate(1.0))
+  u, _ = tx.update({"a": jnp.array([3.0, 4.0])}, tx.init({"a": jnp.zeros(2)}))
+  np.testing.assert_allclose(u["a"], [-0.6, -0.8], rtol=1e-6)
+
+
+def test_transformation_unpacks_like_optax():
+  init, update = gtx.sgd(0.1)
+  u, _ = update(jnp.ones(1), init(jnp.zeros(1)))
+  np.testing.assert_allclose(u, [-0.1])
