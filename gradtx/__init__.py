@@ -18,6 +18,16 @@ from gradtx.transforms.decay import *  # noqa: F401,F403
 from gradtx.transforms.momentum import *  # noqa: F401,F403
 from gradtx.transforms.moments import *  # noqa: F401,F403
 from gradtx.transforms.scaling import *  # noqa: F401,F403
+from gradtx.transforms.adaptive import *  # noqa: F401,F403
+from gradtx.transforms.factored import *  # noqa: F401,F403
+from gradtx.transforms.linesearch import *  # noqa: F401,F403
+from gradtx.transforms.noise import *  # noqa: F401,F403
+from gradtx.transforms.optimism import *  # noqa: F401,F403
+from gradtx.transforms.sign import *  # noqa: F401,F403
+from gradtx.transforms.stepsize import *  # noqa: F401,F403
+from gradtx.transforms.trust import *  # noqa: F401,F403
+from gradtx.transforms.finite import *  # noqa: F401,F403
+from gradtx.transforms.plateau import *  # noqa: F401,F403
 from gradtx.tree import MaskedNode
 from gradtx.wrappers import *  # noqa: F401,F403
 
@@ -27,7 +37,9 @@ __version__ = "0.1.0"
 def _public_names() -> list[str]:
   import importlib
   modules = ["chain", "core", "errors", "optimizers", "transforms.clipping", "transforms.decay",
-             "transforms.momentum", "transforms.moments", "transforms.scaling", "wrappers"]
+             "transforms.momentum", "transforms.moments", "transforms.scaling", "wrappers",
+             "transforms.finite", "transforms.plateau",
+             "transforms.adaptive", "transforms.factored", "transforms.linesearch", "transforms.noise", "transforms.optimism", "transforms.sign", "transforms.stepsize", "transforms.trust"]
   names = {"schedules", "tree", "MaskedNode", "packed"}
   for module in modules:
     names.update(importlib.import_module(f"gradtx.{module}").__all__)

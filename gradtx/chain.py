@@ -16,6 +16,8 @@ wrap appear under the wrapper's name.
 
 from __future__ import annotations
 
+import contextlib
+import difflib
 import keyword
 from typing import Any, Iterator, Mapping
 
@@ -85,6 +87,42 @@ class ChainState(Mapping[str, Any]):
     return cls(dict(zip(names, children)))
 
 
+@contextlib.contextmanager
+def in_stage(name: str) -> Iterator[None]:
+  """Names the stage ``name`` in any error raised inside the block.
+
+  A :class:`~gradtx.errors.GradtxError` gets ``name`` prefixed to its stage
+  path (``stage 'outer.adam': ...``). Any other error (one JAX raises from
+  inside a ``tree_map``, or an optax stage's) keeps its type and gets a note
+  ``gradtx: raised in stage 'outer.adam'``, so the traceback says where.
+  Chains and wrappers that run named inner transformations (``partition``)
+  run each one inside this block.
+  """
+  try:
+    yield
+  except GradtxError as error:
+    raise error.with_stage(name) from None
+  except Exception as error:
+    _note_stage(error, name)
+    raise
+
+
+def _note_stage(error: Exception, name: str) -> None:
+  """Adds (or, one level further out, rewrites) a note naming the stage path."""
+  path = (name, *getattr(error, "_gradtx_stage_path", ()))
+  note = f"gradtx: raised in stage '{'.'.join(path)}'"
+  notes = getattr(error, "__notes__", None)
+  previous = getattr(error, "_gradtx_note", None)
+  try:
+    if notes is not None and previous in notes:
+      notes.remove(previous)
+    error.add_note(note)
+    error._gradtx_note = note  # type: ignore[attr-defined]
+    error._gradtx_stage_path = path  # type: ignore[attr-defined]
+  except (AttributeError, TypeError):  # an exception type that takes no attributes
+    pass
+
+
 def _check_name(name: str) -> None:
   if not name.isidentifier() or keyword.iskeyword(name):
     raise ValueError(f"chain: stage name {name!r} must be a Python identifier (no dots); "
@@ -114,7 +152,11 @@ class Chain(GradientTransformation):
     stage_items = tuple(self.stages.items())
 
     def init(params):
-      return ChainState({name: tx.init(params) for name, tx in stage_items})
+      stage_states = {}
+      for name, tx in stage_items:
+        with in_stage(name):
+          stage_states[name] = tx.init(params)
+      return ChainState(stage_states)
 
     def update(updates, state, params=None, **extra):
       if not isinstance(state, ChainState) or tuple(state) != tuple(self.stages):
@@ -125,10 +167,8 @@ class Chain(GradientTransformation):
             "use gradtx.carry_state(old_state, new_tx.init(params))")
       new_state = {}
       for name, tx in stage_items:
-        try:
+        with in_stage(name):
           updates, new_state[name] = tx.update(updates, state[name], params, **extra)
-        except GradtxError as error:
-          raise error.with_stage(name) from None
       return updates, ChainState(new_state)
 
     super().__init__(init, update, name=label)
@@ -221,7 +261,7 @@ def hparams(state: PyTree) -> dict[str, jax.Array]:
     >>> import gradtx as gtx
     >>> import jax.numpy as jnp
     >>> state = gtx.adam(learning_rate=0.01).init(jnp.zeros(2))
-    >>> {k: round(float(v), 6) for k, v in gtx.hparams(state).items()}
+    >>> {k: float(f"{float(v):.6g}") for k, v in gtx.hparams(state).items()}
     {'adam.b1': 0.9, 'adam.b2': 0.999, 'adam.eps': 1e-08, 'adam.eps_root': 0.0, 'lr.learning_rate': 0.01}
   """
   found = list(_find_hparams(state))
@@ -244,14 +284,16 @@ def set_hparams(state: PyTree, values: Mapping[str, Any]) -> PyTree:
     >>> import jax.numpy as jnp
     >>> state = gtx.sgd(learning_rate=0.1).init(jnp.zeros(2))
     >>> state = gtx.set_hparams(state, {"lr.learning_rate": 0.01})
-    >>> float(gtx.hparams(state)["lr.learning_rate"])
+    >>> round(float(gtx.hparams(state)["lr.learning_rate"]), 6)
     0.01
   """
   named = _named_slots(state)
   unknown = [k for k in values if k not in named]
   if unknown:
+    close = difflib.get_close_matches(unknown[0], list(named), n=3)
+    hint = f" (did you mean {' or '.join(map(repr, close))}?)" if close else ""
     raise HyperparameterError(
-        f"unknown hyperparameter {unknown[0]!r}; the valid names are {sorted(named)}")
+        f"unknown hyperparameter {unknown[0]!r}{hint}; the valid names are {sorted(named)}")
   leaves, treedef = jax.tree_util.tree_flatten(state, is_leaf=lambda x: isinstance(x, HParams))
   holders = [i for i, leaf in enumerate(leaves) if isinstance(leaf, HParams)]
   for dotted, value in values.items():
@@ -279,28 +321,122 @@ def set_hparams(state: PyTree, values: Mapping[str, Any]) -> PyTree:
 # Carrying state into an edited chain.
 
 
-def _structure_key(tree: PyTree) -> tuple:
-  leaves, treedef = jax.tree_util.tree_flatten(tree)
-  return treedef, tuple((np.shape(x), jnp.result_type(x)) for x in leaves)
+def _join(prefix: str, name: str) -> str:
+  return f"{prefix}.{name}" if prefix else name
 
 
-def carry_state(old: PyTree, new: PyTree, *, strict: bool = False) -> tuple[PyTree, dict]:
+def _same_array(a: Any, b: Any) -> bool:
+  return np.shape(a) == np.shape(b) and jnp.result_type(a) == jnp.result_type(b)
+
+
+def _hparams_compatible(old: HParams, new: HParams) -> bool:
+  """Same names, ranges, schedule flags and shapes: old values can stand in for new."""
+  return (list(old) == list(new) and (old.count is None) == (new.count is None)
+          and all(old.slot(k) == new.slot(k) and _same_array(old[k], new[k]) for k in old))
+
+
+def _differs(a: Any, b: Any) -> bool:
+  try:
+    return not np.array_equal(np.asarray(a), np.asarray(b))
+  except Exception:  # traced values: cannot tell, so say nothing
+    return False
+
+
+class _Carry:
+  """One walk of :func:`carry_state`, filling its report."""
+
+  def __init__(self, keep_hparams: bool):
+    self.keep_hparams = keep_hparams
+    self.report: dict[str, list[str]] = {
+        "carried": [], "fresh": [], "mismatched": [], "dropped": [], "hparams_differ": []}
+
+  def chain(self, old: ChainState, new: ChainState, prefix: str) -> ChainState:
+    out = {}
+    for name, fresh in new.items():
+      dotted = _join(prefix, name)
+      if name in old:
+        out[name] = self.stage(old[name], fresh, dotted)
+      else:
+        self.report["fresh"].append(dotted)
+        out[name] = fresh
+    self.report["dropped"].extend(_join(prefix, k) for k in old if k not in new)
+    return ChainState(out)
+
+  def stage(self, old: Any, new: Any, dotted: str) -> Any:
+    if isinstance(old, ChainState) and isinstance(new, ChainState):
+      return self.chain(old, new, dotted)
+    # A stage state is its own arrays, its HParams, and the chain states of
+    # the transformations it wraps (apply_if_finite(chain(...)), partition):
+    # its own part must match exactly; wrapped chains are matched by name.
+    is_part = lambda x: isinstance(x, (ChainState, HParams))  # noqa: E731
+    old_parts, old_def = jax.tree_util.tree_flatten(old, is_leaf=is_part)
+    new_parts, new_def = jax.tree_util.tree_flatten(new, is_leaf=is_part)
+    fits = old_def == new_def and all(
+        is_part(o) and type(o) is type(n) or not is_part(o) and not is_part(n)
+        and _same_array(o, n) for o, n in zip(old_parts, new_parts))
+    if not fits:
+      name = dotted or "<root>"
+      self.report["fresh"].append(name)
+      self.report["mismatched"].append(name)
+      return new
+    merged, own = [], False
+    for o, n in zip(old_parts, new_parts):
+      if isinstance(o, ChainState):
+        merged.append(self.chain(o, n, dotted))
+      elif isinstance(o, HParams):
+        merged.append(self.hparams(o, n, dotted))
+        own = own or bool(len(n))
+      else:
+        merged.append(o)
+        own = True
+    if own or not new_parts:
+      self.report["carried"].append(dotted or "<root>")
+    return jax.tree_util.tree_unflatten(old_def, merged)
+
+  def hparams(self, old: HParams, new: HParams, dotted: str) -> HParams:
+    self.report["hparams_differ"].extend(
+        _join(dotted, k) for k in new if k in old and _differs(old[k], new[k]))
+    if self.keep_hparams and _hparams_compatible(old, new):
+      return old
+    # The edited chain's values, but a schedule continues from the old step.
+    count = old.count if old.count is not None and new.count is not None else new.count
+    return HParams(dict(new.items()), {k: new.slot(k) for k in new}, count)
+
+
+def carry_state(old: PyTree, new: PyTree, *, strict: bool = False,
+                hparams: str = "old") -> tuple[PyTree, dict]:
   """Moves stage states from an old chain state into a fresh state of an edited chain.
 
-  Every stage of ``new`` whose dotted name exists in ``old`` with the same tree
-  structure, shapes and dtypes takes the old stage's state (moments, counts,
-  hyperparameters); the rest keep their fresh ``new`` state. Nested chains are
-  matched stage by stage.
+  Stages are matched by dotted name. A stage of ``new`` whose name exists in
+  ``old`` takes the old stage's state (moments, counts) when its arrays have
+  the same tree structure, shapes and dtypes; otherwise, or if the name is
+  new, it keeps its fresh state and the report says so. Nested chains are
+  matched stage by stage, also inside wrappers (``apply_if_finite(chain(...))``,
+  ``partition``), whose own state (counters, accumulators) must match to be
+  carried.
+
+  Hyperparameters: with ``hparams="old"`` (the default) a carried stage keeps
+  the values the old state held, including any set by :func:`set_hparams`,
+  unless the edit changed their kind (a new name, a float became a schedule),
+  where the edited chain's values are used. With ``hparams="new"`` the edited
+  chain's values are used (a schedule still continues from the old step
+  count). Either way ``report["hparams_differ"]`` lists the names whose old
+  and new values differ.
 
   Args:
     old: the state of the chain before the edit.
     new: ``edited_tx.init(params)``, a fresh state of the edited chain.
-    strict: raise :class:`StructureError` if any stage is not carried over.
+    strict: raise :class:`StructureError` unless every stage is carried over
+      and none is dropped.
+    hparams: ``"old"`` or ``"new"``, as above.
 
   Returns:
-    ``(state, report)`` where ``report`` has the dotted names of the stages
+    ``(state, report)``; ``report`` has lists of dotted stage names:
     ``"carried"``, ``"fresh"`` (new, or in ``old`` with another structure,
-    listed under ``"mismatched"`` too) and ``"dropped"`` (in ``old`` only).
+    which are listed under ``"mismatched"`` too), ``"dropped"`` (in ``old``
+    only), and ``"hparams_differ"`` (hyperparameter names). A stage that
+    wraps a chain is listed by its nested stages, and under its own name when
+    it has state of its own.
 
   Example:
     >>> import gradtx as gtx
@@ -311,35 +447,18 @@ def carry_state(old: PyTree, new: PyTree, *, strict: bool = False) -> tuple[PyTr
     ...                    lr=gtx.scale_by_learning_rate(0.1))
     >>> state, report = gtx.carry_state(old, edited.init(params))
     >>> report
-    {'carried': ['adam', 'lr'], 'fresh': ['clip'], 'mismatched': [], 'dropped': []}
+    {'carried': ['adam', 'lr'], 'fresh': ['clip'], 'mismatched': [], 'dropped': [], 'hparams_differ': []}
   """
-  if not isinstance(old, ChainState) or not isinstance(new, ChainState):
-    raise StructureError("carry_state takes two chain states (ChainState), got "
-                         f"{type(old).__name__} and {type(new).__name__}")
-  report: dict[str, list[str]] = {"carried": [], "fresh": [], "mismatched": [], "dropped": []}
-
-  def carry(o: ChainState, n: ChainState, prefix: str) -> ChainState:
-    out = {}
-    for name, fresh in n.items():
-      dotted = prefix + name
-      if name not in o:
-        report["fresh"].append(dotted)
-        out[name] = fresh
-      elif isinstance(fresh, ChainState) and isinstance(o[name], ChainState):
-        out[name] = carry(o[name], fresh, dotted + ".")
-      elif _structure_key(o[name]) == _structure_key(fresh):
-        report["carried"].append(dotted)
-        out[name] = o[name]
-      else:
-        report["fresh"].append(dotted)
-        report["mismatched"].append(dotted)
-        out[name] = fresh
-    report["dropped"].extend(prefix + k for k in o if k not in n)
-    return ChainState(out)
-
-  state = carry(old, new, "")
+  if hparams not in ("old", "new"):
+    raise ValueError(f"carry_state: hparams must be 'old' or 'new', got {hparams!r}")
+  walk = _Carry(keep_hparams=hparams == "old")
+  state = walk.stage(old, new, "")
+  report = walk.report
   if strict and (report["fresh"] or report["dropped"]):
-    raise StructureError(f"carry_state(strict=True) could not carry every stage: {report}")
+    raise StructureError(
+        "carry_state(strict=True) could not carry every stage: "
+        f"fresh {report['fresh']} (of which mismatched {report['mismatched']}), "
+        f"dropped {report['dropped']}")
   return state, report
 
 

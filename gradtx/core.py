@@ -150,13 +150,17 @@ class HParams(Mapping[str, jax.Array]):
   (present only when some hyperparameter is scheduled).
   """
 
-  __slots__ = ("_values", "_slots", "count")
+  __slots__ = ("_values", "_slots", "count", "_has_count")
 
   def __init__(self, values: Mapping[str, jax.Array], slots: Mapping[str, _Slot],
-               count: jax.Array | None = None):
+               count: jax.Array | None = None, *, has_count: bool | None = None):
     self._values = dict(values)
     self._slots = dict(slots)
     self.count = count
+    # Whether the count is a child is structure, fixed at init: a tree of
+    # placeholders (jax.tree.map(lambda x: None, state), as orbax builds) must
+    # keep the state's tree structure even where the count leaf became None.
+    self._has_count = count is not None if has_count is None else has_count
 
   def __getitem__(self, name: str) -> jax.Array:
     return self._values[name]
@@ -171,7 +175,8 @@ class HParams(Mapping[str, jax.Array]):
     return self._slots[name]
 
   def replace(self, **values: jax.Array) -> "HParams":
-    return HParams({**self._values, **values}, self._slots, self.count)
+    return HParams({**self._values, **values}, self._slots, self.count,
+                   has_count=self._has_count)
 
   def __repr__(self) -> str:
     def show(v: Any) -> str:
@@ -185,9 +190,9 @@ class HParams(Mapping[str, jax.Array]):
   def tree_flatten_with_keys(self):
     names = tuple(self._values)
     children = [(jax.tree_util.DictKey(n), self._values[n]) for n in names]
-    if self.count is not None:
+    if self._has_count:
       children.append((jax.tree_util.GetAttrKey("count"), self.count))
-    aux = (names, tuple(self._slots[n] for n in names), self.count is not None)
+    aux = (names, tuple(self._slots[n] for n in names), self._has_count)
     return children, aux
 
   def tree_flatten(self):
@@ -199,7 +204,7 @@ class HParams(Mapping[str, jax.Array]):
     names, slots, has_count = aux
     children = list(children)
     count = children.pop() if has_count else None
-    return cls(dict(zip(names, children)), dict(zip(names, slots)), count)
+    return cls(dict(zip(names, children)), dict(zip(names, slots)), count, has_count=has_count)
 
   def __eq__(self, other: object) -> bool:
     return self is other

@@ -129,7 +129,8 @@ def _widest(dtypes: Sequence[Any]) -> Any:
     return functools.reduce(jnp.promote_types, dtypes)
 
 
-def _fraction(count: jax.Array, begin: int, steps: int, ctype: Any) -> jax.Array:
+def _fraction(count: jax.Array, begin: int, steps: int,
+              ctype: Any) -> jax.Array:
   """How far ``count`` is through ``[begin, begin + steps]``, in [0, 1]."""
   return jnp.clip(count - begin, 0, steps).astype(ctype) / steps
 

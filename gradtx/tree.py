@@ -115,7 +115,7 @@ def _sum_squares(x: jax.Array) -> jax.Array:
   if jnp.iscomplexobj(x):
     x = jnp.abs(x)
   # Accumulate in at least float32 so bfloat16 leaves do not lose the norm.
-  acc = jnp.promote_types(x.dtype, jnp.float32)
+  acc = jnp.float64 if x.dtype == jnp.float64 else jnp.float32
   return jnp.sum(jnp.square(x.astype(acc)))
 
 

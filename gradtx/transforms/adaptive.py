@@ -93,8 +93,11 @@ def scale_by_radam(b1: ScalarOrSchedule = 0.9, b2: ScalarOrSchedule = 0.999,
       m_new, v_new, m_hat, v_hat = _adam_moments(g, m, v, h, count, nesterov)
       dtype = v_hat.dtype
       beta2, t = as_dtype(h["b2"], dtype), count.astype(dtype)
+      # beta2^t and 1 - beta2^t through log1p / expm1: the naive 1 - beta2**t loses
+      # most of float32's digits near beta2 = 1, which moves rho_t by ~1e-2.
+      t_log_beta2 = t * jnp.log1p(-(1 - beta2))
       rho_inf = 2 / (1 - beta2) - 1
-      rho_t = rho_inf - 2 * t * beta2**t / (1 - beta2**t)
+      rho_t = rho_inf - 2 * t * jnp.exp(t_log_beta2) / -jnp.expm1(t_log_beta2)
       # Clamp inside the root so the unused branch stays finite for small rho_t.
       rho_safe = jnp.maximum(rho_t, 5.0)
       r_t = jnp.sqrt((rho_safe - 4) * (rho_safe - 2) * rho_inf

@@ -50,9 +50,9 @@ def _factored_dims(shape: tuple[int, ...], factored: bool,
   return int(order[-2]), int(order[-1])
 
 
-def _decay_rate_pow(step: jax.Array, exponent: jax.Array) -> jax.Array:
-  """Adafactor's increasing decay :math:`\\hat\\beta_{2,t} = 1 - t^{-c}` at the 1-based step ``t``."""
-  return 1 - step ** (-exponent)
+def _decay_rate_pow(i: jax.Array, exponent: jax.Array) -> jax.Array:
+  """Adafactor's increasing decay :math:`\\hat\\beta_{2,t} = 1 - t^{-c}`, given ``i = t - 1``."""
+  return 1 - (i + 1) ** (-exponent)
 
 
 def scale_by_factored_rms(factored: bool = True, decay_rate: ScalarOrSchedule = 0.8,
@@ -82,9 +82,9 @@ def scale_by_factored_rms(factored: bool = True, decay_rate: ScalarOrSchedule = 
     step_offset: :math:`t_0`, for fine-tuning from a later step.
     min_dim_size_to_factor: factor only if both largest axes are this long.
     epsilon: :math:`\\epsilon_1 \\ge 0`, default 1e-30.
-    decay_rate_fn: ``fn(t, c) -> beta2`` at the 1-based step ``t``; default
-      :math:`1 - t^{-c}` (computed in the parameters' dtype; optax computes it
-      in float32 even under float64).
+    decay_rate_fn: ``fn(i, c) -> beta2`` with ``i = t - 1 - t_0`` the number
+      of earlier steps, as optax's; default :math:`1 - (i+1)^{-c}` (computed in
+      the parameters' dtype, where optax computes it in float32).
 
   References:
     Shazeer & Stern, *Adafactor: Adaptive Learning Rates with Sublinear Memory
@@ -116,8 +116,8 @@ def scale_by_factored_rms(factored: bool = True, decay_rate: ScalarOrSchedule = 
 
     def leaf(g, v_row, v_col, v):
       dtype = g.dtype
-      t = (count - step_offset).astype(dtype)
-      beta2 = as_dtype(beta2_at(t, as_dtype(h["decay_rate"], dtype)), dtype)
+      i = (state.count - step_offset).astype(dtype)
+      beta2 = as_dtype(beta2_at(i, as_dtype(h["decay_rate"], dtype)), dtype)
       G = abs_sq(g) + as_dtype(h["epsilon"], dtype)
       dims = _factored_dims(g.shape, factored, min_dim_size_to_factor)
       if dims is None:

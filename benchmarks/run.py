@@ -1,0 +1,517 @@
+"""gradtx against optax on the same trees, in one process, with interleaved repetitions.
+
+    python benchmarks/run.py [--quick] [--reps N] [--out DIR]
+
+Measures, for every case (tree) and optimizer, for gradtx and optax:
+
+* step time: a jitted ``update`` + ``apply_updates`` with the params and the
+  optimizer state donated (both libraries alike), fed its own outputs, timed
+  to ``block_until_ready``; the median over ``--reps`` repetitions, the
+  contenders of one row interleaved (their order alternating) so that load
+  from other processes on a shared machine hits them alike;
+* compile time: ``jax.jit(step).lower(...).compile()`` (trace, lowering and
+  XLA), timed once, in a fresh jit;
+* peak memory of the step: XLA's ``compiled.memory_analysis()``
+  (``peak_memory_in_bytes`` where the backend reports it, otherwise
+  arguments + outputs - donated aliases + temporaries);
+* optimizer-state bytes per parameter: the bytes of the state's array leaves
+  over the number of parameters.
+
+Besides the grid it measures a hand-fused Adam (one jitted elementwise
+function over the same arrays: 4 in, 3 out) as the bandwidth roofline on the
+one-leaf case, Adam with bfloat16 moments, and gradtx's packed mode on the
+2000-leaf tree (the optimizer step, and a full training step: gradient and
+update). It writes ``RESULTS.md``, ``results.json`` and ``results.png``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import platform
+import resource
+import statistics
+import sys
+import time
+from functools import partial
+from pathlib import Path
+from typing import Any, Callable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import gradtx as gtx  # noqa: E402
+
+LEARNING_RATE = 1e-3
+REP_SECONDS = 0.25   # target wall time of one repetition of one contender
+
+
+# ----------------------------------------------------------------------------
+# Trees.
+
+
+def one_big_leaf(quick: bool) -> dict:
+  shape = (1024, 4096) if quick else (4096, 8192)
+  return {"w": jax.ShapeDtypeStruct(shape, jnp.float32)}
+
+
+def gpt2_small(quick: bool) -> dict:
+  """GPT-2 small's parameter tree (12 layers); ``quick`` keeps the tree, shrinks d and vocab."""
+  d, vocab, ctx = (256, 8192, 512) if quick else (768, 50257, 1024)
+  f32 = lambda *s: jax.ShapeDtypeStruct(s, jnp.float32)  # noqa: E731
+  layer = {
+      "ln_1": {"scale": f32(d), "bias": f32(d)},
+      "attn": {"c_attn": {"kernel": f32(d, 3 * d), "bias": f32(3 * d)},
+               "c_proj": {"kernel": f32(d, d), "bias": f32(d)}},
+      "ln_2": {"scale": f32(d), "bias": f32(d)},
+      "mlp": {"c_fc": {"kernel": f32(d, 4 * d), "bias": f32(4 * d)},
+              "c_proj": {"kernel": f32(4 * d, d), "bias": f32(d)}},
+  }
+  return {"wte": f32(vocab, d), "wpe": f32(ctx, d),
+          "h": {f"{i:02d}": layer for i in range(12)},
+          "ln_f": {"scale": f32(d), "bias": f32(d)}}
+
+
+def many_small(quick: bool) -> dict:
+  del quick
+  return {f"p{i:04d}": jax.ShapeDtypeStruct((1024,), jnp.float32) for i in range(2000)}
+
+
+CASES = {
+    "a: one leaf": one_big_leaf,
+    "b: GPT-2 small": gpt2_small,
+    "c: 2000 x 1024": many_small,
+}
+
+
+def materialize(shapes: Any, seed: int, scale: float = 1.0) -> Any:
+  leaves, treedef = jax.tree.flatten(shapes)
+  keys = jax.random.split(jax.random.key(seed), len(leaves))
+  out = [scale * jax.random.normal(k, s.shape, s.dtype) for k, s in zip(keys, leaves)]
+  return jax.tree.unflatten(treedef, out)
+
+
+def n_params(tree: Any) -> int:
+  return sum(int(np.prod(x.shape)) for x in jax.tree.leaves(tree))
+
+
+# ----------------------------------------------------------------------------
+# Optimizers: the same rule in both libraries.
+
+
+def _no_bias(params):
+  return jax.tree.map(lambda x: x.ndim > 1, params)
+
+
+OPTIMIZERS: dict[str, tuple[Callable[[], Any], Callable[[], Any]]] = {
+    "sgd+momentum": (lambda: gtx.sgd(LEARNING_RATE, momentum=0.9),
+                     lambda: optax.sgd(LEARNING_RATE, momentum=0.9)),
+    "adam": (lambda: gtx.adam(LEARNING_RATE), lambda: optax.adam(LEARNING_RATE)),
+    "adamw+clip": (lambda: gtx.chain(clip=gtx.clip_by_global_norm(1.0),
+                                     adamw=gtx.adamw(LEARNING_RATE, weight_decay=1e-4)),
+                   lambda: optax.chain(optax.clip_by_global_norm(1.0),
+                                       optax.adamw(LEARNING_RATE, weight_decay=1e-4))),
+}
+
+
+def optimizer_step(tx: Any, apply: Callable) -> Callable:
+  def step(params, state, grads):
+    updates, state = tx.update(grads, state, params)
+    return apply(params, updates), state
+  return step
+
+
+# ----------------------------------------------------------------------------
+# Measuring.
+
+
+def peak_bytes(compiled: Any) -> int:
+  stats = compiled.memory_analysis()
+  peak = getattr(stats, "peak_memory_in_bytes", 0)
+  if peak:
+    return int(peak)
+  return int(stats.argument_size_in_bytes + stats.output_size_in_bytes
+             - stats.alias_size_in_bytes + stats.temp_size_in_bytes)
+
+
+def tree_bytes(tree: Any) -> int:
+  return sum(x.size * x.dtype.itemsize for x in jax.tree.leaves(tree) if hasattr(x, "dtype"))
+
+
+class Contender:
+  """One jitted, donating step and the arguments it is fed: (carried..., fixed...)."""
+
+  def __init__(self, name: str, fn: Callable, carried: tuple, fixed: tuple,
+               donate: tuple[int, ...]):
+    self.name = name
+    start = time.perf_counter()
+    self.compiled = jax.jit(fn, donate_argnums=donate).lower(*carried, *fixed).compile()
+    self.compile_s = time.perf_counter() - start
+    self.peak = peak_bytes(self.compiled)
+    # Its own copy of every donated buffer: donation deletes the arrays it is given.
+    self.carried = jax.tree.map(jnp.copy, carried)
+    self.fixed = fixed
+    self.times: list[float] = []
+
+  def run(self, steps: int) -> float:
+    carried = self.carried
+    start = time.perf_counter()
+    for _ in range(steps):
+      carried = self.compiled(*carried, *self.fixed)
+    jax.block_until_ready(carried)
+    elapsed = (time.perf_counter() - start) / steps
+    self.carried = carried
+    return elapsed
+
+
+def race(contenders: list[Contender], reps: int) -> None:
+  """Times the contenders in interleaved repetitions, alternating their order."""
+  steps = {}
+  for c in contenders:
+    c.run(1)  # warm up: the first call allocates
+    steps[c.name] = max(1, int(REP_SECONDS / max(c.run(1), 1e-6)))
+  for rep in range(reps):
+    order = contenders if rep % 2 == 0 else contenders[::-1]
+    for c in order:
+      c.times.append(c.run(steps[c.name]))
+
+
+def median_ms(c: Contender) -> float:
+  return 1e3 * statistics.median(c.times)
+
+
+# ----------------------------------------------------------------------------
+# The grid, the roofline, bf16 moments, packed mode.
+
+
+def fused_adam_step(params, mu, nu, count, grads):
+  """Adam by hand: one elementwise function of 4 arrays in and 3 out, the roofline."""
+  b1, b2, eps, lr = 0.9, 0.999, 1e-8, LEARNING_RATE
+  count = count + 1
+  c1 = 1 - b1 ** count.astype(jnp.float32)
+  c2 = 1 - b2 ** count.astype(jnp.float32)
+
+  def leaf(p, g, m, v):
+    m = b1 * m + (1 - b1) * g
+    v = b2 * v + (1 - b2) * g * g
+    return p - lr * (m / c1) / (jnp.sqrt(v / c2) + eps), m, v
+
+  out = jax.tree.map(leaf, params, grads, mu, nu)
+  pick = lambda i: jax.tree.map(lambda _, o: o[i], params, out)  # noqa: E731
+  return pick(0), pick(1), pick(2), count
+
+
+def grid_row(case: str, shapes: Any, opt: str, reps: int, extra: list[str]) -> dict:
+  params = materialize(shapes, 0)
+  grads = materialize(shapes, 1, 1e-2)
+  make_gtx, make_optax = OPTIMIZERS[opt]
+  contenders = []
+  gtx_tx, optax_tx = make_gtx(), make_optax()
+  for name, tx, apply in [("gradtx", gtx_tx, gtx.apply_updates),
+                          ("optax", optax_tx, optax.apply_updates)]:
+    state = tx.init(params)
+    c = Contender(name, optimizer_step(tx, apply), (params, state), (grads,), (0, 1))
+    c.state_bytes = tree_bytes(state)
+    contenders.append(c)
+  if "fused" in extra:
+    zeros = jax.tree.map(jnp.zeros_like, params)
+    c = Contender("fused", fused_adam_step, (params, zeros, zeros, jnp.zeros((), jnp.int32)),
+                  (grads,), (0, 1, 2))
+    c.state_bytes = 2 * tree_bytes(params)
+    contenders.append(c)
+  if "bf16" in extra:
+    tx = gtx.adam(LEARNING_RATE, mu_dtype=jnp.bfloat16, nu_dtype=jnp.bfloat16)
+    state = tx.init(params)
+    c = Contender("gradtx bf16 moments", optimizer_step(tx, gtx.apply_updates),
+                  (params, state), (grads,), (0, 1))
+    c.state_bytes = tree_bytes(state)
+    contenders.append(c)
+  if "packed" in extra:
+    layout = gtx.packed.Layout.from_tree(params)
+    flat = layout.pack(params)
+    tx = make_gtx()
+    state = tx.init(flat)
+    c = Contender("gradtx packed", optimizer_step(tx, gtx.apply_updates), (flat, state),
+                  (layout.pack(grads),), (0, 1))
+    c.state_bytes = tree_bytes(state)
+    contenders.append(c)
+  race(contenders, reps)
+  n = n_params(shapes)
+  row = {"case": case, "optimizer": opt, "params": n, "results": {}}
+  for c in contenders:
+    row["results"][c.name] = {"step_ms": median_ms(c), "step_ms_all": [1e3 * t for t in c.times],
+                              "compile_s": c.compile_s, "peak_mb": c.peak / 2**20,
+                              "state_bytes_per_param": c.state_bytes / n}
+  print(f"  {case:16s} {opt:13s} " + "  ".join(
+      f"{c.name}: {median_ms(c):8.2f} ms, compile {c.compile_s:6.2f} s" for c in contenders),
+        flush=True)
+  return row
+
+
+def training_loss(params: Any, x: jax.Array) -> jax.Array:
+  """A model that touches every leaf: the sum over leaves of mean((w * x - 1)^2)."""
+  terms = [jnp.mean(jnp.square(w * x - 1.0)) for w in jax.tree.leaves(params)]
+  return jnp.sum(jnp.stack(terms))
+
+
+def training_rows(shapes: Any, reps: int) -> dict:
+  """Full training steps (gradient + Adam update) on the 2000-leaf tree."""
+  params = materialize(shapes, 0)
+  x = jax.random.normal(jax.random.key(2), (1024,), jnp.float32)
+
+  def tree_train_step(tx, apply):
+    def step(params, state, x):
+      grads = jax.grad(training_loss)(params, x)
+      updates, state = tx.update(grads, state, params)
+      return apply(params, updates), state
+    return step
+
+  layout = gtx.packed.Layout.from_tree(params)
+
+  def packed_train_step(tx):
+    def step(flat, state, x):
+      # The model sees the user's tree; the gradient arrives packed.
+      grads = jax.grad(lambda f: training_loss(layout.unpack(f), x))(flat)
+      updates, state = tx.update(grads, state, flat)
+      return gtx.apply_updates(flat, updates), state
+    return step
+
+  contenders = []
+  for name, tx, apply in [("optax tree", optax.adam(LEARNING_RATE), optax.apply_updates),
+                          ("gradtx tree", gtx.adam(LEARNING_RATE), gtx.apply_updates)]:
+    contenders.append(Contender(name, tree_train_step(tx, apply),
+                                (params, tx.init(params)), (x,), (0, 1)))
+  tx = gtx.adam(LEARNING_RATE)
+  flat = layout.pack(params)
+  contenders.append(Contender("gradtx packed", packed_train_step(tx), (flat, tx.init(flat)),
+                              (x,), (0, 1)))
+  race(contenders, reps)
+  out = {c.name: {"step_ms": median_ms(c), "step_ms_all": [1e3 * t for t in c.times],
+                  "compile_s": c.compile_s, "peak_mb": c.peak / 2**20} for c in contenders}
+  print("  training step  " + "  ".join(
+      f"{k}: {v['step_ms']:8.2f} ms, compile {v['compile_s']:6.2f} s" for k, v in out.items()),
+        flush=True)
+  return out
+
+
+# ----------------------------------------------------------------------------
+# Reporting.
+
+
+def machine_info(quick: bool, reps: int) -> dict:
+  cpu = platform.processor() or "unknown"
+  try:
+    with open("/proc/cpuinfo") as f:
+      for line in f:
+        if line.startswith("model name"):
+          cpu = line.split(":", 1)[1].strip()
+          break
+  except OSError:
+    pass
+  cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+  import jaxlib
+  return {
+      "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+      "cpu": cpu, "cores": cores, "platform": platform.platform(),
+      "python": platform.python_version(), "jax": jax.__version__,
+      "jaxlib": jaxlib.__version__, "optax": optax.__version__, "gradtx": gtx.__version__,
+      "backend": jax.default_backend(), "devices": [str(d) for d in jax.devices()],
+      "load_average": os.getloadavg() if hasattr(os, "getloadavg") else None,
+      "quick": quick, "reps": reps,
+  }
+
+
+def write_markdown(results: dict, path: Path) -> None:
+  info, rows, train = results["machine"], results["grid"], results["training"]
+  lines = ["# gradtx vs optax: benchmark results", "",
+           f"Produced by `python benchmarks/run.py{' --quick' if info['quick'] else ''}` on "
+           f"{info['date']}.", "",
+           "| machine | |", "|---|---|",
+           f"| CPU | {info['cpu']} |", f"| cores available | {info['cores']} |",
+           f"| backend | {info['backend']} |",
+           f"| jax / jaxlib | {info['jax']} / {info['jaxlib']} |",
+           f"| optax | {info['optax']} |", f"| gradtx | {info['gradtx']} |",
+           f"| python | {info['python']} ({info['platform']}) |",
+           f"| load average at start | {', '.join(f'{x:.2f}' for x in info['load_average'])} |",
+           "",
+           "The machine is shared with other processes (other engineers' test runs), so "
+           "absolute times are noisy: the contenders of a row are timed in interleaved "
+           f"repetitions ({info['reps']} of each, order alternating) and compared by their "
+           "medians; the ratios are the meaningful numbers.", "",
+           "Method: step = jitted `update` + `apply_updates`, params and optimizer state "
+           "donated (both libraries), `block_until_ready`. Compile = trace + lower + XLA "
+           "compile of that step, once. Peak memory = XLA's `compiled.memory_analysis()` "
+           "for the step (arguments + outputs - donated aliases + temporaries); whole-process "
+           f"peak RSS (`ru_maxrss`) at the end of the run: {results['max_rss_mb']:.0f} MB. "
+           "State bytes per parameter = bytes of the state's arrays / number of parameters.",
+           ""]
+  sizes = results["sizes"]
+  lines += ["Cases: " + "; ".join(f"**{k}** ({v})" for k, v in sizes.items()) + ".", ""]
+  lines += ["## Tree mode: gradtx vs optax", "",
+            "| case | optimizer | gradtx ms | optax ms | ratio | gradtx compile s | "
+            "optax compile s | ratio | gradtx peak MB | optax peak MB | state B/param "
+            "(gradtx, optax) |",
+            "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---|"]
+  for row in rows:
+    g, o = row["results"]["gradtx"], row["results"]["optax"]
+    lines.append(
+        f"| {row['case']} | {row['optimizer']} | {g['step_ms']:.2f} | {o['step_ms']:.2f} | "
+        f"{g['step_ms'] / o['step_ms']:.3f} | {g['compile_s']:.2f} | {o['compile_s']:.2f} | "
+        f"{g['compile_s'] / o['compile_s']:.2f} | {g['peak_mb']:.1f} | {o['peak_mb']:.1f} | "
+        f"{g['state_bytes_per_param']:.2f}, {o['state_bytes_per_param']:.2f} |")
+  extras = [(row, name, r) for row in rows for name, r in row["results"].items()
+            if name not in ("gradtx", "optax")]
+  lines += ["", "## Roofline, bfloat16 moments, packed optimizer step", "",
+            "Same rows, other contenders timed in the same interleaved repetitions; "
+            "`vs gradtx` is gradtx tree mode's time over this contender's.", "",
+            "| case | optimizer | contender | ms | vs gradtx | vs optax | compile s | "
+            "optax compile / this | peak MB | state B/param |",
+            "|---|---|---|---:|---:|---:|---:|---:|---:|---:|"]
+  for row, name, r in extras:
+    g, o = row["results"]["gradtx"], row["results"]["optax"]
+    lines.append(
+        f"| {row['case']} | {row['optimizer']} | {name} | {r['step_ms']:.2f} | "
+        f"{g['step_ms'] / r['step_ms']:.3f} | {o['step_ms'] / r['step_ms']:.2f}x | "
+        f"{r['compile_s']:.2f} | {o['compile_s'] / r['compile_s']:.1f}x | {r['peak_mb']:.1f} | "
+        f"{r['state_bytes_per_param']:.2f} |")
+  lines += ["", "## Packed mode: a full training step on case c (gradient + Adam update)", "",
+            "The model sums, over the 2000 leaves, `mean((w * x - 1)^2)`; in packed mode it "
+            "unpacks the flat parameters inside the loss, so the gradient arrives packed.", "",
+            "| step | ms | optax tree / this | compile s | peak MB |",
+            "|---|---:|---:|---:|---:|"]
+  base = train["optax tree"]["step_ms"]
+  for name, r in train.items():
+    lines.append(f"| {name} | {r['step_ms']:.2f} | {base / r['step_ms']:.2f}x | "
+                 f"{r['compile_s']:.2f} | {r['peak_mb']:.1f} |")
+  lines += ["", "## Targets", "", "| target | measured | met |", "|---|---|---|"]
+  for target, measured, met in results["targets"]:
+    lines.append(f"| {target} | {measured} | {'yes' if met else '**no**'} |")
+  lines += ["", "![results](results.png)", ""]
+  path.write_text("\n".join(lines))
+
+
+def targets(rows: list[dict], train: dict) -> list[tuple[str, str, bool]]:
+  out = []
+  worst = max(rows, key=lambda r: r["results"]["gradtx"]["step_ms"]
+              / r["results"]["optax"]["step_ms"])
+  ratio = worst["results"]["gradtx"]["step_ms"] / worst["results"]["optax"]["step_ms"]
+  out.append(("tree step <= 1.05x optax, every case and optimizer",
+              f"worst {ratio:.3f} ({worst['case']}, {worst['optimizer']})", ratio <= 1.05))
+  worst = max(rows, key=lambda r: r["results"]["gradtx"]["compile_s"]
+              / r["results"]["optax"]["compile_s"])
+  ratio = worst["results"]["gradtx"]["compile_s"] / worst["results"]["optax"]["compile_s"]
+  out.append(("tree compile time <= optax's", f"worst {ratio:.2f}x ({worst['case']}, "
+              f"{worst['optimizer']})", ratio <= 1.0))
+  for row in rows:
+    r = row["results"]
+    if "fused" in r:
+      frac = r["fused"]["step_ms"] / r["gradtx"]["step_ms"]
+      out.append(("adam, one leaf: >= 90% of the hand-fused roofline",
+                  f"{100 * frac:.0f}% ({r['gradtx']['step_ms']:.1f} vs fused "
+                  f"{r['fused']['step_ms']:.1f} ms)", frac >= 0.9))
+    if "gradtx bf16 moments" in r:
+      b, g = r["gradtx bf16 moments"], r["gradtx"]
+      out.append((f"adam bf16 moments ({row['case']}): half the state bytes",
+                  f"{b['state_bytes_per_param']:.2f} vs {g['state_bytes_per_param']:.2f} B/param",
+                  b["state_bytes_per_param"] <= 0.5 * g["state_bytes_per_param"] + 0.01))
+      out.append((f"adam bf16 moments ({row['case']}): step time <= f32 moments",
+                  f"{b['step_ms']:.2f} vs {g['step_ms']:.2f} ms", b["step_ms"] <= g["step_ms"]))
+    if "gradtx packed" in r:
+      ratio = r["optax"]["compile_s"] / r["gradtx packed"]["compile_s"]
+      out.append((f"packed {row['optimizer']} on c: optimizer compile >= 5x lower than optax",
+                  f"{ratio:.0f}x ({r['gradtx packed']['compile_s']:.2f} vs "
+                  f"{r['optax']['compile_s']:.2f} s)", ratio >= 5))
+  speedup = train["optax tree"]["step_ms"] / train["gradtx packed"]["step_ms"]
+  out.append(("packed training step on c >= 4x faster than optax's tree step",
+              f"{speedup:.1f}x ({train['gradtx packed']['step_ms']:.1f} vs "
+              f"{train['optax tree']['step_ms']:.1f} ms)", speedup >= 4))
+  return out
+
+
+def plot(results: dict, path: Path) -> None:
+  import matplotlib
+  matplotlib.use("Agg")
+  import matplotlib.pyplot as plt
+  rows = results["grid"]
+  labels = [f"{r['case'].split(':')[0]}\n{r['optimizer']}" for r in rows]
+  step = [r["results"]["gradtx"]["step_ms"] / r["results"]["optax"]["step_ms"] for r in rows]
+  comp = [r["results"]["gradtx"]["compile_s"] / r["results"]["optax"]["compile_s"] for r in rows]
+  fig, axes = plt.subplots(1, 3, figsize=(17, 4.8))
+  x = np.arange(len(rows))
+  axes[0].bar(x - 0.2, step, 0.4, label="step time")
+  axes[0].bar(x + 0.2, comp, 0.4, label="compile time")
+  axes[0].axhline(1.0, color="k", lw=0.8)
+  axes[0].axhline(1.05, color="r", lw=0.8, ls="--", label="1.05x target")
+  axes[0].set_xticks(x, labels, fontsize=7)
+  axes[0].set_ylabel("gradtx / optax (lower is better)")
+  axes[0].set_title("Tree mode vs optax")
+  axes[0].legend(fontsize=8)
+  case_c = [r for r in rows if "gradtx packed" in r["results"]]
+  names = ["optax", "gradtx", "gradtx packed"]
+  xc = np.arange(len(case_c))
+  for i, name in enumerate(names):
+    axes[1].bar(xc + (i - 1) * 0.27, [r["results"][name]["compile_s"] for r in case_c], 0.27,
+                label=name)
+  axes[1].set_xticks(xc, [r["optimizer"] for r in case_c])
+  axes[1].set_yscale("log")
+  axes[1].set_ylabel("compile time, s (log)")
+  axes[1].set_title("Case c (2000 x 1024): optimizer compile time")
+  axes[1].legend(fontsize=8)
+  train = results["training"]
+  axes[2].bar(list(train), [v["step_ms"] for v in train.values()],
+              color=["tab:blue", "tab:orange", "tab:green"])
+  axes[2].set_ylabel("ms per training step")
+  axes[2].set_title("Case c: full training step (grad + adam)")
+  fig.tight_layout()
+  fig.savefig(path, dpi=110)
+
+
+def main(argv: list[str] | None = None) -> None:
+  parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+  parser.add_argument("--quick", action="store_true",
+                      help="smaller one-leaf (1024x4096) and GPT-2 (d=256, vocab 8192) trees")
+  parser.add_argument("--reps", type=int, default=7, help="interleaved repetitions per row")
+  parser.add_argument("--out", type=Path, default=Path(__file__).resolve().parent)
+  parser.add_argument("--only", default=None, help="run only cases whose name contains this")
+  args = parser.parse_args(argv)
+  start = time.perf_counter()
+  info = machine_info(args.quick, args.reps)
+  print(f"{info['cpu']}, {info['cores']} cores, jax {info['jax']}, optax {info['optax']}",
+        flush=True)
+  rows, sizes = [], {}
+  for case, make in CASES.items():
+    if args.only and args.only not in case:
+      continue
+    shapes = make(args.quick)
+    leaves = jax.tree.leaves(shapes)
+    sizes[case] = f"{len(leaves)} leaves, {n_params(shapes) / 1e6:.2f} M params"
+    for opt in OPTIMIZERS:
+      extra = []
+      if case.startswith("a") and opt == "adam":
+        extra = ["fused", "bf16"]
+      elif case.startswith("b") and opt == "adam":
+        extra = ["bf16"]
+      elif case.startswith("c"):
+        extra = ["packed"]
+      rows.append(grid_row(case, shapes, opt, args.reps, extra))
+  train = training_rows(many_small(args.quick), args.reps)
+  results = {"machine": info, "sizes": sizes, "grid": rows, "training": train,
+             "max_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+             "wall_s": time.perf_counter() - start}
+  results["targets"] = targets(rows, train)
+  args.out.mkdir(parents=True, exist_ok=True)
+  (args.out / "results.json").write_text(json.dumps(results, indent=1, default=str))
+  write_markdown(results, args.out / "RESULTS.md")
+  plot(results, args.out / "results.png")
+  for target, measured, met in results["targets"]:
+    print(f"{'ok ' if met else 'NO '} {target}: {measured}")
+  print(f"wrote {args.out / 'RESULTS.md'} in {results['wall_s']:.0f} s")
+
+
+if __name__ == "__main__":
+  main()

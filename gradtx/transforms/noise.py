@@ -1,0 +1,117 @@
+"""Perturbing and recentring the updates: annealed gradient noise, gradient centralization."""
+
+from __future__ import annotations
+
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+
+from gradtx import tree
+from gradtx.core import (NONNEGATIVE, GradientTransformation, HParams, HParamSpec,
+                         ScalarOrSchedule, stateless)
+from gradtx.numerics import as_dtype, safe_increment
+
+__all__ = ["AddNoiseState", "add_noise", "centralize"]
+
+
+class AddNoiseState(NamedTuple):
+  """State of :func:`add_noise`: the step ``count`` and the random key ``rng_key``."""
+  count: jax.Array
+  rng_key: jax.Array
+  hparams: HParams
+
+
+def _as_key(key: Any) -> jax.Array:
+  """A typed PRNG key from an int seed, a typed key, or a raw ``uint32[2]`` key."""
+  if isinstance(key, jax.Array) and jnp.issubdtype(key.dtype, jax.dtypes.prng_key):
+    return key
+  if isinstance(key, (jax.Array,)) and key.shape == (2,):
+    return jax.random.wrap_key_data(key)
+  return jax.random.key(key)
+
+
+def add_noise(eta: ScalarOrSchedule = 0.01, gamma: ScalarOrSchedule = 0.55,
+              key: Any = None) -> GradientTransformation:
+  """Adds annealed Gaussian noise to the updates.
+
+  .. math::
+    u_t = g_t + \\sigma_t\\, \\xi_t, \\qquad \\sigma_t = \\sqrt{\\eta / t^{\\gamma}}, \\qquad
+    \\xi_t \\sim \\mathcal N(0, I)
+
+  The key lives in the state and is split at each step (one sub-key per
+  leaf, in tree order, as optax does, so the same key draws the same noise).
+
+  Args:
+    eta: :math:`\\eta \\ge 0`, the initial variance, default 0.01.
+    gamma: :math:`\\gamma \\ge 0`, the annealing exponent, default 0.55.
+    key: a ``jax.random.key``, a raw key, or an int seed; ``None`` uses seed 0
+      (as optax does, without its warning).
+
+  References:
+    Neelakantan et al., *Adding Gradient Noise Improves Learning for Very Deep
+    Networks*, 2015.
+
+  Example:
+    >>> import gradtx as gtx
+    >>> import jax.numpy as jnp
+    >>> tx = gtx.add_noise(eta=0.0, gamma=0.55, key=0)
+    >>> tx.update(jnp.ones(2), tx.init(jnp.zeros(2)))[0]
+    Array([1., 1.], dtype=float32)
+  """
+  spec = HParamSpec("add_noise", eta=(eta, NONNEGATIVE), gamma=(gamma, NONNEGATIVE))
+  seed = 0 if key is None else key
+
+  def init(params):
+    del params
+    return AddNoiseState(jnp.zeros([], jnp.int32), _as_key(seed), spec.init())
+
+  def update(updates, state, params=None, **extra):
+    del params, extra
+    h, hparams = spec.step(state.hparams)
+    count = safe_increment(state.count)
+    rng_key, sample_key = jax.random.split(state.rng_key)
+    leaves, treedef = jax.tree.flatten(updates, is_leaf=lambda x: isinstance(x, tree.MaskedNode))
+    leaf_keys = jax.tree.unflatten(treedef, list(jax.random.split(sample_key, len(leaves))))
+
+    def leaf(g, leaf_key):
+      dtype = g.dtype
+      sigma = jnp.sqrt(as_dtype(h["eta"], dtype)
+                       / count.astype(dtype) ** as_dtype(h["gamma"], dtype))
+      return g + sigma * jax.random.normal(leaf_key, g.shape, dtype)
+
+    return tree.tree_map(leaf, updates, leaf_keys), AddNoiseState(count, rng_key, hparams)
+
+  return GradientTransformation(init, update, name="add_noise", spec=spec,
+                                options=dict(key=key))
+
+
+def centralize() -> GradientTransformation:
+  """Gradient centralization: subtracts from each row its mean over the other axes.
+
+  .. math:: u_{i\\ldots} = g_{i\\ldots} - \\operatorname{mean}_{\\ldots} g_{i\\ldots}
+
+  for leaves of rank 2 or more (the mean over every axis but the first);
+  scalars and vectors pass through, as in optax.
+
+  References:
+    Yong et al., *Gradient Centralization: A New Optimization Technique for
+    Deep Neural Networks*, ECCV 2020.
+
+  Example:
+    >>> import gradtx as gtx
+    >>> import jax.numpy as jnp
+    >>> tx = gtx.centralize()
+    >>> tx.update(jnp.array([[1.0, 3.0]]), tx.init(jnp.zeros((1, 2))))[0]
+    Array([[-1.,  1.]], dtype=float32)
+  """
+
+  def subtract_mean(g):
+    if g.ndim < 2:
+      return g
+    return g - jnp.mean(g, axis=tuple(range(1, g.ndim)), keepdims=True)
+
+  def centralize(updates, params):
+    return tree.tree_map(subtract_mean, updates)
+
+  return stateless(centralize)

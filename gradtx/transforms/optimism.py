@@ -1,0 +1,75 @@
+"""Optimism: extrapolate with the last gradient (optimistic gradient descent, OGDA)."""
+
+from __future__ import annotations
+
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+
+from gradtx import tree
+from gradtx.core import ANY, GradientTransformation, HParams, HParamSpec, ScalarOrSchedule
+from gradtx.numerics import as_dtype, compute_dtype, safe_increment
+
+__all__ = ["ScaleByOptimisticGradientState", "scale_by_optimistic_gradient"]
+
+
+class ScaleByOptimisticGradientState(NamedTuple):
+  """State of :func:`scale_by_optimistic_gradient`: ``count`` and the ``previous_gradient``."""
+  count: jax.Array
+  previous_gradient: Any
+  hparams: HParams
+
+
+def scale_by_optimistic_gradient(alpha: ScalarOrSchedule = 1.0,
+                                 beta: ScalarOrSchedule = 1.0) -> GradientTransformation:
+  """The optimistic step: the gradient plus a correction by its last change.
+
+  .. math:: u_t = (\\alpha + \\beta)\\, g_t - \\beta\\, g_{t-1}, \\qquad g_0 := g_1
+
+  :math:`\\alpha = \\beta = 1` gives :math:`2 g_t - g_{t-1}`, the optimistic
+  gradient step for min-max games.
+
+  Args:
+    alpha: :math:`\\alpha`, default 1.
+    beta: :math:`\\beta`, default 1.
+
+  References:
+    Daskalakis et al., *Training GANs with Optimism*, ICLR 2018; Mokhtari,
+    Ozdaglar & Pattathil, *A Unified Analysis of Extra-gradient and Optimistic
+    Gradient Methods for Saddle Point Problems*, AISTATS 2020.
+
+  Example:
+    >>> import gradtx as gtx
+    >>> import jax.numpy as jnp
+    >>> tx = gtx.scale_by_optimistic_gradient()
+    >>> state = tx.init(jnp.zeros(1))
+    >>> u, state = tx.update(jnp.array([1.0]), state)
+    >>> tx.update(jnp.array([3.0]), state)[0]
+    Array([5.], dtype=float32)
+  """
+  spec = HParamSpec("scale_by_optimistic_gradient", alpha=(alpha, ANY), beta=(beta, ANY))
+
+  def init(params):
+    return ScaleByOptimisticGradientState(jnp.zeros([], jnp.int32), tree.zeros_like(params),
+                                          spec.init())
+
+  def update(updates, state, params=None, **extra):
+    del params, extra
+    tree.check_structure(state.previous_gradient, updates, "state.previous_gradient",
+                         "updates")
+    h, hparams = spec.step(state.hparams)
+
+    def leaf(g, g_prev):
+      dtype = compute_dtype(g, g_prev)
+      g_ = g.astype(dtype)
+      # There is no previous gradient at the first step; use the current one.
+      g_prev = jnp.where(state.count == 0, g_, g_prev.astype(dtype))
+      a, b = as_dtype(h["alpha"], dtype), as_dtype(h["beta"], dtype)
+      return ((a + b) * g_ - b * g_prev).astype(g.dtype), g.astype(g_prev.dtype)
+
+    updates, previous = tree.map_multi(leaf, 2, updates, state.previous_gradient)
+    return updates, ScaleByOptimisticGradientState(safe_increment(state.count), previous,
+                                                   hparams)
+
+  return GradientTransformation(init, update, name="scale_by_optimistic_gradient", spec=spec)

@@ -1,0 +1,97 @@
+"""The one list of optimizers and primitives under test.
+
+Each case names a gradtx factory, its arguments, and the numpy reference in
+``reference.py`` that must agree with it. Generic properties (reference
+agreement, convergence, dtypes, no recompilation) are driven from these lists.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Callable
+
+import gradtx as gtx
+import reference
+
+
+@dataclasses.dataclass(frozen=True)
+class Case:
+  id: str
+  make: Callable[..., gtx.GradientTransformation]
+  kwargs: dict
+  ref: Callable[..., reference.Reference]
+  ref_kwargs: dict | None = None   # defaults to kwargs
+  needs_params: bool = False
+
+  def gradtx(self) -> gtx.GradientTransformation:
+    return self.make(**self.kwargs)
+
+  def reference(self) -> reference.Reference:
+    return self.ref(**(self.kwargs if self.ref_kwargs is None else self.ref_kwargs))
+
+
+def _decay_mask(params: Any) -> Any:
+  """Decay matrices only: the usual 'no weight decay on biases'."""
+  return {k: getattr(v, "ndim", 0) >= 2 for k, v in params.items()}
+
+
+# The classic ready optimizers (issue: foundation), in several configurations.
+CLASSIC = [
+    Case("sgd", gtx.sgd, dict(learning_rate=0.1), reference.sgd),
+    Case("sgd-momentum", gtx.sgd, dict(learning_rate=0.1, momentum=0.9), reference.sgd),
+    Case("sgd-nesterov", gtx.sgd, dict(learning_rate=0.1, momentum=0.9, nesterov=True),
+         reference.sgd),
+    Case("adagrad", gtx.adagrad, dict(learning_rate=0.1), reference.adagrad),
+    Case("rmsprop", gtx.rmsprop, dict(learning_rate=0.01), reference.rmsprop),
+    Case("rmsprop-centered-nesterov", gtx.rmsprop,
+         dict(learning_rate=0.01, centered=True, momentum=0.9, nesterov=True), reference.rmsprop),
+    Case("rmsprop-torch-eps-debiased", gtx.rmsprop,
+         dict(learning_rate=0.01, eps_in_sqrt=False, bias_correction=True, initial_scale=0.5),
+         reference.rmsprop),
+    Case("adadelta", gtx.adadelta, dict(), reference.adadelta),
+    Case("adadelta-decay", gtx.adadelta, dict(learning_rate=0.5, weight_decay=0.1),
+         reference.adadelta, needs_params=True),
+    Case("adam", gtx.adam, dict(learning_rate=0.01), reference.adam),
+    Case("adam-nesterov-eps-root", gtx.adam,
+         dict(learning_rate=0.01, eps_root=1e-8, nesterov=True), reference.adam),
+    Case("adamw", gtx.adamw, dict(learning_rate=0.01, weight_decay=0.1), reference.adamw,
+         needs_params=True),
+    Case("adamw-masked", gtx.adamw, dict(learning_rate=0.01, weight_decay=0.1, mask=_decay_mask),
+         reference.adamw, needs_params=True),
+    Case("nadam", gtx.nadam, dict(learning_rate=0.01), reference.nadam),
+    Case("nadamw", gtx.nadamw, dict(learning_rate=0.01, weight_decay=0.1), reference.nadamw,
+         needs_params=True),
+    Case("amsgrad", gtx.amsgrad, dict(learning_rate=0.01), reference.amsgrad),
+    Case("adamax", gtx.adamax, dict(learning_rate=0.01), reference.adamax),
+    Case("adamaxw", gtx.adamaxw, dict(learning_rate=0.01, weight_decay=0.1), reference.adamaxw,
+         needs_params=True),
+]
+
+# The primitives of the foundation, each against its own reference.
+PRIMITIVES = [
+    Case("scale", gtx.scale, dict(step_size=-0.5), reference.scale),
+    Case("scale_by_learning_rate", gtx.scale_by_learning_rate, dict(learning_rate=0.1),
+         reference.scale_by_learning_rate),
+    Case("trace", gtx.trace, dict(decay=0.9), reference.trace),
+    Case("trace-nesterov", gtx.trace, dict(decay=0.9, nesterov=True), reference.trace),
+    Case("ema", gtx.ema, dict(decay=0.9), reference.ema),
+    Case("ema-biased", gtx.ema, dict(decay=0.8, debias=False), reference.ema),
+    Case("scale_by_rms", gtx.scale_by_rms, dict(decay=0.9, initial_scale=0.1), reference.scale_by_rms),
+    Case("scale_by_stddev", gtx.scale_by_stddev, dict(decay=0.9, eps_in_sqrt=False),
+         reference.scale_by_stddev),
+    Case("scale_by_rss", gtx.scale_by_rss, dict(initial_accumulator_value=0.0),
+         reference.scale_by_rss),
+    Case("scale_by_adam", gtx.scale_by_adam, dict(b1=0.8, b2=0.99), reference.scale_by_adam),
+    Case("add_decayed_weights", gtx.add_decayed_weights, dict(weight_decay=0.1),
+         reference.add_decayed_weights, needs_params=True),
+    Case("add_decayed_weights-masked", gtx.add_decayed_weights,
+         dict(weight_decay=0.1, mask=_decay_mask), reference.add_decayed_weights,
+         needs_params=True),
+    Case("add_l1_penalty", gtx.add_l1_penalty, dict(l1=0.05, mask=_decay_mask), reference.add_l1,
+         needs_params=True),
+    Case("clip", gtx.clip, dict(max_delta=0.5), reference.clip),
+    Case("clip_by_global_norm", gtx.clip_by_global_norm, dict(max_norm=1.0),
+         reference.clip_by_global_norm),
+    Case("clip_by_block_rms", gtx.clip_by_block_rms, dict(threshold=0.3),
+         reference.clip_by_block_rms),
+]

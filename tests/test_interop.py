@@ -1,0 +1,273 @@
+"""gradtx inside real training code: flax.nnx, flax's TrainState, equinox, optax.
+
+Each test trains a small model twice, once with a gradtx optimizer and once
+with the optax optimizer of the same name and arguments (``lib.adamw(...)``
+with ``lib`` either module), through the framework's own training API, and
+asserts the parameters agree after every step.
+
+Tolerance. SGD-like rules and schedules agree bit for bit. The adaptive ones
+differ by a few float32 ulps of the update: gradtx keeps ``b2`` in the state
+as a float32 array and computes ``1 - b2`` from it (0.00099998713 for
+``b2=0.999``), where optax computes ``1 - 0.999`` in Python double precision;
+through the square root that is ~7e-6 relative on each update. ``RTOL`` and
+``ATOL`` allow that and nothing more.
+
+optax itself does not run under the strict dtype promotion of the test suite
+(``0.9 ** count`` mixes a Python float with an int32 count), so the optax side
+of each comparison runs under ``jax.numpy_dtype_promotion("standard")``; the
+gradtx side stays strict.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+from typing import Callable
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+from flax import nnx
+from flax.training import train_state
+
+import gradtx as gtx
+
+RTOL = 2e-5
+ATOL = 1e-6
+STEPS = 8
+
+
+def _warmup_cosine(lib):
+  return lib.schedules.warmup_cosine_decay_schedule(
+      init_value=0.0, peak_value=0.02, warmup_steps=3, decay_steps=STEPS, end_value=1e-3)
+
+
+# The same call on either library: name -> lib -> optimizer.
+OPTIMIZERS: dict[str, Callable] = {
+    "sgd_momentum": lambda lib: lib.sgd(0.05, momentum=0.9),
+    "adam": lambda lib: lib.adam(1e-2),
+    "adamw_schedule": lambda lib: lib.adamw(_warmup_cosine(lib), weight_decay=0.1),
+    "adamw_masked": lambda lib: lib.adamw(1e-2, weight_decay=0.1, mask=_matrices_only),
+    "rmsprop": lambda lib: lib.rmsprop(1e-2),
+}
+
+
+def _matrices_only(params):
+  """Weight-decay mask: decay weight matrices, not biases."""
+  return jax.tree.map(lambda p: jnp.ndim(p) > 1, params)
+
+
+def _promotion(lib) -> contextlib.AbstractContextManager:
+  return jax.numpy_dtype_promotion("standard" if lib is optax else "strict")
+
+
+def _data():
+  x = jax.random.normal(jax.random.key(1), (16, 4))
+  y = jax.random.normal(jax.random.key(2), (16, 2))
+  return x, y
+
+
+def _assert_trajectories_equal(gradtx_run: list, optax_run: list) -> None:
+  assert len(gradtx_run) == len(optax_run) == STEPS
+  for step, (ours, theirs) in enumerate(zip(gradtx_run, optax_run)):
+    for (path, a), b in zip(jax.tree_util.tree_leaves_with_path(ours), jax.tree.leaves(theirs)):
+      np.testing.assert_allclose(a, b, rtol=RTOL, atol=ATOL,
+                                 err_msg=f"step {step}, {jax.tree_util.keystr(path)}")
+
+
+# ----------------------------------------------------------------------------
+# flax.nnx.Optimizer
+
+
+class _NnxMLP(nnx.Module):
+
+  def __init__(self, rngs: nnx.Rngs):
+    self.hidden = nnx.Linear(4, 8, rngs=rngs)
+    self.out = nnx.Linear(8, 2, rngs=rngs)
+
+  def __call__(self, x):
+    return self.out(jnp.tanh(self.hidden(x)))
+
+
+@nnx.jit
+def _nnx_step(model, optimizer, x, y):
+  loss, grads = nnx.value_and_grad(lambda m: jnp.mean((m(x) - y) ** 2))(model)
+  optimizer.update(model, grads)
+  return loss
+
+
+def _nnx_run(lib, name, make_tx=None, promotion=None):
+  make_tx = make_tx or OPTIMIZERS[name]
+  with jax.numpy_dtype_promotion(promotion) if promotion else _promotion(lib):
+    model = _NnxMLP(nnx.Rngs(0))
+    optimizer = nnx.Optimizer(model, make_tx(lib), wrt=nnx.Param)
+    x, y = _data()
+    run = []
+    for _ in range(STEPS):
+      _nnx_step(model, optimizer, x, y)
+      run.append(jax.tree.map(np.asarray, nnx.to_pure_dict(nnx.state(model, nnx.Param))))
+    return run, optimizer
+
+
+@functools.cache
+def _nnx_gradtx_run(name):
+  return _nnx_run(gtx, name)
+
+
+@pytest.mark.parametrize("name", ["adam", "adamw_masked", "adamw_schedule", "sgd_momentum"])
+def test_nnx_optimizer_matches_optax(name):
+  ours, optimizer = _nnx_gradtx_run(name)
+  theirs, _ = _nnx_run(optax, name)
+  _assert_trajectories_equal(ours, theirs)
+  assert int(optimizer.step[...]) == STEPS
+
+
+def test_nnx_optimizer_state_reads_hyperparameters_by_name():
+  _, optimizer = _nnx_gradtx_run("adamw_schedule")
+  values = gtx.hparams(optimizer.opt_state)
+  assert sorted(values) == ["adam.b1", "adam.b2", "adam.eps", "adam.eps_root",
+                            "decay.weight_decay", "lr.learning_rate"]
+  # The schedule's value at the last step taken (count STEPS - 1).
+  expected = gtx.schedules.warmup_cosine_decay_schedule(0.0, 0.02, 3, STEPS, 1e-3)(STEPS - 1)
+  np.testing.assert_allclose(float(values["lr.learning_rate"][...]), float(expected), rtol=1e-6)
+  np.testing.assert_allclose(float(values["decay.weight_decay"][...]), 0.1, rtol=1e-7)
+  assert int(optimizer.opt_state["adam"].count[...]) == STEPS
+
+
+# ----------------------------------------------------------------------------
+# flax.training.train_state.TrainState
+
+
+def _linen_style_apply(params, x):
+  hidden = jnp.tanh(x @ params["hidden"]["w"] + params["hidden"]["b"][None, :])
+  return hidden @ params["out"]["w"] + params["out"]["b"][None, :]
+
+
+@jax.jit
+def _train_state_step(state, x, y):
+  grads = jax.grad(lambda p: jnp.mean((state.apply_fn(p, x) - y) ** 2))(state.params)
+  return state.apply_gradients(grads=grads)
+
+
+def _train_state_run(lib, name):
+  keys = jax.random.split(jax.random.key(3), 2)
+  params = {"hidden": {"w": jax.random.normal(keys[0], (4, 8)) * 0.5, "b": jnp.zeros(8)},
+            "out": {"w": jax.random.normal(keys[1], (8, 2)) * 0.5, "b": jnp.zeros(2)}}
+  with _promotion(lib):
+    state = train_state.TrainState.create(apply_fn=_linen_style_apply, params=params,
+                                          tx=OPTIMIZERS[name](lib))
+    x, y = _data()
+    run = []
+    for _ in range(STEPS):
+      state = _train_state_step(state, x, y)
+      run.append(jax.tree.map(np.asarray, state.params))
+    return run, state
+
+
+@pytest.mark.parametrize("name", ["adamw_schedule", "sgd_momentum"])
+def test_flax_train_state_matches_optax(name):
+  ours, state = _train_state_run(gtx, name)
+  theirs, _ = _train_state_run(optax, name)
+  _assert_trajectories_equal(ours, theirs)
+  assert int(state.step) == STEPS
+  assert isinstance(state.opt_state, gtx.ChainState)
+
+
+# ----------------------------------------------------------------------------
+# equinox: eqx.filter_jit, eqx.filter_value_and_grad, eqx.apply_updates
+
+
+def _equinox_run(lib, name):
+  with _promotion(lib):
+    model = eqx.nn.MLP(4, 2, width_size=8, depth=2, key=jax.random.key(4))
+    tx = OPTIMIZERS[name](lib)
+    opt_state = tx.init(eqx.filter(model, eqx.is_array))
+    x, y = _data()
+
+    @eqx.filter_jit
+    def step(model, opt_state):
+      def loss(m):
+        return jnp.mean((jax.vmap(m)(x) - y) ** 2)
+      grads = eqx.filter_grad(loss)(model)
+      updates, opt_state = tx.update(grads, opt_state, eqx.filter(model, eqx.is_array))
+      return eqx.apply_updates(model, updates), opt_state
+
+    run = []
+    for _ in range(STEPS):
+      model, opt_state = step(model, opt_state)
+      run.append(jax.tree.map(np.asarray, eqx.filter(model, eqx.is_array)))
+    return run
+
+
+@pytest.mark.parametrize("name", ["adamw_masked", "rmsprop"])
+def test_equinox_filter_jit_matches_optax(name):
+  _assert_trajectories_equal(_equinox_run(gtx, name), _equinox_run(optax, name))
+
+
+# ----------------------------------------------------------------------------
+# Stages across libraries.
+
+
+def _quadratic_run(tx, promotion: str):
+  """STEPS steps on a fixed quadratic whose gradient norm exceeds the clip."""
+  target = {"a": jnp.linspace(-3.0, 3.0, 6), "b": jnp.full((2, 3), 2.5)}
+  params = jax.tree.map(jnp.zeros_like, target)
+  with jax.numpy_dtype_promotion(promotion):
+    state = tx.init(params)
+
+    @jax.jit
+    def step(params, state):
+      grads = jax.tree.map(lambda p, t: 2.0 * (p - t), params, target)
+      updates, state = tx.update(grads, state, params)
+      return gtx.apply_updates(params, updates), state
+
+    run = []
+    for _ in range(STEPS):
+      params, state = step(params, state)
+      run.append(jax.tree.map(np.asarray, params))
+  return run, state
+
+
+def _optax_reference():
+  return _quadratic_run(optax.chain(optax.clip_by_global_norm(1.0), optax.scale_by_adam(),
+                                    optax.scale_by_learning_rate(0.1)), "standard")[0]
+
+
+def test_optax_transformation_as_a_gradtx_stage():
+  tx = gtx.chain(clip=optax.clip_by_global_norm(1.0), adam=gtx.scale_by_adam(),
+                 lr=gtx.scale_by_learning_rate(0.1))
+  run, state = _quadratic_run(tx, "standard")
+  _assert_trajectories_equal(run, _optax_reference())
+  # The optax stage keeps optax's own state under its name; gradtx stages read by name.
+  assert isinstance(state["clip"], optax.EmptyState)
+  assert sorted(gtx.hparams(state)) == ["adam.b1", "adam.b2", "adam.eps", "adam.eps_root",
+                                        "lr.learning_rate"]
+  assert "clip=" in repr(tx)
+
+
+def test_gradtx_transformation_as_an_optax_stage():
+  tx = optax.chain(optax.clip_by_global_norm(1.0), gtx.scale_by_adam(),
+                   optax.scale_by_learning_rate(0.1))
+  run, state = _quadratic_run(tx, "standard")
+  _assert_trajectories_equal(run, _optax_reference())
+  assert isinstance(state[1], gtx.ScaleByAdamState)
+  assert int(state[1].count) == STEPS
+
+
+def test_gradtx_chain_with_optax_stage_drives_nnx_optimizer():
+  """A mixed chain (optax clip inside a gradtx chain) inside nnx.Optimizer."""
+
+  def mixed(lib):
+    if lib is optax:
+      return optax.chain(optax.clip_by_global_norm(0.5), optax.adamw(1e-2, weight_decay=0.1))
+    return gtx.chain(clip=optax.clip_by_global_norm(0.5),
+                     adamw=gtx.adamw(1e-2, weight_decay=0.1))
+
+  # optax's clip runs inside the gradtx chain, so this side needs optax's promotion too.
+  ours, optimizer = _nnx_run(gtx, "mixed", mixed, promotion="standard")
+  theirs, _ = _nnx_run(optax, "mixed", mixed)
+  _assert_trajectories_equal(ours, theirs)
+  assert sorted(gtx.hparams(optimizer.opt_state))[0] == "adamw.adam.b1"

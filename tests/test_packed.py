@@ -1,0 +1,291 @@
+"""Packed mode: layout round trips, and the same results as tree mode.
+
+Tree mode is checked against numpy references elsewhere; here every ready
+optimizer (iterating ``gradtx.optimizers.__all__``, so new ones join
+automatically) must give, on a packed tree, the parameters and state it gives
+on the tree itself, to float rounding. Per-leaf reductions and masks, the two
+things packed mode must do differently, are also checked against numpy.
+"""
+
+from __future__ import annotations
+
+import inspect
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import gradtx as gtx
+from gradtx.packed import Layout, Packed
+
+STEPS = 4
+
+# Optimizers that cannot run packed, and why. Anything not listed must match tree mode.
+CANNOT_PACK = {
+    "adafactor": "factors the second moment of each matrix leaf into row and column "
+                 "statistics, which needs the leaf's shape; a packed buffer is 1-D",
+    "sm3": "keeps one accumulator per axis slice of each leaf, which needs the leaf's shape",
+    "noisy_sgd": "draws its noise per leaf from split keys, so a buffer draws other (equally "
+                 "distributed) noise than the leaves would",
+}
+
+
+def _params():
+  """Leaves of several shapes, two of them alike (a run in the buffer), and a scalar."""
+  rng = np.random.default_rng(0)
+  f = lambda *s: jnp.asarray(rng.normal(size=s), jnp.float32)  # noqa: E731
+  return {"dense": {"w": f(4, 3), "b": f(3)}, "out": {"w": f(4, 3), "b": f(3)},
+          "scale": f(), "conv": f(2, 2, 3)}
+
+
+def _loss(params):
+  """A smooth, non-separable-by-leaf loss: quadratic plus a coupling of leaf means."""
+  leaves = jax.tree.leaves(params)
+  quad = sum(jnp.sum(0.5 * (i + 1.0) * jnp.square(x - 0.3)) for i, x in enumerate(leaves))
+  coupling = jnp.square(sum(jnp.mean(x) for x in leaves))
+  return quad + 0.1 * coupling + 0.01 * sum(jnp.sum(x ** 4) for x in leaves)
+
+
+def _build(name):
+  make = getattr(gtx.optimizers, name)
+  kwargs = {}
+  for p in inspect.signature(make).parameters.values():
+    if p.name == "learning_rate":
+      kwargs[p.name] = 0.02
+    elif p.default is inspect.Parameter.empty and p.kind is not p.VAR_KEYWORD:
+      pytest.fail(f"{name}: no default for {p.name}; give test_packed a value for it")
+  return make(**kwargs)
+
+
+def _train(tx, params, loss, steps=STEPS):
+  """``steps`` steps of ``tx`` on ``loss``, passing value, grad and value_fn as extras."""
+  state = tx.init(params)
+  for _ in range(steps):
+    value, grads = jax.value_and_grad(loss)(params)
+    updates, state = tx.update(grads, state, params, value=value, grad=grads, value_fn=loss)
+    params = gtx.apply_updates(params, updates)
+  return params, state
+
+
+def _assert_close(packed_tree, tree, rtol=2e-5, atol=2e-6):
+  jax.tree.map(lambda a, b: np.testing.assert_allclose(np.asarray(a, np.float64),
+                                                       np.asarray(b, np.float64),
+                                                       rtol=rtol, atol=atol),
+               packed_tree, tree)
+
+
+def _both_modes(tx, params=None):
+  """(tree params, tree state, packed params as the tree, packed state, layout), jitted."""
+  params = _params() if params is None else params
+  layout = Layout.from_tree(params)
+
+  @jax.jit
+  def run(params, flat):
+    tree_result = _train(tx, params, _loss)
+    packed_result = _train(tx, flat, lambda f: _loss(layout.unpack(f)))
+    return tree_result, packed_result
+
+  (p_tree, s_tree), (p_flat, s_flat) = run(params, layout.pack(params))
+  return p_tree, s_tree, layout.unpack(p_flat), s_flat, layout
+
+
+# ----------------------------------------------------------------------------
+# Layout.
+
+
+def test_pack_unpack_round_trip_keeps_values_shapes_and_dtypes():
+  params = {"a": jnp.arange(6.0).reshape(2, 3), "b": jnp.arange(3, dtype=jnp.bfloat16),
+            "c": [jnp.float32(7.0), jnp.arange(4, dtype=jnp.int32)], "d": jnp.ones((2, 3))}
+  layout = Layout.from_tree(params)
+  flat = layout.pack(params)
+  assert set(flat) == {"bfloat16", "float32", "int32"}
+  assert flat["float32"].shape == (13,) and flat["bfloat16"].dtype == jnp.bfloat16
+  back = layout.unpack(flat)
+  assert jax.tree.structure(back) == jax.tree.structure(params)
+  jax.tree.map(lambda x, y: (np.testing.assert_array_equal(np.asarray(x, np.float64),
+                                                          np.asarray(y, np.float64)),
+                             np.testing.assert_equal(x.dtype, y.dtype)), back, params)
+  # Leaves of one shape sit next to each other: a and d form one run.
+  group = next(g for g in layout.groups if g.dtype == "float32")
+  assert [r.count for r in group.runs] == [1, 2]
+
+
+def test_layout_is_static_and_compares_by_structure_shapes_and_dtypes():
+  params = {"w": jnp.ones((2, 3)), "b": jnp.zeros(3)}
+  shapes = jax.eval_shape(lambda: params)
+  assert Layout.from_tree(params) == Layout.from_tree(shapes)
+  assert hash(Layout.from_tree(params)) == hash(Layout.from_tree(shapes))
+  assert Layout.from_tree(params) != Layout.from_tree({"w": jnp.ones((3, 2)), "b": jnp.zeros(3)})
+  flat = Layout.from_tree(params).pack(params)
+  leaves, treedef = jax.tree.flatten(flat)
+  assert len(leaves) == 1 and jax.tree.unflatten(treedef, leaves).layout == flat.layout
+
+
+def test_gradient_through_unpack_arrives_packed():
+  params = _params()
+  layout = Layout.from_tree(params)
+  grads_flat = jax.grad(lambda f: _loss(layout.unpack(f)))(layout.pack(params))
+  assert isinstance(grads_flat, Packed) and grads_flat.layout == layout
+  _assert_close(layout.unpack(grads_flat), jax.grad(_loss)(params), rtol=1e-6, atol=1e-6)
+
+
+BAD_INPUTS = [
+    ("pack, another structure", lambda lay: lay.pack({"w": jnp.ones((2, 3))}),
+     r"key path \['b'\] is in the layout but not in params"),
+    ("pack, another shape", lambda lay: lay.pack({"w": jnp.ones((3, 2)), "b": jnp.zeros(3)}),
+     r"shape at key path \['w'\]: \(3, 2\) in params, \(2, 3\)"),
+    ("pack, another dtype", lambda lay: lay.pack({"w": jnp.ones((2, 3)), "b": jnp.zeros(3, jnp.int32)}),
+     r"key path \['b'\] is int32; the layout holds it as float32"),
+    ("unpack, not packed", lambda lay: lay.unpack({"w": jnp.ones((2, 3))}),
+     r"expected a Packed tree, got dict"),
+    ("unpack, another layout",
+     lambda lay: lay.unpack(Layout.from_tree(jnp.ones(3)).pack(jnp.ones(3))),
+     r"made by another layout"),
+    ("mask, not a prefix", lambda lay: lay.element_mask({"x": True}),
+     r"the mask is not a prefix of the params' tree structure"),
+    ("empty tree", lambda lay: Layout.from_tree({}), r"no leaves to pack"),
+]
+
+
+@pytest.mark.parametrize("case, call, message", BAD_INPUTS, ids=[b[0] for b in BAD_INPUTS])
+def test_bad_input_raises_a_clear_error(case, call, message):
+  layout = Layout.from_tree({"w": jnp.ones((2, 3)), "b": jnp.zeros(3)})
+  with pytest.raises(gtx.StructureError, match=message):
+    call(layout)
+
+
+# ----------------------------------------------------------------------------
+# Every ready optimizer: packed equals tree.
+
+
+@pytest.mark.parametrize("name", gtx.optimizers.__all__)
+def test_every_optimizer_gives_tree_modes_results(name):
+  if name in CANNOT_PACK:
+    pytest.skip(f"{name} cannot run packed: {CANNOT_PACK[name]}")
+  tx = _build(name)
+  p_tree, s_tree, p_packed, s_packed, layout = _both_modes(tx)
+  assert not np.allclose(np.asarray(p_tree["dense"]["w"]), np.asarray(_params()["dense"]["w"]))
+  _assert_close(p_packed, p_tree)
+  # The packed state, viewed as the tree, is tree mode's state.
+  state_view = layout.unpack_state(s_packed)
+  assert jax.tree.structure(state_view) == jax.tree.structure(s_tree)
+  _assert_close(state_view, s_tree, rtol=1e-4, atol=1e-6)
+
+
+# ----------------------------------------------------------------------------
+# Per-leaf reductions and masks, against numpy.
+
+
+def test_block_reductions_of_a_packed_tree_are_per_leaf():
+  params = _params()
+  layout = Layout.from_tree(params)
+  norms = layout.unpack(gtx.tree.block_norm(layout.pack(params)))
+  rms = layout.unpack(gtx.tree.block_rms(layout.pack(params)))
+  for x, n, r in zip(jax.tree.leaves(params), jax.tree.leaves(norms), jax.tree.leaves(rms)):
+    x = np.asarray(x, np.float64)
+    np.testing.assert_allclose(np.asarray(n), np.full(x.shape, np.sqrt(np.sum(x ** 2))),
+                               rtol=1e-6)
+    np.testing.assert_allclose(np.asarray(r), np.full(x.shape, np.sqrt(np.mean(x ** 2))),
+                               rtol=1e-6)
+
+
+@pytest.mark.parametrize("jit", [False, True], ids=["eager", "jit"])
+def test_clip_by_block_rms_clips_each_leaf_segment(jit):
+  params = _params()
+  layout = Layout.from_tree(params)
+  tx = gtx.clip_by_block_rms(0.5)
+  update = jax.jit(tx.update) if jit else tx.update
+  flat = layout.pack(params)
+  out = layout.unpack(update(flat, tx.init(flat))[0])
+  for x, u in zip(jax.tree.leaves(params), jax.tree.leaves(out)):
+    x = np.asarray(x, np.float64)
+    expected = x / max(1.0, np.sqrt(np.mean(x ** 2)) / 0.5)
+    np.testing.assert_allclose(np.asarray(u), expected, rtol=1e-6, atol=1e-7)
+
+
+def _no_bias(params):
+  return jax.tree.map(lambda x: x.ndim > 1, params)
+
+
+MASKED = [
+    ("adamw, callable mask", lambda: gtx.adamw(0.05, weight_decay=0.5, mask=_no_bias)),
+    ("add_decayed_weights, prefix mask",
+     lambda: gtx.chain(gtx.add_decayed_weights(0.5, mask={"dense": True, "out": False,
+                                                          "scale": True, "conv": False}),
+                       gtx.sgd(0.05))),
+    ("masked adam with a global norm inside",
+     lambda: gtx.chain(gtx.masked(gtx.chain(gtx.clip_by_global_norm(0.1), gtx.scale_by_adam()),
+                                  _no_bias), gtx.scale_by_learning_rate(0.05))),
+    ("clip_by_block_rms then lamb", lambda: gtx.chain(gtx.clip_by_block_rms(0.5),
+                                                      gtx.lamb(0.05, mask=_no_bias))),
+]
+
+
+@pytest.mark.parametrize("case, make", MASKED, ids=[m[0] for m in MASKED])
+def test_masks_and_reductions_give_tree_modes_results(case, make):
+  p_tree, _, p_packed, s_packed, _ = _both_modes(make())
+  _assert_close(p_packed, p_tree)
+
+
+def test_masked_out_leaves_are_untouched_by_the_inner_stage():
+  params = _params()
+  layout = Layout.from_tree(params)
+  tx = gtx.masked(gtx.scale(0.0), _no_bias)
+  flat = layout.pack(params)
+  out = layout.unpack(tx.update(flat, tx.init(flat), flat)[0])
+  for x, u in zip(jax.tree.leaves(params), jax.tree.leaves(out)):
+    np.testing.assert_array_equal(np.asarray(u), 0.0 * np.asarray(x) if x.ndim > 1 else x)
+
+
+# ----------------------------------------------------------------------------
+# State: readable, hyperparameters by name, dtypes.
+
+
+def test_packed_state_reads_as_the_tree_and_hparams_set_without_retracing():
+  params = _params()
+  layout = Layout.from_tree(params)
+  tx = gtx.adamw(0.05, weight_decay=0.1, mask=_no_bias)
+  flat = layout.pack(params)
+  traces = []
+
+  @jax.jit
+  def step(flat, state):
+    traces.append(1)
+    grads = jax.grad(lambda f: _loss(layout.unpack(f)))(flat)
+    updates, state = tx.update(grads, state, flat)
+    return gtx.apply_updates(flat, updates), state
+
+  state = tx.init(flat)
+  assert gtx.hparams(state) == gtx.hparams(tx.init(params))
+  flat, state = step(flat, state)
+  state = gtx.set_hparams(state, {"lr.learning_rate": 0.01, "adam.b1": 0.5})
+  flat, state = step(flat, state)
+  assert len(traces) == 1
+  assert float(gtx.hparams(state)["lr.learning_rate"]) == pytest.approx(0.01)
+
+  # Tree mode with the same hyperparameter change gives the same moments.
+  t_params, t_state = params, tx.init(params)
+  for i in range(2):
+    if i == 1:
+      t_state = gtx.set_hparams(t_state, {"lr.learning_rate": 0.01, "adam.b1": 0.5})
+    updates, t_state = tx.update(jax.grad(_loss)(t_params), t_state, t_params)
+    t_params = gtx.apply_updates(t_params, updates)
+  _assert_close(layout.unpack(state["adam"].mu), t_state["adam"].mu)
+  _assert_close(layout.unpack(flat), t_params)
+
+
+def test_bfloat16_moments_are_bfloat16_buffers_and_halve_the_state():
+  params = _params()
+  layout = Layout.from_tree(params)
+  flat = layout.pack(params)
+  f32, bf16 = gtx.adam(0.1), gtx.adam(0.1, mu_dtype=jnp.bfloat16, nu_dtype=jnp.bfloat16)
+  state = bf16.init(flat)
+  assert state["adam"].mu["float32"].dtype == jnp.bfloat16
+  assert {x.dtype for x in jax.tree.leaves(layout.unpack(state["adam"].nu))} == {
+      jnp.dtype(jnp.bfloat16)}
+  nbytes = lambda s: sum(x.nbytes for x in (s["adam"].mu["float32"], s["adam"].nu["float32"]))  # noqa: E731
+  assert 2 * nbytes(state) == nbytes(f32.init(flat))
+  u_packed = layout.unpack(bf16.update(flat, state)[0])
+  u_tree = bf16.update(params, bf16.init(params))[0]
+  _assert_close(u_packed, u_tree)

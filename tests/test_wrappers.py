@@ -1,0 +1,556 @@
+"""Wrappers and the numerics stages: each one's semantics, against optax and numpy references."""
+
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import optax.contrib
+import pytest
+
+import gradtx as gtx
+from gradtx.tree import MaskedNode
+
+DTYPES = [jnp.float32, jnp.float64]
+TOL = {jnp.float32: 1e-5, jnp.float64: 1e-12}
+
+
+def _params(dtype=jnp.float32, seed=0):
+  rng = np.random.default_rng(seed)
+  return {"dense": {"w": jnp.asarray(rng.normal(size=(3, 2)), dtype),
+                    "b": jnp.asarray(rng.normal(size=(2,)), dtype)},
+          "norm": jnp.asarray(rng.normal(size=(2,)), dtype),
+          "out": jnp.asarray(rng.normal(size=(2, 2)), dtype)}
+
+
+def _grads(params, t, seed=1):
+  """Deterministic gradients of a quadratic plus step-dependent noise."""
+  rng = np.random.default_rng(seed + 1000 * t)
+  return jax.tree.map(lambda p: p * 0.5 + jnp.asarray(rng.normal(size=p.shape), p.dtype), params)
+
+
+def _assert_trees(a, b, rtol=0.0, atol=0.0):
+  assert jax.tree.structure(a) == jax.tree.structure(b)
+  for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)):
+    if rtol == 0 and atol == 0:
+      np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
+    else:
+      np.testing.assert_allclose(np.asarray(x), np.asarray(y), rtol=rtol, atol=atol)
+
+
+def _run(tx, params, steps, grads_fn=_grads, jit=False, **extra):
+  """Steps ``tx``; optax's transformations run under standard dtype promotion (they
+  do not run under the suite's strict one), gradtx's under strict."""
+  with jax.numpy_dtype_promotion("strict" if isinstance(tx, gtx.GradientTransformation)
+                                 else "standard"):
+    return _run_steps(tx, params, steps, grads_fn, jit, **extra)
+
+
+def _run_steps(tx, params, steps, grads_fn, jit, **extra):
+  state = tx.init(params)
+  update = jax.jit(tx.update) if jit else tx.update
+  history = []
+  for t in range(steps):
+    updates, state = update(grads_fn(params, t), state, params, **extra)
+    params = gtx.apply_updates(params, updates)
+    history.append((updates, params))
+  return history, state
+
+
+def _not_vector(p):
+  return jax.tree.map(lambda x: x.ndim != 1, p)
+
+
+# ---------------------------------------------------------------------------- masked
+
+
+@pytest.mark.parametrize("callable_mask", [False, True])
+def test_masked_matches_optax(callable_mask):
+  params = _params()
+  mask = _not_vector if callable_mask else _not_vector(params)
+  ours, _ = _run(gtx.masked(gtx.adam(0.1), mask), params, 5)
+  theirs, _ = _run(optax.masked(optax.adam(0.1), mask), params, 5)
+  for (u, p), (ou, op) in zip(ours, theirs):
+    _assert_trees(u, ou, rtol=1e-6, atol=1e-7)
+  # The masked-out leaves pass through untouched.
+  np.testing.assert_array_equal(ours[0][0]["norm"], _grads(params, 0)["norm"])
+
+
+def test_masked_keeps_no_state_for_masked_out_leaves():
+  state = gtx.masked(gtx.adam(0.1), _not_vector).init(_params())
+  mu = state.inner_state["adam"].mu
+  assert isinstance(mu["norm"], MaskedNode) and isinstance(mu["dense"]["b"], MaskedNode)
+  assert mu["out"].shape == (2, 2)
+
+
+def test_nested_masks_see_real_params():
+  seen = []
+
+  def by_rank(p):  # touches leaves directly: would fail on MaskedNode
+    seen.extend(jax.tree.leaves(p, is_leaf=lambda x: isinstance(x, MaskedNode)))
+    return {"dense": {"w": p["dense"]["w"].ndim > 1, "b": p["dense"]["b"].ndim > 1},
+            "norm": p["norm"].ndim > 1, "out": p["out"].ndim > 1}
+
+  def not_out(p):
+    seen.extend(jax.tree.leaves(p, is_leaf=lambda x: isinstance(x, MaskedNode)))
+    return {"dense": p["dense"]["w"].size > 0, "norm": p["norm"].size > 0, "out": False}
+
+  params = _params()
+  inner = gtx.masked(gtx.scale(0.0), by_rank)
+  for tx in [gtx.masked(inner, not_out), gtx.masked(gtx.masked(inner, not_out), not_out),
+             gtx.partition({"a": inner, "b": gtx.identity()},
+                           lambda p: {"dense": "a", "norm": "a", "out": "b"})]:
+    for with_params in (True, False):
+      state = tx.init(params)
+      updates, _ = tx.update(params, state, params if with_params else None)
+      # Only dense.w is in both masks: it alone is scaled to zero.
+      np.testing.assert_array_equal(updates["dense"]["w"], np.zeros((3, 2)))
+      for path in (("dense", "b"), ("norm",), ("out",)):
+        leaf = functools.reduce(lambda t, k: t[k], path, updates)
+        np.testing.assert_array_equal(leaf, functools.reduce(lambda t, k: t[k], path, params))
+  assert seen and not any(isinstance(x, MaskedNode) for x in seen)
+
+
+def test_masked_decay_inside_partition_group_sees_real_params():
+  seen = []
+
+  def decay_mask(p):
+    seen.extend(jax.tree.leaves(p, is_leaf=lambda x: isinstance(x, MaskedNode)))
+    return jax.tree.map(lambda x: x.ndim > 1, p)
+
+  params = _params()
+  tx = gtx.partition({"body": gtx.adamw(0.1, weight_decay=0.5, mask=decay_mask),
+                      "head": gtx.sgd(0.1)}, {"dense": "body", "norm": "body", "out": "head"})
+  jax.jit(tx.update)(params, tx.init(params), params)
+  assert seen and not any(isinstance(x, MaskedNode) for x in seen)
+
+
+def test_mask_errors_name_the_key_path():
+  params = _params()
+  with pytest.raises(gtx.StructureError, match=r"mask has key path \['typo'\]"):
+    gtx.masked(gtx.scale(0.0), {"typo": True, "dense": True, "norm": True, "out": True}).init(params)
+  with pytest.raises(gtx.StructureError, match=r"params have key path \['out'\].*does not cover"):
+    gtx.masked(gtx.scale(0.0), {"dense": True, "norm": True}).init(params)
+  with pytest.raises(gtx.StructureError, match=r"must hold Python bools.*\['norm'\]"):
+    gtx.masked(gtx.scale(0.0), lambda p: jax.tree.map(lambda x: x > 0, p)).init(params)
+
+
+def test_mask_compatible_extra_args():
+  def tagged():
+    def update(updates, state, params=None, *, tags, **extra):
+      return gtx.tree.tree_map(lambda g, t: g * t, updates, tags), state
+    return gtx.GradientTransformation(lambda p: (), update, name="tagged")
+
+  params = {"a": jnp.ones(2), "b": jnp.ones(2)}
+  tags = {"a": jnp.full(2, 3.0), "b": jnp.full(2, 5.0)}
+  tx = gtx.masked(tagged(), {"a": True, "b": False}, mask_compatible_extra_args=True)
+  updates, _ = tx.update(params, tx.init(params), params, tags=tags)
+  np.testing.assert_array_equal(updates["a"], [3.0, 3.0])
+  np.testing.assert_array_equal(updates["b"], [1.0, 1.0])
+
+
+# ---------------------------------------------------------------------------- partition
+
+
+def _labels(p):
+  return jax.tree.map(lambda x: "decay" if x.ndim > 1 else "no_decay", p)
+
+
+@pytest.mark.parametrize("jit", [False, True])
+def test_partition_routes_groups_like_optax(jit):
+  params = _params()
+  ours, state = _run(gtx.partition({"decay": gtx.adamw(0.1, weight_decay=0.5),
+                                    "no_decay": gtx.sgd(0.1, momentum=0.9)}, _labels),
+                     params, 6, jit=jit)
+  theirs, _ = _run(optax.partition({"decay": optax.adamw(0.1, weight_decay=0.5),
+                                    "no_decay": optax.sgd(0.1, momentum=0.9)}, _labels),
+                   params, 6, jit=jit)
+  for (u, _), (ou, _) in zip(ours, theirs):
+    _assert_trees(u, ou, rtol=1e-6, atol=1e-7)
+  # Each group's state holds only its own leaves.
+  decay_mu = state.inner_states["decay"]["adam"].mu
+  assert isinstance(decay_mu["norm"], MaskedNode) and decay_mu["out"].shape == (2, 2)
+  trace = state.inner_states["no_decay"]["momentum"].trace
+  assert isinstance(trace["out"], MaskedNode) and trace["norm"].shape == (2,)
+
+
+def _leafwise_grads(params, t):
+  """Gradients where each leaf depends only on itself (so groups can be run apart)."""
+  return jax.tree.map(
+      lambda x: 0.5 * x + jnp.cos(t + jnp.arange(x.size, dtype=x.dtype).reshape(x.shape)), params)
+
+
+def test_partition_equals_each_optimizer_on_its_own_leaves():
+  params = _params()
+  labels = {"dense": {"w": "decay", "b": "no_decay"}, "norm": "no_decay", "out": "decay"}
+  ours, _ = _run(gtx.partition({"decay": gtx.adamw(0.1, weight_decay=0.5),
+                                "no_decay": gtx.adam(0.1)}, labels), params, 5, _leafwise_grads)
+  decay, _ = _run(gtx.adamw(0.1, weight_decay=0.5),
+                  {"w": params["dense"]["w"], "out": params["out"]}, 5, _leafwise_grads)
+  no_decay, _ = _run(gtx.adam(0.1), {"b": params["dense"]["b"], "norm": params["norm"]}, 5,
+                     _leafwise_grads)
+  for (_, p), (_, pd), (_, pn) in zip(ours, decay, no_decay):
+    _assert_trees({"dense": {"w": pd["w"], "b": pn["b"]}, "norm": pn["norm"], "out": pd["out"]}, p)
+
+
+def test_partition_hparams_by_label_and_set_one_group():
+  params = _params()
+  tx = gtx.chain(clip=gtx.clip_by_global_norm(1.0),
+                 opt=gtx.partition({"decay": gtx.adamw(0.1, weight_decay=0.5),
+                                    "no_decay": gtx.adam(0.1)}, _labels))
+  state = tx.init(params)
+  names = gtx.hparams(state)
+  assert {"opt.decay.lr.learning_rate", "opt.no_decay.lr.learning_rate",
+          "opt.decay.decay.weight_decay", "opt.no_decay.adam.b1"} <= set(names)
+  state = gtx.set_hparams(state, {"opt.no_decay.lr.learning_rate": 0.0})
+  updates, _ = tx.update(_grads(params, 0), state, params)
+  np.testing.assert_array_equal(updates["norm"], np.zeros(2))
+  assert np.all(np.asarray(updates["out"]) != 0)
+
+
+def test_partition_errors():
+  params = _params()
+  with pytest.raises(gtx.StructureError,
+                     match=r"key path \['norm'\] has label 'nrm'.*\['decay', 'no_decay'\]"):
+    gtx.partition({"decay": gtx.sgd(0.1), "no_decay": gtx.sgd(0.1)},
+                  {"dense": "decay", "norm": "nrm", "out": "decay"}).init(params)
+  with pytest.raises(ValueError, match="label 'no decay' must be a string that is a Python"):
+    gtx.partition({"no decay": gtx.sgd(0.1)}, lambda p: "no decay")
+  assert gtx.multi_transform is gtx.partition
+
+
+def test_selective_transform_and_freeze_match_optax():
+  params = _params()
+  freeze_mask = {"dense": True, "norm": False, "out": False}
+  ours, state = _run(gtx.selective_transform(gtx.adam(0.1), freeze_mask=freeze_mask), params, 3)
+  theirs, _ = _run(optax.selective_transform(optax.adam(0.1), freeze_mask=freeze_mask), params, 3)
+  for (u, _), (ou, _) in zip(ours, theirs):
+    _assert_trees(u, ou, rtol=1e-6, atol=1e-7)
+  assert isinstance(state.inner_states["train"]["adam"].mu["dense"]["w"], MaskedNode)
+
+  for mask in (freeze_mask, True):
+    ours, _ = _run(gtx.chain(gtx.freeze(mask), gtx.sgd(0.1)), params, 2)
+    theirs, _ = _run(optax.chain(optax.freeze(mask), optax.sgd(0.1)), params, 2)
+    for (u, _), (ou, _) in zip(ours, theirs):
+      _assert_trees(u, ou)
+  assert not jax.tree.leaves(gtx.freeze(freeze_mask).init(params))  # no state at all
+
+
+# ---------------------------------------------------------------------------- multi_steps
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("jit", [False, True])
+def test_multi_steps_equals_one_step_on_the_mean_gradient(dtype, jit):
+  with jax.enable_x64(dtype == jnp.float64):
+    k = 4
+    params = _params(dtype)
+    acc_dtype = dtype
+    tx = gtx.multi_steps(gtx.adam(0.1), every_k_schedule=k, accumulator_dtype=acc_dtype)
+    ref = gtx.adam(0.1)
+    state, ref_state = tx.init(params), ref.init(params)
+    update = jax.jit(tx.update) if jit else tx.update
+    ref_params = params
+    for round_ in range(3):
+      batch = [_grads(params, 10 * round_ + i) for i in range(k)]
+      for i, g in enumerate(batch):
+        inner_before = state.inner_state
+        updates, state = update(g, state, params)
+        if i < k - 1:  # accumulation steps: zero updates, inner state untouched
+          _assert_trees(updates, jax.tree.map(jnp.zeros_like, updates))
+          _assert_trees(state.inner_state, inner_before)
+          assert not state.has_updated()
+        params = gtx.apply_updates(params, updates)
+      assert state.has_updated()
+      mean = jax.tree.map(lambda *g: sum(g[1:], g[0]) / k, *batch)
+      ref_updates, ref_state = ref.update(mean, ref_state, ref_params)
+      ref_params = gtx.apply_updates(ref_params, ref_updates)
+      _assert_trees(params, ref_params, rtol=TOL[dtype], atol=TOL[dtype])
+    assert int(state.gradient_step) == 3
+
+
+@pytest.mark.parametrize("kwargs", [
+    dict(every_k_schedule=3),
+    dict(every_k_schedule=lambda step: jnp.where(step < 2, 2, 3), use_grad_mean=False),
+    dict(every_k_schedule=2, should_skip_update_fn=optax.skip_not_finite),
+])
+def test_multi_steps_matches_optax_multisteps(kwargs):
+  params = _params()
+  ours_kwargs = dict(kwargs)
+  if "should_skip_update_fn" in ours_kwargs:
+    ours_kwargs["should_skip_update_fn"] = gtx.skip_not_finite
+
+  def grads(p, t):
+    g = _grads(params, t)
+    return {**g, "norm": g["norm"] * jnp.nan} if t in (3, 4) and "should_skip_update_fn" in kwargs else g
+
+  ours, state = _run(gtx.multi_steps(gtx.adam(0.1), **ours_kwargs), params, 13, grads, jit=True)
+  theirs, their_state = _run(optax.MultiSteps(optax.adam(0.1), **kwargs).gradient_transformation(),
+                             params, 13, grads, jit=True)
+  for (u, _), (ou, _) in zip(ours, theirs):
+    _assert_trees(u, ou)
+  assert int(state.mini_step) == int(their_state.mini_step)
+  assert int(state.gradient_step) == int(their_state.gradient_step)
+  _assert_trees(state.acc_grads, their_state.acc_grads)
+  if "should_skip_update_fn" in kwargs:
+    assert int(state.skip_state["num_not_finite"]) == int(their_state.skip_state["num_not_finite"])
+
+
+def test_multi_steps_hparams_report_k_and_set_it():
+  params = _params()
+  schedule = lambda step: jnp.where(step < 1, 2, 5)  # noqa: E731
+  tx = gtx.chain(acc=gtx.multi_steps(gtx.sgd(0.1), every_k_schedule=schedule))
+  state = tx.init(params)
+  assert int(gtx.hparams(state)["acc.every_k_schedule"]) == 2
+  for t in range(2):
+    _, state = tx.update(_grads(params, t), state, params)
+  assert int(gtx.hparams(state)["acc.every_k_schedule"]) == 2  # the value used at the last step
+  _, state = tx.update(_grads(params, 2), state, params)
+  assert int(gtx.hparams(state)["acc.every_k_schedule"]) == 5
+
+  fixed = gtx.multi_steps(gtx.sgd(0.1), every_k_schedule=4)
+  state = fixed.init(params)
+  _, state = fixed.update(_grads(params, 0), state, params)
+  state = gtx.set_hparams(state, {"every_k_schedule": 2})
+  updates, state = fixed.update(_grads(params, 1), state, params)
+  assert state.has_updated() and np.any(np.asarray(updates["out"]) != 0)
+
+
+# ---------------------------------------------------------------------------- apply_if_finite
+
+
+@pytest.mark.parametrize("jit", [False, True])
+def test_apply_if_finite_skips_bad_steps_bitwise(jit):
+  params = _params()
+  tx = gtx.apply_if_finite(gtx.adam(0.1), max_consecutive_errors=2)
+  update = jax.jit(tx.update) if jit else tx.update
+  state = tx.init(params)
+  updates, state = update(_grads(params, 0), state, params)
+  params = gtx.apply_updates(params, updates)
+  for bad in (jnp.nan, jnp.inf):
+    g = _grads(params, 1)
+    g["dense"]["b"] = g["dense"]["b"].at[0].set(bad)
+    new_updates, new_state = update(g, state, params)
+    _assert_trees(gtx.apply_updates(params, new_updates), params)   # params bitwise unchanged
+    _assert_trees(new_state.inner_state, state.inner_state)       # inner state too
+    assert not bool(new_state.last_finite)
+    state = new_state
+  assert int(state.notfinite_count) == 2 and int(state.total_notfinite) == 2
+  # The third bad step in a row is more than max_consecutive_errors=2: applied anyway.
+  g = jax.tree.map(lambda x: x * jnp.nan, _grads(params, 2))
+  updates, state = update(g, state, params)
+  assert np.isnan(np.asarray(updates["out"])).all() and int(state.inner_state["adam"].count) == 2
+  updates, state = update(_grads(params, 3), state, params)
+  assert int(state.notfinite_count) == 0 and int(state.total_notfinite) == 3
+
+
+def test_apply_if_finite_matches_optax():
+  params = _params()
+  bad_steps = {2, 3, 5, 6, 7, 8}
+
+  def grads(p, t):
+    g = _grads(params, t)
+    return jax.tree.map(lambda x: x * jnp.inf, g) if t in bad_steps else g
+
+  ours, state = _run(gtx.apply_if_finite(gtx.adam(0.1), 2), params, 10, grads, jit=True)
+  theirs, their_state = _run(optax.apply_if_finite(optax.adam(0.1), 2), params, 10, grads,
+                             jit=True)
+  for (u, _), (ou, _) in zip(ours, theirs):
+    _assert_trees(u, ou)
+  for field in ("notfinite_count", "last_finite", "total_notfinite"):
+    assert int(getattr(state, field)) == int(getattr(their_state, field))
+
+
+# ---------------------------------------------------------------------------- finite
+
+
+def test_zero_nans_matches_optax():
+  g = {"a": jnp.array([1.0, jnp.nan, jnp.inf]), "b": jnp.array([2.0])}
+  ours, state = gtx.zero_nans().update(g, gtx.zero_nans().init(g))
+  with jax.numpy_dtype_promotion("standard"):
+    theirs, their_state = optax.zero_nans().update(g, optax.zero_nans().init(g))
+  _assert_trees(ours, theirs)
+  _assert_trees(state.found_nan, their_state.found_nan)
+  np.testing.assert_array_equal(ours["a"], [1.0, 0.0, np.inf])
+
+
+def test_skip_predicates_match_optax():
+  for g in ({"a": jnp.array([1.0, 2.0])}, {"a": jnp.array([1.0, jnp.nan]), "b": jnp.ones(2)}):
+    ours = gtx.skip_not_finite(g, 0, None)
+    with jax.numpy_dtype_promotion("standard"):
+      theirs = optax.skip_not_finite(g, 0, None)
+    assert bool(ours[0]) == bool(theirs[0])
+    assert int(ours[1]["num_not_finite"]) == int(theirs[1]["num_not_finite"])
+    for limit in (4.0, 5.0, 6.0):
+      ours = gtx.skip_large_updates(g, 0, None, limit)
+      with jax.numpy_dtype_promotion("standard"):
+        theirs = optax.skip_large_updates(g, 0, None, limit)
+      assert bool(ours[0]) == bool(theirs[0])
+      np.testing.assert_array_equal(ours[1]["norm_squared"], theirs[1]["norm_squared"])
+
+
+# ---------------------------------------------------------------------------- lookahead
+
+
+def _lookahead_reference(params, grads_fn, steps, lr, momentum, k, alpha, reset):
+  """The paper's two loops in numpy: k fast SGD-momentum steps, then theta += alpha (phi - theta)."""
+  phi = {key: np.asarray(v, np.float64) for key, v in params.items()}
+  theta = {key: v.copy() for key, v in phi.items()}
+  m = {key: np.zeros_like(v) for key, v in phi.items()}
+  out = []
+  for t in range(steps):
+    g = {key: np.asarray(v, np.float64) for key, v in grads_fn(phi, t).items()}
+    for key in phi:
+      m[key] = g[key] + momentum * m[key]
+      phi[key] = phi[key] - lr * m[key]
+    if (t + 1) % k == 0:
+      for key in phi:
+        theta[key] = theta[key] + alpha * (phi[key] - theta[key])
+        phi[key] = theta[key].copy()
+        if reset:
+          m[key] = np.zeros_like(m[key])
+    out.append(({key: v.copy() for key, v in phi.items()},
+                {key: v.copy() for key, v in theta.items()}))
+  return out
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("jit", [False, True])
+@pytest.mark.parametrize("reset", [False, True])
+def test_lookahead_against_numpy(dtype, jit, reset):
+  with jax.enable_x64(dtype == jnp.float64):
+    rng = np.random.default_rng(0)
+    curv = {"w": rng.uniform(0.5, 2.0, (3, 2)), "b": rng.uniform(0.5, 2.0, (2,))}
+    noise = [{key: rng.normal(size=c.shape) for key, c in curv.items()} for _ in range(20)]
+    grads_np = lambda p, t: {key: curv[key] * p[key] + noise[t][key] for key in p}  # noqa: E731
+    start = {key: rng.normal(size=c.shape) for key, c in curv.items()}
+    expected = _lookahead_reference(start, grads_np, 20, 0.1, 0.9, 3, 0.4, reset)
+
+    tx = gtx.lookahead(gtx.sgd(0.1, momentum=0.9), sync_period=3, slow_step_size=0.4,
+                       reset_state=reset)
+    params = gtx.LookaheadParams.init_synced({key: jnp.asarray(v, dtype) for key, v in start.items()})
+    state = tx.init(params)
+    update = jax.jit(tx.update) if jit else tx.update
+    for t in range(20):
+      g = {key: jnp.asarray(v, dtype) for key, v in grads_np(
+          {key: np.asarray(x, np.float64) for key, x in params.fast.items()}, t).items()}
+      updates, state = update(g, state, params)
+      params = gtx.apply_updates(params, updates)
+      phi, theta = expected[t]
+      for key in phi:
+        np.testing.assert_allclose(params.fast[key], phi[key], rtol=TOL[dtype] * 10, atol=TOL[dtype])
+        np.testing.assert_allclose(params.slow[key], theta[key], rtol=TOL[dtype] * 10, atol=TOL[dtype])
+
+
+def test_lookahead_matches_optax_and_reports_hparams():
+  params = gtx.LookaheadParams.init_synced(_params())
+  grads = lambda p, t: _grads(p.fast, t)  # noqa: E731
+  tx = gtx.lookahead(gtx.adam(0.1), sync_period=4, slow_step_size=0.5, reset_state=True)
+  ours, state = _run(tx, params, 9, grads, jit=True)
+  theirs, _ = _run(optax.lookahead(optax.adam(0.1), 4, 0.5, reset_state=True), params, 9, grads,
+                   jit=True)
+  for (u, _), (ou, _) in zip(ours, theirs):
+    _assert_trees(u, ou, rtol=1e-6, atol=1e-7)
+  names = gtx.hparams(state)
+  assert float(names["slow_step_size"]) == 0.5 and int(names["sync_period"]) == 4
+  assert "adam.b1" in names
+  with pytest.raises(gtx.StructureError, match="params must be LookaheadParams"):
+    tx.update(_params(), tx.init(_params()), _params())
+
+
+# ---------------------------------------------------------------------------- reduce_on_plateau
+
+
+class _PlateauReference:
+  """reduce_on_plateau's rule in plain Python (the docstring's, written independently)."""
+
+  def __init__(self, factor, patience, rtol, atol, cooldown, accumulation_size, min_scale):
+    self.__dict__.update(factor=factor, patience=patience, rtol=rtol, atol=atol,
+                         cooldown=cooldown, accumulation_size=accumulation_size,
+                         min_scale=min_scale)
+    self.scale, self.best, self.plateau, self.cooling, self.losses = 1.0, np.inf, 0, 0, []
+
+  def step(self, loss):
+    self.losses.append(loss)
+    if len(self.losses) < self.accumulation_size:
+      return self.scale
+    mean, self.losses = np.mean(self.losses), []
+    if mean < (1 - self.rtol) * self.best - self.atol:
+      self.best, self.plateau = mean, 0
+    else:
+      self.plateau += 1
+    if self.cooling > 0:
+      self.cooling -= 1
+      self.plateau = 0
+    elif self.plateau >= self.patience:
+      self.scale = max(self.scale * self.factor, self.min_scale)
+      self.plateau, self.cooling = 0, self.cooldown
+    return self.scale
+
+
+PLATEAU_CASES = [
+    dict(factor=0.5, patience=2, rtol=1e-4, atol=0.0, cooldown=0, accumulation_size=1,
+         min_scale=0.0),
+    dict(factor=0.5, patience=1, rtol=0.0, atol=0.05, cooldown=2, accumulation_size=1,
+         min_scale=0.1),
+    dict(factor=0.25, patience=1, rtol=1e-3, atol=0.0, cooldown=1, accumulation_size=3,
+         min_scale=0.0),
+]
+LOSSES = [5.0, 4.0, 4.0, 4.0, 3.99, 3.0, 3.0, 3.0, 3.0, 2.0, 2.0, 2.0, 2.0, 2.0, 1.0, 1.0,
+          1.0, 1.0, 1.0, 1.0, 0.5, 0.5, 0.5, 0.5]
+
+
+@pytest.mark.parametrize("case", PLATEAU_CASES)
+@pytest.mark.parametrize("jit", [False, True])
+def test_reduce_on_plateau_against_reference_and_optax(case, jit):
+  params = {"w": jnp.ones(3)}
+  ours = gtx.chain(sgd=gtx.sgd(1.0), plateau=gtx.reduce_on_plateau(**case))
+  theirs = optax.chain(optax.sgd(1.0), optax.contrib.reduce_on_plateau(**case))
+  ref = _PlateauReference(**case)
+  state = ours.init(params)
+  with jax.numpy_dtype_promotion("standard"):
+    their_state = theirs.init(params)
+  update = jax.jit(ours.update) if jit else ours.update
+  grads = {"w": jnp.full(3, 2.0)}
+  for loss in LOSSES:
+    updates, state = update(grads, state, params, value=jnp.float32(loss))
+    with jax.numpy_dtype_promotion("standard"):
+      their_updates, their_state = theirs.update(grads, their_state, params, value=loss)
+    expected = ref.step(loss)
+    np.testing.assert_allclose(float(state["plateau"].scale), expected, rtol=1e-6)
+    np.testing.assert_allclose(updates["w"], -2.0 * expected, rtol=1e-6)
+    _assert_trees(updates, their_updates)
+    np.testing.assert_array_equal(state["plateau"].best_value, their_state[1].best_value)
+  assert float(state["plateau"].scale) < 1.0
+
+
+def test_reduce_on_plateau_hparams_state_and_errors():
+  params = {"w": jnp.ones(2)}
+  tx = gtx.chain(adam=gtx.adam(0.1), plateau=gtx.reduce_on_plateau(patience=5))
+  state = tx.init(params)
+  assert int(gtx.hparams(state)["plateau.patience"]) == 5
+  assert set(gtx.hparams(state)) >= {"plateau.factor", "plateau.rtol", "plateau.atol",
+                                     "plateau.cooldown", "plateau.accumulation_size",
+                                     "plateau.min_scale"}
+  for loss in (1.0, 1.0):
+    _, state = tx.update(params, state, params, value=loss)
+  assert float(state["plateau"].scale) == 1.0
+  # Lowering patience below the running plateau count takes effect at the next evaluation.
+  state = gtx.set_hparams(state, {"plateau.patience": 1})
+  _, state = tx.update(params, state, params, value=1.0)
+  np.testing.assert_allclose(float(state["plateau"].scale), 0.1, rtol=1e-6)
+  with pytest.raises(gtx.MissingArgumentError, match=r"stage 'plateau': .*value=loss"):
+    tx.update(params, state, params)
+  with pytest.raises(gtx.HyperparameterError, match=r"factor must be in \(0, 1\), got 1"):
+    gtx.reduce_on_plateau(factor=1.0)
+  with pytest.raises(gtx.HyperparameterError, match="rtol and atol cannot both be 0"):
+    gtx.reduce_on_plateau(rtol=0.0, atol=0.0)
+
+
+def test_wrapper_reprs_show_inner_stages():
+  text = repr(gtx.apply_if_finite(gtx.multi_steps(gtx.sgd(0.1), 4), 3))
+  assert "apply_if_finite(" in text and "max_consecutive_errors=3" in text
+  assert "multi_steps(" in text and "every_k_schedule=4" in text and "sgd(" in text
+  text = repr(gtx.partition({"a": gtx.adam(0.1), "b": gtx.sgd(0.1)}, {"w": "a", "b": "b"}))
+  assert "a=adam(" in text and "b=sgd(" in text
