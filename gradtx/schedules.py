@@ -29,6 +29,7 @@ well), the factory's docstring says so under *Differences from optax*.
 from __future__ import annotations
 
 import functools
+import inspect
 import operator
 from typing import Any, Callable, Iterable, Mapping, Sequence
 
@@ -64,6 +65,49 @@ _WARMUP_COSINE_KEYS = (
     "exponent",
 )
 _WARMUP_COSINE_REQUIRED = _WARMUP_COSINE_KEYS[:4]
+
+
+# ---------------------------------------------------------------- repr
+
+
+class _Named:
+  """A schedule that shows how it was built: ``repr`` gives the factory call."""
+
+  __slots__ = ("_fn", "_text", "__weakref__")
+
+  def __init__(self, fn: Schedule, text: str):
+    self._fn = fn
+    self._text = text
+
+  def __call__(self, count: chex.Numeric) -> chex.Numeric:
+    return self._fn(count)
+
+  def __repr__(self) -> str:
+    return self._text
+
+
+def _shown(value: Any) -> str:
+  if isinstance(value, float):
+    return f"{value:g}"
+  if isinstance(value, jax.core.Tracer):
+    return "<traced>"
+  if isinstance(value, jax.Array) and value.ndim == 0:
+    return f"{float(value):g}"
+  return repr(value)
+
+
+def _named(factory: Callable[..., Schedule]) -> Callable[..., Schedule]:
+  """Makes ``factory``'s schedules print as ``factory(arg=value, ...)``."""
+  signature = inspect.signature(factory)
+
+  @functools.wraps(factory)
+  def make(*args: Any, **kwargs: Any) -> Schedule:
+    schedule = factory(*args, **kwargs)
+    bound = signature.bind(*args, **kwargs)
+    shown = ", ".join(f"{k}={_shown(v)}" for k, v in bound.arguments.items())
+    return _Named(schedule, f"{factory.__name__}({shown})")
+
+  return make
 
 
 # ---------------------------------------------------------------- validation
@@ -143,6 +187,7 @@ def _half_cosine(frac: jax.Array) -> jax.Array:
 # ----------------------------------------------------------------- schedules
 
 
+@_named
 def constant_schedule(value: chex.Numeric) -> Schedule:
   r"""A schedule that holds ``value`` at every step.
 
@@ -183,6 +228,7 @@ def _polynomial(init_value, end_value, power, transition_steps,
   return schedule
 
 
+@_named
 def polynomial_schedule(
     init_value: chex.Numeric,
     end_value: chex.Numeric,
@@ -232,6 +278,7 @@ def polynomial_schedule(
       _steps(where, "transition_begin", transition_begin))
 
 
+@_named
 def linear_schedule(
     init_value: chex.Numeric,
     end_value: chex.Numeric,
@@ -293,6 +340,7 @@ def _exponential(init_value, transition_steps, decay_rate, transition_begin,
   return schedule
 
 
+@_named
 def exponential_decay(
     init_value: chex.Numeric,
     transition_steps: int,
@@ -364,6 +412,7 @@ def _cosine(init_value, end_value, decay_steps, exponent) -> Schedule:
   return schedule
 
 
+@_named
 def cosine_decay_schedule(
     init_value: chex.Numeric,
     decay_steps: int,
@@ -429,6 +478,7 @@ def _warmup_cosine(where, init_value, peak_value, warmup_steps, decay_steps,
       [warmup_steps])
 
 
+@_named
 def warmup_cosine_decay_schedule(
     init_value: chex.Numeric,
     peak_value: chex.Numeric,
@@ -480,6 +530,7 @@ def warmup_cosine_decay_schedule(
                         exponent)
 
 
+@_named
 def warmup_exponential_decay_schedule(
     init_value: chex.Numeric,
     peak_value: chex.Numeric,
@@ -548,6 +599,7 @@ def _boundaries(where: str, boundaries_and_scales: Mapping[int, Any] | None
   return tuple(b for b, _ in pairs), tuple(s for _, s in pairs)
 
 
+@_named
 def piecewise_constant_schedule(
     init_value: chex.Numeric,
     boundaries_and_scales: Mapping[int, chex.Numeric] | None = None,
@@ -629,6 +681,7 @@ def _interpolate(where, interpolate_type, init_value,
   return schedule
 
 
+@_named
 def piecewise_interpolate_schedule(
     interpolate_type: str,
     init_value: chex.Numeric,
@@ -671,6 +724,7 @@ def piecewise_interpolate_schedule(
                       init_value, boundaries_and_scales)
 
 
+@_named
 def join_schedules(schedules: Sequence[Schedule],
                    boundaries: Sequence[int]) -> Schedule:
   r"""Runs ``schedules`` one after another, switching at ``boundaries``.
@@ -727,6 +781,7 @@ def join_schedules(schedules: Sequence[Schedule],
   return schedule
 
 
+@_named
 def sgdr_schedule(cosine_kwargs: Iterable[Mapping[str, Any]]) -> Schedule:
   r"""SGD with warm restarts: warmup-cosine cycles, one after another.
 
@@ -787,6 +842,7 @@ def _check_onecycle(where, transition_steps, pct_start, div_factor,
   return steps
 
 
+@_named
 def cosine_onecycle_schedule(
     transition_steps: int,
     peak_value: chex.Numeric,
@@ -840,6 +896,7 @@ def cosine_onecycle_schedule(
        steps: 1.0 / (div_factor * final_div_factor)})
 
 
+@_named
 def linear_onecycle_schedule(
     transition_steps: int,
     peak_value: chex.Numeric,
