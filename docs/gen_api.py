@@ -29,6 +29,9 @@ import types
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+# The repository (for gradtx) and docs/ (for the docstring converter) are importable.
+sys.path[:0] = [p for p in (str(ROOT), str(ROOT / "docs")) if p not in sys.path]
+from griffe_rst import rst_to_markdown  # noqa: E402
 NOTEBOOKS = ROOT / "notebooks"
 GUIDES = {"torch.md": "Coming from torch.optim", "packed.md": "Packed mode",
           "distributed.md": "Sharded and distributed training"}
@@ -46,14 +49,27 @@ class ApiPage:
 
 
 def _import_gradtx():
-  if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
   return importlib.import_module("gradtx")
 
 
 def _summary(obj: object) -> str:
+  """The first paragraph of the docstring, as one line of Markdown."""
   doc = inspect.getdoc(obj) or ""
-  return doc.strip().split("\n\n")[0].replace("\n", " ")
+  return rst_to_markdown(doc.strip().split("\n\n")[0]).replace("\n", " ")
+
+
+def _attribute_doc(module: str, name: str) -> str:
+  """The docstring under ``name = ...`` in ``module``'s source (how constants are documented)."""
+  import ast
+  body = ast.parse(inspect.getsource(importlib.import_module(module))).body
+  for node, following in zip(body, body[1:]):
+    targets = node.targets if isinstance(node, ast.Assign) else (
+        [node.target] if isinstance(node, ast.AnnAssign) else [])
+    if any(isinstance(t, ast.Name) and t.id == name for t in targets) and (
+        isinstance(following, ast.Expr) and isinstance(following.value, ast.Constant)
+        and isinstance(following.value.value, str)):
+      return inspect.cleandoc(following.value.value)
+  return ""
 
 
 def _defining_module(namespace: types.ModuleType, name: str, obj: object) -> str:
@@ -88,10 +104,17 @@ def api_pages() -> list[ApiPage]:
       module = _defining_module(namespace, name, obj)
       kind = _kind(obj)
       identifier = module if kind == "module" else f"{module}.{name}"
+      if kind in ("function", "class") and obj.__name__ != name:
+        # A second name for an object (optax's `multi_transform` for `partition`):
+        # document the object under its own name.
+        identifier = f"{module}.{obj.__name__}"
       # Classes get their own folder so that `Chain` and `chain` stay two pages
       # on case-insensitive file systems too.
       folder = "api/schedules" if prefix else ("api/classes" if kind == "class" else "api")
-      summary = (_summary(obj) if kind != "data" else "")
+      if kind == "data":
+        summary = rst_to_markdown(_attribute_doc(module, name).split("\n\n")[0])
+      else:
+        summary = _summary(obj)
       pages.append(ApiPage(prefix + name, identifier, module, kind,
                            f"{folder}/{name}.md", summary))
   seen: dict[str, str] = {}
@@ -109,12 +132,18 @@ def _section(module: str) -> str:
 
 def _page_text(page: ApiPage) -> str:
   options = ""
-  if page.kind == "module":
-    # A module page introduces the module; its public names have their own pages.
+  if page.kind == "module" and page.identifier == "gradtx.schedules":
+    # The schedules module page introduces it; each schedule has its own page.
     options = "\n    options:\n      members: false\n      show_root_heading: false"
+  elif page.kind == "module":
+    # A namespace module (gtx.tree, gtx.packed): its members are documented here.
+    options = "\n    options:\n      show_root_heading: false"
   elif page.kind == "data":
     options = "\n    options:\n      show_root_heading: true"
-  return f"# gtx.{page.name}\n\n::: {page.identifier}{options}\n"
+  alias = page.identifier.rsplit(".", 1)[-1]
+  note = "" if page.kind == "module" or page.name.endswith(alias) else (
+      f"`gtx.{page.name}` is another name for `gtx.{alias}`, kept for optax users.\n\n")
+  return f"# gtx.{page.name}\n\n{note}::: {page.identifier}{options}\n"
 
 
 def _module_groups(pages: list[ApiPage]) -> dict[str, list[ApiPage]]:

@@ -9,6 +9,7 @@ exports in its ``__all__``; this file re-exports exactly those names.
 
 from gradtx import schedules, tree
 from gradtx import packed  # a namespace, like schedules: gtx.packed.Layout
+from gradtx import lr_finder  # a namespace: gtx.lr_finder.lr_range_test
 from gradtx.chain import *  # noqa: F401,F403
 from gradtx.core import *  # noqa: F401,F403
 from gradtx.errors import *  # noqa: F401,F403
@@ -28,6 +29,7 @@ from gradtx.transforms.stepsize import *  # noqa: F401,F403
 from gradtx.transforms.trust import *  # noqa: F401,F403
 from gradtx.transforms.finite import *  # noqa: F401,F403
 from gradtx.transforms.plateau import *  # noqa: F401,F403
+from gradtx.transforms.monitor import *  # noqa: F401,F403
 from gradtx.tree import MaskedNode
 from gradtx.wrappers import *  # noqa: F401,F403
 
@@ -38,9 +40,9 @@ def _public_names() -> list[str]:
   import importlib
   modules = ["chain", "core", "errors", "optimizers", "transforms.clipping", "transforms.decay",
              "transforms.momentum", "transforms.moments", "transforms.scaling", "wrappers",
-             "transforms.finite", "transforms.plateau",
+             "transforms.finite", "transforms.plateau", "transforms.monitor",
              "transforms.adaptive", "transforms.factored", "transforms.linesearch", "transforms.noise", "transforms.optimism", "transforms.sign", "transforms.stepsize", "transforms.trust"]
-  names = {"schedules", "tree", "MaskedNode", "packed"}
+  names = {"schedules", "tree", "MaskedNode", "packed", "lr_finder"}
   for module in modules:
     names.update(importlib.import_module(f"gradtx.{module}").__all__)
   return sorted(names)

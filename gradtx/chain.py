@@ -224,28 +224,33 @@ def _is_array(x: Any) -> bool:
   return isinstance(x, (jax.Array, np.ndarray, np.generic, float, int, complex))
 
 
-def _find_hparams(node: Any, prefix: tuple[str, ...] = ()) -> Iterator[tuple[tuple[str, ...],
-                                                                             HParams]]:
-  """Every HParams in ``node``, with the stage path leading to it, in pytree order."""
-  if isinstance(node, HParams):
+def _find_hparams(node: Any, prefix: tuple[str, ...] = (),
+                  kind: type = HParams) -> Iterator[tuple[tuple[str, ...], HParams]]:
+  """Every HParams in ``node``, with the stage path leading to it, in pytree order.
+
+  ``kind`` picks another mapping held in stage states the same way (a
+  monitor's :class:`~gradtx.transforms.monitor.Stats`): one walk, one naming.
+  """
+  if isinstance(node, kind):
     yield prefix, node
   elif isinstance(node, ChainState):
     for name, sub in node.items():
-      yield from _find_hparams(sub, prefix + (name,))
+      yield from _find_hparams(sub, prefix + (name,), kind)
   elif node is not None and not _is_array(node):
     for child in _children(node):
-      yield from _find_hparams(child, prefix)
+      yield from _find_hparams(child, prefix, kind)
 
 
-def _named_slots(state: PyTree) -> dict[str, tuple[int, str]]:
+def _named_slots(state: PyTree, kind: type = HParams) -> dict[str, tuple[int, str]]:
   """dotted name -> (index of its HParams in pytree order, name inside it)."""
   named: dict[str, tuple[int, str]] = {}
-  for index, (path, hp) in enumerate(_find_hparams(state)):
+  for index, (path, hp) in enumerate(_find_hparams(state, kind=kind)):
     for key in hp:
       dotted = ".".join(path + (key,))
       if dotted in named:
+        what = "hyperparameters" if kind is HParams else f"{kind.__name__} entries"
         raise HyperparameterError(
-            f"two hyperparameters are both named {dotted!r}; give the stages "
+            f"two {what} are both named {dotted!r}; give the stages "
             "distinct names in the chain")
       named[dotted] = (index, key)
   return named
@@ -264,8 +269,15 @@ def hparams(state: PyTree) -> dict[str, jax.Array]:
     >>> {k: float(f"{float(v):.6g}") for k, v in gtx.hparams(state).items()}
     {'adam.b1': 0.9, 'adam.b2': 0.999, 'adam.eps': 1e-08, 'adam.eps_root': 0.0, 'lr.learning_rate': 0.01}
   """
-  found = list(_find_hparams(state))
-  return {name: found[index][1][key] for name, (index, key) in _named_slots(state).items()}
+  return _values_by_name(state)
+
+
+def _values_by_name(state: PyTree, kind: type = HParams) -> dict[str, Any]:
+  """Every entry of every ``kind`` mapping in a state, by dotted name (behind :func:`hparams`
+  and :func:`gradtx.stats`)."""
+  found = list(_find_hparams(state, kind=kind))
+  return {name: found[index][1][key]
+          for name, (index, key) in _named_slots(state, kind).items()}
 
 
 def set_hparams(state: PyTree, values: Mapping[str, Any]) -> PyTree:
@@ -313,6 +325,10 @@ def set_hparams(state: PyTree, values: Mapping[str, Any]) -> PyTree:
       except ValueError:
         raise HyperparameterError(
             f"{dotted} has shape {old.shape}; got a value of shape {new.shape}") from None
+    if not isinstance(old, (jax.Array, np.ndarray, np.generic)):
+      # A framework's box around the array (flax.nnx.Optimizer holds its state
+      # in OptArray variables) keeps its type, so the framework can update it.
+      new = jax.tree.unflatten(jax.tree.structure(old), [new])
     leaves[holders[index]] = hp.replace(**{key: new})
   return jax.tree_util.tree_unflatten(treedef, leaves)
 
@@ -340,6 +356,10 @@ def _differs(a: Any, b: Any) -> bool:
     return not np.array_equal(np.asarray(a), np.asarray(b))
   except Exception:  # traced values: cannot tell, so say nothing
     return False
+
+
+# The fields where wrappers keep the state of the transformation they wrap.
+_WRAPPED_FIELDS = ("inner_state", "fast_state")
 
 
 class _Carry:
@@ -375,6 +395,9 @@ class _Carry:
         is_part(o) and type(o) is type(n) or not is_part(o) and not is_part(n)
         and _same_array(o, n) for o, n in zip(old_parts, new_parts))
     if not fits:
+      rewrapped = self.rewrap(old, new, dotted)
+      if rewrapped is not None:
+        return rewrapped
       name = dotted or "<root>"
       self.report["fresh"].append(name)
       self.report["mismatched"].append(name)
@@ -392,6 +415,25 @@ class _Carry:
     if own or not new_parts:
       self.report["carried"].append(dotted or "<root>")
     return jax.tree_util.tree_unflatten(old_def, merged)
+
+  def rewrap(self, old: Any, new: Any, dotted: str) -> Any | None:
+    """A stage newly wrapped (``adam`` -> ``apply_if_finite(adam)``), or unwrapped:
+    the wrapped state is carried and the wrapper's own state is fresh (or dropped)."""
+    for outer, inner, wrapping in ((new, old, True), (old, new, False)):
+      field = next((f for f in _WRAPPED_FIELDS if f in getattr(type(outer), "_fields", ())), None)
+      if field is None:
+        continue
+      probe = _Carry(self.keep_hparams)
+      merged = (probe.stage(inner, getattr(outer, field), dotted) if wrapping
+                else probe.stage(getattr(outer, field), inner, dotted))
+      if probe.report["mismatched"] or not probe.report["carried"]:
+        continue
+      for key, names in probe.report.items():
+        self.report[key].extend(names)
+      self.report["fresh" if wrapping else "dropped"].append(
+          f"{dotted or '<root>'} ({type(outer).__name__})")
+      return outer._replace(**{field: merged}) if wrapping else merged
+    return None
 
   def hparams(self, old: HParams, new: HParams, dotted: str) -> HParams:
     self.report["hparams_differ"].extend(
@@ -413,7 +455,10 @@ def carry_state(old: PyTree, new: PyTree, *, strict: bool = False,
   new, it keeps its fresh state and the report says so. Nested chains are
   matched stage by stage, also inside wrappers (``apply_if_finite(chain(...))``,
   ``partition``), whose own state (counters, accumulators) must match to be
-  carried.
+  carried. A stage newly put inside a wrapper (``adam`` became
+  ``apply_if_finite(adam)``) keeps its state inside the fresh wrapper, and the
+  reverse: the report lists the wrapper's own state as ``"fresh"`` (or
+  ``"dropped"``) under the stage name and the wrapper's state class.
 
   Hyperparameters: with ``hparams="old"`` (the default) a carried stage keeps
   the values the old state held, including any set by :func:`set_hparams`,

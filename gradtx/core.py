@@ -94,12 +94,19 @@ class Range:
 
 
 ANY = Range()
+"""Any real number: :math:`(-\\infty, \\infty)`."""
 NONNEGATIVE = Range(0.0)
+"""Zero or more: :math:`[0, \\infty)`."""
 POSITIVE = Range(0.0, low_open=True)
+"""More than zero: :math:`(0, \\infty)`."""
 UNIT = Range(0.0, 1.0)                      # [0, 1]
+"""The closed unit interval :math:`[0, 1]`."""
 UNIT_HALF_OPEN = Range(0.0, 1.0, high_open=True)  # [0, 1)
+"""The unit interval without 1, :math:`[0, 1)`: decay rates of moving averages."""
 NONNEGATIVE_INT = Range(0, integer=True)
+"""An integer, zero or more (held as int32)."""
 POSITIVE_INT = Range(1, integer=True)
+"""An integer, one or more (held as int32)."""
 
 
 def _is_concrete(value: Any) -> bool:
@@ -356,7 +363,7 @@ def _format_value(value: Any) -> str:
   try:
     if not isinstance(value, (bool, int, str)) and value is not None:
       return np.dtype(value).name  # a dtype, such as jnp.bfloat16
-  except TypeError:
+  except (TypeError, ValueError):  # np.dtype({...}) raises ValueError: a mask, not a dtype
     pass
   if callable(value) and not hasattr(value, "init") and "<" in repr(value):
     return getattr(value, "__qualname__", getattr(value, "__name__", repr(value)))

@@ -212,16 +212,19 @@ class Layout:
 
     Works for any :class:`Packed` of this layout: parameters, gradients, or a
     stage's moments (``layout.unpack(state["adam"].mu)``), whatever the
-    buffers' dtype. Inside a loss function it is how the model sees packed
+    buffers' dtype; buffers with leading axes (L-BFGS's history of each
+    leaf) give leaves with the same leading axes. Inside a loss function it is how the model sees packed
     parameters; its gradient is a concatenation, so the gradient arrives packed.
     """
     self._check(packed, "unpack")
     leaves: list[Any] = [None] * len(self.shapes)
     for group in self.groups:
       buffer = packed.buffers[group.dtype]
-      pieces = jnp.split(buffer, group.splits) if len(group.leaves) > 1 else [buffer]
+      # Leading axes (a stage keeping a history of each leaf, a vmapped state) stay leading.
+      lead = buffer.shape[:-1]
+      pieces = jnp.split(buffer, group.splits, axis=-1) if len(group.leaves) > 1 else [buffer]
       for i, shape, piece in zip(group.leaves, group.shapes, pieces):
-        leaves[i] = piece.reshape(shape)
+        leaves[i] = piece.reshape(lead + shape)
     return jax.tree.unflatten(self.treedef, leaves)
 
   def unpack_state(self, state: PyTree) -> PyTree:

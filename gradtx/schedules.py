@@ -40,7 +40,9 @@ import jax.numpy as jnp
 from gradtx.errors import HyperparameterError
 
 Schedule = Callable[[chex.Numeric], chex.Numeric]
+"""A schedule: a function of the step count returning a scalar value."""
 ScalarOrSchedule = float | jax.Array | Schedule
+"""A hyperparameter given as a fixed value or as a :data:`Schedule`."""
 
 __all__ = [
     "Schedule",

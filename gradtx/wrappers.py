@@ -35,6 +35,7 @@ from gradtx.core import (NONNEGATIVE_INT, POSITIVE_INT, UNIT, GradientTransforma
                          stateless)
 from gradtx.errors import StructureError
 from gradtx.numerics import as_dtype, safe_increment
+from gradtx.packed import Packed, masked_update
 from gradtx.tree import MaskedNode
 
 __all__ = ["ApplyIfFiniteState", "LookaheadParams", "LookaheadState", "MaskedState",
@@ -51,6 +52,15 @@ Mask = PyTree | Callable[[PyTree], PyTree]
 
 def _is_masked(x: Any) -> bool:
   return isinstance(x, MaskedNode)
+
+
+def _check_state(state: Any, kind: type, where: str) -> None:
+  """Raises a clear error for a state some other transformation made."""
+  if not isinstance(state, kind):
+    raise StructureError(
+        f"{where}: the state is a {type(state).__name__}, not a {kind.__name__}; pass the "
+        f"state this transformation's init made (to move a state into an edited chain, use "
+        f"gradtx.carry_state)")
 
 
 def _has_masked(values: PyTree) -> bool:
@@ -102,6 +112,9 @@ def _prefix_error(prefix: PyTree, real: PyTree, where: str, what: str) -> str:
 
 def _per_leaf(prefix: PyTree, real: PyTree, where: str, what: str) -> PyTree:
   """``prefix`` (a prefix of ``real``'s structure) broadcast to one entry per leaf of ``real``."""
+  if isinstance(real, Packed):  # a packed buffer has no leaves to hide: see gradtx.packed
+    raise StructureError(f"{where} does not run in packed mode (gradtx.packed); only "
+                         "masked (and freeze) run packed: run this one on the tree")
   try:
     return jax.tree.map(lambda entry, sub: jax.tree.map(lambda _: entry, sub, is_leaf=_is_masked),
                         prefix, real, is_leaf=_is_masked)
@@ -186,13 +199,20 @@ def masked(inner: GradientTransformation, mask: Mask, *,
   inner = as_transformation(inner, where="masked")
 
   def init(params):
+    if isinstance(params, Packed):  # packed mode masks elements, not leaves: see gradtx.packed
+      return MaskedState(inner.init(params))
     with _unmasked_view(params) as real:
       keep = _mask_per_leaf(mask, real, "masked")
       return MaskedState(inner.init(_hide(keep, params)))
 
   def update(updates, state, params=None, **extra):
+    _check_state(state, MaskedState, "masked")
     if params is not None:
       tree.check_structure(params, updates, "params", "updates")
+    if isinstance(updates, Packed):
+      updates, inner_state = masked_update(inner, mask, updates, state.inner_state, params,
+                                           **extra)
+      return updates, MaskedState(inner_state)
     with _unmasked_view(updates if params is None else params) as real:
       keep = _mask_per_leaf(mask, real, "masked")
       if mask_compatible_extra_args:
@@ -318,6 +338,7 @@ def partition(transforms: Mapping[str, GradientTransformation],
     return PartitionState(ChainState(states))
 
   def update(updates, state, params=None, **extra):
+    _check_state(state, PartitionState, "partition")
     if params is not None:
       tree.check_structure(params, updates, "params", "updates")
     inner_states = state.inner_states
@@ -388,12 +409,14 @@ def _run_if(run: jax.Array, inner: GradientTransformation, updates: PyTree, stat
     u, s, p = operands
     return inner.update(u, s, p, **extra)
 
-  out_updates = jax.eval_shape(step, (updates, state, params))[0]
-
   def skip(operands):
+    out_updates = jax.eval_shape(step, operands)[0]
     return tree.tree_map(lambda x: jnp.zeros(x.shape, x.dtype), out_updates), operands[1]
 
-  return jax.lax.cond(run, step, skip, (updates, state, params))
+  operands = (updates, state, params)
+  if not isinstance(run, jax.core.Tracer):  # not traced: branch in Python, compile nothing
+    return step(operands) if bool(run) else skip(operands)
+  return jax.lax.cond(run, step, skip, operands)
 
 
 class ApplyIfFiniteState(NamedTuple):
@@ -451,6 +474,7 @@ def apply_if_finite(inner: GradientTransformation,
     return ApplyIfFiniteState(zero, jnp.array(True), zero, inner.init(params), spec.init())
 
   def update(updates, state, params=None, **extra):
+    _check_state(state, ApplyIfFiniteState, "apply_if_finite")
     h, hparams = spec.step(state.hparams)
     finite = tree.all_finite(updates)
     notfinite_count = jnp.where(finite, jnp.zeros([], jnp.int32),
@@ -550,6 +574,7 @@ def multi_steps(opt: GradientTransformation, every_k_schedule: int | Callable[[j
                            tree.zeros_like(params, accumulator_dtype), skip_state, hparams)
 
   def update(updates, state, params=None, **extra):
+    _check_state(state, MultiStepsState, "multi_steps")
     tree.check_structure(state.acc_grads, updates, "state.acc_grads", "updates")
     if spec.scheduled:
       k = jnp.asarray(every_k_schedule(state.gradient_step)).astype(jnp.int32)
@@ -619,7 +644,8 @@ def _reset_keeping_hparams(reset: jax.Array, current: PyTree, fresh: PyTree) -> 
 
 
 def lookahead(fast_optimizer: GradientTransformation, sync_period: int,
-              slow_step_size: ScalarOrSchedule, reset_state: bool = False) -> GradientTransformation:
+              slow_step_size: ScalarOrSchedule,
+              reset_state: bool = False) -> GradientTransformation:
   """Lookahead: ``k`` steps of a fast optimizer, then one step of the slow weights towards them.
 
   .. math::
@@ -669,6 +695,7 @@ def lookahead(fast_optimizer: GradientTransformation, sync_period: int,
                           spec.init())
 
   def update(updates, state, params=None, **extra):
+    _check_state(state, LookaheadState, "lookahead")
     params = require_params("lookahead", params)
     if not (hasattr(params, "fast") and hasattr(params, "slow")):
       raise StructureError("lookahead: params must be LookaheadParams(fast=..., slow=...) "

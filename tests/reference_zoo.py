@@ -11,7 +11,7 @@ import numpy as np
 
 from reference import Reference, _f64, _norm
 
-__all__ = ["centralize", "lbfgs", "scale_by_param_block_norm"]
+__all__ = ["centralize", "lbfgs", "scale_by_nadam", "scale_by_param_block_norm"]
 
 
 class scale_by_param_block_norm(Reference):
@@ -93,3 +93,33 @@ class lbfgs(Reference):
       b = rho * float(y @ r)
       r = r + (a - b) * s
     return self._unflat(-self.sched(self.learning_rate) * r)
+
+
+class scale_by_nadam(Reference):
+  """Dozat's NAdam with the momentum schedule (the paper's Algorithm 2; torch.optim.NAdam).
+
+    mu_t = b1 (1 - 0.5 * 0.96^(t psi)),  Pi_t = mu_1 ... mu_t
+    m_t = b1 m_{t-1} + (1-b1) g_t,  v_t = b2 v_{t-1} + (1-b2) g_t^2
+    u_t = [(1-mu_t)/(1-Pi_t) g_t + mu_{t+1}/(1-Pi_t mu_{t+1}) m_t] / (sqrt(v_t/(1-b2^t)) + eps)
+  """
+
+  def __init__(self, b1: float = 0.9, b2: float = 0.999, eps: float = 1e-8,
+               momentum_decay: float = 4e-3):
+    self.b1, self.b2, self.eps, self.momentum_decay = b1, b2, eps, momentum_decay
+    self.product = 1.0
+
+  def init_leaf(self, p):
+    return {"m": np.zeros_like(p), "v": np.zeros_like(p)}
+
+  def begin_step(self, grads, params, **extra):
+    t = self.t
+    self.mu = self.b1 * (1 - 0.5 * 0.96 ** (t * self.momentum_decay))
+    self.mu_next = self.b1 * (1 - 0.5 * 0.96 ** ((t + 1) * self.momentum_decay))
+    self.product = (1.0 if t == 1 else self.product) * self.mu
+
+  def update_leaf(self, name, g, p, s):
+    s["m"] = self.b1 * s["m"] + (1 - self.b1) * g
+    s["v"] = self.b2 * s["v"] + (1 - self.b2) * g * g
+    denominator = np.sqrt(s["v"] / (1 - self.b2 ** self.t)) + self.eps
+    return ((1 - self.mu) / (1 - self.product) * g
+            + self.mu_next / (1 - self.product * self.mu_next) * s["m"]) / denominator

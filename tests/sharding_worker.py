@@ -17,10 +17,12 @@ from __future__ import annotations
 
 import os
 
-os.environ["XLA_FLAGS"] = " ".join(
-    [os.environ.get("XLA_FLAGS", ""), "--xla_force_host_platform_device_count=8"]).strip()
+if __name__ == "__main__":  # not when pytest imports this file to look for doctests
+  os.environ["XLA_FLAGS"] = " ".join(
+      [os.environ.get("XLA_FLAGS", ""), "--xla_force_host_platform_device_count=8"]).strip()
 
 import json  # noqa: E402
+import re  # noqa: E402
 import sys  # noqa: E402
 import traceback  # noqa: E402
 from typing import Any, Callable  # noqa: E402
@@ -147,6 +149,22 @@ def _has(state, name: str) -> bool:
   return True
 
 
+def on_mesh(abstract, concrete_mesh):
+  """An abstract tree (from jax.eval_shape) with its shardings on ``concrete_mesh``.
+
+  Under explicit axes, jax.eval_shape keeps each leaf's PartitionSpec over an
+  abstract mesh; restoring a checkpoint needs the devices, so the same specs
+  are put on the concrete mesh. Leaves made without reference to the params
+  (counts, hyperparameters) have no sharding there and are replicated.
+  """
+
+  def concrete(a):
+    spec = P() if a.sharding is None else a.sharding.spec
+    return jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=NamedSharding(concrete_mesh, spec))
+
+  return jax.tree.map(concrete, abstract)
+
+
 def assert_sharded_like(tree, shardings, what: str) -> None:
   jax.tree.map_with_path(
       lambda path, leaf, sharding: _assert_same_sharding(
@@ -210,7 +228,7 @@ def fully_sharded_state_takes_the_params_sharding(tmp: str) -> None:
       for leaf in jax.tree.leaves(gtx.hparams(state)):
         assert leaf.sharding.is_fully_replicated, f"{name}: a hyperparameter is sharded"
       # jax.eval_shape gives the same shardings, for an abstract restore target.
-      abstract = jax.eval_shape(tx.init, params)
+      abstract = on_mesh(jax.eval_shape(tx.init, params), fsdp)
       for field, tree in param_shaped_states(abstract):
         assert_sharded_like(tree, shardings, f"{name}: abstract {field}")
 
@@ -278,7 +296,7 @@ def orbax_sharded_state_resumes_bit_for_bit(tmp: str) -> None:
       abstract_params = jax.tree.map(
           lambda p, s: jax.ShapeDtypeStruct(p.shape, p.dtype, sharding=s), params, shardings)
       target = {"params": abstract_params,
-                "opt_state": jax.eval_shape(tx.init, abstract_params)}
+                "opt_state": on_mesh(jax.eval_shape(tx.init, abstract_params), fsdp)}
       restored = checkpointer.restore(path, target)
     assert isinstance(restored["opt_state"], gtx.ChainState)
     assert_trees_equal(restored, {"params": params, "opt_state": state}, "restored")
@@ -290,6 +308,26 @@ def orbax_sharded_state_resumes_bit_for_bit(tmp: str) -> None:
                     state=restored["opt_state"])
     uninterrupted = train(tx, params, xs, ys, steps=3, loss=fsdp_loss_fn, state=state)
   assert_trees_equal(resumed, uninterrupted, "resumed")
+
+
+# ----------------------------------------------------------------------------
+# The documentation's code, run as written.
+
+
+@check
+def docs_distributed_page_runs(tmp: str) -> None:
+  """Runs the Python blocks of docs/distributed.md in order, in one namespace."""
+  del tmp
+  page = os.path.join(os.path.dirname(__file__), "..", "docs", "distributed.md")
+  with open(page) as f:
+    blocks = re.findall(r"^```python\n(.*?)^```", f.read(), flags=re.S | re.M)
+  assert len(blocks) >= 5, f"expected the page's code blocks, found {len(blocks)}"
+  namespace: dict[str, Any] = {}
+  try:
+    for index, block in enumerate(blocks):
+      exec(compile(block, f"docs/distributed.md, block {index + 1}", "exec"), namespace)
+  finally:
+    jax.set_mesh(None)  # the page sets its mesh globally
 
 
 def main(argv: list[str]) -> int:

@@ -137,6 +137,21 @@ def test_nnx_optimizer_state_reads_hyperparameters_by_name():
   assert int(optimizer.opt_state["adam"].count[...]) == STEPS
 
 
+def test_nnx_optimizer_hyperparameters_set_by_name_between_steps():
+  model = _NnxMLP(nnx.Rngs(0))
+  optimizer = nnx.Optimizer(model, gtx.sgd(0.05), wrt=nnx.Param)
+  x, y = _data()
+  _nnx_step(model, optimizer, x, y)
+  # nnx keeps the state's arrays in OptArray variables; set_hparams keeps them so.
+  optimizer.opt_state = gtx.set_hparams(optimizer.opt_state, {"lr.learning_rate": 0.0})
+  frozen = jax.tree.map(np.asarray, nnx.to_pure_dict(nnx.state(model, nnx.Param)))
+  _nnx_step(model, optimizer, x, y)
+  after = jax.tree.map(np.asarray, nnx.to_pure_dict(nnx.state(model, nnx.Param)))
+  jax.tree.map(np.testing.assert_array_equal, after, frozen)
+  assert float(gtx.hparams(optimizer.opt_state)["lr.learning_rate"][...]) == 0.0
+  assert int(optimizer.step[...]) == 2
+
+
 # ----------------------------------------------------------------------------
 # flax.training.train_state.TrainState
 

@@ -30,7 +30,7 @@ import reference_zoo as RZ
 
 SHAPES = {"scalar": (), "vector": (3,), "matrix": (4, 5), "cube": (2, 3, 4), "zeros": (3, 2),
           "tiny": (6,)}
-STEPS = 60
+STEPS = 50
 
 
 @dataclasses.dataclass(frozen=True)
@@ -117,6 +117,8 @@ ZOO = [
     ZooCase("scale_by_param_block_norm", lambda: gtx.scale_by_param_block_norm(0.5),
             lambda: RZ.scale_by_param_block_norm(0.5), step=-0.05),
     ZooCase("centralize", gtx.centralize, RZ.centralize, step=-0.05),
+    ZooCase("scale_by_nadam", lambda: gtx.scale_by_nadam(0.8, 0.99, 1e-6, 0.05),
+            lambda: RZ.scale_by_nadam(0.8, 0.99, 1e-6, 0.05), step=-0.01),
 ]
 BY_ID = {c.id: c for c in ZOO}
 
@@ -210,3 +212,331 @@ def test_float32_nojit_and_float64_jit(case_id):
   check_against_reference(BY_ID[case_id], jnp.float32, jit=False)
   with jax.enable_x64(True):
     check_against_reference(BY_ID[case_id], jnp.float64, jit=True)
+
+
+# ----------------------------------------------------------------------------
+# Convergence on real problems.
+
+
+def ill_conditioned_quadratic(x: jax.Array) -> jax.Array:
+  """f(x) = 1/2 sum_i c_i x_i^2, c from 1 to 100 (condition number 100); minimum 0 at 0."""
+  curvature = jnp.logspace(0, 2, x.shape[0], dtype=x.dtype)
+  return 0.5 * jnp.sum(curvature * x**2)
+
+
+def rosenbrock(x: jax.Array) -> jax.Array:
+  """f(x, y) = (1 - x)^2 + 100 (y - x^2)^2; minimum 0 at (1, 1)."""
+  return (1 - x[0]) ** 2 + 100 * (x[1] - x[0] ** 2) ** 2
+
+
+def minimise(tx: gtx.GradientTransformation, f: Callable, x0: jax.Array, steps: int) -> jax.Array:
+  """``steps`` updates in one compiled scan; every stage may read value, grad and value_fn."""
+  def step(carry, _):
+    x, state = carry
+    value, grad = jax.value_and_grad(f)(x)
+    updates, state = tx.update(grad, state, x, value=value, grad=grad, value_fn=f)
+    return (gtx.apply_updates(x, updates), state), None
+
+  (x, _), _ = jax.jit(lambda x: jax.lax.scan(step, (x, tx.init(x)), length=steps))(x0)
+  return x
+
+
+def _decay(init: float, every: int, rate: float = 0.5) -> gtx.schedules.Schedule:
+  # Sign and normalised rules take steps of fixed size: they settle as the rate decays.
+  return gtx.schedules.exponential_decay(init, every, rate)
+
+
+# (name, quadratic optimizer, Rosenbrock optimizer, quadratic steps, Rosenbrock steps);
+# success is f < 1e-3 on the quadratic and |x - (1, 1)| < 0.05 on Rosenbrock.
+CONVERGENCE = [
+    ("lion", lambda: gtx.lion(_decay(0.05, 100), weight_decay=0.0),
+     lambda: gtx.lion(_decay(0.01, 500, 0.7), weight_decay=0.0), 1000, 5000),
+    ("lamb", lambda: gtx.lamb(0.05), lambda: gtx.lamb(_decay(0.02, 1000)), 1000, 5000),
+    ("lars", lambda: gtx.lars(1.0, trust_coefficient=0.01),
+     lambda: gtx.lars(0.1, trust_coefficient=0.01), 1000, 3000),
+    # RAdam's first steps are unadapted momentum steps: Rosenbrock's gradient of ~200
+    # at the start needs a small rate.
+    ("radam", lambda: gtx.radam(0.05), lambda: gtx.radam(0.001), 1000, 8000),
+    ("adabelief", lambda: gtx.adabelief(0.05), lambda: gtx.adabelief(0.02), 1000, 3000),
+    ("yogi", lambda: gtx.yogi(0.05), lambda: gtx.yogi(0.05), 1000, 3000),
+    ("novograd", lambda: gtx.novograd(_decay(0.05, 200)),
+     lambda: gtx.novograd(_decay(0.01, 1000)), 1000, 5000),
+    ("adafactor", lambda: gtx.adafactor(0.05), lambda: gtx.adafactor(0.02, momentum=0.9),
+     1000, 5000),
+    ("adan", lambda: gtx.adan(0.05), lambda: gtx.adan(0.02), 1000, 3000),
+    ("sign_sgd", lambda: gtx.sign_sgd(_decay(0.05, 100)),
+     lambda: gtx.sign_sgd(gtx.schedules.cosine_decay_schedule(0.003, 20000)), 1000, 20000),
+    ("signum", lambda: gtx.signum(_decay(0.05, 100)), lambda: gtx.signum(_decay(0.01, 500, 0.7)),
+     1000, 5000),
+    ("noisy_sgd", lambda: gtx.noisy_sgd(0.009, eta=1e-4, key=1),
+     lambda: gtx.noisy_sgd(0.0015, eta=1e-6, key=1), 1000, 5000),
+    ("rprop", lambda: gtx.rprop(0.01), lambda: gtx.rprop(0.01), 1000, 3000),
+    ("sm3", lambda: gtx.sm3(0.5), lambda: gtx.sm3(1.0), 1000, 5000),
+    # Fromage's steps are relative to the weights; min_norm keeps it moving near the
+    # origin, which the path from (-1, 1.5) to (1, 1) passes.
+    ("fromage", lambda: gtx.fromage(_decay(0.05, 100)),
+     lambda: gtx.fromage(_decay(0.01, 1000), min_norm=0.5), 1000, 8000),
+    ("polyak_sgd", lambda: gtx.polyak_sgd(), lambda: gtx.polyak_sgd(0.002), 1000, 5000),
+    # Optimism needs a step well inside gradient descent's 2 / L on stiff problems.
+    ("optimistic_gradient_descent", lambda: gtx.optimistic_gradient_descent(0.005),
+     lambda: gtx.optimistic_gradient_descent(0.0006), 1000, 20000),
+    ("optimistic_adam", lambda: gtx.optimistic_adam(0.05), lambda: gtx.optimistic_adam(0.02),
+     1000, 3000),
+    ("optimistic_adam_v2", lambda: gtx.optimistic_adam_v2(0.05),
+     lambda: gtx.optimistic_adam_v2(0.02), 1000, 3000),
+    ("lbfgs", gtx.lbfgs, gtx.lbfgs, 40, 60),
+]
+
+
+@pytest.mark.parametrize("name, make_quad, make_rosen, quad_steps, rosen_steps", CONVERGENCE,
+                         ids=[c[0] for c in CONVERGENCE])
+def test_converges(name, make_quad, make_rosen, quad_steps, rosen_steps):
+  x = minimise(make_quad(), ill_conditioned_quadratic, jnp.ones(10), quad_steps)
+  assert float(ill_conditioned_quadratic(x)) < 1e-3, f"{name} on the quadratic: {x}"
+  x = minimise(make_rosen(), rosenbrock, jnp.array([-1.0, 1.5]), rosen_steps)
+  np.testing.assert_allclose(x, [1.0, 1.0], atol=0.05, err_msg=f"{name} on Rosenbrock")
+
+
+def test_every_zoo_optimizer_is_covered():
+  zoo = ["lion", "lamb", "lars", "radam", "adabelief", "yogi", "novograd", "adafactor", "adan",
+         "sign_sgd", "signum", "noisy_sgd", "rprop", "sm3", "fromage", "polyak_sgd",
+         "optimistic_gradient_descent", "optimistic_adam", "optimistic_adam_v2", "lbfgs"]
+  converged = {c[0] for c in CONVERGENCE}
+  checked = {c.id.split("-")[0] for c in ZOO}
+  for name in zoo:
+    assert hasattr(gtx, name) and name in converged, name
+    assert name in checked or name == "noisy_sgd", name  # noisy_sgd: see test_noisy_sgd_*
+
+
+# ----------------------------------------------------------------------------
+# L-BFGS: far fewer steps than SGD, and the same iterates as optax.
+
+
+def _quadratic_100(x: jax.Array) -> jax.Array:
+  """f(x) = 1/2 sum_i c_i x_i^2 over 100 dims, c from 1 to 1000 (condition number 1000)."""
+  curvature = jnp.logspace(0, 3, 100, dtype=x.dtype)
+  return 0.5 * jnp.sum(curvature * x**2)
+
+
+def _steps_to_reach(tx: gtx.GradientTransformation, f: Callable, x0: jax.Array,
+                    target: float, max_steps: int) -> int:
+  """The number of updates until f(x) < target, in one compiled while loop."""
+  def not_there(carry):
+    x, _, k = carry
+    return (f(x) >= target) & (k < max_steps)
+
+  def step(carry):
+    x, state, k = carry
+    value, grad = jax.value_and_grad(f)(x)
+    updates, state = tx.update(grad, state, x, value=value, grad=grad, value_fn=f)
+    return gtx.apply_updates(x, updates), state, k + 1
+
+  run = jax.jit(lambda x: jax.lax.while_loop(not_there, step, (x, tx.init(x), 0))[2])
+  return int(run(x0))
+
+
+def test_lbfgs_solves_an_ill_conditioned_quadratic_in_far_fewer_steps_than_sgd():
+  with jax.enable_x64(True):
+    x0 = jnp.ones(100, jnp.float64)
+    lbfgs_steps = _steps_to_reach(gtx.lbfgs(), _quadratic_100, x0, 1e-6, 1000)
+    # SGD near its best fixed step: 1.9 / L, just inside the stable 2 / L (L = 1000).
+    sgd_steps = _steps_to_reach(gtx.sgd(1.9e-3), _quadratic_100, x0, 1e-6, 100_000)
+  # Measured: 157 L-BFGS steps (the same iterates as optax.lbfgs) against 3578 for SGD.
+  assert lbfgs_steps <= 160, lbfgs_steps
+  assert sgd_steps >= 20 * lbfgs_steps, (sgd_steps, lbfgs_steps)
+
+
+def test_lbfgs_with_zoom_linesearch_follows_optax():
+  def f(x):
+    return rosenbrock(x) + 0.5 * jnp.sum(x**2)
+
+  def path(tx, apply):
+    def step(carry, _):
+      x, state = carry
+      value, grad = jax.value_and_grad(f)(x)
+      updates, state = tx.update(grad, state, x, value=value, grad=grad, value_fn=f)
+      x = apply(x, updates)
+      return (x, state), x
+
+    x0 = jnp.array([-1.0, 1.5])
+    return jax.jit(lambda x: jax.lax.scan(step, (x, tx.init(x)), length=15)[1])(x0)
+
+  with jax.enable_x64(True):
+    ours = path(gtx.lbfgs(), gtx.apply_updates)
+    with jax.numpy_dtype_promotion("standard"):  # optax mixes int32 and int64 under x64
+      theirs = path(optax.lbfgs(), optax.apply_updates)
+  np.testing.assert_allclose(ours, theirs, rtol=1e-9, atol=1e-12)
+
+
+def test_zoom_linesearch_meets_the_wolfe_conditions():
+  f = _quadratic_100
+  x = jnp.linspace(-1.0, 1.0, 100)
+  value, grad = jax.value_and_grad(f)(x)
+  tx = gtx.scale_by_zoom_linesearch(max_linesearch_steps=30, initial_guess_strategy="one")
+  direction = -grad
+  updates, state = tx.update(direction, tx.init(x), x, value=value, grad=grad, value_fn=f)
+  eta = float(state.learning_rate)
+  slope0 = float(jnp.vdot(grad, direction))
+  new_value, new_grad = jax.value_and_grad(f)(x + updates)
+  assert float(new_value) <= float(value) + 1e-4 * eta * slope0
+  assert abs(float(jnp.vdot(new_grad, direction))) <= 0.9 * abs(slope0)
+  assert float(state.info.decrease_error) == 0 and float(state.info.curvature_error) == 0
+  np.testing.assert_allclose(state.value, new_value, rtol=1e-6)
+
+
+# ----------------------------------------------------------------------------
+# Randomness: noisy_sgd draws optax's noise from the key in its state.
+
+
+def test_noisy_sgd_matches_optax_with_the_same_key():
+  params = {"a": jnp.ones((3, 4)), "b": jnp.zeros(5)}
+  grads = {"a": jnp.full((3, 4), 0.5), "b": jnp.ones(5)}
+  ours, theirs = gtx.noisy_sgd(0.1, key=7), optax.noisy_sgd(0.1, key=jax.random.key(7))
+  s_ours, s_theirs = ours.init(params), theirs.init(params)
+  for _ in range(5):
+    u_ours, s_ours = ours.update(grads, s_ours, params)
+    with jax.numpy_dtype_promotion("standard"):  # optax divides a float by an int32 count
+      u_theirs, s_theirs = theirs.update(grads, s_theirs, params)
+    for k in params:
+      np.testing.assert_allclose(u_ours[k], u_theirs[k], rtol=1e-6, atol=1e-7)
+
+
+def test_add_noise_has_the_annealed_variance():
+  eta, gamma = 0.5, 0.55
+  tx = gtx.add_noise(eta, gamma, key=jax.random.key(3))
+  zeros = jnp.zeros(20_000)
+  state = tx.init(zeros)
+  update = jax.jit(tx.update)
+  draws = []
+  for t in range(1, 4):
+    noise, state = update(zeros, state)
+    sigma = np.sqrt(eta / t**gamma)
+    assert abs(float(jnp.mean(noise))) < 4 * sigma / np.sqrt(zeros.size)
+    np.testing.assert_allclose(float(jnp.std(noise)), sigma, rtol=0.03)
+    draws.append(noise)
+  assert not np.allclose(draws[0], draws[1] * np.sqrt(2**gamma))  # fresh noise each step
+
+
+# ----------------------------------------------------------------------------
+# Mixed precision: bytes of moment state per parameter.
+
+
+def _moment_bytes_per_parameter(state: gtx.ChainState, params: dict) -> float:
+  adam = state["adam"]
+  moments = jax.tree.leaves((adam.mu, adam.nu))
+  n = sum(np.size(p) for p in jax.tree.leaves(params))
+  return sum(m.nbytes for m in moments) / n
+
+
+@pytest.mark.parametrize("kwargs, expected", [
+    (dict(), 8.0),
+    (dict(mu_dtype=jnp.bfloat16), 6.0),
+    (dict(mu_dtype=jnp.bfloat16, nu_dtype=jnp.bfloat16), 4.0),
+], ids=["float32", "mu-bfloat16", "mu-nu-bfloat16"])
+def test_adam_moment_memory_per_parameter(kwargs, expected):
+  params = {"w": jnp.zeros((64, 32)), "b": jnp.zeros(32)}
+  tx = gtx.adam(1e-3, **kwargs)
+  state = tx.init(params)
+  assert _moment_bytes_per_parameter(state, params) == expected
+  grads = jax.tree.map(jnp.ones_like, params)
+  updates, state = jax.jit(tx.update)(grads, state, params)
+  assert _moment_bytes_per_parameter(state, params) == expected  # dtypes survive a step
+  assert all(u.dtype == jnp.float32 for u in jax.tree.leaves(updates))
+
+
+@pytest.mark.parametrize("make, stage", [
+    (gtx.radam, "radam"), (gtx.adabelief, "belief"), (gtx.yogi, "yogi"),
+], ids=["radam", "adabelief", "yogi"])
+def test_bfloat16_moments_stay_close_to_float32(make, stage):
+  params = {"w": jnp.linspace(-1.0, 1.0, 12).reshape(3, 4)}
+  grads = {"w": jnp.linspace(0.5, -1.5, 12).reshape(3, 4)}
+  full, half = make(0.1), make(0.1, mu_dtype=jnp.bfloat16, nu_dtype=jnp.bfloat16)
+  s_full, s_half = full.init(params), half.init(params)
+  for _ in range(10):
+    u_full, s_full = full.update(grads, s_full, params)
+    u_half, s_half = half.update(grads, s_half, params)
+  assert s_half[stage].mu["w"].dtype == jnp.bfloat16 and s_half[stage].nu["w"].dtype == jnp.bfloat16
+  assert u_half["w"].dtype == jnp.float32
+  np.testing.assert_allclose(u_half["w"], u_full["w"], rtol=3e-2, atol=1e-3)
+
+
+# ----------------------------------------------------------------------------
+# Hyperparameters by name; errors a person can act on.
+
+
+def test_zoo_hyperparameters_read_and_set_by_name_without_retracing():
+  tx = gtx.lion(1e-3)
+  params = {"w": jnp.ones(3)}
+  state = tx.init(params)
+  names = gtx.hparams(state)
+  assert {"lion.b1", "lion.b2", "decay.weight_decay", "lr.learning_rate"} <= set(names)
+  traces = []
+
+  @jax.jit
+  def step(state):
+    traces.append(1)
+    return tx.update({"w": jnp.full(3, 0.5)}, state, params)
+
+  u1, _ = step(state)
+  u2, _ = step(gtx.set_hparams(state, {"lr.learning_rate": 2e-3}))
+  assert len(traces) == 1
+  # Lion's update is -lr (sign(c) + wd theta): twice the rate, twice the step.
+  np.testing.assert_allclose(u2["w"], 2 * u1["w"], rtol=1e-6)
+
+
+BAD_HYPERPARAMETERS = [
+    (lambda: gtx.lion(1e-3, b1=1.5), r"scale_by_lion: b1 must be in \[0, 1\], got 1.5"),
+    (lambda: gtx.lion(1e-3, weight_decay=-1.0), r"add_decayed_weights: weight_decay must be"),
+    (lambda: gtx.scale_by_lion(mode="soft"), r"scale_by_lion: mode must be one of"),
+    (lambda: gtx.radam(1e-3, b2=0.5), r"scale_by_radam: b2 must be in \(0.6, 1\), got 0.5"),
+    (lambda: gtx.adabelief(1e-3, eps_root=-1.0), r"scale_by_belief: eps_root must be in \[0, inf\)"),
+    (lambda: gtx.yogi(1e-3, b1=1.0), r"scale_by_yogi: b1 must be in \[0, 1\), got 1.0"),
+    (lambda: gtx.novograd(1e-3, b2=-0.1), r"scale_by_novograd: b2 must be in \[0, 1\)"),
+    (lambda: gtx.adan(1e-3, b3=1.0), r"scale_by_adan: b3 must be in \[0, 1\)"),
+    (lambda: gtx.adafactor(decay_rate=1.5), r"scale_by_factored_rms: decay_rate must be in \[0, 1\]"),
+    (lambda: gtx.adafactor(clipping_threshold=0.0), r"clip_by_block_rms: threshold must be"),
+    (lambda: gtx.lamb(1e-3, eps=-1.0), r"scale_by_adam: eps must be in \[0, inf\)"),
+    (lambda: gtx.lars(1e-3, momentum=-0.9), r"trace: decay must be in \[0, inf\)"),
+    (lambda: gtx.scale_by_trust_ratio(min_norm=-1.0), r"scale_by_trust_ratio: min_norm must be"),
+    (lambda: gtx.scale_by_param_block_rms(-1e-3), r"scale_by_param_block_rms: min_scale must be"),
+    (lambda: gtx.fromage(-0.1), r"scale_by_fromage: learning_rate must be in \[0, inf\)"),
+    (lambda: gtx.sign_sgd(-1.0), r"scale_by_learning_rate: learning_rate must be"),
+    (lambda: gtx.signum(0.1, beta=1.0), r"ema: decay must be in \[0, 1\)"),
+    (lambda: gtx.rprop(0.0), r"scale_by_rprop: learning_rate must be in \(0, inf\)"),
+    (lambda: gtx.rprop(0.1, eta_minus=1.5), r"scale_by_rprop: eta_minus must be in \(0, 1\]"),
+    (lambda: gtx.rprop(0.1, eta_plus=0.9), r"scale_by_rprop: eta_plus must be in \[1, inf\)"),
+    (lambda: gtx.sm3(0.1, momentum=1.0), r"scale_by_sm3: b1 must be in \[0, 1\)"),
+    (lambda: gtx.noisy_sgd(0.1, eta=-0.01), r"add_noise: eta must be in \[0, inf\)"),
+    (lambda: gtx.polyak_sgd(max_learning_rate=-1.0), r"scale_by_polyak: max_learning_rate must"),
+    (lambda: gtx.polyak_sgd(variant="sps++"), r"scale_by_polyak: variant must be one of"),
+    (lambda: gtx.optimistic_adam(gtx.schedules.constant_schedule(0.1)),
+     r"optimistic_adam: learning_rate must be a float"),
+    (lambda: gtx.lbfgs(memory_size=0), r"scale_by_lbfgs: memory_size must be in \[1, inf\)"),
+    (lambda: gtx.scale_by_zoom_linesearch(0), r"max_linesearch_steps must be in \[1, inf\)"),
+    (lambda: gtx.scale_by_zoom_linesearch(10, curv_rtol=1.5), r"curv_rtol must be in \(0, 1\]"),
+    (lambda: gtx.scale_by_zoom_linesearch(10, initial_guess_strategy="best"),
+     r"initial_guess_strategy must be 'one' or 'keep'"),
+]
+
+
+@pytest.mark.parametrize("make, message", BAD_HYPERPARAMETERS)
+def test_bad_hyperparameters_raise_at_construction(make, message):
+  with pytest.raises(ValueError, match=message):
+    make()
+
+
+def test_missing_loss_value_names_the_argument():
+  x = jnp.ones(2)
+  tx = gtx.polyak_sgd()
+  with pytest.raises(gtx.MissingArgumentError, match=r"stage 'polyak': .*value=loss"):
+    tx.update(x, tx.init(x), x)
+  tx = gtx.lbfgs()
+  with pytest.raises(gtx.MissingArgumentError, match=r"stage 'linesearch': .*value, grad, value_fn"):
+    tx.update(x, tx.init(x), x)
+
+
+def test_structure_mismatch_names_the_key_path():
+  tx = gtx.lion(1e-3)
+  state = tx.init({"w": jnp.ones(2), "b": jnp.ones(3)})
+  with pytest.raises(gtx.StructureError, match=r"stage 'lion'.*\['b'\]"):
+    tx.update({"w": jnp.ones(2), "b": jnp.ones(4)}, state, {"w": jnp.ones(2), "b": jnp.ones(4)})

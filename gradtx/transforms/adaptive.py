@@ -1,4 +1,4 @@
-"""Adaptive moments beyond Adam: RAdam, AdaBelief, Yogi, NovoGrad and Adan.
+"""Adaptive moments beyond Adam: RAdam, AdaBelief, Yogi, NovoGrad, Adan, scheduled NAdam.
 
 Each rule is written once per array in a local ``leaf`` function whose
 variables are named as in its docstring; :func:`gradtx.tree.map_multi` lifts
@@ -20,9 +20,9 @@ from gradtx.core import (NONNEGATIVE, UNIT_HALF_OPEN, GradientTransformation, HP
 from gradtx.numerics import as_dtype, compute_dtype, ema_moment, safe_increment
 from gradtx.transforms.moments import ScaleByAdamState, _adam_moments
 
-__all__ = ["ScaleByAdanState", "ScaleByBeliefState", "ScaleByNovogradState",
-           "scale_by_adan", "scale_by_belief", "scale_by_novograd", "scale_by_radam",
-           "scale_by_yogi"]
+__all__ = ["ScaleByAdanState", "ScaleByBeliefState", "ScaleByNadamState", "ScaleByNovogradState",
+           "scale_by_adan", "scale_by_belief", "scale_by_nadam", "scale_by_novograd",
+           "scale_by_radam", "scale_by_yogi"]
 
 _ZERO_COUNT = lambda: jnp.zeros([], jnp.int32)  # noqa: E731
 # RAdam's rectification needs rho_inf = 2 / (1 - b2) - 1 > 4, i.e. b2 > 0.6.
@@ -279,7 +279,8 @@ def scale_by_novograd(b1: ScalarOrSchedule = 0.9, b2: ScalarOrSchedule = 0.25,
                     weight_decay=(weight_decay, NONNEGATIVE))
 
   def init(params):
-    nu = tree.tree_map(lambda p: jnp.zeros((), jnp.asarray(p).dtype), params)
+    # One scalar per leaf (block_map: in packed mode, spread over the leaf's entries).
+    nu = tree.block_map(lambda p: jnp.zeros((), jnp.asarray(p).dtype), params)
     return ScaleByNovogradState(_ZERO_COUNT(), tree.zeros_like(params, mu_dtype), nu,
                                 spec.init())
 
@@ -383,3 +384,82 @@ def scale_by_adan(b1: ScalarOrSchedule = 0.98, b2: ScalarOrSchedule = 0.92,
     return updates, ScaleByAdanState(count, m, v, n, g, hparams)
 
   return GradientTransformation(init, update, name="scale_by_adan", spec=spec)
+
+
+class ScaleByNadamState(NamedTuple):
+  """State of :func:`scale_by_nadam`: ``count``, the product ``mu_product`` of the momentum
+  schedule so far, and the moments ``mu``, ``nu``."""
+  count: jax.Array
+  mu_product: jax.Array
+  mu: Any
+  nu: Any
+  hparams: HParams
+
+
+def scale_by_nadam(b1: ScalarOrSchedule = 0.9, b2: ScalarOrSchedule = 0.999,
+                   eps: ScalarOrSchedule = 1e-8,
+                   momentum_decay: ScalarOrSchedule = 4e-3) -> GradientTransformation:
+  """Dozat's NAdam with its momentum schedule (torch.optim.NAdam's rule).
+
+  .. math::
+    \\mu_t = \\beta_1\\left(1 - \\tfrac12\\, 0.96^{t\\psi}\\right), \\quad
+    \\Pi_t = \\textstyle\\prod_{i \\le t} \\mu_i, \\quad
+    m_t = \\beta_1 m_{t-1} + (1-\\beta_1) g_t, \\quad
+    v_t = \\beta_2 v_{t-1} + (1-\\beta_2) g_t^2, \\\\
+    u_t = \\frac{1}{\\sqrt{v_t / (1-\\beta_2^t)} + \\epsilon}\\left(
+      \\frac{1-\\mu_t}{1-\\Pi_t}\\, g_t + \\frac{\\mu_{t+1}}{1 - \\Pi_t\\, \\mu_{t+1}}\\, m_t\\right)
+
+  :func:`scale_by_adam` with ``nesterov=True`` (optax's and gradtx's
+  :func:`gradtx.nadam`) is this rule without the schedule (:math:`\\mu_t = \\beta_1`);
+  torch.optim.NAdam with its default ``momentum_decay=4e-3`` is this one.
+
+  Args:
+    b1: :math:`\\beta_1 \\in [0, 1)`, default 0.9.
+    b2: :math:`\\beta_2 \\in [0, 1)`, default 0.999.
+    eps: :math:`\\epsilon \\ge 0`, default 1e-8, outside the root.
+    momentum_decay: :math:`\\psi \\ge 0`, default 4e-3 (the paper's 1/250).
+
+  References:
+    Dozat, *Incorporating Nesterov Momentum into Adam*, ICLR workshop 2016.
+
+  Example:
+    >>> import gradtx as gtx
+    >>> import jax.numpy as jnp
+    >>> tx = gtx.scale_by_nadam()
+    >>> tx.update(jnp.array([2.0]), tx.init(jnp.zeros(1)))[0]  # (2 + 0.1129) / 2
+    Array([1.0564518], dtype=float32)
+  """
+  spec = HParamSpec("scale_by_nadam", b1=(b1, UNIT_HALF_OPEN), b2=(b2, UNIT_HALF_OPEN),
+                    eps=(eps, NONNEGATIVE), momentum_decay=(momentum_decay, NONNEGATIVE))
+
+  def init(params):
+    dtype = jnp.result_type(*(jnp.asarray(p).dtype for p in jax.tree.leaves(params)))
+    return ScaleByNadamState(_ZERO_COUNT(), jnp.ones((), dtype), tree.zeros_like(params),
+                             tree.zeros_like(params), spec.init())
+
+  def update(updates, state, params=None, **extra):
+    del params, extra
+    tree.check_structure(state.mu, updates, "state.mu", "updates")
+    h, hparams = spec.step(state.hparams)
+    count = safe_increment(state.count)
+    dtype = state.mu_product.dtype
+    beta1, psi, t = as_dtype(h["b1"], dtype), as_dtype(h["momentum_decay"], dtype), count.astype(
+        dtype)
+    mu_t = beta1 * (1 - 0.5 * 0.96 ** (t * psi))
+    mu_next = beta1 * (1 - 0.5 * 0.96 ** ((t + 1) * psi))
+    mu_product = state.mu_product * mu_t
+
+    def leaf(g, m, v):
+      m_new = ema_moment(g, m, h["b1"], order=1)
+      v_new = ema_moment(g, v, h["b2"], order=2)
+      d = v_new.dtype
+      denominator = jnp.sqrt(numerics.bias_correction(v_new, h["b2"], count)) + as_dtype(
+          h["eps"], d)
+      u = (((1 - mu_t) / (1 - mu_product)).astype(d) * g.astype(d)
+           + (mu_next / (1 - mu_product * mu_next)).astype(d) * m_new.astype(d)) / denominator
+      return u.astype(g.dtype), m_new.astype(m.dtype), v_new.astype(v.dtype)
+
+    updates, mu, nu = tree.map_multi(leaf, 3, updates, state.mu, state.nu)
+    return updates, ScaleByNadamState(count, mu_product, mu, nu, hparams)
+
+  return GradientTransformation(init, update, name="scale_by_nadam", spec=spec)

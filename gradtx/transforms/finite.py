@@ -34,7 +34,8 @@ class ZeroNansState(NamedTuple):
 def zero_nans() -> GradientTransformation:
   """Replaces NaN entries of the updates by zero.
 
-  .. math:: u_i \\leftarrow \\begin{cases} 0 & g_i \\text{ is NaN} \\\\ g_i & \\text{otherwise}\\end{cases}
+  .. math::
+    u_i \\leftarrow \\begin{cases} 0 & g_i \\text{ is NaN} \\\\ g_i & \\text{otherwise}\\end{cases}
 
   The state holds, for each leaf, whether it had a NaN at the last step; the
   rule itself does not read it. Inf entries are kept (clip them, or skip the
@@ -94,7 +95,8 @@ def skip_not_finite(updates: Any, gradient_step: jax.Array,
 
 
 def skip_large_updates(updates: Any, gradient_step: jax.Array, params: Any,
-                       max_squared_norm: float | jax.Array) -> tuple[jax.Array, dict[str, jax.Array]]:
+                       max_squared_norm: float | jax.Array,
+                       ) -> tuple[jax.Array, dict[str, jax.Array]]:
   """Skips a mini-batch whose updates have :math:`\\|g\\|_2^2 \\ge` ``max_squared_norm``.
 
   A ``should_skip_update_fn`` for :func:`gradtx.multi_steps`, as

@@ -12,7 +12,7 @@ arguments ``value`` (the loss at the params), ``grad`` (its gradient) and
 from __future__ import annotations
 
 import inspect
-from typing import Any, Callable, Literal, NamedTuple
+from typing import Any, Literal, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -44,6 +44,22 @@ def _value_dtype(params: Any) -> jnp.dtype:
 
 # ----------------------------------------------------------------------------
 # L-BFGS.
+
+
+def _newest_to_oldest(q: Any, pair: tuple) -> tuple[Any, jax.Array]:
+  """The first loop of the two-loop recursion: :math:`\\alpha_i = \\rho_i \\langle s_i, q\\rangle`,
+  :math:`q \\leftarrow q - \\alpha_i y_i`."""
+  s_i, y_i, rho_i = pair
+  alpha = rho_i * _vdot(s_i, q).astype(rho_i.dtype)
+  return _add_scaled(q, -alpha, y_i), alpha
+
+
+def _oldest_to_newest(r: Any, pair_alpha: tuple) -> tuple[Any, None]:
+  """The second loop: :math:`\\beta = \\rho_i \\langle y_i, r\\rangle`,
+  :math:`r \\leftarrow r + (\\alpha_i - \\beta) s_i`."""
+  s_i, y_i, rho_i, alpha = pair_alpha
+  beta = rho_i * _vdot(y_i, r).astype(rho_i.dtype)
+  return _add_scaled(r, alpha - beta, s_i), None
 
 
 class ScaleByLBFGSState(NamedTuple):
@@ -132,24 +148,13 @@ def scale_by_lbfgs(memory_size: int = 10, scale_init_precond: bool = True
     else:
       gamma = jnp.ones((), weight_dtype)
 
-    # 3. The two-loop recursion over the slots, oldest to newest (empty slots have rho = 0).
-    order = (k % memory_size + jnp.arange(memory_size)) % memory_size
-
-    def newest_to_oldest(q, i):
-      s_i, y_i = (tree.tree_map(lambda M: M[i], m) for m in (s_memory, y_memory))
-      alpha = rho_memory[i] * _vdot(s_i, q).astype(weight_dtype)
-      return _add_scaled(q, -alpha, y_i), alpha
-
-    q, alphas = jax.lax.scan(newest_to_oldest, updates, order, reverse=True)
+    # 3. The two-loop recursion over the pairs, oldest to newest (empty slots have rho = 0).
+    order = (k % memory_size + jnp.arange(memory_size, dtype=k.dtype)) % memory_size
+    pairs = (tree.tree_map(lambda M: M[order], s_memory),
+             tree.tree_map(lambda M: M[order], y_memory), rho_memory[order])
+    q, alphas = jax.lax.scan(_newest_to_oldest, updates, pairs, reverse=True)
     r = tree.scale(q, gamma)
-
-    def oldest_to_newest(r, i_alpha):
-      i, alpha = i_alpha
-      s_i, y_i = (tree.tree_map(lambda M: M[i], m) for m in (s_memory, y_memory))
-      beta = rho_memory[i] * _vdot(y_i, r).astype(weight_dtype)
-      return _add_scaled(r, alpha - beta, s_i), None
-
-    direction, _ = jax.lax.scan(oldest_to_newest, r, (order, alphas))
+    direction, _ = jax.lax.scan(_oldest_to_newest, r, (*pairs, alphas))
     direction = tree.cast_like(direction, updates)
     return direction, ScaleByLBFGSState(safe_increment(k), params, updates, s_memory, y_memory,
                                         rho_memory, hparams)
@@ -426,7 +431,8 @@ def scale_by_zoom_linesearch(
     return scaled, ScaleByZoomLinesearchState(final.stepsize, final.value, final.grad, info,
                                               hparams)
 
+  options = dict(initial_guess_strategy=initial_guess_strategy, verbose=verbose)
+  if approx_dec_rtol is None:
+    options["approx_dec_rtol"] = None  # the Armijo condition alone; shown in repr
   return GradientTransformation(init, update, name="scale_by_zoom_linesearch", spec=spec,
-                                options=dict(approx_dec_rtol=approx_dec_rtol,
-                                             initial_guess_strategy=initial_guess_strategy,
-                                             verbose=verbose))
+                                options=options)

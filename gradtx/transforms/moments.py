@@ -148,17 +148,22 @@ class ScaleByRssState(NamedTuple):
 
 
 def scale_by_rss(initial_accumulator_value: float = 0.1,
-                 eps: ScalarOrSchedule = 1e-7) -> GradientTransformation:
+                 eps: ScalarOrSchedule = 1e-7, *,
+                 eps_in_sqrt: bool = True) -> GradientTransformation:
   """Divides by the root of the sum of all squared gradients so far (Adagrad).
 
   .. math::
     G_t = G_{t-1} + g_t^2, \\qquad
     u_t = \\frac{g_t}{\\sqrt{G_t + \\epsilon}} \\ \\text{where}\\ G_t > 0, \\text{ else } 0
 
+  or :math:`u_t = g_t / (\\sqrt{G_t} + \\epsilon)` with ``eps_in_sqrt=False``.
+
   Args:
     initial_accumulator_value: :math:`G_0`, default 0.1 (torch's default is 0).
     eps: :math:`\\epsilon \\ge 0`, default 1e-7, inside the root (torch adds
       ``eps=1e-10`` outside it).
+    eps_in_sqrt: :math:`\\epsilon` inside the root (default, optax) or outside
+      it (torch.optim.Adagrad: ``scale_by_rss(0.0, 1e-10, eps_in_sqrt=False)``).
 
   References:
     Duchi, Hazan & Singer, *Adaptive Subgradient Methods for Online Learning
@@ -177,7 +182,10 @@ def scale_by_rss(initial_accumulator_value: float = 0.1,
     def leaf(g, G):
       dtype = compute_dtype(g, G)
       G_new = abs_sq(g.astype(dtype)) + G.astype(dtype)
-      u = safe_rsqrt(G_new + as_dtype(h["eps"], dtype)) * g.astype(dtype)
+      if eps_in_sqrt:
+        u = safe_rsqrt(G_new + as_dtype(h["eps"], dtype)) * g.astype(dtype)
+      else:
+        u = _divide_by_root(g, G_new, h["eps"], eps_in_sqrt=False)
       u = jnp.where(G_new > 0, u, 0)
       return u.astype(g.dtype), G_new.astype(G.dtype)
 
@@ -185,7 +193,7 @@ def scale_by_rss(initial_accumulator_value: float = 0.1,
     return updates, ScaleByRssState(sum_of_squares, hparams)
 
   return GradientTransformation(init, update, name="scale_by_rss", spec=spec, options=dict(
-      initial_accumulator_value=initial_accumulator_value))
+      initial_accumulator_value=initial_accumulator_value, eps_in_sqrt=eps_in_sqrt))
 
 
 class ScaleByAdaDeltaState(NamedTuple):

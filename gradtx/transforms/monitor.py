@@ -1,0 +1,365 @@
+"""Monitoring: statistics of the updates, kept in the state and read by name.
+
+A monitor is a stage that returns its updates unchanged (the very same
+arrays) and keeps statistics of them in its state, so watching an optimizer
+is a matter of dropping a stage where the quantity of interest flows:
+
+    tx = gtx.chain(
+        grads=gtx.monitor("norm", "leaf_norms", "nonfinite_fraction"),  # the raw gradients
+        opt=gtx.monitor("step_size_mean", "param_ratio", inner=gtx.adam(1e-3)),
+    )
+    gtx.stats(state)  # {"grads.norm": ..., "grads.leaf_norms": {...}, "opt.step_size_mean": ...}
+
+What a statistic measures is set by where the stage stands: at the front of a
+chain its updates are the gradients, after the learning rate they are the
+steps. The effective per-parameter step size of adaptive stages compares the
+updates leaving a transformation with those entering it, so that monitor
+wraps the transformation (``inner=``) rather than keep a copy of the
+gradients in its state.
+
+Statistics are read with :func:`stats`, by the same dotted-name walk of the
+state that :func:`gradtx.hparams` uses. Each costs one reduction over the
+updates, computed inside the jitted step with no host sync; they are held as
+float32 (float64 under ``jax_enable_x64``), as hyperparameters are.
+"""
+
+from __future__ import annotations
+
+import difflib
+from typing import Any, Callable, Iterator, Mapping, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from gradtx import tree
+from gradtx.chain import _values_by_name
+from gradtx.core import (GradientTransformation, HParams, HParamSpec, as_transformation,
+                         require_params)
+from gradtx.numerics import compute_dtype
+
+__all__ = ["MONITOR_STATISTICS", "MonitorState", "Stats", "monitor", "stats"]
+
+PyTree = Any
+
+
+@jax.tree_util.register_pytree_with_keys_class
+class Stats(Mapping[str, Any]):
+  """A monitor's statistics at the last step: a read-only mapping ``name -> value``.
+
+  A value is a scalar array, or for a per-leaf statistic (``leaf_*``) a tree
+  of scalars keyed like the params. :func:`stats` reads every monitor's
+  statistics of a state by dotted name.
+  """
+
+  __slots__ = ("_values",)
+
+  def __init__(self, values: Mapping[str, Any]):
+    self._values = dict(values)
+
+  def __getitem__(self, name: str) -> Any:
+    return self._values[name]
+
+  def __iter__(self) -> Iterator[str]:
+    return iter(self._values)
+
+  def __len__(self) -> int:
+    return len(self._values)
+
+  def __repr__(self) -> str:
+    def show(v: Any) -> str:
+      try:
+        return f"{float(v):.6g}"
+      except Exception:  # a tree of per-leaf values, or a tracer
+        return f"<{len(jax.tree.leaves(v))} leaves>"
+    inner = ", ".join(f"{k}={show(v)}" for k, v in self._values.items())
+    return f"Stats({inner})"
+
+  def __eq__(self, other: object) -> bool:
+    return self is other
+
+  __hash__ = object.__hash__
+
+  def tree_flatten_with_keys(self):
+    names = tuple(self._values)
+    return [(jax.tree_util.DictKey(n), self._values[n]) for n in names], names
+
+  def tree_flatten(self):
+    names = tuple(self._values)
+    return [self._values[n] for n in names], names
+
+  @classmethod
+  def tree_unflatten(cls, names, children):
+    return cls(dict(zip(names, children)))
+
+
+class MonitorState(NamedTuple):
+  """State of :func:`monitor`.
+
+  Attributes:
+    stats: the statistics at the last step (zeros before the first).
+    inner_state: the state of the wrapped transformation, or ``None``.
+    hparams: empty; a monitor has no hyperparameters (the wrapped
+      transformation's appear under the monitor's name).
+  """
+  stats: Stats
+  inner_state: Any
+  hparams: HParams
+
+
+# ----------------------------------------------------------------------------
+# The statistics. Each is a function of the updates leaving the stage ``u``,
+# those entering it ``g`` (different only with ``inner``) and the params ``p``,
+# returning an array (or, per leaf, a tree of arrays) of any float dtype.
+
+
+def _leaves(updates: PyTree) -> list[jax.Array]:
+  """The arrays of a tree, leaves that a mask leaves out dropped."""
+  is_masked = lambda x: isinstance(x, tree.MaskedNode)  # noqa: E731
+  return [x for x in jax.tree.leaves(updates, is_leaf=is_masked) if not is_masked(x)]
+
+
+def norm(u: PyTree, g: PyTree, p: PyTree) -> jax.Array:
+  """:math:`\\|u\\|_2`, over every entry of every leaf."""
+  return tree.global_norm(u)
+
+
+def leaf_norms(u: PyTree, g: PyTree, p: PyTree) -> PyTree:
+  """:math:`\\|u_\\ell\\|_2` for each leaf :math:`\\ell`."""
+  return tree.block_norm(u)
+
+
+def param_ratio(u: PyTree, g: PyTree, p: PyTree) -> jax.Array:
+  """:math:`\\|u\\|_2 / \\|p\\|_2`."""
+  u_norm, p_norm = tree.global_norm(u), tree.global_norm(p)
+  dtype = compute_dtype(u_norm, p_norm)
+  return u_norm.astype(dtype) / p_norm.astype(dtype)
+
+
+def leaf_param_ratios(u: PyTree, g: PyTree, p: PyTree) -> PyTree:
+  """:math:`\\|u_\\ell\\|_2 / \\|p_\\ell\\|_2` for each leaf :math:`\\ell`."""
+  def ratio(u_norm, p_norm):
+    dtype = compute_dtype(u_norm, p_norm)
+    return u_norm.astype(dtype) / p_norm.astype(dtype)
+  return tree.tree_map(ratio, tree.block_norm(u), tree.block_norm(p))
+
+
+def nonfinite_fraction(u: PyTree, g: PyTree, p: PyTree) -> jax.Array:
+  """:math:`\\#\\{i : u_i \\text{ is NaN or} \\pm\\infty\\} / n`."""
+  n = sum(int(np.size(x)) for x in _leaves(u))
+  return tree.count_nonfinite(u).astype(_stat_dtype()) / max(n, 1)
+
+
+def _abs_where_seen(u: jax.Array, g: jax.Array) -> tuple[jax.Array, jax.Array]:
+  """:math:`|u_i|` and :math:`|g_i|` where :math:`g_i` is finite and nonzero, 0 elsewhere."""
+  seen = jnp.isfinite(g) & (g != 0)
+  abs_u, abs_g = jnp.abs(u), jnp.abs(g)
+  dtype = compute_dtype(abs_u, abs_g)
+  return jnp.where(seen, abs_u.astype(dtype), 0), jnp.where(seen, abs_g.astype(dtype), 0)
+
+
+def _quotient(a: jax.Array, b: jax.Array) -> jax.Array:
+  """``a / b``, and 0 where ``b`` is 0 (no gradient seen: no step size to report)."""
+  a, b = jnp.asarray(a), jnp.asarray(b)
+  dtype = compute_dtype(a, b)
+  a, b = a.astype(dtype), b.astype(dtype)
+  return jnp.where(b > 0, a / jnp.where(b > 0, b, 1), 0)
+
+
+def step_size_mean(u: PyTree, g: PyTree, p: PyTree) -> jax.Array:
+  """:math:`\\sum_{i \\in S} |u_i| / \\sum_{i \\in S} |g_i|`, the mean of
+  :math:`|u_i| / |g_i|` weighted by :math:`|g_i|`."""
+  abs_u, abs_g = tree.map_multi(_abs_where_seen, 2, u, g)
+  return _quotient(sum(jnp.sum(x) for x in _leaves(abs_u)),
+                   sum(jnp.sum(x) for x in _leaves(abs_g)))
+
+
+def leaf_step_sizes(u: PyTree, g: PyTree, p: PyTree) -> PyTree:
+  """``step_size_mean`` of each leaf."""
+  abs_u, abs_g = tree.map_multi(_abs_where_seen, 2, u, g)
+  return tree.tree_map(_quotient, tree.block_map(jnp.sum, abs_u), tree.block_map(jnp.sum, abs_g))
+
+
+def step_size_max(u: PyTree, g: PyTree, p: PyTree) -> jax.Array:
+  """:math:`\\max_{i \\in S} |u_i| / |g_i|` (0 when :math:`S` is empty)."""
+  maxima = []
+  for u_leaf, g_leaf in zip(_leaves(u), _leaves(g)):
+    abs_u, abs_g = _abs_where_seen(u_leaf, g_leaf)
+    maxima.append(jnp.max(_quotient(abs_u, abs_g), initial=0))
+  if not maxima:
+    return jnp.zeros((), jnp.float32)
+  dtype = compute_dtype(*maxima)
+  return jnp.max(jnp.stack([m.astype(dtype) for m in maxima]))
+
+
+class _Statistic(NamedTuple):
+  fn: Callable[[PyTree, PyTree, PyTree], Any]
+  per_leaf: bool = False
+  needs_params: bool = False
+  needs_inner: bool = False
+
+
+_STATISTICS: dict[str, _Statistic] = {
+    "norm": _Statistic(norm),
+    "leaf_norms": _Statistic(leaf_norms, per_leaf=True),
+    "param_ratio": _Statistic(param_ratio, needs_params=True),
+    "leaf_param_ratios": _Statistic(leaf_param_ratios, per_leaf=True, needs_params=True),
+    "nonfinite_fraction": _Statistic(nonfinite_fraction),
+    "step_size_mean": _Statistic(step_size_mean, needs_inner=True),
+    "leaf_step_sizes": _Statistic(leaf_step_sizes, per_leaf=True, needs_inner=True),
+    "step_size_max": _Statistic(step_size_max, needs_inner=True),
+}
+
+MONITOR_STATISTICS: tuple[str, ...] = tuple(_STATISTICS)
+"""The names :func:`monitor` accepts, in the order of its docstring."""
+
+_NEEDS_INNER = (
+    "monitor: {name} compares the updates leaving a transformation with those entering "
+    "it, so the monitor must wrap that transformation: "
+    "gtx.monitor({name!r}, inner=gtx.adam(1e-3)) (usually the adaptive stage and the "
+    "learning rate, or the whole optimizer)")
+
+
+def _stat_dtype() -> jnp.dtype:
+  # As hyperparameters: float64 under jax_enable_x64, float32 otherwise, whatever
+  # the leaves' dtype, so that a state's structure never depends on the updates.
+  return jnp.result_type(float)
+
+
+def monitor(*statistics: str, inner: GradientTransformation | None = None
+            ) -> GradientTransformation:
+  """Keeps statistics of the updates in the state; the updates pass unchanged.
+
+  With :math:`u` the updates the stage returns, :math:`g` those it receives
+  and :math:`p` the params (:math:`u = g` unless ``inner`` is given, when
+  :math:`u = \\text{inner}(g)`), the statistics are
+
+  .. math::
+    \\begin{aligned}
+    \\texttt{norm} &= \\|u\\|_2 = \\sqrt{\\textstyle\\sum_i u_i^2} &
+    \\texttt{leaf\\_norms} &= \\|u_\\ell\\|_2 \\text{ per leaf } \\ell \\\\
+    \\texttt{param\\_ratio} &= \\|u\\|_2 / \\|p\\|_2 &
+    \\texttt{leaf\\_param\\_ratios} &= \\|u_\\ell\\|_2 / \\|p_\\ell\\|_2 \\\\
+    \\texttt{nonfinite\\_fraction} &= \\#\\{i : u_i \\notin \\mathbb{R}\\} / n &
+    \\texttt{step\\_size\\_mean} &= \\frac{\\sum_{i \\in S} |u_i|}{\\sum_{i \\in S} |g_i|} \\\\
+    \\texttt{leaf\\_step\\_sizes} &= \\frac{\\sum_{i \\in S \\cap \\ell} |u_i|}
+      {\\sum_{i \\in S \\cap \\ell} |g_i|} \\text{ per leaf } \\ell &
+    \\texttt{step\\_size\\_max} &= \\max_{i \\in S} |u_i| / |g_i|
+    \\end{aligned}
+
+  with :math:`S = \\{i : g_i \\text{ finite and} \\ne 0\\}` (a step size
+  over an empty set is 0). The step sizes are the effective per-parameter
+  learning rate :math:`|u_i| / |g_i|` of an adaptive optimizer: for
+  ``inner=gtx.rmsprop(lr)`` it is :math:`\\eta / \\sqrt{\\nu_i + \\epsilon}`.
+  The mean weights each entry by :math:`|g_i|`, so entries whose gradient is
+  nearly 0 (where the ratio is ill-conditioned) count little. With momentum
+  in ``inner`` the ratio also carries the momentum's memory of past
+  gradients, and the max can be large wherever :math:`g_i` is near 0.
+
+  Place a monitor where the quantity flows: first in a chain its updates are
+  the gradients (``norm`` is the gradient norm), after the learning rate they
+  are the steps (``param_ratio`` is the update-to-weight ratio, often kept
+  near 1e-3). Read the values with :func:`stats` as ``"<stage>.<statistic>"``.
+  Each statistic is one reduction over the updates computed in the step, with
+  no host sync; the updates returned are the very arrays received (or
+  ``inner`` returned), so a monitor never changes a result.
+
+  Args:
+    *statistics: names from :data:`MONITOR_STATISTICS`: ``"norm"``,
+      ``"leaf_norms"``, ``"param_ratio"``, ``"leaf_param_ratios"`` (these
+      two need ``update(..., params)``), ``"nonfinite_fraction"``,
+      ``"step_size_mean"``, ``"leaf_step_sizes"``, ``"step_size_max"``
+      (these three need ``inner``).
+    inner: a transformation to run and compare with, default ``None``. Its
+      state is the monitor's ``inner_state`` and its hyperparameters appear
+      under the monitor's name (``"opt.lr.learning_rate"``).
+
+  Conventions: torch users log ``p.grad.norm()`` and
+  ``(lr * p.grad).norm() / p.norm()`` per layer by hand after
+  ``loss.backward()``; here the same numbers are ``leaf_norms`` of a monitor
+  first in the chain and ``leaf_param_ratios`` of one after the learning rate.
+
+  Example:
+    >>> import gradtx as gtx
+    >>> import jax.numpy as jnp
+    >>> tx = gtx.chain(grads=gtx.monitor("norm", "nonfinite_fraction"),
+    ...                opt=gtx.monitor("step_size_mean", inner=gtx.sgd(0.1)))
+    >>> params = {"w": jnp.ones(2), "b": jnp.zeros(1)}
+    >>> state = tx.init(params)
+    >>> grads = {"w": jnp.array([3.0, 4.0]), "b": jnp.array([jnp.inf])}
+    >>> updates, state = tx.update(grads, state, params)
+    >>> {k: round(float(v), 4) for k, v in gtx.stats(state).items()}
+    {'grads.norm': inf, 'grads.nonfinite_fraction': 0.3333, 'opt.step_size_mean': 0.1}
+    >>> list(gtx.hparams(state))
+    ['opt.lr.learning_rate']
+  """
+  if not statistics:
+    raise ValueError(f"monitor: name at least one statistic, from {list(MONITOR_STATISTICS)}")
+  for name in statistics:
+    if name not in _STATISTICS:
+      close = difflib.get_close_matches(str(name), MONITOR_STATISTICS, n=2)
+      hint = f" (did you mean {' or '.join(map(repr, close))}?)" if close else ""
+      raise ValueError(f"monitor: unknown statistic {name!r}{hint}; the statistics are "
+                       f"{list(MONITOR_STATISTICS)}")
+    if _STATISTICS[name].needs_inner and inner is None:
+      raise ValueError(_NEEDS_INNER.format(name=name))
+  repeated = sorted({s for s in statistics if statistics.count(s) > 1})
+  if repeated:
+    raise ValueError(f"monitor: statistic {repeated[0]!r} is named twice")
+  inner = None if inner is None else as_transformation(inner, where="monitor")
+  chosen = {name: _STATISTICS[name] for name in statistics}
+  needs_params = any(s.needs_params for s in chosen.values())
+  per_leaf = [name for name, s in chosen.items() if s.per_leaf]
+  spec = HParamSpec("monitor")
+
+  def init(params):
+    dtype = _stat_dtype()
+    values = {name: (tree.block_map(lambda x: jnp.zeros((), dtype), params) if s.per_leaf
+                     else jnp.zeros((), dtype))
+              for name, s in chosen.items()}
+    inner_state = None if inner is None else inner.init(params)
+    return MonitorState(Stats(values), inner_state, spec.init())
+
+  def update(updates, state, params=None, **extra):
+    if needs_params:
+      require_params("monitor", params)
+    for name in per_leaf:
+      tree.check_structure(state.stats[name], updates, f"state.stats[{name!r}]", "updates",
+                           check_shapes=False)
+    received = updates
+    inner_state = state.inner_state
+    if inner is not None:
+      updates, inner_state = inner.update(updates, inner_state, params, **extra)
+      tree.check_structure(received, updates, "the updates monitor received",
+                           "the updates inner returned")
+    dtype = _stat_dtype()
+    values = {name: tree.tree_map(lambda v: v.astype(dtype), s.fn(updates, received, params))
+              for name, s in chosen.items()}
+    return updates, MonitorState(Stats(values), inner_state, state.hparams)
+
+  options: dict[str, Any] = {"statistics": statistics}
+  if inner is not None:
+    options["inner"] = inner
+  return GradientTransformation(init, update, name="monitor", spec=spec, options=options)
+
+
+def stats(state: PyTree) -> dict[str, Any]:
+  """Every monitor statistic in a state, by dotted name ``"<stage>.<statistic>"``.
+
+  Found by the same walk of the state as :func:`gradtx.hparams`, so monitors
+  inside nested chains and wrappers read as ``"outer.inner.norm"``. Values
+  are the ones of the last step (zeros before the first); per-leaf
+  statistics are trees keyed like the params. Reading them is the only host
+  sync: do it between steps, as often as you need.
+
+  Example:
+    >>> import gradtx as gtx
+    >>> import jax.numpy as jnp
+    >>> tx = gtx.chain(gtx.monitor("leaf_norms"), gtx.sgd(1.0))
+    >>> params = {"a": jnp.zeros(2), "b": jnp.zeros(1)}
+    >>> _, state = tx.update({"a": jnp.array([3.0, 4.0]), "b": jnp.array([-2.0])},
+    ...                      tx.init(params), params)
+    >>> gtx.stats(state)
+    {'monitor.leaf_norms': {'a': Array(5., dtype=float32), 'b': Array(2., dtype=float32)}}
+  """
+  return _values_by_name(state, Stats)

@@ -1,0 +1,316 @@
+"""Named chains: state by name, stage paths in errors, carrying state into an edited chain,
+and the table of errors a user can act on."""
+
+import functools
+import re
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+import gradtx as gtx
+
+
+def _params():
+  rng = np.random.default_rng(0)
+  return {"w": jnp.asarray(rng.normal(size=(3, 2)), jnp.float32),
+          "b": jnp.asarray(rng.normal(size=(2,)), jnp.float32)}
+
+
+def _grads(t):
+  rng = np.random.default_rng(100 + t)
+  return {"w": jnp.asarray(rng.normal(size=(3, 2)), jnp.float32),
+          "b": jnp.asarray(rng.normal(size=(2,)), jnp.float32)}
+
+
+def _steps(tx, state, params, ts, **extra):
+  for t in ts:
+    updates, state = tx.update(_grads(t), state, params, **extra)
+    params = gtx.apply_updates(params, updates)
+  return params, state
+
+
+def _assert_same(a, b):
+  assert jax.tree.structure(a) == jax.tree.structure(b)
+  for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)):
+    np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
+
+
+# ---------------------------------------------------------------------------- chains
+
+
+def test_names_state_by_name_and_nesting():
+  tx = gtx.chain(gtx.scale(2.0), gtx.scale(3.0),
+                 inner=gtx.chain(adam=gtx.scale_by_adam(), lr=gtx.scale_by_learning_rate(0.1)))
+  state = tx.init(_params())
+  assert list(state) == ["scale", "scale_1", "inner"]
+  assert state["inner.adam"].mu["w"].shape == (3, 2)
+  assert state["inner"]["adam"] is state["inner.adam"]
+  assert set(gtx.hparams(state)) == {"scale.step_size", "scale_1.step_size", "inner.adam.b1",
+                                     "inner.adam.b2", "inner.adam.eps", "inner.adam.eps_root",
+                                     "inner.lr.learning_rate"}
+  updates, _ = tx.update({"w": jnp.ones((3, 2)), "b": jnp.ones(2)}, state)
+  # 6 g through Adam's first step is sign(g): -0.1 after the learning rate.
+  np.testing.assert_allclose(updates["b"], [-0.1, -0.1], rtol=1e-6)
+
+
+def test_chain_matches_optax_chain():
+  params = _params()
+  ours = gtx.chain(clip=gtx.clip_by_global_norm(1.0), momentum=gtx.trace(0.9),
+                   lr=gtx.scale_by_learning_rate(0.1))
+  theirs = optax.chain(optax.clip_by_global_norm(1.0), optax.trace(0.9), optax.scale(-0.1))
+  state = ours.init(params)
+  with jax.numpy_dtype_promotion("standard"):
+    their_state = theirs.init(params)
+  for t in range(4):
+    u, state = ours.update(_grads(t), state, params)
+    with jax.numpy_dtype_promotion("standard"):
+      ou, their_state = theirs.update(_grads(t), their_state, params)
+    _assert_same(u, ou)
+
+
+def test_optax_stage_error_gets_a_note_naming_the_stage():
+  tx = gtx.chain(outer=gtx.chain(opt=optax.scale_by_adam()))
+  state = tx.init(_params())
+  with pytest.raises(ValueError) as info:
+    tx.update({"w": jnp.ones((3, 2))}, state)
+  assert not isinstance(info.value, gtx.GradtxError)  # keeps its own type
+  assert "gradtx: raised in stage 'outer.opt'" in info.value.__notes__
+
+
+def test_error_in_init_names_the_stage():
+  tx = gtx.chain(decay=gtx.add_decayed_weights(0.1, mask={"typo": True}))
+  with pytest.raises(gtx.StructureError, match=r"stage 'decay': masked: .*\['typo'\]"):
+    tx.init(_params())
+
+
+# ---------------------------------------------------------------------------- carry_state
+
+
+def test_adding_clip_in_front_of_adam_keeps_the_moments():
+  params = _params()
+  old_tx = gtx.adam(0.1)
+  params_old, old = _steps(old_tx, old_tx.init(params), params, range(3))
+
+  edited = gtx.chain(clip=gtx.clip_by_global_norm(1e6), adam=gtx.scale_by_adam(),
+                     lr=gtx.scale_by_learning_rate(0.1))
+  state, report = gtx.carry_state(old, edited.init(params))
+  assert report == {"carried": ["adam", "lr"], "fresh": ["clip"], "mismatched": [],
+                    "dropped": [], "hparams_differ": []}
+  for field in ("count", "mu", "nu"):
+    _assert_same(getattr(state["adam"], field), getattr(old["adam"], field))
+  # With a clip that never clips, the edited chain continues exactly where adam was.
+  expected, _ = _steps(old_tx, old, params_old, range(3, 6))
+  got, _ = _steps(edited, state, params_old, range(3, 6))
+  _assert_same(got, expected)
+
+
+def test_removed_renamed_and_mismatched_stages_are_reported():
+  params = _params()
+  old = gtx.chain(clip=gtx.clip(1.0), adam=gtx.scale_by_adam(),
+                  lr=gtx.scale_by_learning_rate(0.1)).init(params)
+  new = gtx.chain(adam=gtx.scale_by_adam(mu_dtype=jnp.bfloat16), momentum=gtx.trace(0.9),
+                  lr=gtx.scale_by_learning_rate(0.1)).init(params)
+  state, report = gtx.carry_state(old, new)
+  assert report["carried"] == ["lr"]
+  assert report["mismatched"] == ["adam"] and report["fresh"] == ["adam", "momentum"]
+  assert report["dropped"] == ["clip"]
+  assert state["adam"].mu["w"].dtype == jnp.bfloat16   # the fresh state, not the old one
+  with pytest.raises(gtx.StructureError, match=r"fresh \['adam', 'momentum'\].*dropped \['clip'\]"):
+    gtx.carry_state(old, new, strict=True)
+
+
+def test_nested_chains_and_wrapped_chains_are_matched_by_name():
+  params = _params()
+  old_tx = gtx.chain(safe=gtx.apply_if_finite(
+      gtx.chain(pre=gtx.chain(adam=gtx.scale_by_adam()), lr=gtx.scale_by_learning_rate(0.1)), 3))
+  _, old = _steps(old_tx, old_tx.init(params), params, range(2))
+  bad = jax.tree.map(lambda g: g * jnp.nan, _grads(9))
+  _, old = old_tx.update(bad, old, params)   # one skipped step in the wrapper's own counters
+
+  new_tx = gtx.chain(safe=gtx.apply_if_finite(
+      gtx.chain(pre=gtx.chain(clip=gtx.clip(1.0), adam=gtx.scale_by_adam()),
+                lr=gtx.scale_by_learning_rate(0.1)), 3))
+  state, report = gtx.carry_state(old, new_tx.init(params), strict=False)
+  assert report["carried"] == ["safe.pre.adam", "safe.lr", "safe"]
+  assert report["fresh"] == ["safe.pre.clip"] and not report["dropped"]
+  assert int(state["safe"].total_notfinite) == 1
+  _assert_same(state["safe"].inner_state["pre.adam"].mu, old["safe"].inner_state["pre.adam"].mu)
+
+
+def test_partition_groups_are_carried_by_label():
+  params = _params()
+  labels = {"w": "decay", "b": "no_decay"}
+  old_tx = gtx.partition({"decay": gtx.adamw(0.1, weight_decay=0.1), "no_decay": gtx.adam(0.1)},
+                         labels)
+  _, old = _steps(old_tx, old_tx.init(params), params, range(2))
+  new_tx = gtx.partition({"decay": gtx.chain(clip=gtx.clip(1.0), opt=gtx.adamw(0.1)),
+                          "no_decay": gtx.adam(0.1)}, labels)
+  state, report = gtx.carry_state(old, new_tx.init(params))
+  assert report["carried"] == ["no_decay.adam", "no_decay.lr"]
+  assert report["fresh"] == ["decay.clip", "decay.opt"]
+  assert report["dropped"] == ["decay.adam", "decay.decay", "decay.lr"]
+  _assert_same(state.inner_states["no_decay.adam"].nu, old.inner_states["no_decay.adam"].nu)
+
+
+def test_hyperparameters_are_carried_or_taken_from_the_edit():
+  params = _params()
+  schedule = gtx.schedules.linear_schedule(1.0, 0.0, 10)
+  old_tx = gtx.chain(adam=gtx.scale_by_adam(b1=0.9), lr=gtx.scale_by_learning_rate(schedule))
+  _, old = _steps(old_tx, old_tx.init(params), params, range(4))
+  old = gtx.set_hparams(old, {"adam.b1": 0.5})
+
+  new_tx = gtx.chain(clip=gtx.clip(1.0), adam=gtx.scale_by_adam(b1=0.8),
+                     lr=gtx.scale_by_learning_rate(schedule))
+  kept, report = gtx.carry_state(old, new_tx.init(params))
+  assert report["hparams_differ"] == ["adam.b1", "lr.learning_rate"]
+  np.testing.assert_allclose(float(gtx.hparams(kept)["adam.b1"]), 0.5)  # the value set by name
+  assert int(kept["lr"].hparams.count) == 4                             # the schedule goes on
+
+  taken, _ = gtx.carry_state(old, new_tx.init(params), hparams="new")
+  np.testing.assert_allclose(float(gtx.hparams(taken)["adam.b1"]), 0.8)
+  assert int(taken["lr"].hparams.count) == 4
+  _assert_same(taken["adam"].mu, old["adam"].mu)
+  # A float that became a schedule cannot keep the old value: the edit's is used.
+  sched_tx = gtx.chain(adam=gtx.scale_by_adam(b1=gtx.schedules.constant_schedule(0.7)),
+                       lr=gtx.scale_by_learning_rate(schedule))
+  moved, report = gtx.carry_state(old, sched_tx.init(params))
+  assert report["carried"] == ["adam", "lr"]
+  np.testing.assert_allclose(float(gtx.hparams(moved)["adam.b1"]), 0.7, rtol=1e-6)
+
+
+def test_carry_state_into_an_unnamed_wrapper_at_the_root():
+  params = _params()
+  tx = gtx.apply_if_finite(gtx.adam(0.1), 2)
+  _, old = _steps(tx, tx.init(params), params, range(2))
+  state, report = gtx.carry_state(old, tx.init(params), strict=True)
+  assert report["carried"] == ["adam", "lr", "<root>"]
+  _assert_same(state, old)
+
+
+# ---------------------------------------------------------------------------- the error table
+
+
+def _state_of(tx):
+  return tx.init(_params())
+
+
+def _update(tx, grads=None, params=None, state=None, **extra):
+  params_ = _params()
+  state = tx.init(params_) if state is None else state
+  return tx.update(_params() if grads is None else grads, state, params, **extra)
+
+
+def _bad_skip_fn(updates, step, params):
+  return jnp.zeros(2, bool), ()
+
+
+ADAM = functools.partial(gtx.adam, 0.1)
+ERRORS = [
+    # Bad hyperparameters at construction: the stage, the argument, the range, the value.
+    (lambda: gtx.adam(-0.1), gtx.HyperparameterError,
+     r"scale_by_learning_rate: learning_rate must be in \[0, inf\), got -0\.1"),
+    (lambda: gtx.scale_by_adam(b1=1.0), gtx.HyperparameterError,
+     r"scale_by_adam: b1 must be in \[0, 1\), got 1\.0"),
+    (lambda: gtx.apply_if_finite(ADAM(), max_consecutive_errors=-1), gtx.HyperparameterError,
+     r"apply_if_finite: max_consecutive_errors must be in \[0, inf\)"),
+    (lambda: gtx.apply_if_finite(ADAM(), max_consecutive_errors=1.5), gtx.HyperparameterError,
+     r"max_consecutive_errors must be in \[0, inf\), got 1\.5"),
+    (lambda: gtx.multi_steps(ADAM(), every_k_schedule=0), gtx.HyperparameterError,
+     r"multi_steps: every_k_schedule must be in \[1, inf\), got 0"),
+    (lambda: gtx.lookahead(ADAM(), sync_period=2, slow_step_size=1.5), gtx.HyperparameterError,
+     r"lookahead: slow_step_size must be in \[0, 1\], got 1\.5"),
+    (lambda: gtx.reduce_on_plateau(factor=0.0), gtx.HyperparameterError,
+     r"reduce_on_plateau: factor must be in \(0, 1\), got 0\.0"),
+    (lambda: gtx.reduce_on_plateau(rtol=0.0, atol=0.0), gtx.HyperparameterError,
+     r"rtol and atol cannot both be 0"),
+    # Hyperparameters by name.
+    (lambda: gtx.set_hparams(_state_of(ADAM()), {"lr.learning_rat": 0.1}),
+     gtx.HyperparameterError,
+     r"unknown hyperparameter 'lr\.learning_rat' \(did you mean 'lr\.learning_rate'\?\); "
+     r"the valid names are \['adam\.b1', .*'lr\.learning_rate'\]"),
+    (lambda: gtx.set_hparams(_state_of(ADAM()), {"adam.b2": 1.5}), gtx.HyperparameterError,
+     r"adam: b2 must be in \[0, 1\), got 1\.5"),
+    (lambda: gtx.set_hparams(_state_of(gtx.adam(gtx.schedules.constant_schedule(0.1))),
+                             {"lr.learning_rate": 0.1}),
+     gtx.HyperparameterError, r"lr\.learning_rate follows a schedule"),
+    (lambda: gtx.set_hparams(_state_of(ADAM()), {"lr.learning_rate": jnp.ones(3)}),
+     gtx.HyperparameterError, r"lr\.learning_rate has shape \(\); got a value of shape \(3,\)"),
+    # Grads, params and state that disagree: the stage path and the key path.
+    (lambda: _update(gtx.chain(outer=ADAM()), grads={"w": jnp.ones((3, 2))}),
+     gtx.StructureError,
+     r"stage 'outer\.adam': updates and state\.mu differ in structure: key path \['b'\]"),
+    (lambda: _update(ADAM(), grads={"w": jnp.ones((2, 3)), "b": jnp.ones(2)}),
+     gtx.StructureError, r"stage 'adam': .*differ in shape at key path \['w'\]: \(2, 3\)"),
+    (lambda: _update(gtx.chain(opt=gtx.partition({"a": ADAM()}, lambda p: jax.tree.map(
+        lambda _: "a", p))), grads={"w": jnp.ones((3, 2))}),
+     gtx.StructureError, r"stage 'opt\.a\.adam': .*key path \['b'\]"),
+    (lambda: _update(ADAM(), state=_state_of(gtx.sgd(0.1))), gtx.StructureError,
+     r"the state does not belong to this chain: expected stages \['adam', 'lr'\], got \['lr'\]"
+     r".*carry_state"),
+    (lambda: _update(gtx.adamw(0.1)), gtx.MissingArgumentError,
+     r"stage 'decay': add_decayed_weights needs the parameters"),
+    (lambda: _update(gtx.chain(p=gtx.reduce_on_plateau())), gtx.MissingArgumentError,
+     r"stage 'p': reduce_on_plateau needs the loss: call update\(grads, state, params, value=loss\)"),
+    (lambda: _update(gtx.reduce_on_plateau(), value=jnp.ones(2)), gtx.StructureError,
+     r"value must be a scalar loss, got shape \(2,\)"),
+    # Masks, labels and wrappers.
+    (lambda: _state_of(gtx.masked(ADAM(), {"w": True})), gtx.StructureError,
+     r"masked: the params have key path \['b'\], which the mask does not cover"),
+    (lambda: _state_of(gtx.masked(ADAM(), {"w": True, "b": True, "c": False})),
+     gtx.StructureError, r"masked: the mask has key path \['c'\], which the params do not have"),
+    (lambda: _state_of(gtx.masked(ADAM(), {"w": jnp.ones(2, bool), "b": True})),
+     gtx.StructureError, r"the mask must hold Python bools .*key path \['w'\]"),
+    (lambda: _state_of(gtx.partition({"a": ADAM()}, {"w": "a", "b": "c"})), gtx.StructureError,
+     r"partition: the parameter at key path \['b'\] has label 'c', which has no "
+     r"transformation; the labels of transforms are \['a'\]"),
+    (lambda: gtx.partition({"a.b": ADAM()}, {"w": "a.b", "b": "a.b"}), ValueError,
+     r"partition: label 'a\.b' must be a string that is a Python identifier"),
+    (lambda: _update(gtx.lookahead(ADAM(), 2, 0.5), params=_params()), gtx.StructureError,
+     r"lookahead: params must be LookaheadParams\(fast=\.\.\., slow=\.\.\.\)"),
+    (lambda: _update(gtx.lookahead(ADAM(), 2, 0.5)), gtx.MissingArgumentError,
+     r"lookahead needs the parameters"),
+    (lambda: _update(gtx.multi_steps(ADAM(), 2, should_skip_update_fn=_bad_skip_fn)),
+     gtx.StructureError, r"should_skip_update_fn must return a scalar bool first, got dtype "
+                         r"bool and shape \(2,\)"),
+    (lambda: gtx.chain(**{"not valid": ADAM()}), ValueError,
+     r"chain: stage name 'not valid' must be a Python identifier"),
+    (lambda: gtx.chain(3), TypeError, r"chain: expected a gradient transformation"),
+    (lambda: _update(gtx.chain(acc=gtx.multi_steps(ADAM(), 2)), state=gtx.chain(
+        acc=gtx.apply_if_finite(ADAM(), 2)).init(_params())), gtx.StructureError,
+     r"stage 'acc': multi_steps: the state is a ApplyIfFiniteState, not a MultiStepsState"),
+    # carry_state.
+    (lambda: gtx.carry_state(_state_of(ADAM()), _state_of(gtx.sgd(0.1)), strict=True),
+     gtx.StructureError, r"could not carry every stage: fresh \[\].*dropped \['adam'\]"),
+    (lambda: gtx.carry_state(_state_of(ADAM()), _state_of(ADAM()), hparams="newest"),
+     ValueError, r"carry_state: hparams must be 'old' or 'new', got 'newest'"),
+]
+
+
+@pytest.mark.parametrize("make_error,kind,pattern", ERRORS,
+                         ids=[f"{i}" for i in range(len(ERRORS))])
+def test_error_table(make_error, kind, pattern):
+  with pytest.raises(kind) as info:
+    make_error()
+  assert re.search(pattern, str(info.value)), f"{pattern!r} not in {str(info.value)!r}"
+
+
+def test_wrapping_or_unwrapping_a_stage_keeps_its_state():
+  params = _params()
+  plain = gtx.chain(clip=gtx.clip(1.0), opt=gtx.adam(0.1))
+  _, old = _steps(plain, plain.init(params), params, range(3))
+  wrapped = gtx.chain(clip=gtx.clip(1.0), opt=gtx.apply_if_finite(gtx.adam(0.1), 2))
+  state, report = gtx.carry_state(old, wrapped.init(params))
+  assert report["carried"] == ["clip", "opt.adam", "opt.lr"]
+  assert report["fresh"] == ["opt (ApplyIfFiniteState)"] and not report["mismatched"]
+  _assert_same(state["opt"].inner_state, old["opt"])
+  assert int(state["opt"].notfinite_count) == 0
+  back, report = gtx.carry_state(state, plain.init(params))
+  assert report["dropped"] == ["opt (ApplyIfFiniteState)"]
+  _assert_same(back, old)
+  # A mask that hides leaves changes the moments' structure: reported, not forced.
+  half = gtx.chain(clip=gtx.clip(1.0), opt=gtx.masked(gtx.adam(0.1), {"w": True, "b": False}))
+  _, report = gtx.carry_state(old, half.init(params))
+  assert report["mismatched"] == ["opt"]

@@ -1,0 +1,152 @@
+"""Hyperparameters in the state: read and set by dotted name, without retracing; schedules
+report the value used at the last step, wherever the stage sits (chains, wrappers, groups)."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import gradtx as gtx
+
+
+def _params():
+  return {"w": jnp.full((2, 2), 0.5, jnp.float32), "b": jnp.full((2,), -0.5, jnp.float32)}
+
+
+def _grads(t):
+  return {"w": jnp.full((2, 2), 1.0 + t, jnp.float32), "b": jnp.full((2,), 0.5 - t, jnp.float32)}
+
+
+def _counted_step(tx):
+  """A jitted step and a list that grows by one each time it is traced."""
+  traces = []
+
+  @jax.jit
+  def step(params, state, grads):
+    traces.append(1)  # Python side effect: runs only while tracing
+    updates, state = tx.update(grads, state, params, value=jnp.sum(grads["b"]))
+    return gtx.apply_updates(params, updates), state
+
+  return step, traces
+
+
+SETTABLE = [
+    ("sgd", lambda: gtx.sgd(0.1, momentum=0.9), {"lr.learning_rate": 0.0, "momentum.decay": 0.5}),
+    ("adamw", lambda: gtx.adamw(0.1, weight_decay=0.1),
+     {"lr.learning_rate": 0.0, "adam.b1": 0.5, "decay.weight_decay": 0.0}),
+    ("safe", lambda: gtx.chain(safe=gtx.apply_if_finite(gtx.adam(0.1), 2)),
+     {"safe.lr.learning_rate": 0.0, "safe.max_consecutive_errors": 5}),
+    ("groups", lambda: gtx.chain(opt=gtx.partition(
+        {"a": gtx.adam(0.1), "b": gtx.sgd(0.1)}, {"w": "a", "b": "b"})),
+     {"opt.a.lr.learning_rate": 0.0, "opt.b.lr.learning_rate": 0.0}),
+    ("accumulate", lambda: gtx.chain(acc=gtx.multi_steps(gtx.sgd(0.1), 1)),
+     {"acc.lr.learning_rate": 0.0, "acc.every_k_schedule": 3}),
+    ("plateau", lambda: gtx.chain(opt=gtx.sgd(0.1), plateau=gtx.reduce_on_plateau()),
+     {"opt.lr.learning_rate": 0.0, "plateau.patience": 1, "plateau.factor": 0.5}),
+]
+
+
+@pytest.mark.parametrize("name,make,new_values", SETTABLE, ids=[c[0] for c in SETTABLE])
+def test_set_hparams_takes_effect_without_retracing(name, make, new_values):
+  tx = make()
+  params = _params()
+  state = tx.init(params)
+  step, traces = _counted_step(tx)
+  for t in range(2):
+    params, state = step(params, state, _grads(t))
+  state = gtx.set_hparams(state, new_values)
+  for key, value in new_values.items():
+    np.testing.assert_allclose(float(gtx.hparams(state)[key]), value)
+  frozen = params
+  for t in range(2, 5):
+    params, state = step(params, state, _grads(t))
+  assert len(traces) == 1, f"{name}: the step was traced {len(traces)} times"
+  # Every learning rate is now 0: the params no longer move.
+  for a, b in zip(jax.tree.leaves(params), jax.tree.leaves(frozen)):
+    np.testing.assert_array_equal(a, b)
+  for key, value in new_values.items():  # and the values stay as set
+    np.testing.assert_allclose(float(gtx.hparams(state)[key]), value)
+
+
+def test_set_value_keeps_dtype_and_float64_is_kept_under_x64():
+  state = gtx.adam(0.1).init(_params())
+  state = gtx.set_hparams(state, {"lr.learning_rate": np.float64(0.01)})
+  assert gtx.hparams(state)["lr.learning_rate"].dtype == jnp.float32
+  with jax.enable_x64(True):
+    state64 = gtx.adam(0.1).init(_params())
+    assert gtx.hparams(state64)["lr.learning_rate"].dtype == jnp.float64
+    assert gtx.hparams(state64)["adam.b1"].dtype == jnp.float64
+
+
+def _linear(start=1.0, end=0.0, steps=10):
+  return gtx.schedules.linear_schedule(start, end, steps)
+
+
+SCHEDULED = [
+    ("lr", lambda s: gtx.sgd(s), "lr.learning_rate"),
+    ("b1", lambda s: gtx.chain(adam=gtx.scale_by_adam(b1=gtx.schedules.linear_schedule(
+        0.9, 0.5, 10)), lr=gtx.scale_by_learning_rate(0.1)), "adam.b1"),
+    ("masked", lambda s: gtx.chain(decay=gtx.add_decayed_weights(s, mask={"w": True, "b": False}),
+                                   lr=gtx.sgd(0.1)), "decay.weight_decay"),
+    ("partition", lambda s: gtx.partition({"a": gtx.sgd(s), "b": gtx.sgd(0.1)},
+                                          {"w": "a", "b": "b"}), "a.lr.learning_rate"),
+    ("lookahead", lambda s: gtx.lookahead(gtx.sgd(s), 2, 0.5), "lr.learning_rate"),
+    ("plateau", lambda s: gtx.chain(sgd=gtx.sgd(0.1), plateau=gtx.reduce_on_plateau(factor=s)),
+     "plateau.factor"),
+]
+
+
+@pytest.mark.parametrize("name,make,key", SCHEDULED, ids=[c[0] for c in SCHEDULED])
+def test_schedules_report_the_value_of_the_last_step(name, make, key):
+  schedule = _linear(0.9, 0.1, 10) if name in ("plateau",) else _linear(1.0, 0.0, 10)
+  if name == "b1":
+    schedule = gtx.schedules.linear_schedule(0.9, 0.5, 10)
+  tx = make(schedule)
+  params = _params()
+  if name == "lookahead":
+    params = gtx.LookaheadParams.init_synced(params)
+  state = tx.init(params)
+  np.testing.assert_allclose(float(gtx.hparams(state)[key]), float(schedule(0)), rtol=1e-6)
+  grads = _grads(0)
+  step = jax.jit(lambda s, p: tx.update(grads, s, p, value=1.0))
+  for t in range(4):
+    _, state = step(state, params)
+    np.testing.assert_allclose(float(gtx.hparams(state)[key]), float(schedule(t)), rtol=1e-6)
+
+
+def test_schedules_inside_step_skipping_wrappers_follow_the_steps_taken():
+  schedule = _linear(1.0, 0.0, 10)
+  params = _params()
+  safe = gtx.apply_if_finite(gtx.sgd(schedule), 3)
+  state = safe.init(params)
+  for t, finite in enumerate([True, False, True, True]):
+    grads = _grads(t) if finite else jax.tree.map(lambda g: g * jnp.nan, _grads(t))
+    _, state = safe.update(grads, state, params)
+  # Three steps were taken; the skipped one did not advance the schedule.
+  np.testing.assert_allclose(float(gtx.hparams(state)["lr.learning_rate"]), float(schedule(2)))
+
+  acc = gtx.multi_steps(gtx.sgd(schedule), 2)
+  state = acc.init(params)
+  for t in range(5):
+    _, state = acc.update(_grads(t), state, params)
+  # Two inner steps were taken (after calls 2 and 4).
+  np.testing.assert_allclose(float(gtx.hparams(state)["lr.learning_rate"]), float(schedule(1)))
+
+
+def test_set_hparams_errors_list_the_valid_names():
+  state = gtx.chain(opt=gtx.partition({"a": gtx.adam(0.1)}, {"w": "a", "b": "a"})).init(_params())
+  with pytest.raises(gtx.HyperparameterError) as info:
+    gtx.set_hparams(state, {"opt.a.learning_rate": 0.1})
+  message = str(info.value)
+  assert "did you mean 'opt.a.lr.learning_rate'" in message
+  assert "'opt.a.adam.b1', 'opt.a.adam.b2'" in message
+
+
+def test_hparams_sweep_under_vmap():
+  """Hyperparameters are arrays in the state: vmap a step over several learning rates."""
+  tx = gtx.sgd(0.1)
+  params = _params()
+  states = jax.vmap(lambda lr: gtx.set_hparams(tx.init(params), {"lr.learning_rate": lr}))(
+      jnp.array([0.0, 0.1, 1.0]))
+  updates, _ = jax.vmap(lambda s: tx.update(_grads(0), s, params))(states)
+  np.testing.assert_allclose(updates["b"][:, 0], [0.0, -0.05, -0.5], rtol=1e-6)

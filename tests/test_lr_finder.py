@@ -1,0 +1,175 @@
+"""The learning-rate range test: the curve against numpy, suggested rates on a quadratic
+whose best rate is known, early stopping, no recompilation, the caller's state untouched."""
+
+import itertools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import gradtx as gtx
+from gradtx.lr_finder import lr_range_test
+
+
+def _quadratic(curvature, counter=None):
+  """f(x) = 1/2 L |x - b|^2 for a batch b (None: b = 0). With SGD the best rate is 1/L
+  (one step to the minimum) and the iteration diverges above 2/L."""
+  def loss_fn(x, batch):
+    if counter is not None:
+      counter.append(1)  # runs once per trace
+    if batch is not None:
+      x = x - batch
+    return 0.5 * curvature * jnp.sum(x ** 2)
+  return loss_fn
+
+
+def _numpy_run(curvature, x0, lrs, smoothing, batches=None):
+  """The same run in numpy: losses before each step, and their debiased moving average."""
+  x = np.asarray(x0, np.float64)
+  losses = []
+  for k, lr in enumerate(lrs):
+    b = 0 if batches is None else np.asarray(batches[k % len(batches)], np.float64)
+    losses.append(0.5 * curvature * np.sum((x - b) ** 2))
+    x = x - lr * curvature * (x - b)
+  losses = np.asarray(losses)
+  average, smoothed = 0.0, []
+  for k, loss in enumerate(losses):
+    average = (1 - smoothing) * average + smoothing * loss
+    smoothed.append(average / (1 - (1 - smoothing) ** (k + 1)))
+  return losses, np.asarray(smoothed)
+
+
+@pytest.mark.parametrize("curvature", [4.0, 100.0, 1e4])
+def test_suggested_rates_are_within_3x_of_the_best_rate_of_a_quadratic(curvature):
+  best = 1 / curvature
+  result = lr_range_test(_quadratic(curvature), jnp.ones(10), itertools.repeat(None),
+                         gtx.sgd(0.1))
+  assert best / 3 < result.suggested_lr < best * 3, result
+  assert best / 3 < result.steepest_lr < best * 3, result
+  # It stopped early, and only once the rate was past the stability limit 2/L.
+  assert result.stop_reason == "diverged" and result.diverged
+  assert len(result.lrs) < 100
+  assert result.lrs[-1] > 2 * best
+  assert result.smoothed_losses[-1] > 4 * np.min(result.smoothed_losses[:-1])
+
+
+@pytest.mark.parametrize("dtype", [jnp.float32, jnp.float64], ids=["float32", "float64"])
+def test_the_curve_equals_a_numpy_run(dtype):
+  with jax.enable_x64(dtype == jnp.float64):
+    curvature, rng = 4.0, np.random.default_rng(0)
+    x0 = jnp.asarray(rng.normal(size=5), dtype)
+    batches = [jnp.asarray(0.1 * rng.normal(size=5), dtype) for _ in range(3)]
+    result = lr_range_test(_quadratic(curvature), x0, batches, gtx.sgd(0.1), min_lr=1e-3,
+                           max_lr=0.45, num_steps=40, smoothing=0.1)
+    lrs = 1e-3 * 450.0 ** (np.arange(40) / 39)
+    assert result.stop_reason == "completed"  # below 2/L = 0.5 throughout
+    np.testing.assert_allclose(result.lrs, lrs, rtol=1e-15)
+    losses, smoothed = _numpy_run(curvature, x0, lrs, 0.1, batches)
+    rtol = 2e-5 if dtype == jnp.float32 else 1e-12
+    np.testing.assert_allclose(result.losses, losses, rtol=rtol)
+    np.testing.assert_allclose(result.smoothed_losses, smoothed, rtol=rtol)
+    # Both suggestions leave out the first tenth of the curve (4 of 40 steps).
+    lowest = 4 + int(np.argmin(smoothed[4:]))
+    assert result.minimum_lr == lrs[lowest]
+    assert result.suggested_lr == pytest.approx(lrs[lowest] / 10)
+    slope = np.gradient(np.log(smoothed), np.log(lrs))
+    assert result.steepest_lr == lrs[4 + int(np.argmin(slope[4:lowest + 1]))]
+
+
+def test_the_step_is_traced_once_while_the_rate_changes_every_step():
+  traces = []
+  result = lr_range_test(_quadratic(1.0, traces), jnp.ones(3), [None], gtx.adam(1e-3),
+                         max_lr=0.1, num_steps=30)
+  assert len(result.lrs) == 30 and result.stop_reason == "completed"
+  assert len(traces) == 1
+
+
+def test_the_callers_params_and_state_are_unchanged_and_not_donated():
+  params = {"w": jnp.arange(6.0).reshape(2, 3), "b": jnp.ones(3)}
+  tx = gtx.adam(1e-2)
+  state = tx.init(params)
+  for _ in range(3):  # a state with moments, not a fresh one
+    _, state = tx.update(jax.tree.map(jnp.ones_like, params), state, params)
+  before = jax.tree.map(np.array, (params, state))
+  loss_fn = lambda p, batch: jnp.sum(p["w"] ** 2) + jnp.sum(p["b"] ** 2)  # noqa: E731
+  result = lr_range_test(loss_fn, params, [None], tx, state=state, num_steps=20)
+  for leaf in jax.tree.leaves((params, state)):
+    assert not leaf.is_deleted()
+  for x, y in zip(jax.tree.leaves((params, state)), jax.tree.leaves(before)):
+    np.testing.assert_array_equal(np.asarray(x), y)
+  assert float(gtx.hparams(state)["lr.learning_rate"]) == pytest.approx(1e-2)
+  # The result holds host values only: nothing that aliases the run's device buffers.
+  for field in ("lrs", "losses", "smoothed_losses"):
+    assert type(getattr(result, field)) is np.ndarray
+  for field in ("steepest_lr", "minimum_lr", "suggested_lr"):
+    assert type(getattr(result, field)) is float
+
+
+def test_a_nonfinite_loss_stops_the_run():
+  result = lr_range_test(_quadratic(1e4), jnp.ones(3), [None], gtx.sgd(0.1), max_lr=1e3,
+                         diverge_threshold=1e300)
+  assert result.stop_reason == "nonfinite" and result.diverged
+  assert not np.isfinite(result.losses[-1]) and np.isnan(result.smoothed_losses[-1])
+  assert np.isfinite(result.losses[:-1]).all() and len(result.lrs) < 100
+  assert 1e-4 / 3 < result.suggested_lr < 1e-4 * 3  # read off the finite part
+
+
+def test_an_iterator_that_runs_out_stops_the_run():
+  batches = iter([jnp.zeros(2)] * 7)
+  result = lr_range_test(_quadratic(1.0), jnp.ones(2), batches, gtx.sgd(0.1))
+  assert result.stop_reason == "out of batches" and len(result.lrs) == 7
+
+
+def test_a_named_rate_inside_a_custom_chain():
+  tx = gtx.chain(grads=gtx.monitor("norm"),
+                 opt=gtx.monitor("step_size_mean", inner=gtx.adam(1e-3)))
+  result = lr_range_test(_quadratic(1.0), jnp.ones(4), [None], tx,
+                         name="opt.lr.learning_rate", num_steps=60)
+  # The rate reached the step: nothing moves at tiny rates, the loss falls at larger ones.
+  np.testing.assert_allclose(result.losses[result.lrs < 1e-5], 2.0, rtol=1e-4)
+  assert result.smoothed_losses.min() < 0.8 * result.losses[0]
+
+
+def test_plot_draws_the_curve_and_the_suggestions():
+  matplotlib = pytest.importorskip("matplotlib")
+  matplotlib.use("Agg")
+  import matplotlib.pyplot as plt
+  result = lr_range_test(_quadratic(4.0), jnp.ones(3), [None], gtx.sgd(0.1))
+  ax = result.plot()
+  raw, smooth, steep, suggested = ax.get_lines()
+  np.testing.assert_array_equal(raw.get_xdata(), result.lrs)
+  np.testing.assert_array_equal(raw.get_ydata(), result.losses)
+  np.testing.assert_array_equal(smooth.get_ydata(), result.smoothed_losses)
+  assert steep.get_xdata()[0] == result.steepest_lr
+  assert suggested.get_xdata()[0] == result.suggested_lr
+  assert ax.get_xscale() == "log"
+  fig, given = plt.subplots()
+  assert result.plot(given) is given
+  plt.close("all")
+
+
+ERRORS = [
+    ("unknown name", dict(name="lr.rate"), gtx.HyperparameterError,
+     r"unknown hyperparameter 'lr.rate' \(did you mean 'lr.learning_rate'"),
+    ("min above max", dict(min_lr=1.0, max_lr=0.1), ValueError,
+     r"lr_range_test: need 0 < min_lr < max_lr"),
+    ("zero min", dict(min_lr=0.0), ValueError, r"need 0 < min_lr"),
+    ("one step", dict(num_steps=1), ValueError, r"num_steps must be an integer >= 2, got 1"),
+    ("no smoothing weight", dict(smoothing=0.0), ValueError, r"smoothing must be in \(0, 1\]"),
+    ("threshold", dict(diverge_threshold=1.0), ValueError, r"diverge_threshold must be > 1"),
+    ("factor", dict(factor=0.5), ValueError, r"factor must be >= 1"),
+]
+
+
+@pytest.mark.parametrize("kwargs,error,match", [e[1:] for e in ERRORS],
+                         ids=[e[0] for e in ERRORS])
+def test_errors(kwargs, error, match):
+  with pytest.raises(error, match=match):
+    lr_range_test(_quadratic(1.0), jnp.ones(2), [None], gtx.sgd(0.1), **kwargs)
+
+
+def test_a_scheduled_rate_cannot_be_swept():
+  tx = gtx.sgd(gtx.schedules.linear_schedule(0.1, 0.0, 10))
+  with pytest.raises(gtx.HyperparameterError, match="follows a schedule"):
+    lr_range_test(_quadratic(1.0), jnp.ones(2), [None], tx)
