@@ -213,8 +213,9 @@ class Layout:
     Works for any :class:`Packed` of this layout: parameters, gradients, or a
     stage's moments (``layout.unpack(state["adam"].mu)``), whatever the
     buffers' dtype; buffers with leading axes (L-BFGS's history of each
-    leaf) give leaves with the same leading axes. Inside a loss function it is how the model sees packed
-    parameters; its gradient is a concatenation, so the gradient arrives packed.
+    leaf) give leaves with the same leading axes. Inside a loss function it
+    is how the model sees packed parameters; its gradient is a
+    concatenation, so the gradient arrives packed.
     """
     self._check(packed, "unpack")
     leaves: list[Any] = [None] * len(self.shapes)

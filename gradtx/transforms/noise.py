@@ -82,8 +82,10 @@ def add_noise(eta: ScalarOrSchedule = 0.01, gamma: ScalarOrSchedule = 0.55,
 
     return tree.tree_map(leaf, updates, leaf_keys), AddNoiseState(count, rng_key, hparams)
 
+  # A key array has no readable value for repr; an int seed shows as itself.
+  shown_key = key if key is None or isinstance(key, int) else "<PRNG key>"
   return GradientTransformation(init, update, name="add_noise", spec=spec,
-                                options=dict(key=key))
+                                options=dict(key=shown_key))
 
 
 def centralize() -> GradientTransformation:
