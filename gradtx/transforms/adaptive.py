@@ -18,7 +18,7 @@ from gradtx import numerics, tree
 from gradtx.core import (NONNEGATIVE, UNIT_HALF_OPEN, GradientTransformation, HParams,
                          HParamSpec, Range, ScalarOrSchedule, require_params)
 from gradtx.numerics import as_dtype, compute_dtype, ema_moment, safe_increment
-from gradtx.transforms.moments import ScaleByAdamState, _adam_moments
+from gradtx.transforms.moments import ScaleByAdamState, _adam_moments, debiased_first_moment
 
 __all__ = ["ScaleByAdanState", "ScaleByBeliefState", "ScaleByNadamState", "ScaleByNovogradState",
            "scale_by_adan", "scale_by_belief", "scale_by_nadam", "scale_by_novograd",
@@ -27,16 +27,6 @@ __all__ = ["ScaleByAdanState", "ScaleByBeliefState", "ScaleByNadamState", "Scale
 _ZERO_COUNT = lambda: jnp.zeros([], jnp.int32)  # noqa: E731
 # RAdam's rectification needs rho_inf = 2 / (1 - b2) - 1 > 4, i.e. b2 > 0.6.
 _RADAM_B2 = Range(0.6, 1.0, low_open=True, high_open=True)
-
-
-def _first_moment_hat(g: jax.Array, m_new: jax.Array, b1: jax.Array, count: jax.Array,
-                      nesterov: bool) -> jax.Array:
-  """:math:`\\hat m_t`, plain or with Dozat's look-ahead, as in :func:`scale_by_adam`."""
-  if not nesterov:
-    return numerics.bias_correction(m_new, b1, count)
-  beta1 = as_dtype(b1, m_new.dtype)
-  return (beta1 * numerics.bias_correction(m_new, b1, safe_increment(count))
-          + (1 - beta1) * numerics.bias_correction(g.astype(m_new.dtype), b1, count))
 
 
 def scale_by_radam(b1: ScalarOrSchedule = 0.9, b2: ScalarOrSchedule = 0.999,
@@ -167,7 +157,7 @@ def scale_by_belief(b1: ScalarOrSchedule = 0.9, b2: ScalarOrSchedule = 0.999,
       prediction_error = g.astype(m_new.dtype) - m_new
       s_new = ema_moment(prediction_error, s, h["b2"], order=2)
       s_new = s_new + as_dtype(h["eps_root"], s_new.dtype)
-      m_hat = _first_moment_hat(g, m_new, h["b1"], count, nesterov)
+      m_hat = debiased_first_moment(g, m_new, h["b1"], count, nesterov)
       s_hat = numerics.bias_correction(s_new, h["b2"], count)
       u = m_hat.astype(s_hat.dtype) / (jnp.sqrt(s_hat) + as_dtype(h["eps"], s_hat.dtype))
       return u.astype(g.dtype), m_new.astype(m.dtype), s_new.astype(s.dtype)

@@ -260,20 +260,27 @@ def _adam_spec(stage: str, b1: Any, b2: Any, eps: Any, eps_root: Any = None) -> 
   return HParamSpec(stage, **entries)
 
 
+def debiased_first_moment(g: jax.Array, m_new: jax.Array, b1: jax.Array, count: jax.Array,
+                          nesterov: bool) -> jax.Array:
+  """:math:`\\hat m_t`, plain or with Dozat's Nesterov look-ahead (NAdam).
+
+  Plain: :math:`m_t / (1-\\beta_1^t)`; Nesterov:
+  :math:`\\beta_1 m_t / (1-\\beta_1^{t+1}) + (1-\\beta_1) g_t / (1-\\beta_1^t)`.
+  """
+  if not nesterov:
+    return numerics.bias_correction(m_new, b1, count)
+  return (as_dtype(b1, m_new.dtype) * numerics.bias_correction(m_new, b1, safe_increment(count))
+          + as_dtype(1 - b1, m_new.dtype)
+          * numerics.bias_correction(g.astype(m_new.dtype), b1, count))
+
+
 def _adam_moments(g: jax.Array, m: jax.Array, v: jax.Array, h: HParams, count: jax.Array,
                   nesterov: bool) -> tuple[jax.Array, jax.Array, jax.Array, jax.Array]:
   """Adam's shared arithmetic: new ``m``, ``v`` and debiased ``m_hat``, ``v_hat``."""
-  b1, b2 = h["b1"], h["b2"]
-  m_new = ema_moment(g, m, b1, order=1)
-  v_new = ema_moment(g, v, b2, order=2)
-  if nesterov:
-    # Dozat's NAdam: look ahead one step of the first moment.
-    m_hat = (as_dtype(b1, m_new.dtype) * numerics.bias_correction(m_new, b1, safe_increment(count))
-             + as_dtype(1 - b1, m_new.dtype)
-             * numerics.bias_correction(g.astype(m_new.dtype), b1, count))
-  else:
-    m_hat = numerics.bias_correction(m_new, b1, count)
-  return m_new, v_new, m_hat, numerics.bias_correction(v_new, b2, count)
+  m_new = ema_moment(g, m, h["b1"], order=1)
+  v_new = ema_moment(g, v, h["b2"], order=2)
+  m_hat = debiased_first_moment(g, m_new, h["b1"], count, nesterov)
+  return m_new, v_new, m_hat, numerics.bias_correction(v_new, h["b2"], count)
 
 
 def scale_by_adam(b1: ScalarOrSchedule = 0.9, b2: ScalarOrSchedule = 0.999,
