@@ -29,17 +29,18 @@ def _run(*args: str | os.PathLike, check: bool = True) -> int:
 
 
 def ensure_env(extras: str) -> None:
-  """Creates .venv and installs gradtx with ``extras`` unless already done."""
+  """Creates .venv and installs gradtx with ``extras`` ("" for none) unless already done."""
   if not PYTHON.exists():
     print(f"creating virtual environment in {VENV}", flush=True)
     venv.create(VENV, with_pip=True)
-  stamp = VENV / f".installed-{extras}"
+  stamp = VENV / f".installed-{extras or 'base'}"
   digest = hashlib.sha256((ROOT / "pyproject.toml").read_bytes()).hexdigest()
   if stamp.exists() and stamp.read_text() == digest:
     return
-  print(f"installing gradtx[{extras}] into {VENV}", flush=True)
+  target = f".[{extras}]" if extras else "."
+  print(f"installing gradtx{target[1:]} into {VENV}", flush=True)
   _run(PYTHON, "-m", "pip", "install", "-q", "--upgrade", "pip")
-  _run(PYTHON, "-m", "pip", "install", "-q", "-e", f".[{extras}]")
+  _run(PYTHON, "-m", "pip", "install", "-q", "-e", target)
   if extras == "test":
     # The torch.optim parity tests skip themselves when torch is missing.
     if _run(PYTHON, "-m", "pip", "install", "-q", TORCH, check=False) != 0:
@@ -50,7 +51,7 @@ def ensure_env(extras: str) -> None:
 def main(argv: list[str]) -> int:
   command = argv[0] if argv else "help"
   if command == "demo":
-    ensure_env("notebooks")
+    ensure_env("")  # the demo needs only gradtx and jax
     return _run(PYTHON, ROOT / "examples" / "demo.py", *argv[1:], check=False)
   if command == "test":
     ensure_env("test")
