@@ -161,3 +161,25 @@ def test_transformation_unpacks_like_optax():
   init, update = gtx.sgd(0.1)
   u, _ = update(jnp.ones(1), init(jnp.zeros(1)))
   np.testing.assert_allclose(u, [-0.1])
+
+
+def _three_adam_steps(learning_rate):
+  """Loss after three Adam steps on sum(w^2), the rate set by name in the state."""
+  tx = gtx.adam(0.1)
+  params = {"w": jnp.ones(3)}
+  state = gtx.set_hparams(tx.init(params), {"lr.learning_rate": learning_rate})
+  for _ in range(3):
+    grads = jax.grad(lambda p: jnp.sum(p["w"] ** 2))(params)
+    updates, state = tx.update(grads, state, params)
+    params = gtx.apply_updates(params, updates)
+  return jnp.sum(params["w"] ** 2)
+
+
+def test_hyperparameters_sweep_under_vmap_and_differentiate_under_grad():
+  rates = jnp.array([0.01, 0.1, 0.5])
+  swept = jax.jit(jax.vmap(_three_adam_steps))(rates)
+  one_by_one = [float(_three_adam_steps(r)) for r in rates]
+  np.testing.assert_allclose(swept, one_by_one, rtol=1e-6)
+  h = 1e-2
+  central_difference = (_three_adam_steps(0.1 + h) - _three_adam_steps(0.1 - h)) / (2 * h)
+  np.testing.assert_allclose(jax.grad(_three_adam_steps)(0.1), central_difference, rtol=2e-3)
