@@ -25,12 +25,17 @@ def compute_dtype(*arrays: jax.Array) -> jnp.dtype:
   promotion: mixing a bfloat16 moment with float32 gradients is gradtx's
   deliberate choice, made explicit by the casts that follow.
   """
+  dtypes = {jnp.asarray(a).dtype for a in arrays}
+  if len(dtypes) == 1:  # the common case, kept cheap: this runs per leaf at trace time
+    return dtypes.pop()
   with jax.numpy_dtype_promotion("standard"):
-    return jnp.result_type(*(jnp.asarray(a).dtype for a in arrays))
+    return jnp.result_type(*dtypes)
 
 
 def as_dtype(x: jax.Array | float, dtype: jnp.dtype) -> jax.Array:
   """``x`` as an array of ``dtype`` (a no-op when it already is)."""
+  if isinstance(x, jax.Array) and x.dtype == dtype:
+    return x
   return jnp.asarray(x).astype(dtype)
 
 

@@ -50,10 +50,12 @@ def check_structure(expected: PyTree, got: PyTree, expected_name: str,
     got_name: how the message names ``got`` (``"grads"``).
     check_shapes: also require equal leaf shapes.
   """
-  expected_def = jax.tree_util.tree_structure(expected, is_leaf=_is_masked)
-  got_def = jax.tree_util.tree_structure(got, is_leaf=_is_masked)
-  if expected_def == got_def and not check_shapes:
-    return
+  expected_flat, expected_def = jax.tree_util.tree_flatten(expected, is_leaf=_is_masked)
+  got_flat, got_def = jax.tree_util.tree_flatten(got, is_leaf=_is_masked)
+  if expected_def == got_def:
+    if not check_shapes or all(_same_shape(a, b) for a, b in zip(expected_flat, got_flat)):
+      return  # the common case: no key paths are built
+  # Something differs: build key paths (slow, but only on the way to an error).
   expected_leaves = _leaves_by_path(expected)
   got_leaves = _leaves_by_path(got)
   if expected_def != got_def:
@@ -69,12 +71,16 @@ def check_structure(expected: PyTree, got: PyTree, expected_name: str,
     raise StructureError(f"{got_name} and {expected_name} differ in structure: {detail}")
   for key, leaf in expected_leaves.items():
     other = got_leaves[key]
-    expected_shape = getattr(leaf, "shape", None)
-    got_shape = getattr(other, "shape", None)
-    if expected_shape is not None and got_shape is not None and expected_shape != got_shape:
+    if not _same_shape(leaf, other):
       raise StructureError(
           f"{got_name} and {expected_name} differ in shape at key path {key}: "
-          f"{tuple(got_shape)} in {got_name}, {tuple(expected_shape)} in {expected_name}")
+          f"{tuple(other.shape)} in {got_name}, {tuple(leaf.shape)} in {expected_name}")
+
+
+def _same_shape(a: Any, b: Any) -> bool:
+  """Equal shapes, or a leaf without one (a MaskedNode, a Python scalar)."""
+  shape_a, shape_b = getattr(a, "shape", None), getattr(b, "shape", None)
+  return shape_a is None or shape_b is None or tuple(shape_a) == tuple(shape_b)
 
 
 def tree_map(fn: Callable[..., Any], tree: PyTree, *rest: PyTree) -> PyTree:
