@@ -9,13 +9,47 @@ float32 model computes in float32 exactly as with Python-float constants.
 
 from __future__ import annotations
 
+import contextlib
+import threading
+from typing import Any, Callable, Iterator
+
 import jax
 import jax.numpy as jnp
 
 from gradtx.core import safe_increment
 
 __all__ = ["abs_sq", "as_dtype", "bias_correction", "compute_dtype", "ema_moment",
-           "safe_increment", "safe_rsqrt"]
+           "safe_increment", "safe_rsqrt", "shared", "shared_scalars"]
+
+
+# Per-step scalars shared by all leaves. A per-array rule computes coefficients
+# such as 1 - beta or 1 - beta^t from the same hyperparameter and count arrays at
+# every leaf; XLA merges the copies, but tracing 2000 copies is what makes a
+# many-leaf step slow to compile. While `shared_scalars()` is active (the tree
+# mappers open it), each such coefficient is traced once per step and reused.
+_local = threading.local()
+
+
+@contextlib.contextmanager
+def shared_scalars() -> Iterator[None]:
+  """Within this block, :func:`shared` computes each keyed scalar once."""
+  outer = getattr(_local, "cache", None)
+  _local.cache = {}
+  try:
+    yield
+  finally:
+    _local.cache = outer
+
+
+def shared(name: str, inputs: tuple[Any, ...], compute: Callable[[], jax.Array]) -> jax.Array:
+  """``compute()``, reused for the same ``name`` and input objects inside :func:`shared_scalars`."""
+  cache = getattr(_local, "cache", None)
+  if cache is None:
+    return compute()
+  key = (name, *(id(x) for x in inputs))
+  if key not in cache:
+    cache[key] = (compute(), inputs)  # holding the inputs keeps their ids unique
+  return cache[key][0]
 
 
 def compute_dtype(*arrays: jax.Array) -> jnp.dtype:
@@ -51,19 +85,22 @@ def ema_moment(g: jax.Array, m: jax.Array, decay: jax.Array, order: int) -> jax.
   ``m``'s dtypes; callers cast it to the state's dtype.
   """
   dtype = compute_dtype(g, m)
-  decay = jnp.asarray(decay)
   g = g.astype(dtype)
   term = g if order == 1 else abs_sq(g) if order == 2 else jnp.abs(g) ** order
   # 1 - decay in the hyperparameter's own precision, as optax's Python floats do.
-  return as_dtype(1 - decay, dtype) * term + as_dtype(decay, dtype) * m.astype(dtype)
+  keep, take = shared(f"ema {dtype}", (decay,), lambda: (
+      as_dtype(decay, dtype), as_dtype(1 - jnp.asarray(decay), dtype)))
+  return take * term + keep * m.astype(dtype)
 
 
 def bias_correction(m: jax.Array, decay: jax.Array, count: jax.Array) -> jax.Array:
   """:math:`\\hat m = m / (1 - \\beta^t)`, undoing a zero-initialised moment's bias."""
-  decay = jnp.asarray(decay)
-  # The power in the hyperparameter's float dtype, as optax's float ** int32 count.
-  correction = 1 - decay ** jnp.asarray(count).astype(decay.dtype)
-  return m / correction.astype(m.dtype)
+  def correction() -> jax.Array:
+    beta = jnp.asarray(decay)
+    # The power in the hyperparameter's float dtype, as optax's float ** int32 count.
+    return (1 - beta ** jnp.asarray(count).astype(beta.dtype)).astype(m.dtype)
+
+  return m / shared(f"debias {m.dtype}", (decay, count), correction)
 
 
 def safe_rsqrt(x: jax.Array) -> jax.Array:

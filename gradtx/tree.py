@@ -13,6 +13,7 @@ import jax
 import jax.numpy as jnp
 
 from gradtx.errors import StructureError
+from gradtx.numerics import shared_scalars
 
 PyTree = Any
 
@@ -181,13 +182,14 @@ def map_multi(fn: Callable[..., tuple], n_out: int, tree: PyTree,
   leaves, treedef = jax.tree.flatten(tree, is_leaf=_is_masked)
   others = [treedef.flatten_up_to(r) for r in rest]
   outs: list[list[Any]] = [[] for _ in range(n_out)]
-  for i, leaf in enumerate(leaves):
-    if _is_masked(leaf):
-      results = (leaf,) * n_out
-    else:
-      results = fn(leaf, *(o[i] for o in others))
-    for out, r in zip(outs, results):
-      out.append(r)
+  with shared_scalars():  # per-step coefficients traced once, not once per leaf
+    for i, leaf in enumerate(leaves):
+      if _is_masked(leaf):
+        results = (leaf,) * n_out
+      else:
+        results = fn(leaf, *(o[i] for o in others))
+      for out, r in zip(outs, results):
+        out.append(r)
   return tuple(jax.tree.unflatten(treedef, out) for out in outs)
 
 
