@@ -19,7 +19,7 @@ import jax.numpy as jnp
 from gradtx.core import safe_increment
 
 __all__ = ["abs_sq", "as_dtype", "bias_correction", "compute_dtype", "ema_moment",
-           "safe_increment", "safe_rsqrt", "shared", "shared_scalars"]
+           "safe_increment", "safe_rsqrt", "shared", "shared_scalars", "zero_count"]
 
 
 # Per-step scalars shared by all leaves. A per-array rule computes coefficients
@@ -101,6 +101,11 @@ def bias_correction(m: jax.Array, decay: jax.Array, count: jax.Array) -> jax.Arr
     return (1 - beta ** jnp.asarray(count).astype(beta.dtype)).astype(m.dtype)
 
   return m / shared(f"debias {m.dtype}", (decay, count), correction)
+
+
+def zero_count() -> jax.Array:
+  """A fresh step counter: int32 zero, advanced by :func:`safe_increment`."""
+  return jnp.zeros([], jnp.int32)
 
 
 def safe_rsqrt(x: jax.Array) -> jax.Array:

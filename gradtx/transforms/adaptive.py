@@ -24,7 +24,6 @@ __all__ = ["ScaleByAdanState", "ScaleByBeliefState", "ScaleByNadamState", "Scale
            "scale_by_adan", "scale_by_belief", "scale_by_nadam", "scale_by_novograd",
            "scale_by_radam", "scale_by_yogi"]
 
-_ZERO_COUNT = lambda: jnp.zeros([], jnp.int32)  # noqa: E731
 # RAdam's rectification needs rho_inf = 2 / (1 - b2) - 1 > 4, i.e. b2 > 0.6.
 _RADAM_B2 = Range(0.6, 1.0, low_open=True, high_open=True)
 
@@ -70,7 +69,7 @@ def scale_by_radam(b1: ScalarOrSchedule = 0.9, b2: ScalarOrSchedule = 0.999,
                     threshold=(threshold, Range()))
 
   def init(params):
-    return ScaleByAdamState(_ZERO_COUNT(), tree.zeros_like(params, mu_dtype),
+    return ScaleByAdamState(numerics.zero_count(), tree.zeros_like(params, mu_dtype),
                             tree.zeros_like(params, nu_dtype), spec.init())
 
   def update(updates, state, params=None, **extra):
@@ -143,7 +142,7 @@ def scale_by_belief(b1: ScalarOrSchedule = 0.9, b2: ScalarOrSchedule = 0.999,
                     eps=(eps, NONNEGATIVE), eps_root=(eps_root, NONNEGATIVE))
 
   def init(params):
-    return ScaleByBeliefState(_ZERO_COUNT(), tree.zeros_like(params, mu_dtype),
+    return ScaleByBeliefState(numerics.zero_count(), tree.zeros_like(params, mu_dtype),
                               tree.zeros_like(params, nu_dtype), spec.init())
 
   def update(updates, state, params=None, **extra):
@@ -199,7 +198,7 @@ def scale_by_yogi(b1: ScalarOrSchedule = 0.9, b2: ScalarOrSchedule = 0.999,
                     eps=(eps, NONNEGATIVE), eps_root=(eps_root, NONNEGATIVE))
 
   def init(params):
-    return ScaleByAdamState(_ZERO_COUNT(),
+    return ScaleByAdamState(numerics.zero_count(),
                             tree.full_like(params, initial_accumulator_value, mu_dtype),
                             tree.full_like(params, initial_accumulator_value, nu_dtype),
                             spec.init())
@@ -271,7 +270,7 @@ def scale_by_novograd(b1: ScalarOrSchedule = 0.9, b2: ScalarOrSchedule = 0.25,
   def init(params):
     # One scalar per leaf (block_map: in packed mode, spread over the leaf's entries).
     nu = tree.block_map(lambda p: jnp.zeros((), jnp.asarray(p).dtype), params)
-    return ScaleByNovogradState(_ZERO_COUNT(), tree.zeros_like(params, mu_dtype), nu,
+    return ScaleByNovogradState(numerics.zero_count(), tree.zeros_like(params, mu_dtype), nu,
                                 spec.init())
 
   def update(updates, state, params=None, **extra):
@@ -345,7 +344,7 @@ def scale_by_adan(b1: ScalarOrSchedule = 0.98, b2: ScalarOrSchedule = 0.92,
                     eps_root=(eps_root, NONNEGATIVE))
 
   def init(params):
-    return ScaleByAdanState(_ZERO_COUNT(), tree.zeros_like(params), tree.zeros_like(params),
+    return ScaleByAdanState(numerics.zero_count(), tree.zeros_like(params), tree.zeros_like(params),
                             tree.zeros_like(params), tree.zeros_like(params), spec.init())
 
   def update(updates, state, params=None, **extra):
@@ -424,7 +423,7 @@ def scale_by_nadam(b1: ScalarOrSchedule = 0.9, b2: ScalarOrSchedule = 0.999,
 
   def init(params):
     dtype = jnp.result_type(*(jnp.asarray(p).dtype for p in jax.tree.leaves(params)))
-    return ScaleByNadamState(_ZERO_COUNT(), jnp.ones((), dtype), tree.zeros_like(params),
+    return ScaleByNadamState(numerics.zero_count(), jnp.ones((), dtype), tree.zeros_like(params),
                              tree.zeros_like(params), spec.init())
 
   def update(updates, state, params=None, **extra):

@@ -17,7 +17,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from gradtx import tree
+from gradtx import numerics, tree
 from gradtx.core import (NONNEGATIVE, UNIT, UNIT_HALF_OPEN, GradientTransformation, HParams,
                          HParamSpec, ScalarOrSchedule)
 from gradtx.numerics import abs_sq, as_dtype, compute_dtype, ema_moment, safe_increment
@@ -106,7 +106,7 @@ def scale_by_factored_rms(factored: bool = True, decay_rate: ScalarOrSchedule = 
               jnp.zeros(np.delete(p.shape, row), p.dtype), placeholder)
 
     v_row, v_col, v = tree.map_multi(leaf, 3, params)
-    return FactoredState(jnp.zeros([], jnp.int32), v_row, v_col, v, spec.init())
+    return FactoredState(numerics.zero_count(), v_row, v_col, v, spec.init())
 
   def update(updates, state, params=None, **extra):
     del params, extra

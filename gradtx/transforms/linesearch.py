@@ -17,7 +17,7 @@ from typing import Any, Literal, NamedTuple
 import jax
 import jax.numpy as jnp
 
-from gradtx import tree
+from gradtx import numerics, tree
 from gradtx.core import (NONNEGATIVE, POSITIVE, POSITIVE_INT, GradientTransformation,
                          HParams, HParamSpec, Range, check_value, require_params)
 from gradtx.errors import MissingArgumentError
@@ -110,7 +110,7 @@ def scale_by_lbfgs(memory_size: int = 10, scale_init_precond: bool = True
   def init(params):
     stacked = tree.tree_map(lambda p: jnp.zeros((memory_size,) + jnp.shape(p),
                                                 jnp.asarray(p).dtype), params)
-    return ScaleByLBFGSState(jnp.zeros([], jnp.int32), tree.zeros_like(params),
+    return ScaleByLBFGSState(numerics.zero_count(), tree.zeros_like(params),
                              tree.zeros_like(params), stacked, stacked,
                              jnp.zeros((memory_size,), _value_dtype(params)), spec.init())
 

@@ -24,7 +24,6 @@ __all__ = [
     "scale_by_adamax", "scale_by_amsgrad", "scale_by_rms", "scale_by_rss", "scale_by_stddev",
 ]
 
-_ZERO_COUNT = lambda: jnp.zeros([], jnp.int32)  # noqa: E731
 
 
 class ScaleByRmsState(NamedTuple):
@@ -68,7 +67,7 @@ def scale_by_rms(decay: ScalarOrSchedule = 0.9, eps: ScalarOrSchedule = 1e-8,
   spec = HParamSpec("scale_by_rms", decay=(decay, UNIT_HALF_OPEN), eps=(eps, NONNEGATIVE))
 
   def init(params):
-    return ScaleByRmsState(_ZERO_COUNT(), tree.full_like(params, initial_scale), spec.init())
+    return ScaleByRmsState(numerics.zero_count(), tree.full_like(params, initial_scale), spec.init())
 
   def update(updates, state, params=None, **extra):
     del params, extra
@@ -116,7 +115,7 @@ def scale_by_stddev(decay: ScalarOrSchedule = 0.9, eps: ScalarOrSchedule = 1e-8,
   spec = HParamSpec("scale_by_stddev", decay=(decay, UNIT_HALF_OPEN), eps=(eps, NONNEGATIVE))
 
   def init(params):
-    return ScaleByStddevState(_ZERO_COUNT(), tree.zeros_like(params),
+    return ScaleByStddevState(numerics.zero_count(), tree.zeros_like(params),
                               tree.full_like(params, initial_scale), spec.init())
 
   def update(updates, state, params=None, **extra):
@@ -316,7 +315,7 @@ def scale_by_adam(b1: ScalarOrSchedule = 0.9, b2: ScalarOrSchedule = 0.999,
   spec = _adam_spec("scale_by_adam", b1, b2, eps, eps_root)
 
   def init(params):
-    return ScaleByAdamState(_ZERO_COUNT(), tree.zeros_like(params, mu_dtype),
+    return ScaleByAdamState(numerics.zero_count(), tree.zeros_like(params, mu_dtype),
                             tree.zeros_like(params, nu_dtype), spec.init())
 
   def update(updates, state, params=None, **extra):
@@ -367,7 +366,7 @@ def scale_by_amsgrad(b1: ScalarOrSchedule = 0.9, b2: ScalarOrSchedule = 0.999,
   spec = _adam_spec("scale_by_amsgrad", b1, b2, eps, eps_root)
 
   def init(params):
-    return ScaleByAmsgradState(_ZERO_COUNT(), tree.zeros_like(params, mu_dtype),
+    return ScaleByAmsgradState(numerics.zero_count(), tree.zeros_like(params, mu_dtype),
                                tree.zeros_like(params), tree.zeros_like(params), spec.init())
 
   def update(updates, state, params=None, **extra):
@@ -413,7 +412,7 @@ def scale_by_adamax(b1: ScalarOrSchedule = 0.9, b2: ScalarOrSchedule = 0.999,
   spec = _adam_spec("scale_by_adamax", b1, b2, eps)
 
   def init(params):
-    return ScaleByAdamState(_ZERO_COUNT(), tree.zeros_like(params), tree.zeros_like(params),
+    return ScaleByAdamState(numerics.zero_count(), tree.zeros_like(params), tree.zeros_like(params),
                             spec.init())
 
   def update(updates, state, params=None, **extra):

@@ -7,7 +7,7 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 
-from gradtx import tree
+from gradtx import numerics, tree
 from gradtx.core import (UNIT_HALF_OPEN, NONNEGATIVE, GradientTransformation, HParams,
                          HParamSpec, ScalarOrSchedule)
 from gradtx.numerics import bias_correction, compute_dtype, ema_moment, safe_increment
@@ -105,7 +105,7 @@ def ema(decay: ScalarOrSchedule, debias: bool = True,
   spec = HParamSpec("ema", decay=(decay, UNIT_HALF_OPEN))
 
   def init(params):
-    return EmaState(jnp.zeros([], jnp.int32), tree.zeros_like(params, accumulator_dtype),
+    return EmaState(numerics.zero_count(), tree.zeros_like(params, accumulator_dtype),
                     spec.init())
 
   def update(updates, state, params=None, **extra):

@@ -7,7 +7,7 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 
-from gradtx import tree
+from gradtx import numerics, tree
 from gradtx.core import (NONNEGATIVE, GradientTransformation, HParams, HParamSpec,
                          ScalarOrSchedule, stateless)
 from gradtx.numerics import as_dtype, safe_increment
@@ -64,7 +64,7 @@ def add_noise(eta: ScalarOrSchedule = 0.01, gamma: ScalarOrSchedule = 0.55,
 
   def init(params):
     del params
-    return AddNoiseState(jnp.zeros([], jnp.int32), _as_key(seed), spec.init())
+    return AddNoiseState(numerics.zero_count(), _as_key(seed), spec.init())
 
   def update(updates, state, params=None, **extra):
     del params, extra

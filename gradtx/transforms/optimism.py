@@ -7,7 +7,7 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 
-from gradtx import tree
+from gradtx import numerics, tree
 from gradtx.core import ANY, GradientTransformation, HParams, HParamSpec, ScalarOrSchedule
 from gradtx.numerics import as_dtype, compute_dtype, safe_increment
 
@@ -51,7 +51,7 @@ def scale_by_optimistic_gradient(alpha: ScalarOrSchedule = 1.0,
   spec = HParamSpec("scale_by_optimistic_gradient", alpha=(alpha, ANY), beta=(beta, ANY))
 
   def init(params):
-    return ScaleByOptimisticGradientState(jnp.zeros([], jnp.int32), tree.zeros_like(params),
+    return ScaleByOptimisticGradientState(numerics.zero_count(), tree.zeros_like(params),
                                           spec.init())
 
   def update(updates, state, params=None, **extra):
