@@ -32,9 +32,15 @@ Buffer order. Inside a dtype group the leaves are stored sorted by shape
 (stably), so leaves of equal shape are adjacent: a per-leaf reduction is then
 one batched reduction per distinct shape rather than one per leaf.
 
-What packed mode cannot do: transformations that look at a leaf's shape
-(Adafactor's factored moments of matrices, orthogonalising a matrix) see a
-1-D buffer and so compute something else; use tree mode for them.
+* rules that need each leaf's own shape (Adafactor's factored moments of a
+  matrix, SM3's per-axis accumulators, a flag per leaf) go through
+  :func:`gradtx.tree.map_leaves`: on a :class:`Packed` node it runs the
+  per-leaf rule batched over each run of equally shaped leaves
+  (:meth:`Packed.map_runs`), and per-leaf results that are not shaped like
+  the leaf are held as a :class:`PackedLeaves`, one stacked array per run.
+
+The one rule that computes something else packed is ``noisy_sgd``: it draws
+its noise per buffer, not per leaf (equally distributed, other numbers).
 """
 
 from __future__ import annotations
@@ -49,7 +55,7 @@ import numpy as np
 from gradtx import tree
 from gradtx.errors import StructureError
 
-__all__ = ["Layout", "Packed", "masked_update"]
+__all__ = ["Layout", "Packed", "PackedLeaves", "masked_update"]
 
 PyTree = Any
 
@@ -235,8 +241,8 @@ class Layout:
     moments keyed like the params), for inspection and saving.
     """
     def view(x):
-      return self.unpack(x) if isinstance(x, Packed) and x.layout == self else x
-    return jax.tree.map(view, state, is_leaf=lambda x: isinstance(x, Packed))
+      return x.unpack() if isinstance(x, (Packed, PackedLeaves)) and x.layout == self else x
+    return jax.tree.map(view, state, is_leaf=lambda x: isinstance(x, (Packed, PackedLeaves)))
 
   # -- per-leaf values as elements --------------------------------------------
 
@@ -335,6 +341,62 @@ class Packed(Mapping[str, jax.Array]):
     """The user's tree (see :meth:`Layout.unpack`)."""
     return self.layout.unpack(self)
 
+  def run_pieces(self, group: "_Group") -> list[jax.Array]:
+    """``group``'s buffer cut into its runs, each shaped ``(count, *leaf shape)``."""
+    buffer = self.buffers[group.dtype]
+    lead = buffer.shape[:-1]
+    sizes = [r.size for r in group.runs]
+    pieces = (jnp.split(buffer, np.cumsum(sizes)[:-1].tolist(), axis=-1) if len(sizes) > 1
+              else [buffer])
+    return [piece.reshape(lead + (run.count, *run.shape))
+            for run, piece in zip(group.runs, pieces)]
+
+  def map_runs(self, fn: Callable[..., tuple], shaped: tuple[bool, ...],
+               *rest: "Packed | PackedLeaves") -> tuple["Packed | PackedLeaves", ...]:
+    """``fn`` of each leaf, batched over each run of equally shaped leaves.
+
+    ``fn`` takes this tree's leaf and the same leaf of each of ``rest`` (a
+    :class:`Packed` gives its segment reshaped to the leaf's shape, a
+    :class:`PackedLeaves` its per-leaf value) and returns ``len(shaped)``
+    outputs. An output marked ``shaped`` must have the leaf's shape and comes
+    back as a :class:`Packed`; the others come back as a :class:`PackedLeaves`.
+    This is how :func:`gradtx.tree.map_leaves` answers for a packed tree.
+    """
+    from gradtx.numerics import shared_scalars  # numerics builds on tree, which builds on this
+    for other in rest:
+      if other.layout != self.layout:
+        raise StructureError(f"map_runs: a tree of another layout: {other.layout!r}, "
+                             f"not {self.layout!r}")
+    outs: list[dict[str, list]] = [{} for _ in shaped]
+    for group in self.layout.groups:
+      mine = self.run_pieces(group)
+      theirs = [o.run_pieces(group) if isinstance(o, Packed) else o.runs[group.dtype]
+                for o in rest]
+      for out in outs:
+        out[group.dtype] = []
+      for r, run in enumerate(group.runs):
+        # A fresh cache per batched trace: shared scalars stay within one trace.
+        with shared_scalars():
+          results = jax.vmap(fn)(mine[r], *(t[r] for t in theirs))
+        if len(results) != len(shaped):
+          raise StructureError(f"map_runs: {fn} returned {len(results)} outputs, "
+                               f"expected {len(shaped)}")
+        for out, is_shaped, x in zip(outs, shaped, results):
+          if is_shaped:
+            if x.shape != (run.count, *run.shape):
+              raise StructureError(f"map_runs: output of shape {x.shape[1:]} for leaves of "
+                                   f"shape {run.shape}; it is marked shaped like the leaf")
+            x = x.reshape(run.size)
+          out[group.dtype].append(x)
+    results = []
+    for out, is_shaped in zip(outs, shaped):
+      if is_shaped:
+        results.append(Packed({k: v[0] if len(v) == 1 else jnp.concatenate(v)
+                               for k, v in out.items()}, self.layout))
+      else:
+        results.append(PackedLeaves({k: tuple(v) for k, v in out.items()}, self.layout))
+    return tuple(results)
+
   def block_map(self, fn: Callable[[jax.Array], jax.Array]) -> "Packed":
     """Per leaf, ``fn(leaf)`` (a scalar), spread over that leaf's elements.
 
@@ -345,18 +407,64 @@ class Packed(Mapping[str, jax.Array]):
     """
     values = {}
     for group in self.layout.groups:
-      buffer = self.buffers[group.dtype]
-      sizes = [r.size for r in group.runs]
-      pieces = jnp.split(buffer, np.cumsum(sizes)[:-1].tolist()) if len(sizes) > 1 else [buffer]
       per_run = []
-      for run, piece in zip(group.runs, pieces):
-        out = jax.vmap(fn)(piece.reshape((run.count, *run.shape)))
+      for run, piece in zip(group.runs, self.run_pieces(group)):
+        out = jax.vmap(fn)(piece)
         if out.shape != (run.count,):
           raise StructureError(f"block_map: {fn} must return a scalar per leaf; got shape "
                                f"{out.shape[1:]} for leaves of shape {run.shape}")
         per_run.append(out)
       values[group.dtype] = per_run[0] if len(per_run) == 1 else jnp.concatenate(per_run)
     return Packed(self.layout.broadcast_leaves(values), self.layout)
+
+
+@jax.tree_util.register_pytree_with_keys_class
+class PackedLeaves:
+  """Per-leaf values of a packed tree that are not shaped like the leaves.
+
+  Adafactor's row and column statistics, SM3's per-axis accumulators, a flag
+  per leaf: for each dtype group, one value per run of equally shaped leaves,
+  stacked on a leading axis of the run's length (any pytree of arrays).
+  :meth:`unpack` gives the user's tree with each leaf's own value, as tree
+  mode holds it. Made by :meth:`Packed.map_runs`.
+  """
+
+  __slots__ = ("runs", "layout")
+
+  def __init__(self, runs: Mapping[str, tuple[Any, ...]], layout: Layout):
+    self.runs = {k: tuple(v) for k, v in runs.items()}
+    self.layout = layout
+
+  def __repr__(self) -> str:
+    return f"PackedLeaves({self.layout!r})"
+
+  def tree_flatten_with_keys(self):
+    children = [(jax.tree_util.DictKey(f"{g.dtype}:{'x'.join(map(str, run.shape)) or 'scalar'}"),
+                 value)
+                for g in self.layout.groups for run, value in zip(g.runs, self.runs[g.dtype])]
+    return children, self.layout
+
+  def tree_flatten(self):
+    return [v for g in self.layout.groups for v in self.runs[g.dtype]], self.layout
+
+  @classmethod
+  def tree_unflatten(cls, layout, children):
+    runs, start = {}, 0
+    for group in layout.groups:
+      runs[group.dtype] = tuple(children[start:start + len(group.runs)])
+      start += len(group.runs)
+    return cls(runs, layout)
+
+  def unpack(self) -> PyTree:
+    """The user's tree, each leaf holding its own value."""
+    leaves: list[Any] = [None] * len(self.layout.shapes)
+    for group in self.layout.groups:
+      i = 0
+      for run, value in zip(group.runs, self.runs[group.dtype]):
+        for k in range(run.count):
+          leaves[group.leaves[i]] = jax.tree.map(lambda a, k=k: a[k], value)
+          i += 1
+    return jax.tree.unflatten(self.layout.treedef, leaves)
 
 
 def _select(keep: Mapping[str, bool | jax.Array], a: Packed, b: Packed | float) -> Packed:

@@ -36,7 +36,7 @@ def keystr(path: tuple) -> str:
 
 
 def _leaves_by_path(tree: PyTree) -> dict[str, Any]:
-  pairs, _ = jax.tree_util.tree_flatten_with_path(tree, is_leaf=_is_masked)
+  pairs, _ = jax.tree_util.tree_flatten_with_path(tree, is_leaf=_is_node)
   return {keystr(path): leaf for path, leaf in pairs}
 
 
@@ -51,8 +51,8 @@ def check_structure(expected: PyTree, got: PyTree, expected_name: str,
     got_name: how the message names ``got`` (``"grads"``).
     check_shapes: also require equal leaf shapes.
   """
-  expected_flat, expected_def = jax.tree_util.tree_flatten(expected, is_leaf=_is_masked)
-  got_flat, got_def = jax.tree_util.tree_flatten(got, is_leaf=_is_masked)
+  expected_flat, expected_def = jax.tree_util.tree_flatten(expected, is_leaf=_is_node)
+  got_flat, got_def = jax.tree_util.tree_flatten(got, is_leaf=_is_node)
   if expected_def == got_def:
     if not check_shapes or all(_same_shape(a, b) for a, b in zip(expected_flat, got_flat)):
       return  # the common case: no key paths are built
@@ -75,11 +75,28 @@ def check_structure(expected: PyTree, got: PyTree, expected_name: str,
     if not _same_shape(leaf, other):
       raise StructureError(
           f"{got_name} and {expected_name} differ in shape at key path {key}: "
-          f"{tuple(other.shape)} in {got_name}, {tuple(leaf.shape)} in {expected_name}")
+          f"{_describe_shape(other)} in {got_name}, {_describe_shape(leaf)} in {expected_name}")
+
+
+def _describe_shape(x: Any) -> str:
+  layout = getattr(x, "layout", None)
+  return f"a packed tree of {layout!r}" if layout is not None else str(tuple(x.shape))
+
+
+def _is_node(x: Any) -> bool:
+  """A node that structure checks compare whole: a masked-out leaf or a packed tree.
+
+  A packed tree's per-leaf state (:class:`gradtx.packed.PackedLeaves`) and
+  its updates (a :class:`gradtx.packed.Packed`) have different children but
+  match when they share a layout.
+  """
+  return _is_masked(x) or _is_packed_kind(x)
 
 
 def _same_shape(a: Any, b: Any) -> bool:
-  """Equal shapes, or a leaf without one (a MaskedNode, a Python scalar)."""
+  """Equal shapes (equal layouts for packed trees), or a leaf without one (a MaskedNode, a Python scalar)."""
+  if _is_packed_kind(a) or _is_packed_kind(b):
+    return getattr(a, "layout", None) == getattr(b, "layout", None)
   shape_a, shape_b = getattr(a, "shape", None), getattr(b, "shape", None)
   return shape_a is None or shape_b is None or tuple(shape_a) == tuple(shape_b)
 
@@ -193,6 +210,36 @@ def map_multi(fn: Callable[..., tuple], n_out: int, tree: PyTree,
   return tuple(jax.tree.unflatten(treedef, out) for out in outs)
 
 
+def map_leaves(fn: Callable[..., tuple], shaped: tuple[bool, ...], tree: PyTree,
+               *rest: PyTree) -> tuple[PyTree, ...]:
+  """:func:`map_multi` for a rule that needs each leaf's own shape, in packed mode too.
+
+  On a tree of arrays it is :func:`map_multi` with ``n_out = len(shaped)``.
+  A :class:`gradtx.packed.Packed` node of ``tree`` is not one leaf but many:
+  ``fn`` runs on each of its leaves, batched over the leaves of one shape
+  (:meth:`gradtx.packed.Packed.map_runs`). An output marked ``shaped`` has
+  the leaf's shape and comes back packed; the others (row statistics, a flag
+  per leaf) come back as a :class:`gradtx.packed.PackedLeaves`, which the
+  same position of ``rest`` then holds at the next step.
+  """
+  if not any(_is_packed(x) for x in jax.tree.leaves(tree, is_leaf=_is_packed_or_masked)):
+    return map_multi(fn, len(shaped), tree, *rest)
+  leaves, treedef = jax.tree.flatten(tree, is_leaf=_is_packed_or_masked)
+  others = [treedef.flatten_up_to(r) for r in rest]
+  outs: list[list[Any]] = [[] for _ in shaped]
+  with shared_scalars():
+    for i, leaf in enumerate(leaves):
+      if _is_masked(leaf):
+        results = (leaf,) * len(shaped)
+      elif _is_packed(leaf):
+        results = leaf.map_runs(fn, shaped, *(o[i] for o in others))
+      else:
+        results = fn(leaf, *(o[i] for o in others))
+      for out, r in zip(outs, results):
+        out.append(r)
+  return tuple(jax.tree.unflatten(treedef, out) for out in outs)
+
+
 # Per-leaf ("block") reductions. Primitives that need a statistic of each leaf
 # (its norm, its mean square) call these on the whole tree and get back a tree
 # of values that broadcast against each leaf. Keeping them here, rather than
@@ -203,6 +250,16 @@ def map_multi(fn: Callable[..., tuple], n_out: int, tree: PyTree,
 def _is_packed(x: Any) -> bool:
   from gradtx.packed import Packed  # packed builds on this module, not the reverse
   return isinstance(x, Packed)
+
+
+def _is_packed_kind(x: Any) -> bool:
+  """A :class:`gradtx.packed.Packed` or :class:`gradtx.packed.PackedLeaves` node."""
+  from gradtx.packed import Packed, PackedLeaves
+  return isinstance(x, (Packed, PackedLeaves))
+
+
+def _is_packed_or_masked(x: Any) -> bool:
+  return _is_masked(x) or _is_packed(x)
 
 
 def block_map(fn: Callable[[jax.Array], jax.Array], tree: PyTree) -> PyTree:

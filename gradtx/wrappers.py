@@ -112,9 +112,6 @@ def _prefix_error(prefix: PyTree, real: PyTree, where: str, what: str) -> str:
 
 def _per_leaf(prefix: PyTree, real: PyTree, where: str, what: str) -> PyTree:
   """``prefix`` (a prefix of ``real``'s structure) broadcast to one entry per leaf of ``real``."""
-  if isinstance(real, Packed):  # a packed buffer has no leaves to hide: see gradtx.packed
-    raise StructureError(f"{where} does not run in packed mode (gradtx.packed); only "
-                         "masked (and freeze) run packed: run this one on the tree")
   try:
     return jax.tree.map(lambda entry, sub: jax.tree.map(lambda _: entry, sub, is_leaf=_is_masked),
                         prefix, real, is_leaf=_is_masked)
@@ -329,6 +326,12 @@ def partition(transforms: Mapping[str, GradientTransformation],
     return jax.tree.map(lambda leaf_label: leaf_label == label, labels, is_leaf=_is_masked)
 
   def init(params):
+    if isinstance(params, Packed):  # packed: every group's state spans the buffers
+      states = {}
+      for label, tx in groups.items():
+        with in_stage(label):
+          states[label] = tx.init(params)
+      return PartitionState(ChainState(states))
     with _unmasked_view(params) as real:
       labels = labels_per_leaf(real)
       states = {}
@@ -347,6 +350,15 @@ def partition(transforms: Mapping[str, GradientTransformation],
       raise StructureError(f"partition: the state has groups {got}, this partition has "
                            f"{list(groups)}")
     new_states = {}
+    if isinstance(updates, Packed):
+      # Packed mode: each group is a mask of elements (see gradtx.packed.masked_update).
+      source = updates if params is None else params
+      labels = labels_per_leaf(source.layout.unpack(source))
+      for label, tx in groups.items():
+        with in_stage(label):
+          updates, new_states[label] = masked_update(
+              tx, in_group(labels, label), updates, inner_states[label], params, **extra)
+      return updates, PartitionState(ChainState(new_states))
     with _unmasked_view(updates if params is None else params) as real:
       labels = labels_per_leaf(real)
       for label, tx in groups.items():

@@ -23,9 +23,6 @@ STEPS = 4
 
 # Optimizers that cannot run packed, and why. Anything not listed must match tree mode.
 CANNOT_PACK = {
-    "adafactor": "factors the second moment of each matrix leaf into row and column "
-                 "statistics, which needs the leaf's shape; a packed buffer is 1-D",
-    "sm3": "keeps one accumulator per axis slice of each leaf, which needs the leaf's shape",
     "noisy_sgd": "draws its noise per leaf from split keys, so a buffer draws other (equally "
                  "distributed) noise than the leaves would",
 }
@@ -239,7 +236,7 @@ def test_masked_out_leaves_are_untouched_by_the_inner_stage():
     np.testing.assert_array_equal(np.asarray(u), 0.0 * np.asarray(x) if x.ndim > 1 else x)
 
 
-def test_freeze_runs_packed_and_partition_says_it_cannot():
+def test_freeze_runs_packed():
   params = _params()
   layout = Layout.from_tree(params)
   flat = layout.pack(params)
@@ -247,10 +244,70 @@ def test_freeze_runs_packed_and_partition_says_it_cannot():
   out = layout.unpack(tx.update(flat, tx.init(flat), flat)[0])
   for x, u in zip(jax.tree.leaves(params), jax.tree.leaves(out)):
     np.testing.assert_array_equal(np.asarray(u), 0.0 * np.asarray(x) if x.ndim > 1 else x)
-  tx = gtx.partition({"a": gtx.sgd(0.1), "b": gtx.adam(0.1)},
-                     lambda p: jax.tree.map(lambda x: "a" if x.ndim > 1 else "b", p))
-  with pytest.raises(gtx.StructureError, match="partition does not run in packed mode"):
-    tx.init(flat)
+
+
+def _matrix_or_not(params):
+  return jax.tree.map(lambda x: "matrix" if x.ndim > 1 else "other", params)
+
+
+SHAPE_AWARE = [
+    # Factoring every leaf of rank >= 2 (the default factors only axes >= 128 long).
+    ("adafactor, factored", lambda: gtx.adafactor(0.05, min_dim_size_to_factor=2)),
+    ("scale_by_factored_rms, one axis too short to factor",
+     lambda: gtx.chain(gtx.scale_by_factored_rms(min_dim_size_to_factor=3), gtx.sgd(0.05))),
+    ("sm3", lambda: gtx.sm3(0.05)),
+    ("partition", lambda: gtx.partition({"matrix": gtx.adamw(0.05, weight_decay=0.5),
+                                         "other": gtx.sgd(0.05, momentum=0.9)},
+                                        _matrix_or_not)),
+    ("partition, a global norm inside a group",
+     lambda: gtx.partition({"matrix": gtx.chain(gtx.clip_by_global_norm(0.1), gtx.adam(0.05)),
+                            "other": gtx.adam(0.05)}, _matrix_or_not)),
+    ("selective_transform", lambda: gtx.selective_transform(
+        gtx.adam(0.05), freeze_mask=lambda p: jax.tree.map(lambda x: x.ndim == 1, p))),
+]
+
+
+@pytest.mark.parametrize("case, make", SHAPE_AWARE, ids=[m[0] for m in SHAPE_AWARE])
+def test_rules_that_need_each_leafs_shape_give_tree_modes_results_and_state(case, make):
+  p_tree, s_tree, p_packed, s_packed, layout = _both_modes(make())
+  _assert_close(p_packed, p_tree)
+  state_view = layout.unpack_state(s_packed)
+  if not case.startswith(("partition", "selective")):
+    # A partition's groups hold packed state for every leaf (masked-out ones unused).
+    assert jax.tree.structure(state_view) == jax.tree.structure(s_tree)
+    _assert_close(state_view, s_tree, rtol=1e-4, atol=1e-6)
+
+
+def test_factored_statistics_are_held_per_run_and_read_per_leaf():
+  params = _params()
+  layout = Layout.from_tree(params)
+  tx = gtx.scale_by_factored_rms(min_dim_size_to_factor=2)
+  state = tx.init(layout.pack(params))
+  assert isinstance(state.v_row, gtx.packed.PackedLeaves)
+  # One stacked array per run: the scalar, the two (3,) biases (placeholders), the
+  # two (4, 3) matrices (the largest axis, 4, is reduced) and the (2, 2, 3) kernel.
+  assert sorted(x.shape for x in jax.tree.leaves(state.v_row)) == [(1, 1), (1, 2, 2), (2, 1),
+                                                                   (2, 3)]
+  view = state.v_row.unpack()
+  assert view["dense"]["w"].shape == (3,) and view["conv"].shape == (2, 2)
+  assert view["dense"]["b"].shape == (1,)  # a placeholder, as in tree mode
+
+
+def test_zero_nans_flags_each_leaf_of_a_packed_tree():
+  params = _params()
+  layout = Layout.from_tree(params)
+  grads = jax.tree.map(jnp.ones_like, params)
+  grads["out"]["w"] = grads["out"]["w"].at[1, 2].set(jnp.nan)
+  tx = gtx.zero_nans()
+  flat_grads = layout.pack(grads)
+  updates, state = jax.jit(tx.update)(flat_grads, tx.init(flat_grads))
+  flags = state.found_nan.unpack()
+  expected = jax.tree.map(lambda x: False, params)
+  expected["out"]["w"] = True
+  assert jax.tree.map(bool, flags) == expected
+  out = layout.unpack(updates)
+  assert float(out["out"]["w"][1, 2]) == 0.0 and float(jnp.sum(out["out"]["w"])) == 11.0
+  assert float(jnp.sum(out["dense"]["w"])) == 12.0
 
 
 # ----------------------------------------------------------------------------

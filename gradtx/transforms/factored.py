@@ -2,10 +2,11 @@
 
 Both keep, for a matrix or higher-rank leaf, statistics along its axes rather
 than one entry per parameter. Those axis reductions need the leaf's shape, so
-they stay inside the per-leaf function (a packed buffer leaves such leaves
-unpacked); the per-leaf scalars that Adafactor's other stages use (clipping
-by block RMS, the parameter scale) go through :mod:`gradtx.tree`'s ``block_*``
-helpers.
+the per-leaf rules run through :func:`gradtx.tree.map_leaves`: in packed mode
+they run batched over each run of equally shaped leaves, and the statistics
+are held per run (:class:`gradtx.packed.PackedLeaves`). The per-leaf scalars
+that Adafactor's other stages use (clipping by block RMS, the parameter
+scale) go through :mod:`gradtx.tree`'s ``block_*`` helpers.
 """
 
 from __future__ import annotations
@@ -105,7 +106,7 @@ def scale_by_factored_rms(factored: bool = True, decay_rate: ScalarOrSchedule = 
       return (jnp.zeros(np.delete(p.shape, col), p.dtype),
               jnp.zeros(np.delete(p.shape, row), p.dtype), placeholder)
 
-    v_row, v_col, v = tree.map_multi(leaf, 3, params)
+    v_row, v_col, v = tree.map_leaves(leaf, (False, False, False), params)
     return FactoredState(numerics.zero_count(), v_row, v_col, v, spec.init())
 
   def update(updates, state, params=None, **extra):
@@ -132,8 +133,8 @@ def scale_by_factored_rms(factored: bool = True, decay_rate: ScalarOrSchedule = 
       u = g * jnp.expand_dims(row_factor, col) * jnp.expand_dims(col_factor, row)
       return u, R, C, v
 
-    updates, v_row, v_col, v = tree.map_multi(leaf, 4, updates, state.v_row, state.v_col,
-                                              state.v)
+    updates, v_row, v_col, v = tree.map_leaves(leaf, (True, False, False, False), updates,
+                                               state.v_row, state.v_col, state.v)
     return updates, FactoredState(count, v_row, v_col, v, hparams)
 
   return GradientTransformation(init, update, name="scale_by_factored_rms", spec=spec,
@@ -189,8 +190,8 @@ def scale_by_sm3(b1: ScalarOrSchedule = 0.9, b2: ScalarOrSchedule = 1.0,
       if jnp.iscomplexobj(p):
         raise ValueError(f"scale_by_sm3: complex parameters are not supported "
                          f"(key path {tree.keystr(path)})")
-    return ScaleBySM3State(tree.tree_map(accumulators, params), tree.zeros_like(params),
-                           spec.init())
+    mu, = tree.map_leaves(lambda p: (accumulators(p),), (False,), params)
+    return ScaleBySM3State(mu, tree.zeros_like(params), spec.init())
 
   def update(updates, state, params=None, **extra):
     del params, extra
@@ -220,7 +221,7 @@ def scale_by_sm3(b1: ScalarOrSchedule = 0.9, b2: ScalarOrSchedule = 1.0,
                   for axis, a in enumerate(mu)]
       return m_new.astype(g.dtype), mu_new, m_new.astype(m.dtype)
 
-    updates, mu, nu = tree.map_multi(leaf, 3, updates, state.mu, state.nu)
+    updates, mu, nu = tree.map_leaves(leaf, (True, False, True), updates, state.mu, state.nu)
     return updates, ScaleBySM3State(mu, nu, hparams)
 
   return GradientTransformation(init, update, name="scale_by_sm3", spec=spec)

@@ -53,18 +53,17 @@ def zero_nans() -> GradientTransformation:
   spec = HParamSpec("zero_nans")
 
   def init(params):
-    return ZeroNansState(tree.tree_map(lambda p: jnp.zeros([], jnp.bool_), params), spec.init())
+    found_nan, = tree.map_leaves(lambda p: (jnp.zeros([], jnp.bool_),), (False,), params)
+    return ZeroNansState(found_nan, spec.init())
 
   def update(updates, state, params=None, **extra):
     del params, extra
     tree.check_structure(state.found_nan, updates, "state.found_nan", "updates",
                          check_shapes=False)
 
-    def leaf(g):
-      is_nan = jnp.isnan(g)
-      return jnp.where(is_nan, jnp.zeros_like(g), g), jnp.any(is_nan)
-
-    updates, found_nan = tree.map_multi(leaf, 2, updates)
+    # The flags are per leaf (per segment of a packed buffer); the zeroing is elementwise.
+    found_nan, = tree.map_leaves(lambda g: (jnp.any(jnp.isnan(g)),), (False,), updates)
+    updates = tree.tree_map(lambda g: jnp.where(jnp.isnan(g), jnp.zeros_like(g), g), updates)
     return updates, ZeroNansState(found_nan, state.hparams)
 
   return GradientTransformation(init, update, name="zero_nans", spec=spec)
