@@ -19,7 +19,7 @@ import jax.numpy as jnp
 from gradtx.core import safe_increment
 
 __all__ = ["abs_sq", "as_dtype", "bias_correction", "compute_dtype", "ema_moment",
-           "safe_increment", "safe_rsqrt", "shared", "shared_scalars", "zero_count"]
+           "safe_increment", "safe_rsqrt", "shared", "shared_scalars", "stored", "zero_count"]
 
 
 # Per-step scalars shared by all leaves. A per-array rule computes coefficients
@@ -78,11 +78,29 @@ def abs_sq(x: jax.Array) -> jax.Array:
   return (x * x.conj()).real if jnp.iscomplexobj(x) else jnp.square(x)
 
 
-def ema_moment(g: jax.Array, m: jax.Array, decay: jax.Array, order: int) -> jax.Array:
+def stored(x: jax.Array, dtype: Any) -> jax.Array:
+  """``x`` rounded to ``dtype``'s precision, kept in ``x``'s dtype.
+
+  A moment held in a narrower dtype than it is computed in (``mu_dtype=
+  jnp.bfloat16``) is used by the step as it is stored. Using the unrounded
+  value instead would make the step read the old moment after the new one
+  is written, and XLA then copies every donated moment buffer to keep the
+  old one alive (two extra passes over memory for Adam).
+  """
+  dtype = jnp.dtype(dtype)
+  if dtype == x.dtype:
+    return x
+  return x.astype(dtype).astype(x.dtype)
+
+
+def ema_moment(g: jax.Array, m: jax.Array, decay: jax.Array, order: int, *,
+               store: bool = True) -> jax.Array:
   """:math:`m \\leftarrow (1 - \\beta) g^k + \\beta m`, computed in the wider dtype.
 
   ``order=2`` uses :math:`|g|^2`. The result is in the wider of ``g`` and
-  ``m``'s dtypes; callers cast it to the state's dtype.
+  ``m``'s dtypes, rounded to ``m``'s precision (see :func:`stored`) unless
+  ``store=False`` (an interpolation that is not kept, such as Lion's);
+  callers cast it to the state's dtype.
   """
   dtype = compute_dtype(g, m)
   g = g.astype(dtype)
@@ -90,7 +108,8 @@ def ema_moment(g: jax.Array, m: jax.Array, decay: jax.Array, order: int) -> jax.
   # 1 - decay in the hyperparameter's own precision, as optax's Python floats do.
   keep, take = shared(f"ema {dtype}", (decay,), lambda: (
       as_dtype(decay, dtype), as_dtype(1 - jnp.asarray(decay), dtype)))
-  return take * term + keep * m.astype(dtype)
+  new = take * term + keep * m.astype(dtype)
+  return stored(new, m.dtype) if store else new
 
 
 def bias_correction(m: jax.Array, decay: jax.Array, count: jax.Array) -> jax.Array:

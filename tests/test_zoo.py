@@ -465,6 +465,42 @@ def test_bfloat16_moments_stay_close_to_float32(make, stage):
   np.testing.assert_allclose(u_half["w"], u_full["w"], rtol=3e-2, atol=1e-3)
 
 
+@pytest.mark.parametrize("jit", [False, True], ids=["eager", "jit"])
+def test_bfloat16_adam_steps_with_the_moments_it_stores(jit):
+  """Against numpy: each step rounds m and v to bfloat16 and uses the rounded values."""
+  rng = np.random.default_rng(3)
+  params = {"w": jnp.asarray(rng.normal(size=(5, 7)), jnp.float32)}
+  b1, b2, eps, lr = 0.9, 0.999, 1e-8, 0.01
+  tx = gtx.adam(lr, b1=b1, b2=b2, eps=eps, mu_dtype=jnp.bfloat16, nu_dtype=jnp.bfloat16)
+  update = jax.jit(tx.update) if jit else tx.update
+  state = tx.init(params)
+  bf16 = lambda x: np.asarray(jnp.asarray(x, jnp.float32).astype(jnp.bfloat16), np.float32)  # noqa: E731
+  m = v = np.zeros((5, 7), np.float32)
+  for t in range(1, 9):
+    g = rng.normal(size=(5, 7)).astype(np.float32)
+    updates, state = update({"w": jnp.asarray(g)}, state, params)
+    m = bf16(np.float32(1 - b1) * g + np.float32(b1) * m)
+    v = bf16(np.float32(1 - b2) * g * g + np.float32(b2) * v)
+    m_hat = m / np.float32(1 - np.float32(b1) ** t)
+    v_hat = v / np.float32(1 - np.float32(b2) ** t)
+    np.testing.assert_allclose(np.asarray(state["adam"].mu["w"], np.float32), m, rtol=1e-6)
+    np.testing.assert_allclose(updates["w"], -lr * m_hat / (np.sqrt(v_hat) + eps), rtol=2e-5)
+
+
+def test_bfloat16_moments_are_updated_in_place():
+  """The donated step reads no old moment after writing the new one: XLA copies nothing."""
+  params = jnp.zeros(4096)
+  tx = gtx.adam(1e-3, mu_dtype=jnp.bfloat16, nu_dtype=jnp.bfloat16)
+
+  def step(params, state, grads):
+    updates, state = tx.update(grads, state, params)
+    return gtx.apply_updates(params, updates), state
+
+  hlo = jax.jit(step, donate_argnums=(0, 1)).lower(params, tx.init(params), params).compile()
+  entry = hlo.as_text().split("ENTRY")[1]
+  assert " copy(" not in entry.replace("f32[] copy(", "")  # scalar hyperparameter copies only
+
+
 # ----------------------------------------------------------------------------
 # Hyperparameters by name; errors a person can act on.
 

@@ -304,7 +304,9 @@ def scale_by_adam(b1: ScalarOrSchedule = 0.9, b2: ScalarOrSchedule = 0.999,
     eps_root: :math:`\\epsilon_\\text{root} \\ge 0` inside the root, default 0
       (a small value keeps gradients of the step finite in meta-learning).
     mu_dtype: dtype of :math:`m` (e.g. ``jnp.bfloat16``); arithmetic stays in
-      the gradients' dtype.
+      the gradients' dtype, and the step uses :math:`m_t` and :math:`v_t` as
+      stored (rounded to their dtypes), so XLA updates the moment buffers in
+      place. optax uses the unrounded values: the two differ by that rounding.
     nesterov: use Dozat's Nesterov form (NAdam).
     nu_dtype: dtype of :math:`v`; gradtx's addition to optax's arguments.
 

@@ -63,7 +63,7 @@ def trace(decay: ScalarOrSchedule, nesterov: bool = False,
     def leaf(g, m):
       dtype = compute_dtype(g, m)
       mu, g_ = jnp.asarray(h["decay"]).astype(dtype), g.astype(dtype)
-      m_new = g_ + mu * m.astype(dtype)
+      m_new = numerics.stored(g_ + mu * m.astype(dtype), m.dtype)
       u = g_ + mu * m_new if nesterov else m_new
       return u.astype(g.dtype), m_new.astype(m.dtype)
 

@@ -84,7 +84,7 @@ def scale_by_lion(b1: ScalarOrSchedule = 0.9, b2: ScalarOrSchedule = 0.99,
     h, hparams = spec.step(state.hparams)
 
     def leaf(g, m):
-      c = ema_moment(g, m, h["b1"], order=1)
+      c = ema_moment(g, m, h["b1"], order=1, store=False)  # an interpolation, not kept
       if mode == "hard":
         u = jnp.sign(c)
       elif mode == "smooth":
