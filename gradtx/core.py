@@ -280,14 +280,48 @@ class HParamSpec:
           f"{self.stage}: the state's hparams field is a {type(hparams).__name__}, "
           "not HParams; was this state made by this transformation's init?")
     if not self.scheduled:
-      return hparams, hparams
+      return hparams.replace(**_read_once(dict(hparams))), hparams
     values = {
         name: (self.values[name](hparams.count).astype(hparams[name].dtype)
                if slot.scheduled else hparams[name])
         for name, slot in self.slots.items()
     }
-    now = HParams(values, self.slots, hparams.count)
+    now = HParams(_read_once(values), self.slots, hparams.count)
     return now, HParams(values, self.slots, safe_increment(hparams.count))
+
+
+def _read_once(values: dict[str, Any]) -> dict[str, Any]:
+  """The step's scalar hyperparameters, copied into one small buffer per dtype.
+
+  Why: XLA:CPU compiles an elementwise kernel that reads a scalar straight
+  from an argument of the step (the state's hyperparameter) as if that
+  scalar could alias the arrays it writes, which costs compile time and step
+  time on every leaf (measured on GPT-2-shaped trees: a hand-written Adam
+  compiled 50% slower and ran 7% slower than with constants). Read through a
+  buffer the step computes itself, the kernels compile and run about as with
+  constants. The copy is a reduction (over the values and zeros) because XLA
+  fuses or removes plain copies, and it holds at least two values because
+  XLA folds a reduction of one value and a zero back to that value. Adding
+  zero is exact (up to the sign of a zero), and the arithmetic that follows
+  is unchanged.
+  """
+  scalars: dict[Any, list[str]] = {}
+  for name, value in values.items():
+    if isinstance(value, jax.Array) and value.ndim == 0 and jnp.issubdtype(value.dtype,
+                                                                           jnp.inexact):
+      scalars.setdefault(value.dtype, []).append(name)
+  if not scalars:
+    return values
+  out = dict(values)
+  for dtype, names in scalars.items():
+    held_values = [values[n] for n in names]
+    if len(held_values) == 1:
+      held_values.append(jnp.zeros((), dtype))
+    stacked = jnp.stack(held_values)
+    held = jnp.sum(jnp.stack([stacked, jnp.zeros_like(stacked)]), axis=0)
+    for i, name in enumerate(names):
+      out[name] = held[i]
+  return out
 
 
 # ----------------------------------------------------------------------------

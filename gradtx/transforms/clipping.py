@@ -63,13 +63,12 @@ def clip_by_global_norm(max_norm: ScalarOrSchedule) -> GradientTransformation:
 
   def clip_by_global_norm(updates, params, max_norm):
     g_norm = tree.global_norm(updates)
-    keep = g_norm < max_norm.astype(g_norm.dtype)
-
-    def clip_leaf(g):
-      scaled = (g / g_norm.astype(g.dtype)) * as_dtype(max_norm, g.dtype)
-      return jax.lax.select(keep, g, scaled)
-
-    return tree.tree_map(clip_leaf, updates)
+    c = max_norm.astype(g_norm.dtype)
+    # One factor for the whole tree, exactly 1 when nothing is clipped: each leaf's
+    # kernel is then a single multiply (fewer operations per leaf to compile and run
+    # than dividing and selecting per leaf; the result differs by at most an ulp).
+    factor = jnp.where(g_norm < c, jnp.ones_like(g_norm), c / g_norm)
+    return tree.tree_map(lambda g: g * factor.astype(g.dtype), updates)
 
   return stateless(clip_by_global_norm, max_norm=(max_norm, POSITIVE))
 
