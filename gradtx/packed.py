@@ -24,6 +24,12 @@ What depends on leaf boundaries is handled here, once:
 * masks (:func:`gradtx.masked`, ``add_decayed_weights(mask=...)``) are
   evaluated on the user's tree and turned into an element mask of the
   buffers (:func:`masked_update`);
+* rules that need each leaf's own shape (Adafactor's factored moments of a
+  matrix, SM3's per-axis accumulators, a flag or a random key per leaf) go
+  through :func:`gradtx.tree.map_leaves`: on a :class:`Packed` node it runs
+  the per-leaf rule batched over each run of equally shaped leaves
+  (:meth:`Packed.map_runs`), and per-leaf results that are not shaped like
+  the leaf are held as a :class:`PackedLeaves`, one stacked array per run;
 * :meth:`Layout.unpack` views a buffer, or a stage's packed moments, as the
   user's tree; :meth:`Layout.unpack_state` does so for a whole state, which
   is what users read, save and edit.
@@ -32,15 +38,7 @@ Buffer order. Inside a dtype group the leaves are stored sorted by shape
 (stably), so leaves of equal shape are adjacent: a per-leaf reduction is then
 one batched reduction per distinct shape rather than one per leaf.
 
-* rules that need each leaf's own shape (Adafactor's factored moments of a
-  matrix, SM3's per-axis accumulators, a flag per leaf) go through
-  :func:`gradtx.tree.map_leaves`: on a :class:`Packed` node it runs the
-  per-leaf rule batched over each run of equally shaped leaves
-  (:meth:`Packed.map_runs`), and per-leaf results that are not shaped like
-  the leaf are held as a :class:`PackedLeaves`, one stacked array per run.
-
-The one rule that computes something else packed is ``noisy_sgd``: it draws
-its noise per buffer, not per leaf (equally distributed, other numbers).
+Every rule computes on a packed tree what it computes on the tree.
 """
 
 from __future__ import annotations
@@ -453,6 +451,22 @@ class PackedLeaves:
     for group in layout.groups:
       runs[group.dtype] = tuple(children[start:start + len(group.runs)])
       start += len(group.runs)
+    return cls(runs, layout)
+
+  @classmethod
+  def from_leaves(cls, layout: Layout, values: list[Any]) -> "PackedLeaves":
+    """One value per leaf, in the user's tree order, held per run (stacked)."""
+    if len(values) != len(layout.shapes):
+      raise StructureError(f"PackedLeaves.from_leaves: {len(values)} values for "
+                           f"{len(layout.shapes)} leaves")
+    runs = {}
+    for group in layout.groups:
+      per_run, start = [], 0
+      for run in group.runs:
+        members = group.leaves[start:start + run.count]
+        start += run.count
+        per_run.append(jax.tree.map(lambda *xs: jnp.stack(xs), *(values[i] for i in members)))
+      runs[group.dtype] = tuple(per_run)
     return cls(runs, layout)
 
   def unpack(self) -> PyTree:

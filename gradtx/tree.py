@@ -240,6 +240,25 @@ def map_leaves(fn: Callable[..., tuple], shaped: tuple[bool, ...], tree: PyTree,
   return tuple(jax.tree.unflatten(treedef, out) for out in outs)
 
 
+def split_key_per_leaf(key: jax.Array, tree: PyTree) -> PyTree:
+  """One sub-key per leaf of ``tree``, split in the tree's leaf order.
+
+  A :class:`gradtx.packed.Packed` node counts as the leaves it holds and gets
+  their keys as a :class:`gradtx.packed.PackedLeaves`, so a packed tree draws
+  what the same tree unpacked draws (with :func:`map_leaves`).
+  """
+  from gradtx.packed import PackedLeaves
+  nodes, treedef = jax.tree.flatten(tree, is_leaf=_is_packed_or_masked)
+  sizes = [len(n.layout.shapes) if _is_packed(n) else 1 for n in nodes]
+  keys = list(jax.random.split(key, sum(sizes)))
+  out, start = [], 0
+  for node, size in zip(nodes, sizes):
+    part = keys[start:start + size]
+    start += size
+    out.append(PackedLeaves.from_leaves(node.layout, part) if _is_packed(node) else part[0])
+  return jax.tree.unflatten(treedef, out)
+
+
 # Per-leaf ("block") reductions. Primitives that need a statistic of each leaf
 # (its norm, its mean square) call these on the whole tree and get back a tree
 # of values that broadcast against each leaf. Keeping them here, rather than

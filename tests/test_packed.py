@@ -21,13 +21,6 @@ from gradtx.packed import Layout, Packed
 
 STEPS = 4
 
-# Optimizers that cannot run packed, and why. Anything not listed must match tree mode.
-CANNOT_PACK = {
-    "noisy_sgd": "draws its noise per leaf from split keys, so a buffer draws other (equally "
-                 "distributed) noise than the leaves would",
-}
-
-
 def _params():
   """Leaves of several shapes, two of them alike (a run in the buffer), and a scalar."""
   rng = np.random.default_rng(0)
@@ -66,9 +59,15 @@ def _train(tx, params, loss, steps=STEPS):
   return jax.lax.fori_loop(0, steps, step, (params, tx.init(params)))
 
 
+def _numbers(x):
+  """An array's values; a PRNG key's key data."""
+  if jnp.issubdtype(getattr(x, "dtype", np.float64), jax.dtypes.prng_key):
+    x = jax.random.key_data(x)
+  return np.asarray(x, np.float64)
+
+
 def _assert_close(packed_tree, tree, rtol=2e-5, atol=2e-6):
-  jax.tree.map(lambda a, b: np.testing.assert_allclose(np.asarray(a, np.float64),
-                                                       np.asarray(b, np.float64),
+  jax.tree.map(lambda a, b: np.testing.assert_allclose(_numbers(a), _numbers(b),
                                                        rtol=rtol, atol=atol),
                packed_tree, tree)
 
@@ -159,8 +158,6 @@ def test_bad_input_raises_a_clear_error(case, call, message):
 
 @pytest.mark.parametrize("name", gtx.optimizers.__all__)
 def test_every_optimizer_gives_tree_modes_results(name):
-  if name in CANNOT_PACK:
-    pytest.skip(f"{name} cannot run packed: {CANNOT_PACK[name]}")
   tx = _build(name)
   p_tree, s_tree, p_packed, s_packed, layout = _both_modes(tx)
   assert not np.allclose(np.asarray(p_tree["dense"]["w"]), np.asarray(_params()["dense"]["w"]))
@@ -256,6 +253,9 @@ SHAPE_AWARE = [
     ("scale_by_factored_rms, one axis too short to factor",
      lambda: gtx.chain(gtx.scale_by_factored_rms(min_dim_size_to_factor=3), gtx.sgd(0.05))),
     ("sm3", lambda: gtx.sm3(0.05)),
+    ("centralize", lambda: gtx.chain(gtx.centralize(), gtx.sgd(0.05))),
+    # One key per leaf, split in the tree's order: packed draws the same noise.
+    ("add_noise", lambda: gtx.chain(gtx.add_noise(0.05, 0.55, key=7), gtx.sgd(0.05))),
     ("partition", lambda: gtx.partition({"matrix": gtx.adamw(0.05, weight_decay=0.5),
                                          "other": gtx.sgd(0.05, momentum=0.9)},
                                         _matrix_or_not)),

@@ -71,8 +71,7 @@ def add_noise(eta: ScalarOrSchedule = 0.01, gamma: ScalarOrSchedule = 0.55,
     h, hparams = spec.step(state.hparams)
     count = safe_increment(state.count)
     rng_key, sample_key = jax.random.split(state.rng_key)
-    leaves, treedef = jax.tree.flatten(updates, is_leaf=lambda x: isinstance(x, tree.MaskedNode))
-    leaf_keys = jax.tree.unflatten(treedef, list(jax.random.split(sample_key, len(leaves))))
+    leaf_keys = tree.split_key_per_leaf(sample_key, updates)
 
     def leaf(g, leaf_key):
       dtype = g.dtype
@@ -80,7 +79,9 @@ def add_noise(eta: ScalarOrSchedule = 0.01, gamma: ScalarOrSchedule = 0.55,
                        / count.astype(dtype) ** as_dtype(h["gamma"], dtype))
       return g + sigma * jax.random.normal(leaf_key, g.shape, dtype)
 
-    return tree.tree_map(leaf, updates, leaf_keys), AddNoiseState(count, rng_key, hparams)
+    # Per leaf with its own shape (map_leaves), so a packed tree draws the same noise.
+    updates, = tree.map_leaves(lambda g, k: (leaf(g, k),), (True,), updates, leaf_keys)
+    return updates, AddNoiseState(count, rng_key, hparams)
 
   # A key array has no readable value for repr; an int seed shows as itself.
   shown_key = key if key is None or isinstance(key, int) else "<PRNG key>"
@@ -114,6 +115,7 @@ def centralize() -> GradientTransformation:
     return g - jnp.mean(g, axis=tuple(range(1, g.ndim)), keepdims=True)
 
   def centralize(updates, params):
-    return tree.tree_map(subtract_mean, updates)
+    # Per leaf with its own shape (map_leaves): a packed buffer is 1-D.
+    return tree.map_leaves(lambda g: (subtract_mean(g),), (True,), updates)[0]
 
   return stateless(centralize)
