@@ -307,8 +307,9 @@ def _read_once(values: dict[str, Any]) -> dict[str, Any]:
   """
   scalars: dict[Any, list[str]] = {}
   for name, value in values.items():
-    if isinstance(value, jax.Array) and value.ndim == 0 and jnp.issubdtype(value.dtype,
-                                                                           jnp.inexact):
+    # Only traced values: a step run eagerly compiles no fused kernels.
+    if (isinstance(value, jax.core.Tracer) and value.ndim == 0
+        and jnp.issubdtype(value.dtype, jnp.inexact)):
       scalars.setdefault(value.dtype, []).append(name)
   if not scalars:
     return values

@@ -403,16 +403,16 @@ class Packed(Mapping[str, jax.Array]):
     it computes on the leaf in tree mode. This is how the ``block_*``
     reductions of :mod:`gradtx.tree` answer for a packed tree.
     """
-    values = {}
-    for group in self.layout.groups:
-      per_run = []
-      for run, piece in zip(group.runs, self.run_pieces(group)):
-        out = jax.vmap(fn)(piece)
-        if out.shape != (run.count,):
-          raise StructureError(f"block_map: {fn} must return a scalar per leaf; got shape "
-                               f"{out.shape[1:]} for leaves of shape {run.shape}")
-        per_run.append(out)
-      values[group.dtype] = per_run[0] if len(per_run) == 1 else jnp.concatenate(per_run)
+    def scalar(leaf):
+      out = fn(leaf)
+      if jnp.shape(out) != ():
+        raise StructureError(f"block_map: {fn} must return a scalar per leaf; got shape "
+                             f"{jnp.shape(out)} for leaves of shape {leaf.shape}")
+      return (out,)
+
+    per_leaf, = self.map_runs(scalar, (False,))
+    values = {name: runs[0] if len(runs) == 1 else jnp.concatenate(runs)
+              for name, runs in per_leaf.runs.items()}
     return Packed(self.layout.broadcast_leaves(values), self.layout)
 
 

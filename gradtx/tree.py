@@ -7,6 +7,7 @@ they cost nothing inside a compiled step.
 
 from __future__ import annotations
 
+import functools
 from typing import Any, Callable, NamedTuple
 
 import jax
@@ -94,7 +95,10 @@ def _is_node(x: Any) -> bool:
 
 
 def _same_shape(a: Any, b: Any) -> bool:
-  """Equal shapes (equal layouts for packed trees), or a leaf without one (a MaskedNode, a Python scalar)."""
+  """Equal shapes (equal layouts for packed trees), or a leaf without one.
+
+  Leaves without a shape: a MaskedNode, a Python scalar.
+  """
   if _is_packed_kind(a) or _is_packed_kind(b):
     return getattr(a, "layout", None) == getattr(b, "layout", None)
   shape_a, shape_b = getattr(a, "shape", None), getattr(b, "shape", None)
@@ -189,14 +193,10 @@ def where(condition: jax.Array, a: PyTree, b: PyTree) -> PyTree:
   return tree_map(lambda x, y: jnp.where(condition, x, y), a, b)
 
 
-def map_multi(fn: Callable[..., tuple], n_out: int, tree: PyTree,
-              *rest: PyTree) -> tuple[PyTree, ...]:
-  """Maps ``fn`` returning an ``n_out``-tuple over leaves; returns ``n_out`` trees.
-
-  ``rest`` trees must have ``tree``'s structure (check with
-  :func:`check_structure` first); masked-out leaves stay masked in every output.
-  """
-  leaves, treedef = jax.tree.flatten(tree, is_leaf=_is_masked)
+def _map_leafwise(fn: Callable[..., tuple], n_out: int, tree: PyTree, rest: tuple[PyTree, ...],
+                  is_leaf: Callable[[Any], bool]) -> tuple[PyTree, ...]:
+  """The one loop behind :func:`map_multi` and :func:`map_leaves`."""
+  leaves, treedef = jax.tree.flatten(tree, is_leaf=is_leaf)
   others = [treedef.flatten_up_to(r) for r in rest]
   outs: list[list[Any]] = [[] for _ in range(n_out)]
   with shared_scalars():  # per-step coefficients traced once, not once per leaf
@@ -208,6 +208,17 @@ def map_multi(fn: Callable[..., tuple], n_out: int, tree: PyTree,
       for out, r in zip(outs, results):
         out.append(r)
   return tuple(jax.tree.unflatten(treedef, out) for out in outs)
+
+
+def map_multi(fn: Callable[..., tuple], n_out: int, tree: PyTree,
+              *rest: PyTree) -> tuple[PyTree, ...]:
+  """Maps ``fn`` returning an ``n_out``-tuple over leaves; returns ``n_out`` trees.
+
+  ``rest`` trees must have ``tree``'s structure (check with
+  :func:`check_structure` first); masked-out leaves stay masked in every output.
+  A packed buffer is one leaf here: use this for elementwise rules.
+  """
+  return _map_leafwise(fn, n_out, tree, rest, _is_masked)
 
 
 def map_leaves(fn: Callable[..., tuple], shaped: tuple[bool, ...], tree: PyTree,
@@ -222,22 +233,9 @@ def map_leaves(fn: Callable[..., tuple], shaped: tuple[bool, ...], tree: PyTree,
   per leaf) come back as a :class:`gradtx.packed.PackedLeaves`, which the
   same position of ``rest`` then holds at the next step.
   """
-  if not any(_is_packed(x) for x in jax.tree.leaves(tree, is_leaf=_is_packed_or_masked)):
-    return map_multi(fn, len(shaped), tree, *rest)
-  leaves, treedef = jax.tree.flatten(tree, is_leaf=_is_packed_or_masked)
-  others = [treedef.flatten_up_to(r) for r in rest]
-  outs: list[list[Any]] = [[] for _ in shaped]
-  with shared_scalars():
-    for i, leaf in enumerate(leaves):
-      if _is_masked(leaf):
-        results = (leaf,) * len(shaped)
-      elif _is_packed(leaf):
-        results = leaf.map_runs(fn, shaped, *(o[i] for o in others))
-      else:
-        results = fn(leaf, *(o[i] for o in others))
-      for out, r in zip(outs, results):
-        out.append(r)
-  return tuple(jax.tree.unflatten(treedef, out) for out in outs)
+  def one(leaf, *others):
+    return leaf.map_runs(fn, shaped, *others) if _is_packed(leaf) else fn(leaf, *others)
+  return _map_leafwise(one, len(shaped), tree, rest, _is_node)
 
 
 def split_key_per_leaf(key: jax.Array, tree: PyTree) -> PyTree:
@@ -247,8 +245,8 @@ def split_key_per_leaf(key: jax.Array, tree: PyTree) -> PyTree:
   their keys as a :class:`gradtx.packed.PackedLeaves`, so a packed tree draws
   what the same tree unpacked draws (with :func:`map_leaves`).
   """
-  from gradtx.packed import PackedLeaves
-  nodes, treedef = jax.tree.flatten(tree, is_leaf=_is_packed_or_masked)
+  PackedLeaves = _packed_types()[1]
+  nodes, treedef = jax.tree.flatten(tree, is_leaf=_is_node)
   sizes = [len(n.layout.shapes) if _is_packed(n) else 1 for n in nodes]
   keys = list(jax.random.split(key, sum(sizes)))
   out, start = [], 0
@@ -266,19 +264,21 @@ def split_key_per_leaf(key: jax.Array, tree: PyTree) -> PyTree:
 # holds many leaves answer with per-segment statistics.
 
 
+@functools.cache
+def _packed_types() -> tuple[type, type]:
+  """``(Packed, PackedLeaves)``, imported on first use: packed builds on this module."""
+  from gradtx.packed import Packed, PackedLeaves
+  return Packed, PackedLeaves
+
+
 def _is_packed(x: Any) -> bool:
-  from gradtx.packed import Packed  # packed builds on this module, not the reverse
-  return isinstance(x, Packed)
+  return isinstance(x, _packed_types()[0])
 
 
 def _is_packed_kind(x: Any) -> bool:
   """A :class:`gradtx.packed.Packed` or :class:`gradtx.packed.PackedLeaves` node."""
-  from gradtx.packed import Packed, PackedLeaves
-  return isinstance(x, (Packed, PackedLeaves))
+  return isinstance(x, _packed_types())
 
-
-def _is_packed_or_masked(x: Any) -> bool:
-  return _is_masked(x) or _is_packed(x)
 
 
 def block_map(fn: Callable[[jax.Array], jax.Array], tree: PyTree) -> PyTree:

@@ -326,18 +326,14 @@ def partition(transforms: Mapping[str, GradientTransformation],
     return jax.tree.map(lambda leaf_label: leaf_label == label, labels, is_leaf=_is_masked)
 
   def init(params):
-    if isinstance(params, Packed):  # packed: every group's state spans the buffers
-      states = {}
-      for label, tx in groups.items():
-        with in_stage(label):
-          states[label] = tx.init(params)
-      return PartitionState(ChainState(states))
+    # Packed, every group's state spans the buffers: groups are masks of elements.
+    packed = isinstance(params, Packed)
     with _unmasked_view(params) as real:
-      labels = labels_per_leaf(real)
+      labels = None if packed else labels_per_leaf(real)
       states = {}
       for label, tx in groups.items():
         with in_stage(label):
-          states[label] = tx.init(_hide(in_group(labels, label), params))
+          states[label] = tx.init(params if packed else _hide(in_group(labels, label), params))
     return PartitionState(ChainState(states))
 
   def update(updates, state, params=None, **extra):

@@ -69,6 +69,14 @@ def abstract_target(tx, params) -> dict:
   return jax.eval_shape(lambda p: {"params": p, "opt_state": tx.init(p)}, params)
 
 
+def save_and_restore(path, tree, target):
+  """Saves ``tree`` with a StandardCheckpointer and restores it into ``target``'s shapes."""
+  with ocp.StandardCheckpointer() as checkpointer:
+    checkpointer.save(path, tree)
+    checkpointer.wait_until_finished()
+    return checkpointer.restore(path, target)
+
+
 def _signature(tree) -> tuple:
   avals = [(x.shape, x.dtype, x.weak_type) for x in jax.tree.leaves(tree)]
   return jax.tree.structure(tree), avals
@@ -92,10 +100,8 @@ def test_standard_checkpointer_resumes_bit_for_bit(tmp_path, uninterrupted):
   tx = make_tx()
   params = init_params()
   params, state, first = train(tx, params, tx.init(params), 0, 4)
-  with ocp.StandardCheckpointer() as checkpointer:
-    checkpointer.save(tmp_path / "step4", {"params": params, "opt_state": state})
-    checkpointer.wait_until_finished()
-    restored = checkpointer.restore(tmp_path / "step4", abstract_target(tx, init_params()))
+  restored = save_and_restore(tmp_path / "step4", {"params": params, "opt_state": state},
+                              abstract_target(tx, init_params()))
   # Everything comes back as it was: names, hyperparameters, schedule count, moments.
   assert isinstance(restored["opt_state"], gtx.ChainState)
   assert list(restored["opt_state"]) == ["clip", "adamw"]
@@ -137,10 +143,7 @@ def test_hyperparameters_set_by_name_survive_a_checkpoint(tmp_path):
   params, state, _ = train(tx, params, tx.init(params), 0, 2)
   state = gtx.set_hparams(state, {"clip.max_norm": 0.25, "adamw.decay.weight_decay": 0.2,
                                   "adamw.adam.b2": 0.99})
-  with ocp.StandardCheckpointer() as checkpointer:
-    checkpointer.save(tmp_path / "ckpt", state)
-    checkpointer.wait_until_finished()
-    restored = checkpointer.restore(tmp_path / "ckpt", jax.eval_shape(tx.init, params))
+  restored = save_and_restore(tmp_path / "ckpt", state, jax.eval_shape(tx.init, params))
   values = gtx.hparams(restored)
   assert values.keys() == gtx.hparams(state).keys()
   np.testing.assert_array_equal(values["clip.max_norm"], np.float32(0.25))
@@ -158,10 +161,8 @@ def test_restore_into_an_edited_chain_with_carry_state(tmp_path, uninterrupted):
   old_tx = gtx.adamw(SCHEDULE, weight_decay=0.05)
   params = init_params()
   params, state, _ = train(old_tx, params, old_tx.init(params), 0, 4)
-  with ocp.StandardCheckpointer() as checkpointer:
-    checkpointer.save(tmp_path / "old", {"params": params, "opt_state": state})
-    checkpointer.wait_until_finished()
-    restored = checkpointer.restore(tmp_path / "old", abstract_target(old_tx, init_params()))
+  restored = save_and_restore(tmp_path / "old", {"params": params, "opt_state": state},
+                              abstract_target(old_tx, init_params()))
 
   # The edit: a clip stage in front, with a bound the gradients never reach, so
   # the edited chain must continue exactly as the old one would have.
@@ -188,10 +189,7 @@ def test_restore_into_a_chain_without_a_stage_drops_it(tmp_path):
   tx = make_tx()
   params = init_params()
   params, state, _ = train(tx, params, tx.init(params), 0, 3)
-  with ocp.StandardCheckpointer() as checkpointer:
-    checkpointer.save(tmp_path / "ckpt", state)
-    checkpointer.wait_until_finished()
-    restored = checkpointer.restore(tmp_path / "ckpt", jax.eval_shape(tx.init, params))
+  restored = save_and_restore(tmp_path / "ckpt", state, jax.eval_shape(tx.init, params))
   without_clip = gtx.chain(adamw=gtx.adamw(SCHEDULE, weight_decay=0.05))
   carried, report = gtx.carry_state(restored, without_clip.init(params))
   assert report["dropped"] == ["clip"]

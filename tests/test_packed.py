@@ -185,6 +185,12 @@ def test_block_reductions_of_a_packed_tree_are_per_leaf():
                                rtol=1e-6)
 
 
+def test_block_map_asks_for_a_scalar_per_leaf():
+  layout = Layout.from_tree(_params())
+  with pytest.raises(gtx.StructureError, match=r"must return a scalar per leaf; got shape \(3,\)"):
+    gtx.tree.block_map(lambda x: jnp.zeros(3), layout.pack(_params()))
+
+
 @pytest.mark.parametrize("jit", [False, True], ids=["eager", "jit"])
 def test_clip_by_block_rms_clips_each_leaf_segment(jit):
   params = _params()
