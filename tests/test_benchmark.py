@@ -1,0 +1,92 @@
+"""benchmarks/run.py's machinery on a tiny tree: what it measures and how it reports.
+
+No timing is asserted (times depend on the machine); what is checked is what
+does not: the ratios' arithmetic, state bytes and peak memory, that every
+contender is measured, and that the report states the targets it was given.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import pathlib
+import statistics
+
+import jax
+import jax.numpy as jnp
+import pytest
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="module")
+def bench():
+  spec = importlib.util.spec_from_file_location("gradtx_benchmark", ROOT / "benchmarks" / "run.py")
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module
+
+
+def test_paired_ratio_is_the_median_of_per_repetition_ratios(bench):
+  mine, theirs = [2.0, 3.0, 9.0, 4.0, 5.0], [1.0, 3.0, 3.0, 4.0, 10.0]
+  r = bench.paired_ratio(mine, theirs)
+  ratios = sorted([2.0, 1.0, 3.0, 1.0, 0.5])
+  assert r["median"] == statistics.median(ratios) == 1.0
+  assert (r["q1"], r["q3"]) == (1.0, 2.0)
+  # A load spike that slows one repetition of both contenders leaves the ratio alone,
+  # while it moves the ratio of medians.
+  assert bench.paired_ratio([1.0, 1.0, 10.0], [2.0, 2.0, 20.0])["median"] == 0.5
+
+
+def test_grid_row_measures_every_contender(bench):
+  shapes = {"w": jax.ShapeDtypeStruct((8, 16), jnp.float32),
+            "b": jax.ShapeDtypeStruct((16,), jnp.float32)}
+  # optax mixes Python floats with int32 counters, which this suite's strict promotion refuses.
+  with jax.numpy_dtype_promotion("standard"):
+    row = bench.grid_row("t: tiny", shapes, "adam", reps=3, extra=["inject", "packed"],
+                         compile_reps=2)
+  results = row["results"]
+  assert set(results) == {"gradtx", "optax", "optax inject_hyperparams", "gradtx packed"}
+  for name, r in results.items():
+    assert len(r["step_ms_all"]) == 3 and all(t > 0 for t in r["step_ms_all"]), name
+    assert len(r["compiles"]) == 3, name  # a warm-up and two measured compiles
+    assert r["compile_s"] == statistics.median(c["total"] for c in r["compiles"][1:])
+  # Adam's state is two float32 moments per parameter (the counters and hyperparameters
+  # are a few scalars over 144 parameters).
+  assert results["optax"]["state_bytes_per_param"] == pytest.approx(8.0, abs=0.05)
+  assert results["gradtx"]["state_bytes_per_param"] == pytest.approx(8.0, abs=0.2)
+  assert results["gradtx packed"]["state_bytes_per_param"] == pytest.approx(8.0, abs=0.2)
+  # Donated params and moments: both libraries' steps need the same memory.
+  assert results["gradtx"]["peak_mb"] == pytest.approx(results["optax"]["peak_mb"], rel=0.05)
+  for kind in ("step", "compile", "xla"):
+    p = row["paired"][kind]
+    assert p["q1"] <= p["median"] <= p["q3"]
+
+
+def test_report_states_each_target(bench, tmp_path):
+  def row(case, step, compile_s):
+    def result(scale):
+      return {"step_ms": step * scale, "compile_s": compile_s * scale, "trace_s": 0.1,
+              "lower_s": 0.1, "xla_s": compile_s * scale - 0.2, "peak_mb": 1.0,
+              "state_bytes_per_param": 8.0}
+    return {"case": case, "optimizer": "adam",
+            "results": {"gradtx": result(1.0), "optax": result(1.0 / step)},
+            "paired": {k: {"median": v, "q1": v - 0.1, "q3": v + 0.1}
+                       for k, v in (("step", step), ("compile", compile_s),
+                                    ("xla", compile_s))}}
+  rows = [row("a: x", 1.02, 0.9), row("b: y", 1.08, 1.2)]
+  out = bench.targets(rows, train={})
+  step, compile_ = out[0], out[1]
+  assert not step[2] and "worst 1.080" in step[1] and "b adam" in step[1]
+  assert "lower quartile is within: b adam" in step[1]
+  assert not compile_[2] and "over on 1 of 2 rows" in compile_[1]
+  assert bench.targets([row("a: x", 1.0, 0.95)], train={})[0][2]
+  results = {"machine": {"quick": True, "date": "today", "cpu": "cpu", "cores": 2,
+                         "backend": "cpu", "jax": "0", "jaxlib": "0", "optax": "0",
+                         "gradtx": "0", "python": "3", "platform": "linux",
+                         "load_average": (0.0, 0.0, 0.0), "reps": 3, "compile_reps": 2},
+             "sizes": {"a: x": "1 leaves"}, "grid": rows, "training": {},
+             "max_rss_mb": 1.0, "targets": out}
+  bench.write_markdown(results, tmp_path / "RESULTS.md")
+  text = (tmp_path / "RESULTS.md").read_text()
+  assert "| b: y | adam |" in text and "1.080 (0.98-1.18)" in text
+  assert "| tree compile time <= optax's |" in text and "**no**" in text
