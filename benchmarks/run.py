@@ -552,9 +552,12 @@ def write_markdown(results: dict, path: Path) -> None:
             "leaves of 1024 the picture differs (XLA seconds, median of 5): constants "
             "8.96, one buffer of the hyperparameters 12.15, straight from arguments "
             "10.30, the per-step coefficients precomputed into the buffer 10.09 (optax "
-            "8.07): precomputing the coefficients (1 - b1, the bias corrections, -lr) "
-            "into the buffer, so that each leaf's kernel only multiplies and adds, is "
-            "the next step for tree-mode compile time.",
+            "8.07). Copying gradtx's per-step coefficients (1 - b1, the bias "
+            "corrections) into a buffer after tracing the first leaf took the scalar "
+            "arithmetic out of every kernel, but moved Adam's XLA compile on that tree "
+            "only from 1.37x optax's to 1.32x, within noise, so it was not kept; each "
+            "kernel still reads three small buffers (the stage's hyperparameters, the "
+            "coefficients, the learning rate) where the hand-written step reads one.",
             "* Run-to-run variation on this shared 2-core machine is larger than the "
             "quartiles within one run show, most of all on case c, whose step passes "
             "6000 arrays through Python's dispatch and runs 6000 tiny kernels: the same "
