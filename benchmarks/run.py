@@ -417,16 +417,6 @@ def machine_info(quick: bool, reps: int) -> dict:
   }
 
 
-def row_ratio(row: dict, kind: str) -> dict[str, float]:
-  """gradtx over optax for one row: the paired ratio where the run recorded one."""
-  if "paired" in row:
-    return row["paired"][kind]
-  g, o = row["results"]["gradtx"], row["results"]["optax"]
-  key = {"step": "step_ms", "compile": "compile_s", "xla": "xla_s"}[kind]
-  r = g[key] / o[key]
-  return {"median": r, "q1": r, "q3": r}
-
-
 def fmt_ratio(r: dict[str, float], digits: int = 2) -> str:
   if r["q1"] == r["q3"]:
     return f"{r['median']:.{digits}f}"
@@ -473,8 +463,8 @@ def write_markdown(results: dict, path: Path) -> None:
     g, o = row["results"]["gradtx"], row["results"]["optax"]
     lines.append(
         f"| {row['case']} | {row['optimizer']} | {g['step_ms']:.2f} | {o['step_ms']:.2f} | "
-        f"{fmt_ratio(row_ratio(row, 'step'), 3)} | {g['compile_s']:.2f} | {o['compile_s']:.2f} | "
-        f"{fmt_ratio(row_ratio(row, 'compile'))} | {g['peak_mb']:.1f} | {o['peak_mb']:.1f} | "
+        f"{fmt_ratio(row['paired']['step'], 3)} | {g['compile_s']:.2f} | {o['compile_s']:.2f} | "
+        f"{fmt_ratio(row['paired']['compile'])} | {g['peak_mb']:.1f} | {o['peak_mb']:.1f} | "
         f"{g['state_bytes_per_param']:.2f}, {o['state_bytes_per_param']:.2f} |")
   lines += ["", "Compile time by part (median CPU seconds): tracing and lowering run in "
             "Python (the library's own cost); XLA's compile of the program it produced.", "",
@@ -482,12 +472,10 @@ def write_markdown(results: dict, path: Path) -> None:
             "gradtx XLA | optax XLA | ratio |", "|---|---|---:|---:|---:|---:|---:|---:|"]
   for row in rows:
     g, o = row["results"]["gradtx"], row["results"]["optax"]
-    if "xla_s" not in g:
-      continue
     g_py, o_py = g["trace_s"] + g["lower_s"], o["trace_s"] + o["lower_s"]
     lines.append(f"| {row['case']} | {row['optimizer']} | {g_py:.2f} | {o_py:.2f} | "
                  f"{g_py / o_py:.2f} | {g['xla_s']:.2f} | {o['xla_s']:.2f} | "
-                 f"{fmt_ratio(row_ratio(row, 'xla'))} |")
+                 f"{fmt_ratio(row['paired']['xla'])} |")
   extras = [(row, name, r) for row in rows for name, r in row["results"].items()
             if name not in ("gradtx", "optax")]
   lines += ["", "## Runtime hyperparameters in optax, roofline, bfloat16 moments, packed "
@@ -576,12 +564,12 @@ def targets(rows: list[dict], train: dict) -> list[tuple[str, str, bool]]:
   for kind, target, limit in (("step", "tree step <= 1.05x optax, every case and optimizer",
                                1.05),
                               ("compile", "tree compile time <= optax's", 1.0)):
-    worst = max(rows, key=lambda r: row_ratio(r, kind)["median"])
-    r = row_ratio(worst, kind)
+    worst = max(rows, key=lambda r: r["paired"][kind]["median"])
+    r = worst["paired"][kind]
     name = lambda x: f"{x['case'].split(':')[0]} {x['optimizer']}"  # noqa: E731
-    over = [x for x in rows if row_ratio(x, kind)["median"] > limit]
+    over = [x for x in rows if x["paired"][kind]["median"] > limit]
     # Over by its median, but its lower quartile is within the target: one run cannot tell.
-    unclear = [name(x) for x in over if row_ratio(x, kind)["q1"] <= limit]
+    unclear = [name(x) for x in over if x["paired"][kind]["q1"] <= limit]
     measured = f"worst {fmt_ratio(r, 3)} ({worst['case']}, {worst['optimizer']})"
     if over:
       measured += (f"; over on {len(over)} of {len(rows)} rows "
@@ -623,8 +611,8 @@ def plot(results: dict, path: Path) -> None:
   import matplotlib.pyplot as plt
   rows = results["grid"]
   labels = [f"{r['case'].split(':')[0]}: {r['optimizer']}" for r in rows]
-  step = [row_ratio(r, "step")["median"] for r in rows]
-  comp = [row_ratio(r, "compile")["median"] for r in rows]
+  step = [r["paired"]["step"]["median"] for r in rows]
+  comp = [r["paired"]["compile"]["median"] for r in rows]
   fig, axes = plt.subplots(1, 3, figsize=(17, 4.8))
   x = np.arange(len(rows))
   axes[0].bar(x - 0.2, step, 0.4, label="step time")
@@ -694,10 +682,10 @@ def main(argv: list[str] | None = None) -> None:
       elif case.startswith("c"):
         extra = ["inject", "packed"] if opt == "adam" else ["packed"]
       rows.append(grid_row(case, shapes, opt, args.reps, extra, args.compile_reps))
-  # The training rows belong to case c: --only skips them unless it selects c.
-  run_training = args.only is None or args.only in "c: 2000 x 1024 training step"
-  train = training_rows(many_small(args.quick), args.reps, args.compile_reps) if run_training \
-      else {}
+  # The training rows run on case c's tree, when case c runs.
+  case_c = next(case for case, make in CASES.items() if make is many_small)
+  train = (training_rows(many_small(args.quick), args.reps, args.compile_reps)
+           if case_c in sizes else {})
   results = {"machine": info, "sizes": sizes, "grid": rows, "training": train,
              "max_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
              "wall_s": time.perf_counter() - start}

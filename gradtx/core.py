@@ -293,17 +293,17 @@ class HParamSpec:
 def _read_once(values: dict[str, Any]) -> dict[str, Any]:
   """The step's scalar hyperparameters, copied into one small buffer per dtype.
 
-  Why: XLA:CPU compiles an elementwise kernel that reads a scalar straight
-  from an argument of the step (the state's hyperparameter) as if that
-  scalar could alias the arrays it writes, which costs compile time and step
-  time on every leaf (measured on GPT-2-shaped trees: a hand-written Adam
-  compiled 50% slower and ran 7% slower than with constants). Read through a
-  buffer the step computes itself, the kernels compile and run about as with
-  constants. The copy is a reduction (over the values and zeros) because XLA
-  fuses or removes plain copies, and it holds at least two values because
-  XLA folds a reduction of one value and a zero back to that value. Adding
-  zero is exact (up to the sign of a zero), and the arithmetic that follows
-  is unchanged.
+  Why: XLA:CPU compiles every leaf's kernel more slowly when it reads a scalar
+  straight from an argument of the step (the state's hyperparameter) than
+  when it reads it from a buffer the step computed. Measured on the GPT-2
+  tree (148 leaves), XLA seconds for Adam: 1.73 with this copy, 2.22 without
+  it, 1.55 for optax's constants. The copy is one small kernel of its own, so
+  on a single leaf it costs more than it saves (sgd with momentum: 0.084 s
+  with it, 0.071 s without). The copy is a reduction (over the values and
+  zeros) because XLA fuses or removes plain copies, and it holds at least two
+  values because XLA folds a reduction of one value and a zero back to that
+  value. Adding zero is exact (up to the sign of a zero), and the arithmetic
+  that follows is unchanged.
   """
   scalars: dict[Any, list[str]] = {}
   for name, value in values.items():

@@ -280,7 +280,6 @@ def _is_packed_kind(x: Any) -> bool:
   return isinstance(x, _packed_types())
 
 
-
 def block_map(fn: Callable[[jax.Array], jax.Array], tree: PyTree) -> PyTree:
   """Per leaf, ``fn(leaf)`` (a scalar statistic of the whole leaf), broadcastable against it.
 
