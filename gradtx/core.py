@@ -273,37 +273,48 @@ class HParamSpec:
         values[name] = _as_state_value(value, slot.allowed)
     return HParams(values, self.slots, count)
 
-  def step(self, hparams: HParams) -> tuple[HParams, HParams]:
-    """Returns ``(values for this step, hyperparameters for the next state)``."""
+  def step(self, hparams: HParams, *, read: bool = True) -> tuple[HParams, HParams]:
+    """Returns ``(values for this step, hyperparameters for the next state)``.
+
+    With ``read=False`` the values are not passed through :func:`read_once`:
+    for a stage that derives its per-step coefficients from them and reads
+    those once instead.
+    """
     if not isinstance(hparams, HParams):
       raise HyperparameterError(
           f"{self.stage}: the state's hparams field is a {type(hparams).__name__}, "
           "not HParams; was this state made by this transformation's init?")
+    once = read_once if read else dict
     if not self.scheduled:
-      return hparams.replace(**_read_once(dict(hparams))), hparams
+      return hparams.replace(**once(dict(hparams))), hparams
     values = {
         name: (self.values[name](hparams.count).astype(hparams[name].dtype)
                if slot.scheduled else hparams[name])
         for name, slot in self.slots.items()
     }
-    now = HParams(_read_once(values), self.slots, hparams.count)
+    now = HParams(once(values), self.slots, hparams.count)
     return now, HParams(values, self.slots, safe_increment(hparams.count))
 
 
-def _read_once(values: dict[str, Any]) -> dict[str, Any]:
-  """The step's scalar hyperparameters, copied into one small buffer per dtype.
+def read_once(values: dict[str, Any]) -> dict[str, Any]:
+  """The step's scalars, copied into one small buffer per dtype.
 
-  Why: XLA:CPU compiles every leaf's kernel more slowly when it reads a scalar
-  straight from an argument of the step (the state's hyperparameter) than
-  when it reads it from a buffer the step computed. Measured on the GPT-2
-  tree (148 leaves), XLA seconds for Adam: 1.73 with this copy, 2.22 without
-  it, 1.55 for optax's constants. The copy is one small kernel of its own, so
-  on a single leaf it costs more than it saves (sgd with momentum: 0.084 s
-  with it, 0.071 s without). The copy is a reduction (over the values and
-  zeros) because XLA fuses or removes plain copies, and it holds at least two
-  values because XLA folds a reduction of one value and a zero back to that
-  value. Adding zero is exact (up to the sign of a zero), and the arithmetic
-  that follows is unchanged.
+  A stage's hyperparameters pass through here (see :meth:`HParamSpec.step`),
+  and a stage that derives per-step coefficients from them (Adam's bias
+  corrections, the learning rate's sign) passes those instead, so that the
+  scalar arithmetic is done once per step rather than in every leaf's kernel.
+
+  Why a buffer: XLA:CPU compiles every leaf's kernel more slowly when it reads
+  a scalar straight from an argument of the step (the state's hyperparameter)
+  than when it reads it from a buffer the step computed. Measured on the
+  GPT-2 tree (148 leaves), XLA seconds for Adam: 1.73 with this copy, 2.22
+  without it, 1.55 for optax's constants. The copy is one small kernel of its
+  own, so on a single leaf it costs more than it saves (sgd with momentum:
+  0.084 s with it, 0.071 s without). The copy is a reduction (over the values
+  and zeros) because XLA fuses or removes plain copies, and it holds at least
+  two values because XLA folds a reduction of one value and a zero back to
+  that value. Adding zero is exact (up to the sign of a zero), and the
+  arithmetic that follows is unchanged.
   """
   scalars: dict[Any, list[str]] = {}
   for name, value in values.items():
@@ -432,6 +443,7 @@ class EmptyState(NamedTuple):
 
 
 def stateless(fn: Callable[..., Updates], *, name: str | None = None,
+              per_step: Callable[[dict[str, jax.Array]], dict[str, jax.Array]] | None = None,
               **hyperparams: tuple[ScalarOrSchedule, Range]) -> GradientTransformation:
   """A transformation without moments: ``updates <- fn(updates, params, **hparams)``.
 
@@ -439,6 +451,10 @@ def stateless(fn: Callable[..., Updates], *, name: str | None = None,
     fn: ``fn(updates, params, **values)`` returning the new updates; ``values``
       are this step's hyperparameters (arrays).
     name: the default stage name; ``fn.__name__`` if not given.
+    per_step: maps this step's hyperparameters to the scalars ``fn`` takes
+      instead (such as :math:`-\\eta` for :math:`\\eta`); computed once per
+      step and passed through :func:`read_once`, so no leaf's kernel repeats
+      the arithmetic.
     **hyperparams: ``name=(value, allowed_range)`` for each numeric
       hyperparameter, held in the state and readable by :func:`hparams`.
 
@@ -460,7 +476,9 @@ def stateless(fn: Callable[..., Updates], *, name: str | None = None,
 
   def update(updates, state, params=None, **extra):
     del extra
-    now, hparams = spec.step(state.hparams)
+    now, hparams = spec.step(state.hparams, read=per_step is None)
+    if per_step is not None:
+      now = read_once(per_step(dict(now)))
     return fn(updates, params, **now), EmptyState(hparams)
 
   return GradientTransformation(init, update, name=name, spec=spec)

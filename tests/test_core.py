@@ -44,6 +44,34 @@ def test_identity_and_stateless():
     gtx.stateless(shift, offset=(-1.0, gtx.NONNEGATIVE))
 
 
+def test_stateless_per_step_derives_the_scalars_fn_takes_and_keeps_the_hyperparameter():
+  def shift(updates, params, minus_offset):
+    return jax.tree.map(lambda u: u + minus_offset.astype(u.dtype), updates)
+
+  tx = gtx.stateless(shift, per_step=lambda h: {"minus_offset": -h["offset"]},
+                     offset=(2.0, gtx.NONNEGATIVE))
+  g = {"x": jnp.arange(3.0)}
+  state = tx.init(g)
+  step = jax.jit(tx.update)
+  np.testing.assert_array_equal(step(g, state)[0]["x"], [-2.0, -1.0, 0.0])
+  state = gtx.set_hparams(state, {"offset": 0.5})
+  updates, state = step(g, state)
+  np.testing.assert_array_equal(updates["x"], [-0.5, 0.5, 1.5])
+  assert gtx.hparams(state) == {"offset": 0.5}
+
+
+def test_adam_hyperparameters_held_in_mixed_dtypes():
+  # Adam derives its per-step scalars from all four hyperparameters at once;
+  # arrays of different dtypes meet there in the widest, under strict promotion too.
+  tx = gtx.scale_by_adam(b1=jnp.asarray(0.5, jnp.bfloat16), b2=0.75)
+  g = jnp.array([1.0, -2.0])
+  state = tx.init(g)
+  for _ in range(2):
+    u, state = jax.jit(tx.update)(g, state)
+  # Constant gradients: m_hat = g and v_hat = g^2, so u = g / (|g| + eps).
+  np.testing.assert_allclose(u, g / (jnp.abs(g) + 1e-8), rtol=1e-6)
+
+
 def test_chain_names_positional_stages_by_primitive_and_makes_them_unique():
   tx = gtx.chain(gtx.scale(2.0), gtx.scale(3.0), lr=gtx.scale_by_learning_rate(0.5))
   assert list(tx.stages) == ["scale", "scale_1", "lr"]
