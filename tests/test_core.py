@@ -72,6 +72,23 @@ def test_adam_hyperparameters_held_in_mixed_dtypes():
   np.testing.assert_allclose(u, g / (jnp.abs(g) + 1e-8), rtol=1e-6)
 
 
+def _reductions(tx, params):
+  """How many reductions the traced step of ``tx`` holds (read_once's buffers are ones)."""
+  jaxpr = jax.make_jaxpr(tx.update)(params, tx.init(params), params)
+  return str(jaxpr).count("reduce_sum")
+
+
+def test_step_reads_held_hyperparameters_directly_and_derived_scalars_once():
+  params = {"a": jnp.ones(3), "b": jnp.ones(2)}
+  # sgd with momentum uses its two hyperparameters as held: no buffer.
+  assert _reductions(gtx.sgd(0.1, momentum=0.9), params) == 0
+  # A schedule's value is computed once per step and read from one buffer.
+  assert _reductions(gtx.sgd(gtx.schedules.linear_schedule(0.1, 0.0, 10), momentum=0.9), params) == 1
+  # Adam's bias-corrected coefficients likewise, for any number of leaves.
+  assert _reductions(gtx.adam(1e-3), params) == 1
+  assert _reductions(gtx.adam(1e-3), {**params, "c": jnp.ones(4)}) == 1
+
+
 def test_chain_names_positional_stages_by_primitive_and_makes_them_unique():
   tx = gtx.chain(gtx.scale(2.0), gtx.scale(3.0), lr=gtx.scale_by_learning_rate(0.5))
   assert list(tx.stages) == ["scale", "scale_1", "lr"]

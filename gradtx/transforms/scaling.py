@@ -54,11 +54,9 @@ def scale_by_learning_rate(learning_rate: ScalarOrSchedule, *,
   """
   sign = -1 if flip_sign else 1
 
-  def scale_by_learning_rate(updates, params, step_size):
-    return tree.scale(updates, step_size)
+  def scale_by_learning_rate(updates, params, learning_rate):
+    return tree.scale(updates, sign * learning_rate)
 
-  tx = stateless(scale_by_learning_rate,
-                 per_step=lambda h: {"step_size": sign * h["learning_rate"]},
-                 learning_rate=(learning_rate, NONNEGATIVE))
+  tx = stateless(scale_by_learning_rate, learning_rate=(learning_rate, NONNEGATIVE))
   tx.options["flip_sign"] = flip_sign
   return tx
