@@ -315,7 +315,9 @@ def read_once(values: dict[str, Any]) -> dict[str, Any]:
   buffer's kernel. Counted by callgrind over one XLA compile of sgd with
   momentum on 1024-float leaves: about 4.7 M instructions per leaf reading the
   arguments, 5.1 M reading a buffer, 4.1 M for optax's constants; and the
-  buffer's own kernel, a reduction, costs about 65 M.
+  buffer's own kernel, a reduction, costs about 65 M. (Adam, whose kernels
+  read seven scalars, is the exception: see
+  :func:`gradtx.transforms.moments.adam_step_scalars`.)
 
   The copy is a reduction (over the values and zeros) because XLA fuses or
   removes plain copies, and it holds at least two values because XLA folds a

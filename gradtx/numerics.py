@@ -94,20 +94,24 @@ def stored(x: jax.Array, dtype: Any) -> jax.Array:
 
 
 def ema_moment(g: jax.Array, m: jax.Array, decay: jax.Array, order: int, *,
-               store: bool = True) -> jax.Array:
+               store: bool = True, take: jax.Array | None = None) -> jax.Array:
   """:math:`m \\leftarrow (1 - \\beta) g^k + \\beta m`, computed in the wider dtype.
 
   ``order=2`` uses :math:`|g|^2`. The result is in the wider of ``g`` and
   ``m``'s dtypes, rounded to ``m``'s precision (see :func:`stored`) unless
   ``store=False`` (an interpolation that is not kept, such as Lion's);
-  callers cast it to the state's dtype.
+  callers cast it to the state's dtype. ``take`` is :math:`1 - \\beta` when
+  the caller computed it once for the step (see :func:`gradtx.core.read_once`).
   """
   dtype = compute_dtype(g, m)
   g = g.astype(dtype)
   term = g if order == 1 else abs_sq(g) if order == 2 else jnp.abs(g) ** order
-  # 1 - decay in the hyperparameter's own precision, as optax's Python floats do.
-  keep, take = shared(f"ema {dtype}", (decay,), lambda: (
-      as_dtype(decay, dtype), as_dtype(1 - jnp.asarray(decay), dtype)))
+  if take is None:
+    # 1 - decay in the hyperparameter's own precision, as optax's Python floats do.
+    keep, take = shared(f"ema {dtype}", (decay,), lambda: (
+        as_dtype(decay, dtype), as_dtype(1 - jnp.asarray(decay), dtype)))
+  else:
+    keep, take = as_dtype(decay, dtype), as_dtype(take, dtype)
   new = take * term + keep * m.astype(dtype)
   return stored(new, m.dtype) if store else new
 

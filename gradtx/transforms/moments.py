@@ -283,12 +283,13 @@ def adam_step_scalars(h: Any, count: jax.Array) -> dict[str, jax.Array]:
   :math:`e = \\epsilon \\sqrt{b_2}`. Why: every scalar a leaf reads, and every
   operation on it, is repeated in every leaf's kernel, and on a tree of many
   leaves XLA's compile time grows with them. Here the step reads three scalars
-  where the textbook form reads four (two bias corrections, two epsilons); they
-  are computed once per step and read from one buffer
-  (:func:`gradtx.core.read_once`), so no leaf's kernel computes a power of
-  :math:`\\beta`. The moments read :math:`\\beta_1, \\beta_2` as the state holds
-  them: :math:`1 - \\beta` is one subtraction in each kernel, which XLA
-  compiles with fewer instructions than a read from the buffer.
+  where the textbook form reads four (two bias corrections, two epsilons), and
+  all of them are computed before :func:`gradtx.core.read_once`, so no kernel
+  computes :math:`1 - \\beta` or :math:`1 - \\beta^t` again. The moments take
+  :math:`\\beta` and :math:`1 - \\beta` from the same buffer: reading
+  :math:`\\beta` as the state holds it and subtracting in each kernel compiled
+  more slowly on the GPT-2 tree (XLA seconds over optax's, one pinned core:
+  1.36 against 1.18 with the buffer).
   """
   # In the widest of the hyperparameters' dtypes (each may be an array of its own dtype).
   dtype = compute_dtype(*(h[n] for n in ("b1", "b2", "eps", "eps_root")))
@@ -296,7 +297,8 @@ def adam_step_scalars(h: Any, count: jax.Array) -> dict[str, jax.Array]:
   t = count.astype(dtype)
   b1_t, b2_t = 1 - b1 ** t, 1 - b2 ** t
   root_b2_t = jnp.sqrt(b2_t)
-  return {"c": root_b2_t / b1_t, "r": eps_root * b2_t, "e": eps * root_b2_t}
+  return {"b1": b1, "1-b1": 1 - b1, "b2": b2, "1-b2": 1 - b2, "c": root_b2_t / b1_t,
+          "r": eps_root * b2_t, "e": eps * root_b2_t}
 
 
 def _adam_moments(g: jax.Array, m: jax.Array, v: jax.Array, h: HParams, count: jax.Array,
@@ -349,7 +351,7 @@ def scale_by_adam(b1: ScalarOrSchedule = 0.9, b2: ScalarOrSchedule = 0.999,
   def update(updates, state, params=None, **extra):
     del params, extra
     tree.check_structure(state.mu, updates, "state.mu", "updates")
-    h, hparams = spec.step(state.hparams)
+    h, hparams = spec.step(state.hparams, read=nesterov)
     count = safe_increment(state.count)
 
     if nesterov:
@@ -362,8 +364,8 @@ def scale_by_adam(b1: ScalarOrSchedule = 0.9, b2: ScalarOrSchedule = 0.999,
       k = read_once(adam_step_scalars(h, count))
 
       def leaf(g, m, v):
-        m_new = ema_moment(g, m, h["b1"], order=1)
-        v_new = ema_moment(g, v, h["b2"], order=2)
+        m_new = ema_moment(g, m, k["b1"], order=1, take=k["1-b1"])
+        v_new = ema_moment(g, v, k["b2"], order=2, take=k["1-b2"])
         dtype = v_new.dtype
         c, r, e = (as_dtype(k[n], dtype) for n in ("c", "r", "e"))
         u = c * m_new.astype(dtype) / (jnp.sqrt(v_new + r) + e)
