@@ -543,7 +543,7 @@ def write_markdown(results: dict, path: Path) -> None:
             "reduction, the moment update written as m + (1 - b)(g - m), and (this run) "
             "registering gradtx's files as jax-internal so that source locations skip its "
             "frames (no gain on 200 or 400 leaves). For many-leaf trees packed mode is the "
-            "answer: its optimizer compiles 60-280x faster than optax's tree step.",
+            "answer: its optimizer compiles 60-320x faster than optax's tree step.",
             "* Run-to-run variation on this shared 2-core machine is larger than the "
             "quartiles within one run show, most of all on case c, whose step passes "
             "6000 arrays through Python's dispatch and runs 6000 tiny kernels: the same "

@@ -83,7 +83,8 @@ def test_step_reads_held_hyperparameters_directly_and_derived_scalars_once():
   # sgd with momentum uses its two hyperparameters as held: no buffer.
   assert _reductions(gtx.sgd(0.1, momentum=0.9), params) == 0
   # A schedule's value is computed once per step and read from one buffer.
-  assert _reductions(gtx.sgd(gtx.schedules.linear_schedule(0.1, 0.0, 10), momentum=0.9), params) == 1
+  scheduled = gtx.schedules.linear_schedule(0.1, 0.0, 10)
+  assert _reductions(gtx.sgd(scheduled, momentum=0.9), params) == 1
   # Adam's bias-corrected coefficients likewise, for any number of leaves.
   assert _reductions(gtx.adam(1e-3), params) == 1
   assert _reductions(gtx.adam(1e-3), {**params, "c": jnp.ones(4)}) == 1

@@ -13,8 +13,8 @@ import jax
 import jax.numpy as jnp
 
 from gradtx import tree
-from gradtx.core import (NONNEGATIVE, UNIT_HALF_OPEN, GradientTransformation, HParams, read_once,
-                         HParamSpec, ScalarOrSchedule)
+from gradtx.core import (NONNEGATIVE, UNIT_HALF_OPEN, GradientTransformation, HParams,
+                         HParamSpec, ScalarOrSchedule, read_once)
 from gradtx import numerics
 from gradtx.numerics import abs_sq, as_dtype, compute_dtype, ema_moment, safe_increment, safe_rsqrt
 
