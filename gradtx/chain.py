@@ -142,7 +142,16 @@ def _unique_names(stages: tuple[GradientTransformation, ...], taken: set[str]) -
 
 
 class Chain(GradientTransformation):
-  """A named chain of stages; its state is a :class:`ChainState`."""
+  """A named chain of stages; its state is a :class:`ChainState`.
+
+  A stage that takes a factor (:attr:`GradientTransformation.takes_factor`:
+  Adam) followed by one that only multiplies by a scalar (the learning rate)
+  run as one: the scalar is folded into the first stage's per-step scalars,
+  so that each leaf's kernel multiplies once instead of twice, which XLA
+  compiles with fewer instructions on trees of many leaves. The result equals
+  the two stages run one after the other up to rounding (one ulp), and is the
+  same, bitwise, for a ready optimizer and the chain it is spelled as.
+  """
 
   __slots__ = ("stages", "label")
 
@@ -166,10 +175,22 @@ class Chain(GradientTransformation):
             f"{list(self.stages)}, got {got}. To move a state into an edited chain "
             "use gradtx.carry_state(old_state, new_tx.init(params))")
       new_state = {}
-      for name, tx in stage_items:
-        with in_stage(name):
-          updates, new_state[name] = tx.update(updates, state[name], params, **extra)
-      return updates, ChainState(new_state)
+      i = 0
+      while i < len(stage_items):
+        name, tx = stage_items[i]
+        after = stage_items[i + 1] if i + 1 < len(stage_items) else None
+        if tx.takes_factor and after is not None and after[1].factor is not None:
+          with in_stage(after[0]):
+            factor, new_state[after[0]] = after[1].factor(state[after[0]])
+          with in_stage(name):
+            updates, new_state[name] = tx.update(updates, state[name], params, factor=factor,
+                                                 **extra)
+          i += 2
+        else:
+          with in_stage(name):
+            updates, new_state[name] = tx.update(updates, state[name], params, **extra)
+          i += 1
+      return updates, ChainState({name: new_state[name] for name, _ in stage_items})
 
     super().__init__(init, update, name=label)
 

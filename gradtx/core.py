@@ -367,17 +367,29 @@ class GradientTransformation:
       and held in the state.
     options: structural options (dtypes, flags, masks, inner
       transformations), shown by ``repr``.
+    factor: for a stage that multiplies every update by one scalar
+      (:func:`gradtx.scale_by_learning_rate`, :func:`gradtx.scale`),
+      ``factor(state) -> (scalar, new_state)``: this step's scalar and the
+      state its ``update`` would return; otherwise ``None``.
+    takes_factor: whether ``update`` accepts ``factor=s`` and returns its
+      updates multiplied by ``s``, folded into scalars it computes anyway
+      (:func:`gradtx.scale_by_adam`). A chain passes the next stage's
+      ``factor`` to such a stage, so that no leaf's kernel multiplies twice.
   """
 
-  __slots__ = ("init", "update", "name", "spec", "options")
+  __slots__ = ("init", "update", "name", "spec", "options", "factor", "takes_factor")
 
   def __init__(self, init: InitFn, update: UpdateFn, *, name: str = "transformation",
-               spec: HParamSpec | None = None, options: Mapping[str, Any] | None = None):
+               spec: HParamSpec | None = None, options: Mapping[str, Any] | None = None,
+               factor: Callable[[State], tuple[jax.Array, State]] | None = None,
+               takes_factor: bool = False):
     self.init = init
     self.update = update
     self.name = name
     self.spec = spec if spec is not None else HParamSpec(name)
     self.options = dict(options or {})
+    self.factor = factor
+    self.takes_factor = takes_factor
 
   def __iter__(self):  # `init, update = tx`, as with optax's NamedTuple.
     return iter((self.init, self.update))

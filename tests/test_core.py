@@ -123,13 +123,46 @@ def test_nested_chains_are_addressed_by_dotted_names():
 def test_chain_matches_manual_composition():
   params = {"w": jnp.linspace(-1, 1, 6).reshape(2, 3)}
   grads = {"w": jnp.linspace(0.5, -2, 6).reshape(2, 3)}
-  tx = gtx.chain(gtx.clip_by_global_norm(1.0), gtx.scale_by_adam(), gtx.scale(-0.1))
-  clip, adam, scale = gtx.clip_by_global_norm(1.0), gtx.scale_by_adam(), gtx.scale(-0.1)
+  tx = gtx.chain(gtx.clip_by_global_norm(1.0), gtx.scale_by_rms(), gtx.scale(-0.1))
+  clip, rms, scale = gtx.clip_by_global_norm(1.0), gtx.scale_by_rms(), gtx.scale(-0.1)
   u, _ = tx.update(grads, tx.init(params), params)
   v, _ = clip.update(grads, clip.init(params))
-  v, _ = adam.update(v, adam.init(params))
+  v, _ = rms.update(v, rms.init(params))
   v, _ = scale.update(v, scale.init(params))
   np.testing.assert_array_equal(u["w"], v["w"])
+
+
+@pytest.mark.parametrize("lr", [0.1, gtx.schedules.linear_schedule(0.0, 0.2, 4)],
+                         ids=["constant", "schedule"])
+def test_chain_folds_the_learning_rate_into_adam(lr):
+  params = {"w": jnp.linspace(-1, 1, 6).reshape(2, 3), "b": jnp.ones(2)}
+  tx = gtx.chain(adam=gtx.scale_by_adam(), lr=gtx.scale_by_learning_rate(lr))
+  adam, rate = gtx.scale_by_adam(), gtx.scale_by_learning_rate(lr)
+  state, adam_state, rate_state = tx.init(params), adam.init(params), rate.init(params)
+  for t in range(6):
+    grads = jax.tree.map(lambda p: jnp.cos(p * (t + 1)), params)
+    u, state = tx.update(grads, state, params)
+    v, adam_state = adam.update(grads, adam_state)
+    v, rate_state = rate.update(v, rate_state)
+    # One multiplication by c * (-lr) instead of c, then -lr: equal up to rounding.
+    for x, y in zip(jax.tree.leaves(u), jax.tree.leaves(v)):
+      np.testing.assert_allclose(x, y, rtol=1e-6, atol=0)
+    # The learning rate's state advances as it does apart (its schedule's value).
+    np.testing.assert_array_equal(state["lr"].hparams["learning_rate"],
+                                  rate_state.hparams["learning_rate"])
+
+  def leaf_products(fn, *args):
+    eqns = jax.make_jaxpr(fn)(*args).eqns
+    return sum(e.primitive.name == "mul" and e.outvars[0].aval.ndim > 0 for e in eqns)
+
+  # The rate adds no multiplication of a leaf to Adam's; kept apart, one per leaf.
+  assert leaf_products(tx.update, grads, state, params) == leaf_products(
+      adam.update, grads, adam_state)
+  nadam = gtx.chain(adam=gtx.scale_by_adam(nesterov=True), lr=gtx.scale_by_learning_rate(lr))
+  alone = gtx.scale_by_adam(nesterov=True)
+  assert leaf_products(nadam.update, grads, nadam.init(params), params) == leaf_products(
+      alone.update, grads, alone.init(params)) + 2
+  assert gtx.scale_by_adam().takes_factor and gtx.scale_by_learning_rate(lr).factor
 
 
 def test_repr_shows_stages_and_hyperparameters():

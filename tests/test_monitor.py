@@ -156,8 +156,8 @@ def _bare_and_monitored():
   monitored = gtx.chain(
       grads=gtx.monitor("norm", "leaf_norms", "nonfinite_fraction"),
       clip=gtx.clip_by_global_norm(1.0),
-      adam=gtx.monitor(*STEP_SIZES, inner=gtx.scale_by_adam()),
-      lr=gtx.scale_by_learning_rate(0.01),
+      opt=gtx.monitor(*STEP_SIZES, inner=gtx.chain(adam=gtx.scale_by_adam(),
+                                                   lr=gtx.scale_by_learning_rate(0.01))),
       steps=gtx.monitor("norm", "param_ratio", "leaf_param_ratios"))
   return bare, monitored
 
@@ -182,8 +182,26 @@ def test_monitors_leave_the_updates_bitwise_unchanged(dtype):
         np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
     # The adam moments are the same too, wrapped or not.
     for x, y in zip(jax.tree.leaves(runs[0][1]["adam"]),
-                    jax.tree.leaves(runs[1][1]["adam"].inner_state)):
+                    jax.tree.leaves(runs[1][1]["opt"].inner_state["adam"])):
       np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
+
+
+def test_a_monitor_around_adam_alone_keeps_the_learning_rate_apart():
+  # The chain folds lr into an adjacent Adam stage; a monitor wrapping the Adam
+  # stage alone keeps the two apart, which differs only by rounding.
+  params = _params(jnp.float32)
+  bare = gtx.chain(adam=gtx.scale_by_adam(), lr=gtx.scale_by_learning_rate(0.01))
+  monitored = gtx.chain(adam=gtx.monitor(*STEP_SIZES, inner=gtx.scale_by_adam()),
+                        lr=gtx.scale_by_learning_rate(0.01))
+  states = [bare.init(params), monitored.init(params)]
+  for t in range(8):
+    grads = _params(jnp.float32, seed=t + 7)
+    (u, states[0]), (v, states[1]) = (tx.update(grads, s, params)
+                                      for tx, s in zip((bare, monitored), states))
+    for x, y in zip(jax.tree.leaves(u), jax.tree.leaves(v)):
+      np.testing.assert_allclose(np.asarray(x), np.asarray(y), rtol=1e-6, atol=0)
+  stats = gtx.stats(states[1])
+  assert float(stats["adam.step_size_max"]) > 0
 
 
 def test_a_monitor_returns_the_very_arrays_it_received():

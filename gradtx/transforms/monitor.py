@@ -262,7 +262,10 @@ def monitor(*statistics: str, inner: GradientTransformation | None = None
   near 1e-3). Read the values with :func:`stats` as ``"<stage>.<statistic>"``.
   Each statistic is one reduction over the updates computed in the step, with
   no host sync; the updates returned are the very arrays received (or
-  ``inner`` returned), so a monitor never changes a result.
+  ``inner`` returned), so a monitor never changes a result. (Wrap a whole
+  optimizer, as above, rather than its Adam stage alone: a chain folds the
+  learning rate into the Adam stage before it (see :class:`gradtx.Chain`),
+  which a wrapped stage keeps apart, and the two differ by rounding.)
 
   Args:
     *statistics: names from :data:`MONITOR_STATISTICS`: ``"norm"``,
