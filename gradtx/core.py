@@ -316,8 +316,8 @@ def read_once(values: dict[str, Any]) -> dict[str, Any]:
   momentum on 1024-float leaves: 4.6 M instructions per leaf reading the
   arguments, 4.9 M when each stage read its own buffer, 4.2 M for optax's
   constants; and those two buffers' kernels (reductions) cost 125 M more
-  than a step without them. (Adam, whose kernels read seven scalars, is the
-  exception: see :func:`gradtx.transforms.moments.adam_step_scalars`.)
+  than a step without them. (Adam's kernels read only derived scalars: see
+  :func:`gradtx.transforms.moments.adam_step_scalars`.)
 
   The copy is a reduction (over the values and zeros) because XLA fuses or
   removes plain copies, and it holds at least two values because XLA folds a

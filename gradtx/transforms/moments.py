@@ -328,6 +328,11 @@ def scale_by_adam(b1: ScalarOrSchedule = 0.9, b2: ScalarOrSchedule = 0.999,
   With ``nesterov=True`` (NAdam),
   :math:`\\hat m_t = \\beta_1 m_t / (1-\\beta_1^{t+1}) + (1-\\beta_1) g_t / (1-\\beta_1^t)`.
 
+  Computed as (see :func:`adam_step_scalars`): the moments as
+  :math:`m + (1-\\beta)(g^k - m)`, and :math:`u_t = c\\, m_t / (\\sqrt{v_t + r} + e)`.
+  In a chain, a learning rate right after this stage (without ``nesterov``)
+  is folded into :math:`c` (see :class:`gradtx.Chain`).
+
   Args:
     b1: :math:`\\beta_1 \\in [0, 1)`, default 0.9.
     b2: :math:`\\beta_2 \\in [0, 1)`, default 0.999.
