@@ -7,37 +7,32 @@ from typing import Callable
 import jax
 
 from gradtx import tree
-from gradtx.core import (ANY, NONNEGATIVE, EmptyState, GradientTransformation, HParamSpec,
-                         Range, ScalarOrSchedule)
+from gradtx.core import (ANY, NONNEGATIVE, EmptyState, GradientTransformation, Range,
+                         ScalarOrSchedule, stateless)
 
 __all__ = ["scale", "scale_by_learning_rate"]
 
 
 def _scaling(name: str, factor_of: Callable[[dict[str, jax.Array]], jax.Array],
              **hyperparams: tuple[ScalarOrSchedule, Range]) -> GradientTransformation:
-  """A stage that multiplies every update by one scalar of its hyperparameters.
+  """A :func:`~gradtx.stateless` stage that multiplies every update by one scalar.
 
   The stage exposes that scalar as ``factor``, so that a chain can fold it
   into the stage before when that stage takes it (see
   :class:`gradtx.GradientTransformation`): on a tree of many leaves, one
   multiplication fewer in every leaf's kernel is less for XLA to compile.
   """
-  spec = HParamSpec(name, **hyperparams)
+  def multiply(updates, params, **now):
+    return tree.scale(updates, factor_of(now))
 
-  def init(params):
-    del params
-    return EmptyState(spec.init())
+  tx = stateless(multiply, name=name, **hyperparams)
 
   def factor(state: EmptyState) -> tuple[jax.Array, EmptyState]:
-    now, hparams = spec.step(state.hparams)
+    now, hparams = tx.spec.step(state.hparams)
     return factor_of(now), EmptyState(hparams)
 
-  def update(updates, state, params=None, **extra):
-    del params, extra
-    scalar, new_state = factor(state)
-    return tree.scale(updates, scalar), new_state
-
-  return GradientTransformation(init, update, name=name, spec=spec, factor=factor)
+  tx.factor = factor
+  return tx
 
 
 def scale(step_size: ScalarOrSchedule) -> GradientTransformation:
