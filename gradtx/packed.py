@@ -249,13 +249,25 @@ class Layout:
     out = {}
     for group in self.groups:
       per_leaf = jnp.asarray(values[group.dtype])
-      parts, start = [], 0
+      pieces, start = [], 0
       for run in group.runs:
         run_values = per_leaf[start:start + run.count]
         start += run.count
-        parts.append(jnp.broadcast_to(run_values[:, None], (run.count, run.leaf_size))
-                     .reshape(run.size))
-      out[group.dtype] = parts[0] if len(parts) == 1 else jnp.concatenate(parts)
+        pieces.append(jnp.broadcast_to(run_values[:, None], (run.count, run.leaf_size))
+                      .reshape(run.size))
+      if len(pieces) == 1:
+        out[group.dtype] = pieces[0]
+        continue
+      # Written piece by piece into one buffer, not concatenated: XLA:CPU's fusion
+      # emitter (jaxlib 0.10.2, AVX-512 hosts) miscomputes a concatenation of such
+      # broadcasts fused into a consumer that compares and selects, as the trust
+      # ratio's guard does, giving a leaf its run neighbour's value
+      # (tests/test_packed.py::test_spread_values_survive_xla_fusion).
+      spread, offset = jnp.zeros(group.size, per_leaf.dtype), 0
+      for piece in pieces:
+        spread = jax.lax.dynamic_update_slice(spread, piece, (offset,))
+        offset += piece.shape[0]
+      out[group.dtype] = spread
     return out
 
   def element_mask(self, mask: PyTree) -> dict[str, bool | jax.Array]:

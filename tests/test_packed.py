@@ -185,6 +185,32 @@ def test_block_reductions_of_a_packed_tree_are_per_leaf():
                                rtol=1e-6)
 
 
+def test_spread_values_survive_xla_fusion():
+  """Per-leaf norms spread over the buffer, fused into a compare-and-select, under jit.
+
+  The trust ratio's shape: XLA:CPU (jaxlib 0.10.2 on AVX-512 hosts) gave the
+  second leaf of a run its neighbour's norm when the spread was a
+  concatenation fused into this consumer; eager evaluation was right.
+  """
+  params = _params()
+  layout = Layout.from_tree(params)
+  rng = np.random.default_rng(1)
+  updates = jax.tree.map(lambda x: jnp.asarray(rng.normal(size=x.shape), jnp.float32), params)
+
+  def ratio_times_update(u, p):
+    def leaf(g, p_norm, u_norm):
+      p_norm, u_norm = jnp.maximum(p_norm, 0.0), jnp.maximum(u_norm, 0.0)
+      ratio = jnp.where((p_norm == 0) | (u_norm == 0), 1.0, p_norm / (u_norm + 1e-6))
+      return g * ratio
+    return jax.tree.map(leaf, u, gtx.tree.block_norm(p), gtx.tree.block_norm(u))
+
+  got = layout.unpack(jax.jit(ratio_times_update)(layout.pack(updates), layout.pack(params)))
+  for g, p, out in zip(jax.tree.leaves(updates), jax.tree.leaves(params), jax.tree.leaves(got)):
+    g, p = np.asarray(g, np.float64), np.asarray(p, np.float64)
+    want = g * np.linalg.norm(p) / (np.linalg.norm(g) + 1e-6)
+    np.testing.assert_allclose(np.asarray(out), want, rtol=1e-5)
+
+
 def test_block_map_asks_for_a_scalar_per_leaf():
   layout = Layout.from_tree(_params())
   with pytest.raises(gtx.StructureError, match=r"must return a scalar per leaf; got shape \(3,\)"):
