@@ -528,17 +528,17 @@ def apply_updates(params: Params, updates: Updates) -> Params:
     >>> gtx.apply_updates({"w": jnp.ones(2, jnp.bfloat16)}, {"w": jnp.full(2, 0.5)})
     {'w': Array([1.5, 1.5], dtype=bfloat16)}
   """
-  from gradtx.numerics import compute_dtype
+  from gradtx.numerics import as_dtype, compute_dtype
   from gradtx.tree import check_structure
   check_structure(params, updates, "params", "updates")
 
   def add(p, u):
     if u is None:
       return p
-    p, u = jnp.asarray(p), jnp.asarray(u)
+    p, u = (x if isinstance(x, jax.Array) else jnp.asarray(x) for x in (p, u))
     # Add in the wider of the two types, then return to the parameter's dtype.
     wide = compute_dtype(p, u)
-    return (p.astype(wide) + u.astype(wide)).astype(p.dtype)
+    return as_dtype(as_dtype(p, wide) + as_dtype(u, wide), p.dtype)
 
   return jax.tree.map(add, params, updates, is_leaf=lambda x: x is None)
 

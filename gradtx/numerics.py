@@ -59,7 +59,7 @@ def compute_dtype(*arrays: jax.Array) -> jnp.dtype:
   promotion: mixing a bfloat16 moment with float32 gradients is gradtx's
   deliberate choice, made explicit by the casts that follow.
   """
-  dtypes = {jnp.asarray(a).dtype for a in arrays}
+  dtypes = {a.dtype if isinstance(a, jax.Array) else jnp.asarray(a).dtype for a in arrays}
   if len(dtypes) == 1:  # the common case, kept cheap: this runs per leaf at trace time
     return dtypes.pop()
   with jax.numpy_dtype_promotion("standard"):
@@ -106,7 +106,7 @@ def ema_moment(g: jax.Array, m: jax.Array, decay: jax.Array, order: int, *,
   # 1 - decay in the hyperparameter's own precision, as optax's Python floats do.
   keep, take = shared(f"ema {dtype}", (decay,), lambda: (
       as_dtype(decay, dtype), as_dtype(1 - jnp.asarray(decay), dtype)))
-  new = take * _power(g.astype(dtype), order) + keep * m.astype(dtype)
+  new = take * _power(as_dtype(g, dtype), order) + keep * as_dtype(m, dtype)
   return stored(new, m.dtype) if store else new
 
 
@@ -121,8 +121,9 @@ def lerp_moment(g: jax.Array, m: jax.Array, take: jax.Array, order: int) -> jax.
   many leaves. Dtypes as in :func:`ema_moment`.
   """
   dtype = compute_dtype(g, m)
-  wide = m.astype(dtype)
-  return stored(wide + as_dtype(take, dtype) * (_power(g.astype(dtype), order) - wide), m.dtype)
+  wide = as_dtype(m, dtype)
+  return stored(wide + as_dtype(take, dtype) * (_power(as_dtype(g, dtype), order) - wide),
+                m.dtype)
 
 
 def _power(g: jax.Array, order: int) -> jax.Array:

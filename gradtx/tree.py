@@ -14,7 +14,7 @@ import jax
 import jax.numpy as jnp
 
 from gradtx.errors import StructureError
-from gradtx.numerics import shared_scalars
+from gradtx.numerics import as_dtype, shared_scalars
 
 PyTree = Any
 
@@ -185,7 +185,7 @@ def add(a: PyTree, b: PyTree) -> PyTree:
 
 def scale(tree: PyTree, factor: jax.Array | float) -> PyTree:
   """Leafwise ``factor * x``, the factor cast to each leaf's dtype."""
-  return tree_map(lambda x: jnp.asarray(factor, x.dtype) * x, tree)
+  return tree_map(lambda x: as_dtype(factor, x.dtype) * x, tree)
 
 
 def where(condition: jax.Array, a: PyTree, b: PyTree) -> PyTree:

@@ -379,8 +379,8 @@ def scale_by_adam(b1: ScalarOrSchedule = 0.9, b2: ScalarOrSchedule = 0.999,
         v_new = lerp_moment(g, v, k["1-b2"], order=2)
         dtype = v_new.dtype
         c, r, e = (as_dtype(k[n], dtype) for n in ("c", "r", "e"))
-        u = c * m_new.astype(dtype) / (jnp.sqrt(v_new + r) + e)
-        return u.astype(g.dtype), m_new.astype(m.dtype), v_new.astype(v.dtype)
+        u = c * as_dtype(m_new, dtype) / (jnp.sqrt(v_new + r) + e)
+        return as_dtype(u, g.dtype), as_dtype(m_new, m.dtype), as_dtype(v_new, v.dtype)
 
     updates, mu, nu = tree.map_multi(leaf, 3, updates, state.mu, state.nu)
     return updates, ScaleByAdamState(count, mu, nu, hparams)

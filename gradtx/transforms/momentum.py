@@ -10,7 +10,7 @@ import jax.numpy as jnp
 from gradtx import numerics, tree
 from gradtx.core import (UNIT_HALF_OPEN, NONNEGATIVE, GradientTransformation, HParams,
                          HParamSpec, ScalarOrSchedule)
-from gradtx.numerics import bias_correction, compute_dtype, ema_moment, safe_increment
+from gradtx.numerics import as_dtype, bias_correction, compute_dtype, ema_moment, safe_increment
 
 __all__ = ["EmaState", "TraceState", "ema", "trace"]
 
@@ -62,10 +62,10 @@ def trace(decay: ScalarOrSchedule, nesterov: bool = False,
 
     def leaf(g, m):
       dtype = compute_dtype(g, m)
-      mu, g_ = jnp.asarray(h["decay"]).astype(dtype), g.astype(dtype)
-      m_new = numerics.stored(g_ + mu * m.astype(dtype), m.dtype)
+      mu, g_ = as_dtype(h["decay"], dtype), as_dtype(g, dtype)
+      m_new = numerics.stored(g_ + mu * as_dtype(m, dtype), m.dtype)
       u = g_ + mu * m_new if nesterov else m_new
-      return u.astype(g.dtype), m_new.astype(m.dtype)
+      return as_dtype(u, g.dtype), as_dtype(m_new, m.dtype)
 
     updates, new_trace = tree.map_multi(leaf, 2, updates, state.trace)
     return updates, TraceState(new_trace, hparams)
@@ -118,7 +118,7 @@ def ema(decay: ScalarOrSchedule, debias: bool = True,
       beta = h["decay"]
       m_new = ema_moment(g, m, beta, order=1)
       u = bias_correction(m_new, beta, count) if debias else m_new
-      return u.astype(g.dtype), m_new.astype(m.dtype)
+      return as_dtype(u, g.dtype), as_dtype(m_new, m.dtype)
 
     updates, new_ema = tree.map_multi(leaf, 2, updates, state.ema)
     return updates, EmaState(count, new_ema, hparams)
