@@ -259,9 +259,10 @@ class Layout:
         out[group.dtype] = pieces[0]
         continue
       # Written piece by piece into one buffer, not concatenated: XLA:CPU's fusion
-      # emitter (jaxlib 0.10.2, AVX-512 hosts) miscomputes a concatenation of such
-      # broadcasts fused into a consumer that compares and selects, as the trust
-      # ratio's guard does, giving a leaf its run neighbour's value
+      # emitter (jaxlib 0.10.2; seen on an AVX-512 host, not on an earlier one)
+      # miscomputes a concatenation of such broadcasts fused into a consumer that
+      # compares and selects, as the trust ratio's guard does, giving a leaf its run
+      # neighbour's value; --xla_cpu_use_fusion_emitters=false computes it right
       # (tests/test_packed.py::test_spread_values_survive_xla_fusion).
       spread, offset = jnp.zeros(group.size, per_leaf.dtype), 0
       for piece in pieces:

@@ -188,8 +188,8 @@ def test_block_reductions_of_a_packed_tree_are_per_leaf():
 def test_spread_values_survive_xla_fusion():
   """Per-leaf norms spread over the buffer, fused into a compare-and-select, under jit.
 
-  The trust ratio's shape: XLA:CPU (jaxlib 0.10.2 on AVX-512 hosts) gave the
-  second leaf of a run its neighbour's norm when the spread was a
+  The trust ratio's shape: XLA:CPU (jaxlib 0.10.2, on an AVX-512 host) gave
+  the second leaf of a run its neighbour's norm when the spread was a
   concatenation fused into this consumer; eager evaluation was right.
   """
   params = _params()
