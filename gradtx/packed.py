@@ -249,26 +249,25 @@ class Layout:
     out = {}
     for group in self.groups:
       per_leaf = jnp.asarray(values[group.dtype])
-      pieces, start = [], 0
-      for run in group.runs:
-        run_values = per_leaf[start:start + run.count]
-        start += run.count
-        pieces.append(jnp.broadcast_to(run_values[:, None], (run.count, run.leaf_size))
-                      .reshape(run.size))
-      if len(pieces) == 1:
-        out[group.dtype] = pieces[0]
+      if len(group.runs) == 1:
+        run, = group.runs
+        out[group.dtype] = jnp.broadcast_to(per_leaf[:, None], (run.count, run.leaf_size)
+                                            ).reshape(run.size)
         continue
-      # Written piece by piece into one buffer, not concatenated: XLA:CPU's fusion
-      # emitter (jaxlib 0.10.2; seen on an AVX-512 host, not on an earlier one)
-      # miscomputes a concatenation of such broadcasts fused into a consumer that
-      # compares and selects, as the trust ratio's guard does, giving a leaf its run
-      # neighbour's value; --xla_cpu_use_fusion_emitters=false computes it right
-      # (tests/test_packed.py::test_spread_values_survive_xla_fusion).
-      spread, offset = jnp.zeros(group.size, per_leaf.dtype), 0
-      for piece in pieces:
-        spread = jax.lax.dynamic_update_slice(spread, piece, (offset,))
-        offset += piece.shape[0]
-      out[group.dtype] = spread
+      # Each element reads its leaf's value by index, the index computed from the
+      # element's position (one select per run), so XLA fuses the spread into its
+      # consumer. Not a concatenation of per-run broadcasts: XLA:CPU's fusion
+      # emitter (jaxlib 0.10.2, seen on an AVX-512 host) miscomputes that when it is
+      # fused into a compare-and-select, as the trust ratio's guard is, giving a leaf
+      # its run neighbour's value (test_packed's test_spread_values_survive_xla_fusion).
+      element = jax.lax.iota(jnp.int32, group.size)
+      leaf = jnp.zeros_like(element)
+      first = start = 0
+      for run in group.runs:
+        leaf = jnp.where(element >= start, first + (element - start) // run.leaf_size, leaf)
+        first += run.count
+        start += run.size
+      out[group.dtype] = jnp.take(per_leaf, leaf, mode="clip", indices_are_sorted=True)
     return out
 
   def element_mask(self, mask: PyTree) -> dict[str, bool | jax.Array]:

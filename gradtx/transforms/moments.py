@@ -366,8 +366,8 @@ def scale_by_adam(b1: ScalarOrSchedule = 0.9, b2: ScalarOrSchedule = 0.999,
       def leaf(g, m, v):
         m_new, v_new, m_hat, v_hat = _adam_moments(g, m, v, h, count, nesterov)
         eps, eps_root = as_dtype(h["eps"], v_hat.dtype), as_dtype(h["eps_root"], v_hat.dtype)
-        u = m_hat.astype(v_hat.dtype) / (jnp.sqrt(v_hat + eps_root) + eps)
-        return u.astype(g.dtype), m_new.astype(m.dtype), v_new.astype(v.dtype)
+        u = as_dtype(m_hat, v_hat.dtype) / (jnp.sqrt(v_hat + eps_root) + eps)
+        return as_dtype(u, g.dtype), as_dtype(m_new, m.dtype), as_dtype(v_new, v.dtype)
     else:
       k = adam_step_scalars(h, count)
       if factor is not None:  # the learning rate after this stage, folded in by the chain
