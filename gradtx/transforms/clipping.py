@@ -63,7 +63,7 @@ def clip_by_global_norm(max_norm: ScalarOrSchedule) -> GradientTransformation:
 
   def clip_by_global_norm(updates, params, max_norm):
     g_norm = tree.global_norm(updates)
-    c = max_norm.astype(g_norm.dtype)
+    c = as_dtype(max_norm, g_norm.dtype)
     # One factor for the whole tree, so each leaf's kernel is a single multiply. It is
     # 1 when nothing is clipped (c / |g| >= 1, inf for a zero norm); XLA may compute
     # c * rsqrt(|g|^2), one ulp below 1 for a norm within an ulp of c. A minimum, not
@@ -71,7 +71,7 @@ def clip_by_global_norm(max_norm: ScalarOrSchedule) -> GradientTransformation:
     # the division needs no kernel of its own (XLA instructions per leaf for adamw
     # with this clip, by callgrind over one compile: 26.0 M against 27.5 M).
     factor = jnp.minimum(jnp.ones_like(g_norm), c / g_norm)
-    return tree.tree_map(lambda g: g * factor.astype(g.dtype), updates)
+    return tree.tree_map(lambda g: g * as_dtype(factor, g.dtype), updates)
 
   return stateless(clip_by_global_norm, max_norm=(max_norm, POSITIVE))
 
@@ -96,7 +96,7 @@ def clip_by_block_rms(threshold: ScalarOrSchedule) -> GradientTransformation:
 
   def clip_by_block_rms(updates, params, threshold):
     def clip_leaf(g, rms):
-      rms = rms.astype(g.dtype)
+      rms = as_dtype(rms, g.dtype)
       return g / jnp.maximum(1, rms / as_dtype(threshold, g.dtype))
 
     return tree.tree_map(clip_leaf, updates, tree.block_rms(updates))

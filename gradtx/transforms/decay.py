@@ -7,6 +7,7 @@ from typing import Any, Callable
 import jax.numpy as jnp
 
 from gradtx import tree
+from gradtx.numerics import as_dtype
 from gradtx.core import (NONNEGATIVE, GradientTransformation, ScalarOrSchedule, require_params,
                          stateless)
 
@@ -53,7 +54,7 @@ def add_decayed_weights(weight_decay: ScalarOrSchedule = 0.0,
     params = require_params("add_decayed_weights", params)
     tree.check_structure(updates, params, "updates", "params")
     return tree.tree_map(
-        lambda g, p: g + jnp.asarray(weight_decay, g.dtype) * p.astype(g.dtype), updates, params)
+        lambda g, p: g + as_dtype(weight_decay, g.dtype) * as_dtype(p, g.dtype), updates, params)
 
   tx = stateless(add_decayed_weights, weight_decay=(weight_decay, NONNEGATIVE))
   return _maybe_masked(tx, mask)
@@ -83,7 +84,7 @@ def add_l1_penalty(l1: ScalarOrSchedule = 0.0, mask: Mask | None = None) -> Grad
     params = require_params("add_l1_penalty", params)
     tree.check_structure(updates, params, "updates", "params")
     return tree.tree_map(
-        lambda g, p: g + jnp.asarray(l1, g.dtype) * jnp.sign(p).astype(g.dtype), updates, params)
+        lambda g, p: g + as_dtype(l1, g.dtype) * jnp.sign(p).astype(g.dtype), updates, params)
 
   tx = stateless(add_l1_penalty, l1=(l1, NONNEGATIVE))
   return _maybe_masked(tx, mask)

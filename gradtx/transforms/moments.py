@@ -37,7 +37,7 @@ class ScaleByRmsState(NamedTuple):
 def _divide_by_root(g: jax.Array, s: jax.Array, eps: jax.Array, eps_in_sqrt: bool) -> jax.Array:
   """:math:`g / \\sqrt{s + \\epsilon}` or :math:`g / (\\sqrt{s} + \\epsilon)`."""
   eps = as_dtype(eps, s.dtype)
-  g = g.astype(s.dtype)
+  g = as_dtype(g, s.dtype)
   return g * jax.lax.rsqrt(s + eps) if eps_in_sqrt else g / (jnp.sqrt(s) + eps)
 
 
@@ -132,7 +132,7 @@ def scale_by_stddev(decay: ScalarOrSchedule = 0.9, eps: ScalarOrSchedule = 1e-8,
       mu_hat = numerics.bias_correction(mu_new, rho, count) if bias_correction else mu_new
       nu_hat = numerics.bias_correction(nu_new, rho, count) if bias_correction else nu_new
       u = _divide_by_root(g, nu_hat - abs_sq(mu_hat), h["eps"], eps_in_sqrt)
-      return u.astype(g.dtype), mu_new.astype(mu.dtype), nu_new.astype(nu.dtype)
+      return as_dtype(u, g.dtype), as_dtype(mu_new, mu.dtype), as_dtype(nu_new, nu.dtype)
 
     updates, mu, nu = tree.map_multi(leaf, 3, updates, state.mu, state.nu)
     return updates, ScaleByStddevState(count, mu, nu, hparams)
@@ -181,13 +181,13 @@ def scale_by_rss(initial_accumulator_value: float = 0.1,
 
     def leaf(g, G):
       dtype = compute_dtype(g, G)
-      G_new = abs_sq(g.astype(dtype)) + G.astype(dtype)
+      G_new = abs_sq(as_dtype(g, dtype)) + as_dtype(G, dtype)
       if eps_in_sqrt:
-        u = safe_rsqrt(G_new + as_dtype(h["eps"], dtype)) * g.astype(dtype)
+        u = safe_rsqrt(G_new + as_dtype(h["eps"], dtype)) * as_dtype(g, dtype)
       else:
         u = _divide_by_root(g, G_new, h["eps"], eps_in_sqrt=False)
       u = jnp.where(G_new > 0, u, 0)
-      return u.astype(g.dtype), G_new.astype(G.dtype)
+      return as_dtype(u, g.dtype), as_dtype(G_new, G.dtype)
 
     updates, sum_of_squares = tree.map_multi(leaf, 2, updates, state.sum_of_squares)
     return updates, ScaleByRssState(sum_of_squares, hparams)
@@ -234,10 +234,10 @@ def scale_by_adadelta(rho: ScalarOrSchedule = 0.9,
     def leaf(g, e_g, e_x):
       e_g_new = ema_moment(g, e_g, h["rho"], order=2)
       eps = as_dtype(h["eps"], e_g_new.dtype)
-      delta = jnp.sqrt(e_x.astype(eps.dtype) + eps) / jnp.sqrt(e_g_new + eps) * g.astype(
+      delta = jnp.sqrt(as_dtype(e_x, eps.dtype) + eps) / jnp.sqrt(e_g_new + eps) * g.astype(
           eps.dtype)
       e_x_new = ema_moment(delta, e_x, h["rho"], order=2)
-      return delta.astype(g.dtype), e_g_new.astype(e_g.dtype), e_x_new.astype(e_x.dtype)
+      return as_dtype(delta, g.dtype), as_dtype(e_g_new, e_g.dtype), as_dtype(e_x_new, e_x.dtype)
 
     updates, e_g, e_x = tree.map_multi(leaf, 3, updates, state.e_g, state.e_x)
     return updates, ScaleByAdaDeltaState(e_g, e_x, hparams)
@@ -271,7 +271,7 @@ def debiased_first_moment(g: jax.Array, m_new: jax.Array, b1: jax.Array, count: 
     return numerics.bias_correction(m_new, b1, count)
   return (as_dtype(b1, m_new.dtype) * numerics.bias_correction(m_new, b1, safe_increment(count))
           + as_dtype(1 - b1, m_new.dtype)
-          * numerics.bias_correction(g.astype(m_new.dtype), b1, count))
+          * numerics.bias_correction(as_dtype(g, m_new.dtype), b1, count))
 
 
 def adam_step_scalars(h: Any, count: jax.Array) -> dict[str, jax.Array]:
@@ -297,7 +297,7 @@ def adam_step_scalars(h: Any, count: jax.Array) -> dict[str, jax.Array]:
   # In the widest of the hyperparameters' dtypes (each may be an array of its own dtype).
   dtype = compute_dtype(*(h[n] for n in ("b1", "b2", "eps", "eps_root")))
   b1, b2, eps, eps_root = (as_dtype(h[n], dtype) for n in ("b1", "b2", "eps", "eps_root"))
-  t = count.astype(dtype)
+  t = as_dtype(count, dtype)
   b1_t, b2_t = 1 - b1 ** t, 1 - b2 ** t
   root_b2_t = jnp.sqrt(b2_t)
   return {"1-b1": 1 - b1, "1-b2": 1 - b2, "c": root_b2_t / b1_t, "r": eps_root * b2_t,
@@ -429,11 +429,11 @@ def scale_by_amsgrad(b1: ScalarOrSchedule = 0.9, b2: ScalarOrSchedule = 0.999,
 
     def leaf(g, m, v, v_max):
       m_new, v_new, m_hat, v_hat = _adam_moments(g, m, v, h, count, nesterov=False)
-      v_max_new = jnp.maximum(v_max.astype(v_hat.dtype), v_hat)
+      v_max_new = jnp.maximum(as_dtype(v_max, v_hat.dtype), v_hat)
       eps, eps_root = as_dtype(h["eps"], v_hat.dtype), as_dtype(h["eps_root"], v_hat.dtype)
-      u = m_hat.astype(v_hat.dtype) / (jnp.sqrt(v_max_new + eps_root) + eps)
-      return (u.astype(g.dtype), m_new.astype(m.dtype), v_new.astype(v.dtype),
-              v_max_new.astype(v_max.dtype))
+      u = as_dtype(m_hat, v_hat.dtype) / (jnp.sqrt(v_max_new + eps_root) + eps)
+      return (as_dtype(u, g.dtype), as_dtype(m_new, m.dtype), as_dtype(v_new, v.dtype),
+              as_dtype(v_max_new, v_max.dtype))
 
     updates, mu, nu, nu_max = tree.map_multi(leaf, 4, updates, state.mu, state.nu, state.nu_max)
     return updates, ScaleByAmsgradState(count, mu, nu, nu_max, hparams)
@@ -476,10 +476,10 @@ def scale_by_adamax(b1: ScalarOrSchedule = 0.9, b2: ScalarOrSchedule = 0.999,
     def leaf(g, m, v):
       m_new = ema_moment(g, m, h["b1"], order=1)
       dtype = compute_dtype(g, v)
-      v_new = jnp.maximum(as_dtype(h["b2"], dtype) * v.astype(dtype),
-                          jnp.abs(g.astype(dtype)) + as_dtype(h["eps"], dtype))
-      u = numerics.bias_correction(m_new, h["b1"], count) / v_new.astype(m_new.dtype)
-      return u.astype(g.dtype), m_new.astype(m.dtype), v_new.astype(v.dtype)
+      v_new = jnp.maximum(as_dtype(h["b2"], dtype) * as_dtype(v, dtype),
+                          jnp.abs(as_dtype(g, dtype)) + as_dtype(h["eps"], dtype))
+      u = numerics.bias_correction(m_new, h["b1"], count) / as_dtype(v_new, m_new.dtype)
+      return as_dtype(u, g.dtype), as_dtype(m_new, m.dtype), as_dtype(v_new, v.dtype)
 
     updates, mu, nu = tree.map_multi(leaf, 3, updates, state.mu, state.nu)
     return updates, ScaleByAdamState(count, mu, nu, hparams)
