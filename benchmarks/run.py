@@ -20,8 +20,8 @@ Measures, for every case (tree) and optimizer, for gradtx and optax:
 * optimizer-state bytes per parameter: the bytes of the state's array leaves
   over the number of parameters.
 
-Besides the grid it measures optax's Adam with its hyperparameters held in the
-state (``optax.inject_hyperparams``: the feature gradtx's hparams give), a
+Besides the grid it measures optax's Adam and sgd with their hyperparameters held
+in the state (``optax.inject_hyperparams``: the feature gradtx's hparams give), a
 hand-fused Adam (one jitted elementwise function over the same arrays: 4 in,
 3 out) as the bandwidth roofline on the one-leaf case, Adam with bfloat16
 moments, and gradtx's packed mode on the 2000-leaf tree (the optimizer step,
@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import gc
 import json
 import os
 import platform
@@ -124,6 +125,16 @@ OPTIMIZERS: dict[str, tuple[Callable[[], Any], Callable[[], Any]]] = {
 }
 
 
+# optax's way to hold every numeric hyperparameter in the state (runtime scalars, as
+# gradtx's hparams are), for the rows that show it.
+INJECTED: dict[str, Callable[[], Any]] = {
+    "sgd+momentum": lambda: optax.inject_hyperparams(optax.sgd)(learning_rate=LEARNING_RATE,
+                                                                momentum=0.9),
+    "adam": lambda: optax.inject_hyperparams(optax.adam)(learning_rate=LEARNING_RATE, b1=0.9,
+                                                         b2=0.999, eps=1e-8, eps_root=0.0),
+}
+
+
 def optimizer_step(tx: Any, apply: Callable) -> Callable:
   def step(params, state, grads):
     updates, state = tx.update(grads, state, params)
@@ -194,11 +205,21 @@ class Contender:
 
   def run(self, steps: int) -> float:
     carried = self.carried
-    start = time.perf_counter()
-    for _ in range(steps):
-      carried = self.compiled(*carried, *self.fixed)
-    jax.block_until_ready(carried)
-    elapsed = (time.perf_counter() - start) / steps
+    # Python's cyclic garbage collector is off while timing, as timeit has it. Each
+    # step makes one Python object per output leaf; on the 2000-leaf tree that sets off
+    # a full collection every ~17 steps, an 80 ms pause that lands in one contender's
+    # repetition or the other's by chance and made both libraries' times bimodal
+    # (~27 or ~36-45 ms). It collects before the timed loop instead.
+    gc.collect()
+    gc.disable()
+    try:
+      start = time.perf_counter()
+      for _ in range(steps):
+        carried = self.compiled(*carried, *self.fixed)
+      jax.block_until_ready(carried)
+      elapsed = (time.perf_counter() - start) / steps
+    finally:
+      gc.enable()
     self.carried = carried
     return elapsed
 
@@ -296,8 +317,7 @@ def grid_row(case: str, shapes: Any, opt: str, reps: int, extra: list[str],
   if "inject" in extra:
     # optax's way to keep hyperparameters in the state, readable and settable at run
     # time: the same feature gradtx's hparams give, so the like-for-like comparison.
-    tx = optax.inject_hyperparams(optax.adam)(learning_rate=LEARNING_RATE, b1=0.9, b2=0.999,
-                                              eps=1e-8, eps_root=0.0)
+    tx = INJECTED[opt]()
     state = tx.init(params)
     c = Contender("optax inject_hyperparams", optimizer_step(tx, optax.apply_updates),
                   (params, state), (grads,), (0, 1))
@@ -443,7 +463,9 @@ def write_markdown(results: dict, path: Path) -> None:
            "ran back to back); in brackets, the quartiles of those ratios, which show how "
            "far one run's ratio can be trusted.", "",
            "Method: step = jitted `update` + `apply_updates`, params and optimizer state "
-           "donated (both libraries), `block_until_ready`. Compile = trace + lower + XLA "
+           "donated (both libraries), `block_until_ready`, Python's cyclic garbage "
+           "collector off while timing (as `timeit` has it; it collects before each "
+           "repetition). Compile = trace + lower + XLA "
            "compile of that step, in CPU seconds of this process (`time.process_time`, "
            "not inflated by other processes; wall seconds are in results.json): the median of "
            f"{info.get('compile_reps', 1)} fresh compiles per contender after a warm-up "
@@ -482,9 +504,10 @@ def write_markdown(results: dict, path: Path) -> None:
             "optimizer step", "",
             "Same rows, other contenders timed in the same interleaved repetitions; "
             "`vs gradtx` is gradtx tree mode's time over this contender's. "
-            "`optax inject_hyperparams` is optax's Adam with its five hyperparameters held "
-            "in the state (`optax.inject_hyperparams`), as gradtx holds them: the "
-            "like-for-like comparison for compile time.", "",
+            "`optax inject_hyperparams` is optax's optimizer of that row with its "
+            "hyperparameters held in the state (`optax.inject_hyperparams`: Adam's five, "
+            "sgd's rate and momentum), as gradtx holds them: the like-for-like comparison "
+            "for compile time.", "",
             "| case | optimizer | contender | ms | vs gradtx | vs optax | compile s | "
             "optax compile / this | peak MB | state B/param |",
             "|---|---|---|---:|---:|---:|---:|---:|---:|---:|"]
@@ -547,26 +570,34 @@ def write_markdown(results: dict, path: Path) -> None:
             "400 leaves). Tracing skips every per-leaf cast that would change nothing "
             "(`numerics.as_dtype`), which made case c's trace 30% shorter with the same "
             "program: trace + lower is now below optax's on cases b and c. What remains "
-            "is sgd+momentum's XLA compile on many leaves (case c: 1.26x here, 1.12x in "
-            "the previous run): each of its kernels reads the momentum and the rate as "
-            "runtime arguments where optax's fold constants in, and the kernel is so "
-            "small that this shows; hand-written variants (the rate pre-negated, the "
-            "sign applied after the product) moved it by less than the run-to-run "
-            "noise. For many-leaf trees packed mode is the "
-            "answer: its optimizer compiles 50-200x faster than optax's tree step.",
-            "* Run-to-run variation on this shared 2-core machine is larger than the "
-            "quartiles within one run show, most of all on case c, whose step passes "
-            "6000 arrays through Python's dispatch and runs 6000 tiny kernels: there "
-            "both libraries' step times switch between about 27 and 45 ms from one "
-            "repetition to the next, so the ratios' quartiles span 0.6-1.4 and the "
-            "median lands on either side. This run (21 interleaved repetitions of 10 "
-            "steps) read case c's sgd+momentum at 1.21x and Adam at 1.37x; the previous "
-            "run of the same code (7 repetitions) read 0.70x and 1.37x; timed again "
-            "alone right after (31 interleaved repetitions of 10 steps) they were 18.8 "
-            "against 20.2 ms (0.89x) and 36.5 against 39.2 ms (0.94x), and adamw+clip "
-            "48.2 against 52.3 ms (0.93x). Cases a and b vary far less: every row there "
-            "is within 1.05x, and Adam on one leaf reaches 97-98% of the hand-fused "
-            "kernel (its three kernels are the same as optax's and the fused one's).",
+            "is sgd+momentum's XLA compile on many leaves (case c: 1.13x here, 1.26x and "
+            "1.12x in the two runs before): each of its kernels reads the momentum and "
+            "the rate as runtime arguments where optax's fold constants in, and the kernel "
+            "is so small that this shows; optax's own runtime hyperparameters "
+            "(`inject_hyperparams`) compile in the same time as gradtx's (3.96 s against "
+            "4.03 s here). A profile of XLA's compile (perf) spreads the difference over "
+            "many passes, each a little slower for one more operand per kernel; "
+            "hand-written variants (the rate pre-negated, the sign applied after the "
+            "product) moved it by less than the run-to-run noise. For many-leaf trees "
+            "packed mode is the answer: its optimizer compiles 50-200x faster than "
+            "optax's tree step.",
+            "* Compile times vary by 10-15% from one run to the next for the same "
+            "program: Adam on one leaf compiles the same three kernels as optax "
+            "(0.09-0.10 s) and read 1.00x in the previous run, 1.09x (quartiles "
+            "0.98-1.11) in this one; case c's Adam read 0.96x, then 1.05x.",
+            "* Case c's step passes about 8000 arrays through jax's dispatch (about 22 of "
+            "its ~28 ms are spent before the call returns) and runs 4000-6000 tiny "
+            "kernels. Each step makes one Python object per output, which sets off a "
+            "full run of Python's cyclic garbage collector every ~17 steps: an 80 ms "
+            "pause that fell in one contender's repetition or the other's by chance, so "
+            "in earlier runs both libraries' times switched between about 27 and 45 ms "
+            "and the ratios' quartiles spanned 0.6-1.4 (the last run read 1.21x and "
+            "1.37x for sgd+momentum and Adam). The collector is now off while timing, "
+            "as `timeit` has it, and the quartiles are within 0.88-1.00 on every case c "
+            "row. The pause is real in a training loop, and the same for both libraries "
+            "(their steps make the same number of arrays). Adam on one leaf reaches "
+            "97% of the hand-fused kernel (its three kernels are the same as optax's and "
+            "the fused one's).",
             "* Packed training step compile: unpacking slices the buffer into one piece per "
             "leaf, and XLA:CPU compiles many slices of one buffer slowly (jax issue "
             "#12999); the optimizer part of the packed step compiles in well under a second.",
@@ -695,7 +726,7 @@ def main(argv: list[str] | None = None) -> None:
       elif case.startswith("b") and opt == "adam":
         extra = ["inject", "bf16"]
       elif case.startswith("c"):
-        extra = ["inject", "packed"] if opt == "adam" else ["packed"]
+        extra = ["inject", "packed"] if opt in INJECTED else ["packed"]
       rows.append(grid_row(case, shapes, opt, args.reps, extra, args.compile_reps))
   # The training rows run on case c's tree, when case c runs.
   case_c = next(case for case, make in CASES.items() if make is many_small)
