@@ -125,8 +125,8 @@ OPTIMIZERS: dict[str, tuple[Callable[[], Any], Callable[[], Any]]] = {
 }
 
 
-# optax's way to hold every numeric hyperparameter in the state (runtime scalars, as
-# gradtx's hparams are), for the rows that show it.
+# optax's way to hold every numeric hyperparameter in the state, readable and settable at
+# run time: the feature gradtx's hparams give, so the like-for-like comparison.
 INJECTED: dict[str, Callable[[], Any]] = {
     "sgd+momentum": lambda: optax.inject_hyperparams(optax.sgd)(learning_rate=LEARNING_RATE,
                                                                 momentum=0.9),
@@ -315,8 +315,6 @@ def grid_row(case: str, shapes: Any, opt: str, reps: int, extra: list[str],
     c.state_bytes = tree_bytes(state)
     contenders.append(c)
   if "inject" in extra:
-    # optax's way to keep hyperparameters in the state, readable and settable at run
-    # time: the same feature gradtx's hparams give, so the like-for-like comparison.
     tx = INJECTED[opt]()
     state = tx.init(params)
     c = Contender("optax inject_hyperparams", optimizer_step(tx, optax.apply_updates),

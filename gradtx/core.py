@@ -535,7 +535,7 @@ def apply_updates(params: Params, updates: Updates) -> Params:
   def add(p, u):
     if u is None:
       return p
-    p, u = (x if isinstance(x, jax.Array) else jnp.asarray(x) for x in (p, u))
+    p = p if isinstance(p, jax.Array) else jnp.asarray(p)  # for its dtype; as_dtype takes u as is
     # Add in the wider of the two types, then return to the parameter's dtype.
     wide = compute_dtype(p, u)
     return as_dtype(as_dtype(p, wide) + as_dtype(u, wide), p.dtype)

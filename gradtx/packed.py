@@ -92,6 +92,36 @@ class _Group:
     return [int(e) for e in ends[:-1]]
 
 
+# Up to this many runs of shapes in a buffer, Layout.broadcast_leaves gathers; beyond, it
+# writes in place (measured there).
+_GATHER_MAX_RUNS = 12
+
+
+def _gathered(group: _Group, per_leaf: jax.Array) -> jax.Array:
+  """Each element takes its leaf's value, the leaf found from the element's position."""
+  element = jax.lax.iota(jnp.int32, group.size)
+  leaf = jnp.zeros_like(element)
+  first = start = 0
+  for run in group.runs:  # one select per run, fused by XLA into the consumer
+    leaf = jnp.where(element >= start, first + (element - start) // run.leaf_size, leaf)
+    first += run.count
+    start += run.size
+  return jnp.take(per_leaf, leaf, mode="clip", indices_are_sorted=True)
+
+
+def _written(group: _Group, per_leaf: jax.Array) -> jax.Array:
+  """Each run's values broadcast and written into a new buffer, in place."""
+  spread = jnp.zeros((group.size,), per_leaf.dtype)
+  first = start = 0
+  for run in group.runs:
+    piece = jnp.broadcast_to(per_leaf[first:first + run.count, None],
+                             (run.count, run.leaf_size)).reshape(run.size)
+    spread = jax.lax.dynamic_update_slice(spread, piece, (start,))
+    first += run.count
+    start += run.size
+  return spread
+
+
 def _shape_and_dtype(leaf: Any) -> tuple[tuple[int, ...], np.dtype]:
   shape = tuple(int(d) for d in np.shape(leaf))
   dtype = getattr(leaf, "dtype", None)
@@ -245,7 +275,20 @@ class Layout:
   # -- per-leaf values as elements --------------------------------------------
 
   def broadcast_leaves(self, values: Mapping[str, jax.Array]) -> dict[str, jax.Array]:
-    """Per group, one value per leaf (buffer order) spread over that leaf's elements."""
+    """Per group, one value per leaf (buffer order) spread over that leaf's elements.
+
+    Not a concatenation of per-run broadcasts: XLA:CPU's fusion emitter
+    (jaxlib 0.10.2, seen on an AVX-512 host) miscomputes that when it is fused
+    into a compare-and-select, as the trust ratio's guard is, giving a leaf its
+    run neighbour's value (test_packed's test_spread_values_survive_xla_fusion).
+    With few runs, each element gathers its leaf's value at an index computed
+    from its position, one select per run, which XLA fuses into the consumer;
+    with more, the cost of those selects grows with the runs, and each run's
+    piece is written into the buffer in place instead, one pass whatever their
+    number. Packed lamb, median step: on the GPT-2 tree (9 runs) 76 ms gathered
+    against 117 ms written; on 2 M parameters in 1024 leaves, gathered against
+    written, 9 runs 9.1 / 8.0 ms, 16 runs 12.5 / 5.7 ms, 256 runs 56 / 21 ms.
+    """
     out = {}
     for group in self.groups:
       per_leaf = jnp.asarray(values[group.dtype])
@@ -253,21 +296,9 @@ class Layout:
         run, = group.runs
         out[group.dtype] = jnp.broadcast_to(per_leaf[:, None], (run.count, run.leaf_size)
                                             ).reshape(run.size)
-        continue
-      # Each element reads its leaf's value by index, the index computed from the
-      # element's position (one select per run), so XLA fuses the spread into its
-      # consumer. Not a concatenation of per-run broadcasts: XLA:CPU's fusion
-      # emitter (jaxlib 0.10.2, seen on an AVX-512 host) miscomputes that when it is
-      # fused into a compare-and-select, as the trust ratio's guard is, giving a leaf
-      # its run neighbour's value (test_packed's test_spread_values_survive_xla_fusion).
-      element = jax.lax.iota(jnp.int32, group.size)
-      leaf = jnp.zeros_like(element)
-      first = start = 0
-      for run in group.runs:
-        leaf = jnp.where(element >= start, first + (element - start) // run.leaf_size, leaf)
-        first += run.count
-        start += run.size
-      out[group.dtype] = jnp.take(per_leaf, leaf, mode="clip", indices_are_sorted=True)
+      else:
+        spread = _gathered if len(group.runs) <= _GATHER_MAX_RUNS else _written
+        out[group.dtype] = spread(group, per_leaf)
     return out
 
   def element_mask(self, mask: PyTree) -> dict[str, bool | jax.Array]:

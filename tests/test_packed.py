@@ -29,6 +29,15 @@ def _params():
           "scale": f(), "conv": f(2, 2, 3)}
 
 
+def _many_shapes():
+  """More runs of shapes than packed mode spreads per-leaf values by gathering."""
+  rng = np.random.default_rng(2)
+  n = gtx.packed._GATHER_MAX_RUNS + 4
+  return {f"layer{k:02d}": {"a": jnp.asarray(rng.normal(size=(k + 1, 2)), jnp.float32),
+                            "b": jnp.asarray(rng.normal(size=(k + 1, 2)), jnp.float32)}
+          for k in range(n)}
+
+
 def _loss(params):
   """A smooth, non-separable-by-leaf loss: quadratic plus a coupling of leaf means."""
   leaves = jax.tree.leaves(params)
@@ -185,15 +194,19 @@ def test_block_reductions_of_a_packed_tree_are_per_leaf():
                                rtol=1e-6)
 
 
-def test_spread_values_survive_xla_fusion():
+@pytest.mark.parametrize("make, many_runs", [(_params, False), (_many_shapes, True)],
+                         ids=["few runs, gathered", "many runs, written"])
+def test_spread_values_survive_xla_fusion(make, many_runs):
   """Per-leaf norms spread over the buffer, fused into a compare-and-select, under jit.
 
   The trust ratio's shape: XLA:CPU (jaxlib 0.10.2, on an AVX-512 host) gave
   the second leaf of a run its neighbour's norm when the spread was a
   concatenation fused into this consumer; eager evaluation was right.
   """
-  params = _params()
+  params = make()
   layout = Layout.from_tree(params)
+  group, = layout.groups
+  assert (len(group.runs) > gtx.packed._GATHER_MAX_RUNS) == many_runs
   rng = np.random.default_rng(1)
   updates = jax.tree.map(lambda x: jnp.asarray(rng.normal(size=x.shape), jnp.float32), params)
 
@@ -252,6 +265,13 @@ MASKED = [
 @pytest.mark.parametrize("case, make", MASKED, ids=[m[0] for m in MASKED])
 def test_masks_and_reductions_give_tree_modes_results(case, make):
   p_tree, _, p_packed, s_packed, _ = _both_modes(make())
+  _assert_close(p_packed, p_tree)
+
+
+@pytest.mark.parametrize("case, make", MASKED[-1:] + [("lars", lambda: gtx.lars(0.05))],
+                         ids=["clip_by_block_rms then lamb", "lars"])
+def test_per_leaf_norms_over_many_runs_give_tree_modes_results(case, make):
+  p_tree, _, p_packed, _, _ = _both_modes(make(), _many_shapes())
   _assert_close(p_packed, p_tree)
 
 

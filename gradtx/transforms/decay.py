@@ -7,9 +7,9 @@ from typing import Any, Callable
 import jax.numpy as jnp
 
 from gradtx import tree
-from gradtx.numerics import as_dtype
 from gradtx.core import (NONNEGATIVE, GradientTransformation, ScalarOrSchedule, require_params,
                          stateless)
+from gradtx.numerics import as_dtype
 
 __all__ = ["add_decayed_weights", "add_l1_penalty"]
 

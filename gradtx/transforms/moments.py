@@ -80,8 +80,8 @@ def scale_by_rms(decay: ScalarOrSchedule = 0.9, eps: ScalarOrSchedule = 1e-8,
       rho = h["decay"]
       nu_new = ema_moment(g, nu, rho, order=2)
       nu_hat = numerics.bias_correction(nu_new, rho, count) if bias_correction else nu_new
-      return _divide_by_root(g, nu_hat, h["eps"], eps_in_sqrt).astype(g.dtype), nu_new.astype(
-          nu.dtype)
+      u = _divide_by_root(g, nu_hat, h["eps"], eps_in_sqrt)
+      return as_dtype(u, g.dtype), as_dtype(nu_new, nu.dtype)
 
     updates, nu = tree.map_multi(leaf, 2, updates, state.nu)
     return updates, ScaleByRmsState(count, nu, hparams)
@@ -234,8 +234,8 @@ def scale_by_adadelta(rho: ScalarOrSchedule = 0.9,
     def leaf(g, e_g, e_x):
       e_g_new = ema_moment(g, e_g, h["rho"], order=2)
       eps = as_dtype(h["eps"], e_g_new.dtype)
-      delta = jnp.sqrt(as_dtype(e_x, eps.dtype) + eps) / jnp.sqrt(e_g_new + eps) * g.astype(
-          eps.dtype)
+      delta = (jnp.sqrt(as_dtype(e_x, eps.dtype) + eps) / jnp.sqrt(e_g_new + eps)
+               * as_dtype(g, eps.dtype))
       e_x_new = ema_moment(delta, e_x, h["rho"], order=2)
       return as_dtype(delta, g.dtype), as_dtype(e_g_new, e_g.dtype), as_dtype(e_x_new, e_x.dtype)
 
