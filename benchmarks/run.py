@@ -1,6 +1,11 @@
 """gradtx against optax on the same trees, in one process, with interleaved repetitions.
 
-    python benchmarks/run.py [--quick] [--reps N] [--out DIR]
+    python benchmarks/run.py [--quick] [--reps N] [--compile-reps N] [--only a,b,c,train]
+                             [--out DIR]
+
+The same command runs unchanged on a GPU (``benchmarks/gpu/`` holds a run on an
+NVIDIA H200). Each finished row is written at once, so a run stopped part-way
+still leaves its report (marked partial).
 
 Measures, for every case (tree) and optimizer, for gradtx and optax:
 
@@ -430,6 +435,7 @@ def machine_info(quick: bool, reps: int) -> dict:
       "python": platform.python_version(), "jax": jax.__version__,
       "jaxlib": jaxlib.__version__, "optax": optax.__version__, "gradtx": gtx.__version__,
       "backend": jax.default_backend(), "devices": [str(d) for d in jax.devices()],
+      "device_kind": jax.devices()[0].device_kind,
       "load_average": os.getloadavg() if hasattr(os, "getloadavg") else None,
       "quick": quick, "reps": reps,
   }
@@ -441,37 +447,162 @@ def fmt_ratio(r: dict[str, float], digits: int = 2) -> str:
   return f"{r['median']:.{digits}f} ({r['q1']:.2f}-{r['q3']:.2f})"
 
 
+# What a run's numbers mean, by backend: written after reading that backend's run, so
+# they are kept with the code that writes the report (--report-only rewrites it).
+READING: dict[str, list[str]] = {
+    "cpu": [
+        "* This machine is shared with other processes (other engineers' test runs), so "
+        "absolute times are noisy from one run to the next; the paired ratios are what to "
+        "read.",
+        "* Case c's optimizer-only rows feed the jitted step 2000 gradient arrays plus "
+        "the params and state as separate arguments, so their time includes jax's "
+        "per-argument dispatch in Python, for both libraries alike; the training-step "
+        "rows compute the gradient inside the step and pass fewer arrays.",
+        "* bfloat16 moments halve the state, and the step computes in float32. The step "
+        "uses each moment as stored (rounded to bfloat16): with the unrounded value, "
+        "as optax does, the step reads the old moment after writing the new one, and "
+        "XLA copies both donated moment buffers every step (on case a this made the "
+        "bfloat16 step 1.6x slower than float32's instead of faster).",
+        "* Tree-mode compile time: gradtx keeps every hyperparameter in the state as a "
+        "runtime scalar (so it can be read and set without retracing), while optax's "
+        "`adam(1e-3)` bakes Python floats into the program as constants; the "
+        "`optax inject_hyperparams` rows show what optax's own runtime hyperparameters "
+        "cost. A leaf's kernel reads a hyperparameter straight from the step's "
+        "arguments; only scalars the step derives (a schedule's value, Adam's "
+        "bias-corrected coefficients) are computed once and copied into one small "
+        "buffer (`core.read_once`); an earlier version copied every stage's "
+        "hyperparameters into a buffer of its own. Counted by callgrind (instructions "
+        "of one XLA compile, all of XLA's threads; repeatable where this machine's "
+        "timings vary by 10-40%), sgd+momentum on leaves of 1024: 4.6 M per leaf "
+        "(optax 4.2 M, the per-stage buffers 4.9 M) and the same fixed cost as optax's "
+        "(the buffers: 125 M more, one reduction kernel per stage). The learning-rate "
+        "stage multiplies by its signed rate in each kernel. clip_by_global_norm "
+        "scales every leaf by min(1, c/|g|), one scalar per kernel where a select on "
+        "|g| < c made three and a kernel for the division (adamw+clip: 26.0 M per "
+        "leaf against 27.5 M; optax 27.1 M). Adam's kernels read 1 - b and three "
+        "coefficients with the bias corrections folded in (u = c m / (sqrt(v + r) + e)) "
+        "from its buffer; its moments are written m + (1 - b)(g^k - m), one scalar "
+        "each (torch's lerp form), and a chain folds the learning rate that follows "
+        "Adam into c, so each leaf's kernel multiplies once (`Chain`): 12.1 M per leaf "
+        "against 13.6 M before (b and 1 - b read, the rate multiplied apart) and "
+        "optax's 13.2 M; on 200 leaves the whole compile is 3.19 G instructions "
+        "against optax's 3.35 G. Tried and not kept: delivering the scalars as "
+        "separate outputs of one variadic reduction, and registering gradtx's files "
+        "as jax-internal so that source locations skip its frames (no gain on 200 or "
+        "400 leaves). Tracing skips every per-leaf cast that would change nothing "
+        "(`numerics.as_dtype`), which made case c's trace 30% shorter with the same "
+        "program: trace + lower is now below optax's on cases b and c. What remains "
+        "is sgd+momentum's XLA compile on many leaves (case c: 1.13x here, 1.26x and "
+        "1.12x in the two runs before): each of its kernels reads the momentum and "
+        "the rate as runtime arguments where optax's fold constants in, and the kernel "
+        "is so small that this shows; optax's own runtime hyperparameters "
+        "(`inject_hyperparams`) compile in the same time as gradtx's (3.96 s against "
+        "4.03 s here). A profile of XLA's compile (perf) spreads the difference over "
+        "many passes, each a little slower for one more operand per kernel; "
+        "hand-written variants (the rate pre-negated, the sign applied after the "
+        "product) moved it by less than the run-to-run noise. For many-leaf trees "
+        "packed mode is the answer: its optimizer compiles 50-200x faster than "
+        "optax's tree step.",
+        "* Compile times vary by 10-15% from one run to the next for the same "
+        "program: Adam on one leaf compiles the same three kernels as optax "
+        "(0.09-0.10 s) and read 1.00x in the previous run, 1.09x (quartiles "
+        "0.98-1.11) in this one; case c's Adam read 0.96x, then 1.05x.",
+        "* Case c's step passes about 8000 arrays through jax's dispatch (about 22 of "
+        "its ~28 ms are spent before the call returns) and runs 4000-6000 tiny "
+        "kernels. Each step makes one Python object per output, which sets off a "
+        "full run of Python's cyclic garbage collector every ~17 steps: an 80 ms "
+        "pause that fell in one contender's repetition or the other's by chance, so "
+        "in earlier runs both libraries' times switched between about 27 and 45 ms "
+        "and the ratios' quartiles spanned 0.6-1.4 (the last run read 1.21x and "
+        "1.37x for sgd+momentum and Adam). The collector is now off while timing, "
+        "as `timeit` has it, and the quartiles are within 0.88-1.00 on every case c "
+        "row. The pause is real in a training loop, and the same for both libraries "
+        "(their steps make the same number of arrays). Adam on one leaf reaches "
+        "97% of the hand-fused kernel (its three kernels are the same as optax's and "
+        "the fused one's).",
+        "* Packed training step compile: unpacking slices the buffer into one piece per "
+        "leaf, and XLA:CPU compiles many slices of one buffer slowly (jax issue "
+        "#12999); the optimizer part of the packed step compiles in well under a second.",
+    ],
+    "gpu": [
+        "* A lent machine, not shared, with 15 minutes of device time per session: hence "
+        "11 step repetitions and one compile per contender. The grid run stopped at its "
+        "400 s limit in case c's adamw+clip row (optax's Adam on 2000 leaves alone "
+        "compiles in 54 s on this machine), which is missing; the training rows come "
+        "from a second process (`--only train`, same options).",
+        "* Compile: with one compile per contender, gradtx's is the first of every row, "
+        "and on CPU the first compile of a row runs measurably slower, so these ratios "
+        "lean against gradtx by an amount this run cannot separate. Even so the target is "
+        "not met on cases a and b: gradtx's compile is 1.2-1.6x optax's there (CPU seconds; "
+        "1.0-1.3x in wall seconds), and at par on case c (1.01 and 0.94). Runtime "
+        "hyperparameters cost on this backend too (Adam on one leaf: optax's "
+        "`inject_hyperparams` 0.12 s, gradtx 0.13 s, optax's constants 0.09 s), but on "
+        "GPT-2's Adam gradtx took 2.54 s against `inject_hyperparams`' 1.90 s. Not yet "
+        "investigated; a lead is the small kernel that computes the derived scalars once "
+        "(`core.read_once`), which saves compile time on XLA:CPU and may cost it on "
+        "XLA:GPU, where every kernel goes through LLVM and ptxas.",
+        "* Step: within 1.05x of optax on every measured row. Adam on one leaf is at 99% "
+        "of the hand-fused kernel and moves its 0.94 GB (28 bytes per parameter) in "
+        "0.23 ms, 4.1 TB/s, about the card's copy bandwidth (4.3 TB/s measured on such a "
+        "machine). On GPT-2 small both libraries move 3.5 GB in 1.95 ms, 1.8 TB/s, where "
+        "the bytes alone would take about 0.85 ms; the rest is not broken down here (the "
+        "lead: kernels of 148 leaves, most of them small). bfloat16 moments, 1.38x faster "
+        "on one leaf, are not faster on GPT-2 (2.02 against 1.95 ms): that target is met "
+        "on CPU and on case a here, not on case b here.",
+        "* Case c: a tree step costs 24 ms (sgd+momentum) and 98 ms (Adam) in both "
+        "libraries: jax's dispatch of 8000 arrays and thousands of tiny kernels. Packed, "
+        "the same optimizers step in 0.07 and 0.19 ms (345x and 502x faster) and compile "
+        "145x and 310x faster. A full packed training step is 381x faster than optax's "
+        "tree step (0.17 against 64.5 ms); it compiles in 28 s against optax's 100 s, "
+        "nearly all of it the gradient through the 2000 slices that unpack the buffer "
+        "inside the loss (the packed optimizer alone compiles in 0.18 s).",
+        "* Tests on this machine (jax 0.11.2): test_reference, test_packed, "
+        "test_optimizers and test_core pass, after two fixes this run prompted: the "
+        "reference tests passed an XLA:CPU-only compile option to every backend, and "
+        "Adadelta's convergence test had passed on CPU only because XLA:CPU flushes "
+        "subnormals to zero.",
+    ],
+}
+
+
 def write_markdown(results: dict, path: Path) -> None:
   info, rows, train = results["machine"], results["grid"], results["training"]
+  compile_reps = info.get("compile_reps", 1)
+  compiles = (f"the median of {compile_reps} fresh compiles per contender after a warm-up "
+              "compile" if compile_reps > 1 else "one compile per contender")
+  command = info.get("command", "python benchmarks/run.py" + (" --quick" if info["quick"] else ""))
   lines = ["# gradtx vs optax: benchmark results", "",
-           f"Produced by `python benchmarks/run.py{' --quick' if info['quick'] else ''}` on "
-           f"{info['date']}.", "",
-           "| machine | |", "|---|---|",
-           f"| CPU | {info['cpu']} |", f"| cores available | {info['cores']} |",
-           f"| backend | {info['backend']} |",
-           f"| jax / jaxlib | {info['jax']} / {info['jaxlib']} |",
-           f"| optax | {info['optax']} |", f"| gradtx | {info['gradtx']} |",
-           f"| python | {info['python']} ({info['platform']}) |",
-           f"| load average at start | {', '.join(f'{x:.2f}' for x in info['load_average'])} |",
-           "",
-           "The machine is shared with other processes (other engineers' test runs), so "
-           "absolute times are noisy: the contenders of a row are timed in interleaved "
-           f"repetitions ({info['reps']} of each, order alternating). A ratio is the median, "
-           "over repetitions, of gradtx's time over optax's in the same repetition (they "
-           "ran back to back); in brackets, the quartiles of those ratios, which show how "
-           "far one run's ratio can be trusted.", "",
-           "Method: step = jitted `update` + `apply_updates`, params and optimizer state "
-           "donated (both libraries), `block_until_ready`, Python's cyclic garbage "
-           "collector off while timing (as `timeit` has it; it collects before each "
-           "repetition). Compile = trace + lower + XLA "
-           "compile of that step, in CPU seconds of this process (`time.process_time`, "
-           "not inflated by other processes; wall seconds are in results.json): the median of "
-           f"{info.get('compile_reps', 1)} fresh compiles per contender after a warm-up "
-           "compile, the contenders of a row interleaved. Peak memory = XLA's `compiled.memory_analysis()` "
-           "for the step (arguments + outputs - donated aliases + temporaries); whole-process "
-           f"peak RSS (`ru_maxrss`) at the end of the run: {results['max_rss_mb']:.0f} MB. "
-           "State bytes per parameter = bytes of the state's arrays / number of parameters.",
-           ""]
+           f"Produced by `{command}` on {info['date']}.", ""]
+  if results.get("partial"):
+    lines += ["**Partial: the run stopped before its end; the rows below are the ones it "
+              "finished.**", ""]
+  lines += ["| machine | |", "|---|---|",
+            f"| CPU | {info['cpu']} |", f"| cores available | {info['cores']} |",
+            f"| backend | {info['backend']} |"]
+  if info["backend"] != "cpu":
+    lines.append(f"| accelerator | {info.get('device_kind', '?')} "
+                 f"({len(info['devices'])} in use: {', '.join(info['devices'])}) |")
+  lines += [f"| jax / jaxlib | {info['jax']} / {info['jaxlib']} |",
+            f"| optax | {info['optax']} |", f"| gradtx | {info['gradtx']} |",
+            f"| python | {info['python']} ({info['platform']}) |",
+            f"| load average at start | {', '.join(f'{x:.2f}' for x in info['load_average'])} |",
+            "",
+            "The contenders of a row are timed in interleaved repetitions "
+            f"({info['reps']} of each, order alternating), so that load from other processes "
+            "hits them alike. A ratio is the median, over repetitions, of gradtx's time over "
+            "optax's in the same repetition (they ran back to back); in brackets, the "
+            "quartiles of those ratios, which show how far one run's ratio can be trusted.", "",
+            "Method: step = jitted `update` + `apply_updates`, params and optimizer state "
+            "donated (both libraries), `block_until_ready`, Python's cyclic garbage "
+            "collector off while timing (as `timeit` has it; it collects before each "
+            "repetition). Compile = trace + lower + XLA compile of that step, in CPU seconds "
+            "of this process (`time.process_time`, not inflated by other processes; wall "
+            f"seconds are in results.json): {compiles}, the contenders of a row interleaved. "
+            "Peak memory = XLA's `compiled.memory_analysis()` for the step (arguments + "
+            "outputs - donated aliases + temporaries); whole-process peak RSS (`ru_maxrss`) "
+            f"at the end of the run: {results['max_rss_mb']:.0f} MB. State bytes per "
+            "parameter = bytes of the state's arrays / number of parameters.",
+            ""]
   sizes = results["sizes"]
   lines += ["Cases: " + "; ".join(f"**{k}** ({v})" for k, v in sizes.items()) + ".", ""]
   lines += ["## Tree mode: gradtx vs optax", "",
@@ -529,77 +660,10 @@ def write_markdown(results: dict, path: Path) -> None:
   lines += ["", "## Targets", "", "| target | measured | met |", "|---|---|---|"]
   for target, measured, met in results["targets"]:
     lines.append(f"| {target} | {measured} | {'yes' if met else '**no**'} |")
-  lines += ["", "## Reading these numbers", "",
-            "* Case c's optimizer-only rows feed the jitted step 2000 gradient arrays plus "
-            "the params and state as separate arguments, so their time includes jax's "
-            "per-argument dispatch in Python, for both libraries alike; the training-step "
-            "rows compute the gradient inside the step and pass fewer arrays.",
-            "* bfloat16 moments halve the state, and the step computes in float32. The step "
-            "uses each moment as stored (rounded to bfloat16): with the unrounded value, "
-            "as optax does, the step reads the old moment after writing the new one, and "
-            "XLA copies both donated moment buffers every step (on case a this made the "
-            "bfloat16 step 1.6x slower than float32's instead of faster).",
-            "* Tree-mode compile time: gradtx keeps every hyperparameter in the state as a "
-            "runtime scalar (so it can be read and set without retracing), while optax's "
-            "`adam(1e-3)` bakes Python floats into the program as constants; the "
-            "`optax inject_hyperparams` rows show what optax's own runtime hyperparameters "
-            "cost. A leaf's kernel reads a hyperparameter straight from the step's "
-            "arguments; only scalars the step derives (a schedule's value, Adam's "
-            "bias-corrected coefficients) are computed once and copied into one small "
-            "buffer (`core.read_once`); an earlier version copied every stage's "
-            "hyperparameters into a buffer of its own. Counted by callgrind (instructions "
-            "of one XLA compile, all of XLA's threads; repeatable where this machine's "
-            "timings vary by 10-40%), sgd+momentum on leaves of 1024: 4.6 M per leaf "
-            "(optax 4.2 M, the per-stage buffers 4.9 M) and the same fixed cost as optax's "
-            "(the buffers: 125 M more, one reduction kernel per stage). The learning-rate "
-            "stage multiplies by its signed rate in each kernel. clip_by_global_norm "
-            "scales every leaf by min(1, c/|g|), one scalar per kernel where a select on "
-            "|g| < c made three and a kernel for the division (adamw+clip: 26.0 M per "
-            "leaf against 27.5 M; optax 27.1 M). Adam's kernels read 1 - b and three "
-            "coefficients with the bias corrections folded in (u = c m / (sqrt(v + r) + e)) "
-            "from its buffer; its moments are written m + (1 - b)(g^k - m), one scalar "
-            "each (torch's lerp form), and a chain folds the learning rate that follows "
-            "Adam into c, so each leaf's kernel multiplies once (`Chain`): 12.1 M per leaf "
-            "against 13.6 M before (b and 1 - b read, the rate multiplied apart) and "
-            "optax's 13.2 M; on 200 leaves the whole compile is 3.19 G instructions "
-            "against optax's 3.35 G. Tried and not kept: delivering the scalars as "
-            "separate outputs of one variadic reduction, and registering gradtx's files "
-            "as jax-internal so that source locations skip its frames (no gain on 200 or "
-            "400 leaves). Tracing skips every per-leaf cast that would change nothing "
-            "(`numerics.as_dtype`), which made case c's trace 30% shorter with the same "
-            "program: trace + lower is now below optax's on cases b and c. What remains "
-            "is sgd+momentum's XLA compile on many leaves (case c: 1.13x here, 1.26x and "
-            "1.12x in the two runs before): each of its kernels reads the momentum and "
-            "the rate as runtime arguments where optax's fold constants in, and the kernel "
-            "is so small that this shows; optax's own runtime hyperparameters "
-            "(`inject_hyperparams`) compile in the same time as gradtx's (3.96 s against "
-            "4.03 s here). A profile of XLA's compile (perf) spreads the difference over "
-            "many passes, each a little slower for one more operand per kernel; "
-            "hand-written variants (the rate pre-negated, the sign applied after the "
-            "product) moved it by less than the run-to-run noise. For many-leaf trees "
-            "packed mode is the answer: its optimizer compiles 50-200x faster than "
-            "optax's tree step.",
-            "* Compile times vary by 10-15% from one run to the next for the same "
-            "program: Adam on one leaf compiles the same three kernels as optax "
-            "(0.09-0.10 s) and read 1.00x in the previous run, 1.09x (quartiles "
-            "0.98-1.11) in this one; case c's Adam read 0.96x, then 1.05x.",
-            "* Case c's step passes about 8000 arrays through jax's dispatch (about 22 of "
-            "its ~28 ms are spent before the call returns) and runs 4000-6000 tiny "
-            "kernels. Each step makes one Python object per output, which sets off a "
-            "full run of Python's cyclic garbage collector every ~17 steps: an 80 ms "
-            "pause that fell in one contender's repetition or the other's by chance, so "
-            "in earlier runs both libraries' times switched between about 27 and 45 ms "
-            "and the ratios' quartiles spanned 0.6-1.4 (the last run read 1.21x and "
-            "1.37x for sgd+momentum and Adam). The collector is now off while timing, "
-            "as `timeit` has it, and the quartiles are within 0.88-1.00 on every case c "
-            "row. The pause is real in a training loop, and the same for both libraries "
-            "(their steps make the same number of arrays). Adam on one leaf reaches "
-            "97% of the hand-fused kernel (its three kernels are the same as optax's and "
-            "the fused one's).",
-            "* Packed training step compile: unpacking slices the buffer into one piece per "
-            "leaf, and XLA:CPU compiles many slices of one buffer slowly (jax issue "
-            "#12999); the optimizer part of the packed step compiles in well under a second.",
-            "", "![results](results.png)", ""]
+  notes = READING.get(info["backend"], [])
+  if notes:
+    lines += ["", "## Reading these numbers", "", *notes]
+  lines += ["", "![results](results.png)", ""]
   path.write_text("\n".join(lines))
 
 
@@ -608,6 +672,8 @@ def targets(rows: list[dict], train: dict) -> list[tuple[str, str, bool]]:
   for kind, target, limit in (("step", "tree step <= 1.05x optax, every case and optimizer",
                                1.05),
                               ("compile", "tree compile time <= optax's", 1.0)):
+    if not rows:
+      break
     worst = max(rows, key=lambda r: r["paired"][kind]["median"])
     r = worst["paired"][kind]
     name = lambda x: f"{x['case'].split(':')[0]} {x['optimizer']}"  # noqa: E731
@@ -626,8 +692,8 @@ def targets(rows: list[dict], train: dict) -> list[tuple[str, str, bool]]:
     if "fused" in r:
       frac = r["fused"]["step_ms"] / r["gradtx"]["step_ms"]
       out.append(("adam, one leaf: >= 90% of the hand-fused roofline",
-                  f"{100 * frac:.0f}% ({r['gradtx']['step_ms']:.1f} vs fused "
-                  f"{r['fused']['step_ms']:.1f} ms)", frac >= 0.9))
+                  f"{100 * frac:.0f}% ({r['gradtx']['step_ms']:.3g} vs fused "
+                  f"{r['fused']['step_ms']:.3g} ms)", frac >= 0.9))
     if "gradtx bf16 moments" in r:
       b, g = r["gradtx bf16 moments"], r["gradtx"]
       out.append((f"adam bf16 moments ({row['case']}): half the state bytes",
@@ -644,8 +710,8 @@ def targets(rows: list[dict], train: dict) -> list[tuple[str, str, bool]]:
     return out
   speedup = train["optax tree"]["step_ms"] / train["gradtx packed"]["step_ms"]
   out.append(("packed training step on c >= 4x faster than optax's tree step",
-              f"{speedup:.1f}x ({train['gradtx packed']['step_ms']:.1f} vs "
-              f"{train['optax tree']['step_ms']:.1f} ms)", speedup >= 4))
+              f"{speedup:.1f}x ({train['gradtx packed']['step_ms']:.3g} vs "
+              f"{train['optax tree']['step_ms']:.3g} ms)", speedup >= 4))
   return out
 
 
@@ -696,23 +762,42 @@ def main(argv: list[str] | None = None) -> None:
                       help="compiles per contender (fresh each time, interleaved); the median "
                            "is reported")
   parser.add_argument("--out", type=Path, default=Path(__file__).resolve().parent)
-  parser.add_argument("--only", default=None, help="run only cases whose name contains this")
+  parser.add_argument("--only", default=None,
+                      help="run only these, comma-separated: cases by letter (a,b,c) and "
+                           "'train' (the training rows, which case c also runs)")
   parser.add_argument("--report-only", action="store_true",
                       help="rewrite RESULTS.md and results.png from results.json, measuring nothing")
   args = parser.parse_args(argv)
   if args.report_only:
     results = json.loads((args.out / "results.json").read_text())
+    results["targets"] = targets(results["grid"], results["training"])
     write_markdown(results, args.out / "RESULTS.md")
     plot(results, args.out / "results.png")
     return
   start = time.perf_counter()
   info = machine_info(args.quick, args.reps)
   info["compile_reps"] = args.compile_reps
-  print(f"{info['cpu']}, {info['cores']} cores, jax {info['jax']}, optax {info['optax']}",
-        flush=True)
-  rows, sizes = [], {}
+  print(f"{info['cpu']}, {info['cores']} cores, {info['backend']} ({info['device_kind']}), "
+        f"jax {info['jax']}, optax {info['optax']}", flush=True)
+  given = list(sys.argv[1:] if argv is None else argv)
+  if "--out" in given:  # where it wrote is not part of what it measured
+    del given[given.index("--out"):given.index("--out") + 2]
+  info["command"] = " ".join(["python benchmarks/run.py", *given])
+  args.out.mkdir(parents=True, exist_ok=True)
+  rows, sizes, train = [], {}, {}
+  only = set(args.only.split(",")) if args.only else set()
+
+  def report(partial: bool) -> dict:
+    results = {"machine": info, "sizes": sizes, "grid": rows, "training": train,
+               "max_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+               "wall_s": time.perf_counter() - start, "partial": partial,
+               "targets": targets(rows, train)}
+    (args.out / "results.json").write_text(json.dumps(results, indent=1, default=str))
+    write_markdown(results, args.out / "RESULTS.md")
+    return results
+
   for case, make in CASES.items():
-    if args.only and args.only not in case:
+    if only and case.split(":")[0] not in only:
       continue
     shapes = make(args.quick)
     leaves = jax.tree.leaves(shapes)
@@ -726,17 +811,13 @@ def main(argv: list[str] | None = None) -> None:
       elif case.startswith("c"):
         extra = ["inject", "packed"] if opt in INJECTED else ["packed"]
       rows.append(grid_row(case, shapes, opt, args.reps, extra, args.compile_reps))
+      # Each finished row is written at once: a run stopped part-way (a time limit on a
+      # lent machine) still leaves a report of what it measured.
+      report(partial=True)
   # The training rows run on case c's tree, when case c runs.
-  case_c = next(case for case, make in CASES.items() if make is many_small)
-  train = (training_rows(many_small(args.quick), args.reps, args.compile_reps)
-           if case_c in sizes else {})
-  results = {"machine": info, "sizes": sizes, "grid": rows, "training": train,
-             "max_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
-             "wall_s": time.perf_counter() - start}
-  results["targets"] = targets(rows, train)
-  args.out.mkdir(parents=True, exist_ok=True)
-  (args.out / "results.json").write_text(json.dumps(results, indent=1, default=str))
-  write_markdown(results, args.out / "RESULTS.md")
+  if not only or only & {"c", "train"}:
+    train.update(training_rows(many_small(args.quick), args.reps, args.compile_reps))
+  results = report(partial=False)
   plot(results, args.out / "results.png")
   for target, measured, met in results["targets"]:
     print(f"{'ok ' if met else 'NO '} {target}: {measured}")

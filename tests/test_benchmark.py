@@ -90,3 +90,20 @@ def test_report_states_each_target(bench, tmp_path):
   text = (tmp_path / "RESULTS.md").read_text()
   assert "| b: y | adam |" in text and "1.080 (0.98-1.18)" in text
   assert "| tree compile time <= optax's |" in text and "**no**" in text
+
+
+def test_partial_report_on_an_accelerator(bench, tmp_path):
+  """A run stopped part-way (no rows yet, or no training rows) still reports what it has."""
+  assert bench.targets([], train={}) == []
+  info = {"quick": False, "date": "today", "cpu": "cpu", "cores": 16, "backend": "gpu",
+          "devices": ["cuda:0"], "device_kind": "NVIDIA H200", "jax": "0", "jaxlib": "0",
+          "optax": "0", "gradtx": "0", "python": "3", "platform": "linux",
+          "load_average": (0.0, 0.0, 0.0), "reps": 3, "compile_reps": 1,
+          "command": "python benchmarks/run.py --only a"}
+  results = {"machine": info, "sizes": {}, "grid": [], "training": {}, "max_rss_mb": 1.0,
+             "partial": True, "targets": []}
+  bench.write_markdown(results, tmp_path / "RESULTS.md")
+  text = (tmp_path / "RESULTS.md").read_text()
+  assert "`python benchmarks/run.py --only a`" in text and "**Partial" in text
+  assert "| accelerator | NVIDIA H200 (1 in use: cuda:0) |" in text
+  assert "one compile per contender" in text

@@ -91,10 +91,10 @@ def _x64_standard_promotion():
 # XLA compilation dominates this module's runtime (~1 s of CPU per optimizer
 # with the default options, ~0.25 s with these).  Neither option changes what
 # is computed (no fast-math either way); every comparison below is at 1e-10.
-_FAST_COMPILE = {
-    "xla_backend_optimization_level": 0,
-    "xla_cpu_use_fusion_emitters": False,
-}
+# The second is XLA:CPU's own: other backends refuse an option they do not know.
+_FAST_COMPILE = {"xla_backend_optimization_level": 0}
+if jax.default_backend() == "cpu":
+  _FAST_COMPILE["xla_cpu_use_fusion_emitters"] = False
 
 
 def _jit(fn):
