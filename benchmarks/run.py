@@ -1,11 +1,12 @@
 """gradtx against optax on the same trees, in one process, with interleaved repetitions.
 
     python benchmarks/run.py [--quick] [--reps N] [--compile-reps N] [--only a,b,c,train]
-                             [--out DIR]
+                             [--out DIR] [--append]
 
 The same command runs unchanged on a GPU (``benchmarks/gpu/`` holds a run on an
 NVIDIA H200). Each finished row is written at once, so a run stopped part-way
-still leaves its report (marked partial).
+still leaves its report (which names the rows it lacks), and ``--append`` adds a
+later run's rows to it: a machine with a time limit can run the grid in parts.
 
 Measures, for every case (tree) and optimizer, for gradtx and optax:
 
@@ -529,7 +530,8 @@ READING: dict[str, list[str]] = {
         "11 step repetitions and one compile per contender. The grid run stopped at its "
         "400 s limit in case c's adamw+clip row (optax's Adam on 2000 leaves alone "
         "compiles in 54 s on this machine), which is missing; the training rows come "
-        "from a second process (`--only train`, same options).",
+        "from a second process (`--only train`, same options), merged into this report "
+        "by hand (`--append` now does that).",
         "* Compile: with one compile per contender, gradtx's is the first of every row, "
         "and on CPU the first compile of a row runs measurably slower, so these ratios "
         "lean against gradtx by an amount this run cannot separate. Even so the target is "
@@ -570,12 +572,14 @@ def write_markdown(results: dict, path: Path) -> None:
   compile_reps = info.get("compile_reps", 1)
   compiles = (f"the median of {compile_reps} fresh compiles per contender after a warm-up "
               "compile" if compile_reps > 1 else "one compile per contender")
-  command = info.get("command", "python benchmarks/run.py" + (" --quick" if info["quick"] else ""))
+  commands = info.get("commands") or [
+      "python benchmarks/run.py" + (" --quick" if info["quick"] else "")]
   lines = ["# gradtx vs optax: benchmark results", "",
-           f"Produced by `{command}` on {info['date']}.", ""]
-  if results.get("partial"):
-    lines += ["**Partial: the run stopped before its end; the rows below are the ones it "
-              "finished.**", ""]
+           f"Produced by {' and then '.join(f'`{c}`' for c in commands)} on {info['date']}.",
+           ""]
+  missing = missing_rows(results)
+  if missing:
+    lines += [f"**Not measured here: {', '.join(missing)}.**", ""]
   lines += ["| machine | |", "|---|---|",
             f"| CPU | {info['cpu']} |", f"| cores available | {info['cores']} |",
             f"| backend | {info['backend']} |"]
@@ -665,6 +669,14 @@ def write_markdown(results: dict, path: Path) -> None:
     lines += ["", "## Reading these numbers", "", *notes]
   lines += ["", "![results](results.png)", ""]
   path.write_text("\n".join(lines))
+
+
+def missing_rows(results: dict) -> list[str]:
+  """The grid's rows and the training rows that a (partial or split) run has not measured."""
+  done = {(row["case"], row["optimizer"]) for row in results["grid"]}
+  out = [f"{case.split(':')[0]} {opt}" for case in CASES for opt in OPTIMIZERS
+         if (case, opt) not in done]
+  return out + ([] if results["training"] else ["the training rows"])
 
 
 def targets(rows: list[dict], train: dict) -> list[tuple[str, str, bool]]:
@@ -765,6 +777,9 @@ def main(argv: list[str] | None = None) -> None:
   parser.add_argument("--only", default=None,
                       help="run only these, comma-separated: cases by letter (a,b,c) and "
                            "'train' (the training rows, which case c also runs)")
+  parser.add_argument("--append", action="store_true",
+                      help="add this run's rows to the results.json in --out, replacing rows "
+                           "it measures again: for a machine whose time limit splits a run")
   parser.add_argument("--report-only", action="store_true",
                       help="rewrite RESULTS.md and results.png from results.json, measuring nothing")
   args = parser.parse_args(argv)
@@ -782,16 +797,28 @@ def main(argv: list[str] | None = None) -> None:
   given = list(sys.argv[1:] if argv is None else argv)
   if "--out" in given:  # where it wrote is not part of what it measured
     del given[given.index("--out"):given.index("--out") + 2]
-  info["command"] = " ".join(["python benchmarks/run.py", *given])
+  command = " ".join(["python benchmarks/run.py", *given])
   args.out.mkdir(parents=True, exist_ok=True)
   rows, sizes, train = [], {}, {}
+  info["commands"] = [command]
+  if args.append and (args.out / "results.json").exists():
+    earlier = json.loads((args.out / "results.json").read_text())
+    then = earlier["machine"]
+    if (then["backend"], then.get("device_kind"), then["quick"]) != (
+        info["backend"], info["device_kind"], info["quick"]):
+      sys.exit(f"--append: {args.out / 'results.json'} holds a run on {then['backend']} "
+               f"({then.get('device_kind')}, quick={then['quick']}); this one is on "
+               f"{info['backend']} ({info['device_kind']}, quick={info['quick']}). "
+               "Give another --out.")
+    rows, sizes, train = earlier["grid"], earlier["sizes"], earlier["training"]
+    info["commands"] = [*then.get("commands", [then.get("command", "")]), command]
   only = set(args.only.split(",")) if args.only else set()
 
-  def report(partial: bool) -> dict:
+  def report() -> dict:
+    rows.sort(key=lambda r: (list(CASES).index(r["case"]), list(OPTIMIZERS).index(r["optimizer"])))
     results = {"machine": info, "sizes": sizes, "grid": rows, "training": train,
                "max_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
-               "wall_s": time.perf_counter() - start, "partial": partial,
-               "targets": targets(rows, train)}
+               "wall_s": time.perf_counter() - start, "targets": targets(rows, train)}
     (args.out / "results.json").write_text(json.dumps(results, indent=1, default=str))
     write_markdown(results, args.out / "RESULTS.md")
     return results
@@ -810,14 +837,16 @@ def main(argv: list[str] | None = None) -> None:
         extra = ["inject", "bf16"]
       elif case.startswith("c"):
         extra = ["inject", "packed"] if opt in INJECTED else ["packed"]
-      rows.append(grid_row(case, shapes, opt, args.reps, extra, args.compile_reps))
+      row = grid_row(case, shapes, opt, args.reps, extra, args.compile_reps)
+      rows[:] = [r for r in rows if (r["case"], r["optimizer"]) != (case, opt)] + [row]
       # Each finished row is written at once: a run stopped part-way (a time limit on a
       # lent machine) still leaves a report of what it measured.
-      report(partial=True)
+      report()
   # The training rows run on case c's tree, when case c runs.
   if not only or only & {"c", "train"}:
+    train.clear()
     train.update(training_rows(many_small(args.quick), args.reps, args.compile_reps))
-  results = report(partial=False)
+  results = report()
   plot(results, args.out / "results.png")
   for target, measured, met in results["targets"]:
     print(f"{'ok ' if met else 'NO '} {target}: {measured}")

@@ -93,17 +93,41 @@ def test_report_states_each_target(bench, tmp_path):
 
 
 def test_partial_report_on_an_accelerator(bench, tmp_path):
-  """A run stopped part-way (no rows yet, or no training rows) still reports what it has."""
+  """A run stopped part-way (no rows yet) still reports, and names what it lacks."""
   assert bench.targets([], train={}) == []
   info = {"quick": False, "date": "today", "cpu": "cpu", "cores": 16, "backend": "gpu",
           "devices": ["cuda:0"], "device_kind": "NVIDIA H200", "jax": "0", "jaxlib": "0",
           "optax": "0", "gradtx": "0", "python": "3", "platform": "linux",
           "load_average": (0.0, 0.0, 0.0), "reps": 3, "compile_reps": 1,
-          "command": "python benchmarks/run.py --only a"}
+          "commands": ["python benchmarks/run.py --only a"]}
   results = {"machine": info, "sizes": {}, "grid": [], "training": {}, "max_rss_mb": 1.0,
-             "partial": True, "targets": []}
+             "targets": []}
   bench.write_markdown(results, tmp_path / "RESULTS.md")
   text = (tmp_path / "RESULTS.md").read_text()
-  assert "`python benchmarks/run.py --only a`" in text and "**Partial" in text
+  assert "`python benchmarks/run.py --only a`" in text
+  assert "**Not measured here: a sgd+momentum, a adam, " in text
+  assert "c adamw+clip, the training rows.**" in text
   assert "| accelerator | NVIDIA H200 (1 in use: cuda:0) |" in text
   assert "one compile per contender" in text
+
+
+def test_a_run_in_parts_appends_its_rows(bench, tmp_path, monkeypatch):
+  """--only picks cases by letter; --append adds a later run's rows to the report."""
+  tiny = lambda quick: {"w": jax.ShapeDtypeStruct((4, 8), jnp.float32)}  # noqa: E731
+  monkeypatch.setattr(bench, "CASES", {"s: small": tiny, "t: tiny": tiny})
+  monkeypatch.setattr(bench, "OPTIMIZERS", {"sgd": bench.OPTIMIZERS["sgd+momentum"]})
+  monkeypatch.setattr(bench, "REP_SECONDS", 0.01)
+  monkeypatch.setattr(bench, "plot", lambda results, path: None)
+  common = ["--reps", "2", "--compile-reps", "1", "--out", str(tmp_path)]
+  with jax.numpy_dtype_promotion("standard"):
+    bench.main(["--only", "t", *common])
+    first = (tmp_path / "RESULTS.md").read_text()
+    bench.main(["--only", "s", "--append", *common])
+  text = (tmp_path / "RESULTS.md").read_text()
+  assert "| t: tiny | sgd |" in first and "| s: small |" not in first
+  assert "Not measured here: s sgd, the training rows" in first
+  assert "| s: small | sgd |" in text and "| t: tiny | sgd |" in text
+  assert text.index("| s: small | sgd |") < text.index("| t: tiny | sgd |")
+  assert ("`python benchmarks/run.py --only t --reps 2 --compile-reps 1` and then "
+          "`python benchmarks/run.py --only s --append --reps 2 --compile-reps 1`") in text
+  assert "Not measured here: the training rows" in text
