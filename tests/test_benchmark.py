@@ -99,12 +99,12 @@ def test_partial_report_on_an_accelerator(bench, tmp_path):
           "devices": ["cuda:0"], "device_kind": "NVIDIA H200", "jax": "0", "jaxlib": "0",
           "optax": "0", "gradtx": "0", "python": "3", "platform": "linux",
           "load_average": (0.0, 0.0, 0.0), "reps": 3, "compile_reps": 1,
-          "commands": ["python benchmarks/run.py --only a"]}
+          "commands": [["python benchmarks/run.py --only a", "today"]]}
   results = {"machine": info, "sizes": {}, "grid": [], "training": {}, "max_rss_mb": 1.0,
              "targets": []}
   bench.write_markdown(results, tmp_path / "RESULTS.md")
   text = (tmp_path / "RESULTS.md").read_text()
-  assert "`python benchmarks/run.py --only a`" in text
+  assert "Produced by `python benchmarks/run.py --only a` on today." in text
   assert "**Not measured here: a sgd+momentum, a adam, " in text
   assert "c adamw+clip, the training rows.**" in text
   assert "| accelerator | NVIDIA H200 (1 in use: cuda:0) |" in text
@@ -128,6 +128,7 @@ def test_a_run_in_parts_appends_its_rows(bench, tmp_path, monkeypatch):
   assert "Not measured here: s sgd, the training rows" in first
   assert "| s: small | sgd |" in text and "| t: tiny | sgd |" in text
   assert text.index("| s: small | sgd |") < text.index("| t: tiny | sgd |")
-  assert ("`python benchmarks/run.py --only t --reps 2 --compile-reps 1` and then "
-          "`python benchmarks/run.py --only s --append --reps 2 --compile-reps 1`") in text
+  assert ("`python benchmarks/run.py --only t --reps 2 --compile-reps 1` on 20" in text
+          and " and then `python benchmarks/run.py --only s --append --reps 2 --compile-reps 1` "
+          "on 20" in text)
   assert "Not measured here: the training rows" in text
