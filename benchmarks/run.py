@@ -101,6 +101,15 @@ CASES = {
 }
 
 
+def letter(case: str) -> str:
+  """A case's short name: "c" for "c: 2000 x 1024"."""
+  return case.split(":")[0]
+
+
+def row_name(case: str, optimizer: str) -> str:
+  return f"{letter(case)} {optimizer}"
+
+
 def materialize(shapes: Any, seed: int, scale: float = 1.0) -> Any:
   leaves, treedef = jax.tree.flatten(shapes)
   keys = jax.random.split(jax.random.key(seed), len(leaves))
@@ -684,8 +693,7 @@ def write_markdown(results: dict, path: Path) -> None:
 def missing_rows(results: dict) -> list[str]:
   """The grid's rows and the training rows that a (partial or split) run has not measured."""
   done = {(row["case"], row["optimizer"]) for row in results["grid"]}
-  out = [f"{case.split(':')[0]} {opt}" for case in CASES for opt in OPTIMIZERS
-         if (case, opt) not in done]
+  out = [row_name(case, opt) for case in CASES for opt in OPTIMIZERS if (case, opt) not in done]
   return out + ([] if results["training"] else ["the training rows"])
 
 
@@ -698,7 +706,7 @@ def targets(rows: list[dict], train: dict) -> list[tuple[str, str, bool]]:
       break
     worst = max(rows, key=lambda r: r["paired"][kind]["median"])
     r = worst["paired"][kind]
-    name = lambda x: f"{x['case'].split(':')[0]} {x['optimizer']}"  # noqa: E731
+    name = lambda x: row_name(x["case"], x["optimizer"])  # noqa: E731
     over = [x for x in rows if x["paired"][kind]["median"] > limit]
     # Over by its median, but its lower quartile is within the target: one run cannot tell.
     unclear = [name(x) for x in over if x["paired"][kind]["q1"] <= limit]
@@ -723,7 +731,7 @@ def targets(rows: list[dict], train: dict) -> list[tuple[str, str, bool]]:
                   b["state_bytes_per_param"] <= 0.5 * g["state_bytes_per_param"] + 0.01))
       out.append((f"adam bf16 moments ({row['case']}): step time <= f32 moments",
                   f"{b['step_ms']:.2f} vs {g['step_ms']:.2f} ms", b["step_ms"] <= g["step_ms"]))
-    if "gradtx packed" in r and row["case"].startswith("c"):
+    if "gradtx packed" in r and letter(row["case"]) == "c":
       ratio = r["optax"]["compile_s"] / r["gradtx packed"]["compile_s"]
       out.append((f"packed {row['optimizer']} on c: optimizer compile >= 5x lower than optax",
                   f"{ratio:.0f}x ({r['gradtx packed']['compile_s']:.2f} vs "
@@ -742,7 +750,7 @@ def plot(results: dict, path: Path) -> None:
   matplotlib.use("Agg")
   import matplotlib.pyplot as plt
   rows = results["grid"]
-  labels = [f"{r['case'].split(':')[0]}: {r['optimizer']}" for r in rows]
+  labels = [f"{letter(r['case'])}: {r['optimizer']}" for r in rows]
   step = [r["paired"]["step"]["median"] for r in rows]
   comp = [r["paired"]["compile"]["median"] for r in rows]
   fig, axes = plt.subplots(1, 3, figsize=(17, 4.8))
@@ -755,7 +763,7 @@ def plot(results: dict, path: Path) -> None:
   axes[0].set_ylabel("gradtx / optax (lower is better)")
   axes[0].set_title("Tree mode vs optax")
   axes[0].legend(fontsize=8)
-  case_c = [r for r in rows if r["case"].startswith("c") and "gradtx packed" in r["results"]]
+  case_c = [r for r in rows if letter(r["case"]) == "c" and "gradtx packed" in r["results"]]
   names = ["optax", "gradtx", "gradtx packed"]
   xc = np.arange(len(case_c))
   for i, name in enumerate(names):
@@ -793,6 +801,11 @@ def main(argv: list[str] | None = None) -> None:
   parser.add_argument("--report-only", action="store_true",
                       help="rewrite RESULTS.md and results.png from results.json, measuring nothing")
   args = parser.parse_args(argv)
+  only = set(args.only.split(",")) if args.only else set()
+  unknown = only - {*map(letter, CASES), "train"}
+  if unknown:
+    parser.error(f"--only: {', '.join(sorted(unknown))} is no case; give some of "
+                 f"{', '.join(map(letter, CASES))} and train")
   if args.report_only:
     results = json.loads((args.out / "results.json").read_text())
     results["targets"] = targets(results["grid"], results["training"])
@@ -804,9 +817,11 @@ def main(argv: list[str] | None = None) -> None:
   info["compile_reps"] = args.compile_reps
   print(f"{info['cpu']}, {info['cores']} cores, {info['backend']} ({info['device_kind']}), "
         f"jax {info['jax']}, optax {info['optax']}", flush=True)
+  # Where it wrote is not part of what it measured.
   given = list(sys.argv[1:] if argv is None else argv)
-  if "--out" in given:  # where it wrote is not part of what it measured
+  if "--out" in given:
     del given[given.index("--out"):given.index("--out") + 2]
+  given = [a for a in given if not a.startswith("--out=")]
   command = " ".join(["python benchmarks/run.py", *given])
   args.out.mkdir(parents=True, exist_ok=True)
   rows, sizes, train = [], {}, {}
@@ -823,7 +838,6 @@ def main(argv: list[str] | None = None) -> None:
     rows, sizes, train = earlier["grid"], earlier["sizes"], earlier["training"]
     info["commands"] = [*then.get("commands", [["python benchmarks/run.py", then["date"]]]),
                         [command, info["date"]]]
-  only = set(args.only.split(",")) if args.only else set()
 
   def report() -> dict:
     rows.sort(key=lambda r: (list(CASES).index(r["case"]), list(OPTIMIZERS).index(r["optimizer"])))
@@ -835,20 +849,20 @@ def main(argv: list[str] | None = None) -> None:
     return results
 
   for case, make in CASES.items():
-    if only and case.split(":")[0] not in only:
+    if only and letter(case) not in only:
       continue
     shapes = make(args.quick)
     leaves = jax.tree.leaves(shapes)
     sizes[case] = f"{len(leaves)} leaves, {n_params(shapes) / 1e6:.2f} M params"
     for opt in OPTIMIZERS:
       extra = []
-      if case.startswith("a") and opt == "adam":
+      if letter(case) == "a" and opt == "adam":
         extra = ["inject", "fused", "bf16"]
-      elif case.startswith("b") and opt == "adam":
+      elif letter(case) == "b" and opt == "adam":
         # Packed on a model-shaped tree too: on a GPU, GPT-2's tree step is bound by
         # its leaves' kernels rather than its bytes (benchmarks/gpu/RESULTS.md).
         extra = ["inject", "bf16", "packed"]
-      elif case.startswith("c"):
+      elif letter(case) == "c":
         extra = ["inject", "packed"] if opt in INJECTED else ["packed"]
       row = grid_row(case, shapes, opt, args.reps, extra, args.compile_reps)
       rows[:] = [r for r in rows if (r["case"], r["optimizer"]) != (case, opt)] + [row]

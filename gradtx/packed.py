@@ -91,6 +91,14 @@ class _Group:
     ends = np.cumsum([int(np.prod(s, dtype=np.int64)) for s in self.shapes])
     return [int(e) for e in ends[:-1]]
 
+  def run_starts(self) -> list[tuple["_Run", int, int]]:
+    """Each run with the buffer positions of its first leaf and of its first element."""
+    out, first, start = [], 0, 0
+    for run in self.runs:
+      out.append((run, first, start))
+      first, start = first + run.count, start + run.size
+    return out
+
 
 # Up to this many runs of shapes in a buffer, Layout.broadcast_leaves gathers; beyond, it
 # writes in place (measured there).
@@ -101,24 +109,22 @@ def _gathered(group: _Group, per_leaf: jax.Array) -> jax.Array:
   """Each element takes its leaf's value, the leaf found from the element's position."""
   element = jax.lax.iota(jnp.int32, group.size)
   leaf = jnp.zeros_like(element)
-  first = start = 0
-  for run in group.runs:  # one select per run, fused by XLA into the consumer
+  for run, first, start in group.run_starts():  # one select per run, fused by XLA
     leaf = jnp.where(element >= start, first + (element - start) // run.leaf_size, leaf)
-    first += run.count
-    start += run.size
   return jnp.take(per_leaf, leaf, mode="clip", indices_are_sorted=True)
+
+
+def _run_spread(run: _Run, first: int, per_leaf: jax.Array) -> jax.Array:
+  """The values of ``run``'s leaves (from leaf ``first``), each over its leaf's elements."""
+  values = jax.lax.slice_in_dim(per_leaf, first, first + run.count)
+  return jnp.broadcast_to(values[:, None], (run.count, run.leaf_size)).reshape(run.size)
 
 
 def _written(group: _Group, per_leaf: jax.Array) -> jax.Array:
   """Each run's values broadcast and written into a new buffer, in place."""
   spread = jnp.zeros((group.size,), per_leaf.dtype)
-  first = start = 0
-  for run in group.runs:
-    piece = jnp.broadcast_to(per_leaf[first:first + run.count, None],
-                             (run.count, run.leaf_size)).reshape(run.size)
-    spread = jax.lax.dynamic_update_slice(spread, piece, (start,))
-    first += run.count
-    start += run.size
+  for run, first, start in group.run_starts():
+    spread = jax.lax.dynamic_update_slice(spread, _run_spread(run, first, per_leaf), (start,))
   return spread
 
 
@@ -293,9 +299,7 @@ class Layout:
     for group in self.groups:
       per_leaf = jnp.asarray(values[group.dtype])
       if len(group.runs) == 1:
-        run, = group.runs
-        out[group.dtype] = jnp.broadcast_to(per_leaf[:, None], (run.count, run.leaf_size)
-                                            ).reshape(run.size)
+        out[group.dtype] = _run_spread(group.runs[0], 0, per_leaf)
       else:
         spread = _gathered if len(group.runs) <= _GATHER_MAX_RUNS else _written
         out[group.dtype] = spread(group, per_leaf)

@@ -132,3 +132,5 @@ def test_a_run_in_parts_appends_its_rows(bench, tmp_path, monkeypatch):
           and " and then `python benchmarks/run.py --only s --append --reps 2 --compile-reps 1` "
           "on 20" in text)
   assert "Not measured here: the training rows" in text
+  with pytest.raises(SystemExit):  # a case that does not exist: argparse's error, at once
+    bench.main(["--only", "s,x", *common])

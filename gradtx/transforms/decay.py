@@ -84,7 +84,8 @@ def add_l1_penalty(l1: ScalarOrSchedule = 0.0, mask: Mask | None = None) -> Grad
     params = require_params("add_l1_penalty", params)
     tree.check_structure(updates, params, "updates", "params")
     return tree.tree_map(
-        lambda g, p: g + as_dtype(l1, g.dtype) * jnp.sign(p).astype(g.dtype), updates, params)
+        lambda g, p: g + as_dtype(l1, g.dtype) * as_dtype(jnp.sign(p), g.dtype),
+        updates, params)
 
   tx = stateless(add_l1_penalty, l1=(l1, NONNEGATIVE))
   return _maybe_masked(tx, mask)
