@@ -88,6 +88,8 @@ def test_step_reads_held_hyperparameters_directly_and_derived_scalars_once():
   # Adam's bias-corrected coefficients likewise, for any number of leaves.
   assert _reductions(gtx.adam(1e-3), params) == 1
   assert _reductions(gtx.adam(1e-3), {**params, "c": jnp.ones(4)}) == 1
+  # A scheduled rate folded into Adam's coefficient is computed with them, not apart.
+  assert _reductions(gtx.adam(scheduled), params) == 1
 
 
 def test_chain_names_positional_stages_by_primitive_and_makes_them_unique():

@@ -28,7 +28,9 @@ def _scaling(name: str, factor_of: Callable[[dict[str, jax.Array]], jax.Array],
   tx = stateless(multiply, name=name, **hyperparams)
 
   def factor(state: EmptyState) -> tuple[jax.Array, EmptyState]:
-    now, hparams = tx.spec.step(state.hparams)
+    # Not read once here: the stage it is folded into reads its scalars once, this one
+    # among them.
+    now, hparams = tx.spec.step(state.hparams, read=False)
     return factor_of(now), EmptyState(hparams)
 
   tx.factor = factor
