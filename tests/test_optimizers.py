@@ -106,8 +106,9 @@ CONVERGENCE = [
     ("adagrad", gtx.adagrad(0.5), gtx.adagrad(0.3), 1000, 10000),
     ("rmsprop", gtx.rmsprop(0.002), gtx.rmsprop(0.002), 3000, 10000),
     # Adadelta with the paper's rho = 0.95 reaches 1e-14 on the quadratic by step 500 and
-    # then dithers outward (near the minimum its step is about sqrt(eps) / rms(g) * g,
-    # too long for the stiff directions): 0.07 at step 3000 in float64 and on a GPU.
+    # then dithers outward (once E[g^2] << eps its step is gradient descent with a step
+    # size of at least 1, too long for the stiff directions): 0.07 at step 3000 in float64
+    # and on a GPU.
     # XLA:CPU flushes the float32 subnormals it passes through to zero, which ended that
     # run at exactly 0 and hid it. A slower decay of the averages converges cleanly.
     ("adadelta", gtx.adadelta(1.0, rho=0.999), gtx.adadelta(0.3, rho=0.9995), 3000, 40000),

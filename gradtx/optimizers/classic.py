@@ -145,12 +145,14 @@ def adadelta(learning_rate: ScalarOrSchedule = 1.0, rho: float = 0.9, eps: float
   which never flips the sign, so it climbs the loss (one step on a gradient of
   +1 moves the parameter by +0.0032). gradtx defaults to 1.0 and descends.
 
-  Near a minimum the rule need not settle: once :math:`g^2` falls below
-  :math:`\\epsilon`, the step no longer shrinks with the gradient's scale, and in
-  stiff directions it overshoots. On a quadratic with curvatures 1 to 100, from
-  ones, ``rho=0.95`` reaches a loss of 1e-14 by step 500 and drifts back up to
-  0.07 by step 3000 (in float64; XLA:CPU's float32 flushes the subnormals on the
-  way to exactly 0 and hides it), while ``rho=0.999`` keeps converging.
+  Near a minimum the rule need not settle: once :math:`E[g^2]` falls well below
+  :math:`\\epsilon`, :math:`\\Delta_t \\approx g_t \\sqrt{(E[\\Delta^2] + \\epsilon) / \\epsilon}`,
+  gradient descent with a step size of at least :math:`\\eta`, which overshoots
+  in every direction whose curvature exceeds :math:`2 / \\eta`. On a quadratic
+  with curvatures 1 to 100, from ones, ``rho=0.95`` reaches a loss of 1e-14 by
+  step 500 and drifts back up to 0.07 by step 3000 (in float64; XLA:CPU's
+  float32 flushes the subnormals on the way to exactly 0 and hides it), while
+  ``rho=0.999`` keeps converging.
 
   References:
     Zeiler, *ADADELTA: An Adaptive Learning Rate Method*, 2012.
