@@ -265,7 +265,10 @@ def _find_hparams(node: Any, prefix: tuple[str, ...] = (),
     for name, sub in node.items():
       yield from _find_hparams(sub, prefix + (name,), kind)
   elif node is not None and not _is_array(node):
-    for child in _children(node):
+    children = _children(node)
+    if len(children) == 1 and children[0] is node:  # a leaf of another kind: a string, a spec
+      return
+    for child in children:
       yield from _find_hparams(child, prefix, kind)
 
 

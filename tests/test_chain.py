@@ -314,3 +314,12 @@ def test_wrapping_or_unwrapping_a_stage_keeps_its_state():
   half = gtx.chain(clip=gtx.clip(1.0), opt=gtx.masked(gtx.adam(0.1), {"w": True, "b": False}))
   _, report = gtx.carry_state(old, half.init(params))
   assert report["mismatched"] == ["opt"]
+
+
+def test_hparams_reads_a_state_shaped_tree_of_other_leaves():
+  # A tree shaped like the state but holding strings or sharding specs (what
+  # tree_map_params and orbax build) is walked without recursing into the leaves.
+  state = gtx.chain(clip=gtx.clip_by_global_norm(1.0), adam=gtx.adam(0.1)).init(
+      {"w": jnp.zeros(2)})
+  specs = jax.tree.map(lambda x: "replicated", state)
+  assert gtx.hparams(specs) == dict.fromkeys(gtx.hparams(state), "replicated")
