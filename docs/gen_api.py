@@ -10,7 +10,7 @@
 * **Tutorials.** One page per ``notebooks/*.ipynb``, rendered from the
   executed notebook committed with its outputs (markdown, code, text
   outputs and plots), plus the ``.ipynb`` itself to download.
-* **Guides** written by hand (``docs/torch.md``, ``docs/packed.md``,
+* **Guides** written by hand (``docs/optax.md``, ``docs/torch.md``, ``docs/packed.md``,
   ``docs/distributed.md``) are added to the nav when they exist.
 
 mkdocs.yml loads it with ``hooks: [docs/gen_api.py]``. ``api_pages()`` is
@@ -33,8 +33,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [p for p in (str(ROOT), str(ROOT / "docs")) if p not in sys.path]
 from griffe_rst import rst_to_markdown  # noqa: E402
 NOTEBOOKS = ROOT / "notebooks"
-GUIDES = {"torch.md": "Coming from torch.optim", "packed.md": "Packed mode",
-          "distributed.md": "Sharded and distributed training"}
+GUIDES = {"optax.md": "Coming from optax", "torch.md": "Coming from torch.optim",
+          "packed.md": "Packed mode", "distributed.md": "Sharded and distributed training"}
 
 
 @dataclasses.dataclass(frozen=True)

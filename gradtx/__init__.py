@@ -10,8 +10,15 @@ exports in its ``__all__``; this file re-exports exactly those names.
 from gradtx import schedules, tree
 from gradtx import packed  # a namespace, like schedules: gtx.packed.Layout
 from gradtx import lr_finder  # a namespace: gtx.lr_finder.lr_range_test
+# optax's namespaces, under optax's names: gtx.losses.l2_loss, gtx.tree_utils.tree_norm, ...
+from gradtx import losses, projections, second_order, tree_utils
 from gradtx.chain import *  # noqa: F401,F403
 from gradtx.core import *  # noqa: F401,F403
+# optax's type names, for annotations written against optax. Second names for
+# Any and for the protocol's types, so they stay out of __all__ and the docs.
+from gradtx.core import (  # noqa: F401
+    GradientTransformationExtraArgs, OptState, Params, TransformInitFn,
+    TransformUpdateExtraArgsFn, TransformUpdateFn, Updates)
 from gradtx.errors import *  # noqa: F401,F403
 from gradtx.optimizers import *  # noqa: F401,F403
 from gradtx.transforms.clipping import *  # noqa: F401,F403
@@ -32,6 +39,21 @@ from gradtx.transforms.plateau import *  # noqa: F401,F403
 from gradtx.transforms.monitor import *  # noqa: F401,F403
 from gradtx.tree import MaskedNode
 from gradtx.wrappers import *  # noqa: F401,F403
+from gradtx.utilities import *  # noqa: F401,F403
+# optax also exports its schedules at the top level (optax.linear_schedule): so
+# does gradtx, for a change of import. They stay out of __all__, so that each
+# has one page in the docs, under gtx.schedules (and gtx.losses below).
+from gradtx.schedules import (  # noqa: F401
+    constant_schedule, cosine_decay_schedule, cosine_onecycle_schedule, exponential_decay,
+    join_schedules, linear_onecycle_schedule, linear_schedule, piecewise_constant_schedule,
+    piecewise_interpolate_schedule, polynomial_schedule, sgdr_schedule,
+    warmup_cosine_decay_schedule, warmup_exponential_decay_schedule)
+# Likewise the losses optax exports at its top level (optax.l2_loss).
+from gradtx.losses import (  # noqa: F401
+    convex_kl_divergence, cosine_distance, cosine_similarity, ctc_loss,
+    ctc_loss_with_forward_probs, generalized_kl_divergence, hinge_loss, huber_loss,
+    kl_divergence, l2_loss, log_cosh, ntxent, sigmoid_binary_cross_entropy, smooth_labels,
+    softmax_cross_entropy, softmax_cross_entropy_with_integer_labels)
 
 __version__ = "0.1.0"
 
@@ -41,8 +63,9 @@ def _public_names() -> list[str]:
   modules = ["chain", "core", "errors", "optimizers", "transforms.clipping", "transforms.decay",
              "transforms.momentum", "transforms.moments", "transforms.scaling", "wrappers",
              "transforms.finite", "transforms.plateau", "transforms.monitor",
-             "transforms.adaptive", "transforms.factored", "transforms.linesearch", "transforms.noise", "transforms.optimism", "transforms.sign", "transforms.stepsize", "transforms.trust"]
-  names = {"schedules", "tree", "MaskedNode", "packed", "lr_finder"}
+             "transforms.adaptive", "transforms.factored", "transforms.linesearch", "transforms.noise", "transforms.optimism", "transforms.sign", "transforms.stepsize", "transforms.trust", "utilities"]
+  names = {"schedules", "tree", "MaskedNode", "packed", "lr_finder", "losses", "projections",
+           "second_order", "tree_utils"}
   for module in modules:
     names.update(importlib.import_module(f"gradtx.{module}").__all__)
   return sorted(names)

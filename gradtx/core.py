@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import dataclasses
 import inspect
-import math
 from typing import Any, Callable, Iterator, Mapping, NamedTuple, Protocol
 
 import jax
@@ -39,10 +38,16 @@ from gradtx.errors import HyperparameterError, MissingArgumentError
 
 PyTree = Any
 Params = Any
+"""The parameters: any pytree of arrays (optax's ``Params``)."""
 Updates = Any
+"""Gradients or updates: a pytree with the parameters' structure (optax's ``Updates``)."""
 State = Any
+OptState = State
+"""A transformation's state: any pytree (optax's ``OptState``)."""
 Schedule = Callable[[jax.Array], jax.Array]
+"""A hyperparameter as a function of the step count (optax's ``Schedule``)."""
 ScalarOrSchedule = float | jax.Array | Schedule
+"""A hyperparameter given as a number, an array or a :data:`Schedule`."""
 
 
 class InitFn(Protocol):
@@ -504,6 +509,38 @@ def stateless(fn: Callable[..., Updates], *, name: str | None = None,
   return GradientTransformation(init, update, name=name, spec=spec)
 
 
+def stateless_with_tree_map(fn: Callable[[jax.Array, jax.Array | None], jax.Array], *,
+                            name: str | None = None) -> GradientTransformation:
+  """A transformation without state that maps ``fn(g, p)`` over the leaves.
+
+  .. math:: u_i \\leftarrow f(g_i, p_i) \\quad \\text{for each leaf } i
+
+  ``p`` is ``None`` when ``update`` is called without ``params``. optax's
+  ``stateless_with_tree_map``; for a rule that needs the whole tree, or
+  numeric hyperparameters held in the state, use :func:`stateless`.
+
+  Args:
+    fn: ``fn(update_leaf, param_leaf_or_None) -> new_update_leaf``.
+    name: the default stage name; ``fn.__name__`` if not given.
+
+  Example:
+    >>> import gradtx as gtx
+    >>> import jax.numpy as jnp
+    >>> tx = gtx.stateless_with_tree_map(lambda g, p: g * p)
+    >>> tx.update(jnp.ones(2), tx.init(None), jnp.array([2.0, 3.0]))[0]
+    Array([2., 3.], dtype=float32)
+  """
+  from gradtx.tree import check_structure
+
+  def map_leaves(updates, params):
+    if params is None:
+      return jax.tree.map(lambda g: fn(g, None), updates)
+    check_structure(updates, params, "updates", "params")
+    return jax.tree.map(fn, updates, params)
+
+  return stateless(map_leaves, name=name or getattr(fn, "__name__", "stateless_with_tree_map"))
+
+
 def identity() -> GradientTransformation:
   """Returns the updates unchanged: :math:`u \\leftarrow g`.
 
@@ -543,6 +580,61 @@ def apply_updates(params: Params, updates: Updates) -> Params:
   return jax.tree.map(add, params, updates, is_leaf=lambda x: x is None)
 
 
+# optax's names for the protocol's parts. Every gradtx update takes ``**extra``,
+# so optax's split between transformations with and without extra arguments
+# is one type here.
+TransformInitFn = InitFn
+"""``init(params) -> state`` (optax's ``TransformInitFn``)."""
+TransformUpdateFn = UpdateFn
+"""``update(updates, state, params=None, **extra) -> (updates, state)`` (optax's ``TransformUpdateFn``)."""
+TransformUpdateExtraArgsFn = UpdateFn
+"""The same as :data:`TransformUpdateFn`: every gradtx ``update`` takes extra arguments."""
+GradientTransformationExtraArgs = GradientTransformation
+"""optax's name for a transformation whose ``update`` takes extra arguments; every gradtx one does."""
+
+
+def with_extra_args_support(tx: Any) -> GradientTransformation:
+  """A transformation whose ``update`` accepts extra keyword arguments.
+
+  optax's adapter for transformations written without ``**extra``. A gradtx
+  transformation already takes them and is returned as it is; anything else
+  with optax's ``init``/``update`` is wrapped so that extra arguments are
+  passed on when its ``update`` accepts them and dropped otherwise.
+
+  Example:
+    >>> import gradtx as gtx
+    >>> import jax.numpy as jnp
+    >>> def update(updates, state, params=None):
+    ...   return updates, state
+    >>> tx = gtx.with_extra_args_support(gtx.GradientTransformation(gtx.init_empty_state, update))
+    >>> tx.update(jnp.ones(2), tx.init(jnp.zeros(2)), loss=jnp.float32(1.0))[0]
+    Array([1., 1.], dtype=float32)
+  """
+  if isinstance(tx, GradientTransformation):
+    if _accepts_extra(tx.update):
+      return tx
+    inner = tx.update
+    return GradientTransformation(
+        tx.init, lambda updates, state, params=None, **extra: inner(updates, state, params),
+        name=tx.name, spec=tx.spec, options=tx.options)
+  return as_transformation(tx, "with_extra_args_support")
+
+
+def init_empty_state(params: Params) -> EmptyState:
+  """The state of a stage with no state and no hyperparameters (optax's ``init_empty_state``).
+
+  For a hand-written stage: ``GradientTransformation(init_empty_state, update)``.
+
+  Example:
+    >>> import gradtx as gtx
+    >>> import jax.numpy as jnp
+    >>> gtx.init_empty_state(jnp.zeros(2))
+    EmptyState(hparams=HParams())
+  """
+  del params
+  return EmptyState(HParamSpec("init_empty_state").init())
+
+
 def require_params(stage: str, params: Params | None) -> Params:
   """Returns ``params``, or raises if a stage that needs them did not get them."""
   if params is None:
@@ -552,5 +644,6 @@ def require_params(stage: str, params: Params | None) -> Params:
 
 
 __all__ = ["ANY", "EmptyState", "GradientTransformation", "HParamSpec", "HParams",
-           "NONNEGATIVE", "NONNEGATIVE_INT", "POSITIVE", "POSITIVE_INT", "Range", "UNIT",
-           "UNIT_HALF_OPEN", "apply_updates", "identity", "stateless"]
+           "NONNEGATIVE", "NONNEGATIVE_INT", "POSITIVE", "POSITIVE_INT", "Range",
+           "ScalarOrSchedule", "Schedule", "UNIT", "UNIT_HALF_OPEN", "apply_updates", "identity",
+           "init_empty_state", "stateless", "stateless_with_tree_map", "with_extra_args_support"]

@@ -52,6 +52,7 @@ __all__ = [
     "polynomial_schedule",
     "exponential_decay",
     "cosine_decay_schedule",
+    "warmup_constant_schedule",
     "warmup_cosine_decay_schedule",
     "warmup_exponential_decay_schedule",
     "piecewise_constant_schedule",
@@ -463,6 +464,48 @@ def cosine_decay_schedule(
     return (jnp.asarray(init_value, ctype) * decayed).astype(dtype)
 
   return schedule
+
+
+@_named
+def warmup_constant_schedule(
+    init_value: chex.Numeric,
+    peak_value: chex.Numeric,
+    warmup_steps: int,
+) -> Schedule:
+  r"""Linear warmup to ``peak_value``, then ``peak_value`` for ever (no decay).
+
+  .. math::
+    v_t = \begin{cases}
+      I + (P - I) \frac{t}{W}, & t < W \\
+      P, & t \ge W
+    \end{cases}
+
+  with :math:`I` = ``init_value``, :math:`P` = ``peak_value``, :math:`W` =
+  ``warmup_steps``.
+
+  Args:
+    init_value: value at step 0.
+    peak_value: value from the end of the warmup, step :math:`W`, on.
+    warmup_steps: length :math:`W` of the linear warmup, >= 0.
+
+  Differences from optax:
+    With ``warmup_steps=0`` optax (a :func:`linear_schedule` of no steps)
+    holds ``init_value`` for ever and never reaches ``peak_value``; gradtx
+    follows the formula above and holds ``peak_value`` from step 0. A
+    negative ``warmup_steps`` raises ``ValueError``.
+
+  Example:
+    >>> from gradtx import schedules
+    >>> sched = schedules.warmup_constant_schedule(0.0, 1.0, warmup_steps=10)
+    >>> print(round(float(sched(5)), 4), round(float(sched(10)), 4), round(float(sched(1000)), 4))
+    0.5 1.0 1.0
+  """
+  where = "warmup_constant_schedule"
+  warmup_steps = _steps(where, "warmup_steps", warmup_steps)
+  if warmup_steps == 0:
+    dtype = _dtypes(init_value, peak_value)[0]
+    return lambda count: jnp.asarray(peak_value).astype(dtype)
+  return _polynomial(init_value, peak_value, 1, warmup_steps, 0)
 
 
 def _warmup_cosine(where, init_value, peak_value, warmup_steps, decay_steps,

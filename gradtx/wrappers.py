@@ -36,11 +36,15 @@ from gradtx.core import (NONNEGATIVE_INT, POSITIVE_INT, UNIT, GradientTransforma
 from gradtx.errors import StructureError
 from gradtx.numerics import as_dtype, safe_increment
 from gradtx.packed import Packed, masked_update
+from gradtx.transforms.monitor import Stats
 from gradtx.tree import MaskedNode
 
-__all__ = ["ApplyIfFiniteState", "LookaheadParams", "LookaheadState", "MaskedState",
-           "MultiStepsState", "PartitionState", "apply_if_finite", "freeze", "lookahead",
-           "masked", "multi_steps", "multi_transform", "partition", "selective_transform"]
+__all__ = ["ApplyEvery", "ApplyIfFiniteState", "ConditionallyMaskState",
+           "ConditionallyTransformState", "LookaheadParams", "LookaheadState", "MaskedState",
+           "MultiSteps", "MultiStepsState", "PartitionState", "SnapshotState", "apply_every",
+           "apply_if_finite", "conditionally_mask", "conditionally_transform", "freeze",
+           "lookahead", "masked", "multi_steps", "multi_transform", "partition",
+           "selective_transform", "set_to_zero", "snapshot"]
 
 PyTree = Any
 Mask = PyTree | Callable[[PyTree], PyTree]
@@ -226,9 +230,27 @@ def masked(inner: GradientTransformation, mask: Mask, *,
                                 options={**inner.options, "mask": mask})
 
 
-def _set_to_zero() -> GradientTransformation:
-  return stateless(lambda updates, params: tree.tree_map(jnp.zeros_like, updates),
-                   name="set_to_zero")
+def _zeros(updates: PyTree, params: PyTree) -> PyTree:
+  del params
+  return tree.tree_map(jnp.zeros_like, updates)
+
+
+def set_to_zero() -> GradientTransformation:
+  """Sets every update to zero: :math:`u \\leftarrow 0`.
+
+  With :func:`partition`, the parameters of a group that maps to it never
+  move (and no optimizer keeps state for them). Same as
+  ``optax.set_to_zero``; no state is kept but an empty
+  :class:`~gradtx.EmptyState`.
+
+  Example:
+    >>> import gradtx as gtx
+    >>> import jax.numpy as jnp
+    >>> tx = gtx.set_to_zero()
+    >>> tx.update(jnp.array([1.0, -2.0]), tx.init(jnp.zeros(2)))[0]
+    Array([0., 0.], dtype=float32)
+  """
+  return stateless(_zeros, name="set_to_zero")
 
 
 def freeze(mask: Mask) -> GradientTransformation:
@@ -252,7 +274,7 @@ def freeze(mask: Mask) -> GradientTransformation:
     >>> tx.update(grads, tx.init(grads))[0]
     {'encoder': Array([-0., -0.], dtype=float32), 'head': Array([-0.1, -0.1], dtype=float32)}
   """
-  tx = masked(_set_to_zero(), mask)
+  tx = masked(set_to_zero(), mask)
   tx.name = "freeze"
   return tx
 
@@ -398,7 +420,7 @@ def selective_transform(optimizer: GradientTransformation, *,
     {'encoder': MaskedNode(), 'head': Array([0., 0.], dtype=float32)}
   """
   labels = jax.tree.map(lambda frozen: "freeze" if frozen else "train", freeze_mask)
-  return partition({"train": optimizer, "freeze": _set_to_zero()}, labels)
+  return partition({"train": optimizer, "freeze": set_to_zero()}, labels)
 
 
 # ----------------------------------------------------------------------------
@@ -406,8 +428,10 @@ def selective_transform(optimizer: GradientTransformation, *,
 
 
 def _run_if(run: jax.Array, inner: GradientTransformation, updates: PyTree, state: PyTree,
-            params: PyTree, extra: dict[str, Any]) -> tuple[PyTree, PyTree]:
-  """``inner.update(...)`` where ``run``; else zero updates and ``state`` unchanged.
+            params: PyTree, extra: dict[str, Any], *,
+            pass_through: bool = False) -> tuple[PyTree, PyTree]:
+  """``inner.update(...)`` where ``run``; else zero updates (the updates unchanged, with
+  ``pass_through``) and ``state`` unchanged.
 
   A ``lax.cond``, so a skipped step costs no inner work and leaves the inner
   state bitwise as it was.
@@ -419,6 +443,8 @@ def _run_if(run: jax.Array, inner: GradientTransformation, updates: PyTree, stat
 
   def skip(operands):
     out_updates = jax.eval_shape(step, operands)[0]
+    if pass_through:  # in the dtypes inner would return, as lax.cond needs
+      return tree.cast_like(operands[0], out_updates), operands[1]
     return tree.tree_map(lambda x: jnp.zeros(x.shape, x.dtype), out_updates), operands[1]
 
   operands = (updates, state, params)
@@ -619,6 +645,281 @@ def multi_steps(opt: GradientTransformation, every_k_schedule: int | Callable[[j
       accumulator_dtype=accumulator_dtype))
 
 
+class MultiSteps:
+  """Gradient accumulation as optax's class: :func:`multi_steps` behind ``optax.MultiSteps``'s API.
+
+  The same rule, state and arguments as :func:`multi_steps` (which this
+  class calls; it holds no second implementation): one step of ``opt`` per
+  :math:`k` mini-batches, on their mean (or sum) gradient, zero updates in
+  between. For code written against ``optax.MultiSteps``: ``init``,
+  ``update``, :meth:`has_updated`, :meth:`gradient_transformation` and
+  ``inner_opt``. Prefer :func:`multi_steps` in new code: it is a
+  transformation, so it is a stage of a chain and shows its
+  hyperparameters by name.
+
+  Args:
+    opt: the transformation that takes the accumulated steps.
+    every_k_schedule: :math:`k`, an integer :math:`\\ge 1` or a callable of
+      the inner step count returning one.
+    use_grad_mean: average the gradients (default) or sum them.
+    should_skip_update_fn: ``fn(updates, gradient_step, params) -> (skip,
+      info)``, such as :func:`gradtx.skip_not_finite`, default ``None``.
+    accumulator_dtype: dtype of the accumulated gradients, default float32.
+
+  Example:
+    >>> import gradtx as gtx
+    >>> import jax.numpy as jnp
+    >>> opt = gtx.MultiSteps(gtx.sgd(1.0), every_k_schedule=2)
+    >>> state = opt.init(jnp.zeros(1))
+    >>> u1, state = opt.update(jnp.array([1.0]), state)
+    >>> u2, state = opt.update(jnp.array([3.0]), state)
+    >>> u1, u2, bool(opt.has_updated(state))
+    (Array([0.], dtype=float32), Array([-2.], dtype=float32), True)
+  """
+
+  def __init__(self, opt: GradientTransformation,
+               every_k_schedule: int | Callable[[jax.Array], Any],
+               use_grad_mean: bool = True,
+               should_skip_update_fn: Callable[..., tuple[jax.Array, Any]] | None = None,
+               accumulator_dtype: Any = jnp.float32):
+    self._tx = multi_steps(opt, every_k_schedule, use_grad_mean, should_skip_update_fn,
+                           accumulator_dtype)
+
+  @property
+  def inner_opt(self) -> GradientTransformation:
+    """The wrapped transformation."""
+    return self._tx.options["opt"]
+
+  def init(self, params: PyTree) -> MultiStepsState:
+    """The state of :func:`multi_steps` for ``params``."""
+    return self._tx.init(params)
+
+  def update(self, updates: PyTree, state: MultiStepsState, params: PyTree | None = None,
+             **extra_args: Any) -> tuple[PyTree, MultiStepsState]:
+    """Accumulates ``updates``; every :math:`k`-th call returns ``opt``'s update, else zeros."""
+    return self._tx.update(updates, state, params, **extra_args)
+
+  def has_updated(self, state: MultiStepsState) -> jax.Array:
+    """Whether the last call took an inner step (see :meth:`MultiStepsState.has_updated`)."""
+    return jnp.logical_and(state.mini_step == 0, state.gradient_step > 0)
+
+  def gradient_transformation(self) -> GradientTransformation:
+    """The transformation itself, as :func:`multi_steps` builds it."""
+    return self._tx
+
+  def __repr__(self) -> str:
+    return f"MultiSteps({self._tx!r})"
+
+
+class ApplyEvery(NamedTuple):
+  """State of :func:`apply_every` (optax's ``ApplyEvery``).
+
+  Attributes:
+    count: calls since the last emitted sum, modulo :math:`k`.
+    grad_acc: the sum of the updates since the last emitted one.
+    hparams: ``k``.
+  """
+  count: jax.Array
+  grad_acc: Any
+  hparams: HParams
+
+
+def apply_every(k: int = 1) -> GradientTransformation:
+  """Sums the updates and emits the sum every ``k`` calls, zeros in between.
+
+  With :math:`c = t \\bmod k` at call :math:`t = 0, 1, \\ldots`,
+
+  .. math::
+    a_t = \\begin{cases} g_t & c = 0 \\\\ a_{t-1} + g_t & c > 0 \\end{cases}, \\qquad
+    u_t = \\begin{cases} a_t & c = k - 1 \\\\ 0 & \\text{otherwise} \\end{cases}
+
+  Same argument and semantics as ``optax.apply_every``. Unlike
+  :func:`multi_steps` it is a stage like any other: stages before it in a
+  chain still update their state at every call, so it is not the same as
+  one step on a :math:`k`-times larger batch (use :func:`multi_steps` for
+  that). Unlike optax, an accumulated NaN does not outlive its period
+  (optax multiplies the discarded sum by 0, which keeps a NaN).
+
+  Args:
+    k: :math:`k`, an integer :math:`\\ge 1`, default 1; a hyperparameter,
+      settable by name.
+
+  Example:
+    >>> import gradtx as gtx
+    >>> import jax.numpy as jnp
+    >>> tx = gtx.apply_every(k=2)
+    >>> state = tx.init(jnp.zeros(1))
+    >>> u1, state = tx.update(jnp.array([1.0]), state)
+    >>> u2, state = tx.update(jnp.array([3.0]), state)
+    >>> u1, u2
+    (Array([0.], dtype=float32), Array([4.], dtype=float32))
+  """
+  spec = HParamSpec("apply_every", k=(k, POSITIVE_INT))
+
+  def init(params):
+    return ApplyEvery(jnp.zeros([], jnp.int32), tree.zeros_like(params), spec.init())
+
+  def update(updates, state, params=None, **extra):
+    del params, extra
+    _check_state(state, ApplyEvery, "apply_every")
+    tree.check_structure(state.grad_acc, updates, "state.grad_acc", "updates")
+    h, hparams = spec.step(state.hparams)
+    c = state.count % h["k"]
+    restart, emit = c == 0, c == h["k"] - 1
+
+    def accumulate(g, a):
+      g = g.astype(a.dtype)
+      return jnp.where(restart, g, a + g)
+
+    grad_acc = tree.tree_map(accumulate, updates, state.grad_acc)
+    new_updates = tree.tree_map(lambda a, g: jnp.where(emit, a, jnp.zeros_like(a)).astype(g.dtype),
+                                grad_acc, updates)
+    count = safe_increment(state.count) % h["k"]
+    return new_updates, ApplyEvery(count, grad_acc, hparams)
+
+  return GradientTransformation(init, update, name="apply_every", spec=spec)
+
+
+# ----------------------------------------------------------------------------
+# Steps chosen by a condition on the step count.
+
+
+class ConditionallyTransformState(NamedTuple):
+  """State of :func:`conditionally_transform` (optax's field names and order).
+
+  Attributes:
+    inner_state: the wrapped transformation's state.
+    step: calls so far (the counter ``should_transform_fn`` is given).
+  """
+  inner_state: Any
+  step: jax.Array
+
+
+class ConditionallyMaskState(NamedTuple):
+  """State of :func:`conditionally_mask` (optax's field names and order).
+
+  Attributes:
+    step: calls so far (the counter ``should_transform_fn`` is given).
+    inner_state: the wrapped transformation's state.
+  """
+  step: jax.Array
+  inner_state: Any
+
+
+def _condition(where: str, should_transform_fn: Callable[..., Any], step: jax.Array,
+               forward_extra_args: bool, extra: dict[str, Any]) -> jax.Array:
+  """``should_transform_fn(step, **extra?)`` checked to be a scalar bool (or integer)."""
+  run = jnp.asarray(should_transform_fn(step, **(extra if forward_extra_args else {})))
+  if run.shape != () or not (run.dtype == jnp.bool_ or jnp.issubdtype(run.dtype, jnp.integer)):
+    raise StructureError(f"{where}: should_transform_fn must return a scalar bool, got dtype "
+                         f"{run.dtype} and shape {run.shape}")
+  return run if run.dtype == jnp.bool_ else run != 0
+
+
+def _conditional(where: str, inner: GradientTransformation,
+                 should_transform_fn: Callable[..., Any], forward_extra_args: bool,
+                 state_type: type, pass_through: bool) -> GradientTransformation:
+  """The transformation behind :func:`conditionally_transform` and :func:`conditionally_mask`."""
+  inner = as_transformation(inner, where=where)
+  if not callable(should_transform_fn):
+    raise TypeError(f"{where}: should_transform_fn must be a function of the step count, "
+                    f"got {should_transform_fn!r}")
+
+  def make_state(step, inner_state):
+    return state_type(step=step, inner_state=inner_state)
+
+  def init(params):
+    return make_state(jnp.zeros([], jnp.int32), inner.init(params))
+
+  def update(updates, state, params=None, **extra):
+    _check_state(state, state_type, where)
+    run = _condition(where, should_transform_fn, state.step, forward_extra_args, extra)
+    updates, inner_state = _run_if(run, inner, updates, state.inner_state, params, extra,
+                                   pass_through=pass_through)
+    return updates, make_state(safe_increment(state.step), inner_state)
+
+  return GradientTransformation(init, update, name=where, options=dict(
+      inner=inner, should_transform_fn=should_transform_fn,
+      forward_extra_args=forward_extra_args))
+
+
+def conditionally_transform(inner: GradientTransformation,
+                            should_transform_fn: Callable[..., Any],
+                            forward_extra_args: bool = False) -> GradientTransformation:
+  """Runs ``inner`` only at the steps ``should_transform_fn`` picks; else passes updates through.
+
+  .. math::
+    (u_t, s_t) = \\begin{cases} \\text{inner}(g_t, s_{t-1}) & \\text{cond}(t) \\\\
+      (g_t, s_{t-1}) & \\text{otherwise} \\end{cases}
+
+  where :math:`t` counts the calls so far (0 at the first) and is kept in the
+  state. A step without ``inner`` costs no inner work and leaves its state
+  bitwise unchanged. Same arguments and semantics as
+  ``optax.conditionally_transform``; to get zero updates instead, use
+  :func:`conditionally_mask`.
+
+  Args:
+    inner: the transformation to run at some steps.
+    should_transform_fn: ``cond(step) -> bool`` (a scalar array); with
+      ``forward_extra_args``, ``cond(step, **extra_args)``.
+    forward_extra_args: also pass ``update``'s extra keyword arguments to
+      ``should_transform_fn``, default ``False``.
+
+  Example: clip only after a warm-up of 2 steps.
+
+    >>> import gradtx as gtx
+    >>> import jax.numpy as jnp
+    >>> tx = gtx.conditionally_transform(gtx.clip(1.0), lambda step: step >= 2)
+    >>> state = tx.init(jnp.zeros(1))
+    >>> for _ in range(3):
+    ...   updates, state = tx.update(jnp.array([5.0]), state)
+    ...   print(updates)
+    [5.]
+    [5.]
+    [1.]
+  """
+  return _conditional("conditionally_transform", inner, should_transform_fn,
+                      forward_extra_args, ConditionallyTransformState, pass_through=True)
+
+
+def conditionally_mask(inner: GradientTransformation,
+                       should_transform_fn: Callable[..., Any],
+                       forward_extra_args: bool = False) -> GradientTransformation:
+  """Runs ``inner`` only at the steps ``should_transform_fn`` picks; else zero updates.
+
+  .. math::
+    (u_t, s_t) = \\begin{cases} \\text{inner}(g_t, s_{t-1}) & \\text{cond}(t) \\\\
+      (0, s_{t-1}) & \\text{otherwise} \\end{cases}
+
+  where :math:`t` counts the calls so far (0 at the first) and is kept in the
+  state. A masked step costs no inner work and leaves its state bitwise
+  unchanged. Same arguments and semantics as ``optax.conditionally_mask``;
+  to pass the updates through instead, use :func:`conditionally_transform`.
+
+  Args:
+    inner: the transformation to run at some steps.
+    should_transform_fn: ``cond(step) -> bool`` (a scalar array); with
+      ``forward_extra_args``, ``cond(step, **extra_args)``.
+    forward_extra_args: also pass ``update``'s extra keyword arguments to
+      ``should_transform_fn``, default ``False``.
+
+  Example: no steps at all for the first 2 calls.
+
+    >>> import gradtx as gtx
+    >>> import jax.numpy as jnp
+    >>> tx = gtx.conditionally_mask(gtx.sgd(0.1), lambda step: step >= 2)
+    >>> state = tx.init(jnp.zeros(1))
+    >>> for _ in range(3):
+    ...   updates, state = tx.update(jnp.array([1.0]), state)
+    ...   print(updates)
+    [0.]
+    [0.]
+    [-0.1]
+  """
+  return _conditional("conditionally_mask", inner, should_transform_fn, forward_extra_args,
+                      ConditionallyMaskState, pass_through=False)
+
+
 # ----------------------------------------------------------------------------
 # Lookahead.
 
@@ -729,3 +1030,67 @@ def lookahead(fast_optimizer: GradientTransformation, sync_period: int,
 
   return GradientTransformation(init, update, name="lookahead", spec=spec, options=dict(
       fast_optimizer=fast_optimizer, reset_state=reset_state))
+
+
+# ----------------------------------------------------------------------------
+# Snapshots of the updates.
+
+
+class SnapshotState(NamedTuple):
+  """State of :func:`snapshot`.
+
+  Attributes:
+    measurement: a :class:`~gradtx.Stats` holding one entry,
+      ``{measure_name: measure(updates)}`` at the last step
+      (``measure(params)`` before the first).
+  """
+  measurement: Stats
+
+
+def snapshot(measure_name: str, measure: Callable[[PyTree], Any]) -> GradientTransformation:
+  """Keeps ``measure(updates)`` in the state; the updates pass unchanged.
+
+  .. math:: u = g, \\qquad \\text{state} = \\{\\text{measure\\_name}: \\text{measure}(g)\\}
+
+  Placed in a chain, it records the updates as they flow at that point (the
+  norm before a clip, say), inside the jitted step with no host sync. The
+  measurement is a :class:`~gradtx.Stats` entry, so :func:`gradtx.stats`
+  reads it by dotted name, ``"<stage>.<measure_name>"``, as it reads
+  :func:`gradtx.monitor`'s statistics. Same arguments and semantics as
+  ``optax.snapshot``; where optax code reads the value with
+  ``optax.tree.get(state, measure_name)``, read ``gtx.stats(state)`` (the
+  measurement is in a :class:`~gradtx.Stats`, not a ``dict``, which
+  ``optax.tree.get`` does not search).
+
+  Args:
+    measure_name: the key of the measurement, a Python identifier.
+    measure: a function of the updates returning an array or a tree of them.
+      It is also called on the params at ``init``, so its result on the
+      params must have the same shapes and dtypes as on the updates.
+
+  Example:
+    >>> import gradtx as gtx
+    >>> import jax.numpy as jnp
+    >>> tx = gtx.chain(snap=gtx.snapshot("norm_before_clip", gtx.tree.global_norm),
+    ...                clip=gtx.clip_by_global_norm(1.0))
+    >>> params = jnp.zeros(2)
+    >>> updates, state = tx.update(jnp.array([3.0, 4.0]), tx.init(params), params)
+    >>> gtx.stats(state)
+    {'snap.norm_before_clip': Array(5., dtype=float32)}
+  """
+  if not isinstance(measure_name, str) or not measure_name.isidentifier():
+    raise ValueError(f"snapshot: measure_name must be a string that is a Python identifier "
+                     f"(it is part of a dotted name), got {measure_name!r}")
+  if not callable(measure):
+    raise TypeError(f"snapshot: measure must be a function of the updates, got {measure!r}")
+
+  def init(params):
+    return SnapshotState(Stats({measure_name: measure(params)}))
+
+  def update(updates, state, params=None, **extra):
+    del params, extra
+    _check_state(state, SnapshotState, "snapshot")
+    return updates, SnapshotState(Stats({measure_name: measure(updates)}))
+
+  return GradientTransformation(init, update, name="snapshot",
+                                options=dict(measure_name=measure_name, measure=measure))

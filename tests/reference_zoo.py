@@ -11,7 +11,9 @@ import numpy as np
 
 from reference import Reference, _f64, _norm
 
-__all__ = ["centralize", "lbfgs", "scale_by_nadam", "scale_by_param_block_norm"]
+__all__ = ["adaptive_grad_clip", "centralize", "keep_params_nonnegative", "lbfgs",
+           "normalize_by_update_norm", "scale_by_distance_over_gradients", "scale_by_nadam",
+           "scale_by_param_block_norm", "scale_by_schedule"]
 
 
 class scale_by_param_block_norm(Reference):
@@ -123,3 +125,88 @@ class scale_by_nadam(Reference):
     denominator = np.sqrt(s["v"] / (1 - self.b2 ** self.t)) + self.eps
     return ((1 - self.mu) / (1 - self.product) * g
             + self.mu_next / (1 - self.product * self.mu_next) * s["m"]) / denominator
+
+
+def _unit_norms(x: np.ndarray, axis=None) -> np.ndarray:
+  """Brock et al.'s unit-wise norms, with optax's choice of units, broadcast to x.
+
+  One unit for an array with at most one axis longer than 1; otherwise a unit
+  per output index: the norm sums over axis 0 of a rank-2/3 array (linear,
+  multi-head linear), over the first 3 axes of rank 4 (HWIO), the first 4 of
+  rank 5 (DHWIO).
+  """
+  if axis is None:
+    if sum(d != 1 for d in x.shape) <= 1:
+      axis = tuple(range(x.ndim))
+    elif x.ndim in (2, 3):
+      axis = 0
+    else:
+      axis = tuple(range(x.ndim - 1))
+  return np.broadcast_to(np.sqrt(np.sum(x * x, axis=axis, keepdims=True)), x.shape)
+
+
+class adaptive_grad_clip(Reference):
+  """AGC (Brock et al. 2021, NFNets), per unit i of each leaf:
+    m_i = clipping * max(||p_i||, eps)
+    u_i = g_i if ||g_i|| < m_i else g_i * m_i / max(||g_i||, 1e-6)
+  """
+
+  def __init__(self, clipping: float, eps: float = 1e-3, axis=None):
+    self.clipping, self.eps, self.axis = clipping, eps, axis
+
+  def update_leaf(self, name, g, p, s):
+    g_norm, p_norm = _unit_norms(g, self.axis), _unit_norms(p, self.axis)
+    max_norm = self.clipping * np.maximum(p_norm, self.eps)
+    return np.where(g_norm < max_norm, g, g * max_norm / np.maximum(g_norm, 1e-6))
+
+
+class normalize_by_update_norm(Reference):
+  """u = scale_factor * g / (||g|| + eps), ||g|| the l2 norm of the whole tree."""
+
+  def __init__(self, scale_factor: float = 1.0, eps: float = 1e-6):
+    self.scale_factor, self.eps = scale_factor, eps
+
+  def begin_step(self, grads, params, **extra):
+    self.norm = np.sqrt(sum(np.sum(g * g) for g in grads.values()))
+
+  def update_leaf(self, name, g, p, s):
+    return self.sched(self.scale_factor) * g / (self.norm + self.sched(self.eps))
+
+
+class scale_by_schedule(Reference):
+  """u_t = step_size_fn(t - 1) * g_t."""
+
+  def __init__(self, step_size_fn):
+    self.step_size_fn = step_size_fn
+
+  def update_leaf(self, name, g, p, s):
+    return self.sched(self.step_size_fn) * g
+
+
+class keep_params_nonnegative(Reference):
+  """u = -p where p + g < 0, else g: the params after the update are >= 0."""
+
+  def update_leaf(self, name, g, p, s):
+    return np.where(p + g < 0, -p, g)
+
+
+class scale_by_distance_over_gradients(Reference):
+  """Layer-wise DoG (Ivgi, Hinder & Carmon 2023), per leaf:
+    r_0 = reps_rel (1 + ||x_0||),  r_t = max(r_{t-1}, ||x_t - x_0||)
+    G_t = G_{t-1} + ||g_t||^2,      u_t = global_scale * r_t / sqrt(G_t + eps) * g_t
+  x_0 is kept rounded to ``param_dtype`` (None: exact).
+  """
+
+  def __init__(self, reps_rel: float = 1e-6, eps: float = 1e-8, param_dtype=np.float32,
+               global_scale: float = 1.0):
+    self.reps_rel, self.eps, self.global_scale = reps_rel, eps, global_scale
+    self.param_dtype = param_dtype
+
+  def init_leaf(self, p):
+    x0 = p if self.param_dtype is None else p.astype(self.param_dtype).astype(np.float64)
+    return {"x0": x0, "r": self.reps_rel * (1 + _norm(p)), "G": 0.0}
+
+  def update_leaf(self, name, g, p, s):
+    s["r"] = max(s["r"], _norm(p - s["x0"]))
+    s["G"] += float(np.sum(g * g))
+    return self.global_scale * s["r"] / np.sqrt(s["G"] + self.eps) * g

@@ -1,7 +1,7 @@
 """The one list of optimizers and primitives under test.
 
 Each case names a gradtx factory, its arguments, and the numpy reference in
-``reference.py`` that must agree with it. Generic properties (reference
+``reference.py`` (or ``reference_zoo.py``) that must agree with it. Generic properties (reference
 agreement, convergence, dtypes, no recompilation) are driven from these lists.
 """
 
@@ -10,8 +10,11 @@ from __future__ import annotations
 import dataclasses
 from typing import Any, Callable
 
+import jax.numpy as jnp
+
 import gradtx as gtx
 import reference
+import reference_zoo
 
 
 @dataclasses.dataclass(frozen=True)
@@ -28,6 +31,11 @@ class Case:
 
   def reference(self) -> reference.Reference:
     return self.ref(**(self.kwargs if self.ref_kwargs is None else self.ref_kwargs))
+
+
+def _halving_step_size(count: Any) -> Any:
+  """A schedule written out by hand: -0.5 * 0.9^count (float64 under x64)."""
+  return -0.5 * 0.9 ** jnp.asarray(count).astype(jnp.result_type(float))
 
 
 def _decay_mask(params: Any) -> Any:
@@ -94,4 +102,21 @@ PRIMITIVES = [
          reference.clip_by_global_norm),
     Case("clip_by_block_rms", gtx.clip_by_block_rms, dict(threshold=0.3),
          reference.clip_by_block_rms),
+]
+
+# The optax names added for migration (helper A): primitives against reference_zoo.
+PRIMITIVES += [
+    Case("adaptive_grad_clip", gtx.adaptive_grad_clip, dict(clipping=0.05),
+         reference_zoo.adaptive_grad_clip, needs_params=True),
+    Case("adaptive_grad_clip-eps", gtx.adaptive_grad_clip, dict(clipping=0.5, eps=2.0),
+         reference_zoo.adaptive_grad_clip, needs_params=True),
+    Case("normalize_by_update_norm", gtx.normalize_by_update_norm,
+         dict(scale_factor=-0.1, eps=1e-3), reference_zoo.normalize_by_update_norm),
+    Case("scale_by_schedule", gtx.scale_by_schedule, dict(step_size_fn=_halving_step_size),
+         reference_zoo.scale_by_schedule),
+    Case("keep_params_nonnegative", gtx.keep_params_nonnegative, dict(),
+         reference_zoo.keep_params_nonnegative, needs_params=True),
+    Case("scale_by_distance_over_gradients", gtx.scale_by_distance_over_gradients,
+         dict(reps_rel=1e-2, param_dtype=None, global_scale=-1.0),
+         reference_zoo.scale_by_distance_over_gradients, needs_params=True),
 ]

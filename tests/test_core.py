@@ -244,6 +244,37 @@ def test_transformation_unpacks_like_optax():
   np.testing.assert_allclose(u, [-0.1])
 
 
+def test_a_hand_written_stage_in_optax_style_runs_in_a_chain():
+  # optax's way to write a stage: GradientTransformation(init_empty_state, update)
+  # with an update that takes no extra arguments.
+  def double(updates, state, params=None):
+    return jax.tree.map(lambda g: 2 * g, updates), state
+
+  stage = gtx.GradientTransformation(gtx.init_empty_state, double)
+  with pytest.raises(TypeError):
+    stage.update(jnp.ones(2), stage.init(None), loss=1.0)
+  tx = gtx.chain(double=gtx.with_extra_args_support(stage), lr=gtx.scale_by_learning_rate(0.5))
+  params = {"w": jnp.ones(2)}
+  u, state = jax.jit(tx.update)({"w": jnp.array([1.0, -2.0])}, tx.init(params), params)
+  np.testing.assert_array_equal(u["w"], [-1.0, 2.0])
+  assert gtx.hparams(state) == {"lr.learning_rate": 0.5}
+  adam = gtx.adam(0.1)
+  assert gtx.with_extra_args_support(adam) is adam  # takes extra arguments already
+
+
+def test_stateless_with_tree_map_maps_grads_and_params_leaf_by_leaf():
+  tx = gtx.stateless_with_tree_map(lambda g, p: g + (0 if p is None else p))
+  g = {"a": jnp.array([1.0, 2.0]), "b": jnp.array(3.0)}
+  p = {"a": jnp.array([10.0, 20.0]), "b": jnp.array(30.0)}
+  for update in (tx.update, jax.jit(tx.update)):
+    u, _ = update(g, tx.init(p), p)
+    np.testing.assert_array_equal(u["a"], [11.0, 22.0])
+    np.testing.assert_array_equal(u["b"], 33.0)
+  np.testing.assert_array_equal(tx.update(g, tx.init(p))[0]["a"], [1.0, 2.0])  # no params
+  with pytest.raises(gtx.StructureError, match=r"\['b'\]"):
+    tx.update(g, tx.init(p), {"a": p["a"]})
+
+
 def _three_adam_steps(learning_rate):
   """Loss after three Adam steps on sum(w^2), the rate set by name in the state."""
   tx = gtx.adam(0.1)

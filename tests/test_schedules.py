@@ -77,6 +77,12 @@ def ref_warmup_cosine(t, init_value, peak_value, warmup_steps, decay_steps,
   return end_value + (peak_value - end_value) * c ** exponent
 
 
+def ref_warmup_constant(t, init_value, peak_value, warmup_steps):
+  if t < warmup_steps:
+    return init_value + (peak_value - init_value) * t / warmup_steps
+  return peak_value
+
+
 def ref_warmup_exponential(t, init_value, peak_value, warmup_steps,
                            transition_steps, decay_rate, transition_begin=0,
                            staircase=False, end_value=None):
@@ -223,6 +229,15 @@ CASES = [
     _case("warmup-cosine-no-warmup", "warmup_cosine_decay_schedule",
           dict(init_value=0.0, peak_value=1.0, warmup_steps=0, decay_steps=10),
           ref_warmup_cosine, (0, 1, 9, 10, 11)),
+    _case("warmup-constant", "warmup_constant_schedule",
+          dict(init_value=0.1, peak_value=1.0, warmup_steps=5),
+          ref_warmup_constant, (0, 1, 4, 5, 6, 63)),
+    _case("warmup-constant-down", "warmup_constant_schedule",
+          dict(init_value=1.0, peak_value=0.2, warmup_steps=7),
+          ref_warmup_constant, (0, 6, 7, 8)),
+    _case("warmup-constant-one-step", "warmup_constant_schedule",
+          dict(init_value=0.0, peak_value=0.5, warmup_steps=1),
+          ref_warmup_constant, (0, 1, 2)),
     _case("warmup-exponential", "warmup_exponential_decay_schedule",
           dict(init_value=0.0, peak_value=1.0, warmup_steps=5,
                transition_steps=4, decay_rate=0.5, transition_begin=2,
@@ -322,7 +337,7 @@ def test_matches_optax(case):
 # One case per public schedule: compiling is the slow part of this file.
 _ONE_PER_SCHEDULE = [case for case in CASES if case.id in {
     "constant", "linear", "polynomial", "exponential-staircase", "cosine",
-    "warmup-cosine", "warmup-exponential", "piecewise-constant",
+    "warmup-cosine", "warmup-constant", "warmup-exponential", "piecewise-constant",
     "piecewise-cosine", "join", "sgdr", "cosine-onecycle", "linear-onecycle"}]
 
 
@@ -360,6 +375,7 @@ _FROM_ARRAY_VALUE = {
     "warmup-cosine":
         lambda v: schedules.warmup_cosine_decay_schedule(0.0, v, 3, 10),
     "cosine-onecycle": lambda v: schedules.cosine_onecycle_schedule(10, v),
+    "warmup-constant": lambda v: schedules.warmup_constant_schedule(0.0, v, 3),
 }
 
 
@@ -393,6 +409,27 @@ def test_integral_float_steps_are_accepted():
 def test_negative_count_is_step_zero():
   sched = schedules.piecewise_interpolate_schedule("linear", 1.0, {4: 0.5})
   _close(sched(-3), 1.0)
+
+
+def test_warmup_constant_without_warmup_holds_the_peak():
+  # Documented difference: optax (a linear schedule of 0 steps) holds init_value.
+  sched = schedules.warmup_constant_schedule(0.1, 0.7, 0)
+  for t in (0, 1, 100):
+    value = sched(t)
+    assert value.dtype == jnp.float32
+    _close(value, ref_warmup_constant(t, 0.1, 0.7, 0))
+  _close(_on_all_steps(sched), [0.7] * len(STEPS))
+  with jax.enable_x64(True):
+    assert schedules.warmup_constant_schedule(0.1, 0.7, 0)(3).dtype == jnp.float64
+
+
+@settings(max_examples=30, deadline=None)
+@given(warmup=st.integers(1, 40), t=st.integers(0, 100),
+       init=st.sampled_from([0.0, 0.3, 2.0]), peak=st.sampled_from([1e-3, 0.5, 1.0]))
+def test_warmup_constant_property(warmup, t, init, peak):
+  with jax.numpy_dtype_promotion("strict"), jax.numpy_rank_promotion("raise"):
+    sched = schedules.warmup_constant_schedule(init, peak, warmup)
+    _close(sched(t), ref_warmup_constant(t, init, peak, warmup))
 
 
 def test_warmup_cosine_zero_peak_decays_to_end_value():
@@ -461,6 +498,11 @@ BAD_ARGUMENTS = [
      r"\(10\), got 10$"),
     (lambda: S.warmup_cosine_decay_schedule(0.0, 1.0, 1, 10, exponent=0.0),
      r"^warmup_cosine_decay_schedule: exponent must be > 0, got 0.0$"),
+    (lambda: S.warmup_constant_schedule(0.0, 1.0, -1),
+     r"^warmup_constant_schedule: warmup_steps must be >= 0, got -1$"),
+    (lambda: S.warmup_constant_schedule(0.0, 1.0, 2.5),
+     r"^warmup_constant_schedule: warmup_steps must be an integer >= 0, "
+     r"got 2.5$"),
     (lambda: S.warmup_exponential_decay_schedule(0.0, 1.0, 5, 0, 0.5),
      r"^warmup_exponential_decay_schedule: transition_steps must be > 0, "
      r"got 0$"),
@@ -541,8 +583,8 @@ def test_every_public_schedule_is_tested():
   covered = {
       "constant_schedule", "linear_schedule", "polynomial_schedule",
       "exponential_decay", "cosine_decay_schedule",
-      "warmup_cosine_decay_schedule", "warmup_exponential_decay_schedule",
-      "piecewise_constant_schedule", "piecewise_interpolate_schedule",
+      "warmup_constant_schedule", "warmup_cosine_decay_schedule",
+      "warmup_exponential_decay_schedule", "piecewise_constant_schedule", "piecewise_interpolate_schedule",
       "join_schedules", "sgdr_schedule", "cosine_onecycle_schedule",
       "linear_onecycle_schedule"}
   assert tested == covered

@@ -563,3 +563,272 @@ def test_wrapper_reprs_show_inner_stages():
   assert "multi_steps(" in text and "every_k_schedule=4" in text and "sgd(" in text
   text = repr(gtx.partition({"a": gtx.adam(0.1), "b": gtx.sgd(0.1)}, {"w": "a", "b": "b"}))
   assert "a=adam(" in text and "b=sgd(" in text
+
+
+# ---------------------------------------------------------------------------- set_to_zero
+
+
+def test_set_to_zero_zeroes_every_leaf_in_its_dtype():
+  params = _params()
+  params["half"] = jnp.ones(2, jnp.bfloat16)
+  tx = gtx.set_to_zero()
+  updates, state = tx.update(_grads(params, 0), tx.init(params))
+  for u, p in zip(jax.tree.leaves(updates), jax.tree.leaves(params)):
+    assert u.dtype == p.dtype
+    np.testing.assert_array_equal(np.asarray(u, np.float32), np.zeros(p.shape))
+  assert gtx.hparams(state) == {}
+  ours, _ = _run(gtx.chain(gtx.sgd(0.1), gtx.set_to_zero()), _params(), 2)
+  theirs, _ = _run(optax.chain(optax.sgd(0.1), optax.set_to_zero()), _params(), 2)
+  for (u, p), (ou, op) in zip(ours, theirs):
+    _assert_trees(u, ou)
+    _assert_trees(p, op)
+
+
+# ---------------------------------------------------------------------------- apply_every
+
+
+def _apply_every_reference(grads, k):
+  """optax's documented rule: sum the updates, emit the sum every k-th call, else zeros."""
+  acc, out = None, []
+  for t, g in enumerate(grads):
+    acc = g if t % k == 0 else acc + g
+    out.append(acc if t % k == k - 1 else np.zeros_like(g))
+  return out
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("jit", [False, True])
+@pytest.mark.parametrize("k", [1, 3])
+def test_apply_every_against_numpy(dtype, jit, k):
+  with jax.enable_x64(dtype == jnp.float64):
+    params = _params(dtype)
+    grads = [_grads(params, t) for t in range(3 * k)]
+    tx = gtx.apply_every(k)
+    state = tx.init(params)
+    update = jax.jit(tx.update) if jit else tx.update
+    outs = []
+    for g in grads:
+      updates, state = update(g, state)
+      assert all(u.dtype == dtype for u in jax.tree.leaves(updates))
+      outs.append(updates)
+    for name in ("norm", "out"):
+      ref = _apply_every_reference([np.asarray(g[name], np.float64) for g in grads], k)
+      for ours, theirs in zip(outs, ref):
+        np.testing.assert_allclose(np.asarray(ours[name]), theirs, rtol=TOL[dtype])
+    assert int(state.count) == 0
+
+
+def test_apply_every_matches_optax_and_sets_k_by_name():
+  params = _params()
+  ours, _ = _run(gtx.chain(gtx.apply_every(2), gtx.sgd(0.1)), params, 6, jit=True)
+  theirs, _ = _run(optax.chain(optax.apply_every(2), optax.sgd(0.1)), params, 6, jit=True)
+  for (u, _), (ou, _) in zip(ours, theirs):
+    _assert_trees(u, ou, rtol=1e-6)
+  tx = gtx.chain(every=gtx.apply_every(4))
+  state = tx.init(params)
+  assert {k: int(v) for k, v in gtx.hparams(state).items()} == {"every.k": 4}
+  step = jax.jit(tx.update)
+  _, state = step(_grads(params, 0), state)
+  state = gtx.set_hparams(state, {"every.k": 2})  # no retrace: k is an array in the state
+  updates, state = step(_grads(params, 1), state)
+  expected = jax.tree.map(lambda a, b: a + b, _grads(params, 0), _grads(params, 1))
+  _assert_trees(updates, expected, rtol=1e-6)
+  assert step._cache_size() == 1
+  with pytest.raises(gtx.HyperparameterError, match=r"apply_every: k must be in \[1, inf\)"):
+    gtx.apply_every(0)
+
+
+# ---------------------------------------------------------------------------- conditionally_*
+
+
+def _momentum_reference(grads, lr, beta, on):
+  """sgd with momentum run at the steps ``on(t)``; elsewhere the updates pass through
+  (``mask=False``) or are zero (``mask=True``), and the trace is untouched."""
+  def run(mask):
+    m, out = np.zeros_like(grads[0]), []
+    for t, g in enumerate(grads):
+      if on(t):
+        m = g + beta * m
+        out.append(-lr * m)
+      else:
+        out.append(np.zeros_like(g) if mask else g)
+    return out
+  return run
+
+
+@pytest.mark.parametrize("mask", [False, True])
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("jit", [False, True])
+def test_conditionally_transform_and_mask_against_numpy(mask, dtype, jit):
+  with jax.enable_x64(dtype == jnp.float64):
+    start = 3
+    on = lambda t: t >= start  # noqa: E731
+    wrap = gtx.conditionally_mask if mask else gtx.conditionally_transform
+    tx = wrap(gtx.sgd(0.1, momentum=0.9), lambda step: step >= start)
+    params = _params(dtype)
+    grads = [_grads(params, t) for t in range(6)]
+    state = tx.init(params)
+    update = jax.jit(tx.update) if jit else tx.update
+    outs = []
+    for t, g in enumerate(grads):
+      inner_before = state.inner_state
+      updates, state = update(g, state, params)
+      if not on(t):
+        _assert_trees(state.inner_state, inner_before)  # bitwise untouched
+      outs.append(updates)
+      assert int(state.step) == t + 1
+    ref = _momentum_reference([np.asarray(g["out"], np.float64) for g in grads], 0.1, 0.9, on)
+    for ours, theirs in zip(outs, ref(mask)):
+      assert ours["out"].dtype == dtype
+      np.testing.assert_allclose(np.asarray(ours["out"]), theirs, rtol=TOL[dtype],
+                                 atol=TOL[dtype])
+    assert type(state).__name__ == ("ConditionallyMaskState" if mask else
+                                    "ConditionallyTransformState")
+
+
+@pytest.mark.parametrize("mask", [False, True])
+def test_conditionally_matches_optax_and_forwards_extra_args(mask):
+  params = _params()
+  ours_fn = gtx.conditionally_mask if mask else gtx.conditionally_transform
+  theirs_fn = optax.conditionally_mask if mask else optax.conditionally_transform
+  every_other = lambda step: step % 2 == 1  # noqa: E731
+  ours, state = _run(ours_fn(gtx.sgd(0.1, momentum=0.9), every_other), params, 5, jit=True)
+  theirs, their_state = _run(theirs_fn(optax.sgd(0.1, momentum=0.9), every_other), params, 5,
+                             jit=True)
+  for (u, _), (ou, _) in zip(ours, theirs):
+    _assert_trees(u, ou)
+  assert int(state.step) == int(their_state.step) == 5
+  # Extra arguments reach the condition only with forward_extra_args.
+  tx = ours_fn(gtx.sgd(1.0), lambda step, loss: loss < 1.0, forward_extra_args=True)
+  g = {"w": jnp.ones(2)}
+  state = tx.init(g)
+  high, state = tx.update(g, state, loss=jnp.float32(2.0))
+  low, state = tx.update(g, state, loss=jnp.float32(0.5))
+  np.testing.assert_array_equal(np.asarray(high["w"]), [0.0, 0.0] if mask else [1.0, 1.0])
+  np.testing.assert_array_equal(np.asarray(low["w"]), [-1.0, -1.0])
+
+
+def test_conditionally_hparams_reprs_and_errors():
+  tx = gtx.chain(warm=gtx.conditionally_mask(gtx.adam(0.1), lambda step: step > 2))
+  state = tx.init(_params())
+  assert "warm.lr.learning_rate" in gtx.hparams(state)
+  state = gtx.set_hparams(state, {"warm.lr.learning_rate": 0.5})
+  assert float(gtx.hparams(state)["warm.lr.learning_rate"]) == 0.5
+  assert "conditionally_mask(" in repr(tx) and "forward_extra_args=False" in repr(tx)
+  bad = gtx.conditionally_transform(gtx.sgd(0.1), lambda step: jnp.ones(2, bool))
+  with pytest.raises(gtx.StructureError, match=r"conditionally_transform: should_transform_fn "
+                     r"must return a scalar bool, got dtype bool and shape \(2,\)"):
+    bad.update(_params(), bad.init(_params()))
+  with pytest.raises(TypeError, match="conditionally_mask: should_transform_fn must be a "
+                     "function of the step count"):
+    gtx.conditionally_mask(gtx.sgd(0.1), 3)
+  with pytest.raises(gtx.StructureError, match="not a ConditionallyMaskState"):
+    gtx.conditionally_mask(gtx.sgd(0.1), lambda s: s > 0).update(
+        _params(), gtx.sgd(0.1).init(_params()))
+
+
+# ---------------------------------------------------------------------------- MultiSteps
+
+
+@pytest.mark.parametrize("jit", [False, True])
+def test_multisteps_class_equals_multi_steps_and_optax(jit):
+  params = _params()
+  kwargs = dict(every_k_schedule=3, use_grad_mean=False)
+  opt = gtx.MultiSteps(gtx.sgd(0.1, momentum=0.9), **kwargs)
+  ref = gtx.multi_steps(gtx.sgd(0.1, momentum=0.9), **kwargs)
+  theirs = optax.MultiSteps(optax.sgd(0.1, momentum=0.9), **kwargs)
+  state, ref_state = opt.init(params), ref.init(params)
+  with jax.numpy_dtype_promotion("standard"):
+    their_state = theirs.init(params)
+  update = jax.jit(opt.update) if jit else opt.update
+  ref_update = jax.jit(ref.update) if jit else ref.update
+  their_update = jax.jit(theirs.update)
+  for t in range(7):
+    g = _grads(params, t)
+    updates, state = update(g, state, params)
+    ref_updates, ref_state = ref_update(g, ref_state, params)
+    with jax.numpy_dtype_promotion("standard"):
+      their_updates, their_state = their_update(g, their_state, params)
+    _assert_trees(updates, ref_updates)
+    _assert_trees(state, ref_state)
+    _assert_trees(updates, their_updates, rtol=1e-6)
+    assert bool(opt.has_updated(state)) == bool(theirs.has_updated(their_state)) == (t % 3 == 2)
+  tx = opt.gradient_transformation()
+  assert isinstance(tx, gtx.GradientTransformation) and opt.inner_opt.name == "sgd"
+  assert int(gtx.hparams(gtx.chain(acc=tx).init(params))["acc.every_k_schedule"]) == 3
+  assert isinstance(tx.init(params), gtx.MultiStepsState)
+
+
+# ---------------------------------------------------------------------------- tree_map_params
+
+
+def test_tree_map_params_on_adam_matches_optax():
+  params = _params()
+  ours, theirs = gtx.adam(0.1), optax.adam(0.1)
+  state = _run(ours, params, 2)[1]
+  their_state = _run(theirs, params, 2)[1]
+  doubled = gtx.tree_utils.tree_map_params(ours, lambda p: 2 * p, state)
+  their_doubled = optax.tree_map_params(theirs, lambda p: 2 * p, their_state)
+  _assert_trees(doubled["adam"].mu, jax.tree.map(lambda m: 2 * m, state["adam"].mu))
+  _assert_trees(doubled["adam"].mu, their_doubled[0].mu, rtol=ADAM_VS_OPTAX)
+  _assert_trees(doubled["adam"].nu, their_doubled[0].nu, rtol=ADAM_VS_OPTAX)
+  # Counts and hyperparameters are not params-shaped: kept, or transformed apart.
+  assert doubled["adam"].count is state["adam"].count
+  assert float(gtx.hparams(doubled)["lr.learning_rate"]) == pytest.approx(0.1)
+  specs = jax.tree.map(lambda p: f"spec{p.ndim}", params)
+  mapped = gtx.tree_utils.tree_map_params(ours, lambda _, spec: spec, state, specs,
+                               transform_non_params=lambda _: "replicated")
+  assert mapped["adam"].mu == specs and mapped["adam"].nu == specs
+  assert mapped["adam"].count == "replicated"
+  assert mapped["adam"].hparams["b1"] == mapped["lr"].hparams["learning_rate"] == "replicated"
+
+
+def test_tree_map_params_on_a_named_chain():
+  params = _params()
+  tx = gtx.chain(clip=gtx.clip_by_global_norm(1.0),
+                 opt=gtx.chain(momentum=gtx.trace(0.9), adam=gtx.scale_by_adam()),
+                 decay=gtx.add_decayed_weights(1e-4), lr=gtx.scale_by_learning_rate(0.1))
+  state = tx.init(params)
+  shapes = gtx.tree_utils.tree_map_params(tx, lambda p: p.shape, state, transform_non_params=lambda _: None)
+  expected = jax.tree.map(lambda p: p.shape, params)
+  assert shapes["opt.momentum"].trace == expected
+  assert shapes["opt.adam"].mu == expected and shapes["opt.adam"].nu == expected
+  assert shapes["opt.adam"].count is None
+  assert set(gtx.hparams(shapes).values()) == {None}
+  assert list(shapes) == list(state)  # the chain's stage names survive
+  # An init function works as well as a transformation; a foreign state is an error.
+  same = gtx.tree_utils.tree_map_params(tx.init, lambda p: p.shape, state,
+                             transform_non_params=lambda _: None)
+  assert same["opt.adam"].mu == expected
+  with pytest.raises(gtx.StructureError, match="tree_map_params: the state does not have"):
+    gtx.tree_utils.tree_map_params(tx, lambda p: p, gtx.adam(0.1).init(params))
+
+
+# ---------------------------------------------------------------------------- snapshot
+
+
+@pytest.mark.parametrize("jit", [False, True])
+def test_snapshot_records_updates_where_it_stands(jit):
+  params = _params()
+  tx = gtx.chain(sgd=gtx.sgd(0.1, momentum=0.9),
+                 before=gtx.snapshot("norm", gtx.tree.global_norm),
+                 clip=gtx.clip_by_global_norm(0.05),
+                 after=gtx.snapshot("norm", gtx.tree.global_norm))
+  history, state = _run(tx, params, 3, jit=jit)
+  plain, _ = _run(gtx.chain(gtx.sgd(0.1, momentum=0.9), gtx.clip_by_global_norm(0.05)),
+                  params, 3, jit=jit)
+  for (u, _), (pu, _) in zip(history, plain):
+    _assert_trees(u, pu)  # a snapshot never changes the updates
+  # The norms at the last step, against numpy: momentum of the gradients, then the clip.
+  grads = [_grads(p, t) for t, p in enumerate([params] + [p for _, p in history[:-1]])]
+  m = None
+  for g in grads:
+    flat = np.concatenate([np.ravel(np.asarray(x, np.float64)) for x in jax.tree.leaves(g)])
+    m = flat if m is None else flat + 0.9 * m
+  norm = 0.1 * np.linalg.norm(m)
+  values = gtx.stats(state)
+  np.testing.assert_allclose(float(values["before.norm"]), norm, rtol=1e-5)
+  np.testing.assert_allclose(float(values["after.norm"]), min(norm, 0.05), rtol=1e-5)
+  assert state["before"].measurement["norm"] is values["before.norm"]
+  with pytest.raises(ValueError, match="snapshot: measure_name must be a string"):
+    gtx.snapshot("a.b", gtx.tree.global_norm)

@@ -1,15 +1,29 @@
-"""Clipping: bound the updates elementwise, per leaf, or as a whole tree."""
+"""Clipping: bound the updates elementwise, per unit, per leaf, or as a whole tree.
+
+Also the per-example clipping of differentially private training
+(:func:`per_example_global_norm_clip`, :func:`per_example_layer_norm_clip`),
+which are functions of batched gradients rather than transformations, and
+:func:`keep_params_nonnegative`, an elementwise bound on the updates set by
+the parameters.
+"""
 
 from __future__ import annotations
+
+import math
+from typing import Any
 
 import jax
 import jax.numpy as jnp
 
 from gradtx import tree
-from gradtx.core import NONNEGATIVE, POSITIVE, GradientTransformation, ScalarOrSchedule, stateless
-from gradtx.numerics import as_dtype
+from gradtx.core import (NONNEGATIVE, POSITIVE, GradientTransformation, ScalarOrSchedule,
+                         check_value, require_params, stateless)
+from gradtx.errors import StructureError
+from gradtx.numerics import abs_sq, as_dtype, compute_dtype
 
-__all__ = ["clip", "clip_by_block_rms", "clip_by_global_norm"]
+__all__ = ["adaptive_grad_clip", "clip", "clip_by_block_rms", "clip_by_global_norm",
+           "keep_params_nonnegative", "per_example_global_norm_clip",
+           "per_example_layer_norm_clip"]
 
 
 def clip(max_delta: ScalarOrSchedule) -> GradientTransformation:
@@ -102,3 +116,310 @@ def clip_by_block_rms(threshold: ScalarOrSchedule) -> GradientTransformation:
     return tree.tree_map(clip_leaf, updates, tree.block_rms(updates))
 
   return stateless(clip_by_block_rms, threshold=(threshold, POSITIVE))
+
+
+# ----------------------------------------------------------------------------
+# Unit-wise clipping (NFNets).
+
+
+def _unit_axes(x: jax.Array, axis: int | tuple[int, ...] | None,
+               where: str = "adaptive_grad_clip") -> int | tuple[int, ...] | None:
+  """The axes a unit's norm sums over, as optax's ``unitwise_norm`` picks them.
+
+  ``None`` means the whole array: scalars, vectors and arrays with at most one
+  axis longer than 1. Rank 2 and 3 (a linear layer ``(in, out)`` or a
+  multi-head one) sum over axis 0, rank 4 (a conv kernel HWIO) over the
+  first three axes, rank 5 (Conv3D DHWIO) over the first four.
+  """
+  if axis is not None:
+    return axis
+  if sum(d != 1 for d in x.shape) <= 1:  # jnp.squeeze(x).ndim <= 1
+    return None
+  if x.ndim in (2, 3):
+    return 0
+  if x.ndim in (4, 5):
+    return tuple(range(x.ndim - 1))
+  raise StructureError(
+      f"{where}: a leaf of shape {x.shape} has no default unit; the defaults cover "
+      "ranks 0 to 5: pass axis= to say which axes a unit's norm sums over")
+
+
+def _unitwise_norm(x: jax.Array, axis: int | tuple[int, ...] | None) -> jax.Array:
+  """The l2 norm of each unit of ``x``, broadcastable against it (float32 or wider)."""
+  acc = jnp.float64 if x.dtype == jnp.float64 else jnp.float32
+  squares = abs_sq(x).astype(acc)
+  return jnp.sqrt(jnp.sum(squares, axis=_unit_axes(x, axis), keepdims=True))
+
+
+def _is_masked(x: Any) -> bool:
+  return isinstance(x, tree.MaskedNode)
+
+
+# optax's floor on the gradient norm in the clipped branch: it only keeps a
+# division by zero out of the branch that jnp.where discards.
+_DIV_EPS = 1e-6
+
+
+def adaptive_grad_clip(clipping: ScalarOrSchedule, eps: ScalarOrSchedule = 1e-3,
+                       axis: int | tuple[int, ...] | None = None) -> GradientTransformation:
+  """Clips each unit's update to at most ``clipping`` times its parameter's norm (AGC).
+
+  .. math::
+    u_i = \\begin{cases}
+      g_i & \\|g_i\\| < \\lambda \\max(\\|\\theta_i\\|, \\epsilon) \\\\
+      g_i\\, \\dfrac{\\lambda \\max(\\|\\theta_i\\|, \\epsilon)}{\\max(\\|g_i\\|, 10^{-6})}
+        & \\text{otherwise}
+    \\end{cases}
+
+  where :math:`i` runs over the *units* of each leaf and :math:`\\|\\cdot\\|`
+  is a unit's l2 norm, as optax's ``unitwise_norm`` defines them: a scalar, a
+  vector or an array with at most one axis longer than 1 is one unit; a
+  matrix ``(in, out)`` or a rank-3 multi-head kernel has a unit per trailing
+  index (the norm sums over axis 0); a rank-4 conv kernel (HWIO) or a rank-5
+  one (DHWIO) has a unit per output channel (the norm sums over every axis
+  but the last). Other ranks need ``axis``.
+
+  Norms are accumulated in float32 (float64 for float64 leaves), so bfloat16
+  leaves are clipped by accurate norms; optax sums in the leaf's dtype.
+
+  Args:
+    clipping: :math:`\\lambda \\ge 0`, the largest allowed ratio of a unit's
+      update norm to its parameter norm (0.01 in the paper's large-batch runs).
+    eps: :math:`\\epsilon \\ge 0`, default 1e-3: the floor on the parameter
+      norm, so that zero-initialised parameters still move.
+    axis: the axis or axes a unit's norm sums over, for every leaf; ``None``
+      (the default) picks them by rank as above. Structural.
+
+  References:
+    Brock, De, Smith & Simonyan, *High-Performance Large-Scale Image
+    Recognition Without Normalization*, ICML 2021.
+
+  Example:
+    >>> import gradtx as gtx
+    >>> import jax.numpy as jnp
+    >>> tx = gtx.adaptive_grad_clip(0.1)
+    >>> params = jnp.array([3.0, 4.0])                     # norm 5: updates up to 0.5
+    >>> tx.update(jnp.array([0.0, 1.0]), tx.init(params), params)[0]
+    Array([0. , 0.5], dtype=float32)
+  """
+
+  def adaptive_grad_clip(updates, params, clipping, eps):
+    params = require_params("adaptive_grad_clip", params)
+    tree.check_structure(updates, params, "updates", "params")
+    if axis is None:  # name the key path of a leaf with no default unit, before tracing it
+      for path, g in jax.tree_util.tree_flatten_with_path(updates, is_leaf=_is_masked)[0]:
+        if isinstance(g, jax.Array):  # a packed buffer's leaves are 1-D and pass
+          _unit_axes(g, None, f"adaptive_grad_clip: at key path {tree.keystr(path)}")
+
+    def clip_leaf(g, p):
+      g_norm = _unitwise_norm(g, axis)
+      dtype = g_norm.dtype
+      max_norm = as_dtype(clipping, dtype) * jnp.maximum(_unitwise_norm(p, axis),
+                                                          as_dtype(eps, dtype))
+      factor = max_norm / jnp.maximum(g_norm, jnp.asarray(_DIV_EPS, dtype))
+      clipped = as_dtype(as_dtype(g, compute_dtype(g, factor)) * factor, g.dtype)
+      return (jnp.where(g_norm < max_norm, g, clipped),)
+
+    return tree.map_leaves(clip_leaf, (True,), updates, params)[0]
+
+  tx = stateless(adaptive_grad_clip, clipping=(clipping, NONNEGATIVE), eps=(eps, NONNEGATIVE))
+  tx.options["axis"] = axis
+  return tx
+
+
+# ----------------------------------------------------------------------------
+# Per-example clipping (differential privacy): functions of batched gradients.
+
+
+def _batch_size(grads: Any, where: str) -> int:
+  """The size of axis 0, shared by every leaf; raises naming the first leaf without it."""
+  leaves = jax.tree_util.tree_flatten_with_path(grads)[0]
+  if not leaves:
+    raise StructureError(f"{where}: grads has no leaves")
+  shapes = [(tree.keystr(path), jnp.shape(g)) for path, g in leaves]
+  first, first_shape = shapes[0]
+  for key, shape in shapes:
+    if not shape or not first_shape or shape[0] != first_shape[0]:
+      raise StructureError(
+          f"{where}: every leaf of grads needs a batch dimension on axis 0, of one size "
+          f"(per-example gradients, as jax.vmap(jax.grad(loss)) gives); the leaf at "
+          f"{key} has shape {shape} and the one at {first} has shape {first_shape}")
+  return first_shape[0]
+
+
+def _as_float(g: Any) -> jax.Array:
+  """``g`` as an array of a floating dtype (integer input takes the default float)."""
+  g = jnp.asarray(g)
+  return g if jnp.issubdtype(g.dtype, jnp.inexact) else g.astype(jnp.result_type(float))
+
+
+def _example_sum_squares(g: jax.Array) -> jax.Array:
+  """Per example (axis 0), the sum of squares of the rest (float32 or wider)."""
+  acc = jnp.float64 if g.dtype == jnp.float64 else jnp.float32
+  return jnp.sum(abs_sq(g).astype(acc).reshape(g.shape[0], -1), axis=1)
+
+
+def _clip_multipliers(sum_squares: jax.Array, clip: Any) -> tuple[jax.Array, jax.Array]:
+  """Per example, :math:`\\min(1, c / \\|g\\|)` (1 where undefined) and how many are below 1.
+
+  1 where optax's ``nan_to_num(min(c / norm, 1), nan=1)`` gives 1: a zero, NaN
+  or (with an infinite ``c``) infinite norm. The norm's square root is taken of
+  a positive value only, so the gradient of the result is finite everywhere
+  (optax's is NaN at an example whose gradient is zero).
+  """
+  positive = sum_squares > 0
+  norm = jnp.sqrt(jnp.where(positive, sum_squares, jnp.ones_like(sum_squares)))
+  clip = as_dtype(clip, norm.dtype)
+  clipped = positive & (clip / norm < 1)  # optax's test, so the counts agree at ties
+  one = jnp.ones_like(norm)
+  # The ratio again, from a finite clip where it is not used: the derivative of
+  # inf / norm (times the zero that the where sends back) would be NaN.
+  multipliers = jnp.where(clipped, jnp.where(clipped, clip, one) / norm, one)
+  return multipliers, jnp.sum(clipped, dtype=jnp.int32)
+
+
+def _weighted_sum(multipliers: jax.Array, g: jax.Array) -> jax.Array:
+  """:math:`\\sum_b m_b g_b`, in ``g``'s dtype."""
+  return jnp.tensordot(as_dtype(multipliers, g.dtype), g, axes=1)
+
+
+def per_example_global_norm_clip(grads: Any, l2_norm_clip: Any) -> tuple[Any, jax.Array]:
+  """Clips each example's gradient to global l2 norm ``l2_norm_clip`` and sums them.
+
+  .. math::
+    \\bar g = \\sum_{b=1}^{B} g_b \\min\\!\\left(1, \\frac{C}{\\|g_b\\|}\\right),
+    \\qquad \\|g_b\\| = \\sqrt{\\textstyle\\sum_\\text{leaves} \\sum_i g_{b,i}^2}
+
+  The clipping of DP-SGD. Every leaf of ``grads`` holds per-example
+  gradients on axis 0 (of one batch size :math:`B`). An example whose norm is
+  0, NaN, or infinite while :math:`C` is too, is not clipped (factor 1), as
+  in optax. Norms are accumulated in float32 or wider.
+
+  Unlike optax's, the result's gradient (with respect to ``grads``) is finite
+  where an example's gradient is zero.
+
+  Args:
+    grads: a pytree of per-example gradients, each leaf of shape ``(B, ...)``.
+    l2_norm_clip: :math:`C \\ge 0`, the largest norm an example keeps (``inf``
+      clips nothing).
+
+  Returns:
+    ``(clipped_sum, num_clipped)``: the sum over the batch of the clipped
+    per-example gradients (a pytree like ``grads`` without the batch axis)
+    and the number of examples whose factor was below 1 (int32).
+
+  References:
+    Abadi et al., *Deep Learning with Differential Privacy*, CCS 2016.
+
+  Example:
+    >>> import gradtx as gtx
+    >>> import jax.numpy as jnp
+    >>> grads = [jnp.array([[0.0, 0, 0], [0, 3, 4], [4, 0, 3], [3, 4, 0]])]
+    >>> gtx.per_example_global_norm_clip(grads, 1.25)
+    ([Array([1.75, 1.75, 1.75], dtype=float32)], Array(3, dtype=int32))
+  """
+  where = "per_example_global_norm_clip"
+  check_value(where, "l2_norm_clip", l2_norm_clip, NONNEGATIVE)
+  _batch_size(grads, where)
+  grads = jax.tree.map(_as_float, grads)
+  totals = [_example_sum_squares(g) for g in jax.tree.leaves(grads)]
+  dtype = jnp.result_type(*totals)
+  sum_squares = sum((t.astype(dtype) for t in totals[1:]), totals[0].astype(dtype))
+  multipliers, num_clipped = _clip_multipliers(sum_squares, l2_norm_clip)
+  return jax.tree.map(lambda g: _weighted_sum(multipliers, g), grads), num_clipped
+
+
+def per_example_layer_norm_clip(grads: Any, global_l2_norm_clip: Any,
+                                uniform: bool = True) -> tuple[Any, Any]:
+  """Clips each example's gradient leaf by leaf (per layer) and sums them.
+
+  .. math::
+    \\bar g^{(k)} = \\sum_{b=1}^{B} g^{(k)}_b
+      \\min\\!\\left(1, \\frac{C_k}{\\|g^{(k)}_b\\|}\\right), \\qquad
+    C_k = \\begin{cases} C / \\sqrt{K} & \\text{uniform} \\\\
+      C \\sqrt{D_k / D} & \\text{otherwise} \\end{cases}
+
+  for each of the :math:`K` leaves :math:`k` (layers) with :math:`D_k`
+  parameters per example, :math:`D = \\sum_k D_k`. Either way
+  :math:`\\sum_k C_k^2 = C^2`, so the clipped example's global norm is at most
+  :math:`C`. With one leaf this is :func:`per_example_global_norm_clip`.
+
+  Args:
+    grads: a pytree of per-example gradients, each leaf of shape ``(B, ...)``.
+    global_l2_norm_clip: :math:`C \\ge 0`, the overall clip norm.
+    uniform: every layer gets :math:`C/\\sqrt{K}` (default), or a share
+      proportional to the square root of its size.
+
+  Returns:
+    ``(clipped_sums, num_clipped)``: two pytrees like ``grads``, the first of
+    per-layer sums over the batch, the second of the number of examples
+    clipped in each layer (int32).
+
+  References:
+    McMahan, Ramage, Talwar & Zhang, *Learning Differentially Private
+    Recurrent Language Models*, ICLR 2018.
+
+  Example:
+    >>> import gradtx as gtx
+    >>> import jax.numpy as jnp
+    >>> grads = {"a": jnp.array([[3.0], [0.5]]), "b": jnp.array([[4.0], [0.5]])}
+    >>> sums, clipped = gtx.per_example_layer_norm_clip(grads, 2 ** 0.5)  # C_k = 1
+    >>> sums, clipped
+    ({'a': Array([1.5], dtype=float32), 'b': Array([1.5], dtype=float32)}, {'a': Array(1, dtype=int32), 'b': Array(1, dtype=int32)})
+  """
+  where = "per_example_layer_norm_clip"
+  check_value(where, "global_l2_norm_clip", global_l2_norm_clip, NONNEGATIVE)
+  _batch_size(grads, where)
+  grads = jax.tree.map(_as_float, grads)
+  leaves = jax.tree.leaves(grads)
+  total = sum(math.prod(g.shape[1:]) for g in leaves)
+
+  def clip_layer(g):
+    sum_squares = _example_sum_squares(g)
+    share = 1.0 / len(leaves) if uniform else math.prod(g.shape[1:]) / total
+    clip = as_dtype(global_l2_norm_clip, sum_squares.dtype) * math.sqrt(share)
+    multipliers, num_clipped = _clip_multipliers(sum_squares, clip)
+    return _weighted_sum(multipliers, g), num_clipped
+
+  pairs = jax.tree.map(clip_layer, grads)
+  outer = jax.tree.structure(grads)
+  return jax.tree.transpose(outer, jax.tree.structure((0, 0)), pairs)
+
+
+# ----------------------------------------------------------------------------
+# Constraints on the parameters.
+
+
+def keep_params_nonnegative() -> GradientTransformation:
+  """Clips each update so that the parameter it moves stays at 0 or above.
+
+  .. math::
+    u = \\begin{cases} -\\theta & \\theta + g < 0 \\\\ g & \\text{otherwise} \\end{cases}
+
+  an elementwise lower bound :math:`u \\ge -\\theta` on the updates: after
+  :func:`gradtx.apply_updates`, :math:`\\theta + u \\ge 0`. Put it last in a
+  chain, after the learning rate, since it bounds the final update. A
+  parameter that is already negative is moved to 0 by the next update that
+  does not raise it above 0.
+
+  Example:
+    >>> import gradtx as gtx
+    >>> import jax.numpy as jnp
+    >>> tx = gtx.keep_params_nonnegative()
+    >>> params = jnp.array([1.0, 0.5, 2.0])
+    >>> tx.update(jnp.array([-2.0, 0.25, -1.0]), tx.init(params), params)[0]
+    Array([-1.  ,  0.25, -1.  ], dtype=float32)
+  """
+
+  def keep_params_nonnegative(updates, params):
+    params = require_params("keep_params_nonnegative", params)
+    tree.check_structure(updates, params, "updates", "params")
+
+    def bound(u, p):
+      dtype = compute_dtype(u, p)
+      p_, u_ = as_dtype(p, dtype), as_dtype(u, dtype)
+      return as_dtype(jnp.where(p_ + u_ < 0, -p_, u_), u.dtype)
+
+    return tree.tree_map(bound, updates, params)
+
+  return stateless(keep_params_nonnegative)

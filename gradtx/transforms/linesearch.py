@@ -1,30 +1,36 @@
-"""Quasi-Newton directions and line searches: L-BFGS and the zoom (strong Wolfe) line search.
+"""Quasi-Newton directions and line searches: L-BFGS, the zoom (strong Wolfe) and the
+backtracking (Armijo) line searches.
 
 :func:`scale_by_lbfgs` turns gradients into an approximate Newton direction
 from the last few parameter and gradient differences; a later
-:func:`scale_by_zoom_linesearch` stage picks the step length along that
-direction by evaluating the loss. The line search reads the extra keyword
-arguments ``value`` (the loss at the params), ``grad`` (its gradient) and
-``value_fn`` (the loss as a function of the params) that the caller passes to
-``update``, as optax's does.
+:func:`scale_by_zoom_linesearch` or :func:`scale_by_backtracking_linesearch`
+stage picks the step length along that direction by evaluating the loss. A
+line search reads the extra keyword arguments ``value`` (the loss at the
+params), ``grad`` (its gradient) and ``value_fn`` (the loss as a function of
+the params) that the caller passes to ``update``, as optax's do, and keeps the
+loss (and gradient) at the params it moves to in its state, where
+:func:`value_and_grad_from_state` finds them for the next step.
 """
 
 from __future__ import annotations
 
 import inspect
-from typing import Any, Literal, NamedTuple
+from typing import Any, Callable, Literal, NamedTuple
 
 import jax
 import jax.numpy as jnp
 
 from gradtx import numerics, tree
-from gradtx.core import (NONNEGATIVE, POSITIVE, POSITIVE_INT, GradientTransformation,
-                         HParams, HParamSpec, Range, check_value, require_params)
-from gradtx.errors import MissingArgumentError
+from gradtx.core import (NONNEGATIVE, NONNEGATIVE_INT, POSITIVE, POSITIVE_INT,
+                         GradientTransformation, HParams, HParamSpec, Range, check_value,
+                         require_params)
+from gradtx.errors import MissingArgumentError, StructureError
 from gradtx.numerics import safe_increment
 
-__all__ = ["ScaleByLBFGSState", "ScaleByZoomLinesearchState", "ZoomLinesearchInfo",
-           "scale_by_lbfgs", "scale_by_zoom_linesearch"]
+__all__ = ["BacktrackingLinesearchInfo", "ScaleByBacktrackingLinesearchState",
+           "ScaleByLBFGSState", "ScaleByZoomLinesearchState", "ZoomLinesearchInfo",
+           "scale_by_backtracking_linesearch", "scale_by_lbfgs", "scale_by_zoom_linesearch",
+           "value_and_grad_from_state"]
 
 
 def _vdot(a: Any, b: Any) -> jax.Array:
@@ -39,7 +45,33 @@ def _add_scaled(x: Any, alpha: jax.Array, y: Any) -> Any:
 
 
 def _value_dtype(params: Any) -> jnp.dtype:
-  return jnp.real(jnp.zeros((), jax.tree.leaves(params)[0].dtype)).dtype
+  """The real dtype of the loss: that of the params' first leaf (float32, or float64 under
+  ``jax_enable_x64``, for a tree without leaves, such as
+  :func:`gradtx.tree_map_params`'s placeholder)."""
+  leaves = jax.tree.leaves(params)
+  dtype = jnp.asarray(leaves[0]).dtype if leaves else jnp.result_type(float)
+  return jnp.real(jnp.zeros((), dtype)).dtype
+
+
+def _slope(updates: Any, grad: Any) -> jax.Array:
+  """:math:`\\frac{d}{d\\eta} f(\\theta + \\eta u)` at 0, :math:`\\mathrm{Re} \\sum_i u_i g_i`.
+
+  JAX's gradient of a real function of complex parameters is the conjugate of
+  the steepest-ascent direction, so no conjugate is taken (for real trees this
+  is :math:`\\langle u, g \\rangle`).
+  """
+  terms = [jnp.sum(u * g.astype(u.dtype)).real
+           for u, g in zip(jax.tree.leaves(updates), jax.tree.leaves(grad))]
+  return sum(terms[1:], terms[0])
+
+
+def _value_fn_kwargs(value_fn: Any, extra: dict[str, Any]) -> dict[str, Any]:
+  """The extra ``update`` arguments that ``value_fn`` accepts (all of them if it takes
+  ``**kwargs``); the others are for other stages of the chain."""
+  parameters = inspect.signature(value_fn).parameters
+  if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values()):
+    return dict(extra)
+  return {k: v for k, v in extra.items() if k in parameters}
 
 
 # ----------------------------------------------------------------------------
@@ -320,8 +352,7 @@ def scale_by_zoom_linesearch(
     h, hparams = spec.step(state.hparams)
     dtype = state.learning_rate.dtype
     hp = {k: v.astype(dtype) if k != "max_linesearch_steps" else v for k, v in h.items()}
-    accepted = inspect.signature(value_fn).parameters
-    fn_kwargs = {k: v for k, v in extra.items() if k in accepted}
+    fn_kwargs = _value_fn_kwargs(value_fn, extra)
     value_and_grad = jax.value_and_grad(value_fn)
 
     value_init = jnp.asarray(value).astype(dtype)
@@ -436,3 +467,315 @@ def scale_by_zoom_linesearch(
     options["approx_dec_rtol"] = None  # the Armijo condition alone; shown in repr
   return GradientTransformation(init, update, name="scale_by_zoom_linesearch", spec=spec,
                                 options=options)
+
+
+# ----------------------------------------------------------------------------
+# The backtracking (Armijo) line search.
+
+
+class BacktrackingLinesearchInfo(NamedTuple):
+  """What the last backtracking line search did.
+
+  Attributes:
+    num_linesearch_steps: evaluations of ``value_fn``.
+    decrease_error: :math:`\\max(0, f(\\theta + \\eta u) - (1 + \\delta) f(\\theta) - c \\eta
+      \\langle u, \\nabla f \\rangle)` at the step taken: at most ``atol`` when the search
+      found a step with sufficient decrease.
+  """
+  num_linesearch_steps: jax.Array
+  decrease_error: jax.Array
+
+
+class ScaleByBacktrackingLinesearchState(NamedTuple):
+  """State of :func:`scale_by_backtracking_linesearch` (optax's field names).
+
+  Attributes:
+    learning_rate: the step length :math:`\\eta` of the last step.
+    value: the loss at the new parameters :math:`\\theta + \\eta u`, reusable
+      as the next step's ``value`` (:func:`value_and_grad_from_state`).
+    grad: the gradient there with ``store_grad=True``, else ``None``.
+    info: :class:`BacktrackingLinesearchInfo`.
+    hparams: the numeric arguments.
+  """
+  learning_rate: jax.Array
+  value: jax.Array
+  grad: Any
+  info: BacktrackingLinesearchInfo
+  hparams: HParams
+
+
+class _Backtrack(NamedTuple):
+  """The backtracking loop's variables."""
+  learning_rate: jax.Array
+  new_value: jax.Array
+  new_grad: Any
+  decrease_error: jax.Array
+  iter_num: jax.Array
+
+
+def scale_by_backtracking_linesearch(
+    max_backtracking_steps: int, slope_rtol: float = 1e-4, decrease_factor: float = 0.8,
+    increase_factor: float = 1.5, max_learning_rate: float = 1.0, atol: float = 0.0,
+    rtol: float = 0.0, store_grad: bool = False,
+    verbose: bool = False) -> GradientTransformation:
+  """Scales the direction by a step length with sufficient decrease (the Armijo condition).
+
+  Along :math:`\\theta + \\eta u`, find :math:`\\eta` with
+
+  .. math::
+    f(\\theta + \\eta u) \\le (1 + \\delta) f(\\theta) + c\\, \\eta \\langle u, \\nabla f(\\theta)
+      \\rangle + \\epsilon
+
+  starting from :math:`\\eta_0 = \\min(\\gamma \\eta_{t-1}, \\eta_\\max)` and
+  multiplying by :math:`\\beta` until it holds, for at most
+  ``max_backtracking_steps`` reductions; :math:`u \\leftarrow \\eta u`. The
+  direction must be a descent direction (:math:`\\langle u, \\nabla f \\rangle
+  < 0`): chain it after ``sgd(1.0)`` or another stage whose output is one.
+  Same arguments, defaults and semantics as
+  ``optax.scale_by_backtracking_linesearch``: if no step passes, the last
+  (smallest) one tried is taken all the same, and if the loss was NaN or
+  infinite there, none is (:math:`\\eta = 0`).
+
+  Call ``update(updates, state, params, value=f(params), grad=grad_f(params),
+  value_fn=f, **fn_kwargs)``; keyword arguments that ``value_fn`` accepts
+  (the batch) are passed to it, the others are left to other stages of the
+  chain (optax raises on them; in a gradtx chain every stage gets them).
+
+  Args:
+    max_backtracking_steps: reductions of :math:`\\eta` at most per step
+      (evaluations of ``value_fn``: one more), an integer :math:`\\ge 0`.
+    slope_rtol: :math:`c \\in [0, 1)`, default 1e-4.
+    decrease_factor: :math:`\\beta \\in (0, 1)`, default 0.8.
+    increase_factor: :math:`\\gamma \\ge 1`, default 1.5: the first trial is
+      the last step length times :math:`\\gamma` (``math.inf``: always
+      :math:`\\eta_\\max`; 1: the last step length).
+    max_learning_rate: :math:`\\eta_\\max > 0`, default 1.
+    atol: :math:`\\epsilon \\ge 0`, default 0.
+    rtol: :math:`\\delta \\ge 0`, default 0.
+    store_grad: also compute the gradient at the new parameters and keep it
+      in the state (with the loss there), for :func:`value_and_grad_from_state`.
+    verbose: print the errors when no step with sufficient decrease is found.
+
+  Conventions: after a step with :math:`\\eta = 0` (the loss NaN or infinite
+  at every trial) optax starts the next search from
+  :math:`\\gamma \\cdot 0 = 0` and never moves again; gradtx starts it from
+  :math:`\\eta_\\max`. The state's ``value`` (and ``grad``) after such a step
+  are those at the unmoved parameters, not optax's NaN.
+
+  References:
+    Armijo, *Minimization of functions having Lipschitz continuous first
+    partial derivatives*, Pacific J. Math. 1966; Vaswani et al., *Painless
+    Stochastic Gradient: Interpolation, Line-Search, and Convergence Rates*,
+    NeurIPS 2019; Nocedal & Wright, *Numerical Optimization*, 1999, Algorithm 3.1.
+
+  Example:
+    >>> import gradtx as gtx
+    >>> import jax
+    >>> import jax.numpy as jnp
+    >>> def f(params): return jnp.sum(params ** 2)
+    >>> tx = gtx.chain(sgd=gtx.sgd(1.0),
+    ...                ls=gtx.scale_by_backtracking_linesearch(max_backtracking_steps=15))
+    >>> params = jnp.array([1.0, 2.0, 3.0])
+    >>> state = tx.init(params)
+    >>> for _ in range(3):
+    ...   value, grad = jax.value_and_grad(f)(params)
+    ...   updates, state = tx.update(grad, state, params, value=value, grad=grad, value_fn=f)
+    ...   params = gtx.apply_updates(params, updates)
+    ...   print(f"{f(params):.2e}")
+    5.04e+00
+    1.81e+00
+    6.53e-01
+    >>> round(float(gtx.hparams(state)["ls.decrease_factor"]), 6)
+    0.8
+  """
+  stage = "scale_by_backtracking_linesearch"
+  spec = HParamSpec(
+      stage, max_backtracking_steps=(max_backtracking_steps, NONNEGATIVE_INT),
+      slope_rtol=(slope_rtol, Range(0.0, 1.0, high_open=True)),
+      decrease_factor=(decrease_factor, Range(0.0, 1.0, low_open=True, high_open=True)),
+      increase_factor=(increase_factor, Range(1.0)),
+      max_learning_rate=(max_learning_rate, POSITIVE),
+      atol=(atol, NONNEGATIVE), rtol=(rtol, NONNEGATIVE))
+
+  def init(params):
+    dtype = _value_dtype(params)
+    info = BacktrackingLinesearchInfo(jnp.zeros([], jnp.int32), jnp.asarray(jnp.inf, dtype))
+    return ScaleByBacktrackingLinesearchState(
+        jnp.ones((), dtype), jnp.asarray(jnp.inf, dtype),
+        tree.zeros_like(params) if store_grad else None, info, spec.init())
+
+  def update(updates, state, params=None, *, value=None, grad=None, value_fn=None, **extra):
+    params = require_params(stage, params)
+    missing = [n for n, v in (("value", value), ("grad", grad), ("value_fn", value_fn))
+               if v is None]
+    if missing:
+      raise MissingArgumentError(
+          f"{stage} needs {', '.join(missing)}: call update(updates, state, params, "
+          "value=f(params), grad=grad_f(params), value_fn=f)")
+    tree.check_structure(params, updates, "params", "updates")
+    tree.check_structure(params, grad, "params", "grad")
+    h, hparams = spec.step(state.hparams)
+    dtype = state.learning_rate.dtype
+    hp = {k: v if k == "max_backtracking_steps" else v.astype(dtype) for k, v in h.items()}
+    fn_kwargs = _value_fn_kwargs(value_fn, extra)
+
+    def f(p):
+      return jnp.reshape(jnp.asarray(value_fn(p, **fn_kwargs)), ()).astype(dtype)
+
+    value = jnp.reshape(jnp.asarray(value), ()).astype(dtype)
+    slope = _slope(updates, grad).astype(dtype)
+    grad_like = tree.zeros_like(params) if store_grad else None
+
+    def decrease_error(learning_rate, new_value):
+      error = new_value - (1 + hp["rtol"]) * value - learning_rate * hp["slope_rtol"] * slope
+      return jnp.maximum(jnp.where(jnp.isnan(error), jnp.inf, error), 0)
+
+    def keep_going(s: _Backtrack) -> jax.Array:
+      return ~(s.decrease_error <= hp["atol"]) & (s.iter_num <= hp["max_backtracking_steps"])
+
+    def backtrack(s: _Backtrack) -> _Backtrack:
+      learning_rate = jnp.where(s.iter_num > 0, hp["decrease_factor"] * s.learning_rate,
+                                s.learning_rate)
+      new_params = _add_scaled(params, learning_rate, updates)
+      if store_grad:
+        new_value, pullback = jax.vjp(f, new_params)
+        error = decrease_error(learning_rate, new_value)
+        last = (error <= hp["atol"]) | (s.iter_num == hp["max_backtracking_steps"])
+        # The gradient only where the search ends: one backward pass per step.
+        new_grad = jax.lax.cond(last, lambda: tree.cast_like(pullback(jnp.ones((), dtype))[0],
+                                                             s.new_grad),
+                                lambda: s.new_grad)
+      else:
+        new_value = f(new_params)
+        error = decrease_error(learning_rate, new_value)
+        new_grad = s.new_grad
+      return _Backtrack(learning_rate, new_value, new_grad, error, s.iter_num + 1)
+
+    previous = state.learning_rate
+    first = jnp.where(previous > 0,
+                      jnp.minimum(hp["increase_factor"] * previous, hp["max_learning_rate"]),
+                      hp["max_learning_rate"])
+    start = _Backtrack(first, value, grad_like, jnp.asarray(jnp.inf, dtype),
+                       jnp.zeros([], jnp.int32))
+    final = jax.lax.while_loop(keep_going, backtrack, start)
+
+    no_step = jnp.isinf(final.decrease_error)  # NaN or inf at every trial: do not move
+    learning_rate = jnp.where(no_step, jnp.zeros((), dtype), final.learning_rate)
+    new_value = jnp.where(no_step, value, final.new_value)
+    new_grad = (tree.where(no_step, tree.cast_like(grad, grad_like), final.new_grad)
+                if store_grad else None)
+    if verbose:
+      jax.lax.cond(final.decrease_error > hp["atol"], lambda: jax.debug.print(
+          "scale_by_backtracking_linesearch: no step length with sufficient decrease: "
+          "value {value}, slope {slope}, step length {eta}, decrease error {error}",
+          value=value, slope=slope, eta=learning_rate, error=final.decrease_error,
+          ordered=True), lambda: None)
+    info = BacktrackingLinesearchInfo(final.iter_num, final.decrease_error)
+    scaled = tree.tree_map(lambda u: learning_rate.astype(u.dtype) * u, updates)
+    return scaled, ScaleByBacktrackingLinesearchState(learning_rate, new_value, new_grad, info,
+                                                      hparams)
+
+  return GradientTransformation(init, update, name=stage, spec=spec, options=dict(
+      store_grad=store_grad, verbose=verbose))
+
+
+# ----------------------------------------------------------------------------
+# Reusing the loss and gradient a line search computed.
+
+
+_LINESEARCH_STATES = (ScaleByBacktrackingLinesearchState, ScaleByZoomLinesearchState)
+
+
+def _linesearch_state(state: Any) -> Any:
+  """The one line search stage state inside ``state``, wherever it sits."""
+  is_linesearch = lambda x: isinstance(x, _LINESEARCH_STATES)  # noqa: E731
+  found = [(path, x) for path, x in
+           jax.tree_util.tree_flatten_with_path(state, is_leaf=is_linesearch)[0]
+           if is_linesearch(x)]
+  if not found:
+    raise StructureError(
+        "value_and_grad_from_state: the state holds no line search state; pass the state "
+        "of a chain with scale_by_backtracking_linesearch(..., store_grad=True) or "
+        "scale_by_zoom_linesearch (lbfgs)")
+  if len(found) > 1:
+    where = ", ".join(tree.keystr(path) for path, _ in found)
+    raise StructureError(
+        f"value_and_grad_from_state: the state holds {len(found)} line search states (at "
+        f"{where}); pass the state of the one whose value and gradient to reuse")
+  return found[0][1]
+
+
+def value_and_grad_from_state(value_fn: Callable[..., Any]) -> Callable[..., tuple[Any, Any]]:
+  """:func:`jax.value_and_grad` that reuses the loss and gradient a line search stored.
+
+  .. math::
+    (f(\\theta), \\nabla f(\\theta)) = \\begin{cases}
+      (\\text{state.value}, \\text{state.grad}) & \\text{state.value finite} \\\\
+      \\texttt{jax.value\\_and\\_grad}(f)(\\theta) & \\text{otherwise (the first step)}
+    \\end{cases}
+
+  A line search evaluates the loss (and, with ``store_grad``, the gradient)
+  at the parameters it moves to; for a deterministic loss these are the next
+  step's ``value`` and ``grad``. The returned function
+  ``value_and_grad(params, *args, state=state, **kwargs)`` finds the line
+  search stage's state by type wherever it sits in ``state`` (a named chain,
+  a nested chain, a wrapper): a :func:`scale_by_backtracking_linesearch` with
+  ``store_grad=True`` or a :func:`scale_by_zoom_linesearch` (as in
+  :func:`gradtx.lbfgs`). Same as ``optax.value_and_grad_from_state``. The
+  reused values are those at the parameters the line search moved to: apply
+  the updates unchanged (no stage after the line search that changes them).
+
+  Args:
+    value_fn: the loss, a function of the params (and ``*args``,
+      ``**kwargs``) returning a scalar.
+
+  Raises:
+    StructureError: when the state holds no line search state or more than one.
+    ValueError: when the backtracking line search was built without ``store_grad``.
+
+  Example:
+    >>> import gradtx as gtx
+    >>> import jax.numpy as jnp
+    >>> def f(params): return jnp.sum(params ** 2)
+    >>> tx = gtx.chain(sgd=gtx.sgd(1.0), ls=gtx.scale_by_backtracking_linesearch(
+    ...     max_backtracking_steps=15, store_grad=True))
+    >>> value_and_grad = gtx.value_and_grad_from_state(f)
+    >>> params = jnp.array([1.0, 2.0, 3.0])
+    >>> state = tx.init(params)
+    >>> for _ in range(3):
+    ...   value, grad = value_and_grad(params, state=state)
+    ...   updates, state = tx.update(grad, state, params, value=value, grad=grad, value_fn=f)
+    ...   params = gtx.apply_updates(params, updates)
+    ...   print(f"{f(params):.2e}")
+    5.04e+00
+    1.81e+00
+    6.53e-01
+  """
+  if not callable(value_fn):
+    raise TypeError(f"value_and_grad_from_state: value_fn must be the loss, a function of "
+                    f"the params, got {value_fn!r}")
+
+  def value_and_grad(params: Any, *fn_args: Any, state: Any, **fn_kwargs: Any
+                     ) -> tuple[Any, Any]:
+    stage_state = _linesearch_state(state)
+    value, grad = stage_state.value, stage_state.grad
+    if grad is None:
+      raise ValueError("value_and_grad_from_state: the line search keeps no gradient; build "
+                       "it with scale_by_backtracking_linesearch(..., store_grad=True)")
+    tree.check_structure(grad, params, "the line search's state.grad", "params")
+
+    def stored(*_):
+      return value, grad
+
+    def compute(p, args, kwargs):
+      new_value, new_grad = jax.value_and_grad(value_fn)(p, *args, **kwargs)
+      return (jnp.reshape(jnp.asarray(new_value), value.shape).astype(value.dtype),
+              tree.cast_like(new_grad, grad))
+
+    reuse = jnp.isfinite(value)
+    operands = (params, fn_args, fn_kwargs)
+    if not isinstance(reuse, jax.core.Tracer):  # not traced: branch in Python
+      return stored() if bool(reuse) else compute(*operands)
+    return jax.lax.cond(reuse, stored, compute, *operands)
+
+  return value_and_grad

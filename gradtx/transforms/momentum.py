@@ -5,7 +5,6 @@ from __future__ import annotations
 from typing import Any, NamedTuple
 
 import jax
-import jax.numpy as jnp
 
 from gradtx import numerics, tree
 from gradtx.core import (UNIT_HALF_OPEN, NONNEGATIVE, GradientTransformation, HParams,

@@ -1,16 +1,24 @@
-"""Scaling: multiply the updates by a constant or a learning rate."""
+"""Scaling: multiply the updates by a constant, a schedule, a learning rate or their norm.
+
+Also :func:`scale_gradient`, which scales a gradient inside the backward pass
+of a loss rather than in the optimizer.
+"""
 
 from __future__ import annotations
 
-from typing import Callable
+from typing import Any, Callable
 
 import jax
+import jax.numpy as jnp
+import numpy as np
 
 from gradtx import tree
 from gradtx.core import (ANY, NONNEGATIVE, EmptyState, GradientTransformation, Range,
-                         ScalarOrSchedule, stateless)
+                         Schedule, ScalarOrSchedule, stateless)
+from gradtx.numerics import as_dtype
 
-__all__ = ["scale", "scale_by_learning_rate"]
+__all__ = ["normalize_by_update_norm", "scale", "scale_by_learning_rate", "scale_by_schedule",
+           "scale_gradient"]
 
 
 def _scaling(name: str, factor_of: Callable[[dict[str, jax.Array]], jax.Array],
@@ -80,3 +88,142 @@ def scale_by_learning_rate(learning_rate: ScalarOrSchedule, *,
                 learning_rate=(learning_rate, NONNEGATIVE))
   tx.options["flip_sign"] = flip_sign
   return tx
+
+
+def scale_by_schedule(step_size_fn: Schedule) -> GradientTransformation:
+  """Multiplies the updates by a schedule's value at the stage's step count.
+
+  .. math:: u_t \\leftarrow \\alpha(t)\\, g_t
+
+  with :math:`t` the number of steps taken before this one (0 at the first
+  step). The same stage as :func:`scale` given a schedule; the value used at
+  the last step reads as ``"<stage>.step_size"`` in :func:`gradtx.hparams`
+  (the schedule's value at step 0 before the first step), and the count as
+  ``state.hparams.count`` (optax keeps it as ``state.count``).
+
+  Args:
+    step_size_fn: :math:`\\alpha`, a callable of the step count (such as the
+      schedules of :mod:`gradtx.schedules`); any real value. Use
+      :func:`scale` for a fixed factor.
+
+  Example:
+    >>> import gradtx as gtx
+    >>> import jax.numpy as jnp
+    >>> tx = gtx.scale_by_schedule(gtx.schedules.linear_schedule(-0.1, -0.2, 1))
+    >>> state = tx.init(jnp.zeros(2))
+    >>> _, state = tx.update(jnp.ones(2), state)
+    >>> u, state = tx.update(jnp.ones(2), state)
+    >>> u, round(float(gtx.hparams(state)["step_size"]), 6)
+    (Array([-0.2, -0.2], dtype=float32), -0.2)
+  """
+  if not callable(step_size_fn):
+    raise TypeError(
+        f"scale_by_schedule: step_size_fn must be a callable of the step count, got "
+        f"{step_size_fn!r}; use gtx.scale(step_size) for a fixed factor")
+  return _scaling("scale_by_schedule", lambda h: h["step_size"], step_size=(step_size_fn, ANY))
+
+
+def normalize_by_update_norm(scale_factor: ScalarOrSchedule = 1.0,
+                             eps: ScalarOrSchedule = 1e-6) -> GradientTransformation:
+  """Divides the updates by their global l2 norm: a step of length about ``scale_factor``.
+
+  .. math::
+    u \\leftarrow \\frac{s\\, g}{\\|g\\|_2 + \\epsilon}, \\qquad
+    \\|g\\|_2 = \\sqrt{\\textstyle\\sum_\\text{leaves} \\sum_i g_i^2}
+
+  Normalised gradient descent when :math:`s < 0` (or followed by a learning
+  rate). The norm is accumulated in float32 or wider.
+
+  Differences from optax: a zero update with ``eps=0`` stays zero here;
+  optax divides 0 by 0 and returns NaN.
+
+  Args:
+    scale_factor: :math:`s`, any real number, default 1.
+    eps: :math:`\\epsilon \\ge 0`, default 1e-6.
+
+  Example:
+    >>> import gradtx as gtx
+    >>> import jax.numpy as jnp
+    >>> tx = gtx.normalize_by_update_norm(scale_factor=-1.0, eps=0.0)
+    >>> tx.update(jnp.array([3.0, 4.0]), tx.init(jnp.zeros(2)))[0]
+    Array([-0.6, -0.8], dtype=float32)
+  """
+
+  def normalize_by_update_norm(updates, params, scale_factor, eps):
+    norm = tree.global_norm(updates)
+    denominator = norm + as_dtype(eps, norm.dtype)
+    positive = denominator > 0
+    # One factor for the whole tree (each leaf's kernel is one multiply); 0 for a
+    # zero update with eps = 0.
+    factor = jnp.where(positive, as_dtype(scale_factor, norm.dtype)
+                       / jnp.where(positive, denominator, jnp.ones_like(denominator)),
+                       jnp.zeros_like(denominator))
+    return tree.scale(updates, factor)
+
+  return stateless(normalize_by_update_norm, scale_factor=(scale_factor, ANY),
+                   eps=(eps, NONNEGATIVE))
+
+
+@jax.custom_vjp
+def _scale_gradient(inputs: Any, scale: jax.Array) -> Any:
+  del scale  # used by the backward pass only
+  return inputs
+
+
+def _scale_gradient_forward(inputs: Any, scale: jax.Array) -> tuple[Any, jax.Array]:
+  return inputs, scale
+
+
+def _scale_gradient_backward(scale: jax.Array, cotangents: Any) -> tuple[Any, jax.Array]:
+  scaled = jax.tree.map(lambda c: c * as_dtype(scale, c.dtype), cotangents)
+  return scaled, jnp.zeros_like(scale)  # the output does not depend on scale
+
+
+_scale_gradient.defvjp(_scale_gradient_forward, _scale_gradient_backward)
+
+
+def scale_gradient(inputs: Any, scale: Any) -> Any:
+  """The identity on ``inputs``, whose gradient is multiplied by ``scale``.
+
+  .. math::
+    f(x) = x, \\qquad \\frac{\\partial L}{\\partial x} \\leftarrow
+      s\\, \\frac{\\partial L}{\\partial f(x)}
+
+  A function used inside a loss, not a transformation: it scales (with
+  :math:`s < 0`, reverses) the gradient flowing back through one part of a
+  model, as in gradient reversal for domain adaptation. :math:`s = 1`
+  returns ``inputs`` and :math:`s = 0` stops the gradient
+  (``jax.lax.stop_gradient``); a traced ``scale`` (under ``jit`` or
+  ``vmap``) is taken as it is, where optax's test of it fails to trace. The
+  scaled gradient keeps each cotangent's dtype; the gradient with respect to
+  ``scale`` is 0.
+
+  Args:
+    inputs: a pytree of arrays.
+    scale: :math:`s`, a real number or a scalar array.
+
+  References:
+    Ganin & Lempitsky, *Unsupervised Domain Adaptation by Backpropagation*,
+    ICML 2015.
+
+  Example:
+    >>> import gradtx as gtx
+    >>> import jax
+    >>> import jax.numpy as jnp
+    >>> jax.grad(lambda x: jnp.sum(gtx.scale_gradient(x, -0.5) ** 2))(jnp.array([1.0, 2.0]))
+    Array([-1., -2.], dtype=float32)
+  """
+  bad = TypeError(f"scale_gradient: scale must be a real number or a scalar array, "
+                  f"got {scale!r}")
+  if isinstance(scale, jax.core.Tracer):
+    if scale.ndim != 0 or not jnp.issubdtype(scale.dtype, jnp.number):
+      raise bad
+  else:
+    held = np.asarray(scale)
+    if held.ndim != 0 or not np.issubdtype(held.dtype, np.number) or np.iscomplexobj(held):
+      raise bad
+    if held == 1:
+      return inputs
+    if held == 0:
+      return jax.lax.stop_gradient(inputs)
+  return _scale_gradient(inputs, jnp.asarray(scale))

@@ -1,18 +1,20 @@
-"""Step sizes from the loss value: the Polyak step."""
+"""Step sizes without a learning rate: the Polyak step (from the loss value) and DoG."""
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal, NamedTuple
 
 import jax.numpy as jnp
 import numpy as np
 
 from gradtx import tree
-from gradtx.core import (ANY, NONNEGATIVE, GradientTransformation, HParamSpec,
-                         ScalarOrSchedule, EmptyState)
+from gradtx.core import (ANY, NONNEGATIVE, POSITIVE, GradientTransformation, HParams, HParamSpec,
+                         ScalarOrSchedule, EmptyState, require_params)
 from gradtx.errors import MissingArgumentError
+from gradtx.numerics import as_dtype, compute_dtype
 
-__all__ = ["scale_by_polyak"]
+__all__ = ["ScaleByDistanceOverGradientsState", "scale_by_distance_over_gradients",
+           "scale_by_polyak"]
 
 # optax's threshold below which the squared norm counts as zero (float64 eps).
 _TINY = float(np.finfo(np.float64).eps)
@@ -78,3 +80,109 @@ def scale_by_polyak(f_min: ScalarOrSchedule = 0.0, max_learning_rate: ScalarOrSc
 
   return GradientTransformation(init, update, name="scale_by_polyak", spec=spec,
                                 options=dict(variant=variant))
+
+
+class ScaleByDistanceOverGradientsState(NamedTuple):
+  """State of :func:`scale_by_distance_over_gradients`.
+
+  Per leaf: ``max_dist`` (:math:`\\bar r_t`) and ``grad_sum_of_squares``
+  (:math:`G_t`), scalars in float32 (float64 for float64 leaves), and
+  ``init_params`` (:math:`\\theta_0`, in ``param_dtype``).
+  """
+  max_dist: Any
+  grad_sum_of_squares: Any
+  init_params: Any
+  hparams: HParams
+
+
+def scale_by_distance_over_gradients(reps_rel: ScalarOrSchedule = 1e-6,
+                                     eps: ScalarOrSchedule = 1e-8,
+                                     param_dtype: Any = jnp.float32,
+                                     global_scale: ScalarOrSchedule = 1.0
+                                     ) -> GradientTransformation:
+  """Distance over gradients (DoG), layer-wise: a step size with no learning rate to tune.
+
+  .. math::
+    \\bar r_t = \\max\\left(\\bar r_{t-1},\\ \\|\\theta_t - \\theta_0\\|\\right), \\quad
+    \\bar r_0 = r_\\epsilon (1 + \\|\\theta_0\\|), \\qquad
+    G_t = G_{t-1} + \\|g_t\\|^2, \\quad G_0 = 0, \\\\
+    u_t = c\\, \\frac{\\bar r_t}{\\sqrt{G_t + \\epsilon}}\\, g_t
+
+  for each leaf (a layer) on its own: norms are the leaf's l2 norms
+  (accumulated in float32, or float64 for float64 leaves), as in the
+  paper's layer-wise variant LDoG and in optax. Needs the params.
+
+  A primitive like :func:`scale_by_adam`: with the default
+  :math:`c = 1` it returns :math:`+\\eta_t g_t`; descend by following it with
+  ``scale_by_learning_rate(1.0)`` or by setting ``global_scale=-1.0``. The
+  authors recommend averaging the iterates (see :func:`gradtx.ema`).
+
+  Differences from optax: :math:`G_t` is a scalar per leaf; optax keeps an
+  array of shape ``(1,)``, which turns a scalar parameter's update into shape
+  ``(1,)`` and raises under ``jax_numpy_rank_promotion="raise"``. The
+  updates keep each gradient's dtype (optax's come back in float32 for
+  bfloat16 gradients).
+
+  Args:
+    reps_rel: :math:`r_\\epsilon > 0`, default 1e-6: the first distance
+      relative to :math:`1 + \\|\\theta_0\\|` (the paper suggests 1e-4 for
+      models with batch norm, 1e-6 otherwise). It enters at ``init`` only:
+      setting it in a running state changes nothing.
+    eps: :math:`\\epsilon \\ge 0`, default 1e-8.
+    param_dtype: dtype in which :math:`\\theta_0` is stored, default float32
+      (as optax); ``None`` keeps each parameter's dtype. Structural.
+    global_scale: :math:`c`, any real number, default 1.
+
+  References:
+    Ivgi, Hinder & Carmon, *DoG is SGD's Best Friend: A Parameter-Free
+    Dynamic Step Size Schedule*, ICML 2023.
+
+  Example:
+    >>> import gradtx as gtx
+    >>> import jax.numpy as jnp
+    >>> tx = gtx.scale_by_distance_over_gradients(reps_rel=0.1, eps=0.0, global_scale=-1.0)
+    >>> params = jnp.array([3.0, 4.0])       # r_0 = 0.1 * (1 + 5) = 0.6
+    >>> tx.update(jnp.array([0.0, 2.0]), tx.init(params), params)[0]  # -0.6 / 2 * g
+    Array([-0. , -0.6], dtype=float32)
+  """
+  spec = HParamSpec("scale_by_distance_over_gradients", reps_rel=(reps_rel, POSITIVE),
+                    eps=(eps, NONNEGATIVE), global_scale=(global_scale, ANY))
+
+  def init(params):
+    hparams = spec.init()
+
+    def first_distance(norm):
+      return as_dtype(hparams["reps_rel"], norm.dtype) * (1 + norm)
+
+    max_dist = tree.tree_map(first_distance, tree.block_norm(params))
+    return ScaleByDistanceOverGradientsState(
+        max_dist, tree.tree_map(jnp.zeros_like, max_dist), tree.cast(params, param_dtype),
+        hparams)
+
+  def update(updates, state, params=None, **extra):
+    del extra
+    params = require_params("scale_by_distance_over_gradients", params)
+    tree.check_structure(state.init_params, updates, "state.init_params", "updates")
+    tree.check_structure(state.init_params, params, "state.init_params", "params")
+    h, hparams = spec.step(state.hparams)
+
+    def moved(p, p0):
+      dtype = compute_dtype(p, p0)
+      return as_dtype(p, dtype) - as_dtype(p0, dtype)
+
+    distance = tree.block_norm(tree.tree_map(moved, params, state.init_params))
+    max_dist = tree.tree_map(lambda r, d: jnp.maximum(r, d.astype(r.dtype)), state.max_dist,
+                             distance)
+    g_sos = tree.tree_map(lambda s, q: s + q.astype(s.dtype), state.grad_sum_of_squares,
+                          tree.block_sum_squares(updates))
+
+    def step(g, r, s):
+      eta = as_dtype(h["global_scale"], r.dtype) * (r / jnp.sqrt(s + as_dtype(h["eps"], s.dtype)))
+      return as_dtype(eta, g.dtype) * g
+
+    updates = tree.tree_map(step, updates, max_dist, g_sos)
+    return updates, ScaleByDistanceOverGradientsState(max_dist, g_sos, state.init_params,
+                                                      hparams)
+
+  return GradientTransformation(init, update, name="scale_by_distance_over_gradients",
+                                spec=spec, options=dict(param_dtype=param_dtype))

@@ -1,0 +1,373 @@
+"""Euclidean projections of a tree onto convex sets: ``gtx.projections.projection_l2_ball``, ...
+
+A namespace, like ``optax.projections``, with its names and arguments. A
+radius (``scale``) outside its range raises at once, naming the function,
+when it is a concrete value (under ``jit`` it is not checked). Each
+function returns the point of the set closest to the input in the l2 norm of
+the whole tree (its entries taken as one vector),
+
+.. math:: \\operatorname{proj}_C(x) = \\operatorname*{argmin}_{p \\in C} \\|x - p\\|_2^2,
+
+in the input's dtypes, and runs under ``jax.jit``. Use one after a step for
+projected gradient descent:
+``params = projection_non_negative(gtx.apply_updates(params, updates))``.
+
+Where optax 0.2.8 differs: :func:`projection_box` and
+:func:`projection_hypercube` accept scalar bounds for a tree with several
+leaves (optax raises a pytree structure error); :func:`projection_l1_sphere`
+keeps entries that are zero on the sphere (optax leaves them at zero, which
+misses the sphere for a point inside it); :func:`projection_l2_sphere` of
+zero is a point of the sphere (optax returns NaN).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+from jax import flatten_util
+
+from gradtx.core import NONNEGATIVE, POSITIVE, Range, check_value
+from gradtx.numerics import as_dtype
+from gradtx.tree_utils import (tree_add_scale, tree_full_like, tree_mul, tree_norm, tree_scale,
+                               tree_size, tree_vdot, tree_where)
+
+PyTree = Any
+
+__all__ = ["projection_box", "projection_halfspace", "projection_hypercube",
+           "projection_hyperplane", "projection_l1_ball", "projection_l1_sphere",
+           "projection_l2_ball", "projection_l2_sphere", "projection_linf_ball",
+           "projection_non_negative", "projection_simplex", "projection_vector"]
+
+
+def projection_non_negative(tree: PyTree) -> PyTree:
+  """Projection onto the non-negative orthant.
+
+  .. math:: \\operatorname*{argmin}_{p} \\|x - p\\|_2^2 \\;\\text{ s.t. }\\; p \\ge 0
+     \\quad\\Longrightarrow\\quad p = \\max(x, 0)
+
+  Args:
+    tree: the tree :math:`x`.
+
+  Example:
+    >>> import gradtx as gtx
+    >>> import jax.numpy as jnp
+    >>> gtx.projections.projection_non_negative({"w": jnp.array([-1.0, 2.0])})
+    {'w': Array([0., 2.], dtype=float32)}
+  """
+  return jax.tree.map(jax.nn.relu, tree)
+
+
+def _check_scale(stage: str, scale: Any, allowed: Range = POSITIVE) -> None:
+  """Raises :class:`~gradtx.HyperparameterError` for a concrete ``scale`` outside ``allowed``."""
+  check_value(stage, "scale", scale, allowed)
+
+
+def _is_bound_leaf(bound: Any) -> bool:
+  """A single scalar or array bound for every leaf (as opposed to a tree of bounds)."""
+  return jax.tree_util.treedef_is_leaf(jax.tree.structure(bound))
+
+
+def projection_box(tree: PyTree, lower: Any, upper: Any) -> PyTree:
+  """Projection onto the box :math:`[l, u]`.
+
+  .. math:: \\operatorname*{argmin}_{p} \\|x - p\\|_2^2 \\;\\text{ s.t. }\\; l \\le p \\le u
+     \\quad\\Longrightarrow\\quad p = \\min(\\max(x, l), u)
+
+  Args:
+    tree: the tree :math:`x`.
+    lower: :math:`l`, a scalar (for every leaf) or a tree the structure of
+      ``tree``; cast to each leaf's dtype.
+    upper: :math:`u`, likewise; :math:`l \\le u`.
+
+  Example:
+    >>> import gradtx as gtx
+    >>> import jax.numpy as jnp
+    >>> gtx.projections.projection_box({"w": jnp.array([-2.0, 0.5, 3.0])}, -1.0, 1.0)
+    {'w': Array([-1. ,  0.5,  1. ], dtype=float32)}
+  """
+  def clip(x, low, high):
+    x = jnp.asarray(x)
+    return jnp.clip(x, as_dtype(low, x.dtype), as_dtype(high, x.dtype))
+
+  if _is_bound_leaf(lower):
+    lower = jax.tree.map(lambda _: lower, tree)
+  if _is_bound_leaf(upper):
+    upper = jax.tree.map(lambda _: upper, tree)
+  return jax.tree.map(clip, tree, lower, upper)
+
+
+def projection_hypercube(tree: PyTree, scale: Any = 1) -> PyTree:
+  """Projection onto the hypercube :math:`[0, s]^n`: :func:`projection_box` with ``lower=0``.
+
+  .. math:: \\operatorname*{argmin}_{p} \\|x - p\\|_2^2 \\;\\text{ s.t. }\\; 0 \\le p \\le s
+
+  Args:
+    tree: the tree :math:`x`.
+    scale: :math:`s`, a scalar or a tree. Default ``1`` (the unit hypercube).
+
+  Example:
+    >>> import gradtx as gtx
+    >>> import jax.numpy as jnp
+    >>> gtx.projections.projection_hypercube({"w": jnp.array([-2.0, 0.5, 3.0])})
+    {'w': Array([0. , 0.5, 1. ], dtype=float32)}
+  """
+  return projection_box(tree, lower=0, upper=scale)
+
+
+@jax.custom_jvp
+def _projection_unit_simplex(values: jax.Array) -> jax.Array:
+  """The sort-based projection of a vector onto :math:`\\{p \\ge 0, \\sum p = 1\\}`."""
+  dtype = values.dtype
+  n = values.shape[0]
+  u = jnp.sort(values)[::-1]
+  cumsum_u = jnp.cumsum(u)
+  ind = jnp.arange(1, n + 1, dtype=dtype)
+  # rho: the number of entries kept, the largest j with u_j + (1 - sum_{i<=j} u_i) / j > 0.
+  rho = jnp.count_nonzero(u + (1 - cumsum_u) / ind > 0)
+  tau = (cumsum_u[rho - 1] - 1) / rho.astype(dtype)
+  return jax.nn.relu(values - tau)
+
+
+@_projection_unit_simplex.defjvp
+def _projection_unit_simplex_jvp(primals, tangents):
+  (values,), (values_dot,) = primals, tangents
+  p = _projection_unit_simplex(values)
+  support = (p > 0).astype(values.dtype)
+  card = jnp.sum(support)
+  # The projection is affine on its support: d p = S (I - 1 1^T / |S|) d x.
+  return p, support * values_dot - (jnp.dot(support, values_dot) / card) * support
+
+
+def projection_simplex(tree: PyTree, scale: jax.typing.ArrayLike = 1) -> PyTree:
+  """Projection onto the simplex of entries that are non-negative and sum to ``scale``.
+
+  .. math::
+    \\operatorname*{argmin}_{p} \\|x - p\\|_2^2 \\;\\text{ s.t. }\\; p \\ge 0,\\;
+    \\textstyle\\sum_i p_i = s
+    \\quad\\Longrightarrow\\quad p_i = \\max(x_i - \\tau, 0)
+
+  with :math:`\\tau` the threshold that makes the entries sum to :math:`s`,
+  found by sorting (:math:`O(n \\log n)`). The whole tree is one vector: the
+  sum runs over every leaf. Differentiable (its Jacobian is the one of the
+  affine map on the support).
+
+  Args:
+    tree: the tree :math:`x`.
+    scale: :math:`s > 0`. Default ``1`` (the probability simplex).
+
+  References:
+    Held, Wolfe & Crowder, *Validation of subgradient optimization*,
+    Mathematical Programming 1974; Condat, *Fast projection onto the simplex
+    and the l1 ball*, Mathematical Programming 2016.
+
+  Example:
+    >>> import gradtx as gtx
+    >>> import jax.numpy as jnp
+    >>> gtx.projections.projection_simplex({"w": jnp.array([2.0, 2.5]), "b": jnp.array(0.5)})
+    {'b': Array(0., dtype=float32), 'w': Array([0.25, 0.75], dtype=float32)}
+  """
+  _check_scale("projection_simplex", scale)
+  values, unravel = flatten_util.ravel_pytree(tree)
+  s = as_dtype(scale, values.dtype)
+  return unravel(s * _projection_unit_simplex(values / s))
+
+
+def _sign_of_projection(x: jax.Array) -> jax.Array:
+  """The sign to give :math:`|p|`: that of ``x``, and +1 where ``x`` is zero."""
+  return jnp.where(x < 0, -jnp.ones_like(x), jnp.ones_like(x))
+
+
+def projection_l1_sphere(tree: PyTree, scale: jax.typing.ArrayLike = 1) -> PyTree:
+  """Projection onto the l1 sphere :math:`\\{\\|p\\|_1 = s\\}`.
+
+  .. math::
+    \\operatorname*{argmin}_{p} \\|x - p\\|_2^2 \\;\\text{ s.t. }\\; \\|p\\|_1 = s
+    \\quad\\Longrightarrow\\quad p = \\operatorname{sign}(x) \\odot
+    \\operatorname{proj}_{\\Delta_s}(|x|)
+
+  where :math:`\\Delta_s` is the simplex of :func:`projection_simplex` and
+  :math:`\\operatorname{sign}(0) = +1`. Differs from optax 0.2.8, which takes
+  :math:`\\operatorname{sign}(0) = 0`: for a point inside the sphere with a
+  zero entry (``[1, 0]`` and :math:`s = 2`) optax returns ``[1.5, 0]``, off
+  the sphere; the projection is ``[1.5, 0.5]``.
+
+  Args:
+    tree: the tree :math:`x`.
+    scale: :math:`s > 0`. Default ``1``.
+
+  Example:
+    >>> import gradtx as gtx
+    >>> import jax.numpy as jnp
+    >>> gtx.projections.projection_l1_sphere({"w": jnp.array([1.0, 0.0])}, 2.0)
+    {'w': Array([1.5, 0.5], dtype=float32)}
+  """
+  _check_scale("projection_l1_sphere", scale)
+  magnitude = projection_simplex(jax.tree.map(jnp.abs, tree), scale)
+  return tree_mul(jax.tree.map(_sign_of_projection, tree), magnitude)
+
+
+def projection_l1_ball(tree: PyTree, scale: jax.typing.ArrayLike = 1) -> PyTree:
+  """Projection onto the l1 ball :math:`\\{\\|p\\|_1 \\le s\\}`.
+
+  .. math::
+    \\operatorname*{argmin}_{p} \\|x - p\\|_2^2 \\;\\text{ s.t. }\\; \\|p\\|_1 \\le s
+
+  :math:`x` itself inside the ball, else :func:`projection_l1_sphere`.
+
+  Args:
+    tree: the tree :math:`x`.
+    scale: :math:`s > 0`. Default ``1``.
+
+  References:
+    Duchi, Shalev-Shwartz, Singer & Chandra, *Efficient projections onto the
+    l1-ball for learning in high dimensions*, ICML 2008.
+
+  Example:
+    >>> import gradtx as gtx
+    >>> import jax.numpy as jnp
+    >>> gtx.projections.projection_l1_ball({"w": jnp.array([2.0, -1.0])})
+    {'w': Array([ 1., -0.], dtype=float32)}
+  """
+  _check_scale("projection_l1_ball", scale)
+  l1_norm = tree_norm(tree, ord=1)
+  return jax.lax.cond(l1_norm <= as_dtype(scale, l1_norm.dtype), lambda t: t,
+                      lambda t: projection_l1_sphere(t, scale), tree)
+
+
+def projection_l2_sphere(tree: PyTree, scale: jax.typing.ArrayLike = 1) -> PyTree:
+  """Projection onto the l2 sphere :math:`\\{\\|p\\|_2 = s\\}`.
+
+  .. math::
+    \\operatorname*{argmin}_{p} \\|x - p\\|_2^2 \\;\\text{ s.t. }\\; \\|p\\|_2 = s
+    \\quad\\Longrightarrow\\quad p = \\frac{s}{\\|x\\|_2}\\, x
+
+  Every point of the sphere is closest to :math:`x = 0`; this returns
+  :math:`s / \\sqrt{n}` in every entry (optax 0.2.8 returns NaN).
+
+  Args:
+    tree: the tree :math:`x`.
+    scale: :math:`s > 0`. Default ``1``.
+
+  Example:
+    >>> import gradtx as gtx
+    >>> import jax.numpy as jnp
+    >>> gtx.projections.projection_l2_sphere({"w": jnp.array([3.0, 4.0])})
+    {'w': Array([0.6, 0.8], dtype=float32)}
+  """
+  _check_scale("projection_l2_sphere", scale)
+  norm = tree_norm(tree)
+  is_zero = norm == 0
+  base = tree_where(is_zero, tree_full_like(tree, 1), tree)
+  base_norm = jnp.where(is_zero, jnp.sqrt(jnp.asarray(tree_size(tree), norm.dtype)), norm)
+  return tree_scale(as_dtype(scale, norm.dtype) / base_norm, base)
+
+
+def projection_l2_ball(tree: PyTree, scale: jax.typing.ArrayLike = 1) -> PyTree:
+  """Projection onto the l2 ball :math:`\\{\\|p\\|_2 \\le s\\}`.
+
+  .. math::
+    \\operatorname*{argmin}_{p} \\|x - p\\|_2^2 \\;\\text{ s.t. }\\; \\|p\\|_2 \\le s
+    \\quad\\Longrightarrow\\quad p = \\frac{s}{\\max(\\|x\\|_2, s)}\\, x
+
+  Args:
+    tree: the tree :math:`x`.
+    scale: :math:`s > 0`. Default ``1``.
+
+  Example:
+    >>> import gradtx as gtx
+    >>> import jax.numpy as jnp
+    >>> gtx.projections.projection_l2_ball({"w": jnp.array([3.0, 4.0])})
+    {'w': Array([0.6, 0.8], dtype=float32)}
+  """
+  _check_scale("projection_l2_ball", scale)
+  squared_norm = tree_norm(tree, squared=True)
+  s = as_dtype(scale, squared_norm.dtype)
+  return tree_scale(s / jnp.sqrt(jnp.maximum(squared_norm, s * s)), tree)
+
+
+def projection_linf_ball(tree: PyTree, scale: jax.typing.ArrayLike = 1) -> PyTree:
+  """Projection onto the l-infinity ball :math:`\\{\\|p\\|_\\infty \\le s\\}`: a box.
+
+  .. math::
+    \\operatorname*{argmin}_{p} \\|x - p\\|_2^2 \\;\\text{ s.t. }\\; \\|p\\|_\\infty \\le s
+    \\quad\\Longrightarrow\\quad p = \\min(\\max(x, -s), s)
+
+  Args:
+    tree: the tree :math:`x`.
+    scale: :math:`s \\ge 0`. Default ``1``.
+
+  Example:
+    >>> import gradtx as gtx
+    >>> import jax.numpy as jnp
+    >>> gtx.projections.projection_linf_ball({"w": jnp.array([-3.0, 0.5])})
+    {'w': Array([-1. ,  0.5], dtype=float32)}
+  """
+  _check_scale("projection_linf_ball", scale, NONNEGATIVE)
+  return projection_box(tree, lower=-jnp.asarray(scale), upper=jnp.asarray(scale))
+
+
+def projection_vector(x: PyTree, a: PyTree) -> PyTree:
+  """Projection onto the line spanned by the tree ``a``.
+
+  .. math:: \\operatorname{proj}_a x = \\frac{\\langle x, a \\rangle}{\\langle a, a \\rangle}\\, a
+
+  Args:
+    x: the tree to project.
+    a: the direction, a tree the structure of ``x`` (not zero).
+
+  Example:
+    >>> import gradtx as gtx
+    >>> import jax.numpy as jnp
+    >>> gtx.projections.projection_vector(jnp.array([1.0, 2.0]), jnp.array([1.0, 0.0]))
+    Array([1., 0.], dtype=float32)
+  """
+  return tree_scale(tree_vdot(x, a) / tree_vdot(a, a), a)
+
+
+def projection_hyperplane(x: PyTree, a: PyTree, b: jax.typing.ArrayLike) -> PyTree:
+  """Projection onto the hyperplane :math:`\\{\\langle a, y \\rangle = b\\}`.
+
+  .. math::
+    \\operatorname*{argmin}_{y} \\|x - y\\|_2^2 \\;\\text{ s.t. }\\; \\langle a, y \\rangle = b
+    \\quad\\Longrightarrow\\quad
+    y = x + \\frac{b - \\langle a, x \\rangle}{\\langle a, a \\rangle}\\, a
+
+  Args:
+    x: the tree to project.
+    a: the normal, a tree the structure of ``x`` (not zero).
+    b: the offset, a scalar.
+
+  Example:
+    >>> import gradtx as gtx
+    >>> import jax.numpy as jnp
+    >>> gtx.projections.projection_hyperplane(jnp.array([1.0, 2.0]), jnp.array([1.0, 1.0]), 1.0)
+    Array([0., 1.], dtype=float32)
+  """
+  ax = tree_vdot(x, a)
+  return tree_add_scale(x, (as_dtype(b, jnp.result_type(ax)) - ax) / tree_vdot(a, a), a)
+
+
+def projection_halfspace(x: PyTree, a: PyTree, b: jax.typing.ArrayLike) -> PyTree:
+  """Projection onto the halfspace :math:`\\{\\langle a, y \\rangle \\le b\\}`.
+
+  .. math::
+    \\operatorname*{argmin}_{y} \\|x - y\\|_2^2 \\;\\text{ s.t. }\\; \\langle a, y \\rangle \\le b
+    \\quad\\Longrightarrow\\quad
+    y = x + \\frac{\\min(b - \\langle a, x \\rangle, 0)}{\\langle a, a \\rangle}\\, a
+
+  Args:
+    x: the tree to project.
+    a: the normal, a tree the structure of ``x`` (not zero).
+    b: the offset, a scalar.
+
+  Example:
+    >>> import gradtx as gtx
+    >>> import jax.numpy as jnp
+    >>> gtx.projections.projection_halfspace(jnp.array([1.0, 2.0]), jnp.array([1.0, 1.0]), 1.0)
+    Array([0., 1.], dtype=float32)
+  """
+  ax = tree_vdot(x, a)
+  gap = jnp.minimum(as_dtype(b, jnp.result_type(ax)) - ax, 0)
+  return tree_add_scale(x, gap / tree_vdot(a, a), a)

@@ -1,0 +1,130 @@
+"""Curvature of a loss: Hessian-vector products and diagonals, ``gtx.second_order.hvp``, ...
+
+A namespace, like ``optax.second_order``, with its names and signatures: the
+loss is ``loss(params, inputs, targets) -> scalar`` and vectors are flat, of
+the size of ``ravel_pytree(params)``. Flat vectors take the dtype that
+``jax.flatten_util.ravel_pytree`` gives the parameters. optax 0.2.8 marks
+these deprecated (to be removed in 0.2.9); gradtx keeps them, without the
+warning.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Protocol
+
+import jax
+import jax.numpy as jnp
+from jax import flatten_util
+
+PyTree = Any
+
+__all__ = ["LossFn", "fisher_diag", "hessian_diag", "hvp"]
+
+
+class LossFn(Protocol):
+  """A loss: ``loss(params, inputs, targets) -> scalar``."""
+
+  def __call__(self, params: PyTree, inputs: jax.Array, targets: jax.Array) -> jax.Array: ...
+
+
+def _ravel(tree: PyTree) -> jax.Array:
+  return flatten_util.ravel_pytree(tree)[0]
+
+
+def hvp(loss: LossFn, v: jax.Array, params: PyTree, inputs: jax.Array,
+        targets: jax.Array) -> PyTree:
+  """The product of the Hessian of ``loss`` with a vector, by forward-over-reverse.
+
+  .. math:: H v, \\qquad H = \\nabla^2_\\theta\\, \\ell(\\theta, x, y)
+
+  One gradient's cost (twice), never forming :math:`H`.
+
+  Args:
+    loss: :math:`\\ell`, ``loss(params, inputs, targets) -> scalar``.
+    v: a flat vector of the size of ``ravel_pytree(params)``.
+    params: :math:`\\theta`, any pytree.
+    inputs: :math:`x`.
+    targets: :math:`y`.
+
+  Returns:
+    :math:`Hv` as a tree the structure of ``params`` (what optax returns,
+    though its docstring says a flat array; ``ravel_pytree`` flattens it).
+
+  References:
+    Pearlmutter, *Fast exact multiplication by the Hessian*, Neural
+    Computation 1994.
+
+  Example:
+    >>> import gradtx as gtx
+    >>> import jax.numpy as jnp
+    >>> loss = lambda w, x, y: jnp.sum((x @ w - y) ** 2)   # H = 2 x^T x
+    >>> x, y = jnp.array([[1.0, 2.0], [0.0, 1.0]]), jnp.zeros(2)
+    >>> gtx.second_order.hvp(loss, jnp.array([1.0, 0.0]), jnp.zeros(2), x, y)
+    Array([2., 4.], dtype=float32)
+  """
+  _, unravel = flatten_util.ravel_pytree(params)
+  return jax.jvp(jax.grad(lambda p: loss(p, inputs, targets)), (params,), (unravel(v),))[1]
+
+
+def hessian_diag(loss: LossFn, params: PyTree, inputs: jax.Array,
+                 targets: jax.Array) -> jax.Array:
+  """The diagonal of the Hessian of ``loss``, as a flat vector.
+
+  .. math:: \\operatorname{diag}(H)_i = e_i^\\top H e_i
+
+  Exact: one :func:`hvp` per parameter (batched with ``vmap``), so its cost
+  grows with the square of the number of parameters. For small models.
+
+  Args:
+    loss: :math:`\\ell`, ``loss(params, inputs, targets) -> scalar``.
+    params: :math:`\\theta`, any pytree.
+    inputs: :math:`x`.
+    targets: :math:`y`.
+
+  Returns:
+    A flat vector of the size of ``ravel_pytree(params)``.
+
+  Example:
+    >>> import gradtx as gtx
+    >>> import jax.numpy as jnp
+    >>> loss = lambda w, x, y: jnp.sum((x @ w - y) ** 2)
+    >>> x, y = jnp.array([[1.0, 2.0], [0.0, 1.0]]), jnp.zeros(2)
+    >>> gtx.second_order.hessian_diag(loss, jnp.zeros(2), x, y)
+    Array([ 2., 10.], dtype=float32)
+  """
+  flat = _ravel(params)
+  basis = jnp.eye(flat.size, dtype=flat.dtype)
+  return jax.vmap(lambda e: jnp.vdot(e, _ravel(hvp(loss, e, params, inputs, targets))))(basis)
+
+
+def fisher_diag(negative_log_likelihood: LossFn, params: PyTree, inputs: jax.Array,
+                targets: jax.Array) -> jax.Array:
+  """The diagonal of the observed (empirical) Fisher information, as a flat vector.
+
+  .. math:: \\operatorname{diag}(F) = \\left(\\nabla_\\theta\\, \\ell(\\theta, x, y)\\right)^2
+
+  with :math:`\\ell` the negative log-likelihood of the batch, squared
+  entrywise. (Squaring the gradient of the summed loss, as optax does; the
+  per-example Fisher would square each example's gradient before summing.)
+
+  Args:
+    negative_log_likelihood: :math:`\\ell`, ``fn(params, inputs, targets) -> scalar``.
+    params: :math:`\\theta`, any pytree.
+    inputs: :math:`x`.
+    targets: :math:`y`.
+
+  Returns:
+    A flat vector of the size of ``ravel_pytree(params)``.
+
+  References:
+    Martens, *New insights and perspectives on the natural gradient method*,
+    JMLR 2020 (the empirical Fisher).
+
+  Example:
+    >>> import gradtx as gtx
+    >>> import jax.numpy as jnp
+    >>> nll = lambda w, x, y: jnp.sum((x @ w - y) ** 2) / 2
+    >>> gtx.second_order.fisher_diag(nll, jnp.zeros(2), jnp.eye(2), jnp.array([1.0, -3.0]))
+    Array([1., 9.], dtype=float32)
+  """
+  return jnp.square(_ravel(jax.grad(negative_log_likelihood)(params, inputs, targets)))

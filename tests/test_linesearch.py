@@ -1,0 +1,407 @@
+"""The backtracking line search and value_and_grad_from_state: numpy references, Armijo,
+convergence, gradtx's lbfgs, hyperparameters and errors."""
+
+import re
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+import gradtx as gtx
+
+DTYPES = [jnp.float32, jnp.float64]
+TOL = {jnp.float32: 2e-5, jnp.float64: 1e-12}
+DIAG = np.array([1.0, 4.0, 20.0])  # an ill-conditioned quadratic, kappa = 20
+
+
+def _quadratic(p, scale=1.0):
+  return 0.5 * scale * jnp.sum(jnp.asarray(DIAG, p.dtype) * p * p)
+
+
+def _rosenbrock(p):
+  return jnp.sum(100.0 * (p[1:] - p[:-1] ** 2) ** 2 + (1.0 - p[:-1]) ** 2)
+
+
+class _Backtracking:
+  """optax's documented rule in numpy (float64): the first trial min(gamma eta_prev, eta_max)
+  (eta_max after eta_prev = 0, gradtx's choice), times beta until
+  f(x + eta u) <= (1 + rtol) f(x) + c eta <u, g> + atol, at most ``steps`` reductions; the
+  last trial is taken, or 0 when its loss is not finite."""
+
+  def __init__(self, steps, c=1e-4, beta=0.8, gamma=1.5, eta_max=1.0, atol=0.0, rtol=0.0):
+    self.steps, self.c, self.beta, self.gamma = steps, c, beta, gamma
+    self.eta_max, self.atol, self.rtol = eta_max, atol, rtol
+    self.eta = 1.0
+
+  def error(self, f, x, u, value, slope, eta):
+    e = f(x + eta * u) - (1 + self.rtol) * value - eta * self.c * slope
+    return np.inf if np.isnan(e) else max(e, 0.0)
+
+  def step(self, f, x, u, value, g):
+    slope = float(np.dot(u, g))
+    eta = min(self.gamma * self.eta, self.eta_max) if self.eta > 0 else self.eta_max
+    error, evaluations = self.error(f, x, u, value, slope, eta), 1
+    while error > self.atol and evaluations <= self.steps:
+      eta *= self.beta
+      error, evaluations = self.error(f, x, u, value, slope, eta), evaluations + 1
+    self.eta = 0.0 if np.isinf(error) else eta
+    return self.eta * u, evaluations, error
+
+
+def _np_quadratic(x):
+  return 0.5 * float(np.sum(DIAG * x * x))
+
+
+def _step_fn(tx, value_fn, jit):
+  def step(grad, state, params, value):
+    return tx.update(grad, state, params, value=value, grad=grad, value_fn=value_fn)
+  return jax.jit(step) if jit else step
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("jit", [False, True])
+@pytest.mark.parametrize("store_grad", [False, True])
+def test_backtracking_against_numpy(dtype, jit, store_grad):
+  with jax.enable_x64(dtype == jnp.float64):
+    tx = gtx.chain(sgd=gtx.sgd(1.0), ls=gtx.scale_by_backtracking_linesearch(
+        max_backtracking_steps=8, decrease_factor=0.6, increase_factor=2.0,
+        max_learning_rate=0.5, store_grad=store_grad))
+    ref = _Backtracking(8, beta=0.6, gamma=2.0, eta_max=0.5)
+    params = jnp.asarray([1.0, -0.5, 0.3], dtype)
+    x = np.asarray(params, np.float64)
+    state = tx.init(params)
+    step = _step_fn(tx, _quadratic, jit)
+    for _ in range(6):
+      value, grad = jax.value_and_grad(_quadratic)(params)
+      updates, state = step(grad, state, params, value)
+      assert updates.dtype == dtype
+      params = gtx.apply_updates(params, updates)
+      ref_u, evaluations, error = ref.step(_np_quadratic, x, -DIAG * x, _np_quadratic(x),
+                                           DIAG * x)
+      x = x + ref_u
+      np.testing.assert_allclose(np.asarray(params), x, rtol=TOL[dtype], atol=TOL[dtype])
+      ls = state["ls"]
+      np.testing.assert_allclose(float(ls.learning_rate), ref.eta, rtol=TOL[dtype])
+      assert int(ls.info.num_linesearch_steps) == evaluations
+      np.testing.assert_allclose(float(ls.value), _np_quadratic(x), rtol=10 * TOL[dtype])
+      if store_grad:
+        np.testing.assert_allclose(np.asarray(ls.grad), DIAG * x, rtol=10 * TOL[dtype],
+                                   atol=TOL[dtype])
+      else:
+        assert ls.grad is None
+    assert ls.learning_rate.dtype == dtype and ls.value.dtype == dtype
+
+
+def test_backtracking_equals_optax_with_data_arguments():
+  # optax's docstring example: value_fn takes the batch, passed as extra arguments.
+  def fn(params, x, y):
+    return 0.5 * (x.dot(params) - y) ** 2
+
+  params = ours = jnp.array([1.0, 2.0, 3.0])
+  tx = gtx.chain(sgd=gtx.sgd(1.0), ls=gtx.scale_by_backtracking_linesearch(
+      max_backtracking_steps=15))
+  ox = optax.chain(optax.sgd(1.0), optax.scale_by_backtracking_linesearch(
+      max_backtracking_steps=15))
+  state = tx.init(params)
+  with jax.numpy_dtype_promotion("standard"):
+    their_state = ox.init(params)
+  xs = jnp.asarray(np.random.default_rng(0).normal(size=(5, 3)), jnp.float32)
+  for x in xs:
+    y = jnp.float32(0.0)
+    value, grad = jax.value_and_grad(fn)(ours, x, y)
+    updates, state = tx.update(grad, state, ours, value=value, grad=grad, value_fn=fn, x=x, y=y)
+    ours = gtx.apply_updates(ours, updates)
+    with jax.numpy_dtype_promotion("standard"):
+      value, grad = jax.value_and_grad(fn)(params, x, y)
+      updates, their_state = ox.update(grad, their_state, params, value=value, grad=grad,
+                                       value_fn=fn, x=x, y=y)
+      params = optax.apply_updates(params, updates)
+    np.testing.assert_allclose(np.asarray(ours), np.asarray(params), rtol=1e-6, atol=1e-7)
+    assert int(state["ls"].info.num_linesearch_steps) == int(
+        their_state[1].info.num_linesearch_steps)
+
+
+def test_armijo_holds_at_every_accepted_step():
+  c = 0.3
+  tx = gtx.chain(sgd=gtx.sgd(1.0), ls=gtx.scale_by_backtracking_linesearch(
+      max_backtracking_steps=60, slope_rtol=c, increase_factor=float("inf"),
+      max_learning_rate=2.0))
+  with jax.enable_x64(True):
+    params = jnp.asarray([-1.2, 1.0, 0.5], jnp.float64)
+    state = tx.init(params)
+    step = _step_fn(tx, _rosenbrock, jit=True)
+    for _ in range(25):
+      value, grad = jax.value_and_grad(_rosenbrock)(params)
+      updates, state = step(grad, state, params, value)
+      eta = float(state["ls"].learning_rate)
+      assert 0 < eta <= 2.0
+      assert float(state["ls"].info.decrease_error) == 0.0
+      new = gtx.apply_updates(params, updates)
+      slope = float(jnp.vdot(-grad, grad))
+      assert float(_rosenbrock(new)) <= float(value) + c * eta * slope
+      params = new
+
+
+def _minimize(tx, f, params, steps):
+  """``steps`` jitted updates under lax.scan; the losses along the way."""
+
+  def body(carry, _):
+    params, state = carry
+    value, grad = jax.value_and_grad(f)(params)
+    updates, state = tx.update(grad, state, params, value=value, grad=grad, value_fn=f)
+    return (gtx.apply_updates(params, updates), state), value
+
+  (params, state), values = jax.lax.scan(body, (params, tx.init(params)), None, length=steps)
+  return params, state, values
+
+
+@jax.jit
+def _sgd_on_quadratic(params):
+  tx = gtx.chain(gtx.sgd(1.0), gtx.scale_by_backtracking_linesearch(max_backtracking_steps=20))
+  return _minimize(tx, _quadratic, params, 300)
+
+
+def test_sgd_with_backtracking_converges_on_an_ill_conditioned_quadratic():
+  params, _, values = _sgd_on_quadratic(jnp.asarray([1.0, 1.0, 1.0]))
+  values = np.asarray(values)
+  assert np.all(np.diff(values) <= 0)  # sufficient decrease: the loss never goes up
+  np.testing.assert_allclose(np.asarray(params), np.zeros(3), atol=1e-4)
+
+
+def test_sgd_with_backtracking_converges_on_rosenbrock():
+  tx = gtx.chain(gtx.sgd(1.0), gtx.scale_by_backtracking_linesearch(max_backtracking_steps=40))
+  with jax.enable_x64(True):
+    params, _, values = jax.jit(lambda p: _minimize(tx, _rosenbrock, p, 20000))(
+        jnp.asarray([-1.2, 1.0], jnp.float64))
+  values = np.asarray(values)
+  assert np.all(np.diff(values) <= 0)
+  np.testing.assert_allclose(np.asarray(params), [1.0, 1.0], atol=1e-5)
+
+
+@pytest.mark.parametrize("which", ["chain", "lbfgs"])
+def test_lbfgs_directions_with_backtracking_reach_rosenbrocks_minimum(which):
+  # The Armijo condition alone does not keep L-BFGS's curvature pairs positive (the
+  # Wolfe conditions of the zoom search do), so the loss may rise at a few steps;
+  # the iterates still reach the minimum.
+  linesearch = gtx.scale_by_backtracking_linesearch(max_backtracking_steps=30,
+                                                    increase_factor=float("inf"))
+  if which == "lbfgs":
+    tx = gtx.lbfgs(linesearch=linesearch)
+  else:
+    tx = gtx.chain(direction=gtx.scale_by_lbfgs(), descent=gtx.scale(-1.0), ls=linesearch)
+  with jax.enable_x64(True):
+    params, _, values = jax.jit(lambda p: _minimize(tx, _rosenbrock, p, 100))(
+        jnp.asarray([-1.2, 1.0], jnp.float64))
+  assert float(np.asarray(values)[-1]) < 1e-10
+  np.testing.assert_allclose(np.asarray(params), [1.0, 1.0], atol=1e-5)
+
+
+def test_a_nan_everywhere_takes_no_step_and_restarts_from_the_largest():
+  def poisoned(p):  # finite only at the current point
+    return jnp.where(jnp.all(p == 1.0), jnp.sum(p), jnp.nan)
+
+  tx = gtx.chain(sgd=gtx.sgd(1.0), ls=gtx.scale_by_backtracking_linesearch(
+      max_backtracking_steps=3, max_learning_rate=0.7, store_grad=True))
+  params = jnp.ones(2)
+  state = tx.init(params)
+  grad = jnp.ones(2)
+  updates, state = tx.update(grad, state, params, value=jnp.float32(2.0), grad=grad,
+                             value_fn=poisoned)
+  np.testing.assert_array_equal(np.asarray(updates), [0.0, 0.0])
+  assert float(state["ls"].learning_rate) == 0.0
+  assert np.isinf(float(state["ls"].info.decrease_error))
+  # The state keeps the loss and gradient at the unmoved params, not NaN.
+  assert float(state["ls"].value) == 2.0
+  np.testing.assert_array_equal(np.asarray(state["ls"].grad), [1.0, 1.0])
+  # The next search starts from max_learning_rate (optax's would stay at 0 for good).
+  updates, state = tx.update(grad, state, params, value=jnp.float32(2.0), grad=grad,
+                             value_fn=lambda p: jnp.sum(p * p) / 2)
+  np.testing.assert_allclose(float(state["ls"].learning_rate), 0.7)
+
+
+def test_backtracking_hparams_read_and_set_without_retracing():
+  tx = gtx.chain(sgd=gtx.sgd(1.0), ls=gtx.scale_by_backtracking_linesearch(
+      max_backtracking_steps=5, max_learning_rate=0.05))
+  params = jnp.asarray([1.0, 1.0, 1.0])
+  state = tx.init(params)
+  names = {k: float(v) for k, v in gtx.hparams(state).items() if k.startswith("ls.")}
+  assert names == pytest.approx({
+      "ls.max_backtracking_steps": 5, "ls.slope_rtol": 1e-4, "ls.decrease_factor": 0.8,
+      "ls.increase_factor": 1.5, "ls.max_learning_rate": 0.05, "ls.atol": 0.0,
+      "ls.rtol": 0.0})
+  traces = []
+
+  @jax.jit
+  def step(params, state):
+    traces.append(1)
+    value, grad = jax.value_and_grad(_quadratic)(params)
+    return tx.update(grad, state, params, value=value, grad=grad, value_fn=_quadratic)
+
+  _, state = step(params, state)
+  np.testing.assert_allclose(float(state["ls"].learning_rate), 0.05)
+  state = gtx.set_hparams(state, {"ls.max_learning_rate": 0.01})
+  _, state = step(params, state)
+  np.testing.assert_allclose(float(state["ls"].learning_rate), 0.01)
+  assert len(traces) == 1
+  assert "store_grad=False" in repr(tx)
+
+
+@pytest.mark.parametrize("kwargs, pattern", [
+    (dict(max_backtracking_steps=-1), r"scale_by_backtracking_linesearch: "
+     r"max_backtracking_steps must be in \[0, inf\)"),
+    (dict(max_backtracking_steps=2.5), r"max_backtracking_steps must be in \[0, inf\)"),
+    (dict(max_backtracking_steps=5, decrease_factor=1.0), r"decrease_factor must be in \(0, 1\)"),
+    (dict(max_backtracking_steps=5, slope_rtol=1.0), r"slope_rtol must be in \[0, 1\)"),
+    (dict(max_backtracking_steps=5, increase_factor=0.5), r"increase_factor must be in \[1, inf\)"),
+    (dict(max_backtracking_steps=5, max_learning_rate=0.0),
+     r"max_learning_rate must be in \(0, inf\)"),
+    (dict(max_backtracking_steps=5, atol=-1.0), r"atol must be in \[0, inf\)"),
+    (dict(max_backtracking_steps=5, rtol=float("nan")), r"rtol must be in \[0, inf\)"),
+])
+def test_backtracking_rejects_bad_hyperparameters(kwargs, pattern):
+  with pytest.raises(gtx.HyperparameterError, match=pattern):
+    gtx.scale_by_backtracking_linesearch(**kwargs)
+
+
+def test_backtracking_errors_name_the_stage_and_argument():
+  tx = gtx.chain(ls=gtx.scale_by_backtracking_linesearch(5))
+  params = jnp.ones(2)
+  state = tx.init(params)
+  with pytest.raises(gtx.MissingArgumentError,
+                     match=r"stage 'ls': scale_by_backtracking_linesearch needs value_fn"):
+    tx.update(params, state, params, value=jnp.float32(1.0), grad=params)
+  with pytest.raises(gtx.MissingArgumentError, match=r"needs the parameters"):
+    tx.update(params, state, value=jnp.float32(1.0), grad=params, value_fn=jnp.sum)
+  with pytest.raises(gtx.StructureError, match=r"grad and params differ"):
+    tx.update(params, state, params, value=jnp.float32(1.0), grad=jnp.ones(3), value_fn=jnp.sum)
+
+
+# ---------------------------------------------------------------------------- reuse
+
+
+def _loop(tx, f, params, steps, from_state):
+  value_and_grad = gtx.value_and_grad_from_state(f)
+  state = tx.init(params)
+  step = _step_fn(tx, f, jit=True)
+  iterates = []
+  for _ in range(steps):
+    if from_state:
+      value, grad = value_and_grad(params, state=state)
+    else:
+      value, grad = jax.value_and_grad(f)(params)
+    updates, state = step(grad, state, params, value)
+    params = gtx.apply_updates(params, updates)
+    iterates.append(np.asarray(params))
+  return iterates, state
+
+
+@pytest.mark.parametrize("make", [
+    lambda: gtx.lbfgs(),
+    lambda: gtx.chain(sgd=gtx.sgd(1.0), ls=gtx.scale_by_backtracking_linesearch(
+        max_backtracking_steps=15, store_grad=True)),
+    lambda: gtx.chain(clip=gtx.clip_by_global_norm(10.0), inner=gtx.chain(
+        sgd=gtx.sgd(1.0), ls=gtx.scale_by_backtracking_linesearch(20, store_grad=True))),
+], ids=["lbfgs", "chain", "nested"])
+def test_value_and_grad_from_state_gives_the_same_iterates(make):
+  tx = make()
+  params = jnp.asarray([1.0, -2.0, 0.5])
+  reused, state = _loop(tx, _quadratic, params, 6, from_state=True)
+  explicit, _ = _loop(tx, _quadratic, params, 6, from_state=False)
+  for a, b in zip(reused, explicit):
+    np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7)
+  assert float(_quadratic(jnp.asarray(reused[-1]))) < 0.5 * float(_quadratic(params))
+
+
+def test_value_and_grad_from_state_reuses_what_the_line_search_stored():
+  calls = []
+
+  def f(p):
+    calls.append(1)
+    return _quadratic(p)
+
+  tx = gtx.lbfgs()
+  params = jnp.asarray([1.0, -2.0, 0.5])
+  state = tx.init(params)
+  value_and_grad = gtx.value_and_grad_from_state(f)
+  value, grad = value_and_grad(params, state=state)  # value inf in a fresh state: computed
+  assert calls and float(value) == float(_quadratic(params))
+  updates, state = _step_fn(tx, _quadratic, jit=True)(grad, state, params, value)
+  params = gtx.apply_updates(params, updates)
+  calls.clear()
+  value, grad = value_and_grad(params, state=state)
+  assert not calls  # reused, not computed
+  assert value is state["linesearch"].value and grad is state["linesearch"].grad
+  np.testing.assert_allclose(float(value), float(_quadratic(params)), rtol=1e-6)
+  np.testing.assert_allclose(np.asarray(grad), DIAG * np.asarray(params), rtol=1e-5,
+                             atol=1e-6)
+
+
+def test_value_and_grad_from_state_jitted_with_arguments():
+  tx = gtx.chain(sgd=gtx.sgd(1.0), ls=gtx.scale_by_backtracking_linesearch(10, store_grad=True))
+  value_and_grad = gtx.value_and_grad_from_state(_quadratic)
+
+  @jax.jit
+  def step(params, state, scale):
+    value, grad = value_and_grad(params, scale=scale, state=state)
+    updates, state = tx.update(grad, state, params, value=value, grad=grad,
+                               value_fn=_quadratic, scale=scale)
+    return gtx.apply_updates(params, updates), state, value
+
+  params, state = jnp.asarray([1.0, 1.0, 1.0]), tx.init(jnp.zeros(3))
+  scale = jnp.float32(2.0)
+  for _ in range(3):
+    before = params
+    params, state, value = step(params, state, scale)
+    np.testing.assert_allclose(float(value), float(_quadratic(before, 2.0)), rtol=1e-6)
+
+
+def test_value_and_grad_from_state_errors():
+  value_and_grad = gtx.value_and_grad_from_state(_quadratic)
+  params = jnp.ones(3)
+  with pytest.raises(gtx.StructureError, match="holds no line search state"):
+    value_and_grad(params, state=gtx.adam(0.1).init(params))
+  two = gtx.chain(a=gtx.scale_by_backtracking_linesearch(5, store_grad=True),
+                  b=gtx.scale_by_zoom_linesearch(5))
+  with pytest.raises(gtx.StructureError, match=re.escape("2 line search states (at ['a'], ['b'])")):
+    value_and_grad(params, state=two.init(params))
+  with pytest.raises(TypeError, match="value_fn must be the loss"):
+    gtx.value_and_grad_from_state(None)
+  no_grad = gtx.chain(gtx.sgd(1.0), gtx.scale_by_backtracking_linesearch(5))
+  with pytest.raises(ValueError, match="store_grad=True"):
+    value_and_grad(params, state=no_grad.init(params))
+
+
+def test_backtracking_state_maps_with_tree_map_params():
+  tx = gtx.chain(sgd=gtx.sgd(1.0), ls=gtx.scale_by_backtracking_linesearch(5, store_grad=True))
+  params = {"w": jnp.ones((2, 2))}
+  shapes = gtx.tree_utils.tree_map_params(tx, lambda p: p.shape, tx.init(params),
+                               transform_non_params=lambda _: None)
+  assert shapes["ls"].grad == {"w": (2, 2)} and shapes["ls"].value is None
+
+
+def test_backtracking_keeps_bfloat16_and_reports_failures_when_verbose(capfd):
+  def f(p):
+    return jnp.sum(p.astype(jnp.float32) ** 2).astype(p.dtype)
+
+  tx = gtx.chain(sgd=gtx.sgd(1.0), ls=gtx.scale_by_backtracking_linesearch(10, store_grad=True))
+  params = jnp.asarray([1.0, 2.0], jnp.bfloat16)
+  state = tx.init(params)
+  value_and_grad = gtx.value_and_grad_from_state(f)
+  for _ in range(2):
+    value, grad = value_and_grad(params, state=state)
+    updates, state = _step_fn(tx, f, jit=True)(grad, state, params, value)
+    params = gtx.apply_updates(params, updates)
+  assert updates.dtype == state["ls"].value.dtype == state["ls"].grad.dtype == jnp.bfloat16
+  assert float(f(params)) < 5.0 / 4
+  # An ascent direction: no step passes; optax's rule takes the last one tried, and says so.
+  tx = gtx.chain(ls=gtx.scale_by_backtracking_linesearch(3, verbose=True))
+  params = jnp.ones(2)
+  updates, state = tx.update(params, tx.init(params), params, value=jnp.float32(2.0),
+                             grad=2 * params, value_fn=lambda p: jnp.sum(p * p))
+  jax.effects_barrier()
+  assert "no step length with sufficient decrease" in capfd.readouterr().out
+  np.testing.assert_allclose(np.asarray(updates), [0.8**3] * 2, rtol=1e-6)
+  assert int(state["ls"].info.num_linesearch_steps) == 4
+  assert float(state["ls"].info.decrease_error) > 0

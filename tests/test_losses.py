@@ -1,0 +1,845 @@
+"""Tests for gradtx.losses.
+
+Every loss is checked against a plain-numpy (or pure-Python) reference of its
+formula, written here from the papers / optax's documented equations and
+computed in float64, on random inputs, in float32 and float64, jitted and not.
+Edge cases (masked and infinite logits, zero vectors, zero targets, ``where``
+masks, several ``axis`` choices) and gradients (closed forms and finite
+differences) have their own tests; agreement with optax is an extra check on
+ordinary inputs. Bad input is a table of (call, error type, regex).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import itertools
+import math
+from typing import Any, Callable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from gradtx import losses
+from gradtx.errors import HyperparameterError
+
+optax = pytest.importorskip("optax")
+
+pytestmark = pytest.mark.filterwarnings("error")
+
+
+@pytest.fixture(autouse=True)
+def _strict_jax():
+  with jax.numpy_dtype_promotion("strict"), jax.numpy_rank_promotion("raise"):
+    yield
+
+
+# ------------------------------------------------------ numpy references
+
+
+def np_log_sigmoid(x):
+  return -np.logaddexp(0.0, -x)
+
+
+def np_lse(x, axis=-1, where=None):
+  xm = x if where is None else np.where(where, x, -np.inf)
+  m = np.max(xm, axis=axis, keepdims=True)
+  m = np.where(np.isfinite(m), m, 0.0)
+  with np.errstate(divide="ignore"):
+    return m + np.log(np.sum(np.exp(xm - m), axis=axis, keepdims=True))
+
+
+def np_log_softmax(x, axis=-1, where=None):
+  return x - np_lse(x, axis, where)
+
+
+def np_xlogp(y, log_p):
+  """y * log_p with 0 * (-inf) = 0."""
+  with np.errstate(invalid="ignore"):
+    return np.where(y == 0, 0.0, y * log_p)
+
+
+def ref_squared_error(p, t=None):
+  return (p - (0 if t is None else t)) ** 2
+
+
+def ref_l2(p, t=None):
+  return 0.5 * ref_squared_error(p, t)
+
+
+def ref_huber(p, t=None, delta=1.0):
+  e = np.abs(p - (0 if t is None else t))
+  return np.where(e <= delta, 0.5 * e**2, delta * (e - 0.5 * delta))
+
+
+def ref_log_cosh(p, t=None):
+  e = p - (0 if t is None else t)
+  return np.vectorize(lambda v: math.log(math.cosh(v)))(e)
+
+
+def ref_cosine(a, b, epsilon=0.0, axis=-1, where=None):
+  w = np.ones(np.broadcast_shapes(a.shape, b.shape), bool) if where is None else where
+  an = np.sqrt(np.maximum(np.sum(np.where(w, a * a, 0), axis, keepdims=True), epsilon))
+  bn = np.sqrt(np.maximum(np.sum(np.where(w, b * b, 0), axis, keepdims=True), epsilon))
+  an, bn = np.where(an > 0, an, 1), np.where(bn > 0, bn, 1)
+  return np.sum(np.where(w, (a / an) * (b / bn), 0), axis)
+
+
+def ref_smooth(y, alpha, axis=-1, where=None):
+  if where is None:
+    return (1 - alpha) * y + alpha / y.shape[axis]
+  k = np.sum(where, axis, keepdims=True)
+  return (1 - alpha) * y + np.where(k > 0, alpha / np.maximum(k, 1), 0)
+
+
+def ref_softmax_ce(x, y, axis=-1, where=None):
+  if where is not None and where.ndim != x.ndim:
+    where = np.expand_dims(where, axis)
+  terms = np_xlogp(y, np_log_softmax(x, axis, where))
+  if where is not None:
+    terms = np.where(where, terms, 0)
+  return -np.sum(terms, axis)
+
+
+def ref_int_ce(x, labels, axis=-1, where=None):
+  """One-hot labels and ref_softmax_ce; a tuple axis is flattened row-major."""
+  if isinstance(axis, tuple):
+    batch = [d for d in range(x.ndim) if d not in axis]
+    x = np.transpose(x, batch + list(axis)).reshape([x.shape[d] for d in batch] + [-1])
+    if where is not None:
+      where = np.transpose(where, batch + list(axis)).reshape(x.shape)
+    axis = -1
+  onehot = np.moveaxis(np.eye(x.shape[axis])[labels], -1, axis)
+  xl = np.sum(np.where(onehot > 0, x, 0), axis)
+  if where is not None and where.ndim != x.ndim:
+    where = np.expand_dims(where, axis)
+  out = np.squeeze(np_lse(x, axis, where), axis) - xl
+  if where is not None:
+    out = np.where(np.any(where, axis), out, 0)
+  return out
+
+
+def ref_bce(x, y):
+  return -np_xlogp(y, np_log_sigmoid(x)) - np_xlogp(1 - y, np_log_sigmoid(-x))
+
+
+def ref_focal(x, y, alpha=None, gamma=2.0):
+  p = 1 / (1 + np.exp(-x))
+  weight = ((1 - y) * p + y * (1 - p)) ** gamma
+  loss = ref_bce(x, y) * weight
+  if alpha is not None:
+    loss = (alpha * y + (1 - alpha) * (1 - y)) * loss
+  return loss
+
+
+def ref_poly(x, y, epsilon=2.0, axis=-1, where=None):
+  p = np.exp(np_log_softmax(x, axis, where))
+  w = True if where is None else where
+  return ref_softmax_ce(x, y, axis, where) + epsilon * np.sum(np.where(w, y * (1 - p), 0), axis)
+
+
+def ref_kl(lp, t, axis=-1, where=None):
+  with np.errstate(divide="ignore", invalid="ignore"):
+    terms = np.where(t > 0, t * (np.log(np.where(t > 0, t, 1)) - lp), 0)
+  return np.sum(np.where(True if where is None else where, terms, 0), axis)
+
+
+def ref_kl_log(lp, lt, axis=-1, where=None):
+  return ref_kl(lp, np.exp(lt), axis, where)
+
+
+def ref_gkl(lp, t, axis=-1, where=None):
+  w = True if where is None else where
+  return ref_kl(lp, t, axis, where) + np.sum(np.where(w, np.exp(lp) - t, 0), axis)
+
+
+def ref_hinge(s, y):
+  return np.maximum(0, 1 - s * y)
+
+
+def ref_perceptron(s, y):
+  return np.maximum(0, -s * y)
+
+
+def ref_mc_hinge(s, labels):
+  out = np.zeros(s.shape[:-1])
+  for idx in np.ndindex(*s.shape[:-1]):
+    row, y = s[idx], labels[idx]
+    out[idx] = max(row[j] + (0 if j == y else 1) for j in range(len(row))) - row[y]
+  return out
+
+
+def ref_mc_perceptron(s, labels):
+  return np.max(s, -1) - np.take_along_axis(s, labels[..., None], -1)[..., 0]
+
+
+def ref_triplet(a, p, n, axis=-1, norm_degree=2, margin=1.0, eps=1e-6):
+  d = lambda u: (np.sum(np.abs(a - u) ** norm_degree, axis) + eps) ** (1 / norm_degree)
+  return np.maximum(d(p) - d(n) + margin, 0)
+
+
+def ref_ntxent(x, labels, temperature=0.07):
+  b = len(labels)
+  unit = x / np.linalg.norm(x, axis=1, keepdims=True)
+  s = unit @ unit.T / temperature
+  total, count = 0.0, 0
+  for i in range(b):
+    negatives = [math.exp(s[i, k]) for k in range(b) if labels[k] != labels[i]]
+    for j in range(b):
+      if j != i and labels[j] == labels[i]:
+        total -= s[i, j] - math.log(math.exp(s[i, j]) + sum(negatives))
+        count += 1
+  return total / max(count, 1)
+
+
+def ref_sparse_plus(x):
+  return np.where(x <= -1, 0, np.where(x >= 1, x, 0.25 * (x + 1) ** 2))
+
+
+def ref_sparsemax_loss(x, y):
+  return ref_sparse_plus(np.where(y != 0, -x, x))
+
+
+def np_sparsemax(s):
+  """Projection onto the simplex by bisection on tau: sum(max(s - tau, 0)) = 1."""
+  lo, hi = s.max() - 1, s.max()
+  for _ in range(200):
+    mid = 0.5 * (lo + hi)
+    lo, hi = (mid, hi) if np.maximum(s - mid, 0).sum() > 1 else (lo, mid)
+  return np.maximum(s - 0.5 * (lo + hi), 0)
+
+
+def ref_mc_sparsemax(s, labels):
+  out = np.zeros(s.shape[:-1])
+  for idx in np.ndindex(*s.shape[:-1]):
+    p = np_sparsemax(s[idx])
+    out[idx] = p @ s[idx] + 0.5 * (1 - p @ p) - s[idx][labels[idx]]
+  return out
+
+
+def ref_ranking(x, y, where=None, weights=None, reduce_fn=jnp.mean):
+  y = y if weights is None else y * weights
+  w = np.ones(x.shape, bool) if where is None else where
+  per_list = ref_softmax_ce(x, y, -1, w)
+  valid = np.any(w, -1)
+  if reduce_fn is None:
+    return np.where(valid, per_list, 0)
+  if reduce_fn is jnp.sum:
+    return np.sum(np.where(valid, per_list, 0))
+  return np.mean(per_list[valid]) if valid.any() else 0.0
+
+
+def np_softmax(x, axis=-1):
+  return np.exp(np_log_softmax(x, axis))
+
+
+def ref_dice(p, t, class_weights=None, smooth=1.0, alpha=0.5, beta=0.5,
+             apply_softmax=True, reduction="mean", ignore_background=False, axis=None):
+  if apply_softmax:
+    p = 1 / (1 + np.exp(-p)) if p.shape[-1] == 1 else np_softmax(p)
+  axis = tuple(range(1, p.ndim - 1)) if axis is None else axis
+  i, ps, ts = np.sum(p * t, axis), np.sum(p, axis), np.sum(t, axis)
+  loss = 1 - (i + smooth) / (i + alpha * (ps - i) + beta * (ts - i) + smooth)
+  if class_weights is not None:
+    loss = loss * class_weights
+  if ignore_background and p.shape[-1] > 1:
+    loss = loss[..., 1:]
+  return {"mean": np.mean, "sum": np.sum}[reduction](loss, -1) if reduction != "none" else loss
+
+
+def ref_gen_dice(p, t, smooth=1.0):
+  vol = np.sum(t, tuple(range(t.ndim - 1)))
+  w = 1 / (vol**2 + 1e-7)
+  w = w / w.sum() * len(w)
+  return np.mean(ref_dice(p, t, class_weights=w, smooth=smooth, reduction="none"))
+
+
+def ref_ctc(logits, logit_paddings, labels, label_paddings, blank_id=0):
+  """Brute force: sum the probability of every alignment that collapses to the labels."""
+  out = []
+  for b in range(logits.shape[0]):
+    T = int(round(logits.shape[1] - logit_paddings[b].sum()))
+    target = [int(v) for v, pad in zip(labels[b], label_paddings[b]) if pad == 0]
+    logp = np_log_softmax(logits[b, :T])
+    total = -np.inf
+    for path in itertools.product(range(logits.shape[2]), repeat=T):
+      collapsed = [k for i, k in enumerate(path) if k != blank_id and (i == 0 or path[i - 1] != k)]
+      if collapsed == target:
+        total = np.logaddexp(total, sum(logp[t, k] for t, k in enumerate(path)))
+    out.append(-total)
+  return np.array(out)
+
+
+# ---------------------------------------------------------- the case table
+
+
+@dataclasses.dataclass(frozen=True)
+class Case:
+  id: str
+  fn: Callable[..., Any]
+  make: Callable[[np.random.Generator], tuple[tuple, dict]]
+  ref: Callable[..., Any]
+  optax_fn: Callable[..., Any] | None = None  # None: optax differs on these inputs
+
+
+def _r(rng, *shape, scale=2.0):
+  return rng.normal(size=shape) * scale
+
+
+def _dist(rng, *shape):
+  return np_softmax(_r(rng, *shape))
+
+
+def _onehot(rng, *shape):
+  return np.eye(shape[-1])[rng.integers(0, shape[-1], shape[:-1])]
+
+
+def _mask(rng, *shape):
+  m = rng.random(shape) < 0.7
+  m[..., 0] = True
+  return m
+
+
+def _soft_or_binary(rng, *shape):
+  y = rng.random(shape)
+  y[..., :2] = np.array([0.0, 1.0])
+  return y
+
+
+CASES = [
+    Case("squared_error", losses.squared_error,
+         lambda g: ((_r(g, 3, 4), _r(g, 3, 4)), {}), ref_squared_error,
+         optax.losses.squared_error),
+    Case("squared_error_no_targets", losses.squared_error,
+         lambda g: ((_r(g, 5),), {}), ref_squared_error, optax.losses.squared_error),
+    Case("l2_loss", losses.l2_loss, lambda g: ((_r(g, 3, 4), _r(g, 3, 4)), {}), ref_l2,
+         optax.losses.l2_loss),
+    Case("huber_loss", losses.huber_loss,
+         lambda g: ((_r(g, 4, 5), _r(g, 4, 5)), {"delta": 1.5}), ref_huber,
+         optax.losses.huber_loss),
+    Case("log_cosh", losses.log_cosh,
+         lambda g: ((_r(g, 4, 5, scale=10.0), _r(g, 4, 5)), {}), ref_log_cosh,
+         optax.losses.log_cosh),
+    Case("cosine_similarity", losses.cosine_similarity,
+         lambda g: ((_r(g, 3, 5), _r(g, 3, 5)), {}), ref_cosine,
+         optax.losses.cosine_similarity),
+    Case("cosine_similarity_axis0_where_eps", losses.cosine_similarity,
+         lambda g: ((_r(g, 5, 3), _r(g, 5, 3)),
+                    {"axis": 0, "where": _mask(g, 5, 3), "epsilon": 0.1}),
+         ref_cosine, optax.losses.cosine_similarity),
+    Case("cosine_similarity_axes", losses.cosine_similarity,
+         lambda g: ((_r(g, 2, 3, 4), _r(g, 2, 3, 4)), {"axis": (1, 2)}),
+         ref_cosine, optax.losses.cosine_similarity),
+    Case("cosine_distance", losses.cosine_distance,
+         lambda g: ((_r(g, 3, 5), _r(g, 3, 5)), {}),
+         lambda a, b, **kw: 1 - ref_cosine(a, b, **kw), optax.losses.cosine_distance),
+    Case("smooth_labels", losses.smooth_labels,
+         lambda g: ((_onehot(g, 4, 5), 0.1), {}), ref_smooth, optax.losses.smooth_labels),
+    Case("smooth_labels_where", losses.smooth_labels,
+         lambda g: ((_onehot(g, 4, 5), 0.3), {"where": _mask(g, 4, 5)}), ref_smooth,
+         optax.losses.smooth_labels),
+    Case("softmax_cross_entropy", losses.softmax_cross_entropy,
+         lambda g: ((_r(g, 4, 6), _dist(g, 4, 6)), {}), ref_softmax_ce,
+         optax.losses.softmax_cross_entropy),
+    Case("softmax_cross_entropy_large", losses.softmax_cross_entropy,
+         lambda g: ((_r(g, 4, 6, scale=300.0), _onehot(g, 4, 6)), {}), ref_softmax_ce,
+         optax.losses.softmax_cross_entropy),
+    Case("softmax_cross_entropy_axis0_where", losses.softmax_cross_entropy,
+         lambda g: ((_r(g, 6, 4), _onehot(g, 4, 6).T), {"axis": 0, "where": _mask(g, 4, 6).T}),
+         ref_softmax_ce, optax.losses.softmax_cross_entropy),
+    Case("softmax_cross_entropy_row_where", losses.softmax_cross_entropy,
+         lambda g: ((_r(g, 4, 6), _dist(g, 4, 6)), {"where": np.array([True, False, True, True])}),
+         ref_softmax_ce, optax.losses.softmax_cross_entropy),
+    Case("softmax_cross_entropy_axes", losses.softmax_cross_entropy,
+         lambda g: ((_r(g, 2, 3, 4), _dist(g, 2, 12).reshape(2, 3, 4)), {"axis": (1, 2)}),
+         ref_softmax_ce, optax.losses.softmax_cross_entropy),
+    Case("safe_softmax_cross_entropy", losses.safe_softmax_cross_entropy,
+         lambda g: ((_r(g, 4, 6), _dist(g, 4, 6)), {}), ref_softmax_ce,
+         optax.losses.safe_softmax_cross_entropy),
+    Case("int_ce", losses.softmax_cross_entropy_with_integer_labels,
+         lambda g: ((_r(g, 5, 7), g.integers(0, 7, 5)), {}), ref_int_ce,
+         optax.losses.softmax_cross_entropy_with_integer_labels),
+    Case("int_ce_large", losses.softmax_cross_entropy_with_integer_labels,
+         lambda g: ((_r(g, 5, 7, scale=1e3), g.integers(0, 7, 5)), {}), ref_int_ce,
+         optax.losses.softmax_cross_entropy_with_integer_labels),
+    Case("int_ce_axis0_where", losses.softmax_cross_entropy_with_integer_labels,
+         lambda g: ((_r(g, 7, 5), np.zeros(5, np.int64)), {"axis": 0, "where": _mask(g, 5, 7).T}),
+         ref_int_ce, optax.losses.softmax_cross_entropy_with_integer_labels),
+    Case("int_ce_axes", losses.softmax_cross_entropy_with_integer_labels,
+         lambda g: ((_r(g, 2, 3, 4, 5), g.integers(0, 12, (2, 5))), {"axis": (1, 2)}),
+         ref_int_ce, optax.losses.softmax_cross_entropy_with_integer_labels),
+    Case("int_ce_row_where", losses.softmax_cross_entropy_with_integer_labels,
+         lambda g: ((_r(g, 4, 6), g.integers(0, 6, 4)), {"where": np.array([True, False, True, True])}),
+         ref_int_ce, optax.losses.softmax_cross_entropy_with_integer_labels),
+    Case("sigmoid_binary_cross_entropy", losses.sigmoid_binary_cross_entropy,
+         lambda g: ((_r(g, 4, 5, scale=5.0), _soft_or_binary(g, 4, 5)), {}), ref_bce,
+         optax.losses.sigmoid_binary_cross_entropy),
+    Case("sigmoid_focal_loss", losses.sigmoid_focal_loss,
+         lambda g: ((_r(g, 4, 5, scale=5.0), _soft_or_binary(g, 4, 5)), {}), ref_focal,
+         optax.losses.sigmoid_focal_loss),
+    Case("sigmoid_focal_loss_alpha_gamma", losses.sigmoid_focal_loss,
+         lambda g: ((_r(g, 4, 5, scale=5.0), (g.random((4, 5)) < 0.5) * 1.0),
+                    {"alpha": 0.25, "gamma": 0.5}), ref_focal,
+         optax.losses.sigmoid_focal_loss),
+    Case("poly_loss_cross_entropy", losses.poly_loss_cross_entropy,
+         lambda g: ((_r(g, 4, 6), _dist(g, 4, 6)), {"epsilon": -1.0}), ref_poly,
+         optax.losses.poly_loss_cross_entropy),
+    Case("poly_loss_cross_entropy_where", losses.poly_loss_cross_entropy,
+         lambda g: ((_r(g, 4, 6), _onehot(g, 4, 6)), {"where": _mask(g, 4, 6)}), ref_poly,
+         None),  # optax's softmax over a where-mask is its own (jax's) convention
+    Case("kl_divergence", losses.kl_divergence,
+         lambda g: ((np_log_softmax(_r(g, 4, 6)), _dist(g, 4, 6)), {}), ref_kl,
+         optax.losses.kl_divergence),
+    Case("kl_divergence_axis0_where", losses.kl_divergence,
+         lambda g: ((np_log_softmax(_r(g, 6, 4), 0), _dist(g, 4, 6).T),
+                    {"axis": 0, "where": _mask(g, 4, 6).T}), ref_kl,
+         optax.losses.kl_divergence),
+    Case("kl_divergence_with_log_targets", losses.kl_divergence_with_log_targets,
+         lambda g: ((np_log_softmax(_r(g, 4, 6)), np_log_softmax(_r(g, 4, 6))), {}), ref_kl_log,
+         optax.losses.kl_divergence_with_log_targets),
+    Case("generalized_kl_divergence", losses.generalized_kl_divergence,
+         lambda g: ((_r(g, 4, 6, scale=0.5), g.random((4, 6)) * 2), {"where": _mask(g, 4, 6)}),
+         ref_gkl, optax.losses.generalized_kl_divergence),
+    Case("hinge_loss", losses.hinge_loss,
+         lambda g: ((_r(g, 8), np.sign(_r(g, 8))), {}), ref_hinge, optax.losses.hinge_loss),
+    Case("perceptron_loss", losses.perceptron_loss,
+         lambda g: ((_r(g, 8), np.sign(_r(g, 8))), {}), ref_perceptron,
+         optax.losses.perceptron_loss),
+    Case("multiclass_hinge_loss", losses.multiclass_hinge_loss,
+         lambda g: ((_r(g, 2, 3, 5, scale=0.5), g.integers(0, 5, (2, 3))), {}), ref_mc_hinge,
+         optax.losses.multiclass_hinge_loss),
+    Case("multiclass_perceptron_loss", losses.multiclass_perceptron_loss,
+         lambda g: ((_r(g, 6, 5), g.integers(0, 5, 6)), {}), ref_mc_perceptron,
+         optax.losses.multiclass_perceptron_loss),
+    Case("triplet_margin_loss", losses.triplet_margin_loss,
+         lambda g: ((_r(g, 5, 3), _r(g, 5, 3), _r(g, 5, 3)), {"margin": 2.0}), ref_triplet,
+         optax.losses.triplet_margin_loss),
+    Case("triplet_margin_loss_l1", losses.triplet_margin_loss,
+         lambda g: ((_r(g, 3, 5), _r(g, 3, 5), _r(g, 3, 5)), {"axis": 0, "norm_degree": 1}),
+         ref_triplet, None),  # optax's signed (u - v)^1 is not a norm
+    Case("ntxent", losses.ntxent,
+         lambda g: ((_r(g, 6, 3), np.array([0, 0, 1, 1, 2, 2])), {"temperature": 0.5}), ref_ntxent,
+         optax.losses.ntxent),
+    Case("sparsemax_loss", losses.sparsemax_loss,
+         lambda g: ((_r(g, 10), g.integers(0, 2, 10)), {}), ref_sparsemax_loss,
+         optax.losses.sparsemax_loss),
+    Case("multiclass_sparsemax_loss", losses.multiclass_sparsemax_loss,
+         lambda g: ((_r(g, 6, 5, scale=0.7), g.integers(0, 5, 6)), {}), ref_mc_sparsemax,
+         optax.losses.multiclass_sparsemax_loss),
+    Case("multiclass_sparsemax_loss_3d", losses.multiclass_sparsemax_loss,
+         lambda g: ((_r(g, 2, 3, 5, scale=0.7), g.integers(0, 5, (2, 3))), {}), ref_mc_sparsemax,
+         None),  # optax takes one batch axis only
+    Case("fenchel_young_logsumexp",
+         losses.make_fenchel_young_loss(jax.scipy.special.logsumexp),
+         lambda g: ((_r(g, 4, 6), _dist(g, 4, 6)), {}), ref_softmax_ce,
+         optax.losses.make_fenchel_young_loss(jax.scipy.special.logsumexp)),
+    Case("ranking_softmax_loss", losses.ranking_softmax_loss,
+         lambda g: ((_r(g, 3, 5), (g.random((3, 5)) < 0.4) * 1.0), {}), ref_ranking,
+         optax.losses.ranking_softmax_loss),
+    Case("ranking_softmax_loss_where_weights_sum", losses.ranking_softmax_loss,
+         lambda g: ((_r(g, 3, 5), g.integers(0, 3, (3, 5)) * 1.0),
+                    {"where": np.array([[1, 1, 0, 1, 0], [0, 0, 0, 0, 0], [1, 1, 1, 1, 1]], bool),
+                     "weights": g.random((3, 5)), "reduce_fn": jnp.sum}),
+         ref_ranking, optax.losses.ranking_softmax_loss),
+    Case("ranking_softmax_loss_none", losses.ranking_softmax_loss,
+         lambda g: ((_r(g, 3, 5), g.integers(0, 3, (3, 5)) * 1.0),
+                    {"where": np.array([[1, 1, 0, 1, 0], [0, 0, 0, 0, 0], [1, 1, 1, 1, 1]], bool),
+                     "reduce_fn": None}),
+         ref_ranking, optax.losses.ranking_softmax_loss),
+    Case("dice_loss", losses.dice_loss,
+         lambda g: ((_r(g, 2, 4, 4, 3), _onehot(g, 2, 4, 4, 3)), {}), ref_dice,
+         optax.losses.dice_loss),
+    Case("dice_loss_tversky_weights", losses.dice_loss,
+         lambda g: ((_r(g, 2, 5, 3), _onehot(g, 2, 5, 3)),
+                    {"alpha": 0.3, "beta": 0.7, "class_weights": g.random(3), "smooth": 0.5,
+                     "reduction": "sum", "ignore_background": True}),
+         ref_dice, None),  # optax's class_weights broadcast needs rank promotion
+    Case("dice_loss_probabilities_none", losses.dice_loss,
+         lambda g: ((_dist(g, 2, 5, 3), _onehot(g, 2, 5, 3)),
+                    {"apply_softmax": False, "reduction": "none", "axis": 1}),
+         ref_dice, None),  # optax's probability check fails under jit
+    Case("binary_dice_loss", losses.binary_dice_loss,
+         lambda g: ((_r(g, 3, 6), (g.random((3, 6)) < 0.5) * 1.0), {}),
+         lambda p, t, **kw: ref_dice(p[..., None], t[..., None], **kw),
+         optax.losses.binary_dice_loss),
+    Case("multiclass_generalized_dice_loss", losses.multiclass_generalized_dice_loss,
+         lambda g: ((_r(g, 2, 6, 3), _onehot(g, 2, 6, 3)), {}), ref_gen_dice, None),
+    Case("ctc_loss", losses.ctc_loss,
+         lambda g: ((_r(g, 3, 5, 3),
+                     np.array([[0, 0, 0, 0, 0], [0, 0, 0, 0, 1], [0, 0, 0, 1, 1]], float),
+                     np.array([[1, 2], [1, 1], [2, 0]]),
+                     np.array([[0, 0], [0, 0], [0, 1]], float)), {}),
+         ref_ctc, optax.losses.ctc_loss),
+    Case("ctc_loss_blank_last", losses.ctc_loss,
+         lambda g: ((_r(g, 2, 4, 3), np.zeros((2, 4)), np.array([[0, 1], [1, 1]]),
+                     np.zeros((2, 2))), {"blank_id": 2}),
+         functools.partial(ref_ctc, blank_id=2), optax.losses.ctc_loss),
+]
+BY_ID = {c.id: c for c in CASES}
+
+
+def _is_array(v):
+  return isinstance(v, np.ndarray)
+
+
+def _convert(v, dtype):
+  if _is_array(v) and np.issubdtype(v.dtype, np.floating):
+    return jnp.asarray(v, dtype)
+  return jnp.asarray(v) if _is_array(v) else v
+
+
+# Compiling dominates this module's runtime; these options change how fast XLA
+# compiles, not what it computes (as in test_reference.py).
+_FAST_COMPILE = {"xla_backend_optimization_level": 0}
+if jax.default_backend() == "cpu":
+  _FAST_COMPILE["xla_cpu_use_fusion_emitters"] = False
+_jit = functools.partial(jax.jit, compiler_options=_FAST_COMPILE)
+
+
+def _call(fn, args, kwargs, jit):
+  arrays = {k: v for k, v in kwargs.items() if isinstance(v, jax.Array)}
+  static = {k: v for k, v in kwargs.items() if k not in arrays}
+  if not jit:
+    return fn(*args, **arrays, **static)
+  return _jit(lambda a, kw: fn(*a, **kw, **static))(args, arrays)
+
+
+def _rounded(v, dtype):
+  """What the loss sees: float inputs rounded to ``dtype``, then held in float64."""
+  if _is_array(v) and np.issubdtype(v.dtype, np.floating):
+    return np.asarray(v.astype(dtype), np.float64)
+  return v
+
+
+def check_case(case: Case, dtype, jit: bool, against_optax: bool = False):
+  rng = np.random.default_rng(sum(map(ord, case.id)))
+  args, kwargs = case.make(rng)
+  want = case.ref(*[_rounded(a, dtype) for a in args],
+                  **{k: _rounded(v, dtype) for k, v in kwargs.items()})
+  args = tuple(_convert(a, dtype) for a in args)
+  kwargs = {k: _convert(v, dtype) for k, v in kwargs.items()}
+  got = _call(case.fn, args, kwargs, jit)
+  assert got.dtype == dtype, (got.dtype, dtype)
+  assert got.shape == np.shape(want)
+  tol = dict(rtol=2e-5, atol=2e-5) if dtype == np.float32 else dict(rtol=1e-10, atol=1e-10)
+  np.testing.assert_allclose(np.asarray(got, np.float64), want, **tol)
+  if against_optax and case.optax_fn is not None:
+    # An extra check on ordinary inputs; optax needs the default promotion rules.
+    with jax.numpy_dtype_promotion("standard"), jax.numpy_rank_promotion("allow"):
+      theirs = _call(case.optax_fn, args, kwargs, jit)
+    np.testing.assert_allclose(got, theirs, rtol=1e-5, atol=1e-5)
+
+
+def check_mode(case: Case, dtype, jit: bool, against_optax: bool = False):
+  if dtype == np.float64:
+    with jax.enable_x64(True):
+      check_case(case, dtype, jit)
+  else:
+    check_case(case, dtype, jit, against_optax)
+
+
+@pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
+def test_matches_numpy_reference_and_optax(case):
+  """float32 and float64, jitted, for every case; optax agrees in float32."""
+  check_mode(case, np.float32, jit=True, against_optax=True)
+  check_mode(case, np.float64, jit=True)
+
+
+EAGER = ["softmax_cross_entropy_axis0_where", "int_ce_axes", "sigmoid_focal_loss_alpha_gamma",
+         "dice_loss_probabilities_none"]  # ctc_loss: test_ctc_forward_probs_shapes_and_padding
+
+
+@pytest.mark.parametrize("name", EAGER)
+def test_matches_numpy_reference_not_jitted(name):
+  """float32 and float64 not jitted, for a few cases (the edge-case tests below run eagerly too)."""
+  check_mode(BY_ID[name], np.float32, jit=False)
+  check_mode(BY_ID[name], np.float64, jit=False)
+
+
+def test_names_are_optax_names():
+  optax_names = {n for n in dir(optax.losses) if not n.startswith("_")}
+  assert set(losses.__all__) == optax_names
+  for name in losses.__all__:
+    assert callable(getattr(losses, name))
+
+
+# --------------------------------------------------------------- edge cases
+
+
+def _finite_grad(f, *args):
+  grads = _jit(jax.grad(f, argnums=tuple(range(len(args)))))(*args)
+  for g in grads:
+    assert np.all(np.isfinite(np.asarray(g))), grads
+  return grads
+
+
+def test_softmax_cross_entropy_minus_inf_logits():
+  logits = jnp.array([[0.0, -jnp.inf, 1.0], [2.0, 0.0, -jnp.inf]])
+  labels = jnp.array([[1.0, 0.0, 0.0], [0.3, 0.7, 0.0]])
+  want = ref_softmax_ce(np.asarray(logits, np.float64), np.asarray(labels, np.float64))
+  for fn in (losses.softmax_cross_entropy, losses.safe_softmax_cross_entropy,
+             jax.jit(losses.softmax_cross_entropy)):
+    np.testing.assert_allclose(fn(logits, labels), want, rtol=1e-6)
+  assert np.isnan(optax.losses.softmax_cross_entropy(logits, labels)).all()  # what gradtx fixes
+  g_logits, g_labels = _finite_grad(lambda x, y: losses.softmax_cross_entropy(x, y).sum(),
+                                    logits, labels)
+  p = np.exp(np_log_softmax(np.asarray(logits, np.float64)))
+  np.testing.assert_allclose(g_logits, p - np.asarray(labels), rtol=1e-6, atol=1e-7)
+  # d/dy_j = -log p_j where p_j > 0; a ruled-out class gets 0, not NaN.
+  lp = np_log_softmax(np.asarray(logits, np.float64))
+  np.testing.assert_allclose(g_labels, np.where(np.isinf(lp), 0, -lp), rtol=1e-6)
+  # A label on a ruled-out class costs +inf.
+  assert losses.softmax_cross_entropy(logits[:1], jnp.array([[0.0, 1.0, 0.0]]))[0] == jnp.inf
+
+
+def test_integer_labels_minus_inf_and_out_of_range():
+  logits = jnp.array([[0.0, -jnp.inf, 1.0]])
+  got = losses.softmax_cross_entropy_with_integer_labels(logits, jnp.array([0]))
+  np.testing.assert_allclose(got, [math.log(1 + math.e)], rtol=1e-6)
+  g = _finite_grad(lambda x: losses.softmax_cross_entropy_with_integer_labels(x, jnp.array([0])).sum(),
+                   logits)[0]
+  np.testing.assert_allclose(g, [[1 / (1 + math.e) - 1, 0, math.e / (1 + math.e)]], rtol=1e-6)
+  assert np.isnan(losses.softmax_cross_entropy_with_integer_labels(logits, jnp.array([3])))[0]
+
+
+def test_all_masked_rows_give_zero_and_finite_grads():
+  x = jnp.array([[1.0, 2.0, 3.0], [1.0, 2.0, 3.0]])
+  w = jnp.array([[True, True, False], [False, False, False]])
+  y = jnp.array([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0]])
+  for f in (lambda x: losses.softmax_cross_entropy(x, y, where=w),
+            lambda x: losses.softmax_cross_entropy_with_integer_labels(x, jnp.array([0, 1]), where=w),
+            lambda x: losses.poly_loss_cross_entropy(x, y, where=w)):
+    out = f(x)
+    assert out[1] == 0 and np.isfinite(out[0])
+    g = _finite_grad(lambda x: f(x).sum(), x)[0]
+    assert np.all(g[1] == 0) and g[0, 2] == 0
+  smoothed = losses.smooth_labels(y, 0.1, where=w)
+  np.testing.assert_allclose(smoothed[1], 0.9 * y[1])
+
+
+def test_softmax_cross_entropy_where_equals_minus_inf_logits():
+  rng = np.random.default_rng(0)
+  x = jnp.asarray(_r(rng, 4, 6), jnp.float32)
+  y = jnp.asarray(_onehot(rng, 4, 6), jnp.float32)
+  w = jnp.asarray(_mask(rng, 4, 6)) | (y > 0)
+  masked = jnp.where(w, x, -jnp.inf)
+  np.testing.assert_allclose(losses.softmax_cross_entropy(x, y, where=w),
+                             losses.softmax_cross_entropy(masked, y), rtol=1e-6)
+
+
+def test_sigmoid_losses_infinite_logits():
+  x = jnp.array([-jnp.inf, jnp.inf, 100.0, -100.0, 0.0, -jnp.inf])
+  y = jnp.array([0.0, 1.0, 1.0, 0.0, 0.5, 1.0])
+  bce = losses.sigmoid_binary_cross_entropy(x, y)
+  np.testing.assert_allclose(bce[:5], [0, 0, 0, 0, math.log(2)], atol=1e-6)
+  assert bce[5] == jnp.inf
+  for gamma in (0.0, 0.5, 2.0):
+    focal = losses.sigmoid_focal_loss(x[:5], y[:5], gamma=gamma)
+    assert np.all(np.isfinite(focal))
+    np.testing.assert_allclose(focal[4], math.log(2) * 0.5**gamma, rtol=1e-6)
+    g = _finite_grad(lambda x: losses.sigmoid_focal_loss(x, y[:5], gamma=gamma).sum(), x[:5])[0]
+    np.testing.assert_allclose(g[:4], 0, atol=1e-6)
+  g = _finite_grad(lambda x: losses.sigmoid_binary_cross_entropy(x, y[:5]).sum(), x[:5])[0]
+  np.testing.assert_allclose(g, [0, 0, 0, 0, 0], atol=1e-6)
+  assert np.isnan(optax.losses.sigmoid_binary_cross_entropy(x[:2], y[:2])).all()
+
+
+def test_focal_gamma_zero_is_cross_entropy():
+  rng = np.random.default_rng(1)
+  x = jnp.asarray(_r(rng, 20, scale=30.0), jnp.float32)
+  y = jnp.asarray(rng.random(20), jnp.float32)
+  np.testing.assert_allclose(losses.sigmoid_focal_loss(x, y, gamma=0.0),
+                             losses.sigmoid_binary_cross_entropy(x, y), rtol=1e-6)
+
+
+def test_cosine_zero_vectors():
+  a = jnp.array([[0.0, 0.0, 0.0], [1.0, 2.0, 2.0]])
+  b = jnp.array([[1.0, 1.0, 0.0], [0.0, 0.0, 0.0]])
+  np.testing.assert_array_equal(losses.cosine_similarity(a, b), [0, 0])
+  np.testing.assert_array_equal(losses.cosine_distance(a, b), [1, 1])
+  _finite_grad(lambda a, b: losses.cosine_similarity(a, b).sum(), a, b)
+  assert np.isnan(optax.losses.cosine_similarity(a, b)).all()
+
+
+def test_kl_zero_targets():
+  lp = jnp.log(jnp.array([0.5, 0.0, 0.5]))
+  t = jnp.array([0.5, 0.0, 0.5])
+  assert losses.kl_divergence(lp, t) == 0
+  assert losses.kl_divergence_with_log_targets(lp, lp) == 0
+  g = _finite_grad(lambda t: losses.kl_divergence(jnp.log(jnp.array([0.5, 0.2, 0.3])), t), t)[0]
+  np.testing.assert_allclose(g[np.array([0, 2])], [1 + math.log(1), 1 + math.log(0.5 / 0.3)], rtol=1e-6)
+  _finite_grad(lambda a, b: losses.kl_divergence_with_log_targets(a, b), lp.at[1].set(-2.0), lp)
+  assert np.isnan(optax.losses.kl_divergence(lp, t))
+
+
+def test_log_cosh_precision():
+  x = jnp.array([1e-4, 1e-3, 0.1, 14.9, 15.1, 80.0, 1e4], jnp.float32)
+  want = [5e-9 - 1e-16 / 12, 5e-7 - 1e-12 / 12, math.log(math.cosh(0.1)),
+          math.log(math.cosh(14.9)), math.log(math.cosh(15.1)), 80 - math.log(2), 1e4 - math.log(2)]
+  np.testing.assert_allclose(losses.log_cosh(x), want, rtol=1e-6)
+  g = _finite_grad(lambda x: losses.log_cosh(x).sum(), x)[0]
+  np.testing.assert_allclose(g, np.tanh(np.asarray(x, np.float64)), rtol=1e-6)
+  assert optax.losses.log_cosh(x)[0] == 0  # optax loses it to cancellation
+
+
+@pytest.mark.parametrize("dtype", [jnp.bfloat16, jnp.float16])
+def test_half_precision_inputs_keep_dtype_and_float32_accuracy(dtype):
+  rng = np.random.default_rng(2)
+  x = jnp.asarray(_r(rng, 4, 50, scale=4.0), dtype)
+  y = jnp.asarray(rng.integers(0, 50, 4))
+  got = _jit(losses.softmax_cross_entropy_with_integer_labels)(x, y)
+  assert got.dtype == dtype
+  want = ref_int_ce(np.asarray(x, np.float64), np.asarray(y))
+  np.testing.assert_allclose(np.asarray(got, np.float64), want, rtol=jnp.finfo(dtype).eps)
+  for fn, args in [(losses.softmax_cross_entropy, (x, jax.nn.one_hot(y, 50, dtype=dtype))),
+                   (losses.sigmoid_binary_cross_entropy, (x, jnp.zeros_like(x))),
+                   (losses.log_cosh, (x,)), (losses.cosine_similarity, (x, x)),
+                   (losses.ctc_loss, (x[None], jnp.zeros((1, 4)), jnp.array([[1]]), jnp.zeros((1, 1))))]:
+    assert jax.eval_shape(fn, *args).dtype == dtype
+
+
+# ---------------------------------------------------------------- gradients
+
+
+def _fd_check(f, x, eps=1e-6, rtol=1e-6):
+  """jax.grad of a scalar function against central differences, in float64."""
+  x = np.asarray(x, np.float64)
+  g = np.asarray(_jit(jax.grad(f))(jnp.asarray(x)))
+  steps = eps * np.eye(x.size).reshape((x.size,) + x.shape)
+  values = np.asarray(_jit(jax.vmap(f))(jnp.asarray(np.concatenate([x + steps, x - steps]))))
+  fd = ((values[:x.size] - values[x.size:]) / (2 * eps)).reshape(x.shape)
+  np.testing.assert_allclose(g, fd, rtol=rtol, atol=1e-7)
+
+
+@pytest.mark.parametrize("name", [
+    "huber_loss", "log_cosh", "cosine_similarity", "softmax_cross_entropy_axis0_where",
+    "int_ce_axes", "sigmoid_focal_loss_alpha_gamma", "poly_loss_cross_entropy",
+    "generalized_kl_divergence", "triplet_margin_loss", "ntxent", "multiclass_sparsemax_loss",
+    "dice_loss_tversky_weights", "ctc_loss"])
+def test_gradient_matches_finite_differences(name):
+  case = BY_ID[name]
+  with jax.enable_x64(True):
+    args, kwargs = case.make(np.random.default_rng(3))
+    args = tuple(_convert(a, np.float64) for a in args)
+    kwargs = {k: _convert(v, np.float64) for k, v in kwargs.items()}
+    rest = args[1:]
+    _fd_check(lambda x: jnp.sum(case.fn(x, *rest, **kwargs)), args[0])
+
+
+def test_closed_form_gradients():
+  rng = np.random.default_rng(4)
+  x = jnp.asarray(_r(rng, 3, 5), jnp.float32)
+  y = jnp.asarray(_dist(rng, 3, 5), jnp.float32)
+  labels = jnp.asarray(rng.integers(0, 5, 3))
+  p = np.exp(np_log_softmax(np.asarray(x, np.float64)))
+  g = _jit(jax.grad(lambda x: losses.softmax_cross_entropy(x, y).sum()))(x)
+  np.testing.assert_allclose(g, p - np.asarray(y), atol=1e-6)
+  g = _jit(jax.grad(lambda x: losses.softmax_cross_entropy_with_integer_labels(x, labels).sum()))(x)
+  np.testing.assert_allclose(g, p - np.eye(5)[labels], atol=1e-6)
+  g = _jit(jax.grad(lambda x: losses.sigmoid_binary_cross_entropy(x, y).sum()))(x)
+  np.testing.assert_allclose(g, 1 / (1 + np.exp(-np.asarray(x, np.float64))) - np.asarray(y), atol=1e-6)
+  # Sparsemax: the gradient is sparsemax(s) - e_y.
+  g = _jit(jax.grad(lambda s: losses.multiclass_sparsemax_loss(s, labels).sum()))(x)
+  want = np.stack([np_sparsemax(row) for row in np.asarray(x, np.float64)]) - np.eye(5)[labels]
+  np.testing.assert_allclose(g, want, atol=1e-5)
+
+
+# ---------------------------------------------------------- other behaviour
+
+
+def test_convex_kl_divergence_warns_and_equals_generalized():
+  lp, t = jnp.log(jnp.array([0.2, 0.8])), jnp.array([0.5, 1.0])
+  with pytest.warns(DeprecationWarning, match="generalized_kl_divergence"):
+    got = losses.convex_kl_divergence(lp, t)
+  assert got == losses.generalized_kl_divergence(lp, t)
+
+
+def test_ctc_forward_probs_shapes_and_padding():
+  rng = np.random.default_rng(5)
+  logits = jnp.asarray(_r(rng, 2, 5, 4), jnp.float32)
+  labels = jnp.array([[1, 2, 3], [3, 3, 0]])
+  label_pad = jnp.array([[0.0, 0, 0], [0, 0, 1]])
+  logit_pad = jnp.array([[0.0, 0, 0, 0, 0], [0, 0, 0, 0, 1]])
+  loss, phi, emit = losses.ctc_loss_with_forward_probs(logits, logit_pad, labels, label_pad)
+  assert phi.shape == (5, 2, 4) and emit.shape == (5, 2, 3)
+  np.testing.assert_allclose(loss, ref_ctc(np.asarray(logits, np.float64), np.asarray(logit_pad),
+                                           np.asarray(labels), np.asarray(label_pad)), rtol=1e-5)
+  # Padded frames change nothing: the loss equals the loss of the cut sequence.
+  cut = losses.ctc_loss(logits[1:, :4], jnp.zeros((1, 4)), labels[1:, :2], jnp.zeros((1, 2)))
+  np.testing.assert_allclose(loss[1], cut[0], rtol=1e-6)
+
+
+def test_dice_probabilities_check_is_eager_only():
+  p = jnp.full((1, 4, 3), 0.5)
+  t = jnp.zeros((1, 4, 3)).at[..., 0].set(1.0)
+  with pytest.raises(ValueError, match="dice_loss: with apply_softmax=False, predictions must sum to 1"):
+    losses.dice_loss(p, t, apply_softmax=False)
+  jax.jit(functools.partial(losses.dice_loss, apply_softmax=False))(p, t)  # no check when traced
+
+
+def test_vmap_and_grad_compose():
+  rng = np.random.default_rng(6)
+  x = jnp.asarray(_r(rng, 4, 3, 5), jnp.float32)
+  labels = jnp.asarray(rng.integers(0, 5, (4, 3)))
+  per_batch = jax.vmap(losses.softmax_cross_entropy_with_integer_labels)(x, labels)
+  np.testing.assert_allclose(per_batch, losses.softmax_cross_entropy_with_integer_labels(x, labels),
+                             rtol=1e-6)
+
+
+ERRORS = [
+    (lambda: losses.softmax_cross_entropy(jnp.array([1, 2]), jnp.array([1.0, 0.0])), TypeError,
+     r"softmax_cross_entropy: logits must have a floating dtype, got int32"),
+    (lambda: losses.softmax_cross_entropy_with_integer_labels(jnp.zeros((2, 3)), jnp.array([0.0, 1.0])),
+     TypeError, r"softmax_cross_entropy_with_integer_labels: labels must have an integer dtype"),
+    (lambda: losses.softmax_cross_entropy_with_integer_labels(jnp.zeros((2, 3)), jnp.array([0, 1]),
+                                                              axis=[1]),
+     TypeError, r"axis must be an int or a tuple of ints"),
+    (lambda: losses.squared_error(jnp.zeros(3), jnp.zeros(4)), ValueError,
+     r"squared_error: predictions and targets must have the same shape, got \(3,\) and \(4,\)"),
+    (lambda: losses.perceptron_loss(jnp.zeros(3), jnp.zeros((3, 1))), ValueError,
+     r"perceptron_loss: predictor_outputs and targets must have the same shape"),
+    (lambda: losses.huber_loss(jnp.zeros(3), delta=0.0), HyperparameterError,
+     r"huber_loss: delta must be > 0, got 0.0"),
+    (lambda: losses.smooth_labels(jnp.zeros(3), 1.5), HyperparameterError,
+     r"smooth_labels: alpha must be in \[0, 1\], got 1.5"),
+    (lambda: losses.sigmoid_focal_loss(jnp.zeros(3), jnp.zeros(3), gamma=-1.0), HyperparameterError,
+     r"sigmoid_focal_loss: gamma must be >= 0"),
+    (lambda: losses.sigmoid_focal_loss(jnp.zeros(3), jnp.zeros(3), alpha=2.0), HyperparameterError,
+     r"sigmoid_focal_loss: alpha must be in \[0, 1\]"),
+    (lambda: losses.cosine_similarity(jnp.zeros(3), jnp.zeros(3), epsilon=-1.0), HyperparameterError,
+     r"cosine_similarity: epsilon must be >= 0"),
+    (lambda: losses.ntxent(jnp.zeros((4, 2)), jnp.zeros(4), temperature=0.0), HyperparameterError,
+     r"ntxent: temperature must be > 0"),
+    (lambda: losses.ntxent(jnp.zeros((4, 2)), jnp.zeros(3)), ValueError,
+     r"ntxent: embeddings must be \[batch, feature_dim\] and labels \[batch\]"),
+    (lambda: losses.triplet_margin_loss(jnp.zeros((2, 2)), jnp.zeros((2, 2)), jnp.zeros((2, 2)),
+                                        norm_degree=0), HyperparameterError,
+     r"triplet_margin_loss: norm_degree must be > 0"),
+    (lambda: losses.dice_loss(jnp.zeros((1, 2, 3)), jnp.zeros((1, 2, 3)), reduction="avg"), ValueError,
+     r"dice_loss: reduction must be one of \('mean', 'sum', 'none'\), got 'avg'"),
+    (lambda: losses.dice_loss(jnp.zeros((1, 2, 3)), jnp.zeros((1, 2, 4))), ValueError,
+     r"dice_loss: predictions and targets must have the same shape"),
+    (lambda: losses.dice_loss(jnp.zeros((1, 2, 3)), jnp.zeros((1, 2, 3)),
+                              class_weights=jnp.ones((1, 3))),
+     ValueError, r"dice_loss: class_weights must have rank 1"),
+    (lambda: losses.ctc_loss(jnp.zeros((2, 5)), jnp.zeros((2, 5)), jnp.zeros((2, 1), int),
+                             jnp.zeros((2, 1))), ValueError,
+     r"ctc_loss_with_forward_probs: logits must have rank 3, got shape \(2, 5\)"),
+    (lambda: losses.ctc_loss(jnp.zeros((2, 5, 3)), jnp.zeros((2, 4)), jnp.zeros((2, 1), int),
+                             jnp.zeros((2, 1))), ValueError,
+     r"logit_paddings must have shape \(2, 5\)"),
+    (lambda: losses.ctc_loss(jnp.zeros((2, 5, 3)), jnp.zeros((2, 5)), jnp.zeros((3, 1), int),
+                             jnp.zeros((3, 1))), ValueError,
+     r"labels must have batch size 2 \(as logits\), got 3"),
+    (lambda: losses.ctc_loss(jnp.zeros((2, 5, 3)), jnp.zeros((2, 5)), jnp.zeros((2, 1), int),
+                             jnp.zeros((2, 1)), blank_id=3), ValueError,
+     r"blank_id must be in \[0, 3\), got 3"),
+]
+
+
+@pytest.mark.parametrize("call, error, match", ERRORS, ids=[e[2][:40] for e in ERRORS])
+def test_bad_input_raises(call, error, match):
+  with pytest.raises(error, match=match):
+    call()

@@ -1,0 +1,144 @@
+"""Coming from optax: every public name of optax has a gradtx counterpart.
+
+``tests/optax_names.txt`` lists every public name of optax (top level and
+submodules, as ``module.name``) at the version in its first line. Each must
+exist in gradtx under the same dotted name, or have a row in the first table
+of ``docs/optax.md`` ("What to write instead") saying what to use. The file
+is a snapshot so that a new optax release cannot fail CI; when the installed
+optax is the snapshot's version, the snapshot must equal what optax exports.
+Regenerate it with ``python tests/test_migration.py``.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import re
+import sys
+import types
+import warnings
+from pathlib import Path
+
+import pytest
+
+import gradtx as gtx
+
+ROOT = Path(__file__).resolve().parent.parent
+SNAPSHOT = ROOT / "tests" / "optax_names.txt"
+PAGE = ROOT / "docs" / "optax.md"
+
+
+def optax_public_names() -> tuple[str, list[str]]:
+  """(optax's version, its public names as ``name`` or ``module.name``)."""
+  import optax
+
+  def public(module: types.ModuleType) -> list[str]:
+    names = getattr(module, "__all__", None) or [n for n in dir(module) if not n.startswith("_")]
+    return [n for n in names if not isinstance(getattr(module, n), types.ModuleType)]
+
+  with warnings.catch_warnings():  # optax's deprecated aliases warn when read
+    warnings.simplefilter("ignore")
+    names = set(public(optax))
+    for sub in dir(optax):
+      if not sub.startswith("_") and isinstance(getattr(optax, sub), types.ModuleType):
+        names.update(f"{sub}.{n}" for n in public(getattr(optax, sub)))
+  return optax.__version__, sorted(names)
+
+
+def _snapshot() -> tuple[str, list[str]]:
+  version, *names = SNAPSHOT.read_text().split()
+  return version, names
+
+
+def _in_gradtx(dotted: str) -> bool:
+  obj = gtx
+  for part in dotted.split("."):
+    if not hasattr(obj, part):
+      return False
+    obj = getattr(obj, part)
+  return True
+
+
+def _table(title: str) -> list[tuple[str, str]]:
+  """The rows of the table under the ``## title`` heading: (optax names cell, gradtx cell)."""
+  text = PAGE.read_text()
+  section = text.split(f"## {title}\n", 1)[1].split("\n## ", 1)[0]
+  rows = []
+  for line in section.splitlines():
+    cells = [c.strip() for c in line.strip().strip("|").split("|")]
+    if line.startswith("|") and len(cells) >= 2 and not set(cells[0]) <= set("-: "):
+      rows.append((cells[0], cells[1]))
+  return rows[1:]  # the header row
+
+
+def _patterns(cell: str) -> list[str]:
+  """``optax.X`` names in a cell (``*`` allowed), without the ``optax.`` prefix."""
+  return re.findall(r"`optax\.([A-Za-z0-9_.*]+)`", cell)
+
+
+def test_snapshot_is_optax_when_the_versions_match():
+  version, names = _snapshot()
+  installed, live = optax_public_names()
+  if installed != version:
+    pytest.skip(f"optax {installed} installed; the snapshot is of {version}")
+  assert names == live, "regenerate: python tests/test_migration.py"
+
+
+def test_every_optax_name_is_in_gradtx_or_on_the_page():
+  covered = [p for cell, _ in _table("What to write instead") for p in _patterns(cell)]
+  _, names = _snapshot()
+  missing = [n for n in names if not _in_gradtx(n)
+             and not any(fnmatch.fnmatchcase(n, p) for p in covered)]
+  assert not missing, (
+      f"{len(missing)} optax names are neither in gradtx nor in docs/optax.md: {missing}")
+
+
+def test_the_page_names_only_what_gradtx_lacks():
+  # A row for a name gradtx now has under the same name is stale: the name
+  # belongs in the second table if it behaves differently, nowhere otherwise.
+  _, names = _snapshot()
+  for cell, instead in _table("What to write instead"):
+    patterns = _patterns(cell)
+    assert patterns, f"a row names no optax name: {cell!r}"
+    assert instead, f"{cell}: says nothing about what to write instead"
+    for p in patterns:
+      matched = [n for n in names if fnmatch.fnmatchcase(n, p)]
+      assert matched, f"{p}: not a name optax exports"
+      if "*" not in p:
+        assert not _in_gradtx(p), f"{p}: gradtx has it now; drop the row"
+
+
+def test_the_differences_table_names_what_gradtx_has():
+  rows = _table("Same name, different on purpose")
+  assert rows
+  _, names = _snapshot()
+  for cell, _ in rows:
+    for p in _patterns(cell):
+      assert any(_in_gradtx(n) for n in names if fnmatch.fnmatchcase(n, p)), (
+          f"{p}: listed as different, but gradtx has no such name")
+
+
+def test_the_page_code_runs_as_written():
+  import jax
+  import jax.numpy as jnp
+  import numpy as np
+  params = {"w": jnp.ones((3, 4)), "b": jnp.zeros(4)}
+  grads = jax.tree.map(lambda p: p + 1.0, params)
+  namespace = {"params": params, "grads": grads, "logits": jnp.array([[2.0, 0.0], [0.0, 1.0]]),
+               "labels": jnp.array([0, 1])}
+  blocks = re.findall(r"```python\n(.*?)```", PAGE.read_text(), re.S)
+  assert len(blocks) == 2
+  exec(compile(blocks[0], "docs/optax.md, block 1", "exec"), namespace)
+  # AdamW's first step, at the warmup's first rate, 0: the parameters are unchanged.
+  lrs = {k: v for k, v in gtx.hparams(namespace["state"]).items() if k.endswith("learning_rate")}
+  assert list(lrs.values()) == [0.0]
+  np.testing.assert_array_equal(namespace["params"]["w"], params["w"])
+  expected = np.mean([np.log1p(np.exp(-2.0)), np.log1p(np.exp(-1.0))])
+  np.testing.assert_allclose(namespace["loss"], expected, rtol=1e-6)
+  exec(compile(blocks[1], "docs/optax.md, block 2", "exec"), namespace)
+  np.testing.assert_allclose(gtx.hparams(namespace["state"])["lr.learning_rate"], 1e-4)
+
+
+if __name__ == "__main__":
+  version, names = optax_public_names()
+  SNAPSHOT.write_text("\n".join([version, *names]) + "\n")
+  print(f"{len(names)} names of optax {version} written to {SNAPSHOT}", file=sys.stderr)

@@ -1,0 +1,259 @@
+"""gradtx.projections against numpy: feasibility and optimality on random trees.
+
+Every projection runs on a random multi-leaf tree, in float32 and float64,
+jitted and not. The result must be feasible and the closest feasible point:
+checked against an independent numpy solution (bisection for the simplex's
+threshold, a search over all sign patterns for the l1 sphere, closed forms
+for boxes and balls), by the optimality (KKT) conditions, and against random
+feasible points, none of which may be closer.
+"""
+
+from __future__ import annotations
+
+import itertools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from gradtx import projections as P
+from gradtx.errors import HyperparameterError
+from gradtx.tree_utils import tree_norm
+
+SHAPES = {"a": (3,), "b": (2, 2), "c": ()}
+
+
+def _tol(dtype):
+  return dict(rtol=2e-5, atol=2e-5) if dtype == jnp.float32 else dict(rtol=1e-11, atol=1e-11)
+
+
+def _tree(seed, dtype, scale=1.0, shapes=SHAPES):
+  rng = np.random.default_rng(seed)
+  return {k: jnp.asarray(scale * rng.standard_normal(s), dtype) for k, s in shapes.items()}
+
+
+def _flat(tree):
+  """The tree's entries as one float64 vector, in ravel_pytree's order (sorted keys)."""
+  return np.concatenate([np.asarray(tree[k], np.float64).ravel() for k in sorted(tree)])
+
+
+def _check_dtypes(out, tree):
+  for k in tree:
+    assert out[k].dtype == tree[k].dtype and out[k].shape == tree[k].shape, k
+
+
+def _np_simplex(x, s):
+  """Projection onto {p >= 0, sum p = s} by bisection on the threshold tau (float64)."""
+  low, high = x.min() - s, x.max()
+  for _ in range(200):
+    tau = (low + high) / 2
+    if np.maximum(x - tau, 0).sum() > s:
+      low = tau
+    else:
+      high = tau
+  return np.maximum(x - (low + high) / 2, 0)
+
+
+def _np_l1_sphere(x, s):
+  """Brute force: the closest of the projections onto the 2^n faces of the l1 sphere."""
+  best, best_dist = None, np.inf
+  for signs in itertools.product([-1.0, 1.0], repeat=x.size):
+    signs = np.asarray(signs)
+    y = signs * _np_simplex(signs * x, s)  # the face {signs * y >= 0, sum signs * y = s}
+    dist = np.sum((x - y) ** 2)
+    if dist < best_dist:
+      best, best_dist = y, dist
+  return best
+
+
+def _no_feasible_point_closer(x, p, sample, feasible, n=500, seed=0):
+  """``n`` random feasible points (rows of ``sample(rng, n)``), none closer to x than p."""
+  q = sample(np.random.default_rng(seed), n)
+  assert np.all(feasible(q))
+  d = np.sum((x - p) ** 2)
+  assert np.all(np.sum((x - q) ** 2, axis=1) >= d - 1e-5 * (1 + d))
+
+
+def test_non_negative(dtype, run):
+  tree = _tree(0, dtype)
+  out = run(P.projection_non_negative, tree)
+  _check_dtypes(out, tree)
+  np.testing.assert_allclose(_flat(out), np.maximum(_flat(tree), 0), **_tol(dtype))
+
+
+def test_box_with_tree_and_scalar_bounds(dtype, run):
+  tree = _tree(1, dtype, scale=2.0)
+  lower = {k: jnp.full(s, -0.5, dtype) for k, s in SHAPES.items()}
+  upper = {k: jnp.full(s, 1.0, dtype) for k, s in SHAPES.items()}
+  x = _flat(tree)
+  out = run(P.projection_box, tree, lower, upper)
+  _check_dtypes(out, tree)
+  np.testing.assert_allclose(_flat(out), np.clip(x, -0.5, 1.0), **_tol(dtype))
+  # Scalar bounds on a tree of several leaves (optax 0.2.8 raises a pytree error here).
+  out = run(lambda t: P.projection_box(t, -0.5, 1.0), tree)
+  np.testing.assert_allclose(_flat(out), np.clip(x, -0.5, 1.0), **_tol(dtype))
+  out = run(P.projection_hypercube, tree)
+  np.testing.assert_allclose(_flat(out), np.clip(x, 0.0, 1.0), **_tol(dtype))
+  out = run(lambda t: P.projection_hypercube(t, 0.25), tree)
+  np.testing.assert_allclose(_flat(out), np.clip(x, 0.0, 0.25), **_tol(dtype))
+
+
+def test_linf_ball(dtype, run):
+  tree = _tree(2, dtype, scale=2.0)
+  out = run(lambda t: P.projection_linf_ball(t, 0.7), tree)
+  _check_dtypes(out, tree)
+  x, p = _flat(tree), _flat(out)
+  np.testing.assert_allclose(p, np.clip(x, -0.7, 0.7), **_tol(dtype))
+  assert np.abs(p).max() <= 0.7 * (1 + 1e-6)
+  _no_feasible_point_closer(x, p, lambda r, n: r.uniform(-0.7, 0.7, (n, x.size)),
+                            lambda q: np.abs(q).max(axis=1) <= 0.7)
+
+
+@pytest.mark.parametrize("scale", [1.0, 2.5])
+def test_simplex(dtype, run, scale):
+  tree = _tree(3, dtype, scale=2.0)
+  out = run(lambda t: P.projection_simplex(t, scale), tree)
+  _check_dtypes(out, tree)
+  x, p = _flat(tree), _flat(out)
+  np.testing.assert_allclose(p, _np_simplex(x, scale), **_tol(dtype))
+  # KKT: p >= 0, sum p = s, and x - p = tau on the support, x <= tau off it.
+  assert p.min() >= 0
+  np.testing.assert_allclose(p.sum(), scale, **_tol(dtype))
+  support = p > 0
+  tau = (x - p)[support]
+  np.testing.assert_allclose(tau, tau[0], **_tol(dtype))
+  assert np.all(x[~support] <= tau[0] + 1e-5)
+
+
+def test_simplex_jacobian_is_the_affine_map_on_the_support():
+  x = jnp.array([0.9, 0.6, -1.0, 0.3])  # support {0, 1, 3}, away from a kink
+  jac = np.asarray(jax.jacfwd(P.projection_simplex)(x))
+  support = np.asarray(P.projection_simplex(x)) > 0
+  s = support.astype(np.float64)
+  expected = np.diag(s) - np.outer(s, s) / s.sum()
+  np.testing.assert_allclose(jac, expected, atol=1e-6)
+  # And finite differences of the numpy reference agree.
+  h, x64 = 1e-6, np.asarray(x, np.float64)
+  fd = np.stack([(_np_simplex(x64 + h * e, 1.0) - _np_simplex(x64 - h * e, 1.0)) / (2 * h)
+                 for e in np.eye(4)], axis=1)
+  np.testing.assert_allclose(jac, fd, atol=1e-4)
+
+
+@pytest.mark.parametrize("seed, scale", [(4, 1.0), (5, 10.0)])
+def test_l1_sphere_against_brute_force(dtype, run, seed, scale):
+  tree = _tree(seed, dtype, shapes={"a": (3,), "b": (2,)})  # 32 faces to search
+  out = run(lambda t: P.projection_l1_sphere(t, scale), tree)
+  _check_dtypes(out, tree)
+  x, p = _flat(tree), _flat(out)
+  np.testing.assert_allclose(np.abs(p).sum(), scale, **_tol(dtype))
+  np.testing.assert_allclose(p, _np_l1_sphere(x, scale), **_tol(dtype))
+
+
+def test_l1_sphere_inside_with_a_zero_entry():
+  # optax 0.2.8 returns [1.5, 0], off the sphere; the projection is [1.5, 0.5].
+  out = P.projection_l1_sphere({"w": jnp.array([1.0, 0.0])}, 2.0)
+  np.testing.assert_allclose(out["w"], [1.5, 0.5])
+  best = _np_l1_sphere(np.array([1.0, 0.0]), 2.0)  # [1.5, -0.5]: a tie, as close
+  np.testing.assert_allclose(np.sum((np.array([1.0, 0.0]) - np.asarray(out["w"])) ** 2),
+                             np.sum((np.array([1.0, 0.0]) - best) ** 2), rtol=1e-6)
+  out = P.projection_l1_sphere({"w": jnp.zeros(4)}, 2.0)
+  np.testing.assert_allclose(np.abs(np.asarray(out["w"])).sum(), 2.0)
+
+
+@pytest.mark.parametrize("seed, scale", [(6, 1.0), (7, 100.0)])
+def test_l1_ball(dtype, run, seed, scale):
+  tree = _tree(seed, dtype, shapes={"a": (3,), "b": (2,)})
+  out = run(lambda t: P.projection_l1_ball(t, scale), tree)
+  _check_dtypes(out, tree)
+  x, p = _flat(tree), _flat(out)
+  expected = x if np.abs(x).sum() <= scale else _np_l1_sphere(x, scale)
+  np.testing.assert_allclose(p, expected, **_tol(dtype))
+  assert np.abs(p).sum() <= scale * (1 + 1e-5)
+
+  def sample(rng, n):
+    q = rng.standard_normal((n, x.size))
+    return q * scale * rng.uniform(size=(n, 1)) / np.abs(q).sum(axis=1, keepdims=True)
+
+  _no_feasible_point_closer(x, p, sample,
+                            lambda q: np.abs(q).sum(axis=1) <= scale * (1 + 1e-9))
+
+
+@pytest.mark.parametrize("scale", [0.5, 100.0])
+def test_l2_ball_and_sphere(dtype, run, scale):
+  tree = _tree(8, dtype)
+  x = _flat(tree)
+  norm = np.linalg.norm(x)
+  ball = _flat(run(lambda t: P.projection_l2_ball(t, scale), tree))
+  sphere_tree = run(lambda t: P.projection_l2_sphere(t, scale), tree)
+  _check_dtypes(sphere_tree, tree)
+  sphere = _flat(sphere_tree)
+  np.testing.assert_allclose(ball, x * scale / max(norm, scale), **_tol(dtype))
+  np.testing.assert_allclose(sphere, x * scale / norm, **_tol(dtype))
+  np.testing.assert_allclose(np.linalg.norm(sphere), scale, **_tol(dtype))
+
+  def on_sphere(rng, n):
+    q = rng.standard_normal((n, x.size))
+    return scale * q / np.linalg.norm(q, axis=1, keepdims=True)
+
+  norms = lambda q: np.linalg.norm(q, axis=1)  # noqa: E731
+  _no_feasible_point_closer(x, sphere, on_sphere,
+                            lambda q: np.abs(norms(q) - scale) < 1e-9 * scale)
+  _no_feasible_point_closer(x, ball, lambda r, n: on_sphere(r, n) * r.uniform(size=(n, 1)),
+                            lambda q: norms(q) <= scale * (1 + 1e-9))
+
+
+def test_l2_sphere_and_ball_of_zero():
+  zero = {"a": jnp.zeros(3), "b": jnp.zeros(1)}
+  out = _flat(P.projection_l2_sphere(zero, 2.0))
+  np.testing.assert_allclose(out, np.full(4, 1.0), rtol=1e-6)  # s / sqrt(n) each: on the sphere
+  np.testing.assert_allclose(_flat(P.projection_l2_ball(zero, 2.0)), np.zeros(4))
+
+
+def test_l2_ball_bfloat16_keeps_dtype():
+  tree = {"w": jnp.array([3.0, 4.0], jnp.bfloat16)}
+  out = P.projection_l2_ball(tree)
+  assert out["w"].dtype == jnp.bfloat16
+  np.testing.assert_allclose(np.asarray(out["w"], np.float32), [0.6, 0.8], rtol=1e-2)
+
+
+def test_vector_hyperplane_halfspace(dtype, run):
+  x, a = _tree(9, dtype), _tree(10, dtype)
+  xf, af = _flat(x), _flat(a)
+  b = 0.3
+  vec = _flat(run(P.projection_vector, x, a))
+  np.testing.assert_allclose(vec, af * (xf @ af) / (af @ af), **_tol(dtype))
+  plane_tree = run(lambda x, a: P.projection_hyperplane(x, a, b), x, a)
+  _check_dtypes(plane_tree, x)
+  plane = _flat(plane_tree)
+  # KKT: on the plane, and x - y parallel to a.
+  np.testing.assert_allclose(af @ plane, b, **_tol(dtype))
+  residual = xf - plane
+  np.testing.assert_allclose(residual, af * (residual @ af) / (af @ af), **_tol(dtype))
+  # Halfspace: x outside -> the plane's projection; x inside -> x itself.
+  for offset in (xf @ af - 1.0, xf @ af + 1.0):
+    half = _flat(run(lambda x, a, o=offset: P.projection_halfspace(x, a, o), x, a))
+    expected = xf if xf @ af <= offset else xf + (offset - xf @ af) / (af @ af) * af
+    np.testing.assert_allclose(half, expected, **_tol(dtype))
+    assert af @ half <= offset + 1e-5
+
+
+def test_scale_as_float64_array_under_x64_keeps_float32_tree():
+  with jax.enable_x64(True):
+    tree = _tree(11, jnp.float32)
+    s = jnp.asarray(0.5, jnp.float64)
+    for fn in (P.projection_l2_ball, P.projection_l2_sphere, P.projection_simplex,
+               P.projection_l1_ball, P.projection_linf_ball):
+      out = fn(tree, s)
+      _check_dtypes(out, tree)
+    assert float(tree_norm(P.projection_l2_ball(tree, s))) == pytest.approx(0.5, rel=1e-6)
+
+
+@pytest.mark.parametrize("fn, scale, allowed", [
+    (P.projection_simplex, 0.0, r"\(0, inf\)"), (P.projection_l1_sphere, -1.0, r"\(0, inf\)"),
+    (P.projection_l1_ball, -1.0, r"\(0, inf\)"), (P.projection_l2_sphere, 0.0, r"\(0, inf\)"),
+    (P.projection_l2_ball, -2.0, r"\(0, inf\)"), (P.projection_linf_ball, -1.0, r"\[0, inf\)"),
+])
+def test_bad_scale_raises_naming_the_function(fn, scale, allowed):
+  with pytest.raises(HyperparameterError, match=rf"{fn.__name__}: scale must be in {allowed}"):
+    fn({"w": jnp.ones(2)}, scale)

@@ -1,0 +1,502 @@
+"""gradtx.tree_utils and gradtx.utilities against numpy, and tree_get/tree_set on real states.
+
+Tree math runs on a multi-leaf tree in float32 and float64, jitted and not,
+against the same computation on the flattened float64 numpy entries. The
+moment helpers run several steps against numpy recurrences. tree_get and
+tree_set run on gradtx states (chains, nested chains, masked stages,
+hyperparameters in HParams, schedules) and on optax states, where they must
+agree with optax.tree_utils.
+"""
+
+from __future__ import annotations
+
+import inspect
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+import gradtx as gtx
+from gradtx import tree_utils as tu
+from gradtx import utilities as U
+from gradtx.errors import HyperparameterError, StructureError
+
+SHAPES = {"a": (3,), "b": (2, 2), "c": ()}
+
+
+def _tol(dtype):
+  return dict(rtol=1e-5, atol=1e-6) if dtype == jnp.float32 else dict(rtol=1e-12, atol=1e-13)
+
+
+def _tree(seed, dtype, shapes=SHAPES):
+  rng = np.random.default_rng(seed)
+  return {k: jnp.asarray(rng.standard_normal(s), dtype) for k, s in shapes.items()}
+
+
+def _np(tree):
+  return {k: np.asarray(v, np.float64) for k, v in tree.items()}
+
+
+def _flat(tree):
+  return np.concatenate([np.ravel(np.asarray(tree[k], np.float64)) for k in sorted(tree)])
+
+
+def _assert_tree(out, expected, dtype, tol=None):
+  assert set(out) == set(expected)
+  for k in expected:
+    assert out[k].dtype == dtype, (k, out[k].dtype)
+    np.testing.assert_allclose(np.asarray(out[k], np.float64), expected[k], **(tol or _tol(dtype)))
+
+
+# ----------------------------------------------------------------------------
+# Arithmetic and reductions.
+
+
+def test_leafwise_arithmetic(dtype, run):
+  x, y, z = _tree(0, dtype), _tree(1, dtype), _tree(2, dtype)
+  nx, ny, nz = _np(x), _np(y), _np(z)
+  _assert_tree(run(tu.tree_add, x, y, z), {k: nx[k] + ny[k] + nz[k] for k in nx}, dtype)
+  _assert_tree(run(tu.tree_sub, x, y), {k: nx[k] - ny[k] for k in nx}, dtype)
+  _assert_tree(run(tu.tree_mul, x, y), {k: nx[k] * ny[k] for k in nx}, dtype)
+  _assert_tree(run(tu.tree_div, x, y), {k: nx[k] / ny[k] for k in nx}, dtype)
+  _assert_tree(run(lambda t: tu.tree_scale(0.3, t), x), {k: 0.3 * nx[k] for k in nx}, dtype)
+  _assert_tree(run(lambda a, b: tu.tree_add_scale(a, -1.5, b), x, y),
+               {k: nx[k] - 1.5 * ny[k] for k in nx}, dtype)
+  _assert_tree(run(lambda t: tu.tree_clip(t, -0.5, 0.25), x),
+               {k: np.clip(nx[k], -0.5, 0.25) for k in nx}, dtype)
+  _assert_tree(run(lambda t: tu.tree_clip(t, None, 0.25), x),
+               {k: np.minimum(nx[k], 0.25) for k in nx}, dtype)
+  _assert_tree(run(lambda a, b: tu.tree_where(jnp.asarray(True), a, b), x, y), nx, dtype)
+  _assert_tree(run(lambda a, b: tu.tree_where(jnp.asarray(False), a, b), x, y), ny, dtype)
+
+
+def test_add_scale_keeps_none_leaves():
+  out = tu.tree_add_scale({"a": None, "b": jnp.ones(2)}, 2.0, {"a": None, "b": jnp.ones(2)})
+  assert out["a"] is None
+  np.testing.assert_allclose(out["b"], [3.0, 3.0])
+
+
+def test_reductions(dtype, run):
+  x, y = _tree(3, dtype), _tree(4, dtype)
+  fx, fy = _flat(x), _flat(y)
+  tol = _tol(dtype)
+  np.testing.assert_allclose(run(tu.tree_vdot, x, y), fx @ fy, **tol)
+  np.testing.assert_allclose(run(tu.tree_sum, x), fx.sum(), **tol)
+  np.testing.assert_allclose(run(lambda t: tu.tree_sum(t, associative_reduction=True), x),
+                             fx.sum(), **tol)
+  np.testing.assert_allclose(run(tu.tree_max, x), fx.max(), **tol)
+  np.testing.assert_allclose(run(tu.tree_min, x), fx.min(), **tol)
+  assert tu.tree_size(x) == fx.size == 8
+  for ord_, expected in [(None, np.linalg.norm(fx)), (2, np.linalg.norm(fx)),
+                         (1, np.abs(fx).sum()), ("inf", np.abs(fx).max()),
+                         (jnp.inf, np.abs(fx).max())]:
+    norm = run(lambda t, o=ord_: tu.tree_norm(t, ord=o), x)
+    assert norm.dtype == dtype
+    np.testing.assert_allclose(norm, expected, **tol)
+    np.testing.assert_allclose(run(lambda t, o=ord_: tu.tree_norm(t, ord=o, squared=True), x),
+                               expected ** 2, **tol)
+
+
+def test_reductions_edge_cases():
+  assert float(tu.tree_max({"a": jnp.zeros(0), "b": jnp.array([2.0])})) == 2.0
+  assert float(tu.tree_max({})) == -np.inf and float(tu.tree_min({})) == np.inf
+  with pytest.raises(ValueError, match="tree_norm: ord must be one of"):
+    tu.tree_norm({"a": jnp.ones(2)}, ord=3)
+  # bfloat16 is summed in float32 (gradtx.tree.global_norm).
+  big = {"a": jnp.full(4096, 1.0, jnp.bfloat16)}
+  assert float(tu.tree_norm(big, squared=True)) == 4096.0
+
+
+def test_complex_vdot_conj_real():
+  x = {"a": jnp.array([1 + 2j, 3 - 1j])}
+  y = {"a": jnp.array([2 - 1j, 1j])}
+  nx, ny = np.asarray(x["a"]), np.asarray(y["a"])
+  np.testing.assert_allclose(tu.tree_vdot(x, y), np.vdot(nx, ny), rtol=1e-6)
+  np.testing.assert_allclose(tu.tree_conj(x)["a"], np.conj(nx))
+  np.testing.assert_allclose(tu.tree_real(x)["a"], nx.real)
+  np.testing.assert_allclose(tu.tree_norm(x), np.linalg.norm(nx), rtol=1e-6)
+
+
+def test_like_and_casts(dtype):
+  x = _tree(5, dtype)
+  for out, value in [(tu.tree_zeros_like(x), 0.0), (tu.tree_ones_like(x), 1.0),
+                     (tu.tree_full_like(x, 2.5), 2.5)]:
+    _assert_tree(out, {k: np.full(s, value) for k, s in SHAPES.items()}, dtype)
+  assert tu.tree_ones_like(x, jnp.int32)["a"].dtype == jnp.int32
+  assert tu.tree_full_like(x, 3, jnp.bfloat16)["b"].dtype == jnp.bfloat16
+  assert tu.tree_cast(x, jnp.bfloat16)["a"].dtype == jnp.bfloat16
+  assert tu.tree_cast(x, None) is x
+  like = {"a": jnp.zeros(3, jnp.float16), "b": 0.0, "c": jnp.zeros((), jnp.int32)}
+  cast = tu.tree_cast_like(x, like)
+  assert (cast["a"].dtype, cast["b"].dtype, cast["c"].dtype) == (jnp.float16, dtype, jnp.int32)
+  assert tu.tree_batch_shape(x, (4, 2))["b"].shape == (4, 2, 2, 2)
+  np.testing.assert_allclose(tu.tree_batch_shape(x, (2,))["a"][1], x["a"])
+  assert tu.tree_dtype(x) == dtype
+  assert bool(tu.tree_allclose(x, tu.tree_add(x, tu.tree_full_like(x, 1e-9))))
+  assert not bool(tu.tree_allclose(x, tu.tree_add(x, tu.tree_full_like(x, 1e-3))))
+  nan = {"a": jnp.array([np.nan])}
+  assert not bool(tu.tree_allclose(nan, nan)) and bool(tu.tree_allclose(nan, nan, equal_nan=True))
+
+
+def test_tree_dtype_mixed():
+  t = {"a": jnp.ones(2, jnp.float16), "b": jnp.ones(2)}
+  assert tu.tree_dtype(t, "promote") == jnp.float32
+  assert tu.tree_dtype(t, "highest") == jnp.float32
+  assert tu.tree_dtype(t, "lowest") == jnp.float16
+  with pytest.raises(ValueError, match=r"\['b'\]: float32"):
+    tu.tree_dtype(t)
+  with pytest.raises(ValueError, match="mixed_dtype_handler must be"):
+    tu.tree_dtype(t, "widest")
+  halves = {"a": jnp.ones(2, jnp.float16), "b": jnp.ones(2, jnp.bfloat16)}
+  with pytest.raises(ValueError, match="cannot order float16 and bfloat16"):
+    tu.tree_dtype(halves, "highest")
+  assert tu.tree_dtype(halves, "promote") == jnp.float32
+
+
+def test_random_trees_take_one_key_per_leaf_in_leaf_order(dtype):
+  key = jax.random.key(3)
+  x = _tree(6, dtype)
+  keys = tu.tree_split_key_like(key, x)
+  expected = jax.random.split(key, 3)  # leaf order: a, b, c
+  for i, k in enumerate(["a", "b", "c"]):
+    np.testing.assert_array_equal(jax.random.key_data(keys[k]),
+                                  jax.random.key_data(expected[i]))
+  draws = tu.tree_random_like(key, x)
+  for i, k in enumerate(["a", "b", "c"]):
+    assert draws[k].dtype == dtype
+    np.testing.assert_array_equal(draws[k], jax.random.normal(expected[i], SHAPES[k], dtype))
+  uniform = tu.tree_random_like(key, x, jax.random.uniform, jnp.float32)
+  assert uniform["b"].dtype == jnp.float32 and float(tu.tree_min(uniform)) >= 0
+  # A sampler without out_sharding is called without it.
+  calls = []
+
+  def sampler(k, shape, dt):
+    calls.append(shape)
+    return jnp.zeros(shape, dt)
+
+  tu.tree_random_like(key, x, sampler)
+  assert sorted(calls) == sorted(SHAPES.values())
+
+
+# ----------------------------------------------------------------------------
+# Moments, over several steps, against numpy recurrences.
+
+
+def test_moments_over_steps(dtype, run):
+  decay, eps = 0.8, 1e-3
+  rng = np.random.default_rng(7)
+  grads = [{k: rng.standard_normal(s) for k, s in SHAPES.items()} for _ in range(4)]
+  zero = {k: jnp.zeros(s, dtype) for k, s in SHAPES.items()}
+  m1, m2, m3, u, e = zero, zero, zero, zero, zero
+  r1, r2, r3, ru, re = ({k: np.zeros(s) for k, s in SHAPES.items()} for _ in range(5))
+
+  def step(g, m1, m2, m3, e, u, t):  # one function: one compile for all steps
+    return (tu.tree_update_moment(g, m1, decay, 1), tu.tree_update_moment(g, m2, decay, 2),
+            tu.tree_update_moment(g, m3, decay, 3),
+            tu.tree_update_moment_per_elem_norm(g, e, decay, 2),
+            tu.tree_update_infinity_moment(g, u, decay, eps),
+            tu.tree_bias_correction(tu.tree_update_moment(g, m1, decay, 1), decay, t))
+
+  for t, g_np in enumerate(grads, start=1):
+    g = {k: jnp.asarray(v, dtype) for k, v in g_np.items()}
+    m1, m2, m3, e, u, hat = run(step, g, m1, m2, m3, e, u, jnp.asarray(t))
+    for k in SHAPES:
+      r1[k] = (1 - decay) * g_np[k] + decay * r1[k]
+      r2[k] = (1 - decay) * g_np[k] ** 2 + decay * r2[k]
+      r3[k] = (1 - decay) * g_np[k] ** 3 + decay * r3[k]  # signed, as optax
+      re[k] = (1 - decay) * np.abs(g_np[k]) ** 2 + decay * re[k]
+      ru[k] = np.maximum(np.abs(g_np[k]) + eps, decay * ru[k])
+    tol = dict(rtol=1e-5, atol=1e-6) if dtype == jnp.float32 else None
+    _assert_tree(m1, r1, dtype, tol)
+    _assert_tree(m2, r2, dtype, tol)
+    _assert_tree(m3, r3, dtype, tol)
+    _assert_tree(e, re, dtype, tol)
+    _assert_tree(u, ru, dtype, tol)
+    _assert_tree(hat, {k: r1[k] / (1 - decay ** t) for k in SHAPES}, dtype, tol)
+    # optax's top-level names are the same functions.
+    _assert_tree(U.bias_correction(m1, decay, jnp.asarray(t)), _np(hat), dtype, tol)
+
+
+def test_moments_complex_none_and_held_decay():
+  g = {"a": jnp.array([3 + 4j]), "b": None}
+  m = {"a": jnp.array([1.0]), "b": None}
+  out = tu.tree_update_moment_per_elem_norm(g, m, 0.5, 2)
+  np.testing.assert_allclose(out["a"], [0.5 * 25 + 0.5])
+  assert out["b"] is None
+  np.testing.assert_allclose(tu.tree_update_moment_per_elem_norm(g, m, 0.5, 1)["a"], [3.0])
+  # optax's update_moment takes the plain (complex) power.
+  np.testing.assert_allclose(tu.tree_update_moment(g, m, 0.5, 2)["a"], [0.5 * (3 + 4j) ** 2 + 0.5],
+                             rtol=1e-6)
+  inf = tu.tree_update_infinity_moment(g, m, 0.5, 0.0)
+  assert inf["b"] is None and inf["a"].dtype == jnp.float32
+  np.testing.assert_allclose(inf["a"], [5.0])
+  # A decay held as a float64 array (as in a gradtx state under x64) keeps float32 moments.
+  with jax.enable_x64(True):
+    g32, m32 = jnp.ones(2, jnp.float32), jnp.zeros(2, jnp.float32)
+    assert tu.tree_update_moment(g32, m32, jnp.asarray(0.9), 2).dtype == jnp.float32
+    assert tu.tree_update_infinity_moment(g32, m32, jnp.asarray(0.9), 1e-8).dtype == jnp.float32
+
+
+def test_top_level_moment_names_are_the_tree_utils_functions():
+  g, m = jnp.array([2.0, -1.0]), jnp.array([0.5, 0.5])
+  for ours, theirs, extra in [(U.update_moment, tu.tree_update_moment, (0.9, 2)),
+                              (U.update_moment_per_elem_norm, tu.tree_update_moment_per_elem_norm,
+                               (0.9, 2)),
+                              (U.update_infinity_moment, tu.tree_update_infinity_moment,
+                               (0.9, 1e-3))]:
+    np.testing.assert_array_equal(ours(g, m, *extra), theirs(g, m, *extra))
+
+
+# ----------------------------------------------------------------------------
+# tree_get / tree_set on gradtx states.
+
+
+PARAMS = {"w": jnp.ones(3), "b": jnp.zeros(2)}
+
+
+def _paths(found):
+  return [jax.tree_util.keystr(p) for p, _ in found]
+
+
+def test_get_on_adam_state():
+  state = gtx.adam(1e-3).init(PARAMS)
+  assert int(tu.tree_get(state, "count")) == 0
+  np.testing.assert_allclose(tu.tree_get(state, "learning_rate"), 1e-3)
+  np.testing.assert_allclose(tu.tree_get(state, "b2"), 0.999)
+  assert tu.tree_get(state, "ScaleByAdamState") is state["adam"]
+  assert tu.tree_get(state, "adam") is state["adam"]  # a stage by its name
+  assert tu.tree_get(state, "missing", default=7) == 7
+  assert _paths(tu.tree_get_all_with_path(state, "w")) == [
+      "['adam']ScaleByAdamState.mu['w']", "['adam']ScaleByAdamState.nu['w']"]
+  with pytest.raises(KeyError) as error:
+    tu.tree_get(state, "w")
+  assert error.value.args[0] == (
+      "tree_get: found 2 values for 'w', at [\"['adam']ScaleByAdamState.mu['w']\", "
+      "\"['adam']ScaleByAdamState.nu['w']\"]; pass a filtering function to choose one")
+  in_nu = lambda path, value: any(  # noqa: E731
+      isinstance(k, tu.NamedTupleKey) and k.name == "nu" for k in path)
+  assert tu.tree_get(state, "w", filtering=in_nu) is state["adam"].nu["w"]
+
+
+def test_get_with_a_schedule_finds_both_counts():
+  state = gtx.adam(gtx.schedules.cosine_decay_schedule(1.0, 10)).init(PARAMS)
+  assert _paths(tu.tree_get_all_with_path(state, "count")) == [
+      "['adam']ScaleByAdamState.count", "['lr']EmptyState.hparams.count"]
+  with pytest.raises(HyperparameterError, match="stage 'lr': learning_rate follows a schedule"):
+    tu.tree_set(state, learning_rate=0.1)
+
+
+def test_set_on_adam_state_keeps_dtypes_and_does_not_retrace():
+  tx = gtx.adam(1e-3)
+  state = tx.init(PARAMS)
+  new = tu.tree_set(state, count=3, learning_rate=0.25, b1=0.5)
+  assert isinstance(new, gtx.ChainState)
+  assert new["adam"].count.dtype == jnp.int32 and int(new["adam"].count) == 3
+  assert gtx.hparams(new)["lr.learning_rate"].dtype == jnp.float32
+  assert float(gtx.hparams(new)["lr.learning_rate"]) == 0.25
+  assert float(gtx.hparams(new)["adam.b1"]) == 0.5
+  assert float(gtx.hparams(state)["adam.b1"]) == pytest.approx(0.9)  # the old state unchanged
+  traces = []
+
+  @jax.jit
+  def step(grads, state):
+    traces.append(1)
+    return tx.update(grads, state, PARAMS)
+
+  grads = {"w": jnp.full(3, 2.0), "b": jnp.full(2, -1.0)}
+  step(grads, state)
+  updates, after = step(grads, new)
+  assert len(traces) == 1
+  # One Adam step at t = 4 with b1 = 0.5 (numpy): m = 0.5 g, v = 0.001 g^2.
+  t, g = 4, np.array([2.0, 2.0, 2.0])
+  m_hat, v_hat = 0.5 * g / (1 - 0.5 ** t), 0.001 * g ** 2 / (1 - 0.999 ** t)
+  np.testing.assert_allclose(updates["w"], -0.25 * m_hat / (np.sqrt(v_hat) + 1e-8), rtol=1e-5)
+  assert int(after["adam"].count) == 4
+
+
+def test_set_errors():
+  state = gtx.adam(1e-3).init(PARAMS)
+  with pytest.raises(KeyError, match="tree_set: found no value for 'nothere'"):
+    tu.tree_set(state, nothere=1.0)
+  with pytest.raises(KeyError, match="that the filtering function accepts"):
+    tu.tree_set(state, lambda path, value: False, count=1)
+  with pytest.raises(HyperparameterError,
+                     match=r"lr: learning_rate must be in \[0, inf\), got -0.1"):
+    tu.tree_set(state, learning_rate=-0.1)
+  with pytest.raises(ValueError, match=r"ScaleByAdamState.count holds int32 values; got 2.5"):
+    tu.tree_set(state, count=2.5)
+  with pytest.raises(StructureError,
+                     match=r"mu\['w'\] has shape \(3,\); got a value of shape \(2,\)"):
+    tu.tree_set(state, w=jnp.ones(2))
+
+
+def test_set_nested_chain_masked_and_whole_stage():
+  tx = gtx.chain(outer=gtx.chain(clip=gtx.clip_by_global_norm(1.0), adam=gtx.scale_by_adam()),
+                 masked=gtx.masked(gtx.trace(0.9), {"w": True, "b": False}),
+                 lr=gtx.scale_by_learning_rate(0.1))
+  state = tx.init(PARAMS)
+  assert _paths(tu.tree_get_all_with_path(state, "b1")) == [
+      "['outer']['adam']ScaleByAdamState.hparams['b1']"]
+  with pytest.raises(HyperparameterError, match=r"outer.adam: b1 must be in \[0, 1\), got 1.5"):
+    tu.tree_set(state, b1=1.5)
+  new = tu.tree_set(state, b1=0.5, max_norm=2.0)
+  assert float(gtx.hparams(new)["outer.adam.b1"]) == 0.5
+  assert float(gtx.hparams(new)["outer.clip.max_norm"]) == 2.0
+  # The masked-out leaf of the trace stays a MaskedNode.
+  trace_state = tu.tree_get(state, "masked")
+  assert isinstance(trace_state.inner_state.trace["b"], gtx.MaskedNode)
+  # A whole stage state, by its class name, replaced as given.
+  fresh = gtx.scale_by_adam().init(PARAMS)
+  replaced = tu.tree_set(new, ScaleByAdamState=fresh)
+  assert replaced["outer.adam"] is fresh
+  # The state still runs through the chain.
+  tx.update(PARAMS, replaced, PARAMS)
+
+
+def test_get_and_set_agree_with_optax_on_optax_states():
+  states = [optax.adam(1e-3).init(PARAMS),
+            optax.chain(optax.add_noise(1.0, 0.9, key=0), optax.scale_by_adam()).init(PARAMS),
+            optax.inject_hyperparams(optax.sgd)(
+                learning_rate=lambda c: 1 / (c + 1)).init(PARAMS)]
+  for state in states:
+    for key in ("count", "mu", "learning_rate", "AddNoiseState", "ScaleByAdamState"):
+      ours = tu.tree_get_all_with_path(state, key)
+      theirs = optax.tree_utils.tree_get_all_with_path(state, key)
+      assert [jax.tree_util.keystr(p) for p, _ in ours] == [
+          jax.tree_util.keystr(p) for p, _ in theirs], key
+      assert jax.tree.all(jax.tree.map(lambda a, b: a is b, [v for _, v in ours],
+                                       [v for _, v in theirs]))
+  new = tu.tree_set(states[0], count=2)
+  assert new[0].count.dtype == jnp.int32 and int(new[0].count) == 2  # optax: a Python float
+  assert isinstance(new, tuple) and type(new[0]).__name__ == "ScaleByAdamState"
+
+
+def test_signatures_match_optax():
+  for name in tu.__all__:
+    if name == "NamedTupleKey":
+      continue
+    ours = list(inspect.signature(getattr(tu, name)).parameters)
+    theirs = list(inspect.signature(getattr(optax.tree_utils, name)).parameters)
+    assert ours == theirs, name
+  for name in U.__all__:
+    ours = inspect.signature(getattr(U, name)).parameters
+    theirs = inspect.signature(getattr(optax, name)).parameters
+    assert list(ours) == list(theirs), name
+    for arg in ours:  # the same defaults
+      assert ours[arg].default == theirs[arg].default, (name, arg)
+
+
+# ----------------------------------------------------------------------------
+# Utilities.
+
+
+def test_global_norm_and_safe_norm(dtype):
+  x = _tree(8, dtype)
+  np.testing.assert_allclose(U.global_norm(x), np.linalg.norm(_flat(x)), **_tol(dtype))
+  a = jnp.asarray(np.random.default_rng(9).standard_normal((3, 4)), dtype)
+  na = np.asarray(a, np.float64)
+  np.testing.assert_allclose(U.safe_norm(a, 0.0), np.linalg.norm(na), **_tol(dtype))
+  np.testing.assert_allclose(U.safe_norm(a, 1e3), 1e3, **_tol(dtype))
+  np.testing.assert_allclose(U.safe_norm(a, 0.0, axis=1), np.linalg.norm(na, axis=1),
+                             **_tol(dtype))
+  kept = U.safe_norm(a, 0.0, ord=1, axis=0, keepdims=True)
+  assert kept.shape == (1, 4) and kept.dtype == dtype
+  np.testing.assert_allclose(kept, np.abs(na).sum(axis=0, keepdims=True), **_tol(dtype))
+  # Rows at or below the floor take the floor.
+  rows = a.at[0].set(0.0)
+  np.testing.assert_allclose(U.safe_norm(rows, 0.5, axis=1)[0], 0.5)
+
+
+def test_safe_norm_and_rms_gradients(dtype):
+  zero = jnp.zeros(3, dtype)
+  for fn in (lambda x: U.safe_norm(x, 1e-6), lambda x: U.safe_root_mean_squares(x, 1e-6),
+             lambda x: jnp.sum(U.safe_norm(x.reshape(1, 3), 1e-6, axis=1))):
+    grad = jax.grad(fn)(zero)
+    assert grad.dtype == dtype
+    np.testing.assert_array_equal(grad, np.zeros(3))  # finite, and 0 as the maximum says
+  # Unclipped: the gradient of the norm is x / |x|, of the rms x / (n rms).
+  x = jnp.asarray([3.0, -4.0, 0.0], dtype)
+  nx = np.asarray(x, np.float64)
+  np.testing.assert_allclose(jax.grad(lambda x: U.safe_norm(x, 1e-6))(x), nx / 5.0,
+                             **_tol(dtype))
+  rms = np.sqrt(np.mean(nx ** 2))
+  np.testing.assert_allclose(U.safe_root_mean_squares(x, 0.1), rms, **_tol(dtype))
+  np.testing.assert_allclose(jax.grad(lambda x: U.safe_root_mean_squares(x, 0.1))(x),
+                             nx / (3 * rms), **_tol(dtype))
+  np.testing.assert_allclose(U.safe_root_mean_squares(x, 10.0), 10.0)
+  # jnp.maximum alone gives NaN: what these functions are for.
+  assert np.isnan(jax.grad(lambda x: jnp.maximum(jnp.linalg.norm(x), 1e-6))(zero)).all()
+
+
+def test_safe_increment():
+  top = jnp.asarray(np.iinfo(np.int32).max, jnp.int32)
+  assert int(U.safe_increment(top)) == int(top)
+  assert int(U.safe_increment(jnp.asarray(4, jnp.int32))) == 5
+  assert U.safe_int32_increment(jnp.asarray(4, jnp.int32)).dtype == jnp.int32
+  big = jnp.asarray(np.finfo(np.float32).max, jnp.float32)
+  assert float(U.safe_increment(big)) == float(big)
+  assert float(U.safe_increment(jnp.asarray(1.5, jnp.float32))) == 2.5
+  assert int(jax.jit(U.safe_increment)(jnp.asarray(7, jnp.int8))) == 8
+  assert int(U.safe_increment(jnp.asarray(127, jnp.int8))) == 127
+  with pytest.raises(ValueError, match="safe_increment: count must be an integer or float"):
+    U.safe_increment(jnp.asarray(True))
+
+
+def test_incremental_and_periodic_update(dtype, run):
+  rng = np.random.default_rng(10)
+  avg = {k: jnp.zeros(s, dtype) for k, s in SHAPES.items()}
+  ref = {k: np.zeros(s) for k, s in SHAPES.items()}
+  slow = {k: jnp.zeros(s, dtype) for k, s in SHAPES.items()}
+  slow_ref = {k: np.zeros(s) for k, s in SHAPES.items()}
+
+  def step(new, avg, slow, t):
+    return U.incremental_update(new, avg, 0.1), U.periodic_update(new, slow, t, 3)
+
+  for t in range(1, 7):
+    new_np = {k: rng.standard_normal(s) for k, s in SHAPES.items()}
+    new = {k: jnp.asarray(v, dtype) for k, v in new_np.items()}
+    avg, slow = run(step, new, avg, slow, jnp.asarray(t))
+    ref = {k: 0.1 * new_np[k] + 0.9 * ref[k] for k in SHAPES}
+    _assert_tree(avg, ref, dtype, dict(rtol=1e-5, atol=1e-6) if dtype == jnp.float32 else None)
+    if t % 3 == 0:
+      slow_ref = {k: new_np[k] for k in SHAPES}
+    _assert_tree(slow, slow_ref, dtype)
+  assert U.incremental_update({"a": None}, {"a": None}, 0.5)["a"] is None
+
+
+def test_power_iteration(dtype):
+  rng = np.random.default_rng(11)
+  q, _ = np.linalg.qr(rng.standard_normal((5, 5)))
+  eigs = np.array([5.0, 2.0, 1.0, 0.5, -0.3])
+  a = q @ np.diag(eigs) @ q.T
+  value, vector = U.power_iteration(jnp.asarray(a, dtype), num_iters=500,
+                                    error_tolerance=1e-7 if dtype == jnp.float64 else 1e-6)
+  assert value.dtype == dtype and vector.dtype == dtype
+  np.testing.assert_allclose(value, 5.0, rtol=1e-4)
+  v = np.asarray(vector, np.float64)
+  np.testing.assert_allclose(abs(v @ q[:, 0]), 1.0, rtol=1e-4)
+  # A matrix-vector product on a tree (what second-order users pass).
+  mvp = lambda t: {"x": jnp.asarray(a, dtype) @ t["x"]}  # noqa: E731
+  value, vector = jax.jit(lambda v0: U.power_iteration(mvp, v0=v0, num_iters=500))(
+      {"x": jnp.ones(5, dtype)})
+  np.testing.assert_allclose(value, 5.0, rtol=1e-4)
+  with pytest.raises(ValueError, match="power_iteration: v0 is required"):
+    U.power_iteration(mvp)
+
+
+def test_matrix_inverse_pth_root(dtype):
+  rng = np.random.default_rng(12)
+  b = rng.standard_normal((4, 4))
+  a = b @ b.T + 0.5 * np.eye(4)
+  w, v = np.linalg.eigh(a)
+  ridge = 1e-6 * w.max()
+  for p in (2, 4):
+    root, error = U.matrix_inverse_pth_root(jnp.asarray(a, dtype), p)
+    assert root.dtype == dtype
+    expected = v @ np.diag((w + ridge) ** (-1.0 / p)) @ v.T
+    np.testing.assert_allclose(root, expected, rtol=2e-3, atol=2e-4)
+    assert float(error) < 1e-3
+  one, _ = U.matrix_inverse_pth_root(jnp.asarray([[4.0]], dtype), 2)
+  np.testing.assert_allclose(one, [[0.5]], rtol=1e-4)
