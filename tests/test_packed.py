@@ -319,6 +319,23 @@ SHAPE_AWARE = [
 ]
 
 
+# The stages added for optax's namespace: per-unit and global norms, counters, conditions.
+SHAPE_AWARE += [
+    ("adaptive_grad_clip", lambda: gtx.chain(gtx.adaptive_grad_clip(0.05), gtx.sgd(0.05))),
+    ("normalize_by_update_norm", lambda: gtx.chain(gtx.normalize_by_update_norm(0.1),
+                                                   gtx.sgd(0.5))),
+    ("keep_params_nonnegative", lambda: gtx.chain(gtx.sgd(2.0), gtx.keep_params_nonnegative())),
+    ("scale_by_distance_over_gradients",
+     lambda: gtx.chain(gtx.scale_by_distance_over_gradients(), gtx.sgd(1.0))),
+    ("apply_every", lambda: gtx.chain(gtx.apply_every(2), gtx.adam(0.05))),
+    ("conditionally_transform", lambda: gtx.conditionally_transform(
+        gtx.adam(0.05), lambda step: step >= 1)),
+    ("scale_by_schedule", lambda: gtx.chain(
+        gtx.scale_by_schedule(gtx.schedules.linear_schedule(-0.1, -0.01, 3)))),
+    ("MultiSteps", lambda: gtx.MultiSteps(gtx.adam(0.05), 2).gradient_transformation()),
+]
+
+
 @pytest.mark.parametrize("case, make", SHAPE_AWARE, ids=[m[0] for m in SHAPE_AWARE])
 def test_rules_that_need_each_leafs_shape_give_tree_modes_results_and_state(case, make):
   p_tree, s_tree, p_packed, s_packed, layout = _both_modes(make())
