@@ -319,3 +319,123 @@ ERRORS = [
 def test_errors(call, error, match):
   with pytest.raises(error, match=match):
     call()
+
+
+# ----------------------------------------------------------------------------
+# optax's form: monitor({name: measure}) and measure_with_ema.
+
+
+def _ema_reference(values, decay, debias):
+  m, out = 0.0, []
+  for t, v in enumerate(values, start=1):
+    m = decay * m + (1 - decay) * v
+    out.append(m / (1 - decay**t) if debias else m)
+  return out
+
+
+@pytest.mark.parametrize("debias", [True, False])
+@pytest.mark.parametrize("jit", [False, True], ids=["eager", "jit"])
+@pytest.mark.parametrize("x64", [False, True], ids=["float32", "float64"])
+def test_measures_match_numpy_and_pass_the_updates_unchanged(debias, jit, x64):
+  with jax.enable_x64(x64):
+    dtype = jnp.float64 if x64 else jnp.float32
+    tx = gtx.chain(sgd=gtx.sgd(0.5), watch=gtx.monitor({
+        "norm": gtx.tree_utils.tree_norm,
+        "big": gtx.measure_with_ema(lambda u: gtx.tree_utils.tree_norm(u) > 1.0, 0.8,
+                                    debias=debias),
+        "leaf_max": gtx.measure_with_ema(lambda u: jax.tree.map(jnp.max, u), 0.5,
+                                         debias=debias)}))
+    bare = gtx.sgd(0.5)
+    params = {"a": jnp.zeros(3, dtype), "b": jnp.zeros((), dtype)}
+    rng = np.random.default_rng(0)
+    grads = [{"a": jnp.asarray(rng.normal(size=3) * s, dtype), "b": jnp.asarray(s, dtype)}
+             for s in (3.0, 0.1, 2.5, 0.2, 4.0, 0.05)]
+    update = jax.jit(tx.update) if jit else tx.update
+    state, bare_state = tx.init(params), bare.init(params)
+    steps = []
+    for g in grads:
+      u, state = update(g, state, params)
+      want, bare_state = bare.update(g, bare_state, params)
+      for k in u:  # the same updates as without the monitor, bit for bit
+        np.testing.assert_array_equal(u[k], want[k])
+      steps.append({k: np.asarray(v) for k, v in want.items()})
+      assert u["a"].dtype == dtype
+    norms = [np.sqrt(sum(np.sum(s[k] ** 2) for k in s)) for s in steps]
+    rtol = 1e-12 if x64 else 1e-6
+    got = gtx.stats(state)
+    np.testing.assert_allclose(got["watch.norm"], norms[-1], rtol=rtol)
+    np.testing.assert_allclose(got["watch.big"],
+                               _ema_reference([float(n > 1) for n in norms], 0.8, debias)[-1],
+                               rtol=rtol)
+    for k in ("a", "b"):
+      np.testing.assert_allclose(
+          got["watch.leaf_max"][k],
+          _ema_reference([float(np.max(s[k])) for s in steps], 0.5, debias)[-1], rtol=rtol)
+    assert set(gtx.hparams(state)) == {"sgd.lr.learning_rate", "watch.big.decay",
+                                       "watch.leaf_max.decay"}
+
+
+def test_measures_agree_with_optax_monitor():
+  optax = pytest.importorskip("optax")
+  measures = lambda lib, tree_norm: {  # noqa: E731
+      "norm": tree_norm,
+      "clipped": lib.measure_with_ema(lambda u: tree_norm(u) > 1.0, decay=0.9)}
+  ours = gtx.chain(gtx.sgd(0.1, momentum=0.9), gtx.monitor(measures(gtx, gtx.tree_utils.tree_norm)))
+  theirs = optax.chain(optax.sgd(0.1, momentum=0.9),
+                       optax.monitor(measures(optax, optax.tree.norm)))
+  params = jnp.array([1.0, 2.0, 3.0])
+  s_ours, s_theirs = ours.init(params), theirs.init(params)
+  for _ in range(4):
+    g = 2 * params
+    u, s_ours = ours.update(g, s_ours, params)
+    with jax.numpy_dtype_promotion("standard"):  # optax averages the bool as an int
+      _, s_theirs = theirs.update(g, s_theirs, params)
+    params = params + u
+    for name in ("norm", "clipped"):
+      np.testing.assert_allclose(gtx.stats(s_ours)[f"monitor.{name}"],
+                                 optax.tree.get(s_theirs, name), rtol=1e-6)
+
+
+def test_measures_state_keeps_its_structure_from_init_on_so_it_scans():
+  tx = gtx.monitor({"mean": lambda u: jnp.mean(u),
+                    "ema": gtx.measure_with_ema(lambda u: u[:2], 0.5)})
+  state = tx.init(jnp.zeros(4))
+  np.testing.assert_array_equal(gtx.stats(state)["ema"], [0.0, 0.0])
+
+  def step(state, g):
+    return tx.update(g, state)[1], None
+
+  state, _ = jax.lax.scan(step, state, jnp.arange(12.0).reshape(3, 4))
+  np.testing.assert_allclose(gtx.stats(state)["mean"], 9.5)
+  np.testing.assert_allclose(gtx.stats(state)["ema"],
+                             [_ema_reference([0.0, 4.0, 8.0], 0.5, True)[-1],
+                              _ema_reference([1.0, 5.0, 9.0], 0.5, True)[-1]], rtol=1e-6)
+
+
+def test_measure_decay_is_set_by_name_without_retracing():
+  tx = gtx.monitor({"ema": gtx.measure_with_ema(jnp.sum, 0.5)})
+  traces = []
+
+  @jax.jit
+  def update(g, state):
+    traces.append(1)
+    return tx.update(g, state)[1]
+
+  state = update(jnp.ones(2), tx.init(jnp.zeros(2)))
+  state = gtx.set_hparams(state, {"ema.decay": 0.0})
+  state = update(jnp.full(2, 3.0, jnp.float32), state)  # not weakly typed: no retrace
+  assert len(traces) == 1
+  # With decay 0 the debiased average is the last measurement.
+  np.testing.assert_allclose(gtx.stats(state)["ema"], 6.0)
+
+
+@pytest.mark.parametrize("call, error, message", [
+    (lambda: gtx.monitor({}), ValueError, "empty"),
+    (lambda: gtx.monitor({"a.b": jnp.sum}), ValueError, "without dots"),
+    (lambda: gtx.monitor({"n": 3.0}), TypeError, "measure 'n' must be a callable"),
+    (lambda: gtx.monitor({"n": jnp.sum}, inner=gtx.sgd(0.1)), ValueError, "takes no inner"),
+    (lambda: gtx.measure_with_ema(jnp.sum, 1.5), gtx.HyperparameterError, "decay"),
+])
+def test_measures_errors(call, error, message):
+  with pytest.raises(error, match=message):
+    call()

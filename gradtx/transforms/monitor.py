@@ -33,12 +33,13 @@ import jax.numpy as jnp
 import numpy as np
 
 from gradtx import tree
-from gradtx.chain import _values_by_name
+from gradtx.chain import ChainState, _values_by_name
 from gradtx.core import (GradientTransformation, HParams, HParamSpec, as_transformation,
-                         require_params)
+                         require_params, stateless)
 from gradtx.numerics import compute_dtype
 
-__all__ = ["MONITOR_STATISTICS", "MonitorState", "Stats", "monitor", "stats"]
+__all__ = ["MONITOR_STATISTICS", "MeasuresState", "MonitorState", "Stats", "measure_with_ema",
+           "monitor", "stats"]
 
 PyTree = Any
 
@@ -226,9 +227,11 @@ def _stat_dtype() -> jnp.dtype:
   return jnp.result_type(float)
 
 
-def monitor(*statistics: str, inner: GradientTransformation | None = None
+def monitor(*statistics: str | Mapping[str, Any], inner: GradientTransformation | None = None
             ) -> GradientTransformation:
   """Keeps statistics of the updates in the state; the updates pass unchanged.
+
+  Also takes optax's form, one dict of measures: see *optax's form* below.
 
   With :math:`u` the updates the stage returns, :math:`g` those it receives
   and :math:`p` the params (:math:`u = g` unless ``inner`` is given, when
@@ -277,6 +280,16 @@ def monitor(*statistics: str, inner: GradientTransformation | None = None
       state is the monitor's ``inner_state`` and its hyperparameters appear
       under the monitor's name (``"opt.lr.learning_rate"``).
 
+  optax's form: ``monitor({name: measure, ...})``, where a measure is a
+  callable of the updates or a transformation whose returned "updates" are
+  the measurement (:func:`measure_with_ema`). The measurements, of any
+  shape, are read with :func:`stats` as ``"<stage>.<name>"``, and a
+  measure's hyperparameters with :func:`gradtx.hparams` as
+  ``"<stage>.<name>.<hyperparameter>"``. Unlike optax's, the state holds
+  every measurement from ``init`` on (zeros of its shape), so its structure
+  does not change at the first step and it can be carried through
+  ``jax.lax.scan``.
+
   Conventions: torch users log ``p.grad.norm()`` and
   ``(lr * p.grad).norm() / p.norm()`` per layer by hand after
   ``loss.backward()``; here the same numbers are ``leaf_norms`` of a monitor
@@ -296,6 +309,11 @@ def monitor(*statistics: str, inner: GradientTransformation | None = None
     >>> list(gtx.hparams(state))
     ['opt.lr.learning_rate']
   """
+  if len(statistics) == 1 and isinstance(statistics[0], Mapping):
+    if inner is not None:
+      raise ValueError("monitor: a dict of measures (optax's form) takes no inner=; "
+                       "chain the monitor after the transformation instead")
+    return _monitor_measures(statistics[0])
   if not statistics:
     raise ValueError(f"monitor: name at least one statistic, from {list(MONITOR_STATISTICS)}")
   for name in statistics:
@@ -344,6 +362,128 @@ def monitor(*statistics: str, inner: GradientTransformation | None = None
   if inner is not None:
     options["inner"] = inner
   return GradientTransformation(init, update, name="monitor", spec=spec, options=options)
+
+
+class MeasuresState(NamedTuple):
+  """State of :func:`monitor` given a dict of measures (optax's form).
+
+  Attributes:
+    measurements: a :class:`Stats` of the last step's measurements, by name
+      (zeros of their shapes before the first step).
+    measure_states: the state of each measure that is a transformation, by name
+      (a :class:`gradtx.ChainState`, so that its hyperparameters read as
+      ``"<stage>.<name>.<hparam>"``); a callable measure keeps none.
+    hparams: empty; a monitor has no hyperparameters of its own.
+  """
+  measurements: Stats
+  measure_states: ChainState
+  hparams: HParams
+
+
+def _is_transformation(measure: Any) -> bool:
+  return callable(getattr(measure, "init", None)) and callable(getattr(measure, "update", None))
+
+
+def _check_measure(name: str, measure: Any) -> None:
+  if _is_transformation(measure) or callable(measure):
+    return
+  raise TypeError(f"monitor: measure {name!r} must be a callable of the updates or a "
+                  f"transformation (gtx.measure_with_ema), got {type(measure).__name__}")
+
+
+def _monitor_measures(measures: Mapping[str, Any]) -> GradientTransformation:
+  """``monitor({name: measure})``: optax's monitor, its measurements held from init on."""
+  if not measures:
+    raise ValueError("monitor: the dict of measures is empty")
+  for name in measures:
+    if not isinstance(name, str) or not name or "." in name:
+      raise ValueError(f"monitor: a measure's name must be a non-empty string without "
+                       f"dots, got {name!r}")
+    _check_measure(name, measures[name])
+  # A callable measures the updates alone; a transformation (measure_with_ema)
+  # keeps a state, under the measure's name.
+  stages = {name: as_transformation(m, where=f"monitor: measure {name!r}")
+            for name, m in measures.items() if _is_transformation(m)}
+  spec = HParamSpec("monitor")
+
+  def measure_all(updates, states, params, extra):
+    measurements, new_states = {}, {}
+    for name, measure in measures.items():
+      if name in stages:
+        measurements[name], new_states[name] = stages[name].update(
+            updates, states[name], params, **extra)
+      else:
+        measurements[name] = measure(updates)
+    return measurements, new_states
+
+  def init(params):
+    states = {name: stage.init(params) for name, stage in stages.items()}
+    # The measurements' shapes, from one abstract evaluation on the params, so that
+    # the state's structure is fixed from the start.
+    shapes = jax.eval_shape(lambda p, s: measure_all(p, s, p, {})[0], params, states)
+    zeros = jax.tree.map(lambda x: jnp.zeros(x.shape, x.dtype), shapes)
+    return MeasuresState(Stats({name: zeros[name] for name in measures}), ChainState(states),
+                         spec.init())
+
+  def update(updates, state, params=None, **extra):
+    measurements, states = measure_all(updates, state.measure_states, params, extra)
+    return updates, MeasuresState(Stats(measurements), ChainState(states), state.hparams)
+
+  return GradientTransformation(init, update, name="monitor", spec=spec,
+                                options={"measures": tuple(measures)})
+
+
+def measure_with_ema(measure: Callable[[PyTree], Any], decay: Any, debias: bool = True,
+                     accumulator_dtype: Any = None) -> GradientTransformation:
+  """A measure for :func:`monitor` that keeps an exponential moving average of ``measure(u)``.
+
+  .. math::
+    m_t = \\beta\\, m_{t-1} + (1 - \\beta)\\, f(u_t), \\qquad
+    \\text{measurement}_t = \\begin{cases} m_t / (1 - \\beta^t) & \\text{debias} \\\\
+      m_t & \\text{otherwise} \\end{cases}
+
+  optax's ``measure_with_ema``: :func:`gradtx.ema` of the measurement. A
+  boolean or integer measurement (``tree_norm(u) > c``) is averaged as a
+  float, so the average is the fraction of recent steps where it held.
+  ``decay`` is held in the state (``"<monitor>.<name>.decay"``).
+
+  Args:
+    measure: :math:`f`, a callable of the updates returning an array or a tree
+      of arrays.
+    decay: :math:`\\beta \\in [0, 1)`.
+    debias: divide by :math:`1 - \\beta^t`, default ``True``.
+    accumulator_dtype: dtype of the average; ``None`` keeps the measurement's
+      (floating) dtype.
+
+  Example:
+    >>> import gradtx as gtx
+    >>> import jax.numpy as jnp
+    >>> tx = gtx.monitor({"clipped": gtx.measure_with_ema(
+    ...     lambda u: gtx.tree_utils.tree_norm(u) > 1.0, decay=0.5)})
+    >>> state = tx.init(jnp.zeros(2))
+    >>> for g in ([3.0, 4.0], [0.0, 0.5]):
+    ...   _, state = tx.update(jnp.array(g), state)
+    >>> round(float(gtx.stats(state)["clipped"]), 4)   # (0.5 * 0.5 * 1 + 0.5 * 0) / (1 - 0.5 ** 2)
+    0.3333
+  """
+  from gradtx.transforms.momentum import ema
+  average = ema(decay, debias=debias, accumulator_dtype=accumulator_dtype)
+
+  def measured(x):
+    def as_float(v):
+      v = jnp.asarray(v)
+      return v if jnp.issubdtype(v.dtype, jnp.inexact) else v.astype(jnp.result_type(float))
+    return jax.tree.map(as_float, measure(x))
+
+  def init(params):
+    return average.init(measured(params))
+
+  def update(updates, state, params=None, **extra):
+    del params, extra
+    return average.update(measured(updates), state)
+
+  return GradientTransformation(init, update, name="measure_with_ema", spec=average.spec,
+                                options=dict(measure=measure, **average.options))
 
 
 def stats(state: PyTree) -> dict[str, Any]:
