@@ -63,7 +63,9 @@ def _public_names() -> list[str]:
   modules = ["chain", "core", "errors", "optimizers", "transforms.clipping", "transforms.decay",
              "transforms.momentum", "transforms.moments", "transforms.scaling", "wrappers",
              "transforms.finite", "transforms.plateau", "transforms.monitor",
-             "transforms.adaptive", "transforms.factored", "transforms.linesearch", "transforms.noise", "transforms.optimism", "transforms.sign", "transforms.stepsize", "transforms.trust", "utilities"]
+             "transforms.adaptive", "transforms.factored", "transforms.linesearch",
+             "transforms.noise", "transforms.optimism", "transforms.sign", "transforms.stepsize",
+             "transforms.trust", "utilities"]
   names = {"schedules", "tree", "MaskedNode", "packed", "lr_finder", "losses", "projections",
            "second_order", "tree_utils"}
   for module in modules:

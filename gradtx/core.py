@@ -586,11 +586,11 @@ def apply_updates(params: Params, updates: Updates) -> Params:
 TransformInitFn = InitFn
 """``init(params) -> state`` (optax's ``TransformInitFn``)."""
 TransformUpdateFn = UpdateFn
-"""``update(updates, state, params=None, **extra) -> (updates, state)`` (optax's ``TransformUpdateFn``)."""
+"""``update(updates, state, params=None, **extra) -> (updates, state)`` (optax's name)."""
 TransformUpdateExtraArgsFn = UpdateFn
 """The same as :data:`TransformUpdateFn`: every gradtx ``update`` takes extra arguments."""
 GradientTransformationExtraArgs = GradientTransformation
-"""optax's name for a transformation whose ``update`` takes extra arguments; every gradtx one does."""
+"""optax's name for a transformation whose ``update`` takes extra arguments (all do here)."""
 
 
 def with_extra_args_support(tx: Any) -> GradientTransformation:

@@ -40,7 +40,7 @@ from typing import Any, Callable, Protocol
 import jax
 import jax.numpy as jnp
 
-from gradtx.errors import HyperparameterError
+from gradtx.core import NONNEGATIVE, POSITIVE, UNIT, Range, check_value
 from gradtx.numerics import as_dtype
 from gradtx.projections import projection_simplex
 
@@ -122,12 +122,14 @@ def _rank(loss: str, arg: str, x: jax.Array, rank: int) -> None:
         f"{loss}: {arg} must have rank {rank}, got shape {x.shape}")
 
 
-def _check(loss: str, arg: str, value: Any, ok: Callable[[float], bool],
-           rule: str) -> None:
-  """Checks a hyperparameter given as a Python number; arrays are taken as given."""
+def _check(loss: str, arg: str, value: Any, allowed: Range) -> None:
+  """Checks a hyperparameter given as a Python number; arrays are taken as given.
+
+  Arrays are not read back from the device (a loss may be called eagerly in a
+  training loop), so only Python numbers are checked.
+  """
   if isinstance(value, (int, float)) and not isinstance(value, bool):
-    if not ok(value):
-      raise HyperparameterError(f"{loss}: {arg} must be {rule}, got {value!r}")
+    check_value(loss, arg, value, allowed)
 
 
 def _expand_where(where: ArrayLike | None, ndim: int, axis: Axis) -> jax.Array | None:
@@ -285,7 +287,7 @@ def huber_loss(
     [0.125 2.5  ]
   """
   p = _floating("huber_loss", "predictions", predictions)
-  _check("huber_loss", "delta", delta, lambda d: d > 0, "> 0")
+  _check("huber_loss", "delta", delta, POSITIVE)
   e = p if targets is None else p - jnp.asarray(targets).astype(p.dtype)
   delta = as_dtype(delta, p.dtype)
   abs_e = jnp.abs(e)
@@ -389,11 +391,15 @@ def cosine_similarity(
     >>> print(np.asarray(losses.cosine_similarity(p, t)).round(4))
     [ 1.     -0.7071  0.    ]
   """
-  name = "cosine_similarity"
-  a = _floating(name, "predictions", predictions)
-  b = _floating(name, "targets", targets)
-  _check(name, "epsilon", epsilon, lambda e: e >= 0, ">= 0")
-  dtype = a.dtype
+  a = _floating("cosine_similarity", "predictions", predictions)
+  return _cosine_similarity("cosine_similarity", a, targets, epsilon, axis, where).astype(a.dtype)
+
+
+def _cosine_similarity(loss: str, a: jax.Array, targets: ArrayLike, epsilon: ArrayLike,
+                       axis: Axis, where: ArrayLike | None) -> jax.Array:
+  """:func:`cosine_similarity`, left in the compute dtype (float32 for 16-bit ``a``)."""
+  b = _floating(loss, "targets", targets)
+  _check(loss, "epsilon", epsilon, NONNEGATIVE)
   a = _wide(a)
   b = b.astype(a.dtype)
   epsilon = as_dtype(epsilon, a.dtype)
@@ -403,7 +409,7 @@ def cosine_similarity(
     n2 = jnp.maximum(jnp.sum(jnp.square(v), axis=axis, where=where, keepdims=True), epsilon)
     return jnp.sqrt(jnp.where(n2 > 0, n2, 1))  # a zero vector stays zero
 
-  return jnp.sum((a / norm(a)) * (b / norm(b)), axis=axis, where=where).astype(dtype)
+  return jnp.sum((a / norm(a)) * (b / norm(b)), axis=axis, where=where)
 
 
 def cosine_distance(
@@ -448,7 +454,10 @@ def cosine_distance(
     >>> print(np.asarray(losses.cosine_distance(p, t)).round(4))
     [0.     1.7071]
   """
-  return 1.0 - cosine_similarity(predictions, targets, epsilon=epsilon, axis=axis, where=where)
+  a = _floating("cosine_distance", "predictions", predictions)
+  # 1 - s is taken before rounding to a 16-bit dtype: near-parallel vectors
+  # keep their small distance instead of rounding s to 1 first.
+  return (1 - _cosine_similarity("cosine_distance", a, targets, epsilon, axis, where)).astype(a.dtype)
 
 
 # ----------------------------------------------------------------- smoothing
@@ -495,7 +504,7 @@ def smooth_labels(
     [0.05 0.85 0.05 0.05]
   """
   y = _floating("smooth_labels", "labels", labels)
-  _check("smooth_labels", "alpha", alpha, lambda a: 0 <= a <= 1, "in [0, 1]")
+  _check("smooth_labels", "alpha", alpha, UNIT)
   alpha = as_dtype(alpha, y.dtype)
   if where is None:
     return (1 - alpha) * y + alpha / jnp.asarray(jnp.size(y, axis), y.dtype)
@@ -601,9 +610,25 @@ def safe_softmax_cross_entropy(
   return softmax_cross_entropy(logits, labels, axis=-1)
 
 
-def _flatten_class_axes(x: jax.Array, axis: tuple[int, ...]) -> jax.Array:
-  """Moves ``axis`` to the end, in order, and flattens them into one."""
-  class_axes = tuple(operator.index(a) % x.ndim for a in axis)
+def _class_axes(loss: str, axis: Any, ndim: int) -> tuple[int, ...]:
+  """``axis`` (an int or a tuple of ints) as non-negative axes of an ``ndim`` array."""
+  axes = axis if isinstance(axis, tuple) else (axis,)
+  try:
+    axes = tuple(operator.index(a) for a in axes)
+  except TypeError:
+    raise TypeError(
+        f"{loss}: axis must be an int or a tuple of ints, got {axis!r}") from None
+  if any(not -ndim <= a < ndim for a in axes):
+    raise ValueError(
+        f"{loss}: axis {axis!r} is out of bounds for logits of rank {ndim}")
+  axes = tuple(a % ndim for a in axes)
+  if len(set(axes)) != len(axes):
+    raise ValueError(f"{loss}: axis {axis!r} repeats an axis")
+  return axes
+
+
+def _flatten_class_axes(x: jax.Array, class_axes: tuple[int, ...]) -> jax.Array:
+  """Moves ``class_axes`` (non-negative) to the end, in order, and flattens them into one."""
   batch_axes = tuple(a for a in range(x.ndim) if a not in class_axes)
   x = x.transpose(batch_axes + class_axes)
   return x.reshape(x.shape[:len(batch_axes)] + (-1,))
@@ -638,7 +663,10 @@ def softmax_cross_entropy_with_integer_labels(
     the cross entropies, shape ``[...]``, in the dtype of ``logits``.
 
   Raises:
-    TypeError: ``logits`` is not floating or ``labels`` not integer.
+    TypeError: ``logits`` is not floating, ``labels`` not integer, or
+      ``axis`` not an int or a tuple of ints.
+    ValueError: ``axis`` is out of bounds or repeats an axis, or ``labels``
+      does not have the shape of ``logits`` without the class axes.
 
   References:
     `Multinomial logistic regression
@@ -657,17 +685,22 @@ def softmax_cross_entropy_with_integer_labels(
   name = "softmax_cross_entropy_with_integer_labels"
   x = _floating(name, "logits", logits)
   y = _integer(name, "labels", labels)
+  axes = _class_axes(name, axis, x.ndim)
   dtype = x.dtype
   x = _wide(x)
-  where = _expand_where(where, x.ndim, axis)
+  where = _expand_where(where, x.ndim, axes)
   if isinstance(axis, tuple):
-    x = _flatten_class_axes(x, axis)
+    x = _flatten_class_axes(x, axes)
     if where is not None:
-      where = _flatten_class_axes(jnp.broadcast_to(where, jnp.shape(logits)), axis)
-    axis = -1
-  elif not isinstance(axis, int):
-    raise TypeError(f"{name}: axis must be an int or a tuple of ints, got {axis!r}")
-  axis = operator.index(axis) % x.ndim
+      where = _flatten_class_axes(jnp.broadcast_to(where, jnp.shape(logits)), axes)
+    axis = x.ndim - 1
+  else:
+    axis, = axes
+  batch_shape = x.shape[:axis] + x.shape[axis + 1:]
+  if y.ndim != len(batch_shape) or any(d not in (1, b) for d, b in zip(y.shape, batch_shape)):
+    raise ValueError(
+        f"{name}: labels must have the shape of logits without the class "
+        f"axis, {batch_shape}, got {y.shape}")
   label_logits = jnp.take_along_axis(x, jnp.expand_dims(y, axis), axis=axis).squeeze(axis)
   out = jax.nn.logsumexp(x, axis=axis, where=_some(where, axis)) - label_logits
   if where is not None:
@@ -774,9 +807,9 @@ def sigmoid_focal_loss(
   """
   name = "sigmoid_focal_loss"
   x = _floating(name, "logits", logits)
-  _check(name, "gamma", gamma, lambda g: g >= 0, ">= 0")
+  _check(name, "gamma", gamma, NONNEGATIVE)
   if alpha is not None:
-    _check(name, "alpha", alpha, lambda a: 0 <= a <= 1, "in [0, 1]")
+    _check(name, "alpha", alpha, UNIT)
   dtype = x.dtype
   x = _wide(x)
   y = jnp.asarray(labels).astype(x.dtype)
@@ -900,8 +933,12 @@ def kl_divergence(
   dtype = lp.dtype
   lp = _wide(lp)
   t = jnp.asarray(targets).astype(lp.dtype)
-  loss = _times_log(t, _safe_log(t)) - _times_log(t, lp)
-  return jnp.sum(loss, axis=axis, where=where).astype(dtype)
+  return jnp.sum(_kl_terms(lp, t), axis=axis, where=where).astype(dtype)
+
+
+def _kl_terms(lp: jax.Array, t: jax.Array) -> jax.Array:
+  r""":math:`t (\log t - \log p)` elementwise, with :math:`0 \log 0 = 0`."""
+  return _times_log(t, _safe_log(t)) - _times_log(t, lp)
 
 
 def kl_divergence_with_log_targets(
@@ -993,12 +1030,15 @@ def generalized_kl_divergence(
     >>> print(np.asarray(losses.generalized_kl_divergence(log_p, t)).round(4))
     0.3863
   """
-  lp = _floating("generalized_kl_divergence", "log_predictions", log_predictions)
-  kl = kl_divergence(lp, targets, axis=axis, where=where)
-  lp_wide = _wide(lp)
-  t = jnp.asarray(targets).astype(lp_wide.dtype)
-  mass = jnp.sum(jnp.exp(lp_wide) - t, axis=axis, where=where)
-  return (kl + mass.astype(kl.dtype)).astype(lp.dtype)
+  name = "generalized_kl_divergence"
+  lp = _floating(name, "log_predictions", log_predictions)
+  _floating(name, "targets", targets)
+  dtype = lp.dtype
+  lp = _wide(lp)
+  t = jnp.asarray(targets).astype(lp.dtype)
+  # One sum, rounded once: the two parts may nearly cancel.
+  terms = _kl_terms(lp, t) + jnp.exp(lp) - t
+  return jnp.sum(terms, axis=axis, where=where).astype(dtype)
 
 
 def convex_kl_divergence(
@@ -1238,8 +1278,8 @@ def triplet_margin_loss(
   a = _floating(name, "anchors", anchors)
   p = _floating(name, "positives", positives)
   n = _floating(name, "negatives", negatives)
-  _check(name, "norm_degree", norm_degree, lambda q: q > 0, "> 0")
-  _check(name, "eps", eps, lambda e: e >= 0, ">= 0")
+  _check(name, "norm_degree", norm_degree, POSITIVE)
+  _check(name, "eps", eps, NONNEGATIVE)
   dtype = a.dtype
   a = _wide(a)
   q = as_dtype(norm_degree, a.dtype)
@@ -1294,7 +1334,7 @@ def ntxent(
   name = "ntxent"
   x = _floating(name, "embeddings", embeddings)
   labels = jnp.asarray(labels)
-  _check(name, "temperature", temperature, lambda t: t > 0, "> 0")
+  _check(name, "temperature", temperature, POSITIVE)
   if x.ndim != 2 or labels.shape != x.shape[:1]:
     raise ValueError(
         f"{name}: embeddings must be [batch, feature_dim] and labels [batch], "
@@ -1303,7 +1343,7 @@ def ntxent(
   x = _wide(x)
   eps = jnp.finfo(dtype).eps
   temperature = as_dtype(temperature, x.dtype)
-  sim = cosine_similarity(x[None, :, :], x[:, None, :], epsilon=eps) / temperature
+  sim = _cosine_similarity(name, x[None, :, :], x[:, None, :], eps, -1, None) / temperature
   same = labels[:, None] == labels[None, :]
   positive = same & ~jnp.eye(x.shape[0], dtype=bool)
   negative_lse = jax.nn.logsumexp(sim, axis=1, where=~same, keepdims=True)  # -inf when none
@@ -1384,7 +1424,8 @@ def sparsemax_loss(
 
   Args:
     logits: logits :math:`x`, floating.
-    labels: labels in :math:`\{0, 1\}`, broadcastable to ``logits``.
+    labels: labels in :math:`\{0, 1\}` (any dtype, bool included; a
+      nonzero label counts as 1), broadcastable to ``logits``.
 
   Returns:
     the losses, shaped like ``logits``.
@@ -1400,7 +1441,7 @@ def sparsemax_loss(
     [0.   0.25 3.  ]
   """
   x = _floating("sparsemax_loss", "logits", logits)
-  return jax.nn.sparse_plus(jnp.where(jnp.asarray(labels) != 0, -x, x))
+  return jax.nn.sparse_plus(jnp.where(jnp.asarray(labels).astype(bool), -x, x))
 
 
 # sparsemax(s): the projection of each row (last axis) onto the probability simplex.
@@ -1420,7 +1461,9 @@ def multiclass_sparsemax_loss(
     \ell = \langle p, s \rangle + \tfrac12 (1 - \|p\|^2) - s_y
 
   Its gradient is :math:`p - e_y`; it is zero exactly when sparsemax puts
-  all its mass on the label.
+  all its mass on the label. It is computed on :math:`s - s_y` (the loss
+  does not change when a constant is added to all scores), so large scores
+  do not cancel.
 
   Args:
     scores: scores :math:`s`, ``[..., num_classes]``, floating.
@@ -1449,9 +1492,11 @@ def multiclass_sparsemax_loss(
   s = _floating("multiclass_sparsemax_loss", "scores", scores)
   dtype = s.dtype
   s = _wide(s)
-  p = _sparsemax(s)
-  ps = jnp.sum(jnp.where(p > 0, p * s, 0), axis=-1)
-  loss = ps + 0.5 * (1 - jnp.sum(jnp.square(p), axis=-1)) - _label_scores(s, labels)
+  # The loss is unchanged when a constant is added to every score; measuring
+  # the scores from the label's first keeps large scores from cancelling.
+  z = s - _label_scores(s, labels)[..., None]
+  p = _sparsemax(z)
+  loss = jnp.sum(jnp.where(p > 0, p * z, 0), axis=-1) + 0.5 * (1 - jnp.sum(jnp.square(p), axis=-1))
   return loss.astype(dtype)
 
 
@@ -1535,6 +1580,28 @@ def ranking_softmax_loss(
 _REDUCTIONS = ("mean", "sum", "none")
 
 
+def _check_probabilities(loss: str, p: jax.Array) -> None:
+  """Raises unless concrete ``p`` holds probabilities over its last (class) axis.
+
+  Several classes must sum to 1, to the precision of ``p``'s dtype; a single
+  channel (binary, sigmoid) must lie in :math:`[0, 1]`.
+  """
+  if p.shape[-1] == 1:
+    low, high = float(jnp.min(p)), float(jnp.max(p))
+    if not 0 <= low <= high <= 1:
+      raise ValueError(
+          f"{loss}: with apply_softmax=False, single-channel predictions must be "
+          f"probabilities in [0, 1]; they range over [{low:.6f}, {high:.6f}]")
+    return
+  sums = jnp.sum(_wide(p), axis=-1)
+  tolerance = max(1e-5, 2 * float(jnp.finfo(p.dtype).eps))
+  if not bool(jnp.all(jnp.abs(sums - 1) <= tolerance)):
+    raise ValueError(
+        f"{loss}: with apply_softmax=False, predictions must sum to 1 over the "
+        f"class axis; sums range over [{float(jnp.min(sums)):.6f}, "
+        f"{float(jnp.max(sums)):.6f}]")
+
+
 def dice_loss(
     predictions: ArrayLike,
     targets: ArrayLike,
@@ -1572,8 +1639,8 @@ def dice_loss(
     alpha: the false-positive weight :math:`\alpha` (default 0.5).
     beta: the false-negative weight :math:`\beta` (default 0.5).
     apply_softmax: turn logits into probabilities first (default True); if
-      False, ``predictions`` must sum to 1 over classes (checked when not
-      traced).
+      False, ``predictions`` must sum to 1 over classes, or lie in
+      :math:`[0, 1]` for a single channel (checked when not traced).
     reduction: over classes, ``"mean"`` (default), ``"sum"`` or ``"none"``.
     ignore_background: leave class 0 out (default False).
     axis: the axes to sum over; default all but the first and the last.
@@ -1591,7 +1658,12 @@ def dice_loss(
   Differences from optax:
     optax's check that probabilities sum to 1 (``apply_softmax=False``)
     fails under ``jax.jit``; gradtx checks only concrete arrays, so the
-    loss jits. An unknown ``reduction`` raises before any computation.
+    loss jits. optax also applies that check to a single (sigmoid) channel,
+    so it rejects every binary probability map but all ones; gradtx checks
+    that a single channel lies in :math:`[0, 1]`. The sum's tolerance is
+    ``max(1e-5, 2 eps)`` of the dtype (optax: ``rtol=1e-5`` for all dtypes,
+    which rejects a bfloat16 softmax). An unknown ``reduction`` raises
+    before any computation.
 
   Example:
     >>> import jax.numpy as jnp
@@ -1613,12 +1685,7 @@ def dice_loss(
     t = t[..., None]
   _same_shape(name, "predictions", p, "targets", t)
   if not apply_softmax and not isinstance(p, jax.core.Tracer):
-    sums = jnp.sum(p, axis=-1)
-    if not bool(jnp.allclose(sums, 1.0, rtol=1e-5)):
-      raise ValueError(
-          f"{name}: with apply_softmax=False, predictions must sum to 1 over "
-          f"the class axis; sums range over [{float(jnp.min(sums)):.6f}, "
-          f"{float(jnp.max(sums)):.6f}]")
+    _check_probabilities(name, p)
   dtype = p.dtype
   p = _wide(p)
   t = t.astype(p.dtype)
@@ -1666,13 +1733,20 @@ def binary_dice_loss(
     predictions: logits (or probabilities), ``[...]`` or ``[..., 1]``.
     targets: binary targets, the same shape.
     smooth: the smoothing term (default 1.0).
-    apply_sigmoid: apply a sigmoid first (default True).
+    apply_sigmoid: apply a sigmoid first (default True); if False,
+      ``predictions`` are probabilities in :math:`[0, 1]` (checked when not
+      traced).
 
   Returns:
     ``[batch]`` losses.
 
   References:
     Milletari et al, `V-Net <https://arxiv.org/abs/1606.04797>`_, 2016.
+
+  Differences from optax:
+    With ``apply_sigmoid=False`` optax checks that the single channel sums
+    to 1 over classes, so it raises for any probability map that is not all
+    ones; gradtx checks that the probabilities lie in :math:`[0, 1]`.
 
   Example:
     >>> import jax.numpy as jnp

@@ -105,7 +105,7 @@ def projection_hypercube(tree: PyTree, scale: Any = 1) -> PyTree:
 
   Args:
     tree: the tree :math:`x`.
-    scale: :math:`s`, a scalar or a tree. Default ``1`` (the unit hypercube).
+    scale: :math:`s \\ge 0`, a scalar or a tree. Default ``1`` (the unit hypercube).
 
   Example:
     >>> import gradtx as gtx
@@ -113,6 +113,8 @@ def projection_hypercube(tree: PyTree, scale: Any = 1) -> PyTree:
     >>> gtx.projections.projection_hypercube({"w": jnp.array([-2.0, 0.5, 3.0])})
     {'w': Array([0. , 0.5, 1. ], dtype=float32)}
   """
+  if _is_bound_leaf(scale):
+    _check_scale("projection_hypercube", scale, NONNEGATIVE)
   return projection_box(tree, lower=0, upper=scale)
 
 
@@ -169,7 +171,10 @@ def projection_simplex(tree: PyTree, scale: jax.typing.ArrayLike = 1) -> PyTree:
     {'b': Array(0., dtype=float32), 'w': Array([0.25, 0.75], dtype=float32)}
   """
   _check_scale("projection_simplex", scale)
-  values, unravel = flatten_util.ravel_pytree(tree)
+  # A tree mixing dtypes (bfloat16 and float32 leaves) is solved in the dtype
+  # they promote to, as optax does; asked explicitly, so strict promotion allows it.
+  with jax.numpy_dtype_promotion("standard"):
+    values, unravel = flatten_util.ravel_pytree(tree)
   s = as_dtype(scale, values.dtype)
   return unravel(s * _projection_unit_simplex(values / s))
 

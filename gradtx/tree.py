@@ -14,7 +14,7 @@ import jax
 import jax.numpy as jnp
 
 from gradtx.errors import StructureError
-from gradtx.numerics import as_dtype, shared_scalars
+from gradtx.numerics import as_dtype, compute_dtype, shared_scalars
 
 PyTree = Any
 
@@ -29,6 +29,28 @@ class MaskedNode(NamedTuple):
 
 def _is_masked(x: Any) -> bool:
   return isinstance(x, MaskedNode)
+
+
+@jax.tree_util.register_pytree_node_class
+class ParamsPlaceholder:
+  """A leafless pytree passed to ``init`` in place of the params: it marks where they go.
+
+  :func:`gradtx.tree_utils.tree_map_params` finds the params-shaped parts of
+  a state by where ``init`` puts it; a wrapper whose ``init`` inspects the
+  params (a mask, labels) passes it on to the inner ``init`` untouched.
+  """
+
+  def tree_flatten(self):
+    return (), None
+
+  @classmethod
+  def tree_unflatten(cls, aux, children):
+    del aux, children
+    return cls()
+
+
+def is_params_placeholder(x: Any) -> bool:
+  return isinstance(x, ParamsPlaceholder)
 
 
 def keystr(path: tuple) -> str:
@@ -153,7 +175,7 @@ def sum_squares(tree: PyTree) -> jax.Array:
   if not leaves:
     return jnp.zeros((), jnp.float32)
   totals = [_sum_squares(x) for x in leaves]
-  dtype = jnp.result_type(*totals)
+  dtype = compute_dtype(*totals)  # the widest, also under strict promotion
   return sum((t.astype(dtype) for t in totals[1:]), totals[0].astype(dtype))
 
 

@@ -167,8 +167,24 @@ def tree_add_scale(tree_x: PyTree, scalar: jax.typing.ArrayLike, tree_y: PyTree)
       tree_x, tree_y, is_leaf=_is_none)
 
 
+def _promoted(a: Any, b: Any) -> tuple[Any, Any]:
+  """``a`` and ``b`` cast to the dtype they promote to (explicitly, so that a tree
+  mixing bfloat16 and float32 leaves also reduces under strict dtype promotion)."""
+  if not (hasattr(a, "dtype") and hasattr(b, "dtype")):
+    return a, b  # a Python number (the initializer) is weakly typed: it takes the other's
+  dtype = numerics.compute_dtype(a, b)
+  return numerics.as_dtype(a, dtype), numerics.as_dtype(b, dtype)
+
+
+def _add_promoted(a: Any, b: Any) -> Any:
+  """``a + b`` in the dtype the two promote to, as optax's sums of leaves give it."""
+  return operator.add(*_promoted(a, b))
+
+
 def _vdot(a: Any, b: Any) -> jax.Array:
   a, b = jnp.asarray(a), jnp.asarray(b)
+  if a.dtype != b.dtype:  # a mixed pair, cast as the tree's reduction casts
+    a, b = _promoted(a, b)
   if jnp.iscomplexobj(a):
     a = jnp.conj(a)
   # tensordot, not jnp.vdot: vdot ravels, which costs communication on sharded leaves.
@@ -179,6 +195,8 @@ def tree_vdot(tree_x: PyTree, tree_y: PyTree) -> jax.typing.ArrayLike:
   """The inner product :math:`\\langle x, y \\rangle = \\sum_\\text{leaves} \\sum_i \\bar x_i y_i`.
 
   Computed at the highest matmul precision; ``tree_x`` is conjugated when complex.
+  Leaves of different dtypes (bfloat16 and float32) are summed in the dtype
+  they promote to, as optax does, also under strict dtype promotion.
 
   Args:
     tree_x: first tree.
@@ -191,11 +209,13 @@ def tree_vdot(tree_x: PyTree, tree_y: PyTree) -> jax.typing.ArrayLike:
     Array(11., dtype=float32)
   """
   vdots = jax.tree.map(_vdot, tree_x, tree_y)
-  return jax.tree.reduce(operator.add, vdots, initializer=0)
+  return jax.tree.reduce(_add_promoted, vdots, initializer=0)
 
 
 def tree_sum(tree: PyTree, associative_reduction: bool = False) -> jax.typing.ArrayLike:
   """:math:`\\sum_\\text{leaves} \\sum_i x_i`, the sum of every entry.
+
+  Each leaf is summed in its dtype; the leaves' sums in the dtype they promote to.
 
   Args:
     tree: the tree.
@@ -211,15 +231,15 @@ def tree_sum(tree: PyTree, associative_reduction: bool = False) -> jax.typing.Ar
   """
   sums = jax.tree.map(jnp.sum, tree)
   if associative_reduction:
-    return jax.tree.reduce_associative(operator.add, sums, identity=0)
-  return jax.tree.reduce(operator.add, sums, initializer=0)
+    return jax.tree.reduce_associative(_add_promoted, sums, identity=0)
+  return jax.tree.reduce(_add_promoted, sums, initializer=0)
 
 
 def _reduce_extreme(tree: PyTree, leaf_fn: Callable, combine: Callable, empty: float) -> jax.Array:
   values = [leaf_fn(x) for x in jax.tree.leaves(tree) if jnp.size(x) > 0]
   if not values:
     return jnp.asarray(empty)
-  return functools.reduce(combine, values)
+  return functools.reduce(lambda a, b: combine(*_promoted(a, b)), values)
 
 
 def tree_max(tree: PyTree) -> jax.typing.ArrayLike:
@@ -1008,23 +1028,6 @@ def tree_set(tree: PyTree, filtering: Callable[[KeyPath, Any], bool] | None = No
 # Mapping over the parameter-shaped parts of a state.
 
 
-@jax.tree_util.register_pytree_node_class
-class _ParamsPlaceholder:
-  """A leafless pytree passed to ``init`` in place of the params: it marks where they go."""
-
-  def tree_flatten(self):
-    return (), None
-
-  @classmethod
-  def tree_unflatten(cls, aux, children):
-    del aux, children
-    return cls()
-
-
-def _is_placeholder(x: Any) -> bool:
-  return isinstance(x, _ParamsPlaceholder)
-
-
 def tree_map_params(initable: Any | Callable[[PyTree], PyTree],
                     f: Callable[..., Any], state: PyTree, /, *rest: PyTree,
                     transform_non_params: Callable[[Any], Any] | None = None,
@@ -1071,15 +1074,22 @@ def tree_map_params(initable: Any | Callable[[PyTree], PyTree],
   if not callable(init):
     raise TypeError("tree_map_params: initable must be a transformation or an init "
                     f"function of the params, got {type(initable).__name__}")
-  with_placeholders = init(_ParamsPlaceholder())
+  try:
+    with_placeholders = init(_tree.ParamsPlaceholder())
+  except (StructureError, ValueError, TypeError) as error:
+    raise StructureError(
+        "tree_map_params: initable.init must accept a leafless placeholder for the params "
+        "(it marks where init copies them), and this one failed on it; a wrapper that "
+        "matches the params against a mask or labels at init (masked, partition) cannot "
+        f"yet be mapped over ({type(error).__name__}: {error})") from None
 
   def map_params(marker: Any, value: Any) -> Any:
-    if _is_placeholder(marker):
+    if _tree.is_params_placeholder(marker):
       return jax.tree.map(f, value, *rest, is_leaf=is_leaf)
     return value if transform_non_params is None else transform_non_params(value)
 
   try:
-    return jax.tree.map(map_params, with_placeholders, state, is_leaf=_is_placeholder)
+    return jax.tree.map(map_params, with_placeholders, state, is_leaf=_tree.is_params_placeholder)
   except ValueError as error:
     raise StructureError(
         "tree_map_params: the state does not have the structure initable.init makes; "

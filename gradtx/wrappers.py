@@ -200,7 +200,9 @@ def masked(inner: GradientTransformation, mask: Mask, *,
   inner = as_transformation(inner, where="masked")
 
   def init(params):
-    if isinstance(params, Packed):  # packed mode masks elements, not leaves: see gradtx.packed
+    # Packed mode masks elements, not leaves (see gradtx.packed); tree_map_params's
+    # placeholder has no leaves to mask.
+    if isinstance(params, Packed) or tree.is_params_placeholder(params):
       return MaskedState(inner.init(params))
     with _unmasked_view(params) as real:
       keep = _mask_per_leaf(mask, real, "masked")
@@ -349,7 +351,8 @@ def partition(transforms: Mapping[str, GradientTransformation],
 
   def init(params):
     # Packed, every group's state spans the buffers: groups are masks of elements.
-    packed = isinstance(params, Packed)
+    # tree_map_params's placeholder, like a packed tree, has no leaves to label.
+    packed = isinstance(params, Packed) or tree.is_params_placeholder(params)
     with _unmasked_view(params) as real:
       labels = None if packed else labels_per_leaf(real)
       states = {}
@@ -701,7 +704,8 @@ class MultiSteps:
 
   def has_updated(self, state: MultiStepsState) -> jax.Array:
     """Whether the last call took an inner step (see :meth:`MultiStepsState.has_updated`)."""
-    return jnp.logical_and(state.mini_step == 0, state.gradient_step > 0)
+    _check_state(state, MultiStepsState, "MultiSteps.has_updated")
+    return state.has_updated()
 
   def gradient_transformation(self) -> GradientTransformation:
     """The transformation itself, as :func:`multi_steps` builds it."""

@@ -338,23 +338,59 @@ def test_value_and_grad_from_state_reuses_what_the_line_search_stored():
                              atol=1e-6)
 
 
-def test_value_and_grad_from_state_jitted_with_arguments():
-  tx = gtx.chain(sgd=gtx.sgd(1.0), ls=gtx.scale_by_backtracking_linesearch(10, store_grad=True))
-  value_and_grad = gtx.value_and_grad_from_state(_quadratic)
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_value_and_grad_from_state_jitted_with_arguments(dtype):
+  with jax.enable_x64(dtype == jnp.float64):
+    tx = gtx.chain(sgd=gtx.sgd(1.0),
+                   ls=gtx.scale_by_backtracking_linesearch(10, store_grad=True))
+    value_and_grad = gtx.value_and_grad_from_state(_quadratic)
 
-  @jax.jit
-  def step(params, state, scale):
-    value, grad = value_and_grad(params, scale=scale, state=state)
-    updates, state = tx.update(grad, state, params, value=value, grad=grad,
-                               value_fn=_quadratic, scale=scale)
-    return gtx.apply_updates(params, updates), state, value
+    @jax.jit
+    def step(params, state, scale):
+      value, grad = value_and_grad(params, scale=scale, state=state)
+      updates, state = tx.update(grad, state, params, value=value, grad=grad,
+                                 value_fn=_quadratic, scale=scale)
+      return gtx.apply_updates(params, updates), state, value, grad
 
-  params, state = jnp.asarray([1.0, 1.0, 1.0]), tx.init(jnp.zeros(3))
-  scale = jnp.float32(2.0)
+    params, state = jnp.asarray([1.0, 1.0, 1.0], dtype), tx.init(jnp.zeros(3, dtype))
+    scale = jnp.asarray(2.0, dtype)
+    for _ in range(3):
+      x = np.asarray(params, np.float64)
+      params, state, value, grad = step(params, state, scale)
+      # Computed at the first step (the state's value is inf), reused after: both are
+      # the loss and gradient at the params the step started from.
+      assert value.dtype == grad.dtype == dtype
+      np.testing.assert_allclose(float(value), float(np.sum(DIAG * x * x)),
+                                 rtol=10 * TOL[dtype])
+      np.testing.assert_allclose(np.asarray(grad), 2.0 * DIAG * x, rtol=10 * TOL[dtype],
+                                 atol=TOL[dtype])
+
+
+def test_backtracking_on_a_mixed_precision_tree():
+  # A bfloat16 leaf next to a float32 one: the slope is summed and the loss compared in
+  # float32 (strict promotion needs one dtype); each leaf keeps its dtype.
+  def f(p):
+    return jnp.sum(p["a"].astype(jnp.float32) ** 2) + jnp.sum(p["b"] ** 2)
+
+  tx = gtx.chain(sgd=gtx.sgd(1.0), ls=gtx.scale_by_backtracking_linesearch(
+      10, slope_rtol=0.3, store_grad=True))
+  params = {"a": jnp.asarray([1.0, 2.0], jnp.bfloat16), "b": jnp.asarray([0.5, -1.0])}
+  state = tx.init(params)
+  value_and_grad = gtx.value_and_grad_from_state(f)
   for _ in range(3):
-    before = params
-    params, state, value = step(params, state, scale)
-    np.testing.assert_allclose(float(value), float(_quadratic(before, 2.0)), rtol=1e-6)
+    value, grad = value_and_grad(params, state=state)
+    updates, state = _step_fn(tx, f, jit=True)(grad, state, params, value)
+    assert {k: u.dtype for k, u in updates.items()} == {"a": jnp.bfloat16, "b": jnp.float32}
+    # The loss in the widest dtype (optax would round it to the first leaf's bfloat16).
+    assert value.dtype == state["ls"].value.dtype == jnp.float32
+    new = gtx.apply_updates(params, updates)
+    # Armijo in float64 on the iterates, up to bfloat16's rounding of the loss.
+    g = {k: np.asarray(v, np.float64) for k, v in grad.items()}
+    slope = -sum(float(np.sum(v * v)) for v in g.values())
+    eta = float(state["ls"].learning_rate)
+    assert 0 < eta <= 1.0 and int(state["ls"].info.num_linesearch_steps) >= 1
+    assert float(f(new)) <= float(value) + 0.3 * eta * slope + 1e-2 * float(value)
+    params = new
 
 
 def test_value_and_grad_from_state_errors():

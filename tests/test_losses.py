@@ -771,6 +771,74 @@ def test_ctc_forward_probs_shapes_and_padding():
   np.testing.assert_allclose(loss[1], cut[0], rtol=1e-6)
 
 
+def test_integer_labels_axis_forms():
+  """An out-of-range axis raises instead of wrapping; NumPy integer axes are ints."""
+  rng = np.random.default_rng(7)
+  x = jnp.asarray(_r(rng, 3, 4, 5), jnp.float32)
+  labels = jnp.asarray(rng.integers(0, 15, 4))
+  f = losses.softmax_cross_entropy_with_integer_labels
+  want = ref_int_ce(np.asarray(x, np.float64), np.asarray(labels), axis=(2, 0))
+  np.testing.assert_allclose(f(x, labels, axis=(-1, -3)), want, rtol=1e-5)
+  np.testing.assert_allclose(f(x, labels, axis=(np.int64(2), 0)), want, rtol=1e-5)
+  labels0 = jnp.asarray(rng.integers(0, 3, (4, 5)))
+  np.testing.assert_allclose(f(x, labels0, axis=np.int64(-3)), f(x, labels0, axis=0))
+
+
+def test_sparsemax_loss_boolean_labels():
+  x = jnp.array([2.0, 0.0, -3.0, 0.5])
+  labels = jnp.array([True, True, False, False])
+  want = ref_sparsemax_loss(np.asarray(x, np.float64), np.asarray(labels))
+  np.testing.assert_allclose(losses.sparsemax_loss(x, labels), want, rtol=1e-6)
+  np.testing.assert_allclose(losses.sparsemax_loss(x, labels.astype(jnp.int32)), want, rtol=1e-6)
+
+
+def test_multiclass_sparsemax_loss_large_scores():
+  """The loss ignores a common offset; float32 scores near 1e4 must not cancel."""
+  rng = np.random.default_rng(8)
+  base = _r(rng, 4, 6, scale=0.5)
+  labels = rng.integers(0, 6, 4)
+  for offset in (1e3, 1e4, -1e5):
+    s = jnp.asarray(base + offset, jnp.float32)
+    want = ref_mc_sparsemax(np.asarray(s, np.float64), labels)
+    got = _jit(losses.multiclass_sparsemax_loss)(s, jnp.asarray(labels))
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+
+
+def test_dice_probability_inputs():
+  """apply_softmax/apply_sigmoid=False take probabilities: one sigmoid channel, or a 16-bit softmax."""
+  rng = np.random.default_rng(9)
+  probs = rng.random((2, 6))
+  targets = (rng.random((2, 6)) < 0.5) * 1.0
+  want = ref_dice(probs[..., None], targets[..., None], apply_softmax=False)
+  got = losses.binary_dice_loss(jnp.asarray(probs, jnp.float32), jnp.asarray(targets, jnp.float32),
+                                apply_sigmoid=False)
+  np.testing.assert_allclose(got, want, rtol=1e-5)
+  logits = _r(rng, 2, 5, 7)
+  onehot = _onehot(rng, 2, 5, 7)
+  p16 = jax.nn.softmax(jnp.asarray(logits, jnp.float32)).astype(jnp.bfloat16)
+  got = losses.dice_loss(p16, jnp.asarray(onehot, jnp.bfloat16), apply_softmax=False)
+  want = ref_dice(np.asarray(p16, np.float64), onehot, apply_softmax=False)
+  assert got.dtype == jnp.bfloat16
+  np.testing.assert_allclose(np.asarray(got, np.float64), want, rtol=2**-7)
+
+
+def test_half_precision_results_are_rounded_once():
+  """cosine_distance and generalized_kl_divergence take their difference before rounding."""
+  a = jnp.array([[1.0, 0.0, 0.0], [1.0, 1.0, 0.0]], jnp.bfloat16)
+  b = jnp.array([[1.0, 0.03125, 0.0], [1.0, 1.0, 0.0625]], jnp.bfloat16)
+  want = 1 - ref_cosine(np.asarray(a, np.float64), np.asarray(b, np.float64))
+  got = losses.cosine_distance(a, b)
+  assert got.dtype == jnp.bfloat16 and np.all(want > 4e-4)
+  np.testing.assert_allclose(np.asarray(got, np.float64), want, rtol=2**-8)
+  # Terms of about 40 that nearly cancel to a divergence of about 0.05.
+  lp = jnp.log(jnp.array([30.0, 12.0], jnp.bfloat16))
+  t = jnp.array([32.0, 12.0], jnp.bfloat16)
+  want = ref_gkl(np.asarray(lp, np.float64), np.asarray(t, np.float64))
+  got = losses.generalized_kl_divergence(lp, t)
+  assert got.dtype == jnp.bfloat16 and 0.05 < want < 1
+  np.testing.assert_allclose(np.asarray(got, np.float64), want, rtol=2**-8)
+
+
 def test_dice_probabilities_check_is_eager_only():
   p = jnp.full((1, 4, 3), 0.5)
   t = jnp.zeros((1, 4, 3)).at[..., 0].set(1.0)
@@ -801,22 +869,44 @@ ERRORS = [
     (lambda: losses.perceptron_loss(jnp.zeros(3), jnp.zeros((3, 1))), ValueError,
      r"perceptron_loss: predictor_outputs and targets must have the same shape"),
     (lambda: losses.huber_loss(jnp.zeros(3), delta=0.0), HyperparameterError,
-     r"huber_loss: delta must be > 0, got 0.0"),
+     r"huber_loss: delta must be in \(0, inf\), got 0.0"),
     (lambda: losses.smooth_labels(jnp.zeros(3), 1.5), HyperparameterError,
      r"smooth_labels: alpha must be in \[0, 1\], got 1.5"),
     (lambda: losses.sigmoid_focal_loss(jnp.zeros(3), jnp.zeros(3), gamma=-1.0), HyperparameterError,
-     r"sigmoid_focal_loss: gamma must be >= 0"),
+     r"sigmoid_focal_loss: gamma must be in \[0, inf\), got -1.0"),
     (lambda: losses.sigmoid_focal_loss(jnp.zeros(3), jnp.zeros(3), alpha=2.0), HyperparameterError,
-     r"sigmoid_focal_loss: alpha must be in \[0, 1\]"),
+     r"sigmoid_focal_loss: alpha must be in \[0, 1\], got 2.0"),
     (lambda: losses.cosine_similarity(jnp.zeros(3), jnp.zeros(3), epsilon=-1.0), HyperparameterError,
-     r"cosine_similarity: epsilon must be >= 0"),
+     r"cosine_similarity: epsilon must be in \[0, inf\), got -1.0"),
     (lambda: losses.ntxent(jnp.zeros((4, 2)), jnp.zeros(4), temperature=0.0), HyperparameterError,
-     r"ntxent: temperature must be > 0"),
+     r"ntxent: temperature must be in \(0, inf\), got 0.0"),
     (lambda: losses.ntxent(jnp.zeros((4, 2)), jnp.zeros(3)), ValueError,
      r"ntxent: embeddings must be \[batch, feature_dim\] and labels \[batch\]"),
     (lambda: losses.triplet_margin_loss(jnp.zeros((2, 2)), jnp.zeros((2, 2)), jnp.zeros((2, 2)),
                                         norm_degree=0), HyperparameterError,
-     r"triplet_margin_loss: norm_degree must be > 0"),
+     r"triplet_margin_loss: norm_degree must be in \(0, inf\), got 0"),
+    (lambda: losses.cosine_distance(jnp.zeros(3), jnp.zeros(3), epsilon=-1.0), HyperparameterError,
+     r"cosine_distance: epsilon must be in \[0, inf\), got -1.0"),
+    (lambda: losses.triplet_margin_loss(jnp.zeros((2, 2)), jnp.zeros((2, 2)), jnp.zeros((2, 2)),
+                                        eps=-1e-6), HyperparameterError,
+     r"triplet_margin_loss: eps must be in \[0, inf\), got -1e-06"),
+    (lambda: losses.softmax_cross_entropy_with_integer_labels(jnp.zeros((2, 3)), jnp.array([0, 1]),
+                                                              axis=2),
+     ValueError, r"softmax_cross_entropy_with_integer_labels: axis 2 is out of bounds for logits of rank 2"),
+    (lambda: losses.softmax_cross_entropy_with_integer_labels(jnp.zeros((2, 3, 4)), jnp.array([0, 1]),
+                                                              axis=(1, -4)),
+     ValueError, r"axis \(1, -4\) is out of bounds for logits of rank 3"),
+    (lambda: losses.softmax_cross_entropy_with_integer_labels(jnp.zeros((2, 3, 4)), jnp.array([0, 1]),
+                                                              axis=(1, -2)),
+     ValueError, r"axis \(1, -2\) repeats an axis"),
+    (lambda: losses.softmax_cross_entropy_with_integer_labels(jnp.zeros((2, 3)), jnp.array([0, 1, 2])),
+     ValueError, r"labels must have the shape of logits without the class axis, \(2,\), got \(3,\)"),
+    (lambda: losses.softmax_cross_entropy_with_integer_labels(jnp.zeros((2, 3, 4)), jnp.zeros((2, 3), int),
+                                                              axis=(1, 2)),
+     ValueError, r"labels must have the shape of logits without the class axis, \(2,\), got \(2, 3\)"),
+    (lambda: losses.binary_dice_loss(jnp.array([[0.5, 1.5]]), jnp.array([[1.0, 0.0]]), apply_sigmoid=False),
+     ValueError, r"dice_loss: with apply_softmax=False, single-channel predictions must be probabilities "
+                 r"in \[0, 1\]; they range over \[0.500000, 1.500000\]"),
     (lambda: losses.dice_loss(jnp.zeros((1, 2, 3)), jnp.zeros((1, 2, 3)), reduction="avg"), ValueError,
      r"dice_loss: reduction must be one of \('mean', 'sum', 'none'\), got 'avg'"),
     (lambda: losses.dice_loss(jnp.zeros((1, 2, 3)), jnp.zeros((1, 2, 4))), ValueError,

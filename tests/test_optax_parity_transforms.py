@@ -553,3 +553,39 @@ def test_scale_gradient_takes_a_traced_scale_and_keeps_bfloat16():
 def test_scale_gradient_rejects_a_scale_that_is_not_a_real_scalar(scale):
   with pytest.raises(TypeError, match="scale_gradient: scale must be a real number"):
     gtx.scale_gradient(jnp.ones(2), scale)
+
+
+def test_adaptive_grad_clip_mixed_and_complex_leaves():
+  # float64 gradients on float32 params (and the reverse) clip by float64 norms;
+  # complex128 leaves keep their dtype and take float64 norms of |g|.
+  with jax.enable_x64(True):
+    tx = gtx.adaptive_grad_clip(0.1, eps=0.0)
+    p32, g64 = jnp.asarray([3.0, 4.0], jnp.float32), jnp.asarray([0.0, 2.0], jnp.float64)
+    for g, p in [(g64, p32), (g64.astype(jnp.float32), p32.astype(jnp.float64))]:
+      u, _ = jax.jit(tx.update)(g, tx.init(p), p)
+      assert u.dtype == g.dtype
+      np.testing.assert_allclose(np.asarray(u, np.float64), [0.0, 0.5], rtol=1e-7)
+    gc = jnp.asarray([3 + 4j, 0.0], jnp.complex128)
+    u, _ = tx.update(gc, tx.init(p32), p32)   # |g| = 5 > 0.1 * 5: scaled by 0.1
+    assert u.dtype == jnp.complex128
+    np.testing.assert_allclose(np.asarray(u), [0.3 + 0.4j, 0.0], rtol=1e-12)
+
+
+def test_per_example_global_norm_clip_mixed_float32_float64_leaves():
+  with jax.enable_x64(True):
+    grads = {"a": jnp.asarray([[3.0], [0.3]], jnp.float64),
+             "b": jnp.asarray([[4.0, 0.0], [0.0, 0.4]], jnp.float32)}
+    sums, clipped = gtx.per_example_global_norm_clip(grads, 1.0)  # norms 5 and 0.5
+    assert sums["a"].dtype == jnp.float64 and sums["b"].dtype == jnp.float32
+    np.testing.assert_allclose(np.asarray(sums["a"]), [0.6 + 0.3], rtol=1e-6)
+    np.testing.assert_allclose(np.asarray(sums["b"]), [0.8, 0.4], rtol=1e-6)
+    assert int(clipped) == 1
+
+
+def test_scale_gradient_passes_an_integer_leaf_through():
+  # An integer leaf's cotangent is float0: it is left as it is, not multiplied.
+  def loss(x):
+    out = gtx.scale_gradient({"x": x, "n": jnp.arange(3)}, -2.0)
+    return jnp.sum(out["x"] ** 2) + jnp.sum(out["n"]).astype(jnp.float32)
+
+  np.testing.assert_allclose(jax.grad(loss)(jnp.array([1.0, 3.0])), [-4.0, -12.0])

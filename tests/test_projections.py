@@ -253,7 +253,29 @@ def test_scale_as_float64_array_under_x64_keeps_float32_tree():
     (P.projection_simplex, 0.0, r"\(0, inf\)"), (P.projection_l1_sphere, -1.0, r"\(0, inf\)"),
     (P.projection_l1_ball, -1.0, r"\(0, inf\)"), (P.projection_l2_sphere, 0.0, r"\(0, inf\)"),
     (P.projection_l2_ball, -2.0, r"\(0, inf\)"), (P.projection_linf_ball, -1.0, r"\[0, inf\)"),
+    (P.projection_hypercube, -1.0, r"\[0, inf\)"),
 ])
 def test_bad_scale_raises_naming_the_function(fn, scale, allowed):
   with pytest.raises(HyperparameterError, match=rf"{fn.__name__}: scale must be in {allowed}"):
     fn({"w": jnp.ones(2)}, scale)
+
+
+def test_tree_mixing_bfloat16_and_float32_leaves():
+  # Mixed-precision params, under the suite's strict promotion: the whole-tree
+  # projections solve in float32 (the leaves' promoted dtype, as optax) and give
+  # every leaf back in its own dtype.
+  tree = {"a": jnp.asarray([1.0, -2.0, 3.0], jnp.bfloat16), "b": jnp.asarray([0.5, 4.0])}
+  x = _flat(tree)
+  a = {"a": jnp.asarray([1.0, 0.0, 1.0], jnp.bfloat16), "b": jnp.asarray([2.0, -1.0])}
+  af = _flat(a)
+  cases = [
+      (P.projection_simplex(tree, 2.0), _np_simplex(x, 2.0)),
+      (P.projection_l1_ball(tree, 2.0), np.sign(x) * _np_simplex(np.abs(x), 2.0)),
+      (P.projection_l1_sphere(tree, 2.0), np.sign(x) * _np_simplex(np.abs(x), 2.0)),
+      (P.projection_vector(tree, a), (x @ af) / (af @ af) * af),
+      (P.projection_hyperplane(tree, a, 1.0), x + (1.0 - af @ x) / (af @ af) * af),
+      (P.projection_halfspace(tree, a, 1.0), x + min(1.0 - af @ x, 0.0) / (af @ af) * af),
+  ]
+  for out, expected in cases:
+    _check_dtypes(out, tree)
+    np.testing.assert_allclose(_flat(out), expected, rtol=1e-2, atol=2e-2)

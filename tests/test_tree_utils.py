@@ -500,3 +500,51 @@ def test_matrix_inverse_pth_root(dtype):
     assert float(error) < 1e-3
   one, _ = U.matrix_inverse_pth_root(jnp.asarray([[4.0]], dtype), 2)
   np.testing.assert_allclose(one, [[0.5]], rtol=1e-4)
+
+
+def test_reductions_of_a_tree_mixing_bfloat16_and_float32():
+  # Leaf results of different dtypes are summed (or compared) in the dtype they
+  # promote to, as optax does, also under the suite's strict promotion.
+  x = {"a": jnp.asarray([1.5, -2.0], jnp.bfloat16), "b": jnp.asarray([3.25, 0.5])}
+  y = {"a": jnp.asarray([2.0, 1.0], jnp.bfloat16), "b": jnp.asarray([-1.0, 4.0])}
+  for got, want in [(tu.tree_vdot(x, y), 1.5 * 2 - 2 - 3.25 + 2), (tu.tree_sum(x), 3.25),
+                    (tu.tree_sum(x, associative_reduction=True), 3.25),
+                    (tu.tree_max(x), 3.25), (tu.tree_min(x), -2.0),
+                    (tu.tree_norm(x, ord=1), 7.25), (tu.tree_norm(x, ord="inf"), 3.25)]:
+    assert got.dtype == jnp.float32
+    assert float(got) == pytest.approx(want)
+
+
+def test_map_params_names_an_init_that_fails_on_the_placeholder():
+  def init(params):
+    return {"mu": jax.tree.map(jnp.zeros_like, params), "w": params["w"]}  # indexes the params
+
+  with pytest.raises(StructureError, match="tree_map_params: initable.init must accept a "
+                     "leafless placeholder.*TypeError"):
+    tu.tree_map_params(init, lambda p: p, init({"w": jnp.ones(2)}))
+
+
+def test_tree_map_params_sees_through_masked_and_partition():
+  # The moments of wrapped stages are mapped (masked-out leaves stay MaskedNode);
+  # counts and hyperparameters get transform_non_params.
+  params = {"w": jnp.ones((2, 3)), "b": jnp.ones(3)}
+  tx = gtx.chain(
+      decay=gtx.masked(gtx.add_decayed_weights(0.1), {"w": True, "b": False}),
+      opt=gtx.partition({"adam": gtx.adam(0.1), "sgd": gtx.sgd(0.1, momentum=0.9)},
+                        {"w": "adam", "b": "sgd"}))
+  state = tx.init(params)
+  mapped = gtx.tree_utils.tree_map_params(tx, lambda p: p.shape, state,
+                                          transform_non_params=lambda _: "other")
+  adam = mapped["opt"].inner_states["adam.adam"]
+  assert adam.mu == {"w": (2, 3), "b": gtx.MaskedNode()}
+  assert adam.count == "other"
+  assert mapped["opt"].inner_states["sgd.momentum"].trace == {"w": gtx.MaskedNode(), "b": (3,)}
+  assert gtx.hparams(mapped)["opt.adam.lr.learning_rate"] == "other"
+
+
+def test_global_norm_of_a_tree_of_float32_and_float64_leaves():
+  with jax.enable_x64(True):
+    tree = {"a": jnp.array([3.0], jnp.float32), "b": jnp.array([4.0], jnp.float64)}
+    norm = gtx.global_norm(tree)
+    assert norm.dtype == jnp.float64
+    np.testing.assert_allclose(norm, 5.0, rtol=1e-15)

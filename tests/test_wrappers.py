@@ -638,6 +638,26 @@ def test_apply_every_matches_optax_and_sets_k_by_name():
     gtx.apply_every(0)
 
 
+def test_apply_every_drops_a_nan_with_its_period_and_checks_its_state():
+  # optax keeps grad_acc * 0 for the discarded sum, so one NaN poisons every later sum;
+  # gradtx restarts the sum from the new update (the docstring says so).
+  grads = [jnp.asarray([jnp.nan, 1.0]), jnp.asarray([1.0, 1.0]), jnp.asarray([2.0, 3.0]),
+           jnp.asarray([4.0, 5.0])]
+  ours, theirs = gtx.apply_every(2), optax.apply_every(2)
+  state, their_state = ours.init(jnp.zeros(2)), theirs.init(jnp.zeros(2))
+  for g in grads:
+    updates, state = ours.update(g, state)
+    with jax.numpy_dtype_promotion("standard"):
+      their_updates, their_state = theirs.update(g, their_state)
+  np.testing.assert_array_equal(np.asarray(updates), [6.0, 8.0])
+  assert np.isnan(np.asarray(their_updates)[0])
+  with pytest.raises(gtx.StructureError, match="apply_every: the state is a .*, not a "
+                     "ApplyEvery"):
+    ours.update(grads[0], gtx.sgd(0.1).init(jnp.zeros(2)))
+  with pytest.raises(gtx.StructureError, match="MultiSteps.has_updated: the state is a"):
+    gtx.MultiSteps(gtx.sgd(0.1), 2).has_updated(state)
+
+
 # ---------------------------------------------------------------------------- conditionally_*
 
 

@@ -19,7 +19,7 @@ from gradtx import tree
 from gradtx.core import (NONNEGATIVE, POSITIVE, GradientTransformation, ScalarOrSchedule,
                          check_value, require_params, stateless)
 from gradtx.errors import StructureError
-from gradtx.numerics import abs_sq, as_dtype, compute_dtype
+from gradtx.numerics import as_dtype, compute_dtype
 
 __all__ = ["adaptive_grad_clip", "clip", "clip_by_block_rms", "clip_by_global_norm",
            "keep_params_nonnegative", "per_example_global_norm_clip",
@@ -144,11 +144,19 @@ def _unit_axes(x: jax.Array, axis: int | tuple[int, ...] | None,
       "ranks 0 to 5: pass axis= to say which axes a unit's norm sums over")
 
 
+def _squares(x: jax.Array) -> jax.Array:
+  """:math:`|x_i|^2` in float32, or float64 for float64 and complex128 ``x``.
+
+  Cast before squaring, so a bfloat16 leaf's squares are not rounded to 8 bits.
+  """
+  x = jnp.abs(x) if jnp.iscomplexobj(x) else x
+  acc = jnp.float64 if x.dtype == jnp.float64 else jnp.float32
+  return jnp.square(x.astype(acc))
+
+
 def _unitwise_norm(x: jax.Array, axis: int | tuple[int, ...] | None) -> jax.Array:
   """The l2 norm of each unit of ``x``, broadcastable against it (float32 or wider)."""
-  acc = jnp.float64 if x.dtype == jnp.float64 else jnp.float32
-  squares = abs_sq(x).astype(acc)
-  return jnp.sqrt(jnp.sum(squares, axis=_unit_axes(x, axis), keepdims=True))
+  return jnp.sqrt(jnp.sum(_squares(x), axis=_unit_axes(x, axis), keepdims=True))
 
 
 def _is_masked(x: Any) -> bool:
@@ -212,12 +220,13 @@ def adaptive_grad_clip(clipping: ScalarOrSchedule, eps: ScalarOrSchedule = 1e-3,
           _unit_axes(g, None, f"adaptive_grad_clip: at key path {tree.keystr(path)}")
 
     def clip_leaf(g, p):
-      g_norm = _unitwise_norm(g, axis)
-      dtype = g_norm.dtype
-      max_norm = as_dtype(clipping, dtype) * jnp.maximum(_unitwise_norm(p, axis),
-                                                          as_dtype(eps, dtype))
+      g_norm, p_norm = _unitwise_norm(g, axis), _unitwise_norm(p, axis)
+      dtype = compute_dtype(g_norm, p_norm)  # float64 if either leaf is
+      g_norm, p_norm = as_dtype(g_norm, dtype), as_dtype(p_norm, dtype)
+      max_norm = as_dtype(clipping, dtype) * jnp.maximum(p_norm, as_dtype(eps, dtype))
       factor = max_norm / jnp.maximum(g_norm, jnp.asarray(_DIV_EPS, dtype))
-      clipped = as_dtype(as_dtype(g, compute_dtype(g, factor)) * factor, g.dtype)
+      work = compute_dtype(g, factor)  # complex stays complex
+      clipped = as_dtype(as_dtype(g, work) * as_dtype(factor, work), g.dtype)
       return (jnp.where(g_norm < max_norm, g, clipped),)
 
     return tree.map_leaves(clip_leaf, (True,), updates, params)[0]
@@ -255,8 +264,7 @@ def _as_float(g: Any) -> jax.Array:
 
 def _example_sum_squares(g: jax.Array) -> jax.Array:
   """Per example (axis 0), the sum of squares of the rest (float32 or wider)."""
-  acc = jnp.float64 if g.dtype == jnp.float64 else jnp.float32
-  return jnp.sum(abs_sq(g).astype(acc).reshape(g.shape[0], -1), axis=1)
+  return jnp.sum(_squares(g).reshape(g.shape[0], -1), axis=1)
 
 
 def _clip_multipliers(sum_squares: jax.Array, clip: Any) -> tuple[jax.Array, jax.Array]:
@@ -323,7 +331,7 @@ def per_example_global_norm_clip(grads: Any, l2_norm_clip: Any) -> tuple[Any, ja
   _batch_size(grads, where)
   grads = jax.tree.map(_as_float, grads)
   totals = [_example_sum_squares(g) for g in jax.tree.leaves(grads)]
-  dtype = jnp.result_type(*totals)
+  dtype = compute_dtype(*totals)  # float64 if any leaf is
   sum_squares = sum((t.astype(dtype) for t in totals[1:]), totals[0].astype(dtype))
   multipliers, num_clipped = _clip_multipliers(sum_squares, l2_norm_clip)
   return jax.tree.map(lambda g: _weighted_sum(multipliers, g), grads), num_clipped

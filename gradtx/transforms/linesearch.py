@@ -19,6 +19,7 @@ from typing import Any, Callable, Literal, NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from gradtx import numerics, tree
 from gradtx.core import (NONNEGATIVE, NONNEGATIVE_INT, POSITIVE, POSITIVE_INT,
@@ -45,11 +46,15 @@ def _add_scaled(x: Any, alpha: jax.Array, y: Any) -> Any:
 
 
 def _value_dtype(params: Any) -> jnp.dtype:
-  """The real dtype of the loss: that of the params' first leaf (float32, or float64 under
-  ``jax_enable_x64``, for a tree without leaves, such as
-  :func:`gradtx.tree_map_params`'s placeholder)."""
+  """The real dtype of the loss: the widest of the params' leaves.
+
+  float32 (float64 under ``jax_enable_x64``) for a tree without leaves, such as
+  :func:`gradtx.tree_utils.tree_map_params`'s placeholder. optax takes the first
+  leaf's, so a tree that starts with a bfloat16 leaf would compare float32 losses in
+  bfloat16.
+  """
   leaves = jax.tree.leaves(params)
-  dtype = jnp.asarray(leaves[0]).dtype if leaves else jnp.result_type(float)
+  dtype = numerics.compute_dtype(*leaves) if leaves else jnp.result_type(float)
   return jnp.real(jnp.zeros((), dtype)).dtype
 
 
@@ -58,10 +63,12 @@ def _slope(updates: Any, grad: Any) -> jax.Array:
 
   JAX's gradient of a real function of complex parameters is the conjugate of
   the steepest-ascent direction, so no conjugate is taken (for real trees this
-  is :math:`\\langle u, g \\rangle`).
+  is :math:`\\langle u, g \\rangle`). Computed in at least float32 and in one dtype across
+  leaves (bfloat16 leaves or leaves of mixed precision), as optax's ``tree.vdot`` upcasts.
   """
-  terms = [jnp.sum(u * g.astype(u.dtype)).real
-           for u, g in zip(jax.tree.leaves(updates), jax.tree.leaves(grad))]
+  pairs = list(zip(jax.tree.leaves(updates), jax.tree.leaves(grad)))
+  dtype = numerics.compute_dtype(*[x for pair in pairs for x in pair], np.float32(0))
+  terms = [jnp.sum(u.astype(dtype) * g.astype(dtype)).real for u, g in pairs]
   return sum(terms[1:], terms[0])
 
 
@@ -560,7 +567,9 @@ def scale_by_backtracking_linesearch(
   at every trial) optax starts the next search from
   :math:`\\gamma \\cdot 0 = 0` and never moves again; gradtx starts it from
   :math:`\\eta_\\max`. The state's ``value`` (and ``grad``) after such a step
-  are those at the unmoved parameters, not optax's NaN.
+  are those at the unmoved parameters, not optax's NaN. The loss, slope and
+  step length are in the widest real dtype of the params' leaves (optax:
+  the first leaf's, so a bfloat16 leaf first rounds a float32 loss).
 
   References:
     Armijo, *Minimization of functions having Lipschitz continuous first

@@ -175,7 +175,10 @@ def _scale_gradient_forward(inputs: Any, scale: jax.Array) -> tuple[Any, jax.Arr
 
 
 def _scale_gradient_backward(scale: jax.Array, cotangents: Any) -> tuple[Any, jax.Array]:
-  scaled = jax.tree.map(lambda c: c * as_dtype(scale, c.dtype), cotangents)
+  def scaled_leaf(c):  # an integer input's cotangent is float0: nothing to scale
+    return c if c.dtype == jax.dtypes.float0 else c * as_dtype(scale, c.dtype)
+
+  scaled = jax.tree.map(scaled_leaf, cotangents)
   return scaled, jnp.zeros_like(scale)  # the output does not depend on scale
 
 
