@@ -1,0 +1,570 @@
+"""Classification losses: cross entropies, label smoothing, focal, poly, hinge and perceptron."""
+
+from __future__ import annotations
+
+import operator
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+
+from gradtx.core import NONNEGATIVE, UNIT
+from gradtx.losses._common import (
+    ArrayLike, Axis, _floating, _integer, _wide, _same_shape, _check, _expand_where, _some,
+    _log_softmax, _times_log, _safe_log, _label_scores)
+from gradtx.numerics import as_dtype
+
+
+# ------------------------------------------------------------------- smoothing
+
+
+def smooth_labels(
+    labels: ArrayLike,
+    alpha: ArrayLike,
+    *,
+    axis: Axis = -1,
+    where: ArrayLike | None = None,
+) -> jax.Array:
+  r"""Label smoothing: mixes one-hot labels with the uniform distribution.
+
+  .. math::
+    \tilde y_i = (1 - \alpha)\, y_i + \frac{\alpha}{K}
+
+  where :math:`K` is the number of classes along ``axis`` (the number of
+  true entries of ``where`` along it, when given).
+
+  Args:
+    labels: one-hot (or soft) labels :math:`y`, floating.
+    alpha: the smoothing factor :math:`\alpha \in [0, 1]`.
+    axis: the class axis or axes (default -1).
+    where: the classes that count in :math:`K` (default: all). As in optax,
+      masked entries are smoothed too; mask them again downstream.
+
+  Returns:
+    the smoothed labels, with the shape and dtype of ``labels``.
+
+  References:
+    Szegedy et al, `Rethinking the Inception Architecture for Computer Vision
+    <https://arxiv.org/abs/1512.00567>`_, 2016; Müller et al, `When does
+    label smoothing help? <https://arxiv.org/abs/1906.02629>`_, 2019.
+
+  Differences from optax:
+    A row whose ``where`` is all false is returned as :math:`(1-\alpha)y`,
+    with no uniform part; optax divides by zero and returns ``inf``.
+
+  Example:
+    >>> import jax.numpy as jnp
+    >>> from gradtx import losses
+    >>> print(losses.smooth_labels(jnp.array([0.0, 1.0, 0.0, 0.0]), 0.2))
+    [0.05 0.85 0.05 0.05]
+  """
+  y = _floating("smooth_labels", "labels", labels)
+  _check("smooth_labels", "alpha", alpha, UNIT)
+  alpha = as_dtype(alpha, y.dtype)
+  if where is None:
+    return (1 - alpha) * y + alpha / jnp.asarray(jnp.size(y, axis), y.dtype)
+  k = jnp.sum(jnp.asarray(where), axis=axis, keepdims=True)
+  uniform = jnp.where(k > 0, alpha / jnp.maximum(k, 1).astype(y.dtype), 0)
+  return (1 - alpha) * y + uniform
+
+
+# -------------------------------------------------------------- classification
+
+
+def softmax_cross_entropy(
+    logits: ArrayLike,
+    labels: ArrayLike,
+    axis: Axis = -1,
+    where: ArrayLike | None = None,
+) -> jax.Array:
+  r"""Softmax cross entropy between logits and label distributions.
+
+  .. math::
+    \ell = -\sum_j y_j \log \frac{e^{x_j}}{\sum_k e^{x_k}}
+
+  the sums running over ``axis`` and the classes ``where`` is true, with
+  :math:`0 \log 0 = 0`.
+
+  Args:
+    logits: unnormalized log probabilities :math:`x`, shape
+      ``[..., num_classes]``, floating. A class may be ruled out with a
+      ``-inf`` logit.
+    labels: label distributions :math:`y` (non-negative, summing to 1, e.g.
+      one-hot), broadcastable to ``logits``; cast to its dtype.
+    axis: the class axis or axes (default -1).
+    where: the classes to include, shaped like ``logits`` or like the
+      result (then it applies to whole rows); default all. A row with no
+      class included has loss 0.
+
+  Returns:
+    the cross entropies, shape ``[...]``, in the dtype of ``logits``.
+
+  References:
+    `Cross entropy <https://en.wikipedia.org/wiki/Cross-entropy>`_,
+    Wikipedia; Bishop, *Pattern Recognition and Machine Learning*, 2006,
+    Sec. 4.3.4.
+
+  Differences from optax:
+    A ``-inf`` logit with a zero label contributes 0 (optax: NaN, its
+    ``safe_softmax_cross_entropy`` exists for this); here the function is
+    that safe version, with the same finite gradients.
+
+  Example:
+    >>> import jax.numpy as jnp
+    >>> import numpy as np
+    >>> from gradtx import losses
+    >>> logits = jnp.array([[1.2, -0.8, -0.5], [0.9, -1.2, 1.1]])
+    >>> labels = jnp.array([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0]])
+    >>> print(np.asarray(losses.softmax_cross_entropy(logits, labels)).round(4))
+    [0.2761 2.9518]
+  """
+  x = _floating("softmax_cross_entropy", "logits", logits)
+  dtype = x.dtype
+  x = _wide(x)
+  y = jnp.asarray(labels).astype(x.dtype)
+  where = _expand_where(where, x.ndim, axis)
+  terms = _times_log(y, _log_softmax(x, axis, where))
+  if where is not None:
+    terms = jnp.where(where, terms, 0)
+  return (-jnp.sum(terms, axis=axis)).astype(dtype)
+
+
+def safe_softmax_cross_entropy(
+    logits: ArrayLike,
+    labels: ArrayLike,
+) -> jax.Array:
+  r"""Softmax cross entropy over the last axis, with :math:`0 \log 0 = 0`.
+
+  .. math::
+    \ell = -\sum_j y_j \log \frac{e^{x_j}}{\sum_k e^{x_k}}
+
+  In gradtx this is :func:`softmax_cross_entropy` with ``axis=-1``, which
+  already treats a ``-inf`` logit with a zero label as contributing 0, in
+  value and gradient. Kept for code written against optax.
+
+  Args:
+    logits: unnormalized log probabilities, shape ``[..., num_classes]``.
+    labels: label distributions, broadcastable to ``logits``.
+
+  Returns:
+    the cross entropies, shape ``[...]``.
+
+  References:
+    `Cross entropy <https://en.wikipedia.org/wiki/Cross-entropy>`_,
+    Wikipedia.
+
+  Example:
+    >>> import jax.numpy as jnp
+    >>> import numpy as np
+    >>> from gradtx import losses
+    >>> logits = jnp.array([0.0, -jnp.inf, 1.0])
+    >>> labels = jnp.array([1.0, 0.0, 0.0])
+    >>> print(np.asarray(losses.safe_softmax_cross_entropy(logits, labels)).round(4))
+    1.3133
+  """
+  return softmax_cross_entropy(logits, labels, axis=-1)
+
+
+def _class_axes(loss: str, axis: Any, ndim: int) -> tuple[int, ...]:
+  """``axis`` (an int or a tuple of ints) as non-negative axes of an ``ndim`` array."""
+  axes = axis if isinstance(axis, tuple) else (axis,)
+  try:
+    axes = tuple(operator.index(a) for a in axes)
+  except TypeError:
+    raise TypeError(
+        f"{loss}: axis must be an int or a tuple of ints, got {axis!r}") from None
+  if any(not -ndim <= a < ndim for a in axes):
+    raise ValueError(
+        f"{loss}: axis {axis!r} is out of bounds for logits of rank {ndim}")
+  axes = tuple(a % ndim for a in axes)
+  if len(set(axes)) != len(axes):
+    raise ValueError(f"{loss}: axis {axis!r} repeats an axis")
+  return axes
+
+
+def _flatten_class_axes(x: jax.Array, class_axes: tuple[int, ...]) -> jax.Array:
+  """Moves ``class_axes`` (non-negative) to the end, in order, and flattens them into one."""
+  batch_axes = tuple(a for a in range(x.ndim) if a not in class_axes)
+  x = x.transpose(batch_axes + class_axes)
+  return x.reshape(x.shape[:len(batch_axes)] + (-1,))
+
+
+def softmax_cross_entropy_with_integer_labels(
+    logits: ArrayLike,
+    labels: ArrayLike,
+    axis: int | tuple[int, ...] = -1,
+    where: ArrayLike | None = None,
+) -> jax.Array:
+  r"""Softmax cross entropy between logits and integer class labels.
+
+  .. math::
+    \ell = \log \sum_k e^{x_k} - x_{y}
+
+  the sum running over ``axis`` and the classes ``where`` is true. Only the
+  label's logit is gathered; the normaliser is not subtracted from the other
+  classes.
+
+  Args:
+    logits: unnormalized log probabilities :math:`x`, shape
+      ``[..., num_classes]``, floating.
+    labels: integer labels :math:`y` in ``[0, num_classes)``, shape
+      ``[...]``. An out-of-range label gives NaN.
+    axis: the class axis (default -1), or a tuple of axes: then the label is
+      a flat (row-major) index into the ``logits[axis]`` slice.
+    where: the classes to include, shaped like ``logits`` or like the
+      result; a row with no class included has loss 0.
+
+  Returns:
+    the cross entropies, shape ``[...]``, in the dtype of ``logits``.
+
+  Raises:
+    TypeError: ``logits`` is not floating, ``labels`` not integer, or
+      ``axis`` not an int or a tuple of ints.
+    ValueError: ``axis`` is out of bounds or repeats an axis, or ``labels``
+      does not have the shape of ``logits`` without the class axes.
+
+  References:
+    `Multinomial logistic regression
+    <https://en.wikipedia.org/wiki/Multinomial_logistic_regression>`_,
+    Wikipedia.
+
+  Example:
+    >>> import jax.numpy as jnp
+    >>> import numpy as np
+    >>> from gradtx import losses
+    >>> logits = jnp.array([[1.2, -0.8, -0.5], [0.9, -1.2, 1.1]])
+    >>> labels = jnp.array([0, 1])
+    >>> print(np.asarray(losses.softmax_cross_entropy_with_integer_labels(logits, labels)).round(4))
+    [0.2761 2.9518]
+  """
+  name = "softmax_cross_entropy_with_integer_labels"
+  x = _floating(name, "logits", logits)
+  y = _integer(name, "labels", labels)
+  axes = _class_axes(name, axis, x.ndim)
+  dtype = x.dtype
+  x = _wide(x)
+  where = _expand_where(where, x.ndim, axes)
+  if isinstance(axis, tuple):
+    x = _flatten_class_axes(x, axes)
+    if where is not None:
+      where = _flatten_class_axes(jnp.broadcast_to(where, jnp.shape(logits)), axes)
+    axis = x.ndim - 1
+  else:
+    axis, = axes
+  batch_shape = x.shape[:axis] + x.shape[axis + 1:]
+  if y.ndim != len(batch_shape) or any(d not in (1, b) for d, b in zip(y.shape, batch_shape)):
+    raise ValueError(
+        f"{name}: labels must have the shape of logits without the class "
+        f"axis, {batch_shape}, got {y.shape}")
+  label_logits = jnp.take_along_axis(x, jnp.expand_dims(y, axis), axis=axis).squeeze(axis)
+  out = jax.nn.logsumexp(x, axis=axis, where=_some(where, axis)) - label_logits
+  if where is not None:
+    out = jnp.where(jnp.any(where, axis=axis), out, 0)
+  return out.astype(dtype)
+
+
+def sigmoid_binary_cross_entropy(
+    logits: ArrayLike,
+    labels: ArrayLike,
+) -> jax.Array:
+  r"""Elementwise sigmoid (binary) cross entropy.
+
+  .. math::
+    \ell_i = -y_i \log \sigma(x_i) - (1 - y_i) \log \sigma(-x_i)
+
+  with :math:`\log\sigma` computed stably and :math:`0 \log 0 = 0`. Each
+  element is an independent binary prediction: use it for binary labels
+  (``logits`` for class 1 only) or for multi-label targets (one logit per
+  class).
+
+  Args:
+    logits: logits :math:`x`, floating.
+    labels: labels :math:`y \in \{0, 1\}` or probabilities in
+      :math:`[0, 1]`, broadcastable to ``logits``; cast to its dtype.
+
+  Returns:
+    the losses, shaped like ``logits``.
+
+  References:
+    Goodfellow et al, `Deep Learning
+    <http://www.deeplearningbook.org/contents/prob.html>`_, 2016.
+
+  Differences from optax:
+    A logit of :math:`\pm\infty` on the side its label rules out
+    (``x=-inf, y=0`` or ``x=+inf, y=1``) gives loss 0 and gradient 0; optax
+    gives NaN.
+
+  Example:
+    >>> import jax.numpy as jnp
+    >>> import numpy as np
+    >>> from gradtx import losses
+    >>> logits = jnp.array([2.0, -1.0, 0.0])
+    >>> labels = jnp.array([1.0, 1.0, 0.5])
+    >>> print(np.asarray(losses.sigmoid_binary_cross_entropy(logits, labels)).round(4))
+    [0.1269 1.3133 0.6931]
+  """
+  x = _floating("sigmoid_binary_cross_entropy", "logits", logits)
+  dtype = x.dtype
+  x = _wide(x)
+  y = jnp.asarray(labels).astype(x.dtype)
+  loss = -_times_log(y, jax.nn.log_sigmoid(x)) - _times_log(1 - y, jax.nn.log_sigmoid(-x))
+  return loss.astype(dtype)
+
+
+def sigmoid_focal_loss(
+    logits: ArrayLike,
+    labels: ArrayLike,
+    *,
+    alpha: ArrayLike | None = None,
+    gamma: ArrayLike = 2.0,
+) -> jax.Array:
+  r"""Sigmoid focal loss: cross entropy scaled down on easy examples.
+
+  .. math::
+    \ell_i = \alpha_{t,i}\,(1 - p_{t,i})^\gamma\,
+             \operatorname{BCE}(x_i, y_i), \qquad
+    1 - p_t = (1 - y)\,\sigma(x) + y\,(1 - \sigma(x))
+
+  with :math:`\alpha_t = \alpha y + (1 - \alpha)(1 - y)` (1 when ``alpha`` is
+  None) and :math:`\operatorname{BCE}` the :func:`sigmoid_binary_cross_entropy`.
+  For binary labels :math:`p_t` is the probability of the true class. The
+  weight is computed in log space, :math:`\exp(\gamma \log(1 - p_t))`, so
+  its gradient stays finite for :math:`\gamma < 1` and large logits.
+
+  Args:
+    logits: logits :math:`x`, floating.
+    labels: labels in :math:`\{0, 1\}` or :math:`[0, 1]`, broadcastable to
+      ``logits``.
+    alpha: the weight :math:`\alpha \in [0, 1]` of the positive class, or
+      None (default) for no weighting.
+    gamma: the focusing exponent :math:`\gamma \ge 0` (default 2.0);
+      :math:`\gamma = 0` is the cross entropy.
+
+  Returns:
+    the losses, shaped like ``logits``.
+
+  References:
+    Lin et al, `Focal Loss for Dense Object Detection
+    <https://arxiv.org/abs/1708.02002>`_, 2017.
+
+  Differences from optax:
+    Infinite logits give the limit values and finite gradients (optax: NaN
+    for :math:`x=\pm\infty`, in value and gradient).
+
+  Example:
+    >>> import jax.numpy as jnp
+    >>> import numpy as np
+    >>> from gradtx import losses
+    >>> logits = jnp.array([2.0, -1.0, 0.0])
+    >>> labels = jnp.array([1.0, 1.0, 0.0])
+    >>> print(np.asarray(losses.sigmoid_focal_loss(logits, labels, alpha=0.25)).round(4))
+    [0.0005 0.1755 0.13  ]
+  """
+  name = "sigmoid_focal_loss"
+  x = _floating(name, "logits", logits)
+  _check(name, "gamma", gamma, NONNEGATIVE)
+  if alpha is not None:
+    _check(name, "alpha", alpha, UNIT)
+  dtype = x.dtype
+  x = _wide(x)
+  y = jnp.asarray(labels).astype(x.dtype)
+  gamma = as_dtype(gamma, x.dtype)
+  log_p, log_q = jax.nn.log_sigmoid(x), jax.nn.log_sigmoid(-x)
+  ce = -_times_log(y, log_p) - _times_log(1 - y, log_q)
+  a, b = _safe_log(1 - y) + log_p, _safe_log(y) + log_q
+  top = jnp.maximum(a, b)
+  top = jnp.where(jnp.isfinite(top), top, 0)
+  total = jnp.exp(a - top) + jnp.exp(b - top)
+  # p_t = 1 exactly (an infinite logit): log(1 - p_t) is -inf, held at the
+  # least finite value so that exp(gamma * it) is 0, or 1 when gamma = 0.
+  log_one_minus_pt = jnp.where(total > 0, top + jnp.log(jnp.where(total > 0, total, 1)),
+                               jnp.finfo(x.dtype).min)
+  loss = ce * jnp.exp(gamma * log_one_minus_pt)
+  if alpha is not None:
+    alpha = as_dtype(alpha, x.dtype)
+    loss = (alpha * y + (1 - alpha) * (1 - y)) * loss
+  return loss.astype(dtype)
+
+
+def poly_loss_cross_entropy(
+    logits: ArrayLike,
+    labels: ArrayLike,
+    *,
+    epsilon: ArrayLike = 2.0,
+    axis: Axis = -1,
+    where: ArrayLike | None = None,
+) -> jax.Array:
+  r"""Poly-1 loss: cross entropy plus a weighted first polynomial term.
+
+  .. math::
+    \ell = \operatorname{CE}(x, y) + \epsilon \sum_j y_j (1 - p_j),
+    \qquad p = \operatorname{softmax}(x)
+
+  For one-hot labels the added term is :math:`\epsilon (1 - p_t)`, the
+  first term of the cross entropy's expansion in :math:`(1 - p_t)^j`.
+
+  Args:
+    logits: unnormalized log probabilities :math:`x`, ``[..., num_classes]``.
+    labels: label distributions :math:`y`, broadcastable to ``logits``.
+    epsilon: the coefficient :math:`\epsilon` of the first polynomial term
+      (default 2.0, the paper's choice for ImageNet; -1.0 for detection).
+    axis: the class axis or axes (default -1).
+    where: the classes to include (default all).
+
+  Returns:
+    the losses, shape ``[...]``.
+
+  References:
+    Leng et al, `PolyLoss: A Polynomial Expansion Perspective of
+    Classification Loss Functions <https://arxiv.org/abs/2204.12511>`_, 2022.
+
+  Example:
+    >>> import jax.numpy as jnp
+    >>> import numpy as np
+    >>> from gradtx import losses
+    >>> logits = jnp.array([[1.2, -0.8, -0.5], [0.9, -1.2, 1.1]])
+    >>> labels = jnp.array([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0]])
+    >>> print(np.asarray(losses.poly_loss_cross_entropy(logits, labels)).round(4))
+    [0.7587 4.8473]
+  """
+  name = "poly_loss_cross_entropy"
+  x = _floating(name, "logits", logits)
+  _floating(name, "labels", labels)
+  dtype = x.dtype
+  x = _wide(x)
+  y = jnp.asarray(labels).astype(x.dtype)
+  epsilon = as_dtype(epsilon, x.dtype)
+  where = _expand_where(where, x.ndim, axis)
+  log_p = _log_softmax(x, axis, where)
+  one_minus_pt = jnp.sum(y * -jnp.expm1(log_p), axis=axis, where=where)
+  ce = softmax_cross_entropy(x, y, axis=axis, where=where)
+  return (ce + epsilon * one_minus_pt).astype(dtype)
+
+
+def hinge_loss(
+    predictor_outputs: ArrayLike,
+    targets: ArrayLike,
+) -> jax.Array:
+  r"""Binary hinge loss.
+
+  .. math::
+    \ell_i = \max(0,\ 1 - s_i y_i)
+
+  Args:
+    predictor_outputs: scores :math:`s`, floating.
+    targets: targets :math:`y \in \{-1, 1\}`, broadcastable to the scores;
+      cast to their dtype.
+
+  Returns:
+    the losses, shaped like the scores.
+
+  References:
+    `Hinge loss <https://en.wikipedia.org/wiki/Hinge_loss>`_, Wikipedia.
+
+  Example:
+    >>> import jax.numpy as jnp
+    >>> from gradtx import losses
+    >>> print(losses.hinge_loss(jnp.array([2.0, 0.5, -1.0]), jnp.array([1, 1, 1])))
+    [0.  0.5 2. ]
+  """
+  s = _floating("hinge_loss", "predictor_outputs", predictor_outputs)
+  y = jnp.asarray(targets).astype(s.dtype)
+  return jnp.maximum(0, 1 - s * y)
+
+
+def perceptron_loss(
+    predictor_outputs: ArrayLike,
+    targets: ArrayLike,
+) -> jax.Array:
+  r"""Binary perceptron loss.
+
+  .. math::
+    \ell_i = \max(0,\ -s_i y_i)
+
+  Args:
+    predictor_outputs: scores :math:`s`, floating.
+    targets: targets :math:`y \in \{-1, 1\}`, the same shape.
+
+  Returns:
+    the losses, shaped like the scores.
+
+  Raises:
+    ValueError: the shapes differ (as optax).
+
+  References:
+    `Perceptron <https://en.wikipedia.org/wiki/Perceptron>`_, Wikipedia.
+
+  Example:
+    >>> import jax.numpy as jnp
+    >>> from gradtx import losses
+    >>> print(losses.perceptron_loss(jnp.array([2.0, -0.5]), jnp.array([1, 1])))
+    [0.  0.5]
+  """
+  s = _floating("perceptron_loss", "predictor_outputs", predictor_outputs)
+  y = jnp.asarray(targets)
+  _same_shape("perceptron_loss", "predictor_outputs", s, "targets", y)
+  return jnp.maximum(0, -s * y.astype(s.dtype))
+
+
+def multiclass_hinge_loss(
+    scores: ArrayLike,
+    labels: ArrayLike,
+) -> jax.Array:
+  r"""Multiclass hinge loss (Crammer-Singer).
+
+  .. math::
+    \ell = \max_j \big(s_j + 1 - [j = y]\big) - s_y
+
+  Args:
+    scores: scores :math:`s`, ``[..., num_classes]``, floating.
+    labels: integer labels :math:`y`, ``[...]``.
+
+  Returns:
+    the losses, shape ``[...]``.
+
+  References:
+    Crammer and Singer, `On the Algorithmic Implementation of Multiclass
+    Kernel-based Vector Machines
+    <https://www.jmlr.org/papers/v2/crammer01a.html>`_, 2001.
+
+  Example:
+    >>> import jax.numpy as jnp
+    >>> from gradtx import losses
+    >>> scores = jnp.array([[2.0, 1.5, 0.0], [0.0, 3.0, 1.0]])
+    >>> print(losses.multiclass_hinge_loss(scores, jnp.array([0, 0])))
+    [0.5 4. ]
+  """
+  s = _floating("multiclass_hinge_loss", "scores", scores)
+  one_hot = jax.nn.one_hot(labels, s.shape[-1], dtype=s.dtype)
+  return jnp.max(s + 1 - one_hot, axis=-1) - _label_scores(s, labels)
+
+
+def multiclass_perceptron_loss(
+    scores: ArrayLike,
+    labels: ArrayLike,
+) -> jax.Array:
+  r"""Multiclass perceptron loss.
+
+  .. math::
+    \ell = \max_j s_j - s_y
+
+  Args:
+    scores: scores :math:`s`, ``[..., num_classes]``, floating.
+    labels: integer labels :math:`y`, ``[...]``.
+
+  Returns:
+    the losses, shape ``[...]``.
+
+  References:
+    Collins, `Discriminative Training Methods for Hidden Markov Models
+    <https://aclanthology.org/W02-1001/>`_, EMNLP 2002.
+
+  Example:
+    >>> import jax.numpy as jnp
+    >>> from gradtx import losses
+    >>> scores = jnp.array([[2.0, 1.5, 0.0], [0.0, 3.0, 1.0]])
+    >>> print(losses.multiclass_perceptron_loss(scores, jnp.array([0, 0])))
+    [0. 3.]
+  """
+  s = _floating("multiclass_perceptron_loss", "scores", scores)
+  return jnp.max(s, axis=-1) - _label_scores(s, labels)

@@ -1,0 +1,124 @@
+"""Private helpers shared by the loss modules: argument checks, dtypes, masked log-softmax."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+
+from gradtx.core import NONNEGATIVE, Range, check_value
+from gradtx.numerics import as_dtype
+
+ArrayLike = jax.typing.ArrayLike
+Axis = int | tuple[int, ...] | None
+
+
+def _floating(loss: str, arg: str, x: ArrayLike) -> jax.Array:
+  """``x`` as an array, checking that its dtype is floating."""
+  x = jnp.asarray(x)
+  if not jnp.issubdtype(x.dtype, jnp.floating):
+    raise TypeError(f"{loss}: {arg} must have a floating dtype, got {x.dtype}")
+  return x
+
+
+def _integer(loss: str, arg: str, x: ArrayLike) -> jax.Array:
+  """``x`` as an array, checking that its dtype is integer."""
+  x = jnp.asarray(x)
+  if not jnp.issubdtype(x.dtype, jnp.integer):
+    raise TypeError(f"{loss}: {arg} must have an integer dtype, got {x.dtype}")
+  return x
+
+
+def _wide(x: jax.Array) -> jax.Array:
+  """``x`` in at least float32: 16-bit floats are computed in float32."""
+  if jnp.finfo(x.dtype).bits < 32:
+    return x.astype(jnp.float32)
+  return x
+
+
+def _same_shape(loss: str, a: str, x: jax.Array, b: str, y: jax.Array) -> None:
+  if x.shape != y.shape:
+    raise ValueError(
+        f"{loss}: {a} and {b} must have the same shape, got {x.shape} and "
+        f"{y.shape}")
+
+
+def _rank(loss: str, arg: str, x: jax.Array, rank: int) -> None:
+  if x.ndim != rank:
+    raise ValueError(
+        f"{loss}: {arg} must have rank {rank}, got shape {x.shape}")
+
+
+def _check(loss: str, arg: str, value: Any, allowed: Range) -> None:
+  """Checks a hyperparameter given as a Python number; arrays are taken as given.
+
+  Arrays are not read back from the device (a loss may be called eagerly in a
+  training loop), so only Python numbers are checked.
+  """
+  if isinstance(value, (int, float)) and not isinstance(value, bool):
+    check_value(loss, arg, value, allowed)
+
+
+def _expand_where(where: ArrayLike | None, ndim: int, axis: Axis) -> jax.Array | None:
+  """A ``where`` mask given per example gets the class axis back (as optax)."""
+  if where is None:
+    return None
+  where = jnp.asarray(where)
+  if where.ndim != ndim:
+    where = jnp.expand_dims(where, axis)
+  return where
+
+
+def _some(where: jax.Array | None, axis: Axis) -> jax.Array | None:
+  """``where``, except that a row with nothing included includes everything.
+
+  Such a row is masked out of the result anyway; including it keeps its
+  normaliser finite, so no NaN reaches the gradient through the mask.
+  """
+  if where is None:
+    return None
+  return where | ~jnp.any(where, axis=axis, keepdims=True)
+
+
+def _log_softmax(x: jax.Array, axis: Axis, where: jax.Array | None) -> jax.Array:
+  """``x - logsumexp(x)`` over ``axis``, the normaliser summing only ``where``."""
+  return x - jax.nn.logsumexp(x, axis=axis, where=_some(where, axis), keepdims=True)
+
+
+def _times_log(y: jax.Array, log_p: jax.Array) -> jax.Array:
+  r""":math:`y \log p` with :math:`0 \log 0 = 0`, finite gradients included.
+
+  Only an exact ``log_p = -inf`` next to ``y = 0`` is replaced, so every other
+  gradient (with respect to ``y`` too) is the plain one.
+  """
+  return y * jnp.where((y == 0) & (log_p == -jnp.inf), 0, log_p)
+
+
+def _safe_log(v: jax.Array) -> jax.Array:
+  """``log(v)`` with ``log(0) = -inf`` and no NaN in its gradient at 0."""
+  positive = v > 0
+  return jnp.where(positive, jnp.log(jnp.where(positive, v, 1)), -jnp.inf)
+
+
+def _cosine_similarity(loss: str, a: jax.Array, targets: ArrayLike, epsilon: ArrayLike,
+                       axis: Axis, where: ArrayLike | None) -> jax.Array:
+  """:func:`cosine_similarity`, left in the compute dtype (float32 for 16-bit ``a``)."""
+  b = _floating(loss, "targets", targets)
+  _check(loss, "epsilon", epsilon, NONNEGATIVE)
+  a = _wide(a)
+  b = b.astype(a.dtype)
+  epsilon = as_dtype(epsilon, a.dtype)
+  where = None if where is None else jnp.asarray(where)
+
+  def norm(v: jax.Array) -> jax.Array:
+    n2 = jnp.maximum(jnp.sum(jnp.square(v), axis=axis, where=where, keepdims=True), epsilon)
+    return jnp.sqrt(jnp.where(n2 > 0, n2, 1))  # a zero vector stays zero
+
+  return jnp.sum((a / norm(a)) * (b / norm(b)), axis=axis, where=where)
+
+
+def _label_scores(s: jax.Array, labels: ArrayLike) -> jax.Array:
+  """``s[..., y]``, the score of each label (0 for an out-of-range label, as optax)."""
+  is_label = jax.nn.one_hot(labels, s.shape[-1], dtype=bool)
+  return jnp.sum(jnp.where(is_label, s, 0), axis=-1)

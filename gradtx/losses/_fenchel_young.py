@@ -1,0 +1,155 @@
+"""Fenchel-Young losses: the general construction and the sparsemax losses."""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Protocol
+
+import jax
+import jax.numpy as jnp
+
+from gradtx.losses._common import ArrayLike, _floating, _wide, _label_scores
+from gradtx.projections import projection_simplex
+
+
+class MaxFun(Protocol):
+  """A convex "max" function of scores, such as ``logsumexp``."""
+
+  def __call__(self, scores: jax.Array, *args: Any, **kwargs: Any) -> ArrayLike:
+    ...
+
+
+def make_fenchel_young_loss(max_fun: MaxFun) -> Callable[..., jax.Array]:
+  r"""Builds the Fenchel-Young loss of a convex "max" function.
+
+  .. math::
+    \ell(s, y) = \Omega^*(s) - \langle y, s \rangle
+
+  with :math:`\Omega^*` = ``max_fun`` applied over the last axis. With
+  ``logsumexp`` this is the softmax cross entropy; with a sparsemax
+  cumulant, the sparsemax loss.
+
+  Args:
+    max_fun: a function of a 1-D score vector (and optional extra
+      arguments) returning a scalar.
+
+  Returns:
+    ``loss(scores, targets, *args, **kwargs)``, mapping over all leading
+    axes (``[..., n]`` to ``[...]``); extra arguments go to ``max_fun``.
+
+  References:
+    Blondel et al, `Learning with Fenchel-Young Losses
+    <https://arxiv.org/abs/1901.02324>`_, JMLR 2020.
+
+  Example:
+    >>> import jax.numpy as jnp
+    >>> import numpy as np
+    >>> from jax.scipy.special import logsumexp
+    >>> from gradtx import losses
+    >>> fy_loss = losses.make_fenchel_young_loss(logsumexp)
+    >>> scores = jnp.array([[1.2, -0.8, -0.5], [0.9, -1.2, 1.1]])
+    >>> targets = jnp.array([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0]])
+    >>> print(np.asarray(fy_loss(scores, targets)).round(4))
+    [0.2761 2.9518]
+  """
+  vdot_last = jnp.vectorize(jnp.vdot, signature="(n),(n)->()")
+  max_last = jnp.vectorize(max_fun, signature="(n)->()")
+
+  def fenchel_young_loss(scores: ArrayLike, targets: ArrayLike, *args: Any,
+                         **kwargs: Any) -> jax.Array:
+    scores = jnp.asarray(scores)
+    targets = jnp.asarray(targets).astype(scores.dtype)
+    return max_last(scores, *args, **kwargs) - vdot_last(targets, scores)
+
+  return fenchel_young_loss
+
+
+def sparsemax_loss(
+    logits: ArrayLike,
+    labels: ArrayLike,
+) -> jax.Array:
+  r"""Binary sparsemax loss.
+
+  .. math::
+    \ell = \operatorname{sparseplus}(\pm x), \qquad
+    \operatorname{sparseplus}(z) = \begin{cases}
+      0 & z \le -1 \\ \tfrac14 (z + 1)^2 & |z| < 1 \\ z & z \ge 1
+    \end{cases}
+
+  with :math:`-x` for label 1 and :math:`+x` for label 0. It is zero
+  exactly when ``jax.nn.sparse_sigmoid(logits) == labels``.
+
+  Args:
+    logits: logits :math:`x`, floating.
+    labels: labels in :math:`\{0, 1\}` (any dtype, bool included; a
+      nonzero label counts as 1), broadcastable to ``logits``.
+
+  Returns:
+    the losses, shaped like ``logits``.
+
+  References:
+    Blondel et al, `Learning with Fenchel-Young Losses
+    <https://arxiv.org/abs/1901.02324>`_, JMLR 2020, Sec. 4.4.
+
+  Example:
+    >>> import jax.numpy as jnp
+    >>> from gradtx import losses
+    >>> print(losses.sparsemax_loss(jnp.array([2.0, 0.0, -3.0]), jnp.array([1, 1, 1])))
+    [0.   0.25 3.  ]
+  """
+  x = _floating("sparsemax_loss", "logits", logits)
+  return jax.nn.sparse_plus(jnp.where(jnp.asarray(labels).astype(bool), -x, x))
+
+
+_sparsemax = jnp.vectorize(projection_simplex, signature="(n)->(n)")
+
+
+def multiclass_sparsemax_loss(
+    scores: ArrayLike,
+    labels: ArrayLike,
+) -> jax.Array:
+  r"""Multiclass sparsemax loss.
+
+  With :math:`p = \operatorname{sparsemax}(s)`, the Euclidean projection of
+  :math:`s` onto the probability simplex:
+
+  .. math::
+    \ell = \langle p, s \rangle + \tfrac12 (1 - \|p\|^2) - s_y
+
+  Its gradient is :math:`p - e_y`; it is zero exactly when sparsemax puts
+  all its mass on the label. It is computed on :math:`s - s_y` (the loss
+  does not change when a constant is added to all scores), so large scores
+  do not cancel.
+
+  Args:
+    scores: scores :math:`s`, ``[..., num_classes]``, floating.
+    labels: integer labels :math:`y`, ``[...]``.
+
+  Returns:
+    the losses, ``[...]``.
+
+  References:
+    Martins and Astudillo, `From Softmax to Sparsemax: A Sparse Model of
+    Attention and Multi-Label Classification
+    <https://arxiv.org/abs/1602.02068>`_, ICML 2016.
+
+  Differences from optax:
+    optax accepts exactly one batch axis (``[batch, num_classes]``); gradtx
+    maps over any number of leading axes.
+
+  Example:
+    >>> import jax.numpy as jnp
+    >>> import numpy as np
+    >>> from gradtx import losses
+    >>> scores = jnp.array([[2.0, 0.5, 0.0], [0.1, 0.2, 0.3]])
+    >>> print(np.asarray(losses.multiclass_sparsemax_loss(scores, jnp.array([0, 0]))).round(4))
+    [0.     0.4433]
+  """
+  s = _floating("multiclass_sparsemax_loss", "scores", scores)
+  dtype = s.dtype
+  s = _wide(s)
+  # The loss is unchanged when a constant is added to every score; measuring
+  # the scores from the label's first keeps large scores from cancelling.
+  z = s - _label_scores(s, labels)[..., None]
+  p = _sparsemax(z)
+  loss = jnp.sum(jnp.where(p > 0, p * z, 0), axis=-1) + 0.5 * (1 - jnp.sum(jnp.square(p), axis=-1))
+  return loss.astype(dtype)
