@@ -122,9 +122,7 @@ class CharTransformer(nnx.Module):
 
 def cross_entropy(model: CharTransformer, inputs: jax.Array, targets: jax.Array) -> jax.Array:
   logits = model(inputs)
-  log_probs = jax.nn.log_softmax(logits)
-  picked = jnp.take_along_axis(log_probs, targets[..., None], axis=-1)
-  return -jnp.mean(picked)
+  return gtx.losses.softmax_cross_entropy_with_integer_labels(logits, targets).mean()
 
 
 # ----------------------------------------------------------------------------
