@@ -47,7 +47,6 @@ import resource
 import statistics
 import sys
 import time
-from functools import partial
 from pathlib import Path
 from typing import Any, Callable
 

@@ -29,10 +29,8 @@ import argparse
 import csv
 import dataclasses
 import functools
-import os
 import pathlib
 import sys
-from typing import Iterator
 
 import jax
 import jax.numpy as jnp
