@@ -4,7 +4,10 @@ An optimizer is a pair of pure functions, ``init(params) -> state`` and
 ``update(updates, state, params=None, **extra) -> (updates, state)``, built as a
 named chain of primitives. The namespace is flat, like optax's: ``gtx.adam``,
 ``gtx.chain``, ``gtx.hparams``, ``gtx.schedules``. Each module lists what it
-exports in its ``__all__``; this file re-exports exactly those names.
+exports in its ``__all__``; this file re-exports exactly those names, and,
+where optax has a second spelling at its top level (its schedules, losses and
+type names), that spelling too, kept out of ``__all__`` so that each object
+has one page in the docs.
 """
 
 from gradtx import schedules, tree
