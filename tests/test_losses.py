@@ -926,6 +926,9 @@ ERRORS = [
     (lambda: losses.ctc_loss(jnp.zeros((2, 5, 3)), jnp.zeros((2, 5)), jnp.zeros((2, 1), int),
                              jnp.zeros((2, 1)), blank_id=3), ValueError,
      r"blank_id must be in \[0, 3\), got 3"),
+    (lambda: losses.ctc_loss(jnp.zeros((2, 0, 3)), jnp.zeros((2, 0)), jnp.zeros((2, 1), int),
+                             jnp.zeros((2, 1))), ValueError,
+     r"logits have no frames \(shape \(2, 0, 3\)\)"),
 ]
 
 

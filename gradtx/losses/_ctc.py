@@ -88,7 +88,9 @@ def ctc_loss_with_forward_probs(
     raise ValueError(
         f"{name}: logit_paddings must have shape {x.shape[:2]} (logits' [B, T]), "
         f"got {logit_paddings.shape}")
-  batch, _, num_classes = x.shape
+  batch, frames, num_classes = x.shape
+  if frames == 0:  # the recursion starts from frame 0
+    raise ValueError(f"{name}: logits have no frames (shape {x.shape}); CTC needs T >= 1")
   if labels.shape[0] != batch:
     raise ValueError(
         f"{name}: labels must have batch size {batch} (as logits), got {labels.shape[0]}")
