@@ -15,6 +15,7 @@ from gradtx import packed  # a namespace, like schedules: gtx.packed.Layout
 from gradtx import lr_finder  # a namespace: gtx.lr_finder.lr_range_test
 # optax's namespaces, under optax's names: gtx.losses.l2_loss, gtx.tree_utils.tree_norm, ...
 from gradtx import losses, projections, second_order, tree_utils
+from gradtx import contrib  # optax.contrib's optimizers, native: gtx.contrib.muon
 from gradtx.chain import *  # noqa: F401,F403
 from gradtx.core import *  # noqa: F401,F403
 # optax's type names, for annotations written against optax. Second names for
@@ -70,7 +71,7 @@ def _public_names() -> list[str]:
              "transforms.noise", "transforms.optimism", "transforms.sign", "transforms.stepsize",
              "transforms.trust", "utilities"]
   names = {"schedules", "tree", "MaskedNode", "packed", "lr_finder", "losses", "projections",
-           "second_order", "tree_utils"}
+           "second_order", "tree_utils", "contrib"}
   for module in modules:
     names.update(importlib.import_module(f"gradtx.{module}").__all__)
   return sorted(names)
