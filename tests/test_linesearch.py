@@ -441,3 +441,73 @@ def test_backtracking_keeps_bfloat16_and_reports_failures_when_verbose(capfd):
   np.testing.assert_allclose(np.asarray(updates), [0.8**3] * 2, rtol=1e-6)
   assert int(state["ls"].info.num_linesearch_steps) == 4
   assert float(state["ls"].info.decrease_error) > 0
+
+
+# ----------------------------------------------------------------------------
+# Complex parameters. jax.grad of a real loss of complex z is the conjugate of the
+# steepest-ascent direction (d/dx - i d/dy), so the slope along u is Re sum(u g), not
+# Re <u, g>; optax's convention has the updates conjugated, u = conj(g).
+
+_CENTRE = jnp.array([0.5 + 2.0j, -1.0 - 3.0j, 0.25j], jnp.complex64)
+
+
+def _complex_loss(z):
+  """sum_k c_k |z_k - a_k|^2 + |z_0|^4 / 4: real, not holomorphic, minimum near a."""
+  d = z - _CENTRE.astype(z.dtype)
+  return (jnp.sum(jnp.asarray(DIAG, z.real.dtype) * (d * d.conj()).real)
+          + 0.25 * jnp.abs(z[0]) ** 4)
+
+
+def test_zoom_linesearch_meets_the_wolfe_conditions_on_complex_params():
+  with jax.enable_x64(True):
+    z = jnp.array([1.0 - 1.0j, 2.0 + 0.5j, -1.0j], jnp.complex128)
+    value, grad = jax.value_and_grad(_complex_loss)(z)
+    direction = -grad.conj()  # steepest descent
+    # The slope that the real variables (Re z, Im z) give, by finite differences.
+    slope0 = float((_complex_loss(z + 1e-7 * direction) - _complex_loss(z - 1e-7 * direction))
+                   / 2e-7)
+    np.testing.assert_allclose(slope0, float(jnp.sum(direction * grad).real), rtol=1e-6)
+    assert slope0 < 0 < float(jnp.vdot(direction, grad).real)  # the conjugated form says ascent
+    tx = gtx.scale_by_zoom_linesearch(max_linesearch_steps=30, initial_guess_strategy="one")
+    updates, state = tx.update(direction, tx.init(z), z, value=value, grad=grad,
+                               value_fn=_complex_loss)
+    eta = float(state.learning_rate)
+    assert eta > 0
+    np.testing.assert_allclose(updates, eta * direction, rtol=1e-12)
+    new_value, new_grad = jax.value_and_grad(_complex_loss)(z + updates)
+    assert float(new_value) <= float(value) + 1e-4 * eta * slope0
+    assert abs(float(jnp.sum(direction * new_grad).real)) <= 0.9 * abs(slope0)
+    assert float(state.info.decrease_error) == 0 and float(state.info.curvature_error) == 0
+
+
+def test_lbfgs_on_complex_params_takes_the_steps_of_lbfgs_on_their_real_and_imaginary_parts():
+  """Complex z in C^n is (Re z, Im z) in R^2n: the same iterates as optax.lbfgs there.
+
+  optax.lbfgs on the complex tree itself leaves that path at the third step (its
+  zoom line search's first slope takes <u, g> with u conjugated).
+  """
+  def path(tx, apply, f, x0, conjugate):
+    def step(carry, _):
+      x, state = carry
+      value, grad = jax.value_and_grad(f)(x)
+      updates, state = tx.update(grad.conj() if conjugate else grad, state, x, value=value,
+                                 grad=grad, value_fn=f)
+      x = apply(x, updates)
+      return (x, state), x
+
+    return jax.jit(lambda x: jax.lax.scan(step, (x, tx.init(x)), length=25)[1])(x0)
+
+  def split_loss(x):
+    return _complex_loss(jax.lax.complex(x[:3], x[3:]))
+
+  with jax.enable_x64(True):
+    z0 = jnp.array([1.0 - 1.0j, 2.0 + 0.5j, -1.0j], jnp.complex128)
+    ours = path(gtx.lbfgs(), gtx.apply_updates, _complex_loss, z0, conjugate=True)
+    with jax.numpy_dtype_promotion("standard"):  # optax mixes int32 and int64 under x64
+      real = path(optax.lbfgs(), optax.apply_updates, split_loss,
+                  jnp.concatenate([z0.real, z0.imag]), conjugate=False)
+      optax_complex = path(optax.lbfgs(), optax.apply_updates, _complex_loss, z0, conjugate=True)
+    real = np.asarray(real)
+    np.testing.assert_allclose(ours, real[:, :3] + 1j * real[:, 3:], rtol=1e-9, atol=1e-12)
+    assert float(jnp.abs(optax_complex[2] - ours[2]).max()) > 0.1
+    assert float(jnp.linalg.norm(jax.grad(_complex_loss)(ours[-1]))) < 1e-8

@@ -306,6 +306,17 @@ def scale_by_zoom_linesearch(
   value_fn=f, **fn_kwargs)``; keyword arguments that ``value_fn`` accepts are
   passed to it (other stages of a chain may take the rest).
 
+  Complex parameters: pass ``grad`` as ``jax.grad`` gives it (the conjugate of
+  the steepest ascent, :math:`\\partial_x f - i \\partial_y f`), and feed the
+  chain the conjugated gradient :math:`\\bar g`, optax's convention (so the
+  direction this stage scales is, say, :math:`-\\bar g`). The slopes are
+  :math:`\\phi'(\\eta) = \\mathrm{Re} \\sum_i u_i g_i(\\theta + \\eta u)`,
+  the derivative along :math:`u` of the loss of the real and imaginary parts,
+  so :func:`gradtx.lbfgs` on a complex tree takes the steps it takes on
+  :math:`(\\mathrm{Re}\\,\\theta, \\mathrm{Im}\\,\\theta)`. optax 0.2.8 takes
+  the first slope as :math:`\\mathrm{Re} \\langle u, g \\rangle`, conjugating
+  :math:`u`, and leaves that path.
+
   Args:
     max_linesearch_steps: evaluations of ``value_fn`` at most, per step.
     max_learning_rate: the largest step length, or ``None`` for no bound.
@@ -363,13 +374,13 @@ def scale_by_zoom_linesearch(
     value_and_grad = jax.value_and_grad(value_fn)
 
     value_init = jnp.asarray(value).astype(dtype)
-    slope_init = _vdot(updates, grad).astype(dtype)
+    slope_init = _slope(updates, grad).astype(dtype)
 
     def on_line(stepsize):
       """phi(eta), grad f and phi'(eta) at theta + eta u."""
       value_step, grad_step = value_and_grad(_add_scaled(params, stepsize, updates), **fn_kwargs)
       return (jnp.asarray(value_step).astype(dtype), tree.cast_like(grad_step, grad),
-              _vdot(grad_step, updates).astype(dtype))
+              _slope(updates, grad_step).astype(dtype))
 
     def decrease_error(stepsize, value_step, slope_step):
       error = value_step - value_init - hp["slope_rtol"] * stepsize * slope_init
