@@ -26,9 +26,11 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jax import flatten_util
 
-from gradtx.core import NONNEGATIVE, POSITIVE, Range, check_value
+from gradtx.core import NONNEGATIVE, POSITIVE, Range, _is_concrete, check_value
+from gradtx.errors import HyperparameterError
 from gradtx.numerics import as_dtype
 from gradtx.tree_utils import (tree_add_scale, tree_full_like, tree_mul, tree_norm, tree_scale,
                                tree_size, tree_vdot, tree_where)
@@ -79,7 +81,9 @@ def projection_box(tree: PyTree, lower: Any, upper: Any) -> PyTree:
     tree: the tree :math:`x`.
     lower: :math:`l`, a scalar (for every leaf) or a tree the structure of
       ``tree``; cast to each leaf's dtype.
-    upper: :math:`u`, likewise; :math:`l \\le u`.
+    upper: :math:`u`, likewise; :math:`l \\le u` (a concrete bound with
+      :math:`l > u` somewhere raises :class:`~gradtx.HyperparameterError`
+      naming the leaf; optax returns :math:`u` there).
 
   Example:
     >>> import gradtx as gtx
@@ -91,6 +95,19 @@ def projection_box(tree: PyTree, lower: Any, upper: Any) -> PyTree:
     x = jnp.asarray(x)
     return jnp.clip(x, as_dtype(low, x.dtype), as_dtype(high, x.dtype))
 
+  if _is_bound_leaf(lower) and _is_bound_leaf(upper):
+    pairs = [((), lower, upper)]
+  else:
+    if _is_bound_leaf(lower):
+      lower = jax.tree.map(lambda _: lower, tree)
+    if _is_bound_leaf(upper):
+      upper = jax.tree.map(lambda _: upper, tree)
+    pairs = [(path, low, high) for (path, low), high
+             in zip(jax.tree_util.tree_leaves_with_path(lower), jax.tree.leaves(upper))]
+  for path, low, high in pairs:
+    if _is_concrete(low) and _is_concrete(high) and np.any(np.asarray(low) > np.asarray(high)):
+      where = f" at {jax.tree_util.keystr(path)}" if path else ""
+      raise HyperparameterError(f"projection_box: lower must be <= upper, got lower > upper{where}")
   if _is_bound_leaf(lower):
     lower = jax.tree.map(lambda _: lower, tree)
   if _is_bound_leaf(upper):

@@ -95,6 +95,13 @@ def test_box_with_tree_and_scalar_bounds(dtype, run):
   np.testing.assert_allclose(_flat(out), np.clip(x, -0.5, 1.0), **_tol(dtype))
   out = run(P.projection_hypercube, tree)
   np.testing.assert_allclose(_flat(out), np.clip(x, 0.0, 1.0), **_tol(dtype))
+  # Bounds the other way round are an error, naming the leaf (optax returns u there).
+  with pytest.raises(HyperparameterError, match=r"projection_box: lower must be <= upper, "
+                                                r"got lower > upper$"):
+    P.projection_box(tree, 1.0, -0.5)
+  upper["b"] = upper["b"].at[1, 0].set(-1.0)
+  with pytest.raises(HyperparameterError, match=r"lower > upper at \['b'\]"):
+    P.projection_box(tree, lower, upper)
   out = run(lambda t: P.projection_hypercube(t, 0.25), tree)
   np.testing.assert_allclose(_flat(out), np.clip(x, 0.0, 0.25), **_tol(dtype))
 
