@@ -69,14 +69,30 @@ def _attribute_doc(module: str, name: str) -> str:
         isinstance(following, ast.Expr) and isinstance(following.value, ast.Constant)
         and isinstance(following.value.value, str)):
       return inspect.cleandoc(following.value.value)
+  for node in body:  # a re-export (a package of private modules): where it is assigned
+    if isinstance(node, ast.ImportFrom) and node.level == 0 and node.module and any(
+        alias.name == name and alias.asname in (None, name) for alias in node.names):
+      return _attribute_doc(node.module, name)
   return ""
+
+
+def _public_module(module: str, name: str, obj: object) -> str:
+  """``module`` less its private last parts where the package above re-exports ``obj``:
+  a package of private modules by role (``gradtx.wrappers._masking``) is documented
+  under its public name (``gradtx.wrappers``)."""
+  parts = module.split(".")
+  while len(parts) > 1 and parts[-1].startswith("_"):
+    if getattr(importlib.import_module(".".join(parts[:-1])), name, None) is not obj:
+      break
+    parts.pop()
+  return ".".join(parts)
 
 
 def _defining_module(namespace: types.ModuleType, name: str, obj: object) -> str:
   if isinstance(obj, types.ModuleType):
     return obj.__name__
   if inspect.isclass(obj) or inspect.isfunction(obj):
-    return obj.__module__
+    return _public_module(obj.__module__, name, obj)
   # Data (a constant, a type alias): the gradtx module whose __all__ lists it.
   owners = sorted(m for m, mod in list(sys.modules.items())
                   if m.startswith("gradtx.") and mod is not None

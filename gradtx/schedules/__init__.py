@@ -1,0 +1,60 @@
+"""Learning-rate and hyperparameter schedules.
+
+A schedule is a plain function ``count -> value``: ``count`` is the number of
+steps taken so far (a Python int or a JAX integer array, possibly traced under
+``jax.jit``) and ``value`` is a JAX scalar array. Every factory here keeps
+optax's name, argument names, defaults and values, so ``optax.<name>`` and
+``gradtx.schedules.<name>`` are interchangeable.
+
+Conventions shared by all schedules:
+
+* **Validation.** Arguments are checked when the schedule is built; a bad one
+  raises :class:`gradtx.errors.HyperparameterError` (a ``ValueError``) naming
+  the schedule, the argument, its value and the allowed range. Step counts
+  (``transition_steps``, ``decay_steps``, boundaries, ...) must be integers
+  (an integral float such as ``1e5`` is accepted). Values that are traced
+  arrays cannot be checked and are taken as given.
+* **Dtype.** The value has the floating dtype of the value arguments
+  (``init_value``, ``peak_value``, ...): float32 by default, float64 under
+  ``jax.enable_x64`` when they are Python floats, and an array's own dtype
+  when one is given. Nothing is forced to float32; 16-bit values are computed
+  in float32 and rounded once at the end.
+* **Counts.** Integer counts stay integers until the fraction of a phase is
+  taken, so boundaries are exact. A count below 0 is treated as 0.
+
+Where gradtx differs from optax (only on inputs optax accepts but cannot use
+well), the factory's docstring says so under *Differences from optax*.
+"""
+
+from __future__ import annotations
+
+# One private module per role; this namespace re-exports their public names. The
+# imports follow the roles' order: one phase, warmup then decay, pieces and joins, cycles.
+from gradtx.schedules._common import ScalarOrSchedule, Schedule
+from gradtx.schedules._basic import (constant_schedule, cosine_decay_schedule, exponential_decay,
+                                     linear_schedule, polynomial_schedule)
+from gradtx.schedules._warmup import (warmup_constant_schedule, warmup_cosine_decay_schedule,
+                                      warmup_exponential_decay_schedule)
+from gradtx.schedules._piecewise import (join_schedules, piecewise_constant_schedule,
+                                         piecewise_interpolate_schedule)
+from gradtx.schedules._cyclic import (cosine_onecycle_schedule, linear_onecycle_schedule,
+                                      sgdr_schedule)
+
+__all__ = [
+    "Schedule",
+    "ScalarOrSchedule",
+    "constant_schedule",
+    "linear_schedule",
+    "polynomial_schedule",
+    "exponential_decay",
+    "cosine_decay_schedule",
+    "warmup_constant_schedule",
+    "warmup_cosine_decay_schedule",
+    "warmup_exponential_decay_schedule",
+    "piecewise_constant_schedule",
+    "piecewise_interpolate_schedule",
+    "join_schedules",
+    "sgdr_schedule",
+    "cosine_onecycle_schedule",
+    "linear_onecycle_schedule",
+]

@@ -1,0 +1,136 @@
+"""What the schedules share: the type names, ``repr``, validation and numerics."""
+
+from __future__ import annotations
+
+import functools
+import inspect
+import operator
+from typing import Any, Callable, Sequence
+
+import chex
+import jax
+import jax.numpy as jnp
+
+from gradtx.errors import HyperparameterError
+
+Schedule = Callable[[chex.Numeric], chex.Numeric]
+"""A schedule: a function of the step count returning a scalar value."""
+ScalarOrSchedule = float | jax.Array | Schedule
+"""A hyperparameter given as a fixed value or as a :data:`Schedule`."""
+
+
+# ---------------------------------------------------------------- repr
+
+
+class _Named:
+  """A schedule that shows how it was built: ``repr`` gives the factory call."""
+
+  __slots__ = ("_fn", "_text", "__weakref__")
+
+  def __init__(self, fn: Schedule, text: str):
+    self._fn = fn
+    self._text = text
+
+  def __call__(self, count: chex.Numeric) -> chex.Numeric:
+    return self._fn(count)
+
+  def __repr__(self) -> str:
+    return self._text
+
+
+def _shown(value: Any) -> str:
+  if isinstance(value, float):
+    return f"{value:g}"
+  if isinstance(value, jax.core.Tracer):
+    return "<traced>"
+  if isinstance(value, jax.Array) and value.ndim == 0:
+    return f"{float(value):g}"
+  return repr(value)
+
+
+def _named(factory: Callable[..., Schedule]) -> Callable[..., Schedule]:
+  """Makes ``factory``'s schedules print as ``factory(arg=value, ...)``."""
+  signature = inspect.signature(factory)
+
+  @functools.wraps(factory)
+  def make(*args: Any, **kwargs: Any) -> Schedule:
+    schedule = factory(*args, **kwargs)
+    bound = signature.bind(*args, **kwargs)
+    shown = ", ".join(f"{k}={_shown(v)}" for k, v in bound.arguments.items())
+    return _Named(schedule, f"{factory.__name__}({shown})")
+
+  return make
+
+
+# ---------------------------------------------------------------- validation
+
+
+def _error(where: str, arg: str, rule: str, value: Any) -> HyperparameterError:
+  return HyperparameterError(f"{where}: {arg} must be {rule}, got {value!r}")
+
+
+def _steps(where: str, arg: str, value: Any, *, positive: bool = False) -> int:
+  """Returns ``value`` as an int, checking it is an integer >= 0 (or > 0)."""
+  rule = "an integer > 0" if positive else "an integer >= 0"
+  if isinstance(value, (str, bytes, bool)):
+    raise _error(where, arg, rule, value)
+  try:
+    steps = operator.index(value)
+  except TypeError:
+    try:
+      number = float(value)
+    except (TypeError, ValueError):
+      raise _error(where, arg, rule, value) from None
+    if not number.is_integer():
+      raise _error(where, arg, rule, value) from None
+    steps = int(number)
+  if steps < (1 if positive else 0):
+    raise _error(where, arg, "> 0" if positive else ">= 0", value)
+  return steps
+
+
+def _concrete(value: Any) -> float | None:
+  """``value`` as a float, or None where it is traced or not a scalar."""
+  if isinstance(value, jax.core.Tracer):
+    return None
+  try:
+    return float(value)
+  except (TypeError, ValueError):
+    return None
+
+
+def _check(where: str, arg: str, value: Any,
+           ok: Callable[[float], bool], rule: str) -> None:
+  number = _concrete(value)
+  if number is not None and not ok(number):
+    raise _error(where, arg, rule, value)
+
+
+# ------------------------------------------------------------------ numerics
+
+
+def _dtypes(*values: Any) -> tuple[Any, Any]:
+  """(value dtype, compute dtype) for a schedule with these value arguments."""
+  dtype = jnp.result_type(*values)
+  if not jnp.issubdtype(dtype, jnp.inexact):
+    dtype = jnp.result_type(float)  # default float: float64 under x64.
+  if jnp.issubdtype(dtype, jnp.floating) and jnp.finfo(dtype).bits < 32:
+    return dtype, jnp.dtype(jnp.float32)
+  return dtype, dtype
+
+
+def _widest(dtypes: Sequence[Any]) -> Any:
+  """The dtype that holds all of ``dtypes``, promoted on purpose."""
+  with jax.numpy_dtype_promotion("standard"):
+    return functools.reduce(jnp.promote_types, dtypes)
+
+
+def _fraction(count: jax.Array, begin: int, steps: int,
+              ctype: Any) -> jax.Array:
+  """How far ``count`` is through ``[begin, begin + steps]``, in [0, 1]."""
+  return jnp.clip(count - begin, 0, steps).astype(ctype) / steps
+
+
+def _half_cosine(frac: jax.Array) -> jax.Array:
+  """``(1 + cos(pi * frac)) / 2``: 1 at frac = 0, 0 at frac = 1."""
+  return 0.5 * (1.0 + jnp.cos(jnp.pi * frac))

@@ -1,0 +1,50 @@
+"""What the wrappers share: type names, the state check, and a step that may not run."""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import jax
+import jax.numpy as jnp
+
+from gradtx import tree
+from gradtx.core import GradientTransformation
+from gradtx.errors import StructureError
+
+PyTree = Any
+Mask = PyTree | Callable[[PyTree], PyTree]
+
+
+def _check_state(state: Any, kind: type, where: str) -> None:
+  """Raises a clear error for a state some other transformation made."""
+  if not isinstance(state, kind):
+    raise StructureError(
+        f"{where}: the state is a {type(state).__name__}, not a {kind.__name__}; pass the "
+        f"state this transformation's init made (to move a state into an edited chain, use "
+        f"gradtx.carry_state)")
+
+
+def _run_if(run: jax.Array, inner: GradientTransformation, updates: PyTree, state: PyTree,
+            params: PyTree, extra: dict[str, Any], *,
+            pass_through: bool = False) -> tuple[PyTree, PyTree]:
+  """``inner.update(...)`` where ``run``; else zero updates (the updates unchanged, with
+  ``pass_through``) and ``state`` unchanged.
+
+  A ``lax.cond``, so a skipped step costs no inner work and leaves the inner
+  state bitwise as it was.
+  """
+
+  def step(operands):
+    u, s, p = operands
+    return inner.update(u, s, p, **extra)
+
+  def skip(operands):
+    out_updates = jax.eval_shape(step, operands)[0]
+    if pass_through:  # in the dtypes inner would return, as lax.cond needs
+      return tree.cast_like(operands[0], out_updates), operands[1]
+    return tree.tree_map(lambda x: jnp.zeros(x.shape, x.dtype), out_updates), operands[1]
+
+  operands = (updates, state, params)
+  if not isinstance(run, jax.core.Tracer):  # not traced: branch in Python, compile nothing
+    return step(operands) if bool(run) else skip(operands)
+  return jax.lax.cond(run, step, skip, operands)

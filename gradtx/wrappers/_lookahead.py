@@ -1,0 +1,127 @@
+"""Lookahead: slow weights that follow a fast optimizer."""
+
+from __future__ import annotations
+
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+
+from gradtx import tree
+from gradtx.core import (POSITIVE_INT, UNIT, GradientTransformation, HParams, HParamSpec,
+                         ScalarOrSchedule, as_transformation, require_params)
+from gradtx.errors import StructureError
+from gradtx.numerics import as_dtype, safe_increment
+from gradtx.wrappers._common import PyTree, _check_state
+
+
+# ----------------------------------------------------------------------------
+# Lookahead.
+
+
+class LookaheadParams(NamedTuple):
+  """The parameters :func:`lookahead` works on: ``fast`` (take gradients here) and
+  ``slow`` (evaluate and deploy these)."""
+  fast: Any
+  slow: Any
+
+  @classmethod
+  def init_synced(cls, params: PyTree) -> "LookaheadParams":
+    """Fast and slow parameters both equal to ``params``."""
+    return cls(fast=params, slow=params)
+
+
+class LookaheadState(NamedTuple):
+  """State of :func:`lookahead`: the fast optimizer's state and the steps since the last sync."""
+  fast_state: Any
+  steps_since_sync: jax.Array
+  hparams: HParams
+
+
+def _reset_keeping_hparams(reset: jax.Array, current: PyTree, fresh: PyTree) -> PyTree:
+  """``fresh`` where ``reset``, else ``current``; hyperparameters always stay ``current``'s
+  (so values set by name survive a reset)."""
+  is_hparams = lambda x: isinstance(x, HParams)  # noqa: E731
+  return jax.tree.map(
+      lambda c, f: c if is_hparams(c) else tree.tree_map(lambda a, b: jnp.where(reset, b, a), c, f),
+      current, fresh, is_leaf=is_hparams)
+
+
+def lookahead(fast_optimizer: GradientTransformation, sync_period: int,
+              slow_step_size: ScalarOrSchedule,
+              reset_state: bool = False) -> GradientTransformation:
+  """Lookahead: ``k`` steps of a fast optimizer, then one step of the slow weights towards them.
+
+  .. math::
+    \\phi_{t+1} = \\phi_t + \\text{fast}(g_t), \\qquad
+    \\text{every } k \\text{ steps: } \\theta \\leftarrow \\theta + \\alpha(\\phi - \\theta),
+    \\ \\phi \\leftarrow \\theta
+
+  where :math:`\\phi` are the fast and :math:`\\theta` the slow parameters.
+  Params and updates are :class:`LookaheadParams` ``(fast, slow)``; take
+  gradients at ``params.fast``, evaluate at ``params.slow``, and apply the
+  updates unchanged (with :func:`gradtx.apply_updates`). Same arguments and
+  semantics as ``optax.lookahead``.
+
+  Args:
+    fast_optimizer: the inner optimizer.
+    sync_period: :math:`k \\ge 1`, fast steps per sync.
+    slow_step_size: :math:`\\alpha \\in [0, 1]`.
+    reset_state: re-initialise the fast optimizer's state at each sync (its
+      hyperparameters, including values set by name, are kept).
+
+  References:
+    Zhang, Lucas, Hinton & Ba, *Lookahead Optimizer: k steps forward, 1 step
+    back*, NeurIPS 2019.
+
+  Example:
+    >>> import gradtx as gtx
+    >>> import jax.numpy as jnp
+    >>> tx = gtx.lookahead(gtx.sgd(0.5), sync_period=2, slow_step_size=0.5)
+    >>> params = gtx.LookaheadParams.init_synced(jnp.zeros(1))
+    >>> state = tx.init(params)
+    >>> for _ in range(2):
+    ...   updates, state = tx.update(jnp.ones(1), state, params)
+    ...   params = gtx.apply_updates(params, updates)
+    >>> params.slow, params.fast
+    (Array([-0.5], dtype=float32), Array([-0.5], dtype=float32))
+  """
+  fast_optimizer = as_transformation(fast_optimizer, where="lookahead")
+  spec = HParamSpec("lookahead", sync_period=(sync_period, POSITIVE_INT),
+                    slow_step_size=(slow_step_size, UNIT))
+
+  def fast_params(params):
+    return params.fast if hasattr(params, "fast") else params
+
+  def init(params):
+    # Plain params are taken as the fast ones, as optax does.
+    return LookaheadState(fast_optimizer.init(fast_params(params)), jnp.zeros([], jnp.int32),
+                          spec.init())
+
+  def update(updates, state, params=None, **extra):
+    _check_state(state, LookaheadState, "lookahead")
+    params = require_params("lookahead", params)
+    if not (hasattr(params, "fast") and hasattr(params, "slow")):
+      raise StructureError("lookahead: params must be LookaheadParams(fast=..., slow=...) "
+                           f"(start from LookaheadParams.init_synced(params)), got "
+                           f"{type(params).__name__}")
+    tree.check_structure(params.fast, updates, "params.fast", "updates")
+    tree.check_structure(params.fast, params.slow, "params.fast", "params.slow")
+    h, hparams = spec.step(state.hparams)
+    updates, fast_state = fast_optimizer.update(updates, state.fast_state, params.fast, **extra)
+    sync = state.steps_since_sync >= h["sync_period"] - 1
+
+    def leaf(u, phi, theta):
+      alpha, on = as_dtype(h["slow_step_size"], u.dtype), sync.astype(u.dtype)
+      last_difference = phi.astype(u.dtype) + u - theta.astype(u.dtype)
+      return u - on * (1 - alpha) * last_difference, on * alpha * last_difference
+
+    fast_updates, slow_updates = tree.map_multi(leaf, 2, updates, params.fast, params.slow)
+    if reset_state:
+      fast_state = _reset_keeping_hparams(sync, fast_state, fast_optimizer.init(params.fast))
+    steps = jnp.where(sync, jnp.zeros([], jnp.int32), safe_increment(state.steps_since_sync))
+    return (LookaheadParams(fast=fast_updates, slow=slow_updates),
+            LookaheadState(fast_state, steps, hparams))
+
+  return GradientTransformation(init, update, name="lookahead", spec=spec, options=dict(
+      fast_optimizer=fast_optimizer, reset_state=reset_state))

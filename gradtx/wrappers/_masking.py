@@ -1,0 +1,240 @@
+"""Hiding leaves: :func:`masked`, :func:`freeze`, :func:`set_to_zero`, and the mask machinery."""
+
+from __future__ import annotations
+
+import contextlib
+import contextvars
+from typing import Any, Iterator, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from gradtx import tree
+from gradtx.core import GradientTransformation, as_transformation, stateless
+from gradtx.errors import StructureError
+from gradtx.packed import Packed, masked_update
+from gradtx.tree import MaskedNode
+from gradtx.wrappers._common import Mask, PyTree, _check_state
+
+
+# ----------------------------------------------------------------------------
+# Hiding leaves.
+
+
+def _is_masked(x: Any) -> bool:
+  return isinstance(x, MaskedNode)
+
+
+def _has_masked(values: PyTree) -> bool:
+  return any(_is_masked(x) for x in jax.tree.leaves(values, is_leaf=_is_masked))
+
+
+# The unmasked tree behind the trees a masked wrapper passes inwards.
+_UNMASKED: contextvars.ContextVar[Any] = contextvars.ContextVar("gradtx_unmasked", default=None)
+
+
+def _fills(values: PyTree, real: PyTree) -> bool:
+  """Whether ``real`` is ``values`` with each MaskedNode replaced by a subtree."""
+  try:
+    same = jax.tree.map(lambda v, r: _is_masked(v) or np.shape(v) == np.shape(r),
+                        values, real, is_leaf=_is_masked)
+  except (ValueError, TypeError):
+    return False
+  return all(jax.tree.leaves(same))
+
+
+@contextlib.contextmanager
+def _unmasked_view(values: PyTree) -> Iterator[PyTree]:
+  """Yields the unmasked tree behind ``values``; nested masks see it while the block runs."""
+  known = _UNMASKED.get()
+  use_known = known is not None and _has_masked(values) and _fills(values, known)
+  real = known if use_known else values
+  token = _UNMASKED.set(real)
+  try:
+    yield real
+  finally:
+    _UNMASKED.reset(token)
+
+
+def _prefix_error(prefix: PyTree, real: PyTree, where: str, what: str) -> str:
+  """Names the first key path where ``prefix`` is not a prefix of ``real``."""
+  prefix_paths = [jax.tree_util.keystr(p) for p, _ in
+                  jax.tree_util.tree_flatten_with_path(prefix, is_leaf=_is_masked)[0]]
+  real_paths = [jax.tree_util.keystr(p) for p, _ in
+                jax.tree_util.tree_flatten_with_path(real, is_leaf=_is_masked)[0]]
+  for path in prefix_paths:
+    if not any(r.startswith(path) for r in real_paths):
+      return f"{where}: the {what} has key path {path}, which the params do not have"
+  for path in real_paths:
+    if not any(path.startswith(p) for p in prefix_paths):
+      return f"{where}: the params have key path {path}, which the {what} does not cover"
+  return (f"{where}: the {what} must have the params' tree structure or a prefix of it; "
+          f"got {jax.tree.structure(prefix)} for params {jax.tree.structure(real)}")
+
+
+def _per_leaf(prefix: PyTree, real: PyTree, where: str, what: str) -> PyTree:
+  """``prefix`` (a prefix of ``real``'s structure) broadcast to one entry per leaf of ``real``."""
+  try:
+    return jax.tree.map(lambda entry, sub: jax.tree.map(lambda _: entry, sub, is_leaf=_is_masked),
+                        prefix, real, is_leaf=_is_masked)
+  except (ValueError, TypeError):
+    raise StructureError(_prefix_error(prefix, real, where, what)) from None
+
+
+def _is_static_bool(m: Any) -> bool:
+  if isinstance(m, (bool, np.bool_)):
+    return True
+  return (isinstance(m, (np.ndarray, jax.Array)) and not isinstance(m, jax.core.Tracer)
+          and m.shape == () and m.dtype == np.bool_)
+
+
+def _mask_per_leaf(mask: Mask, real: PyTree, where: str) -> PyTree:
+  """A bool per leaf of ``real``: the mask (called on ``real`` if callable), broadcast."""
+  mask_tree = mask(real) if callable(mask) else mask
+  per_leaf = _per_leaf(mask_tree, real, where, "mask")
+  for path, m in jax.tree_util.tree_flatten_with_path(per_leaf, is_leaf=_is_masked)[0]:
+    if not _is_masked(m) and not _is_static_bool(m):
+      raise StructureError(
+          f"{where}: the mask must hold Python bools (it is fixed when the step is "
+          f"traced); at key path {tree.keystr(path)} it holds {type(m).__name__} {m!r}")
+  return per_leaf
+
+
+def _hide(keep: PyTree, values: PyTree) -> PyTree:
+  """``values`` with every leaf whose ``keep`` entry is False replaced by MaskedNode."""
+  return jax.tree.map(lambda v, k: v if _is_masked(v) or bool(k) else MaskedNode(),
+                      values, keep, is_leaf=_is_masked)
+
+
+def _unhide(new: PyTree, old: PyTree) -> PyTree:
+  """``new`` with each MaskedNode filled back in from ``old``."""
+  return jax.tree.map(lambda n, o: o if _is_masked(n) else n, new, old, is_leaf=_is_masked)
+
+
+def _hide_extra(keep: PyTree, extra: dict[str, Any], updates: PyTree) -> dict[str, Any]:
+  """Extra arguments shaped like the updates (per-parameter tags), hidden like them."""
+  structure = jax.tree.structure(updates, is_leaf=_is_masked)
+  return {k: _hide(keep, v) if jax.tree.structure(v, is_leaf=_is_masked) == structure else v
+          for k, v in extra.items()}
+
+
+class MaskedState(NamedTuple):
+  """State of :func:`masked`: the wrapped stage's state, for the masked-in leaves."""
+  inner_state: Any
+
+
+def masked(inner: GradientTransformation, mask: Mask, *,
+           mask_compatible_extra_args: bool = False) -> GradientTransformation:
+  """Applies ``inner`` only to the leaves where ``mask`` is ``True``.
+
+  .. math::
+    u_i = \\begin{cases} \\text{inner}(g)_i & m_i \\\\ g_i & \\text{otherwise} \\end{cases}
+
+  Masked-out leaves pass through unchanged and ``inner`` keeps no state for
+  them (it sees :class:`~gradtx.tree.MaskedNode` in their place). Same
+  arguments and semantics as ``optax.masked``; unlike optax, masks nest: in
+  ``masked(masked(tx, m1), m2)`` a callable ``m1`` is called on the real
+  params, not on a tree holding ``MaskedNode``.
+
+  Args:
+    inner: the transformation to apply.
+    mask: a tree of bools with the params' structure (or a prefix of it), or
+      a callable of the params (of the updates when ``update`` gets no params)
+      returning one. Fixed when the step is traced.
+    mask_compatible_extra_args: also hide the masked-out leaves of extra
+      ``update`` arguments that have the updates' tree structure.
+
+  Example:
+    >>> import gradtx as gtx
+    >>> import jax
+    >>> import jax.numpy as jnp
+    >>> params = {"w": jnp.ones((2, 2)), "b": jnp.ones(2)}
+    >>> not_bias = lambda p: jax.tree.map(lambda x: x.ndim > 1, p)
+    >>> tx = gtx.masked(gtx.add_decayed_weights(0.1), not_bias)
+    >>> updates, _ = tx.update(jax.tree.map(jnp.zeros_like, params), tx.init(params), params)
+    >>> updates["b"], updates["w"][0]
+    (Array([0., 0.], dtype=float32), Array([0.1, 0.1], dtype=float32))
+  """
+  inner = as_transformation(inner, where="masked")
+
+  def init(params):
+    # Packed mode masks elements, not leaves (see gradtx.packed); tree_map_params's
+    # placeholder has no leaves to mask.
+    if isinstance(params, Packed) or tree.is_params_placeholder(params):
+      return MaskedState(inner.init(params))
+    with _unmasked_view(params) as real:
+      keep = _mask_per_leaf(mask, real, "masked")
+      return MaskedState(inner.init(_hide(keep, params)))
+
+  def update(updates, state, params=None, **extra):
+    _check_state(state, MaskedState, "masked")
+    if params is not None:
+      tree.check_structure(params, updates, "params", "updates")
+    if isinstance(updates, Packed):
+      updates, inner_state = masked_update(inner, mask, updates, state.inner_state, params,
+                                           **extra)
+      return updates, MaskedState(inner_state)
+    with _unmasked_view(updates if params is None else params) as real:
+      keep = _mask_per_leaf(mask, real, "masked")
+      if mask_compatible_extra_args:
+        extra = _hide_extra(keep, extra, updates)
+      new_updates, inner_state = inner.update(
+          _hide(keep, updates), state.inner_state,
+          None if params is None else _hide(keep, params), **extra)
+    return _unhide(new_updates, updates), MaskedState(inner_state)
+
+  if "mask" in inner.options:  # a masked stage inside: show both masks
+    return GradientTransformation(init, update, name="masked",
+                                  options=dict(inner=inner, mask=mask))
+  return GradientTransformation(init, update, name=inner.name, spec=inner.spec,
+                                options={**inner.options, "mask": mask})
+
+
+def _zeros(updates: PyTree, params: PyTree) -> PyTree:
+  del params
+  return tree.tree_map(jnp.zeros_like, updates)
+
+
+def set_to_zero() -> GradientTransformation:
+  """Sets every update to zero: :math:`u \\leftarrow 0`.
+
+  With :func:`partition`, the parameters of a group that maps to it never
+  move (and no optimizer keeps state for them). Same as
+  ``optax.set_to_zero``; no state is kept but an empty
+  :class:`~gradtx.EmptyState`.
+
+  Example:
+    >>> import gradtx as gtx
+    >>> import jax.numpy as jnp
+    >>> tx = gtx.set_to_zero()
+    >>> tx.update(jnp.array([1.0, -2.0]), tx.init(jnp.zeros(2)))[0]
+    Array([0., 0.], dtype=float32)
+  """
+  return stateless(_zeros, name="set_to_zero")
+
+
+def freeze(mask: Mask) -> GradientTransformation:
+  """Zeroes the updates of the leaves where ``mask`` is ``True``: those stay fixed.
+
+  .. math:: u_i = \\begin{cases} 0 & m_i \\\\ g_i & \\text{otherwise} \\end{cases}
+
+  No state is kept. Same as ``optax.freeze``. To also keep an optimizer from
+  holding moments for the frozen leaves, use :func:`selective_transform`.
+
+  Args:
+    mask: ``True`` marks frozen leaves: a bool (everything or nothing), a tree
+      of bools with the params' structure or a prefix of it, or a callable of
+      the params returning one.
+
+  Example:
+    >>> import gradtx as gtx
+    >>> import jax.numpy as jnp
+    >>> grads = {"encoder": jnp.ones(2), "head": jnp.ones(2)}
+    >>> tx = gtx.chain(freeze=gtx.freeze({"encoder": True, "head": False}), sgd=gtx.sgd(0.1))
+    >>> tx.update(grads, tx.init(grads))[0]
+    {'encoder': Array([-0., -0.], dtype=float32), 'head': Array([-0.1, -0.1], dtype=float32)}
+  """
+  tx = masked(set_to_zero(), mask)
+  tx.name = "freeze"
+  return tx
