@@ -1,4 +1,5 @@
-"""What the wrappers share: type names, the state check, and a step that may not run."""
+"""What the wrappers share: type names, the state check, a step that may not run, and a
+reset that keeps the hyperparameters."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ import jax
 import jax.numpy as jnp
 
 from gradtx import tree
-from gradtx.core import GradientTransformation
+from gradtx.core import GradientTransformation, HParams
 from gradtx.errors import StructureError
 
 PyTree = Any
@@ -48,3 +49,12 @@ def _run_if(run: jax.Array, inner: GradientTransformation, updates: PyTree, stat
   if not isinstance(run, jax.core.Tracer):  # not traced: branch in Python, compile nothing
     return step(operands) if bool(run) else skip(operands)
   return jax.lax.cond(run, step, skip, operands)
+
+
+def _reset_keeping_hparams(reset: jax.Array, current: PyTree, fresh: PyTree) -> PyTree:
+  """``fresh`` where ``reset``, else ``current``; hyperparameters always stay ``current``'s
+  (so values set by name survive a reset)."""
+  is_hparams = lambda x: isinstance(x, HParams)  # noqa: E731
+  return jax.tree.map(
+      lambda c, f: c if is_hparams(c) else tree.tree_map(lambda a, b: jnp.where(reset, b, a), c, f),
+      current, fresh, is_leaf=is_hparams)

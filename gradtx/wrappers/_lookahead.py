@@ -12,7 +12,7 @@ from gradtx.core import (POSITIVE_INT, UNIT, GradientTransformation, HParams, HP
                          ScalarOrSchedule, as_transformation, require_params)
 from gradtx.errors import StructureError
 from gradtx.numerics import as_dtype, safe_increment
-from gradtx.wrappers._common import PyTree, _check_state
+from gradtx.wrappers._common import PyTree, _check_state, _reset_keeping_hparams
 
 
 # ----------------------------------------------------------------------------
@@ -36,15 +36,6 @@ class LookaheadState(NamedTuple):
   fast_state: Any
   steps_since_sync: jax.Array
   hparams: HParams
-
-
-def _reset_keeping_hparams(reset: jax.Array, current: PyTree, fresh: PyTree) -> PyTree:
-  """``fresh`` where ``reset``, else ``current``; hyperparameters always stay ``current``'s
-  (so values set by name survive a reset)."""
-  is_hparams = lambda x: isinstance(x, HParams)  # noqa: E731
-  return jax.tree.map(
-      lambda c, f: c if is_hparams(c) else tree.tree_map(lambda a, b: jnp.where(reset, b, a), c, f),
-      current, fresh, is_leaf=is_hparams)
 
 
 def lookahead(fast_optimizer: GradientTransformation, sync_period: int,

@@ -1,0 +1,556 @@
+"""gradtx.contrib's curvature rules: Sophia, Hutchinson's estimator, SAM.
+
+Each rule runs 50 steps on the zoo's multi-leaf problem against a float64
+numpy reference (tests/reference_contrib_curvature.py), follows optax.contrib
+where the two agree (and shows where they differ on purpose), converges on an
+ill-conditioned quadratic and on Rosenbrock, keeps its hyperparameters in the
+state, raises on bad input naming the stage, and runs packed.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import jax
+import jax.flatten_util
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+import gradtx as gtx
+import reference as R
+import reference_contrib_curvature as RC
+from gradtx.packed import Layout
+from zoo_harness import (Problem, ZooCase, check_against_reference, ill_conditioned_quadratic,
+                         minimise, rosenbrock)
+
+
+def _with_obj_fn(tx: gtx.GradientTransformation, obj_fn: Callable[[Any], jax.Array]
+                 ) -> gtx.GradientTransformation:
+  """``tx`` whose update is always given ``obj_fn`` (the harness passes no objective)."""
+  def update(updates, state, params=None, **extra):
+    return tx.update(updates, state, params, obj_fn=obj_fn, **extra)
+  return gtx.GradientTransformation(tx.init, update, name=tx.name)
+
+
+_CURVATURE = Problem().curvature
+
+
+def _problem_objective(params: dict) -> jax.Array:
+  """The harness problem's quadratic, sum_k 1/2 c_k p_k^2: its Hessian is diag(c)."""
+  return sum(jnp.sum(0.5 * jnp.asarray(_CURVATURE[k], p.dtype) * p**2) for k, p in params.items())
+
+
+def _problem_hessian_diagonal(params: dict) -> dict:
+  # Hutchinson's estimate of a diagonal Hessian is exact: v * (c v) = c for v = +-1.
+  return {k: RC.hutchinson(np.diag(_CURVATURE[k].reshape(-1)), np.ones(np.shape(_CURVATURE[k])))
+          for k in params}
+
+
+def _decay_mask(params: Any) -> Any:
+  return {k: np.ndim(v) >= 2 for k, v in params.items()}
+
+
+def _sophia_case(id_: str, step: float = 1.0, rtol32: float = 1e-4, **kwargs) -> ZooCase:
+  learning_rate = kwargs.pop("learning_rate", None)
+  if learning_rate is None:  # the primitive: no decay, no learning rate
+    make = lambda: gtx.contrib.scale_by_sophia(**kwargs)  # noqa: E731
+    ref_kwargs = {**kwargs, "weight_decay": 0.0}
+  else:
+    make = lambda: gtx.contrib.sophia(learning_rate, **kwargs)  # noqa: E731
+    ref_kwargs = kwargs
+  return ZooCase(id_, lambda: _with_obj_fn(make(), _problem_objective),
+                 lambda: RC.sophia(learning_rate, hessian_diagonal=_problem_hessian_diagonal,
+                                   **ref_kwargs), step=step, rtol32=rtol32)
+
+
+def _paper_sam(lr: float, rho: float, **kwargs) -> ZooCase:
+  return ZooCase(
+      f"sam-sgd-k{kwargs.get('sync_period', 2)}",
+      lambda: gtx.contrib.sam(gtx.sgd(lr), gtx.chain(gtx.contrib.normalize(), gtx.sgd(rho)),
+                              **kwargs),
+      lambda: RC.sam(R.sgd(lr), lambda: RC.chain(RC.normalize(), R.sgd(rho)), **kwargs),
+      # The outer step returns to the cached params (theta - p): a leaf with ~1e-12
+      # gradients needs ~1e-12 params for that difference to be representable in float32.
+      grads="quadratic")
+
+
+CASES = [
+    _sophia_case("sophia", learning_rate=0.05, gamma=0.5, b2=0.9, update_interval=3,
+                 weight_decay=1e-3, weight_decay_mask=_decay_mask),
+    # gamma h ~ 1e-4 c: the momentum's float32 rounding, divided by it, is ~1e-4 of an
+    # unclipped step.
+    _sophia_case("sophia-defaults", learning_rate=0.01, rtol32=1e-3),
+    _sophia_case("scale_by_sophia-unclipped", step=-0.05, b1=0.9, b2=0.8, eps=0.5, gamma=2.0,
+                 clip_threshold=None, update_interval=1),
+    _paper_sam(0.05, 0.1),
+    _paper_sam(0.05, 0.1, sync_period=1),
+    ZooCase("sam-adamw-k3-momentum",
+            lambda: gtx.contrib.sam(gtx.adamw(0.01, weight_decay=0.1),
+                                    gtx.chain(gtx.contrib.normalize(), gtx.sgd(0.05, momentum=0.5)),
+                                    sync_period=3),
+            lambda: RC.sam(R.adamw(0.01, weight_decay=0.1),
+                           lambda: RC.chain(RC.normalize(), R.sgd(0.05, momentum=0.5)),
+                           sync_period=3)),
+    ZooCase("sam-adam-k3-keep-state",
+            lambda: gtx.contrib.sam(gtx.adam(0.01),
+                                    gtx.chain(gtx.contrib.normalize(), gtx.sgd(0.05, momentum=0.5)),
+                                    sync_period=3, reset_state=False),
+            lambda: RC.sam(R.adam(0.01),
+                           lambda: RC.chain(RC.normalize(), R.sgd(0.05, momentum=0.5)),
+                           sync_period=3, reset_state=False)),
+]
+BY_ID = {c.id: c for c in CASES}
+
+
+@pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
+def test_float32_jit(case):
+  check_against_reference(case, jnp.float32, jit=True)
+
+
+@pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
+def test_float64_nojit(case):
+  with jax.enable_x64(True):
+    check_against_reference(case, jnp.float64, jit=False)
+
+
+@pytest.mark.parametrize("case_id", ["sophia", "sam-adamw-k3-momentum"])
+def test_float32_nojit_and_float64_jit(case_id):
+  check_against_reference(BY_ID[case_id], jnp.float32, jit=False)
+  with jax.enable_x64(True):
+    check_against_reference(BY_ID[case_id], jnp.float64, jit=True)
+
+
+# ----------------------------------------------------------------------------
+# Hutchinson's estimator.
+
+
+def _coupled_loss(params: dict) -> jax.Array:
+  """A loss whose Hessian is not diagonal (so the probes matter) and not constant."""
+  w, b = params["w"], params["b"]
+  return jnp.sum(jnp.sin(w) * jnp.roll(w, 1)) + jnp.sum(b**2 * w[:3]) + 0.5 * jnp.sum(w**2)
+
+
+def _tree() -> dict:
+  rng = np.random.default_rng(1)
+  return {"w": jnp.asarray(rng.normal(size=5), jnp.float32),
+          "b": jnp.asarray(rng.normal(size=3), jnp.float32)}
+
+
+def _coupled_hessian(b: np.ndarray, w: np.ndarray) -> np.ndarray:
+  """The Hessian of :func:`_coupled_loss` by hand, over (b, w) flattened in that order."""
+  n = w.size
+  hessian = np.zeros((3 + n, 3 + n))
+  for i in range(n):  # sin(w_i) w_{i-1} + w_i^2 / 2
+    j = (i - 1) % n
+    hessian[3 + i, 3 + i] += 1.0 - np.sin(w[i]) * w[j]
+    hessian[3 + i, 3 + j] += np.cos(w[i])
+    hessian[3 + j, 3 + i] += np.cos(w[i])
+  for k in range(3):  # b_k^2 w_k
+    hessian[k, k] += 2 * w[k]
+    hessian[k, 3 + k] += 2 * b[k]
+    hessian[3 + k, k] += 2 * b[k]
+  return hessian
+
+
+@pytest.mark.parametrize("jit", [False, True], ids=["eager", "jit"])
+def test_hutchinson_is_v_times_hv_with_the_keys_probes(dtype, jit):
+  params = jax.tree.map(lambda x: x.astype(dtype), _tree())
+  tx = gtx.contrib.hutchinson_estimator_diag_hessian(random_seed=jax.random.key(5))
+  state = tx.init(params)
+  step = lambda s: tx.update(params, s, params, obj_fn=_coupled_loss)  # noqa: E731
+  step = jax.jit(step) if jit else step
+  hessian = _coupled_hessian(*(np.asarray(params[k], np.float64) for k in ("b", "w")))
+  for _ in range(3):
+    _, probe_key = jax.random.split(state.key)
+    keys = jax.random.split(probe_key, 2)  # one per leaf, in leaf order: b, w
+    v = np.concatenate([np.asarray(jax.random.rademacher(keys[0], (3,), jnp.float32)),
+                        np.asarray(jax.random.rademacher(keys[1], (5,), jnp.float32))])
+    want = RC.hutchinson(hessian, v)
+    got, state = step(state)
+    assert got["w"].dtype == dtype
+    rtol = 1e-5 if dtype == jnp.float32 else 1e-12
+    np.testing.assert_allclose(np.asarray(got["b"], np.float64), want[:3], rtol=rtol, atol=rtol)
+    np.testing.assert_allclose(np.asarray(got["w"], np.float64), want[3:], rtol=rtol, atol=rtol)
+
+
+def test_hutchinson_is_unbiased():
+  params = _tree()
+  flat, unravel = jax.flatten_util.ravel_pytree(params)
+  diagonal = np.diag(np.asarray(jax.hessian(lambda x: _coupled_loss(unravel(x)))(flat)))
+  tx = gtx.contrib.hutchinson_estimator_diag_hessian(random_seed=3)
+
+  def draw(state, _):
+    estimate, state = tx.update(params, state, params, obj_fn=_coupled_loss)
+    return state, jax.flatten_util.ravel_pytree(estimate)[0]
+
+  _, draws = jax.jit(lambda s: jax.lax.scan(draw, s, length=4000))(tx.init(params))
+  spread = np.std(np.asarray(draws), axis=0) / np.sqrt(4000)
+  np.testing.assert_allclose(np.mean(np.asarray(draws), axis=0), diagonal, atol=5 * spread.max())
+
+
+def test_hutchinson_draws_optaxs_probes_from_the_same_key():
+  params = _tree()
+  ours = gtx.contrib.hutchinson_estimator_diag_hessian()
+  theirs = optax.contrib.hutchinson_estimator_diag_hessian()
+  s_ours, s_theirs = ours.init(params), theirs.init(params)
+  for _ in range(4):
+    u_ours, s_ours = ours.update(params, s_ours, params, obj_fn=_coupled_loss)
+    u_theirs, s_theirs = theirs.update(params, s_theirs, params, obj_fn=_coupled_loss)
+    for k in params:
+      np.testing.assert_allclose(u_ours[k], u_theirs[k], rtol=1e-6, atol=1e-7)
+
+
+def test_hutchinson_probes_each_leaf_in_its_dtype_where_optax_fails_on_mixed_dtypes():
+  params = {"a": jnp.ones(3, jnp.bfloat16), "b": jnp.ones(2, jnp.float32)}
+
+  def loss(p):  # Hessian diagonal: 2 for a, 6 b = 6 for b
+    return jnp.sum(p["a"].astype(jnp.float32) ** 2) + jnp.sum(p["b"] ** 3)
+
+  ours = gtx.contrib.hutchinson_estimator_diag_hessian()
+  estimate, _ = ours.update(params, ours.init(params), params, obj_fn=loss)
+  assert estimate["a"].dtype == jnp.bfloat16 and estimate["b"].dtype == jnp.float32
+  np.testing.assert_array_equal(np.asarray(estimate["a"], np.float32), [2.0, 2.0, 2.0])
+  np.testing.assert_array_equal(estimate["b"], [6.0, 6.0])
+  theirs = optax.contrib.hutchinson_estimator_diag_hessian()
+  with jax.numpy_dtype_promotion("standard"), pytest.raises(
+      TypeError, match="primal and tangent arguments to jax.jvp do not match"):
+    theirs.update(params, theirs.init(params), params, obj_fn=loss)
+
+
+# ----------------------------------------------------------------------------
+# Sophia and SAM against optax.contrib.
+
+
+def _run(tx, params, loss, steps, apply, **update_kwargs):
+  """``steps`` jitted steps of ``tx`` on ``loss``; the updates of every step."""
+  def step(carry, _):
+    params, state = carry
+    grads = jax.grad(loss)(params)
+    kwargs = {k: (v(params) if k == "grad_fn" else v) for k, v in update_kwargs.items()}
+    updates, state = tx.update(grads, state, params, **kwargs)
+    return (apply(params, updates), state), updates
+
+  return jax.jit(lambda p: jax.lax.scan(step, (p, tx.init(p)), length=steps)[1])(params)
+
+
+def _assert_trees_close(a, b, rtol=1e-5, atol=1e-6):
+  jax.tree.map(lambda x, y: np.testing.assert_allclose(np.asarray(x), np.asarray(y), rtol=rtol,
+                                                       atol=atol), a, b)
+
+
+def test_sophia_follows_optax():
+  params = _tree()
+  kwargs = dict(learning_rate=0.05, gamma=0.5, update_interval=3, b2=0.9, weight_decay=1e-2)
+  ours = _run(gtx.contrib.sophia(**kwargs), params, _coupled_loss, 30, gtx.apply_updates,
+              obj_fn=_coupled_loss)
+  with jax.numpy_dtype_promotion("standard"):
+    theirs = _run(optax.contrib.sophia(**kwargs), params, _coupled_loss, 30, optax.apply_updates,
+                  obj_fn=_coupled_loss)
+  assert np.abs(np.asarray(ours["w"][-1])).max() > 0
+  _assert_trees_close(ours, theirs)
+
+
+def _sam_pair(sync_period, opaque_mode=False):
+  ours = gtx.contrib.sam(gtx.sgd(0.05), gtx.chain(gtx.contrib.normalize(), gtx.sgd(0.1)),
+                         sync_period=sync_period, opaque_mode=opaque_mode)
+  theirs = optax.contrib.sam(optax.sgd(0.05),
+                             optax.chain(optax.contrib.normalize(), optax.sgd(0.1)),
+                             sync_period=sync_period, opaque_mode=opaque_mode)
+  return ours, theirs
+
+
+def _loss_grad_fn(params):
+  return lambda p, i: jax.grad(_coupled_loss)(p)
+
+
+@pytest.mark.parametrize("sync_period", [2, 3])
+def test_sam_follows_optax(sync_period):
+  ours, theirs = _sam_pair(sync_period)
+  params = _tree()
+  u_ours = _run(ours, params, _coupled_loss, 24, gtx.apply_updates)
+  with jax.numpy_dtype_promotion("standard"):
+    u_theirs = _run(theirs, params, _coupled_loss, 24, optax.apply_updates)
+  _assert_trees_close(u_ours, u_theirs)
+
+
+@pytest.mark.parametrize("sync_period", [1, 2, 3])
+def test_sam_opaque_mode_follows_optax(sync_period):
+  ours, theirs = _sam_pair(sync_period, opaque_mode=True)
+  params = _tree()
+  u_ours = _run(ours, params, _coupled_loss, 20, gtx.apply_updates, grad_fn=_loss_grad_fn)
+  with jax.numpy_dtype_promotion("standard"):
+    u_theirs = _run(theirs, params, _coupled_loss, 20, optax.apply_updates,
+                    grad_fn=_loss_grad_fn)
+  _assert_trees_close(u_ours, u_theirs)
+
+
+def test_sam_with_sync_period_1_is_the_outer_optimizer_where_optax_undoes_steps():
+  ours, theirs = _sam_pair(1)
+  params = _tree()
+  u_ours = _run(ours, params, _coupled_loss, 6, gtx.apply_updates)
+  u_sgd = _run(gtx.sgd(0.05), params, _coupled_loss, 6, gtx.apply_updates)
+  _assert_trees_close(u_ours, u_sgd, rtol=1e-6)
+  with jax.numpy_dtype_promotion("standard"):
+    u_theirs = _run(theirs, params, _coupled_loss, 6, optax.apply_updates)
+  # optax's second step starts again from the initial params: theta_2 = theta_0 + sgd(g(theta_1)).
+  theta1 = jax.tree.map(jnp.add, params, jax.tree.map(lambda u: u[0], u_sgd))
+  theta2 = jax.tree.map(jnp.add, theta1, jax.tree.map(lambda u: u[1], u_theirs))
+  want = jax.tree.map(lambda p, g: p - 0.05 * g, params, jax.grad(_coupled_loss)(theta1))
+  _assert_trees_close(theta2, want)
+  assert not np.allclose(u_theirs["w"][1], u_sgd["w"][1])
+
+
+def test_normalize_follows_optax_and_keeps_a_zero_gradient_zero():
+  ours, theirs = gtx.contrib.normalize(), optax.contrib.normalize()
+  grads = {"a": jnp.array([3.0, 0.0]), "b": jnp.array([[4.0]])}
+  _assert_trees_close(ours.update(grads, ours.init(grads))[0],
+                      theirs.update(grads, theirs.init(grads))[0], rtol=1e-7)
+  zeros = jax.tree.map(jnp.zeros_like, grads)
+  assert np.isnan(np.asarray(theirs.update(zeros, theirs.init(zeros))[0]["a"])).all()
+  _assert_trees_close(ours.update(zeros, ours.init(zeros))[0], zeros, rtol=0, atol=0)
+
+
+# ----------------------------------------------------------------------------
+# Convergence.
+
+
+def _sophia_on(f: Callable, **kwargs) -> gtx.GradientTransformation:
+  return _with_obj_fn(gtx.contrib.sophia(**kwargs), f)
+
+
+def _sam(outer: gtx.GradientTransformation,
+         rho: gtx.ScalarOrSchedule) -> gtx.GradientTransformation:
+  return gtx.contrib.sam(outer, gtx.chain(gtx.contrib.normalize(), gtx.sgd(rho)))
+
+
+# (name, quadratic optimizer, Rosenbrock optimizer, quadratic steps, Rosenbrock steps);
+# success is f < 1e-3 on the quadratic and |x - (1, 1)| < 0.05 on Rosenbrock.
+CONVERGENCE = [
+    ("sophia", lambda: _sophia_on(ill_conditioned_quadratic, learning_rate=0.01),
+     lambda: _sophia_on(rosenbrock, learning_rate=0.01, weight_decay=0.0), 1000, 3000),
+    # The adversary's step rho sets how far from the minimum SAM settles: a decaying rho.
+    ("sam", lambda: _sam(gtx.sgd(0.015), gtx.schedules.exponential_decay(0.01, 100, 0.5)),
+     lambda: _sam(gtx.adam(0.02), gtx.schedules.exponential_decay(0.01, 500, 0.5)), 2000, 6000),
+]
+
+
+@pytest.mark.parametrize("name, make_quad, make_rosen, quad_steps, rosen_steps", CONVERGENCE,
+                         ids=[c[0] for c in CONVERGENCE])
+def test_converges(name, make_quad, make_rosen, quad_steps, rosen_steps):
+  x = minimise(make_quad(), ill_conditioned_quadratic, jnp.ones(10), quad_steps)
+  assert float(ill_conditioned_quadratic(x)) < 1e-3, f"{name} on the quadratic: {x}"
+  x = minimise(make_rosen(), rosenbrock, jnp.array([-1.0, 1.5]), rosen_steps)
+  np.testing.assert_allclose(x, [1.0, 1.0], atol=0.05, err_msg=f"{name} on Rosenbrock")
+
+
+# ----------------------------------------------------------------------------
+# Hyperparameters by name, without retracing.
+
+
+def test_sophia_hyperparameters_read_and_set_by_name_without_retracing():
+  params = _tree()
+  tx = gtx.contrib.sophia(0.1, weight_decay=0.0)
+  state = tx.init(params)
+  assert set(gtx.hparams(state)) == {
+      "sophia.b1", "sophia.b2", "sophia.eps", "sophia.gamma", "sophia.clip_threshold",
+      "sophia.update_interval", "decay.weight_decay", "lr.learning_rate"}
+  assert int(gtx.hparams(state)["sophia.update_interval"]) == 10
+  traces = []
+
+  @jax.jit
+  def step(state):
+    traces.append(1)
+    return tx.update(jax.grad(_coupled_loss)(params), state, params, obj_fn=_coupled_loss)
+
+  u1, s1 = step(state)
+  # The first step is clipped (h = 0): the clip threshold and the rate scale it.
+  u2, _ = step(gtx.set_hparams(state, {"sophia.clip_threshold": 0.5, "lr.learning_rate": 0.3}))
+  _assert_trees_close(u2, jax.tree.map(lambda u: 1.5 * u, u1), rtol=1e-6)
+  # With update_interval 1 the second step refreshes h too; with 10 it keeps it.
+  _, s_keep = step(s1)
+  _, s_refresh = step(gtx.set_hparams(s1, {"sophia.update_interval": 1}))
+  _assert_trees_close(s_keep["sophia"].nu, s1["sophia"].nu, rtol=0, atol=0)
+  assert not np.allclose(s_refresh["sophia"].nu["w"], s1["sophia"].nu["w"])
+  assert len(traces) == 1
+
+
+def test_sam_hyperparameters_read_apart_and_set_without_retracing():
+  params = _tree()
+  tx = gtx.contrib.sam(gtx.sgd(0.05), gtx.chain(gtx.contrib.normalize(), gtx.sgd(0.1)))
+  state = tx.init(params)
+  names = gtx.hparams(state)
+  assert {"optimizer.lr.learning_rate", "adv_optimizer.sgd.lr.learning_rate"} <= set(names)
+  traces = []
+
+  @jax.jit
+  def step(state):
+    traces.append(1)
+    return tx.update(jax.grad(_coupled_loss)(params), state, params)
+
+  u1, s1 = step(state)
+  u2, _ = step(gtx.set_hparams(state, {"adv_optimizer.sgd.lr.learning_rate": 0.3}))
+  _assert_trees_close(u2, jax.tree.map(lambda u: 3 * u, u1), rtol=1e-6)
+  # The outer step of the period, from the adversarial point.
+  adv_params = gtx.apply_updates(params, u1)
+  u3, _ = jax.jit(tx.update)(jax.grad(_coupled_loss)(adv_params),
+                             gtx.set_hparams(s1, {"optimizer.lr.learning_rate": 0.5}), adv_params)
+  want = jax.tree.map(lambda u, g: -u - 0.5 * g, u1, jax.grad(_coupled_loss)(adv_params))
+  _assert_trees_close(u3, want)
+  assert len(traces) == 1
+
+
+def test_sam_reset_keeps_the_adversarys_schedule_going_where_optax_restarts_it():
+  # The adversary's rho: 0.1, 0.2, 0.3, ... by its own step count.
+  rho = gtx.schedules.linear_schedule(0.1, 10.1, 100)
+  params = {"w": jnp.ones(2)}
+  grads = {"w": jnp.array([3.0, 4.0])}  # |g| = 5: the ascent step is rho g / |g|
+  adversarial = []
+  for make, apply in [(gtx, gtx.apply_updates), (optax, optax.apply_updates)]:
+    tx = make.contrib.sam(make.sgd(0.0), make.chain(make.contrib.normalize(), make.sgd(rho)))
+    state, steps = tx.init(params), []
+    with jax.numpy_dtype_promotion("standard"):
+      for _ in range(3):  # adversarial, outer, adversarial
+        updates, state = tx.update(grads, state, params)
+        steps.append(float(updates["w"][0]))
+        _, state = tx.update(grads, state, apply(params, updates))
+    adversarial.append(steps)
+  np.testing.assert_allclose(adversarial[0], [0.06, 0.12, 0.18], rtol=1e-5)  # rho(0), (1), (2)
+  np.testing.assert_allclose(adversarial[1], [0.06, 0.06, 0.06], rtol=1e-5)  # rho(0) each time
+
+
+def test_sam_reset_keeps_values_set_by_name():
+  params = _tree()
+  tx = gtx.contrib.sam(gtx.sgd(0.05), gtx.chain(gtx.contrib.normalize(), gtx.sgd(0.1)))
+  state = gtx.set_hparams(tx.init(params), {"adv_optimizer.sgd.lr.learning_rate": 0.2})
+  for _ in range(2):
+    _, state = tx.update(jax.grad(_coupled_loss)(params), state, params)
+  assert float(gtx.hparams(state)["adv_optimizer.sgd.lr.learning_rate"]) == pytest.approx(0.2)
+
+
+# ----------------------------------------------------------------------------
+# Errors a person can act on.
+
+
+BAD_HYPERPARAMETERS = [
+    (lambda: gtx.contrib.sophia(0.1, b1=1.0), r"scale_by_sophia: b1 must be in \[0, 1\), got 1.0"),
+    (lambda: gtx.contrib.sophia(0.1, b2=-0.1), r"scale_by_sophia: b2 must be in \[0, 1\)"),
+    (lambda: gtx.contrib.sophia(0.1, eps=0.0), r"scale_by_sophia: eps must be in \(0, inf\)"),
+    (lambda: gtx.contrib.sophia(0.1, gamma=-1.0), r"scale_by_sophia: gamma must be in \[0, inf\)"),
+    (lambda: gtx.contrib.sophia(0.1, clip_threshold=0.0),
+     r"scale_by_sophia: clip_threshold must be in \(0, inf\)"),
+    (lambda: gtx.contrib.sophia(0.1, update_interval=0),
+     r"scale_by_sophia: update_interval must be in \[1, inf\), got 0"),
+    (lambda: gtx.contrib.sophia(0.1, print_win_rate_every_n_steps=-1),
+     r"scale_by_sophia: print_win_rate_every_n_steps must be in \[0, inf\)"),
+    (lambda: gtx.contrib.sophia(-0.1), r"scale_by_learning_rate: learning_rate must be in"),
+    (lambda: gtx.contrib.sam(gtx.sgd(0.1), gtx.sgd(0.1), sync_period=0),
+     r"sam: sync_period must be in \[1, inf\), got 0"),
+    (lambda: gtx.contrib.sam(gtx.sgd(0.1), gtx.sgd(0.1), sync_period=1.5),
+     r"sam: sync_period must be in \[1, inf\), got 1.5"),
+]
+
+
+@pytest.mark.parametrize("make, message", BAD_HYPERPARAMETERS,
+                         ids=[m for _, m in BAD_HYPERPARAMETERS])
+def test_bad_hyperparameters_raise_naming_the_stage_and_range(make, message):
+  with pytest.raises(ValueError, match=message):
+    make()
+
+
+def test_missing_arguments_raise_naming_the_stage():
+  params = _tree()
+  tx = gtx.contrib.sophia(0.1)
+  with pytest.raises(gtx.MissingArgumentError,
+                     match=r"stage 'sophia.hessian_diagonal_fn': hutchinson_estimator_diag_hessian "
+                           r"needs the objective .* obj_fn="):
+    tx.update(params, tx.init(params), params)
+  with pytest.raises(gtx.MissingArgumentError, match=r"stage 'sophia': scale_by_sophia needs the "
+                                                     r"parameters"):
+    tx.update(params, tx.init(params), obj_fn=_coupled_loss)
+  sam = gtx.contrib.sam(gtx.sgd(0.1), gtx.sgd(0.1), opaque_mode=True)
+  with pytest.raises(gtx.MissingArgumentError, match=r"sam: opaque_mode=True .* grad_fn="):
+    sam.update(params, sam.init(params), params)
+  with pytest.raises(gtx.MissingArgumentError, match=r"sam needs the parameters"):
+    sam.update(params, sam.init(params))
+
+
+def test_sophia_prints_the_win_rate_when_asked(capfd):
+  params = _tree()
+  tx = gtx.contrib.sophia(0.1, verbose=True, print_win_rate_every_n_steps=2)
+  state = tx.init(params)
+  step = jax.jit(lambda s: tx.update(params, s, params, obj_fn=_coupled_loss))
+  for _ in range(4):
+    _, state = step(state)
+  jax.effects_barrier()
+  assert capfd.readouterr().out.count("Sophia optimizer win rate: ") == 2
+
+
+# ----------------------------------------------------------------------------
+# Packed mode: the tree mode's updates and state.
+
+
+def _packed_params() -> dict:
+  rng = np.random.default_rng(0)
+  f = lambda *s: jnp.asarray(rng.normal(size=s), jnp.float32)  # noqa: E731
+  return {"dense": {"w": f(4, 3), "b": f(3)}, "out": {"w": f(4, 3), "b": f(3)}, "scale": f()}
+
+
+def _packed_loss(params: dict) -> jax.Array:
+  leaves = jax.tree.leaves(params)
+  quad = sum(jnp.sum(0.5 * (i + 1.0) * jnp.square(x - 0.3)) for i, x in enumerate(leaves))
+  return quad + 0.1 * jnp.square(sum(jnp.sum(jnp.sin(x)) for x in leaves))
+
+
+def _numbers(x):
+  if jnp.issubdtype(x.dtype, jax.dtypes.prng_key):
+    x = jax.random.key_data(x)
+  return np.asarray(x, np.float64)
+
+
+@pytest.mark.parametrize("make, extra", [
+    (lambda: gtx.contrib.sophia(0.05, gamma=0.5, update_interval=2), "obj_fn"),
+    (lambda: gtx.contrib.sam(gtx.adam(0.05), gtx.chain(gtx.contrib.normalize(), gtx.sgd(0.1))),
+     None),
+    (lambda: gtx.contrib.sam(gtx.adam(0.05), gtx.chain(gtx.contrib.normalize(), gtx.sgd(0.1)),
+                             sync_period=3, opaque_mode=True), "grad_fn"),
+], ids=["sophia", "sam", "sam-opaque"])
+def test_packed_gives_tree_modes_updates_and_state(make, extra):
+  tx = make()
+  params = _packed_params()
+  layout = Layout.from_tree(params)
+
+  def train(params, loss):
+    def step(carry, _):
+      params, state = carry
+      grads = jax.grad(loss)(params)
+      kwargs = {"obj_fn": loss} if extra == "obj_fn" else {}
+      if extra == "grad_fn":
+        kwargs = {"grad_fn": lambda p, i: jax.grad(loss)(p)}
+      updates, state = tx.update(grads, state, params, **kwargs)
+      return (gtx.apply_updates(params, updates), state), None
+    return jax.lax.scan(step, (params, tx.init(params)), length=6)[0]
+
+  run = jax.jit(lambda p, f: (train(p, _packed_loss),
+                              train(f, lambda flat: _packed_loss(layout.unpack(flat)))))
+  (p_tree, s_tree), (p_flat, s_flat) = run(params, layout.pack(params))
+  assert not np.allclose(p_tree["dense"]["w"], params["dense"]["w"])
+  jax.tree.map(lambda a, b: np.testing.assert_allclose(_numbers(a), _numbers(b), rtol=2e-5,
+                                                       atol=2e-6), layout.unpack(p_flat), p_tree)
+  state_view = layout.unpack_state(s_flat)
+  assert jax.tree.structure(state_view) == jax.tree.structure(s_tree)
+  jax.tree.map(lambda a, b: np.testing.assert_allclose(_numbers(a), _numbers(b), rtol=1e-4,
+                                                       atol=1e-6), state_view, s_tree)
+
+
+def test_public_names():
+  for name in ["HutchinsonState", "NormalizeState", "SAMState", "SophiaState",
+               "hutchinson_estimator_diag_hessian", "normalize", "sam", "scale_by_sophia",
+               "sophia"]:
+    assert name in gtx.contrib.__all__, name
+    # optax 0.2.8 keeps its primitive in optax.contrib._sophia, unexported.
+    assert hasattr(optax.contrib, name) or name == "scale_by_sophia", name
+  state = gtx.contrib.sophia(0.1).init(_tree())
+  assert isinstance(state["sophia"], gtx.contrib.SophiaState)
+  assert isinstance(state["sophia"].hessian_fn_state, gtx.contrib.HutchinsonState)

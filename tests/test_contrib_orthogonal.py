@@ -1,0 +1,544 @@
+"""gradtx.contrib's matrix-wise rules: Muon, GaLore, split_real_and_imaginary (and normalize,
+which SAM's module defines, on the same problems).
+
+Each rule against its float64 numpy reference (tests/reference_contrib_orthogonal.py)
+on the zoo's multi-leaf problem, against optax.contrib where the two agree, on
+real problems, with hyperparameters set by name, in packed mode, and with bad
+input.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+import gradtx as gtx
+import reference as R
+import reference_contrib_curvature
+import reference_contrib_orthogonal as RC
+from gradtx.contrib import GaLoreDimensionNumbers as GLD
+from gradtx.contrib import MuonDimensionNumbers as MDN
+from gradtx.packed import Layout
+from zoo_harness import (ZooCase, check_against_reference, ill_conditioned_quadratic, minimise,
+                         rosenbrock)
+
+# The zoo problem's leaves: scalar (), vector (3,), matrix (4, 5), cube (2, 3, 4), zeros (3, 2),
+# tiny (6,). Muon's default treats the 2-D ones (matrix, zeros) as matrices.
+_NOT_MATRICES = {"scalar": None, "vector": None, "tiny": None}
+_DIMS = {**_NOT_MATRICES, "matrix": MDN(1, 0), "cube": MDN(0, 2), "zeros": MDN()}
+_REF_DIMS = {"matrix": (1, 0), "cube": (0, 2), "zeros": (0, 1)}
+_PLAIN = {**_NOT_MATRICES, "matrix": MDN(), "cube": None, "zeros": MDN()}
+_REF_PLAIN = {"matrix": (0, 1), "zeros": (0, 1)}
+
+CASES = [
+    ZooCase("muon", lambda: gtx.contrib.muon(0.02), lambda: RC.muon(0.02)),
+    ZooCase("muon-dims-decay-rms",
+            lambda: gtx.contrib.muon(0.02, weight_decay=0.1, nesterov=False, consistent_rms=0.2,
+                                     adam_learning_rate=0.01, adam_weight_decay=0.01,
+                                     adam_b1=0.8, muon_weight_dimension_numbers=_DIMS),
+            lambda: RC.muon(0.02, weight_decay=0.1, nesterov=False, consistent_rms=0.2,
+                            adam_learning_rate=0.01, adam_weight_decay=0.01, adam_b1=0.8,
+                            dims={**_REF_DIMS, "scalar": None, "vector": None, "tiny": None})),
+    ZooCase("scale_by_muon-aol-adaptive",
+            lambda: gtx.contrib.scale_by_muon(preconditioning="aol", adaptive=True,
+                                              weight_dimension_numbers=_DIMS),
+            lambda: RC.scale_by_muon(_REF_DIMS, preconditioning="aol", adaptive=True),
+            step=-0.05),
+    ZooCase("scale_by_muon-schatten-dion",
+            lambda: gtx.contrib.scale_by_muon("dion", beta=0.9, nesterov=False,
+                                              preconditioning="schatten",
+                                              weight_dimension_numbers=_DIMS),
+            lambda: RC.scale_by_muon(_REF_DIMS, ns_coeffs=RC_DION, beta=0.9, nesterov=False,
+                                     preconditioning="schatten"),
+            step=-0.05),
+    ZooCase("scale_by_muon-spectral",
+            lambda: gtx.contrib.scale_by_muon(ns_steps=3, preconditioning="spectral",
+                                              weight_dimension_numbers=_PLAIN),
+            lambda: RC.scale_by_muon(_REF_PLAIN, ns_steps=3, preconditioning="spectral"),
+            step=-0.05),
+    ZooCase("normalize", gtx.contrib.normalize, reference_contrib_curvature.normalize, step=-0.05),
+    # matrix (4, 5) is projected on the right, zeros (3, 2) on the left; P refreshed at 0, 20, 40.
+    ZooCase("galore", lambda: gtx.contrib.galore(0.01, rank=2, update_proj_gap=20,
+                                                 weight_decay=0.01),
+            lambda: RC.galore(0.01, rank=2, update_proj_gap=20, weight_decay=0.01)),
+    ZooCase("galore-dims",
+            lambda: gtx.contrib.galore(0.01, rank=3, update_proj_gap=15, scale=0.5,
+                                       base_optimizer=gtx.scale_by_adam(b1=0.8),
+                                       weight_dimension_numbers={
+                                           **_NOT_MATRICES, "matrix": GLD(1, 0),
+                                           "cube": GLD((0, 1), 2), "zeros": None}),
+            lambda: RC.galore(0.01, rank=3, update_proj_gap=15, scale=0.5, b1=0.8, dims={
+                **dict.fromkeys(_NOT_MATRICES), "matrix": (1, 0), "cube": ((0, 1), 2),
+                "zeros": None})),
+    ZooCase("split_real_and_imaginary-adam",
+            lambda: gtx.contrib.split_real_and_imaginary(gtx.adam(0.01)),
+            lambda: RC.split_real_and_imaginary(R.adam(0.01))),
+]
+RC_DION = ((4.0848, -6.8946, 2.9270), (3.9505, -6.3029, 2.6377), (3.7418, -5.5913, 2.3037),
+           (2.8769, -3.1427, 1.2046), (2.8366, -3.0525, 1.2012))
+BY_ID = {c.id: c for c in CASES}
+
+
+@pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
+def test_float32_jit(case):
+  check_against_reference(case, jnp.float32, jit=True)
+
+
+@pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
+def test_float64_nojit(case):
+  with jax.enable_x64(True):
+    check_against_reference(case, jnp.float64, jit=False)
+
+
+@pytest.mark.parametrize("case_id", ["muon", "galore", "normalize",
+                                     "split_real_and_imaginary-adam"])
+def test_float32_nojit_and_float64_jit(case_id):
+  check_against_reference(BY_ID[case_id], jnp.float32, jit=False)
+  with jax.enable_x64(True):
+    check_against_reference(BY_ID[case_id], jnp.float64, jit=True)
+
+
+# ----------------------------------------------------------------------------
+# Against optax.contrib.
+
+
+def _tree(dtype=jnp.float32, seed=0):
+  """Several matrices (two of one shape), a 3-d leaf and vectors."""
+  rng = np.random.default_rng(seed)
+  f = lambda *s: jnp.asarray(rng.normal(size=s), dtype)  # noqa: E731
+  return {"w1": f(4, 3), "w2": f(4, 3), "w3": f(3, 5), "conv": f(2, 3, 4), "b": f(3),
+          "s": f()}
+
+
+def _loss(params):
+  leaves = jax.tree.leaves(params)
+  quad = sum(jnp.sum(0.5 * (i + 1.0) * jnp.square(x - 0.3)) for i, x in enumerate(leaves))
+  return quad + 0.1 * jnp.square(sum(jnp.mean(x) for x in leaves))
+
+
+def _optax(run, *args):
+  """optax's code mixes Python floats and int32 counts: it runs under standard promotion."""
+  with jax.numpy_dtype_promotion("standard"):
+    return run(*args)
+
+
+def _follows(ours, theirs, params, steps, loss=_loss, rtol=1e-5, atol=1e-6):
+  """Both fed the same gradients, at the params gradtx's updates lead to; updates compared."""
+  ours_step = jax.jit(ours.update)
+  theirs_step = jax.jit(theirs.update)
+  s_ours, s_theirs = ours.init(params), _optax(theirs.init, params)
+  for t in range(steps):
+    grads = jax.grad(loss)(params)
+    u_ours, s_ours = ours_step(grads, s_ours, params)
+    u_theirs, s_theirs = _optax(theirs_step, grads, s_theirs, params)
+    # Each leaf at its own scale, as the zoo harness does: an entry small by
+    # cancellation is not held to more digits than the leaf's largest carries.
+    jax.tree.map(lambda u, v: np.testing.assert_allclose(
+        np.asarray(u), np.asarray(v), rtol=rtol,
+        atol=max(atol, rtol * float(np.max(np.abs(v), initial=0.0))), err_msg=f"step {t + 1}"),
+        u_ours, u_theirs)
+    params = gtx.apply_updates(params, u_ours)
+
+
+_OMDN = optax.contrib.MuonDimensionNumbers
+_OPTAX_DIMS = {"w1": _OMDN(), "w2": _OMDN(1, 0), "w3": _OMDN(), "conv": _OMDN(0, 2), "b": None,
+               "s": None}
+_GTX_DIMS = {"w1": MDN(), "w2": MDN(1, 0), "w3": MDN(), "conv": MDN(0, 2), "b": None, "s": None}
+
+PARITY = [
+    ("muon", dict(learning_rate=0.02)),
+    ("muon-options", dict(learning_rate=0.02, beta=0.9, weight_decay=0.1, nesterov=False,
+                          adaptive=True, preconditioning="aol", adam_b1=0.8,
+                          adam_weight_decay=0.01, adam_learning_rate=0.01, consistent_rms=0.2,
+                          muon_weight_dimension_numbers="dims")),
+    ("muon-dion-schatten", dict(learning_rate=0.02, ns_coeffs="dion", preconditioning="schatten",
+                                muon_weight_dimension_numbers="dims")),
+    ("muon-spectral", dict(learning_rate=0.02, ns_steps=3, preconditioning="spectral")),
+]
+
+
+@pytest.mark.parametrize("kwargs", [p[1] for p in PARITY], ids=[p[0] for p in PARITY])
+def test_muon_follows_optax(kwargs):
+  ours, theirs = dict(kwargs), dict(kwargs)
+  if kwargs.get("muon_weight_dimension_numbers") == "dims":
+    ours["muon_weight_dimension_numbers"] = _GTX_DIMS
+    theirs["muon_weight_dimension_numbers"] = _OPTAX_DIMS
+  params = _tree()
+  _follows(gtx.contrib.muon(**ours), optax.contrib.muon(**theirs), params, 30)
+
+
+def test_scale_by_muon_follows_optax():
+  params = {k: v for k, v in _tree().items() if k.startswith("w")}
+  # optax 0.2.8's default weight_dimension_numbers=None fails on a tree of several
+  # leaves (it maps over None); gradtx's None makes every leaf a plain matrix.
+  dims = {k: optax.contrib.MuonDimensionNumbers() for k in params}
+  _follows(gtx.contrib.scale_by_muon(beta=0.9, adaptive=True),
+           optax.contrib.scale_by_muon(beta=0.9, adaptive=True, weight_dimension_numbers=dims),
+           params, 20)
+
+
+GALORE_PARITY = [
+    ("galore", dict(learning_rate=0.01, rank=2, update_proj_gap=10)),
+    ("galore-options", dict(learning_rate=0.01, rank=2, update_proj_gap=7, scale=0.5,
+                            weight_decay=0.1, weight_dimension_numbers="dims")),
+]
+
+
+@pytest.mark.parametrize("kwargs", [p[1] for p in GALORE_PARITY], ids=[p[0] for p in GALORE_PARITY])
+def test_galore_follows_optax(kwargs):
+  ours, theirs = dict(kwargs), dict(kwargs)
+  if kwargs.get("weight_dimension_numbers") == "dims":
+    ours["weight_dimension_numbers"] = {"w1": GLD(), "w2": GLD(1, 0), "w3": GLD(),
+                                        "conv": GLD((0, 1), 2), "b": None, "s": None}
+    ogld = optax.contrib.GaLoreDimensionNumbers
+    theirs["weight_dimension_numbers"] = {"w1": ogld(), "w2": ogld(1, 0), "w3": ogld(),
+                                          "conv": ogld((0, 1), 2), "b": None, "s": None}
+  _follows(gtx.contrib.galore(**ours), optax.contrib.galore(**theirs), _tree(), 25)
+
+
+def test_scale_by_muon_state_has_optaxs_fields():
+  params = {"w": jnp.ones((2, 3))}
+  ours = gtx.contrib.scale_by_muon().init(params)
+  theirs = optax.contrib.scale_by_muon().init(params)
+  assert set(theirs._fields) - {"ns_coeffs"} < set(ours._fields)
+  np.testing.assert_allclose(ours.ns_coeffs, theirs.ns_coeffs)
+  assert gtx.hparams(ours)["ns_coeffs"].shape == (3,)
+
+
+def test_muon_keeps_a_zero_matrix_zero_with_eps_zero_where_optax_gives_nan():
+  params = {"w": jnp.zeros((3, 2))}
+  ours = gtx.contrib.scale_by_muon(eps=0.0)
+  theirs = optax.contrib.scale_by_muon(eps=0.0, weight_dimension_numbers={"w": MDN()})
+  assert (np.asarray(ours.update(params, ours.init(params))[0]["w"]) == 0).all()
+  assert np.isnan(np.asarray(_optax(theirs.update, params, theirs.init(params))[0]["w"])).all()
+
+
+def test_a_coefficient_table_longer_than_ns_steps_runs_every_row():
+  params = {"w": _tree()["w3"]}
+  # optax 0.2.8 refuses a 5-row table with ns_steps=3 ("Not enough coeffs"); its
+  # docstring says ns_steps is ignored for a table, which gradtx does.
+  with pytest.raises(ValueError, match="Not enough coeffs"):
+    _optax(optax.contrib.scale_by_muon(RC_DION, ns_steps=3).init, params)
+  ours = gtx.contrib.scale_by_muon(RC_DION, ns_steps=3)
+  ref = RC.scale_by_muon({"w": (0, 1)}, ns_coeffs=RC_DION)
+  ref.init({"w": np.asarray(params["w"])})
+  np.testing.assert_allclose(ours.update(params, ours.init(params))[0]["w"],
+                             ref.step({"w": np.asarray(params["w"])}, None)["w"], rtol=1e-5,
+                             atol=1e-6)
+
+
+def test_split_real_and_imaginary_follows_optax_and_its_reference():
+  rng = np.random.default_rng(1)
+  def z(*shape):
+    return jnp.asarray(rng.normal(size=shape) + 1j * rng.normal(size=shape), jnp.complex64)
+  params = {"z": z(3, 2), "x": jnp.asarray(rng.normal(size=4), jnp.float32)}
+  # A real loss of complex parameters; the gradient conjugated, as the docstring says.
+  loss = lambda p: jnp.sum(jnp.abs(p["z"] - 0.5j) ** 2) + jnp.sum(p["x"] ** 2)  # noqa: E731
+  conj_loss_grad = lambda p: jax.tree.map(jnp.conj, jax.grad(loss)(p))  # noqa: E731
+  ours = gtx.contrib.split_real_and_imaginary(gtx.adam(0.05))
+  theirs = optax.contrib.split_real_and_imaginary(optax.adam(0.05))
+  ref = RC.split_real_and_imaginary(R.adam(0.05))
+  ref.init({k: np.asarray(v) for k, v in params.items()})
+  s_ours, s_theirs, p = ours.init(params), theirs.init(params), params
+  for t in range(20):
+    g = conj_loss_grad(p)
+    u_ours, s_ours = ours.update(g, s_ours, p)
+    u_theirs, s_theirs = _optax(theirs.update, g, s_theirs, p)
+    want = ref.step({k: np.asarray(v, np.complex128 if k == "z" else np.float64)
+                     for k, v in g.items()}, {k: np.asarray(v) for k, v in p.items()})
+    for k in p:
+      assert u_ours[k].dtype == p[k].dtype
+      np.testing.assert_allclose(u_ours[k], u_theirs[k], rtol=1e-5, atol=1e-7)
+      np.testing.assert_allclose(u_ours[k], want[k], rtol=1e-4, atol=1e-6, err_msg=f"step {t}")
+    p = gtx.apply_updates(p, u_ours)
+  assert float(loss(p)) < 0.5 * float(loss(params))
+  # Adam's second moment is kept per part, not of |g|^2.
+  nu = s_ours.inner_state["adam"].nu["z"]
+  assert isinstance(nu, tuple) and nu.real.dtype == jnp.float32
+
+
+# ----------------------------------------------------------------------------
+# Real problems.
+
+
+def _as_matrix(f, shape):
+  return lambda x: f(x.reshape(-1)) if x.shape == shape else f(x)
+
+
+CONVERGENCE = [
+    ("muon", lambda lr: gtx.contrib.muon(gtx.schedules.exponential_decay(lr, 100, 0.5))),
+    ("normalize", lambda lr: gtx.chain(gtx.contrib.normalize(),
+                                       gtx.sgd(gtx.schedules.exponential_decay(lr, 100, 0.5),
+                                               momentum=0.5))),
+    ("split_real_and_imaginary", lambda lr: gtx.contrib.split_real_and_imaginary(gtx.adam(lr))),
+    # Rank 1, the projector renewed at every step: it follows the gradient's direction.
+    ("galore", lambda lr: gtx.contrib.galore(gtx.schedules.exponential_decay(lr, 1000, 0.5),
+                                             rank=1, update_proj_gap=1)),
+]
+
+
+@pytest.mark.parametrize("name, make", CONVERGENCE, ids=[c[0] for c in CONVERGENCE])
+def test_converges(name, make):
+  # As matrices, so that Muon orthogonalises: the quadratic as 2 x 5, Rosenbrock as 1 x 2.
+  quad = lambda x: ill_conditioned_quadratic(x.reshape(-1))  # noqa: E731
+  x = minimise(make(0.3), quad, jnp.full((2, 5), 1.5), 1500)
+  assert float(quad(x)) < 1e-3, (name, float(quad(x)))
+  rosen = lambda x: rosenbrock(x.reshape(-1))  # noqa: E731
+  x = minimise(make(0.1), rosen, jnp.zeros((1, 2)), 3000)
+  assert float(jnp.linalg.norm(x.reshape(-1) - 1.0)) < 0.05, (name, x)
+
+
+# ----------------------------------------------------------------------------
+# Hyperparameters by name.
+
+
+def test_muon_hyperparameters_read_and_set_by_name_without_retracing():
+  params = {"w": _tree()["w3"], "b": _tree()["b"]}
+  grads = jax.grad(_loss)(params)
+  tx = gtx.contrib.muon(0.02, consistent_rms=0.2)
+  state = tx.init(params)
+  names = gtx.hparams(state)
+  assert {"muon.beta", "muon.eps", "muon.ns_coeffs", "shape.consistent_rms",
+          "decay.weight_decay", "lr.learning_rate", "adam.b1", "adam.b2", "adam.eps",
+          "adam.eps_root", "adam_decay.weight_decay", "adam_lr.learning_rate"} == set(names)
+  np.testing.assert_allclose(names["muon.ns_coeffs"], RC.DEFAULT_NS_COEFFS, rtol=1e-6)
+  traces = []
+
+  @jax.jit
+  def step(state):
+    traces.append(1)
+    return tx.update(grads, state, params)[0]
+
+  u = step(state)
+  u_lr = step(gtx.set_hparams(state, {"lr.learning_rate": 0.04}))
+  u_rms = step(gtx.set_hparams(state, {"shape.consistent_rms": 0.1}))
+  u_adam_lr = step(gtx.set_hparams(state, {"adam_lr.learning_rate": 0.01}))
+  u_ns = step(gtx.set_hparams(state, {"muon.ns_coeffs": (1.5, -0.5, 0.0)}))
+  assert len(traces) == 1
+  # The matrix's step scales with its own rate and RMS target; the vector's with Adam's rate.
+  np.testing.assert_allclose(u_lr["w"], 2 * u["w"], rtol=1e-6)
+  np.testing.assert_allclose(u_lr["b"], u["b"], rtol=1e-6)
+  np.testing.assert_allclose(u_rms["w"], 0.5 * u["w"], rtol=1e-6)
+  np.testing.assert_allclose(u_adam_lr["b"], 0.5 * u["b"], rtol=1e-6)
+  np.testing.assert_allclose(u_adam_lr["w"], u["w"], rtol=1e-6)
+  # The cubic Newton-Schulz iteration (1.5, -0.5, 0) instead of the quintic.
+  ref = RC.scale_by_muon({"w": (0, 1)}, ns_coeffs=(1.5, -0.5, 0.0))
+  ref.init({"w": np.asarray(params["w"])})
+  want = -0.02 * 0.2 * np.sqrt(5) * ref.step({"w": np.asarray(grads["w"])}, None)["w"]
+  np.testing.assert_allclose(u_ns["w"], want, rtol=1e-4, atol=1e-7)
+
+
+def test_galore_hyperparameters_read_and_set_by_name_without_retracing():
+  params = {"w": _tree()["w3"], "b": _tree()["b"]}
+  grads = jax.grad(_loss)(params)
+  tx = gtx.contrib.galore(0.01, rank=2, update_proj_gap=3)
+  state = tx.init(params)
+  assert {"galore.update_proj_gap", "galore.scale", "galore.b1", "galore.b2", "galore.eps",
+          "galore.eps_root", "decay.weight_decay", "lr.learning_rate"} == set(gtx.hparams(state))
+  traces = []
+
+  @jax.jit
+  def step(grads, state):
+    traces.append(1)
+    return tx.update(grads, state, params)
+
+  u1, state1 = step(grads, state)
+  u_scale, _ = step(grads, gtx.set_hparams(state, {"galore.scale": 2.0}))
+  np.testing.assert_allclose(u_scale["w"], 2 * u1["w"], rtol=1e-6)
+  np.testing.assert_allclose(u_scale["b"], u1["b"], rtol=1e-6)
+  # With a gap of 3, step 2 keeps P; with a gap of 1 it recomputes it from the new gradient.
+  other = jax.tree.map(lambda g: jnp.flip(g, 0), grads)
+  _, kept = step(other, state1)
+  _, renewed = step(other, gtx.set_hparams(state1, {"galore.update_proj_gap": 1}))
+  assert len(traces) == 1
+  np.testing.assert_allclose(kept["galore"].projector["w"], state1["galore"].projector["w"])
+  assert not np.allclose(renewed["galore"].projector["w"], state1["galore"].projector["w"])
+  assert int(gtx.hparams(renewed)["galore.update_proj_gap"]) == 1
+
+
+def test_normalize_and_split_expose_their_hyperparameters():
+  x = {"w": jnp.ones(2)}
+  assert set(gtx.hparams(gtx.chain(normalize=gtx.contrib.normalize()).init(x))) == {
+      "normalize.scale_factor", "normalize.eps"}
+  state = gtx.contrib.split_real_and_imaginary(gtx.adam(0.1)).init(x)
+  assert gtx.hparams(state)["lr.learning_rate"] == pytest.approx(0.1)
+  state = gtx.set_hparams(state, {"lr.learning_rate": 0.2})
+  assert gtx.hparams(state)["lr.learning_rate"] == pytest.approx(0.2)
+
+
+# ----------------------------------------------------------------------------
+# Bad input.
+
+
+BAD_HYPERPARAMETERS = [
+    (lambda: gtx.contrib.muon(0.1, beta=1.0), r"scale_by_muon: beta must be in \[0, 1\), got 1.0"),
+    (lambda: gtx.contrib.muon(0.1, eps=-1.0), r"scale_by_muon: eps must be in \[0, inf\)"),
+    (lambda: gtx.contrib.scale_by_muon(ns_steps=0),
+     r"scale_by_muon: ns_steps must be in \[1, inf\)"),
+    (lambda: gtx.contrib.scale_by_muon(ns_coeffs=(1.0, 2.0)),
+     r"scale_by_muon: ns_coeffs must have shape \(3,\) or \(n, 3\), got \(2,\)"),
+    (lambda: gtx.contrib.muon(0.1, ns_coeffs="polar"),
+     r"muon: ns_coeffs must be one of the presets"),
+    (lambda: gtx.contrib.scale_by_muon(preconditioning="svd"),
+     r"scale_by_muon: preconditioning must be one of"),
+    (lambda: gtx.contrib.muon(0.1, consistent_rms=0.0),
+     r"scale_by_shape: consistent_rms must be in \(0, inf\)"),
+    (lambda: gtx.contrib.muon(0.1, adam_b2=1.0), r"scale_by_adam: b2 must be in \[0, 1\)"),
+    (lambda: gtx.contrib.muon(-0.1), r"scale_by_learning_rate: learning_rate must be"),
+    (lambda: gtx.contrib.muon(0.1, weight_decay=-1.0),
+     r"add_decayed_weights: weight_decay must be"),
+    (lambda: gtx.contrib.galore(0.1, rank=0),
+     r"scale_by_galore: rank must be in \[1, inf\), got 0"),
+    (lambda: gtx.contrib.galore(0.1, update_proj_gap=0),
+     r"scale_by_galore: update_proj_gap must be in \[1, inf\), got 0"),
+    (lambda: gtx.contrib.galore(0.1, weight_decay=-0.1),
+     r"add_decayed_weights: weight_decay must be"),
+]
+
+
+@pytest.mark.parametrize("make, message", BAD_HYPERPARAMETERS)
+def test_bad_hyperparameters_raise_at_construction(make, message):
+  with pytest.raises(ValueError, match=message):
+    make()
+
+
+def test_galore_rank_must_be_an_int():
+  with pytest.raises(TypeError, match=r"scale_by_galore: rank must be an int, got float"):
+    gtx.contrib.galore(0.1, rank=2.0)
+
+
+def test_missing_params_name_the_stage():
+  params = {"w": jnp.ones((2, 3))}
+  tx = gtx.contrib.muon(0.1, weight_decay=0.1)
+  with pytest.raises(gtx.MissingArgumentError, match=r"stage 'decay': add_decayed_weights needs"):
+    tx.update(params, tx.init(params))
+
+
+BAD_DIMENSIONS = [
+    ({"w": jnp.ones(3)}, None, r"scale_by_muon: a leaf of shape \(3,\) is not a matrix"),
+    ({"w": jnp.ones((2, 3))}, {"w": MDN(0, 0)},
+     r"scale_by_muon: .* the reduction and output axes must be disjoint"),
+    ({"w": jnp.ones((2, 3)), "b": jnp.ones(2)}, {"w": MDN()},
+     r"scale_by_muon: the weight dimension numbers must have the params' tree structure"),
+]
+
+
+def test_galore_needs_every_axis_in_its_matrix():
+  params = {"w": jnp.ones((2, 3, 4))}
+  tx = gtx.contrib.scale_by_galore(weight_dimension_numbers=GLD(0, 2))
+  with pytest.raises(gtx.StructureError, match=r"scale_by_galore: .* leaves axes \(1,\) out"):
+    tx.init(params)
+
+
+@pytest.mark.parametrize("params, dims, message", BAD_DIMENSIONS)
+def test_bad_dimension_numbers_raise_naming_the_shape(params, dims, message):
+  tx = gtx.contrib.scale_by_muon(weight_dimension_numbers=dims)
+  with pytest.raises(gtx.StructureError, match=message):
+    tx.update(params, tx.init(params))
+
+
+def test_structure_mismatch_names_the_key_path():
+  tx = gtx.contrib.muon(1e-3)
+  state = tx.init({"w": jnp.ones((2, 2)), "b": jnp.ones(3)})
+  bad = {"w": jnp.ones((2, 3)), "b": jnp.ones(3)}
+  with pytest.raises(gtx.StructureError, match=r"\['w'\]"):
+    tx.update(bad, state, bad)
+
+
+# ----------------------------------------------------------------------------
+# Packed mode.
+
+
+def _both_modes(tx, params, steps=4):
+  layout = Layout.from_tree(params)
+
+  def train(params, loss):
+    def step(_, carry):
+      params, state = carry
+      updates, state = tx.update(jax.grad(loss)(params), state, params)
+      return gtx.apply_updates(params, updates), state
+    return jax.lax.fori_loop(0, steps, step, (params, tx.init(params)))
+
+  @jax.jit
+  def run(params, flat):
+    return train(params, _loss), train(flat, lambda f: _loss(layout.unpack(f)))
+
+  (p_tree, s_tree), (p_flat, s_flat) = run(params, layout.pack(params))
+  return p_tree, s_tree, layout.unpack(p_flat), layout.unpack_state(s_flat)
+
+
+def _close(a, b, rtol=2e-5, atol=2e-6):
+  jax.tree.map(lambda x, y: np.testing.assert_allclose(np.asarray(x), np.asarray(y), rtol=rtol,
+                                                       atol=atol), a, b)
+
+
+# Newton-Schulz amplifies rounding (batched matrix products round differently), and the
+# adaptive scale is a sum over the leaf: rtol 1e-4 on the params there.
+PACKED = [
+    ("muon", lambda: gtx.contrib.muon(0.02, weight_decay=0.1)),
+    # w1 and w2 are one run of (4, 3) leaves with different matrices, conv is batched.
+    ("muon-dims", lambda: gtx.contrib.muon(0.02, preconditioning="aol", adaptive=True,
+                                           muon_weight_dimension_numbers=_GTX_DIMS)),
+    ("normalize", lambda: gtx.chain(gtx.contrib.normalize(), gtx.sgd(0.1))),
+    ("split_real_and_imaginary", lambda: gtx.contrib.split_real_and_imaginary(gtx.adam(0.1))),
+]
+
+
+@pytest.mark.parametrize("make", [p[1] for p in PACKED], ids=[p[0] for p in PACKED])
+def test_packed_mode_gives_tree_modes_results(make):
+  params = _tree()
+  p_tree, s_tree, p_packed, s_packed = _both_modes(make(), params)
+  assert not np.allclose(np.asarray(p_tree["w1"]), np.asarray(params["w1"]))
+  _close(p_packed, p_tree, rtol=1e-4, atol=1e-6)
+  if isinstance(s_tree, gtx.ChainState) and "muon" in s_tree:
+    # Masked stages keep state for their own leaves in tree mode, for all leaves packed:
+    # Muon's and Adam's momenta agree on the leaves each one owns.
+    for stage in ("muon", "adam"):
+      mine = s_tree[stage].inner_state.mu
+      for k, m in mine.items():
+        if not isinstance(m, gtx.MaskedNode):
+          _close(s_packed[stage].inner_state.mu[k], m, rtol=1e-4, atol=1e-6)
+  else:
+    _close(s_packed, s_tree, rtol=1e-4, atol=1e-6)
+
+
+def test_packed_muon_batches_each_run_of_equal_shapes():
+  """The per-matrix rule runs once per run of equally shaped leaves, vmapped."""
+  params = _tree()
+  layout = Layout.from_tree(params)
+  tx = gtx.contrib.scale_by_muon(weight_dimension_numbers={**_GTX_DIMS, "conv": MDN(0, 2)})
+  flat = layout.pack(params)
+  jaxpr = str(jax.make_jaxpr(lambda f: tx.update(f, tx.init(f))[0])(flat))
+  # w1 and w2 share a run of (4, 3) leaves: batched over 2 there, with a select between
+  # their two dimension numbers.
+  assert "f32[2,4,3]" in jaxpr and "select_n" in jaxpr
+  got = layout.unpack(jax.jit(lambda f: tx.update(f, tx.init(f))[0])(flat))
+  want = jax.jit(lambda p: tx.update(p, tx.init(p))[0])(params)
+  _close(got, want, rtol=1e-4, atol=1e-6)  # batched products round differently (see PACKED)
+
+
+def test_galore_refuses_a_packed_tree():
+  params = _tree()
+  with pytest.raises(gtx.StructureError, match=r"scale_by_galore: GaLore does not run on a packed"):
+    gtx.contrib.galore(0.1).init(Layout.from_tree(params).pack(params))
+
+
+def test_galore_inside_masked_keeps_state_for_its_leaves_only():
+  params = _tree()
+  tx = gtx.masked(gtx.contrib.scale_by_galore(rank=2), {k: k != "w1" for k in params})
+  state = tx.init(params)
+  assert isinstance(state.inner_state.projector["w1"], gtx.MaskedNode)
+  assert state.inner_state.projector["w3"].shape == (5, 2)
+  updates, _ = tx.update(params, state, params)
+  np.testing.assert_array_equal(updates["w1"], params["w1"])
+
+
+def test_split_refuses_a_packed_tree_with_complex_buffers():
+  params = {"z": jnp.ones(2, jnp.complex64), "x": jnp.ones(2)}
+  layout = Layout.from_tree(params)
+  tx = gtx.contrib.split_real_and_imaginary(gtx.adam(0.1))
+  with pytest.raises(gtx.StructureError, match=r"complex buffers \['complex64'\]"):
+    tx.init(layout.pack(params))
