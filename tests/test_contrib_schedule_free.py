@@ -1,0 +1,572 @@
+"""gradtx.contrib's schedule-free optimizers and DP-SGD.
+
+Schedule-free SGD, AdamW and the wrapper around other bases run 50 steps on
+the zoo's multi-leaf problem against a float64 numpy reference that keeps
+the paper's x and z sequences (tests/reference_contrib_schedule_free.py),
+follow optax.contrib, converge, evaluate at the average in a training loop,
+keep their hyperparameters in the state, raise on bad input and run packed.
+DP-SGD's clipping is checked exactly against numpy, its noise by its
+statistics and against optax's draws from the same key.
+"""
+
+from __future__ import annotations
+
+import warnings
+from typing import Any, Callable
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+import gradtx as gtx
+import reference as R
+import reference_contrib_schedule_free as RS
+from gradtx.packed import Layout
+from zoo_harness import (ZooCase, check_against_reference, ill_conditioned_quadratic, minimise,
+                         rosenbrock)
+
+_RATE = gtx.schedules.linear_schedule(0.3, 0.1, 40)
+
+# Schedule-free keeps z next to the params and steps by c (z - y): both must hold the
+# steps' digits, so every case runs on the quadratic, whose tiny leaf has tiny params
+# as well as tiny gradients (the noisy problem's tiny leaf has params near 1, which
+# a step of 1e-13 cannot move in float32 or float64).
+_QUADRATIC = "quadratic"
+
+CASES = [
+    ZooCase("schedule_free_sgd", lambda: gtx.contrib.schedule_free_sgd(0.2),
+            lambda: RS.schedule_free_sgd(0.2), grads=_QUADRATIC),
+    ZooCase("schedule_free_sgd-options",
+            lambda: gtx.contrib.schedule_free_sgd(0.3, warmup_steps=5, b1=0.8, weight_decay=0.1,
+                                                  weight_lr_power=1.0),
+            lambda: RS.schedule_free_sgd(0.3, warmup_steps=5, b1=0.8, weight_decay=0.1,
+                                         weight_lr_power=1.0), grads=_QUADRATIC),
+    # A schedule is read at the base's count (from 0) for the step and at
+    # step_count (from 1) for the averaging weights.
+    ZooCase("schedule_free_sgd-schedule", lambda: gtx.contrib.schedule_free_sgd(_RATE, b1=0.95),
+            lambda: RS.schedule_free_sgd(_RATE, b1=0.95), grads=_QUADRATIC),
+    ZooCase("schedule_free_adamw", lambda: gtx.contrib.schedule_free_adamw(0.05),
+            lambda: RS.schedule_free_adamw(0.05), grads=_QUADRATIC),
+    ZooCase("schedule_free_adamw-options",
+            lambda: gtx.contrib.schedule_free_adamw(0.1, warmup_steps=10, b1=0.95, b2=0.99,
+                                                    eps=1e-6, weight_decay=0.1,
+                                                    weight_lr_power=1.5),
+            lambda: RS.schedule_free_adamw(0.1, warmup_steps=10, b1=0.95, b2=0.99, eps=1e-6,
+                                           weight_decay=0.1, weight_lr_power=1.5),
+            grads=_QUADRATIC),
+    ZooCase("schedule_free-adam",
+            lambda: gtx.contrib.schedule_free(gtx.adam(0.05, b1=0.0), 0.05, b1=0.9),
+            lambda: RS.schedule_free(R.adam(0.05, b1=0.0), 0.05, b1=0.9), grads=_QUADRATIC),
+]
+BY_ID = {c.id: c for c in CASES}
+
+
+@pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
+def test_float32_jit(case):
+  check_against_reference(case, jnp.float32, jit=True)
+
+
+@pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
+def test_float64_nojit(case):
+  with jax.enable_x64(True):
+    check_against_reference(case, jnp.float64, jit=False)
+
+
+@pytest.mark.parametrize("case_id", ["schedule_free_sgd", "schedule_free_adamw",
+                                     "schedule_free-adam"])
+def test_float32_nojit_and_float64_jit(case_id):
+  check_against_reference(BY_ID[case_id], jnp.float32, jit=False)
+  with jax.enable_x64(True):
+    check_against_reference(BY_ID[case_id], jnp.float64, jit=True)
+
+
+# ----------------------------------------------------------------------------
+# Against optax.contrib.
+
+
+def _coupled_loss(params: dict) -> jax.Array:
+  w, b = params["w"], params["b"]
+  return (jnp.sum(jnp.sin(w) * jnp.roll(w, 1)) + jnp.sum(b**2 * w[:3]) + 0.5 * jnp.sum(w**2)
+          + 0.3 * jnp.sum(b**2) + jnp.sum(params["m"] ** 2 * jnp.arange(1.0, 7.0).reshape(2, 3)))
+
+
+def _tree() -> dict:
+  rng = np.random.default_rng(1)
+  return {"w": jnp.asarray(rng.normal(size=5), jnp.float32),
+          "b": jnp.asarray(rng.normal(size=3), jnp.float32),
+          "m": jnp.asarray(rng.normal(size=(2, 3)), jnp.float32)}
+
+
+def _run(tx: Any, params: dict, steps: int, eval_params: Callable) -> tuple[Any, Any]:
+  """``steps`` jitted steps on the coupled loss: every step's updates and eval params."""
+  def step(carry, _):
+    params, state = carry
+    updates, state = tx.update(jax.grad(_coupled_loss)(params), state, params)
+    params = jax.tree.map(jnp.add, params, updates)
+    return (params, state), (updates, eval_params(state, params))
+
+  return jax.jit(lambda p: jax.lax.scan(step, (p, tx.init(p)), length=steps)[1])(params)
+
+
+def _assert_trees_close(a: Any, b: Any, rtol: float = 1e-5, atol: float = 1e-6) -> None:
+  jax.tree.map(lambda x, y: np.testing.assert_allclose(np.asarray(x), np.asarray(y), rtol=rtol,
+                                                       atol=atol), a, b)
+
+
+OPTAX_PAIRS = [
+    ("schedule_free_sgd", lambda m: m.schedule_free_sgd(0.1)),
+    ("schedule_free_sgd-options", lambda m: m.schedule_free_sgd(
+        0.2, warmup_steps=5, b1=0.8, weight_decay=0.1, weight_lr_power=1.0)),
+    ("schedule_free_adamw", lambda m: m.schedule_free_adamw(0.05)),
+    ("schedule_free_adamw-options", lambda m: m.schedule_free_adamw(
+        0.1, warmup_steps=10, b1=0.95, b2=0.99, weight_decay=0.1, weight_lr_power=1.5)),
+    ("schedule_free-sgd", lambda m: m.schedule_free(
+        (gtx if m is gtx.contrib else optax).sgd(0.1), 0.1, b1=0.7)),
+]
+
+
+@pytest.mark.parametrize("make", [p[1] for p in OPTAX_PAIRS], ids=[p[0] for p in OPTAX_PAIRS])
+def test_follows_optax(make):
+  params = _tree()
+  ours = _run(make(gtx.contrib), params, 30, gtx.contrib.schedule_free_eval_params)
+  with jax.numpy_dtype_promotion("standard"):
+    theirs = _run(make(optax.contrib), params, 30, optax.contrib.schedule_free_eval_params)
+  assert np.abs(np.asarray(ours[0]["w"][-1])).max() > 1e-3
+  # optax forms each update as a difference of params (and recovers x by dividing by
+  # b1): float32 rounding of a few 1e-7 of the params, compared at the params' scale.
+  _assert_trees_close(ours, theirs, rtol=1e-5, atol=2e-6)
+
+
+def test_eval_params_read_optax_states_too():
+  params = _tree()
+  tx = optax.contrib.schedule_free_sgd(0.1)
+  with jax.numpy_dtype_promotion("standard"):
+    updates, state = tx.update(jax.grad(_coupled_loss)(params), tx.init(params), params)
+    params = optax.apply_updates(params, updates)
+    want = optax.contrib.schedule_free_eval_params(state, params)
+  _assert_trees_close(gtx.contrib.schedule_free_eval_params(state, params), want)
+
+
+def test_wraps_an_optax_base_as_it_wraps_a_gradtx_one():
+  params = _tree()
+  eval_params = gtx.contrib.schedule_free_eval_params
+  ours = _run(gtx.contrib.schedule_free(gtx.adam(0.05, b1=0.0), 0.05), params, 30, eval_params)
+  with jax.numpy_dtype_promotion("standard"):  # optax's Adam needs standard promotion
+    wrapped = _run(gtx.contrib.schedule_free(optax.adam(0.05, b1=0.0), 0.05), params, 30,
+                   eval_params)
+  # The two Adams round differently in float32; 30 steps grow that to a few 1e-6.
+  _assert_trees_close(ours, wrapped, rtol=1e-4, atol=5e-6)
+
+
+def test_a_bare_stage_base_reads_under_its_own_name():
+  tx = gtx.contrib.schedule_free(gtx.scale_by_adam(b1=0.0), 1.0)
+  names = set(gtx.hparams(tx.init(_tree())))
+  assert names == {"learning_rate", "b1", "weight_lr_power", "scale_by_adam.b1",
+                   "scale_by_adam.b2", "scale_by_adam.eps", "scale_by_adam.eps_root"}
+
+
+def test_small_steps_keep_their_digits_where_optax_loses_them_to_cancellation():
+  """optax recovers x = (y - (1 - b1) z) / b1 and subtracts y: a step far below the
+  params' float32 spacing is rounded away; gradtx forms the update directly."""
+  params = {"w": jnp.full(3, 1000.0, jnp.float32)}
+  grads = {"w": jnp.array([1.0, -2.0, 3.0], jnp.float32)}
+  ours = gtx.contrib.schedule_free_sgd(1e-6)
+  u_ours = ours.update(grads, ours.init(params), params)[0]["w"]
+  np.testing.assert_allclose(u_ours, -1e-6 * grads["w"], rtol=1e-6)
+  theirs = optax.contrib.schedule_free_sgd(1e-6)
+  with jax.numpy_dtype_promotion("standard"):
+    u_theirs = theirs.update(grads, theirs.init(params), params)[0]["w"]
+  assert np.abs(np.asarray(u_theirs) / (-1e-6 * np.asarray(grads["w"])) - 1).max() > 1e-2
+
+
+# ----------------------------------------------------------------------------
+# Convergence, evaluation at the average, a real problem.
+
+
+CONVERGENCE = [
+    ("schedule_free_sgd", lambda: gtx.contrib.schedule_free_sgd(0.015),
+     lambda: gtx.contrib.schedule_free_sgd(3e-3), 1000, 10000),
+    ("schedule_free_adamw", lambda: gtx.contrib.schedule_free_adamw(0.1),
+     lambda: gtx.contrib.schedule_free_adamw(0.02), 1000, 5000),
+]
+
+
+@pytest.mark.parametrize("name, make_quad, make_rosen, quad_steps, rosen_steps", CONVERGENCE,
+                         ids=[c[0] for c in CONVERGENCE])
+def test_converges(name, make_quad, make_rosen, quad_steps, rosen_steps):
+  x = minimise(make_quad(), ill_conditioned_quadratic, jnp.ones(10), quad_steps)
+  assert float(ill_conditioned_quadratic(x)) < 1e-3, f"{name} on the quadratic: {x}"
+  x = minimise(make_rosen(), rosenbrock, jnp.array([-1.0, 1.5]), rosen_steps)
+  np.testing.assert_allclose(x, [1.0, 1.0], atol=0.05, err_msg=f"{name} on Rosenbrock")
+
+
+def _classification_data() -> tuple[jax.Array, jax.Array]:
+  rng = np.random.default_rng(0)
+  inputs = rng.normal(size=(512, 20))
+  labels = (inputs @ rng.normal(size=20) + 0.5 * rng.normal(size=512) > 0)
+  return jnp.asarray(inputs, jnp.float32), jnp.asarray(labels, jnp.float32)
+
+
+def test_equinox_style_loop_evaluates_at_the_average():
+  """An equinox model trained with schedule-free AdamW, evaluated at x by combining
+  ``schedule_free_eval_params`` with the model's static part."""
+  inputs, labels = _classification_data()
+  model = eqx.nn.Linear(20, 1, key=jax.random.key(0))
+  tx = gtx.contrib.schedule_free_adamw(0.1, warmup_steps=10)
+
+  def loss(model, inputs, labels):
+    logits = jax.vmap(model)(inputs)[:, 0]
+    return jnp.mean(optax.sigmoid_binary_cross_entropy(logits, labels))
+
+  @eqx.filter_jit
+  def train_step(model, state):
+    grads = eqx.filter_grad(loss)(model, inputs, labels)
+    updates, state = tx.update(grads, state, eqx.filter(model, eqx.is_array))
+    return eqx.apply_updates(model, updates), state
+
+  state = tx.init(eqx.filter(model, eqx.is_array))
+  first = float(loss(model, inputs, labels))
+  for _ in range(150):
+    model, state = train_step(model, state)
+  params, static = eqx.partition(model, eqx.is_array)
+  eval_model = eqx.combine(gtx.contrib.schedule_free_eval_params(state, params), static)
+  at_y, at_x = float(loss(model, inputs, labels)), float(loss(eval_model, inputs, labels))
+  assert at_x < 0.2 < first, (first, at_y, at_x)
+  # x is the average: it differs from the params trained on, and not by rounding.
+  assert not np.allclose(eval_model.weight, model.weight, rtol=1e-3)
+  # x recovered from y and z is the paper's (y - (1 - b1) z) / b1.
+  z = state["schedule_free"].z
+  np.testing.assert_allclose(eval_model.weight, (model.weight - 0.1 * z.weight) / 0.9,
+                             rtol=1e-4, atol=1e-5)
+
+
+def test_schedule_free_adamw_matches_adamw_with_a_tuned_cosine_schedule():
+  """Logistic regression: schedule-free AdamW (warmup, constant rate) at its average
+  reaches the loss of AdamW with warmup and cosine decay, each at its best rate."""
+  inputs, labels = _classification_data()
+  steps = 300
+
+  def loss(params):
+    logits = inputs @ params["w"] + params["b"]
+    return (jnp.mean(optax.sigmoid_binary_cross_entropy(logits, labels))
+            + 1e-3 * jnp.sum(params["w"] ** 2))
+
+  def train(tx, evaluate):
+    def step(carry, _):
+      params, state = carry
+      updates, state = tx.update(jax.grad(loss)(params), state, params)
+      return (gtx.apply_updates(params, updates), state), None
+    params = {"w": jnp.zeros(20), "b": jnp.zeros(())}
+    (params, state), _ = jax.lax.scan(step, (params, tx.init(params)), length=steps)
+    return loss(evaluate(state, params))
+
+  rates = [0.03, 0.1, 0.3]
+  cosine = [train(gtx.adamw(gtx.schedules.warmup_cosine_decay_schedule(0.0, lr, 20, steps),
+                            weight_decay=0.0), lambda s, p: p) for lr in rates]
+  free = [train(gtx.contrib.schedule_free_adamw(lr, warmup_steps=20),
+                gtx.contrib.schedule_free_eval_params) for lr in rates]
+  best_cosine, best_free = min(map(float, cosine)), min(map(float, free))
+  assert best_free < 1.01 * best_cosine, (cosine, free)
+  assert best_free < 0.15
+
+
+# ----------------------------------------------------------------------------
+# Hyperparameters in the state.
+
+
+def test_hyperparameters_read_and_set_by_name_without_retracing():
+  params = _tree()
+  tx = gtx.contrib.schedule_free_sgd(0.1, weight_decay=0.0)
+  state = tx.init(params)
+  assert set(gtx.hparams(state)) == {
+      "schedule_free.learning_rate", "schedule_free.b1", "schedule_free.weight_lr_power",
+      "schedule_free.lr.learning_rate", "schedule_free.decay.weight_decay"}
+  assert float(state["schedule_free"].b1) == pytest.approx(0.9)
+  traces = []
+
+  @jax.jit
+  def step(params, state):
+    traces.append(1)
+    updates, state = tx.update(jax.grad(_coupled_loss)(params), state, params)
+    return gtx.apply_updates(params, updates), updates, state
+
+  new = {"schedule_free.learning_rate": 0.3, "schedule_free.lr.learning_rate": 0.3,
+         "schedule_free.b1": 0.5, "schedule_free.weight_lr_power": 1.0,
+         "schedule_free.decay.weight_decay": 0.2}
+  ref = RS.schedule_free_sgd(0.3, b1=0.5, weight_decay=0.2, weight_lr_power=1.0)
+  ref.init({k: np.asarray(v) for k, v in params.items()})
+  state = gtx.set_hparams(state, new)
+  for _ in range(3):
+    grads = jax.grad(_coupled_loss)(params)
+    want = ref.step({k: np.asarray(v) for k, v in grads.items()},
+                    {k: np.asarray(v) for k, v in params.items()})
+    params, updates, state = step(params, state)
+    _assert_trees_close(updates, want, rtol=1e-5, atol=1e-6)
+  assert float(state["schedule_free"].b1) == pytest.approx(0.5)
+  assert float(gtx.hparams(state)["schedule_free.weight_lr_power"]) == 1.0
+  assert len(traces) == 1
+
+
+def test_a_warmup_reads_as_its_last_value_and_cannot_be_set():
+  params = _tree()
+  tx = gtx.contrib.schedule_free_adamw(0.1, warmup_steps=10)
+  state = tx.init(params)
+  update = jax.jit(tx.update)
+  for _ in range(3):
+    _, state = update(jax.grad(_coupled_loss)(params), state, params)
+  h = gtx.hparams(state)
+  # The weights' rate at step_count 3, the step's at count 2.
+  assert float(h["schedule_free.learning_rate"]) == pytest.approx(0.03)
+  assert float(h["schedule_free.lr.learning_rate"]) == pytest.approx(0.02)
+  assert int(state["schedule_free"].step_count) == 4
+  with pytest.raises(gtx.HyperparameterError, match=r"schedule_free.learning_rate follows"):
+    gtx.set_hparams(state, {"schedule_free.learning_rate": 1.0})
+
+
+def test_dp_hyperparameters_read_and_set_by_name_without_retracing():
+  per_example = {"w": jnp.array([[3.0, 4.0], [0.0, 0.0], [0.3, 0.4]], jnp.float32)}
+  params = {"w": jnp.zeros(2, jnp.float32)}
+  tx = gtx.contrib.dpsgd(1.0, l2_norm_clip=1.0, noise_multiplier=0.0, seed=0, momentum=0.5)
+  state = tx.init(params)
+  assert set(gtx.hparams(state)) == {"dp.l2_norm_clip", "dp.noise_multiplier",
+                                     "momentum.decay", "lr.learning_rate"}
+  traces = []
+
+  @jax.jit
+  def step(state):
+    traces.append(1)
+    return tx.update(per_example, state, params)
+
+  u1, _ = step(state)
+  u2, _ = step(gtx.set_hparams(state, {"dp.l2_norm_clip": 0.25, "lr.learning_rate": 2.0}))
+  np.testing.assert_allclose(u1["w"], -np.array([0.6 + 0.3, 0.8 + 0.4]) / 3, rtol=1e-6)
+  np.testing.assert_allclose(u2["w"], -2.0 * np.array([0.15 + 0.15, 0.2 + 0.2]) / 3, rtol=1e-6)
+  assert len(traces) == 1
+
+
+# ----------------------------------------------------------------------------
+# Errors a person can act on.
+
+
+BAD_HYPERPARAMETERS = [
+    (lambda: gtx.contrib.schedule_free_sgd(b1=0.0),
+     r"schedule_free: b1 must be in \(0, 1\], got 0.0"),
+    (lambda: gtx.contrib.schedule_free_adamw(b1=1.5),
+     r"schedule_free: b1 must be in \(0, 1\], got 1.5"),
+    (lambda: gtx.contrib.schedule_free(gtx.sgd(0.1), -0.1),
+     r"schedule_free: learning_rate must be in \[0, inf\), got -0.1"),
+    (lambda: gtx.contrib.schedule_free_sgd(weight_lr_power=-1.0),
+     r"schedule_free: weight_lr_power must be in \[0, inf\), got -1.0"),
+    (lambda: gtx.contrib.schedule_free_sgd(warmup_steps=0),
+     r"schedule_free_sgd: warmup_steps must be in \[1, inf\), got 0"),
+    (lambda: gtx.contrib.schedule_free_adamw(warmup_steps=2.5),
+     r"schedule_free_adamw: warmup_steps must be in \[1, inf\), got 2.5"),
+    (lambda: gtx.contrib.schedule_free_adamw(b2=1.0),
+     r"scale_by_rms: decay must be in \[0, 1\), got 1.0"),
+    (lambda: gtx.contrib.schedule_free_sgd(weight_decay=-1.0),
+     r"add_decayed_weights: weight_decay must be in \[0, inf\), got -1.0"),
+    (lambda: gtx.contrib.schedule_free(object(), 0.1),
+     r"schedule_free base_optimizer: expected a gradient transformation"),
+    (lambda: gtx.contrib.dpsgd(0.1, l2_norm_clip=-1.0, noise_multiplier=1.0, seed=0),
+     r"differentially_private_aggregate: l2_norm_clip must be in \[0, inf\), got -1.0"),
+    (lambda: gtx.contrib.differentially_private_aggregate(1.0, -0.5),
+     r"differentially_private_aggregate: noise_multiplier must be in \[0, inf\), got -0.5"),
+    (lambda: gtx.contrib.differentially_private_aggregate(1.0, 1.0, key=1, seed=2),
+     r"differentially_private_aggregate: give key or seed, not both"),
+]
+
+
+@pytest.mark.parametrize("make, message", BAD_HYPERPARAMETERS,
+                         ids=[m for _, m in BAD_HYPERPARAMETERS])
+def test_bad_hyperparameters_raise_naming_the_stage_and_range(make, message):
+  with pytest.raises((ValueError, TypeError), match=message):
+    make()
+
+
+def test_missing_params_and_a_state_without_schedule_free_raise():
+  params = _tree()
+  tx = gtx.contrib.schedule_free_sgd()
+  with pytest.raises(gtx.MissingArgumentError,
+                     match=r"stage 'schedule_free': schedule_free needs the parameters"):
+    tx.update(params, tx.init(params))
+  with pytest.raises(ValueError, match=r"schedule_free_eval_params: the state holds no "
+                                       r"ScheduleFreeState"):
+    gtx.contrib.schedule_free_eval_params(gtx.sgd(0.1).init(params), params)
+
+
+# ----------------------------------------------------------------------------
+# Zero gradients, packed mode, public names.
+
+
+READY = [
+    ("schedule_free_sgd", lambda: gtx.contrib.schedule_free_sgd(0.1, weight_decay=0.01)),
+    ("schedule_free_adamw", lambda: gtx.contrib.schedule_free_adamw(0.05, warmup_steps=3,
+                                                                    weight_decay=0.01)),
+]
+
+
+@pytest.mark.parametrize("make", [r[1] for r in READY] + [
+    lambda: gtx.contrib.schedule_free_sgd(0.0)], ids=[r[0] for r in READY] + ["rate-zero"])
+def test_zero_gradients_give_finite_zero_updates(make):
+  params = jax.tree.map(jnp.zeros_like, _tree())
+  tx = make()
+  state = tx.init(params)
+  update = jax.jit(tx.update)
+  for _ in range(3):
+    u, state = update(params, state, params)
+    _assert_trees_close(u, params, rtol=0, atol=0)
+  assert all(bool(jnp.isfinite(x).all()) for x in jax.tree.leaves(state)
+             if jnp.issubdtype(x.dtype, jnp.floating))
+
+
+def _packed_params() -> dict:
+  rng = np.random.default_rng(0)
+  f = lambda *s: jnp.asarray(rng.normal(size=s), jnp.float32)  # noqa: E731
+  return {"dense": {"w": f(4, 3), "b": f(3)}, "out": {"w": f(4, 3), "b": f(3)}, "scale": f()}
+
+
+def _packed_loss(params: dict) -> jax.Array:
+  leaves = jax.tree.leaves(params)
+  quad = sum(jnp.sum(0.5 * (i + 1.0) * jnp.square(x - 0.3)) for i, x in enumerate(leaves))
+  return quad + 0.1 * jnp.square(sum(jnp.sum(jnp.sin(x)) for x in leaves))
+
+
+@pytest.mark.parametrize("make", [r[1] for r in READY], ids=[r[0] for r in READY])
+def test_packed_gives_tree_modes_updates_and_state(make):
+  tx = make()
+  params = _packed_params()
+  layout = Layout.from_tree(params)
+
+  def train(params, loss):
+    def step(carry, _):
+      params, state = carry
+      updates, state = tx.update(jax.grad(loss)(params), state, params)
+      return (gtx.apply_updates(params, updates), state), None
+    params, state = jax.lax.scan(step, (params, tx.init(params)), length=6)[0]
+    return params, state, gtx.contrib.schedule_free_eval_params(state, params)
+
+  run = jax.jit(lambda p, f: (train(p, _packed_loss),
+                              train(f, lambda flat: _packed_loss(layout.unpack(flat)))))
+  (p_tree, s_tree, x_tree), (p_flat, s_flat, x_flat) = run(params, layout.pack(params))
+  assert not np.allclose(p_tree["dense"]["w"], params["dense"]["w"])
+  _assert_trees_close(layout.unpack(p_flat), p_tree, rtol=2e-5, atol=2e-6)
+  _assert_trees_close(layout.unpack(x_flat), x_tree, rtol=2e-5, atol=2e-6)
+  state_view = layout.unpack_state(s_flat)
+  assert jax.tree.structure(state_view) == jax.tree.structure(s_tree)
+  _assert_trees_close(state_view, s_tree, rtol=1e-4, atol=1e-6)
+
+
+def test_public_names_and_state_classes():
+  for name in ["DifferentiallyPrivateAggregateState", "ScheduleFreeState",
+               "differentially_private_aggregate", "dpsgd", "schedule_free",
+               "schedule_free_adamw", "schedule_free_eval_params", "schedule_free_sgd"]:
+    assert name in gtx.contrib.__all__ and hasattr(optax.contrib, name), name
+  state = gtx.contrib.schedule_free_adamw().init(_tree())["schedule_free"]
+  assert isinstance(state, gtx.contrib.ScheduleFreeState)
+  for field in optax.contrib.ScheduleFreeState._fields:
+    assert hasattr(state, field), field
+  _assert_trees_close(state.z, _tree(), rtol=0, atol=0)
+  dp = gtx.contrib.dpsgd(0.1, 1.0, 1.0, seed=0).init(_tree())["dp"]
+  assert isinstance(dp, gtx.contrib.DifferentiallyPrivateAggregateState)
+  assert dp._fields[:1] == optax.contrib.DifferentiallyPrivateAggregateState._fields
+
+
+# ----------------------------------------------------------------------------
+# DP-SGD: clipping exactly, noise by its statistics and against optax.
+
+
+def _per_example(batch: int, seed: int, dtype: Any) -> dict:
+  """Per-example gradients: norms from ~0.1 to ~4 around the clip 1.5, one all zero."""
+  rng = np.random.default_rng(seed)
+  scales = np.linspace(0.02, 1.0, batch)
+  tree = {"w": rng.normal(size=(batch, 4, 3)) * scales[:, None, None],
+          "b": rng.normal(size=(batch, 3)) * scales[:, None], "s": rng.normal(size=(batch,))}
+  for leaf in tree.values():
+    leaf[1] = 0.0
+  return {k: np.asarray(v, dtype) for k, v in tree.items()}
+
+
+DP_CASES = [("sgd", {}), ("momentum", {"momentum": 0.9}),
+            ("nesterov", {"momentum": 0.8, "nesterov": True})]
+
+
+def _check_dpsgd_clipping(options: dict, dtype: Any, jit: bool) -> None:
+  tx = gtx.contrib.dpsgd(0.1, l2_norm_clip=1.5, noise_multiplier=0.0, seed=0, **options)
+  ref = RS.dpsgd(0.1, 1.5, **options)
+  params = {"w": jnp.zeros((4, 3), dtype), "b": jnp.zeros(3, dtype), "s": jnp.zeros((), dtype)}
+  state = tx.init(params)
+  update = jax.jit(tx.update) if jit else tx.update
+  rtol = 2e-6 if dtype == jnp.float32 else 1e-12
+  for t in range(5):
+    per_example = _per_example(8, t, np.float64)
+    norms = np.sqrt(sum(np.sum(g.reshape(8, -1) ** 2, axis=1) for g in per_example.values()))
+    assert (norms > 1.5).any() and ((norms < 1.5) & (norms > 0)).any() and (norms == 0).any()
+    got, state = update({k: jnp.asarray(v, dtype) for k, v in per_example.items()}, state, params)
+    want = ref.step(per_example)
+    for k in want:
+      assert got[k].dtype == dtype and got[k].shape == want[k].shape
+      np.testing.assert_allclose(np.asarray(got[k], np.float64), want[k], rtol=rtol,
+                                 atol=rtol * np.abs(want[k]).max(), err_msg=f"{k} at {t}")
+
+
+@pytest.mark.parametrize("options", [c[1] for c in DP_CASES], ids=[c[0] for c in DP_CASES])
+def test_dpsgd_clips_each_example_to_the_norm_float32_jit_and_float64(options):
+  _check_dpsgd_clipping(options, jnp.float32, jit=True)
+  with jax.enable_x64(True):
+    _check_dpsgd_clipping(options, jnp.float64, jit=False)
+
+
+def test_dpsgd_clipping_float32_eager_and_float64_jit():
+  _check_dpsgd_clipping({"momentum": 0.9}, jnp.float32, jit=False)
+  with jax.enable_x64(True):
+    _check_dpsgd_clipping({"momentum": 0.9}, jnp.float64, jit=True)
+
+
+def test_dp_noise_is_gaussian_with_std_noise_multiplier_times_clip_over_batch():
+  clip, sigma, batch = 2.0, 1.5, 4
+  tx = gtx.contrib.differentially_private_aggregate(clip, sigma, key=7)
+  zeros = {"a": jnp.zeros((batch, 50_000)), "b": jnp.zeros((batch, 20_000))}
+  state = tx.init(None)
+  update = jax.jit(tx.update)
+  draws = []
+  for _ in range(3):
+    out, state = update(zeros, state)
+    draws.append(np.concatenate([np.asarray(out["a"]), np.asarray(out["b"])]))
+  std = sigma * clip / batch
+  for noise in draws:
+    assert abs(noise.mean()) < 5 * std / np.sqrt(noise.size)
+    assert noise.std() == pytest.approx(std, rel=0.02)
+    # Gaussian: 68.3% within one std, 95.4% within two.
+    assert np.mean(np.abs(noise) < std) == pytest.approx(0.683, abs=0.01)
+    assert np.mean(np.abs(noise) < 2 * std) == pytest.approx(0.954, abs=0.005)
+  # Fresh noise every step and for every leaf.
+  assert abs(np.corrcoef(draws[0], draws[1])[0, 1]) < 0.02
+  out, _ = update(zeros, tx.init(None))
+  assert abs(np.corrcoef(np.asarray(out["a"])[:20_000], np.asarray(out["b"]))[0, 1]) < 0.03
+
+
+def test_dp_noise_equals_optax_given_the_same_key():
+  params = {"w": jnp.zeros((4, 3)), "b": jnp.zeros(3), "s": jnp.zeros(())}
+  key = jax.random.key(42)
+  ours = gtx.contrib.differentially_private_aggregate(1.5, 1.1, key=key)
+  theirs = optax.contrib.differentially_private_aggregate(1.5, 1.1, key=key)
+  ours_sgd = gtx.contrib.dpsgd(0.1, 1.5, 1.1, seed=3, momentum=0.9)
+  with warnings.catch_warnings():
+    warnings.simplefilter("ignore", DeprecationWarning)  # optax's dpsgd passes seed=
+    theirs_sgd = optax.contrib.dpsgd(0.1, 1.5, 1.1, seed=3, momentum=0.9)
+  states = [tx.init(params) for tx in (ours, theirs, ours_sgd, theirs_sgd)]
+  for t in range(4):
+    per_example = {k: jnp.asarray(v, jnp.float32)
+                   for k, v in _per_example(8, t, np.float64).items()}
+    outs = []
+    for i, tx in enumerate((ours, theirs, ours_sgd, theirs_sgd)):
+      with jax.numpy_dtype_promotion("standard"):
+        u, states[i] = jax.jit(tx.update)(per_example, states[i], params)
+      outs.append(u)
+    _assert_trees_close(outs[0], outs[1], rtol=1e-6, atol=1e-7)
+    _assert_trees_close(outs[2], outs[3], rtol=1e-6, atol=1e-7)
+  np.testing.assert_array_equal(jax.random.key_data(states[0].rng_key),
+                                jax.random.key_data(states[1].rng_key))
