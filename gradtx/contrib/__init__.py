@@ -13,19 +13,28 @@ As in optax, these are the newer and more experimental optimizers; the
 names, arguments and defaults are optax 0.2.8's.
 """
 
-from gradtx.contrib._adam_family import *  # noqa: F401,F403
+from gradtx.contrib._common import *  # noqa: F401,F403
+from gradtx.contrib._adopt import *  # noqa: F401,F403
+from gradtx.contrib._ademamix import *  # noqa: F401,F403
+from gradtx.contrib._madgrad import *  # noqa: F401,F403
+from gradtx.contrib._acprop import *  # noqa: F401,F403
 from gradtx.contrib._parameter_free import *  # noqa: F401,F403
-from gradtx.contrib._orthogonal import *  # noqa: F401,F403
-from gradtx.contrib._curvature import *  # noqa: F401,F403
+from gradtx.contrib._muon import *  # noqa: F401,F403
+from gradtx.contrib._galore import *  # noqa: F401,F403
+from gradtx.contrib._complex_valued import *  # noqa: F401,F403
+from gradtx.contrib._sophia import *  # noqa: F401,F403
+from gradtx.contrib._sam import *  # noqa: F401,F403
 from gradtx.contrib._schedule_free import *  # noqa: F401,F403
 from gradtx.transforms.plateau import ReduceOnPlateauState, reduce_on_plateau  # noqa: F401
+# optax.contrib's name for reduce_on_plateau's state; gradtx's own is ReduceOnPlateauState.
+ReduceLROnPlateauState = ReduceOnPlateauState
 
 
 def _public_names() -> list[str]:
   import importlib
   names = {"ReduceOnPlateauState", "reduce_on_plateau"}
-  for module in ["_adam_family", "_parameter_free", "_orthogonal", "_curvature",
-                 "_schedule_free"]:
+  for module in ["_common", "_adopt", "_ademamix", "_madgrad", "_acprop", "_parameter_free",
+                 "_muon", "_galore", "_complex_valued", "_sophia", "_sam", "_schedule_free"]:
     names.update(importlib.import_module(f"gradtx.contrib.{module}").__all__)
   return sorted(names)
 

@@ -1,0 +1,175 @@
+"""Helpers shared by optax.contrib's modules: the matrices of a leaf, and tracing.
+
+Muon and GaLore read each leaf as a matrix (or a batch of them) chosen by
+its dimension numbers (:class:`MuonDimensionNumbers`,
+:class:`GaLoreDimensionNumbers`: which axes are the reduction and output
+axes); the helpers here resolve them against the params and map a function
+over the matrices, in tree or packed mode. Sophia and SAM ask whether a value
+is traced.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+from typing import Any, Callable, NamedTuple, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from gradtx import tree
+from gradtx.core import Params
+from gradtx.errors import StructureError
+from gradtx.packed import Packed, PackedLeaves
+# The tree a masked wrapper hides leaves of: dimension numbers are resolved on it.
+from gradtx.wrappers._masking import _unmasked_view
+
+__all__ = ["GaLoreDimensionNumbers", "MuonDimensionNumbers"]
+
+
+def _is_traced(x: Any) -> bool:
+  return isinstance(x, jax.core.Tracer)
+
+
+# ----------------------------------------------------------------------------
+# Which axes of a leaf form its matrices.
+
+
+class MuonDimensionNumbers(NamedTuple):
+  """Which axes of a leaf form the matrix that Muon orthogonalises.
+
+  The leaf is read as a batch of matrices :math:`W` of a product
+  :math:`x W = y`: ``reduction_axis`` (an axis or several, flattened
+  together) indexes :math:`x`'s entries and ``output_axis`` :math:`y`'s; every
+  other axis is a batch axis, each of its matrices orthogonalised on its own.
+  The default, ``(0, 1)``, is a plain 2-D weight.
+  """
+  reduction_axis: Sequence[int] | int = 0
+  output_axis: Sequence[int] | int = 1
+
+
+WeightDimNumOrFn = MuonDimensionNumbers | Params | Callable[[Params], Params | None]
+"""A :class:`MuonDimensionNumbers` for every leaf, a tree of them (``None``
+for a leaf that is not a matrix) with the params' structure or a prefix of
+it, or a callable of the params returning such a tree."""
+
+
+class GaLoreDimensionNumbers(NamedTuple):
+  """Which axes of a leaf form the matrix that GaLore projects.
+
+  As :class:`MuonDimensionNumbers`, but every axis must be a reduction or an
+  output axis (no batch axes): the leaf is one matrix of shape
+  (prod of reduction sizes, prod of output sizes).
+  """
+  reduction_axis: Sequence[int] | int = 0
+  output_axis: Sequence[int] | int = 1
+
+
+GaLoreDimNumsOrFn = GaLoreDimensionNumbers | Params | Callable[[Params], Params | None]
+"""As :data:`WeightDimNumOrFn`, with :class:`GaLoreDimensionNumbers`."""
+
+
+def _is_dims(x: Any) -> bool:
+  return isinstance(x, (MuonDimensionNumbers, GaLoreDimensionNumbers))
+
+
+def _axes(axis: Sequence[int] | int, ndim: int) -> tuple[int, ...]:
+  axes = (axis,) if isinstance(axis, (int, np.integer)) else tuple(axis)
+  return tuple(int(a) % ndim for a in axes)
+
+
+def _matrix_axes(stage: str, shape: tuple[int, ...], dims: MuonDimensionNumbers
+                 ) -> tuple[tuple[int, ...], tuple[int, ...], tuple[int, ...]]:
+  """``(batch, reduction, output)`` axes of a leaf of ``shape``."""
+  ndim = len(shape)
+  if ndim < 2:
+    raise StructureError(f"{stage}: a leaf of shape {shape} is not a matrix (rank {ndim}); "
+                         "give it weight dimension numbers None to leave it out")
+  reduction, output = _axes(dims.reduction_axis, ndim), _axes(dims.output_axis, ndim)
+  if set(reduction) & set(output) or not reduction or not output:
+    raise StructureError(f"{stage}: {dims} for a leaf of shape {shape}: the reduction and "
+                         "output axes must be disjoint and non-empty")
+  batch = tuple(a for a in range(ndim) if a not in reduction + output)
+  return batch, reduction, output
+
+
+def _fans(stage: str, shape: tuple[int, ...], dims: MuonDimensionNumbers) -> tuple[int, int]:
+  """(fan in, fan out): the sizes of the reduction and output axes."""
+  _, reduction, output = _matrix_axes(stage, shape, dims)
+  return math.prod(shape[a] for a in reduction), math.prod(shape[a] for a in output)
+
+
+def _dims_per_leaf(stage: str, spec: WeightDimNumOrFn | None, real: Any) -> list[Any]:
+  """``spec`` resolved against the tree ``real``: one entry (dims or None) per leaf."""
+  resolved = MuonDimensionNumbers() if spec is None else (
+      spec(real) if callable(spec) and not _is_dims(spec) else spec)
+  entry = lambda x: x is None or _is_dims(x)  # noqa: E731
+  try:
+    spread = jax.tree.map(
+        lambda d, sub: jax.tree.map(lambda _: _Entry(d), sub, is_leaf=tree._is_masked),
+        resolved, real, is_leaf=entry)
+  except (ValueError, TypeError):
+    raise StructureError(
+        f"{stage}: the weight dimension numbers must have the params' tree structure (or a "
+        f"prefix of it) with dimension numbers or None at each leaf; got {resolved!r} "
+        f"for params of structure {jax.tree.structure(real)}") from None
+  return [e.dims for e in jax.tree.leaves(spread, is_leaf=lambda x: isinstance(x, _Entry))]
+
+
+class _Entry:
+  """One leaf's dimension numbers, held so that tree maps do not descend into them."""
+  __slots__ = ("dims",)
+
+  def __init__(self, dims: MuonDimensionNumbers | None):
+    self.dims = dims
+
+
+def _map_matrices(stage: str, spec: WeightDimNumOrFn | None,
+                  fn: Callable[[jax.Array, MuonDimensionNumbers | None], jax.Array],
+                  updates: Any) -> Any:
+  """``fn(leaf, dims)`` for every leaf, with the leaf's dimension numbers (None: not a matrix).
+
+  Through :func:`gradtx.tree.map_leaves`: in packed mode ``fn`` runs batched
+  over the leaves of one shape, and where leaves of one shape have different
+  dimension numbers each leaf picks its own with :func:`jax.lax.switch`.
+  """
+  if isinstance(updates, Packed):
+    layout = updates.layout
+    leaves_dims = _dims_per_leaf(stage, spec, layout.template())
+    shapes = [tuple(s) for s in layout.shapes]
+  else:
+    with _unmasked_view(updates) as real:
+      leaves_dims = _dims_per_leaf(stage, spec, real)
+    leaves, treedef = jax.tree.flatten(updates, is_leaf=tree._is_masked)
+    if len(leaves) != len(leaves_dims):
+      raise StructureError(f"{stage}: {len(leaves_dims)} weight dimension numbers for "
+                           f"{len(leaves)} leaves")
+    shapes = [None if tree._is_masked(x) else tuple(np.shape(x)) for x in leaves]
+  # Per shape, the distinct dimension numbers of its leaves; per leaf, the index of its own.
+  options: dict[tuple[int, ...], list[Any]] = {}
+  index = []
+  for shape, dims in zip(shapes, leaves_dims):
+    if shape is None:  # a masked-out leaf: not mapped
+      index.append(0)
+      continue
+    choices = options.setdefault(shape, [])
+    if dims not in choices:
+      if dims is not None:
+        _matrix_axes(stage, shape, dims)  # raise now, naming the leaf's shape
+      choices.append(dims)
+    index.append(choices.index(dims))
+
+  def leaf(x, i):
+    choices = options[tuple(x.shape)]
+    if isinstance(i, int):
+      return (fn(x, choices[i]),)
+    if len(choices) == 1:
+      return (fn(x, choices[0]),)
+    return (jax.lax.switch(i, [functools.partial(fn, dims=d) for d in choices], x),)
+
+  if isinstance(updates, Packed):
+    chosen = PackedLeaves.from_leaves(layout, [jnp.asarray(i, jnp.int32) for i in index])
+  else:
+    chosen = jax.tree.unflatten(treedef, index)
+  return tree.map_leaves(leaf, (True,), updates, chosen)[0]

@@ -1,0 +1,259 @@
+"""optax.contrib: GaLore, the base optimizer run on gradients projected to a low-rank subspace.
+
+GaLore projects each matrix's gradient onto its leading singular vectors and
+keeps the base optimizer's moments in that low-rank space, shaped unlike the
+params: it runs on trees, not packed.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from gradtx import tree
+from gradtx.chain import Chain, named_chain
+from gradtx.contrib._common import (GaLoreDimensionNumbers, GaLoreDimNumsOrFn, _dims_per_leaf,
+                                    _is_dims, _matrix_axes)
+from gradtx.core import (ANY, POSITIVE_INT, GradientTransformation, HParams, HParamSpec, Params,
+                         ScalarOrSchedule, as_transformation, check_value)
+from gradtx.errors import StructureError
+from gradtx.numerics import as_dtype, safe_increment, zero_count
+from gradtx.packed import Packed
+from gradtx.transforms.decay import Mask, add_decayed_weights
+from gradtx.transforms.moments import scale_by_adam
+from gradtx.transforms.scaling import scale_by_learning_rate
+# The tree a masked wrapper hides leaves of: dimension numbers are resolved on it.
+from gradtx.wrappers._masking import _unmasked_view
+
+__all__ = ["GaLoreState", "galore", "scale_by_galore"]
+
+
+class GaLoreState(NamedTuple):
+  """State of :func:`scale_by_galore`.
+
+  ``base_optimizer_state`` is the base optimizer's state on the low-rank
+  gradients (the full ones for leaves that are not projected); ``projector``
+  holds each projected leaf's :math:`P` (a (0, 0) array for the others).
+  """
+  count: jax.Array
+  base_optimizer_state: Any
+  projector: Any
+  hparams: HParams
+
+
+def _galore_dims(spec: GaLoreDimNumsOrFn | None, params: Params) -> Params:
+  """optax's resolution: None projects the 2-D leaves; one spec, every leaf of rank >= 2."""
+  if spec is None or _is_dims(spec):
+    dims = GaLoreDimensionNumbers() if spec is None else spec
+    wanted = (lambda n: n == 2) if spec is None else (lambda n: n >= 2)
+    return jax.tree.map(lambda x: dims if wanted(len(np.shape(x))) else None, params,
+                        is_leaf=tree._is_masked)
+  return spec(params) if callable(spec) else spec
+
+
+def _galore_geometry(stage: str, shape: tuple[int, ...], dims: GaLoreDimensionNumbers,
+                     rank: int) -> tuple[tuple[int, ...], int, int, int, bool]:
+  """(axis order, m, n, effective rank, left): the leaf as an m x n matrix."""
+  batch, reduction, output = _matrix_axes(stage, shape, dims)
+  if batch:
+    raise StructureError(f"{stage}: {dims} for a leaf of shape {shape} leaves axes {batch} "
+                         "out; GaLore needs every axis in the reduction or output axes")
+  m, n = math.prod(shape[a] for a in reduction), math.prod(shape[a] for a in output)
+  return reduction + output, m, n, min(rank, m, n), m >= n
+
+
+def scale_by_galore(rank: int = 128, update_proj_gap: int = 200, scale: ScalarOrSchedule = 1.0,
+                    base_optimizer: GradientTransformation | None = None,
+                    weight_dimension_numbers: GaLoreDimNumsOrFn | None = None
+                    ) -> GradientTransformation:
+  """GaLore: the base optimizer run on gradients projected to a low-rank subspace.
+
+  For a projected leaf, as an :math:`m \\times n` matrix :math:`G_t` with
+  :math:`m \\ge n` (otherwise the same on the right, :math:`R_t = G_t P_t`,
+  :math:`u_t = \\alpha \\tilde R_t P_t^\\top`),
+
+  .. math::
+    P_t = \\begin{cases} U_{:, :r} \\text{ of } G_t = U S V^\\top &
+      t \\equiv 0 \\pmod T \\\\ P_{t-1} & \\text{otherwise} \\end{cases}, \\quad
+    R_t = P_t^\\top G_t, \\quad \\tilde R_t = \\text{base}(R_t), \\quad
+    u_t = \\alpha P_t \\tilde R_t
+
+  with :math:`t = 0, 1, \\dots` the number of earlier steps, :math:`r` =
+  ``min(rank, m, n)``, :math:`T` = ``update_proj_gap`` and :math:`\\alpha` =
+  ``scale``. The base optimizer's moments live in the :math:`r`-dimensional
+  space (and carry over when :math:`P` is refreshed). Leaves that are not
+  projected go through the base optimizer as they are.
+
+  Args:
+    rank: the target rank :math:`r \\ge 1` (an int), default 128. Structural:
+      it fixes the moments' shapes.
+    update_proj_gap: :math:`T \\ge 1`, default 200 (held in the state).
+    scale: :math:`\\alpha`, default 1.
+    base_optimizer: a transformation that does not read the params (it sees
+      low-rank arrays), default :func:`gradtx.scale_by_adam`.
+    weight_dimension_numbers: which leaves are projected and which axes form
+      their matrix: None (the default) projects the 2-D leaves; one
+      :class:`GaLoreDimensionNumbers` applies to every leaf of rank >= 2; or
+      a tree of them (None for a leaf left out), or a callable of the params
+      returning one.
+
+  Differs from optax 0.2.8 only in the SVD's precision: float64 for float64
+  gradients (optax always takes it in float32). The projector's columns are
+  singular vectors, whose signs LAPACK chooses; an elementwise base rule that
+  is odd in the gradient (Adam's) gives a step that does not depend on them
+  between refreshes. GaLore does not run on a packed tree: its moments are
+  shaped unlike the params.
+
+  References:
+    Zhao et al., *GaLore: Memory-Efficient LLM Training by Gradient Low-Rank
+    Projection*, ICML 2024.
+
+  Example:
+    >>> import gradtx as gtx
+    >>> import jax.numpy as jnp
+    >>> tx = gtx.contrib.scale_by_galore(rank=2)
+    >>> state = tx.init({"w": jnp.ones((6, 4)), "b": jnp.ones(4)})
+    >>> state.projector["w"].shape, state.base_optimizer_state.mu["w"].shape
+    ((6, 2), (2, 4))
+  """
+  stage = "scale_by_galore"
+  if not isinstance(rank, (int, np.integer)) or isinstance(rank, bool):
+    raise TypeError(f"{stage}: rank must be an int, got {type(rank).__name__}")
+  check_value(stage, "rank", rank, POSITIVE_INT)
+  base = as_transformation(scale_by_adam() if base_optimizer is None else base_optimizer,
+                           where=f"{stage} base_optimizer")
+  spec = HParamSpec(stage, update_proj_gap=(update_proj_gap, POSITIVE_INT),
+                    scale=(scale, ANY))
+
+  def no_packed(x):
+    if isinstance(x, Packed):
+      raise StructureError(f"{stage}: GaLore does not run on a packed tree (its moments are "
+                           "low-rank, shaped unlike the params); run it on the tree")
+
+  def leaves_and_dims(values):
+    with _unmasked_view(values) as real:
+      dims = _dims_per_leaf(stage, lambda p: _galore_dims(weight_dimension_numbers, p), real)
+    leaves, treedef = jax.tree.flatten(values, is_leaf=tree._is_masked)
+    if len(leaves) != len(dims):
+      raise StructureError(f"{stage}: {len(dims)} weight dimension numbers for "
+                           f"{len(leaves)} leaves")
+    return leaves, dims, treedef
+
+  def init(params):
+    no_packed(params)
+    if tree.is_params_placeholder(params):
+      return GaLoreState(zero_count(), base.init(params), params, spec.init())
+    leaves, dims, treedef = leaves_and_dims(params)
+    projectors, proxies = [], []
+    for p, d in zip(leaves, dims):
+      if tree._is_masked(p) or d is None:
+        projectors.append(p if tree._is_masked(p) else jnp.zeros((0, 0), p.dtype))
+        proxies.append(p if tree._is_masked(p) else jnp.zeros_like(p))
+        continue
+      _, m, n, r, left = _galore_geometry(stage, p.shape, d, rank)
+      projectors.append(jnp.zeros((m, r) if left else (n, r), p.dtype))
+      proxies.append(jnp.zeros((r, n) if left else (m, r), p.dtype))
+    return GaLoreState(zero_count(), base.init(jax.tree.unflatten(treedef, proxies)),
+                       jax.tree.unflatten(treedef, projectors), spec.init())
+
+  def update(updates, state, params=None, **extra):
+    del params
+    no_packed(updates)
+    h, hparams = spec.step(state.hparams)
+    refresh = state.count % h["update_proj_gap"].astype(state.count.dtype) == 0
+    leaves, dims, treedef = leaves_and_dims(updates)
+    projectors = treedef.flatten_up_to(state.projector)
+    geometry, low_rank, new_projectors = [], [], []
+    for g, d, P in zip(leaves, dims, projectors):
+      if tree._is_masked(g) or d is None:
+        geometry.append(None)
+        low_rank.append(g)
+        new_projectors.append(P)
+        continue
+      order, m, n, r, left = _galore_geometry(stage, g.shape, d, rank)
+      G = g.transpose(order).reshape(m, n)
+
+      def fresh(G=G, r=r, left=left):
+        wide = jnp.float64 if G.dtype == jnp.float64 else jnp.float32
+        U, _, Vh = jnp.linalg.svd(G.astype(wide), full_matrices=False)
+        return (U[:, :r] if left else Vh[:r].T).astype(P.dtype)
+
+      if isinstance(refresh, jax.core.Tracer):
+        P = jax.lax.cond(refresh, fresh, lambda P=P: P)
+      elif refresh:  # run eagerly: no cond to compile at every step
+        P = fresh()
+      geometry.append((order, left))
+      low_rank.append(P.T @ G if left else G @ P)
+      new_projectors.append(P)
+    base_updates, base_state = base.update(jax.tree.unflatten(treedef, low_rank),
+                                           state.base_optimizer_state, None, **extra)
+    out = []
+    for g, u, P, geo in zip(leaves, treedef.flatten_up_to(base_updates), new_projectors,
+                            geometry):
+      if geo is None:
+        out.append(u)
+        continue
+      order, left = geo
+      full = (P @ u if left else u @ P.T).astype(g.dtype)
+      full = full.reshape([g.shape[a] for a in order]).transpose(np.argsort(order))
+      out.append(as_dtype(h["scale"], g.dtype) * full)
+    return jax.tree.unflatten(treedef, out), GaLoreState(
+        safe_increment(state.count), base_state, jax.tree.unflatten(treedef, new_projectors),
+        hparams)
+
+  return GradientTransformation(init, update, name=stage, spec=spec, options=dict(
+      rank=rank, base_optimizer=base, weight_dimension_numbers=weight_dimension_numbers))
+
+
+def galore(learning_rate: ScalarOrSchedule, rank: int = 128, update_proj_gap: int = 200,
+           scale: ScalarOrSchedule = 1.0, base_optimizer: GradientTransformation | None = None,
+           weight_decay: ScalarOrSchedule = 0.0, mask: Mask | None = None,
+           weight_dimension_numbers: GaLoreDimNumsOrFn | None = None) -> Chain:
+  """GaLore with decoupled weight decay: Adam (by default) in a low-rank gradient subspace.
+
+  .. math::
+    \\theta_{t+1} = \\theta_t - \\eta \\left( \\alpha P_t\\, \\text{base}(P_t^\\top G_t)
+      + \\lambda \\theta_t \\right)
+
+  for a projected leaf (see :func:`scale_by_galore`); the other leaves take
+  the base optimizer's step on their full gradient.
+
+  Args:
+    learning_rate: :math:`\\eta`.
+    rank: the projection's rank, default 128.
+    update_proj_gap: steps between refreshes of :math:`P`, default 200.
+    scale: :math:`\\alpha`, default 1.
+    base_optimizer: default :func:`gradtx.scale_by_adam`; one that does not
+      read the params (not ``adamw``: use ``weight_decay`` here).
+    weight_decay: :math:`\\lambda \\ge 0`, default 0, in the full space.
+    mask: which leaves to decay.
+    weight_dimension_numbers: see :func:`scale_by_galore`.
+
+  References:
+    Zhao et al., *GaLore: Memory-Efficient LLM Training by Gradient Low-Rank
+    Projection*, ICML 2024.
+
+  Example:
+    >>> import gradtx as gtx
+    >>> print(gtx.contrib.galore(0.01, rank=16))
+    galore(
+      galore=scale_by_galore(
+        update_proj_gap=200,
+        scale=1,
+        rank=16,
+        weight_dimension_numbers=None,
+        base_optimizer=scale_by_adam(b1=0.9, b2=0.999, eps=1e-08, eps_root=0, mu_dtype=None, nu_dtype=None, nesterov=False),
+      ),
+      decay=add_decayed_weights(weight_decay=0),
+      lr=scale_by_learning_rate(learning_rate=0.01, flip_sign=True),
+    )
+  """
+  return named_chain("galore",
+                     galore=scale_by_galore(rank, update_proj_gap, scale, base_optimizer,
+                                            weight_dimension_numbers),
+                     decay=add_decayed_weights(weight_decay, mask),
+                     lr=scale_by_learning_rate(learning_rate))
