@@ -59,6 +59,10 @@ from gradtx.losses import (  # noqa: F401
     kl_divergence, l2_loss, log_cosh, ntxent, sigmoid_binary_cross_entropy, smooth_labels,
     softmax_cross_entropy, softmax_cross_entropy_with_integer_labels)
 
+# And optax's top-level spellings of two optax.contrib names (optax.dpsgd).
+from gradtx.contrib import (  # noqa: F401
+    DifferentiallyPrivateAggregateState, differentially_private_aggregate, dpsgd)
+
 __version__ = "0.1.0"
 
 

@@ -18,7 +18,12 @@ from gradtx.contrib._adopt import *  # noqa: F401,F403
 from gradtx.contrib._ademamix import *  # noqa: F401,F403
 from gradtx.contrib._madgrad import *  # noqa: F401,F403
 from gradtx.contrib._acprop import *  # noqa: F401,F403
-from gradtx.contrib._parameter_free import *  # noqa: F401,F403
+from gradtx.contrib._prodigy import *  # noqa: F401,F403
+from gradtx.contrib._dadapt_adamw import *  # noqa: F401,F403
+from gradtx.contrib._dog import *  # noqa: F401,F403
+from gradtx.contrib._cocob import *  # noqa: F401,F403
+from gradtx.contrib._mechanic import *  # noqa: F401,F403
+from gradtx.contrib._momo import *  # noqa: F401,F403
 from gradtx.contrib._muon import *  # noqa: F401,F403
 from gradtx.contrib._galore import *  # noqa: F401,F403
 from gradtx.contrib._complex_valued import *  # noqa: F401,F403
@@ -33,8 +38,9 @@ ReduceLROnPlateauState = ReduceOnPlateauState
 def _public_names() -> list[str]:
   import importlib
   names = {"ReduceOnPlateauState", "reduce_on_plateau"}
-  for module in ["_common", "_adopt", "_ademamix", "_madgrad", "_acprop", "_parameter_free",
-                 "_muon", "_galore", "_complex_valued", "_sophia", "_sam", "_schedule_free"]:
+  for module in ["_common", "_adopt", "_ademamix", "_madgrad", "_acprop", "_prodigy",
+                 "_dadapt_adamw", "_dog", "_cocob", "_mechanic", "_momo", "_muon", "_galore",
+                 "_complex_valued", "_sophia", "_sam", "_schedule_free"]:
     names.update(importlib.import_module(f"gradtx.contrib.{module}").__all__)
   return sorted(names)
 

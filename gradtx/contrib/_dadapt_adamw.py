@@ -1,0 +1,176 @@
+"""optax.contrib: D-Adaptation for AdamW.
+
+A step size from a lower bound on the distance to the solution.
+"""
+
+from __future__ import annotations
+
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+
+from gradtx import tree
+from gradtx.chain import Chain, named_chain
+from gradtx.contrib._whole_tree import _betas, _count_as, _inner, _safe_ratio, _scalar_dtype, _total
+from gradtx.core import (NONNEGATIVE, POSITIVE, UNIT_HALF_OPEN, GradientTransformation,
+                         HParams, HParamSpec, ScalarOrSchedule, require_params)
+from gradtx.numerics import as_dtype, compute_dtype, safe_increment, zero_count
+
+__all__ = ["DAdaptAdamWState", "dadapt_adamw", "scale_by_dadapt_adamw"]
+
+
+class DAdaptAdamWState(NamedTuple):
+  """State of :func:`scale_by_dadapt_adamw`: optax's fields, then the hyperparameters.
+
+  ``exp_avg`` (:math:`m`), ``exp_avg_sq`` (:math:`v`) and ``grad_sum``
+  (:math:`s`) per entry; the scalars ``estim_lr`` (:math:`d`) and
+  ``numerator_weighted`` (:math:`r`); ``count``.
+  """
+  exp_avg: Any
+  exp_avg_sq: Any
+  grad_sum: Any
+  estim_lr: jax.Array
+  numerator_weighted: jax.Array
+  count: jax.Array
+  hparams: HParams
+
+
+def scale_by_dadapt_adamw(learning_rate: ScalarOrSchedule = 1.0,
+                          betas: tuple[float, float] = (0.9, 0.999),
+                          eps: ScalarOrSchedule = 1e-8, estim_lr0: float = 1e-6,
+                          weight_decay: ScalarOrSchedule = 0.0) -> GradientTransformation:
+  """D-Adapted AdamW's step: :math:`d` estimates the distance to the solution (sup norm).
+
+  .. math::
+    \\eta_t = \\gamma_t d_t \\frac{\\sqrt{1 - \\beta_2^t}}{1 - \\beta_1^t}, \\quad
+    \\sigma = \\sqrt{\\beta_2}, \\quad
+    r_t = \\sigma r_{t-1} + (1 - \\sigma)\\, \\eta_t
+      \\left\\langle g_t, \\frac{s_{t-1}}{\\sqrt{v_{t-1}} + \\epsilon} \\right\\rangle, \\\\
+    m_t = \\beta_1 m_{t-1} + (1 - \\beta_1) \\eta_t g_t, \\quad
+    v_t = \\beta_2 v_{t-1} + (1 - \\beta_2) g_t^2, \\quad
+    s_t = \\sigma s_{t-1} + (1 - \\sigma) \\eta_t g_t, \\\\
+    d_{t+1} = \\max\\left(d_t,\\ \\frac{r_t}{(1 - \\sigma) \\|s_t\\|_1}\\right), \\qquad
+    u_t = -\\frac{m_t}{\\sqrt{v_t} + \\epsilon} - \\lambda \\eta_t \\theta_t
+
+  with :math:`d_1 = d_0` and the inner product and l1 norm over the whole
+  tree. The update is the step to add (the sign is flipped). Needs the params.
+
+  Args:
+    learning_rate: :math:`\\gamma_t \\ge 0`, default 1 (a schedule around 1).
+    betas: :math:`(\\beta_1, \\beta_2)`, each in :math:`[0, 1)`, default
+      ``(0.9, 0.999)``; held as one array ``betas``.
+    eps: :math:`\\epsilon \\ge 0`, default 1e-8.
+    estim_lr0: :math:`d_0 > 0`, default 1e-6.
+    weight_decay: :math:`\\lambda \\ge 0`, default 0 (decoupled).
+
+  Differs from optax 0.2.8 only when every gradient so far is zero: optax's
+  estimate is then 0/0 (NaN); gradtx keeps :math:`d`.
+
+  References:
+    Defazio & Mishchenko, *Learning-Rate-Free Learning by D-Adaptation*,
+    ICML 2023 (arXiv:2301.07733), the Adam variant of its appendix.
+
+  Example:
+    >>> import gradtx as gtx
+    >>> import jax.numpy as jnp
+    >>> tx = gtx.contrib.scale_by_dadapt_adamw()
+    >>> params = jnp.array([1.0, -2.0])
+    >>> u, state = tx.update(jnp.array([0.5, -0.5]), tx.init(params), params)
+    >>> u  # m / sqrt(v) = (1 - b1) eta sign(g) / sqrt(1 - b2) = d_0 sign(g)
+    Array([-9.999994e-07,  9.999994e-07], dtype=float32)
+  """
+  stage = "scale_by_dadapt_adamw"
+  spec = HParamSpec(stage, learning_rate=(learning_rate, NONNEGATIVE),
+                    betas=(tuple(_betas(stage, betas)), UNIT_HALF_OPEN), eps=(eps, NONNEGATIVE),
+                    estim_lr0=(estim_lr0, POSITIVE), weight_decay=(weight_decay, NONNEGATIVE))
+
+  def init(params):
+    hparams = spec.init()
+    dtype = _scalar_dtype(params)
+    return DAdaptAdamWState(tree.zeros_like(params), tree.zeros_like(params),
+                            tree.zeros_like(params), as_dtype(hparams["estim_lr0"], dtype),
+                            jnp.zeros((), dtype), zero_count(), hparams)
+
+  def update(updates, state, params=None, **extra):
+    del extra
+    params = require_params(stage, params)
+    tree.check_structure(state.exp_avg, updates, "state.exp_avg", "updates")
+    tree.check_structure(state.exp_avg, params, "state.exp_avg", "params")
+    h, hparams = spec.step(state.hparams)
+    d = state.estim_lr
+    dtype = d.dtype
+    b1, b2 = as_dtype(h["betas"][0], dtype), as_dtype(h["betas"][1], dtype)
+    sigma = jnp.sqrt(b2)
+    eps = as_dtype(h["eps"], dtype)
+    count = safe_increment(state.count)
+    t = _count_as(count, dtype)
+    eta = d * as_dtype(h["learning_rate"], dtype) * jnp.sqrt(1 - b2**t) / (1 - b1**t)
+
+    def weighted(s, v):
+      c = compute_dtype(s, v)
+      return as_dtype(s, c) / (jnp.sqrt(as_dtype(v, c)) + as_dtype(eps, c))
+
+    r = sigma * state.numerator_weighted + (1 - sigma) * eta * _inner(
+        updates, tree.tree_map(weighted, state.grad_sum, state.exp_avg_sq), dtype)
+
+    def moments(g, m, v, s):
+      c = compute_dtype(g, m)
+      eg = as_dtype(eta, c) * as_dtype(g, c)
+      m_new = as_dtype(b1, c) * as_dtype(m, c) + as_dtype(1 - b1, c) * eg
+      v_new = (as_dtype(b2, c) * as_dtype(v, c)
+               + as_dtype(1 - b2, c) * as_dtype(g, c) * as_dtype(g, c))
+      s_new = as_dtype(sigma, c) * as_dtype(s, c) + as_dtype(1 - sigma, c) * eg
+      return m_new.astype(m.dtype), v_new.astype(v.dtype), s_new.astype(s.dtype)
+
+    m, v, s = tree.map_multi(moments, 3, updates, state.exp_avg, state.exp_avg_sq,
+                             state.grad_sum)
+    d_new = jnp.maximum(d, _safe_ratio(r, (1 - sigma) * _total(jnp.abs, dtype, s)))
+    decay = eta * as_dtype(h["weight_decay"], dtype)
+
+    def step(m, v, p):
+      c = compute_dtype(m, p)
+      u = -(as_dtype(m, c) / (jnp.sqrt(as_dtype(v, c)) + as_dtype(eps, c))
+            + as_dtype(decay, c) * as_dtype(p, c))
+      return u.astype(p.dtype)
+
+    out = tree.tree_map(step, m, v, params)
+    return out, DAdaptAdamWState(m, v, s, d_new, r, count, hparams)
+
+  return GradientTransformation(init, update, name=stage, spec=spec)
+
+
+def dadapt_adamw(learning_rate: ScalarOrSchedule = 1.0,
+                 betas: tuple[float, float] = (0.9, 0.999), eps: ScalarOrSchedule = 1e-8,
+                 estim_lr0: float = 1e-6, weight_decay: ScalarOrSchedule = 0.0) -> Chain:
+  """D-Adaptation AdamW: AdamW whose learning rate is estimated as it runs.
+
+  .. math::
+    \\theta_{t+1} = \\theta_t - \\frac{m_t}{\\sqrt{v_t} + \\epsilon}
+      - \\lambda \\gamma_t d_t \\frac{\\sqrt{1 - \\beta_2^t}}{1 - \\beta_1^t} \\theta_t
+
+  with :math:`m` an EMA of :math:`\\gamma_t d_t \\frac{\\sqrt{1 - \\beta_2^t}}
+  {1 - \\beta_1^t} g_t` and :math:`d_t` estimated as
+  :func:`scale_by_dadapt_adamw` says. One stage: the learning rate enters
+  the estimate.
+
+  Args:
+    learning_rate: :math:`\\gamma_t`, default 1 (a schedule around 1).
+    betas: default ``(0.9, 0.999)``.
+    eps: default 1e-8.
+    estim_lr0: :math:`d_0`, default 1e-6.
+    weight_decay: :math:`\\lambda`, default 0.
+
+  References:
+    Defazio & Mishchenko, *Learning-Rate-Free Learning by D-Adaptation*,
+    ICML 2023 (arXiv:2301.07733).
+
+  Example:
+    >>> import gradtx as gtx
+    >>> print(gtx.contrib.dadapt_adamw(weight_decay=1e-4))
+    dadapt_adamw(
+      dadapt=scale_by_dadapt_adamw(learning_rate=1, betas=(0.9, 0.999), eps=1e-08, estim_lr0=1e-06, weight_decay=0.0001),
+    )
+  """
+  return named_chain("dadapt_adamw", dadapt=scale_by_dadapt_adamw(
+      learning_rate, betas, eps, estim_lr0, weight_decay))

@@ -1,0 +1,144 @@
+"""optax.contrib: Mechanic, a learned scale of any base optimizer's steps."""
+
+from __future__ import annotations
+
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+
+from gradtx import tree
+from gradtx.chain import Chain, chain
+from gradtx.contrib._whole_tree import _inner, _moved, _scalar_dtype, _total
+from gradtx.core import (NONNEGATIVE, POSITIVE, GradientTransformation,
+                         HParams, HParamSpec, ScalarOrSchedule, as_transformation, require_params)
+from gradtx.numerics import as_dtype, compute_dtype, safe_increment, zero_count
+
+__all__ = ["MechanicState", "mechanize"]
+
+
+class MechanicState(NamedTuple):
+  """State of :func:`mechanize`: optax's fields, then the hyperparameters.
+
+  ``base_optimizer_state``; ``count``; the arrays ``r``, ``m``, ``v`` and
+  ``s`` (one entry per :math:`\\beta_j`); ``x0`` (the reference point
+  :math:`x_\\text{ref}`, the params at the first step).
+  """
+  base_optimizer_state: Any
+  count: jax.Array
+  r: jax.Array
+  m: jax.Array
+  v: jax.Array
+  s: jax.Array
+  x0: Any
+  hparams: HParams
+
+
+def mechanize(base_optimizer: Any, weight_decay: ScalarOrSchedule = 1e-2,
+              eps: ScalarOrSchedule = 1e-8, s_init: ScalarOrSchedule = 1e-6,
+              num_betas: int = 6) -> GradientTransformation:
+  """Mechanic: learns the scale of a base optimizer's updates (a learning-rate tuner).
+
+  With :math:`u_t` the base optimizer's update, :math:`\\Delta_t =
+  -\\sum_{k < t} u_k` (recomputed as :math:`(x_\\text{ref} - \\theta_t) /
+  (\\sum_j s_{t,j} + \\epsilon)`), and one accumulator per
+  :math:`\\beta_j = 1 - 10^{-j}`, :math:`j = 1 \\dots n`:
+
+  .. math::
+    \\tilde g_t = g_t + \\lambda \\textstyle\\sum_j s_{t,j}
+      \\frac{\\|g_t\\|}{\\|\\theta_t\\| + \\epsilon} \\theta_t, \\quad
+    h_t = \\langle \\tilde g_t, \\Delta_t \\rangle, \\\\
+    m_{t,j} = \\max(\\beta_j m_{t-1,j},\\ |h_t| + \\epsilon), \\quad
+    v_{t,j} = \\beta_j^2 v_{t-1,j} + h_t^2, \\quad
+    r_{t,j} = \\beta_j r_{t-1,j} + \\operatorname{clip}(h_t, \\pm m_{t-1,j})\\, s_{t,j}, \\\\
+    s_{t+1,j} = \\frac{\\frac{s_\\text{init}}{n} m_{t,j} + \\max(0, r_{t,j})}
+      {\\sqrt{v_{t,j}} + \\epsilon}, \\qquad
+    \\theta_{t+1} = x_\\text{ref} + \\textstyle\\sum_j s_{t+1,j}\\, (u_t - \\Delta_t)
+
+  with :math:`s_{1,j} = s_\\text{init}` and norms and inner products over
+  the whole tree. The clip of :math:`h_t` is the authors' later addition
+  (optax's too). The update returned is :math:`\\theta_{t+1} - \\theta_t`.
+  Needs the params; extra arguments (``value=...``) pass to the base optimizer.
+
+  Give the base optimizer a learning rate (or schedule) peaking at 1:
+  Mechanic learns the scale.
+
+  Args:
+    base_optimizer: a gradtx or optax transformation. A gradtx stage that
+      is not a chain is held as a one-stage chain, so its hyperparameters
+      read as ``"<its name>.<hyperparameter>"`` next to Mechanic's own.
+    weight_decay: :math:`\\lambda \\ge 0`, default 1e-2 (Mechanic's own,
+      not the base optimizer's).
+    eps: :math:`\\epsilon > 0`, default 1e-8.
+    s_init: :math:`s_\\text{init} > 0`, default 1e-6.
+    num_betas: :math:`n \\ge 1`, default 6 (an int). Structural: it fixes the
+      accumulators' shapes.
+
+  References:
+    Cutkosky, Defazio & Mehta, *Mechanic: A Learning Rate Tuner*, NeurIPS
+    2023 (arXiv:2306.00144), Algorithm 1.
+
+  Example:
+    >>> import gradtx as gtx
+    >>> import jax.numpy as jnp
+    >>> tx = gtx.contrib.mechanize(gtx.sgd(1.0))
+    >>> sorted(gtx.hparams(tx.init(jnp.zeros(2))))
+    ['eps', 'lr.learning_rate', 's_init', 'weight_decay']
+  """
+  stage = "mechanize"
+  if not isinstance(num_betas, int) or isinstance(num_betas, bool) or num_betas < 1:
+    raise ValueError(f"{stage}: num_betas must be an int >= 1, got {num_betas!r}")
+  if isinstance(base_optimizer, GradientTransformation) and not isinstance(base_optimizer, Chain):
+    base = chain(base_optimizer)
+  else:
+    base = as_transformation(base_optimizer, where=f"{stage} base_optimizer")
+  spec = HParamSpec(stage, weight_decay=(weight_decay, NONNEGATIVE), eps=(eps, POSITIVE),
+                    s_init=(s_init, POSITIVE))
+
+  def init(params):
+    hparams = spec.init()
+    dtype = _scalar_dtype(params)
+    zeros = jnp.zeros((num_betas,), dtype)
+    s = jnp.full((num_betas,), as_dtype(hparams["s_init"], dtype))
+    return MechanicState(base.init(params), zero_count(), zeros, zeros, zeros, s, params, hparams)
+
+  def update(updates, state, params=None, **extra):
+    params = require_params(stage, params)
+    tree.check_structure(state.x0, updates, "state.x0", "updates")
+    tree.check_structure(state.x0, params, "state.x0", "params")
+    h, hparams = spec.step(state.hparams)
+    base_updates, base_state = base.update(updates, state.base_optimizer_state, params, **extra)
+    dtype = state.s.dtype
+    eps = as_dtype(h["eps"], dtype)
+    # The reference point is the params of the first step, not of init: training loops
+    # often load pretrained weights between the two.
+    x_ref = tree.where(state.count == 0, params, state.x0)
+    s_sum = jnp.sum(state.s)
+    shrink = (as_dtype(h["weight_decay"], dtype) * s_sum * jnp.sqrt(_total(jnp.square, dtype, updates))
+              / (jnp.sqrt(_total(jnp.square, dtype, params)) + eps))
+    decayed = tree.tree_map(lambda g, p: g + as_dtype(shrink, g.dtype) * p.astype(g.dtype),
+                            updates, params)
+    delta_prev = tree.tree_map(lambda d: d / as_dtype(s_sum + eps, d.dtype),
+                               _moved(x_ref, params))
+    h_t = _inner(decayed, delta_prev, dtype)
+    betas = jnp.asarray([1 - 0.1**j for j in range(1, num_betas + 1)], dtype)
+    m = jnp.maximum(betas * state.m, jnp.abs(h_t) + eps)
+    v = betas**2 * state.v + h_t**2
+    r = betas * state.r + jnp.clip(h_t, -state.m, state.m) * state.s
+    wealth = as_dtype(h["s_init"], dtype) / num_betas * m + jnp.maximum(r, 0)
+    s = wealth / (jnp.sqrt(v) + eps)
+    s_new = jnp.sum(s)
+
+    def step(p, x0, d, u):
+      c = compute_dtype(p, x0, u)
+      # (x_ref - theta_t) first: exact for nearby values, so a small step keeps its digits
+      # (optax forms x_ref - s (Delta - u) and subtracts theta_t, losing them).
+      moved = as_dtype(x0, c) - as_dtype(p, c)
+      return (moved - as_dtype(s_new, c) * (as_dtype(d, c) - as_dtype(u, c))).astype(p.dtype)
+
+    out = tree.tree_map(step, params, x_ref, delta_prev, base_updates)
+    return out, MechanicState(base_state, safe_increment(state.count), r, m, v, s, x_ref,
+                              hparams)
+
+  return GradientTransformation(init, update, name=stage, spec=spec,
+                                options=dict(num_betas=num_betas, base_optimizer=base))
