@@ -21,9 +21,10 @@ import pytest
 import gradtx as gtx
 import reference as R
 import reference_contrib_curvature as RC
-from gradtx.packed import Layout
-from zoo_harness import (Problem, ZooCase, check_against_reference, ill_conditioned_quadratic,
-                         minimise, rosenbrock)
+from zoo_harness import (Problem, ZooCase, assert_packed_matches_tree, assert_trees_close,
+                         bad_hyperparameters_test, check_converges, counting_jit, coupled_tree,
+                         coupled_wb_loss, decay_mask, ill_conditioned_quadratic, packed_params,
+                         reference_tests, rosenbrock, run_updates, train_both_modes)
 
 
 def _with_obj_fn(tx: gtx.GradientTransformation, obj_fn: Callable[[Any], jax.Array]
@@ -46,10 +47,6 @@ def _problem_hessian_diagonal(params: dict) -> dict:
   # Hutchinson's estimate of a diagonal Hessian is exact: v * (c v) = c for v = +-1.
   return {k: RC.hutchinson(np.diag(_CURVATURE[k].reshape(-1)), np.ones(np.shape(_CURVATURE[k])))
           for k in params}
-
-
-def _decay_mask(params: Any) -> Any:
-  return {k: np.ndim(v) >= 2 for k, v in params.items()}
 
 
 def _sophia_case(id_: str, step: float = 1.0, rtol32: float = 1e-4, **kwargs) -> ZooCase:
@@ -78,7 +75,7 @@ def _paper_sam(lr: float, rho: float, **kwargs) -> ZooCase:
 
 CASES = [
     _sophia_case("sophia", learning_rate=0.05, gamma=0.5, b2=0.9, update_interval=3,
-                 weight_decay=1e-3, weight_decay_mask=_decay_mask),
+                 weight_decay=1e-3, weight_decay_mask=decay_mask),
     # gamma h ~ 1e-4 c: the momentum's float32 rounding, divided by it, is ~1e-4 of an
     # unclipped step.
     _sophia_case("sophia-defaults", learning_rate=0.01, rtol32=1e-3),
@@ -101,41 +98,23 @@ CASES = [
                            lambda: RC.chain(RC.normalize(), R.sgd(0.05, momentum=0.5)),
                            sync_period=3, reset_state=False)),
 ]
-BY_ID = {c.id: c for c in CASES}
 
 
-@pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
-def test_float32_jit(case):
-  check_against_reference(case, jnp.float32, jit=True)
-
-
-@pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
-def test_float64_nojit(case):
-  with jax.enable_x64(True):
-    check_against_reference(case, jnp.float64, jit=False)
-
-
-@pytest.mark.parametrize("case_id", ["sophia", "sam-adamw-k3-momentum"])
-def test_float32_nojit_and_float64_jit(case_id):
-  check_against_reference(BY_ID[case_id], jnp.float32, jit=False)
-  with jax.enable_x64(True):
-    check_against_reference(BY_ID[case_id], jnp.float64, jit=True)
+test_float32_jit, test_float64_nojit, test_float32_nojit_and_float64_jit = reference_tests(
+    CASES, ["sophia", "sam-adamw-k3-momentum"])
 
 
 # ----------------------------------------------------------------------------
 # Hutchinson's estimator.
 
 
-def _coupled_loss(params: dict) -> jax.Array:
-  """A loss whose Hessian is not diagonal (so the probes matter) and not constant."""
-  w, b = params["w"], params["b"]
-  return jnp.sum(jnp.sin(w) * jnp.roll(w, 1)) + jnp.sum(b**2 * w[:3]) + 0.5 * jnp.sum(w**2)
+# A loss whose Hessian is not diagonal (so the probes matter) and not constant.
+_coupled_loss = coupled_wb_loss
 
 
 def _tree() -> dict:
-  rng = np.random.default_rng(1)
-  return {"w": jnp.asarray(rng.normal(size=5), jnp.float32),
-          "b": jnp.asarray(rng.normal(size=3), jnp.float32)}
+  """The coupled loss's params, w and b."""
+  return coupled_tree(with_m=False)
 
 
 def _coupled_hessian(b: np.ndarray, w: np.ndarray) -> np.ndarray:
@@ -223,33 +202,16 @@ def test_hutchinson_probes_each_leaf_in_its_dtype_where_optax_fails_on_mixed_dty
 # Sophia and SAM against optax.contrib.
 
 
-def _run(tx, params, loss, steps, apply, **update_kwargs):
-  """``steps`` jitted steps of ``tx`` on ``loss``; the updates of every step."""
-  def step(carry, _):
-    params, state = carry
-    grads = jax.grad(loss)(params)
-    kwargs = {k: (v(params) if k == "grad_fn" else v) for k, v in update_kwargs.items()}
-    updates, state = tx.update(grads, state, params, **kwargs)
-    return (apply(params, updates), state), updates
-
-  return jax.jit(lambda p: jax.lax.scan(step, (p, tx.init(p)), length=steps)[1])(params)
-
-
-def _assert_trees_close(a, b, rtol=1e-5, atol=1e-6):
-  jax.tree.map(lambda x, y: np.testing.assert_allclose(np.asarray(x), np.asarray(y), rtol=rtol,
-                                                       atol=atol), a, b)
-
-
 def test_sophia_follows_optax():
   params = _tree()
   kwargs = dict(learning_rate=0.05, gamma=0.5, update_interval=3, b2=0.9, weight_decay=1e-2)
-  ours = _run(gtx.contrib.sophia(**kwargs), params, _coupled_loss, 30, gtx.apply_updates,
-              obj_fn=_coupled_loss)
+  ours = run_updates(gtx.contrib.sophia(**kwargs), params, 30, gtx.apply_updates,
+                     loss=_coupled_loss, obj_fn=_coupled_loss)
   with jax.numpy_dtype_promotion("standard"):
-    theirs = _run(optax.contrib.sophia(**kwargs), params, _coupled_loss, 30, optax.apply_updates,
-                  obj_fn=_coupled_loss)
+    theirs = run_updates(optax.contrib.sophia(**kwargs), params, 30, optax.apply_updates,
+                         loss=_coupled_loss, obj_fn=_coupled_loss)
   assert np.abs(np.asarray(ours["w"][-1])).max() > 0
-  _assert_trees_close(ours, theirs)
+  assert_trees_close(ours, theirs)
 
 
 def _sam_pair(sync_period, opaque_mode=False):
@@ -269,47 +231,48 @@ def _loss_grad_fn(params):
 def test_sam_follows_optax(sync_period):
   ours, theirs = _sam_pair(sync_period)
   params = _tree()
-  u_ours = _run(ours, params, _coupled_loss, 24, gtx.apply_updates)
+  u_ours = run_updates(ours, params, 24, gtx.apply_updates, loss=_coupled_loss)
   with jax.numpy_dtype_promotion("standard"):
-    u_theirs = _run(theirs, params, _coupled_loss, 24, optax.apply_updates)
-  _assert_trees_close(u_ours, u_theirs)
+    u_theirs = run_updates(theirs, params, 24, optax.apply_updates, loss=_coupled_loss)
+  assert_trees_close(u_ours, u_theirs)
 
 
 @pytest.mark.parametrize("sync_period", [1, 2, 3])
 def test_sam_opaque_mode_follows_optax(sync_period):
   ours, theirs = _sam_pair(sync_period, opaque_mode=True)
   params = _tree()
-  u_ours = _run(ours, params, _coupled_loss, 20, gtx.apply_updates, grad_fn=_loss_grad_fn)
+  u_ours = run_updates(ours, params, 20, gtx.apply_updates, loss=_coupled_loss,
+                       grad_fn=_loss_grad_fn)
   with jax.numpy_dtype_promotion("standard"):
-    u_theirs = _run(theirs, params, _coupled_loss, 20, optax.apply_updates,
-                    grad_fn=_loss_grad_fn)
-  _assert_trees_close(u_ours, u_theirs)
+    u_theirs = run_updates(theirs, params, 20, optax.apply_updates, loss=_coupled_loss,
+                           grad_fn=_loss_grad_fn)
+  assert_trees_close(u_ours, u_theirs)
 
 
 def test_sam_with_sync_period_1_is_the_outer_optimizer_where_optax_undoes_steps():
   ours, theirs = _sam_pair(1)
   params = _tree()
-  u_ours = _run(ours, params, _coupled_loss, 6, gtx.apply_updates)
-  u_sgd = _run(gtx.sgd(0.05), params, _coupled_loss, 6, gtx.apply_updates)
-  _assert_trees_close(u_ours, u_sgd, rtol=1e-6)
+  u_ours = run_updates(ours, params, 6, gtx.apply_updates, loss=_coupled_loss)
+  u_sgd = run_updates(gtx.sgd(0.05), params, 6, gtx.apply_updates, loss=_coupled_loss)
+  assert_trees_close(u_ours, u_sgd, rtol=1e-6)
   with jax.numpy_dtype_promotion("standard"):
-    u_theirs = _run(theirs, params, _coupled_loss, 6, optax.apply_updates)
+    u_theirs = run_updates(theirs, params, 6, optax.apply_updates, loss=_coupled_loss)
   # optax's second step starts again from the initial params: theta_2 = theta_0 + sgd(g(theta_1)).
   theta1 = jax.tree.map(jnp.add, params, jax.tree.map(lambda u: u[0], u_sgd))
   theta2 = jax.tree.map(jnp.add, theta1, jax.tree.map(lambda u: u[1], u_theirs))
   want = jax.tree.map(lambda p, g: p - 0.05 * g, params, jax.grad(_coupled_loss)(theta1))
-  _assert_trees_close(theta2, want)
+  assert_trees_close(theta2, want)
   assert not np.allclose(u_theirs["w"][1], u_sgd["w"][1])
 
 
 def test_normalize_follows_optax_and_keeps_a_zero_gradient_zero():
   ours, theirs = gtx.contrib.normalize(), optax.contrib.normalize()
   grads = {"a": jnp.array([3.0, 0.0]), "b": jnp.array([[4.0]])}
-  _assert_trees_close(ours.update(grads, ours.init(grads))[0],
-                      theirs.update(grads, theirs.init(grads))[0], rtol=1e-7)
+  assert_trees_close(ours.update(grads, ours.init(grads))[0],
+                     theirs.update(grads, theirs.init(grads))[0], rtol=1e-7)
   zeros = jax.tree.map(jnp.zeros_like, grads)
   assert np.isnan(np.asarray(theirs.update(zeros, theirs.init(zeros))[0]["a"])).all()
-  _assert_trees_close(ours.update(zeros, ours.init(zeros))[0], zeros, rtol=0, atol=0)
+  assert_trees_close(ours.update(zeros, ours.init(zeros))[0], zeros, rtol=0, atol=0)
 
 
 # ----------------------------------------------------------------------------
@@ -339,10 +302,7 @@ CONVERGENCE = [
 @pytest.mark.parametrize("name, make_quad, make_rosen, quad_steps, rosen_steps", CONVERGENCE,
                          ids=[c[0] for c in CONVERGENCE])
 def test_converges(name, make_quad, make_rosen, quad_steps, rosen_steps):
-  x = minimise(make_quad(), ill_conditioned_quadratic, jnp.ones(10), quad_steps)
-  assert float(ill_conditioned_quadratic(x)) < 1e-3, f"{name} on the quadratic: {x}"
-  x = minimise(make_rosen(), rosenbrock, jnp.array([-1.0, 1.5]), rosen_steps)
-  np.testing.assert_allclose(x, [1.0, 1.0], atol=0.05, err_msg=f"{name} on Rosenbrock")
+  check_converges(name, make_quad, make_rosen, quad_steps, rosen_steps)
 
 
 # ----------------------------------------------------------------------------
@@ -357,21 +317,17 @@ def test_sophia_hyperparameters_read_and_set_by_name_without_retracing():
       "sophia.b1", "sophia.b2", "sophia.eps", "sophia.gamma", "sophia.clip_threshold",
       "sophia.update_interval", "decay.weight_decay", "lr.learning_rate"}
   assert int(gtx.hparams(state)["sophia.update_interval"]) == 10
-  traces = []
-
-  @jax.jit
-  def step(state):
-    traces.append(1)
-    return tx.update(jax.grad(_coupled_loss)(params), state, params, obj_fn=_coupled_loss)
+  step, traces = counting_jit(lambda state: tx.update(jax.grad(_coupled_loss)(params), state,
+                                                      params, obj_fn=_coupled_loss))
 
   u1, s1 = step(state)
   # The first step is clipped (h = 0): the clip threshold and the rate scale it.
   u2, _ = step(gtx.set_hparams(state, {"sophia.clip_threshold": 0.5, "lr.learning_rate": 0.3}))
-  _assert_trees_close(u2, jax.tree.map(lambda u: 1.5 * u, u1), rtol=1e-6)
+  assert_trees_close(u2, jax.tree.map(lambda u: 1.5 * u, u1), rtol=1e-6)
   # With update_interval 1 the second step refreshes h too; with 10 it keeps it.
   _, s_keep = step(s1)
   _, s_refresh = step(gtx.set_hparams(s1, {"sophia.update_interval": 1}))
-  _assert_trees_close(s_keep["sophia"].nu, s1["sophia"].nu, rtol=0, atol=0)
+  assert_trees_close(s_keep["sophia"].nu, s1["sophia"].nu, rtol=0, atol=0)
   assert not np.allclose(s_refresh["sophia"].nu["w"], s1["sophia"].nu["w"])
   assert len(traces) == 1
 
@@ -382,22 +338,18 @@ def test_sam_hyperparameters_read_apart_and_set_without_retracing():
   state = tx.init(params)
   names = gtx.hparams(state)
   assert {"optimizer.lr.learning_rate", "adv_optimizer.sgd.lr.learning_rate"} <= set(names)
-  traces = []
-
-  @jax.jit
-  def step(state):
-    traces.append(1)
-    return tx.update(jax.grad(_coupled_loss)(params), state, params)
+  step, traces = counting_jit(lambda state: tx.update(jax.grad(_coupled_loss)(params), state,
+                                                      params))
 
   u1, s1 = step(state)
   u2, _ = step(gtx.set_hparams(state, {"adv_optimizer.sgd.lr.learning_rate": 0.3}))
-  _assert_trees_close(u2, jax.tree.map(lambda u: 3 * u, u1), rtol=1e-6)
+  assert_trees_close(u2, jax.tree.map(lambda u: 3 * u, u1), rtol=1e-6)
   # The outer step of the period, from the adversarial point.
   adv_params = gtx.apply_updates(params, u1)
   u3, _ = jax.jit(tx.update)(jax.grad(_coupled_loss)(adv_params),
                              gtx.set_hparams(s1, {"optimizer.lr.learning_rate": 0.5}), adv_params)
   want = jax.tree.map(lambda u, g: -u - 0.5 * g, u1, jax.grad(_coupled_loss)(adv_params))
-  _assert_trees_close(u3, want)
+  assert_trees_close(u3, want)
   assert len(traces) == 1
 
 
@@ -452,11 +404,8 @@ BAD_HYPERPARAMETERS = [
 ]
 
 
-@pytest.mark.parametrize("make, message", BAD_HYPERPARAMETERS,
-                         ids=[m for _, m in BAD_HYPERPARAMETERS])
-def test_bad_hyperparameters_raise_naming_the_stage_and_range(make, message):
-  with pytest.raises(ValueError, match=message):
-    make()
+test_bad_hyperparameters_raise_naming_the_stage_and_range = bad_hyperparameters_test(
+    BAD_HYPERPARAMETERS)
 
 
 def test_missing_arguments_raise_naming_the_stage():
@@ -491,18 +440,6 @@ def test_sophia_prints_the_win_rate_when_asked(capfd):
 # Packed mode: the tree mode's updates and state.
 
 
-def _packed_params() -> dict:
-  rng = np.random.default_rng(0)
-  f = lambda *s: jnp.asarray(rng.normal(size=s), jnp.float32)  # noqa: E731
-  return {"dense": {"w": f(4, 3), "b": f(3)}, "out": {"w": f(4, 3), "b": f(3)}, "scale": f()}
-
-
-def _packed_loss(params: dict) -> jax.Array:
-  leaves = jax.tree.leaves(params)
-  quad = sum(jnp.sum(0.5 * (i + 1.0) * jnp.square(x - 0.3)) for i, x in enumerate(leaves))
-  return quad + 0.1 * jnp.square(sum(jnp.sum(jnp.sin(x)) for x in leaves))
-
-
 def _numbers(x):
   if jnp.issubdtype(x.dtype, jax.dtypes.prng_key):
     x = jax.random.key_data(x)
@@ -517,31 +454,15 @@ def _numbers(x):
                              sync_period=3, opaque_mode=True), "grad_fn"),
 ], ids=["sophia", "sam", "sam-opaque"])
 def test_packed_gives_tree_modes_updates_and_state(make, extra):
-  tx = make()
-  params = _packed_params()
-  layout = Layout.from_tree(params)
+  def update_kwargs(loss):
+    if extra == "grad_fn":
+      return {"grad_fn": lambda p, i: jax.grad(loss)(p)}
+    return {"obj_fn": loss} if extra == "obj_fn" else {}
 
-  def train(params, loss):
-    def step(carry, _):
-      params, state = carry
-      grads = jax.grad(loss)(params)
-      kwargs = {"obj_fn": loss} if extra == "obj_fn" else {}
-      if extra == "grad_fn":
-        kwargs = {"grad_fn": lambda p, i: jax.grad(loss)(p)}
-      updates, state = tx.update(grads, state, params, **kwargs)
-      return (gtx.apply_updates(params, updates), state), None
-    return jax.lax.scan(step, (params, tx.init(params)), length=6)[0]
-
-  run = jax.jit(lambda p, f: (train(p, _packed_loss),
-                              train(f, lambda flat: _packed_loss(layout.unpack(flat)))))
-  (p_tree, s_tree), (p_flat, s_flat) = run(params, layout.pack(params))
-  assert not np.allclose(p_tree["dense"]["w"], params["dense"]["w"])
-  jax.tree.map(lambda a, b: np.testing.assert_allclose(_numbers(a), _numbers(b), rtol=2e-5,
-                                                       atol=2e-6), layout.unpack(p_flat), p_tree)
-  state_view = layout.unpack_state(s_flat)
-  assert jax.tree.structure(state_view) == jax.tree.structure(s_tree)
-  jax.tree.map(lambda a, b: np.testing.assert_allclose(_numbers(a), _numbers(b), rtol=1e-4,
-                                                       atol=1e-6), state_view, s_tree)
+  params = packed_params()
+  layout, (tree, _, _), (flat, _, _) = train_both_modes(make(), params, 6, extra=update_kwargs)
+  assert not np.allclose(tree[0]["dense"]["w"], params["dense"]["w"])
+  assert_packed_matches_tree(layout, tree, flat, as_array=_numbers)
 
 
 def test_public_names():

@@ -22,8 +22,8 @@ import reference_contrib_orthogonal as RC
 from gradtx.contrib import GaLoreDimensionNumbers as GLD
 from gradtx.contrib import MuonDimensionNumbers as MDN
 from gradtx.packed import Layout
-from zoo_harness import (ZooCase, check_against_reference, ill_conditioned_quadratic, minimise,
-                         rosenbrock)
+from zoo_harness import (ZooCase, assert_trees_close, bad_hyperparameters_test, counting_jit,
+                         ill_conditioned_quadratic, minimise, reference_tests, rosenbrock)
 
 # The zoo problem's leaves: scalar (), vector (3,), matrix (4, 5), cube (2, 3, 4), zeros (3, 2),
 # tiny (6,). Muon's default treats the 2-D ones (matrix, zeros) as matrices.
@@ -79,26 +79,10 @@ CASES = [
 ]
 RC_DION = ((4.0848, -6.8946, 2.9270), (3.9505, -6.3029, 2.6377), (3.7418, -5.5913, 2.3037),
            (2.8769, -3.1427, 1.2046), (2.8366, -3.0525, 1.2012))
-BY_ID = {c.id: c for c in CASES}
 
 
-@pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
-def test_float32_jit(case):
-  check_against_reference(case, jnp.float32, jit=True)
-
-
-@pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
-def test_float64_nojit(case):
-  with jax.enable_x64(True):
-    check_against_reference(case, jnp.float64, jit=False)
-
-
-@pytest.mark.parametrize("case_id", ["muon", "galore", "normalize",
-                                     "split_real_and_imaginary-adam"])
-def test_float32_nojit_and_float64_jit(case_id):
-  check_against_reference(BY_ID[case_id], jnp.float32, jit=False)
-  with jax.enable_x64(True):
-    check_against_reference(BY_ID[case_id], jnp.float64, jit=True)
+test_float32_jit, test_float64_nojit, test_float32_nojit_and_float64_jit = reference_tests(
+    CASES, ["muon", "galore", "normalize", "split_real_and_imaginary-adam"])
 
 
 # ----------------------------------------------------------------------------
@@ -305,12 +289,7 @@ def test_muon_hyperparameters_read_and_set_by_name_without_retracing():
           "decay.weight_decay", "lr.learning_rate", "adam.b1", "adam.b2", "adam.eps",
           "adam.eps_root", "adam_decay.weight_decay", "adam_lr.learning_rate"} == set(names)
   np.testing.assert_allclose(names["muon.ns_coeffs"], RC.DEFAULT_NS_COEFFS, rtol=1e-6)
-  traces = []
-
-  @jax.jit
-  def step(state):
-    traces.append(1)
-    return tx.update(grads, state, params)[0]
+  step, traces = counting_jit(lambda state: tx.update(grads, state, params)[0])
 
   u = step(state)
   u_lr = step(gtx.set_hparams(state, {"lr.learning_rate": 0.04}))
@@ -338,12 +317,7 @@ def test_galore_hyperparameters_read_and_set_by_name_without_retracing():
   state = tx.init(params)
   assert {"galore.update_proj_gap", "galore.scale", "galore.b1", "galore.b2", "galore.eps",
           "galore.eps_root", "decay.weight_decay", "lr.learning_rate"} == set(gtx.hparams(state))
-  traces = []
-
-  @jax.jit
-  def step(grads, state):
-    traces.append(1)
-    return tx.update(grads, state, params)
+  step, traces = counting_jit(lambda grads, state: tx.update(grads, state, params))
 
   u1, state1 = step(grads, state)
   u_scale, _ = step(grads, gtx.set_hparams(state, {"galore.scale": 2.0}))
@@ -399,10 +373,8 @@ BAD_HYPERPARAMETERS = [
 ]
 
 
-@pytest.mark.parametrize("make, message", BAD_HYPERPARAMETERS)
-def test_bad_hyperparameters_raise_at_construction(make, message):
-  with pytest.raises(ValueError, match=message):
-    make()
+test_bad_hyperparameters_raise_at_construction = bad_hyperparameters_test(
+    BAD_HYPERPARAMETERS, named=False)
 
 
 def test_galore_rank_must_be_an_int():
@@ -470,11 +442,6 @@ def _both_modes(tx, params, steps=4):
   return p_tree, s_tree, layout.unpack(p_flat), layout.unpack_state(s_flat)
 
 
-def _close(a, b, rtol=2e-5, atol=2e-6):
-  jax.tree.map(lambda x, y: np.testing.assert_allclose(np.asarray(x), np.asarray(y), rtol=rtol,
-                                                       atol=atol), a, b)
-
-
 # Newton-Schulz amplifies rounding (batched matrix products round differently), and the
 # adaptive scale is a sum over the leaf: rtol 1e-4 on the params there.
 PACKED = [
@@ -492,7 +459,7 @@ def test_packed_mode_gives_tree_modes_results(make):
   params = _tree()
   p_tree, s_tree, p_packed, s_packed = _both_modes(make(), params)
   assert not np.allclose(np.asarray(p_tree["w1"]), np.asarray(params["w1"]))
-  _close(p_packed, p_tree, rtol=1e-4, atol=1e-6)
+  assert_trees_close(p_packed, p_tree, rtol=1e-4, atol=1e-6)
   if isinstance(s_tree, gtx.ChainState) and "muon" in s_tree:
     # Masked stages keep state for their own leaves in tree mode, for all leaves packed:
     # Muon's and Adam's momenta agree on the leaves each one owns.
@@ -500,9 +467,9 @@ def test_packed_mode_gives_tree_modes_results(make):
       mine = s_tree[stage].inner_state.mu
       for k, m in mine.items():
         if not isinstance(m, gtx.MaskedNode):
-          _close(s_packed[stage].inner_state.mu[k], m, rtol=1e-4, atol=1e-6)
+          assert_trees_close(s_packed[stage].inner_state.mu[k], m, rtol=1e-4, atol=1e-6)
   else:
-    _close(s_packed, s_tree, rtol=1e-4, atol=1e-6)
+    assert_trees_close(s_packed, s_tree, rtol=1e-4, atol=1e-6)
 
 
 def test_packed_muon_batches_each_run_of_equal_shapes():
@@ -517,7 +484,8 @@ def test_packed_muon_batches_each_run_of_equal_shapes():
   assert "f32[2,4,3]" in jaxpr and "select_n" in jaxpr
   got = layout.unpack(jax.jit(lambda f: tx.update(f, tx.init(f))[0])(flat))
   want = jax.jit(lambda p: tx.update(p, tx.init(p))[0])(params)
-  _close(got, want, rtol=1e-4, atol=1e-6)  # batched products round differently (see PACKED)
+  # Batched products round differently (see PACKED).
+  assert_trees_close(got, want, rtol=1e-4, atol=1e-6)
 
 
 def test_galore_refuses_a_packed_tree():

@@ -22,13 +22,10 @@ import pytest
 
 import gradtx as gtx
 import reference_contrib_parameter_free as RP
-from gradtx.packed import Layout
-from zoo_harness import (ZooCase, check_against_reference, ill_conditioned_quadratic, minimise,
-                         rosenbrock)
-
-
-def _decay_mask(params: Any) -> Any:
-  return {k: np.ndim(v) >= 2 for k, v in params.items()}
+from zoo_harness import (ZooCase, all_finite, assert_packed_matches_tree, assert_trees_close,
+                         bad_hyperparameters_test, check_converges, coupled_loss, coupled_tree,
+                         decay_mask, ill_conditioned_quadratic, minimise, packed_loss,
+                         packed_params, reference_tests, rosenbrock, run_updates, train_both_modes)
 
 
 _RATE = gtx.schedules.linear_schedule(1.0, 0.2, 50)
@@ -56,9 +53,9 @@ CASES = [
             lambda: RP.dog(init_step=("heuristic", 1e-3))),
     ZooCase("dog-distance-decay",
             lambda: gtx.contrib.dog(_RATE, init_step=("distance", 0.1), weight_decay=0.1,
-                                    mask=_decay_mask),
+                                    mask=decay_mask),
             lambda: RP.dog(_RATE, init_step=("distance", 0.1), weight_decay=0.1,
-                           mask=_decay_mask)),
+                           mask=decay_mask)),
     ZooCase("scale_by_dog-learning-rate",
             lambda: gtx.contrib.scale_by_dog(("learning_rate", 0.05), eps=1e-6),
             lambda: RP.scale_by_dog(("learning_rate", 0.05), eps=1e-6), step=-1.0),
@@ -102,26 +99,11 @@ CASES = [
             lambda: RP.momo_adam(0.1, b1=0.8, b2=0.99, lower_bound=-1.0, weight_decay=0.1,
                                  adapt_lower_bound=True), needs_value=True, rtol32=2e-4),
 ]
-BY_ID = {c.id: c for c in CASES}
 
 
-@pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
-def test_float32_jit(case):
-  check_against_reference(case, jnp.float32, jit=True)
-
-
-@pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
-def test_float64_nojit(case):
-  with jax.enable_x64(True):
-    check_against_reference(case, jnp.float64, jit=False)
-
-
-@pytest.mark.parametrize("case_id", ["prodigy", "dadapt_adamw", "dog", "dowg", "cocob",
-                                     "mechanize-adam", "momo", "momo_adam"])
-def test_float32_nojit_and_float64_jit(case_id):
-  check_against_reference(BY_ID[case_id], jnp.float32, jit=False)
-  with jax.enable_x64(True):
-    check_against_reference(BY_ID[case_id], jnp.float64, jit=True)
+test_float32_jit, test_float64_nojit, test_float32_nojit_and_float64_jit = reference_tests(
+    CASES, ["prodigy", "dadapt_adamw", "dog", "dowg", "cocob", "mechanize-adam", "momo",
+            "momo_adam"])
 
 
 # ----------------------------------------------------------------------------
@@ -129,34 +111,13 @@ def test_float32_nojit_and_float64_jit(case_id):
 
 
 def _coupled_loss(params: dict) -> jax.Array:
-  """A smooth loss that couples the leaves, positive (MoMo's lower bound 0 holds)."""
-  w, b = params["w"], params["b"]
-  return (jnp.sum(jnp.sin(w) * jnp.roll(w, 1)) + jnp.sum(b**2 * w[:3]) + 0.5 * jnp.sum(w**2)
-          + 0.3 * jnp.sum(b**2) + jnp.sum(params["m"] ** 2 * jnp.arange(1.0, 7.0).reshape(2, 3))
-          + 5.0)
-
-
-def _tree() -> dict:
-  rng = np.random.default_rng(1)
-  return {"w": jnp.asarray(rng.normal(size=5), jnp.float32),
-          "b": jnp.asarray(rng.normal(size=3), jnp.float32),
-          "m": jnp.asarray(rng.normal(size=(2, 3)), jnp.float32)}
+  """The coupled loss plus 5, positive (MoMo's lower bound 0 holds)."""
+  return coupled_loss(params, offset=5.0)
 
 
 def _run(tx: Any, params: dict, steps: int, apply: Callable) -> dict:
-  """``steps`` jitted steps of ``tx`` on the coupled loss; the updates of every step."""
-  def step(carry, _):
-    params, state = carry
-    value, grads = jax.value_and_grad(_coupled_loss)(params)
-    updates, state = tx.update(grads, state, params, value=value)
-    return (apply(params, updates), state), updates
-
-  return jax.jit(lambda p: jax.lax.scan(step, (p, tx.init(p)), length=steps)[1])(params)
-
-
-def _assert_trees_close(a: Any, b: Any, rtol: float = 1e-5, atol: float = 1e-6) -> None:
-  jax.tree.map(lambda x, y: np.testing.assert_allclose(np.asarray(x), np.asarray(y), rtol=rtol,
-                                                       atol=atol), a, b)
+  """``steps`` jitted steps of ``tx`` on the coupled loss, given its value; every step's updates."""
+  return run_updates(tx, params, steps, apply, loss=_coupled_loss, with_value=True)
 
 
 def _library(contrib: Any) -> Any:
@@ -194,28 +155,28 @@ OPTAX_PAIRS = [
                                                for p in OPTAX_PAIRS],
                          ids=[p[0] for p in OPTAX_PAIRS])
 def test_follows_optax(make, steps, rtol):
-  params = _tree()
+  params = coupled_tree()
   ours = _run(make(gtx.contrib), params, steps, gtx.apply_updates)
   with jax.numpy_dtype_promotion("standard"):
     theirs = _run(make(optax.contrib), params, steps, optax.apply_updates)
   assert np.abs(np.asarray(ours["w"][-1])).max() > 0
   # optax computes 1 - b from Python floats and forms some updates by cancellation:
   # float32 rounding of a few 1e-6, compared at the updates' scale.
-  _assert_trees_close(ours, theirs, rtol=rtol, atol=2e-6)
+  assert_trees_close(ours, theirs, rtol=rtol, atol=2e-6)
 
 
 def test_mechanize_wraps_an_optax_transformation_as_it_wraps_a_gradtx_chain():
-  params = _tree()
+  params = coupled_tree()
   ours = _run(gtx.contrib.mechanize(gtx.adam(1.0)), params, 20, gtx.apply_updates)
   with jax.numpy_dtype_promotion("standard"):  # optax's Adam needs standard promotion
     wrapped = _run(gtx.contrib.mechanize(optax.adam(1.0)), params, 20, gtx.apply_updates)
-  _assert_trees_close(ours, wrapped, rtol=2e-5, atol=2e-6)
+  assert_trees_close(ours, wrapped, rtol=2e-5, atol=2e-6)
 
 
 @pytest.mark.parametrize("name", ["momo", "momo_adam"])
 def test_momo_weight_decay_divides_the_whole_step_where_optax_divides_only_theta(name):
   """The paper's x+ = (x - tau d) / (1 + a l); optax's x / (1 + a l) - tau d."""
-  params = _tree()
+  params = coupled_tree()
   grads = jax.grad(_coupled_loss)(params)
   value = _coupled_loss(params)
   lr, wd = 0.5, 0.2
@@ -229,17 +190,17 @@ def test_momo_weight_decay_divides_the_whole_step_where_optax_divides_only_theta
   # Both decay theta alike; the gradient step of ours is optax's over 1 + a l.
   step_ours = jax.tree.map(jnp.subtract, u_ours, decay)
   step_theirs = jax.tree.map(jnp.subtract, u_theirs, decay)
-  _assert_trees_close(step_ours, jax.tree.map(lambda s: s / shrink, step_theirs), rtol=1e-5)
+  assert_trees_close(step_ours, jax.tree.map(lambda s: s / shrink, step_theirs), rtol=1e-5)
   assert not np.allclose(u_ours["w"], u_theirs["w"], rtol=1e-3)
 
 
 def test_all_zero_gradients_keep_d_where_optax_gives_nan():
-  params = _tree()
+  params = coupled_tree()
   zeros = jax.tree.map(jnp.zeros_like, params)
   for name in ["prodigy", "dadapt_adamw"]:
     ours = getattr(gtx.contrib, name)()
     u, state = ours.update(zeros, ours.init(params), params)
-    _assert_trees_close(u, zeros, rtol=0, atol=0)
+    assert_trees_close(u, zeros, rtol=0, atol=0)
     assert float(state[list(state)[0]].estim_lr) == pytest.approx(1e-6)
     theirs = getattr(optax.contrib, name)()
     with jax.numpy_dtype_promotion("standard"):
@@ -288,10 +249,7 @@ def test_mechanize_converges_on_the_quadratic():
 @pytest.mark.parametrize("name, make_quad, make_rosen, quad_steps, rosen_steps", CONVERGENCE,
                          ids=[c[0] for c in CONVERGENCE])
 def test_converges(name, make_quad, make_rosen, quad_steps, rosen_steps):
-  x = minimise(make_quad(), ill_conditioned_quadratic, jnp.ones(10), quad_steps)
-  assert float(ill_conditioned_quadratic(x)) < 1e-3, f"{name} on the quadratic: {x}"
-  x = minimise(make_rosen(), rosenbrock, jnp.array([-1.0, 1.5]), rosen_steps)
-  np.testing.assert_allclose(x, [1.0, 1.0], atol=0.05, err_msg=f"{name} on Rosenbrock")
+  check_converges(name, make_quad, make_rosen, quad_steps, rosen_steps)
 
 
 # ----------------------------------------------------------------------------
@@ -323,16 +281,13 @@ BAD_HYPERPARAMETERS = [
 ]
 
 
-@pytest.mark.parametrize("make, message", BAD_HYPERPARAMETERS,
-                         ids=[m for _, m in BAD_HYPERPARAMETERS])
-def test_bad_hyperparameters_raise_naming_the_stage_and_range(make, message):
-  with pytest.raises(ValueError, match=message):
-    make()
+test_bad_hyperparameters_raise_naming_the_stage_and_range = bad_hyperparameters_test(
+    BAD_HYPERPARAMETERS)
 
 
 @pytest.mark.parametrize("name", ["momo", "momo_adam"])
 def test_momo_without_the_loss_raises_naming_the_stage(name):
-  params = _tree()
+  params = coupled_tree()
   tx = getattr(gtx.contrib, name)()
   with pytest.raises(gtx.MissingArgumentError,
                      match=rf"stage '{name}': scale_by_{name} needs the loss"):
@@ -418,7 +373,7 @@ def _trajectory(step: Callable, params: dict, state: Any, steps: int) -> list:
                          ids=[h[0] for h in HPARAMS])
 def test_hyperparameters_read_and_set_by_name_without_retracing(make, names, name, old, new,
                                                                 ratio):
-  params = _tree()
+  params = coupled_tree()
   tx = make(old)
   state = tx.init(params)
   assert set(gtx.hparams(state)) == names
@@ -441,10 +396,10 @@ def test_hyperparameters_read_and_set_by_name_without_retracing(make, names, nam
   after = _trajectory(step, params, changed, 3)
   assert len(traces) == 1
   # The first step is linear in the hyperparameter; every step is a fresh optimizer's.
-  _assert_trees_close(after[0], jax.tree.map(lambda u: ratio * u, before[0]), rtol=1e-5,
-                      atol=0)
+  assert_trees_close(after[0], jax.tree.map(lambda u: ratio * u, before[0]), rtol=1e-5,
+                     atol=0)
   fresh = _trajectory(step_of(make(new), []), params, make(new).init(params), 3)
-  _assert_trees_close(after, fresh, rtol=1e-5, atol=1e-7)
+  assert_trees_close(after, fresh, rtol=1e-5, atol=1e-7)
   assert not np.allclose(after[2]["w"], before[2]["w"], rtol=1e-3, atol=0)
 
 
@@ -464,15 +419,10 @@ READY = [
 ]
 
 
-def _finite(tree: Any) -> bool:
-  return all(bool(jnp.isfinite(x).all()) for x in jax.tree.leaves(tree)
-             if jnp.issubdtype(x.dtype, jnp.floating))
-
-
 @pytest.mark.parametrize("make", [r[1] for r in READY], ids=[r[0] for r in READY])
 def test_zero_gradients_give_finite_updates_and_state_at_defaults(make):
   """All-zero gradients leave the params put; an all-zero leaf stays put among moving ones."""
-  params = _tree()
+  params = coupled_tree()
   tx = make()
 
   def run(zero: Callable[[str, jax.Array], jax.Array]) -> tuple[Any, Any]:
@@ -484,28 +434,20 @@ def test_zero_gradients_give_finite_updates_and_state_at_defaults(make):
       return (gtx.apply_updates(params, updates), state), updates
     (_, state), updates = jax.jit(
         lambda p: jax.lax.scan(step, (p, tx.init(p)), length=5))(params)
-    assert _finite(updates) and _finite(state)
+    assert all_finite(updates) and all_finite(state)
     return updates, state
 
   updates, _ = run(lambda k, g: jnp.zeros_like(g))
-  _assert_trees_close(updates, jax.tree.map(lambda x: jnp.zeros((5,) + x.shape), params),
-                      rtol=0, atol=0)
+  assert_trees_close(updates, jax.tree.map(lambda x: jnp.zeros((5,) + x.shape), params),
+                     rtol=0, atol=0)
   updates, _ = run(lambda k, g: jnp.zeros_like(g) if k == "b" else g)
   np.testing.assert_array_equal(updates["b"], 0)
   assert np.abs(np.asarray(updates["w"][-1])).max() > 0
 
 
-def _packed_params() -> dict:
-  rng = np.random.default_rng(0)
-  f = lambda *s: jnp.asarray(rng.normal(size=s), jnp.float32)  # noqa: E731
-  return {"dense": {"w": f(4, 3), "b": f(3)}, "out": {"w": f(4, 3), "b": f(3)}, "scale": f()}
-
-
 def _packed_loss(params: dict) -> jax.Array:
   """Positive (MoMo's lower bound 0 holds), coupling the leaves."""
-  leaves = jax.tree.leaves(params)
-  quad = sum(jnp.sum(0.5 * (i + 1.0) * jnp.square(x - 0.3)) for i, x in enumerate(leaves))
-  return quad + 0.1 * jnp.square(sum(jnp.sum(jnp.sin(x)) for x in leaves)) + 1.0
+  return packed_loss(params, offset=1.0)
 
 
 def _matrices(params: Any) -> Any:
@@ -529,25 +471,10 @@ PACKED = [
 
 @pytest.mark.parametrize("make", [r[1] for r in PACKED], ids=[r[0] for r in PACKED])
 def test_packed_gives_tree_modes_updates_and_state(make):
-  tx = make()
-  params = _packed_params()
-  layout = Layout.from_tree(params)
-
-  def train(params, loss):
-    def step(carry, _):
-      params, state = carry
-      value, grads = jax.value_and_grad(loss)(params)
-      updates, state = tx.update(grads, state, params, value=value)
-      return (gtx.apply_updates(params, updates), state), updates
-    return jax.lax.scan(step, (params, tx.init(params)), length=8)
-
-  run = jax.jit(lambda p, f: (train(p, _packed_loss),
-                              train(f, lambda flat: _packed_loss(layout.unpack(flat)))))
-  ((p_tree, s_tree), u_tree), ((p_flat, s_flat), u_flat) = run(params, layout.pack(params))
-  assert not np.allclose(p_tree["dense"]["w"], params["dense"]["w"], rtol=1e-3)
+  params = packed_params()
+  layout, (tree, u_tree, _), (flat, u_flat, _) = train_both_modes(
+      make(), params, 8, loss=_packed_loss, with_value=True)
+  assert not np.allclose(tree[0]["dense"]["w"], params["dense"]["w"], rtol=1e-3)
   # Whole-tree sums run over the buffer in another order: float32 rounding.
-  _assert_trees_close(jax.vmap(layout.unpack)(u_flat), u_tree, rtol=2e-5, atol=2e-6)
-  _assert_trees_close(layout.unpack(p_flat), p_tree, rtol=2e-5, atol=2e-6)
-  state_view = layout.unpack_state(s_flat)
-  assert jax.tree.structure(state_view) == jax.tree.structure(s_tree)
-  _assert_trees_close(state_view, s_tree, rtol=1e-4, atol=1e-6)
+  assert_trees_close(jax.vmap(layout.unpack)(u_flat), u_tree, rtol=2e-5, atol=2e-6)
+  assert_packed_matches_tree(layout, tree, flat)

@@ -24,9 +24,11 @@ import pytest
 import gradtx as gtx
 import reference as R
 import reference_contrib_schedule_free as RS
-from gradtx.packed import Layout
-from zoo_harness import (ZooCase, check_against_reference, ill_conditioned_quadratic, minimise,
-                         rosenbrock)
+from zoo_harness import (ZooCase, assert_packed_matches_tree, assert_trees_close,
+                         bad_hyperparameters_test, check_converges,
+                         check_zero_gradients_give_zero_updates, counting_jit, coupled_loss,
+                         coupled_tree, packed_params, reference_tests, run_updates,
+                         train_both_modes)
 
 _RATE = gtx.schedules.linear_schedule(0.3, 0.1, 40)
 
@@ -61,59 +63,20 @@ CASES = [
             lambda: gtx.contrib.schedule_free(gtx.adam(0.05, b1=0.0), 0.05, b1=0.9),
             lambda: RS.schedule_free(R.adam(0.05, b1=0.0), 0.05, b1=0.9), grads=_QUADRATIC),
 ]
-BY_ID = {c.id: c for c in CASES}
 
 
-@pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
-def test_float32_jit(case):
-  check_against_reference(case, jnp.float32, jit=True)
-
-
-@pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
-def test_float64_nojit(case):
-  with jax.enable_x64(True):
-    check_against_reference(case, jnp.float64, jit=False)
-
-
-@pytest.mark.parametrize("case_id", ["schedule_free_sgd", "schedule_free_adamw",
-                                     "schedule_free-adam"])
-def test_float32_nojit_and_float64_jit(case_id):
-  check_against_reference(BY_ID[case_id], jnp.float32, jit=False)
-  with jax.enable_x64(True):
-    check_against_reference(BY_ID[case_id], jnp.float64, jit=True)
+test_float32_jit, test_float64_nojit, test_float32_nojit_and_float64_jit = reference_tests(
+    CASES, ["schedule_free_sgd", "schedule_free_adamw", "schedule_free-adam"])
 
 
 # ----------------------------------------------------------------------------
 # Against optax.contrib.
 
 
-def _coupled_loss(params: dict) -> jax.Array:
-  w, b = params["w"], params["b"]
-  return (jnp.sum(jnp.sin(w) * jnp.roll(w, 1)) + jnp.sum(b**2 * w[:3]) + 0.5 * jnp.sum(w**2)
-          + 0.3 * jnp.sum(b**2) + jnp.sum(params["m"] ** 2 * jnp.arange(1.0, 7.0).reshape(2, 3)))
-
-
-def _tree() -> dict:
-  rng = np.random.default_rng(1)
-  return {"w": jnp.asarray(rng.normal(size=5), jnp.float32),
-          "b": jnp.asarray(rng.normal(size=3), jnp.float32),
-          "m": jnp.asarray(rng.normal(size=(2, 3)), jnp.float32)}
-
-
 def _run(tx: Any, params: dict, steps: int, eval_params: Callable) -> tuple[Any, Any]:
   """``steps`` jitted steps on the coupled loss: every step's updates and eval params."""
-  def step(carry, _):
-    params, state = carry
-    updates, state = tx.update(jax.grad(_coupled_loss)(params), state, params)
-    params = jax.tree.map(jnp.add, params, updates)
-    return (params, state), (updates, eval_params(state, params))
-
-  return jax.jit(lambda p: jax.lax.scan(step, (p, tx.init(p)), length=steps)[1])(params)
-
-
-def _assert_trees_close(a: Any, b: Any, rtol: float = 1e-5, atol: float = 1e-6) -> None:
-  jax.tree.map(lambda x, y: np.testing.assert_allclose(np.asarray(x), np.asarray(y), rtol=rtol,
-                                                       atol=atol), a, b)
+  return run_updates(tx, params, steps, lambda p, u: jax.tree.map(jnp.add, p, u),
+                     also=eval_params)
 
 
 OPTAX_PAIRS = [
@@ -130,40 +93,40 @@ OPTAX_PAIRS = [
 
 @pytest.mark.parametrize("make", [p[1] for p in OPTAX_PAIRS], ids=[p[0] for p in OPTAX_PAIRS])
 def test_follows_optax(make):
-  params = _tree()
+  params = coupled_tree()
   ours = _run(make(gtx.contrib), params, 30, gtx.contrib.schedule_free_eval_params)
   with jax.numpy_dtype_promotion("standard"):
     theirs = _run(make(optax.contrib), params, 30, optax.contrib.schedule_free_eval_params)
   assert np.abs(np.asarray(ours[0]["w"][-1])).max() > 1e-3
   # optax forms each update as a difference of params (and recovers x by dividing by
   # b1): float32 rounding of a few 1e-7 of the params, compared at the params' scale.
-  _assert_trees_close(ours, theirs, rtol=1e-5, atol=2e-6)
+  assert_trees_close(ours, theirs, rtol=1e-5, atol=2e-6)
 
 
 def test_eval_params_read_optax_states_too():
-  params = _tree()
+  params = coupled_tree()
   tx = optax.contrib.schedule_free_sgd(0.1)
   with jax.numpy_dtype_promotion("standard"):
-    updates, state = tx.update(jax.grad(_coupled_loss)(params), tx.init(params), params)
+    updates, state = tx.update(jax.grad(coupled_loss)(params), tx.init(params), params)
     params = optax.apply_updates(params, updates)
     want = optax.contrib.schedule_free_eval_params(state, params)
-  _assert_trees_close(gtx.contrib.schedule_free_eval_params(state, params), want)
+  assert_trees_close(gtx.contrib.schedule_free_eval_params(state, params), want)
 
 
 def test_wraps_an_optax_base_as_it_wraps_a_gradtx_one():
-  params = _tree()
+  params = coupled_tree()
   eval_params = gtx.contrib.schedule_free_eval_params
   ours = _run(gtx.contrib.schedule_free(gtx.adam(0.05, b1=0.0), 0.05), params, 30, eval_params)
   with jax.numpy_dtype_promotion("standard"):  # optax's Adam needs standard promotion
     wrapped = _run(gtx.contrib.schedule_free(optax.adam(0.05, b1=0.0), 0.05), params, 30,
                    eval_params)
   # The two Adams round differently in float32; 30 steps grow that to a few 1e-6.
-  _assert_trees_close(ours, wrapped, rtol=1e-4, atol=5e-6)
+  assert_trees_close(ours, wrapped, rtol=1e-4, atol=5e-6)
 
 
 def test_a_bare_stage_base_reads_under_its_own_name():
   tx = gtx.contrib.schedule_free(gtx.scale_by_adam(b1=0.0), 1.0)
-  names = set(gtx.hparams(tx.init(_tree())))
+  names = set(gtx.hparams(tx.init(coupled_tree())))
   assert names == {"learning_rate", "b1", "weight_lr_power", "scale_by_adam.b1",
                    "scale_by_adam.b2", "scale_by_adam.eps", "scale_by_adam.eps_root"}
 
@@ -197,10 +160,7 @@ CONVERGENCE = [
 @pytest.mark.parametrize("name, make_quad, make_rosen, quad_steps, rosen_steps", CONVERGENCE,
                          ids=[c[0] for c in CONVERGENCE])
 def test_converges(name, make_quad, make_rosen, quad_steps, rosen_steps):
-  x = minimise(make_quad(), ill_conditioned_quadratic, jnp.ones(10), quad_steps)
-  assert float(ill_conditioned_quadratic(x)) < 1e-3, f"{name} on the quadratic: {x}"
-  x = minimise(make_rosen(), rosenbrock, jnp.array([-1.0, 1.5]), rosen_steps)
-  np.testing.assert_allclose(x, [1.0, 1.0], atol=0.05, err_msg=f"{name} on Rosenbrock")
+  check_converges(name, make_quad, make_rosen, quad_steps, rosen_steps)
 
 
 def _classification_data() -> tuple[jax.Array, jax.Array]:
@@ -278,7 +238,7 @@ def test_schedule_free_adamw_matches_adamw_with_a_tuned_cosine_schedule():
 
 
 def test_hyperparameters_read_and_set_by_name_without_retracing():
-  params = _tree()
+  params = coupled_tree()
   tx = gtx.contrib.schedule_free_sgd(0.1, weight_decay=0.0)
   state = tx.init(params)
   assert set(gtx.hparams(state)) == {
@@ -290,7 +250,7 @@ def test_hyperparameters_read_and_set_by_name_without_retracing():
   @jax.jit
   def step(params, state):
     traces.append(1)
-    updates, state = tx.update(jax.grad(_coupled_loss)(params), state, params)
+    updates, state = tx.update(jax.grad(coupled_loss)(params), state, params)
     return gtx.apply_updates(params, updates), updates, state
 
   new = {"schedule_free.learning_rate": 0.3, "schedule_free.lr.learning_rate": 0.3,
@@ -300,23 +260,23 @@ def test_hyperparameters_read_and_set_by_name_without_retracing():
   ref.init({k: np.asarray(v) for k, v in params.items()})
   state = gtx.set_hparams(state, new)
   for _ in range(3):
-    grads = jax.grad(_coupled_loss)(params)
+    grads = jax.grad(coupled_loss)(params)
     want = ref.step({k: np.asarray(v) for k, v in grads.items()},
                     {k: np.asarray(v) for k, v in params.items()})
     params, updates, state = step(params, state)
-    _assert_trees_close(updates, want, rtol=1e-5, atol=1e-6)
+    assert_trees_close(updates, want, rtol=1e-5, atol=1e-6)
   assert float(state["schedule_free"].b1) == pytest.approx(0.5)
   assert float(gtx.hparams(state)["schedule_free.weight_lr_power"]) == 1.0
   assert len(traces) == 1
 
 
 def test_a_warmup_reads_as_its_last_value_and_cannot_be_set():
-  params = _tree()
+  params = coupled_tree()
   tx = gtx.contrib.schedule_free_adamw(0.1, warmup_steps=10)
   state = tx.init(params)
   update = jax.jit(tx.update)
   for _ in range(3):
-    _, state = update(jax.grad(_coupled_loss)(params), state, params)
+    _, state = update(jax.grad(coupled_loss)(params), state, params)
   h = gtx.hparams(state)
   # The weights' rate at step_count 3, the step's at count 2.
   assert float(h["schedule_free.learning_rate"]) == pytest.approx(0.03)
@@ -333,12 +293,7 @@ def test_dp_hyperparameters_read_and_set_by_name_without_retracing():
   state = tx.init(params)
   assert set(gtx.hparams(state)) == {"dp.l2_norm_clip", "dp.noise_multiplier",
                                      "momentum.decay", "lr.learning_rate"}
-  traces = []
-
-  @jax.jit
-  def step(state):
-    traces.append(1)
-    return tx.update(per_example, state, params)
+  step, traces = counting_jit(lambda state: tx.update(per_example, state, params))
 
   u1, _ = step(state)
   u2, _ = step(gtx.set_hparams(state, {"dp.l2_norm_clip": 0.25, "lr.learning_rate": 2.0}))
@@ -379,15 +334,12 @@ BAD_HYPERPARAMETERS = [
 ]
 
 
-@pytest.mark.parametrize("make, message", BAD_HYPERPARAMETERS,
-                         ids=[m for _, m in BAD_HYPERPARAMETERS])
-def test_bad_hyperparameters_raise_naming_the_stage_and_range(make, message):
-  with pytest.raises((ValueError, TypeError), match=message):
-    make()
+test_bad_hyperparameters_raise_naming_the_stage_and_range = bad_hyperparameters_test(
+    BAD_HYPERPARAMETERS, errors=(ValueError, TypeError))
 
 
 def test_missing_params_and_a_state_without_schedule_free_raise():
-  params = _tree()
+  params = coupled_tree()
   tx = gtx.contrib.schedule_free_sgd()
   with pytest.raises(gtx.MissingArgumentError,
                      match=r"stage 'schedule_free': schedule_free needs the parameters"):
@@ -411,52 +363,17 @@ READY = [
 @pytest.mark.parametrize("make", [r[1] for r in READY] + [
     lambda: gtx.contrib.schedule_free_sgd(0.0)], ids=[r[0] for r in READY] + ["rate-zero"])
 def test_zero_gradients_give_finite_zero_updates(make):
-  params = jax.tree.map(jnp.zeros_like, _tree())
-  tx = make()
-  state = tx.init(params)
-  update = jax.jit(tx.update)
-  for _ in range(3):
-    u, state = update(params, state, params)
-    _assert_trees_close(u, params, rtol=0, atol=0)
-  assert all(bool(jnp.isfinite(x).all()) for x in jax.tree.leaves(state)
-             if jnp.issubdtype(x.dtype, jnp.floating))
-
-
-def _packed_params() -> dict:
-  rng = np.random.default_rng(0)
-  f = lambda *s: jnp.asarray(rng.normal(size=s), jnp.float32)  # noqa: E731
-  return {"dense": {"w": f(4, 3), "b": f(3)}, "out": {"w": f(4, 3), "b": f(3)}, "scale": f()}
-
-
-def _packed_loss(params: dict) -> jax.Array:
-  leaves = jax.tree.leaves(params)
-  quad = sum(jnp.sum(0.5 * (i + 1.0) * jnp.square(x - 0.3)) for i, x in enumerate(leaves))
-  return quad + 0.1 * jnp.square(sum(jnp.sum(jnp.sin(x)) for x in leaves))
+  check_zero_gradients_give_zero_updates(make(), jax.tree.map(jnp.zeros_like, coupled_tree()))
 
 
 @pytest.mark.parametrize("make", [r[1] for r in READY], ids=[r[0] for r in READY])
 def test_packed_gives_tree_modes_updates_and_state(make):
-  tx = make()
-  params = _packed_params()
-  layout = Layout.from_tree(params)
-
-  def train(params, loss):
-    def step(carry, _):
-      params, state = carry
-      updates, state = tx.update(jax.grad(loss)(params), state, params)
-      return (gtx.apply_updates(params, updates), state), None
-    params, state = jax.lax.scan(step, (params, tx.init(params)), length=6)[0]
-    return params, state, gtx.contrib.schedule_free_eval_params(state, params)
-
-  run = jax.jit(lambda p, f: (train(p, _packed_loss),
-                              train(f, lambda flat: _packed_loss(layout.unpack(flat)))))
-  (p_tree, s_tree, x_tree), (p_flat, s_flat, x_flat) = run(params, layout.pack(params))
-  assert not np.allclose(p_tree["dense"]["w"], params["dense"]["w"])
-  _assert_trees_close(layout.unpack(p_flat), p_tree, rtol=2e-5, atol=2e-6)
-  _assert_trees_close(layout.unpack(x_flat), x_tree, rtol=2e-5, atol=2e-6)
-  state_view = layout.unpack_state(s_flat)
-  assert jax.tree.structure(state_view) == jax.tree.structure(s_tree)
-  _assert_trees_close(state_view, s_tree, rtol=1e-4, atol=1e-6)
+  params = packed_params()
+  layout, (tree, _, x_tree), (flat, _, x_flat) = train_both_modes(
+      make(), params, 6, finish=gtx.contrib.schedule_free_eval_params)
+  assert not np.allclose(tree[0]["dense"]["w"], params["dense"]["w"])
+  assert_trees_close(layout.unpack(x_flat), x_tree, rtol=2e-5, atol=2e-6)
+  assert_packed_matches_tree(layout, tree, flat)
 
 
 def test_public_names_and_state_classes():
@@ -464,12 +381,12 @@ def test_public_names_and_state_classes():
                "differentially_private_aggregate", "dpsgd", "schedule_free",
                "schedule_free_adamw", "schedule_free_eval_params", "schedule_free_sgd"]:
     assert name in gtx.contrib.__all__ and hasattr(optax.contrib, name), name
-  state = gtx.contrib.schedule_free_adamw().init(_tree())["schedule_free"]
+  state = gtx.contrib.schedule_free_adamw().init(coupled_tree())["schedule_free"]
   assert isinstance(state, gtx.contrib.ScheduleFreeState)
   for field in optax.contrib.ScheduleFreeState._fields:
     assert hasattr(state, field), field
-  _assert_trees_close(state.z, _tree(), rtol=0, atol=0)
-  dp = gtx.contrib.dpsgd(0.1, 1.0, 1.0, seed=0).init(_tree())["dp"]
+  assert_trees_close(state.z, coupled_tree(), rtol=0, atol=0)
+  dp = gtx.contrib.dpsgd(0.1, 1.0, 1.0, seed=0).init(coupled_tree())["dp"]
   assert isinstance(dp, gtx.contrib.DifferentiallyPrivateAggregateState)
   assert dp._fields[:1] == optax.contrib.DifferentiallyPrivateAggregateState._fields
 
@@ -566,7 +483,7 @@ def test_dp_noise_equals_optax_given_the_same_key():
       with jax.numpy_dtype_promotion("standard"):
         u, states[i] = jax.jit(tx.update)(per_example, states[i], params)
       outs.append(u)
-    _assert_trees_close(outs[0], outs[1], rtol=1e-6, atol=1e-7)
-    _assert_trees_close(outs[2], outs[3], rtol=1e-6, atol=1e-7)
+    assert_trees_close(outs[0], outs[1], rtol=1e-6, atol=1e-7)
+    assert_trees_close(outs[2], outs[3], rtol=1e-6, atol=1e-7)
   np.testing.assert_array_equal(jax.random.key_data(states[0].rng_key),
                                 jax.random.key_data(states[1].rng_key))

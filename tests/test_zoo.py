@@ -15,7 +15,7 @@ hyperparameters raise, naming the argument.
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from typing import Callable
 
 import jax
 import jax.numpy as jnp
@@ -26,21 +26,17 @@ import pytest
 import gradtx as gtx
 import reference as R
 import reference_zoo as RZ
-from zoo_harness import (ZooCase, check_against_reference, ill_conditioned_quadratic,
-                         minimise, rosenbrock)
-
-
-def _decay_mask(params: Any) -> Any:
-  return {k: np.ndim(v) >= 2 for k, v in params.items()}
+from zoo_harness import (ZooCase, bad_hyperparameters_test, check_converges, counting_jit, decay,
+                         decay_mask, reference_tests, rosenbrock)
 
 
 ZOO = [
-    ZooCase("lion", lambda: gtx.lion(0.01, weight_decay=0.1, mask=_decay_mask),
-            lambda: R.lion(0.01, weight_decay=0.1, mask=_decay_mask), grads="sign"),
+    ZooCase("lion", lambda: gtx.lion(0.01, weight_decay=0.1, mask=decay_mask),
+            lambda: R.lion(0.01, weight_decay=0.1, mask=decay_mask), grads="sign"),
     ZooCase("lamb", lambda: gtx.lamb(0.01, weight_decay=0.01),
             lambda: R.lamb(0.01, weight_decay=0.01)),
-    ZooCase("lars", lambda: gtx.lars(0.1, weight_decay=1e-3, trust_ratio_mask=_decay_mask),
-            lambda: R.lars(0.1, weight_decay=1e-3, trust_ratio_mask=_decay_mask)),
+    ZooCase("lars", lambda: gtx.lars(0.1, weight_decay=1e-3, trust_ratio_mask=decay_mask),
+            lambda: R.lars(0.1, weight_decay=1e-3, trust_ratio_mask=decay_mask)),
     ZooCase("lars-nesterov", lambda: gtx.lars(0.1, nesterov=True, eps=1e-6),
             lambda: R.lars(0.1, nesterov=True, eps=1e-6)),
     ZooCase("radam", lambda: gtx.radam(0.01), lambda: R.radam(0.01)),
@@ -52,8 +48,8 @@ ZOO = [
     ZooCase("yogi", lambda: gtx.yogi(0.01), lambda: R.yogi(0.01)),
     ZooCase("novograd", lambda: gtx.novograd(0.01, weight_decay=1e-3),
             lambda: R.novograd(0.01, weight_decay=1e-3)),
-    ZooCase("adan", lambda: gtx.adan(0.01, weight_decay=0.01, mask=_decay_mask),
-            lambda: R.adan(0.01, weight_decay=0.01, mask=_decay_mask)),
+    ZooCase("adan", lambda: gtx.adan(0.01, weight_decay=0.01, mask=decay_mask),
+            lambda: R.adan(0.01, weight_decay=0.01, mask=decay_mask)),
     # min_dim_size_to_factor=3 factors the matrix, the cube and the zeros leaf.
     ZooCase("adafactor-factored", lambda: gtx.adafactor(0.01, min_dim_size_to_factor=3),
             lambda: R.adafactor(0.01, min_dim_size_to_factor=3)),
@@ -97,28 +93,11 @@ ZOO = [
     ZooCase("scale_by_nadam", lambda: gtx.scale_by_nadam(0.8, 0.99, 1e-6, 0.05),
             lambda: RZ.scale_by_nadam(0.8, 0.99, 1e-6, 0.05), step=-0.01),
 ]
-BY_ID = {c.id: c for c in ZOO}
-
-
-@pytest.mark.parametrize("case", ZOO, ids=[c.id for c in ZOO])
-def test_float32_jit(case):
-  check_against_reference(case, jnp.float32, jit=True)
-
-
-@pytest.mark.parametrize("case", ZOO, ids=[c.id for c in ZOO])
-def test_float64_nojit(case):
-  with jax.enable_x64(True):
-    check_against_reference(case, jnp.float64, jit=False)
 
 
 OTHER_VARIANTS = ["lion", "radam", "adafactor-factored", "sm3"]
-
-
-@pytest.mark.parametrize("case_id", OTHER_VARIANTS)
-def test_float32_nojit_and_float64_jit(case_id):
-  check_against_reference(BY_ID[case_id], jnp.float32, jit=False)
-  with jax.enable_x64(True):
-    check_against_reference(BY_ID[case_id], jnp.float64, jit=True)
+test_float32_jit, test_float64_nojit, test_float32_nojit_and_float64_jit = reference_tests(
+    ZOO, OTHER_VARIANTS)
 
 
 # ----------------------------------------------------------------------------
@@ -127,17 +106,12 @@ def test_float32_nojit_and_float64_jit(case_id):
 
 
 
-def _decay(init: float, every: int, rate: float = 0.5) -> gtx.schedules.Schedule:
-  # Sign and normalised rules take steps of fixed size: they settle as the rate decays.
-  return gtx.schedules.exponential_decay(init, every, rate)
-
-
 # (name, quadratic optimizer, Rosenbrock optimizer, quadratic steps, Rosenbrock steps);
 # success is f < 1e-3 on the quadratic and |x - (1, 1)| < 0.05 on Rosenbrock.
 CONVERGENCE = [
-    ("lion", lambda: gtx.lion(_decay(0.05, 100), weight_decay=0.0),
-     lambda: gtx.lion(_decay(0.01, 500, 0.7), weight_decay=0.0), 1000, 5000),
-    ("lamb", lambda: gtx.lamb(0.05), lambda: gtx.lamb(_decay(0.02, 1000)), 1000, 5000),
+    ("lion", lambda: gtx.lion(decay(0.05, 100), weight_decay=0.0),
+     lambda: gtx.lion(decay(0.01, 500, 0.7), weight_decay=0.0), 1000, 5000),
+    ("lamb", lambda: gtx.lamb(0.05), lambda: gtx.lamb(decay(0.02, 1000)), 1000, 5000),
     ("lars", lambda: gtx.lars(1.0, trust_coefficient=0.01),
      lambda: gtx.lars(0.1, trust_coefficient=0.01), 1000, 3000),
     # RAdam's first steps are unadapted momentum steps: Rosenbrock's gradient of ~200
@@ -145,14 +119,14 @@ CONVERGENCE = [
     ("radam", lambda: gtx.radam(0.05), lambda: gtx.radam(0.001), 1000, 8000),
     ("adabelief", lambda: gtx.adabelief(0.05), lambda: gtx.adabelief(0.02), 1000, 3000),
     ("yogi", lambda: gtx.yogi(0.05), lambda: gtx.yogi(0.05), 1000, 3000),
-    ("novograd", lambda: gtx.novograd(_decay(0.05, 200)),
-     lambda: gtx.novograd(_decay(0.01, 1000)), 1000, 5000),
+    ("novograd", lambda: gtx.novograd(decay(0.05, 200)),
+     lambda: gtx.novograd(decay(0.01, 1000)), 1000, 5000),
     ("adafactor", lambda: gtx.adafactor(0.05), lambda: gtx.adafactor(0.02, momentum=0.9),
      1000, 5000),
     ("adan", lambda: gtx.adan(0.05), lambda: gtx.adan(0.02), 1000, 3000),
-    ("sign_sgd", lambda: gtx.sign_sgd(_decay(0.05, 100)),
+    ("sign_sgd", lambda: gtx.sign_sgd(decay(0.05, 100)),
      lambda: gtx.sign_sgd(gtx.schedules.cosine_decay_schedule(0.003, 20000)), 1000, 20000),
-    ("signum", lambda: gtx.signum(_decay(0.05, 100)), lambda: gtx.signum(_decay(0.01, 500, 0.7)),
+    ("signum", lambda: gtx.signum(decay(0.05, 100)), lambda: gtx.signum(decay(0.01, 500, 0.7)),
      1000, 5000),
     ("noisy_sgd", lambda: gtx.noisy_sgd(0.009, eta=1e-4, key=1),
      lambda: gtx.noisy_sgd(0.0015, eta=1e-6, key=1), 1000, 5000),
@@ -160,8 +134,8 @@ CONVERGENCE = [
     ("sm3", lambda: gtx.sm3(0.5), lambda: gtx.sm3(1.0), 1000, 5000),
     # Fromage's steps are relative to the weights; min_norm keeps it moving near the
     # origin, which the path from (-1, 1.5) to (1, 1) passes.
-    ("fromage", lambda: gtx.fromage(_decay(0.05, 100)),
-     lambda: gtx.fromage(_decay(0.01, 1000), min_norm=0.5), 1000, 8000),
+    ("fromage", lambda: gtx.fromage(decay(0.05, 100)),
+     lambda: gtx.fromage(decay(0.01, 1000), min_norm=0.5), 1000, 8000),
     ("polyak_sgd", lambda: gtx.polyak_sgd(), lambda: gtx.polyak_sgd(0.002), 1000, 5000),
     # Optimism needs a step well inside gradient descent's 2 / L on stiff problems.
     ("optimistic_gradient_descent", lambda: gtx.optimistic_gradient_descent(0.005),
@@ -177,10 +151,7 @@ CONVERGENCE = [
 @pytest.mark.parametrize("name, make_quad, make_rosen, quad_steps, rosen_steps", CONVERGENCE,
                          ids=[c[0] for c in CONVERGENCE])
 def test_converges(name, make_quad, make_rosen, quad_steps, rosen_steps):
-  x = minimise(make_quad(), ill_conditioned_quadratic, jnp.ones(10), quad_steps)
-  assert float(ill_conditioned_quadratic(x)) < 1e-3, f"{name} on the quadratic: {x}"
-  x = minimise(make_rosen(), rosenbrock, jnp.array([-1.0, 1.5]), rosen_steps)
-  np.testing.assert_allclose(x, [1.0, 1.0], atol=0.05, err_msg=f"{name} on Rosenbrock")
+  check_converges(name, make_quad, make_rosen, quad_steps, rosen_steps)
 
 
 def test_every_zoo_optimizer_is_covered():
@@ -398,12 +369,8 @@ def test_zoo_hyperparameters_read_and_set_by_name_without_retracing():
   state = tx.init(params)
   names = gtx.hparams(state)
   assert {"lion.b1", "lion.b2", "decay.weight_decay", "lr.learning_rate"} <= set(names)
-  traces = []
-
-  @jax.jit
-  def step(state):
-    traces.append(1)
-    return tx.update({"w": jnp.full(3, 0.5)}, state, params)
+  step, traces = counting_jit(lambda state: tx.update({"w": jnp.full(3, 0.5)}, state,
+                                                      params))
 
   u1, _ = step(state)
   u2, _ = step(gtx.set_hparams(state, {"lr.learning_rate": 2e-3}))
@@ -447,10 +414,8 @@ BAD_HYPERPARAMETERS = [
 ]
 
 
-@pytest.mark.parametrize("make, message", BAD_HYPERPARAMETERS)
-def test_bad_hyperparameters_raise_at_construction(make, message):
-  with pytest.raises(ValueError, match=message):
-    make()
+test_bad_hyperparameters_raise_at_construction = bad_hyperparameters_test(
+    BAD_HYPERPARAMETERS, named=False)
 
 
 def test_missing_loss_value_names_the_argument():

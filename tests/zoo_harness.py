@@ -4,7 +4,10 @@ A :class:`ZooCase` names a gradtx transformation and its numpy reference;
 :func:`check_against_reference` runs both for ``STEPS`` steps on a fixed
 multi-leaf :class:`Problem` and compares every leaf at every step;
 :func:`minimise` runs an optimizer on a real problem (the ill-conditioned
-quadratic, Rosenbrock) in one compiled scan.
+quadratic, Rosenbrock) in one compiled scan. The helpers below those are
+shared by the ``test_contrib_*`` files: the reference, convergence and
+bad-hyperparameter tests, the coupled loss and its params, runs that record
+every step's updates, and the packed-mode comparison.
 """
 
 from __future__ import annotations
@@ -15,9 +18,11 @@ from typing import Any, Callable
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 
 import gradtx as gtx
 import reference as R
+from gradtx.packed import Layout
 
 SHAPES = {"scalar": (), "vector": (3,), "matrix": (4, 5), "cube": (2, 3, 4), "zeros": (3, 2),
           "tiny": (6,)}
@@ -135,3 +140,188 @@ def minimise(tx: gtx.GradientTransformation, f: Callable, x0: jax.Array, steps: 
 
   (x, _), _ = jax.jit(lambda x: jax.lax.scan(step, (x, tx.init(x)), length=steps))(x0)
   return x
+
+
+# ----------------------------------------------------------------------------
+# Helpers shared by the test_contrib_* files.
+
+
+def reference_tests(cases: list[ZooCase], variant_ids: list[str]
+                    ) -> tuple[Callable[..., None], Callable[..., None], Callable[..., None]]:
+  """Reference tests: each case in float32 jitted, float64 not; ``variant_ids`` the other way."""
+  by_id = {c.id: c for c in cases}
+
+  @pytest.mark.parametrize("case", cases, ids=[c.id for c in cases])
+  def test_float32_jit(case):
+    check_against_reference(case, jnp.float32, jit=True)
+
+  @pytest.mark.parametrize("case", cases, ids=[c.id for c in cases])
+  def test_float64_nojit(case):
+    with jax.enable_x64(True):
+      check_against_reference(case, jnp.float64, jit=False)
+
+  @pytest.mark.parametrize("case_id", variant_ids)
+  def test_float32_nojit_and_float64_jit(case_id):
+    check_against_reference(by_id[case_id], jnp.float32, jit=False)
+    with jax.enable_x64(True):
+      check_against_reference(by_id[case_id], jnp.float64, jit=True)
+
+  return test_float32_jit, test_float64_nojit, test_float32_nojit_and_float64_jit
+
+
+def check_converges(name: str, make_quad: Callable[[], gtx.GradientTransformation],
+                    make_rosen: Callable[[], gtx.GradientTransformation], quad_steps: int,
+                    rosen_steps: int) -> None:
+  """f < 1e-3 on the ill-conditioned quadratic and |x - (1, 1)| < 0.05 on Rosenbrock."""
+  x = minimise(make_quad(), ill_conditioned_quadratic, jnp.ones(10), quad_steps)
+  assert float(ill_conditioned_quadratic(x)) < 1e-3, f"{name} on the quadratic: {x}"
+  x = minimise(make_rosen(), rosenbrock, jnp.array([-1.0, 1.5]), rosen_steps)
+  np.testing.assert_allclose(x, [1.0, 1.0], atol=0.05, err_msg=f"{name} on Rosenbrock")
+
+
+def decay_mask(params: Any) -> Any:
+  """Weight decay on the leaves of two or more dimensions."""
+  return {k: np.ndim(v) >= 2 for k, v in params.items()}
+
+
+def coupled_wb_loss(params: dict) -> jax.Array:
+  """sum sin(w) roll(w) + b^2 w[:3] + w^2 / 2: its Hessian is not diagonal and not constant."""
+  w, b = params["w"], params["b"]
+  return jnp.sum(jnp.sin(w) * jnp.roll(w, 1)) + jnp.sum(b**2 * w[:3]) + 0.5 * jnp.sum(w**2)
+
+
+def coupled_loss(params: dict, offset: float = 0.0) -> jax.Array:
+  """A smooth loss coupling the leaves w, b, m (plus ``offset``): each gradient reads them all."""
+  return (coupled_wb_loss(params) + 0.3 * jnp.sum(params["b"] ** 2)
+          + jnp.sum(params["m"] ** 2 * jnp.arange(1.0, 7.0).reshape(2, 3)) + offset)
+
+
+def coupled_tree(with_m: bool = True) -> dict:
+  """The coupled loss's float32 params: w (5,), b (3,) and, ``with_m``, m (2, 3); seeded."""
+  rng = np.random.default_rng(1)
+  tree = {"w": jnp.asarray(rng.normal(size=5), jnp.float32),
+          "b": jnp.asarray(rng.normal(size=3), jnp.float32)}
+  if with_m:
+    tree["m"] = jnp.asarray(rng.normal(size=(2, 3)), jnp.float32)
+  return tree
+
+
+def run_updates(tx: Any, params: dict, steps: int, apply: Callable[[Any, Any], Any],
+                loss: Callable[[Any], jax.Array] = coupled_loss, with_value: bool = False,
+                also: Callable[[Any, Any], Any] | None = None,
+                grad_fn: Callable[[Any], Any] | None = None, **update_kwargs: Any) -> Any:
+  """``steps`` steps of ``tx`` on ``loss``: each step's updates (and ``also(state, params)``)."""
+  def step(carry, _):
+    params, state = carry
+    value, grads = jax.value_and_grad(loss)(params)
+    kwargs = dict(update_kwargs)
+    if with_value:
+      kwargs["value"] = value
+    if grad_fn is not None:
+      kwargs["grad_fn"] = grad_fn(params)
+    updates, state = tx.update(grads, state, params, **kwargs)
+    params = apply(params, updates)
+    return (params, state), (updates if also is None else (updates, also(state, params)))
+
+  return jax.jit(lambda p: jax.lax.scan(step, (p, tx.init(p)), length=steps)[1])(params)
+
+
+def assert_trees_close(a: Any, b: Any, rtol: float = 1e-5, atol: float = 1e-6,
+                       as_array: Callable[[Any], Any] = np.asarray) -> None:
+  """Every leaf of ``a`` close to ``b``'s, each read by ``as_array``."""
+  jax.tree.map(lambda x, y: np.testing.assert_allclose(as_array(x), as_array(y), rtol=rtol,
+                                                       atol=atol), a, b)
+
+
+def all_finite(tree: Any) -> bool:
+  """Whether every floating-point leaf of ``tree`` is finite."""
+  return all(bool(jnp.isfinite(x).all()) for x in jax.tree.leaves(tree)
+             if jnp.issubdtype(x.dtype, jnp.floating))
+
+
+def check_zero_gradients_give_zero_updates(tx: gtx.GradientTransformation, params: Any,
+                                           steps: int = 3) -> None:
+  """``steps`` jitted updates with all-zero gradients and params: zero updates, finite state."""
+  state = tx.init(params)
+  update = jax.jit(tx.update)
+  for _ in range(steps):
+    u, state = update(params, state, params)
+    assert_trees_close(u, params, rtol=0, atol=0)
+  assert all_finite(state)
+
+
+def packed_params() -> dict:
+  """Nested float32 params for the packed-mode tests: two dense layers and a scalar; seeded."""
+  rng = np.random.default_rng(0)
+  f = lambda *s: jnp.asarray(rng.normal(size=s), jnp.float32)  # noqa: E731
+  return {"dense": {"w": f(4, 3), "b": f(3)}, "out": {"w": f(4, 3), "b": f(3)}, "scale": f()}
+
+
+def packed_loss(params: Any, offset: float = 0.0) -> jax.Array:
+  """A quadratic per leaf plus a term coupling the leaves (plus ``offset``)."""
+  leaves = jax.tree.leaves(params)
+  quad = sum(jnp.sum(0.5 * (i + 1.0) * jnp.square(x - 0.3)) for i, x in enumerate(leaves))
+  return quad + 0.1 * jnp.square(sum(jnp.sum(jnp.sin(x)) for x in leaves)) + offset
+
+
+def train_both_modes(tx: gtx.GradientTransformation, params: Any, steps: int,
+                     loss: Callable[[Any], jax.Array] = packed_loss, with_value: bool = False,
+                     extra: Callable[[Callable[[Any], jax.Array]], dict] | None = None,
+                     finish: Callable[[Any, Any], Any] | None = None) -> tuple[Layout, Any, Any]:
+  """``tx`` on ``params`` as a tree and packed, in one jit: the layout and each mode's
+  ((params, state), updates, ``finish(state, params)``); ``extra(loss)`` gives update kwargs."""
+  layout = Layout.from_tree(params)
+
+  def train(params, loss):
+    def step(carry, _):
+      params, state = carry
+      value, grads = jax.value_and_grad(loss)(params)
+      kwargs = extra(loss) if extra is not None else {}
+      if with_value:
+        kwargs["value"] = value
+      updates, state = tx.update(grads, state, params, **kwargs)
+      return (gtx.apply_updates(params, updates), state), updates
+    (params, state), updates = jax.lax.scan(step, (params, tx.init(params)), length=steps)
+    return (params, state), updates, (None if finish is None else finish(state, params))
+
+  run = jax.jit(lambda p, f: (train(p, loss), train(f, lambda flat: loss(layout.unpack(flat)))))
+  tree, flat = run(params, layout.pack(params))
+  return layout, tree, flat
+
+
+def assert_packed_matches_tree(layout: Layout, tree: tuple[Any, Any], flat: tuple[Any, Any],
+                               as_array: Callable[[Any], Any] = np.asarray) -> None:
+  """Packed params within 2e-5 of the tree's, packed state of its structure within 1e-4."""
+  (p_tree, s_tree), (p_flat, s_flat) = tree, flat
+  assert_trees_close(layout.unpack(p_flat), p_tree, rtol=2e-5, atol=2e-6, as_array=as_array)
+  state_view = layout.unpack_state(s_flat)
+  assert jax.tree.structure(state_view) == jax.tree.structure(s_tree)
+  assert_trees_close(state_view, s_tree, rtol=1e-4, atol=1e-6, as_array=as_array)
+
+
+def decay(init: float, every: int, rate: float = 0.5) -> gtx.schedules.Schedule:
+  """An exponential decay: sign and normalised rules take fixed steps and settle as it decays."""
+  return gtx.schedules.exponential_decay(init, every, rate)
+
+
+def counting_jit(fn: Callable[..., Any]) -> tuple[Callable[..., Any], list[int]]:
+  """``fn`` jitted, and a list that gains an entry each time it is traced."""
+  traces: list[int] = []
+
+  def traced(*args: Any) -> Any:
+    traces.append(1)
+    return fn(*args)
+
+  return jax.jit(traced), traces
+
+
+def bad_hyperparameters_test(cases: list[tuple[Callable[[], Any], str]],
+                             errors: Any = ValueError, named: bool = True) -> Callable[..., None]:
+  """A test that each case's ``make()`` raises ``errors`` matching its message (ids: messages)."""
+  @pytest.mark.parametrize("make, message", cases,
+                           ids=[m for _, m in cases] if named else None)
+  def test(make, message):
+    with pytest.raises(errors, match=message):
+      make()
+
+  return test

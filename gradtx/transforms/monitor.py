@@ -35,7 +35,7 @@ import numpy as np
 from gradtx import tree
 from gradtx.chain import ChainState, _values_by_name
 from gradtx.core import (GradientTransformation, HParams, HParamSpec, as_transformation,
-                         require_params, stateless)
+                         require_params)
 from gradtx.numerics import compute_dtype
 
 __all__ = ["MONITOR_STATISTICS", "MeasuresState", "MonitorState", "Stats", "measure_with_ema",
