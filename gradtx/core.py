@@ -118,6 +118,15 @@ def _is_concrete(value: Any) -> bool:
   return not isinstance(value, jax.core.Tracer)
 
 
+def _branch(pred: Any, true_fn: Callable[..., Any], false_fn: Callable[..., Any],
+            *operands: Any) -> Any:
+  """``jax.lax.cond(pred, true_fn, false_fn, *operands)`` when ``pred`` is traced; when it
+  is concrete (an eager call), only the branch taken runs, and nothing is compiled."""
+  if _is_concrete(pred):
+    return true_fn(*operands) if bool(pred) else false_fn(*operands)
+  return jax.lax.cond(pred, true_fn, false_fn, *operands)
+
+
 def check_value(stage: str, name: str, value: Any, allowed: Range) -> None:
   """Raises :class:`HyperparameterError` if a concrete ``value`` is outside ``allowed``.
 

@@ -19,7 +19,7 @@ import jax.numpy as jnp
 from gradtx.core import safe_increment
 
 __all__ = ["abs_sq", "as_dtype", "bias_correction", "compute_dtype", "ema_moment",
-           "safe_increment", "safe_rsqrt", "shared", "shared_scalars", "stored", "zero_count"]
+           "safe_divide", "safe_increment", "safe_rsqrt", "shared", "shared_scalars", "stored", "zero_count"]
 
 
 # Per-step scalars shared by all leaves. A per-array rule computes coefficients
@@ -144,6 +144,12 @@ def bias_correction(m: jax.Array, decay: jax.Array, count: jax.Array) -> jax.Arr
 def zero_count() -> jax.Array:
   """A fresh step counter: int32 zero, advanced by :func:`safe_increment`."""
   return jnp.zeros([], jnp.int32)
+
+
+def safe_divide(x: jax.Array, d: jax.Array) -> jax.Array:
+  """:math:`x / d` where ``d > 0`` and 0 elsewhere (no NaN from 0 / 0)."""
+  positive = d > 0
+  return jnp.where(positive, x / jnp.where(positive, d, 1), 0)
 
 
 def safe_rsqrt(x: jax.Array) -> jax.Array:

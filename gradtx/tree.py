@@ -205,6 +205,14 @@ def add(a: PyTree, b: PyTree) -> PyTree:
   return tree_map(lambda x, y: x + y.astype(x.dtype), a, b)
 
 
+def sub(a: PyTree, b: PyTree) -> PyTree:
+  """Leafwise ``a - b``, each difference in the wider of the two leaves' dtypes."""
+  def diff(x, y):
+    dtype = compute_dtype(x, y)
+    return as_dtype(x, dtype) - as_dtype(y, dtype)
+  return tree_map(diff, a, b)
+
+
 def scale(tree: PyTree, factor: jax.Array | float) -> PyTree:
   """Leafwise ``factor * x``, the factor cast to each leaf's dtype."""
   return tree_map(lambda x: as_dtype(factor, x.dtype) * x, tree)

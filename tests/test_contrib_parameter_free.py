@@ -127,8 +127,9 @@ def _library(contrib: Any) -> Any:
 
 OPTAX_PAIRS = [
     ("prodigy", lambda m: m.prodigy(), 30),
+    # estim_lr0=1e-3: from optax's default 1e-6 most steps would sit below the atol.
     ("prodigy-options", lambda m: m.prodigy(0.5, betas=(0.8, 0.99), beta3=0.9, weight_decay=0.1,
-                                            safeguard_warmup=True), 30),
+                                            estim_lr0=1e-3, safeguard_warmup=True), 30),
     ("dadapt_adamw", lambda m: m.dadapt_adamw(weight_decay=0.1), 25),
     ("dog", lambda m: m.dog(), 30),
     ("dog-options", lambda m: m.dog(0.5, init_step=("distance", 0.1), weight_decay=0.1), 30),

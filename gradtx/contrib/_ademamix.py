@@ -265,8 +265,8 @@ def simplified_ademamix(learning_rate: ScalarOrSchedule, b1: ScalarOrSchedule = 
   with :math:`\\hat n_t` Adam's debiased second moment (see
   :func:`scale_by_simplified_ademamix`). It keeps one momentum buffer where
   AdEMAMix keeps two, and needs no schedule of :math:`\\alpha`; with
-  :math:`\\alpha = 0` it is Adam with a rescaled :math:`\\eta` and
-  :math:`\\beta_1`.
+  :math:`\\alpha = 0` it is Adam without the first moment's debiasing, its
+  step times :math:`1 / (1 - \\beta_1)`.
 
   Args:
     learning_rate: :math:`\\eta \\ge 0`, a float or a schedule.

@@ -69,7 +69,7 @@ def scale_by_cocob(alpha: ScalarOrSchedule = 100.0,
   def init(params):
     hparams = spec.init()
     zeros = tree.zeros_like(params)
-    scale = tree.tree_map(lambda p: jnp.full_like(p, as_dtype(hparams["eps"], p.dtype)), params)
+    scale = tree.full_like(params, hparams["eps"])
     return COCOBState(params, zeros, scale, zeros, zeros, hparams)
 
   def update(updates, state, params=None, **extra):
@@ -107,7 +107,7 @@ def cocob(learning_rate: ScalarOrSchedule = 1.0, alpha: ScalarOrSchedule = 100.0
   """COCOB: coin betting instead of a learning rate, entry by entry.
 
   .. math::
-    \\tilde g_t = \\gamma_t (g_t + \\lambda \\theta_t), \\qquad
+    \\tilde g_t = \\gamma_t (g_t + \\lambda w_t), \\qquad
     w_{t+1} = w_1 + \\frac{\\theta_t}{L_t \\max(G_t + L_t,\\ \\alpha L_t)} (L_t + R_t)
 
   with :math:`\\theta, L, G, R` the sums, maxima and rewards of

@@ -1,4 +1,4 @@
-"""Helpers shared by optax.contrib's modules: the matrices of a leaf, and tracing.
+"""Helpers shared by optax.contrib's modules: the matrices of a leaf, a wrapper's base.
 
 Muon and GaLore read each leaf as a matrix (or a batch of them) chosen by
 its dimension numbers (:class:`MuonDimensionNumbers`,
@@ -19,17 +19,14 @@ import jax.numpy as jnp
 import numpy as np
 
 from gradtx import tree
-from gradtx.core import Params
+from gradtx.chain import Chain, chain
+from gradtx.core import GradientTransformation, Params, as_transformation
 from gradtx.errors import StructureError
 from gradtx.packed import Packed, PackedLeaves
 # The tree a masked wrapper hides leaves of: dimension numbers are resolved on it.
 from gradtx.wrappers._masking import _unmasked_view
 
 __all__ = ["GaLoreDimensionNumbers", "MuonDimensionNumbers"]
-
-
-def _is_traced(x: Any) -> bool:
-  return isinstance(x, jax.core.Tracer)
 
 
 # ----------------------------------------------------------------------------
@@ -173,3 +170,11 @@ def _map_matrices(stage: str, spec: WeightDimNumOrFn | None,
   else:
     chosen = jax.tree.unflatten(treedef, index)
   return tree.map_leaves(leaf, (True,), updates, chosen)[0]
+
+
+def _as_base(base_optimizer: Any, stage: str) -> GradientTransformation:
+  """A wrapper's base optimizer as a chain, so that its hyperparameters' names (``lr.learning_rate``)
+  cannot clash with the wrapper's own; an optax transformation is wrapped as it is."""
+  if isinstance(base_optimizer, GradientTransformation) and not isinstance(base_optimizer, Chain):
+    return chain(base_optimizer)
+  return as_transformation(base_optimizer, where=f"{stage} base_optimizer")

@@ -12,10 +12,10 @@ import jax.numpy as jnp
 
 from gradtx import tree
 from gradtx.chain import Chain, named_chain
-from gradtx.contrib._whole_tree import _betas, _count_as, _inner, _safe_ratio, _scalar_dtype, _total
+from gradtx.contrib._whole_tree import _betas, _count_as, _inner, _scalar_dtype, _total
 from gradtx.core import (NONNEGATIVE, POSITIVE, UNIT_HALF_OPEN, GradientTransformation,
                          HParams, HParamSpec, ScalarOrSchedule, require_params)
-from gradtx.numerics import as_dtype, compute_dtype, safe_increment, zero_count
+from gradtx.numerics import as_dtype, compute_dtype, safe_divide, safe_increment, zero_count
 
 __all__ = ["DAdaptAdamWState", "dadapt_adamw", "scale_by_dadapt_adamw"]
 
@@ -125,7 +125,7 @@ def scale_by_dadapt_adamw(learning_rate: ScalarOrSchedule = 1.0,
 
     m, v, s = tree.map_multi(moments, 3, updates, state.exp_avg, state.exp_avg_sq,
                              state.grad_sum)
-    d_new = jnp.maximum(d, _safe_ratio(r, (1 - sigma) * _total(jnp.abs, dtype, s)))
+    d_new = jnp.maximum(d, safe_divide(r, (1 - sigma) * _total(jnp.abs, dtype, s)))
     decay = eta * as_dtype(h["weight_decay"], dtype)
 
     def step(m, v, p):

@@ -9,7 +9,7 @@ import jax.numpy as jnp
 
 from gradtx import tree
 from gradtx.chain import Chain, named_chain
-from gradtx.contrib._whole_tree import _moved, _scalar_dtype, _total
+from gradtx.contrib._whole_tree import _scalar_dtype, _total
 from gradtx.core import (NONNEGATIVE, POSITIVE, GradientTransformation,
                          HParams, HParamSpec, ScalarOrSchedule, require_params)
 from gradtx.numerics import as_dtype
@@ -106,7 +106,7 @@ def scale_by_dog(init_step: tuple[Literal["distance", "learning_rate", "heuristi
     tree.check_structure(state.init_params, params, "state.init_params", "params")
     h, hparams = spec.step(state.hparams)
     dtype = state.max_dist.dtype
-    distance = jnp.sqrt(_total(jnp.square, dtype, _moved(params, state.init_params)))
+    distance = jnp.sqrt(_total(jnp.square, dtype, tree.sub(params, state.init_params)))
     max_dist = jnp.maximum(state.max_dist, distance)
     g_sq = state.sum_sq_norm_grads + _total(jnp.square, dtype, updates)
     eta = max_dist / jnp.sqrt(g_sq + as_dtype(h["eps"], dtype))
@@ -227,7 +227,7 @@ def scale_by_dowg(init_estim_sq_dist: float | None = None,
     h, hparams = spec.step(state.hparams)
     dtype = state.estim_sq_dist.dtype
     sq_dist = jnp.maximum(state.estim_sq_dist,
-                          _total(jnp.square, dtype, _moved(params, state.init_params)))
+                          _total(jnp.square, dtype, tree.sub(params, state.init_params)))
     weighted = state.weighted_sq_norm_grads + sq_dist * _total(jnp.square, dtype, updates)
     eta = sq_dist / (jnp.sqrt(weighted) + as_dtype(h["eps"], dtype))
     return tree.scale(updates, eta), DoWGState(state.init_params, weighted, sq_dist, hparams)

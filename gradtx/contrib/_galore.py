@@ -19,7 +19,7 @@ from gradtx.chain import Chain, named_chain
 from gradtx.contrib._common import (GaLoreDimensionNumbers, GaLoreDimNumsOrFn, _dims_per_leaf,
                                     _is_dims, _matrix_axes)
 from gradtx.core import (ANY, POSITIVE_INT, GradientTransformation, HParams, HParamSpec, Params,
-                         ScalarOrSchedule, as_transformation, check_value)
+                         ScalarOrSchedule, _branch, as_transformation, check_value)
 from gradtx.errors import StructureError
 from gradtx.numerics import as_dtype, safe_increment, zero_count
 from gradtx.packed import Packed
@@ -182,10 +182,7 @@ def scale_by_galore(rank: int = 128, update_proj_gap: int = 200, scale: ScalarOr
         U, _, Vh = jnp.linalg.svd(G.astype(wide), full_matrices=False)
         return (U[:, :r] if left else Vh[:r].T).astype(P.dtype)
 
-      if isinstance(refresh, jax.core.Tracer):
-        P = jax.lax.cond(refresh, fresh, lambda P=P: P)
-      elif refresh:  # run eagerly: no cond to compile at every step
-        P = fresh()
+      P = _branch(refresh, fresh, lambda P=P: P)
       geometry.append((order, left))
       low_rank.append(P.T @ G if left else G @ P)
       new_projectors.append(P)

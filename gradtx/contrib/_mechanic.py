@@ -8,10 +8,10 @@ import jax
 import jax.numpy as jnp
 
 from gradtx import tree
-from gradtx.chain import Chain, chain
-from gradtx.contrib._whole_tree import _inner, _moved, _scalar_dtype, _total
+from gradtx.contrib._common import _as_base
+from gradtx.contrib._whole_tree import _inner, _scalar_dtype, _total
 from gradtx.core import (NONNEGATIVE, POSITIVE, GradientTransformation,
-                         HParams, HParamSpec, ScalarOrSchedule, as_transformation, require_params)
+                         HParams, HParamSpec, ScalarOrSchedule, require_params)
 from gradtx.numerics import as_dtype, compute_dtype, safe_increment, zero_count
 
 __all__ = ["MechanicState", "mechanize"]
@@ -88,10 +88,7 @@ def mechanize(base_optimizer: Any, weight_decay: ScalarOrSchedule = 1e-2,
   stage = "mechanize"
   if not isinstance(num_betas, int) or isinstance(num_betas, bool) or num_betas < 1:
     raise ValueError(f"{stage}: num_betas must be an int >= 1, got {num_betas!r}")
-  if isinstance(base_optimizer, GradientTransformation) and not isinstance(base_optimizer, Chain):
-    base = chain(base_optimizer)
-  else:
-    base = as_transformation(base_optimizer, where=f"{stage} base_optimizer")
+  base = _as_base(base_optimizer, stage)
   spec = HParamSpec(stage, weight_decay=(weight_decay, NONNEGATIVE), eps=(eps, POSITIVE),
                     s_init=(s_init, POSITIVE))
 
@@ -119,7 +116,7 @@ def mechanize(base_optimizer: Any, weight_decay: ScalarOrSchedule = 1e-2,
     decayed = tree.tree_map(lambda g, p: g + as_dtype(shrink, g.dtype) * p.astype(g.dtype),
                             updates, params)
     delta_prev = tree.tree_map(lambda d: d / as_dtype(s_sum + eps, d.dtype),
-                               _moved(x_ref, params))
+                               tree.sub(x_ref, params))
     h_t = _inner(decayed, delta_prev, dtype)
     betas = jnp.asarray([1 - 0.1**j for j in range(1, num_betas + 1)], dtype)
     m = jnp.maximum(betas * state.m, jnp.abs(h_t) + eps)

@@ -9,11 +9,11 @@ import jax.numpy as jnp
 
 from gradtx import tree
 from gradtx.chain import Chain, named_chain
-from gradtx.contrib._whole_tree import _count_as, _inner, _safe_ratio, _scalar_dtype, _total
+from gradtx.contrib._whole_tree import _count_as, _inner, _scalar_dtype, _total
 from gradtx.core import (ANY, NONNEGATIVE, POSITIVE, UNIT_HALF_OPEN, GradientTransformation,
                          HParams, HParamSpec, ScalarOrSchedule, require_params)
 from gradtx.errors import MissingArgumentError
-from gradtx.numerics import as_dtype, compute_dtype, safe_increment, zero_count
+from gradtx.numerics import as_dtype, compute_dtype, safe_divide, safe_increment, zero_count
 from gradtx.transforms.stepsize import _TINY
 
 __all__ = ["MomoAdamState", "MomoState", "momo", "momo_adam", "scale_by_momo", "scale_by_momo_adam"]
@@ -72,7 +72,7 @@ def _momo_step(h: Any, dtype: Any, adapt_lower_bound: bool, lb: jax.Array, barf:
     lb = jnp.where(cap < shrink * bc1 * lb, jnp.maximum(cap / (2 * bc1 * shrink), floor), lb)
   else:
     lb = floor
-  polyak = _safe_ratio(jnp.maximum(shrink * (barf - bc1 * lb - gamma) + iprod, 0), norm_sq)
+  polyak = safe_divide(jnp.maximum(shrink * (barf - bc1 * lb - gamma) + iprod, 0), norm_sq)
   tau = jnp.minimum(alpha / bc1, jnp.where(norm_sq <= _TINY, 0, polyak))
   if adapt_lower_bound:
     lb = jnp.maximum((barf + iprod - gamma - tau * norm_sq / 2) / bc1, floor)

@@ -24,7 +24,8 @@ from gradtx.contrib._common import (MuonDimensionNumbers, WeightDimNumOrFn, _dim
 from gradtx.core import (ANY, NONNEGATIVE, POSITIVE, POSITIVE_INT, UNIT_HALF_OPEN,
                          GradientTransformation, HParams, HParamSpec, Params, ScalarOrSchedule,
                          check_value, stateless)
-from gradtx.numerics import as_dtype, ema_moment, safe_increment, safe_rsqrt, zero_count
+from gradtx.numerics import (as_dtype, ema_moment, safe_divide, safe_increment, safe_rsqrt,
+                             zero_count)
 from gradtx.transforms.decay import Mask, add_decayed_weights
 from gradtx.transforms.moments import debiased_first_moment, scale_by_adam
 from gradtx.transforms.scaling import scale_by_learning_rate
@@ -45,11 +46,6 @@ _DION_NS_COEFFS = ((4.0848, -6.8946, 2.9270), (3.9505, -6.3029, 2.6377),
 _NS_COEFFS_PRESETS = {"standard": _DEFAULT_NS_COEFFS, "dion": _DION_NS_COEFFS}
 
 
-def _safe_divide(x: jax.Array, d: jax.Array) -> jax.Array:
-  """``x / d``, and 0 where ``d`` is 0 (a zero matrix with ``eps = 0``)."""
-  return jnp.where(d > 0, x / jnp.where(d > 0, d, jnp.ones_like(d)), jnp.zeros_like(x))
-
-
 def _newton_schulz(x: jax.Array, coeffs: jax.Array, ns_steps: int, preconditioning: str,
                    eps: jax.Array) -> jax.Array:
   """The quintic Newton-Schulz iteration on one matrix ``x``."""
@@ -58,9 +54,9 @@ def _newton_schulz(x: jax.Array, coeffs: jax.Array, ns_steps: int, preconditioni
     x = x.T
   eps = as_dtype(eps, x.real.dtype)
   if preconditioning == "frobenius":
-    x = _safe_divide(x, jnp.linalg.norm(x) + eps)
+    x = safe_divide(x, jnp.linalg.norm(x) + eps)
   elif preconditioning == "spectral":
-    x = _safe_divide(x, jnp.linalg.norm(x, ord=2) + eps)
+    x = safe_divide(x, jnp.linalg.norm(x, ord=2) + eps)
   coeffs = as_dtype(coeffs, x.real.dtype)
   rows = [coeffs[i] for i in range(coeffs.shape[0])] if coeffs.ndim == 2 else [coeffs] * ns_steps
   for i, (a, b, c) in enumerate(rows):
@@ -176,7 +172,7 @@ def scale_by_muon(ns_coeffs: tuple = _DEFAULT_NS_COEFFS, ns_steps: int = 5,
       such leaves to Adam).
 
   Differs from optax 0.2.8: the default ``weight_dimension_numbers=None``
-  works on any tree (optax's fails on a tree of several leaves); a table of
+  works on any tree of matrices (optax's fails on a tree of several leaves); a table of
   ``ns_coeffs`` with more rows than ``ns_steps`` runs every row, as optax's
   docstring says (optax raises "Not enough coeffs"); ``"aol"`` and
   ``"schatten"`` use ``eps`` where optax uses a fixed 1e-8 (the same at the

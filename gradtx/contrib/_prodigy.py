@@ -9,11 +9,10 @@ import jax.numpy as jnp
 
 from gradtx import tree
 from gradtx.chain import Chain, named_chain
-from gradtx.contrib._whole_tree import (_betas, _count_as, _inner, _moved, _safe_ratio, _scalar_dtype, _total)
+from gradtx.contrib._whole_tree import _betas, _count_as, _inner, _scalar_dtype, _total
 from gradtx.core import (NONNEGATIVE, POSITIVE, UNIT, UNIT_HALF_OPEN, GradientTransformation,
-                         HParams, HParamSpec, ScalarOrSchedule, check_value,
-                         require_params)
-from gradtx.numerics import as_dtype, compute_dtype, safe_increment, zero_count
+                         HParams, HParamSpec, ScalarOrSchedule, require_params)
+from gradtx.numerics import as_dtype, compute_dtype, safe_divide, safe_increment, zero_count
 
 __all__ = ["ProdigyState", "prodigy", "scale_by_prodigy"]
 
@@ -92,7 +91,6 @@ def scale_by_prodigy(learning_rate: ScalarOrSchedule = 1.0,
     Array([-9.999993e-07,  9.999993e-07], dtype=float32)
   """
   stage = "scale_by_prodigy"
-  check_value(stage, "estim_lr0", estim_lr0, POSITIVE)
   entries = dict(learning_rate=(learning_rate, NONNEGATIVE),
                  betas=(tuple(_betas(stage, betas)), UNIT_HALF_OPEN))
   if beta3 is not None:
@@ -126,7 +124,7 @@ def scale_by_prodigy(learning_rate: ScalarOrSchedule = 1.0,
     weight = d / d0
     s_rate = weight * (d if safeguard_warmup else eta)
     r = b3 * state.numerator_weighted + weight * eta * _inner(
-        updates, _moved(state.params0, params), dtype)
+        updates, tree.sub(state.params0, params), dtype)
 
     def moments(g, m, v, s):
       c = compute_dtype(g, m)
@@ -138,7 +136,7 @@ def scale_by_prodigy(learning_rate: ScalarOrSchedule = 1.0,
 
     m, v, s = tree.map_multi(moments, 3, updates, state.exp_avg, state.exp_avg_sq,
                              state.grad_sum)
-    estimate = as_dtype(h["estim_lr_coef"], dtype) * _safe_ratio(r, _total(jnp.abs, dtype, s))
+    estimate = as_dtype(h["estim_lr_coef"], dtype) * safe_divide(r, _total(jnp.abs, dtype, s))
     d_new = jnp.maximum(d, estimate)
     floor = d_new * as_dtype(h["eps"], dtype)
     decay = as_dtype(h["weight_decay"], dtype)
@@ -167,7 +165,8 @@ def prodigy(learning_rate: ScalarOrSchedule = 1.0, betas: tuple[float, float] = 
 
   with :math:`m, v` Adam's moments of :math:`d_t g_t` and :math:`d_t`
   non-decreasing, estimated as :func:`scale_by_prodigy` says. One stage:
-  the learning rate and the weight decay enter the estimate of :math:`d`.
+  the learning rate enters the estimate of :math:`d`, and the weight decay
+  is scaled by :math:`\\eta_t`, which holds :math:`d_t`.
 
   Args:
     learning_rate: :math:`\\gamma_t`, default 1 (a schedule around 1).

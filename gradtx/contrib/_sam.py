@@ -15,9 +15,8 @@ import jax.numpy as jnp
 
 from gradtx import tree
 from gradtx.chain import ChainState, in_stage
-from gradtx.contrib._common import _is_traced
 from gradtx.core import (POSITIVE_INT, EmptyState, GradientTransformation, HParams, HParamSpec,
-                         apply_updates, as_transformation, check_value, require_params)
+                         _branch, apply_updates, as_transformation, check_value, require_params)
 from gradtx.errors import MissingArgumentError
 from gradtx.numerics import as_dtype, compute_dtype, zero_count
 from gradtx.transforms.scaling import normalize_by_update_norm
@@ -200,10 +199,7 @@ def sam(optimizer: GradientTransformation, adv_optimizer: GradientTransformation
       new_updates = tree.tree_map(back_and_step, cache, params, outer_updates, updates)
       return new_updates, new_opt_state, reset(adv_state, params)
 
-    if _is_traced(last):
-      new_updates, opt_state, adv_state = jax.lax.cond(last, outer_step, adversarial_step, None)
-    else:  # eager: run only the branch taken
-      new_updates, opt_state, adv_state = (outer_step if bool(last) else adversarial_step)(None)
+    new_updates, opt_state, adv_state = _branch(last, outer_step, adversarial_step, None)
     steps = jnp.where(last, 0, state.steps_since_sync + 1).astype(jnp.int32)
     return new_updates, SAMState(steps, *named(opt_state, adv_state), cache, state.hparams)
 

@@ -8,11 +8,13 @@ import jax
 import jax.numpy as jnp
 
 from gradtx import schedules, tree
-from gradtx.chain import Chain, chain, named_chain
+from gradtx.chain import Chain, named_chain
+from gradtx.contrib._common import _as_base
+from gradtx.contrib._whole_tree import _scalar_dtype
 from gradtx.core import (NONNEGATIVE, POSITIVE_INT, GradientTransformation, HParams,
                          HParamSpec, Range, ScalarOrSchedule, _format_value,
-                         as_transformation, check_value, require_params)
-from gradtx.numerics import as_dtype, compute_dtype, safe_increment
+                         check_value, require_params)
+from gradtx.numerics import as_dtype, compute_dtype, safe_divide, safe_increment
 from gradtx.transforms.clipping import per_example_global_norm_clip
 from gradtx.transforms.decay import add_decayed_weights
 from gradtx.transforms.moments import scale_by_rms
@@ -68,12 +70,6 @@ class _FromStepOne:
 
   def __repr__(self) -> str:
     return _format_value(self.schedule)
-
-
-def _scalar_dtype(params: Any) -> jnp.dtype:
-  """float64 if some parameter is float64, float32 otherwise: the dtype of the weights."""
-  wide = any(jnp.result_type(x) == jnp.float64 for x in jax.tree.leaves(params))
-  return jnp.dtype(jnp.float64 if wide else jnp.float32)
 
 
 def schedule_free(base_optimizer: Any, learning_rate: ScalarOrSchedule, b1: ScalarOrSchedule = 0.9,
@@ -141,10 +137,7 @@ def schedule_free(base_optimizer: Any, learning_rate: ScalarOrSchedule, b1: Scal
     ['b1', 'learning_rate', 'lr.learning_rate', 'weight_lr_power']
   """
   stage = "schedule_free"
-  if isinstance(base_optimizer, GradientTransformation) and not isinstance(base_optimizer, Chain):
-    base = chain(base_optimizer)
-  else:
-    base = as_transformation(base_optimizer, where=f"{stage} base_optimizer")
+  base = _as_base(base_optimizer, stage)
   rate = _FromStepOne(learning_rate) if callable(learning_rate) else learning_rate
   spec = HParamSpec(stage, learning_rate=(rate, NONNEGATIVE), b1=(b1, _B1_RANGE),
                     weight_lr_power=(weight_lr_power, NONNEGATIVE))
@@ -166,8 +159,7 @@ def schedule_free(base_optimizer: Any, learning_rate: ScalarOrSchedule, b1: Scal
     weight = max_lr ** as_dtype(h["weight_lr_power"], dtype)
     weight_sum = state.weight_sum + weight
     # 0 / 0 while the warmup starts from a learning rate of 0: no average yet.
-    c = jnp.where(weight_sum == 0, jnp.zeros_like(weight),
-                  weight / jnp.where(weight_sum == 0, jnp.ones_like(weight_sum), weight_sum))
+    c = safe_divide(weight, weight_sum)
     base_updates, base_state = base.update(updates, state.base_optimizer_state, params, **extra)
 
     def leaf(delta, y, z):

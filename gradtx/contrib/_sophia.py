@@ -15,9 +15,8 @@ import jax.numpy as jnp
 
 from gradtx import tree
 from gradtx.chain import Chain, in_stage, named_chain
-from gradtx.contrib._common import _is_traced
 from gradtx.core import (NONNEGATIVE, NONNEGATIVE_INT, POSITIVE, POSITIVE_INT, UNIT_HALF_OPEN,
-                         GradientTransformation, HParams, HParamSpec, ScalarOrSchedule,
+                         GradientTransformation, HParams, HParamSpec, ScalarOrSchedule, _branch,
                          as_transformation, check_value, require_params)
 from gradtx.errors import MissingArgumentError
 from gradtx.numerics import (as_dtype, bias_correction, compute_dtype, ema_moment, safe_increment,
@@ -257,10 +256,7 @@ def scale_by_sophia(b1: ScalarOrSchedule = 0.965, b2: ScalarOrSchedule = 0.99,
     due = state.count % h["update_interval"] == 0
     operands = (state.hessian_fn_state, state.nu)
     with in_stage("hessian_diagonal_fn"):
-      if _is_traced(due):
-        hessian_fn_state, nu = jax.lax.cond(due, refresh, lambda ops: ops, operands)
-      else:  # eager: run only the branch taken
-        hessian_fn_state, nu = refresh(operands) if bool(due) else operands
+      hessian_fn_state, nu = _branch(due, refresh, lambda ops: ops, operands)
     return updates, SophiaState(count, mu, nu, hessian_fn_state, hparams)
 
   # A clip threshold shows with the hyperparameters; its absence, as an option.

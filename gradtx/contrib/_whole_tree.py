@@ -12,7 +12,7 @@ import jax
 import jax.numpy as jnp
 
 from gradtx import tree
-from gradtx.numerics import as_dtype, compute_dtype
+from gradtx.numerics import as_dtype
 
 __all__: list[str] = []
 
@@ -43,20 +43,6 @@ def _total(fn: Callable[..., jax.Array], dtype: Any, first: Any, *rest: Any) -> 
 def _inner(a: Any, b: Any, dtype: Any) -> jax.Array:
   """:math:`\\langle a, b \\rangle` over the whole tree (real leaves), in ``dtype``."""
   return _total(jnp.multiply, dtype, a, b)
-
-
-def _safe_ratio(numerator: jax.Array, denominator: jax.Array) -> jax.Array:
-  """``numerator / denominator`` where the denominator is positive, 0 elsewhere."""
-  positive = denominator > 0
-  return jnp.where(positive, numerator / jnp.where(positive, denominator, 1), 0)
-
-
-def _moved(params: Any, start: Any) -> Any:
-  """:math:`\\theta - \\theta_0`, leaf by leaf, in the wider of the two dtypes."""
-  def diff(p, p0):
-    dtype = compute_dtype(p, p0)
-    return as_dtype(p, dtype) - as_dtype(p0, dtype)
-  return tree.tree_map(diff, params, start)
 
 
 def _betas(stage: str, betas: Any) -> tuple[Any, Any]:

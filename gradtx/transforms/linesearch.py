@@ -23,8 +23,8 @@ import numpy as np
 
 from gradtx import numerics, tree
 from gradtx.core import (NONNEGATIVE, NONNEGATIVE_INT, POSITIVE, POSITIVE_INT,
-                         GradientTransformation, HParams, HParamSpec, Range, check_value,
-                         require_params)
+                         GradientTransformation, HParams, HParamSpec, Range, _branch,
+                         check_value, require_params)
 from gradtx.errors import MissingArgumentError, StructureError
 from gradtx.numerics import safe_increment
 
@@ -793,9 +793,6 @@ def value_and_grad_from_state(value_fn: Callable[..., Any]) -> Callable[..., tup
               tree.cast_like(new_grad, grad))
 
     reuse = jnp.isfinite(value)
-    operands = (params, fn_args, fn_kwargs)
-    if not isinstance(reuse, jax.core.Tracer):  # not traced: branch in Python
-      return stored() if bool(reuse) else compute(*operands)
-    return jax.lax.cond(reuse, stored, compute, *operands)
+    return _branch(reuse, stored, compute, params, fn_args, fn_kwargs)
 
   return value_and_grad

@@ -11,7 +11,7 @@ from gradtx import tree
 from gradtx.core import (ANY, NONNEGATIVE, POSITIVE, GradientTransformation, HParams, HParamSpec,
                          ScalarOrSchedule, EmptyState, require_params)
 from gradtx.errors import MissingArgumentError
-from gradtx.numerics import as_dtype, compute_dtype
+from gradtx.numerics import as_dtype
 
 __all__ = ["ScaleByDistanceOverGradientsState", "scale_by_distance_over_gradients",
            "scale_by_polyak"]
@@ -166,11 +166,7 @@ def scale_by_distance_over_gradients(reps_rel: ScalarOrSchedule = 1e-6,
     tree.check_structure(state.init_params, params, "state.init_params", "params")
     h, hparams = spec.step(state.hparams)
 
-    def moved(p, p0):
-      dtype = compute_dtype(p, p0)
-      return as_dtype(p, dtype) - as_dtype(p0, dtype)
-
-    distance = tree.block_norm(tree.tree_map(moved, params, state.init_params))
+    distance = tree.block_norm(tree.sub(params, state.init_params))
     max_dist = tree.tree_map(lambda r, d: jnp.maximum(r, d.astype(r.dtype)), state.max_dist,
                              distance)
     g_sos = tree.tree_map(lambda s, q: s + q.astype(s.dtype), state.grad_sum_of_squares,

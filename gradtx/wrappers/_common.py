@@ -9,7 +9,7 @@ import jax
 import jax.numpy as jnp
 
 from gradtx import tree
-from gradtx.core import GradientTransformation, HParams
+from gradtx.core import GradientTransformation, HParams, _branch
 from gradtx.errors import StructureError
 
 PyTree = Any
@@ -45,10 +45,7 @@ def _run_if(run: jax.Array, inner: GradientTransformation, updates: PyTree, stat
       return tree.cast_like(operands[0], out_updates), operands[1]
     return tree.tree_map(lambda x: jnp.zeros(x.shape, x.dtype), out_updates), operands[1]
 
-  operands = (updates, state, params)
-  if not isinstance(run, jax.core.Tracer):  # not traced: branch in Python, compile nothing
-    return step(operands) if bool(run) else skip(operands)
-  return jax.lax.cond(run, step, skip, operands)
+  return _branch(run, step, skip, (updates, state, params))
 
 
 def _reset_keeping_hparams(reset: jax.Array, current: PyTree, fresh: PyTree) -> PyTree:
