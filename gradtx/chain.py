@@ -300,10 +300,10 @@ def hparams(state: PyTree) -> dict[str, jax.Array]:
     >>> {k: float(f"{float(v):.6g}") for k, v in gtx.hparams(state).items()}
     {'adam.b1': 0.9, 'adam.b2': 0.999, 'adam.eps': 1e-08, 'adam.eps_root': 0.0, 'lr.learning_rate': 0.01}
   """
-  return _values_by_name(state)
+  return values_by_name(state)
 
 
-def _values_by_name(state: PyTree, kind: type = HParams) -> dict[str, Any]:
+def values_by_name(state: PyTree, kind: type = HParams) -> dict[str, Any]:
   """Every entry of every ``kind`` mapping in a state, by dotted name (behind :func:`hparams`
   and :func:`gradtx.stats`)."""
   found = list(_find_hparams(state, kind=kind))

@@ -114,15 +114,16 @@ POSITIVE_INT = Range(1, integer=True)
 """An integer, one or more (held as int32)."""
 
 
-def _is_concrete(value: Any) -> bool:
+def is_concrete(value: Any) -> bool:
+  """Whether ``value`` is known at trace time (not a tracer), so Python may branch on it."""
   return not isinstance(value, jax.core.Tracer)
 
 
-def _branch(pred: Any, true_fn: Callable[..., Any], false_fn: Callable[..., Any],
+def branch(pred: Any, true_fn: Callable[..., Any], false_fn: Callable[..., Any],
             *operands: Any) -> Any:
   """``jax.lax.cond(pred, true_fn, false_fn, *operands)`` when ``pred`` is traced; when it
   is concrete (an eager call), only the branch taken runs, and nothing is compiled."""
-  if _is_concrete(pred):
+  if is_concrete(pred):
     return true_fn(*operands) if bool(pred) else false_fn(*operands)
   return jax.lax.cond(pred, true_fn, false_fn, *operands)
 
@@ -133,7 +134,7 @@ def check_value(stage: str, name: str, value: Any, allowed: Range) -> None:
   Traced values (a hyperparameter swept under ``vmap``) cannot be checked and
   pass through.
   """
-  if not _is_concrete(value):
+  if not is_concrete(value):
     return
   try:
     ok = allowed.contains(value)
@@ -435,7 +436,8 @@ def as_transformation(tx: Any, where: str = "chain") -> GradientTransformation:
                                 options={"wrapped": tx})
 
 
-def _format_value(value: Any) -> str:
+def format_value(value: Any) -> str:
+  """A hyperparameter or option as ``repr`` shows it: ``0.001``, ``bfloat16``, a function's name."""
   if isinstance(value, float):
     return f"{value:g}"
   if isinstance(value, (jax.Array, np.ndarray)):
@@ -452,13 +454,13 @@ def _format_value(value: Any) -> str:
 
 def format_transformation(tx: GradientTransformation, indent: int = 0) -> str:
   """``name(hparam=value, ..., option=value)``, nested transformations indented."""
-  parts = [f"{k}={_format_value(v)}" for k, v in tx.spec.values.items()]
+  parts = [f"{k}={format_value(v)}" for k, v in tx.spec.values.items()]
   nested = []
   for key, value in tx.options.items():
     if isinstance(value, GradientTransformation):
       nested.append((key, value))
     else:
-      parts.append(f"{key}={_format_value(value)}")
+      parts.append(f"{key}={format_value(value)}")
   if not nested:
     return f"{tx.name}({', '.join(parts)})"
   pad = "  " * (indent + 1)

@@ -19,7 +19,8 @@ import jax.numpy as jnp
 from gradtx.core import safe_increment
 
 __all__ = ["abs_sq", "as_dtype", "bias_correction", "compute_dtype", "ema_moment",
-           "safe_divide", "safe_increment", "safe_rsqrt", "shared", "shared_scalars", "stored", "zero_count"]
+           "safe_divide", "safe_increment", "safe_rsqrt", "shared", "shared_scalars", "state_dtype",
+           "stored", "zero_count"]
 
 
 # Per-step scalars shared by all leaves. A per-array rule computes coefficients
@@ -73,6 +74,23 @@ def as_dtype(x: jax.Array | float, dtype: jnp.dtype) -> jax.Array:
   return jnp.asarray(x).astype(dtype)
 
 
+def state_dtype(x: Any, dtype: Any = None) -> jnp.dtype:
+  """The dtype of a state that holds values of leaf ``x`` (a momentum, an average).
+
+  ``dtype`` if given, else ``x``'s own; for a complex ``x`` and a real ``dtype``, the
+  complex dtype of that precision (a float32 accumulator of a complex leaf is complex64),
+  since a real accumulator would drop the imaginary part.
+  """
+  x_dtype = jnp.asarray(x).dtype
+  if dtype is None:
+    return x_dtype
+  dtype = jnp.dtype(dtype)
+  if jnp.issubdtype(x_dtype, jnp.complexfloating) and not jnp.issubdtype(
+      dtype, jnp.complexfloating):
+    return jnp.dtype(jnp.complex128 if dtype.itemsize >= 8 else jnp.complex64)
+  return dtype
+
+
 def abs_sq(x: jax.Array) -> jax.Array:
   """:math:`|x|^2`, real for complex ``x``."""
   return (x * x.conj()).real if jnp.iscomplexobj(x) else jnp.square(x)
@@ -102,11 +120,11 @@ def ema_moment(g: jax.Array, m: jax.Array, decay: jax.Array, order: int, *,
   ``store=False`` (an interpolation that is not kept, such as Lion's);
   callers cast it to the state's dtype.
   """
-  dtype = compute_dtype(g, m)
+  g_k, dtype = _powered(g, m, order)
   # 1 - decay in the hyperparameter's own precision, as optax's Python floats do.
   keep, take = shared(f"ema {dtype}", (decay,), lambda: (
       as_dtype(decay, dtype), as_dtype(1 - jnp.asarray(decay), dtype)))
-  new = take * _power(as_dtype(g, dtype), order) + keep * as_dtype(m, dtype)
+  new = take * as_dtype(g_k, dtype) + keep * as_dtype(m, dtype)
   return stored(new, m.dtype) if store else new
 
 
@@ -120,15 +138,23 @@ def lerp_moment(g: jax.Array, m: jax.Array, take: jax.Array, order: int) -> jax.
   instead of two, which XLA compiles with fewer instructions on trees of
   many leaves. Dtypes as in :func:`ema_moment`.
   """
-  dtype = compute_dtype(g, m)
+  g_k, dtype = _powered(g, m, order)
   wide = as_dtype(m, dtype)
-  return stored(wide + as_dtype(take, dtype) * (_power(as_dtype(g, dtype), order) - wide),
-                m.dtype)
+  return stored(wide + as_dtype(take, dtype) * (as_dtype(g_k, dtype) - wide), m.dtype)
 
 
-def _power(g: jax.Array, order: int) -> jax.Array:
-  """:math:`g^k` for a moment of order ``k``: :math:`|g|^2` for ``k = 2``."""
-  return g if order == 1 else abs_sq(g) if order == 2 else jnp.abs(g) ** order
+def _powered(g: jax.Array, m: jax.Array, order: int) -> tuple[jax.Array, jnp.dtype]:
+  """:math:`g^k` (:math:`|g|^k` for ``k > 1``) in the wider of the two dtypes, and the
+  dtype to update ``m`` in.
+
+  The power is taken after widening (a bfloat16 gradient is squared in float32).
+  :math:`|g|^k` of a complex gradient is real: a real moment is updated in the
+  real dtype, a complex one (optax's layout, ``zeros_like(params)``) takes it
+  cast explicitly, as strict dtype promotion requires.
+  """
+  g_k = as_dtype(g, compute_dtype(g, m))
+  g_k = g_k if order == 1 else abs_sq(g_k) if order == 2 else jnp.abs(g_k) ** order
+  return g_k, compute_dtype(g_k, m)
 
 
 def bias_correction(m: jax.Array, decay: jax.Array, count: jax.Array) -> jax.Array:

@@ -29,7 +29,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax import flatten_util
 
-from gradtx.core import NONNEGATIVE, POSITIVE, Range, _is_concrete, check_value
+from gradtx.core import NONNEGATIVE, POSITIVE, Range, is_concrete, check_value
 from gradtx.errors import HyperparameterError
 from gradtx.numerics import as_dtype
 from gradtx.tree_utils import (tree_add_scale, tree_full_like, tree_mul, tree_norm, tree_scale,
@@ -105,7 +105,7 @@ def projection_box(tree: PyTree, lower: Any, upper: Any) -> PyTree:
     pairs = [(path, low, high) for (path, low), high
              in zip(jax.tree_util.tree_leaves_with_path(lower), jax.tree.leaves(upper))]
   for path, low, high in pairs:
-    if _is_concrete(low) and _is_concrete(high) and np.any(np.asarray(low) > np.asarray(high)):
+    if is_concrete(low) and is_concrete(high) and np.any(np.asarray(low) > np.asarray(high)):
       where = f" at {jax.tree_util.keystr(path)}" if path else ""
       raise HyperparameterError(f"projection_box: lower must be <= upper, got lower > upper{where}")
   if _is_bound_leaf(lower):

@@ -3,6 +3,12 @@
 Everything here works leaf by leaf over a pytree. The checks run in Python at
 trace time only (they compare tree structures and shapes, never values), so
 they cost nothing inside a compiled step.
+
+Every name of ``optax.tree`` is here too, with optax's arguments, so code
+written against it runs with a change of import: ``gtx.tree.norm(grads)``,
+``gtx.tree.scale(0.5, grads)``. Those that are not defined in this module are
+the functions of :mod:`gradtx.tree_utils` under their ``tree_`` names
+(``gtx.tree.norm`` is :func:`gradtx.tree_utils.tree_norm`), documented there.
 """
 
 from __future__ import annotations
@@ -14,7 +20,7 @@ import jax
 import jax.numpy as jnp
 
 from gradtx.errors import StructureError
-from gradtx.numerics import as_dtype, compute_dtype, shared_scalars
+from gradtx.numerics import as_dtype, compute_dtype, shared_scalars, state_dtype
 
 PyTree = Any
 
@@ -27,7 +33,8 @@ class MaskedNode(NamedTuple):
   """
 
 
-def _is_masked(x: Any) -> bool:
+def is_masked(x: Any) -> bool:
+  """Whether ``x`` is a :class:`MaskedNode` (pass it as ``is_leaf`` to see them as leaves)."""
   return isinstance(x, MaskedNode)
 
 
@@ -61,6 +68,15 @@ def keystr(path: tuple) -> str:
 def _leaves_by_path(tree: PyTree) -> dict[str, Any]:
   pairs, _ = jax.tree_util.tree_flatten_with_path(tree, is_leaf=_is_node)
   return {keystr(path): leaf for path, leaf in pairs}
+
+
+def check_real(params: PyTree, stage: str) -> None:
+  """Raises if a leaf of ``params`` is complex: for rules defined on real numbers only."""
+  for path, p in jax.tree_util.tree_flatten_with_path(params, is_leaf=is_masked)[0]:
+    if not is_masked(p) and jnp.iscomplexobj(p):
+      raise ValueError(f"{stage}: complex parameters are not supported (key path "
+                       f"{keystr(path)}); split them into real and imaginary parts with "
+                       "gtx.contrib.split_real_and_imaginary")
 
 
 def check_structure(expected: PyTree, got: PyTree, expected_name: str,
@@ -113,7 +129,7 @@ def _is_node(x: Any) -> bool:
   its updates (a :class:`gradtx.packed.Packed`) have different children but
   match when they share a layout.
   """
-  return _is_masked(x) or _is_packed_kind(x)
+  return is_masked(x) or _is_packed_kind(x)
 
 
 def _same_shape(a: Any, b: Any) -> bool:
@@ -130,8 +146,8 @@ def _same_shape(a: Any, b: Any) -> bool:
 def tree_map(fn: Callable[..., Any], tree: PyTree, *rest: PyTree) -> PyTree:
   """``jax.tree.map`` that passes :class:`MaskedNode` leaves through untouched."""
   return jax.tree.map(
-      lambda x, *xs: x if _is_masked(x) else fn(x, *xs), tree, *rest,
-      is_leaf=_is_masked)
+      lambda x, *xs: x if is_masked(x) else fn(x, *xs), tree, *rest,
+      is_leaf=is_masked)
 
 
 def zeros_like(tree: PyTree, dtype: Any = None) -> PyTree:
@@ -143,9 +159,19 @@ def zeros_like(tree: PyTree, dtype: Any = None) -> PyTree:
   return tree_map(lambda x: jnp.zeros_like(x, dtype or jnp.asarray(x).dtype), tree)
 
 
-def full_like(tree: PyTree, value: float, dtype: Any = None) -> PyTree:
-  """``value`` shaped like each leaf, in ``dtype`` or the leaf's own dtype (and sharding)."""
-  return tree_map(lambda x: jnp.full_like(x, value, dtype or jnp.asarray(x).dtype), tree)
+def full_like(tree: PyTree, fill_value: float, dtype: Any = None) -> PyTree:
+  """``fill_value`` shaped like each leaf, in ``dtype`` or the leaf's own dtype (and sharding)."""
+  return tree_map(lambda x: jnp.full_like(x, fill_value, dtype or jnp.asarray(x).dtype), tree)
+
+
+def accumulator_like(tree: PyTree, dtype: Any = None, fill_value: float = 0.0) -> PyTree:
+  """``fill_value`` shaped like each leaf, to hold values of that leaf (a momentum, a sum).
+
+  In ``dtype`` (the leaf's own if None), made complex of the same precision for
+  a complex leaf (see :func:`gradtx.numerics.state_dtype`): a real buffer would
+  drop the imaginary part.
+  """
+  return tree_map(lambda x: jnp.full_like(x, fill_value, state_dtype(x, dtype)), tree)
 
 
 def cast(tree: PyTree, dtype: Any) -> PyTree:
@@ -155,9 +181,13 @@ def cast(tree: PyTree, dtype: Any) -> PyTree:
   return tree_map(lambda x: x.astype(dtype), tree)
 
 
-def cast_like(tree: PyTree, like: PyTree) -> PyTree:
-  """Each leaf of ``tree`` cast to the dtype of the same leaf of ``like``."""
-  return tree_map(lambda x, y: x.astype(y.dtype), tree, like)
+def cast_like(tree: PyTree, other_tree: PyTree) -> PyTree:
+  """Each leaf of ``tree`` cast to the dtype of the same leaf of ``other_tree``.
+
+  A leaf of ``other_tree`` without a dtype (a Python number) leaves its leaf as it is.
+  """
+  return tree_map(lambda x, o: x.astype(o.dtype) if hasattr(o, "dtype") else x,
+                  tree, other_tree)
 
 
 def _sum_squares(x: jax.Array) -> jax.Array:
@@ -171,7 +201,7 @@ def _sum_squares(x: jax.Array) -> jax.Array:
 
 def sum_squares(tree: PyTree) -> jax.Array:
   """The sum of squares of every entry of every leaf (float32 or wider)."""
-  leaves = [x for x in jax.tree.leaves(tree, is_leaf=_is_masked) if not _is_masked(x)]
+  leaves = [x for x in jax.tree.leaves(tree, is_leaf=is_masked) if not is_masked(x)]
   if not leaves:
     return jnp.zeros((), jnp.float32)
   totals = [_sum_squares(x) for x in leaves]
@@ -186,8 +216,8 @@ def global_norm(tree: PyTree) -> jax.Array:
 
 def all_finite(tree: PyTree) -> jax.Array:
   """A scalar bool: every entry of every leaf is finite."""
-  leaves = [jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(tree, is_leaf=_is_masked)
-            if not _is_masked(x)]
+  leaves = [jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(tree, is_leaf=is_masked)
+            if not is_masked(x)]
   if not leaves:
     return jnp.asarray(True)
   return jnp.stack(leaves).all()
@@ -196,31 +226,32 @@ def all_finite(tree: PyTree) -> jax.Array:
 def count_nonfinite(tree: PyTree) -> jax.Array:
   """The number of NaN or Inf entries over all leaves (int32)."""
   counts = [jnp.sum(~jnp.isfinite(x)).astype(jnp.int32)
-            for x in jax.tree.leaves(tree, is_leaf=_is_masked) if not _is_masked(x)]
+            for x in jax.tree.leaves(tree, is_leaf=is_masked) if not is_masked(x)]
   return sum(counts[1:], counts[0]) if counts else jnp.zeros((), jnp.int32)
 
 
-def add(a: PyTree, b: PyTree) -> PyTree:
-  """Leafwise ``a + b``."""
-  return tree_map(lambda x, y: x + y.astype(x.dtype), a, b)
+def add(tree_x: PyTree, tree_y: PyTree, *other_trees: PyTree) -> PyTree:
+  """Leafwise :math:`x + y + \\dots`, each leaf in the dtype of ``tree_x``'s leaf."""
+  return tree_map(lambda x, *ys: functools.reduce(lambda a, y: a + y.astype(x.dtype), ys, x),
+                  tree_x, tree_y, *other_trees)
 
 
-def sub(a: PyTree, b: PyTree) -> PyTree:
-  """Leafwise ``a - b``, each difference in the wider of the two leaves' dtypes."""
+def sub(tree_x: PyTree, tree_y: PyTree) -> PyTree:
+  """Leafwise ``x - y``, each difference in the wider of the two leaves' dtypes."""
   def diff(x, y):
     dtype = compute_dtype(x, y)
     return as_dtype(x, dtype) - as_dtype(y, dtype)
-  return tree_map(diff, a, b)
+  return tree_map(diff, tree_x, tree_y)
 
 
-def scale(tree: PyTree, factor: jax.Array | float) -> PyTree:
-  """Leafwise ``factor * x``, the factor cast to each leaf's dtype."""
-  return tree_map(lambda x: as_dtype(factor, x.dtype) * x, tree)
+def scale(scalar: jax.Array | float, tree: PyTree) -> PyTree:
+  """Leafwise ``scalar * x``, the scalar cast to each leaf's dtype (optax's argument order)."""
+  return tree_map(lambda x: as_dtype(scalar, x.dtype) * x, tree)
 
 
-def where(condition: jax.Array, a: PyTree, b: PyTree) -> PyTree:
-  """Leafwise ``a if condition else b`` for a scalar bool ``condition``."""
-  return tree_map(lambda x, y: jnp.where(condition, x, y), a, b)
+def where(condition: jax.Array, tree_x: PyTree, tree_y: PyTree) -> PyTree:
+  """Leafwise ``x if condition else y`` (``condition`` broadcast against each leaf)."""
+  return tree_map(lambda x, y: jnp.where(condition, x, y), tree_x, tree_y)
 
 
 def _map_leafwise(fn: Callable[..., tuple], n_out: int, tree: PyTree, rest: tuple[PyTree, ...],
@@ -231,7 +262,7 @@ def _map_leafwise(fn: Callable[..., tuple], n_out: int, tree: PyTree, rest: tupl
   outs: list[list[Any]] = [[] for _ in range(n_out)]
   with shared_scalars():  # per-step coefficients traced once, not once per leaf
     for i, leaf in enumerate(leaves):
-      if _is_masked(leaf):
+      if is_masked(leaf):
         results = (leaf,) * n_out
       else:
         results = fn(leaf, *(o[i] for o in others))
@@ -248,7 +279,7 @@ def map_multi(fn: Callable[..., tuple], n_out: int, tree: PyTree,
   :func:`check_structure` first); masked-out leaves stay masked in every output.
   A packed buffer is one leaf here: use this for elementwise rules.
   """
-  return _map_leafwise(fn, n_out, tree, rest, _is_masked)
+  return _map_leafwise(fn, n_out, tree, rest, is_masked)
 
 
 def map_leaves(fn: Callable[..., tuple], shaped: tuple[bool, ...], tree: PyTree,
@@ -319,10 +350,10 @@ def block_map(fn: Callable[[jax.Array], jax.Array], tree: PyTree) -> PyTree:
   tree with :func:`tree_map` in both modes.
   """
   def one(x):
-    if _is_masked(x):
+    if is_masked(x):
       return x
     return x.block_map(fn) if _is_packed(x) else fn(x)
-  return jax.tree.map(one, tree, is_leaf=lambda x: _is_masked(x) or _is_packed(x))
+  return jax.tree.map(one, tree, is_leaf=lambda x: is_masked(x) or _is_packed(x))
 
 
 def _size(x: jax.Array) -> jax.Array:
@@ -348,3 +379,23 @@ def block_rms(tree: PyTree) -> PyTree:
   """Per leaf, its root mean square, broadcastable against the leaf."""
   return tree_map(lambda s, n: jnp.sqrt(s / n.astype(s.dtype)), block_sum_squares(tree),
                   block_size(tree))
+
+
+# optax.tree's names that gradtx.tree_utils defines (under optax's older tree_*
+# names). They are looked up on first use: tree_utils is built on this module.
+_FROM_TREE_UTILS = frozenset({
+    "add_scale", "allclose", "batch_shape", "bias_correction", "clip", "conj", "div", "dtype",
+    "get", "get_all_with_path", "map_params", "max", "min", "mul", "norm", "ones_like",
+    "random_like", "real", "set", "size", "split_key_like", "sum", "unwrap_random_key_data",
+    "update_infinity_moment", "update_moment", "update_moment_per_elem_norm", "vdot"})
+
+
+def __getattr__(name: str) -> Any:
+  if name in _FROM_TREE_UTILS:
+    from gradtx import tree_utils  # pylint: disable=import-outside-toplevel
+    return getattr(tree_utils, f"tree_{name}")
+  raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+  return sorted(set(globals()) | _FROM_TREE_UTILS)

@@ -41,6 +41,25 @@ Shared conventions
   float64.
 * ``sign(0) = 0`` (numpy / jax convention).
 
+Complex parameters
+------------------
+Every reference but ``rprop`` (and the primitive ``clip``), which are defined
+for real numbers only and raise ``ValueError``, also takes complex leaves
+(computed in complex128), with optax's convention: the gradients passed to
+``step`` are the *conjugated* gradients ``conj(jax.grad(loss)(params))`` of a
+real loss, so that ``-lr * g`` descends as for real numbers.  Then
+
+* second moments average ``|g|^2 = (g conj(g)).real`` (real, never ``g^2``);
+  ``g_t^2`` in a docstring means ``|g_t|^2`` for complex ``g_t``;
+* norms, RMS and sums of squares use ``|x|``: ``||x||^2 = sum |x|^2``;
+* ``sign(z) = z / |z|`` (``sign(0) = 0``), as ``jnp.sign`` computes it;
+* first moments, momentum buffers and updates are complex.
+
+Quantities that are real by definition (second moments, maxima, norms) are
+kept as real float64 arrays in the references' states; optax (and gradtx)
+store them in the parameters' complex dtype, with a zero imaginary part.
+On real arrays each formula reduces to exactly the real one (same values).
+
 Where a reference deliberately differs from optax 0.2.8
 -------------------------------------------------------
 * ``adadelta``: default ``learning_rate=1.0`` and always ``-lr * step``;
@@ -53,6 +72,12 @@ Where a reference deliberately differs from optax 0.2.8
 * ``optimistic_adam`` is the deprecated v1 that ``optax.optimistic_adam``
   still names; ``optimistic_adam_v2`` mirrors ``optax.optimistic_adam_v2``.
 * ``polyak_sgd`` follows optax's code, not its docstring, when scaling != 1.
+* Complex leaves (tests/test_complex.py): ``adadelta`` averages ``|g|^2`` and
+  ``|dx|^2``; optax's ``scale_by_adadelta`` averages the complex squares
+  ``g**2`` and ``dx**2`` (``tree.update_moment(..., order=2)``), which turns
+  its step away from ``-g``.  ``adafactor(momentum=...)``: optax keeps the
+  momentum of a complex leaf in the real ``dtype_momentum`` (float32),
+  dropping its imaginary part; the reference keeps it complex.
 """
 
 from __future__ import annotations
@@ -84,17 +109,50 @@ __all__ = [
 # helpers
 # ----------------------------------------------------------------------------
 
+def _wide(x) -> np.dtype:
+  """float64, or complex128 for a complex ``x``."""
+  return np.dtype(np.complex128 if np.iscomplexobj(x) else np.float64)
+
+
 def _f64(x) -> np.ndarray:
-  return np.array(x, dtype=np.float64)  # copy: never alias caller arrays
+  """``x`` in float64 (complex128 if complex); a copy: never aliases ``x``."""
+  return np.array(x, dtype=_wide(x))
+
+
+def _abs2(x) -> np.ndarray:
+  """|x|^2 elementwise, always real: x^2 for real x, (x conj(x)).real else."""
+  x = np.asarray(x)
+  return (x * np.conj(x)).real if np.iscomplexobj(x) else np.square(x)
+
+
+def _scaled_abs2(c, x) -> np.ndarray:
+  """c |x|^2, real, computed as (c x) conj(x): for real x exactly the real
+  rules' ``c * x * x`` (the same rounding)."""
+  return np.real(c * x * np.conj(x))
+
+
+def _sign(x) -> np.ndarray:
+  """sign(x), with sign(z) = z / |z| for complex z (0 at 0), as jnp.sign."""
+  if not np.iscomplexobj(x):
+    return np.sign(x)
+  r = np.abs(x)
+  return np.where(r > 0, x / np.where(r > 0, r, 1.0), 0.0)
+
+
+def _zeros(p: np.ndarray, value: float = 0.0) -> np.ndarray:
+  """A *real* float64 array shaped like ``p``, filled with ``value``: the
+  state of a quantity that is real even for complex parameters (|g|^2)."""
+  return np.full(np.shape(p), value, dtype=np.float64)
 
 
 def _norm(x: np.ndarray) -> float:
-  """Euclidean (Frobenius) norm of the flattened array."""
-  return float(np.sqrt(np.sum(np.square(x))))
+  """Euclidean (Frobenius) norm of the flattened array: sqrt(sum |x|^2)."""
+  return float(np.sqrt(np.sum(_abs2(x))))
 
 
 def _rms(x: np.ndarray) -> float:
-  return float(np.sqrt(np.mean(np.square(x))))
+  """sqrt(mean |x|^2)."""
+  return float(np.sqrt(np.mean(_abs2(x))))
 
 
 def _resolve_mask(mask, tree: dict) -> dict:
@@ -162,7 +220,8 @@ class Reference:
     out = {}
     for k in grads:
       u = self.update_leaf(k, grads[k], params[k], self.state[k])
-      out[k] = np.asarray(u, dtype=np.float64).reshape(grads[k].shape)
+      dtype = np.result_type(_wide(grads[k]), _wide(params[k]))
+      out[k] = np.asarray(u, dtype=dtype).reshape(grads[k].shape)
     return out
 
   # -- helpers ------------------------------------------------------------
@@ -193,7 +252,7 @@ def _adam_direction(s: dict, g: np.ndarray, t: int, b1, b2, eps, eps_root,
     d_t  = mhat / (sqrt(vhat + eps_root) + eps)
   """
   s["m"] = b1 * s["m"] + (1.0 - b1) * g
-  s["v"] = b2 * s["v"] + (1.0 - b2) * g * g
+  s["v"] = b2 * s["v"] + _scaled_abs2(1.0 - b2, g)
   if nesterov:
     mhat = (b1 * s["m"] / (1.0 - b1 ** (t + 1))
             + (1.0 - b1) * g / (1.0 - b1 ** t))
@@ -204,7 +263,7 @@ def _adam_direction(s: dict, g: np.ndarray, t: int, b1, b2, eps, eps_root,
 
 
 def _adam_state(p):
-  return {"m": np.zeros_like(p), "v": np.zeros_like(p)}
+  return {"m": np.zeros_like(p), "v": _zeros(p)}
 
 
 # ============================================================================
@@ -265,10 +324,10 @@ class adagrad(Reference):
     self.eps = eps
 
   def init_leaf(self, p):
-    return {"G": np.full_like(p, self.initial_accumulator_value)}
+    return {"G": _zeros(p, self.initial_accumulator_value)}
 
   def update_leaf(self, name, g, p, s):
-    s["G"] = s["G"] + g * g
+    s["G"] = s["G"] + _abs2(g)
     G = s["G"]
     safe = np.where(G > 0, G, 1.0)
     inv = np.where(G > 0, 1.0 / np.sqrt(safe + self.eps), 0.0)
@@ -311,18 +370,18 @@ class rmsprop(Reference):
     self.bias_correction = bias_correction
 
   def init_leaf(self, p):
-    return {"v": np.full_like(p, self.initial_scale),
+    return {"v": _zeros(p, self.initial_scale),
             "mbar": np.zeros_like(p), "b": np.zeros_like(p)}
 
   def update_leaf(self, name, g, p, s):
     rho = self.decay
-    s["v"] = rho * s["v"] + (1.0 - rho) * g * g
+    s["v"] = rho * s["v"] + _scaled_abs2(1.0 - rho, g)
     s["mbar"] = rho * s["mbar"] + (1.0 - rho) * g
     v, mbar = s["v"], s["mbar"]
     if self.bias_correction:
       v = v / (1.0 - rho ** self.t)
       mbar = mbar / (1.0 - rho ** self.t)
-    den = v - mbar * mbar if self.centered else v
+    den = v - _abs2(mbar) if self.centered else v
     if self.eps_in_sqrt:
       d = g / np.sqrt(den + self.eps)
     else:
@@ -367,15 +426,15 @@ class adadelta(Reference):
     self._mask = _resolve_mask(self.weight_decay_mask, params)
 
   def init_leaf(self, p):
-    return {"Eg": np.zeros_like(p), "Ex": np.zeros_like(p)}
+    return {"Eg": _zeros(p), "Ex": _zeros(p)}
 
   def update_leaf(self, name, g, p, s):
     if self._mask[name]:
       g = g + self.sched(self.weight_decay) * p
     rho, eps = self.rho, self.eps
-    s["Eg"] = rho * s["Eg"] + (1.0 - rho) * g * g
+    s["Eg"] = rho * s["Eg"] + _scaled_abs2(1.0 - rho, g)
     dx = np.sqrt(s["Ex"] + eps) / np.sqrt(s["Eg"] + eps) * g
-    s["Ex"] = rho * s["Ex"] + (1.0 - rho) * dx * dx
+    s["Ex"] = rho * s["Ex"] + _scaled_abs2(1.0 - rho, dx)
     return -self.sched(self.learning_rate) * dx
 
 
@@ -507,13 +566,12 @@ class amsgrad(Reference):
     self.bias_correction_nu = bias_correction_nu
 
   def init_leaf(self, p):
-    return {"m": np.zeros_like(p), "v": np.zeros_like(p),
-            "vmax": np.zeros_like(p)}
+    return {"m": np.zeros_like(p), "v": _zeros(p), "vmax": _zeros(p)}
 
   def update_leaf(self, name, g, p, s):
     b1, b2, t = self.b1, self.b2, self.t
     s["m"] = b1 * s["m"] + (1.0 - b1) * g
-    s["v"] = b2 * s["v"] + (1.0 - b2) * g * g
+    s["v"] = b2 * s["v"] + _scaled_abs2(1.0 - b2, g)
     mhat = s["m"] / (1.0 - b1 ** t) if self.bias_correction_mu else s["m"]
     vhat = s["v"] / (1.0 - b2 ** t) if self.bias_correction_nu else s["v"]
     s["vmax"] = np.maximum(s["vmax"], vhat)
@@ -541,7 +599,7 @@ class adamax(Reference):
     self.b1, self.b2, self.eps = b1, b2, eps
 
   def init_leaf(self, p):
-    return {"m": np.zeros_like(p), "u": np.zeros_like(p)}
+    return {"m": np.zeros_like(p), "u": _zeros(p)}
 
   def direction(self, g, s):
     s["m"] = self.b1 * s["m"] + (1.0 - self.b1) * g
@@ -610,7 +668,7 @@ class radam(Reference):
   def update_leaf(self, name, g, p, s):
     b1, b2, t = self.b1, self.b2, self.t
     s["m"] = b1 * s["m"] + (1.0 - b1) * g
-    s["v"] = b2 * s["v"] + (1.0 - b2) * g * g
+    s["v"] = b2 * s["v"] + _scaled_abs2(1.0 - b2, g)
     if self.nesterov:
       mhat = (b1 * s["m"] / (1.0 - b1 ** (t + 1))
               + (1.0 - b1) * g / (1.0 - b1 ** t))
@@ -651,12 +709,12 @@ class adabelief(Reference):
     self.nesterov = nesterov
 
   def init_leaf(self, p):
-    return {"m": np.zeros_like(p), "s": np.zeros_like(p)}
+    return {"m": np.zeros_like(p), "s": _zeros(p)}
 
   def update_leaf(self, name, g, p, s):
     b1, b2, t = self.b1, self.b2, self.t
     s["m"] = b1 * s["m"] + (1.0 - b1) * g
-    s["s"] = b2 * s["s"] + (1.0 - b2) * (g - s["m"]) ** 2 + self.eps_root
+    s["s"] = b2 * s["s"] + (1.0 - b2) * _abs2(g - s["m"]) + self.eps_root
     if self.nesterov:
       mhat = (b1 * s["m"] / (1.0 - b1 ** (t + 1))
               + (1.0 - b1) * g / (1.0 - b1 ** t))
@@ -692,11 +750,11 @@ class yogi(Reference):
 
   def init_leaf(self, p):
     return {"m": np.full_like(p, self.initial_accumulator_value),
-            "v": np.full_like(p, self.initial_accumulator_value)}
+            "v": _zeros(p, self.initial_accumulator_value)}
 
   def update_leaf(self, name, g, p, s):
     b1, b2, t = self.b1, self.b2, self.t
-    g2 = g * g
+    g2 = _abs2(g)
     s["m"] = b1 * s["m"] + (1.0 - b1) * g
     s["v"] = s["v"] - (1.0 - b2) * np.sign(s["v"] - g2) * g2
     mhat = s["m"] / (1.0 - b1 ** t)
@@ -730,7 +788,7 @@ class lion(Reference):
     return {"m": np.zeros_like(p)}
 
   def update_leaf(self, name, g, p, s):
-    c = np.sign((1.0 - self.b1) * g + self.b1 * s["m"])
+    c = _sign((1.0 - self.b1) * g + self.b1 * s["m"])
     s["m"] = self.b2 * s["m"] + (1.0 - self.b2) * g
     if self._mask[name]:
       c = c + self.sched(self.weight_decay) * p
@@ -854,7 +912,7 @@ class novograd(Reference):
     return {"m": np.zeros_like(p), "n": 0.0}
 
   def update_leaf(self, name, g, p, s):
-    sq = float(np.sum(g * g))
+    sq = float(np.sum(_abs2(g)))
     s["n"] = sq if self.t == 1 else self.b2 * s["n"] + (1.0 - self.b2) * sq
     q = g / (np.sqrt(s["n"] + self.eps_root) + self.eps) + self.weight_decay * p
     s["m"] = q if self.t == 1 else self.b1 * s["m"] + q
@@ -892,7 +950,7 @@ class adan(Reference):
 
   def init_leaf(self, p):
     z = np.zeros_like(p)
-    return {"m": z.copy(), "v": z.copy(), "n": z.copy(), "g_prev": z.copy()}
+    return {"m": z.copy(), "v": z.copy(), "n": _zeros(p), "g_prev": z.copy()}
 
   def update_leaf(self, name, g, p, s):
     b1, b2, b3, t = self.b1, self.b2, self.b3, self.t
@@ -900,7 +958,7 @@ class adan(Reference):
     s["g_prev"] = g
     s["m"] = b1 * s["m"] + (1.0 - b1) * g
     s["v"] = b2 * s["v"] + (1.0 - b2) * dg
-    s["n"] = b3 * s["n"] + (1.0 - b3) * (g + (1.0 - b2) * dg) ** 2
+    s["n"] = b3 * s["n"] + (1.0 - b3) * _abs2(g + (1.0 - b2) * dg)
     mhat = s["m"] / (1.0 - b1 ** t)
     vhat = s["v"] / (1.0 - b2 ** t)
     nhat = s["n"] / (1.0 - b3 ** t)
@@ -925,7 +983,7 @@ class sign_sgd(Reference):
     self.learning_rate = learning_rate
 
   def update_leaf(self, name, g, p, s):
-    return -self.sched(self.learning_rate) * np.sign(g)
+    return -self.sched(self.learning_rate) * _sign(g)
 
 
 class signum(Reference):
@@ -948,7 +1006,7 @@ class signum(Reference):
 
   def update_leaf(self, name, g, p, s):
     s["m"] = self.beta * s["m"] + (1.0 - self.beta) * g
-    return -self.sched(self.learning_rate) * np.sign(s["m"])
+    return -self.sched(self.learning_rate) * _sign(s["m"])
 
 
 class rprop(Reference):
@@ -963,7 +1021,8 @@ class rprop(Reference):
       q_t = 0 if c_t < 0 else D_t sign(g_t)      (iRprop-: forget after a flip)
       u_t = -q_t
   So the update of step t uses the gradient of step t, and the first step is
-  ``-learning_rate * sign(g_1)``.
+  ``-learning_rate * sign(g_1)``.  Real parameters only: the sign test
+  ``c_t > 0`` has no complex counterpart (``init`` raises ValueError).
 
   DIFFERENCE FROM OPTAX 0.2.8: ``optax.scale_by_rprop`` computes the same
   q_t (stored in ``state.prev_updates``) but *emits* the previous step's
@@ -985,6 +1044,8 @@ class rprop(Reference):
     self.min_step_size, self.max_step_size = min_step_size, max_step_size
 
   def init_leaf(self, p):
+    if np.iscomplexobj(p):  # c_t = g_t q_{t-1} > 0 has no complex meaning
+      raise ValueError("rprop: defined for real parameters only")
     return {"D": np.full_like(p, self.learning_rate), "q": np.zeros_like(p)}
 
   def update_leaf(self, name, g, p, s):
@@ -1024,14 +1085,14 @@ class sm3(Reference):
 
   def init_leaf(self, p):
     if p.ndim < 2:
-      acc = [np.zeros_like(p)]
+      acc = [_zeros(p)]
     else:
       acc = [np.zeros(n) for n in p.shape]
     return {"acc": acc, "m": np.zeros_like(p)}
 
   def update_leaf(self, name, g, p, s):
     if g.ndim < 2:
-      nu = g * g + s["acc"][0]
+      nu = _abs2(g) + s["acc"][0]
       s["acc"] = [nu]
     else:
       r = g.ndim
@@ -1041,7 +1102,7 @@ class sm3(Reference):
         shape[a] = g.shape[a]
         b = mu_a.reshape(shape)
         cover = b if cover is None else np.minimum(cover, b)
-      nu = g * g + cover
+      nu = _abs2(g) + cover
       s["acc"] = [nu.max(axis=tuple(x for x in range(r) if x != a))
                   for a in range(r)]
     safe = np.where(nu > 0, nu, 1.0)
@@ -1139,7 +1200,7 @@ class adafactor(Reference):
     s = {"M": np.zeros_like(p)}
     axes = self._axes(p.shape)
     if axes is None:
-      s["V"] = np.zeros_like(p)
+      s["V"] = _zeros(p)
     else:
       row, col = axes
       s["R"] = np.zeros(np.delete(p.shape, col))
@@ -1148,7 +1209,7 @@ class adafactor(Reference):
 
   def update_leaf(self, name, g, p, s):
     beta2 = 1.0 - (self.t - self.decay_offset) ** (-self.decay_rate)
-    G = g * g + self.eps
+    G = _abs2(g) + self.eps
     axes = self._axes(g.shape)
     if axes is None:
       s["V"] = beta2 * s["V"] + (1.0 - beta2) * G
@@ -1210,7 +1271,7 @@ class polyak_sgd(Reference):
     self.count += 1
     sc = self.sched(self.scaling)
     d = {k: sc * _f64(g) for k, g in grads.items()}
-    sq = sum(float(np.sum(x * x)) for x in d.values())
+    sq = sum(float(np.sum(_abs2(x))) for x in d.values())
     gap = float(value) - self.f_min
     if self.variant == "sps+":
       gap = max(gap, 0.0)
@@ -1330,7 +1391,7 @@ class clip_by_global_norm(Reference):
   def step(self, grads, params=None, **extra):
     self.count += 1
     grads = {k: _f64(g) for k, g in grads.items()}
-    n = np.sqrt(sum(float(np.sum(g * g)) for g in grads.values()))
+    n = np.sqrt(sum(float(np.sum(_abs2(g))) for g in grads.values()))
     if n < self.max_norm:
       return grads
     return {k: g / n * self.max_norm for k, g in grads.items()}
@@ -1343,6 +1404,8 @@ class clip(Reference):
     self.max_delta = max_delta
 
   def update_leaf(self, name, g, p, s):
+    if np.iscomplexobj(g):  # an ordering of the values is needed
+      raise ValueError("clip: defined for real updates only")
     return np.clip(g, -self.max_delta, self.max_delta)
 
 
@@ -1388,7 +1451,7 @@ class add_l1(Reference):
     self._mask = _resolve_mask(self.mask, params)
 
   def update_leaf(self, name, g, p, s):
-    return g + self.sched(self.l1) * np.sign(p) if self._mask[name] else g
+    return g + self.sched(self.l1) * _sign(p) if self._mask[name] else g
 
 
 class ema(Reference):
@@ -1459,7 +1522,7 @@ class scale_by_sign(Reference):
   """u = sign(g)."""
 
   def update_leaf(self, name, g, p, s):
-    return np.sign(g)
+    return _sign(g)
 
 
 class scale_by_rms(Reference):
@@ -1478,10 +1541,10 @@ class scale_by_rms(Reference):
     self.bias_correction = bias_correction
 
   def init_leaf(self, p):
-    return {"v": np.full_like(p, self.initial_scale)}
+    return {"v": _zeros(p, self.initial_scale)}
 
   def update_leaf(self, name, g, p, s):
-    s["v"] = self.decay * s["v"] + (1.0 - self.decay) * g * g
+    s["v"] = self.decay * s["v"] + _scaled_abs2(1.0 - self.decay, g)
     v = s["v"]
     if self.bias_correction:
       v = v / (1.0 - self.decay ** self.t)
@@ -1511,17 +1574,17 @@ class scale_by_stddev(Reference):
     self.bias_correction = bias_correction
 
   def init_leaf(self, p):
-    return {"v": np.full_like(p, self.initial_scale), "mbar": np.zeros_like(p)}
+    return {"v": _zeros(p, self.initial_scale), "mbar": np.zeros_like(p)}
 
   def update_leaf(self, name, g, p, s):
     d = self.decay
     s["mbar"] = d * s["mbar"] + (1.0 - d) * g
-    s["v"] = d * s["v"] + (1.0 - d) * g * g
+    s["v"] = d * s["v"] + _scaled_abs2(1.0 - d, g)
     mbar, v = s["mbar"], s["v"]
     if self.bias_correction:
       mbar = mbar / (1.0 - d ** self.t)
       v = v / (1.0 - d ** self.t)
-    var = v - mbar * mbar
+    var = v - _abs2(mbar)
     if self.eps_in_sqrt:
       return g / np.sqrt(var + self.eps)
     return g / (np.sqrt(var) + self.eps)
@@ -1540,10 +1603,10 @@ class scale_by_rss(Reference):
     self.eps = eps
 
   def init_leaf(self, p):
-    return {"G": np.full_like(p, self.initial_accumulator_value)}
+    return {"G": _zeros(p, self.initial_accumulator_value)}
 
   def update_leaf(self, name, g, p, s):
-    s["G"] = s["G"] + g * g
+    s["G"] = s["G"] + _abs2(g)
     G = s["G"]
     safe = np.where(G > 0, G, 1.0)
     return np.where(G > 0, g / np.sqrt(safe + self.eps), 0.0)

@@ -151,7 +151,12 @@ class muon(R.Reference):
 
 
 class split_real_and_imaginary(R.Reference):
-  """``inner`` run on each complex leaf's real and imaginary parts as two real leaves."""
+  """``inner`` run on each complex leaf's real and imaginary parts as two real leaves.
+
+      (u_re, u_im) = inner(Re g, Im g),   u = u_re + i u_im
+  (the parts are leaves "<name>.re" and "<name>.im" of the inner reference); a
+  real leaf goes to ``inner`` as it is.
+  """
 
   def __init__(self, inner: R.Reference):
     self.inner = inner

@@ -6,6 +6,12 @@ add; ``scale_by_dog`` and ``scale_by_dowg`` return their unsigned output
 evaluated at ``t - 1``. Norms and inner products are over the whole tree.
 These rules reduce over the whole tree, so they override ``step``.
 
+Complex leaves (complex128) are taken as their (real, imaginary) pairs, and
+their gradients as the conjugates of JAX's: an inner product is
+Re sum(conj(a) b), a squared norm sum |x|^2, an l1 norm sum |x|; an
+elementwise second moment averages |g|^2; COCOB bets on each complex entry
+as on a 2-D coin (L, G by |g|, the reward by Re(conj(g) (w - w_1))).
+
 * Prodigy (Mishchenko & Defazio, Algorithm "Prodigy (Adam version)"):
   m, v Adam's moments of d_k g_k; r and s accumulate with decay beta3 and
   weight (1 - beta3) gamma_k d_k^2 b_k (b_k = sqrt(1 - b2^k) / (1 - b1^k),
@@ -22,7 +28,8 @@ These rules reduce over the whole tree, so they override ``step``.
   authors' code), h is clipped to +-m_{t-1} in r's update (their later addition).
 * MoMo and MoMo-Adam (Schaipp et al.): the proximal step
   x_{k+1} = (x_k - tau d_k) / (1 + alpha lambda) of the paper and the
-  authors' code; MoMo's averages start at the first values, MoMo-Adam's at 0.
+  authors' code; MoMo's averages start at the first values, MoMo-Adam's at 0;
+  the step size is 0 where its denominator is 0 (every gradient so far zero).
 """
 
 from __future__ import annotations
@@ -36,7 +43,8 @@ from reference import Reference, _resolve_mask
 
 
 def _dot(a: dict, b: dict) -> float:
-  return float(sum(np.sum(a[k] * b[k]) for k in a))
+  """Re sum(conj(a) b): the real inner product, also of complex leaves."""
+  return float(sum(np.sum(np.conj(a[k]) * b[k]).real for k in a))
 
 
 def _sq(a: dict) -> float:
@@ -47,12 +55,28 @@ def _l1(a: dict) -> float:
   return float(sum(np.sum(np.abs(x)) for x in a.values()))
 
 
+def _wide(x: Any) -> np.dtype:
+  """float64, or complex128 for a complex ``x``."""
+  return np.dtype(np.complex128 if np.iscomplexobj(x) else np.float64)
+
+
 def _copy(tree: dict) -> dict:
-  return {k: np.array(v, dtype=np.float64) for k, v in tree.items()}
+  return {k: np.array(v, dtype=_wide(v)) for k, v in tree.items()}
 
 
 def _f64(tree: dict) -> dict:
-  return {k: np.asarray(v, dtype=np.float64) for k, v in tree.items()}
+  """Each leaf in float64 (complex128 for a complex leaf)."""
+  return {k: np.asarray(v, dtype=_wide(v)) for k, v in tree.items()}
+
+
+def _zeros(tree: dict) -> dict:
+  """Zeros like each leaf, complex for a complex leaf."""
+  return {k: np.zeros(np.shape(v), _wide(v)) for k, v in tree.items()}
+
+
+def _real_zeros(tree: dict) -> dict:
+  """Real zeros shaped like each leaf: a statistic of |g|."""
+  return {k: np.zeros(np.shape(v)) for k, v in tree.items()}
 
 
 class prodigy(Reference):
@@ -66,9 +90,7 @@ class prodigy(Reference):
   def init(self, params):
     self.count = 0
     self.x0 = _copy(params)
-    self.m = {k: np.zeros_like(v, dtype=np.float64) for k, v in params.items()}
-    self.v = {k: np.zeros_like(v, dtype=np.float64) for k, v in params.items()}
-    self.s = {k: np.zeros_like(v, dtype=np.float64) for k, v in params.items()}
+    self.m, self.v, self.s = _zeros(params), _real_zeros(params), _zeros(params)
     self.r, self.d = 0.0, self.d0
 
   def step(self, grads, params, **extra):
@@ -84,7 +106,7 @@ class prodigy(Reference):
     s_weight = (1 - b3) * d * d if self.safeguard else weight
     for k in g:
       self.m[k] = b1 * self.m[k] + (1 - b1) * d * g[k]
-      self.v[k] = b2 * self.v[k] + (1 - b2) * (d * g[k]) ** 2
+      self.v[k] = b2 * self.v[k] + (1 - b2) * np.abs(d * g[k]) ** 2
       self.s[k] = b3 * self.s[k] + s_weight * g[k]
     l1 = _l1(self.s)
     self.d = max(d, self.coef * self.r / l1) if l1 > 0 else d
@@ -102,8 +124,7 @@ class dadapt_adamw(Reference):
 
   def init(self, params):
     self.count = 0
-    zeros = lambda: {k: np.zeros_like(v, dtype=np.float64) for k, v in params.items()}  # noqa: E731
-    self.m, self.v, self.s = zeros(), zeros(), zeros()
+    self.m, self.v, self.s = _zeros(params), _real_zeros(params), _zeros(params)
     self.r, self.d = 0.0, self.d0
 
   def step(self, grads, params, **extra):
@@ -118,7 +139,7 @@ class dadapt_adamw(Reference):
     self.r = sigma * self.r + (1 - sigma) * lam * inner
     for k in g:
       self.m[k] = b1 * self.m[k] + (1 - b1) * lam * g[k]
-      self.v[k] = b2 * self.v[k] + (1 - b2) * g[k] ** 2
+      self.v[k] = b2 * self.v[k] + (1 - b2) * np.abs(g[k]) ** 2
       self.s[k] = sigma * self.s[k] + (1 - sigma) * lam * g[k]
     l1 = (1 - sigma) * _l1(self.s)
     self.d = max(d, self.r / l1) if l1 > 0 else d
@@ -215,13 +236,20 @@ class cocob(Reference):
     self.learning_rate, self.alpha, self.eps = learning_rate, alpha, eps
     self.weight_decay, self.mask = weight_decay, mask
 
-  def init_leaf(self, param):
-    return {"w1": np.array(param, dtype=np.float64), "L": np.full(np.shape(param), self.eps),
-            "G": np.zeros(np.shape(param)), "R": np.zeros(np.shape(param)),
-            "theta": np.zeros(np.shape(param))}
+  def init(self, params):
+    self.count = 0
+    self.state = {k: self.init_leaf(p) for k, p in _copy(params).items()}
 
-  def begin_step(self, grads, params, **extra):
-    self._mask = _resolve_mask(self.mask, params)
+  def step(self, grads, params, **extra):  # Reference.step's, for complex leaves too
+    g, x = _f64(grads), _f64(params)
+    self.count += 1
+    self._mask = _resolve_mask(self.mask, x)
+    return {k: self.update_leaf(k, g[k], x[k], self.state[k]) for k in g}
+
+  def init_leaf(self, param):
+    return {"w1": param, "L": np.full(np.shape(param), self.eps),
+            "G": np.zeros(np.shape(param)), "R": np.zeros(np.shape(param)),
+            "theta": np.zeros(np.shape(param), param.dtype)}
 
   def update_leaf(self, name, g, w, s):
     if self._mask[name]:
@@ -229,7 +257,7 @@ class cocob(Reference):
     g = self.sched(self.learning_rate) * g
     s["L"] = np.maximum(s["L"], np.abs(g))
     s["G"] = s["G"] + np.abs(g)
-    s["R"] = np.maximum(s["R"] - (w - s["w1"]) * g, 0.0)
+    s["R"] = np.maximum(s["R"] - np.real(np.conj(g) * (w - s["w1"])), 0.0)
     s["theta"] = s["theta"] - g
     bet = s["theta"] / (s["L"] * np.maximum(s["G"] + s["L"], self.alpha * s["L"]))
     return (s["w1"] - w) + bet * (s["L"] + s["R"])  # w_{t+1} - w_t
@@ -307,7 +335,7 @@ class momo(Reference):
       cap = c * (self.fbar - self.gamma) + dx
       if cap < c * self.f_star:
         self.f_star = max(cap / (2 * c), self.f_star0)
-    tau = 0.0 if dd <= np.finfo(np.float64).eps else min(
+    tau = 0.0 if dd == 0 else min(
         alpha, max(c * (self.fbar - self.f_star - self.gamma) + dx, 0.0) / dd)
     if self.adapt:
       self.f_star = max(self.fbar + dx - self.gamma - tau * dd / 2, self.f_star0)
@@ -323,8 +351,7 @@ class momo_adam(Reference):
 
   def init(self, params):
     self.count = 0
-    self.m = {k: np.zeros(np.shape(v)) for k, v in params.items()}
-    self.v = {k: np.zeros(np.shape(v)) for k, v in params.items()}
+    self.m, self.v = _zeros(params), _real_zeros(params)
     self.fbar, self.gamma, self.f_star = 0.0, 0.0, self.f_star0
 
   def step(self, grads, params, value=None, **extra):
@@ -333,7 +360,7 @@ class momo_adam(Reference):
     b1, b2, t = self.b1, self.b2, self.t
     for k in g:
       self.m[k] = b1 * self.m[k] + (1 - b1) * g[k]
-      self.v[k] = b2 * self.v[k] + (1 - b2) * g[k] ** 2
+      self.v[k] = b2 * self.v[k] + (1 - b2) * np.abs(g[k]) ** 2
     self.fbar = b1 * self.fbar + (1 - b1) * float(value)
     self.gamma = b1 * self.gamma + (1 - b1) * _dot(g, x)
     rho = 1 - b1**t  # the averages started at 0
@@ -345,13 +372,30 @@ class momo_adam(Reference):
       cap = c * (self.fbar - self.gamma) + mx
       if cap < c * rho * self.f_star:
         self.f_star = max(cap / (2 * c * rho), self.f_star0)
-    tau = 0.0 if norm <= np.finfo(np.float64).eps else min(
+    tau = 0.0 if norm == 0 else min(
         alpha / rho, max(c * (self.fbar - rho * self.f_star - self.gamma) + mx, 0.0) / norm)
     if self.adapt:
       self.f_star = max((self.fbar + mx - self.gamma - tau * norm / 2) / rho, self.f_star0)
     return {k: -(tau * direction[k] + alpha * self.wd * x[k]) / c for k in x}
 
 
-# A base optimizer for Mechanic's reference.
+# Base optimizers for Mechanic's reference.
 adam = R.adam
 adamw = R.adamw
+
+
+class sgd(Reference):
+  """SGD with heavy-ball momentum, optax's trace form (v = g + mu v, u = -lr v), complex too."""
+
+  def __init__(self, learning_rate, momentum=0.0):
+    self.learning_rate, self.momentum = learning_rate, momentum
+
+  def init(self, params):
+    self.count = 0
+    self.v = _zeros(params)
+
+  def step(self, grads, params, **extra):
+    g = _f64(grads)
+    self.count += 1
+    self.v = {k: g[k] + self.momentum * self.v[k] for k in g}
+    return {k: -self.sched(self.learning_rate) * self.v[k] for k in g}

@@ -4,16 +4,19 @@ Each class follows ``reference.Reference`` (``step`` returns the updates to
 add). ``t`` is the 1-based step number.
 
 * Schedule-free (Defazio et al., *The Road Less Scheduled*, 2024, eq. (1) and
-  Algorithm 1): the reference keeps the two sequences z (the base
-  optimizer's iterate) and x (the weighted average) and forms the gradient
-  point y = (1 - b1) z + b1 x by its differences, never recovering x from y:
+  Algorithm 1): the reference keeps the paper's iterates z (the base
+  optimizer's) and x (the weighted average) in float64, forms the gradient
+  point y from them, never recovering x from y:
 
       z_{t+1} = z_t + Delta_t           (Delta_t: the base's step at y_t)
       c_{t+1} = w_t / sum_{i<=t} w_i,   w_t = (max_{i<=t} lr_i)^weight_lr_power
       x_{t+1} = (1 - c_{t+1}) x_t + c_{t+1} z_{t+1}
       y_{t+1} = (1 - b1) z_{t+1} + b1 x_{t+1}
 
-  and returns y_{t+1} - y_t. The wrapper's learning rate (the weights') is
+  and returns y_{t+1} - y_t as that difference: the cancellation costs a
+  float64 update about 1e-16 of y (the tests compare at 1e-9 of the update's
+  scale, and their tiny leaf has tiny params), and the reference stays
+  independent of the identity the implementation forms its update by. The wrapper's learning rate (the weights') is
   read at t, the base's at t - 1 (optax's conventions: its schedule-free
   counter starts at 1, its optimizers' at 0); c = 0 while every weight is 0.
 * The bases: SGD, Delta = -lr (g + wd y); AdamW without momentum (Algorithm
@@ -87,20 +90,22 @@ class schedule_free(Reference):
     self.z, self.x = _f64(params), _f64(params)
     self.max_lr, self.weight_sum = 0.0, 0.0
 
+  def _y(self) -> dict:
+    """The gradient point y = (1 - b1) z + b1 x."""
+    return {k: (1 - self.b1) * self.z[k] + self.b1 * self.x[k] for k in self.z}
+
   def step(self, grads, params, **extra):
     self.count += 1
+    y = self._y()
     delta = self.base.step(grads, params, **extra)  # params: y_t
-    z_next = {k: self.z[k] + delta[k] for k in self.z}
+    self.z = {k: self.z[k] + delta[k] for k in self.z}
     self.max_lr = max(self.max_lr, _at(self.learning_rate, self.count))
     weight = self.max_lr**self.power
     self.weight_sum += weight
     c = weight / self.weight_sum if self.weight_sum > 0 else 0.0
-    # x and y move by differences, so a step far below the params keeps its digits:
-    # x_{t+1} - x_t = c (z_{t+1} - x_t), y_{t+1} - y_t = (1 - b1) Delta_t + b1 (x_{t+1} - x_t).
-    dx = {k: c * (z_next[k] - self.x[k]) for k in self.x}
-    self.x = {k: self.x[k] + dx[k] for k in self.x}
-    self.z = z_next
-    return {k: (1 - self.b1) * delta[k] + self.b1 * dx[k] for k in delta}
+    self.x = {k: (1 - c) * self.x[k] + c * self.z[k] for k in self.x}
+    y_next = self._y()
+    return {k: y_next[k] - y[k] for k in y}
 
 
 def schedule_free_sgd(learning_rate=1.0, warmup_steps=None, b1=0.9, weight_decay=None,

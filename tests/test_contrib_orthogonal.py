@@ -23,7 +23,8 @@ from gradtx.contrib import GaLoreDimensionNumbers as GLD
 from gradtx.contrib import MuonDimensionNumbers as MDN
 from gradtx.packed import Layout
 from zoo_harness import (ZooCase, assert_trees_close, bad_hyperparameters_test, counting_jit,
-                         ill_conditioned_quadratic, minimise, reference_tests, rosenbrock)
+                         ill_conditioned_quadratic, minimise, reference_tests, rosenbrock,
+                         train_both_modes)
 
 # The zoo problem's leaves: scalar (), vector (3,), matrix (4, 5), cube (2, 3, 4), zeros (3, 2),
 # tiny (6,). Muon's default treats the 2-D ones (matrix, zeros) as matrices.
@@ -73,9 +74,12 @@ CASES = [
             lambda: RC.galore(0.01, rank=3, update_proj_gap=15, scale=0.5, b1=0.8, dims={
                 **dict.fromkeys(_NOT_MATRICES), "matrix": (1, 0), "cube": ((0, 1), 2),
                 "zeros": None})),
+    # On complex leaves (scalar and vector stay real and pass through): Adam on each
+    # part, its second moment per part rather than of |g|^2.
     ZooCase("split_real_and_imaginary-adam",
             lambda: gtx.contrib.split_real_and_imaginary(gtx.adam(0.01)),
-            lambda: RC.split_real_and_imaginary(R.adam(0.01))),
+            lambda: RC.split_real_and_imaginary(R.adam(0.01)),
+            complex_leaves=("matrix", "cube", "zeros", "tiny")),
 ]
 RC_DION = ((4.0848, -6.8946, 2.9270), (3.9505, -6.3029, 2.6377), (3.7418, -5.5913, 2.3037),
            (2.8769, -3.1427, 1.2046), (2.8366, -3.0525, 1.2012))
@@ -424,24 +428,6 @@ def test_structure_mismatch_names_the_key_path():
 # Packed mode.
 
 
-def _both_modes(tx, params, steps=4):
-  layout = Layout.from_tree(params)
-
-  def train(params, loss):
-    def step(_, carry):
-      params, state = carry
-      updates, state = tx.update(jax.grad(loss)(params), state, params)
-      return gtx.apply_updates(params, updates), state
-    return jax.lax.fori_loop(0, steps, step, (params, tx.init(params)))
-
-  @jax.jit
-  def run(params, flat):
-    return train(params, _loss), train(flat, lambda f: _loss(layout.unpack(f)))
-
-  (p_tree, s_tree), (p_flat, s_flat) = run(params, layout.pack(params))
-  return p_tree, s_tree, layout.unpack(p_flat), layout.unpack_state(s_flat)
-
-
 # Newton-Schulz amplifies rounding (batched matrix products round differently), and the
 # adaptive scale is a sum over the leaf: rtol 1e-4 on the params there.
 PACKED = [
@@ -457,7 +443,9 @@ PACKED = [
 @pytest.mark.parametrize("make", [p[1] for p in PACKED], ids=[p[0] for p in PACKED])
 def test_packed_mode_gives_tree_modes_results(make):
   params = _tree()
-  p_tree, s_tree, p_packed, s_packed = _both_modes(make(), params)
+  layout, ((p_tree, s_tree), _, _), ((p_flat, s_flat), _, _) = train_both_modes(
+      make(), params, 4, loss=_loss)
+  p_packed, s_packed = layout.unpack(p_flat), layout.unpack_state(s_flat)
   assert not np.allclose(np.asarray(p_tree["w1"]), np.asarray(params["w1"]))
   assert_trees_close(p_packed, p_tree, rtol=1e-4, atol=1e-6)
   if isinstance(s_tree, gtx.ChainState) and "muon" in s_tree:

@@ -6,12 +6,15 @@ follows optax.contrib where the two agree (and shows where they differ on
 purpose), converges on an ill-conditioned quadratic and on Rosenbrock (Mechanic
 too, from a momentum-SGD or a cosine-decayed Adam base), keeps its
 hyperparameters in the state (read and set by name without a retrace), raises
-on bad input naming the stage, stays finite on zero gradients, and runs
-packed as it runs on the tree.
+on bad input naming the stage, stays finite on zero gradients, runs packed
+as it runs on the tree, and on a tree of complex and real leaves follows the
+reference (a complex leaf as its real and imaginary parts, gradients conjugated).
 """
 
 from __future__ import annotations
 
+import dataclasses
+import functools
 from typing import Any, Callable
 
 import jax
@@ -22,10 +25,11 @@ import pytest
 
 import gradtx as gtx
 import reference_contrib_parameter_free as RP
-from zoo_harness import (ZooCase, all_finite, assert_packed_matches_tree, assert_trees_close,
-                         bad_hyperparameters_test, check_converges, coupled_loss, coupled_tree,
-                         decay_mask, ill_conditioned_quadratic, minimise, packed_loss,
-                         packed_params, reference_tests, rosenbrock, run_updates, train_both_modes)
+from zoo_harness import (ComplexProblem, ZooCase, all_finite, assert_packed_matches_tree,
+                         assert_trees_close, bad_hyperparameters_test, check_against_reference,
+                         check_converges, coupled_loss, coupled_tree, decay_mask,
+                         ill_conditioned_quadratic, minimise, packed_loss, packed_params,
+                         reference_tests, rosenbrock, run_updates, train_both_modes)
 
 
 _RATE = gtx.schedules.linear_schedule(1.0, 0.2, 50)
@@ -195,6 +199,21 @@ def test_momo_weight_decay_divides_the_whole_step_where_optax_divides_only_theta
   assert not np.allclose(u_ours["w"], u_theirs["w"], rtol=1e-3)
 
 
+@pytest.mark.parametrize("name", ["momo", "momo_adam"])
+def test_momo_steps_on_tiny_gradients_where_optax_stands_still(name):
+  """optax's tau is 0 where the Polyak denominator is at most 2^-52; gradtx's only where it is 0."""
+  params = jnp.array([1.0, 2.0])
+  grads = 1e-13 * params  # f = 1e-13 |x|^2 / 2: the denominators are ~5e-26 and ~5e-20
+  value = 0.5e-13 * jnp.sum(params**2)
+  ours = getattr(gtx.contrib, name)(1.0)
+  u, _ = ours.update(grads, ours.init(params), params, value=value)
+  assert np.all(np.asarray(u) * np.asarray(grads) < 0), u  # a descent step, capped
+  theirs = getattr(optax.contrib, name)(1.0)
+  with jax.numpy_dtype_promotion("standard"):
+    u_theirs, _ = theirs.update(grads, theirs.init(params), params, value=value)
+  np.testing.assert_array_equal(u_theirs, 0)
+
+
 def test_all_zero_gradients_keep_d_where_optax_gives_nan():
   params = coupled_tree()
   zeros = jax.tree.map(jnp.zeros_like, params)
@@ -230,7 +249,11 @@ def test_mechanize_keeps_small_steps_where_optax_loses_them_to_cancellation():
 _HALVING = gtx.schedules.exponential_decay(1.0, 1000, 0.5)
 
 CONVERGENCE = [
-    ("prodigy", lambda: gtx.contrib.prodigy(), lambda: gtx.contrib.prodigy(), 1000, 5000),
+    # Prodigy is within 0.05 of (1, 1) on Rosenbrock from step 520. Parked there, its
+    # gradients vanish, v decays and a later m / sqrt(v) step (eps is d * 1e-8) throws it
+    # out: at step 2269 (at 3570 before a rounding-level change; back at 4554), so 5000
+    # steps passed by chance. 1500 is inside the window either way.
+    ("prodigy", lambda: gtx.contrib.prodigy(), lambda: gtx.contrib.prodigy(), 1000, 1500),
     ("dadapt_adamw", lambda: gtx.contrib.dadapt_adamw(),
      lambda: gtx.contrib.dadapt_adamw(_HALVING), 1000, 5000),
     ("dog", lambda: gtx.contrib.dog(), lambda: gtx.contrib.dog(), 3000, 10000),
@@ -479,3 +502,105 @@ def test_packed_gives_tree_modes_updates_and_state(make):
   # Whole-tree sums run over the buffer in another order: float32 rounding.
   assert_trees_close(jax.vmap(layout.unpack)(u_flat), u_tree, rtol=2e-5, atol=2e-6)
   assert_packed_matches_tree(layout, tree, flat)
+
+
+# ----------------------------------------------------------------------------
+# Complex leaves: taken as their (real, imaginary) pairs, the gradients conjugated.
+
+
+# All leaves complex but the matrix (a real leaf among them), the 1e-12 and all-zero ones too.
+_COMPLEX_LEAVES = ("scalar", "vector", "cube", "zeros", "tiny")
+_BY_ID = {c.id: c for c in CASES}
+COMPLEX_CASES = [dataclasses.replace(_BY_ID[i], id=i + "-complex", complex_leaves=_COMPLEX_LEAVES)
+                 for i in ["prodigy-options", "dadapt_adamw", "dog-distance-decay",
+                           "dowg-options", "cocob-options", "momo-options",
+                           "momo_adam-options"]]
+# Mechanic around SGD (gtx.adam cannot take complex leaves under strict promotion). An SGD
+# base moves the 1e-12 leaf by ~1e-12, below float32's spacing near 1 (the real cases use
+# Adam for this): float64 only.
+MECHANIC_COMPLEX = ZooCase(
+    "mechanize-sgd-complex",
+    lambda: gtx.contrib.mechanize(gtx.sgd(0.5, momentum=0.9), s_init=0.01),
+    lambda: RP.mechanize(RP.sgd(0.5, momentum=0.9), s_init=0.01),
+    complex_leaves=_COMPLEX_LEAVES)
+
+
+@pytest.mark.parametrize("case", COMPLEX_CASES + [MECHANIC_COMPLEX],
+                         ids=[c.id for c in COMPLEX_CASES + [MECHANIC_COMPLEX]])
+def test_complex_leaves_follow_the_reference(case):
+  """50 steps against the reference, complex128 (complex64 jitted, but for Mechanic)."""
+  with jax.enable_x64(True):
+    check_against_reference(case, jnp.float64, jit=False)
+  if case is not MECHANIC_COMPLEX:
+    check_against_reference(case, jnp.float32, jit=True)
+
+
+# Rules that see the tree only through whole-tree inner products and norms, and
+# step along their (averaged) gradients: on a complex leaf they take the steps they
+# take on its real and imaginary parts as two real leaves.
+WHOLE_TREE_ONLY = [
+    ("dog", lambda: gtx.contrib.dog(init_step=("heuristic", 1e-3), weight_decay=0.1)),
+    ("dowg", lambda: gtx.contrib.dowg(init_estim_sq_dist=0.01)),
+    ("mechanize-sgd", lambda: gtx.contrib.mechanize(gtx.sgd(0.5, momentum=0.9), s_init=0.01)),
+    ("momo", lambda: gtx.contrib.momo(0.5, weight_decay=0.1, adapt_lower_bound=True)),
+]
+
+
+def _complex_params(dtype: Any) -> dict:
+  """The zoo problem's start with :data:`_COMPLEX_LEAVES` complex, in ``dtype`` or its complex."""
+  wide = jnp.complex128 if dtype == jnp.float64 else jnp.complex64
+  return {k: jnp.asarray(v, wide if np.iscomplexobj(v) else dtype)
+          for k, v in ComplexProblem(_COMPLEX_LEAVES).initial("noisy").items()}
+
+
+@pytest.mark.parametrize("make", [w[1] for w in WHOLE_TREE_ONLY],
+                         ids=[w[0] for w in WHOLE_TREE_ONLY])
+def test_complex_leaf_steps_as_its_real_and_imaginary_parts(make):
+  problem = ComplexProblem(_COMPLEX_LEAVES)
+  with jax.enable_x64(True):
+    runs = []
+    for tx in [make(), gtx.contrib.split_real_and_imaginary(make())]:
+      params = _complex_params(jnp.float64)
+      state, updates = tx.init(params), []
+      for t in range(10):
+        numpy_params = {k: np.asarray(v) for k, v in params.items()}
+        grads = {k: jnp.asarray(g, params[k].dtype)
+                 for k, g in problem.grads("noisy", numpy_params, t).items()}
+        u, state = tx.update(grads, state, params, value=problem.value(numpy_params, t))
+        params = gtx.apply_updates(params, u)
+        updates.append(u)
+      runs.append(updates)
+  assert_trees_close(runs[0], runs[1], rtol=1e-12, atol=1e-15)
+
+
+# Statistics of |g| are real for complex leaves; averages of g stay complex.
+REAL_STATISTICS = [
+    ("prodigy", lambda: gtx.contrib.prodigy(), "prodigy", ["exp_avg_sq"], ["exp_avg", "grad_sum"]),
+    ("dadapt_adamw", lambda: gtx.contrib.dadapt_adamw(), "dadapt", ["exp_avg_sq"],
+     ["exp_avg", "grad_sum"]),
+    ("cocob", lambda: gtx.contrib.cocob(), "cocob", ["scale", "subgradients", "reward"],
+     ["cumulative_gradients"]),
+    ("momo_adam", lambda: gtx.contrib.momo_adam(), "momo_adam", ["exp_avg_sq"], ["exp_avg"]),
+]
+
+
+@pytest.mark.parametrize("make, stage, real, complex_", [r[1:] for r in REAL_STATISTICS],
+                         ids=[r[0] for r in REAL_STATISTICS])
+def test_complex_leaves_keep_statistics_of_their_modulus_real(make, stage, real, complex_):
+  params = _complex_params(jnp.float32)
+  tx = make()
+  state = tx.init(params)
+  _, state = jax.jit(functools.partial(tx.update, value=1.0))(params, state, params)
+  for field in real + complex_:
+    leaves = getattr(state[stage], field)
+    for k, x in params.items():
+      want = x.dtype if field in complex_ else jnp.float32
+      assert leaves[k].dtype == want, (field, k, leaves[k].dtype)
+
+
+def test_complex128_params_take_float64_scalars():
+  with jax.enable_x64(True):
+    params = {"z": jnp.asarray([1 + 2j, -0.5j], jnp.complex128)}
+    assert gtx.contrib.prodigy().init(params)["prodigy"].estim_lr.dtype == jnp.float64
+    assert gtx.contrib.dowg().init(params)["dowg"].estim_sq_dist.dtype == jnp.float64
+    assert gtx.contrib.momo().init(params)["momo"].barf.dtype == jnp.float64

@@ -245,13 +245,12 @@ def test_hyperparameters_read_and_set_by_name_without_retracing():
       "schedule_free.learning_rate", "schedule_free.b1", "schedule_free.weight_lr_power",
       "schedule_free.lr.learning_rate", "schedule_free.decay.weight_decay"}
   assert float(state["schedule_free"].b1) == pytest.approx(0.9)
-  traces = []
 
-  @jax.jit
-  def step(params, state):
-    traces.append(1)
+  def train_step(params, state):
     updates, state = tx.update(jax.grad(coupled_loss)(params), state, params)
     return gtx.apply_updates(params, updates), updates, state
+
+  step, traces = counting_jit(train_step)
 
   new = {"schedule_free.learning_rate": 0.3, "schedule_free.lr.learning_rate": 0.3,
          "schedule_free.b1": 0.5, "schedule_free.weight_lr_power": 1.0,

@@ -388,6 +388,55 @@ def test_signatures_match_optax():
       assert ours[arg].default == theirs[arg].default, (name, arg)
 
 
+def test_gtx_tree_has_every_name_of_optax_tree_with_its_arguments():
+  # `import gradtx as gtx` in place of optax: optax.tree.X(...) is gtx.tree.X(...).
+  names = [n for n in dir(optax.tree) if not n.startswith("_")]
+  assert len(names) > 30
+  for name in names:
+    ours, theirs = getattr(gtx.tree, name), getattr(optax.tree, name)
+    assert list(inspect.signature(ours).parameters) == list(
+        inspect.signature(theirs).parameters), name
+    defined_here = name in vars(gtx.tree)  # else it is tree_utils' function
+    assert defined_here or ours is getattr(tu, f"tree_{name}"), name
+  assert set(names) <= set(dir(gtx.tree))
+  with pytest.raises(AttributeError, match="gradtx.tree' has no attribute 'nope'"):
+    gtx.tree.nope  # pylint: disable=pointless-statement
+
+
+def test_gtx_tree_names_that_gradtx_defines_agree_with_optax(dtype, run):
+  x, y, z = _tree(0, dtype), _tree(1, dtype), _tree(2, dtype)
+  nx, ny, nz = _np(x), _np(y), _np(z)
+  _assert_tree(run(gtx.tree.add, x, y, z), {k: nx[k] + ny[k] + nz[k] for k in nx}, dtype)
+  _assert_tree(run(gtx.tree.sub, x, y), {k: nx[k] - ny[k] for k in nx}, dtype)
+  _assert_tree(run(lambda t: gtx.tree.scale(0.3, t), x), {k: 0.3 * nx[k] for k in nx}, dtype)
+  _assert_tree(run(lambda a, b: gtx.tree.where(jnp.asarray(False), a, b), x, y), ny, dtype)
+  for ours, theirs in [(gtx.tree.add(x, y, z), optax.tree.add(x, y, z)),
+                       (gtx.tree.scale(-2.0, x), optax.tree.scale(-2.0, x)),
+                       (gtx.tree.zeros_like(x, jnp.int32), optax.tree.zeros_like(x, jnp.int32)),
+                       (gtx.tree.full_like(x, 7, jnp.float16), optax.tree.full_like(x, 7,
+                                                                                  jnp.float16)),
+                       (gtx.tree.cast(x, jnp.bfloat16), optax.tree.cast(x, jnp.bfloat16)),
+                       (gtx.tree.cast_like(x, {"a": 1.0, "b": y["b"].astype(jnp.float16),
+                                               "c": y["c"]}),
+                        optax.tree.cast_like(x, {"a": 1.0, "b": y["b"].astype(jnp.float16),
+                                                 "c": y["c"]}))]:
+    for k in ours:
+      assert ours[k].dtype == theirs[k].dtype, k
+      np.testing.assert_allclose(np.asarray(ours[k], np.float64),
+                                 np.asarray(theirs[k], np.float64), **_tol(dtype))
+
+
+def test_gtx_tree_add_and_scale_keep_the_leaf_dtypes():
+  # Where optax promotes (a float32 scalar makes a bfloat16 tree float32, or fails
+  # under strict promotion, as in these tests), gradtx keeps each leaf's dtype, as
+  # an optimizer's state must keep its own.
+  half = {"w": jnp.ones(2, jnp.bfloat16)}
+  assert gtx.tree.scale(jnp.float32(0.5), half)["w"].dtype == jnp.bfloat16
+  assert gtx.tree.add(half, {"w": jnp.ones(2, jnp.float32)})["w"].dtype == jnp.bfloat16
+  np.testing.assert_array_equal(gtx.tree.scale(jnp.float32(0.5), half)["w"],
+                                jnp.full(2, 0.5, jnp.bfloat16))
+
+
 # ----------------------------------------------------------------------------
 # Utilities.
 

@@ -563,6 +563,12 @@ def test_wrapper_reprs_show_inner_stages():
   assert "multi_steps(" in text and "every_k_schedule=4" in text and "sgd(" in text
   text = repr(gtx.partition({"a": gtx.adam(0.1), "b": gtx.sgd(0.1)}, {"w": "a", "b": "b"}))
   assert "a=adam(" in text and "b=sgd(" in text
+  # A masked chain shows its stages, a masked stage its hyperparameters beside the mask.
+  text = repr(gtx.masked(gtx.chain(clip=gtx.clip_by_global_norm(1.0), adam=gtx.adam(0.1)),
+                         {"w": True}))
+  assert text.startswith("masked(") and "mask={'w': True}" in text
+  assert "clip=clip_by_global_norm(max_norm=1)" in text and "b1=0.9" in text
+  assert repr(gtx.masked(gtx.scale(2.0), {"w": True})) == "scale(step_size=2, mask={'w': True})"
 
 
 # ---------------------------------------------------------------------------- set_to_zero

@@ -2,7 +2,8 @@
 
 A :class:`ZooCase` names a gradtx transformation and its numpy reference;
 :func:`check_against_reference` runs both for ``STEPS`` steps on a fixed
-multi-leaf :class:`Problem` and compares every leaf at every step;
+multi-leaf :class:`Problem` (some of its leaves complex, for a case that
+names them: :class:`ComplexProblem`) and compares every leaf at every step;
 :func:`minimise` runs an optimizer on a real problem (the ill-conditioned
 quadratic, Rosenbrock) in one compiled scan. The helpers below those are
 shared by the ``test_contrib_*`` files: the reference, convergence and
@@ -47,6 +48,9 @@ class ZooCase:
   # The reference's params move by ``step * updates``; primitives that are not a
   # descent step on their own move by a small negative multiple.
   step: float = 1.0
+  # Leaves made complex (see ComplexProblem), for rules of complex params; the
+  # dtype under test then names the precision of their parts.
+  complex_leaves: tuple[str, ...] = ()
 
 
 
@@ -91,30 +95,70 @@ class Problem:
                                   + self.noise[t][k] * params[k])) for k in params)
 
 
+class ComplexProblem:
+  """:class:`Problem` with some leaves complex: real parts from seed 0's problem, imaginary
+  parts from seed 1's (its own start, curvatures and noise); the other leaves are seed 0's."""
+
+  def __init__(self, leaves: tuple[str, ...]):
+    self.leaves, self.re, self.im = leaves, Problem(0), Problem(1)
+
+  def _join(self, re: dict, im: dict) -> dict:
+    return {k: re[k] + 1j * im[k] if k in self.leaves else re[k] for k in re}
+
+  def _parts(self, params: dict) -> tuple[dict, dict]:
+    """The real and imaginary parts of every leaf (a real leaf's are 0, and not used)."""
+    return ({k: np.real(v) for k, v in params.items()},
+            {k: np.imag(v) for k, v in params.items()})
+
+  def grads(self, kind: str, params: dict, t: int) -> dict:
+    """d f / d Re + i d f / d Im (the conjugate of ``jax.grad``'s convention)."""
+    re, im = self._parts(params)
+    return self._join(self.re.grads(kind, re, t), self.im.grads(kind, im, t))
+
+  def initial(self, kind: str) -> dict:
+    return self._join(self.re.initial(kind), self.im.initial(kind))
+
+  def value(self, params: dict, t: int) -> float:
+    re, im = self._parts(params)
+    return self.re.value(re, t) + self.im.value(im, t)
+
+
+_COMPLEX = {np.dtype(np.float32): np.dtype(np.complex64),
+            np.dtype(np.float64): np.dtype(np.complex128)}
+
+
+def _dtype_of(value: Any, dtype: Any) -> Any:
+  """``dtype``, or the complex dtype of its precision for a complex ``value``."""
+  return _COMPLEX[np.dtype(dtype)] if np.iscomplexobj(value) else dtype
+
+
 def check_against_reference(case: ZooCase, dtype: Any, jit: bool) -> None:
-  problem = Problem()
+  problem = ComplexProblem(case.complex_leaves) if case.complex_leaves else Problem()
   params = problem.initial(case.grads)
   ref = case.ref()
   ref.init(params)
   tx = case.make()
   update = jax.jit(tx.update) if jit else tx.update
-  state = tx.init({k: jnp.asarray(v, dtype) for k, v in params.items()})
+
+  def as_jax(tree: dict) -> dict:
+    return {k: jnp.asarray(v, _dtype_of(v, dtype)) for k, v in tree.items()}
+
+  state = tx.init(as_jax(params))
   rtol = case.rtol32 if dtype == jnp.float32 else 1e-9
   scale: dict[str, float] = {}
   for t in range(STEPS):
     grads = problem.grads(case.grads, params, t)
     extra = {"value": problem.value(params, t)} if case.needs_value else {}
     want = ref.step(grads, params, **extra)
-    got, state = update({k: jnp.asarray(v, dtype) for k, v in grads.items()}, state,
-                        {k: jnp.asarray(v, dtype) for k, v in params.items()}, **extra)
+    got, state = update(as_jax(grads), state, as_jax(params), **extra)
     for k in params:
-      assert got[k].dtype == dtype, (case.id, k, got[k].dtype)
+      assert got[k].dtype == _dtype_of(params[k], dtype), (case.id, k, got[k].dtype)
       # Each leaf is compared at its own scale (its largest update so far), so the
       # ~1e-12 leaf is held to the same relative standard as the others, and an update
       # that is small by cancellation is not held to more digits than its terms carry.
       scale[k] = max(scale.get(k, 0.0), float(np.max(np.abs(want[k]), initial=0.0)))
-      np.testing.assert_allclose(np.asarray(got[k], np.float64), want[k], rtol=rtol,
-                                 atol=rtol * scale[k] + 1e-300,
+      np.testing.assert_allclose(np.asarray(got[k], _dtype_of(params[k], np.float64)), want[k],
+                                 rtol=rtol, atol=rtol * scale[k] + 1e-300,
                                  err_msg=f"{case.id}: leaf {k!r} at step {t + 1}")
     params = {k: params[k] + case.step * want[k] for k in params}
 

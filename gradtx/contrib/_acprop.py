@@ -17,8 +17,8 @@ from gradtx import numerics, tree
 from gradtx.chain import Chain, named_chain
 from gradtx.core import (NONNEGATIVE, UNIT_HALF_OPEN, GradientTransformation, HParamSpec,
                          ScalarOrSchedule)
-from gradtx.numerics import as_dtype, bias_correction, compute_dtype, ema_moment, safe_increment
-from gradtx.transforms.adaptive import ScaleByBeliefState
+from gradtx.numerics import as_dtype, bias_correction, compute_dtype, safe_increment
+from gradtx.transforms.adaptive import ScaleByBeliefState, belief_moments
 from gradtx.transforms.decay import Mask, add_decayed_weights
 from gradtx.transforms.scaling import scale_by_learning_rate
 
@@ -82,9 +82,7 @@ def scale_by_acprop(b1: ScalarOrSchedule = 0.9, b2: ScalarOrSchedule = 0.999,
     previous = jnp.maximum(state.count, 1)
 
     def leaf(g, m, s):
-      m_new = ema_moment(g, m, h["b1"], order=1)
-      s_new = ema_moment(as_dtype(g, m_new.dtype) - m_new, s, h["b2"], order=2)
-      s_new = s_new + as_dtype(h["eps_root"], s_new.dtype)
+      m_new, s_new = belief_moments(g, m, s, h["b1"], h["b2"], h["eps_root"])
       s_hat = jnp.where(first, 1, bias_correction(s, h["b2"], previous))
       dtype = compute_dtype(g, s_hat)
       u = as_dtype(g, dtype) / (jnp.sqrt(as_dtype(s_hat, dtype)) + as_dtype(h["eps"], dtype))

@@ -32,9 +32,11 @@ __all__ = ["ScaleByAdemamixState", "ScaleBySimplifiedAdEMAMixState", "ademamix",
 class ScaleByAdemamixState(NamedTuple):
   """State of :func:`scale_by_ademamix`.
 
-  ``count`` and ``count_m2`` (equal: optax keeps both) count the steps taken;
-  ``m1`` is the fast EMA of the gradients, ``m2`` the slow one, ``nu`` the
-  EMA of their squares.
+  ``count`` counts the steps taken; ``m1`` is the fast EMA of the gradients,
+  ``m2`` the slow one, ``nu`` the EMA of their squares. ``count_m2`` is
+  ``count`` again: optax keeps both, and the field stays so that the state
+  has optax's fields in optax's order (a leaf, where a property would drop
+  out of the tree's paths and of a checkpoint's layout).
   """
   count: jax.Array
   count_m2: jax.Array
@@ -91,8 +93,8 @@ def scale_by_ademamix(b1: ScalarOrSchedule = 0.9, b2: ScalarOrSchedule = 0.999,
 
   def init(params):
     count = numerics.zero_count()
-    return ScaleByAdemamixState(count, count, tree.zeros_like(params, mu_dtype),
-                                tree.zeros_like(params, mu_dtype),
+    return ScaleByAdemamixState(count, count, tree.accumulator_like(params, mu_dtype),
+                                tree.accumulator_like(params, mu_dtype),
                                 tree.zeros_like(params, nu_dtype), spec.init())
 
   def update(updates, state, params=None, **extra):
@@ -115,8 +117,7 @@ def scale_by_ademamix(b1: ScalarOrSchedule = 0.9, b2: ScalarOrSchedule = 0.999,
               as_dtype(nu_new, nu.dtype))
 
     updates, m1, m2, nu = tree.map_multi(leaf, 4, updates, state.m1, state.m2, state.nu)
-    return updates, ScaleByAdemamixState(count, safe_increment(state.count_m2), m1, m2, nu,
-                                         hparams)
+    return updates, ScaleByAdemamixState(count, count, m1, m2, nu, hparams)
 
   return GradientTransformation(init, update, name="scale_by_ademamix", spec=spec,
                                 options=dict(mu_dtype=mu_dtype, nu_dtype=nu_dtype))

@@ -8,6 +8,7 @@ import jax.numpy as jnp
 
 from gradtx import tree
 from gradtx.chain import Chain, named_chain
+from gradtx.contrib._whole_tree import _real_dtype, _real_zeros_like
 from gradtx.core import (POSITIVE, GradientTransformation,
                          HParams, HParamSpec, ScalarOrSchedule, require_params)
 from gradtx.numerics import as_dtype, compute_dtype
@@ -45,6 +46,8 @@ def scale_by_cocob(alpha: ScalarOrSchedule = 100.0,
 
   entry by entry, with :math:`L_0 = \\epsilon` and :math:`G_0 = R_0 =
   \\theta_0 = 0`. The update is the step to add. Needs the params.
+  A complex entry (its gradient conjugated, as optax) bets as a 2-D coin, with
+  :math:`\\operatorname{Re}(\\bar g_t (w_t - w_1))` for :math:`g_t (w_t - w_1)`; L, G, R real.
 
   Args:
     alpha: :math:`\\alpha > 0`, default 100: bounds the bet of the first steps.
@@ -68,9 +71,9 @@ def scale_by_cocob(alpha: ScalarOrSchedule = 100.0,
 
   def init(params):
     hparams = spec.init()
-    zeros = tree.zeros_like(params)
-    scale = tree.full_like(params, hparams["eps"])
-    return COCOBState(params, zeros, scale, zeros, zeros, hparams)
+    real_zeros = _real_zeros_like(params)
+    scale = tree.full_like(real_zeros, hparams["eps"])
+    return COCOBState(params, tree.zeros_like(params), scale, real_zeros, real_zeros, hparams)
 
   def update(updates, state, params=None, **extra):
     del extra
@@ -81,15 +84,18 @@ def scale_by_cocob(alpha: ScalarOrSchedule = 100.0,
 
     def leaf(g, p, w1, theta, big_l, big_g, reward):
       c = compute_dtype(g, p, w1)
+      real = _real_dtype(c)
       g, p, w1 = as_dtype(g, c), as_dtype(p, c), as_dtype(w1, c)
-      big_l_new = jnp.maximum(as_dtype(big_l, c), jnp.abs(g))
-      big_g_new = as_dtype(big_g, c) + jnp.abs(g)
-      reward_new = jnp.maximum(as_dtype(reward, c) - g * (p - w1), 0)
+      big_l_new = jnp.maximum(as_dtype(big_l, real), jnp.abs(g))
+      big_g_new = as_dtype(big_g, real) + jnp.abs(g)
+      # The coin's outcome <g, w_t - w_1>: Re(conj(g) (w_t - w_1)) for a complex entry.
+      reward_new = jnp.maximum(as_dtype(reward, real) - jnp.real(jnp.conj(g) * (p - w1)), 0)
       theta_new = as_dtype(theta, c) - g
-      bet = theta_new / (big_l_new * jnp.maximum(big_g_new + big_l_new,
-                                                 as_dtype(h["alpha"], c) * big_l_new))
+      denominator = big_l_new * jnp.maximum(big_g_new + big_l_new,
+                                            as_dtype(h["alpha"], real) * big_l_new)
+      bet = theta_new / as_dtype(denominator, c)
       # (w_1 - w_t) first: exact for nearby values, so a small bet keeps its digits.
-      u = (w1 - p) + bet * (big_l_new + reward_new)
+      u = (w1 - p) + bet * as_dtype(big_l_new + reward_new, c)
       return (u.astype(p.dtype), theta_new.astype(theta.dtype), big_l_new.astype(big_l.dtype),
               big_g_new.astype(big_g.dtype), reward_new.astype(reward.dtype))
 

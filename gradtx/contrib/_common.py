@@ -3,9 +3,10 @@
 Muon and GaLore read each leaf as a matrix (or a batch of them) chosen by
 its dimension numbers (:class:`MuonDimensionNumbers`,
 :class:`GaLoreDimensionNumbers`: which axes are the reduction and output
-axes); the helpers here resolve them against the params and map a function
-over the matrices, in tree or packed mode. Sophia and SAM ask whether a value
-is traced.
+axes); the helpers here resolve them against the params (and give the
+default of muon and GaLore: the 2-D leaves, as plain matrices) and map a
+function over the matrices, in tree or packed mode. Schedule-free and
+Mechanic hold their base optimizer as :func:`_as_base` makes it.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from gradtx.core import GradientTransformation, Params, as_transformation
 from gradtx.errors import StructureError
 from gradtx.packed import Packed, PackedLeaves
 # The tree a masked wrapper hides leaves of: dimension numbers are resolved on it.
-from gradtx.wrappers._masking import _unmasked_view
+from gradtx.wrappers._masking import unmasked_view
 
 __all__ = ["GaLoreDimensionNumbers", "MuonDimensionNumbers"]
 
@@ -104,7 +105,7 @@ def _dims_per_leaf(stage: str, spec: WeightDimNumOrFn | None, real: Any) -> list
   entry = lambda x: x is None or _is_dims(x)  # noqa: E731
   try:
     spread = jax.tree.map(
-        lambda d, sub: jax.tree.map(lambda _: _Entry(d), sub, is_leaf=tree._is_masked),
+        lambda d, sub: jax.tree.map(lambda _: _Entry(d), sub, is_leaf=tree.is_masked),
         resolved, real, is_leaf=entry)
   except (ValueError, TypeError):
     raise StructureError(
@@ -112,6 +113,33 @@ def _dims_per_leaf(stage: str, spec: WeightDimNumOrFn | None, real: Any) -> list
         f"prefix of it) with dimension numbers or None at each leaf; got {resolved!r} "
         f"for params of structure {jax.tree.structure(real)}") from None
   return [e.dims for e in jax.tree.leaves(spread, is_leaf=lambda x: isinstance(x, _Entry))]
+
+
+def _leaves_and_dims(stage: str, spec: WeightDimNumOrFn | None, values: Any
+                     ) -> tuple[list[Any], list[Any], Any]:
+  """The leaves of a tree (masked-out ones included), each one's dimension numbers, its treedef.
+
+  The dimension numbers are resolved on the tree a masked wrapper hides
+  leaves of, so a spec written for the params applies inside :func:`gradtx.masked`.
+  """
+  with unmasked_view(values) as real:
+    dims = _dims_per_leaf(stage, spec, real)
+  leaves, treedef = jax.tree.flatten(values, is_leaf=tree.is_masked)
+  if len(leaves) != len(dims):
+    raise StructureError(f"{stage}: {len(dims)} weight dimension numbers for "
+                         f"{len(leaves)} leaves")
+  return leaves, dims, treedef
+
+
+def _dims_by_rank(params: Params, dims: Any, wanted: Callable[[int], bool]) -> Params:
+  """``dims`` for each leaf whose rank is ``wanted``, None for the others."""
+  return jax.tree.map(lambda x: dims if wanted(len(np.shape(x))) else None, params,
+                      is_leaf=tree.is_masked)
+
+
+def _matrices_2d(params: Params, dims: Any = MuonDimensionNumbers()) -> Params:
+  """The default of muon and GaLore: ``dims`` for each 2-D leaf, None for the others."""
+  return _dims_by_rank(params, dims, lambda ndim: ndim == 2)
 
 
 class _Entry:
@@ -136,13 +164,8 @@ def _map_matrices(stage: str, spec: WeightDimNumOrFn | None,
     leaves_dims = _dims_per_leaf(stage, spec, layout.template())
     shapes = [tuple(s) for s in layout.shapes]
   else:
-    with _unmasked_view(updates) as real:
-      leaves_dims = _dims_per_leaf(stage, spec, real)
-    leaves, treedef = jax.tree.flatten(updates, is_leaf=tree._is_masked)
-    if len(leaves) != len(leaves_dims):
-      raise StructureError(f"{stage}: {len(leaves_dims)} weight dimension numbers for "
-                           f"{len(leaves)} leaves")
-    shapes = [None if tree._is_masked(x) else tuple(np.shape(x)) for x in leaves]
+    leaves, leaves_dims, treedef = _leaves_and_dims(stage, spec, updates)
+    shapes = [None if tree.is_masked(x) else tuple(np.shape(x)) for x in leaves]
   # Per shape, the distinct dimension numbers of its leaves; per leaf, the index of its own.
   options: dict[tuple[int, ...], list[Any]] = {}
   index = []

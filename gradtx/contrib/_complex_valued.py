@@ -45,7 +45,7 @@ def _split(x: Any) -> Any:
 def _merge(x: Any) -> Any:
   pair = lambda v: isinstance(v, SplitRealAndImaginaryArrays)  # noqa: E731
   return jax.tree.map(lambda v: jax.lax.complex(v.real, v.imaginary) if pair(v) else v, x,
-                      is_leaf=lambda v: pair(v) or tree._is_masked(v))
+                      is_leaf=lambda v: pair(v) or tree.is_masked(v))
 
 
 def split_real_and_imaginary(inner: GradientTransformation) -> GradientTransformation:

@@ -12,10 +12,12 @@ import jax.numpy as jnp
 
 from gradtx import tree
 from gradtx.chain import Chain, named_chain
-from gradtx.contrib._whole_tree import _betas, _count_as, _inner, _scalar_dtype, _total
+from gradtx.contrib._whole_tree import (_betas, _count_as, _inner, _l1, _real_dtype,
+                                       _real_zeros_like, _scalar_dtype)
 from gradtx.core import (NONNEGATIVE, POSITIVE, UNIT_HALF_OPEN, GradientTransformation,
                          HParams, HParamSpec, ScalarOrSchedule, require_params)
-from gradtx.numerics import as_dtype, compute_dtype, safe_divide, safe_increment, zero_count
+from gradtx.numerics import (as_dtype, compute_dtype, ema_moment, safe_divide,
+                             safe_increment, zero_count)
 
 __all__ = ["DAdaptAdamWState", "dadapt_adamw", "scale_by_dadapt_adamw"]
 
@@ -48,13 +50,16 @@ def scale_by_dadapt_adamw(learning_rate: ScalarOrSchedule = 1.0,
     r_t = \\sigma r_{t-1} + (1 - \\sigma)\\, \\eta_t
       \\left\\langle g_t, \\frac{s_{t-1}}{\\sqrt{v_{t-1}} + \\epsilon} \\right\\rangle, \\\\
     m_t = \\beta_1 m_{t-1} + (1 - \\beta_1) \\eta_t g_t, \\quad
-    v_t = \\beta_2 v_{t-1} + (1 - \\beta_2) g_t^2, \\quad
+    v_t = \\beta_2 v_{t-1} + (1 - \\beta_2) |g_t|^2, \\quad
     s_t = \\sigma s_{t-1} + (1 - \\sigma) \\eta_t g_t, \\\\
     d_{t+1} = \\max\\left(d_t,\\ \\frac{r_t}{(1 - \\sigma) \\|s_t\\|_1}\\right), \\qquad
     u_t = -\\frac{m_t}{\\sqrt{v_t} + \\epsilon} - \\lambda \\eta_t \\theta_t
 
   with :math:`d_1 = d_0` and the inner product and l1 norm over the whole
   tree. The update is the step to add (the sign is flipped). Needs the params.
+
+  Complex leaves: their gradients conjugated (as optax), the inner product
+  :math:`\\operatorname{Re} \\sum \\bar a_i b_i`, :math:`\\|s\\|_1 = \\sum |s_i|`, :math:`v` real.
 
   Args:
     learning_rate: :math:`\\gamma_t \\ge 0`, default 1 (a schedule around 1).
@@ -88,7 +93,7 @@ def scale_by_dadapt_adamw(learning_rate: ScalarOrSchedule = 1.0,
   def init(params):
     hparams = spec.init()
     dtype = _scalar_dtype(params)
-    return DAdaptAdamWState(tree.zeros_like(params), tree.zeros_like(params),
+    return DAdaptAdamWState(tree.zeros_like(params), _real_zeros_like(params),
                             tree.zeros_like(params), as_dtype(hparams["estim_lr0"], dtype),
                             jnp.zeros((), dtype), zero_count(), hparams)
 
@@ -100,38 +105,40 @@ def scale_by_dadapt_adamw(learning_rate: ScalarOrSchedule = 1.0,
     h, hparams = spec.step(state.hparams)
     d = state.estim_lr
     dtype = d.dtype
-    b1, b2 = as_dtype(h["betas"][0], dtype), as_dtype(h["betas"][1], dtype)
-    sigma = jnp.sqrt(b2)
+    b1, b2 = h["betas"][0], h["betas"][1]  # the moments' decays, in the hyperparameters' dtype
+    sigma = jnp.sqrt(as_dtype(b2, dtype))
     eps = as_dtype(h["eps"], dtype)
     count = safe_increment(state.count)
     t = _count_as(count, dtype)
-    eta = d * as_dtype(h["learning_rate"], dtype) * jnp.sqrt(1 - b2**t) / (1 - b1**t)
+    eta = (d * as_dtype(h["learning_rate"], dtype) * jnp.sqrt(1 - as_dtype(b2, dtype)**t)
+           / (1 - as_dtype(b1, dtype)**t))
 
-    def weighted(s, v):
-      c = compute_dtype(s, v)
-      return as_dtype(s, c) / (jnp.sqrt(as_dtype(v, c)) + as_dtype(eps, c))
+    def over_root(x, v):
+      """``x / (sqrt(v) + eps)``, the root taken in ``v``'s real dtype."""
+      c = compute_dtype(x, v)
+      real = _real_dtype(c)
+      return as_dtype(x, c) / as_dtype(jnp.sqrt(as_dtype(v, real)) + as_dtype(eps, real), c)
 
-    r = sigma * state.numerator_weighted + (1 - sigma) * eta * _inner(
-        updates, tree.tree_map(weighted, state.grad_sum, state.exp_avg_sq), dtype)
+    r = ema_moment(eta * _inner(updates, tree.tree_map(over_root, state.grad_sum,
+                                                       state.exp_avg_sq), dtype),
+                   state.numerator_weighted, sigma, order=1)
 
     def moments(g, m, v, s):
       c = compute_dtype(g, m)
       eg = as_dtype(eta, c) * as_dtype(g, c)
-      m_new = as_dtype(b1, c) * as_dtype(m, c) + as_dtype(1 - b1, c) * eg
-      v_new = (as_dtype(b2, c) * as_dtype(v, c)
-               + as_dtype(1 - b2, c) * as_dtype(g, c) * as_dtype(g, c))
-      s_new = as_dtype(sigma, c) * as_dtype(s, c) + as_dtype(1 - sigma, c) * eg
+      m_new = ema_moment(eg, m, b1, order=1)
+      v_new = ema_moment(g, v, b2, order=2)  # |g|^2, real also for complex g
+      s_new = ema_moment(eg, s, sigma, order=1)
       return m_new.astype(m.dtype), v_new.astype(v.dtype), s_new.astype(s.dtype)
 
     m, v, s = tree.map_multi(moments, 3, updates, state.exp_avg, state.exp_avg_sq,
                              state.grad_sum)
-    d_new = jnp.maximum(d, safe_divide(r, (1 - sigma) * _total(jnp.abs, dtype, s)))
+    d_new = jnp.maximum(d, safe_divide(r, (1 - sigma) * _l1(s, dtype)))
     decay = eta * as_dtype(h["weight_decay"], dtype)
 
     def step(m, v, p):
       c = compute_dtype(m, p)
-      u = -(as_dtype(m, c) / (jnp.sqrt(as_dtype(v, c)) + as_dtype(eps, c))
-            + as_dtype(decay, c) * as_dtype(p, c))
+      u = -(over_root(as_dtype(m, c), v) + as_dtype(decay, c) * as_dtype(p, c))
       return u.astype(p.dtype)
 
     out = tree.tree_map(step, m, v, params)

@@ -9,7 +9,7 @@ import jax.numpy as jnp
 
 from gradtx import tree
 from gradtx.chain import Chain, named_chain
-from gradtx.contrib._whole_tree import _scalar_dtype, _total
+from gradtx.contrib._whole_tree import _scalar_dtype
 from gradtx.core import (NONNEGATIVE, POSITIVE, GradientTransformation,
                          HParams, HParamSpec, ScalarOrSchedule, require_params)
 from gradtx.numerics import as_dtype
@@ -52,7 +52,8 @@ def scale_by_dog(init_step: tuple[Literal["distance", "learning_rate", "heuristi
   \\eta)`` sets :math:`\\bar r_0 = 0` and the first step size to
   :math:`\\eta`. Like :func:`gradtx.scale_by_adam` it returns
   :math:`+\\eta_t g_t`: follow it with ``scale_by_learning_rate``. Needs the
-  params (the real ones at ``init`` for ``"heuristic"``).
+  params (the real ones at ``init`` for ``"heuristic"``). Complex leaves:
+  their gradients conjugated (as optax), :math:`\\|x\\|^2 = \\sum |x_i|^2`.
 
   This is optax.contrib's DoG, the paper's main algorithm. The layer-wise
   variant (each leaf its own :math:`\\bar r` and :math:`G`, the paper's
@@ -106,13 +107,13 @@ def scale_by_dog(init_step: tuple[Literal["distance", "learning_rate", "heuristi
     tree.check_structure(state.init_params, params, "state.init_params", "params")
     h, hparams = spec.step(state.hparams)
     dtype = state.max_dist.dtype
-    distance = jnp.sqrt(_total(jnp.square, dtype, tree.sub(params, state.init_params)))
+    distance = jnp.sqrt(as_dtype(tree.sum_squares(tree.sub(params, state.init_params)), dtype))
     max_dist = jnp.maximum(state.max_dist, distance)
-    g_sq = state.sum_sq_norm_grads + _total(jnp.square, dtype, updates)
+    g_sq = state.sum_sq_norm_grads + as_dtype(tree.sum_squares(updates), dtype)
     eta = max_dist / jnp.sqrt(g_sq + as_dtype(h["eps"], dtype))
     if kind == "learning_rate":
       eta = jnp.where(state.is_init_step, as_dtype(h["init_step"], dtype), eta)
-    return tree.scale(updates, eta), DoGState(jnp.asarray(False), state.init_params, max_dist,
+    return tree.scale(eta, updates), DoGState(jnp.asarray(False), state.init_params, max_dist,
                                               g_sq, hparams)
 
   return GradientTransformation(init, update, name=stage, spec=spec,
@@ -190,6 +191,7 @@ def scale_by_dowg(init_estim_sq_dist: float | None = None,
 
   with :math:`v_0 = 0` and the norms over the whole tree. Returns
   :math:`+\\eta_t g_t`, like :func:`scale_by_dog`. Needs the params.
+  Complex leaves: their gradients conjugated (as optax), :math:`\\|x\\|^2 = \\sum |x_i|^2`.
 
   Args:
     init_estim_sq_dist: :math:`\\bar r_0^2 > 0`, default None: :math:`\\epsilon`.
@@ -227,10 +229,10 @@ def scale_by_dowg(init_estim_sq_dist: float | None = None,
     h, hparams = spec.step(state.hparams)
     dtype = state.estim_sq_dist.dtype
     sq_dist = jnp.maximum(state.estim_sq_dist,
-                          _total(jnp.square, dtype, tree.sub(params, state.init_params)))
-    weighted = state.weighted_sq_norm_grads + sq_dist * _total(jnp.square, dtype, updates)
+                          as_dtype(tree.sum_squares(tree.sub(params, state.init_params)), dtype))
+    weighted = state.weighted_sq_norm_grads + sq_dist * as_dtype(tree.sum_squares(updates), dtype)
     eta = sq_dist / (jnp.sqrt(weighted) + as_dtype(h["eps"], dtype))
-    return tree.scale(updates, eta), DoWGState(state.init_params, weighted, sq_dist, hparams)
+    return tree.scale(eta, updates), DoWGState(state.init_params, weighted, sq_dist, hparams)
 
   return GradientTransformation(init, update, name=stage, spec=spec)
 

@@ -7,6 +7,7 @@ params: it runs on trees, not packed.
 
 from __future__ import annotations
 
+import functools
 import math
 from typing import Any, NamedTuple
 
@@ -16,18 +17,16 @@ import numpy as np
 
 from gradtx import tree
 from gradtx.chain import Chain, named_chain
-from gradtx.contrib._common import (GaLoreDimensionNumbers, GaLoreDimNumsOrFn, _dims_per_leaf,
-                                    _is_dims, _matrix_axes)
-from gradtx.core import (ANY, POSITIVE_INT, GradientTransformation, HParams, HParamSpec, Params,
-                         ScalarOrSchedule, _branch, as_transformation, check_value)
+from gradtx.contrib._common import (GaLoreDimensionNumbers, GaLoreDimNumsOrFn, _dims_by_rank,
+                                    _is_dims, _leaves_and_dims, _matrices_2d, _matrix_axes)
+from gradtx.core import (ANY, POSITIVE_INT, GradientTransformation, HParams, HParamSpec,
+                         ScalarOrSchedule, branch, as_transformation, check_value)
 from gradtx.errors import StructureError
 from gradtx.numerics import as_dtype, safe_increment, zero_count
 from gradtx.packed import Packed
 from gradtx.transforms.decay import Mask, add_decayed_weights
 from gradtx.transforms.moments import scale_by_adam
 from gradtx.transforms.scaling import scale_by_learning_rate
-# The tree a masked wrapper hides leaves of: dimension numbers are resolved on it.
-from gradtx.wrappers._masking import _unmasked_view
 
 __all__ = ["GaLoreState", "galore", "scale_by_galore"]
 
@@ -45,14 +44,13 @@ class GaLoreState(NamedTuple):
   hparams: HParams
 
 
-def _galore_dims(spec: GaLoreDimNumsOrFn | None, params: Params) -> Params:
+def _galore_dims(spec: GaLoreDimNumsOrFn | None) -> GaLoreDimNumsOrFn:
   """optax's resolution: None projects the 2-D leaves; one spec, every leaf of rank >= 2."""
-  if spec is None or _is_dims(spec):
-    dims = GaLoreDimensionNumbers() if spec is None else spec
-    wanted = (lambda n: n == 2) if spec is None else (lambda n: n >= 2)
-    return jax.tree.map(lambda x: dims if wanted(len(np.shape(x))) else None, params,
-                        is_leaf=tree._is_masked)
-  return spec(params) if callable(spec) else spec
+  if spec is None:
+    return functools.partial(_matrices_2d, dims=GaLoreDimensionNumbers())
+  if _is_dims(spec):
+    return functools.partial(_dims_by_rank, dims=spec, wanted=lambda ndim: ndim >= 2)
+  return spec
 
 
 def _galore_geometry(stage: str, shape: tuple[int, ...], dims: GaLoreDimensionNumbers,
@@ -134,25 +132,18 @@ def scale_by_galore(rank: int = 128, update_proj_gap: int = 200, scale: ScalarOr
       raise StructureError(f"{stage}: GaLore does not run on a packed tree (its moments are "
                            "low-rank, shaped unlike the params); run it on the tree")
 
-  def leaves_and_dims(values):
-    with _unmasked_view(values) as real:
-      dims = _dims_per_leaf(stage, lambda p: _galore_dims(weight_dimension_numbers, p), real)
-    leaves, treedef = jax.tree.flatten(values, is_leaf=tree._is_masked)
-    if len(leaves) != len(dims):
-      raise StructureError(f"{stage}: {len(dims)} weight dimension numbers for "
-                           f"{len(leaves)} leaves")
-    return leaves, dims, treedef
+  dims_spec = _galore_dims(weight_dimension_numbers)
 
   def init(params):
     no_packed(params)
     if tree.is_params_placeholder(params):
       return GaLoreState(zero_count(), base.init(params), params, spec.init())
-    leaves, dims, treedef = leaves_and_dims(params)
+    leaves, dims, treedef = _leaves_and_dims(stage, dims_spec, params)
     projectors, proxies = [], []
     for p, d in zip(leaves, dims):
-      if tree._is_masked(p) or d is None:
-        projectors.append(p if tree._is_masked(p) else jnp.zeros((0, 0), p.dtype))
-        proxies.append(p if tree._is_masked(p) else jnp.zeros_like(p))
+      if tree.is_masked(p) or d is None:
+        projectors.append(p if tree.is_masked(p) else jnp.zeros((0, 0), p.dtype))
+        proxies.append(p if tree.is_masked(p) else jnp.zeros_like(p))
         continue
       _, m, n, r, left = _galore_geometry(stage, p.shape, d, rank)
       projectors.append(jnp.zeros((m, r) if left else (n, r), p.dtype))
@@ -165,11 +156,11 @@ def scale_by_galore(rank: int = 128, update_proj_gap: int = 200, scale: ScalarOr
     no_packed(updates)
     h, hparams = spec.step(state.hparams)
     refresh = state.count % h["update_proj_gap"].astype(state.count.dtype) == 0
-    leaves, dims, treedef = leaves_and_dims(updates)
+    leaves, dims, treedef = _leaves_and_dims(stage, dims_spec, updates)
     projectors = treedef.flatten_up_to(state.projector)
     geometry, low_rank, new_projectors = [], [], []
     for g, d, P in zip(leaves, dims, projectors):
-      if tree._is_masked(g) or d is None:
+      if tree.is_masked(g) or d is None:
         geometry.append(None)
         low_rank.append(g)
         new_projectors.append(P)
@@ -182,7 +173,7 @@ def scale_by_galore(rank: int = 128, update_proj_gap: int = 200, scale: ScalarOr
         U, _, Vh = jnp.linalg.svd(G.astype(wide), full_matrices=False)
         return (U[:, :r] if left else Vh[:r].T).astype(P.dtype)
 
-      P = _branch(refresh, fresh, lambda P=P: P)
+      P = branch(refresh, fresh, lambda P=P: P)
       geometry.append((order, left))
       low_rank.append(P.T @ G if left else G @ P)
       new_projectors.append(P)

@@ -9,7 +9,7 @@ import jax.numpy as jnp
 
 from gradtx import tree
 from gradtx.contrib._common import _as_base
-from gradtx.contrib._whole_tree import _inner, _scalar_dtype, _total
+from gradtx.contrib._whole_tree import _inner, _scalar_dtype
 from gradtx.core import (NONNEGATIVE, POSITIVE, GradientTransformation,
                          HParams, HParamSpec, ScalarOrSchedule, require_params)
 from gradtx.numerics import as_dtype, compute_dtype, safe_increment, zero_count
@@ -59,6 +59,8 @@ def mechanize(base_optimizer: Any, weight_decay: ScalarOrSchedule = 1e-2,
   the whole tree. The clip of :math:`h_t` is the authors' later addition
   (optax's too). The update returned is :math:`\\theta_{t+1} - \\theta_t`.
   Needs the params; extra arguments (``value=...``) pass to the base optimizer.
+  Complex leaves: their gradients conjugated (as optax), the inner product
+  :math:`\\operatorname{Re} \\sum \\bar a_i b_i`, :math:`\\|x\\|^2 = \\sum |x_i|^2`.
 
   Give the base optimizer a learning rate (or schedule) peaking at 1:
   Mechanic learns the scale.
@@ -111,8 +113,9 @@ def mechanize(base_optimizer: Any, weight_decay: ScalarOrSchedule = 1e-2,
     # often load pretrained weights between the two.
     x_ref = tree.where(state.count == 0, params, state.x0)
     s_sum = jnp.sum(state.s)
-    shrink = (as_dtype(h["weight_decay"], dtype) * s_sum * jnp.sqrt(_total(jnp.square, dtype, updates))
-              / (jnp.sqrt(_total(jnp.square, dtype, params)) + eps))
+    shrink = (as_dtype(h["weight_decay"], dtype) * s_sum
+              * jnp.sqrt(as_dtype(tree.sum_squares(updates), dtype))
+              / (jnp.sqrt(as_dtype(tree.sum_squares(params), dtype)) + eps))
     decayed = tree.tree_map(lambda g, p: g + as_dtype(shrink, g.dtype) * p.astype(g.dtype),
                             updates, params)
     delta_prev = tree.tree_map(lambda d: d / as_dtype(s_sum + eps, d.dtype),

@@ -9,12 +9,13 @@ import jax.numpy as jnp
 
 from gradtx import tree
 from gradtx.chain import Chain, named_chain
-from gradtx.contrib._whole_tree import _count_as, _inner, _scalar_dtype, _total
+from gradtx.contrib._whole_tree import (_count_as, _inner, _real_dtype, _real_zeros_like,
+                                       _scalar_dtype)
 from gradtx.core import (ANY, NONNEGATIVE, POSITIVE, UNIT_HALF_OPEN, GradientTransformation,
                          HParams, HParamSpec, ScalarOrSchedule, require_params)
 from gradtx.errors import MissingArgumentError
-from gradtx.numerics import as_dtype, compute_dtype, safe_divide, safe_increment, zero_count
-from gradtx.transforms.stepsize import _TINY
+from gradtx.numerics import (as_dtype, compute_dtype, ema_moment, safe_divide,
+                             safe_increment, zero_count)
 
 __all__ = ["MomoAdamState", "MomoState", "momo", "momo_adam", "scale_by_momo", "scale_by_momo_adam"]
 
@@ -72,8 +73,9 @@ def _momo_step(h: Any, dtype: Any, adapt_lower_bound: bool, lb: jax.Array, barf:
     lb = jnp.where(cap < shrink * bc1 * lb, jnp.maximum(cap / (2 * bc1 * shrink), floor), lb)
   else:
     lb = floor
+  # 0 where the norm is 0 (every gradient so far zero): the params stay put.
   polyak = safe_divide(jnp.maximum(shrink * (barf - bc1 * lb - gamma) + iprod, 0), norm_sq)
-  tau = jnp.minimum(alpha / bc1, jnp.where(norm_sq <= _TINY, 0, polyak))
+  tau = jnp.minimum(alpha / bc1, polyak)
   if adapt_lower_bound:
     lb = jnp.maximum((barf + iprod - gamma - tau * norm_sq / 2) / bc1, floor)
   return tau, shrink, lb
@@ -97,12 +99,12 @@ def scale_by_momo(learning_rate: ScalarOrSchedule = 1.0, beta: ScalarOrSchedule 
     \\theta_{t+1} = \\frac{\\theta_t - \\tau_t d_t}{1 + \\alpha_t \\lambda}
 
   with the averages started at the first step's values (:math:`d_1 = g_1`,
-  ...), :math:`\\tau_t = 0` when :math:`\\|d_t\\|^2` is below float64's
-  machine epsilon, and inner products and norms over the whole tree. The
-  update is the step to add. Pass the loss: ``update(grads, state, params,
-  value=loss)``. With ``adapt_lower_bound`` :math:`f_*` is estimated as the
-  paper's MoMo* does (reset to half the model's value when the model drops
-  below it, never under ``lower_bound``).
+  ...), :math:`\\tau_t = 0` when :math:`d_t = 0` (the params stay put), and
+  inner products and norms over the whole tree. The update is the step to
+  add. Pass the loss: ``update(grads, state, params, value=loss)``. With
+  ``adapt_lower_bound`` :math:`f_*` is estimated as the paper's MoMo* does
+  (reset to half the model's value when the model drops below it, never
+  under ``lower_bound``).
 
   Args:
     learning_rate: :math:`\\alpha_t \\ge 0`, default 1.
@@ -114,7 +116,12 @@ def scale_by_momo(learning_rate: ScalarOrSchedule = 1.0, beta: ScalarOrSchedule 
   Differs from optax 0.2.8 when ``weight_decay > 0``: optax's step is
   :math:`\\theta_t/(1 + \\alpha\\lambda) - \\tau_t d_t`, which drops the
   division of :math:`\\tau_t d_t` that the paper's proximal step (and the
-  authors' code) has and that its own :math:`\\tau_t` is derived for.
+  authors' code) has and that its own :math:`\\tau_t` is derived for. And
+  where :math:`0 < \\|d_t\\|^2 \\le 2^{-52}`: optax's :math:`\\tau_t` is 0 there,
+  gradtx's the capped Polyak step, which does not depend on the loss's scale.
+
+  Complex leaves: their gradients conjugated (as optax), the inner product
+  :math:`\\operatorname{Re} \\sum \\bar a_i b_i`, :math:`\\|d\\|^2 = \\sum |d_i|^2`.
 
   References:
     Schaipp, Ohana, Eickenberg, Defazio & Gower, *MoMo: Momentum Models for
@@ -148,18 +155,16 @@ def scale_by_momo(learning_rate: ScalarOrSchedule = 1.0, beta: ScalarOrSchedule 
     value = _loss_value(stage, value, dtype)
     h, hparams = spec.step(state.hparams)
     # The averages start at the first step's values: no bias to correct.
-    beta = jnp.where(state.count == 0, 0, as_dtype(h["beta"], dtype))
-    barf = beta * state.barf + (1 - beta) * value
-    gamma = beta * state.gamma + (1 - beta) * _inner(updates, params, dtype)
+    beta = jnp.where(state.count == 0, 0, h["beta"])
+    barf = ema_moment(value, state.barf, beta, order=1)
+    gamma = ema_moment(_inner(updates, params, dtype), state.gamma, beta, order=1)
 
     def average(g, d):
-      c = compute_dtype(g, d)
-      return (as_dtype(beta, c) * as_dtype(d, c) + as_dtype(1 - beta, c) * as_dtype(g, c)
-              ).astype(d.dtype)
+      return ema_moment(g, d, beta, order=1).astype(d.dtype)
 
     d = tree.tree_map(average, updates, state.exp_avg)
     tau, shrink, lb = _momo_step(h, dtype, adapt_lower_bound, state.lb, barf, gamma,
-                                 _inner(d, params, dtype), _total(jnp.square, dtype, d),
+                                 _inner(d, params, dtype), as_dtype(tree.sum_squares(d), dtype),
                                  jnp.ones((), dtype))
 
     def step(d, p):
@@ -198,7 +203,8 @@ def momo(learning_rate: ScalarOrSchedule = 1.0, beta: ScalarOrSchedule = 0.9,
     weight_decay: :math:`\\lambda`, default 0.
     adapt_lower_bound: estimate :math:`f_*` as it runs, default False.
 
-  Differs from optax 0.2.8 when ``weight_decay > 0`` (see :func:`scale_by_momo`).
+  Differs from optax 0.2.8 when ``weight_decay > 0`` and when the Polyak step's
+  denominator is in :math:`(0, 2^{-52}]` (see :func:`scale_by_momo`).
 
   References:
     Schaipp et al., *MoMo: Momentum Models for Adaptive Learning Rates*,
@@ -223,7 +229,7 @@ def scale_by_momo_adam(learning_rate: ScalarOrSchedule = 1e-2, b1: ScalarOrSched
 
   .. math::
     m_t = \\beta_1 m_{t-1} + (1 - \\beta_1) g_t, \\quad
-    v_t = \\beta_2 v_{t-1} + (1 - \\beta_2) g_t^2, \\quad
+    v_t = \\beta_2 v_{t-1} + (1 - \\beta_2) |g_t|^2, \\quad
     D_t = \\epsilon + \\sqrt{v_t / (1 - \\beta_2^t)}, \\\\
     \\bar f_t = \\beta_1 \\bar f_{t-1} + (1 - \\beta_1) f(\\theta_t), \\quad
     \\gamma_t = \\beta_1 \\gamma_{t-1} + (1 - \\beta_1) \\langle g_t, \\theta_t \\rangle, \\\\
@@ -234,9 +240,9 @@ def scale_by_momo_adam(learning_rate: ScalarOrSchedule = 1e-2, b1: ScalarOrSched
     \\theta_{t+1} = \\frac{\\theta_t - \\tau_t m_t / D_t}{1 + \\alpha_t \\lambda}
 
   with the averages started at zero (hence the :math:`1 - \\beta_1^t`),
-  :math:`\\tau_t = 0` when the denominator is below float64's machine
-  epsilon, and inner products over the whole tree. The update is the step
-  to add. Pass the loss: ``update(grads, state, params, value=loss)``.
+  :math:`\\tau_t = 0` when :math:`m_t = 0`, and inner products over the
+  whole tree. The update is the step to add. Pass the loss:
+  ``update(grads, state, params, value=loss)``.
 
   Args:
     learning_rate: :math:`\\alpha_t \\ge 0`, default 1e-2.
@@ -247,7 +253,11 @@ def scale_by_momo_adam(learning_rate: ScalarOrSchedule = 1e-2, b1: ScalarOrSched
     weight_decay: :math:`\\lambda \\ge 0`, default 0.
     adapt_lower_bound: default False. Structural.
 
-  Differs from optax 0.2.8 when ``weight_decay > 0``, as :func:`scale_by_momo`.
+  Differs from optax 0.2.8 when ``weight_decay > 0``, and where the
+  denominator is in :math:`(0, 2^{-52}]`, as :func:`scale_by_momo`.
+
+  Complex leaves: their gradients conjugated (as optax), the inner product
+  :math:`\\operatorname{Re} \\sum \\bar a_i b_i`, :math:`v` real.
 
   References:
     Schaipp et al., *MoMo: Momentum Models for Adaptive Learning Rates*,
@@ -260,7 +270,7 @@ def scale_by_momo_adam(learning_rate: ScalarOrSchedule = 1e-2, b1: ScalarOrSched
     >>> params = jnp.array([1.0, 2.0])
     >>> u, _ = tx.update(params, tx.init(params), params, value=2.5)
     >>> u  # m / D = 0.1 sign(g), tau = (0.25 - 0.5 + 0.5) / 0.03 < 1 / (1 - b1)
-    Array([-0.83333343, -0.83333343], dtype=float32)
+    Array([-0.8333333, -0.8333333], dtype=float32)
   """
   stage = "scale_by_momo_adam"
   spec = _momo_spec(stage, learning_rate, b1=(b1, UNIT_HALF_OPEN), b2=(b2, UNIT_HALF_OPEN),
@@ -271,7 +281,7 @@ def scale_by_momo_adam(learning_rate: ScalarOrSchedule = 1e-2, b1: ScalarOrSched
     hparams = spec.init()
     dtype = _scalar_dtype(params)
     zero = jnp.zeros((), dtype)
-    return MomoAdamState(tree.zeros_like(params), tree.zeros_like(params), zero, zero,
+    return MomoAdamState(tree.zeros_like(params), _real_zeros_like(params), zero, zero,
                          as_dtype(hparams["lower_bound"], dtype), zero_count(), hparams)
 
   def update(updates, state, params=None, *, value=None, **extra):
@@ -282,26 +292,25 @@ def scale_by_momo_adam(learning_rate: ScalarOrSchedule = 1e-2, b1: ScalarOrSched
     dtype = state.barf.dtype
     value = _loss_value(stage, value, dtype)
     h, hparams = spec.step(state.hparams)
-    b1, b2 = as_dtype(h["b1"], dtype), as_dtype(h["b2"], dtype)
+    b1, b2 = h["b1"], h["b2"]
     count = safe_increment(state.count)
     t = _count_as(count, dtype)
-    bc1, bc2 = 1 - b1**t, 1 - b2**t
-    barf = b1 * state.barf + (1 - b1) * value
-    gamma = b1 * state.gamma + (1 - b1) * _inner(updates, params, dtype)
+    bc1, bc2 = 1 - as_dtype(b1, dtype)**t, 1 - as_dtype(b2, dtype)**t
+    barf = ema_moment(value, state.barf, b1, order=1)
+    gamma = ema_moment(_inner(updates, params, dtype), state.gamma, b1, order=1)
     eps = as_dtype(h["eps"], dtype)
 
     def moments(g, m, v):
-      c = compute_dtype(g, m)
-      g_ = as_dtype(g, c)
-      m_new = as_dtype(b1, c) * as_dtype(m, c) + as_dtype(1 - b1, c) * g_
-      v_new = as_dtype(b2, c) * as_dtype(v, c) + as_dtype(1 - b2, c) * g_ * g_
+      m_new = ema_moment(g, m, b1, order=1)
+      v_new = ema_moment(g, v, b2, order=2)  # |g|^2, real also for complex g
       return m_new.astype(m.dtype), v_new.astype(v.dtype)
 
     m, v = tree.map_multi(moments, 2, updates, state.exp_avg, state.exp_avg_sq)
 
     def direction(m, v):
-      c = m.dtype
-      return m / (as_dtype(eps, c) + jnp.sqrt(v / as_dtype(bc2, c)))
+      c, real = m.dtype, _real_dtype(m.dtype)
+      root = jnp.sqrt(as_dtype(v, real) / as_dtype(bc2, real))
+      return m / as_dtype(as_dtype(eps, real) + root, c)
 
     md = tree.tree_map(direction, m, v)
     tau, shrink, lb = _momo_step(h, dtype, adapt_lower_bound, state.lb, barf, gamma,
@@ -341,7 +350,8 @@ def momo_adam(learning_rate: ScalarOrSchedule = 1e-2, b1: ScalarOrSchedule = 0.9
     weight_decay: :math:`\\lambda`, default 0.
     adapt_lower_bound: default False.
 
-  Differs from optax 0.2.8 when ``weight_decay > 0`` (see :func:`scale_by_momo`).
+  Differs from optax 0.2.8 when ``weight_decay > 0`` and when the Polyak step's
+  denominator is in :math:`(0, 2^{-52}]` (see :func:`scale_by_momo`).
 
   References:
     Schaipp et al., *MoMo: Momentum Models for Adaptive Learning Rates*,

@@ -20,7 +20,7 @@ import numpy as np
 from gradtx import tree
 from gradtx.chain import Chain, named_chain
 from gradtx.contrib._common import (MuonDimensionNumbers, WeightDimNumOrFn, _dims_per_leaf, _fans,
-                                    _map_matrices, _matrix_axes)
+                                    _map_matrices, _matrices_2d, _matrix_axes)
 from gradtx.core import (ANY, NONNEGATIVE, POSITIVE, POSITIVE_INT, UNIT_HALF_OPEN,
                          GradientTransformation, HParams, HParamSpec, Params, ScalarOrSchedule,
                          check_value, stateless)
@@ -203,7 +203,7 @@ def scale_by_muon(ns_coeffs: tuple = _DEFAULT_NS_COEFFS, ns_steps: int = 5,
                     ns_coeffs=(_ns_coeffs_array(stage, ns_coeffs), ANY))
 
   def init(params):
-    return MuonState(zero_count(), tree.zeros_like(params, mu_dtype), spec.init())
+    return MuonState(zero_count(), tree.accumulator_like(params, mu_dtype), spec.init())
 
   def update(updates, state, params=None, **extra):
     del params, extra
@@ -267,16 +267,10 @@ class _MuonLeaves:
 
   def __call__(self, params: Params) -> Params:
     flags = [(d is not None) == self.muon for d in _dims_per_leaf("muon", self.spec, params)]
-    return jax.tree.unflatten(jax.tree.structure(params, is_leaf=tree._is_masked), flags)
+    return jax.tree.unflatten(jax.tree.structure(params, is_leaf=tree.is_masked), flags)
 
   def __repr__(self) -> str:
     return "muon_leaves" if self.muon else "other_leaves"
-
-
-def _matrices_2d(params: Params) -> Params:
-  """muon's default dimension numbers: every 2-D leaf is a matrix, the others are not."""
-  return jax.tree.map(lambda x: MuonDimensionNumbers() if len(np.shape(x)) == 2 else None,
-                      params, is_leaf=tree._is_masked)
 
 
 def muon(learning_rate: ScalarOrSchedule, ns_coeffs: tuple | str = _DEFAULT_NS_COEFFS,

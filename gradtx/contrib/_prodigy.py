@@ -9,10 +9,12 @@ import jax.numpy as jnp
 
 from gradtx import tree
 from gradtx.chain import Chain, named_chain
-from gradtx.contrib._whole_tree import _betas, _count_as, _inner, _scalar_dtype, _total
+from gradtx.contrib._whole_tree import (_betas, _count_as, _inner, _l1, _real_dtype,
+                                       _real_zeros_like, _scalar_dtype)
 from gradtx.core import (NONNEGATIVE, POSITIVE, UNIT, UNIT_HALF_OPEN, GradientTransformation,
                          HParams, HParamSpec, ScalarOrSchedule, require_params)
-from gradtx.numerics import as_dtype, compute_dtype, safe_divide, safe_increment, zero_count
+from gradtx.numerics import (as_dtype, compute_dtype, ema_moment, safe_divide,
+                             safe_increment, zero_count)
 
 __all__ = ["ProdigyState", "prodigy", "scale_by_prodigy"]
 
@@ -45,7 +47,7 @@ def scale_by_prodigy(learning_rate: ScalarOrSchedule = 1.0,
   .. math::
     \\eta_t = \\gamma_t d_t \\frac{\\sqrt{1 - \\beta_2^t}}{1 - \\beta_1^t}, \\quad
     m_t = \\beta_1 m_{t-1} + (1 - \\beta_1) d_t g_t, \\quad
-    v_t = \\beta_2 v_{t-1} + (1 - \\beta_2) d_t^2 g_t^2, \\\\
+    v_t = \\beta_2 v_{t-1} + (1 - \\beta_2) d_t^2 |g_t|^2, \\\\
     r_t = \\beta_3 r_{t-1} + \\frac{d_t}{d_0} \\eta_t \\langle g_t, \\theta_0 - \\theta_t \\rangle,
     \\quad
     s_t = \\beta_3 s_{t-1} + \\frac{d_t}{d_0} \\eta_t g_t, \\quad
@@ -60,6 +62,9 @@ def scale_by_prodigy(learning_rate: ScalarOrSchedule = 1.0,
   :math:`(1 - \\beta_3)` factors cancel in :math:`r_t / \\|s_t\\|_1`; the
   bias correction in :math:`\\eta_t` and :math:`d_{t+1}` in the denominator
   are the authors' code's (and optax's). Needs the params.
+
+  Complex leaves: their gradients conjugated (as optax), the inner product
+  :math:`\\operatorname{Re} \\sum \\bar a_i b_i`, :math:`\\|s\\|_1 = \\sum |s_i|`, :math:`v` real.
 
   Args:
     learning_rate: :math:`\\gamma_t \\ge 0`, default 1: a schedule around 1
@@ -102,7 +107,7 @@ def scale_by_prodigy(learning_rate: ScalarOrSchedule = 1.0,
   def init(params):
     hparams = spec.init()
     dtype = _scalar_dtype(params)
-    return ProdigyState(tree.zeros_like(params), tree.zeros_like(params),
+    return ProdigyState(tree.zeros_like(params), _real_zeros_like(params),
                         tree.zeros_like(params), params,
                         as_dtype(hparams["estim_lr0"], dtype), jnp.zeros((), dtype),
                         zero_count(), hparams)
@@ -115,12 +120,13 @@ def scale_by_prodigy(learning_rate: ScalarOrSchedule = 1.0,
     h, hparams = spec.step(state.hparams)
     d = state.estim_lr
     dtype = d.dtype
-    b1, b2 = as_dtype(h["betas"][0], dtype), as_dtype(h["betas"][1], dtype)
-    b3 = as_dtype(h["beta3"], dtype) if "beta3" in h else jnp.sqrt(b2)
+    b1, b2 = h["betas"][0], h["betas"][1]  # the moments' decays, in the hyperparameters' dtype
+    b3 = as_dtype(h["beta3"], dtype) if "beta3" in h else jnp.sqrt(as_dtype(b2, dtype))
     d0 = as_dtype(h["estim_lr0"], dtype)
     count = safe_increment(state.count)
     t = _count_as(count, dtype)
-    eta = d * as_dtype(h["learning_rate"], dtype) * jnp.sqrt(1 - b2**t) / (1 - b1**t)
+    eta = (d * as_dtype(h["learning_rate"], dtype) * jnp.sqrt(1 - as_dtype(b2, dtype)**t)
+           / (1 - as_dtype(b1, dtype)**t))
     weight = d / d0
     s_rate = weight * (d if safeguard_warmup else eta)
     r = b3 * state.numerator_weighted + weight * eta * _inner(
@@ -129,21 +135,23 @@ def scale_by_prodigy(learning_rate: ScalarOrSchedule = 1.0,
     def moments(g, m, v, s):
       c = compute_dtype(g, m)
       dg = as_dtype(d, c) * as_dtype(g, c)
-      m_new = as_dtype(b1, c) * as_dtype(m, c) + as_dtype(1 - b1, c) * dg
-      v_new = as_dtype(b2, c) * as_dtype(v, c) + as_dtype(1 - b2, c) * dg * dg
+      m_new = ema_moment(dg, m, b1, order=1)
+      v_new = ema_moment(dg, v, b2, order=2)  # |d g|^2, real also for complex g
       s_new = as_dtype(b3, c) * as_dtype(s, c) + as_dtype(s_rate, c) * as_dtype(g, c)
       return m_new.astype(m.dtype), v_new.astype(v.dtype), s_new.astype(s.dtype)
 
     m, v, s = tree.map_multi(moments, 3, updates, state.exp_avg, state.exp_avg_sq,
                              state.grad_sum)
-    estimate = as_dtype(h["estim_lr_coef"], dtype) * safe_divide(r, _total(jnp.abs, dtype, s))
+    estimate = as_dtype(h["estim_lr_coef"], dtype) * safe_divide(r, _l1(s, dtype))
     d_new = jnp.maximum(d, estimate)
     floor = d_new * as_dtype(h["eps"], dtype)
     decay = as_dtype(h["weight_decay"], dtype)
 
     def step(m, v, p):
       c = compute_dtype(m, p)
-      direction = as_dtype(m, c) / (jnp.sqrt(as_dtype(v, c)) + as_dtype(floor, c))
+      real = _real_dtype(c)
+      denominator = jnp.sqrt(as_dtype(v, real)) + as_dtype(floor, real)
+      direction = as_dtype(m, c) / as_dtype(denominator, c)
       return (-as_dtype(eta, c) * (direction + as_dtype(decay, c) * as_dtype(p, c))).astype(p.dtype)
 
     out = tree.tree_map(step, m, v, params)

@@ -16,11 +16,11 @@ import jax.numpy as jnp
 from gradtx import tree
 from gradtx.chain import ChainState, in_stage
 from gradtx.core import (POSITIVE_INT, EmptyState, GradientTransformation, HParams, HParamSpec,
-                         _branch, apply_updates, as_transformation, check_value, require_params)
+                         branch, apply_updates, as_transformation, check_value, require_params)
 from gradtx.errors import MissingArgumentError
 from gradtx.numerics import as_dtype, compute_dtype, zero_count
 from gradtx.transforms.scaling import normalize_by_update_norm
-from gradtx.wrappers._common import _reset_keeping_hparams
+from gradtx.wrappers._common import reset_keeping_hparams
 
 __all__ = ["NormalizeState", "SAMState", "normalize", "sam"]
 
@@ -168,7 +168,7 @@ def sam(optimizer: GradientTransformation, adv_optimizer: GradientTransformation
                     None if opaque_mode else params, spec.init())
 
   def reset(adv_state, params):
-    return (_reset_keeping_hparams(True, adv_state, adv_optimizer.init(params)) if reset_state
+    return (reset_keeping_hparams(True, adv_state, adv_optimizer.init(params)) if reset_state
             else adv_state)
 
   def ascend(adv_updates, like):
@@ -199,7 +199,7 @@ def sam(optimizer: GradientTransformation, adv_optimizer: GradientTransformation
       new_updates = tree.tree_map(back_and_step, cache, params, outer_updates, updates)
       return new_updates, new_opt_state, reset(adv_state, params)
 
-    new_updates, opt_state, adv_state = _branch(last, outer_step, adversarial_step, None)
+    new_updates, opt_state, adv_state = branch(last, outer_step, adversarial_step, None)
     steps = jnp.where(last, 0, state.steps_since_sync + 1).astype(jnp.int32)
     return new_updates, SAMState(steps, *named(opt_state, adv_state), cache, state.hparams)
 

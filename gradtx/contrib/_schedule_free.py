@@ -12,14 +12,14 @@ from gradtx.chain import Chain, named_chain
 from gradtx.contrib._common import _as_base
 from gradtx.contrib._whole_tree import _scalar_dtype
 from gradtx.core import (NONNEGATIVE, POSITIVE_INT, GradientTransformation, HParams,
-                         HParamSpec, Range, ScalarOrSchedule, _format_value,
+                         HParamSpec, Range, ScalarOrSchedule, format_value,
                          check_value, require_params)
 from gradtx.numerics import as_dtype, compute_dtype, safe_divide, safe_increment
 from gradtx.transforms.clipping import per_example_global_norm_clip
 from gradtx.transforms.decay import add_decayed_weights
 from gradtx.transforms.moments import scale_by_rms
 from gradtx.transforms.momentum import trace
-from gradtx.transforms.noise import _as_key
+from gradtx.transforms.noise import as_key
 from gradtx.transforms.scaling import scale_by_learning_rate
 
 __all__ = ["DifferentiallyPrivateAggregateState", "ScheduleFreeState",
@@ -69,7 +69,7 @@ class _FromStepOne:
     return self.schedule(count + 1)
 
   def __repr__(self) -> str:
-    return _format_value(self.schedule)
+    return format_value(self.schedule)
 
 
 def schedule_free(base_optimizer: Any, learning_rate: ScalarOrSchedule, b1: ScalarOrSchedule = 0.9,
@@ -414,7 +414,7 @@ def differentially_private_aggregate(l2_norm_clip: ScalarOrSchedule,
     key = seed
   spec = HParamSpec(stage, l2_norm_clip=(l2_norm_clip, NONNEGATIVE),
                     noise_multiplier=(noise_multiplier, NONNEGATIVE))
-  start = _as_key(0 if key is None else key)
+  start = as_key(0 if key is None else key)
 
   def init(params):
     del params

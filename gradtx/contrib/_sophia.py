@@ -16,13 +16,13 @@ import jax.numpy as jnp
 from gradtx import tree
 from gradtx.chain import Chain, in_stage, named_chain
 from gradtx.core import (NONNEGATIVE, NONNEGATIVE_INT, POSITIVE, POSITIVE_INT, UNIT_HALF_OPEN,
-                         GradientTransformation, HParams, HParamSpec, ScalarOrSchedule, _branch,
+                         GradientTransformation, HParams, HParamSpec, ScalarOrSchedule, branch,
                          as_transformation, check_value, require_params)
 from gradtx.errors import MissingArgumentError
 from gradtx.numerics import (as_dtype, bias_correction, compute_dtype, ema_moment, safe_increment,
                              zero_count)
 from gradtx.transforms.decay import Mask, add_decayed_weights
-from gradtx.transforms.noise import _as_key
+from gradtx.transforms.noise import as_key
 from gradtx.transforms.scaling import scale_by_learning_rate
 
 __all__ = ["HutchinsonState", "SophiaState", "hutchinson_estimator_diag_hessian", "scale_by_sophia",
@@ -89,7 +89,7 @@ def hutchinson_estimator_diag_hessian(random_seed: Any = None) -> GradientTransf
 
   def init(params):
     del params
-    return HutchinsonState(_as_key(seed), spec.init())
+    return HutchinsonState(as_key(seed), spec.init())
 
   def update(updates, state, params=None, *, obj_fn: Callable[[Any], jax.Array] | None = None,
              **extra):
@@ -217,7 +217,7 @@ def scale_by_sophia(b1: ScalarOrSchedule = 0.965, b2: ScalarOrSchedule = 0.99,
   spec = HParamSpec("scale_by_sophia", **entries)
 
   def init(params):
-    return SophiaState(zero_count(), tree.zeros_like(params, mu_dtype), tree.zeros_like(params),
+    return SophiaState(zero_count(), tree.accumulator_like(params, mu_dtype), tree.zeros_like(params),
                        hessian_diagonal_fn.init(params), spec.init())
 
   def update(updates, state, params=None, **extra):
@@ -256,7 +256,7 @@ def scale_by_sophia(b1: ScalarOrSchedule = 0.965, b2: ScalarOrSchedule = 0.99,
     due = state.count % h["update_interval"] == 0
     operands = (state.hessian_fn_state, state.nu)
     with in_stage("hessian_diagonal_fn"):
-      hessian_fn_state, nu = _branch(due, refresh, lambda ops: ops, operands)
+      hessian_fn_state, nu = branch(due, refresh, lambda ops: ops, operands)
     return updates, SophiaState(count, mu, nu, hessian_fn_state, hparams)
 
   # A clip threshold shows with the hyperparameters; its absence, as an option.

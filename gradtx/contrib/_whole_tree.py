@@ -1,48 +1,71 @@
 """Whole-tree scalars that the optimizers which set their own step size share.
 
-Sums and inner products over every leaf in one dtype, a ratio safe at 0/0, the
-distance moved.
+The dtype of those scalars, and the inner product and l1 norm over every leaf
+in it (squared norms are :func:`gradtx.tree.sum_squares`). Complex leaves
+count as the real vectors of their (real, imaginary) parts:
+:math:`\\langle a, b \\rangle = \\operatorname{Re} \\sum \\bar a_i b_i`,
+:math:`\\|x\\|^2 = \\sum |x_i|^2`, and the l1 norm is :math:`\\sum |x_i|`.
 """
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from typing import Any
 
 import jax
 import jax.numpy as jnp
 
 from gradtx import tree
 from gradtx.numerics import as_dtype
+from gradtx.tree_utils import tree_norm, tree_vdot
 
 __all__: list[str] = []
 
+_WIDE = (jnp.dtype(jnp.float64), jnp.dtype(jnp.complex128))
+
 
 def _scalar_dtype(params: Any) -> jnp.dtype:
-  """float64 if some parameter is float64, float32 otherwise: the dtype of the global scalars."""
-  wide = any(jnp.asarray(x).dtype == jnp.float64
-             for x in jax.tree.leaves(params, is_leaf=tree._is_masked) if not tree._is_masked(x))
+  """The dtype of the global scalars: float64 if some parameter is float64 or complex128,
+  float32 otherwise."""
+  wide = any(jnp.asarray(x).dtype in _WIDE
+             for x in jax.tree.leaves(params, is_leaf=tree.is_masked) if not tree.is_masked(x))
   return jnp.dtype(jnp.float64 if wide else jnp.float32)
 
 
-def _total(fn: Callable[..., jax.Array], dtype: Any, first: Any, *rest: Any) -> jax.Array:
-  """:math:`\\sum_\\text{leaves} \\sum_i fn(x_i, \\dots)`, each leaf cast to ``dtype`` first.
+def _real_dtype(dtype: Any) -> jnp.dtype:
+  """The dtype of :math:`|x|` for ``x`` of ``dtype``: float32 for complex64, else ``dtype``."""
+  dtype = jnp.dtype(dtype)
+  return jnp.finfo(dtype).dtype if jnp.issubdtype(dtype, jnp.complexfloating) else dtype
 
-  ``dtype`` is float32 or wider, so bfloat16 leaves do not lose the sum (as
-  :func:`gradtx.tree.sum_squares`). A packed tree's buffers are its leaves.
-  """
-  leaves = jax.tree.leaves(first, is_leaf=tree._is_masked)
-  others = [jax.tree.leaves(r, is_leaf=tree._is_masked) for r in rest]
-  total = jnp.zeros((), dtype)
-  for i, x in enumerate(leaves):
-    if tree._is_masked(x):
-      continue
-    total = total + jnp.sum(fn(*(as_dtype(y, dtype) for y in [x] + [o[i] for o in others])))
-  return total
+
+def _real_zeros_like(params: Any) -> Any:
+  """Zeros shaped like each leaf in its real dtype: the state of a statistic of :math:`|g|`."""
+  return tree.tree_map(lambda x: jnp.zeros_like(x, _real_dtype(jnp.asarray(x).dtype)), params)
+
+
+def _widened(x: Any, dtype: Any) -> Any:
+  """Each leaf in ``dtype`` (float32 or wider), or in its complex counterpart for a complex leaf."""
+  wide = jnp.complex128 if jnp.dtype(dtype) == jnp.float64 else jnp.complex64
+
+  def widen(leaf):
+    return leaf.astype(wide if jnp.iscomplexobj(leaf) else dtype)
+
+  return tree.tree_map(widen, x)
 
 
 def _inner(a: Any, b: Any, dtype: Any) -> jax.Array:
-  """:math:`\\langle a, b \\rangle` over the whole tree (real leaves), in ``dtype``."""
-  return _total(jnp.multiply, dtype, a, b)
+  """:math:`\\langle a, b \\rangle = \\operatorname{Re} \\sum_i \\bar a_i b_i` over the whole tree.
+
+  In ``dtype``: :func:`gradtx.tree_utils.tree_vdot` of the leaves widened
+  to ``dtype`` first, so bfloat16 leaves do not lose the sum. A packed
+  tree's buffers are its leaves.
+  """
+  return as_dtype(jnp.real(jnp.asarray(tree_vdot(_widened(a, dtype), _widened(b, dtype)))),
+                  dtype)
+
+
+def _l1(x: Any, dtype: Any) -> jax.Array:
+  """:math:`\\|x\\|_1 = \\sum |x_i|` over the whole tree, in ``dtype`` (leaves widened first)."""
+  return as_dtype(jnp.asarray(tree_norm(_widened(x, dtype), ord=1)), dtype)
 
 
 def _betas(stage: str, betas: Any) -> tuple[Any, Any]:

@@ -69,7 +69,7 @@ def scale_by_radam(b1: ScalarOrSchedule = 0.9, b2: ScalarOrSchedule = 0.999,
                     threshold=(threshold, Range()))
 
   def init(params):
-    return ScaleByAdamState(numerics.zero_count(), tree.zeros_like(params, mu_dtype),
+    return ScaleByAdamState(numerics.zero_count(), tree.accumulator_like(params, mu_dtype),
                             tree.zeros_like(params, nu_dtype), spec.init())
 
   def update(updates, state, params=None, **extra):
@@ -112,6 +112,26 @@ class ScaleByBeliefState(NamedTuple):
   hparams: HParams
 
 
+def belief_moments(g: jax.Array, m: jax.Array, s: jax.Array, b1: jax.Array, b2: jax.Array,
+                   eps_root: jax.Array) -> tuple[jax.Array, jax.Array]:
+  """AdaBelief's moments: the mean :math:`m_t` and the belief :math:`s_t` centred on it.
+
+  .. math::
+    m_t = \\beta_1 m_{t-1} + (1-\\beta_1) g_t, \\quad
+    s_t = \\beta_2 s_{t-1} + (1-\\beta_2)(g_t - m_t)^2 + \\epsilon_\\text{root}
+
+  The prediction error :math:`g_t - m_t` is taken in :math:`m_t`'s dtype;
+  dtypes otherwise as in :func:`gradtx.numerics.ema_moment` (callers cast
+  the moments to the state's dtypes). Shared by :func:`scale_by_belief` and
+  ACProp (:func:`gradtx.contrib.scale_by_acprop`), which divides by
+  :math:`s_{t-1}` instead of :math:`s_t`.
+  """
+  m_new = ema_moment(g, m, b1, order=1)
+  prediction_error = as_dtype(g, m_new.dtype) - m_new
+  s_new = ema_moment(prediction_error, s, b2, order=2)
+  return m_new, s_new + as_dtype(eps_root, s_new.dtype)
+
+
 def scale_by_belief(b1: ScalarOrSchedule = 0.9, b2: ScalarOrSchedule = 0.999,
                     eps: ScalarOrSchedule = 1e-16, eps_root: ScalarOrSchedule = 1e-16, *,
                     nesterov: bool = False, mu_dtype: Any = None,
@@ -142,7 +162,7 @@ def scale_by_belief(b1: ScalarOrSchedule = 0.9, b2: ScalarOrSchedule = 0.999,
                     eps=(eps, NONNEGATIVE), eps_root=(eps_root, NONNEGATIVE))
 
   def init(params):
-    return ScaleByBeliefState(numerics.zero_count(), tree.zeros_like(params, mu_dtype),
+    return ScaleByBeliefState(numerics.zero_count(), tree.accumulator_like(params, mu_dtype),
                               tree.zeros_like(params, nu_dtype), spec.init())
 
   def update(updates, state, params=None, **extra):
@@ -152,10 +172,7 @@ def scale_by_belief(b1: ScalarOrSchedule = 0.9, b2: ScalarOrSchedule = 0.999,
     count = safe_increment(state.count)
 
     def leaf(g, m, s):
-      m_new = ema_moment(g, m, h["b1"], order=1)
-      prediction_error = g.astype(m_new.dtype) - m_new
-      s_new = ema_moment(prediction_error, s, h["b2"], order=2)
-      s_new = s_new + as_dtype(h["eps_root"], s_new.dtype)
+      m_new, s_new = belief_moments(g, m, s, h["b1"], h["b2"], h["eps_root"])
       m_hat = debiased_first_moment(g, m_new, h["b1"], count, nesterov)
       s_hat = numerics.bias_correction(s_new, h["b2"], count)
       u = m_hat.astype(s_hat.dtype) / (jnp.sqrt(s_hat) + as_dtype(h["eps"], s_hat.dtype))
@@ -199,7 +216,7 @@ def scale_by_yogi(b1: ScalarOrSchedule = 0.9, b2: ScalarOrSchedule = 0.999,
 
   def init(params):
     return ScaleByAdamState(numerics.zero_count(),
-                            tree.full_like(params, initial_accumulator_value, mu_dtype),
+                            tree.accumulator_like(params, mu_dtype, initial_accumulator_value),
                             tree.full_like(params, initial_accumulator_value, nu_dtype),
                             spec.init())
 
@@ -212,7 +229,7 @@ def scale_by_yogi(b1: ScalarOrSchedule = 0.9, b2: ScalarOrSchedule = 0.999,
     def leaf(g, m, v):
       m_new = ema_moment(g, m, h["b1"], order=1)
       dtype = compute_dtype(g, v)
-      g_sq, v_old = numerics.abs_sq(g.astype(dtype)), v.astype(dtype)
+      g_sq, v_old = as_dtype(numerics.abs_sq(g.astype(dtype)), dtype), v.astype(dtype)
       v_new = v_old - (1 - as_dtype(h["b2"], dtype)) * jnp.sign(v_old - g_sq) * g_sq
       m_hat = numerics.bias_correction(m_new, h["b1"], count).astype(dtype)
       v_hat = numerics.bias_correction(v_new, h["b2"], count)
@@ -270,7 +287,7 @@ def scale_by_novograd(b1: ScalarOrSchedule = 0.9, b2: ScalarOrSchedule = 0.25,
   def init(params):
     # One scalar per leaf (block_map: in packed mode, spread over the leaf's entries).
     nu = tree.block_map(lambda p: jnp.zeros((), jnp.asarray(p).dtype), params)
-    return ScaleByNovogradState(numerics.zero_count(), tree.zeros_like(params, mu_dtype), nu,
+    return ScaleByNovogradState(numerics.zero_count(), tree.accumulator_like(params, mu_dtype), nu,
                                 spec.init())
 
   def update(updates, state, params=None, **extra):

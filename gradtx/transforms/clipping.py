@@ -159,10 +159,6 @@ def _unitwise_norm(x: jax.Array, axis: int | tuple[int, ...] | None) -> jax.Arra
   return jnp.sqrt(jnp.sum(_squares(x), axis=_unit_axes(x, axis), keepdims=True))
 
 
-def _is_masked(x: Any) -> bool:
-  return isinstance(x, tree.MaskedNode)
-
-
 # optax's floor on the gradient norm in the clipped branch: it only keeps a
 # division by zero out of the branch that jnp.where discards.
 _DIV_EPS = 1e-6
@@ -215,7 +211,7 @@ def adaptive_grad_clip(clipping: ScalarOrSchedule, eps: ScalarOrSchedule = 1e-3,
     params = require_params("adaptive_grad_clip", params)
     tree.check_structure(updates, params, "updates", "params")
     if axis is None:  # name the key path of a leaf with no default unit, before tracing it
-      for path, g in jax.tree_util.tree_flatten_with_path(updates, is_leaf=_is_masked)[0]:
+      for path, g in jax.tree_util.tree_flatten_with_path(updates, is_leaf=tree.is_masked)[0]:
         if isinstance(g, jax.Array):  # a packed buffer's leaves are 1-D and pass
           _unit_axes(g, None, f"adaptive_grad_clip: at key path {tree.keystr(path)}")
 

@@ -119,7 +119,7 @@ def scale_by_factored_rms(factored: bool = True, decay_rate: ScalarOrSchedule = 
       dtype = g.dtype
       i = (state.count - step_offset).astype(dtype)
       beta2 = as_dtype(beta2_at(i, as_dtype(h["decay_rate"], dtype)), dtype)
-      G = abs_sq(g) + as_dtype(h["epsilon"], dtype)
+      G = as_dtype(abs_sq(g), dtype) + as_dtype(h["epsilon"], dtype)  # real, in g's dtype
       dims = _factored_dims(g.shape, factored, min_dim_size_to_factor)
       if dims is None:
         v_new = (beta2 * v + (1 - beta2) * G).astype(v.dtype)
@@ -186,10 +186,7 @@ def scale_by_sm3(b1: ScalarOrSchedule = 0.9, b2: ScalarOrSchedule = 1.0,
     return [jnp.zeros((n,), p.dtype) for n in p.shape]
 
   def init(params):
-    for path, p in jax.tree_util.tree_flatten_with_path(params)[0]:
-      if jnp.iscomplexobj(p):
-        raise ValueError(f"scale_by_sm3: complex parameters are not supported "
-                         f"(key path {tree.keystr(path)})")
+    tree.check_real(params, "scale_by_sm3")
     mu, = tree.map_leaves(lambda p: (accumulators(p),), (False,), params)
     return ScaleBySM3State(mu, tree.zeros_like(params), spec.init())
 

@@ -23,7 +23,7 @@ import numpy as np
 
 from gradtx import numerics, tree
 from gradtx.core import (NONNEGATIVE, NONNEGATIVE_INT, POSITIVE, POSITIVE_INT,
-                         GradientTransformation, HParams, HParamSpec, Range, _branch,
+                         GradientTransformation, HParams, HParamSpec, Range, branch,
                          check_value, require_params)
 from gradtx.errors import MissingArgumentError, StructureError
 from gradtx.numerics import safe_increment
@@ -192,7 +192,7 @@ def scale_by_lbfgs(memory_size: int = 10, scale_init_precond: bool = True
     pairs = (tree.tree_map(lambda M: M[order], s_memory),
              tree.tree_map(lambda M: M[order], y_memory), rho_memory[order])
     q, alphas = jax.lax.scan(_newest_to_oldest, updates, pairs, reverse=True)
-    r = tree.scale(q, gamma)
+    r = tree.scale(gamma, q)
     direction, _ = jax.lax.scan(_oldest_to_newest, r, (*pairs, alphas))
     direction = tree.cast_like(direction, updates)
     return direction, ScaleByLBFGSState(safe_increment(k), params, updates, s_memory, y_memory,
@@ -793,6 +793,6 @@ def value_and_grad_from_state(value_fn: Callable[..., Any]) -> Callable[..., tup
               tree.cast_like(new_grad, grad))
 
     reuse = jnp.isfinite(value)
-    return _branch(reuse, stored, compute, params, fn_args, fn_kwargs)
+    return branch(reuse, stored, compute, params, fn_args, fn_kwargs)
 
   return value_and_grad

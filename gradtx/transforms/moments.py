@@ -131,7 +131,8 @@ def scale_by_stddev(decay: ScalarOrSchedule = 0.9, eps: ScalarOrSchedule = 1e-8,
       nu_new = ema_moment(g, nu, rho, order=2)
       mu_hat = numerics.bias_correction(mu_new, rho, count) if bias_correction else mu_new
       nu_hat = numerics.bias_correction(nu_new, rho, count) if bias_correction else nu_new
-      u = _divide_by_root(g, nu_hat - abs_sq(mu_hat), h["eps"], eps_in_sqrt)
+      u = _divide_by_root(g, nu_hat - as_dtype(abs_sq(mu_hat), nu_hat.dtype), h["eps"],
+                          eps_in_sqrt)
       return as_dtype(u, g.dtype), as_dtype(mu_new, mu.dtype), as_dtype(nu_new, nu.dtype)
 
     updates, mu, nu = tree.map_multi(leaf, 3, updates, state.mu, state.nu)
@@ -181,7 +182,7 @@ def scale_by_rss(initial_accumulator_value: float = 0.1,
 
     def leaf(g, G):
       dtype = compute_dtype(g, G)
-      G_new = abs_sq(as_dtype(g, dtype)) + as_dtype(G, dtype)
+      G_new = as_dtype(abs_sq(as_dtype(g, dtype)), dtype) + as_dtype(G, dtype)
       if eps_in_sqrt:
         u = safe_rsqrt(G_new + as_dtype(h["eps"], dtype)) * as_dtype(g, dtype)
       else:
@@ -353,7 +354,7 @@ def scale_by_adam(b1: ScalarOrSchedule = 0.9, b2: ScalarOrSchedule = 0.999,
   spec = _adam_spec("scale_by_adam", b1, b2, eps, eps_root)
 
   def init(params):
-    return ScaleByAdamState(numerics.zero_count(), tree.zeros_like(params, mu_dtype),
+    return ScaleByAdamState(numerics.zero_count(), tree.accumulator_like(params, mu_dtype),
                             tree.zeros_like(params, nu_dtype), spec.init())
 
   def update(updates, state, params=None, *, factor=None, **extra):
@@ -418,7 +419,7 @@ def scale_by_amsgrad(b1: ScalarOrSchedule = 0.9, b2: ScalarOrSchedule = 0.999,
   spec = _adam_spec("scale_by_amsgrad", b1, b2, eps, eps_root)
 
   def init(params):
-    return ScaleByAmsgradState(numerics.zero_count(), tree.zeros_like(params, mu_dtype),
+    return ScaleByAmsgradState(numerics.zero_count(), tree.accumulator_like(params, mu_dtype),
                                tree.zeros_like(params), tree.zeros_like(params), spec.init())
 
   def update(updates, state, params=None, **extra):
@@ -477,7 +478,7 @@ def scale_by_adamax(b1: ScalarOrSchedule = 0.9, b2: ScalarOrSchedule = 0.999,
       m_new = ema_moment(g, m, h["b1"], order=1)
       dtype = compute_dtype(g, v)
       v_new = jnp.maximum(as_dtype(h["b2"], dtype) * as_dtype(v, dtype),
-                          jnp.abs(as_dtype(g, dtype)) + as_dtype(h["eps"], dtype))
+                          as_dtype(jnp.abs(as_dtype(g, dtype)), dtype) + as_dtype(h["eps"], dtype))
       u = numerics.bias_correction(m_new, h["b1"], count) / as_dtype(v_new, m_new.dtype)
       return as_dtype(u, g.dtype), as_dtype(m_new, m.dtype), as_dtype(v_new, v.dtype)
 

@@ -34,7 +34,8 @@ def trace(decay: ScalarOrSchedule, nesterov: bool = False,
   Args:
     decay: :math:`\\mu \\ge 0`, the momentum coefficient (0.9 is usual).
     nesterov: use Nesterov's look-ahead form.
-    accumulator_dtype: dtype of the trace; ``None`` uses the params' dtype.
+    accumulator_dtype: dtype of the trace; ``None`` uses the params' dtype (a
+      real one is made complex, same precision, for complex params).
 
   References:
     Polyak, *Some methods of speeding up the convergence of iteration methods*, 1964.
@@ -52,7 +53,7 @@ def trace(decay: ScalarOrSchedule, nesterov: bool = False,
   spec = HParamSpec("trace", decay=(decay, NONNEGATIVE))
 
   def init(params):
-    return TraceState(tree.zeros_like(params, accumulator_dtype), spec.init())
+    return TraceState(tree.accumulator_like(params, accumulator_dtype), spec.init())
 
   def update(updates, state, params=None, **extra):
     del params, extra
@@ -92,7 +93,8 @@ def ema(decay: ScalarOrSchedule, debias: bool = True,
   Args:
     decay: :math:`\\beta \\in [0, 1)`.
     debias: divide by :math:`1 - \\beta^t` to undo the zero initialisation.
-    accumulator_dtype: dtype of the average; ``None`` uses the params' dtype.
+    accumulator_dtype: dtype of the average; ``None`` uses the params' dtype (a
+      real one is made complex, same precision, for complex params).
 
   Example:
     >>> import gradtx as gtx
@@ -104,7 +106,7 @@ def ema(decay: ScalarOrSchedule, debias: bool = True,
   spec = HParamSpec("ema", decay=(decay, UNIT_HALF_OPEN))
 
   def init(params):
-    return EmaState(numerics.zero_count(), tree.zeros_like(params, accumulator_dtype),
+    return EmaState(numerics.zero_count(), tree.accumulator_like(params, accumulator_dtype),
                     spec.init())
 
   def update(updates, state, params=None, **extra):

@@ -33,7 +33,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from gradtx import tree
-from gradtx.chain import ChainState, _values_by_name
+from gradtx.chain import ChainState, values_by_name
 from gradtx.core import (GradientTransformation, HParams, HParamSpec, as_transformation,
                          require_params)
 from gradtx.numerics import compute_dtype
@@ -505,4 +505,4 @@ def stats(state: PyTree) -> dict[str, Any]:
     >>> gtx.stats(state)
     {'monitor.leaf_norms': {'a': Array(5., dtype=float32), 'b': Array(2., dtype=float32)}}
   """
-  return _values_by_name(state, Stats)
+  return values_by_name(state, Stats)

@@ -22,7 +22,7 @@ class AddNoiseState(NamedTuple):
   hparams: HParams
 
 
-def _as_key(key: Any) -> jax.Array:
+def as_key(key: Any) -> jax.Array:
   """A typed PRNG key from an int seed, a typed key, or a raw ``uint32[2]`` key."""
   if isinstance(key, jax.Array) and jnp.issubdtype(key.dtype, jax.dtypes.prng_key):
     return key
@@ -64,7 +64,7 @@ def add_noise(eta: ScalarOrSchedule = 0.01, gamma: ScalarOrSchedule = 0.55,
 
   def init(params):
     del params
-    return AddNoiseState(numerics.zero_count(), _as_key(seed), spec.init())
+    return AddNoiseState(numerics.zero_count(), as_key(seed), spec.init())
 
   def update(updates, state, params=None, **extra):
     del params, extra

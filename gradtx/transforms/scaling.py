@@ -31,7 +31,7 @@ def _scaling(name: str, factor_of: Callable[[dict[str, jax.Array]], jax.Array],
   multiplication fewer in every leaf's kernel is less for XLA to compile.
   """
   def multiply(updates, params, **now):
-    return tree.scale(updates, factor_of(now))
+    return tree.scale(factor_of(now), updates)
 
   tx = stateless(multiply, name=name, **hyperparams)
 
@@ -158,7 +158,7 @@ def normalize_by_update_norm(scale_factor: ScalarOrSchedule = 1.0,
     factor = jnp.where(positive, as_dtype(scale_factor, norm.dtype)
                        / jnp.where(positive, denominator, jnp.ones_like(denominator)),
                        jnp.zeros_like(denominator))
-    return tree.scale(updates, factor)
+    return tree.scale(factor, updates)
 
   return stateless(normalize_by_update_norm, scale_factor=(scale_factor, ANY),
                    eps=(eps, NONNEGATIVE))

@@ -76,7 +76,7 @@ def scale_by_lion(b1: ScalarOrSchedule = 0.9, b2: ScalarOrSchedule = 0.99,
   spec = HParamSpec("scale_by_lion", b1=(b1, UNIT), b2=(b2, UNIT))
 
   def init(params):
-    return ScaleByLionState(tree.zeros_like(params, mu_dtype), spec.init())
+    return ScaleByLionState(tree.accumulator_like(params, mu_dtype), spec.init())
 
   def update(updates, state, params=None, **extra):
     del params, extra
@@ -148,6 +148,7 @@ def scale_by_rprop(learning_rate: float, eta_minus: ScalarOrSchedule = 0.5,
                     max_step_size=(max_step_size, POSITIVE))
 
   def init(params):
+    tree.check_real(params, "scale_by_rprop")  # sign tests and clipping need an order
     return ScaleByRpropState(tree.full_like(params, learning_rate), tree.zeros_like(params),
                              spec.init())
 

@@ -76,7 +76,7 @@ def scale_by_polyak(f_min: ScalarOrSchedule = 0.0, max_learning_rate: ScalarOrSc
     denominator = g_sq + h["eps"].astype(dtype)
     step = jnp.where(denominator <= _TINY, jnp.zeros((), dtype),
                      jnp.minimum(gap / denominator, h["max_learning_rate"].astype(dtype)))
-    return tree.scale(updates, step), EmptyState(hparams)
+    return tree.scale(step, updates), EmptyState(hparams)
 
   return GradientTransformation(init, update, name="scale_by_polyak", spec=spec,
                                 options=dict(variant=variant))

@@ -152,8 +152,7 @@ def tree_cast_like(tree: PyTree, other_tree: PyTree) -> PyTree:
     >>> gtx.tree_utils.tree_cast_like({"a": jnp.ones(2)}, {"a": jnp.zeros(2, jnp.float16)})
     {'a': Array([1., 1.], dtype=float16)}
   """
-  return _tree.tree_map(lambda t, o: t.astype(o.dtype) if hasattr(o, "dtype") else t,
-                       tree, other_tree)
+  return _tree.cast_like(tree, other_tree)
 
 
 def _lower_dtype(a: Any, b: Any) -> Any:

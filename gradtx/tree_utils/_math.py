@@ -39,7 +39,7 @@ def tree_add(tree_x: PyTree, tree_y: PyTree, *other_trees: PyTree) -> PyTree:
     >>> gtx.tree_utils.tree_add({"a": jnp.ones(2)}, {"a": jnp.ones(2)}, {"a": jnp.ones(2)})
     {'a': Array([3., 3.], dtype=float32)}
   """
-  return functools.reduce(_tree.add, other_trees, _tree.add(tree_x, tree_y))
+  return _tree.add(tree_x, tree_y, *other_trees)
 
 
 def tree_sub(tree_x: PyTree, tree_y: PyTree) -> PyTree:
@@ -103,7 +103,7 @@ def tree_scale(scalar: jax.typing.ArrayLike, tree: PyTree) -> PyTree:
     >>> gtx.tree_utils.tree_scale(0.5, {"a": jnp.ones(2, jnp.bfloat16)})
     {'a': Array([0.5, 0.5], dtype=bfloat16)}
   """
-  return _tree.scale(tree, scalar)
+  return _tree.scale(scalar, tree)
 
 
 def tree_add_scale(tree_x: PyTree, scalar: jax.typing.ArrayLike, tree_y: PyTree) -> PyTree:

@@ -9,7 +9,7 @@ import jax
 import jax.numpy as jnp
 
 from gradtx import tree
-from gradtx.core import GradientTransformation, HParams, _branch
+from gradtx.core import GradientTransformation, HParams, branch
 from gradtx.errors import StructureError
 
 PyTree = Any
@@ -45,10 +45,10 @@ def _run_if(run: jax.Array, inner: GradientTransformation, updates: PyTree, stat
       return tree.cast_like(operands[0], out_updates), operands[1]
     return tree.tree_map(lambda x: jnp.zeros(x.shape, x.dtype), out_updates), operands[1]
 
-  return _branch(run, step, skip, (updates, state, params))
+  return branch(run, step, skip, (updates, state, params))
 
 
-def _reset_keeping_hparams(reset: jax.Array, current: PyTree, fresh: PyTree) -> PyTree:
+def reset_keeping_hparams(reset: jax.Array, current: PyTree, fresh: PyTree) -> PyTree:
   """``fresh`` where ``reset``, else ``current``; hyperparameters always stay ``current``'s
   (so values set by name survive a reset)."""
   is_hparams = lambda x: isinstance(x, HParams)  # noqa: E731

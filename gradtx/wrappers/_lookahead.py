@@ -12,7 +12,7 @@ from gradtx.core import (POSITIVE_INT, UNIT, GradientTransformation, HParams, HP
                          ScalarOrSchedule, as_transformation, require_params)
 from gradtx.errors import StructureError
 from gradtx.numerics import as_dtype, safe_increment
-from gradtx.wrappers._common import PyTree, _check_state, _reset_keeping_hparams
+from gradtx.wrappers._common import PyTree, _check_state, reset_keeping_hparams
 
 
 # ----------------------------------------------------------------------------
@@ -109,7 +109,7 @@ def lookahead(fast_optimizer: GradientTransformation, sync_period: int,
 
     fast_updates, slow_updates = tree.map_multi(leaf, 2, updates, params.fast, params.slow)
     if reset_state:
-      fast_state = _reset_keeping_hparams(sync, fast_state, fast_optimizer.init(params.fast))
+      fast_state = reset_keeping_hparams(sync, fast_state, fast_optimizer.init(params.fast))
     steps = jnp.where(sync, jnp.zeros([], jnp.int32), safe_increment(state.steps_since_sync))
     return (LookaheadParams(fast=fast_updates, slow=slow_updates),
             LookaheadState(fast_state, steps, hparams))

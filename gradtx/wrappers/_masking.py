@@ -11,6 +11,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from gradtx import tree
+from gradtx.chain import Chain
 from gradtx.core import GradientTransformation, as_transformation, stateless
 from gradtx.errors import StructureError
 from gradtx.packed import Packed, masked_update
@@ -22,12 +23,8 @@ from gradtx.wrappers._common import Mask, PyTree, _check_state
 # Hiding leaves.
 
 
-def _is_masked(x: Any) -> bool:
-  return isinstance(x, MaskedNode)
-
-
 def _has_masked(values: PyTree) -> bool:
-  return any(_is_masked(x) for x in jax.tree.leaves(values, is_leaf=_is_masked))
+  return any(tree.is_masked(x) for x in jax.tree.leaves(values, is_leaf=tree.is_masked))
 
 
 # The unmasked tree behind the trees a masked wrapper passes inwards.
@@ -37,15 +34,15 @@ _UNMASKED: contextvars.ContextVar[Any] = contextvars.ContextVar("gradtx_unmasked
 def _fills(values: PyTree, real: PyTree) -> bool:
   """Whether ``real`` is ``values`` with each MaskedNode replaced by a subtree."""
   try:
-    same = jax.tree.map(lambda v, r: _is_masked(v) or np.shape(v) == np.shape(r),
-                        values, real, is_leaf=_is_masked)
+    same = jax.tree.map(lambda v, r: tree.is_masked(v) or np.shape(v) == np.shape(r),
+                        values, real, is_leaf=tree.is_masked)
   except (ValueError, TypeError):
     return False
   return all(jax.tree.leaves(same))
 
 
 @contextlib.contextmanager
-def _unmasked_view(values: PyTree) -> Iterator[PyTree]:
+def unmasked_view(values: PyTree) -> Iterator[PyTree]:
   """Yields the unmasked tree behind ``values``; nested masks see it while the block runs."""
   known = _UNMASKED.get()
   use_known = known is not None and _has_masked(values) and _fills(values, known)
@@ -60,9 +57,9 @@ def _unmasked_view(values: PyTree) -> Iterator[PyTree]:
 def _prefix_error(prefix: PyTree, real: PyTree, where: str, what: str) -> str:
   """Names the first key path where ``prefix`` is not a prefix of ``real``."""
   prefix_paths = [jax.tree_util.keystr(p) for p, _ in
-                  jax.tree_util.tree_flatten_with_path(prefix, is_leaf=_is_masked)[0]]
+                  jax.tree_util.tree_flatten_with_path(prefix, is_leaf=tree.is_masked)[0]]
   real_paths = [jax.tree_util.keystr(p) for p, _ in
-                jax.tree_util.tree_flatten_with_path(real, is_leaf=_is_masked)[0]]
+                jax.tree_util.tree_flatten_with_path(real, is_leaf=tree.is_masked)[0]]
   for path in prefix_paths:
     if not any(r.startswith(path) for r in real_paths):
       return f"{where}: the {what} has key path {path}, which the params do not have"
@@ -76,8 +73,8 @@ def _prefix_error(prefix: PyTree, real: PyTree, where: str, what: str) -> str:
 def _per_leaf(prefix: PyTree, real: PyTree, where: str, what: str) -> PyTree:
   """``prefix`` (a prefix of ``real``'s structure) broadcast to one entry per leaf of ``real``."""
   try:
-    return jax.tree.map(lambda entry, sub: jax.tree.map(lambda _: entry, sub, is_leaf=_is_masked),
-                        prefix, real, is_leaf=_is_masked)
+    return jax.tree.map(lambda entry, sub: jax.tree.map(lambda _: entry, sub, is_leaf=tree.is_masked),
+                        prefix, real, is_leaf=tree.is_masked)
   except (ValueError, TypeError):
     raise StructureError(_prefix_error(prefix, real, where, what)) from None
 
@@ -93,8 +90,8 @@ def _mask_per_leaf(mask: Mask, real: PyTree, where: str) -> PyTree:
   """A bool per leaf of ``real``: the mask (called on ``real`` if callable), broadcast."""
   mask_tree = mask(real) if callable(mask) else mask
   per_leaf = _per_leaf(mask_tree, real, where, "mask")
-  for path, m in jax.tree_util.tree_flatten_with_path(per_leaf, is_leaf=_is_masked)[0]:
-    if not _is_masked(m) and not _is_static_bool(m):
+  for path, m in jax.tree_util.tree_flatten_with_path(per_leaf, is_leaf=tree.is_masked)[0]:
+    if not tree.is_masked(m) and not _is_static_bool(m):
       raise StructureError(
           f"{where}: the mask must hold Python bools (it is fixed when the step is "
           f"traced); at key path {tree.keystr(path)} it holds {type(m).__name__} {m!r}")
@@ -103,19 +100,19 @@ def _mask_per_leaf(mask: Mask, real: PyTree, where: str) -> PyTree:
 
 def _hide(keep: PyTree, values: PyTree) -> PyTree:
   """``values`` with every leaf whose ``keep`` entry is False replaced by MaskedNode."""
-  return jax.tree.map(lambda v, k: v if _is_masked(v) or bool(k) else MaskedNode(),
-                      values, keep, is_leaf=_is_masked)
+  return jax.tree.map(lambda v, k: v if tree.is_masked(v) or bool(k) else MaskedNode(),
+                      values, keep, is_leaf=tree.is_masked)
 
 
 def _unhide(new: PyTree, old: PyTree) -> PyTree:
   """``new`` with each MaskedNode filled back in from ``old``."""
-  return jax.tree.map(lambda n, o: o if _is_masked(n) else n, new, old, is_leaf=_is_masked)
+  return jax.tree.map(lambda n, o: o if tree.is_masked(n) else n, new, old, is_leaf=tree.is_masked)
 
 
 def _hide_extra(keep: PyTree, extra: dict[str, Any], updates: PyTree) -> dict[str, Any]:
   """Extra arguments shaped like the updates (per-parameter tags), hidden like them."""
-  structure = jax.tree.structure(updates, is_leaf=_is_masked)
-  return {k: _hide(keep, v) if jax.tree.structure(v, is_leaf=_is_masked) == structure else v
+  structure = jax.tree.structure(updates, is_leaf=tree.is_masked)
+  return {k: _hide(keep, v) if jax.tree.structure(v, is_leaf=tree.is_masked) == structure else v
           for k, v in extra.items()}
 
 
@@ -163,7 +160,7 @@ def masked(inner: GradientTransformation, mask: Mask, *,
     # placeholder has no leaves to mask.
     if isinstance(params, Packed) or tree.is_params_placeholder(params):
       return MaskedState(inner.init(params))
-    with _unmasked_view(params) as real:
+    with unmasked_view(params) as real:
       keep = _mask_per_leaf(mask, real, "masked")
       return MaskedState(inner.init(_hide(keep, params)))
 
@@ -175,7 +172,7 @@ def masked(inner: GradientTransformation, mask: Mask, *,
       updates, inner_state = masked_update(inner, mask, updates, state.inner_state, params,
                                            **extra)
       return updates, MaskedState(inner_state)
-    with _unmasked_view(updates if params is None else params) as real:
+    with unmasked_view(updates if params is None else params) as real:
       keep = _mask_per_leaf(mask, real, "masked")
       if mask_compatible_extra_args:
         extra = _hide_extra(keep, extra, updates)
@@ -184,7 +181,8 @@ def masked(inner: GradientTransformation, mask: Mask, *,
           None if params is None else _hide(keep, params), **extra)
     return _unhide(new_updates, updates), MaskedState(inner_state)
 
-  if "mask" in inner.options:  # a masked stage inside: show both masks
+  # A masked stage inside shows both masks; a chain shows its stages (it has no options).
+  if "mask" in inner.options or isinstance(inner, Chain):
     return GradientTransformation(init, update, name="masked",
                                   options=dict(inner=inner, mask=mask))
   return GradientTransformation(init, update, name=inner.name, spec=inner.spec,

@@ -12,8 +12,8 @@ from gradtx.core import GradientTransformation, as_transformation
 from gradtx.errors import StructureError
 from gradtx.packed import Packed, masked_update
 from gradtx.wrappers._common import PyTree, _check_state
-from gradtx.wrappers._masking import (_hide, _hide_extra, _is_masked, _per_leaf, _unhide,
-                                      _unmasked_view, set_to_zero)
+from gradtx.wrappers._masking import (_hide, _hide_extra, _per_leaf, _unhide,
+                                      unmasked_view, set_to_zero)
 
 
 # ----------------------------------------------------------------------------
@@ -73,8 +73,8 @@ def partition(transforms: Mapping[str, GradientTransformation],
   def labels_per_leaf(real):
     labels = param_labels(real) if callable(param_labels) else param_labels
     per_leaf = _per_leaf(labels, real, "partition", "param_labels")
-    for path, label in jax.tree_util.tree_flatten_with_path(per_leaf, is_leaf=_is_masked)[0]:
-      if not _is_masked(label) and label not in groups:
+    for path, label in jax.tree_util.tree_flatten_with_path(per_leaf, is_leaf=tree.is_masked)[0]:
+      if not tree.is_masked(label) and label not in groups:
         raise StructureError(
             f"partition: the parameter at key path {tree.keystr(path)} has label "
             f"{label!r}, which has no transformation; the labels of transforms are "
@@ -82,13 +82,13 @@ def partition(transforms: Mapping[str, GradientTransformation],
     return per_leaf
 
   def in_group(labels, label):
-    return jax.tree.map(lambda leaf_label: leaf_label == label, labels, is_leaf=_is_masked)
+    return jax.tree.map(lambda leaf_label: leaf_label == label, labels, is_leaf=tree.is_masked)
 
   def init(params):
     # Packed, every group's state spans the buffers: groups are masks of elements.
     # tree_map_params's placeholder, like a packed tree, has no leaves to label.
     packed = isinstance(params, Packed) or tree.is_params_placeholder(params)
-    with _unmasked_view(params) as real:
+    with unmasked_view(params) as real:
       labels = None if packed else labels_per_leaf(real)
       states = {}
       for label, tx in groups.items():
@@ -115,7 +115,7 @@ def partition(transforms: Mapping[str, GradientTransformation],
           updates, new_states[label] = masked_update(
               tx, in_group(labels, label), updates, inner_states[label], params, **extra)
       return updates, PartitionState(ChainState(new_states))
-    with _unmasked_view(updates if params is None else params) as real:
+    with unmasked_view(updates if params is None else params) as real:
       labels = labels_per_leaf(real)
       for label, tx in groups.items():
         keep = in_group(labels, label)
