@@ -31,8 +31,11 @@ in the state (``optax.inject_hyperparams``: the feature gradtx's hparams give), 
 hand-fused Adam (one jitted elementwise function over the same arrays: 4 in,
 3 out) as the bandwidth roofline on the one-leaf case, Adam with bfloat16
 moments, and gradtx's packed mode (the optimizer step on the GPT-2 and 2000-leaf
-trees, and a full training step on the latter: gradient and update). It writes
-``RESULTS.md``, ``results.json`` and ``results.png``.
+trees, and a full training step on the latter: gradient and update). Where torch
+is installed (on a GPU, with CUDA), every row also times torch.optim's fused
+implementation of the same rule on the same arrays, in the same interleaved
+repetitions (eager: it has no compile). It writes ``RESULTS.md``,
+``results.json`` and ``results.png``.
 """
 
 from __future__ import annotations
@@ -149,6 +152,29 @@ INJECTED: dict[str, Callable[[], Any]] = {
 }
 
 
+# torch.optim's fused implementation of each row's rule (the fastest torch offers; the
+# same update rule: torch's SGD momentum is optax's trace, its AdamW decays by lr * wd).
+TORCH: dict[str, Callable[[Any, list], tuple[Any, float | None]]] = {
+    "sgd+momentum": lambda torch, ps: (torch.optim.SGD(ps, lr=LEARNING_RATE, momentum=0.9,
+                                                       fused=True), None),
+    "adam": lambda torch, ps: (torch.optim.Adam(ps, lr=LEARNING_RATE, fused=True), None),
+    "adamw+clip": lambda torch, ps: (torch.optim.AdamW(ps, lr=LEARNING_RATE, weight_decay=1e-4,
+                                                       fused=True), 1.0),
+}
+
+
+def torch_device() -> str | None:
+  """torch's device for jax's backend (``"cpu"``, ``"cuda"``), or None where torch cannot match."""
+  try:
+    import torch  # pylint: disable=import-outside-toplevel
+  except ImportError:
+    return None
+  backend = jax.default_backend()
+  if backend == "cpu":
+    return "cpu"
+  return "cuda" if backend == "gpu" and torch.cuda.is_available() else None
+
+
 def optimizer_step(tx: Any, apply: Callable) -> Callable:
   def step(params, state, grads):
     updates, state = tx.update(grads, state, params)
@@ -238,6 +264,58 @@ class Contender:
     return elapsed
 
 
+class TorchContender:
+  """torch.optim on copies of the same params and grads: ``step()`` (and the clip) per step.
+
+  Eager, so it has no compile and no XLA memory analysis; it is raced with the
+  jitted contenders, and its state bytes are those of ``optimizer.state``.
+  """
+
+  compiles: list[dict[str, float]] = []
+  peak = None
+
+  def __init__(self, opt: str, params: Any, grads: Any, device: str):
+    import torch  # pylint: disable=import-outside-toplevel
+    self.torch, self.device, self.name = torch, device, "torch.optim fused"
+    self.params = [torch.tensor(np.asarray(p), device=device, requires_grad=True)
+                   for p in jax.tree.leaves(params)]
+    for p, g in zip(self.params, jax.tree.leaves(grads)):
+      p.grad = torch.tensor(np.asarray(g), device=device)
+    self.optimizer, self.clip = TORCH[opt](torch, self.params)
+    self.times: list[float] = []
+
+  def _sync(self) -> None:
+    if self.device == "cuda":
+      self.torch.cuda.synchronize()
+
+  def run(self, steps: int) -> float:
+    torch = self.torch
+    gc.collect()
+    gc.disable()
+    try:
+      with torch.no_grad():
+        self._sync()
+        start = time.perf_counter()
+        for _ in range(steps):
+          if self.clip is not None:
+            torch.nn.utils.clip_grad_norm_(self.params, self.clip, foreach=True)
+          self.optimizer.step()
+        self._sync()
+        elapsed = (time.perf_counter() - start) / steps
+    finally:
+      gc.enable()
+    return elapsed
+
+  @property
+  def state_bytes(self) -> int:
+    return sum(v.numel() * v.element_size() for state in self.optimizer.state.values()
+               for v in state.values() if isinstance(v, self.torch.Tensor))
+
+  def leaves(self) -> list[np.ndarray]:
+    """The params as they are now (for checking that torch runs the same rule)."""
+    return [p.detach().cpu().numpy() for p in self.params]
+
+
 def recompile(contenders: list[Contender], reps: int) -> None:
   """Compiles the contenders ``reps`` more times, interleaved, their order alternating.
 
@@ -247,8 +325,9 @@ def recompile(contenders: list[Contender], reps: int) -> None:
   """
   if reps < 2:
     return  # one compile: the one made when the contender was built
+  jitted = [c for c in contenders if isinstance(c, Contender)]
   for rep in range(reps):
-    order = contenders[::-1] if rep % 2 == 0 else contenders
+    order = jitted[::-1] if rep % 2 == 0 else jitted
     for c in order:
       c.compile()
 
@@ -287,8 +366,11 @@ def measured_compiles(c: Contender, part: str = "total") -> list[float]:
   return [x[part] for x in (c.compiles[1:] if len(c.compiles) > 1 else c.compiles)]
 
 
-def compile_record(c: Contender) -> dict:
-  """Median compile seconds, in all and by part, and every measurement."""
+def compile_record(c: Contender | TorchContender) -> dict:
+  """Median compile seconds, in all and by part, and every measurement (None: eager)."""
+  if isinstance(c, TorchContender):
+    return {key: None for key in ("compile_s", "trace_s", "lower_s", "xla_s", "compile_wall_s")
+            } | {"compiles": []}
   return {"compile_s": c.compile_s, "trace_s": c.compile_median("trace"),
           "lower_s": c.compile_median("lower"), "xla_s": c.compile_median("xla"),
           "compile_wall_s": c.compile_median("wall"), "compiles": c.compiles}
@@ -357,13 +439,16 @@ def grid_row(case: str, shapes: Any, opt: str, reps: int, extra: list[str],
                   (layout.pack(grads),), (0, 1))
     c.state_bytes = tree_bytes(state)
     contenders.append(c)
+  if "torch" in extra:
+    contenders.append(TorchContender(opt, params, grads, torch_device()))
   race(contenders, reps)
   recompile(contenders, compile_reps)
   n = n_params(shapes)
   row = {"case": case, "optimizer": opt, "params": n, "results": {}}
   for c in contenders:
     row["results"][c.name] = {"step_ms": median_ms(c), "step_ms_all": [1e3 * t for t in c.times],
-                              **compile_record(c), "peak_mb": c.peak / 2**20,
+                              **compile_record(c),
+                              "peak_mb": None if c.peak is None else c.peak / 2**20,
                               "state_bytes_per_param": c.state_bytes / n}
   mine, theirs = contenders[0], contenders[1]
   row["paired"] = {"step": paired_ratio(mine.times, theirs.times),
@@ -371,8 +456,9 @@ def grid_row(case: str, shapes: Any, opt: str, reps: int, extra: list[str],
                    "xla": paired_ratio(measured_compiles(mine, "xla"),
                                        measured_compiles(theirs, "xla"))}
   print(f"  {case:16s} {opt:13s} " + "  ".join(
-      f"{c.name}: {median_ms(c):8.2f} ms, compile {c.compile_s:6.2f} s" for c in contenders),
-        flush=True)
+      f"{c.name}: {median_ms(c):8.2f} ms" + (
+          f", compile {c.compile_s:6.2f} s" if isinstance(c, Contender) else "")
+      for c in contenders), flush=True)
   return row
 
 
@@ -446,8 +532,16 @@ def machine_info(quick: bool, reps: int) -> dict:
       "backend": jax.default_backend(), "devices": [str(d) for d in jax.devices()],
       "device_kind": jax.devices()[0].device_kind,
       "load_average": os.getloadavg() if hasattr(os, "getloadavg") else None,
-      "quick": quick, "reps": reps,
+      "quick": quick, "reps": reps, "torch": _torch_version(),
   }
+
+
+def _torch_version() -> str | None:
+  try:
+    import torch  # pylint: disable=import-outside-toplevel
+  except ImportError:
+    return None
+  return f"{torch.__version__} ({torch.get_num_threads()} threads)"
 
 
 def fmt_ratio(r: dict[str, float], digits: int = 2) -> str:
@@ -500,12 +594,13 @@ READING: dict[str, list[str]] = {
         "400 leaves). Tracing skips every per-leaf cast that would change nothing "
         "(`numerics.as_dtype`), which made case c's trace 30% shorter with the same "
         "program: trace + lower is now below optax's on cases b and c. What remains "
-        "is sgd+momentum's XLA compile on many leaves (case c: 1.13x here, 1.26x and "
-        "1.12x in the two runs before): each of its kernels reads the momentum and "
+        "is sgd+momentum's XLA compile on many leaves (case c: 1.03x here, quartiles "
+        "0.98-1.12; 1.13x, 1.26x and 1.12x in the three runs before): each of its "
+        "kernels reads the momentum and "
         "the rate as runtime arguments where optax's fold constants in, and the kernel "
         "is so small that this shows; optax's own runtime hyperparameters "
-        "(`inject_hyperparams`) compile in the same time as gradtx's (3.96 s against "
-        "4.03 s here). Counted by callgrind over XLA's compile alone (the program's "
+        "(`inject_hyperparams`) compile in the same time as gradtx's (3.60 s against "
+        "3.56 s here). Counted by callgrind over XLA's compile alone (the program's "
         "instructions less those of a run that only lowers), on 100 leaves: 0.67 G "
         "with the sign multiplied in each kernel, as gradtx and `inject_hyperparams` "
         "compile it, 0.62 G for a hand-written step that subtracts rate x momentum "
@@ -524,8 +619,8 @@ READING: dict[str, list[str]] = {
         "optax's tree step.",
         "* Compile times vary by 10-15% from one run to the next for the same "
         "program: Adam on one leaf compiles the same three kernels as optax "
-        "(0.09-0.10 s) and read 1.00x in the previous run, 1.09x (quartiles "
-        "0.98-1.11) in this one; case c's Adam read 0.96x, then 1.05x.",
+        "(0.09-0.10 s) and read 1.00x, then 1.09x (quartiles 0.98-1.11) in the two "
+        "runs before, 1.03x in this one; case c's Adam read 0.96x, 1.05x, then 0.93x.",
         "* Case c's step passes about 8000 arrays through jax's dispatch (about 22 of "
         "its ~28 ms are spent before the call returns) and runs 4000-6000 tiny "
         "kernels. Each step makes one Python object per output, which sets off a "
@@ -534,15 +629,25 @@ READING: dict[str, list[str]] = {
         "in earlier runs both libraries' times switched between about 27 and 45 ms "
         "and the ratios' quartiles spanned 0.6-1.4 (the last run read 1.21x and "
         "1.37x for sgd+momentum and Adam). The collector is now off while timing, "
-        "as `timeit` has it, and the quartiles are within 0.88-1.00 on every case c "
+        "as `timeit` has it, and the quartiles are within 0.86-1.00 on every case c "
         "row. The pause is real in a training loop, and the same for both libraries "
         "(their steps make the same number of arrays). Adam on one leaf reaches "
-        "97% of the hand-fused kernel (its three kernels are the same as optax's and "
+        "98% of the hand-fused kernel (its three kernels are the same as optax's and "
         "the fused one's).",
-        "* Case b's rows come from a second run (`--only b --append`, the same options), "
-        "made to add packed mode on GPT-2's tree: Adam steps in 6.99 ms against tree "
-        "mode's 7.72 and its optimizer compiles in 0.08 s against 0.60 s (the GPU "
-        "report has no such row yet).",
+        "* Packed mode on GPT-2's tree (148 leaves, most of them large): Adam steps in "
+        "7.49 ms against tree mode's 7.56 and its optimizer compiles in 0.10 s against "
+        "0.74 s (the GPU report has no such row yet).",
+        "* torch.optim (CPU build, 2 threads; `fused=True`, its fastest) is faster than "
+        "both JAX libraries on one big leaf and on GPT-2's tree: Adam on one leaf in "
+        "1.33 ms against gradtx's 1.91 and the hand-fused XLA kernel's 1.88, so it is "
+        "XLA:CPU's elementwise code, not gradtx's rule, that is slower there (the same "
+        "bytes move in both). On 2000 leaves torch's step is a few multi-tensor kernels "
+        "where a jitted step passes 8000 arrays through jax's dispatch: 17.6 ms against "
+        "gradtx's tree step's 36.8, while gradtx's packed step takes 0.94 ms. With "
+        "clipping on GPT-2's tree gradtx leads (9.50 ms against 10.23: torch's "
+        "`clip_grad_norm_` is a pass of its own, gradtx's scale is folded into Adam's "
+        "kernels). A GPU run needs torch with CUDA on the machine; without it the rows "
+        "are left out.",
         "* Packed training step compile: unpacking slices the buffer into one piece per "
         "leaf. XLA:CPU compiles identical kernels once: in tree mode the 2000 leaves' "
         "kernels are identical, while each piece of one buffer is read at its own "
@@ -616,6 +721,7 @@ def write_markdown(results: dict, path: Path) -> None:
                  f"({len(info['devices'])} in use: {', '.join(info['devices'])}) |")
   lines += [f"| jax / jaxlib | {info['jax']} / {info['jaxlib']} |",
             f"| optax | {info['optax']} |", f"| gradtx | {info['gradtx']} |",
+            *([f"| torch | {info['torch']} |"] if info.get("torch") else []),
             f"| python | {info['python']} ({info['platform']}) |",
             f"| load average at start | {', '.join(f'{x:.2f}' for x in info['load_average'])} |",
             "",
@@ -662,23 +768,27 @@ def write_markdown(results: dict, path: Path) -> None:
   extras = [(row, name, r) for row in rows for name, r in row["results"].items()
             if name not in ("gradtx", "optax")]
   lines += ["", "## Runtime hyperparameters in optax, roofline, bfloat16 moments, packed "
-            "optimizer step", "",
+            "optimizer step, torch.optim", "",
             "Same rows, other contenders timed in the same interleaved repetitions; "
             "`vs gradtx` is gradtx tree mode's time over this contender's. "
             "`optax inject_hyperparams` is optax's optimizer of that row with its "
             "hyperparameters held in the state (`optax.inject_hyperparams`: Adam's five, "
             "sgd's rate and momentum), as gradtx holds them: the like-for-like comparison "
-            "for compile time.", "",
+            "for compile time. `torch.optim fused` is torch's fused implementation of the "
+            "same rule (`fused=True`; for adamw+clip with `clip_grad_norm_` before it) on "
+            "copies of the same arrays, eager, stepping params that hold their gradients.", "",
             "| case | optimizer | contender | ms | vs gradtx | vs optax | compile s | "
             "optax compile / this | peak MB | state B/param |",
             "|---|---|---|---:|---:|---:|---:|---:|---:|---:|"]
   for row, name, r in extras:
     g, o = row["results"]["gradtx"], row["results"]["optax"]
+    eager = r["compile_s"] is None  # torch.optim: no compile, no XLA memory analysis
     lines.append(
         f"| {row['case']} | {row['optimizer']} | {name} | {r['step_ms']:.2f} | "
         f"{g['step_ms'] / r['step_ms']:.3f} | {o['step_ms'] / r['step_ms']:.2f}x | "
-        f"{r['compile_s']:.2f} | {o['compile_s'] / r['compile_s']:.1f}x | {r['peak_mb']:.1f} | "
-        f"{r['state_bytes_per_param']:.2f} |")
+        + ("eager | | | " if eager else
+           f"{r['compile_s']:.2f} | {o['compile_s'] / r['compile_s']:.1f}x | {r['peak_mb']:.1f} | ")
+        + f"{r['state_bytes_per_param']:.2f} |")
   if train:
     lines += ["", "## Packed mode: a full training step on case c (gradient + Adam update)", "",
               "The model sums, over the 2000 leaves, `mean((w * x - 1)^2)`; in packed mode it "
@@ -807,6 +917,8 @@ def main(argv: list[str] | None = None) -> None:
   parser.add_argument("--append", action="store_true",
                       help="add this run's rows to the results.json in --out, replacing rows "
                            "it measures again: for a machine whose time limit splits a run")
+  parser.add_argument("--no-torch", action="store_true",
+                      help="leave torch.optim out even where torch is installed")
   parser.add_argument("--report-only", action="store_true",
                       help="rewrite RESULTS.md and results.png from results.json, measuring nothing")
   args = parser.parse_args(argv)
@@ -857,6 +969,7 @@ def main(argv: list[str] | None = None) -> None:
     write_markdown(results, args.out / "RESULTS.md")
     return results
 
+  use_torch = torch_device() is not None and not args.no_torch
   for case, make in CASES.items():
     if only and letter(case) not in only:
       continue
@@ -873,6 +986,8 @@ def main(argv: list[str] | None = None) -> None:
         extra = ["inject", "bf16", "packed"]
       elif letter(case) == "c":
         extra = ["inject", "packed"] if opt in INJECTED else ["packed"]
+      if use_torch and opt in TORCH:
+        extra = [*extra, "torch"]
       row = grid_row(case, shapes, opt, args.reps, extra, args.compile_reps)
       rows[:] = [r for r in rows if (r["case"], r["optimizer"]) != (case, opt)] + [row]
       # Each finished row is written at once: a run stopped part-way (a time limit on a

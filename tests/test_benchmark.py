@@ -13,6 +13,7 @@ import statistics
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import pytest
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
@@ -116,6 +117,7 @@ def test_a_run_in_parts_appends_its_rows(bench, tmp_path, monkeypatch):
   tiny = lambda quick: {"w": jax.ShapeDtypeStruct((4, 8), jnp.float32)}  # noqa: E731
   monkeypatch.setattr(bench, "CASES", {"s: small": tiny, "t: tiny": tiny})
   monkeypatch.setattr(bench, "OPTIMIZERS", {"sgd": bench.OPTIMIZERS["sgd+momentum"]})
+  monkeypatch.setattr(bench, "TORCH", {"sgd": bench.TORCH["sgd+momentum"]})
   monkeypatch.setattr(bench, "REP_SECONDS", 0.01)
   monkeypatch.setattr(bench, "plot", lambda results, path: None)
   common = ["--reps", "2", "--compile-reps", "1", "--out", str(tmp_path)]
@@ -132,5 +134,41 @@ def test_a_run_in_parts_appends_its_rows(bench, tmp_path, monkeypatch):
           and " and then `python benchmarks/run.py --only s --append --reps 2 --compile-reps 1` "
           "on 20" in text)
   assert "Not measured here: the training rows" in text
+  if bench.torch_device() is not None:  # torch.optim raced in every row, eager
+    assert "| t: tiny | sgd | torch.optim fused |" in text and "| eager |" in text
   with pytest.raises(SystemExit):  # a case that does not exist: argparse's error, at once
     bench.main(["--only", "s,x", *common])
+
+
+def test_torch_contender_runs_the_same_rule_as_gradtx(bench):
+  # The torch.optim row must time the rule gradtx and optax run: after the same steps from
+  # the same params and (fixed) grads, the params agree.
+  torch = pytest.importorskip("torch")
+  del torch
+  shapes = {"w": jax.ShapeDtypeStruct((8, 16), jnp.float32),
+            "b": jax.ShapeDtypeStruct((16,), jnp.float32)}
+  params, grads = bench.materialize(shapes, 0), bench.materialize(shapes, 1, 0.5)
+  for opt in bench.OPTIMIZERS:
+    tx = bench.OPTIMIZERS[opt][0]()
+    step = jax.jit(bench.optimizer_step(tx, bench.gtx.apply_updates))
+    p, state = params, tx.init(params)
+    for _ in range(5):
+      p, state = step(p, state, grads)
+    c = bench.TorchContender(opt, params, grads, "cpu")
+    assert c.run(5) > 0
+    for ours, theirs in zip(jax.tree.leaves(p), c.leaves()):
+      np.testing.assert_allclose(theirs, np.asarray(ours), rtol=1e-5, atol=1e-7, err_msg=opt)
+    assert c.state_bytes > 0
+
+
+def test_grid_row_with_torch_records_it_as_eager(bench):
+  pytest.importorskip("torch")
+  shapes = {"w": jax.ShapeDtypeStruct((8, 16), jnp.float32)}
+  with jax.numpy_dtype_promotion("standard"):
+    row = bench.grid_row("t: tiny", shapes, "sgd+momentum", reps=3, extra=["torch"],
+                         compile_reps=2)
+  r = row["results"]["torch.optim fused"]
+  assert len(r["step_ms_all"]) == 3 and r["compile_s"] is None and r["peak_mb"] is None
+  # sgd's momentum buffer: one float32 per parameter.
+  assert r["state_bytes_per_param"] == pytest.approx(4.0)
+  assert len(row["results"]["gradtx"]["compiles"]) == 3  # torch did not stop the recompiles
