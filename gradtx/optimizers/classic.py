@@ -262,7 +262,8 @@ def nadamw(learning_rate: ScalarOrSchedule, b1: float = 0.9, b2: float = 0.999,
 
 
 def amsgrad(learning_rate: ScalarOrSchedule, b1: float = 0.9, b2: float = 0.999,
-            eps: float = 1e-8, eps_root: float = 0.0, mu_dtype: Any = None) -> Chain:
+            eps: float = 1e-8, eps_root: float = 0.0, mu_dtype: Any = None,
+            bias_correction_mu: bool = True, bias_correction_nu: bool = True) -> Chain:
   """AMSGrad: Adam dividing by the running maximum of the second moment.
 
   .. math::
@@ -271,12 +272,15 @@ def amsgrad(learning_rate: ScalarOrSchedule, b1: float = 0.9, b2: float = 0.999,
 
   Conventions: as optax, the maximum is of the debiased :math:`\\hat v_t`;
   torch.optim.Adam(amsgrad=True) takes the maximum of the raw :math:`v_t`
-  and debiases afterwards.
+  and debiases afterwards. With ``bias_correction_mu=False`` and
+  ``bias_correction_nu=False`` (structural, default True) it is the paper's
+  rule, without bias correction.
 
   References:
     Reddi, Kale & Kumar, *On the Convergence of Adam and Beyond*, ICLR 2018.
   """
-  return named_chain("amsgrad", amsgrad=scale_by_amsgrad(b1, b2, eps, eps_root, mu_dtype),
+  return named_chain("amsgrad", amsgrad=scale_by_amsgrad(b1, b2, eps, eps_root, mu_dtype,
+                                                         bias_correction_mu, bias_correction_nu),
                      lr=scale_by_learning_rate(learning_rate))
 
 

@@ -401,7 +401,8 @@ class ScaleByAmsgradState(NamedTuple):
 
 def scale_by_amsgrad(b1: ScalarOrSchedule = 0.9, b2: ScalarOrSchedule = 0.999,
                      eps: ScalarOrSchedule = 1e-8, eps_root: ScalarOrSchedule = 0.0,
-                     mu_dtype: Any = None) -> GradientTransformation:
+                     mu_dtype: Any = None, bias_correction_mu: bool = True,
+                     bias_correction_nu: bool = True) -> GradientTransformation:
   """AMSGrad: Adam dividing by the running maximum of the debiased second moment.
 
   .. math::
@@ -409,9 +410,12 @@ def scale_by_amsgrad(b1: ScalarOrSchedule = 0.9, b2: ScalarOrSchedule = 0.999,
     u_t = \\frac{\\hat m_t}{\\sqrt{\\hat v^{\\max}_t + \\epsilon_\\text{root}} + \\epsilon}
 
   with :math:`\\hat m_t, \\hat v_t` as in :func:`scale_by_adam` (optax's
-  convention; the paper takes the maximum of the raw :math:`v_t`).
+  convention). ``bias_correction_mu=False`` takes :math:`\\hat m_t = m_t`,
+  ``bias_correction_nu=False`` :math:`\\hat v_t = v_t`; both False is the
+  paper's rule.
 
-  Args: as :func:`scale_by_adam`.
+  Args: as :func:`scale_by_adam`, and ``bias_correction_mu``,
+  ``bias_correction_nu`` (structural, default True).
 
   References:
     Reddi, Kale & Kumar, *On the Convergence of Adam and Beyond*, ICLR 2018.
@@ -430,6 +434,8 @@ def scale_by_amsgrad(b1: ScalarOrSchedule = 0.9, b2: ScalarOrSchedule = 0.999,
 
     def leaf(g, m, v, v_max):
       m_new, v_new, m_hat, v_hat = _adam_moments(g, m, v, h, count, nesterov=False)
+      m_hat = m_hat if bias_correction_mu else m_new
+      v_hat = v_hat if bias_correction_nu else as_dtype(v_new, v_hat.dtype)
       v_max_new = jnp.maximum(as_dtype(v_max, v_hat.dtype), v_hat)
       eps, eps_root = as_dtype(h["eps"], v_hat.dtype), as_dtype(h["eps_root"], v_hat.dtype)
       u = as_dtype(m_hat, v_hat.dtype) / (jnp.sqrt(v_max_new + eps_root) + eps)
@@ -440,7 +446,9 @@ def scale_by_amsgrad(b1: ScalarOrSchedule = 0.9, b2: ScalarOrSchedule = 0.999,
     return updates, ScaleByAmsgradState(count, mu, nu, nu_max, hparams)
 
   return GradientTransformation(init, update, name="scale_by_amsgrad", spec=spec,
-                                options=dict(mu_dtype=mu_dtype))
+                                options=dict(mu_dtype=mu_dtype,
+                                             bias_correction_mu=bias_correction_mu,
+                                             bias_correction_nu=bias_correction_nu))
 
 
 def scale_by_adamax(b1: ScalarOrSchedule = 0.9, b2: ScalarOrSchedule = 0.999,
