@@ -178,6 +178,20 @@ CONVERGENCE = [
 ]
 
 
+def test_adopt_without_clipping_stays_finite_where_g_over_eps_overflows():
+  # Step 0 weighs g / max(sqrt(v_0), eps) = g / eps by 0; in float16 it overflows to inf,
+  # and 0 * inf would make the first moment NaN for good.
+  tx = gtx.contrib.adopt(0.1, use_clipping=False)
+  params = jnp.zeros(3, jnp.float16)
+  g = jnp.array([0.1, 1.0, 0.0], jnp.float16)
+  state = tx.init(params)
+  for _ in range(3):
+    u, state = tx.update(g, state, params)
+  assert bool(jnp.all(jnp.isfinite(u))) and bool(jnp.all(jnp.isfinite(state["adopt"].mu)))
+  # g / |g| = 1 from step 1: m = 0.1, then 0.19; u = -lr m (float16 rounding).
+  np.testing.assert_allclose(np.asarray(u, np.float32), [-0.019, -0.019, 0.0], rtol=2e-3)
+
+
 @pytest.mark.parametrize("name, make_quad, make_rosen, quad_steps, rosen_steps", CONVERGENCE,
                          ids=[c[0] for c in CONVERGENCE])
 def test_converges(name, make_quad, make_rosen, quad_steps, rosen_steps):

@@ -36,12 +36,11 @@ ReduceLROnPlateauState = ReduceOnPlateauState
 
 
 def _public_names() -> list[str]:
-  import importlib
-  names = {"ReduceOnPlateauState", "reduce_on_plateau"}
-  for module in ["_common", "_adopt", "_ademamix", "_madgrad", "_acprop", "_prodigy",
-                 "_dadapt_adamw", "_dog", "_cocob", "_mechanic", "_momo", "_muon", "_galore",
-                 "_complex_valued", "_sophia", "_sam", "_schedule_free"]:
-    names.update(importlib.import_module(f"gradtx.contrib.{module}").__all__)
+  import sys
+  names = {"ReduceLROnPlateauState", "ReduceOnPlateauState", "reduce_on_plateau"}
+  for name, module in list(sys.modules.items()):  # the modules imported above
+    if name.startswith("gradtx.contrib._"):
+      names.update(module.__all__)
   return sorted(names)
 
 

@@ -23,6 +23,7 @@ from gradtx.core import (NONNEGATIVE, UNIT, UNIT_HALF_OPEN, GradientTransformati
                          HParamSpec, ScalarOrSchedule)
 from gradtx.numerics import as_dtype, bias_correction, compute_dtype, ema_moment, safe_increment
 from gradtx.transforms.decay import Mask, add_decayed_weights
+from gradtx.transforms.moments import adam_moments
 from gradtx.transforms.scaling import scale_by_learning_rate
 
 __all__ = ["ScaleByAdemamixState", "ScaleBySimplifiedAdEMAMixState", "ademamix",
@@ -104,11 +105,8 @@ def scale_by_ademamix(b1: ScalarOrSchedule = 0.9, b2: ScalarOrSchedule = 0.999,
     count = safe_increment(state.count)
 
     def leaf(g, m1, m2, nu):
-      m1_new = ema_moment(g, m1, h["b1"], order=1)
+      m1_new, nu_new, m1_hat, nu_hat = adam_moments(g, m1, nu, h, count, nesterov=False)
       m2_new = ema_moment(g, m2, h["b3"], order=1)
-      nu_new = ema_moment(g, nu, h["b2"], order=2)
-      m1_hat = bias_correction(m1_new, h["b1"], count)
-      nu_hat = bias_correction(nu_new, h["b2"], count)
       dtype = compute_dtype(m1_hat, m2_new, nu_hat)
       alpha, eps, eps_root = (as_dtype(h[n], dtype) for n in ("alpha", "eps", "eps_root"))
       u = ((as_dtype(m1_hat, dtype) + alpha * as_dtype(m2_new, dtype))

@@ -111,6 +111,8 @@ def scale_by_adopt(b1: ScalarOrSchedule = 0.9, b2: ScalarOrSchedule = 0.9999,
       if use_clipping:
         c = as_dtype(h["clip_value"], dtype)
         normalised = jnp.clip(normalised, -c, c)
+      # Step 0 weighs it by 0, but g / eps can overflow (float16) and 0 * inf is NaN.
+      normalised = jnp.where(started, normalised, 0)
       m_new = ema_moment(normalised, m, b1_t, order=1)
       v_new = ema_moment(g, v, b2_t, order=2)
       u = ema_moment(normalised, m_new, b1_t, order=1, store=False) if nesterov else m_new

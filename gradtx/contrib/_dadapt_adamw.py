@@ -12,7 +12,7 @@ import jax.numpy as jnp
 
 from gradtx import tree
 from gradtx.chain import Chain, named_chain
-from gradtx.contrib._whole_tree import (_betas, _count_as, _inner, _l1, _real_dtype,
+from gradtx.contrib._whole_tree import (_betas, _count_as, _inner, _l1, _over_root,
                                        _real_zeros_like, _scalar_dtype)
 from gradtx.core import (NONNEGATIVE, POSITIVE, UNIT_HALF_OPEN, GradientTransformation,
                          HParams, HParamSpec, ScalarOrSchedule, require_params)
@@ -113,14 +113,9 @@ def scale_by_dadapt_adamw(learning_rate: ScalarOrSchedule = 1.0,
     eta = (d * as_dtype(h["learning_rate"], dtype) * jnp.sqrt(1 - as_dtype(b2, dtype)**t)
            / (1 - as_dtype(b1, dtype)**t))
 
-    def over_root(x, v):
-      """``x / (sqrt(v) + eps)``, the root taken in ``v``'s real dtype."""
-      c = compute_dtype(x, v)
-      real = _real_dtype(c)
-      return as_dtype(x, c) / as_dtype(jnp.sqrt(as_dtype(v, real)) + as_dtype(eps, real), c)
-
-    r = ema_moment(eta * _inner(updates, tree.tree_map(over_root, state.grad_sum,
-                                                       state.exp_avg_sq), dtype),
+    over_root = tree.tree_map(lambda s, v: _over_root(s, v, eps), state.grad_sum,
+                              state.exp_avg_sq)
+    r = ema_moment(eta * _inner(updates, over_root, dtype),
                    state.numerator_weighted, sigma, order=1)
 
     def moments(g, m, v, s):
@@ -138,7 +133,7 @@ def scale_by_dadapt_adamw(learning_rate: ScalarOrSchedule = 1.0,
 
     def step(m, v, p):
       c = compute_dtype(m, p)
-      u = -(over_root(as_dtype(m, c), v) + as_dtype(decay, c) * as_dtype(p, c))
+      u = -(_over_root(as_dtype(m, c), v, eps) + as_dtype(decay, c) * as_dtype(p, c))
       return u.astype(p.dtype)
 
     out = tree.tree_map(step, m, v, params)

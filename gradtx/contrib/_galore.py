@@ -158,25 +158,37 @@ def scale_by_galore(rank: int = 128, update_proj_gap: int = 200, scale: ScalarOr
     refresh = state.count % h["update_proj_gap"].astype(state.count.dtype) == 0
     leaves, dims, treedef = _leaves_and_dims(stage, dims_spec, updates)
     projectors = treedef.flatten_up_to(state.projector)
-    geometry, low_rank, new_projectors = [], [], []
-    for g, d, P in zip(leaves, dims, projectors):
+    # Each projected leaf as a matrix G, with its geometry; the others pass through.
+    geometry, matrices = [], []
+    for g, d in zip(leaves, dims):
       if tree.is_masked(g) or d is None:
         geometry.append(None)
-        low_rank.append(g)
-        new_projectors.append(P)
         continue
       order, m, n, r, left = _galore_geometry(stage, g.shape, d, rank)
-      G = g.transpose(order).reshape(m, n)
+      geometry.append((order, left))
+      matrices.append((g.transpose(order).reshape(m, n), r, left))
+    held = [P for P, geo in zip(projectors, geometry) if geo is not None]
 
-      def fresh(G=G, r=r, left=left):
+    def fresh():
+      """Every projector from its matrix's SVD (float32, or float64 for float64 grads)."""
+      out = []
+      for (G, r, left), P in zip(matrices, held):
         wide = jnp.float64 if G.dtype == jnp.float64 else jnp.float32
         U, _, Vh = jnp.linalg.svd(G.astype(wide), full_matrices=False)
-        return (U[:, :r] if left else Vh[:r].T).astype(P.dtype)
+        out.append((U[:, :r] if left else Vh[:r].T).astype(P.dtype))
+      return out
 
-      P = branch(refresh, fresh, lambda P=P: P)
-      geometry.append((order, left))
+    # One branch for all the projectors: they refresh together.
+    renewed = iter(branch(refresh, fresh, lambda: held))
+    new_projectors = [P if geo is None else next(renewed) for P, geo in zip(projectors, geometry)]
+    matrix = iter(matrices)
+    low_rank = []
+    for g, P, geo in zip(leaves, new_projectors, geometry):
+      if geo is None:
+        low_rank.append(g)
+        continue
+      G, _, left = next(matrix)
       low_rank.append(P.T @ G if left else G @ P)
-      new_projectors.append(P)
     base_updates, base_state = base.update(jax.tree.unflatten(treedef, low_rank),
                                            state.base_optimizer_state, None, **extra)
     out = []

@@ -93,12 +93,12 @@ def scale_by_madgrad(learning_rate: ScalarOrSchedule, momentum: ScalarOrSchedule
     dtype = compute_dtype(h["learning_rate"], h["eps"], h["momentum"])
     k = as_dtype(state.count, dtype)
     lam = (as_dtype(h["learning_rate"], dtype) + as_dtype(h["eps"], dtype)) * jnp.sqrt(k + 1)
-    s_ = read_once({"lambda": lam, "1-momentum": 1 - as_dtype(h["momentum"], dtype),
-                    "eps": as_dtype(h["eps"], dtype)})
+    scalars = read_once({"lambda": lam, "1-momentum": 1 - as_dtype(h["momentum"], dtype)})
 
     def leaf(g, nu, s, x0, x):
       dtype = compute_dtype(g, nu, s)
-      lam, c, eps = (as_dtype(s_[n], dtype) for n in ("lambda", "1-momentum", "eps"))
+      lam, c = (as_dtype(scalars[n], dtype) for n in ("lambda", "1-momentum"))
+      eps = as_dtype(h["eps"], dtype)
       g_ = as_dtype(g, dtype)
       nu_new = as_dtype(nu, dtype) + lam * abs_sq(g_)
       s_new = as_dtype(s, dtype) + lam * g_

@@ -347,9 +347,6 @@ def muon(learning_rate: ScalarOrSchedule, ns_coeffs: tuple | str = _DEFAULT_NS_C
     >>> state["adam"].inner_state.mu
     {'b': Array([0., 0.], dtype=float32), 'w': MaskedNode()}
   """
-  stage = "muon"
-  if isinstance(ns_coeffs, str):
-    ns_coeffs = _ns_coeffs_array(stage, ns_coeffs)
   if adam_learning_rate is None:
     adam_learning_rate = learning_rate
   dims = _matrices_2d if muon_weight_dimension_numbers is None else muon_weight_dimension_numbers

@@ -9,7 +9,7 @@ import jax.numpy as jnp
 
 from gradtx import tree
 from gradtx.chain import Chain, named_chain
-from gradtx.contrib._whole_tree import (_betas, _count_as, _inner, _l1, _real_dtype,
+from gradtx.contrib._whole_tree import (_betas, _count_as, _inner, _l1, _over_root,
                                        _real_zeros_like, _scalar_dtype)
 from gradtx.core import (NONNEGATIVE, POSITIVE, UNIT, UNIT_HALF_OPEN, GradientTransformation,
                          HParams, HParamSpec, ScalarOrSchedule, require_params)
@@ -149,9 +149,7 @@ def scale_by_prodigy(learning_rate: ScalarOrSchedule = 1.0,
 
     def step(m, v, p):
       c = compute_dtype(m, p)
-      real = _real_dtype(c)
-      denominator = jnp.sqrt(as_dtype(v, real)) + as_dtype(floor, real)
-      direction = as_dtype(m, c) / as_dtype(denominator, c)
+      direction = _over_root(as_dtype(m, c), v, floor)
       return (-as_dtype(eta, c) * (direction + as_dtype(decay, c) * as_dtype(p, c))).astype(p.dtype)
 
     out = tree.tree_map(step, m, v, params)

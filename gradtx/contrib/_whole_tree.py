@@ -15,7 +15,7 @@ import jax
 import jax.numpy as jnp
 
 from gradtx import tree
-from gradtx.numerics import as_dtype
+from gradtx.numerics import as_dtype, compute_dtype
 from gradtx.tree_utils import tree_norm, tree_vdot
 
 __all__: list[str] = []
@@ -40,6 +40,14 @@ def _real_dtype(dtype: Any) -> jnp.dtype:
 def _real_zeros_like(params: Any) -> Any:
   """Zeros shaped like each leaf in its real dtype: the state of a statistic of :math:`|g|`."""
   return tree.tree_map(lambda x: jnp.zeros_like(x, _real_dtype(jnp.asarray(x).dtype)), params)
+
+
+def _over_root(x: jax.Array, v: jax.Array, eps: jax.Array) -> jax.Array:
+  """:math:`x / (\\sqrt{v} + \\epsilon)` with the root taken in ``v``'s real dtype (``v`` holds
+  :math:`|g|^2`), ``x`` complex or real."""
+  c = compute_dtype(x, v)
+  real = _real_dtype(c)
+  return as_dtype(x, c) / as_dtype(jnp.sqrt(as_dtype(v, real)) + as_dtype(eps, real), c)
 
 
 def _widened(x: Any, dtype: Any) -> Any:

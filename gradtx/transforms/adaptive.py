@@ -18,7 +18,7 @@ from gradtx import numerics, tree
 from gradtx.core import (NONNEGATIVE, UNIT_HALF_OPEN, GradientTransformation, HParams,
                          HParamSpec, Range, ScalarOrSchedule, require_params)
 from gradtx.numerics import as_dtype, compute_dtype, ema_moment, safe_increment
-from gradtx.transforms.moments import ScaleByAdamState, _adam_moments, debiased_first_moment
+from gradtx.transforms.moments import ScaleByAdamState, adam_moments, debiased_first_moment
 
 __all__ = ["ScaleByAdanState", "ScaleByBeliefState", "ScaleByNadamState", "ScaleByNovogradState",
            "scale_by_adan", "scale_by_belief", "scale_by_nadam", "scale_by_novograd",
@@ -79,7 +79,7 @@ def scale_by_radam(b1: ScalarOrSchedule = 0.9, b2: ScalarOrSchedule = 0.999,
     count = safe_increment(state.count)
 
     def leaf(g, m, v):
-      m_new, v_new, m_hat, v_hat = _adam_moments(g, m, v, h, count, nesterov)
+      m_new, v_new, m_hat, v_hat = adam_moments(g, m, v, h, count, nesterov)
       dtype = v_hat.dtype
       beta2, t = as_dtype(h["b2"], dtype), count.astype(dtype)
       # beta2^t and 1 - beta2^t through log1p / expm1: the naive 1 - beta2**t loses

@@ -305,7 +305,7 @@ def adam_step_scalars(h: Any, count: jax.Array) -> dict[str, jax.Array]:
           "e": eps * root_b2_t}
 
 
-def _adam_moments(g: jax.Array, m: jax.Array, v: jax.Array, h: HParams, count: jax.Array,
+def adam_moments(g: jax.Array, m: jax.Array, v: jax.Array, h: HParams, count: jax.Array,
                   nesterov: bool) -> tuple[jax.Array, jax.Array, jax.Array, jax.Array]:
   """Adam's shared arithmetic: new ``m``, ``v`` and debiased ``m_hat``, ``v_hat``."""
   m_new = ema_moment(g, m, h["b1"], order=1)
@@ -365,7 +365,7 @@ def scale_by_adam(b1: ScalarOrSchedule = 0.9, b2: ScalarOrSchedule = 0.999,
 
     if nesterov:
       def leaf(g, m, v):
-        m_new, v_new, m_hat, v_hat = _adam_moments(g, m, v, h, count, nesterov)
+        m_new, v_new, m_hat, v_hat = adam_moments(g, m, v, h, count, nesterov)
         eps, eps_root = as_dtype(h["eps"], v_hat.dtype), as_dtype(h["eps_root"], v_hat.dtype)
         u = as_dtype(m_hat, v_hat.dtype) / (jnp.sqrt(v_hat + eps_root) + eps)
         return as_dtype(u, g.dtype), as_dtype(m_new, m.dtype), as_dtype(v_new, v.dtype)
@@ -433,7 +433,7 @@ def scale_by_amsgrad(b1: ScalarOrSchedule = 0.9, b2: ScalarOrSchedule = 0.999,
     count = safe_increment(state.count)
 
     def leaf(g, m, v, v_max):
-      m_new, v_new, m_hat, v_hat = _adam_moments(g, m, v, h, count, nesterov=False)
+      m_new, v_new, m_hat, v_hat = adam_moments(g, m, v, h, count, nesterov=False)
       m_hat = m_hat if bias_correction_mu else m_new
       v_hat = v_hat if bias_correction_nu else as_dtype(v_new, v_hat.dtype)
       v_max_new = jnp.maximum(as_dtype(v_max, v_hat.dtype), v_hat)
