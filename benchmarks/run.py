@@ -32,7 +32,7 @@ hand-fused Adam (one jitted elementwise function over the same arrays: 4 in,
 3 out) as the bandwidth roofline on the one-leaf case, Adam with bfloat16
 moments, and gradtx's packed mode (the optimizer step on the GPT-2 and 2000-leaf
 trees, and a full training step on the latter: gradient and update). Where torch
-is installed (on a GPU, with CUDA), every row also times torch.optim's fused
+is installed (on a GPU: with CUDA), every row also times torch.optim's fused
 implementation of the same rule on the same arrays, in the same interleaved
 repetitions (eager: it has no compile). It writes ``RESULTS.md``,
 ``results.json`` and ``results.png``.
@@ -271,7 +271,6 @@ class TorchContender:
   jitted contenders, and its state bytes are those of ``optimizer.state``.
   """
 
-  compiles: list[dict[str, float]] = []
   peak = None
 
   def __init__(self, opt: str, params: Any, grads: Any, device: str):

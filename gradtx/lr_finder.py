@@ -22,6 +22,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from gradtx import tree
 from gradtx.chain import set_hparams
 from gradtx.core import GradientTransformation, apply_updates
 
@@ -114,11 +115,6 @@ class RangeTestResult:
 def _check(condition: bool, message: str) -> None:
   if not condition:
     raise ValueError(f"lr_range_test: {message}")
-
-
-def _own_copy(tree: PyTree) -> PyTree:
-  """Fresh buffers holding the same values: safe to donate without touching the caller's."""
-  return jax.tree.map(lambda x: jnp.array(x, copy=True), tree)
 
 
 def _suggestions(lrs: np.ndarray, smoothed: np.ndarray) -> tuple[float, float]:
@@ -245,7 +241,7 @@ def lr_range_test(loss_fn: Callable[[PyTree, Any], jax.Array], params: PyTree,
   # Checks the name (listing the valid ones) before any work, on the caller's state.
   state = tx.init(params) if state is None else state
   set_hparams(state, {name: lrs[0]})
-  params, state = _own_copy(params), _own_copy(state)
+  params, state = tree.copy(params), tree.copy(state)  # donated below, not the caller's
 
   def step(params, state, batch):
     loss, grads = jax.value_and_grad(loss_fn)(params, batch)

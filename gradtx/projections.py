@@ -95,23 +95,16 @@ def projection_box(tree: PyTree, lower: Any, upper: Any) -> PyTree:
     x = jnp.asarray(x)
     return jnp.clip(x, as_dtype(low, x.dtype), as_dtype(high, x.dtype))
 
-  if _is_bound_leaf(lower) and _is_bound_leaf(upper):
-    pairs = [((), lower, upper)]
-  else:
-    if _is_bound_leaf(lower):
-      lower = jax.tree.map(lambda _: lower, tree)
-    if _is_bound_leaf(upper):
-      upper = jax.tree.map(lambda _: upper, tree)
-    pairs = [(path, low, high) for (path, low), high
-             in zip(jax.tree_util.tree_leaves_with_path(lower), jax.tree.leaves(upper))]
-  for path, low, high in pairs:
-    if is_concrete(low) and is_concrete(high) and np.any(np.asarray(low) > np.asarray(high)):
-      where = f" at {jax.tree_util.keystr(path)}" if path else ""
-      raise HyperparameterError(f"projection_box: lower must be <= upper, got lower > upper{where}")
+  both_scalar = _is_bound_leaf(lower) and _is_bound_leaf(upper)  # then no leaf to name
   if _is_bound_leaf(lower):
     lower = jax.tree.map(lambda _: lower, tree)
   if _is_bound_leaf(upper):
     upper = jax.tree.map(lambda _: upper, tree)
+  for (path, low), high in zip(jax.tree_util.tree_leaves_with_path(lower),
+                               jax.tree.leaves(upper)):
+    if is_concrete(low) and is_concrete(high) and np.any(np.asarray(low) > np.asarray(high)):
+      where = "" if both_scalar else f" at {jax.tree_util.keystr(path)}"
+      raise HyperparameterError(f"projection_box: lower must be <= upper, got lower > upper{where}")
   return jax.tree.map(clip, tree, lower, upper)
 
 

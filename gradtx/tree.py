@@ -164,7 +164,7 @@ def full_like(tree: PyTree, fill_value: float, dtype: Any = None) -> PyTree:
   return tree_map(lambda x: jnp.full_like(x, fill_value, dtype or jnp.asarray(x).dtype), tree)
 
 
-def accumulator_like(tree: PyTree, dtype: Any = None, fill_value: float = 0.0) -> PyTree:
+def accumulator_like(tree: PyTree, fill_value: float = 0.0, dtype: Any = None) -> PyTree:
   """``fill_value`` shaped like each leaf, to hold values of that leaf (a momentum, a sum).
 
   In ``dtype`` (the leaf's own if None), made complex of the same precision for
@@ -172,6 +172,12 @@ def accumulator_like(tree: PyTree, dtype: Any = None, fill_value: float = 0.0) -
   drop the imaginary part.
   """
   return tree_map(lambda x: jnp.full_like(x, fill_value, state_dtype(x, dtype)), tree)
+
+
+def copy(tree: PyTree) -> PyTree:
+  """Fresh buffers holding the same values (a state that keeps the params, or a
+  hyperparameter's value, must not share their buffers: both may be donated)."""
+  return tree_map(lambda x: jnp.array(x, copy=True), tree)
 
 
 def cast(tree: PyTree, dtype: Any) -> PyTree:

@@ -93,9 +93,8 @@ def scale_by_ademamix(b1: ScalarOrSchedule = 0.9, b2: ScalarOrSchedule = 0.999,
                     eps_root=(eps_root, NONNEGATIVE))
 
   def init(params):
-    count = numerics.zero_count()
-    return ScaleByAdemamixState(count, count, tree.accumulator_like(params, mu_dtype),
-                                tree.accumulator_like(params, mu_dtype),
+    return ScaleByAdemamixState(numerics.zero_count(), numerics.zero_count(), tree.accumulator_like(params, dtype=mu_dtype),
+                                tree.accumulator_like(params, dtype=mu_dtype),
                                 tree.zeros_like(params, nu_dtype), spec.init())
 
   def update(updates, state, params=None, **extra):

@@ -92,7 +92,7 @@ def scale_by_adopt(b1: ScalarOrSchedule = 0.9, b2: ScalarOrSchedule = 0.9999,
   spec = HParamSpec("scale_by_adopt", **entries)
 
   def init(params):
-    return ScaleByAdamState(numerics.zero_count(), tree.accumulator_like(params, mu_dtype),
+    return ScaleByAdamState(numerics.zero_count(), tree.accumulator_like(params, dtype=mu_dtype),
                             tree.zeros_like(params), spec.init())
 
   def update(updates, state, params=None, **extra):

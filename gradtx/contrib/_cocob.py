@@ -73,7 +73,8 @@ def scale_by_cocob(alpha: ScalarOrSchedule = 100.0,
     hparams = spec.init()
     real_zeros = _real_zeros_like(params)
     scale = tree.full_like(real_zeros, hparams["eps"])
-    return COCOBState(params, tree.zeros_like(params), scale, real_zeros, real_zeros, hparams)
+    return COCOBState(tree.copy(params), tree.zeros_like(params), scale, real_zeros,
+                      _real_zeros_like(params), hparams)
 
   def update(updates, state, params=None, **extra):
     del extra

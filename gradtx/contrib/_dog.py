@@ -98,7 +98,8 @@ def scale_by_dog(init_step: tuple[Literal["distance", "learning_rate", "heuristi
       r0 = value * (1 + tree.global_norm(params).astype(dtype))
     else:
       r0 = jnp.zeros((), dtype)
-    return DoGState(jnp.asarray(True), params, r0, jnp.zeros((), dtype), hparams)
+    return DoGState(jnp.asarray(True), tree.copy(params), tree.copy(r0), jnp.zeros((), dtype),
+                    hparams)
 
   def update(updates, state, params=None, **extra):
     del extra
@@ -219,7 +220,8 @@ def scale_by_dowg(init_estim_sq_dist: float | None = None,
     hparams = spec.init()
     dtype = _scalar_dtype(params)
     first = hparams["init_estim_sq_dist"] if entries else hparams["eps"]
-    return DoWGState(params, jnp.zeros((), dtype), as_dtype(first, dtype), hparams)
+    return DoWGState(tree.copy(params), jnp.zeros((), dtype), tree.copy(as_dtype(first, dtype)),
+                     hparams)
 
   def update(updates, state, params=None, **extra):
     del extra

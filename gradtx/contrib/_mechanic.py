@@ -97,9 +97,9 @@ def mechanize(base_optimizer: Any, weight_decay: ScalarOrSchedule = 1e-2,
   def init(params):
     hparams = spec.init()
     dtype = _scalar_dtype(params)
-    zeros = jnp.zeros((num_betas,), dtype)
     s = jnp.full((num_betas,), as_dtype(hparams["s_init"], dtype))
-    return MechanicState(base.init(params), zero_count(), zeros, zeros, zeros, s, params, hparams)
+    r, m, v = (jnp.zeros((num_betas,), dtype) for _ in range(3))  # three buffers
+    return MechanicState(base.init(params), zero_count(), r, m, v, s, tree.copy(params), hparams)
 
   def update(updates, state, params=None, **extra):
     params = require_params(stage, params)

@@ -142,9 +142,8 @@ def scale_by_momo(learning_rate: ScalarOrSchedule = 1.0, beta: ScalarOrSchedule 
   def init(params):
     hparams = spec.init()
     dtype = _scalar_dtype(params)
-    zero = jnp.zeros((), dtype)
-    return MomoState(tree.zeros_like(params), zero, zero, as_dtype(hparams["lower_bound"], dtype),
-                     zero_count(), hparams)
+    return MomoState(tree.zeros_like(params), jnp.zeros((), dtype), jnp.zeros((), dtype),
+                     tree.copy(as_dtype(hparams["lower_bound"], dtype)), zero_count(), hparams)
 
   def update(updates, state, params=None, *, value=None, **extra):
     del extra
@@ -280,9 +279,9 @@ def scale_by_momo_adam(learning_rate: ScalarOrSchedule = 1e-2, b1: ScalarOrSched
   def init(params):
     hparams = spec.init()
     dtype = _scalar_dtype(params)
-    zero = jnp.zeros((), dtype)
-    return MomoAdamState(tree.zeros_like(params), _real_zeros_like(params), zero, zero,
-                         as_dtype(hparams["lower_bound"], dtype), zero_count(), hparams)
+    return MomoAdamState(tree.zeros_like(params), _real_zeros_like(params), jnp.zeros((), dtype),
+                         jnp.zeros((), dtype), tree.copy(as_dtype(hparams["lower_bound"], dtype)),
+                         zero_count(), hparams)
 
   def update(updates, state, params=None, *, value=None, **extra):
     del extra

@@ -203,7 +203,7 @@ def scale_by_muon(ns_coeffs: tuple = _DEFAULT_NS_COEFFS, ns_steps: int = 5,
                     ns_coeffs=(_ns_coeffs_array(stage, ns_coeffs), ANY))
 
   def init(params):
-    return MuonState(zero_count(), tree.accumulator_like(params, mu_dtype), spec.init())
+    return MuonState(zero_count(), tree.accumulator_like(params, dtype=mu_dtype), spec.init())
 
   def update(updates, state, params=None, **extra):
     del params, extra

@@ -144,8 +144,7 @@ def schedule_free(base_optimizer: Any, learning_rate: ScalarOrSchedule, b1: Scal
 
   def init(params):
     dtype = _scalar_dtype(params)
-    # A copy, so that z and the params are distinct buffers (both can be donated).
-    z = tree.tree_map(lambda p: jnp.array(p, dtype=state_dtype or p.dtype, copy=True), params)
+    z = tree.copy(tree.cast(params, state_dtype))
     return ScheduleFreeState(jnp.zeros([], dtype), jnp.ones([], jnp.int32), jnp.zeros([], dtype),
                              base.init(params), z, spec.init())
 

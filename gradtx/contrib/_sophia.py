@@ -217,7 +217,8 @@ def scale_by_sophia(b1: ScalarOrSchedule = 0.965, b2: ScalarOrSchedule = 0.99,
   spec = HParamSpec("scale_by_sophia", **entries)
 
   def init(params):
-    return SophiaState(zero_count(), tree.accumulator_like(params, mu_dtype), tree.zeros_like(params),
+    return SophiaState(zero_count(), tree.accumulator_like(params, dtype=mu_dtype),
+                       tree.zeros_like(params),
                        hessian_diagonal_fn.init(params), spec.init())
 
   def update(updates, state, params=None, **extra):

@@ -69,7 +69,7 @@ def scale_by_radam(b1: ScalarOrSchedule = 0.9, b2: ScalarOrSchedule = 0.999,
                     threshold=(threshold, Range()))
 
   def init(params):
-    return ScaleByAdamState(numerics.zero_count(), tree.accumulator_like(params, mu_dtype),
+    return ScaleByAdamState(numerics.zero_count(), tree.accumulator_like(params, dtype=mu_dtype),
                             tree.zeros_like(params, nu_dtype), spec.init())
 
   def update(updates, state, params=None, **extra):
@@ -121,8 +121,8 @@ def belief_moments(g: jax.Array, m: jax.Array, s: jax.Array, b1: jax.Array, b2: 
     s_t = \\beta_2 s_{t-1} + (1-\\beta_2)(g_t - m_t)^2 + \\epsilon_\\text{root}
 
   The prediction error :math:`g_t - m_t` is taken in :math:`m_t`'s dtype;
-  dtypes otherwise as in :func:`gradtx.numerics.ema_moment` (callers cast
-  the moments to the state's dtypes). Shared by :func:`scale_by_belief` and
+  dtypes otherwise as in :func:`gradtx.numerics.ema_moment` (each moment
+  rounded to its state's precision). Shared by :func:`scale_by_belief` and
   ACProp (:func:`gradtx.contrib.scale_by_acprop`), which divides by
   :math:`s_{t-1}` instead of :math:`s_t`.
   """
@@ -162,7 +162,7 @@ def scale_by_belief(b1: ScalarOrSchedule = 0.9, b2: ScalarOrSchedule = 0.999,
                     eps=(eps, NONNEGATIVE), eps_root=(eps_root, NONNEGATIVE))
 
   def init(params):
-    return ScaleByBeliefState(numerics.zero_count(), tree.accumulator_like(params, mu_dtype),
+    return ScaleByBeliefState(numerics.zero_count(), tree.accumulator_like(params, dtype=mu_dtype),
                               tree.zeros_like(params, nu_dtype), spec.init())
 
   def update(updates, state, params=None, **extra):
@@ -216,7 +216,7 @@ def scale_by_yogi(b1: ScalarOrSchedule = 0.9, b2: ScalarOrSchedule = 0.999,
 
   def init(params):
     return ScaleByAdamState(numerics.zero_count(),
-                            tree.accumulator_like(params, mu_dtype, initial_accumulator_value),
+                            tree.accumulator_like(params, initial_accumulator_value, mu_dtype),
                             tree.full_like(params, initial_accumulator_value, nu_dtype),
                             spec.init())
 
@@ -287,7 +287,8 @@ def scale_by_novograd(b1: ScalarOrSchedule = 0.9, b2: ScalarOrSchedule = 0.25,
   def init(params):
     # One scalar per leaf (block_map: in packed mode, spread over the leaf's entries).
     nu = tree.block_map(lambda p: jnp.zeros((), jnp.asarray(p).dtype), params)
-    return ScaleByNovogradState(numerics.zero_count(), tree.accumulator_like(params, mu_dtype), nu,
+    return ScaleByNovogradState(numerics.zero_count(),
+                                tree.accumulator_like(params, dtype=mu_dtype), nu,
                                 spec.init())
 
   def update(updates, state, params=None, **extra):

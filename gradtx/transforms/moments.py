@@ -354,7 +354,7 @@ def scale_by_adam(b1: ScalarOrSchedule = 0.9, b2: ScalarOrSchedule = 0.999,
   spec = _adam_spec("scale_by_adam", b1, b2, eps, eps_root)
 
   def init(params):
-    return ScaleByAdamState(numerics.zero_count(), tree.accumulator_like(params, mu_dtype),
+    return ScaleByAdamState(numerics.zero_count(), tree.accumulator_like(params, dtype=mu_dtype),
                             tree.zeros_like(params, nu_dtype), spec.init())
 
   def update(updates, state, params=None, *, factor=None, **extra):
@@ -423,7 +423,7 @@ def scale_by_amsgrad(b1: ScalarOrSchedule = 0.9, b2: ScalarOrSchedule = 0.999,
   spec = _adam_spec("scale_by_amsgrad", b1, b2, eps, eps_root)
 
   def init(params):
-    return ScaleByAmsgradState(numerics.zero_count(), tree.accumulator_like(params, mu_dtype),
+    return ScaleByAmsgradState(numerics.zero_count(), tree.accumulator_like(params, dtype=mu_dtype),
                                tree.zeros_like(params), tree.zeros_like(params), spec.init())
 
   def update(updates, state, params=None, **extra):

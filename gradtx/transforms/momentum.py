@@ -53,7 +53,7 @@ def trace(decay: ScalarOrSchedule, nesterov: bool = False,
   spec = HParamSpec("trace", decay=(decay, NONNEGATIVE))
 
   def init(params):
-    return TraceState(tree.accumulator_like(params, accumulator_dtype), spec.init())
+    return TraceState(tree.accumulator_like(params, dtype=accumulator_dtype), spec.init())
 
   def update(updates, state, params=None, **extra):
     del params, extra
@@ -106,7 +106,7 @@ def ema(decay: ScalarOrSchedule, debias: bool = True,
   spec = HParamSpec("ema", decay=(decay, UNIT_HALF_OPEN))
 
   def init(params):
-    return EmaState(numerics.zero_count(), tree.accumulator_like(params, accumulator_dtype),
+    return EmaState(numerics.zero_count(), tree.accumulator_like(params, dtype=accumulator_dtype),
                     spec.init())
 
   def update(updates, state, params=None, **extra):

@@ -36,7 +36,7 @@ from gradtx import tree
 from gradtx.chain import ChainState, values_by_name
 from gradtx.core import (GradientTransformation, HParams, HParamSpec, as_transformation,
                          require_params)
-from gradtx.numerics import compute_dtype
+from gradtx.numerics import as_dtype, compute_dtype, safe_divide
 
 __all__ = ["MONITOR_STATISTICS", "MeasuresState", "MonitorState", "Stats", "measure_with_ema",
            "monitor", "stats"]
@@ -161,10 +161,8 @@ def _abs_where_seen(u: jax.Array, g: jax.Array) -> tuple[jax.Array, jax.Array]:
 
 def _quotient(a: jax.Array, b: jax.Array) -> jax.Array:
   """``a / b``, and 0 where ``b`` is 0 (no gradient seen: no step size to report)."""
-  a, b = jnp.asarray(a), jnp.asarray(b)
   dtype = compute_dtype(a, b)
-  a, b = a.astype(dtype), b.astype(dtype)
-  return jnp.where(b > 0, a / jnp.where(b > 0, b, 1), 0)
+  return safe_divide(as_dtype(a, dtype), as_dtype(b, dtype))
 
 
 def step_size_mean(u: PyTree, g: PyTree, p: PyTree) -> jax.Array:

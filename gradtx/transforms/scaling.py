@@ -15,7 +15,7 @@ import numpy as np
 from gradtx import tree
 from gradtx.core import (ANY, NONNEGATIVE, EmptyState, GradientTransformation, Range,
                          Schedule, ScalarOrSchedule, stateless)
-from gradtx.numerics import as_dtype
+from gradtx.numerics import as_dtype, safe_divide
 
 __all__ = ["normalize_by_update_norm", "scale", "scale_by_learning_rate", "scale_by_schedule",
            "scale_gradient"]
@@ -151,13 +151,9 @@ def normalize_by_update_norm(scale_factor: ScalarOrSchedule = 1.0,
 
   def normalize_by_update_norm(updates, params, scale_factor, eps):
     norm = tree.global_norm(updates)
-    denominator = norm + as_dtype(eps, norm.dtype)
-    positive = denominator > 0
     # One factor for the whole tree (each leaf's kernel is one multiply); 0 for a
     # zero update with eps = 0.
-    factor = jnp.where(positive, as_dtype(scale_factor, norm.dtype)
-                       / jnp.where(positive, denominator, jnp.ones_like(denominator)),
-                       jnp.zeros_like(denominator))
+    factor = safe_divide(as_dtype(scale_factor, norm.dtype), norm + as_dtype(eps, norm.dtype))
     return tree.scale(factor, updates)
 
   return stateless(normalize_by_update_norm, scale_factor=(scale_factor, ANY),

@@ -76,7 +76,7 @@ def scale_by_lion(b1: ScalarOrSchedule = 0.9, b2: ScalarOrSchedule = 0.99,
   spec = HParamSpec("scale_by_lion", b1=(b1, UNIT), b2=(b2, UNIT))
 
   def init(params):
-    return ScaleByLionState(tree.accumulator_like(params, mu_dtype), spec.init())
+    return ScaleByLionState(tree.accumulator_like(params, dtype=mu_dtype), spec.init())
 
   def update(updates, state, params=None, **extra):
     del params, extra

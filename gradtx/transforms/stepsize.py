@@ -156,7 +156,7 @@ def scale_by_distance_over_gradients(reps_rel: ScalarOrSchedule = 1e-6,
 
     max_dist = tree.tree_map(first_distance, tree.block_norm(params))
     return ScaleByDistanceOverGradientsState(
-        max_dist, tree.tree_map(jnp.zeros_like, max_dist), tree.cast(params, param_dtype),
+        max_dist, tree.tree_map(jnp.zeros_like, max_dist), tree.copy(tree.cast(params, param_dtype)),
         hparams)
 
   def update(updates, state, params=None, **extra):

@@ -55,7 +55,7 @@ def tree_sub(tree_x: PyTree, tree_y: PyTree) -> PyTree:
     >>> gtx.tree_utils.tree_sub({"a": jnp.array([1.0, 2.0])}, {"a": jnp.array([3.0, 3.0])})
     {'a': Array([-2., -1.], dtype=float32)}
   """
-  return _tree.tree_map(operator.sub, tree_x, tree_y)
+  return _tree.sub(tree_x, tree_y)
 
 
 def tree_mul(tree_x: PyTree, tree_y: PyTree) -> PyTree:

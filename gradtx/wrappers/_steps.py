@@ -171,7 +171,8 @@ def multi_steps(opt: GradientTransformation, every_k_schedule: int | Callable[[j
     if spec.scheduled:
       hparams = hparams_at(hparams["every_k_schedule"], hparams, gradient_step)
     return MultiStepsState(jnp.zeros([], jnp.int32), gradient_step, opt.init(params),
-                           tree.accumulator_like(params, accumulator_dtype), skip_state, hparams)
+                           tree.accumulator_like(params, dtype=accumulator_dtype), skip_state,
+                           hparams)
 
   def update(updates, state, params=None, **extra):
     _check_state(state, MultiStepsState, "multi_steps")
