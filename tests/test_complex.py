@@ -39,6 +39,7 @@ import optax
 import pytest
 
 import gradtx as gtx
+from zoo_harness import decay_mask  # the matrix and the real leaf: decay on some leaves
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import reference as R  # noqa: E402
@@ -98,11 +99,6 @@ class Problem:
 # ----------------------------------------------------------------------------
 # Cases: every ready optimizer, each in its default and its main options. The
 # same name and keyword arguments build gradtx's, the reference's and optax's.
-
-def decay_mask(params: Any) -> Any:
-  """The matrix and the real leaf: weight decay on some leaves only."""
-  return {k: getattr(v, "ndim", 0) >= 2 for k, v in params.items()}
-
 
 # optax 0.2.8's bugs on complex leaves (see the module docstring).
 OPTAX_ADADELTA = "adadelta squares g as a complex number"

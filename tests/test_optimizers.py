@@ -18,6 +18,7 @@ from absl.testing import parameterized
 
 import gradtx as gtx
 from registry import CLASSIC, PRIMITIVES, Case
+from zoo_harness import all_finite
 
 SHAPES = {"scalar": (), "vector": (3,), "matrix": (4, 5), "cube": (2, 3, 4), "zero": (3,),
           "tiny": (2,)}
@@ -223,4 +224,4 @@ def test_params_and_an_eager_init_state_can_both_be_donated(make):
 
   step = jax.jit(step, donate_argnums=(0, 1))
   params, state = step(*step(params, state))
-  assert all(bool(jnp.all(jnp.isfinite(x))) for x in jax.tree.leaves(params))
+  assert all_finite(params)

@@ -398,7 +398,7 @@ def test_gtx_tree_has_every_name_of_optax_tree_with_its_arguments():
         inspect.signature(theirs).parameters), name
     defined_here = name in vars(gtx.tree)  # else it is tree_utils' function
     assert defined_here or ours is getattr(tu, f"tree_{name}"), name
-  assert set(names) <= set(dir(gtx.tree))
+  assert set(names) <= set(dir(gtx.tree))  # dir() lists them too (tab completion)
   with pytest.raises(AttributeError, match="gradtx.tree' has no attribute 'nope'"):
     gtx.tree.nope  # pylint: disable=pointless-statement
 
