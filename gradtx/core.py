@@ -478,16 +478,16 @@ class EmptyState(NamedTuple):
   hparams: HParams
 
 
-def stateless(fn: Callable[..., Updates], *, name: str | None = None,
+def stateless(f: Callable[..., Updates], *, name: str | None = None,
               per_step: Callable[[dict[str, jax.Array]], dict[str, jax.Array]] | None = None,
               **hyperparams: tuple[ScalarOrSchedule, Range]) -> GradientTransformation:
-  """A transformation without moments: ``updates <- fn(updates, params, **hparams)``.
+  """A transformation without moments: ``updates <- f(updates, params, **hparams)``.
 
   Args:
-    fn: ``fn(updates, params, **values)`` returning the new updates; ``values``
+    f: ``f(updates, params, **values)`` returning the new updates; ``values``
       are this step's hyperparameters (arrays).
-    name: the default stage name; ``fn.__name__`` if not given.
-    per_step: maps this step's hyperparameters to the scalars ``fn`` takes
+    name: the default stage name; ``f.__name__`` if not given.
+    per_step: maps this step's hyperparameters to the scalars ``f`` takes
       instead (such as :math:`-\\eta` for :math:`\\eta`); computed once per
       step and passed through :func:`read_once`, so no leaf's kernel repeats
       the arithmetic.
@@ -503,7 +503,7 @@ def stateless(fn: Callable[..., Updates], *, name: str | None = None,
     >>> tx.update(jnp.ones(2), tx.init(jnp.zeros(2)))[0]
     Array([-1., -1.], dtype=float32)
   """
-  name = name or getattr(fn, "__name__", "stateless")
+  name = name or getattr(f, "__name__", "stateless")
   spec = HParamSpec(name, **hyperparams)
 
   def init(params):
@@ -515,14 +515,14 @@ def stateless(fn: Callable[..., Updates], *, name: str | None = None,
     now, hparams = spec.step(state.hparams, read=per_step is None)
     if per_step is not None:
       now = read_once(per_step(dict(now)))
-    return fn(updates, params, **now), EmptyState(hparams)
+    return f(updates, params, **now), EmptyState(hparams)
 
   return GradientTransformation(init, update, name=name, spec=spec)
 
 
-def stateless_with_tree_map(fn: Callable[[jax.Array, jax.Array | None], jax.Array], *,
+def stateless_with_tree_map(f: Callable[[jax.Array, jax.Array | None], jax.Array], *,
                             name: str | None = None) -> GradientTransformation:
-  """A transformation without state that maps ``fn(g, p)`` over the leaves.
+  """A transformation without state that maps ``f(g, p)`` over the leaves.
 
   .. math:: u_i \\leftarrow f(g_i, p_i) \\quad \\text{for each leaf } i
 
@@ -531,8 +531,8 @@ def stateless_with_tree_map(fn: Callable[[jax.Array, jax.Array | None], jax.Arra
   numeric hyperparameters held in the state, use :func:`stateless`.
 
   Args:
-    fn: ``fn(update_leaf, param_leaf_or_None) -> new_update_leaf``.
-    name: the default stage name; ``fn.__name__`` if not given.
+    f: ``f(update_leaf, param_leaf_or_None) -> new_update_leaf``.
+    name: the default stage name; ``f.__name__`` if not given.
 
   Example:
     >>> import gradtx as gtx
@@ -545,11 +545,11 @@ def stateless_with_tree_map(fn: Callable[[jax.Array, jax.Array | None], jax.Arra
 
   def map_leaves(updates, params):
     if params is None:
-      return jax.tree.map(lambda g: fn(g, None), updates)
+      return jax.tree.map(lambda g: f(g, None), updates)
     check_structure(updates, params, "updates", "params")
-    return jax.tree.map(fn, updates, params)
+    return jax.tree.map(f, updates, params)
 
-  return stateless(map_leaves, name=name or getattr(fn, "__name__", "stateless_with_tree_map"))
+  return stateless(map_leaves, name=name or getattr(f, "__name__", "stateless_with_tree_map"))
 
 
 def identity() -> GradientTransformation:

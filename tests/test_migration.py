@@ -117,6 +117,60 @@ def test_the_differences_table_names_what_gradtx_has():
           f"{p}: listed as different, but gradtx has no such name")
 
 
+def _shared_functions() -> list[tuple[str, object, object]]:
+  """(name, optax's, gradtx's) for each function both export under one dotted name."""
+  import optax
+
+  def resolve(module: object, dotted: str) -> object:
+    for part in dotted.split("."):
+      module = getattr(module, part, None)
+    return module
+
+  _, names = _snapshot()
+  shared = []
+  with warnings.catch_warnings():  # optax's deprecated aliases warn when read
+    warnings.simplefilter("ignore")
+    for name in names:
+      theirs, ours = resolve(optax, name), resolve(gtx, name)
+      if callable(theirs) and callable(ours) and not isinstance(theirs, type):
+        shared.append((name, theirs, ours))
+  return shared
+
+
+def test_shared_functions_take_optax_arguments():
+  # Code written for optax runs unchanged: each argument optax names, gradtx
+  # names too (a **kwargs of gradtx's does not count: stateless's would take
+  # optax's f= as a hyperparameter), positional ones at the same position, and
+  # one optax lets the caller leave out gradtx does not require. (Run against
+  # the installed optax, whatever its version, for the names of the snapshot.)
+  import inspect
+  pytest.importorskip("optax")
+  checked, wrong = 0, []
+  for name, theirs, ours in _shared_functions():
+    try:
+      optax_params = inspect.signature(theirs).parameters.values()
+      ours_params = inspect.signature(ours).parameters
+    except (TypeError, ValueError):  # a builtin without a signature
+      continue
+    checked += 1
+    positional = [p.name for p in ours_params.values()
+                  if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+    # monitor(*statistics) also takes optax's one positional dict of measures.
+    takes_rest = any(p.kind == p.VAR_POSITIONAL for p in ours_params.values())
+    for i, p in enumerate(q for q in optax_params if q.kind not in (q.VAR_POSITIONAL,
+                                                                    q.VAR_KEYWORD)):
+      mine = ours_params.get(p.name)
+      if mine is None:
+        wrong.append(f"{name}: no argument {p.name!r}")
+      elif (p.kind == p.POSITIONAL_OR_KEYWORD and not (i >= len(positional) and takes_rest)
+            and (i >= len(positional) or positional[i] != p.name)):
+        wrong.append(f"{name}: {p.name!r} is not positional argument {i}")
+      elif p.default is not p.empty and mine.default is mine.empty:
+        wrong.append(f"{name}: {p.name!r} has a default in optax, none here")
+  assert checked > 250, checked
+  assert not wrong, "\n".join(wrong)
+
+
 def test_the_page_code_runs_as_written():
   import jax
   import jax.numpy as jnp

@@ -396,6 +396,22 @@ def test_measures_agree_with_optax_monitor():
                                  optax.tree.get(s_theirs, name), rtol=1e-6)
 
 
+def test_measures_by_keyword_is_the_positional_dict():
+  # optax.monitor(measures={...}) runs unchanged.
+  measures = {"sum": jnp.sum, "ema": gtx.measure_with_ema(jnp.max, 0.5)}
+  by_keyword, positional = gtx.monitor(measures=measures), gtx.monitor(measures)
+  s_kw, s_pos = by_keyword.init(jnp.zeros(3)), positional.init(jnp.zeros(3))
+  for g in (jnp.array([1.0, -2.0, 4.0]), jnp.array([3.0, 0.5, -1.0])):
+    u, s_kw = by_keyword.update(g, s_kw)
+    _, s_pos = positional.update(g, s_pos)
+    np.testing.assert_array_equal(u, g)
+  assert gtx.stats(s_kw).keys() == gtx.stats(s_pos).keys()
+  for name, value in gtx.stats(s_kw).items():
+    np.testing.assert_array_equal(value, gtx.stats(s_pos)[name])
+  np.testing.assert_allclose(gtx.stats(s_kw)["sum"], 2.5)
+  np.testing.assert_allclose(gtx.stats(s_kw)["ema"], _ema_reference([4.0, 3.0], 0.5, True)[-1])
+
+
 def test_measures_state_keeps_its_structure_from_init_on_so_it_scans():
   tx = gtx.monitor({"mean": lambda u: jnp.mean(u),
                     "ema": gtx.measure_with_ema(lambda u: u[:2], 0.5)})
@@ -434,6 +450,7 @@ def test_measure_decay_is_set_by_name_without_retracing():
     (lambda: gtx.monitor({"a.b": jnp.sum}), ValueError, "without dots"),
     (lambda: gtx.monitor({"n": 3.0}), TypeError, "measure 'n' must be a callable"),
     (lambda: gtx.monitor({"n": jnp.sum}, inner=gtx.sgd(0.1)), ValueError, "takes no inner"),
+    (lambda: gtx.monitor("norm", measures={"n": jnp.sum}), ValueError, "not both"),
     (lambda: gtx.measure_with_ema(jnp.sum, 1.5), gtx.HyperparameterError, "decay"),
 ])
 def test_measures_errors(call, error, message):

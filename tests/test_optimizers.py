@@ -158,6 +158,22 @@ def test_adadelta_default_descends_where_optax_climbs():
   assert float(updates[0]) < 0
 
 
+def test_nadam_without_nesterov_is_adam():
+  # As in optax, where nadam and nadamw are adam and adamw with the flag preset.
+  params = {"w": jnp.linspace(-1.0, 1.0, 6)}
+  for nadam, adam in ((gtx.nadam(0.1, nesterov=False), gtx.adam(0.1)),
+                      (gtx.nadamw(0.1, weight_decay=0.2, nesterov=False),
+                       gtx.adamw(0.1, weight_decay=0.2))):
+    assert nadam.name == adam.name
+    s_nadam, s_adam = nadam.init(params), adam.init(params)
+    for t in range(5):
+      grads = {"w": jnp.cos(params["w"] * (t + 1))}
+      u_nadam, s_nadam = nadam.update(grads, s_nadam, params)
+      u_adam, s_adam = adam.update(grads, s_adam, params)
+      np.testing.assert_array_equal(u_nadam["w"], u_adam["w"])
+      params = gtx.apply_updates(params, u_adam)
+
+
 # ----------------------------------------------------------------------------
 # Bad hyperparameters: a table of (constructor, exception, message).
 

@@ -258,6 +258,21 @@ def test_noisy_sgd_matches_optax_with_the_same_key():
       np.testing.assert_allclose(u_ours[k], u_theirs[k], rtol=1e-6, atol=1e-7)
 
 
+def test_seed_is_optax_older_name_for_an_int_key():
+  params, grads = jnp.zeros(6), jnp.ones(6)
+  by_seed, by_key = gtx.noisy_sgd(0.1, seed=5), gtx.noisy_sgd(0.1, key=5)
+  s_seed, s_key = by_seed.init(params), by_key.init(params)
+  for _ in range(3):
+    u_seed, s_seed = by_seed.update(grads, s_seed)
+    u_key, s_key = by_key.update(grads, s_key)
+    np.testing.assert_array_equal(u_seed, u_key)
+  five, six = gtx.add_noise(seed=5), gtx.add_noise(seed=6)
+  assert not np.array_equal(five.update(grads, five.init(params))[0],
+                            six.update(grads, six.init(params))[0])
+  with pytest.raises(ValueError, match="add_noise: give key= or seed="):
+    gtx.add_noise(key=1, seed=1)
+
+
 def test_add_noise_repr_shows_the_seed_or_a_key():
   assert "key=7" in repr(gtx.noisy_sgd(0.1, key=7))
   assert "key='<PRNG key>'" in repr(gtx.noisy_sgd(0.1, key=jax.random.key(0)))

@@ -15,7 +15,7 @@ __all__ = ["noisy_sgd", "optimistic_adam", "optimistic_adam_v2", "optimistic_gra
 
 
 def noisy_sgd(learning_rate: ScalarOrSchedule, eta: float = 0.01, gamma: float = 0.55,
-              key: Any = None) -> Chain:
+              key: Any = None, *, seed: int | None = None) -> Chain:
   """SGD on gradients with annealed Gaussian noise.
 
   .. math::
@@ -27,12 +27,13 @@ def noisy_sgd(learning_rate: ScalarOrSchedule, eta: float = 0.01, gamma: float =
     eta: the initial noise variance, default 0.01.
     gamma: the annealing exponent, default 0.55.
     key: a ``jax.random.key`` or an int seed (``None``: seed 0), kept in the state.
+    seed: optax's older name for an int ``key``; giving both raises.
 
   References:
     Neelakantan et al., *Adding Gradient Noise Improves Learning for Very Deep
     Networks*, 2015.
   """
-  return named_chain("noisy_sgd", noise=add_noise(eta, gamma, key),
+  return named_chain("noisy_sgd", noise=add_noise(eta, gamma, key, seed=seed),
                      lr=scale_by_learning_rate(learning_rate))
 
 

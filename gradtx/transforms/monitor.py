@@ -225,8 +225,8 @@ def _stat_dtype() -> jnp.dtype:
   return jnp.result_type(float)
 
 
-def monitor(*statistics: str | Mapping[str, Any], inner: GradientTransformation | None = None
-            ) -> GradientTransformation:
+def monitor(*statistics: str | Mapping[str, Any], inner: GradientTransformation | None = None,
+            measures: Mapping[str, Any] | None = None) -> GradientTransformation:
   """Keeps statistics of the updates in the state; the updates pass unchanged.
 
   Also takes optax's form, one dict of measures: see *optax's form* below.
@@ -277,6 +277,8 @@ def monitor(*statistics: str | Mapping[str, Any], inner: GradientTransformation 
     inner: a transformation to run and compare with, default ``None``. Its
       state is the monitor's ``inner_state`` and its hyperparameters appear
       under the monitor's name (``"opt.lr.learning_rate"``).
+    measures: optax's form by keyword, ``monitor(measures={...})``; the same
+      as passing the dict alone, positionally.
 
   optax's form: ``monitor({name: measure, ...})``, where a measure is a
   callable of the updates or a transformation whose returned "updates" are
@@ -307,6 +309,11 @@ def monitor(*statistics: str | Mapping[str, Any], inner: GradientTransformation 
     >>> list(gtx.hparams(state))
     ['opt.lr.learning_rate']
   """
+  if measures is not None:
+    if statistics:
+      raise ValueError("monitor: give either statistic names or measures=, not both "
+                       "(chain two monitors to have both)")
+    statistics = (measures,)
   if len(statistics) == 1 and isinstance(statistics[0], Mapping):
     if inner is not None:
       raise ValueError("monitor: a dict of measures (optax's form) takes no inner=; "

@@ -31,8 +31,17 @@ def as_key(key: Any) -> jax.Array:
   return jax.random.key(key)
 
 
+def seed_or_key(where: str, key: Any, seed: int | None) -> Any:
+  """The key that ``key`` or optax's older ``seed`` names (seed 0 if neither)."""
+  if seed is not None and key is not None:
+    raise ValueError(f"{where}: give key= or seed= (optax's older name for it), not both")
+  if key is not None:
+    return key
+  return 0 if seed is None else seed
+
+
 def add_noise(eta: ScalarOrSchedule = 0.01, gamma: ScalarOrSchedule = 0.55,
-              key: Any = None) -> GradientTransformation:
+              key: Any = None, *, seed: int | None = None) -> GradientTransformation:
   """Adds annealed Gaussian noise to the updates.
 
   .. math::
@@ -47,6 +56,8 @@ def add_noise(eta: ScalarOrSchedule = 0.01, gamma: ScalarOrSchedule = 0.55,
     gamma: :math:`\\gamma \\ge 0`, the annealing exponent, default 0.55.
     key: a ``jax.random.key``, a raw key, or an int seed; ``None`` uses seed 0
       (as optax does, without its warning).
+    seed: optax's older name for an int ``key``, default ``None``; giving
+      both raises.
 
   References:
     Neelakantan et al., *Adding Gradient Noise Improves Learning for Very Deep
@@ -60,7 +71,7 @@ def add_noise(eta: ScalarOrSchedule = 0.01, gamma: ScalarOrSchedule = 0.55,
     Array([1., 1.], dtype=float32)
   """
   spec = HParamSpec("add_noise", eta=(eta, NONNEGATIVE), gamma=(gamma, NONNEGATIVE))
-  seed = 0 if key is None else key
+  seed = seed_or_key("add_noise", key, seed)
 
   def init(params):
     del params
