@@ -40,7 +40,7 @@ from gradtx.transforms.stepsize import *  # noqa: F401,F403
 from gradtx.transforms.trust import *  # noqa: F401,F403
 from gradtx.transforms.finite import *  # noqa: F401,F403
 from gradtx.transforms.plateau import *  # noqa: F401,F403
-from gradtx.transforms.monitor import *  # noqa: F401,F403
+from gradtx.transforms.monitoring import *  # noqa: F401,F403
 from gradtx.tree import MaskedNode
 from gradtx.wrappers import *  # noqa: F401,F403
 from gradtx.utilities import *  # noqa: F401,F403
@@ -70,7 +70,7 @@ def _public_names() -> list[str]:
   import importlib
   modules = ["chain", "core", "errors", "optimizers", "transforms.clipping", "transforms.decay",
              "transforms.momentum", "transforms.moments", "transforms.scaling", "wrappers",
-             "transforms.finite", "transforms.plateau", "transforms.monitor",
+             "transforms.finite", "transforms.plateau", "transforms.monitoring",
              "transforms.adaptive", "transforms.factored", "transforms.linesearch",
              "transforms.noise", "transforms.optimism", "transforms.sign", "transforms.stepsize",
              "transforms.trust", "utilities"]

@@ -257,7 +257,7 @@ def _find_hparams(node: Any, prefix: tuple[str, ...] = (),
   """Every HParams in ``node``, with the stage path leading to it, in pytree order.
 
   ``kind`` picks another mapping held in stage states the same way (a
-  monitor's :class:`~gradtx.transforms.monitor.Stats`): one walk, one naming.
+  monitor's :class:`~gradtx.transforms.monitoring.Stats`): one walk, one naming.
   """
   if isinstance(node, kind):
     yield prefix, node

@@ -55,7 +55,9 @@ def _in_gradtx(dotted: str) -> bool:
     if not hasattr(obj, part):
       return False
     obj = getattr(obj, part)
-  return True
+  # The snapshot holds no modules: a module of gradtx's under an optax function's
+  # name (gtx.transforms.monitor was one) would break code written for optax.
+  return not isinstance(obj, types.ModuleType)
 
 
 def _table(title: str) -> list[tuple[str, str]]:

@@ -6,7 +6,7 @@ from typing import Any, Callable, NamedTuple
 
 
 from gradtx.core import GradientTransformation
-from gradtx.transforms.monitor import Stats
+from gradtx.transforms.monitoring import Stats
 from gradtx.wrappers._common import PyTree, _check_state
 
 
