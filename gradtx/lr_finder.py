@@ -19,7 +19,6 @@ import math
 from typing import Any, Callable, Iterable
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 
 from gradtx import tree

@@ -91,9 +91,15 @@ def state_dtype(x: Any, dtype: Any = None) -> jnp.dtype:
   return dtype
 
 
-def abs_sq(x: jax.Array) -> jax.Array:
-  """:math:`|x|^2`, real for complex ``x``."""
-  return (x * x.conj()).real if jnp.iscomplexobj(x) else jnp.square(x)
+def abs_sq(x: jax.Array, dtype: Any = None) -> jax.Array:
+  """:math:`|x|^2`, real for complex ``x``; as ``dtype`` if given.
+
+  A complex ``dtype`` (an accumulator laid out like optax's, ``zeros_like``
+  a complex leaf) takes the real square with a zero imaginary part, the
+  explicit cast strict dtype promotion asks for.
+  """
+  sq = (x * x.conj()).real if jnp.iscomplexobj(x) else jnp.square(x)
+  return sq if dtype is None else as_dtype(sq, dtype)
 
 
 def stored(x: jax.Array, dtype: Any) -> jax.Array:

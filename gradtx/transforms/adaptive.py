@@ -229,7 +229,7 @@ def scale_by_yogi(b1: ScalarOrSchedule = 0.9, b2: ScalarOrSchedule = 0.999,
     def leaf(g, m, v):
       m_new = ema_moment(g, m, h["b1"], order=1)
       dtype = compute_dtype(g, v)
-      g_sq, v_old = as_dtype(numerics.abs_sq(g.astype(dtype)), dtype), v.astype(dtype)
+      g_sq, v_old = numerics.abs_sq(g.astype(dtype), dtype), v.astype(dtype)
       v_new = v_old - (1 - as_dtype(h["b2"], dtype)) * jnp.sign(v_old - g_sq) * g_sq
       m_hat = numerics.bias_correction(m_new, h["b1"], count).astype(dtype)
       v_hat = numerics.bias_correction(v_new, h["b2"], count)

@@ -131,7 +131,7 @@ def scale_by_stddev(decay: ScalarOrSchedule = 0.9, eps: ScalarOrSchedule = 1e-8,
       nu_new = ema_moment(g, nu, rho, order=2)
       mu_hat = numerics.bias_correction(mu_new, rho, count) if bias_correction else mu_new
       nu_hat = numerics.bias_correction(nu_new, rho, count) if bias_correction else nu_new
-      u = _divide_by_root(g, nu_hat - as_dtype(abs_sq(mu_hat), nu_hat.dtype), h["eps"],
+      u = _divide_by_root(g, nu_hat - abs_sq(mu_hat, nu_hat.dtype), h["eps"],
                           eps_in_sqrt)
       return as_dtype(u, g.dtype), as_dtype(mu_new, mu.dtype), as_dtype(nu_new, nu.dtype)
 
@@ -182,7 +182,7 @@ def scale_by_rss(initial_accumulator_value: float = 0.1,
 
     def leaf(g, G):
       dtype = compute_dtype(g, G)
-      G_new = as_dtype(abs_sq(as_dtype(g, dtype)), dtype) + as_dtype(G, dtype)
+      G_new = abs_sq(as_dtype(g, dtype), dtype) + as_dtype(G, dtype)
       if eps_in_sqrt:
         u = safe_rsqrt(G_new + as_dtype(h["eps"], dtype)) * as_dtype(g, dtype)
       else:
