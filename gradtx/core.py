@@ -654,6 +654,19 @@ def require_params(stage: str, params: Params | None) -> Params:
   return params
 
 
+def require_params_like(stage: str, updates: Updates, params: Params | None, state: Any,
+                        field: str) -> Params:
+  """:func:`require_params`, and a check that ``updates`` and ``params`` have the
+  structure of ``state.<field>``, a tree the stage keeps like the params (the
+  error names it)."""
+  from gradtx.tree import check_structure  # pylint: disable=import-outside-toplevel
+  params = require_params(stage, params)
+  like = getattr(state, field)
+  check_structure(like, updates, f"state.{field}", "updates")
+  check_structure(like, params, f"state.{field}", "params")
+  return params
+
+
 __all__ = ["ANY", "EmptyState", "GradientTransformation", "HParamSpec", "HParams",
            "NONNEGATIVE", "NONNEGATIVE_INT", "POSITIVE", "POSITIVE_INT", "Range",
            "ScalarOrSchedule", "Schedule", "UNIT", "UNIT_HALF_OPEN", "apply_updates", "identity",

@@ -362,10 +362,10 @@ HPARAMS = [
      {"dadapt.learning_rate", "dadapt.betas", "dadapt.eps", "dadapt.estim_lr0",
       "dadapt.weight_decay"},
      "dadapt.learning_rate", 1.0, 2.0, 2.0),
-    ("dog", lambda v: gtx.contrib.dog(v),
+    ("dog", lambda v: gtx.contrib.dog(v, weight_decay=0.0),
      {"decay.weight_decay", "dog.init_step", "dog.eps", "lr.learning_rate"},
      "lr.learning_rate", 1.0, 2.0, 2.0),
-    ("dowg", lambda v: gtx.contrib.dowg(v),
+    ("dowg", lambda v: gtx.contrib.dowg(v, weight_decay=0.0),
      {"decay.weight_decay", "dowg.eps", "lr.learning_rate"},
      "lr.learning_rate", 1.0, 2.0, 2.0),
     ("cocob", lambda v: gtx.contrib.cocob(alpha=v),
@@ -425,6 +425,33 @@ def test_hyperparameters_read_and_set_by_name_without_retracing(make, names, nam
   fresh = _trajectory(step_of(make(new), []), params, make(new).init(params), 3)
   assert_trees_close(after, fresh, rtol=1e-5, atol=1e-7)
   assert not np.allclose(after[2]["w"], before[2]["w"], rtol=1e-3, atol=0)
+
+
+# weight_decay=None is optax's: no decay stage (its identity), for DoG, DoWG and
+# schedule-free SGD alike; 0.0 is a stage that holds 0, to be set by name later.
+OPTIONAL_DECAY = [
+    ("dog", lambda wd: gtx.contrib.dog(weight_decay=wd), "decay.weight_decay"),
+    ("dowg", lambda wd: gtx.contrib.dowg(weight_decay=wd), "decay.weight_decay"),
+    ("schedule_free_sgd", lambda wd: gtx.contrib.schedule_free_sgd(0.1, weight_decay=wd),
+     "schedule_free.decay.weight_decay"),
+]
+
+
+@pytest.mark.parametrize("make, decay", [o[1:] for o in OPTIONAL_DECAY],
+                         ids=[o[0] for o in OPTIONAL_DECAY])
+def test_weight_decay_none_is_no_decay_stage_and_zero_a_stage_to_set(make, decay):
+  params = coupled_tree()
+  grads = jax.grad(_coupled_loss)(params)
+  without, zero = make(None), make(0.0)
+  state_without, state_zero = without.init(params), zero.init(params)
+  assert set(gtx.hparams(state_zero)) - set(gtx.hparams(state_without)) == {decay}
+  with pytest.raises(gtx.HyperparameterError, match=rf"unknown hyperparameter '{decay}'"):
+    gtx.set_hparams(state_without, {decay: 0.1})
+  u_without, _ = without.update(grads, state_without, params)
+  u_zero, _ = zero.update(grads, state_zero, params)
+  assert_trees_close(u_without, u_zero, rtol=0, atol=0)
+  u_set, _ = zero.update(grads, gtx.set_hparams(state_zero, {decay: 0.1}), params)
+  assert not np.allclose(u_set["w"], u_zero["w"], rtol=1e-3, atol=0)
 
 
 # ----------------------------------------------------------------------------

@@ -9,8 +9,8 @@ import jax.numpy as jnp
 from gradtx import tree
 from gradtx.chain import Chain, named_chain
 from gradtx.contrib._whole_tree import _real_dtype, _real_zeros_like
-from gradtx.core import (POSITIVE, GradientTransformation,
-                         HParams, HParamSpec, ScalarOrSchedule, require_params)
+from gradtx.core import (POSITIVE, GradientTransformation, HParams, HParamSpec, ScalarOrSchedule,
+                         require_params_like)
 from gradtx.numerics import as_dtype, compute_dtype
 from gradtx.transforms.decay import Mask, add_decayed_weights
 from gradtx.transforms.scaling import scale_by_learning_rate
@@ -78,9 +78,7 @@ def scale_by_cocob(alpha: ScalarOrSchedule = 100.0,
 
   def update(updates, state, params=None, **extra):
     del extra
-    params = require_params(stage, params)
-    tree.check_structure(state.init_particles, updates, "state.init_particles", "updates")
-    tree.check_structure(state.init_particles, params, "state.init_particles", "params")
+    params = require_params_like(stage, updates, params, state, "init_particles")
     h, hparams = spec.step(state.hparams)
 
     def leaf(g, p, w1, theta, big_l, big_g, reward):

@@ -6,7 +6,10 @@ its dimension numbers (:class:`MuonDimensionNumbers`,
 axes); the helpers here resolve them against the params (and give the
 default of muon and GaLore: the 2-D leaves, as plain matrices) and map a
 function over the matrices, in tree or packed mode. Schedule-free and
-Mechanic hold their base optimizer as :func:`_as_base` makes it.
+Mechanic hold their base optimizer as :func:`_as_base` makes it. The stages
+that keep a tree like the params check the params with
+:func:`gradtx.core.require_params_like`; DoG, DoWG and schedule-free SGD take an optional weight decay as
+:func:`_optional_decay` makes it.
 """
 
 from __future__ import annotations
@@ -21,9 +24,10 @@ import numpy as np
 
 from gradtx import tree
 from gradtx.chain import Chain, chain
-from gradtx.core import GradientTransformation, Params, as_transformation
+from gradtx.core import GradientTransformation, Params, ScalarOrSchedule, as_transformation
 from gradtx.errors import StructureError
 from gradtx.packed import Packed, PackedLeaves
+from gradtx.transforms.decay import Mask, add_decayed_weights
 # The tree a masked wrapper hides leaves of: dimension numbers are resolved on it.
 from gradtx.wrappers._masking import unmasked_view
 
@@ -201,3 +205,14 @@ def _as_base(base_optimizer: Any, stage: str) -> GradientTransformation:
   if isinstance(base_optimizer, GradientTransformation) and not isinstance(base_optimizer, Chain):
     return chain(base_optimizer)
   return as_transformation(base_optimizer, where=f"{stage} base_optimizer")
+
+
+def _optional_decay(weight_decay: ScalarOrSchedule | None,
+                    mask: Mask | None = None) -> dict[str, GradientTransformation]:
+  """optax's optional weight decay, as the stages to put first in a chain.
+
+  ``None``: no stage (optax's identity), so no decay is computed or held;
+  a number (0 included) or a schedule: a ``decay`` stage that holds it, to be
+  set by name later.
+  """
+  return {} if weight_decay is None else {"decay": add_decayed_weights(weight_decay, mask)}

@@ -12,10 +12,10 @@ import jax.numpy as jnp
 
 from gradtx import tree
 from gradtx.chain import Chain, named_chain
-from gradtx.contrib._whole_tree import (_betas, _count_as, _inner, _l1, _over_root,
+from gradtx.contrib._whole_tree import (_adam_step_size, _betas, _inner, _l1, _over_root,
                                        _real_zeros_like, _scalar_dtype)
-from gradtx.core import (NONNEGATIVE, POSITIVE, UNIT_HALF_OPEN, GradientTransformation,
-                         HParams, HParamSpec, ScalarOrSchedule, require_params)
+from gradtx.core import (NONNEGATIVE, POSITIVE, UNIT_HALF_OPEN, GradientTransformation, HParams,
+                         HParamSpec, ScalarOrSchedule, require_params_like)
 from gradtx.numerics import (as_dtype, compute_dtype, ema_moment, safe_divide,
                              safe_increment, zero_count)
 
@@ -99,9 +99,7 @@ def scale_by_dadapt_adamw(learning_rate: ScalarOrSchedule = 1.0,
 
   def update(updates, state, params=None, **extra):
     del extra
-    params = require_params(stage, params)
-    tree.check_structure(state.exp_avg, updates, "state.exp_avg", "updates")
-    tree.check_structure(state.exp_avg, params, "state.exp_avg", "params")
+    params = require_params_like(stage, updates, params, state, "exp_avg")
     h, hparams = spec.step(state.hparams)
     d = state.estim_lr
     dtype = d.dtype
@@ -109,9 +107,7 @@ def scale_by_dadapt_adamw(learning_rate: ScalarOrSchedule = 1.0,
     sigma = jnp.sqrt(as_dtype(b2, dtype))
     eps = as_dtype(h["eps"], dtype)
     count = safe_increment(state.count)
-    t = _count_as(count, dtype)
-    eta = (d * as_dtype(h["learning_rate"], dtype) * jnp.sqrt(1 - as_dtype(b2, dtype)**t)
-           / (1 - as_dtype(b1, dtype)**t))
+    eta = _adam_step_size(d, h["learning_rate"], b1, b2, count)
 
     over_root = tree.tree_map(lambda s, v: _over_root(s, v, eps), state.grad_sum,
                               state.exp_avg_sq)

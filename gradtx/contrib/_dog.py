@@ -9,11 +9,12 @@ import jax.numpy as jnp
 
 from gradtx import tree
 from gradtx.chain import Chain, named_chain
+from gradtx.contrib._common import _optional_decay
 from gradtx.contrib._whole_tree import _scalar_dtype
-from gradtx.core import (NONNEGATIVE, POSITIVE, GradientTransformation,
-                         HParams, HParamSpec, ScalarOrSchedule, require_params)
+from gradtx.core import (NONNEGATIVE, POSITIVE, GradientTransformation, HParams, HParamSpec,
+                         ScalarOrSchedule, require_params_like)
 from gradtx.numerics import as_dtype
-from gradtx.transforms.decay import Mask, add_decayed_weights
+from gradtx.transforms.decay import Mask
 from gradtx.transforms.scaling import scale_by_learning_rate
 
 __all__ = ["DoGState", "DoWGState", "dog", "dowg", "scale_by_dog", "scale_by_dowg"]
@@ -103,9 +104,7 @@ def scale_by_dog(init_step: tuple[Literal["distance", "learning_rate", "heuristi
 
   def update(updates, state, params=None, **extra):
     del extra
-    params = require_params(stage, params)
-    tree.check_structure(state.init_params, updates, "state.init_params", "updates")
-    tree.check_structure(state.init_params, params, "state.init_params", "params")
+    params = require_params_like(stage, updates, params, state, "init_params")
     h, hparams = spec.step(state.hparams)
     dtype = state.max_dist.dtype
     distance = jnp.sqrt(as_dtype(tree.sum_squares(tree.sub(params, state.init_params)), dtype))
@@ -119,12 +118,6 @@ def scale_by_dog(init_step: tuple[Literal["distance", "learning_rate", "heuristi
 
   return GradientTransformation(init, update, name=stage, spec=spec,
                                 options=dict(init_step_kind=kind))
-
-
-def _decay_stage(weight_decay: ScalarOrSchedule | None, mask: Mask | None
-                 ) -> GradientTransformation:
-  """optax's optional weight decay: ``None`` is a decay of 0, held in the state to be set later."""
-  return add_decayed_weights(0.0 if weight_decay is None else weight_decay, mask)
 
 
 def dog(learning_rate: ScalarOrSchedule = 1.0,
@@ -147,8 +140,8 @@ def dog(learning_rate: ScalarOrSchedule = 1.0,
     learning_rate: :math:`\\gamma_t`, default 1.
     init_step: default ``("heuristic", 1e-6)``; see :func:`scale_by_dog`.
     eps: default 1e-8.
-    weight_decay: :math:`\\lambda`, default None (no decay). gradtx holds
-      None as a decay of 0, so it can be set by name later.
+    weight_decay: :math:`\\lambda`, default None: no decay stage (as optax).
+      Give 0.0 for a decay stage that holds 0, to be set by name later.
     mask: which leaves to decay.
 
   References:
@@ -159,12 +152,11 @@ def dog(learning_rate: ScalarOrSchedule = 1.0,
     >>> import gradtx as gtx
     >>> print(gtx.contrib.dog())
     dog(
-      decay=add_decayed_weights(weight_decay=0),
       dog=scale_by_dog(init_step=1e-06, eps=1e-08, init_step_kind='heuristic'),
       lr=scale_by_learning_rate(learning_rate=1, flip_sign=True),
     )
   """
-  return named_chain("dog", decay=_decay_stage(weight_decay, mask),
+  return named_chain("dog", **_optional_decay(weight_decay, mask),
                      dog=scale_by_dog(init_step, eps), lr=scale_by_learning_rate(learning_rate))
 
 
@@ -225,9 +217,7 @@ def scale_by_dowg(init_estim_sq_dist: float | None = None,
 
   def update(updates, state, params=None, **extra):
     del extra
-    params = require_params(stage, params)
-    tree.check_structure(state.init_params, updates, "state.init_params", "updates")
-    tree.check_structure(state.init_params, params, "state.init_params", "params")
+    params = require_params_like(stage, updates, params, state, "init_params")
     h, hparams = spec.step(state.hparams)
     dtype = state.estim_sq_dist.dtype
     sq_dist = jnp.maximum(state.estim_sq_dist,
@@ -256,7 +246,8 @@ def dowg(learning_rate: ScalarOrSchedule = 1.0, init_estim_sq_dist: float | None
     learning_rate: :math:`\\gamma_t`, default 1.
     init_estim_sq_dist: :math:`\\bar r_0^2`, default None (:math:`\\epsilon`).
     eps: default 1e-4.
-    weight_decay: :math:`\\lambda`, default None (held as 0, settable).
+    weight_decay: :math:`\\lambda`, default None: no decay stage (as optax);
+      0.0 gives one that holds 0, to be set by name later.
     mask: which leaves to decay.
 
   References:
@@ -267,11 +258,10 @@ def dowg(learning_rate: ScalarOrSchedule = 1.0, init_estim_sq_dist: float | None
     >>> import gradtx as gtx
     >>> print(gtx.contrib.dowg())
     dowg(
-      decay=add_decayed_weights(weight_decay=0),
       dowg=scale_by_dowg(eps=0.0001),
       lr=scale_by_learning_rate(learning_rate=1, flip_sign=True),
     )
   """
-  return named_chain("dowg", decay=_decay_stage(weight_decay, mask),
+  return named_chain("dowg", **_optional_decay(weight_decay, mask),
                      dowg=scale_by_dowg(init_estim_sq_dist, eps),
                      lr=scale_by_learning_rate(learning_rate))

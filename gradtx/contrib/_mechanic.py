@@ -10,8 +10,8 @@ import jax.numpy as jnp
 from gradtx import tree
 from gradtx.contrib._common import _as_base
 from gradtx.contrib._whole_tree import _inner, _scalar_dtype
-from gradtx.core import (NONNEGATIVE, POSITIVE, GradientTransformation,
-                         HParams, HParamSpec, ScalarOrSchedule, require_params)
+from gradtx.core import (NONNEGATIVE, POSITIVE, GradientTransformation, HParams, HParamSpec,
+                         ScalarOrSchedule, require_params_like)
 from gradtx.numerics import as_dtype, compute_dtype, safe_increment, zero_count
 
 __all__ = ["MechanicState", "mechanize"]
@@ -102,9 +102,7 @@ def mechanize(base_optimizer: Any, weight_decay: ScalarOrSchedule = 1e-2,
     return MechanicState(base.init(params), zero_count(), r, m, v, s, tree.copy(params), hparams)
 
   def update(updates, state, params=None, **extra):
-    params = require_params(stage, params)
-    tree.check_structure(state.x0, updates, "state.x0", "updates")
-    tree.check_structure(state.x0, params, "state.x0", "params")
+    params = require_params_like(stage, updates, params, state, "x0")
     h, hparams = spec.step(state.hparams)
     base_updates, base_state = base.update(updates, state.base_optimizer_state, params, **extra)
     dtype = state.s.dtype
@@ -132,7 +130,9 @@ def mechanize(base_optimizer: Any, weight_decay: ScalarOrSchedule = 1e-2,
     def step(p, x0, d, u):
       c = compute_dtype(p, x0, u)
       # (x_ref - theta_t) first: exact for nearby values, so a small step keeps its digits
-      # (optax forms x_ref - s (Delta - u) and subtracts theta_t, losing them).
+      # (optax forms x_ref - s (Delta - u) and subtracts theta_t, losing them). Formed here
+      # again, not taken from delta_prev's tree.sub: in the base updates' dtype, which can be
+      # wider than the params' (float32 steps of bfloat16 params).
       moved = as_dtype(x0, c) - as_dtype(p, c)
       return (moved - as_dtype(s_new, c) * (as_dtype(d, c) - as_dtype(u, c))).astype(p.dtype)
 

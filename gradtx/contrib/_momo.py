@@ -9,10 +9,10 @@ import jax.numpy as jnp
 
 from gradtx import tree
 from gradtx.chain import Chain, named_chain
-from gradtx.contrib._whole_tree import (_count_as, _inner, _real_dtype, _real_zeros_like,
+from gradtx.contrib._whole_tree import (_count_as, _inner, _over_root, _real_zeros_like,
                                        _scalar_dtype)
 from gradtx.core import (ANY, NONNEGATIVE, POSITIVE, UNIT_HALF_OPEN, GradientTransformation,
-                         HParams, HParamSpec, ScalarOrSchedule, require_params)
+                         HParams, HParamSpec, ScalarOrSchedule, require_params_like)
 from gradtx.errors import MissingArgumentError
 from gradtx.numerics import (as_dtype, compute_dtype, ema_moment, safe_divide,
                              safe_increment, zero_count)
@@ -50,10 +50,16 @@ _NEEDS_VALUE = ("{stage} needs the loss: call update(grads, state, params, value
                 "with the loss from jax.value_and_grad")
 
 
-def _loss_value(stage: str, value: Any, dtype: Any) -> jax.Array:
+def _model_averages(stage: str, value: Any, updates: Any, params: Any, state: Any,
+                    beta: jax.Array) -> tuple[jax.Array, jax.Array]:
+  """:math:`\\bar f_t` and :math:`\\gamma_t`: the averages of the loss and of
+  :math:`\\langle g_t, \\theta_t \\rangle` that MoMo's model of the loss is built from."""
   if value is None:
     raise MissingArgumentError(_NEEDS_VALUE.format(stage=stage))
-  return jnp.asarray(value).astype(dtype)
+  dtype = state.barf.dtype
+  barf = ema_moment(jnp.asarray(value).astype(dtype), state.barf, beta, order=1)
+  gamma = ema_moment(_inner(updates, params, dtype), state.gamma, beta, order=1)
+  return barf, gamma
 
 
 def _momo_step(h: Any, dtype: Any, adapt_lower_bound: bool, lb: jax.Array, barf: jax.Array,
@@ -79,6 +85,20 @@ def _momo_step(h: Any, dtype: Any, adapt_lower_bound: bool, lb: jax.Array, barf:
   if adapt_lower_bound:
     lb = jnp.maximum((barf + iprod - gamma - tau * norm_sq / 2) / bc1, floor)
   return tau, shrink, lb
+
+
+def _proximal_step(tau: jax.Array, shrink: jax.Array, direction: Any, params: Any) -> Any:
+  """:math:`\\frac{\\theta_t - \\tau_t d_t}{1 + \\alpha_t\\lambda} - \\theta_t` per leaf, with
+  ``shrink`` :math:`= 1 + \\alpha_t\\lambda`: MoMo's step, or MoMo-Adam's with its direction."""
+  decay = shrink - 1
+
+  def step(d, p):
+    c = compute_dtype(d, p)
+    # -(tau d + a l theta) / (1 + a l): the same, without the cancellation.
+    u = -(as_dtype(tau, c) * as_dtype(d, c) + as_dtype(decay, c) * as_dtype(p, c))
+    return (u / as_dtype(shrink, c)).astype(p.dtype)
+
+  return tree.tree_map(step, direction, params)
 
 
 def _momo_spec(stage: str, learning_rate: ScalarOrSchedule, **more: Any) -> HParamSpec:
@@ -147,16 +167,12 @@ def scale_by_momo(learning_rate: ScalarOrSchedule = 1.0, beta: ScalarOrSchedule 
 
   def update(updates, state, params=None, *, value=None, **extra):
     del extra
-    params = require_params(stage, params)
-    tree.check_structure(state.exp_avg, updates, "state.exp_avg", "updates")
-    tree.check_structure(state.exp_avg, params, "state.exp_avg", "params")
-    dtype = state.barf.dtype
-    value = _loss_value(stage, value, dtype)
+    params = require_params_like(stage, updates, params, state, "exp_avg")
     h, hparams = spec.step(state.hparams)
+    dtype = state.barf.dtype
     # The averages start at the first step's values: no bias to correct.
     beta = jnp.where(state.count == 0, 0, h["beta"])
-    barf = ema_moment(value, state.barf, beta, order=1)
-    gamma = ema_moment(_inner(updates, params, dtype), state.gamma, beta, order=1)
+    barf, gamma = _model_averages(stage, value, updates, params, state, beta)
 
     def average(g, d):
       return ema_moment(g, d, beta, order=1).astype(d.dtype)
@@ -165,14 +181,7 @@ def scale_by_momo(learning_rate: ScalarOrSchedule = 1.0, beta: ScalarOrSchedule 
     tau, shrink, lb = _momo_step(h, dtype, adapt_lower_bound, state.lb, barf, gamma,
                                  _inner(d, params, dtype), as_dtype(tree.sum_squares(d), dtype),
                                  jnp.ones((), dtype))
-
-    def step(d, p):
-      c = compute_dtype(d, p)
-      # (theta - tau d) / (1 + a l) - theta, without the cancellation.
-      u = -(as_dtype(tau, c) * as_dtype(d, c) + as_dtype(shrink - 1, c) * as_dtype(p, c))
-      return (u / as_dtype(shrink, c)).astype(p.dtype)
-
-    out = tree.tree_map(step, d, params)
+    out = _proximal_step(tau, shrink, d, params)
     return out, MomoState(d, barf, gamma, lb, safe_increment(state.count), hparams)
 
   return GradientTransformation(init, update, name=stage, spec=spec,
@@ -285,18 +294,14 @@ def scale_by_momo_adam(learning_rate: ScalarOrSchedule = 1e-2, b1: ScalarOrSched
 
   def update(updates, state, params=None, *, value=None, **extra):
     del extra
-    params = require_params(stage, params)
-    tree.check_structure(state.exp_avg, updates, "state.exp_avg", "updates")
-    tree.check_structure(state.exp_avg, params, "state.exp_avg", "params")
-    dtype = state.barf.dtype
-    value = _loss_value(stage, value, dtype)
+    params = require_params_like(stage, updates, params, state, "exp_avg")
     h, hparams = spec.step(state.hparams)
+    dtype = state.barf.dtype
     b1, b2 = h["b1"], h["b2"]
     count = safe_increment(state.count)
     t = _count_as(count, dtype)
     bc1, bc2 = 1 - as_dtype(b1, dtype)**t, 1 - as_dtype(b2, dtype)**t
-    barf = ema_moment(value, state.barf, b1, order=1)
-    gamma = ema_moment(_inner(updates, params, dtype), state.gamma, b1, order=1)
+    barf, gamma = _model_averages(stage, value, updates, params, state, b1)
     eps = as_dtype(h["eps"], dtype)
 
     def moments(g, m, v):
@@ -305,22 +310,11 @@ def scale_by_momo_adam(learning_rate: ScalarOrSchedule = 1e-2, b1: ScalarOrSched
       return m_new.astype(m.dtype), v_new.astype(v.dtype)
 
     m, v = tree.map_multi(moments, 2, updates, state.exp_avg, state.exp_avg_sq)
-
-    def direction(m, v):
-      c, real = m.dtype, _real_dtype(m.dtype)
-      root = jnp.sqrt(as_dtype(v, real) / as_dtype(bc2, real))
-      return m / as_dtype(as_dtype(eps, real) + root, c)
-
-    md = tree.tree_map(direction, m, v)
+    # m / D: Adam's direction, v bias-corrected under the root (v holds |g|^2, real).
+    md = tree.tree_map(lambda m, v: _over_root(m, v / as_dtype(bc2, v.dtype), eps), m, v)
     tau, shrink, lb = _momo_step(h, dtype, adapt_lower_bound, state.lb, barf, gamma,
                                  _inner(m, params, dtype), _inner(m, md, dtype), bc1)
-
-    def step(md, p):
-      c = compute_dtype(md, p)
-      u = -(as_dtype(tau, c) * as_dtype(md, c) + as_dtype(shrink - 1, c) * as_dtype(p, c))
-      return (u / as_dtype(shrink, c)).astype(p.dtype)
-
-    out = tree.tree_map(step, md, params)
+    out = _proximal_step(tau, shrink, md, params)
     return out, MomoAdamState(m, v, barf, gamma, lb, count, hparams)
 
   return GradientTransformation(init, update, name=stage, spec=spec,

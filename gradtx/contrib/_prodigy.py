@@ -9,10 +9,10 @@ import jax.numpy as jnp
 
 from gradtx import tree
 from gradtx.chain import Chain, named_chain
-from gradtx.contrib._whole_tree import (_betas, _count_as, _inner, _l1, _over_root,
+from gradtx.contrib._whole_tree import (_adam_step_size, _betas, _inner, _l1, _over_root,
                                        _real_zeros_like, _scalar_dtype)
 from gradtx.core import (NONNEGATIVE, POSITIVE, UNIT, UNIT_HALF_OPEN, GradientTransformation,
-                         HParams, HParamSpec, ScalarOrSchedule, require_params)
+                         HParams, HParamSpec, ScalarOrSchedule, require_params_like)
 from gradtx.numerics import (as_dtype, compute_dtype, ema_moment, safe_divide,
                              safe_increment, zero_count)
 
@@ -114,9 +114,7 @@ def scale_by_prodigy(learning_rate: ScalarOrSchedule = 1.0,
 
   def update(updates, state, params=None, **extra):
     del extra
-    params = require_params(stage, params)
-    tree.check_structure(state.exp_avg, updates, "state.exp_avg", "updates")
-    tree.check_structure(state.exp_avg, params, "state.exp_avg", "params")
+    params = require_params_like(stage, updates, params, state, "exp_avg")
     h, hparams = spec.step(state.hparams)
     d = state.estim_lr
     dtype = d.dtype
@@ -124,9 +122,7 @@ def scale_by_prodigy(learning_rate: ScalarOrSchedule = 1.0,
     b3 = as_dtype(h["beta3"], dtype) if "beta3" in h else jnp.sqrt(as_dtype(b2, dtype))
     d0 = as_dtype(h["estim_lr0"], dtype)
     count = safe_increment(state.count)
-    t = _count_as(count, dtype)
-    eta = (d * as_dtype(h["learning_rate"], dtype) * jnp.sqrt(1 - as_dtype(b2, dtype)**t)
-           / (1 - as_dtype(b1, dtype)**t))
+    eta = _adam_step_size(d, h["learning_rate"], b1, b2, count)
     weight = d / d0
     s_rate = weight * (d if safeguard_warmup else eta)
     r = b3 * state.numerator_weighted + weight * eta * _inner(

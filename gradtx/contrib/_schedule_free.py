@@ -9,12 +9,11 @@ import jax.numpy as jnp
 
 from gradtx import schedules, tree
 from gradtx.chain import Chain, named_chain
-from gradtx.contrib._common import _as_base
+from gradtx.contrib._common import _as_base, _optional_decay
 from gradtx.contrib._whole_tree import _scalar_dtype
-from gradtx.core import (NONNEGATIVE, POSITIVE_INT, GradientTransformation, HParams,
-                         HParamSpec, Range, ScalarOrSchedule, format_value,
-                         check_value, require_params)
-from gradtx.numerics import as_dtype, compute_dtype, safe_divide, safe_increment
+from gradtx.core import (NONNEGATIVE, POSITIVE_INT, GradientTransformation, HParams, HParamSpec,
+                         Range, ScalarOrSchedule, format_value, check_value, require_params_like)
+from gradtx.numerics import as_dtype, compute_dtype, safe_divide, safe_increment, shared
 from gradtx.transforms.clipping import per_example_global_norm_clip
 from gradtx.transforms.decay import add_decayed_weights
 from gradtx.transforms.moments import scale_by_rms
@@ -149,9 +148,7 @@ def schedule_free(base_optimizer: Any, learning_rate: ScalarOrSchedule, b1: Scal
                              base.init(params), z, spec.init())
 
   def update(updates, state, params=None, **extra):
-    params = require_params(stage, params)
-    tree.check_structure(state.z, updates, "state.z", "updates")
-    tree.check_structure(state.z, params, "state.z", "params")
+    params = require_params_like(stage, updates, params, state, "z")
     h, hparams = spec.step(state.hparams)
     dtype = state.max_lr.dtype
     max_lr = jnp.maximum(state.max_lr, as_dtype(h["learning_rate"], dtype))
@@ -163,9 +160,12 @@ def schedule_free(base_optimizer: Any, learning_rate: ScalarOrSchedule, b1: Scal
 
     def leaf(delta, y, z):
       d = compute_dtype(delta, y, z)
-      b1_, c_ = as_dtype(h["b1"], d), as_dtype(c, d)
+      # Once per step and dtype, not per leaf: c, and 1 - b1 (1 - c), the share of the step
+      # that y takes.
+      c_, keep = shared(f"schedule_free {d}", (c, h["b1"]), lambda: (
+          as_dtype(c, d), 1 - as_dtype(h["b1"], d) * (1 - as_dtype(c, d))))
       delta_, z_ = delta.astype(d), z.astype(d)
-      u = c_ * (z_ - y.astype(d)) + (1 - b1_ * (1 - c_)) * delta_
+      u = c_ * (z_ - y.astype(d)) + keep * delta_
       return u.astype(y.dtype), (z_ + delta_).astype(z.dtype)
 
     out, z = tree.map_multi(leaf, 2, base_updates, params, state.z)
@@ -262,8 +262,9 @@ def schedule_free_sgd(learning_rate: ScalarOrSchedule = 1.0, warmup_steps: int |
     learning_rate: :math:`\\gamma \\ge 0`, default 1.
     warmup_steps: the length of the linear warmup, an int >= 1, or ``None``.
     b1: :math:`\\beta_1 \\in (0, 1]`, default 0.9.
-    weight_decay: :math:`\\lambda \\ge 0` or ``None`` (default, no stage),
-      multiplied by the learning rate (as torch.optim does).
+    weight_decay: :math:`\\lambda \\ge 0`, multiplied by the learning rate (as
+      torch.optim does), or ``None`` (default): no decay stage (as optax). Give
+      0.0 for a decay stage that holds 0, to be set by name later.
     weight_lr_power: :math:`p \\ge 0`, default 2.
     state_dtype: dtype of :math:`z`.
 
@@ -287,8 +288,8 @@ def schedule_free_sgd(learning_rate: ScalarOrSchedule = 1.0, warmup_steps: int |
     )
   """
   learning_rate = _warmed_up("schedule_free_sgd", learning_rate, warmup_steps)
-  stages = {} if weight_decay is None else {"decay": add_decayed_weights(weight_decay)}
-  base = named_chain("sgd", **stages, lr=scale_by_learning_rate(learning_rate))
+  base = named_chain("sgd", **_optional_decay(weight_decay),
+                     lr=scale_by_learning_rate(learning_rate))
   return named_chain("schedule_free_sgd", schedule_free=schedule_free(
       base, learning_rate, b1, weight_lr_power, state_dtype))
 

@@ -86,3 +86,14 @@ def _betas(stage: str, betas: Any) -> tuple[Any, Any]:
 
 def _count_as(count: jax.Array, dtype: Any) -> jax.Array:
   return count.astype(dtype)
+
+
+def _adam_step_size(d: jax.Array, learning_rate: Any, b1: Any, b2: Any,
+                    count: jax.Array) -> jax.Array:
+  """:math:`\\eta_t = \\gamma_t d_t \\sqrt{1 - \\beta_2^t} / (1 - \\beta_1^t)` in ``d``'s dtype,
+  :math:`t` = ``count``: the step size of Prodigy and D-Adaptation, Adam's bias corrections
+  folded in."""
+  dtype = d.dtype
+  t = _count_as(count, dtype)
+  return (d * as_dtype(learning_rate, dtype) * jnp.sqrt(1 - as_dtype(b2, dtype)**t)
+          / (1 - as_dtype(b1, dtype)**t))

@@ -24,7 +24,7 @@ import numpy as np
 from gradtx import numerics, tree
 from gradtx.core import (NONNEGATIVE, NONNEGATIVE_INT, POSITIVE, POSITIVE_INT,
                          GradientTransformation, HParams, HParamSpec, Range, branch,
-                         check_value, require_params)
+                         check_value, require_params, require_params_like)
 from gradtx.errors import MissingArgumentError, StructureError
 from gradtx.numerics import safe_increment
 
@@ -155,9 +155,7 @@ def scale_by_lbfgs(memory_size: int = 10, scale_init_precond: bool = True
 
   def update(updates, state, params=None, **extra):
     del extra
-    params = require_params("scale_by_lbfgs", params)
-    tree.check_structure(state.params, updates, "state.params", "updates")
-    tree.check_structure(state.params, params, "state.params", "params")
+    params = require_params_like("scale_by_lbfgs", updates, params, state, "params")
     h, hparams = spec.step(state.hparams)
     del h
     k = state.count

@@ -9,7 +9,7 @@ import numpy as np
 
 from gradtx import tree
 from gradtx.core import (ANY, NONNEGATIVE, POSITIVE, GradientTransformation, HParams, HParamSpec,
-                         ScalarOrSchedule, EmptyState, require_params)
+                         ScalarOrSchedule, EmptyState, require_params_like)
 from gradtx.errors import MissingArgumentError
 from gradtx.numerics import as_dtype
 
@@ -161,9 +161,8 @@ def scale_by_distance_over_gradients(reps_rel: ScalarOrSchedule = 1e-6,
 
   def update(updates, state, params=None, **extra):
     del extra
-    params = require_params("scale_by_distance_over_gradients", params)
-    tree.check_structure(state.init_params, updates, "state.init_params", "updates")
-    tree.check_structure(state.init_params, params, "state.init_params", "params")
+    params = require_params_like("scale_by_distance_over_gradients", updates, params, state,
+                                 "init_params")
     h, hparams = spec.step(state.hparams)
 
     distance = tree.block_norm(tree.sub(params, state.init_params))
