@@ -215,6 +215,34 @@ def sum_squares(tree: PyTree) -> jax.Array:
   return sum((t.astype(dtype) for t in totals[1:]), totals[0].astype(dtype))
 
 
+def inner(tree_x: PyTree, tree_y: PyTree, dtype: Any = None) -> jax.Array:
+  """:math:`\\mathrm{Re}\\langle x, y \\rangle = \\mathrm{Re} \\sum_\\text{leaves} \\sum_i
+  \\bar x_i y_i`, a scalar of the real ``dtype``.
+
+  Each leaf is widened to ``dtype`` (a complex leaf to its complex counterpart)
+  before its product, taken at the highest matmul precision, so that bfloat16
+  leaves keep the sum's digits (optax's ``tree.vdot`` sums a bfloat16 leaf in
+  bfloat16). ``dtype`` defaults to the widest real dtype of the leaves, at
+  least float32. A packed tree's buffers are its leaves.
+  """
+  if dtype is None:
+    leaves = jax.tree.leaves((tree_x, tree_y))
+    dtype = jnp.finfo(compute_dtype(*leaves, jnp.float32(0))).dtype
+  dtype = jnp.dtype(dtype)
+  wide = jnp.complex128 if dtype == jnp.float64 else jnp.complex64
+
+  def product(a: jax.Array, b: jax.Array) -> jax.Array:
+    complex_pair = jnp.iscomplexobj(a) or jnp.iscomplexobj(b)
+    a, b = (as_dtype(v, wide if complex_pair else dtype) for v in (a, b))
+    # tensordot, not jnp.vdot: vdot ravels, which costs communication on sharded leaves.
+    return jnp.real(jnp.tensordot(a.conj() if complex_pair else a, b, a.ndim,
+                                  precision=jax.lax.Precision.HIGHEST))
+
+  terms = jax.tree.leaves(jax.tree.map(
+      lambda a, b: product(jnp.asarray(a), jnp.asarray(b)), tree_x, tree_y))
+  return sum(terms[1:], terms[0]) if terms else jnp.zeros((), dtype)
+
+
 def global_norm(tree: PyTree) -> jax.Array:
   """:math:`\\sqrt{\\sum_\\text{leaves} \\sum_i x_i^2}`, the l2 norm of the whole tree."""
   return jnp.sqrt(sum_squares(tree))

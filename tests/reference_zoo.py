@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from reference import Reference, _f64, _norm
+from reference import Reference, _abs2, _f64, _norm
 
 __all__ = ["adaptive_grad_clip", "centralize", "keep_params_nonnegative", "lbfgs",
            "normalize_by_update_norm", "scale_by_distance_over_gradients", "scale_by_nadam",
@@ -194,7 +194,8 @@ class scale_by_distance_over_gradients(Reference):
   """Layer-wise DoG (Ivgi, Hinder & Carmon 2023), per leaf:
     r_0 = reps_rel (1 + ||x_0||),  r_t = max(r_{t-1}, ||x_t - x_0||)
     G_t = G_{t-1} + ||g_t||^2,      u_t = global_scale * r_t / sqrt(G_t + eps) * g_t
-  x_0 is kept rounded to ``param_dtype`` (None: exact).
+  x_0 is kept rounded to ``param_dtype`` (None: exact), a complex x_0 to the complex
+  dtype of that precision; norms are of |x|.
   """
 
   def __init__(self, reps_rel: float = 1e-6, eps: float = 1e-8, param_dtype=np.float32,
@@ -203,10 +204,15 @@ class scale_by_distance_over_gradients(Reference):
     self.param_dtype = param_dtype
 
   def init_leaf(self, p):
-    x0 = p if self.param_dtype is None else p.astype(self.param_dtype).astype(np.float64)
+    if self.param_dtype is None:
+      x0 = p
+    else:  # rounded to param_dtype's precision; a complex leaf keeps its Im
+      held = np.result_type(self.param_dtype, np.complex64) if np.iscomplexobj(p) else (
+          self.param_dtype)
+      x0 = p.astype(held).astype(p.dtype)
     return {"x0": x0, "r": self.reps_rel * (1 + _norm(p)), "G": 0.0}
 
   def update_leaf(self, name, g, p, s):
     s["r"] = max(s["r"], _norm(p - s["x0"]))
-    s["G"] += float(np.sum(g * g))
+    s["G"] += float(np.sum(_abs2(g)))
     return self.global_scale * s["r"] / np.sqrt(s["G"] + self.eps) * g

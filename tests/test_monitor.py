@@ -123,6 +123,23 @@ def test_every_statistic_equals_its_numpy_definition_over_many_steps(dtype, jit)
     assert 0 < float(found["opt.nonfinite_fraction"])  # adam carries the NaN on
 
 
+def test_every_statistic_of_a_tree_mixing_bfloat16_and_float32_leaves():
+  # Sums across leaves of two dtypes (step_size_mean raised under strict promotion).
+  params = _params(jnp.float32)
+  params["dense"]["b"] = params["dense"]["b"].astype(jnp.bfloat16)
+  tx = gtx.monitor(*ALL, inner=gtx.adam(0.05))
+  state = tx.init(params)
+  update = jax.jit(tx.update)
+  for t in range(3):
+    grads = _grads(params, t)
+    updates, state = update(grads, state, params)
+    for name in ALL:
+      with np.errstate(invalid="ignore"):
+        want = _np_stat(name, updates, grads, params)
+      _assert_close(gtx.stats(state)[name], want, 1e-2)  # bfloat16's sums: 2^-8
+    params = gtx.apply_updates(params, jax.tree.map(jnp.nan_to_num, updates))
+
+
 @pytest.mark.parametrize("dtype", DTYPES, ids=["float32", "float64"])
 def test_step_size_of_rmsprop_is_its_effective_rate(dtype):
   """For RMSProp the effective per-parameter rate is eta / sqrt(nu_i + eps), in numpy;

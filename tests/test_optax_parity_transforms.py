@@ -273,6 +273,33 @@ def test_dog_default_param_dtype_rounds_the_initial_params(jit, dtype):
                for x in jax.tree.leaves((state.max_dist, state.grad_sum_of_squares)))
 
 
+@JIT
+@pytest.mark.parametrize("dtype", ["complex64", "complex128"])
+def test_dog_on_complex_leaves_holds_theta_0_complex(jit, dtype):
+  # theta_0 is held as complex64 (param_dtype float32's precision, Im kept): a real
+  # float32 copy, as optax takes, would count Im in every distance ||theta_t - theta_0||.
+  with jax.enable_x64(dtype == "complex128"):
+    params, grads = _dog_problem(7)
+    rng = np.random.default_rng(8)
+    params = {k: v + 1j * rng.normal(size=np.shape(v)) for k, v in params.items()}
+    grads = [{k: v + 1j * rng.normal(size=np.shape(v)) for k, v in g.items()} for g in grads]
+    tx = gtx.scale_by_distance_over_gradients(reps_rel=1e-3, global_scale=-1.0)
+    got, state = _dog_run(tx, params, grads, dtype, jit)
+    ref = RZ.scale_by_distance_over_gradients(reps_rel=1e-3, global_scale=-1.0)
+    ref.init(params)
+    p = params
+    tol = _tol("float32" if dtype == "complex64" else "float64")
+    for t, g in enumerate(grads):
+      u = ref.step(g, p)
+      p = {k: p[k] + u[k] for k in p}
+      for k in p:
+        np.testing.assert_allclose(np.asarray(got[t][k], np.complex128), p[k],
+                                   err_msg=f"{k} at step {t + 1}", **tol)
+    assert all(x.dtype == jnp.complex64 for x in jax.tree.leaves(state.init_params))
+    np.testing.assert_allclose(state.init_params["matrix"].imag, params["matrix"].imag,
+                               rtol=1e-6)
+
+
 def test_dog_matches_optax_on_non_scalar_leaves():
   # optax keeps the gradient sum as shape (1,): a scalar leaf's update would become (1,).
   params, grads = _dog_problem(6)

@@ -12,7 +12,7 @@ import jax.numpy as jnp
 
 from gradtx import tree
 from gradtx.chain import Chain, named_chain
-from gradtx.contrib._whole_tree import (_adam_step_size, _betas, _inner, _l1, _over_root,
+from gradtx.contrib._whole_tree import (_adam_step_size, _betas, _l1, _over_root,
                                        _real_zeros_like, _scalar_dtype)
 from gradtx.core import (NONNEGATIVE, POSITIVE, UNIT_HALF_OPEN, GradientTransformation, HParams,
                          HParamSpec, ScalarOrSchedule, require_params_like)
@@ -111,7 +111,7 @@ def scale_by_dadapt_adamw(learning_rate: ScalarOrSchedule = 1.0,
 
     over_root = tree.tree_map(lambda s, v: _over_root(s, v, eps), state.grad_sum,
                               state.exp_avg_sq)
-    r = ema_moment(eta * _inner(updates, over_root, dtype),
+    r = ema_moment(eta * tree.inner(updates, over_root, dtype),
                    state.numerator_weighted, sigma, order=1)
 
     def moments(g, m, v, s):

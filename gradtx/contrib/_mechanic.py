@@ -9,7 +9,7 @@ import jax.numpy as jnp
 
 from gradtx import tree
 from gradtx.contrib._common import _as_base
-from gradtx.contrib._whole_tree import _inner, _scalar_dtype
+from gradtx.contrib._whole_tree import _scalar_dtype
 from gradtx.core import (NONNEGATIVE, POSITIVE, GradientTransformation, HParams, HParamSpec,
                          ScalarOrSchedule, require_params_like)
 from gradtx.numerics import as_dtype, compute_dtype, safe_increment, zero_count
@@ -118,7 +118,7 @@ def mechanize(base_optimizer: Any, weight_decay: ScalarOrSchedule = 1e-2,
                             updates, params)
     delta_prev = tree.tree_map(lambda d: d / as_dtype(s_sum + eps, d.dtype),
                                tree.sub(x_ref, params))
-    h_t = _inner(decayed, delta_prev, dtype)
+    h_t = tree.inner(decayed, delta_prev, dtype)
     betas = jnp.asarray([1 - 0.1**j for j in range(1, num_betas + 1)], dtype)
     m = jnp.maximum(betas * state.m, jnp.abs(h_t) + eps)
     v = betas**2 * state.v + h_t**2

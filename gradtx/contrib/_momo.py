@@ -9,7 +9,7 @@ import jax.numpy as jnp
 
 from gradtx import tree
 from gradtx.chain import Chain, named_chain
-from gradtx.contrib._whole_tree import (_count_as, _inner, _over_root, _real_zeros_like,
+from gradtx.contrib._whole_tree import (_count_as, _over_root, _real_zeros_like,
                                        _scalar_dtype)
 from gradtx.core import (ANY, NONNEGATIVE, POSITIVE, UNIT_HALF_OPEN, GradientTransformation,
                          HParams, HParamSpec, ScalarOrSchedule, require_params_like)
@@ -58,7 +58,7 @@ def _model_averages(stage: str, value: Any, updates: Any, params: Any, state: An
     raise MissingArgumentError(_NEEDS_VALUE.format(stage=stage))
   dtype = state.barf.dtype
   barf = ema_moment(jnp.asarray(value).astype(dtype), state.barf, beta, order=1)
-  gamma = ema_moment(_inner(updates, params, dtype), state.gamma, beta, order=1)
+  gamma = ema_moment(tree.inner(updates, params, dtype), state.gamma, beta, order=1)
   return barf, gamma
 
 
@@ -179,7 +179,7 @@ def scale_by_momo(learning_rate: ScalarOrSchedule = 1.0, beta: ScalarOrSchedule 
 
     d = tree.tree_map(average, updates, state.exp_avg)
     tau, shrink, lb = _momo_step(h, dtype, adapt_lower_bound, state.lb, barf, gamma,
-                                 _inner(d, params, dtype), as_dtype(tree.sum_squares(d), dtype),
+                                 tree.inner(d, params, dtype), as_dtype(tree.sum_squares(d), dtype),
                                  jnp.ones((), dtype))
     out = _proximal_step(tau, shrink, d, params)
     return out, MomoState(d, barf, gamma, lb, safe_increment(state.count), hparams)
@@ -313,7 +313,7 @@ def scale_by_momo_adam(learning_rate: ScalarOrSchedule = 1e-2, b1: ScalarOrSched
     # m / D: Adam's direction, v bias-corrected under the root (v holds |g|^2, real).
     md = tree.tree_map(lambda m, v: _over_root(m, v / as_dtype(bc2, v.dtype), eps), m, v)
     tau, shrink, lb = _momo_step(h, dtype, adapt_lower_bound, state.lb, barf, gamma,
-                                 _inner(m, params, dtype), _inner(m, md, dtype), bc1)
+                                 tree.inner(m, params, dtype), tree.inner(m, md, dtype), bc1)
     out = _proximal_step(tau, shrink, md, params)
     return out, MomoAdamState(m, v, barf, gamma, lb, count, hparams)
 

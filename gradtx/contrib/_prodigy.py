@@ -9,7 +9,7 @@ import jax.numpy as jnp
 
 from gradtx import tree
 from gradtx.chain import Chain, named_chain
-from gradtx.contrib._whole_tree import (_adam_step_size, _betas, _inner, _l1, _over_root,
+from gradtx.contrib._whole_tree import (_adam_step_size, _betas, _l1, _over_root,
                                        _real_zeros_like, _scalar_dtype)
 from gradtx.core import (NONNEGATIVE, POSITIVE, UNIT, UNIT_HALF_OPEN, GradientTransformation,
                          HParams, HParamSpec, ScalarOrSchedule, require_params_like)
@@ -125,7 +125,7 @@ def scale_by_prodigy(learning_rate: ScalarOrSchedule = 1.0,
     eta = _adam_step_size(d, h["learning_rate"], b1, b2, count)
     weight = d / d0
     s_rate = weight * (d if safeguard_warmup else eta)
-    r = b3 * state.numerator_weighted + weight * eta * _inner(
+    r = b3 * state.numerator_weighted + weight * eta * tree.inner(
         updates, tree.sub(state.params0, params), dtype)
 
     def moments(g, m, v, s):

@@ -16,7 +16,7 @@ import jax.numpy as jnp
 
 from gradtx import tree
 from gradtx.numerics import as_dtype, compute_dtype
-from gradtx.tree_utils import tree_norm, tree_vdot
+from gradtx.tree_utils import tree_norm
 
 __all__: list[str] = []
 
@@ -58,17 +58,6 @@ def _widened(x: Any, dtype: Any) -> Any:
     return leaf.astype(wide if jnp.iscomplexobj(leaf) else dtype)
 
   return tree.tree_map(widen, x)
-
-
-def _inner(a: Any, b: Any, dtype: Any) -> jax.Array:
-  """:math:`\\langle a, b \\rangle = \\operatorname{Re} \\sum_i \\bar a_i b_i` over the whole tree.
-
-  In ``dtype``: :func:`gradtx.tree_utils.tree_vdot` of the leaves widened
-  to ``dtype`` first, so bfloat16 leaves do not lose the sum. A packed
-  tree's buffers are its leaves.
-  """
-  return as_dtype(jnp.real(jnp.asarray(tree_vdot(_widened(a, dtype), _widened(b, dtype)))),
-                  dtype)
 
 
 def _l1(x: Any, dtype: Any) -> jax.Array:

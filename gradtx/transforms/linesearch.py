@@ -34,12 +34,6 @@ __all__ = ["BacktrackingLinesearchInfo", "ScaleByBacktrackingLinesearchState",
            "value_and_grad_from_state"]
 
 
-def _vdot(a: Any, b: Any) -> jax.Array:
-  """:math:`\\langle a, b \\rangle` over the whole tree (real part)."""
-  terms = [jnp.vdot(x, y).real for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b))]
-  return sum(terms[1:], terms[0])
-
-
 def _add_scaled(x: Any, alpha: jax.Array, y: Any) -> Any:
   """Leafwise ``x + alpha * y`` in ``x``'s dtypes."""
   return tree.tree_map(lambda a, b: (a + alpha.astype(a.dtype) * b.astype(a.dtype)), x, y)
@@ -89,7 +83,7 @@ def _newest_to_oldest(q: Any, pair: tuple) -> tuple[Any, jax.Array]:
   """The first loop of the two-loop recursion: :math:`\\alpha_i = \\rho_i \\langle s_i, q\\rangle`,
   :math:`q \\leftarrow q - \\alpha_i y_i`."""
   s_i, y_i, rho_i = pair
-  alpha = rho_i * _vdot(s_i, q).astype(rho_i.dtype)
+  alpha = rho_i * tree.inner(s_i, q).astype(rho_i.dtype)
   return _add_scaled(q, -alpha, y_i), alpha
 
 
@@ -97,7 +91,7 @@ def _oldest_to_newest(r: Any, pair_alpha: tuple) -> tuple[Any, None]:
   """The second loop: :math:`\\beta = \\rho_i \\langle y_i, r\\rangle`,
   :math:`r \\leftarrow r + (\\alpha_i - \\beta) s_i`."""
   s_i, y_i, rho_i, alpha = pair_alpha
-  beta = rho_i * _vdot(y_i, r).astype(rho_i.dtype)
+  beta = rho_i * tree.inner(y_i, r).astype(rho_i.dtype)
   return _add_scaled(r, alpha - beta, s_i), None
 
 
@@ -167,7 +161,7 @@ def scale_by_lbfgs(memory_size: int = 10, scale_init_precond: bool = True
                       params, state.params)
     y = tree.tree_map(lambda g, q: jnp.where(first, jnp.zeros_like(g), g - q.astype(g.dtype)),
                       updates, state.updates)
-    sy = _vdot(s, y).astype(weight_dtype)
+    sy = tree.inner(s, y).astype(weight_dtype)
     rho = jnp.where(sy == 0, jnp.zeros_like(sy), 1 / jnp.where(sy == 0, 1, sy))
     newest = (k - 1) % memory_size
     s_memory = tree.tree_map(lambda M, x: M.at[newest].set(x.astype(M.dtype)),
@@ -178,9 +172,9 @@ def scale_by_lbfgs(memory_size: int = 10, scale_init_precond: bool = True
 
     # 2. The scale of the initial inverse Hessian.
     if scale_init_precond:
-      yy = _vdot(y, y).astype(weight_dtype)
+      yy = tree.inner(y, y).astype(weight_dtype)
       gamma = jnp.where(yy > 0, sy / jnp.where(yy > 0, yy, 1), 1)
-      g_norm = jnp.sqrt(_vdot(updates, updates)).astype(weight_dtype)
+      g_norm = jnp.sqrt(tree.inner(updates, updates)).astype(weight_dtype)
       gamma = jnp.where(first, jnp.minimum(1, 1 / g_norm), gamma)
     else:
       gamma = jnp.ones((), weight_dtype)

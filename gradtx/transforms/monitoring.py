@@ -37,6 +37,7 @@ from gradtx.chain import ChainState, values_by_name
 from gradtx.core import (GradientTransformation, HParams, HParamSpec, as_transformation,
                          require_params)
 from gradtx.numerics import as_dtype, compute_dtype, safe_divide
+from gradtx.tree_utils import tree_sum
 
 __all__ = ["MONITOR_STATISTICS", "MeasuresState", "MonitorState", "Stats", "measure_with_ema",
            "monitor", "stats"]
@@ -169,8 +170,8 @@ def step_size_mean(u: PyTree, g: PyTree, p: PyTree) -> jax.Array:
   """:math:`\\sum_{i \\in S} |u_i| / \\sum_{i \\in S} |g_i|`, the mean of
   :math:`|u_i| / |g_i|` weighted by :math:`|g_i|`."""
   abs_u, abs_g = tree.map_multi(_abs_where_seen, 2, u, g)
-  return _quotient(sum(jnp.sum(x) for x in _leaves(abs_u)),
-                   sum(jnp.sum(x) for x in _leaves(abs_g)))
+  # Summed across leaves in the dtype they promote to (bfloat16 and float32 leaves mix).
+  return _quotient(tree_sum(abs_u), tree_sum(abs_g))
 
 
 def leaf_step_sizes(u: PyTree, g: PyTree, p: PyTree) -> PyTree:

@@ -11,7 +11,7 @@ from gradtx import tree
 from gradtx.core import (ANY, NONNEGATIVE, POSITIVE, GradientTransformation, HParams, HParamSpec,
                          ScalarOrSchedule, EmptyState, require_params_like)
 from gradtx.errors import MissingArgumentError
-from gradtx.numerics import as_dtype
+from gradtx.numerics import as_dtype, state_dtype
 
 __all__ = ["ScaleByDistanceOverGradientsState", "scale_by_distance_over_gradients",
            "scale_by_polyak"]
@@ -130,7 +130,8 @@ def scale_by_distance_over_gradients(reps_rel: ScalarOrSchedule = 1e-6,
       setting it in a running state changes nothing.
     eps: :math:`\\epsilon \\ge 0`, default 1e-8.
     param_dtype: dtype in which :math:`\\theta_0` is stored, default float32
-      (as optax); ``None`` keeps each parameter's dtype. Structural.
+      (as optax; complex64 for a complex leaf, whose Im optax drops);
+      ``None`` keeps each parameter's dtype. Structural.
     global_scale: :math:`c`, any real number, default 1.
 
   References:
@@ -155,9 +156,11 @@ def scale_by_distance_over_gradients(reps_rel: ScalarOrSchedule = 1e-6,
       return as_dtype(hparams["reps_rel"], norm.dtype) * (1 + norm)
 
     max_dist = tree.tree_map(first_distance, tree.block_norm(params))
+    # A complex leaf's theta_0 is held complex of param_dtype's precision (a real
+    # float32 copy, optax's, drops Im and with it the distance it adds).
+    init_params = tree.tree_map(lambda p: p.astype(state_dtype(p, param_dtype)), params)
     return ScaleByDistanceOverGradientsState(
-        max_dist, tree.tree_map(jnp.zeros_like, max_dist), tree.copy(tree.cast(params, param_dtype)),
-        hparams)
+        max_dist, tree.tree_map(jnp.zeros_like, max_dist), tree.copy(init_params), hparams)
 
   def update(updates, state, params=None, **extra):
     del extra
