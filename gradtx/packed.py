@@ -541,8 +541,8 @@ def _select(keep: Mapping[str, bool | jax.Array], a: Packed, b: Packed | float) 
 
 
 def masked_update(inner: Any, mask: PyTree | Callable[[PyTree], PyTree], updates: Packed,
-                  inner_state: Any, params: Packed | None = None,
-                  **extra: Any) -> tuple[Packed, Any]:
+                  inner_state: Any, params: Packed | None = None, *,
+                  mask_extra: bool = False, **extra: Any) -> tuple[Packed, Any]:
   """How :func:`gradtx.masked` runs on a packed tree: ``(updates, inner_state)``.
 
   The mask (or the callable, given the params viewed as the user's tree) is
@@ -550,7 +550,9 @@ def masked_update(inner: Any, mask: PyTree | Callable[[PyTree], PyTree], updates
   masked-out entries of the updates and params zeroed (so a global norm
   inside it sees only masked-in leaves), and its output replaces the updates
   only where the mask is ``True``. Unlike tree mode, ``inner``'s state holds
-  entries for masked-out leaves too; they are never used.
+  entries for masked-out leaves too; they are never used. With ``mask_extra``
+  (``mask_compatible_extra_args``), extra arguments packed like the updates
+  are zeroed where the updates are.
   """
   layout = updates.layout
   source = updates if params is None else params
@@ -558,5 +560,8 @@ def masked_update(inner: Any, mask: PyTree | Callable[[PyTree], PyTree], updates
   keep = layout.element_mask(mask_tree)
   inner_updates = _select(keep, updates, 0.0)
   inner_params = None if params is None else _select(keep, params, 0.0)
+  if mask_extra:
+    extra = {k: _select(keep, v, 0.0) if isinstance(v, Packed) and v.layout == layout else v
+             for k, v in extra.items()}
   new, inner_state = inner.update(inner_updates, inner_state, inner_params, **extra)
   return _select(keep, new, updates), inner_state

@@ -45,6 +45,8 @@ def tree_random_like(rng_key: jax.Array, target_tree: PyTree,
   Args:
     rng_key: the key; split with :func:`tree_split_key_like`.
     target_tree: the tree whose structure and shapes to take; leaves must be arrays.
+      A packed tree (:class:`gradtx.packed.Packed`) gets packed draws, those of
+      the tree it packs.
     sampler: ``sampler(key, shape, dtype)`` (with ``out_sharding=`` when it
       takes one). Default :func:`jax.random.normal`.
     dtype: the dtype passed to ``sampler``. Default ``None``: each leaf's own.
@@ -65,7 +67,9 @@ def tree_random_like(rng_key: jax.Array, target_tree: PyTree,
       return sampler(key, leaf.shape, dtype or leaf.dtype, out_sharding=jax.typeof(leaf).sharding)
     return sampler(key, leaf.shape, dtype or leaf.dtype)
 
-  return jax.tree.map(draw, target_tree, keys)
+  # Per leaf also inside a packed buffer: unpacked, the draws are the unpacked tree's.
+  draws, = _tree.map_leaves(lambda leaf, key: (draw(leaf, key),), (True,), target_tree, keys)
+  return draws
 
 
 def tree_unwrap_random_key_data(input_tree: PyTree) -> PyTree:

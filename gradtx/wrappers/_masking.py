@@ -169,8 +169,15 @@ def masked(inner: GradientTransformation, mask: Mask, *,
     if params is not None:
       tree.check_structure(params, updates, "params", "updates")
     if isinstance(updates, Packed):
-      updates, inner_state = masked_update(inner, mask, updates, state.inner_state, params,
-                                           **extra)
+      # Checked here as in tree mode, so a mask that is not bools raises the same error
+      # (the element mask alone would take it by truthiness). A callable sees the user's
+      # tree; a tree mask needs only the shapes, so no slices are traced for it.
+      layout = updates.layout
+      source = updates if params is None else params
+      real = layout.unpack(source) if callable(mask) else layout.template()
+      keep = _mask_per_leaf(mask, real, "masked")
+      updates, inner_state = masked_update(inner, keep, updates, state.inner_state, params,
+                                           mask_extra=mask_compatible_extra_args, **extra)
       return updates, MaskedState(inner_state)
     with unmasked_view(updates if params is None else params) as real:
       keep = _mask_per_leaf(mask, real, "masked")

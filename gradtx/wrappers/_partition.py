@@ -8,11 +8,11 @@ import jax
 
 from gradtx import tree
 from gradtx.chain import ChainState, in_stage
-from gradtx.core import GradientTransformation, as_transformation
+from gradtx.core import GradientTransformation, as_transformation, format_value
 from gradtx.errors import StructureError
 from gradtx.packed import Packed, masked_update
-from gradtx.wrappers._common import PyTree, _check_state
-from gradtx.wrappers._masking import (_hide, _hide_extra, _per_leaf, _unhide,
+from gradtx.wrappers._common import Mask, PyTree, _check_state
+from gradtx.wrappers._masking import (_hide, _hide_extra, _mask_per_leaf, _per_leaf, _unhide,
                                       unmasked_view, set_to_zero)
 
 
@@ -113,7 +113,8 @@ def partition(transforms: Mapping[str, GradientTransformation],
       for label, tx in groups.items():
         with in_stage(label):
           updates, new_states[label] = masked_update(
-              tx, in_group(labels, label), updates, inner_states[label], params, **extra)
+              tx, in_group(labels, label), updates, inner_states[label], params,
+              mask_extra=mask_compatible_extra_args, **extra)
       return updates, PartitionState(ChainState(new_states))
     with unmasked_view(updates if params is None else params) as real:
       labels = labels_per_leaf(real)
@@ -135,18 +136,34 @@ def partition(transforms: Mapping[str, GradientTransformation],
 multi_transform = partition
 
 
+def _freeze_label(frozen: bool) -> str:
+  return "freeze" if frozen else "train"
+
+
 def selective_transform(optimizer: GradientTransformation, *,
-                        freeze_mask: PyTree) -> GradientTransformation:
+                        freeze_mask: Mask) -> GradientTransformation:
   """Runs ``optimizer`` on the leaves where ``freeze_mask`` is False; zeroes the rest.
+
+  .. math::
+    u_i = \\begin{cases} 0 & m_i \\\\ \\text{optimizer}(g_{\\{j : \\neg m_j\\}})_i
+      & \\text{otherwise} \\end{cases}
 
   Unlike :func:`freeze` after an optimizer, the optimizer keeps no state for
   frozen leaves. Same as ``optax.selective_transform``; the groups are
-  labelled ``"train"`` and ``"freeze"``.
+  labelled ``"train"`` and ``"freeze"``. Unlike optax it also takes a
+  callable of the params, as :func:`freeze` does (optax, given one, takes the
+  function itself as a single ``True`` and freezes everything).
 
   Args:
     optimizer: the transformation for the trained leaves.
     freeze_mask: ``True`` marks frozen leaves: a bool or a tree of bools
-      with the params' structure (or a prefix of it).
+      with the params' structure (or a prefix of it), or a callable of the
+      params returning one.
+
+  Raises:
+    StructureError: the mask holds something other than bools (the message
+      names the key path); a callable's result is checked when the step is
+      traced.
 
   Example:
     >>> import gradtx as gtx
@@ -157,5 +174,16 @@ def selective_transform(optimizer: GradientTransformation, *,
     >>> state.inner_states["train"]["adam"].mu
     {'encoder': MaskedNode(), 'head': Array([0., 0.], dtype=float32)}
   """
-  labels = jax.tree.map(lambda frozen: "freeze" if frozen else "train", freeze_mask)
+  if callable(freeze_mask):
+    def freeze_labels(params):
+      return jax.tree.map(_freeze_label, _mask_per_leaf(freeze_mask, params,
+                                                        "selective_transform"))
+    # repr shows the user's callable: param_labels=freeze_labels(<its name>).
+    freeze_labels.__qualname__ = f"freeze_labels({format_value(freeze_mask)})"
+    labels = freeze_labels
+  else:
+    # Checked now as masked checks a mask (the mask is its own structure): a leaf that is
+    # not a bool would otherwise be taken by its truthiness.
+    labels = jax.tree.map(_freeze_label, _mask_per_leaf(freeze_mask, freeze_mask,
+                                                        "selective_transform"))
   return partition({"train": optimizer, "freeze": set_to_zero()}, labels)
