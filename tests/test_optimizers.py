@@ -18,7 +18,7 @@ from absl.testing import parameterized
 
 import gradtx as gtx
 from registry import CLASSIC, PRIMITIVES, Case
-from zoo_harness import all_finite
+from zoo_harness import all_finite, check_mixed_precision_tree
 
 SHAPES = {"scalar": (), "vector": (3,), "matrix": (4, 5), "cube": (2, 3, 4), "zero": (3,),
           "tiny": (2,)}
@@ -241,3 +241,12 @@ def test_params_and_an_eager_init_state_can_both_be_donated(make):
   step = jax.jit(step, donate_argnums=(0, 1))
   params, state = step(*step(params, state))
   assert all_finite(params)
+
+
+# ----------------------------------------------------------------------------
+# A tree mixing float32 and bfloat16 leaves, under strict dtype promotion.
+
+
+@pytest.mark.parametrize("make", [m for _, m in _DONATED], ids=[n for n, _ in _DONATED])
+def test_a_tree_mixing_bfloat16_and_float32_leaves_steps_as_the_float32_tree(make):
+  check_mixed_precision_tree(make)

@@ -26,8 +26,9 @@ import pytest
 import gradtx as gtx
 import reference as R
 import reference_zoo as RZ
-from zoo_harness import (ZooCase, bad_hyperparameters_test, check_converges, counting_jit, decay,
-                         decay_mask, reference_tests, rosenbrock)
+from zoo_harness import (ZooCase, bad_hyperparameters_test, check_converges,
+                         check_mixed_precision_tree, counting_jit, decay, decay_mask,
+                         reference_tests, rosenbrock)
 
 
 ZOO = [
@@ -98,6 +99,11 @@ ZOO = [
 OTHER_VARIANTS = ["lion", "radam", "adafactor-factored", "sm3"]
 test_float32_jit, test_float64_nojit, test_float32_nojit_and_float64_jit = reference_tests(
     ZOO, OTHER_VARIANTS)
+
+
+@pytest.mark.parametrize("case", ZOO, ids=[c.id for c in ZOO])
+def test_a_tree_mixing_bfloat16_and_float32_leaves_steps_as_the_float32_tree(case):
+  check_mixed_precision_tree(case.make)
 
 
 # ----------------------------------------------------------------------------

@@ -369,3 +369,41 @@ def bad_hyperparameters_test(cases: list[tuple[Callable[[], Any], str]],
       make()
 
   return test
+
+
+def check_mixed_precision_tree(make: Callable[[], Any]) -> None:
+  """A tree mixing float32 and bfloat16 leaves steps as the same tree in float32.
+
+  Under the suite's strict dtype promotion, sums across leaves must promote
+  explicitly (lbfgs, monitor and scale_by_nadam raised); each update keeps its
+  leaf's dtype; and three jitted steps land where the float32 tree's do, to
+  bfloat16 rounding (the gradients are exact in bfloat16).
+  """
+  mixed = {"w": jnp.linspace(-1.0, 1.0, 6).reshape(3, 2),
+           "b": jnp.asarray([0.5, -0.25], jnp.bfloat16)}
+  wide = {"w": mixed["w"], "b": mixed["b"].astype(jnp.float32)}
+
+  def run(params):
+    tx = make()
+
+    @jax.jit
+    def step(p, s):
+      g = jax.tree.map(lambda x: (0.5 * x + 0.25).astype(x.dtype), p)
+      u, s = tx.update(g, s, p, value=jnp.float32(1.0),
+                       obj_fn=lambda q: sum(jnp.sum(jnp.square(x.astype(jnp.float32)))
+                                            for x in jax.tree.leaves(q)))
+      return gtx.apply_updates(p, u), s, u
+
+    state = tx.init(params)
+    for _ in range(3):
+      params, state, updates = step(params, state)
+    return params, updates
+
+  p_mixed, u_mixed = run(mixed)
+  p_wide, _ = run(wide)
+  assert {k: v.dtype for k, v in u_mixed.items()} == {k: v.dtype for k, v in mixed.items()}
+  assert all_finite(p_mixed)
+  np.testing.assert_allclose(np.asarray(p_mixed["w"]), np.asarray(p_wide["w"]),
+                             rtol=1e-2, atol=1e-3)
+  np.testing.assert_allclose(np.asarray(p_mixed["b"], np.float32), np.asarray(p_wide["b"]),
+                             rtol=2e-2, atol=1e-2)

@@ -230,7 +230,8 @@ def scale_by_yogi(b1: ScalarOrSchedule = 0.9, b2: ScalarOrSchedule = 0.999,
       m_new = ema_moment(g, m, h["b1"], order=1)
       dtype = compute_dtype(g, v)
       g_sq, v_old = numerics.abs_sq(g.astype(dtype), dtype), v.astype(dtype)
-      v_new = v_old - (1 - as_dtype(h["b2"], dtype)) * jnp.sign(v_old - g_sq) * g_sq
+      # 1 - b2 before the cast: bfloat16 rounds b2 = 0.999 to 1, which would freeze v.
+      v_new = v_old - as_dtype(1 - h["b2"], dtype) * jnp.sign(v_old - g_sq) * g_sq
       m_hat = numerics.bias_correction(m_new, h["b1"], count).astype(dtype)
       v_hat = numerics.bias_correction(v_new, h["b2"], count)
       eps, eps_root = as_dtype(h["eps"], dtype), as_dtype(h["eps_root"], dtype)
@@ -440,7 +441,8 @@ def scale_by_nadam(b1: ScalarOrSchedule = 0.9, b2: ScalarOrSchedule = 0.999,
                     eps=(eps, NONNEGATIVE), momentum_decay=(momentum_decay, NONNEGATIVE))
 
   def init(params):
-    dtype = jnp.result_type(*(jnp.asarray(p).dtype for p in jax.tree.leaves(params)))
+    # The widest leaf's dtype, also under strict promotion (float32 beside bfloat16).
+    dtype = numerics.compute_dtype(*jax.tree.leaves(params))
     return ScaleByNadamState(numerics.zero_count(), jnp.ones((), dtype), tree.zeros_like(params),
                              tree.zeros_like(params), spec.init())
 
