@@ -103,7 +103,9 @@ test_float32_jit, test_float64_nojit, test_float32_nojit_and_float64_jit = refer
 
 @pytest.mark.parametrize("case", ZOO, ids=[c.id for c in ZOO])
 def test_a_tree_mixing_bfloat16_and_float32_leaves_steps_as_the_float32_tree(case):
-  check_mixed_precision_tree(case.make)
+  # optimistic_adam's first step (alpha + beta) d - beta d with beta = 5 alpha cancels
+  # 6x in bfloat16, a leaf's own dtype: 2.7% measured.
+  check_mixed_precision_tree(case.make, 5e-2 if case.id == "optimistic_adam" else 2e-2)
 
 
 # ----------------------------------------------------------------------------

@@ -371,13 +371,14 @@ def bad_hyperparameters_test(cases: list[tuple[Callable[[], Any], str]],
   return test
 
 
-def check_mixed_precision_tree(make: Callable[[], Any]) -> None:
+def check_mixed_precision_tree(make: Callable[[], Any], first_step_rtol: float = 2e-2) -> None:
   """A tree mixing float32 and bfloat16 leaves steps as the same tree in float32.
 
   Under the suite's strict dtype promotion, sums across leaves must promote
   explicitly (lbfgs, monitor and scale_by_nadam raised); each update keeps its
   leaf's dtype; and three jitted steps land where the float32 tree's do, to
-  bfloat16 rounding (the gradients are exact in bfloat16).
+  bfloat16 rounding (the gradients are exact in bfloat16): the first step to
+  ``first_step_rtol`` of its largest entry (a few units of bfloat16's 2^-8).
   """
   mixed = {"w": jnp.linspace(-1.0, 1.0, 6).reshape(3, 2),
            "b": jnp.asarray([0.5, -0.25], jnp.bfloat16)}
@@ -395,14 +396,21 @@ def check_mixed_precision_tree(make: Callable[[], Any]) -> None:
       return gtx.apply_updates(p, u), s, u
 
     state = tx.init(params)
-    for _ in range(3):
+    params, state, first = step(params, state)
+    for _ in range(2):
       params, state, updates = step(params, state)
-    return params, updates
+    return params, first, updates
 
-  p_mixed, u_mixed = run(mixed)
-  p_wide, _ = run(wide)
+  p_mixed, first_mixed, u_mixed = run(mixed)
+  p_wide, first_wide, _ = run(wide)
   assert {k: v.dtype for k, v in u_mixed.items()} == {k: v.dtype for k, v in mixed.items()}
   assert all_finite(p_mixed)
+  # The first step, from the same params and gradients: bfloat16's rounding of the step.
+  for k in mixed:
+    want = np.asarray(first_wide[k], np.float32)
+    np.testing.assert_allclose(np.asarray(first_mixed[k], np.float32), want, rtol=0,
+                               atol=first_step_rtol * float(np.max(np.abs(want))) + 1e-12,
+                               err_msg=k)
   np.testing.assert_allclose(np.asarray(p_mixed["w"]), np.asarray(p_wide["w"]),
                              rtol=1e-2, atol=1e-3)
   np.testing.assert_allclose(np.asarray(p_mixed["b"], np.float32), np.asarray(p_wide["b"]),

@@ -150,17 +150,22 @@ def scale_by_fromage(learning_rate: ScalarOrSchedule) -> GradientTransformation:
     Array([-1.], dtype=float32)
   """
 
-  def scale_by_fromage(updates, params, learning_rate):
+  def coefficients(h):
+    # Once per step, in the hyperparameter's dtype (float32 or wider): in a bfloat16
+    # leaf's dtype, contraction - 1 (about -eta^2 / 2) rounds to 0 or to -2^-8.
+    eta = h["learning_rate"]
+    contraction = 1 / jnp.sqrt(1 + eta * eta)
+    # contraction - 1, not contraction * theta - theta, to keep small steps exact.
+    return {"along_g": -eta * contraction, "shrink": contraction - 1}
+
+  def scale_by_fromage(updates, params, along_g, shrink):
     params = require_params("scale_by_fromage", params)
     tree.check_structure(updates, params, "updates", "params")
 
     def step(g, theta):
-      eta = as_dtype(learning_rate, g.dtype)
-      contraction = 1 / jnp.sqrt(1 + eta * eta)
-      theta = theta.astype(g.dtype)
-      # (contraction - 1) * theta, not contraction * theta - theta, to keep small steps exact.
-      return -eta * contraction * g + (contraction - 1) * theta
+      return as_dtype(along_g, g.dtype) * g + as_dtype(shrink, g.dtype) * theta.astype(g.dtype)
 
     return tree.tree_map(step, updates, params)
 
-  return stateless(scale_by_fromage, learning_rate=(learning_rate, NONNEGATIVE))
+  return stateless(scale_by_fromage, per_step=coefficients,
+                   learning_rate=(learning_rate, NONNEGATIVE))
