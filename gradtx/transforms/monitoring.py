@@ -117,8 +117,7 @@ class MonitorState(NamedTuple):
 
 def _leaves(updates: PyTree) -> list[jax.Array]:
   """The arrays of a tree, leaves that a mask leaves out dropped."""
-  is_masked = lambda x: isinstance(x, tree.MaskedNode)  # noqa: E731
-  return [x for x in jax.tree.leaves(updates, is_leaf=is_masked) if not is_masked(x)]
+  return [x for x in jax.tree.leaves(updates, is_leaf=tree.is_masked) if not tree.is_masked(x)]
 
 
 def norm(u: PyTree, g: PyTree, p: PyTree) -> jax.Array:
