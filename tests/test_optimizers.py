@@ -206,6 +206,24 @@ def test_bad_hyperparameters_raise_at_construction(make, message):
     make()
 
 
+@pytest.mark.parametrize("make", [gtx.adam, gtx.adamw, gtx.nadam, gtx.nadamw, gtx.radam,
+                                  gtx.adabelief, gtx.yogi])
+def test_float16_params_step_with_a_float32_second_moment(make):
+  # The FAQ's recipe: float16's smallest value (6e-8) is above eps = 1e-8 and below
+  # (1 - b2) g^2 for small g, so a float16 second moment steps by 0/0 or m/0; held in
+  # float32 it steps as the float32 params do, to float16 rounding.
+  grads = {"w": jnp.asarray([0.1, 0.0, 1e-3, -2e-4])}
+  params = {"w": jnp.asarray([0.5, -0.25, 1.0, 0.75])}
+  grads16, params16 = jax.tree.map(lambda x: x.astype(jnp.float16), (grads, params))
+  tx = make(0.01, nu_dtype=jnp.float32)
+  state, want_state = tx.init(params16), make(0.01).init(params)
+  for _ in range(5):
+    u, state = jax.jit(tx.update)(grads16, state, params16)
+    want, want_state = tx.update(grads, want_state, params)
+    assert u["w"].dtype == jnp.float16 and state[next(iter(state))].nu["w"].dtype == jnp.float32
+    np.testing.assert_allclose(np.asarray(u["w"], np.float32), want["w"], rtol=2e-3, atol=1e-6)
+
+
 # ----------------------------------------------------------------------------
 # Donation: a state from an eager init shares no buffer with the params or itself.
 

@@ -235,14 +235,14 @@ def adamw(learning_rate: ScalarOrSchedule, b1: float = 0.9, b2: float = 0.999,
 
 def nadam(learning_rate: ScalarOrSchedule, b1: float = 0.9, b2: float = 0.999,
           eps: float = 1e-8, eps_root: float = 0.0, mu_dtype: Any = None, *,
-          nesterov: bool = True) -> Chain:
+          nesterov: bool = True, nu_dtype: Any = None) -> Chain:
   """NAdam: :func:`adam` with Dozat's Nesterov momentum (``nesterov=True``).
 
   .. math::
     \\hat m_t = \\frac{\\beta_1 m_t}{1-\\beta_1^{t+1}} + \\frac{(1-\\beta_1) g_t}{1-\\beta_1^t}
 
   ``nesterov=False`` is plain :func:`adam` (as in optax, where ``nadam`` is
-  ``adam`` with the flag preset).
+  ``adam`` with the flag preset); ``nu_dtype`` is :func:`adam`'s.
 
   Conventions: torch.optim.NAdam also applies a momentum-decay schedule
   (``momentum_decay=4e-3``); gradtx and optax do not.
@@ -250,22 +250,24 @@ def nadam(learning_rate: ScalarOrSchedule, b1: float = 0.9, b2: float = 0.999,
   References:
     Dozat, *Incorporating Nesterov Momentum into Adam*, ICLR workshop 2016.
   """
-  return adam(learning_rate, b1, b2, eps, eps_root, mu_dtype, nesterov=nesterov)
+  return adam(learning_rate, b1, b2, eps, eps_root, mu_dtype, nesterov=nesterov,
+              nu_dtype=nu_dtype)
 
 
 def nadamw(learning_rate: ScalarOrSchedule, b1: float = 0.9, b2: float = 0.999,
            eps: float = 1e-8, eps_root: float = 0.0, mu_dtype: Any = None,
            weight_decay: float = 1e-4, mask: Mask | None = None, *,
-           nesterov: bool = True) -> Chain:
+           nesterov: bool = True, nu_dtype: Any = None) -> Chain:
   """NAdamW: :func:`adamw` with Dozat's Nesterov momentum (``nesterov=True``).
 
-  ``nesterov=False`` is plain :func:`adamw`, as in optax.
+  ``nesterov=False`` is plain :func:`adamw`, as in optax; ``nu_dtype`` is
+  :func:`adam`'s.
 
   References:
     Dozat 2016; Loshchilov & Hutter, *Decoupled Weight Decay Regularization*, 2019.
   """
   return adamw(learning_rate, b1, b2, eps, eps_root, mu_dtype, weight_decay, mask,
-               nesterov=nesterov)
+               nesterov=nesterov, nu_dtype=nu_dtype)
 
 
 def amsgrad(learning_rate: ScalarOrSchedule, b1: float = 0.9, b2: float = 0.999,
