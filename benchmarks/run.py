@@ -614,14 +614,14 @@ READING: dict[str, list[str]] = {
         "to 0.91 and 0.90) and Adam's step read 1.07 and 1.09x optax's (an earlier "
         "try of the variadic form, before the per-step scalars, found the same). "
         "For many-leaf trees "
-        "packed mode is the answer: its optimizer compiles 50-200x faster than "
+        "packed mode is the answer: on case c its optimizer compiles 57-222x faster than "
         "optax's tree step.",
         "* Compile times vary by 10-15% from one run to the next for the same "
         "program: Adam on one leaf compiles the same three kernels as optax "
         "(0.09-0.10 s) and read 1.00x, then 1.09x (quartiles 0.98-1.11) in the two "
         "runs before, 1.03x in this one; case c's Adam read 0.96x, 1.05x, then 0.93x.",
-        "* Case c's step passes about 8000 arrays through jax's dispatch (about 22 of "
-        "its ~28 ms are spent before the call returns) and runs 4000-6000 tiny "
+        "* Case c's step passes about 8000 arrays through jax's dispatch (most of its "
+        "time is spent before the call returns) and runs 4000-6000 tiny "
         "kernels. Each step makes one Python object per output, which sets off a "
         "full run of Python's cyclic garbage collector every ~17 steps: an 80 ms "
         "pause that fell in one contender's repetition or the other's by chance, so "

@@ -77,9 +77,10 @@ def as_dtype(x: jax.Array | float, dtype: jnp.dtype) -> jax.Array:
 def state_dtype(x: Any, dtype: Any = None) -> jnp.dtype:
   """The dtype of a state that holds values of leaf ``x`` (a momentum, an average).
 
-  ``dtype`` if given, else ``x``'s own; for a complex ``x`` and a real ``dtype``, the
-  complex dtype of that precision (a float32 accumulator of a complex leaf is complex64),
-  since a real accumulator would drop the imaginary part.
+  ``dtype`` if given, else ``x``'s own; for a complex ``x`` and a real ``dtype``, a
+  complex dtype, since a real accumulator would drop the imaginary part: complex128 for
+  float64, complex64 otherwise (there is no complex bfloat16 or float16, so a narrow
+  ``dtype`` saves no memory on a complex leaf).
   """
   x_dtype = jnp.asarray(x).dtype
   if dtype is None:

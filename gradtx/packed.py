@@ -540,13 +540,14 @@ def _select(keep: Mapping[str, bool | jax.Array], a: Packed, b: Packed | float) 
   return Packed(out, a.layout)
 
 
-def masked_update(inner: Any, mask: PyTree | Callable[[PyTree], PyTree], updates: Packed,
+def masked_update(inner: Any, mask: PyTree, updates: Packed,
                   inner_state: Any, params: Packed | None = None, *,
                   mask_extra: bool = False, **extra: Any) -> tuple[Packed, Any]:
   """How :func:`gradtx.masked` runs on a packed tree: ``(updates, inner_state)``.
 
-  The mask (or the callable, given the params viewed as the user's tree) is
-  turned into an element mask. ``inner`` runs on the whole buffers with the
+  The mask, a Python bool per leaf (a callable resolved and the bools checked
+  by the caller, :func:`gradtx.masked` or :func:`gradtx.partition`), is turned
+  into an element mask. ``inner`` runs on the whole buffers with the
   masked-out entries of the updates and params zeroed (so a global norm
   inside it sees only masked-in leaves), and its output replaces the updates
   only where the mask is ``True``. Unlike tree mode, ``inner``'s state holds
@@ -555,9 +556,7 @@ def masked_update(inner: Any, mask: PyTree | Callable[[PyTree], PyTree], updates
   are zeroed where the updates are.
   """
   layout = updates.layout
-  source = updates if params is None else params
-  mask_tree = mask(layout.unpack(source)) if callable(mask) else mask
-  keep = layout.element_mask(mask_tree)
+  keep = layout.element_mask(mask)
   inner_updates = _select(keep, updates, 0.0)
   inner_params = None if params is None else _select(keep, params, 0.0)
   if mask_extra:

@@ -215,6 +215,13 @@ def sum_squares(tree: PyTree) -> jax.Array:
   return sum((t.astype(dtype) for t in totals[1:]), totals[0].astype(dtype))
 
 
+def leaf_vdot(a: jax.Array, b: jax.Array) -> jax.Array:
+  """:math:`\\sum_i \\bar a_i b_i` of two arrays of one dtype, at the highest matmul precision."""
+  # tensordot, not jnp.vdot: vdot ravels, which costs communication on sharded leaves.
+  return jnp.tensordot(a.conj() if jnp.iscomplexobj(a) else a, b, a.ndim,
+                       precision=jax.lax.Precision.HIGHEST)
+
+
 def inner(tree_x: PyTree, tree_y: PyTree, dtype: Any = None) -> jax.Array:
   """:math:`\\mathrm{Re}\\langle x, y \\rangle = \\mathrm{Re} \\sum_\\text{leaves} \\sum_i
   \\bar x_i y_i`, a scalar of the real ``dtype``.
@@ -232,11 +239,8 @@ def inner(tree_x: PyTree, tree_y: PyTree, dtype: Any = None) -> jax.Array:
   wide = jnp.complex128 if dtype == jnp.float64 else jnp.complex64
 
   def product(a: jax.Array, b: jax.Array) -> jax.Array:
-    complex_pair = jnp.iscomplexobj(a) or jnp.iscomplexobj(b)
-    a, b = (as_dtype(v, wide if complex_pair else dtype) for v in (a, b))
-    # tensordot, not jnp.vdot: vdot ravels, which costs communication on sharded leaves.
-    return jnp.real(jnp.tensordot(a.conj() if complex_pair else a, b, a.ndim,
-                                  precision=jax.lax.Precision.HIGHEST))
+    common = wide if jnp.iscomplexobj(a) or jnp.iscomplexobj(b) else dtype
+    return jnp.real(leaf_vdot(as_dtype(a, common), as_dtype(b, common)))
 
   terms = jax.tree.leaves(jax.tree.map(
       lambda a, b: product(jnp.asarray(a), jnp.asarray(b)), tree_x, tree_y))

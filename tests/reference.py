@@ -1130,8 +1130,10 @@ class fromage(Reference):
   def update_leaf(self, name, g, p, s):
     lr = self.sched(self.learning_rate)
     c = 1.0 / np.sqrt(1.0 + lr ** 2)
+    # c - 1 without the cancellation of 1/sqrt(1 + lr^2) - 1 (about -lr^2 / 2).
+    c_minus_1 = np.expm1(-0.5 * np.log1p(lr ** 2))
     ratio = _trust_ratio(p, g, min_norm=self.min_norm)
-    return -lr * c * ratio * g + (c - 1.0) * p
+    return -lr * c * ratio * g + c_minus_1 * p
 
 
 class adafactor(Reference):

@@ -230,8 +230,10 @@ def scale_by_yogi(b1: ScalarOrSchedule = 0.9, b2: ScalarOrSchedule = 0.999,
       m_new = ema_moment(g, m, h["b1"], order=1)
       dtype = compute_dtype(g, v)
       g_sq, v_old = numerics.abs_sq(g.astype(dtype), dtype), v.astype(dtype)
-      # 1 - b2 before the cast: bfloat16 rounds b2 = 0.999 to 1, which would freeze v.
-      v_new = v_old - as_dtype(1 - h["b2"], dtype) * jnp.sign(v_old - g_sq) * g_sq
+      # 1 - b2 before the cast (bfloat16 rounds b2 = 0.999 to 1, which would freeze v),
+      # once per step and dtype.
+      take = numerics.shared(f"yogi {dtype}", (h["b2"],), lambda: as_dtype(1 - h["b2"], dtype))
+      v_new = v_old - take * jnp.sign(v_old - g_sq) * g_sq
       m_hat = numerics.bias_correction(m_new, h["b1"], count).astype(dtype)
       v_hat = numerics.bias_correction(v_new, h["b2"], count)
       eps, eps_root = as_dtype(h["eps"], dtype), as_dtype(h["eps_root"], dtype)

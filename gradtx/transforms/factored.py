@@ -119,7 +119,7 @@ def scale_by_factored_rms(factored: bool = True, decay_rate: ScalarOrSchedule = 
       dtype = g.dtype
       i = (state.count - step_offset).astype(dtype)
       beta2 = as_dtype(beta2_at(i, as_dtype(h["decay_rate"], dtype)), dtype)
-      G = abs_sq(g, dtype) + as_dtype(h["epsilon"], dtype)  # real, in g's dtype
+      G = abs_sq(g, dtype) + as_dtype(h["epsilon"], dtype)  # |g|^2 in g's dtype
       dims = _factored_dims(g.shape, factored, min_dim_size_to_factor)
       if dims is None:
         v_new = (beta2 * v + (1 - beta2) * G).astype(v.dtype)

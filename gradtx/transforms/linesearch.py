@@ -174,7 +174,7 @@ def scale_by_lbfgs(memory_size: int = 10, scale_init_precond: bool = True
     if scale_init_precond:
       yy = tree.inner(y, y).astype(weight_dtype)
       gamma = jnp.where(yy > 0, sy / jnp.where(yy > 0, yy, 1), 1)
-      g_norm = jnp.sqrt(tree.inner(updates, updates)).astype(weight_dtype)
+      g_norm = tree.global_norm(updates).astype(weight_dtype)
       gamma = jnp.where(first, jnp.minimum(1, 1 / g_norm), gamma)
     else:
       gamma = jnp.ones((), weight_dtype)

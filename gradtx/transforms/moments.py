@@ -486,7 +486,7 @@ def scale_by_adamax(b1: ScalarOrSchedule = 0.9, b2: ScalarOrSchedule = 0.999,
       m_new = ema_moment(g, m, h["b1"], order=1)
       dtype = compute_dtype(g, v)
       v_new = jnp.maximum(as_dtype(h["b2"], dtype) * as_dtype(v, dtype),
-                          as_dtype(jnp.abs(as_dtype(g, dtype)), dtype) + as_dtype(h["eps"], dtype))
+                          as_dtype(jnp.abs(g), dtype) + as_dtype(h["eps"], dtype))
       u = numerics.bias_correction(m_new, h["b1"], count) / as_dtype(v_new, m_new.dtype)
       return as_dtype(u, g.dtype), as_dtype(m_new, m.dtype), as_dtype(v_new, v.dtype)
 

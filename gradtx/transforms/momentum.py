@@ -34,8 +34,9 @@ def trace(decay: ScalarOrSchedule, nesterov: bool = False,
   Args:
     decay: :math:`\\mu \\ge 0`, the momentum coefficient (0.9 is usual).
     nesterov: use Nesterov's look-ahead form.
-    accumulator_dtype: dtype of the trace; ``None`` uses the params' dtype (a
-      real one is made complex, same precision, for complex params).
+    accumulator_dtype: dtype of the trace; ``None`` uses the params' dtype.
+      Given a real dtype, a complex leaf's trace is complex
+      (:func:`gradtx.numerics.state_dtype`).
 
   References:
     Polyak, *Some methods of speeding up the convergence of iteration methods*, 1964.
@@ -93,8 +94,9 @@ def ema(decay: ScalarOrSchedule, debias: bool = True,
   Args:
     decay: :math:`\\beta \\in [0, 1)`.
     debias: divide by :math:`1 - \\beta^t` to undo the zero initialisation.
-    accumulator_dtype: dtype of the average; ``None`` uses the params' dtype (a
-      real one is made complex, same precision, for complex params).
+    accumulator_dtype: dtype of the average; ``None`` uses the params' dtype.
+      Given a real dtype, a complex leaf's average is complex
+      (:func:`gradtx.numerics.state_dtype`).
 
   Example:
     >>> import gradtx as gtx

@@ -154,9 +154,10 @@ def scale_by_fromage(learning_rate: ScalarOrSchedule) -> GradientTransformation:
     # Once per step, in the hyperparameter's dtype (float32 or wider): in a bfloat16
     # leaf's dtype, contraction - 1 (about -eta^2 / 2) rounds to 0 or to -2^-8.
     eta = h["learning_rate"]
-    contraction = 1 / jnp.sqrt(1 + eta * eta)
-    # contraction - 1, not contraction * theta - theta, to keep small steps exact.
-    return {"along_g": -eta * contraction, "shrink": contraction - 1}
+    log_contraction = -0.5 * jnp.log1p(eta * eta)
+    # contraction - 1 = expm1(-log1p(eta^2) / 2): 1 / sqrt(1 + eta^2) - 1 would cancel
+    # (exactly 0 in float32 for eta below 2.4e-4, 5% off at eta = 1e-3).
+    return {"along_g": -eta * jnp.exp(log_contraction), "shrink": jnp.expm1(log_contraction)}
 
   def scale_by_fromage(updates, params, along_g, shrink):
     params = require_params("scale_by_fromage", params)

@@ -147,10 +147,7 @@ def _vdot(a: Any, b: Any) -> jax.Array:
   a, b = jnp.asarray(a), jnp.asarray(b)
   if a.dtype != b.dtype:  # a mixed pair, cast as the tree's reduction casts
     a, b = _promoted(a, b)
-  if jnp.iscomplexobj(a):
-    a = jnp.conj(a)
-  # tensordot, not jnp.vdot: vdot ravels, which costs communication on sharded leaves.
-  return jnp.tensordot(a, b, a.ndim, precision=jax.lax.Precision.HIGHEST)
+  return _tree.leaf_vdot(a, b)
 
 
 def tree_vdot(tree_x: PyTree, tree_y: PyTree) -> jax.typing.ArrayLike:

@@ -98,6 +98,15 @@ def _mask_per_leaf(mask: Mask, real: PyTree, where: str) -> PyTree:
   return per_leaf
 
 
+def _packed_view(mask: Any, updates: Packed, params: Packed | None) -> PyTree:
+  """The tree a mask (or labels) of a packed step is resolved on: the user's tree for a
+  callable; for a tree, the layout's template (only the shapes: no slices traced)."""
+  layout = updates.layout
+  if not callable(mask):
+    return layout.template()
+  return layout.unpack(updates if params is None else params)
+
+
 def _hide(keep: PyTree, values: PyTree) -> PyTree:
   """``values`` with every leaf whose ``keep`` entry is False replaced by MaskedNode."""
   return jax.tree.map(lambda v, k: v if tree.is_masked(v) or bool(k) else MaskedNode(),
@@ -170,12 +179,8 @@ def masked(inner: GradientTransformation, mask: Mask, *,
       tree.check_structure(params, updates, "params", "updates")
     if isinstance(updates, Packed):
       # Checked here as in tree mode, so a mask that is not bools raises the same error
-      # (the element mask alone would take it by truthiness). A callable sees the user's
-      # tree; a tree mask needs only the shapes, so no slices are traced for it.
-      layout = updates.layout
-      source = updates if params is None else params
-      real = layout.unpack(source) if callable(mask) else layout.template()
-      keep = _mask_per_leaf(mask, real, "masked")
+      # (the element mask alone would take it by truthiness).
+      keep = _mask_per_leaf(mask, _packed_view(mask, updates, params), "masked")
       updates, inner_state = masked_update(inner, keep, updates, state.inner_state, params,
                                            mask_extra=mask_compatible_extra_args, **extra)
       return updates, MaskedState(inner_state)

@@ -12,8 +12,8 @@ from gradtx.core import GradientTransformation, as_transformation, format_value
 from gradtx.errors import StructureError
 from gradtx.packed import Packed, masked_update
 from gradtx.wrappers._common import Mask, PyTree, _check_state
-from gradtx.wrappers._masking import (_hide, _hide_extra, _mask_per_leaf, _per_leaf, _unhide,
-                                      unmasked_view, set_to_zero)
+from gradtx.wrappers._masking import (_hide, _hide_extra, _mask_per_leaf, _packed_view, _per_leaf,
+                                      _unhide, unmasked_view, set_to_zero)
 
 
 # ----------------------------------------------------------------------------
@@ -108,8 +108,7 @@ def partition(transforms: Mapping[str, GradientTransformation],
     new_states = {}
     if isinstance(updates, Packed):
       # Packed mode: each group is a mask of elements (see gradtx.packed.masked_update).
-      source = updates if params is None else params
-      labels = labels_per_leaf(source.layout.unpack(source))
+      labels = labels_per_leaf(_packed_view(param_labels, updates, params))
       for label, tx in groups.items():
         with in_stage(label):
           updates, new_states[label] = masked_update(
