@@ -29,7 +29,7 @@ as on a 2-D coin (L, G by |g|, the reward by Re(conj(g) (w - w_1))).
 * MoMo and MoMo-Adam (Schaipp et al.): the proximal step
   x_{k+1} = (x_k - tau d_k) / (1 + alpha lambda) of the paper and the
   authors' code; MoMo's averages start at the first values, MoMo-Adam's at 0;
-  the step size is 0 where its denominator is 0 (every gradient so far zero).
+  the step size is 0 where its denominator ||d||^2 is 0 (only the decay then).
 """
 
 from __future__ import annotations

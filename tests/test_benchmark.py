@@ -158,7 +158,7 @@ def test_torch_contender_runs_the_same_rule_as_gradtx(bench):
       p, state = step(p, state, grads)
     c = bench.TorchContender(opt, params, grads, "cpu")
     assert c.run(5) > 0
-    for ours, theirs in zip(jax.tree.leaves(p), c.leaves()):
+    for ours, theirs in zip(jax.tree.leaves(p), c.leaves(), strict=True):
       np.testing.assert_allclose(theirs, np.asarray(ours), rtol=1e-5, atol=1e-7, err_msg=opt)
     assert c.state_bytes > 0
 

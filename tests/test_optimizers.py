@@ -215,12 +215,13 @@ def test_float16_params_step_with_a_float32_second_moment(make):
   grads = {"w": jnp.asarray([0.1, 0.0, 1e-3, -2e-4])}
   params = {"w": jnp.asarray([0.5, -0.25, 1.0, 0.75])}
   grads16, params16 = jax.tree.map(lambda x: x.astype(jnp.float16), (grads, params))
-  tx = make(0.01, nu_dtype=jnp.float32)
-  state, want_state = tx.init(params16), make(0.01).init(params)
+  tx, reference = make(0.01, nu_dtype=jnp.float32), make(0.01)
+  state, want_state = tx.init(params16), reference.init(params)
   for _ in range(5):
     u, state = jax.jit(tx.update)(grads16, state, params16)
-    want, want_state = tx.update(grads, want_state, params)
-    assert u["w"].dtype == jnp.float16 and state[next(iter(state))].nu["w"].dtype == jnp.float32
+    want, want_state = reference.update(grads, want_state, params)
+    nu = gtx.tree_utils.tree_get(state, "nu")
+    assert u["w"].dtype == jnp.float16 and nu["w"].dtype == jnp.float32
     np.testing.assert_allclose(np.asarray(u["w"], np.float32), want["w"], rtol=2e-3, atol=1e-6)
 
 
@@ -256,6 +257,11 @@ def test_params_and_an_eager_init_state_can_both_be_donated(make):
                      obj_fn=lambda q: sum(jnp.sum(x ** 2) for x in jax.tree.leaves(q)))
     return gtx.apply_updates(p, u), s
 
+  # An eager step's state too (AdEMAMix's two counts and MoMo's lower bound shared one).
+  _, eager_state = step(params, state)
+  eager = [x.unsafe_buffer_pointer() for x in jax.tree.leaves(eager_state)
+           if isinstance(x, jax.Array)]
+  assert len(set(eager)) == len(eager)
   step = jax.jit(step, donate_argnums=(0, 1))
   params, state = step(*step(params, state))
   assert all_finite(params)
@@ -266,5 +272,10 @@ def test_params_and_an_eager_init_state_can_both_be_donated(make):
 
 
 @pytest.mark.parametrize("make", [m for _, m in _DONATED], ids=[n for n, _ in _DONATED])
-def test_a_tree_mixing_bfloat16_and_float32_leaves_steps_as_the_float32_tree(make):
-  check_mixed_precision_tree(make)
+def test_a_tree_mixing_bfloat16_and_float32_leaves_steps_as_the_float32_tree(make, request):
+  # Steps sized by the distance travelled, ||theta_t - theta_0||, follow the bfloat16
+  # leaf's rounding of theta: their third steps differ by up to 37% (measured); a leaf
+  # that stopped moving would still differ by 100%.
+  by_distance = ("scale_by_distance_over_gradients", "dog", "dowg", "cocob", "mechanize")
+  distance_sized = request.node.callspec.id in by_distance
+  check_mixed_precision_tree(make, third_step_rtol=0.5 if distance_sized else 5e-2)

@@ -280,7 +280,7 @@ def assert_trees_close(a: Any, b: Any, rtol: float = 1e-5, atol: float = 1e-6,
 def all_finite(tree: Any) -> bool:
   """Whether every floating-point leaf of ``tree`` is finite."""
   return all(bool(jnp.isfinite(x).all()) for x in jax.tree.leaves(tree)
-             if jnp.issubdtype(x.dtype, jnp.floating))
+             if jnp.issubdtype(x.dtype, jnp.inexact))
 
 
 def check_zero_gradients_give_zero_updates(tx: gtx.GradientTransformation, params: Any,
@@ -371,14 +371,16 @@ def bad_hyperparameters_test(cases: list[tuple[Callable[[], Any], str]],
   return test
 
 
-def check_mixed_precision_tree(make: Callable[[], Any], first_step_rtol: float = 2e-2) -> None:
+def check_mixed_precision_tree(make: Callable[[], Any], first_step_rtol: float = 2e-2,
+                               third_step_rtol: float = 5e-2) -> None:
   """A tree mixing float32 and bfloat16 leaves steps as the same tree in float32.
 
   Under the suite's strict dtype promotion, sums across leaves must promote
   explicitly (lbfgs, monitor and scale_by_nadam raised); each update keeps its
   leaf's dtype; and three jitted steps land where the float32 tree's do, to
   bfloat16 rounding (the gradients are exact in bfloat16): the first step to
-  ``first_step_rtol`` of its largest entry (a few units of bfloat16's 2^-8).
+  ``first_step_rtol`` of its largest entry (a few units of bfloat16's 2^-8), the
+  third to ``third_step_rtol`` (the trajectories have parted by then).
   """
   mixed = {"w": jnp.linspace(-1.0, 1.0, 6).reshape(3, 2),
            "b": jnp.asarray([0.5, -0.25], jnp.bfloat16)}
@@ -402,15 +404,19 @@ def check_mixed_precision_tree(make: Callable[[], Any], first_step_rtol: float =
     return params, first, updates
 
   p_mixed, first_mixed, u_mixed = run(mixed)
-  p_wide, first_wide, _ = run(wide)
+  p_wide, first_wide, u_wide = run(wide)
   assert {k: v.dtype for k, v in u_mixed.items()} == {k: v.dtype for k, v in mixed.items()}
   assert all_finite(p_mixed)
   # The first step, from the same params and gradients: bfloat16's rounding of the step.
-  for k in mixed:
-    want = np.asarray(first_wide[k], np.float32)
-    np.testing.assert_allclose(np.asarray(first_mixed[k], np.float32), want, rtol=0,
-                               atol=first_step_rtol * float(np.max(np.abs(want))) + 1e-12,
-                               err_msg=k)
+  # The first and the third step, each to first_step_rtol of its largest entry (the
+  # params alone would not show a leaf that stops moving: its steps are that small).
+  for step, got_tree, want_tree, rtol in (("first", first_mixed, first_wide, first_step_rtol),
+                                          ("third", u_mixed, u_wide, third_step_rtol)):
+    for k in mixed:
+      want = np.asarray(want_tree[k], np.float32)
+      np.testing.assert_allclose(np.asarray(got_tree[k], np.float32), want, rtol=0,
+                                 atol=rtol * float(np.max(np.abs(want))) + 1e-12,
+                                 err_msg=f"{step} step, {k}")
   np.testing.assert_allclose(np.asarray(p_mixed["w"]), np.asarray(p_wide["w"]),
                              rtol=1e-2, atol=1e-3)
   np.testing.assert_allclose(np.asarray(p_mixed["b"], np.float32), np.asarray(p_wide["b"]),

@@ -114,7 +114,9 @@ def scale_by_ademamix(b1: ScalarOrSchedule = 0.9, b2: ScalarOrSchedule = 0.999,
               as_dtype(nu_new, nu.dtype))
 
     updates, m1, m2, nu = tree.map_multi(leaf, 4, updates, state.m1, state.m2, state.nu)
-    return updates, ScaleByAdemamixState(count, count, m1, m2, nu, hparams)
+    # Two counts, not one array in both fields: a state's buffers may all be donated.
+    return updates, ScaleByAdemamixState(count, safe_increment(state.count_m2), m1, m2, nu,
+                                         hparams)
 
   return GradientTransformation(init, update, name="scale_by_ademamix", spec=spec,
                                 options=dict(mu_dtype=mu_dtype, nu_dtype=nu_dtype))

@@ -78,8 +78,10 @@ def _momo_step(h: Any, dtype: Any, adapt_lower_bound: bool, lb: jax.Array, barf:
     cap = shrink * (barf - gamma) + iprod
     lb = jnp.where(cap < shrink * bc1 * lb, jnp.maximum(cap / (2 * bc1 * shrink), floor), lb)
   else:
-    lb = floor
-  # 0 where the norm is 0 (every gradient so far zero): the params stay put.
+    # A copy: the state's lb and its hyperparameter must not share a buffer (both may
+    # be donated; as_dtype returns the held array itself when the dtype matches).
+    lb = jnp.copy(floor)
+  # 0 where the norm is 0 (d_t = 0): no Polyak step, only the weight decay's shrink.
   polyak = safe_divide(jnp.maximum(shrink * (barf - bc1 * lb - gamma) + iprod, 0), norm_sq)
   tau = jnp.minimum(alpha / bc1, polyak)
   if adapt_lower_bound:
@@ -119,7 +121,7 @@ def scale_by_momo(learning_rate: ScalarOrSchedule = 1.0, beta: ScalarOrSchedule 
     \\theta_{t+1} = \\frac{\\theta_t - \\tau_t d_t}{1 + \\alpha_t \\lambda}
 
   with the averages started at the first step's values (:math:`d_1 = g_1`,
-  ...), :math:`\\tau_t = 0` when :math:`d_t = 0` (the params stay put), and
+  ...), :math:`\\tau_t = 0` when :math:`d_t = 0` (no Polyak step: only the decay), and
   inner products and norms over the whole tree. The update is the step to
   add. Pass the loss: ``update(grads, state, params, value=loss)``. With
   ``adapt_lower_bound`` :math:`f_*` is estimated as the paper's MoMo* does
