@@ -18,9 +18,9 @@ import jax.numpy as jnp
 
 from gradtx.core import safe_increment
 
-__all__ = ["abs_sq", "as_dtype", "bias_correction", "compute_dtype", "ema_moment",
-           "safe_divide", "safe_increment", "safe_rsqrt", "shared", "shared_scalars", "state_dtype",
-           "stored", "zero_count"]
+__all__ = ["abs_sq", "as_dtype", "bias_correction", "complex_dtype", "compute_dtype",
+           "ema_moment", "real_dtype", "safe_divide", "safe_increment", "safe_rsqrt", "shared",
+           "shared_scalars", "state_dtype", "stored", "widened", "wide_abs_sq", "zero_count"]
 
 
 # Per-step scalars shared by all leaves. A per-array rule computes coefficients
@@ -74,13 +74,31 @@ def as_dtype(x: jax.Array | float, dtype: jnp.dtype) -> jax.Array:
   return jnp.asarray(x).astype(dtype)
 
 
+def real_dtype(dtype: Any) -> jnp.dtype:
+  """The dtype of :math:`|x|` for ``x`` of ``dtype``: float32 for complex64, float64 for
+  complex128, ``dtype`` itself for a real dtype."""
+  dtype = jnp.dtype(dtype)
+  return jnp.finfo(dtype).dtype if jnp.issubdtype(dtype, jnp.complexfloating) else dtype
+
+
+def complex_dtype(dtype: Any) -> jnp.dtype:
+  """The complex dtype whose parts are at least as wide as the real ``dtype``: complex128
+  for float64, complex64 otherwise (there is no complex bfloat16 or float16)."""
+  return jnp.dtype(jnp.complex128 if jnp.dtype(dtype).itemsize >= 8 else jnp.complex64)
+
+
+def widened(x: jax.Array, dtype: Any) -> jax.Array:
+  """``x`` as the real ``dtype``, or as its complex counterpart (:func:`complex_dtype`)
+  when ``x`` is complex, so that widening never drops an imaginary part."""
+  return as_dtype(x, complex_dtype(dtype) if jnp.iscomplexobj(x) else jnp.dtype(dtype))
+
+
 def state_dtype(x: Any, dtype: Any = None) -> jnp.dtype:
   """The dtype of a state that holds values of leaf ``x`` (a momentum, an average).
 
   ``dtype`` if given, else ``x``'s own; for a complex ``x`` and a real ``dtype``, a
-  complex dtype, since a real accumulator would drop the imaginary part: complex128 for
-  float64, complex64 otherwise (there is no complex bfloat16 or float16, so a narrow
-  ``dtype`` saves no memory on a complex leaf).
+  complex dtype (:func:`complex_dtype`), since a real accumulator would drop the
+  imaginary part: a narrow ``dtype`` saves no memory on a complex leaf.
   """
   x_dtype = jnp.asarray(x).dtype
   if dtype is None:
@@ -88,7 +106,7 @@ def state_dtype(x: Any, dtype: Any = None) -> jnp.dtype:
   dtype = jnp.dtype(dtype)
   if jnp.issubdtype(x_dtype, jnp.complexfloating) and not jnp.issubdtype(
       dtype, jnp.complexfloating):
-    return jnp.dtype(jnp.complex128 if dtype.itemsize >= 8 else jnp.complex64)
+    return complex_dtype(dtype)
   return dtype
 
 
@@ -101,6 +119,21 @@ def abs_sq(x: jax.Array, dtype: Any = None) -> jax.Array:
   """
   sq = (x * x.conj()).real if jnp.iscomplexobj(x) else jnp.square(x)
   return sq if dtype is None else as_dtype(sq, dtype)
+
+
+def wide_abs_sq(x: jax.Array, dtype: Any = None) -> jax.Array:
+  """:math:`|x_i|^2` in float32, or float64 for float64 and complex128 ``x`` (or in ``dtype``
+  where that is wider).
+
+  Widened before squaring, so a bfloat16 leaf's squares are not rounded to 8 bits: the
+  terms of a norm (:func:`gradtx.tree.sum_squares`, the per-unit and per-example norms
+  of clipping).
+  """
+  x = jnp.abs(x) if jnp.iscomplexobj(x) else x
+  acc = jnp.dtype(jnp.float64 if x.dtype == jnp.float64 else jnp.float32)
+  if dtype is not None and jnp.dtype(dtype).itemsize > acc.itemsize:
+    acc = jnp.dtype(dtype)
+  return jnp.square(as_dtype(x, acc))
 
 
 def stored(x: jax.Array, dtype: Any) -> jax.Array:

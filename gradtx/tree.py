@@ -20,7 +20,8 @@ import jax
 import jax.numpy as jnp
 
 from gradtx.errors import StructureError
-from gradtx.numerics import as_dtype, compute_dtype, shared_scalars, state_dtype
+from gradtx.numerics import (as_dtype, complex_dtype, compute_dtype, real_dtype, shared_scalars,
+                             state_dtype, wide_abs_sq)
 
 PyTree = Any
 
@@ -196,23 +197,24 @@ def cast_like(tree: PyTree, other_tree: PyTree) -> PyTree:
                   tree, other_tree)
 
 
-def _sum_squares(x: jax.Array) -> jax.Array:
-  x = jnp.asarray(x)
-  if jnp.iscomplexobj(x):
-    x = jnp.abs(x)
-  # Accumulate in at least float32 so bfloat16 leaves do not lose the norm.
-  acc = jnp.float64 if x.dtype == jnp.float64 else jnp.float32
-  return jnp.sum(jnp.square(x.astype(acc)))
+def _leaf_sum_squares(x: jax.Array, dtype: Any = None) -> jax.Array:
+  return jnp.sum(wide_abs_sq(jnp.asarray(x), dtype))
 
 
-def sum_squares(tree: PyTree) -> jax.Array:
-  """The sum of squares of every entry of every leaf (float32 or wider)."""
+def sum_squares(tree: PyTree, dtype: Any = None) -> jax.Array:
+  """The sum of :math:`|x_i|^2` over every entry of every leaf (float32 or wider).
+
+  Each leaf's squares are taken in float32, or float64 for a float64 or complex128
+  leaf (:func:`gradtx.numerics.wide_abs_sq`). With ``dtype`` (a real dtype), a leaf
+  is first widened to it where it is wider, and the sum is of ``dtype``.
+  """
   leaves = [x for x in jax.tree.leaves(tree, is_leaf=is_masked) if not is_masked(x)]
   if not leaves:
-    return jnp.zeros((), jnp.float32)
-  totals = [_sum_squares(x) for x in leaves]
-  dtype = compute_dtype(*totals)  # the widest, also under strict promotion
-  return sum((t.astype(dtype) for t in totals[1:]), totals[0].astype(dtype))
+    return jnp.zeros((), jnp.float32 if dtype is None else dtype)
+  totals = [_leaf_sum_squares(x, dtype) for x in leaves]
+  total_dtype = compute_dtype(*totals)  # the widest, also under strict promotion
+  total = sum((as_dtype(t, total_dtype) for t in totals[1:]), as_dtype(totals[0], total_dtype))
+  return total if dtype is None else as_dtype(total, dtype)
 
 
 def leaf_vdot(a: jax.Array, b: jax.Array) -> jax.Array:
@@ -234,12 +236,11 @@ def inner(tree_x: PyTree, tree_y: PyTree, dtype: Any = None) -> jax.Array:
   """
   if dtype is None:
     leaves = jax.tree.leaves((tree_x, tree_y))
-    dtype = jnp.finfo(compute_dtype(*leaves, jnp.float32(0))).dtype
+    dtype = real_dtype(compute_dtype(*leaves, jnp.float32(0)))
   dtype = jnp.dtype(dtype)
-  wide = jnp.complex128 if dtype == jnp.float64 else jnp.complex64
 
   def product(a: jax.Array, b: jax.Array) -> jax.Array:
-    common = wide if jnp.iscomplexobj(a) or jnp.iscomplexobj(b) else dtype
+    common = complex_dtype(dtype) if jnp.iscomplexobj(a) or jnp.iscomplexobj(b) else dtype
     return jnp.real(leaf_vdot(as_dtype(a, common), as_dtype(b, common)))
 
   terms = jax.tree.leaves(jax.tree.map(
@@ -400,7 +401,7 @@ def _size(x: jax.Array) -> jax.Array:
 
 def block_sum_squares(tree: PyTree) -> PyTree:
   """Per leaf, :math:`\\sum_i |x_i|^2` (float32 or wider), broadcastable against the leaf."""
-  return block_map(_sum_squares, tree)
+  return block_map(_leaf_sum_squares, tree)
 
 
 def block_size(tree: PyTree) -> PyTree:

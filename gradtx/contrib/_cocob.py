@@ -8,10 +8,10 @@ import jax.numpy as jnp
 
 from gradtx import tree
 from gradtx.chain import Chain, named_chain
-from gradtx.contrib._whole_tree import _real_dtype, _real_zeros_like
+from gradtx.contrib._whole_tree import _real_zeros_like
 from gradtx.core import (POSITIVE, GradientTransformation, HParams, HParamSpec, ScalarOrSchedule,
                          require_params_like)
-from gradtx.numerics import as_dtype, compute_dtype
+from gradtx.numerics import as_dtype, compute_dtype, real_dtype
 from gradtx.transforms.decay import Mask, add_decayed_weights
 from gradtx.transforms.scaling import scale_by_learning_rate
 
@@ -83,7 +83,7 @@ def scale_by_cocob(alpha: ScalarOrSchedule = 100.0,
 
     def leaf(g, p, w1, theta, big_l, big_g, reward):
       c = compute_dtype(g, p, w1)
-      real = _real_dtype(c)
+      real = real_dtype(c)
       g, p, w1 = as_dtype(g, c), as_dtype(p, c), as_dtype(w1, c)
       big_l_new = jnp.maximum(as_dtype(big_l, real), jnp.abs(g))
       big_g_new = as_dtype(big_g, real) + jnp.abs(g)

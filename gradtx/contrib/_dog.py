@@ -107,9 +107,9 @@ def scale_by_dog(init_step: tuple[Literal["distance", "learning_rate", "heuristi
     params = require_params_like(stage, updates, params, state, "init_params")
     h, hparams = spec.step(state.hparams)
     dtype = state.max_dist.dtype
-    distance = jnp.sqrt(as_dtype(tree.sum_squares(tree.sub(params, state.init_params)), dtype))
+    distance = jnp.sqrt(tree.sum_squares(tree.sub(params, state.init_params), dtype))
     max_dist = jnp.maximum(state.max_dist, distance)
-    g_sq = state.sum_sq_norm_grads + as_dtype(tree.sum_squares(updates), dtype)
+    g_sq = state.sum_sq_norm_grads + tree.sum_squares(updates, dtype)
     eta = max_dist / jnp.sqrt(g_sq + as_dtype(h["eps"], dtype))
     if kind == "learning_rate":
       eta = jnp.where(state.is_init_step, as_dtype(h["init_step"], dtype), eta)
@@ -221,8 +221,8 @@ def scale_by_dowg(init_estim_sq_dist: float | None = None,
     h, hparams = spec.step(state.hparams)
     dtype = state.estim_sq_dist.dtype
     sq_dist = jnp.maximum(state.estim_sq_dist,
-                          as_dtype(tree.sum_squares(tree.sub(params, state.init_params)), dtype))
-    weighted = state.weighted_sq_norm_grads + sq_dist * as_dtype(tree.sum_squares(updates), dtype)
+                          tree.sum_squares(tree.sub(params, state.init_params), dtype))
+    weighted = state.weighted_sq_norm_grads + sq_dist * tree.sum_squares(updates, dtype)
     eta = sq_dist / (jnp.sqrt(weighted) + as_dtype(h["eps"], dtype))
     return tree.scale(eta, updates), DoWGState(state.init_params, weighted, sq_dist, hparams)
 

@@ -112,8 +112,8 @@ def mechanize(base_optimizer: Any, weight_decay: ScalarOrSchedule = 1e-2,
     x_ref = tree.where(state.count == 0, params, state.x0)
     s_sum = jnp.sum(state.s)
     shrink = (as_dtype(h["weight_decay"], dtype) * s_sum
-              * jnp.sqrt(as_dtype(tree.sum_squares(updates), dtype))
-              / (jnp.sqrt(as_dtype(tree.sum_squares(params), dtype)) + eps))
+              * jnp.sqrt(tree.sum_squares(updates, dtype))
+              / (jnp.sqrt(tree.sum_squares(params, dtype)) + eps))
     decayed = tree.tree_map(lambda g, p: g + as_dtype(shrink, g.dtype) * p.astype(g.dtype),
                             updates, params)
     delta_prev = tree.tree_map(lambda d: d / as_dtype(s_sum + eps, d.dtype),

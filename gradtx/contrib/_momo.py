@@ -181,7 +181,7 @@ def scale_by_momo(learning_rate: ScalarOrSchedule = 1.0, beta: ScalarOrSchedule 
 
     d = tree.tree_map(average, updates, state.exp_avg)
     tau, shrink, lb = _momo_step(h, dtype, adapt_lower_bound, state.lb, barf, gamma,
-                                 tree.inner(d, params, dtype), as_dtype(tree.sum_squares(d), dtype),
+                                 tree.inner(d, params, dtype), tree.sum_squares(d, dtype),
                                  jnp.ones((), dtype))
     out = _proximal_step(tau, shrink, d, params)
     return out, MomoState(d, barf, gamma, lb, safe_increment(state.count), hparams)

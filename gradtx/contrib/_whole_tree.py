@@ -1,7 +1,8 @@
 """Whole-tree scalars that the optimizers which set their own step size share.
 
-The dtype of those scalars, and the inner product and l1 norm over every leaf
-in it (squared norms are :func:`gradtx.tree.sum_squares`). Complex leaves
+The dtype of those scalars, and the l1 norm over every leaf in it (the inner
+product is :func:`gradtx.tree.inner`, squared norms
+:func:`gradtx.tree.sum_squares`, both taking that dtype). Complex leaves
 count as the real vectors of their (real, imaginary) parts:
 :math:`\\langle a, b \\rangle = \\operatorname{Re} \\sum \\bar a_i b_i`,
 :math:`\\|x\\|^2 = \\sum |x_i|^2`, and the l1 norm is :math:`\\sum |x_i|`.
@@ -15,7 +16,7 @@ import jax
 import jax.numpy as jnp
 
 from gradtx import tree
-from gradtx.numerics import as_dtype, compute_dtype
+from gradtx.numerics import as_dtype, compute_dtype, real_dtype, widened
 from gradtx.tree_utils import tree_norm
 
 __all__: list[str] = []
@@ -31,38 +32,23 @@ def _scalar_dtype(params: Any) -> jnp.dtype:
   return jnp.dtype(jnp.float64 if wide else jnp.float32)
 
 
-def _real_dtype(dtype: Any) -> jnp.dtype:
-  """The dtype of :math:`|x|` for ``x`` of ``dtype``: float32 for complex64, else ``dtype``."""
-  dtype = jnp.dtype(dtype)
-  return jnp.finfo(dtype).dtype if jnp.issubdtype(dtype, jnp.complexfloating) else dtype
-
-
 def _real_zeros_like(params: Any) -> Any:
   """Zeros shaped like each leaf in its real dtype: the state of a statistic of :math:`|g|`."""
-  return tree.tree_map(lambda x: jnp.zeros_like(x, _real_dtype(jnp.asarray(x).dtype)), params)
+  return tree.tree_map(lambda x: jnp.zeros_like(x, real_dtype(jnp.asarray(x).dtype)), params)
 
 
 def _over_root(x: jax.Array, v: jax.Array, eps: jax.Array) -> jax.Array:
   """:math:`x / (\\sqrt{v} + \\epsilon)` with the root taken in ``v``'s real dtype (``v`` holds
   :math:`|g|^2`), ``x`` complex or real."""
   c = compute_dtype(x, v)
-  real = _real_dtype(c)
+  real = real_dtype(c)
   return as_dtype(x, c) / as_dtype(jnp.sqrt(as_dtype(v, real)) + as_dtype(eps, real), c)
-
-
-def _widened(x: Any, dtype: Any) -> Any:
-  """Each leaf in ``dtype`` (float32 or wider), or in its complex counterpart for a complex leaf."""
-  wide = jnp.complex128 if jnp.dtype(dtype) == jnp.float64 else jnp.complex64
-
-  def widen(leaf):
-    return leaf.astype(wide if jnp.iscomplexobj(leaf) else dtype)
-
-  return tree.tree_map(widen, x)
 
 
 def _l1(x: Any, dtype: Any) -> jax.Array:
   """:math:`\\|x\\|_1 = \\sum |x_i|` over the whole tree, in ``dtype`` (leaves widened first)."""
-  return as_dtype(jnp.asarray(tree_norm(_widened(x, dtype), ord=1)), dtype)
+  wide = tree.tree_map(lambda leaf: widened(leaf, dtype), x)
+  return as_dtype(jnp.asarray(tree_norm(wide, ord=1)), dtype)
 
 
 def _betas(stage: str, betas: Any) -> tuple[Any, Any]:

@@ -19,7 +19,7 @@ from gradtx import tree
 from gradtx.core import (NONNEGATIVE, POSITIVE, GradientTransformation, ScalarOrSchedule,
                          check_value, require_params, stateless)
 from gradtx.errors import StructureError
-from gradtx.numerics import as_dtype, compute_dtype
+from gradtx.numerics import as_dtype, compute_dtype, wide_abs_sq
 
 __all__ = ["adaptive_grad_clip", "clip", "clip_by_block_rms", "clip_by_global_norm",
            "keep_params_nonnegative", "per_example_global_norm_clip",
@@ -144,19 +144,9 @@ def _unit_axes(x: jax.Array, axis: int | tuple[int, ...] | None,
       "ranks 0 to 5: pass axis= to say which axes a unit's norm sums over")
 
 
-def _squares(x: jax.Array) -> jax.Array:
-  """:math:`|x_i|^2` in float32, or float64 for float64 and complex128 ``x``.
-
-  Cast before squaring, so a bfloat16 leaf's squares are not rounded to 8 bits.
-  """
-  x = jnp.abs(x) if jnp.iscomplexobj(x) else x
-  acc = jnp.float64 if x.dtype == jnp.float64 else jnp.float32
-  return jnp.square(x.astype(acc))
-
-
 def _unitwise_norm(x: jax.Array, axis: int | tuple[int, ...] | None) -> jax.Array:
   """The l2 norm of each unit of ``x``, broadcastable against it (float32 or wider)."""
-  return jnp.sqrt(jnp.sum(_squares(x), axis=_unit_axes(x, axis), keepdims=True))
+  return jnp.sqrt(jnp.sum(wide_abs_sq(x), axis=_unit_axes(x, axis), keepdims=True))
 
 
 # optax's floor on the gradient norm in the clipped branch: it only keeps a
@@ -260,7 +250,7 @@ def _as_float(g: Any) -> jax.Array:
 
 def _example_sum_squares(g: jax.Array) -> jax.Array:
   """Per example (axis 0), the sum of squares of the rest (float32 or wider)."""
-  return jnp.sum(_squares(g).reshape(g.shape[0], -1), axis=1)
+  return jnp.sum(wide_abs_sq(g).reshape(g.shape[0], -1), axis=1)
 
 
 def _clip_multipliers(sum_squares: jax.Array, clip: Any) -> tuple[jax.Array, jax.Array]:

@@ -49,7 +49,7 @@ def _value_dtype(params: Any) -> jnp.dtype:
   """
   leaves = jax.tree.leaves(params)
   dtype = numerics.compute_dtype(*leaves) if leaves else jnp.result_type(float)
-  return jnp.real(jnp.zeros((), dtype)).dtype
+  return numerics.real_dtype(dtype)
 
 
 def _slope(updates: Any, grad: Any) -> jax.Array:
