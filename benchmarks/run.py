@@ -511,7 +511,7 @@ def training_rows(shapes: Any, reps: int, compile_reps: int) -> dict:
 # Reporting.
 
 
-def machine_info(quick: bool, reps: int) -> dict:
+def machine_info(quick: bool, reps: int, use_torch: bool) -> dict:
   cpu = platform.processor() or "unknown"
   try:
     with open("/proc/cpuinfo") as f:
@@ -531,7 +531,7 @@ def machine_info(quick: bool, reps: int) -> dict:
       "backend": jax.default_backend(), "devices": [str(d) for d in jax.devices()],
       "device_kind": jax.devices()[0].device_kind,
       "load_average": os.getloadavg() if hasattr(os, "getloadavg") else None,
-      "quick": quick, "reps": reps, "torch": _torch_version(),
+      "quick": quick, "reps": reps, "torch": _torch_version() if use_torch else None,
   }
 
 
@@ -933,7 +933,8 @@ def main(argv: list[str] | None = None) -> None:
     plot(results, args.out / "results.png")
     return
   start = time.perf_counter()
-  info = machine_info(args.quick, args.reps)
+  use_torch = torch_device() is not None and not args.no_torch
+  info = machine_info(args.quick, args.reps, use_torch)  # torch's version only where it ran
   info["compile_reps"] = args.compile_reps
   print(f"{info['cpu']}, {info['cores']} cores, {info['backend']} ({info['device_kind']}), "
         f"jax {info['jax']}, optax {info['optax']}", flush=True)
@@ -968,7 +969,6 @@ def main(argv: list[str] | None = None) -> None:
     write_markdown(results, args.out / "RESULTS.md")
     return results
 
-  use_torch = torch_device() is not None and not args.no_torch
   for case, make in CASES.items():
     if only and letter(case) not in only:
       continue

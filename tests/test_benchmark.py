@@ -8,6 +8,7 @@ contender is measured, and that the report states the targets it was given.
 from __future__ import annotations
 
 import importlib.util
+import json
 import pathlib
 import statistics
 
@@ -138,6 +139,13 @@ def test_a_run_in_parts_appends_its_rows(bench, tmp_path, monkeypatch):
     assert "| t: tiny | sgd | torch.optim fused |" in text and "| eager |" in text
   else:  # without torch the row is left out, not written empty
     assert "torch.optim fused |" not in text
+  # --no-torch leaves torch out of the rows and out of the machine table (where it did not run)
+  alone = tmp_path / "alone"
+  with jax.numpy_dtype_promotion("standard"):
+    bench.main(["--only", "t", "--no-torch", *common[:-1], str(alone)])
+  text = (alone / "RESULTS.md").read_text()
+  assert "| t: tiny | sgd |" in text and "| torch |" not in text and "torch.optim fused |" not in text
+  assert json.loads((alone / "results.json").read_text())["machine"]["torch"] is None
   with pytest.raises(SystemExit):  # a case that does not exist: argparse's error, at once
     bench.main(["--only", "s,x", *common])
 
