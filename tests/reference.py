@@ -43,8 +43,8 @@ Shared conventions
 
 Complex parameters
 ------------------
-Every reference but ``rprop`` (and the primitive ``clip``), which are defined
-for real numbers only and raise ``ValueError``, also takes complex leaves
+Every reference but ``rprop`` and ``sm3`` (and the primitive ``clip``), which are
+defined for real numbers only and raise ``ValueError``, also takes complex leaves
 (computed in complex128), with optax's convention: the gradients passed to
 ``step`` are the *conjugated* gradients ``conj(jax.grad(loss)(params))`` of a
 real loss, so that ``-lr * g`` descends as for real numbers.  Then
@@ -119,6 +119,11 @@ def _f64(x) -> np.ndarray:
   return np.array(x, dtype=_wide(x))
 
 
+def _tree_f64(tree: dict) -> dict:
+  """``_f64`` of each leaf: float64 (complex128 for a complex leaf) copies."""
+  return {k: _f64(v) for k, v in tree.items()}
+
+
 def _abs2(x) -> np.ndarray:
   """|x|^2 elementwise, always real: x^2 for real x, (x conj(x)).real else."""
   x = np.asarray(x)
@@ -148,6 +153,11 @@ def _zeros(p: np.ndarray, value: float = 0.0) -> np.ndarray:
 def _norm(x: np.ndarray) -> float:
   """Euclidean (Frobenius) norm of the flattened array: sqrt(sum |x|^2)."""
   return float(np.sqrt(np.sum(_abs2(x))))
+
+
+def _tree_sq_norm(tree: dict) -> float:
+  """The squared global norm of a tree: sum over its leaves of sum |x|^2."""
+  return sum(float(np.sum(_abs2(x))) for x in tree.values())
 
 
 def _rms(x: np.ndarray) -> float:
@@ -203,14 +213,14 @@ class Reference:
 
   # -- public interface ---------------------------------------------------
   def init(self, params: dict[str, np.ndarray]) -> None:
-    params = {k: _f64(v) for k, v in params.items()}
+    params = _tree_f64(params)
     self.count = 0
     self.state = {k: self.init_leaf(p) for k, p in params.items()}
 
   def step(self, grads: dict[str, np.ndarray], params: dict[str, np.ndarray],
            **extra) -> dict[str, np.ndarray]:
     """Returns the updates (to be ADDED to params) and advances the state."""
-    grads = {k: _f64(v) for k, v in grads.items()}
+    grads = _tree_f64(grads)
     if params is None:  # fine for rules that do not read the params
       params = {k: None for k in grads}
     else:
@@ -1072,7 +1082,8 @@ class sm3(Reference):
       m_t = b1 m_{t-1} + (1-b1) h_t,  b1 = ``momentum``
       u_t = -lr m_t
   Note: optax 0.2.8 raises an IndexError for scalar (rank-0) leaves; this
-  reference treats them like rank-1 leaves.
+  reference treats them like rank-1 leaves.  Real parameters only, as
+  gradtx's ``scale_by_sm3`` (``init`` raises ValueError).
 
   Reference: Anil et al., "Memory-Efficient Adaptive Optimization", NeurIPS
   2019.
@@ -1084,6 +1095,8 @@ class sm3(Reference):
     self.eps = 1e-8
 
   def init_leaf(self, p):
+    if np.iscomplexobj(p):
+      raise ValueError("sm3: defined for real parameters only")
     if p.ndim < 2:
       acc = [_zeros(p)]
     else:
@@ -1092,7 +1105,7 @@ class sm3(Reference):
 
   def update_leaf(self, name, g, p, s):
     if g.ndim < 2:
-      nu = _abs2(g) + s["acc"][0]
+      nu = np.square(g) + s["acc"][0]
       s["acc"] = [nu]
     else:
       r = g.ndim
@@ -1102,7 +1115,7 @@ class sm3(Reference):
         shape[a] = g.shape[a]
         b = mu_a.reshape(shape)
         cover = b if cover is None else np.minimum(cover, b)
-      nu = _abs2(g) + cover
+      nu = np.square(g) + cover
       s["acc"] = [nu.max(axis=tuple(x for x in range(r) if x != a))
                   for a in range(r)]
     safe = np.where(nu > 0, nu, 1.0)
@@ -1273,7 +1286,7 @@ class polyak_sgd(Reference):
     self.count += 1
     sc = self.sched(self.scaling)
     d = {k: sc * _f64(g) for k, g in grads.items()}
-    sq = sum(float(np.sum(_abs2(x))) for x in d.values())
+    sq = _tree_sq_norm(d)
     gap = float(value) - self.f_min
     if self.variant == "sps+":
       gap = max(gap, 0.0)
@@ -1392,8 +1405,8 @@ class clip_by_global_norm(Reference):
 
   def step(self, grads, params=None, **extra):
     self.count += 1
-    grads = {k: _f64(g) for k, g in grads.items()}
-    n = np.sqrt(sum(float(np.sum(_abs2(g))) for g in grads.values()))
+    grads = _tree_f64(grads)
+    n = np.sqrt(_tree_sq_norm(grads))
     if n < self.max_norm:
       return grads
     return {k: g / n * self.max_norm for k, g in grads.items()}

@@ -4,7 +4,8 @@ Each class follows ``reference.Reference`` (``step`` returns the updates to
 add; ``scale_by_dog`` and ``scale_by_dowg`` return their unsigned output
 :math:`+\\eta_t g_t`). ``t`` is the 1-based step number; schedules are
 evaluated at ``t - 1``. Norms and inner products are over the whole tree.
-These rules reduce over the whole tree, so they override ``step``.
+Most of these rules reduce over the whole tree, so they override ``step``;
+COCOB is per entry (``update_leaf``).
 
 Complex leaves (complex128) are taken as their (real, imaginary) pairs, and
 their gradients as the conjugates of JAX's: an inner product is
@@ -39,7 +40,7 @@ from typing import Any
 import numpy as np
 
 import reference as R
-from reference import Reference, _resolve_mask
+from reference import Reference, _abs2, _resolve_mask, _tree_f64, _tree_sq_norm, _zeros
 
 
 def _dot(a: dict, b: dict) -> float:
@@ -47,36 +48,18 @@ def _dot(a: dict, b: dict) -> float:
   return float(sum(np.sum(np.conj(a[k]) * b[k]).real for k in a))
 
 
-def _sq(a: dict) -> float:
-  return _dot(a, a)
-
-
 def _l1(a: dict) -> float:
   return float(sum(np.sum(np.abs(x)) for x in a.values()))
 
 
-def _wide(x: Any) -> np.dtype:
-  """float64, or complex128 for a complex ``x``."""
-  return np.dtype(np.complex128 if np.iscomplexobj(x) else np.float64)
-
-
-def _copy(tree: dict) -> dict:
-  return {k: np.array(v, dtype=_wide(v)) for k, v in tree.items()}
-
-
-def _f64(tree: dict) -> dict:
-  """Each leaf in float64 (complex128 for a complex leaf)."""
-  return {k: np.asarray(v, dtype=_wide(v)) for k, v in tree.items()}
-
-
-def _zeros(tree: dict) -> dict:
-  """Zeros like each leaf, complex for a complex leaf."""
-  return {k: np.zeros(np.shape(v), _wide(v)) for k, v in tree.items()}
+def _zeros_like(tree: dict) -> dict:
+  """Zeros like each leaf, complex for a complex leaf: a moment of g."""
+  return {k: np.zeros_like(x) for k, x in _tree_f64(tree).items()}
 
 
 def _real_zeros(tree: dict) -> dict:
   """Real zeros shaped like each leaf: a statistic of |g|."""
-  return {k: np.zeros(np.shape(v)) for k, v in tree.items()}
+  return {k: _zeros(x) for k, x in tree.items()}
 
 
 class prodigy(Reference):
@@ -89,12 +72,12 @@ class prodigy(Reference):
 
   def init(self, params):
     self.count = 0
-    self.x0 = _copy(params)
-    self.m, self.v, self.s = _zeros(params), _real_zeros(params), _zeros(params)
+    self.x0 = _tree_f64(params)
+    self.m, self.v, self.s = _zeros_like(params), _real_zeros(params), _zeros_like(params)
     self.r, self.d = 0.0, self.d0
 
   def step(self, grads, params, **extra):
-    g, x = _f64(grads), _f64(params)
+    g, x = _tree_f64(grads), _tree_f64(params)
     self.count += 1
     b1, b2 = self.betas
     b3 = np.sqrt(b2) if self.beta3 is None else self.beta3
@@ -106,7 +89,7 @@ class prodigy(Reference):
     s_weight = (1 - b3) * d * d if self.safeguard else weight
     for k in g:
       self.m[k] = b1 * self.m[k] + (1 - b1) * d * g[k]
-      self.v[k] = b2 * self.v[k] + (1 - b2) * np.abs(d * g[k]) ** 2
+      self.v[k] = b2 * self.v[k] + (1 - b2) * _abs2(d * g[k])
       self.s[k] = b3 * self.s[k] + s_weight * g[k]
     l1 = _l1(self.s)
     self.d = max(d, self.coef * self.r / l1) if l1 > 0 else d
@@ -124,11 +107,11 @@ class dadapt_adamw(Reference):
 
   def init(self, params):
     self.count = 0
-    self.m, self.v, self.s = _zeros(params), _real_zeros(params), _zeros(params)
+    self.m, self.v, self.s = _zeros_like(params), _real_zeros(params), _zeros_like(params)
     self.r, self.d = 0.0, self.d0
 
   def step(self, grads, params, **extra):
-    g, x = _f64(grads), _f64(params)
+    g, x = _tree_f64(grads), _tree_f64(params)
     self.count += 1
     b1, b2 = self.betas
     sigma = np.sqrt(b2)
@@ -139,7 +122,7 @@ class dadapt_adamw(Reference):
     self.r = sigma * self.r + (1 - sigma) * lam * inner
     for k in g:
       self.m[k] = b1 * self.m[k] + (1 - b1) * lam * g[k]
-      self.v[k] = b2 * self.v[k] + (1 - b2) * np.abs(g[k]) ** 2
+      self.v[k] = b2 * self.v[k] + (1 - b2) * _abs2(g[k])
       self.s[k] = sigma * self.s[k] + (1 - sigma) * lam * g[k]
     l1 = (1 - sigma) * _l1(self.s)
     self.d = max(d, self.r / l1) if l1 > 0 else d
@@ -153,12 +136,20 @@ class _Decayed(Reference):
   mask: Any = None
 
   def decayed(self, grads, params):
-    g, x = _f64(grads), _f64(params)
+    g, x = _tree_f64(grads), _tree_f64(params)
     if self.weight_decay is None:
       return g, x
     mask = _resolve_mask(self.mask, x)
     wd = self.sched(self.weight_decay)
     return {k: g[k] + wd * x[k] if mask[k] else g[k] for k in g}, x
+
+
+class _Descent:
+  """A ``scale_by_*`` rule's output (+eta_t g_t) times -learning_rate: the ready optimizer."""
+
+  def step(self, grads, params, **extra):
+    updates = super().step(grads, params)
+    return {k: -self.sched(self.learning_rate) * u for k, u in updates.items()}
 
 
 class scale_by_dog(_Decayed):
@@ -169,32 +160,28 @@ class scale_by_dog(_Decayed):
 
   def init(self, params):
     self.count = 0
-    self.x0 = _copy(params)
+    self.x0 = _tree_f64(params)
     self.r = {"distance": self.value, "learning_rate": 0.0,
-              "heuristic": self.value * (1 + np.sqrt(_sq(self.x0)))}[self.kind]
+              "heuristic": self.value * (1 + np.sqrt(_tree_sq_norm(self.x0)))}[self.kind]
     self.G = 0.0
 
   def step(self, grads, params, **extra):
     self.count += 1
     g, x = self.decayed(grads, params)
-    self.r = max(self.r, np.sqrt(_sq({k: x[k] - self.x0[k] for k in x})))
-    self.G += _sq(g)
+    self.r = max(self.r, np.sqrt(_tree_sq_norm({k: x[k] - self.x0[k] for k in x})))
+    self.G += _tree_sq_norm(g)
     eta = self.r / np.sqrt(self.G + self.eps)
     if self.kind == "learning_rate" and self.t == 1:
       eta = self.value
     return {k: eta * g[k] for k in g}
 
 
-class dog(scale_by_dog):
+class dog(_Descent, scale_by_dog):
 
   def __init__(self, learning_rate=1.0, init_step=("heuristic", 1e-6), eps=1e-8,
                weight_decay=None, mask=None):
     super().__init__(init_step, eps)
     self.learning_rate, self.weight_decay, self.mask = learning_rate, weight_decay, mask
-
-  def step(self, grads, params, **extra):
-    updates = super().step(grads, params)
-    return {k: -self.sched(self.learning_rate) * u for k, u in updates.items()}
 
 
 class scale_by_dowg(_Decayed):
@@ -205,28 +192,24 @@ class scale_by_dowg(_Decayed):
 
   def init(self, params):
     self.count = 0
-    self.x0 = _copy(params)
+    self.x0 = _tree_f64(params)
     self.r2, self.v = self.r2_0, 0.0
 
   def step(self, grads, params, **extra):
     self.count += 1
     g, x = self.decayed(grads, params)
-    self.r2 = max(self.r2, _sq({k: x[k] - self.x0[k] for k in x}))
-    self.v += self.r2 * _sq(g)
+    self.r2 = max(self.r2, _tree_sq_norm({k: x[k] - self.x0[k] for k in x}))
+    self.v += self.r2 * _tree_sq_norm(g)
     eta = self.r2 / (np.sqrt(self.v) + self.eps)
     return {k: eta * g[k] for k in g}
 
 
-class dowg(scale_by_dowg):
+class dowg(_Descent, scale_by_dowg):
 
   def __init__(self, learning_rate=1.0, init_estim_sq_dist=None, eps=1e-4, weight_decay=None,
                mask=None):
     super().__init__(init_estim_sq_dist, eps)
     self.learning_rate, self.weight_decay, self.mask = learning_rate, weight_decay, mask
-
-  def step(self, grads, params, **extra):
-    updates = super().step(grads, params)
-    return {k: -self.sched(self.learning_rate) * u for k, u in updates.items()}
 
 
 class cocob(Reference):
@@ -236,15 +219,8 @@ class cocob(Reference):
     self.learning_rate, self.alpha, self.eps = learning_rate, alpha, eps
     self.weight_decay, self.mask = weight_decay, mask
 
-  def init(self, params):
-    self.count = 0
-    self.state = {k: self.init_leaf(p) for k, p in _copy(params).items()}
-
-  def step(self, grads, params, **extra):  # Reference.step's, for complex leaves too
-    g, x = _f64(grads), _f64(params)
-    self.count += 1
-    self._mask = _resolve_mask(self.mask, x)
-    return {k: self.update_leaf(k, g[k], x[k], self.state[k]) for k in g}
+  def begin_step(self, grads, params, **extra):
+    self._mask = _resolve_mask(self.mask, params)
 
   def init_leaf(self, param):
     return {"w1": param, "L": np.full(np.shape(param), self.eps),
@@ -284,13 +260,13 @@ class mechanize(Reference):
     self.x_ref = None
 
   def step(self, grads, params, **extra):
-    g, x = _f64(grads), _f64(params)
+    g, x = _tree_f64(grads), _tree_f64(params)
     self.count += 1
     u = self.base.step(grads, params, **extra)
     if self.x_ref is None:  # the params of the first step
-      self.x_ref = _copy(x)
+      self.x_ref = x
     total = float(np.sum(self.s))
-    factor = self.wd * total * np.sqrt(_sq(g)) / (np.sqrt(_sq(x)) + self.eps)
+    factor = self.wd * total * np.sqrt(_tree_sq_norm(g)) / (np.sqrt(_tree_sq_norm(x)) + self.eps)
     g = {k: g[k] + factor * x[k] for k in g}
     delta = {k: (self.x_ref[k] - x[k]) / (total + self.eps) for k in x}
     h = _dot(g, delta)
@@ -318,11 +294,11 @@ class momo(Reference):
     self.f_star = self.f_star0
 
   def step(self, grads, params, value=None, **extra):
-    g, x = _f64(grads), _f64(params)
+    g, x = _tree_f64(grads), _tree_f64(params)
     self.count += 1
     gx = _dot(g, x)
     if self.d is None:  # the averages start at the first values
-      self.d, self.fbar, self.gamma = _copy(g), float(value), gx
+      self.d, self.fbar, self.gamma = g, float(value), gx
     else:
       b = self.beta
       self.d = {k: b * self.d[k] + (1 - b) * g[k] for k in g}
@@ -330,7 +306,7 @@ class momo(Reference):
       self.gamma = b * self.gamma + (1 - b) * gx
     alpha = self.sched(self.learning_rate)
     c = 1 + alpha * self.wd
-    dx, dd = _dot(self.d, x), _sq(self.d)
+    dx, dd = _dot(self.d, x), _tree_sq_norm(self.d)
     if self.adapt:
       cap = c * (self.fbar - self.gamma) + dx
       if cap < c * self.f_star:
@@ -351,16 +327,16 @@ class momo_adam(Reference):
 
   def init(self, params):
     self.count = 0
-    self.m, self.v = _zeros(params), _real_zeros(params)
+    self.m, self.v = _zeros_like(params), _real_zeros(params)
     self.fbar, self.gamma, self.f_star = 0.0, 0.0, self.f_star0
 
   def step(self, grads, params, value=None, **extra):
-    g, x = _f64(grads), _f64(params)
+    g, x = _tree_f64(grads), _tree_f64(params)
     self.count += 1
     b1, b2, t = self.b1, self.b2, self.t
     for k in g:
       self.m[k] = b1 * self.m[k] + (1 - b1) * g[k]
-      self.v[k] = b2 * self.v[k] + (1 - b2) * np.abs(g[k]) ** 2
+      self.v[k] = b2 * self.v[k] + (1 - b2) * _abs2(g[k])
     self.fbar = b1 * self.fbar + (1 - b1) * float(value)
     self.gamma = b1 * self.gamma + (1 - b1) * _dot(g, x)
     rho = 1 - b1**t  # the averages started at 0
@@ -379,23 +355,7 @@ class momo_adam(Reference):
     return {k: -(tau * direction[k] + alpha * self.wd * x[k]) / c for k in x}
 
 
-# Base optimizers for Mechanic's reference.
+# Base optimizers for Mechanic's reference (reference.sgd takes complex leaves too).
 adam = R.adam
 adamw = R.adamw
-
-
-class sgd(Reference):
-  """SGD with heavy-ball momentum, optax's trace form (v = g + mu v, u = -lr v), complex too."""
-
-  def __init__(self, learning_rate, momentum=0.0):
-    self.learning_rate, self.momentum = learning_rate, momentum
-
-  def init(self, params):
-    self.count = 0
-    self.v = _zeros(params)
-
-  def step(self, grads, params, **extra):
-    g = _f64(grads)
-    self.count += 1
-    self.v = {k: g[k] + self.momentum * self.v[k] for k in g}
-    return {k: -self.sched(self.learning_rate) * self.v[k] for k in g}
+sgd = R.sgd

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from reference import Reference, _abs2, _f64, _norm
+from reference import Reference, _abs2, _f64, _norm, _scaled_abs2, _tree_sq_norm, _zeros
 
 __all__ = ["adaptive_grad_clip", "centralize", "keep_params_nonnegative", "lbfgs",
            "normalize_by_update_norm", "scale_by_distance_over_gradients", "scale_by_nadam",
@@ -101,7 +101,7 @@ class scale_by_nadam(Reference):
   """Dozat's NAdam with the momentum schedule (the paper's Algorithm 2; torch.optim.NAdam).
 
     mu_t = b1 (1 - 0.5 * 0.96^(t psi)),  Pi_t = mu_1 ... mu_t
-    m_t = b1 m_{t-1} + (1-b1) g_t,  v_t = b2 v_{t-1} + (1-b2) g_t^2
+    m_t = b1 m_{t-1} + (1-b1) g_t,  v_t = b2 v_{t-1} + (1-b2) |g_t|^2
     u_t = [(1-mu_t)/(1-Pi_t) g_t + mu_{t+1}/(1-Pi_t mu_{t+1}) m_t] / (sqrt(v_t/(1-b2^t)) + eps)
   """
 
@@ -111,7 +111,7 @@ class scale_by_nadam(Reference):
     self.product = 1.0
 
   def init_leaf(self, p):
-    return {"m": np.zeros_like(p), "v": np.zeros_like(p)}
+    return {"m": np.zeros_like(p), "v": _zeros(p)}
 
   def begin_step(self, grads, params, **extra):
     t = self.t
@@ -121,7 +121,7 @@ class scale_by_nadam(Reference):
 
   def update_leaf(self, name, g, p, s):
     s["m"] = self.b1 * s["m"] + (1 - self.b1) * g
-    s["v"] = self.b2 * s["v"] + (1 - self.b2) * g * g
+    s["v"] = self.b2 * s["v"] + _scaled_abs2(1 - self.b2, g)
     denominator = np.sqrt(s["v"] / (1 - self.b2 ** self.t)) + self.eps
     return ((1 - self.mu) / (1 - self.product) * g
             + self.mu_next / (1 - self.product * self.mu_next) * s["m"]) / denominator
@@ -142,7 +142,7 @@ def _unit_norms(x: np.ndarray, axis=None) -> np.ndarray:
       axis = 0
     else:
       axis = tuple(range(x.ndim - 1))
-  return np.broadcast_to(np.sqrt(np.sum(x * x, axis=axis, keepdims=True)), x.shape)
+  return np.broadcast_to(np.sqrt(np.sum(_abs2(x), axis=axis, keepdims=True)), x.shape)
 
 
 class adaptive_grad_clip(Reference):
@@ -167,7 +167,7 @@ class normalize_by_update_norm(Reference):
     self.scale_factor, self.eps = scale_factor, eps
 
   def begin_step(self, grads, params, **extra):
-    self.norm = np.sqrt(sum(np.sum(g * g) for g in grads.values()))
+    self.norm = np.sqrt(_tree_sq_norm(grads))
 
   def update_leaf(self, name, g, p, s):
     return self.sched(self.scale_factor) * g / (self.norm + self.sched(self.eps))

@@ -535,6 +535,20 @@ def test_sm3_scalar_leaf():
     np.testing.assert_allclose(a, b[0], rtol=1e-15)
 
 
+def test_clip_reference_refuses_complex_updates():
+  """np.clip would order complex numbers lexicographically: no meaning as a clip."""
+  reference = R.clip(0.5)
+  z = {"w": np.array([1.0 + 2.0j, -0.5j])}
+  reference.init(z)
+  with pytest.raises(ValueError, match=r"clip: defined for real updates only"):
+    reference.step(z, z)
+
+
+def test_sm3_reference_refuses_complex_params():
+  with pytest.raises(ValueError, match=r"sm3: defined for real parameters only"):
+    R.sm3(0.1).init({"w": np.ones((2, 3), np.complex128)})
+
+
 # ---------------------------------------------------------------------------
 # table / interface sanity
 # ---------------------------------------------------------------------------
