@@ -175,10 +175,14 @@ def accumulator_like(tree: PyTree, fill_value: float = 0.0, dtype: Any = None) -
   return tree_map(lambda x: jnp.full_like(x, fill_value, state_dtype(x, dtype)), tree)
 
 
-def copy(tree: PyTree) -> PyTree:
+def copy(tree: PyTree, dtype: Any = None) -> PyTree:
   """Fresh buffers holding the same values (a state that keeps the params, or a
-  hyperparameter's value, must not share their buffers: both may be donated)."""
-  return tree_map(lambda x: jnp.array(x, copy=True), tree)
+  hyperparameter's value, must not share their buffers: both may be donated).
+
+  With ``dtype``, each leaf is converted in the same copy, to
+  :func:`gradtx.numerics.state_dtype` of it (a complex leaf stays complex).
+  """
+  return tree_map(lambda x: jnp.array(x, dtype=state_dtype(x, dtype), copy=True), tree)
 
 
 def cast(tree: PyTree, dtype: Any) -> PyTree:

@@ -214,6 +214,16 @@ def test_momo_steps_on_tiny_gradients_where_optax_stands_still(name):
   np.testing.assert_array_equal(u_theirs, 0)
 
 
+@pytest.mark.parametrize("name", ["momo", "momo_adam"])
+def test_momo_keeps_a_weight_decay_below_float32s_spacing_at_one(name):
+  """a l = 1e-8: 1 + a l rounds to 1 in float32, and the decay must not be taken from it."""
+  params = jnp.array([1.0, -2.0])
+  tx = getattr(gtx.contrib, name)(1e-3, weight_decay=1e-5)
+  zeros = jnp.zeros_like(params)  # no Polyak step (d = 0): the decay alone
+  u, _ = tx.update(zeros, tx.init(params), params, value=jnp.asarray(0.0))
+  np.testing.assert_allclose(u, -1e-8 * params, rtol=1e-6)
+
+
 def test_all_zero_gradients_keep_d_where_optax_gives_nan():
   params = coupled_tree()
   zeros = jax.tree.map(jnp.zeros_like, params)

@@ -337,6 +337,15 @@ test_bad_hyperparameters_raise_naming_the_stage_and_range = bad_hyperparameters_
     BAD_HYPERPARAMETERS, errors=(ValueError, TypeError))
 
 
+def test_state_dtype_widens_z_and_keeps_a_complex_leafs_imaginary_part():
+  params = {"w": jnp.array([0.5, -1.25], jnp.bfloat16), "c": jnp.array([1 + 2j], jnp.complex64)}
+  state = gtx.contrib.schedule_free_sgd(0.1, state_dtype=jnp.float32).init(params)
+  z = state["schedule_free"].z
+  assert (z["w"].dtype, z["c"].dtype) == (jnp.float32, jnp.complex64)
+  np.testing.assert_array_equal(z["c"], params["c"])  # a real float32 z dropped Im
+  np.testing.assert_array_equal(z["w"], params["w"].astype(jnp.float32))
+
+
 def test_missing_params_and_a_state_without_schedule_free_raise():
   params = coupled_tree()
   tx = gtx.contrib.schedule_free_sgd()

@@ -94,7 +94,7 @@ def scale_by_dadapt_adamw(learning_rate: ScalarOrSchedule = 1.0,
     hparams = spec.init()
     dtype = _scalar_dtype(params)
     return DAdaptAdamWState(tree.zeros_like(params), _real_zeros_like(params),
-                            tree.zeros_like(params), tree.copy(as_dtype(hparams["estim_lr0"], dtype)),
+                            tree.zeros_like(params), tree.copy(hparams["estim_lr0"], dtype),
                             jnp.zeros((), dtype), zero_count(), hparams)
 
   def update(updates, state, params=None, **extra):

@@ -212,7 +212,7 @@ def scale_by_dowg(init_estim_sq_dist: float | None = None,
     hparams = spec.init()
     dtype = _scalar_dtype(params)
     first = hparams["init_estim_sq_dist"] if entries else hparams["eps"]
-    return DoWGState(tree.copy(params), jnp.zeros((), dtype), tree.copy(as_dtype(first, dtype)),
+    return DoWGState(tree.copy(params), jnp.zeros((), dtype), tree.copy(first, dtype),
                      hparams)
 
   def update(updates, state, params=None, **extra):

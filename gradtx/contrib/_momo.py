@@ -65,14 +65,15 @@ def _model_averages(stage: str, value: Any, updates: Any, params: Any, state: An
 def _momo_step(h: Any, dtype: Any, adapt_lower_bound: bool, lb: jax.Array, barf: jax.Array,
                gamma: jax.Array, iprod: jax.Array, norm_sq: jax.Array,
                bc1: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array]:
-  """MoMo's step size :math:`\\tau_t`, :math:`1 + \\alpha\\lambda` and the next lower bound.
+  """MoMo's step size :math:`\\tau_t`, :math:`\\alpha\\lambda` and the next lower bound.
 
   ``bc1`` is Adam's :math:`1 - \\beta_1^t` for MoMo-Adam, whose averages
   start at zero, and 1 for MoMo.
   """
   alpha = as_dtype(h["learning_rate"], dtype)
   floor = as_dtype(h["lower_bound"], dtype)
-  shrink = 1 + alpha * as_dtype(h["weight_decay"], dtype)
+  decay = alpha * as_dtype(h["weight_decay"], dtype)
+  shrink = 1 + decay
   if adapt_lower_bound:
     # Reset an estimate that the model already lies below.
     cap = shrink * (barf - gamma) + iprod
@@ -86,13 +87,16 @@ def _momo_step(h: Any, dtype: Any, adapt_lower_bound: bool, lb: jax.Array, barf:
   tau = jnp.minimum(alpha / bc1, polyak)
   if adapt_lower_bound:
     lb = jnp.maximum((barf + iprod - gamma - tau * norm_sq / 2) / bc1, floor)
-  return tau, shrink, lb
+  return tau, decay, lb
 
 
-def _proximal_step(tau: jax.Array, shrink: jax.Array, direction: Any, params: Any) -> Any:
+def _proximal_step(tau: jax.Array, decay: jax.Array, direction: Any, params: Any) -> Any:
   """:math:`\\frac{\\theta_t - \\tau_t d_t}{1 + \\alpha_t\\lambda} - \\theta_t` per leaf, with
-  ``shrink`` :math:`= 1 + \\alpha_t\\lambda`: MoMo's step, or MoMo-Adam's with its direction."""
-  decay = shrink - 1
+  ``decay`` :math:`= \\alpha_t\\lambda`: MoMo's step, or MoMo-Adam's with its direction.
+  ``decay`` is passed rather than the shrink :math:`1 + \\alpha_t\\lambda`: in float32
+  :math:`(1 + \\alpha_t\\lambda) - 1` is 0 below :math:`\\alpha_t\\lambda = 6 \\cdot 10^{-8}`.
+  """
+  shrink = 1 + decay
 
   def step(d, p):
     c = compute_dtype(d, p)
@@ -165,7 +169,7 @@ def scale_by_momo(learning_rate: ScalarOrSchedule = 1.0, beta: ScalarOrSchedule 
     hparams = spec.init()
     dtype = _scalar_dtype(params)
     return MomoState(tree.zeros_like(params), jnp.zeros((), dtype), jnp.zeros((), dtype),
-                     tree.copy(as_dtype(hparams["lower_bound"], dtype)), zero_count(), hparams)
+                     tree.copy(hparams["lower_bound"], dtype), zero_count(), hparams)
 
   def update(updates, state, params=None, *, value=None, **extra):
     del extra
@@ -180,10 +184,10 @@ def scale_by_momo(learning_rate: ScalarOrSchedule = 1.0, beta: ScalarOrSchedule 
       return ema_moment(g, d, beta, order=1).astype(d.dtype)
 
     d = tree.tree_map(average, updates, state.exp_avg)
-    tau, shrink, lb = _momo_step(h, dtype, adapt_lower_bound, state.lb, barf, gamma,
-                                 tree.inner(d, params, dtype), tree.sum_squares(d, dtype),
-                                 jnp.ones((), dtype))
-    out = _proximal_step(tau, shrink, d, params)
+    tau, decay, lb = _momo_step(h, dtype, adapt_lower_bound, state.lb, barf, gamma,
+                                tree.inner(d, params, dtype), tree.sum_squares(d, dtype),
+                                jnp.ones((), dtype))
+    out = _proximal_step(tau, decay, d, params)
     return out, MomoState(d, barf, gamma, lb, safe_increment(state.count), hparams)
 
   return GradientTransformation(init, update, name=stage, spec=spec,
@@ -291,7 +295,7 @@ def scale_by_momo_adam(learning_rate: ScalarOrSchedule = 1e-2, b1: ScalarOrSched
     hparams = spec.init()
     dtype = _scalar_dtype(params)
     return MomoAdamState(tree.zeros_like(params), _real_zeros_like(params), jnp.zeros((), dtype),
-                         jnp.zeros((), dtype), tree.copy(as_dtype(hparams["lower_bound"], dtype)),
+                         jnp.zeros((), dtype), tree.copy(hparams["lower_bound"], dtype),
                          zero_count(), hparams)
 
   def update(updates, state, params=None, *, value=None, **extra):
@@ -314,9 +318,9 @@ def scale_by_momo_adam(learning_rate: ScalarOrSchedule = 1e-2, b1: ScalarOrSched
     m, v = tree.map_multi(moments, 2, updates, state.exp_avg, state.exp_avg_sq)
     # m / D: Adam's direction, v bias-corrected under the root (v holds |g|^2, real).
     md = tree.tree_map(lambda m, v: _over_root(m, v / as_dtype(bc2, v.dtype), eps), m, v)
-    tau, shrink, lb = _momo_step(h, dtype, adapt_lower_bound, state.lb, barf, gamma,
-                                 tree.inner(m, params, dtype), tree.inner(m, md, dtype), bc1)
-    out = _proximal_step(tau, shrink, md, params)
+    tau, decay, lb = _momo_step(h, dtype, adapt_lower_bound, state.lb, barf, gamma,
+                                tree.inner(m, params, dtype), tree.inner(m, md, dtype), bc1)
+    out = _proximal_step(tau, decay, md, params)
     return out, MomoAdamState(m, v, barf, gamma, lb, count, hparams)
 
   return GradientTransformation(init, update, name=stage, spec=spec,

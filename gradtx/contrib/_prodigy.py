@@ -109,7 +109,7 @@ def scale_by_prodigy(learning_rate: ScalarOrSchedule = 1.0,
     dtype = _scalar_dtype(params)
     return ProdigyState(tree.zeros_like(params), _real_zeros_like(params),
                         tree.zeros_like(params), tree.copy(params),
-                        tree.copy(as_dtype(hparams["estim_lr0"], dtype)), jnp.zeros((), dtype),
+                        tree.copy(hparams["estim_lr0"], dtype), jnp.zeros((), dtype),
                         zero_count(), hparams)
 
   def update(updates, state, params=None, **extra):

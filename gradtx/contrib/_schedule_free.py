@@ -143,7 +143,7 @@ def schedule_free(base_optimizer: Any, learning_rate: ScalarOrSchedule, b1: Scal
 
   def init(params):
     dtype = _scalar_dtype(params)
-    z = tree.copy(tree.cast(params, state_dtype))
+    z = tree.copy(params, state_dtype)
     return ScheduleFreeState(jnp.zeros([], dtype), jnp.ones([], jnp.int32), jnp.zeros([], dtype),
                              base.init(params), z, spec.init())
 

@@ -11,7 +11,7 @@ from gradtx import tree
 from gradtx.core import (ANY, NONNEGATIVE, POSITIVE, GradientTransformation, HParams, HParamSpec,
                          ScalarOrSchedule, EmptyState, require_params_like)
 from gradtx.errors import MissingArgumentError
-from gradtx.numerics import as_dtype, state_dtype
+from gradtx.numerics import as_dtype
 
 __all__ = ["ScaleByDistanceOverGradientsState", "scale_by_distance_over_gradients",
            "scale_by_polyak"]
@@ -158,9 +158,9 @@ def scale_by_distance_over_gradients(reps_rel: ScalarOrSchedule = 1e-6,
     max_dist = tree.tree_map(first_distance, tree.block_norm(params))
     # A complex leaf's theta_0 is held complex of param_dtype's precision (a real
     # float32 copy, optax's, drops Im and with it the distance it adds).
-    init_params = tree.tree_map(lambda p: p.astype(state_dtype(p, param_dtype)), params)
+    init_params = tree.copy(params, param_dtype)
     return ScaleByDistanceOverGradientsState(
-        max_dist, tree.tree_map(jnp.zeros_like, max_dist), tree.copy(init_params), hparams)
+        max_dist, tree.tree_map(jnp.zeros_like, max_dist), init_params, hparams)
 
   def update(updates, state, params=None, **extra):
     del extra
