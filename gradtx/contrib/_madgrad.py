@@ -16,7 +16,7 @@ import jax.numpy as jnp
 from gradtx import numerics, tree
 from gradtx.chain import Chain, named_chain
 from gradtx.core import (NONNEGATIVE, POSITIVE, UNIT_HALF_OPEN, GradientTransformation, HParams,
-                         HParamSpec, ScalarOrSchedule, read_once, require_params)
+                         HParamSpec, ScalarOrSchedule, read_once, require_params_like)
 from gradtx.numerics import abs_sq, as_dtype, compute_dtype, safe_increment
 from gradtx.transforms.decay import add_decayed_weights
 
@@ -81,13 +81,11 @@ def scale_by_madgrad(learning_rate: ScalarOrSchedule, momentum: ScalarOrSchedule
 
   def init(params):
     return MadgradState(numerics.zero_count(), tree.zeros_like(params), tree.zeros_like(params),
-                        tree.tree_map(jnp.copy, params), spec.init())
+                        tree.copy(params), spec.init())
 
   def update(updates, state, params=None, **extra):
     del extra
-    params = require_params("scale_by_madgrad", params)
-    tree.check_structure(state.s, updates, "state.s", "updates")
-    tree.check_structure(updates, params, "updates", "params")
+    params = require_params_like("scale_by_madgrad", updates, params, state, "s")
     h, hparams = spec.step(state.hparams, read=False)
     # The per-step scalars, computed once (in the hyperparameters' dtype) for every leaf.
     dtype = compute_dtype(h["learning_rate"], h["eps"], h["momentum"])

@@ -17,7 +17,7 @@ from gradtx import tree
 from gradtx.chain import Chain, in_stage, named_chain
 from gradtx.core import (NONNEGATIVE, NONNEGATIVE_INT, POSITIVE, POSITIVE_INT, UNIT_HALF_OPEN,
                          GradientTransformation, HParams, HParamSpec, ScalarOrSchedule, branch,
-                         as_transformation, check_value, require_params)
+                         as_transformation, check_value, require_params, require_params_like)
 from gradtx.errors import MissingArgumentError
 from gradtx.numerics import (as_dtype, bias_correction, compute_dtype, ema_moment, safe_increment,
                              zero_count)
@@ -222,9 +222,7 @@ def scale_by_sophia(b1: ScalarOrSchedule = 0.965, b2: ScalarOrSchedule = 0.99,
                        hessian_diagonal_fn.init(params), spec.init())
 
   def update(updates, state, params=None, **extra):
-    params = require_params("scale_by_sophia", params)
-    tree.check_structure(state.mu, updates, "state.mu", "updates")
-    tree.check_structure(params, updates, "params", "updates")
+    params = require_params_like("scale_by_sophia", updates, params, state, "mu")
     h, hparams = spec.step(state.hparams)
     count = safe_increment(state.count)
     grads = updates
