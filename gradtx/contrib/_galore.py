@@ -64,6 +64,20 @@ def _galore_geometry(stage: str, shape: tuple[int, ...], dims: GaLoreDimensionNu
   return reduction + output, m, n, min(rank, m, n), m >= n
 
 
+class _Plan(NamedTuple):
+  """How one leaf is projected: the leaf as an m x n matrix ``G`` (its axes put in
+  ``order``), the effective rank, and whether the projector acts on the left (m >= n)."""
+  G: jax.Array
+  order: tuple[int, ...]
+  rank: int
+  left: bool
+
+
+def _plan(stage: str, g: jax.Array, dims: GaLoreDimensionNumbers, rank: int) -> _Plan:
+  order, m, n, r, left = _galore_geometry(stage, g.shape, dims, rank)
+  return _Plan(g.transpose(order).reshape(m, n), order, r, left)
+
+
 def scale_by_galore(rank: int = 128, update_proj_gap: int = 200, scale: ScalarOrSchedule = 1.0,
                     base_optimizer: GradientTransformation | None = None,
                     weight_dimension_numbers: GaLoreDimNumsOrFn | None = None
@@ -158,49 +172,38 @@ def scale_by_galore(rank: int = 128, update_proj_gap: int = 200, scale: ScalarOr
     refresh = state.count % h["update_proj_gap"].astype(state.count.dtype) == 0
     leaves, dims, treedef = _leaves_and_dims(stage, dims_spec, updates)
     projectors = treedef.flatten_up_to(state.projector)
-    # Each projected leaf as a matrix G, with its geometry; the others pass through.
-    geometry, matrices = [], []
-    for g, d in zip(leaves, dims):
-      if tree.is_masked(g) or d is None:
-        geometry.append(None)
-        continue
-      order, m, n, r, left = _galore_geometry(stage, g.shape, d, rank)
-      geometry.append((order, left))
-      matrices.append((g.transpose(order).reshape(m, n), r, left))
-    held = [P for P, geo in zip(projectors, geometry) if geo is not None]
+    # Per leaf, how it is projected; None for a leaf that passes through.
+    plans = [None if tree.is_masked(g) or d is None else _plan(stage, g, d, rank)
+             for g, d in zip(leaves, dims)]
+    projected = [(plan, P) for plan, P in zip(plans, projectors) if plan is not None]
 
     def fresh():
       """Every projector from its matrix's SVD (float32, or float64 for float64 grads)."""
       out = []
-      for (G, r, left), P in zip(matrices, held):
-        wide = jnp.float64 if G.dtype == jnp.float64 else jnp.float32
-        U, _, Vh = jnp.linalg.svd(G.astype(wide), full_matrices=False)
-        out.append((U[:, :r] if left else Vh[:r].T).astype(P.dtype))
+      for plan, P in projected:
+        wide = jnp.float64 if plan.G.dtype == jnp.float64 else jnp.float32
+        U, _, Vh = jnp.linalg.svd(plan.G.astype(wide), full_matrices=False)
+        out.append((U[:, :plan.rank] if plan.left else Vh[:plan.rank].T).astype(P.dtype))
       return out
 
     # One branch for all the projectors: they refresh together.
-    renewed = iter(branch(refresh, fresh, lambda: held))
-    new_projectors = [P if geo is None else next(renewed) for P, geo in zip(projectors, geometry)]
-    matrix = iter(matrices)
-    low_rank = []
-    for g, P, geo in zip(leaves, new_projectors, geometry):
-      if geo is None:
-        low_rank.append(g)
-        continue
-      G, _, left = next(matrix)
-      low_rank.append(P.T @ G if left else G @ P)
+    renewed = iter(branch(refresh, fresh, lambda: [P for _, P in projected]))
+    new_projectors = [P if plan is None else next(renewed) for P, plan in zip(projectors, plans)]
+    low_rank = [g if plan is None else (P.T @ plan.G if plan.left else plan.G @ P)
+                for g, P, plan in zip(leaves, new_projectors, plans)]
     base_updates, base_state = base.update(jax.tree.unflatten(treedef, low_rank),
                                            state.base_optimizer_state, None, **extra)
-    out = []
-    for g, u, P, geo in zip(leaves, treedef.flatten_up_to(base_updates), new_projectors,
-                            geometry):
-      if geo is None:
-        out.append(u)
-        continue
-      order, left = geo
-      full = (P @ u if left else u @ P.T).astype(g.dtype)
-      full = full.reshape([g.shape[a] for a in order]).transpose(np.argsort(order))
-      out.append(as_dtype(h["scale"], g.dtype) * full)
+
+    def back(g, u, P, plan):
+      """The base's low-rank update mapped back to the leaf's shape, scaled."""
+      if plan is None:
+        return u
+      full = (P @ u if plan.left else u @ P.T).astype(g.dtype)
+      full = full.reshape([g.shape[a] for a in plan.order]).transpose(np.argsort(plan.order))
+      return as_dtype(h["scale"], g.dtype) * full
+
+    out = [back(*leaf) for leaf in zip(leaves, treedef.flatten_up_to(base_updates),
+                                       new_projectors, plans)]
     return jax.tree.unflatten(treedef, out), GaLoreState(
         safe_increment(state.count), base_state, jax.tree.unflatten(treedef, new_projectors),
         hparams)
