@@ -206,23 +206,131 @@ def test_bad_hyperparameters_raise_at_construction(make, message):
     make()
 
 
-@pytest.mark.parametrize("make", [gtx.adam, gtx.adamw, gtx.nadam, gtx.nadamw, gtx.radam,
-                                  gtx.adabelief, gtx.yogi])
-def test_float16_params_step_with_a_float32_second_moment(make):
-  # The FAQ's recipe: float16's smallest value (6e-8) is above eps = 1e-8 and below
-  # (1 - b2) g^2 for small g, so a float16 second moment steps by 0/0 or m/0; held in
-  # float32 it steps as the float32 params do, to float16 rounding.
-  grads = {"w": jnp.asarray([0.1, 0.0, 1e-3, -2e-4])}
-  params = {"w": jnp.asarray([0.5, -0.25, 1.0, 0.75])}
+def _centered_rmsprop(learning_rate, **kwargs):
+  return gtx.rmsprop(learning_rate, centered=True, **kwargs)
+
+
+def _adadelta(learning_rate, **kwargs):
+  del learning_rate  # Adadelta's steps are about 1e-3 of its rate: at 0.01 they are below atol
+  return gtx.adadelta(1.0, **kwargs)
+
+
+def _scheduled_nadam(learning_rate, **kwargs):
+  return gtx.chain(nadam=gtx.scale_by_nadam(**kwargs), lr=gtx.scale_by_learning_rate(learning_rate))
+
+
+# Every ready optimizer whose step divides by an accumulator of squared gradients
+# (adamax: by a running maximum of |g| + eps), and scale_by_nadam; the state fields
+# that nu_dtype sets; the rtol of the float16 steps against the float32 ones. The
+# optimistic steps 2 d_t - d_(t-1) add the float16 roundings of two Adam directions:
+# measured 3.5e-3 (2.7e-3 for v2).
+FLOAT16_SECOND_MOMENTS = [
+    pytest.param(make, fields, rtol, id=make.__name__.strip("_"))
+    for make, fields, rtol in [
+        (gtx.adam, ["nu"], 2e-3), (gtx.adamw, ["nu"], 2e-3), (gtx.nadam, ["nu"], 2e-3),
+        (gtx.nadamw, ["nu"], 2e-3), (gtx.radam, ["nu"], 2e-3), (gtx.adabelief, ["nu"], 2e-3),
+        (gtx.yogi, ["nu"], 2e-3), (gtx.rmsprop, ["nu"], 2e-3), (_centered_rmsprop, ["nu"], 2e-3),
+        (gtx.adagrad, ["sum_of_squares"], 2e-3), (_adadelta, ["e_g", "e_x"], 2e-3),
+        (gtx.amsgrad, ["nu", "nu_max"], 2e-3), (gtx.adamax, ["nu"], 2e-3),
+        (gtx.adamaxw, ["nu"], 2e-3), (gtx.adan, ["n"], 2e-3), (gtx.lamb, ["nu"], 2e-3),
+        (gtx.novograd, ["nu"], 2e-3), (_scheduled_nadam, ["nu"], 2e-3),
+        (gtx.optimistic_adam, ["nu"], 4e-3), (gtx.optimistic_adam_v2, ["nu"], 4e-3)]]
+
+# The FAQ's problem: float16's smallest value (6e-8) is above eps = 1e-8 and above
+# (1 - b2) g^2 for the small entries, and one entry's gradient is 0.
+FLOAT16_GRADS = {"w": np.array([0.1, 0.0, 1e-3, -2e-4])}
+FLOAT16_PARAMS = {"w": np.array([0.5, -0.25, 1.0, 0.75])}
+
+
+def run_float16(make, grads, params, steps, **kwargs):
+  """``make(0.01, **kwargs)`` on float16 params against ``make(0.01)`` on float32 ones.
+
+  Returns the float16 steps (as float32), the float32 steps and the last float16 state.
+  """
+  grads, params = jax.tree.map(lambda x: jnp.asarray(x, jnp.float32), (grads, params))
   grads16, params16 = jax.tree.map(lambda x: x.astype(jnp.float16), (grads, params))
-  tx, reference = make(0.01, nu_dtype=jnp.float32), make(0.01)
+  tx, reference = make(0.01, **kwargs), make(0.01)
   state, want_state = tx.init(params16), reference.init(params)
-  for _ in range(5):
+  got, want = [], []
+  for _ in range(steps):
     u, state = jax.jit(tx.update)(grads16, state, params16)
-    want, want_state = reference.update(grads, want_state, params)
-    nu = gtx.tree_utils.tree_get(state, "nu")
-    assert u["w"].dtype == jnp.float16 and nu["w"].dtype == jnp.float32
-    np.testing.assert_allclose(np.asarray(u["w"], np.float32), want["w"], rtol=2e-3, atol=1e-6)
+    w, want_state = reference.update(grads, want_state, params)
+    assert u["w"].dtype == jnp.float16
+    got.append(np.asarray(u["w"], np.float32))
+    want.append(np.asarray(w["w"]))
+  return np.array(got), np.array(want), state
+
+
+@pytest.mark.parametrize("make, fields, rtol", FLOAT16_SECOND_MOMENTS)
+def test_float16_params_step_with_a_float32_second_moment(make, fields, rtol):
+  # The FAQ's recipe: a float16 second moment steps by 0/0 or m/0 on FLOAT16_GRADS (see
+  # the next test); held in float32 it steps as the float32 params do, to float16 rounding.
+  got, want, state = run_float16(make, FLOAT16_GRADS, FLOAT16_PARAMS, 5, nu_dtype=jnp.float32)
+  np.testing.assert_allclose(got, want, rtol=rtol, atol=1e-6)
+  for field in fields:  # the second moment really is float32
+    assert gtx.tree_utils.tree_get(state, field)["w"].dtype == jnp.float32, field
+  assert "nu_dtype=float32" in repr(make(0.01, nu_dtype=jnp.float32))
+
+
+@pytest.mark.parametrize("make, fields, rtol", FLOAT16_SECOND_MOMENTS)
+def test_a_real_nu_dtype_holds_a_complex_leafs_moment_complex(make, fields, rtol):
+  # As mu_dtype does: nu_dtype=float32 on a complex64 leaf gives a complex64 second moment
+  # (the layout of nu_dtype=None, optax's). A real float32 one made the step real: Im lost.
+  del rtol
+  params = {"w": jnp.array([1 + 2j, 0.5 - 1j, -0.3 + 0.1j], jnp.complex64)}
+  grads = {"w": jnp.array([0.1 - 0.2j, 0.0, -0.4j], jnp.complex64)}
+
+  def after_steps(tx):
+    state, p = tx.init(params), params
+    for _ in range(4):
+      updates, state = jax.jit(tx.update)(grads, state, p)
+      p = gtx.apply_updates(p, updates)
+    return p["w"]
+
+  got, want = after_steps(make(0.01, nu_dtype=jnp.float32)), after_steps(make(0.01))
+  np.testing.assert_allclose(got, want, rtol=1e-6)
+  assert np.abs(np.imag(got - params["w"])).max() > 1e-2  # the steps kept their Im
+  state = make(0.01, nu_dtype=jnp.float32).init(params)
+  for field in fields:
+    assert gtx.tree_utils.tree_get(state, field)["w"].dtype == jnp.complex64, field
+
+
+# Without nu_dtype, in float16: the problem and what goes wrong.
+# "nonfinite": a step is NaN or Inf (eps = 1e-8 is 0 in float16, so a zero gradient
+# steps by 0 / 0). "wrong": the steps are finite but off by more than 10x the
+# tolerance above (lamb: eps = 1e-6 keeps v = 0 finite, but m / eps is up to 1e3 times
+# too large, and the trust ratio shrinks the other entries to match; adadelta: E[g^2]
+# and E[dx^2] lose their digits to float16's subnormals, 5% off by step 5; adagrad:
+# its sum of squares passes float16's largest value (65504) at step 3 of |g| = 150,
+# and g / sqrt(Inf) = 0 stops the steps). "fails": either. novograd's n is a leaf's
+# squared norm, 0 in float16 below a norm of 1.7e-4, and g / (0 + eps) is far off; on
+# XLA:CPU it is Inf (g times 1 / eps, which overflows float16).
+SMALL_LEAF = {"w": np.array([1e-4, -1e-4, 0.0, 7e-5])}, FLOAT16_PARAMS
+LARGE_GRADIENTS = {"w": np.array([150.0, 1.0])}, {"w": np.array([0.5, -0.25])}
+FLOAT16_FAILURES = [
+    pytest.param(make, problem, symptom, id=make.__name__.strip("_"))
+    for make, problem, symptom in [
+        (gtx.rmsprop, None, "nonfinite"), (_centered_rmsprop, None, "nonfinite"),
+        (gtx.amsgrad, None, "nonfinite"), (gtx.adamax, None, "nonfinite"),
+        (gtx.adamaxw, None, "nonfinite"), (gtx.adan, None, "nonfinite"),
+        (gtx.optimistic_adam, None, "nonfinite"), (gtx.optimistic_adam_v2, None, "nonfinite"),
+        (_scheduled_nadam, None, "nonfinite"), (gtx.lamb, None, "wrong"),
+        (_adadelta, None, "wrong"), (gtx.novograd, SMALL_LEAF, "fails"),
+        (gtx.adagrad, LARGE_GRADIENTS, "wrong")]]
+
+
+@pytest.mark.parametrize("make, problem, symptom", FLOAT16_FAILURES)
+def test_float16_second_moment_needs_nu_dtype(make, problem, symptom):
+  grads, params = problem or (FLOAT16_GRADS, FLOAT16_PARAMS)
+  got, want, _ = run_float16(make, grads, params, 5)
+  if symptom == "nonfinite":
+    assert not np.isfinite(got).all()
+  elif symptom == "wrong":
+    assert np.isfinite(got).all()
+  assert not np.allclose(got, want, rtol=2e-2, atol=1e-6)  # NaN is not close either
+  if problem is not None:  # with nu_dtype=float32 these steps are right too
+    got, want, _ = run_float16(make, grads, params, 5, nu_dtype=jnp.float32)
+    np.testing.assert_allclose(got, want, rtol=2e-3, atol=1e-6)
 
 
 # ----------------------------------------------------------------------------

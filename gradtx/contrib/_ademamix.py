@@ -95,7 +95,7 @@ def scale_by_ademamix(b1: ScalarOrSchedule = 0.9, b2: ScalarOrSchedule = 0.999,
   def init(params):
     return ScaleByAdemamixState(numerics.zero_count(), numerics.zero_count(), tree.accumulator_like(params, dtype=mu_dtype),
                                 tree.accumulator_like(params, dtype=mu_dtype),
-                                tree.zeros_like(params, nu_dtype), spec.init())
+                                tree.accumulator_like(params, dtype=nu_dtype), spec.init())
 
   def update(updates, state, params=None, **extra):
     del params, extra

@@ -119,7 +119,8 @@ def yogi(learning_rate: ScalarOrSchedule, b1: float = 0.9, b2: float = 0.999,
 
 
 def novograd(learning_rate: ScalarOrSchedule, b1: float = 0.9, b2: float = 0.25,
-             eps: float = 1e-6, eps_root: float = 0.0, weight_decay: float = 0.0) -> Chain:
+             eps: float = 1e-6, eps_root: float = 0.0, weight_decay: float = 0.0, *,
+             nu_dtype: Any = None) -> Chain:
   """NovoGrad: per-layer second moments, gradient normalised before the momentum.
 
   .. math::
@@ -136,18 +137,21 @@ def novograd(learning_rate: ScalarOrSchedule, b1: float = 0.9, b2: float = 0.25,
     eps: default 1e-6.
     eps_root: default 0.
     weight_decay: :math:`\\lambda`, default 0.
+    nu_dtype: dtype of :math:`n` (gradtx's addition): ``jnp.float32`` for
+      float16 params, where a leaf with a small gradient norm has :math:`n = 0`.
 
   References:
     Ginsburg et al., *Stochastic Gradient Methods with Layer-wise Adaptive
     Moments for Training of Deep Networks*, 2019.
   """
-  return named_chain("novograd", novograd=scale_by_novograd(b1, b2, eps, eps_root, weight_decay),
+  return named_chain("novograd", novograd=scale_by_novograd(b1, b2, eps, eps_root, weight_decay,
+                                                            nu_dtype=nu_dtype),
                      lr=scale_by_learning_rate(learning_rate))
 
 
 def adan(learning_rate: ScalarOrSchedule, b1: float = 0.98, b2: float = 0.92, b3: float = 0.99,
          eps: float = 1e-8, eps_root: float = 1e-8, weight_decay: float = 0.0,
-         mask: Mask | None = None) -> Chain:
+         mask: Mask | None = None, *, nu_dtype: Any = None) -> Chain:
   """Adan: adaptive Nesterov momentum from gradient differences, with decoupled decay.
 
   .. math::
@@ -163,6 +167,8 @@ def adan(learning_rate: ScalarOrSchedule, b1: float = 0.98, b2: float = 0.92, b3
     eps_root: default 1e-8.
     weight_decay: :math:`\\lambda`, default 0.
     mask: which leaves to decay.
+    nu_dtype: dtype of the second moment :math:`n` (gradtx's addition):
+      ``jnp.float32`` for float16 params.
 
   Conventions: the decay is added to the step (as optax); the paper divides
   by :math:`1 + \\eta\\lambda` instead.
@@ -171,7 +177,7 @@ def adan(learning_rate: ScalarOrSchedule, b1: float = 0.98, b2: float = 0.92, b3
     Xie et al., *Adan: Adaptive Nesterov Momentum Algorithm for Faster
     Optimizing Deep Models*, 2022.
   """
-  return named_chain("adan", adan=scale_by_adan(b1, b2, b3, eps, eps_root),
+  return named_chain("adan", adan=scale_by_adan(b1, b2, b3, eps, eps_root, nu_dtype=nu_dtype),
                      decay=add_decayed_weights(weight_decay, mask),
                      lr=scale_by_learning_rate(learning_rate))
 

@@ -66,7 +66,7 @@ def sgd(learning_rate: ScalarOrSchedule, momentum: float | None = None, nesterov
 
 
 def adagrad(learning_rate: ScalarOrSchedule, initial_accumulator_value: float = 0.1,
-            eps: float = 1e-7) -> Chain:
+            eps: float = 1e-7, *, nu_dtype: Any = None) -> Chain:
   """Adagrad: per-coordinate steps shrinking with the sum of squared gradients.
 
   .. math::
@@ -76,6 +76,9 @@ def adagrad(learning_rate: ScalarOrSchedule, initial_accumulator_value: float = 
     learning_rate: :math:`\\eta`.
     initial_accumulator_value: :math:`G_0`, default 0.1.
     eps: :math:`\\epsilon`, default 1e-7, inside the root.
+    nu_dtype: dtype of :math:`G` (not in optax); ``jnp.float32`` for float16
+      params, where :math:`G` stops growing and overflows (see
+      :func:`gradtx.scale_by_rss`).
 
   Conventions: torch.optim.Adagrad defaults to :math:`G_0 = 0` and puts
   ``eps=1e-10`` outside the root.
@@ -84,14 +87,15 @@ def adagrad(learning_rate: ScalarOrSchedule, initial_accumulator_value: float = 
     Duchi, Hazan & Singer, *Adaptive Subgradient Methods for Online Learning
     and Stochastic Optimization*, JMLR 2011.
   """
-  return named_chain("adagrad", rss=scale_by_rss(initial_accumulator_value, eps),
+  return named_chain("adagrad", rss=scale_by_rss(initial_accumulator_value, eps,
+                                                 nu_dtype=nu_dtype),
                      lr=scale_by_learning_rate(learning_rate))
 
 
 def rmsprop(learning_rate: ScalarOrSchedule, decay: float = 0.9, eps: float = 1e-8,
             initial_scale: float = 0.0, eps_in_sqrt: bool = True, centered: bool = False,
             momentum: float | None = None, nesterov: bool = False,
-            bias_correction: bool = False) -> Chain:
+            bias_correction: bool = False, *, nu_dtype: Any = None) -> Chain:
   """RMSProp: divide by a running root mean square of the gradients.
 
   .. math::
@@ -112,13 +116,16 @@ def rmsprop(learning_rate: ScalarOrSchedule, decay: float = 0.9, eps: float = 1e
     momentum: heavy-ball coefficient, or ``None``.
     nesterov: Nesterov momentum.
     bias_correction: debias the moments.
+    nu_dtype: dtype of :math:`\\nu` (not in optax); ``jnp.float32`` for float16
+      params, where :math:`\\nu` and ``eps`` round to 0.
 
   References:
     Tieleman & Hinton, *Lecture 6.5 - rmsprop*, 2012; Graves, *Generating
     Sequences With Recurrent Neural Networks*, 2013.
   """
   scale_by = scale_by_stddev if centered else scale_by_rms
-  stages = dict(rms=scale_by(decay, eps, initial_scale, eps_in_sqrt, bias_correction),
+  stages = dict(rms=scale_by(decay, eps, initial_scale, eps_in_sqrt, bias_correction,
+                             nu_dtype=nu_dtype),
                 lr=scale_by_learning_rate(learning_rate))
   if momentum is not None:
     stages["momentum"] = trace(momentum, nesterov)
@@ -126,7 +133,8 @@ def rmsprop(learning_rate: ScalarOrSchedule, decay: float = 0.9, eps: float = 1e
 
 
 def adadelta(learning_rate: ScalarOrSchedule = 1.0, rho: float = 0.9, eps: float = 1e-6,
-             weight_decay: float = 0.0, weight_decay_mask: Mask | None = None) -> Chain:
+             weight_decay: float = 0.0, weight_decay_mask: Mask | None = None, *,
+             nu_dtype: Any = None) -> Chain:
   """Adadelta: steps scaled by the ratio of running RMS of updates and gradients.
 
   .. math::
@@ -140,6 +148,8 @@ def adadelta(learning_rate: ScalarOrSchedule = 1.0, rho: float = 0.9, eps: float
     eps: :math:`\\epsilon`, default 1e-6.
     weight_decay: L2 coefficient added to the gradient before the step.
     weight_decay_mask: which leaves to decay.
+    nu_dtype: dtype of both running means, :math:`E[g^2]` and :math:`E[\\Delta^2]`
+      (not in optax; see :func:`gradtx.scale_by_adadelta`).
 
   Differs from optax: ``optax.adadelta()`` defaults to ``learning_rate=None``,
   which never flips the sign, so it climbs the loss (one step on a gradient of
@@ -159,7 +169,7 @@ def adadelta(learning_rate: ScalarOrSchedule = 1.0, rho: float = 0.9, eps: float
   """
   return named_chain("adadelta",
                      decay=add_decayed_weights(weight_decay, weight_decay_mask),
-                     adadelta=scale_by_adadelta(rho, eps),
+                     adadelta=scale_by_adadelta(rho, eps, nu_dtype=nu_dtype),
                      lr=scale_by_learning_rate(learning_rate))
 
 
@@ -272,7 +282,8 @@ def nadamw(learning_rate: ScalarOrSchedule, b1: float = 0.9, b2: float = 0.999,
 
 def amsgrad(learning_rate: ScalarOrSchedule, b1: float = 0.9, b2: float = 0.999,
             eps: float = 1e-8, eps_root: float = 0.0, mu_dtype: Any = None,
-            bias_correction_mu: bool = True, bias_correction_nu: bool = True) -> Chain:
+            bias_correction_mu: bool = True, bias_correction_nu: bool = True, *,
+            nu_dtype: Any = None) -> Chain:
   """AMSGrad: Adam dividing by the running maximum of the second moment.
 
   .. math::
@@ -283,41 +294,49 @@ def amsgrad(learning_rate: ScalarOrSchedule, b1: float = 0.9, b2: float = 0.999,
   torch.optim.Adam(amsgrad=True) takes the maximum of the raw :math:`v_t`
   and debiases afterwards. With ``bias_correction_mu=False`` and
   ``bias_correction_nu=False`` (structural, default True) it is the paper's
-  rule, without bias correction.
+  rule, without bias correction. ``nu_dtype`` (not in optax) is the dtype of
+  :math:`v` and :math:`\\hat v^{\\max}`, as in :func:`adam`.
 
   References:
     Reddi, Kale & Kumar, *On the Convergence of Adam and Beyond*, ICLR 2018.
   """
   return named_chain("amsgrad", amsgrad=scale_by_amsgrad(b1, b2, eps, eps_root, mu_dtype,
-                                                         bias_correction_mu, bias_correction_nu),
+                                                         bias_correction_mu, bias_correction_nu,
+                                                         nu_dtype=nu_dtype),
                      lr=scale_by_learning_rate(learning_rate))
 
 
 def adamax(learning_rate: ScalarOrSchedule, b1: float = 0.9, b2: float = 0.999,
-           eps: float = 1e-8) -> Chain:
+           eps: float = 1e-8, *, nu_dtype: Any = None) -> Chain:
   """Adamax: Adam with an infinity-norm second moment.
 
   .. math::
     v_t = \\max(\\beta_2 v_{t-1}, |g_t| + \\epsilon), \\quad
     \\theta_{t+1} = \\theta_t - \\eta \\frac{m_t}{(1-\\beta_1^t) v_t}
 
+  ``nu_dtype`` (not in optax) is the dtype of :math:`v`: ``jnp.float32`` for
+  float16 params, where ``eps`` is 0 and an entry with zero gradients steps by 0/0.
+
   References:
     Kingma & Ba, *Adam: A Method for Stochastic Optimization*, ICLR 2015, §7.1.
   """
-  return named_chain("adamax", adamax=scale_by_adamax(b1, b2, eps),
+  return named_chain("adamax", adamax=scale_by_adamax(b1, b2, eps, nu_dtype=nu_dtype),
                      lr=scale_by_learning_rate(learning_rate))
 
 
 def adamaxw(learning_rate: ScalarOrSchedule, b1: float = 0.9, b2: float = 0.999,
-            eps: float = 1e-8, weight_decay: float = 1e-4, mask: Mask | None = None) -> Chain:
+            eps: float = 1e-8, weight_decay: float = 1e-4, mask: Mask | None = None, *,
+            nu_dtype: Any = None) -> Chain:
   """AdamaxW: :func:`adamax` with decoupled weight decay.
 
   .. math::
     \\theta_{t+1} = \\theta_t - \\eta \\left(\\frac{m_t}{(1-\\beta_1^t) v_t} + \\lambda\\theta_t\\right)
 
+  ``nu_dtype`` is :func:`adamax`'s.
+
   References:
     Kingma & Ba 2015; Loshchilov & Hutter, *Decoupled Weight Decay Regularization*, 2019.
   """
-  return named_chain("adamaxw", adamax=scale_by_adamax(b1, b2, eps),
+  return named_chain("adamaxw", adamax=scale_by_adamax(b1, b2, eps, nu_dtype=nu_dtype),
                      decay=add_decayed_weights(weight_decay, mask),
                      lr=scale_by_learning_rate(learning_rate))

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from gradtx.chain import Chain, named_chain
 from gradtx.core import ScalarOrSchedule
 from gradtx.transforms.decay import Mask, add_decayed_weights
@@ -16,7 +18,7 @@ __all__ = ["fromage", "lamb", "lars"]
 
 def lamb(learning_rate: ScalarOrSchedule, b1: float = 0.9, b2: float = 0.999, eps: float = 1e-6,
          eps_root: float = 0.0, weight_decay: ScalarOrSchedule = 0.0,
-         mask: Mask | None = None) -> Chain:
+         mask: Mask | None = None, *, nu_dtype: Any = None) -> Chain:
   """LAMB: AdamW's step rescaled per layer by the trust ratio.
 
   .. math::
@@ -31,12 +33,14 @@ def lamb(learning_rate: ScalarOrSchedule, b1: float = 0.9, b2: float = 0.999, ep
     eps: default 1e-6.
     weight_decay: :math:`\\lambda`, default 0.
     mask: which leaves to decay.
+    nu_dtype: dtype of the second moment, as in :func:`gradtx.adam` (not in
+      optax): ``jnp.float32`` for float16 params.
 
   References:
     You et al., *Large Batch Optimization for Deep Learning: Training BERT in
     76 minutes*, ICLR 2020.
   """
-  return named_chain("lamb", adam=scale_by_adam(b1, b2, eps, eps_root),
+  return named_chain("lamb", adam=scale_by_adam(b1, b2, eps, eps_root, nu_dtype=nu_dtype),
                      decay=add_decayed_weights(weight_decay, mask),
                      trust=scale_by_trust_ratio(),
                      lr=scale_by_learning_rate(learning_rate))

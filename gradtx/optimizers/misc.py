@@ -59,26 +59,30 @@ def optimistic_gradient_descent(learning_rate: ScalarOrSchedule, alpha: ScalarOr
 def optimistic_adam_v2(learning_rate: ScalarOrSchedule, *, alpha: float = 1.0, beta: float = 1.0,
                        b1: float = 0.9, b2: float = 0.999, eps: float = 1e-8,
                        eps_root: float = 0.0, mu_dtype: Any = None,
-                       nesterov: bool = True) -> Chain:
+                       nesterov: bool = True, nu_dtype: Any = None) -> Chain:
   """Optimistic Adam: the optimistic correction applied to Adam's direction.
 
   .. math::
     \\theta_{t+1} = \\theta_t - \\eta\\left((\\alpha+\\beta) d_t - \\beta d_{t-1}\\right)
 
   with :math:`d_t` Adam's direction (Nesterov by default, as optax).
+  ``nu_dtype`` (not in optax) is :func:`gradtx.adam`'s: ``jnp.float32`` for
+  float16 params.
 
   References:
     Daskalakis et al., *Training GANs with Optimism*, ICLR 2018.
   """
   return named_chain("optimistic_adam_v2",
-                     adam=scale_by_adam(b1, b2, eps, eps_root, mu_dtype, nesterov=nesterov),
+                     adam=scale_by_adam(b1, b2, eps, eps_root, mu_dtype, nesterov=nesterov,
+                                        nu_dtype=nu_dtype),
                      optimism=scale_by_optimistic_gradient(alpha, beta),
                      lr=scale_by_learning_rate(learning_rate))
 
 
 def optimistic_adam(learning_rate: float, optimism: float | None = None, b1: float = 0.9,
                     b2: float = 0.999, eps: float = 1e-8, eps_root: float = 0.0,
-                    mu_dtype: Any = None, *, nesterov: bool = True) -> Chain:
+                    mu_dtype: Any = None, *, nesterov: bool = True,
+                    nu_dtype: Any = None) -> Chain:
   """Optimistic Adam as ``optax.optimistic_adam`` (v1): learning rate and optimism inside.
 
   .. math::
@@ -86,7 +90,7 @@ def optimistic_adam(learning_rate: float, optimism: float | None = None, b1: flo
 
   with :math:`d_t` Adam's direction and :math:`o` = ``optimism`` (default
   :math:`\\eta`). A float learning rate only; :func:`optimistic_adam_v2`
-  takes schedules.
+  takes schedules. ``nu_dtype`` (not in optax) is :func:`gradtx.adam`'s.
 
   References:
     Daskalakis et al., *Training GANs with Optimism*, ICLR 2018.
@@ -95,7 +99,8 @@ def optimistic_adam(learning_rate: float, optimism: float | None = None, b1: flo
     raise ValueError("optimistic_adam: learning_rate must be a float here (it is the "
                      "optimism alpha); use optimistic_adam_v2 for a schedule")
   return named_chain("optimistic_adam",
-                     adam=scale_by_adam(b1, b2, eps, eps_root, mu_dtype, nesterov=nesterov),
+                     adam=scale_by_adam(b1, b2, eps, eps_root, mu_dtype, nesterov=nesterov,
+                                        nu_dtype=nu_dtype),
                      optimism=scale_by_optimistic_gradient(
                          learning_rate, learning_rate if optimism is None else optimism),
                      lr=scale_by_learning_rate(1.0))

@@ -70,7 +70,7 @@ def scale_by_radam(b1: ScalarOrSchedule = 0.9, b2: ScalarOrSchedule = 0.999,
 
   def init(params):
     return ScaleByAdamState(numerics.zero_count(), tree.accumulator_like(params, dtype=mu_dtype),
-                            tree.zeros_like(params, nu_dtype), spec.init())
+                            tree.accumulator_like(params, dtype=nu_dtype), spec.init())
 
   def update(updates, state, params=None, **extra):
     del params, extra
@@ -163,7 +163,7 @@ def scale_by_belief(b1: ScalarOrSchedule = 0.9, b2: ScalarOrSchedule = 0.999,
 
   def init(params):
     return ScaleByBeliefState(numerics.zero_count(), tree.accumulator_like(params, dtype=mu_dtype),
-                              tree.zeros_like(params, nu_dtype), spec.init())
+                              tree.accumulator_like(params, dtype=nu_dtype), spec.init())
 
   def update(updates, state, params=None, **extra):
     del params, extra
@@ -217,7 +217,7 @@ def scale_by_yogi(b1: ScalarOrSchedule = 0.9, b2: ScalarOrSchedule = 0.999,
   def init(params):
     return ScaleByAdamState(numerics.zero_count(),
                             tree.accumulator_like(params, initial_accumulator_value, mu_dtype),
-                            tree.full_like(params, initial_accumulator_value, nu_dtype),
+                            tree.accumulator_like(params, initial_accumulator_value, nu_dtype),
                             spec.init())
 
   def update(updates, state, params=None, **extra):
@@ -259,7 +259,7 @@ class ScaleByNovogradState(NamedTuple):
 def scale_by_novograd(b1: ScalarOrSchedule = 0.9, b2: ScalarOrSchedule = 0.25,
                       eps: ScalarOrSchedule = 1e-8, eps_root: ScalarOrSchedule = 0.0,
                       weight_decay: ScalarOrSchedule = 0.0,
-                      mu_dtype: Any = None) -> GradientTransformation:
+                      mu_dtype: Any = None, *, nu_dtype: Any = None) -> GradientTransformation:
   """NovoGrad's step: a per-leaf second moment, normalising before the momentum.
 
   .. math::
@@ -278,6 +278,11 @@ def scale_by_novograd(b1: ScalarOrSchedule = 0.9, b2: ScalarOrSchedule = 0.25,
     eps_root: :math:`\\epsilon_\\text{root} \\ge 0`, default 0.
     weight_decay: :math:`\\lambda \\ge 0`, default 0 (needs the params).
     mu_dtype: dtype of :math:`m`.
+    nu_dtype: dtype of :math:`n` (one scalar per leaf); ``None`` uses the params'
+      dtype. gradtx's addition to optax's arguments: in float16 :math:`n` is 0
+      for a leaf whose gradient norm is below about 1.7e-4, and the step
+      :math:`g / \\epsilon` is far too large (Inf with ``eps=1e-8``, which is 0
+      in float16); ``jnp.float32`` keeps :math:`n`.
 
   References:
     Ginsburg et al., *Stochastic Gradient Methods with Layer-wise Adaptive
@@ -289,7 +294,7 @@ def scale_by_novograd(b1: ScalarOrSchedule = 0.9, b2: ScalarOrSchedule = 0.25,
 
   def init(params):
     # One scalar per leaf (block_map: in packed mode, spread over the leaf's entries).
-    nu = tree.block_map(lambda p: jnp.zeros((), jnp.asarray(p).dtype), params)
+    nu = tree.block_map(lambda p: jnp.zeros((), numerics.state_dtype(p, nu_dtype)), params)
     return ScaleByNovogradState(numerics.zero_count(),
                                 tree.accumulator_like(params, dtype=mu_dtype), nu,
                                 spec.init())
@@ -304,7 +309,7 @@ def scale_by_novograd(b1: ScalarOrSchedule = 0.9, b2: ScalarOrSchedule = 0.25,
     g_norm_sq = tree.block_sum_squares(updates)
 
     def leaf(g, m, n, theta, g_sq):
-      dtype = compute_dtype(g, m)
+      dtype = compute_dtype(g, m, n)  # n's dtype may be wider (nu_dtype)
       g_sq = g_sq.astype(n.dtype)
       # The first step takes the norm itself rather than debiasing an EMA from 0.
       n_new = jnp.where(count == 1, g_sq, ema_moment(g_sq, n, h["b2"], order=1).astype(n.dtype))
@@ -318,7 +323,7 @@ def scale_by_novograd(b1: ScalarOrSchedule = 0.9, b2: ScalarOrSchedule = 0.25,
     return updates, ScaleByNovogradState(count, mu, nu, hparams)
 
   return GradientTransformation(init, update, name="scale_by_novograd", spec=spec,
-                                options=dict(mu_dtype=mu_dtype))
+                                options=dict(mu_dtype=mu_dtype, nu_dtype=nu_dtype))
 
 
 class ScaleByAdanState(NamedTuple):
@@ -333,7 +338,8 @@ class ScaleByAdanState(NamedTuple):
 
 def scale_by_adan(b1: ScalarOrSchedule = 0.98, b2: ScalarOrSchedule = 0.92,
                   b3: ScalarOrSchedule = 0.99, eps: ScalarOrSchedule = 1e-8,
-                  eps_root: ScalarOrSchedule = 0.0) -> GradientTransformation:
+                  eps_root: ScalarOrSchedule = 0.0, *,
+                  nu_dtype: Any = None) -> GradientTransformation:
   """Adan's step: Adam with a Nesterov estimate built from gradient differences.
 
   .. math::
@@ -352,6 +358,9 @@ def scale_by_adan(b1: ScalarOrSchedule = 0.98, b2: ScalarOrSchedule = 0.92,
     b3: :math:`\\beta_3 \\in [0, 1)`, default 0.99.
     eps: :math:`\\epsilon \\ge 0`, default 1e-8.
     eps_root: :math:`\\epsilon_\\text{root} \\ge 0`, default 0.
+    nu_dtype: dtype of :math:`n`, the second moment; ``None`` uses the params'
+      dtype. gradtx's addition to optax's arguments (``jnp.float32`` for float16
+      params, where :math:`n` and ``eps`` round to 0).
 
   Conventions: optax's (and gradtx's) :math:`\\beta` are the paper's
   :math:`1 - \\beta`.
@@ -366,7 +375,8 @@ def scale_by_adan(b1: ScalarOrSchedule = 0.98, b2: ScalarOrSchedule = 0.92,
 
   def init(params):
     return ScaleByAdanState(numerics.zero_count(), tree.zeros_like(params), tree.zeros_like(params),
-                            tree.zeros_like(params), tree.zeros_like(params), spec.init())
+                            tree.accumulator_like(params, dtype=nu_dtype), tree.zeros_like(params),
+                            spec.init())
 
   def update(updates, state, params=None, **extra):
     del params, extra
@@ -385,15 +395,17 @@ def scale_by_adan(b1: ScalarOrSchedule = 0.98, b2: ScalarOrSchedule = 0.92,
       m_hat = numerics.bias_correction(m_new, h["b1"], count)
       v_hat = numerics.bias_correction(v_new, h["b2"], count)
       n_hat = numerics.bias_correction(n_new, h["b3"], count)
-      eps, eps_root = as_dtype(h["eps"], dtype), as_dtype(h["eps_root"], dtype)
-      u = (m_hat + (1 - beta2) * v_hat) / (jnp.sqrt(n_hat + eps_root) + eps)
+      d = n_hat.dtype  # the wider of g's and n's
+      eps, eps_root = as_dtype(h["eps"], d), as_dtype(h["eps_root"], d)
+      u = as_dtype(m_hat + (1 - beta2) * v_hat, d) / (jnp.sqrt(n_hat + eps_root) + eps)
       return (u.astype(g.dtype), m_new.astype(m.dtype), v_new.astype(v.dtype),
               n_new.astype(n.dtype), g.astype(g_prev.dtype))
 
     updates, m, v, n, g = tree.map_multi(leaf, 5, updates, state.m, state.v, state.n, state.g)
     return updates, ScaleByAdanState(count, m, v, n, g, hparams)
 
-  return GradientTransformation(init, update, name="scale_by_adan", spec=spec)
+  return GradientTransformation(init, update, name="scale_by_adan", spec=spec,
+                                options=dict(nu_dtype=nu_dtype))
 
 
 class ScaleByNadamState(NamedTuple):
@@ -408,7 +420,8 @@ class ScaleByNadamState(NamedTuple):
 
 def scale_by_nadam(b1: ScalarOrSchedule = 0.9, b2: ScalarOrSchedule = 0.999,
                    eps: ScalarOrSchedule = 1e-8,
-                   momentum_decay: ScalarOrSchedule = 4e-3) -> GradientTransformation:
+                   momentum_decay: ScalarOrSchedule = 4e-3, *,
+                   nu_dtype: Any = None) -> GradientTransformation:
   """Dozat's NAdam with its momentum schedule (torch.optim.NAdam's rule).
 
   .. math::
@@ -428,6 +441,8 @@ def scale_by_nadam(b1: ScalarOrSchedule = 0.9, b2: ScalarOrSchedule = 0.999,
     b2: :math:`\\beta_2 \\in [0, 1)`, default 0.999.
     eps: :math:`\\epsilon \\ge 0`, default 1e-8, outside the root.
     momentum_decay: :math:`\\psi \\ge 0`, default 4e-3 (the paper's 1/250).
+    nu_dtype: dtype of :math:`v`; ``None`` uses the params' dtype (gradtx's
+      addition, as in :func:`gradtx.scale_by_adam`).
 
   References:
     Dozat, *Incorporating Nesterov Momentum into Adam*, ICLR workshop 2016.
@@ -446,7 +461,7 @@ def scale_by_nadam(b1: ScalarOrSchedule = 0.9, b2: ScalarOrSchedule = 0.999,
     # The widest leaf's dtype, also under strict promotion (float32 beside bfloat16).
     dtype = numerics.compute_dtype(*jax.tree.leaves(params))
     return ScaleByNadamState(numerics.zero_count(), jnp.ones((), dtype), tree.zeros_like(params),
-                             tree.zeros_like(params), spec.init())
+                             tree.accumulator_like(params, dtype=nu_dtype), spec.init())
 
   def update(updates, state, params=None, **extra):
     del params, extra
@@ -473,4 +488,5 @@ def scale_by_nadam(b1: ScalarOrSchedule = 0.9, b2: ScalarOrSchedule = 0.999,
     updates, mu, nu = tree.map_multi(leaf, 3, updates, state.mu, state.nu)
     return updates, ScaleByNadamState(count, mu_product, mu, nu, hparams)
 
-  return GradientTransformation(init, update, name="scale_by_nadam", spec=spec)
+  return GradientTransformation(init, update, name="scale_by_nadam", spec=spec,
+                                options=dict(nu_dtype=nu_dtype))

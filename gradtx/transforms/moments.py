@@ -3,6 +3,13 @@
 Each rule is written once per array in a local ``leaf`` function whose
 variables are named as in its docstring; :func:`gradtx.tree.map_multi` lifts
 it over the tree.
+
+Every rule here takes a ``nu_dtype`` for the accumulator it divides by
+(``None``: the params' dtype), gradtx's addition to optax's arguments. On
+float16 params ``nu_dtype=jnp.float32`` is needed: float16 rounds ``eps=1e-8``
+and small :math:`g^2` to 0, so the step is 0/0 or :math:`g/0`. The accumulator
+is updated and divided into the step in the wider of its dtype and the
+gradients', and the step is cast back to the gradients' dtype.
 """
 
 from __future__ import annotations
@@ -43,7 +50,8 @@ def _divide_by_root(g: jax.Array, s: jax.Array, eps: jax.Array, eps_in_sqrt: boo
 
 def scale_by_rms(decay: ScalarOrSchedule = 0.9, eps: ScalarOrSchedule = 1e-8,
                  initial_scale: float = 0.0, eps_in_sqrt: bool = True,
-                 bias_correction: bool = False) -> GradientTransformation:
+                 bias_correction: bool = False, *,
+                 nu_dtype: Any = None) -> GradientTransformation:
   """Divides by the root of a running mean of squared gradients (RMSProp).
 
   .. math::
@@ -60,6 +68,8 @@ def scale_by_rms(decay: ScalarOrSchedule = 0.9, eps: ScalarOrSchedule = 1e-8,
     initial_scale: :math:`\\nu_0` (torch and TF1 use 0 and 1 respectively).
     eps_in_sqrt: where :math:`\\epsilon` sits (see above).
     bias_correction: debias :math:`\\nu`.
+    nu_dtype: dtype of :math:`\\nu`; ``None`` uses the params' dtype. gradtx's
+      addition to optax's arguments (``jnp.float32`` for float16 params).
 
   References:
     Tieleman & Hinton, *Lecture 6.5 - rmsprop*, COURSERA: Neural Networks for
@@ -68,7 +78,8 @@ def scale_by_rms(decay: ScalarOrSchedule = 0.9, eps: ScalarOrSchedule = 1e-8,
   spec = HParamSpec("scale_by_rms", decay=(decay, UNIT_HALF_OPEN), eps=(eps, NONNEGATIVE))
 
   def init(params):
-    return ScaleByRmsState(numerics.zero_count(), tree.full_like(params, initial_scale), spec.init())
+    return ScaleByRmsState(numerics.zero_count(),
+                           tree.accumulator_like(params, initial_scale, nu_dtype), spec.init())
 
   def update(updates, state, params=None, **extra):
     del params, extra
@@ -87,7 +98,8 @@ def scale_by_rms(decay: ScalarOrSchedule = 0.9, eps: ScalarOrSchedule = 1e-8,
     return updates, ScaleByRmsState(count, nu, hparams)
 
   return GradientTransformation(init, update, name="scale_by_rms", spec=spec, options=dict(
-      initial_scale=initial_scale, eps_in_sqrt=eps_in_sqrt, bias_correction=bias_correction))
+      initial_scale=initial_scale, eps_in_sqrt=eps_in_sqrt, bias_correction=bias_correction,
+      nu_dtype=nu_dtype))
 
 
 class ScaleByStddevState(NamedTuple):
@@ -100,7 +112,8 @@ class ScaleByStddevState(NamedTuple):
 
 def scale_by_stddev(decay: ScalarOrSchedule = 0.9, eps: ScalarOrSchedule = 1e-8,
                     initial_scale: float = 0.0, eps_in_sqrt: bool = True,
-                    bias_correction: bool = False) -> GradientTransformation:
+                    bias_correction: bool = False, *,
+                    nu_dtype: Any = None) -> GradientTransformation:
   """Divides by a running standard deviation of the gradients (centered RMSProp).
 
   .. math::
@@ -108,7 +121,9 @@ def scale_by_stddev(decay: ScalarOrSchedule = 0.9, eps: ScalarOrSchedule = 1e-8,
     \\nu_t = \\rho\\, \\nu_{t-1} + (1 - \\rho)\\, g_t^2, \\quad
     u_t = \\frac{g_t}{\\sqrt{\\hat\\nu_t - \\hat\\mu_t^2 + \\epsilon}}
 
-  Hats, ``eps_in_sqrt`` and the defaults are as in :func:`scale_by_rms`.
+  Hats, ``eps_in_sqrt``, the defaults and ``nu_dtype`` (the dtype of
+  :math:`\\nu`, gradtx's addition; :math:`\\mu` keeps the params' dtype) are as
+  in :func:`scale_by_rms`.
 
   References:
     Graves, *Generating Sequences With Recurrent Neural Networks*, 2013.
@@ -117,7 +132,7 @@ def scale_by_stddev(decay: ScalarOrSchedule = 0.9, eps: ScalarOrSchedule = 1e-8,
 
   def init(params):
     return ScaleByStddevState(numerics.zero_count(), tree.zeros_like(params),
-                              tree.full_like(params, initial_scale), spec.init())
+                              tree.accumulator_like(params, initial_scale, nu_dtype), spec.init())
 
   def update(updates, state, params=None, **extra):
     del params, extra
@@ -131,15 +146,17 @@ def scale_by_stddev(decay: ScalarOrSchedule = 0.9, eps: ScalarOrSchedule = 1e-8,
       nu_new = ema_moment(g, nu, rho, order=2)
       mu_hat = numerics.bias_correction(mu_new, rho, count) if bias_correction else mu_new
       nu_hat = numerics.bias_correction(nu_new, rho, count) if bias_correction else nu_new
-      u = _divide_by_root(g, nu_hat - abs_sq(mu_hat, nu_hat.dtype), h["eps"],
-                          eps_in_sqrt)
+      # mu_hat squared after widening to nu's dtype (float16's square underflows).
+      mu_sq = abs_sq(as_dtype(mu_hat, compute_dtype(mu_hat, nu_hat)), nu_hat.dtype)
+      u = _divide_by_root(g, nu_hat - mu_sq, h["eps"], eps_in_sqrt)
       return as_dtype(u, g.dtype), as_dtype(mu_new, mu.dtype), as_dtype(nu_new, nu.dtype)
 
     updates, mu, nu = tree.map_multi(leaf, 3, updates, state.mu, state.nu)
     return updates, ScaleByStddevState(count, mu, nu, hparams)
 
   return GradientTransformation(init, update, name="scale_by_stddev", spec=spec, options=dict(
-      initial_scale=initial_scale, eps_in_sqrt=eps_in_sqrt, bias_correction=bias_correction))
+      initial_scale=initial_scale, eps_in_sqrt=eps_in_sqrt, bias_correction=bias_correction,
+      nu_dtype=nu_dtype))
 
 
 class ScaleByRssState(NamedTuple):
@@ -150,7 +167,7 @@ class ScaleByRssState(NamedTuple):
 
 def scale_by_rss(initial_accumulator_value: float = 0.1,
                  eps: ScalarOrSchedule = 1e-7, *,
-                 eps_in_sqrt: bool = True) -> GradientTransformation:
+                 eps_in_sqrt: bool = True, nu_dtype: Any = None) -> GradientTransformation:
   """Divides by the root of the sum of all squared gradients so far (Adagrad).
 
   .. math::
@@ -165,6 +182,11 @@ def scale_by_rss(initial_accumulator_value: float = 0.1,
       ``eps=1e-10`` outside it).
     eps_in_sqrt: :math:`\\epsilon` inside the root (default, optax) or outside
       it (torch.optim.Adagrad: ``scale_by_rss(0.0, 1e-10, eps_in_sqrt=False)``).
+    nu_dtype: dtype of :math:`G` (``sum_of_squares``); ``None`` uses the params'
+      dtype. gradtx's addition to optax's arguments. In float16 :math:`G` stops
+      growing once :math:`g^2` is below half its spacing (at 2048 for
+      :math:`|g| = 1`) and overflows to Inf, which stops the steps, past 65504;
+      ``jnp.float32`` avoids both.
 
   References:
     Duchi, Hazan & Singer, *Adaptive Subgradient Methods for Online Learning
@@ -173,7 +195,8 @@ def scale_by_rss(initial_accumulator_value: float = 0.1,
   spec = HParamSpec("scale_by_rss", eps=(eps, NONNEGATIVE))
 
   def init(params):
-    return ScaleByRssState(tree.full_like(params, initial_accumulator_value), spec.init())
+    return ScaleByRssState(tree.accumulator_like(params, initial_accumulator_value, nu_dtype),
+                           spec.init())
 
   def update(updates, state, params=None, **extra):
     del params, extra
@@ -194,7 +217,8 @@ def scale_by_rss(initial_accumulator_value: float = 0.1,
     return updates, ScaleByRssState(sum_of_squares, hparams)
 
   return GradientTransformation(init, update, name="scale_by_rss", spec=spec, options=dict(
-      initial_accumulator_value=initial_accumulator_value, eps_in_sqrt=eps_in_sqrt))
+      initial_accumulator_value=initial_accumulator_value, eps_in_sqrt=eps_in_sqrt,
+      nu_dtype=nu_dtype))
 
 
 class ScaleByAdaDeltaState(NamedTuple):
@@ -204,8 +228,8 @@ class ScaleByAdaDeltaState(NamedTuple):
   hparams: HParams
 
 
-def scale_by_adadelta(rho: ScalarOrSchedule = 0.9,
-                      eps: ScalarOrSchedule = 1e-6) -> GradientTransformation:
+def scale_by_adadelta(rho: ScalarOrSchedule = 0.9, eps: ScalarOrSchedule = 1e-6, *,
+                      nu_dtype: Any = None) -> GradientTransformation:
   """The Adadelta step: a ratio of running RMS of past steps and of gradients.
 
   .. math::
@@ -218,6 +242,11 @@ def scale_by_adadelta(rho: ScalarOrSchedule = 0.9,
   Args:
     rho: :math:`\\rho \\in [0, 1)`, default 0.9.
     eps: :math:`\\epsilon \\ge 0`, default 1e-6.
+    nu_dtype: dtype of both running means, :math:`E[g^2]` and :math:`E[\\Delta^2]`;
+      ``None`` uses the params' dtype. gradtx's addition to optax's arguments.
+      One dtype for both: the step is the ratio of their roots, and
+      :math:`E[\\Delta^2]` (of steps, smaller than the gradients) underflows in
+      float16 before :math:`E[g^2]` does.
 
   References:
     Zeiler, *ADADELTA: An Adaptive Learning Rate Method*, 2012.
@@ -225,7 +254,8 @@ def scale_by_adadelta(rho: ScalarOrSchedule = 0.9,
   spec = HParamSpec("scale_by_adadelta", rho=(rho, UNIT_HALF_OPEN), eps=(eps, NONNEGATIVE))
 
   def init(params):
-    return ScaleByAdaDeltaState(tree.zeros_like(params), tree.zeros_like(params), spec.init())
+    return ScaleByAdaDeltaState(tree.accumulator_like(params, dtype=nu_dtype),
+                                tree.accumulator_like(params, dtype=nu_dtype), spec.init())
 
   def update(updates, state, params=None, **extra):
     del params, extra
@@ -243,7 +273,8 @@ def scale_by_adadelta(rho: ScalarOrSchedule = 0.9,
     updates, e_g, e_x = tree.map_multi(leaf, 3, updates, state.e_g, state.e_x)
     return updates, ScaleByAdaDeltaState(e_g, e_x, hparams)
 
-  return GradientTransformation(init, update, name="scale_by_adadelta", spec=spec)
+  return GradientTransformation(init, update, name="scale_by_adadelta", spec=spec,
+                                options=dict(nu_dtype=nu_dtype))
 
 
 class ScaleByAdamState(NamedTuple):
@@ -355,7 +386,7 @@ def scale_by_adam(b1: ScalarOrSchedule = 0.9, b2: ScalarOrSchedule = 0.999,
 
   def init(params):
     return ScaleByAdamState(numerics.zero_count(), tree.accumulator_like(params, dtype=mu_dtype),
-                            tree.zeros_like(params, nu_dtype), spec.init())
+                            tree.accumulator_like(params, dtype=nu_dtype), spec.init())
 
   def update(updates, state, params=None, *, factor=None, **extra):
     del params, extra
@@ -402,7 +433,8 @@ class ScaleByAmsgradState(NamedTuple):
 def scale_by_amsgrad(b1: ScalarOrSchedule = 0.9, b2: ScalarOrSchedule = 0.999,
                      eps: ScalarOrSchedule = 1e-8, eps_root: ScalarOrSchedule = 0.0,
                      mu_dtype: Any = None, bias_correction_mu: bool = True,
-                     bias_correction_nu: bool = True) -> GradientTransformation:
+                     bias_correction_nu: bool = True, *,
+                     nu_dtype: Any = None) -> GradientTransformation:
   """AMSGrad: Adam dividing by the running maximum of the debiased second moment.
 
   .. math::
@@ -414,7 +446,8 @@ def scale_by_amsgrad(b1: ScalarOrSchedule = 0.9, b2: ScalarOrSchedule = 0.999,
   ``bias_correction_nu=False`` :math:`\\hat v_t = v_t`; both False is the
   paper's rule.
 
-  Args: as :func:`scale_by_adam`, and ``bias_correction_mu``,
+  Args: as :func:`scale_by_adam` (``nu_dtype``, gradtx's addition, is the
+  dtype of both :math:`v` and :math:`\\hat v^{\\max}`), and ``bias_correction_mu``,
   ``bias_correction_nu`` (structural, default True).
 
   References:
@@ -423,8 +456,9 @@ def scale_by_amsgrad(b1: ScalarOrSchedule = 0.9, b2: ScalarOrSchedule = 0.999,
   spec = _adam_spec("scale_by_amsgrad", b1, b2, eps, eps_root)
 
   def init(params):
+    nu = tree.accumulator_like(params, dtype=nu_dtype)
     return ScaleByAmsgradState(numerics.zero_count(), tree.accumulator_like(params, dtype=mu_dtype),
-                               tree.zeros_like(params), tree.zeros_like(params), spec.init())
+                               nu, tree.copy(nu), spec.init())
 
   def update(updates, state, params=None, **extra):
     del params, extra
@@ -433,9 +467,11 @@ def scale_by_amsgrad(b1: ScalarOrSchedule = 0.9, b2: ScalarOrSchedule = 0.999,
     count = safe_increment(state.count)
 
     def leaf(g, m, v, v_max):
-      m_new, v_new, m_hat, v_hat = adam_moments(g, m, v, h, count, nesterov=False)
-      m_hat = m_hat if bias_correction_mu else m_new
-      v_hat = v_hat if bias_correction_nu else as_dtype(v_new, v_hat.dtype)
+      # adam_moments without the corrections a flag turns off (traced only when used).
+      m_new = ema_moment(g, m, h["b1"], order=1)
+      v_new = ema_moment(g, v, h["b2"], order=2)
+      m_hat = numerics.bias_correction(m_new, h["b1"], count) if bias_correction_mu else m_new
+      v_hat = numerics.bias_correction(v_new, h["b2"], count) if bias_correction_nu else v_new
       v_max_new = jnp.maximum(as_dtype(v_max, v_hat.dtype), v_hat)
       eps, eps_root = as_dtype(h["eps"], v_hat.dtype), as_dtype(h["eps_root"], v_hat.dtype)
       u = as_dtype(m_hat, v_hat.dtype) / (jnp.sqrt(v_max_new + eps_root) + eps)
@@ -448,11 +484,13 @@ def scale_by_amsgrad(b1: ScalarOrSchedule = 0.9, b2: ScalarOrSchedule = 0.999,
   return GradientTransformation(init, update, name="scale_by_amsgrad", spec=spec,
                                 options=dict(mu_dtype=mu_dtype,
                                              bias_correction_mu=bias_correction_mu,
-                                             bias_correction_nu=bias_correction_nu))
+                                             bias_correction_nu=bias_correction_nu,
+                                             nu_dtype=nu_dtype))
 
 
 def scale_by_adamax(b1: ScalarOrSchedule = 0.9, b2: ScalarOrSchedule = 0.999,
-                    eps: ScalarOrSchedule = 1e-8) -> GradientTransformation:
+                    eps: ScalarOrSchedule = 1e-8, *,
+                    nu_dtype: Any = None) -> GradientTransformation:
   """Adamax: Adam with the infinity norm in place of the second moment.
 
   .. math::
@@ -466,6 +504,9 @@ def scale_by_adamax(b1: ScalarOrSchedule = 0.9, b2: ScalarOrSchedule = 0.999,
     b1: :math:`\\beta_1 \\in [0, 1)`, default 0.9.
     b2: :math:`\\beta_2 \\in [0, 1)`, default 0.999.
     eps: :math:`\\epsilon \\ge 0`, default 1e-8.
+    nu_dtype: dtype of :math:`v`; ``None`` uses the params' dtype. gradtx's
+      addition to optax's arguments: float16 rounds ``eps=1e-8`` to 0, so an
+      entry whose gradients have all been 0 steps by 0/0; ``jnp.float32`` keeps it.
 
   References:
     Kingma & Ba, *Adam: A Method for Stochastic Optimization*, ICLR 2015, §7.1.
@@ -473,8 +514,8 @@ def scale_by_adamax(b1: ScalarOrSchedule = 0.9, b2: ScalarOrSchedule = 0.999,
   spec = _adam_spec("scale_by_adamax", b1, b2, eps)
 
   def init(params):
-    return ScaleByAdamState(numerics.zero_count(), tree.zeros_like(params), tree.zeros_like(params),
-                            spec.init())
+    return ScaleByAdamState(numerics.zero_count(), tree.zeros_like(params),
+                            tree.accumulator_like(params, dtype=nu_dtype), spec.init())
 
   def update(updates, state, params=None, **extra):
     del params, extra
@@ -485,12 +526,17 @@ def scale_by_adamax(b1: ScalarOrSchedule = 0.9, b2: ScalarOrSchedule = 0.999,
     def leaf(g, m, v):
       m_new = ema_moment(g, m, h["b1"], order=1)
       dtype = compute_dtype(g, v)
-      v_new = jnp.maximum(as_dtype(h["b2"], dtype) * as_dtype(v, dtype),
-                          as_dtype(jnp.abs(g), dtype) + as_dtype(h["eps"], dtype))
-      u = numerics.bias_correction(m_new, h["b1"], count) / as_dtype(v_new, m_new.dtype)
+      v_new = numerics.stored(jnp.maximum(as_dtype(h["b2"], dtype) * as_dtype(v, dtype),
+                                          as_dtype(jnp.abs(g), dtype) + as_dtype(h["eps"], dtype)),
+                              v.dtype)
+      # In the wider of m's and v's dtypes (v's eps is 0 in float16).
+      u_dtype = compute_dtype(m_new, v_new)
+      u = (as_dtype(numerics.bias_correction(m_new, h["b1"], count), u_dtype)
+           / as_dtype(v_new, u_dtype))
       return as_dtype(u, g.dtype), as_dtype(m_new, m.dtype), as_dtype(v_new, v.dtype)
 
     updates, mu, nu = tree.map_multi(leaf, 3, updates, state.mu, state.nu)
     return updates, ScaleByAdamState(count, mu, nu, hparams)
 
-  return GradientTransformation(init, update, name="scale_by_adamax", spec=spec)
+  return GradientTransformation(init, update, name="scale_by_adamax", spec=spec,
+                                options=dict(nu_dtype=nu_dtype))
