@@ -219,11 +219,17 @@ def _scheduled_nadam(learning_rate, **kwargs):
   return gtx.chain(nadam=gtx.scale_by_nadam(**kwargs), lr=gtx.scale_by_learning_rate(learning_rate))
 
 
+def _factored_adafactor(learning_rate, **kwargs):
+  return gtx.adafactor(learning_rate, min_dim_size_to_factor=2, **kwargs)
+
+
 # Every ready optimizer whose step divides by an accumulator of squared gradients
 # (adamax: by a running maximum of |g| + eps), and scale_by_nadam; the state fields
 # that nu_dtype sets; the rtol of the float16 steps against the float32 ones. The
 # optimistic steps 2 d_t - d_(t-1) add the float16 roundings of two Adam directions:
-# measured 3.5e-3 (2.7e-3 for v2).
+# measured 3.5e-3 (2.7e-3 for v2). adafactor's fields include the 1-entry
+# placeholders of the other layout (FLOAT16_FAILURES runs a factored leaf); sm3's
+# mu is a list of per-axis accumulators per leaf.
 FLOAT16_SECOND_MOMENTS = [
     pytest.param(make, fields, rtol, id=make.__name__.strip("_"))
     for make, fields, rtol in [
@@ -234,7 +240,8 @@ FLOAT16_SECOND_MOMENTS = [
         (gtx.amsgrad, ["nu", "nu_max"], 2e-3), (gtx.adamax, ["nu"], 2e-3),
         (gtx.adamaxw, ["nu"], 2e-3), (gtx.adan, ["n"], 2e-3), (gtx.lamb, ["nu"], 2e-3),
         (gtx.novograd, ["nu"], 2e-3), (_scheduled_nadam, ["nu"], 2e-3),
-        (gtx.optimistic_adam, ["nu"], 4e-3), (gtx.optimistic_adam_v2, ["nu"], 4e-3)]]
+        (gtx.optimistic_adam, ["nu"], 4e-3), (gtx.optimistic_adam_v2, ["nu"], 4e-3),
+        (gtx.adafactor, ["v_row", "v_col", "v"], 2e-3), (gtx.sm3, ["mu"], 2e-3)]]
 
 # The FAQ's problem: float16's smallest value (6e-8) is above eps = 1e-8 and above
 # (1 - b2) g^2 for the small entries, and one entry's gradient is 0.
@@ -268,11 +275,14 @@ def test_float16_params_step_with_a_float32_second_moment(make, fields, rtol):
   got, want, state = run_float16(make, FLOAT16_GRADS, FLOAT16_PARAMS, 5, nu_dtype=jnp.float32)
   np.testing.assert_allclose(got, want, rtol=rtol, atol=1e-6)
   for field in fields:  # the second moment really is float32
-    assert gtx.tree_utils.tree_get(state, field)["w"].dtype == jnp.float32, field
+    for moment in jax.tree.leaves(gtx.tree_utils.tree_get(state, field)["w"]):
+      assert moment.dtype == jnp.float32, field
   assert "nu_dtype=float32" in repr(make(0.01, nu_dtype=jnp.float32))
 
 
-@pytest.mark.parametrize("make, fields, rtol", FLOAT16_SECOND_MOMENTS)
+# sm3 is defined for real numbers only: it refuses complex leaves (tests/test_complex.py).
+@pytest.mark.parametrize("make, fields, rtol",
+                         [p for p in FLOAT16_SECOND_MOMENTS if p.values[0] is not gtx.sm3])
 def test_a_real_nu_dtype_holds_a_complex_leafs_moment_complex(make, fields, rtol):
   # As mu_dtype does: nu_dtype=float32 on a complex64 leaf gives a complex64 second moment
   # (the layout of nu_dtype=None, optax's). A real float32 one made the step real: Im lost.
@@ -292,7 +302,8 @@ def test_a_real_nu_dtype_holds_a_complex_leafs_moment_complex(make, fields, rtol
   assert np.abs(np.imag(got - params["w"])).max() > 1e-2  # the steps kept their Im
   state = make(0.01, nu_dtype=jnp.float32).init(params)
   for field in fields:
-    assert gtx.tree_utils.tree_get(state, field)["w"].dtype == jnp.complex64, field
+    for moment in jax.tree.leaves(gtx.tree_utils.tree_get(state, field)["w"]):
+      assert moment.dtype == jnp.complex64, field
 
 
 # Without nu_dtype, in float16: the problem and what goes wrong.
@@ -304,9 +315,16 @@ def test_a_real_nu_dtype_holds_a_complex_leafs_moment_complex(make, fields, rtol
 # its sum of squares passes float16's largest value (65504) at step 3 of |g| = 150,
 # and g / sqrt(Inf) = 0 stops the steps). "fails": either. novograd's n is a leaf's
 # squared norm, 0 in float16 below a norm of 1.7e-4, and g / (0 + eps) is far off; on
-# XLA:CPU it is Inf (g times 1 / eps, which overflows float16).
+# XLA:CPU it is Inf (g times 1 / eps, which overflows float16). adafactor: its
+# eps = 1e-30 is 0 in float16, so the zero gradient steps by 0 / 0, and clipping by
+# the leaf's RMS makes every entry NaN; factored, the last column's mean g^2 (2.5e-8)
+# is 0, its entries step by g / 0 and the clipping leaves NaN there and 0 elsewhere.
+# sm3: g^2 is a float16 subnormal (4e-8 for g = -2e-4 rounds to 6e-8): 8% off, 13% by step 5;
+# on the matrix the last column steps by 0 at first (its g^2 are 0), 36% off by step 5.
 SMALL_LEAF = {"w": np.array([1e-4, -1e-4, 0.0, 7e-5])}, FLOAT16_PARAMS
 LARGE_GRADIENTS = {"w": np.array([150.0, 1.0])}, {"w": np.array([0.5, -0.25])}
+FLOAT16_MATRIX = ({"w": np.array([[0.1, 1e-3, 2e-4], [0.05, 0.0, -1e-4]])},
+                  {"w": np.array([[0.5, -0.25, 1.0], [0.75, -1.0, 0.3]])})
 FLOAT16_FAILURES = [
     pytest.param(make, problem, symptom, id=make.__name__.strip("_"))
     for make, problem, symptom in [
@@ -316,7 +334,9 @@ FLOAT16_FAILURES = [
         (gtx.optimistic_adam, None, "nonfinite"), (gtx.optimistic_adam_v2, None, "nonfinite"),
         (_scheduled_nadam, None, "nonfinite"), (gtx.lamb, None, "wrong"),
         (_adadelta, None, "wrong"), (gtx.novograd, SMALL_LEAF, "fails"),
-        (gtx.adagrad, LARGE_GRADIENTS, "wrong")]]
+        (gtx.adagrad, LARGE_GRADIENTS, "wrong"), (gtx.adafactor, None, "nonfinite"),
+        (_factored_adafactor, FLOAT16_MATRIX, "nonfinite"), (gtx.sm3, None, "wrong")]]
+FLOAT16_FAILURES.append(pytest.param(gtx.sm3, FLOAT16_MATRIX, "wrong", id="sm3-matrix"))
 
 
 @pytest.mark.parametrize("make, problem, symptom", FLOAT16_FAILURES)

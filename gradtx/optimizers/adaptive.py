@@ -187,7 +187,8 @@ def adafactor(learning_rate: ScalarOrSchedule | None = None, min_dim_size_to_fac
               multiply_by_parameter_scale: bool = True, clipping_threshold: float | None = 1.0,
               momentum: float | None = None, dtype_momentum: Any = jnp.float32,
               weight_decay_rate: ScalarOrSchedule | None = None, eps: float = 1e-30,
-              factored: bool = True, weight_decay_mask: Mask | None = None) -> Chain:
+              factored: bool = True, weight_decay_mask: Mask | None = None, *,
+              nu_dtype: Any = None) -> Chain:
   """Adafactor: a factored second moment, update clipping and steps relative to the weights.
 
   .. math::
@@ -214,6 +215,12 @@ def adafactor(learning_rate: ScalarOrSchedule | None = None, min_dim_size_to_fac
     eps: :math:`\\epsilon_1`, default 1e-30, added to :math:`g^2`.
     factored: factor the second moment.
     weight_decay_mask: which leaves to decay.
+    nu_dtype: dtype of the second-moment statistics (``v_row``, ``v_col``,
+      ``v``); ``None`` uses the params' dtype. gradtx's addition to optax's
+      arguments: ``jnp.float32`` for float16 params, on which ``eps=1e-30`` is
+      0 and every step is NaN without it (see
+      :func:`gradtx.scale_by_factored_rms`; the factored statistics are one
+      entry per row and per column, so float32 costs little).
 
   Conventions: no relative step size :math:`\\min(10^{-2}, 1/\\sqrt t)`: pass
   a schedule as ``learning_rate`` for it (as optax).
@@ -223,7 +230,8 @@ def adafactor(learning_rate: ScalarOrSchedule | None = None, min_dim_size_to_fac
     Cost*, ICML 2018.
   """
   stages = dict(factored_rms=scale_by_factored_rms(factored, decay_rate, decay_offset,
-                                                   min_dim_size_to_factor, eps))
+                                                   min_dim_size_to_factor, eps,
+                                                   nu_dtype=nu_dtype))
   if clipping_threshold is not None:
     stages["clip"] = clip_by_block_rms(clipping_threshold)
   if learning_rate is not None:
@@ -238,7 +246,8 @@ def adafactor(learning_rate: ScalarOrSchedule | None = None, min_dim_size_to_fac
   return named_chain("adafactor", **stages)
 
 
-def sm3(learning_rate: ScalarOrSchedule, momentum: float = 0.9) -> Chain:
+def sm3(learning_rate: ScalarOrSchedule, momentum: float = 0.9, *,
+        nu_dtype: Any = None) -> Chain:
   """SM3: memory-efficient Adagrad with one accumulator per axis slice, plus momentum.
 
   .. math::
@@ -252,8 +261,13 @@ def sm3(learning_rate: ScalarOrSchedule, momentum: float = 0.9) -> Chain:
   Args:
     learning_rate: :math:`\\eta` (a schedule is accepted; optax takes a float).
     momentum: :math:`\\beta`, default 0.9.
+    nu_dtype: dtype of the accumulators :math:`\\mu^{(a)}`; ``None`` uses the
+      params' dtype. gradtx's addition to optax's arguments: ``jnp.float32``
+      for float16 params, whose steps are otherwise off by over 10% (see
+      :func:`gradtx.scale_by_sm3`).
 
   References:
     Anil et al., *Memory-Efficient Adaptive Optimization*, NeurIPS 2019.
   """
-  return named_chain("sm3", sm3=scale_by_sm3(momentum), lr=scale_by_learning_rate(learning_rate))
+  return named_chain("sm3", sm3=scale_by_sm3(momentum, nu_dtype=nu_dtype),
+                     lr=scale_by_learning_rate(learning_rate))

@@ -7,6 +7,12 @@ they run batched over each run of equally shaped leaves, and the statistics
 are held per run (:class:`gradtx.packed.PackedLeaves`). The per-leaf scalars
 that Adafactor's other stages use (clipping by block RMS, the parameter
 scale) go through :mod:`gradtx.tree`'s ``block_*`` helpers.
+
+Both take a ``nu_dtype`` for their statistics of squared gradients (``None``:
+the params' dtype), gradtx's addition to optax's arguments, as the rules of
+:mod:`gradtx.transforms.moments` do: on float16 params the statistics are
+updated and divided into the step in float32 with ``nu_dtype=jnp.float32``,
+and the step is cast back to the gradients' dtype.
 """
 
 from __future__ import annotations
@@ -32,6 +38,7 @@ class FactoredState(NamedTuple):
   ``v_row`` and ``v_col`` hold the factored statistics of factored leaves
   (a 1-entry placeholder otherwise); ``v`` holds the full second moment of
   the other leaves (a 1-entry placeholder for factored ones), as in optax.
+  All three are in ``nu_dtype`` (the params' dtype by default).
   """
   count: jax.Array
   v_row: Any
@@ -60,7 +67,7 @@ def scale_by_factored_rms(factored: bool = True, decay_rate: ScalarOrSchedule = 
                           step_offset: int = 0, min_dim_size_to_factor: int = 128,
                           epsilon: ScalarOrSchedule = 1e-30,
                           decay_rate_fn: Callable[[jax.Array, jax.Array], jax.Array] | None = None,
-                          ) -> GradientTransformation:
+                          *, nu_dtype: Any = None) -> GradientTransformation:
   """Adafactor's step: divide by a (factored) running root mean square of the gradient.
 
   .. math::
@@ -85,7 +92,16 @@ def scale_by_factored_rms(factored: bool = True, decay_rate: ScalarOrSchedule = 
     epsilon: :math:`\\epsilon_1 \\ge 0`, default 1e-30.
     decay_rate_fn: ``fn(i, c) -> beta2`` with ``i = t - 1 - t_0`` the number
       of earlier steps, as optax's; default :math:`1 - (i+1)^{-c}` (computed in
-      the parameters' dtype, where optax computes it in float32).
+      the wider of the parameters' dtype and ``nu_dtype``, where optax computes
+      it in float32).
+    nu_dtype: dtype of :math:`R`, :math:`C` and :math:`V` (``v_row``, ``v_col``,
+      ``v``); ``None`` uses the params' dtype. gradtx's addition to optax's
+      arguments. In float16 ``epsilon=1e-30`` is 0 and a :math:`g^2` below
+      3e-8 is 0, so a statistic is 0 and the step is 0/0 = NaN or :math:`g/0`
+      = Inf; :func:`gradtx.adafactor`'s clipping by the leaf's RMS then makes
+      the whole leaf's step NaN, or 0 beside the NaN. ``jnp.float32`` keeps
+      them. For a factored leaf this costs little: :math:`R` and :math:`C`
+      hold one entry per row and per column, not one per parameter.
 
   References:
     Shazeer & Stern, *Adafactor: Adaptive Learning Rates with Sublinear Memory
@@ -98,13 +114,14 @@ def scale_by_factored_rms(factored: bool = True, decay_rate: ScalarOrSchedule = 
   def init(params):
     def leaf(p):
       p = jnp.asarray(p)
-      placeholder = jnp.zeros((1,), p.dtype)
+      dtype = numerics.state_dtype(p, nu_dtype)  # complex for a complex leaf
+      placeholder = jnp.zeros((1,), dtype)
       dims = _factored_dims(p.shape, factored, min_dim_size_to_factor)
       if dims is None:
-        return placeholder, placeholder, jnp.zeros_like(p)
+        return placeholder, placeholder, jnp.zeros_like(p, dtype)
       row, col = dims
-      return (jnp.zeros(np.delete(p.shape, col), p.dtype),
-              jnp.zeros(np.delete(p.shape, row), p.dtype), placeholder)
+      return (jnp.zeros(np.delete(p.shape, col), dtype),
+              jnp.zeros(np.delete(p.shape, row), dtype), placeholder)
 
     v_row, v_col, v = tree.map_leaves(leaf, (False, False, False), params)
     return FactoredState(numerics.zero_count(), v_row, v_col, v, spec.init())
@@ -116,22 +133,28 @@ def scale_by_factored_rms(factored: bool = True, decay_rate: ScalarOrSchedule = 
     count = safe_increment(state.count)
 
     def leaf(g, v_row, v_col, v):
-      dtype = g.dtype
+      dims = _factored_dims(g.shape, factored, min_dim_size_to_factor)
+      # The wider of g's and the statistics' dtypes (nu_dtype); g's own by default.
+      dtype = compute_dtype(g, v if dims is None else v_row)
+      g_ = as_dtype(g, dtype)
       i = (state.count - step_offset).astype(dtype)
       beta2 = as_dtype(beta2_at(i, as_dtype(h["decay_rate"], dtype)), dtype)
-      G = abs_sq(g, dtype) + as_dtype(h["epsilon"], dtype)  # |g|^2 in g's dtype
-      dims = _factored_dims(g.shape, factored, min_dim_size_to_factor)
+      G = abs_sq(g_, dtype) + as_dtype(h["epsilon"], dtype)  # |g|^2, squared after widening
       if dims is None:
-        v_new = (beta2 * v + (1 - beta2) * G).astype(v.dtype)
-        return g * jax.lax.rsqrt(v_new.astype(dtype)), v_row, v_col, v_new
+        v_new = (beta2 * as_dtype(v, dtype) + (1 - beta2) * G).astype(v.dtype)
+        u = g_ * jax.lax.rsqrt(v_new.astype(dtype))
+        return u.astype(g.dtype), v_row, v_col, v_new
       row, col = dims
-      R = (beta2 * v_row + (1 - beta2) * jnp.mean(G, axis=col)).astype(v_row.dtype)
-      C = (beta2 * v_col + (1 - beta2) * jnp.mean(G, axis=row)).astype(v_col.dtype)
+      R = (beta2 * as_dtype(v_row, dtype)
+           + (1 - beta2) * jnp.mean(G, axis=col)).astype(v_row.dtype)
+      C = (beta2 * as_dtype(v_col, dtype)
+           + (1 - beta2) * jnp.mean(G, axis=row)).astype(v_col.dtype)
+      R_, C_ = as_dtype(R, dtype), as_dtype(C, dtype)  # as stored
       R_axis_of_rows = row - 1 if row > col else row  # the row axis once col is reduced
-      row_factor = jax.lax.rsqrt(R / jnp.mean(R, axis=R_axis_of_rows, keepdims=True))
-      col_factor = jax.lax.rsqrt(C)
-      u = g * jnp.expand_dims(row_factor, col) * jnp.expand_dims(col_factor, row)
-      return u, R, C, v
+      row_factor = jax.lax.rsqrt(R_ / jnp.mean(R_, axis=R_axis_of_rows, keepdims=True))
+      col_factor = jax.lax.rsqrt(C_)
+      u = g_ * jnp.expand_dims(row_factor, col) * jnp.expand_dims(col_factor, row)
+      return u.astype(g.dtype), R, C, v
 
     updates, v_row, v_col, v = tree.map_leaves(leaf, (True, False, False, False), updates,
                                                state.v_row, state.v_col, state.v)
@@ -140,18 +163,19 @@ def scale_by_factored_rms(factored: bool = True, decay_rate: ScalarOrSchedule = 
   return GradientTransformation(init, update, name="scale_by_factored_rms", spec=spec,
                                 options=dict(factored=factored, step_offset=step_offset,
                                              min_dim_size_to_factor=min_dim_size_to_factor,
-                                             decay_rate_fn=decay_rate_fn))
+                                             decay_rate_fn=decay_rate_fn, nu_dtype=nu_dtype))
 
 
 class ScaleBySM3State(NamedTuple):
-  """State of :func:`scale_by_sm3`: per-axis accumulators ``mu`` (a list per leaf), momentum ``nu``."""
+  """State of :func:`scale_by_sm3`: per-axis accumulators ``mu`` (a list per leaf, in
+  ``nu_dtype``), momentum ``nu`` (optax's names)."""
   mu: Any
   nu: Any
   hparams: HParams
 
 
 def scale_by_sm3(b1: ScalarOrSchedule = 0.9, b2: ScalarOrSchedule = 1.0,
-                 eps: ScalarOrSchedule = 1e-8) -> GradientTransformation:
+                 eps: ScalarOrSchedule = 1e-8, *, nu_dtype: Any = None) -> GradientTransformation:
   """SM3-II: Adagrad with one accumulator per axis slice, their minimum covering each entry.
 
   For a leaf of rank :math:`r \\ge 2` with accumulators :math:`\\mu^{(a)}` per
@@ -170,6 +194,12 @@ def scale_by_sm3(b1: ScalarOrSchedule = 0.9, b2: ScalarOrSchedule = 1.0,
     b1: :math:`\\beta_1 \\in [0, 1)`, the momentum, default 0.9.
     b2: :math:`\\beta_2 \\in [0, 1]`, default 1 (accumulate, as the paper).
     eps: :math:`\\epsilon \\ge 0`, default 1e-8.
+    nu_dtype: dtype of the accumulators :math:`\\mu^{(a)}` (the state's ``mu``;
+      the momentum ``nu`` keeps the params' dtype); ``None`` uses the params'
+      dtype. gradtx's addition to optax's arguments. In float16 ``eps=1e-8`` is
+      0, a :math:`g^2` below 6e-5 loses digits (a subnormal) and one below 3e-8
+      is 0: steps are off by over 10%, and an entry whose :math:`\\nu` is 0
+      does not move; ``jnp.float32`` keeps them.
 
   Differs from optax 0.2.8, which fails on scalar (rank-0) leaves.
 
@@ -181,9 +211,10 @@ def scale_by_sm3(b1: ScalarOrSchedule = 0.9, b2: ScalarOrSchedule = 1.0,
 
   def accumulators(p: jax.Array) -> list[jax.Array]:
     p = jnp.asarray(p)
+    dtype = numerics.state_dtype(p, nu_dtype)
     if p.ndim < 2:
-      return [jnp.zeros_like(p)]
-    return [jnp.zeros((n,), p.dtype) for n in p.shape]
+      return [jnp.zeros_like(p, dtype)]
+    return [jnp.zeros((n,), dtype) for n in p.shape]
 
   def init(params):
     tree.check_real(params, "scale_by_sm3")
@@ -196,7 +227,7 @@ def scale_by_sm3(b1: ScalarOrSchedule = 0.9, b2: ScalarOrSchedule = 1.0,
     h, hparams = spec.step(state.hparams)
 
     def leaf(g, mu, m):
-      dtype = compute_dtype(g, m)
+      dtype = compute_dtype(g, m, *mu)  # mu may be wider (nu_dtype)
       g_ = g.astype(dtype)
       beta2 = as_dtype(h["b2"], dtype)
       new_weight = jnp.where(beta2 == 1, 1, 1 - beta2)
@@ -221,4 +252,5 @@ def scale_by_sm3(b1: ScalarOrSchedule = 0.9, b2: ScalarOrSchedule = 1.0,
     updates, mu, nu = tree.map_leaves(leaf, (True, False, True), updates, state.mu, state.nu)
     return updates, ScaleBySM3State(mu, nu, hparams)
 
-  return GradientTransformation(init, update, name="scale_by_sm3", spec=spec)
+  return GradientTransformation(init, update, name="scale_by_sm3", spec=spec,
+                                options=dict(nu_dtype=nu_dtype))
