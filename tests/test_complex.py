@@ -25,12 +25,11 @@ Where optax 0.2.8 is wrong on complex leaves (tested below; gradtx follows the r
 
 from __future__ import annotations
 
-import collections
 import dataclasses
 import os
 import sys
 import warnings
-from typing import Any
+from typing import Any, Callable, Iterator
 
 import jax
 import jax.numpy as jnp
@@ -39,18 +38,42 @@ import optax
 import pytest
 
 import gradtx as gtx
-from zoo_harness import decay_mask  # the matrix and the real leaf: decay on some leaves
+from zoo_harness import (  # decay_mask: the matrix and the real leaf, decay on some leaves
+    ComplexProblem, Problem, as_jax, decay_mask, follow_reference)
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import reference as R  # noqa: E402
 
 STEPS = 40
-SHAPES = {"matrix": (4, 5), "vector": (3,), "scalar": (), "zero": (3,), "real": (2, 3)}
+SHAPES = {"matrix": (4, 5), "vector": (3,), "scalar": (), "zeros": (3,), "real": (2, 3)}
 REAL_LEAVES = ("real",)
-ZERO_LEAVES = ("zero",)  # params and gradients identically zero
+ZERO_LEAVES = ("zeros",)  # params and gradients identically zero (zoo_harness.Problem's)
 
 
-class Problem:
+def _draw() -> tuple[dict, dict, dict, list[dict]]:
+  """The least-squares problem's start, curvatures ``a``, targets ``b`` and noise ``n_t``
+  (complex but on the real leaf; the zero leaf starts at 0), seeded."""
+  rng = np.random.default_rng(0)
+
+  def draw(shape, key, scale=1.0):
+    x = rng.normal(size=shape)
+    if key not in REAL_LEAVES:
+      x = x + 1j * rng.normal(size=shape)
+    return scale * x
+
+  params0 = {k: draw(s, k) for k, s in SHAPES.items()}
+  a = {}
+  for k, s in SHAPES.items():
+    r = rng.uniform(0.5, 1.5, size=s)
+    a[k] = r if k in REAL_LEAVES else r * np.exp(1j * rng.uniform(-np.pi, np.pi, size=s))
+  b = {k: draw(s, k) for k, s in SHAPES.items()}
+  noise = [{k: draw(s, k, 0.3) for k, s in SHAPES.items()} for _ in range(STEPS)]
+  for k in ZERO_LEAVES:
+    params0[k] = np.zeros(SHAPES[k], np.complex128)
+  return params0, a, b, noise
+
+
+def least_squares(params0: dict, a: dict, b: dict, noise: list[dict]) -> ComplexProblem:
   """A real loss of complex and real leaves, and its conjugated gradients.
 
   For each leaf, with complex curvature ``a``, target ``b`` and noise ``n_t`` (all
@@ -59,41 +82,26 @@ class Problem:
     f_t(z) = 1/2 sum |a z - b|^2 + Re sum conj(n_t) z
     g_t    = conj(jax.grad(f_t)(z)) = conj(a) (a z - b) + n_t
 
-  so the updates change from step to step with the params.
+  so the updates change from step to step with the params. For ``z = x + iy``,
+  ``f_t(z) = 1/2 |a|^2 (x^2 + y^2) + Re(d_t) x + Im(d_t) y + 1/2 sum |b|^2`` with
+  ``d_t = n_t - conj(a) b``: the :class:`zoo_harness.ComplexProblem` whose parts have
+  curvature ``|a|^2`` and noise ``Re d_t`` and ``Im d_t``. Its value (for Polyak's
+  step size) is ``3 + sum f_t`` over the leaves but the zero one.
   """
+  curvature = {k: np.abs(v) ** 2 for k, v in a.items()}
+  d = [{k: n[k] - np.conj(a[k]) * b[k] for k in n} for n in noise]
+  offset = 3.0 + sum(0.5 * float(np.sum(np.abs(b[k]) ** 2)) for k in b if k not in ZERO_LEAVES)
 
-  def __init__(self, seed: int = 0):
-    rng = np.random.default_rng(seed)
+  def part(of: Callable[[Any], Any], offset: float) -> Problem:
+    return Problem.from_arrays({k: of(v) for k, v in params0.items()}, curvature,
+                               [{k: of(v) for k, v in dt.items()} for dt in d], offset)
 
-    def draw(shape, key, scale=1.0):
-      x = rng.normal(size=shape)
-      if key not in REAL_LEAVES:
-        x = x + 1j * rng.normal(size=shape)
-      return scale * x
+  return ComplexProblem(tuple(k for k in SHAPES if k not in REAL_LEAVES),
+                        part(np.real, offset), part(np.imag, 0.0))
 
-    self.params0 = {k: draw(s, k) for k, s in SHAPES.items()}
-    self.a = {}
-    for k, s in SHAPES.items():
-      r = rng.uniform(0.5, 1.5, size=s)
-      self.a[k] = r if k in REAL_LEAVES else r * np.exp(1j * rng.uniform(-np.pi, np.pi, size=s))
-    self.b = {k: draw(s, k) for k, s in SHAPES.items()}
-    self.noise = [{k: draw(s, k, 0.3) for k, s in SHAPES.items()} for _ in range(STEPS)]
-    for k in ZERO_LEAVES:
-      self.params0[k] = np.zeros(SHAPES[k], np.complex128)
 
-  def grads(self, params: dict, t: int) -> dict:
-    g = {k: np.conj(self.a[k]) * (self.a[k] * params[k] - self.b[k]) + self.noise[t][k]
-         for k in params}
-    for k in ZERO_LEAVES:
-      g[k] = np.zeros_like(g[k])
-    return g
-
-  def value(self, params: dict, t: int) -> float:
-    """f_t(params) + 3 (a loss consistent with the gradients, but on the zero leaf)."""
-    return 3.0 + sum(
-        float(np.sum(0.5 * np.abs(self.a[k] * params[k] - self.b[k]) ** 2
-                     + (np.conj(self.noise[t][k]) * params[k]).real))
-        for k in params if k not in ZERO_LEAVES)
+PARAMS0, A, B, NOISE = _draw()
+PROBLEM = least_squares(PARAMS0, A, B, NOISE)
 
 
 # ----------------------------------------------------------------------------
@@ -243,16 +251,6 @@ MODES = [
 ]
 
 
-def real_dtype(dtype: Any) -> Any:
-  return jnp.float64 if dtype == jnp.complex128 else jnp.float32
-
-
-def cast(tree: dict, dtype: Any) -> dict:
-  """Complex leaves to ``dtype``, the real leaf to its real counterpart."""
-  return {k: jnp.asarray(v, real_dtype(dtype) if k in REAL_LEAVES else dtype)
-          for k, v in tree.items()}
-
-
 @pytest.fixture(params=[m.values for m in MODES], ids=[m.id for m in MODES])
 def mode(request):
   """(complex dtype, jit): complex128 with x64 for the test's duration, or complex64."""
@@ -264,28 +262,13 @@ def mode(request):
     yield dtype, jit
 
 
-def run_against_reference(case: Case, dtype: Any, jit: bool, seed: int = 0):
-  """Steps gradtx and the reference side by side; yields (step, updates, reference's).
-
-  Both get the same gradients and params at every step: those of the reference's
-  trajectory (computed in complex128, cast to ``dtype`` for gradtx).
-  """
-  problem = Problem(seed)
-  params = {k: v.copy() for k, v in problem.params0.items()}
+def run_against_reference(case: Case, dtype: Any, jit: bool
+                          ) -> Iterator[tuple[int, dict, Any, dict]]:
+  """Steps gradtx and the reference side by side on the reference's trajectory (computed
+  in complex128, cast to ``dtype`` for gradtx); yields (step, params, updates, reference's)."""
   reference = case.reference()
-  reference.init(params)
-  tx = case.gradtx()
-  state = tx.init(cast(params, dtype))
-  update = jax.jit(tx.update) if jit else tx.update
-  for t in range(STEPS):
-    g = problem.grads(params, t)
-    extra = {"value": problem.value(params, t)} if case.with_value else {}
-    want = reference.step(g, params, **extra)
-    if case.with_value:
-      extra = {"value": jnp.asarray(extra["value"], real_dtype(dtype))}
-    got, state = update(cast(g, dtype), state, cast(params, dtype), **extra)
-    yield t, got, want
-    params = {k: params[k] + want[k] for k in params}
+  return follow_reference(PROBLEM, "noisy", case.gradtx(), reference, jnp.finfo(dtype).dtype,
+                          jit, STEPS, case.with_value)
 
 
 def assert_close(got: dict, want: dict, rtol: float, context: str) -> None:
@@ -300,9 +283,9 @@ def assert_close(got: dict, want: dict, rtol: float, context: str) -> None:
 def test_follows_the_complex_reference(case, mode):
   dtype, jit = mode
   rtol = case.rtol64 if dtype == jnp.complex128 else case.rtol32
-  for t, got, want in run_against_reference(case, dtype, jit):
+  for t, _, got, want in run_against_reference(case, dtype, jit):
     for k, u in got.items():
-      want_dtype = real_dtype(dtype) if k in REAL_LEAVES else dtype
+      want_dtype = jnp.finfo(dtype).dtype if k in REAL_LEAVES else dtype
       assert u.dtype == want_dtype, (t, k, u.dtype)  # complex updates where params are
     assert_close(got, want, rtol, f"{case.id}: step {t + 1}")
 
@@ -347,12 +330,24 @@ def test_every_ready_optimizer_is_covered():
 # ----------------------------------------------------------------------------
 # State layout: optax's (a complex leaf's moments in its complex dtype).
 
-def _dtypes_per_leaf(state: Any) -> dict:
-  """For each param's key, the sorted dtypes of the state arrays held under that key."""
-  out = collections.defaultdict(list)
+def _dtypes_per_leaf(state: Any, params: dict) -> dict:
+  """For each param, the sorted dtypes of the state arrays that belong to it.
+
+  A state array belongs to the param whose key is on its key path, at any depth
+  (``.mu['w']``, ``['w'].v_row``, ``['w'][0]``). Every other array of the state must be
+  a real scalar (a count, a hyperparameter): one that is not (a param's array under
+  another key, a packed buffer) fails here rather than going unchecked.
+  """
+  out: dict[str, list[str]] = {k: [] for k in params}
   for path, leaf in jax.tree_util.tree_flatten_with_path(state)[0]:
-    if path and isinstance(path[-1], jax.tree_util.DictKey) and path[-1].key in SHAPES:
-      out[path[-1].key].append(jnp.dtype(leaf.dtype).name)
+    keystr = jax.tree_util.keystr(path)
+    owners = {p.key for p in path if isinstance(p, jax.tree_util.DictKey) and p.key in params}
+    assert len(owners) <= 1, f"state array {keystr} is under the keys of params {owners}"
+    if owners:
+      out[owners.pop()].append(jnp.dtype(leaf.dtype).name)
+    else:
+      assert np.ndim(leaf) == 0 and not jnp.iscomplexobj(leaf), (
+          f"state array {keystr} ({leaf.dtype}{list(np.shape(leaf))}) is under no param's key")
   return {k: sorted(v) for k, v in out.items()}
 
 
@@ -365,10 +360,10 @@ def _complex_momentum(dtypes: dict) -> dict:
 @pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
 def test_state_has_optax_layout(case, mode):
   dtype, _ = mode
-  params = cast(Problem().params0, dtype)
-  got = _dtypes_per_leaf(case.gradtx().init(params))
+  params = as_jax(PROBLEM.initial("noisy"), jnp.finfo(dtype).dtype)
+  got = _dtypes_per_leaf(case.gradtx().init(params), params)
   with jax.numpy_dtype_promotion("standard"):
-    want = _dtypes_per_leaf(case.optax().init(params))
+    want = _dtypes_per_leaf(case.optax().init(params), params)
   if case.optax_bug == OPTAX_MOMENTUM:
     want = _complex_momentum(want)
   assert got == want
@@ -377,32 +372,20 @@ def test_state_has_optax_layout(case, mode):
 # ----------------------------------------------------------------------------
 # optax, where it is right on complex leaves; where it is not, gradtx follows the reference.
 
-def run_optax(case: Case, steps: int = STEPS):
-  """optax (complex128, standard promotion) on the reference's trajectory, as
-  :func:`run_against_reference` runs gradtx; yields (step, updates, reference's)."""
-  problem = Problem()
-  params = {k: v.copy() for k, v in problem.params0.items()}
-  reference = case.reference()
-  reference.init(params)
-  tx = case.optax()
+def run_optax(case: Case, steps: int = STEPS) -> Iterator[tuple[int, dict, Any, dict]]:
+  """optax (complex128 jitted, standard promotion) on the reference's trajectory, as
+  :func:`run_against_reference` runs gradtx; yields (step, params, updates, reference's)."""
+  reference, tx = case.reference(), case.optax()
   with jax.enable_x64(True), jax.numpy_dtype_promotion("standard"):
-    state = tx.init(cast(params, jnp.complex128))
-    update = jax.jit(tx.update)
-    for t in range(steps):
-      g = problem.grads(params, t)
-      extra = {"value": problem.value(params, t)} if case.with_value else {}
-      want = reference.step(g, params, **extra)
-      got, state = update(cast(g, jnp.complex128), state, cast(params, jnp.complex128),
-                          **extra)
-      yield t, got, want
-      params = {k: params[k] + want[k] for k in params}
+    yield from follow_reference(PROBLEM, "noisy", tx, reference, jnp.float64, True, steps,
+                                case.with_value)
 
 
 @pytest.mark.parametrize("case", [c for c in CASES if not c.optax_bug],
                          ids=[c.id for c in CASES if not c.optax_bug])
 def test_optax_agrees_with_the_complex_reference(case):
   """optax == the reference, so == gradtx too (the reference's convention is optax's)."""
-  for t, got, want in run_optax(case):
+  for t, _, got, want in run_optax(case):
     assert_close(got, want, case.rtol_optax, f"optax {case.id}: step {t + 1}")
 
 
@@ -420,7 +403,7 @@ def test_optax_departs_from_the_reference_on_complex_leaves(case):
   with warnings.catch_warnings():
     # optax's float32 momentum of a complex leaf: "Casting from complex to real dtypes".
     warnings.simplefilter("ignore", DeprecationWarning)
-    for t, got, want in run_optax(case, steps=5):
+    for t, _, got, want in run_optax(case, steps=5):
       for k in want:
         if k in REAL_LEAVES + ZERO_LEAVES:
           assert_close(got, {k: want[k]}, case.rtol_optax, f"optax {case.id}: step {t + 1}")
@@ -465,7 +448,7 @@ def test_adafactor_momentum_stays_complex_where_optax_drops_the_imaginary_part()
           for _ in range(2)]
   tx = gtx.adafactor(**kwargs)
   state = tx.init(params)
-  assert "float32" not in _dtypes_per_leaf(state)["matrix"]
+  assert "float32" not in _dtypes_per_leaf(state, params)["matrix"]
   for w in want:
     ours, state = tx.update(g, state, params)
     np.testing.assert_allclose(ours["matrix"], w, rtol=1e-6)
@@ -477,7 +460,7 @@ def test_adafactor_momentum_stays_complex_where_optax_drops_the_imaginary_part()
     for _ in range(2):
       u, state = tx.update(g, state, params)
       theirs.append(np.asarray(u["matrix"]))
-  assert "float32" in _dtypes_per_leaf(state)["matrix"]  # the momentum
+  assert "float32" in _dtypes_per_leaf(state, params)["matrix"]  # the momentum
   np.testing.assert_allclose(theirs[0], want[0], rtol=1e-6)
   np.testing.assert_allclose(theirs[1].real, want[1].real, rtol=1e-6)
   np.testing.assert_allclose(theirs[1].imag, want[1].imag * 0.1 / 0.19, rtol=1e-6)
@@ -496,7 +479,7 @@ def test_real_accumulator_dtype_of_a_complex_leaf_is_complex(make):
   params = {"matrix": jnp.zeros((2, 3), jnp.complex64), "real": jnp.zeros(2, jnp.float32)}
   tx = make()
   state = tx.init(params)
-  dtypes = _dtypes_per_leaf(state)
+  dtypes = _dtypes_per_leaf(state, params)
   assert "complex64" in dtypes["matrix"] and "complex64" not in dtypes["real"], dtypes
   assert set(dtypes["matrix"]) <= {"complex64", "float32"}, dtypes  # no real momentum of z
   g = {"matrix": jnp.full((2, 3), 0.3 * (1 + 2j), jnp.complex64),
@@ -511,18 +494,24 @@ def test_real_accumulator_dtype_of_a_complex_leaf_is_complex(make):
 # ----------------------------------------------------------------------------
 # The convention, and a problem solved.
 
-def test_problem_gradients_are_the_conjugated_jax_gradients():
-  problem = Problem()
-  params = {k: v + 0.1 for k, v in problem.params0.items()}
+def test_problem_is_the_complex_least_squares_loss():
+  """The problem's gradients are conj(jax.grad(f_t)) of :func:`least_squares`'s f_t (but
+  on the zero leaf, whose gradients are 0), and its value is 3 + f_t there (the zero
+  leaf held at 0, as in every run)."""
+  params = {k: v if k in ZERO_LEAVES else v + 0.1 for k, v in PARAMS0.items()}
 
   def loss(p):
-    return sum(0.5 * jnp.sum(jnp.abs(problem.a[k] * p[k] - problem.b[k]) ** 2)
-               + jnp.sum((jnp.conj(problem.noise[3][k]) * p[k]).real) for k in p)
+    return 3.0 + sum(0.5 * jnp.sum(jnp.abs(A[k] * p[k] - B[k]) ** 2)
+                     + jnp.sum((jnp.conj(NOISE[3][k]) * p[k]).real)
+                     for k in p if k not in ZERO_LEAVES)
 
   with jax.enable_x64(True):
-    want = jax.tree.map(jnp.conj, jax.grad(loss)(cast(params, jnp.complex128)))
-  got = problem.grads(params, 3)
+    p = as_jax(params, jnp.float64)
+    np.testing.assert_allclose(PROBLEM.value(params, 3), float(loss(p)), rtol=1e-13)
+    want = jax.tree.map(jnp.conj, jax.grad(loss)(p))
+  got = PROBLEM.grads("noisy", params, 3)
   for k in SHAPES:
+    assert np.iscomplexobj(got[k]) == (k not in REAL_LEAVES), k
     if k not in ZERO_LEAVES:
       np.testing.assert_allclose(got[k], want[k], rtol=1e-13)
 

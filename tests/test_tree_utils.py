@@ -373,32 +373,33 @@ def test_get_and_set_agree_with_optax_on_optax_states():
   assert isinstance(new, tuple) and type(new[0]).__name__ == "ScaleByAdamState"
 
 
-def test_signatures_match_optax():
-  for name in tu.__all__:
-    if name == "NamedTupleKey":
-      continue
-    ours = list(inspect.signature(getattr(tu, name)).parameters)
-    theirs = list(inspect.signature(getattr(optax.tree_utils, name)).parameters)
-    assert ours == theirs, name
-  for name in U.__all__:
-    ours = inspect.signature(getattr(U, name)).parameters
-    theirs = inspect.signature(getattr(optax, name)).parameters
-    assert list(ours) == list(theirs), name
-    for arg in ours:  # the same defaults
-      assert ours[arg].default == theirs[arg].default, (name, arg)
+# gradtx's namespaces that stand in for optax's (gradtx's module, optax's), and each of
+# their public functions as (namespace, name): gtx.tree has every name of optax.tree.
+OPTAX_TREE_NAMES = [n for n in dir(optax.tree) if not n.startswith("_")]
+_NAMESPACES = {"tree_utils": (tu, optax.tree_utils), "utilities": (U, optax),
+               "tree": (gtx.tree, optax.tree)}
+_FUNCTIONS = ([("tree_utils", n) for n in tu.__all__ if n != "NamedTupleKey"]
+              + [("utilities", n) for n in U.__all__]
+              + [("tree", n) for n in OPTAX_TREE_NAMES])
 
 
-def test_gtx_tree_has_every_name_of_optax_tree_with_its_arguments():
-  # `import gradtx as gtx` in place of optax: optax.tree.X(...) is gtx.tree.X(...).
-  names = [n for n in dir(optax.tree) if not n.startswith("_")]
-  assert len(names) > 30
-  for name in names:
-    ours, theirs = getattr(gtx.tree, name), getattr(optax.tree, name)
-    assert list(inspect.signature(ours).parameters) == list(
-        inspect.signature(theirs).parameters), name
+@pytest.mark.parametrize("namespace, name", _FUNCTIONS, ids=[f"{ns}.{n}" for ns, n in _FUNCTIONS])
+def test_signature_matches_optax(namespace, name):
+  # `import gradtx as gtx` in place of optax: optax.tree.X(...) is gtx.tree.X(...), and
+  # the same arguments, in the same order, with the same defaults.
+  ours, theirs = (inspect.signature(getattr(module, name)).parameters
+                  for module in _NAMESPACES[namespace])
+  assert list(ours) == list(theirs)
+  for arg in ours:
+    assert ours[arg].default == theirs[arg].default, arg
+
+
+def test_gtx_tree_has_every_name_of_optax_tree():
+  assert len(OPTAX_TREE_NAMES) > 30
+  for name in OPTAX_TREE_NAMES:  # their arguments: test_signature_matches_optax
     defined_here = name in vars(gtx.tree)  # else it is tree_utils' function
-    assert defined_here or ours is getattr(tu, f"tree_{name}"), name
-  assert set(names) <= set(dir(gtx.tree))  # dir() lists them too (tab completion)
+    assert defined_here or getattr(gtx.tree, name) is getattr(tu, f"tree_{name}"), name
+  assert set(OPTAX_TREE_NAMES) <= set(dir(gtx.tree))  # dir() lists them too (tab completion)
   with pytest.raises(AttributeError, match="gradtx.tree' has no attribute 'nope'"):
     gtx.tree.nope  # pylint: disable=pointless-statement
 

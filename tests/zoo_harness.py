@@ -3,7 +3,9 @@
 A :class:`ZooCase` names a gradtx transformation and its numpy reference;
 :func:`check_against_reference` runs both for ``STEPS`` steps on a fixed
 multi-leaf :class:`Problem` (some of its leaves complex, for a case that
-names them: :class:`ComplexProblem`) and compares every leaf at every step;
+names them: :class:`ComplexProblem`, which ``test_complex`` builds its problem
+with too) and compares every leaf at every step, stepping them side by side
+with :func:`follow_reference`;
 :func:`minimise` runs an optimizer on a real problem (the ill-conditioned
 quadratic, Rosenbrock) in one compiled scan. The helpers below those are
 shared by the ``test_contrib_*`` files: the reference, convergence and
@@ -14,7 +16,7 @@ every step's updates, and the packed-mode comparison.
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import jax
 import jax.numpy as jnp
@@ -55,7 +57,14 @@ class ZooCase:
 
 
 class Problem:
-  """A fixed problem: initial params, curvatures and per-step noise, seeded."""
+  """A fixed problem: initial params, curvatures and per-step noise, seeded.
+
+  Per leaf, the loss ``f_t(theta) = sum(c theta^2 / 2 + n_t theta)`` (its :meth:`value`:
+  the sum over the leaves plus ``offset``), whose gradients :meth:`grads` gives as the
+  ``"noisy"`` kind (``"quadratic"``: without ``n_t``; ``"sign"``: see :class:`ZooCase`).
+  """
+
+  offset = 3.0  # the loss's constant
 
   def __init__(self, seed: int = 0):
     rng = np.random.default_rng(seed)
@@ -67,6 +76,16 @@ class Problem:
     self.magnitudes = [{k: rng.uniform(0.5, 1.5, size=s) for k, s in SHAPES.items()}
                        for _ in range(STEPS)]
 
+  @classmethod
+  def from_arrays(cls, params0: dict, curvature: dict, noise: list[dict],
+                  offset: float = offset) -> Problem:
+    """The problem of the given start, curvatures, noise (one dict a step) and offset,
+    for the ``"noisy"`` and ``"quadratic"`` gradients (a leaf ``zeros`` starts at 0)."""
+    problem = cls.__new__(cls)
+    problem.params0, problem.curvature, problem.noise = params0, curvature, noise
+    problem.offset = offset
+    return problem
+
   def grads(self, kind: str, params: dict, t: int) -> dict:
     if kind == "sign":
       flip = -1.0 if (t // 8) % 2 else 1.0
@@ -74,8 +93,9 @@ class Problem:
     else:
       g = {k: self.curvature[k] * params[k] + (kind == "noisy") * self.noise[t][k]
            for k in params}
-    g["zeros"] = np.zeros(SHAPES["zeros"])
-    if kind != "quadratic":
+    if "zeros" in g:
+      g["zeros"] = np.zeros(np.shape(params["zeros"]))
+    if kind != "quadratic" and "tiny" in g:
       g["tiny"] = 1e-12 * g["tiny"]
     return g
 
@@ -86,21 +106,30 @@ class Problem:
     1e-12, so tiny gradients need tiny params there to be well posed.)
     """
     params = dict(self.params0)
-    if kind == "quadratic":
+    if kind == "quadratic" and "tiny" in params:
       params["tiny"] = 1e-12 * params["tiny"]
     return params
 
   def value(self, params: dict, t: int) -> float:
-    return 3.0 + sum(float(np.sum(0.5 * self.curvature[k] * params[k] ** 2
-                                  + self.noise[t][k] * params[k])) for k in params)
+    return self.offset + sum(float(np.sum(0.5 * self.curvature[k] * params[k] ** 2
+                                          + self.noise[t][k] * params[k])) for k in params)
 
 
 class ComplexProblem:
-  """:class:`Problem` with some leaves complex: real parts from seed 0's problem, imaginary
-  parts from seed 1's (its own start, curvatures and noise); the other leaves are seed 0's."""
+  """:class:`Problem` with some leaves complex: real parts from the problem ``re``, imaginary
+  parts from ``im`` (its own start, curvatures and noise); the other leaves are ``re``'s.
+  By default ``re`` and ``im`` are seed 0's and seed 1's problems.
 
-  def __init__(self, leaves: tuple[str, ...]):
-    self.leaves, self.re, self.im = leaves, Problem(0), Problem(1)
+  The loss of a complex leaf ``z = x + iy`` is ``f_t(z) = re's f_t(x) + im's f_t(y)``, a
+  real loss; its gradients follow optax's convention for complex params,
+  ``df/dx + i df/dy``: the conjugate of ``jax.grad(f_t)``.
+  """
+
+  def __init__(self, leaves: tuple[str, ...], re: Problem | None = None,
+               im: Problem | None = None):
+    self.leaves = leaves
+    self.re = Problem(0) if re is None else re
+    self.im = Problem(1) if im is None else im
 
   def _join(self, re: dict, im: dict) -> dict:
     return {k: re[k] + 1j * im[k] if k in self.leaves else re[k] for k in re}
@@ -132,25 +161,43 @@ def _dtype_of(value: Any, dtype: Any) -> Any:
   return _COMPLEX[np.dtype(dtype)] if np.iscomplexobj(value) else dtype
 
 
+def as_jax(tree: dict, dtype: Any) -> dict:
+  """A dict of numpy leaves in ``dtype``, each complex leaf in the complex dtype of its precision."""
+  return {k: jnp.asarray(v, _dtype_of(v, dtype)) for k, v in tree.items()}
+
+
+def follow_reference(problem: Problem | ComplexProblem, kind: str, tx: Any, ref: R.Reference,
+                     dtype: Any, jit: bool, steps: int = STEPS, with_value: bool = False,
+                     step: float = 1.0) -> Iterator[tuple[int, dict, Any, dict]]:
+  """Steps ``tx`` and its reference side by side on the reference's trajectory.
+
+  Both get the same gradients (of ``kind``, see :class:`Problem`) at the same params
+  every step, and with ``with_value`` the loss value: the reference's, in float64 and
+  complex128, cast by :func:`as_jax` to ``dtype`` (a real dtype, the precision) for
+  ``tx``. The params move by ``step`` times the reference's updates. Yields (step,
+  params, ``tx``'s updates, the reference's), the params those the step starts from.
+  """
+  params = {k: np.array(v) for k, v in problem.initial(kind).items()}  # copies
+  ref.init(params)
+  state = tx.init(as_jax(params, dtype))
+  update = jax.jit(tx.update) if jit else tx.update
+  for t in range(steps):
+    grads = problem.grads(kind, params, t)
+    value = problem.value(params, t) if with_value else None
+    want = ref.step(grads, params, **({} if value is None else {"value": value}))
+    extra = {} if value is None else {"value": jnp.asarray(value, dtype)}
+    got, state = update(as_jax(grads, dtype), state, as_jax(params, dtype), **extra)
+    yield t, params, got, want
+    params = {k: params[k] + step * want[k] for k in params}
+
+
 def check_against_reference(case: ZooCase, dtype: Any, jit: bool) -> None:
   problem = ComplexProblem(case.complex_leaves) if case.complex_leaves else Problem()
-  params = problem.initial(case.grads)
   ref = case.ref()
-  ref.init(params)
-  tx = case.make()
-  update = jax.jit(tx.update) if jit else tx.update
-
-  def as_jax(tree: dict) -> dict:
-    return {k: jnp.asarray(v, _dtype_of(v, dtype)) for k, v in tree.items()}
-
-  state = tx.init(as_jax(params))
   rtol = case.rtol32 if dtype == jnp.float32 else 1e-9
   scale: dict[str, float] = {}
-  for t in range(STEPS):
-    grads = problem.grads(case.grads, params, t)
-    extra = {"value": problem.value(params, t)} if case.needs_value else {}
-    want = ref.step(grads, params, **extra)
-    got, state = update(as_jax(grads), state, as_jax(params), **extra)
+  for t, params, got, want in follow_reference(problem, case.grads, case.make(), ref, dtype,
+                                               jit, STEPS, case.needs_value, case.step):
     for k in params:
       assert got[k].dtype == _dtype_of(params[k], dtype), (case.id, k, got[k].dtype)
       # Each leaf is compared at its own scale (its largest update so far), so the
@@ -160,7 +207,6 @@ def check_against_reference(case: ZooCase, dtype: Any, jit: bool) -> None:
       np.testing.assert_allclose(np.asarray(got[k], _dtype_of(params[k], np.float64)), want[k],
                                  rtol=rtol, atol=rtol * scale[k] + 1e-300,
                                  err_msg=f"{case.id}: leaf {k!r} at step {t + 1}")
-    params = {k: params[k] + case.step * want[k] for k in params}
 
 
 def ill_conditioned_quadratic(x: jax.Array) -> jax.Array:
