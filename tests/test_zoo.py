@@ -31,6 +31,8 @@ from zoo_harness import (ZooCase, bad_hyperparameters_test, check_converges,
                          reference_tests, rosenbrock)
 
 
+_COMPLEX_LEAVES = ("matrix", "vector", "cube", "zeros")
+
 ZOO = [
     ZooCase("lion", lambda: gtx.lion(0.01, weight_decay=0.1, mask=decay_mask),
             lambda: R.lion(0.01, weight_decay=0.1, mask=decay_mask), grads="sign"),
@@ -93,6 +95,16 @@ ZOO = [
     ZooCase("centralize", gtx.centralize, RZ.centralize, step=-0.05),
     ZooCase("scale_by_nadam", lambda: gtx.scale_by_nadam(0.8, 0.99, 1e-6, 0.05),
             lambda: RZ.scale_by_nadam(0.8, 0.99, 1e-6, 0.05), step=-0.01),
+    # Three rules of |g|^2 on complex leaves (test_complex.py runs the ready optimizers).
+    ZooCase("scale_by_nadam-complex", lambda: gtx.scale_by_nadam(0.8, 0.99, 1e-6, 0.05),
+            lambda: RZ.scale_by_nadam(0.8, 0.99, 1e-6, 0.05), step=-0.01,
+            complex_leaves=_COMPLEX_LEAVES),
+    ZooCase("adaptive_grad_clip-complex", lambda: gtx.adaptive_grad_clip(0.05),
+            lambda: RZ.adaptive_grad_clip(0.05), step=-0.05, complex_leaves=_COMPLEX_LEAVES),
+    ZooCase("normalize_by_update_norm-complex",
+            lambda: gtx.normalize_by_update_norm(scale_factor=-0.1, eps=1e-3),
+            lambda: RZ.normalize_by_update_norm(scale_factor=-0.1, eps=1e-3),
+            complex_leaves=_COMPLEX_LEAVES),
 ]
 
 

@@ -458,8 +458,9 @@ def scale_by_nadam(b1: ScalarOrSchedule = 0.9, b2: ScalarOrSchedule = 0.999,
                     eps=(eps, NONNEGATIVE), momentum_decay=(momentum_decay, NONNEGATIVE))
 
   def init(params):
-    # The widest leaf's dtype, also under strict promotion (float32 beside bfloat16).
-    dtype = numerics.compute_dtype(*jax.tree.leaves(params))
+    # The widest leaf's real dtype, also under strict promotion (float32 beside bfloat16;
+    # mu_t's product is real, float32 for complex64 leaves).
+    dtype = numerics.real_dtype(numerics.compute_dtype(*jax.tree.leaves(params)))
     return ScaleByNadamState(numerics.zero_count(), jnp.ones((), dtype), tree.zeros_like(params),
                              tree.accumulator_like(params, dtype=nu_dtype), spec.init())
 
