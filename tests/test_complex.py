@@ -559,6 +559,32 @@ def test_real_only_rules_refuse_complex_leaves(name):
     tx.init(params)
 
 
+# Stages defined for real numbers: (the stage, where it raises). An elementwise clip has
+# no order to clip by (a modulus is bounded by clip_by_block_rms); GaLore's projection
+# is for real matrices, and a complex leaf it would not project passes through.
+REAL_ONLY_STAGES = [
+    pytest.param(lambda: gtx.clip(1.0), "update", id="clip"),
+    pytest.param(lambda: gtx.contrib.galore(0.1, rank=1), "init", id="galore"),
+]
+
+
+@pytest.mark.parametrize("make, where", REAL_ONLY_STAGES)
+def test_real_only_stages_refuse_complex_leaves(make, where):
+  params = {"real": jnp.ones(3), "layer": {"w": jnp.ones((2, 2), jnp.complex64)}}
+  tx = make()
+  message = r"complex parameters are not supported \(key path \['layer'\]\['w'\]\)"
+  with pytest.raises(ValueError, match=message):
+    tx.update(params, tx.init(params), params) if where == "update" else tx.init(params)
+
+
+def test_galore_passes_a_complex_leaf_it_does_not_project_to_its_base():
+  params = {"w": jnp.ones((3, 2)), "b": jnp.array([1 + 2j, -1j], jnp.complex64)}
+  tx = gtx.contrib.galore(0.1, rank=1, base_optimizer=gtx.scale_by_adam())
+  updates, _ = tx.update(params, tx.init(params), params)
+  b = np.asarray(params["b"])
+  np.testing.assert_allclose(updates["b"], -0.1 * b / np.abs(b), rtol=1e-5)  # Adam's first step
+
+
 def test_rprop_reference_refuses_complex_leaves():
   with pytest.raises(ValueError, match="rprop: defined for real parameters only"):
     R.rprop(0.1).init({"w": np.ones(2, np.complex128)})

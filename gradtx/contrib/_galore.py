@@ -118,7 +118,8 @@ def scale_by_galore(rank: int = 128, update_proj_gap: int = 200, scale: ScalarOr
   singular vectors, whose signs LAPACK chooses; an elementwise base rule that
   is odd in the gradient (Adam's) gives a step that does not depend on them
   between refreshes. GaLore does not run on a packed tree: its moments are
-  shaped unlike the params.
+  shaped unlike the params. The projection is for real matrices: a complex leaf
+  it would project raises (one it passes through goes to the base as it is).
 
   References:
     Zhao et al., *GaLore: Memory-Efficient LLM Training by Gradient Low-Rank
@@ -148,11 +149,18 @@ def scale_by_galore(rank: int = 128, update_proj_gap: int = 200, scale: ScalarOr
 
   dims_spec = _galore_dims(weight_dimension_numbers)
 
+  def check_projected_real(leaves, dims, treedef):
+    """The SVD projection is for real matrices: a complex leaf it would project raises."""
+    projected = [p if d is not None and not tree.is_masked(p) else None
+                 for p, d in zip(leaves, dims)]
+    tree.check_real(jax.tree.unflatten(treedef, projected), stage)
+
   def init(params):
     no_packed(params)
     if tree.is_params_placeholder(params):
       return GaLoreState(zero_count(), base.init(params), params, spec.init())
     leaves, dims, treedef = _leaves_and_dims(stage, dims_spec, params)
+    check_projected_real(leaves, dims, treedef)
     projectors, proxies = [], []
     for p, d in zip(leaves, dims):
       if tree.is_masked(p) or d is None:
@@ -171,6 +179,7 @@ def scale_by_galore(rank: int = 128, update_proj_gap: int = 200, scale: ScalarOr
     h, hparams = spec.step(state.hparams)
     refresh = state.count % h["update_proj_gap"].astype(state.count.dtype) == 0
     leaves, dims, treedef = _leaves_and_dims(stage, dims_spec, updates)
+    check_projected_real(leaves, dims, treedef)
     projectors = treedef.flatten_up_to(state.projector)
     # Per leaf, how it is projected; None for a leaf that passes through.
     plans = [None if tree.is_masked(g) or d is None else _plan(stage, g, d, rank)

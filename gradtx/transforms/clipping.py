@@ -31,6 +31,10 @@ def clip(max_delta: ScalarOrSchedule) -> GradientTransformation:
 
   .. math:: u \\leftarrow \\operatorname{clip}(g, -\\delta, \\delta)
 
+  Defined for real updates: a complex leaf raises, naming its key path (complex
+  numbers have no order; :func:`clip_by_block_rms` or :func:`clip_by_global_norm`
+  bound a complex leaf by its modulus).
+
   Args:
     max_delta: :math:`\\delta \\ge 0`.
 
@@ -43,6 +47,7 @@ def clip(max_delta: ScalarOrSchedule) -> GradientTransformation:
   """
 
   def clip(updates, params, max_delta):
+    tree.check_real(updates, "clip")
     return tree.tree_map(
         lambda g: jnp.clip(g, -as_dtype(max_delta, g.dtype), as_dtype(max_delta, g.dtype)),
         updates)
