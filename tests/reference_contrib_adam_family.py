@@ -8,8 +8,9 @@ add to the params (the ready optimizers include ``-learning_rate``; the
 * ADOPT (Taniguchi et al. 2024, Algorithm 2 with clipping): v_0 = g_0^2 from
   the first gradient, which moves nothing; then
   m_t = b1 m_{t-1} + (1 - b1) clip(g_t / max(sqrt(v_{t-1}), eps), c_t),
-  theta_t = theta_{t-1} - lr m_t, v_t = b2 v_{t-1} + (1 - b2) g_t^2, with
-  c_t = t^(1/4) at the t-th call after the first.
+  theta_t = theta_{t-1} - lr m_t, v_t = b2 v_{t-1} + (1 - b2) |g_t|^2, with
+  c_t = t^(1/4) at the t-th call after the first; a complex entry's modulus is
+  clipped (its phase kept).
 * AdEMAMix (Pagliardini et al. 2024, Algorithm 1): Adam's debiased fast EMA
   plus alpha times an undebiased slow EMA (decay b3), over Adam's root.
 * Simplified AdEMAMix (Morwani et al. 2025): m_t = b1 m_{t-1} + g_t,
@@ -28,11 +29,19 @@ from typing import Callable
 
 import numpy as np
 
-from reference import Reference, _resolve_mask
+from reference import Reference, _abs2, _resolve_mask, _scaled_abs2, _zeros
 
 
 def _fourth_root(count: int) -> float:
   return float(count) ** 0.25
+
+
+def _clip_modulus(x: np.ndarray, c: float) -> np.ndarray:
+  """clip(x, -c, c); for complex x, x with its modulus clipped to c (the phase kept)."""
+  if not np.iscomplexobj(x):
+    return np.clip(x, -c, c)
+  modulus = np.abs(x)
+  return np.where(modulus > c, x * (c / np.maximum(modulus, c)), x)
 
 
 class scale_by_adopt(Reference):
@@ -47,15 +56,15 @@ class scale_by_adopt(Reference):
 
   def update_leaf(self, name, g, p, s):
     if s["v"] is None:  # the first call only sets v_0
-      s["v"] = g * g
+      s["v"] = _abs2(g)
       return np.zeros_like(g)
     b1 = self.sched(self.b1)
     normalised = g / np.maximum(np.sqrt(s["v"]), self.eps)
     if self.use_clipping:
       c = float(np.asarray(self.clip_value_fn(self.t - 1)))  # t - 1 calls after the first
-      normalised = np.clip(normalised, -c, c)
+      normalised = _clip_modulus(normalised, c)
     s["m"] = b1 * s["m"] + (1 - b1) * normalised
-    s["v"] = self.b2 * s["v"] + (1 - self.b2) * g * g
+    s["v"] = self.b2 * s["v"] + _scaled_abs2(1 - self.b2, g)
     return b1 * s["m"] + (1 - b1) * normalised if self.nesterov else s["m"]
 
 
@@ -91,14 +100,14 @@ class scale_by_ademamix(Reference):
     self.eps, self.eps_root = eps, eps_root
 
   def init_leaf(self, param):
-    return {"m1": np.zeros_like(param), "m2": np.zeros_like(param), "nu": np.zeros_like(param)}
+    return {"m1": np.zeros_like(param), "m2": np.zeros_like(param), "nu": _zeros(param)}
 
   def update_leaf(self, name, g, p, s):
     b1, b2, t = self.b1, self.b2, self.t
     b3, alpha = self.sched(self.b3), self.sched(self.alpha)
     s["m1"] = b1 * s["m1"] + (1 - b1) * g
     s["m2"] = b3 * s["m2"] + (1 - b3) * g
-    s["nu"] = b2 * s["nu"] + (1 - b2) * g * g
+    s["nu"] = b2 * s["nu"] + _scaled_abs2(1 - b2, g)
     m1_hat = s["m1"] / (1 - b1 ** t)
     nu_hat = s["nu"] / (1 - b2 ** t)
     return (m1_hat + alpha * s["m2"]) / (np.sqrt(nu_hat + self.eps_root) + self.eps)
@@ -116,12 +125,12 @@ class scale_by_simplified_ademamix(Reference):
     self.b1, self.b2, self.alpha, self.eps, self.eps_root = b1, b2, alpha, eps, eps_root
 
   def init_leaf(self, param):
-    return {"m": np.zeros_like(param), "n": np.zeros_like(param)}
+    return {"m": np.zeros_like(param), "n": _zeros(param)}
 
   def update_leaf(self, name, g, p, s):
     alpha = self.sched(self.alpha)
     s["m"] = self.b1 * s["m"] + g
-    s["n"] = self.b2 * s["n"] + (1 - self.b2) * g * g
+    s["n"] = self.b2 * s["n"] + _scaled_abs2(1 - self.b2, g)
     n_hat = s["n"] / (1 - self.b2 ** self.t)
     return (s["m"] + alpha * g) / (np.sqrt(n_hat + self.eps_root) + self.eps)
 
@@ -140,14 +149,14 @@ class madgrad(Reference):
     self.weight_decay, self.eps = weight_decay, eps
 
   def init_leaf(self, param):
-    return {"x0": param.copy(), "s": np.zeros_like(param), "nu": np.zeros_like(param)}
+    return {"x0": param.copy(), "s": np.zeros_like(param), "nu": _zeros(param)}
 
   def update_leaf(self, name, g, x, s):
     k = self.t - 1  # steps taken before this one
     g = g + self.weight_decay * x
     lam = (self.sched(self.learning_rate) + self.eps) * np.sqrt(k + 1)
     s["s"] = s["s"] + lam * g
-    s["nu"] = s["nu"] + lam * g * g
+    s["nu"] = s["nu"] + _scaled_abs2(lam, g)
     z = s["x0"] - s["s"] / (np.cbrt(s["nu"]) + self.eps)
     x_next = self.momentum * x + (1 - self.momentum) * z
     return x_next - x
@@ -159,14 +168,14 @@ class scale_by_acprop(Reference):
     self.b1, self.b2, self.eps, self.eps_root = b1, b2, eps, eps_root
 
   def init_leaf(self, param):
-    return {"m": np.zeros_like(param), "s": np.zeros_like(param)}
+    return {"m": np.zeros_like(param), "s": _zeros(param)}
 
   def update_leaf(self, name, g, p, s):
     t = self.t
     s_hat_previous = 1.0 if t == 1 else s["s"] / (1 - self.b2 ** (t - 1))
     u = g / (np.sqrt(s_hat_previous) + self.eps)
     s["m"] = self.b1 * s["m"] + (1 - self.b1) * g
-    s["s"] = self.b2 * s["s"] + (1 - self.b2) * (g - s["m"]) ** 2 + self.eps_root
+    s["s"] = self.b2 * s["s"] + (1 - self.b2) * _abs2(g - s["m"]) + self.eps_root
     return u
 
 
