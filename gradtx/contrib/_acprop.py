@@ -11,6 +11,8 @@ held in a narrower ``mu_dtype`` is used as it is stored.
 
 from __future__ import annotations
 
+from typing import Any
+
 import jax.numpy as jnp
 
 from gradtx import numerics, tree
@@ -26,8 +28,8 @@ __all__ = ["acprop", "scale_by_acprop"]
 
 
 def scale_by_acprop(b1: ScalarOrSchedule = 0.9, b2: ScalarOrSchedule = 0.999,
-                    eps: ScalarOrSchedule = 1e-16,
-                    eps_root: ScalarOrSchedule = 1e-16) -> GradientTransformation:
+                    eps: ScalarOrSchedule = 1e-16, eps_root: ScalarOrSchedule = 1e-16, *,
+                    nu_dtype: Any = None) -> GradientTransformation:
   """ACProp's step: the gradient over the root of the *previous* centred second moment.
 
   .. math::
@@ -53,6 +55,10 @@ def scale_by_acprop(b1: ScalarOrSchedule = 0.9, b2: ScalarOrSchedule = 0.999,
     eps_root: :math:`\\epsilon_\\text{root} \\ge 0` added to :math:`s_t` (and
       kept in the state, as AdaBelief does), default 1e-16; keep it positive
       to differentiate through the step.
+    nu_dtype: dtype of :math:`s` (the state's ``nu``); ``None`` uses the params'
+      dtype. gradtx's addition to optax's arguments. On float16 params give
+      ``jnp.float32``: both epsilons are 0 in float16, and so is :math:`s` of
+      a small gradient, so the step is 0/0 or :math:`g/0`.
 
   References:
     Zhuang et al., *Momentum Centering and Asynchronous Update for Adaptive
@@ -71,7 +77,7 @@ def scale_by_acprop(b1: ScalarOrSchedule = 0.9, b2: ScalarOrSchedule = 0.999,
 
   def init(params):
     return ScaleByBeliefState(numerics.zero_count(), tree.zeros_like(params),
-                              tree.zeros_like(params), spec.init())
+                              tree.accumulator_like(params, dtype=nu_dtype), spec.init())
 
   def update(updates, state, params=None, **extra):
     del params, extra
@@ -91,13 +97,14 @@ def scale_by_acprop(b1: ScalarOrSchedule = 0.9, b2: ScalarOrSchedule = 0.999,
     updates, mu, nu = tree.map_multi(leaf, 3, updates, state.mu, state.nu)
     return updates, ScaleByBeliefState(safe_increment(state.count), mu, nu, hparams)
 
-  return GradientTransformation(init, update, name="scale_by_acprop", spec=spec)
+  return GradientTransformation(init, update, name="scale_by_acprop", spec=spec,
+                                options=dict(nu_dtype=nu_dtype))
 
 
 def acprop(learning_rate: ScalarOrSchedule, b1: ScalarOrSchedule = 0.9,
            b2: ScalarOrSchedule = 0.999, eps: ScalarOrSchedule = 1e-16,
            eps_root: ScalarOrSchedule = 1e-16, weight_decay: ScalarOrSchedule = 0.0,
-           mask: Mask | None = None) -> Chain:
+           mask: Mask | None = None, *, nu_dtype: Any = None) -> Chain:
   """ACProp: AdaBelief's centred second moment, used one step late (asynchronous).
 
   .. math::
@@ -118,6 +125,8 @@ def acprop(learning_rate: ScalarOrSchedule, b1: ScalarOrSchedule = 0.9,
     weight_decay: :math:`\\lambda \\ge 0`, decoupled and multiplied by the
       learning rate, default 0.
     mask: which leaves to decay.
+    nu_dtype: dtype of :math:`s`, gradtx's addition (``jnp.float32`` for
+      float16 params; see :func:`scale_by_acprop`).
 
   References:
     Zhuang et al., *Momentum Centering and Asynchronous Update for Adaptive
@@ -127,11 +136,11 @@ def acprop(learning_rate: ScalarOrSchedule, b1: ScalarOrSchedule = 0.9,
     >>> import gradtx as gtx
     >>> print(gtx.contrib.acprop(1e-3))
     acprop(
-      acprop=scale_by_acprop(b1=0.9, b2=0.999, eps=1e-16, eps_root=1e-16),
+      acprop=scale_by_acprop(b1=0.9, b2=0.999, eps=1e-16, eps_root=1e-16, nu_dtype=None),
       decay=add_decayed_weights(weight_decay=0),
       lr=scale_by_learning_rate(learning_rate=0.001, flip_sign=True),
     )
   """
-  return named_chain("acprop", acprop=scale_by_acprop(b1, b2, eps, eps_root),
+  return named_chain("acprop", acprop=scale_by_acprop(b1, b2, eps, eps_root, nu_dtype=nu_dtype),
                      decay=add_decayed_weights(weight_decay, mask),
                      lr=scale_by_learning_rate(learning_rate))

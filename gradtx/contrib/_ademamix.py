@@ -75,7 +75,9 @@ def scale_by_ademamix(b1: ScalarOrSchedule = 0.9, b2: ScalarOrSchedule = 0.999,
     nu_dtype: dtype of :math:`\\nu`; ``None`` uses the params' dtype. optax
       stores :math:`\\nu` in ``mu_dtype`` too, although its docstring calls
       ``mu_dtype`` the first-order accumulator's dtype; gradtx keeps the
-      second moment apart, as :func:`gradtx.scale_by_adam` does.
+      second moment apart, as :func:`gradtx.scale_by_adam` does. On float16
+      params give ``jnp.float32``: float16 rounds ``eps=1e-8`` and small
+      :math:`(1-\\beta_2) g^2` to 0, so the step is 0/0 or :math:`m/0`.
 
   References:
     Pagliardini, Ablin & Grangier, *The AdEMAMix Optimizer: Better, Faster,
@@ -126,7 +128,8 @@ def ademamix(learning_rate: ScalarOrSchedule, b1: ScalarOrSchedule = 0.9,
              b2: ScalarOrSchedule = 0.999, b3: ScalarOrSchedule = 0.9999,
              alpha: ScalarOrSchedule = 5.0, eps: ScalarOrSchedule = 1e-8,
              eps_root: ScalarOrSchedule = 0.0, mu_dtype: Any = None,
-             weight_decay: ScalarOrSchedule = 0.0, mask: Mask | None = None) -> Chain:
+             weight_decay: ScalarOrSchedule = 0.0, mask: Mask | None = None, *,
+             nu_dtype: Any = None) -> Chain:
   """AdEMAMix: AdamW whose momentum mixes a fast and a slow EMA of the gradients.
 
   .. math::
@@ -153,6 +156,9 @@ def ademamix(learning_rate: ScalarOrSchedule, b1: ScalarOrSchedule = 0.9,
     weight_decay: :math:`\\lambda \\ge 0`, decoupled and multiplied by the
       learning rate (as torch's AdamW), default 0.
     mask: which leaves to decay (a tree of bools or a callable of the params).
+    nu_dtype: dtype of :math:`\\nu`, gradtx's addition (``jnp.float32`` for
+      float16 params, whose :math:`\\nu` underflows: steps of NaN or Inf; see
+      :func:`scale_by_ademamix`).
 
   References:
     Pagliardini, Ablin & Grangier, *The AdEMAMix Optimizer: Better, Faster,
@@ -168,7 +174,8 @@ def ademamix(learning_rate: ScalarOrSchedule, b1: ScalarOrSchedule = 0.9,
     )
   """
   return named_chain("ademamix",
-                     ademamix=scale_by_ademamix(b1, b2, b3, alpha, eps, eps_root, mu_dtype),
+                     ademamix=scale_by_ademamix(b1, b2, b3, alpha, eps, eps_root, mu_dtype,
+                                                nu_dtype=nu_dtype),
                      decay=add_decayed_weights(weight_decay, mask),
                      lr=scale_by_learning_rate(learning_rate))
 
@@ -187,7 +194,8 @@ class ScaleBySimplifiedAdEMAMixState(NamedTuple):
 
 def scale_by_simplified_ademamix(b1: ScalarOrSchedule = 0.99, b2: ScalarOrSchedule = 0.95,
                                  alpha: ScalarOrSchedule = 0.0, eps: ScalarOrSchedule = 1e-8,
-                                 eps_root: ScalarOrSchedule = 0.0) -> GradientTransformation:
+                                 eps_root: ScalarOrSchedule = 0.0, *,
+                                 nu_dtype: Any = None) -> GradientTransformation:
   """Simplified AdEMAMix's step: one undamped momentum plus :math:`\\alpha` times the gradient.
 
   .. math::
@@ -206,6 +214,9 @@ def scale_by_simplified_ademamix(b1: ScalarOrSchedule = 0.99, b2: ScalarOrSchedu
       0; may be a schedule.
     eps: :math:`\\epsilon \\ge 0` outside the root, default 1e-8.
     eps_root: :math:`\\epsilon_\\text{root} \\ge 0` inside the root, default 0.
+    nu_dtype: dtype of :math:`n`; ``None`` uses the params' dtype. gradtx's
+      addition to optax's arguments (``jnp.float32`` for float16 params, as
+      :func:`scale_by_ademamix`'s).
 
   References:
     Morwani et al., *Connections between Schedule-Free Optimizers, AdEMAMix,
@@ -224,7 +235,8 @@ def scale_by_simplified_ademamix(b1: ScalarOrSchedule = 0.99, b2: ScalarOrSchedu
 
   def init(params):
     return ScaleBySimplifiedAdEMAMixState(numerics.zero_count(), tree.zeros_like(params),
-                                          tree.zeros_like(params), spec.init())
+                                          tree.accumulator_like(params, dtype=nu_dtype),
+                                          spec.init())
 
   def update(updates, state, params=None, **extra):
     del params, extra
@@ -247,13 +259,15 @@ def scale_by_simplified_ademamix(b1: ScalarOrSchedule = 0.99, b2: ScalarOrSchedu
     updates, m, n = tree.map_multi(leaf, 3, updates, state.m, state.n)
     return updates, ScaleBySimplifiedAdEMAMixState(t, m, n, hparams)
 
-  return GradientTransformation(init, update, name="scale_by_simplified_ademamix", spec=spec)
+  return GradientTransformation(init, update, name="scale_by_simplified_ademamix", spec=spec,
+                                options=dict(nu_dtype=nu_dtype))
 
 
 def simplified_ademamix(learning_rate: ScalarOrSchedule, b1: ScalarOrSchedule = 0.99,
                         b2: ScalarOrSchedule = 0.95, alpha: ScalarOrSchedule = 0.0,
                         eps: ScalarOrSchedule = 1e-8, eps_root: ScalarOrSchedule = 0.0,
-                        weight_decay: ScalarOrSchedule = 0.0, mask: Mask | None = None) -> Chain:
+                        weight_decay: ScalarOrSchedule = 0.0, mask: Mask | None = None, *,
+                        nu_dtype: Any = None) -> Chain:
   """Simplified AdEMAMix: one undamped momentum, mixed with the gradient, over Adam's root.
 
   .. math::
@@ -278,6 +292,8 @@ def simplified_ademamix(learning_rate: ScalarOrSchedule, b1: ScalarOrSchedule = 
     weight_decay: :math:`\\lambda \\ge 0`, decoupled and multiplied by the
       learning rate, default 0.
     mask: which leaves to decay.
+    nu_dtype: dtype of :math:`n`, gradtx's addition (``jnp.float32`` for
+      float16 params; see :func:`scale_by_simplified_ademamix`).
 
   References:
     Morwani et al., *Connections between Schedule-Free Optimizers, AdEMAMix,
@@ -287,13 +303,13 @@ def simplified_ademamix(learning_rate: ScalarOrSchedule, b1: ScalarOrSchedule = 
     >>> import gradtx as gtx
     >>> print(gtx.contrib.simplified_ademamix(1e-4, alpha=2.0))
     simplified_ademamix(
-      simplified_ademamix=scale_by_simplified_ademamix(b1=0.99, b2=0.95, alpha=2, eps=1e-08, eps_root=0),
+      simplified_ademamix=scale_by_simplified_ademamix(b1=0.99, b2=0.95, alpha=2, eps=1e-08, eps_root=0, nu_dtype=None),
       decay=add_decayed_weights(weight_decay=0),
       lr=scale_by_learning_rate(learning_rate=0.0001, flip_sign=True),
     )
   """
   return named_chain("simplified_ademamix",
-                     simplified_ademamix=scale_by_simplified_ademamix(b1, b2, alpha, eps,
-                                                                      eps_root),
+                     simplified_ademamix=scale_by_simplified_ademamix(
+                         b1, b2, alpha, eps, eps_root, nu_dtype=nu_dtype),
                      decay=add_decayed_weights(weight_decay, mask),
                      lr=scale_by_learning_rate(learning_rate))

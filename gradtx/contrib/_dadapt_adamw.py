@@ -41,7 +41,8 @@ class DAdaptAdamWState(NamedTuple):
 def scale_by_dadapt_adamw(learning_rate: ScalarOrSchedule = 1.0,
                           betas: tuple[float, float] = (0.9, 0.999),
                           eps: ScalarOrSchedule = 1e-8, estim_lr0: float = 1e-6,
-                          weight_decay: ScalarOrSchedule = 0.0) -> GradientTransformation:
+                          weight_decay: ScalarOrSchedule = 0.0, *,
+                          nu_dtype: Any = None) -> GradientTransformation:
   """D-Adapted AdamW's step: :math:`d` estimates the distance to the solution (sup norm).
 
   .. math::
@@ -68,6 +69,16 @@ def scale_by_dadapt_adamw(learning_rate: ScalarOrSchedule = 1.0,
     eps: :math:`\\epsilon \\ge 0`, default 1e-8.
     estim_lr0: :math:`d_0 > 0`, default 1e-6.
     weight_decay: :math:`\\lambda \\ge 0`, default 0 (decoupled).
+    nu_dtype: dtype of :math:`v` (``exp_avg_sq``, real for a complex leaf);
+      ``None`` uses the params' (real) dtype. gradtx's addition to optax's
+      arguments. On float16 params give ``jnp.float32``: float16 rounds
+      ``eps=1e-8`` and the small :math:`(1-\\beta_2) g^2` to 0, so the step and
+      the estimate's :math:`s / (\\sqrt{v} + \\epsilon)` are 0/0 or
+      :math:`m/0`. The moments' updates and the step are then computed in
+      float32. :math:`m` and :math:`s` stay in the params' dtype: they hold
+      :math:`\\eta_t g`, which underflows float16 too while :math:`d` is near
+      the default :math:`d_0 = 10^{-6}`, so on float16 params start from a
+      larger ``estim_lr0``.
 
   Differs from optax 0.2.8 only when every gradient so far is zero: optax's
   estimate is then 0/0 (NaN); gradtx keeps :math:`d`.
@@ -93,7 +104,7 @@ def scale_by_dadapt_adamw(learning_rate: ScalarOrSchedule = 1.0,
   def init(params):
     hparams = spec.init()
     dtype = _scalar_dtype(params)
-    return DAdaptAdamWState(tree.zeros_like(params), _real_zeros_like(params),
+    return DAdaptAdamWState(tree.zeros_like(params), _real_zeros_like(params, nu_dtype),
                             tree.zeros_like(params), tree.copy(hparams["estim_lr0"], dtype),
                             jnp.zeros((), dtype), zero_count(), hparams)
 
@@ -115,7 +126,7 @@ def scale_by_dadapt_adamw(learning_rate: ScalarOrSchedule = 1.0,
                    state.numerator_weighted, sigma, order=1)
 
     def moments(g, m, v, s):
-      c = compute_dtype(g, m)
+      c = compute_dtype(g, m, v)  # v's dtype: the params' real dtype unless nu_dtype widens it
       eg = as_dtype(eta, c) * as_dtype(g, c)
       m_new = ema_moment(eg, m, b1, order=1)
       v_new = ema_moment(g, v, b2, order=2)  # |g|^2, real also for complex g
@@ -128,19 +139,21 @@ def scale_by_dadapt_adamw(learning_rate: ScalarOrSchedule = 1.0,
     decay = eta * as_dtype(h["weight_decay"], dtype)
 
     def step(m, v, p):
-      c = compute_dtype(m, p)
+      c = compute_dtype(m, p, v)
       u = -(_over_root(as_dtype(m, c), v, eps) + as_dtype(decay, c) * as_dtype(p, c))
       return u.astype(p.dtype)
 
     out = tree.tree_map(step, m, v, params)
     return out, DAdaptAdamWState(m, v, s, d_new, r, count, hparams)
 
-  return GradientTransformation(init, update, name=stage, spec=spec)
+  return GradientTransformation(init, update, name=stage, spec=spec,
+                                options=dict(nu_dtype=nu_dtype))
 
 
 def dadapt_adamw(learning_rate: ScalarOrSchedule = 1.0,
                  betas: tuple[float, float] = (0.9, 0.999), eps: ScalarOrSchedule = 1e-8,
-                 estim_lr0: float = 1e-6, weight_decay: ScalarOrSchedule = 0.0) -> Chain:
+                 estim_lr0: float = 1e-6, weight_decay: ScalarOrSchedule = 0.0, *,
+                 nu_dtype: Any = None) -> Chain:
   """D-Adaptation AdamW: AdamW whose learning rate is estimated as it runs.
 
   .. math::
@@ -158,6 +171,8 @@ def dadapt_adamw(learning_rate: ScalarOrSchedule = 1.0,
     eps: default 1e-8.
     estim_lr0: :math:`d_0`, default 1e-6.
     weight_decay: :math:`\\lambda`, default 0.
+    nu_dtype: dtype of :math:`v`, gradtx's addition (``jnp.float32`` for
+      float16 params; see :func:`scale_by_dadapt_adamw`).
 
   References:
     Defazio & Mishchenko, *Learning-Rate-Free Learning by D-Adaptation*,
@@ -167,8 +182,8 @@ def dadapt_adamw(learning_rate: ScalarOrSchedule = 1.0,
     >>> import gradtx as gtx
     >>> print(gtx.contrib.dadapt_adamw(weight_decay=1e-4))
     dadapt_adamw(
-      dadapt=scale_by_dadapt_adamw(learning_rate=1, betas=(0.9, 0.999), eps=1e-08, estim_lr0=1e-06, weight_decay=0.0001),
+      dadapt=scale_by_dadapt_adamw(learning_rate=1, betas=(0.9, 0.999), eps=1e-08, estim_lr0=1e-06, weight_decay=0.0001, nu_dtype=None),
     )
   """
   return named_chain("dadapt_adamw", dadapt=scale_by_dadapt_adamw(
-      learning_rate, betas, eps, estim_lr0, weight_decay))
+      learning_rate, betas, eps, estim_lr0, weight_decay, nu_dtype=nu_dtype))

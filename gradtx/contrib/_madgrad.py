@@ -38,7 +38,8 @@ class MadgradState(NamedTuple):
 
 
 def scale_by_madgrad(learning_rate: ScalarOrSchedule, momentum: ScalarOrSchedule = 0.9,
-                     eps: ScalarOrSchedule = 1e-6) -> GradientTransformation:
+                     eps: ScalarOrSchedule = 1e-6, *,
+                     nu_dtype: Any = None) -> GradientTransformation:
   """MADGRAD's step: momentumized dual averaging with a cube-root scaling.
 
   .. math::
@@ -61,6 +62,12 @@ def scale_by_madgrad(learning_rate: ScalarOrSchedule, momentum: ScalarOrSchedule
       :math:`c_{k+1} = 1 - \\beta`).
     eps: :math:`\\epsilon > 0`, default 1e-6. It must be positive: a gradient
       entry that has been zero so far has :math:`\\nu = 0`.
+    nu_dtype: dtype of :math:`\\nu` (``grad_sum_sq``); ``None`` uses the params'
+      dtype. gradtx's addition to optax's arguments. On float16 params give
+      ``jnp.float32``: float16 rounds ``eps`` and the small
+      :math:`\\lambda_k g_k^2` to 0 (or to a few bits), and dividing by the
+      cube root of what is left makes those entries' steps thousands of times
+      too large.
 
   References:
     Defazio & Jelassi, *Adaptivity without Compromise: A Momentumized,
@@ -80,8 +87,8 @@ def scale_by_madgrad(learning_rate: ScalarOrSchedule, momentum: ScalarOrSchedule
                     momentum=(momentum, UNIT_HALF_OPEN), eps=(eps, POSITIVE))
 
   def init(params):
-    return MadgradState(numerics.zero_count(), tree.zeros_like(params), tree.zeros_like(params),
-                        tree.copy(params), spec.init())
+    return MadgradState(numerics.zero_count(), tree.accumulator_like(params, dtype=nu_dtype),
+                        tree.zeros_like(params), tree.copy(params), spec.init())
 
   def update(updates, state, params=None, **extra):
     del extra
@@ -109,11 +116,13 @@ def scale_by_madgrad(learning_rate: ScalarOrSchedule, momentum: ScalarOrSchedule
                                              state.x0, params)
     return updates, MadgradState(safe_increment(state.count), grad_sum_sq, s, state.x0, hparams)
 
-  return GradientTransformation(init, update, name="scale_by_madgrad", spec=spec)
+  return GradientTransformation(init, update, name="scale_by_madgrad", spec=spec,
+                                options=dict(nu_dtype=nu_dtype))
 
 
 def madgrad(learning_rate: ScalarOrSchedule, momentum: ScalarOrSchedule = 0.9,
-            weight_decay: ScalarOrSchedule = 0.0, eps: ScalarOrSchedule = 1e-6) -> Chain:
+            weight_decay: ScalarOrSchedule = 0.0, eps: ScalarOrSchedule = 1e-6, *,
+            nu_dtype: Any = None) -> Chain:
   """MADGRAD: momentumized, adaptive, dual-averaged gradient descent.
 
   .. math::
@@ -130,6 +139,8 @@ def madgrad(learning_rate: ScalarOrSchedule, momentum: ScalarOrSchedule = 0.9,
     momentum: :math:`\\beta \\in [0, 1)`, default 0.9.
     weight_decay: :math:`\\lambda_\\text{wd} \\ge 0`, added to the gradient, default 0.
     eps: :math:`\\epsilon > 0`, default 1e-6.
+    nu_dtype: dtype of :math:`\\nu`, gradtx's addition (``jnp.float32`` for
+      float16 params; see :func:`scale_by_madgrad`).
 
   References:
     Defazio & Jelassi, *Adaptivity without Compromise: A Momentumized,
@@ -141,8 +152,8 @@ def madgrad(learning_rate: ScalarOrSchedule, momentum: ScalarOrSchedule = 0.9,
     >>> print(gtx.contrib.madgrad(1e-2))
     madgrad(
       decay=add_decayed_weights(weight_decay=0),
-      madgrad=scale_by_madgrad(learning_rate=0.01, momentum=0.9, eps=1e-06),
+      madgrad=scale_by_madgrad(learning_rate=0.01, momentum=0.9, eps=1e-06, nu_dtype=None),
     )
   """
   return named_chain("madgrad", decay=add_decayed_weights(weight_decay),
-                     madgrad=scale_by_madgrad(learning_rate, momentum, eps))
+                     madgrad=scale_by_madgrad(learning_rate, momentum, eps, nu_dtype=nu_dtype))

@@ -238,7 +238,8 @@ def momo(learning_rate: ScalarOrSchedule = 1.0, beta: ScalarOrSchedule = 0.9,
 def scale_by_momo_adam(learning_rate: ScalarOrSchedule = 1e-2, b1: ScalarOrSchedule = 0.9,
                        b2: ScalarOrSchedule = 0.999, eps: ScalarOrSchedule = 1e-8,
                        lower_bound: ScalarOrSchedule = 0.0, weight_decay: ScalarOrSchedule = 0.0,
-                       adapt_lower_bound: bool = False) -> GradientTransformation:
+                       adapt_lower_bound: bool = False, *,
+                       nu_dtype: Any = None) -> GradientTransformation:
   """MoMo-Adam's step: Adam's direction with a Polyak step size in Adam's metric.
 
   .. math::
@@ -266,6 +267,14 @@ def scale_by_momo_adam(learning_rate: ScalarOrSchedule = 1e-2, b1: ScalarOrSched
     lower_bound: :math:`f_*`, default 0.
     weight_decay: :math:`\\lambda \\ge 0`, default 0.
     adapt_lower_bound: default False. Structural.
+    nu_dtype: dtype of :math:`v` (``exp_avg_sq``, real for a complex leaf);
+      ``None`` uses the params' (real) dtype. gradtx's addition to optax's
+      arguments. On float16 params give ``jnp.float32``: float16 rounds
+      ``eps=1e-8`` and the small :math:`(1-\\beta_2) |g|^2` to 0, so
+      :math:`m_t / D_t` is 0/0 or :math:`m/0` there: those entries step by
+      NaN, and the others not at all (:math:`\\langle m_t, m_t / D_t \\rangle`
+      is NaN, so :math:`\\tau_t = 0`). Adam's direction is then computed in
+      float32.
 
   Differs from optax 0.2.8 when ``weight_decay > 0``, and where the
   denominator is in :math:`(0, 2^{-52}]`, as :func:`scale_by_momo`.
@@ -294,7 +303,8 @@ def scale_by_momo_adam(learning_rate: ScalarOrSchedule = 1e-2, b1: ScalarOrSched
   def init(params):
     hparams = spec.init()
     dtype = _scalar_dtype(params)
-    return MomoAdamState(tree.zeros_like(params), _real_zeros_like(params), jnp.zeros((), dtype),
+    return MomoAdamState(tree.zeros_like(params), _real_zeros_like(params, nu_dtype),
+                         jnp.zeros((), dtype),
                          jnp.zeros((), dtype), tree.copy(hparams["lower_bound"], dtype),
                          zero_count(), hparams)
 
@@ -324,13 +334,14 @@ def scale_by_momo_adam(learning_rate: ScalarOrSchedule = 1e-2, b1: ScalarOrSched
     return out, MomoAdamState(m, v, barf, gamma, lb, count, hparams)
 
   return GradientTransformation(init, update, name=stage, spec=spec,
-                                options=dict(adapt_lower_bound=adapt_lower_bound))
+                                options=dict(adapt_lower_bound=adapt_lower_bound,
+                                             nu_dtype=nu_dtype))
 
 
 def momo_adam(learning_rate: ScalarOrSchedule = 1e-2, b1: ScalarOrSchedule = 0.9,
               b2: ScalarOrSchedule = 0.999, eps: ScalarOrSchedule = 1e-8,
               lower_bound: ScalarOrSchedule = 0.0, weight_decay: ScalarOrSchedule = 0.0,
-              adapt_lower_bound: bool = False) -> Chain:
+              adapt_lower_bound: bool = False, *, nu_dtype: Any = None) -> Chain:
   """MoMo-Adam: Adam(W) whose step size is a Polyak step, capped at the learning rate.
 
   .. math::
@@ -348,6 +359,8 @@ def momo_adam(learning_rate: ScalarOrSchedule = 1e-2, b1: ScalarOrSchedule = 0.9
     lower_bound: :math:`f_*`, default 0.
     weight_decay: :math:`\\lambda`, default 0.
     adapt_lower_bound: default False.
+    nu_dtype: dtype of :math:`v`, gradtx's addition (``jnp.float32`` for
+      float16 params; see :func:`scale_by_momo_adam`).
 
   Differs from optax 0.2.8 when ``weight_decay > 0`` and when the Polyak step's
   denominator is in :math:`(0, 2^{-52}]` (see :func:`scale_by_momo`).
@@ -360,8 +373,9 @@ def momo_adam(learning_rate: ScalarOrSchedule = 1e-2, b1: ScalarOrSchedule = 0.9
     >>> import gradtx as gtx
     >>> print(gtx.contrib.momo_adam())
     momo_adam(
-      momo_adam=scale_by_momo_adam(learning_rate=0.01, b1=0.9, b2=0.999, eps=1e-08, lower_bound=0, weight_decay=0, adapt_lower_bound=False),
+      momo_adam=scale_by_momo_adam(learning_rate=0.01, b1=0.9, b2=0.999, eps=1e-08, lower_bound=0, weight_decay=0, adapt_lower_bound=False, nu_dtype=None),
     )
   """
   return named_chain("momo_adam", momo_adam=scale_by_momo_adam(
-      learning_rate, b1, b2, eps, lower_bound, weight_decay, adapt_lower_bound))
+      learning_rate, b1, b2, eps, lower_bound, weight_decay, adapt_lower_bound,
+      nu_dtype=nu_dtype))

@@ -282,7 +282,7 @@ def muon(learning_rate: ScalarOrSchedule, ns_coeffs: tuple | str = _DEFAULT_NS_C
          adam_eps_root: ScalarOrSchedule = 0.0, adam_weight_decay: ScalarOrSchedule = 0.0,
          adam_learning_rate: ScalarOrSchedule | None = None,
          muon_weight_dimension_numbers: WeightDimNumOrFn | None = None,
-         consistent_rms: ScalarOrSchedule | None = None) -> Chain:
+         consistent_rms: ScalarOrSchedule | None = None, nu_dtype: Any = None) -> Chain:
   """Muon: momentum orthogonalised by Newton-Schulz for matrices, AdamW for the rest.
 
   For a matrix leaf (see :func:`scale_by_muon` for :math:`\\operatorname{NS}`
@@ -324,6 +324,10 @@ def muon(learning_rate: ScalarOrSchedule, ns_coeffs: tuple | str = _DEFAULT_NS_C
       the 2-D leaves, as plain matrices.
     consistent_rms: :math:`\\rho > 0`, or None (the default) for the width
       scaling.
+    nu_dtype: dtype of the Adam leaves' second moment (see
+      :func:`gradtx.scale_by_adam`), gradtx's addition to optax's arguments.
+      On float16 params give ``jnp.float32``: float16 rounds ``eps=1e-8`` and
+      small :math:`(1-\\beta_2) g^2` to 0, so those leaves step by NaN or Inf.
 
   The stages are masked by leaf: ``muon``, ``shape``, ``decay`` and ``lr``
   see the matrices, ``adam``, ``adam_decay`` and ``adam_lr`` the others, so
@@ -360,6 +364,6 @@ def muon(learning_rate: ScalarOrSchedule, ns_coeffs: tuple | str = _DEFAULT_NS_C
       decay=masked(add_decayed_weights(weight_decay, weight_decay_mask), matrices),
       lr=masked(scale_by_learning_rate(learning_rate), matrices),
       adam=masked(scale_by_adam(adam_b1, adam_b2, eps, adam_eps_root, mu_dtype,
-                                nesterov=nesterov), others),
+                                nesterov=nesterov, nu_dtype=nu_dtype), others),
       adam_decay=masked(add_decayed_weights(adam_weight_decay), others),
       adam_lr=masked(scale_by_learning_rate(adam_learning_rate), others))

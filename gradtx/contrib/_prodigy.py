@@ -41,7 +41,8 @@ def scale_by_prodigy(learning_rate: ScalarOrSchedule = 1.0,
                      eps: ScalarOrSchedule = 1e-8, estim_lr0: float = 1e-6,
                      estim_lr_coef: ScalarOrSchedule = 1.0,
                      weight_decay: ScalarOrSchedule = 0.0,
-                     safeguard_warmup: bool = False) -> GradientTransformation:
+                     safeguard_warmup: bool = False, *,
+                     nu_dtype: Any = None) -> GradientTransformation:
   """Prodigy's step: AdamW on :math:`d_t g_t` with :math:`d_t` estimated as it runs.
 
   .. math::
@@ -77,6 +78,15 @@ def scale_by_prodigy(learning_rate: ScalarOrSchedule = 1.0,
     estim_lr_coef: :math:`c > 0`, default 1.
     weight_decay: :math:`\\lambda \\ge 0`, default 0 (decoupled, as AdamW).
     safeguard_warmup: see above, default False. Structural.
+    nu_dtype: dtype of :math:`v` (``exp_avg_sq``, real for a complex leaf);
+      ``None`` uses the params' (real) dtype. gradtx's addition to optax's
+      arguments. On float16 params give ``jnp.float32``: float16 rounds
+      :math:`d_{t+1} \\epsilon` and the small :math:`(1-\\beta_2) d_t^2 g_t^2`
+      to 0, so the step is 0/0 or :math:`m/0`. The moments' updates and the
+      step are then computed in float32. :math:`m` and :math:`s` stay in the
+      params' dtype: :math:`m = (1-\\beta_1) d g` underflows float16 too while
+      :math:`d` is near the default :math:`d_0 = 10^{-6}`, so on float16
+      params start from a larger ``estim_lr0``.
 
   Differs from optax 0.2.8 in one case: when every gradient so far is zero,
   :math:`\\|s_t\\|_1 = 0` and optax's estimate is 0/0 (NaN, which then
@@ -107,7 +117,7 @@ def scale_by_prodigy(learning_rate: ScalarOrSchedule = 1.0,
   def init(params):
     hparams = spec.init()
     dtype = _scalar_dtype(params)
-    return ProdigyState(tree.zeros_like(params), _real_zeros_like(params),
+    return ProdigyState(tree.zeros_like(params), _real_zeros_like(params, nu_dtype),
                         tree.zeros_like(params), tree.copy(params),
                         tree.copy(hparams["estim_lr0"], dtype), jnp.zeros((), dtype),
                         zero_count(), hparams)
@@ -129,7 +139,7 @@ def scale_by_prodigy(learning_rate: ScalarOrSchedule = 1.0,
         updates, tree.sub(state.params0, params), dtype)
 
     def moments(g, m, v, s):
-      c = compute_dtype(g, m)
+      c = compute_dtype(g, m, v)  # v's dtype: the params' real dtype unless nu_dtype widens it
       dg = as_dtype(d, c) * as_dtype(g, c)
       m_new = ema_moment(dg, m, b1, order=1)
       v_new = ema_moment(dg, v, b2, order=2)  # |d g|^2, real also for complex g
@@ -144,7 +154,7 @@ def scale_by_prodigy(learning_rate: ScalarOrSchedule = 1.0,
     decay = as_dtype(h["weight_decay"], dtype)
 
     def step(m, v, p):
-      c = compute_dtype(m, p)
+      c = compute_dtype(m, p, v)
       direction = _over_root(as_dtype(m, c), v, floor)
       return (-as_dtype(eta, c) * (direction + as_dtype(decay, c) * as_dtype(p, c))).astype(p.dtype)
 
@@ -152,13 +162,13 @@ def scale_by_prodigy(learning_rate: ScalarOrSchedule = 1.0,
     return out, ProdigyState(m, v, s, state.params0, d_new, r, count, hparams)
 
   return GradientTransformation(init, update, name=stage, spec=spec,
-                                options=dict(safeguard_warmup=safeguard_warmup))
+                                options=dict(safeguard_warmup=safeguard_warmup, nu_dtype=nu_dtype))
 
 
 def prodigy(learning_rate: ScalarOrSchedule = 1.0, betas: tuple[float, float] = (0.9, 0.999),
             beta3: float | None = None, eps: ScalarOrSchedule = 1e-8, estim_lr0: float = 1e-6,
             estim_lr_coef: ScalarOrSchedule = 1.0, weight_decay: ScalarOrSchedule = 0.0,
-            safeguard_warmup: bool = False) -> Chain:
+            safeguard_warmup: bool = False, *, nu_dtype: Any = None) -> Chain:
   """Prodigy: learning-rate-free AdamW, its step size :math:`d` estimated from the distance travelled.
 
   .. math::
@@ -179,6 +189,8 @@ def prodigy(learning_rate: ScalarOrSchedule = 1.0, betas: tuple[float, float] = 
     estim_lr_coef: default 1.
     weight_decay: :math:`\\lambda`, default 0.
     safeguard_warmup: default False.
+    nu_dtype: dtype of :math:`v`, gradtx's addition (``jnp.float32`` for
+      float16 params; see :func:`scale_by_prodigy`).
 
   References:
     Mishchenko & Defazio, *Prodigy: An Expeditiously Adaptive Parameter-Free
@@ -188,9 +200,9 @@ def prodigy(learning_rate: ScalarOrSchedule = 1.0, betas: tuple[float, float] = 
     >>> import gradtx as gtx
     >>> print(gtx.contrib.prodigy())
     prodigy(
-      prodigy=scale_by_prodigy(learning_rate=1, betas=(0.9, 0.999), eps=1e-08, estim_lr0=1e-06, estim_lr_coef=1, weight_decay=0, safeguard_warmup=False),
+      prodigy=scale_by_prodigy(learning_rate=1, betas=(0.9, 0.999), eps=1e-08, estim_lr0=1e-06, estim_lr_coef=1, weight_decay=0, safeguard_warmup=False, nu_dtype=None),
     )
   """
   return named_chain("prodigy", prodigy=scale_by_prodigy(
       learning_rate, betas, beta3, eps, estim_lr0, estim_lr_coef, weight_decay,
-      safeguard_warmup))
+      safeguard_warmup, nu_dtype=nu_dtype))

@@ -299,7 +299,7 @@ def schedule_free_adamw(learning_rate: ScalarOrSchedule = 0.0025,
                         b2: ScalarOrSchedule = 0.999, eps: ScalarOrSchedule = 1e-8,
                         weight_decay: ScalarOrSchedule = 0.0,
                         weight_lr_power: ScalarOrSchedule = 2.0,
-                        state_dtype: Any = None) -> Chain:
+                        state_dtype: Any = None, *, nu_dtype: Any = None) -> Chain:
   """Schedule-free AdamW: :func:`schedule_free` around AdamW without momentum.
 
   .. math::
@@ -327,6 +327,12 @@ def schedule_free_adamw(learning_rate: ScalarOrSchedule = 0.0025,
       multiplied by the learning rate.
     weight_lr_power: :math:`p \\ge 0`, default 2.
     state_dtype: dtype of :math:`z`.
+    nu_dtype: dtype of :math:`\\nu` (see :func:`gradtx.scale_by_rms`),
+      gradtx's addition to optax's arguments. On float16 params give
+      ``jnp.float32``: float16 rounds ``eps=1e-8`` and small
+      :math:`(1-\\beta_2) g^2` to 0, so the base steps by 0/0 or :math:`g/0`.
+      (``state_dtype=jnp.float32`` keeps :math:`z`'s small steps, which
+      float16 rounds away.)
 
   References:
     Defazio et al., *The Road Less Scheduled*, NeurIPS 2024, Algorithm 1.
@@ -351,7 +357,7 @@ def schedule_free_adamw(learning_rate: ScalarOrSchedule = 0.0025,
   """
   learning_rate = _warmed_up("schedule_free_adamw", learning_rate, warmup_steps)
   base = named_chain("adamw", rms=scale_by_rms(decay=b2, eps=eps, eps_in_sqrt=False,
-                                               bias_correction=True),
+                                               bias_correction=True, nu_dtype=nu_dtype),
                      decay=add_decayed_weights(weight_decay),
                      lr=scale_by_learning_rate(learning_rate))
   return named_chain("schedule_free_adamw", schedule_free=schedule_free(

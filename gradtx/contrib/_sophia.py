@@ -126,7 +126,8 @@ class SophiaState(NamedTuple):
   Attributes:
     count: the number of steps taken (int32).
     mu: the momentum :math:`m` (in ``mu_dtype``).
-    nu: the moving average :math:`h` of the Hessian's diagonal (in the params' dtypes).
+    nu: the moving average :math:`h` of the Hessian's diagonal (in ``nu_dtype``,
+      by default the params' dtypes).
     hessian_fn_state: the state of ``hessian_diagonal_fn``; its hyperparameters,
       if any, read under Sophia's stage name.
     hparams: ``b1``, ``b2``, ``eps``, ``gamma``, ``clip_threshold`` (unless
@@ -145,7 +146,8 @@ def scale_by_sophia(b1: ScalarOrSchedule = 0.965, b2: ScalarOrSchedule = 0.99,
                     update_interval: int = 10,
                     hessian_diagonal_fn: Any = hutchinson_estimator_diag_hessian(),
                     mu_dtype: Any = None, verbose: bool = False,
-                    print_win_rate_every_n_steps: int = 0) -> GradientTransformation:
+                    print_win_rate_every_n_steps: int = 0, *,
+                    nu_dtype: Any = None) -> GradientTransformation:
   """Sophia's step: momentum divided by a clipped estimate of the Hessian's diagonal.
 
   .. math::
@@ -187,6 +189,12 @@ def scale_by_sophia(b1: ScalarOrSchedule = 0.965, b2: ScalarOrSchedule = 0.99,
       paper suggests keeping it between 0.1 and 0.5 by tuning
       :math:`\\gamma`) every ``print_win_rate_every_n_steps`` steps (0: never).
     print_win_rate_every_n_steps: see ``verbose``, default 0.
+    nu_dtype: dtype of :math:`h`; ``None`` uses the params' dtype. gradtx's
+      addition to optax's arguments. On float16 params give ``jnp.float32``:
+      float16 rounds ``eps=1e-8`` (the floor of the denominator) and a small
+      :math:`\\gamma h` to 0, so an entry of zero curvature and zero momentum
+      (the first step's :math:`h_0 = 0` too) steps by 0/0 = NaN. The ratio is
+      then taken in float32.
 
   References:
     Liu, Li, Hall, Liang & Ma, *Sophia: A Scalable Stochastic Second-order
@@ -218,7 +226,7 @@ def scale_by_sophia(b1: ScalarOrSchedule = 0.965, b2: ScalarOrSchedule = 0.99,
 
   def init(params):
     return SophiaState(zero_count(), tree.accumulator_like(params, dtype=mu_dtype),
-                       tree.zeros_like(params),
+                       tree.accumulator_like(params, dtype=nu_dtype),
                        hessian_diagonal_fn.init(params), spec.init())
 
   def update(updates, state, params=None, **extra):
@@ -262,7 +270,7 @@ def scale_by_sophia(b1: ScalarOrSchedule = 0.965, b2: ScalarOrSchedule = 0.99,
   unclipped = {} if clip_threshold is not None else dict(clip_threshold=None)
   return GradientTransformation(init, update, name="scale_by_sophia", spec=spec, options=dict(
       **unclipped, hessian_diagonal_fn=hessian_diagonal_fn, mu_dtype=mu_dtype, verbose=verbose,
-      print_win_rate_every_n_steps=print_win_rate_every_n_steps))
+      print_win_rate_every_n_steps=print_win_rate_every_n_steps, nu_dtype=nu_dtype))
 
 
 def _print_win_rate(updates: Any, rho: jax.Array, count: jax.Array, every: int) -> None:
@@ -284,7 +292,7 @@ def sophia(learning_rate: ScalarOrSchedule, b1: ScalarOrSchedule = 0.965,
            update_interval: int = 10,
            hessian_diagonal_fn: Any = hutchinson_estimator_diag_hessian(),
            mu_dtype: Any = None, verbose: bool = False,
-           print_win_rate_every_n_steps: int = 0) -> Chain:
+           print_win_rate_every_n_steps: int = 0, *, nu_dtype: Any = None) -> Chain:
   """Sophia: clipped, diagonally preconditioned momentum, with decoupled weight decay.
 
   .. math::
@@ -315,6 +323,8 @@ def sophia(learning_rate: ScalarOrSchedule, b1: ScalarOrSchedule = 0.965,
     mu_dtype: dtype of the momentum.
     verbose: print the win rate every ``print_win_rate_every_n_steps`` steps.
     print_win_rate_every_n_steps: default 0 (never).
+    nu_dtype: dtype of :math:`h`, gradtx's addition (``jnp.float32`` for
+      float16 params; see :func:`scale_by_sophia`).
 
   References:
     Liu, Li, Hall, Liang & Ma, *Sophia: A Scalable Stochastic Second-order
@@ -337,6 +347,7 @@ def sophia(learning_rate: ScalarOrSchedule, b1: ScalarOrSchedule = 0.965,
         mu_dtype=None,
         verbose=False,
         print_win_rate_every_n_steps=0,
+        nu_dtype=None,
         hessian_diagonal_fn=hutchinson_estimator_diag_hessian(random_seed=None),
       ),
       decay=add_decayed_weights(weight_decay=0.0001),
@@ -353,6 +364,6 @@ def sophia(learning_rate: ScalarOrSchedule, b1: ScalarOrSchedule = 0.965,
       "sophia",
       sophia=scale_by_sophia(b1, b2, eps, gamma, clip_threshold, update_interval,
                              hessian_diagonal_fn, mu_dtype, verbose,
-                             print_win_rate_every_n_steps),
+                             print_win_rate_every_n_steps, nu_dtype=nu_dtype),
       decay=add_decayed_weights(weight_decay, weight_decay_mask),
       lr=scale_by_learning_rate(learning_rate))

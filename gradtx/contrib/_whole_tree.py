@@ -16,7 +16,7 @@ import jax
 import jax.numpy as jnp
 
 from gradtx import tree
-from gradtx.numerics import as_dtype, compute_dtype, real_dtype, widened
+from gradtx.numerics import as_dtype, compute_dtype, real_dtype, state_dtype, widened
 from gradtx.tree_utils import tree_norm
 
 __all__: list[str] = []
@@ -32,9 +32,13 @@ def _scalar_dtype(params: Any) -> jnp.dtype:
   return jnp.dtype(jnp.float64 if wide else jnp.float32)
 
 
-def _real_zeros_like(params: Any) -> Any:
-  """Zeros shaped like each leaf in its real dtype: the state of a statistic of :math:`|g|`."""
-  return tree.tree_map(lambda x: jnp.zeros_like(x, real_dtype(jnp.asarray(x).dtype)), params)
+def _real_zeros_like(params: Any, dtype: Any = None) -> Any:
+  """Zeros shaped like each leaf in its real dtype: the state of a statistic of :math:`|g|`.
+
+  In the real ``dtype`` if given (a ``nu_dtype``; its precision for a complex leaf,
+  see :func:`gradtx.numerics.state_dtype`), else the leaf's own real dtype.
+  """
+  return tree.tree_map(lambda x: jnp.zeros_like(x, real_dtype(state_dtype(x, dtype))), params)
 
 
 def _over_root(x: jax.Array, v: jax.Array, eps: jax.Array) -> jax.Array:
