@@ -18,9 +18,10 @@ import jax.numpy as jnp
 
 from gradtx.core import safe_increment
 
-__all__ = ["abs_sq", "as_dtype", "bias_correction", "complex_dtype", "compute_dtype",
-           "ema_moment", "real_dtype", "safe_divide", "safe_increment", "safe_rsqrt", "shared",
-           "shared_scalars", "state_dtype", "stored", "widened", "wide_abs_sq", "zero_count"]
+__all__ = ["abs_sq", "as_dtype", "bias_correction", "clip_modulus", "complex_dtype",
+           "compute_dtype", "ema_moment", "real_dtype", "safe_divide", "safe_increment",
+           "safe_rsqrt", "shared", "shared_scalars", "state_dtype", "stored", "wide_abs_sq",
+           "widened", "zero_count"]
 
 
 # Per-step scalars shared by all leaves. A per-array rule computes coefficients
@@ -136,6 +137,23 @@ def wide_abs_sq(x: jax.Array, dtype: Any = None) -> jax.Array:
   return jnp.square(as_dtype(x, acc))
 
 
+def clip_modulus(x: jax.Array, c: jax.Array | float) -> jax.Array:
+  """:math:`\\operatorname{clip}(x, -c, c)` for real ``x``; for complex ``x``, each entry with
+  its modulus clipped to :math:`c \\ge 0` and its phase kept.
+
+  Complex numbers have no order to clip by, but :math:`|x|` does: an entry with
+  :math:`|x| > c` becomes :math:`c\\,x/|x|`. ``c`` is cast to ``x``'s (real) dtype.
+  """
+  if not jnp.iscomplexobj(x):
+    c = as_dtype(c, x.dtype)
+    return jnp.clip(x, -c, c)
+  modulus = jnp.abs(x)
+  c = as_dtype(c, modulus.dtype)
+  over = modulus > c
+  # Where |x| <= c the entry is kept as it is; the inner where keeps 0 / 0 out of it.
+  return jnp.where(over, x * as_dtype(c / jnp.where(over, modulus, 1), x.dtype), x)
+
+
 def stored(x: jax.Array, dtype: Any) -> jax.Array:
   """``x`` rounded to ``dtype``'s precision, kept in ``x``'s dtype.
 
@@ -213,9 +231,13 @@ def zero_count() -> jax.Array:
 
 
 def safe_divide(x: jax.Array, d: jax.Array) -> jax.Array:
-  """:math:`x / d` where ``d > 0`` and 0 elsewhere (no NaN from 0 / 0)."""
+  """:math:`x / d` where ``d > 0`` and 0 elsewhere (no NaN from 0 / 0); ``x`` may be
+  complex, ``d`` is real (a norm)."""
   positive = d > 0
-  return jnp.where(positive, x / jnp.where(positive, d, 1), 0)
+  d = jnp.where(positive, d, 1)
+  if jnp.iscomplexobj(x) and not jnp.iscomplexobj(d):
+    d = as_dtype(d, x.dtype)  # the explicit cast strict promotion asks for; Im 0
+  return jnp.where(positive, x / d, 0)
 
 
 def safe_rsqrt(x: jax.Array) -> jax.Array:

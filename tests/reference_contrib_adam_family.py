@@ -29,7 +29,7 @@ from typing import Callable
 
 import numpy as np
 
-from reference import Reference, _abs2, _resolve_mask, _scaled_abs2, _zeros
+from reference import Reference, _abs2, _f64, _resolve_mask, _scaled_abs2, _zeros
 
 
 def _fourth_root(count: int) -> float:
@@ -85,7 +85,7 @@ class _WithDecayAndRate(Reference):
     decay = _resolve_mask(self.mask, params)
     lr = self.sched(self.learning_rate)
     wd = self.sched(self.weight_decay)
-    return {k: -lr * (direction[k] + (wd * np.asarray(params[k], np.float64) if decay[k] else 0))
+    return {k: -lr * (direction[k] + (wd * _f64(params[k]) if decay[k] else 0))
             for k in grads}
 
 

@@ -20,15 +20,16 @@ def newton_schulz(X: np.ndarray, coeffs, ns_steps: int, preconditioning: str,
   """Jordan et al.'s quintic Newton-Schulz iteration on one matrix.
 
   Wide orientation (rows <= columns), X_0 = X / (||X|| + eps), then
-  X_{k+1} = a X_k + b (X_k X_k^T) X_k + c (X_k X_k^T)^2 X_k. AOL (Boissin et
-  al.) instead rescales X_0 = D^{-1/2} X with D_ii = sum_j |(X X^T)_ij| at the
-  first step; Schatten-4 (Grishina et al.) divides X by ||X X^T||_F^{1/2}.
+  X_{k+1} = a X_k + b (X_k X_k^H) X_k + c (X_k X_k^H)^2 X_k. AOL (Boissin et
+  al.) instead rescales X_0 = D^{-1/2} X with D_ii = sum_j |(X X^H)_ij| at the
+  first step; Schatten-4 (Grishina et al.) divides X by ||X X^H||_F^{1/2}. X^H is
+  the conjugate transpose: a complex X goes to its polar factor U V^H.
   """
   tall = X.shape[0] > X.shape[1]
   if tall:
     X = X.T
   if preconditioning == "frobenius":
-    d = np.sqrt(np.sum(X * X)) + eps
+    d = np.sqrt(np.sum(np.abs(X) ** 2)) + eps
     X = X / d if d > 0 else X * 0
   elif preconditioning == "spectral":
     d = np.linalg.norm(X, 2) + eps
@@ -37,12 +38,12 @@ def newton_schulz(X: np.ndarray, coeffs, ns_steps: int, preconditioning: str,
   rows = list(table) if table.ndim == 2 else [table] * ns_steps
   for k, (a, b, c) in enumerate(rows):
     if k == 0 and preconditioning == "aol":
-      r = np.maximum(np.abs(X @ X.T).sum(axis=1), eps)
+      r = np.maximum(np.abs(X @ X.conj().T).sum(axis=1), eps)
       X = X * np.where(r > 0, 1 / np.sqrt(np.where(r > 0, r, 1)), 0)[:, None]
     elif k == 0 and preconditioning == "schatten":
-      r = max(np.sqrt(np.sum((X @ X.T) ** 2)), eps)
+      r = max(np.sqrt(np.sum(np.abs(X @ X.conj().T) ** 2)), eps)
       X = X * (1 / np.sqrt(r) if r > 0 else 0.0)
-    A = X @ X.T
+    A = X @ X.conj().T
     X = a * X + b * (A @ X) + c * (A @ A @ X)
   return X.T if tall else X
 
@@ -75,7 +76,7 @@ class scale_by_muon(R.Reference):
       m_t = beta m_{t-1} + (1-beta) g_t
       mhat = m_t / (1-beta^t)
            (nesterov: beta m_t / (1-beta^(t+1)) + (1-beta) g_t / (1-beta^t))
-      u_t = NS(mhat)            (adaptive: <mhat, NS(mhat)> NS(mhat))
+      u_t = NS(mhat)            (adaptive: Re<mhat, NS(mhat)> NS(mhat))
 
   ``dims``: name -> (reduction_axis, output_axis) or None (u_t = mhat).
   """
@@ -100,7 +101,7 @@ class scale_by_muon(R.Reference):
     if dims is None:
       return mhat
     o = orthogonalize(mhat, dims, self.ns_coeffs, self.ns_steps, self.preconditioning, self.eps)
-    return np.sum(mhat * o) * o if self.adaptive else o
+    return np.real(np.vdot(mhat, o)) * o if self.adaptive else o
 
 
 class muon(R.Reference):
@@ -135,7 +136,8 @@ class muon(R.Reference):
 
   def step(self, grads, params, **extra):
     self.count += 1
-    mats = {k: np.asarray(grads[k], np.float64) for k in self.dims}
+    mats = {k: np.asarray(grads[k], np.complex128 if np.iscomplexobj(grads[k]) else np.float64)
+            for k in self.dims}
     d = self.direction.step(mats, {k: params[k] for k in self.dims})
     out = self.adam.step({k: g for k, g in grads.items() if k not in self.dims},
                          {k: p for k, p in params.items() if k not in self.dims})
@@ -146,7 +148,7 @@ class muon(R.Reference):
       fan_out = math.prod(u.shape[a] for a in outx)
       s = (math.sqrt(max(1.0, fan_out / fan_in)) if self.consistent_rms is None
            else self.consistent_rms * math.sqrt(max(fan_in, fan_out)))
-      out[k] = -lr * (s * u + self.weight_decay * np.asarray(params[k], np.float64))
+      out[k] = -lr * (s * u + self.weight_decay * R._f64(params[k]))
     return {k: out[k] for k in grads}
 
 
@@ -224,7 +226,7 @@ class galore(R.Reference):
     self.count += 1
     low, geo = {}, {}
     for k, g in grads.items():
-      g = np.asarray(g, np.float64)
+      g = R._f64(g)
       if self.dims.get(k) is None:
         low[k] = g
         continue
@@ -249,5 +251,5 @@ class galore(R.Reference):
       else:
         full = d[k]
       out[k] = -self.sched(self.learning_rate) * (
-          full + self.weight_decay * np.asarray(params[k], np.float64))
+          full + self.weight_decay * R._f64(params[k]))
     return out

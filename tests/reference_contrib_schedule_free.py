@@ -35,11 +35,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from reference import Reference
-
-
-def _f64(tree: dict) -> dict:
-  return {k: np.array(v, dtype=np.float64) for k, v in tree.items()}
+from reference import Reference, _tree_f64
 
 
 def _at(value: Any, count: int) -> float:
@@ -87,7 +83,7 @@ class schedule_free(Reference):
   def init(self, params):
     self.count = 0
     self.base.init(params)
-    self.z, self.x = _f64(params), _f64(params)
+    self.z, self.x = _tree_f64(params), _tree_f64(params)
     self.max_lr, self.weight_sum = 0.0, 0.0
 
   def _y(self) -> dict:
@@ -126,7 +122,7 @@ def schedule_free_adamw(learning_rate=0.0025, warmup_steps=None, b1=0.9, b2=0.99
 
 def clipped_mean(per_example: dict, l2_norm_clip: float) -> dict:
   """(1/B) sum_b g_b min(1, C / ||g_b||), the norm over every leaf of example b."""
-  per_example = _f64(per_example)
+  per_example = _tree_f64(per_example)
   batch = next(iter(per_example.values())).shape[0]
   norms = np.sqrt(sum(np.sum(g.reshape(batch, -1) ** 2, axis=1) for g in per_example.values()))
   factors = np.array([1.0 if n == 0 else min(1.0, l2_norm_clip / n) for n in norms])

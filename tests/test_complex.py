@@ -561,10 +561,12 @@ def test_real_only_rules_refuse_complex_leaves(name):
 
 # Stages defined for real numbers: (the stage, where it raises). An elementwise clip has
 # no order to clip by (a modulus is bounded by clip_by_block_rms); GaLore's projection
-# is for real matrices, and a complex leaf it would not project passes through.
+# is for real matrices, and a complex leaf it would not project passes through; Sophia
+# clips a ratio to a Hessian diagonal's estimate.
 REAL_ONLY_STAGES = [
     pytest.param(lambda: gtx.clip(1.0), "update", id="clip"),
     pytest.param(lambda: gtx.contrib.galore(0.1, rank=1), "init", id="galore"),
+    pytest.param(lambda: gtx.contrib.sophia(0.1), "init", id="sophia"),
 ]
 
 

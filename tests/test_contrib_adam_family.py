@@ -10,6 +10,7 @@ runs packed.
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 import jax
@@ -79,8 +80,29 @@ CASES = [
 ]
 
 
+# On complex leaves (all but the scalar and the tiny leaf): moments of |g|^2, ADOPT's
+# clip bounding a complex entry's modulus (its phase kept), MADGRAD's nu held real.
+_COMPLEX_LEAVES = ("vector", "matrix", "cube", "zeros")
+_BY_ID = {c.id: c for c in CASES}
+CASES += [dataclasses.replace(_BY_ID[i], id=i + "-complex", complex_leaves=_COMPLEX_LEAVES)
+          for i in ["adopt", "adopt-nesterov-unclipped", "ademamix", "simplified_ademamix",
+                    "madgrad", "acprop"]]
+
 test_float32_jit, test_float64_nojit, test_float32_nojit_and_float64_jit = reference_tests(
     CASES, ["adopt", "ademamix-schedules", "simplified_ademamix", "madgrad", "acprop"])
+
+
+@pytest.mark.parametrize("nu_dtype, want", [(None, jnp.float32), (jnp.float64, jnp.float64)])
+def test_madgrad_holds_the_sum_of_squares_of_a_complex_leaf_real(nu_dtype, want):
+  with jax.enable_x64(True):
+    params = {"z": jnp.asarray([1 + 2j, -0.5j], jnp.complex64), "x": jnp.ones(2, jnp.float32)}
+    tx = gtx.contrib.scale_by_madgrad(0.1, nu_dtype=nu_dtype)
+    state = tx.init(params)
+    assert {k: v.dtype for k, v in state.grad_sum_sq.items()} == {"z": want, "x": want}
+    _, state = tx.update(params, state, params)
+    # lambda_0 |g|^2 with lambda_0 = lr + eps
+    np.testing.assert_allclose(state.grad_sum_sq["z"], (0.1 + 1e-6) * np.array([5.0, 0.25]),
+                               rtol=1e-6)
 
 
 # ----------------------------------------------------------------------------

@@ -7,7 +7,8 @@ On float16 params float16 rounds ``eps`` and the small :math:`(1-\\beta_2) g^2`
 to 0, and the steps are NaN, Inf or silently wrong; with ``nu_dtype=jnp.float32``
 the float16 steps follow the float32 ones to float16 rounding. A complex leaf's
 accumulator stays complex (or real, where the rule holds :math:`|g|^2` real),
-and on float32 params ``nu_dtype=jnp.float32`` changes nothing.
+and on float32 params ``nu_dtype=jnp.float32`` changes nothing. Mechanic and
+COCOB, which have no second moment, take float16 params as the FAQ says.
 """
 
 from __future__ import annotations
@@ -207,26 +208,16 @@ def test_float16_second_moment_needs_nu_dtype(make, problem, extra, symptom):
 
 # The rules that hold |g|^2 in a real state (optax's layout for these): a real
 # nu_dtype keeps it real, of that precision.
-REAL_ACCUMULATORS = {"prodigy", "dadapt_adamw", "momo_adam"}
-
-
-def _complex_variant(make):
-  """``make`` as it runs on a complex leaf: ADOPT's and Sophia's clips order real numbers."""
-  name = make.__name__.strip("_")
-  if name == "adopt":
-    return lambda **kwargs: C.adopt(0.01, use_clipping=False, **kwargs)
-  if name == "sophia":
-    return lambda **kwargs: C.sophia(0.01, clip_threshold=None, update_interval=1, **kwargs)
-  return make
+REAL_ACCUMULATORS = {"prodigy", "dadapt_adamw", "momo_adam", "madgrad"}
 
 
 def _complex_cases():
   for case in FLOAT16_CASES:
     make, fields, _, _, extra = case.values
-    if make is _madgrad:  # its cube root of a complex sum of |g|^2 raises on complex leaves
+    if make is _sophia:  # a Hessian diagonal and a clip: real parameters only
       continue
-    yield pytest.param(_complex_variant(make), fields, extra,
-                       make.__name__.strip("_") in REAL_ACCUMULATORS, id=case.id)
+    yield pytest.param(make, fields, extra, make.__name__.strip("_") in REAL_ACCUMULATORS,
+                       id=case.id)
 
 
 @pytest.mark.parametrize("make, fields, extra, real", list(_complex_cases()))
@@ -268,3 +259,49 @@ def test_nu_dtype_of_the_params_dtype_changes_nothing(make, fields, rtol, proble
             for x in (a, b))
     assert a.dtype == b.dtype
     np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+
+
+# ----------------------------------------------------------------------------
+# The parameter-free rules on float16 params (the FAQ's advice).
+
+
+def _mechanize_run(dtype, steps, **kwargs):
+  """Mechanic around SGD on the quadratic sum(w^2) / 4, from FLOAT16_PARAMS."""
+  tx = C.mechanize(gtx.sgd(0.1), **kwargs)
+  update = jax.jit(lambda p, s: tx.update({"w": jnp.asarray(0.5, dtype) * p["w"]}, s, p))
+  params = _as(FLOAT16_PARAMS, dtype)
+  state = tx.init(params)
+  for _ in range(steps):
+    updates, state = update(params, state)
+    params = gtx.apply_updates(params, updates)
+  return np.asarray(params["w"], np.float32), state
+
+
+def test_mechanize_on_float16_params_divides_by_its_scale_in_float32():
+  # s starts at s_init = 1e-6, a float16 subnormal that XLA's CPU flushes to 0: dividing
+  # by it in float16 made every step NaN from the first.
+  w, state = _mechanize_run(jnp.float16, 5)
+  assert np.all(np.isfinite(w)) and np.all(np.isfinite(state.s))
+  # Its first steps, about s_init times SGD's, are below float16's spacing and leave the
+  # params where they are. With s_init = 1e-2 they move, to where the float32 params go
+  # (3e-3 apart after 300 steps, from a start of size 1).
+  np.testing.assert_array_equal(w, FLOAT16_PARAMS["w"])
+  got, _ = _mechanize_run(jnp.float16, 300, s_init=1e-2)
+  want, _ = _mechanize_run(jnp.float32, 300, s_init=1e-2)
+  assert np.abs(want).max() < 0.02
+  np.testing.assert_allclose(got, want, rtol=0, atol=5e-3)
+
+
+@pytest.mark.parametrize("eps, finite", [(1e-8, False), (1e-4, True)])
+def test_cocob_on_float16_params_needs_an_eps_float16_holds(eps, finite):
+  # COCOB's L starts at eps: 1e-8 is 0 in float16, and an entry whose gradients have all
+  # been 0 steps by 0 / 0 = NaN. eps = 1e-4 keeps it where it is.
+  tx = C.cocob(eps=eps)
+  grads, params = _as(FLOAT16_GRADS, jnp.float16), _as(FLOAT16_PARAMS, jnp.float16)
+  updates, _ = jax.jit(tx.update)(grads, tx.init(params), params)
+  zero = FLOAT16_GRADS["w"] == 0
+  assert np.all(np.isfinite(np.asarray(updates["w"])[~zero]))
+  if finite:
+    np.testing.assert_array_equal(np.asarray(updates["w"])[zero], 0)
+  else:
+    assert np.all(np.isnan(np.asarray(updates["w"])[zero]))

@@ -9,6 +9,7 @@ input.
 
 from __future__ import annotations
 
+import dataclasses
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -84,6 +85,14 @@ CASES = [
 RC_DION = ((4.0848, -6.8946, 2.9270), (3.9505, -6.3029, 2.6377), (3.7418, -5.5913, 2.3037),
            (2.8769, -3.1427, 1.2046), (2.8366, -3.0525, 1.2012))
 
+
+# Muon on complex matrices (and Adam on the complex vector and cube): Newton-Schulz with
+# X X^H drives a complex X to its polar factor U V^H.
+_BY_ID = {c.id: c for c in CASES}
+CASES += [dataclasses.replace(_BY_ID[i], id=i + "-complex",
+                              complex_leaves=("vector", "matrix", "cube", "zeros"))
+          for i in ["muon", "muon-dims-decay-rms", "scale_by_muon-aol-adaptive",
+                    "scale_by_muon-schatten-dion", "scale_by_muon-spectral"]]
 
 test_float32_jit, test_float64_nojit, test_float32_nojit_and_float64_jit = reference_tests(
     CASES, ["muon", "galore", "normalize", "split_real_and_imaginary-adam"])

@@ -20,7 +20,7 @@ from gradtx import numerics, tree
 from gradtx.chain import Chain, named_chain
 from gradtx.core import (NONNEGATIVE, POSITIVE, UNIT, UNIT_HALF_OPEN, GradientTransformation,
                          HParamSpec, ScalarOrSchedule)
-from gradtx.numerics import as_dtype, compute_dtype, ema_moment, safe_increment
+from gradtx.numerics import as_dtype, clip_modulus, compute_dtype, ema_moment, safe_increment
 from gradtx.transforms.moments import ScaleByAdamState
 from gradtx.transforms.scaling import scale_by_learning_rate
 
@@ -45,10 +45,11 @@ def scale_by_adopt(b1: ScalarOrSchedule = 0.9, b2: ScalarOrSchedule = 0.9999,
     m_t = \\beta_1 m_{t-1} + (1-\\beta_1)\\,
       \\operatorname{clip}\\Big(\\frac{g_t}{\\max(\\sqrt{v_{t-1}}, \\epsilon)}, c_t\\Big), \\quad
     u_t = m_t, \\quad
-    v_t = \\beta_2 v_{t-1} + (1-\\beta_2) g_t^2
+    v_t = \\beta_2 v_{t-1} + (1-\\beta_2) |g_t|^2
 
   for :math:`t \\ge 1`, with :math:`m_0 = 0` and
-  :math:`\\operatorname{clip}(x, c) = \\min(\\max(x, -c), c)`. The first call
+  :math:`\\operatorname{clip}(x, c) = \\min(\\max(x, -c), c)` (on a complex entry, its
+  modulus clipped to :math:`c`, its phase kept). The first call
   (step 0) only sets :math:`v_0`: its update is zero. The clip bound is
   :math:`c_t` = ``clip_value_fn(t)``, :math:`t^{1/4}` by default, and reads
   as ``"clip_value"`` in :func:`gradtx.hparams`; ``use_clipping=False`` drops
@@ -114,8 +115,7 @@ def scale_by_adopt(b1: ScalarOrSchedule = 0.9, b2: ScalarOrSchedule = 0.9999,
       eps = as_dtype(h["eps"], dtype)
       normalised = as_dtype(g, dtype) / jnp.maximum(jnp.sqrt(as_dtype(v, dtype)), eps)
       if use_clipping:
-        c = as_dtype(h["clip_value"], dtype)
-        normalised = jnp.clip(normalised, -c, c)
+        normalised = clip_modulus(normalised, h["clip_value"])
       # Step 0 weighs it by 0, but g / eps can overflow (float16) and 0 * inf is NaN.
       normalised = jnp.where(started, normalised, 0)
       m_new = ema_moment(normalised, m, b1_t, order=1)
@@ -141,7 +141,7 @@ def adopt(learning_rate: ScalarOrSchedule, b1: ScalarOrSchedule = 0.9,
     m_t = \\beta_1 m_{t-1} + (1-\\beta_1)\\,
       \\operatorname{clip}\\Big(\\frac{g_t}{\\max(\\sqrt{v_{t-1}}, \\epsilon)}, t^{1/4}\\Big), \\quad
     \\theta_{t+1} = \\theta_t - \\eta_t m_t, \\quad
-    v_t = \\beta_2 v_{t-1} + (1-\\beta_2) g_t^2
+    v_t = \\beta_2 v_{t-1} + (1-\\beta_2) |g_t|^2
 
   with :math:`v_0 = g_0^2` set by the first call, whose update is zero (see
   :func:`scale_by_adopt`). Because :math:`v_{t-1}` does not depend on

@@ -15,9 +15,10 @@ import jax.numpy as jnp
 
 from gradtx import numerics, tree
 from gradtx.chain import Chain, named_chain
+from gradtx.contrib._whole_tree import _real_zeros_like
 from gradtx.core import (NONNEGATIVE, POSITIVE, UNIT_HALF_OPEN, GradientTransformation, HParams,
                          HParamSpec, ScalarOrSchedule, read_once, require_params_like)
-from gradtx.numerics import abs_sq, as_dtype, compute_dtype, safe_increment
+from gradtx.numerics import abs_sq, as_dtype, compute_dtype, real_dtype, safe_increment
 from gradtx.transforms.decay import add_decayed_weights
 
 __all__ = ["MadgradState", "madgrad", "scale_by_madgrad"]
@@ -45,7 +46,7 @@ def scale_by_madgrad(learning_rate: ScalarOrSchedule, momentum: ScalarOrSchedule
   .. math::
     \\lambda_k = (\\gamma_k + \\epsilon)\\sqrt{k + 1}, \\quad
     s_{k+1} = s_k + \\lambda_k g_k, \\quad
-    \\nu_{k+1} = \\nu_k + \\lambda_k g_k^2, \\\\
+    \\nu_{k+1} = \\nu_k + \\lambda_k |g_k|^2, \\\\
     z_{k+1} = x_0 - \\frac{s_{k+1}}{\\nu_{k+1}^{1/3} + \\epsilon}, \\quad
     u_k = x_{k+1} - x_k = (1 - \\beta)(z_{k+1} - x_k)
 
@@ -62,10 +63,10 @@ def scale_by_madgrad(learning_rate: ScalarOrSchedule, momentum: ScalarOrSchedule
       :math:`c_{k+1} = 1 - \\beta`).
     eps: :math:`\\epsilon > 0`, default 1e-6. It must be positive: a gradient
       entry that has been zero so far has :math:`\\nu = 0`.
-    nu_dtype: dtype of :math:`\\nu` (``grad_sum_sq``); ``None`` uses the params'
-      dtype. gradtx's addition to optax's arguments. On float16 params give
-      ``jnp.float32``: float16 rounds ``eps`` and the small
-      :math:`\\lambda_k g_k^2` to 0 (or to a few bits), and dividing by the
+    nu_dtype: dtype of :math:`\\nu` (``grad_sum_sq``, real for a complex leaf);
+      ``None`` uses the params' (real) dtype. gradtx's addition to optax's
+      arguments. On float16 params give ``jnp.float32``: float16 rounds
+      ``eps`` and the small :math:`\\lambda_k g_k^2` to 0 (or to a few bits), and dividing by the
       cube root of what is left makes those entries' steps thousands of times
       too large.
 
@@ -87,7 +88,8 @@ def scale_by_madgrad(learning_rate: ScalarOrSchedule, momentum: ScalarOrSchedule
                     momentum=(momentum, UNIT_HALF_OPEN), eps=(eps, POSITIVE))
 
   def init(params):
-    return MadgradState(numerics.zero_count(), tree.accumulator_like(params, dtype=nu_dtype),
+    # nu sums |g|^2: real, also for a complex leaf (its cube root divides the step).
+    return MadgradState(numerics.zero_count(), _real_zeros_like(params, nu_dtype),
                         tree.zeros_like(params), tree.copy(params), spec.init())
 
   def update(updates, state, params=None, **extra):
@@ -102,14 +104,15 @@ def scale_by_madgrad(learning_rate: ScalarOrSchedule, momentum: ScalarOrSchedule
 
     def leaf(g, nu, s, x0, x):
       dtype = compute_dtype(g, nu, s)
+      real = real_dtype(dtype)  # dtype itself for a real leaf
       lam, c = (as_dtype(scalars[n], dtype) for n in ("lambda", "1-momentum"))
-      eps = as_dtype(h["eps"], dtype)
       g_ = as_dtype(g, dtype)
-      nu_new = as_dtype(nu, dtype) + lam * abs_sq(g_)
+      nu_new = as_dtype(nu, real) + as_dtype(scalars["lambda"], real) * abs_sq(g_)
       s_new = as_dtype(s, dtype) + lam * g_
+      sigma = as_dtype(jnp.cbrt(nu_new) + as_dtype(h["eps"], real), dtype)
       # (1 - beta) z + beta x - x as (1 - beta)((x_0 - x) - s / sigma): forming z first
       # would round a step much smaller than x to x's last digits.
-      u = c * ((as_dtype(x0, dtype) - as_dtype(x, dtype)) - s_new / (jnp.cbrt(nu_new) + eps))
+      u = c * ((as_dtype(x0, dtype) - as_dtype(x, dtype)) - s_new / sigma)
       return as_dtype(u, g.dtype), as_dtype(nu_new, nu.dtype), as_dtype(s_new, s.dtype)
 
     updates, grad_sum_sq, s = tree.map_multi(leaf, 3, updates, state.grad_sum_sq, state.s,

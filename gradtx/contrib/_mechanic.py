@@ -12,7 +12,7 @@ from gradtx.contrib._common import _as_base
 from gradtx.contrib._whole_tree import _scalar_dtype
 from gradtx.core import (NONNEGATIVE, POSITIVE, GradientTransformation, HParams, HParamSpec,
                          ScalarOrSchedule, require_params_like)
-from gradtx.numerics import as_dtype, compute_dtype, safe_increment, zero_count
+from gradtx.numerics import as_dtype, compute_dtype, safe_increment, widened, zero_count
 
 __all__ = ["MechanicState", "mechanize"]
 
@@ -72,7 +72,11 @@ def mechanize(base_optimizer: Any, weight_decay: ScalarOrSchedule = 1e-2,
     weight_decay: :math:`\\lambda \\ge 0`, default 1e-2 (Mechanic's own,
       not the base optimizer's).
     eps: :math:`\\epsilon > 0`, default 1e-8.
-    s_init: :math:`s_\\text{init} > 0`, default 1e-6.
+    s_init: :math:`s_\\text{init} > 0`, default 1e-6. Mechanic reads its
+      cumulative step back from the params, :math:`x_\\text{ref} - \\theta_t`
+      (as optax): its first steps, about :math:`s_\\text{init}` times the base
+      optimizer's, must move them. On float16 params give 1e-2, on bfloat16
+      1e-1; with the default they stay where they are.
     num_betas: :math:`n \\ge 1`, default 6 (an int). Structural: it fixes the
       accumulators' shapes.
 
@@ -116,8 +120,14 @@ def mechanize(base_optimizer: Any, weight_decay: ScalarOrSchedule = 1e-2,
               / (jnp.sqrt(tree.sum_squares(params, dtype)) + eps))
     decayed = tree.tree_map(lambda g, p: g + as_dtype(shrink, g.dtype) * p.astype(g.dtype),
                             updates, params)
-    delta_prev = tree.tree_map(lambda d: d / as_dtype(s_sum + eps, d.dtype),
-                               tree.sub(x_ref, params))
+
+    def over_scale(d):
+      # In the scalars' dtype at least: s starts at s_init = 1e-6, a float16 subnormal
+      # that XLA's CPU flushes to 0 (0 / 0 = NaN on the first step).
+      wide = widened(d, dtype)
+      return (wide / as_dtype(s_sum + eps, wide.dtype)).astype(d.dtype)
+
+    delta_prev = tree.tree_map(over_scale, tree.sub(x_ref, params))
     h_t = tree.inner(decayed, delta_prev, dtype)
     betas = jnp.asarray([1 - 0.1**j for j in range(1, num_betas + 1)], dtype)
     m = jnp.maximum(betas * state.m, jnp.abs(h_t) + eps)
@@ -128,11 +138,12 @@ def mechanize(base_optimizer: Any, weight_decay: ScalarOrSchedule = 1e-2,
     s_new = jnp.sum(s)
 
     def step(p, x0, d, u):
-      c = compute_dtype(p, x0, u)
+      c = compute_dtype(p, x0, u, s_new)
       # (x_ref - theta_t) first: exact for nearby values, so a small step keeps its digits
       # (optax forms x_ref - s (Delta - u) and subtracts theta_t, losing them). Formed here
-      # again, not taken from delta_prev's tree.sub: in the base updates' dtype, which can be
-      # wider than the params' (float32 steps of bfloat16 params).
+      # again, not taken from delta_prev's tree.sub: in the base updates' or the scalars'
+      # dtype, which can be wider than the params' (float32 steps or scale of float16 ones;
+      # the scale, ~1e-6 at first, is 0 in float16 on XLA's CPU).
       moved = as_dtype(x0, c) - as_dtype(p, c)
       return (moved - as_dtype(s_new, c) * (as_dtype(d, c) - as_dtype(u, c))).astype(p.dtype)
 

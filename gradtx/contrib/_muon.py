@@ -57,17 +57,19 @@ def _newton_schulz(x: jax.Array, coeffs: jax.Array, ns_steps: int, preconditioni
     x = safe_divide(x, jnp.linalg.norm(x) + eps)
   elif preconditioning == "spectral":
     x = safe_divide(x, jnp.linalg.norm(x, ord=2) + eps)
-  coeffs = as_dtype(coeffs, x.real.dtype)
+  # The coefficients and scales are real; a complex X takes them as complex with Im 0
+  # (the explicit cast strict promotion asks for), which multiplies exactly as the reals.
+  coeffs = as_dtype(coeffs, x.dtype)
   rows = [coeffs[i] for i in range(coeffs.shape[0])] if coeffs.ndim == 2 else [coeffs] * ns_steps
   for i, (a, b, c) in enumerate(rows):
     A = x @ x.conj().T
     if i == 0 and preconditioning == "aol":
       # Almost-orthogonal-layer rescaling: row i by 1 / sqrt(sum_j |A_ij|).
-      s = safe_rsqrt(jnp.maximum(jnp.sum(jnp.abs(A), axis=-1), eps))[:, None]
+      s = as_dtype(safe_rsqrt(jnp.maximum(jnp.sum(jnp.abs(A), axis=-1), eps)), x.dtype)[:, None]
       x, A = x * s, A * s * s.T
     elif i == 0 and preconditioning == "schatten":
-      # Divide by the Schatten-4 norm: ||X||_S4^2 = ||X X^T||_F.
-      s = safe_rsqrt(jnp.maximum(jnp.linalg.norm(A), eps))
+      # Divide by the Schatten-4 norm: ||X||_S4^2 = ||X X^H||_F.
+      s = as_dtype(safe_rsqrt(jnp.maximum(jnp.linalg.norm(A), eps)), x.dtype)
       x, A = x * s, A * (s * s)
     B = b * A + c * (A @ A)
     x = a * x + B @ x
@@ -144,11 +146,13 @@ def scale_by_muon(ns_coeffs: tuple = _DEFAULT_NS_COEFFS, ns_steps: int = 5,
 
   which drives every singular value of :math:`X` towards 1 (roughly into
   [0.7, 1.2] with the default coefficients): :math:`U V^\\top` of
-  :math:`X = U S V^\\top`, approximately. ``"aol"`` instead scales row
+  :math:`X = U S V^\\top`, approximately (a complex :math:`X` takes its
+  conjugate transpose for :math:`X^\\top`, and goes to its polar factor
+  :math:`U V^H`). ``"aol"`` instead scales row
   :math:`i` of :math:`X_0 = X` by :math:`(\\max(\\sum_j |A_{0,ij}|, \\epsilon))^{-1/2}`
   at the first step, ``"schatten"`` divides it by
   :math:`\\max(\\|A_0\\|_F, \\epsilon)^{1/2}`. With ``adaptive=True``,
-  :math:`u_t = \\langle \\hat m_t, \\operatorname{NS}(\\hat m_t)\\rangle\\,
+  :math:`u_t = \\mathrm{Re}\\langle \\hat m_t, \\operatorname{NS}(\\hat m_t)\\rangle\\,
   \\operatorname{NS}(\\hat m_t)` (the dual norm, summed over the whole leaf).
 
   Args:
@@ -221,7 +225,7 @@ def scale_by_muon(ns_coeffs: tuple = _DEFAULT_NS_COEFFS, ns_steps: int = 5,
       if dims is None:
         return x
       o = _orthogonalize(x, dims, h["ns_coeffs"], int(ns_steps), preconditioning, h["eps"])
-      return jnp.sum(x.conj() * o) * o if adaptive else o
+      return as_dtype(jnp.real(jnp.sum(x.conj() * o)), o.dtype) * o if adaptive else o
 
     new = _map_matrices(stage, weight_dimension_numbers, orthogonal, mu_hat)
     return tree.cast_like(new, updates), MuonState(count, mu, hparams)

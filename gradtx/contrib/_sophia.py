@@ -225,6 +225,8 @@ def scale_by_sophia(b1: ScalarOrSchedule = 0.965, b2: ScalarOrSchedule = 0.99,
   spec = HParamSpec("scale_by_sophia", **entries)
 
   def init(params):
+    # A Hessian diagonal and an elementwise clip are for real parameters.
+    tree.check_real(params, "scale_by_sophia")
     return SophiaState(zero_count(), tree.accumulator_like(params, dtype=mu_dtype),
                        tree.accumulator_like(params, dtype=nu_dtype),
                        hessian_diagonal_fn.init(params), spec.init())
