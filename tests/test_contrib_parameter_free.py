@@ -551,10 +551,9 @@ _BY_ID = {c.id: c for c in CASES}
 COMPLEX_CASES = [dataclasses.replace(_BY_ID[i], id=i + "-complex", complex_leaves=_COMPLEX_LEAVES)
                  for i in ["prodigy-options", "dadapt_adamw", "dog-distance-decay",
                            "dowg-options", "cocob-options", "momo-options",
-                           "momo_adam-options"]]
-# Mechanic around SGD (gtx.adam cannot take complex leaves under strict promotion). An SGD
-# base moves the 1e-12 leaf by ~1e-12, below float32's spacing near 1 (the real cases use
-# Adam for this): float64 only.
+                           "momo_adam-options", "mechanize-adam"]]
+# Mechanic around SGD as well. An SGD base moves the 1e-12 leaf by ~1e-12, below
+# float32's spacing near 1 (the real cases use Adam for this): float64 only.
 MECHANIC_COMPLEX = ZooCase(
     "mechanize-sgd-complex",
     lambda: gtx.contrib.mechanize(gtx.sgd(0.5, momentum=0.9), s_init=0.01),
