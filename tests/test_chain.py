@@ -244,6 +244,16 @@ ERRORS = [
      r"stage 'outer\.adam': updates and state\.mu differ in structure: key path \['b'\]"),
     (lambda: _update(ADAM(), grads={"w": jnp.ones((2, 3)), "b": jnp.ones(2)}),
      gtx.StructureError, r"stage 'adam': .*differ in shape at key path \['w'\]: \(2, 3\)"),
+    # Adafactor's state holds statistics of another shape than the leaf's (its rows and
+    # columns when factored): jax's broadcasting error from inside the step before.
+    (lambda: _update(gtx.chain(f=gtx.scale_by_factored_rms(min_dim_size_to_factor=2)),
+                     grads={"w": jnp.ones((4, 2)), "b": jnp.ones(2)}),
+     gtx.StructureError, r"stage 'f': updates and state differ in shape at key path "
+     r"\['w'\]: \(4, 2\) in updates, while state holds the statistics of another shape "
+     r"\(v_row \(2,\), v_col \(3,\), v \(1,\)\)"),
+    (lambda: _update(gtx.chain(f=gtx.scale_by_factored_rms()),
+                     grads={"w": jnp.ones((3, 2)), "b": jnp.ones(3)}),
+     gtx.StructureError, r"stage 'f': .*key path \['b'\]: \(3,\) in updates"),
     (lambda: _update(gtx.chain(opt=gtx.partition({"a": ADAM()}, lambda p: jax.tree.map(
         lambda _: "a", p))), grads={"w": jnp.ones((3, 2))}),
      gtx.StructureError, r"stage 'opt\.a\.adam': .*key path \['b'\]"),

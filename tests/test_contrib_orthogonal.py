@@ -433,6 +433,16 @@ def test_structure_mismatch_names_the_key_path():
     tx.update(bad, state, bad)
 
 
+def test_galore_names_a_leaf_missing_from_the_updates():
+  # jax's "Dict key mismatch" from inside the step before; the projectors' shapes are
+  # the low-rank ones, so only the structure is checked against them.
+  params = {"w": jnp.ones((4, 3)), "b": jnp.ones(3)}
+  tx = gtx.contrib.galore(0.1, rank=1)
+  with pytest.raises(gtx.StructureError, match=r"stage 'galore': updates and state.projector "
+                                               r"differ in structure: key path \['b'\]"):
+    tx.update({"w": params["w"]}, tx.init(params), params)
+
+
 # ----------------------------------------------------------------------------
 # Packed mode.
 

@@ -27,6 +27,7 @@ import numpy as np
 from gradtx import numerics, tree
 from gradtx.core import (NONNEGATIVE, UNIT, UNIT_HALF_OPEN, GradientTransformation, HParams,
                          HParamSpec, ScalarOrSchedule)
+from gradtx.errors import StructureError
 from gradtx.numerics import abs_sq, as_dtype, compute_dtype, ema_moment, safe_increment
 
 __all__ = ["FactoredState", "ScaleBySM3State", "scale_by_factored_rms", "scale_by_sm3"]
@@ -111,24 +112,43 @@ def scale_by_factored_rms(factored: bool = True, decay_rate: ScalarOrSchedule = 
                     epsilon=(epsilon, NONNEGATIVE))
   beta2_at = decay_rate_fn or _decay_rate_pow
 
+  def state_shapes(shape: tuple[int, ...]) -> tuple[tuple[int, ...], ...]:
+    """The shapes of ``v_row``, ``v_col`` and ``v`` for a leaf of ``shape``; (1,) where unused."""
+    dims = _factored_dims(shape, factored, min_dim_size_to_factor)
+    if dims is None:
+      return (1,), (1,), tuple(shape)
+    row, col = dims
+    return tuple(np.delete(shape, col)), tuple(np.delete(shape, row)), (1,)
+
   def init(params):
     def leaf(p):
       p = jnp.asarray(p)
       dtype = numerics.state_dtype(p, nu_dtype)  # complex for a complex leaf
-      placeholder = jnp.zeros((1,), dtype)
-      dims = _factored_dims(p.shape, factored, min_dim_size_to_factor)
-      if dims is None:
-        return placeholder, placeholder, jnp.zeros_like(p, dtype)
-      row, col = dims
-      return (jnp.zeros(np.delete(p.shape, col), dtype),
-              jnp.zeros(np.delete(p.shape, row), dtype), placeholder)
+      return tuple(jnp.zeros(shape, dtype) for shape in state_shapes(p.shape))
 
     v_row, v_col, v = tree.map_leaves(leaf, (False, False, False), params)
     return FactoredState(numerics.zero_count(), v_row, v_col, v, spec.init())
 
+  def check_shapes(path, g, *statistics):
+    if tree.is_masked(g):  # a masked-out leaf has no statistics
+      return
+    if tree._is_packed(g):  # a packed tree's statistics are per leaf of its layout
+      if any(getattr(x, "layout", None) != g.layout for x in statistics):
+        raise StructureError(f"updates and state differ at key path {tree.keystr(path)}: "
+                             "they are packed with different layouts")
+      return
+    if tuple(x.shape for x in statistics) != state_shapes(g.shape):
+      raise StructureError(
+          f"updates and state differ in shape at key path "
+          f"{tree.keystr(path)}: {tuple(g.shape)} in updates, while state holds the "
+          f"statistics of another shape (v_row {statistics[0].shape}, v_col "
+          f"{statistics[1].shape}, v {statistics[2].shape})")
+
   def update(updates, state, params=None, **extra):
     del params, extra
     tree.check_structure(state.v_row, updates, "state.v_row", "updates", check_shapes=False)
+    jax.tree_util.tree_map_with_path(check_shapes, updates, state.v_row, state.v_col, state.v,
+                                     is_leaf=lambda x: tree.is_masked(x) or tree._is_packed(x))
     h, hparams = spec.step(state.hparams)
     count = safe_increment(state.count)
 
