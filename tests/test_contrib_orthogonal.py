@@ -517,3 +517,16 @@ def test_split_refuses_a_packed_tree_with_complex_buffers():
   tx = gtx.contrib.split_real_and_imaginary(gtx.adam(0.1))
   with pytest.raises(gtx.StructureError, match=r"complex buffers \['complex64'\]"):
     tx.init(layout.pack(params))
+
+
+@pytest.mark.parametrize("dtype", [jnp.bfloat16, jnp.float16])
+def test_spectral_preconditioning_takes_its_norm_in_float32_for_half_precision(dtype):
+  # The spectral norm is an SVD, which has no bfloat16 or float16 kernel: it raised
+  # NotImplementedError. Newton-Schulz then runs in the leaf's dtype, as on float32.
+  g = jnp.asarray(np.random.default_rng(3).normal(size=(4, 6)), jnp.float32)
+  tx = gtx.contrib.scale_by_muon(preconditioning="spectral")
+  got = tx.update({"w": g.astype(dtype)}, tx.init({"w": g.astype(dtype)}))[0]["w"]
+  want = tx.update({"w": g}, tx.init({"w": g}))[0]["w"]
+  assert got.dtype == dtype
+  error = np.linalg.norm(np.asarray(got, np.float32) - want) / np.linalg.norm(want)
+  assert error < 0.1, error  # NS in bfloat16 differs from float32 by a few percent

@@ -435,8 +435,11 @@ def differentially_private_aggregate(l2_norm_clip: ScalarOrSchedule,
     rng_key, *leaf_keys = jax.random.split(state.rng_key, len(leaves) + 1)
 
     def leaf(g, leaf_key):
-      std = as_dtype(h["l2_norm_clip"] * h["noise_multiplier"], g.dtype)
-      return (g + std * jax.random.normal(leaf_key, g.shape, g.dtype)) / batch_size
+      # Drawn, added and averaged in float32 at least, as in gtx.add_noise.
+      wide = compute_dtype(g, jnp.float32(0))
+      std = as_dtype(h["l2_norm_clip"] * h["noise_multiplier"], wide)
+      noise = jax.random.normal(leaf_key, g.shape, wide)
+      return ((as_dtype(g, wide) + std * noise) / batch_size).astype(g.dtype)
 
     noised = [leaf(g, k) for g, k in zip(clipped, leaf_keys)]
     return (jax.tree.unflatten(treedef, noised),

@@ -81,7 +81,10 @@ def scale_by_radam(b1: ScalarOrSchedule = 0.9, b2: ScalarOrSchedule = 0.999,
     def leaf(g, m, v):
       m_new, v_new, m_hat, v_hat = adam_moments(g, m, v, h, count, nesterov)
       dtype = v_hat.dtype
-      beta2, t = as_dtype(h["b2"], dtype), count.astype(dtype)
+      # The rectification in float32 at least: bfloat16 rounds b2 = 0.999 to 1, and
+      # rho_inf = 2 / (1 - b2) - 1 would be Inf and rho_t NaN.
+      scalar = numerics.real_dtype(compute_dtype(v_hat, jnp.float32(0)))
+      beta2, t = as_dtype(h["b2"], scalar), count.astype(scalar)
       # beta2^t and 1 - beta2^t through log1p / expm1: the naive 1 - beta2**t loses
       # most of float32's digits near beta2 = 1, which moves rho_t by ~1e-2.
       t_log_beta2 = t * jnp.log1p(-(1 - beta2))
@@ -89,12 +92,12 @@ def scale_by_radam(b1: ScalarOrSchedule = 0.9, b2: ScalarOrSchedule = 0.999,
       rho_t = rho_inf - 2 * t * jnp.exp(t_log_beta2) / -jnp.expm1(t_log_beta2)
       # Clamp inside the root so the unused branch stays finite for small rho_t.
       rho_safe = jnp.maximum(rho_t, 5.0)
-      r_t = jnp.sqrt((rho_safe - 4) * (rho_safe - 2) * rho_inf
-                     / ((rho_inf - 4) * (rho_inf - 2) * rho_safe))
+      r_t = as_dtype(jnp.sqrt((rho_safe - 4) * (rho_safe - 2) * rho_inf
+                              / ((rho_inf - 4) * (rho_inf - 2) * rho_safe)), dtype)
       eps, eps_root = as_dtype(h["eps"], dtype), as_dtype(h["eps_root"], dtype)
       m_hat = m_hat.astype(dtype)
       adapted = r_t * m_hat / (jnp.sqrt(v_hat + eps_root) + eps)
-      u = jnp.where(rho_t >= as_dtype(h["threshold"], dtype), adapted, m_hat)
+      u = jnp.where(rho_t >= as_dtype(h["threshold"], scalar), adapted, m_hat)
       return u.astype(g.dtype), m_new.astype(m.dtype), v_new.astype(v.dtype)
 
     updates, mu, nu = tree.map_multi(leaf, 3, updates, state.mu, state.nu)
@@ -388,16 +391,18 @@ def scale_by_adan(b1: ScalarOrSchedule = 0.98, b2: ScalarOrSchedule = 0.92,
       dtype = compute_dtype(g, m)
       g_ = g.astype(dtype)
       delta = jnp.where(count == 1, jnp.zeros_like(g_), g_ - g_prev.astype(dtype))
-      beta2 = as_dtype(h["b2"], dtype)
+      # 1 - b2 in b2's own precision, as ema_moment forms it: b2 = 0.92 in bfloat16 is
+      # 0.921875, and 1 - b2 would be 2.3% low.
+      take2 = as_dtype(1 - jnp.asarray(h["b2"]), dtype)
       m_new = ema_moment(g_, m, h["b1"], order=1)
       v_new = ema_moment(delta, v, h["b2"], order=1)
-      n_new = ema_moment(g_ + (1 - beta2) * delta, n, h["b3"], order=2)
+      n_new = ema_moment(g_ + take2 * delta, n, h["b3"], order=2)
       m_hat = numerics.bias_correction(m_new, h["b1"], count)
       v_hat = numerics.bias_correction(v_new, h["b2"], count)
       n_hat = numerics.bias_correction(n_new, h["b3"], count)
       d = n_hat.dtype  # the wider of g's and n's
       eps, eps_root = as_dtype(h["eps"], d), as_dtype(h["eps_root"], d)
-      u = as_dtype(m_hat + (1 - beta2) * v_hat, d) / (jnp.sqrt(n_hat + eps_root) + eps)
+      u = as_dtype(m_hat + take2 * v_hat, d) / (jnp.sqrt(n_hat + eps_root) + eps)
       return (u.astype(g.dtype), m_new.astype(m.dtype), v_new.astype(v.dtype),
               n_new.astype(n.dtype), g.astype(g_prev.dtype))
 

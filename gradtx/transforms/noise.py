@@ -10,7 +10,7 @@ import jax.numpy as jnp
 from gradtx import numerics, tree
 from gradtx.core import (NONNEGATIVE, GradientTransformation, HParams, HParamSpec,
                          ScalarOrSchedule, stateless)
-from gradtx.numerics import as_dtype, safe_increment
+from gradtx.numerics import as_dtype, compute_dtype, safe_increment
 
 __all__ = ["AddNoiseState", "add_noise", "centralize"]
 
@@ -85,10 +85,13 @@ def add_noise(eta: ScalarOrSchedule = 0.01, gamma: ScalarOrSchedule = 0.55,
     leaf_keys = tree.split_key_per_leaf(sample_key, updates)
 
     def leaf(g, leaf_key):
-      dtype = g.dtype
-      sigma = jnp.sqrt(as_dtype(h["eta"], dtype)
-                       / count.astype(dtype) ** as_dtype(h["gamma"], dtype))
-      return g + sigma * jax.random.normal(leaf_key, g.shape, dtype)
+      # Drawn and added in float32 at least: a bfloat16 draw takes one of a few hundred
+      # values (8 bits), and g + noise would round twice.
+      wide = compute_dtype(g, jnp.float32(0))  # complex for a complex leaf
+      real = numerics.real_dtype(wide)
+      sigma = jnp.sqrt(as_dtype(h["eta"], real) / count.astype(real) ** as_dtype(h["gamma"], real))
+      noise = jax.random.normal(leaf_key, g.shape, wide)
+      return (as_dtype(g, wide) + as_dtype(sigma, wide) * noise).astype(g.dtype)
 
     # Per leaf with its own shape (map_leaves), so a packed tree draws the same noise.
     updates, = tree.map_leaves(lambda g, k: (leaf(g, k),), (True,), updates, leaf_keys)
