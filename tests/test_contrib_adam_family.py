@@ -392,6 +392,26 @@ def test_packed_gives_tree_modes_updates_and_state(make):
   assert_packed_matches_tree(layout, tree, flat)
 
 
+def _modulus_loss(params: Any) -> jax.Array:
+  """A real loss of complex and real leaves: weighted |x - 0.3|^2, plus a coupling term."""
+  leaves = jax.tree.leaves(params)
+  quad = sum(jnp.sum((i + 1.0) * jnp.abs(x - 0.3) ** 2) for i, x in enumerate(leaves))
+  return quad + 0.1 * jnp.square(sum(jnp.sum(jnp.abs(jnp.sin(x))) for x in leaves))
+
+
+@pytest.mark.parametrize("make", [r[1] for r in READY], ids=[r[0] for r in READY])
+def test_packed_complex_leaves_step_as_in_tree_mode(make):
+  # A complex buffer of its own: ADOPT's modulus clip and MADGRAD's real nu, packed.
+  params = packed_params()
+  rng = np.random.default_rng(1)
+  params["dense"]["w"] = jnp.asarray(np.asarray(params["dense"]["w"])
+                                     + 1j * rng.normal(size=(4, 3)), jnp.complex64)
+  layout, (tree, _, _), (flat, _, _) = train_both_modes(make(), params, 6, loss=_modulus_loss)
+  assert tree[0]["dense"]["w"].dtype == jnp.complex64
+  assert not np.allclose(tree[0]["dense"]["w"], params["dense"]["w"])
+  assert_packed_matches_tree(layout, tree, flat)
+
+
 def test_public_names_and_state_classes():
   for name in ["MadgradState", "ScaleByAdemamixState", "ScaleBySimplifiedAdEMAMixState",
                "acprop", "ademamix", "adopt", "madgrad", "scale_by_acprop", "scale_by_ademamix",
