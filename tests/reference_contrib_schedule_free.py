@@ -35,7 +35,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from reference import Reference, _tree_f64
+from reference import Reference, _abs2, _scaled_abs2, _tree_f64, _zeros
 
 
 def _at(value: Any, count: int) -> float:
@@ -64,10 +64,10 @@ class adamw_base(Reference):
     self.learning_rate, self.b2, self.eps, self.weight_decay = learning_rate, b2, eps, weight_decay
 
   def init_leaf(self, param):
-    return {"v": np.zeros_like(param)}
+    return {"v": _zeros(param)}  # real: it averages |g|^2
 
   def update_leaf(self, name, g, p, s):
-    s["v"] = self.b2 * s["v"] + (1 - self.b2) * g * g
+    s["v"] = self.b2 * s["v"] + _scaled_abs2(1 - self.b2, g)
     v_hat = s["v"] / (1 - self.b2**self.t)
     return -self.sched(self.learning_rate) * (g / (np.sqrt(v_hat) + self.eps)
                                               + self.weight_decay * p)
@@ -124,7 +124,7 @@ def clipped_mean(per_example: dict, l2_norm_clip: float) -> dict:
   """(1/B) sum_b g_b min(1, C / ||g_b||), the norm over every leaf of example b."""
   per_example = _tree_f64(per_example)
   batch = next(iter(per_example.values())).shape[0]
-  norms = np.sqrt(sum(np.sum(g.reshape(batch, -1) ** 2, axis=1) for g in per_example.values()))
+  norms = np.sqrt(sum(np.sum(_abs2(g.reshape(batch, -1)), axis=1) for g in per_example.values()))
   factors = np.array([1.0 if n == 0 else min(1.0, l2_norm_clip / n) for n in norms])
   return {k: np.tensordot(factors, g, axes=1) / batch for k, g in per_example.items()}
 

@@ -11,6 +11,7 @@ statistics and against optax's draws from the same key.
 
 from __future__ import annotations
 
+import dataclasses
 import warnings
 from typing import Any, Callable
 
@@ -64,6 +65,14 @@ CASES = [
             lambda: RS.schedule_free(R.adam(0.05, b1=0.0), 0.05, b1=0.9), grads=_QUADRATIC),
 ]
 
+
+# On complex leaves (the tiny leaf among them): z, x and y interpolate complex values,
+# AdamW's second moment averages |g|^2.
+_BY_ID = {c.id: c for c in CASES}
+CASES += [dataclasses.replace(_BY_ID[i], id=i + "-complex",
+                              complex_leaves=("vector", "matrix", "cube", "zeros", "tiny"))
+          for i in ["schedule_free_sgd-options", "schedule_free_adamw-options",
+                    "schedule_free-adam"]]
 
 test_float32_jit, test_float64_nojit, test_float32_nojit_and_float64_jit = reference_tests(
     CASES, ["schedule_free_sgd", "schedule_free_adamw", "schedule_free-adam"])
