@@ -18,10 +18,10 @@ import jax.numpy as jnp
 
 from gradtx.core import safe_increment
 
-__all__ = ["abs_sq", "as_dtype", "bias_correction", "clip_modulus", "complex_dtype",
-           "compute_dtype", "ema_moment", "real_dtype", "safe_divide", "safe_increment",
-           "safe_rsqrt", "shared", "shared_scalars", "state_dtype", "stored", "wide_abs_sq",
-           "widened", "zero_count"]
+__all__ = ["abs_sq", "as_dtype", "at_least_float32", "bias_correction", "clip_modulus",
+           "complex_dtype", "compute_dtype", "ema_moment", "real_dtype", "safe_divide",
+           "safe_increment", "safe_rsqrt", "shared", "shared_scalars", "state_dtype", "stored",
+           "wide_abs_sq", "widened", "zero_count"]
 
 
 # Per-step scalars shared by all leaves. A per-array rule computes coefficients
@@ -66,6 +66,13 @@ def compute_dtype(*arrays: jax.Array) -> jnp.dtype:
     return dtypes.pop()
   with jax.numpy_dtype_promotion("standard"):
     return jnp.result_type(*dtypes)
+
+
+def at_least_float32(*arrays: jax.Array) -> jnp.dtype:
+  """:func:`compute_dtype` of the arrays and float32: float32 for bfloat16, float16 and
+  float32 arrays, the arrays' own for float64 or complex ones. For what half precision
+  cannot hold or has no kernel for: per-step scalars, random draws, an SVD."""
+  return compute_dtype(*arrays, jnp.float32(0))
 
 
 def as_dtype(x: jax.Array | float, dtype: jnp.dtype) -> jax.Array:

@@ -20,8 +20,8 @@ import jax
 import jax.numpy as jnp
 
 from gradtx.errors import StructureError
-from gradtx.numerics import (as_dtype, complex_dtype, compute_dtype, real_dtype, shared_scalars,
-                             state_dtype, wide_abs_sq)
+from gradtx.numerics import (as_dtype, at_least_float32, complex_dtype, compute_dtype, real_dtype,
+                             shared_scalars, state_dtype, wide_abs_sq)
 
 PyTree = Any
 
@@ -240,7 +240,7 @@ def inner(tree_x: PyTree, tree_y: PyTree, dtype: Any = None) -> jax.Array:
   """
   if dtype is None:
     leaves = jax.tree.leaves((tree_x, tree_y))
-    dtype = real_dtype(compute_dtype(*leaves, jnp.float32(0)))
+    dtype = real_dtype(at_least_float32(*leaves))
   dtype = jnp.dtype(dtype)
 
   def product(a: jax.Array, b: jax.Array) -> jax.Array:

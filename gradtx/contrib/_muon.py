@@ -24,7 +24,7 @@ from gradtx.contrib._common import (MuonDimensionNumbers, WeightDimNumOrFn, _dim
 from gradtx.core import (ANY, NONNEGATIVE, POSITIVE, POSITIVE_INT, UNIT_HALF_OPEN,
                          GradientTransformation, HParams, HParamSpec, Params, ScalarOrSchedule,
                          check_value, stateless)
-from gradtx.numerics import (as_dtype, compute_dtype, ema_moment, safe_divide, safe_increment,
+from gradtx.numerics import (as_dtype, at_least_float32, ema_moment, safe_divide, safe_increment,
                              safe_rsqrt, zero_count)
 from gradtx.transforms.decay import Mask, add_decayed_weights
 from gradtx.transforms.moments import debiased_first_moment, scale_by_adam
@@ -57,8 +57,8 @@ def _newton_schulz(x: jax.Array, coeffs: jax.Array, ns_steps: int, preconditioni
     x = safe_divide(x, jnp.linalg.norm(x) + eps)
   elif preconditioning == "spectral":
     # An SVD, which has no bfloat16 or float16 kernel: in float32 for those.
-    wide = compute_dtype(x, jnp.float32(0))
-    x = safe_divide(x, as_dtype(jnp.linalg.norm(as_dtype(x, wide), ord=2), eps.dtype) + eps)
+    norm = jnp.linalg.norm(as_dtype(x, at_least_float32(x)), ord=2)
+    x = safe_divide(x, as_dtype(norm, eps.dtype) + eps)
   # The coefficients and scales are real; a complex X takes them as complex with Im 0
   # (the explicit cast strict promotion asks for), which multiplies exactly as the reals.
   coeffs = as_dtype(coeffs, x.dtype)

@@ -18,7 +18,7 @@ from gradtx.transforms.clipping import per_example_global_norm_clip
 from gradtx.transforms.decay import add_decayed_weights
 from gradtx.transforms.moments import scale_by_rms
 from gradtx.transforms.momentum import trace
-from gradtx.transforms.noise import as_key
+from gradtx.transforms.noise import as_key, gaussian_noised
 from gradtx.transforms.scaling import scale_by_learning_rate
 
 __all__ = ["DifferentiallyPrivateAggregateState", "ScheduleFreeState",
@@ -435,11 +435,8 @@ def differentially_private_aggregate(l2_norm_clip: ScalarOrSchedule,
     rng_key, *leaf_keys = jax.random.split(state.rng_key, len(leaves) + 1)
 
     def leaf(g, leaf_key):
-      # Drawn, added and averaged in float32 at least, as in gtx.add_noise.
-      wide = compute_dtype(g, jnp.float32(0))
-      std = as_dtype(h["l2_norm_clip"] * h["noise_multiplier"], wide)
-      noise = jax.random.normal(leaf_key, g.shape, wide)
-      return ((as_dtype(g, wide) + std * noise) / batch_size).astype(g.dtype)
+      std = h["l2_norm_clip"] * h["noise_multiplier"]
+      return (gaussian_noised(g, std, leaf_key) / batch_size).astype(g.dtype)
 
     noised = [leaf(g, k) for g, k in zip(clipped, leaf_keys)]
     return (jax.tree.unflatten(treedef, noised),

@@ -83,7 +83,7 @@ def scale_by_radam(b1: ScalarOrSchedule = 0.9, b2: ScalarOrSchedule = 0.999,
       dtype = v_hat.dtype
       # The rectification in float32 at least: bfloat16 rounds b2 = 0.999 to 1, and
       # rho_inf = 2 / (1 - b2) - 1 would be Inf and rho_t NaN.
-      scalar = numerics.real_dtype(compute_dtype(v_hat, jnp.float32(0)))
+      scalar = numerics.real_dtype(numerics.at_least_float32(v_hat))
       beta2, t = as_dtype(h["b2"], scalar), count.astype(scalar)
       # beta2^t and 1 - beta2^t through log1p / expm1: the naive 1 - beta2**t loses
       # most of float32's digits near beta2 = 1, which moves rho_t by ~1e-2.

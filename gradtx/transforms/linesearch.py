@@ -19,7 +19,6 @@ from typing import Any, Callable, Literal, NamedTuple
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 
 from gradtx import numerics, tree
 from gradtx.core import (NONNEGATIVE, NONNEGATIVE_INT, POSITIVE, POSITIVE_INT,
@@ -61,7 +60,7 @@ def _slope(updates: Any, grad: Any) -> jax.Array:
   leaves (bfloat16 leaves or leaves of mixed precision), as optax's ``tree.vdot`` upcasts.
   """
   pairs = list(zip(jax.tree.leaves(updates), jax.tree.leaves(grad)))
-  dtype = numerics.compute_dtype(*[x for pair in pairs for x in pair], np.float32(0))
+  dtype = numerics.at_least_float32(*[x for pair in pairs for x in pair])
   terms = [jnp.sum(u.astype(dtype) * g.astype(dtype)).real for u, g in pairs]
   return sum(terms[1:], terms[0])
 

@@ -10,7 +10,7 @@ import jax.numpy as jnp
 from gradtx import numerics, tree
 from gradtx.core import (NONNEGATIVE, GradientTransformation, HParams, HParamSpec,
                          ScalarOrSchedule, stateless)
-from gradtx.numerics import as_dtype, compute_dtype, safe_increment
+from gradtx.numerics import as_dtype, safe_increment
 
 __all__ = ["AddNoiseState", "add_noise", "centralize"]
 
@@ -38,6 +38,18 @@ def seed_or_key(where: str, key: Any, seed: int | None) -> Any:
   if key is not None:
     return key
   return 0 if seed is None else seed
+
+
+def gaussian_noised(g: jax.Array, sigma: jax.Array, key: jax.Array) -> jax.Array:
+  """:math:`g + \\sigma \\xi`, :math:`\\xi \\sim \\mathcal N(0, 1)` (complex normal for complex
+  ``g``), in float32 at least (:func:`gradtx.numerics.at_least_float32`).
+
+  A bfloat16 draw takes one of a few hundred values (8 bits), and adding it to a
+  bfloat16 ``g`` would round twice: the caller rounds the result once.
+  """
+  wide = numerics.at_least_float32(g)
+  noise = jax.random.normal(key, g.shape, wide)
+  return as_dtype(g, wide) + as_dtype(sigma, wide) * noise
 
 
 def add_noise(eta: ScalarOrSchedule = 0.01, gamma: ScalarOrSchedule = 0.55,
@@ -85,13 +97,9 @@ def add_noise(eta: ScalarOrSchedule = 0.01, gamma: ScalarOrSchedule = 0.55,
     leaf_keys = tree.split_key_per_leaf(sample_key, updates)
 
     def leaf(g, leaf_key):
-      # Drawn and added in float32 at least: a bfloat16 draw takes one of a few hundred
-      # values (8 bits), and g + noise would round twice.
-      wide = compute_dtype(g, jnp.float32(0))  # complex for a complex leaf
-      real = numerics.real_dtype(wide)
+      real = numerics.real_dtype(numerics.at_least_float32(g))
       sigma = jnp.sqrt(as_dtype(h["eta"], real) / count.astype(real) ** as_dtype(h["gamma"], real))
-      noise = jax.random.normal(leaf_key, g.shape, wide)
-      return (as_dtype(g, wide) + as_dtype(sigma, wide) * noise).astype(g.dtype)
+      return gaussian_noised(g, sigma, leaf_key).astype(g.dtype)
 
     # Per leaf with its own shape (map_leaves), so a packed tree draws the same noise.
     updates, = tree.map_leaves(lambda g, k: (leaf(g, k),), (True,), updates, leaf_keys)
