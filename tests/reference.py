@@ -98,7 +98,7 @@ __all__ = [
     # primitives
     "clip_by_global_norm", "clip", "clip_by_block_rms", "add_decayed_weights",
     "add_l1", "ema", "trace", "scale", "scale_by_learning_rate",
-    "scale_by_sign", "scale_by_rms", "scale_by_stddev", "scale_by_rss",
+    "scale_by_sign", "scale_by_lion", "scale_by_rms", "scale_by_stddev", "scale_by_rss",
     "scale_by_adam", "scale_by_trust_ratio", "scale_by_param_block_rms",
     # table
     "OPTIMIZERS", "PRIMITIVES",
@@ -1152,7 +1152,8 @@ class fromage(Reference):
 class adafactor(Reference):
   """Adafactor, optax's defaults and ordering.
 
-  beta2_t = 1 - (t - decay_offset)^(-decay_rate)          (= 0 at t = 1)
+  beta2_t = 1 - max(t - decay_offset, 1)^(-decay_rate)    (= 0 at t = 1)
+  (optax has no max: every step up to t = decay_offset is NaN there.)
   Let G = g_t^2 + eps (elementwise, eps = 1e-30).
   * Factored leaves (``factored`` and rank >= 2 and the second-largest dim
     >= ``min_dim_size_to_factor``): with ``col`` the largest axis and ``row``
@@ -1223,7 +1224,7 @@ class adafactor(Reference):
     return s
 
   def update_leaf(self, name, g, p, s):
-    beta2 = 1.0 - (self.t - self.decay_offset) ** (-self.decay_rate)
+    beta2 = 1.0 - max(self.t - self.decay_offset, 1) ** (-self.decay_rate)
     G = _abs2(g) + self.eps
     axes = self._axes(g.shape)
     if axes is None:
@@ -1540,6 +1541,34 @@ class scale_by_sign(Reference):
     return _sign(g)
 
 
+class scale_by_lion(Reference):
+  """Lion's step without learning rate or decay, with optax's three modes.
+
+      c_t = (1-b1) g_t + b1 m_{t-1}
+      u_t = sign(c_t)                            (mode "hard", the paper)
+          = tanh(smooth_beta c_t)                (mode "smooth")
+          = c_t if |c_t| < 1 else sign(c_t)      (mode "refined")
+      m_t = b2 m_{t-1} + (1-b2) g_t
+  """
+
+  def __init__(self, b1: float = 0.9, b2: float = 0.99, mu_dtype: Any = None, *,
+               mode: str = "hard", smooth_beta: float = 1.0):
+    self.b1, self.b2, self.mode, self.smooth_beta = b1, b2, mode, smooth_beta
+
+  def init_leaf(self, p):
+    return {"m": np.zeros_like(p)}
+
+  def update_leaf(self, name, g, p, s):
+    b1, b2 = self.sched(self.b1), self.sched(self.b2)
+    c = (1.0 - b1) * g + b1 * s["m"]
+    s["m"] = b2 * s["m"] + (1.0 - b2) * g
+    if self.mode == "hard":
+      return _sign(c)
+    if self.mode == "smooth":
+      return np.tanh(self.sched(self.smooth_beta) * c)
+    return np.where(np.abs(c) < 1, c, _sign(c))
+
+
 class scale_by_rms(Reference):
   """RMSProp preconditioner (no learning rate).
 
@@ -1689,6 +1718,6 @@ PRIMITIVES: dict[str, type] = {
     c.__name__: c for c in (
         clip_by_global_norm, clip, clip_by_block_rms, add_decayed_weights,
         add_l1, ema, trace, scale, scale_by_learning_rate, scale_by_sign,
-        scale_by_rms, scale_by_stddev, scale_by_rss, scale_by_adam,
+        scale_by_lion, scale_by_rms, scale_by_stddev, scale_by_rss, scale_by_adam,
         scale_by_trust_ratio, scale_by_param_block_rms)
 }

@@ -38,6 +38,11 @@ def _halving_step_size(count: Any) -> Any:
   return -0.5 * 0.9 ** jnp.asarray(count).astype(jnp.result_type(float))
 
 
+def _growing_sharpness(count: Any) -> Any:
+  """A positive schedule for Lion's smooth_beta: 1 + count / 2."""
+  return 1.0 + jnp.asarray(count).astype(jnp.result_type(float)) / 2
+
+
 def _decay_mask(params: Any) -> Any:
   """Decay matrices only: the usual 'no weight decay on biases'."""
   return {k: getattr(v, "ndim", 0) >= 2 for k, v in params.items()}
@@ -87,6 +92,12 @@ PRIMITIVES = [
     Case("trace-nesterov", gtx.trace, dict(decay=0.9, nesterov=True), reference.trace),
     Case("ema", gtx.ema, dict(decay=0.9), reference.ema),
     Case("ema-biased", gtx.ema, dict(decay=0.8, debias=False), reference.ema),
+    Case("scale_by_lion-smooth", gtx.scale_by_lion, dict(b1=0.8, mode="smooth", smooth_beta=2.5),
+         reference.scale_by_lion),
+    Case("scale_by_lion-smooth-schedule", gtx.scale_by_lion,
+         dict(mode="smooth", smooth_beta=_growing_sharpness), reference.scale_by_lion),
+    Case("scale_by_lion-refined", gtx.scale_by_lion, dict(b2=0.9, mode="refined"),
+         reference.scale_by_lion),
     Case("scale_by_rms", gtx.scale_by_rms, dict(decay=0.9, initial_scale=0.1), reference.scale_by_rms),
     Case("scale_by_stddev", gtx.scale_by_stddev, dict(decay=0.9, eps_in_sqrt=False),
          reference.scale_by_stddev),

@@ -361,7 +361,8 @@ def test_mechanize_converges_on_rosenbrock(make_base):
 # (make(value), the names in the state, the name set, its value at make and the
 # value set, the ratio of the first updates: new over old). Each rule is linear
 # in the hyperparameter at its first step: a learning rate scales it (MoMo's
-# rates here are below their Polyak steps, so the cap is what acts); COCOB's
+# rates here are below their Polyak steps, so the cap is what acts), and so is
+# the first step of Prodigy and D-Adaptation in d_0 = estim_lr0; COCOB's
 # first step is -sign(g) / alpha; Mechanic's is s_init times its base's step.
 HPARAMS = [
     ("prodigy", lambda v: gtx.contrib.prodigy(v),
@@ -372,6 +373,15 @@ HPARAMS = [
      {"dadapt.learning_rate", "dadapt.betas", "dadapt.eps", "dadapt.estim_lr0",
       "dadapt.weight_decay"},
      "dadapt.learning_rate", 1.0, 2.0, 2.0),
+    # d_0 set after init is the run's d_1, as a fresh optimizer's.
+    ("prodigy-estim_lr0", lambda v: gtx.contrib.prodigy(estim_lr0=v),
+     {"prodigy.learning_rate", "prodigy.betas", "prodigy.eps", "prodigy.estim_lr0",
+      "prodigy.estim_lr_coef", "prodigy.weight_decay"},
+     "prodigy.estim_lr0", 1e-6, 2e-6, 2.0),
+    ("dadapt_adamw-estim_lr0", lambda v: gtx.contrib.dadapt_adamw(estim_lr0=v),
+     {"dadapt.learning_rate", "dadapt.betas", "dadapt.eps", "dadapt.estim_lr0",
+      "dadapt.weight_decay"},
+     "dadapt.estim_lr0", 1e-6, 2e-6, 2.0),
     ("dog", lambda v: gtx.contrib.dog(v, weight_decay=0.0),
      {"decay.weight_decay", "dog.init_step", "dog.eps", "lr.learning_rate"},
      "lr.learning_rate", 1.0, 2.0, 2.0),

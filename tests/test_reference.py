@@ -414,6 +414,10 @@ PRIMITIVE_CASES = [
       lambda: optax.scale_by_learning_rate(sched)),
     C("scale_by_sign", lambda: R.scale_by_sign(),
       lambda: optax.scale_by_sign()),
+    *[C(f"scale_by_lion-{mode}",
+        lambda mode=mode: R.scale_by_lion(b1=0.8, mode=mode, smooth_beta=2.5),
+        lambda mode=mode: optax.scale_by_lion(b1=0.8, mode=mode, smooth_beta=2.5))
+      for mode in ("hard", "smooth", "refined")],
     C("scale_by_rms", lambda: R.scale_by_rms(), lambda: optax.scale_by_rms()),
     C("scale_by_rms-options",
       lambda: R.scale_by_rms(decay=0.5, eps=1e-3, initial_scale=0.2,

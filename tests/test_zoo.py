@@ -63,6 +63,10 @@ ZOO = [
             lambda: R.adafactor(0.01, min_dim_size_to_factor=3, momentum=0.9,
                                 weight_decay_rate=1e-3, clipping_threshold=0.5)),
     ZooCase("adafactor-unfactored", lambda: gtx.adafactor(), lambda: R.adafactor()),
+    # beta2 = 0 for the first three steps, then 1 - (t - 3)^-0.8.
+    ZooCase("adafactor-decay-offset",
+            lambda: gtx.adafactor(0.01, min_dim_size_to_factor=3, decay_offset=3),
+            lambda: R.adafactor(0.01, min_dim_size_to_factor=3, decay_offset=3)),
     ZooCase("sign_sgd", lambda: gtx.sign_sgd(0.01), lambda: R.sign_sgd(0.01), grads="sign"),
     ZooCase("signum", lambda: gtx.signum(0.01), lambda: R.signum(0.01), grads="sign"),
     ZooCase("rprop", lambda: gtx.rprop(0.01), lambda: R.rprop(0.01), grads="sign"),
@@ -414,8 +418,25 @@ def test_zoo_hyperparameters_read_and_set_by_name_without_retracing():
   np.testing.assert_allclose(u2["w"], 2 * u1["w"], rtol=1e-6)
 
 
+def test_lion_smooth_beta_is_a_hyperparameter_of_the_smooth_mode_only():
+  tx = gtx.scale_by_lion(mode="smooth", smooth_beta=2.0)
+  state = tx.init(jnp.zeros(2))
+  assert float(gtx.hparams(state)["smooth_beta"]) == 2.0
+  assert "smooth_beta" not in gtx.hparams(gtx.scale_by_lion().init(jnp.zeros(2)))
+  step, traces = counting_jit(lambda state: tx.update(jnp.array([0.5, -2.0]), state)[0])
+  # c = (1 - b1) g = 0.1 g at the first step; u = tanh(beta_s c).
+  np.testing.assert_allclose(step(state), np.tanh(2.0 * 0.1 * np.array([0.5, -2.0])), rtol=1e-6)
+  np.testing.assert_allclose(step(gtx.set_hparams(state, {"smooth_beta": 8.0})),
+                             np.tanh(8.0 * 0.1 * np.array([0.5, -2.0])), rtol=1e-6)
+  assert len(traces) == 1
+  with pytest.raises(gtx.HyperparameterError, match=r"smooth_beta must be in \(0, inf\), got -1.0"):
+    gtx.set_hparams(state, {"smooth_beta": -1.0})
+
+
 BAD_HYPERPARAMETERS = [
     (lambda: gtx.lion(1e-3, b1=1.5), r"scale_by_lion: b1 must be in \[0, 1\], got 1.5"),
+    (lambda: gtx.scale_by_lion(mode="smooth", smooth_beta=-1.0),
+     r"scale_by_lion: smooth_beta must be in \(0, inf\), got -1.0"),
     (lambda: gtx.lion(1e-3, weight_decay=-1.0), r"add_decayed_weights: weight_decay must be"),
     (lambda: gtx.scale_by_lion(mode="soft"), r"scale_by_lion: mode must be one of"),
     (lambda: gtx.radam(1e-3, b2=0.5), r"scale_by_radam: b2 must be in \(0.6, 1\), got 0.5"),

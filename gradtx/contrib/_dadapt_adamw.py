@@ -12,8 +12,8 @@ import jax.numpy as jnp
 
 from gradtx import tree
 from gradtx.chain import Chain, named_chain
-from gradtx.contrib._whole_tree import (_adam_step_size, _betas, _l1, _over_root,
-                                       _real_zeros_like, _scalar_dtype)
+from gradtx.contrib._whole_tree import (_adam_step_size, _betas, _current_estimate, _l1,
+                                       _over_root, _real_zeros_like, _scalar_dtype)
 from gradtx.core import (NONNEGATIVE, POSITIVE, UNIT_HALF_OPEN, GradientTransformation, HParams,
                          HParamSpec, ScalarOrSchedule, require_params_like)
 from gradtx.numerics import (as_dtype, compute_dtype, ema_moment, safe_divide,
@@ -67,7 +67,9 @@ def scale_by_dadapt_adamw(learning_rate: ScalarOrSchedule = 1.0,
     betas: :math:`(\\beta_1, \\beta_2)`, each in :math:`[0, 1)`, default
       ``(0.9, 0.999)``; held as one array ``betas``.
     eps: :math:`\\epsilon \\ge 0`, default 1e-8.
-    estim_lr0: :math:`d_0 > 0`, default 1e-6.
+    estim_lr0: :math:`d_0 > 0`, default 1e-6. Read as :math:`d_1` at the
+      first step only (a value set after init counts); later the estimate
+      lives in the state's ``estim_lr``.
     weight_decay: :math:`\\lambda \\ge 0`, default 0 (decoupled).
     nu_dtype: dtype of :math:`v` (``exp_avg_sq``, real for a complex leaf);
       ``None`` uses the params' (real) dtype. gradtx's addition to optax's
@@ -112,7 +114,7 @@ def scale_by_dadapt_adamw(learning_rate: ScalarOrSchedule = 1.0,
     del extra
     params = require_params_like(stage, updates, params, state, "exp_avg")
     h, hparams = spec.step(state.hparams)
-    d = state.estim_lr
+    d = _current_estimate(state.estim_lr, h["estim_lr0"], state.count)
     dtype = d.dtype
     b1, b2 = h["betas"][0], h["betas"][1]  # the moments' decays, in the hyperparameters' dtype
     sigma = jnp.sqrt(as_dtype(b2, dtype))

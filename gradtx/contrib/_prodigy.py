@@ -9,8 +9,8 @@ import jax.numpy as jnp
 
 from gradtx import tree
 from gradtx.chain import Chain, named_chain
-from gradtx.contrib._whole_tree import (_adam_step_size, _betas, _l1, _over_root,
-                                       _real_zeros_like, _scalar_dtype)
+from gradtx.contrib._whole_tree import (_adam_step_size, _betas, _current_estimate, _l1,
+                                       _over_root, _real_zeros_like, _scalar_dtype)
 from gradtx.core import (NONNEGATIVE, POSITIVE, UNIT, UNIT_HALF_OPEN, GradientTransformation,
                          HParams, HParamSpec, ScalarOrSchedule, require_params_like)
 from gradtx.numerics import (as_dtype, compute_dtype, ema_moment, safe_divide,
@@ -75,6 +75,9 @@ def scale_by_prodigy(learning_rate: ScalarOrSchedule = 1.0,
     beta3: :math:`\\beta_3 \\in [0, 1]`, default None: :math:`\\sqrt{\\beta_2}`.
     eps: :math:`\\epsilon \\ge 0`, default 1e-8.
     estim_lr0: :math:`d_0 > 0`, default 1e-6, an underestimate of :math:`d`.
+      Read as :math:`d_1` at the first step (a value set after init counts;
+      later the estimate lives in ``estim_lr``), and as the :math:`d_0` of
+      the weight :math:`d_t / d_0` at every step.
     estim_lr_coef: :math:`c > 0`, default 1.
     weight_decay: :math:`\\lambda \\ge 0`, default 0 (decoupled, as AdamW).
     safeguard_warmup: see above, default False. Structural.
@@ -126,7 +129,7 @@ def scale_by_prodigy(learning_rate: ScalarOrSchedule = 1.0,
     del extra
     params = require_params_like(stage, updates, params, state, "exp_avg")
     h, hparams = spec.step(state.hparams)
-    d = state.estim_lr
+    d = _current_estimate(state.estim_lr, h["estim_lr0"], state.count)
     dtype = d.dtype
     b1, b2 = h["betas"][0], h["betas"][1]  # the moments' decays, in the hyperparameters' dtype
     b3 = as_dtype(h["beta3"], dtype) if "beta3" in h else jnp.sqrt(as_dtype(b2, dtype))

@@ -76,3 +76,9 @@ def _adam_step_size(d: jax.Array, learning_rate: Any, b1: Any, b2: Any,
   t = _count_as(count, dtype)
   return (d * as_dtype(learning_rate, dtype) * jnp.sqrt(1 - as_dtype(b2, dtype)**t)
           / (1 - as_dtype(b1, dtype)**t))
+
+
+def _current_estimate(estim_lr: jax.Array, estim_lr0: Any, count: jax.Array) -> jax.Array:
+  """:math:`d_t`: the state's estimate, or the hyperparameter :math:`d_0` before the first step,
+  so that an ``estim_lr0`` set after init (``set_hparams``) is the one the run starts from."""
+  return jnp.where(count == 0, as_dtype(estim_lr0, estim_lr.dtype), estim_lr)

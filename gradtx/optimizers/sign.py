@@ -39,7 +39,7 @@ def lion(learning_rate: ScalarOrSchedule, b1: float = 0.9, b2: float = 0.99,
     >>> import gradtx as gtx
     >>> print(gtx.lion(1e-4))
     lion(
-      lion=scale_by_lion(b1=0.9, b2=0.99, mu_dtype=None, mode='hard', smooth_beta=1),
+      lion=scale_by_lion(b1=0.9, b2=0.99, mu_dtype=None, mode='hard'),
       decay=add_decayed_weights(weight_decay=0.001),
       lr=scale_by_learning_rate(learning_rate=0.0001, flip_sign=True),
     )
@@ -94,7 +94,8 @@ def rprop(learning_rate: float, eta_minus: float = 0.5, eta_plus: float = 1.2,
   by :math:`\\eta^-` when they flip (see :func:`gradtx.scale_by_rprop`).
 
   Args:
-    learning_rate: the initial step size :math:`\\Delta_0`.
+    learning_rate: the initial step size :math:`\\Delta_0`, written into the
+      state at init (not a hyperparameter).
     eta_minus: default 0.5.
     eta_plus: default 1.2.
     min_step_size: default 1e-6.

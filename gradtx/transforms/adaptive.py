@@ -208,7 +208,9 @@ def scale_by_yogi(b1: ScalarOrSchedule = 0.9, b2: ScalarOrSchedule = 0.999,
     b2: :math:`\\beta_2 \\in [0, 1)`, default 0.999.
     eps: :math:`\\epsilon \\ge 0`, default 1e-3.
     eps_root: :math:`\\epsilon_\\text{root} \\ge 0`, default 0.
-    initial_accumulator_value: :math:`m_0 = v_0`, default 1e-6.
+    initial_accumulator_value: :math:`m_0 = v_0`, default 1e-6: the state's
+      starting value, written at init (not a hyperparameter; to change it
+      later, change ``mu`` and ``nu``).
     mu_dtype, nu_dtype: dtypes of :math:`m` and :math:`v` (gradtx additions).
 
   References:

@@ -25,8 +25,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from gradtx import numerics, tree
-from gradtx.core import (NONNEGATIVE, UNIT, UNIT_HALF_OPEN, GradientTransformation, HParams,
-                         HParamSpec, ScalarOrSchedule)
+from gradtx.core import (NONNEGATIVE, NONNEGATIVE_INT, UNIT, UNIT_HALF_OPEN,
+                         GradientTransformation, HParams, HParamSpec, ScalarOrSchedule)
 from gradtx.errors import StructureError
 from gradtx.numerics import abs_sq, as_dtype, compute_dtype, ema_moment, safe_increment
 
@@ -72,7 +72,7 @@ def scale_by_factored_rms(factored: bool = True, decay_rate: ScalarOrSchedule = 
   """Adafactor's step: divide by a (factored) running root mean square of the gradient.
 
   .. math::
-    \\hat\\beta_{2,t} = 1 - (t - t_0)^{-c}, \\quad G_t = g_t^2 + \\epsilon_1
+    \\hat\\beta_{2,t} = 1 - \\max(t - t_0, 1)^{-c}, \\quad G_t = g_t^2 + \\epsilon_1
 
   For a leaf whose two largest axes are both at least ``min_dim_size_to_factor``
   (rows :math:`i`, columns :math:`j` = the second largest and largest axes),
@@ -88,10 +88,14 @@ def scale_by_factored_rms(factored: bool = True, decay_rate: ScalarOrSchedule = 
   Args:
     factored: factor the second moment of large enough matrices.
     decay_rate: :math:`c \\in [0, 1]`, default 0.8.
-    step_offset: :math:`t_0`, for fine-tuning from a later step.
+    step_offset: :math:`t_0 \\ge 0`, default 0, an integer hyperparameter
+      (settable without a new trace): the decay counts from step
+      :math:`t_0 + 1`, and before it :math:`\\hat\\beta_2 = 0` (the statistic
+      is the current :math:`G_t`). Differs from optax 0.2.8, where every step
+      before :math:`t_0 + 1` gives NaN, which then stays in the state.
     min_dim_size_to_factor: factor only if both largest axes are this long.
     epsilon: :math:`\\epsilon_1 \\ge 0`, default 1e-30.
-    decay_rate_fn: ``fn(i, c) -> beta2`` with ``i = t - 1 - t_0`` the number
+    decay_rate_fn: ``fn(i, c) -> beta2`` with ``i = max(t - 1 - t_0, 0)`` the number
       of earlier steps, as optax's; default :math:`1 - (i+1)^{-c}` (computed in
       the wider of the parameters' dtype and ``nu_dtype``, where optax computes
       it in float32).
@@ -109,7 +113,7 @@ def scale_by_factored_rms(factored: bool = True, decay_rate: ScalarOrSchedule = 
     Cost*, ICML 2018.
   """
   spec = HParamSpec("scale_by_factored_rms", decay_rate=(decay_rate, UNIT),
-                    epsilon=(epsilon, NONNEGATIVE))
+                    step_offset=(step_offset, NONNEGATIVE_INT), epsilon=(epsilon, NONNEGATIVE))
   beta2_at = decay_rate_fn or _decay_rate_pow
 
   def state_shapes(shape: tuple[int, ...]) -> tuple[tuple[int, ...], ...]:
@@ -157,7 +161,7 @@ def scale_by_factored_rms(factored: bool = True, decay_rate: ScalarOrSchedule = 
       # The wider of g's and the statistics' dtypes (nu_dtype); g's own by default.
       dtype = compute_dtype(g, v if dims is None else v_row)
       g_ = as_dtype(g, dtype)
-      i = (state.count - step_offset).astype(dtype)
+      i = jnp.maximum(state.count - h["step_offset"], 0).astype(dtype)
       beta2 = as_dtype(beta2_at(i, as_dtype(h["decay_rate"], dtype)), dtype)
       G = abs_sq(g_, dtype) + as_dtype(h["epsilon"], dtype)  # |g|^2, squared after widening
       if dims is None:
@@ -181,7 +185,7 @@ def scale_by_factored_rms(factored: bool = True, decay_rate: ScalarOrSchedule = 
     return updates, FactoredState(count, v_row, v_col, v, hparams)
 
   return GradientTransformation(init, update, name="scale_by_factored_rms", spec=spec,
-                                options=dict(factored=factored, step_offset=step_offset,
+                                options=dict(factored=factored,
                                              min_dim_size_to_factor=min_dim_size_to_factor,
                                              decay_rate_fn=decay_rate_fn, nu_dtype=nu_dtype))
 

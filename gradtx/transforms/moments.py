@@ -65,7 +65,8 @@ def scale_by_rms(decay: ScalarOrSchedule = 0.9, eps: ScalarOrSchedule = 1e-8,
   Args:
     decay: :math:`\\rho \\in [0, 1)`, default 0.9 (torch's ``alpha=0.99``).
     eps: :math:`\\epsilon \\ge 0`, default 1e-8.
-    initial_scale: :math:`\\nu_0` (torch and TF1 use 0 and 1 respectively).
+    initial_scale: :math:`\\nu_0` (torch and TF1 use 0 and 1 respectively): the
+      state's starting ``nu``, written at init (not a hyperparameter).
     eps_in_sqrt: where :math:`\\epsilon` sits (see above).
     bias_correction: debias :math:`\\nu`.
     nu_dtype: dtype of :math:`\\nu`; ``None`` uses the params' dtype. gradtx's
@@ -177,7 +178,8 @@ def scale_by_rss(initial_accumulator_value: float = 0.1,
   or :math:`u_t = g_t / (\\sqrt{G_t} + \\epsilon)` with ``eps_in_sqrt=False``.
 
   Args:
-    initial_accumulator_value: :math:`G_0`, default 0.1 (torch's default is 0).
+    initial_accumulator_value: :math:`G_0`, default 0.1 (torch's default is 0):
+      the state's starting ``sum_of_squares``, written at init (not a hyperparameter).
     eps: :math:`\\epsilon \\ge 0`, default 1e-7, inside the root (torch adds
       ``eps=1e-10`` outside it).
     eps_in_sqrt: :math:`\\epsilon` inside the root (default, optax) or outside

@@ -59,7 +59,8 @@ def scale_by_lion(b1: ScalarOrSchedule = 0.9, b2: ScalarOrSchedule = 0.99,
     b2: :math:`\\beta_2 \\in [0, 1]`, default 0.99.
     mu_dtype: dtype of :math:`m`.
     mode: ``"hard"`` (the paper), ``"smooth"`` or ``"refined"``.
-    smooth_beta: :math:`\\beta_s` for ``mode="smooth"``.
+    smooth_beta: :math:`\\beta_s > 0` for ``mode="smooth"``, default 1; a
+      hyperparameter (in ``hparams``, settable, schedulable) in that mode only.
 
   References:
     Chen et al., *Symbolic Discovery of Optimization Algorithms*, NeurIPS 2023.
@@ -73,7 +74,10 @@ def scale_by_lion(b1: ScalarOrSchedule = 0.9, b2: ScalarOrSchedule = 0.99,
   """
   if mode not in _LION_MODES:
     raise ValueError(f"scale_by_lion: mode must be one of {_LION_MODES}, got {mode!r}")
-  spec = HParamSpec("scale_by_lion", b1=(b1, UNIT), b2=(b2, UNIT))
+  entries = dict(b1=(b1, UNIT), b2=(b2, UNIT))
+  if mode == "smooth":  # the other modes do not read it
+    entries["smooth_beta"] = (smooth_beta, POSITIVE)
+  spec = HParamSpec("scale_by_lion", **entries)
 
   def init(params):
     return ScaleByLionState(tree.accumulator_like(params, dtype=mu_dtype), spec.init())
@@ -88,7 +92,7 @@ def scale_by_lion(b1: ScalarOrSchedule = 0.9, b2: ScalarOrSchedule = 0.99,
       if mode == "hard":
         u = jnp.sign(c)
       elif mode == "smooth":
-        u = jnp.tanh(as_dtype(smooth_beta, c.dtype) * c)
+        u = jnp.tanh(as_dtype(h["smooth_beta"], c.dtype) * c)
       else:
         u = jnp.where(jnp.abs(c) < 1, c, jnp.sign(c))
       m_new = ema_moment(g, m, h["b2"], order=1)
@@ -97,8 +101,8 @@ def scale_by_lion(b1: ScalarOrSchedule = 0.9, b2: ScalarOrSchedule = 0.99,
     updates, mu = tree.map_multi(leaf, 2, updates, state.mu)
     return updates, ScaleByLionState(mu, hparams)
 
-  return GradientTransformation(init, update, name="scale_by_lion", spec=spec, options=dict(
-      mu_dtype=mu_dtype, mode=mode, smooth_beta=smooth_beta))
+  return GradientTransformation(init, update, name="scale_by_lion", spec=spec,
+                                options=dict(mu_dtype=mu_dtype, mode=mode))
 
 
 class ScaleByRpropState(NamedTuple):
@@ -126,7 +130,9 @@ def scale_by_rprop(learning_rate: float, eta_minus: ScalarOrSchedule = 0.5,
   ``[min_step_size, max_step_size]``.
 
   Args:
-    learning_rate: :math:`\\Delta_0 > 0`, the initial step size of every entry.
+    learning_rate: :math:`\\Delta_0 > 0`, the initial step size of every entry,
+      written into ``step_sizes`` at init (not a hyperparameter: Rprop has no
+      global rate after its first step).
     eta_minus: :math:`\\eta^- \\in (0, 1]`, default 0.5.
     eta_plus: :math:`\\eta^+ \\ge 1`, default 1.2.
     min_step_size: default 1e-6.
