@@ -63,7 +63,7 @@ ZOO = [
             lambda: R.adafactor(0.01, min_dim_size_to_factor=3, momentum=0.9,
                                 weight_decay_rate=1e-3, clipping_threshold=0.5)),
     ZooCase("adafactor-unfactored", lambda: gtx.adafactor(), lambda: R.adafactor()),
-    # beta2 = 0 for the first three steps, then 1 - (t - 3)^-0.8.
+    # beta2 = 1 - max(t - 3, 1)^-0.8: 0 for the first four steps (t <= t0 + 1), then decaying.
     ZooCase("adafactor-decay-offset",
             lambda: gtx.adafactor(0.01, min_dim_size_to_factor=3, decay_offset=3),
             lambda: R.adafactor(0.01, min_dim_size_to_factor=3, decay_offset=3)),

@@ -155,14 +155,15 @@ def scale_by_factored_rms(factored: bool = True, decay_rate: ScalarOrSchedule = 
                                      is_leaf=lambda x: tree.is_masked(x) or tree._is_packed(x))
     h, hparams = spec.step(state.hparams)
     count = safe_increment(state.count)
+    earlier_steps = jnp.maximum(state.count - h["step_offset"], 0)  # i, once for all leaves
 
     def leaf(g, v_row, v_col, v):
       dims = _factored_dims(g.shape, factored, min_dim_size_to_factor)
       # The wider of g's and the statistics' dtypes (nu_dtype); g's own by default.
       dtype = compute_dtype(g, v if dims is None else v_row)
       g_ = as_dtype(g, dtype)
-      i = jnp.maximum(state.count - h["step_offset"], 0).astype(dtype)
-      beta2 = as_dtype(beta2_at(i, as_dtype(h["decay_rate"], dtype)), dtype)
+      beta2 = as_dtype(beta2_at(earlier_steps.astype(dtype), as_dtype(h["decay_rate"], dtype)),
+                       dtype)
       G = abs_sq(g_, dtype) + as_dtype(h["epsilon"], dtype)  # |g|^2, squared after widening
       if dims is None:
         v_new = (beta2 * as_dtype(v, dtype) + (1 - beta2) * G).astype(v.dtype)
