@@ -243,7 +243,10 @@ def _as_state_value(value: Any, allowed: Range) -> jax.Array:
   if allowed.integer:
     return jnp.asarray(value, jnp.int32)
   if isinstance(value, (jax.Array, np.ndarray)) and jnp.issubdtype(value.dtype, jnp.floating):
-    return jnp.asarray(value)  # an array keeps the dtype its owner chose
+    # An array keeps the dtype its owner chose, as a strong type: a weak one
+    # (jnp.asarray(1e-3)) would turn strong on a restore or a set_hparams,
+    # and the step that receives it would trace again.
+    return jnp.asarray(value, value.dtype)
   return jnp.asarray(value, _float_dtype())
 
 
@@ -303,7 +306,8 @@ class HParamSpec:
     if not self.scheduled:
       return hparams, hparams
     values = {
-        name: (self.values[name](hparams.count).astype(hparams[name].dtype)
+        # asarray, not astype: a schedule may return a Python number.
+        name: (jnp.asarray(self.values[name](hparams.count), hparams[name].dtype)
                if slot.scheduled else hparams[name])
         for name, slot in self.slots.items()
     }

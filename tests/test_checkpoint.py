@@ -1,6 +1,8 @@
 """Save -> load -> resume is bit for bit: 10 steps straight equal 5 steps, a save and a
 load (pickle, or a plain ``np.savez`` of the leaves restored into a fresh init's treedef),
-then 5 more steps."""
+then 5 more steps. The npz route is the recipe of docs/faq.md: a typed PRNG key is saved
+as its raw data, and a bfloat16 leaf, which npz returns as raw bytes, is read back in the
+fresh init's dtypes."""
 
 import pickle
 
@@ -43,15 +45,20 @@ OPTIMIZERS = {
         plateau=gtx.reduce_on_plateau(patience=1, factor=0.5)),
     "lookahead": lambda: gtx.lookahead(gtx.adam(0.05), sync_period=3, slow_step_size=0.5,
                                        reset_state=True),
+    # A typed PRNG key in the state and a bfloat16 leaf: neither goes through npz as is.
+    "noisy-bfloat16": lambda: gtx.chain(noise=gtx.add_noise(0.1, 0.55, key=jax.random.key(3)),
+                                        adam=gtx.adam(0.05)),
 }
 
 
 SET_BEFORE = {"adamw-schedule": {"adam.b1": 0.8}, "wrapped": {"clip.max_norm": 0.5},
-              "lookahead": {"slow_step_size": 0.6}}
+              "lookahead": {"slow_step_size": 0.6}, "noisy-bfloat16": {"noise.eta": 0.2}}
 
 
 def _start(name):
   params = _params()
+  if name == "noisy-bfloat16":
+    params["scale"] = params["scale"].astype(jnp.bfloat16)
   return gtx.LookaheadParams.init_synced(params) if name == "lookahead" else params
 
 
@@ -65,7 +72,7 @@ def _run(tx, step, params, state, ts):
 def _make_step(tx):
   @jax.jit
   def step(params, state, grads):
-    loss = sum(jnp.sum(jnp.square(g)) for g in jax.tree.leaves(grads))
+    loss = sum(jnp.sum(jnp.square(g), dtype=jnp.float32) for g in jax.tree.leaves(grads))
     updates, state = tx.update(grads, state, params, value=loss)
     return gtx.apply_updates(params, updates), state
   return step
@@ -73,6 +80,7 @@ def _make_step(tx):
 
 def _assert_bitwise(a, b):
   assert jax.tree.structure(a) == jax.tree.structure(b)
+  a, b = gtx.tree_utils.tree_unwrap_random_key_data((a, b))
   for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)):
     assert np.asarray(x).dtype == np.asarray(y).dtype
     np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
@@ -86,14 +94,19 @@ def _via_pickle(params, state, tmp_path):
 
 
 def _via_npz(params, state, tmp_path, fresh):
-  """Plain numpy leaves only; the structure comes from a fresh init of the same optimizer."""
+  """Plain numpy leaves only; the structure and dtypes come from a fresh init."""
   path = tmp_path / "checkpoint.npz"
-  leaves = jax.tree.leaves((params, state))
+  leaves = jax.tree.leaves(gtx.tree_utils.tree_unwrap_random_key_data((params, state)))
   np.savez(path, *[np.asarray(x) for x in leaves])
   with np.load(path) as data:
     arrays = [data[f"arr_{i}"] for i in range(len(leaves))]
-  treedef = jax.tree.structure(fresh)
-  return jax.tree.unflatten(treedef, [jnp.asarray(a) for a in arrays])
+
+  def restore(saved, like):
+    if jax.dtypes.issubdtype(like.dtype, jax.dtypes.prng_key):
+      return jax.random.wrap_key_data(saved, impl=jax.random.key_impl(like))
+    return jnp.asarray(saved.view(like.dtype))  # bfloat16 comes back as void, |V2
+
+  return jax.tree.map(restore, jax.tree.unflatten(jax.tree.structure(fresh), arrays), fresh)
 
 
 @pytest.mark.parametrize("how", ["pickle", "npz"])

@@ -122,6 +122,22 @@ def test_eval_params_read_optax_states_too():
   assert_trees_close(gtx.contrib.schedule_free_eval_params(state, params), want)
 
 
+def test_eval_params_of_an_ensemble_inside_and_outside_vmap_agree():
+  # Outside vmap, a batched b1 of shape (3,) met leaves of shape (3, ...): under strict
+  # rank promotion a ValueError, under numpy's rules broadcast against the last axis.
+  tx = gtx.contrib.schedule_free_sgd(0.1)
+  params = jax.tree.map(lambda x: jnp.stack([x, 2 * x, -x]), coupled_tree())
+  states = jax.vmap(lambda p, b1: gtx.set_hparams(tx.init(p), {"schedule_free.b1": b1}))(
+      params, jnp.array([0.5, 0.9, 1.0]))
+  states = jax.vmap(lambda p, s: tx.update(jax.grad(coupled_loss)(p), s, p)[1])(params, states)
+  inside = jax.vmap(gtx.contrib.schedule_free_eval_params)(states, params)
+  outside = gtx.contrib.schedule_free_eval_params(states, params)
+  assert_trees_close(outside, inside, rtol=0, atol=0)
+  member = jax.tree.map(lambda x: x[0], (states, params))
+  assert_trees_close(jax.tree.map(lambda x: x[0], outside),
+                     gtx.contrib.schedule_free_eval_params(*member), rtol=0, atol=0)
+
+
 def test_wraps_an_optax_base_as_it_wraps_a_gradtx_one():
   params = coupled_tree()
   eval_params = gtx.contrib.schedule_free_eval_params

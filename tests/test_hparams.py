@@ -150,3 +150,54 @@ def test_hparams_sweep_under_vmap():
       jnp.array([0.0, 0.1, 1.0]))
   updates, _ = jax.vmap(lambda s: tx.update(_grads(0), s, params))(states)
   np.testing.assert_allclose(updates["b"][:, 0], [0.0, -0.05, -0.5], rtol=1e-6)
+
+
+# A schedule may return a Python number, as optax allows (lambda count: 1e-2):
+# the update converted it with .astype and raised AttributeError.
+PYTHON_NUMBER_SCHEDULES = [
+    ("adam", lambda v: gtx.adam(v), 1e-2),
+    ("scale", lambda v: gtx.scale(v), -1e-2),
+    ("trace", lambda v: gtx.chain(m=gtx.trace(v), lr=gtx.scale(-0.1)), 0.9),
+    ("prodigy", lambda v: gtx.contrib.prodigy(v), 1.0),
+    ("every_k", lambda v: gtx.multi_steps(gtx.sgd(0.1), v), 2),
+]
+
+
+@pytest.mark.parametrize("jit", [False, True], ids=["eager", "jit"])
+@pytest.mark.parametrize("name,make,value", PYTHON_NUMBER_SCHEDULES,
+                         ids=[c[0] for c in PYTHON_NUMBER_SCHEDULES])
+def test_a_schedule_may_return_a_python_number(name, make, value, jit):
+  scheduled, constant = make(lambda count: value), make(value)
+  params = _params()
+  got, want = scheduled.init(params), constant.init(params)
+  step_got, step_want = (jax.jit(tx.update) if jit else tx.update for tx in (scheduled, constant))
+  for t in range(4):
+    u_got, got = step_got(_grads(t), got, params)
+    u_want, want = step_want(_grads(t), want, params)
+    for a, b in zip(jax.tree.leaves(u_got), jax.tree.leaves(u_want)):
+      np.testing.assert_array_equal(a, b)
+  assert gtx.hparams(got).keys() == gtx.hparams(want).keys()
+  for key, value in gtx.hparams(want).items():
+    np.testing.assert_array_equal(gtx.hparams(got)[key], value, err_msg=key)
+
+
+WEAK_VALUES = [
+    ("adam", lambda: gtx.adam(jnp.asarray(1e-2)), "lr.learning_rate"),
+    ("mechanize", lambda: gtx.contrib.mechanize(gtx.sgd(0.1), s_init=jnp.asarray(1e-6)), "s_init"),
+]
+
+
+@pytest.mark.parametrize("name,make,key", WEAK_VALUES, ids=[c[0] for c in WEAK_VALUES])
+def test_a_weak_typed_value_is_held_strong_so_a_restored_state_does_not_retrace(name, make, key):
+  # jnp.asarray(1e-2) is weak-typed. Held as it is, the state turned strong after a
+  # numpy restore or a set_hparams (Mechanic's s after one step), and the step traced again.
+  tx = make()
+  params = _params()
+  state = tx.init(params)
+  assert not gtx.hparams(state)[key].weak_type
+  step, traces = _counted_step(tx)
+  params, state = step(params, state, _grads(0))
+  restored = jax.tree.map(lambda x: jnp.asarray(np.asarray(x)), state)
+  params, state = step(params, restored, _grads(1))
+  params, state = step(params, gtx.set_hparams(state, {key: 2e-6}), _grads(2))
+  assert len(traces) == 1

@@ -356,7 +356,8 @@ def test_float16_second_moment_needs_nu_dtype(make, problem, symptom):
 # ----------------------------------------------------------------------------
 # Donation: a state from an eager init shares no buffer with the params or itself.
 
-_CONTRIB = {
+# Factories outside tests/registry.py's tables.
+_UNLISTED = {
     "prodigy": lambda: gtx.contrib.prodigy(), "dadapt_adamw": lambda: gtx.contrib.dadapt_adamw(),
     "dog": lambda: gtx.contrib.dog(), "dowg": lambda: gtx.contrib.dowg(),
     "cocob": lambda: gtx.contrib.cocob(), "mechanize": lambda: gtx.contrib.mechanize(gtx.sgd(0.1)),
@@ -364,8 +365,10 @@ _CONTRIB = {
     "madgrad": lambda: gtx.contrib.madgrad(0.1), "momo": lambda: gtx.contrib.momo(),
     "momo_adam": lambda: gtx.contrib.momo_adam(), "sophia": lambda: gtx.contrib.sophia(0.1),
     "muon": lambda: gtx.contrib.muon(0.1), "ademamix": lambda: gtx.contrib.ademamix(0.1),
+    "sam": lambda: gtx.contrib.sam(gtx.sgd(0.1), gtx.sgd(0.05)),
+    "lbfgs": lambda: gtx.lbfgs(0.5, memory_size=3, linesearch=None),
 }
-_DONATED = [(c.id, c.gradtx) for c in CLASSIC + PRIMITIVES] + list(_CONTRIB.items())
+_DONATED = [(c.id, c.gradtx) for c in CLASSIC + PRIMITIVES] + list(_UNLISTED.items())
 
 
 @pytest.mark.parametrize("make", [m for _, m in _DONATED], ids=[n for n, _ in _DONATED])
@@ -393,6 +396,25 @@ def test_params_and_an_eager_init_state_can_both_be_donated(make):
   step = jax.jit(step, donate_argnums=(0, 1))
   params, state = step(*step(params, state))
   assert all_finite(params)
+
+
+@pytest.mark.parametrize("make", [m for _, m in _DONATED], ids=[n for n, _ in _DONATED])
+def test_a_step_keeps_the_state_types_of_init_for_a_weak_typed_param(make):
+  # jnp.asarray(0.5) is weak-typed. L-BFGS stored the param (and its gradient) as
+  # given and SAM held the param itself, so the state after a step differed in
+  # type from init's and a jitted step traced twice.
+  tx = make()
+  params = {"w": jnp.asarray(0.5), "b": jnp.zeros(2)}
+  grads = {"w": jnp.asarray(1.0), "b": jnp.ones(2)}
+  state = tx.init(params)
+  _, stepped = tx.update(grads, state, params, value=jnp.float32(1.0),
+                         obj_fn=lambda q: sum(jnp.sum(x ** 2) for x in jax.tree.leaves(q)))
+
+  def types(s):
+    return [(p, x.dtype, getattr(x, "weak_type", False))  # a typed PRNG key has none
+            for p, x in jax.tree_util.tree_leaves_with_path(s) if isinstance(x, jax.Array)]
+
+  assert types(stepped) == types(state)
 
 
 # ----------------------------------------------------------------------------

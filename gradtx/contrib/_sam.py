@@ -165,7 +165,8 @@ def sam(optimizer: GradientTransformation, adv_optimizer: GradientTransformation
     with in_stage("adv_optimizer"):
       adv_state = adv_optimizer.init(params)
     return SAMState(zero_count(), *named(opt_state, adv_state),
-                    None if opaque_mode else params, spec.init())
+                    # A copy: params and state may both be donated to a jitted step.
+                    None if opaque_mode else tree.copy(params), spec.init())
 
   def reset(adv_state, params):
     return (reset_keeping_hparams(True, adv_state, adv_optimizer.init(params)) if reset_state

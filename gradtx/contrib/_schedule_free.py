@@ -204,6 +204,9 @@ def schedule_free_eval_params(state: Any, params: Any) -> Any:
   Args:
     state: the state of :func:`schedule_free` (or of a chain holding it,
       such as :func:`schedule_free_adamw`'s; or optax's ScheduleFreeState).
+      A state batched by ``jax.vmap`` (an ensemble, one :math:`\beta_1` per
+      member) may be passed outside ``vmap`` too: :math:`\beta_1`'s leading
+      axes meet the params' leading axes.
     params: the params :math:`y_t` trained with that state.
 
   Example:
@@ -224,6 +227,7 @@ def schedule_free_eval_params(state: Any, params: Any) -> Any:
   def leaf(y, z):
     d = compute_dtype(y, z)
     b = as_dtype(b1, d)
+    b = b.reshape(b.shape + (1,) * (y.ndim - b.ndim))  # a batched b1 meets y's leading axes
     return (y.astype(d) + (1 - b) / b * (y.astype(d) - z.astype(d))).astype(y.dtype)
 
   return tree.tree_map(leaf, params, state.z)

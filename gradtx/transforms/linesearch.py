@@ -140,10 +140,12 @@ def scale_by_lbfgs(memory_size: int = 10, scale_init_precond: bool = True
   spec = HParamSpec("scale_by_lbfgs")
 
   def init(params):
-    stacked = tree.tree_map(lambda p: jnp.zeros((memory_size,) + jnp.shape(p),
-                                                jnp.asarray(p).dtype), params)
+    def stacked():  # called once per memory: two memories sharing buffers cannot be donated
+      return tree.tree_map(lambda p: jnp.zeros((memory_size,) + jnp.shape(p),
+                                               jnp.asarray(p).dtype), params)
+
     return ScaleByLBFGSState(numerics.zero_count(), tree.zeros_like(params),
-                             tree.zeros_like(params), stacked, stacked,
+                             tree.zeros_like(params), stacked(), stacked(),
                              jnp.zeros((memory_size,), _value_dtype(params)), spec.init())
 
   def update(updates, state, params=None, **extra):
@@ -186,8 +188,11 @@ def scale_by_lbfgs(memory_size: int = 10, scale_init_precond: bool = True
     r = tree.scale(gamma, q)
     direction, _ = jax.lax.scan(_oldest_to_newest, r, (*pairs, alphas))
     direction = tree.cast_like(direction, updates)
-    return direction, ScaleByLBFGSState(safe_increment(k), params, updates, s_memory, y_memory,
-                                        rho_memory, hparams)
+    # Stored in the init's dtypes: a weak-typed param would otherwise make the
+    # next step's state a different type, and the step trace again.
+    return direction, ScaleByLBFGSState(
+        safe_increment(k), tree.cast_like(params, state.params),
+        tree.cast_like(updates, state.updates), s_memory, y_memory, rho_memory, hparams)
 
   return GradientTransformation(init, update, name="scale_by_lbfgs", spec=spec, options=dict(
       memory_size=memory_size, scale_init_precond=scale_init_precond))
