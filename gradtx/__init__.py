@@ -51,13 +51,16 @@ from gradtx.schedules import (  # noqa: F401
     constant_schedule, cosine_decay_schedule, cosine_onecycle_schedule, exponential_decay,
     join_schedules, linear_onecycle_schedule, linear_schedule, piecewise_constant_schedule,
     piecewise_interpolate_schedule, polynomial_schedule, sgdr_schedule,
-    warmup_cosine_decay_schedule, warmup_exponential_decay_schedule)
+    warmup_constant_schedule, warmup_cosine_decay_schedule, warmup_exponential_decay_schedule)
 # Likewise the losses optax exports at its top level (optax.l2_loss).
 from gradtx.losses import (  # noqa: F401
     convex_kl_divergence, cosine_distance, cosine_similarity, ctc_loss,
     ctc_loss_with_forward_probs, generalized_kl_divergence, hinge_loss, huber_loss,
-    kl_divergence, l2_loss, log_cosh, ntxent, sigmoid_binary_cross_entropy, smooth_labels,
-    softmax_cross_entropy, softmax_cross_entropy_with_integer_labels)
+    kl_divergence, l2_loss, log_cosh, ntxent, safe_softmax_cross_entropy,
+    sigmoid_binary_cross_entropy, sigmoid_focal_loss, smooth_labels, softmax_cross_entropy,
+    softmax_cross_entropy_with_integer_labels, squared_error)
+# And optax.tree_map_params, which optax also exports at its top level.
+from gradtx.tree_utils import tree_map_params  # noqa: F401
 
 # And optax's top-level spellings of two optax.contrib names (optax.dpsgd).
 from gradtx.contrib import (  # noqa: F401

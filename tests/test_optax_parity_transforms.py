@@ -616,3 +616,68 @@ def test_scale_gradient_passes_an_integer_leaf_through():
     return jnp.sum(out["x"] ** 2) + jnp.sum(out["n"]).astype(jnp.float32)
 
   np.testing.assert_allclose(jax.grad(loss)(jnp.array([1.0, 3.0])), [-4.0, -12.0])
+
+
+# optax's scale_by_learning_rate(None) is the identity (no scale, no sign flip), and
+# every optimizer that ends in it returns its direction: optax.adam(None) too.
+_LR_NONE = ["sgd", "adagrad", "rmsprop", "adam", "adamw", "nadam", "amsgrad", "adamax", "lion",
+            "lamb", "radam", "yogi", "novograd"]
+
+
+@pytest.mark.parametrize("name", _LR_NONE)
+def test_learning_rate_none_returns_the_direction_as_optax(name):
+  params = {"w": jnp.array([1.0, -2.0, 0.5]), "b": jnp.array([0.3])}
+  ours, theirs = getattr(gtx, name)(None), getattr(optax, name)(None)
+  s_ours, s_theirs = ours.init(params), theirs.init(params)
+  for t in range(3):
+    grads = jax.tree.map(lambda p: (t + 1.0) * p - 0.2, params)
+    u_ours, s_ours = ours.update(grads, s_ours, params)
+    with jax.numpy_dtype_promotion("standard"):
+      u_theirs, s_theirs = theirs.update(grads, s_theirs, params)
+    for a, b in zip(jax.tree.leaves(u_ours), jax.tree.leaves(u_theirs)):
+      np.testing.assert_allclose(a, b, rtol=2e-5, atol=1e-7)
+  assert "lr.learning_rate" not in gtx.hparams(s_ours)
+
+
+def test_scale_by_learning_rate_none_is_a_stage_without_hyperparameters():
+  tx = gtx.chain(gtx.scale_by_adam(), gtx.scale_by_learning_rate())
+  state = tx.init(jnp.zeros(2))
+  assert [k for k in gtx.hparams(state) if k.startswith("scale_by_learning_rate")] == []
+  np.testing.assert_array_equal(tx.update(jnp.ones(2), state)[0], [1.0, 1.0])
+
+
+_UNIT_SHAPES = [(), (5,), (1, 5, 1), (4, 3), (2, 4, 3), (2, 2, 3, 4), (2, 2, 2, 3, 4)]
+
+
+@DTYPES
+@pytest.mark.parametrize("shape", _UNIT_SHAPES, ids=str)
+def test_unitwise_norm_and_clip_follow_optax(shape, dtype):
+  rng = np.random.default_rng(len(shape))
+  with _x64(dtype):
+    x = jnp.asarray(rng.normal(size=shape), dtype)
+    norm = gtx.transforms.unitwise_norm(x)
+    assert norm.shape == x.shape and norm.dtype == x.dtype
+    with jax.numpy_dtype_promotion("standard"):
+      want = optax.transforms.unitwise_norm(x)
+    np.testing.assert_allclose(norm, want, **_tol(dtype))
+    max_norm = jnp.full_like(norm, 0.5)
+    clipped = gtx.transforms.unitwise_clip(norm, max_norm, x)
+    with jax.numpy_dtype_promotion("standard"):
+      want = optax.transforms.unitwise_clip(want, max_norm, x)
+    np.testing.assert_allclose(clipped, want, **_tol(dtype))
+    # Each unit now has norm min(its norm, 0.5).
+    np.testing.assert_allclose(gtx.transforms.unitwise_norm(clipped),
+                               jnp.minimum(norm, 0.5), **_tol(dtype))
+
+
+def test_unitwise_norm_of_complex_is_real_and_an_axis_overrides_the_rank_rule():
+  z = jnp.array([[3.0 + 4.0j, 0.0], [0.0, 1.0j]], jnp.complex64)
+  norm = gtx.transforms.unitwise_norm(z)
+  assert norm.dtype == jnp.float32
+  np.testing.assert_allclose(norm, [[5.0, 1.0], [5.0, 1.0]])
+  np.testing.assert_allclose(gtx.transforms.unitwise_norm(jnp.ones((2, 3)), axis=1),
+                             np.full((2, 3), np.sqrt(3.0)), rtol=1e-6)
+  with pytest.raises(gtx.StructureError, match=r"unitwise_norm: a leaf of shape \(2, 2, 2, 2, 2, 2\)"):
+    gtx.transforms.unitwise_norm(jnp.ones((2,) * 6))
+  with pytest.raises(gtx.StructureError, match="unitwise_clip: g_norm of shape \\(3,\\)"):
+    gtx.transforms.unitwise_clip(jnp.ones(3), jnp.ones((2, 3)), jnp.ones((2, 3)))

@@ -12,14 +12,15 @@ from typing import Any
 
 # optax.transforms' names (optax 0.2.8) that gradtx has, at its top level.
 _OPTAX_NAMES = frozenset({
-    "AddNoiseState", "ApplyIfFiniteState", "ConditionallyMaskState",
+    "AddNoiseState", "ApplyIfFiniteState", "ConditionallyMaskState", "MaskedNode",
     "ConditionallyTransformState", "EmaState", "MaskedState", "MonitorState", "MultiSteps",
     "MultiStepsState", "PartitionState", "SnapshotState", "TraceState", "ZeroNansState",
     "adaptive_grad_clip", "add_decayed_weights", "add_noise", "apply_if_finite", "chain",
     "clip", "clip_by_block_rms", "clip_by_global_norm", "conditionally_mask",
     "conditionally_transform", "ema", "freeze", "keep_params_nonnegative", "masked",
-    "measure_with_ema", "monitor", "named_chain", "partition", "selective_transform",
-    "skip_large_updates", "skip_not_finite", "snapshot", "trace", "zero_nans"})
+    "measure_with_ema", "monitor", "named_chain", "partition", "per_example_global_norm_clip",
+    "per_example_layer_norm_clip", "selective_transform", "skip_large_updates",
+    "skip_not_finite", "snapshot", "trace", "unitwise_clip", "unitwise_norm", "zero_nans"})
 
 
 def __getattr__(name: str) -> Any:

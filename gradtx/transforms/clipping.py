@@ -19,11 +19,11 @@ from gradtx import tree
 from gradtx.core import (NONNEGATIVE, POSITIVE, GradientTransformation, ScalarOrSchedule,
                          check_value, require_params, stateless)
 from gradtx.errors import StructureError
-from gradtx.numerics import as_dtype, compute_dtype, wide_abs_sq
+from gradtx.numerics import as_dtype, compute_dtype, real_dtype, wide_abs_sq
 
 __all__ = ["adaptive_grad_clip", "clip", "clip_by_block_rms", "clip_by_global_norm",
            "keep_params_nonnegative", "per_example_global_norm_clip",
-           "per_example_layer_norm_clip"]
+           "per_example_layer_norm_clip", "unitwise_clip", "unitwise_norm"]
 
 
 def clip(max_delta: ScalarOrSchedule) -> GradientTransformation:
@@ -154,8 +154,83 @@ def _unitwise_norm(x: jax.Array, axis: int | tuple[int, ...] | None) -> jax.Arra
   return jnp.sqrt(jnp.sum(wide_abs_sq(x), axis=_unit_axes(x, axis), keepdims=True))
 
 
-# optax's floor on the gradient norm in the clipped branch: it only keeps a
-# division by zero out of the branch that jnp.where discards.
+def unitwise_norm(x: jax.typing.ArrayLike,
+                  axis: int | tuple[int, ...] | None = None) -> jax.Array:
+  """The l2 norm of each unit of ``x``, broadcast to ``x``'s shape.
+
+  .. math:: n_i = \\|x_i\\|_2 \\text{ for every entry of unit } i
+
+  Units as :func:`adaptive_grad_clip` takes them (optax's rule): a scalar, a
+  vector or an array with at most one axis longer than 1 is one unit; rank 2
+  and 3 sum over axis 0, rank 4 over axes (0, 1, 2), rank 5 over (0, 1, 2, 3).
+  The squares are summed in float32 at least (float64 for float64 ``x``),
+  and the norm is returned in ``x``'s real dtype (optax sums in ``x``'s).
+
+  Args:
+    x: an array (complex allowed: :math:`|x|^2` is summed).
+    axis: the axis or axes a unit's norm sums over; ``None`` (the default)
+      picks them by rank as above.
+
+  Raises:
+    StructureError: ``x`` has rank 6 or more and no ``axis`` was given.
+
+  Example:
+    >>> import gradtx as gtx
+    >>> import jax.numpy as jnp
+    >>> gtx.transforms.unitwise_norm(jnp.array([[3.0, 0.0], [4.0, 1.0]]))
+    Array([[5., 1.],
+           [5., 1.]], dtype=float32)
+  """
+  x = jnp.asarray(x)
+  norm = _unitwise_norm(x, _unit_axes(x, axis, "unitwise_norm"))
+  return jnp.broadcast_to(norm, x.shape).astype(real_dtype(x.dtype))
+
+
+def unitwise_clip(g_norm: jax.typing.ArrayLike, max_norm: jax.typing.ArrayLike,
+                  grad: jax.typing.ArrayLike, div_eps: jax.typing.ArrayLike = 1e-6) -> jax.Array:
+  """``grad`` where its unit's norm is below ``max_norm``, else scaled down to it.
+
+  .. math::
+    u = \\begin{cases} g & \\|g\\| < m \\\\
+      g\\, m / \\max(\\|g\\|, \\epsilon_\\text{div}) & \\text{otherwise} \\end{cases}
+
+  The factor is formed in the norms' dtype and applied in ``grad``'s (a
+  complex gradient keeps its phase); the result is in ``grad``'s dtype.
+
+  Args:
+    g_norm: the units' norms (:func:`unitwise_norm` of ``grad``), of
+      ``grad``'s shape or broadcastable to it with the same rank.
+    max_norm: the largest norm allowed per unit, shaped as ``g_norm``.
+    grad: the gradient to clip.
+    div_eps: :math:`\\epsilon_\\text{div}`, default 1e-6: a floor on the
+      divisor that only keeps a division by zero out of the branch
+      ``jnp.where`` discards.
+
+  Raises:
+    StructureError: ``g_norm`` or ``max_norm`` does not broadcast to
+      ``grad``'s shape.
+
+  Example:
+    >>> import gradtx as gtx
+    >>> import jax.numpy as jnp
+    >>> g = jnp.array([3.0, 4.0])
+    >>> gtx.transforms.unitwise_clip(gtx.transforms.unitwise_norm(g), jnp.full(2, 1.0), g)
+    Array([0.6, 0.8], dtype=float32)
+  """
+  g_norm, max_norm, grad = jnp.asarray(g_norm), jnp.asarray(max_norm), jnp.asarray(grad)
+  for name, norm in (("g_norm", g_norm), ("max_norm", max_norm)):
+    if norm.ndim != grad.ndim or any(n not in (1, d) for n, d in zip(norm.shape, grad.shape)):
+      raise StructureError(f"unitwise_clip: {name} of shape {norm.shape} does not broadcast "
+                           f"to grad's shape {grad.shape}")
+  dtype = compute_dtype(g_norm, max_norm)
+  g_norm, max_norm = as_dtype(g_norm, dtype), as_dtype(max_norm, dtype)
+  factor = max_norm / jnp.maximum(g_norm, as_dtype(div_eps, dtype))
+  work = compute_dtype(grad, factor)  # complex stays complex
+  clipped = as_dtype(as_dtype(grad, work) * as_dtype(factor, work), grad.dtype)
+  return jnp.where(g_norm < max_norm, grad, clipped)
+
+
+# optax's floor on the gradient norm in the clipped branch (unitwise_clip's div_eps).
 _DIV_EPS = 1e-6
 
 
@@ -213,12 +288,9 @@ def adaptive_grad_clip(clipping: ScalarOrSchedule, eps: ScalarOrSchedule = 1e-3,
     def clip_leaf(g, p):
       g_norm, p_norm = _unitwise_norm(g, axis), _unitwise_norm(p, axis)
       dtype = compute_dtype(g_norm, p_norm)  # float64 if either leaf is
-      g_norm, p_norm = as_dtype(g_norm, dtype), as_dtype(p_norm, dtype)
-      max_norm = as_dtype(clipping, dtype) * jnp.maximum(p_norm, as_dtype(eps, dtype))
-      factor = max_norm / jnp.maximum(g_norm, jnp.asarray(_DIV_EPS, dtype))
-      work = compute_dtype(g, factor)  # complex stays complex
-      clipped = as_dtype(as_dtype(g, work) * as_dtype(factor, work), g.dtype)
-      return (jnp.where(g_norm < max_norm, g, clipped),)
+      max_norm = as_dtype(clipping, dtype) * jnp.maximum(as_dtype(p_norm, dtype),
+                                                         as_dtype(eps, dtype))
+      return (unitwise_clip(as_dtype(g_norm, dtype), max_norm, g, _DIV_EPS),)
 
     return tree.map_leaves(clip_leaf, (True,), updates, params)[0]
 

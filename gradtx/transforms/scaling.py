@@ -63,7 +63,7 @@ def scale(step_size: ScalarOrSchedule) -> GradientTransformation:
   return _scaling("scale", lambda h: h["step_size"], step_size=(step_size, ANY))
 
 
-def scale_by_learning_rate(learning_rate: ScalarOrSchedule, *,
+def scale_by_learning_rate(learning_rate: ScalarOrSchedule | None = None, *,
                            flip_sign: bool = True) -> GradientTransformation:
   """Scales the updates by the learning rate, flipping the sign to descend.
 
@@ -73,7 +73,11 @@ def scale_by_learning_rate(learning_rate: ScalarOrSchedule, *,
     learning_rate: :math:`\\eta \\ge 0`, a float, or a schedule: any callable
       of the step count ``t`` (0 at the first step), such as those in
       :mod:`gradtx.schedules`. A schedule's last value reads as
-      ``"<stage>.learning_rate"`` in :func:`gradtx.hparams`.
+      ``"<stage>.learning_rate"`` in :func:`gradtx.hparams`. ``None`` (the
+      default, as in optax) scales nothing and flips no sign: the updates
+      pass unchanged, for a chain whose step length comes from elsewhere (a
+      line search); an optimizer that ends in this stage then returns its
+      direction, uphill (``gtx.adam(None)``, as ``optax.adam(None)``).
     flip_sign: multiply by :math:`-\\eta` (descent, the default) or :math:`+\\eta`.
 
   Example:
@@ -83,6 +87,8 @@ def scale_by_learning_rate(learning_rate: ScalarOrSchedule, *,
     >>> tx.update(jnp.ones(2), tx.init(jnp.zeros(2)))[0]
     Array([-0.1, -0.1], dtype=float32)
   """
+  if learning_rate is None:
+    return stateless(lambda updates, params: updates, name="scale_by_learning_rate")
   sign = -1 if flip_sign else 1
   tx = _scaling("scale_by_learning_rate", lambda h: sign * h["learning_rate"],
                 learning_rate=(learning_rate, NONNEGATIVE))
