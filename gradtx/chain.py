@@ -27,6 +27,7 @@ import numpy as np
 
 from gradtx.core import GradientTransformation, HParams, as_transformation, check_value
 from gradtx.errors import GradtxError, HyperparameterError, StructureError
+from gradtx.tree import check_inexact
 
 PyTree = Any
 
@@ -185,6 +186,7 @@ class Chain(GradientTransformation):
             f"{label}: the state does not belong to this chain: expected stages "
             f"{list(self.stages)}, got {got}. To move a state into an edited chain "
             "use gradtx.carry_state(old_state, new_tx.init(params))")
+      check_inexact(updates, label)
       new_state = {}
       for name, tx, scaling in plan:
         if scaling is None:

@@ -34,7 +34,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from gradtx.errors import HyperparameterError, MissingArgumentError
+from gradtx.errors import HyperparameterError, MissingArgumentError, StructureError
 
 PyTree = Any
 Params = Any
@@ -303,6 +303,10 @@ class HParamSpec:
       raise HyperparameterError(
           f"{self.stage}: the state's hparams field is a {type(hparams).__name__}, "
           "not HParams; was this state made by this transformation's init?")
+    if hparams.keys() != self.slots.keys():  # another stage's state, of the same shape
+      raise HyperparameterError(
+          f"{self.stage}: the state holds the hyperparameters {list(hparams)}, this stage "
+          f"has {list(self.slots)}; was this state made by this transformation's init?")
     if not self.scheduled:
       return hparams, hparams
     values = {
@@ -507,6 +511,7 @@ def stateless(f: Callable[..., Updates], *, name: str | None = None,
     >>> tx.update(jnp.ones(2), tx.init(jnp.zeros(2)))[0]
     Array([-1., -1.], dtype=float32)
   """
+  from gradtx.tree import check_structure  # pylint: disable=import-outside-toplevel
   name = name or getattr(f, "__name__", "stateless")
   spec = HParamSpec(name, **hyperparams)
 
@@ -516,6 +521,12 @@ def stateless(f: Callable[..., Updates], *, name: str | None = None,
 
   def update(updates, state, params=None, **extra):
     del extra
+    if not isinstance(state, EmptyState):
+      raise StructureError(
+          f"{name}: the state is a {type(state).__name__}, not the EmptyState this stage's "
+          "init makes; was it made by another transformation's init?")
+    if params is not None:  # a rule of the params must see the same tree as the updates
+      check_structure(updates, params, "updates", "params")
     now, hparams = spec.step(state.hparams, read=per_step is None)
     if per_step is not None:
       now = read_once(per_step(dict(now)))
@@ -545,12 +556,9 @@ def stateless_with_tree_map(f: Callable[[jax.Array, jax.Array | None], jax.Array
     >>> tx.update(jnp.ones(2), tx.init(None), jnp.array([2.0, 3.0]))[0]
     Array([2., 3.], dtype=float32)
   """
-  from gradtx.tree import check_structure
-
-  def map_leaves(updates, params):
+  def map_leaves(updates, params):  # stateless has checked that the trees match
     if params is None:
       return jax.tree.map(lambda g: f(g, None), updates)
-    check_structure(updates, params, "updates", "params")
     return jax.tree.map(f, updates, params)
 
   return stateless(map_leaves, name=name or getattr(f, "__name__", "stateless_with_tree_map"))
@@ -572,7 +580,9 @@ def identity() -> GradientTransformation:
 def apply_updates(params: Params, updates: Updates) -> Params:
   """``params + updates`` leaf by leaf, each result in its parameter's dtype.
 
-  Leaves that are ``None`` in ``updates`` leave the parameter unchanged.
+  A leaf that is ``None`` in both trees (a parameter without updates, as
+  optax allows) stays ``None``; ``updates`` must otherwise match ``params``
+  leaf for leaf (:class:`~gradtx.errors.StructureError` names the key path).
 
   Example:
     >>> import gradtx as gtx

@@ -71,6 +71,30 @@ def _leaves_by_path(tree: PyTree) -> dict[str, Any]:
   return {keystr(path): leaf for path, leaf in pairs}
 
 
+def _is_integer(x: Any) -> bool:
+  """An integer or bool array (numpy's kinds; bfloat16's and float0's are 'V')."""
+  return getattr(getattr(x, "dtype", None), "kind", None) in ("i", "u", "b") and not _is_node(x)
+
+
+def check_inexact(updates: PyTree, stage: str) -> None:
+  """Raises if a leaf of ``updates`` is an integer or bool array.
+
+  Every rule would round its steps to that dtype (Adam's to 0): a gradient
+  is floating point or complex. ``jax.grad(..., allow_int=True)`` gives an
+  integer input a ``float0`` cotangent, which passes.
+  """
+  leaves = jax.tree_util.tree_leaves(updates, is_leaf=_is_node)
+  if not any(_is_integer(u) for u in leaves):
+    return  # the common case: no key paths are built
+  for path, u in jax.tree_util.tree_flatten_with_path(updates, is_leaf=_is_node)[0]:
+    if _is_integer(u):
+      dtype = u.dtype
+      raise StructureError(
+          f"{stage}: the updates at key path {keystr(path)} are {dtype}; gradients must be "
+          "floating point or complex (an integer step rounds to 0): take gradients of the "
+          "float leaves only (eqx.filter_grad, or jax.grad of a function of those leaves)")
+
+
 def check_real(params: PyTree, stage: str) -> None:
   """Raises if a leaf of ``params`` is complex: for rules defined on real numbers only."""
   for path, p in jax.tree_util.tree_flatten_with_path(params, is_leaf=is_masked)[0]:

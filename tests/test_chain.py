@@ -257,6 +257,27 @@ ERRORS = [
     (lambda: _update(gtx.chain(opt=gtx.partition({"a": ADAM()}, lambda p: jax.tree.map(
         lambda _: "a", p))), grads={"w": jnp.ones((3, 2))}),
      gtx.StructureError, r"stage 'opt\.a\.adam': .*key path \['b'\]"),
+    # Integer gradients: every rule would round its steps (Adam's to 0), before silently.
+    (lambda: _update(gtx.chain(outer=ADAM()), grads={"w": jnp.ones((3, 2)),
+                                                     "b": jnp.ones(2, jnp.int32)}),
+     gtx.StructureError, r"chain: the updates at key path \['b'\] are int32; gradients must "
+                         r"be floating point or complex"),
+    # A stage without state given params checks them against the updates (sgd returned
+    # a (2, 3) step for a (3, 2) parameter; clipping measured the norm of other leaves).
+    (lambda: _update(gtx.sgd(0.1), grads={"w": jnp.ones((2, 3)), "b": jnp.ones(2)},
+                     params=_params()),
+     gtx.StructureError, r"stage 'lr': params and updates differ in shape at key path \['w'\]"),
+    (lambda: _update(gtx.chain(clip=gtx.clip_by_global_norm(1.0)),
+                     grads={"w": jnp.ones((3, 2))}, params=_params()),
+     gtx.StructureError, r"stage 'clip': params and updates differ in structure: key path "
+                         r"\['b'\] is in params but not in updates"),
+    # Another stage's state: named, where it was an AttributeError or a KeyError.
+    (lambda: _update(gtx.chain(opt=gtx.scale(0.1)), state=gtx.chain(
+        opt=gtx.trace(0.9)).init(_params())), gtx.StructureError,
+     r"stage 'opt': scale: the state is a TraceState, not the EmptyState this stage's init"),
+    (lambda: _update(gtx.scale(-0.5), state=_state_of(gtx.scale_by_learning_rate(0.1))),
+     gtx.HyperparameterError, r"scale: the state holds the hyperparameters \['learning_rate'\], "
+                              r"this stage has \['step_size'\]"),
     (lambda: _update(ADAM(), state=_state_of(gtx.sgd(0.1))), gtx.StructureError,
      r"the state does not belong to this chain: expected stages \['adam', 'lr'\], got \['lr'\]"
      r".*carry_state"),

@@ -204,7 +204,8 @@ def adafactor(learning_rate: ScalarOrSchedule | None = None, min_dim_size_to_fac
 
   Args:
     learning_rate: :math:`\\eta`, or ``None`` for 1.
-    min_dim_size_to_factor: factor matrices whose two largest axes are at least this long.
+    min_dim_size_to_factor: factor matrices whose two largest axes are at least this
+      long, default 128.
     decay_rate: :math:`c` in :math:`\\hat\\beta_{2,t} = 1 - t^{-c}`, default 0.8.
     decay_offset: :math:`t_0 \\ge 0` of :func:`gradtx.scale_by_factored_rms`
       (its ``step_offset``), default 0: the decay counts from step :math:`t_0 + 1`.

@@ -148,8 +148,8 @@ def adadelta(learning_rate: ScalarOrSchedule = 1.0, rho: float = 0.9, eps: float
     learning_rate: :math:`\\eta`, default 1.0 (the paper's rule, and torch's default).
     rho: :math:`\\rho`, default 0.9.
     eps: :math:`\\epsilon`, default 1e-6.
-    weight_decay: L2 coefficient added to the gradient before the step.
-    weight_decay_mask: which leaves to decay.
+    weight_decay: L2 coefficient added to the gradient before the step, default 0.
+    weight_decay_mask: which leaves to decay, default ``None``: every leaf.
     nu_dtype: dtype of both running means, :math:`E[g^2]` and :math:`E[\\Delta^2]`
       (not in optax; see :func:`gradtx.scale_by_adadelta`).
 
@@ -254,7 +254,12 @@ def nadam(learning_rate: ScalarOrSchedule, b1: float = 0.9, b2: float = 0.999,
     \\hat m_t = \\frac{\\beta_1 m_t}{1-\\beta_1^{t+1}} + \\frac{(1-\\beta_1) g_t}{1-\\beta_1^t}
 
   ``nesterov=False`` is plain :func:`adam` (as in optax, where ``nadam`` is
-  ``adam`` with the flag preset); ``nu_dtype`` is :func:`adam`'s.
+  ``adam`` with the flag preset).
+
+  Args:
+    learning_rate, b1, b2, eps, eps_root, mu_dtype, nu_dtype: as in :func:`adam`
+      (defaults b1 0.9, b2 0.999, eps 1e-8, eps_root 0, both dtypes ``None``).
+    nesterov: default True (Dozat's form); False is :func:`adam`.
 
   Conventions: torch.optim.NAdam also applies a momentum-decay schedule
   (``momentum_decay=4e-3``); gradtx and optax do not.
@@ -272,8 +277,13 @@ def nadamw(learning_rate: ScalarOrSchedule, b1: float = 0.9, b2: float = 0.999,
            nesterov: bool = True, nu_dtype: Any = None) -> Chain:
   """NAdamW: :func:`adamw` with Dozat's Nesterov momentum (``nesterov=True``).
 
-  ``nesterov=False`` is plain :func:`adamw`, as in optax; ``nu_dtype`` is
-  :func:`adam`'s.
+  ``nesterov=False`` is plain :func:`adamw`, as in optax.
+
+  Args:
+    learning_rate, b1, b2, eps, eps_root, mu_dtype, nu_dtype: as in :func:`adam`
+      (defaults b1 0.9, b2 0.999, eps 1e-8, eps_root 0, both dtypes ``None``).
+    weight_decay, mask: as in :func:`adamw` (default 1e-4, every leaf decayed).
+    nesterov: default True (Dozat's form); False is :func:`adamw`.
 
   References:
     Dozat 2016; Loshchilov & Hutter, *Decoupled Weight Decay Regularization*, 2019.
@@ -296,8 +306,16 @@ def amsgrad(learning_rate: ScalarOrSchedule, b1: float = 0.9, b2: float = 0.999,
   torch.optim.Adam(amsgrad=True) takes the maximum of the raw :math:`v_t`
   and debiases afterwards. With ``bias_correction_mu=False`` and
   ``bias_correction_nu=False`` (structural, default True) it is the paper's
-  rule, without bias correction. ``nu_dtype`` (not in optax) is the dtype of
-  :math:`v` and :math:`\\hat v^{\\max}`, as in :func:`adam`.
+  rule, without bias correction.
+
+  Args:
+    learning_rate: :math:`\\eta`, a float or a schedule.
+    b1, b2, eps, eps_root, mu_dtype: as in :func:`adam` (defaults 0.9, 0.999,
+      1e-8, 0, ``None``).
+    bias_correction_mu, bias_correction_nu: debias :math:`m_t` and
+      :math:`v_t`, default True each (structural).
+    nu_dtype: dtype of :math:`v` and :math:`\\hat v^{\\max}`, default ``None``
+      (the params'); not in optax.
 
   References:
     Reddi, Kale & Kumar, *On the Convergence of Adam and Beyond*, ICLR 2018.
@@ -316,8 +334,14 @@ def adamax(learning_rate: ScalarOrSchedule, b1: float = 0.9, b2: float = 0.999,
     v_t = \\max(\\beta_2 v_{t-1}, |g_t| + \\epsilon), \\quad
     \\theta_{t+1} = \\theta_t - \\eta \\frac{m_t}{(1-\\beta_1^t) v_t}
 
-  ``nu_dtype`` (not in optax) is the dtype of :math:`v`: ``jnp.float32`` for
-  float16 params, where ``eps`` is 0 and an entry with zero gradients steps by 0/0.
+  Args:
+    learning_rate: :math:`\\eta`, a float or a schedule.
+    b1: :math:`\\beta_1 \\in [0, 1)`, default 0.9.
+    b2: :math:`\\beta_2 \\in [0, 1)`, default 0.999.
+    eps: :math:`\\epsilon \\ge 0`, default 1e-8.
+    nu_dtype: dtype of :math:`v`, default ``None`` (the params'); not in
+      optax. ``jnp.float32`` for float16 params, where ``eps`` is 0 and an
+      entry with zero gradients steps by 0/0.
 
   References:
     Kingma & Ba, *Adam: A Method for Stochastic Optimization*, ICLR 2015, §7.1.
@@ -334,7 +358,12 @@ def adamaxw(learning_rate: ScalarOrSchedule, b1: float = 0.9, b2: float = 0.999,
   .. math::
     \\theta_{t+1} = \\theta_t - \\eta \\left(\\frac{m_t}{(1-\\beta_1^t) v_t} + \\lambda\\theta_t\\right)
 
-  ``nu_dtype`` is :func:`adamax`'s.
+  Args:
+    learning_rate, b1, b2, eps, nu_dtype: as in :func:`adamax` (defaults 0.9,
+      0.999, 1e-8, ``None``).
+    weight_decay: :math:`\\lambda \\ge 0`, default 1e-4.
+    mask: which leaves to decay (a tree of bools or a callable of the
+      params), default ``None``: every leaf.
 
   References:
     Kingma & Ba 2015; Loshchilov & Hutter, *Decoupled Weight Decay Regularization*, 2019.

@@ -66,8 +66,15 @@ def optimistic_adam_v2(learning_rate: ScalarOrSchedule, *, alpha: float = 1.0, b
     \\theta_{t+1} = \\theta_t - \\eta\\left((\\alpha+\\beta) d_t - \\beta d_{t-1}\\right)
 
   with :math:`d_t` Adam's direction (Nesterov by default, as optax).
-  ``nu_dtype`` (not in optax) is :func:`gradtx.adam`'s: ``jnp.float32`` for
-  float16 params.
+
+  Args:
+    learning_rate: :math:`\\eta`, a float or a schedule.
+    alpha: :math:`\\alpha`, default 1.0: the weight of the current direction.
+    beta: :math:`\\beta`, default 1.0: the weight of the optimistic correction.
+    b1, b2, eps, eps_root, mu_dtype, nu_dtype: as in :func:`gradtx.adam`
+      (defaults 0.9, 0.999, 1e-8, 0, ``None``, ``None``; ``nu_dtype``, not in
+      optax, ``jnp.float32`` for float16 params).
+    nesterov: Adam's Nesterov form, default True (as optax).
 
   References:
     Daskalakis et al., *Training GANs with Optimism*, ICLR 2018.
@@ -90,7 +97,14 @@ def optimistic_adam(learning_rate: float, optimism: float | None = None, b1: flo
 
   with :math:`d_t` Adam's direction and :math:`o` = ``optimism`` (default
   :math:`\\eta`). A float learning rate only; :func:`optimistic_adam_v2`
-  takes schedules. ``nu_dtype`` (not in optax) is :func:`gradtx.adam`'s.
+  takes schedules.
+
+  Args:
+    learning_rate: :math:`\\eta`, a float.
+    optimism: :math:`o`, default ``None``: :math:`\\eta`.
+    b1, b2, eps, eps_root, mu_dtype, nu_dtype: as in :func:`gradtx.adam`
+      (defaults 0.9, 0.999, 1e-8, 0, ``None``, ``None``; ``nu_dtype`` not in optax).
+    nesterov: Adam's Nesterov form, default True (as optax).
 
   References:
     Daskalakis et al., *Training GANs with Optimism*, ICLR 2018.

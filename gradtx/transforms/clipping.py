@@ -279,7 +279,6 @@ def adaptive_grad_clip(clipping: ScalarOrSchedule, eps: ScalarOrSchedule = 1e-3,
 
   def adaptive_grad_clip(updates, params, clipping, eps):
     params = require_params("adaptive_grad_clip", params)
-    tree.check_structure(updates, params, "updates", "params")
     if axis is None:  # name the key path of a leaf with no default unit, before tracing it
       for path, g in jax.tree_util.tree_flatten_with_path(updates, is_leaf=tree.is_masked)[0]:
         if isinstance(g, jax.Array):  # a packed buffer's leaves are 1-D and pass
@@ -484,7 +483,6 @@ def keep_params_nonnegative() -> GradientTransformation:
 
   def keep_params_nonnegative(updates, params):
     params = require_params("keep_params_nonnegative", params)
-    tree.check_structure(updates, params, "updates", "params")
 
     def bound(u, p):
       dtype = compute_dtype(u, p)

@@ -52,7 +52,6 @@ def add_decayed_weights(weight_decay: ScalarOrSchedule = 0.0,
 
   def add_decayed_weights(updates, params, weight_decay):
     params = require_params("add_decayed_weights", params)
-    tree.check_structure(updates, params, "updates", "params")
     return tree.tree_map(
         lambda g, p: g + as_dtype(weight_decay, g.dtype) * as_dtype(p, g.dtype), updates, params)
 
@@ -82,7 +81,6 @@ def add_l1_penalty(l1: ScalarOrSchedule = 0.0, mask: Mask | None = None) -> Grad
 
   def add_l1_penalty(updates, params, l1):
     params = require_params("add_l1_penalty", params)
-    tree.check_structure(updates, params, "updates", "params")
     return tree.tree_map(
         lambda g, p: g + as_dtype(l1, g.dtype) * as_dtype(jnp.sign(p), g.dtype),
         updates, params)

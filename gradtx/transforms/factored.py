@@ -93,7 +93,7 @@ def scale_by_factored_rms(factored: bool = True, decay_rate: ScalarOrSchedule = 
       :math:`t_0 + 1`, and before it :math:`\\hat\\beta_2 = 0` (the statistic
       is the current :math:`G_t`). Differs from optax 0.2.8, where every step
       before :math:`t_0 + 1` gives NaN, which then stays in the state.
-    min_dim_size_to_factor: factor only if both largest axes are this long.
+    min_dim_size_to_factor: factor only if both largest axes are this long, default 128.
     epsilon: :math:`\\epsilon_1 \\ge 0`, default 1e-30.
     decay_rate_fn: ``fn(i, c) -> beta2`` with ``i = max(t - 1 - t_0, 0)`` the number
       of earlier steps, as optax's; default :math:`1 - (i+1)^{-c}` (computed in

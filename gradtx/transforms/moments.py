@@ -65,8 +65,9 @@ def scale_by_rms(decay: ScalarOrSchedule = 0.9, eps: ScalarOrSchedule = 1e-8,
   Args:
     decay: :math:`\\rho \\in [0, 1)`, default 0.9 (torch's ``alpha=0.99``).
     eps: :math:`\\epsilon \\ge 0`, default 1e-8.
-    initial_scale: :math:`\\nu_0` (torch and TF1 use 0 and 1 respectively): the
-      state's starting ``nu``, written at init (not a hyperparameter).
+    initial_scale: :math:`\\nu_0`, default 0 (torch and TF1 use 0 and 1
+      respectively): the state's starting ``nu``, written at init (not a
+      hyperparameter).
     eps_in_sqrt: where :math:`\\epsilon` sits (see above).
     bias_correction: debias :math:`\\nu`.
     nu_dtype: dtype of :math:`\\nu`; ``None`` uses the params' dtype. gradtx's

@@ -48,7 +48,6 @@ def scale_by_trust_ratio(min_norm: ScalarOrSchedule = 0.0,
 
   def scale_by_trust_ratio(updates, params, min_norm, trust_coefficient, eps):
     params = require_params("scale_by_trust_ratio", params)
-    tree.check_structure(updates, params, "updates", "params")
 
     def scale_leaf(g, param_norm, update_norm):
       dtype = g.dtype
@@ -83,7 +82,6 @@ def scale_by_param_block_norm(min_scale: ScalarOrSchedule = 1e-3) -> GradientTra
 
   def scale_by_param_block_norm(updates, params, min_scale):
     params = require_params("scale_by_param_block_norm", params)
-    tree.check_structure(updates, params, "updates", "params")
     return tree.tree_map(
         lambda g, n: g * jnp.maximum(n.astype(g.dtype), as_dtype(min_scale, g.dtype)),
         updates, tree.block_norm(params))
@@ -115,7 +113,6 @@ def scale_by_param_block_rms(min_scale: ScalarOrSchedule = 1e-3) -> GradientTran
 
   def scale_by_param_block_rms(updates, params, min_scale):
     params = require_params("scale_by_param_block_rms", params)
-    tree.check_structure(updates, params, "updates", "params")
     return tree.tree_map(
         lambda g, r: g * jnp.maximum(r.astype(g.dtype), as_dtype(min_scale, g.dtype)),
         updates, tree.block_rms(params))
@@ -161,7 +158,6 @@ def scale_by_fromage(learning_rate: ScalarOrSchedule) -> GradientTransformation:
 
   def scale_by_fromage(updates, params, along_g, shrink):
     params = require_params("scale_by_fromage", params)
-    tree.check_structure(updates, params, "updates", "params")
 
     def step(g, theta):
       return as_dtype(along_g, g.dtype) * g + as_dtype(shrink, g.dtype) * theta.astype(g.dtype)
