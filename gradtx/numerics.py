@@ -20,7 +20,7 @@ from gradtx.core import safe_increment
 
 __all__ = ["abs_sq", "as_dtype", "at_least_float32", "bias_correction", "clip_modulus",
            "complex_dtype", "compute_dtype", "ema_moment", "real_dtype", "safe_divide",
-           "safe_increment", "safe_rsqrt", "shared", "shared_scalars", "state_dtype", "stored",
+           "safe_increment", "safe_rsqrt", "safe_sqrt", "shared", "shared_scalars", "state_dtype", "stored",
            "wide_abs_sq", "widened", "zero_count"]
 
 
@@ -245,6 +245,27 @@ def safe_divide(x: jax.Array, d: jax.Array) -> jax.Array:
   if jnp.iscomplexobj(x) and not jnp.iscomplexobj(d):
     d = as_dtype(d, x.dtype)  # the explicit cast strict promotion asks for; Im 0
   return jnp.where(positive, x / d, 0)
+
+
+@jax.custom_jvp
+def safe_sqrt(x: jax.Array) -> jax.Array:
+  """:math:`\\sqrt{x}`, bit for bit, with derivative 0 at :math:`x = 0`.
+
+  ``jnp.sqrt``'s derivative there is infinite, and the chain rule meets it
+  with a zero (the derivative of a sum of squares at zero): NaN in every
+  gradient taken through an optimizer step, as when meta-learning its
+  hyperparameters. 0 is the norm's subgradient at the origin.
+  """
+  return jnp.sqrt(x)
+
+
+@safe_sqrt.defjvp
+def _safe_sqrt_jvp(primals: tuple[jax.Array], tangents: tuple[jax.Array]) -> tuple:
+  x, = primals
+  dx, = tangents
+  root = jnp.sqrt(x)
+  positive = x > 0
+  return root, jnp.where(positive, dx / (2 * jnp.where(positive, root, 1)), 0)
 
 
 def safe_rsqrt(x: jax.Array) -> jax.Array:

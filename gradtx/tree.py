@@ -21,7 +21,7 @@ import jax.numpy as jnp
 
 from gradtx.errors import StructureError
 from gradtx.numerics import (as_dtype, at_least_float32, complex_dtype, compute_dtype, real_dtype,
-                             shared_scalars, state_dtype, wide_abs_sq)
+                             safe_sqrt, shared_scalars, state_dtype, wide_abs_sq)
 
 PyTree = Any
 
@@ -278,7 +278,7 @@ def inner(tree_x: PyTree, tree_y: PyTree, dtype: Any = None) -> jax.Array:
 
 def global_norm(tree: PyTree) -> jax.Array:
   """:math:`\\sqrt{\\sum_\\text{leaves} \\sum_i x_i^2}`, the l2 norm of the whole tree."""
-  return jnp.sqrt(sum_squares(tree))
+  return safe_sqrt(sum_squares(tree))  # a zero tree differentiates to 0, not NaN
 
 
 def all_finite(tree: PyTree) -> jax.Array:
@@ -439,12 +439,12 @@ def block_size(tree: PyTree) -> PyTree:
 
 def block_norm(tree: PyTree) -> PyTree:
   """Per leaf, its l2 norm, broadcastable against the leaf."""
-  return tree_map(jnp.sqrt, block_sum_squares(tree))
+  return tree_map(safe_sqrt, block_sum_squares(tree))
 
 
 def block_rms(tree: PyTree) -> PyTree:
   """Per leaf, its root mean square, broadcastable against the leaf."""
-  return tree_map(lambda s, n: jnp.sqrt(s / n.astype(s.dtype)), block_sum_squares(tree),
+  return tree_map(lambda s, n: safe_sqrt(s / n.astype(s.dtype)), block_sum_squares(tree),
                   block_size(tree))
 
 

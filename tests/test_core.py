@@ -295,3 +295,56 @@ def test_hyperparameters_sweep_under_vmap_and_differentiate_under_grad():
   h = 1e-2
   central_difference = (_three_adam_steps(0.1 + h) - _three_adam_steps(0.1 - h)) / (2 * h)
   np.testing.assert_allclose(jax.grad(_three_adam_steps)(0.1), central_difference, rtol=2e-3)
+
+
+# Differentiating through optimizer steps (meta-learning): a norm or root of 0 has an
+# infinite derivative, which the chain rule met with a zero and made NaN (in optax too).
+# DoG's distance travelled and Mechanic's v are 0 at the first step; a leaf the loss does
+# not use has v = 0 in prodigy; a zero tree has global norm 0.
+THROUGH_STEPS = {
+    "dog": lambda: gtx.contrib.dog(),
+    "mechanize": lambda: gtx.contrib.mechanize(gtx.sgd(1.0)),
+    "prodigy": lambda: gtx.contrib.prodigy(),
+    "clip-zero-grads": lambda: gtx.chain(clip=gtx.clip_by_global_norm(1.0), sgd=gtx.sgd(0.1)),
+}
+
+
+@pytest.mark.parametrize("name", list(THROUGH_STEPS))
+def test_gradients_through_steps_are_finite_and_match_finite_differences(name):
+  with enable_x64(True):
+    rng = np.random.default_rng(0)
+    a, y = jnp.asarray(rng.normal(size=(5, 3))), jnp.asarray(rng.normal(size=(5, 4)))
+    # Every gradient 0 (of the zero leaf "unused", as 2 * unused): the global norm is 0.
+    frozen = name == "clip-zero-grads"
+
+    def loss(p):
+      if frozen:
+        return jnp.sum(p["unused"] ** 2)
+      return jnp.sum((a @ p["w"] + p["b"][None] - y) ** 2)
+
+    def after_steps(p):
+      tx = THROUGH_STEPS[name]()
+      state = tx.init(p)
+      for _ in range(4):
+        updates, state = tx.update(jax.grad(loss)(p), state, p)
+        p = gtx.apply_updates(p, updates)
+      return jnp.sum(p["w"] ** 2) + jnp.sum(p["unused"]) if frozen else loss(p)
+
+    params = {"w": jnp.asarray(rng.normal(size=(3, 4))), "b": jnp.asarray(rng.normal(size=4)),
+              "unused": jnp.zeros(2)}
+    grads = jax.grad(after_steps)(params)
+    assert all(bool(jnp.isfinite(g).all()) for g in jax.tree.leaves(grads))
+    direction = jax.tree.map(lambda x: jnp.asarray(rng.normal(size=x.shape)), params)
+    h = 1e-6
+    shifted = [after_steps(jax.tree.map(lambda p, d: p + s * h * d, params, direction))
+               for s in (1, -1)]
+    along = sum(jnp.vdot(g, d) for g, d in zip(jax.tree.leaves(grads), jax.tree.leaves(direction)))
+    np.testing.assert_allclose(along, (shifted[0] - shifted[1]) / (2 * h), rtol=1e-6)
+
+
+def test_safe_sqrt_is_jnp_sqrt_with_derivative_zero_at_zero():
+  x = jnp.array([0.0, 1e-30, 2.0, 4.0])
+  np.testing.assert_array_equal(gtx.numerics.safe_sqrt(x), jnp.sqrt(x))
+  slopes = jax.vmap(jax.grad(gtx.numerics.safe_sqrt))(x)
+  np.testing.assert_allclose(slopes, [0.0, 0.5e15, 0.5 / np.sqrt(2.0), 0.25], rtol=1e-6)
+  assert float(jax.grad(lambda v: gtx.tree.global_norm({"a": v}))(jnp.zeros(3))[0]) == 0.0

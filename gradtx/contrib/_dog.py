@@ -13,7 +13,7 @@ from gradtx.contrib._common import _optional_decay
 from gradtx.contrib._whole_tree import _scalar_dtype
 from gradtx.core import (NONNEGATIVE, POSITIVE, GradientTransformation, HParams, HParamSpec,
                          ScalarOrSchedule, require_params_like)
-from gradtx.numerics import as_dtype
+from gradtx.numerics import as_dtype, safe_sqrt
 from gradtx.transforms.decay import Mask
 from gradtx.transforms.scaling import scale_by_learning_rate
 
@@ -107,7 +107,8 @@ def scale_by_dog(init_step: tuple[Literal["distance", "learning_rate", "heuristi
     params = require_params_like(stage, updates, params, state, "init_params")
     h, hparams = spec.step(state.hparams)
     dtype = state.max_dist.dtype
-    distance = jnp.sqrt(tree.sum_squares(tree.sub(params, state.init_params), dtype))
+    # 0 at the first step: its derivative there is 0 (jnp.sqrt's gives NaN gradients).
+    distance = safe_sqrt(tree.sum_squares(tree.sub(params, state.init_params), dtype))
     max_dist = jnp.maximum(state.max_dist, distance)
     g_sq = state.sum_sq_norm_grads + tree.sum_squares(updates, dtype)
     eta = max_dist / jnp.sqrt(g_sq + as_dtype(h["eps"], dtype))

@@ -12,7 +12,8 @@ from gradtx.contrib._common import _as_base
 from gradtx.contrib._whole_tree import _scalar_dtype
 from gradtx.core import (NONNEGATIVE, POSITIVE, GradientTransformation, HParams, HParamSpec,
                          ScalarOrSchedule, require_params_like)
-from gradtx.numerics import as_dtype, compute_dtype, safe_increment, widened, zero_count
+from gradtx.numerics import (as_dtype, compute_dtype, safe_increment, safe_sqrt, widened,
+                             zero_count)
 
 __all__ = ["MechanicState", "mechanize"]
 
@@ -116,8 +117,8 @@ def mechanize(base_optimizer: Any, weight_decay: ScalarOrSchedule = 1e-2,
     x_ref = tree.where(state.count == 0, params, state.x0)
     s_sum = jnp.sum(state.s)
     shrink = (as_dtype(h["weight_decay"], dtype) * s_sum
-              * jnp.sqrt(tree.sum_squares(updates, dtype))
-              / (jnp.sqrt(tree.sum_squares(params, dtype)) + eps))
+              * safe_sqrt(tree.sum_squares(updates, dtype))
+              / (safe_sqrt(tree.sum_squares(params, dtype)) + eps))
     decayed = tree.tree_map(lambda g, p: g + as_dtype(shrink, g.dtype) * p.astype(g.dtype),
                             updates, params)
 
@@ -134,7 +135,7 @@ def mechanize(base_optimizer: Any, weight_decay: ScalarOrSchedule = 1e-2,
     v = betas**2 * state.v + h_t**2
     r = betas * state.r + jnp.clip(h_t, -state.m, state.m) * state.s
     wealth = as_dtype(h["s_init"], dtype) / num_betas * m + jnp.maximum(r, 0)
-    s = wealth / (jnp.sqrt(v) + eps)
+    s = wealth / (safe_sqrt(v) + eps)  # v = 0 at the first step, where h_t = 0
     s_new = jnp.sum(s)
 
     def step(p, x0, d, u):

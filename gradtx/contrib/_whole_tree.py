@@ -16,7 +16,7 @@ import jax
 import jax.numpy as jnp
 
 from gradtx import tree
-from gradtx.numerics import as_dtype, compute_dtype, real_dtype, state_dtype, widened
+from gradtx.numerics import as_dtype, compute_dtype, real_dtype, safe_sqrt, state_dtype, widened
 from gradtx.tree_utils import tree_norm
 
 __all__: list[str] = []
@@ -46,7 +46,8 @@ def _over_root(x: jax.Array, v: jax.Array, eps: jax.Array) -> jax.Array:
   :math:`|g|^2`), ``x`` complex or real."""
   c = compute_dtype(x, v)
   real = real_dtype(c)
-  return as_dtype(x, c) / as_dtype(jnp.sqrt(as_dtype(v, real)) + as_dtype(eps, real), c)
+  # safe_sqrt: a leaf whose gradients are all 0 has v = 0 (NaN gradients through jnp.sqrt).
+  return as_dtype(x, c) / as_dtype(safe_sqrt(as_dtype(v, real)) + as_dtype(eps, real), c)
 
 
 def _l1(x: Any, dtype: Any) -> jax.Array:
