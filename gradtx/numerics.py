@@ -20,8 +20,8 @@ from gradtx.core import safe_increment
 
 __all__ = ["abs_sq", "as_dtype", "at_least_float32", "bias_correction", "clip_modulus",
            "complex_dtype", "compute_dtype", "ema_moment", "real_dtype", "safe_divide",
-           "safe_increment", "safe_rsqrt", "safe_sqrt", "shared", "shared_scalars", "state_dtype", "stored",
-           "wide_abs_sq", "widened", "zero_count"]
+           "safe_increment", "safe_rsqrt", "safe_sqrt", "shared", "shared_scalars",
+           "state_dtype", "stored", "wide_abs_sq", "widened", "zero_count"]
 
 
 # Per-step scalars shared by all leaves. A per-array rule computes coefficients

@@ -204,8 +204,8 @@ def schedule_free_eval_params(state: Any, params: Any) -> Any:
   Args:
     state: the state of :func:`schedule_free` (or of a chain holding it,
       such as :func:`schedule_free_adamw`'s; or optax's ScheduleFreeState).
-      A state batched by ``jax.vmap`` (an ensemble, one :math:`\beta_1` per
-      member) may be passed outside ``vmap`` too: :math:`\beta_1`'s leading
+      A state batched by ``jax.vmap`` (an ensemble, one :math:`\\beta_1` per
+      member) may be passed outside ``vmap`` too: :math:`\\beta_1`'s leading
       axes meet the params' leading axes.
     params: the params :math:`y_t` trained with that state.
 
