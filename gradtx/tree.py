@@ -73,7 +73,7 @@ def _leaves_by_path(tree: PyTree) -> dict[str, Any]:
 
 def _is_integer(x: Any) -> bool:
   """An integer or bool array (numpy's kinds; bfloat16's and float0's are 'V')."""
-  return getattr(getattr(x, "dtype", None), "kind", None) in ("i", "u", "b") and not _is_node(x)
+  return getattr(getattr(x, "dtype", None), "kind", None) in ("i", "u", "b")
 
 
 def check_inexact(updates: PyTree, stage: str) -> None:
@@ -88,9 +88,8 @@ def check_inexact(updates: PyTree, stage: str) -> None:
     return  # the common case: no key paths are built
   for path, u in jax.tree_util.tree_flatten_with_path(updates, is_leaf=_is_node)[0]:
     if _is_integer(u):
-      dtype = u.dtype
       raise StructureError(
-          f"{stage}: the updates at key path {keystr(path)} are {dtype}; gradients must be "
+          f"{stage}: the updates at key path {keystr(path)} are {u.dtype}; gradients must be "
           "floating point or complex (an integer step rounds to 0): take gradients of the "
           "float leaves only (eqx.filter_grad, or jax.grad of a function of those leaves)")
 

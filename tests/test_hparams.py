@@ -159,6 +159,7 @@ PYTHON_NUMBER_SCHEDULES = [
     ("scale", lambda v: gtx.scale(v), -1e-2),
     ("trace", lambda v: gtx.chain(m=gtx.trace(v), lr=gtx.scale(-0.1)), 0.9),
     ("prodigy", lambda v: gtx.contrib.prodigy(v), 1.0),
+    # An int hyperparameter (this one worked before: multi_steps reads its schedule itself).
     ("every_k", lambda v: gtx.multi_steps(gtx.sgd(0.1), v), 2),
 ]
 

@@ -149,9 +149,10 @@ def _unit_axes(x: jax.Array, axis: int | tuple[int, ...] | None,
       "ranks 0 to 5: pass axis= to say which axes a unit's norm sums over")
 
 
-def _unitwise_norm(x: jax.Array, axis: int | tuple[int, ...] | None) -> jax.Array:
+def _unitwise_norm(x: jax.Array, axis: int | tuple[int, ...] | None,
+                   where: str = "adaptive_grad_clip") -> jax.Array:
   """The l2 norm of each unit of ``x``, broadcastable against it (float32 or wider)."""
-  return jnp.sqrt(jnp.sum(wide_abs_sq(x), axis=_unit_axes(x, axis), keepdims=True))
+  return jnp.sqrt(jnp.sum(wide_abs_sq(x), axis=_unit_axes(x, axis, where), keepdims=True))
 
 
 def unitwise_norm(x: jax.typing.ArrayLike,
@@ -182,7 +183,7 @@ def unitwise_norm(x: jax.typing.ArrayLike,
            [5., 1.]], dtype=float32)
   """
   x = jnp.asarray(x)
-  norm = _unitwise_norm(x, _unit_axes(x, axis, "unitwise_norm"))
+  norm = _unitwise_norm(x, axis, "unitwise_norm")
   return jnp.broadcast_to(norm, x.shape).astype(real_dtype(x.dtype))
 
 
