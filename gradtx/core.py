@@ -521,10 +521,7 @@ def stateless(f: Callable[..., Updates], *, name: str | None = None,
 
   def update(updates, state, params=None, **extra):
     del extra
-    if not isinstance(state, EmptyState):
-      raise StructureError(
-          f"{name}: the state is a {type(state).__name__}, not the EmptyState this stage's "
-          "init makes; was it made by another transformation's init?")
+    check_state(name, state, EmptyState)
     if params is not None:  # a rule of the params must see the same tree as the updates
       check_structure(updates, params, "updates", "params")
     now, hparams = spec.step(state.hparams, read=per_step is None)
@@ -658,6 +655,26 @@ def init_empty_state(params: Params) -> EmptyState:
   """
   del params
   return EmptyState(HParamSpec("init_empty_state").init())
+
+
+def check_state(stage: str, state: Any, kind: type) -> None:
+  """Raises :class:`~gradtx.errors.StructureError` unless ``state`` is a ``kind``.
+
+  A stateful stage calls it first in ``update``, so that another stage's state
+  (or one restored without its types) is named, where reading its fields would
+  raise an ``AttributeError``, or, for a state of the same fields, run wrong.
+  """
+  if isinstance(state, kind):
+    return
+  hint = ("; a checkpoint restored without a target gives plain containers: restore into "
+          "the structure of tx.init(params)" if type(state) in (dict, list, tuple) else
+          "; pass the state this transformation's init made (to carry a state into an "
+          "edited chain, use gradtx.carry_state)")
+  def a(name: str) -> str:
+    return ("an " if name[0] in "AEIOUaeiou" else "a ") + name
+
+  raise StructureError(f"{stage}: the state is {a(type(state).__name__)}, where this "
+                       f"stage's init makes {a(kind.__name__)}{hint}")
 
 
 def require_params(stage: str, params: Params | None) -> Params:

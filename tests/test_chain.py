@@ -274,7 +274,19 @@ ERRORS = [
     # Another stage's state: named, where it was an AttributeError or a KeyError.
     (lambda: _update(gtx.chain(opt=gtx.scale(0.1)), state=gtx.chain(
         opt=gtx.trace(0.9)).init(_params())), gtx.StructureError,
-     r"stage 'opt': scale: the state is a TraceState, not the EmptyState this stage's init"),
+     r"stage 'opt': scale: the state is a TraceState, where this stage's init makes an "
+     r"EmptyState; pass the state this transformation's init made .*carry_state"),
+    # The same in a bare primitive: an AttributeError before ('ChainState' object has no
+    # attribute 'mu'); and a state of the same fields and hyperparameter names, which ran.
+    (lambda: _update(gtx.scale_by_adam(), state=_state_of(gtx.sgd(0.1))), gtx.StructureError,
+     r"^scale_by_adam: the state is a ChainState, where this stage's init makes a "
+     r"ScaleByAdamState"),
+    (lambda: _update(gtx.scale_by_belief(), state=_state_of(gtx.scale_by_adam())),
+     gtx.StructureError, r"^scale_by_belief: the state is a ScaleByAdamState, where this "
+                         r"stage's init makes a ScaleByBeliefState"),
+    (lambda: _update(gtx.scale_by_adam(), state=_state_of(gtx.scale_by_adam())._asdict()),
+     gtx.StructureError, r"the state is a dict, .*a checkpoint restored without a target gives "
+                         r"plain containers: restore into the structure of tx\.init\(params\)"),
     (lambda: _update(gtx.scale(-0.5), state=_state_of(gtx.scale_by_learning_rate(0.1))),
      gtx.HyperparameterError, r"scale: the state holds the hyperparameters \['learning_rate'\], "
                               r"this stage has \['step_size'\]"),
@@ -311,7 +323,8 @@ ERRORS = [
     (lambda: gtx.chain(3), TypeError, r"chain: expected a gradient transformation"),
     (lambda: _update(gtx.chain(acc=gtx.multi_steps(ADAM(), 2)), state=gtx.chain(
         acc=gtx.apply_if_finite(ADAM(), 2)).init(_params())), gtx.StructureError,
-     r"stage 'acc': multi_steps: the state is a ApplyIfFiniteState, not a MultiStepsState"),
+     r"stage 'acc': multi_steps: the state is an ApplyIfFiniteState, where this stage's init "
+     r"makes a MultiStepsState"),
     # carry_state.
     (lambda: gtx.carry_state(_state_of(ADAM()), _state_of(gtx.sgd(0.1)), strict=True),
      gtx.StructureError, r"could not carry every stage: fresh \[\].*dropped \['adam'\]"),
@@ -326,6 +339,67 @@ def test_error_table(make_error, kind, pattern):
   with pytest.raises(kind) as info:
     make_error()
   assert re.search(pattern, str(info.value)), f"{pattern!r} not in {str(info.value)!r}"
+
+
+# Every stateful stage, small: each checks that its state is the one its init makes.
+_MATRIX = {"w": jnp.ones((3, 2))}  # leaves every rule takes (muon and galore want matrices)
+_ADAM = gtx.adam(0.1)
+STATEFUL = [
+    gtx.trace(0.9), gtx.ema(0.9), gtx.scale_by_rms(), gtx.scale_by_stddev(), gtx.scale_by_rss(),
+    gtx.scale_by_adadelta(), gtx.scale_by_adam(), gtx.scale_by_amsgrad(), gtx.scale_by_adamax(),
+    gtx.scale_by_radam(), gtx.scale_by_belief(), gtx.scale_by_yogi(), gtx.scale_by_novograd(),
+    gtx.scale_by_adan(), gtx.scale_by_nadam(), gtx.scale_by_factored_rms(), gtx.scale_by_sm3(),
+    gtx.zero_nans(), gtx.scale_by_lbfgs(), gtx.scale_by_zoom_linesearch(3),
+    gtx.scale_by_backtracking_linesearch(3), gtx.monitor("norm", inner=_ADAM),
+    gtx.monitor({"n": gtx.tree_utils.tree_norm}), gtx.add_noise(0.1, 0.5, seed=0),
+    gtx.scale_by_optimistic_gradient(), gtx.reduce_on_plateau(), gtx.scale_by_lion(),
+    gtx.scale_by_rprop(0.1), gtx.scale_by_distance_over_gradients(), gtx.scale_by_polyak(),
+    gtx.contrib.scale_by_acprop(), gtx.contrib.scale_by_ademamix(),
+    gtx.contrib.scale_by_simplified_ademamix(), gtx.contrib.scale_by_adopt(),
+    gtx.contrib.scale_by_cocob(), gtx.contrib.split_real_and_imaginary(_ADAM),
+    gtx.contrib.scale_by_dadapt_adamw(), gtx.contrib.scale_by_dog(("heuristic", 1e-6)),
+    gtx.contrib.scale_by_dowg(),
+    gtx.contrib.scale_by_galore(rank=1), gtx.contrib.scale_by_madgrad(0.1),
+    gtx.contrib.mechanize(_ADAM), gtx.contrib.scale_by_momo(), gtx.contrib.scale_by_momo_adam(),
+    gtx.contrib.scale_by_muon(), gtx.contrib.scale_by_prodigy(),
+    gtx.contrib.sam(_ADAM, gtx.sgd(0.1)), gtx.contrib.schedule_free(gtx.sgd(1.0), 0.1),
+    gtx.contrib.differentially_private_aggregate(1.0, 0.1, seed=0),
+    gtx.contrib.hutchinson_estimator_diag_hessian(0), gtx.contrib.scale_by_sophia(),
+    # Wrappers (checked since they were written; here so that the list is complete).
+    gtx.masked(_ADAM, {"w": True}), gtx.partition({"a": _ADAM}, {"w": "a"}),
+    gtx.multi_steps(_ADAM, 2), gtx.apply_if_finite(_ADAM, 2),
+    gtx.snapshot("n", gtx.tree_utils.tree_norm),
+    gtx.conditionally_mask(_ADAM, lambda step: step > 0),
+    gtx.conditionally_transform(_ADAM, lambda step: step > 0), gtx.apply_every(2),
+]
+# Exported NamedTuples that are no stage's state, or whose stages other tests cover.
+_NOT_STAGE_STATES = {"BacktrackingLinesearchInfo", "ZoomLinesearchInfo", "GaLoreDimensionNumbers",
+                     "MuonDimensionNumbers", "LookaheadParams", "MaskedNode",
+                     "EmptyState",      # stateless: the error table's 'scale' case
+                     "LookaheadState"}  # lookahead's params are LookaheadParams: test_wrappers
+
+
+@pytest.mark.parametrize("tx", STATEFUL, ids=[f"{tx.name}-{i}" for i, tx in enumerate(STATEFUL)])
+@pytest.mark.parametrize("other", ["chain", "another_stage", "restored_without_types"])
+def test_a_stage_given_a_state_its_init_did_not_make_names_both(tx, other):
+  own = tx.init(_MATRIX)
+  wrong = {"chain": lambda: gtx.sgd(0.1, momentum=0.9).init(_MATRIX),
+           "another_stage": lambda: (gtx.scale_by_belief() if isinstance(own, gtx.ScaleByAdamState)
+                                     else gtx.scale_by_adam()).init(_MATRIX),
+           "restored_without_types": lambda: list(own)}[other]()
+  with pytest.raises(gtx.StructureError) as info:
+    tx.update(_MATRIX, wrong, _MATRIX, value=jnp.ones(()), value_fn=lambda p: jnp.ones(()),
+              grad=_MATRIX, obj_fn=lambda p: jnp.ones(()))
+  assert re.match(f"{tx.name}: the state is an? {type(wrong).__name__}, where this stage's "
+                  f"init makes an? {type(own).__name__}; ", str(info.value)), str(info.value)
+
+
+def test_every_exported_stage_state_is_in_the_wrong_state_test():
+  exported = {kind.__name__ for module in (gtx, gtx.transforms, gtx.contrib) for name in dir(module)
+              if isinstance(kind := getattr(module, name), type) and issubclass(kind, tuple)
+              and hasattr(kind, "_fields")}  # by class: optax's aliases name the same classes
+  covered = {type(tx.init(_MATRIX)).__name__ for tx in STATEFUL}
+  assert exported - _NOT_STAGE_STATES == covered - {"EmptyState"}  # scale_by_polyak's
 
 
 def test_wrapping_or_unwrapping_a_stage_keeps_its_state():

@@ -657,8 +657,9 @@ def test_apply_every_drops_a_nan_with_its_period_and_checks_its_state():
       their_updates, their_state = theirs.update(g, their_state)
   np.testing.assert_array_equal(np.asarray(updates), [6.0, 8.0])
   assert np.isnan(np.asarray(their_updates)[0])
-  with pytest.raises(gtx.StructureError, match="apply_every: the state is a .*, not a "
-                     "ApplyEvery"):
+  with pytest.raises(gtx.StructureError,
+                     match="apply_every: the state is a .*, where this stage's init makes an "
+                           "ApplyEvery"):
     ours.update(grads[0], gtx.sgd(0.1).init(jnp.zeros(2)))
   with pytest.raises(gtx.StructureError, match="MultiSteps.has_updated: the state is a"):
     gtx.MultiSteps(gtx.sgd(0.1), 2).has_updated(state)
@@ -748,7 +749,7 @@ def test_conditionally_hparams_reprs_and_errors():
   with pytest.raises(TypeError, match="conditionally_mask: should_transform_fn must be a "
                      "function of the step count"):
     gtx.conditionally_mask(gtx.sgd(0.1), 3)
-  with pytest.raises(gtx.StructureError, match="not a ConditionallyMaskState"):
+  with pytest.raises(gtx.StructureError, match="makes a ConditionallyMaskState"):
     gtx.conditionally_mask(gtx.sgd(0.1), lambda s: s > 0).update(
         _params(), gtx.sgd(0.1).init(_params()))
 

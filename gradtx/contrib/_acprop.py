@@ -18,7 +18,7 @@ import jax.numpy as jnp
 from gradtx import numerics, tree
 from gradtx.chain import Chain, named_chain
 from gradtx.core import (NONNEGATIVE, UNIT_HALF_OPEN, GradientTransformation, HParamSpec,
-                         ScalarOrSchedule)
+                         ScalarOrSchedule, check_state)
 from gradtx.numerics import as_dtype, bias_correction, compute_dtype, safe_increment
 from gradtx.transforms.adaptive import ScaleByBeliefState, belief_moments
 from gradtx.transforms.decay import Mask, add_decayed_weights
@@ -80,6 +80,7 @@ def scale_by_acprop(b1: ScalarOrSchedule = 0.9, b2: ScalarOrSchedule = 0.999,
                               tree.accumulator_like(params, dtype=nu_dtype), spec.init())
 
   def update(updates, state, params=None, **extra):
+    check_state("scale_by_acprop", state, ScaleByBeliefState)
     del params, extra
     tree.check_structure(state.mu, updates, "state.mu", "updates")
     h, hparams = spec.step(state.hparams)

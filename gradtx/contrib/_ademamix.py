@@ -20,7 +20,7 @@ import jax.numpy as jnp
 from gradtx import numerics, tree
 from gradtx.chain import Chain, named_chain
 from gradtx.core import (NONNEGATIVE, UNIT, UNIT_HALF_OPEN, GradientTransformation, HParams,
-                         HParamSpec, ScalarOrSchedule)
+                         HParamSpec, ScalarOrSchedule, check_state)
 from gradtx.numerics import as_dtype, bias_correction, compute_dtype, ema_moment, safe_increment
 from gradtx.transforms.decay import Mask, add_decayed_weights
 from gradtx.transforms.moments import adam_moments
@@ -100,6 +100,7 @@ def scale_by_ademamix(b1: ScalarOrSchedule = 0.9, b2: ScalarOrSchedule = 0.999,
                                 tree.accumulator_like(params, dtype=nu_dtype), spec.init())
 
   def update(updates, state, params=None, **extra):
+    check_state("scale_by_ademamix", state, ScaleByAdemamixState)
     del params, extra
     tree.check_structure(state.m1, updates, "state.m1", "updates")
     h, hparams = spec.step(state.hparams)
@@ -239,6 +240,7 @@ def scale_by_simplified_ademamix(b1: ScalarOrSchedule = 0.99, b2: ScalarOrSchedu
                                           spec.init())
 
   def update(updates, state, params=None, **extra):
+    check_state("scale_by_simplified_ademamix", state, ScaleBySimplifiedAdEMAMixState)
     del params, extra
     tree.check_structure(state.m, updates, "state.m", "updates")
     h, hparams = spec.step(state.hparams)

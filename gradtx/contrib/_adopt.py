@@ -19,7 +19,7 @@ import jax.numpy as jnp
 from gradtx import numerics, tree
 from gradtx.chain import Chain, named_chain
 from gradtx.core import (NONNEGATIVE, POSITIVE, UNIT, UNIT_HALF_OPEN, GradientTransformation,
-                         HParamSpec, ScalarOrSchedule)
+                         HParamSpec, ScalarOrSchedule, check_state)
 from gradtx.numerics import as_dtype, clip_modulus, compute_dtype, ema_moment, safe_increment
 from gradtx.transforms.moments import ScaleByAdamState
 from gradtx.transforms.scaling import scale_by_learning_rate
@@ -102,6 +102,7 @@ def scale_by_adopt(b1: ScalarOrSchedule = 0.9, b2: ScalarOrSchedule = 0.9999,
                             tree.accumulator_like(params, dtype=nu_dtype), spec.init())
 
   def update(updates, state, params=None, **extra):
+    check_state("scale_by_adopt", state, ScaleByAdamState)
     del params, extra
     tree.check_structure(state.mu, updates, "state.mu", "updates")
     h, hparams = spec.step(state.hparams)

@@ -10,7 +10,7 @@ from gradtx import tree
 from gradtx.chain import Chain, named_chain
 from gradtx.contrib._whole_tree import _real_zeros_like
 from gradtx.core import (POSITIVE, GradientTransformation, HParams, HParamSpec, ScalarOrSchedule,
-                         require_params_like)
+                         check_state, require_params_like)
 from gradtx.numerics import as_dtype, compute_dtype, real_dtype
 from gradtx.transforms.decay import Mask, add_decayed_weights
 from gradtx.transforms.scaling import scale_by_learning_rate
@@ -77,6 +77,7 @@ def scale_by_cocob(alpha: ScalarOrSchedule = 100.0,
                       _real_zeros_like(params), hparams)
 
   def update(updates, state, params=None, **extra):
+    check_state(stage, state, COCOBState)
     del extra
     params = require_params_like(stage, updates, params, state, "init_particles")
     h, hparams = spec.step(state.hparams)

@@ -12,7 +12,7 @@ import jax
 import jax.numpy as jnp
 
 from gradtx import tree
-from gradtx.core import GradientTransformation, as_transformation
+from gradtx.core import GradientTransformation, as_transformation, check_state
 from gradtx.errors import StructureError
 from gradtx.packed import Packed
 
@@ -81,9 +81,7 @@ def split_real_and_imaginary(inner: GradientTransformation) -> GradientTransform
     return SplitRealAndImaginaryState(inner.init(_split(params)))
 
   def update(updates, state, params=None, **extra):
-    if not isinstance(state, SplitRealAndImaginaryState):
-      raise StructureError("split_real_and_imaginary: the state is a "
-                           f"{type(state).__name__}, not SplitRealAndImaginaryState")
+    check_state("split_real_and_imaginary", state, SplitRealAndImaginaryState)
     new, inner_state = inner.update(_split(updates), state.inner_state,
                                     None if params is None else _split(params), **extra)
     return _merge(new), SplitRealAndImaginaryState(inner_state)

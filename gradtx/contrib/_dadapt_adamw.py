@@ -15,7 +15,7 @@ from gradtx.chain import Chain, named_chain
 from gradtx.contrib._whole_tree import (_adam_step_size, _betas, _current_estimate, _l1,
                                        _over_root, _real_zeros_like, _scalar_dtype)
 from gradtx.core import (NONNEGATIVE, POSITIVE, UNIT_HALF_OPEN, GradientTransformation, HParams,
-                         HParamSpec, ScalarOrSchedule, require_params_like)
+                         HParamSpec, ScalarOrSchedule, check_state, require_params_like)
 from gradtx.numerics import (as_dtype, compute_dtype, ema_moment, safe_divide,
                              safe_increment, zero_count)
 
@@ -111,6 +111,7 @@ def scale_by_dadapt_adamw(learning_rate: ScalarOrSchedule = 1.0,
                             jnp.zeros((), dtype), zero_count(), hparams)
 
   def update(updates, state, params=None, **extra):
+    check_state(stage, state, DAdaptAdamWState)
     del extra
     params = require_params_like(stage, updates, params, state, "exp_avg")
     h, hparams = spec.step(state.hparams)

@@ -12,7 +12,7 @@ from gradtx.chain import Chain, named_chain
 from gradtx.contrib._common import _optional_decay
 from gradtx.contrib._whole_tree import _scalar_dtype
 from gradtx.core import (NONNEGATIVE, POSITIVE, GradientTransformation, HParams, HParamSpec,
-                         ScalarOrSchedule, require_params_like)
+                         ScalarOrSchedule, check_state, require_params_like)
 from gradtx.numerics import as_dtype, safe_sqrt
 from gradtx.transforms.decay import Mask
 from gradtx.transforms.scaling import scale_by_learning_rate
@@ -103,6 +103,7 @@ def scale_by_dog(init_step: tuple[Literal["distance", "learning_rate", "heuristi
                     hparams)
 
   def update(updates, state, params=None, **extra):
+    check_state(stage, state, DoGState)
     del extra
     params = require_params_like(stage, updates, params, state, "init_params")
     h, hparams = spec.step(state.hparams)
@@ -217,6 +218,7 @@ def scale_by_dowg(init_estim_sq_dist: float | None = None,
                      hparams)
 
   def update(updates, state, params=None, **extra):
+    check_state(stage, state, DoWGState)
     del extra
     params = require_params_like(stage, updates, params, state, "init_params")
     h, hparams = spec.step(state.hparams)

@@ -20,7 +20,7 @@ from gradtx.chain import Chain, named_chain
 from gradtx.contrib._common import (GaLoreDimensionNumbers, GaLoreDimNumsOrFn, _dims_by_rank,
                                     _is_dims, _leaves_and_dims, _matrices_2d, _matrix_axes)
 from gradtx.core import (ANY, POSITIVE_INT, GradientTransformation, HParams, HParamSpec,
-                         ScalarOrSchedule, branch, as_transformation, check_value)
+                         ScalarOrSchedule, as_transformation, branch, check_state, check_value)
 from gradtx.errors import StructureError
 from gradtx.numerics import as_dtype, safe_increment, zero_count
 from gradtx.packed import Packed
@@ -174,6 +174,7 @@ def scale_by_galore(rank: int = 128, update_proj_gap: int = 200, scale: ScalarOr
                        jax.tree.unflatten(treedef, projectors), spec.init())
 
   def update(updates, state, params=None, **extra):
+    check_state(stage, state, GaLoreState)
     del params
     no_packed(updates)
     # The projectors' shapes are the low-rank ones: the base checks the updates' shapes.

@@ -17,7 +17,7 @@ from gradtx import numerics, tree
 from gradtx.chain import Chain, named_chain
 from gradtx.contrib._whole_tree import _real_zeros_like
 from gradtx.core import (NONNEGATIVE, POSITIVE, UNIT_HALF_OPEN, GradientTransformation, HParams,
-                         HParamSpec, ScalarOrSchedule, read_once, require_params_like)
+                         HParamSpec, ScalarOrSchedule, check_state, read_once, require_params_like)
 from gradtx.numerics import abs_sq, as_dtype, compute_dtype, real_dtype, safe_increment
 from gradtx.transforms.decay import add_decayed_weights
 
@@ -93,6 +93,7 @@ def scale_by_madgrad(learning_rate: ScalarOrSchedule, momentum: ScalarOrSchedule
                         tree.zeros_like(params), tree.copy(params), spec.init())
 
   def update(updates, state, params=None, **extra):
+    check_state("scale_by_madgrad", state, MadgradState)
     del extra
     params = require_params_like("scale_by_madgrad", updates, params, state, "s")
     h, hparams = spec.step(state.hparams, read=False)

@@ -11,7 +11,7 @@ from gradtx import tree
 from gradtx.contrib._common import _as_base
 from gradtx.contrib._whole_tree import _scalar_dtype
 from gradtx.core import (NONNEGATIVE, POSITIVE, GradientTransformation, HParams, HParamSpec,
-                         ScalarOrSchedule, require_params_like)
+                         ScalarOrSchedule, check_state, require_params_like)
 from gradtx.numerics import (as_dtype, compute_dtype, safe_increment, safe_sqrt, widened,
                              zero_count)
 
@@ -107,6 +107,7 @@ def mechanize(base_optimizer: Any, weight_decay: ScalarOrSchedule = 1e-2,
     return MechanicState(base.init(params), zero_count(), r, m, v, s, tree.copy(params), hparams)
 
   def update(updates, state, params=None, **extra):
+    check_state(stage, state, MechanicState)
     params = require_params_like(stage, updates, params, state, "x0")
     h, hparams = spec.step(state.hparams)
     base_updates, base_state = base.update(updates, state.base_optimizer_state, params, **extra)

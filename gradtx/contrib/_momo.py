@@ -12,7 +12,7 @@ from gradtx.chain import Chain, named_chain
 from gradtx.contrib._whole_tree import (_count_as, _over_root, _real_zeros_like,
                                        _scalar_dtype)
 from gradtx.core import (ANY, NONNEGATIVE, POSITIVE, UNIT_HALF_OPEN, GradientTransformation,
-                         HParams, HParamSpec, ScalarOrSchedule, require_params_like)
+                         HParams, HParamSpec, ScalarOrSchedule, check_state, require_params_like)
 from gradtx.errors import MissingArgumentError
 from gradtx.numerics import (as_dtype, compute_dtype, ema_moment, safe_divide,
                              safe_increment, zero_count)
@@ -172,6 +172,7 @@ def scale_by_momo(learning_rate: ScalarOrSchedule = 1.0, beta: ScalarOrSchedule 
                      tree.copy(hparams["lower_bound"], dtype), zero_count(), hparams)
 
   def update(updates, state, params=None, *, value=None, **extra):
+    check_state(stage, state, MomoState)
     del extra
     params = require_params_like(stage, updates, params, state, "exp_avg")
     h, hparams = spec.step(state.hparams)
@@ -309,6 +310,7 @@ def scale_by_momo_adam(learning_rate: ScalarOrSchedule = 1e-2, b1: ScalarOrSched
                          zero_count(), hparams)
 
   def update(updates, state, params=None, *, value=None, **extra):
+    check_state(stage, state, MomoAdamState)
     del extra
     params = require_params_like(stage, updates, params, state, "exp_avg")
     h, hparams = spec.step(state.hparams)

@@ -23,7 +23,7 @@ from gradtx.contrib._common import (MuonDimensionNumbers, WeightDimNumOrFn, _dim
                                     _map_matrices, _matrices_2d, _matrix_axes)
 from gradtx.core import (ANY, NONNEGATIVE, POSITIVE, POSITIVE_INT, UNIT_HALF_OPEN,
                          GradientTransformation, HParams, HParamSpec, Params, ScalarOrSchedule,
-                         check_value, stateless)
+                         check_state, check_value, stateless)
 from gradtx.numerics import (as_dtype, at_least_float32, ema_moment, safe_divide, safe_increment,
                              safe_rsqrt, zero_count)
 from gradtx.transforms.decay import Mask, add_decayed_weights
@@ -212,6 +212,7 @@ def scale_by_muon(ns_coeffs: tuple = _DEFAULT_NS_COEFFS, ns_steps: int = 5,
     return MuonState(zero_count(), tree.accumulator_like(params, dtype=mu_dtype), spec.init())
 
   def update(updates, state, params=None, **extra):
+    check_state(stage, state, MuonState)
     del params, extra
     tree.check_structure(state.mu, updates, "state.mu", "updates")
     h, hparams = spec.step(state.hparams)

@@ -16,7 +16,8 @@ import jax.numpy as jnp
 from gradtx import tree
 from gradtx.chain import ChainState, in_stage
 from gradtx.core import (POSITIVE_INT, EmptyState, GradientTransformation, HParams, HParamSpec,
-                         branch, apply_updates, as_transformation, check_value, require_params)
+                         apply_updates, as_transformation, branch, check_state, check_value,
+                         require_params)
 from gradtx.errors import MissingArgumentError
 from gradtx.numerics import as_dtype, compute_dtype, zero_count
 from gradtx.transforms.scaling import normalize_by_update_norm
@@ -225,6 +226,7 @@ def sam(optimizer: GradientTransformation, adv_optimizer: GradientTransformation
 
   def update(updates, state, params=None, *, grad_fn: Callable[[Any, int], Any] | None = None,
              **extra):
+    check_state("sam", state, SAMState)
     params = require_params("sam", params)
     tree.check_structure(params, updates, "params", "updates")
     if opaque_mode:

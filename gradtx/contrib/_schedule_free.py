@@ -12,7 +12,8 @@ from gradtx.chain import Chain, named_chain
 from gradtx.contrib._common import _as_base, _optional_decay
 from gradtx.contrib._whole_tree import _scalar_dtype
 from gradtx.core import (NONNEGATIVE, POSITIVE_INT, GradientTransformation, HParams, HParamSpec,
-                         Range, ScalarOrSchedule, format_value, check_value, require_params_like)
+                         Range, ScalarOrSchedule, check_state, check_value, format_value,
+                         require_params_like)
 from gradtx.numerics import as_dtype, compute_dtype, safe_divide, safe_increment, shared
 from gradtx.transforms.clipping import per_example_global_norm_clip
 from gradtx.transforms.decay import add_decayed_weights
@@ -148,6 +149,7 @@ def schedule_free(base_optimizer: Any, learning_rate: ScalarOrSchedule, b1: Scal
                              base.init(params), z, spec.init())
 
   def update(updates, state, params=None, **extra):
+    check_state(stage, state, ScheduleFreeState)
     params = require_params_like(stage, updates, params, state, "z")
     h, hparams = spec.step(state.hparams)
     dtype = state.max_lr.dtype
@@ -431,6 +433,7 @@ def differentially_private_aggregate(l2_norm_clip: ScalarOrSchedule,
     return DifferentiallyPrivateAggregateState(start, spec.init())
 
   def update(updates, state, params=None, **extra):
+    check_state(stage, state, DifferentiallyPrivateAggregateState)
     del params, extra
     h, hparams = spec.step(state.hparams)
     leaves, treedef = jax.tree.flatten(updates)

@@ -16,8 +16,9 @@ import jax.numpy as jnp
 from gradtx import tree
 from gradtx.chain import Chain, in_stage, named_chain
 from gradtx.core import (NONNEGATIVE, NONNEGATIVE_INT, POSITIVE, POSITIVE_INT, UNIT_HALF_OPEN,
-                         GradientTransformation, HParams, HParamSpec, ScalarOrSchedule, branch,
-                         as_transformation, check_value, require_params, require_params_like)
+                         GradientTransformation, HParams, HParamSpec, ScalarOrSchedule,
+                         as_transformation, branch, check_state, check_value, require_params,
+                         require_params_like)
 from gradtx.errors import MissingArgumentError
 from gradtx.numerics import (as_dtype, bias_correction, compute_dtype, ema_moment, safe_increment,
                              zero_count)
@@ -93,6 +94,7 @@ def hutchinson_estimator_diag_hessian(random_seed: Any = None) -> GradientTransf
 
   def update(updates, state, params=None, *, obj_fn: Callable[[Any], jax.Array] | None = None,
              **extra):
+    check_state("hutchinson_estimator_diag_hessian", state, HutchinsonState)
     del updates, extra
     params = require_params("hutchinson_estimator_diag_hessian", params)
     if obj_fn is None:
@@ -232,6 +234,7 @@ def scale_by_sophia(b1: ScalarOrSchedule = 0.965, b2: ScalarOrSchedule = 0.99,
                        hessian_diagonal_fn.init(params), spec.init())
 
   def update(updates, state, params=None, **extra):
+    check_state("scale_by_sophia", state, SophiaState)
     params = require_params_like("scale_by_sophia", updates, params, state, "mu")
     h, hparams = spec.step(state.hparams)
     count = safe_increment(state.count)

@@ -15,8 +15,8 @@ import jax
 import jax.numpy as jnp
 
 from gradtx import numerics, tree
-from gradtx.core import (NONNEGATIVE, UNIT_HALF_OPEN, GradientTransformation, HParams,
-                         HParamSpec, Range, ScalarOrSchedule, require_params)
+from gradtx.core import (NONNEGATIVE, UNIT_HALF_OPEN, GradientTransformation, HParams, HParamSpec,
+                         Range, ScalarOrSchedule, check_state, require_params)
 from gradtx.numerics import as_dtype, compute_dtype, ema_moment, safe_increment
 from gradtx.transforms.moments import ScaleByAdamState, adam_moments, debiased_first_moment
 
@@ -73,6 +73,7 @@ def scale_by_radam(b1: ScalarOrSchedule = 0.9, b2: ScalarOrSchedule = 0.999,
                             tree.accumulator_like(params, dtype=nu_dtype), spec.init())
 
   def update(updates, state, params=None, **extra):
+    check_state("scale_by_radam", state, ScaleByAdamState)
     del params, extra
     tree.check_structure(state.mu, updates, "state.mu", "updates")
     h, hparams = spec.step(state.hparams)
@@ -169,6 +170,7 @@ def scale_by_belief(b1: ScalarOrSchedule = 0.9, b2: ScalarOrSchedule = 0.999,
                               tree.accumulator_like(params, dtype=nu_dtype), spec.init())
 
   def update(updates, state, params=None, **extra):
+    check_state("scale_by_belief", state, ScaleByBeliefState)
     del params, extra
     tree.check_structure(state.mu, updates, "state.mu", "updates")
     h, hparams = spec.step(state.hparams)
@@ -226,6 +228,7 @@ def scale_by_yogi(b1: ScalarOrSchedule = 0.9, b2: ScalarOrSchedule = 0.999,
                             spec.init())
 
   def update(updates, state, params=None, **extra):
+    check_state("scale_by_yogi", state, ScaleByAdamState)
     del params, extra
     tree.check_structure(state.mu, updates, "state.mu", "updates")
     h, hparams = spec.step(state.hparams)
@@ -305,6 +308,7 @@ def scale_by_novograd(b1: ScalarOrSchedule = 0.9, b2: ScalarOrSchedule = 0.25,
                                 spec.init())
 
   def update(updates, state, params=None, **extra):
+    check_state("scale_by_novograd", state, ScaleByNovogradState)
     del extra
     params = require_params("scale_by_novograd", params)
     tree.check_structure(state.mu, updates, "state.mu", "updates")
@@ -384,6 +388,7 @@ def scale_by_adan(b1: ScalarOrSchedule = 0.98, b2: ScalarOrSchedule = 0.92,
                             spec.init())
 
   def update(updates, state, params=None, **extra):
+    check_state("scale_by_adan", state, ScaleByAdanState)
     del params, extra
     tree.check_structure(state.m, updates, "state.m", "updates")
     h, hparams = spec.step(state.hparams)
@@ -472,6 +477,7 @@ def scale_by_nadam(b1: ScalarOrSchedule = 0.9, b2: ScalarOrSchedule = 0.999,
                              tree.accumulator_like(params, dtype=nu_dtype), spec.init())
 
   def update(updates, state, params=None, **extra):
+    check_state("scale_by_nadam", state, ScaleByNadamState)
     del params, extra
     tree.check_structure(state.mu, updates, "state.mu", "updates")
     h, hparams = spec.step(state.hparams)

@@ -25,8 +25,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from gradtx import numerics, tree
-from gradtx.core import (NONNEGATIVE, NONNEGATIVE_INT, UNIT, UNIT_HALF_OPEN,
-                         GradientTransformation, HParams, HParamSpec, ScalarOrSchedule)
+from gradtx.core import (NONNEGATIVE, NONNEGATIVE_INT, UNIT, UNIT_HALF_OPEN, GradientTransformation,
+                         HParams, HParamSpec, ScalarOrSchedule, check_state)
 from gradtx.errors import StructureError
 from gradtx.numerics import abs_sq, as_dtype, compute_dtype, ema_moment, safe_increment
 
@@ -149,6 +149,7 @@ def scale_by_factored_rms(factored: bool = True, decay_rate: ScalarOrSchedule = 
           f"{statistics[1].shape}, v {statistics[2].shape})")
 
   def update(updates, state, params=None, **extra):
+    check_state("scale_by_factored_rms", state, FactoredState)
     del params, extra
     tree.check_structure(state.v_row, updates, "state.v_row", "updates", check_shapes=False)
     jax.tree_util.tree_map_with_path(check_shapes, updates, state.v_row, state.v_col, state.v,
@@ -247,6 +248,7 @@ def scale_by_sm3(b1: ScalarOrSchedule = 0.9, b2: ScalarOrSchedule = 1.0,
     return ScaleBySM3State(mu, tree.zeros_like(params), spec.init())
 
   def update(updates, state, params=None, **extra):
+    check_state('scale_by_sm3', state, ScaleBySM3State)
     del params, extra
     tree.check_structure(state.nu, updates, "state.nu", "updates")
     h, hparams = spec.step(state.hparams)

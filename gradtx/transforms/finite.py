@@ -20,7 +20,7 @@ import jax
 import jax.numpy as jnp
 
 from gradtx import tree
-from gradtx.core import GradientTransformation, HParams, HParamSpec
+from gradtx.core import GradientTransformation, HParams, HParamSpec, check_state
 
 __all__ = ["ZeroNansState", "skip_large_updates", "skip_not_finite", "zero_nans"]
 
@@ -57,6 +57,7 @@ def zero_nans() -> GradientTransformation:
     return ZeroNansState(found_nan, spec.init())
 
   def update(updates, state, params=None, **extra):
+    check_state("zero_nans", state, ZeroNansState)
     del params, extra
     tree.check_structure(state.found_nan, updates, "state.found_nan", "updates",
                          check_shapes=False)

@@ -22,7 +22,7 @@ import jax.numpy as jnp
 
 from gradtx import numerics, tree
 from gradtx.core import (NONNEGATIVE, NONNEGATIVE_INT, POSITIVE, POSITIVE_INT,
-                         GradientTransformation, HParams, HParamSpec, Range, branch,
+                         GradientTransformation, HParams, HParamSpec, Range, branch, check_state,
                          check_value, require_params, require_params_like)
 from gradtx.errors import MissingArgumentError, StructureError
 from gradtx.numerics import safe_increment
@@ -149,6 +149,7 @@ def scale_by_lbfgs(memory_size: int = 10, scale_init_precond: bool = True
                              jnp.zeros((memory_size,), _value_dtype(params)), spec.init())
 
   def update(updates, state, params=None, **extra):
+    check_state("scale_by_lbfgs", state, ScaleByLBFGSState)
     del extra
     params = require_params_like("scale_by_lbfgs", updates, params, state, "params")
     h, hparams = spec.step(state.hparams)
@@ -355,6 +356,7 @@ def scale_by_zoom_linesearch(
                                       tree.zeros_like(params), info, spec.init())
 
   def update(updates, state, params=None, *, value=None, grad=None, value_fn=None, **extra):
+    check_state("scale_by_zoom_linesearch", state, ScaleByZoomLinesearchState)
     params = require_params("scale_by_zoom_linesearch", params)
     missing = [n for n, v in (("value", value), ("grad", grad), ("value_fn", value_fn))
                if v is None]
@@ -621,6 +623,7 @@ def scale_by_backtracking_linesearch(
         tree.zeros_like(params) if store_grad else None, info, spec.init())
 
   def update(updates, state, params=None, *, value=None, grad=None, value_fn=None, **extra):
+    check_state(stage, state, ScaleByBacktrackingLinesearchState)
     params = require_params(stage, params)
     missing = [n for n, v in (("value", value), ("grad", grad), ("value_fn", value_fn))
                if v is None]

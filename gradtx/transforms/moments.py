@@ -20,8 +20,8 @@ import jax
 import jax.numpy as jnp
 
 from gradtx import tree
-from gradtx.core import (NONNEGATIVE, UNIT_HALF_OPEN, GradientTransformation, HParams,
-                         HParamSpec, ScalarOrSchedule, read_once)
+from gradtx.core import (NONNEGATIVE, UNIT_HALF_OPEN, GradientTransformation, HParams, HParamSpec,
+                         ScalarOrSchedule, check_state, read_once)
 from gradtx import numerics
 from gradtx.numerics import (abs_sq, as_dtype, compute_dtype, ema_moment, lerp_moment,
                              safe_increment, safe_rsqrt)
@@ -84,6 +84,7 @@ def scale_by_rms(decay: ScalarOrSchedule = 0.9, eps: ScalarOrSchedule = 1e-8,
                            tree.accumulator_like(params, initial_scale, nu_dtype), spec.init())
 
   def update(updates, state, params=None, **extra):
+    check_state("scale_by_rms", state, ScaleByRmsState)
     del params, extra
     tree.check_structure(state.nu, updates, "state.nu", "updates")
     h, hparams = spec.step(state.hparams)
@@ -137,6 +138,7 @@ def scale_by_stddev(decay: ScalarOrSchedule = 0.9, eps: ScalarOrSchedule = 1e-8,
                               tree.accumulator_like(params, initial_scale, nu_dtype), spec.init())
 
   def update(updates, state, params=None, **extra):
+    check_state("scale_by_stddev", state, ScaleByStddevState)
     del params, extra
     tree.check_structure(state.nu, updates, "state.nu", "updates")
     h, hparams = spec.step(state.hparams)
@@ -202,6 +204,7 @@ def scale_by_rss(initial_accumulator_value: float = 0.1,
                            spec.init())
 
   def update(updates, state, params=None, **extra):
+    check_state("scale_by_rss", state, ScaleByRssState)
     del params, extra
     tree.check_structure(state.sum_of_squares, updates, "state.sum_of_squares", "updates")
     h, hparams = spec.step(state.hparams)
@@ -261,6 +264,7 @@ def scale_by_adadelta(rho: ScalarOrSchedule = 0.9, eps: ScalarOrSchedule = 1e-6,
                                 tree.accumulator_like(params, dtype=nu_dtype), spec.init())
 
   def update(updates, state, params=None, **extra):
+    check_state("scale_by_adadelta", state, ScaleByAdaDeltaState)
     del params, extra
     tree.check_structure(state.e_g, updates, "state.e_g", "updates")
     h, hparams = spec.step(state.hparams)
@@ -392,6 +396,7 @@ def scale_by_adam(b1: ScalarOrSchedule = 0.9, b2: ScalarOrSchedule = 0.999,
                             tree.accumulator_like(params, dtype=nu_dtype), spec.init())
 
   def update(updates, state, params=None, *, factor=None, **extra):
+    check_state("scale_by_adam", state, ScaleByAdamState)
     del params, extra
     tree.check_structure(state.mu, updates, "state.mu", "updates")
     h, hparams = spec.step(state.hparams, read=nesterov)
@@ -464,6 +469,7 @@ def scale_by_amsgrad(b1: ScalarOrSchedule = 0.9, b2: ScalarOrSchedule = 0.999,
                                nu, tree.copy(nu), spec.init())
 
   def update(updates, state, params=None, **extra):
+    check_state("scale_by_amsgrad", state, ScaleByAmsgradState)
     del params, extra
     tree.check_structure(state.mu, updates, "state.mu", "updates")
     h, hparams = spec.step(state.hparams)
@@ -521,6 +527,7 @@ def scale_by_adamax(b1: ScalarOrSchedule = 0.9, b2: ScalarOrSchedule = 0.999,
                             tree.accumulator_like(params, dtype=nu_dtype), spec.init())
 
   def update(updates, state, params=None, **extra):
+    check_state("scale_by_adamax", state, ScaleByAdamState)
     del params, extra
     tree.check_structure(state.mu, updates, "state.mu", "updates")
     h, hparams = spec.step(state.hparams)

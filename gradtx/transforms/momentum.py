@@ -7,8 +7,8 @@ from typing import Any, NamedTuple
 import jax
 
 from gradtx import numerics, tree
-from gradtx.core import (UNIT_HALF_OPEN, NONNEGATIVE, GradientTransformation, HParams,
-                         HParamSpec, ScalarOrSchedule)
+from gradtx.core import (NONNEGATIVE, UNIT_HALF_OPEN, GradientTransformation, HParams, HParamSpec,
+                         ScalarOrSchedule, check_state)
 from gradtx.numerics import as_dtype, bias_correction, compute_dtype, ema_moment, safe_increment
 
 __all__ = ["EmaState", "TraceState", "ema", "trace"]
@@ -57,6 +57,7 @@ def trace(decay: ScalarOrSchedule, nesterov: bool = False,
     return TraceState(tree.accumulator_like(params, dtype=accumulator_dtype), spec.init())
 
   def update(updates, state, params=None, **extra):
+    check_state("trace", state, TraceState)
     del params, extra
     tree.check_structure(state.trace, updates, "state.trace", "updates")
     h, hparams = spec.step(state.hparams)
@@ -112,6 +113,7 @@ def ema(decay: ScalarOrSchedule, debias: bool = True,
                     spec.init())
 
   def update(updates, state, params=None, **extra):
+    check_state("ema", state, EmaState)
     del params, extra
     tree.check_structure(state.ema, updates, "state.ema", "updates")
     h, hparams = spec.step(state.hparams)

@@ -35,7 +35,7 @@ import numpy as np
 from gradtx import tree
 from gradtx.chain import ChainState, values_by_name
 from gradtx.core import (GradientTransformation, HParams, HParamSpec, as_transformation,
-                         require_params)
+                         check_state, require_params)
 from gradtx.numerics import as_dtype, compute_dtype, safe_divide
 from gradtx.tree_utils import tree_sum
 
@@ -347,6 +347,7 @@ def monitor(*statistics: str | Mapping[str, Any], inner: GradientTransformation 
     return MonitorState(Stats(values), inner_state, spec.init())
 
   def update(updates, state, params=None, **extra):
+    check_state("monitor", state, MonitorState)
     if needs_params:
       require_params("monitor", params)
     for name in per_leaf:
@@ -431,6 +432,7 @@ def _monitor_measures(measures: Mapping[str, Any]) -> GradientTransformation:
                          spec.init())
 
   def update(updates, state, params=None, **extra):
+    check_state("monitor", state, MeasuresState)
     measurements, states = measure_all(updates, state.measure_states, params, extra)
     return updates, MeasuresState(Stats(measurements), ChainState(states), state.hparams)
 

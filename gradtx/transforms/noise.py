@@ -8,8 +8,8 @@ import jax
 import jax.numpy as jnp
 
 from gradtx import numerics, tree
-from gradtx.core import (NONNEGATIVE, GradientTransformation, HParams, HParamSpec,
-                         ScalarOrSchedule, stateless)
+from gradtx.core import (NONNEGATIVE, GradientTransformation, HParams, HParamSpec, ScalarOrSchedule,
+                         check_state, stateless)
 from gradtx.numerics import as_dtype, safe_increment
 
 __all__ = ["AddNoiseState", "add_noise", "centralize"]
@@ -90,6 +90,7 @@ def add_noise(eta: ScalarOrSchedule = 0.01, gamma: ScalarOrSchedule = 0.55,
     return AddNoiseState(numerics.zero_count(), as_key(seed), spec.init())
 
   def update(updates, state, params=None, **extra):
+    check_state("add_noise", state, AddNoiseState)
     del params, extra
     h, hparams = spec.step(state.hparams)
     count = safe_increment(state.count)

@@ -8,7 +8,8 @@ import jax
 import jax.numpy as jnp
 
 from gradtx import numerics, tree
-from gradtx.core import ANY, GradientTransformation, HParams, HParamSpec, ScalarOrSchedule
+from gradtx.core import (ANY, GradientTransformation, HParams, HParamSpec, ScalarOrSchedule,
+                         check_state)
 from gradtx.numerics import as_dtype, compute_dtype, safe_increment
 
 __all__ = ["ScaleByOptimisticGradientState", "scale_by_optimistic_gradient"]
@@ -55,6 +56,7 @@ def scale_by_optimistic_gradient(alpha: ScalarOrSchedule = 1.0,
                                           spec.init())
 
   def update(updates, state, params=None, **extra):
+    check_state("scale_by_optimistic_gradient", state, ScaleByOptimisticGradientState)
     del params, extra
     tree.check_structure(state.previous_gradient, updates, "state.previous_gradient",
                          "updates")

@@ -9,7 +9,7 @@ import jax.numpy as jnp
 
 from gradtx import tree
 from gradtx.core import (NONNEGATIVE, NONNEGATIVE_INT, POSITIVE_INT, UNIT, GradientTransformation,
-                         HParams, HParamSpec, Range)
+                         HParams, HParamSpec, Range, check_state)
 from gradtx.errors import HyperparameterError, MissingArgumentError, StructureError
 from gradtx.numerics import as_dtype, safe_increment
 
@@ -123,6 +123,7 @@ def reduce_on_plateau(factor: float = 0.1, patience: int = 10, rtol: float = 1e-
         avg_value=jnp.zeros([], wide), hparams=spec.init())
 
   def update(updates, state, params=None, *, value=None, **extra):
+    check_state("reduce_on_plateau", state, ReduceOnPlateauState)
     del params, extra
     if value is None:
       raise MissingArgumentError(

@@ -7,8 +7,8 @@ from typing import Any, Literal, NamedTuple
 import jax.numpy as jnp
 
 from gradtx import tree
-from gradtx.core import (POSITIVE, UNIT, GradientTransformation, HParams,
-                         HParamSpec, Range, ScalarOrSchedule, check_value, stateless)
+from gradtx.core import (POSITIVE, UNIT, GradientTransformation, HParams, HParamSpec, Range,
+                         ScalarOrSchedule, check_state, check_value, stateless)
 from gradtx.numerics import as_dtype, compute_dtype, ema_moment
 
 __all__ = ["ScaleByLionState", "ScaleByRpropState", "scale_by_lion", "scale_by_rprop",
@@ -83,6 +83,7 @@ def scale_by_lion(b1: ScalarOrSchedule = 0.9, b2: ScalarOrSchedule = 0.99,
     return ScaleByLionState(tree.accumulator_like(params, dtype=mu_dtype), spec.init())
 
   def update(updates, state, params=None, **extra):
+    check_state("scale_by_lion", state, ScaleByLionState)
     del params, extra
     tree.check_structure(state.mu, updates, "state.mu", "updates")
     h, hparams = spec.step(state.hparams)
@@ -159,6 +160,7 @@ def scale_by_rprop(learning_rate: float, eta_minus: ScalarOrSchedule = 0.5,
                              spec.init())
 
   def update(updates, state, params=None, **extra):
+    check_state("scale_by_rprop", state, ScaleByRpropState)
     del params, extra
     tree.check_structure(state.step_sizes, updates, "state.step_sizes", "updates")
     h, hparams = spec.step(state.hparams)

@@ -8,8 +8,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from gradtx import tree
-from gradtx.core import (ANY, NONNEGATIVE, POSITIVE, GradientTransformation, HParams, HParamSpec,
-                         ScalarOrSchedule, EmptyState, require_params_like)
+from gradtx.core import (ANY, NONNEGATIVE, POSITIVE, EmptyState, GradientTransformation, HParams,
+                         HParamSpec, ScalarOrSchedule, check_state, require_params_like)
 from gradtx.errors import MissingArgumentError
 from gradtx.numerics import as_dtype
 
@@ -63,6 +63,7 @@ def scale_by_polyak(f_min: ScalarOrSchedule = 0.0, max_learning_rate: ScalarOrSc
     return EmptyState(spec.init())
 
   def update(updates, state, params=None, *, value=None, **extra):
+    check_state("scale_by_polyak", state, EmptyState)
     del params, extra
     if value is None:
       raise MissingArgumentError(
@@ -163,6 +164,7 @@ def scale_by_distance_over_gradients(reps_rel: ScalarOrSchedule = 1e-6,
         max_dist, tree.tree_map(jnp.zeros_like, max_dist), init_params, hparams)
 
   def update(updates, state, params=None, **extra):
+    check_state("scale_by_distance_over_gradients", state, ScaleByDistanceOverGradientsState)
     del extra
     params = require_params_like("scale_by_distance_over_gradients", updates, params, state,
                                  "init_params")

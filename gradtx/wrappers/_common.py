@@ -1,5 +1,5 @@
-"""What the wrappers share: type names, the state check, a step that may not run, and a
-reset that keeps the hyperparameters."""
+"""What the wrappers share: type names, a step that may not run, and a reset that keeps the
+hyperparameters."""
 
 from __future__ import annotations
 
@@ -10,19 +10,9 @@ import jax.numpy as jnp
 
 from gradtx import tree
 from gradtx.core import GradientTransformation, HParams, branch
-from gradtx.errors import StructureError
 
 PyTree = Any
 Mask = PyTree | Callable[[PyTree], PyTree]
-
-
-def _check_state(state: Any, kind: type, where: str) -> None:
-  """Raises a clear error for a state some other transformation made."""
-  if not isinstance(state, kind):
-    raise StructureError(
-        f"{where}: the state is a {type(state).__name__}, not a {kind.__name__}; pass the "
-        f"state this transformation's init made (to move a state into an edited chain, use "
-        f"gradtx.carry_state)")
 
 
 def _run_if(run: jax.Array, inner: GradientTransformation, updates: PyTree, state: PyTree,

@@ -8,10 +8,10 @@ from typing import Any, Callable, NamedTuple
 import jax
 import jax.numpy as jnp
 
-from gradtx.core import GradientTransformation, as_transformation
+from gradtx.core import GradientTransformation, as_transformation, check_state
 from gradtx.errors import StructureError
 from gradtx.numerics import safe_increment
-from gradtx.wrappers._common import _check_state, _run_if
+from gradtx.wrappers._common import _run_if
 
 
 # ----------------------------------------------------------------------------
@@ -66,7 +66,7 @@ def _conditional(where: str, inner: GradientTransformation,
     return make_state(jnp.zeros([], jnp.int32), inner.init(params))
 
   def update(updates, state, params=None, **extra):
-    _check_state(state, state_type, where)
+    check_state(where, state, state_type)
     run = _condition(where, should_transform_fn, state.step, forward_extra_args, extra)
     updates, inner_state = _run_if(run, inner, updates, state.inner_state, params, extra,
                                    pass_through=pass_through)

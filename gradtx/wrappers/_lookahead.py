@@ -9,10 +9,10 @@ import jax.numpy as jnp
 
 from gradtx import tree
 from gradtx.core import (POSITIVE_INT, UNIT, GradientTransformation, HParams, HParamSpec,
-                         ScalarOrSchedule, as_transformation, require_params)
+                         ScalarOrSchedule, as_transformation, check_state, require_params)
 from gradtx.errors import StructureError
 from gradtx.numerics import as_dtype, safe_increment
-from gradtx.wrappers._common import PyTree, _check_state, reset_keeping_hparams
+from gradtx.wrappers._common import PyTree, reset_keeping_hparams
 
 
 # ----------------------------------------------------------------------------
@@ -90,7 +90,7 @@ def lookahead(fast_optimizer: GradientTransformation, sync_period: int,
                           spec.init())
 
   def update(updates, state, params=None, **extra):
-    _check_state(state, LookaheadState, "lookahead")
+    check_state("lookahead", state, LookaheadState)
     params = require_params("lookahead", params)
     if not (hasattr(params, "fast") and hasattr(params, "slow")):
       raise StructureError("lookahead: params must be LookaheadParams(fast=..., slow=...) "

@@ -12,11 +12,11 @@ import numpy as np
 
 from gradtx import tree
 from gradtx.chain import Chain
-from gradtx.core import GradientTransformation, as_transformation, stateless
+from gradtx.core import GradientTransformation, as_transformation, check_state, stateless
 from gradtx.errors import StructureError
 from gradtx.packed import Packed, masked_update
 from gradtx.tree import MaskedNode
-from gradtx.wrappers._common import Mask, PyTree, _check_state
+from gradtx.wrappers._common import Mask, PyTree
 
 
 # ----------------------------------------------------------------------------
@@ -174,7 +174,7 @@ def masked(inner: GradientTransformation, mask: Mask, *,
       return MaskedState(inner.init(_hide(keep, params)))
 
   def update(updates, state, params=None, **extra):
-    _check_state(state, MaskedState, "masked")
+    check_state("masked", state, MaskedState)
     if params is not None:
       tree.check_structure(params, updates, "params", "updates")
     if isinstance(updates, Packed):

@@ -8,10 +8,10 @@ import jax
 
 from gradtx import tree
 from gradtx.chain import ChainState, in_stage
-from gradtx.core import GradientTransformation, as_transformation, format_value
+from gradtx.core import GradientTransformation, as_transformation, check_state, format_value
 from gradtx.errors import StructureError
 from gradtx.packed import Packed, masked_update
-from gradtx.wrappers._common import Mask, PyTree, _check_state
+from gradtx.wrappers._common import Mask, PyTree
 from gradtx.wrappers._masking import (_hide, _hide_extra, _mask_per_leaf, _packed_view, _per_leaf,
                                       _unhide, unmasked_view, set_to_zero)
 
@@ -97,7 +97,7 @@ def partition(transforms: Mapping[str, GradientTransformation],
     return PartitionState(ChainState(states))
 
   def update(updates, state, params=None, **extra):
-    _check_state(state, PartitionState, "partition")
+    check_state("partition", state, PartitionState)
     if params is not None:
       tree.check_structure(params, updates, "params", "updates")
     inner_states = state.inner_states

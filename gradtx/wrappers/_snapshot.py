@@ -5,9 +5,9 @@ from __future__ import annotations
 from typing import Any, Callable, NamedTuple
 
 
-from gradtx.core import GradientTransformation
+from gradtx.core import GradientTransformation, check_state
 from gradtx.transforms.monitoring import Stats
-from gradtx.wrappers._common import PyTree, _check_state
+from gradtx.wrappers._common import PyTree
 
 
 # ----------------------------------------------------------------------------
@@ -67,7 +67,7 @@ def snapshot(measure_name: str, measure: Callable[[PyTree], Any]) -> GradientTra
 
   def update(updates, state, params=None, **extra):
     del params, extra
-    _check_state(state, SnapshotState, "snapshot")
+    check_state("snapshot", state, SnapshotState)
     return updates, SnapshotState(Stats({measure_name: measure(updates)}))
 
   return GradientTransformation(init, update, name="snapshot",

@@ -9,10 +9,10 @@ import jax.numpy as jnp
 
 from gradtx import tree
 from gradtx.core import (NONNEGATIVE_INT, POSITIVE_INT, GradientTransformation, HParams, HParamSpec,
-                         as_transformation)
+                         as_transformation, check_state)
 from gradtx.errors import StructureError
 from gradtx.numerics import safe_increment
-from gradtx.wrappers._common import PyTree, _check_state, _run_if
+from gradtx.wrappers._common import PyTree, _run_if
 
 
 # ----------------------------------------------------------------------------
@@ -74,7 +74,7 @@ def apply_if_finite(inner: GradientTransformation,
     return ApplyIfFiniteState(zero, jnp.array(True), zero, inner.init(params), spec.init())
 
   def update(updates, state, params=None, **extra):
-    _check_state(state, ApplyIfFiniteState, "apply_if_finite")
+    check_state("apply_if_finite", state, ApplyIfFiniteState)
     h, hparams = spec.step(state.hparams)
     finite = tree.all_finite(updates)
     notfinite_count = jnp.where(finite, jnp.zeros([], jnp.int32),
@@ -175,7 +175,7 @@ def multi_steps(opt: GradientTransformation, every_k_schedule: int | Callable[[j
                            hparams)
 
   def update(updates, state, params=None, **extra):
-    _check_state(state, MultiStepsState, "multi_steps")
+    check_state("multi_steps", state, MultiStepsState)
     tree.check_structure(state.acc_grads, updates, "state.acc_grads", "updates")
     if spec.scheduled:
       k = jnp.asarray(every_k_schedule(state.gradient_step)).astype(jnp.int32)
@@ -268,7 +268,7 @@ class MultiSteps:
 
   def has_updated(self, state: MultiStepsState) -> jax.Array:
     """Whether the last call took an inner step (see :meth:`MultiStepsState.has_updated`)."""
-    _check_state(state, MultiStepsState, "MultiSteps.has_updated")
+    check_state("MultiSteps.has_updated", state, MultiStepsState)
     return state.has_updated()
 
   def gradient_transformation(self) -> GradientTransformation:
@@ -329,7 +329,7 @@ def apply_every(k: int = 1) -> GradientTransformation:
 
   def update(updates, state, params=None, **extra):
     del params, extra
-    _check_state(state, ApplyEvery, "apply_every")
+    check_state("apply_every", state, ApplyEvery)
     tree.check_structure(state.grad_acc, updates, "state.grad_acc", "updates")
     h, hparams = spec.step(state.hparams)
     c = state.count % h["k"]
