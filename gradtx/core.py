@@ -30,6 +30,7 @@ import dataclasses
 import inspect
 from typing import Any, Callable, Iterator, Mapping, NamedTuple, Protocol
 
+import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -44,10 +45,13 @@ Updates = Any
 State = Any
 OptState = State
 """A transformation's state: any pytree (optax's ``OptState``)."""
-Schedule = Callable[[jax.Array], jax.Array]
-"""A hyperparameter as a function of the step count (optax's ``Schedule``)."""
-ScalarOrSchedule = float | jax.Array | Schedule
-"""A hyperparameter given as a number, an array or a :data:`Schedule`."""
+Schedule = Callable[[chex.Numeric], chex.Numeric]
+"""A hyperparameter as a function of the step count (optax's ``Schedule``): what
+:mod:`gradtx.schedules` make, callable with a Python int or an integer array."""
+ScalarOrSchedule = float | jax.Array | Callable[[jax.Array], chex.Numeric]
+"""A hyperparameter given as a number, an array or a function of the step count: a
+:data:`Schedule`, or any function of the count as a JAX integer array (which is what a
+stage calls it with), returning a number or a scalar array."""
 
 
 class InitFn(Protocol):

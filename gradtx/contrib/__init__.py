@@ -13,6 +13,9 @@ As in optax, these are the newer and more experimental optimizers; the
 names, arguments and defaults are optax 0.2.8's.
 """
 
+from gradtx.contrib import (_acprop, _ademamix, _adopt, _cocob, _common, _complex_valued,
+                            _dadapt_adamw, _dog, _galore, _madgrad, _mechanic, _momo, _muon,
+                            _prodigy, _sam, _schedule_free, _sophia)
 from gradtx.contrib._common import *  # noqa: F401,F403
 from gradtx.contrib._adopt import *  # noqa: F401,F403
 from gradtx.contrib._ademamix import *  # noqa: F401,F403
@@ -30,18 +33,29 @@ from gradtx.contrib._complex_valued import *  # noqa: F401,F403
 from gradtx.contrib._sophia import *  # noqa: F401,F403
 from gradtx.contrib._sam import *  # noqa: F401,F403
 from gradtx.contrib._schedule_free import *  # noqa: F401,F403
-from gradtx.transforms.plateau import ReduceOnPlateauState, reduce_on_plateau  # noqa: F401
+from gradtx.transforms.plateau import ReduceOnPlateauState, reduce_on_plateau
 # optax.contrib's name for reduce_on_plateau's state; gradtx's own is ReduceOnPlateauState.
 ReduceLROnPlateauState = ReduceOnPlateauState
 
 
-def _public_names() -> list[str]:
-  import sys
-  names = {"ReduceLROnPlateauState", "ReduceOnPlateauState", "reduce_on_plateau"}
-  for name, module in list(sys.modules.items()):  # the modules imported above
-    if name.startswith("gradtx.contrib._"):
-      names.update(module.__all__)
-  return sorted(names)
-
-
-__all__ = _public_names()
+# Each module's __all__, added in the form type checkers read (mypy, pyright), so that
+# `gtx.contrib.muon` and `from gradtx.contrib import *` resolve statically.
+__all__ = ["ReduceLROnPlateauState", "ReduceOnPlateauState", "reduce_on_plateau"]
+__all__ += _common.__all__
+__all__ += _adopt.__all__
+__all__ += _ademamix.__all__
+__all__ += _madgrad.__all__
+__all__ += _acprop.__all__
+__all__ += _prodigy.__all__
+__all__ += _dadapt_adamw.__all__
+__all__ += _dog.__all__
+__all__ += _cocob.__all__
+__all__ += _mechanic.__all__
+__all__ += _momo.__all__
+__all__ += _muon.__all__
+__all__ += _galore.__all__
+__all__ += _complex_valued.__all__
+__all__ += _sophia.__all__
+__all__ += _sam.__all__
+__all__ += _schedule_free.__all__
+__all__.sort()

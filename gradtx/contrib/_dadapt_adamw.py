@@ -40,7 +40,7 @@ class DAdaptAdamWState(NamedTuple):
 
 def scale_by_dadapt_adamw(learning_rate: ScalarOrSchedule = 1.0,
                           betas: tuple[float, float] = (0.9, 0.999),
-                          eps: ScalarOrSchedule = 1e-8, estim_lr0: float = 1e-6,
+                          eps: ScalarOrSchedule = 1e-8, estim_lr0: ScalarOrSchedule = 1e-6,
                           weight_decay: ScalarOrSchedule = 0.0, *,
                           nu_dtype: Any = None) -> GradientTransformation:
   """D-Adapted AdamW's step: :math:`d` estimates the distance to the solution (sup norm).
@@ -155,7 +155,7 @@ def scale_by_dadapt_adamw(learning_rate: ScalarOrSchedule = 1.0,
 
 def dadapt_adamw(learning_rate: ScalarOrSchedule = 1.0,
                  betas: tuple[float, float] = (0.9, 0.999), eps: ScalarOrSchedule = 1e-8,
-                 estim_lr0: float = 1e-6, weight_decay: ScalarOrSchedule = 0.0, *,
+                 estim_lr0: ScalarOrSchedule = 1e-6, weight_decay: ScalarOrSchedule = 0.0, *,
                  nu_dtype: Any = None) -> Chain:
   """D-Adaptation AdamW: AdamW whose learning rate is estimated as it runs.
 

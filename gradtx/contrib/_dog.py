@@ -175,7 +175,7 @@ class DoWGState(NamedTuple):
   hparams: HParams
 
 
-def scale_by_dowg(init_estim_sq_dist: float | None = None,
+def scale_by_dowg(init_estim_sq_dist: ScalarOrSchedule | None = None,
                   eps: ScalarOrSchedule = 1e-4) -> GradientTransformation:
   """Distance over weighted gradients (DoWG) over the whole tree.
 
@@ -232,7 +232,7 @@ def scale_by_dowg(init_estim_sq_dist: float | None = None,
   return GradientTransformation(init, update, name=stage, spec=spec)
 
 
-def dowg(learning_rate: ScalarOrSchedule = 1.0, init_estim_sq_dist: float | None = None,
+def dowg(learning_rate: ScalarOrSchedule = 1.0, init_estim_sq_dist: ScalarOrSchedule | None = None,
          eps: ScalarOrSchedule = 1e-4, weight_decay: ScalarOrSchedule | None = None,
          mask: Mask | None = None) -> Chain:
   """Distance over Weighted Gradients (DoWG): DoG with gradients weighted by the distance.

@@ -37,11 +37,10 @@ class ProdigyState(NamedTuple):
 
 
 def scale_by_prodigy(learning_rate: ScalarOrSchedule = 1.0,
-                     betas: tuple[float, float] = (0.9, 0.999), beta3: float | None = None,
-                     eps: ScalarOrSchedule = 1e-8, estim_lr0: float = 1e-6,
-                     estim_lr_coef: ScalarOrSchedule = 1.0,
-                     weight_decay: ScalarOrSchedule = 0.0,
-                     safeguard_warmup: bool = False, *,
+                     betas: tuple[float, float] = (0.9, 0.999),
+                     beta3: ScalarOrSchedule | None = None, eps: ScalarOrSchedule = 1e-8,
+                     estim_lr0: ScalarOrSchedule = 1e-6, estim_lr_coef: ScalarOrSchedule = 1.0,
+                     weight_decay: ScalarOrSchedule = 0.0, safeguard_warmup: bool = False, *,
                      nu_dtype: Any = None) -> GradientTransformation:
   """Prodigy's step: AdamW on :math:`d_t g_t` with :math:`d_t` estimated as it runs.
 
@@ -170,9 +169,10 @@ def scale_by_prodigy(learning_rate: ScalarOrSchedule = 1.0,
 
 
 def prodigy(learning_rate: ScalarOrSchedule = 1.0, betas: tuple[float, float] = (0.9, 0.999),
-            beta3: float | None = None, eps: ScalarOrSchedule = 1e-8, estim_lr0: float = 1e-6,
-            estim_lr_coef: ScalarOrSchedule = 1.0, weight_decay: ScalarOrSchedule = 0.0,
-            safeguard_warmup: bool = False, *, nu_dtype: Any = None) -> Chain:
+            beta3: ScalarOrSchedule | None = None, eps: ScalarOrSchedule = 1e-8,
+            estim_lr0: ScalarOrSchedule = 1e-6, estim_lr_coef: ScalarOrSchedule = 1.0,
+            weight_decay: ScalarOrSchedule = 0.0, safeguard_warmup: bool = False, *,
+            nu_dtype: Any = None) -> Chain:
   """Prodigy: learning-rate-free AdamW, its step size :math:`d` estimated from the distance travelled.
 
   .. math::

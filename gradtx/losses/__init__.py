@@ -47,7 +47,9 @@ from gradtx.losses._divergences import (
     convex_kl_divergence)
 from gradtx.losses._self_supervised import triplet_margin_loss, ntxent
 from gradtx.losses._fenchel_young import (
-    MaxFun, make_fenchel_young_loss, sparsemax_loss, multiclass_sparsemax_loss)
+    make_fenchel_young_loss, sparsemax_loss, multiclass_sparsemax_loss)
+# The type of make_fenchel_young_loss's argument, for annotations (not in optax, nor __all__).
+from gradtx.losses._fenchel_young import MaxFun as MaxFun
 from gradtx.losses._ranking import ranking_softmax_loss
 from gradtx.losses._segmentation import (
     dice_loss, binary_dice_loss, multiclass_generalized_dice_loss)

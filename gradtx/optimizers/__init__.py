@@ -6,16 +6,19 @@ so, and each docstring says where torch.optim's convention differs.
 """
 
 from gradtx.optimizers.adaptive import *  # noqa: F401,F403
-from gradtx.optimizers.adaptive import __all__ as _adaptive
 from gradtx.optimizers.classic import *  # noqa: F401,F403
-from gradtx.optimizers.classic import __all__ as _classic
 from gradtx.optimizers.large_batch import *  # noqa: F401,F403
-from gradtx.optimizers.large_batch import __all__ as _large_batch
 from gradtx.optimizers.misc import *  # noqa: F401,F403
-from gradtx.optimizers.misc import __all__ as _misc
 from gradtx.optimizers.second_order import *  # noqa: F401,F403
-from gradtx.optimizers.second_order import __all__ as _second_order
 from gradtx.optimizers.sign import *  # noqa: F401,F403
-from gradtx.optimizers.sign import __all__ as _sign
+from gradtx.optimizers import adaptive, classic, large_batch, misc, second_order, sign
 
-__all__ = [*_adaptive, *_classic, *_large_batch, *_misc, *_second_order, *_sign]
+# In the form type checkers read (mypy, pyright): `from gradtx.optimizers import *` and
+# `gtx.adam` resolve statically.
+__all__ = []
+__all__ += adaptive.__all__
+__all__ += classic.__all__
+__all__ += large_batch.__all__
+__all__ += misc.__all__
+__all__ += second_order.__all__
+__all__ += sign.__all__

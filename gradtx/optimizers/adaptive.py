@@ -24,9 +24,10 @@ from gradtx.transforms.trust import scale_by_param_block_rms
 __all__ = ["adabelief", "adafactor", "adan", "novograd", "radam", "sm3", "yogi"]
 
 
-def radam(learning_rate: ScalarOrSchedule, b1: float = 0.9, b2: float = 0.999,
-          eps: float = 1e-8, eps_root: float = 0.0, threshold: float = 5.0, *,
-          nesterov: bool = False, mu_dtype: Any = None, nu_dtype: Any = None) -> Chain:
+def radam(learning_rate: ScalarOrSchedule, b1: ScalarOrSchedule = 0.9, b2: ScalarOrSchedule = 0.999,
+          eps: ScalarOrSchedule = 1e-8, eps_root: ScalarOrSchedule = 0.0,
+          threshold: ScalarOrSchedule = 5.0, *, nesterov: bool = False, mu_dtype: Any = None,
+          nu_dtype: Any = None) -> Chain:
   """Rectified Adam: Adam whose adaptive step is phased in as its variance estimate settles.
 
   .. math::
@@ -64,9 +65,10 @@ def radam(learning_rate: ScalarOrSchedule, b1: float = 0.9, b2: float = 0.999,
                      lr=scale_by_learning_rate(learning_rate))
 
 
-def adabelief(learning_rate: ScalarOrSchedule, b1: float = 0.9, b2: float = 0.999,
-              eps: float = 1e-16, eps_root: float = 1e-16, *, nesterov: bool = False,
-              mu_dtype: Any = None, nu_dtype: Any = None) -> Chain:
+def adabelief(learning_rate: ScalarOrSchedule, b1: ScalarOrSchedule = 0.9,
+              b2: ScalarOrSchedule = 0.999, eps: ScalarOrSchedule = 1e-16,
+              eps_root: ScalarOrSchedule = 1e-16, *, nesterov: bool = False, mu_dtype: Any = None,
+              nu_dtype: Any = None) -> Chain:
   """AdaBelief: Adam dividing by the spread of the gradient around its running mean.
 
   .. math::
@@ -92,8 +94,8 @@ def adabelief(learning_rate: ScalarOrSchedule, b1: float = 0.9, b2: float = 0.99
                      lr=scale_by_learning_rate(learning_rate))
 
 
-def yogi(learning_rate: ScalarOrSchedule, b1: float = 0.9, b2: float = 0.999,
-         eps: float = 1e-3, *, mu_dtype: Any = None, nu_dtype: Any = None) -> Chain:
+def yogi(learning_rate: ScalarOrSchedule, b1: ScalarOrSchedule = 0.9, b2: ScalarOrSchedule = 0.999,
+         eps: ScalarOrSchedule = 1e-3, *, mu_dtype: Any = None, nu_dtype: Any = None) -> Chain:
   """Yogi: Adam with an additive second moment that grows or shrinks by the sign of the gap.
 
   .. math::
@@ -118,8 +120,9 @@ def yogi(learning_rate: ScalarOrSchedule, b1: float = 0.9, b2: float = 0.999,
                      lr=scale_by_learning_rate(learning_rate))
 
 
-def novograd(learning_rate: ScalarOrSchedule, b1: float = 0.9, b2: float = 0.25,
-             eps: float = 1e-6, eps_root: float = 0.0, weight_decay: float = 0.0, *,
+def novograd(learning_rate: ScalarOrSchedule, b1: ScalarOrSchedule = 0.9,
+             b2: ScalarOrSchedule = 0.25, eps: ScalarOrSchedule = 1e-6,
+             eps_root: ScalarOrSchedule = 0.0, weight_decay: ScalarOrSchedule = 0.0, *,
              nu_dtype: Any = None) -> Chain:
   """NovoGrad: per-layer second moments, gradient normalised before the momentum.
 
@@ -149,8 +152,9 @@ def novograd(learning_rate: ScalarOrSchedule, b1: float = 0.9, b2: float = 0.25,
                      lr=scale_by_learning_rate(learning_rate))
 
 
-def adan(learning_rate: ScalarOrSchedule, b1: float = 0.98, b2: float = 0.92, b3: float = 0.99,
-         eps: float = 1e-8, eps_root: float = 1e-8, weight_decay: float = 0.0,
+def adan(learning_rate: ScalarOrSchedule, b1: ScalarOrSchedule = 0.98, b2: ScalarOrSchedule = 0.92,
+         b3: ScalarOrSchedule = 0.99, eps: ScalarOrSchedule = 1e-8,
+         eps_root: ScalarOrSchedule = 1e-8, weight_decay: ScalarOrSchedule = 0.0,
          mask: Mask | None = None, *, nu_dtype: Any = None) -> Chain:
   """Adan: adaptive Nesterov momentum from gradient differences, with decoupled decay.
 
@@ -183,10 +187,11 @@ def adan(learning_rate: ScalarOrSchedule, b1: float = 0.98, b2: float = 0.92, b3
 
 
 def adafactor(learning_rate: ScalarOrSchedule | None = None, min_dim_size_to_factor: int = 128,
-              decay_rate: float = 0.8, decay_offset: int = 0,
-              multiply_by_parameter_scale: bool = True, clipping_threshold: float | None = 1.0,
-              momentum: float | None = None, dtype_momentum: Any = jnp.float32,
-              weight_decay_rate: ScalarOrSchedule | None = None, eps: float = 1e-30,
+              decay_rate: ScalarOrSchedule = 0.8, decay_offset: int = 0,
+              multiply_by_parameter_scale: bool = True,
+              clipping_threshold: ScalarOrSchedule | None = 1.0,
+              momentum: ScalarOrSchedule | None = None, dtype_momentum: Any = jnp.float32,
+              weight_decay_rate: ScalarOrSchedule | None = None, eps: ScalarOrSchedule = 1e-30,
               factored: bool = True, weight_decay_mask: Mask | None = None, *,
               nu_dtype: Any = None) -> Chain:
   """Adafactor: a factored second moment, update clipping and steps relative to the weights.
@@ -248,7 +253,7 @@ def adafactor(learning_rate: ScalarOrSchedule | None = None, min_dim_size_to_fac
   return named_chain("adafactor", **stages)
 
 
-def sm3(learning_rate: ScalarOrSchedule, momentum: float = 0.9, *,
+def sm3(learning_rate: ScalarOrSchedule, momentum: ScalarOrSchedule = 0.9, *,
         nu_dtype: Any = None) -> Chain:
   """SM3: memory-efficient Adagrad with one accumulator per axis slice, plus momentum.
 

@@ -26,8 +26,8 @@ __all__ = ["adadelta", "adagrad", "adam", "adamax", "adamaxw", "adamw", "amsgrad
            "nadamw", "rmsprop", "sgd"]
 
 
-def sgd(learning_rate: ScalarOrSchedule, momentum: float | None = None, nesterov: bool = False,
-        accumulator_dtype: Any = None) -> Chain:
+def sgd(learning_rate: ScalarOrSchedule, momentum: ScalarOrSchedule | None = None,
+        nesterov: bool = False, accumulator_dtype: Any = None) -> Chain:
   """Stochastic gradient descent, with optional heavy-ball or Nesterov momentum.
 
   .. math::
@@ -66,7 +66,7 @@ def sgd(learning_rate: ScalarOrSchedule, momentum: float | None = None, nesterov
 
 
 def adagrad(learning_rate: ScalarOrSchedule, initial_accumulator_value: float = 0.1,
-            eps: float = 1e-7, *, nu_dtype: Any = None) -> Chain:
+            eps: ScalarOrSchedule = 1e-7, *, nu_dtype: Any = None) -> Chain:
   """Adagrad: per-coordinate steps shrinking with the sum of squared gradients.
 
   .. math::
@@ -93,10 +93,11 @@ def adagrad(learning_rate: ScalarOrSchedule, initial_accumulator_value: float = 
                      lr=scale_by_learning_rate(learning_rate))
 
 
-def rmsprop(learning_rate: ScalarOrSchedule, decay: float = 0.9, eps: float = 1e-8,
-            initial_scale: float = 0.0, eps_in_sqrt: bool = True, centered: bool = False,
-            momentum: float | None = None, nesterov: bool = False,
-            bias_correction: bool = False, *, nu_dtype: Any = None) -> Chain:
+def rmsprop(learning_rate: ScalarOrSchedule, decay: ScalarOrSchedule = 0.9,
+            eps: ScalarOrSchedule = 1e-8, initial_scale: float = 0.0, eps_in_sqrt: bool = True,
+            centered: bool = False, momentum: ScalarOrSchedule | None = None,
+            nesterov: bool = False, bias_correction: bool = False, *,
+            nu_dtype: Any = None) -> Chain:
   """RMSProp: divide by a running root mean square of the gradients.
 
   .. math::
@@ -134,9 +135,9 @@ def rmsprop(learning_rate: ScalarOrSchedule, decay: float = 0.9, eps: float = 1e
   return named_chain("rmsprop", **stages)
 
 
-def adadelta(learning_rate: ScalarOrSchedule = 1.0, rho: float = 0.9, eps: float = 1e-6,
-             weight_decay: float = 0.0, weight_decay_mask: Mask | None = None, *,
-             nu_dtype: Any = None) -> Chain:
+def adadelta(learning_rate: ScalarOrSchedule = 1.0, rho: ScalarOrSchedule = 0.9,
+             eps: ScalarOrSchedule = 1e-6, weight_decay: ScalarOrSchedule = 0.0,
+             weight_decay_mask: Mask | None = None, *, nu_dtype: Any = None) -> Chain:
   """Adadelta: steps scaled by the ratio of running RMS of updates and gradients.
 
   .. math::
@@ -175,9 +176,9 @@ def adadelta(learning_rate: ScalarOrSchedule = 1.0, rho: float = 0.9, eps: float
                      lr=scale_by_learning_rate(learning_rate))
 
 
-def adam(learning_rate: ScalarOrSchedule, b1: float = 0.9, b2: float = 0.999, eps: float = 1e-8,
-         eps_root: float = 0.0, mu_dtype: Any = None, *, nesterov: bool = False,
-         nu_dtype: Any = None) -> Chain:
+def adam(learning_rate: ScalarOrSchedule, b1: ScalarOrSchedule = 0.9, b2: ScalarOrSchedule = 0.999,
+         eps: ScalarOrSchedule = 1e-8, eps_root: ScalarOrSchedule = 0.0, mu_dtype: Any = None, *,
+         nesterov: bool = False, nu_dtype: Any = None) -> Chain:
   """Adam: debiased first moment over the root of the debiased second moment.
 
   .. math::
@@ -215,10 +216,10 @@ def adam(learning_rate: ScalarOrSchedule, b1: float = 0.9, b2: float = 0.999, ep
       lr=scale_by_learning_rate(learning_rate))
 
 
-def adamw(learning_rate: ScalarOrSchedule, b1: float = 0.9, b2: float = 0.999,
-          eps: float = 1e-8, eps_root: float = 0.0, mu_dtype: Any = None,
-          weight_decay: float = 1e-4, mask: Mask | None = None, *, nesterov: bool = False,
-          nu_dtype: Any = None) -> Chain:
+def adamw(learning_rate: ScalarOrSchedule, b1: ScalarOrSchedule = 0.9, b2: ScalarOrSchedule = 0.999,
+          eps: ScalarOrSchedule = 1e-8, eps_root: ScalarOrSchedule = 0.0, mu_dtype: Any = None,
+          weight_decay: ScalarOrSchedule = 1e-4, mask: Mask | None = None, *,
+          nesterov: bool = False, nu_dtype: Any = None) -> Chain:
   """AdamW: Adam with weight decay decoupled from the adaptive step.
 
   .. math::
@@ -245,8 +246,8 @@ def adamw(learning_rate: ScalarOrSchedule, b1: float = 0.9, b2: float = 0.999,
       lr=scale_by_learning_rate(learning_rate))
 
 
-def nadam(learning_rate: ScalarOrSchedule, b1: float = 0.9, b2: float = 0.999,
-          eps: float = 1e-8, eps_root: float = 0.0, mu_dtype: Any = None, *,
+def nadam(learning_rate: ScalarOrSchedule, b1: ScalarOrSchedule = 0.9, b2: ScalarOrSchedule = 0.999,
+          eps: ScalarOrSchedule = 1e-8, eps_root: ScalarOrSchedule = 0.0, mu_dtype: Any = None, *,
           nesterov: bool = True, nu_dtype: Any = None) -> Chain:
   """NAdam: :func:`adam` with Dozat's Nesterov momentum (``nesterov=True``).
 
@@ -271,9 +272,10 @@ def nadam(learning_rate: ScalarOrSchedule, b1: float = 0.9, b2: float = 0.999,
               nu_dtype=nu_dtype)
 
 
-def nadamw(learning_rate: ScalarOrSchedule, b1: float = 0.9, b2: float = 0.999,
-           eps: float = 1e-8, eps_root: float = 0.0, mu_dtype: Any = None,
-           weight_decay: float = 1e-4, mask: Mask | None = None, *,
+def nadamw(learning_rate: ScalarOrSchedule, b1: ScalarOrSchedule = 0.9,
+           b2: ScalarOrSchedule = 0.999, eps: ScalarOrSchedule = 1e-8,
+           eps_root: ScalarOrSchedule = 0.0, mu_dtype: Any = None,
+           weight_decay: ScalarOrSchedule = 1e-4, mask: Mask | None = None, *,
            nesterov: bool = True, nu_dtype: Any = None) -> Chain:
   """NAdamW: :func:`adamw` with Dozat's Nesterov momentum (``nesterov=True``).
 
@@ -292,10 +294,10 @@ def nadamw(learning_rate: ScalarOrSchedule, b1: float = 0.9, b2: float = 0.999,
                nesterov=nesterov, nu_dtype=nu_dtype)
 
 
-def amsgrad(learning_rate: ScalarOrSchedule, b1: float = 0.9, b2: float = 0.999,
-            eps: float = 1e-8, eps_root: float = 0.0, mu_dtype: Any = None,
-            bias_correction_mu: bool = True, bias_correction_nu: bool = True, *,
-            nu_dtype: Any = None) -> Chain:
+def amsgrad(learning_rate: ScalarOrSchedule, b1: ScalarOrSchedule = 0.9,
+            b2: ScalarOrSchedule = 0.999, eps: ScalarOrSchedule = 1e-8,
+            eps_root: ScalarOrSchedule = 0.0, mu_dtype: Any = None, bias_correction_mu: bool = True,
+            bias_correction_nu: bool = True, *, nu_dtype: Any = None) -> Chain:
   """AMSGrad: Adam dividing by the running maximum of the second moment.
 
   .. math::
@@ -326,8 +328,9 @@ def amsgrad(learning_rate: ScalarOrSchedule, b1: float = 0.9, b2: float = 0.999,
                      lr=scale_by_learning_rate(learning_rate))
 
 
-def adamax(learning_rate: ScalarOrSchedule, b1: float = 0.9, b2: float = 0.999,
-           eps: float = 1e-8, *, nu_dtype: Any = None) -> Chain:
+def adamax(learning_rate: ScalarOrSchedule, b1: ScalarOrSchedule = 0.9,
+           b2: ScalarOrSchedule = 0.999, eps: ScalarOrSchedule = 1e-8, *,
+           nu_dtype: Any = None) -> Chain:
   """Adamax: Adam with an infinity-norm second moment.
 
   .. math::
@@ -350,8 +353,9 @@ def adamax(learning_rate: ScalarOrSchedule, b1: float = 0.9, b2: float = 0.999,
                      lr=scale_by_learning_rate(learning_rate))
 
 
-def adamaxw(learning_rate: ScalarOrSchedule, b1: float = 0.9, b2: float = 0.999,
-            eps: float = 1e-8, weight_decay: float = 1e-4, mask: Mask | None = None, *,
+def adamaxw(learning_rate: ScalarOrSchedule, b1: ScalarOrSchedule = 0.9,
+            b2: ScalarOrSchedule = 0.999, eps: ScalarOrSchedule = 1e-8,
+            weight_decay: ScalarOrSchedule = 1e-4, mask: Mask | None = None, *,
             nu_dtype: Any = None) -> Chain:
   """AdamaxW: :func:`adamax` with decoupled weight decay.
 

@@ -16,9 +16,10 @@ from gradtx.wrappers import masked
 __all__ = ["fromage", "lamb", "lars"]
 
 
-def lamb(learning_rate: ScalarOrSchedule, b1: float = 0.9, b2: float = 0.999, eps: float = 1e-6,
-         eps_root: float = 0.0, weight_decay: ScalarOrSchedule = 0.0,
-         mask: Mask | None = None, *, nu_dtype: Any = None) -> Chain:
+def lamb(learning_rate: ScalarOrSchedule, b1: ScalarOrSchedule = 0.9, b2: ScalarOrSchedule = 0.999,
+         eps: ScalarOrSchedule = 1e-6, eps_root: ScalarOrSchedule = 0.0,
+         weight_decay: ScalarOrSchedule = 0.0, mask: Mask | None = None, *,
+         nu_dtype: Any = None) -> Chain:
   """LAMB: AdamW's step rescaled per layer by the trust ratio.
 
   .. math::
@@ -47,8 +48,9 @@ def lamb(learning_rate: ScalarOrSchedule, b1: float = 0.9, b2: float = 0.999, ep
 
 
 def lars(learning_rate: ScalarOrSchedule, weight_decay: ScalarOrSchedule = 0.0,
-         weight_decay_mask: Mask = True, trust_coefficient: float = 0.001, eps: float = 0.0,
-         trust_ratio_mask: Mask = True, momentum: float = 0.9, nesterov: bool = False) -> Chain:
+         weight_decay_mask: Mask = True, trust_coefficient: ScalarOrSchedule = 0.001,
+         eps: ScalarOrSchedule = 0.0, trust_ratio_mask: Mask = True,
+         momentum: ScalarOrSchedule = 0.9, nesterov: bool = False) -> Chain:
   """LARS: SGD with momentum on the decayed gradient rescaled per layer by a trust ratio.
 
   .. math::
@@ -82,7 +84,7 @@ def lars(learning_rate: ScalarOrSchedule, weight_decay: ScalarOrSchedule = 0.0,
                      momentum=trace(momentum, nesterov))
 
 
-def fromage(learning_rate: ScalarOrSchedule, min_norm: float = 1e-6) -> Chain:
+def fromage(learning_rate: ScalarOrSchedule, min_norm: ScalarOrSchedule = 1e-6) -> Chain:
   """Fromage: a step of fixed relative size per layer, then a shrink toward the origin.
 
   .. math::

@@ -14,8 +14,8 @@ from gradtx.transforms.scaling import scale_by_learning_rate
 __all__ = ["noisy_sgd", "optimistic_adam", "optimistic_adam_v2", "optimistic_gradient_descent"]
 
 
-def noisy_sgd(learning_rate: ScalarOrSchedule, eta: float = 0.01, gamma: float = 0.55,
-              key: Any = None, *, seed: int | None = None) -> Chain:
+def noisy_sgd(learning_rate: ScalarOrSchedule, eta: ScalarOrSchedule = 0.01,
+              gamma: ScalarOrSchedule = 0.55, key: Any = None, *, seed: int | None = None) -> Chain:
   """SGD on gradients with annealed Gaussian noise.
 
   .. math::
@@ -56,9 +56,10 @@ def optimistic_gradient_descent(learning_rate: ScalarOrSchedule, alpha: ScalarOr
                      lr=scale_by_learning_rate(learning_rate))
 
 
-def optimistic_adam_v2(learning_rate: ScalarOrSchedule, *, alpha: float = 1.0, beta: float = 1.0,
-                       b1: float = 0.9, b2: float = 0.999, eps: float = 1e-8,
-                       eps_root: float = 0.0, mu_dtype: Any = None,
+def optimistic_adam_v2(learning_rate: ScalarOrSchedule, *, alpha: ScalarOrSchedule = 1.0,
+                       beta: ScalarOrSchedule = 1.0, b1: ScalarOrSchedule = 0.9,
+                       b2: ScalarOrSchedule = 0.999, eps: ScalarOrSchedule = 1e-8,
+                       eps_root: ScalarOrSchedule = 0.0, mu_dtype: Any = None,
                        nesterov: bool = True, nu_dtype: Any = None) -> Chain:
   """Optimistic Adam: the optimistic correction applied to Adam's direction.
 
@@ -86,10 +87,10 @@ def optimistic_adam_v2(learning_rate: ScalarOrSchedule, *, alpha: float = 1.0, b
                      lr=scale_by_learning_rate(learning_rate))
 
 
-def optimistic_adam(learning_rate: float, optimism: float | None = None, b1: float = 0.9,
-                    b2: float = 0.999, eps: float = 1e-8, eps_root: float = 0.0,
-                    mu_dtype: Any = None, *, nesterov: bool = True,
-                    nu_dtype: Any = None) -> Chain:
+def optimistic_adam(learning_rate: float, optimism: ScalarOrSchedule | None = None,
+                    b1: ScalarOrSchedule = 0.9, b2: ScalarOrSchedule = 0.999,
+                    eps: ScalarOrSchedule = 1e-8, eps_root: ScalarOrSchedule = 0.0,
+                    mu_dtype: Any = None, *, nesterov: bool = True, nu_dtype: Any = None) -> Chain:
   """Optimistic Adam as ``optax.optimistic_adam`` (v1): learning rate and optimism inside.
 
   .. math::

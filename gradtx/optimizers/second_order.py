@@ -54,8 +54,8 @@ def lbfgs(learning_rate: ScalarOrSchedule | None = None, memory_size: int = 10,
   return named_chain("lbfgs", **stages)
 
 
-def polyak_sgd(max_learning_rate: float = 1.0, scaling: ScalarOrSchedule = 1.0,
-               f_min: float = 0.0, eps: float = 0.0,
+def polyak_sgd(max_learning_rate: ScalarOrSchedule = 1.0, scaling: ScalarOrSchedule = 1.0,
+               f_min: ScalarOrSchedule = 0.0, eps: ScalarOrSchedule = 0.0,
                variant: Literal["sps", "sps+"] = "sps") -> Chain:
   """SGD with the stochastic Polyak step size; needs ``value=loss`` at each update.
 

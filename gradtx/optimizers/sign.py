@@ -14,7 +14,7 @@ from gradtx.transforms.sign import scale_by_lion, scale_by_rprop, scale_by_sign
 __all__ = ["lion", "rprop", "sign_sgd", "signum"]
 
 
-def lion(learning_rate: ScalarOrSchedule, b1: float = 0.9, b2: float = 0.99,
+def lion(learning_rate: ScalarOrSchedule, b1: ScalarOrSchedule = 0.9, b2: ScalarOrSchedule = 0.99,
          mu_dtype: Any = None, weight_decay: ScalarOrSchedule = 1e-3,
          mask: Mask | None = None) -> Chain:
   """Lion: the sign of an interpolated momentum, with decoupled weight decay.
@@ -59,7 +59,7 @@ def sign_sgd(learning_rate: ScalarOrSchedule) -> Chain:
   return named_chain("sign_sgd", sign=scale_by_sign(), lr=scale_by_learning_rate(learning_rate))
 
 
-def signum(learning_rate: ScalarOrSchedule, beta: float = 0.9,
+def signum(learning_rate: ScalarOrSchedule, beta: ScalarOrSchedule = 0.9,
            accumulator_dtype: Any = None) -> Chain:
   """Signum: the sign of an (undebiased) EMA of the gradients.
 
@@ -82,8 +82,8 @@ def signum(learning_rate: ScalarOrSchedule, beta: float = 0.9,
                      sign=scale_by_sign(), lr=scale_by_learning_rate(learning_rate))
 
 
-def rprop(learning_rate: float, eta_minus: float = 0.5, eta_plus: float = 1.2,
-          min_step_size: float = 1e-6, max_step_size: float = 50.0) -> Chain:
+def rprop(learning_rate: float, eta_minus: ScalarOrSchedule = 0.5, eta_plus: ScalarOrSchedule = 1.2,
+          min_step_size: ScalarOrSchedule = 1e-6, max_step_size: ScalarOrSchedule = 50.0) -> Chain:
   """Rprop (iRprop-): per-entry step sizes adapted by the sign agreement of gradients.
 
   .. math::

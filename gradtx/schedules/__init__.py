@@ -30,7 +30,8 @@ from __future__ import annotations
 
 # One private module per role; this namespace re-exports their public names. The
 # imports follow the roles' order: one phase, warmup then decay, pieces and joins, cycles.
-from gradtx.schedules._common import ScalarOrSchedule, Schedule
+# optax's type names (optax.schedules.Schedule); their page is gradtx's top level's.
+from gradtx.core import ScalarOrSchedule as ScalarOrSchedule, Schedule as Schedule
 from gradtx.schedules._basic import (constant_schedule, cosine_decay_schedule, exponential_decay,
                                      linear_schedule, polynomial_schedule)
 from gradtx.schedules._warmup import (warmup_constant_schedule, warmup_cosine_decay_schedule,
@@ -41,8 +42,6 @@ from gradtx.schedules._cyclic import (cosine_onecycle_schedule, linear_onecycle_
                                       sgdr_schedule)
 
 __all__ = [
-    "Schedule",
-    "ScalarOrSchedule",
     "constant_schedule",
     "linear_schedule",
     "polynomial_schedule",

@@ -5,18 +5,15 @@ from __future__ import annotations
 import functools
 import inspect
 import operator
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, ParamSpec, Sequence
 
 import chex
 import jax
 import jax.numpy as jnp
 
+from gradtx.core import Schedule
 from gradtx.errors import HyperparameterError
 
-Schedule = Callable[[chex.Numeric], chex.Numeric]
-"""A schedule: a function of the step count returning a scalar value."""
-ScalarOrSchedule = float | jax.Array | Schedule
-"""A hyperparameter given as a fixed value or as a :data:`Schedule`."""
 
 
 # ---------------------------------------------------------------- repr
@@ -48,12 +45,16 @@ def _shown(value: Any) -> str:
   return repr(value)
 
 
-def _named(factory: Callable[..., Schedule]) -> Callable[..., Schedule]:
-  """Makes ``factory``'s schedules print as ``factory(arg=value, ...)``."""
+_Args = ParamSpec("_Args")
+
+
+def _named(factory: Callable[_Args, Schedule]) -> Callable[_Args, Schedule]:
+  """Makes ``factory``'s schedules print as ``factory(arg=value, ...)``; keeps its
+  signature for type checkers."""
   signature = inspect.signature(factory)
 
   @functools.wraps(factory)
-  def make(*args: Any, **kwargs: Any) -> Schedule:
+  def make(*args: _Args.args, **kwargs: _Args.kwargs) -> Schedule:
     schedule = factory(*args, **kwargs)
     bound = signature.bind(*args, **kwargs)
     shown = ", ".join(f"{k}={_shown(v)}" for k, v in bound.arguments.items())

@@ -22,8 +22,8 @@ import jax.numpy as jnp
 
 from gradtx import numerics, tree
 from gradtx.core import (NONNEGATIVE, NONNEGATIVE_INT, POSITIVE, POSITIVE_INT,
-                         GradientTransformation, HParams, HParamSpec, Range, branch, check_state,
-                         check_value, require_params, require_params_like)
+                         GradientTransformation, HParams, HParamSpec, Range, ScalarOrSchedule,
+                         branch, check_state, check_value, require_params, require_params_like)
 from gradtx.errors import MissingArgumentError, StructureError
 from gradtx.numerics import safe_increment
 
@@ -274,12 +274,14 @@ def _quadratic_minimizer(a, fa, fpa, b, fb):
   return a - fpa / (2 * B)
 
 
-def scale_by_zoom_linesearch(
-    max_linesearch_steps: int, max_learning_rate: float | None = None, tol: float = 0.0,
-    increase_factor: float = 2.0, slope_rtol: float = 1e-4, curv_rtol: float = 0.9,
-    approx_dec_rtol: float | None = 1e-6, stepsize_precision: float = 1e-5,
-    initial_guess_strategy: Literal["one", "keep"] = "keep",
-    verbose: bool = False) -> GradientTransformation:
+def scale_by_zoom_linesearch(max_linesearch_steps: int,
+                             max_learning_rate: ScalarOrSchedule | None = None,
+                             tol: ScalarOrSchedule = 0.0, increase_factor: ScalarOrSchedule = 2.0,
+                             slope_rtol: ScalarOrSchedule = 1e-4, curv_rtol: ScalarOrSchedule = 0.9,
+                             approx_dec_rtol: ScalarOrSchedule | None = 1e-6,
+                             stepsize_precision: ScalarOrSchedule = 1e-5,
+                             initial_guess_strategy: Literal["one", "keep"] = "keep",
+                             verbose: bool = False) -> GradientTransformation:
   """Scales the direction by a step length meeting the strong Wolfe conditions.
 
   Along :math:`\\theta + \\eta u` with :math:`\\phi(\\eta) = f(\\theta + \\eta u)`, find
@@ -529,11 +531,14 @@ class _Backtrack(NamedTuple):
   iter_num: jax.Array
 
 
-def scale_by_backtracking_linesearch(
-    max_backtracking_steps: int, slope_rtol: float = 1e-4, decrease_factor: float = 0.8,
-    increase_factor: float = 1.5, max_learning_rate: float = 1.0, atol: float = 0.0,
-    rtol: float = 0.0, store_grad: bool = False,
-    verbose: bool = False) -> GradientTransformation:
+def scale_by_backtracking_linesearch(max_backtracking_steps: int,
+                                     slope_rtol: ScalarOrSchedule = 1e-4,
+                                     decrease_factor: ScalarOrSchedule = 0.8,
+                                     increase_factor: ScalarOrSchedule = 1.5,
+                                     max_learning_rate: ScalarOrSchedule = 1.0,
+                                     atol: ScalarOrSchedule = 0.0, rtol: ScalarOrSchedule = 0.0,
+                                     store_grad: bool = False,
+                                     verbose: bool = False) -> GradientTransformation:
   """Scales the direction by a step length with sufficient decrease (the Armijo condition).
 
   Along :math:`\\theta + \\eta u`, find :math:`\\eta` with

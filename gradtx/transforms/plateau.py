@@ -9,7 +9,7 @@ import jax.numpy as jnp
 
 from gradtx import tree
 from gradtx.core import (NONNEGATIVE, NONNEGATIVE_INT, POSITIVE_INT, UNIT, GradientTransformation,
-                         HParams, HParamSpec, Range, check_state)
+                         HParams, HParamSpec, Range, ScalarOrSchedule, check_state)
 from gradtx.errors import HyperparameterError, MissingArgumentError, StructureError
 from gradtx.numerics import as_dtype, safe_increment
 
@@ -48,9 +48,10 @@ def _extreme_dtype(params: Any, widest: bool) -> jnp.dtype:
   return (max if widest else min)(dtypes, key=lambda d: jnp.finfo(d).bits)
 
 
-def reduce_on_plateau(factor: float = 0.1, patience: int = 10, rtol: float = 1e-4,
-                      atol: float = 0.0, cooldown: int = 0, accumulation_size: int = 1,
-                      min_scale: float = 0.0) -> GradientTransformation:
+def reduce_on_plateau(factor: ScalarOrSchedule = 0.1, patience: int = 10,
+                      rtol: ScalarOrSchedule = 1e-4, atol: ScalarOrSchedule = 0.0,
+                      cooldown: int = 0, accumulation_size: int = 1,
+                      min_scale: ScalarOrSchedule = 0.0) -> GradientTransformation:
   """Multiplies the updates by a scale that shrinks when the loss plateaus.
 
   Reads the loss passed to ``update`` as ``value``

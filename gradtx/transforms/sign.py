@@ -43,7 +43,7 @@ _LION_MODES = ("hard", "smooth", "refined")
 
 def scale_by_lion(b1: ScalarOrSchedule = 0.9, b2: ScalarOrSchedule = 0.99,
                   mu_dtype: Any = None, *, mode: Literal["hard", "smooth", "refined"] = "hard",
-                  smooth_beta: float = 1.0) -> GradientTransformation:
+                  smooth_beta: ScalarOrSchedule = 1.0) -> GradientTransformation:
   """Lion's step: the sign of an interpolation of momentum and gradient.
 
   .. math::
