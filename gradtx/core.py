@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import dataclasses
 import inspect
-from typing import Any, Callable, Iterator, Mapping, NamedTuple, Protocol
+from typing import TYPE_CHECKING, Any, Callable, Iterator, Mapping, NamedTuple, Protocol
 
 import chex
 import jax
@@ -61,6 +61,14 @@ class InitFn(Protocol):
 class UpdateFn(Protocol):
   def __call__(self, updates: Updates, state: State, params: Params | None = None,
                **extra: Any) -> tuple[Updates, State]: ...
+
+
+class PlainUpdateFn(Protocol):
+  """An ``update`` without ``**extra`` (optax's ``TransformUpdateFn``): what
+  :class:`GradientTransformation` also takes, as optax's does."""
+
+  def __call__(self, updates: Updates, state: State,
+               params: Params | None = None) -> tuple[Updates, State]: ...
 
 
 # ----------------------------------------------------------------------------
@@ -383,7 +391,16 @@ def _accepts_extra(update: Callable[..., Any]) -> bool:
   return any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters)
 
 
-class GradientTransformation:
+if TYPE_CHECKING:
+  # Seen by type checkers only: code annotated with optax's type (flax.nnx.Optimizer's
+  # tx, optax.chain's stages) takes a gradtx transformation, as it does at run time.
+  # Without optax installed the base is unknown to them, and nothing is checked against it.
+  from optax import GradientTransformationExtraArgs as _OptaxTransformation
+else:
+  _OptaxTransformation = object
+
+
+class GradientTransformation(_OptaxTransformation):
   """A pair of pure functions with optax's signatures, plus what it was built from.
 
   Attributes:
@@ -405,13 +422,23 @@ class GradientTransformation:
   """
 
   __slots__ = ("init", "update", "name", "spec", "options", "factor", "takes_factor")
+  init: InitFn
+  update: UpdateFn
 
-  def __init__(self, init: InitFn, update: UpdateFn, *, name: str = "transformation",
+  def __new__(cls, *args: Any, **kwargs: Any) -> GradientTransformation:
+    # For type checkers, which read optax's NamedTuple __new__ otherwise; __init__ builds.
+    del args, kwargs
+    return object.__new__(cls)
+
+  def __init__(self, init: InitFn, update: UpdateFn | PlainUpdateFn, *,
+               name: str = "transformation",
                spec: HParamSpec | None = None, options: Mapping[str, Any] | None = None,
                factor: Callable[[State], tuple[jax.Array, State]] | None = None,
                takes_factor: bool = False):
     self.init = init
-    self.update = update
+    # An update without **extra (optax's form) is called without extra arguments unless
+    # a caller passes them; with_extra_args_support adapts it.
+    self.update = update  # type: ignore[assignment]
     self.name = name
     self.spec = spec if spec is not None else HParamSpec(name)
     self.options = dict(options or {})
@@ -606,15 +633,16 @@ def apply_updates(params: Params, updates: Updates) -> Params:
   return jax.tree.map(add, params, updates, is_leaf=lambda x: x is None)
 
 
-# optax's names for the protocol's parts. Every gradtx update takes ``**extra``,
-# so optax's split between transformations with and without extra arguments
-# is one type here.
+# optax's names for the protocol's parts. Every gradtx update takes ``**extra``, so
+# optax's split between transformations with and without extra arguments is one class
+# here; the two update types stay apart for annotations of hand-written updates.
 TransformInitFn = InitFn
 """``init(params) -> state`` (optax's ``TransformInitFn``)."""
-TransformUpdateFn = UpdateFn
-"""``update(updates, state, params=None, **extra) -> (updates, state)`` (optax's name)."""
+TransformUpdateFn = PlainUpdateFn
+"""``update(updates, state, params=None) -> (updates, state)`` (optax's name)."""
 TransformUpdateExtraArgsFn = UpdateFn
-"""The same as :data:`TransformUpdateFn`: every gradtx ``update`` takes extra arguments."""
+"""``update(updates, state, params=None, **extra) -> (updates, state)``: every gradtx
+``update`` takes extra arguments (optax's name)."""
 GradientTransformationExtraArgs = GradientTransformation
 """optax's name for a transformation whose ``update`` takes extra arguments (all do here)."""
 

@@ -9,9 +9,11 @@ name it uses is exported, the form of ``__all__`` included) and pyright.
 Failures these tests caught: ``gtx.adam`` was invisible to mypy (the
 optimizers' ``__all__`` was built at run time); passing a
 ``gtx.schedules`` schedule as a learning rate was an error in pyright (two
-``Schedule`` types, one returning ``jax.Array``); and a schedule or an array
+``Schedule`` types, one returning ``jax.Array``); a schedule or an array
 for ``b1`` was an error in both (the ready optimizers annotated their
-hyperparameters ``float``).
+hyperparameters ``float``); and pyright rejected a gradtx optimizer where
+optax's type is asked for (``flax.nnx.Optimizer``, ``optax.chain``) and a
+stage built from an ``update`` without ``**extra``, as optax's docs write one.
 """
 
 from __future__ import annotations
@@ -32,6 +34,8 @@ USER_CODE = textwrap.dedent('''
     """A training script written against gradtx, with annotations."""
     import jax
     import jax.numpy as jnp
+    import optax  # type: ignore[import-untyped]  # optax ships no py.typed
+    from flax import nnx
 
     import gradtx as gtx
 
@@ -85,6 +89,22 @@ USER_CODE = textwrap.dedent('''
     opt_state = opt.init(params)
     for _ in range(3):
       params, opt_state, value = step(params, opt_state, x, y)
+
+    # Where optax's type is asked for: flax's optimizer, an optax chain, a gradtx stage
+    # written as in optax (an update without **extra).
+    model = nnx.Linear(3, 2, rngs=nnx.Rngs(0))
+    nnx_opt = nnx.Optimizer(model, gtx.adamw(1e-3), wrt=nnx.Param)
+    optax_chain = optax.chain(optax.clip(1.0), gtx.adam(1e-3))
+    gtx_chain = gtx.chain(clip=optax.clip(1.0), adam=gtx.adam(1e-3))
+
+
+    def plain_update(updates: gtx.Updates, state: gtx.OptState,
+                     params: gtx.Params | None = None) -> tuple[gtx.Updates, gtx.OptState]:
+      return jax.tree.map(lambda u: -u, updates), state
+
+
+    flip = gtx.GradientTransformation(gtx.init_empty_state, plain_update, name="flip")
+    flipped, _ = flip.update(params, flip.init(params))
 
     # Packed mode, losses and tree utilities.
     layout = gtx.packed.Layout.from_tree(params)
