@@ -25,6 +25,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from gradtx._flax_serialization import register_with_flax, serializable
 from gradtx.core import GradientTransformation, HParams, as_transformation, check_value
 from gradtx.errors import GradtxError, HyperparameterError, StructureError
 from gradtx.tree import check_inexact
@@ -32,6 +33,7 @@ from gradtx.tree import check_inexact
 PyTree = Any
 
 
+@serializable
 @jax.tree_util.register_pytree_with_keys_class
 class ChainState(Mapping[str, Any]):
   """The state of a chain: stage name -> stage state, in the chain's order.
@@ -173,6 +175,7 @@ class Chain(GradientTransformation):
         folded.add(next_name)
 
     def init(params):
+      register_with_flax()  # a state is being made: see gradtx._flax_serialization
       stage_states = {}
       for name, tx in stage_items:
         with in_stage(name):

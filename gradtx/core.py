@@ -35,6 +35,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from gradtx._flax_serialization import register_with_flax, serializable
 from gradtx.errors import HyperparameterError, MissingArgumentError, StructureError
 
 PyTree = Any
@@ -175,6 +176,7 @@ def safe_increment(count: jax.Array) -> jax.Array:
   return jnp.where(count < limit, count + 1, limit).astype(count.dtype)
 
 
+@serializable
 @jax.tree_util.register_pytree_with_keys_class
 class HParams(Mapping[str, jax.Array]):
   """The numeric hyperparameters of one stage, as arrays in its state.
@@ -292,6 +294,7 @@ class HParamSpec:
 
   def init(self) -> HParams:
     """The hyperparameters of a fresh state (schedules at step 0)."""
+    register_with_flax()  # a state is being made: see gradtx._flax_serialization
     count = jnp.zeros((), jnp.int32) if self.scheduled else None
     values = {}
     for name, value in self.values.items():

@@ -51,6 +51,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from gradtx import tree
+from gradtx._flax_serialization import register_with_flax, serializable
 from gradtx.errors import StructureError
 
 __all__ = ["Layout", "Packed", "PackedLeaves", "masked_update"]
@@ -231,6 +232,7 @@ class Layout:
       StructureError: ``params`` differs from the layout in structure, shape or
         dtype; the message names the key path.
     """
+    register_with_flax()  # packed params may be saved with flax: see gradtx._flax_serialization
     tree.check_structure(self.template(), params, "the layout", "params")
     leaves = self.treedef.flatten_up_to(params)
     paths = [tree.keystr(p) for p, _ in jax.tree_util.tree_flatten_with_path(params)[0]]
@@ -336,6 +338,7 @@ class Layout:
     return out
 
 
+@serializable
 @jax.tree_util.register_pytree_with_keys_class
 class Packed(Mapping[str, jax.Array]):
   """A tree held as one 1-D buffer per dtype: ``{dtype name: buffer}`` plus its :class:`Layout`.
@@ -464,6 +467,7 @@ class Packed(Mapping[str, jax.Array]):
     return Packed(self.layout.broadcast_leaves(values), self.layout)
 
 
+@serializable
 @jax.tree_util.register_pytree_with_keys_class
 class PackedLeaves:
   """Per-leaf values of a packed tree that are not shaped like the leaves.

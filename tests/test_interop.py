@@ -167,13 +167,16 @@ def _train_state_step(state, x, y):
   return state.apply_gradients(grads=grads)
 
 
-def _train_state_run(lib, name):
+def _linen_style_params():
   keys = jax.random.split(jax.random.key(3), 2)
-  params = {"hidden": {"w": jax.random.normal(keys[0], (4, 8)) * 0.5, "b": jnp.zeros(8)},
-            "out": {"w": jax.random.normal(keys[1], (8, 2)) * 0.5, "b": jnp.zeros(2)}}
+  return {"hidden": {"w": jax.random.normal(keys[0], (4, 8)) * 0.5, "b": jnp.zeros(8)},
+          "out": {"w": jax.random.normal(keys[1], (8, 2)) * 0.5, "b": jnp.zeros(2)}}
+
+
+def _train_state_run(lib, name):
   with _promotion(lib):
-    state = train_state.TrainState.create(apply_fn=_linen_style_apply, params=params,
-                                          tx=OPTIMIZERS[name](lib))
+    state = train_state.TrainState.create(apply_fn=_linen_style_apply,
+                                          params=_linen_style_params(), tx=OPTIMIZERS[name](lib))
     x, y = _data()
     run = []
     for _ in range(STEPS):
@@ -189,6 +192,83 @@ def test_flax_train_state_matches_optax(name):
   _assert_trajectories_equal(ours, theirs)
   assert int(state.step) == STEPS
   assert isinstance(state.opt_state, gtx.ChainState)
+
+
+def test_flax_train_state_checkpoint_with_msgpack_resumes_bit_for_bit():
+  # flax.serialization.to_bytes / from_bytes, how a TrainState is saved with msgpack:
+  # it raised "can not serialize 'ChainState' object" for every gradtx optimizer.
+  from flax import serialization  # pylint: disable=import-outside-toplevel
+  x, y = _data()
+  tx = OPTIMIZERS["adamw_schedule"](gtx)
+  state = train_state.TrainState.create(apply_fn=_linen_style_apply,
+                                        params=_linen_style_params(), tx=tx)
+  for _ in range(3):
+    state = _train_state_step(state, x, y)
+  fresh = train_state.TrainState.create(apply_fn=_linen_style_apply,
+                                        params=_linen_style_params(), tx=tx)
+  restored = serialization.from_bytes(fresh, serialization.to_bytes(state))
+  assert jax.tree.structure(restored) == jax.tree.structure(state)
+  assert int(restored.step) == 3
+  assert float(gtx.hparams(restored.opt_state)["lr.learning_rate"]) == float(
+      gtx.hparams(state.opt_state)["lr.learning_rate"])
+  for _ in range(3):
+    state, restored = _train_state_step(state, x, y), _train_state_step(restored, x, y)
+  jax.tree.map(np.testing.assert_array_equal, restored.params, state.params)
+  jax.tree.map(np.testing.assert_array_equal, restored.opt_state, state.opt_state)
+
+
+# Every kind of node a gradtx state holds: chains, hyperparameters with a schedule's
+# count, a monitor's statistics, masks, packed buffers and per-leaf packed statistics.
+SERIALIZED = {
+    "chain_with_schedule": lambda: gtx.chain(clip=gtx.clip_by_global_norm(1.0),
+                                             opt=gtx.adam(gtx.schedules.linear_schedule(
+                                                 1e-2, 1e-3, 10))),
+    "monitor": lambda: gtx.monitor("norm", "leaf_norms", inner=gtx.sgd(0.1, momentum=0.9)),
+    "masked_multi_steps": lambda: gtx.MultiSteps(gtx.masked(gtx.adam(1e-2), _matrices_only), 2),
+    "adafactor": lambda: gtx.adafactor(1e-2, min_dim_size_to_factor=2),
+}
+
+
+@pytest.mark.parametrize("packed", [False, True], ids=["tree", "packed"])
+@pytest.mark.parametrize("name", list(SERIALIZED))
+def test_flax_serialization_round_trips_every_kind_of_state(name, packed):
+  from flax import serialization  # pylint: disable=import-outside-toplevel
+  params = {"w": jnp.arange(12.0).reshape(4, 3) / 10, "b": jnp.ones(3),
+            "v": jnp.full((4, 3), 0.5)}
+  if packed:
+    params = gtx.packed.Layout.from_tree(params).pack(params)
+  tx = SERIALIZED[name]()
+  state = tx.init(params)
+  for step in range(3):
+    grads = jax.tree.map(lambda p, step=step: jnp.sin(p + step), params)
+    _, state = tx.update(grads, state, params)
+  data = serialization.to_bytes({"params": params, "state": state})
+  restored = serialization.from_bytes({"params": params, "state": tx.init(params)}, data)
+  assert jax.tree.structure(restored["state"]) == jax.tree.structure(state)
+  jax.tree.map(np.testing.assert_array_equal, restored, {"params": params, "state": state})
+
+
+def test_a_flax_state_dict_reads_like_the_state():
+  from flax import serialization  # pylint: disable=import-outside-toplevel
+  params = {"w": jnp.ones(2)}
+  state = gtx.adam(gtx.schedules.linear_schedule(1e-2, 1e-3, 10)).init(params)
+  state_dict = serialization.to_state_dict(state)
+  assert list(state_dict) == ["adam", "lr"]
+  assert set(state_dict["adam"]) == {"count", "mu", "nu", "hparams"}
+  assert set(state_dict["adam"]["hparams"]) == {"b1", "b2", "eps", "eps_root"}
+  assert set(state_dict["lr"]["hparams"]) == {"learning_rate", "count"}  # a schedule's count
+  packed = gtx.packed.Layout.from_tree(params).pack(params)
+  assert list(serialization.to_state_dict(gtx.adam(1e-2).init(packed))["adam"]["mu"]) == [
+      "float32"]
+
+
+def test_flax_serialization_names_a_state_dict_that_does_not_fit():
+  from flax import serialization  # pylint: disable=import-outside-toplevel
+  params = {"w": jnp.ones(2)}
+  saved = serialization.to_bytes(gtx.adam(1e-2).init(params))
+  with pytest.raises(ValueError, match=r"does not match the target ChainState: missing "
+                                       r"\['decay'\], unexpected \[\]"):
+    serialization.from_bytes(gtx.adamw(1e-2).init(params), saved)
 
 
 # ----------------------------------------------------------------------------

@@ -33,6 +33,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from gradtx import tree
+from gradtx._flax_serialization import serializable
 from gradtx.chain import ChainState, values_by_name
 from gradtx.core import (GradientTransformation, HParams, HParamSpec, as_transformation,
                          check_state, require_params)
@@ -45,6 +46,7 @@ __all__ = ["MONITOR_STATISTICS", "MeasuresState", "MonitorState", "Stats", "meas
 PyTree = Any
 
 
+@serializable
 @jax.tree_util.register_pytree_with_keys_class
 class Stats(Mapping[str, Any]):
   """A monitor's statistics at the last step: a read-only mapping ``name -> value``.
