@@ -705,6 +705,7 @@ def check_state(stage: str, state: Any, kind: type) -> None:
           "the structure of tx.init(params)" if type(state) in (dict, list, tuple) else
           "; pass the state this transformation's init made (to carry a state into an "
           "edited chain, use gradtx.carry_state)")
+
   def a(name: str) -> str:
     return ("an " if name[0] in "AEIOUaeiou" else "a ") + name
 

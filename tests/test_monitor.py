@@ -318,6 +318,8 @@ ERRORS = [
     ("unknown", lambda: gtx.monitor("grad_norm"), ValueError,
      r"unknown statistic 'grad_norm' \(did you mean .*'norm'"),
     ("twice", lambda: gtx.monitor("norm", "norm"), ValueError, r"'norm' is named twice"),
+    ("names and measures", lambda: gtx.monitor("norm", {"n": gtx.tree_utils.tree_norm}),
+     TypeError, r"monitor: statistics are named by strings, got \{'n': .*chain two monitors"),
     ("step size alone", lambda: gtx.monitor("step_size_mean"), ValueError,
      r"step_size_mean compares .* inner=gtx.adam"),
     ("no params", lambda: gtx.monitor("param_ratio").update(

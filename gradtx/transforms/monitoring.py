@@ -324,6 +324,9 @@ def monitor(*statistics: str | Mapping[str, Any], inner: GradientTransformation 
   if not statistics:
     raise ValueError(f"monitor: name at least one statistic, from {list(MONITOR_STATISTICS)}")
   for name in statistics:
+    if not isinstance(name, str):  # a dict among names (unhashable: a TypeError before)
+      raise TypeError(f"monitor: statistics are named by strings, got {name!r}; give "
+                      "either names or one dict of measures (chain two monitors to have both)")
     if name not in _STATISTICS:
       close = difflib.get_close_matches(str(name), MONITOR_STATISTICS, n=2)
       hint = f" (did you mean {' or '.join(map(repr, close))}?)" if close else ""
