@@ -142,13 +142,20 @@ def branch(pred: Any, true_fn: Callable[..., Any], false_fn: Callable[..., Any],
 
 
 def check_value(stage: str, name: str, value: Any, allowed: Range) -> None:
-  """Raises :class:`HyperparameterError` if a concrete ``value`` is outside ``allowed``.
+  """Raises :class:`HyperparameterError` if a concrete ``value`` is outside ``allowed``,
+  or is a string or a bool (which numpy would read as numbers).
 
   Traced values (a hyperparameter swept under ``vmap``) cannot be checked and
   pass through.
   """
   if not is_concrete(value):
     return
+  if isinstance(value, (str, bytes, bool)) or getattr(value, "dtype", None) == np.bool_:
+    # numpy would read "1e-3" as a number and True as 1: both are slips (a value
+    # left a string by a YAML or command-line parser; a flag in a number's place).
+    hint = " (convert it with float())" if isinstance(value, (str, bytes)) else ""
+    raise HyperparameterError(
+        f"{stage}: {name} must be a number in {allowed}, got {value!r}{hint}")
   try:
     ok = allowed.contains(value)
   except (TypeError, ValueError):
@@ -260,7 +267,8 @@ def _as_state_value(value: Any, allowed: Range) -> jax.Array:
     # An array keeps the dtype its owner chose, as a strong type: a weak one
     # (jnp.asarray(1e-3)) would turn strong on a restore or a set_hparams,
     # and the step that receives it would trace again.
-    return jnp.asarray(value, value.dtype)
+    # canonicalize: float64 is float32 without jax_enable_x64, as for any jax array.
+    return jnp.asarray(value, jax.dtypes.canonicalize_dtype(value.dtype))
   return jnp.asarray(value, _float_dtype())
 
 

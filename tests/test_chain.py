@@ -214,6 +214,15 @@ ERRORS = [
      r"scale_by_learning_rate: learning_rate must be in \[0, inf\), got -0\.1"),
     (lambda: gtx.scale_by_adam(b1=1.0), gtx.HyperparameterError,
      r"scale_by_adam: b1 must be in \[0, 1\), got 1\.0"),
+    # A string (a YAML or command-line value left unparsed) and a bool (a flag in a
+    # number's place: sgd(0.1, True)) were read as numbers.
+    (lambda: gtx.adam("1e-3"), gtx.HyperparameterError,
+     r"scale_by_learning_rate: learning_rate must be a number in \[0, inf\), got '1e-3' "
+     r"\(convert it with float\(\)\)"),
+    (lambda: gtx.sgd(0.1, True), gtx.HyperparameterError,
+     r"trace: decay must be a number in \[0, inf\), got True"),
+    (lambda: gtx.set_hparams(_state_of(ADAM()), {"adam.b1": jnp.asarray(False)}),
+     gtx.HyperparameterError, r"adam: b1 must be a number in \[0, 1\), got Array\(False"),
     (lambda: gtx.apply_if_finite(ADAM(), max_consecutive_errors=-1), gtx.HyperparameterError,
      r"apply_if_finite: max_consecutive_errors must be in \[0, inf\)"),
     (lambda: gtx.apply_if_finite(ADAM(), max_consecutive_errors=1.5), gtx.HyperparameterError,

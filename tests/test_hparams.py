@@ -78,6 +78,17 @@ def test_set_value_keeps_dtype_and_float64_is_kept_under_x64():
     assert gtx.hparams(state64)["adam.b1"].dtype == jnp.float64
 
 
+def test_a_float64_numpy_array_is_held_in_the_default_float_without_a_warning():
+  # np.asarray(1e-3) is float64: without x64 it warned ("requested dtype float64 is not
+  # available") at every init, which this suite turns into an error.
+  state = gtx.adam(np.asarray(1e-2), b1=np.asarray(0.9)).init(_params())
+  assert gtx.hparams(state)["lr.learning_rate"].dtype == jnp.float32
+  assert float(gtx.hparams(state)["adam.b1"]) == np.float32(0.9)
+  with jax.enable_x64(True):
+    assert gtx.hparams(gtx.adam(np.asarray(1e-2)).init(_params()))[
+        "lr.learning_rate"].dtype == jnp.float64
+
+
 def _linear(start=1.0, end=0.0, steps=10):
   return gtx.schedules.linear_schedule(start, end, steps)
 
