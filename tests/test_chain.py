@@ -361,6 +361,7 @@ STATEFUL = [
     gtx.zero_nans(), gtx.scale_by_lbfgs(), gtx.scale_by_zoom_linesearch(3),
     gtx.scale_by_backtracking_linesearch(3), gtx.monitor("norm", inner=_ADAM),
     gtx.monitor({"n": gtx.tree_utils.tree_norm}), gtx.add_noise(0.1, 0.5, seed=0),
+    gtx.measure_with_ema(gtx.tree_utils.tree_norm, 0.9),
     gtx.scale_by_optimistic_gradient(), gtx.reduce_on_plateau(), gtx.scale_by_lion(),
     gtx.scale_by_rprop(0.1), gtx.scale_by_distance_over_gradients(), gtx.scale_by_polyak(),
     gtx.contrib.scale_by_acprop(), gtx.contrib.scale_by_ademamix(),

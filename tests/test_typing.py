@@ -104,6 +104,7 @@ USER_CODE = textwrap.dedent('''
 
 
     flip = gtx.GradientTransformation(gtx.init_empty_state, plain_update, name="flip")
+    migrated = gtx.transforms.masked(gtx.adam(1e-3), {"w": True, "b": False})  # optax.transforms
     flipped, _ = flip.update(params, flip.init(params))
 
     # Packed mode, losses and tree utilities.
@@ -123,6 +124,18 @@ def test_the_package_ships_its_type_marker():
   tomllib = pytest.importorskip("tomllib")  # Python 3.11+
   config = tomllib.loads((ROOT / "pyproject.toml").read_text())
   assert "py.typed" in config["tool"]["setuptools"]["package-data"]["gradtx"]
+
+
+def test_gtx_transforms_gives_type_checkers_the_names_it_resolves():
+  # gtx.transforms resolves optax.transforms' names lazily (a module __getattr__, which
+  # checkers do not run); a TYPE_CHECKING import gives them the same names.
+  import ast  # pylint: disable=import-outside-toplevel
+  from gradtx import transforms  # pylint: disable=import-outside-toplevel
+  source = ast.parse(Path(transforms.__file__).read_text())
+  typed = {alias.asname for node in ast.walk(source) if isinstance(node, ast.If)
+           and ast.unparse(node.test) == "TYPE_CHECKING" for stmt in node.body
+           if isinstance(stmt, ast.ImportFrom) for alias in stmt.names}
+  assert typed == transforms._OPTAX_NAMES  # pylint: disable=protected-access
 
 
 def test_the_user_code_runs(tmp_path):

@@ -478,7 +478,7 @@ def measure_with_ema(measure: Callable[[PyTree], Any], decay: Any, debias: bool 
     >>> round(float(gtx.stats(state)["clipped"]), 4)   # (0.5 * 0.5 * 1 + 0.5 * 0) / (1 - 0.5 ** 2)
     0.3333
   """
-  from gradtx.transforms.momentum import ema
+  from gradtx.transforms.momentum import EmaState, ema
   average = ema(decay, debias=debias, accumulator_dtype=accumulator_dtype)
 
   def measured(x):
@@ -492,6 +492,7 @@ def measure_with_ema(measure: Callable[[PyTree], Any], decay: Any, debias: bool 
 
   def update(updates, state, params=None, **extra):
     del params, extra
+    check_state("measure_with_ema", state, EmaState)  # ema's own check would name ema
     return average.update(measured(updates), state)
 
   return GradientTransformation(init, update, name="measure_with_ema", spec=average.spec,
