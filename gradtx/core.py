@@ -567,7 +567,7 @@ def stateless(f: Callable[..., Updates], *, name: str | None = None,
     del extra
     check_state(name, state, EmptyState)
     if params is not None:  # a rule of the params must see the same tree as the updates
-      check_structure(updates, params, "updates", "params")
+      check_structure(updates, params, "updates", "params", stage=name)
     now, hparams = spec.step(state.hparams, read=per_step is None)
     if per_step is not None:
       now = read_once(per_step(dict(now)))
@@ -739,8 +739,8 @@ def require_params_like(stage: str, updates: Updates, params: Params | None, sta
   from gradtx.tree import check_structure  # pylint: disable=import-outside-toplevel
   params = require_params(stage, params)
   like = getattr(state, field)
-  check_structure(like, updates, f"state.{field}", "updates")
-  check_structure(like, params, f"state.{field}", "params")
+  check_structure(like, updates, f"state.{field}", "updates", stage=stage)
+  check_structure(like, params, f"state.{field}", "params", stage=stage)
   return params
 
 

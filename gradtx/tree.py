@@ -104,7 +104,7 @@ def check_real(params: PyTree, stage: str) -> None:
 
 
 def check_structure(expected: PyTree, got: PyTree, expected_name: str,
-                    got_name: str, *, check_shapes: bool = True) -> None:
+                    got_name: str, *, check_shapes: bool = True, stage: str | None = None) -> None:
   """Raises :class:`StructureError` naming the first key path where trees differ.
 
   Args:
@@ -113,6 +113,8 @@ def check_structure(expected: PyTree, got: PyTree, expected_name: str,
     expected_name: how the message names ``expected`` (``"state.mu"``).
     got_name: how the message names ``got`` (``"grads"``).
     check_shapes: also require equal leaf shapes.
+    stage: the transformation checking (``"scale_by_adam"``), which the message
+      starts with: a primitive used outside a chain has no stage name otherwise.
   """
   expected_flat, expected_def = jax.tree_util.tree_flatten(expected, is_leaf=_is_node)
   got_flat, got_def = jax.tree_util.tree_flatten(got, is_leaf=_is_node)
@@ -120,6 +122,7 @@ def check_structure(expected: PyTree, got: PyTree, expected_name: str,
     if not check_shapes or all(_same_shape(a, b) for a, b in zip(expected_flat, got_flat)):
       return  # the common case: no key paths are built
   # Something differs: build key paths (slow, but only on the way to an error).
+  where = f"{stage}: " if stage else ""
   expected_leaves = _leaves_by_path(expected)
   got_leaves = _leaves_by_path(got)
   if expected_def != got_def:
@@ -132,12 +135,12 @@ def check_structure(expected: PyTree, got: PyTree, expected_name: str,
     else:
       detail = (f"the containers differ: {expected_name} is {expected_def}, "
                 f"{got_name} is {got_def}")
-    raise StructureError(f"{got_name} and {expected_name} differ in structure: {detail}")
+    raise StructureError(f"{where}{got_name} and {expected_name} differ in structure: {detail}")
   for key, leaf in expected_leaves.items():
     other = got_leaves[key]
     if not _same_shape(leaf, other):
       raise StructureError(
-          f"{got_name} and {expected_name} differ in shape at key path {key}: "
+          f"{where}{got_name} and {expected_name} differ in shape at key path {key}: "
           f"{_describe_shape(other)} in {got_name}, {_describe_shape(leaf)} in {expected_name}")
 
 

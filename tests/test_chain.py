@@ -250,14 +250,19 @@ ERRORS = [
     # Grads, params and state that disagree: the stage path and the key path.
     (lambda: _update(gtx.chain(outer=ADAM()), grads={"w": jnp.ones((3, 2))}),
      gtx.StructureError,
-     r"stage 'outer\.adam': updates and state\.mu differ in structure: key path \['b'\]"),
+     r"stage 'outer\.adam': scale_by_adam: updates and state\.mu differ in structure: key "
+     r"path \['b'\]"),
+    # The same for a primitive outside any chain (optax.chain's stages are unnamed).
+    (lambda: _update(gtx.scale_by_adam(), grads={"w": jnp.ones((3, 2))}), gtx.StructureError,
+     r"^scale_by_adam: updates and state\.mu differ in structure: key path \['b'\]"),
     (lambda: _update(ADAM(), grads={"w": jnp.ones((2, 3)), "b": jnp.ones(2)}),
      gtx.StructureError, r"stage 'adam': .*differ in shape at key path \['w'\]: \(2, 3\)"),
     # Adafactor's state holds statistics of another shape than the leaf's (its rows and
     # columns when factored): jax's broadcasting error from inside the step before.
     (lambda: _update(gtx.chain(f=gtx.scale_by_factored_rms(min_dim_size_to_factor=2)),
                      grads={"w": jnp.ones((4, 2)), "b": jnp.ones(2)}),
-     gtx.StructureError, r"stage 'f': updates and state differ in shape at key path "
+     gtx.StructureError, r"stage 'f': scale_by_factored_rms: updates and state differ in "
+     r"shape at key path "
      r"\['w'\]: \(4, 2\) in updates, while state holds the statistics of another shape "
      r"\(v_row \(2,\), v_col \(3,\), v \(1,\)\)"),
     (lambda: _update(gtx.chain(f=gtx.scale_by_factored_rms()),
@@ -275,10 +280,12 @@ ERRORS = [
     # a (2, 3) step for a (3, 2) parameter; clipping measured the norm of other leaves).
     (lambda: _update(gtx.sgd(0.1), grads={"w": jnp.ones((2, 3)), "b": jnp.ones(2)},
                      params=_params()),
-     gtx.StructureError, r"stage 'lr': params and updates differ in shape at key path \['w'\]"),
+     gtx.StructureError, r"stage 'lr': scale_by_learning_rate: params and updates differ in "
+                         r"shape at key path \['w'\]"),
     (lambda: _update(gtx.chain(clip=gtx.clip_by_global_norm(1.0)),
                      grads={"w": jnp.ones((3, 2))}, params=_params()),
-     gtx.StructureError, r"stage 'clip': params and updates differ in structure: key path "
+     gtx.StructureError, r"stage 'clip': clip_by_global_norm: params and updates differ in "
+                         r"structure: key path "
                          r"\['b'\] is in params but not in updates"),
     # Another stage's state: named, where it was an AttributeError or a KeyError.
     (lambda: _update(gtx.chain(opt=gtx.scale(0.1)), state=gtx.chain(

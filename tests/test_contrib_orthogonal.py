@@ -438,8 +438,9 @@ def test_galore_names_a_leaf_missing_from_the_updates():
   # the low-rank ones, so only the structure is checked against them.
   params = {"w": jnp.ones((4, 3)), "b": jnp.ones(3)}
   tx = gtx.contrib.galore(0.1, rank=1)
-  with pytest.raises(gtx.StructureError, match=r"stage 'galore': updates and state.projector "
-                                               r"differ in structure: key path \['b'\]"):
+  with pytest.raises(gtx.StructureError, match=r"stage 'galore': scale_by_galore: updates and "
+                                               r"state.projector differ in structure: key "
+                                               r"path \['b'\]"):
     tx.update({"w": params["w"]}, tx.init(params), params)
 
 

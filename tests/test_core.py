@@ -179,8 +179,8 @@ def test_repr_shows_stages_and_hyperparameters():
 def test_mismatched_grads_name_the_stage_and_key_path():
   tx = gtx.chain(clip=gtx.clip(1.0), opt=gtx.adam(1e-3))
   state = tx.init({"w": jnp.ones(2), "b": jnp.ones(1)})
-  message = re.escape("stage 'opt.adam': updates and state.mu differ in structure: "
-                      "key path ['b'] is in state.mu but not in updates")
+  message = re.escape("stage 'opt.adam': scale_by_adam: updates and state.mu differ in "
+                      "structure: key path ['b'] is in state.mu but not in updates")
   with pytest.raises(gtx.StructureError, match=message):
     tx.update({"w": jnp.ones(2)}, state)
   with pytest.raises(gtx.StructureError, match=r"stage 'opt.adam'.*shape at key path \['w'\]"):

@@ -82,7 +82,7 @@ def scale_by_acprop(b1: ScalarOrSchedule = 0.9, b2: ScalarOrSchedule = 0.999,
   def update(updates, state, params=None, **extra):
     check_state("scale_by_acprop", state, ScaleByBeliefState)
     del params, extra
-    tree.check_structure(state.mu, updates, "state.mu", "updates")
+    tree.check_structure(state.mu, updates, "state.mu", "updates", stage="scale_by_acprop")
     h, hparams = spec.step(state.hparams)
     first = state.count == 0
     # s_{t-1} is debiased with t - 1 = state.count steps; at the first step, by nothing.

@@ -102,7 +102,7 @@ def scale_by_ademamix(b1: ScalarOrSchedule = 0.9, b2: ScalarOrSchedule = 0.999,
   def update(updates, state, params=None, **extra):
     check_state("scale_by_ademamix", state, ScaleByAdemamixState)
     del params, extra
-    tree.check_structure(state.m1, updates, "state.m1", "updates")
+    tree.check_structure(state.m1, updates, "state.m1", "updates", stage="scale_by_ademamix")
     h, hparams = spec.step(state.hparams)
     count = safe_increment(state.count)
 
@@ -242,7 +242,8 @@ def scale_by_simplified_ademamix(b1: ScalarOrSchedule = 0.99, b2: ScalarOrSchedu
   def update(updates, state, params=None, **extra):
     check_state("scale_by_simplified_ademamix", state, ScaleBySimplifiedAdEMAMixState)
     del params, extra
-    tree.check_structure(state.m, updates, "state.m", "updates")
+    tree.check_structure(state.m, updates, "state.m", "updates",
+                         stage="scale_by_simplified_ademamix")
     h, hparams = spec.step(state.hparams)
     t = safe_increment(state.t)
 

@@ -104,7 +104,7 @@ def scale_by_adopt(b1: ScalarOrSchedule = 0.9, b2: ScalarOrSchedule = 0.9999,
   def update(updates, state, params=None, **extra):
     check_state("scale_by_adopt", state, ScaleByAdamState)
     del params, extra
-    tree.check_structure(state.mu, updates, "state.mu", "updates")
+    tree.check_structure(state.mu, updates, "state.mu", "updates", stage="scale_by_adopt")
     h, hparams = spec.step(state.hparams)
     # Step 0 only sets v_0 = g_0^2 (b2 -> 0) and keeps m = 0 (b1 -> 1).
     started = state.count > 0

@@ -179,7 +179,7 @@ def scale_by_galore(rank: int = 128, update_proj_gap: int = 200, scale: ScalarOr
     no_packed(updates)
     # The projectors' shapes are the low-rank ones: the base checks the updates' shapes.
     tree.check_structure(state.projector, updates, "state.projector", "updates",
-                         check_shapes=False)
+                         check_shapes=False, stage=stage)
     h, hparams = spec.step(state.hparams)
     refresh = state.count % h["update_proj_gap"].astype(state.count.dtype) == 0
     leaves, dims, treedef = _leaves_and_dims(stage, dims_spec, updates)

@@ -214,7 +214,7 @@ def scale_by_muon(ns_coeffs: tuple = _DEFAULT_NS_COEFFS, ns_steps: int = 5,
   def update(updates, state, params=None, **extra):
     check_state(stage, state, MuonState)
     del params, extra
-    tree.check_structure(state.mu, updates, "state.mu", "updates")
+    tree.check_structure(state.mu, updates, "state.mu", "updates", stage=stage)
     h, hparams = spec.step(state.hparams)
     count = safe_increment(state.count)
 

@@ -228,7 +228,7 @@ def sam(optimizer: GradientTransformation, adv_optimizer: GradientTransformation
              **extra):
     check_state("sam", state, SAMState)
     params = require_params("sam", params)
-    tree.check_structure(params, updates, "params", "updates")
+    tree.check_structure(params, updates, "params", "updates", stage="sam")
     if opaque_mode:
       return opaque_update(updates, state, params, extra, grad_fn)
     return transparent_update(updates, state, params, extra)

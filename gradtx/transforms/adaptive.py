@@ -75,7 +75,7 @@ def scale_by_radam(b1: ScalarOrSchedule = 0.9, b2: ScalarOrSchedule = 0.999,
   def update(updates, state, params=None, **extra):
     check_state("scale_by_radam", state, ScaleByAdamState)
     del params, extra
-    tree.check_structure(state.mu, updates, "state.mu", "updates")
+    tree.check_structure(state.mu, updates, "state.mu", "updates", stage="scale_by_radam")
     h, hparams = spec.step(state.hparams)
     count = safe_increment(state.count)
 
@@ -172,7 +172,7 @@ def scale_by_belief(b1: ScalarOrSchedule = 0.9, b2: ScalarOrSchedule = 0.999,
   def update(updates, state, params=None, **extra):
     check_state("scale_by_belief", state, ScaleByBeliefState)
     del params, extra
-    tree.check_structure(state.mu, updates, "state.mu", "updates")
+    tree.check_structure(state.mu, updates, "state.mu", "updates", stage="scale_by_belief")
     h, hparams = spec.step(state.hparams)
     count = safe_increment(state.count)
 
@@ -230,7 +230,7 @@ def scale_by_yogi(b1: ScalarOrSchedule = 0.9, b2: ScalarOrSchedule = 0.999,
   def update(updates, state, params=None, **extra):
     check_state("scale_by_yogi", state, ScaleByAdamState)
     del params, extra
-    tree.check_structure(state.mu, updates, "state.mu", "updates")
+    tree.check_structure(state.mu, updates, "state.mu", "updates", stage="scale_by_yogi")
     h, hparams = spec.step(state.hparams)
     count = safe_increment(state.count)
 
@@ -311,8 +311,8 @@ def scale_by_novograd(b1: ScalarOrSchedule = 0.9, b2: ScalarOrSchedule = 0.25,
     check_state("scale_by_novograd", state, ScaleByNovogradState)
     del extra
     params = require_params("scale_by_novograd", params)
-    tree.check_structure(state.mu, updates, "state.mu", "updates")
-    tree.check_structure(updates, params, "updates", "params")
+    tree.check_structure(state.mu, updates, "state.mu", "updates", stage="scale_by_novograd")
+    tree.check_structure(updates, params, "updates", "params", stage="scale_by_novograd")
     h, hparams = spec.step(state.hparams)
     count = safe_increment(state.count)
     g_norm_sq = tree.block_sum_squares(updates)
@@ -390,7 +390,7 @@ def scale_by_adan(b1: ScalarOrSchedule = 0.98, b2: ScalarOrSchedule = 0.92,
   def update(updates, state, params=None, **extra):
     check_state("scale_by_adan", state, ScaleByAdanState)
     del params, extra
-    tree.check_structure(state.m, updates, "state.m", "updates")
+    tree.check_structure(state.m, updates, "state.m", "updates", stage="scale_by_adan")
     h, hparams = spec.step(state.hparams)
     count = safe_increment(state.count)
 
@@ -479,7 +479,7 @@ def scale_by_nadam(b1: ScalarOrSchedule = 0.9, b2: ScalarOrSchedule = 0.999,
   def update(updates, state, params=None, **extra):
     check_state("scale_by_nadam", state, ScaleByNadamState)
     del params, extra
-    tree.check_structure(state.mu, updates, "state.mu", "updates")
+    tree.check_structure(state.mu, updates, "state.mu", "updates", stage="scale_by_nadam")
     h, hparams = spec.step(state.hparams)
     count = safe_increment(state.count)
     dtype = state.mu_product.dtype

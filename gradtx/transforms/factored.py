@@ -138,12 +138,12 @@ def scale_by_factored_rms(factored: bool = True, decay_rate: ScalarOrSchedule = 
       return
     if tree._is_packed(g):  # a packed tree's statistics are per leaf of its layout
       if any(getattr(x, "layout", None) != g.layout for x in statistics):
-        raise StructureError(f"updates and state differ at key path {tree.keystr(path)}: "
-                             "they are packed with different layouts")
+        raise StructureError(f"scale_by_factored_rms: updates and state differ at key path "
+                             f"{tree.keystr(path)}: they are packed with different layouts")
       return
     if tuple(x.shape for x in statistics) != state_shapes(g.shape):
       raise StructureError(
-          f"updates and state differ in shape at key path "
+          f"scale_by_factored_rms: updates and state differ in shape at key path "
           f"{tree.keystr(path)}: {tuple(g.shape)} in updates, while state holds the "
           f"statistics of another shape (v_row {statistics[0].shape}, v_col "
           f"{statistics[1].shape}, v {statistics[2].shape})")
@@ -151,7 +151,8 @@ def scale_by_factored_rms(factored: bool = True, decay_rate: ScalarOrSchedule = 
   def update(updates, state, params=None, **extra):
     check_state("scale_by_factored_rms", state, FactoredState)
     del params, extra
-    tree.check_structure(state.v_row, updates, "state.v_row", "updates", check_shapes=False)
+    tree.check_structure(state.v_row, updates, "state.v_row", "updates", check_shapes=False,
+                         stage="scale_by_factored_rms")
     jax.tree_util.tree_map_with_path(check_shapes, updates, state.v_row, state.v_col, state.v,
                                      is_leaf=lambda x: tree.is_masked(x) or tree._is_packed(x))
     h, hparams = spec.step(state.hparams)
@@ -250,7 +251,7 @@ def scale_by_sm3(b1: ScalarOrSchedule = 0.9, b2: ScalarOrSchedule = 1.0,
   def update(updates, state, params=None, **extra):
     check_state('scale_by_sm3', state, ScaleBySM3State)
     del params, extra
-    tree.check_structure(state.nu, updates, "state.nu", "updates")
+    tree.check_structure(state.nu, updates, "state.nu", "updates", stage="scale_by_sm3")
     h, hparams = spec.step(state.hparams)
 
     def leaf(g, mu, m):

@@ -60,7 +60,7 @@ def zero_nans() -> GradientTransformation:
     check_state("zero_nans", state, ZeroNansState)
     del params, extra
     tree.check_structure(state.found_nan, updates, "state.found_nan", "updates",
-                         check_shapes=False)
+                         check_shapes=False, stage="zero_nans")
 
     # The flags are per leaf (per segment of a packed buffer); the zeroing is elementwise.
     found_nan, = tree.map_leaves(lambda g: (jnp.any(jnp.isnan(g)),), (False,), updates)

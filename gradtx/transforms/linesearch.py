@@ -366,7 +366,8 @@ def scale_by_zoom_linesearch(max_linesearch_steps: int,
       raise MissingArgumentError(
           f"scale_by_zoom_linesearch needs {', '.join(missing)}: call update(updates, state, "
           "params, value=f(params), grad=grad_f(params), value_fn=f)")
-    tree.check_structure(state.grad, updates, "state.grad", "updates")
+    tree.check_structure(state.grad, updates, "state.grad", "updates",
+                         stage="scale_by_zoom_linesearch")
     h, hparams = spec.step(state.hparams)
     dtype = state.learning_rate.dtype
     hp = {k: v.astype(dtype) if k != "max_linesearch_steps" else v for k, v in h.items()}
@@ -636,8 +637,8 @@ def scale_by_backtracking_linesearch(max_backtracking_steps: int,
       raise MissingArgumentError(
           f"{stage} needs {', '.join(missing)}: call update(updates, state, params, "
           "value=f(params), grad=grad_f(params), value_fn=f)")
-    tree.check_structure(params, updates, "params", "updates")
-    tree.check_structure(params, grad, "params", "grad")
+    tree.check_structure(params, updates, "params", "updates", stage=stage)
+    tree.check_structure(params, grad, "params", "grad", stage=stage)
     h, hparams = spec.step(state.hparams)
     dtype = state.learning_rate.dtype
     hp = {k: v if k == "max_backtracking_steps" else v.astype(dtype) for k, v in h.items()}

@@ -86,7 +86,7 @@ def scale_by_rms(decay: ScalarOrSchedule = 0.9, eps: ScalarOrSchedule = 1e-8,
   def update(updates, state, params=None, **extra):
     check_state("scale_by_rms", state, ScaleByRmsState)
     del params, extra
-    tree.check_structure(state.nu, updates, "state.nu", "updates")
+    tree.check_structure(state.nu, updates, "state.nu", "updates", stage="scale_by_rms")
     h, hparams = spec.step(state.hparams)
     count = safe_increment(state.count)
 
@@ -140,7 +140,7 @@ def scale_by_stddev(decay: ScalarOrSchedule = 0.9, eps: ScalarOrSchedule = 1e-8,
   def update(updates, state, params=None, **extra):
     check_state("scale_by_stddev", state, ScaleByStddevState)
     del params, extra
-    tree.check_structure(state.nu, updates, "state.nu", "updates")
+    tree.check_structure(state.nu, updates, "state.nu", "updates", stage="scale_by_stddev")
     h, hparams = spec.step(state.hparams)
     count = safe_increment(state.count)
 
@@ -206,7 +206,8 @@ def scale_by_rss(initial_accumulator_value: float = 0.1,
   def update(updates, state, params=None, **extra):
     check_state("scale_by_rss", state, ScaleByRssState)
     del params, extra
-    tree.check_structure(state.sum_of_squares, updates, "state.sum_of_squares", "updates")
+    tree.check_structure(state.sum_of_squares, updates, "state.sum_of_squares", "updates",
+                         stage="scale_by_rss")
     h, hparams = spec.step(state.hparams)
 
     def leaf(g, G):
@@ -266,7 +267,7 @@ def scale_by_adadelta(rho: ScalarOrSchedule = 0.9, eps: ScalarOrSchedule = 1e-6,
   def update(updates, state, params=None, **extra):
     check_state("scale_by_adadelta", state, ScaleByAdaDeltaState)
     del params, extra
-    tree.check_structure(state.e_g, updates, "state.e_g", "updates")
+    tree.check_structure(state.e_g, updates, "state.e_g", "updates", stage="scale_by_adadelta")
     h, hparams = spec.step(state.hparams)
 
     def leaf(g, e_g, e_x):
@@ -398,7 +399,7 @@ def scale_by_adam(b1: ScalarOrSchedule = 0.9, b2: ScalarOrSchedule = 0.999,
   def update(updates, state, params=None, *, factor=None, **extra):
     check_state("scale_by_adam", state, ScaleByAdamState)
     del params, extra
-    tree.check_structure(state.mu, updates, "state.mu", "updates")
+    tree.check_structure(state.mu, updates, "state.mu", "updates", stage="scale_by_adam")
     h, hparams = spec.step(state.hparams, read=nesterov)
     count = safe_increment(state.count)
 
@@ -471,7 +472,7 @@ def scale_by_amsgrad(b1: ScalarOrSchedule = 0.9, b2: ScalarOrSchedule = 0.999,
   def update(updates, state, params=None, **extra):
     check_state("scale_by_amsgrad", state, ScaleByAmsgradState)
     del params, extra
-    tree.check_structure(state.mu, updates, "state.mu", "updates")
+    tree.check_structure(state.mu, updates, "state.mu", "updates", stage="scale_by_amsgrad")
     h, hparams = spec.step(state.hparams)
     count = safe_increment(state.count)
 
@@ -529,7 +530,7 @@ def scale_by_adamax(b1: ScalarOrSchedule = 0.9, b2: ScalarOrSchedule = 0.999,
   def update(updates, state, params=None, **extra):
     check_state("scale_by_adamax", state, ScaleByAdamState)
     del params, extra
-    tree.check_structure(state.mu, updates, "state.mu", "updates")
+    tree.check_structure(state.mu, updates, "state.mu", "updates", stage="scale_by_adamax")
     h, hparams = spec.step(state.hparams)
     count = safe_increment(state.count)
 

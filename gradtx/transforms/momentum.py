@@ -59,7 +59,7 @@ def trace(decay: ScalarOrSchedule, nesterov: bool = False,
   def update(updates, state, params=None, **extra):
     check_state("trace", state, TraceState)
     del params, extra
-    tree.check_structure(state.trace, updates, "state.trace", "updates")
+    tree.check_structure(state.trace, updates, "state.trace", "updates", stage="trace")
     h, hparams = spec.step(state.hparams)
 
     def leaf(g, m):
@@ -115,7 +115,7 @@ def ema(decay: ScalarOrSchedule, debias: bool = True,
   def update(updates, state, params=None, **extra):
     check_state("ema", state, EmaState)
     del params, extra
-    tree.check_structure(state.ema, updates, "state.ema", "updates")
+    tree.check_structure(state.ema, updates, "state.ema", "updates", stage="ema")
     h, hparams = spec.step(state.hparams)
     count = safe_increment(state.count)
 

@@ -357,13 +357,13 @@ def monitor(*statistics: str | Mapping[str, Any], inner: GradientTransformation 
       require_params("monitor", params)
     for name in per_leaf:
       tree.check_structure(state.stats[name], updates, f"state.stats[{name!r}]", "updates",
-                           check_shapes=False)
+                           check_shapes=False, stage="monitor")
     received = updates
     inner_state = state.inner_state
     if inner is not None:
       updates, inner_state = inner.update(updates, inner_state, params, **extra)
       tree.check_structure(received, updates, "the updates monitor received",
-                           "the updates inner returned")
+                           "the updates inner returned", stage="monitor")
     dtype = _stat_dtype()
     values = {name: tree.tree_map(lambda v: v.astype(dtype), s.fn(updates, received, params))
               for name, s in chosen.items()}

@@ -59,7 +59,7 @@ def scale_by_optimistic_gradient(alpha: ScalarOrSchedule = 1.0,
     check_state("scale_by_optimistic_gradient", state, ScaleByOptimisticGradientState)
     del params, extra
     tree.check_structure(state.previous_gradient, updates, "state.previous_gradient",
-                         "updates")
+                         "updates", stage="scale_by_optimistic_gradient")
     h, hparams = spec.step(state.hparams)
 
     def leaf(g, g_prev):

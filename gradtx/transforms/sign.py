@@ -85,7 +85,7 @@ def scale_by_lion(b1: ScalarOrSchedule = 0.9, b2: ScalarOrSchedule = 0.99,
   def update(updates, state, params=None, **extra):
     check_state("scale_by_lion", state, ScaleByLionState)
     del params, extra
-    tree.check_structure(state.mu, updates, "state.mu", "updates")
+    tree.check_structure(state.mu, updates, "state.mu", "updates", stage="scale_by_lion")
     h, hparams = spec.step(state.hparams)
 
     def leaf(g, m):
@@ -162,7 +162,8 @@ def scale_by_rprop(learning_rate: float, eta_minus: ScalarOrSchedule = 0.5,
   def update(updates, state, params=None, **extra):
     check_state("scale_by_rprop", state, ScaleByRpropState)
     del params, extra
-    tree.check_structure(state.step_sizes, updates, "state.step_sizes", "updates")
+    tree.check_structure(state.step_sizes, updates, "state.step_sizes", "updates",
+                         stage="scale_by_rprop")
     h, hparams = spec.step(state.hparams)
 
     def leaf(g, step_size, q_prev):

@@ -96,8 +96,8 @@ def lookahead(fast_optimizer: GradientTransformation, sync_period: int,
       raise StructureError("lookahead: params must be LookaheadParams(fast=..., slow=...) "
                            f"(start from LookaheadParams.init_synced(params)), got "
                            f"{type(params).__name__}")
-    tree.check_structure(params.fast, updates, "params.fast", "updates")
-    tree.check_structure(params.fast, params.slow, "params.fast", "params.slow")
+    tree.check_structure(params.fast, updates, "params.fast", "updates", stage="lookahead")
+    tree.check_structure(params.fast, params.slow, "params.fast", "params.slow", stage="lookahead")
     h, hparams = spec.step(state.hparams)
     updates, fast_state = fast_optimizer.update(updates, state.fast_state, params.fast, **extra)
     sync = state.steps_since_sync >= h["sync_period"] - 1

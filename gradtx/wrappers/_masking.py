@@ -176,7 +176,7 @@ def masked(inner: GradientTransformation, mask: Mask, *,
   def update(updates, state, params=None, **extra):
     check_state("masked", state, MaskedState)
     if params is not None:
-      tree.check_structure(params, updates, "params", "updates")
+      tree.check_structure(params, updates, "params", "updates", stage="masked")
     if isinstance(updates, Packed):
       # Checked here as in tree mode, so a mask that is not bools raises the same error
       # (the element mask alone would take it by truthiness).

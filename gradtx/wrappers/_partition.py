@@ -99,7 +99,7 @@ def partition(transforms: Mapping[str, GradientTransformation],
   def update(updates, state, params=None, **extra):
     check_state("partition", state, PartitionState)
     if params is not None:
-      tree.check_structure(params, updates, "params", "updates")
+      tree.check_structure(params, updates, "params", "updates", stage="partition")
     inner_states = state.inner_states
     if not isinstance(inner_states, ChainState) or list(inner_states) != list(groups):
       got = list(inner_states) if isinstance(inner_states, ChainState) else inner_states

@@ -176,7 +176,8 @@ def multi_steps(opt: GradientTransformation, every_k_schedule: int | Callable[[j
 
   def update(updates, state, params=None, **extra):
     check_state("multi_steps", state, MultiStepsState)
-    tree.check_structure(state.acc_grads, updates, "state.acc_grads", "updates")
+    tree.check_structure(state.acc_grads, updates, "state.acc_grads", "updates",
+                         stage="multi_steps")
     if spec.scheduled:
       k = jnp.asarray(every_k_schedule(state.gradient_step)).astype(jnp.int32)
     else:
@@ -330,7 +331,7 @@ def apply_every(k: int = 1) -> GradientTransformation:
   def update(updates, state, params=None, **extra):
     del params, extra
     check_state("apply_every", state, ApplyEvery)
-    tree.check_structure(state.grad_acc, updates, "state.grad_acc", "updates")
+    tree.check_structure(state.grad_acc, updates, "state.grad_acc", "updates", stage="apply_every")
     h, hparams = spec.step(state.hparams)
     c = state.count % h["k"]
     restart, emit = c == 0, c == h["k"] - 1
