@@ -29,7 +29,7 @@ import jax
 
 _Node = TypeVar("_Node", bound=type)
 _NODES: list[type] = []
-_registered_with: list[Any] = []  # the flax.serialization module registered with, if any
+_registered_with: Any = None  # the flax.serialization module the classes are registered with
 
 
 def serializable(cls: _Node) -> _Node:
@@ -40,25 +40,22 @@ def serializable(cls: _Node) -> _Node:
 
 def register_with_flax() -> None:
   """Registers the marked classes with flax.serialization, if flax is imported."""
+  global _registered_with  # pylint: disable=global-statement
   module = sys.modules.get("flax.serialization")
-  if module is None or (_registered_with and _registered_with[0] is module):
+  if module is None or module is _registered_with:
     return
   for cls in _NODES:
     module.register_serialization_state(cls, _to_state_dict, _from_state_dict, override=True)
-  _registered_with[:] = [module]
-
-
-def _key_name(key: Any) -> str:
-  for attribute in ("key", "name", "idx"):  # DictKey, GetAttrKey, SequenceKey
-    if hasattr(key, attribute):
-      return str(getattr(key, attribute))
-  return str(key)
+  _registered_with = module
 
 
 def _children(node: Any) -> tuple[list[tuple[str, Any]], Any]:
-  """``node``'s children, one level down, by key name, and its one-level treedef."""
-  keyed, treedef = jax.tree_util.tree_flatten_with_path(node, is_leaf=lambda x: x is not node)
-  children = [(_key_name(path[0]), child) for path, child in keyed]
+  """``node``'s children one level down, by key name, and its one-level treedef."""
+  # tree_utils' walk, which tree_get and tree_set use too; imported here, when a state is
+  # saved, because gradtx.core imports this module before tree_utils can load.
+  from gradtx.tree_utils._state import _children as one_level  # pylint: disable=C0415
+  entries, treedef = one_level(node)
+  children = [(str(key), child) for _, key, child in entries]
   names = [name for name, _ in children]
   if len(set(names)) != len(names):
     raise ValueError(f"gradtx: {type(node).__name__} has two children named alike: {names}")
