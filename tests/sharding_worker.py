@@ -257,6 +257,47 @@ def fully_sharded_update_gathers_nothing(tmp: str) -> None:
 
 
 @check
+def wrappers_and_factored_states_keep_the_params_sharding(tmp: str) -> None:
+  """A skipped step's zeros (multi_steps, apply_if_finite) and a statistic that is a
+  sum over an axis (adafactor's rows, sm3's accumulators) are sharded as the
+  updates and params they come from: one compile, sharded state from init on."""
+  del tmp
+  fsdp = mesh("fsdp")
+  adam = lambda: gtx.adam(1e-2)  # noqa: E731
+  cases = {
+      "multi_steps": gtx.multi_steps(adam(), 2),
+      "multi_steps+skip": gtx.multi_steps(adam(), 2, should_skip_update_fn=gtx.skip_not_finite),
+      "apply_if_finite": gtx.apply_if_finite(adam(), 3),
+      "adafactor": gtx.adafactor(1e-2, min_dim_size_to_factor=16),  # w1 factored, w2 not
+      "sm3": gtx.sm3(0.1),
+  }
+  with jax.set_mesh(fsdp):
+    params = jax.device_put(init_params(), fsdp_shardings(init_params(), fsdp))
+    x, y = batch()
+    for name, tx in cases.items():
+      traces = []
+
+      def step(params, state, tx=tx, traces=traces):
+        traces.append(1)
+        grads = jax.grad(fsdp_loss_fn)(params, x, y)
+        updates, state = tx.update(grads, state, params)
+        return gtx.apply_updates(params, updates), state
+
+      state = jax.jit(tx.init)(params)
+      specs = lambda s: [leaf.sharding.spec for leaf in jax.tree.leaves(s)]  # noqa: E731
+      at_init = specs(state)
+      assert any(spec != P() and spec != P(None) for spec in at_init), (
+          f"{name}: no state leaf is sharded at init: {at_init}")
+      step = jax.jit(step, donate_argnums=(1,))
+      p = params
+      for _ in range(3):
+        p, state = step(p, state)
+      assert len(traces) == 1, f"{name}: the step compiled {len(traces)} times"
+      assert specs(state) == at_init, f"{name}: the state's sharding moved from {at_init}"
+      assert_sharded_like(p, fsdp_shardings(p, fsdp), f"{name}: params")
+
+
+@check
 def fully_sharded_matches_single_device(tmp: str) -> None:
   del tmp
   x, y = batch()

@@ -367,6 +367,12 @@ _UNLISTED = {
     "muon": lambda: gtx.contrib.muon(0.1), "ademamix": lambda: gtx.contrib.ademamix(0.1),
     "sam": lambda: gtx.contrib.sam(gtx.sgd(0.1), gtx.sgd(0.05)),
     "lbfgs": lambda: gtx.lbfgs(0.5, memory_size=3, linesearch=None),
+    # Wrappers: apply_if_finite's two counters were one array.
+    "apply_if_finite": lambda: gtx.apply_if_finite(gtx.adam(0.1), 3),
+    "multi_steps": lambda: gtx.multi_steps(gtx.adam(0.1), 2),
+    "masked": lambda: gtx.masked(gtx.adam(0.1), {"w": True, "b": False}),
+    "partition": lambda: gtx.partition({"a": gtx.adam(0.1), "s": gtx.sgd(0.1, 0.9)},
+                                       {"w": "a", "b": "s"}),
 }
 _DONATED = [(c.id, c.gradtx) for c in CLASSIC + PRIMITIVES] + list(_UNLISTED.items())
 

@@ -31,6 +31,7 @@ CHECKS = [
     "data_parallel_matches_single_device",
     "fully_sharded_state_takes_the_params_sharding",
     "fully_sharded_update_gathers_nothing",
+    "wrappers_and_factored_states_keep_the_params_sharding",
     "fully_sharded_matches_single_device",
     "orbax_sharded_state_resumes_bit_for_bit",
     "docs_distributed_page_runs",

@@ -59,6 +59,16 @@ def _factored_dims(shape: tuple[int, ...], factored: bool,
   return int(order[-2]), int(order[-1])
 
 
+def _zeros_reduced(p: jax.Array, axis: int | tuple[int, ...], dtype: Any) -> jax.Array:
+  """Zeros shaped like ``p`` summed over ``axis``, with the sharding that sum would have.
+
+  A statistic of a sharded parameter is sharded with it from ``init`` on (as
+  ``jnp.zeros_like`` shards a moment); plain ``jnp.zeros`` would replicate it,
+  and the step would compile again once the state came back sharded.
+  """
+  return jnp.zeros_like(jax.eval_shape(lambda x: jnp.sum(x, axis=axis), p), dtype)
+
+
 def _decay_rate_pow(i: jax.Array, exponent: jax.Array) -> jax.Array:
   """Adafactor's increasing decay :math:`\\hat\\beta_{2,t} = 1 - t^{-c}`, given ``i = t - 1``."""
   return 1 - (i + 1) ** (-exponent)
@@ -128,7 +138,12 @@ def scale_by_factored_rms(factored: bool = True, decay_rate: ScalarOrSchedule = 
     def leaf(p):
       p = jnp.asarray(p)
       dtype = numerics.state_dtype(p, nu_dtype)  # complex for a complex leaf
-      return tuple(jnp.zeros(shape, dtype) for shape in state_shapes(p.shape))
+      dims = _factored_dims(p.shape, factored, min_dim_size_to_factor)
+      unused = jnp.zeros((1,), dtype)
+      if dims is None:
+        return unused, unused, jnp.zeros_like(p, dtype)
+      row, col = dims
+      return _zeros_reduced(p, col, dtype), _zeros_reduced(p, row, dtype), unused
 
     v_row, v_col, v = tree.map_leaves(leaf, (False, False, False), params)
     return FactoredState(numerics.zero_count(), v_row, v_col, v, spec.init())
@@ -241,7 +256,8 @@ def scale_by_sm3(b1: ScalarOrSchedule = 0.9, b2: ScalarOrSchedule = 1.0,
     dtype = numerics.state_dtype(p, nu_dtype)
     if p.ndim < 2:
       return [jnp.zeros_like(p, dtype)]
-    return [jnp.zeros((n,), dtype) for n in p.shape]
+    others = lambda axis: tuple(a for a in range(p.ndim) if a != axis)  # noqa: E731
+    return [_zeros_reduced(p, others(axis), dtype) for axis in range(p.ndim)]
 
   def init(params):
     tree.check_real(params, "scale_by_sm3")

@@ -33,7 +33,8 @@ def _run_if(run: jax.Array, inner: GradientTransformation, updates: PyTree, stat
     out_updates = jax.eval_shape(step, operands)[0]
     if pass_through:  # in the dtypes inner would return, as lax.cond needs
       return tree.cast_like(operands[0], out_updates), operands[1]
-    return tree.tree_map(lambda x: jnp.zeros(x.shape, x.dtype), out_updates), operands[1]
+    # zeros_like of the abstract value keeps its sharding, as lax.cond needs of both branches.
+    return tree.tree_map(jnp.zeros_like, out_updates), operands[1]
 
   return branch(run, step, skip, (updates, state, params))
 

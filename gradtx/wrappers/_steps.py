@@ -70,8 +70,9 @@ def apply_if_finite(inner: GradientTransformation,
                     max_consecutive_errors=(max_consecutive_errors, NONNEGATIVE_INT))
 
   def init(params):
-    zero = jnp.zeros([], jnp.int32)
-    return ApplyIfFiniteState(zero, jnp.array(True), zero, inner.init(params), spec.init())
+    # Two counters, two buffers: a state that holds one array twice cannot be donated.
+    return ApplyIfFiniteState(jnp.zeros([], jnp.int32), jnp.array(True), jnp.zeros([], jnp.int32),
+                              inner.init(params), spec.init())
 
   def update(updates, state, params=None, **extra):
     check_state("apply_if_finite", state, ApplyIfFiniteState)
