@@ -23,7 +23,7 @@ reads like the state.
 from __future__ import annotations
 
 import sys
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 import jax
 
@@ -54,7 +54,8 @@ def _children(node: Any) -> tuple[list[tuple[str, Any]], Any]:
   # tree_utils' walk, which tree_get and tree_set use too; imported here, when a state is
   # saved, because gradtx.core imports this module before tree_utils can load.
   from gradtx.tree_utils._state import _children as one_level  # pylint: disable=C0415
-  entries, treedef = one_level(node)
+  # Not None, which one_level returns for a leaf: node is a registered class's instance.
+  entries, treedef = cast("tuple[list[Any], Any]", one_level(node))
   children = [(str(key), child) for _, key, child in entries]
   names = [name for name, _ in children]
   if len(set(names)) != len(names):

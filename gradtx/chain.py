@@ -257,8 +257,8 @@ def _is_array(x: Any) -> bool:
   return isinstance(x, (jax.Array, np.ndarray, np.generic, float, int, complex))
 
 
-def _find_hparams(node: Any, prefix: tuple[str, ...] = (),
-                  kind: type = HParams) -> Iterator[tuple[tuple[str, ...], HParams]]:
+def _find_hparams(node: Any, prefix: tuple[str, ...] = (), kind: type[Mapping[str, Any]] = HParams
+                  ) -> Iterator[tuple[tuple[str, ...], Mapping[str, Any]]]:
   """Every HParams in ``node``, with the stage path leading to it, in pytree order.
 
   ``kind`` picks another mapping held in stage states the same way (a
@@ -427,7 +427,7 @@ class _Carry:
     is_part = lambda x: isinstance(x, (ChainState, HParams))  # noqa: E731
     old_parts, old_def = jax.tree_util.tree_flatten(old, is_leaf=is_part)
     new_parts, new_def = jax.tree_util.tree_flatten(new, is_leaf=is_part)
-    fits = old_def == new_def and all(
+    fits = old_def == new_def and all(  # type: ignore[operator]  # jax's PyTreeDef is untyped
         is_part(o) and type(o) is type(n) or not is_part(o) and not is_part(n)
         and _same_array(o, n) for o, n in zip(old_parts, new_parts))
     if not fits:
@@ -438,7 +438,8 @@ class _Carry:
       self.report["fresh"].append(name)
       self.report["mismatched"].append(name)
       return new
-    merged, own = [], False
+    merged: list[Any] = []  # chain states, HParams, arrays
+    own = False
     for o, n in zip(old_parts, new_parts):
       if isinstance(o, ChainState):
         merged.append(self.chain(o, n, dotted))

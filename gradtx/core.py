@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import dataclasses
 import inspect
-from typing import TYPE_CHECKING, Any, Callable, Iterator, Mapping, NamedTuple, Protocol
+from typing import TYPE_CHECKING, Any, Callable, Iterator, Mapping, NamedTuple, Protocol, cast
 
 import chex
 import jax
@@ -282,12 +282,13 @@ class HParamSpec:
   Args:
     stage: the primitive's name, used in error messages (``"scale_by_adam"``).
     **entries: ``name=(value, allowed_range)``; a value may be a float, an
-      array, or a schedule (a callable of the step count).
+      array, a tuple of numbers (held as one array, such as ``betas``), or a
+      schedule (a callable of the step count).
   """
 
-  def __init__(self, stage: str, **entries: tuple[ScalarOrSchedule, Range]):
+  def __init__(self, stage: str, **entries: tuple[ScalarOrSchedule | tuple[Any, ...], Range]):
     self.stage = stage
-    self.values: dict[str, ScalarOrSchedule] = {}
+    self.values: dict[str, ScalarOrSchedule | tuple[Any, ...]] = {}
     self.slots: dict[str, _Slot] = {}
     for name, (value, allowed) in entries.items():
       scheduled = callable(value)
@@ -307,9 +308,10 @@ class HParamSpec:
     values = {}
     for name, value in self.values.items():
       slot = self.slots[name]
-      if slot.scheduled:
-        values[name] = jnp.asarray(value(count), jnp.int32 if slot.allowed.integer
-                                   else _float_dtype())
+      if slot.scheduled:  # for checkers: then value is a callable, and count an array
+        schedule = cast("Callable[[jax.Array], chex.Numeric]", value)
+        values[name] = jnp.asarray(schedule(cast(jax.Array, count)),
+                                   jnp.int32 if slot.allowed.integer else _float_dtype())
       else:
         values[name] = _as_state_value(value, slot.allowed)
     return HParams(values, self.slots, count)
@@ -332,16 +334,19 @@ class HParamSpec:
           f"has {list(self.slots)}; was this state made by this transformation's init?")
     if not self.scheduled:
       return hparams, hparams
+    # For checkers: a scheduled value is a callable, and a state with one holds a count.
+    schedules = cast("dict[str, Callable[[jax.Array], chex.Numeric]]", self.values)
+    count = cast(jax.Array, hparams.count)
     values = {
         # asarray, not astype: a schedule may return a Python number.
-        name: (jnp.asarray(self.values[name](hparams.count), hparams[name].dtype)
+        name: (jnp.asarray(schedules[name](count), hparams[name].dtype)
                if slot.scheduled else hparams[name])
         for name, slot in self.slots.items()
     }
     scheduled = {name: values[name] for name, slot in self.slots.items() if slot.scheduled}
     now = HParams({**values, **(read_once(scheduled) if read else scheduled)},
                   self.slots, hparams.count)
-    return now, HParams(values, self.slots, safe_increment(hparams.count))
+    return now, HParams(values, self.slots, safe_increment(count))
 
 
 def read_once(values: dict[str, Any]) -> dict[str, Any]:
@@ -408,7 +413,9 @@ if TYPE_CHECKING:
   # The cost: where the base is unknown (optax not installed, or mypy, for which optax
   # ships no py.typed and is Any), a transformation passes for any annotated type. A
   # false error on flax's own API seemed worse than a missed one (tests/test_typing.py).
-  from optax import GradientTransformationExtraArgs as _OptaxTransformation
+  # Ignored here, not in pyproject's mypy overrides: those would also reach the user script
+  # of tests/test_typing.py, whose own ignore of optax would then fail --strict as unused.
+  from optax import GradientTransformationExtraArgs as _OptaxTransformation  # type: ignore[import-untyped]
 else:
   _OptaxTransformation = object
 
@@ -556,7 +563,7 @@ def stateless(f: Callable[..., Updates], *, name: str | None = None,
     Array([-1., -1.], dtype=float32)
   """
   from gradtx.tree import check_structure  # pylint: disable=import-outside-toplevel
-  name = name or getattr(f, "__name__", "stateless")
+  name = name or cast(str, getattr(f, "__name__", "stateless"))
   spec = HParamSpec(name, **hyperparams)
 
   def init(params):

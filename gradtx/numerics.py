@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import threading
-from typing import Any, Callable, Iterator
+from typing import Any, Callable, Iterator, TypeVar
 
 import jax
 import jax.numpy as jnp
@@ -30,6 +30,7 @@ __all__ = ["abs_sq", "as_dtype", "at_least_float32", "bias_correction", "clip_mo
 # many-leaf step slow to compile. While `shared_scalars()` is active (the tree
 # mappers open it), each such coefficient is traced once per step and reused.
 _local = threading.local()
+_T = TypeVar("_T")
 
 
 @contextlib.contextmanager
@@ -43,7 +44,7 @@ def shared_scalars() -> Iterator[None]:
     _local.cache = outer
 
 
-def shared(name: str, inputs: tuple[Any, ...], compute: Callable[[], jax.Array]) -> jax.Array:
+def shared(name: str, inputs: tuple[Any, ...], compute: Callable[[], _T]) -> _T:
   """``compute()``, reused for the same ``name`` and input objects inside :func:`shared_scalars`."""
   cache = getattr(_local, "cache", None)
   if cache is None:
@@ -54,7 +55,7 @@ def shared(name: str, inputs: tuple[Any, ...], compute: Callable[[], jax.Array])
   return cache[key][0]
 
 
-def compute_dtype(*arrays: jax.Array) -> jnp.dtype:
+def compute_dtype(*arrays: jax.typing.ArrayLike) -> jnp.dtype:
   """The dtype to compute in: the widest of the arrays' dtypes.
 
   Decided by JAX's standard promotion even when the user runs with strict
@@ -75,7 +76,7 @@ def at_least_float32(*arrays: jax.Array) -> jnp.dtype:
   return compute_dtype(*arrays, jnp.float32(0))
 
 
-def as_dtype(x: jax.Array | float, dtype: jnp.dtype) -> jax.Array:
+def as_dtype(x: jax.typing.ArrayLike, dtype: jnp.dtype) -> jax.Array:
   """``x`` as an array of ``dtype`` (a no-op when it already is)."""
   if isinstance(x, jax.Array) and x.dtype == dtype:
     return x
@@ -176,7 +177,7 @@ def stored(x: jax.Array, dtype: Any) -> jax.Array:
   return x.astype(dtype).astype(x.dtype)
 
 
-def ema_moment(g: jax.Array, m: jax.Array, decay: jax.Array, order: int, *,
+def ema_moment(g: jax.Array, m: jax.Array, decay: jax.typing.ArrayLike, order: int, *,
                store: bool = True) -> jax.Array:
   """:math:`m \\leftarrow (1 - \\beta) g^k + \\beta m`, computed in the wider dtype.
 
@@ -222,7 +223,8 @@ def _powered(g: jax.Array, m: jax.Array, order: int) -> tuple[jax.Array, jnp.dty
   return g_k, compute_dtype(g_k, m)
 
 
-def bias_correction(m: jax.Array, decay: jax.Array, count: jax.Array) -> jax.Array:
+def bias_correction(m: jax.Array, decay: jax.typing.ArrayLike,
+                    count: jax.typing.ArrayLike) -> jax.Array:
   """:math:`\\hat m = m / (1 - \\beta^t)`, undoing a zero-initialised moment's bias."""
   def correction() -> jax.Array:
     beta = jnp.asarray(decay)

@@ -44,7 +44,7 @@ Every rule computes on a packed tree what it computes on the tree.
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Callable, Iterator, Mapping
+from typing import Any, Callable, Iterator, Mapping, cast
 
 import jax
 import jax.numpy as jnp
@@ -437,14 +437,14 @@ class Packed(Mapping[str, jax.Array]):
                                    f"shape {run.shape}; it is marked shaped like the leaf")
             x = x.reshape(run.size)
           out[group.dtype].append(x)
-    results = []
+    trees: list[Packed | PackedLeaves] = []
     for out, is_shaped in zip(outs, shaped):
       if is_shaped:
-        results.append(Packed({k: v[0] if len(v) == 1 else jnp.concatenate(v)
-                               for k, v in out.items()}, self.layout))
+        trees.append(Packed({k: v[0] if len(v) == 1 else jnp.concatenate(v)
+                             for k, v in out.items()}, self.layout))
       else:
-        results.append(PackedLeaves({k: tuple(v) for k, v in out.items()}, self.layout))
-    return tuple(results)
+        trees.append(PackedLeaves({k: tuple(v) for k, v in out.items()}, self.layout))
+    return tuple(trees)
 
   def block_map(self, fn: Callable[[jax.Array], jax.Array]) -> "Packed":
     """Per leaf, ``fn(leaf)`` (a scalar), spread over that leaf's elements.
@@ -461,9 +461,9 @@ class Packed(Mapping[str, jax.Array]):
                              f"{jnp.shape(out)} for leaves of shape {leaf.shape}")
       return (out,)
 
-    per_leaf, = self.map_runs(scalar, (False,))
+    per_leaf, = self.map_runs(scalar, (False,))  # not shaped: a PackedLeaves
     values = {name: runs[0] if len(runs) == 1 else jnp.concatenate(runs)
-              for name, runs in per_leaf.runs.items()}
+              for name, runs in cast("PackedLeaves", per_leaf).runs.items()}
     return Packed(self.layout.broadcast_leaves(values), self.layout)
 
 

@@ -14,7 +14,7 @@ the functions of :mod:`gradtx.tree_utils` under their ``tree_`` names
 from __future__ import annotations
 
 import functools
-from typing import Any, Callable, NamedTuple
+from typing import TYPE_CHECKING, Any, Callable, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -22,6 +22,9 @@ import jax.numpy as jnp
 from gradtx.errors import StructureError
 from gradtx.numerics import (as_dtype, at_least_float32, complex_dtype, compute_dtype, real_dtype,
                              safe_sqrt, shared_scalars, state_dtype, wide_abs_sq)
+
+if TYPE_CHECKING:  # imported at run time by _packed_types: gradtx.packed imports this module
+  from gradtx.packed import Packed, PackedLeaves
 
 PyTree = Any
 
@@ -118,14 +121,14 @@ def check_structure(expected: PyTree, got: PyTree, expected_name: str,
   """
   expected_flat, expected_def = jax.tree_util.tree_flatten(expected, is_leaf=_is_node)
   got_flat, got_def = jax.tree_util.tree_flatten(got, is_leaf=_is_node)
-  if expected_def == got_def:
+  if expected_def == got_def:  # type: ignore[operator]  # jax's PyTreeDef is untyped
     if not check_shapes or all(_same_shape(a, b) for a, b in zip(expected_flat, got_flat)):
       return  # the common case: no key paths are built
   # Something differs: build key paths (slow, but only on the way to an error).
   where = f"{stage}: " if stage else ""
   expected_leaves = _leaves_by_path(expected)
   got_leaves = _leaves_by_path(got)
-  if expected_def != got_def:
+  if expected_def != got_def:  # type: ignore[operator]  # jax's PyTreeDef is untyped
     missing = [k for k in expected_leaves if k not in got_leaves]
     extra = [k for k in got_leaves if k not in expected_leaves]
     if missing:
@@ -186,7 +189,7 @@ def zeros_like(tree: PyTree, dtype: Any = None) -> PyTree:
   return tree_map(lambda x: jnp.zeros_like(x, dtype or jnp.asarray(x).dtype), tree)
 
 
-def full_like(tree: PyTree, fill_value: float, dtype: Any = None) -> PyTree:
+def full_like(tree: PyTree, fill_value: jax.typing.ArrayLike, dtype: Any = None) -> PyTree:
   """``fill_value`` shaped like each leaf, in ``dtype`` or the leaf's own dtype (and sharding)."""
   return tree_map(lambda x: jnp.full_like(x, fill_value, dtype or jnp.asarray(x).dtype), tree)
 
@@ -273,7 +276,7 @@ def inner(tree_x: PyTree, tree_y: PyTree, dtype: Any = None) -> jax.Array:
     common = complex_dtype(dtype) if jnp.iscomplexobj(a) or jnp.iscomplexobj(b) else dtype
     return jnp.real(leaf_vdot(as_dtype(a, common), as_dtype(b, common)))
 
-  terms = jax.tree.leaves(jax.tree.map(
+  terms: list[jax.Array] = jax.tree.leaves(jax.tree.map(
       lambda a, b: product(jnp.asarray(a), jnp.asarray(b)), tree_x, tree_y))
   return sum(terms[1:], terms[0]) if terms else jnp.zeros((), dtype)
 
@@ -313,12 +316,12 @@ def sub(tree_x: PyTree, tree_y: PyTree) -> PyTree:
   return tree_map(diff, tree_x, tree_y)
 
 
-def scale(scalar: jax.Array | float, tree: PyTree) -> PyTree:
+def scale(scalar: jax.typing.ArrayLike, tree: PyTree) -> PyTree:
   """Leafwise ``scalar * x``, the scalar cast to each leaf's dtype (optax's argument order)."""
   return tree_map(lambda x: as_dtype(scalar, x.dtype) * x, tree)
 
 
-def where(condition: jax.Array, tree_x: PyTree, tree_y: PyTree) -> PyTree:
+def where(condition: jax.typing.ArrayLike, tree_x: PyTree, tree_y: PyTree) -> PyTree:
   """Leafwise ``x if condition else y`` (``condition`` broadcast against each leaf)."""
   return tree_map(lambda x, y: jnp.where(condition, x, y), tree_x, tree_y)
 
@@ -327,7 +330,7 @@ def _map_leafwise(fn: Callable[..., tuple], n_out: int, tree: PyTree, rest: tupl
                   is_leaf: Callable[[Any], bool]) -> tuple[PyTree, ...]:
   """The one loop behind :func:`map_multi` and :func:`map_leaves`."""
   leaves, treedef = jax.tree.flatten(tree, is_leaf=is_leaf)
-  others = [treedef.flatten_up_to(r) for r in rest]
+  others = [treedef.flatten_up_to(r) for r in rest]  # type: ignore[attr-defined]  # jax's PyTreeDef is untyped
   outs: list[list[Any]] = [[] for _ in range(n_out)]
   with shared_scalars():  # per-step coefficients traced once, not once per leaf
     for i, leaf in enumerate(leaves):
@@ -395,7 +398,7 @@ def split_key_per_leaf(key: jax.Array, tree: PyTree) -> PyTree:
 
 
 @functools.cache
-def _packed_types() -> tuple[type, type]:
+def _packed_types() -> tuple[type[Packed], type[PackedLeaves]]:
   """``(Packed, PackedLeaves)``, imported on first use: packed builds on this module."""
   from gradtx.packed import Packed, PackedLeaves
   return Packed, PackedLeaves

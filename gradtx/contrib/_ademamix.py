@@ -39,7 +39,7 @@ class ScaleByAdemamixState(NamedTuple):
   has optax's fields in optax's order (a leaf, where a property would drop
   out of the tree's paths and of a checkpoint's layout).
   """
-  count: jax.Array
+  count: jax.Array  # type: ignore[assignment]  # a field named count hides tuple.count
   count_m2: jax.Array
   m1: Any
   m2: Any

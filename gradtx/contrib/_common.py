@@ -81,7 +81,8 @@ def _axes(axis: Sequence[int] | int, ndim: int) -> tuple[int, ...]:
   return tuple(int(a) % ndim for a in axes)
 
 
-def _matrix_axes(stage: str, shape: tuple[int, ...], dims: MuonDimensionNumbers
+def _matrix_axes(stage: str, shape: tuple[int, ...],
+                 dims: MuonDimensionNumbers | GaLoreDimensionNumbers
                  ) -> tuple[tuple[int, ...], tuple[int, ...], tuple[int, ...]]:
   """``(batch, reduction, output)`` axes of a leaf of ``shape``."""
   ndim = len(shape)
@@ -166,7 +167,7 @@ def _map_matrices(stage: str, spec: WeightDimNumOrFn | None,
   if isinstance(updates, Packed):
     layout = updates.layout
     leaves_dims = _dims_per_leaf(stage, spec, layout.template())
-    shapes = [tuple(s) for s in layout.shapes]
+    shapes: list[tuple[int, ...] | None] = [tuple(s) for s in layout.shapes]
   else:
     leaves, leaves_dims, treedef = _leaves_and_dims(stage, spec, updates)
     shapes = [None if tree.is_masked(x) else tuple(np.shape(x)) for x in leaves]

@@ -34,7 +34,7 @@ class DAdaptAdamWState(NamedTuple):
   grad_sum: Any
   estim_lr: jax.Array
   numerator_weighted: jax.Array
-  count: jax.Array
+  count: jax.Array  # type: ignore[assignment]  # a field named count hides tuple.count
   hparams: HParams
 
 

@@ -38,7 +38,7 @@ class GaLoreState(NamedTuple):
   gradients (the full ones for leaves that are not projected); ``projector``
   holds each projected leaf's :math:`P` (a (0, 0) array for the others).
   """
-  count: jax.Array
+  count: jax.Array  # type: ignore[assignment]  # a field named count hides tuple.count
   base_optimizer_state: Any
   projector: Any
   hparams: HParams

@@ -31,7 +31,7 @@ class MadgradState(NamedTuple):
   squared gradients; ``s`` the weighted sum :math:`s_k` of gradients; ``x0``
   the initial parameters :math:`x_0`.
   """
-  count: jax.Array
+  count: jax.Array  # type: ignore[assignment]  # a field named count hides tuple.count
   grad_sum_sq: Any
   s: Any
   x0: Any

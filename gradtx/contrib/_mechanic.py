@@ -26,7 +26,7 @@ class MechanicState(NamedTuple):
   :math:`x_\\text{ref}`, the params at the first step).
   """
   base_optimizer_state: Any
-  count: jax.Array
+  count: jax.Array  # type: ignore[assignment]  # a field named count hides tuple.count
   r: jax.Array
   m: jax.Array
   v: jax.Array

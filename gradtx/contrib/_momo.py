@@ -31,7 +31,7 @@ class MomoState(NamedTuple):
   barf: jax.Array
   gamma: jax.Array
   lb: jax.Array
-  count: jax.Array
+  count: jax.Array  # type: ignore[assignment]  # a field named count hides tuple.count
   hparams: HParams
 
 
@@ -42,7 +42,7 @@ class MomoAdamState(NamedTuple):
   barf: jax.Array
   gamma: jax.Array
   lb: jax.Array
-  count: jax.Array
+  count: jax.Array  # type: ignore[assignment]  # a field named count hides tuple.count
   hparams: HParams
 
 

@@ -115,7 +115,7 @@ class MuonState(NamedTuple):
   The Newton-Schulz coefficients are a hyperparameter, held in ``hparams``
   (settable by name); ``state.ns_coeffs`` reads them, as optax's field does.
   """
-  count: jax.Array
+  count: jax.Array  # type: ignore[assignment]  # a field named count hides tuple.count
   mu: Any
   hparams: HParams
 
@@ -124,7 +124,7 @@ class MuonState(NamedTuple):
     return self.hparams["ns_coeffs"]
 
 
-def scale_by_muon(ns_coeffs: tuple = _DEFAULT_NS_COEFFS, ns_steps: int = 5,
+def scale_by_muon(ns_coeffs: tuple | str = _DEFAULT_NS_COEFFS, ns_steps: int = 5,
                   beta: ScalarOrSchedule = 0.95, eps: ScalarOrSchedule = 1e-8,
                   mu_dtype: Any = None, *, nesterov: bool = True, adaptive: bool = False,
                   preconditioning: Literal["frobenius", "spectral", "aol",
@@ -263,7 +263,7 @@ def _scale_by_shape(weight_dimension_numbers: WeightDimNumOrFn | None,
     return _map_matrices(stage, weight_dimension_numbers, leaf, updates)
 
   entries = {} if consistent_rms is None else {"consistent_rms": (consistent_rms, POSITIVE)}
-  return stateless(scale_by_shape, name=stage, **entries)
+  return stateless(scale_by_shape, name=stage, per_step=None, **entries)
 
 
 class _MuonLeaves:

@@ -32,7 +32,7 @@ class ProdigyState(NamedTuple):
   params0: Any
   estim_lr: jax.Array
   numerator_weighted: jax.Array
-  count: jax.Array
+  count: jax.Array  # type: ignore[assignment]  # a field named count hides tuple.count
   hparams: HParams
 
 

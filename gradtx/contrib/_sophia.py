@@ -135,7 +135,7 @@ class SophiaState(NamedTuple):
     hparams: ``b1``, ``b2``, ``eps``, ``gamma``, ``clip_threshold`` (unless
       ``None``) and ``update_interval``.
   """
-  count: jax.Array
+  count: jax.Array  # type: ignore[assignment]  # a field named count hides tuple.count
   mu: Any
   nu: Any
   hessian_fn_state: Any

@@ -66,7 +66,9 @@ def _expand_where(where: ArrayLike | None, ndim: int, axis: Axis) -> jax.Array |
     return None
   where = jnp.asarray(where)
   if where.ndim != ndim:
-    where = jnp.expand_dims(where, axis)
+    # axis=None (no class axis) with a per-example where: expand_dims raises an unhelpful
+    # TypeError; a clearer error would change behaviour, so it is left for its own change.
+    where = jnp.expand_dims(where, axis)  # type: ignore[arg-type]  # axis may be None: above
   return where
 
 

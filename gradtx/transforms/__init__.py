@@ -33,7 +33,7 @@ if TYPE_CHECKING:  # the same names for type checkers, which do not run __getatt
                       SnapshotState as SnapshotState, TraceState as TraceState,
                       ZeroNansState as ZeroNansState, adaptive_grad_clip as adaptive_grad_clip,
                       add_decayed_weights as add_decayed_weights, add_noise as add_noise,
-                      apply_if_finite as apply_if_finite, chain as chain, clip as clip,
+                      apply_if_finite as apply_if_finite, clip as clip,
                       clip_by_block_rms as clip_by_block_rms,
                       clip_by_global_norm as clip_by_global_norm,
                       conditionally_mask as conditionally_mask,
@@ -47,6 +47,8 @@ if TYPE_CHECKING:  # the same names for type checkers, which do not run __getatt
                       skip_large_updates as skip_large_updates, skip_not_finite as skip_not_finite,
                       snapshot as snapshot, trace as trace, unitwise_clip as unitwise_clip,
                       unitwise_norm as unitwise_norm, zero_nans as zero_nans)
+  # From its module: `from gradtx import chain` is, to mypy, the submodule gradtx.chain.
+  from gradtx.chain import chain as chain
 
 
 def __getattr__(name: str) -> Any:

@@ -110,7 +110,7 @@ def scale_by_radam(b1: ScalarOrSchedule = 0.9, b2: ScalarOrSchedule = 0.999,
 
 class ScaleByBeliefState(NamedTuple):
   """State of :func:`scale_by_belief`: ``count``, first moment ``mu``, belief ``nu``."""
-  count: jax.Array
+  count: jax.Array  # type: ignore[assignment]  # a field named count hides tuple.count
   mu: Any
   nu: Any
   hparams: HParams
@@ -258,7 +258,7 @@ def scale_by_yogi(b1: ScalarOrSchedule = 0.9, b2: ScalarOrSchedule = 0.999,
 
 class ScaleByNovogradState(NamedTuple):
   """State of :func:`scale_by_novograd`: ``count``, momentum ``mu``, per-leaf ``nu``."""
-  count: jax.Array
+  count: jax.Array  # type: ignore[assignment]  # a field named count hides tuple.count
   mu: Any
   nu: Any
   hparams: HParams
@@ -337,7 +337,7 @@ def scale_by_novograd(b1: ScalarOrSchedule = 0.9, b2: ScalarOrSchedule = 0.25,
 
 class ScaleByAdanState(NamedTuple):
   """State of :func:`scale_by_adan`: ``count``, moments ``m``, ``v``, ``n``, last gradient ``g``."""
-  count: jax.Array
+  count: jax.Array  # type: ignore[assignment]  # a field named count hides tuple.count
   m: Any
   v: Any
   n: Any
@@ -423,7 +423,7 @@ def scale_by_adan(b1: ScalarOrSchedule = 0.98, b2: ScalarOrSchedule = 0.92,
 class ScaleByNadamState(NamedTuple):
   """State of :func:`scale_by_nadam`: ``count``, the product ``mu_product`` of the momentum
   schedule so far, and the moments ``mu``, ``nu``."""
-  count: jax.Array
+  count: jax.Array  # type: ignore[assignment]  # a field named count hides tuple.count
   mu_product: jax.Array
   mu: Any
   nu: Any

@@ -41,7 +41,7 @@ class FactoredState(NamedTuple):
   the other leaves (a 1-entry placeholder for factored ones), as in optax.
   All three are in ``nu_dtype`` (the params' dtype by default).
   """
-  count: jax.Array
+  count: jax.Array  # type: ignore[assignment]  # a field named count hides tuple.count
   v_row: Any
   v_col: Any
   v: Any

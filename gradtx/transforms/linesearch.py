@@ -102,7 +102,7 @@ class ScaleByLBFGSState(NamedTuple):
   ``memory_size`` differences along a leading axis, ``weights_memory`` holds
   :math:`\\rho_i = 1 / \\langle s_i, y_i \\rangle`.
   """
-  count: jax.Array
+  count: jax.Array  # type: ignore[assignment]  # a field named count hides tuple.count
   params: Any
   updates: Any
   diff_params_memory: Any
@@ -230,7 +230,7 @@ class ScaleByZoomLinesearchState(NamedTuple):
 
 class _Search(NamedTuple):
   """The line search's loop variables (step lengths are multiples of the direction)."""
-  count: jax.Array
+  count: jax.Array  # type: ignore[assignment]  # a field named count hides tuple.count
   stepsize: jax.Array
   value: jax.Array
   grad: Any
@@ -424,7 +424,7 @@ def scale_by_zoom_linesearch(max_linesearch_steps: int,
       done = ok | (max_reached & ~interval_found)
       failed = (s.count + 1 >= hp["max_linesearch_steps"]) & ~done
       return _Search(safe_increment(s.count), stepsize, value_step, grad_step, slope_step, dec,
-                     curv, interval_found, done, failed, *low, *high, low[0], low[1], *safe)
+                     curv, interval_found, done, failed, *low, *high, *low[:2], *safe)
 
     def zoom(s: _Search) -> _Search:
       """Algorithm 3.6: shrink the bracket [low, high] around an acceptable step."""
@@ -481,7 +481,7 @@ def scale_by_zoom_linesearch(max_linesearch_steps: int,
     return scaled, ScaleByZoomLinesearchState(final.stepsize, final.value, final.grad, info,
                                               hparams)
 
-  options = dict(initial_guess_strategy=initial_guess_strategy, verbose=verbose)
+  options: dict[str, Any] = dict(initial_guess_strategy=initial_guess_strategy, verbose=verbose)
   if approx_dec_rtol is None:
     options["approx_dec_rtol"] = None  # the Armijo condition alone; shown in repr
   return GradientTransformation(init, update, name="scale_by_zoom_linesearch", spec=spec,

@@ -36,7 +36,7 @@ __all__ = [
 
 class ScaleByRmsState(NamedTuple):
   """State of :func:`scale_by_rms`: step ``count`` and second moment ``nu``."""
-  count: jax.Array
+  count: jax.Array  # type: ignore[assignment]  # a field named count hides tuple.count
   nu: Any
   hparams: HParams
 
@@ -107,7 +107,7 @@ def scale_by_rms(decay: ScalarOrSchedule = 0.9, eps: ScalarOrSchedule = 1e-8,
 
 class ScaleByStddevState(NamedTuple):
   """State of :func:`scale_by_stddev`: ``count``, first moment ``mu``, second ``nu``."""
-  count: jax.Array
+  count: jax.Array  # type: ignore[assignment]  # a field named count hides tuple.count
   mu: Any
   nu: Any
   hparams: HParams
@@ -287,7 +287,7 @@ def scale_by_adadelta(rho: ScalarOrSchedule = 0.9, eps: ScalarOrSchedule = 1e-6,
 
 class ScaleByAdamState(NamedTuple):
   """State of :func:`scale_by_adam` and :func:`scale_by_adamax`: ``count``, ``mu``, ``nu``."""
-  count: jax.Array
+  count: jax.Array  # type: ignore[assignment]  # a field named count hides tuple.count
   mu: Any
   nu: Any
   hparams: HParams
@@ -432,7 +432,7 @@ def scale_by_adam(b1: ScalarOrSchedule = 0.9, b2: ScalarOrSchedule = 0.999,
 
 class ScaleByAmsgradState(NamedTuple):
   """State of :func:`scale_by_amsgrad`: ``count``, ``mu``, ``nu`` and the running max ``nu_max``."""
-  count: jax.Array
+  count: jax.Array  # type: ignore[assignment]  # a field named count hides tuple.count
   mu: Any
   nu: Any
   nu_max: Any

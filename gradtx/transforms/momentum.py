@@ -79,7 +79,7 @@ def trace(decay: ScalarOrSchedule, nesterov: bool = False,
 
 class EmaState(NamedTuple):
   """State of :func:`ema`: the step ``count`` and the average ``ema``."""
-  count: jax.Array
+  count: jax.Array  # type: ignore[assignment]  # a field named count hides tuple.count
   ema: Any
   hparams: HParams
 

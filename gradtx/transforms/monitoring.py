@@ -26,7 +26,7 @@ float32 (float64 under ``jax_enable_x64``), as hyperparameters are.
 from __future__ import annotations
 
 import difflib
-from typing import Any, Callable, Iterator, Mapping, NamedTuple
+from typing import Any, Callable, Iterator, Mapping, NamedTuple, cast
 
 import jax
 import jax.numpy as jnp
@@ -161,7 +161,7 @@ def _abs_where_seen(u: jax.Array, g: jax.Array) -> tuple[jax.Array, jax.Array]:
   return jnp.where(seen, abs_u.astype(dtype), 0), jnp.where(seen, abs_g.astype(dtype), 0)
 
 
-def _quotient(a: jax.Array, b: jax.Array) -> jax.Array:
+def _quotient(a: jax.typing.ArrayLike, b: jax.typing.ArrayLike) -> jax.Array:
   """``a / b``, and 0 where ``b`` is 0 (no gradient seen: no step size to report)."""
   dtype = compute_dtype(a, b)
   return safe_divide(as_dtype(a, dtype), as_dtype(b, dtype))
@@ -334,11 +334,12 @@ def monitor(*statistics: str | Mapping[str, Any], inner: GradientTransformation 
                        f"{list(MONITOR_STATISTICS)}")
     if _STATISTICS[name].needs_inner and inner is None:
       raise ValueError(_NEEDS_INNER.format(name=name))
-  repeated = sorted({s for s in statistics if statistics.count(s) > 1})
+  names = cast("tuple[str, ...]", statistics)  # each checked above to be a str
+  repeated = sorted({s for s in names if names.count(s) > 1})
   if repeated:
     raise ValueError(f"monitor: statistic {repeated[0]!r} is named twice")
   inner = None if inner is None else as_transformation(inner, where="monitor")
-  chosen = {name: _STATISTICS[name] for name in statistics}
+  chosen = {name: _STATISTICS[name] for name in names}
   needs_params = any(s.needs_params for s in chosen.values())
   per_leaf = [name for name, s in chosen.items() if s.per_leaf]
   spec = HParamSpec("monitor")

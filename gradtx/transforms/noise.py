@@ -17,7 +17,7 @@ __all__ = ["AddNoiseState", "add_noise", "centralize"]
 
 class AddNoiseState(NamedTuple):
   """State of :func:`add_noise`: the step ``count`` and the random key ``rng_key``."""
-  count: jax.Array
+  count: jax.Array  # type: ignore[assignment]  # a field named count hides tuple.count
   rng_key: jax.Array
   hparams: HParams
 

@@ -17,7 +17,7 @@ __all__ = ["ScaleByOptimisticGradientState", "scale_by_optimistic_gradient"]
 
 class ScaleByOptimisticGradientState(NamedTuple):
   """State of :func:`scale_by_optimistic_gradient`: ``count`` and the ``previous_gradient``."""
-  count: jax.Array
+  count: jax.Array  # type: ignore[assignment]  # a field named count hides tuple.count
   previous_gradient: Any
   hparams: HParams
 

@@ -34,7 +34,7 @@ class ReduceOnPlateauState(NamedTuple):
   best_value: jax.Array
   plateau_count: jax.Array
   cooldown_count: jax.Array
-  count: jax.Array
+  count: jax.Array  # type: ignore[assignment]  # a field named count hides tuple.count
   avg_value: jax.Array
   hparams: HParams
 

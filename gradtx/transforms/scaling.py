@@ -6,7 +6,7 @@ of a loss rather than in the optimizer.
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from typing import Any, Callable, Mapping
 
 import jax
 import jax.numpy as jnp
@@ -21,7 +21,7 @@ __all__ = ["normalize_by_update_norm", "scale", "scale_by_learning_rate", "scale
            "scale_gradient"]
 
 
-def _scaling(name: str, factor_of: Callable[[dict[str, jax.Array]], jax.Array],
+def _scaling(name: str, factor_of: Callable[[Mapping[str, jax.Array]], jax.Array],
              **hyperparams: tuple[ScalarOrSchedule, Range]) -> GradientTransformation:
   """A :func:`~gradtx.stateless` stage that multiplies every update by one scalar.
 
@@ -33,7 +33,7 @@ def _scaling(name: str, factor_of: Callable[[dict[str, jax.Array]], jax.Array],
   def multiply(updates, params, **now):
     return tree.scale(factor_of(now), updates)
 
-  tx = stateless(multiply, name=name, **hyperparams)
+  tx = stateless(multiply, name=name, per_step=None, **hyperparams)
 
   def factor(state: EmptyState) -> tuple[jax.Array, EmptyState]:
     # Not read once here: the stage it is folded into reads its scalars once, this one

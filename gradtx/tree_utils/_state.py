@@ -66,7 +66,7 @@ def _children(node: Any) -> tuple[list[tuple[Any, Any, Any]], Any] | None:
   if node is None:
     return None
   pairs, treedef = jax.tree_util.tree_flatten_with_path(node, is_leaf=lambda x: x is not node)
-  if treedef.num_nodes == 1 and treedef.num_leaves == 1:
+  if treedef.num_nodes == 1 and treedef.num_leaves == 1:  # type: ignore[attr-defined]  # jax's PyTreeDef is untyped
     return None  # an array or another leaf
   named = _is_named_tuple(node)
   out = []
@@ -316,7 +316,8 @@ def tree_map_params(initable: Any | Callable[[PyTree], PyTree],
     >>> shapes["adam"].mu, shapes["adam"].nu, shapes["adam"].count
     ({'w': (2, 3)}, {'w': (2, 3)}, None)
   """
-  init = initable.init if callable(getattr(initable, "init", None)) else initable
+  init = getattr(initable, "init", None)  # a transformation's; an init function has none
+  init = init if callable(init) else initable
   if not callable(init):
     raise TypeError("tree_map_params: initable must be a transformation or an init "
                     f"function of the params, got {type(initable).__name__}")

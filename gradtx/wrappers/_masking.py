@@ -121,7 +121,7 @@ def _unhide(new: PyTree, old: PyTree) -> PyTree:
 def _hide_extra(keep: PyTree, extra: dict[str, Any], updates: PyTree) -> dict[str, Any]:
   """Extra arguments shaped like the updates (per-parameter tags), hidden like them."""
   structure = jax.tree.structure(updates, is_leaf=tree.is_masked)
-  return {k: _hide(keep, v) if jax.tree.structure(v, is_leaf=tree.is_masked) == structure else v
+  return {k: _hide(keep, v) if jax.tree.structure(v, is_leaf=tree.is_masked) == structure else v  # type: ignore[operator]  # jax's PyTreeDef is untyped
           for k, v in extra.items()}
 
 

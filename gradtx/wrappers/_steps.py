@@ -289,7 +289,7 @@ class ApplyEvery(NamedTuple):
     grad_acc: the sum of the updates since the last emitted one.
     hparams: ``k``.
   """
-  count: jax.Array
+  count: jax.Array  # type: ignore[assignment]  # a field named count hides tuple.count
   grad_acc: Any
   hparams: HParams
 
