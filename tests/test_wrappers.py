@@ -484,14 +484,15 @@ class _PlateauReference:
     if len(self.losses) < self.accumulation_size:
       return self.scale
     mean, self.losses = np.mean(self.losses), []
-    if mean < (1 - self.rtol) * self.best - self.atol:
+    improved = mean < (1 - self.rtol) * self.best - self.atol
+    if improved:
       self.best, self.plateau = mean, 0
     else:
       self.plateau += 1
     if self.cooling > 0:
       self.cooling -= 1
       self.plateau = 0
-    elif self.plateau >= self.patience:
+    elif not improved and self.plateau >= self.patience:
       self.scale = max(self.scale * self.factor, self.min_scale)
       self.plateau, self.cooling = 0, self.cooldown
     return self.scale
@@ -532,6 +533,23 @@ def test_reduce_on_plateau_against_reference_and_optax(case, jit):
     _assert_trees(updates, their_updates)
     np.testing.assert_array_equal(state["plateau"].best_value, their_state[1].best_value)
   assert float(state["plateau"].scale) < 1.0
+
+
+def test_reduce_on_plateau_patience_0_drops_at_each_evaluation_without_improvement():
+  # torch's ReduceLROnPlateau(patience=0): an improving loss keeps the scale, each other
+  # one drops it (the count reached patience after an improvement too, and dropped it).
+  case = dict(factor=0.5, patience=0, rtol=1e-4, atol=0.0, cooldown=0, accumulation_size=1,
+              min_scale=0.0)
+  tx = gtx.reduce_on_plateau(**case)
+  ref = _PlateauReference(**case)
+  params = {"w": jnp.ones(())}
+  state = tx.init(params)
+  scales = []
+  for loss in [3.0, 2.0, 1.0, 1.0, 1.0, 0.5]:
+    _, state = tx.update(params, state, params, value=loss)
+    scales.append(float(state.scale))
+    assert scales[-1] == ref.step(loss)
+  assert scales == [1.0, 1.0, 1.0, 0.5, 0.25, 0.25]
 
 
 def test_reduce_on_plateau_hparams_state_and_errors():

@@ -45,6 +45,9 @@ ZOO = [
     ZooCase("radam", lambda: gtx.radam(0.01), lambda: R.radam(0.01)),
     ZooCase("radam-nesterov", lambda: gtx.radam(0.01, nesterov=True, eps_root=1e-8),
             lambda: R.radam(0.01, nesterov=True, eps_root=1e-8)),
+    # The paper's threshold: with b2 = 0.9, rho_t passes 4 at step 5 (4.58).
+    ZooCase("radam-threshold-4", lambda: gtx.radam(0.01, b2=0.9, threshold=4.0),
+            lambda: R.radam(0.01, b2=0.9, threshold=4.0)),
     ZooCase("adabelief", lambda: gtx.adabelief(0.01), lambda: R.adabelief(0.01)),
     ZooCase("adabelief-nesterov", lambda: gtx.adabelief(0.01, nesterov=True),
             lambda: R.adabelief(0.01, nesterov=True)),

@@ -40,7 +40,7 @@ def radam(learning_rate: ScalarOrSchedule, b1: ScalarOrSchedule = 0.9, b2: Scala
   Args:
     learning_rate: :math:`\\eta`.
     b1, b2, eps, eps_root: as in :func:`gradtx.adam`.
-    threshold: :math:`\\tau`, default 5.
+    threshold: :math:`\\tau \\ge 4`, default 5.
     nesterov: Dozat's look-ahead first moment.
     mu_dtype, nu_dtype: moment dtypes (gradtx additions).
 

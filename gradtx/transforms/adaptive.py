@@ -26,6 +26,7 @@ __all__ = ["ScaleByAdanState", "ScaleByBeliefState", "ScaleByNadamState", "Scale
 
 # RAdam's rectification needs rho_inf = 2 / (1 - b2) - 1 > 4, i.e. b2 > 0.6.
 _RADAM_B2 = Range(0.6, 1.0, low_open=True, high_open=True)
+_RADAM_THRESHOLD = Range(4.0)  # r_t is real for rho_t >= 4
 
 
 def scale_by_radam(b1: ScalarOrSchedule = 0.9, b2: ScalarOrSchedule = 0.999,
@@ -49,8 +50,9 @@ def scale_by_radam(b1: ScalarOrSchedule = 0.9, b2: ScalarOrSchedule = 0.999,
     b2: :math:`\\beta_2 \\in (0.6, 1)`, default 0.999 (needs :math:`\\rho_\\infty > 4`).
     eps: :math:`\\epsilon \\ge 0`, default 1e-8.
     eps_root: :math:`\\epsilon_\\text{root} \\ge 0`, default 0.
-    threshold: :math:`\\tau`, default 5 (the paper switches at :math:`\\rho_t > 4`;
-      optax and torch.optim.RAdam use 5).
+    threshold: :math:`\\tau \\ge 4`, default 5 (the paper switches at :math:`\\rho_t > 4`;
+      optax and torch.optim.RAdam use 5). :math:`r_t` is not real for
+      :math:`\\rho_t < 4`, so a lower threshold is refused (optax's steps are NaN).
     nesterov: Dozat's look-ahead first moment.
     mu_dtype, nu_dtype: dtypes of :math:`m` and :math:`v` (gradtx additions).
 
@@ -66,7 +68,7 @@ def scale_by_radam(b1: ScalarOrSchedule = 0.9, b2: ScalarOrSchedule = 0.999,
   """
   spec = HParamSpec("scale_by_radam", b1=(b1, UNIT_HALF_OPEN), b2=(b2, _RADAM_B2),
                     eps=(eps, NONNEGATIVE), eps_root=(eps_root, NONNEGATIVE),
-                    threshold=(threshold, Range()))
+                    threshold=(threshold, _RADAM_THRESHOLD))
 
   def init(params):
     return ScaleByAdamState(numerics.zero_count(), tree.accumulator_like(params, dtype=mu_dtype),
@@ -91,8 +93,10 @@ def scale_by_radam(b1: ScalarOrSchedule = 0.9, b2: ScalarOrSchedule = 0.999,
       t_log_beta2 = t * jnp.log1p(-(1 - beta2))
       rho_inf = 2 / (1 - beta2) - 1
       rho_t = rho_inf - 2 * t * jnp.exp(t_log_beta2) / -jnp.expm1(t_log_beta2)
-      # Clamp inside the root so the unused branch stays finite for small rho_t.
-      rho_safe = jnp.maximum(rho_t, 5.0)
+      # Clamp inside the root so the unused branch stays finite for rho_t < 4, where
+      # r_t is not real; at 4, the lowest threshold, r_t is 0 (a clamp at 5 would
+      # give r_5 for 4 <= rho_t < 5 under a threshold of 4, the paper's).
+      rho_safe = jnp.maximum(rho_t, 4.0)
       r_t = as_dtype(jnp.sqrt((rho_safe - 4) * (rho_safe - 2) * rho_inf
                               / ((rho_inf - 4) * (rho_inf - 2) * rho_safe)), dtype)
       eps, eps_root = as_dtype(h["eps"], dtype), as_dtype(h["eps_root"], dtype)

@@ -34,7 +34,9 @@ def trace(decay: ScalarOrSchedule, nesterov: bool = False,
   Args:
     decay: :math:`\\mu \\ge 0`, the momentum coefficient (0.9 is usual).
     nesterov: use Nesterov's look-ahead form.
-    accumulator_dtype: dtype of the trace; ``None`` uses the params' dtype.
+    accumulator_dtype: dtype of the trace; ``None`` uses the params' dtype. The step
+      uses the trace as stored (rounded to this dtype), so XLA updates its buffer
+      in place; optax steps with the unrounded value.
       Given a real dtype, a complex leaf's trace is complex
       (:func:`gradtx.numerics.state_dtype`).
 
@@ -95,7 +97,9 @@ def ema(decay: ScalarOrSchedule, debias: bool = True,
   Args:
     decay: :math:`\\beta \\in [0, 1)`.
     debias: divide by :math:`1 - \\beta^t` to undo the zero initialisation.
-    accumulator_dtype: dtype of the average; ``None`` uses the params' dtype.
+    accumulator_dtype: dtype of the average; ``None`` uses the params' dtype. The
+      step uses the average as stored (rounded to this dtype), as
+      :func:`trace` does; optax's the unrounded value.
       Given a real dtype, a complex leaf's average is complex
       (:func:`gradtx.numerics.state_dtype`).
 

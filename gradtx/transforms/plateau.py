@@ -87,8 +87,8 @@ def reduce_on_plateau(factor: ScalarOrSchedule = 0.1, patience: int = 10,
   and state; the counts are compared with ``>=`` rather than ``==``, so a
   ``patience`` or ``accumulation_size`` lowered by :func:`gradtx.set_hparams`
   below the running count takes effect at once, and ``patience=0`` drops the
-  scale at every evaluation without improvement (as torch's
-  ``ReduceLROnPlateau``; optax never drops it then).
+  scale at every evaluation without improvement and never at one with (as torch's
+  ``ReduceLROnPlateau``; optax drops it at every improvement instead).
 
   Conventions: torch's ``ReduceLROnPlateau(mode="min", threshold_mode="rel")``
   with ``threshold=rtol``, ``eps`` has no counterpart here; torch changes the
@@ -146,7 +146,8 @@ def reduce_on_plateau(factor: ScalarOrSchedule = 0.1, patience: int = 10,
     best_value = jnp.where(improved, avg, state.best_value)
     plateau_count = jnp.where(improved, 0, safe_increment(state.plateau_count))
     in_cooldown = state.cooldown_count > 0
-    drop = ~in_cooldown & (plateau_count >= h["patience"])
+    # ~improved: with patience 0, plateau_count >= patience holds after an improvement too.
+    drop = ~in_cooldown & ~improved & (plateau_count >= h["patience"])
     scale = jnp.where(drop, state.scale * as_dtype(h["factor"], state.scale.dtype), state.scale)
     scale = jnp.where(in_cooldown, state.scale,
                       jnp.maximum(scale, as_dtype(h["min_scale"], scale.dtype)))

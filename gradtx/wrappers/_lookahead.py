@@ -59,7 +59,9 @@ def lookahead(fast_optimizer: GradientTransformation, sync_period: int,
     sync_period: :math:`k \\ge 1`, fast steps per sync.
     slow_step_size: :math:`\\alpha \\in [0, 1]`.
     reset_state: re-initialise the fast optimizer's state at each sync (its
-      hyperparameters, including values set by name, are kept).
+      hyperparameters, including values set by name, are kept, and so are its
+      schedules' step counts: a schedule follows the training step; optax's
+      restarts it at each sync).
 
   References:
     Zhang, Lucas, Hinton & Ba, *Lookahead Optimizer: k steps forward, 1 step
