@@ -26,9 +26,10 @@ import jax.numpy as jnp
 import numpy as np
 
 from gradtx._flax_serialization import register_with_flax, serializable
-from gradtx.core import GradientTransformation, HParams, as_transformation, check_value
+from gradtx.core import (RESTORED_WITHOUT_TARGET, GradientTransformation, HParams,
+                         as_transformation, check_value)
 from gradtx.errors import GradtxError, HyperparameterError, StructureError
-from gradtx.tree import check_inexact
+from gradtx.tree import check_inexact, freeze_without_gradient, mask_untrainable, thaw
 
 PyTree = Any
 
@@ -177,6 +178,7 @@ class Chain(GradientTransformation):
     def init(params):
       register_with_flax()  # a state is being made: see gradtx._flax_serialization
       stage_states = {}
+      params = mask_untrainable(params)  # no moments for integer buffers and keys
       for name, tx in stage_items:
         with in_stage(name):
           stage_states[name] = tx.init(params)
@@ -185,11 +187,14 @@ class Chain(GradientTransformation):
     def update(updates, state, params=None, **extra):
       if not isinstance(state, ChainState) or tuple(state) != tuple(self.stages):
         got = list(state) if isinstance(state, ChainState) else type(state).__name__
+        hint = (RESTORED_WITHOUT_TARGET if type(state) in (dict, list, tuple) else
+                "to move a state into an edited chain use "
+                "gradtx.carry_state(old_state, new_tx.init(params))")
         raise StructureError(
             f"{label}: the state does not belong to this chain: expected stages "
-            f"{list(self.stages)}, got {got}. To move a state into an edited chain "
-            "use gradtx.carry_state(old_state, new_tx.init(params))")
+            f"{list(self.stages)}, got {got}; {hint}")
       check_inexact(updates, label)
+      updates, params, original = freeze_without_gradient(updates, params, label)
       new_state = {}
       for name, tx, scaling in plan:
         if scaling is None:
@@ -202,6 +207,8 @@ class Chain(GradientTransformation):
           with in_stage(name):
             updates, new_state[name] = tx.update(updates, state[name], params, factor=factor,
                                                  **extra)
+      if original is not None:
+        updates = thaw(original, updates)
       return updates, ChainState({name: new_state[name] for name, _ in stage_items})
 
     super().__init__(init, update, name=label)
@@ -533,6 +540,10 @@ def carry_state(old: PyTree, new: PyTree, *, strict: bool = False,
   """
   if hparams not in ("old", "new"):
     raise ValueError(f"carry_state: hparams must be 'old' or 'new', got {hparams!r}")
+  plain = (dict, list, tuple)
+  if type(old) in plain and type(new) not in plain:  # nothing would match: all fresh
+    raise StructureError(f"carry_state: the old state is a {type(old).__name__}, not a "
+                         f"{type(new).__name__}; {RESTORED_WITHOUT_TARGET}")
   walk = _Carry(keep_hparams=hparams == "old")
   state = walk.stage(old, new, "")
   report = walk.report

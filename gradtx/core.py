@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import dataclasses
 import inspect
+import math
 from typing import TYPE_CHECKING, Any, Callable, Iterator, Mapping, NamedTuple, Protocol, cast
 
 import chex
@@ -81,20 +82,36 @@ class Range:
   """The allowed values of a hyperparameter, an interval of the real line.
 
   ``Range(0, 1, high_open=True)`` is :math:`[0, 1)`; ``None`` bounds are
-  unbounded. ``integer=True`` keeps the value as an int32.
+  unbounded. ``integer=True`` keeps the value as an int32. A value is a
+  scalar, unless ``vector=True``: several numbers, each in the range, held as
+  one array (``betas``).
   """
   low: float | None = None
   high: float | None = None
   low_open: bool = False
   high_open: bool = False
   integer: bool = False
+  vector: bool = False
 
   def __str__(self) -> str:
+    if self.integer:  # an int32: its bounds are the dtype's where the range has none
+      least, greatest = self._int32_bounds()
+      return f"[{least}, {greatest}] (an integer)"
     low = "-inf" if self.low is None else f"{self.low:g}"
     high = "inf" if self.high is None else f"{self.high:g}"
     left = "(" if self.low_open or self.low is None else "["
     right = ")" if self.high_open or self.high is None else "]"
     return f"{left}{low}, {high}{right}"
+
+  def _int32_bounds(self) -> tuple[int, int]:
+    """The least and greatest int32 in an integer range."""
+    info = np.iinfo(np.int32)
+    low, high = int(info.min), int(info.max)
+    if self.low is not None:
+      low = max(low, math.floor(self.low) + 1 if self.low_open else math.ceil(self.low))
+    if self.high is not None:
+      high = min(high, math.ceil(self.high) - 1 if self.high_open else math.floor(self.high))
+    return low, high
 
   def contains(self, value: Any) -> bool:
     """Whether every entry of a concrete ``value`` lies in the range."""
@@ -106,8 +123,9 @@ class Range:
       ok &= v > self.low if self.low_open else v >= self.low
     if self.high is not None:
       ok &= v < self.high if self.high_open else v <= self.high
-    if self.integer:
-      ok &= v == np.round(v)
+    if self.integer:  # a whole number that fits the int32 it is held as (not inf, not 1e10)
+      low, high = self._int32_bounds()
+      ok &= (v == np.round(v)) & (v >= low) & (v <= high)
     return bool(ok.all())
 
 
@@ -272,6 +290,20 @@ def _as_state_value(value: Any, allowed: Range) -> jax.Array:
   return jnp.asarray(value, _float_dtype())
 
 
+def _check_takes_the_count(stage: str, name: str, schedule: Callable[..., Any]) -> None:
+  """Raises :class:`HyperparameterError` if ``schedule`` cannot be called with the count."""
+  try:
+    signature = inspect.signature(schedule)
+  except (TypeError, ValueError):  # a builtin without a signature: its call will tell
+    return
+  try:
+    signature.bind(0)
+  except TypeError:
+    raise HyperparameterError(
+        f"{stage}: {name} is a function, so it is a schedule, called with the step count as "
+        f"{name}(count); the function given takes {signature}") from None
+
+
 class HParamSpec:
   """The numeric hyperparameters a transformation was built with.
 
@@ -281,8 +313,8 @@ class HParamSpec:
 
   Args:
     stage: the primitive's name, used in error messages (``"scale_by_adam"``).
-    **entries: ``name=(value, allowed_range)``; a value may be a float, an
-      array, a tuple of numbers (held as one array, such as ``betas``), or a
+    **entries: ``name=(value, allowed_range)``; a value may be a float, a 0-d
+      array, a tuple of numbers (where the range is a ``vector``), or a
       schedule (a callable of the step count).
   """
 
@@ -292,14 +324,26 @@ class HParamSpec:
     self.slots: dict[str, _Slot] = {}
     for name, (value, allowed) in entries.items():
       scheduled = callable(value)
-      if not scheduled:
+      if callable(value):
+        _check_takes_the_count(stage, name, value)
+      else:
         check_value(stage, name, value, allowed)
+        self._check_scalar(name, value, allowed)
       self.values[name] = value
       self.slots[name] = _Slot(allowed, scheduled)
     self.scheduled = any(s.scheduled for s in self.slots.values())
 
   def __bool__(self) -> bool:
     return bool(self.values)
+
+  def _check_scalar(self, name: str, value: Any, allowed: Range, context: str = "") -> None:
+    # An array would broadcast against every leaf: a per-column rate on a matrix, a
+    # (1,) update of a scalar leaf, a broadcasting error at the first step.
+    if not allowed.vector and np.ndim(value) != 0:
+      raise HyperparameterError(
+          f"{self.stage}: {name} must be a scalar, got shape {np.shape(value)}{context}. "
+          "Values per parameter: gtx.partition (one stage per group of leaves); one "
+          "per member of a vmapped ensemble: vmap over the optimizer's construction or init")
 
   def init(self) -> HParams:
     """The hyperparameters of a fresh state (schedules at step 0)."""
@@ -310,8 +354,13 @@ class HParamSpec:
       slot = self.slots[name]
       if slot.scheduled:  # for checkers: then value is a callable, and count an array
         schedule = cast("Callable[[jax.Array], chex.Numeric]", value)
-        values[name] = jnp.asarray(schedule(cast(jax.Array, count)),
-                                   jnp.int32 if slot.allowed.integer else _float_dtype())
+        first = schedule(cast(jax.Array, count))
+        try:  # concrete unless init is traced: a schedule's slip shows before any step
+          check_value(self.stage, name, first, slot.allowed)
+        except HyperparameterError as error:
+          raise HyperparameterError(f"{error} (its schedule's value at step 0)") from None
+        self._check_scalar(name, first, slot.allowed, " (its schedule's value at step 0)")
+        values[name] = jnp.asarray(first, jnp.int32 if slot.allowed.integer else _float_dtype())
       else:
         values[name] = _as_state_value(value, slot.allowed)
     return HParams(values, self.slots, count)
@@ -628,9 +677,13 @@ def identity() -> GradientTransformation:
 def apply_updates(params: Params, updates: Updates) -> Params:
   """``params + updates`` leaf by leaf, each result in its parameter's dtype.
 
-  A leaf that is ``None`` in both trees (a parameter without updates, as
-  optax allows) stays ``None``; ``updates`` must otherwise match ``params``
-  leaf for leaf (:class:`~gradtx.errors.StructureError` names the key path).
+  Where ``updates`` has no step (``None``, or a ``float0`` cotangent: a
+  chain's update for an integer buffer or a key), the parameter stays as it
+  is, as in optax and equinox. ``updates`` must otherwise match ``params``
+  leaf for leaf (:class:`~gradtx.errors.StructureError` names the key path),
+  and a step that the parameter's dtype cannot hold is refused: a
+  floating-point step of an integer or bool parameter, or a complex step of
+  a real one (which would drop its imaginary part).
 
   Example:
     >>> import gradtx as gtx
@@ -639,18 +692,31 @@ def apply_updates(params: Params, updates: Updates) -> Params:
     {'w': Array([1.5, 1.5], dtype=bfloat16)}
   """
   from gradtx.numerics import as_dtype, compute_dtype
-  from gradtx.tree import check_structure
-  check_structure(params, updates, "params", "updates")
+  from gradtx.tree import check_structure, keystr, no_gradient
 
-  def add(p, u):
-    if u is None:
+  def add(path, u, p):
+    if no_gradient(u):
       return p
     p = p if isinstance(p, jax.Array) else jnp.asarray(p)  # for its dtype; as_dtype takes u as is
+    if jnp.shape(u) != p.shape:  # would broadcast
+      raise StructureError(
+          f"updates and params differ in shape at key path {keystr(path)}: "
+          f"{jnp.shape(u)} in updates, {p.shape} in params")
+    u_kind, p_kind = jnp.result_type(u).kind, p.dtype.kind
+    if (p_kind in "iub" and u_kind not in "iub") or (u_kind == "c" and p_kind != "c"):
+      raise StructureError(
+          f"apply_updates: the update at key path {keystr(path)} is {jnp.result_type(u)} and "
+          f"the parameter is {p.dtype}, which cannot hold it (a float step of an integer "
+          "is truncated, a complex step of a real number loses its imaginary part)")
     # Add in the wider of the two types, then return to the parameter's dtype.
     wide = compute_dtype(p, u)
     return as_dtype(as_dtype(p, wide) + as_dtype(u, wide), p.dtype)
 
-  return jax.tree.map(add, params, updates, is_leaf=lambda x: x is None)
+  try:  # updates' structure is a prefix of params': a step of None leaves a subtree as it is
+    return jax.tree_util.tree_map_with_path(add, updates, params, is_leaf=no_gradient)
+  except ValueError:
+    check_structure(params, updates, "params", "updates")  # names the key path
+    raise
 
 
 # optax's names for the protocol's parts. Every gradtx update takes ``**extra``, so
@@ -709,6 +775,10 @@ def init_empty_state(params: Params) -> EmptyState:
   return EmptyState(HParamSpec("init_empty_state").init())
 
 
+RESTORED_WITHOUT_TARGET = ("a checkpoint restored without a target gives plain containers: "
+                           "restore into the structure of tx.init(params)")
+
+
 def check_state(stage: str, state: Any, kind: type) -> None:
   """Raises :class:`~gradtx.errors.StructureError` unless ``state`` is a ``kind``.
 
@@ -718,8 +788,7 @@ def check_state(stage: str, state: Any, kind: type) -> None:
   """
   if isinstance(state, kind):
     return
-  hint = ("; a checkpoint restored without a target gives plain containers: restore into "
-          "the structure of tx.init(params)" if type(state) in (dict, list, tuple) else
+  hint = ("; " + RESTORED_WITHOUT_TARGET if type(state) in (dict, list, tuple) else
           "; pass the state this transformation's init made (to carry a state into an "
           "edited chain, use gradtx.carry_state)")
 

@@ -97,6 +97,90 @@ def check_inexact(updates: PyTree, stage: str) -> None:
           "float leaves only (eqx.filter_grad, or jax.grad of a function of those leaves)")
 
 
+def no_gradient(u: Any) -> bool:
+  """An update leaf that steps nothing: ``None`` (``eqx.filter_grad``'s for a
+  non-float leaf) or a ``float0`` cotangent (``jax.grad(..., allow_int=True)``'s)."""
+  return u is None or getattr(u, "dtype", None) == jax.dtypes.float0
+
+
+def untrainable(x: Any) -> bool:
+  """An integer, bool or PRNG-key array: a leaf no gradient can step."""
+  dtype = getattr(x, "dtype", None)
+  return dtype is not None and (jax.dtypes.issubdtype(dtype, jax.dtypes.prng_key)
+                                or getattr(dtype, "kind", None) in ("i", "u", "b"))
+
+
+def _none_or_node(x: Any) -> bool:
+  return x is None or _is_node(x)
+
+
+def mask_untrainable(params: PyTree) -> PyTree:
+  """``params`` with each :func:`untrainable` leaf, and each ``None``, a :class:`MaskedNode`.
+
+  A chain's ``init`` gives its stages these params, so no stage keeps a
+  moment for an integer buffer or a key (rounded to an integer, a moment
+  would step it by garbage); and a ``None`` (a non-array leaf filtered out,
+  ``eqx.filter(model, eqx.is_array)``) is masked as its update's ``None``
+  will be (:func:`freeze_without_gradient`).
+  """
+  if params is None or not any(x is None or untrainable(x) for x in
+                               jax.tree_util.tree_leaves(params, is_leaf=_none_or_node)):
+    return params  # the common case: the tree as it is
+  return jax.tree.map(lambda x: MaskedNode() if x is None or untrainable(x) else x, params,
+                      is_leaf=_none_or_node)
+
+
+def _no_gradient_or_node(x: Any) -> bool:
+  return no_gradient(x) or _is_node(x)
+
+
+def freeze_without_gradient(updates: PyTree, params: PyTree | None,
+                            stage: str) -> tuple[PyTree, PyTree | None, PyTree | None]:
+  """Masks the leaves a chain's stages must not step: ``(updates, params, original)``.
+
+  Where ``updates`` has no gradient (:func:`no_gradient`), both trees get a
+  :class:`MaskedNode`, which the stages pass through and keep no state for
+  (as :func:`mask_untrainable` did at ``init`` for integer and key params):
+  an equinox model's integer buffer, or a frozen leaf, under
+  ``eqx.filter(model, eqx.is_array)``. ``original`` is ``updates`` as given,
+  for :func:`thaw`; ``None`` when nothing is masked (the common case, which
+  returns the trees as they are). An integer or key param with a
+  floating-point update raises :class:`StructureError`.
+  """
+  marked = any(no_gradient(u) for u in
+               jax.tree_util.tree_leaves(updates, is_leaf=_no_gradient_or_node))
+  has_untrainable = params is not None and any(
+      untrainable(p) for p in jax.tree_util.tree_leaves(params, is_leaf=_none_or_node))
+  if not marked and not has_untrainable:
+    return updates, params, None
+  if params is not None:
+    def check(path: tuple, u: Any, p: Any) -> None:
+      if untrainable(p) and not no_gradient(u):
+        raise StructureError(
+            f"{stage}: the params at key path {keystr(path)} are {p.dtype}, and their update is "
+            f"{getattr(u, 'dtype', type(u).__name__)}: only floating-point params are stepped. "
+            "Give them no gradient (None, as eqx.filter_grad does) or leave them out of the "
+            "tree you optimize")
+
+    try:  # updates' structure is a prefix of params': a None stands for any subtree
+      jax.tree_util.tree_map_with_path(check, updates, params, is_leaf=_no_gradient_or_node)
+    except ValueError:
+      check_structure(updates, params, "updates", "params", stage=stage)
+      raise
+    params = jax.tree.map(lambda u, p: MaskedNode() if no_gradient(u) else p, updates, params,
+                          is_leaf=_no_gradient_or_node)
+  masked = jax.tree.map(lambda u: MaskedNode() if no_gradient(u) else u, updates,
+                        is_leaf=_no_gradient_or_node)
+  return masked, params, updates
+
+
+def thaw(original: PyTree, updates: PyTree) -> PyTree:
+  """The updates of a chain's stages, with ``None`` where ``original`` had no gradient
+  (see :func:`freeze_without_gradient`)."""
+  return jax.tree.map(lambda u, new: None if no_gradient(u) else new, original, updates,
+                      is_leaf=_no_gradient_or_node)
+
+
 def check_real(params: PyTree, stage: str) -> None:
   """Raises if a leaf of ``params`` is complex: for rules defined on real numbers only."""
   for path, p in jax.tree_util.tree_flatten_with_path(params, is_leaf=is_masked)[0]:

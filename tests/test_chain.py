@@ -224,11 +224,35 @@ ERRORS = [
     (lambda: gtx.set_hparams(_state_of(ADAM()), {"adam.b1": jnp.asarray(False)}),
      gtx.HyperparameterError, r"adam: b1 must be a number in \[0, 1\), got Array\(False"),
     (lambda: gtx.apply_if_finite(ADAM(), max_consecutive_errors=-1), gtx.HyperparameterError,
-     r"apply_if_finite: max_consecutive_errors must be in \[0, inf\)"),
+     r"apply_if_finite: max_consecutive_errors must be in \[0, 2147483647\] \(an integer\)"),
     (lambda: gtx.apply_if_finite(ADAM(), max_consecutive_errors=1.5), gtx.HyperparameterError,
-     r"max_consecutive_errors must be in \[0, inf\), got 1\.5"),
+     r"max_consecutive_errors must be in \[0, 2147483647\] \(an integer\), got 1\.5"),
+    # An integer held as an int32: inf and 1e10 raised OverflowError.
+    (lambda: gtx.apply_every(k=float("inf")), gtx.HyperparameterError,
+     r"apply_every: k must be in \[1, 2147483647\] \(an integer\), got inf"),
+    (lambda: gtx.set_hparams(_state_of(gtx.chain(every=gtx.apply_every(2))), {"every.k": 1e10}),
+     gtx.HyperparameterError, r"every: k must be in \[1, 2147483647\] \(an integer\), got 1e\+10"),
+    # An array broadcasts against every leaf: a per-column rate, a (1,) step of a scalar.
+    (lambda: gtx.adam((0.1, 0.2)), gtx.HyperparameterError,
+     r"scale_by_learning_rate: learning_rate must be a scalar, got shape \(2,\)\. Values per "
+     r"parameter: gtx\.partition"),
+    (lambda: gtx.sgd(0.1, momentum=jnp.array([0.9])), gtx.HyperparameterError,
+     r"trace: decay must be a scalar, got shape \(1,\)"),
+    # A schedule's value at step 0 is checked as a value is; one that cannot take the count.
+    (lambda: _state_of(gtx.sgd(lambda count: -0.1)), gtx.HyperparameterError,
+     r"stage 'lr': scale_by_learning_rate: learning_rate must be in \[0, inf\), got -0\.1 "
+     r"\(its schedule's value at step 0\)"),
+    (lambda: _state_of(gtx.sgd(lambda count: jnp.nan)), gtx.HyperparameterError,
+     r"learning_rate must be in \[0, inf\), got nan \(its schedule's value at step 0\)"),
+    (lambda: _state_of(gtx.sgd(lambda count: "0.1")), gtx.HyperparameterError,
+     r"learning_rate must be a number in \[0, inf\), got '0\.1'"),
+    (lambda: _state_of(gtx.sgd(lambda count: jnp.full(2, 0.1))), gtx.HyperparameterError,
+     r"learning_rate must be a scalar, got shape \(2,\) \(its schedule's value at step 0\)"),
+    (lambda: gtx.sgd(lambda: 0.1), gtx.HyperparameterError,
+     r"scale_by_learning_rate: learning_rate is a function, so it is a schedule, called with "
+     r"the step count as learning_rate\(count\); the function given takes \(\)"),
     (lambda: gtx.multi_steps(ADAM(), every_k_schedule=0), gtx.HyperparameterError,
-     r"multi_steps: every_k_schedule must be in \[1, inf\), got 0"),
+     r"multi_steps: every_k_schedule must be in \[1, 2147483647\] \(an integer\), got 0"),
     (lambda: gtx.lookahead(ADAM(), sync_period=2, slow_step_size=1.5), gtx.HyperparameterError,
      r"lookahead: slow_step_size must be in \[0, 1\], got 1\.5"),
     (lambda: gtx.reduce_on_plateau(factor=0.0), gtx.HyperparameterError,
@@ -341,6 +365,33 @@ ERRORS = [
         acc=gtx.apply_if_finite(ADAM(), 2)).init(_params())), gtx.StructureError,
      r"stage 'acc': multi_steps: the state is an ApplyIfFiniteState, where this stage's init "
      r"makes a MultiStepsState"),
+    # A state restored without a target (plain dicts): the hint says how to restore it;
+    # carry_state would have carried nothing, silently.
+    (lambda: _update(ADAM(), state=dict(_state_of(ADAM()))), gtx.StructureError,
+     r"adam: the state does not belong to this chain: expected stages \['adam', 'lr'\], got "
+     r"dict; a checkpoint restored without a target gives plain containers: restore into the "
+     r"structure of tx\.init\(params\)"),
+    (lambda: gtx.carry_state(dict(_state_of(ADAM())), _state_of(ADAM())), gtx.StructureError,
+     r"carry_state: the old state is a dict, not a ChainState; a checkpoint restored without "
+     r"a target"),
+    # An integer param with a float update: its moments would be integers, its step garbage.
+    (lambda: _update(ADAM(), grads={"w": jnp.ones((3, 2)), "b": jnp.ones(2)},
+                     params={"w": jnp.ones((3, 2)), "b": jnp.ones(2, jnp.int32)}),
+     gtx.StructureError,
+     r"adam: the params at key path \['b'\] are int32, and their update is float32: only "
+     r"floating-point params are stepped"),
+    # apply_updates: a step the parameter's dtype cannot hold.
+    (lambda: gtx.apply_updates({"w": jnp.ones(2)}, {"w": jnp.array([0.1 + 1j, 0.1])}),
+     gtx.StructureError, r"apply_updates: the update at key path \['w'\] is complex64 and the "
+                         r"parameter is float32, which cannot hold it"),
+    (lambda: gtx.apply_updates({"w": jnp.array([1, 2])}, {"w": jnp.array([0.6, -0.6])}),
+     gtx.StructureError, r"the update at key path \['w'\] is float32 and the parameter is int32"),
+    (lambda: gtx.apply_updates({"w": jnp.ones(2)}, {"w": jnp.ones(())}), gtx.StructureError,
+     r"updates and params differ in shape at key path \['w'\]: \(\) in updates, \(2,\) in "
+     r"params"),
+    (lambda: gtx.apply_updates({"w": jnp.ones(2)}, {"v": jnp.ones(2)}), gtx.StructureError,
+     r"updates and params differ in structure: key path \['w'\] is in params but not in "
+     r"updates"),
     # carry_state.
     (lambda: gtx.carry_state(_state_of(ADAM()), _state_of(gtx.sgd(0.1)), strict=True),
      gtx.StructureError, r"could not carry every stage: fresh \[\].*dropped \['adam'\]"),

@@ -302,6 +302,72 @@ def test_equinox_filter_jit_matches_optax(name):
   _assert_trajectories_equal(_equinox_run(gtx, name), _equinox_run(optax, name))
 
 
+class _Indexed(eqx.Module):
+  """A model with an integer buffer and a key beside its weights, as eqx.nn layers have."""
+  w: jax.Array
+  index: jax.Array
+  key: jax.Array
+
+  def __call__(self, x):
+    return jnp.sum((self.w[self.index] * x - 1.0) ** 2)
+
+
+_WITH_BUFFERS = {
+    "sgd+momentum": lambda: gtx.sgd(0.1, 0.9), "adamw": lambda: gtx.adamw(0.1),
+    "lamb": lambda: gtx.lamb(0.1), "adafactor": lambda: gtx.adafactor(0.1),
+    "clip+adam": lambda: gtx.chain(clip=gtx.clip_by_global_norm(1.0), adam=gtx.adam(0.1)),
+    "muon": lambda: gtx.contrib.muon(0.1),
+}
+
+
+@pytest.mark.parametrize("name", list(_WITH_BUFFERS))
+def test_integer_buffers_and_keys_of_an_equinox_model_are_left_alone(name):
+  # eqx.filter(model, eqx.is_array) keeps the buffer and the key, eqx.filter_grad gives
+  # them None: the state had integer moments for them and every stage refused the None
+  # (optax's adam does too). Now they get no state and no step, and the weights train
+  # exactly as they do without them.
+  x = jnp.linspace(0.5, 2.0, 4)
+  model = _Indexed(jnp.linspace(-1.0, 1.0, 4), jnp.array([3, 2, 1, 0]), jax.random.key(0))
+  alone = {"w": model.w}
+
+  def run(make_grads, params, steps=4):
+    tx = _WITH_BUFFERS[name]()
+    state = tx.init(params)
+    step = jax.jit(lambda p, s: (lambda u, s: (gtx.apply_updates(p, u), s, u))(
+        *tx.update(make_grads(p), s, p)))
+    for _ in range(steps):
+      params, state, updates = step(params, state)
+    return params, state, updates
+
+  params, state, updates = run(lambda m: eqx.filter_grad(lambda m: m(x))(m),
+                               eqx.filter(model, eqx.is_array))
+  def weights_only(p):
+    return jax.grad(lambda p: _Indexed(p["w"], model.index, model.key)(x))(p)
+
+  reference, _, _ = run(weights_only, alone)
+  np.testing.assert_array_equal(params.w, reference["w"])
+  np.testing.assert_array_equal(params.index, model.index)
+  np.testing.assert_array_equal(jax.random.key_data(params.key), jax.random.key_data(model.key))
+  assert updates.index is None and updates.key is None
+  integer_state = [leaf for leaf in jax.tree.leaves(state)
+                   if leaf.ndim and not jnp.issubdtype(leaf.dtype, jnp.inexact)]
+  assert integer_state == [], "a moment was kept for the buffer"
+
+
+def test_float0_gradients_of_integer_params_step_nothing():
+  # jax.grad(..., allow_int=True) gives an integer input a float0 cotangent.
+  params = {"w": jnp.ones(3), "n": jnp.array([1, 2])}
+  grads = jax.grad(lambda p: jnp.sum(p["w"] ** 2) * jnp.sum(p["n"]).astype(jnp.float32),
+                   allow_int=True)(params)
+  tx = gtx.adam(0.1)
+  updates, _ = tx.update(grads, tx.init(params), params)
+  assert updates["n"] is None
+  np.testing.assert_allclose(updates["w"], -0.1 * jnp.ones(3), rtol=1e-6)
+  new = gtx.apply_updates(params, updates)
+  np.testing.assert_array_equal(new["n"], params["n"])
+  np.testing.assert_array_equal(gtx.apply_updates(params, grads)["n"], params["n"])
+
+
 # ----------------------------------------------------------------------------
 # Stages across libraries.
 

@@ -14,7 +14,7 @@ from gradtx import tree
 from gradtx.chain import Chain, named_chain
 from gradtx.contrib._whole_tree import (_adam_step_size, _betas, _current_estimate, _l1,
                                        _over_root, _real_zeros_like, _scalar_dtype)
-from gradtx.core import (NONNEGATIVE, POSITIVE, UNIT_HALF_OPEN, GradientTransformation, HParams,
+from gradtx.core import (NONNEGATIVE, POSITIVE, GradientTransformation, HParams,
                          HParamSpec, ScalarOrSchedule, check_state, require_params_like)
 from gradtx.numerics import (as_dtype, compute_dtype, ema_moment, safe_divide,
                              safe_increment, zero_count)
@@ -100,7 +100,7 @@ def scale_by_dadapt_adamw(learning_rate: ScalarOrSchedule = 1.0,
   """
   stage = "scale_by_dadapt_adamw"
   spec = HParamSpec(stage, learning_rate=(learning_rate, NONNEGATIVE),
-                    betas=(tuple(_betas(stage, betas)), UNIT_HALF_OPEN), eps=(eps, NONNEGATIVE),
+                    betas=_betas(stage, betas), eps=(eps, NONNEGATIVE),
                     estim_lr0=(estim_lr0, POSITIVE), weight_decay=(weight_decay, NONNEGATIVE))
 
   def init(params):

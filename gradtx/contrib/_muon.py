@@ -21,7 +21,7 @@ from gradtx import tree
 from gradtx.chain import Chain, named_chain
 from gradtx.contrib._common import (MuonDimensionNumbers, WeightDimNumOrFn, _dims_per_leaf, _fans,
                                     _map_matrices, _matrices_2d, _matrix_axes)
-from gradtx.core import (ANY, NONNEGATIVE, POSITIVE, POSITIVE_INT, UNIT_HALF_OPEN,
+from gradtx.core import (NONNEGATIVE, POSITIVE, POSITIVE_INT, UNIT_HALF_OPEN, Range,
                          GradientTransformation, HParams, HParamSpec, Params, ScalarOrSchedule,
                          check_state, check_value, stateless)
 from gradtx.numerics import (as_dtype, at_least_float32, ema_moment, safe_divide, safe_increment,
@@ -205,8 +205,9 @@ def scale_by_muon(ns_coeffs: tuple | str = _DEFAULT_NS_COEFFS, ns_steps: int = 5
     raise ValueError(f"{stage}: preconditioning must be one of {_PRECONDITIONINGS}, got "
                      f"{preconditioning!r}")
   check_value(stage, "ns_steps", ns_steps, POSITIVE_INT)
-  spec = HParamSpec(stage, beta=(beta, UNIT_HALF_OPEN), eps=(eps, NONNEGATIVE),
-                    ns_coeffs=(_ns_coeffs_array(stage, ns_coeffs), ANY))
+  spec = HParamSpec(stage, beta=(beta, UNIT_HALF_OPEN),
+                    eps=(eps, NONNEGATIVE),
+                    ns_coeffs=(_ns_coeffs_array(stage, ns_coeffs), Range(vector=True)))
 
   def init(params):
     return MuonState(zero_count(), tree.accumulator_like(params, dtype=mu_dtype), spec.init())

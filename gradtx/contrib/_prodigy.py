@@ -11,7 +11,7 @@ from gradtx import tree
 from gradtx.chain import Chain, named_chain
 from gradtx.contrib._whole_tree import (_adam_step_size, _betas, _current_estimate, _l1,
                                        _over_root, _real_zeros_like, _scalar_dtype)
-from gradtx.core import (NONNEGATIVE, POSITIVE, UNIT, UNIT_HALF_OPEN, GradientTransformation,
+from gradtx.core import (NONNEGATIVE, POSITIVE, UNIT, GradientTransformation,
                          HParams, HParamSpec, ScalarOrSchedule, check_state, require_params_like)
 from gradtx.numerics import (as_dtype, compute_dtype, ema_moment, safe_divide,
                              safe_increment, zero_count)
@@ -109,7 +109,7 @@ def scale_by_prodigy(learning_rate: ScalarOrSchedule = 1.0,
   """
   stage = "scale_by_prodigy"
   entries = dict(learning_rate=(learning_rate, NONNEGATIVE),
-                 betas=(tuple(_betas(stage, betas)), UNIT_HALF_OPEN))
+                 betas=_betas(stage, betas))
   if beta3 is not None:
     entries["beta3"] = (beta3, UNIT)
   spec = HParamSpec(stage, **entries, eps=(eps, NONNEGATIVE),

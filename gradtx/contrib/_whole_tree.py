@@ -16,6 +16,7 @@ import jax
 import jax.numpy as jnp
 
 from gradtx import tree
+from gradtx.core import Range
 from gradtx.numerics import as_dtype, compute_dtype, real_dtype, safe_sqrt, state_dtype, widened
 from gradtx.tree_utils import tree_norm
 
@@ -56,12 +57,13 @@ def _l1(x: Any, dtype: Any) -> jax.Array:
   return as_dtype(jnp.asarray(tree_norm(wide, ord=1)), dtype)
 
 
-def _betas(stage: str, betas: Any) -> tuple[Any, Any]:
+def _betas(stage: str, betas: Any) -> tuple[tuple[Any, Any], Range]:
+  """``betas``' entry of a :class:`HParamSpec`: the pair (b1, b2), each in [0, 1)."""
   try:
     b1, b2 = betas
   except (TypeError, ValueError):
     raise ValueError(f"{stage}: betas must be a pair (b1, b2), got {betas!r}") from None
-  return b1, b2
+  return (b1, b2), Range(0.0, 1.0, high_open=True, vector=True)
 
 
 def _count_as(count: jax.Array, dtype: Any) -> jax.Array:
