@@ -425,6 +425,15 @@ def test_missing_arguments_raise_naming_the_stage():
     sam.update(params, sam.init(params))
 
 
+def test_sam_given_the_state_of_other_params_names_itself():
+  # The message lacked "sam: " (the check was not given the stage).
+  sam = gtx.contrib.sam(gtx.sgd(0.1), gtx.sgd(0.1))
+  params = {"w": jnp.ones(2)}
+  with pytest.raises(gtx.StructureError, match=r"^sam: state.cache and params differ in shape "
+                                               r"at key path \['w'\]"):
+    sam.update(params, sam.init({"w": jnp.ones(3)}), params)
+
+
 def test_sophia_prints_the_win_rate_when_asked(capfd):
   params = _tree()
   tx = gtx.contrib.sophia(0.1, verbose=True, print_win_rate_every_n_steps=2)

@@ -382,6 +382,21 @@ def test_missing_params_and_a_state_without_schedule_free_raise():
     gtx.contrib.schedule_free_eval_params(gtx.sgd(0.1).init(params), params)
 
 
+def test_eval_params_of_other_params_raise_naming_the_function_and_key_path():
+  # jax's "pytree structure error: different numbers of pytree children at key path []".
+  params = {"a": jnp.ones(2), "b": jnp.ones(3)}
+  state = gtx.contrib.schedule_free_sgd(0.1).init(params)
+  eval_params = gtx.contrib.schedule_free_eval_params
+  with pytest.raises(gtx.StructureError,
+                     match=r"^schedule_free_eval_params: params and state.z differ in structure: "
+                           r"key path \['b'\] is in state.z but not in params"):
+    eval_params(state, {"a": params["a"]})
+  with pytest.raises(gtx.StructureError,
+                     match=r"^schedule_free_eval_params: params and state.z differ in shape at "
+                           r"key path \['b'\]"):
+    eval_params(state, {"a": params["a"], "b": jnp.ones(4)})
+
+
 # ----------------------------------------------------------------------------
 # Zero gradients, packed mode, public names.
 

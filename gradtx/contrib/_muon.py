@@ -24,6 +24,7 @@ from gradtx.contrib._common import (MuonDimensionNumbers, WeightDimNumOrFn, _dim
 from gradtx.core import (ANY, NONNEGATIVE, POSITIVE, POSITIVE_INT, UNIT_HALF_OPEN,
                          GradientTransformation, HParams, HParamSpec, Params, ScalarOrSchedule,
                          check_state, check_value, stateless)
+from gradtx.errors import HyperparameterError
 from gradtx.numerics import (as_dtype, at_least_float32, ema_moment, safe_divide, safe_increment,
                              safe_rsqrt, zero_count)
 from gradtx.transforms.decay import Mask, add_decayed_weights
@@ -207,6 +208,9 @@ def scale_by_muon(ns_coeffs: tuple | str = _DEFAULT_NS_COEFFS, ns_steps: int = 5
   check_value(stage, "ns_steps", ns_steps, POSITIVE_INT)
   spec = HParamSpec(stage, beta=(beta, UNIT_HALF_OPEN), eps=(eps, NONNEGATIVE),
                     ns_coeffs=(_ns_coeffs_array(stage, ns_coeffs), ANY))
+  if np.ndim(ns_steps) != 0 or not np.isfinite(ns_steps):  # the range has no upper bound
+    raise HyperparameterError(f"{stage}: ns_steps must be in {POSITIVE_INT}, got {ns_steps}")
+  ns_steps = int(ns_steps)  # the length of a Python loop: 5.0 is 5
 
   def init(params):
     return MuonState(zero_count(), tree.accumulator_like(params, dtype=mu_dtype), spec.init())
@@ -227,7 +231,7 @@ def scale_by_muon(ns_coeffs: tuple | str = _DEFAULT_NS_COEFFS, ns_steps: int = 5
     def orthogonal(x, dims):
       if dims is None:
         return x
-      o = _orthogonalize(x, dims, h["ns_coeffs"], int(ns_steps), preconditioning, h["eps"])
+      o = _orthogonalize(x, dims, h["ns_coeffs"], ns_steps, preconditioning, h["eps"])
       return as_dtype(jnp.real(jnp.sum(x.conj() * o)), o.dtype) * o if adaptive else o
 
     new = _map_matrices(stage, weight_dimension_numbers, orthogonal, mu_hat)
