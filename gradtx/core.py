@@ -612,6 +612,9 @@ def stateless(f: Callable[..., Updates], *, name: str | None = None,
     Array([-1., -1.], dtype=float32)
   """
   from gradtx.tree import check_structure  # pylint: disable=import-outside-toplevel
+  if not callable(f):
+    raise TypeError(f"stateless: f must be a function f(updates, params, **hparams), got "
+                    f"{f!r}; to multiply the updates by a number use gtx.scale")
   name = name or cast(str, getattr(f, "__name__", "stateless"))
   spec = HParamSpec(name, **hyperparams)
 

@@ -231,7 +231,8 @@ ERRORS = [
     (lambda: gtx.apply_every(k=float("inf")), gtx.HyperparameterError,
      r"apply_every: k must be in \[1, 2147483647\] \(an integer\), got inf"),
     (lambda: gtx.set_hparams(_state_of(gtx.chain(every=gtx.apply_every(2))), {"every.k": 1e10}),
-     gtx.HyperparameterError, r"every: k must be in \[1, 2147483647\] \(an integer\), got 1e\+10"),
+     gtx.HyperparameterError,
+     r"every: k must be in \[1, 2147483647\] \(an integer\), got 10000000000\.0"),
     # An array broadcasts against every leaf: a per-column rate, a (1,) step of a scalar.
     (lambda: gtx.adam((0.1, 0.2)), gtx.HyperparameterError,
      r"scale_by_learning_rate: learning_rate must be a scalar, got shape \(2,\)\. Values per "
@@ -361,6 +362,8 @@ ERRORS = [
     (lambda: gtx.chain(**{"not valid": ADAM()}), ValueError,
      r"chain: stage name 'not valid' must be a Python identifier"),
     (lambda: gtx.chain(3), TypeError, r"chain: expected a gradient transformation"),
+    (lambda: gtx.stateless(0.1), TypeError,
+     r"stateless: f must be a function f\(updates, params, \*\*hparams\), got 0\.1"),
     (lambda: _update(gtx.chain(acc=gtx.multi_steps(ADAM(), 2)), state=gtx.chain(
         acc=gtx.apply_if_finite(ADAM(), 2)).init(_params())), gtx.StructureError,
      r"stage 'acc': multi_steps: the state is an ApplyIfFiniteState, where this stage's init "

@@ -393,14 +393,14 @@ BAD_HYPERPARAMETERS = [
     (lambda: gtx.contrib.sophia(0.1, clip_threshold=0.0),
      r"scale_by_sophia: clip_threshold must be in \(0, inf\)"),
     (lambda: gtx.contrib.sophia(0.1, update_interval=0),
-     r"scale_by_sophia: update_interval must be in \[1, inf\), got 0"),
+     r"scale_by_sophia: update_interval must be in \[1, 2147483647\] \(an integer\), got 0"),
     (lambda: gtx.contrib.sophia(0.1, print_win_rate_every_n_steps=-1),
-     r"scale_by_sophia: print_win_rate_every_n_steps must be in \[0, inf\)"),
+     r"scale_by_sophia: print_win_rate_every_n_steps must be in \[0, 2147483647\] \(an integer\)"),
     (lambda: gtx.contrib.sophia(-0.1), r"scale_by_learning_rate: learning_rate must be in"),
     (lambda: gtx.contrib.sam(gtx.sgd(0.1), gtx.sgd(0.1), sync_period=0),
-     r"sam: sync_period must be in \[1, inf\), got 0"),
+     r"sam: sync_period must be in \[1, 2147483647\] \(an integer\), got 0"),
     (lambda: gtx.contrib.sam(gtx.sgd(0.1), gtx.sgd(0.1), sync_period=1.5),
-     r"sam: sync_period must be in \[1, inf\), got 1.5"),
+     r"sam: sync_period must be in \[1, 2147483647\] \(an integer\), got 1.5"),
 ]
 
 
@@ -423,6 +423,15 @@ def test_missing_arguments_raise_naming_the_stage():
     sam.update(params, sam.init(params), params)
   with pytest.raises(gtx.MissingArgumentError, match=r"sam needs the parameters"):
     sam.update(params, sam.init(params))
+
+
+def test_sam_given_the_state_of_other_params_names_itself():
+  # The message lacked "sam: " (the check was not given the stage).
+  sam = gtx.contrib.sam(gtx.sgd(0.1), gtx.sgd(0.1))
+  params = {"w": jnp.ones(2)}
+  with pytest.raises(gtx.StructureError, match=r"^sam: state.cache and params differ in shape "
+                                               r"at key path \['w'\]"):
+    sam.update(params, sam.init({"w": jnp.ones(3)}), params)
 
 
 def test_sophia_prints_the_win_rate_when_asked(capfd):

@@ -364,7 +364,10 @@ BAD_HYPERPARAMETERS = [
     (lambda: gtx.contrib.muon(0.1, beta=1.0), r"scale_by_muon: beta must be in \[0, 1\), got 1.0"),
     (lambda: gtx.contrib.muon(0.1, eps=-1.0), r"scale_by_muon: eps must be in \[0, inf\)"),
     (lambda: gtx.contrib.scale_by_muon(ns_steps=0),
-     r"scale_by_muon: ns_steps must be in \[1, inf\)"),
+     r"scale_by_muon: ns_steps must be in \[1, 2147483647\] \(an integer\)"),
+    # inf passed the integer check, then int(inf) raised OverflowError at the first step.
+    (lambda: gtx.contrib.muon(0.1, ns_steps=float("inf")),
+     r"^scale_by_muon: ns_steps must be in \[1, .*got inf"),
     (lambda: gtx.contrib.scale_by_muon(ns_coeffs=(1.0, 2.0)),
      r"scale_by_muon: ns_coeffs must have shape \(3,\) or \(n, 3\), got \(2,\)"),
     (lambda: gtx.contrib.muon(0.1, ns_coeffs="polar"),
@@ -378,9 +381,9 @@ BAD_HYPERPARAMETERS = [
     (lambda: gtx.contrib.muon(0.1, weight_decay=-1.0),
      r"add_decayed_weights: weight_decay must be"),
     (lambda: gtx.contrib.galore(0.1, rank=0),
-     r"scale_by_galore: rank must be in \[1, inf\), got 0"),
+     r"scale_by_galore: rank must be in \[1, 2147483647\] \(an integer\), got 0"),
     (lambda: gtx.contrib.galore(0.1, update_proj_gap=0),
-     r"scale_by_galore: update_proj_gap must be in \[1, inf\), got 0"),
+     r"scale_by_galore: update_proj_gap must be in \[1, 2147483647\] \(an integer\), got 0"),
     (lambda: gtx.contrib.galore(0.1, weight_decay=-0.1),
      r"add_decayed_weights: weight_decay must be"),
 ]
@@ -388,6 +391,13 @@ BAD_HYPERPARAMETERS = [
 
 test_bad_hyperparameters_raise_at_construction = bad_hyperparameters_test(
     BAD_HYPERPARAMETERS, named=False)
+
+
+def test_muon_ns_steps_given_as_a_whole_float_runs_that_many_steps():
+  params = {"w": jnp.linspace(-1.0, 1.0, 6).reshape(2, 3)}
+  steps = [gtx.contrib.scale_by_muon(ns_steps=n) for n in (3.0, 3)]
+  got, want = (tx.update(params, tx.init(params))[0] for tx in steps)
+  np.testing.assert_array_equal(got["w"], want["w"])
 
 
 def test_galore_rank_must_be_an_int():

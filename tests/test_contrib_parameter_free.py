@@ -300,6 +300,9 @@ BAD_HYPERPARAMETERS = [
     (lambda: gtx.contrib.dadapt_adamw(weight_decay=-1.0),
      r"scale_by_dadapt_adamw: weight_decay must be in \[0, inf\)"),
     (lambda: gtx.contrib.dadapt_adamw(betas=0.9), r"scale_by_dadapt_adamw: betas must be a pair"),
+    # 0 made the estimate 0/0 at the first step and every step NaN from the second on.
+    (lambda: gtx.contrib.dadapt_adamw(eps=0.0),
+     r"scale_by_dadapt_adamw: eps must be in \(0, inf\), got 0.0"),
     (lambda: gtx.contrib.dog(init_step=("guess", 1.0)),
      r"scale_by_dog: the kind of init_step must be one of"),
     (lambda: gtx.contrib.dog(init_step=("distance", 0.0)),

@@ -340,9 +340,9 @@ BAD_HYPERPARAMETERS = [
     (lambda: gtx.contrib.schedule_free_sgd(weight_lr_power=-1.0),
      r"schedule_free: weight_lr_power must be in \[0, inf\), got -1.0"),
     (lambda: gtx.contrib.schedule_free_sgd(warmup_steps=0),
-     r"schedule_free_sgd: warmup_steps must be in \[1, inf\), got 0"),
+     r"schedule_free_sgd: warmup_steps must be in \[1, 2147483647\] \(an integer\), got 0"),
     (lambda: gtx.contrib.schedule_free_adamw(warmup_steps=2.5),
-     r"schedule_free_adamw: warmup_steps must be in \[1, inf\), got 2.5"),
+     r"schedule_free_adamw: warmup_steps must be in \[1, 2147483647\] \(an integer\), got 2.5"),
     (lambda: gtx.contrib.schedule_free_adamw(b2=1.0),
      r"scale_by_rms: decay must be in \[0, 1\), got 1.0"),
     (lambda: gtx.contrib.schedule_free_sgd(weight_decay=-1.0),
@@ -380,6 +380,21 @@ def test_missing_params_and_a_state_without_schedule_free_raise():
   with pytest.raises(ValueError, match=r"schedule_free_eval_params: the state holds no "
                                        r"ScheduleFreeState"):
     gtx.contrib.schedule_free_eval_params(gtx.sgd(0.1).init(params), params)
+
+
+def test_eval_params_of_other_params_raise_naming_the_function_and_key_path():
+  # jax's "pytree structure error: different numbers of pytree children at key path []".
+  params = {"a": jnp.ones(2), "b": jnp.ones(3)}
+  state = gtx.contrib.schedule_free_sgd(0.1).init(params)
+  eval_params = gtx.contrib.schedule_free_eval_params
+  with pytest.raises(gtx.StructureError,
+                     match=r"^schedule_free_eval_params: params and state.z differ in structure: "
+                           r"key path \['b'\] is in state.z but not in params"):
+    eval_params(state, {"a": params["a"]})
+  with pytest.raises(gtx.StructureError,
+                     match=r"^schedule_free_eval_params: params and state.z differ in shape at "
+                           r"key path \['b'\]"):
+    eval_params(state, {"a": params["a"], "b": jnp.ones(4)})
 
 
 # ----------------------------------------------------------------------------

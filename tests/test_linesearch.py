@@ -250,8 +250,8 @@ def test_backtracking_hparams_read_and_set_without_retracing():
 
 @pytest.mark.parametrize("kwargs, pattern", [
     (dict(max_backtracking_steps=-1), r"scale_by_backtracking_linesearch: "
-     r"max_backtracking_steps must be in \[0, inf\)"),
-    (dict(max_backtracking_steps=2.5), r"max_backtracking_steps must be in \[0, inf\)"),
+     r"max_backtracking_steps must be in \[0, 2147483647\] \(an integer\)"),
+    (dict(max_backtracking_steps=2.5), r"max_backtracking_steps must be in \[0, 2147483647\] \(an integer\)"),
     (dict(max_backtracking_steps=5, decrease_factor=1.0), r"decrease_factor must be in \(0, 1\)"),
     (dict(max_backtracking_steps=5, slope_rtol=1.0), r"slope_rtol must be in \[0, 1\)"),
     (dict(max_backtracking_steps=5, increase_factor=0.5), r"increase_factor must be in \[1, inf\)"),
@@ -407,6 +407,72 @@ def test_value_and_grad_from_state_errors():
   no_grad = gtx.chain(gtx.sgd(1.0), gtx.scale_by_backtracking_linesearch(5))
   with pytest.raises(ValueError, match="store_grad=True"):
     value_and_grad(params, state=no_grad.init(params))
+
+
+_LINESEARCH_FAMILY = [
+    pytest.param(lambda: gtx.lbfgs(), "scale_by_lbfgs", id="lbfgs"),
+    pytest.param(lambda: gtx.chain(sgd=gtx.sgd(1.0), ls=gtx.scale_by_zoom_linesearch(5)),
+                 "scale_by_zoom_linesearch", id="zoom"),
+    pytest.param(lambda: gtx.chain(sgd=gtx.sgd(1.0),
+                                   ls=gtx.scale_by_backtracking_linesearch(5, store_grad=True)),
+                 "scale_by_backtracking_linesearch", id="backtracking"),
+]
+
+
+@pytest.mark.parametrize("make, stage", _LINESEARCH_FAMILY)
+def test_a_tree_without_leaves_steps_as_a_no_op(make, stage):
+  # The first slope summed no leaves: IndexError (optax 0.2.8 too).
+  del stage
+  tx = make()
+
+  def f(params):
+    del params
+    return jnp.float32(1.0)
+
+  step = _step_fn(tx, f, jit=True)
+  state = tx.init({})
+  for _ in range(2):
+    updates, state = step({}, state, {}, jnp.float32(1.0))
+    assert updates == {}
+
+
+@pytest.mark.parametrize("make", [
+    lambda: gtx.scale_by_lbfgs(), lambda: gtx.scale_by_zoom_linesearch(5),
+    lambda: gtx.scale_by_backtracking_linesearch(5)], ids=["lbfgs", "zoom", "backtracking"])
+def test_integer_params_raise_naming_the_key_path(make):
+  # Integer params only: the loss, held in their dtype, starts at inf (OverflowError, in
+  # optax 0.2.8 too); beside float ones, the step failed on their float0 gradients. The
+  # stages themselves: a chain may leave integer leaves out before its stages see them.
+  tx = make()
+  n = jnp.arange(2, dtype=jnp.int32)
+  for params in ({"n": n}, {"n": n, "w": jnp.ones(2)}):
+    with pytest.raises(gtx.StructureError,
+                       match=rf"^{tx.name}: params at key path \['n'\] are int32; {tx.name} "
+                             r"needs floating-point"):
+      tx.init(params)
+
+
+def test_lbfgs_memory_size_is_a_whole_number_and_finite():
+  # 2.0 passed the integer check, then jnp.zeros((2.0, 3)) raised; inf raised there too.
+  params = jnp.array([1.0, -2.0, 0.5])
+  whole, given_float = gtx.lbfgs(memory_size=2), gtx.lbfgs(memory_size=2.0)
+  assert given_float.init(params)["lbfgs"].weights_memory.shape == (2,)
+  got = _minimize_steps(given_float, params, 4)
+  np.testing.assert_array_equal(got, _minimize_steps(whole, params, 4))
+  for bad in (float("inf"), 2.5, 0):
+    with pytest.raises(gtx.HyperparameterError,
+                       match=rf"^scale_by_lbfgs: memory_size must be in \[1, .*got {bad}"):
+      gtx.lbfgs(memory_size=bad)
+
+
+def _minimize_steps(tx, params, steps):
+  step = _step_fn(tx, _quadratic, jit=False)
+  state = tx.init(params)
+  for _ in range(steps):
+    value, grad = jax.value_and_grad(_quadratic)(params)
+    updates, state = step(grad, state, params, value)
+    params = gtx.apply_updates(params, updates)
+  return np.asarray(params)
 
 
 def test_backtracking_state_maps_with_tree_map_params():

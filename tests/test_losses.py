@@ -929,6 +929,15 @@ ERRORS = [
     (lambda: losses.ctc_loss(jnp.zeros((2, 0, 3)), jnp.zeros((2, 0)), jnp.zeros((2, 1), int),
                              jnp.zeros((2, 1))), ValueError,
      r"logits have no frames \(shape \(2, 0, 3\)\)"),
+    # axis=None with a per-row where: expand_dims(where, None) raised "'NoneType' object is
+    # not iterable" (so does optax 0.2.8).
+    (lambda: losses.softmax_cross_entropy(jnp.zeros((2, 3)), jnp.zeros((2, 3)), axis=None,
+                                          where=jnp.array([True, False])), ValueError,
+     r"^softmax_cross_entropy: with axis=None every axis is a class axis, so where must have "
+     r"the rank of logits \(2\), got shape \(2,\)"),
+    (lambda: losses.poly_loss_cross_entropy(jnp.zeros((2, 3)), jnp.zeros((2, 3)), axis=None,
+                                            where=jnp.array([True, False])), ValueError,
+     r"^poly_loss_cross_entropy: with axis=None"),
 ]
 
 

@@ -206,6 +206,79 @@ def test_bad_hyperparameters_raise_at_construction(make, message):
     make()
 
 
+# eps_root=None and the accumulators' starting values (options written into the state at
+# init, not hyperparameters): each was taken, then failed at the first step (KeyError
+# 'eps_root', full_like on a list or None) or stepped by NaN or 0 for ever.
+_ADAM_FAMILY = ["adam", "adamw", "amsgrad", "lamb", "nadam", "nadamw", "optimistic_adam",
+                "optimistic_adam_v2"]
+
+BAD_OPTIONS = [
+    *[pytest.param(lambda name=name: getattr(gtx, name)(0.1, eps_root=None),
+                   r"^scale_by_(adam|amsgrad): eps_root must be in \[0, inf\), got None",
+                   id=f"{name}-eps_root-None") for name in _ADAM_FAMILY],
+    (lambda: gtx.contrib.muon(0.1, adam_eps_root=None),
+     r"^scale_by_adam: eps_root must be in \[0, inf\), got None"),
+    (lambda: gtx.adagrad(0.1, initial_accumulator_value=float("nan")),
+     r"^scale_by_rss: initial_accumulator_value must be in \[0, inf\), got nan"),
+    (lambda: gtx.adagrad(0.1, initial_accumulator_value=[0.1]),
+     r"^scale_by_rss: initial_accumulator_value must be a scalar, got shape \(1,\)"),
+    (lambda: gtx.rmsprop(0.1, initial_scale=-1.0),
+     r"^scale_by_rms: initial_scale must be in \[0, inf\), got -1.0"),
+    (lambda: gtx.rmsprop(0.1, initial_scale=float("nan")), r"^scale_by_rms: initial_scale .*nan"),
+    (lambda: gtx.rmsprop(0.1, initial_scale=float("inf")), r"^scale_by_rms: initial_scale .*inf"),
+    (lambda: gtx.rmsprop(0.1, initial_scale=None), r"^scale_by_rms: initial_scale .*got None"),
+    (lambda: gtx.rmsprop(0.1, centered=True, initial_scale=-1.0),
+     r"^scale_by_stddev: initial_scale must be in \[0, inf\)"),
+    (lambda: gtx.scale_by_yogi(initial_accumulator_value=-1e-6),
+     r"^scale_by_yogi: initial_accumulator_value must be in \[0, inf\)"),
+    (lambda: gtx.adafactor(min_dim_size_to_factor=float("nan")),
+     r"^scale_by_factored_rms: min_dim_size_to_factor must be in \[0, .*got nan"),
+    (lambda: gtx.adafactor(min_dim_size_to_factor=None),
+     r"^scale_by_factored_rms: min_dim_size_to_factor must be in \[0, .*got None"),
+]
+
+
+@pytest.mark.parametrize("make, message", BAD_OPTIONS)
+def test_bad_options_raise_at_construction_naming_the_stage_and_argument(make, message):
+  # optax 0.2.8 takes eps_root=None too, and fails at the first step (None + array).
+  with pytest.raises(gtx.HyperparameterError, match=message):
+    make()
+
+
+@pytest.mark.parametrize("make", [
+    lambda: gtx.adagrad(0.1, initial_accumulator_value=0),  # torch's default
+    lambda: gtx.adagrad(0.1, initial_accumulator_value=jnp.float32(0.5)),
+    lambda: gtx.rmsprop(0.1, initial_scale=1.0),  # TF1's
+    lambda: gtx.rmsprop(0.1, centered=True, initial_scale=0.0),
+    lambda: gtx.adafactor(0.1, min_dim_size_to_factor=0),
+    lambda: gtx.adam(0.1, eps_root=1e-8),
+])
+def test_the_options_optax_takes_still_build_and_step(make):
+  params = {"w": jnp.ones((2, 3))}
+  tx = make()
+  updates, _ = tx.update({"w": jnp.full((2, 3), 0.1)}, tx.init(params), params)
+  assert all_finite(updates)
+
+
+def test_sm3_steps_a_zero_size_leaf():
+  # jnp.max over the (3, 0) leaf's empty axis raised "zero-size array to reduction
+  # operation max which has no identity"; its accumulators stay 0 and its step is empty.
+  params = {"e": jnp.ones((3, 0)), "w": jnp.ones((2, 3))}
+  grads = {"e": jnp.ones((3, 0)), "w": jnp.linspace(-1.0, 1.0, 6).reshape(2, 3)}
+  tx = gtx.sm3(0.1)
+  for step in (tx.update, jax.jit(tx.update)):
+    state = tx.init(params)
+    for _ in range(2):
+      updates, state = step(grads, state, params)
+    assert updates["e"].shape == (3, 0)
+    np.testing.assert_array_equal(state["sm3"].mu["e"][0], np.zeros(3))
+    alone = gtx.sm3(0.1)
+    alone_state = alone.init({"w": params["w"]})
+    for _ in range(2):
+      want, alone_state = alone.update({"w": grads["w"]}, alone_state, {"w": params["w"]})
+    np.testing.assert_array_equal(updates["w"], want["w"])
+
+
 def _centered_rmsprop(learning_rate, **kwargs):
   return gtx.rmsprop(learning_rate, centered=True, **kwargs)
 

@@ -575,6 +575,16 @@ def test_reduce_on_plateau_hparams_state_and_errors():
     gtx.reduce_on_plateau(rtol=0.0, atol=0.0)
 
 
+@pytest.mark.parametrize("name, value", [("rtol", [0.1]), ("rtol", jnp.array([0.1])),
+                                         ("factor", np.array([0.5]))])
+def test_reduce_on_plateau_takes_scalars_only(name, value):
+  # rtol raised float()'s TypeError at construction, without the stage; a factor array made
+  # the state's scale an array.
+  with pytest.raises(gtx.HyperparameterError,
+                     match=rf"^reduce_on_plateau: {name} must be a scalar, got shape \(1,\)"):
+    gtx.contrib.reduce_on_plateau(**{name: value})
+
+
 def test_wrapper_reprs_show_inner_stages():
   text = repr(gtx.apply_if_finite(gtx.multi_steps(gtx.sgd(0.1), 4), 3))
   assert "apply_if_finite(" in text and "max_consecutive_errors=3" in text
@@ -658,7 +668,7 @@ def test_apply_every_matches_optax_and_sets_k_by_name():
   expected = jax.tree.map(lambda a, b: a + b, _grads(params, 0), _grads(params, 1))
   _assert_trees(updates, expected, rtol=1e-6)
   assert step._cache_size() == 1
-  with pytest.raises(gtx.HyperparameterError, match=r"apply_every: k must be in \[1, inf\)"):
+  with pytest.raises(gtx.HyperparameterError, match=r"apply_every: k must be in \[1, 2147483647\] \(an integer\)"):
     gtx.apply_every(0)
 
 

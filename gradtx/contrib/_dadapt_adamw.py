@@ -66,7 +66,9 @@ def scale_by_dadapt_adamw(learning_rate: ScalarOrSchedule = 1.0,
     learning_rate: :math:`\\gamma_t \\ge 0`, default 1 (a schedule around 1).
     betas: :math:`(\\beta_1, \\beta_2)`, each in :math:`[0, 1)`, default
       ``(0.9, 0.999)``; held as one array ``betas``.
-    eps: :math:`\\epsilon \\ge 0`, default 1e-8.
+    eps: :math:`\\epsilon > 0`, default 1e-8. Not 0: the estimate's
+      :math:`s / (\\sqrt{v} + \\epsilon)` is 0/0 at the first step, and every step
+      from the second on is NaN (so in optax 0.2.8, which takes 0).
     estim_lr0: :math:`d_0 > 0`, default 1e-6. Read as :math:`d_1` at the
       first step only (a value set after init counts); later the estimate
       lives in the state's ``estim_lr``.
@@ -100,7 +102,7 @@ def scale_by_dadapt_adamw(learning_rate: ScalarOrSchedule = 1.0,
   """
   stage = "scale_by_dadapt_adamw"
   spec = HParamSpec(stage, learning_rate=(learning_rate, NONNEGATIVE),
-                    betas=_betas(stage, betas), eps=(eps, NONNEGATIVE),
+                    betas=_betas(stage, betas), eps=(eps, POSITIVE),
                     estim_lr0=(estim_lr0, POSITIVE), weight_decay=(weight_decay, NONNEGATIVE))
 
   def init(params):

@@ -208,6 +208,7 @@ def scale_by_muon(ns_coeffs: tuple | str = _DEFAULT_NS_COEFFS, ns_steps: int = 5
   spec = HParamSpec(stage, beta=(beta, UNIT_HALF_OPEN),
                     eps=(eps, NONNEGATIVE),
                     ns_coeffs=(_ns_coeffs_array(stage, ns_coeffs), Range(vector=True)))
+  ns_steps = int(ns_steps)  # the length of a Python loop: 5.0 is 5
 
   def init(params):
     return MuonState(zero_count(), tree.accumulator_like(params, dtype=mu_dtype), spec.init())
@@ -228,7 +229,7 @@ def scale_by_muon(ns_coeffs: tuple | str = _DEFAULT_NS_COEFFS, ns_steps: int = 5
     def orthogonal(x, dims):
       if dims is None:
         return x
-      o = _orthogonalize(x, dims, h["ns_coeffs"], int(ns_steps), preconditioning, h["eps"])
+      o = _orthogonalize(x, dims, h["ns_coeffs"], ns_steps, preconditioning, h["eps"])
       return as_dtype(jnp.real(jnp.sum(x.conj() * o)), o.dtype) * o if adaptive else o
 
     new = _map_matrices(stage, weight_dimension_numbers, orthogonal, mu_hat)

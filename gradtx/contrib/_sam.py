@@ -178,7 +178,7 @@ def sam(optimizer: GradientTransformation, adv_optimizer: GradientTransformation
     return tree.tree_map(lambda u, g: (-u).astype(g.dtype), adv_updates, like)
 
   def transparent_update(updates, state, params, extra):
-    tree.check_structure(params, state.cache, "params", "state.cache")
+    tree.check_structure(params, state.cache, "params", "state.cache", stage="sam")
     opt_state, adv_state = state.opt_state["optimizer"], state.adv_state["adv_optimizer"]
     first = state.steps_since_sync == 0
     last = state.steps_since_sync == sync_period - 1

@@ -224,6 +224,7 @@ def schedule_free_eval_params(state: Any, params: Any) -> Any:
     Array([0., 0.], dtype=float32)
   """
   state = _find_schedule_free_state(state)
+  tree.check_structure(state.z, params, "state.z", "params", stage="schedule_free_eval_params")
   b1 = state.b1
 
   def leaf(y, z):

@@ -122,7 +122,7 @@ def softmax_cross_entropy(
   dtype = x.dtype
   x = _wide(x)
   y = jnp.asarray(labels).astype(x.dtype)
-  where = _expand_where(where, x.ndim, axis)
+  where = _expand_where("softmax_cross_entropy", where, x.ndim, axis)
   terms = _times_log(y, _log_softmax(x, axis, where))
   if where is not None:
     terms = jnp.where(where, terms, 0)
@@ -243,7 +243,7 @@ def softmax_cross_entropy_with_integer_labels(
   axes = _class_axes(name, axis, x.ndim)
   dtype = x.dtype
   x = _wide(x)
-  where = _expand_where(where, x.ndim, axes)
+  where = _expand_where(name, where, x.ndim, axes)
   if isinstance(axis, tuple):
     x = _flatten_class_axes(x, axes)
     if where is not None:
@@ -434,7 +434,7 @@ def poly_loss_cross_entropy(
   x = _wide(x)
   y = jnp.asarray(labels).astype(x.dtype)
   epsilon = as_dtype(epsilon, x.dtype)
-  where = _expand_where(where, x.ndim, axis)
+  where = _expand_where(name, where, x.ndim, axis)
   log_p = _log_softmax(x, axis, where)
   one_minus_pt = jnp.sum(y * -jnp.expm1(log_p), axis=axis, where=where)
   ce = softmax_cross_entropy(x, y, axis=axis, where=where)

@@ -60,15 +60,19 @@ def _check(loss: str, arg: str, value: Any, allowed: Range) -> None:
     check_value(loss, arg, value, allowed)
 
 
-def _expand_where(where: ArrayLike | None, ndim: int, axis: Axis) -> jax.Array | None:
+def _expand_where(loss: str, where: ArrayLike | None, ndim: int,
+                  axis: Axis) -> jax.Array | None:
   """A ``where`` mask given per example gets the class axis back (as optax)."""
   if where is None:
     return None
   where = jnp.asarray(where)
   if where.ndim != ndim:
-    # axis=None (no class axis) with a per-example where: expand_dims raises an unhelpful
-    # TypeError; a clearer error would change behaviour, so it is left for its own change.
-    where = jnp.expand_dims(where, axis)  # type: ignore[arg-type]  # axis may be None: above
+    if axis is None:  # every axis is a class axis: there is no per-example shape to expand
+      raise ValueError(
+          f"{loss}: with axis=None every axis is a class axis, so where must have the rank "
+          f"of logits ({ndim}), got shape {where.shape}; pass where broadcast to the logits' "
+          "shape, or the class axis as axis (optax 0.2.8 raises a TypeError here)")
+    where = jnp.expand_dims(where, axis)
   return where
 
 

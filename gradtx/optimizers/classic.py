@@ -74,7 +74,7 @@ def adagrad(learning_rate: ScalarOrSchedule, initial_accumulator_value: float = 
 
   Args:
     learning_rate: :math:`\\eta`.
-    initial_accumulator_value: :math:`G_0`, default 0.1, written into the state
+    initial_accumulator_value: :math:`G_0 \\ge 0`, default 0.1, written into the state
       at init (not a hyperparameter).
     eps: :math:`\\epsilon`, default 1e-7, inside the root.
     nu_dtype: dtype of :math:`G` (not in optax); ``jnp.float32`` for float16
@@ -111,7 +111,7 @@ def rmsprop(learning_rate: ScalarOrSchedule, decay: ScalarOrSchedule = 0.9,
     learning_rate: :math:`\\eta`.
     decay: :math:`\\rho`, default 0.9 (torch's ``alpha`` defaults to 0.99).
     eps: :math:`\\epsilon`, default 1e-8.
-    initial_scale: :math:`\\nu_0`, default 0, written into the state at init
+    initial_scale: :math:`\\nu_0 \\ge 0`, default 0, written into the state at init
       (not a hyperparameter).
     eps_in_sqrt: :math:`\\epsilon` inside the root (default) or outside it
       (torch.optim.RMSprop's placement: pass ``eps_in_sqrt=False``).

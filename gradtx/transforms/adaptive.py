@@ -18,7 +18,8 @@ from gradtx import numerics, tree
 from gradtx.core import (NONNEGATIVE, UNIT_HALF_OPEN, GradientTransformation, HParams, HParamSpec,
                          Range, ScalarOrSchedule, check_state, require_params)
 from gradtx.numerics import as_dtype, compute_dtype, ema_moment, safe_increment
-from gradtx.transforms.moments import ScaleByAdamState, adam_moments, debiased_first_moment
+from gradtx.transforms.moments import (ScaleByAdamState, adam_moments, check_initial_value,
+                                      debiased_first_moment)
 
 __all__ = ["ScaleByAdanState", "ScaleByBeliefState", "ScaleByNadamState", "ScaleByNovogradState",
            "scale_by_adan", "scale_by_belief", "scale_by_nadam", "scale_by_novograd",
@@ -214,7 +215,7 @@ def scale_by_yogi(b1: ScalarOrSchedule = 0.9, b2: ScalarOrSchedule = 0.999,
     b2: :math:`\\beta_2 \\in [0, 1)`, default 0.999.
     eps: :math:`\\epsilon \\ge 0`, default 1e-3.
     eps_root: :math:`\\epsilon_\\text{root} \\ge 0`, default 0.
-    initial_accumulator_value: :math:`m_0 = v_0`, default 1e-6: the state's
+    initial_accumulator_value: :math:`m_0 = v_0 \\ge 0`, default 1e-6: the state's
       starting value, written at init (not a hyperparameter; to change it
       later, change ``mu`` and ``nu``).
     mu_dtype, nu_dtype: dtypes of :math:`m` and :math:`v` (gradtx additions).
@@ -224,6 +225,7 @@ def scale_by_yogi(b1: ScalarOrSchedule = 0.9, b2: ScalarOrSchedule = 0.999,
   """
   spec = HParamSpec("scale_by_yogi", b1=(b1, UNIT_HALF_OPEN), b2=(b2, UNIT_HALF_OPEN),
                     eps=(eps, NONNEGATIVE), eps_root=(eps_root, NONNEGATIVE))
+  check_initial_value("scale_by_yogi", "initial_accumulator_value", initial_accumulator_value)
 
   def init(params):
     return ScaleByAdamState(numerics.zero_count(),

@@ -26,7 +26,7 @@ import numpy as np
 
 from gradtx import numerics, tree
 from gradtx.core import (NONNEGATIVE, NONNEGATIVE_INT, UNIT, UNIT_HALF_OPEN, GradientTransformation,
-                         HParams, HParamSpec, ScalarOrSchedule, check_state)
+                         HParams, HParamSpec, ScalarOrSchedule, check_state, check_value)
 from gradtx.errors import StructureError
 from gradtx.numerics import abs_sq, as_dtype, compute_dtype, ema_moment, safe_increment
 
@@ -103,7 +103,8 @@ def scale_by_factored_rms(factored: bool = True, decay_rate: ScalarOrSchedule = 
       :math:`t_0 + 1`, and before it :math:`\\hat\\beta_2 = 0` (the statistic
       is the current :math:`G_t`). Differs from optax 0.2.8, where every step
       before :math:`t_0 + 1` gives NaN, which then stays in the state.
-    min_dim_size_to_factor: factor only if both largest axes are this long, default 128.
+    min_dim_size_to_factor: factor only if both largest axes are this long, an
+      integer :math:`\\ge 0`, default 128.
     epsilon: :math:`\\epsilon_1 \\ge 0`, default 1e-30.
     decay_rate_fn: ``fn(i, c) -> beta2`` with ``i = max(t - 1 - t_0, 0)`` the number
       of earlier steps, as optax's; default :math:`1 - (i+1)^{-c}` (computed in
@@ -124,6 +125,9 @@ def scale_by_factored_rms(factored: bool = True, decay_rate: ScalarOrSchedule = 
   """
   spec = HParamSpec("scale_by_factored_rms", decay_rate=(decay_rate, UNIT),
                     step_offset=(step_offset, NONNEGATIVE_INT), epsilon=(epsilon, NONNEGATIVE))
+  # A structural option (it decides the state's shapes), so not in the state.
+  check_value("scale_by_factored_rms", "min_dim_size_to_factor", min_dim_size_to_factor,
+              NONNEGATIVE_INT)
   beta2_at = decay_rate_fn or _decay_rate_pow
 
   def state_shapes(shape: tuple[int, ...]) -> tuple[tuple[int, ...], ...]:
@@ -289,7 +293,9 @@ def scale_by_sm3(b1: ScalarOrSchedule = 0.9, b2: ScalarOrSchedule = 1.0,
       if g.ndim < 2:
         mu_new = [nu.astype(mu[0].dtype)]
       else:
-        mu_new = [jnp.max(nu, axis=tuple(k for k in range(g.ndim) if k != axis)).astype(a.dtype)
+        # initial=0 (nu >= 0): a zero-size leaf, (3, 0), has no entries to take the max of.
+        mu_new = [jnp.max(nu, axis=tuple(k for k in range(g.ndim) if k != axis),
+                          initial=0).astype(a.dtype)
                   for axis, a in enumerate(mu)]
       return m_new.astype(g.dtype), mu_new, m_new.astype(m.dtype)
 

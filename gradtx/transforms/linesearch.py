@@ -60,9 +60,27 @@ def _slope(updates: Any, grad: Any) -> jax.Array:
   leaves (bfloat16 leaves or leaves of mixed precision), as optax's ``tree.vdot`` upcasts.
   """
   pairs = list(zip(jax.tree.leaves(updates), jax.tree.leaves(grad)))
+  if not pairs:  # a tree without leaves: the loss does not change along the line
+    return jnp.zeros((), jnp.result_type(float))
   dtype = numerics.at_least_float32(*[x for pair in pairs for x in pair])
   terms = [jnp.sum(u.astype(dtype) * g.astype(dtype)).real for u, g in pairs]
   return sum(terms[1:], terms[0])
+
+
+def _check_inexact_params(stage: str, params: Any) -> None:
+  """Raises :class:`StructureError` naming the first leaf of ``params`` that is not floating
+  point or complex: the stage steps the params by fractions of a direction and holds the
+  loss and step lengths in their dtype (an integer one cannot hold the first, infinite,
+  loss; optax 0.2.8 fails there with an ``OverflowError``)."""
+  for path, p in jax.tree_util.tree_flatten_with_path(params, is_leaf=tree.is_masked)[0]:
+    if tree.is_masked(p):
+      continue
+    dtype = jnp.result_type(p)
+    if not jnp.issubdtype(dtype, jnp.inexact):
+      raise StructureError(
+          f"{stage}: params at key path {tree.keystr(path)} are {dtype}; {stage} needs "
+          "floating-point (or complex) params: pass the float leaves only as the params, "
+          "and let value_fn close over the others")
 
 
 def _value_fn_kwargs(value_fn: Any, extra: dict[str, Any]) -> dict[str, Any]:
@@ -137,9 +155,12 @@ def scale_by_lbfgs(memory_size: int = 10, scale_init_precond: bool = True
     Nocedal & Wright, *Numerical Optimization*, 1999, Algorithms 7.4 and 7.5.
   """
   check_value("scale_by_lbfgs", "memory_size", memory_size, POSITIVE_INT)
+  memory_size = int(memory_size)  # the length of the memories' leading axis: 10.0 is 10
   spec = HParamSpec("scale_by_lbfgs")
 
   def init(params):
+    _check_inexact_params("scale_by_lbfgs", params)
+
     def stacked():  # called once per memory: two memories sharing buffers cannot be donated
       return tree.tree_map(lambda p: jnp.zeros((memory_size,) + jnp.shape(p),
                                                jnp.asarray(p).dtype), params)
@@ -351,6 +372,7 @@ def scale_by_zoom_linesearch(max_linesearch_steps: int,
   spec = HParamSpec("scale_by_zoom_linesearch", **entries)
 
   def init(params):
+    _check_inexact_params("scale_by_zoom_linesearch", params)
     dtype = _value_dtype(params)
     info = ZoomLinesearchInfo(jnp.zeros([], jnp.int32), jnp.asarray(jnp.inf, dtype),
                               jnp.asarray(jnp.inf, dtype))
@@ -622,6 +644,7 @@ def scale_by_backtracking_linesearch(max_backtracking_steps: int,
       atol=(atol, NONNEGATIVE), rtol=(rtol, NONNEGATIVE))
 
   def init(params):
+    _check_inexact_params(stage, params)
     dtype = _value_dtype(params)
     info = BacktrackingLinesearchInfo(jnp.zeros([], jnp.int32), jnp.asarray(jnp.inf, dtype))
     return ScaleByBacktrackingLinesearchState(

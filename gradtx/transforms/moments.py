@@ -14,14 +14,17 @@ gradients', and the step is cast back to the gradients' dtype.
 
 from __future__ import annotations
 
+import math
 from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from gradtx import tree
 from gradtx.core import (NONNEGATIVE, UNIT_HALF_OPEN, GradientTransformation, HParams, HParamSpec,
-                         ScalarOrSchedule, check_state, read_once)
+                         Range, ScalarOrSchedule, check_state, check_value, read_once)
+from gradtx.errors import HyperparameterError
 from gradtx import numerics
 from gradtx.numerics import (abs_sq, as_dtype, compute_dtype, ema_moment, lerp_moment,
                              safe_increment, safe_rsqrt)
@@ -32,6 +35,22 @@ __all__ = [
     "scale_by_adamax", "scale_by_amsgrad", "scale_by_rms", "scale_by_rss", "scale_by_stddev",
 ]
 
+
+_FINITE_NONNEGATIVE = Range(0.0, math.inf, high_open=True)
+
+
+def check_initial_value(stage: str, name: str, value: Any) -> None:
+  """Checks the starting value of an accumulator (``initial_scale``,
+  ``initial_accumulator_value``): an option written into the state at init, not a
+  hyperparameter, so no :class:`HParamSpec` checks it.
+
+  A finite number :math:`\\ge 0`, one for every entry: a root of the accumulator is
+  taken (a negative start gives NaN steps), a NaN or Inf start freezes every step at 0
+  or NaN, and an array would be broadcast against every leaf.
+  """
+  check_value(stage, name, value, _FINITE_NONNEGATIVE)
+  if np.ndim(value) != 0:
+    raise HyperparameterError(f"{stage}: {name} must be a scalar, got shape {np.shape(value)}")
 
 
 class ScaleByRmsState(NamedTuple):
@@ -65,7 +84,7 @@ def scale_by_rms(decay: ScalarOrSchedule = 0.9, eps: ScalarOrSchedule = 1e-8,
   Args:
     decay: :math:`\\rho \\in [0, 1)`, default 0.9 (torch's ``alpha=0.99``).
     eps: :math:`\\epsilon \\ge 0`, default 1e-8.
-    initial_scale: :math:`\\nu_0`, default 0 (torch and TF1 use 0 and 1
+    initial_scale: :math:`\\nu_0 \\ge 0`, default 0 (torch and TF1 use 0 and 1
       respectively): the state's starting ``nu``, written at init (not a
       hyperparameter).
     eps_in_sqrt: where :math:`\\epsilon` sits (see above).
@@ -78,6 +97,7 @@ def scale_by_rms(decay: ScalarOrSchedule = 0.9, eps: ScalarOrSchedule = 1e-8,
     Machine Learning, 2012.
   """
   spec = HParamSpec("scale_by_rms", decay=(decay, UNIT_HALF_OPEN), eps=(eps, NONNEGATIVE))
+  check_initial_value("scale_by_rms", "initial_scale", initial_scale)
 
   def init(params):
     return ScaleByRmsState(numerics.zero_count(),
@@ -132,6 +152,7 @@ def scale_by_stddev(decay: ScalarOrSchedule = 0.9, eps: ScalarOrSchedule = 1e-8,
     Graves, *Generating Sequences With Recurrent Neural Networks*, 2013.
   """
   spec = HParamSpec("scale_by_stddev", decay=(decay, UNIT_HALF_OPEN), eps=(eps, NONNEGATIVE))
+  check_initial_value("scale_by_stddev", "initial_scale", initial_scale)
 
   def init(params):
     return ScaleByStddevState(numerics.zero_count(), tree.zeros_like(params),
@@ -181,7 +202,7 @@ def scale_by_rss(initial_accumulator_value: float = 0.1,
   or :math:`u_t = g_t / (\\sqrt{G_t} + \\epsilon)` with ``eps_in_sqrt=False``.
 
   Args:
-    initial_accumulator_value: :math:`G_0`, default 0.1 (torch's default is 0):
+    initial_accumulator_value: :math:`G_0 \\ge 0`, default 0.1 (torch's default is 0):
       the state's starting ``sum_of_squares``, written at init (not a hyperparameter).
     eps: :math:`\\epsilon \\ge 0`, default 1e-7, inside the root (torch adds
       ``eps=1e-10`` outside it).
@@ -198,6 +219,7 @@ def scale_by_rss(initial_accumulator_value: float = 0.1,
     and Stochastic Optimization*, JMLR 2011.
   """
   spec = HParamSpec("scale_by_rss", eps=(eps, NONNEGATIVE))
+  check_initial_value("scale_by_rss", "initial_accumulator_value", initial_accumulator_value)
 
   def init(params):
     return ScaleByRssState(tree.accumulator_like(params, initial_accumulator_value, nu_dtype),
@@ -293,11 +315,11 @@ class ScaleByAdamState(NamedTuple):
   hparams: HParams
 
 
-def _adam_spec(stage: str, b1: Any, b2: Any, eps: Any, eps_root: Any = None) -> HParamSpec:
-  entries = dict(b1=(b1, UNIT_HALF_OPEN), b2=(b2, UNIT_HALF_OPEN), eps=(eps, NONNEGATIVE))
-  if eps_root is not None:
-    entries["eps_root"] = (eps_root, NONNEGATIVE)
-  return HParamSpec(stage, **entries)
+def _adam_spec(stage: str, b1: Any, b2: Any, eps: Any, eps_root: Any) -> HParamSpec:
+  # eps_root is checked as every other value: None is refused at construction (the step
+  # reads it; optax 0.2.8 takes None too and fails at the first step).
+  return HParamSpec(stage, b1=(b1, UNIT_HALF_OPEN), b2=(b2, UNIT_HALF_OPEN),
+                    eps=(eps, NONNEGATIVE), eps_root=(eps_root, NONNEGATIVE))
 
 
 def debiased_first_moment(g: jax.Array, m_new: jax.Array, b1: jax.Array, count: jax.Array,
@@ -521,7 +543,8 @@ def scale_by_adamax(b1: ScalarOrSchedule = 0.9, b2: ScalarOrSchedule = 0.999,
   References:
     Kingma & Ba, *Adam: A Method for Stochastic Optimization*, ICLR 2015, §7.1.
   """
-  spec = _adam_spec("scale_by_adamax", b1, b2, eps)
+  spec = HParamSpec("scale_by_adamax", b1=(b1, UNIT_HALF_OPEN), b2=(b2, UNIT_HALF_OPEN),
+                    eps=(eps, NONNEGATIVE))
 
   def init(params):
     return ScaleByAdamState(numerics.zero_count(), tree.zeros_like(params),
