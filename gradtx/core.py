@@ -697,29 +697,47 @@ def apply_updates(params: Params, updates: Updates) -> Params:
   from gradtx.numerics import as_dtype, compute_dtype
   from gradtx.tree import check_structure, keystr, no_gradient
 
-  def add(path, u, p):
+  def refusal(u: Any, p: jax.Array) -> str | None:
+    """Why ``p + u`` cannot be stored in ``p``'s place, or None."""
+    u_shape, u_dtype = (u.shape, u.dtype) if hasattr(u, "dtype") else (
+        jnp.shape(u), jnp.result_type(u))  # a Python number
+    if u_shape != p.shape:  # would broadcast
+      return f"updates and params differ in shape at key path {{}}: {u_shape} in updates, " \
+             f"{p.shape} in params"
+    u_kind, p_kind = u_dtype.kind, p.dtype.kind
+    if (p_kind in "iub" and u_kind not in "iub") or (u_kind == "c" and p_kind != "c"):
+      return (f"apply_updates: the update at key path {{}} is {u_dtype} and the parameter is "
+              f"{p.dtype}, which cannot hold it (a float step of an integer is truncated, a "
+              "complex step of a real number loses its imaginary part)")
+    return None
+
+  def add(u, p):
     if no_gradient(u):
       return p
     p = p if isinstance(p, jax.Array) else jnp.asarray(p)  # for its dtype; as_dtype takes u as is
-    if jnp.shape(u) != p.shape:  # would broadcast
-      raise StructureError(
-          f"updates and params differ in shape at key path {keystr(path)}: "
-          f"{jnp.shape(u)} in updates, {p.shape} in params")
-    u_kind, p_kind = jnp.result_type(u).kind, p.dtype.kind
-    if (p_kind in "iub" and u_kind not in "iub") or (u_kind == "c" and p_kind != "c"):
-      raise StructureError(
-          f"apply_updates: the update at key path {keystr(path)} is {jnp.result_type(u)} and "
-          f"the parameter is {p.dtype}, which cannot hold it (a float step of an integer "
-          "is truncated, a complex step of a real number loses its imaginary part)")
+    if refusal(u, p) is not None:
+      raise _Refused
     # Add in the wider of the two types, then return to the parameter's dtype.
     wide = compute_dtype(p, u)
     return as_dtype(as_dtype(p, wide) + as_dtype(u, wide), p.dtype)
 
+  def explain(path, u, p):  # on the way to an error only: key paths cost at every leaf
+    why = None if no_gradient(u) else refusal(u, jnp.asarray(p))
+    if why is not None:
+      raise StructureError(why.format(keystr(path)))
+
   try:  # updates' structure is a prefix of params': a step of None leaves a subtree as it is
-    return jax.tree_util.tree_map_with_path(add, updates, params, is_leaf=no_gradient)
+    return jax.tree.map(add, updates, params, is_leaf=no_gradient)
   except ValueError:
     check_structure(params, updates, "params", "updates")  # names the key path
     raise
+  except _Refused:
+    jax.tree_util.tree_map_with_path(explain, updates, params, is_leaf=no_gradient)
+    raise
+
+
+class _Refused(Exception):
+  """apply_updates found a leaf it refuses; it walks again, with key paths, to name it."""
 
 
 # optax's names for the protocol's parts. Every gradtx update takes ``**extra``, so

@@ -100,14 +100,21 @@ def check_inexact(updates: PyTree, stage: str) -> None:
 def no_gradient(u: Any) -> bool:
   """An update leaf that steps nothing: ``None`` (``eqx.filter_grad``'s for a
   non-float leaf) or a ``float0`` cotangent (``jax.grad(..., allow_int=True)``'s)."""
-  return u is None or getattr(u, "dtype", None) == jax.dtypes.float0
+  if u is None:
+    return True
+  dtype = getattr(u, "dtype", None)  # float0's kind is "V" (as bfloat16's): compare those only
+  return getattr(dtype, "kind", None) == "V" and dtype == jax.dtypes.float0
 
 
 def untrainable(x: Any) -> bool:
   """An integer, bool or PRNG-key array: a leaf no gradient can step."""
   dtype = getattr(x, "dtype", None)
-  return dtype is not None and (jax.dtypes.issubdtype(dtype, jax.dtypes.prng_key)
-                                or getattr(dtype, "kind", None) in ("i", "u", "b"))
+  if dtype is None:
+    return False
+  kind = getattr(dtype, "kind", None)  # a key's dtype has none
+  if kind in ("f", "c"):  # the common case, without issubdtype's cost
+    return False
+  return kind in ("i", "u", "b") or jax.dtypes.issubdtype(dtype, jax.dtypes.prng_key)
 
 
 def _none_or_node(x: Any) -> bool:
