@@ -50,12 +50,23 @@ class ChainState(Mapping[str, Any]):
     self._stages = dict(stages)
 
   def __getitem__(self, name: str) -> Any:
-    head, _, rest = name.partition(".")
-    if head not in self._stages:
-      raise KeyError(f"no stage {head!r} in this chain state; its stages are "
-                     f"{list(self._stages)}")
-    stage = self._stages[head]
-    return stage[rest] if rest else stage
+    if not isinstance(name, str):
+      raise TypeError(f"a chain state is indexed by stage name ('adam', 'outer.inner'), "
+                      f"got {name!r}; its stages are {list(self._stages)}")
+    parts = name.split(".")
+    node: Any = self
+    for i, part in enumerate(parts):
+      walked = ".".join(parts[:i])
+      if not isinstance(node, Mapping):  # a stage's own state: its fields are attributes
+        raise KeyError(f"{walked!r} is a stage's state ({type(node).__name__}), not a chain: "
+                       f"read {part!r} as an attribute, state[{walked!r}].{part}")
+      # A ChainState's own `in` would call this method again.
+      children = node._stages if isinstance(node, ChainState) else node
+      if part not in children:
+        within = f" in {walked!r}" if walked else " in this chain state"
+        raise KeyError(f"no stage {part!r}{within}; its stages are {list(children)}")
+      node = children[part]
+    return node
 
   def __iter__(self) -> Iterator[str]:
     return iter(self._stages)
@@ -342,6 +353,9 @@ def set_hparams(state: PyTree, values: Mapping[str, Any]) -> PyTree:
     >>> round(float(gtx.hparams(state)["lr.learning_rate"]), 6)
     0.01
   """
+  if not isinstance(values, Mapping):
+    raise TypeError(f"set_hparams: values must be a mapping of dotted names to values "
+                    f"({{'lr.learning_rate': 1e-4}}), got a {type(values).__name__}")
   named = _named_slots(state)
   unknown = [k for k in values if k not in named]
   if unknown:

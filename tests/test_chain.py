@@ -362,6 +362,16 @@ ERRORS = [
     (lambda: gtx.chain(**{"not valid": ADAM()}), ValueError,
      r"chain: stage name 'not valid' must be a Python identifier"),
     (lambda: gtx.chain(3), TypeError, r"chain: expected a gradient transformation"),
+    (lambda: gtx.set_hparams(_state_of(ADAM()), [("lr.learning_rate", 0.1)]), TypeError,
+     r"set_hparams: values must be a mapping of dotted names to values .*got a list"),
+    # Indexing a chain state: a stage's field, a number, a trailing dot.
+    (lambda: _state_of(gtx.chain(opt=ADAM()))["opt.adam.mu"], KeyError,
+     r"'opt\.adam' is a stage's state \(ScaleByAdamState\), not a chain: read 'mu' as an "
+     r"attribute, state\['opt\.adam'\]\.mu"),
+    (lambda: _state_of(ADAM())[0], TypeError,
+     r"a chain state is indexed by stage name \('adam', 'outer\.inner'\), got 0"),
+    (lambda: _state_of(gtx.chain(opt=ADAM()))["opt."], KeyError,
+     r"no stage '' in 'opt'; its stages are \['adam', 'lr'\]"),
     (lambda: gtx.stateless(0.1), TypeError,
      r"stateless: f must be a function f\(updates, params, \*\*hparams\), got 0\.1"),
     (lambda: _update(gtx.chain(acc=gtx.multi_steps(ADAM(), 2)), state=gtx.chain(
