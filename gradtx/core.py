@@ -159,13 +159,22 @@ def branch(pred: Any, true_fn: Callable[..., Any], false_fn: Callable[..., Any],
   return jax.lax.cond(pred, true_fn, false_fn, *operands)
 
 
-def check_value(stage: str, name: str, value: Any, allowed: Range) -> None:
+def check_value(stage: str, name: str, value: Any, allowed: Range, *,
+                scalar: bool = False) -> None:
   """Raises :class:`HyperparameterError` if a concrete ``value`` is outside ``allowed``,
-  or is a string or a bool (which numpy would read as numbers).
+  or is a string or a bool (which numpy would read as numbers); with ``scalar``,
+  also if it is an array and the range is not a ``vector``.
 
   Traced values (a hyperparameter swept under ``vmap``) cannot be checked and
-  pass through.
+  pass through, but for their shape.
   """
+  if scalar and not allowed.vector and np.ndim(value) != 0:
+    # An array would broadcast against every leaf: a per-column rate on a matrix, a
+    # (1,) update of a scalar leaf, a broadcasting error at the first step.
+    raise HyperparameterError(
+        f"{stage}: {name} must be a scalar, got shape {np.shape(value)}. Values per "
+        "parameter: gtx.partition (one stage per group of leaves); one per member of a "
+        "vmapped ensemble: vmap over the optimizer's construction or init")
   if not is_concrete(value):
     return
   if isinstance(value, (str, bytes, bool)) or getattr(value, "dtype", None) == np.bool_:
@@ -327,23 +336,13 @@ class HParamSpec:
       if callable(value):
         _check_takes_the_count(stage, name, value)
       else:
-        check_value(stage, name, value, allowed)
-        self._check_scalar(name, value, allowed)
+        check_value(stage, name, value, allowed, scalar=True)
       self.values[name] = value
       self.slots[name] = _Slot(allowed, scheduled)
     self.scheduled = any(s.scheduled for s in self.slots.values())
 
   def __bool__(self) -> bool:
     return bool(self.values)
-
-  def _check_scalar(self, name: str, value: Any, allowed: Range, context: str = "") -> None:
-    # An array would broadcast against every leaf: a per-column rate on a matrix, a
-    # (1,) update of a scalar leaf, a broadcasting error at the first step.
-    if not allowed.vector and np.ndim(value) != 0:
-      raise HyperparameterError(
-          f"{self.stage}: {name} must be a scalar, got shape {np.shape(value)}{context}. "
-          "Values per parameter: gtx.partition (one stage per group of leaves); one "
-          "per member of a vmapped ensemble: vmap over the optimizer's construction or init")
 
   def init(self) -> HParams:
     """The hyperparameters of a fresh state (schedules at step 0)."""
@@ -356,10 +355,9 @@ class HParamSpec:
         schedule = cast("Callable[[jax.Array], chex.Numeric]", value)
         first = schedule(cast(jax.Array, count))
         try:  # concrete unless init is traced: a schedule's slip shows before any step
-          check_value(self.stage, name, first, slot.allowed)
+          check_value(self.stage, name, first, slot.allowed, scalar=True)
         except HyperparameterError as error:
           raise HyperparameterError(f"{error} (its schedule's value at step 0)") from None
-        self._check_scalar(name, first, slot.allowed, " (its schedule's value at step 0)")
         values[name] = jnp.asarray(first, jnp.int32 if slot.allowed.integer else _float_dtype())
       else:
         values[name] = _as_state_value(value, slot.allowed)

@@ -147,9 +147,11 @@ def freeze_without_gradient(updates: PyTree, params: PyTree | None,
 
   Where ``updates`` has no gradient (:func:`no_gradient`), both trees get a
   :class:`MaskedNode`, which the stages pass through and keep no state for
-  (as :func:`mask_untrainable` did at ``init`` for integer and key params):
-  an equinox model's integer buffer, or a frozen leaf, under
-  ``eqx.filter(model, eqx.is_array)``. ``original`` is ``updates`` as given,
+  (as :func:`mask_untrainable` did at ``init`` for integer and key params, and
+  for ``None``): an equinox model's integer buffer or key under
+  ``eqx.filter(model, eqx.is_array)``, or a leaf filtered out of both trees. A
+  float param whose gradient is ``None`` still has its state, and the stage
+  that holds it raises. ``original`` is ``updates`` as given,
   for :func:`thaw`; ``None`` when nothing is masked (the common case, which
   returns the trees as they are). An integer or key param with a
   floating-point update raises :class:`StructureError`.

@@ -248,7 +248,8 @@ ERRORS = [
     (lambda: _state_of(gtx.sgd(lambda count: "0.1")), gtx.HyperparameterError,
      r"learning_rate must be a number in \[0, inf\), got '0\.1'"),
     (lambda: _state_of(gtx.sgd(lambda count: jnp.full(2, 0.1))), gtx.HyperparameterError,
-     r"learning_rate must be a scalar, got shape \(2,\) \(its schedule's value at step 0\)"),
+     r"learning_rate must be a scalar, got shape \(2,\)\. Values per parameter: .* \(its "
+     r"schedule's value at step 0\)"),
     (lambda: gtx.sgd(lambda: 0.1), gtx.HyperparameterError,
      r"scale_by_learning_rate: learning_rate is a function, so it is a schedule, called with "
      r"the step count as learning_rate\(count\); the function given takes \(\)"),

@@ -69,6 +69,11 @@ def _zeros_reduced(p: jax.Array, axis: int | tuple[int, ...], dtype: Any) -> jax
   return jnp.zeros_like(jax.eval_shape(lambda x: jnp.sum(x, axis=axis), p), dtype)
 
 
+def _other_axes(ndim: int, axis: int) -> tuple[int, ...]:
+  """Every axis of an ``ndim``-array but ``axis``: what SM3's accumulator of ``axis`` covers."""
+  return tuple(a for a in range(ndim) if a != axis)
+
+
 def _decay_rate_pow(i: jax.Array, exponent: jax.Array) -> jax.Array:
   """Adafactor's increasing decay :math:`\\hat\\beta_{2,t} = 1 - t^{-c}`, given ``i = t - 1``."""
   return 1 - (i + 1) ** (-exponent)
@@ -260,8 +265,7 @@ def scale_by_sm3(b1: ScalarOrSchedule = 0.9, b2: ScalarOrSchedule = 1.0,
     dtype = numerics.state_dtype(p, nu_dtype)
     if p.ndim < 2:
       return [jnp.zeros_like(p, dtype)]
-    others = lambda axis: tuple(a for a in range(p.ndim) if a != axis)  # noqa: E731
-    return [_zeros_reduced(p, others(axis), dtype) for axis in range(p.ndim)]
+    return [_zeros_reduced(p, _other_axes(p.ndim, axis), dtype) for axis in range(p.ndim)]
 
   def init(params):
     tree.check_real(params, "scale_by_sm3")
@@ -294,7 +298,7 @@ def scale_by_sm3(b1: ScalarOrSchedule = 0.9, b2: ScalarOrSchedule = 1.0,
         mu_new = [nu.astype(mu[0].dtype)]
       else:
         # initial=0 (nu >= 0): a zero-size leaf, (3, 0), has no entries to take the max of.
-        mu_new = [jnp.max(nu, axis=tuple(k for k in range(g.ndim) if k != axis),
+        mu_new = [jnp.max(nu, axis=_other_axes(g.ndim, axis),
                           initial=0).astype(a.dtype)
                   for axis, a in enumerate(mu)]
       return m_new.astype(g.dtype), mu_new, m_new.astype(m.dtype)

@@ -19,12 +19,10 @@ from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 
 from gradtx import tree
 from gradtx.core import (NONNEGATIVE, UNIT_HALF_OPEN, GradientTransformation, HParams, HParamSpec,
                          Range, ScalarOrSchedule, check_state, check_value, read_once)
-from gradtx.errors import HyperparameterError
 from gradtx import numerics
 from gradtx.numerics import (abs_sq, as_dtype, compute_dtype, ema_moment, lerp_moment,
                              safe_increment, safe_rsqrt)
@@ -48,9 +46,7 @@ def check_initial_value(stage: str, name: str, value: Any) -> None:
   taken (a negative start gives NaN steps), a NaN or Inf start freezes every step at 0
   or NaN, and an array would be broadcast against every leaf.
   """
-  check_value(stage, name, value, _FINITE_NONNEGATIVE)
-  if np.ndim(value) != 0:
-    raise HyperparameterError(f"{stage}: {name} must be a scalar, got shape {np.shape(value)}")
+  check_value(stage, name, value, _FINITE_NONNEGATIVE, scalar=True)
 
 
 class ScaleByRmsState(NamedTuple):

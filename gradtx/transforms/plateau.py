@@ -6,7 +6,6 @@ from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 
 from gradtx import tree
 from gradtx.core import (NONNEGATIVE, NONNEGATIVE_INT, POSITIVE_INT, UNIT, GradientTransformation,
@@ -111,11 +110,6 @@ def reduce_on_plateau(factor: ScalarOrSchedule = 0.1, patience: int = 10,
                     atol=(atol, NONNEGATIVE), cooldown=(cooldown, NONNEGATIVE_INT),
                     accumulation_size=(accumulation_size, POSITIVE_INT),
                     min_scale=(min_scale, NONNEGATIVE))
-  for name, value in spec.values.items():
-    # One loss, one scale: an array would turn the state's scalars into arrays.
-    if not callable(value) and np.ndim(value) != 0:
-      raise HyperparameterError(f"reduce_on_plateau: {name} must be a scalar, got shape "
-                                f"{np.shape(value)}")
   if all(not callable(v) and is_concrete(v) and float(v) == 0 for v in (rtol, atol)):
     raise HyperparameterError("reduce_on_plateau: rtol and atol cannot both be 0 (an "
                               "improvement must beat the best loss by some margin); "
