@@ -29,7 +29,6 @@ from gradtx._flax_serialization import register_with_flax, serializable
 from gradtx.core import (RESTORED_WITHOUT_TARGET, GradientTransformation, HParams,
                          as_transformation, check_value)
 from gradtx.errors import GradtxError, HyperparameterError, StructureError
-from gradtx.tree import check_inexact, freeze_without_gradient, mask_untrainable, thaw
 
 PyTree = Any
 
@@ -189,7 +188,6 @@ class Chain(GradientTransformation):
     def init(params):
       register_with_flax()  # a state is being made: see gradtx._flax_serialization
       stage_states = {}
-      params = mask_untrainable(params)  # no moments for integer buffers and keys
       for name, tx in stage_items:
         with in_stage(name):
           stage_states[name] = tx.init(params)
@@ -204,8 +202,6 @@ class Chain(GradientTransformation):
         raise StructureError(
             f"{label}: the state does not belong to this chain: expected stages "
             f"{list(self.stages)}, got {got}; {hint}")
-      check_inexact(updates, label)
-      updates, params, original = freeze_without_gradient(updates, params, label)
       new_state = {}
       for name, tx, scaling in plan:
         if scaling is None:
@@ -218,8 +214,6 @@ class Chain(GradientTransformation):
           with in_stage(name):
             updates, new_state[name] = tx.update(updates, state[name], params, factor=factor,
                                                  **extra)
-      if original is not None:
-        updates = thaw(original, updates)
       return updates, ChainState({name: new_state[name] for name, _ in stage_items})
 
     super().__init__(init, update, name=label)

@@ -26,7 +26,9 @@ fixed when the transformation is built and show in its ``repr``.
 
 from __future__ import annotations
 
+import contextvars
 import dataclasses
+import functools
 import inspect
 import math
 from typing import TYPE_CHECKING, Any, Callable, Iterator, Mapping, NamedTuple, Protocol, cast
@@ -467,6 +469,53 @@ else:
   _OptaxTransformation = object
 
 
+# Whether a transformation's init or update is running: the one a user calls admits its
+# input for every stage it runs (gradtx.tree.admit_params, admit_updates), once.
+_INSIDE: contextvars.ContextVar[bool] = contextvars.ContextVar("gradtx_inside", default=False)
+
+
+def _outermost_init(init: InitFn) -> InitFn:
+  """``init``, which when called from outside any transformation gets admitted params."""
+  @functools.wraps(init)
+  def admitting_init(params: Params) -> State:
+    if _INSIDE.get():
+      return init(params)
+    from gradtx.tree import admit_params  # pylint: disable=import-outside-toplevel
+    token = _INSIDE.set(True)
+    try:
+      return init(admit_params(params))
+    finally:
+      _INSIDE.reset(token)
+
+  return admitting_init
+
+
+def _outermost_update(update: Callable[..., tuple[Updates, State]],
+                      name: str) -> Callable[..., tuple[Updates, State]]:
+  """``update``, which when called from outside any transformation gets admitted input
+  (``name`` in its errors), and gives ``None`` back where the updates had no gradient."""
+  @functools.wraps(update)
+  def admitting_update(updates: Updates, state: State, *args: Any,
+                       **kwargs: Any) -> tuple[Updates, State]:
+    if _INSIDE.get():
+      return update(updates, state, *args, **kwargs)
+    from gradtx.tree import admit_updates, thaw  # pylint: disable=import-outside-toplevel
+    params = args[0] if args else kwargs.get("params")
+    updates, params, masked = admit_updates(updates, params, name)
+    if args:  # passed on as given: optax's form of update may take params positionally only
+      args = (params, *args[1:])
+    elif "params" in kwargs:
+      kwargs["params"] = params
+    token = _INSIDE.set(True)
+    try:
+      updates, state = update(updates, state, *args, **kwargs)
+    finally:
+      _INSIDE.reset(token)
+    return (thaw(updates) if masked else updates), state
+
+  return admitting_update
+
+
 class GradientTransformation(_OptaxTransformation):
   """A pair of pure functions with optax's signatures, plus what it was built from.
 
@@ -486,6 +535,12 @@ class GradientTransformation(_OptaxTransformation):
       updates multiplied by ``s``, folded into scalars it computes anyway
       (:func:`gradtx.scale_by_adam`). A chain passes the next stage's
       ``factor`` to such a stage, so that no leaf's kernel multiplies twice.
+
+  The ``init`` and ``update`` a user calls (not those a chain or wrapper calls
+  inside its own) prepare their input once for every stage inside: Python
+  numbers become arrays, integer updates are refused, and integer buffers,
+  keys and leaves without a gradient are masked, their updates ``None``
+  (:func:`gradtx.tree.admit_params`, :func:`gradtx.tree.admit_updates`).
   """
 
   __slots__ = ("init", "update", "name", "spec", "options", "factor", "takes_factor")
@@ -502,10 +557,10 @@ class GradientTransformation(_OptaxTransformation):
                spec: HParamSpec | None = None, options: Mapping[str, Any] | None = None,
                factor: Callable[[State], tuple[jax.Array, State]] | None = None,
                takes_factor: bool = False):
-    self.init = init
+    self.init = _outermost_init(init)
     # An update without **extra (optax's form) is called without extra arguments unless
     # a caller passes them; with_extra_args_support adapts it.
-    self.update = update  # type: ignore[assignment]
+    self.update = _outermost_update(update, name)  # type: ignore[assignment]
     self.name = name
     self.spec = spec if spec is not None else HParamSpec(name)
     self.options = dict(options or {})

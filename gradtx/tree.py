@@ -124,11 +124,11 @@ def _none_or_node(x: Any) -> bool:
 def mask_untrainable(params: PyTree) -> PyTree:
   """``params`` with each :func:`untrainable` leaf, and each ``None``, a :class:`MaskedNode`.
 
-  A chain's ``init`` gives its stages these params, so no stage keeps a
-  moment for an integer buffer or a key (rounded to an integer, a moment
-  would step it by garbage); and a ``None`` (a non-array leaf filtered out,
-  ``eqx.filter(model, eqx.is_array)``) is masked as its update's ``None``
-  will be (:func:`freeze_without_gradient`).
+  An outermost ``init`` (:func:`admit_params`) gives its stages these params,
+  so no stage keeps a moment for an integer buffer or a key (rounded to an
+  integer, a moment would step it by garbage); and a ``None`` (a non-array
+  leaf filtered out, ``eqx.filter(model, eqx.is_array)``) is masked as its
+  update's ``None`` will be (:func:`freeze_without_gradient`).
   """
   if params is None or not any(x is None or untrainable(x) for x in
                                jax.tree_util.tree_leaves(params, is_leaf=_none_or_node)):
@@ -141,9 +141,47 @@ def _no_gradient_or_node(x: Any) -> bool:
   return no_gradient(x) or _is_node(x)
 
 
+_PYTHON_NUMBER = (int, float, complex)  # bool is an int
+
+
+def numbers_as_arrays(tree: PyTree) -> PyTree:
+  """``tree`` with each Python-number leaf (``{"temperature": 1.0}``) a JAX array.
+
+  The stages read each leaf's dtype, which a Python number lacks. Under
+  ``jit`` the leaves are already arrays; an eager call gets what ``jit``
+  would have made of them (a weakly typed float32 for ``1.0``).
+  """
+  if not any(isinstance(x, _PYTHON_NUMBER) for x in jax.tree_util.tree_leaves(tree)):
+    return tree  # the common case: the tree as it is
+  return jax.tree.map(lambda x: jnp.asarray(x) if isinstance(x, _PYTHON_NUMBER) else x, tree)
+
+
+def admit_params(params: PyTree) -> PyTree:
+  """The params an outermost ``init`` passes on (see :func:`admit_updates`):
+  Python numbers as arrays, and integer buffers, keys and ``None`` masked
+  (:func:`mask_untrainable`)."""
+  return mask_untrainable(numbers_as_arrays(params))
+
+
+def admit_updates(updates: PyTree, params: PyTree | None,
+                  stage: str) -> tuple[PyTree, PyTree | None, bool]:
+  """What an outermost ``update`` passes on: ``(updates, params, masked)``.
+
+  The transformation a user calls (a chain, or a primitive or wrapper on its
+  own; not the stages inside it) checks and prepares its input once, for
+  every stage: Python numbers become arrays (:func:`numbers_as_arrays`),
+  integer updates are refused (:func:`check_inexact`), and leaves without a
+  gradient are masked (:func:`freeze_without_gradient`; where ``masked``,
+  :func:`thaw` gives their ``None`` back).
+  """
+  updates, params = numbers_as_arrays(updates), numbers_as_arrays(params)
+  check_inexact(updates, stage)
+  return freeze_without_gradient(updates, params, stage)
+
+
 def freeze_without_gradient(updates: PyTree, params: PyTree | None,
-                            stage: str) -> tuple[PyTree, PyTree | None, PyTree | None]:
-  """Masks the leaves a chain's stages must not step: ``(updates, params, original)``.
+                            stage: str) -> tuple[PyTree, PyTree | None, bool]:
+  """Masks the leaves the stages must not step: ``(updates, params, masked)``.
 
   Where ``updates`` has no gradient (:func:`no_gradient`), both trees get a
   :class:`MaskedNode`, which the stages pass through and keep no state for
@@ -151,17 +189,18 @@ def freeze_without_gradient(updates: PyTree, params: PyTree | None,
   for ``None``): an equinox model's integer buffer or key under
   ``eqx.filter(model, eqx.is_array)``, or a leaf filtered out of both trees. A
   float param whose gradient is ``None`` still has its state, and the stage
-  that holds it raises. ``original`` is ``updates`` as given,
-  for :func:`thaw`; ``None`` when nothing is masked (the common case, which
-  returns the trees as they are). An integer or key param with a
-  floating-point update raises :class:`StructureError`.
+  that holds it raises. Params not shaped as the updates (lookahead's
+  ``(fast, slow)`` pair) get :func:`mask_untrainable` instead. ``masked`` says
+  whether the stages' updates need :func:`thaw`; when it is ``False`` (the
+  common case) the trees are returned as they are. An integer or key param
+  with a floating-point update raises :class:`StructureError`.
   """
   marked = any(no_gradient(u) for u in
                jax.tree_util.tree_leaves(updates, is_leaf=_no_gradient_or_node))
   has_untrainable = params is not None and any(
       untrainable(p) for p in jax.tree_util.tree_leaves(params, is_leaf=_none_or_node))
   if not marked and not has_untrainable:
-    return updates, params, None
+    return updates, params, False
   if params is not None:
     def check(path: tuple, u: Any, p: Any) -> None:
       if untrainable(p) and not no_gradient(u):
@@ -172,22 +211,22 @@ def freeze_without_gradient(updates: PyTree, params: PyTree | None,
             "tree you optimize")
 
     try:  # updates' structure is a prefix of params': a None stands for any subtree
+      masked_params = jax.tree.map(lambda u, p: MaskedNode() if no_gradient(u) else p, updates,
+                                   params, is_leaf=_no_gradient_or_node)
+    except ValueError:  # params of another shape: the stages check them against the updates
+      masked_params = mask_untrainable(params)
+    else:
       jax.tree_util.tree_map_with_path(check, updates, params, is_leaf=_no_gradient_or_node)
-    except ValueError:
-      check_structure(updates, params, "updates", "params", stage=stage)
-      raise
-    params = jax.tree.map(lambda u, p: MaskedNode() if no_gradient(u) else p, updates, params,
-                          is_leaf=_no_gradient_or_node)
-  masked = jax.tree.map(lambda u: MaskedNode() if no_gradient(u) else u, updates,
-                        is_leaf=_no_gradient_or_node)
-  return masked, params, updates
+    params = masked_params
+  updates = jax.tree.map(lambda u: MaskedNode() if no_gradient(u) else u, updates,
+                         is_leaf=_no_gradient_or_node)
+  return updates, params, True
 
 
-def thaw(original: PyTree, updates: PyTree) -> PyTree:
-  """The updates of a chain's stages, with ``None`` where ``original`` had no gradient
-  (see :func:`freeze_without_gradient`)."""
-  return jax.tree.map(lambda u, new: None if no_gradient(u) else new, original, updates,
-                      is_leaf=_no_gradient_or_node)
+def thaw(updates: PyTree) -> PyTree:
+  """The stages' updates with ``None`` for each :class:`MaskedNode`: where the
+  updates given had no gradient (see :func:`freeze_without_gradient`)."""
+  return jax.tree.map(lambda u: None if is_masked(u) else u, updates, is_leaf=is_masked)
 
 
 def check_real(params: PyTree, stage: str) -> None:

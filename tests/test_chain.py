@@ -302,6 +302,13 @@ ERRORS = [
                                                      "b": jnp.ones(2, jnp.int32)}),
      gtx.StructureError, r"chain: the updates at key path \['b'\] are int32; gradients must "
                          r"be floating point or complex"),
+    # The same outside a chain: a primitive or wrapper used on its own rounded silently.
+    (lambda: _update(gtx.scale_by_adam(), grads={"w": jnp.ones((3, 2)),
+                                                "b": jnp.ones(2, jnp.int32)}),
+     gtx.StructureError, r"^scale_by_adam: the updates at key path \['b'\] are int32"),
+    (lambda: _update(gtx.multi_steps(ADAM(), 2), grads={"w": jnp.ones((3, 2)),
+                                                       "b": jnp.ones(2, jnp.int32)}),
+     gtx.StructureError, r"^multi_steps: the updates at key path \['b'\] are int32"),
     # A stage without state given params checks them against the updates (sgd returned
     # a (2, 3) step for a (3, 2) parameter; clipping measured the norm of other leaves).
     (lambda: _update(gtx.sgd(0.1), grads={"w": jnp.ones((2, 3)), "b": jnp.ones(2)},

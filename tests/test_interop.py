@@ -354,6 +354,50 @@ def test_integer_buffers_and_keys_of_an_equinox_model_are_left_alone(name):
   assert integer_state == [], "a moment was kept for the buffer"
 
 
+_ON_THEIR_OWN = {
+    "multi_steps": lambda: gtx.multi_steps(gtx.adam(0.1), 2),
+    "masked": lambda: gtx.masked(gtx.scale_by_adam(), lambda p: jax.tree.map(lambda _: True, p)),
+    "apply_if_finite": lambda: gtx.apply_if_finite(gtx.adam(0.1), 3),
+    "lookahead": lambda: gtx.lookahead(gtx.adam(0.1), 2, 0.5),
+    "scale_by_adam": gtx.scale_by_adam,
+}
+
+
+@pytest.mark.parametrize("name", list(_ON_THEIR_OWN))
+def test_a_wrapper_or_primitive_on_its_own_leaves_integer_buffers_alone(name):
+  # Only a chain masked them: a wrapper or primitive used on its own kept integer moments
+  # for the buffer and the key, and refused their None gradients. Each now steps the
+  # weights as it does without them, and the whole model as its chain does.
+  x = jnp.linspace(0.5, 2.0, 4)
+  model = _Indexed(jnp.linspace(-1.0, 1.0, 4), jnp.array([3, 2, 1, 0]), jax.random.key(0))
+  def grad(p):
+    if isinstance(p, gtx.LookaheadParams):  # lookahead's params: a (fast, slow) pair
+      p = p.fast  # whose gradient it takes
+    return eqx.filter_grad(lambda m: m(x))(eqx.combine(p, model))
+
+  def run(tx, params, steps=4):  # multi_steps applies at every 2nd
+    state, updates = tx.init(params), None
+    for _ in range(steps):
+      updates, state = tx.update(grad(params), state, params)
+    return updates, state
+
+  params = eqx.filter(model, eqx.is_array)
+  if name == "lookahead":
+    params = gtx.LookaheadParams(params, params)
+  updates, state = run(_ON_THEIR_OWN[name](), params)
+  in_a_chain, _ = run(gtx.chain(opt=_ON_THEIR_OWN[name]()), params)
+  models = [updates] if name != "lookahead" else [updates.fast, updates.slow]
+  for m in models:
+    assert m.index is None and m.key is None
+    assert m.w.shape == (4,) and np.all(np.asarray(m.w) != 0)
+  chained = [in_a_chain] if name != "lookahead" else [in_a_chain.fast, in_a_chain.slow]
+  for m, c in zip(models, chained):
+    np.testing.assert_array_equal(m.w, c.w)
+  integer_state = [leaf for leaf in jax.tree.leaves(state)
+                   if leaf.ndim and not jnp.issubdtype(leaf.dtype, jnp.inexact)]
+  assert integer_state == [], "a moment was kept for the buffer"
+
+
 def test_float0_gradients_of_integer_params_step_nothing():
   # jax.grad(..., allow_int=True) gives an integer input a float0 cotangent.
   params = {"w": jnp.ones(3), "n": jnp.array([1, 2])}

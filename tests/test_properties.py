@@ -77,3 +77,28 @@ def test_updates_keep_structure_shapes_dtypes_and_stay_finite(name, data):
       assert np.isfinite(np.asarray(leaf, np.float32)).all(), f"{name}({kwargs}): {updates}"
     params = gtx.apply_updates(params, updates)
   assert _spec(params) == _spec(grads_seq[0])
+
+
+@pytest.mark.parametrize("name", READY)
+def test_python_number_leaves_step_as_arrays_do(name):
+  # A Python float leaf ({"temperature": 1.0}) in an eager step raised AttributeError
+  # ('float' object has no attribute 'dtype') in every optimizer; optax's steps it.
+  # Under jit it was already an array; now an eager step makes it one too.
+  parameters = inspect.signature(getattr(gtx, name)).parameters
+  kwargs = {"learning_rate": 0.1} if "learning_rate" in parameters else {}
+  w = jnp.linspace(-1.0, 1.0, 4)
+
+  def run(t, g_t):
+    tx = getattr(gtx, name)(**kwargs)
+    params = {"t": t, "w": w}
+    state = tx.init(params)
+    updates = None
+    for g_w in (w, 2.0 * w):
+      updates, state = tx.update({"t": g_t, "w": g_w}, state, params,
+                                 value=jnp.asarray(1.0, jnp.float32))
+      params = gtx.apply_updates(params, updates)
+    return params, updates
+
+  numbers, arrays = run(1.5, 0.5), run(jnp.asarray(1.5), jnp.asarray(0.5))
+  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-6), numbers, arrays)
+  assert isinstance(numbers[0]["t"], jax.Array) and numbers[0]["t"] != 1.5

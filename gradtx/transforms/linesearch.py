@@ -68,13 +68,20 @@ def _slope(updates: Any, grad: Any) -> jax.Array:
 
 
 def _check_inexact_params(stage: str, params: Any) -> None:
-  """Raises :class:`StructureError` naming the first leaf of ``params`` that is not floating
-  point or complex: the stage steps the params by fractions of a direction and holds the
-  loss and step lengths in their dtype (an integer one cannot hold the first, infinite,
-  loss; optax 0.2.8 fails there with an ``OverflowError``)."""
+  """Raises :class:`StructureError` naming the first leaf of ``params`` that the stage
+  cannot step: one masked out (an integer buffer, a key or a ``None``, which a
+  transformation masks as it starts; or a leaf outside a mask's or partition's group),
+  since ``value_fn`` is evaluated on the whole params; or one not floating point or
+  complex, since the stage steps the params by fractions of a direction and holds the loss
+  and step lengths in their dtype (an integer one cannot hold the first, infinite, loss;
+  optax 0.2.8 fails there with an ``OverflowError``)."""
   for path, p in jax.tree_util.tree_flatten_with_path(params, is_leaf=tree.is_masked)[0]:
     if tree.is_masked(p):
-      continue
+      raise StructureError(
+          f"{stage}: params at key path {tree.keystr(path)} are left out of the step (an "
+          f"integer or key leaf, a None, or a leaf outside this stage's mask), and {stage} "
+          "evaluates value_fn on the whole params: pass the float leaves only as the params, "
+          "and let value_fn close over the others")
     dtype = jnp.result_type(p)
     if not jnp.issubdtype(dtype, jnp.inexact):
       raise StructureError(
