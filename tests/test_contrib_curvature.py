@@ -391,7 +391,7 @@ BAD_HYPERPARAMETERS = [
     (lambda: gtx.contrib.sophia(0.1, eps=0.0), r"scale_by_sophia: eps must be in \(0, inf\)"),
     (lambda: gtx.contrib.sophia(0.1, gamma=-1.0), r"scale_by_sophia: gamma must be in \[0, inf\)"),
     (lambda: gtx.contrib.sophia(0.1, clip_threshold=0.0),
-     r"scale_by_sophia: clip_threshold must be in \(0, inf\)"),
+     r"scale_by_sophia: clip_threshold must be in \(0, inf\]"),
     (lambda: gtx.contrib.sophia(0.1, update_interval=0),
      r"scale_by_sophia: update_interval must be in \[1, 2147483647\] \(an integer\), got 0"),
     (lambda: gtx.contrib.sophia(0.1, print_win_rate_every_n_steps=-1),

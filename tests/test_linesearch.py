@@ -254,7 +254,7 @@ def test_backtracking_hparams_read_and_set_without_retracing():
     (dict(max_backtracking_steps=2.5), r"max_backtracking_steps must be in \[0, 2147483647\] \(an integer\)"),
     (dict(max_backtracking_steps=5, decrease_factor=1.0), r"decrease_factor must be in \(0, 1\)"),
     (dict(max_backtracking_steps=5, slope_rtol=1.0), r"slope_rtol must be in \[0, 1\)"),
-    (dict(max_backtracking_steps=5, increase_factor=0.5), r"increase_factor must be in \[1, inf\)"),
+    (dict(max_backtracking_steps=5, increase_factor=0.5), r"increase_factor must be in \[1, inf\]"),
     (dict(max_backtracking_steps=5, max_learning_rate=0.0),
      r"max_learning_rate must be in \(0, inf\)"),
     (dict(max_backtracking_steps=5, atol=-1.0), r"atol must be in \[0, inf\)"),

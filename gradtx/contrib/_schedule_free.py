@@ -425,6 +425,7 @@ def differentially_private_aggregate(l2_norm_clip: ScalarOrSchedule,
     if key is not None:
       raise ValueError(f"{stage}: give key or seed, not both")
     key = seed
+  # A finite clip, unlike per_example_global_norm_clip's: the noise is sigma * C.
   spec = HParamSpec(stage, l2_norm_clip=(l2_norm_clip, NONNEGATIVE),
                     noise_multiplier=(noise_multiplier, NONNEGATIVE))
   start = as_key(0 if key is None else key)
