@@ -206,7 +206,8 @@ def check_value(stage: str, name: str, value: Any, allowed: Range, *,
   if isinstance(value, (str, bytes, bool)) or getattr(value, "dtype", None) == np.bool_:
     # numpy would read "1e-3" as a number and True as 1: both are slips (a value
     # left a string by a YAML or command-line parser; a flag in a number's place).
-    hint = " (convert it with float())" if isinstance(value, (str, bytes)) else ""
+    convert = "int" if allowed.integer else "float"
+    hint = f" (convert it with {convert}())" if isinstance(value, (str, bytes)) else ""
     raise HyperparameterError(
         f"{stage}: {name} must be a number in {allowed}, got {value!r}{hint}")
   try:
@@ -223,6 +224,25 @@ def check_value(stage: str, name: str, value: Any, allowed: Range, *,
       raise HyperparameterError(f"{stage}: {name} must be {what} in {allowed}, got {shown}")
     shown = value if scalar_value else f"an array with values outside {allowed}"
     raise HyperparameterError(f"{stage}: {name} must be in {allowed}, got {shown}")
+
+
+def check_integer_option(stage: str, name: str, value: Any, allowed: Range) -> None:
+  """Raises :class:`HyperparameterError` unless ``value`` is one number in the integer
+  range ``allowed``: for a structural option, fixed when the transformation is built
+  (lbfgs's ``memory_size``, muon's ``ns_steps``), which sets a shape or the length of a
+  loop and so is never an array.
+
+  :func:`check_value` alone takes ``[3]`` (every entry is in the range; a hyperparameter
+  of a vmapped ensemble may be an array), and the option's ``int()`` or comparison then
+  raised a TypeError naming neither the stage nor the option.
+  """
+  try:
+    one = np.ndim(value) == 0
+  except ValueError:  # a ragged list
+    one = False
+  if not one:
+    raise HyperparameterError(f"{stage}: {name} must be a number in {allowed}, got {value!r}")
+  check_value(stage, name, value, allowed)
 
 
 # ----------------------------------------------------------------------------

@@ -465,6 +465,20 @@ def test_lbfgs_memory_size_is_a_whole_number_and_finite():
       gtx.lbfgs(memory_size=bad)
 
 
+@pytest.mark.parametrize("make", [gtx.scale_by_lbfgs, gtx.lbfgs])
+@pytest.mark.parametrize("bad, shown", [
+    # Each entry of [3] is in the range, so it passed the check, and int([3]) raised
+    # "int() argument must be ... not 'list'", naming neither the stage nor memory_size.
+    ([3], r"\[3\]"), ((3,), r"\(3,\)"), (np.array([3]), r"array\(\[3\]\)"),
+    ("3", r"'3' \(convert it with int\(\)\)"), (3.5, "3.5"), (0, "0"), (None, "None"),
+])
+def test_lbfgs_memory_size_not_one_whole_number_raises_naming_the_stage_and_argument(
+    make, bad, shown):
+  with pytest.raises(gtx.HyperparameterError, match=r"^scale_by_lbfgs: memory_size must be (a "
+                     rf"number )?in \[1, 2147483647\] \(an integer\), got {shown}$"):
+    make(memory_size=bad)
+
+
 def _minimize_steps(tx, params, steps):
   step = _step_fn(tx, _quadratic, jit=False)
   state = tx.init(params)

@@ -354,6 +354,10 @@ BAD_OPTIONS = [
      r"^scale_by_factored_rms: min_dim_size_to_factor must be in \[0, .*got nan"),
     (lambda: gtx.adafactor(min_dim_size_to_factor=None),
      r"^scale_by_factored_rms: min_dim_size_to_factor must be in \[0, .*got None"),
+    # One number: [128] passed (each entry in range), then "'<' not supported between
+    # instances of 'int' and 'list'" at init.
+    (lambda: gtx.adafactor(min_dim_size_to_factor=[128]),
+     r"^scale_by_factored_rms: min_dim_size_to_factor must be a number in \[0, .*got \[128\]$"),
 ]
 
 

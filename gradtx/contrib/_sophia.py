@@ -17,8 +17,8 @@ from gradtx import tree
 from gradtx.chain import Chain, in_stage, named_chain
 from gradtx.core import (NONNEGATIVE, NONNEGATIVE_INT, POSITIVE, POSITIVE_INT, POSITIVE_OR_INF,
                          UNIT_HALF_OPEN, GradientTransformation, HParams, HParamSpec,
-                         ScalarOrSchedule, as_transformation, branch, check_state, check_value,
-                         require_params, require_params_like)
+                         ScalarOrSchedule, as_transformation, branch, check_integer_option,
+                         check_state, require_params, require_params_like)
 from gradtx.errors import MissingArgumentError
 from gradtx.numerics import (as_dtype, bias_correction, compute_dtype, ema_moment, safe_increment,
                              zero_count)
@@ -216,8 +216,8 @@ def scale_by_sophia(b1: ScalarOrSchedule = 0.965, b2: ScalarOrSchedule = 0.99,
     >>> tx.update(jax.grad(f)(x), state, x, obj_fn=f)[0]  # g / (gamma h) = (2, -4) / 8
     Array([ 0.25, -0.5 ], dtype=float32)
   """
-  check_value("scale_by_sophia", "print_win_rate_every_n_steps", print_win_rate_every_n_steps,
-              NONNEGATIVE_INT)
+  check_integer_option("scale_by_sophia", "print_win_rate_every_n_steps",
+                       print_win_rate_every_n_steps, NONNEGATIVE_INT)
   hessian_diagonal_fn = as_transformation(hessian_diagonal_fn, where="scale_by_sophia")
   entries = dict(b1=(b1, UNIT_HALF_OPEN), b2=(b2, UNIT_HALF_OPEN), eps=(eps, POSITIVE),
                  gamma=(gamma, NONNEGATIVE))

@@ -24,7 +24,8 @@ import jax.numpy as jnp
 from gradtx import numerics, tree
 from gradtx.core import (NONNEGATIVE, NONNEGATIVE_INT, POSITIVE, POSITIVE_INT, POSITIVE_OR_INF,
                          GradientTransformation, HParams, HParamSpec, Range, ScalarOrSchedule,
-                         branch, check_state, check_value, require_params, require_params_like)
+                         branch, check_integer_option, check_state, require_params,
+                         require_params_like)
 from gradtx.errors import MissingArgumentError, StructureError
 from gradtx.numerics import safe_increment
 
@@ -155,7 +156,7 @@ def scale_by_lbfgs(memory_size: int = 10, scale_init_precond: bool = True
   References:
     Nocedal & Wright, *Numerical Optimization*, 1999, Algorithms 7.4 and 7.5.
   """
-  check_value("scale_by_lbfgs", "memory_size", memory_size, POSITIVE_INT)
+  check_integer_option("scale_by_lbfgs", "memory_size", memory_size, POSITIVE_INT)
   memory_size = int(memory_size)  # the length of the memories' leading axis: 10.0 is 10
   spec = HParamSpec("scale_by_lbfgs")
 
