@@ -81,10 +81,18 @@ class PlainUpdateFn(Protocol):
 
 @dataclasses.dataclass(frozen=True)
 class Range:
-  """The allowed values of a hyperparameter, an interval of the real line.
+  """The allowed values of a hyperparameter, an interval of the extended real line.
 
-  ``Range(0, 1, high_open=True)`` is :math:`[0, 1)`; ``None`` bounds are
-  unbounded. ``integer=True`` keeps the value as an int32. A value is a
+  ``Range(0, 1, high_open=True)`` is :math:`[0, 1)`. A ``None`` bound is
+  unbounded and the interval is open there, as it prints: ``Range(0)`` is
+  :math:`[0, \\infty)`, every finite number :math:`\\ge 0` but not ``inf``. A
+  learning rate, a decay, a weight decay or an ``eps`` of ``inf`` steps by NaN or
+  not at all, so ranges leave it out unless they say otherwise: a hyperparameter
+  for which ``inf`` means "no bound" (a clip threshold, a cap on a step size)
+  closes its range at an infinite bound, ``Range(0, math.inf)`` being
+  :math:`[0, \\infty]` (:data:`NONNEGATIVE_OR_INF`, :data:`POSITIVE_OR_INF`).
+
+  ``integer=True`` keeps the value as an int32 (never infinite). A value is a
   scalar, unless ``vector=True``: several numbers, each in the range, held as
   one array (``betas``).
   """
@@ -95,23 +103,26 @@ class Range:
   integer: bool = False
   vector: bool = False
 
+  def _ends(self) -> tuple[float, bool, float, bool]:
+    """``(low, low_open, high, high_open)``, an unbounded end as an open infinite one."""
+    low = -math.inf if self.low is None else self.low
+    high = math.inf if self.high is None else self.high
+    return low, self.low_open or self.low is None, high, self.high_open or self.high is None
+
   def __str__(self) -> str:
     if self.integer:  # an int32: its bounds are the dtype's where the range has none
       least, greatest = self._int32_bounds()
       return f"[{least}, {greatest}] (an integer)"
-    low = "-inf" if self.low is None else f"{self.low:g}"
-    high = "inf" if self.high is None else f"{self.high:g}"
-    left = "(" if self.low_open or self.low is None else "["
-    right = ")" if self.high_open or self.high is None else "]"
-    return f"{left}{low}, {high}{right}"
+    low, low_open, high, high_open = self._ends()
+    return f"{'(' if low_open else '['}{low:g}, {high:g}{')' if high_open else ']'}"
 
   def _int32_bounds(self) -> tuple[int, int]:
     """The least and greatest int32 in an integer range."""
     info = np.iinfo(np.int32)
     low, high = int(info.min), int(info.max)
-    if self.low is not None:
+    if self.low is not None and math.isfinite(self.low):
       low = max(low, math.floor(self.low) + 1 if self.low_open else math.ceil(self.low))
-    if self.high is not None:
+    if self.high is not None and math.isfinite(self.high):
       high = min(high, math.ceil(self.high) - 1 if self.high_open else math.floor(self.high))
     return low, high
 
@@ -120,23 +131,37 @@ class Range:
     v = np.asarray(value, dtype=np.float64)
     if np.isnan(v).any():
       return False
-    ok = np.ones(v.shape, bool)
-    if self.low is not None:
-      ok &= v > self.low if self.low_open else v >= self.low
-    if self.high is not None:
-      ok &= v < self.high if self.high_open else v <= self.high
+    low, low_open, high, high_open = self._ends()
+    ok = (v > low if low_open else v >= low) & (v < high if high_open else v <= high)
     if self.integer:  # a whole number that fits the int32 it is held as (not inf, not 1e10)
-      low, high = self._int32_bounds()
-      ok &= (v == np.round(v)) & (v >= low) & (v <= high)
-    return bool(ok.all())
+      least, greatest = self._int32_bounds()
+      ok &= (v == np.round(v)) & (v >= least) & (v <= greatest)
+    return bool(np.all(ok))
+
+  def _refuses_only_infinity(self, value: Any) -> bool:
+    """Whether a concrete ``value`` outside the range would be in it if the range held
+    ``inf`` (and ``-inf``) at its unbounded ends: it is refused for being infinite."""
+    if self.integer or not np.isinf(np.asarray(value, dtype=np.float64)).any():
+      return False
+    low, _, high, _ = self._ends()
+    low_open = self.low_open and math.isfinite(low)
+    high_open = self.high_open and math.isfinite(high)
+    return dataclasses.replace(self, low=low, high=high, low_open=low_open,
+                               high_open=high_open).contains(value)
 
 
 ANY = Range()
-"""Any real number: :math:`(-\\infty, \\infty)`."""
+"""Any finite real number: :math:`(-\\infty, \\infty)`."""
 NONNEGATIVE = Range(0.0)
-"""Zero or more: :math:`[0, \\infty)`."""
+"""Zero or more, finite: :math:`[0, \\infty)`."""
 POSITIVE = Range(0.0, low_open=True)
-"""More than zero: :math:`(0, \\infty)`."""
+"""More than zero, finite: :math:`(0, \\infty)`."""
+NONNEGATIVE_OR_INF = Range(0.0, math.inf)
+"""Zero or more, or ``inf``: :math:`[0, \\infty]`. For a threshold or a cap that ``inf``
+switches off (``clip(max_delta=math.inf)`` clips nothing)."""
+POSITIVE_OR_INF = Range(0.0, math.inf, low_open=True)
+"""More than zero, or ``inf``: :math:`(0, \\infty]`. For a threshold or a cap that ``inf``
+switches off (``clip_by_global_norm(math.inf)`` clips nothing)."""
 UNIT = Range(0.0, 1.0)                      # [0, 1]
 """The closed unit interval :math:`[0, 1]`."""
 UNIT_HALF_OPEN = Range(0.0, 1.0, high_open=True)  # [0, 1)
@@ -165,7 +190,8 @@ def check_value(stage: str, name: str, value: Any, allowed: Range, *,
                 scalar: bool = False) -> None:
   """Raises :class:`HyperparameterError` if a concrete ``value`` is outside ``allowed``,
   or is a string or a bool (which numpy would read as numbers); with ``scalar``,
-  also if it is an array and the range is not a ``vector``.
+  also if it is an array and the range is not a ``vector``. An infinite value
+  refused for being infinite is named so ("must be a finite number in [0, inf)").
 
   Traced values (a hyperparameter swept under ``vmap``) cannot be checked and
   pass through, but for their shape.
@@ -182,7 +208,8 @@ def check_value(stage: str, name: str, value: Any, allowed: Range, *,
   if isinstance(value, (str, bytes, bool)) or getattr(value, "dtype", None) == np.bool_:
     # numpy would read "1e-3" as a number and True as 1: both are slips (a value
     # left a string by a YAML or command-line parser; a flag in a number's place).
-    hint = " (convert it with float())" if isinstance(value, (str, bytes)) else ""
+    convert = "int" if allowed.integer else "float"
+    hint = f" (convert it with {convert}())" if isinstance(value, (str, bytes)) else ""
     raise HyperparameterError(
         f"{stage}: {name} must be a number in {allowed}, got {value!r}{hint}")
   try:
@@ -191,8 +218,33 @@ def check_value(stage: str, name: str, value: Any, allowed: Range, *,
     raise HyperparameterError(
         f"{stage}: {name} must be a number in {allowed}, got {value!r}") from None
   if not ok:
-    shown = value if np.ndim(value) == 0 else f"an array with values outside {allowed}"
+    scalar_value = np.ndim(value) == 0
+    if allowed._refuses_only_infinity(value):
+      # Name the reason: "must be in [0, inf), got inf" is right, and easy to misread.
+      what = "a finite number" if scalar_value else "finite numbers"
+      shown = value if scalar_value else "an array holding inf"
+      raise HyperparameterError(f"{stage}: {name} must be {what} in {allowed}, got {shown}")
+    shown = value if scalar_value else f"an array with values outside {allowed}"
     raise HyperparameterError(f"{stage}: {name} must be in {allowed}, got {shown}")
+
+
+def check_integer_option(stage: str, name: str, value: Any, allowed: Range) -> None:
+  """Raises :class:`HyperparameterError` unless ``value`` is one number in the integer
+  range ``allowed``: for a structural option, fixed when the transformation is built
+  (lbfgs's ``memory_size``, muon's ``ns_steps``), which sets a shape or the length of a
+  loop and so is never an array.
+
+  :func:`check_value` alone takes ``[3]`` (every entry is in the range; a hyperparameter
+  of a vmapped ensemble may be an array), and the option's ``int()`` or comparison then
+  raised a TypeError naming neither the stage nor the option.
+  """
+  try:
+    one = np.ndim(value) == 0
+  except ValueError:  # a ragged list
+    one = False
+  if not one:
+    raise HyperparameterError(f"{stage}: {name} must be a number in {allowed}, got {value!r}")
+  check_value(stage, name, value, allowed)
 
 
 # ----------------------------------------------------------------------------
@@ -895,6 +947,7 @@ def require_params_like(stage: str, updates: Updates, params: Params | None, sta
 
 
 __all__ = ["ANY", "EmptyState", "GradientTransformation", "HParamSpec", "HParams",
-           "NONNEGATIVE", "NONNEGATIVE_INT", "POSITIVE", "POSITIVE_INT", "Range",
+           "NONNEGATIVE", "NONNEGATIVE_INT", "NONNEGATIVE_OR_INF", "POSITIVE", "POSITIVE_INT",
+           "POSITIVE_OR_INF", "Range",
            "ScalarOrSchedule", "Schedule", "UNIT", "UNIT_HALF_OPEN", "apply_updates", "identity",
            "init_empty_state", "stateless", "stateless_with_tree_map", "with_extra_args_support"]

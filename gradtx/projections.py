@@ -29,7 +29,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax import flatten_util
 
-from gradtx.core import NONNEGATIVE, POSITIVE, Range, is_concrete, check_value
+from gradtx.core import NONNEGATIVE_OR_INF, POSITIVE, Range, is_concrete, check_value
 from gradtx.errors import HyperparameterError
 from gradtx.numerics import as_dtype
 from gradtx.tree_utils import (tree_add_scale, tree_full_like, tree_mul, tree_norm, tree_scale,
@@ -115,7 +115,8 @@ def projection_hypercube(tree: PyTree, scale: Any = 1) -> PyTree:
 
   Args:
     tree: the tree :math:`x`.
-    scale: :math:`s \\ge 0`, a scalar or a tree. Default ``1`` (the unit hypercube).
+    scale: :math:`s \\ge 0`, a scalar or a tree. Default ``1`` (the unit hypercube);
+      ``inf``, as a bound of :func:`projection_box` may be, leaves no upper bound.
 
   Example:
     >>> import gradtx as gtx
@@ -124,7 +125,7 @@ def projection_hypercube(tree: PyTree, scale: Any = 1) -> PyTree:
     {'w': Array([0. , 0.5, 1. ], dtype=float32)}
   """
   if _is_bound_leaf(scale):
-    _check_scale("projection_hypercube", scale, NONNEGATIVE)
+    _check_scale("projection_hypercube", scale, NONNEGATIVE_OR_INF)
   return projection_box(tree, lower=0, upper=scale)
 
 
@@ -311,7 +312,8 @@ def projection_linf_ball(tree: PyTree, scale: jax.typing.ArrayLike = 1) -> PyTre
 
   Args:
     tree: the tree :math:`x`.
-    scale: :math:`s \\ge 0`. Default ``1``.
+    scale: :math:`s \\ge 0`. Default ``1``; ``inf``, as a bound of
+      :func:`projection_box` may be, leaves ``tree`` as it is.
 
   Example:
     >>> import gradtx as gtx
@@ -319,7 +321,7 @@ def projection_linf_ball(tree: PyTree, scale: jax.typing.ArrayLike = 1) -> PyTre
     >>> gtx.projections.projection_linf_ball({"w": jnp.array([-3.0, 0.5])})
     {'w': Array([-1. ,  0.5], dtype=float32)}
   """
-  _check_scale("projection_linf_ball", scale, NONNEGATIVE)
+  _check_scale("projection_linf_ball", scale, NONNEGATIVE_OR_INF)
   return projection_box(tree, lower=-jnp.asarray(scale), upper=jnp.asarray(scale))
 
 

@@ -245,6 +245,9 @@ ERRORS = [
      r"\(its schedule's value at step 0\)"),
     (lambda: _state_of(gtx.sgd(lambda count: jnp.nan)), gtx.HyperparameterError,
      r"learning_rate must be in \[0, inf\), got nan \(its schedule's value at step 0\)"),
+    (lambda: _state_of(gtx.sgd(lambda count: jnp.inf)), gtx.HyperparameterError,
+     r"learning_rate must be a finite number in \[0, inf\), got inf \(its schedule's value "
+     r"at step 0\)"),
     (lambda: _state_of(gtx.sgd(lambda count: "0.1")), gtx.HyperparameterError,
      r"learning_rate must be a number in \[0, inf\), got '0\.1'"),
     (lambda: _state_of(gtx.sgd(lambda count: jnp.full(2, 0.1))), gtx.HyperparameterError,
@@ -268,6 +271,11 @@ ERRORS = [
      r"the valid names are \['adam\.b1', .*'lr\.learning_rate'\]"),
     (lambda: gtx.set_hparams(_state_of(ADAM()), {"adam.b2": 1.5}), gtx.HyperparameterError,
      r"adam: b2 must be in \[0, 1\), got 1\.5"),
+    # inf was taken (an unbounded range took it) and stepped by NaN.
+    (lambda: gtx.set_hparams(_state_of(ADAM()), {"lr.learning_rate": float("inf")}),
+     gtx.HyperparameterError, r"lr: learning_rate must be a finite number in \[0, inf\), got inf"),
+    (lambda: gtx.set_hparams(_state_of(ADAM()), {"adam.eps": jnp.asarray(jnp.inf)}),
+     gtx.HyperparameterError, r"adam: eps must be a finite number in \[0, inf\), got inf"),
     (lambda: gtx.set_hparams(_state_of(gtx.adam(gtx.schedules.constant_schedule(0.1))),
                              {"lr.learning_rate": 0.1}),
      gtx.HyperparameterError, r"lr\.learning_rate follows a schedule"),

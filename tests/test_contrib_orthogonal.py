@@ -368,6 +368,9 @@ BAD_HYPERPARAMETERS = [
     # inf passed the integer check, then int(inf) raised OverflowError at the first step.
     (lambda: gtx.contrib.muon(0.1, ns_steps=float("inf")),
      r"^scale_by_muon: ns_steps must be in \[1, .*got inf"),
+    # [5] passed (each entry in range), then int([5]) raised a TypeError naming nothing.
+    (lambda: gtx.contrib.muon(0.1, ns_steps=[5]),
+     r"^scale_by_muon: ns_steps must be a number in \[1, .*got \[5\]$"),
     (lambda: gtx.contrib.scale_by_muon(ns_coeffs=(1.0, 2.0)),
      r"scale_by_muon: ns_coeffs must have shape \(3,\) or \(n, 3\), got \(2,\)"),
     (lambda: gtx.contrib.muon(0.1, ns_coeffs="polar"),

@@ -343,6 +343,9 @@ BAD_HYPERPARAMETERS = [
      r"schedule_free_sgd: warmup_steps must be in \[1, 2147483647\] \(an integer\), got 0"),
     (lambda: gtx.contrib.schedule_free_adamw(warmup_steps=2.5),
      r"schedule_free_adamw: warmup_steps must be in \[1, 2147483647\] \(an integer\), got 2.5"),
+    # [2] passed here and was refused by warmup_constant_schedule, a stage the user never named.
+    (lambda: gtx.contrib.schedule_free_adamw(warmup_steps=[2]),
+     r"^schedule_free_adamw: warmup_steps must be a number in \[1, .*got \[2\]$"),
     (lambda: gtx.contrib.schedule_free_adamw(b2=1.0),
      r"scale_by_rms: decay must be in \[0, 1\), got 1.0"),
     (lambda: gtx.contrib.schedule_free_sgd(weight_decay=-1.0),

@@ -254,7 +254,7 @@ def test_backtracking_hparams_read_and_set_without_retracing():
     (dict(max_backtracking_steps=2.5), r"max_backtracking_steps must be in \[0, 2147483647\] \(an integer\)"),
     (dict(max_backtracking_steps=5, decrease_factor=1.0), r"decrease_factor must be in \(0, 1\)"),
     (dict(max_backtracking_steps=5, slope_rtol=1.0), r"slope_rtol must be in \[0, 1\)"),
-    (dict(max_backtracking_steps=5, increase_factor=0.5), r"increase_factor must be in \[1, inf\)"),
+    (dict(max_backtracking_steps=5, increase_factor=0.5), r"increase_factor must be in \[1, inf\]"),
     (dict(max_backtracking_steps=5, max_learning_rate=0.0),
      r"max_learning_rate must be in \(0, inf\)"),
     (dict(max_backtracking_steps=5, atol=-1.0), r"atol must be in \[0, inf\)"),
@@ -465,6 +465,20 @@ def test_lbfgs_memory_size_is_a_whole_number_and_finite():
     with pytest.raises(gtx.HyperparameterError,
                        match=rf"^scale_by_lbfgs: memory_size must be in \[1, .*got {bad}"):
       gtx.lbfgs(memory_size=bad)
+
+
+@pytest.mark.parametrize("make", [gtx.scale_by_lbfgs, gtx.lbfgs])
+@pytest.mark.parametrize("bad, shown", [
+    # Each entry of [3] is in the range, so it passed the check, and int([3]) raised
+    # "int() argument must be ... not 'list'", naming neither the stage nor memory_size.
+    ([3], r"\[3\]"), ((3,), r"\(3,\)"), (np.array([3]), r"array\(\[3\]\)"),
+    ("3", r"'3' \(convert it with int\(\)\)"), (3.5, "3.5"), (0, "0"), (None, "None"),
+])
+def test_lbfgs_memory_size_not_one_whole_number_raises_naming_the_stage_and_argument(
+    make, bad, shown):
+  with pytest.raises(gtx.HyperparameterError, match=r"^scale_by_lbfgs: memory_size must be (a "
+                     rf"number )?in \[1, 2147483647\] \(an integer\), got {shown}$"):
+    make(memory_size=bad)
 
 
 def _minimize_steps(tx, params, steps):

@@ -372,9 +372,9 @@ BAD_HYPERPARAMETERS = [
     (lambda: gtx.scale_by_distance_over_gradients(eps=-1.0),
      r"scale_by_distance_over_gradients: eps must be in \[0, inf\)"),
     (lambda: gtx.per_example_global_norm_clip([jnp.ones((2, 3))], -1.0),
-     r"per_example_global_norm_clip: l2_norm_clip must be in \[0, inf\), got -1.0"),
+     r"per_example_global_norm_clip: l2_norm_clip must be in \[0, inf\], got -1.0"),
     (lambda: gtx.per_example_layer_norm_clip([jnp.ones((2, 3))], float("nan")),
-     r"per_example_layer_norm_clip: global_l2_norm_clip must be in \[0, inf\), got nan"),
+     r"per_example_layer_norm_clip: global_l2_norm_clip must be in \[0, inf\], got nan"),
 ]
 
 

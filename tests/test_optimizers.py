@@ -9,6 +9,8 @@ must converge on an ill-conditioned quadratic and on Rosenbrock.
 
 from __future__ import annotations
 
+import math
+
 import chex
 import jax
 import jax.numpy as jnp
@@ -184,10 +186,10 @@ BAD_HYPERPARAMETERS = [
     (lambda: gtx.adam(1e-3, eps=-1e-8), r"eps must be in \[0, inf\)"),
     (lambda: gtx.adam(-1e-3), r"scale_by_learning_rate: learning_rate must be in \[0, inf\)"),
     (lambda: gtx.sgd(0.1, momentum=-0.9), r"trace: decay must be in \[0, inf\), got -0.9"),
-    (lambda: gtx.clip_by_global_norm(-1.0), r"max_norm must be in \(0, inf\), got -1.0"),
-    (lambda: gtx.clip_by_global_norm(0.0), r"max_norm must be in \(0, inf\)"),
-    (lambda: gtx.clip(-0.5), r"clip: max_delta must be in \[0, inf\)"),
-    (lambda: gtx.clip_by_block_rms(0.0), r"threshold must be in \(0, inf\)"),
+    (lambda: gtx.clip_by_global_norm(-1.0), r"max_norm must be in \(0, inf\], got -1.0"),
+    (lambda: gtx.clip_by_global_norm(0.0), r"max_norm must be in \(0, inf\]"),
+    (lambda: gtx.clip(-0.5), r"clip: max_delta must be in \[0, inf\]"),
+    (lambda: gtx.clip_by_block_rms(0.0), r"threshold must be in \(0, inf\]"),
     (lambda: gtx.rmsprop(0.1, decay=1.0), r"scale_by_rms: decay must be in \[0, 1\)"),
     (lambda: gtx.rmsprop(0.1, centered=True, eps=-1.0), r"scale_by_stddev: eps must be"),
     (lambda: gtx.adagrad(0.1, eps=-1.0), r"scale_by_rss: eps must be in \[0, inf\)"),
@@ -204,6 +206,123 @@ BAD_HYPERPARAMETERS = [
 def test_bad_hyperparameters_raise_at_construction(make, message):
   with pytest.raises(ValueError, match=message):
     make()
+
+
+# inf was taken wherever a range had no upper bound, though the range printed as
+# [0, inf): adam(inf) stepped by NaN, adamw(weight_decay=inf) by -inf, eps=inf by 0.
+INFINITE_HYPERPARAMETERS = [
+    (lambda: gtx.sgd(math.inf),
+     r"^scale_by_learning_rate: learning_rate must be a finite number in \[0, inf\), got inf$"),
+    (lambda: gtx.adam(float("inf")), r"^scale_by_learning_rate: learning_rate must be a finite "
+     r"number in \[0, inf\), got inf$"),
+    (lambda: gtx.adam(jnp.float32(jnp.inf)), r"learning_rate must be a finite number .*got inf$"),
+    (lambda: gtx.adamw(1e-3, weight_decay=math.inf),
+     r"^add_decayed_weights: weight_decay must be a finite number in \[0, inf\), got inf$"),
+    (lambda: gtx.adam(1e-3, eps=math.inf),
+     r"^scale_by_adam: eps must be a finite number in \[0, inf\), got inf$"),
+    (lambda: gtx.sgd(0.1, momentum=math.inf),
+     r"^trace: decay must be a finite number in \[0, inf\), got inf$"),
+    (lambda: gtx.scale(-math.inf),
+     r"^scale: step_size must be a finite number in \(-inf, inf\), got -inf$"),
+    (lambda: gtx.contrib.muon(0.1, ns_coeffs=(3.4445, -math.inf, 2.0315)),
+     r"^scale_by_muon: ns_coeffs must be finite numbers in \(-inf, inf\), got an array "
+     r"holding inf$"),
+    # Thresholds that stay finite: AGC's bound is clipping times a norm that may be 0,
+    # DP's noise is sigma times the clip, and the linesearches' first trial step is capped
+    # by the one of increase_factor and max_learning_rate that is finite.
+    (lambda: gtx.adaptive_grad_clip(math.inf),
+     r"^adaptive_grad_clip: clipping must be a finite number in \[0, inf\), got inf$"),
+    (lambda: gtx.contrib.differentially_private_aggregate(math.inf, 1.0),
+     r"^differentially_private_aggregate: l2_norm_clip must be a finite number"),
+    (lambda: gtx.scale_by_zoom_linesearch(5, increase_factor=math.inf),
+     r"^scale_by_zoom_linesearch: increase_factor must be a finite number in \(1, inf\)"),
+    (lambda: gtx.scale_by_backtracking_linesearch(5, max_learning_rate=math.inf),
+     r"^scale_by_backtracking_linesearch: max_learning_rate must be a finite number in "
+     r"\(0, inf\)"),
+    # Outside a finite bound, the bound is the reason, not finiteness.
+    (lambda: gtx.adam(1e-3, b1=math.inf), r"^scale_by_adam: b1 must be in \[0, 1\), got inf$"),
+    (lambda: gtx.clip_by_global_norm(-math.inf), r"max_norm must be in \(0, inf\], got -inf$"),
+]
+
+
+@pytest.mark.parametrize("make, message", INFINITE_HYPERPARAMETERS)
+def test_infinite_hyperparameters_raise_unless_inf_switches_them_off(make, message):
+  with pytest.raises(gtx.HyperparameterError, match=message):
+    make()
+
+
+def _sophia_objective(params):
+  return jnp.sum(params["w"] ** 2) + jnp.sum(jnp.cos(params["b"]))
+
+
+# (a stage given inf, the stage it equals) for every threshold or cap whose range takes
+# inf; a clip given inf is the identity.
+INF_SWITCHES_OFF = [
+    pytest.param(lambda: gtx.clip(math.inf), gtx.identity, id="clip"),
+    pytest.param(lambda: gtx.clip_by_global_norm(math.inf), gtx.identity,
+                 id="clip_by_global_norm"),
+    pytest.param(lambda: gtx.clip_by_block_rms(float("inf")), gtx.identity,
+                 id="clip_by_block_rms"),
+    pytest.param(lambda: gtx.contrib.scale_by_sophia(clip_threshold=math.inf),
+                 lambda: gtx.contrib.scale_by_sophia(clip_threshold=None), id="sophia"),
+    pytest.param(lambda: gtx.contrib.scale_by_adopt(clip_value_fn=lambda count: jnp.inf),
+                 lambda: gtx.contrib.scale_by_adopt(use_clipping=False), id="adopt"),
+    pytest.param(lambda: gtx.scale_by_polyak(max_learning_rate=math.inf),
+                 lambda: gtx.scale_by_polyak(max_learning_rate=1e30), id="polyak"),
+    pytest.param(lambda: gtx.scale_by_rprop(0.1, max_step_size=math.inf),
+                 lambda: gtx.scale_by_rprop(0.1, max_step_size=1e30), id="rprop"),
+]
+
+
+@pytest.mark.parametrize("make, reference", INF_SWITCHES_OFF)
+def test_inf_switches_off_a_threshold(make, reference):
+  params = {"w": jnp.linspace(-1.0, 1.0, 6).reshape(2, 3), "b": jnp.zeros(2)}
+  tx, ref = make(), reference()
+  extra = dict(value=jnp.asarray(3.0), obj_fn=_sophia_objective)  # for polyak and sophia
+
+  def update(grads, state, params):
+    return tx.update(grads, state, params, **extra)
+
+  def ref_update(grads, state, params):
+    return ref.update(grads, state, params, **extra)
+
+  for jit in (lambda f: f, jax.jit):
+    step, ref_step = jit(update), jit(ref_update)
+    state, ref_state = tx.init(params), ref.init(params)
+    for t in range(3):
+      # Large, small and zero gradients: each would be clipped by a finite threshold.
+      grads = {"w": 1e6 * jnp.sin(params["w"] * (t + 1)), "b": jnp.zeros(2)}
+      updates, state = step(grads, state, params)
+      want, ref_state = ref_step(grads, ref_state, params)
+      chex.assert_trees_all_equal(updates, want)
+
+
+def test_inf_set_between_steps_switches_clipping_off():
+  tx = gtx.chain(clip=gtx.clip_by_global_norm(1.0), sgd=gtx.sgd(1.0))
+  params = {"w": jnp.ones(3)}
+  grads = {"w": jnp.array([30.0, -40.0, 0.0])}
+  state = tx.init(params)
+  step = jax.jit(tx.update)
+  clipped, state = step(grads, state, params)
+  np.testing.assert_allclose(clipped["w"], [-0.6, 0.8, 0.0], rtol=1e-6)
+  state = gtx.set_hparams(state, {"clip.max_norm": math.inf})
+  assert gtx.hparams(state)["clip.max_norm"] == math.inf
+  updates, state = step(grads, state, params)
+  np.testing.assert_array_equal(updates["w"], -grads["w"])
+  # A learning rate of inf is still refused by name.
+  with pytest.raises(gtx.HyperparameterError, match=r"^sgd\.lr: learning_rate must be a finite "
+                     r"number in \[0, inf\), got inf$"):
+    gtx.set_hparams(state, {"sgd.lr.learning_rate": math.inf})
+
+
+def test_inf_in_a_projection_onto_a_box_leaves_that_side_unbounded():
+  x = {"w": jnp.array([-3.0, 0.5, 1e30])}
+  P = gtx.projections
+  chex.assert_trees_all_equal(P.projection_hypercube(x, math.inf), P.projection_non_negative(x))
+  chex.assert_trees_all_equal(P.projection_linf_ball(x, math.inf), x)
+  with pytest.raises(gtx.HyperparameterError, match=r"^projection_l2_ball: scale must be a "
+                     r"finite number in \(0, inf\), got inf$"):
+    P.projection_l2_ball(x, math.inf)  # s / max(|x|, s): inf / inf
 
 
 # eps_root=None and the accumulators' starting values (options written into the state at
@@ -235,6 +354,10 @@ BAD_OPTIONS = [
      r"^scale_by_factored_rms: min_dim_size_to_factor must be in \[0, .*got nan"),
     (lambda: gtx.adafactor(min_dim_size_to_factor=None),
      r"^scale_by_factored_rms: min_dim_size_to_factor must be in \[0, .*got None"),
+    # One number: [128] passed (each entry in range), then "'<' not supported between
+    # instances of 'int' and 'list'" at init.
+    (lambda: gtx.adafactor(min_dim_size_to_factor=[128]),
+     r"^scale_by_factored_rms: min_dim_size_to_factor must be a number in \[0, .*got \[128\]$"),
 ]
 
 

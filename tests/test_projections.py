@@ -259,8 +259,8 @@ def test_scale_as_float64_array_under_x64_keeps_float32_tree():
 @pytest.mark.parametrize("fn, scale, allowed", [
     (P.projection_simplex, 0.0, r"\(0, inf\)"), (P.projection_l1_sphere, -1.0, r"\(0, inf\)"),
     (P.projection_l1_ball, -1.0, r"\(0, inf\)"), (P.projection_l2_sphere, 0.0, r"\(0, inf\)"),
-    (P.projection_l2_ball, -2.0, r"\(0, inf\)"), (P.projection_linf_ball, -1.0, r"\[0, inf\)"),
-    (P.projection_hypercube, -1.0, r"\[0, inf\)"),
+    (P.projection_l2_ball, -2.0, r"\(0, inf\)"), (P.projection_linf_ball, -1.0, r"\[0, inf\]"),
+    (P.projection_hypercube, -1.0, r"\[0, inf\]"),
 ])
 def test_bad_scale_raises_naming_the_function(fn, scale, allowed):
   with pytest.raises(HyperparameterError, match=rf"{fn.__name__}: scale must be in {allowed}"):

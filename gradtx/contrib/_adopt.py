@@ -18,7 +18,7 @@ import jax.numpy as jnp
 
 from gradtx import numerics, tree
 from gradtx.chain import Chain, named_chain
-from gradtx.core import (NONNEGATIVE, POSITIVE, UNIT, UNIT_HALF_OPEN, GradientTransformation,
+from gradtx.core import (NONNEGATIVE_OR_INF, POSITIVE, UNIT, UNIT_HALF_OPEN, GradientTransformation,
                          HParamSpec, ScalarOrSchedule, check_state)
 from gradtx.numerics import as_dtype, clip_modulus, compute_dtype, ema_moment, safe_increment
 from gradtx.transforms.moments import ScaleByAdamState
@@ -69,8 +69,8 @@ def scale_by_adopt(b1: ScalarOrSchedule = 0.9, b2: ScalarOrSchedule = 0.9999,
     nesterov: the look-ahead update above.
     use_clipping: clip the normalised gradient (recommended when training from
       scratch).
-    clip_value_fn: :math:`c_t` as a function of the step count (a schedule),
-      default :math:`t^{1/4}`.
+    clip_value_fn: :math:`c_t \\ge 0` as a function of the step count (a schedule),
+      default :math:`t^{1/4}`; a value of ``inf`` clips nothing.
     nu_dtype: dtype of :math:`v`; ``None`` uses the params' dtype. gradtx's
       addition to optax's arguments: on float16 params :math:`v` loses the
       small :math:`g^2` to float16's subnormals (steps 18% off within 5
@@ -94,7 +94,7 @@ def scale_by_adopt(b1: ScalarOrSchedule = 0.9, b2: ScalarOrSchedule = 0.9999,
   """
   entries = dict(b1=(b1, UNIT_HALF_OPEN), b2=(b2, UNIT), eps=(eps, POSITIVE))
   if use_clipping:
-    entries["clip_value"] = (clip_value_fn, NONNEGATIVE)
+    entries["clip_value"] = (clip_value_fn, NONNEGATIVE_OR_INF)
   spec = HParamSpec("scale_by_adopt", **entries)
 
   def init(params):

@@ -23,7 +23,7 @@ from gradtx.contrib._common import (MuonDimensionNumbers, WeightDimNumOrFn, _dim
                                     _map_matrices, _matrices_2d, _matrix_axes)
 from gradtx.core import (NONNEGATIVE, POSITIVE, POSITIVE_INT, UNIT_HALF_OPEN, Range,
                          GradientTransformation, HParams, HParamSpec, Params, ScalarOrSchedule,
-                         check_state, check_value, stateless)
+                         check_integer_option, check_state, stateless)
 from gradtx.numerics import (as_dtype, at_least_float32, ema_moment, safe_divide, safe_increment,
                              safe_rsqrt, zero_count)
 from gradtx.transforms.decay import Mask, add_decayed_weights
@@ -204,7 +204,7 @@ def scale_by_muon(ns_coeffs: tuple | str = _DEFAULT_NS_COEFFS, ns_steps: int = 5
   if preconditioning not in _PRECONDITIONINGS:
     raise ValueError(f"{stage}: preconditioning must be one of {_PRECONDITIONINGS}, got "
                      f"{preconditioning!r}")
-  check_value(stage, "ns_steps", ns_steps, POSITIVE_INT)
+  check_integer_option(stage, "ns_steps", ns_steps, POSITIVE_INT)
   spec = HParamSpec(stage, beta=(beta, UNIT_HALF_OPEN),
                     eps=(eps, NONNEGATIVE),
                     ns_coeffs=(_ns_coeffs_array(stage, ns_coeffs), Range(vector=True)))

@@ -16,8 +16,8 @@ import jax.numpy as jnp
 from gradtx import tree
 from gradtx.chain import ChainState, in_stage
 from gradtx.core import (POSITIVE_INT, EmptyState, GradientTransformation, HParams, HParamSpec,
-                         apply_updates, as_transformation, branch, check_state, check_value,
-                         require_params)
+                         apply_updates, as_transformation, branch, check_integer_option,
+                         check_state, require_params)
 from gradtx.errors import MissingArgumentError
 from gradtx.numerics import as_dtype, compute_dtype, zero_count
 from gradtx.transforms.scaling import normalize_by_update_norm
@@ -152,7 +152,7 @@ def sam(optimizer: GradientTransformation, adv_optimizer: GradientTransformation
     [1.5]
     [0.7]
   """
-  check_value("sam", "sync_period", sync_period, POSITIVE_INT)
+  check_integer_option("sam", "sync_period", sync_period, POSITIVE_INT)
   optimizer = as_transformation(optimizer, where="sam optimizer")
   adv_optimizer = as_transformation(adv_optimizer, where="sam adv_optimizer")
   spec = HParamSpec("sam")

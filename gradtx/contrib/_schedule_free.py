@@ -12,7 +12,7 @@ from gradtx.chain import Chain, named_chain
 from gradtx.contrib._common import _as_base, _optional_decay
 from gradtx.contrib._whole_tree import _scalar_dtype
 from gradtx.core import (NONNEGATIVE, POSITIVE_INT, GradientTransformation, HParams, HParamSpec,
-                         Range, ScalarOrSchedule, check_state, check_value, format_value,
+                         Range, ScalarOrSchedule, check_integer_option, check_state, format_value,
                          require_params_like)
 from gradtx.numerics import as_dtype, compute_dtype, safe_divide, safe_increment, shared
 from gradtx.transforms.clipping import per_example_global_norm_clip
@@ -240,7 +240,7 @@ def _warmed_up(stage: str, learning_rate: ScalarOrSchedule,
                warmup_steps: int | None) -> ScalarOrSchedule:
   if warmup_steps is None:
     return learning_rate
-  check_value(stage, "warmup_steps", warmup_steps, POSITIVE_INT)
+  check_integer_option(stage, "warmup_steps", warmup_steps, POSITIVE_INT)
   return schedules.warmup_constant_schedule(init_value=0.0, peak_value=learning_rate,
                                             warmup_steps=warmup_steps)
 
@@ -425,6 +425,7 @@ def differentially_private_aggregate(l2_norm_clip: ScalarOrSchedule,
     if key is not None:
       raise ValueError(f"{stage}: give key or seed, not both")
     key = seed
+  # A finite clip, unlike per_example_global_norm_clip's: the noise is sigma * C.
   spec = HParamSpec(stage, l2_norm_clip=(l2_norm_clip, NONNEGATIVE),
                     noise_multiplier=(noise_multiplier, NONNEGATIVE))
   start = as_key(0 if key is None else key)

@@ -15,10 +15,10 @@ import jax.numpy as jnp
 
 from gradtx import tree
 from gradtx.chain import Chain, in_stage, named_chain
-from gradtx.core import (NONNEGATIVE, NONNEGATIVE_INT, POSITIVE, POSITIVE_INT, UNIT_HALF_OPEN,
-                         GradientTransformation, HParams, HParamSpec, ScalarOrSchedule,
-                         as_transformation, branch, check_state, check_value, require_params,
-                         require_params_like)
+from gradtx.core import (NONNEGATIVE, NONNEGATIVE_INT, POSITIVE, POSITIVE_INT, POSITIVE_OR_INF,
+                         UNIT_HALF_OPEN, GradientTransformation, HParams, HParamSpec,
+                         ScalarOrSchedule, as_transformation, branch, check_integer_option,
+                         check_state, require_params, require_params_like)
 from gradtx.errors import MissingArgumentError
 from gradtx.numerics import (as_dtype, bias_correction, compute_dtype, ema_moment, safe_increment,
                              zero_count)
@@ -180,7 +180,7 @@ def scale_by_sophia(b1: ScalarOrSchedule = 0.965, b2: ScalarOrSchedule = 0.99,
     eps: :math:`\\epsilon > 0`, the floor of the denominator, default 1e-8.
     gamma: :math:`\\gamma \\ge 0`, scales the Hessian estimate, default 0.01.
     clip_threshold: :math:`\\rho > 0`, default 1; ``None`` does not clip
-      (structural).
+      (structural), nor does ``math.inf`` (a value, which can be set later).
     update_interval: :math:`k \\ge 1`, steps between refreshes of :math:`h`, default 10.
     hessian_diagonal_fn: a transformation that returns an estimate of the
       Hessian's diagonal from ``(grads, state, params, **extra)``; default
@@ -216,13 +216,13 @@ def scale_by_sophia(b1: ScalarOrSchedule = 0.965, b2: ScalarOrSchedule = 0.99,
     >>> tx.update(jax.grad(f)(x), state, x, obj_fn=f)[0]  # g / (gamma h) = (2, -4) / 8
     Array([ 0.25, -0.5 ], dtype=float32)
   """
-  check_value("scale_by_sophia", "print_win_rate_every_n_steps", print_win_rate_every_n_steps,
-              NONNEGATIVE_INT)
+  check_integer_option("scale_by_sophia", "print_win_rate_every_n_steps",
+                       print_win_rate_every_n_steps, NONNEGATIVE_INT)
   hessian_diagonal_fn = as_transformation(hessian_diagonal_fn, where="scale_by_sophia")
   entries = dict(b1=(b1, UNIT_HALF_OPEN), b2=(b2, UNIT_HALF_OPEN), eps=(eps, POSITIVE),
                  gamma=(gamma, NONNEGATIVE))
   if clip_threshold is not None:
-    entries["clip_threshold"] = (clip_threshold, POSITIVE)
+    entries["clip_threshold"] = (clip_threshold, POSITIVE_OR_INF)
   entries["update_interval"] = (update_interval, POSITIVE_INT)
   spec = HParamSpec("scale_by_sophia", **entries)
 

@@ -16,8 +16,8 @@ import jax
 import jax.numpy as jnp
 
 from gradtx import tree
-from gradtx.core import (NONNEGATIVE, POSITIVE, GradientTransformation, ScalarOrSchedule,
-                         check_value, require_params, stateless)
+from gradtx.core import (NONNEGATIVE, NONNEGATIVE_OR_INF, POSITIVE_OR_INF, GradientTransformation,
+                         ScalarOrSchedule, check_value, require_params, stateless)
 from gradtx.errors import StructureError
 from gradtx.numerics import as_dtype, compute_dtype, real_dtype, wide_abs_sq
 
@@ -36,7 +36,7 @@ def clip(max_delta: ScalarOrSchedule) -> GradientTransformation:
   bound a complex leaf by its modulus).
 
   Args:
-    max_delta: :math:`\\delta \\ge 0`.
+    max_delta: :math:`\\delta \\ge 0`; ``math.inf`` clips nothing.
 
   Example:
     >>> import gradtx as gtx
@@ -52,7 +52,7 @@ def clip(max_delta: ScalarOrSchedule) -> GradientTransformation:
         lambda g: jnp.clip(g, -as_dtype(max_delta, g.dtype), as_dtype(max_delta, g.dtype)),
         updates)
 
-  return stateless(clip, max_delta=(max_delta, NONNEGATIVE))
+  return stateless(clip, max_delta=(max_delta, NONNEGATIVE_OR_INF))
 
 
 def clip_by_global_norm(max_norm: ScalarOrSchedule) -> GradientTransformation:
@@ -66,7 +66,8 @@ def clip_by_global_norm(max_norm: ScalarOrSchedule) -> GradientTransformation:
   denominator.
 
   Args:
-    max_norm: :math:`c > 0`.
+    max_norm: :math:`c > 0`; ``math.inf`` clips nothing (so a config can switch
+      clipping off without editing the chain).
 
   References:
     Pascanu, Mikolov & Bengio, *On the difficulty of training recurrent neural
@@ -92,7 +93,7 @@ def clip_by_global_norm(max_norm: ScalarOrSchedule) -> GradientTransformation:
     factor = jnp.minimum(jnp.ones_like(g_norm), c / g_norm)
     return tree.tree_map(lambda g: g * as_dtype(factor, g.dtype), updates)
 
-  return stateless(clip_by_global_norm, max_norm=(max_norm, POSITIVE))
+  return stateless(clip_by_global_norm, max_norm=(max_norm, POSITIVE_OR_INF))
 
 
 def clip_by_block_rms(threshold: ScalarOrSchedule) -> GradientTransformation:
@@ -103,7 +104,7 @@ def clip_by_block_rms(threshold: ScalarOrSchedule) -> GradientTransformation:
     \\operatorname{rms}(g) = \\sqrt{\\tfrac{1}{n}\\textstyle\\sum_i g_i^2}
 
   Args:
-    threshold: :math:`\\tau > 0`.
+    threshold: :math:`\\tau > 0`; ``math.inf`` clips nothing.
 
   Example:
     >>> import gradtx as gtx
@@ -120,7 +121,7 @@ def clip_by_block_rms(threshold: ScalarOrSchedule) -> GradientTransformation:
 
     return tree.tree_map(clip_leaf, updates, tree.block_rms(updates))
 
-  return stateless(clip_by_block_rms, threshold=(threshold, POSITIVE))
+  return stateless(clip_by_block_rms, threshold=(threshold, POSITIVE_OR_INF))
 
 
 # ----------------------------------------------------------------------------
@@ -294,6 +295,8 @@ def adaptive_grad_clip(clipping: ScalarOrSchedule, eps: ScalarOrSchedule = 1e-3,
 
     return tree.map_leaves(clip_leaf, (True,), updates, params)[0]
 
+  # clipping is finite, unlike the other clips' thresholds: the bound is clipping times a
+  # norm that is 0 for a zero unit with eps=0, and inf * 0 would step by NaN.
   tx = stateless(adaptive_grad_clip, clipping=(clipping, NONNEGATIVE), eps=(eps, NONNEGATIVE))
   tx.options["axis"] = axis
   return tx
@@ -390,7 +393,7 @@ def per_example_global_norm_clip(grads: Any, l2_norm_clip: Any) -> tuple[Any, ja
     ([Array([1.75, 1.75, 1.75], dtype=float32)], Array(3, dtype=int32))
   """
   where = "per_example_global_norm_clip"
-  check_value(where, "l2_norm_clip", l2_norm_clip, NONNEGATIVE)
+  check_value(where, "l2_norm_clip", l2_norm_clip, NONNEGATIVE_OR_INF)
   _batch_size(grads, where)
   grads = jax.tree.map(_as_float, grads)
   totals = [_example_sum_squares(g) for g in jax.tree.leaves(grads)]
@@ -417,7 +420,8 @@ def per_example_layer_norm_clip(grads: Any, global_l2_norm_clip: Any,
 
   Args:
     grads: a pytree of per-example gradients, each leaf of shape ``(B, ...)``.
-    global_l2_norm_clip: :math:`C \\ge 0`, the overall clip norm.
+    global_l2_norm_clip: :math:`C \\ge 0`, the overall clip norm (``inf`` clips
+      nothing).
     uniform: every layer gets :math:`C/\\sqrt{K}` (default), or a share
       proportional to the square root of its size.
 
@@ -439,7 +443,7 @@ def per_example_layer_norm_clip(grads: Any, global_l2_norm_clip: Any,
     ({'a': Array([1.5], dtype=float32), 'b': Array([1.5], dtype=float32)}, {'a': Array(1, dtype=int32), 'b': Array(1, dtype=int32)})
   """
   where = "per_example_layer_norm_clip"
-  check_value(where, "global_l2_norm_clip", global_l2_norm_clip, NONNEGATIVE)
+  check_value(where, "global_l2_norm_clip", global_l2_norm_clip, NONNEGATIVE_OR_INF)
   _batch_size(grads, where)
   grads = jax.tree.map(_as_float, grads)
   leaves = jax.tree.leaves(grads)

@@ -26,7 +26,7 @@ import numpy as np
 
 from gradtx import numerics, tree
 from gradtx.core import (NONNEGATIVE, NONNEGATIVE_INT, UNIT, UNIT_HALF_OPEN, GradientTransformation,
-                         HParams, HParamSpec, ScalarOrSchedule, check_state, check_value)
+                         HParams, HParamSpec, ScalarOrSchedule, check_integer_option, check_state)
 from gradtx.errors import StructureError
 from gradtx.numerics import abs_sq, as_dtype, compute_dtype, ema_moment, safe_increment
 
@@ -131,8 +131,8 @@ def scale_by_factored_rms(factored: bool = True, decay_rate: ScalarOrSchedule = 
   spec = HParamSpec("scale_by_factored_rms", decay_rate=(decay_rate, UNIT),
                     step_offset=(step_offset, NONNEGATIVE_INT), epsilon=(epsilon, NONNEGATIVE))
   # A structural option (it decides the state's shapes), so not in the state.
-  check_value("scale_by_factored_rms", "min_dim_size_to_factor", min_dim_size_to_factor,
-              NONNEGATIVE_INT)
+  check_integer_option("scale_by_factored_rms", "min_dim_size_to_factor", min_dim_size_to_factor,
+                       NONNEGATIVE_INT)
   beta2_at = decay_rate_fn or _decay_rate_pow
 
   def state_shapes(shape: tuple[int, ...]) -> tuple[tuple[int, ...], ...]:

@@ -15,15 +15,17 @@ loss (and gradient) at the params it moves to in its state, where
 from __future__ import annotations
 
 import inspect
+import math
 from typing import Any, Callable, Literal, NamedTuple
 
 import jax
 import jax.numpy as jnp
 
 from gradtx import numerics, tree
-from gradtx.core import (NONNEGATIVE, NONNEGATIVE_INT, POSITIVE, POSITIVE_INT,
+from gradtx.core import (NONNEGATIVE, NONNEGATIVE_INT, POSITIVE, POSITIVE_INT, POSITIVE_OR_INF,
                          GradientTransformation, HParams, HParamSpec, Range, ScalarOrSchedule,
-                         branch, check_state, check_value, require_params, require_params_like)
+                         branch, check_integer_option, check_state, require_params,
+                         require_params_like)
 from gradtx.errors import MissingArgumentError, StructureError
 from gradtx.numerics import safe_increment
 
@@ -161,7 +163,7 @@ def scale_by_lbfgs(memory_size: int = 10, scale_init_precond: bool = True
   References:
     Nocedal & Wright, *Numerical Optimization*, 1999, Algorithms 7.4 and 7.5.
   """
-  check_value("scale_by_lbfgs", "memory_size", memory_size, POSITIVE_INT)
+  check_integer_option("scale_by_lbfgs", "memory_size", memory_size, POSITIVE_INT)
   memory_size = int(memory_size)  # the length of the memories' leading axis: 10.0 is 10
   spec = HParamSpec("scale_by_lbfgs")
 
@@ -346,9 +348,11 @@ def scale_by_zoom_linesearch(max_linesearch_steps: int,
 
   Args:
     max_linesearch_steps: evaluations of ``value_fn`` at most, per step.
-    max_learning_rate: the largest step length, or ``None`` for no bound.
+    max_learning_rate: the largest step length, or ``None`` (or ``math.inf``)
+      for no bound.
     tol: :math:`\\delta \\ge 0`, slack on both conditions, default 0.
-    increase_factor: growth of the trial step while searching, default 2.
+    increase_factor: growth of the trial step while searching, :math:`> 1` and
+      finite, default 2.
     slope_rtol: :math:`c_1 \\in (0, 1)`, default 1e-4.
     curv_rtol: :math:`c_2 \\in (0, 1]`, default 0.9.
     approx_dec_rtol: :math:`\\epsilon_f \\ge 0`, default 1e-6, or ``None`` for
@@ -368,8 +372,9 @@ def scale_by_zoom_linesearch(max_linesearch_steps: int,
                      f"'keep', got {initial_guess_strategy!r}")
   entries = dict(
       max_linesearch_steps=(max_linesearch_steps, POSITIVE_INT),
-      max_learning_rate=(float("inf") if max_learning_rate is None else max_learning_rate,
-                         POSITIVE),
+      max_learning_rate=(math.inf if max_learning_rate is None else max_learning_rate,
+                         POSITIVE_OR_INF),
+      # Finite, as max_learning_rate may be inf (the default): a trial step must be finite.
       tol=(tol, NONNEGATIVE), increase_factor=(increase_factor, Range(1.0, low_open=True)),
       slope_rtol=(slope_rtol, Range(0.0, 1.0, low_open=True, high_open=True)),
       curv_rtol=(curv_rtol, Range(0.0, 1.0, low_open=True)),
@@ -600,7 +605,7 @@ def scale_by_backtracking_linesearch(max_backtracking_steps: int,
     increase_factor: :math:`\\gamma \\ge 1`, default 1.5: the first trial is
       the last step length times :math:`\\gamma` (``math.inf``: always
       :math:`\\eta_\\max`; 1: the last step length).
-    max_learning_rate: :math:`\\eta_\\max > 0`, default 1.
+    max_learning_rate: :math:`\\eta_\\max > 0`, finite, default 1.
     atol: :math:`\\epsilon \\ge 0`, default 0.
     rtol: :math:`\\delta \\ge 0`, default 0.
     store_grad: also compute the gradient at the new parameters and keep it
@@ -646,7 +651,10 @@ def scale_by_backtracking_linesearch(max_backtracking_steps: int,
       stage, max_backtracking_steps=(max_backtracking_steps, NONNEGATIVE_INT),
       slope_rtol=(slope_rtol, Range(0.0, 1.0, high_open=True)),
       decrease_factor=(decrease_factor, Range(0.0, 1.0, low_open=True, high_open=True)),
-      increase_factor=(increase_factor, Range(1.0)),
+      # increase_factor may be inf (every search starts from max_learning_rate), so
+      # max_learning_rate is finite: the first trial step, min(gamma * eta, eta_max), or
+      # eta_max after a step with eta = 0, must be.
+      increase_factor=(increase_factor, Range(1.0, math.inf)),
       max_learning_rate=(max_learning_rate, POSITIVE),
       atol=(atol, NONNEGATIVE), rtol=(rtol, NONNEGATIVE))
 

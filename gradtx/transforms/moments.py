@@ -14,7 +14,6 @@ gradients', and the step is cast back to the gradients' dtype.
 
 from __future__ import annotations
 
-import math
 from typing import Any, NamedTuple
 
 import jax
@@ -22,7 +21,7 @@ import jax.numpy as jnp
 
 from gradtx import tree
 from gradtx.core import (NONNEGATIVE, UNIT_HALF_OPEN, GradientTransformation, HParams, HParamSpec,
-                         Range, ScalarOrSchedule, check_state, check_value, read_once)
+                         ScalarOrSchedule, check_state, check_value, read_once)
 from gradtx import numerics
 from gradtx.numerics import (abs_sq, as_dtype, compute_dtype, ema_moment, lerp_moment,
                              safe_increment, safe_rsqrt)
@@ -34,9 +33,6 @@ __all__ = [
 ]
 
 
-_FINITE_NONNEGATIVE = Range(0.0, math.inf, high_open=True)
-
-
 def check_initial_value(stage: str, name: str, value: Any) -> None:
   """Checks the starting value of an accumulator (``initial_scale``,
   ``initial_accumulator_value``): an option written into the state at init, not a
@@ -46,7 +42,7 @@ def check_initial_value(stage: str, name: str, value: Any) -> None:
   taken (a negative start gives NaN steps), a NaN or Inf start freezes every step at 0
   or NaN, and an array would be broadcast against every leaf.
   """
-  check_value(stage, name, value, _FINITE_NONNEGATIVE, scalar=True)
+  check_value(stage, name, value, NONNEGATIVE, scalar=True)
 
 
 class ScaleByRmsState(NamedTuple):

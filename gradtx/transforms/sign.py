@@ -7,8 +7,8 @@ from typing import Any, Literal, NamedTuple
 import jax.numpy as jnp
 
 from gradtx import tree
-from gradtx.core import (POSITIVE, UNIT, GradientTransformation, HParams, HParamSpec, Range,
-                         ScalarOrSchedule, check_state, check_value, stateless)
+from gradtx.core import (POSITIVE, POSITIVE_OR_INF, UNIT, GradientTransformation, HParams,
+                         HParamSpec, Range, ScalarOrSchedule, check_state, check_value, stateless)
 from gradtx.numerics import as_dtype, compute_dtype, ema_moment
 
 __all__ = ["ScaleByLionState", "ScaleByRpropState", "scale_by_lion", "scale_by_rprop",
@@ -137,7 +137,7 @@ def scale_by_rprop(learning_rate: float, eta_minus: ScalarOrSchedule = 0.5,
     eta_minus: :math:`\\eta^- \\in (0, 1]`, default 0.5.
     eta_plus: :math:`\\eta^+ \\ge 1`, default 1.2.
     min_step_size: default 1e-6.
-    max_step_size: default 50.
+    max_step_size: default 50; ``math.inf`` for no cap.
 
   Differs from optax 0.2.8: ``optax.scale_by_rprop`` emits the *previous*
   step's :math:`q_{t-1}` (its first update is all zeros, every later one lags
@@ -152,7 +152,7 @@ def scale_by_rprop(learning_rate: float, eta_minus: ScalarOrSchedule = 0.5,
   check_value("scale_by_rprop", "learning_rate", learning_rate, POSITIVE)
   spec = HParamSpec("scale_by_rprop", eta_minus=(eta_minus, Range(0.0, 1.0, low_open=True)),
                     eta_plus=(eta_plus, Range(1.0)), min_step_size=(min_step_size, Range(0.0)),
-                    max_step_size=(max_step_size, POSITIVE))
+                    max_step_size=(max_step_size, POSITIVE_OR_INF))
 
   def init(params):
     tree.check_real(params, "scale_by_rprop")  # sign tests and clipping need an order

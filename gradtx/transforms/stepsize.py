@@ -8,8 +8,9 @@ import jax.numpy as jnp
 import numpy as np
 
 from gradtx import tree
-from gradtx.core import (ANY, NONNEGATIVE, POSITIVE, EmptyState, GradientTransformation, HParams,
-                         HParamSpec, ScalarOrSchedule, check_state, require_params_like)
+from gradtx.core import (ANY, NONNEGATIVE, NONNEGATIVE_OR_INF, POSITIVE, EmptyState,
+                         GradientTransformation, HParams, HParamSpec, ScalarOrSchedule,
+                         check_state, require_params_like)
 from gradtx.errors import MissingArgumentError
 from gradtx.numerics import as_dtype
 
@@ -36,7 +37,8 @@ def scale_by_polyak(f_min: ScalarOrSchedule = 0.0, max_learning_rate: ScalarOrSc
 
   Args:
     f_min: :math:`f^\\star`, a lower bound on the loss, default 0.
-    max_learning_rate: :math:`\\gamma_\\max \\ge 0`, default 1.
+    max_learning_rate: :math:`\\gamma_\\max \\ge 0`, default 1; ``math.inf`` for
+      Polyak's step without a cap.
     eps: :math:`\\epsilon \\ge 0`, default 0.
     variant: ``"sps"`` (Loizou et al.) or ``"sps+"`` (Garrigos et al.).
 
@@ -56,7 +58,8 @@ def scale_by_polyak(f_min: ScalarOrSchedule = 0.0, max_learning_rate: ScalarOrSc
   if variant not in _VARIANTS:
     raise ValueError(f"scale_by_polyak: variant must be one of {_VARIANTS}, got {variant!r}")
   spec = HParamSpec("scale_by_polyak", f_min=(f_min, ANY),
-                    max_learning_rate=(max_learning_rate, NONNEGATIVE), eps=(eps, NONNEGATIVE))
+                    max_learning_rate=(max_learning_rate, NONNEGATIVE_OR_INF),
+                    eps=(eps, NONNEGATIVE))
 
   def init(params):
     del params
