@@ -19,8 +19,8 @@ import jax.numpy as jnp
 from gradtx.core import safe_increment
 
 __all__ = ["abs_sq", "as_dtype", "at_least_float32", "bias_correction", "clip_modulus",
-           "complex_dtype", "compute_dtype", "ema_moment", "real_dtype", "safe_divide",
-           "safe_increment", "safe_rsqrt", "safe_sqrt", "shared", "shared_scalars",
+           "complex_dtype", "compute_dtype", "ema_moment", "real_dtype", "safe_cbrt",
+           "safe_divide", "safe_increment", "safe_rsqrt", "safe_sqrt", "shared", "shared_scalars",
            "state_dtype", "stored", "wide_abs_sq", "widened", "zero_count"]
 
 
@@ -268,6 +268,26 @@ def _safe_sqrt_jvp(primals: tuple[jax.Array], tangents: tuple[jax.Array]) -> tup
   root = jnp.sqrt(x)
   positive = x > 0
   return root, jnp.where(positive, dx / (2 * jnp.where(positive, root, 1)), 0)
+
+
+@jax.custom_jvp
+def safe_cbrt(x: jax.Array) -> jax.Array:
+  """:math:`\\sqrt[3]{x}`, bit for bit, with derivative 0 at :math:`x = 0`.
+
+  As :func:`safe_sqrt`: ``jnp.cbrt``'s derivative :math:`1 / (3 x^{2/3})` is
+  infinite at 0, where a sum of squares (MADGRAD's :math:`\\nu`) meets it with
+  a zero derivative, and the product is NaN.
+  """
+  return jnp.cbrt(x)
+
+
+@safe_cbrt.defjvp
+def _safe_cbrt_jvp(primals: tuple[jax.Array], tangents: tuple[jax.Array]) -> tuple:
+  x, = primals
+  dx, = tangents
+  root = jnp.cbrt(x)
+  nonzero = x != 0
+  return root, jnp.where(nonzero, dx / (3 * jnp.where(nonzero, root, 1) ** 2), 0)
 
 
 def safe_rsqrt(x: jax.Array) -> jax.Array:

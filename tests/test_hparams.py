@@ -1,6 +1,8 @@
 """Hyperparameters in the state: read and set by dotted name, without retracing; schedules
 report the value used at the last step, wherever the stage sits (chains, wrappers, groups)."""
 
+import inspect
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -213,3 +215,72 @@ def test_a_weak_typed_value_is_held_strong_so_a_restored_state_does_not_retrace(
   params, state = step(params, restored, _grads(1))
   params, state = step(params, gtx.set_hparams(state, {key: 2e-6}), _grads(2))
   assert len(traces) == 1
+
+
+# ----------------------------------------------------------------------------
+# Meta-gradients: jax.grad through a few unrolled steps, with respect to the initial
+# params and to every hyperparameter that set_hparams takes.
+
+def _lr_only(name):
+  takes_lr = "learning_rate" in inspect.signature(getattr(gtx, name)).parameters
+  return lambda: getattr(gtx, name)(**({"learning_rate": 0.05} if takes_lr else {}))
+
+
+_C = gtx.contrib
+# adafactor is left out: its second moment at a zero gradient is eps1 = 1e-30, where
+# rsqrt's derivative, -v^{-3/2} / 2 = -5e44, overflows float32 (finite in float64).
+META = {name: _lr_only(name) for name in gtx.optimizers.__all__
+        if name not in ("lbfgs", "adafactor")}
+META.update({
+    "lbfgs": lambda: gtx.lbfgs(0.5, memory_size=3, linesearch=None),
+    "prodigy": lambda: _C.prodigy(), "dadapt_adamw": lambda: _C.dadapt_adamw(),
+    "dog": lambda: _C.dog(), "dowg": lambda: _C.dowg(), "cocob": lambda: _C.cocob(),
+    "mechanize": lambda: _C.mechanize(gtx.sgd(0.1)),
+    "schedule_free_adamw": lambda: _C.schedule_free_adamw(0.1),
+    "madgrad": lambda: _C.madgrad(0.1), "momo": lambda: _C.momo(),
+    "momo_adam": lambda: _C.momo_adam(), "sophia": lambda: _C.sophia(0.1),
+    "muon": lambda: _C.muon(0.1), "ademamix": lambda: _C.ademamix(0.1),
+    "simplified_ademamix": lambda: _C.simplified_ademamix(0.1), "adopt": lambda: _C.adopt(0.1),
+    "acprop": lambda: _C.acprop(0.1), "galore": lambda: _C.galore(0.1),
+    "sam": lambda: _C.sam(gtx.sgd(0.1), gtx.sgd(0.05)),
+    "clip_adam": lambda: gtx.chain(clip=gtx.clip_by_global_norm(1.0), opt=gtx.adam(0.1)),
+    "apply_if_finite": lambda: gtx.apply_if_finite(gtx.adam(0.1), 3),
+    "multi_steps": lambda: gtx.multi_steps(gtx.adam(0.1), 1),
+})
+
+
+def _meta_loss(p):
+  # Minimised at 0.1 everywhere; "b" starts there, so its gradient is 0 at every step.
+  return sum(jnp.sum(jnp.linspace(1.0, 2.0, x.size).reshape(x.shape) * (x - 0.1) ** 2)
+             for x in jax.tree.leaves(p))
+
+
+@pytest.mark.parametrize("make", list(META.values()), ids=list(META))
+def test_meta_gradients_stay_finite_where_a_gradient_entry_is_zero(make):
+  # A gradient entry of exactly 0 (an unused embedding row, a dead unit) leaves a
+  # second moment of 0, and jnp.sqrt's derivative there is infinite: the chain rule
+  # met it with the 0 of d(g^2)/dg, and every meta-gradient of Adam, AMSGrad, RAdam,
+  # NovoGrad, AdEMAMix, ADOPT, MADGRAD (a cube root), LARS (a trust ratio 0 / 0 in the
+  # branch jnp.where drops) and the chains around them was NaN, as in optax.
+  tx = make()
+  params = {"w": jnp.asarray([[0.5, -1.0], [2.0, 0.3]], jnp.float32),
+            "b": jnp.full((3,), 0.1, jnp.float32)}
+  settable = {k: v for k, v in gtx.hparams(tx.init(params)).items()
+              if jnp.issubdtype(v.dtype, jnp.floating)}
+
+  def unrolled(p, values):
+    state = gtx.set_hparams(tx.init(p), values)
+    for _ in range(2):
+      value, g = jax.value_and_grad(_meta_loss)(p)
+      u, state = tx.update(g, state, p, value=value, grad=g, value_fn=_meta_loss,
+                           obj_fn=_meta_loss)
+      p = gtx.apply_updates(p, u)
+    return _meta_loss(p)
+
+  try:  # a schedule sets its value at every step: set_hparams refuses it
+    gtx.set_hparams(tx.init(params), settable)
+  except gtx.HyperparameterError:
+    settable = {}
+  d_params, d_values = jax.jit(jax.grad(unrolled, argnums=(0, 1)))(params, settable)
+  for path, leaf in jax.tree_util.tree_leaves_with_path((d_params, d_values)):
+    assert np.isfinite(leaf).all(), f"d loss / d{jax.tree_util.keystr(path)} = {leaf}"

@@ -19,7 +19,7 @@ from gradtx import numerics, tree
 from gradtx.chain import Chain, named_chain
 from gradtx.core import (NONNEGATIVE, UNIT_HALF_OPEN, GradientTransformation, HParamSpec,
                          ScalarOrSchedule, check_state)
-from gradtx.numerics import as_dtype, bias_correction, compute_dtype, safe_increment
+from gradtx.numerics import as_dtype, bias_correction, compute_dtype, safe_increment, safe_sqrt
 from gradtx.transforms.adaptive import ScaleByBeliefState, belief_moments
 from gradtx.transforms.decay import Mask, add_decayed_weights
 from gradtx.transforms.scaling import scale_by_learning_rate
@@ -92,7 +92,7 @@ def scale_by_acprop(b1: ScalarOrSchedule = 0.9, b2: ScalarOrSchedule = 0.999,
       m_new, s_new = belief_moments(g, m, s, h["b1"], h["b2"], h["eps_root"])
       s_hat = jnp.where(first, 1, bias_correction(s, h["b2"], previous))
       dtype = compute_dtype(g, s_hat)
-      u = as_dtype(g, dtype) / (jnp.sqrt(as_dtype(s_hat, dtype)) + as_dtype(h["eps"], dtype))
+      u = as_dtype(g, dtype) / (safe_sqrt(as_dtype(s_hat, dtype)) + as_dtype(h["eps"], dtype))
       return as_dtype(u, g.dtype), as_dtype(m_new, m.dtype), as_dtype(s_new, s.dtype)
 
     updates, mu, nu = tree.map_multi(leaf, 3, updates, state.mu, state.nu)

@@ -15,13 +15,13 @@ from __future__ import annotations
 from typing import Any, NamedTuple
 
 import jax
-import jax.numpy as jnp
 
 from gradtx import numerics, tree
 from gradtx.chain import Chain, named_chain
 from gradtx.core import (NONNEGATIVE, UNIT, UNIT_HALF_OPEN, GradientTransformation, HParams,
                          HParamSpec, ScalarOrSchedule, check_state)
-from gradtx.numerics import as_dtype, bias_correction, compute_dtype, ema_moment, safe_increment
+from gradtx.numerics import (as_dtype, bias_correction, compute_dtype, ema_moment, safe_increment,
+                             safe_sqrt)
 from gradtx.transforms.decay import Mask, add_decayed_weights
 from gradtx.transforms.moments import adam_moments
 from gradtx.transforms.scaling import scale_by_learning_rate
@@ -112,7 +112,7 @@ def scale_by_ademamix(b1: ScalarOrSchedule = 0.9, b2: ScalarOrSchedule = 0.999,
       dtype = compute_dtype(m1_hat, m2_new, nu_hat)
       alpha, eps, eps_root = (as_dtype(h[n], dtype) for n in ("alpha", "eps", "eps_root"))
       u = ((as_dtype(m1_hat, dtype) + alpha * as_dtype(m2_new, dtype))
-           / (jnp.sqrt(as_dtype(nu_hat, dtype) + eps_root) + eps))
+           / (safe_sqrt(as_dtype(nu_hat, dtype) + eps_root) + eps))
       return (as_dtype(u, g.dtype), as_dtype(m1_new, m1.dtype), as_dtype(m2_new, m2.dtype),
               as_dtype(nu_new, nu.dtype))
 
@@ -256,7 +256,7 @@ def scale_by_simplified_ademamix(b1: ScalarOrSchedule = 0.99, b2: ScalarOrSchedu
       dtype = compute_dtype(m_new, n_hat)
       alpha, eps, eps_root = (as_dtype(h[k], dtype) for k in ("alpha", "eps", "eps_root"))
       u = ((as_dtype(m_new, dtype) + alpha * as_dtype(g_, dtype))
-           / (jnp.sqrt(as_dtype(n_hat, dtype) + eps_root) + eps))
+           / (safe_sqrt(as_dtype(n_hat, dtype) + eps_root) + eps))
       return as_dtype(u, g.dtype), as_dtype(m_new, m.dtype), as_dtype(n_new, n.dtype)
 
     updates, m, n = tree.map_multi(leaf, 3, updates, state.m, state.n)

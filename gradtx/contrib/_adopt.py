@@ -20,7 +20,8 @@ from gradtx import numerics, tree
 from gradtx.chain import Chain, named_chain
 from gradtx.core import (NONNEGATIVE_OR_INF, POSITIVE, UNIT, UNIT_HALF_OPEN, GradientTransformation,
                          HParamSpec, ScalarOrSchedule, check_state)
-from gradtx.numerics import as_dtype, clip_modulus, compute_dtype, ema_moment, safe_increment
+from gradtx.numerics import (as_dtype, clip_modulus, compute_dtype, ema_moment, safe_increment,
+                             safe_sqrt)
 from gradtx.transforms.moments import ScaleByAdamState
 from gradtx.transforms.scaling import scale_by_learning_rate
 
@@ -114,7 +115,7 @@ def scale_by_adopt(b1: ScalarOrSchedule = 0.9, b2: ScalarOrSchedule = 0.9999,
     def leaf(g, m, v):
       dtype = compute_dtype(g, v)
       eps = as_dtype(h["eps"], dtype)
-      normalised = as_dtype(g, dtype) / jnp.maximum(jnp.sqrt(as_dtype(v, dtype)), eps)
+      normalised = as_dtype(g, dtype) / jnp.maximum(safe_sqrt(as_dtype(v, dtype)), eps)
       if use_clipping:
         normalised = clip_modulus(normalised, h["clip_value"])
       # Step 0 weighs it by 0, but g / eps can overflow (float16) and 0 * inf is NaN.

@@ -226,7 +226,7 @@ def scale_by_dowg(init_estim_sq_dist: ScalarOrSchedule | None = None,
     sq_dist = jnp.maximum(state.estim_sq_dist,
                           tree.sum_squares(tree.sub(params, state.init_params), dtype))
     weighted = state.weighted_sq_norm_grads + sq_dist * tree.sum_squares(updates, dtype)
-    eta = sq_dist / (jnp.sqrt(weighted) + as_dtype(h["eps"], dtype))
+    eta = sq_dist / (safe_sqrt(weighted) + as_dtype(h["eps"], dtype))
     return tree.scale(eta, updates), DoWGState(state.init_params, weighted, sq_dist, hparams)
 
   return GradientTransformation(init, update, name=stage, spec=spec)

@@ -18,7 +18,8 @@ from gradtx.chain import Chain, named_chain
 from gradtx.contrib._whole_tree import _real_zeros_like
 from gradtx.core import (NONNEGATIVE, POSITIVE, UNIT_HALF_OPEN, GradientTransformation, HParams,
                          HParamSpec, ScalarOrSchedule, check_state, read_once, require_params_like)
-from gradtx.numerics import abs_sq, as_dtype, compute_dtype, real_dtype, safe_increment
+from gradtx.numerics import (abs_sq, as_dtype, compute_dtype, real_dtype, safe_cbrt,
+                             safe_increment)
 from gradtx.transforms.decay import add_decayed_weights
 
 __all__ = ["MadgradState", "madgrad", "scale_by_madgrad"]
@@ -110,7 +111,7 @@ def scale_by_madgrad(learning_rate: ScalarOrSchedule, momentum: ScalarOrSchedule
       g_ = as_dtype(g, dtype)
       nu_new = as_dtype(nu, real) + as_dtype(scalars["lambda"], real) * abs_sq(g_)
       s_new = as_dtype(s, dtype) + lam * g_
-      sigma = as_dtype(jnp.cbrt(nu_new) + as_dtype(h["eps"], real), dtype)
+      sigma = as_dtype(safe_cbrt(nu_new) + as_dtype(h["eps"], real), dtype)
       # (1 - beta) z + beta x - x as (1 - beta)((x_0 - x) - s / sigma): forming z first
       # would round a step much smaller than x to x's last digits.
       u = c * ((as_dtype(x0, dtype) - as_dtype(x, dtype)) - s_new / sigma)

@@ -17,7 +17,7 @@ import jax.numpy as jnp
 from gradtx import numerics, tree
 from gradtx.core import (NONNEGATIVE, UNIT_HALF_OPEN, GradientTransformation, HParams, HParamSpec,
                          Range, ScalarOrSchedule, check_state, require_params)
-from gradtx.numerics import as_dtype, compute_dtype, ema_moment, safe_increment
+from gradtx.numerics import as_dtype, compute_dtype, ema_moment, safe_increment, safe_sqrt
 from gradtx.transforms.moments import (ScaleByAdamState, adam_moments, check_initial_value,
                                       debiased_first_moment)
 
@@ -98,11 +98,11 @@ def scale_by_radam(b1: ScalarOrSchedule = 0.9, b2: ScalarOrSchedule = 0.999,
       # r_t is not real; at 4, the lowest threshold, r_t is 0 (a clamp at 5 would
       # give r_5 for 4 <= rho_t < 5 under a threshold of 4, the paper's).
       rho_safe = jnp.maximum(rho_t, 4.0)
-      r_t = as_dtype(jnp.sqrt((rho_safe - 4) * (rho_safe - 2) * rho_inf
+      r_t = as_dtype(safe_sqrt((rho_safe - 4) * (rho_safe - 2) * rho_inf
                               / ((rho_inf - 4) * (rho_inf - 2) * rho_safe)), dtype)
       eps, eps_root = as_dtype(h["eps"], dtype), as_dtype(h["eps_root"], dtype)
       m_hat = m_hat.astype(dtype)
-      adapted = r_t * m_hat / (jnp.sqrt(v_hat + eps_root) + eps)
+      adapted = r_t * m_hat / (safe_sqrt(v_hat + eps_root) + eps)
       u = jnp.where(rho_t >= as_dtype(h["threshold"], scalar), adapted, m_hat)
       return u.astype(g.dtype), m_new.astype(m.dtype), v_new.astype(v.dtype)
 
@@ -185,7 +185,7 @@ def scale_by_belief(b1: ScalarOrSchedule = 0.9, b2: ScalarOrSchedule = 0.999,
       m_new, s_new = belief_moments(g, m, s, h["b1"], h["b2"], h["eps_root"])
       m_hat = debiased_first_moment(g, m_new, h["b1"], count, nesterov)
       s_hat = numerics.bias_correction(s_new, h["b2"], count)
-      u = m_hat.astype(s_hat.dtype) / (jnp.sqrt(s_hat) + as_dtype(h["eps"], s_hat.dtype))
+      u = m_hat.astype(s_hat.dtype) / (safe_sqrt(s_hat) + as_dtype(h["eps"], s_hat.dtype))
       return u.astype(g.dtype), m_new.astype(m.dtype), s_new.astype(s.dtype)
 
     updates, mu, nu = tree.map_multi(leaf, 3, updates, state.mu, state.nu)
@@ -251,7 +251,7 @@ def scale_by_yogi(b1: ScalarOrSchedule = 0.9, b2: ScalarOrSchedule = 0.999,
       m_hat = numerics.bias_correction(m_new, h["b1"], count).astype(dtype)
       v_hat = numerics.bias_correction(v_new, h["b2"], count)
       eps, eps_root = as_dtype(h["eps"], dtype), as_dtype(h["eps_root"], dtype)
-      u = m_hat / (jnp.sqrt(v_hat + eps_root) + eps)
+      u = m_hat / (safe_sqrt(v_hat + eps_root) + eps)
       return u.astype(g.dtype), m_new.astype(m.dtype), v_new.astype(v.dtype)
 
     updates, mu, nu = tree.map_multi(leaf, 3, updates, state.mu, state.nu)
@@ -329,7 +329,7 @@ def scale_by_novograd(b1: ScalarOrSchedule = 0.9, b2: ScalarOrSchedule = 0.25,
       # The first step takes the norm itself rather than debiasing an EMA from 0.
       n_new = jnp.where(count == 1, g_sq, ema_moment(g_sq, n, h["b2"], order=1).astype(n.dtype))
       eps, eps_root = as_dtype(h["eps"], dtype), as_dtype(h["eps_root"], dtype)
-      q = (g.astype(dtype) / (jnp.sqrt(n_new.astype(dtype) + eps_root) + eps)
+      q = (g.astype(dtype) / (safe_sqrt(n_new.astype(dtype) + eps_root) + eps)
            + as_dtype(h["weight_decay"], dtype) * theta.astype(dtype))
       m_new = as_dtype(h["b1"], dtype) * m.astype(dtype) + q  # m_0 = 0 makes m_1 = q
       return m_new.astype(g.dtype), m_new.astype(m.dtype), n_new
@@ -415,7 +415,7 @@ def scale_by_adan(b1: ScalarOrSchedule = 0.98, b2: ScalarOrSchedule = 0.92,
       n_hat = numerics.bias_correction(n_new, h["b3"], count)
       d = n_hat.dtype  # the wider of g's and n's
       eps, eps_root = as_dtype(h["eps"], d), as_dtype(h["eps_root"], d)
-      u = as_dtype(m_hat + take2 * v_hat, d) / (jnp.sqrt(n_hat + eps_root) + eps)
+      u = as_dtype(m_hat + take2 * v_hat, d) / (safe_sqrt(n_hat + eps_root) + eps)
       return (u.astype(g.dtype), m_new.astype(m.dtype), v_new.astype(v.dtype),
               n_new.astype(n.dtype), g.astype(g_prev.dtype))
 
@@ -499,7 +499,7 @@ def scale_by_nadam(b1: ScalarOrSchedule = 0.9, b2: ScalarOrSchedule = 0.999,
       m_new = ema_moment(g, m, h["b1"], order=1)
       v_new = ema_moment(g, v, h["b2"], order=2)
       d = v_new.dtype
-      denominator = jnp.sqrt(numerics.bias_correction(v_new, h["b2"], count)) + as_dtype(
+      denominator = safe_sqrt(numerics.bias_correction(v_new, h["b2"], count)) + as_dtype(
           h["eps"], d)
       u = (((1 - mu_t) / (1 - mu_product)).astype(d) * g.astype(d)
            + (mu_next / (1 - mu_product * mu_next)).astype(d) * m_new.astype(d)) / denominator

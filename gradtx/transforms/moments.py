@@ -24,7 +24,7 @@ from gradtx.core import (NONNEGATIVE, UNIT_HALF_OPEN, GradientTransformation, HP
                          ScalarOrSchedule, check_state, check_value, read_once)
 from gradtx import numerics
 from gradtx.numerics import (abs_sq, as_dtype, compute_dtype, ema_moment, lerp_moment,
-                             safe_increment, safe_rsqrt)
+                             safe_increment, safe_rsqrt, safe_sqrt)
 
 __all__ = [
     "ScaleByAdaDeltaState", "ScaleByAdamState", "ScaleByAmsgradState", "ScaleByRmsState",
@@ -56,7 +56,7 @@ def _divide_by_root(g: jax.Array, s: jax.Array, eps: jax.Array, eps_in_sqrt: boo
   """:math:`g / \\sqrt{s + \\epsilon}` or :math:`g / (\\sqrt{s} + \\epsilon)`."""
   eps = as_dtype(eps, s.dtype)
   g = as_dtype(g, s.dtype)
-  return g * jax.lax.rsqrt(s + eps) if eps_in_sqrt else g / (jnp.sqrt(s) + eps)
+  return g * jax.lax.rsqrt(s + eps) if eps_in_sqrt else g / (safe_sqrt(s) + eps)
 
 
 def scale_by_rms(decay: ScalarOrSchedule = 0.9, eps: ScalarOrSchedule = 1e-8,
@@ -421,7 +421,7 @@ def scale_by_adam(b1: ScalarOrSchedule = 0.9, b2: ScalarOrSchedule = 0.999,
       def leaf(g, m, v):
         m_new, v_new, m_hat, v_hat = adam_moments(g, m, v, h, count, nesterov)
         eps, eps_root = as_dtype(h["eps"], v_hat.dtype), as_dtype(h["eps_root"], v_hat.dtype)
-        u = as_dtype(m_hat, v_hat.dtype) / (jnp.sqrt(v_hat + eps_root) + eps)
+        u = as_dtype(m_hat, v_hat.dtype) / (safe_sqrt(v_hat + eps_root) + eps)
         return as_dtype(u, g.dtype), as_dtype(m_new, m.dtype), as_dtype(v_new, v.dtype)
     else:
       k = adam_step_scalars(h, count)
@@ -434,7 +434,7 @@ def scale_by_adam(b1: ScalarOrSchedule = 0.9, b2: ScalarOrSchedule = 0.999,
         v_new = lerp_moment(g, v, k["1-b2"], order=2)
         dtype = v_new.dtype
         c, r, e = (as_dtype(k[n], dtype) for n in ("c", "r", "e"))
-        u = c * as_dtype(m_new, dtype) / (jnp.sqrt(v_new + r) + e)
+        u = c * as_dtype(m_new, dtype) / (safe_sqrt(v_new + r) + e)
         return as_dtype(u, g.dtype), as_dtype(m_new, m.dtype), as_dtype(v_new, v.dtype)
 
     updates, mu, nu = tree.map_multi(leaf, 3, updates, state.mu, state.nu)
@@ -498,7 +498,7 @@ def scale_by_amsgrad(b1: ScalarOrSchedule = 0.9, b2: ScalarOrSchedule = 0.999,
       v_hat = numerics.bias_correction(v_new, h["b2"], count) if bias_correction_nu else v_new
       v_max_new = jnp.maximum(as_dtype(v_max, v_hat.dtype), v_hat)
       eps, eps_root = as_dtype(h["eps"], v_hat.dtype), as_dtype(h["eps_root"], v_hat.dtype)
-      u = as_dtype(m_hat, v_hat.dtype) / (jnp.sqrt(v_max_new + eps_root) + eps)
+      u = as_dtype(m_hat, v_hat.dtype) / (safe_sqrt(v_max_new + eps_root) + eps)
       return (as_dtype(u, g.dtype), as_dtype(m_new, m.dtype), as_dtype(v_new, v.dtype),
               as_dtype(v_max_new, v_max.dtype))
 

@@ -54,9 +54,12 @@ def scale_by_trust_ratio(min_norm: ScalarOrSchedule = 0.0,
       floor = as_dtype(min_norm, dtype)
       param_norm = jnp.maximum(param_norm.astype(dtype), floor)
       update_norm = jnp.maximum(update_norm.astype(dtype), floor)
+      # The denominator is 1 where the ratio is not taken: jnp.where differentiates both
+      # branches, and 0 / 0 in the dropped one made every gradient through it NaN.
+      taken = (param_norm != 0) & (update_norm != 0)
       ratio = (as_dtype(trust_coefficient, dtype) * param_norm
-               / (update_norm + as_dtype(eps, dtype)))
-      ratio = jnp.where((param_norm == 0) | (update_norm == 0), jnp.ones_like(ratio), ratio)
+               / jnp.where(taken, update_norm + as_dtype(eps, dtype), 1))
+      ratio = jnp.where(taken, ratio, jnp.ones_like(ratio))
       return g * ratio
 
     return tree.tree_map(scale_leaf, updates, tree.block_norm(params), tree.block_norm(updates))
