@@ -284,3 +284,22 @@ def test_meta_gradients_stay_finite_where_a_gradient_entry_is_zero(make):
   d_params, d_values = jax.jit(jax.grad(unrolled, argnums=(0, 1)))(params, settable)
   for path, leaf in jax.tree_util.tree_leaves_with_path((d_params, d_values)):
     assert np.isfinite(leaf).all(), f"d loss / d{jax.tree_util.keystr(path)} = {leaf}"
+
+
+@pytest.mark.parametrize("preconditioning", ["frobenius", "schatten"])
+def test_muon_meta_gradient_is_finite_where_a_matrix_gradient_is_zero(preconditioning):
+  # Newton-Schulz divided by jnp.linalg.norm(G) (frobenius) and took the norm of
+  # G G^T (schatten): the gradient of a norm at a zero matrix is NaN, so a weight
+  # matrix at a stationary point made the meta-gradient of every param NaN.
+  tx = gtx.contrib.muon(0.1, preconditioning=preconditioning)
+  params = {"w": jnp.full((3, 2), 0.1, jnp.float32), "b": jnp.asarray([0.5, -0.3], jnp.float32)}
+
+  def unrolled(p):
+    state = tx.init(p)
+    for _ in range(2):
+      u, state = tx.update(jax.grad(_meta_loss)(p), state, p)
+      p = gtx.apply_updates(p, u)
+    return _meta_loss(p)
+
+  for path, leaf in jax.tree_util.tree_leaves_with_path(jax.jit(jax.grad(unrolled))(params)):
+    assert np.isfinite(leaf).all(), f"d loss / d{jax.tree_util.keystr(path)} = {leaf}"

@@ -24,8 +24,8 @@ from gradtx.contrib._common import (MuonDimensionNumbers, WeightDimNumOrFn, _dim
 from gradtx.core import (NONNEGATIVE, POSITIVE, POSITIVE_INT, UNIT_HALF_OPEN, Range,
                          GradientTransformation, HParams, HParamSpec, Params, ScalarOrSchedule,
                          check_integer_option, check_state, stateless)
-from gradtx.numerics import (as_dtype, at_least_float32, ema_moment, safe_divide, safe_increment,
-                             safe_rsqrt, zero_count)
+from gradtx.numerics import (abs_sq, as_dtype, at_least_float32, ema_moment, safe_divide,
+                             safe_increment, safe_rsqrt, safe_sqrt, zero_count)
 from gradtx.transforms.decay import Mask, add_decayed_weights
 from gradtx.transforms.moments import debiased_first_moment, scale_by_adam
 from gradtx.transforms.scaling import scale_by_learning_rate
@@ -54,7 +54,8 @@ def _newton_schulz(x: jax.Array, coeffs: jax.Array, ns_steps: int, preconditioni
     x = x.T
   eps = as_dtype(eps, x.real.dtype)
   if preconditioning == "frobenius":
-    x = safe_divide(x, jnp.linalg.norm(x) + eps)
+    # Not jnp.linalg.norm: its gradient at a zero matrix (a zero gradient) is NaN.
+    x = safe_divide(x, safe_sqrt(jnp.sum(abs_sq(x))) + eps)
   elif preconditioning == "spectral":
     # An SVD, which has no bfloat16 or float16 kernel: in float32 for those.
     norm = jnp.linalg.norm(as_dtype(x, at_least_float32(x)), ord=2)
@@ -71,7 +72,7 @@ def _newton_schulz(x: jax.Array, coeffs: jax.Array, ns_steps: int, preconditioni
       x, A = x * s, A * s * s.T
     elif i == 0 and preconditioning == "schatten":
       # Divide by the Schatten-4 norm: ||X||_S4^2 = ||X X^H||_F.
-      s = as_dtype(safe_rsqrt(jnp.maximum(jnp.linalg.norm(A), eps)), x.dtype)
+      s = as_dtype(safe_rsqrt(jnp.maximum(safe_sqrt(jnp.sum(abs_sq(A))), eps)), x.dtype)
       x, A = x * s, A * (s * s)
     B = b * A + c * (A @ A)
     x = a * x + B @ x
