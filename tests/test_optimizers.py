@@ -563,6 +563,8 @@ _UNLISTED = {
     "muon": lambda: gtx.contrib.muon(0.1), "ademamix": lambda: gtx.contrib.ademamix(0.1),
     "sam": lambda: gtx.contrib.sam(gtx.sgd(0.1), gtx.sgd(0.05)),
     "lbfgs": lambda: gtx.lbfgs(0.5, memory_size=3, linesearch=None),
+    # Adafactor's placeholders for an unfactored leaf (v_row, v_col) were one array.
+    "adafactor": lambda: gtx.adafactor(0.1),
     # Wrappers: apply_if_finite's two counters were one array.
     "apply_if_finite": lambda: gtx.apply_if_finite(gtx.adam(0.1), 3),
     "multi_steps": lambda: gtx.multi_steps(gtx.adam(0.1), 2),

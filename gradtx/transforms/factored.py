@@ -148,11 +148,13 @@ def scale_by_factored_rms(factored: bool = True, decay_rate: ScalarOrSchedule = 
       p = jnp.asarray(p)
       dtype = numerics.state_dtype(p, nu_dtype)  # complex for a complex leaf
       dims = _factored_dims(p.shape, factored, min_dim_size_to_factor)
-      unused = jnp.zeros((1,), dtype)
+      # A fresh placeholder each time: one array in two fields is one buffer, which
+      # jax.jit(donate_argnums=...) refuses to donate twice.
+      unused = lambda: jnp.zeros((1,), dtype)  # noqa: E731
       if dims is None:
-        return unused, unused, jnp.zeros_like(p, dtype)
+        return unused(), unused(), jnp.zeros_like(p, dtype)
       row, col = dims
-      return _zeros_reduced(p, col, dtype), _zeros_reduced(p, row, dtype), unused
+      return _zeros_reduced(p, col, dtype), _zeros_reduced(p, row, dtype), unused()
 
     v_row, v_col, v = tree.map_leaves(leaf, (False, False, False), params)
     return FactoredState(numerics.zero_count(), v_row, v_col, v, spec.init())
