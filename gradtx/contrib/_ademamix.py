@@ -15,13 +15,14 @@ from __future__ import annotations
 from typing import Any, NamedTuple
 
 import jax
+import jax.numpy as jnp
 
 from gradtx import numerics, tree
 from gradtx.chain import Chain, named_chain
 from gradtx.core import (NONNEGATIVE, UNIT, UNIT_HALF_OPEN, GradientTransformation, HParams,
                          HParamSpec, ScalarOrSchedule, check_state)
-from gradtx.numerics import (as_dtype, bias_correction, compute_dtype, ema_moment, safe_increment,
-                             safe_sqrt)
+from gradtx.numerics import (as_dtype, bias_correction, compute_dtype, ema_moment,
+                             floor_eps_root, safe_increment)
 from gradtx.transforms.decay import Mask, add_decayed_weights
 from gradtx.transforms.moments import adam_moments
 from gradtx.transforms.scaling import scale_by_learning_rate
@@ -110,9 +111,10 @@ def scale_by_ademamix(b1: ScalarOrSchedule = 0.9, b2: ScalarOrSchedule = 0.999,
       m1_new, nu_new, m1_hat, nu_hat = adam_moments(g, m1, nu, h, count, nesterov=False)
       m2_new = ema_moment(g, m2, h["b3"], order=1)
       dtype = compute_dtype(m1_hat, m2_new, nu_hat)
-      alpha, eps, eps_root = (as_dtype(h[n], dtype) for n in ("alpha", "eps", "eps_root"))
+      alpha, eps = (as_dtype(h[n], dtype) for n in ("alpha", "eps"))
+      eps_root = as_dtype(floor_eps_root(h["eps_root"]), dtype)
       u = ((as_dtype(m1_hat, dtype) + alpha * as_dtype(m2_new, dtype))
-           / (safe_sqrt(as_dtype(nu_hat, dtype) + eps_root) + eps))
+           / (jnp.sqrt(as_dtype(nu_hat, dtype) + eps_root) + eps))
       return (as_dtype(u, g.dtype), as_dtype(m1_new, m1.dtype), as_dtype(m2_new, m2.dtype),
               as_dtype(nu_new, nu.dtype))
 
@@ -254,9 +256,10 @@ def scale_by_simplified_ademamix(b1: ScalarOrSchedule = 0.99, b2: ScalarOrSchedu
       n_new = ema_moment(g, n, h["b2"], order=2)
       n_hat = bias_correction(n_new, h["b2"], t)
       dtype = compute_dtype(m_new, n_hat)
-      alpha, eps, eps_root = (as_dtype(h[k], dtype) for k in ("alpha", "eps", "eps_root"))
+      alpha, eps = (as_dtype(h[k], dtype) for k in ("alpha", "eps"))
+      eps_root = as_dtype(floor_eps_root(h["eps_root"]), dtype)
       u = ((as_dtype(m_new, dtype) + alpha * as_dtype(g_, dtype))
-           / (safe_sqrt(as_dtype(n_hat, dtype) + eps_root) + eps))
+           / (jnp.sqrt(as_dtype(n_hat, dtype) + eps_root) + eps))
       return as_dtype(u, g.dtype), as_dtype(m_new, m.dtype), as_dtype(n_new, n.dtype)
 
     updates, m, n = tree.map_multi(leaf, 3, updates, state.m, state.n)

@@ -17,7 +17,8 @@ import jax.numpy as jnp
 from gradtx import numerics, tree
 from gradtx.core import (NONNEGATIVE, UNIT_HALF_OPEN, GradientTransformation, HParams, HParamSpec,
                          Range, ScalarOrSchedule, check_state, require_params)
-from gradtx.numerics import as_dtype, compute_dtype, ema_moment, safe_increment, safe_sqrt
+from gradtx.numerics import (as_dtype, compute_dtype, ema_moment, floor_eps_root,
+                             safe_increment, safe_sqrt)
 from gradtx.transforms.moments import (ScaleByAdamState, adam_moments, check_initial_value,
                                       debiased_first_moment)
 
@@ -81,6 +82,7 @@ def scale_by_radam(b1: ScalarOrSchedule = 0.9, b2: ScalarOrSchedule = 0.999,
     tree.check_structure(state.mu, updates, "state.mu", "updates", stage="scale_by_radam")
     h, hparams = spec.step(state.hparams)
     count = safe_increment(state.count)
+    root_eps = floor_eps_root(h["eps_root"])  # sqrt's derivative finite at v = 0
 
     def leaf(g, m, v):
       m_new, v_new, m_hat, v_hat = adam_moments(g, m, v, h, count, nesterov)
@@ -100,9 +102,9 @@ def scale_by_radam(b1: ScalarOrSchedule = 0.9, b2: ScalarOrSchedule = 0.999,
       rho_safe = jnp.maximum(rho_t, 4.0)
       r_t = as_dtype(safe_sqrt((rho_safe - 4) * (rho_safe - 2) * rho_inf
                               / ((rho_inf - 4) * (rho_inf - 2) * rho_safe)), dtype)
-      eps, eps_root = as_dtype(h["eps"], dtype), as_dtype(h["eps_root"], dtype)
+      eps, eps_root = as_dtype(h["eps"], dtype), as_dtype(root_eps, dtype)
       m_hat = m_hat.astype(dtype)
-      adapted = r_t * m_hat / (safe_sqrt(v_hat + eps_root) + eps)
+      adapted = r_t * m_hat / (jnp.sqrt(v_hat + eps_root) + eps)
       u = jnp.where(rho_t >= as_dtype(h["threshold"], scalar), adapted, m_hat)
       return u.astype(g.dtype), m_new.astype(m.dtype), v_new.astype(v.dtype)
 
@@ -239,6 +241,7 @@ def scale_by_yogi(b1: ScalarOrSchedule = 0.9, b2: ScalarOrSchedule = 0.999,
     tree.check_structure(state.mu, updates, "state.mu", "updates", stage="scale_by_yogi")
     h, hparams = spec.step(state.hparams)
     count = safe_increment(state.count)
+    root_eps = floor_eps_root(h["eps_root"])  # sqrt's derivative finite at v = 0
 
     def leaf(g, m, v):
       m_new = ema_moment(g, m, h["b1"], order=1)
@@ -250,8 +253,8 @@ def scale_by_yogi(b1: ScalarOrSchedule = 0.9, b2: ScalarOrSchedule = 0.999,
       v_new = v_old - take * jnp.sign(v_old - g_sq) * g_sq
       m_hat = numerics.bias_correction(m_new, h["b1"], count).astype(dtype)
       v_hat = numerics.bias_correction(v_new, h["b2"], count)
-      eps, eps_root = as_dtype(h["eps"], dtype), as_dtype(h["eps_root"], dtype)
-      u = m_hat / (safe_sqrt(v_hat + eps_root) + eps)
+      eps, eps_root = as_dtype(h["eps"], dtype), as_dtype(root_eps, dtype)
+      u = m_hat / (jnp.sqrt(v_hat + eps_root) + eps)
       return u.astype(g.dtype), m_new.astype(m.dtype), v_new.astype(v.dtype)
 
     updates, mu, nu = tree.map_multi(leaf, 3, updates, state.mu, state.nu)
@@ -321,6 +324,7 @@ def scale_by_novograd(b1: ScalarOrSchedule = 0.9, b2: ScalarOrSchedule = 0.25,
     tree.check_structure(updates, params, "updates", "params", stage="scale_by_novograd")
     h, hparams = spec.step(state.hparams)
     count = safe_increment(state.count)
+    root_eps = floor_eps_root(h["eps_root"])  # sqrt's derivative finite at v = 0
     g_norm_sq = tree.block_sum_squares(updates)
 
     def leaf(g, m, n, theta, g_sq):
@@ -328,8 +332,8 @@ def scale_by_novograd(b1: ScalarOrSchedule = 0.9, b2: ScalarOrSchedule = 0.25,
       g_sq = g_sq.astype(n.dtype)
       # The first step takes the norm itself rather than debiasing an EMA from 0.
       n_new = jnp.where(count == 1, g_sq, ema_moment(g_sq, n, h["b2"], order=1).astype(n.dtype))
-      eps, eps_root = as_dtype(h["eps"], dtype), as_dtype(h["eps_root"], dtype)
-      q = (g.astype(dtype) / (safe_sqrt(n_new.astype(dtype) + eps_root) + eps)
+      eps, eps_root = as_dtype(h["eps"], dtype), as_dtype(root_eps, dtype)
+      q = (g.astype(dtype) / (jnp.sqrt(n_new.astype(dtype) + eps_root) + eps)
            + as_dtype(h["weight_decay"], dtype) * theta.astype(dtype))
       m_new = as_dtype(h["b1"], dtype) * m.astype(dtype) + q  # m_0 = 0 makes m_1 = q
       return m_new.astype(g.dtype), m_new.astype(m.dtype), n_new
@@ -399,6 +403,7 @@ def scale_by_adan(b1: ScalarOrSchedule = 0.98, b2: ScalarOrSchedule = 0.92,
     tree.check_structure(state.m, updates, "state.m", "updates", stage="scale_by_adan")
     h, hparams = spec.step(state.hparams)
     count = safe_increment(state.count)
+    root_eps = floor_eps_root(h["eps_root"])  # sqrt's derivative finite at v = 0
 
     def leaf(g, m, v, n, g_prev):
       dtype = compute_dtype(g, m)
@@ -414,8 +419,8 @@ def scale_by_adan(b1: ScalarOrSchedule = 0.98, b2: ScalarOrSchedule = 0.92,
       v_hat = numerics.bias_correction(v_new, h["b2"], count)
       n_hat = numerics.bias_correction(n_new, h["b3"], count)
       d = n_hat.dtype  # the wider of g's and n's
-      eps, eps_root = as_dtype(h["eps"], d), as_dtype(h["eps_root"], d)
-      u = as_dtype(m_hat + take2 * v_hat, d) / (safe_sqrt(n_hat + eps_root) + eps)
+      eps, eps_root = as_dtype(h["eps"], d), as_dtype(root_eps, d)
+      u = as_dtype(m_hat + take2 * v_hat, d) / (jnp.sqrt(n_hat + eps_root) + eps)
       return (u.astype(g.dtype), m_new.astype(m.dtype), v_new.astype(v.dtype),
               n_new.astype(n.dtype), g.astype(g_prev.dtype))
 

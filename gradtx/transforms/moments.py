@@ -23,8 +23,8 @@ from gradtx import tree
 from gradtx.core import (NONNEGATIVE, UNIT_HALF_OPEN, GradientTransformation, HParams, HParamSpec,
                          ScalarOrSchedule, check_state, check_value, read_once)
 from gradtx import numerics
-from gradtx.numerics import (abs_sq, as_dtype, compute_dtype, ema_moment, lerp_moment,
-                             safe_increment, safe_rsqrt, safe_sqrt)
+from gradtx.numerics import (abs_sq, as_dtype, compute_dtype, ema_moment, floor_eps_root,
+                             lerp_moment, safe_increment, safe_rsqrt, safe_sqrt)
 
 __all__ = [
     "ScaleByAdaDeltaState", "ScaleByAdamState", "ScaleByAmsgradState", "ScaleByRmsState",
@@ -334,7 +334,8 @@ def adam_step_scalars(h: Any, count: jax.Array) -> dict[str, jax.Array]:
 
   That is :math:`\\hat m_t / (\\sqrt{\\hat v_t + \\epsilon_\\text{root}} + \\epsilon)`
   with the bias corrections :math:`b_i = 1 - \\beta_i^t` folded in:
-  :math:`c = \\sqrt{b_2} / b_1`, :math:`r = \\epsilon_\\text{root} b_2`,
+  :math:`c = \\sqrt{b_2} / b_1`, :math:`r = \\max(\\epsilon_\\text{root} b_2,
+  2^{-126})` (:func:`gradtx.numerics.floor_eps_root`),
   :math:`e = \\epsilon \\sqrt{b_2}`. Why: every scalar a leaf reads, and every
   operation on it, is repeated in every leaf's kernel, and on a tree of many
   leaves XLA's compile time grows with them. Here the step reads three scalars
@@ -354,8 +355,9 @@ def adam_step_scalars(h: Any, count: jax.Array) -> dict[str, jax.Array]:
   t = as_dtype(count, dtype)
   b1_t, b2_t = 1 - b1 ** t, 1 - b2 ** t
   root_b2_t = jnp.sqrt(b2_t)
-  return {"1-b1": 1 - b1, "1-b2": 1 - b2, "c": root_b2_t / b1_t, "r": eps_root * b2_t,
-          "e": eps * root_b2_t}
+  # At least 2**-126 (see floor_eps_root): once per step, so no leaf's kernel grows.
+  r = floor_eps_root(eps_root * b2_t)
+  return {"1-b1": 1 - b1, "1-b2": 1 - b2, "c": root_b2_t / b1_t, "r": r, "e": eps * root_b2_t}
 
 
 def adam_moments(g: jax.Array, m: jax.Array, v: jax.Array, h: HParams, count: jax.Array,
@@ -391,8 +393,9 @@ def scale_by_adam(b1: ScalarOrSchedule = 0.9, b2: ScalarOrSchedule = 0.999,
     b1: :math:`\\beta_1 \\in [0, 1)`, default 0.9.
     b2: :math:`\\beta_2 \\in [0, 1)`, default 0.999.
     eps: :math:`\\epsilon \\ge 0` outside the root, default 1e-8 (as in torch).
-    eps_root: :math:`\\epsilon_\\text{root} \\ge 0` inside the root, default 0
-      (a small value keeps gradients of the step finite in meta-learning).
+    eps_root: :math:`\\epsilon_\\text{root} \\ge 0` inside the root, default 0.
+      Gradients taken through the step (meta-learning) are finite with 0 too,
+      where a gradient entry is 0 at every step: optax's need ``eps_root > 0``.
     mu_dtype: dtype of :math:`m` (e.g. ``jnp.bfloat16``); arithmetic stays in
       the gradients' dtype, and the step uses :math:`m_t` and :math:`v_t` as
       stored (rounded to their dtypes), so XLA updates the moment buffers in
@@ -418,10 +421,12 @@ def scale_by_adam(b1: ScalarOrSchedule = 0.9, b2: ScalarOrSchedule = 0.999,
     count = safe_increment(state.count)
 
     if nesterov:
+      root_eps = floor_eps_root(h["eps_root"])  # sqrt's derivative finite at v = 0
+
       def leaf(g, m, v):
         m_new, v_new, m_hat, v_hat = adam_moments(g, m, v, h, count, nesterov)
-        eps, eps_root = as_dtype(h["eps"], v_hat.dtype), as_dtype(h["eps_root"], v_hat.dtype)
-        u = as_dtype(m_hat, v_hat.dtype) / (safe_sqrt(v_hat + eps_root) + eps)
+        eps, eps_root = as_dtype(h["eps"], v_hat.dtype), as_dtype(root_eps, v_hat.dtype)
+        u = as_dtype(m_hat, v_hat.dtype) / (jnp.sqrt(v_hat + eps_root) + eps)
         return as_dtype(u, g.dtype), as_dtype(m_new, m.dtype), as_dtype(v_new, v.dtype)
     else:
       k = adam_step_scalars(h, count)
@@ -434,7 +439,7 @@ def scale_by_adam(b1: ScalarOrSchedule = 0.9, b2: ScalarOrSchedule = 0.999,
         v_new = lerp_moment(g, v, k["1-b2"], order=2)
         dtype = v_new.dtype
         c, r, e = (as_dtype(k[n], dtype) for n in ("c", "r", "e"))
-        u = c * as_dtype(m_new, dtype) / (safe_sqrt(v_new + r) + e)
+        u = c * as_dtype(m_new, dtype) / (jnp.sqrt(v_new + r) + e)  # r > 0: see above
         return as_dtype(u, g.dtype), as_dtype(m_new, m.dtype), as_dtype(v_new, v.dtype)
 
     updates, mu, nu = tree.map_multi(leaf, 3, updates, state.mu, state.nu)
@@ -489,6 +494,7 @@ def scale_by_amsgrad(b1: ScalarOrSchedule = 0.9, b2: ScalarOrSchedule = 0.999,
     tree.check_structure(state.mu, updates, "state.mu", "updates", stage="scale_by_amsgrad")
     h, hparams = spec.step(state.hparams)
     count = safe_increment(state.count)
+    root_eps = floor_eps_root(h["eps_root"])  # sqrt's derivative finite at v = 0
 
     def leaf(g, m, v, v_max):
       # adam_moments without the corrections a flag turns off (traced only when used).
@@ -497,8 +503,8 @@ def scale_by_amsgrad(b1: ScalarOrSchedule = 0.9, b2: ScalarOrSchedule = 0.999,
       m_hat = numerics.bias_correction(m_new, h["b1"], count) if bias_correction_mu else m_new
       v_hat = numerics.bias_correction(v_new, h["b2"], count) if bias_correction_nu else v_new
       v_max_new = jnp.maximum(as_dtype(v_max, v_hat.dtype), v_hat)
-      eps, eps_root = as_dtype(h["eps"], v_hat.dtype), as_dtype(h["eps_root"], v_hat.dtype)
-      u = as_dtype(m_hat, v_hat.dtype) / (safe_sqrt(v_max_new + eps_root) + eps)
+      eps, eps_root = as_dtype(h["eps"], v_hat.dtype), as_dtype(root_eps, v_hat.dtype)
+      u = as_dtype(m_hat, v_hat.dtype) / (jnp.sqrt(v_max_new + eps_root) + eps)
       return (as_dtype(u, g.dtype), as_dtype(m_new, m.dtype), as_dtype(v_new, v.dtype),
               as_dtype(v_max_new, v_max.dtype))
 
