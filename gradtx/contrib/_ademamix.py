@@ -106,13 +106,14 @@ def scale_by_ademamix(b1: ScalarOrSchedule = 0.9, b2: ScalarOrSchedule = 0.999,
     tree.check_structure(state.m1, updates, "state.m1", "updates", stage="scale_by_ademamix")
     h, hparams = spec.step(state.hparams)
     count = safe_increment(state.count)
+    root_eps = floor_eps_root(h["eps_root"])  # once per step: sqrt's derivative finite at 0
 
     def leaf(g, m1, m2, nu):
       m1_new, nu_new, m1_hat, nu_hat = adam_moments(g, m1, nu, h, count, nesterov=False)
       m2_new = ema_moment(g, m2, h["b3"], order=1)
       dtype = compute_dtype(m1_hat, m2_new, nu_hat)
       alpha, eps = (as_dtype(h[n], dtype) for n in ("alpha", "eps"))
-      eps_root = as_dtype(floor_eps_root(h["eps_root"]), dtype)
+      eps_root = as_dtype(root_eps, dtype)
       u = ((as_dtype(m1_hat, dtype) + alpha * as_dtype(m2_new, dtype))
            / (jnp.sqrt(as_dtype(nu_hat, dtype) + eps_root) + eps))
       return (as_dtype(u, g.dtype), as_dtype(m1_new, m1.dtype), as_dtype(m2_new, m2.dtype),
@@ -248,6 +249,7 @@ def scale_by_simplified_ademamix(b1: ScalarOrSchedule = 0.99, b2: ScalarOrSchedu
                          stage="scale_by_simplified_ademamix")
     h, hparams = spec.step(state.hparams)
     t = safe_increment(state.t)
+    root_eps = floor_eps_root(h["eps_root"])  # once per step: sqrt's derivative finite at 0
 
     def leaf(g, m, n):
       dtype = compute_dtype(g, m)
@@ -257,7 +259,7 @@ def scale_by_simplified_ademamix(b1: ScalarOrSchedule = 0.99, b2: ScalarOrSchedu
       n_hat = bias_correction(n_new, h["b2"], t)
       dtype = compute_dtype(m_new, n_hat)
       alpha, eps = (as_dtype(h[k], dtype) for k in ("alpha", "eps"))
-      eps_root = as_dtype(floor_eps_root(h["eps_root"]), dtype)
+      eps_root = as_dtype(root_eps, dtype)
       u = ((as_dtype(m_new, dtype) + alpha * as_dtype(g_, dtype))
            / (jnp.sqrt(as_dtype(n_hat, dtype) + eps_root) + eps))
       return as_dtype(u, g.dtype), as_dtype(m_new, m.dtype), as_dtype(n_new, n.dtype)
