@@ -13,6 +13,7 @@ the functions of :mod:`gradtx.tree_utils` under their ``tree_`` names
 
 from __future__ import annotations
 
+import collections
 import functools
 from typing import TYPE_CHECKING, Any, Callable, NamedTuple
 
@@ -25,6 +26,14 @@ from gradtx.numerics import (as_dtype, at_least_float32, complex_dtype, compute_
 
 if TYPE_CHECKING:  # imported at run time by _packed_types: gradtx.packed imports this module
   from gradtx.packed import Packed, PackedLeaves
+
+# jax's tracer for a program being staged (not public); without it, rules are traced leaf by leaf.
+_STAGING_TRACERS: tuple[type, ...]
+try:
+  from jax._src.interpreters.partial_eval import DynamicJaxprTracer as _DynamicJaxprTracer
+  _STAGING_TRACERS = (_DynamicJaxprTracer,)
+except ImportError:  # pragma: no cover
+  _STAGING_TRACERS = ()
 
 PyTree = Any
 
@@ -306,10 +315,10 @@ def _same_shape(a: Any, b: Any) -> bool:
 
 
 def tree_map(fn: Callable[..., Any], tree: PyTree, *rest: PyTree) -> PyTree:
-  """``jax.tree.map`` that passes :class:`MaskedNode` leaves through untouched."""
-  return jax.tree.map(
-      lambda x, *xs: x if is_masked(x) else fn(x, *xs), tree, *rest,
-      is_leaf=is_masked)
+  """``jax.tree.map`` that passes :class:`MaskedNode` leaves through untouched (and, in a
+  staged step, traces ``fn`` once per repeated shape, as :func:`map_multi` does)."""
+  out, = _map_leafwise(lambda *xs: (fn(*xs),), 1, tree, rest, is_masked)
+  return out
 
 
 def zeros_like(tree: PyTree, dtype: Any = None) -> PyTree:
@@ -458,18 +467,76 @@ def where(condition: jax.typing.ArrayLike, tree_x: PyTree, tree_y: PyTree) -> Py
   return tree_map(lambda x, y: jnp.where(condition, x, y), tree_x, tree_y)
 
 
+def _staged(x: Any) -> bool:
+  """Whether ``x`` is being staged into a program (``jax.jit``, ``jax.make_jaxpr``, a scan's body)."""
+  return isinstance(x, _STAGING_TRACERS)
+
+
+def _signature(args: tuple) -> tuple | None:
+  """The structure, shapes and dtypes of a leaf's arguments to a rule (a moment, a list of
+  factored ones); ``None`` unless their leaves are all arrays."""
+  leaves, treedef = jax.tree.flatten(args)
+  if not all(isinstance(x, jax.Array) for x in leaves):
+    return None
+  return treedef, tuple((x.shape, x.dtype) for x in leaves)
+
+
+# A rule of fewer operations is traced leaf by leaf: calling a nested jit costs about as
+# much Python time as staging three operations (sgd's momentum, a learning rate).
+_MIN_NESTED = 4
+
+
+def _n_equations(jaxpr: Any) -> int:
+  """The operations of ``jaxpr``, those of the jaxprs it calls included."""
+  n = 0
+  for eqn in jaxpr.eqns:
+    inner = [getattr(v, "jaxpr", v) for v in eqn.params.values() if hasattr(v, "eqns")
+             or hasattr(getattr(v, "jaxpr", None), "eqns")]
+    n += 1 + sum(_n_equations(j) for j in inner)
+  return n
+
+
+def _traced_once_per_signature(fn: Callable[..., tuple]) -> Callable[..., tuple]:
+  """``fn`` as a nested ``jax.jit``: leaves of one shape and dtype share one trace of it.
+
+  Staging a rule costs Python time for every operation of every leaf (Adam's
+  ~20 per leaf, about 0.5 ms), and a tree repeats a few shapes many times (every
+  layer of a transformer has the same ones). A nested jit is traced once per
+  shape and dtype and lowered once; the program XLA compiles is the same, since
+  it inlines the calls. Scalars the rule shares across leaves (:func:`gradtx.numerics.shared`)
+  are shared within each trace.
+  """
+  def rule(*leaves: Any) -> tuple:
+    with shared_scalars():
+      return fn(*leaves)
+  return jax.jit(rule)
+
+
 def _map_leafwise(fn: Callable[..., tuple], n_out: int, tree: PyTree, rest: tuple[PyTree, ...],
                   is_leaf: Callable[[Any], bool]) -> tuple[PyTree, ...]:
   """The one loop behind :func:`map_multi` and :func:`map_leaves`."""
   leaves, treedef = jax.tree.flatten(tree, is_leaf=is_leaf)
   others = [treedef.flatten_up_to(r) for r in rest]  # type: ignore[attr-defined]  # jax's PyTreeDef is untyped
   outs: list[list[Any]] = [[] for _ in range(n_out)]
+  args = [(leaf, *(o[i] for o in others)) for i, leaf in enumerate(leaves)]
+  # A signature that repeats is traced once (a nested jit); a leaf of a shape of its own
+  # is traced as it is, where a nested jit would only add its own cost. Eager steps (and
+  # those under an eager grad or vmap) never nest one: it would compile at every step.
+  staged = any(_staged(leaf) for leaf in leaves)
+  signatures = [_signature(a) if staged else None for a in args]
+  repeats = collections.Counter(s for s in signatures if s is not None)
+  staged_fn = _traced_once_per_signature(fn) if any(n > 1 for n in repeats.values()) else None
+  nested: dict[tuple, bool] = {}  # per signature: whether the rule is long enough to nest
   with shared_scalars():  # per-step coefficients traced once, not once per leaf
-    for i, leaf in enumerate(leaves):
+    for leaf, a, signature in zip(leaves, args, signatures):
       if is_masked(leaf):
         results = (leaf,) * n_out
+      elif staged_fn is not None and signature is not None and repeats[signature] > 1:
+        if signature not in nested:  # traced once here; the calls below reuse this trace
+          nested[signature] = _n_equations(staged_fn.trace(*a).jaxpr.jaxpr) >= _MIN_NESTED
+        results = staged_fn(*a) if nested[signature] else fn(*a)
       else:
-        results = fn(leaf, *(o[i] for o in others))
+        results = fn(*a)
       for out, r in zip(outs, results):
         out.append(r)
   return tuple(jax.tree.unflatten(treedef, out) for out in outs)
@@ -554,10 +621,9 @@ def block_map(fn: Callable[[jax.Array], jax.Array], tree: PyTree) -> PyTree:
   tree with :func:`tree_map` in both modes.
   """
   def one(x):
-    if is_masked(x):
-      return x
-    return x.block_map(fn) if _is_packed(x) else fn(x)
-  return jax.tree.map(one, tree, is_leaf=lambda x: is_masked(x) or _is_packed(x))
+    return (x.block_map(fn) if _is_packed(x) else fn(x)),
+  out, = _map_leafwise(one, 1, tree, (), _is_node)
+  return out
 
 
 def _size(x: jax.Array) -> jax.Array:
@@ -576,13 +642,15 @@ def block_size(tree: PyTree) -> PyTree:
 
 def block_norm(tree: PyTree) -> PyTree:
   """Per leaf, its l2 norm, broadcastable against the leaf."""
-  return tree_map(safe_sqrt, block_sum_squares(tree))
+  return block_map(lambda x: safe_sqrt(_leaf_sum_squares(x)), tree)
 
 
 def block_rms(tree: PyTree) -> PyTree:
   """Per leaf, its root mean square, broadcastable against the leaf."""
-  return tree_map(lambda s, n: safe_sqrt(s / n.astype(s.dtype)), block_sum_squares(tree),
-                  block_size(tree))
+  def rms(x: jax.Array) -> jax.Array:
+    s = _leaf_sum_squares(x)
+    return safe_sqrt(s / _size(x).astype(s.dtype))
+  return block_map(rms, tree)
 
 
 # optax.tree's names that gradtx.tree_utils defines (under optax's older tree_*

@@ -164,7 +164,9 @@ def test_muon_follows_optax(kwargs):
     ours["muon_weight_dimension_numbers"] = _GTX_DIMS
     theirs["muon_weight_dimension_numbers"] = _OPTAX_DIMS
   params = _tree()
-  _follows(gtx.contrib.muon(**ours), optax.contrib.muon(**theirs), params, 30)
+  # Newton-Schulz iterations amplify float32 rounding: over 30 steps the same rule,
+  # compiled with its kernels fused in another order, moves an update by ~1e-5 relative.
+  _follows(gtx.contrib.muon(**ours), optax.contrib.muon(**theirs), params, 30, atol=3e-6)
 
 
 def test_scale_by_muon_follows_optax():

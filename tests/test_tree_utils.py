@@ -598,3 +598,60 @@ def test_global_norm_of_a_tree_of_float32_and_float64_leaves():
     norm = gtx.global_norm(tree)
     assert norm.dtype == jnp.float64
     np.testing.assert_allclose(norm, 5.0, rtol=1e-15)
+
+
+def test_map_multi_traces_a_repeated_signature_once_and_eager_steps_leaf_by_leaf():
+  # Ten leaves of one shape and one of its own: staged, the rule is traced once for the
+  # ten (a nested jit) and once for the other; eager, it runs once per leaf.
+  tree = {f"w{i}": jnp.full((4, 3), float(i)) for i in range(10)} | {"b": jnp.ones(3)}
+  traced = []
+
+  def rule(x, y):
+    traced.append(x.shape)
+    return jnp.sin(x) * y + 1, x - jnp.cos(y)
+
+  jaxpr = jax.make_jaxpr(lambda t: gtx.tree.map_multi(rule, 2, t, t))(tree)
+  assert sorted(traced) == [(3,), (4, 3)]
+  assert sum(e.primitive.name in ("pjit", "jit") for e in jaxpr.eqns) == 10
+  # A rule of fewer than four operations is traced leaf by leaf: a nested call costs more.
+  def short_rule(x, y):
+    traced.append(x.shape)
+    return x * y + 1,
+
+  traced.clear()
+  jax.make_jaxpr(lambda t: gtx.tree.map_multi(short_rule, 1, t, t))(tree)
+  assert len(traced) == 11 + 1  # and once more, to count its operations
+  traced.clear()
+  eager = gtx.tree.map_multi(rule, 2, tree, tree)
+  assert len(traced) == 11
+  staged = jax.jit(lambda t: gtx.tree.map_multi(rule, 2, t, t))(tree)
+  for a, b in zip(jax.tree.leaves(staged), jax.tree.leaves(eager)):
+    np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.parametrize("make", [lambda: gtx.adam(1e-2), lambda: gtx.nadam(1e-2),
+                                  lambda: gtx.radam(1e-2), lambda: gtx.adagrad(0.1),
+                                  lambda: gtx.chain(gtx.clip_by_global_norm(1.0),
+                                                    gtx.adamw(1e-2, weight_decay=0.1))],
+                         ids=["adam", "nadam", "radam", "adagrad", "adamw+clip"])
+def test_a_rule_traced_once_per_signature_steps_bit_for_bit_as_traced_per_leaf(make, monkeypatch):
+  # The nested jit changes the Python work of tracing, not the program XLA compiles.
+  params = {f"w{i}": jnp.linspace(-1, 1, 12).reshape(4, 3) * (i + 1) for i in range(4)}
+  params |= {"b": jnp.arange(3.0) - 1}
+
+  def run():
+    tx = make()  # a fresh update function: jax.jit would answer from its cache otherwise
+    state, p, updates = tx.init(params), params, []
+    step = jax.jit(tx.update)
+    for t in range(6):
+      grads = jax.tree.map(lambda x: jnp.sin(x * (t + 1)), p)
+      u, state = step(grads, state, p)
+      p = gtx.apply_updates(p, u)
+      updates.append(u)
+    return updates
+
+  nested = run()
+  monkeypatch.setattr(gtx.tree, "_staged", lambda x: False)
+  per_leaf = run()
+  for a, b in zip(jax.tree.leaves(nested), jax.tree.leaves(per_leaf)):
+    np.testing.assert_array_equal(a, b)
