@@ -26,7 +26,8 @@ import numpy as np
 
 from gradtx import numerics, tree
 from gradtx.core import (NONNEGATIVE, NONNEGATIVE_INT, UNIT, UNIT_HALF_OPEN, GradientTransformation,
-                         HParams, HParamSpec, ScalarOrSchedule, check_integer_option, check_state)
+                         HParams, HParamSpec, ScalarOrSchedule, check_integer_option, check_state,
+                         read_once)
 from gradtx.errors import StructureError
 from gradtx.numerics import abs_sq, as_dtype, compute_dtype, ema_moment, safe_increment
 
@@ -279,12 +280,13 @@ def scale_by_sm3(b1: ScalarOrSchedule = 0.9, b2: ScalarOrSchedule = 1.0,
     del params, extra
     tree.check_structure(state.nu, updates, "state.nu", "updates", stage="scale_by_sm3")
     h, hparams = spec.step(state.hparams)
+    # Once per step, not in every leaf's kernel: the weight of g^2 (1 where b2 = 1).
+    weight = read_once({"w": jnp.where(h["b2"] == 1, 1, 1 - h["b2"])})["w"]
 
     def leaf(g, mu, m):
       dtype = compute_dtype(g, m, *mu)  # mu may be wider (nu_dtype)
       g_ = g.astype(dtype)
-      beta2 = as_dtype(h["b2"], dtype)
-      new_weight = jnp.where(beta2 == 1, 1, 1 - beta2)
+      beta2, new_weight = as_dtype(h["b2"], dtype), as_dtype(weight, dtype)
       if g.ndim < 2:
         cover = mu[0].astype(dtype)
       else:

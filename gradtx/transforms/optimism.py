@@ -9,7 +9,7 @@ import jax.numpy as jnp
 
 from gradtx import numerics, tree
 from gradtx.core import (ANY, GradientTransformation, HParams, HParamSpec, ScalarOrSchedule,
-                         check_state)
+                         check_state, read_once)
 from gradtx.numerics import as_dtype, compute_dtype, safe_increment
 
 __all__ = ["ScaleByOptimisticGradientState", "scale_by_optimistic_gradient"]
@@ -61,14 +61,16 @@ def scale_by_optimistic_gradient(alpha: ScalarOrSchedule = 1.0,
     tree.check_structure(state.previous_gradient, updates, "state.previous_gradient",
                          "updates", stage="scale_by_optimistic_gradient")
     h, hparams = spec.step(state.hparams)
+    # There is no previous gradient at the first step: the current one stands for it, so
+    # the step is alpha g. Decided once per step, not in every leaf's kernel.
+    b = jnp.where(state.count == 0, 0, h["beta"])
+    k = read_once({"a+b": h["alpha"] + b, "b": b})
 
     def leaf(g, g_prev):
       dtype = compute_dtype(g, g_prev)
-      g_ = g.astype(dtype)
-      # There is no previous gradient at the first step; use the current one.
-      g_prev = jnp.where(state.count == 0, g_, g_prev.astype(dtype))
-      a, b = as_dtype(h["alpha"], dtype), as_dtype(h["beta"], dtype)
-      return ((a + b) * g_ - b * g_prev).astype(g.dtype), g.astype(g_prev.dtype)
+      a_b, b = as_dtype(k["a+b"], dtype), as_dtype(k["b"], dtype)
+      u = a_b * g.astype(dtype) - b * g_prev.astype(dtype)
+      return u.astype(g.dtype), g.astype(g_prev.dtype)
 
     updates, previous = tree.map_multi(leaf, 2, updates, state.previous_gradient)
     return updates, ScaleByOptimisticGradientState(safe_increment(state.count), previous,
