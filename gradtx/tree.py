@@ -317,7 +317,10 @@ def _same_shape(a: Any, b: Any) -> bool:
 def tree_map(fn: Callable[..., Any], tree: PyTree, *rest: PyTree) -> PyTree:
   """``jax.tree.map`` that passes :class:`MaskedNode` leaves through untouched (and, in a
   staged step, traces ``fn`` once per repeated shape, as :func:`map_multi` does)."""
-  out, = _map_leafwise(lambda *xs: (fn(*xs),), 1, tree, rest, is_masked)
+  @functools.wraps(fn)
+  def one(*xs):
+    return fn(*xs),
+  out, = _map_leafwise(one, 1, tree, rest, is_masked)
   return out
 
 
@@ -496,16 +499,18 @@ def _n_equations(jaxpr: Any) -> int:
   return n
 
 
-def _traced_once_per_signature(fn: Callable[..., tuple]) -> Callable[..., tuple]:
+def _traced_once_per_signature(fn: Callable[..., tuple]) -> jax.stages.Wrapped:
   """``fn`` as a nested ``jax.jit``: leaves of one shape and dtype share one trace of it.
 
   Staging a rule costs Python time for every operation of every leaf (Adam's
-  ~20 per leaf, about 0.5 ms), and a tree repeats a few shapes many times (every
-  layer of a transformer has the same ones). A nested jit is traced once per
-  shape and dtype and lowered once; the program XLA compiles is the same, since
-  it inlines the calls. Scalars the rule shares across leaves (:func:`gradtx.numerics.shared`)
-  are shared within each trace.
+  ~20, about 0.3 ms a leaf with lowering), and a tree repeats a few shapes many
+  times (every layer of a transformer has the same ones). A nested jit is traced
+  once per shape and dtype and lowered once; XLA inlines the calls, and the step
+  computes what it computed traced leaf by leaf, bit for bit
+  (``tests/test_tree_utils.py``). Scalars the rule shares across leaves
+  (:func:`gradtx.numerics.shared`) are shared within each trace.
   """
+  @functools.wraps(fn)  # its name in the jaxpr: the stage's rule ("leaf", "scale_leaf")
   def rule(*leaves: Any) -> tuple:
     with shared_scalars():
       return fn(*leaves)
@@ -533,7 +538,10 @@ def _map_leafwise(fn: Callable[..., tuple], n_out: int, tree: PyTree, rest: tupl
         results = (leaf,) * n_out
       elif staged_fn is not None and signature is not None and repeats[signature] > 1:
         if signature not in nested:  # traced once here; the calls below reuse this trace
-          nested[signature] = _n_equations(staged_fn.trace(*a).jaxpr.jaxpr) >= _MIN_NESTED
+          try:
+            nested[signature] = _n_equations(staged_fn.trace(*a).jaxpr.jaxpr) >= _MIN_NESTED
+          except TypeError:  # it returns more than arrays (a dtype, a flag): run as it is
+            nested[signature] = False
         results = staged_fn(*a) if nested[signature] else fn(*a)
       else:
         results = fn(*a)
@@ -620,9 +628,10 @@ def block_map(fn: Callable[[jax.Array], jax.Array], tree: PyTree) -> PyTree:
   segment spread over the segment's entries, so the result maps against the
   tree with :func:`tree_map` in both modes.
   """
+  @functools.wraps(fn)
   def one(x):
     return (x.block_map(fn) if _is_packed(x) else fn(x)),
-  out, = _map_leafwise(one, 1, tree, (), _is_node)
+  out, = _map_leafwise(one, 1, tree, (), lambda x: is_masked(x) or _is_packed(x))
   return out
 
 

@@ -60,7 +60,7 @@ def scale_by_optimistic_gradient(alpha: ScalarOrSchedule = 1.0,
     del params, extra
     tree.check_structure(state.previous_gradient, updates, "state.previous_gradient",
                          "updates", stage="scale_by_optimistic_gradient")
-    h, hparams = spec.step(state.hparams)
+    h, hparams = spec.step(state.hparams, read=False)  # the leaves read k, derived below
     # There is no previous gradient at the first step: the current one stands for it, so
     # the step is alpha g. Decided once per step, not in every leaf's kernel.
     b = jnp.where(state.count == 0, 0, h["beta"])
