@@ -655,3 +655,38 @@ def test_a_rule_traced_once_per_signature_steps_bit_for_bit_as_traced_per_leaf(m
   per_leaf = run()
   for a, b in zip(jax.tree.leaves(nested), jax.tree.leaves(per_leaf)):
     np.testing.assert_array_equal(a, b)
+
+
+def test_nested_rule_traces_work_inside_scan_vmap_checkpoint_and_meta_gradients(monkeypatch):
+  # A rule traced once per signature closes over the step's scalars, which here are
+  # tracers of an enclosing jit (a traced learning rate), of a scan's body and of grad.
+  params = {f"w{i}": jnp.linspace(-1, 1, 12).reshape(4, 3) * (i + 1) for i in range(4)}
+
+  def loss(p):
+    return sum(jnp.sum(jnp.sin(x) ** 2) for x in jax.tree.leaves(p))
+
+  def runs():  # new functions each time: jax.jit would answer from its cache otherwise
+    def train(lr, make=gtx.adam):
+      tx = make(lr)
+
+      def body(carry, _):
+        p, s = carry
+        u, s = tx.update(jax.grad(loss)(p), s, p)
+        return (gtx.apply_updates(p, u), s), None
+
+      (p, _), _ = jax.lax.scan(body, (params, tx.init(params)), None, length=5)
+      return loss(p)
+
+    def clipped_lamb(lr):
+      return gtx.chain(gtx.clip_by_global_norm(1.0), gtx.lamb(lr))
+
+    lr = jnp.float32(0.1)
+    return [jax.jit(train)(lr), jax.jit(jax.grad(train))(lr),
+            jax.jit(jax.vmap(train))(jnp.array([0.1, 0.2])), jax.jit(jax.checkpoint(train))(lr),
+            jax.jit(jax.grad(lambda lr: train(lr, clipped_lamb)))(lr)]
+
+  nested = runs()
+  monkeypatch.setattr(gtx.tree, "_staged", lambda x: False)
+  for a, b in zip(nested, runs()):
+    np.testing.assert_array_equal(a, b)
+  assert np.isfinite(nested[1]) and nested[1] != 0
