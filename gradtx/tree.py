@@ -519,7 +519,8 @@ def _traced_once_per_signature(fn: Callable[..., tuple]) -> jax.stages.Wrapped:
 
 def _map_leafwise(fn: Callable[..., tuple], n_out: int, tree: PyTree, rest: tuple[PyTree, ...],
                   is_leaf: Callable[[Any], bool]) -> tuple[PyTree, ...]:
-  """The one loop behind :func:`map_multi` and :func:`map_leaves`."""
+  """The one loop behind :func:`map_multi`, :func:`map_leaves`, :func:`tree_map` and
+  :func:`block_map`."""
   leaves, treedef = jax.tree.flatten(tree, is_leaf=is_leaf)
   others = [treedef.flatten_up_to(r) for r in rest]  # type: ignore[attr-defined]  # jax's PyTreeDef is untyped
   outs: list[list[Any]] = [[] for _ in range(n_out)]
@@ -556,7 +557,9 @@ def map_multi(fn: Callable[..., tuple], n_out: int, tree: PyTree,
 
   ``rest`` trees must have ``tree``'s structure (check with
   :func:`check_structure` first); masked-out leaves stay masked in every output.
-  A packed buffer is one leaf here: use this for elementwise rules.
+  A packed buffer is one leaf here: use this for elementwise rules. In a staged
+  step, leaves whose arguments repeat a shape and dtype share one trace of
+  ``fn`` (a nested ``jax.jit``, which XLA inlines: the step is the same).
   """
   return _map_leafwise(fn, n_out, tree, rest, is_masked)
 
