@@ -19,7 +19,7 @@ from gradtx.core import (NONNEGATIVE, UNIT_HALF_OPEN, GradientTransformation, HP
                          Range, ScalarOrSchedule, check_state, read_once, require_params)
 from gradtx.numerics import (as_dtype, compute_dtype, ema_moment, floor_eps_root, lerp_moment,
                              safe_increment, safe_sqrt)
-from gradtx.transforms.moments import (ScaleByAdamState, check_initial_value,
+from gradtx.transforms.moments import (ScaleByAdamState, adam_step_scalars, check_initial_value,
                                       debiased_first_moment)
 
 __all__ = ["ScaleByAdanState", "ScaleByBeliefState", "ScaleByNadamState", "ScaleByNovogradState",
@@ -47,9 +47,9 @@ def scale_by_radam(b1: ScalarOrSchedule = 0.9, b2: ScalarOrSchedule = 0.999,
 
   with :math:`\\hat m_t, \\hat v_t` the debiased moments of :func:`scale_by_adam`.
   The rectification is computed once per step, and each leaf's kernel computes
-  :math:`u_t = \\hat m_t (a / (\\sqrt{v_t + r} + e) + b)` with the bias
-  corrections and the branch folded into four scalars; in a chain, a learning
-  rate right after this stage is folded into :math:`\\hat m_t`'s coefficient.
+  :math:`u_t = c\\, m_t (a / (\\sqrt{v_t + r} + e) + b)` with Adam's per-step
+  scalars and the branch folded into :math:`a, b`; in a chain, a learning rate
+  right after this stage is folded into :math:`c`.
 
   Args:
     b1: :math:`\\beta_1 \\in [0, 1)`, default 0.9.
@@ -92,11 +92,11 @@ def scale_by_radam(b1: ScalarOrSchedule = 0.9, b2: ScalarOrSchedule = 0.999,
       m_new = lerp_moment(g, m, k["1-b1"], order=1)
       v_new = lerp_moment(g, v, k["1-b2"], order=2)
       dtype = v_new.dtype
-      m_hat = as_dtype(k["s"], dtype) * as_dtype(m_new, dtype)
+      numerator = as_dtype(k["c"], dtype) * as_dtype(m_new, dtype)
       if nesterov:
-        m_hat = m_hat + as_dtype(k["s_g"], dtype) * as_dtype(g, dtype)
+        numerator = numerator + as_dtype(k["c_g"], dtype) * as_dtype(g, dtype)
       a, b, r, e = (as_dtype(k[n], dtype) for n in ("a", "b", "r", "e"))
-      u = m_hat * (a / (jnp.sqrt(v_new + r) + e) + b)  # r > 0 (floor_eps_root)
+      u = numerator * (a / (jnp.sqrt(v_new + r) + e) + b)  # r > 0 (floor_eps_root)
       return as_dtype(u, g.dtype), as_dtype(m_new, m.dtype), as_dtype(v_new, v.dtype)
 
     updates, mu, nu = tree.map_multi(leaf, 3, updates, state.mu, state.nu)
@@ -108,49 +108,37 @@ def scale_by_radam(b1: ScalarOrSchedule = 0.9, b2: ScalarOrSchedule = 0.999,
 
 def _radam_step_scalars(h: Any, count: jax.Array, nesterov: bool,
                         factor: jax.Array | None) -> dict[str, jax.Array]:
-  """RAdam's per-step scalars: each leaf computes :math:`u = \\hat m_t (a / (\\sqrt{v_t + r}
-  + e) + b)` with :math:`\\hat m_t = s\\, m_t` (Nesterov: :math:`+ s_g\\, g_t`).
+  """RAdam's per-step scalars: Adam's (:func:`gradtx.transforms.moments.adam_step_scalars`,
+  the learning rate ``factor`` folded in), and the branch, so that each leaf computes
+  :math:`u = (c\\, m_t + c_g\\, g_t) (a / (\\sqrt{v_t + r} + e) + b)`.
 
-  With the bias corrections :math:`b_i = 1 - \\beta_i^t` folded in as in
-  :func:`gradtx.transforms.moments.adam_step_scalars`: where :math:`\\rho_t \\ge
-  \\tau`, :math:`a = r_t \\sqrt{b_2}` and :math:`b = 0`, otherwise :math:`a = 0`
-  and :math:`b = 1` (the momentum step); :math:`r = \\max(\\epsilon_\\text{root}
-  b_2, 2^{-126})`, :math:`e = \\epsilon \\sqrt{b_2}`; :math:`s = 1 / b_1`, or with
-  Nesterov :math:`s = \\beta_1 / (1-\\beta_1^{t+1})`, :math:`s_g = (1-\\beta_1) / b_1`,
-  each times the learning rate a chain folds in (``factor``). The rectification
-  runs once per step, in the hyperparameters' dtype (float32 at least: bfloat16
-  rounds :math:`\\beta_2 = 0.999` to 1, where :math:`\\rho_\\infty` is Inf).
+  Where :math:`\\rho_t \\ge \\tau`, :math:`a = r_t` and :math:`b = 0` (Adam's step
+  times :math:`r_t`); otherwise :math:`a = 0` and :math:`b = 1 / \\sqrt{1-\\beta_2^t}`,
+  which leaves :math:`\\hat m_t` (the momentum step). The rectification runs once per
+  step, in the hyperparameters' dtype (float32 at least: bfloat16 rounds
+  :math:`\\beta_2 = 0.999` to 1, where :math:`\\rho_\\infty` is Inf).
   """
-  dtype = compute_dtype(*(h[n] for n in ("b1", "b2", "eps", "eps_root", "threshold")))
-  b1, b2, eps, eps_root, threshold = (
-      as_dtype(h[n], dtype) for n in ("b1", "b2", "eps", "eps_root", "threshold"))
+  k = adam_step_scalars(h, count, nesterov, factor)
+  dtype = k["c"].dtype
+  b2, threshold = as_dtype(h["b2"], dtype), as_dtype(h["threshold"], dtype)
   t = as_dtype(count, dtype)
   # beta2^t and 1 - beta2^t through log1p / expm1: the naive 1 - beta2**t loses most of
   # float32's digits near beta2 = 1, which moves rho_t by ~1e-2.
   t_log_b2 = t * jnp.log1p(-(1 - b2))
-  b2_t = -jnp.expm1(t_log_b2)
   rho_inf = 2 / (1 - b2) - 1
-  rho_t = rho_inf - 2 * t * jnp.exp(t_log_b2) / b2_t
+  rho_t = rho_inf - 2 * t * jnp.exp(t_log_b2) / -jnp.expm1(t_log_b2)
   # Clamped inside the root so the unused value stays finite for rho_t < 4, where r_t is
   # not real; at 4, the lowest threshold, r_t is 0 (a clamp at 5 would give r_5 for
   # 4 <= rho_t < 5 under a threshold of 4, the paper's).
   rho_safe = jnp.maximum(rho_t, 4.0)
   r_t = safe_sqrt((rho_safe - 4) * (rho_safe - 2) * rho_inf
                   / ((rho_inf - 4) * (rho_inf - 2) * rho_safe))
-  root_b2_t = jnp.sqrt(b2_t)
   rectified = rho_t >= threshold
-  b1_t = 1 - b1 ** t
-  rate = jnp.ones((), dtype) if factor is None else as_dtype(factor, dtype)
-  k = {"1-b1": 1 - b1, "1-b2": 1 - b2,
-       "a": jnp.where(rectified, r_t * root_b2_t, 0), "b": jnp.where(rectified, 0, 1).astype(dtype),
-       "r": floor_eps_root(eps_root * b2_t), "e": eps * root_b2_t}
-  if nesterov:
-    k["s"] = rate * b1 / (1 - b1 ** (t + 1))
-    k["s_g"] = rate * (1 - b1) / b1_t
-  else:
-    k["s"] = rate / b1_t
+  # The root of Adam's second bias correction, as c holds it.
+  root_b2_t = jnp.sqrt(1 - b2 ** t)
+  k["a"] = jnp.where(rectified, r_t, 0)
+  k["b"] = jnp.where(rectified, 0, 1 / root_b2_t)
   return k
-
 
 class ScaleByBeliefState(NamedTuple):
   """State of :func:`scale_by_belief`: ``count``, first moment ``mu``, belief ``nu``."""

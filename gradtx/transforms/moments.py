@@ -323,12 +323,15 @@ def debiased_first_moment(g: jax.Array, m_new: jax.Array, b1: jax.Array, count: 
   """
   if not nesterov:
     return numerics.bias_correction(m_new, b1, count)
-  return (as_dtype(b1, m_new.dtype) * numerics.bias_correction(m_new, b1, safe_increment(count))
+  # Shared, so that every leaf's bias correction for t + 1 is the same traced scalar.
+  next_count = numerics.shared("next count", (count,), lambda: safe_increment(count))
+  return (as_dtype(b1, m_new.dtype) * numerics.bias_correction(m_new, b1, next_count)
           + as_dtype(1 - b1, m_new.dtype)
           * numerics.bias_correction(as_dtype(g, m_new.dtype), b1, count))
 
 
-def adam_step_scalars(h: Any, count: jax.Array, nesterov: bool = False) -> dict[str, jax.Array]:
+def adam_step_scalars(h: Any, count: jax.Array, nesterov: bool = False,
+                      factor: jax.Array | None = None) -> dict[str, jax.Array]:
   """Adam's per-step scalars, so that each leaf computes :math:`u = c\\, m_t /
   (\\sqrt{v_t + r} + e)`, or with ``nesterov`` :math:`u = (c\\, m_t + c_g\\, g_t) /
   (\\sqrt{v_t + r} + e)`.
@@ -352,7 +355,8 @@ def adam_step_scalars(h: Any, count: jax.Array, nesterov: bool = False) -> dict[
 
   With ``nesterov`` (Dozat's :math:`\\hat m_t = \\beta_1 m_t / (1-\\beta_1^{t+1})
   + (1-\\beta_1) g_t / b_1`): :math:`c = \\sqrt{b_2}\\, \\beta_1 / (1-\\beta_1^{t+1})`
-  and :math:`c_g = \\sqrt{b_2}\\, (1-\\beta_1) / b_1`.
+  and :math:`c_g = \\sqrt{b_2}\\, (1-\\beta_1) / b_1`. A ``factor`` (the learning
+  rate a chain folds in) multiplies :math:`c` and :math:`c_g`.
   """
   # In the widest of the hyperparameters' dtypes (each may be an array of its own dtype).
   dtype = compute_dtype(*(h[n] for n in ("b1", "b2", "eps", "eps_root")))
@@ -362,10 +366,13 @@ def adam_step_scalars(h: Any, count: jax.Array, nesterov: bool = False) -> dict[
   root_b2_t = jnp.sqrt(b2_t)
   # At least 2**-126 (see floor_eps_root): once per step, so no leaf's kernel grows.
   r = floor_eps_root(eps_root * b2_t)
-  k = {"1-b1": 1 - b1, "1-b2": 1 - b2, "c": root_b2_t / b1_t, "r": r, "e": eps * root_b2_t}
+  rate = 1 if factor is None else as_dtype(factor, dtype)
+  k = {"1-b1": 1 - b1, "1-b2": 1 - b2, "r": r, "e": eps * root_b2_t}
   if nesterov:
-    k["c"] = root_b2_t * b1 / (1 - b1 ** (t + 1))
-    k["c_g"] = root_b2_t * (1 - b1) / b1_t
+    k["c"] = rate * root_b2_t * b1 / (1 - b1 ** (t + 1))
+    k["c_g"] = rate * root_b2_t * (1 - b1) / b1_t
+  else:
+    k["c"] = rate * root_b2_t / b1_t
   return k
 
 
@@ -428,11 +435,8 @@ def scale_by_adam(b1: ScalarOrSchedule = 0.9, b2: ScalarOrSchedule = 0.999,
     tree.check_structure(state.mu, updates, "state.mu", "updates", stage="scale_by_adam")
     h, hparams = spec.step(state.hparams, read=False)
     count = safe_increment(state.count)
-    k = adam_step_scalars(h, count, nesterov)
-    if factor is not None:  # the learning rate after this stage, folded in by the chain
-      for n in ("c", "c_g") if nesterov else ("c",):
-        k[n] = k[n] * as_dtype(factor, k[n].dtype)
-    k = read_once(k)
+    # factor: the learning rate after this stage, folded in by the chain.
+    k = read_once(adam_step_scalars(h, count, nesterov, factor))
 
     def leaf(g, m, v):
       m_new = lerp_moment(g, m, k["1-b1"], order=1)

@@ -63,8 +63,8 @@ def scale_by_optimistic_gradient(alpha: ScalarOrSchedule = 1.0,
     h, hparams = spec.step(state.hparams, read=False)  # the leaves read k, derived below
     # There is no previous gradient at the first step: the current one stands for it, so
     # the step is alpha g. Decided once per step, not in every leaf's kernel.
-    b = jnp.where(state.count == 0, 0, h["beta"])
-    k = read_once({"a+b": h["alpha"] + b, "b": b})
+    beta = jnp.where(state.count == 0, 0, h["beta"])
+    k = read_once({"a+b": h["alpha"] + beta, "b": beta})
 
     def leaf(g, g_prev):
       dtype = compute_dtype(g, g_prev)
