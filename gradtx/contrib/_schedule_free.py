@@ -92,7 +92,7 @@ def schedule_free(base_optimizer: Any, learning_rate: ScalarOrSchedule, b1: Scal
   learning rate (a schedule is read at ``step_count`` :math:`= t`, from 1, as
   in optax) and :math:`p` = ``weight_lr_power``. For SGD,
   :math:`\\Delta_t = -\\gamma_t \\nabla f(y_t)`. The update returned is
-  :math:`y_{t+1} - y_t = c_{t+1} (z_t - y_t) + (1 - \\beta_1 (1 - c_{t+1}))
+  :math:`y_{t+1} - y_t = c_{t+1} (z_{t+1} - y_t) + (1 - \\beta_1)(1 - c_{t+1})
   \\Delta_t`; evaluate at :math:`x` with :func:`schedule_free_eval_params`.
   Only :math:`z` is stored: :math:`x` is recovered from the params as
   :math:`x_t = (y_t - (1 - \\beta_1) z_t) / \\beta_1`.
@@ -102,9 +102,12 @@ def schedule_free(base_optimizer: Any, learning_rate: ScalarOrSchedule, b1: Scal
 
   Differs from optax 0.2.8 only in rounding: the update is formed from the
   expression above rather than by recovering :math:`x`, averaging and
-  subtracting :math:`y_t` (whose cancellation costs float32 digits when the
-  steps are small next to the params); and the weights are held in float32
-  (or wider) for bfloat16 params, where optax holds them in bfloat16.
+  subtracting :math:`y_t`, whose cancellation costs more float32 digits when
+  the steps are small next to the params (params of 1000, steps of 1e-3: over
+  30 steps the update is within 1.4% of float64's, optax's within 7.6%); and the
+  weights are held in float32 (or wider) for bfloat16 params, where optax
+  holds them in bfloat16. Steps far below the params' spacing are lost to
+  :math:`z_{t+1}`'s rounding, as they are to the params'.
 
   Args:
     base_optimizer: a gradtx or optax transformation, given the gradients,
@@ -162,13 +165,17 @@ def schedule_free(base_optimizer: Any, learning_rate: ScalarOrSchedule, b1: Scal
 
     def leaf(delta, y, z):
       d = compute_dtype(delta, y, z)
-      # Once per step and dtype, not per leaf: c, and 1 - b1 (1 - c), the share of the step
-      # that y takes.
+      # Once per step and dtype, not per leaf: c, and (1 - b1)(1 - c), the share of the
+      # step that y takes besides c's.
       c_, keep = shared(f"schedule_free {d}", (c, h["b1"]), lambda: (
-          as_dtype(c, d), 1 - as_dtype(h["b1"], d) * (1 - as_dtype(c, d))))
-      delta_, z_ = delta.astype(d), z.astype(d)
-      u = c_ * (z_ - y.astype(d)) + keep * delta_
-      return u.astype(y.dtype), (z_ + delta_).astype(z.dtype)
+          as_dtype(c, d), (1 - as_dtype(h["b1"], d)) * (1 - as_dtype(c, d))))
+      delta_ = delta.astype(d)
+      z_new = (z.astype(d) + delta_).astype(z.dtype)
+      # From z_{t+1}, not z_t: the update then reads only the z it writes, and XLA updates
+      # z in place. From z_t, the update's kernel read z_t while z's wrote it, and XLA
+      # copied z and the params every step (AdamW on GPT-2's tree: 1.65x optax's step).
+      u = c_ * (z_new.astype(d) - y.astype(d)) + keep * delta_
+      return u.astype(y.dtype), z_new
 
     out, z = tree.map_multi(leaf, 2, base_updates, params, state.z)
     return out, ScheduleFreeState(weight_sum, safe_increment(state.step_count), max_lr,
