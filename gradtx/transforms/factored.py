@@ -301,9 +301,11 @@ def scale_by_sm3(b1: ScalarOrSchedule = 0.9, b2: ScalarOrSchedule = 1.0,
       if g.ndim < 2:
         mu_new = [nu.astype(mu[0].dtype)]
       else:
-        # initial=0 (nu >= 0): a zero-size leaf, (3, 0), has no entries to take the max of.
+        # initial=0 (nu >= 0) for a zero-size leaf, (3, 0), which has no entries to take
+        # the max of; only there: XLA gives the max with 0 a kernel of its own.
+        initial = 0 if g.size == 0 else None
         mu_new = [jnp.max(nu, axis=_other_axes(g.ndim, axis),
-                          initial=0).astype(a.dtype)
+                          initial=initial).astype(a.dtype)
                   for axis, a in enumerate(mu)]
       return m_new.astype(g.dtype), mu_new, m_new.astype(m.dtype)
 
