@@ -1,0 +1,167 @@
+"""Every ready optimizer that optax also has, gradtx against optax, on the same tree.
+
+    python benchmarks/optimizers.py [--quick] [--cases b,c] [--reps N] [--compile-reps N]
+                                    [--only adam,lion]
+
+``run.py`` measures three optimizers in depth; this sweep checks the promise of
+DESIGN.md's contract (7) for the rest: a ready optimizer's jitted step costs no
+more than optax's on the same tree. For each optimizer built as
+``name(learning_rate)`` in both libraries (optax's defaults otherwise), it
+times the jitted, donating step (``update`` + ``apply_updates``) of both in
+interleaved repetitions and reports the median of the paired ratios with
+their quartiles, as ``run.py`` does (it uses ``run.py``'s machinery); with
+``--compile-reps`` above 0, also the median compile (trace + lower + XLA, CPU
+seconds). Trees: ``run.py``'s cases, GPT-2 small's tree (``b``, the default)
+and many small leaves (``c``; ``--quick`` keeps 500 of its 2000 leaves, as
+its optax compiles take minutes). It writes ``OPTIMIZERS.md`` and
+``optimizers.json`` next to this file (or in ``--out``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+import jax
+import optax
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import run  # noqa: E402  (run.py's trees, contenders and ratios)
+from run import gtx  # noqa: E402
+
+# Optimizers of both libraries built as name(learning_rate). Left out: those whose update
+# needs more than the gradient (polyak_sgd, lbfgs and momo a loss value, sophia a loss
+# function), and wrappers that take an optimizer (mechanize, sam, reduce_on_plateau).
+NAMES = [
+    "adabelief", "adadelta", "adafactor", "adagrad", "adam", "adamax", "adamaxw", "adamw",
+    "adan", "amsgrad", "fromage", "lamb", "lars", "lion", "nadam", "nadamw", "noisy_sgd",
+    "novograd", "optimistic_adam", "optimistic_gradient_descent", "radam", "rmsprop",
+    "rprop", "sgd", "sign_sgd", "signum", "sm3", "yogi",
+    # optax.contrib
+    "acprop", "ademamix", "adopt", "cocob", "dadapt_adamw", "dog", "dowg", "muon",
+    "prodigy", "schedule_free_adamw", "schedule_free_sgd", "simplified_ademamix",
+]
+
+
+# Arguments besides the learning rate, the same in both libraries.
+OPTIONS: dict[str, Callable[[], dict]] = {"noisy_sgd": lambda: {"key": jax.random.key(0)}}
+
+
+def build(lib: Any, name: str) -> Any:
+  """``name(learning_rate)`` from the library's top level, else from its ``contrib``."""
+  make = getattr(lib, name, None) or getattr(lib.contrib, name)
+  return make(run.LEARNING_RATE, **OPTIONS.get(name, dict)())
+
+
+def case_shapes(case: str, quick: bool) -> dict:
+  shapes = next(make for name, make in run.CASES.items() if run.letter(name) == case)(quick)
+  if case == "c" and quick:
+    shapes = dict(list(shapes.items())[:500])
+  return shapes
+
+
+def measure(name: str, shapes: Any, reps: int, compile_reps: int) -> dict:
+  params = run.materialize(shapes, 0)
+  grads = run.materialize(shapes, 1, 1e-2)
+  contenders = []
+  for label, lib, apply in (("gradtx", gtx, gtx.apply_updates),
+                            ("optax", optax, optax.apply_updates)):
+    tx = build(lib, name)
+    # A contender steps its own copy of every leaf (a state may hold the params' arrays
+    # themselves, as schedule-free's z does), so these stay whole for the next.
+    contenders.append(run.Contender(label, run.optimizer_step(tx, apply),
+                                    (params, tx.init(params)), (grads,), (0, 1)))
+  run.race(contenders, reps)
+  run.recompile(contenders, compile_reps)
+  mine, theirs = contenders
+  row = {"optimizer": name,
+         "step_ms": {c.name: run.median_ms(c) for c in contenders},
+         "step": run.paired_ratio(mine.times, theirs.times)}
+  if compile_reps > 0:
+    row["compile_s"] = {c.name: c.compile_s for c in contenders}
+    row["compile"] = run.paired_ratio(run.measured_compiles(mine),
+                                      run.measured_compiles(theirs))
+  return row
+
+
+def write_markdown(results: dict, path: Path) -> None:
+  info = results["machine"]
+  lines = ["# Every ready optimizer: gradtx vs optax", "",
+           f"Produced by `{info['command']}` on {info['date']}: {info['cpu']}, "
+           f"{info['cores']} cores, {info['backend']} ({info['device_kind']}), jax "
+           f"{info['jax']}, optax {info['optax']}.", "",
+           "Each optimizer is built as `name(1e-3)` in both libraries. Step = jitted "
+           "`update` + `apply_updates`, params and state donated; the two contenders of a "
+           f"row are timed in {info['reps']} interleaved repetitions, and a ratio is the "
+           "median over repetitions of gradtx's time over optax's (quartiles in brackets). "
+           "Compile = trace + lower + XLA compile, CPU seconds, the median of fresh "
+           "compiles after a warm-up. DESIGN.md's contract: a ready optimizer's step costs "
+           "no more than optax's (the benchmark's target: within 1.05x).", ""]
+  for case, rows in results["cases"].items():
+    with_compile = any("compile" in r for r in rows)
+    lines += [f"## {case} ({results['sizes'][case]})", "",
+              "| optimizer | gradtx ms | optax ms | step ratio |"
+              + (" gradtx compile s | optax compile s | compile ratio |" if with_compile
+                 else ""),
+              "|---|---:|---:|---:|" + ("---:|---:|---:|" if with_compile else "")]
+    for r in rows:
+      line = (f"| {r['optimizer']} | {r['step_ms']['gradtx']:.2f} | "
+              f"{r['step_ms']['optax']:.2f} | {run.fmt_ratio(r['step'], 3)} |")
+      if with_compile:
+        line += (f" {r['compile_s']['gradtx']:.2f} | {r['compile_s']['optax']:.2f} | "
+                 f"{run.fmt_ratio(r['compile'])} |")
+      lines.append(line)
+    over = [r["optimizer"] for r in rows if r["step"]["median"] > 1.05]
+    lines += ["", f"Step over 1.05x optax's: {', '.join(over) if over else 'none'}.", ""]
+  path.write_text("\n".join(lines))
+
+
+def main(argv: list[str] | None = None) -> None:
+  parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+  parser.add_argument("--quick", action="store_true",
+                      help="run.py's smaller GPT-2 tree; 500 leaves of case c")
+  parser.add_argument("--cases", default="b", help="run.py's cases by letter, e.g. b,c")
+  parser.add_argument("--reps", type=int, default=11, help="interleaved repetitions per row")
+  parser.add_argument("--compile-reps", type=int, default=0,
+                      help="compiles per contender after the warm-up (0: none reported)")
+  parser.add_argument("--only", default=None, help="these optimizers, comma-separated")
+  parser.add_argument("--out", type=Path, default=Path(__file__).resolve().parent)
+  args = parser.parse_args(argv)
+  names = args.only.split(",") if args.only else NAMES
+  unknown = [n for n in names if n not in NAMES]
+  if unknown:
+    parser.error(f"--only: not in the sweep: {', '.join(unknown)}")
+  cases = args.cases.split(",")
+  if not set(cases) <= {run.letter(c) for c in run.CASES}:
+    parser.error(f"--cases: give some of {', '.join(run.letter(c) for c in run.CASES)}")
+  info = run.machine_info(args.quick, args.reps, use_torch=False)
+  given = list(sys.argv[1:] if argv is None else argv)
+  if "--out" in given:
+    del given[given.index("--out"):given.index("--out") + 2]
+  info["command"] = " ".join(["python benchmarks/optimizers.py", *given])
+  start = time.perf_counter()
+  results: dict[str, Any] = {"machine": info, "cases": {}, "sizes": {}}
+  for case in cases:
+    shapes = case_shapes(case, args.quick)
+    title = next(c for c in run.CASES if run.letter(c) == case)
+    results["sizes"][title] = (f"{len(jax.tree.leaves(shapes))} leaves, "
+                               f"{run.n_params(shapes) / 1e6:.2f} M params")
+    rows = results["cases"].setdefault(title, [])
+    for name in names:
+      row = measure(name, shapes, args.reps, args.compile_reps)
+      rows.append(row)
+      print(f"  {case} {name:28s} gradtx {row['step_ms']['gradtx']:8.2f} ms  optax "
+            f"{row['step_ms']['optax']:8.2f} ms  {run.fmt_ratio(row['step'], 3)}", flush=True)
+  results["wall_s"] = time.perf_counter() - start
+  args.out.mkdir(parents=True, exist_ok=True)
+  (args.out / "optimizers.json").write_text(json.dumps(results, indent=1))
+  write_markdown(results, args.out / "OPTIMIZERS.md")
+  print(f"wrote {args.out / 'OPTIMIZERS.md'} in {results['wall_s']:.0f} s")
+
+
+if __name__ == "__main__":
+  main()
