@@ -35,8 +35,9 @@ bfloat16 moments (gradtx's and the hand-fused step's), and gradtx's packed mode
 on the latter: gradient and update). Where torch is installed (on a GPU: with
 CUDA), every row also times torch.optim's fused implementation of the same rule
 on the same arrays, in the same interleaved repetitions (eager: it has no
-compile). It writes ``RESULTS.md``,
-``results.json`` and ``results.png``.
+compile). It writes ``RESULTS.md``, ``results.json`` and ``results.png``.
+``benchmarks/optimizers.py`` times every other ready optimizer the same way
+(``OPTIMIZERS.md``).
 """
 
 from __future__ import annotations

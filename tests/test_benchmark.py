@@ -20,12 +20,16 @@ import pytest
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 
 
-@pytest.fixture(scope="module")
-def bench():
-  spec = importlib.util.spec_from_file_location("gradtx_benchmark", ROOT / "benchmarks" / "run.py")
+def _load(name: str, script: str):
+  spec = importlib.util.spec_from_file_location(name, ROOT / "benchmarks" / script)
   module = importlib.util.module_from_spec(spec)
   spec.loader.exec_module(module)
   return module
+
+
+@pytest.fixture(scope="module")
+def bench():
+  return _load("gradtx_benchmark", "run.py")
 
 
 def test_paired_ratio_is_the_median_of_per_repetition_ratios(bench):
@@ -224,3 +228,45 @@ def test_grid_row_with_torch_records_it_as_eager(bench):
   # sgd's momentum buffer: one float32 per parameter.
   assert r["state_bytes_per_param"] == pytest.approx(4.0)
   assert len(row["results"]["gradtx"]["compiles"]) == 3  # torch did not stop the recompiles
+
+
+@pytest.fixture(scope="module")
+def sweep():
+  return _load("gradtx_sweep", "optimizers.py")
+
+
+# optax 0.2.8 deprecates its optimistic_adam (for optimistic_adam_v2); both are ready in gradtx.
+@pytest.mark.filterwarnings("ignore:`optimistic_adam` is deprecated:DeprecationWarning")
+def test_sweep_builds_every_optimizer_in_both_libraries(sweep):
+  import optax
+  params = {"w": jnp.linspace(-1.0, 1.0, 12, dtype=jnp.float32).reshape(3, 4)}
+  grads = jax.tree.map(lambda p: 0.1 * p + 0.01, params)
+  for name in sweep.NAMES:
+    for lib in (sweep.gtx, optax):
+      tx = sweep.build(lib, name)
+      with jax.numpy_dtype_promotion("standard"):  # optax mixes Python floats and int32
+        updates, _ = tx.update(grads, tx.init(params), params)
+      assert np.isfinite(np.asarray(updates["w"])).all(), (name, lib.__name__)
+
+
+def test_sweep_measures_and_reports_each_optimizer(sweep, tmp_path, monkeypatch):
+  shapes = {"w": jax.ShapeDtypeStruct((8, 16), jnp.float32),
+            "b": jax.ShapeDtypeStruct((16,), jnp.float32)}
+  monkeypatch.setattr(sweep.run, "CASES", {"t: tiny": lambda quick: shapes})
+  monkeypatch.setattr(sweep.run, "REP_SECONDS", 0.01)
+  with jax.numpy_dtype_promotion("standard"):
+    row = sweep.measure("adam", shapes, reps=3, compile_reps=2)
+    assert set(row["step_ms"]) == set(row["compile_s"]) == {"gradtx", "optax"}
+    for kind in ("step", "compile"):
+      assert row[kind]["q1"] <= row[kind]["median"] <= row[kind]["q3"]
+    sweep.main(["--cases", "t", "--only", "adam,lion", "--reps", "2", "--out", str(tmp_path)])
+  text = (tmp_path / "OPTIMIZERS.md").read_text()
+  assert "## t: tiny (2 leaves, 0.00 M params)" in text
+  assert "| adam |" in text and "| lion |" in text and "Step over 1.05x optax's:" in text
+  results = json.loads((tmp_path / "optimizers.json").read_text())
+  assert [r["optimizer"] for r in results["cases"]["t: tiny"]] == ["adam", "lion"]
+  assert "compile_s" not in results["cases"]["t: tiny"][0]  # --compile-reps 0: none reported
+  with pytest.raises(SystemExit):
+    sweep.main(["--only", "adamm", "--out", str(tmp_path)])
+  sweep.main(["--report-only", "--out", str(tmp_path)])  # rewritten from the json alone
+  assert (tmp_path / "OPTIMIZERS.md").read_text() == text
