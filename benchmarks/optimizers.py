@@ -85,11 +85,14 @@ def build(lib: Any, name: str) -> Any:
   return make(run.LEARNING_RATE, **OPTIONS.get(name, dict)())
 
 
-def case_shapes(case: str, quick: bool) -> dict:
-  shapes = next(make for name, make in run.CASES.items() if run.letter(name) == case)(quick)
+def case_shapes(case: str, quick: bool) -> tuple[str, dict]:
+  """run.py's case of that letter: its title and its tree."""
+  title, make = next((name, make) for name, make in run.CASES.items()
+                     if run.letter(name) == case)
+  shapes = make(quick)
   if case == "c" and quick:
     shapes = dict(list(shapes.items())[:500])
-  return shapes
+  return title, shapes
 
 
 def measure(name: str, shapes: Any, reps: int, compile_reps: int) -> dict:
@@ -176,15 +179,11 @@ def main(argv: list[str] | None = None) -> None:
   if not set(cases) <= {run.letter(c) for c in run.CASES}:
     parser.error(f"--cases: give some of {', '.join(run.letter(c) for c in run.CASES)}")
   info = run.machine_info(args.quick, args.reps, use_torch=False)
-  given = list(sys.argv[1:] if argv is None else argv)
-  if "--out" in given:
-    del given[given.index("--out"):given.index("--out") + 2]
-  info["command"] = " ".join(["python benchmarks/optimizers.py", *given])
+  info["command"] = run.command_line("optimizers.py", argv)
   start = time.perf_counter()
   results: dict[str, Any] = {"machine": info, "cases": {}, "sizes": {}}
   for case in cases:
-    shapes = case_shapes(case, args.quick)
-    title = next(c for c in run.CASES if run.letter(c) == case)
+    title, shapes = case_shapes(case, args.quick)
     results["sizes"][title] = (f"{len(jax.tree.leaves(shapes))} leaves, "
                                f"{run.n_params(shapes) / 1e6:.2f} M params")
     rows = results["cases"].setdefault(title, [])

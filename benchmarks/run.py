@@ -949,6 +949,16 @@ def plot(results: dict, path: Path) -> None:
   fig.savefig(path, dpi=110)
 
 
+def command_line(script: str, argv: list[str] | None) -> str:
+  """The command a report says produced it, less ``--out``: where it wrote is not part
+  of what it measured."""
+  given = list(sys.argv[1:] if argv is None else argv)
+  if "--out" in given:
+    del given[given.index("--out"):given.index("--out") + 2]
+  given = [a for a in given if not a.startswith("--out=")]
+  return " ".join([f"python benchmarks/{script}", *given])
+
+
 def main(argv: list[str] | None = None) -> None:
   parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
   parser.add_argument("--quick", action="store_true",
@@ -986,12 +996,7 @@ def main(argv: list[str] | None = None) -> None:
   info["compile_reps"] = args.compile_reps
   print(f"{info['cpu']}, {info['cores']} cores, {info['backend']} ({info['device_kind']}), "
         f"jax {info['jax']}, optax {info['optax']}", flush=True)
-  # Where it wrote is not part of what it measured.
-  given = list(sys.argv[1:] if argv is None else argv)
-  if "--out" in given:
-    del given[given.index("--out"):given.index("--out") + 2]
-  given = [a for a in given if not a.startswith("--out=")]
-  command = " ".join(["python benchmarks/run.py", *given])
+  command = command_line("run.py", argv)
   args.out.mkdir(parents=True, exist_ok=True)
   rows, sizes, train = [], {}, {}
   info["commands"] = [[command, info["date"]]]

@@ -140,6 +140,7 @@ def _radam_step_scalars(h: Any, count: jax.Array, nesterov: bool,
   k["b"] = jnp.where(rectified, 0, 1 / root_b2_t)
   return k
 
+
 class ScaleByBeliefState(NamedTuple):
   """State of :func:`scale_by_belief`: ``count``, first moment ``mu``, belief ``nu``."""
   count: jax.Array  # type: ignore[assignment]  # a field named count hides tuple.count
