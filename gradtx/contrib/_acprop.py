@@ -88,8 +88,10 @@ def scale_by_acprop(b1: ScalarOrSchedule = 0.9, b2: ScalarOrSchedule = 0.999,
     # s_{t-1} is debiased with t - 1 = state.count steps; at the first step, by nothing.
     previous = jnp.maximum(state.count, 1)
 
+    take1, take2 = 1 - h["b1"], 1 - h["b2"]
+
     def leaf(g, m, s):
-      m_new, s_new = belief_moments(g, m, s, h["b1"], h["b2"], h["eps_root"])
+      m_new, s_new = belief_moments(g, m, s, take1, take2, h["eps_root"])
       s_hat = jnp.where(first, 1, bias_correction(s, h["b2"], previous))
       dtype = compute_dtype(g, s_hat)
       u = as_dtype(g, dtype) / (safe_sqrt(as_dtype(s_hat, dtype)) + as_dtype(h["eps"], dtype))

@@ -19,8 +19,7 @@ from gradtx.core import (NONNEGATIVE, UNIT_HALF_OPEN, GradientTransformation, HP
                          Range, ScalarOrSchedule, check_state, read_once, require_params)
 from gradtx.numerics import (as_dtype, compute_dtype, ema_moment, floor_eps_root, lerp_moment,
                              safe_increment, safe_sqrt)
-from gradtx.transforms.moments import (ScaleByAdamState, adam_step_scalars, check_initial_value,
-                                      debiased_first_moment)
+from gradtx.transforms.moments import ScaleByAdamState, adam_step_scalars, check_initial_value
 
 __all__ = ["ScaleByAdanState", "ScaleByBeliefState", "ScaleByNadamState", "ScaleByNovogradState",
            "scale_by_adan", "scale_by_belief", "scale_by_nadam", "scale_by_novograd",
@@ -149,23 +148,25 @@ class ScaleByBeliefState(NamedTuple):
   hparams: HParams
 
 
-def belief_moments(g: jax.Array, m: jax.Array, s: jax.Array, b1: jax.Array, b2: jax.Array,
-                   eps_root: jax.Array) -> tuple[jax.Array, jax.Array]:
+def belief_moments(g: jax.Array, m: jax.Array, s: jax.Array, take1: jax.Array,
+                   take2: jax.Array, eps_root: jax.Array) -> tuple[jax.Array, jax.Array]:
   """AdaBelief's moments: the mean :math:`m_t` and the belief :math:`s_t` centred on it.
 
   .. math::
     m_t = \\beta_1 m_{t-1} + (1-\\beta_1) g_t, \\quad
     s_t = \\beta_2 s_{t-1} + (1-\\beta_2)(g_t - m_t)^2 + \\epsilon_\\text{root}
 
-  The prediction error :math:`g_t - m_t` is taken in :math:`m_t`'s dtype;
-  dtypes otherwise as in :func:`gradtx.numerics.ema_moment` (each moment
-  rounded to its state's precision). Shared by :func:`scale_by_belief` and
-  ACProp (:func:`gradtx.contrib.scale_by_acprop`), which divides by
-  :math:`s_{t-1}` instead of :math:`s_t`.
+  ``take1`` and ``take2`` are :math:`1 - \\beta_1` and :math:`1 - \\beta_2`
+  (:func:`gradtx.numerics.lerp_moment`). The prediction error
+  :math:`g_t - m_t` is taken in :math:`m_t`'s dtype; dtypes otherwise as in
+  :func:`gradtx.numerics.ema_moment` (each moment rounded to its state's
+  precision). Shared by :func:`scale_by_belief` and ACProp
+  (:func:`gradtx.contrib.scale_by_acprop`), which divides by :math:`s_{t-1}`
+  instead of :math:`s_t`.
   """
-  m_new = ema_moment(g, m, b1, order=1)
+  m_new = lerp_moment(g, m, take1, order=1)
   prediction_error = as_dtype(g, m_new.dtype) - m_new
-  s_new = ema_moment(prediction_error, s, b2, order=2)
+  s_new = lerp_moment(prediction_error, s, take2, order=2)
   return m_new, s_new + as_dtype(eps_root, s_new.dtype)
 
 
@@ -180,7 +181,11 @@ def scale_by_belief(b1: ScalarOrSchedule = 0.9, b2: ScalarOrSchedule = 0.999,
     s_t = \\beta_2 s_{t-1} + (1-\\beta_2)(g_t - m_t)^2 + \\epsilon_\\text{root}, \\\\
     u_t = \\frac{\\hat m_t}{\\sqrt{s_t / (1-\\beta_2^t)} + \\epsilon}
 
-  with :math:`\\hat m_t` as in :func:`scale_by_adam` (``nesterov`` too).
+  with :math:`\\hat m_t` as in :func:`scale_by_adam` (``nesterov`` too). Computed as
+  Adam's step is, with :math:`s_t` for :math:`v_t` and no
+  :math:`\\epsilon_\\text{root}` under the root (it is in :math:`s_t`): the
+  bias corrections and a learning rate that follows in a chain folded into
+  scalars computed once per step (:func:`gradtx.transforms.moments.adam_step_scalars`).
 
   Args:
     b1: :math:`\\beta_1 \\in [0, 1)`, default 0.9.
@@ -202,25 +207,32 @@ def scale_by_belief(b1: ScalarOrSchedule = 0.9, b2: ScalarOrSchedule = 0.999,
     return ScaleByBeliefState(numerics.zero_count(), tree.accumulator_like(params, dtype=mu_dtype),
                               tree.accumulator_like(params, dtype=nu_dtype), spec.init())
 
-  def update(updates, state, params=None, **extra):
+  def update(updates, state, params=None, *, factor=None, **extra):
     check_state("scale_by_belief", state, ScaleByBeliefState)
     del params, extra
     tree.check_structure(state.mu, updates, "state.mu", "updates", stage="scale_by_belief")
-    h, hparams = spec.step(state.hparams)
+    h, hparams = spec.step(state.hparams, read=False)
     count = safe_increment(state.count)
+    # eps_root is in s_t already: Adam's scalars with none under the root (r is then
+    # the floor that keeps the root's derivative finite at s_t = 0).
+    no_root = {**h, "eps_root": jnp.zeros((), h["eps_root"].dtype)}
+    k = read_once(adam_step_scalars(no_root, count, nesterov, factor))
 
     def leaf(g, m, s):
-      m_new, s_new = belief_moments(g, m, s, h["b1"], h["b2"], h["eps_root"])
-      m_hat = debiased_first_moment(g, m_new, h["b1"], count, nesterov)
-      s_hat = numerics.bias_correction(s_new, h["b2"], count)
-      u = m_hat.astype(s_hat.dtype) / (safe_sqrt(s_hat) + as_dtype(h["eps"], s_hat.dtype))
-      return u.astype(g.dtype), m_new.astype(m.dtype), s_new.astype(s.dtype)
+      m_new, s_new = belief_moments(g, m, s, k["1-b1"], k["1-b2"], h["eps_root"])
+      dtype = s_new.dtype
+      c, r, e = (as_dtype(k[n], dtype) for n in ("c", "r", "e"))
+      numerator = c * as_dtype(m_new, dtype)
+      if nesterov:
+        numerator = numerator + as_dtype(k["c_g"], dtype) * as_dtype(g, dtype)
+      u = numerator / (jnp.sqrt(s_new + r) + e)
+      return as_dtype(u, g.dtype), as_dtype(m_new, m.dtype), as_dtype(s_new, s.dtype)
 
     updates, mu, nu = tree.map_multi(leaf, 3, updates, state.mu, state.nu)
     return updates, ScaleByBeliefState(count, mu, nu, hparams)
 
   return GradientTransformation(init, update, name="scale_by_belief", spec=spec, options=dict(
-      nesterov=nesterov, mu_dtype=mu_dtype, nu_dtype=nu_dtype))
+      nesterov=nesterov, mu_dtype=mu_dtype, nu_dtype=nu_dtype), takes_factor=True)
 
 
 def scale_by_yogi(b1: ScalarOrSchedule = 0.9, b2: ScalarOrSchedule = 0.999,
