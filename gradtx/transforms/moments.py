@@ -543,9 +543,6 @@ def scale_by_adamax(b1: ScalarOrSchedule = 0.9, b2: ScalarOrSchedule = 0.999,
     u_t = \\frac{m_t}{(1-\\beta_1^t)\\, v_t}
 
   (optax's placement of :math:`\\epsilon`, inside the max; torch also puts it there.)
-  Computed as :math:`u_t = c\\, m_t / v_t` with :math:`c = 1 / (1-\\beta_1^t)` and
-  :math:`1 - \\beta_1` computed once per step, and a learning rate that follows in a
-  chain folded into :math:`c`, as in :func:`scale_by_adam`.
 
   Args:
     b1: :math:`\\beta_1 \\in [0, 1)`, default 0.9.
@@ -565,29 +562,27 @@ def scale_by_adamax(b1: ScalarOrSchedule = 0.9, b2: ScalarOrSchedule = 0.999,
     return ScaleByAdamState(numerics.zero_count(), tree.zeros_like(params),
                             tree.accumulator_like(params, dtype=nu_dtype), spec.init())
 
-  def update(updates, state, params=None, *, factor=None, **extra):
+  def update(updates, state, params=None, **extra):
     check_state("scale_by_adamax", state, ScaleByAdamState)
     del params, extra
     tree.check_structure(state.mu, updates, "state.mu", "updates", stage="scale_by_adamax")
-    h, hparams = spec.step(state.hparams, read=False)
+    h, hparams = spec.step(state.hparams)
     count = safe_increment(state.count)
-    b1 = h["b1"]
-    rate = 1 if factor is None else as_dtype(factor, b1.dtype)
-    k = read_once({"1-b1": 1 - b1, "c": rate / (1 - b1 ** as_dtype(count, b1.dtype))})
 
     def leaf(g, m, v):
-      m_new = lerp_moment(g, m, k["1-b1"], order=1)
+      m_new = ema_moment(g, m, h["b1"], order=1)
       dtype = compute_dtype(g, v)
       v_new = numerics.stored(jnp.maximum(as_dtype(h["b2"], dtype) * as_dtype(v, dtype),
                                           as_dtype(jnp.abs(g), dtype) + as_dtype(h["eps"], dtype)),
                               v.dtype)
       # In the wider of m's and v's dtypes (v's eps is 0 in float16).
       u_dtype = compute_dtype(m_new, v_new)
-      u = as_dtype(k["c"], u_dtype) * as_dtype(m_new, u_dtype) / as_dtype(v_new, u_dtype)
+      u = (as_dtype(numerics.bias_correction(m_new, h["b1"], count), u_dtype)
+           / as_dtype(v_new, u_dtype))
       return as_dtype(u, g.dtype), as_dtype(m_new, m.dtype), as_dtype(v_new, v.dtype)
 
     updates, mu, nu = tree.map_multi(leaf, 3, updates, state.mu, state.nu)
     return updates, ScaleByAdamState(count, mu, nu, hparams)
 
   return GradientTransformation(init, update, name="scale_by_adamax", spec=spec,
-                                options=dict(nu_dtype=nu_dtype), takes_factor=True)
+                                options=dict(nu_dtype=nu_dtype))
