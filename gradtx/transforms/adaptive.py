@@ -19,7 +19,8 @@ from gradtx.core import (NONNEGATIVE, UNIT_HALF_OPEN, GradientTransformation, HP
                          Range, ScalarOrSchedule, check_state, read_once, require_params)
 from gradtx.numerics import (as_dtype, compute_dtype, ema_moment, floor_eps_root, lerp_moment,
                              safe_increment, safe_sqrt)
-from gradtx.transforms.moments import ScaleByAdamState, adam_step_scalars, check_initial_value
+from gradtx.transforms.moments import (ScaleByAdamState, adam_direction, adam_step_scalars,
+                                      check_initial_value)
 
 __all__ = ["ScaleByAdanState", "ScaleByBeliefState", "ScaleByNadamState", "ScaleByNovogradState",
            "scale_by_adan", "scale_by_belief", "scale_by_nadam", "scale_by_novograd",
@@ -220,12 +221,7 @@ def scale_by_belief(b1: ScalarOrSchedule = 0.9, b2: ScalarOrSchedule = 0.999,
 
     def leaf(g, m, s):
       m_new, s_new = belief_moments(g, m, s, k["1-b1"], k["1-b2"], h["eps_root"])
-      dtype = s_new.dtype
-      c, r, e = (as_dtype(k[n], dtype) for n in ("c", "r", "e"))
-      numerator = c * as_dtype(m_new, dtype)
-      if nesterov:
-        numerator = numerator + as_dtype(k["c_g"], dtype) * as_dtype(g, dtype)
-      u = numerator / (jnp.sqrt(s_new + r) + e)
+      u = adam_direction(k, g, m_new, s_new, nesterov)
       return as_dtype(u, g.dtype), as_dtype(m_new, m.dtype), as_dtype(s_new, s.dtype)
 
     updates, mu, nu = tree.map_multi(leaf, 3, updates, state.mu, state.nu)

@@ -229,8 +229,8 @@ def scale_by_rss(initial_accumulator_value: float = 0.1,
       G_new = abs_sq(as_dtype(g, dtype), dtype) + as_dtype(G, dtype)
       # Where G_t is 0 (g_t is 0 then) the step is 0: the root reads Inf there, so that
       # g_t times its reciprocal, 0, is 0, and neither the step nor its derivative is
-      # 0 / 0, whatever eps is. One select, not a second one around the step: XLA:CPU
-      # compiles Adagrad's step on GPT-2 small's tree in 0.67 s with one, 0.85 s with two.
+      # 0 / 0, whatever eps is. One select, not a second one around the step: an Adagrad
+      # step in plain JAX on GPT-2 small's tree compiled in 0.67 s with one, 0.85 s with two.
       u = _divide_by_root(g, jnp.where(G_new > 0, G_new, jnp.inf), h["eps"], eps_in_sqrt)
       return as_dtype(u, g.dtype), as_dtype(G_new, G.dtype)
 
@@ -383,6 +383,18 @@ def adam_step_scalars(h: Any, count: jax.Array, nesterov: bool = False,
   return k
 
 
+def adam_direction(k: dict[str, jax.Array], g: jax.Array, m_new: jax.Array, v_new: jax.Array,
+                   nesterov: bool) -> jax.Array:
+  """:math:`u = c\\, m_t / (\\sqrt{v_t + r} + e)` (with ``nesterov``, :math:`c\\, m_t +
+  c_g\\, g_t` above), from :func:`adam_step_scalars`' ``k``, in ``v_new``'s dtype."""
+  dtype = v_new.dtype
+  c, r, e = (as_dtype(k[n], dtype) for n in ("c", "r", "e"))
+  numerator = c * as_dtype(m_new, dtype)
+  if nesterov:
+    numerator = numerator + as_dtype(k["c_g"], dtype) * as_dtype(g, dtype)
+  return numerator / (jnp.sqrt(v_new + r) + e)  # r > 0: see adam_step_scalars
+
+
 def adam_moments(g: jax.Array, m: jax.Array, v: jax.Array, h: HParams, count: jax.Array,
                   nesterov: bool) -> tuple[jax.Array, jax.Array, jax.Array, jax.Array]:
   """Adam's shared arithmetic: new ``m``, ``v`` and debiased ``m_hat``, ``v_hat``."""
@@ -448,12 +460,7 @@ def scale_by_adam(b1: ScalarOrSchedule = 0.9, b2: ScalarOrSchedule = 0.999,
     def leaf(g, m, v):
       m_new = lerp_moment(g, m, k["1-b1"], order=1)
       v_new = lerp_moment(g, v, k["1-b2"], order=2)
-      dtype = v_new.dtype
-      c, r, e = (as_dtype(k[n], dtype) for n in ("c", "r", "e"))
-      numerator = c * as_dtype(m_new, dtype)
-      if nesterov:
-        numerator = numerator + as_dtype(k["c_g"], dtype) * as_dtype(g, dtype)
-      u = numerator / (jnp.sqrt(v_new + r) + e)  # r > 0: see above
+      u = adam_direction(k, g, m_new, v_new, nesterov)
       return as_dtype(u, g.dtype), as_dtype(m_new, m.dtype), as_dtype(v_new, v.dtype)
 
     updates, mu, nu = tree.map_multi(leaf, 3, updates, state.mu, state.nu)
