@@ -1,7 +1,7 @@
 """Every ready optimizer that optax also has, gradtx against optax, on the same tree.
 
     python benchmarks/optimizers.py [--quick] [--cases b,c] [--reps N] [--compile-reps N]
-                                    [--only adam,lion]
+                                    [--only adam,lion] [--append]
 
 ``run.py`` measures three optimizers in depth; this sweep checks the promise of
 DESIGN.md's contract (7) for the rest: a ready optimizer's jitted step costs no
@@ -14,7 +14,9 @@ their quartiles, as ``run.py`` does (it uses ``run.py``'s machinery); with
 seconds). Trees: ``run.py``'s cases, GPT-2 small's tree (``b``, the default)
 and many small leaves (``c``; ``--quick`` keeps 500 of its 2000 leaves, as
 its optax compiles take minutes). It writes ``OPTIMIZERS.md`` and
-``optimizers.json`` next to this file (or in ``--out``).
+``optimizers.json`` next to this file (or in ``--out``); with ``--append``, the
+rows it measures replace those of the same optimizer and tree in the
+``optimizers.json`` already there, and the report names both runs.
 """
 
 from __future__ import annotations
@@ -132,8 +134,10 @@ def measure(name: str, shapes: Any, reps: int, compile_reps: int) -> dict:
 
 def write_markdown(results: dict, path: Path) -> None:
   info = results["machine"]
+  # (command, date) of each run whose rows the report holds, oldest first.
+  runs = info.get("commands") or [[info["command"], info["date"]]]
   lines = ["# Every ready optimizer: gradtx vs optax", "",
-           f"Produced by `{info['command']}` on {info['date']}: {info['cpu']}, "
+           "Produced by " + " and then ".join(f"`{c}` on {d}" for c, d in runs) + f": {info['cpu']}, "
            f"{info['cores']} cores, {info['backend']} ({info['device_kind']}), jax "
            f"{info['jax']}, optax {info['optax']}.", "",
            "Each optimizer is built as `name(1e-3)` in both libraries. Step = jitted "
@@ -177,6 +181,8 @@ def main(argv: list[str] | None = None) -> None:
   parser.add_argument("--out", type=Path, default=Path(__file__).resolve().parent)
   parser.add_argument("--report-only", action="store_true",
                       help="rewrite OPTIMIZERS.md from optimizers.json, measuring nothing")
+  parser.add_argument("--append", action="store_true",
+                      help="replace these rows in the optimizers.json already in --out")
   args = parser.parse_args(argv)
   if args.report_only:
     results = json.loads((args.out / "optimizers.json").read_text())
@@ -193,6 +199,20 @@ def main(argv: list[str] | None = None) -> None:
   info["command"] = run.command_line("optimizers.py", argv)
   start = time.perf_counter()
   results: dict[str, Any] = {"machine": info, "cases": {}, "sizes": {}}
+  info["commands"] = [[info["command"], info["date"]]]
+  if args.append and (args.out / "optimizers.json").exists():
+    results = json.loads((args.out / "optimizers.json").read_text())
+    then = results["machine"]
+    # Rows side by side in one table must come from like runs.
+    like = ("cpu", "backend", "device_kind", "quick", "reps", "jax", "optax")
+    if [then.get(k) for k in like] != [info.get(k) for k in like]:
+      differ = ", ".join(f"{k} {then.get(k)} there, {info.get(k)} here"
+                         for k in like if then.get(k) != info.get(k))
+      sys.exit(f"--append: {args.out / 'optimizers.json'} holds a run unlike this one "
+               f"({differ}). Give another --out.")
+    info["commands"] = [*then.get("commands", [[then["command"], then["date"]]]),
+                        *info["commands"]]
+    results["machine"] = {**then, "commands": info["commands"]}
   for case in cases:
     title, shapes = case_shapes(case, args.quick)
     results["sizes"][title] = (f"{len(jax.tree.leaves(shapes))} leaves, "
@@ -200,7 +220,8 @@ def main(argv: list[str] | None = None) -> None:
     rows = results["cases"].setdefault(title, [])
     for name in names:
       row = measure(name, shapes, args.reps, args.compile_reps)
-      rows.append(row)
+      rows[:] = [r for r in rows if r["optimizer"] != name] + [row]
+      rows.sort(key=lambda r: NAMES.index(r["optimizer"]))
       print(f"  {case} {name:28s} gradtx {row['step_ms']['gradtx']:8.2f} ms  optax "
             f"{row['step_ms']['optax']:8.2f} ms  {run.fmt_ratio(row['step'], 3)}", flush=True)
   results["wall_s"] = time.perf_counter() - start

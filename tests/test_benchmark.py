@@ -270,3 +270,18 @@ def test_sweep_measures_and_reports_each_optimizer(sweep, tmp_path, monkeypatch)
     sweep.main(["--only", "adamm", "--out", str(tmp_path)])
   sweep.main(["--report-only", "--out", str(tmp_path)])  # rewritten from the json alone
   assert (tmp_path / "OPTIMIZERS.md").read_text() == text
+  # --append measures some rows again: they replace their namesakes, in the sweep's order.
+  lion = results["cases"]["t: tiny"][1]
+  with jax.numpy_dtype_promotion("standard"):
+    sweep.main(["--cases", "t", "--only", "sgd,lion", "--reps", "2", "--out", str(tmp_path),
+                "--append"])
+  appended = json.loads((tmp_path / "optimizers.json").read_text())
+  rows = appended["cases"]["t: tiny"]
+  assert [r["optimizer"] for r in rows] == ["adam", "lion", "sgd"]
+  assert rows[0] == results["cases"]["t: tiny"][0]  # adam's row kept as it was
+  assert rows[1]["step_ms"] != lion["step_ms"]  # lion's measured again
+  assert len(appended["machine"]["commands"]) == 2
+  assert "` on " in text and "and then `" in (tmp_path / "OPTIMIZERS.md").read_text()
+  with pytest.raises(SystemExit, match="reps 2 there, 3 here"):  # unlike runs: refused
+    sweep.main(["--cases", "t", "--only", "sgd", "--reps", "3", "--out", str(tmp_path),
+                "--append"])
