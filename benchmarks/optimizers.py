@@ -201,18 +201,9 @@ def main(argv: list[str] | None = None) -> None:
   results: dict[str, Any] = {"machine": info, "cases": {}, "sizes": {}}
   info["commands"] = [[info["command"], info["date"]]]
   if args.append and (args.out / "optimizers.json").exists():
-    results = json.loads((args.out / "optimizers.json").read_text())
-    then = results["machine"]
-    # Rows side by side in one table must come from like runs.
-    like = ("cpu", "backend", "device_kind", "quick", "reps", "jax", "optax")
-    if [then.get(k) for k in like] != [info.get(k) for k in like]:
-      differ = ", ".join(f"{k} {then.get(k)} there, {info.get(k)} here"
-                         for k in like if then.get(k) != info.get(k))
-      sys.exit(f"--append: {args.out / 'optimizers.json'} holds a run unlike this one "
-               f"({differ}). Give another --out.")
-    info["commands"] = [*then.get("commands", [[then["command"], then["date"]]]),
-                        *info["commands"]]
-    results["machine"] = {**then, "commands": info["commands"]}
+    results = run.earlier_run(args.out / "optimizers.json", info,
+                              ("cpu", "backend", "device_kind", "quick", "reps", "jax", "optax"))
+    results["machine"] = {**results["machine"], "commands": info["commands"]}
   for case in cases:
     title, shapes = case_shapes(case, args.quick)
     results["sizes"][title] = (f"{len(jax.tree.leaves(shapes))} leaves, "

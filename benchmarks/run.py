@@ -743,6 +743,26 @@ READING: dict[str, list[str]] = {
 }
 
 
+def earlier_run(path: Path, info: dict, like: tuple[str, ...]) -> dict:
+  """The results in ``path`` that a run described by ``info`` appends its rows to.
+
+  Exits, naming the fields that differ, unless the earlier run was ``like`` this
+  one (rows side by side in one table must be comparable); otherwise puts the
+  earlier runs before this one in ``info["commands"]``, the (command, date) of
+  each run whose rows the report holds.
+  """
+  earlier = json.loads(path.read_text())
+  then = earlier["machine"]
+  differ = [f"{k} {then.get(k)} there, {info.get(k)} here"
+            for k in like if then.get(k) != info.get(k)]
+  if differ:
+    sys.exit(f"--append: {path} holds a run unlike this one ({', '.join(differ)}). "
+             "Give another --out.")
+  first = [then.get("command", "python benchmarks/run.py"), then["date"]]
+  info["commands"] = [*then.get("commands", [first]), *info["commands"]]
+  return earlier
+
+
 def write_markdown(results: dict, path: Path) -> None:
   info, rows, train = results["machine"], results["grid"], results["training"]
   compile_reps = info.get("compile_reps", 1)
@@ -1001,17 +1021,8 @@ def main(argv: list[str] | None = None) -> None:
   rows, sizes, train = [], {}, {}
   info["commands"] = [[command, info["date"]]]
   if args.append and (args.out / "results.json").exists():
-    earlier = json.loads((args.out / "results.json").read_text())
-    then = earlier["machine"]
-    if (then["backend"], then.get("device_kind"), then["quick"]) != (
-        info["backend"], info["device_kind"], info["quick"]):
-      sys.exit(f"--append: {args.out / 'results.json'} holds a run on {then['backend']} "
-               f"({then.get('device_kind')}, quick={then['quick']}); this one is on "
-               f"{info['backend']} ({info['device_kind']}, quick={info['quick']}). "
-               "Give another --out.")
+    earlier = earlier_run(args.out / "results.json", info, ("backend", "device_kind", "quick"))
     rows, sizes, train = earlier["grid"], earlier["sizes"], earlier["training"]
-    info["commands"] = [*then.get("commands", [["python benchmarks/run.py", then["date"]]]),
-                        [command, info["date"]]]
 
   def report() -> dict:
     rows.sort(key=lambda r: (list(CASES).index(r["case"]), list(OPTIMIZERS).index(r["optimizer"])))
