@@ -57,7 +57,6 @@ OPTIONS: dict[str, Callable[[], dict]] = {"noisy_sgd": lambda: {"key": jax.rando
 NOTES: dict[str, str] = {
     "adopt": "XLA copies its second moment every step (one kernel writes it in place while "
              "another reads it), as it does optax's; 1.05x in this run and the one before.",
-    "adamaxw": "from a build whose Adamax change was reverted after this run (see below).",
     "cocob": "its weight-decay stage holds weight_decay=0 in the state, so each of its five "
              "kernels per leaf reads the params to add 0 x params, where optax's constant 0 "
              "folds away (both libraries also copy the params and the reward every step); "
@@ -86,9 +85,10 @@ READING: list[str] = [
     "GPT-2's tree, but its reduction kernel added 15% to Adam's compile on one leaf and 4-15% "
     "on 500 small leaves (lion, adamw, sgd with momentum), where kernels read a slice of a "
     "buffer more slowly than an argument. Folding Adamax's bias correction and rate into one "
-    "scalar compiled no faster and its step read 1.05x (adamaxw 1.07x); the adamax and "
-    "adamaxw rows above are from that build, reverted after this run (the run before had "
-    "0.99x and 1.01x).",
+    "scalar compiled no faster and its step read 1.05x (adamaxw 1.07x), so it was reverted; "
+    "the adamax and adamaxw rows above are from the build without it, measured again later "
+    "with `--append` (1.01x and 1.02x). Absolute times of rows from different runs are not "
+    "comparable (the machine's speed drifts over a day); their ratios are.",
 ]
 
 
