@@ -127,8 +127,8 @@ def measure(name: str, shapes: Any, reps: int, compile_reps: int) -> dict:
          "step": run.paired_ratio(mine.times, theirs.times)}
   if compile_reps > 0:
     row["compile_s"] = {c.name: c.compile_s for c in contenders}
-    row["compile"] = run.paired_ratio(run.measured_compiles(mine),
-                                      run.measured_compiles(theirs))
+    row["compile"] = run.paired_ratio(run.measured_compiles(mine.compiles),
+                                      run.measured_compiles(theirs.compiles))
   return row
 
 

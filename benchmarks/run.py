@@ -146,6 +146,7 @@ OPTIMIZERS: dict[str, tuple[Callable[[], Any], Callable[[], Any]]] = {
 
 # optax's way to hold every numeric hyperparameter in the state, readable and settable at
 # run time: the feature gradtx's hparams give, so the like-for-like comparison.
+INJECT = "optax inject_hyperparams"
 INJECTED: dict[str, Callable[[], Any]] = {
     "sgd+momentum": lambda: optax.inject_hyperparams(optax.sgd)(learning_rate=LEARNING_RATE,
                                                                 momentum=0.9),
@@ -239,7 +240,7 @@ class Contender:
   def compile_median(self, part: str = "total") -> float:
     # The first compile (made when the contender is built, always in the same order) is a
     # warm-up once there are others: the first compile of a row runs measurably slower.
-    return statistics.median(measured_compiles(self, part))
+    return statistics.median(measured_compiles(self.compiles, part))
 
   @property
   def compile_s(self) -> float:
@@ -363,8 +364,9 @@ def paired_ratio(mine: list[float], theirs: list[float]) -> dict[str, float]:
   return {"median": statistics.median(ratios), "q1": q1, "q3": q3}
 
 
-def measured_compiles(c: Contender, part: str = "total") -> list[float]:
-  return [x[part] for x in (c.compiles[1:] if len(c.compiles) > 1 else c.compiles)]
+def measured_compiles(compiles: list[dict], part: str = "total") -> list[float]:
+  """A contender's compile seconds (``Contender.compiles``), less the warm-up compile."""
+  return [x[part] for x in (compiles[1:] if len(compiles) > 1 else compiles)]
 
 
 def compile_record(c: Contender | TorchContender) -> dict:
@@ -420,7 +422,7 @@ def grid_row(case: str, shapes: Any, opt: str, reps: int, extra: list[str],
   if "inject" in extra:
     tx = INJECTED[opt]()
     state = tx.init(params)
-    c = Contender("optax inject_hyperparams", optimizer_step(tx, optax.apply_updates),
+    c = Contender(INJECT, optimizer_step(tx, optax.apply_updates),
                   (params, state), (grads,), (0, 1))
     c.state_bytes = tree_bytes(state)
     contenders.append(c)
@@ -467,9 +469,10 @@ def grid_row(case: str, shapes: Any, opt: str, reps: int, extra: list[str],
                               "state_bytes_per_param": c.state_bytes / n}
   mine, theirs = contenders[0], contenders[1]
   row["paired"] = {"step": paired_ratio(mine.times, theirs.times),
-                   "compile": paired_ratio(measured_compiles(mine), measured_compiles(theirs)),
-                   "xla": paired_ratio(measured_compiles(mine, "xla"),
-                                       measured_compiles(theirs, "xla"))}
+                   "compile": paired_ratio(measured_compiles(mine.compiles),
+                                           measured_compiles(theirs.compiles)),
+                   "xla": paired_ratio(measured_compiles(mine.compiles, "xla"),
+                                       measured_compiles(theirs.compiles, "xla"))}
   print(f"  {case:16s} {opt:13s} " + "  ".join(
       f"{c.name}: {median_ms(c):8.2f} ms" + (
           f", compile {c.compile_s:6.2f} s" if isinstance(c, Contender) else "")
@@ -881,20 +884,27 @@ def missing_rows(results: dict) -> list[str]:
 
 def targets(rows: list[dict], train: dict) -> list[tuple[str, str, bool]]:
   out = []
-  for kind, target, limit in (("step", "tree step <= 1.05x optax, every case and optimizer",
-                               1.05),
-                              ("compile", "tree compile time <= optax's", 1.0)):
-    if not rows:
-      break
-    worst = max(rows, key=lambda r: r["paired"][kind]["median"])
-    r = worst["paired"][kind]
-    name = lambda x: row_name(x["case"], x["optimizer"])  # noqa: E731
-    over = [x for x in rows if x["paired"][kind]["median"] > limit]
+  name = lambda x: row_name(x["case"], x["optimizer"])  # noqa: E731
+  # Like for like: optax with its hyperparameters in the state (inject_hyperparams), as
+  # DESIGN's contract 4 holds gradtx's, on the rows that measure it.
+  injected = [(x, paired_ratio(measured_compiles(x["results"]["gradtx"]["compiles"]),
+                               measured_compiles(x["results"][INJECT]["compiles"])))
+              for x in rows if INJECT in x["results"]]
+  for target, ratios, limit in (
+      ("tree step <= 1.05x optax, every case and optimizer",
+       [(x, x["paired"]["step"]) for x in rows], 1.05),
+      ("tree compile time <= optax's", [(x, x["paired"]["compile"]) for x in rows], 1.0),
+      (f"tree compile time <= {INJECT}'s (hyperparameters in the state, both), where measured",
+       injected, 1.0)):
+    if not ratios:
+      continue
+    worst, r = max(ratios, key=lambda xr: xr[1]["median"])
+    over = [x for x, q in ratios if q["median"] > limit]
     # Over by its median, but its lower quartile is within the target: one run cannot tell.
-    unclear = [name(x) for x in over if x["paired"][kind]["q1"] <= limit]
+    unclear = [name(x) for x, q in ratios if q["median"] > limit and q["q1"] <= limit]
     measured = f"worst {fmt_ratio(r, 3)} ({worst['case']}, {worst['optimizer']})"
     if over:
-      measured += (f"; over on {len(over)} of {len(rows)} rows "
+      measured += (f"; over on {len(over)} of {len(ratios)} rows "
                    f"({', '.join(name(x) for x in over)})")
     if unclear:
       measured += f", of which the lower quartile is within: {', '.join(unclear)}"

@@ -140,6 +140,27 @@ def test_report_states_each_target(bench, tmp_path):
   assert "| tree compile time <= optax's |" in text and "**no**" in text
 
 
+def test_compile_target_like_for_like_reads_the_injected_rows(bench):
+  """gradtx's compiles against optax inject_hyperparams', paired, the warm-up left out."""
+  def result(*seconds):
+    return {"compiles": [{"total": s} for s in seconds]}
+  paired = {k: {"median": 1.0, "q1": 1.0, "q3": 1.0} for k in ("step", "compile", "xla")}
+  injected = {"case": "c: z", "optimizer": "sgd+momentum", "paired": paired,
+              "results": {"gradtx": result(9.0, 1.0, 1.3, 1.2),
+                          "optax": result(1.0, 1.0, 1.0, 1.0),
+                          bench.INJECT: result(1.0, 1.0, 1.0, 1.0)}}
+  plain = {"case": "a: x", "optimizer": "adam", "paired": paired,
+           "results": {"gradtx": result(1.0), "optax": result(1.0)}}
+  out = {target: (measured, met) for target, measured, met
+         in bench.targets([plain, injected], train={})}
+  measured, met = out[f"tree compile time <= {bench.INJECT}'s (hyperparameters in the "
+                      "state, both), where measured"]
+  assert not met and measured.startswith("worst 1.200") and "over on 1 of 1 rows (c sgd" in measured
+  assert out["tree compile time <= optax's"][1]  # the paired ratios rows carry: 1.0
+  within = dict(injected, results=dict(injected["results"], gradtx=result(9.0, 1.0, 0.9, 1.0)))
+  assert next(met for target, _, met in bench.targets([within], train={}) if "inject" in target)
+
+
 def test_partial_report_on_an_accelerator(bench, tmp_path):
   """A run stopped part-way (no rows yet) still reports, and names what it lacks."""
   assert bench.targets([], train={}) == []
