@@ -68,7 +68,11 @@ def test_chain_matches_optax_chain():
     u, state = ours.update(_grads(t), state, params)
     with jax.numpy_dtype_promotion("standard"):
       ou, their_state = theirs.update(_grads(t), their_state, params)
-    _assert_same(u, ou)
+    # Bitwise at jax 0.10; at 0.8 and 0.9 some entries are a few units in the last place
+    # apart (up to 6e-9 on entries near 0.05): those versions' XLA rounds differently
+    # (test_zoo's numpy references, within their tolerances, hold at 0.8 and 0.9 too).
+    for x, y in zip(jax.tree.leaves(u), jax.tree.leaves(ou)):
+      np.testing.assert_allclose(x, y, rtol=1e-6, atol=1e-8)
 
 
 def test_optax_stage_error_gets_a_note_naming_the_stage():

@@ -284,11 +284,12 @@ def test_mechanize_on_float16_params_divides_by_its_scale_in_float32():
   assert np.all(np.isfinite(w)) and np.all(np.isfinite(state.s))
   # Its first steps, about s_init times SGD's, are below float16's spacing and leave the
   # params where they are. With s_init = 1e-2 they move, to where the float32 params go
-  # (3e-3 apart after 300 steps, from a start of size 1).
+  # (3e-3 apart after 300 steps, from a start of size 1; where near 0 they end varies with
+  # XLA's version: 0.015 at jax 0.10, 0.021 at 0.8).
   np.testing.assert_array_equal(w, FLOAT16_PARAMS["w"])
   got, _ = _mechanize_run(jnp.float16, 300, s_init=1e-2)
   want, _ = _mechanize_run(jnp.float32, 300, s_init=1e-2)
-  assert np.abs(want).max() < 0.02
+  assert np.abs(want).max() < 0.05
   np.testing.assert_allclose(got, want, rtol=0, atol=5e-3)
 
 

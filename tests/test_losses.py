@@ -692,7 +692,7 @@ def test_half_precision_inputs_keep_dtype_and_float32_accuracy(dtype):
   got = _jit(losses.softmax_cross_entropy_with_integer_labels)(x, y)
   assert got.dtype == dtype
   want = ref_int_ce(np.asarray(x, np.float64), np.asarray(y))
-  np.testing.assert_allclose(np.asarray(got, np.float64), want, rtol=jnp.finfo(dtype).eps)
+  np.testing.assert_allclose(np.asarray(got, np.float64), want, rtol=float(jnp.finfo(dtype).eps))
   for fn, args in [(losses.softmax_cross_entropy, (x, jax.nn.one_hot(y, 50, dtype=dtype))),
                    (losses.sigmoid_binary_cross_entropy, (x, jnp.zeros_like(x))),
                    (losses.log_cosh, (x,)), (losses.cosine_similarity, (x, x)),

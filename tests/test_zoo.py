@@ -387,6 +387,10 @@ def test_bfloat16_adam_steps_with_the_moments_it_stores(jit):
     np.testing.assert_allclose(updates["w"], -lr * m_hat / (np.sqrt(v_hat) + eps), rtol=2e-5)
 
 
+# At jax 0.8 and 0.9 XLA recomputes the new moments inside the parameter's kernel from the
+# old ones, which it must then copy first; from jax 0.10 it does not (docs/faq.md).
+@pytest.mark.skipif(tuple(map(int, jax.__version__.split(".")[:2])) < (0, 10),
+                    reason="XLA before jax 0.10 copies the moment buffers")
 def test_bfloat16_moments_are_updated_in_place():
   """The donated step reads no old moment after writing the new one: XLA copies nothing."""
   params = jnp.zeros(4096)
