@@ -333,6 +333,20 @@ def test_a_warmup_reads_as_its_last_value_and_cannot_be_set():
     gtx.set_hparams(state, {"schedule_free.learning_rate": 1.0})
 
 
+@pytest.mark.parametrize("name", ["schedule_free_sgd", "schedule_free_adamw"])
+def test_a_warmup_to_a_schedule_raises_at_construction(name):
+  # It failed at the first update, in the warmup, with "Cannot determine dtype of <function>".
+  rate = gtx.schedules.cosine_decay_schedule(0.1, 100)
+  with pytest.raises(gtx.HyperparameterError,
+                     match=rf"{name}: warmup_steps warms up to a constant learning_rate, "
+                           r"got the schedule cosine_decay_schedule\(.*warmup_cosine_decay"):
+    getattr(gtx.contrib, name)(rate, warmup_steps=5)
+  # Without the warmup the schedule is the learning rate, as everywhere.
+  tx = getattr(gtx.contrib, name)(rate)
+  _, state = tx.update(coupled_tree(), tx.init(coupled_tree()), coupled_tree())
+  assert float(gtx.hparams(state)["schedule_free.lr.learning_rate"]) == pytest.approx(0.1)
+
+
 def test_dp_hyperparameters_read_and_set_by_name_without_retracing():
   per_example = {"w": jnp.array([[3.0, 4.0], [0.0, 0.0], [0.3, 0.4]], jnp.float32)}
   params = {"w": jnp.zeros(2, jnp.float32)}

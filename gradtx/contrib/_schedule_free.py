@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any, Callable, NamedTuple
 
+import chex
 import jax
 import jax.numpy as jnp
 
@@ -14,6 +15,7 @@ from gradtx.contrib._whole_tree import _scalar_dtype
 from gradtx.core import (NONNEGATIVE, POSITIVE_INT, GradientTransformation, HParams, HParamSpec,
                          Range, ScalarOrSchedule, check_integer_option, check_state, format_value,
                          require_params_like)
+from gradtx.errors import HyperparameterError
 from gradtx.numerics import as_dtype, compute_dtype, safe_divide, safe_increment, shared
 from gradtx.transforms.clipping import per_example_global_norm_clip
 from gradtx.transforms.decay import add_decayed_weights
@@ -62,10 +64,10 @@ class _FromStepOne:
   ``step_count``, which starts at 1 (optax's convention), where the state's
   hyperparameter count starts at 0."""
 
-  def __init__(self, schedule: Callable[[jax.Array], jax.Array]):
+  def __init__(self, schedule: Callable[[jax.Array], chex.Numeric]):
     self.schedule = schedule
 
-  def __call__(self, count: jax.Array) -> jax.Array:
+  def __call__(self, count: jax.Array) -> chex.Numeric:
     return self.schedule(count + 1)
 
   def __repr__(self) -> str:
@@ -248,6 +250,14 @@ def _warmed_up(stage: str, learning_rate: ScalarOrSchedule,
   if warmup_steps is None:
     return learning_rate
   check_integer_option(stage, "warmup_steps", warmup_steps, POSITIVE_INT)
+  if callable(learning_rate):
+    # A warmup to a schedule has no one meaning (to its value at the end of the warmup,
+    # or times it); optax's warmup_constant_schedule failed on it with a dtype error.
+    raise HyperparameterError(
+        f"{stage}: warmup_steps warms up to a constant learning_rate, got the schedule "
+        f"{format_value(learning_rate)}; give the schedule its own warmup (for example "
+        f"gtx.schedules.warmup_cosine_decay_schedule, or join_schedules with a "
+        f"linear_schedule) and leave warmup_steps=None")
   return schedules.warmup_constant_schedule(init_value=0.0, peak_value=learning_rate,
                                             warmup_steps=warmup_steps)
 
@@ -274,7 +284,8 @@ def schedule_free_sgd(learning_rate: ScalarOrSchedule = 1.0, warmup_steps: int |
 
   Args:
     learning_rate: :math:`\\gamma \\ge 0`, default 1.
-    warmup_steps: the length of the linear warmup, an int >= 1, or ``None``.
+    warmup_steps: the length of the linear warmup to ``learning_rate`` (then a
+      number), an int >= 1, or ``None``.
     b1: :math:`\\beta_1 \\in (0, 1]`, default 0.9.
     weight_decay: :math:`\\lambda \\ge 0`, multiplied by the learning rate (as
       torch.optim does), or ``None`` (default): no decay stage (as optax). Give
@@ -333,7 +344,8 @@ def schedule_free_adamw(learning_rate: ScalarOrSchedule = 0.0025,
 
   Args:
     learning_rate: :math:`\\gamma \\ge 0`, default 0.0025.
-    warmup_steps: the length of the linear warmup, an int >= 1, or ``None``.
+    warmup_steps: the length of the linear warmup to ``learning_rate`` (then a
+      number), an int >= 1, or ``None``.
     b1: :math:`\\beta_1 \\in (0, 1]`, default 0.9 (the interpolation's).
     b2: :math:`\\beta_2 \\in [0, 1)`, default 0.999.
     eps: :math:`\\epsilon \\ge 0`, default 1e-8.
