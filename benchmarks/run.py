@@ -844,16 +844,20 @@ def write_markdown(results: dict, path: Path) -> None:
                  f"{fmt_ratio(row['paired']['xla'])} |")
   extras = [(row, name, r) for row in rows for name, r in row["results"].items()
             if name not in ("gradtx", "optax")]
+  # torch.optim's rows are there only where torch was installed.
+  torch = any(r["compile_s"] is None for _, _, r in extras)
   lines += ["", "## Runtime hyperparameters in optax, roofline, bfloat16 moments, packed "
-            "optimizer step, torch.optim", "",
+            "optimizer step" + (", torch.optim" if torch else ""), "",
             "Same rows, other contenders timed in the same interleaved repetitions; "
             "`vs gradtx` is gradtx tree mode's time over this contender's. "
             "`optax inject_hyperparams` is optax's optimizer of that row with its "
             "hyperparameters held in the state (`optax.inject_hyperparams`: Adam's five, "
             "sgd's rate and momentum), as gradtx holds them: the like-for-like comparison "
-            "for compile time. `torch.optim fused` is torch's fused implementation of the "
-            "same rule (`fused=True`; for adamw+clip with `clip_grad_norm_` before it) on "
-            "copies of the same arrays, eager, stepping params that hold their gradients.", "",
+            "for compile time." + (
+                " `torch.optim fused` is torch's fused implementation of the same rule "
+                "(`fused=True`; for adamw+clip with `clip_grad_norm_` before it) on copies of "
+                "the same arrays, eager, stepping params that hold their gradients."
+                if torch else ""), "",
             "| case | optimizer | contender | ms | vs gradtx | vs optax | compile s | "
             "optax compile / this | peak MB | state B/param |",
             "|---|---|---|---:|---:|---:|---:|---:|---:|---:|"]
