@@ -471,10 +471,12 @@ def read_once(values: dict[str, Any]) -> dict[str, Any]:
   than a step without them. (Adam's kernels read only derived scalars: see
   :func:`gradtx.transforms.moments.adam_step_scalars`.)
 
-  The copy is a reduction (over the values and zeros) because XLA fuses or
-  removes plain copies, and it holds at least two values because XLA folds a
-  reduction of one value and a zero back to that value. Adding zero is exact
-  (up to the sign of a zero), and the arithmetic that follows is unchanged.
+  The buffer passes through an optimization barrier, which XLA neither fuses
+  into its readers nor removes, so the values reach every leaf's kernel as
+  computed, bit for bit. (An earlier form summed the values with zeros, a
+  reduction kernel that XLA:CPU compiles more slowly: Adam on one leaf of 4 M
+  floats compiled its XLA part in 1.05x optax's time with it and 0.97x with
+  the barrier, in a paired run of 8.)
   """
   scalars: dict[Any, list[str]] = {}
   for name, value in values.items():
@@ -485,12 +487,8 @@ def read_once(values: dict[str, Any]) -> dict[str, Any]:
   if not scalars:
     return values
   out = dict(values)
-  for dtype, names in scalars.items():
-    held_values = [values[n] for n in names]
-    if len(held_values) == 1:
-      held_values.append(jnp.zeros((), dtype))
-    stacked = jnp.stack(held_values)
-    held = jnp.sum(jnp.stack([stacked, jnp.zeros_like(stacked)]), axis=0)
+  for names in scalars.values():
+    held = jax.lax.optimization_barrier(jnp.stack([values[n] for n in names]))
     for i, name in enumerate(names):
       out[name] = held[i]
   return out
