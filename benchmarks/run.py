@@ -458,7 +458,11 @@ def grid_row(case: str, shapes: Any, opt: str, reps: int, extra: list[str],
     contenders.append(c)
   if "torch" in extra:
     contenders.append(TorchContender(opt, params, grads, torch_device()))
-  race(contenders, reps)
+  # torch.optim races after the JAX contenders, on its own: raced among them, its
+  # threads skewed their paired ratio (case b's sgd+momentum read gradtx 1.06x optax's
+  # with torch in the race and 0.99x without, in two runs of 21 back to back).
+  race([c for c in contenders if isinstance(c, Contender)], reps)
+  race([c for c in contenders if not isinstance(c, Contender)], reps)
   recompile(contenders, compile_reps)
   n = n_params(shapes)
   row = {"case": case, "optimizer": opt, "params": n, "results": {}}
@@ -642,24 +646,27 @@ READING: dict[str, list[str]] = {
         "optax's tree step.",
         "* Compile times vary by 10-15% from one run to the next for the same "
         "program: Adam on one leaf compiles the same three kernels as optax "
-        "(0.09-0.12 s) and read 1.00x, 1.09x, 1.03x and 1.06x in the runs before, 0.99x "
-        "(quartiles 0.97-1.05) in this one; case c's Adam read 0.96x, 1.05x, then 0.93x "
-        "before the nested traces. Step times vary too: sgd+momentum on GPT-2's tree "
-        "(two kernels per leaf, the same as optax's but for the two runtime scalars) "
-        "read 1.00x in the run before and 1.055x (quartiles 1.03-1.11) in this one; "
-        "timed again alone in three runs of 40-60 paired repetitions, 1.04x, 1.01x "
-        "and 1.01x, with quartiles 0.94-1.08.",
+        "(0.09-0.12 s) and read 1.00x, 1.09x, 1.03x, 1.06x and 0.99x in the runs before, "
+        "0.95x (quartiles 0.92-1.00) in the latest of cases a and b, whose per-step scalars "
+        "now pass through an optimization barrier rather than a reduction "
+        "(`core.read_once`); case c's Adam read 0.96x, 1.05x, then 0.93x before the "
+        "nested traces. Step times: sgd+momentum on GPT-2's tree (two kernels per leaf, "
+        "the same as optax's but for the two runtime scalars) read 1.00x, 1.055x and "
+        "1.064x in earlier runs, with torch.optim raced among the JAX contenders; raced "
+        "without it, back to back with a run that had it, 0.99x against 1.06x, so torch "
+        "now races on its own, after them, and the row reads 1.02x (quartiles "
+        "0.96-1.03).",
         "* The compile target, decided: DESIGN's contract 4 (every numeric "
         "hyperparameter held in the state, set without retracing) comes before matching "
         "optax's constants, so the target against optax's `sgd(1e-3, momentum=0.9)` stays unmet "
         "where a kernel is small enough for its two runtime scalars to show "
         "(sgd+momentum, 1.02-1.04x in the runs so far), and the like-for-like target "
         "compares with `optax inject_hyperparams`, optax's own way to the same feature: "
-        "0.62x on GPT-2's Adam, 0.66x and 1.00x on case c's Adam and sgd+momentum. On one "
-        "leaf Adam reads 1.10x (quartiles 1.04-1.17; 0.118 against 0.107 s, 7 ms of it "
-        "XLA's). Not explained: gradtx's program there has one kernel fewer, and without "
-        "`core.read_once`'s buffer it compiles slower still (1.17x optax's constants "
-        "against 1.07x, in a separate paired run of 7).",
+        "0.60x on GPT-2's Adam, 0.66x and 1.00x on case c's Adam and sgd+momentum, and "
+        "1.01x (quartiles 1.00-1.09) on one leaf's Adam, which read 1.10x (1.04-1.17) "
+        "while `core.read_once` copied the per-step scalars with a reduction: XLA:CPU "
+        "compiles that reduction kernel more slowly than the loop kernel an optimization "
+        "barrier leaves.",
         "* Case c's step passes about 8000 arrays through jax's dispatch (most of its "
         "time is spent before the call returns) and runs 4000-6000 tiny "
         "kernels. Each step makes one Python object per output, which sets off a "
@@ -671,18 +678,18 @@ READING: dict[str, list[str]] = {
         "as `timeit` has it, and the quartiles are within 0.86-1.00 on every case c "
         "row (0.88-1.00 in this run). The pause is real in a training loop, and the same for both libraries "
         "(their steps make the same number of arrays). Adam on one leaf reaches "
-        "102% of the hand-fused kernel (its three kernels are the same as optax's and "
+        "104% of the hand-fused kernel (its three kernels are the same as optax's and "
         "the fused one's).",
         "* Packed mode on GPT-2's tree (148 leaves, most of them large): Adam steps in "
-        "12.39 ms against tree mode's 12.28 and its optimizer compiles in 0.13 s against "
-        "0.85 s (the GPU report has no such row yet).",
+        "9.98 ms against tree mode's 10.43 and its optimizer compiles in 0.11 s against "
+        "0.69 s (the GPU report has no such row yet).",
         "* bfloat16 moments on GPT-2's tree: on this machine (an Intel Xeon; on the AMD "
-        "EPYC of an earlier run they made the step 1.3x faster) the step is 1.18x slower "
-        "than with float32 moments (14.47 against 12.28 ms), and so is the hand-fused "
+        "EPYC of an earlier run they made the step 1.3x faster) the step is 1.21x slower "
+        "than with float32 moments (12.59 against 10.43 ms), and so is the hand-fused "
         "step, one jitted function of plain jax with no gradtx in it (`fused bf16 "
-        "moments`, 16.32 against 12.82 ms, 1.27x): it is XLA:CPU's code for the rule on "
+        "moments`, 14.73 against 11.02 ms, 1.34x): it is XLA:CPU's code for the rule on "
         "this machine, and gradtx's bfloat16 step is the faster of the two. On one leaf "
-        "bfloat16 moments are faster (3.10 against 3.22 ms). Broken down by hand (plain "
+        "bfloat16 moments are faster (2.53 against 2.69 ms). Broken down by hand (plain "
         "jax, 2 threads, ns per element): a moment kernel m <- bf16(m + 0.1 (g - m)) "
         "costs 0.31-0.34 against float32's 0.24-0.28 once its arrays are out of cache "
         "(XLA converts to bfloat16 with a round to nearest even and a NaN test, then a "
@@ -696,12 +703,12 @@ READING: dict[str, list[str]] = {
         "above), so gradtx keeps the rounded form.",
         "* torch.optim (CPU build, 2 threads; `fused=True`, its fastest) is faster than "
         "both JAX libraries on one big leaf and on GPT-2's tree: Adam on one leaf in "
-        "1.51 ms against gradtx's 3.22 and the hand-fused XLA kernel's 3.28, so it is "
+        "1.40 ms against gradtx's 2.69 and the hand-fused XLA kernel's 2.81, so it is "
         "XLA:CPU's elementwise code, not gradtx's rule, that is slower there (the same "
         "bytes move in both). On 2000 leaves torch's step is a few multi-tensor kernels "
         "where a jitted step passes 8000 arrays through jax's dispatch: 22.9 ms against "
         "gradtx's tree step's 37.1, while gradtx's packed step takes 1.68 ms. With "
-        "clipping on GPT-2's tree gradtx leads (15.74 ms against 16.39: torch's "
+        "clipping on GPT-2's tree gradtx leads (13.43 ms against 14.59: torch's "
         "`clip_grad_norm_` is a pass of its own, gradtx's scale is folded into Adam's "
         "kernels). A GPU run needs torch with CUDA on the machine; without it the rows "
         "are left out.",
@@ -763,7 +770,8 @@ def earlier_run(path: Path, info: dict, like: tuple[str, ...]) -> dict:
   Exits, naming the fields that differ, unless the earlier run was ``like`` this
   one (rows side by side in one table must be comparable); otherwise puts the
   earlier runs before this one in ``info["commands"]``, the (command, date) of
-  each run whose rows the report holds.
+  each run whose rows the report holds. An earlier run of this command (with or
+  without ``--append``) is left out: it measured the rows this one replaces.
   """
   earlier = json.loads(path.read_text())
   then = earlier["machine"]
@@ -773,7 +781,10 @@ def earlier_run(path: Path, info: dict, like: tuple[str, ...]) -> dict:
     sys.exit(f"--append: {path} holds a run unlike this one ({', '.join(differ)}). "
              "Give another --out.")
   first = [then.get("command", "python benchmarks/run.py"), then["date"]]
-  info["commands"] = [*then.get("commands", [first]), *info["commands"]]
+  rows_of = lambda command: command.replace(" --append", "")  # noqa: E731
+  again = {rows_of(command) for command, _ in info["commands"]}
+  info["commands"] = [*(c for c in then.get("commands", [first]) if rows_of(c[0]) not in again),
+                      *info["commands"]]
   return earlier
 
 
@@ -856,7 +867,8 @@ def write_markdown(results: dict, path: Path) -> None:
             "for compile time." + (
                 " `torch.optim fused` is torch's fused implementation of the same rule "
                 "(`fused=True`; for adamw+clip with `clip_grad_norm_` before it) on copies of "
-                "the same arrays, eager, stepping params that hold their gradients."
+                "the same arrays, eager, stepping params that hold their gradients; it is "
+                "timed after the JAX contenders, in repetitions of its own."
                 if torch else ""), "",
             "| case | optimizer | contender | ms | vs gradtx | vs optax | compile s | "
             "optax compile / this | peak MB | state B/param |",

@@ -202,6 +202,13 @@ def test_a_run_in_parts_appends_its_rows(bench, tmp_path, monkeypatch):
           and " and then `python benchmarks/run.py --only s --append --reps 2 --compile-reps 1` "
           "on 20" in text)
   assert "Not measured here: the training rows" in text
+  # The same command again replaces the rows it measured: the report names it once, last.
+  with jax.numpy_dtype_promotion("standard"):
+    bench.main(["--only", "t", "--append", *common])
+  commands = json.loads((tmp_path / "results.json").read_text())["machine"]["commands"]
+  assert [c for c, _ in commands] == [
+      "python benchmarks/run.py --only s --append --reps 2 --compile-reps 1",
+      "python benchmarks/run.py --only t --append --reps 2 --compile-reps 1"]
   if bench.torch_device() is not None:  # torch.optim raced in every row, eager
     assert "| t: tiny | sgd | torch.optim fused |" in text and "| eager |" in text
   else:  # without torch the row is left out, not written empty
