@@ -927,13 +927,13 @@ def targets(rows: list[dict], train: dict) -> list[tuple[str, str, bool]]:
     if not ratios:
       continue
     worst, r = max(ratios, key=lambda xr: xr[1]["median"])
-    over = [x for x, q in ratios if q["median"] > limit]
+    over = [(x, q) for x, q in ratios if q["median"] > limit]
     # Over by its median, but its lower quartile is within the target: one run cannot tell.
-    unclear = [name(x) for x, q in ratios if q["median"] > limit and q["q1"] <= limit]
+    unclear = [name(x) for x, q in over if q["q1"] <= limit]
     measured = f"worst {fmt_ratio(r, 3)} ({worst['case']}, {worst['optimizer']})"
     if over:
       measured += (f"; over on {len(over)} of {len(ratios)} rows "
-                   f"({', '.join(name(x) for x in over)})")
+                   f"({', '.join(name(x) for x, _ in over)})")
     if unclear:
       measured += f", of which the lower quartile is within: {', '.join(unclear)}"
     out.append((target, measured, r["median"] <= limit))

@@ -71,6 +71,7 @@ def test_chain_matches_optax_chain():
     # Bitwise at jax 0.10; at 0.8 and 0.9 some entries are a few units in the last place
     # apart (up to 6e-9 on entries near 0.05): those versions' XLA rounds differently
     # (test_zoo's numpy references, within their tolerances, hold at 0.8 and 0.9 too).
+    assert jax.tree.structure(u) == jax.tree.structure(ou)
     for x, y in zip(jax.tree.leaves(u), jax.tree.leaves(ou)):
       np.testing.assert_allclose(x, y, rtol=1e-6, atol=1e-8)
 

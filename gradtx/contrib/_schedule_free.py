@@ -252,7 +252,8 @@ def _warmed_up(stage: str, learning_rate: ScalarOrSchedule,
   check_integer_option(stage, "warmup_steps", warmup_steps, POSITIVE_INT)
   if callable(learning_rate):
     # A warmup to a schedule has no one meaning (to its value at the end of the warmup,
-    # or times it); optax's warmup_constant_schedule failed on it with a dtype error.
+    # or times it); warmup_constant_schedule took it as its peak value and the first
+    # update failed with a dtype error.
     raise HyperparameterError(
         f"{stage}: warmup_steps warms up to a constant learning_rate, got the schedule "
         f"{format_value(learning_rate)}; give the schedule its own warmup (for example "
