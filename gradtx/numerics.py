@@ -247,13 +247,14 @@ def zero_count() -> jax.Array:
 
 
 def safe_divide(x: jax.Array, d: jax.Array) -> jax.Array:
-  """:math:`x / d` where ``d > 0`` and 0 elsewhere (no NaN from 0 / 0); ``x`` may be
-  complex, ``d`` is real (a norm)."""
-  positive = d > 0
-  d = jnp.where(positive, d, 1)
+  """:math:`x / d` where ``d != 0`` and 0 where ``d = 0`` (no NaN from 0 / 0); ``x`` may
+  be complex, ``d`` is real (a norm, so ``d >= 0``). A NaN ``d`` (a norm of a NaN
+  gradient) gives NaN, as the plain division does: a zero there would hide it."""
+  nonzero = d != 0
+  d = jnp.where(nonzero, d, 1)
   if jnp.iscomplexobj(x) and not jnp.iscomplexobj(d):
     d = as_dtype(d, x.dtype)  # the explicit cast strict promotion asks for; Im 0
-  return jnp.where(positive, x / d, 0)
+  return jnp.where(nonzero, x / d, 0)
 
 
 @jax.custom_jvp

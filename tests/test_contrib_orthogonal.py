@@ -215,6 +215,25 @@ def test_muon_keeps_a_zero_matrix_zero_with_eps_zero_where_optax_gives_nan():
   assert np.isnan(np.asarray(_optax(theirs.update, params, theirs.init(params))[0]["w"])).all()
 
 
+@pytest.mark.parametrize("preconditioning", ["frobenius", "spectral"])
+def test_muon_steps_by_nan_after_a_nan_gradient_as_optax_does(preconditioning):
+  # The momentum holds the NaN from then on; a zero step instead would stop the matrix
+  # training without a NaN anywhere to show it (safe_divide took a NaN norm for a zero).
+  params = {"w": jnp.ones((3, 2))}
+  good = {"w": jnp.arange(6.0).reshape(3, 2) / 5 + 0.1}
+  bad = {"w": good["w"].at[0, 0].set(jnp.nan)}
+  ours = gtx.contrib.scale_by_muon(preconditioning=preconditioning)
+  theirs = optax.contrib.scale_by_muon(preconditioning=preconditioning,
+                                       weight_dimension_numbers={"w": MDN()})
+  s_ours, s_theirs = ours.init(params), theirs.init(params)
+  for g in (good, bad, good):
+    u_ours, s_ours = ours.update(g, s_ours, params)
+    u_theirs, s_theirs = _optax(theirs.update, g, s_theirs, params)
+    np.testing.assert_array_equal(np.isnan(np.asarray(u_ours["w"])),
+                                  np.isnan(np.asarray(u_theirs["w"])))
+  assert np.isnan(np.asarray(u_ours["w"])).all()
+
+
 def test_a_coefficient_table_longer_than_ns_steps_runs_every_row():
   params = {"w": _tree()["w3"]}
   # optax 0.2.8 refuses a 5-row table with ns_steps=3 ("Not enough coeffs"); its
