@@ -234,6 +234,18 @@ def test_muon_steps_by_nan_after_a_nan_gradient_as_optax_does(preconditioning):
   assert np.isnan(np.asarray(u_ours["w"])).all()
 
 
+def test_muon_steps_a_matrix_without_rows():
+  # scale_by_shape's sqrt(max(1, fan_out / fan_in)) divided by fan_in = 0 for a (0, 4)
+  # matrix (ZeroDivisionError, as in optax 0.2.8); an empty matrix steps by nothing.
+  params = {"e": jnp.ones((0, 4)), "w": _tree()["w3"]}
+  ours = gtx.contrib.muon(0.02)
+  updates, _ = ours.update(params, ours.init(params), params)
+  assert updates["e"].shape == (0, 4)
+  alone = gtx.contrib.muon(0.02)
+  w = {"w": params["w"]}
+  np.testing.assert_array_equal(updates["w"], alone.update(w, alone.init(w), w)[0]["w"])
+
+
 def test_a_coefficient_table_longer_than_ns_steps_runs_every_row():
   params = {"w": _tree()["w3"]}
   # optax 0.2.8 refuses a 5-row table with ns_steps=3 ("Not enough coeffs"); its

@@ -260,7 +260,9 @@ def _scale_by_shape(weight_dimension_numbers: WeightDimNumOrFn | None,
         return x
       fan_in, fan_out = _fans(stage, x.shape, dims)
       if consistent_rms is None:
-        return x * as_dtype(math.sqrt(max(1.0, fan_out / fan_in)), x.dtype)
+        # A matrix with no rows in (fan_in = 0) is empty: any factor scales it.
+        ratio = fan_out / fan_in if fan_in else 1.0
+        return x * as_dtype(math.sqrt(max(1.0, ratio)), x.dtype)
       return x * (as_dtype(math.sqrt(max(fan_in, fan_out)), x.dtype)
                   * as_dtype(h["consistent_rms"], x.dtype))
     return _map_matrices(stage, weight_dimension_numbers, leaf, updates)
