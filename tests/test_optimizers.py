@@ -417,6 +417,23 @@ def test_sm3_steps_a_zero_size_leaf():
     np.testing.assert_array_equal(updates["w"], want["w"])
 
 
+def test_sm3_steps_by_nan_where_the_gradient_is_nan_as_optax_does():
+  # The guard for nu = 0 took a NaN nu for 0 and stepped by 0 there, step after step:
+  # the entry stopped training with no NaN to show it. optax steps by NaN.
+  params = {"w": jnp.ones((3, 3)), "v": jnp.ones(3)}
+  good = {"w": jnp.full((3, 3), 0.5), "v": jnp.full(3, 0.5)}
+  bad = {"w": good["w"].at[0, 0].set(jnp.nan), "v": good["v"].at[0].set(jnp.nan)}
+  tx = gtx.sm3(1.0)
+  state = tx.init(params)
+  updates, state = tx.update(good, state, params)
+  for g in (bad, good):  # the NaN stays in the accumulator, as in optax
+    updates, state = tx.update(g, state, params)
+    for u in (np.asarray(updates["w"]).ravel(), np.asarray(updates["v"])):
+      assert np.isnan(u[0]) and np.isfinite(u[1:]).all()
+  # The other entries of row and column 0 step by their momentum alone, as in optax.
+  np.testing.assert_allclose(updates["w"][0, 1:], [-0.145, -0.145], atol=1e-3)
+
+
 def _centered_rmsprop(learning_rate, **kwargs):
   return gtx.rmsprop(learning_rate, centered=True, **kwargs)
 

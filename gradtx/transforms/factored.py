@@ -295,7 +295,8 @@ def scale_by_sm3(b1: ScalarOrSchedule = 0.9, b2: ScalarOrSchedule = 1.0,
                   for axis, (a, n) in enumerate(zip(mu, g.shape))]
         cover = functools.reduce(jnp.minimum, slices)
       nu = new_weight * abs_sq(g_) + beta2 * cover
-      h_t = jnp.where(nu > 0, g_ * jax.lax.rsqrt(jnp.where(nu > 0, nu, 1)
+      # g times the guarded root, as optax does: a NaN g (whose nu is NaN) stays NaN.
+      h_t = g_ * jnp.where(nu > 0, jax.lax.rsqrt(jnp.where(nu > 0, nu, 1)
                                                   + as_dtype(h["eps"], dtype)), 0)
       m_new = ema_moment(h_t, m, h["b1"], order=1)
       if g.ndim < 2:
