@@ -450,6 +450,17 @@ def test_sophia_prints_the_win_rate_when_asked(capfd):
   assert capfd.readouterr().out.count("Sophia optimizer win rate: ") == 2
 
 
+def test_sophia_asked_for_the_win_rate_steps_a_tree_without_float_leaves(capfd):
+  # The count of unclipped entries summed no leaves: Python's 0, whose .astype raised.
+  params = {"step": jnp.arange(3)}  # an integer buffer: no gradient, no update
+  tx = gtx.contrib.sophia(0.1, verbose=True, print_win_rate_every_n_steps=1)
+  updates, _ = tx.update({"step": None}, tx.init(params), params,
+                         obj_fn=lambda p: jnp.float32(0.0))
+  assert updates == {"step": None}
+  jax.effects_barrier()
+  assert "win rate" not in capfd.readouterr().out
+
+
 # ----------------------------------------------------------------------------
 # Packed mode: the tree mode's updates and state.
 

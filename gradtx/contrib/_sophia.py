@@ -279,10 +279,16 @@ def scale_by_sophia(b1: ScalarOrSchedule = 0.965, b2: ScalarOrSchedule = 0.99,
 
 
 def _print_win_rate(updates: Any, rho: jax.Array, count: jax.Array, every: int) -> None:
-  """Prints the fraction of entries that were not clipped, every ``every`` steps."""
+  """Prints the fraction of entries that were not clipped, every ``every`` steps.
+
+  A tree without leaves (every parameter an integer buffer, or none) has no rate.
+  """
+  leaves = jax.tree.leaves(updates)
+  if not leaves:
+    return
+
   def report():
     # Counted inside the branch, so that the steps that print nothing skip the count.
-    leaves = jax.tree.leaves(updates)
     inside = sum(jnp.sum(jnp.abs(u) < as_dtype(rho, u.dtype)).astype(jnp.int32) for u in leaves)
     size = sum(u.size for u in leaves)
     jax.debug.print("Sophia optimizer win rate: {}", inside.astype(jnp.float32) / size)
