@@ -168,8 +168,34 @@ def numbers_as_arrays(tree: PyTree) -> PyTree:
 def admit_params(params: PyTree) -> PyTree:
   """The params an outermost ``init`` passes on (see :func:`admit_updates`):
   Python numbers as arrays, and integer buffers, keys and ``None`` masked
-  (:func:`mask_untrainable`)."""
-  return mask_untrainable(numbers_as_arrays(params))
+  (:func:`mask_untrainable`). A packed tree holding such a buffer raises
+  (:func:`check_packed_trainable`)."""
+  params = numbers_as_arrays(params)
+  check_packed_trainable(params)
+  return mask_untrainable(params)
+
+
+def check_packed_trainable(params: PyTree) -> None:
+  """Raises if a :class:`gradtx.packed.Packed` node of ``params`` holds an integer,
+  bool or key buffer.
+
+  A buffer is one node to the stages: it cannot be masked as an integer leaf
+  of a tree is (:func:`mask_untrainable`), so each stage would keep an integer
+  moment for it and step it by garbage, or fail at the first ``float0``
+  gradient deep inside a rule.
+  """
+  for node in jax.tree_util.tree_leaves(params, is_leaf=_is_node):
+    if not _is_packed(node):
+      continue
+    bad = [name for name, buffer in node.buffers.items() if untrainable(buffer)]
+    if bad:
+      paths = [keystr(path) for (path, _), dtype in zip(
+          jax.tree_util.tree_flatten_with_path(node.layout.template())[0], node.layout.dtypes)
+               if dtype in bad]
+      raise StructureError(
+          f"packed params hold {', '.join(bad)} leaves (key paths {', '.join(paths)}), which "
+          "no gradient steps: pack only the floating-point leaves "
+          "(eqx.partition(model, eqx.is_inexact_array)) and keep the others outside the layout")
 
 
 def admit_updates(updates: PyTree, params: PyTree | None,

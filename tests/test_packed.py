@@ -214,6 +214,20 @@ def test_bad_input_raises_a_clear_error(case, call, message):
     call(layout)
 
 
+def test_init_refuses_packed_params_with_an_integer_buffer_naming_its_leaves():
+  # Tree mode masks an integer leaf; a buffer cannot be masked, and init made an int32
+  # Adam moment for it: integer gradients then stepped it by garbage, and float0 ones
+  # (jax.grad(..., allow_int=True)) failed at the first step deep inside the rule.
+  params = {"w": jnp.ones(3), "steps": jnp.arange(2), "mask": jnp.ones(2, bool)}
+  flat = Layout.from_tree(params).pack(params)
+  with pytest.raises(gtx.StructureError, match=r"^packed params hold bool, int32 leaves \(key "
+                     r"paths \['mask'\], \['steps'\]\), which no gradient steps"):
+    gtx.adam(0.1).init(flat)
+  floats = {"w": params["w"]}
+  state = gtx.adam(0.1).init(Layout.from_tree(floats).pack(floats))  # floats only: as before
+  assert set(state["adam"].mu.buffers) == {"float32"}
+
+
 # ----------------------------------------------------------------------------
 # Every ready optimizer: packed equals tree.
 
