@@ -434,6 +434,20 @@ def test_sm3_steps_by_nan_where_the_gradient_is_nan_as_optax_does():
   np.testing.assert_allclose(updates["w"][0, 1:], [-0.145, -0.145], atol=1e-3)
 
 
+def test_a_running_mean_made_infinite_steps_by_nan_after_it():
+  # docs/optax.md: m + (1 - b)(g - m) turns an infinite mean into inf - inf = NaN at the
+  # next finite gradient, where optax's (1 - b) g + b m stays infinite (its step -0).
+  tx = gtx.rmsprop(0.1)
+  params = jnp.ones(2)
+  state = tx.init(params)
+  for g in ([1.0, 1.0], [jnp.inf, 1.0]):
+    _, state = tx.update(jnp.asarray(g), state, params)
+  assert np.isinf(state["rms"].nu[0])
+  updates, state = tx.update(jnp.ones(2), state, params)
+  assert np.isnan(updates[0]) and np.isnan(state["rms"].nu[0])
+  np.testing.assert_allclose(updates[1], -0.1 / np.sqrt(1 - 0.9 ** 3), rtol=1e-5)
+
+
 def _centered_rmsprop(learning_rate, **kwargs):
   return gtx.rmsprop(learning_rate, centered=True, **kwargs)
 
