@@ -14,6 +14,7 @@ the functions of :mod:`gradtx.tree_utils` under their ``tree_`` names
 from __future__ import annotations
 
 import collections
+import contextvars
 import functools
 from typing import TYPE_CHECKING, Any, Callable, NamedTuple
 
@@ -44,6 +45,13 @@ class MaskedNode(NamedTuple):
   Stages inside :func:`gradtx.masked` see these instead of the masked-out
   leaves, so they keep no state for them.
   """
+
+
+# The user's tree behind one that holds MaskedNode, while stages run on the latter: what
+# a callable mask or label function is called on (gradtx.wrappers.unmasked_view). The
+# outermost init or update publishes the tree it was given (whose integer, key and None
+# leaves it masks on admission); a masked wrapper, the tree behind its inner stages.
+UNMASKED: contextvars.ContextVar[Any] = contextvars.ContextVar("gradtx_unmasked", default=None)
 
 
 def is_masked(x: Any) -> bool:
