@@ -297,6 +297,8 @@ def check_structure(expected: PyTree, got: PyTree, expected_name: str,
 
 
 def _describe_shape(x: Any) -> str:
+  if is_masked(x):
+    return "no array (a None gradient, or a leaf a mask leaves out)"
   layout = getattr(x, "layout", None)
   return f"a packed tree of {layout!r}" if layout is not None else str(tuple(x.shape))
 
@@ -312,10 +314,12 @@ def _is_node(x: Any) -> bool:
 
 
 def _same_shape(a: Any, b: Any) -> bool:
-  """Equal shapes (equal layouts for packed trees), or a leaf without one.
-
-  Leaves without a shape: a MaskedNode, a Python scalar.
+  """Equal shapes (equal layouts for packed trees), or a leaf without one (a Python
+  scalar). A MaskedNode matches only a MaskedNode: a state that holds an array for a
+  leaf whose gradient is None would lose it.
   """
+  if is_masked(a) or is_masked(b):
+    return is_masked(a) and is_masked(b)
   if _is_packed_kind(a) or _is_packed_kind(b):
     return getattr(a, "layout", None) == getattr(b, "layout", None)
   shape_a, shape_b = getattr(a, "shape", None), getattr(b, "shape", None)
