@@ -251,10 +251,20 @@ def chain(*stages: Any, **named_stages: Any) -> Chain:
 
 
 def named_chain(label: str, **stages: GradientTransformation) -> Chain:
-  """A chain that shows as ``label`` in ``repr``: how ready optimizers are built."""
+  """A chain that shows as ``label`` in ``repr``: how ready optimizers are built.
+
+  Unlike ``optax.named_chain``, which takes ``(name, transformation)`` pairs,
+  the stages are keywords after a label; optax's form is
+  ``gtx.chain(**dict(pairs))``, and passing it here raises a ``TypeError``.
+  """
+  if not isinstance(label, str):
+    raise TypeError(f"named_chain: label must be a string (the chain's name in repr), got "
+                    f"{label!r}; for optax's named_chain(('name', tx), ...) write "
+                    "gtx.chain(name=tx, ...), or gtx.chain(**dict(pairs))")
   for name in stages:
     _check_name(name)
-  return Chain({k: as_transformation(v) for k, v in stages.items()}, label=label)
+  return Chain({k: as_transformation(v, where=f"named_chain stage {k!r}")
+                for k, v in stages.items()}, label=label)
 
 
 # ----------------------------------------------------------------------------

@@ -383,6 +383,13 @@ ERRORS = [
     (lambda: gtx.chain(**{"not valid": ADAM()}), ValueError,
      r"chain: stage name 'not valid' must be a Python identifier"),
     (lambda: gtx.chain(3), TypeError, r"chain: expected a gradient transformation"),
+    # optax's named_chain form, (name, transformation) pairs: one pair was taken as the
+    # label, and the chain built without stages passed every update through.
+    (lambda: gtx.named_chain(("clip", gtx.clip(1.0))), TypeError,
+     r"named_chain: label must be a string .*got \('clip', clip\(max_delta=1\)\); for "
+     r"optax's named_chain\(\('name', tx\), \.\.\.\) write gtx\.chain\(name=tx, \.\.\.\)"),
+    (lambda: gtx.named_chain("opt", lr=3), TypeError,
+     r"named_chain stage 'lr': expected a gradient transformation .*got int: 3"),
     (lambda: gtx.set_hparams(_state_of(ADAM()), [("lr.learning_rate", 0.1)]), TypeError,
      r"set_hparams: values must be a mapping of dotted names to values .*got a list"),
     # Indexing a chain state: a stage's field, a number, a trailing dot.
