@@ -632,9 +632,14 @@ class GradientTransformation(_OptaxTransformation):
 
 
 def as_transformation(tx: Any, where: str = "chain") -> GradientTransformation:
-  """Wraps anything with optax's ``init``/``update`` (an optax transformation) as a stage."""
+  """Wraps anything with optax's ``init``/``update`` (an optax transformation) as a stage.
+
+  A stage's ``update`` is given the extra arguments its chain or wrapper receives; one
+  written without ``**extra`` (optax's form) is called without them, as optax's
+  ``chain`` and wrappers do (:func:`with_extra_args_support`).
+  """
   if isinstance(tx, GradientTransformation):
-    return tx
+    return with_extra_args_support(tx)
   if not (callable(getattr(tx, "init", None)) and callable(getattr(tx, "update", None))):
     raise TypeError(
         f"{where}: expected a gradient transformation (an object with init and "

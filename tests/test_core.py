@@ -297,6 +297,24 @@ def test_a_hand_written_stage_in_optax_style_runs_in_a_chain():
   assert gtx.with_extra_args_support(adam) is adam  # takes extra arguments already
 
 
+def test_a_hand_written_stage_in_optax_style_is_called_without_the_extra_arguments():
+  # optax's chain and wrappers adapt such a stage (with_extra_args_support); gradtx's
+  # passed it the chain's extra arguments: TypeError, unexpected keyword argument 'loss'.
+  def double(updates, state, params=None):
+    return jax.tree.map(lambda g: 2 * g, updates), state
+
+  stage = gtx.GradientTransformation(gtx.init_empty_state, double)
+  params = {"w": jnp.ones(2)}
+  grads = {"w": jnp.array([1.0, -2.0])}
+  for tx, expected in [(gtx.chain(double=stage, lr=gtx.scale_by_learning_rate(0.5)), [-1.0, 2.0]),
+                       (gtx.named_chain("doubled", double=stage), [2.0, -4.0]),
+                       (gtx.masked(stage, {"w": True}), [2.0, -4.0]),
+                       (gtx.apply_if_finite(stage, 1), [2.0, -4.0]),
+                       (gtx.partition({"all": stage}, "all"), [2.0, -4.0])]:
+    u, _ = jax.jit(tx.update)(grads, tx.init(params), params, loss=jnp.float32(1.0))
+    np.testing.assert_array_equal(u["w"], expected)
+
+
 def test_stateless_with_tree_map_maps_grads_and_params_leaf_by_leaf():
   tx = gtx.stateless_with_tree_map(lambda g, p: g + (0 if p is None else p))
   g = {"a": jnp.array([1.0, 2.0]), "b": jnp.array(3.0)}
