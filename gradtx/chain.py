@@ -57,8 +57,7 @@ class ChainState(Mapping[str, Any]):
     for i, part in enumerate(parts):
       walked = ".".join(parts[:i])
       if not isinstance(node, Mapping):  # a stage's own state: its fields are attributes
-        raise KeyError(f"{walked!r} is a stage's state ({type(node).__name__}), not a chain: "
-                       f"read {part!r} as an attribute, state[{walked!r}].{part}")
+        raise KeyError(_not_a_chain(node, walked, part))
       # A ChainState's own `in` would call this method again.
       children = node._stages if isinstance(node, ChainState) else node
       if part not in children:
@@ -99,6 +98,21 @@ class ChainState(Mapping[str, Any]):
   @classmethod
   def tree_unflatten(cls, names, children):
     return cls(dict(zip(names, children)))
+
+
+def _not_a_chain(node: Any, walked: str, part: str) -> str:
+  """Why ``state[...]`` cannot go on from the stage state ``node`` to ``part``, and what
+  reads it: a field of ``node``, or a stage of the chain a wrapper's state holds."""
+  what = f"{walked!r} is a stage's state ({type(node).__name__}), not a chain"
+  fields = list(getattr(type(node), "_fields", ()))
+  if part in fields or not fields:
+    return f"{what}: read {part!r} as an attribute, state[{walked!r}].{part}"
+  for field in (*_WRAPPED_FIELDS, "inner_states"):  # a wrapper's: the stages it wraps
+    inner = getattr(node, field, None)
+    if isinstance(inner, Mapping) and part in tuple(inner):
+      return (f"{what}: {part!r} is in the state of what it wraps, "
+              f"state[{walked!r}].{field}[{part!r}]")
+  return f"{what}, and has no field {part!r}; its fields are {fields}"
 
 
 @contextlib.contextmanager
@@ -251,10 +265,20 @@ def chain(*stages: Any, **named_stages: Any) -> Chain:
 
 
 def named_chain(label: str, **stages: GradientTransformation) -> Chain:
-  """A chain that shows as ``label`` in ``repr``: how ready optimizers are built."""
+  """A chain that shows as ``label`` in ``repr``: how ready optimizers are built.
+
+  Unlike ``optax.named_chain``, which takes ``(name, transformation)`` pairs,
+  the stages are keywords after a label; optax's form is
+  ``gtx.chain(**dict(pairs))``, and passing it here raises a ``TypeError``.
+  """
+  if not isinstance(label, str):
+    raise TypeError(f"named_chain: label must be a string (the chain's name in repr), got "
+                    f"{label!r}; for optax's named_chain(('name', tx), ...) write "
+                    "gtx.chain(name=tx, ...), or gtx.chain(**dict(pairs))")
   for name in stages:
     _check_name(name)
-  return Chain({k: as_transformation(v) for k, v in stages.items()}, label=label)
+  return Chain({k: as_transformation(v, where=f"named_chain stage {k!r}")
+                for k, v in stages.items()}, label=label)
 
 
 # ----------------------------------------------------------------------------

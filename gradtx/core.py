@@ -530,11 +530,12 @@ def _outermost_init(init: InitFn) -> InitFn:
   def admitting_init(params: Params) -> State:
     if _INSIDE.get():
       return init(params)
-    from gradtx.tree import admit_params  # pylint: disable=import-outside-toplevel
-    token = _INSIDE.set(True)
+    from gradtx.tree import UNMASKED, admit_params  # pylint: disable=import-outside-toplevel
+    token, shown = _INSIDE.set(True), UNMASKED.set(params)  # a callable mask sees the params given
     try:
       return init(admit_params(params))
     finally:
+      UNMASKED.reset(shown)
       _INSIDE.reset(token)
 
   return admitting_init
@@ -549,17 +550,19 @@ def _outermost_update(update: Callable[..., tuple[Updates, State]],
                        **kwargs: Any) -> tuple[Updates, State]:
     if _INSIDE.get():
       return update(updates, state, *args, **kwargs)
-    from gradtx.tree import admit_updates, thaw  # pylint: disable=import-outside-toplevel
+    from gradtx.tree import UNMASKED, admit_updates, thaw  # pylint: disable=import-outside-toplevel
     params = args[0] if args else kwargs.get("params")
+    given = updates if params is None else params  # what a callable mask is called on
     updates, params, masked = admit_updates(updates, params, name)
     if args:  # passed on as given: optax's form of update may take params positionally only
       args = (params, *args[1:])
     elif "params" in kwargs:
       kwargs["params"] = params
-    token = _INSIDE.set(True)
+    token, shown = _INSIDE.set(True), UNMASKED.set(given)
     try:
       updates, state = update(updates, state, *args, **kwargs)
     finally:
+      UNMASKED.reset(shown)
       _INSIDE.reset(token)
     return (thaw(updates) if masked else updates), state
 
@@ -629,9 +632,14 @@ class GradientTransformation(_OptaxTransformation):
 
 
 def as_transformation(tx: Any, where: str = "chain") -> GradientTransformation:
-  """Wraps anything with optax's ``init``/``update`` (an optax transformation) as a stage."""
+  """Wraps anything with optax's ``init``/``update`` (an optax transformation) as a stage.
+
+  A stage's ``update`` is given the extra arguments its chain or wrapper receives; one
+  written without ``**extra`` (optax's form) is called without them, as optax's
+  ``chain`` and wrappers do (:func:`with_extra_args_support`).
+  """
   if isinstance(tx, GradientTransformation):
-    return tx
+    return with_extra_args_support(tx)
   if not (callable(getattr(tx, "init", None)) and callable(getattr(tx, "update", None))):
     raise TypeError(
         f"{where}: expected a gradient transformation (an object with init and "

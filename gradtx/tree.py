@@ -14,6 +14,7 @@ the functions of :mod:`gradtx.tree_utils` under their ``tree_`` names
 from __future__ import annotations
 
 import collections
+import contextvars
 import functools
 from typing import TYPE_CHECKING, Any, Callable, NamedTuple
 
@@ -44,6 +45,13 @@ class MaskedNode(NamedTuple):
   Stages inside :func:`gradtx.masked` see these instead of the masked-out
   leaves, so they keep no state for them.
   """
+
+
+# The user's tree behind one that holds MaskedNode, while stages run on the latter: what
+# a callable mask or label function is called on (gradtx.wrappers.unmasked_view). The
+# outermost init or update publishes the tree it was given (whose integer, key and None
+# leaves it masks on admission); a masked wrapper, the tree behind its inner stages.
+UNMASKED: contextvars.ContextVar[Any] = contextvars.ContextVar("gradtx_unmasked", default=None)
 
 
 def is_masked(x: Any) -> bool:
@@ -315,6 +323,8 @@ def check_structure(expected: PyTree, got: PyTree, expected_name: str,
 
 
 def _describe_shape(x: Any) -> str:
+  if is_masked(x):
+    return "no array (a None gradient, or a leaf a mask leaves out)"
   layout = getattr(x, "layout", None)
   return f"a packed tree of {layout!r}" if layout is not None else str(tuple(x.shape))
 
@@ -330,10 +340,12 @@ def _is_node(x: Any) -> bool:
 
 
 def _same_shape(a: Any, b: Any) -> bool:
-  """Equal shapes (equal layouts for packed trees), or a leaf without one.
-
-  Leaves without a shape: a MaskedNode, a Python scalar.
+  """Equal shapes (equal layouts for packed trees), or a leaf without one (a Python
+  scalar). A MaskedNode matches only a MaskedNode: a state that holds an array for a
+  leaf whose gradient is None would lose it.
   """
+  if is_masked(a) or is_masked(b):
+    return is_masked(a) and is_masked(b)
   if _is_packed_kind(a) or _is_packed_kind(b):
     return getattr(a, "layout", None) == getattr(b, "layout", None)
   shape_a, shape_b = getattr(a, "shape", None), getattr(b, "shape", None)

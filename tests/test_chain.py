@@ -383,12 +383,30 @@ ERRORS = [
     (lambda: gtx.chain(**{"not valid": ADAM()}), ValueError,
      r"chain: stage name 'not valid' must be a Python identifier"),
     (lambda: gtx.chain(3), TypeError, r"chain: expected a gradient transformation"),
+    # optax's named_chain form, (name, transformation) pairs: one pair was taken as the
+    # label, and the chain built without stages passed every update through.
+    (lambda: gtx.named_chain(("clip", gtx.clip(1.0))), TypeError,
+     r"named_chain: label must be a string .*got \('clip', clip\(max_delta=1\)\); for "
+     r"optax's named_chain\(\('name', tx\), \.\.\.\) write gtx\.chain\(name=tx, \.\.\.\)"),
+    (lambda: gtx.named_chain("opt", lr=3), TypeError,
+     r"named_chain stage 'lr': expected a gradient transformation .*got int: 3"),
     (lambda: gtx.set_hparams(_state_of(ADAM()), [("lr.learning_rate", 0.1)]), TypeError,
      r"set_hparams: values must be a mapping of dotted names to values .*got a list"),
     # Indexing a chain state: a stage's field, a number, a trailing dot.
     (lambda: _state_of(gtx.chain(opt=ADAM()))["opt.adam.mu"], KeyError,
      r"'opt\.adam' is a stage's state \(ScaleByAdamState\), not a chain: read 'mu' as an "
      r"attribute, state\['opt\.adam'\]\.mu"),
+    # A wrapper's state: hparams reads "safe.adam.b1", the state holds adam's in a field
+    # (the hint read state['safe'].adam, which ApplyIfFiniteState has no attribute for).
+    (lambda: _state_of(gtx.chain(safe=gtx.apply_if_finite(ADAM(), 2)))["safe.adam.mu"], KeyError,
+     r"'safe' is a stage's state \(ApplyIfFiniteState\), not a chain: 'adam' is in the state "
+     r"of what it wraps, state\['safe'\]\.inner_state\['adam'\]"),
+    (lambda: _state_of(gtx.chain(opt=gtx.partition({"a": ADAM()}, "a")))["opt.a"], KeyError,
+     r"'opt' is a stage's state \(PartitionState\), not a chain: 'a' is in the state of what "
+     r"it wraps, state\['opt'\]\.inner_states\['a'\]"),
+    (lambda: _state_of(gtx.chain(opt=ADAM()))["opt.adam.m"], KeyError,
+     r"'opt\.adam' is a stage's state \(ScaleByAdamState\), not a chain, and has no field 'm'; "
+     r"its fields are \['count', 'mu', 'nu', 'hparams'\]"),
     (lambda: _state_of(ADAM())[0], TypeError,
      r"a chain state is indexed by stage name \('adam', 'outer\.inner'\), got 0"),
     (lambda: _state_of(gtx.chain(opt=ADAM()))["opt."], KeyError,

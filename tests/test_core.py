@@ -197,6 +197,31 @@ def test_mismatched_grads_name_the_stage_and_key_path():
     tx.update({"w": jnp.ones(3), "b": jnp.ones(1)}, state)
 
 
+def test_a_none_gradient_of_a_float_param_with_state_is_refused_by_the_stage_holding_it():
+  # The moment for 'b' was silently replaced by a MaskedNode (the state changed structure;
+  # a later step with a gradient for 'b' failed in jnp with "incompatible shapes").
+  params = {"w": jnp.ones(2), "b": jnp.ones(1)}
+  grads = {"w": jnp.ones(2), "b": None}
+  message = r"stage 'opt.adam': scale_by_adam: .*key path \['b'\]: no array \(a None gradient"
+  for tx, stage in [(gtx.chain(opt=gtx.adam(0.1)), "opt.adam"),
+                    (gtx.chain(opt=gtx.multi_steps(gtx.sgd(0.1), 2)), "opt"),
+                    (gtx.chain(opt=gtx.apply_if_finite(gtx.adam(0.1), 1)), "opt.adam")]:
+    with pytest.raises(gtx.StructureError, match=rf"stage '{stage}'.*key path \['b'\]: no array"):
+      tx.update(grads, tx.init(params), params)
+  with pytest.raises(gtx.StructureError, match=message):
+    jax.jit(gtx.chain(opt=gtx.adam(0.1)).update)(grads, gtx.chain(opt=gtx.adam(0.1)).init(params))
+  # A stage that keeps nothing for 'b' leaves it alone, as before: its update is None.
+  tx = gtx.sgd(0.1)
+  updates, _ = tx.update(grads, tx.init(params), params)
+  assert updates["b"] is None
+  np.testing.assert_allclose(updates["w"], np.full(2, -0.1))
+  tx, pair = gtx.lookahead(gtx.sgd(0.1), 2, 0.5), gtx.LookaheadParams.init_synced(params)
+  updates, _ = tx.update(grads, tx.init(pair), pair)
+  assert updates.fast["b"] is None and updates.slow["b"] is None
+  np.testing.assert_allclose(updates.fast["w"], np.full(2, -0.1))  # the first of 2 fast steps
+  np.testing.assert_allclose(updates.slow["w"], np.zeros(2))
+
+
 def test_state_of_another_chain_is_rejected_with_advice():
   state = gtx.adam(1e-3).init(jnp.ones(2))
   with pytest.raises(gtx.StructureError, match="carry_state"):
@@ -270,6 +295,24 @@ def test_a_hand_written_stage_in_optax_style_runs_in_a_chain():
   assert gtx.hparams(state) == {"lr.learning_rate": 0.5}
   adam = gtx.adam(0.1)
   assert gtx.with_extra_args_support(adam) is adam  # takes extra arguments already
+
+
+def test_a_hand_written_stage_in_optax_style_is_called_without_the_extra_arguments():
+  # optax's chain and wrappers adapt such a stage (with_extra_args_support); gradtx's
+  # passed it the chain's extra arguments: TypeError, unexpected keyword argument 'loss'.
+  def double(updates, state, params=None):
+    return jax.tree.map(lambda g: 2 * g, updates), state
+
+  stage = gtx.GradientTransformation(gtx.init_empty_state, double)
+  params = {"w": jnp.ones(2)}
+  grads = {"w": jnp.array([1.0, -2.0])}
+  for tx, expected in [(gtx.chain(double=stage, lr=gtx.scale_by_learning_rate(0.5)), [-1.0, 2.0]),
+                       (gtx.named_chain("doubled", double=stage), [2.0, -4.0]),
+                       (gtx.masked(stage, {"w": True}), [2.0, -4.0]),
+                       (gtx.apply_if_finite(stage, 1), [2.0, -4.0]),
+                       (gtx.partition({"all": stage}, "all"), [2.0, -4.0])]:
+    u, _ = jax.jit(tx.update)(grads, tx.init(params), params, loss=jnp.float32(1.0))
+    np.testing.assert_array_equal(u["w"], expected)
 
 
 def test_stateless_with_tree_map_maps_grads_and_params_leaf_by_leaf():

@@ -130,6 +130,44 @@ def test_masked_decay_inside_partition_group_sees_real_params():
   assert seen and not any(isinstance(x, MaskedNode) for x in seen)
 
 
+@pytest.mark.parametrize("jit", [False, True])
+def test_callable_masks_see_integer_buffers_as_given(jit):
+  # The outermost init/update masks an integer buffer on admission (and a float leaf
+  # whose gradient is None); a callable mask or label function must still be called on
+  # the params as given: it raised AttributeError on the MaskedNode ('MaskedNode' object
+  # has no attribute 'ndim'). A Python number is seen as the array the stages see.
+  params = {"w": jnp.ones((2, 2)), "b": jnp.ones(2), "step": jnp.array(3, jnp.int32), "t": 1.0}
+  grads = {"w": jnp.ones((2, 2)), "b": jnp.ones(2), "step": None, "t": 1.0}
+  seen = []
+
+  def matrices(p):
+    seen.extend(p.values())
+    return {k: v.ndim > 1 for k, v in p.items()}
+
+  def labels(p):
+    return {k: "mat" if v.ndim > 1 else "other" for k, v in p.items()}
+
+  cases = [  # (tx, expected update of w, of b and t)
+      (gtx.masked(gtx.sgd(0.5), matrices), -0.5, 1.0),
+      (gtx.chain(freeze=gtx.freeze(matrices), sgd=gtx.sgd(0.5)), 0.0, -0.5),
+      (gtx.selective_transform(gtx.sgd(0.5), freeze_mask=lambda p: {
+          k: not v for k, v in matrices(p).items()}), -0.5, 0.0),
+      (gtx.partition({"mat": gtx.sgd(0.5), "other": gtx.set_to_zero()}, labels), -0.5, 0.0)]
+  for tx, w, b in cases:
+    update = jax.jit(tx.update) if jit else tx.update
+    updates, _ = update(grads, tx.init(params), params)
+    assert updates["step"] is None
+    np.testing.assert_array_equal(updates["w"], np.full((2, 2), w))
+    np.testing.assert_array_equal(updates["b"], np.full(2, b))
+    np.testing.assert_array_equal(updates["t"], b)
+  assert seen and not any(isinstance(x, MaskedNode) for x in seen)
+  # A float leaf whose gradient is None: the mask sees its params, and its update is None.
+  tx = gtx.masked(gtx.sgd(0.5), matrices)
+  updates, _ = tx.update({**grads, "w": None}, tx.init(params), params)
+  assert updates["w"] is None
+  np.testing.assert_array_equal(updates["b"], np.ones(2))
+
+
 def test_mask_errors_name_the_key_path():
   params = _params()
   with pytest.raises(gtx.StructureError, match=r"mask has key path \['typo'\]"):

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import contextvars
 from typing import Any, Iterator, NamedTuple
 
 import jax
@@ -15,6 +14,7 @@ from gradtx.chain import Chain
 from gradtx.core import GradientTransformation, as_transformation, check_state, stateless
 from gradtx.errors import StructureError
 from gradtx.packed import Packed, masked_update
+from gradtx.tree import UNMASKED as _UNMASKED
 from gradtx.tree import MaskedNode
 from gradtx.wrappers._common import Mask, PyTree
 
@@ -27,10 +27,6 @@ def _has_masked(values: PyTree) -> bool:
   return any(tree.is_masked(x) for x in jax.tree.leaves(values, is_leaf=tree.is_masked))
 
 
-# The unmasked tree behind the trees a masked wrapper passes inwards.
-_UNMASKED: contextvars.ContextVar[Any] = contextvars.ContextVar("gradtx_unmasked", default=None)
-
-
 def _fills(values: PyTree, real: PyTree) -> bool:
   """Whether ``real`` is ``values`` with each MaskedNode replaced by a subtree."""
   try:
@@ -41,12 +37,26 @@ def _fills(values: PyTree, real: PyTree) -> bool:
   return all(jax.tree.leaves(same))
 
 
+def _filled(values: PyTree, real: PyTree) -> PyTree:
+  """``values`` with each MaskedNode that stands for one leaf of ``real`` replaced by it.
+
+  One for one, so the view has the leaves of ``values``: a masked-out array, an integer
+  buffer or a key comes back; a ``None`` (no leaf) stays a MaskedNode.
+  """
+  def fill(v: Any, r: Any) -> Any:
+    if not tree.is_masked(v):
+      return v
+    leaves = jax.tree.leaves(r, is_leaf=tree.is_masked)
+    return r if len(leaves) == 1 and leaves[0] is r and not tree.is_masked(r) else v
+  return jax.tree.map(fill, values, real, is_leaf=tree.is_masked)
+
+
 @contextlib.contextmanager
 def unmasked_view(values: PyTree) -> Iterator[PyTree]:
   """Yields the unmasked tree behind ``values``; nested masks see it while the block runs."""
   known = _UNMASKED.get()
   use_known = known is not None and _has_masked(values) and _fills(values, known)
-  real = known if use_known else values
+  real = _filled(values, known) if use_known else values
   token = _UNMASKED.set(real)
   try:
     yield real
