@@ -629,6 +629,19 @@ def test_softmax_cross_entropy_where_equals_minus_inf_logits():
                              losses.softmax_cross_entropy(masked, y), rtol=1e-6)
 
 
+def test_softmax_losses_are_accurate_for_large_logits():
+  # logsumexp of four logits of 1e4 is 1e4 + log 4, rounded in float32 to a step
+  # of 1e-3; log-probabilities taken on x - max(x) (as optax) keep log 4 exact.
+  x = jnp.full((1, 4), 1e4, jnp.float32)
+  y = jnp.array([[1.0, 0.0, 0.0, 0.0]])
+  want = math.log(4)
+  np.testing.assert_allclose(losses.softmax_cross_entropy(x, y), [want], rtol=1e-6)
+  np.testing.assert_allclose(losses.poly_loss_cross_entropy(x, y), [want + 2 * 0.75], rtol=1e-6)
+  np.testing.assert_allclose(losses.ranking_softmax_loss(x, y), want, rtol=1e-6)
+  g = jax.grad(lambda y: losses.softmax_cross_entropy(x, y).sum())(y)
+  np.testing.assert_allclose(g, np.full((1, 4), want), rtol=1e-6)
+
+
 def test_sigmoid_losses_infinite_logits():
   x = jnp.array([-jnp.inf, jnp.inf, 100.0, -100.0, 0.0, -jnp.inf])
   y = jnp.array([0.0, 1.0, 1.0, 0.0, 0.5, 1.0])
