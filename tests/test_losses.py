@@ -619,6 +619,18 @@ def test_all_masked_rows_give_zero_and_finite_grads():
   np.testing.assert_allclose(smoothed[1], 0.9 * y[1])
 
 
+def test_poly_loss_where_with_a_large_left_out_logit_has_finite_grads():
+  # The left-out class's log-probability, 1e4 - log(sum e^x over the others), has an
+  # exp of inf: its zero cotangent times inf made every gradient of the row NaN.
+  x = jnp.array([[1e4, 0.3, -0.2, 0.1, 0.5]])
+  y = jnp.array([[0.0, 1.0, 0.0, 0.0, 0.0]])
+  w = jnp.array([[False, True, True, True, True]])
+  got = jax.grad(lambda x: losses.poly_loss_cross_entropy(x, y, where=w).sum())(x)
+  want = jax.grad(lambda x: optax.losses.poly_loss_cross_entropy(x, y, where=w).sum())(x)
+  assert np.all(np.isfinite(want))
+  np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+
+
 def test_softmax_cross_entropy_where_equals_minus_inf_logits():
   rng = np.random.default_rng(0)
   x = jnp.asarray(_r(rng, 4, 6), jnp.float32)

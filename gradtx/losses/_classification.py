@@ -436,6 +436,8 @@ def poly_loss_cross_entropy(
   epsilon = as_dtype(epsilon, x.dtype)
   where = _expand_where(name, where, x.ndim, axis)
   log_p = _log_softmax(x, axis, where)
+  if where is not None:  # a left-out class's log_p may be large: an inf exp gives NaN gradients
+    log_p = jnp.where(where, log_p, 0)
   one_minus_pt = jnp.sum(y * -jnp.expm1(log_p), axis=axis, where=where)
   ce = softmax_cross_entropy(x, y, axis=axis, where=where)
   return (ce + epsilon * one_minus_pt).astype(dtype)
