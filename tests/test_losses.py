@@ -829,6 +829,15 @@ def test_multiclass_sparsemax_loss_large_scores():
     np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
 
 
+def test_multiclass_sparsemax_loss_spread_scores():
+  """Scores of +-1e4 with the label at the bottom: sparsemax is exact thirds, the loss 2e4 + 1/3."""
+  s = jnp.array([[1e4, 1e4, 1e4, -1e4, -1e4]], jnp.float32)
+  labels = jnp.array([3])
+  np.testing.assert_allclose(losses.multiclass_sparsemax_loss(s, labels), [2e4 + 1 / 3], rtol=1e-6)
+  g = jax.grad(lambda s: losses.multiclass_sparsemax_loss(s, labels).sum())(s)
+  np.testing.assert_allclose(g, [[1 / 3, 1 / 3, 1 / 3, -1, 0]], rtol=1e-6, atol=1e-7)
+
+
 def test_dice_probability_inputs():
   """apply_softmax/apply_sigmoid=False take probabilities: one sigmoid channel, or a 16-bit softmax."""
   rng = np.random.default_rng(9)
