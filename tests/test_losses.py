@@ -838,6 +838,18 @@ def test_multiclass_sparsemax_loss_spread_scores():
   np.testing.assert_allclose(g, [[1 / 3, 1 / 3, 1 / 3, -1, 0]], rtol=1e-6, atol=1e-7)
 
 
+def test_multiclass_sparsemax_loss_minus_inf_score_has_finite_grads():
+  # A class ruled out with a -inf score: p = 0 there, and 0 * -inf must not reach the gradient.
+  s = jnp.array([[0.0, -jnp.inf, 1.0]])
+  labels = jnp.array([0])
+  np.testing.assert_allclose(losses.multiclass_sparsemax_loss(s, labels), [1.0])
+  g = jax.grad(lambda s: losses.multiclass_sparsemax_loss(s, labels).sum())(s)
+  with jax.numpy_dtype_promotion("standard"):  # optax is not strict-clean
+    want = jax.grad(lambda s: optax.losses.multiclass_sparsemax_loss(s, labels).sum())(s)
+  np.testing.assert_allclose(want, [[-1.0, 0.0, 1.0]])
+  np.testing.assert_allclose(g, want)
+
+
 def test_dice_probability_inputs():
   """apply_softmax/apply_sigmoid=False take probabilities: one sigmoid channel, or a 16-bit softmax."""
   rng = np.random.default_rng(9)

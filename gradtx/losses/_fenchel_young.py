@@ -154,6 +154,7 @@ def multiclass_sparsemax_loss(
   top = jax.lax.stop_gradient(jnp.max(s, axis=-1, keepdims=True))
   z = s - top
   p = _sparsemax(z)
-  loss = (jnp.sum(jnp.where(p > 0, p * z, 0), axis=-1) + 0.5 * (1 - jnp.sum(jnp.square(p), axis=-1))
+  # z is masked, not p * z: a -inf score would give p's gradient 0 * -inf.
+  loss = (jnp.sum(p * jnp.where(p > 0, z, 0), axis=-1) + 0.5 * (1 - jnp.sum(jnp.square(p), axis=-1))
           + (top[..., 0] - _label_scores(s, labels)))
   return loss.astype(dtype)
