@@ -594,6 +594,21 @@ def test_softmax_cross_entropy_minus_inf_logits():
   assert losses.softmax_cross_entropy(logits[:1], jnp.array([[0.0, 1.0, 0.0]]))[0] == jnp.inf
 
 
+def test_softmax_cross_entropy_row_of_minus_inf_logits():
+  # Every class ruled out and no label: loss 0, as optax's safe_softmax_cross_entropy
+  # (-inf - (-inf) was NaN), and finite gradients.
+  x = jnp.array([[-jnp.inf, -jnp.inf, -jnp.inf], [0.0, 1.0, -jnp.inf]])
+  y = jnp.array([[0.0, 0.0, 0.0], [1.0, 0.0, 0.0]])
+  want = [0.0, math.log(1 + math.e)]
+  np.testing.assert_allclose(optax.losses.safe_softmax_cross_entropy(x, y), want, rtol=1e-6)
+  for fn in (losses.softmax_cross_entropy, losses.safe_softmax_cross_entropy):
+    np.testing.assert_allclose(fn(x, y), want, rtol=1e-6)
+    g_x, g_y = jax.grad(lambda x, y: fn(x, y).sum(), argnums=(0, 1))(x, y)
+    np.testing.assert_array_equal(g_x[0], [0, 0, 0])
+    assert np.all(np.isfinite(g_x)) and np.all(np.isfinite(g_y[1, :2]))
+  np.testing.assert_allclose(losses.ranking_softmax_loss(x, y, reduce_fn=None), want, rtol=1e-6)
+
+
 def test_integer_labels_minus_inf_and_out_of_range():
   logits = jnp.array([[0.0, -jnp.inf, 1.0]])
   got = losses.softmax_cross_entropy_with_integer_labels(logits, jnp.array([0]))

@@ -96,8 +96,12 @@ def _log_softmax(x: jax.Array, axis: Axis, where: jax.Array | None) -> jax.Array
   """
   where = _some(where, axis)
   top = jnp.max(x, axis=axis, where=where, initial=-jnp.inf, keepdims=True)
-  x = x - jax.lax.stop_gradient(jnp.where(jnp.isfinite(top), top, 0))
-  return x - jax.nn.logsumexp(x, axis=axis, where=where, keepdims=True)
+  # A row whose every logit is -inf has log-probabilities -inf, not -inf - (-inf) = NaN,
+  # so that its zero labels contribute 0 (as optax's safe_softmax_cross_entropy);
+  # the row is computed on zeros, keeping NaN out of its gradient.
+  dead = top == -jnp.inf
+  x = jnp.where(dead, 0, x - jax.lax.stop_gradient(jnp.where(jnp.isfinite(top), top, 0)))
+  return jnp.where(dead, -jnp.inf, x - jax.nn.logsumexp(x, axis=axis, where=where, keepdims=True))
 
 
 def _times_log(y: jax.Array, log_p: jax.Array) -> jax.Array:
