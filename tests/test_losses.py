@@ -933,6 +933,9 @@ ERRORS = [
      r"huber_loss: delta must be in \(0, inf\), got 0.0"),
     (lambda: losses.smooth_labels(jnp.zeros(3), 1.5), HyperparameterError,
      r"smooth_labels: alpha must be in \[0, 1\], got 1.5"),
+    # A mask for 3 classes of 5 was summed over, silently: K = 3.
+    (lambda: losses.smooth_labels(jnp.zeros((4, 5)), 0.1, where=jnp.ones(3, bool)), ValueError,
+     r"smooth_labels: where must broadcast to the shape of labels, \(4, 5\), got \(3,\)"),
     (lambda: losses.sigmoid_focal_loss(jnp.zeros(3), jnp.zeros(3), gamma=-1.0), HyperparameterError,
      r"sigmoid_focal_loss: gamma must be in \[0, inf\), got -1.0"),
     (lambda: losses.sigmoid_focal_loss(jnp.zeros(3), jnp.zeros(3), alpha=2.0), HyperparameterError,

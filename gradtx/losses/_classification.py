@@ -63,7 +63,15 @@ def smooth_labels(
   alpha = as_dtype(alpha, y.dtype)
   if where is None:
     return (1 - alpha) * y + alpha / jnp.asarray(jnp.size(y, axis), y.dtype)
-  k = jnp.sum(jnp.asarray(where), axis=axis, keepdims=True)
+  where = jnp.asarray(where)
+  try:
+    broadcasts = jnp.broadcast_shapes(where.shape, y.shape) == y.shape
+  except ValueError:
+    broadcasts = False
+  if not broadcasts:  # else a mask for other classes counts them silently
+    raise ValueError(f"smooth_labels: where must broadcast to the shape of labels, {y.shape}, "
+                     f"got {where.shape}")
+  k = jnp.sum(where, axis=axis, keepdims=True)
   uniform = jnp.where(k > 0, alpha / jnp.maximum(k, 1).astype(y.dtype), 0)
   return (1 - alpha) * y + uniform
 
