@@ -617,6 +617,12 @@ def test_integer_labels_minus_inf_and_out_of_range():
                    logits)[0]
   np.testing.assert_allclose(g, [[1 / (1 + math.e) - 1, 0, math.e / (1 + math.e)]], rtol=1e-6)
   assert np.isnan(losses.softmax_cross_entropy_with_integer_labels(logits, jnp.array([3])))[0]
+  # As documented (and as optax): a negative label counts from the end; below -3 it is NaN.
+  x = jnp.array([[0.0, 1.0, 2.0]] * 3)
+  got = losses.softmax_cross_entropy_with_integer_labels(x, jnp.array([-1, -3, -4]))
+  lse = math.log(1 + math.e + math.e**2)
+  np.testing.assert_allclose(got[:2], [lse - 2, lse], rtol=1e-6)
+  assert np.isnan(got[2])
 
 
 def test_all_masked_rows_give_zero_and_finite_grads():

@@ -216,7 +216,9 @@ def softmax_cross_entropy_with_integer_labels(
     logits: unnormalized log probabilities :math:`x`, shape
       ``[..., num_classes]``, floating.
     labels: integer labels :math:`y` in ``[0, num_classes)``, shape
-      ``[...]``. An out-of-range label gives NaN.
+      ``[...]``. A label in ``[-num_classes, 0)`` counts from the end, as a
+      numpy index (as optax); one outside ``[-num_classes, num_classes)``
+      gives NaN.
     axis: the class axis (default -1), or a tuple of axes: then the label is
       a flat (row-major) index into the ``logits[axis]`` slice.
     where: the classes to include, shaped like ``logits`` or like the
