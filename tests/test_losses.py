@@ -594,6 +594,21 @@ def test_softmax_cross_entropy_minus_inf_logits():
   assert losses.softmax_cross_entropy(logits[:1], jnp.array([[0.0, 1.0, 0.0]]))[0] == jnp.inf
 
 
+def test_softmax_cross_entropy_row_of_minus_inf_logits():
+  # Every class ruled out and no label: loss 0, as optax's safe_softmax_cross_entropy
+  # (-inf - (-inf) was NaN), and finite gradients.
+  x = jnp.array([[-jnp.inf, -jnp.inf, -jnp.inf], [0.0, 1.0, -jnp.inf]])
+  y = jnp.array([[0.0, 0.0, 0.0], [1.0, 0.0, 0.0]])
+  want = [0.0, math.log(1 + math.e)]
+  np.testing.assert_allclose(optax.losses.safe_softmax_cross_entropy(x, y), want, rtol=1e-6)
+  for fn in (losses.softmax_cross_entropy, losses.safe_softmax_cross_entropy):
+    np.testing.assert_allclose(fn(x, y), want, rtol=1e-6)
+    g_x, g_y = jax.grad(lambda x, y: fn(x, y).sum(), argnums=(0, 1))(x, y)
+    np.testing.assert_array_equal(g_x[0], [0, 0, 0])
+    assert np.all(np.isfinite(g_x)) and np.all(np.isfinite(g_y[1, :2]))
+  np.testing.assert_allclose(losses.ranking_softmax_loss(x, y, reduce_fn=None), want, rtol=1e-6)
+
+
 def test_integer_labels_minus_inf_and_out_of_range():
   logits = jnp.array([[0.0, -jnp.inf, 1.0]])
   got = losses.softmax_cross_entropy_with_integer_labels(logits, jnp.array([0]))
@@ -602,6 +617,12 @@ def test_integer_labels_minus_inf_and_out_of_range():
                    logits)[0]
   np.testing.assert_allclose(g, [[1 / (1 + math.e) - 1, 0, math.e / (1 + math.e)]], rtol=1e-6)
   assert np.isnan(losses.softmax_cross_entropy_with_integer_labels(logits, jnp.array([3])))[0]
+  # As documented (and as optax): a negative label counts from the end; below -3 it is NaN.
+  x = jnp.array([[0.0, 1.0, 2.0]] * 3)
+  got = losses.softmax_cross_entropy_with_integer_labels(x, jnp.array([-1, -3, -4]))
+  lse = math.log(1 + math.e + math.e**2)
+  np.testing.assert_allclose(got[:2], [lse - 2, lse], rtol=1e-6)
+  assert np.isnan(got[2])
 
 
 def test_all_masked_rows_give_zero_and_finite_grads():
@@ -619,6 +640,18 @@ def test_all_masked_rows_give_zero_and_finite_grads():
   np.testing.assert_allclose(smoothed[1], 0.9 * y[1])
 
 
+def test_poly_loss_where_with_a_large_left_out_logit_has_finite_grads():
+  # The left-out class's log-probability, 1e4 - log(sum e^x over the others), has an
+  # exp of inf: its zero cotangent times inf made every gradient of the row NaN.
+  x = jnp.array([[1e4, 0.3, -0.2, 0.1, 0.5]])
+  y = jnp.array([[0.0, 1.0, 0.0, 0.0, 0.0]])
+  w = jnp.array([[False, True, True, True, True]])
+  got = jax.grad(lambda x: losses.poly_loss_cross_entropy(x, y, where=w).sum())(x)
+  want = jax.grad(lambda x: optax.losses.poly_loss_cross_entropy(x, y, where=w).sum())(x)
+  assert np.all(np.isfinite(want))
+  np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+
+
 def test_softmax_cross_entropy_where_equals_minus_inf_logits():
   rng = np.random.default_rng(0)
   x = jnp.asarray(_r(rng, 4, 6), jnp.float32)
@@ -627,6 +660,19 @@ def test_softmax_cross_entropy_where_equals_minus_inf_logits():
   masked = jnp.where(w, x, -jnp.inf)
   np.testing.assert_allclose(losses.softmax_cross_entropy(x, y, where=w),
                              losses.softmax_cross_entropy(masked, y), rtol=1e-6)
+
+
+def test_softmax_losses_are_accurate_for_large_logits():
+  # logsumexp of four logits of 1e4 is 1e4 + log 4, rounded in float32 to a step
+  # of 1e-3; log-probabilities taken on x - max(x) (as optax) keep log 4 exact.
+  x = jnp.full((1, 4), 1e4, jnp.float32)
+  y = jnp.array([[1.0, 0.0, 0.0, 0.0]])
+  want = math.log(4)
+  np.testing.assert_allclose(losses.softmax_cross_entropy(x, y), [want], rtol=1e-6)
+  np.testing.assert_allclose(losses.poly_loss_cross_entropy(x, y), [want + 2 * 0.75], rtol=1e-6)
+  np.testing.assert_allclose(losses.ranking_softmax_loss(x, y), want, rtol=1e-6)
+  g = jax.grad(lambda y: losses.softmax_cross_entropy(x, y).sum())(y)
+  np.testing.assert_allclose(g, np.full((1, 4), want), rtol=1e-6)
 
 
 def test_sigmoid_losses_infinite_logits():
@@ -804,6 +850,27 @@ def test_multiclass_sparsemax_loss_large_scores():
     np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
 
 
+def test_multiclass_sparsemax_loss_spread_scores():
+  """Scores of +-1e4 with the label at the bottom: sparsemax is exact thirds, the loss 2e4 + 1/3."""
+  s = jnp.array([[1e4, 1e4, 1e4, -1e4, -1e4]], jnp.float32)
+  labels = jnp.array([3])
+  np.testing.assert_allclose(losses.multiclass_sparsemax_loss(s, labels), [2e4 + 1 / 3], rtol=1e-6)
+  g = jax.grad(lambda s: losses.multiclass_sparsemax_loss(s, labels).sum())(s)
+  np.testing.assert_allclose(g, [[1 / 3, 1 / 3, 1 / 3, -1, 0]], rtol=1e-6, atol=1e-7)
+
+
+def test_multiclass_sparsemax_loss_minus_inf_score_has_finite_grads():
+  # A class ruled out with a -inf score: p = 0 there, and 0 * -inf must not reach the gradient.
+  s = jnp.array([[0.0, -jnp.inf, 1.0]])
+  labels = jnp.array([0])
+  np.testing.assert_allclose(losses.multiclass_sparsemax_loss(s, labels), [1.0])
+  g = jax.grad(lambda s: losses.multiclass_sparsemax_loss(s, labels).sum())(s)
+  with jax.numpy_dtype_promotion("standard"):  # optax is not strict-clean
+    want = jax.grad(lambda s: optax.losses.multiclass_sparsemax_loss(s, labels).sum())(s)
+  np.testing.assert_allclose(want, [[-1.0, 0.0, 1.0]])
+  np.testing.assert_allclose(g, want)
+
+
 def test_dice_probability_inputs():
   """apply_softmax/apply_sigmoid=False take probabilities: one sigmoid channel, or a 16-bit softmax."""
   rng = np.random.default_rng(9)
@@ -872,6 +939,9 @@ ERRORS = [
      r"huber_loss: delta must be in \(0, inf\), got 0.0"),
     (lambda: losses.smooth_labels(jnp.zeros(3), 1.5), HyperparameterError,
      r"smooth_labels: alpha must be in \[0, 1\], got 1.5"),
+    # A mask for 3 classes of 5 was summed over, silently: K = 3.
+    (lambda: losses.smooth_labels(jnp.zeros((4, 5)), 0.1, where=jnp.ones(3, bool)), ValueError,
+     r"smooth_labels: where must broadcast to the shape of labels, \(4, 5\), got \(3,\)"),
     (lambda: losses.sigmoid_focal_loss(jnp.zeros(3), jnp.zeros(3), gamma=-1.0), HyperparameterError,
      r"sigmoid_focal_loss: gamma must be in \[0, inf\), got -1.0"),
     (lambda: losses.sigmoid_focal_loss(jnp.zeros(3), jnp.zeros(3), alpha=2.0), HyperparameterError,

@@ -353,6 +353,16 @@ def test_jit_with_traced_count(case):
   assert jitted._cache_size() == 1  # one trace serves every count
 
 
+@pytest.mark.parametrize("steps", [7, 41])
+def test_fractional_power_reaches_the_end_value_under_jit(steps):
+  # XLA turns 1 - count / T into 1 - count * float32(1/T), which misses 0 at
+  # count = T: below 0 for T = 7 ((1 - frac) ** 0.1 was NaN from the end of the
+  # transition on), above it for T = 41 (6e-8 ** 0.1: 0.19 instead of 0.01).
+  sched = jax.jit(schedules.polynomial_schedule(1.0, 0.01, 0.1, steps))
+  for t in (0, 1, steps - 1, steps, steps + 1, 1000):
+    _close(sched(jnp.asarray(t, jnp.int32)), ref_polynomial(t, 1.0, 0.01, 0.1, steps))
+
+
 @pytest.mark.parametrize("case", CASES, ids=lambda c: c.id)
 def test_float64(case):
   with jax.enable_x64(True):

@@ -63,7 +63,15 @@ def smooth_labels(
   alpha = as_dtype(alpha, y.dtype)
   if where is None:
     return (1 - alpha) * y + alpha / jnp.asarray(jnp.size(y, axis), y.dtype)
-  k = jnp.sum(jnp.asarray(where), axis=axis, keepdims=True)
+  where = jnp.asarray(where)
+  try:
+    broadcasts = jnp.broadcast_shapes(where.shape, y.shape) == y.shape
+  except ValueError:
+    broadcasts = False
+  if not broadcasts:  # else a mask for other classes counts them silently
+    raise ValueError(f"smooth_labels: where must broadcast to the shape of labels, {y.shape}, "
+                     f"got {where.shape}")
+  k = jnp.sum(where, axis=axis, keepdims=True)
   uniform = jnp.where(k > 0, alpha / jnp.maximum(k, 1).astype(y.dtype), 0)
   return (1 - alpha) * y + uniform
 
@@ -208,7 +216,9 @@ def softmax_cross_entropy_with_integer_labels(
     logits: unnormalized log probabilities :math:`x`, shape
       ``[..., num_classes]``, floating.
     labels: integer labels :math:`y` in ``[0, num_classes)``, shape
-      ``[...]``. An out-of-range label gives NaN.
+      ``[...]``. A label in ``[-num_classes, 0)`` counts from the end, as a
+      numpy index (as optax); one outside ``[-num_classes, num_classes)``
+      gives NaN.
     axis: the class axis (default -1), or a tuple of axes: then the label is
       a flat (row-major) index into the ``logits[axis]`` slice.
     where: the classes to include, shaped like ``logits`` or like the
@@ -436,6 +446,8 @@ def poly_loss_cross_entropy(
   epsilon = as_dtype(epsilon, x.dtype)
   where = _expand_where(name, where, x.ndim, axis)
   log_p = _log_softmax(x, axis, where)
+  if where is not None:  # a left-out class's log_p may be large: an inf exp gives NaN gradients
+    log_p = jnp.where(where, log_p, 0)
   one_minus_pt = jnp.sum(y * -jnp.expm1(log_p), axis=axis, where=where)
   ce = softmax_cross_entropy(x, y, axis=axis, where=where)
   return (ce + epsilon * one_minus_pt).astype(dtype)

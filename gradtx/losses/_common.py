@@ -88,8 +88,20 @@ def _some(where: jax.Array | None, axis: Axis) -> jax.Array | None:
 
 
 def _log_softmax(x: jax.Array, axis: Axis, where: jax.Array | None) -> jax.Array:
-  """``x - logsumexp(x)`` over ``axis``, the normaliser summing only ``where``."""
-  return x - jax.nn.logsumexp(x, axis=axis, where=_some(where, axis), keepdims=True)
+  """``x - logsumexp(x)`` over ``axis``, the normaliser summing only ``where``.
+
+  Computed on ``x - max(x)``, as ``jax.nn.log_softmax``: subtracting a
+  normaliser near 1e4 from a logit near 1e4 would leave float32 rounding of
+  1e-3 in every log-probability.
+  """
+  where = _some(where, axis)
+  top = jnp.max(x, axis=axis, where=where, initial=-jnp.inf, keepdims=True)
+  # A row whose every logit is -inf has log-probabilities -inf, not -inf - (-inf) = NaN,
+  # so that its zero labels contribute 0 (as optax's safe_softmax_cross_entropy);
+  # the row is computed on zeros, keeping NaN out of its gradient.
+  dead = top == -jnp.inf
+  x = jnp.where(dead, 0, x - jax.lax.stop_gradient(jnp.where(jnp.isfinite(top), top, 0)))
+  return jnp.where(dead, -jnp.inf, x - jax.nn.logsumexp(x, axis=axis, where=where, keepdims=True))
 
 
 def _times_log(y: jax.Array, log_p: jax.Array) -> jax.Array:

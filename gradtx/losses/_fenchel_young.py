@@ -116,9 +116,9 @@ def multiclass_sparsemax_loss(
     \ell = \langle p, s \rangle + \tfrac12 (1 - \|p\|^2) - s_y
 
   Its gradient is :math:`p - e_y`; it is zero exactly when sparsemax puts
-  all its mass on the label. It is computed on :math:`s - s_y` (the loss
-  does not change when a constant is added to all scores), so large scores
-  do not cancel.
+  all its mass on the label. It is computed on :math:`s - \max_j s_j` (the
+  loss does not change when a constant is added to all scores), so large
+  scores do not cancel.
 
   Args:
     scores: scores :math:`s`, ``[..., num_classes]``, floating.
@@ -148,8 +148,13 @@ def multiclass_sparsemax_loss(
   dtype = s.dtype
   s = _wide(s)
   # The loss is unchanged when a constant is added to every score; measuring
-  # the scores from the label's first keeps large scores from cancelling.
-  z = s - _label_scores(s, labels)[..., None]
+  # the scores from their maximum keeps large scores from cancelling. (From the
+  # label's score, a label far below the top put the support near 2e4 for
+  # scores of +-1e4, and the projection lost its float32 precision there.)
+  top = jax.lax.stop_gradient(jnp.max(s, axis=-1, keepdims=True))
+  z = s - top
   p = _sparsemax(z)
-  loss = jnp.sum(jnp.where(p > 0, p * z, 0), axis=-1) + 0.5 * (1 - jnp.sum(jnp.square(p), axis=-1))
+  # z is masked, not p * z: a -inf score would give p's gradient 0 * -inf.
+  loss = (jnp.sum(p * jnp.where(p > 0, z, 0), axis=-1) + 0.5 * (1 - jnp.sum(jnp.square(p), axis=-1))
+          + (top[..., 0] - _label_scores(s, labels)))
   return loss.astype(dtype)
