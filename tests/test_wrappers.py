@@ -131,6 +131,30 @@ def test_masked_decay_inside_partition_group_sees_real_params():
 
 
 @pytest.mark.parametrize("jit", [False, True])
+def test_a_mask_tree_made_by_tree_map_over_params_with_none_leaves(jit):
+  # jax.tree.map(f, params) keeps a None param as None: optax takes that tree as the
+  # mask (and as partition's labels), where gradtx raised "the mask does not cover ['n']".
+  params = {"w": jnp.ones((2, 2)), "b": jnp.ones(2), "n": None}
+  grads = {"w": jnp.ones((2, 2)), "b": jnp.ones(2), "n": None}
+  mask = jax.tree.map(lambda x: x.ndim > 1, params)
+  labels = jax.tree.map(lambda x: "mat" if x.ndim > 1 else "other", params)
+  assert mask["n"] is None and labels["n"] is None
+  cases = [  # (tx, expected update of w, of b)
+      (gtx.masked(gtx.sgd(0.5), mask), -0.5, 1.0),
+      (gtx.add_decayed_weights(0.25, mask=mask), 1.25, 1.0),
+      (gtx.partition({"mat": gtx.sgd(0.5), "other": gtx.set_to_zero()}, labels), -0.5, 0.0)]
+  for tx, w, b in cases:
+    update = jax.jit(tx.update) if jit else tx.update
+    updates, _ = update(grads, tx.init(params), params)
+    assert updates["n"] is None
+    np.testing.assert_array_equal(updates["w"], np.full((2, 2), w))
+    np.testing.assert_array_equal(updates["b"], np.full(2, b))
+  # A None over an array is still a mask that does not cover it.
+  with pytest.raises(gtx.errors.StructureError, match=r"key path \['b'\], which the mask does not cover"):
+    gtx.masked(gtx.sgd(0.5), {**mask, "b": None}).init(params)
+
+
+@pytest.mark.parametrize("jit", [False, True])
 def test_callable_masks_see_integer_buffers_as_given(jit):
   # The outermost init/update masks an integer buffer on admission (and a float leaf
   # whose gradient is None); a callable mask or label function must still be called on
@@ -339,6 +363,25 @@ def test_multi_steps_matches_optax_multisteps(kwargs):
   _assert_trees(state.acc_grads, their_state.acc_grads)
   if "should_skip_update_fn" in kwargs:
     assert int(state.skip_state["num_not_finite"]) == int(their_state.skip_state["num_not_finite"])
+
+
+def test_multi_steps_starts_the_window_after_a_nan_from_zeros():
+  # The docstring's one difference from optax.MultiSteps: the NaN reaches the step its
+  # window ends in, and the next window starts from zeros (optax's accumulator stays NaN,
+  # reset by multiplying it by 0, so every later update of optax's is NaN).
+  tx = gtx.multi_steps(gtx.sgd(1.0), every_k_schedule=2)
+  state = tx.init(jnp.zeros(1))
+  seen = []
+  for g in (1.0, jnp.nan, 1.0, 3.0):
+    updates, state = tx.update(jnp.array([g]), state, jnp.zeros(1))
+    seen.append(float(updates[0]))
+  assert seen[0] == 0.0 and np.isnan(seen[1]) and seen[2:] == [0.0, -2.0]
+  reference = optax.MultiSteps(optax.sgd(1.0), 2).gradient_transformation()
+  with jax.numpy_dtype_promotion("standard"):  # optax's MultiSteps mixes int32 and float32
+    state = reference.init(jnp.zeros(1))
+    for g in (1.0, jnp.nan, 1.0, 3.0):
+      updates, state = reference.update(jnp.array([g]), state, jnp.zeros(1))
+  assert np.isnan(updates[0])
 
 
 def test_multi_steps_hparams_report_k_and_set_it():

@@ -81,7 +81,18 @@ def _prefix_error(prefix: PyTree, real: PyTree, where: str, what: str) -> str:
 
 
 def _per_leaf(prefix: PyTree, real: PyTree, where: str, what: str) -> PyTree:
-  """``prefix`` (a prefix of ``real``'s structure) broadcast to one entry per leaf of ``real``."""
+  """``prefix`` (a prefix of ``real``'s structure) broadcast to one entry per leaf of ``real``.
+
+  A ``None`` in ``prefix`` where ``real`` holds a MaskedNode (a ``None`` param,
+  masked on admission) covers it: the tree ``jax.tree.map(f, params)`` gives for
+  params with ``None`` leaves, as optax takes it.
+  """
+  absent = {path for path, x in jax.tree_util.tree_flatten_with_path(real, is_leaf=tree.is_masked)[0]
+            if tree.is_masked(x)}
+  if absent:
+    prefix = jax.tree_util.tree_map_with_path(
+        lambda path, x: MaskedNode() if x is None and path in absent else x, prefix,
+        is_leaf=lambda x: x is None)
   try:
     return jax.tree.map(lambda entry, sub: jax.tree.map(lambda _: entry, sub, is_leaf=tree.is_masked),
                         prefix, real, is_leaf=tree.is_masked)

@@ -133,7 +133,12 @@ def multi_steps(opt: GradientTransformation, every_k_schedule: int | Callable[[j
   passes the mean to ``opt`` and returns its update, the calls in between
   return zeros and leave ``opt``'s state untouched. So ``k`` calls on ``k``
   mini-batches equal one call on their mean gradient. Same arguments and
-  semantics as ``optax.MultiSteps``, as a transformation.
+  semantics as ``optax.MultiSteps``, as a transformation, except after a
+  NaN or infinite mini-batch that is not skipped: the step it ends passes
+  the NaN on, as optax's does, and the next window starts from zeros, where
+  optax's accumulator (reset by multiplying it by 0) stays NaN for good.
+  Pass ``should_skip_update_fn=gradtx.skip_not_finite`` to leave such a
+  mini-batch out instead.
 
   Args:
     opt: the transformation that takes the accumulated steps.
