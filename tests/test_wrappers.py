@@ -130,6 +130,21 @@ def test_masked_decay_inside_partition_group_sees_real_params():
   assert seen and not any(isinstance(x, MaskedNode) for x in seen)
 
 
+def _check_mask_cases(cases, params, grads, jit, none_key):
+  """Steps each ``(tx, w, b)`` case once: ``w`` and ``b`` are the updates expected of the
+  leaves "w" and "b", and the leaf ``none_key`` (no gradient) is updated by None. Returns
+  each case's updates with its ``b``."""
+  stepped = []
+  for tx, w, b in cases:
+    update = jax.jit(tx.update) if jit else tx.update
+    updates, _ = update(grads, tx.init(params), params)
+    assert updates[none_key] is None
+    np.testing.assert_array_equal(updates["w"], np.full((2, 2), w))
+    np.testing.assert_array_equal(updates["b"], np.full(2, b))
+    stepped.append((updates, b))
+  return stepped
+
+
 @pytest.mark.parametrize("jit", [False, True])
 def test_a_mask_tree_made_by_tree_map_over_params_with_none_leaves(jit):
   # jax.tree.map(f, params) keeps a None param as None: optax takes that tree as the
@@ -143,12 +158,7 @@ def test_a_mask_tree_made_by_tree_map_over_params_with_none_leaves(jit):
       (gtx.masked(gtx.sgd(0.5), mask), -0.5, 1.0),
       (gtx.add_decayed_weights(0.25, mask=mask), 1.25, 1.0),
       (gtx.partition({"mat": gtx.sgd(0.5), "other": gtx.set_to_zero()}, labels), -0.5, 0.0)]
-  for tx, w, b in cases:
-    update = jax.jit(tx.update) if jit else tx.update
-    updates, _ = update(grads, tx.init(params), params)
-    assert updates["n"] is None
-    np.testing.assert_array_equal(updates["w"], np.full((2, 2), w))
-    np.testing.assert_array_equal(updates["b"], np.full(2, b))
+  _check_mask_cases(cases, params, grads, jit, none_key="n")
   # A None over an array is still a mask that does not cover it.
   with pytest.raises(gtx.errors.StructureError, match=r"key path \['b'\], which the mask does not cover"):
     gtx.masked(gtx.sgd(0.5), {**mask, "b": None}).init(params)
@@ -177,12 +187,7 @@ def test_callable_masks_see_integer_buffers_as_given(jit):
       (gtx.selective_transform(gtx.sgd(0.5), freeze_mask=lambda p: {
           k: not v for k, v in matrices(p).items()}), -0.5, 0.0),
       (gtx.partition({"mat": gtx.sgd(0.5), "other": gtx.set_to_zero()}, labels), -0.5, 0.0)]
-  for tx, w, b in cases:
-    update = jax.jit(tx.update) if jit else tx.update
-    updates, _ = update(grads, tx.init(params), params)
-    assert updates["step"] is None
-    np.testing.assert_array_equal(updates["w"], np.full((2, 2), w))
-    np.testing.assert_array_equal(updates["b"], np.full(2, b))
+  for updates, b in _check_mask_cases(cases, params, grads, jit, none_key="step"):
     np.testing.assert_array_equal(updates["t"], b)
   assert seen and not any(isinstance(x, MaskedNode) for x in seen)
   # A float leaf whose gradient is None: the mask sees its params, and its update is None.
