@@ -667,7 +667,14 @@ READING: dict[str, list[str]] = {
         "1.01x (quartiles 1.00-1.09) on one leaf's Adam, which read 1.10x (1.04-1.17) "
         "while `core.read_once` copied the per-step scalars with a reduction: XLA:CPU "
         "compiles that reduction kernel more slowly than the loop kernel an optimization "
-        "barrier leaves.",
+        "barrier leaves. How far down runtime scalars can go: case c's sgd+momentum step "
+        "written in plain JAX, its two scalars passed as arguments with no arithmetic on "
+        "them, compiles (XLA part) at 1.09-1.12x the constants' time, against gradtx's "
+        "1.15-1.17x in the same paired runs (2026-12-06, 7-9 repetitions); the difference "
+        "is the rate's sign, one scalar negation in each leaf's kernel. Taking it once "
+        "did not help: XLA drops an optimization barrier before it fuses, and fuses a "
+        "one-value buffer or a sum with zero back into every kernel (0.98-1.00x gradtx's "
+        "time); `-(lr * u)` in the kernel instead was 1.04-1.10x.",
         "* Case c's step passes about 8000 arrays through jax's dispatch (most of its "
         "time is spent before the call returns) and runs 4000-6000 tiny "
         "kernels. Each step makes one Python object per output, which sets off a "
