@@ -16,6 +16,7 @@ from __future__ import annotations
 import dataclasses
 import itertools
 import math
+import numbers
 from typing import Any, Callable, Iterable
 
 import jax
@@ -228,7 +229,8 @@ def lr_range_test(loss_fn: Callable[[PyTree, Any], jax.Array], params: PyTree,
     >>> result.stop_reason, 0.25 / 3 < result.suggested_lr < 0.25 * 3
     ('diverged', True)
   """
-  _check(isinstance(num_steps, int) and num_steps >= 2,
+  _check(isinstance(num_steps, numbers.Integral) and not isinstance(num_steps, bool)
+         and num_steps >= 2,
          f"num_steps must be an integer >= 2, got {num_steps!r}")
   _check(0 < min_lr < max_lr and math.isfinite(max_lr),
          f"need 0 < min_lr < max_lr < inf, got min_lr={min_lr!r}, max_lr={max_lr!r}")

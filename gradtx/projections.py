@@ -137,10 +137,12 @@ def _projection_unit_simplex(values: jax.Array) -> jax.Array:
   u = jnp.sort(values)[::-1]
   cumsum_u = jnp.cumsum(u)
   ind = jnp.arange(1, n + 1, dtype=dtype)
-  # rho: the number of entries kept, the largest j with u_j + (1 - sum_{i<=j} u_i) / j > 0.
-  rho = jnp.count_nonzero(u + (1 - cumsum_u) / ind > 0)
-  tau = (cumsum_u[rho - 1] - 1) / rho.astype(dtype)
-  return jax.nn.relu(values - tau)
+  # rho: the number of entries kept, the largest j with 1 / j + (u_j - sum_{i<=j} u_i / j) > 0.
+  # Written as optax writes it: the j = 1 term is 1 + (u_1 - u_1) = 1 exactly, so rho >= 1
+  # (``u_j + (1 - sum) / j`` cancels to 0 when 1 is below the rounding of the sum: rho = 0).
+  rho = jnp.count_nonzero(1 / ind + (u - cumsum_u / ind) > 0)
+  rho_f = rho.astype(dtype)
+  return jax.nn.relu(1 / rho_f + (values - cumsum_u[rho - 1] / rho_f))
 
 
 @_projection_unit_simplex.defjvp

@@ -278,6 +278,27 @@ def test_backtracking_errors_name_the_stage_and_argument():
     tx.update(params, state, params, value=jnp.float32(1.0), grad=jnp.ones(3), value_fn=jnp.sum)
 
 
+def test_zoom_errors_name_the_argument_and_a_loss_of_shape_one_is_a_scalar():
+  tx = gtx.chain(ls=gtx.scale_by_zoom_linesearch(10))
+  params = jnp.array([1.0, 2.0, 3.0])
+  state = tx.init(params)
+  f = lambda p: jnp.sum(p ** 2)  # noqa: E731
+  value, grad = jax.value_and_grad(f)(params)
+  # A grad or params of the wrong shape: named at once (it was a while_loop carry error).
+  with pytest.raises(gtx.StructureError, match=r"stage 'ls'.*grad and state.grad differ"):
+    tx.update(-grad, state, params, value=value, grad=jnp.ones(1), value_fn=f)
+  with pytest.raises(gtx.StructureError, match=r"params and state.grad differ"):
+    tx.update(-grad, state, jnp.ones(1), value=value, grad=grad, value_fn=f)
+  # A loss of shape (1,), as the backtracking search takes it (it raised in jax.lax.cond).
+  f1 = lambda p: jnp.sum(p ** 2, keepdims=True)  # noqa: E731
+  expected, _ = tx.update(-grad, state, params, value=value, grad=grad, value_fn=f)
+  for v, fn in ((value[None], f), (value, f1), (value[None], f1)):
+    updates, new_state = tx.update(-grad, state, params, value=v, grad=grad, value_fn=fn)
+    np.testing.assert_allclose(updates, expected, rtol=1e-6)
+    np.testing.assert_allclose(updates, -0.5 * grad, rtol=1e-6)  # the exact minimizer
+    assert new_state["ls"].value.shape == ()
+
+
 # ---------------------------------------------------------------------------- reuse
 
 

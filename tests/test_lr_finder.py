@@ -169,6 +169,18 @@ def test_errors(kwargs, error, match):
     lr_range_test(_quadratic(1.0), jnp.ones(2), [None], gtx.sgd(0.1), **kwargs)
 
 
+def test_num_steps_may_be_a_numpy_integer():
+  # np.int64(20) is an integer: it was refused with "num_steps must be an integer".
+  result = lr_range_test(_quadratic(1.0), jnp.ones(2), [None], gtx.sgd(0.1),
+                         num_steps=np.int64(20), max_lr=0.1)
+  expected = lr_range_test(_quadratic(1.0), jnp.ones(2), [None], gtx.sgd(0.1), num_steps=20,
+                           max_lr=0.1)
+  np.testing.assert_array_equal(result.lrs, expected.lrs)
+  np.testing.assert_array_equal(result.losses, expected.losses)
+  with pytest.raises(ValueError, match=r"num_steps must be an integer >= 2, got True"):
+    lr_range_test(_quadratic(1.0), jnp.ones(2), [None], gtx.sgd(0.1), num_steps=True)
+
+
 def test_a_scheduled_rate_cannot_be_swept():
   tx = gtx.sgd(gtx.schedules.linear_schedule(0.1, 0.0, 10))
   with pytest.raises(gtx.HyperparameterError, match="follows a schedule"):

@@ -133,6 +133,15 @@ def test_simplex(dtype, run, scale):
   assert np.all(x[~support] <= tau[0] + 1e-5)
 
 
+def test_simplex_small_scale_far_from_the_simplex_is_finite():
+  # x / s is large: 1 is below the rounding of the sums, and the threshold test must
+  # still keep one entry (it returned inf for every entry; optax gives s / n).
+  out = P.projection_simplex(jnp.array([-1.0, -1.0]), 1e-8)
+  np.testing.assert_allclose(out, [5e-9, 5e-9], rtol=1e-6)
+  out = P.projection_l1_ball(jnp.array([3.0, -1.0, 1.0]), 1e-7)
+  np.testing.assert_allclose(out, [1e-7, 0.0, 0.0], rtol=1e-6)
+
+
 def test_simplex_jacobian_is_the_affine_map_on_the_support():
   x = jnp.array([0.9, 0.6, -1.0, 0.3])  # support {0, 1, 3}, away from a kink
   jac = np.asarray(jax.jacfwd(P.projection_simplex)(x))

@@ -400,15 +400,17 @@ def scale_by_zoom_linesearch(max_linesearch_steps: int,
       raise MissingArgumentError(
           f"scale_by_zoom_linesearch needs {', '.join(missing)}: call update(updates, state, "
           "params, value=f(params), grad=grad_f(params), value_fn=f)")
-    tree.check_structure(state.grad, updates, "state.grad", "updates",
-                         stage="scale_by_zoom_linesearch")
+    for name, got in (("updates", updates), ("params", params), ("grad", grad)):
+      tree.check_structure(state.grad, got, "state.grad", name, stage="scale_by_zoom_linesearch")
     h, hparams = spec.step(state.hparams)
     dtype = state.learning_rate.dtype
     hp = {k: v.astype(dtype) if k != "max_linesearch_steps" else v for k, v in h.items()}
     fn_kwargs = _value_fn_kwargs(value_fn, extra)
-    value_and_grad = jax.value_and_grad(value_fn)
+    # A loss of shape (1,) is a scalar, as in scale_by_backtracking_linesearch.
+    value_and_grad = jax.value_and_grad(
+        lambda p, **kw: jnp.reshape(jnp.asarray(value_fn(p, **kw)), ()))
 
-    value_init = jnp.asarray(value).astype(dtype)
+    value_init = jnp.reshape(jnp.asarray(value), ()).astype(dtype)
     slope_init = _slope(updates, grad).astype(dtype)
 
     def on_line(stepsize):
