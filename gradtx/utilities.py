@@ -421,6 +421,10 @@ def matrix_inverse_pth_root(matrix: jax.typing.ArrayLike, p: jax.typing.ArrayLik
   Returns:
     ``(root, error)``: :math:`A_\\epsilon^{-1/p}` and :math:`\\max |M - I|`.
 
+  Raises:
+    ValueError: a concrete ``p`` other than 1, 2, 4 or 8 (the iteration takes
+      :math:`T_k^p` by repeated squaring, so another root would be wrong, silently).
+
   References:
     Higham, *Functions of Matrices: Theory and Computation*, SIAM 2008,
     eq. 7.18; Gupta, Koren & Singer, *Shampoo*, ICML 2018.
@@ -432,6 +436,8 @@ def matrix_inverse_pth_root(matrix: jax.typing.ArrayLike, p: jax.typing.ArrayLik
     >>> [round(float(r), 3) for r in jnp.diag(root)]
     [0.5, 0.25]
   """
+  if not isinstance(p, jax.core.Tracer) and (jnp.ndim(p) != 0 or p not in (1, 2, 4, 8)):
+    raise ValueError(f"matrix_inverse_pth_root: p must be 1, 2, 4 or 8, got {p!r}")
   matrix = jnp.asarray(matrix)
   dtype = matrix.dtype
   n = matrix.shape[0]

@@ -550,6 +550,15 @@ def test_matrix_inverse_pth_root(dtype):
     assert float(error) < 1e-3
   one, _ = U.matrix_inverse_pth_root(jnp.asarray([[4.0]], dtype), 2)
   np.testing.assert_allclose(one, [[0.5]], rtol=1e-4)
+  # p = 8 as an array and traced under jit: the roots the repeated squaring takes.
+  root8, _ = jax.jit(U.matrix_inverse_pth_root, static_argnums=())(jnp.asarray(a, dtype),
+                                                                   jnp.asarray(8))
+  np.testing.assert_allclose(root8, v @ np.diag((w + ridge) ** (-1.0 / 8)) @ v.T, rtol=2e-3,
+                             atol=2e-4)
+  # Any other root was computed as a neighbouring one, silently (p = 3 as p = 4).
+  for p in (3, 16, 0.5, jnp.asarray(3), jnp.asarray([2, 2])):
+    with pytest.raises(ValueError, match="matrix_inverse_pth_root: p must be 1, 2, 4 or 8"):
+      U.matrix_inverse_pth_root(jnp.asarray(a, dtype), p)
 
 
 def test_reductions_of_a_tree_mixing_bfloat16_and_float32():
