@@ -559,6 +559,11 @@ def test_matrix_inverse_pth_root(dtype):
   for p in (3, 16, 0.5, jnp.asarray(3), jnp.asarray([2, 2])):
     with pytest.raises(ValueError, match="matrix_inverse_pth_root: p must be 1, 2, 4 or 8"):
       U.matrix_inverse_pth_root(jnp.asarray(a, dtype), p)
+  # A matrix that is not square: an error naming it, not one from inside a matmul.
+  for shape in ((2, 3), (3,), (2, 2, 2)):
+    for fn in (lambda m: U.power_iteration(m), lambda m: U.matrix_inverse_pth_root(m, 2)):
+      with pytest.raises(ValueError, match=r"matrix must be a square \(n, n\) array, got shape"):
+        fn(jnp.ones(shape, dtype))
 
 
 def test_reductions_of_a_tree_mixing_bfloat16_and_float32():
