@@ -322,6 +322,23 @@ test_bad_hyperparameters_raise_naming_the_stage_and_range = bad_hyperparameters_
     BAD_HYPERPARAMETERS)
 
 
+def test_mechanize_takes_a_numpy_integer_num_betas():
+  # A NumPy integer (read from a config) is an int: it raised "num_betas must be an
+  # int >= 1, got 3" before; optax takes it.
+  params = {"w": jnp.array([1.0, -2.0]), "b": jnp.array(0.5)}
+  grads = {"w": jnp.array([0.3, 0.1]), "b": jnp.array(-0.2)}
+  got = gtx.contrib.mechanize(gtx.sgd(1.0), num_betas=np.int64(3))
+  want = gtx.contrib.mechanize(gtx.sgd(1.0), num_betas=3)
+  g_state, w_state = got.init(params), want.init(params)
+  for _ in range(3):
+    g_updates, g_state = got.update(grads, g_state, params)
+    w_updates, w_state = want.update(grads, w_state, params)
+    jax.tree.map(np.testing.assert_array_equal, g_updates, w_updates)
+  assert g_state.s.shape == (3,)
+  with pytest.raises(ValueError, match="mechanize: num_betas must be an int >= 1, got True"):
+    gtx.contrib.mechanize(gtx.sgd(1.0), num_betas=True)
+
+
 @pytest.mark.parametrize("name", ["momo", "momo_adam"])
 def test_momo_without_the_loss_raises_naming_the_stage(name):
   params = coupled_tree()
