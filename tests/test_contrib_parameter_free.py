@@ -348,6 +348,24 @@ def test_momo_without_the_loss_raises_naming_the_stage(name):
     tx.update(params, tx.init(params), params)
 
 
+@pytest.mark.parametrize("name", ["momo", "momo_adam"])
+def test_momo_takes_a_scalar_loss(name):
+  # A loss of shape (1,) or (1, 1) was broadcast into the averages and the step: the
+  # state's shapes changed after the first step, and a scalar leaf's update had shape (1,).
+  params = {"w": jnp.array([1.0, 2.0]), "b": jnp.array(0.5)}
+  tx = getattr(gtx.contrib, name)()
+  state = tx.init(params)
+  updates, new_state = tx.update(params, state, params, value=np.float32(1.5))
+  assert jax.tree.map(jnp.shape, updates) == jax.tree.map(jnp.shape, params)
+  assert [x.shape for x in jax.tree.leaves(new_state)] == [x.shape for x in jax.tree.leaves(state)]
+  want, _ = tx.update(params, state, params, value=1.5)
+  jax.tree.map(np.testing.assert_array_equal, updates, want)
+  for value in (jnp.array([1.5]), jnp.array([[1.5]]), jnp.ones(3)):
+    with pytest.raises(gtx.StructureError, match=rf"scale_by_{name}: value must be a scalar "
+                       rf"loss, got shape \({value.shape[0]},"):
+      tx.update(params, state, params, value=value)
+
+
 # ----------------------------------------------------------------------------
 # Mechanic on Rosenbrock.
 
