@@ -372,7 +372,10 @@ def power_iteration(matrix: jax.typing.ArrayLike | Callable[[PyTree], PyTree], *
   def cond(loop):
     v, z, eig, i = loop
     residual = tree_utils.tree_norm(tree_utils.tree_add_scale(z, -eig, v))
-    converged = jnp.abs(residual / eig) < as_dtype(error_tolerance, residual.dtype)
+    # The residual is a norm (float32 for a bfloat16 matrix): eig cast to it, as strict
+    # promotion asks.
+    converged = (jnp.abs(residual / as_dtype(eig, residual.dtype))
+                 < as_dtype(error_tolerance, residual.dtype))
     return ~converged & (i < num_iters)
 
   def body(loop):

@@ -536,6 +536,19 @@ def test_power_iteration(dtype):
     U.power_iteration(mvp)
 
 
+def test_power_iteration_of_a_bfloat16_matrix():
+  # The residual is a norm, float32 for a bfloat16 matrix: dividing it by the bfloat16
+  # eigenvalue raised under strict promotion (the suite's).
+  m = jnp.diag(jnp.asarray([1.0, 3.0], jnp.bfloat16))
+  value, vector = U.power_iteration(m)
+  with jax.numpy_dtype_promotion("standard"):
+    want_value, want_vector = U.power_iteration(m)
+  assert value.dtype == jnp.bfloat16
+  np.testing.assert_array_equal(np.float32(value), np.float32(want_value))
+  np.testing.assert_array_equal(np.asarray(vector, np.float32), np.asarray(want_vector, np.float32))
+  np.testing.assert_allclose(np.float32(value), 3.0, rtol=1e-2)
+
+
 def test_matrix_inverse_pth_root(dtype):
   rng = np.random.default_rng(12)
   b = rng.standard_normal((4, 4))
