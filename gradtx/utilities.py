@@ -300,6 +300,14 @@ def update_moment_per_elem_norm(updates: PyTree, moments: PyTree, decay: jax.typ
 # Linear algebra.
 
 
+def _square(matrix: jax.typing.ArrayLike, where: str) -> jax.Array:
+  """``matrix`` as an array, checked to be square (n, n)."""
+  matrix = jnp.asarray(matrix)
+  if matrix.ndim != 2 or matrix.shape[0] != matrix.shape[1]:
+    raise ValueError(f"{where}: matrix must be a square (n, n) array, got shape {matrix.shape}")
+  return matrix
+
+
 def _normalize(v: PyTree) -> PyTree:
   return tree_utils.tree_scale(1 / tree_utils.tree_norm(v), v)
 
@@ -333,7 +341,8 @@ def power_iteration(matrix: jax.typing.ArrayLike | Callable[[PyTree], PyTree], *
     ``(eigenvalue, eigenvector)``, the eigenvector of unit l2 norm.
 
   Raises:
-    ValueError: a callable ``matrix`` without ``v0``.
+    ValueError: a callable ``matrix`` without ``v0``; an array ``matrix`` that is not
+      square.
 
   References:
     Golub & Van Loan, *Matrix Computations*, 4th ed., section 7.3.1.
@@ -351,7 +360,7 @@ def power_iteration(matrix: jax.typing.ArrayLike | Callable[[PyTree], PyTree], *
       raise ValueError("power_iteration: v0 is required when matrix is a function; pass a "
                        "tree of the shape the function takes")
   else:
-    matrix = jnp.asarray(matrix)
+    matrix = _square(matrix, "power_iteration")
     mvp = lambda v: jnp.matmul(matrix, v, precision=precision)  # noqa: E731
     if v0 is None:
       v0 = jax.random.uniform(jax.random.PRNGKey(0) if key is None else key,
@@ -363,7 +372,10 @@ def power_iteration(matrix: jax.typing.ArrayLike | Callable[[PyTree], PyTree], *
   def cond(loop):
     v, z, eig, i = loop
     residual = tree_utils.tree_norm(tree_utils.tree_add_scale(z, -eig, v))
-    converged = jnp.abs(residual / eig) < as_dtype(error_tolerance, residual.dtype)
+    # The residual is a norm (float32 for a bfloat16 matrix): eig cast to it, as strict
+    # promotion asks.
+    converged = (jnp.abs(residual / as_dtype(eig, residual.dtype))
+                 < as_dtype(error_tolerance, residual.dtype))
     return ~converged & (i < num_iters)
 
   def body(loop):
@@ -421,6 +433,11 @@ def matrix_inverse_pth_root(matrix: jax.typing.ArrayLike, p: jax.typing.ArrayLik
   Returns:
     ``(root, error)``: :math:`A_\\epsilon^{-1/p}` and :math:`\\max |M - I|`.
 
+  Raises:
+    ValueError: a ``matrix`` that is not square; a concrete ``p`` other than 1,
+      2, 4 or 8 (the iteration takes :math:`T_k^p` by repeated squaring, so
+      another root would be wrong, silently).
+
   References:
     Higham, *Functions of Matrices: Theory and Computation*, SIAM 2008,
     eq. 7.18; Gupta, Koren & Singer, *Shampoo*, ICML 2018.
@@ -432,7 +449,9 @@ def matrix_inverse_pth_root(matrix: jax.typing.ArrayLike, p: jax.typing.ArrayLik
     >>> [round(float(r), 3) for r in jnp.diag(root)]
     [0.5, 0.25]
   """
-  matrix = jnp.asarray(matrix)
+  if not isinstance(p, jax.core.Tracer) and (jnp.ndim(p) != 0 or p not in (1, 2, 4, 8)):
+    raise ValueError(f"matrix_inverse_pth_root: p must be 1, 2, 4 or 8, got {p!r}")
+  matrix = _square(matrix, "matrix_inverse_pth_root")
   dtype = matrix.dtype
   n = matrix.shape[0]
   alpha = -1 / jnp.asarray(p, dtype)

@@ -379,6 +379,32 @@ def test_galore_hyperparameters_read_and_set_by_name_without_retracing():
   assert int(gtx.hparams(renewed)["galore.update_proj_gap"]) == 1
 
 
+@pytest.mark.parametrize("param_dtype,grad_dtype", [(jnp.bfloat16, jnp.float32),
+                                                      (jnp.float32, jnp.bfloat16)])
+def test_galore_takes_gradients_of_another_dtype_than_the_params(param_dtype, grad_dtype):
+  # The projector is in the params' dtype; projecting gradients of another dtype raised
+  # under strict promotion (the suite's), and took JAX's standard one otherwise.
+  rng = np.random.default_rng(3)
+  params = {"w": jnp.asarray(rng.normal(size=(5, 3)), param_dtype)}
+  grads = [{"w": jnp.asarray(rng.normal(size=(5, 3)), grad_dtype)} for _ in range(3)]
+
+  def run():
+    tx = gtx.contrib.galore(0.1, rank=2, update_proj_gap=2)
+    state, out = tx.init(params), []
+    for g in grads:
+      updates, state = tx.update(g, state, params)
+      out.append(updates["w"])
+    return out
+
+  got = run()
+  with jax.numpy_dtype_promotion("standard"):
+    want = run()
+  for u, w in zip(got, want):
+    assert u.dtype == grad_dtype
+    np.testing.assert_array_equal(np.asarray(u, np.float32), np.asarray(w, np.float32))
+    assert np.all(np.isfinite(np.asarray(u, np.float32))) and np.any(np.asarray(u) != 0)
+
+
 def test_normalize_and_split_expose_their_hyperparameters():
   x = {"w": jnp.ones(2)}
   assert set(gtx.hparams(gtx.chain(normalize=gtx.contrib.normalize()).init(x))) == {

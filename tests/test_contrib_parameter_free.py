@@ -322,6 +322,23 @@ test_bad_hyperparameters_raise_naming_the_stage_and_range = bad_hyperparameters_
     BAD_HYPERPARAMETERS)
 
 
+def test_mechanize_takes_a_numpy_integer_num_betas():
+  # A NumPy integer (read from a config) is an int: it raised "num_betas must be an
+  # int >= 1, got 3" before; optax takes it.
+  params = {"w": jnp.array([1.0, -2.0]), "b": jnp.array(0.5)}
+  grads = {"w": jnp.array([0.3, 0.1]), "b": jnp.array(-0.2)}
+  got = gtx.contrib.mechanize(gtx.sgd(1.0), num_betas=np.int64(3))
+  want = gtx.contrib.mechanize(gtx.sgd(1.0), num_betas=3)
+  g_state, w_state = got.init(params), want.init(params)
+  for _ in range(3):
+    g_updates, g_state = got.update(grads, g_state, params)
+    w_updates, w_state = want.update(grads, w_state, params)
+    jax.tree.map(np.testing.assert_array_equal, g_updates, w_updates)
+  assert g_state.s.shape == (3,)
+  with pytest.raises(ValueError, match="mechanize: num_betas must be an int >= 1, got True"):
+    gtx.contrib.mechanize(gtx.sgd(1.0), num_betas=True)
+
+
 @pytest.mark.parametrize("name", ["momo", "momo_adam"])
 def test_momo_without_the_loss_raises_naming_the_stage(name):
   params = coupled_tree()
@@ -329,6 +346,24 @@ def test_momo_without_the_loss_raises_naming_the_stage(name):
   with pytest.raises(gtx.MissingArgumentError,
                      match=rf"stage '{name}': scale_by_{name} needs the loss"):
     tx.update(params, tx.init(params), params)
+
+
+@pytest.mark.parametrize("name", ["momo", "momo_adam"])
+def test_momo_takes_a_scalar_loss(name):
+  # A loss of shape (1,) or (1, 1) was broadcast into the averages and the step: the
+  # state's shapes changed after the first step, and a scalar leaf's update had shape (1,).
+  params = {"w": jnp.array([1.0, 2.0]), "b": jnp.array(0.5)}
+  tx = getattr(gtx.contrib, name)()
+  state = tx.init(params)
+  updates, new_state = tx.update(params, state, params, value=np.float32(1.5))
+  assert jax.tree.map(jnp.shape, updates) == jax.tree.map(jnp.shape, params)
+  assert [x.shape for x in jax.tree.leaves(new_state)] == [x.shape for x in jax.tree.leaves(state)]
+  want, _ = tx.update(params, state, params, value=1.5)
+  jax.tree.map(np.testing.assert_array_equal, updates, want)
+  for value in (jnp.array([1.5]), jnp.array([[1.5]]), jnp.ones(3)):
+    with pytest.raises(gtx.StructureError, match=rf"scale_by_{name}: value must be a scalar "
+                       rf"loss, got shape \({value.shape[0]},"):
+      tx.update(params, state, params, value=value)
 
 
 # ----------------------------------------------------------------------------

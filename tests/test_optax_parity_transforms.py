@@ -576,6 +576,16 @@ def test_scale_gradient_takes_a_traced_scale_and_keeps_bfloat16():
   np.testing.assert_allclose(matches, [-0.5, 1.0])
 
 
+def test_scale_gradient_takes_a_concrete_half_precision_scale():
+  # A concrete bfloat16 scalar is a real scalar array, as a traced one is (it raised
+  # TypeError outside jit: numpy does not count bfloat16 as a number).
+  x = jnp.array([1.0, -2.0])
+  for scale in (jnp.bfloat16(-0.5), jnp.asarray(-0.5, jnp.bfloat16), jnp.float16(-0.5)):
+    got = jax.grad(lambda x: jnp.sum(gtx.scale_gradient(x, scale) ** 2))(x)
+    np.testing.assert_allclose(got, [-1.0, 2.0])
+  np.testing.assert_array_equal(gtx.scale_gradient(x, jnp.bfloat16(1.0)), x)
+
+
 @pytest.mark.parametrize("scale", ["big", jnp.ones(2), 1j])
 def test_scale_gradient_rejects_a_scale_that_is_not_a_real_scalar(scale):
   with pytest.raises(TypeError, match="scale_gradient: scale must be a real number"):

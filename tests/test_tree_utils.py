@@ -536,6 +536,19 @@ def test_power_iteration(dtype):
     U.power_iteration(mvp)
 
 
+def test_power_iteration_of_a_bfloat16_matrix():
+  # The residual is a norm, float32 for a bfloat16 matrix: dividing it by the bfloat16
+  # eigenvalue raised under strict promotion (the suite's).
+  m = jnp.diag(jnp.asarray([1.0, 3.0], jnp.bfloat16))
+  value, vector = U.power_iteration(m)
+  with jax.numpy_dtype_promotion("standard"):
+    want_value, want_vector = U.power_iteration(m)
+  assert value.dtype == jnp.bfloat16
+  np.testing.assert_array_equal(np.float32(value), np.float32(want_value))
+  np.testing.assert_array_equal(np.asarray(vector, np.float32), np.asarray(want_vector, np.float32))
+  np.testing.assert_allclose(np.float32(value), 3.0, rtol=1e-2)
+
+
 def test_matrix_inverse_pth_root(dtype):
   rng = np.random.default_rng(12)
   b = rng.standard_normal((4, 4))
@@ -550,6 +563,20 @@ def test_matrix_inverse_pth_root(dtype):
     assert float(error) < 1e-3
   one, _ = U.matrix_inverse_pth_root(jnp.asarray([[4.0]], dtype), 2)
   np.testing.assert_allclose(one, [[0.5]], rtol=1e-4)
+  # p = 8 as an array and traced under jit: the roots the repeated squaring takes.
+  root8, _ = jax.jit(U.matrix_inverse_pth_root, static_argnums=())(jnp.asarray(a, dtype),
+                                                                   jnp.asarray(8))
+  np.testing.assert_allclose(root8, v @ np.diag((w + ridge) ** (-1.0 / 8)) @ v.T, rtol=2e-3,
+                             atol=2e-4)
+  # Any other root was computed as a neighbouring one, silently (p = 3 as p = 4).
+  for p in (3, 16, 0.5, jnp.asarray(3), jnp.asarray([2, 2])):
+    with pytest.raises(ValueError, match="matrix_inverse_pth_root: p must be 1, 2, 4 or 8"):
+      U.matrix_inverse_pth_root(jnp.asarray(a, dtype), p)
+  # A matrix that is not square: an error naming it, not one from inside a matmul.
+  for shape in ((2, 3), (3,), (2, 2, 2)):
+    for fn in (lambda m: U.power_iteration(m), lambda m: U.matrix_inverse_pth_root(m, 2)):
+      with pytest.raises(ValueError, match=r"matrix must be a square \(n, n\) array, got shape"):
+        fn(jnp.ones(shape, dtype))
 
 
 def test_reductions_of_a_tree_mixing_bfloat16_and_float32():

@@ -22,7 +22,7 @@ from gradtx.contrib._common import (GaLoreDimensionNumbers, GaLoreDimNumsOrFn, _
 from gradtx.core import (ANY, POSITIVE_INT, GradientTransformation, HParams, HParamSpec,
                          ScalarOrSchedule, as_transformation, branch, check_state, check_value)
 from gradtx.errors import StructureError
-from gradtx.numerics import as_dtype, safe_increment, zero_count
+from gradtx.numerics import as_dtype, compute_dtype, safe_increment, zero_count
 from gradtx.packed import Packed
 from gradtx.transforms.decay import Mask, add_decayed_weights
 from gradtx.transforms.moments import scale_by_adam
@@ -76,6 +76,14 @@ class _Plan(NamedTuple):
 def _plan(stage: str, g: jax.Array, dims: GaLoreDimensionNumbers, rank: int) -> _Plan:
   order, m, n, r, left = _galore_geometry(stage, g.shape, dims, rank)
   return _Plan(g.transpose(order).reshape(m, n), order, r, left)
+
+
+def _project(P: jax.Array, x: jax.Array, left: bool) -> jax.Array:
+  """:math:`P^\\top x` (``left``) or :math:`x P`, in the wider of the two dtypes: gradients
+  and the projector (the params' dtype) may differ (bfloat16 params, float32 gradients)."""
+  dtype = compute_dtype(P, x)
+  P, x = as_dtype(P, dtype), as_dtype(x, dtype)
+  return P.T @ x if left else x @ P
 
 
 def scale_by_galore(rank: int = 128, update_proj_gap: int = 200, scale: ScalarOrSchedule = 1.0,
@@ -202,7 +210,7 @@ def scale_by_galore(rank: int = 128, update_proj_gap: int = 200, scale: ScalarOr
     # One branch for all the projectors: they refresh together.
     renewed = iter(branch(refresh, fresh, lambda: [P for _, P in projected]))
     new_projectors = [P if plan is None else next(renewed) for P, plan in zip(projectors, plans)]
-    low_rank = [g if plan is None else (P.T @ plan.G if plan.left else plan.G @ P)
+    low_rank = [g if plan is None else _project(P, plan.G, plan.left)
                 for g, P, plan in zip(leaves, new_projectors, plans)]
     base_updates, base_state = base.update(jax.tree.unflatten(treedef, low_rank),
                                            state.base_optimizer_state, None, **extra)
@@ -211,7 +219,7 @@ def scale_by_galore(rank: int = 128, update_proj_gap: int = 200, scale: ScalarOr
       """The base's low-rank update mapped back to the leaf's shape, scaled."""
       if plan is None:
         return u
-      full = (P @ u if plan.left else u @ P.T).astype(g.dtype)
+      full = _project(P.T, u, plan.left).astype(g.dtype)
       full = full.reshape([g.shape[a] for a in plan.order]).transpose(np.argsort(plan.order))
       return as_dtype(h["scale"], g.dtype) * full
 

@@ -6,6 +6,7 @@ from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from gradtx import tree
 from gradtx.contrib._common import _as_base
@@ -93,8 +94,10 @@ def mechanize(base_optimizer: Any, weight_decay: ScalarOrSchedule = 1e-2,
     ['eps', 'lr.learning_rate', 's_init', 'weight_decay']
   """
   stage = "mechanize"
-  if not isinstance(num_betas, int) or isinstance(num_betas, bool) or num_betas < 1:
+  if (not isinstance(num_betas, (int, np.integer)) or isinstance(num_betas, bool)
+      or num_betas < 1):
     raise ValueError(f"{stage}: num_betas must be an int >= 1, got {num_betas!r}")
+  num_betas = int(num_betas)  # a NumPy integer is not weakly typed: a Python int is
   base = _as_base(base_optimizer, stage)
   spec = HParamSpec(stage, weight_decay=(weight_decay, NONNEGATIVE), eps=(eps, POSITIVE),
                     s_init=(s_init, POSITIVE))

@@ -13,7 +13,7 @@ from gradtx.contrib._whole_tree import (_count_as, _over_root, _real_zeros_like,
                                        _scalar_dtype)
 from gradtx.core import (ANY, NONNEGATIVE, POSITIVE, UNIT_HALF_OPEN, GradientTransformation,
                          HParams, HParamSpec, ScalarOrSchedule, check_state, require_params_like)
-from gradtx.errors import MissingArgumentError
+from gradtx.errors import MissingArgumentError, StructureError
 from gradtx.numerics import (as_dtype, compute_dtype, ema_moment, safe_divide,
                              safe_increment, zero_count)
 
@@ -56,6 +56,8 @@ def _model_averages(stage: str, value: Any, updates: Any, params: Any, state: An
   :math:`\\langle g_t, \\theta_t \\rangle` that MoMo's model of the loss is built from."""
   if value is None:
     raise MissingArgumentError(_NEEDS_VALUE.format(stage=stage))
+  if jnp.ndim(value) != 0:  # broadcast into the averages and the step, it reshaped both
+    raise StructureError(f"{stage}: value must be a scalar loss, got shape {jnp.shape(value)}")
   dtype = state.barf.dtype
   barf = ema_moment(jnp.asarray(value).astype(dtype), state.barf, beta, order=1)
   gamma = ema_moment(tree.inner(updates, params, dtype), state.gamma, beta, order=1)

@@ -225,7 +225,8 @@ def scale_gradient(inputs: Any, scale: Any) -> Any:
       raise bad
   else:
     held = np.asarray(scale)
-    if held.ndim != 0 or not np.issubdtype(held.dtype, np.number) or np.iscomplexobj(held):
+    # jnp.issubdtype: numpy's own does not count bfloat16 (an ml_dtypes type) as a number.
+    if held.ndim != 0 or not jnp.issubdtype(held.dtype, jnp.number) or np.iscomplexobj(held):
       raise bad
     if held == 1:
       return inputs
