@@ -924,6 +924,30 @@ def test_vmap_and_grad_compose():
 
 
 ERRORS = [
+    # Arguments that do not broadcast: the loss and both arguments are named (jax's own
+    # error, "and got incompatible shapes", names neither).
+    (lambda: losses.softmax_cross_entropy(jnp.zeros((4, 5)), jnp.zeros((4, 3))), ValueError,
+     r"softmax_cross_entropy: logits and labels must broadcast together, got shapes "
+     r"\(4, 5\) and \(4, 3\)"),
+    (lambda: losses.kl_divergence(jnp.zeros((4, 5)), jnp.zeros((4, 3))), ValueError,
+     r"kl_divergence: log_predictions and targets must broadcast together"),
+    (lambda: losses.generalized_kl_divergence(jnp.zeros((4, 5)), jnp.zeros((4, 3))), ValueError,
+     r"generalized_kl_divergence: log_predictions and targets must broadcast together"),
+    (lambda: losses.ranking_softmax_loss(jnp.zeros((4, 5)), jnp.zeros((4, 3))), ValueError,
+     r"ranking_softmax_loss: logits and labels must broadcast together"),
+    (lambda: losses.cosine_distance(jnp.zeros((4, 5)), jnp.zeros((4, 3))), ValueError,
+     r"cosine_distance: predictions and targets must broadcast together"),
+    (lambda: losses.triplet_margin_loss(jnp.zeros((4, 5)), jnp.zeros((4, 5)), jnp.zeros((4, 3))),
+     ValueError, r"triplet_margin_loss: anchors and negatives must broadcast together"),
+    (lambda: losses.multiclass_hinge_loss(jnp.zeros((4, 5)), jnp.zeros(3, jnp.int32)), ValueError,
+     r"multiclass_hinge_loss: labels must have the shape of scores without its class axis, "
+     r"\(4,\), got \(3,\)"),
+    (lambda: losses.multiclass_perceptron_loss(jnp.zeros((4, 5)), jnp.zeros(3, jnp.int32)),
+     ValueError, r"multiclass_perceptron_loss: labels must have the shape of scores"),
+    (lambda: losses.multiclass_sparsemax_loss(jnp.zeros((4, 5)), jnp.zeros(3, jnp.int32)),
+     ValueError, r"multiclass_sparsemax_loss: labels must have the shape of scores"),
+    (lambda: losses.dice_loss(jnp.zeros((2, 4, 5)), jnp.zeros((2, 4, 5)), class_weights=jnp.ones(3)),
+     ValueError, r"dice_loss: class_weights and the per-class losses must broadcast together"),
     (lambda: losses.softmax_cross_entropy(jnp.array([1, 2]), jnp.array([1.0, 0.0])), TypeError,
      r"softmax_cross_entropy: logits must have a floating dtype, got int32"),
     (lambda: losses.softmax_cross_entropy_with_integer_labels(jnp.zeros((2, 3)), jnp.array([0.0, 1.0])),

@@ -11,7 +11,7 @@ import jax.numpy as jnp
 from gradtx.core import NONNEGATIVE, UNIT
 from gradtx.losses._common import (
     ArrayLike, Axis, _floating, _integer, _wide, _same_shape, _check, _expand_where, _some,
-    _log_softmax, _times_log, _safe_log, _label_scores)
+    _log_softmax, _times_log, _safe_log, _label_scores, _broadcastable, _labels)
 from gradtx.numerics import as_dtype
 
 
@@ -127,6 +127,7 @@ def softmax_cross_entropy(
     [0.2761 2.9518]
   """
   x = _floating("softmax_cross_entropy", "logits", logits)
+  _broadcastable("softmax_cross_entropy", "logits", x, "labels", labels)
   dtype = x.dtype
   x = _wide(x)
   y = jnp.asarray(labels).astype(x.dtype)
@@ -547,6 +548,7 @@ def multiclass_hinge_loss(
     [0.5 4. ]
   """
   s = _floating("multiclass_hinge_loss", "scores", scores)
+  labels = _labels("multiclass_hinge_loss", s, labels)
   one_hot = jax.nn.one_hot(labels, s.shape[-1], dtype=s.dtype)
   return jnp.max(s + 1 - one_hot, axis=-1) - _label_scores(s, labels)
 
@@ -579,4 +581,5 @@ def multiclass_perceptron_loss(
     [0. 3.]
   """
   s = _floating("multiclass_perceptron_loss", "scores", scores)
+  labels = _labels("multiclass_perceptron_loss", s, labels)
   return jnp.max(s, axis=-1) - _label_scores(s, labels)

@@ -44,6 +44,28 @@ def _same_shape(loss: str, a: str, x: jax.Array, b: str, y: jax.Array) -> None:
         f"{y.shape}")
 
 
+def _broadcastable(loss: str, a: str, x: ArrayLike, b: str, y: ArrayLike) -> None:
+  """Raises, naming the loss and both arguments, unless ``x`` and ``y`` broadcast together
+  (jax's own error names neither: "and got incompatible shapes")."""
+  try:
+    jnp.broadcast_shapes(jnp.shape(x), jnp.shape(y))
+  except ValueError:
+    raise ValueError(f"{loss}: {a} and {b} must broadcast together, got shapes "
+                     f"{jnp.shape(x)} and {jnp.shape(y)}") from None
+
+
+def _labels(loss: str, s: jax.Array, labels: ArrayLike) -> jax.Array:
+  """Integer ``labels`` as an array, checked to broadcast with the shape of the scores
+  ``s`` without its class axis."""
+  labels = jnp.asarray(labels)
+  try:
+    jnp.broadcast_shapes(labels.shape, s.shape[:-1])
+  except ValueError:
+    raise ValueError(f"{loss}: labels must have the shape of scores without its class axis, "
+                     f"{s.shape[:-1]}, got {labels.shape}") from None
+  return labels
+
+
 def _rank(loss: str, arg: str, x: jax.Array, rank: int) -> None:
   if x.ndim != rank:
     raise ValueError(
@@ -123,6 +145,7 @@ def _cosine_similarity(loss: str, a: jax.Array, targets: ArrayLike, epsilon: Arr
                        axis: Axis, where: ArrayLike | None) -> jax.Array:
   """:func:`cosine_similarity`, left in the compute dtype (float32 for 16-bit ``a``)."""
   b = _floating(loss, "targets", targets)
+  _broadcastable(loss, "predictions", a, "targets", b)
   _check(loss, "epsilon", epsilon, NONNEGATIVE)
   a = _wide(a)
   b = b.astype(a.dtype)

@@ -7,7 +7,8 @@ import warnings
 import jax
 import jax.numpy as jnp
 
-from gradtx.losses._common import ArrayLike, Axis, _floating, _wide, _times_log, _safe_log
+from gradtx.losses._common import (ArrayLike, Axis, _broadcastable, _floating, _wide, _times_log,
+                                    _safe_log)
 
 
 def kl_divergence(
@@ -54,6 +55,7 @@ def kl_divergence(
   name = "kl_divergence"
   lp = _floating(name, "log_predictions", log_predictions)
   _floating(name, "targets", targets)
+  _broadcastable(name, "log_predictions", lp, "targets", targets)
   dtype = lp.dtype
   lp = _wide(lp)
   t = jnp.asarray(targets).astype(lp.dtype)
@@ -157,6 +159,7 @@ def generalized_kl_divergence(
   name = "generalized_kl_divergence"
   lp = _floating(name, "log_predictions", log_predictions)
   _floating(name, "targets", targets)
+  _broadcastable(name, "log_predictions", lp, "targets", targets)
   dtype = lp.dtype
   lp = _wide(lp)
   t = jnp.asarray(targets).astype(lp.dtype)

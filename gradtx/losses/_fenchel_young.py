@@ -7,7 +7,7 @@ from typing import Any, Callable, Protocol
 import jax
 import jax.numpy as jnp
 
-from gradtx.losses._common import ArrayLike, _floating, _wide, _label_scores
+from gradtx.losses._common import ArrayLike, _floating, _wide, _label_scores, _labels
 from gradtx.projections import projection_simplex
 
 
@@ -145,6 +145,7 @@ def multiclass_sparsemax_loss(
     [0.     0.4433]
   """
   s = _floating("multiclass_sparsemax_loss", "scores", scores)
+  labels = _labels("multiclass_sparsemax_loss", s, labels)
   dtype = s.dtype
   s = _wide(s)
   # The loss is unchanged when a constant is added to every score; measuring

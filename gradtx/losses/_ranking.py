@@ -7,7 +7,8 @@ from typing import Callable
 import jax
 import jax.numpy as jnp
 
-from gradtx.losses._common import ArrayLike, _floating, _wide, _log_softmax, _times_log
+from gradtx.losses._common import (ArrayLike, _broadcastable, _floating, _wide, _log_softmax,
+                                    _times_log)
 
 
 def _safe_reduce(a: jax.Array, where: jax.Array | None,
@@ -67,6 +68,7 @@ def ranking_softmax_loss(
     0.497
   """
   x = _floating("ranking_softmax_loss", "logits", logits)
+  _broadcastable("ranking_softmax_loss", "logits", x, "labels", labels)
   dtype = x.dtype
   x = _wide(x)
   y = jnp.asarray(labels).astype(x.dtype)

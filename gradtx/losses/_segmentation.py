@@ -5,7 +5,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from gradtx.losses._common import ArrayLike, _floating, _wide, _same_shape, _rank
+from gradtx.losses._common import ArrayLike, _broadcastable, _floating, _wide, _same_shape, _rank
 from gradtx.numerics import as_dtype
 
 
@@ -134,6 +134,7 @@ def dice_loss(
   if class_weights is not None:
     class_weights = jnp.asarray(class_weights)
     _rank(name, "class_weights", class_weights, 1)
+    _broadcastable(name, "class_weights", class_weights, "the per-class losses", loss)
     loss = loss * jnp.broadcast_to(class_weights.astype(p.dtype), loss.shape)
   if ignore_background and p.shape[-1] > 1:
     loss = loss[..., 1:]

@@ -6,7 +6,8 @@ import jax
 import jax.numpy as jnp
 
 from gradtx.core import NONNEGATIVE, POSITIVE
-from gradtx.losses._common import ArrayLike, _floating, _wide, _check, _cosine_similarity
+from gradtx.losses._common import (ArrayLike, _broadcastable, _floating, _wide, _check,
+                                    _cosine_similarity)
 from gradtx.numerics import as_dtype
 
 
@@ -64,6 +65,8 @@ def triplet_margin_loss(
   a = _floating(name, "anchors", anchors)
   p = _floating(name, "positives", positives)
   n = _floating(name, "negatives", negatives)
+  _broadcastable(name, "anchors", a, "positives", p)
+  _broadcastable(name, "anchors", a, "negatives", n)
   _check(name, "norm_degree", norm_degree, POSITIVE)
   _check(name, "eps", eps, NONNEGATIVE)
   dtype = a.dtype
