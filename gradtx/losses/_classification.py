@@ -11,7 +11,8 @@ import jax.numpy as jnp
 from gradtx.core import NONNEGATIVE, UNIT
 from gradtx.losses._common import (
     ArrayLike, Axis, _floating, _integer, _wide, _same_shape, _check, _expand_where, _some,
-    _log_softmax, _times_log, _safe_log, _label_scores, _broadcastable, _labels)
+    _log_softmax, _times_log, _safe_log, _label_scores, _broadcast_shape, _broadcastable,
+    _labels)
 from gradtx.numerics import as_dtype
 
 
@@ -64,11 +65,7 @@ def smooth_labels(
   if where is None:
     return (1 - alpha) * y + alpha / jnp.asarray(jnp.size(y, axis), y.dtype)
   where = jnp.asarray(where)
-  try:
-    broadcasts = jnp.broadcast_shapes(where.shape, y.shape) == y.shape
-  except ValueError:
-    broadcasts = False
-  if not broadcasts:  # else a mask for other classes counts them silently
+  if _broadcast_shape(where.shape, y.shape) != y.shape:  # else other classes count silently
     raise ValueError(f"smooth_labels: where must broadcast to the shape of labels, {y.shape}, "
                      f"got {where.shape}")
   k = jnp.sum(where, axis=axis, keepdims=True)

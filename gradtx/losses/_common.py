@@ -44,25 +44,29 @@ def _same_shape(loss: str, a: str, x: jax.Array, b: str, y: jax.Array) -> None:
         f"{y.shape}")
 
 
+def _broadcast_shape(*shapes: tuple[int, ...]) -> tuple[int, ...] | None:
+  """The shape ``shapes`` broadcast to, or ``None`` where they do not broadcast together."""
+  try:
+    return jnp.broadcast_shapes(*shapes)
+  except ValueError:
+    return None
+
+
 def _broadcastable(loss: str, a: str, x: ArrayLike, b: str, y: ArrayLike) -> None:
   """Raises, naming the loss and both arguments, unless ``x`` and ``y`` broadcast together
   (jax's own error names neither: "and got incompatible shapes")."""
-  try:
-    jnp.broadcast_shapes(jnp.shape(x), jnp.shape(y))
-  except ValueError:
+  if _broadcast_shape(jnp.shape(x), jnp.shape(y)) is None:
     raise ValueError(f"{loss}: {a} and {b} must broadcast together, got shapes "
-                     f"{jnp.shape(x)} and {jnp.shape(y)}") from None
+                     f"{jnp.shape(x)} and {jnp.shape(y)}")
 
 
 def _labels(loss: str, s: jax.Array, labels: ArrayLike) -> jax.Array:
   """Integer ``labels`` as an array, checked to broadcast with the shape of the scores
   ``s`` without its class axis."""
   labels = jnp.asarray(labels)
-  try:
-    jnp.broadcast_shapes(labels.shape, s.shape[:-1])
-  except ValueError:
+  if _broadcast_shape(labels.shape, s.shape[:-1]) is None:
     raise ValueError(f"{loss}: labels must have the shape of scores without its class axis, "
-                     f"{s.shape[:-1]}, got {labels.shape}") from None
+                     f"{s.shape[:-1]}, got {labels.shape}")
   return labels
 
 

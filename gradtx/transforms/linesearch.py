@@ -53,6 +53,12 @@ def _value_dtype(params: Any) -> jnp.dtype:
   return numerics.real_dtype(dtype)
 
 
+def _scalar_loss(value: Any) -> jax.Array:
+  """A loss as a scalar array: one of shape ``(1,)`` is taken as a scalar (optax's
+  line searches allow it)."""
+  return jnp.reshape(jnp.asarray(value), ())
+
+
 def _slope(updates: Any, grad: Any) -> jax.Array:
   """:math:`\\frac{d}{d\\eta} f(\\theta + \\eta u)` at 0, :math:`\\mathrm{Re} \\sum_i u_i g_i`.
 
@@ -406,11 +412,9 @@ def scale_by_zoom_linesearch(max_linesearch_steps: int,
     dtype = state.learning_rate.dtype
     hp = {k: v.astype(dtype) if k != "max_linesearch_steps" else v for k, v in h.items()}
     fn_kwargs = _value_fn_kwargs(value_fn, extra)
-    # A loss of shape (1,) is a scalar, as in scale_by_backtracking_linesearch.
-    value_and_grad = jax.value_and_grad(
-        lambda p, **kw: jnp.reshape(jnp.asarray(value_fn(p, **kw)), ()))
+    value_and_grad = jax.value_and_grad(lambda p, **kw: _scalar_loss(value_fn(p, **kw)))
 
-    value_init = jnp.reshape(jnp.asarray(value), ()).astype(dtype)
+    value_init = _scalar_loss(value).astype(dtype)
     slope_init = _slope(updates, grad).astype(dtype)
 
     def on_line(stepsize):
@@ -685,9 +689,9 @@ def scale_by_backtracking_linesearch(max_backtracking_steps: int,
     fn_kwargs = _value_fn_kwargs(value_fn, extra)
 
     def f(p):
-      return jnp.reshape(jnp.asarray(value_fn(p, **fn_kwargs)), ()).astype(dtype)
+      return _scalar_loss(value_fn(p, **fn_kwargs)).astype(dtype)
 
-    value = jnp.reshape(jnp.asarray(value), ()).astype(dtype)
+    value = _scalar_loss(value).astype(dtype)
     slope = _slope(updates, grad).astype(dtype)
     grad_like = tree.zeros_like(params) if store_grad else None
 
