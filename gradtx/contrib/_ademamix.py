@@ -211,6 +211,10 @@ def scale_by_simplified_ademamix(b1: ScalarOrSchedule = 0.99, b2: ScalarOrSchedu
   :math:`1/(1-\\beta_1)` times the gradient's: a learning rate that suits Adam
   is divided by about that much.
 
+  Complex leaves: :math:`n` is real, the EMA of :math:`|g_t|^2` (as
+  :func:`scale_by_ademamix`'s :math:`\\nu`), where optax 0.2.8 averages the
+  complex :math:`g_t \\cdot g_t`.
+
   Args:
     b1: :math:`\\beta_1 \\in [0, 1)`, default 0.99.
     b2: :math:`\\beta_2 \\in [0, 1)`, default 0.95.

@@ -283,7 +283,8 @@ def scale_by_momo_adam(learning_rate: ScalarOrSchedule = 1e-2, b1: ScalarOrSched
   denominator is in :math:`(0, 2^{-52}]`, as :func:`scale_by_momo`.
 
   Complex leaves: their gradients conjugated (as optax), the inner product
-  :math:`\\operatorname{Re} \\sum \\bar a_i b_i`, :math:`v` real.
+  :math:`\\operatorname{Re} \\sum \\bar a_i b_i`, :math:`v` real: the EMA of
+  :math:`|g|^2`, where optax 0.2.8 averages the complex :math:`g \\cdot g`.
 
   References:
     Schaipp et al., *MoMo: Momentum Models for Adaptive Learning Rates*,
