@@ -527,6 +527,12 @@ def test_per_example_clips_need_one_batch_axis():
     gtx.per_example_layer_norm_clip({"a": jnp.ones((2, 3)), "b": jnp.ones(())}, 1.0)
   with pytest.raises(ValueError, match=r"per_example_global_norm_clip: grads has no leaves"):
     gtx.per_example_global_norm_clip({}, 1.0)
+  # The first leaf without axis 0 is named alone, not compared with itself.
+  for grads in ({"a": jnp.ones(()), "b": jnp.ones((2, 3))}, jnp.ones(())):
+    with pytest.raises(ValueError) as raised:
+      gtx.per_example_global_norm_clip(grads, 1.0)
+    key = "['a']" if isinstance(grads, dict) else "<root>"
+    assert str(raised.value).endswith(f"the leaf at {key} has shape () (no axis 0)")
 
 
 # ----------------------------------------------------------------------------

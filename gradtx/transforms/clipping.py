@@ -314,11 +314,15 @@ def _batch_size(grads: Any, where: str) -> int:
   shapes = [(tree.keystr(path), jnp.shape(g)) for path, g in leaves]
   first, first_shape = shapes[0]
   for key, shape in shapes:
-    if not shape or not first_shape or shape[0] != first_shape[0]:
+    if not shape or shape[0] != first_shape[0]:
+      # A leaf without axis 0 is named alone (the first leaf compared with itself read
+      # "the leaf at ['a'] has shape () and the one at ['a'] has shape ()").
+      found = (f"the leaf at {key} has shape () (no axis 0)" if not shape else
+               f"the leaf at {key} has shape {shape} and the one at {first} has shape "
+               f"{first_shape}")
       raise StructureError(
           f"{where}: every leaf of grads needs a batch dimension on axis 0, of one size "
-          f"(per-example gradients, as jax.vmap(jax.grad(loss)) gives); the leaf at "
-          f"{key} has shape {shape} and the one at {first} has shape {first_shape}")
+          f"(per-example gradients, as jax.vmap(jax.grad(loss)) gives); {found}")
   return first_shape[0]
 
 
