@@ -957,6 +957,11 @@ ERRORS = [
      TypeError, r"axis must be an int or a tuple of ints"),
     (lambda: losses.squared_error(jnp.zeros(3), jnp.zeros(4)), ValueError,
      r"squared_error: predictions and targets must have the same shape, got \(3,\) and \(4,\)"),
+    # l2_loss's checks named squared_error, which it calls.
+    (lambda: losses.l2_loss(jnp.zeros(3), jnp.zeros(4)), ValueError,
+     r"^l2_loss: predictions and targets must have the same shape, got \(3,\) and \(4,\)"),
+    (lambda: losses.l2_loss(jnp.zeros(3, jnp.int32)), TypeError,
+     r"^l2_loss: predictions must have a floating dtype, got int32"),
     (lambda: losses.perceptron_loss(jnp.zeros(3), jnp.zeros((3, 1))), ValueError,
      r"perceptron_loss: predictor_outputs and targets must have the same shape"),
     (lambda: losses.huber_loss(jnp.zeros(3), delta=0.0), HyperparameterError,
