@@ -1004,8 +1004,15 @@ ERRORS = [
                                                               axis=(1, 2)),
      ValueError, r"labels must have the shape of logits without the class axis, \(2,\), got \(2, 3\)"),
     (lambda: losses.binary_dice_loss(jnp.array([[0.5, 1.5]]), jnp.array([[1.0, 0.0]]), apply_sigmoid=False),
-     ValueError, r"dice_loss: with apply_softmax=False, single-channel predictions must be probabilities "
-                 r"in \[0, 1\]; they range over \[0.500000, 1.500000\]"),
+     ValueError, r"^binary_dice_loss: with apply_sigmoid=False, single-channel predictions must be "
+                 r"probabilities in \[0, 1\]; they range over \[0.500000, 1.500000\]"),
+    # binary_dice_loss's and multiclass_generalized_dice_loss's checks named dice_loss (and
+    # its apply_softmax), which they call.
+    (lambda: losses.binary_dice_loss(jnp.zeros((2, 3)), jnp.zeros((2, 4))), ValueError,
+     r"^binary_dice_loss: predictions and targets must have the same shape"),
+    (lambda: losses.multiclass_generalized_dice_loss(jnp.ones((1, 2, 3)), jnp.ones((1, 2, 3)),
+                                                     apply_softmax=False), ValueError,
+     r"^multiclass_generalized_dice_loss: with apply_softmax=False, predictions must sum to 1"),
     (lambda: losses.dice_loss(jnp.zeros((1, 2, 3)), jnp.zeros((1, 2, 3)), reduction="avg"), ValueError,
      r"dice_loss: reduction must be one of \('mean', 'sum', 'none'\), got 'avg'"),
     (lambda: losses.dice_loss(jnp.zeros((1, 2, 3)), jnp.zeros((1, 2, 4))), ValueError,
