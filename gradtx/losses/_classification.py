@@ -123,12 +123,19 @@ def softmax_cross_entropy(
     >>> print(np.asarray(losses.softmax_cross_entropy(logits, labels)).round(4))
     [0.2761 2.9518]
   """
-  x = _floating("softmax_cross_entropy", "logits", logits)
-  _broadcastable("softmax_cross_entropy", "logits", x, "labels", labels)
+  return _softmax_cross_entropy("softmax_cross_entropy", logits, labels, axis, where)
+
+
+def _softmax_cross_entropy(loss: str, logits: ArrayLike, labels: ArrayLike, axis: Axis,
+                           where: ArrayLike | None) -> jax.Array:
+  """:func:`softmax_cross_entropy`, its checks raising under the name of ``loss``, the
+  function called."""
+  x = _floating(loss, "logits", logits)
+  _broadcastable(loss, "logits", x, "labels", labels)
   dtype = x.dtype
   x = _wide(x)
   y = jnp.asarray(labels).astype(x.dtype)
-  where = _expand_where("softmax_cross_entropy", where, x.ndim, axis)
+  where = _expand_where(loss, where, x.ndim, axis)
   terms = _times_log(y, _log_softmax(x, axis, where))
   if where is not None:
     terms = jnp.where(where, terms, 0)
@@ -168,7 +175,7 @@ def safe_softmax_cross_entropy(
     >>> print(np.asarray(losses.safe_softmax_cross_entropy(logits, labels)).round(4))
     1.3133
   """
-  return softmax_cross_entropy(logits, labels, axis=-1)
+  return _softmax_cross_entropy("safe_softmax_cross_entropy", logits, labels, -1, None)
 
 
 def _class_axes(loss: str, axis: Any, ndim: int) -> tuple[int, ...]:
