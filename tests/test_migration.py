@@ -177,6 +177,44 @@ def test_shared_functions_take_optax_arguments():
   assert not wrong, "\n".join(wrong)
 
 
+# Defaults gradtx changes on purpose, each in the second table of docs/optax.md.
+_OTHER_DEFAULTS = {"adadelta": {"learning_rate"}}
+
+
+def test_shared_functions_keep_optax_defaults():
+  # Each default optax gives as a value (a number, bool, string, None or a tuple of them;
+  # not a function or a transformation) is gradtx's too, so that leaving an argument out
+  # means the same in both.
+  import inspect
+  pytest.importorskip("optax")
+
+  def plain(value: object) -> bool:  # optax's transformations are NamedTuples: not plain
+    return (isinstance(value, (int, float, str, type(None))) or type(value) is tuple
+            and all(plain(v) for v in value))
+
+  checked, wrong = 0, []
+  for name, theirs, ours in _shared_functions():
+    try:
+      optax_params = inspect.signature(theirs).parameters.values()
+      ours_params = inspect.signature(ours).parameters
+    except (TypeError, ValueError):  # a builtin without a signature
+      continue
+    for p in optax_params:
+      if p.default is p.empty or not plain(p.default) or p.name not in ours_params:
+        continue
+      checked += 1
+      mine = ours_params[p.name].default
+      if p.name in _OTHER_DEFAULTS.get(name.split(".")[-1], ()):
+        assert mine != p.default, f"{name}: {p.name} is optax's again; drop it from the list"
+      elif mine != p.default or type(mine) is bool and type(p.default) is not bool:
+        wrong.append(f"{name}: {p.name}={mine!r}, optax's is {p.default!r}")
+  assert checked > 500, checked
+  assert not wrong, "\n".join(wrong)
+  differences = " ".join(cell for cell, _ in _table("Same name, different on purpose"))
+  for name in _OTHER_DEFAULTS:
+    assert f"`optax.{name}`" in differences, f"{name}: its other default is not on the page"
+
+
 def test_the_page_code_runs_as_written():
   import jax
   import jax.numpy as jnp
