@@ -143,6 +143,34 @@ def _shared_functions() -> list[tuple[str, object, object]]:
   return shared
 
 
+def _signed(shared: list[tuple[str, object, object]]) -> list[tuple[str, object, object]]:
+  """The pairs of ``shared`` whose two functions both have a signature (not builtins)."""
+  import inspect
+  signed = []
+  for name, theirs, ours in shared:
+    try:
+      inspect.signature(theirs), inspect.signature(ours)
+    except (TypeError, ValueError):
+      continue
+    signed.append((name, theirs, ours))
+  return signed
+
+
+def test_the_page_counts_what_the_tests_check():
+  # The page said 437 names and 324 functions while the snapshot held 469 and the
+  # tests checked 347: the counts it quotes are the snapshot's and the tests'.
+  pytest.importorskip("optax")
+  version, names = _snapshot()
+  text = " ".join(PAGE.read_text().split())
+  quoted = re.search(r"(\d+) names in optax ([\d.]+)\)", text)
+  assert quoted and quoted.groups() == (str(len(names)), version), (
+      f"docs/optax.md: the snapshot holds {len(names)} names of optax {version}")
+  functions = re.search(r"checks the (\d+) functions both libraries have", text)
+  count = len(_signed(_shared_functions()))
+  assert functions and functions.group(1) == str(count), (
+      f"docs/optax.md: the tests check {count} functions both libraries have")
+
+
 def test_shared_functions_take_optax_arguments():
   # Code written for optax runs unchanged: each argument optax names, gradtx
   # names too (a **kwargs of gradtx's does not count: stateless's would take
