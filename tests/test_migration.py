@@ -18,6 +18,7 @@ import types
 import warnings
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 import gradtx as gtx
@@ -169,6 +170,25 @@ def test_the_page_counts_what_the_tests_check():
   count = len(_signed(_shared_functions()))
   assert functions and functions.group(1) == str(count), (
       f"docs/optax.md: the tests check {count} functions both libraries have")
+
+
+def test_the_adam_row_quotes_the_first_steps():
+  # The page said optax's first Adam step is 0.9999936 lr; optax 0.2.8 gives 0.9999933 lr
+  # (its 1 - b2 and its bias correction round apart in float32). gradtx's is the paper's.
+  import jax
+  import jax.numpy as jnp
+  import optax
+  rows = dict(_table("Same name, different on purpose"))
+  row = rows["`optax.adam`, `optax.scale_by_adam`"]
+  quoted = float(re.search(r"optax's is `([0-9.]+)·lr` in float32", row).group(1))
+  params = jnp.zeros(3, jnp.float32)
+  grads = jnp.array([1.0, -0.1, 3.0], jnp.float32)
+  with jax.numpy_dtype_promotion("standard"):  # optax is not strict-clean
+    theirs = optax.adam(1.0).update(grads, optax.adam(1.0).init(params), params)[0]
+  np.testing.assert_allclose(np.abs(theirs), quoted, rtol=1e-7)
+  ours = gtx.adam(1.0).update(grads, gtx.adam(1.0).init(params), params)[0]
+  g = np.asarray(grads, np.float64)
+  np.testing.assert_allclose(ours, -g / (np.abs(g) + 1e-8), rtol=6e-8)  # the paper's, rounded
 
 
 def test_shared_functions_take_optax_arguments():
