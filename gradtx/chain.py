@@ -391,7 +391,10 @@ def set_hparams(state: PyTree, values: Mapping[str, Any]) -> PyTree:
       raise HyperparameterError(
           f"{dotted} follows a schedule, which sets it at every step; build the "
           "stage with a float or an array to set it by name, or change the schedule")
-    check_value(dotted.rsplit(".", 1)[0], key, value, slot.allowed)
+    # The stage's path names where it is; a stage's own state (no chain around it) has
+    # none, and its name alone read "b1: b1 must be in [0, 1), got 2.0".
+    check_value(dotted.rsplit(".", 1)[0] if "." in dotted else "set_hparams", key, value,
+                slot.allowed)
     old = hp[key]
     new = jnp.asarray(value, old.dtype)
     if new.shape != old.shape:
