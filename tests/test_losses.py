@@ -957,6 +957,22 @@ ERRORS = [
      TypeError, r"axis must be an int or a tuple of ints"),
     (lambda: losses.squared_error(jnp.zeros(3), jnp.zeros(4)), ValueError,
      r"squared_error: predictions and targets must have the same shape, got \(3,\) and \(4,\)"),
+    # jax's own errors ("and got incompatible shapes for broadcasting") named neither the
+    # loss nor its arguments.
+    (lambda: losses.sigmoid_binary_cross_entropy(jnp.zeros((2, 3)), jnp.zeros((4, 5))),
+     ValueError, r"^sigmoid_binary_cross_entropy: logits and labels must broadcast together, "
+                 r"got shapes \(2, 3\) and \(4, 5\)"),
+    (lambda: losses.sigmoid_focal_loss(jnp.zeros((2, 3)), jnp.zeros((4, 5))), ValueError,
+     r"^sigmoid_focal_loss: logits and labels must broadcast together"),
+    (lambda: losses.poly_loss_cross_entropy(jnp.zeros((2, 3)), jnp.zeros((4, 5))), ValueError,
+     r"^poly_loss_cross_entropy: logits and labels must broadcast together"),
+    (lambda: losses.hinge_loss(jnp.zeros((2, 3)), jnp.zeros((4, 5))), ValueError,
+     r"^hinge_loss: predictor_outputs and targets must broadcast together"),
+    (lambda: losses.kl_divergence_with_log_targets(jnp.zeros((2, 3)), jnp.zeros((4, 5))),
+     ValueError, r"^kl_divergence_with_log_targets: log_predictions and log_targets must "
+                 r"broadcast together"),
+    (lambda: losses.sparsemax_loss(jnp.zeros((2, 3)), jnp.zeros((4, 5))), ValueError,
+     r"^sparsemax_loss: logits and labels must broadcast together"),
     # l2_loss's checks named squared_error, which it calls.
     (lambda: losses.l2_loss(jnp.zeros(3), jnp.zeros(4)), ValueError,
      r"^l2_loss: predictions and targets must have the same shape, got \(3,\) and \(4,\)"),

@@ -319,6 +319,7 @@ def sigmoid_binary_cross_entropy(
     [0.1269 1.3133 0.6931]
   """
   x = _floating("sigmoid_binary_cross_entropy", "logits", logits)
+  _broadcastable("sigmoid_binary_cross_entropy", "logits", x, "labels", labels)
   dtype = x.dtype
   x = _wide(x)
   y = jnp.asarray(labels).astype(x.dtype)
@@ -377,6 +378,7 @@ def sigmoid_focal_loss(
   """
   name = "sigmoid_focal_loss"
   x = _floating(name, "logits", logits)
+  _broadcastable(name, "logits", x, "labels", labels)
   _check(name, "gamma", gamma, NONNEGATIVE)
   if alpha is not None:
     _check(name, "alpha", alpha, UNIT)
@@ -445,6 +447,7 @@ def poly_loss_cross_entropy(
   name = "poly_loss_cross_entropy"
   x = _floating(name, "logits", logits)
   _floating(name, "labels", labels)
+  _broadcastable(name, "logits", x, "labels", labels)
   dtype = x.dtype
   x = _wide(x)
   y = jnp.asarray(labels).astype(x.dtype)
@@ -485,6 +488,7 @@ def hinge_loss(
     [0.  0.5 2. ]
   """
   s = _floating("hinge_loss", "predictor_outputs", predictor_outputs)
+  _broadcastable("hinge_loss", "predictor_outputs", s, "targets", targets)
   y = jnp.asarray(targets).astype(s.dtype)
   return jnp.maximum(0, 1 - s * y)
 
