@@ -99,7 +99,8 @@ def test_site_builds_strict_with_every_page(tmp_path):
 # Docstrings against signatures: what the Args section names and the defaults it quotes.
 
 def _public_functions() -> list[tuple[str, object]]:
-  """(dotted name, function) for every public function of gradtx and its namespaces, once."""
+  """(dotted name, function or class) for every public function and class of gradtx and its
+  namespaces, once (a class's Args are those of its constructor)."""
   import inspect
   modules = {"": gtx, **{f"{m}.": getattr(gtx, m) for m in (
       "schedules", "contrib", "losses", "tree_utils", "projections", "second_order",
@@ -108,7 +109,7 @@ def _public_functions() -> list[tuple[str, object]]:
   for prefix, module in modules.items():
     for name in module.__all__:
       obj = getattr(module, name)
-      if inspect.isfunction(obj) and id(obj) not in seen:
+      if (inspect.isfunction(obj) or inspect.isclass(obj)) and id(obj) not in seen:
         seen.add(id(obj))
         found.append((prefix + name, obj))
   return found
