@@ -321,9 +321,13 @@ def _named_slots(state: PyTree, kind: type = HParams) -> dict[str, tuple[int, st
       dotted = ".".join(path + (key,))
       if dotted in named:
         what = "hyperparameters" if kind is HParams else f"{kind.__name__} entries"
+        # A chain's stage names are unique, so the two come from a wrapper and a stage it
+        # wraps (apply_if_finite(apply_if_finite(adam))), which "distinct names in the
+        # chain" cannot separate: naming the inner stage in a chain of its own does.
         raise HyperparameterError(
-            f"two {what} are both named {dotted!r}; give the stages "
-            "distinct names in the chain")
+            f"two {what} are both named {dotted!r}: a wrapper's and those of a stage it "
+            "wraps, which add no name of their own; give the inner stage a name with a "
+            "chain of its own (apply_if_finite(gtx.chain(inner=...), ...))")
       named[dotted] = (index, key)
   return named
 
@@ -391,7 +395,10 @@ def set_hparams(state: PyTree, values: Mapping[str, Any]) -> PyTree:
       raise HyperparameterError(
           f"{dotted} follows a schedule, which sets it at every step; build the "
           "stage with a float or an array to set it by name, or change the schedule")
-    check_value(dotted.rsplit(".", 1)[0], key, value, slot.allowed)
+    # The stage's path names where it is; a stage's own state (no chain around it) has
+    # none, and its name alone read "b1: b1 must be in [0, 1), got 2.0".
+    check_value(dotted.rsplit(".", 1)[0] if "." in dotted else "set_hparams", key, value,
+                slot.allowed)
     old = hp[key]
     new = jnp.asarray(value, old.dtype)
     if new.shape != old.shape:

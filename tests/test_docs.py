@@ -93,3 +93,122 @@ def test_site_builds_strict_with_every_page(tmp_path):
     assert "<img" in page.read_text() or notebook.stem == "01_quickstart"
   assert "arithmatex" in (site / "api" / "adam" / "index.html").read_text(), (
       "the update rule of adam did not render as math")
+
+
+# ---------------------------------------------------------------------------------------
+# Docstrings against signatures: what the Args section names and the defaults it quotes.
+
+def _public_functions() -> list[tuple[str, object]]:
+  """(dotted name, function or class) for every public function and class of gradtx and its
+  namespaces, once (a class's Args are those of its constructor)."""
+  import inspect
+  modules = {"": gtx, **{f"{m}.": getattr(gtx, m) for m in (
+      "schedules", "contrib", "losses", "tree_utils", "projections", "second_order",
+      "lr_finder", "packed")}}
+  seen, found = set(), []
+  for prefix, module in modules.items():
+    for name in module.__all__:
+      obj = getattr(module, name)
+      if (inspect.isfunction(obj) or inspect.isclass(obj)) and id(obj) not in seen:
+        seen.add(id(obj))
+        found.append((prefix + name, obj))
+  return found
+
+
+def _args_entries(doc: str) -> list[tuple[list[str], str]]:
+  """The entries of a docstring's ``Args:`` section: (names, text), where an entry may
+  document several arguments at once (``b1, b2: ...``)."""
+  import re
+  lines = doc.splitlines()
+  starts = [i for i, line in enumerate(lines) if line.strip() == "Args:"]
+  if not starts:
+    return []
+  entries: list[tuple[list[str], str]] = []
+  indent = None
+  for line in lines[starts[0] + 1:]:
+    if not line.strip():
+      continue
+    depth = len(line) - len(line.lstrip())
+    indent = depth if indent is None else indent
+    if depth < indent:
+      break
+    if depth == indent:
+      match = re.match(r"\s*([\w*][\w*, ]*?)(?: \([^)]*\))?:(?:\s|$)(.*)", line)
+      assert match, f"an Args line that names no argument: {line.strip()!r}"
+      entries.append(([n.strip().lstrip("*") for n in match.group(1).split(",")],
+                      match.group(2)))
+    else:
+      entries[-1] = (entries[-1][0], entries[-1][1] + " " + line.strip())
+  return entries
+
+
+@pytest.mark.parametrize("name, function", _public_functions(), ids=lambda x: x
+                         if isinstance(x, str) else "")
+def test_args_sections_name_the_parameters(name, function):
+  # Every argument an Args section names is a parameter, and a function with an Args
+  # section documents every parameter (under its own name or in a group).
+  import inspect
+  entries = _args_entries(inspect.getdoc(function) or "")
+  if not entries:
+    return
+  params = list(inspect.signature(function).parameters)
+  documented = [n for names, _ in entries for n in names]
+  assert not set(documented) - set(params), (
+      f"{name}: Args names {sorted(set(documented) - set(params))}, not parameters of {params}")
+  assert not set(params) - set(documented), (
+      f"{name}: Args leaves out {sorted(set(params) - set(documented))}")
+
+
+_LITERAL = r"(?:``)?(-?[0-9](?:[0-9e+-]|\.(?=[0-9]))*|True|False|None|inf|'[^']*'|\"[^\"]*\")(?:``)?"
+
+
+def _literal(text: str) -> object:
+  import ast
+  import math
+  text = text.strip("`")
+  return math.inf if text == "inf" else ast.literal_eval(text)
+
+
+def _quoted_defaults(names: list[str], text: str) -> list[tuple[str, object]]:
+  """(argument, value) for the defaults an Args entry quotes: ``default 0.9``, ``defaults
+  0.9, 0.999`` (one per name of the entry, in order; an entry that starts with
+  ``learning_rate`` quotes none for it), ``defaults b1 0.9, b2 0.999`` (by name), ``default
+  True each``. The first such phrase of the entry only: later ones may be another
+  library's (``torch's alpha defaults to 0.99``)."""
+  import re
+  by_name = re.search(r"\bdefaults? ((?:\w+ " + _LITERAL + r"(?:, |\)|$))+)", text)
+  pairs = re.findall(r"(\w+) " + _LITERAL, by_name.group(1)) if by_name else []
+  if pairs and all(n in names for n, _ in pairs):
+    return [(n, _literal(v)) for n, v in pairs]
+  match = re.search(r"(?<![\w'])(?:[Dd]efaults?|by default)(?: to| is| of)?:? (" + _LITERAL
+                    + r"(?:(?:,| and) " + _LITERAL + r")*)", text)
+  if not match:
+    return []
+  values = [_literal(v) for v in re.findall(_LITERAL, match.group(1))]
+  if len(names) == 1:
+    return [(names[0], values[0])]
+  if len(values) == len(names):
+    return list(zip(names, values))
+  if len(values) == len(names) - 1 and names[0] == "learning_rate":
+    return list(zip(names[1:], values))
+  if len(values) == 1 and text[match.end():].lstrip().startswith("each"):
+    return [(n, values[0]) for n in names]
+  return []
+
+
+@pytest.mark.parametrize("name, function", _public_functions(), ids=lambda x: x
+                         if isinstance(x, str) else "")
+def test_defaults_in_docstrings_are_the_signatures(name, function):
+  import inspect
+  params = inspect.signature(function).parameters
+  wrong = []
+  for names, text in _args_entries(inspect.getdoc(function) or ""):
+    for arg, value in _quoted_defaults(names, text):
+      default = params[arg].default
+      # A None default that the docstring spells by its meaning ("default 1": no weights).
+      if default is None and value is not None:
+        continue
+      if default is inspect.Parameter.empty or default != value or type(default) is bool \
+          and type(value) is not bool:
+        wrong.append(f"{arg}: the docstring says {value!r}, the signature {default!r}")
+  assert not wrong, f"{name}: " + "; ".join(wrong)

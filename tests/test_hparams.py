@@ -155,6 +155,17 @@ def test_set_hparams_errors_list_the_valid_names():
   assert "'opt.a.adam.b1', 'opt.a.adam.b2'" in message
 
 
+def test_set_hparams_range_errors_name_the_stage_path():
+  # In a chain the message starts with the stage's path; a stage's own state has none,
+  # and the message started with the hyperparameter's name twice ("b1: b1 must be ...").
+  with pytest.raises(gtx.HyperparameterError, match=r"^set_hparams: b1 must be in \[0, 1\), "
+                     r"got 2.0$"):
+    gtx.set_hparams(gtx.scale_by_adam().init(_params()), {"b1": 2.0})
+  nested = gtx.chain(outer=gtx.chain(adam=gtx.scale_by_adam())).init(_params())
+  with pytest.raises(gtx.HyperparameterError, match=r"^outer.adam: b1 must be in \[0, 1\)"):
+    gtx.set_hparams(nested, {"outer.adam.b1": 2.0})
+
+
 def test_hparams_sweep_under_vmap():
   """Hyperparameters are arrays in the state: vmap a step over several learning rates."""
   tx = gtx.sgd(0.1)

@@ -957,6 +957,27 @@ ERRORS = [
      TypeError, r"axis must be an int or a tuple of ints"),
     (lambda: losses.squared_error(jnp.zeros(3), jnp.zeros(4)), ValueError,
      r"squared_error: predictions and targets must have the same shape, got \(3,\) and \(4,\)"),
+    # jax's own errors ("and got incompatible shapes for broadcasting") named neither the
+    # loss nor its arguments.
+    (lambda: losses.sigmoid_binary_cross_entropy(jnp.zeros((2, 3)), jnp.zeros((4, 5))),
+     ValueError, r"^sigmoid_binary_cross_entropy: logits and labels must broadcast together, "
+                 r"got shapes \(2, 3\) and \(4, 5\)"),
+    (lambda: losses.sigmoid_focal_loss(jnp.zeros((2, 3)), jnp.zeros((4, 5))), ValueError,
+     r"^sigmoid_focal_loss: logits and labels must broadcast together"),
+    (lambda: losses.poly_loss_cross_entropy(jnp.zeros((2, 3)), jnp.zeros((4, 5))), ValueError,
+     r"^poly_loss_cross_entropy: logits and labels must broadcast together"),
+    (lambda: losses.hinge_loss(jnp.zeros((2, 3)), jnp.zeros((4, 5))), ValueError,
+     r"^hinge_loss: predictor_outputs and targets must broadcast together"),
+    (lambda: losses.kl_divergence_with_log_targets(jnp.zeros((2, 3)), jnp.zeros((4, 5))),
+     ValueError, r"^kl_divergence_with_log_targets: log_predictions and log_targets must "
+                 r"broadcast together"),
+    (lambda: losses.sparsemax_loss(jnp.zeros((2, 3)), jnp.zeros((4, 5))), ValueError,
+     r"^sparsemax_loss: logits and labels must broadcast together"),
+    # l2_loss's checks named squared_error, which it calls.
+    (lambda: losses.l2_loss(jnp.zeros(3), jnp.zeros(4)), ValueError,
+     r"^l2_loss: predictions and targets must have the same shape, got \(3,\) and \(4,\)"),
+    (lambda: losses.l2_loss(jnp.zeros(3, jnp.int32)), TypeError,
+     r"^l2_loss: predictions must have a floating dtype, got int32"),
     (lambda: losses.perceptron_loss(jnp.zeros(3), jnp.zeros((3, 1))), ValueError,
      r"perceptron_loss: predictor_outputs and targets must have the same shape"),
     (lambda: losses.huber_loss(jnp.zeros(3), delta=0.0), HyperparameterError,
@@ -999,8 +1020,15 @@ ERRORS = [
                                                               axis=(1, 2)),
      ValueError, r"labels must have the shape of logits without the class axis, \(2,\), got \(2, 3\)"),
     (lambda: losses.binary_dice_loss(jnp.array([[0.5, 1.5]]), jnp.array([[1.0, 0.0]]), apply_sigmoid=False),
-     ValueError, r"dice_loss: with apply_softmax=False, single-channel predictions must be probabilities "
-                 r"in \[0, 1\]; they range over \[0.500000, 1.500000\]"),
+     ValueError, r"^binary_dice_loss: with apply_sigmoid=False, single-channel predictions must be "
+                 r"probabilities in \[0, 1\]; they range over \[0.500000, 1.500000\]"),
+    # binary_dice_loss's and multiclass_generalized_dice_loss's checks named dice_loss (and
+    # its apply_softmax), which they call.
+    (lambda: losses.binary_dice_loss(jnp.zeros((2, 3)), jnp.zeros((2, 4))), ValueError,
+     r"^binary_dice_loss: predictions and targets must have the same shape"),
+    (lambda: losses.multiclass_generalized_dice_loss(jnp.ones((1, 2, 3)), jnp.ones((1, 2, 3)),
+                                                     apply_softmax=False), ValueError,
+     r"^multiclass_generalized_dice_loss: with apply_softmax=False, predictions must sum to 1"),
     (lambda: losses.dice_loss(jnp.zeros((1, 2, 3)), jnp.zeros((1, 2, 3)), reduction="avg"), ValueError,
      r"dice_loss: reduction must be one of \('mean', 'sum', 'none'\), got 'avg'"),
     (lambda: losses.dice_loss(jnp.zeros((1, 2, 3)), jnp.zeros((1, 2, 4))), ValueError,
@@ -1010,7 +1038,15 @@ ERRORS = [
      ValueError, r"dice_loss: class_weights must have rank 1"),
     (lambda: losses.ctc_loss(jnp.zeros((2, 5)), jnp.zeros((2, 5)), jnp.zeros((2, 1), int),
                              jnp.zeros((2, 1))), ValueError,
-     r"ctc_loss_with_forward_probs: logits must have rank 3, got shape \(2, 5\)"),
+     r"^ctc_loss: logits must have rank 3, got shape \(2, 5\)"),
+    (lambda: losses.ctc_loss_with_forward_probs(jnp.zeros((2, 5)), jnp.zeros((2, 5)),
+                                                jnp.zeros((2, 1), int), jnp.zeros((2, 1))),
+     ValueError, r"^ctc_loss_with_forward_probs: logits must have rank 3, got shape \(2, 5\)"),
+    # ctc_loss's and safe_softmax_cross_entropy's checks named the function they call.
+    (lambda: losses.safe_softmax_cross_entropy(jnp.zeros((2, 3)), jnp.zeros((4, 5))), ValueError,
+     r"^safe_softmax_cross_entropy: logits and labels must broadcast together"),
+    (lambda: losses.safe_softmax_cross_entropy(jnp.zeros(3, int), jnp.zeros(3)), TypeError,
+     r"^safe_softmax_cross_entropy: logits must have a floating dtype, got int32"),
     (lambda: losses.ctc_loss(jnp.zeros((2, 5, 3)), jnp.zeros((2, 4)), jnp.zeros((2, 1), int),
                              jnp.zeros((2, 1))), ValueError,
      r"logit_paddings must have shape \(2, 5\)"),

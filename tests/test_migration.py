@@ -18,6 +18,7 @@ import types
 import warnings
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 import gradtx as gtx
@@ -143,6 +144,59 @@ def _shared_functions() -> list[tuple[str, object, object]]:
   return shared
 
 
+def _signed(shared: list[tuple[str, object, object]]) -> list[tuple[str, object, object]]:
+  """The pairs of ``shared`` whose two functions both have a signature (not builtins)."""
+  import inspect
+  signed = []
+  for name, theirs, ours in shared:
+    try:
+      inspect.signature(theirs), inspect.signature(ours)
+    except (TypeError, ValueError):
+      continue
+    signed.append((name, theirs, ours))
+  return signed
+
+
+def test_the_page_counts_what_the_tests_check():
+  # The page said 437 names and 324 functions while the snapshot held 469 and the
+  # tests checked 347: the counts it quotes are the snapshot's and the tests'.
+  optax = pytest.importorskip("optax")
+  version, names = _snapshot()
+  if optax.__version__ != version:  # another optax exports other functions
+    pytest.skip(f"optax {optax.__version__} installed; the page counts {version}'s")
+  text = " ".join(PAGE.read_text().split())
+  quoted = re.search(r"(\d+) names in optax ([\d.]+)\)", text)
+  assert quoted and quoted.groups() == (str(len(names)), version), (
+      f"docs/optax.md: the snapshot holds {len(names)} names of optax {version}")
+  functions = re.search(r"checks the (\d+) functions both libraries have", text)
+  count = len(_signed(_shared_functions()))
+  assert functions and functions.group(1) == str(count), (
+      f"docs/optax.md: the tests check {count} functions both libraries have")
+
+
+def test_the_adam_row_quotes_the_first_steps():
+  # The page said optax's first Adam step is 0.9999936 lr; optax 0.2.8 gives 0.999993 lr
+  # (its 1 - b2 and its bias correction round apart in float32). gradtx's is the paper's.
+  import jax
+  import jax.numpy as jnp
+  optax = pytest.importorskip("optax")
+  if optax.__version__ != _snapshot()[0]:
+    pytest.skip(f"the page quotes optax {_snapshot()[0]}'s step")
+  rows = dict(_table("Same name, different on purpose"))
+  row = rows["`optax.adam`, `optax.scale_by_adam`"]
+  quoted = float(re.search(r"optax's is `([0-9.]+)·lr` in float32", row).group(1))
+  params = jnp.zeros(3, jnp.float32)
+  grads = jnp.array([1.0, -0.1, 3.0], jnp.float32)
+  with jax.numpy_dtype_promotion("standard"):  # optax is not strict-clean
+    theirs = optax.adam(1.0).update(grads, optax.adam(1.0).init(params), params)[0]
+  # Six digits: optax's factor is 0.99999332 to 0.99999338 across these gradients, so a
+  # seventh digit would hang on the last bit of its float32 rounding.
+  np.testing.assert_array_equal(np.round(np.abs(np.asarray(theirs, np.float64)), 6), quoted)
+  ours = gtx.adam(1.0).update(grads, gtx.adam(1.0).init(params), params)[0]
+  g = np.asarray(grads, np.float64)
+  np.testing.assert_allclose(ours, -g / (np.abs(g) + 1e-8), rtol=1.2e-7)  # 2 ulps: the paper's
+
+
 def test_shared_functions_take_optax_arguments():
   # Code written for optax runs unchanged: each argument optax names, gradtx
   # names too (a **kwargs of gradtx's does not count: stateless's would take
@@ -175,6 +229,44 @@ def test_shared_functions_take_optax_arguments():
         wrong.append(f"{name}: {p.name!r} has a default in optax, none here")
   assert checked > 250, checked
   assert not wrong, "\n".join(wrong)
+
+
+# Defaults gradtx changes on purpose, each in the second table of docs/optax.md.
+_OTHER_DEFAULTS = {"adadelta": {"learning_rate"}}
+
+
+def test_shared_functions_keep_optax_defaults():
+  # Each default optax gives as a value (a number, bool, string, None or a tuple of them;
+  # not a function or a transformation) is gradtx's too, so that leaving an argument out
+  # means the same in both.
+  import inspect
+  pytest.importorskip("optax")
+
+  def plain(value: object) -> bool:  # optax's transformations are NamedTuples: not plain
+    return (isinstance(value, (int, float, str, type(None))) or type(value) is tuple
+            and all(plain(v) for v in value))
+
+  checked, wrong = 0, []
+  for name, theirs, ours in _shared_functions():
+    try:
+      optax_params = inspect.signature(theirs).parameters.values()
+      ours_params = inspect.signature(ours).parameters
+    except (TypeError, ValueError):  # a builtin without a signature
+      continue
+    for p in optax_params:
+      if p.default is p.empty or not plain(p.default) or p.name not in ours_params:
+        continue
+      checked += 1
+      mine = ours_params[p.name].default
+      if p.name in _OTHER_DEFAULTS.get(name.split(".")[-1], ()):
+        assert mine != p.default, f"{name}: {p.name} is optax's again; drop it from the list"
+      elif mine != p.default or type(mine) is bool and type(p.default) is not bool:
+        wrong.append(f"{name}: {p.name}={mine!r}, optax's is {p.default!r}")
+  assert checked > 500, checked
+  assert not wrong, "\n".join(wrong)
+  differences = " ".join(cell for cell, _ in _table("Same name, different on purpose"))
+  for name in _OTHER_DEFAULTS:
+    assert f"`optax.{name}`" in differences, f"{name}: its other default is not on the page"
 
 
 def test_the_page_code_runs_as_written():

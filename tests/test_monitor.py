@@ -331,6 +331,12 @@ ERRORS = [
     ("same name twice", lambda: gtx.stats(gtx.chain(m=gtx.monitor("norm", inner=gtx.monitor(
         "norm"))).init(jnp.ones(2))), gtx.HyperparameterError,
      r"two Stats entries are both named 'm.norm'"),
+    # The message asked for "distinct names in the chain", which cannot separate a wrapper's
+    # names from those of the stage it wraps.
+    ("wrapper twice", lambda: gtx.hparams(gtx.apply_if_finite(gtx.apply_if_finite(
+        gtx.scale_by_adam(), 3), 2).init(jnp.ones(2))), gtx.HyperparameterError,
+     r"both named 'max_consecutive_errors': a wrapper's and those of a stage it wraps, .*"
+     r"a chain of its own \(apply_if_finite\(gtx.chain\(inner=...\), ...\)\)"),
 ]
 
 

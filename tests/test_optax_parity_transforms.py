@@ -527,6 +527,12 @@ def test_per_example_clips_need_one_batch_axis():
     gtx.per_example_layer_norm_clip({"a": jnp.ones((2, 3)), "b": jnp.ones(())}, 1.0)
   with pytest.raises(ValueError, match=r"per_example_global_norm_clip: grads has no leaves"):
     gtx.per_example_global_norm_clip({}, 1.0)
+  # The first leaf without axis 0 is named alone, not compared with itself.
+  for grads in ({"a": jnp.ones(()), "b": jnp.ones((2, 3))}, jnp.ones(())):
+    with pytest.raises(ValueError) as raised:
+      gtx.per_example_global_norm_clip(grads, 1.0)
+    key = "['a']" if isinstance(grads, dict) else "<root>"
+    assert str(raised.value).endswith(f"the leaf at {key} has shape () (no axis 0)")
 
 
 # ----------------------------------------------------------------------------
@@ -689,5 +695,11 @@ def test_unitwise_norm_of_complex_is_real_and_an_axis_overrides_the_rank_rule():
                              np.full((2, 3), np.sqrt(3.0)), rtol=1e-6)
   with pytest.raises(gtx.StructureError, match=r"unitwise_norm: a leaf of shape \(2, 2, 2, 2, 2, 2\)"):
     gtx.transforms.unitwise_norm(jnp.ones((2,) * 6))
-  with pytest.raises(gtx.StructureError, match="unitwise_clip: g_norm of shape \\(3,\\)"):
+  # A (3,) norm broadcasts to a (2, 3) grad: the message said it did not; it is refused for
+  # its rank, and a (2, 2) one for an axis.
+  with pytest.raises(gtx.StructureError, match=r"^unitwise_clip: g_norm of shape \(3,\) must "
+                     r"have grad's rank, 2, and each axis of grad's length or 1 \(grad has "
+                     r"shape \(2, 3\)"):
     gtx.transforms.unitwise_clip(jnp.ones(3), jnp.ones((2, 3)), jnp.ones((2, 3)))
+  with pytest.raises(gtx.StructureError, match=r"^unitwise_clip: max_norm of shape \(2, 2\)"):
+    gtx.transforms.unitwise_clip(jnp.ones((1, 3)), jnp.ones((2, 2)), jnp.ones((2, 3)))

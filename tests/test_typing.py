@@ -57,6 +57,7 @@ USER_CODE = textwrap.dedent('''
     opt = gtx.adamw(learning_rate=schedule, b1=jnp.asarray(0.9), weight_decay=1e-4)
     sgd = gtx.sgd(gtx.linear_schedule(0.1, 0.0, 100), momentum=lambda count: 0.9)
     mine = gtx.adam(lambda count: 1e-3 * 0.99 ** count, b2=gtx.schedules.constant_schedule(0.99))
+    optimistic = gtx.optimistic_adam(jnp.asarray(1e-2))  # no schedule here, an array (as optax)
 
     # A named chain, composed by hand; its state is addressed by stage name.
     tx = gtx.chain(

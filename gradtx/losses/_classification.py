@@ -123,12 +123,19 @@ def softmax_cross_entropy(
     >>> print(np.asarray(losses.softmax_cross_entropy(logits, labels)).round(4))
     [0.2761 2.9518]
   """
-  x = _floating("softmax_cross_entropy", "logits", logits)
-  _broadcastable("softmax_cross_entropy", "logits", x, "labels", labels)
+  return _softmax_cross_entropy("softmax_cross_entropy", logits, labels, axis, where)
+
+
+def _softmax_cross_entropy(loss: str, logits: ArrayLike, labels: ArrayLike, axis: Axis,
+                           where: ArrayLike | None) -> jax.Array:
+  """:func:`softmax_cross_entropy`, its checks raising under the name of ``loss``, the
+  function called."""
+  x = _floating(loss, "logits", logits)
+  _broadcastable(loss, "logits", x, "labels", labels)
   dtype = x.dtype
   x = _wide(x)
   y = jnp.asarray(labels).astype(x.dtype)
-  where = _expand_where("softmax_cross_entropy", where, x.ndim, axis)
+  where = _expand_where(loss, where, x.ndim, axis)
   terms = _times_log(y, _log_softmax(x, axis, where))
   if where is not None:
     terms = jnp.where(where, terms, 0)
@@ -168,7 +175,7 @@ def safe_softmax_cross_entropy(
     >>> print(np.asarray(losses.safe_softmax_cross_entropy(logits, labels)).round(4))
     1.3133
   """
-  return softmax_cross_entropy(logits, labels, axis=-1)
+  return _softmax_cross_entropy("safe_softmax_cross_entropy", logits, labels, -1, None)
 
 
 def _class_axes(loss: str, axis: Any, ndim: int) -> tuple[int, ...]:
@@ -312,6 +319,7 @@ def sigmoid_binary_cross_entropy(
     [0.1269 1.3133 0.6931]
   """
   x = _floating("sigmoid_binary_cross_entropy", "logits", logits)
+  _broadcastable("sigmoid_binary_cross_entropy", "logits", x, "labels", labels)
   dtype = x.dtype
   x = _wide(x)
   y = jnp.asarray(labels).astype(x.dtype)
@@ -370,6 +378,7 @@ def sigmoid_focal_loss(
   """
   name = "sigmoid_focal_loss"
   x = _floating(name, "logits", logits)
+  _broadcastable(name, "logits", x, "labels", labels)
   _check(name, "gamma", gamma, NONNEGATIVE)
   if alpha is not None:
     _check(name, "alpha", alpha, UNIT)
@@ -438,6 +447,7 @@ def poly_loss_cross_entropy(
   name = "poly_loss_cross_entropy"
   x = _floating(name, "logits", logits)
   _floating(name, "labels", labels)
+  _broadcastable(name, "logits", x, "labels", labels)
   dtype = x.dtype
   x = _wide(x)
   y = jnp.asarray(labels).astype(x.dtype)
@@ -478,6 +488,7 @@ def hinge_loss(
     [0.  0.5 2. ]
   """
   s = _floating("hinge_loss", "predictor_outputs", predictor_outputs)
+  _broadcastable("hinge_loss", "predictor_outputs", s, "targets", targets)
   y = jnp.asarray(targets).astype(s.dtype)
   return jnp.maximum(0, 1 - s * y)
 

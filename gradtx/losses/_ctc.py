@@ -76,7 +76,15 @@ def ctc_loss_with_forward_probs(
     >>> print(np.asarray(loss).round(4))  # 6 of 8 alignments give "a"
     [0.2877]
   """
-  name = "ctc_loss_with_forward_probs"
+  return _ctc("ctc_loss_with_forward_probs", logits, logit_paddings, labels, label_paddings,
+              blank_id, log_epsilon)
+
+
+def _ctc(name: str, logits: ArrayLike, logit_paddings: ArrayLike, labels: ArrayLike,
+         label_paddings: ArrayLike, blank_id: int,
+         log_epsilon: ArrayLike) -> tuple[jax.Array, jax.Array, jax.Array]:
+  """:func:`ctc_loss_with_forward_probs`, its checks raising under ``name``, the function
+  called."""
   x = _floating(name, "logits", logits)
   labels = _integer(name, "labels", labels)
   logit_paddings = jnp.asarray(logit_paddings)
@@ -184,7 +192,6 @@ def ctc_loss(
     >>> print(np.asarray(loss).round(4))  # 5 of 27 alignments: log(27/5)
     [1.6864]
   """
-  loss, _, _ = ctc_loss_with_forward_probs(
-      logits, logit_paddings, labels, label_paddings,
-      blank_id=blank_id, log_epsilon=log_epsilon)
+  loss, _, _ = _ctc("ctc_loss", logits, logit_paddings, labels, label_paddings, blank_id,
+                    log_epsilon)
   return loss

@@ -108,6 +108,7 @@ def kl_divergence_with_log_targets(
   name = "kl_divergence_with_log_targets"
   lp = _floating(name, "log_predictions", log_predictions)
   lt = _floating(name, "log_targets", log_targets)
+  _broadcastable(name, "log_predictions", lp, "log_targets", lt)
   dtype = lp.dtype
   lp = _wide(lp)
   lt = lt.astype(lp.dtype)

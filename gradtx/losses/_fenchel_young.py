@@ -7,7 +7,8 @@ from typing import Any, Callable, Protocol
 import jax
 import jax.numpy as jnp
 
-from gradtx.losses._common import ArrayLike, _floating, _wide, _label_scores, _labels
+from gradtx.losses._common import (ArrayLike, _broadcastable, _floating, _wide, _label_scores,
+                                    _labels)
 from gradtx.projections import projection_simplex
 
 
@@ -97,6 +98,7 @@ def sparsemax_loss(
     [0.   0.25 3.  ]
   """
   x = _floating("sparsemax_loss", "logits", logits)
+  _broadcastable("sparsemax_loss", "logits", x, "labels", labels)
   return jax.nn.sparse_plus(jnp.where(jnp.asarray(labels).astype(bool), -x, x))
 
 

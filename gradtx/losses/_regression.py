@@ -42,11 +42,16 @@ def squared_error(
     >>> print(losses.squared_error(jnp.array([1.0, 2.0]), jnp.array([0.0, 4.0])))
     [1. 4.]
   """
-  p = _floating("squared_error", "predictions", predictions)
+  return _squared_error("squared_error", predictions, targets)
+
+
+def _squared_error(loss: str, predictions: ArrayLike, targets: ArrayLike | None) -> jax.Array:
+  """:math:`(p - t)^2`, its checks raising under the name of ``loss``, the function called."""
+  p = _floating(loss, "predictions", predictions)
   if targets is None:
     return jnp.square(p)
   t = jnp.asarray(targets)
-  _same_shape("squared_error", "predictions", p, "targets", t)
+  _same_shape(loss, "predictions", p, "targets", t)
   return jnp.square(p - t.astype(p.dtype))
 
 
@@ -80,7 +85,7 @@ def l2_loss(
     >>> print(losses.l2_loss(jnp.array([1.0, 2.0]), jnp.array([0.0, 4.0])))
     [0.5 2. ]
   """
-  return 0.5 * squared_error(predictions, targets)
+  return 0.5 * _squared_error("l2_loss", predictions, targets)
 
 
 def huber_loss(

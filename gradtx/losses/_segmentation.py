@@ -12,24 +12,25 @@ from gradtx.numerics import as_dtype
 _REDUCTIONS = ("mean", "sum", "none")
 
 
-def _check_probabilities(loss: str, p: jax.Array) -> None:
+def _check_probabilities(loss: str, option: str, p: jax.Array) -> None:
   """Raises unless concrete ``p`` holds probabilities over its last (class) axis.
 
   Several classes must sum to 1, to the precision of ``p``'s dtype; a single
-  channel (binary, sigmoid) must lie in :math:`[0, 1]`.
+  channel (binary, sigmoid) must lie in :math:`[0, 1]`. ``option`` is the name of
+  the flag of ``loss`` set to False (``apply_softmax``, ``apply_sigmoid``).
   """
   if p.shape[-1] == 1:
     low, high = float(jnp.min(p)), float(jnp.max(p))
     if not 0 <= low <= high <= 1:
       raise ValueError(
-          f"{loss}: with apply_softmax=False, single-channel predictions must be "
+          f"{loss}: with {option}=False, single-channel predictions must be "
           f"probabilities in [0, 1]; they range over [{low:.6f}, {high:.6f}]")
     return
   sums = jnp.sum(_wide(p), axis=-1)
   tolerance = max(1e-5, 2 * float(jnp.finfo(p.dtype).eps))
   if not bool(jnp.all(jnp.abs(sums - 1) <= tolerance)):
     raise ValueError(
-        f"{loss}: with apply_softmax=False, predictions must sum to 1 over the "
+        f"{loss}: with {option}=False, predictions must sum to 1 over the "
         f"class axis; sums range over [{float(jnp.min(sums)):.6f}, "
         f"{float(jnp.max(sums)):.6f}]")
 
@@ -106,7 +107,20 @@ def dice_loss(
     >>> print(np.asarray(losses.dice_loss(logits, targets)).round(4))
     [0.1293]
   """
-  name = "dice_loss"
+  return _dice_loss("dice_loss", "apply_softmax", predictions, targets,
+                    class_weights=class_weights, smooth=smooth, alpha=alpha, beta=beta,
+                    apply_softmax=apply_softmax, reduction=reduction,
+                    ignore_background=ignore_background, axis=axis)
+
+
+def _dice_loss(name: str, option: str, predictions: ArrayLike, targets: ArrayLike, *,
+               class_weights: ArrayLike | None = None, smooth: ArrayLike = 1.0,
+               alpha: ArrayLike = 0.5, beta: ArrayLike = 0.5, apply_softmax: bool = True,
+               reduction: str = "mean", ignore_background: bool = False,
+               axis: int | tuple[int, ...] | None = None) -> jax.Array:
+  """:func:`dice_loss`, its checks raising under the name of the loss called (``name``)
+  and of its flag for probabilities (``option``: ``apply_sigmoid`` in
+  :func:`binary_dice_loss`)."""
   if reduction not in _REDUCTIONS:
     raise ValueError(f"{name}: reduction must be one of {_REDUCTIONS}, got {reduction!r}")
   p = _floating(name, "predictions", predictions)
@@ -117,7 +131,7 @@ def dice_loss(
     t = t[..., None]
   _same_shape(name, "predictions", p, "targets", t)
   if not apply_softmax and not isinstance(p, jax.core.Tracer):
-    _check_probabilities(name, p)
+    _check_probabilities(name, option, p)
   dtype = p.dtype
   p = _wide(p)
   t = t.astype(p.dtype)
@@ -194,7 +208,8 @@ def binary_dice_loss(
   t = jnp.asarray(targets)
   if p.ndim == t.ndim and p.shape[-1] != 1:
     p, t = p[..., None], t[..., None]
-  return dice_loss(p, t, smooth=smooth, apply_softmax=apply_sigmoid, reduction="mean")
+  return _dice_loss("binary_dice_loss", "apply_sigmoid", p, t, smooth=smooth,
+                    apply_softmax=apply_sigmoid, reduction="mean")
 
 
 def multiclass_generalized_dice_loss(
@@ -245,7 +260,7 @@ def multiclass_generalized_dice_loss(
   volumes = jnp.sum(_wide(t.astype(p.dtype)), axis=tuple(range(t.ndim - 1)))
   weights = 1 / (volumes**2 + 1e-7)
   weights = weights / jnp.sum(weights) * weights.shape[0]
-  per_class = dice_loss(p, t, class_weights=weights, smooth=smooth,
-                        apply_softmax=apply_softmax, reduction="none",
-                        ignore_background=ignore_background)
+  per_class = _dice_loss(name, "apply_softmax", p, t, class_weights=weights, smooth=smooth,
+                         apply_softmax=apply_softmax, reduction="none",
+                         ignore_background=ignore_background)
   return jnp.mean(per_class)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+import jax
+
 from gradtx.chain import Chain, named_chain
 from gradtx.core import ScalarOrSchedule
 from gradtx.transforms.moments import scale_by_adam
@@ -87,7 +89,7 @@ def optimistic_adam_v2(learning_rate: ScalarOrSchedule, *, alpha: ScalarOrSchedu
                      lr=scale_by_learning_rate(learning_rate))
 
 
-def optimistic_adam(learning_rate: float, optimism: ScalarOrSchedule | None = None,
+def optimistic_adam(learning_rate: float | jax.Array, optimism: ScalarOrSchedule | None = None,
                     b1: ScalarOrSchedule = 0.9, b2: ScalarOrSchedule = 0.999,
                     eps: ScalarOrSchedule = 1e-8, eps_root: ScalarOrSchedule = 0.0,
                     mu_dtype: Any = None, *, nesterov: bool = True, nu_dtype: Any = None) -> Chain:
@@ -97,11 +99,11 @@ def optimistic_adam(learning_rate: float, optimism: ScalarOrSchedule | None = No
     \\theta_{t+1} = \\theta_t - \\left((\\eta + o) d_t - o\\, d_{t-1}\\right)
 
   with :math:`d_t` Adam's direction and :math:`o` = ``optimism`` (default
-  :math:`\\eta`). A float learning rate only; :func:`optimistic_adam_v2`
-  takes schedules.
+  :math:`\\eta`). A fixed learning rate only (a number or an array);
+  :func:`optimistic_adam_v2` takes schedules.
 
   Args:
-    learning_rate: :math:`\\eta`, a float.
+    learning_rate: :math:`\\eta`, a number or a scalar array (not a schedule, as optax).
     optimism: :math:`o`, default ``None``: :math:`\\eta`.
     b1, b2, eps, eps_root, mu_dtype, nu_dtype: as in :func:`gradtx.adam`
       (defaults 0.9, 0.999, 1e-8, 0, ``None``, ``None``; ``nu_dtype`` not in optax).

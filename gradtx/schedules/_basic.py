@@ -175,19 +175,18 @@ def exponential_decay(
   r"""Continuous or staircase exponential decay of ``init_value``.
 
   .. math::
-    v_t = \begin{cases}
-      I, & t \le B \\
-      \operatorname{clip}_E \left( I \, r^{p_t} \right), & t > B
+    v_t = \operatorname{clip}_E \left( I \, r^{p_t} \right), \qquad
+    p_t = \begin{cases}
+      0, & t \le B \\
+      \frac{t - B}{T} \;\; \text{or} \;\; \left\lfloor \frac{t - B}{T} \right\rfloor
+      \text{ (staircase)}, & t > B
     \end{cases}
-    \qquad p_t = \frac{t - B}{T}
-    \;\; \text{or} \;\; \left\lfloor \frac{t - B}{T} \right\rfloor
-    \text{ (staircase)}
 
   with :math:`I` = ``init_value``, :math:`r` = ``decay_rate``, :math:`T` =
   ``transition_steps``, :math:`B` = ``transition_begin``. The clip to
   :math:`E` = ``end_value`` is a lower bound when :math:`r < 1` and an upper
   bound otherwise; as in optax it applies at every step, also before
-  :math:`B`.
+  :math:`B` (where the value is :math:`\operatorname{clip}_E(I)`).
 
   Args:
     init_value: value before the decay starts.
@@ -210,6 +209,8 @@ def exponential_decay(
     ...                                     decay_rate=0.5)
     >>> print(round(float(sched(20)), 4))
     0.25
+    >>> print(float(schedules.exponential_decay(1.0, 10, 0.5, 5, end_value=2.0)(0)))  # clip_E(I)
+    2.0
   """
   where = "exponential_decay"
   _check(where, "decay_rate", decay_rate, lambda r: r > 0, "> 0")

@@ -209,8 +209,8 @@ def unitwise_clip(g_norm: jax.typing.ArrayLike, max_norm: jax.typing.ArrayLike,
       ``jnp.where`` discards.
 
   Raises:
-    StructureError: ``g_norm`` or ``max_norm`` does not broadcast to
-      ``grad``'s shape.
+    StructureError: ``g_norm`` or ``max_norm`` has another rank than ``grad``,
+      or an axis neither of ``grad``'s length nor 1.
 
   Example:
     >>> import gradtx as gtx
@@ -222,8 +222,11 @@ def unitwise_clip(g_norm: jax.typing.ArrayLike, max_norm: jax.typing.ArrayLike,
   g_norm, max_norm, grad = jnp.asarray(g_norm), jnp.asarray(max_norm), jnp.asarray(grad)
   for name, norm in (("g_norm", g_norm), ("max_norm", max_norm)):
     if norm.ndim != grad.ndim or any(n not in (1, d) for n, d in zip(norm.shape, grad.shape)):
-      raise StructureError(f"unitwise_clip: {name} of shape {norm.shape} does not broadcast "
-                           f"to grad's shape {grad.shape}")
+      # Not "does not broadcast": a (3,) norm broadcasts to a (2, 3) grad, and was refused
+      # by a message saying it does not.
+      raise StructureError(f"unitwise_clip: {name} of shape {norm.shape} must have grad's "
+                           f"rank, {grad.ndim}, and each axis of grad's length or 1 (grad has "
+                           f"shape {grad.shape}; unitwise_norm gives such norms)")
   dtype = compute_dtype(g_norm, max_norm)
   g_norm, max_norm = as_dtype(g_norm, dtype), as_dtype(max_norm, dtype)
   factor = max_norm / jnp.maximum(g_norm, as_dtype(div_eps, dtype))
@@ -314,11 +317,15 @@ def _batch_size(grads: Any, where: str) -> int:
   shapes = [(tree.keystr(path), jnp.shape(g)) for path, g in leaves]
   first, first_shape = shapes[0]
   for key, shape in shapes:
-    if not shape or not first_shape or shape[0] != first_shape[0]:
+    if not shape or shape[0] != first_shape[0]:
+      # A leaf without axis 0 is named alone (the first leaf compared with itself read
+      # "the leaf at ['a'] has shape () and the one at ['a'] has shape ()").
+      found = (f"the leaf at {key} has shape () (no axis 0)" if not shape else
+               f"the leaf at {key} has shape {shape} and the one at {first} has shape "
+               f"{first_shape}")
       raise StructureError(
           f"{where}: every leaf of grads needs a batch dimension on axis 0, of one size "
-          f"(per-example gradients, as jax.vmap(jax.grad(loss)) gives); the leaf at "
-          f"{key} has shape {shape} and the one at {first} has shape {first_shape}")
+          f"(per-example gradients, as jax.vmap(jax.grad(loss)) gives); {found}")
   return first_shape[0]
 
 
