@@ -173,8 +173,12 @@ POSITIVE_INT = Range(1, integer=True)
 
 
 def is_concrete(value: Any) -> bool:
-  """Whether ``value`` is known at trace time (not a tracer), so Python may branch on it."""
-  return not isinstance(value, jax.core.Tracer)
+  """Whether ``value`` is known at trace time (holds no tracer), so Python may branch on it.
+
+  A tuple or list is looked into: a pair such as ``betas=(b1, 0.999)`` whose ``b1`` is
+  swept under ``vmap`` is traced, though the tuple itself is not a tracer.
+  """
+  return not any(isinstance(leaf, jax.core.Tracer) for leaf in jax.tree.leaves(value))
 
 
 def branch(pred: Any, true_fn: Callable[..., Any], false_fn: Callable[..., Any],

@@ -165,6 +165,27 @@ def test_hparams_sweep_under_vmap():
   np.testing.assert_allclose(updates["b"][:, 0], [0.0, -0.05, -0.5], rtol=1e-6)
 
 
+
+def test_a_pair_with_a_swept_entry_is_built_under_vmap():
+  """betas=(b1, 0.999) with b1 traced: the tuple is not a tracer, but it holds one, so it
+  cannot be range-checked. It was refused ("betas must be a number in [0, 1), got
+  (VmapTracer(...), 0.999)") where a swept scalar passes."""
+  params = _params()
+
+  def run(b1):
+    tx = gtx.contrib.prodigy(betas=(b1, 0.99))
+    state = tx.init(params)
+    for t in range(3):
+      updates, state = tx.update(_grads(t), state, params)
+    return updates, state
+
+  swept, states = jax.vmap(run)(jnp.array([0.5, 0.9]))
+  np.testing.assert_allclose(gtx.hparams(states)["prodigy.betas"], [[0.5, 0.99], [0.9, 0.99]],
+                             rtol=1e-6)
+  for i, b1 in enumerate([0.5, 0.9]):
+    alone, _ = run(b1)
+    jax.tree.map(lambda s, a, i=i: np.testing.assert_allclose(s[i], a, rtol=1e-6), swept, alone)
+
 # A schedule may return a Python number, as optax allows (lambda count: 1e-2):
 # the update converted it with .astype and raised AttributeError.
 PYTHON_NUMBER_SCHEDULES = [
