@@ -193,12 +193,12 @@ def branch(pred: Any, true_fn: Callable[..., Any], false_fn: Callable[..., Any],
 def check_value(stage: str, name: str, value: Any, allowed: Range, *,
                 scalar: bool = False) -> None:
   """Raises :class:`HyperparameterError` if a concrete ``value`` is outside ``allowed``,
-  or is a string or a bool (which numpy would read as numbers); with ``scalar``,
+  or is a string, a bool (which numpy would read as numbers) or complex; with ``scalar``,
   also if it is an array and the range is not a ``vector``. An infinite value
   refused for being infinite is named so ("must be a finite number in [0, inf)").
 
   Traced values (a hyperparameter swept under ``vmap``) cannot be checked and
-  pass through, but for their shape.
+  pass through, but for their shape and a complex dtype.
   """
   if scalar and not allowed.vector and np.ndim(value) != 0:
     # An array would broadcast against every leaf: a per-column rate on a matrix, a
@@ -207,6 +207,12 @@ def check_value(stage: str, name: str, value: Any, allowed: Range, *,
         f"{stage}: {name} must be a scalar, got shape {np.shape(value)}. Values per "
         "parameter: gtx.partition (one stage per group of leaves); one per member of a "
         "vmapped ensemble: vmap over the optimizer's construction or init")
+  if any(isinstance(leaf, complex) or getattr(getattr(leaf, "dtype", None), "kind", "") == "c"
+         for leaf in jax.tree.leaves(value)):
+    # numpy casts a complex array to the real dtype it is held in with only a warning,
+    # dropping the imaginary part. Its dtype is known when traced, so this holds under jit.
+    raise HyperparameterError(
+        f"{stage}: {name} must be a real number in {allowed}, got {value!r}")
   if not is_concrete(value):
     return
   if isinstance(value, (str, bytes, bool)) or getattr(value, "dtype", None) == np.bool_:

@@ -228,6 +228,15 @@ ERRORS = [
      r"trace: decay must be a number in \[0, inf\), got True"),
     (lambda: gtx.set_hparams(_state_of(ADAM()), {"adam.b1": jnp.asarray(False)}),
      gtx.HyperparameterError, r"adam: b1 must be a number in \[0, 1\), got Array\(False"),
+    # A complex number: numpy kept its real part with only a warning (0.1 for 0.1+0.2j).
+    (lambda: gtx.set_hparams(_state_of(ADAM()), {"lr.learning_rate": np.complex64(0.1 + 0.2j)}),
+     gtx.HyperparameterError,
+     r"lr: learning_rate must be a real number in \[0, inf\), got np\.complex64\(0\.1\+0\.2j\)"),
+    (lambda: gtx.scale_by_adam(b1=jnp.asarray(0.9 + 0.1j)), gtx.HyperparameterError,
+     r"scale_by_adam: b1 must be a real number in \[0, 1\), got Array\(0\.9\+0\.1j"),
+    (lambda: jax.jit(lambda v: gtx.set_hparams(_state_of(ADAM()), {"adam.b2": v}))(
+        jnp.asarray(0.9 + 0.1j)), gtx.HyperparameterError,
+     r"adam: b2 must be a real number in \[0, 1\), got JitTracer"),
     (lambda: gtx.apply_if_finite(ADAM(), max_consecutive_errors=-1), gtx.HyperparameterError,
      r"apply_if_finite: max_consecutive_errors must be in \[0, 2147483647\] \(an integer\)"),
     (lambda: gtx.apply_if_finite(ADAM(), max_consecutive_errors=1.5), gtx.HyperparameterError,
