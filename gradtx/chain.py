@@ -391,7 +391,8 @@ def set_hparams(state: PyTree, values: Mapping[str, Any]) -> PyTree:
       raise HyperparameterError(
           f"{dotted} follows a schedule, which sets it at every step; build the "
           "stage with a float or an array to set it by name, or change the schedule")
-    check_value(dotted.rsplit(".", 1)[0], key, value, slot.allowed)
+    # The stage path before the name; a transformation's own (not a chain's) has none.
+    check_value(dotted[:-len(key) - 1] or "<root>", key, value, slot.allowed)
     old = hp[key]
     new = jnp.asarray(value, old.dtype)
     if new.shape != old.shape:

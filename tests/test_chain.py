@@ -241,6 +241,14 @@ ERRORS = [
      r"apply_if_finite: max_consecutive_errors must be in \[0, 2147483647\] \(an integer\)"),
     (lambda: gtx.apply_if_finite(ADAM(), max_consecutive_errors=1.5), gtx.HyperparameterError,
      r"max_consecutive_errors must be in \[0, 2147483647\] \(an integer\), got 1\.5"),
+    # Set on a wrapper's state (no chain around it): the message named the hyperparameter
+    # as its stage, "max_consecutive_errors: max_consecutive_errors must be ...".
+    (lambda: gtx.set_hparams(_state_of(gtx.apply_if_finite(ADAM(), 2)),
+                             {"max_consecutive_errors": -1}), gtx.HyperparameterError,
+     r"^<root>: max_consecutive_errors must be in \[0, 2147483647\] \(an integer\), got -1$"),
+    (lambda: gtx.set_hparams(_state_of(gtx.apply_if_finite(ADAM(), 2)),
+                             {"adam.b1": 1.5}), gtx.HyperparameterError,
+     r"^adam: b1 must be in \[0, 1\), got 1\.5$"),
     # An integer held as an int32: inf and 1e10 raised OverflowError.
     (lambda: gtx.apply_every(k=float("inf")), gtx.HyperparameterError,
      r"apply_every: k must be in \[1, 2147483647\] \(an integer\), got inf"),
