@@ -27,7 +27,7 @@ import numpy as np
 
 from gradtx._flax_serialization import register_with_flax, serializable
 from gradtx.core import (RESTORED_WITHOUT_TARGET, GradientTransformation, HParams,
-                         as_transformation, check_value)
+                         as_transformation, check_value, placed_like)
 from gradtx.errors import GradtxError, HyperparameterError, StructureError
 
 PyTree = Any
@@ -355,9 +355,10 @@ def values_by_name(state: PyTree, kind: type = HParams) -> dict[str, Any]:
 def set_hparams(state: PyTree, values: Mapping[str, Any]) -> PyTree:
   """A new state with hyperparameters replaced by dotted name.
 
-  The new values take each hyperparameter's dtype and shape, so a jitted step
-  that receives the new state does not retrace. Values are checked against
-  the hyperparameter's allowed range.
+  The new values take each hyperparameter's dtype, shape and placement (the
+  sharding of a state put on devices), so a jitted step that receives the new
+  state does not retrace. Values are checked against the hyperparameter's
+  allowed range.
 
   Raises:
     HyperparameterError: an unknown name (the message lists the valid ones),
@@ -401,6 +402,7 @@ def set_hparams(state: PyTree, values: Mapping[str, Any]) -> PyTree:
       except ValueError:
         raise HyperparameterError(
             f"{dotted} has shape {old.shape}; got a value of shape {new.shape}") from None
+    new = placed_like(new, old)
     if not isinstance(old, (jax.Array, np.ndarray, np.generic)):
       # A framework's box around the array (flax.nnx.Optimizer holds its state
       # in OptArray variables) keeps its type, so the framework can update it.

@@ -351,6 +351,21 @@ def _float_dtype() -> Any:
   return jnp.result_type(float)
 
 
+def placed_like(value: jax.Array, like: Any) -> jax.Array:
+  """``value`` on the devices and sharding of ``like``, the state's array it replaces.
+
+  For a value put into a state between steps (:func:`gradtx.set_hparams`,
+  :func:`gradtx.tree_utils.tree_set`): a jitted step is compiled for its inputs'
+  shardings, and a new array is uncommitted, on the default device. Where the old one
+  was committed (replicated over a mesh, or restored by orbax) the step would otherwise
+  compile again.
+  """
+  if (isinstance(like, jax.Array) and not isinstance(like, jax.core.Tracer)
+      and not isinstance(value, jax.core.Tracer) and like.committed):
+    return jax.device_put(value, like.sharding)
+  return value  # a value set inside a jitted function: its output shardings place it
+
+
 def _as_state_value(value: Any, allowed: Range) -> jax.Array:
   if allowed.integer:
     return jnp.asarray(value, jnp.int32)

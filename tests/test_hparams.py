@@ -70,6 +70,29 @@ def test_set_hparams_takes_effect_without_retracing(name, make, new_values):
     np.testing.assert_allclose(float(gtx.hparams(state)[key]), value)
 
 
+def test_a_value_set_in_a_committed_state_keeps_its_placement():
+  """A state placed on devices (jax.device_put, or restored by orbax) is committed, and a
+  jitted step is compiled for its inputs' shardings: set_hparams and tree_set made the
+  new value an uncommitted array on the default device, which over a mesh compiled the
+  step again (tests/sharding_worker.py checks that on 8 devices; on one it does not)."""
+  tx = gtx.adam(0.1)
+  params = jax.device_put(_params(), jax.devices()[0])
+  state = jax.device_put(tx.init(params), jax.devices()[0])
+  step, traces = _counted_step(tx)
+  for t in range(2):
+    params, state = step(params, state, _grads(t))
+  state = gtx.set_hparams(state, {"lr.learning_rate": 0.0, "adam.b1": 0.5})
+  state = gtx.tree_utils.tree_set(state, count=jnp.int32(7), b2=0.9)
+  assert all(leaf.committed for leaf in jax.tree.leaves(state))
+  frozen = params
+  params, state = step(params, state, _grads(2))
+  assert len(traces) == 1, f"the step was traced {len(traces)} times"
+  assert int(state["adam"].count) == 8
+  np.testing.assert_allclose([float(v) for v in gtx.hparams(state).values()],
+                             [0.5, 0.9, 1e-8, 0.0, 0.0], rtol=1e-6)
+  jax.tree.map(np.testing.assert_array_equal, params, frozen)  # learning rate 0: no step
+
+
 def test_set_value_keeps_dtype_and_float64_is_kept_under_x64():
   state = gtx.adam(0.1).init(_params())
   state = gtx.set_hparams(state, {"lr.learning_rate": np.float64(0.01)})
