@@ -402,11 +402,13 @@ def set_hparams(state: PyTree, values: Mapping[str, Any]) -> PyTree:
       except ValueError:
         raise HyperparameterError(
             f"{dotted} has shape {old.shape}; got a value of shape {new.shape}") from None
-    new = placed_like(new, old)
-    if not isinstance(old, (jax.Array, np.ndarray, np.generic)):
+    if isinstance(old, (jax.Array, np.ndarray, np.generic)):
+      new = placed_like(new, old)
+    else:
       # A framework's box around the array (flax.nnx.Optimizer holds its state
       # in OptArray variables) keeps its type, so the framework can update it.
-      new = jax.tree.unflatten(jax.tree.structure(old), [new])
+      new = jax.tree.unflatten(jax.tree.structure(old),
+                               [placed_like(new, jax.tree.leaves(old)[0])])
     leaves[holders[index]] = hp.replace(**{key: new})
   return jax.tree_util.tree_unflatten(treedef, leaves)
 
