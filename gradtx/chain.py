@@ -104,6 +104,10 @@ def _not_a_chain(node: Any, walked: str, part: str) -> str:
   """Why ``state[...]`` cannot go on from the stage state ``node`` to ``part``, and what
   reads it: a field of ``node``, or a stage of the chain a wrapper's state holds."""
   what = f"{walked!r} is a stage's state ({type(node).__name__}), not a chain"
+  held = getattr(node, "hparams", None)
+  if isinstance(held, HParams) and part in held:  # state["lr.learning_rate"], as hparams names it
+    return (f"{what}: {part!r} is one of its hyperparameters, read by dotted name from "
+            f"gtx.hparams(state)[{walked + '.' + part!r}]")
   fields = list(getattr(type(node), "_fields", ()))
   if part in fields or not fields:
     return f"{what}: read {part!r} as an attribute, state[{walked!r}].{part}"

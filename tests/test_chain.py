@@ -421,6 +421,16 @@ ERRORS = [
     (lambda: _state_of(gtx.chain(opt=gtx.partition({"a": ADAM()}, "a")))["opt.a"], KeyError,
      r"'opt' is a stage's state \(PartitionState\), not a chain: 'a' is in the state of what "
      r"it wraps, state\['opt'\]\.inner_states\['a'\]"),
+    # A hyperparameter, by the dotted name hparams gives it: the message listed the
+    # stage's fields ("has no field 'learning_rate'; its fields are ['hparams']").
+    (lambda: _state_of(gtx.chain(opt=ADAM()))["opt.lr.learning_rate"], KeyError,
+     r"'opt\.lr' is a stage's state \(EmptyState\), not a chain: 'learning_rate' is one of "
+     r"its hyperparameters, read by dotted name from "
+     r"gtx\.hparams\(state\)\['opt\.lr\.learning_rate'\]"),
+    (lambda: _state_of(gtx.chain(safe=gtx.apply_if_finite(ADAM(), 2)))[
+        "safe.max_consecutive_errors"], KeyError,
+     r"'max_consecutive_errors' is one of its hyperparameters, read by dotted name from "
+     r"gtx\.hparams\(state\)\['safe\.max_consecutive_errors'\]"),
     (lambda: _state_of(gtx.chain(opt=ADAM()))["opt.adam.m"], KeyError,
      r"'opt\.adam' is a stage's state \(ScaleByAdamState\), not a chain, and has no field 'm'; "
      r"its fields are \['count', 'mu', 'nu', 'hparams'\]"),
