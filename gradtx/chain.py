@@ -26,8 +26,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from gradtx._flax_serialization import register_with_flax, serializable
-from gradtx.core import (RESTORED_WITHOUT_TARGET, GradientTransformation, HParams,
-                         as_transformation, check_value, placed_like)
+from gradtx.core import (GradientTransformation, HParams, as_transformation, check_value,
+                         placed_like, foreign_state_hint)
 from gradtx.errors import GradtxError, HyperparameterError, StructureError
 
 PyTree = Any
@@ -214,8 +214,7 @@ class Chain(GradientTransformation):
     def update(updates, state, params=None, **extra):
       if not isinstance(state, ChainState) or tuple(state) != tuple(self.stages):
         got = list(state) if isinstance(state, ChainState) else type(state).__name__
-        hint = (RESTORED_WITHOUT_TARGET if type(state) in (dict, list, tuple) else
-                "to move a state into an edited chain use "
+        hint = (foreign_state_hint(state) or "to move a state into an edited chain use "
                 "gradtx.carry_state(old_state, new_tx.init(params))")
         raise StructureError(
             f"{label}: the state does not belong to this chain: expected stages "
@@ -584,7 +583,7 @@ def carry_state(old: PyTree, new: PyTree, *, strict: bool = False,
   plain = (dict, list, tuple)
   if type(old) in plain and type(new) not in plain:  # nothing would match: all fresh
     raise StructureError(f"carry_state: the old state is a {type(old).__name__}, not a "
-                         f"{type(new).__name__}; {RESTORED_WITHOUT_TARGET}")
+                         f"{type(new).__name__}; {foreign_state_hint(old)}")
   walk = _Carry(keep_hparams=hparams == "old")
   state = walk.stage(old, new, "")
   report = walk.report

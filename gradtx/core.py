@@ -934,6 +934,23 @@ def init_empty_state(params: Params) -> EmptyState:
 
 RESTORED_WITHOUT_TARGET = ("a checkpoint restored without a target gives plain containers: "
                            "restore into the structure of tx.init(params)")
+OPTAX_STATE = ("optax's states are not gradtx's, which keep each stage's state under its "
+               "name (state['adam'].mu) with its hyperparameters: make the state with this "
+               "transformation's init, tx.init(params)")
+
+
+def _from_optax(x: Any) -> bool:
+  return type(x).__module__.partition(".")[0] == "optax"
+
+
+def foreign_state_hint(state: Any) -> str | None:
+  """What to do with a state that no gradtx init made, or ``None`` if it is not one: an
+  optax state (one of optax's stage states, or an optax chain's tuple of them, which no
+  restored checkpoint holds), or a plain dict, list or tuple: a checkpoint restored
+  without a target."""
+  if _from_optax(state) or type(state) is tuple and any(_from_optax(s) for s in state):
+    return OPTAX_STATE
+  return RESTORED_WITHOUT_TARGET if type(state) in (dict, list, tuple) else None
 
 
 def check_state(stage: str, state: Any, kind: type) -> None:
@@ -945,15 +962,18 @@ def check_state(stage: str, state: Any, kind: type) -> None:
   """
   if isinstance(state, kind):
     return
-  hint = ("; " + RESTORED_WITHOUT_TARGET if type(state) in (dict, list, tuple) else
-          "; pass the state this transformation's init made (to carry a state into an "
-          "edited chain, use gradtx.carry_state)")
+  hint = "; " + (foreign_state_hint(state) or
+                "pass the state this transformation's init made (to carry a state into an "
+                "edited chain, use gradtx.carry_state)")
+  got, wanted = type(state).__name__, kind.__name__
+  if got == wanted:  # another library's class of the same name (optax's ApplyIfFiniteState)
+    got, wanted = (f"{t.__module__}.{t.__qualname__}" for t in (type(state), kind))
 
   def a(name: str) -> str:
     return ("an " if name[0] in "AEIOUaeiou" else "a ") + name
 
-  raise StructureError(f"{stage}: the state is {a(type(state).__name__)}, where this "
-                       f"stage's init makes {a(kind.__name__)}{hint}")
+  raise StructureError(f"{stage}: the state is {a(got)}, where this stage's init makes "
+                       f"{a(wanted)}{hint}")
 
 
 def require_params(stage: str, params: Params | None) -> Params:

@@ -471,6 +471,22 @@ ERRORS = [
     (lambda: gtx.apply_updates({"w": jnp.ones(2)}, {"v": jnp.ones(2)}), gtx.StructureError,
      r"updates and params differ in structure: key path \['w'\] is in params but not in "
      r"updates"),
+    # An optax state where a gradtx one belongs: the hint was about checkpoints restored
+    # without a target, and a class of the same name read "the state is an
+    # ApplyIfFiniteState, where this stage's init makes an ApplyIfFiniteState".
+    (lambda: _update(ADAM(), state=optax.adam(0.1).init(_params())), gtx.StructureError,
+     r"adam: the state does not belong to this chain: expected stages \['adam', 'lr'\], got "
+     r"tuple; optax's states are not gradtx's, .*tx\.init\(params\)$"),
+    (lambda: _update(gtx.apply_if_finite(ADAM(), 2),
+                     state=optax.apply_if_finite(optax.adam(0.1), 2).init(_params())),
+     gtx.StructureError,
+     r"apply_if_finite: the state is an optax\.[\w.]+\.ApplyIfFiniteState, where this stage's "
+     r"init makes a gradtx\.wrappers\._steps\.ApplyIfFiniteState; optax's states are not "
+     r"gradtx's"),
+    (lambda: gtx.carry_state(optax.adam(0.1).init(_params()), _state_of(ADAM())),
+     gtx.StructureError,
+     r"carry_state: the old state is a tuple, not a ChainState; optax's states are not "
+     r"gradtx's"),
     # carry_state.
     (lambda: gtx.carry_state(_state_of(ADAM()), _state_of(gtx.sgd(0.1)), strict=True),
      gtx.StructureError, r"could not carry every stage: fresh \[\].*dropped \['adam'\]"),
