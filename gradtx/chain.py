@@ -72,6 +72,16 @@ class ChainState(Mapping[str, Any]):
   def __len__(self) -> int:
     return len(self._stages)
 
+  def __getattr__(self, name: str) -> Any:
+    # Called only for an attribute it lacks: optax code reads opt_state.hyperparams
+    # (inject_hyperparams' state) or a field of a stage's state; say where those are.
+    if name.startswith("_"):  # a protocol probe (copy, pickle) or _stages not yet set
+      raise AttributeError(name)
+    raise AttributeError(
+        f"'ChainState' object has no attribute {name!r}: a chain state maps stage names to "
+        f"stage states, state['adam'].mu (its stages are {list(self._stages)}), and every "
+        "hyperparameter is read by dotted name from gtx.hparams(state)")
+
   def replace(self, **stages: Any) -> "ChainState":
     """A new chain state with some stage states replaced."""
     unknown = [k for k in stages if k not in self._stages]

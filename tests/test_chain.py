@@ -434,6 +434,11 @@ ERRORS = [
     (lambda: _state_of(gtx.chain(opt=ADAM()))["opt.adam.m"], KeyError,
      r"'opt\.adam' is a stage's state \(ScaleByAdamState\), not a chain, and has no field 'm'; "
      r"its fields are \['count', 'mu', 'nu', 'hparams'\]"),
+    # optax's inject_hyperparams state holds them in .hyperparams: say where gradtx's are.
+    (lambda: _state_of(ADAM()).hyperparams, AttributeError,
+     r"'ChainState' object has no attribute 'hyperparams': a chain state maps stage names to "
+     r"stage states, state\['adam'\]\.mu \(its stages are \['adam', 'lr'\]\), and every "
+     r"hyperparameter is read by dotted name from gtx\.hparams\(state\)"),
     (lambda: _state_of(ADAM())[0], TypeError,
      r"a chain state is indexed by stage name \('adam', 'outer\.inner'\), got 0"),
     (lambda: _state_of(gtx.chain(opt=ADAM()))["opt."], KeyError,
