@@ -83,11 +83,31 @@ class ChainState(Mapping[str, Any]):
         "hyperparameter is read by dotted name from gtx.hparams(state)")
 
   def replace(self, **stages: Any) -> "ChainState":
-    """A new chain state with some stage states replaced."""
-    unknown = [k for k in stages if k not in self._stages]
-    if unknown:
-      raise KeyError(f"no stage {unknown[0]!r}; stages are {list(self._stages)}")
-    return ChainState({**self._stages, **stages})
+    """A new chain state with some stage states replaced, by name.
+
+    A nested stage is named as ``state["outer.inner"]`` reads it:
+    ``state.replace(**{"outer.inner": new_inner_state})``.
+    """
+    return self._replaced(stages, "")
+
+  def _replaced(self, stages: Mapping[str, Any], walked: str) -> "ChainState":
+    out = dict(self._stages)
+    nested: dict[str, dict[str, Any]] = {}
+    for name, value in stages.items():
+      head, _, rest = name.partition(".")
+      if head not in self._stages:
+        within = f" in {walked!r}" if walked else " in this chain state"
+        raise KeyError(f"no stage {head!r}{within}; its stages are {list(self._stages)}")
+      if rest:
+        nested.setdefault(head, {})[rest] = value
+      else:
+        out[head] = value
+    for head, inner in nested.items():
+      path = f"{walked}.{head}" if walked else head
+      if not isinstance(out[head], ChainState):
+        raise KeyError(_not_a_chain(out[head], path, next(iter(inner)).partition(".")[0]))
+      out[head] = out[head]._replaced(inner, path)
+    return ChainState(out)
 
   def __repr__(self) -> str:
     inner = ",\n".join(f"  {k}: {v!r}".replace("\n", "\n  ") for k, v in self._stages.items())

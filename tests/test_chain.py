@@ -56,6 +56,29 @@ def test_names_state_by_name_and_nesting():
   np.testing.assert_allclose(updates["b"], [-0.1, -0.1], rtol=1e-6)
 
 
+def test_replace_reaches_a_nested_stage_by_its_dotted_name():
+  """state["inner.adam"] reads a nested stage; replace took only the top-level names
+  ("no stage 'inner.adam'"), so resetting one nested stage meant rebuilding each level."""
+  tx = gtx.chain(clip=gtx.clip(1.0),
+                 inner=gtx.chain(adam=gtx.scale_by_adam(), lr=gtx.scale_by_learning_rate(0.1)))
+  params = _params()
+  state = tx.init(params)
+  for _ in range(2):
+    _, state = tx.update(params, state, params)
+  reset = state.replace(**{"inner.adam": gtx.scale_by_adam().init(params)})
+  assert int(reset["inner.adam"].count) == 0 and int(state["inner.adam"].count) == 2
+  assert reset["inner.lr"] is state["inner.lr"] and reset["clip"] is state["clip"]
+  # The next step is the first of a fresh Adam: sign(g) after the learning rate.
+  updates, reset = tx.update(params, reset, params)
+  np.testing.assert_allclose(updates["b"], [-0.1, -0.1], rtol=1e-6)
+  assert int(reset["inner.adam"].count) == 1
+  with pytest.raises(KeyError, match=r"no stage 'adam_1' in 'inner'; its stages are "
+                                     r"\['adam', 'lr'\]"):
+    state.replace(**{"inner.adam_1": None})
+  with pytest.raises(KeyError, match=r"'clip' is a stage's state \(EmptyState\), not a chain"):
+    state.replace(**{"clip.x": None})
+
+
 def test_chain_matches_optax_chain():
   params = _params()
   ours = gtx.chain(clip=gtx.clip_by_global_norm(1.0), momentum=gtx.trace(0.9),
