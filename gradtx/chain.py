@@ -377,9 +377,21 @@ def hparams(state: PyTree) -> dict[str, jax.Array]:
   return values_by_name(state)
 
 
+def _check_is_state(where: str, state: Any, what: str = "the state given") -> None:
+  """Raises a TypeError if ``state`` is a transformation, given where its state belongs:
+  read as a state it holds no hyperparameters and no stages, so hparams gave {} and
+  carry_state returned the transformation as the state."""
+  if isinstance(state, Mapping):  # a state (a ChainState's lookups fail, never raise here)
+    return
+  if callable(getattr(state, "init", None)) and callable(getattr(state, "update", None)):
+    raise TypeError(f"{where}: {what} is the transformation {type(state).__name__}, not a "
+                    "state; pass the state its init makes, tx.init(params)")
+
+
 def values_by_name(state: PyTree, kind: type = HParams) -> dict[str, Any]:
   """Every entry of every ``kind`` mapping in a state, by dotted name (behind :func:`hparams`
   and :func:`gradtx.stats`)."""
+  _check_is_state("hparams" if kind is HParams else kind.__name__.lower(), state)
   found = list(_find_hparams(state, kind=kind))
   return {name: found[index][1][key]
           for name, (index, key) in _named_slots(state, kind).items()}
@@ -405,6 +417,7 @@ def set_hparams(state: PyTree, values: Mapping[str, Any]) -> PyTree:
     >>> round(float(gtx.hparams(state)["lr.learning_rate"]), 6)
     0.01
   """
+  _check_is_state("set_hparams", state)
   if not isinstance(values, Mapping):
     raise TypeError(f"set_hparams: values must be a mapping of dotted names to values "
                     f"({{'lr.learning_rate': 1e-4}}), got a {type(values).__name__}")
@@ -608,6 +621,8 @@ def carry_state(old: PyTree, new: PyTree, *, strict: bool = False,
     >>> report
     {'carried': ['adam', 'lr'], 'fresh': ['clip'], 'mismatched': [], 'dropped': [], 'hparams_differ': []}
   """
+  _check_is_state("carry_state", old, "old")
+  _check_is_state("carry_state", new, "new")
   if hparams not in ("old", "new"):
     raise ValueError(f"carry_state: hparams must be 'old' or 'new', got {hparams!r}")
   plain = (dict, list, tuple)

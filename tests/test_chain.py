@@ -515,6 +515,19 @@ ERRORS = [
      gtx.StructureError,
      r"carry_state: the old state is a tuple, not a ChainState; optax's states are not "
      r"gradtx's"),
+    # A transformation where its state belongs: hparams gave {}, set_hparams said the valid
+    # names are [], and carry_state returned the transformation as the state.
+    (lambda: gtx.hparams(ADAM()), TypeError,
+     r"hparams: the state given is the transformation Chain, not a state; pass the state its "
+     r"init makes, tx\.init\(params\)"),
+    (lambda: gtx.set_hparams(optax.adam(0.1), {"lr.learning_rate": 0.1}), TypeError,
+     r"set_hparams: the state given is the transformation GradientTransformationExtraArgs, "
+     r"not a state"),
+    (lambda: gtx.stats(gtx.monitor("norm")), TypeError,
+     r"stats: the state given is the transformation GradientTransformation, not a state"),
+    (lambda: gtx.carry_state(_state_of(ADAM()), gtx.adamw(0.1)), TypeError,
+     r"carry_state: new is the transformation Chain, not a state; pass the state its init "
+     r"makes, tx\.init\(params\)"),
     # carry_state.
     (lambda: gtx.carry_state(_state_of(ADAM()), _state_of(gtx.sgd(0.1)), strict=True),
      gtx.StructureError, r"could not carry every stage: fresh \[\].*dropped \['adam'\]"),
