@@ -26,8 +26,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from gradtx._flax_serialization import register_with_flax, serializable
-from gradtx.core import (RESTORED_WITHOUT_TARGET, GradientTransformation, HParams,
-                         as_transformation, check_value)
+from gradtx.core import (GradientTransformation, HParams, as_transformation, check_value,
+                         placed_like, foreign_state_hint)
 from gradtx.errors import GradtxError, HyperparameterError, StructureError
 
 PyTree = Any
@@ -72,12 +72,42 @@ class ChainState(Mapping[str, Any]):
   def __len__(self) -> int:
     return len(self._stages)
 
+  def __getattr__(self, name: str) -> Any:
+    # Called only for an attribute it lacks: optax code reads opt_state.hyperparams
+    # (inject_hyperparams' state) or a field of a stage's state; say where those are.
+    if name.startswith("_"):  # a protocol probe (copy, pickle) or _stages not yet set
+      raise AttributeError(name)
+    raise AttributeError(
+        f"'ChainState' object has no attribute {name!r}: a chain state maps stage names to "
+        f"stage states, state['adam'].mu (its stages are {list(self._stages)}), and every "
+        "hyperparameter is read by dotted name from gtx.hparams(state)")
+
   def replace(self, **stages: Any) -> "ChainState":
-    """A new chain state with some stage states replaced."""
-    unknown = [k for k in stages if k not in self._stages]
-    if unknown:
-      raise KeyError(f"no stage {unknown[0]!r}; stages are {list(self._stages)}")
-    return ChainState({**self._stages, **stages})
+    """A new chain state with some stage states replaced, by name.
+
+    A nested stage is named as ``state["outer.inner"]`` reads it:
+    ``state.replace(**{"outer.inner": new_inner_state})``.
+    """
+    return self._replaced(stages, "")
+
+  def _replaced(self, stages: Mapping[str, Any], walked: str) -> "ChainState":
+    out = dict(self._stages)
+    nested: dict[str, dict[str, Any]] = {}
+    for name, value in stages.items():
+      head, _, rest = name.partition(".")
+      if head not in self._stages:
+        within = f" in {walked!r}" if walked else " in this chain state"
+        raise KeyError(f"no stage {head!r}{within}; its stages are {list(self._stages)}")
+      if rest:
+        nested.setdefault(head, {})[rest] = value
+      else:
+        out[head] = value
+    for head, inner in nested.items():
+      path = f"{walked}.{head}" if walked else head
+      if not isinstance(out[head], ChainState):
+        raise KeyError(_not_a_chain(out[head], path, next(iter(inner)).partition(".")[0]))
+      out[head] = out[head]._replaced(inner, path)
+    return ChainState(out)
 
   def __repr__(self) -> str:
     inner = ",\n".join(f"  {k}: {v!r}".replace("\n", "\n  ") for k, v in self._stages.items())
@@ -104,6 +134,10 @@ def _not_a_chain(node: Any, walked: str, part: str) -> str:
   """Why ``state[...]`` cannot go on from the stage state ``node`` to ``part``, and what
   reads it: a field of ``node``, or a stage of the chain a wrapper's state holds."""
   what = f"{walked!r} is a stage's state ({type(node).__name__}), not a chain"
+  held = getattr(node, "hparams", None)
+  if isinstance(held, HParams) and part in held:  # state["lr.learning_rate"], as hparams names it
+    return (f"{what}: {part!r} is one of its hyperparameters, read by dotted name from "
+            f"gtx.hparams(state)[{walked + '.' + part!r}]")
   fields = list(getattr(type(node), "_fields", ()))
   if part in fields or not fields:
     return f"{what}: read {part!r} as an attribute, state[{walked!r}].{part}"
@@ -210,8 +244,7 @@ class Chain(GradientTransformation):
     def update(updates, state, params=None, **extra):
       if not isinstance(state, ChainState) or tuple(state) != tuple(self.stages):
         got = list(state) if isinstance(state, ChainState) else type(state).__name__
-        hint = (RESTORED_WITHOUT_TARGET if type(state) in (dict, list, tuple) else
-                "to move a state into an edited chain use "
+        hint = (foreign_state_hint(state) or "to move a state into an edited chain use "
                 "gradtx.carry_state(old_state, new_tx.init(params))")
         raise StructureError(
             f"{label}: the state does not belong to this chain: expected stages "
@@ -348,9 +381,21 @@ def hparams(state: PyTree) -> dict[str, jax.Array]:
   return values_by_name(state)
 
 
+def _check_is_state(where: str, state: Any, what: str = "the state given") -> None:
+  """Raises a TypeError if ``state`` is a transformation, given where its state belongs:
+  read as a state it holds no hyperparameters and no stages, so hparams gave {} and
+  carry_state returned the transformation as the state."""
+  if isinstance(state, Mapping):  # a state (a ChainState's lookups fail, never raise here)
+    return
+  if callable(getattr(state, "init", None)) and callable(getattr(state, "update", None)):
+    raise TypeError(f"{where}: {what} is the transformation {type(state).__name__}, not a "
+                    "state; pass the state its init makes, tx.init(params)")
+
+
 def values_by_name(state: PyTree, kind: type = HParams) -> dict[str, Any]:
   """Every entry of every ``kind`` mapping in a state, by dotted name (behind :func:`hparams`
   and :func:`gradtx.stats`)."""
+  _check_is_state("hparams" if kind is HParams else kind.__name__.lower(), state)
   found = list(_find_hparams(state, kind=kind))
   return {name: found[index][1][key]
           for name, (index, key) in _named_slots(state, kind).items()}
@@ -359,9 +404,10 @@ def values_by_name(state: PyTree, kind: type = HParams) -> dict[str, Any]:
 def set_hparams(state: PyTree, values: Mapping[str, Any]) -> PyTree:
   """A new state with hyperparameters replaced by dotted name.
 
-  The new values take each hyperparameter's dtype and shape, so a jitted step
-  that receives the new state does not retrace. Values are checked against
-  the hyperparameter's allowed range.
+  The new values take each hyperparameter's dtype, shape and placement (the
+  sharding of a state put on devices), so a jitted step that receives the new
+  state does not retrace. Values are checked against the hyperparameter's
+  allowed range.
 
   Raises:
     HyperparameterError: an unknown name (the message lists the valid ones),
@@ -375,6 +421,7 @@ def set_hparams(state: PyTree, values: Mapping[str, Any]) -> PyTree:
     >>> round(float(gtx.hparams(state)["lr.learning_rate"]), 6)
     0.01
   """
+  _check_is_state("set_hparams", state)
   if not isinstance(values, Mapping):
     raise TypeError(f"set_hparams: values must be a mapping of dotted names to values "
                     f"({{'lr.learning_rate': 1e-4}}), got a {type(values).__name__}")
@@ -397,8 +444,7 @@ def set_hparams(state: PyTree, values: Mapping[str, Any]) -> PyTree:
           "stage with a float or an array to set it by name, or change the schedule")
     # The stage's path names where it is; a stage's own state (no chain around it) has
     # none, and its name alone read "b1: b1 must be in [0, 1), got 2.0".
-    check_value(dotted.rsplit(".", 1)[0] if "." in dotted else "set_hparams", key, value,
-                slot.allowed)
+    check_value(dotted[:-len(key) - 1] or "set_hparams", key, value, slot.allowed)
     old = hp[key]
     new = jnp.asarray(value, old.dtype)
     if new.shape != old.shape:
@@ -407,10 +453,13 @@ def set_hparams(state: PyTree, values: Mapping[str, Any]) -> PyTree:
       except ValueError:
         raise HyperparameterError(
             f"{dotted} has shape {old.shape}; got a value of shape {new.shape}") from None
-    if not isinstance(old, (jax.Array, np.ndarray, np.generic)):
+    if isinstance(old, (jax.Array, np.ndarray, np.generic)):
+      new = placed_like(new, old)
+    else:
       # A framework's box around the array (flax.nnx.Optimizer holds its state
       # in OptArray variables) keeps its type, so the framework can update it.
-      new = jax.tree.unflatten(jax.tree.structure(old), [new])
+      new = jax.tree.unflatten(jax.tree.structure(old),
+                               [placed_like(new, jax.tree.leaves(old)[0])])
     leaves[holders[index]] = hp.replace(**{key: new})
   return jax.tree_util.tree_unflatten(treedef, leaves)
 
@@ -577,12 +626,14 @@ def carry_state(old: PyTree, new: PyTree, *, strict: bool = False,
     >>> report
     {'carried': ['adam', 'lr'], 'fresh': ['clip'], 'mismatched': [], 'dropped': [], 'hparams_differ': []}
   """
+  _check_is_state("carry_state", old, "old")
+  _check_is_state("carry_state", new, "new")
   if hparams not in ("old", "new"):
     raise ValueError(f"carry_state: hparams must be 'old' or 'new', got {hparams!r}")
   plain = (dict, list, tuple)
   if type(old) in plain and type(new) not in plain:  # nothing would match: all fresh
     raise StructureError(f"carry_state: the old state is a {type(old).__name__}, not a "
-                         f"{type(new).__name__}; {RESTORED_WITHOUT_TARGET}")
+                         f"{type(new).__name__}; {foreign_state_hint(old)}")
   walk = _Carry(keep_hparams=hparams == "old")
   state = walk.stage(old, new, "")
   report = walk.report

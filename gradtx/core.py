@@ -173,8 +173,12 @@ POSITIVE_INT = Range(1, integer=True)
 
 
 def is_concrete(value: Any) -> bool:
-  """Whether ``value`` is known at trace time (not a tracer), so Python may branch on it."""
-  return not isinstance(value, jax.core.Tracer)
+  """Whether ``value`` is known at trace time (holds no tracer), so Python may branch on it.
+
+  A tuple or list is looked into: a pair such as ``betas=(b1, 0.999)`` whose ``b1`` is
+  swept under ``vmap`` is traced, though the tuple itself is not a tracer.
+  """
+  return not any(isinstance(leaf, jax.core.Tracer) for leaf in jax.tree.leaves(value))
 
 
 def branch(pred: Any, true_fn: Callable[..., Any], false_fn: Callable[..., Any],
@@ -189,12 +193,12 @@ def branch(pred: Any, true_fn: Callable[..., Any], false_fn: Callable[..., Any],
 def check_value(stage: str, name: str, value: Any, allowed: Range, *,
                 scalar: bool = False) -> None:
   """Raises :class:`HyperparameterError` if a concrete ``value`` is outside ``allowed``,
-  or is a string or a bool (which numpy would read as numbers); with ``scalar``,
+  or is a string, a bool (which numpy would read as numbers) or complex; with ``scalar``,
   also if it is an array and the range is not a ``vector``. An infinite value
   refused for being infinite is named so ("must be a finite number in [0, inf)").
 
   Traced values (a hyperparameter swept under ``vmap``) cannot be checked and
-  pass through, but for their shape.
+  pass through, but for their shape and a complex dtype.
   """
   if scalar and not allowed.vector and np.ndim(value) != 0:
     # An array would broadcast against every leaf: a per-column rate on a matrix, a
@@ -203,6 +207,12 @@ def check_value(stage: str, name: str, value: Any, allowed: Range, *,
         f"{stage}: {name} must be a scalar, got shape {np.shape(value)}. Values per "
         "parameter: gtx.partition (one stage per group of leaves); one per member of a "
         "vmapped ensemble: vmap over the optimizer's construction or init")
+  if any(isinstance(leaf, complex) or getattr(getattr(leaf, "dtype", None), "kind", "") == "c"
+         for leaf in jax.tree.leaves(value)):
+    # numpy casts a complex array to the real dtype it is held in with only a warning,
+    # dropping the imaginary part. Its dtype is known when traced, so this holds under jit.
+    raise HyperparameterError(
+        f"{stage}: {name} must be a real number in {allowed}, got {value!r}")
   if not is_concrete(value):
     return
   if isinstance(value, (str, bytes, bool)) or getattr(value, "dtype", None) == np.bool_:
@@ -339,6 +349,21 @@ class HParams(Mapping[str, jax.Array]):
 def _float_dtype() -> Any:
   # float64 when jax_enable_x64 is on, float32 otherwise.
   return jnp.result_type(float)
+
+
+def placed_like(value: jax.Array, like: Any) -> jax.Array:
+  """``value`` on the devices and sharding of ``like``, the state's array it replaces.
+
+  For a value put into a state between steps (:func:`gradtx.set_hparams`,
+  :func:`gradtx.tree_utils.tree_set`): a jitted step is compiled for its inputs'
+  shardings, and a new array is uncommitted, on the default device. Where the old one
+  was committed (replicated over a mesh, or restored by orbax) the step would otherwise
+  compile again.
+  """
+  if (isinstance(like, jax.Array) and not isinstance(like, jax.core.Tracer)
+      and not isinstance(value, jax.core.Tracer) and like.committed):
+    return jax.device_put(value, like.sharding)
+  return value  # a value set inside a jitted function: its output shardings place it
 
 
 def _as_state_value(value: Any, allowed: Range) -> jax.Array:
@@ -909,6 +934,23 @@ def init_empty_state(params: Params) -> EmptyState:
 
 RESTORED_WITHOUT_TARGET = ("a checkpoint restored without a target gives plain containers: "
                            "restore into the structure of tx.init(params)")
+OPTAX_STATE = ("optax's states are not gradtx's, which keep each stage's state under its "
+               "name (state['adam'].mu) with its hyperparameters: make the state with this "
+               "transformation's init, tx.init(params)")
+
+
+def _from_optax(x: Any) -> bool:
+  return type(x).__module__.partition(".")[0] == "optax"
+
+
+def foreign_state_hint(state: Any) -> str | None:
+  """What to do with a state that no gradtx init made, or ``None`` if it is not one: an
+  optax state (one of optax's stage states, or an optax chain's tuple of them, which no
+  restored checkpoint holds), or a plain dict, list or tuple: a checkpoint restored
+  without a target."""
+  if _from_optax(state) or type(state) is tuple and any(_from_optax(s) for s in state):
+    return OPTAX_STATE
+  return RESTORED_WITHOUT_TARGET if type(state) in (dict, list, tuple) else None
 
 
 def check_state(stage: str, state: Any, kind: type) -> None:
@@ -920,15 +962,18 @@ def check_state(stage: str, state: Any, kind: type) -> None:
   """
   if isinstance(state, kind):
     return
-  hint = ("; " + RESTORED_WITHOUT_TARGET if type(state) in (dict, list, tuple) else
-          "; pass the state this transformation's init made (to carry a state into an "
-          "edited chain, use gradtx.carry_state)")
+  hint = "; " + (foreign_state_hint(state) or
+                "pass the state this transformation's init made (to carry a state into an "
+                "edited chain, use gradtx.carry_state)")
+  got, wanted = type(state).__name__, kind.__name__
+  if got == wanted:  # another library's class of the same name (optax's ApplyIfFiniteState)
+    got, wanted = (f"{t.__module__}.{t.__qualname__}" for t in (type(state), kind))
 
   def a(name: str) -> str:
     return ("an " if name[0] in "AEIOUaeiou" else "a ") + name
 
-  raise StructureError(f"{stage}: the state is {a(type(state).__name__)}, where this "
-                       f"stage's init makes {a(kind.__name__)}{hint}")
+  raise StructureError(f"{stage}: the state is {a(got)}, where this stage's init makes "
+                       f"{a(wanted)}{hint}")
 
 
 def require_params(stage: str, params: Params | None) -> Params:

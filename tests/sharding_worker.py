@@ -21,6 +21,7 @@ if __name__ == "__main__":  # not when pytest imports this file to look for doct
   os.environ["XLA_FLAGS"] = " ".join(
       [os.environ.get("XLA_FLAGS", ""), "--xla_force_host_platform_device_count=8"]).strip()
 
+import contextlib  # noqa: E402
 import json  # noqa: E402
 import re  # noqa: E402
 import sys  # noqa: E402
@@ -353,6 +354,47 @@ def orbax_sharded_state_resumes_bit_for_bit(tmp: str) -> None:
 
 # ----------------------------------------------------------------------------
 # The documentation's code, run as written.
+
+
+# ----------------------------------------------------------------------------
+# Hyperparameters set between steps.
+
+
+@check
+def hyperparameters_set_between_steps_do_not_recompile(tmp: str) -> None:
+  """set_hparams and tree_set put the new value where the old one was (replicated over
+  the mesh): an uncommitted array on one device compiled the step again, both on a mesh
+  of Auto axes and on an explicit mesh where the value was set outside its context."""
+  del tmp
+  x, y = batch()
+  auto = jax.sharding.Mesh(np.array(jax.devices()), ("batch",))
+  for name, the_mesh, context in [("auto", auto, None),
+                                  ("explicit", mesh("batch"), mesh("batch"))]:
+    tx = gtx.adam(1e-2)
+    traces = []
+
+    def step(params, state, x, y, tx=tx, traces=traces):
+      traces.append(1)
+      updates, state = tx.update(jax.grad(loss_fn)(params, x, y), state, params)
+      return gtx.apply_updates(params, updates), state
+
+    step = jax.jit(step)
+    with jax.set_mesh(context) if context is not None else contextlib.nullcontext():
+      params = jax.device_put(init_params(), NamedSharding(the_mesh, P()))
+      state = jax.device_put(tx.init(params), NamedSharding(the_mesh, P()))
+      xs, ys = jax.device_put((x, y), NamedSharding(the_mesh, P("batch")))
+      for _ in range(2):
+        params, state = step(params, state, xs, ys)
+    state = gtx.set_hparams(state, {"lr.learning_rate": 0.0, "adam.b1": 0.5})
+    state = gtx.tree_utils.tree_set(state, b2=0.9, count=jnp.int32(5))
+    frozen = params
+    with jax.set_mesh(context) if context is not None else contextlib.nullcontext():
+      params, state = step(params, state, xs, ys)
+    assert len(traces) == 1, f"{name}: the step compiled {len(traces)} times"
+    assert_trees_equal(params, frozen, f"{name}: params (learning rate 0)")
+    values = {k: float(v) for k, v in gtx.hparams(state).items()}
+    assert values["adam.b1"] == 0.5 and values["adam.b2"] == np.float32(0.9), values
+    assert int(state["adam"].count) == 6
 
 
 @check

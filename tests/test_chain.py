@@ -56,6 +56,29 @@ def test_names_state_by_name_and_nesting():
   np.testing.assert_allclose(updates["b"], [-0.1, -0.1], rtol=1e-6)
 
 
+def test_replace_reaches_a_nested_stage_by_its_dotted_name():
+  """state["inner.adam"] reads a nested stage; replace took only the top-level names
+  ("no stage 'inner.adam'"), so resetting one nested stage meant rebuilding each level."""
+  tx = gtx.chain(clip=gtx.clip(1.0),
+                 inner=gtx.chain(adam=gtx.scale_by_adam(), lr=gtx.scale_by_learning_rate(0.1)))
+  params = _params()
+  state = tx.init(params)
+  for _ in range(2):
+    _, state = tx.update(params, state, params)
+  reset = state.replace(**{"inner.adam": gtx.scale_by_adam().init(params)})
+  assert int(reset["inner.adam"].count) == 0 and int(state["inner.adam"].count) == 2
+  assert reset["inner.lr"] is state["inner.lr"] and reset["clip"] is state["clip"]
+  # The next step is the first of a fresh Adam: sign(g) after the learning rate.
+  updates, reset = tx.update(params, reset, params)
+  np.testing.assert_allclose(updates["b"], [-0.1, -0.1], rtol=1e-6)
+  assert int(reset["inner.adam"].count) == 1
+  with pytest.raises(KeyError, match=r"no stage 'adam_1' in 'inner'; its stages are "
+                                     r"\['adam', 'lr'\]"):
+    state.replace(**{"inner.adam_1": None})
+  with pytest.raises(KeyError, match=r"'clip' is a stage's state \(EmptyState\), not a chain"):
+    state.replace(**{"clip.x": None})
+
+
 def test_chain_matches_optax_chain():
   params = _params()
   ours = gtx.chain(clip=gtx.clip_by_global_norm(1.0), momentum=gtx.trace(0.9),
@@ -228,10 +251,27 @@ ERRORS = [
      r"trace: decay must be a number in \[0, inf\), got True"),
     (lambda: gtx.set_hparams(_state_of(ADAM()), {"adam.b1": jnp.asarray(False)}),
      gtx.HyperparameterError, r"adam: b1 must be a number in \[0, 1\), got Array\(False"),
+    # A complex number: numpy kept its real part with only a warning (0.1 for 0.1+0.2j).
+    (lambda: gtx.set_hparams(_state_of(ADAM()), {"lr.learning_rate": np.complex64(0.1 + 0.2j)}),
+     gtx.HyperparameterError,
+     r"lr: learning_rate must be a real number in \[0, inf\), got np\.complex64\(0\.1\+0\.2j\)"),
+    (lambda: gtx.scale_by_adam(b1=jnp.asarray(0.9 + 0.1j)), gtx.HyperparameterError,
+     r"scale_by_adam: b1 must be a real number in \[0, 1\), got Array\(0\.9\+0\.1j"),
+    (lambda: jax.jit(lambda v: gtx.set_hparams(_state_of(ADAM()), {"adam.b2": v}))(
+        jnp.asarray(0.9 + 0.1j)), gtx.HyperparameterError,
+     r"adam: b2 must be a real number in \[0, 1\), got JitTracer"),
     (lambda: gtx.apply_if_finite(ADAM(), max_consecutive_errors=-1), gtx.HyperparameterError,
      r"apply_if_finite: max_consecutive_errors must be in \[0, 2147483647\] \(an integer\)"),
     (lambda: gtx.apply_if_finite(ADAM(), max_consecutive_errors=1.5), gtx.HyperparameterError,
      r"max_consecutive_errors must be in \[0, 2147483647\] \(an integer\), got 1\.5"),
+    # Set on a wrapper's state (no chain around it): the message named the hyperparameter
+    # as its stage, "max_consecutive_errors: max_consecutive_errors must be ...".
+    (lambda: gtx.set_hparams(_state_of(gtx.apply_if_finite(ADAM(), 2)),
+                             {"max_consecutive_errors": -1}), gtx.HyperparameterError,
+     r"^set_hparams: max_consecutive_errors must be in \[0, 2147483647\] \(an integer\), got -1$"),
+    (lambda: gtx.set_hparams(_state_of(gtx.apply_if_finite(ADAM(), 2)),
+                             {"adam.b1": 1.5}), gtx.HyperparameterError,
+     r"^adam: b1 must be in \[0, 1\), got 1\.5$"),
     # An integer held as an int32: inf and 1e10 raised OverflowError.
     (lambda: gtx.apply_every(k=float("inf")), gtx.HyperparameterError,
      r"apply_every: k must be in \[1, 2147483647\] \(an integer\), got inf"),
@@ -404,9 +444,24 @@ ERRORS = [
     (lambda: _state_of(gtx.chain(opt=gtx.partition({"a": ADAM()}, "a")))["opt.a"], KeyError,
      r"'opt' is a stage's state \(PartitionState\), not a chain: 'a' is in the state of what "
      r"it wraps, state\['opt'\]\.inner_states\['a'\]"),
+    # A hyperparameter, by the dotted name hparams gives it: the message listed the
+    # stage's fields ("has no field 'learning_rate'; its fields are ['hparams']").
+    (lambda: _state_of(gtx.chain(opt=ADAM()))["opt.lr.learning_rate"], KeyError,
+     r"'opt\.lr' is a stage's state \(EmptyState\), not a chain: 'learning_rate' is one of "
+     r"its hyperparameters, read by dotted name from "
+     r"gtx\.hparams\(state\)\['opt\.lr\.learning_rate'\]"),
+    (lambda: _state_of(gtx.chain(safe=gtx.apply_if_finite(ADAM(), 2)))[
+        "safe.max_consecutive_errors"], KeyError,
+     r"'max_consecutive_errors' is one of its hyperparameters, read by dotted name from "
+     r"gtx\.hparams\(state\)\['safe\.max_consecutive_errors'\]"),
     (lambda: _state_of(gtx.chain(opt=ADAM()))["opt.adam.m"], KeyError,
      r"'opt\.adam' is a stage's state \(ScaleByAdamState\), not a chain, and has no field 'm'; "
      r"its fields are \['count', 'mu', 'nu', 'hparams'\]"),
+    # optax's inject_hyperparams state holds them in .hyperparams: say where gradtx's are.
+    (lambda: _state_of(ADAM()).hyperparams, AttributeError,
+     r"'ChainState' object has no attribute 'hyperparams': a chain state maps stage names to "
+     r"stage states, state\['adam'\]\.mu \(its stages are \['adam', 'lr'\]\), and every "
+     r"hyperparameter is read by dotted name from gtx\.hparams\(state\)"),
     (lambda: _state_of(ADAM())[0], TypeError,
      r"a chain state is indexed by stage name \('adam', 'outer\.inner'\), got 0"),
     (lambda: _state_of(gtx.chain(opt=ADAM()))["opt."], KeyError,
@@ -444,6 +499,35 @@ ERRORS = [
     (lambda: gtx.apply_updates({"w": jnp.ones(2)}, {"v": jnp.ones(2)}), gtx.StructureError,
      r"updates and params differ in structure: key path \['w'\] is in params but not in "
      r"updates"),
+    # An optax state where a gradtx one belongs: the hint was about checkpoints restored
+    # without a target, and a class of the same name read "the state is an
+    # ApplyIfFiniteState, where this stage's init makes an ApplyIfFiniteState".
+    (lambda: _update(ADAM(), state=optax.adam(0.1).init(_params())), gtx.StructureError,
+     r"adam: the state does not belong to this chain: expected stages \['adam', 'lr'\], got "
+     r"tuple; optax's states are not gradtx's, .*tx\.init\(params\)$"),
+    (lambda: _update(gtx.apply_if_finite(ADAM(), 2),
+                     state=optax.apply_if_finite(optax.adam(0.1), 2).init(_params())),
+     gtx.StructureError,
+     r"apply_if_finite: the state is an optax\.[\w.]+\.ApplyIfFiniteState, where this stage's "
+     r"init makes a gradtx\.wrappers\._steps\.ApplyIfFiniteState; optax's states are not "
+     r"gradtx's"),
+    (lambda: gtx.carry_state(optax.adam(0.1).init(_params()), _state_of(ADAM())),
+     gtx.StructureError,
+     r"carry_state: the old state is a tuple, not a ChainState; optax's states are not "
+     r"gradtx's"),
+    # A transformation where its state belongs: hparams gave {}, set_hparams said the valid
+    # names are [], and carry_state returned the transformation as the state.
+    (lambda: gtx.hparams(ADAM()), TypeError,
+     r"hparams: the state given is the transformation Chain, not a state; pass the state its "
+     r"init makes, tx\.init\(params\)"),
+    (lambda: gtx.set_hparams(optax.adam(0.1), {"lr.learning_rate": 0.1}), TypeError,
+     r"set_hparams: the state given is the transformation GradientTransformationExtraArgs, "
+     r"not a state"),
+    (lambda: gtx.stats(gtx.monitor("norm")), TypeError,
+     r"stats: the state given is the transformation GradientTransformation, not a state"),
+    (lambda: gtx.carry_state(_state_of(ADAM()), gtx.adamw(0.1)), TypeError,
+     r"carry_state: new is the transformation Chain, not a state; pass the state its init "
+     r"makes, tx\.init\(params\)"),
     # carry_state.
     (lambda: gtx.carry_state(_state_of(ADAM()), _state_of(gtx.sgd(0.1)), strict=True),
      gtx.StructureError, r"could not carry every stage: fresh \[\].*dropped \['adam'\]"),

@@ -70,6 +70,29 @@ def test_set_hparams_takes_effect_without_retracing(name, make, new_values):
     np.testing.assert_allclose(float(gtx.hparams(state)[key]), value)
 
 
+def test_a_value_set_in_a_committed_state_keeps_its_placement():
+  """A state placed on devices (jax.device_put, or restored by orbax) is committed, and a
+  jitted step is compiled for its inputs' shardings: set_hparams and tree_set made the
+  new value an uncommitted array on the default device, which over a mesh compiled the
+  step again (tests/sharding_worker.py checks that on 8 devices; on one it does not)."""
+  tx = gtx.adam(0.1)
+  params = jax.device_put(_params(), jax.devices()[0])
+  state = jax.device_put(tx.init(params), jax.devices()[0])
+  step, traces = _counted_step(tx)
+  for t in range(2):
+    params, state = step(params, state, _grads(t))
+  state = gtx.set_hparams(state, {"lr.learning_rate": 0.0, "adam.b1": 0.5})
+  state = gtx.tree_utils.tree_set(state, count=jnp.int32(7), b2=0.9)
+  assert all(leaf.committed for leaf in jax.tree.leaves(state))
+  frozen = params
+  params, state = step(params, state, _grads(2))
+  assert len(traces) == 1, f"the step was traced {len(traces)} times"
+  assert int(state["adam"].count) == 8
+  np.testing.assert_allclose([float(v) for v in gtx.hparams(state).values()],
+                             [0.5, 0.9, 1e-8, 0.0, 0.0], rtol=1e-6)
+  jax.tree.map(np.testing.assert_array_equal, params, frozen)  # learning rate 0: no step
+
+
 def test_set_value_keeps_dtype_and_float64_is_kept_under_x64():
   state = gtx.adam(0.1).init(_params())
   state = gtx.set_hparams(state, {"lr.learning_rate": np.float64(0.01)})
@@ -175,6 +198,25 @@ def test_hparams_sweep_under_vmap():
   updates, _ = jax.vmap(lambda s: tx.update(_grads(0), s, params))(states)
   np.testing.assert_allclose(updates["b"][:, 0], [0.0, -0.05, -0.5], rtol=1e-6)
 
+def test_a_pair_with_a_swept_entry_is_built_under_vmap():
+  """betas=(b1, 0.999) with b1 traced: the tuple is not a tracer, but it holds one, so it
+  cannot be range-checked. It was refused ("betas must be a number in [0, 1), got
+  (VmapTracer(...), 0.999)") where a swept scalar passes."""
+  params = _params()
+
+  def run(b1):
+    tx = gtx.contrib.prodigy(betas=(b1, 0.99))
+    state = tx.init(params)
+    for t in range(3):
+      updates, state = tx.update(_grads(t), state, params)
+    return updates, state
+
+  swept, states = jax.vmap(run)(jnp.array([0.5, 0.9]))
+  np.testing.assert_allclose(gtx.hparams(states)["prodigy.betas"], [[0.5, 0.99], [0.9, 0.99]],
+                             rtol=1e-6)
+  for i, b1 in enumerate([0.5, 0.9]):
+    alone, _ = run(b1)
+    jax.tree.map(lambda s, a, i=i: np.testing.assert_allclose(s[i], a, rtol=1e-6), swept, alone)
 
 # A schedule may return a Python number, as optax allows (lambda count: 1e-2):
 # the update converted it with .astype and raised AttributeError.
@@ -186,7 +228,6 @@ PYTHON_NUMBER_SCHEDULES = [
     # An int hyperparameter (this one worked before: multi_steps reads its schedule itself).
     ("every_k", lambda v: gtx.multi_steps(gtx.sgd(0.1), v), 2),
 ]
-
 
 @pytest.mark.parametrize("jit", [False, True], ids=["eager", "jit"])
 @pytest.mark.parametrize("name,make,value", PYTHON_NUMBER_SCHEDULES,
@@ -205,12 +246,10 @@ def test_a_schedule_may_return_a_python_number(name, make, value, jit):
   for key, value in gtx.hparams(want).items():
     np.testing.assert_array_equal(gtx.hparams(got)[key], value, err_msg=key)
 
-
 WEAK_VALUES = [
     ("adam", lambda: gtx.adam(jnp.asarray(1e-2)), "lr.learning_rate"),
     ("mechanize", lambda: gtx.contrib.mechanize(gtx.sgd(0.1), s_init=jnp.asarray(1e-6)), "s_init"),
 ]
-
 
 @pytest.mark.parametrize("name,make,key", WEAK_VALUES, ids=[c[0] for c in WEAK_VALUES])
 def test_a_weak_typed_value_is_held_strong_so_a_restored_state_does_not_retrace(name, make, key):
@@ -227,7 +266,6 @@ def test_a_weak_typed_value_is_held_strong_so_a_restored_state_does_not_retrace(
   params, state = step(params, gtx.set_hparams(state, {key: 2e-6}), _grads(2))
   assert len(traces) == 1
 
-
 # ----------------------------------------------------------------------------
 # Meta-gradients: jax.grad through a few unrolled steps, with respect to the initial
 # params and to every hyperparameter that set_hparams takes.
@@ -235,7 +273,6 @@ def test_a_weak_typed_value_is_held_strong_so_a_restored_state_does_not_retrace(
 def _lr_only(name):
   takes_lr = "learning_rate" in inspect.signature(getattr(gtx, name)).parameters
   return lambda: getattr(gtx, name)(**({"learning_rate": 0.05} if takes_lr else {}))
-
 
 _C = gtx.contrib
 # adafactor is left out: its second moment at a zero gradient is eps1 = 1e-30, where
@@ -259,12 +296,10 @@ META.update({
     "multi_steps": lambda: gtx.multi_steps(gtx.adam(0.1), 1),
 })
 
-
 def _meta_loss(p):
   # Minimised at 0.1 everywhere; "b" starts there, so its gradient is 0 at every step.
   return sum(jnp.sum(jnp.linspace(1.0, 2.0, x.size).reshape(x.shape) * (x - 0.1) ** 2)
              for x in jax.tree.leaves(p))
-
 
 @pytest.mark.parametrize("make", list(META.values()), ids=list(META))
 def test_meta_gradients_stay_finite_where_a_gradient_entry_is_zero(make):
@@ -295,7 +330,6 @@ def test_meta_gradients_stay_finite_where_a_gradient_entry_is_zero(make):
   d_params, d_values = jax.jit(jax.grad(unrolled, argnums=(0, 1)))(params, settable)
   for path, leaf in jax.tree_util.tree_leaves_with_path((d_params, d_values)):
     assert np.isfinite(leaf).all(), f"d loss / d{jax.tree_util.keystr(path)} = {leaf}"
-
 
 @pytest.mark.parametrize("preconditioning", ["frobenius", "schatten"])
 def test_muon_meta_gradient_is_finite_where_a_matrix_gradient_is_zero(preconditioning):

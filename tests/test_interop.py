@@ -152,6 +152,16 @@ def test_nnx_optimizer_hyperparameters_set_by_name_between_steps():
   assert int(optimizer.step[...]) == 2
 
 
+def test_nnx_hyperparameter_set_in_a_committed_state_keeps_its_placement():
+  # As a bare array does (test_hparams): over a mesh an uncommitted value recompiles the step.
+  optimizer = nnx.Optimizer(_NnxMLP(nnx.Rngs(0)), gtx.sgd(0.05), wrt=nnx.Param)
+  state = jax.device_put(optimizer.opt_state, jax.devices()[0])
+  state = gtx.set_hparams(state, {"lr.learning_rate": 0.25})
+  held = state["lr"].hparams["learning_rate"]
+  assert type(held) is type(optimizer.opt_state["lr"].hparams["learning_rate"])  # still boxed
+  assert float(held[...]) == 0.25 and jax.tree.leaves(held)[0].committed
+
+
 # ----------------------------------------------------------------------------
 # flax.training.train_state.TrainState
 

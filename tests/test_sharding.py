@@ -34,6 +34,7 @@ CHECKS = [
     "wrappers_and_factored_states_keep_the_params_sharding",
     "fully_sharded_matches_single_device",
     "orbax_sharded_state_resumes_bit_for_bit",
+    "hyperparameters_set_between_steps_do_not_recompile",
     "docs_distributed_page_runs",
 ]
 

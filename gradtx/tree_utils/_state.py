@@ -12,7 +12,7 @@ import numpy as np
 
 from gradtx import tree as _tree
 from gradtx.chain import ChainState, set_hparams
-from gradtx.core import HParams, check_value
+from gradtx.core import HParams, check_value, placed_like
 from gradtx.errors import HyperparameterError, StructureError
 
 PyTree = Any
@@ -191,7 +191,7 @@ def _as_like(old: Any, value: Any, where: str) -> Any:
     except ValueError:
       raise StructureError(f"tree_set: {where} has shape {tuple(old.shape)}; got a value "
                            f"of shape {tuple(new.shape)}") from None
-  return new
+  return placed_like(new, old)
 
 
 def _replace(node: Any, path: KeyPath, stage: tuple[str, ...], values: dict[str, Any],
