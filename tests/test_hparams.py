@@ -198,6 +198,7 @@ def test_hparams_sweep_under_vmap():
   updates, _ = jax.vmap(lambda s: tx.update(_grads(0), s, params))(states)
   np.testing.assert_allclose(updates["b"][:, 0], [0.0, -0.05, -0.5], rtol=1e-6)
 
+
 def test_a_pair_with_a_swept_entry_is_built_under_vmap():
   """betas=(b1, 0.999) with b1 traced: the tuple is not a tracer, but it holds one, so it
   cannot be range-checked. It was refused ("betas must be a number in [0, 1), got
