@@ -197,6 +197,26 @@ def test_the_adam_row_quotes_the_first_steps():
   np.testing.assert_allclose(ours, -g / (np.abs(g) + 1e-8), rtol=1.2e-7)  # 2 ulps: the paper's
 
 
+def test_optax_inject_hyperparams_does_not_reach_a_gradtx_state():
+  # The page says so: the stage steps by the value its state holds (set at init), not by
+  # the one optax.inject_hyperparams builds it with; set_hparams is what changes it.
+  import jax
+  import jax.numpy as jnp
+  optax = pytest.importorskip("optax")
+  params = jnp.ones(2)
+  with jax.numpy_dtype_promotion("standard"):  # optax is not strict-clean
+    tx = optax.inject_hyperparams(gtx.sgd)(learning_rate=lambda count: 0.1 * (count + 1))
+    state = tx.init(params)
+    for _ in range(3):
+      updates, state = jax.jit(tx.update)(jnp.ones(2), state, params)
+    np.testing.assert_allclose(state.hyperparams["learning_rate"], 0.3, rtol=1e-6)
+    np.testing.assert_allclose(updates, [-0.1, -0.1], rtol=1e-6)  # 0.1, the step-0 value
+    inner = gtx.set_hparams(state.inner_state, {"lr.learning_rate": 0.3})
+    updates, _ = tx.update(jnp.ones(2), state._replace(inner_state=inner), params)
+  np.testing.assert_allclose(updates, [-0.3, -0.3], rtol=1e-6)
+  assert "Do not wrap a gradtx optimizer in `optax.inject_hyperparams`" in PAGE.read_text()
+
+
 def test_shared_functions_take_optax_arguments():
   # Code written for optax runs unchanged: each argument optax names, gradtx
   # names too (a **kwargs of gradtx's does not count: stateless's would take
