@@ -218,6 +218,25 @@ class Layout:
     """The buffers' names (dtype names), in the order :class:`Packed` flattens them."""
     return tuple(g.dtype for g in self.groups)
 
+  def difference(self, other: "Layout", name: str, other_name: str) -> str:
+    """Where ``other`` differs from this layout, in words, for error messages.
+
+    Two layouts of one size print alike (``Layout(2 leaves, float32: 9)``):
+    this names the first key path whose leaf differs in shape or dtype, or
+    that only one of the trees has (``name`` names this layout's tree,
+    ``other_name`` the other's).
+    """
+    mine = tree._leaves_by_path(self.template())
+    theirs = tree._leaves_by_path(other.template())
+    for key in [*mine, *(k for k in theirs if k not in mine)]:
+      a, b = mine.get(key), theirs.get(key)
+      if a is None or b is None:
+        return f"key path {key} is in {name if b is None else other_name} only"
+      if (a.shape, a.dtype) != (b.shape, b.dtype):
+        return (f"at key path {key} the leaf is {a.dtype.name}{list(a.shape)} in {name}, "
+                f"{b.dtype.name}{list(b.shape)} in {other_name}")
+    return f"the containers differ: {self.treedef} in {name}, {other.treedef} in {other_name}"
+
   def template(self) -> PyTree:
     """The user's tree with a ``jax.ShapeDtypeStruct`` for every leaf."""
     leaves = [jax.ShapeDtypeStruct(s, d) for s, d in zip(self.shapes, self.dtypes)]
@@ -254,7 +273,7 @@ class Layout:
       raise StructureError(f"Layout.{what}: expected a Packed tree, got {type(packed).__name__}")
     if packed.layout != self:
       raise StructureError(f"Layout.{what}: the Packed tree was made by another layout: "
-                           f"{packed.layout!r}, not {self!r}")
+                           f"{packed.layout.difference(self, 'it', 'this layout')}")
     return packed
 
   def unpack(self, packed: "Packed") -> PyTree:
@@ -414,8 +433,8 @@ class Packed(Mapping[str, jax.Array]):
     from gradtx.numerics import shared_scalars  # numerics builds on tree, which builds on this
     for other in rest:
       if other.layout != self.layout:
-        raise StructureError(f"map_runs: a tree of another layout: {other.layout!r}, "
-                             f"not {self.layout!r}")
+        raise StructureError(f"map_runs: a tree of another layout: "
+                             f"{other.layout.difference(self.layout, 'it', 'this tree')}")
     outs: list[dict[str, list]] = [{} for _ in shaped]
     for group in self.layout.groups:
       mine = self.run_pieces(group)

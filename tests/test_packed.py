@@ -214,6 +214,60 @@ def test_bad_input_raises_a_clear_error(case, call, message):
     call(layout)
 
 
+_TWO_BY_THREE = {"w": jnp.ones((2, 3)), "b": jnp.zeros(3)}
+_THREE_BY_TWO = {"w": jnp.ones((3, 2)), "b": jnp.zeros(3)}  # a layout of the same size
+_pack = lambda params: Layout.from_tree(params).pack(params)  # noqa: E731
+MISMATCHES = [
+    # Both layouts print as Layout(2 leaves, float32: 9): the messages name the leaf.
+    ("packed grads of another layout", gtx.adam(0.1),
+     lambda tx: tx.update(_pack(_THREE_BY_TWO), tx.init(_pack(_TWO_BY_THREE))),
+     r"updates and state.mu differ in shape at key path <root>: they are packed with "
+     r"different layouts: at key path \['w'\] the leaf is float32\[3, 2\] in updates, "
+     r"float32\[2, 3\] in state.mu$"),
+    ("packed params of another layout", gtx.adamw(0.1),
+     lambda tx: tx.update(_pack(_TWO_BY_THREE), tx.init(_pack(_TWO_BY_THREE)),
+                          _pack(_THREE_BY_TWO)),
+     r"params and updates differ in shape .* at key path \['w'\] the leaf is "
+     r"float32\[3, 2\] in params, float32\[2, 3\] in updates$"),
+    ("factored state of another layout", gtx.adafactor(0.1, min_dim_size_to_factor=1),
+     lambda tx: tx.update(_pack(_THREE_BY_TWO), tx.init(_pack(_TWO_BY_THREE))),
+     r"at key path \['w'\] the leaf is float32\[3, 2\] in updates, float32\[2, 3\] in state$"),
+    ("unpack, another layout", None,
+     lambda tx: Layout.from_tree(_TWO_BY_THREE).unpack(_pack(_THREE_BY_TWO)),
+     r"made by another layout: at key path \['w'\] the leaf is float32\[3, 2\] in it, "
+     r"float32\[2, 3\] in this layout$"),
+    ("unpack, a leaf more", None,
+     lambda tx: Layout.from_tree(_TWO_BY_THREE).unpack(_pack({**_TWO_BY_THREE, "c": jnp.ones(0)})),
+     r"made by another layout: key path \['c'\] is in it only$"),
+    # A tree-mode state given packed gradients named a leaf "not in updates" (it was,
+    # inside the buffer), and the other way round the whole tree, at <root>.
+    ("tree state, packed grads", gtx.adam(0.1),
+     lambda tx: tx.update(_pack(_TWO_BY_THREE), tx.init(_TWO_BY_THREE)),
+     r"updates and state.mu differ in structure: updates is a packed tree and state.mu is "
+     r"not: use one mode for both \(a packed step's state is tx.init\(layout.pack\(params\)\)\)"),
+    ("packed state, tree grads", gtx.adam(0.1),
+     lambda tx: tx.update(_TWO_BY_THREE, tx.init(_pack(_TWO_BY_THREE))),
+     r"updates and state.mu differ in structure: state.mu is a packed tree and updates is not"),
+    ("packed grads, tree params", gtx.lamb(0.1),
+     lambda tx: tx.update(_pack(_TWO_BY_THREE), tx.init(_pack(_TWO_BY_THREE)), _TWO_BY_THREE),
+     r"params and updates differ in structure: updates is a packed tree and params is not"),
+    ("lookahead, tree slow params", gtx.lookahead(gtx.sgd(0.1), 2, 0.5),
+     lambda tx: tx.update(_pack(_TWO_BY_THREE), tx.init(gtx.LookaheadParams.init_synced(
+         _pack(_TWO_BY_THREE))), gtx.LookaheadParams(_pack(_TWO_BY_THREE), _TWO_BY_THREE)),
+     r"params.slow and params.fast differ in structure: params.fast is a packed tree and "
+     r"params.slow is not"),
+    ("a packed subtree against a tree", gtx.adam(0.1),
+     lambda tx: tx.update({"x": _pack(_TWO_BY_THREE)}, tx.init({"x": _TWO_BY_THREE})),
+     r"updates is a packed tree at key path \['x'\] and state.mu is not"),
+]
+
+
+@pytest.mark.parametrize("case, tx, call, message", MISMATCHES, ids=[m[0] for m in MISMATCHES])
+def test_packed_and_tree_mode_mismatches_name_what_differs(case, tx, call, message):
+  with pytest.raises(gtx.StructureError, match=message):
+    call(tx)
+
+
 def test_init_refuses_packed_params_with_an_integer_buffer_naming_its_leaves():
   # Tree mode masks an integer leaf; a buffer cannot be masked, and init made an int32
   # Adam moment for it: integer gradients then stepped it by garbage, and float0 ones
