@@ -54,7 +54,7 @@ from gradtx import tree
 from gradtx._flax_serialization import register_with_flax, serializable
 from gradtx.errors import StructureError
 
-__all__ = ["Layout", "Packed", "PackedLeaves", "masked_update"]
+__all__ = ["Layout", "Packed", "PackedLeaves", "masked_init", "masked_update"]
 
 PyTree = Any
 
@@ -561,6 +561,17 @@ def _select(keep: Mapping[str, bool | jax.Array], a: Packed, b: Packed | float) 
     out[name] = (x if k else jnp.broadcast_to(other.astype(x.dtype), x.shape)) \
         if isinstance(k, bool) else jnp.where(k, x, other.astype(x.dtype))
   return Packed(out, a.layout)
+
+
+def masked_init(inner: Any, mask: PyTree, params: Packed) -> Any:
+  """How :func:`gradtx.masked` inits on a packed tree: ``inner``'s state.
+
+  ``inner`` starts from the params as :func:`masked_update` shows them to it,
+  masked-out entries zeroed: a stage that keeps the initial params (DoG's
+  distance from them) or reduces them at ``init`` (DoG's heuristic first
+  step) then sees only the masked-in leaves, as in tree mode.
+  """
+  return inner.init(_select(params.layout.element_mask(mask), params, 0.0))
 
 
 def masked_update(inner: Any, mask: PyTree, updates: Packed,

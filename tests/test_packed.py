@@ -392,6 +392,13 @@ MASKED = [
     ("masked adam with a global norm inside",
      lambda: gtx.chain(gtx.masked(gtx.chain(gtx.clip_by_global_norm(0.1), gtx.scale_by_adam()),
                                   _no_bias), gtx.scale_by_learning_rate(0.05))),
+    # Stages that keep the initial params (DoG's distance from them, its heuristic first
+    # step from their norm): init saw the masked-out leaves too (DoG stepped 17x too far).
+    ("masked dog, heuristic first step", lambda: gtx.chain(
+        gtx.masked(gtx.contrib.scale_by_dog(("heuristic", 1e-2)), _no_bias),
+        gtx.scale_by_learning_rate(0.5))),
+    ("partition, dog and dowg", lambda: gtx.partition(
+        {"matrix": gtx.contrib.dog(), "other": gtx.contrib.dowg()}, _matrix_or_not)),
     ("clip_by_block_rms then lamb", lambda: gtx.chain(gtx.clip_by_block_rms(0.5),
                                                       gtx.lamb(0.05, mask=_no_bias))),
 ]
