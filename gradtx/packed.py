@@ -138,9 +138,12 @@ def _spread(group: _Group, per_leaf: jax.Array) -> jax.Array:
 
 
 def _shape_and_dtype(leaf: Any) -> tuple[tuple[int, ...], np.dtype]:
+  """A leaf's shape, and the dtype :meth:`Layout.pack` gives it (``jnp.asarray``'s)."""
   shape = tuple(int(d) for d in np.shape(leaf))
   dtype = getattr(leaf, "dtype", None)
-  return shape, np.dtype(dtype if dtype is not None else jnp.result_type(leaf))
+  dtype = jnp.result_type(leaf) if dtype is None else dtype
+  # Canonical, as pack makes it: numpy's float64 is float32 without jax_enable_x64.
+  return shape, np.dtype(jax.dtypes.canonicalize_dtype(dtype))
 
 
 class Layout:

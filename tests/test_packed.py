@@ -181,6 +181,20 @@ def test_layout_is_static_and_compares_by_structure_shapes_and_dtypes():
   assert len(leaves) == 1 and jax.tree.unflatten(treedef, leaves).layout == flat.layout
 
 
+def test_numpy_leaves_get_the_dtypes_pack_gives_them():
+  # Without jax_enable_x64, jnp.asarray makes numpy's float64 float32 (and int64 int32):
+  # the layout said float64, and pack refused the very params it was built from.
+  params = {"w": np.arange(6.0).reshape(2, 3), "b": np.float64(0.5), "steps": np.arange(2)}
+  layout = Layout.from_tree(params)
+  assert layout == Layout.from_tree(jax.tree.map(jnp.asarray, params))
+  flat = layout.pack(params)
+  assert {k: v.dtype for k, v in flat.items()} == {"float32": jnp.float32, "int32": jnp.int32}
+  np.testing.assert_array_equal(flat["float32"], [0.5, 0.0, 1.0, 2.0, 3.0, 4.0, 5.0])
+  back = layout.unpack(flat)
+  np.testing.assert_array_equal(back["w"], params["w"])
+  np.testing.assert_array_equal(back["steps"], [0, 1])
+
+
 def test_gradient_through_unpack_arrives_packed():
   params = _params()
   layout = Layout.from_tree(params)
