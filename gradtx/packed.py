@@ -137,11 +137,16 @@ def _spread(group: _Group, per_leaf: jax.Array) -> jax.Array:
   return spread(group, per_leaf)
 
 
-def _shape_and_dtype(leaf: Any) -> tuple[tuple[int, ...], np.dtype]:
+def _shape_and_dtype(path: tuple, leaf: Any) -> tuple[tuple[int, ...], np.dtype]:
   """A leaf's shape, and the dtype :meth:`Layout.pack` gives it (``jnp.asarray``'s)."""
   shape = tuple(int(d) for d in np.shape(leaf))
   dtype = getattr(leaf, "dtype", None)
   dtype = jnp.result_type(leaf) if dtype is None else dtype
+  if jax.dtypes.issubdtype(dtype, jax.dtypes.prng_key):
+    raise StructureError(
+        f"Layout.from_tree: the leaf at key path {tree.keystr(path)} is a PRNG key ({dtype}), "
+        "which no buffer holds and no gradient steps: pack only the floating-point leaves "
+        "(eqx.partition(model, eqx.is_inexact_array)) and keep the others outside the layout")
   # Canonical, as pack makes it: numpy's float64 is float32 without jax_enable_x64.
   return shape, np.dtype(jax.dtypes.canonicalize_dtype(dtype))
 
@@ -198,10 +203,10 @@ class Layout:
     (``jax.ShapeDtypeStruct``), so ``Layout.from_tree(jax.eval_shape(init, key))``
     needs no memory.
     """
-    leaves, treedef = jax.tree.flatten(params)
+    leaves, treedef = jax.tree_util.tree_flatten_with_path(params)
     if not leaves:
       raise StructureError("Layout.from_tree: the tree has no leaves to pack")
-    facts = [_shape_and_dtype(leaf) for leaf in leaves]
+    facts = [_shape_and_dtype(path, leaf) for path, leaf in leaves]
     return cls(treedef, tuple(s for s, _ in facts), tuple(d.name for _, d in facts))
 
   # -- identity ---------------------------------------------------------------

@@ -218,6 +218,10 @@ BAD_INPUTS = [
     ("mask, not a prefix", lambda lay: lay.element_mask({"x": True}),
      r"the mask is not a prefix of the params' tree structure"),
     ("empty tree", lambda lay: Layout.from_tree({}), r"no leaves to pack"),
+    # numpy's TypeError before: "Cannot interpret 'key<fry>' as a data type".
+    ("a PRNG key leaf", lambda lay: Layout.from_tree({"w": jnp.ones(3), "k": jax.random.key(0)}),
+     r"^Layout.from_tree: the leaf at key path \['k'\] is a PRNG key \(key<fry>\), which no "
+     r"buffer holds"),
 ]
 
 
