@@ -43,6 +43,8 @@ Every rule computes on a packed tree what it computes on the tree.
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import dataclasses
 from typing import Any, Callable, Iterator, Mapping, cast
 
@@ -342,6 +344,19 @@ class Layout:
       mask: a tree of Python bools with the params' structure, or a prefix of
         it (a bool for a whole subtree), as :func:`gradtx.masked` takes.
     """
+    bools = self.leaf_mask(mask)
+    out: dict[str, bool | jax.Array] = {}
+    for group in self.groups:
+      keep = [bools[i] for i in group.leaves]
+      if all(keep) or not any(keep):
+        out[group.dtype] = keep[0]
+      else:
+        out[group.dtype] = _spread(group, jnp.asarray(keep))
+    return out
+
+  def leaf_mask(self, mask: PyTree) -> tuple[bool, ...]:
+    """Whether each leaf is masked in, in the tree's leaf order (``mask`` as in
+    :meth:`element_mask`)."""
     template = self.template()
     try:
       full = jax.tree.map(lambda m, sub: jax.tree.map(lambda _: m, sub), mask, template)
@@ -355,14 +370,7 @@ class Layout:
     except jax.errors.ConcretizationTypeError:
       raise StructureError("masked: in packed mode the mask must hold Python bools (it is "
                            "fixed when the step is traced), not traced arrays") from None
-    out: dict[str, bool | jax.Array] = {}
-    for group in self.groups:
-      keep = [bools[i] for i in group.leaves]
-      if all(keep) or not any(keep):
-        out[group.dtype] = keep[0]
-      else:
-        out[group.dtype] = _spread(group, jnp.asarray(keep))
-    return out
+    return tuple(bools)
 
 
 @serializable
@@ -571,6 +579,36 @@ def _select(keep: Mapping[str, bool | jax.Array], a: Packed, b: Packed | float) 
   return Packed(out, a.layout)
 
 
+# The leaves hidden from the inner stage by each masked_init running, with their layout.
+# Tree mode hands a stage a MaskedNode for them; packed mode zeroes their entries, so a
+# stage that evaluates the loss on the whole params (a line search) asks here at init.
+_hidden: contextvars.ContextVar[tuple[tuple[Layout, tuple[bool, ...]], ...]] = (
+    contextvars.ContextVar("gradtx_packed_hidden", default=()))
+
+
+@contextlib.contextmanager
+def _hiding(layout: Layout, mask: PyTree) -> Iterator[None]:
+  """While the inner stage of a mask is initialised, the leaves ``mask`` hides are hidden."""
+  token = _hidden.set((*_hidden.get(), (layout, layout.leaf_mask(mask))))
+  try:
+    yield
+  finally:
+    _hidden.reset(token)
+
+
+def hidden_leaf(params: Any) -> str | None:
+  """The key path of the first leaf of packed ``params`` that an enclosing
+  :func:`masked_init` hides from the stage (its entries zeroed), or ``None``."""
+  if not isinstance(params, Packed):
+    return None
+  masks = [keeps for layout, keeps in _hidden.get() if layout == params.layout]
+  paths = jax.tree_util.tree_flatten_with_path(params.layout.template())[0]
+  for i, (path, _) in enumerate(paths):
+    if not all(keeps[i] for keeps in masks):
+      return tree.keystr(path)
+  return None
+
+
 def masked_init(inner: Any, mask: PyTree, params: Packed) -> Any:
   """How :func:`gradtx.masked` inits on a packed tree: ``inner``'s state.
 
@@ -579,7 +617,8 @@ def masked_init(inner: Any, mask: PyTree, params: Packed) -> Any:
   distance from them) or reduces them at ``init`` (DoG's heuristic first
   step) then sees only the masked-in leaves, as in tree mode.
   """
-  return inner.init(_select(params.layout.element_mask(mask), params, 0.0))
+  with _hiding(params.layout, mask):
+    return inner.init(_select(params.layout.element_mask(mask), params, 0.0))
 
 
 def masked_update(inner: Any, mask: PyTree, updates: Packed,

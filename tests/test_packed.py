@@ -468,6 +468,32 @@ def test_a_mask_of_other_than_bools_raises_the_same_error_in_both_modes(case, ma
     tx.update(x, tx.init(x), x)
 
 
+WHOLE_PARAMS = [
+    ("masked lbfgs", lambda: gtx.masked(gtx.lbfgs(), _no_bias), "lbfgs", "scale_by_lbfgs"),
+    ("partition, zoom line search", lambda: gtx.partition(
+        {"matrix": gtx.chain(gtx.sgd(1.0), gtx.scale_by_zoom_linesearch(8)),
+         "other": gtx.sgd(0.1)}, _matrix_or_not), "matrix.scale_by_zoom_linesearch",
+     "scale_by_zoom_linesearch"),
+    ("masked backtracking", lambda: gtx.masked(gtx.chain(
+        gtx.sgd(1.0), gtx.scale_by_backtracking_linesearch(8)), _no_bias),
+     "scale_by_backtracking_linesearch", "scale_by_backtracking_linesearch"),
+]
+
+
+@pytest.mark.parametrize("packed", [False, True], ids=["tree", "packed"])
+@pytest.mark.parametrize("case, make, stage, name", WHOLE_PARAMS, ids=[w[0] for w in WHOLE_PARAMS])
+def test_a_line_search_refuses_a_mask_in_both_modes(case, make, stage, name, packed):
+  # A line search evaluates value_fn on the whole params. Tree mode hands a masked stage
+  # MaskedNode for the hidden leaves and it raises; packed mode zeroed their entries and
+  # searched on a loss of the wrong params, silently.
+  params = _params()
+  x = Layout.from_tree(params).pack(params) if packed else params
+  with pytest.raises(gtx.StructureError, match=rf"^stage '{stage}': {name}: params at key path "
+                     r"\['dense'\]\['b'\] are left out of the step .* evaluates value_fn on "
+                     r"the whole params"):
+    make().init(x)
+
+
 def _sum_of_tag():
   """A stage whose updates are the sum of its ``tag`` extra argument over the whole tree."""
   def update(updates, state, params=None, *, tag, **extra):
