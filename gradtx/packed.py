@@ -23,7 +23,7 @@ What depends on leaf boundaries is handled here, once:
   (:meth:`Packed.block_map`);
 * masks (:func:`gradtx.masked`, ``add_decayed_weights(mask=...)``) are
   evaluated on the user's tree and turned into an element mask of the
-  buffers (:func:`masked_update`);
+  buffers (:func:`masked_init`, :func:`masked_update`);
 * rules that need each leaf's own shape (Adafactor's factored moments of a
   matrix, SM3's per-axis accumulators, a flag or a random key per leaf) go
   through :func:`gradtx.tree.map_leaves`: on a :class:`Packed` node it runs
