@@ -23,7 +23,7 @@ What depends on leaf boundaries is handled here, once:
   (:meth:`Packed.block_map`);
 * masks (:func:`gradtx.masked`, ``add_decayed_weights(mask=...)``) are
   evaluated on the user's tree and turned into an element mask of the
-  buffers (:func:`masked_update`);
+  buffers (:func:`masked_init`, :func:`masked_update`);
 * rules that need each leaf's own shape (Adafactor's factored moments of a
   matrix, SM3's per-axis accumulators, a flag or a random key per leaf) go
   through :func:`gradtx.tree.map_leaves`: on a :class:`Packed` node it runs
@@ -43,6 +43,8 @@ Every rule computes on a packed tree what it computes on the tree.
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import dataclasses
 from typing import Any, Callable, Iterator, Mapping, cast
 
@@ -54,7 +56,7 @@ from gradtx import tree
 from gradtx._flax_serialization import register_with_flax, serializable
 from gradtx.errors import StructureError
 
-__all__ = ["Layout", "Packed", "PackedLeaves", "masked_update"]
+__all__ = ["Layout", "Packed", "PackedLeaves", "masked_init", "masked_update"]
 
 PyTree = Any
 
@@ -137,10 +139,18 @@ def _spread(group: _Group, per_leaf: jax.Array) -> jax.Array:
   return spread(group, per_leaf)
 
 
-def _shape_and_dtype(leaf: Any) -> tuple[tuple[int, ...], np.dtype]:
+def _shape_and_dtype(path: tuple, leaf: Any) -> tuple[tuple[int, ...], np.dtype]:
+  """A leaf's shape, and the dtype :meth:`Layout.pack` gives it (``jnp.asarray``'s)."""
   shape = tuple(int(d) for d in np.shape(leaf))
   dtype = getattr(leaf, "dtype", None)
-  return shape, np.dtype(dtype if dtype is not None else jnp.result_type(leaf))
+  dtype = jnp.result_type(leaf) if dtype is None else dtype
+  if jax.dtypes.issubdtype(dtype, jax.dtypes.prng_key):
+    raise StructureError(
+        f"Layout.from_tree: the leaf at key path {tree.keystr(path)} is a PRNG key ({dtype}), "
+        "which no buffer holds and no gradient steps: pack only the floating-point leaves "
+        "(eqx.partition(model, eqx.is_inexact_array)) and keep the others outside the layout")
+  # Canonical, as pack makes it: numpy's float64 is float32 without jax_enable_x64.
+  return shape, np.dtype(jax.dtypes.canonicalize_dtype(dtype))
 
 
 class Layout:
@@ -195,10 +205,10 @@ class Layout:
     (``jax.ShapeDtypeStruct``), so ``Layout.from_tree(jax.eval_shape(init, key))``
     needs no memory.
     """
-    leaves, treedef = jax.tree.flatten(params)
+    leaves, treedef = jax.tree_util.tree_flatten_with_path(params)
     if not leaves:
       raise StructureError("Layout.from_tree: the tree has no leaves to pack")
-    facts = [_shape_and_dtype(leaf) for leaf in leaves]
+    facts = [_shape_and_dtype(path, leaf) for path, leaf in leaves]
     return cls(treedef, tuple(s for s, _ in facts), tuple(d.name for _, d in facts))
 
   # -- identity ---------------------------------------------------------------
@@ -217,6 +227,25 @@ class Layout:
   def group_names(self) -> tuple[str, ...]:
     """The buffers' names (dtype names), in the order :class:`Packed` flattens them."""
     return tuple(g.dtype for g in self.groups)
+
+  def difference(self, other: "Layout", name: str, other_name: str) -> str:
+    """Where ``other`` differs from this layout, in words, for error messages.
+
+    Two layouts of one size print alike (``Layout(2 leaves, float32: 9)``):
+    this names the first key path whose leaf differs in shape or dtype, or
+    that only one of the trees has (``name`` names this layout's tree,
+    ``other_name`` the other's).
+    """
+    mine = tree._leaves_by_path(self.template())
+    theirs = tree._leaves_by_path(other.template())
+    for key in [*mine, *(k for k in theirs if k not in mine)]:
+      a, b = mine.get(key), theirs.get(key)
+      if a is None or b is None:
+        return f"key path {key} is in {name if b is None else other_name} only"
+      if (a.shape, a.dtype) != (b.shape, b.dtype):
+        return (f"at key path {key} the leaf is {a.dtype.name}{list(a.shape)} in {name}, "
+                f"{b.dtype.name}{list(b.shape)} in {other_name}")
+    return f"the containers differ: {self.treedef} in {name}, {other.treedef} in {other_name}"
 
   def template(self) -> PyTree:
     """The user's tree with a ``jax.ShapeDtypeStruct`` for every leaf."""
@@ -254,7 +283,7 @@ class Layout:
       raise StructureError(f"Layout.{what}: expected a Packed tree, got {type(packed).__name__}")
     if packed.layout != self:
       raise StructureError(f"Layout.{what}: the Packed tree was made by another layout: "
-                           f"{packed.layout!r}, not {self!r}")
+                           f"{packed.layout.difference(self, 'it', 'this layout')}")
     return packed
 
   def unpack(self, packed: "Packed") -> PyTree:
@@ -315,6 +344,19 @@ class Layout:
       mask: a tree of Python bools with the params' structure, or a prefix of
         it (a bool for a whole subtree), as :func:`gradtx.masked` takes.
     """
+    bools = self.leaf_mask(mask)
+    out: dict[str, bool | jax.Array] = {}
+    for group in self.groups:
+      keep = [bools[i] for i in group.leaves]
+      if all(keep) or not any(keep):
+        out[group.dtype] = keep[0]
+      else:
+        out[group.dtype] = _spread(group, jnp.asarray(keep))
+    return out
+
+  def leaf_mask(self, mask: PyTree) -> tuple[bool, ...]:
+    """Whether each leaf is masked in, in the tree's leaf order (``mask`` as in
+    :meth:`element_mask`)."""
     template = self.template()
     try:
       full = jax.tree.map(lambda m, sub: jax.tree.map(lambda _: m, sub), mask, template)
@@ -328,14 +370,7 @@ class Layout:
     except jax.errors.ConcretizationTypeError:
       raise StructureError("masked: in packed mode the mask must hold Python bools (it is "
                            "fixed when the step is traced), not traced arrays") from None
-    out: dict[str, bool | jax.Array] = {}
-    for group in self.groups:
-      keep = [bools[i] for i in group.leaves]
-      if all(keep) or not any(keep):
-        out[group.dtype] = keep[0]
-      else:
-        out[group.dtype] = _spread(group, jnp.asarray(keep))
-    return out
+    return tuple(bools)
 
 
 @serializable
@@ -414,8 +449,8 @@ class Packed(Mapping[str, jax.Array]):
     from gradtx.numerics import shared_scalars  # numerics builds on tree, which builds on this
     for other in rest:
       if other.layout != self.layout:
-        raise StructureError(f"map_runs: a tree of another layout: {other.layout!r}, "
-                             f"not {self.layout!r}")
+        raise StructureError(f"map_runs: a tree of another layout: "
+                             f"{other.layout.difference(self.layout, 'it', 'this tree')}")
     outs: list[dict[str, list]] = [{} for _ in shaped]
     for group in self.layout.groups:
       mine = self.run_pieces(group)
@@ -542,6 +577,48 @@ def _select(keep: Mapping[str, bool | jax.Array], a: Packed, b: Packed | float) 
     out[name] = (x if k else jnp.broadcast_to(other.astype(x.dtype), x.shape)) \
         if isinstance(k, bool) else jnp.where(k, x, other.astype(x.dtype))
   return Packed(out, a.layout)
+
+
+# The leaves hidden from the inner stage by each masked_init running, with their layout.
+# Tree mode hands a stage a MaskedNode for them; packed mode zeroes their entries, so a
+# stage that evaluates the loss on the whole params (a line search) asks here at init.
+_hidden: contextvars.ContextVar[tuple[tuple[Layout, tuple[bool, ...]], ...]] = (
+    contextvars.ContextVar("gradtx_packed_hidden", default=()))
+
+
+@contextlib.contextmanager
+def _hiding(layout: Layout, mask: PyTree) -> Iterator[None]:
+  """While the inner stage of a mask is initialised, the leaves ``mask`` hides are hidden."""
+  token = _hidden.set((*_hidden.get(), (layout, layout.leaf_mask(mask))))
+  try:
+    yield
+  finally:
+    _hidden.reset(token)
+
+
+def hidden_leaf(params: Any) -> str | None:
+  """The key path of the first leaf of packed ``params`` that an enclosing
+  :func:`masked_init` hides from the stage (its entries zeroed), or ``None``."""
+  if not isinstance(params, Packed):
+    return None
+  masks = [keeps for layout, keeps in _hidden.get() if layout == params.layout]
+  paths = jax.tree_util.tree_flatten_with_path(params.layout.template())[0]
+  for i, (path, _) in enumerate(paths):
+    if not all(keeps[i] for keeps in masks):
+      return tree.keystr(path)
+  return None
+
+
+def masked_init(inner: Any, mask: PyTree, params: Packed) -> Any:
+  """How :func:`gradtx.masked` inits on a packed tree: ``inner``'s state.
+
+  ``inner`` starts from the params as :func:`masked_update` shows them to it,
+  masked-out entries zeroed: a stage that keeps the initial params (DoG's
+  distance from them) or reduces them at ``init`` (DoG's heuristic first
+  step) then sees only the masked-in leaves, as in tree mode.
+  """
+  with _hiding(params.layout, mask):
+    return inner.init(_select(params.layout.element_mask(mask), params, 0.0))
 
 
 def masked_update(inner: Any, mask: PyTree, updates: Packed,

@@ -306,7 +306,11 @@ def check_structure(expected: PyTree, got: PyTree, expected_name: str,
   if expected_def != got_def:  # type: ignore[operator]  # jax's PyTreeDef is untyped
     missing = [k for k in expected_leaves if k not in got_leaves]
     extra = [k for k in got_leaves if k not in expected_leaves]
-    if missing:
+    # A packed tree against a tree of arrays: the leaves inside it are not "missing".
+    packed = _packed_against_arrays(expected_leaves, got_leaves, expected_name, got_name)
+    if packed:
+      detail = packed
+    elif missing:
       detail = f"key path {missing[0]} is in {expected_name} but not in {got_name}"
     elif extra:
       detail = f"key path {extra[0]} is in {got_name} but not in {expected_name}"
@@ -317,9 +321,27 @@ def check_structure(expected: PyTree, got: PyTree, expected_name: str,
   for key, leaf in expected_leaves.items():
     other = got_leaves[key]
     if not _same_shape(leaf, other):
+      if _is_packed_kind(leaf) and _is_packed_kind(other):  # two layouts print alike
+        detail = ("they are packed with different layouts: "
+                  f"{other.layout.difference(leaf.layout, got_name, expected_name)}")
+      else:
+        detail = (f"{_describe_shape(other)} in {got_name}, "
+                  f"{_describe_shape(leaf)} in {expected_name}")
       raise StructureError(
-          f"{where}{got_name} and {expected_name} differ in shape at key path {key}: "
-          f"{_describe_shape(other)} in {got_name}, {_describe_shape(leaf)} in {expected_name}")
+          f"{where}{got_name} and {expected_name} differ in shape at key path {key}: {detail}")
+
+
+def _packed_against_arrays(expected_leaves: dict[str, Any], got_leaves: dict[str, Any],
+                           expected_name: str, got_name: str) -> str | None:
+  """Where one tree holds a packed tree and the other does not, in words; else ``None``."""
+  for leaves, others, name, other_name in ((got_leaves, expected_leaves, got_name, expected_name),
+                                           (expected_leaves, got_leaves, expected_name, got_name)):
+    for key, leaf in leaves.items():
+      if _is_packed_kind(leaf) and not _is_packed_kind(others.get(key)):
+        where = "" if key == "<root>" else f" at key path {key}"
+        return (f"{name} is a packed tree{where} and {other_name} is not: use one mode for "
+                "both (a packed step's state is tx.init(layout.pack(params)))")
+  return None
 
 
 def _describe_shape(x: Any) -> str:

@@ -181,6 +181,20 @@ def test_layout_is_static_and_compares_by_structure_shapes_and_dtypes():
   assert len(leaves) == 1 and jax.tree.unflatten(treedef, leaves).layout == flat.layout
 
 
+def test_numpy_leaves_get_the_dtypes_pack_gives_them():
+  # Without jax_enable_x64, jnp.asarray makes numpy's float64 float32 (and int64 int32):
+  # the layout said float64, and pack refused the very params it was built from.
+  params = {"w": np.arange(6.0).reshape(2, 3), "b": np.float64(0.5), "steps": np.arange(2)}
+  layout = Layout.from_tree(params)
+  assert layout == Layout.from_tree(jax.tree.map(jnp.asarray, params))
+  flat = layout.pack(params)
+  assert {k: v.dtype for k, v in flat.items()} == {"float32": jnp.float32, "int32": jnp.int32}
+  np.testing.assert_array_equal(flat["float32"], [0.5, 0.0, 1.0, 2.0, 3.0, 4.0, 5.0])
+  back = layout.unpack(flat)
+  np.testing.assert_array_equal(back["w"], params["w"])
+  np.testing.assert_array_equal(back["steps"], [0, 1])
+
+
 def test_gradient_through_unpack_arrives_packed():
   params = _params()
   layout = Layout.from_tree(params)
@@ -204,6 +218,10 @@ BAD_INPUTS = [
     ("mask, not a prefix", lambda lay: lay.element_mask({"x": True}),
      r"the mask is not a prefix of the params' tree structure"),
     ("empty tree", lambda lay: Layout.from_tree({}), r"no leaves to pack"),
+    # numpy's TypeError before: "Cannot interpret 'key<fry>' as a data type".
+    ("a PRNG key leaf", lambda lay: Layout.from_tree({"w": jnp.ones(3), "k": jax.random.key(0)}),
+     r"^Layout.from_tree: the leaf at key path \['k'\] is a PRNG key \(key<fry>\), which no "
+     r"buffer holds"),
 ]
 
 
@@ -212,6 +230,60 @@ def test_bad_input_raises_a_clear_error(case, call, message):
   layout = Layout.from_tree({"w": jnp.ones((2, 3)), "b": jnp.zeros(3)})
   with pytest.raises(gtx.StructureError, match=message):
     call(layout)
+
+
+_TWO_BY_THREE = {"w": jnp.ones((2, 3)), "b": jnp.zeros(3)}
+_THREE_BY_TWO = {"w": jnp.ones((3, 2)), "b": jnp.zeros(3)}  # a layout of the same size
+_pack = lambda params: Layout.from_tree(params).pack(params)  # noqa: E731
+MISMATCHES = [
+    # Both layouts print as Layout(2 leaves, float32: 9): the messages name the leaf.
+    ("packed grads of another layout", gtx.adam(0.1),
+     lambda tx: tx.update(_pack(_THREE_BY_TWO), tx.init(_pack(_TWO_BY_THREE))),
+     r"updates and state.mu differ in shape at key path <root>: they are packed with "
+     r"different layouts: at key path \['w'\] the leaf is float32\[3, 2\] in updates, "
+     r"float32\[2, 3\] in state.mu$"),
+    ("packed params of another layout", gtx.adamw(0.1),
+     lambda tx: tx.update(_pack(_TWO_BY_THREE), tx.init(_pack(_TWO_BY_THREE)),
+                          _pack(_THREE_BY_TWO)),
+     r"params and updates differ in shape .* at key path \['w'\] the leaf is "
+     r"float32\[3, 2\] in params, float32\[2, 3\] in updates$"),
+    ("factored state of another layout", gtx.adafactor(0.1, min_dim_size_to_factor=1),
+     lambda tx: tx.update(_pack(_THREE_BY_TWO), tx.init(_pack(_TWO_BY_THREE))),
+     r"at key path \['w'\] the leaf is float32\[3, 2\] in updates, float32\[2, 3\] in state$"),
+    ("unpack, another layout", None,
+     lambda tx: Layout.from_tree(_TWO_BY_THREE).unpack(_pack(_THREE_BY_TWO)),
+     r"made by another layout: at key path \['w'\] the leaf is float32\[3, 2\] in it, "
+     r"float32\[2, 3\] in this layout$"),
+    ("unpack, a leaf more", None,
+     lambda tx: Layout.from_tree(_TWO_BY_THREE).unpack(_pack({**_TWO_BY_THREE, "c": jnp.ones(0)})),
+     r"made by another layout: key path \['c'\] is in it only$"),
+    # A tree-mode state given packed gradients named a leaf "not in updates" (it was,
+    # inside the buffer), and the other way round the whole tree, at <root>.
+    ("tree state, packed grads", gtx.adam(0.1),
+     lambda tx: tx.update(_pack(_TWO_BY_THREE), tx.init(_TWO_BY_THREE)),
+     r"updates and state.mu differ in structure: updates is a packed tree and state.mu is "
+     r"not: use one mode for both \(a packed step's state is tx.init\(layout.pack\(params\)\)\)"),
+    ("packed state, tree grads", gtx.adam(0.1),
+     lambda tx: tx.update(_TWO_BY_THREE, tx.init(_pack(_TWO_BY_THREE))),
+     r"updates and state.mu differ in structure: state.mu is a packed tree and updates is not"),
+    ("packed grads, tree params", gtx.lamb(0.1),
+     lambda tx: tx.update(_pack(_TWO_BY_THREE), tx.init(_pack(_TWO_BY_THREE)), _TWO_BY_THREE),
+     r"params and updates differ in structure: updates is a packed tree and params is not"),
+    ("lookahead, tree slow params", gtx.lookahead(gtx.sgd(0.1), 2, 0.5),
+     lambda tx: tx.update(_pack(_TWO_BY_THREE), tx.init(gtx.LookaheadParams.init_synced(
+         _pack(_TWO_BY_THREE))), gtx.LookaheadParams(_pack(_TWO_BY_THREE), _TWO_BY_THREE)),
+     r"params.slow and params.fast differ in structure: params.fast is a packed tree and "
+     r"params.slow is not"),
+    ("a packed subtree against a tree", gtx.adam(0.1),
+     lambda tx: tx.update({"x": _pack(_TWO_BY_THREE)}, tx.init({"x": _TWO_BY_THREE})),
+     r"updates is a packed tree at key path \['x'\] and state.mu is not"),
+]
+
+
+@pytest.mark.parametrize("case, tx, call, message", MISMATCHES, ids=[m[0] for m in MISMATCHES])
+def test_packed_and_tree_mode_mismatches_name_what_differs(case, tx, call, message):
+  with pytest.raises(gtx.StructureError, match=message):
+    call(tx)
 
 
 def test_init_refuses_packed_params_with_an_integer_buffer_naming_its_leaves():
@@ -338,6 +410,13 @@ MASKED = [
     ("masked adam with a global norm inside",
      lambda: gtx.chain(gtx.masked(gtx.chain(gtx.clip_by_global_norm(0.1), gtx.scale_by_adam()),
                                   _no_bias), gtx.scale_by_learning_rate(0.05))),
+    # Stages that keep the initial params (DoG's distance from them, its heuristic first
+    # step from their norm): init saw the masked-out leaves too (DoG stepped 17x too far).
+    ("masked dog, heuristic first step", lambda: gtx.chain(
+        gtx.masked(gtx.contrib.scale_by_dog(("heuristic", 1e-2)), _no_bias),
+        gtx.scale_by_learning_rate(0.5))),
+    ("partition, dog and dowg", lambda: gtx.partition(
+        {"matrix": gtx.contrib.dog(), "other": gtx.contrib.dowg()}, _matrix_or_not)),
     ("clip_by_block_rms then lamb", lambda: gtx.chain(gtx.clip_by_block_rms(0.5),
                                                       gtx.lamb(0.05, mask=_no_bias))),
 ]
@@ -387,6 +466,32 @@ def test_a_mask_of_other_than_bools_raises_the_same_error_in_both_modes(case, ma
   with pytest.raises(gtx.StructureError, match=rf"the mask must hold Python bools.*{where}"):
     tx = wrap(mask)
     tx.update(x, tx.init(x), x)
+
+
+WHOLE_PARAMS = [
+    ("masked lbfgs", lambda: gtx.masked(gtx.lbfgs(), _no_bias), "lbfgs", "scale_by_lbfgs"),
+    ("partition, zoom line search", lambda: gtx.partition(
+        {"matrix": gtx.chain(gtx.sgd(1.0), gtx.scale_by_zoom_linesearch(8)),
+         "other": gtx.sgd(0.1)}, _matrix_or_not), "matrix.scale_by_zoom_linesearch",
+     "scale_by_zoom_linesearch"),
+    ("masked backtracking", lambda: gtx.masked(gtx.chain(
+        gtx.sgd(1.0), gtx.scale_by_backtracking_linesearch(8)), _no_bias),
+     "scale_by_backtracking_linesearch", "scale_by_backtracking_linesearch"),
+]
+
+
+@pytest.mark.parametrize("packed", [False, True], ids=["tree", "packed"])
+@pytest.mark.parametrize("case, make, stage, name", WHOLE_PARAMS, ids=[w[0] for w in WHOLE_PARAMS])
+def test_a_line_search_refuses_a_mask_in_both_modes(case, make, stage, name, packed):
+  # A line search evaluates value_fn on the whole params. Tree mode hands a masked stage
+  # MaskedNode for the hidden leaves and it raises; packed mode zeroed their entries and
+  # searched on a loss of the wrong params, silently.
+  params = _params()
+  x = Layout.from_tree(params).pack(params) if packed else params
+  with pytest.raises(gtx.StructureError, match=rf"^stage '{stage}': {name}: params at key path "
+                     r"\['dense'\]\['b'\] are left out of the step .* evaluates value_fn on "
+                     r"the whole params"):
+    make().init(x)
 
 
 def _sum_of_tag():

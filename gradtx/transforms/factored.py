@@ -164,9 +164,12 @@ def scale_by_factored_rms(factored: bool = True, decay_rate: ScalarOrSchedule = 
     if tree.is_masked(g):  # a masked-out leaf has no statistics
       return
     if tree._is_packed(g):  # a packed tree's statistics are per leaf of its layout
-      if any(getattr(x, "layout", None) != g.layout for x in statistics):
-        raise StructureError(f"scale_by_factored_rms: updates and state differ at key path "
-                             f"{tree.keystr(path)}: they are packed with different layouts")
+      for x in statistics:
+        if getattr(x, "layout", None) != g.layout:
+          raise StructureError(
+              f"scale_by_factored_rms: updates and state differ at key path "
+              f"{tree.keystr(path)}: they are packed with different layouts: "
+              f"{g.layout.difference(x.layout, 'updates', 'state')}")
       return
     if tuple(x.shape for x in statistics) != state_shapes(g.shape):
       raise StructureError(

@@ -21,7 +21,7 @@ from typing import Any, Callable, Literal, NamedTuple
 import jax
 import jax.numpy as jnp
 
-from gradtx import numerics, tree
+from gradtx import numerics, packed, tree
 from gradtx.core import (NONNEGATIVE, NONNEGATIVE_INT, POSITIVE, POSITIVE_INT, POSITIVE_OR_INF,
                          GradientTransformation, HParams, HParamSpec, Range, ScalarOrSchedule,
                          branch, check_integer_option, check_state, require_params,
@@ -83,11 +83,12 @@ def _check_inexact_params(stage: str, params: Any) -> None:
   complex, since the stage steps the params by fractions of a direction and holds the loss
   and step lengths in their dtype (an integer one cannot hold the first, infinite, loss;
   optax 0.2.8 fails there with an ``OverflowError``)."""
+  hidden = packed.hidden_leaf(params)  # packed mode zeroes the leaves a mask hides
   for path, p in jax.tree_util.tree_flatten_with_path(params, is_leaf=tree.is_masked)[0]:
-    if tree.is_masked(p):
+    if tree.is_masked(p) or hidden is not None:
       raise StructureError(
-          f"{stage}: params at key path {tree.keystr(path)} are left out of the step (an "
-          f"integer or key leaf, a None, or a leaf outside this stage's mask), and {stage} "
+          f"{stage}: params at key path {hidden or tree.keystr(path)} are left out of the "
+          f"step (an integer or key leaf, a None, or a leaf outside this stage's mask), and {stage} "
           "evaluates value_fn on the whole params: pass the float leaves only as the params, "
           "and let value_fn close over the others")
     dtype = jnp.result_type(p)

@@ -13,7 +13,7 @@ from gradtx import tree
 from gradtx.chain import Chain
 from gradtx.core import GradientTransformation, as_transformation, check_state, stateless
 from gradtx.errors import StructureError
-from gradtx.packed import Packed, masked_update
+from gradtx.packed import Packed, masked_init, masked_update
 from gradtx.tree import UNMASKED as _UNMASKED
 from gradtx.tree import MaskedNode
 from gradtx.wrappers._common import Mask, PyTree
@@ -188,7 +188,10 @@ def masked(inner: GradientTransformation, mask: Mask, *,
   def init(params):
     # Packed mode masks elements, not leaves (see gradtx.packed); tree_map_params's
     # placeholder has no leaves to mask.
-    if isinstance(params, Packed) or tree.is_params_placeholder(params):
+    if isinstance(params, Packed):
+      keep = _mask_per_leaf(mask, _packed_view(mask, params, None), "masked")
+      return MaskedState(masked_init(inner, keep, params))
+    if tree.is_params_placeholder(params):
       return MaskedState(inner.init(params))
     with unmasked_view(params) as real:
       keep = _mask_per_leaf(mask, real, "masked")

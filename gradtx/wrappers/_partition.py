@@ -10,7 +10,7 @@ from gradtx import tree
 from gradtx.chain import ChainState, in_stage
 from gradtx.core import GradientTransformation, as_transformation, check_state, format_value
 from gradtx.errors import StructureError
-from gradtx.packed import Packed, masked_update
+from gradtx.packed import Packed, masked_init, masked_update
 from gradtx.wrappers._common import Mask, PyTree
 from gradtx.wrappers._masking import (_hide, _hide_extra, _mask_per_leaf, _packed_view, _per_leaf,
                                       _unhide, unmasked_view, set_to_zero)
@@ -86,14 +86,21 @@ def partition(transforms: Mapping[str, GradientTransformation],
 
   def init(params):
     # Packed, every group's state spans the buffers: groups are masks of elements.
-    # tree_map_params's placeholder, like a packed tree, has no leaves to label.
-    packed = isinstance(params, Packed) or tree.is_params_placeholder(params)
-    with unmasked_view(params) as real:
-      labels = None if packed else labels_per_leaf(real)
-      states = {}
+    # tree_map_params's placeholder has no leaves to label.
+    placeholder = tree.is_params_placeholder(params)
+    states = {}
+    if isinstance(params, Packed):
+      labels = labels_per_leaf(_packed_view(param_labels, params, None))
       for label, tx in groups.items():
         with in_stage(label):
-          states[label] = tx.init(params if packed else _hide(in_group(labels, label), params))
+          states[label] = masked_init(tx, in_group(labels, label), params)
+      return PartitionState(ChainState(states))
+    with unmasked_view(params) as real:
+      labels = None if placeholder else labels_per_leaf(real)
+      for label, tx in groups.items():
+        with in_stage(label):
+          states[label] = tx.init(params if placeholder else
+                                  _hide(in_group(labels, label), params))
     return PartitionState(ChainState(states))
 
   def update(updates, state, params=None, **extra):
