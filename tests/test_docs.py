@@ -159,7 +159,8 @@ def test_args_sections_name_the_parameters(name, function):
       f"{name}: Args leaves out {sorted(set(params) - set(documented))}")
 
 
-_LITERAL = r"(?:``)?(-?[0-9](?:[0-9e+-]|\.(?=[0-9]))*|True|False|None|inf|'[^']*'|\"[^\"]*\")(?:``)?"
+_LITERAL = (r"(?:``)?(-?[0-9](?:[0-9e+-]|\.(?=[0-9]))*|True|False|None|inf|'[^']*'|\"[^\"]*\")"
+            r"(?:``)?")
 
 
 def _literal(text: str) -> object:

@@ -88,9 +88,9 @@ def _check_inexact_params(stage: str, params: Any) -> None:
     if tree.is_masked(p) or hidden is not None:
       raise StructureError(
           f"{stage}: params at key path {hidden or tree.keystr(path)} are left out of the "
-          f"step (an integer or key leaf, a None, or a leaf outside this stage's mask), and {stage} "
-          "evaluates value_fn on the whole params: pass the float leaves only as the params, "
-          "and let value_fn close over the others")
+          "step (an integer or key leaf, a None, or a leaf outside this stage's mask), and "
+          f"{stage} evaluates value_fn on the whole params: pass the float leaves only as the "
+          "params, and let value_fn close over the others")
     dtype = jnp.result_type(p)
     if not jnp.issubdtype(dtype, jnp.inexact):
       raise StructureError(
