@@ -461,6 +461,10 @@ BAD_HYPERPARAMETERS = [
     (lambda: gtx.sign_sgd(-1.0), r"scale_by_learning_rate: learning_rate must be"),
     (lambda: gtx.signum(0.1, beta=1.0), r"ema: decay must be in \[0, 1\)"),
     (lambda: gtx.rprop(0.0), r"scale_by_rprop: learning_rate must be in \(0, inf\)"),
+    # Every entry's initial step, one number: an array failed in init's full_like with jax's
+    # "Incompatible types for broadcasting", naming neither the stage nor the argument.
+    (lambda: gtx.rprop(jnp.array([0.1, 0.2])),
+     r"scale_by_rprop: learning_rate must be a scalar, got shape \(2,\)"),
     (lambda: gtx.rprop(0.1, eta_minus=1.5), r"scale_by_rprop: eta_minus must be in \(0, 1\]"),
     (lambda: gtx.rprop(0.1, eta_plus=0.9), r"scale_by_rprop: eta_plus must be in \[1, inf\)"),
     (lambda: gtx.sm3(0.1, momentum=1.0), r"scale_by_sm3: b1 must be in \[0, 1\)"),
