@@ -53,9 +53,14 @@ def _value_dtype(params: Any) -> jnp.dtype:
   return numerics.real_dtype(dtype)
 
 
-def _scalar_loss(value: Any) -> jax.Array:
+def _scalar_loss(value: Any, stage: str, what: str) -> jax.Array:
   """A loss as a scalar array: one of shape ``(1,)`` is taken as a scalar (optax's
-  line searches allow it)."""
+  line searches allow it). Any other shape raises, naming ``stage`` and ``what`` gave
+  it (``"value"``, or ``"value_fn's result"``), where the reshape raised numpy's
+  "cannot reshape array of shape (2,) into shape ()" from inside the step."""
+  if jnp.size(value) != 1:
+    raise StructureError(f"{stage}: {what} must be a scalar loss (or of shape (1,)), got "
+                         f"shape {jnp.shape(value)}")
   return jnp.reshape(jnp.asarray(value), ())
 
 
@@ -412,9 +417,10 @@ def scale_by_zoom_linesearch(max_linesearch_steps: int,
     dtype = state.learning_rate.dtype
     hp = {k: v.astype(dtype) if k != "max_linesearch_steps" else v for k, v in h.items()}
     fn_kwargs = _value_fn_kwargs(value_fn, extra)
-    value_and_grad = jax.value_and_grad(lambda p, **kw: _scalar_loss(value_fn(p, **kw)))
+    value_and_grad = jax.value_and_grad(lambda p, **kw: _scalar_loss(
+        value_fn(p, **kw), "scale_by_zoom_linesearch", "value_fn's result"))
 
-    value_init = _scalar_loss(value).astype(dtype)
+    value_init = _scalar_loss(value, "scale_by_zoom_linesearch", "value").astype(dtype)
     slope_init = _slope(updates, grad).astype(dtype)
 
     def on_line(stepsize):
@@ -689,9 +695,9 @@ def scale_by_backtracking_linesearch(max_backtracking_steps: int,
     fn_kwargs = _value_fn_kwargs(value_fn, extra)
 
     def f(p):
-      return _scalar_loss(value_fn(p, **fn_kwargs)).astype(dtype)
+      return _scalar_loss(value_fn(p, **fn_kwargs), stage, "value_fn's result").astype(dtype)
 
-    value = _scalar_loss(value).astype(dtype)
+    value = _scalar_loss(value, stage, "value").astype(dtype)
     slope = _slope(updates, grad).astype(dtype)
     grad_like = tree.zeros_like(params) if store_grad else None
 
