@@ -495,6 +495,26 @@ def test_missing_loss_value_names_the_argument():
     tx.update(x, tx.init(x), x)
 
 
+def test_polyak_takes_a_loss_of_shape_one_as_a_scalar_and_names_another_shape():
+  # The loss was broadcast against every leaf: one of shape (1,) gave a scalar leaf a (1,)
+  # step, and one of shape (2,) raised jax's 'incompatible shapes' from inside the step.
+  params = {"s": jnp.float32(1.0), "v": jnp.ones(3)}
+  grads = {"s": jnp.float32(2.0), "v": jnp.full(3, -1.0)}
+  tx = gtx.polyak_sgd(max_learning_rate=10.0)
+  state = tx.init(params)
+  scalar, _ = tx.update(grads, state, params, value=jnp.float32(3.5))
+  one, _ = tx.update(grads, state, params, value=jnp.array([3.5]))
+  assert one["s"].shape == () and one["v"].shape == (3,)
+  # step = loss / ||g||^2 = 3.5 / 7 = 0.5, the update -0.5 g.
+  np.testing.assert_allclose(scalar["s"], -1.0, rtol=1e-6)
+  np.testing.assert_allclose(one["s"], scalar["s"])
+  np.testing.assert_allclose(one["v"], scalar["v"])
+  with pytest.raises(gtx.StructureError, match=r"^stage 'polyak': scale_by_polyak: value must be "
+                                               r"a scalar loss \(or of shape \(1,\)\), got "
+                                               r"shape \(2,\)$"):
+    tx.update(grads, state, params, value=jnp.array([3.5, 1.0]))
+
+
 def test_structure_mismatch_names_the_key_path():
   tx = gtx.lion(1e-3)
   state = tx.init({"w": jnp.ones(2), "b": jnp.ones(3)})
