@@ -997,6 +997,19 @@ def require_params_like(stage: str, updates: Updates, params: Params | None, sta
   return params
 
 
+def scalar_loss(value: Any, stage: str, what: str) -> jax.Array:
+  """A loss given to ``update`` (``value=``, or a ``value_fn``'s result) as a scalar array:
+  one of shape ``(1,)`` is taken as a scalar (optax's line searches and Polyak step allow
+  it). Any other shape raises, naming ``stage`` and what gave it (``what``: ``"value"``,
+  or ``"value_fn's result"``), where the line searches' reshape raised numpy's "cannot
+  reshape array of shape (2,) into shape ()" and the Polyak step broadcast it against
+  the leaves (jax's "incompatible shapes", or a step of another shape)."""
+  if jnp.size(value) != 1:
+    raise StructureError(f"{stage}: {what} must be a scalar loss (or of shape (1,)), got "
+                         f"shape {jnp.shape(value)}")
+  return jnp.reshape(jnp.asarray(value), ())
+
+
 __all__ = ["ANY", "EmptyState", "GradientTransformation", "HParamSpec", "HParams",
            "NONNEGATIVE", "NONNEGATIVE_INT", "NONNEGATIVE_OR_INF", "POSITIVE", "POSITIVE_INT",
            "POSITIVE_OR_INF", "Range",

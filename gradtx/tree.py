@@ -96,22 +96,48 @@ def _is_integer(x: Any) -> bool:
   return getattr(getattr(x, "dtype", None), "kind", None) in ("i", "u", "b")
 
 
-def check_inexact(updates: PyTree, stage: str) -> None:
-  """Raises if a leaf of ``updates`` is an integer or bool array.
+def _kind(x: Any) -> str | None:
+  return getattr(getattr(x, "dtype", None), "kind", None)
+
+
+def check_update_dtypes(updates: PyTree, params: PyTree | None, stage: str) -> None:
+  """Raises if a leaf of ``updates`` is an integer or bool array, or, where ``params``
+  are given, complex for a real parameter.
 
   Every rule would round its steps to that dtype (Adam's to 0): a gradient
   is floating point or complex. ``jax.grad(..., allow_int=True)`` gives an
-  integer input a ``float0`` cotangent, which passes.
+  integer input a ``float0`` cotangent, which passes. A real parameter's moments
+  are real: a complex gradient's imaginary part was dropped from them silently,
+  and the complex step was refused only later, by :func:`gradtx.apply_updates`.
   """
-  leaves = jax.tree_util.tree_leaves(updates, is_leaf=_is_node)
-  if not any(_is_integer(u) for u in leaves):
+  kinds = {_kind(u) for u in jax.tree_util.tree_leaves(updates, is_leaf=_is_node)}
+  if kinds.isdisjoint(("i", "u", "b", "c")):
     return  # the common case: no key paths are built
-  for path, u in jax.tree_util.tree_flatten_with_path(updates, is_leaf=_is_node)[0]:
-    if _is_integer(u):
+  if not kinds.isdisjoint(("i", "u", "b")):
+    for path, u in jax.tree_util.tree_flatten_with_path(updates, is_leaf=_is_node)[0]:
+      if _is_integer(u):
+        raise StructureError(
+            f"{stage}: the updates at key path {keystr(path)} are {u.dtype}; gradients must be "
+            "floating point or complex (an integer step rounds to 0): take gradients of the "
+            "float leaves only (eqx.filter_grad, or jax.grad of a function of those leaves)")
+  if "c" in kinds and params is not None:
+    found = []  # (key path, update dtype, param dtype) of a complex update of a real param
+
+    def note(path: tuple, u: Any, p: Any) -> None:
+      if _kind(u) == "c" and _kind(p) == "f":
+        found.append((path, u.dtype, p.dtype))
+
+    try:  # params of another structure (lookahead's pair) are the stages' to check
+      jax.tree_util.tree_map_with_path(note, updates, params, is_leaf=_none_or_node)
+    except ValueError:
+      return
+    if found:
+      path, u_dtype, p_dtype = found[0]
       raise StructureError(
-          f"{stage}: the updates at key path {keystr(path)} are {u.dtype}; gradients must be "
-          "floating point or complex (an integer step rounds to 0): take gradients of the "
-          "float leaves only (eqx.filter_grad, or jax.grad of a function of those leaves)")
+          f"{stage}: the updates at key path {keystr(path)} are {u_dtype} and the params "
+          f"there are {p_dtype}: a real parameter takes a real gradient (its moments are "
+          "real, and would drop the imaginary part). For complex parameters, make the params "
+          "complex; jax.grad of a real loss of real params is real")
 
 
 def no_gradient(u: Any) -> bool:
@@ -213,12 +239,13 @@ def admit_updates(updates: PyTree, params: PyTree | None,
   The transformation a user calls (a chain, or a primitive or wrapper on its
   own; not the stages inside it) checks and prepares its input once, for
   every stage: Python numbers become arrays (:func:`numbers_as_arrays`),
-  integer updates are refused (:func:`check_inexact`), and leaves without a
+  integer updates, and complex ones of real params, are refused
+  (:func:`check_update_dtypes`), and leaves without a
   gradient are masked (:func:`freeze_without_gradient`; where ``masked``,
   :func:`thaw` gives their ``None`` back).
   """
   updates, params = numbers_as_arrays(updates), numbers_as_arrays(params)
-  check_inexact(updates, stage)
+  check_update_dtypes(updates, params, stage)
   return freeze_without_gradient(updates, params, stage)
 
 

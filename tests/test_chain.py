@@ -362,6 +362,15 @@ ERRORS = [
     (lambda: _update(gtx.multi_steps(ADAM(), 2), grads={"w": jnp.ones((3, 2)),
                                                        "b": jnp.ones(2, jnp.int32)}),
      gtx.StructureError, r"^multi_steps: the updates at key path \['b'\] are int32"),
+    # A complex gradient of a real param: its real moments dropped the imaginary part,
+    # silently, and only apply_updates refused the complex step.
+    (lambda: _update(ADAM(), grads={"w": jnp.full((3, 2), 1 + 1j), "b": jnp.ones(2)},
+                     params=_params()),
+     gtx.StructureError, r"^adam: the updates at key path \['w'\] are complex64 and the params "
+                         r"there are float32: a real parameter takes a real gradient"),
+    (lambda: _update(gtx.scale_by_rprop(0.1), grads={"w": jnp.full((3, 2), 1j),
+                                                     "b": jnp.ones(2)}, params=_params()),
+     gtx.StructureError, r"^scale_by_rprop: the updates at key path \['w'\] are complex64"),
     # A stage without state given params checks them against the updates (sgd returned
     # a (2, 3) step for a (3, 2) parameter; clipping measured the norm of other leaves).
     (lambda: _update(gtx.sgd(0.1), grads={"w": jnp.ones((2, 3)), "b": jnp.ones(2)},

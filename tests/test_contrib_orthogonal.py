@@ -516,6 +516,38 @@ def test_galore_names_a_leaf_missing_from_the_updates():
     tx.update({"w": params["w"]}, tx.init(params), params)
 
 
+def test_galore_names_a_leaf_of_another_shape():
+  # The projectors' and the base's moments' shapes cannot tell a transposed leaf at full
+  # rank (the default rank 128 for any matrix with a side <= 128): a (4, 3) gradient for a
+  # (3, 4) param stepped by a (4, 3) update. The params, where given, can.
+  params = {"w": jnp.ones((3, 4)), "b": jnp.ones(4)}
+  grads = {"w": jnp.arange(12.0).reshape(3, 4) / 10, "b": jnp.full(4, -0.2)}
+  tx = gtx.contrib.scale_by_galore()
+  state = tx.init(params)
+  with pytest.raises(gtx.StructureError, match=r"^scale_by_galore: updates and params differ "
+                                               r"in shape at key path \['w'\]: \(4, 3\) in "
+                                               r"updates, \(3, 4\) in params$"):
+    tx.update({"w": grads["w"].T, "b": grads["b"]}, state, params)
+  # Without params, a leaf of another size is named by GaLore, with the projector init
+  # made (the base's check named its own low-rank shapes: '(5, 2) in updates, (3, 2) in
+  # state.mu' for this one).
+  tx = gtx.contrib.scale_by_galore(rank=2)
+  state = tx.init(params)
+  with pytest.raises(gtx.StructureError, match=r"^scale_by_galore: the updates at key path "
+                                               r"\['w'\] have shape \(5, 4\), for which init "
+                                               r"makes a projector of shape \(5, 2\); the state "
+                                               r"holds a projector of shape \(4, 2\)"):
+    tx.update({"w": jnp.ones((5, 4)), "b": grads["b"]}, state)
+  with pytest.raises(gtx.StructureError, match=r"\['w'\] have shape \(\), for which init "
+                                               r"makes no projector"):
+    tx.update({"w": jnp.ones(()), "b": grads["b"]}, state)
+  # The params are only checked: the step is the one taken without them.
+  with_params, _ = tx.update(grads, state, params)
+  without, _ = tx.update(grads, state)
+  np.testing.assert_array_equal(with_params["w"], without["w"])
+  assert float(jnp.abs(with_params["w"]).max()) > 0
+
+
 # ----------------------------------------------------------------------------
 # Packed mode.
 

@@ -299,6 +299,34 @@ def test_zoom_errors_name_the_argument_and_a_loss_of_shape_one_is_a_scalar():
     assert new_state["ls"].value.shape == ()
 
 
+@pytest.mark.parametrize("search", ["zoom", "backtracking"])
+def test_a_loss_of_more_than_one_entry_is_named(search):
+  # A value (or value_fn result) of shape (2,) failed in the reshape to a scalar with
+  # numpy's "cannot reshape array of shape (2,) (size 2) into shape ()", naming neither
+  # the stage nor the argument.
+  stage = ("scale_by_zoom_linesearch" if search == "zoom" else
+           "scale_by_backtracking_linesearch")
+  search_tx = (gtx.scale_by_zoom_linesearch(10) if search == "zoom" else
+               gtx.scale_by_backtracking_linesearch(10))
+  tx = gtx.chain(ls=search_tx)
+  params = jnp.array([1.0, 2.0, 3.0])
+  state = tx.init(params)
+  f = lambda p: jnp.sum(p ** 2)  # noqa: E731
+  value, grad = jax.value_and_grad(f)(params)
+  with pytest.raises(gtx.StructureError, match=rf"^stage 'ls': {stage}: value must be a scalar "
+                                               r"loss \(or of shape \(1,\)\), got shape "
+                                               r"\(2,\)$"):
+    tx.update(-grad, state, params, value=jnp.stack([value, value]), grad=grad, value_fn=f)
+  with pytest.raises(gtx.StructureError, match=rf"^stage 'ls': {stage}: value_fn's result must "
+                                               r"be a scalar loss \(or of shape \(1,\)\), got "
+                                               r"shape \(3,\)"):
+    tx.update(-grad, state, params, value=value, grad=grad, value_fn=lambda p: p ** 2)
+  # A scalar loss still steps as before: zoom to the minimizer along -grad (a step of 0.5),
+  # backtracking to its first sufficient decrease (1 gives f(-p) = f(p), 0.8 decreases).
+  updates, _ = tx.update(-grad, state, params, value=value, grad=grad, value_fn=f)
+  np.testing.assert_allclose(updates, (0.5 if search == "zoom" else 0.8) * -grad, rtol=1e-6)
+
+
 # ---------------------------------------------------------------------------- reuse
 
 

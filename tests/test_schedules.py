@@ -577,6 +577,31 @@ BAD_ARGUMENTS = [
      r"^linear_onecycle_schedule: transition_steps must be large enough that "
      r"pct_start and pct_final fall on different steps \(both give step 0\), "
      r"got 1$"),
+    # A value given as a string (PyYAML loads 1e-3 as '1e-3') was parsed by jnp.asarray:
+    # decay_rate '0.5' decayed by 0.5 (optax raises); init_value '1e-3' failed at the
+    # first step with numpy's "format number 1 of '1e-3' is not recognized".
+    (lambda: S.exponential_decay(1.0, 10, "0.5"),
+     r"^exponential_decay: decay_rate must be a number, got '0.5' \(convert it with "
+     r"float\(\)\)$"),
+    (lambda: S.cosine_decay_schedule("1e-3", 100),
+     r"^cosine_decay_schedule: init_value must be a number, got '1e-3'"),
+    (lambda: S.polynomial_schedule(1.0, 0.0, "2", 10),
+     r"^polynomial_schedule: power must be a number, got '2'"),
+    (lambda: S.cosine_decay_schedule(1.0, 100, alpha="0.1"),
+     r"^cosine_decay_schedule: alpha must be a number, got '0.1'"),
+    (lambda: S.piecewise_constant_schedule(1.0, {5: "0.5"}),
+     r"^piecewise_constant_schedule: boundaries_and_scales\[5\] must be a number, "
+     r"got '0.5'"),
+    (lambda: S.sgdr_schedule([dict(_CYCLE, peak_value="1.0")]),
+     r"^sgdr_schedule \(cycle 0\): peak_value must be a number, got '1.0'"),
+    (lambda: S.cosine_onecycle_schedule(100, 1.0, div_factor="25"),
+     r"^cosine_onecycle_schedule: div_factor must be a number, got '25'"),
+    (lambda: S.linear_schedule(1.0, None, 10),
+     r"^linear_schedule: end_value must be a number, got None$"),
+    (lambda: S.exponential_decay(1.0, 10, 0.5, end_value="0.1"),
+     r"^exponential_decay: end_value must be a number or None, got '0.1'"),
+    (lambda: S.warmup_constant_schedule(0.0, True, 5),
+     r"^warmup_constant_schedule: peak_value must be a number, got True$"),
 ]
 
 

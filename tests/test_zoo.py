@@ -461,6 +461,10 @@ BAD_HYPERPARAMETERS = [
     (lambda: gtx.sign_sgd(-1.0), r"scale_by_learning_rate: learning_rate must be"),
     (lambda: gtx.signum(0.1, beta=1.0), r"ema: decay must be in \[0, 1\)"),
     (lambda: gtx.rprop(0.0), r"scale_by_rprop: learning_rate must be in \(0, inf\)"),
+    # Every entry's initial step, one number: an array failed in init's full_like with jax's
+    # "Incompatible types for broadcasting", naming neither the stage nor the argument.
+    (lambda: gtx.rprop(jnp.array([0.1, 0.2])),
+     r"scale_by_rprop: learning_rate must be a scalar, got shape \(2,\)"),
     (lambda: gtx.rprop(0.1, eta_minus=1.5), r"scale_by_rprop: eta_minus must be in \(0, 1\]"),
     (lambda: gtx.rprop(0.1, eta_plus=0.9), r"scale_by_rprop: eta_plus must be in \[1, inf\)"),
     (lambda: gtx.sm3(0.1, momentum=1.0), r"scale_by_sm3: b1 must be in \[0, 1\)"),
@@ -489,6 +493,26 @@ def test_missing_loss_value_names_the_argument():
   tx = gtx.lbfgs()
   with pytest.raises(gtx.MissingArgumentError, match=r"stage 'linesearch': .*value, grad, value_fn"):
     tx.update(x, tx.init(x), x)
+
+
+def test_polyak_takes_a_loss_of_shape_one_as_a_scalar_and_names_another_shape():
+  # The loss was broadcast against every leaf: one of shape (1,) gave a scalar leaf a (1,)
+  # step, and one of shape (2,) raised jax's 'incompatible shapes' from inside the step.
+  params = {"s": jnp.float32(1.0), "v": jnp.ones(3)}
+  grads = {"s": jnp.float32(2.0), "v": jnp.full(3, -1.0)}
+  tx = gtx.polyak_sgd(max_learning_rate=10.0)
+  state = tx.init(params)
+  scalar, _ = tx.update(grads, state, params, value=jnp.float32(3.5))
+  one, _ = tx.update(grads, state, params, value=jnp.array([3.5]))
+  assert one["s"].shape == () and one["v"].shape == (3,)
+  # step = loss / ||g||^2 = 3.5 / 7 = 0.5, the update -0.5 g.
+  np.testing.assert_allclose(scalar["s"], -1.0, rtol=1e-6)
+  np.testing.assert_allclose(one["s"], scalar["s"])
+  np.testing.assert_allclose(one["v"], scalar["v"])
+  with pytest.raises(gtx.StructureError, match=r"^stage 'polyak': scale_by_polyak: value must be "
+                                               r"a scalar loss \(or of shape \(1,\)\), got "
+                                               r"shape \(2,\)$"):
+    tx.update(grads, state, params, value=jnp.array([3.5, 1.0]))
 
 
 def test_structure_mismatch_names_the_key_path():

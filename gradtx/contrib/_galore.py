@@ -181,13 +181,34 @@ def scale_by_galore(rank: int = 128, update_proj_gap: int = 200, scale: ScalarOr
     return GaLoreState(zero_count(), base.init(jax.tree.unflatten(treedef, proxies)),
                        jax.tree.unflatten(treedef, projectors), spec.init())
 
+  def check_projectors(leaves, plans, projectors, updates):
+    """Raises where a leaf's projector is not the one init made for a leaf of its shape.
+
+    The base's moments are low-rank: without this, a leaf of another shape reached the
+    base's own check, which named its low-rank shapes, or, where those agreed, passed.
+    """
+    for i, (g, plan, P) in enumerate(zip(leaves, plans, projectors)):
+      want = (0, 0) if plan is None else (plan.G.shape[0 if plan.left else 1], plan.rank)
+      if tree.is_masked(g) or tree.is_masked(P) or P.shape == want:
+        continue
+      path = tree.keystr(jax.tree_util.tree_flatten_with_path(
+          updates, is_leaf=tree.is_masked)[0][i][0])
+      held = (f"a projector of shape {P.shape}" if P.shape != (0, 0)
+              else "no projector (init left the leaf unprojected)")
+      raise StructureError(
+          f"{stage}: the updates at key path {path} have shape {g.shape}, for which init "
+          f"makes {'no projector' if plan is None else f'a projector of shape {want}'}; the "
+          f"state holds {held}: init and update were given leaves of different shapes")
+
   def update(updates, state, params=None, **extra):
     check_state(stage, state, GaLoreState)
-    del params
     no_packed(updates)
-    # The projectors' shapes are the low-rank ones: the base checks the updates' shapes.
+    # The projectors' shapes are the low-rank ones: checked per leaf below.
     tree.check_structure(state.projector, updates, "state.projector", "updates",
                          check_shapes=False, stage=stage)
+    if params is not None:  # a transposed leaf gets the projector and moments of its params
+      tree.check_structure(params, updates, "params", "updates", stage=stage)
+    del params
     h, hparams = spec.step(state.hparams)
     refresh = state.count % h["update_proj_gap"].astype(state.count.dtype) == 0
     leaves, dims, treedef = _leaves_and_dims(stage, dims_spec, updates)
@@ -196,6 +217,7 @@ def scale_by_galore(rank: int = 128, update_proj_gap: int = 200, scale: ScalarOr
     # Per leaf, how it is projected; None for a leaf that passes through.
     plans = [None if tree.is_masked(g) or d is None else _plan(stage, g, d, rank)
              for g, d in zip(leaves, dims)]
+    check_projectors(leaves, plans, projectors, updates)
     projected = [(plan, P) for plan, P in zip(plans, projectors) if plan is not None]
 
     def fresh():

@@ -49,14 +49,22 @@ _Args = ParamSpec("_Args")
 
 
 def _named(factory: Callable[_Args, Schedule]) -> Callable[_Args, Schedule]:
-  """Makes ``factory``'s schedules print as ``factory(arg=value, ...)``; keeps its
-  signature for type checkers."""
+  """Makes ``factory``'s schedules print as ``factory(arg=value, ...)``, and checks first
+  that its value arguments are numbers (:func:`_number`); keeps its signature for type
+  checkers."""
   signature = inspect.signature(factory)
+
+  numbers = {name: parameter.annotation.endswith("| None")
+             for name, parameter in signature.parameters.items()
+             if parameter.annotation in _NUMBER_ANNOTATIONS}
 
   @functools.wraps(factory)
   def make(*args: _Args.args, **kwargs: _Args.kwargs) -> Schedule:
-    schedule = factory(*args, **kwargs)
     bound = signature.bind(*args, **kwargs)
+    for name, optional in numbers.items():
+      if name in bound.arguments:
+        _number(factory.__name__, name, bound.arguments[name], optional=optional)
+    schedule = factory(*args, **kwargs)
     shown = ", ".join(f"{k}={_shown(v)}" for k, v in bound.arguments.items())
     return _Named(schedule, f"{factory.__name__}({shown})")
 
@@ -90,6 +98,29 @@ def _steps(where: str, arg: str, value: Any, *, positive: bool = False) -> int:
   return steps
 
 
+# The annotations of the arguments that are values (``init_value``, ``decay_rate``): each
+# is checked to be a number before the factory runs (:func:`_number`).
+_NUMBER_ANNOTATIONS = ("chex.Numeric", "chex.Numeric | None", "float")
+
+
+def _number(where: str, arg: str, value: Any, *, optional: bool = False) -> None:
+  """Raises unless ``value`` is a number or an array of numbers (or None, if ``optional``).
+
+  A string is a slip (PyYAML loads ``1e-3`` as ``'1e-3'``), which ``jnp.asarray(value,
+  dtype)`` would parse: ``exponential_decay(1.0, 10, '0.5')`` decayed by 0.5, where
+  optax raises, and an ``init_value`` of ``'1e-3'`` failed at the first step with
+  numpy's "format number 1 of '1e-3' is not recognized". A bool is a flag in a
+  number's place, as for any hyperparameter (:func:`gradtx.core.check_value`).
+  """
+  if value is None and optional:
+    return
+  kind = getattr(getattr(value, "dtype", None), "kind", None)
+  if value is None or isinstance(value, (str, bytes, bool)) or kind in ("U", "S", "O", "b"):
+    hint = " (convert it with float())" if isinstance(value, (str, bytes)) else ""
+    rule = "a number or None" if optional else "a number"
+    raise HyperparameterError(f"{where}: {arg} must be {rule}, got {value!r}{hint}")
+
+
 def _concrete(value: Any) -> float | None:
   """``value`` as a float, or None where it is traced or not a scalar."""
   if isinstance(value, jax.core.Tracer):
@@ -102,6 +133,7 @@ def _concrete(value: Any) -> float | None:
 
 def _check(where: str, arg: str, value: Any,
            ok: Callable[[float], bool], rule: str) -> None:
+  _number(where, arg, value)
   number = _concrete(value)
   if number is not None and not ok(number):
     raise _error(where, arg, rule, value)

@@ -7,7 +7,7 @@ from typing import Any, Iterable, Mapping
 import chex
 
 from gradtx.errors import HyperparameterError
-from gradtx.schedules._common import Schedule, _check, _error, _named, _steps
+from gradtx.schedules._common import Schedule, _check, _error, _named, _number, _steps
 from gradtx.schedules._piecewise import _interpolate, join_schedules
 from gradtx.schedules._warmup import _warmup_cosine
 
@@ -63,6 +63,9 @@ def sgdr_schedule(cosine_kwargs: Iterable[Mapping[str, Any]]) -> Schedule:
       raise HyperparameterError(
           f"{where}: unknown keys {unknown} and missing keys {missing}; the "
           f"keys are {list(_WARMUP_COSINE_KEYS)}, the last two optional")
+    for key in ("init_value", "peak_value", "end_value"):  # as warmup_cosine_decay_schedule's
+      if key in kwargs:
+        _number(where, key, kwargs[key])
     cycles.append(_warmup_cosine(where, **kwargs))
     start += int(kwargs["decay_steps"])
     boundaries.append(start)

@@ -25,7 +25,7 @@ from gradtx import numerics, packed, tree
 from gradtx.core import (NONNEGATIVE, NONNEGATIVE_INT, POSITIVE, POSITIVE_INT, POSITIVE_OR_INF,
                          GradientTransformation, HParams, HParamSpec, Range, ScalarOrSchedule,
                          branch, check_integer_option, check_state, require_params,
-                         require_params_like)
+                         require_params_like, scalar_loss)
 from gradtx.errors import MissingArgumentError, StructureError
 from gradtx.numerics import safe_increment
 
@@ -51,12 +51,6 @@ def _value_dtype(params: Any) -> jnp.dtype:
   leaves = jax.tree.leaves(params)
   dtype = numerics.compute_dtype(*leaves) if leaves else jnp.result_type(float)
   return numerics.real_dtype(dtype)
-
-
-def _scalar_loss(value: Any) -> jax.Array:
-  """A loss as a scalar array: one of shape ``(1,)`` is taken as a scalar (optax's
-  line searches allow it)."""
-  return jnp.reshape(jnp.asarray(value), ())
 
 
 def _slope(updates: Any, grad: Any) -> jax.Array:
@@ -413,9 +407,10 @@ def scale_by_zoom_linesearch(max_linesearch_steps: int,
     dtype = state.learning_rate.dtype
     hp = {k: v.astype(dtype) if k != "max_linesearch_steps" else v for k, v in h.items()}
     fn_kwargs = _value_fn_kwargs(value_fn, extra)
-    value_and_grad = jax.value_and_grad(lambda p, **kw: _scalar_loss(value_fn(p, **kw)))
+    value_and_grad = jax.value_and_grad(lambda p, **kw: scalar_loss(
+        value_fn(p, **kw), "scale_by_zoom_linesearch", "value_fn's result"))
 
-    value_init = _scalar_loss(value).astype(dtype)
+    value_init = scalar_loss(value, "scale_by_zoom_linesearch", "value").astype(dtype)
     slope_init = _slope(updates, grad).astype(dtype)
 
     def on_line(stepsize):
@@ -690,9 +685,9 @@ def scale_by_backtracking_linesearch(max_backtracking_steps: int,
     fn_kwargs = _value_fn_kwargs(value_fn, extra)
 
     def f(p):
-      return _scalar_loss(value_fn(p, **fn_kwargs)).astype(dtype)
+      return scalar_loss(value_fn(p, **fn_kwargs), stage, "value_fn's result").astype(dtype)
 
-    value = _scalar_loss(value).astype(dtype)
+    value = scalar_loss(value, stage, "value").astype(dtype)
     slope = _slope(updates, grad).astype(dtype)
     grad_like = tree.zeros_like(params) if store_grad else None
 

@@ -149,7 +149,7 @@ def scale_by_rprop(learning_rate: float, eta_minus: ScalarOrSchedule = 0.5,
     learning: the RPROP algorithm*, ICNN 1993; Igel & Hüsken, *Improving the
     Rprop Learning Algorithm*, 2000.
   """
-  check_value("scale_by_rprop", "learning_rate", learning_rate, POSITIVE)
+  check_value("scale_by_rprop", "learning_rate", learning_rate, POSITIVE, scalar=True)
   spec = HParamSpec("scale_by_rprop", eta_minus=(eta_minus, Range(0.0, 1.0, low_open=True)),
                     eta_plus=(eta_plus, Range(1.0)), min_step_size=(min_step_size, Range(0.0)),
                     max_step_size=(max_step_size, POSITIVE_OR_INF))

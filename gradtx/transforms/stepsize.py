@@ -10,7 +10,7 @@ import numpy as np
 from gradtx import tree
 from gradtx.core import (ANY, NONNEGATIVE, NONNEGATIVE_OR_INF, POSITIVE, EmptyState,
                          GradientTransformation, HParams, HParamSpec, ScalarOrSchedule,
-                         check_state, require_params_like)
+                         check_state, require_params_like, scalar_loss)
 from gradtx.errors import MissingArgumentError
 from gradtx.numerics import as_dtype
 
@@ -71,10 +71,11 @@ def scale_by_polyak(f_min: ScalarOrSchedule = 0.0, max_learning_rate: ScalarOrSc
     if value is None:
       raise MissingArgumentError(
           "scale_by_polyak needs the loss: call update(grads, state, params, value=loss)")
+    value = scalar_loss(value, "scale_by_polyak", "value")
     h, hparams = spec.step(state.hparams)
     g_sq = tree.sum_squares(updates)
     dtype = g_sq.dtype
-    gap = jnp.asarray(value).astype(dtype) - h["f_min"].astype(dtype)
+    gap = value.astype(dtype) - h["f_min"].astype(dtype)
     if variant == "sps+":
       gap = jnp.maximum(gap, 0)
     denominator = g_sq + h["eps"].astype(dtype)
