@@ -687,6 +687,37 @@ def test_scalar_leaves_of_a_state_filled_from_an_array_can_be_donated(make):
   assert float(got[0]["s"]) < 0.5 and float(got[0]["t"]) > -1.0
 
 
+# A hyperparameter given as a jax array was held in the state as that array: donating
+# the state deleted the caller's array, and where one value serves two stages, the
+# state held one buffer twice and XLA refused it.
+_GIVEN_AN_ARRAY = {
+    "adam": lambda v: gtx.adam(v),
+    "optimistic_adam": lambda v: gtx.optimistic_adam(v),  # the rate is alpha and beta
+    "muon": lambda v: gtx.contrib.muon(0.1, eps=v * 1e-6),  # eps of muon and of its adam
+    "schedule_free_sgd": lambda v: gtx.contrib.schedule_free_sgd(v),  # outer and base rate
+}
+
+
+@pytest.mark.parametrize("make", list(_GIVEN_AN_ARRAY.values()), ids=list(_GIVEN_AN_ARRAY))
+def test_a_state_holds_a_copy_of_a_hyperparameter_given_as_an_array(make):
+  value = jnp.float32(0.01)
+  tx = make(value)
+  params = {"w": jnp.ones((3, 2)), "b": jnp.zeros(2)}
+  state = tx.init(params)
+  buffers = [x.unsafe_buffer_pointer() for x in jax.tree.leaves((params, state, value))]
+  assert len(set(buffers)) == len(buffers)
+
+  def step(p, s):
+    u, s = tx.update({"w": jnp.ones((3, 2)), "b": jnp.full(2, -2.0)}, s, p)
+    return gtx.apply_updates(p, u), s
+
+  want = jax.jit(step)(*jax.jit(step)(params, state))
+  donated = jax.jit(step, donate_argnums=(0, 1))
+  got = donated(*donated(params, state))
+  chex.assert_trees_all_equal(got, want)
+  assert float(got[0]["b"][0]) > 0.0 and float(value) == np.float32(0.01)  # still the caller's
+
+
 @pytest.mark.parametrize("make", [m for _, m in _DONATED], ids=[n for n, _ in _DONATED])
 def test_a_step_keeps_the_state_types_of_init_for_a_weak_typed_param(make):
   # jnp.asarray(0.5) is weak-typed. L-BFGS stored the param (and its gradient) as
