@@ -393,7 +393,10 @@ def set_hparams(state: PyTree, values: Mapping[str, Any]) -> PyTree:
           "stage with a float or an array to set it by name, or change the schedule")
     check_value(dotted.rsplit(".", 1)[0], key, value, slot.allowed)
     old = hp[key]
-    new = jnp.asarray(value, old.dtype)
+    # A copy (jnp.asarray would hand back an array of old's dtype as it is): the
+    # state must not share a buffer with the caller or with another name set to
+    # the same array, or donating it deletes that array or fails.
+    new = jnp.array(value, old.dtype, copy=True)
     if new.shape != old.shape:
       try:
         new = jnp.broadcast_to(new, old.shape)

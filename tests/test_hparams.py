@@ -155,6 +155,27 @@ def test_set_hparams_errors_list_the_valid_names():
   assert "'opt.a.adam.b1', 'opt.a.adam.b2'" in message
 
 
+def test_set_hparams_holds_a_copy_of_an_array_so_the_state_can_be_donated():
+  # set_hparams held the caller's array itself: a donated step deleted it (the
+  # next epoch's set_hparams with it raised), and one array set for two names
+  # was one buffer twice in the state, which XLA refused to donate.
+  tx = gtx.chain(a=gtx.sgd(0.1), b=gtx.sgd(0.1))
+  rate = jnp.float32(0.25)
+  step = jax.jit(lambda p, s: _apply(tx, p, s, _grads(0)), donate_argnums=(0, 1))
+  params, state = _params(), tx.init(_params())
+  for _ in range(2):
+    state = gtx.set_hparams(state, {"a.lr.learning_rate": rate, "b.lr.learning_rate": rate})
+    params, state = step(params, state)
+  # Each step adds (-0.25) * (-0.25) * 0.5 = 1/32 to b: both stages scale by -rate.
+  np.testing.assert_allclose(params["b"], [-0.4375, -0.4375], rtol=1e-6)
+  assert float(rate) == 0.25
+
+
+def _apply(tx, params, state, grads):
+  updates, state = tx.update(grads, state, params)
+  return gtx.apply_updates(params, updates), state
+
+
 def test_hparams_sweep_under_vmap():
   """Hyperparameters are arrays in the state: vmap a step over several learning rates."""
   tx = gtx.sgd(0.1)
