@@ -307,6 +307,41 @@ def test_meta_gradients_stay_finite_where_a_gradient_entry_is_zero(make):
     assert np.isfinite(leaf).all(), f"d loss / d{jax.tree_util.keystr(path)} = {leaf}"
 
 
+@pytest.mark.parametrize("name", ["adam", "amsgrad", "nadam"])
+def test_meta_gradient_with_respect_to_eps_root_at_its_default_0_is_optaxs(name):
+  # The floor that keeps sqrt's derivative finite, jnp.maximum(eps_root, 2**-126),
+  # had derivative 0 below it: at the default eps_root = 0 the meta-gradient was 0.
+  import optax  # pylint: disable=import-outside-toplevel
+  with jax.enable_x64(True):
+    params = {"w": jnp.array([0.5, -1.0, 2.0])}
+
+    def loss(p):
+      return jnp.sum(jnp.array([1.0, 2.0, 3.0]) * (p["w"] - 0.1) ** 2)
+
+    def after_steps(tx, state, apply):
+      p = params
+      for _ in range(3):
+        updates, state = tx.update(jax.grad(loss)(p), state, p)
+        p = apply(p, updates)
+      return loss(p)
+
+    def ours(eps_root):
+      tx = getattr(gtx, name)(0.1)
+      state = tx.init(params)
+      key, = (k for k in gtx.hparams(state) if k.endswith(".eps_root"))
+      state = gtx.set_hparams(state, {key: eps_root})
+      return after_steps(tx, state, gtx.apply_updates)
+
+    def theirs(eps_root):
+      tx = optax.inject_hyperparams(getattr(optax, name))(learning_rate=0.1, eps_root=eps_root)
+      with jax.numpy_dtype_promotion("standard"):  # optax's bias correction: int32 ** float64
+        return after_steps(tx, tx.init(params), optax.apply_updates)
+
+    slope = jax.grad(ours)(0.0)
+    assert float(slope) > 0.01
+    np.testing.assert_allclose(slope, jax.grad(theirs)(0.0), rtol=1e-9)
+
+
 @pytest.mark.parametrize("preconditioning", ["frobenius", "schatten"])
 def test_muon_meta_gradient_is_finite_where_a_matrix_gradient_is_zero(preconditioning):
   # Newton-Schulz divided by jnp.linalg.norm(G) (frobenius) and took the norm of
