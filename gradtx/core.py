@@ -367,15 +367,20 @@ def placed_like(value: jax.Array, like: Any) -> jax.Array:
 
 
 def _as_state_value(value: Any, allowed: Range) -> jax.Array:
+  # Always a copy (jnp.array, not jnp.asarray, which hands back an array of the
+  # dtype asked for as it is): a state holding the caller's array would share its
+  # buffer with it, and with each other stage given the same array (muon's eps,
+  # optimistic_adam's learning rate, schedule_free's), so donating the state
+  # deleted the caller's array or failed with "donate the same buffer twice".
   if allowed.integer:
-    return jnp.asarray(value, jnp.int32)
+    return jnp.array(value, jnp.int32, copy=True)
   if isinstance(value, (jax.Array, np.ndarray)) and jnp.issubdtype(value.dtype, jnp.floating):
     # An array keeps the dtype its owner chose, as a strong type: a weak one
     # (jnp.asarray(1e-3)) would turn strong on a restore or a set_hparams,
     # and the step that receives it would trace again.
     # canonicalize: float64 is float32 without jax_enable_x64, as for any jax array.
-    return jnp.asarray(value, jax.dtypes.canonicalize_dtype(value.dtype))
-  return jnp.asarray(value, _float_dtype())
+    return jnp.array(value, jax.dtypes.canonicalize_dtype(value.dtype), copy=True)
+  return jnp.array(value, _float_dtype(), copy=True)
 
 
 def _check_takes_the_count(stage: str, name: str, schedule: Callable[..., Any]) -> None:
@@ -437,7 +442,9 @@ class HParamSpec:
           check_value(self.stage, name, first, slot.allowed, scalar=True)
         except HyperparameterError as error:
           raise HyperparameterError(f"{error} (its schedule's value at step 0)") from None
-        values[name] = jnp.asarray(first, jnp.int32 if slot.allowed.integer else _float_dtype())
+        # A copy, as _as_state_value's: a schedule may return an array it holds.
+        values[name] = jnp.array(first, jnp.int32 if slot.allowed.integer else _float_dtype(),
+                                 copy=True)
       else:
         values[name] = _as_state_value(value, slot.allowed)
     return HParams(values, self.slots, count)

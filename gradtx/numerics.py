@@ -292,8 +292,14 @@ def floor_eps_root(eps_root: jax.Array) -> jax.Array:
   per-leaf :func:`safe_sqrt` would do it exactly, but a ``custom_jvp`` per
   leaf made tracing 2000 leaves 30-50% slower; this is one scalar per step.
   A float16 moment rounds the floor to 0.
+
+  The floor lifts the value only: the derivative with respect to
+  :math:`\\epsilon_\\text{root}` stays 1, that of the rule without the floor. A
+  ``jnp.maximum`` made it 0 at the default 0, so a meta-gradient of the loss
+  with respect to ``eps_root`` was 0 there (optax's is not).
   """
-  return jnp.maximum(eps_root, jnp.asarray(_LEAST_NORMAL_FLOAT32, jnp.result_type(eps_root)))
+  floor = jnp.asarray(_LEAST_NORMAL_FLOAT32, jnp.result_type(eps_root))
+  return eps_root + jax.lax.stop_gradient(jnp.maximum(floor - eps_root, 0))
 
 
 _LEAST_NORMAL_FLOAT32 = float(jnp.finfo(jnp.float32).tiny)  # 2**-126, about 1.2e-38

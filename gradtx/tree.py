@@ -420,9 +420,27 @@ def zeros_like(tree: PyTree, dtype: Any = None) -> PyTree:
   return tree_map(lambda x: jnp.zeros_like(x, dtype or jnp.asarray(x).dtype), tree)
 
 
+def _fresh_full_like(x: Any, fill_value: jax.typing.ArrayLike, dtype: Any) -> jax.Array:
+  """``jnp.full_like(x, fill_value, dtype)`` in a buffer of its own.
+
+  ``jnp.full_like`` hands back a ``fill_value`` array itself where it already
+  has the leaf's shape and dtype (a scalar hyperparameter for a scalar leaf):
+  a state built from it would share that buffer (with the hyperparameter, and
+  between its scalar leaves), and donating the state would fail ("Attempt to
+  donate the same buffer twice").
+  """
+  full = jnp.full_like(x, fill_value, dtype)
+  if isinstance(fill_value, jax.Array) and full.shape == fill_value.shape:
+    return jnp.array(full, copy=True)
+  return full
+
+
 def full_like(tree: PyTree, fill_value: jax.typing.ArrayLike, dtype: Any = None) -> PyTree:
-  """``fill_value`` shaped like each leaf, in ``dtype`` or the leaf's own dtype (and sharding)."""
-  return tree_map(lambda x: jnp.full_like(x, fill_value, dtype or jnp.asarray(x).dtype), tree)
+  """``fill_value`` shaped like each leaf, in ``dtype`` or the leaf's own dtype (and sharding).
+
+  Each leaf gets a buffer of its own (see :func:`copy`), a scalar leaf too.
+  """
+  return tree_map(lambda x: _fresh_full_like(x, fill_value, dtype or jnp.asarray(x).dtype), tree)
 
 
 def accumulator_like(tree: PyTree, fill_value: float = 0.0, dtype: Any = None) -> PyTree:
@@ -430,9 +448,9 @@ def accumulator_like(tree: PyTree, fill_value: float = 0.0, dtype: Any = None) -
 
   In ``dtype`` (the leaf's own if None), made complex of the same precision for
   a complex leaf (see :func:`gradtx.numerics.state_dtype`): a real buffer would
-  drop the imaginary part.
+  drop the imaginary part. Each leaf gets a buffer of its own, as in :func:`full_like`.
   """
-  return tree_map(lambda x: jnp.full_like(x, fill_value, state_dtype(x, dtype)), tree)
+  return tree_map(lambda x: _fresh_full_like(x, fill_value, state_dtype(x, dtype)), tree)
 
 
 def copy(tree: PyTree, dtype: Any = None) -> PyTree:

@@ -189,6 +189,27 @@ def test_set_hparams_range_errors_name_the_stage_path():
     gtx.set_hparams(nested, {"outer.adam.b1": 2.0})
 
 
+def test_set_hparams_holds_a_copy_of_an_array_so_the_state_can_be_donated():
+  # set_hparams held the caller's array itself: a donated step deleted it (the
+  # next epoch's set_hparams with it raised), and one array set for two names
+  # was one buffer twice in the state, which XLA refused to donate.
+  tx = gtx.chain(a=gtx.sgd(0.1), b=gtx.sgd(0.1))
+  rate = jnp.float32(0.25)
+  step = jax.jit(lambda p, s: _apply(tx, p, s, _grads(0)), donate_argnums=(0, 1))
+  params, state = _params(), tx.init(_params())
+  for _ in range(2):
+    state = gtx.set_hparams(state, {"a.lr.learning_rate": rate, "b.lr.learning_rate": rate})
+    params, state = step(params, state)
+  # Each step adds (-0.25) * (-0.25) * 0.5 = 1/32 to b: both stages scale by -rate.
+  np.testing.assert_allclose(params["b"], [-0.4375, -0.4375], rtol=1e-6)
+  assert float(rate) == 0.25
+
+
+def _apply(tx, params, state, grads):
+  updates, state = tx.update(grads, state, params)
+  return gtx.apply_updates(params, updates), state
+
+
 def test_hparams_sweep_under_vmap():
   """Hyperparameters are arrays in the state: vmap a step over several learning rates."""
   tx = gtx.sgd(0.1)
@@ -331,6 +352,42 @@ def test_meta_gradients_stay_finite_where_a_gradient_entry_is_zero(make):
   d_params, d_values = jax.jit(jax.grad(unrolled, argnums=(0, 1)))(params, settable)
   for path, leaf in jax.tree_util.tree_leaves_with_path((d_params, d_values)):
     assert np.isfinite(leaf).all(), f"d loss / d{jax.tree_util.keystr(path)} = {leaf}"
+
+
+@pytest.mark.parametrize("name", ["adam", "amsgrad", "nadam"])
+def test_meta_gradient_with_respect_to_eps_root_at_its_default_0_is_optaxs(name):
+  # The floor that keeps sqrt's derivative finite, jnp.maximum(eps_root, 2**-126),
+  # had derivative 0 below it: at the default eps_root = 0 the meta-gradient was 0.
+  import optax  # pylint: disable=import-outside-toplevel
+  with jax.enable_x64(True):
+    params = {"w": jnp.array([0.5, -1.0, 2.0])}
+
+    def loss(p):
+      return jnp.sum(jnp.array([1.0, 2.0, 3.0]) * (p["w"] - 0.1) ** 2)
+
+    def after_steps(tx, state, apply):
+      p = params
+      for _ in range(3):
+        updates, state = tx.update(jax.grad(loss)(p), state, p)
+        p = apply(p, updates)
+      return loss(p)
+
+    def ours(eps_root):
+      tx = getattr(gtx, name)(0.1)
+      state = tx.init(params)
+      key, = (k for k in gtx.hparams(state) if k.endswith(".eps_root"))
+      state = gtx.set_hparams(state, {key: eps_root})
+      return after_steps(tx, state, gtx.apply_updates)
+
+    def theirs(eps_root):
+      tx = optax.inject_hyperparams(getattr(optax, name))(learning_rate=0.1, eps_root=eps_root)
+      with jax.numpy_dtype_promotion("standard"):  # optax's bias correction: int32 ** float64
+        return after_steps(tx, tx.init(params), optax.apply_updates)
+
+    slope = jax.grad(ours)(0.0)
+    assert float(slope) > 0.01
+    np.testing.assert_allclose(slope, jax.grad(theirs)(0.0), rtol=1e-9)
+
 
 @pytest.mark.parametrize("preconditioning", ["frobenius", "schatten"])
 def test_muon_meta_gradient_is_finite_where_a_matrix_gradient_is_zero(preconditioning):

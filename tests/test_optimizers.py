@@ -655,6 +655,69 @@ def test_params_and_an_eager_init_state_can_both_be_donated(make):
   assert all_finite(params)
 
 
+# A state filled from an array (a held hyperparameter, an initial value given as an
+# array) for scalar leaves: jnp.full_like handed back the array itself for a leaf of
+# its shape, so every scalar leaf's entry was one buffer, shared with the value too.
+_FILLED_FROM_AN_ARRAY = {
+    "cocob": lambda: gtx.contrib.cocob(),  # L_0 = eps, the hyperparameter held in the state
+    "rprop": lambda: gtx.rprop(jnp.float32(0.01)),
+    "rmsprop": lambda: gtx.rmsprop(0.1, initial_scale=jnp.float32(0.5)),
+    "adagrad": lambda: gtx.adagrad(0.1, initial_accumulator_value=jnp.float32(0.1)),
+}
+
+
+@pytest.mark.parametrize("make", list(_FILLED_FROM_AN_ARRAY.values()),
+                         ids=list(_FILLED_FROM_AN_ARRAY))
+def test_scalar_leaves_of_a_state_filled_from_an_array_can_be_donated(make):
+  tx = make()
+  params = {"s": jnp.float32(0.5), "t": jnp.float32(-1.0), "w": jnp.ones(2)}
+  state = tx.init(params)
+  buffers = [x.unsafe_buffer_pointer() for x in jax.tree.leaves((params, state))]
+  assert len(set(buffers)) == len(buffers)
+
+  def step(p, s):
+    u, s = tx.update({"s": jnp.float32(2.0), "t": jnp.float32(-3.0), "w": jnp.ones(2)}, s, p)
+    return gtx.apply_updates(p, u), s
+
+  want = jax.jit(step)(*jax.jit(step)(params, state))
+  donated = jax.jit(step, donate_argnums=(0, 1))
+  got = donated(*donated(params, state))
+  chex.assert_trees_all_equal(got, want)
+  # Both steps moved each scalar against its gradient.
+  assert float(got[0]["s"]) < 0.5 and float(got[0]["t"]) > -1.0
+
+
+# A hyperparameter given as a jax array was held in the state as that array: donating
+# the state deleted the caller's array, and where one value serves two stages, the
+# state held one buffer twice and XLA refused it.
+_GIVEN_AN_ARRAY = {
+    "adam": lambda v: gtx.adam(v),
+    "optimistic_adam": lambda v: gtx.optimistic_adam(v),  # the rate is alpha and beta
+    "muon": lambda v: gtx.contrib.muon(0.1, eps=v * 1e-6),  # eps of muon and of its adam
+    "schedule_free_sgd": lambda v: gtx.contrib.schedule_free_sgd(v),  # outer and base rate
+}
+
+
+@pytest.mark.parametrize("make", list(_GIVEN_AN_ARRAY.values()), ids=list(_GIVEN_AN_ARRAY))
+def test_a_state_holds_a_copy_of_a_hyperparameter_given_as_an_array(make):
+  value = jnp.float32(0.01)
+  tx = make(value)
+  params = {"w": jnp.ones((3, 2)), "b": jnp.zeros(2)}
+  state = tx.init(params)
+  buffers = [x.unsafe_buffer_pointer() for x in jax.tree.leaves((params, state, value))]
+  assert len(set(buffers)) == len(buffers)
+
+  def step(p, s):
+    u, s = tx.update({"w": jnp.ones((3, 2)), "b": jnp.full(2, -2.0)}, s, p)
+    return gtx.apply_updates(p, u), s
+
+  want = jax.jit(step)(*jax.jit(step)(params, state))
+  donated = jax.jit(step, donate_argnums=(0, 1))
+  got = donated(*donated(params, state))
+  chex.assert_trees_all_equal(got, want)
+  assert float(got[0]["b"][0]) > 0.0 and float(value) == np.float32(0.01)  # still the caller's
+
+
 @pytest.mark.parametrize("make", [m for _, m in _DONATED], ids=[n for n, _ in _DONATED])
 def test_a_step_keeps_the_state_types_of_init_for_a_weak_typed_param(make):
   # jnp.asarray(0.5) is weak-typed. L-BFGS stored the param (and its gradient) as
