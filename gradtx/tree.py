@@ -136,8 +136,9 @@ def check_update_dtypes(updates: PyTree, params: PyTree | None, stage: str) -> N
       raise StructureError(
           f"{stage}: the updates at key path {keystr(path)} are {u_dtype} and the params "
           f"there are {p_dtype}: a real parameter takes a real gradient (its moments are "
-          "real, and would drop the imaginary part). For complex parameters, make the params "
-          "complex; jax.grad of a real loss of real params is real")
+          "real and would drop the imaginary part, and gtx.apply_updates refuses a complex "
+          "step). For complex parameters, make the params complex; jax.grad of a real loss "
+          "of real params is real")
 
 
 def no_gradient(u: Any) -> bool:

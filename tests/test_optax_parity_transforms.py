@@ -600,7 +600,7 @@ def test_scale_gradient_rejects_a_scale_that_is_not_a_real_scalar(scale):
 
 def test_adaptive_grad_clip_mixed_and_complex_leaves():
   # float64 gradients on float32 params (and the reverse) clip by float64 norms;
-  # complex128 leaves keep their dtype and take float64 norms of |g|.
+  # complex128 gradients keep their dtype and take float64 norms of |g|.
   with jax.enable_x64(True):
     tx = gtx.adaptive_grad_clip(0.1, eps=0.0)
     p32, g64 = jnp.asarray([3.0, 4.0], jnp.float32), jnp.asarray([0.0, 2.0], jnp.float64)
@@ -608,8 +608,9 @@ def test_adaptive_grad_clip_mixed_and_complex_leaves():
       u, _ = jax.jit(tx.update)(g, tx.init(p), p)
       assert u.dtype == g.dtype
       np.testing.assert_allclose(np.asarray(u, np.float64), [0.0, 0.5], rtol=1e-7)
-    gc = jnp.asarray([3 + 4j, 0.0], jnp.complex128)
-    u, _ = tx.update(gc, tx.init(p32), p32)   # |g| = 5 > 0.1 * 5: scaled by 0.1
+    # Complex params (a complex gradient of a real param is refused at the chain's entry).
+    gc, pc = jnp.asarray([3 + 4j, 0.0], jnp.complex128), p32.astype(jnp.complex64)
+    u, _ = tx.update(gc, tx.init(pc), pc)   # |g| = 5 > 0.1 * |p| = 0.5: scaled by 0.1
     assert u.dtype == jnp.complex128
     np.testing.assert_allclose(np.asarray(u), [0.3 + 0.4j, 0.0], rtol=1e-12)
 
