@@ -330,6 +330,9 @@ def test_set_errors():
   with pytest.raises(StructureError,
                      match=r"mu\['w'\] has shape \(3,\); got a value of shape \(2,\)"):
     tu.tree_set(state, w=jnp.ones(2))
+  # A stage's own state (no chain): the message said "<root>: b1 must be ...".
+  with pytest.raises(HyperparameterError, match=r"^tree_set: b1 must be in \[0, 1\), got 2.0$"):
+    tu.tree_set(gtx.scale_by_adam().init(PARAMS), b1=2.0)
 
 
 def test_set_nested_chain_masked_and_whole_stage():

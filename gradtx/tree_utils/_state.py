@@ -220,7 +220,7 @@ def _replace(node: Any, path: KeyPath, stage: tuple[str, ...], values: dict[str,
       children.append(_as_like(child, values[name], jax.tree_util.keystr(child_path)))
   new = treedef.unflatten(children)
   if hparams_set:
-    where = ".".join(stage) or "<root>"
+    where = ".".join(stage) or "tree_set"  # a stage's own state has no stage path
     for name, value in hparams_set.items():
       check_value(where, name, value, node.slot(name).allowed)
     try:
