@@ -27,7 +27,7 @@ import numpy as np
 
 from gradtx._flax_serialization import register_with_flax, serializable
 from gradtx.core import (GradientTransformation, HParams, as_transformation, check_value,
-                         placed_like, foreign_state_hint)
+                         foreign_state_hint, placed_like)
 from gradtx.errors import GradtxError, HyperparameterError, StructureError
 
 PyTree = Any

@@ -147,8 +147,7 @@ def _shape_and_dtype(path: tuple, leaf: Any) -> tuple[tuple[int, ...], np.dtype]
   if jax.dtypes.issubdtype(dtype, jax.dtypes.prng_key):
     raise StructureError(
         f"Layout.from_tree: the leaf at key path {tree.keystr(path)} is a PRNG key ({dtype}), "
-        "which no buffer holds and no gradient steps: pack only the floating-point leaves "
-        "(eqx.partition(model, eqx.is_inexact_array)) and keep the others outside the layout")
+        f"which no buffer holds and no gradient steps: {tree.PACK_FLOAT_LEAVES}")
   # Canonical, as pack makes it: numpy's float64 is float32 without jax_enable_x64.
   return shape, np.dtype(jax.dtypes.canonicalize_dtype(dtype))
 

@@ -210,6 +210,11 @@ def admit_params(params: PyTree) -> PyTree:
   return mask_untrainable(params)
 
 
+# What to do with a leaf no buffer should hold (an integer buffer, a key), said once.
+PACK_FLOAT_LEAVES = ("pack only the floating-point leaves (eqx.partition(model, "
+                     "eqx.is_inexact_array)) and keep the others outside the layout")
+
+
 def check_packed_trainable(params: PyTree) -> None:
   """Raises if a :class:`gradtx.packed.Packed` node of ``params`` holds an integer,
   bool or key buffer.
@@ -229,8 +234,7 @@ def check_packed_trainable(params: PyTree) -> None:
                if dtype in bad]
       raise StructureError(
           f"packed params hold {', '.join(bad)} leaves (key paths {', '.join(paths)}), which "
-          "no gradient steps: pack only the floating-point leaves "
-          "(eqx.partition(model, eqx.is_inexact_array)) and keep the others outside the layout")
+          f"no gradient steps: {PACK_FLOAT_LEAVES}")
 
 
 def admit_updates(updates: PyTree, params: PyTree | None,

@@ -160,7 +160,8 @@ def test_a_mask_tree_made_by_tree_map_over_params_with_none_leaves(jit):
       (gtx.partition({"mat": gtx.sgd(0.5), "other": gtx.set_to_zero()}, labels), -0.5, 0.0)]
   _check_mask_cases(cases, params, grads, jit, none_key="n")
   # A None over an array is still a mask that does not cover it.
-  with pytest.raises(gtx.errors.StructureError, match=r"key path \['b'\], which the mask does not cover"):
+  with pytest.raises(gtx.errors.StructureError,
+                     match=r"key path \['b'\], which the mask does not cover"):
     gtx.masked(gtx.sgd(0.5), {**mask, "b": None}).init(params)
 
 

@@ -87,8 +87,8 @@ def _per_leaf(prefix: PyTree, real: PyTree, where: str, what: str) -> PyTree:
   masked on admission) covers it: the tree ``jax.tree.map(f, params)`` gives for
   params with ``None`` leaves, as optax takes it.
   """
-  absent = {path for path, x in jax.tree_util.tree_flatten_with_path(real, is_leaf=tree.is_masked)[0]
-            if tree.is_masked(x)}
+  leaves = jax.tree_util.tree_flatten_with_path(real, is_leaf=tree.is_masked)[0]
+  absent = {path for path, x in leaves if tree.is_masked(x)}
   if absent:
     prefix = jax.tree_util.tree_map_with_path(
         lambda path, x: MaskedNode() if x is None and path in absent else x, prefix,
