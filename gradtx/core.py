@@ -236,6 +236,23 @@ def check_value(stage: str, name: str, value: Any, allowed: Range, *,
       raise HyperparameterError(f"{stage}: {name} must be {what} in {allowed}, got {shown}")
     shown = value if scalar_value else f"an array with values outside {allowed}"
     raise HyperparameterError(f"{stage}: {name} must be in {allowed}, got {shown}")
+  if not allowed.integer:  # an int32 range already holds its bounds
+    _check_held(stage, name, value, allowed)
+
+
+def _check_held(stage: str, name: str, value: Any, allowed: Range) -> None:
+  """Raises :class:`HyperparameterError` if ``value``, in ``allowed``, leaves it once held
+  in the float dtype a state holds it in: ``1e40`` is inf in float32, ``1e-50`` is 0."""
+  dtype = getattr(value, "dtype", None)
+  held = (jax.dtypes.canonicalize_dtype(dtype)
+          if dtype is not None and jnp.issubdtype(dtype, jnp.floating) else _float_dtype())
+  with np.errstate(over="ignore", under="ignore"):  # the overflow is what is checked
+    as_held = np.asarray(value, np.float64).astype(held)
+  if not allowed.contains(as_held):
+    shown = as_held if np.ndim(value) == 0 else "values outside it"
+    raise HyperparameterError(
+        f"{stage}: {name} must be in {allowed} as a {np.dtype(held).name} (the dtype it is "
+        f"held in; largest {jnp.finfo(held).max:.3g}), got {value!r}, held as {shown}")
 
 
 def check_integer_option(stage: str, name: str, value: Any, allowed: Range) -> None:
@@ -255,6 +272,31 @@ def check_integer_option(stage: str, name: str, value: Any, allowed: Range) -> N
   if not one:
     raise HyperparameterError(f"{stage}: {name} must be a number in {allowed}, got {value!r}")
   check_value(stage, name, value, allowed)
+
+
+def check_dtype_option(stage: str, name: str, value: Any) -> None:
+  """Raises :class:`HyperparameterError` unless ``value`` is ``None`` or names a floating
+  or complex dtype: for a buffer's dtype option (``mu_dtype``, ``nu_dtype``,
+  ``accumulator_dtype``), checked when the transformation is built.
+
+  An integer or bool moment rounds every step's small change away (an int32 ``mu`` stays
+  0), and a misspelt name failed at ``init`` with numpy's "data type not understood",
+  naming neither the stage nor the option. :class:`GradientTransformation` checks every
+  option whose name ends in ``dtype``.
+  """
+  if value is None:
+    return
+  try:
+    dtype = np.dtype(value)
+  except TypeError:
+    raise HyperparameterError(
+        f"{stage}: {name} must be a dtype (jnp.float32, jnp.bfloat16, ...) or None (the "
+        f"params' dtype), got {value!r}") from None
+  if not jnp.issubdtype(dtype, jnp.inexact):
+    raise HyperparameterError(
+        f"{stage}: {name} must be a floating dtype (jnp.float32, jnp.bfloat16, ...) or None "
+        f"(the params' dtype), got {dtype.name}: an integer or bool buffer rounds each "
+        "step's change away")
 
 
 # ----------------------------------------------------------------------------
@@ -649,6 +691,9 @@ class GradientTransformation(_OptaxTransformation):
     self.name = name
     self.spec = spec if spec is not None else HParamSpec(name)
     self.options = dict(options or {})
+    for key, value in self.options.items():
+      if key.endswith("dtype"):
+        check_dtype_option(name, key, value)
     self.factor = factor
     self.takes_factor = takes_factor
 

@@ -1,5 +1,6 @@
 """The protocol: apply_updates, identity, stateless, chains, repr, hyperparameter plumbing."""
 
+import inspect
 import re
 
 import jax
@@ -401,3 +402,68 @@ def test_safe_sqrt_is_jnp_sqrt_with_derivative_zero_at_zero():
   slopes = jax.vmap(jax.grad(gtx.numerics.safe_sqrt))(x)
   np.testing.assert_allclose(slopes, [0.0, 0.5e15, 0.5 / np.sqrt(2.0), 0.25], rtol=1e-6)
   assert float(jax.grad(lambda v: gtx.tree.global_norm({"a": v}))(jnp.zeros(3))[0]) == 0.0
+
+
+# A value for each required argument of the constructors that take a buffer dtype.
+_DTYPE_CASE_ARGS = {"learning_rate": 0.1, "decay": 0.9, "every_k_schedule": 2,
+                    "opt": gtx.identity(), "base_optimizer": gtx.identity(),
+                    "measure": gtx.tree_utils.tree_norm}
+
+
+def _dtype_options():
+  """(name, constructor, option) for every public constructor with a buffer dtype option."""
+  found = {}
+  for module in (gtx, gtx.contrib):
+    for name in dir(module):
+      make = getattr(module, name)
+      if name.startswith("_") or not callable(make) or isinstance(make, type):
+        continue
+      for option in inspect.signature(make).parameters:
+        if "dtype" in option:  # mu_dtype, ..., adafactor's dtype_momentum
+          found[(make.__module__, name, option)] = (f"{name}({option})", make, option)
+  return sorted(found.values(), key=lambda case: case[0])
+
+
+def test_dtype_options_refuse_integer_and_unknown_dtypes_when_built():
+  """An int32 moment rounds each step's change away (adam's mu stays 0) and a misspelt
+  dtype failed at init with numpy's message: both are refused when the transformation is
+  built, naming the stage and the option; a float dtype and None are taken."""
+  cases = _dtype_options()
+  assert len(cases) >= 90, [case[0] for case in cases]  # the whole family, not a few
+  for label, make, option in cases:
+    required = {p.name: _DTYPE_CASE_ARGS[p.name]
+                for p in inspect.signature(make).parameters.values()
+                if p.default is inspect.Parameter.empty and p.kind is not p.VAR_KEYWORD}
+    for bad, shown in ((jnp.int32, "got int32"), (bool, "got bool"),
+                       ("flaot32", "got 'flaot32'")):
+      # Each names the argument as the constructor calls it, and a stage.
+      with pytest.raises(gtx.HyperparameterError, match=rf"\w+: {option} must be .*{shown}"):
+        make(**required, **{option: bad})
+        pytest.fail(f"{label} took {option}={bad!r}")
+    for good in (None, jnp.bfloat16, "float32"):
+      make(**required, **{option: good})
+
+
+def test_a_hyperparameter_that_its_float_dtype_cannot_hold_is_refused():
+  """1e40 is inf in float32 and 1e-50 is 0: the state would hold a value its range
+  refuses, so the step's rate was inf (or DoG's positive reps_rel 0). Named at
+  construction and in set_hparams; under x64 (float64) both fit."""
+  with pytest.raises(gtx.HyperparameterError,
+                     match=r"scale_by_learning_rate: learning_rate must be in \[0, inf\) as a "
+                           r"float32 .*got 1e\+40, held as inf"):
+    gtx.adam(1e40)
+  with pytest.raises(gtx.HyperparameterError, match=r"reps_rel must be in \(0, inf\) as a "
+                                                    r"float32 .*got 1e-50, held as 0"):
+    gtx.scale_by_distance_over_gradients(reps_rel=1e-50)
+  with pytest.raises(gtx.HyperparameterError, match=r"got np.float64\(1e\+40\), held as inf"):
+    gtx.sgd(np.float64(1e40))
+  state = gtx.adam(0.1).init(jnp.zeros(2))
+  with pytest.raises(gtx.HyperparameterError, match="learning_rate must be in .* as a float32"):
+    gtx.set_hparams(state, learning_rate=1e40)
+  assert float(gtx.hparams(state)["lr.learning_rate"]) == pytest.approx(0.1)
+  # A threshold that inf switches off takes it: the value means the same.
+  assert gtx.clip_by_global_norm(1e40).init(jnp.zeros(2)) is not None
+  assert float(gtx.hparams(gtx.adam(1e-30).init(jnp.zeros(2)))["lr.learning_rate"]) > 0
+  with enable_x64(True):
+    lr = gtx.hparams(gtx.adam(1e40).init(jnp.zeros(2)))["lr.learning_rate"]
+    assert lr.dtype == jnp.float64 and float(lr) == 1e40

@@ -11,7 +11,7 @@ from typing import Any
 import jax.numpy as jnp
 
 from gradtx.chain import Chain, named_chain
-from gradtx.core import ScalarOrSchedule
+from gradtx.core import ScalarOrSchedule, check_dtype_option
 from gradtx.transforms.adaptive import (scale_by_adan, scale_by_belief, scale_by_novograd,
                                         scale_by_radam, scale_by_yogi)
 from gradtx.transforms.clipping import clip_by_block_rms
@@ -236,6 +236,8 @@ def adafactor(learning_rate: ScalarOrSchedule | None = None, min_dim_size_to_fac
     Shazeer & Stern, *Adafactor: Adaptive Learning Rates with Sublinear Memory
     Cost*, ICML 2018.
   """
+  # Here, not only in ema: under adafactor's name for it, and named without momentum too.
+  check_dtype_option("adafactor", "dtype_momentum", dtype_momentum)
   stages = dict(factored_rms=scale_by_factored_rms(factored, decay_rate, decay_offset,
                                                    min_dim_size_to_factor, eps,
                                                    nu_dtype=nu_dtype))

@@ -14,7 +14,7 @@ from __future__ import annotations
 from typing import Any
 
 from gradtx.chain import Chain, named_chain
-from gradtx.core import ScalarOrSchedule
+from gradtx.core import ScalarOrSchedule, check_dtype_option
 from gradtx.transforms.decay import Mask, add_decayed_weights
 from gradtx.transforms.momentum import trace
 from gradtx.transforms.moments import (scale_by_adadelta, scale_by_adam, scale_by_adamax,
@@ -59,6 +59,9 @@ def sgd(learning_rate: ScalarOrSchedule, momentum: ScalarOrSchedule | None = Non
       lr=scale_by_learning_rate(learning_rate=0.1, flip_sign=True),
     )
   """
+  # Here, not only in trace: without momentum there is no buffer, but a bad dtype is
+  # still a slip to name at once.
+  check_dtype_option("sgd", "accumulator_dtype", accumulator_dtype)
   if momentum is None:
     return named_chain("sgd", lr=scale_by_learning_rate(learning_rate))
   return named_chain("sgd", momentum=trace(momentum, nesterov, accumulator_dtype),
