@@ -309,6 +309,35 @@ def test_selective_transform_and_freeze_match_optax():
   assert not jax.tree.leaves(gtx.freeze(freeze_mask).init(params))  # no state at all
 
 
+def test_freeze_and_selective_transform_errors_name_them_and_their_arguments():
+  """They are built from masked and partition, whose names and argument names the
+  errors said ('masked: the mask', 'partition: the param_labels'): not what was called."""
+  params = {"a": jnp.ones(2), "b": jnp.ones(2)}
+  wrong = {"a": True, "c": False}
+  cases = [
+      (gtx.freeze(wrong), r"^freeze: the mask has key path \['c'\]"),
+      (gtx.freeze(lambda p: {"a": True}), r"^freeze: the params have key path \['b'\]"),
+      (gtx.selective_transform(gtx.adam(0.1), freeze_mask=wrong),
+       r"^selective_transform: the freeze_mask has key path \['c'\]"),
+      (gtx.selective_transform(gtx.adam(0.1), freeze_mask=lambda p: {"a": True}),
+       r"^selective_transform: the params have key path \['b'\]"),
+      # What they are built from keeps its names.
+      (gtx.masked(gtx.sgd(0.1), wrong), r"^masked: the mask has key path \['c'\]"),
+      (gtx.partition({"x": gtx.sgd(0.1)}, {"a": "x", "c": "x"}),
+       r"^partition: the param_labels has key path \['c'\]"),
+  ]
+  for tx, message in cases:
+    with pytest.raises(gtx.StructureError, match=message):
+      tx.init(params)
+  with pytest.raises(gtx.StructureError, match=r"^freeze: .*MaskedState"):
+    gtx.freeze({"a": True, "b": False}).update(params, gtx.adam(0.1).init(params))
+  with pytest.raises(TypeError, match=r"^selective_transform optimizer: expected a gradient"):
+    gtx.selective_transform(None, freeze_mask=wrong)
+  # Still stage names a chain gives by default, as before.
+  assert gtx.freeze(wrong).name == "freeze"
+  assert gtx.selective_transform(gtx.sgd(0.1), freeze_mask=wrong).name == "partition"
+
+
 # ---------------------------------------------------------------------------- multi_steps
 
 

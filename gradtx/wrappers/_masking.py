@@ -183,33 +183,40 @@ def masked(inner: GradientTransformation, mask: Mask, *,
     >>> updates["b"], updates["w"][0]
     (Array([0., 0.], dtype=float32), Array([0.1, 0.1], dtype=float32))
   """
-  inner = as_transformation(inner, where="masked")
+  return _masked(inner, mask, mask_compatible_extra_args, "masked")
+
+
+def _masked(inner: GradientTransformation, mask: Mask, mask_compatible_extra_args: bool,
+            where: str) -> GradientTransformation:
+  """:func:`masked`, its errors naming ``where``: the function the user called
+  (``"freeze"``)."""
+  inner = as_transformation(inner, where=where)
 
   def init(params):
     # Packed mode masks elements, not leaves (see gradtx.packed); tree_map_params's
     # placeholder has no leaves to mask.
     if isinstance(params, Packed):
-      keep = _mask_per_leaf(mask, _packed_view(mask, params, None), "masked")
+      keep = _mask_per_leaf(mask, _packed_view(mask, params, None), where)
       return MaskedState(masked_init(inner, keep, params))
     if tree.is_params_placeholder(params):
       return MaskedState(inner.init(params))
     with unmasked_view(params) as real:
-      keep = _mask_per_leaf(mask, real, "masked")
+      keep = _mask_per_leaf(mask, real, where)
       return MaskedState(inner.init(_hide(keep, params)))
 
   def update(updates, state, params=None, **extra):
-    check_state("masked", state, MaskedState)
+    check_state(where, state, MaskedState)
     if params is not None:
-      tree.check_structure(params, updates, "params", "updates", stage="masked")
+      tree.check_structure(params, updates, "params", "updates", stage=where)
     if isinstance(updates, Packed):
       # Checked here as in tree mode, so a mask that is not bools raises the same error
       # (the element mask alone would take it by truthiness).
-      keep = _mask_per_leaf(mask, _packed_view(mask, updates, params), "masked")
+      keep = _mask_per_leaf(mask, _packed_view(mask, updates, params), where)
       updates, inner_state = masked_update(inner, keep, updates, state.inner_state, params,
                                            mask_extra=mask_compatible_extra_args, **extra)
       return updates, MaskedState(inner_state)
     with unmasked_view(updates if params is None else params) as real:
-      keep = _mask_per_leaf(mask, real, "masked")
+      keep = _mask_per_leaf(mask, real, where)
       if mask_compatible_extra_args:
         extra = _hide_extra(keep, extra, updates)
       new_updates, inner_state = inner.update(
@@ -269,6 +276,6 @@ def freeze(mask: Mask) -> GradientTransformation:
     >>> tx.update(grads, tx.init(grads))[0]
     {'encoder': Array([-0., -0.], dtype=float32), 'head': Array([-0.1, -0.1], dtype=float32)}
   """
-  tx = masked(set_to_zero(), mask)
+  tx = _masked(set_to_zero(), mask, False, "freeze")
   tx.name = "freeze"
   return tx

@@ -59,24 +59,33 @@ def partition(transforms: Mapping[str, GradientTransformation],
     >>> sorted(k for k in gtx.hparams(state) if k.endswith("learning_rate"))
     ['decay.lr.learning_rate', 'no_decay.lr.learning_rate']
   """
+  return _partition(transforms, param_labels, mask_compatible_extra_args,
+                    "partition", "param_labels")
+
+
+def _partition(transforms: Mapping[str, GradientTransformation],
+               param_labels: PyTree | Callable[[PyTree], PyTree],
+               mask_compatible_extra_args: bool, where: str, what: str) -> GradientTransformation:
+  """:func:`partition`, its errors naming ``where`` and its labels ``what``: the function
+  the user called and its argument (``"selective_transform"``, ``"freeze_mask"``)."""
   if not isinstance(transforms, Mapping) or not transforms:
-    raise TypeError("partition: transforms must be a non-empty mapping label -> "
+    raise TypeError(f"{where}: transforms must be a non-empty mapping label -> "
                     f"transformation, got {transforms!r}")
   for label in transforms:
     if not isinstance(label, str) or not label.isidentifier():
-      raise ValueError(f"partition: label {label!r} must be a string that is a Python "
+      raise ValueError(f"{where}: label {label!r} must be a string that is a Python "
                        "identifier: labels are part of hyperparameter names "
                        "('<stage>.<label>.<name>')")
-  groups = {label: as_transformation(tx, where=f"partition group {label!r}")
+  groups = {label: as_transformation(tx, where=f"{where} group {label!r}")
             for label, tx in transforms.items()}
 
   def labels_per_leaf(real):
     labels = param_labels(real) if callable(param_labels) else param_labels
-    per_leaf = _per_leaf(labels, real, "partition", "param_labels")
+    per_leaf = _per_leaf(labels, real, where, what)
     for path, label in jax.tree_util.tree_flatten_with_path(per_leaf, is_leaf=tree.is_masked)[0]:
       if not tree.is_masked(label) and label not in groups:
         raise StructureError(
-            f"partition: the parameter at key path {tree.keystr(path)} has label "
+            f"{where}: the parameter at key path {tree.keystr(path)} has label "
             f"{label!r}, which has no transformation; the labels of transforms are "
             f"{list(groups)}")
     return per_leaf
@@ -104,13 +113,13 @@ def partition(transforms: Mapping[str, GradientTransformation],
     return PartitionState(ChainState(states))
 
   def update(updates, state, params=None, **extra):
-    check_state("partition", state, PartitionState)
+    check_state(where, state, PartitionState)
     if params is not None:
-      tree.check_structure(params, updates, "params", "updates", stage="partition")
+      tree.check_structure(params, updates, "params", "updates", stage=where)
     inner_states = state.inner_states
     if not isinstance(inner_states, ChainState) or list(inner_states) != list(groups):
       got = list(inner_states) if isinstance(inner_states, ChainState) else inner_states
-      raise StructureError(f"partition: the state has groups {got}, this partition has "
+      raise StructureError(f"{where}: the state has groups {got}, this partition has "
                            f"{list(groups)}")
     new_states = {}
     if isinstance(updates, Packed):
@@ -180,6 +189,7 @@ def selective_transform(optimizer: GradientTransformation, *,
     >>> state.inner_states["train"]["adam"].mu
     {'encoder': MaskedNode(), 'head': Array([0., 0.], dtype=float32)}
   """
+  optimizer = as_transformation(optimizer, where="selective_transform optimizer")
   if callable(freeze_mask):
     def freeze_labels(params):
       return jax.tree.map(_freeze_label, _mask_per_leaf(freeze_mask, params,
@@ -192,4 +202,5 @@ def selective_transform(optimizer: GradientTransformation, *,
     # not a bool would otherwise be taken by its truthiness.
     labels = jax.tree.map(_freeze_label, _mask_per_leaf(freeze_mask, freeze_mask,
                                                         "selective_transform"))
-  return partition({"train": optimizer, "freeze": set_to_zero()}, labels)
+  return _partition({"train": optimizer, "freeze": set_to_zero()}, labels, False,
+                    "selective_transform", "freeze_mask")
