@@ -456,8 +456,9 @@ def poly_loss_cross_entropy(
   log_p = _log_softmax(x, axis, where)
   if where is not None:  # a left-out class's log_p may be large: an inf exp gives NaN gradients
     log_p = jnp.where(where, log_p, 0)
+  # softmax_cross_entropy's sum, on the log-softmax computed once for both terms.
+  ce = -jnp.sum(_times_log(y, log_p), axis=axis, where=where)
   one_minus_pt = jnp.sum(y * -jnp.expm1(log_p), axis=axis, where=where)
-  ce = softmax_cross_entropy(x, y, axis=axis, where=where)
   return (ce + epsilon * one_minus_pt).astype(dtype)
 
 
