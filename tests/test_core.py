@@ -459,7 +459,7 @@ def test_a_hyperparameter_that_its_float_dtype_cannot_hold_is_refused():
     gtx.sgd(np.float64(1e40))
   state = gtx.adam(0.1).init(jnp.zeros(2))
   with pytest.raises(gtx.HyperparameterError, match="learning_rate must be in .* as a float32"):
-    gtx.set_hparams(state, learning_rate=1e40)
+    gtx.set_hparams(state, {"lr.learning_rate": 1e40})
   assert float(gtx.hparams(state)["lr.learning_rate"]) == pytest.approx(0.1)
   # A threshold that inf switches off takes it: the value means the same.
   assert gtx.clip_by_global_norm(1e40).init(jnp.zeros(2)) is not None
