@@ -444,12 +444,15 @@ def set_hparams(state: PyTree, values: Mapping[str, Any]) -> PyTree:
           "stage with a float or an array to set it by name, or change the schedule")
     # The stage's path names where it is; a stage's own state (no chain around it) has
     # none, and its name alone read "b1: b1 must be in [0, 1), got 2.0".
-    check_value(dotted[:-len(key) - 1] or "set_hparams", key, value, slot.allowed)
     old = hp[key]
+    check_value(dotted[:-len(key) - 1] or "set_hparams", key, value, slot.allowed,
+                held=old.dtype)
     # A copy (jnp.asarray would hand back an array of old's dtype as it is): the
     # state must not share a buffer with the caller or with another name set to
-    # the same array, or donating it deletes that array or fails.
-    new = jnp.array(value, old.dtype, copy=True)
+    # the same array, or donating it deletes that array or fails. A value past the
+    # dtype's range got here only where the range holds inf: held as inf.
+    with np.errstate(over="ignore"):
+      new = jnp.array(value, old.dtype, copy=True)
     if new.shape != old.shape:
       try:
         new = jnp.broadcast_to(new, old.shape)

@@ -191,11 +191,14 @@ def branch(pred: Any, true_fn: Callable[..., Any], false_fn: Callable[..., Any],
 
 
 def check_value(stage: str, name: str, value: Any, allowed: Range, *,
-                scalar: bool = False) -> None:
+                scalar: bool = False, held: Any = None) -> None:
   """Raises :class:`HyperparameterError` if a concrete ``value`` is outside ``allowed``,
   or is a string, a bool (which numpy would read as numbers) or complex; with ``scalar``,
   also if it is an array and the range is not a ``vector``. An infinite value
   refused for being infinite is named so ("must be a finite number in [0, inf)").
+
+  A float value is also checked as it will be held, in ``held`` (default: the dtype a
+  state holds it in), where ``1e40`` is inf in float32.
 
   Traced values (a hyperparameter swept under ``vmap``) cannot be checked and
   pass through, but for their shape and a complex dtype.
@@ -237,15 +240,17 @@ def check_value(stage: str, name: str, value: Any, allowed: Range, *,
     shown = value if scalar_value else f"an array with values outside {allowed}"
     raise HyperparameterError(f"{stage}: {name} must be in {allowed}, got {shown}")
   if not allowed.integer:  # an int32 range already holds its bounds
-    _check_held(stage, name, value, allowed)
+    _check_held(stage, name, value, allowed, held)
 
 
-def _check_held(stage: str, name: str, value: Any, allowed: Range) -> None:
+def _check_held(stage: str, name: str, value: Any, allowed: Range, held: Any) -> None:
   """Raises :class:`HyperparameterError` if ``value``, in ``allowed``, leaves it once held
-  in the float dtype a state holds it in: ``1e40`` is inf in float32, ``1e-50`` is 0."""
-  dtype = getattr(value, "dtype", None)
-  held = (jax.dtypes.canonicalize_dtype(dtype)
-          if dtype is not None and jnp.issubdtype(dtype, jnp.floating) else _float_dtype())
+  in the float dtype ``held`` (``None``: the one a state holds it in): ``1e40`` is inf in
+  float32, ``1e-50`` is 0."""
+  if held is None:
+    dtype = getattr(value, "dtype", None)
+    held = (jax.dtypes.canonicalize_dtype(dtype)
+            if dtype is not None and jnp.issubdtype(dtype, jnp.floating) else _float_dtype())
   with np.errstate(over="ignore", under="ignore"):  # the overflow is what is checked
     as_held = np.asarray(value, np.float64).astype(held)
   if not allowed.contains(as_held):
@@ -421,8 +426,13 @@ def _as_state_value(value: Any, allowed: Range) -> jax.Array:
     # (jnp.asarray(1e-3)) would turn strong on a restore or a set_hparams,
     # and the step that receives it would trace again.
     # canonicalize: float64 is float32 without jax_enable_x64, as for any jax array.
-    return jnp.array(value, jax.dtypes.canonicalize_dtype(value.dtype), copy=True)
-  return jnp.array(value, _float_dtype(), copy=True)
+    dtype = jax.dtypes.canonicalize_dtype(value.dtype)
+  else:
+    dtype = _float_dtype()
+  # check_value let a value through that overflows here only where its range holds inf
+  # (clip_by_global_norm(1e40), a cap inf switches off): held as inf, as meant.
+  with np.errstate(over="ignore"):
+    return jnp.array(value, dtype, copy=True)
 
 
 def _check_takes_the_count(stage: str, name: str, schedule: Callable[..., Any]) -> None:
