@@ -322,6 +322,19 @@ def test_set_errors():
     tu.tree_set(state, nothere=1.0)
   with pytest.raises(KeyError, match="that the filtering function accepts"):
     tu.tree_set(state, lambda path, value: False, count=1)
+  # A missing key's error names the keys that exist (it said only "found no value"), and a
+  # filter's, the values it turned down.
+  with pytest.raises(KeyError) as error:
+    tu.tree_set(state, learning_rat=0.1)
+  assert error.value.args[0] == (
+      "tree_set: found no value for 'learning_rat' (did you mean 'learning_rate'?); the keys "
+      "in the tree are ['EmptyState', 'ScaleByAdamState', 'adam', 'b', 'b1', 'b2', 'count', "
+      "'eps', 'eps_root', 'hparams', 'learning_rate', 'lr', 'mu', 'nu', 'w']")
+  with pytest.raises(KeyError) as error:
+    tu.tree_set(state, lambda path, value: False, count=1)
+  assert error.value.args[0] == (
+      "tree_set: found no value for 'count' that the filtering function accepts; it rejected "
+      "the values at [\"['adam']ScaleByAdamState.count\"]")
   with pytest.raises(HyperparameterError,
                      match=r"lr: learning_rate must be in \[0, inf\), got -0.1"):
     tu.tree_set(state, learning_rate=-0.1)
