@@ -32,8 +32,8 @@ from jax import flatten_util
 from gradtx.core import NONNEGATIVE_OR_INF, POSITIVE, Range, is_concrete, check_value
 from gradtx.errors import HyperparameterError
 from gradtx.numerics import as_dtype
-from gradtx.tree_utils import (tree_add_scale, tree_full_like, tree_mul, tree_norm, tree_scale,
-                               tree_size, tree_vdot, tree_where)
+from gradtx.tree_utils import (tree_add_scale, tree_cast_like, tree_full_like, tree_mul,
+                               tree_norm, tree_scale, tree_size, tree_vdot, tree_where)
 
 PyTree = Any
 
@@ -193,7 +193,15 @@ def projection_simplex(tree: PyTree, scale: jax.typing.ArrayLike = 1) -> PyTree:
 
 
 def _sign_of_projection(x: jax.Array) -> jax.Array:
-  """The sign to give :math:`|p|`: that of ``x``, and +1 where ``x`` is zero."""
+  """The sign to give :math:`|p|`: that of ``x`` (its phase :math:`x / |x|` when complex),
+  and +1 where ``x`` is zero."""
+  if jnp.iscomplexobj(x):
+    # x < 0 orders complex numbers lexicographically, which is no sign: 1 + 2j came back
+    # as 1, off the ray of x (and farther from it than x / |x| times the same modulus).
+    modulus = jnp.abs(x)
+    nonzero = modulus != 0
+    return jnp.where(nonzero, x / jnp.where(nonzero, modulus, 1).astype(x.dtype),
+                     jnp.ones_like(x))
   return jnp.where(x < 0, -jnp.ones_like(x), jnp.ones_like(x))
 
 
@@ -205,7 +213,8 @@ def projection_l1_sphere(tree: PyTree, scale: jax.typing.ArrayLike = 1) -> PyTre
     \\quad\\Longrightarrow\\quad p = \\operatorname{sign}(x) \\odot
     \\operatorname{proj}_{\\Delta_s}(|x|)
 
-  where :math:`\\Delta_s` is the simplex of :func:`projection_simplex` and
+  where :math:`\\Delta_s` is the simplex of :func:`projection_simplex`,
+  :math:`\\operatorname{sign}(x) = x / |x|` (the phase, for a complex entry) and
   :math:`\\operatorname{sign}(0) = +1`. Differs from optax 0.2.8, which takes
   :math:`\\operatorname{sign}(0) = 0`: for a point inside the sphere with a
   zero entry (``[1, 0]`` and :math:`s = 2`) optax returns ``[1.5, 0]``, off
@@ -223,7 +232,9 @@ def projection_l1_sphere(tree: PyTree, scale: jax.typing.ArrayLike = 1) -> PyTre
   """
   _check_scale("projection_l1_sphere", scale)
   magnitude = projection_simplex(jax.tree.map(jnp.abs, tree), scale)
-  return tree_mul(jax.tree.map(_sign_of_projection, tree), magnitude)
+  # |x| of a complex leaf is real: cast back so the product is the leaf's dtype (also
+  # under strict dtype promotion).
+  return tree_mul(jax.tree.map(_sign_of_projection, tree), tree_cast_like(magnitude, tree))
 
 
 def projection_l1_ball(tree: PyTree, scale: jax.typing.ArrayLike = 1) -> PyTree:

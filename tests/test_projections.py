@@ -177,6 +177,26 @@ def test_l1_sphere_inside_with_a_zero_entry():
   np.testing.assert_allclose(np.abs(np.asarray(out["w"])).sum(), 2.0)
 
 
+def test_l1_ball_and_sphere_keep_the_phase_of_complex_entries():
+  # The closest point of {sum |p_i| <= s} keeps each entry's phase and projects the moduli:
+  # p = x / |x| * proj(|x|). The sign was taken as x < 0, which orders complex numbers
+  # lexicographically: 1 + 2j came back as the real 1.
+  x = {"a": jnp.array([1 + 2j, -1j, 0j], jnp.complex64), "b": jnp.array([0.5, -3.0])}
+  moduli = np.abs(np.concatenate([np.asarray(x["a"]), np.asarray(x["b"])]))
+  phases = np.concatenate([np.asarray(x["a"]), np.asarray(x["b"])]) / np.where(moduli, moduli, 1)
+  phases[moduli == 0] = 1
+  for scale in (1.0, 2.0):
+    expected = phases * _np_simplex(moduli, scale)
+    for project in (P.projection_l1_ball, P.projection_l1_sphere, jax.jit(P.projection_l1_ball)):
+      out = project(x, scale)
+      assert out["a"].dtype == jnp.complex64 and out["b"].dtype == jnp.float32
+      np.testing.assert_allclose(np.concatenate([out["a"], out["b"]]), expected, atol=1e-6)
+  # Inside the ball: x itself; onto the sphere from inside: each modulus grows, phases kept.
+  np.testing.assert_allclose(P.projection_l1_ball(x, 10.0)["a"], x["a"])
+  out = P.projection_l1_sphere({"a": jnp.array([3 + 4j, 0j])}, 7.0)["a"]
+  np.testing.assert_allclose(out, [3.6 + 4.8j, 1.0], atol=1e-6)
+
+
 @pytest.mark.parametrize("seed, scale", [(6, 1.0), (7, 100.0)])
 def test_l1_ball(dtype, run, seed, scale):
   tree = _tree(seed, dtype, shapes={"a": (3,), "b": (2,)})
