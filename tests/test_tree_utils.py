@@ -72,6 +72,25 @@ def test_leafwise_arithmetic(dtype, run):
   _assert_tree(run(lambda a, b: tu.tree_where(jnp.asarray(False), a, b), x, y), ny, dtype)
 
 
+def test_python_number_leaves():
+  # A Python number is a leaf as an array is (optax's functions take it): tree_add,
+  # tree_scale, tree_add_scale, tree_clip and tree_bias_correction read its .dtype and
+  # failed with AttributeError. It is taken as jit takes it, a weakly typed float32.
+  x, y = {"a": jnp.array([1.0, -4.0]), "t": 2.0}, {"a": jnp.array([0.5, 0.5]), "t": 0.5}
+  cases = [
+      (tu.tree_add(x, y, y), {"a": [2.0, -3.0], "t": 3.0}),
+      (gtx.tree.add(x, y), {"a": [1.5, -3.5], "t": 2.5}),
+      (tu.tree_scale(0.5, x), {"a": [0.5, -2.0], "t": 1.0}),
+      (tu.tree_add_scale(x, -2.0, y), {"a": [0.0, -5.0], "t": 1.0}),
+      (tu.tree_clip(x, -1.0, 1.5), {"a": [1.0, -1.0], "t": 1.5}),
+      (tu.tree_bias_correction(y, 0.5, jnp.asarray(1)), {"a": [1.0, 1.0], "t": 1.0}),
+  ]
+  for out, expected in cases:
+    for k, value in expected.items():
+      assert out[k].dtype == jnp.float32, k
+      np.testing.assert_allclose(out[k], value)
+
+
 def test_add_scale_keeps_none_leaves():
   out = tu.tree_add_scale({"a": None, "b": jnp.ones(2)}, 2.0, {"a": None, "b": jnp.ones(2)})
   assert out["a"] is None

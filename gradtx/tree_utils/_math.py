@@ -122,7 +122,7 @@ def tree_add_scale(tree_x: PyTree, scalar: jax.typing.ArrayLike, tree_y: PyTree)
   """
   return jax.tree.map(
       lambda x, y: None if x is None else x + numerics.as_dtype(scalar, x.dtype) * y,
-      tree_x, tree_y, is_leaf=_is_none)
+      _tree.numbers_as_arrays(tree_x), tree_y, is_leaf=_is_none)
 
 
 # ----------------------------------------------------------------------------
@@ -325,7 +325,7 @@ def tree_clip(tree: PyTree, min_value: jax.typing.ArrayLike | None = None,
     low = None if min_value is None else numerics.as_dtype(min_value, x.dtype)
     high = None if max_value is None else numerics.as_dtype(max_value, x.dtype)
     return jnp.clip(x, low, high)
-  return _tree.tree_map(clip, tree)
+  return _tree.tree_map(clip, _tree.numbers_as_arrays(tree))
 
 
 def tree_allclose(a: PyTree, b: PyTree, rtol: jax.typing.ArrayLike = 1e-05,
@@ -476,4 +476,5 @@ def tree_bias_correction(moment: PyTree, decay: jax.typing.ArrayLike,
     >>> gtx.tree_utils.tree_bias_correction(jnp.array([0.75]), 0.5, jnp.asarray(2))
     Array([1.], dtype=float32)
   """
-  return _tree.tree_map(lambda m: numerics.bias_correction(m, decay, count), moment)
+  return _tree.tree_map(lambda m: numerics.bias_correction(m, decay, count),
+                        _tree.numbers_as_arrays(moment))
