@@ -363,6 +363,15 @@ def test_fractional_power_reaches_the_end_value_under_jit(steps):
     _close(sched(jnp.asarray(t, jnp.int32)), ref_polynomial(t, 1.0, 0.01, 0.1, steps))
 
 
+@pytest.mark.parametrize("steps", [1_614_507_167, 1_771_046_675, 2**31 - 1])
+def test_fractional_power_reaches_the_end_value_past_2_to_the_30_steps(steps):
+  # The end test was 2 * elapsed < steps, which overflows int32 from 2**30 steps on: the
+  # first half's elapsed / steps was taken at the end, and missed 0 (it gave 2.4e-4).
+  sched = jax.jit(schedules.polynomial_schedule(1.0, 0.0, 0.5, steps))
+  assert float(sched(jnp.asarray(steps, jnp.int32))) == 0.0
+  _close(sched(jnp.asarray(steps // 4, jnp.int32)), math.sqrt(1 - (steps // 4) / steps))
+
+
 @pytest.mark.parametrize("case", CASES, ids=lambda c: c.id)
 def test_float64(case):
   with jax.enable_x64(True):

@@ -163,14 +163,15 @@ def _fraction(count: jax.Array, begin: int, steps: int,
   """How far ``count`` is through ``[begin, begin + steps]``, in [0, 1], exactly 0
   and 1 at its ends."""
   elapsed = jnp.clip(count - begin, 0, steps)
+  left = steps - elapsed
   # Under jit, x / steps compiles to x * (1 / steps), which can miss 1 at the end
   # (7 * float32(1/7) > 1, 41 * float32(1/41) < 1): 1 - frac was then below 0
   # (NaN for a fractional power) or above it (polynomial_schedule(1, 0.01, 0.1, 41)
   # ended at 0.19). The second half is taken from the steps left, exactly 0 at
   # the end. (A select on elapsed == steps is not enough: the compiler folds it
-  # away.)
-  return jnp.where(2 * elapsed < steps, elapsed.astype(ctype) / steps,
-                   1 - (steps - elapsed).astype(ctype) / steps)
+  # away.) elapsed < left, not 2 * elapsed < steps, which overflows past 2**30 steps.
+  return jnp.where(elapsed < left, elapsed.astype(ctype) / steps,
+                   1 - left.astype(ctype) / steps)
 
 
 def _half_cosine(frac: jax.Array) -> jax.Array:
