@@ -372,6 +372,43 @@ def test_fractional_power_reaches_the_end_value_past_2_to_the_30_steps(steps):
   _close(sched(jnp.asarray(steps // 4, jnp.int32)), math.sqrt(1 - (steps // 4) / steps))
 
 
+# A step past int32's range, such as a placeholder boundary of 10**10, met an int32 count
+# (gradtx's counter is int32 also under x64): under x64 JAX wrapped it, so each of these
+# gave its later value from step 0; without x64 it raised OverflowError naming nothing.
+_PAST_INT32 = 10**10
+_FAR_STEPS = [
+    (lambda: S.linear_schedule(1.0, 0.0, _PAST_INT32),
+     lambda t: ref_linear(t, 1.0, 0.0, _PAST_INT32)),
+    (lambda: S.linear_schedule(1.0, 0.0, 10, _PAST_INT32),
+     lambda t: ref_linear(t, 1.0, 0.0, 10, _PAST_INT32)),
+    (lambda: S.exponential_decay(1.0, 10, 0.5, _PAST_INT32),
+     lambda t: ref_exponential(t, 1.0, 10, 0.5, _PAST_INT32)),
+    (lambda: S.exponential_decay(1.0, _PAST_INT32, 0.5, staircase=True),
+     lambda t: ref_exponential(t, 1.0, _PAST_INT32, 0.5, staircase=True)),
+    (lambda: S.cosine_decay_schedule(1.0, _PAST_INT32), lambda t: ref_cosine(t, 1.0, _PAST_INT32)),
+    (lambda: S.piecewise_constant_schedule(1.0, {5: 0.5, _PAST_INT32: 0.1}),
+     lambda t: ref_piecewise_constant(t, 1.0, {5: 0.5, _PAST_INT32: 0.1})),
+    (lambda: S.piecewise_interpolate_schedule("linear", 1.0, {_PAST_INT32: 0.1}),
+     lambda t: ref_piecewise_interpolate(t, "linear", 1.0, {_PAST_INT32: 0.1})),
+    (lambda: S.join_schedules([S.constant_schedule(1.0), S.constant_schedule(2.0)],
+                              [_PAST_INT32]), lambda t: 1.0),
+]
+
+
+@pytest.mark.parametrize("index", range(len(_FAR_STEPS)))
+def test_steps_past_int32_with_an_int32_count(index):
+  build, ref = _FAR_STEPS[index]
+  top = np.iinfo(np.int32).max
+  with jax.enable_x64(True):
+    sched = build()
+    for t in (0, 7, top):
+      for value in (sched(jnp.asarray(t, jnp.int32)), jax.jit(sched)(jnp.asarray(t, jnp.int32))):
+        _close(value, ref(t), rtol=1e-12, atol=1e-14)
+  with pytest.raises(OverflowError, match=r"^schedule: a step of 10000000000 is beyond the "
+                     r"largest int32 count, 2147483647; give steps up to that, or enable x64"):
+    build()(jnp.asarray(7, jnp.int32))
+
+
 @pytest.mark.parametrize("case", CASES, ids=lambda c: c.id)
 def test_float64(case):
   with jax.enable_x64(True):

@@ -8,7 +8,8 @@ import chex
 import jax
 import jax.numpy as jnp
 
-from gradtx.schedules._common import Schedule, _check, _dtypes, _error, _named, _steps, _widest
+from gradtx.schedules._common import (Schedule, _check, _count, _dtypes, _error, _named, _steps,
+                                      _widest)
 
 
 def _boundaries(where: str, boundaries_and_scales: Mapping[int, Any] | None
@@ -57,7 +58,7 @@ def piecewise_constant_schedule(
 
   def schedule(count: chex.Numeric) -> jax.Array:
     dtype, ctype = _dtypes(init_value)
-    count = jnp.asarray(count)
+    count = _count(count, *boundaries)
     value = jnp.asarray(init_value, ctype)
     for boundary, scale in zip(boundaries, scales):
       value = jnp.where(count >= boundary, value * jnp.asarray(scale, ctype),
@@ -90,7 +91,7 @@ def _interpolate(where, interpolate_type, init_value,
 
   def schedule(count: chex.Numeric) -> jax.Array:
     dtype, ctype = _dtypes(init_value)
-    count = jnp.maximum(jnp.asarray(count), 0)
+    count = jnp.maximum(_count(count, *boundaries), 0)
     values = [jnp.asarray(init_value, ctype)]
     for scale in scales:
       values.append(values[-1] * jnp.asarray(scale, ctype))
@@ -190,7 +191,7 @@ def join_schedules(schedules: Sequence[Schedule],
     raise _error(where, "boundaries", "in non-decreasing order", boundaries)
 
   def schedule(count: chex.Numeric) -> jax.Array:
-    count = jnp.asarray(count)
+    count = _count(count, *boundaries)
     pieces = [jnp.asarray(schedules[0](count))]
     pieces += [jnp.asarray(later(count - boundary))
                for boundary, later in zip(boundaries, schedules[1:])]
