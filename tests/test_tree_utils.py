@@ -172,6 +172,12 @@ def test_tree_dtype_mixed():
   with pytest.raises(ValueError, match="cannot order float16 and bfloat16"):
     tu.tree_dtype(halves, "highest")
   assert tu.tree_dtype(halves, "promote") == jnp.float32
+  # The docstring gave int32 and uint32 as unordered; without x64 they promote to int32, so
+  # they are ordered (as in optax); only under x64 (int64) are they not.
+  mixed_ints = {"a": jnp.ones(2, jnp.int32), "b": jnp.ones(2, jnp.uint32)}
+  assert (tu.tree_dtype(mixed_ints, "highest"), tu.tree_dtype(mixed_ints, "lowest")) == (
+      jnp.int32, jnp.uint32)
+  assert "(float16 and bfloat16)" in " ".join(tu.tree_dtype.__doc__.split())
 
 
 def test_random_trees_take_one_key_per_leaf_in_leaf_order(dtype):
