@@ -353,8 +353,22 @@ def test_set_errors():
     tu.tree_set(state, learning_rat=0.1)
   assert error.value.args[0] == (
       "tree_set: found no value for 'learning_rat' (did you mean 'learning_rate'?); the keys "
-      "in the tree are ['EmptyState', 'ScaleByAdamState', 'adam', 'b', 'b1', 'b2', 'count', "
-      "'eps', 'eps_root', 'hparams', 'learning_rate', 'lr', 'mu', 'nu', 'w']")
+      "in the tree are ['EmptyState', 'ScaleByAdamState', 'adam', 'b1', 'b2', 'count', 'eps', "
+      "'eps_root', 'hparams', 'learning_rate', 'lr', 'mu', 'nu', 'b', 'w']")
+  # The state's own names come first and the list stops at 40: a model's parameter names
+  # would bury them. The hint searches all.
+  many = gtx.adam(1e-3).init({f"layer_{i:03d}": jnp.zeros(1) for i in range(100)})
+  with pytest.raises(KeyError) as error:
+    tu.tree_set(many, layer_1000=1.0)
+  assert error.value.args[0].startswith(
+      "tree_set: found no value for 'layer_1000' (did you mean 'layer_000' or ")
+  assert error.value.args[0].endswith(
+      "are ['EmptyState', 'ScaleByAdamState', 'adam', 'b1', 'b2', 'count', 'eps', 'eps_root', "
+      "'hparams', 'learning_rate', 'lr', 'mu', 'nu', 'layer_000', 'layer_001', 'layer_002', "
+      "'layer_003', 'layer_004', 'layer_005', 'layer_006', 'layer_007', 'layer_008', "
+      "'layer_009', 'layer_010', 'layer_011', 'layer_012', 'layer_013', 'layer_014', "
+      "'layer_015', 'layer_016', 'layer_017', 'layer_018', 'layer_019', 'layer_020', "
+      "'layer_021', 'layer_022', 'layer_023', 'layer_024', 'layer_025', 'layer_026'] and 73 more")
   with pytest.raises(KeyError) as error:
     tu.tree_set(state, lambda path, value: False, count=1)
   assert error.value.args[0] == (

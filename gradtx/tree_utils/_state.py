@@ -107,19 +107,25 @@ def _find(node: Any, key: Any, path: KeyPath, out: list[tuple[KeyPath, Any]]) ->
     _find(child, key, child_path, out)
 
 
-def _all_keys(node: Any, out: set[Any]) -> set[Any]:
-  """Every key :func:`_find` can match in ``node``: mapping keys, NamedTuple fields and
-  NamedTuple class names (what a missing key's error lists)."""
+def _all_keys(node: Any, state: set[str], plain: set[str]) -> None:
+  """Every key :func:`_find` can match in ``node`` (what a missing key's error lists):
+  into ``state`` the names a state gives (NamedTuple classes and fields, stage and
+  hyperparameter names), into ``plain`` the keys of other mappings (the params' names)."""
   if _is_named_tuple(node):
-    out.add(type(node).__name__)
+    state.add(type(node).__name__)
   found = _children(node)
-  if found is not None:
-    matchable = _keys_match(node)
-    for _, name, child in found[0]:
-      if matchable:
-        out.add(name)
-      _all_keys(child, out)
-  return out
+  if found is None:
+    return
+  into = state if _is_named_tuple(node) or isinstance(node, (ChainState, HParams)) else plain
+  for _, name, child in found[0]:
+    if _keys_match(node):
+      into.add(str(name))
+    _all_keys(child, state, plain)
+
+
+# How many keys a missing key's error lists: a model's thousands of parameter names would
+# bury the state's own; the did-you-mean hint searches them all.
+_KEYS_SHOWN = 40
 
 
 def tree_get_all_with_path(
@@ -288,11 +294,15 @@ def tree_set(tree: PyTree, filtering: Callable[[KeyPath, Any], bool] | None = No
       paths = [jax.tree_util.keystr(path) for path, _ in rejected]
       raise KeyError(f"tree_set: found no value for {key!r} that the filtering function "
                      f"accepts; it rejected the values at {paths}")
-    keys = sorted(map(str, _all_keys(tree, set())))
+    state: set[str] = set()
+    plain: set[str] = set()
+    _all_keys(tree, state, plain)
+    keys = sorted(state) + sorted(plain - state)  # the state's own names first
     close = difflib.get_close_matches(str(key), keys, n=3)
     hint = f" (did you mean {' or '.join(map(repr, close))}?)" if close else ""
+    more = f" and {len(keys) - _KEYS_SHOWN} more" if len(keys) > _KEYS_SHOWN else ""
     raise KeyError(f"tree_set: found no value for {key!r}{hint}; the keys in the tree "
-                   f"are {keys}")
+                   f"are {keys[:_KEYS_SHOWN]}{more}")
   return _replace(tree, (), (), kwargs, filtering)
 
 
