@@ -11,6 +11,7 @@ agree with optax.tree_utils.
 from __future__ import annotations
 
 import inspect
+import itertools
 
 import jax
 import jax.numpy as jnp
@@ -121,6 +122,12 @@ def test_reductions(dtype, run):
 def test_reductions_edge_cases():
   assert float(tu.tree_max({"a": jnp.zeros(0), "b": jnp.array([2.0])})) == 2.0
   assert float(tu.tree_max({})) == -np.inf and float(tu.tree_min({})) == np.inf
+  # No entries, norm 0 in every ord: the l-infinity norm took tree_max's -inf (and its
+  # square was +inf), as optax's does.
+  for empty in ({}, {"a": jnp.zeros(0), "b": None}):
+    for ord_, squared in itertools.product([None, 1, "inf", jnp.inf], [False, True]):
+      assert float(tu.tree_norm(empty, ord=ord_, squared=squared)) == 0.0, (ord_, squared)
+  assert float(tu.tree_norm({"a": jnp.zeros(0), "b": jnp.array([-3.0, 2.0])}, ord="inf")) == 3.0
   with pytest.raises(ValueError, match="tree_norm: ord must be one of"):
     tu.tree_norm({"a": jnp.ones(2)}, ord=3)
   # bfloat16 is summed in float32 (gradtx.tree.global_norm).

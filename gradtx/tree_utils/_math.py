@@ -256,7 +256,9 @@ def tree_norm(tree: PyTree, ord: int | str | float | None = None,  # noqa: A002 
     \\|x\\|_\\infty = \\max_i |x_i|
 
   The l2 norm is :func:`gradtx.tree.global_norm`: it accumulates a bfloat16
-  tree in float32 and returns float32 (optax returns bfloat16).
+  tree in float32 and returns float32 (optax returns bfloat16). A tree
+  without entries has norm 0 in every ``ord`` (optax's l-infinity norm is
+  ``-inf`` there, and its square ``inf``).
 
   Args:
     tree: the tree.
@@ -279,7 +281,9 @@ def tree_norm(tree: PyTree, ord: int | str | float | None = None,  # noqa: A002 
   if ord == 1:
     norm = jnp.asarray(tree_sum(jax.tree.map(jnp.abs, tree)))
   elif ord in ("inf", "infinity") or ord == float("inf"):
-    norm = jnp.asarray(tree_max(jax.tree.map(jnp.abs, tree)))
+    # The largest |x_i|, and 0 for no entries (as the other norms give): tree_max's -inf
+    # made the norm of an empty tree -inf, and its square +inf (optax's too).
+    norm = _reduce_extreme(jax.tree.map(jnp.abs, tree), jnp.max, jnp.maximum, 0.0)
   else:
     raise ValueError(f"tree_norm: ord must be one of None, 1, 2, inf, got {ord!r}")
   return numerics.abs_sq(norm) if squared else norm
