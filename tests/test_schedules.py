@@ -335,6 +335,17 @@ def test_matches_optax(case):
   _close(_on_all_steps(case.build(schedules)), expected, rtol=1e-5, atol=1e-7)
 
 
+@pytest.mark.parametrize("case", CASES, ids=lambda c: c.id)
+def test_unsigned_count(case):
+  # An unsigned count wrapped around below a step (uint32(4) - 5 is 2**32 - 1): a phase
+  # that begins at step 5 gave its end value before it, as optax's does.
+  sched = case.build(schedules)
+  _close(_on_all_steps(sched, jnp.uint32), [case.ref(t) for t in STEPS])
+  _close(_on_all_steps(sched, jnp.uint8), [case.ref(t) for t in STEPS])
+  # Past int32's range it saturates, as gradtx's counters do.
+  _close(sched(jnp.asarray(2**32 - 1, jnp.uint32)), sched(jnp.asarray(2**31 - 1, jnp.int32)))
+
+
 # One case per public schedule: compiling is the slow part of this file.
 _ONE_PER_SCHEDULE = [case for case in CASES if case.id in {
     "constant", "linear", "polynomial", "exponential-staircase", "cosine",

@@ -159,18 +159,28 @@ def _widest(dtypes: Sequence[Any]) -> Any:
 
 
 def _count(count: chex.Numeric, *steps: int) -> jax.Array:
-  """``count`` as an array whose integer dtype holds every one of ``steps``.
+  """``count`` as an array of a signed integer dtype that holds every one of ``steps``
+  (a float count as it is).
 
-  A step beyond an int32 count's range (a placeholder boundary such as ``10**10``)
-  overflowed where it met the count: under x64, where gradtx's counts are still int32,
-  JAX wrapped it silently (``piecewise_constant_schedule(1.0, {10**10: 0.1})`` gave 0.1
-  from step 0), and without x64 it raised an OverflowError naming no schedule. Such a
-  count is widened to int64 where x64 allows it; otherwise the error says what to do.
+  An unsigned count wrapped around below a step (``uint32(4) - 5``), so a linear
+  schedule that begins at step 5 gave its end value at step 4; it is taken as signed,
+  saturating where the signed dtype ends, as gradtx's own counters do. A step beyond
+  an int32 count's range (a placeholder boundary such as ``10**10``) overflowed where
+  it met the count: under x64, where gradtx's counts are still int32, JAX wrapped it
+  silently (``piecewise_constant_schedule(1.0, {10**10: 0.1})`` gave 0.1 from step
+  0), and without x64 it raised an OverflowError naming no schedule. Such a count is
+  widened to int64 where x64 allows it; otherwise the error says what to do.
   """
   count = jnp.asarray(count)
-  if not steps or not jnp.issubdtype(count.dtype, jnp.integer):
+  if not jnp.issubdtype(count.dtype, jnp.integer):
     return count
-  top = max(steps)
+  if jnp.issubdtype(count.dtype, jnp.unsignedinteger):
+    bits = min(2 * 8 * count.dtype.itemsize, 64)
+    signed = jax.dtypes.canonicalize_dtype(jnp.dtype(f"int{bits}"))  # int32 without x64
+    if jnp.iinfo(signed).max < jnp.iinfo(count.dtype).max:
+      count = jnp.minimum(count, jnp.iinfo(signed).max)
+    count = count.astype(signed)
+  top = max(steps, default=0)
   if top <= jnp.iinfo(count.dtype).max:
     return count
   wide = jax.dtypes.canonicalize_dtype(jnp.int64)  # int32 without x64
