@@ -472,7 +472,7 @@ def cast(tree: PyTree, dtype: Any) -> PyTree:
   """Each leaf cast to ``dtype``; ``None`` keeps the leaves as they are."""
   if dtype is None:
     return tree
-  return tree_map(lambda x: x.astype(dtype), tree)
+  return tree_map(lambda x: x.astype(dtype), numbers_as_arrays(tree))
 
 
 def cast_like(tree: PyTree, other_tree: PyTree) -> PyTree:
@@ -481,7 +481,7 @@ def cast_like(tree: PyTree, other_tree: PyTree) -> PyTree:
   A leaf of ``other_tree`` without a dtype (a Python number) leaves its leaf as it is.
   """
   return tree_map(lambda x, o: x.astype(o.dtype) if hasattr(o, "dtype") else x,
-                  tree, other_tree)
+                  numbers_as_arrays(tree), other_tree)
 
 
 def _leaf_sum_squares(x: jax.Array, dtype: Any = None) -> jax.Array:

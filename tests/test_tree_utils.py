@@ -90,6 +90,13 @@ def test_python_number_leaves():
     for k, value in expected.items():
       assert out[k].dtype == jnp.float32, k
       np.testing.assert_allclose(out[k], value)
+  # tree_cast and tree_cast_like called .astype on it (optax's too).
+  half = {"a": jnp.zeros(2, jnp.float16), "t": jnp.zeros((), jnp.bfloat16)}
+  for out, dtypes in [(tu.tree_cast(x, jnp.float16), (jnp.float16, jnp.float16)),
+                      (tu.tree_cast_like(x, half), (jnp.float16, jnp.bfloat16))]:
+    assert (out["a"].dtype, out["t"].dtype) == dtypes
+    np.testing.assert_allclose(np.asarray(out["a"], np.float64), [1.0, -4.0])
+    np.testing.assert_allclose(np.asarray(out["t"], np.float64), 2.0)
 
 
 def test_add_scale_keeps_none_leaves():
