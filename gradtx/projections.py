@@ -17,7 +17,10 @@ Where optax 0.2.8 differs: :func:`projection_box` and
 leaves (optax raises a pytree structure error); :func:`projection_l1_sphere`
 keeps entries that are zero on the sphere (optax leaves them at zero, which
 misses the sphere for a point inside it); :func:`projection_l2_sphere` of
-zero is a point of the sphere (optax returns NaN).
+zero is a point of the sphere (optax returns NaN); :func:`projection_l2_ball`
+compares :math:`\\|x\\|_2` with the radius where optax compares their squares,
+which overflow in float32 from a radius of 2e19 (optax returns 0 for every point)
+and underflow below 1e-19 (NaN for zero).
 """
 
 from __future__ import annotations
@@ -311,9 +314,12 @@ def projection_l2_ball(tree: PyTree, scale: jax.typing.ArrayLike = 1) -> PyTree:
     {'w': Array([0.6, 0.8], dtype=float32)}
   """
   _check_scale("projection_l2_ball", scale)
-  squared_norm = tree_norm(tree, squared=True)
-  s = as_dtype(scale, squared_norm.dtype)
-  return tree_scale(s / jnp.sqrt(jnp.maximum(squared_norm, s * s)), tree)
+  # max(||x||, s), not sqrt(max(||x||^2, s^2)) as optax takes it: s^2 overflows float32
+  # from s = 2e19 (every point came back as 0, inside the ball too) and underflows below
+  # 1e-19 (0 came back NaN, a small point inf).
+  norm = tree_norm(tree)
+  s = as_dtype(scale, norm.dtype)
+  return tree_scale(s / jnp.maximum(norm, s), tree)
 
 
 def projection_linf_ball(tree: PyTree, scale: jax.typing.ArrayLike = 1) -> PyTree:

@@ -215,7 +215,9 @@ def test_l1_ball(dtype, run, seed, scale):
                             lambda q: np.abs(q).sum(axis=1) <= scale * (1 + 1e-9))
 
 
-@pytest.mark.parametrize("scale", [0.5, 100.0])
+# 1e20 and 1e-20: the ball's sqrt(max(||x||^2, s^2)) overflowed (every point, inside
+# too, came back as 0) or underflowed in float32.
+@pytest.mark.parametrize("scale", [0.5, 100.0, 1e20, 1e-20])
 def test_l2_ball_and_sphere(dtype, run, scale):
   tree = _tree(8, dtype)
   x = _flat(tree)
@@ -244,6 +246,10 @@ def test_l2_sphere_and_ball_of_zero():
   out = _flat(P.projection_l2_sphere(zero, 2.0))
   np.testing.assert_allclose(out, np.full(4, 1.0), rtol=1e-6)  # s / sqrt(n) each: on the sphere
   np.testing.assert_allclose(_flat(P.projection_l2_ball(zero, 2.0)), np.zeros(4))
+  # A tiny radius: s^2 underflowed to 0, so 0 / 0 gave NaN and a tiny point inf.
+  np.testing.assert_array_equal(_flat(P.projection_l2_ball(zero, 1e-20)), np.zeros(4))
+  tiny = {"a": jnp.array([3e-30, 4e-30, 0.0]), "b": jnp.zeros(1)}
+  np.testing.assert_allclose(_flat(P.projection_l2_ball(tiny, 1e-20)), _flat(tiny), rtol=1e-6)
 
 
 def test_l2_ball_bfloat16_keeps_dtype():
