@@ -74,6 +74,20 @@ def _is_bound_leaf(bound: Any) -> bool:
   return jax.tree_util.treedef_is_leaf(jax.tree.structure(bound))
 
 
+def _first_misordered(lower: PyTree, upper: PyTree) -> tuple[Any, float, float] | None:
+  """``(key path, low, high)`` of the first concrete entry where ``low <= high`` fails
+  (a NaN bound too: it gave NaN entries), or None."""
+  for (path, low), high in zip(jax.tree_util.tree_leaves_with_path(lower),
+                               jax.tree.leaves(upper)):
+    if is_concrete(low) and is_concrete(high):
+      low, high = np.broadcast_arrays(np.asarray(low), np.asarray(high))
+      bad = ~(low <= high)
+      if bad.any():
+        i = int(np.argmax(bad))
+        return path, float(low.flat[i]), float(high.flat[i])
+  return None
+
+
 def projection_box(tree: PyTree, lower: Any, upper: Any) -> PyTree:
   """Projection onto the box :math:`[l, u]`.
 
@@ -85,8 +99,8 @@ def projection_box(tree: PyTree, lower: Any, upper: Any) -> PyTree:
     lower: :math:`l`, a scalar (for every leaf) or a tree the structure of
       ``tree``; cast to each leaf's dtype.
     upper: :math:`u`, likewise; :math:`l \\le u` (a concrete bound with
-      :math:`l > u` somewhere raises :class:`~gradtx.HyperparameterError`
-      naming the leaf; optax returns :math:`u` there).
+      :math:`l > u` or a NaN somewhere raises :class:`~gradtx.HyperparameterError`
+      naming the leaf and the values; optax returns :math:`u`, or NaN, there).
 
   Example:
     >>> import gradtx as gtx
@@ -103,11 +117,12 @@ def projection_box(tree: PyTree, lower: Any, upper: Any) -> PyTree:
     lower = jax.tree.map(lambda _: lower, tree)
   if _is_bound_leaf(upper):
     upper = jax.tree.map(lambda _: upper, tree)
-  for (path, low), high in zip(jax.tree_util.tree_leaves_with_path(lower),
-                               jax.tree.leaves(upper)):
-    if is_concrete(low) and is_concrete(high) and np.any(np.asarray(low) > np.asarray(high)):
-      where = "" if both_scalar else f" at {jax.tree_util.keystr(path)}"
-      raise HyperparameterError(f"projection_box: lower must be <= upper, got lower > upper{where}")
+  misordered = _first_misordered(lower, upper)
+  if misordered is not None:
+    path, low, high = misordered
+    where = "" if both_scalar else f" at {jax.tree_util.keystr(path)}"
+    raise HyperparameterError(f"projection_box: lower must be <= upper{where}, got "
+                              f"lower={low:g} and upper={high:g}")
   return jax.tree.map(clip, tree, lower, upper)
 
 
@@ -129,6 +144,12 @@ def projection_hypercube(tree: PyTree, scale: Any = 1) -> PyTree:
   """
   if _is_bound_leaf(scale):
     _check_scale("projection_hypercube", scale, NONNEGATIVE_OR_INF)
+  else:  # a tree of scales: the box's check would name projection_box's lower and upper
+    misordered = _first_misordered(jax.tree.map(lambda _: 0, scale), scale)
+    if misordered is not None:
+      path, _, high = misordered
+      raise HyperparameterError(f"projection_hypercube: scale must be in [0, inf] at "
+                                f"{jax.tree_util.keystr(path)}, got {high:g}")
   return projection_box(tree, lower=0, upper=scale)
 
 

@@ -96,12 +96,24 @@ def test_box_with_tree_and_scalar_bounds(dtype, run):
   out = run(P.projection_hypercube, tree)
   np.testing.assert_allclose(_flat(out), np.clip(x, 0.0, 1.0), **_tol(dtype))
   # Bounds the other way round are an error, naming the leaf (optax returns u there).
-  with pytest.raises(HyperparameterError, match=r"projection_box: lower must be <= upper, "
-                                                r"got lower > upper$"):
+  with pytest.raises(HyperparameterError, match=r"^projection_box: lower must be <= upper, "
+                                                r"got lower=1 and upper=-0.5$"):
     P.projection_box(tree, 1.0, -0.5)
   upper["b"] = upper["b"].at[1, 0].set(-1.0)
-  with pytest.raises(HyperparameterError, match=r"lower > upper at \['b'\]"):
+  with pytest.raises(HyperparameterError, match=r"^projection_box: lower must be <= upper at "
+                                                r"\['b'\], got lower=-0.5 and upper=-1$"):
     P.projection_box(tree, lower, upper)
+  # A NaN bound passed (lower > upper is false) and made NaN entries; a tree of scales for
+  # the hypercube that went below 0 was reported as projection_box's lower > upper.
+  with pytest.raises(HyperparameterError, match=r"^projection_box: lower must be <= upper, "
+                                                r"got lower=nan and upper=1$"):
+    P.projection_box(tree, np.nan, 1.0)
+  scales = {k: jnp.full(s, 2.0, dtype) for k, s in SHAPES.items()}
+  for bad in (-1.0, np.nan):
+    scales["a"] = scales["a"].at[2].set(bad)
+    with pytest.raises(HyperparameterError, match=rf"^projection_hypercube: scale must be in "
+                                                  rf"\[0, inf\] at \['a'\], got {bad:g}$"):
+      P.projection_hypercube(tree, scales)
   out = run(lambda t: P.projection_hypercube(t, 0.25), tree)
   np.testing.assert_allclose(_flat(out), np.clip(x, 0.0, 0.25), **_tol(dtype))
 
