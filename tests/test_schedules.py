@@ -613,6 +613,13 @@ BAD_ARGUMENTS = [
                                if k != "peak_value"}]),
      r"^sgdr_schedule \(cycle 0\): unknown keys \[\] and missing keys "
      r"\['peak_value'\]"),
+    # One cycle's dict in the list's place: its keys were taken as cycles, and each
+    # string's letters as keys ("unknown keys ['_', 'a', 'e', ...]").
+    (lambda: S.sgdr_schedule(_CYCLE),
+     r"^sgdr_schedule: cosine_kwargs must be a list of dicts, one per cycle, got \{'init_value'"),
+    (lambda: S.sgdr_schedule([_CYCLE, 5]),
+     r"^sgdr_schedule \(cycle 1\): the cycle must be a dict of warmup_cosine_decay_schedule's "
+     r"arguments, got 5$"),
     (lambda: S.cosine_onecycle_schedule(0, 1.0),
      r"^cosine_onecycle_schedule: transition_steps must be > 0, got 0$"),
     (lambda: S.cosine_onecycle_schedule(100, 1.0, pct_start=1.0),
