@@ -601,6 +601,14 @@ BAD_ARGUMENTS = [
      r"got \(5, 2\)$"),
     (lambda: S.join_schedules([S.constant_schedule(1.0)] * 2, [-1]),
      r"^join_schedules: boundary must be >= 0, got -1$"),
+    # A value in a schedule's place failed at the first step ("'float' object is not
+    # callable"); one schedule in the list's place, with "'_Named' object is not iterable".
+    (lambda: S.join_schedules([0.1, S.constant_schedule(1.0)], [5]),
+     r"^join_schedules: schedules\[0\] must be a schedule, a function of the count "
+     r"\(constant_schedule\(value\) holds a value\), got 0.1$"),
+    (lambda: S.join_schedules(S.constant_schedule(1.0), []),
+     r"^join_schedules: schedules must be a non-empty sequence of schedules, got "
+     r"constant_schedule\(value=1\)$"),
     (lambda: S.sgdr_schedule([]),
      r"^sgdr_schedule: cosine_kwargs must be non-empty"),
     (lambda: S.sgdr_schedule([_CYCLE, dict(_CYCLE, decay_steps=2)]),

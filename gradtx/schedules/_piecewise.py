@@ -179,9 +179,15 @@ def join_schedules(schedules: Sequence[Schedule],
     1.0 0.5
   """
   where = "join_schedules"
+  if callable(schedules):  # one schedule where the list goes
+    raise _error(where, "schedules", "a non-empty sequence of schedules", schedules)
   schedules = tuple(schedules)
   if not schedules:
     raise _error(where, "schedules", "a non-empty sequence", schedules)
+  for i, piece in enumerate(schedules):
+    if not callable(piece):  # else "'float' object is not callable" at the first step
+      raise _error(where, f"schedules[{i}]", "a schedule, a function of the count "
+                   "(constant_schedule(value) holds a value)", piece)
   boundaries = tuple(_steps(where, "boundary", b) for b in boundaries)
   if len(boundaries) != len(schedules) - 1:
     raise _error(where, "boundaries",
