@@ -585,6 +585,12 @@ BAD_ARGUMENTS = [
     (lambda: S.piecewise_constant_schedule(1.0, {-5: 0.1}),
      r"^piecewise_constant_schedule: boundaries_and_scales key must be >= 0, "
      r"got -5$"),
+    # Pairs in a list failed with "'list' object has no attribute 'items'".
+    (lambda: S.piecewise_constant_schedule(1.0, [(5, 0.1)]),
+     r"^piecewise_constant_schedule: boundaries_and_scales must be a mapping \{step: scale\} "
+     r"or None, got \[\(5, 0.1\)\]$"),
+    (lambda: S.piecewise_interpolate_schedule("linear", 1.0, [(5, 0.1)]),
+     r"^piecewise_interpolate_schedule: boundaries_and_scales must be a mapping"),
     (lambda: S.piecewise_interpolate_schedule("quadratic", 1.0, {5: 0.1}),
      r"^piecewise_interpolate_schedule: interpolate_type must be 'linear' or "
      r"'cosine', got 'quadratic'$"),

@@ -15,6 +15,10 @@ from gradtx.schedules._common import (Schedule, _check, _count, _dtypes, _error,
 def _boundaries(where: str, boundaries_and_scales: Mapping[int, Any] | None
                 ) -> tuple[tuple[int, ...], tuple[Any, ...]]:
   """Sorted, validated boundaries and their scales."""
+  if boundaries_and_scales is not None and not isinstance(boundaries_and_scales, Mapping):
+    # else "'list' object has no attribute 'items'" for [(step, scale), ...]
+    raise _error(where, "boundaries_and_scales", "a mapping {step: scale} or None",
+                 boundaries_and_scales)
   pairs = []
   for boundary, scale in (boundaries_and_scales or {}).items():
     step = _steps(where, "boundaries_and_scales key", boundary)
