@@ -17,7 +17,10 @@ Where optax 0.2.8 differs: :func:`projection_box` and
 leaves (optax raises a pytree structure error); :func:`projection_l1_sphere`
 keeps entries that are zero on the sphere (optax leaves them at zero, which
 misses the sphere for a point inside it); :func:`projection_l2_sphere` of
-zero is a point of the sphere (optax returns NaN).
+zero is a point of the sphere (optax returns NaN); :func:`projection_l2_ball`
+compares :math:`\\|x\\|_2` with the radius where optax compares their squares,
+which overflow in float32 from a radius of 2e19 (optax returns 0 for every point)
+and underflow below 1e-19 (NaN for zero).
 """
 
 from __future__ import annotations
@@ -32,8 +35,8 @@ from jax import flatten_util
 from gradtx.core import NONNEGATIVE_OR_INF, POSITIVE, Range, is_concrete, check_value
 from gradtx.errors import HyperparameterError
 from gradtx.numerics import as_dtype
-from gradtx.tree_utils import (tree_add_scale, tree_full_like, tree_mul, tree_norm, tree_scale,
-                               tree_size, tree_vdot, tree_where)
+from gradtx.tree_utils import (tree_add_scale, tree_cast_like, tree_full_like, tree_mul,
+                               tree_norm, tree_scale, tree_size, tree_vdot, tree_where)
 
 PyTree = Any
 
@@ -71,6 +74,20 @@ def _is_bound_leaf(bound: Any) -> bool:
   return jax.tree_util.treedef_is_leaf(jax.tree.structure(bound))
 
 
+def _first_misordered(lower: PyTree, upper: PyTree) -> tuple[Any, float, float] | None:
+  """``(key path, low, high)`` of the first concrete entry where ``low <= high`` fails
+  (a NaN bound too: it gave NaN entries), or None."""
+  for (path, low), high in zip(jax.tree_util.tree_leaves_with_path(lower),
+                               jax.tree.leaves(upper)):
+    if is_concrete(low) and is_concrete(high):
+      low, high = np.broadcast_arrays(np.asarray(low), np.asarray(high))
+      bad = ~(low <= high)
+      if bad.any():
+        i = int(np.argmax(bad))
+        return path, float(low.flat[i]), float(high.flat[i])
+  return None
+
+
 def projection_box(tree: PyTree, lower: Any, upper: Any) -> PyTree:
   """Projection onto the box :math:`[l, u]`.
 
@@ -82,8 +99,8 @@ def projection_box(tree: PyTree, lower: Any, upper: Any) -> PyTree:
     lower: :math:`l`, a scalar (for every leaf) or a tree the structure of
       ``tree``; cast to each leaf's dtype.
     upper: :math:`u`, likewise; :math:`l \\le u` (a concrete bound with
-      :math:`l > u` somewhere raises :class:`~gradtx.HyperparameterError`
-      naming the leaf; optax returns :math:`u` there).
+      :math:`l > u` or a NaN somewhere raises :class:`~gradtx.HyperparameterError`
+      naming the leaf and the values; optax returns :math:`u`, or NaN, there).
 
   Example:
     >>> import gradtx as gtx
@@ -100,11 +117,12 @@ def projection_box(tree: PyTree, lower: Any, upper: Any) -> PyTree:
     lower = jax.tree.map(lambda _: lower, tree)
   if _is_bound_leaf(upper):
     upper = jax.tree.map(lambda _: upper, tree)
-  for (path, low), high in zip(jax.tree_util.tree_leaves_with_path(lower),
-                               jax.tree.leaves(upper)):
-    if is_concrete(low) and is_concrete(high) and np.any(np.asarray(low) > np.asarray(high)):
-      where = "" if both_scalar else f" at {jax.tree_util.keystr(path)}"
-      raise HyperparameterError(f"projection_box: lower must be <= upper, got lower > upper{where}")
+  misordered = _first_misordered(lower, upper)
+  if misordered is not None:
+    path, low, high = misordered
+    where = "" if both_scalar else f" at {jax.tree_util.keystr(path)}"
+    raise HyperparameterError(f"projection_box: lower must be <= upper{where}, got "
+                              f"lower={low:g} and upper={high:g}")
   return jax.tree.map(clip, tree, lower, upper)
 
 
@@ -126,6 +144,12 @@ def projection_hypercube(tree: PyTree, scale: Any = 1) -> PyTree:
   """
   if _is_bound_leaf(scale):
     _check_scale("projection_hypercube", scale, NONNEGATIVE_OR_INF)
+  else:  # a tree of scales: the box's check would name projection_box's lower and upper
+    misordered = _first_misordered(jax.tree.map(lambda _: 0, scale), scale)
+    if misordered is not None:
+      path, _, high = misordered
+      raise HyperparameterError(f"projection_hypercube: scale must be in [0, inf] at "
+                                f"{jax.tree_util.keystr(path)}, got {high:g}")
   return projection_box(tree, lower=0, upper=scale)
 
 
@@ -193,7 +217,15 @@ def projection_simplex(tree: PyTree, scale: jax.typing.ArrayLike = 1) -> PyTree:
 
 
 def _sign_of_projection(x: jax.Array) -> jax.Array:
-  """The sign to give :math:`|p|`: that of ``x``, and +1 where ``x`` is zero."""
+  """The sign to give :math:`|p|`: that of ``x`` (its phase :math:`x / |x|` when complex),
+  and +1 where ``x`` is zero."""
+  if jnp.iscomplexobj(x):
+    # x < 0 orders complex numbers lexicographically, which is no sign: 1 + 2j came back
+    # as 1, off the ray of x (and farther from it than x / |x| times the same modulus).
+    modulus = jnp.abs(x)
+    nonzero = modulus != 0
+    return jnp.where(nonzero, x / jnp.where(nonzero, modulus, 1).astype(x.dtype),
+                     jnp.ones_like(x))
   return jnp.where(x < 0, -jnp.ones_like(x), jnp.ones_like(x))
 
 
@@ -205,7 +237,8 @@ def projection_l1_sphere(tree: PyTree, scale: jax.typing.ArrayLike = 1) -> PyTre
     \\quad\\Longrightarrow\\quad p = \\operatorname{sign}(x) \\odot
     \\operatorname{proj}_{\\Delta_s}(|x|)
 
-  where :math:`\\Delta_s` is the simplex of :func:`projection_simplex` and
+  where :math:`\\Delta_s` is the simplex of :func:`projection_simplex`,
+  :math:`\\operatorname{sign}(x) = x / |x|` (the phase, for a complex entry) and
   :math:`\\operatorname{sign}(0) = +1`. Differs from optax 0.2.8, which takes
   :math:`\\operatorname{sign}(0) = 0`: for a point inside the sphere with a
   zero entry (``[1, 0]`` and :math:`s = 2`) optax returns ``[1.5, 0]``, off
@@ -223,7 +256,9 @@ def projection_l1_sphere(tree: PyTree, scale: jax.typing.ArrayLike = 1) -> PyTre
   """
   _check_scale("projection_l1_sphere", scale)
   magnitude = projection_simplex(jax.tree.map(jnp.abs, tree), scale)
-  return tree_mul(jax.tree.map(_sign_of_projection, tree), magnitude)
+  # |x| of a complex leaf is real: cast back so the product is the leaf's dtype (also
+  # under strict dtype promotion).
+  return tree_mul(jax.tree.map(_sign_of_projection, tree), tree_cast_like(magnitude, tree))
 
 
 def projection_l1_ball(tree: PyTree, scale: jax.typing.ArrayLike = 1) -> PyTree:
@@ -300,9 +335,12 @@ def projection_l2_ball(tree: PyTree, scale: jax.typing.ArrayLike = 1) -> PyTree:
     {'w': Array([0.6, 0.8], dtype=float32)}
   """
   _check_scale("projection_l2_ball", scale)
-  squared_norm = tree_norm(tree, squared=True)
-  s = as_dtype(scale, squared_norm.dtype)
-  return tree_scale(s / jnp.sqrt(jnp.maximum(squared_norm, s * s)), tree)
+  # max(||x||, s), not sqrt(max(||x||^2, s^2)) as optax takes it: s^2 overflows float32
+  # from s = 2e19 (every point came back as 0, inside the ball too) and underflows below
+  # 1e-19 (0 came back NaN, a small point inf).
+  norm = tree_norm(tree)
+  s = as_dtype(scale, norm.dtype)
+  return tree_scale(s / jnp.maximum(norm, s), tree)
 
 
 def projection_linf_ball(tree: PyTree, scale: jax.typing.ArrayLike = 1) -> PyTree:

@@ -16,6 +16,9 @@ import jax
 import jax.numpy as jnp
 from jax import flatten_util
 
+from gradtx.errors import StructureError
+from gradtx.numerics import as_dtype
+
 PyTree = Any
 
 __all__ = ["LossFn", "fisher_diag", "hessian_diag", "hvp"]
@@ -41,7 +44,7 @@ def hvp(loss: LossFn, v: jax.Array, params: PyTree, inputs: jax.Array,
 
   Args:
     loss: :math:`\\ell`, ``loss(params, inputs, targets) -> scalar``.
-    v: a flat vector of the size of ``ravel_pytree(params)``.
+    v: a flat vector of the size of ``ravel_pytree(params)``, cast to its dtype.
     params: :math:`\\theta`, any pytree.
     inputs: :math:`x`.
     targets: :math:`y`.
@@ -62,7 +65,14 @@ def hvp(loss: LossFn, v: jax.Array, params: PyTree, inputs: jax.Array,
     >>> gtx.second_order.hvp(loss, jnp.array([1.0, 0.0]), jnp.zeros(2), x, y)
     Array([2., 4.], dtype=float32)
   """
-  _, unravel = flatten_util.ravel_pytree(params)
+  flat, unravel = flatten_util.ravel_pytree(params)
+  v = jnp.asarray(v)
+  if v.shape != flat.shape:  # else unravel fails with "Sum of sizes 4 must be equal to ..."
+    raise StructureError(f"hvp: v must be a flat vector of the size of ravel_pytree(params), "
+                         f"shape {flat.shape}; got shape {v.shape}")
+  # A probe drawn in another float dtype (a float64 numpy vector under x64 for float32
+  # params) is the same direction: cast, where jax.jvp refused the mismatched tangent.
+  v = as_dtype(v, flat.dtype)
   return jax.jvp(jax.grad(lambda p: loss(p, inputs, targets)), (params,), (unravel(v),))[1]
 
 

@@ -472,7 +472,7 @@ def cast(tree: PyTree, dtype: Any) -> PyTree:
   """Each leaf cast to ``dtype``; ``None`` keeps the leaves as they are."""
   if dtype is None:
     return tree
-  return tree_map(lambda x: x.astype(dtype), tree)
+  return tree_map(lambda x: x.astype(dtype), numbers_as_arrays(tree))
 
 
 def cast_like(tree: PyTree, other_tree: PyTree) -> PyTree:
@@ -481,7 +481,7 @@ def cast_like(tree: PyTree, other_tree: PyTree) -> PyTree:
   A leaf of ``other_tree`` without a dtype (a Python number) leaves its leaf as it is.
   """
   return tree_map(lambda x, o: x.astype(o.dtype) if hasattr(o, "dtype") else x,
-                  tree, other_tree)
+                  numbers_as_arrays(tree), other_tree)
 
 
 def _leaf_sum_squares(x: jax.Array, dtype: Any = None) -> jax.Array:
@@ -558,8 +558,8 @@ def count_nonfinite(tree: PyTree) -> jax.Array:
 
 def add(tree_x: PyTree, tree_y: PyTree, *other_trees: PyTree) -> PyTree:
   """Leafwise :math:`x + y + \\dots`, each leaf in the dtype of ``tree_x``'s leaf."""
-  return tree_map(lambda x, *ys: functools.reduce(lambda a, y: a + y.astype(x.dtype), ys, x),
-                  tree_x, tree_y, *other_trees)
+  return tree_map(lambda x, *ys: functools.reduce(lambda a, y: a + as_dtype(y, x.dtype), ys, x),
+                  numbers_as_arrays(tree_x), tree_y, *other_trees)
 
 
 def sub(tree_x: PyTree, tree_y: PyTree) -> PyTree:
@@ -572,7 +572,7 @@ def sub(tree_x: PyTree, tree_y: PyTree) -> PyTree:
 
 def scale(scalar: jax.typing.ArrayLike, tree: PyTree) -> PyTree:
   """Leafwise ``scalar * x``, the scalar cast to each leaf's dtype (optax's argument order)."""
-  return tree_map(lambda x: as_dtype(scalar, x.dtype) * x, tree)
+  return tree_map(lambda x: as_dtype(scalar, x.dtype) * x, numbers_as_arrays(tree))
 
 
 def where(condition: jax.typing.ArrayLike, tree_x: PyTree, tree_y: PyTree) -> PyTree:

@@ -96,12 +96,24 @@ def test_box_with_tree_and_scalar_bounds(dtype, run):
   out = run(P.projection_hypercube, tree)
   np.testing.assert_allclose(_flat(out), np.clip(x, 0.0, 1.0), **_tol(dtype))
   # Bounds the other way round are an error, naming the leaf (optax returns u there).
-  with pytest.raises(HyperparameterError, match=r"projection_box: lower must be <= upper, "
-                                                r"got lower > upper$"):
+  with pytest.raises(HyperparameterError, match=r"^projection_box: lower must be <= upper, "
+                                                r"got lower=1 and upper=-0.5$"):
     P.projection_box(tree, 1.0, -0.5)
   upper["b"] = upper["b"].at[1, 0].set(-1.0)
-  with pytest.raises(HyperparameterError, match=r"lower > upper at \['b'\]"):
+  with pytest.raises(HyperparameterError, match=r"^projection_box: lower must be <= upper at "
+                                                r"\['b'\], got lower=-0.5 and upper=-1$"):
     P.projection_box(tree, lower, upper)
+  # A NaN bound passed (lower > upper is false) and made NaN entries; a tree of scales for
+  # the hypercube that went below 0 was reported as projection_box's lower > upper.
+  with pytest.raises(HyperparameterError, match=r"^projection_box: lower must be <= upper, "
+                                                r"got lower=nan and upper=1$"):
+    P.projection_box(tree, np.nan, 1.0)
+  scales = {k: jnp.full(s, 2.0, dtype) for k, s in SHAPES.items()}
+  for bad in (-1.0, np.nan):
+    scales["a"] = scales["a"].at[2].set(bad)
+    with pytest.raises(HyperparameterError, match=rf"^projection_hypercube: scale must be in "
+                                                  rf"\[0, inf\] at \['a'\], got {bad:g}$"):
+      P.projection_hypercube(tree, scales)
   out = run(lambda t: P.projection_hypercube(t, 0.25), tree)
   np.testing.assert_allclose(_flat(out), np.clip(x, 0.0, 0.25), **_tol(dtype))
 
@@ -177,6 +189,26 @@ def test_l1_sphere_inside_with_a_zero_entry():
   np.testing.assert_allclose(np.abs(np.asarray(out["w"])).sum(), 2.0)
 
 
+def test_l1_ball_and_sphere_keep_the_phase_of_complex_entries():
+  # The closest point of {sum |p_i| <= s} keeps each entry's phase and projects the moduli:
+  # p = x / |x| * proj(|x|). The sign was taken as x < 0, which orders complex numbers
+  # lexicographically: 1 + 2j came back as the real 1.
+  x = {"a": jnp.array([1 + 2j, -1j, 0j], jnp.complex64), "b": jnp.array([0.5, -3.0])}
+  moduli = np.abs(np.concatenate([np.asarray(x["a"]), np.asarray(x["b"])]))
+  phases = np.concatenate([np.asarray(x["a"]), np.asarray(x["b"])]) / np.where(moduli, moduli, 1)
+  phases[moduli == 0] = 1
+  for scale in (1.0, 2.0):
+    expected = phases * _np_simplex(moduli, scale)
+    for project in (P.projection_l1_ball, P.projection_l1_sphere, jax.jit(P.projection_l1_ball)):
+      out = project(x, scale)
+      assert out["a"].dtype == jnp.complex64 and out["b"].dtype == jnp.float32
+      np.testing.assert_allclose(np.concatenate([out["a"], out["b"]]), expected, atol=1e-6)
+  # Inside the ball: x itself; onto the sphere from inside: each modulus grows, phases kept.
+  np.testing.assert_allclose(P.projection_l1_ball(x, 10.0)["a"], x["a"])
+  out = P.projection_l1_sphere({"a": jnp.array([3 + 4j, 0j])}, 7.0)["a"]
+  np.testing.assert_allclose(out, [3.6 + 4.8j, 1.0], atol=1e-6)
+
+
 @pytest.mark.parametrize("seed, scale", [(6, 1.0), (7, 100.0)])
 def test_l1_ball(dtype, run, seed, scale):
   tree = _tree(seed, dtype, shapes={"a": (3,), "b": (2,)})
@@ -195,7 +227,9 @@ def test_l1_ball(dtype, run, seed, scale):
                             lambda q: np.abs(q).sum(axis=1) <= scale * (1 + 1e-9))
 
 
-@pytest.mark.parametrize("scale", [0.5, 100.0])
+# 1e20 and 1e-20: the ball's sqrt(max(||x||^2, s^2)) overflowed (every point, inside
+# too, came back as 0) or underflowed in float32.
+@pytest.mark.parametrize("scale", [0.5, 100.0, 1e20, 1e-20])
 def test_l2_ball_and_sphere(dtype, run, scale):
   tree = _tree(8, dtype)
   x = _flat(tree)
@@ -224,6 +258,10 @@ def test_l2_sphere_and_ball_of_zero():
   out = _flat(P.projection_l2_sphere(zero, 2.0))
   np.testing.assert_allclose(out, np.full(4, 1.0), rtol=1e-6)  # s / sqrt(n) each: on the sphere
   np.testing.assert_allclose(_flat(P.projection_l2_ball(zero, 2.0)), np.zeros(4))
+  # A tiny radius: s^2 underflowed to 0, so 0 / 0 gave NaN and a tiny point inf.
+  np.testing.assert_array_equal(_flat(P.projection_l2_ball(zero, 1e-20)), np.zeros(4))
+  tiny = {"a": jnp.array([3e-30, 4e-30, 0.0]), "b": jnp.zeros(1)}
+  np.testing.assert_allclose(_flat(P.projection_l2_ball(tiny, 1e-20)), _flat(tiny), rtol=1e-6)
 
 
 def test_l2_ball_bfloat16_keeps_dtype():

@@ -335,6 +335,17 @@ def test_matches_optax(case):
   _close(_on_all_steps(case.build(schedules)), expected, rtol=1e-5, atol=1e-7)
 
 
+@pytest.mark.parametrize("case", CASES, ids=lambda c: c.id)
+def test_unsigned_count(case):
+  # An unsigned count wrapped around below a step (uint32(4) - 5 is 2**32 - 1): a phase
+  # that begins at step 5 gave its end value before it, as optax's does.
+  sched = case.build(schedules)
+  _close(_on_all_steps(sched, jnp.uint32), [case.ref(t) for t in STEPS])
+  _close(_on_all_steps(sched, jnp.uint8), [case.ref(t) for t in STEPS])
+  # Past int32's range it saturates, as gradtx's counters do.
+  _close(sched(jnp.asarray(2**32 - 1, jnp.uint32)), sched(jnp.asarray(2**31 - 1, jnp.int32)))
+
+
 # One case per public schedule: compiling is the slow part of this file.
 _ONE_PER_SCHEDULE = [case for case in CASES if case.id in {
     "constant", "linear", "polynomial", "exponential-staircase", "cosine",
@@ -361,6 +372,52 @@ def test_fractional_power_reaches_the_end_value_under_jit(steps):
   sched = jax.jit(schedules.polynomial_schedule(1.0, 0.01, 0.1, steps))
   for t in (0, 1, steps - 1, steps, steps + 1, 1000):
     _close(sched(jnp.asarray(t, jnp.int32)), ref_polynomial(t, 1.0, 0.01, 0.1, steps))
+
+
+@pytest.mark.parametrize("steps", [1_614_507_167, 1_771_046_675, 2**31 - 1])
+def test_fractional_power_reaches_the_end_value_past_2_to_the_30_steps(steps):
+  # The end test was 2 * elapsed < steps, which overflows int32 from 2**30 steps on: the
+  # first half's elapsed / steps was taken at the end, and missed 0 (it gave 2.4e-4).
+  sched = jax.jit(schedules.polynomial_schedule(1.0, 0.0, 0.5, steps))
+  assert float(sched(jnp.asarray(steps, jnp.int32))) == 0.0
+  _close(sched(jnp.asarray(steps // 4, jnp.int32)), math.sqrt(1 - (steps // 4) / steps))
+
+
+# A step past int32's range, such as a placeholder boundary of 10**10, met an int32 count
+# (gradtx's counter is int32 also under x64): under x64 JAX wrapped it, so each of these
+# gave its later value from step 0; without x64 it raised OverflowError naming nothing.
+_PAST_INT32 = 10**10
+_FAR_STEPS = [
+    (lambda: S.linear_schedule(1.0, 0.0, _PAST_INT32),
+     lambda t: ref_linear(t, 1.0, 0.0, _PAST_INT32)),
+    (lambda: S.linear_schedule(1.0, 0.0, 10, _PAST_INT32),
+     lambda t: ref_linear(t, 1.0, 0.0, 10, _PAST_INT32)),
+    (lambda: S.exponential_decay(1.0, 10, 0.5, _PAST_INT32),
+     lambda t: ref_exponential(t, 1.0, 10, 0.5, _PAST_INT32)),
+    (lambda: S.exponential_decay(1.0, _PAST_INT32, 0.5, staircase=True),
+     lambda t: ref_exponential(t, 1.0, _PAST_INT32, 0.5, staircase=True)),
+    (lambda: S.cosine_decay_schedule(1.0, _PAST_INT32), lambda t: ref_cosine(t, 1.0, _PAST_INT32)),
+    (lambda: S.piecewise_constant_schedule(1.0, {5: 0.5, _PAST_INT32: 0.1}),
+     lambda t: ref_piecewise_constant(t, 1.0, {5: 0.5, _PAST_INT32: 0.1})),
+    (lambda: S.piecewise_interpolate_schedule("linear", 1.0, {_PAST_INT32: 0.1}),
+     lambda t: ref_piecewise_interpolate(t, "linear", 1.0, {_PAST_INT32: 0.1})),
+    (lambda: S.join_schedules([S.constant_schedule(1.0), S.constant_schedule(2.0)],
+                              [_PAST_INT32]), lambda t: 1.0),
+]
+
+
+@pytest.mark.parametrize("index", range(len(_FAR_STEPS)))
+def test_steps_past_int32_with_an_int32_count(index):
+  build, ref = _FAR_STEPS[index]
+  top = np.iinfo(np.int32).max
+  with jax.enable_x64(True):
+    sched = build()
+    for t in (0, 7, top):
+      for value in (sched(jnp.asarray(t, jnp.int32)), jax.jit(sched)(jnp.asarray(t, jnp.int32))):
+        _close(value, ref(t), rtol=1e-12, atol=1e-14)
+  with pytest.raises(OverflowError, match=r"^schedule: a step of 10000000000 is beyond the "
+                     r"largest int32 count, 2147483647; give steps up to that, or enable x64"):
+    build()(jnp.asarray(7, jnp.int32))
 
 
 @pytest.mark.parametrize("case", CASES, ids=lambda c: c.id)
@@ -528,6 +585,12 @@ BAD_ARGUMENTS = [
     (lambda: S.piecewise_constant_schedule(1.0, {-5: 0.1}),
      r"^piecewise_constant_schedule: boundaries_and_scales key must be >= 0, "
      r"got -5$"),
+    # Pairs in a list failed with "'list' object has no attribute 'items'".
+    (lambda: S.piecewise_constant_schedule(1.0, [(5, 0.1)]),
+     r"^piecewise_constant_schedule: boundaries_and_scales must be a mapping \{step: scale\} "
+     r"or None, got \[\(5, 0.1\)\]$"),
+    (lambda: S.piecewise_interpolate_schedule("linear", 1.0, [(5, 0.1)]),
+     r"^piecewise_interpolate_schedule: boundaries_and_scales must be a mapping"),
     (lambda: S.piecewise_interpolate_schedule("quadratic", 1.0, {5: 0.1}),
      r"^piecewise_interpolate_schedule: interpolate_type must be 'linear' or "
      r"'cosine', got 'quadratic'$"),
@@ -544,6 +607,14 @@ BAD_ARGUMENTS = [
      r"got \(5, 2\)$"),
     (lambda: S.join_schedules([S.constant_schedule(1.0)] * 2, [-1]),
      r"^join_schedules: boundary must be >= 0, got -1$"),
+    # A value in a schedule's place failed at the first step ("'float' object is not
+    # callable"); one schedule in the list's place, with "'_Named' object is not iterable".
+    (lambda: S.join_schedules([0.1, S.constant_schedule(1.0)], [5]),
+     r"^join_schedules: schedules\[0\] must be a schedule, a function of the count "
+     r"\(constant_schedule\(value\) holds a value\), got 0.1$"),
+    (lambda: S.join_schedules(S.constant_schedule(1.0), []),
+     r"^join_schedules: schedules must be a non-empty sequence of schedules, got "
+     r"constant_schedule\(value=1\)$"),
     (lambda: S.sgdr_schedule([]),
      r"^sgdr_schedule: cosine_kwargs must be non-empty"),
     (lambda: S.sgdr_schedule([_CYCLE, dict(_CYCLE, decay_steps=2)]),
@@ -556,6 +627,13 @@ BAD_ARGUMENTS = [
                                if k != "peak_value"}]),
      r"^sgdr_schedule \(cycle 0\): unknown keys \[\] and missing keys "
      r"\['peak_value'\]"),
+    # One cycle's dict in the list's place: its keys were taken as cycles, and each
+    # string's letters as keys ("unknown keys ['_', 'a', 'e', ...]").
+    (lambda: S.sgdr_schedule(_CYCLE),
+     r"^sgdr_schedule: cosine_kwargs must be a list of dicts, one per cycle, got \{'init_value'"),
+    (lambda: S.sgdr_schedule([_CYCLE, 5]),
+     r"^sgdr_schedule \(cycle 1\): the cycle must be a dict of warmup_cosine_decay_schedule's "
+     r"arguments, got 5$"),
     (lambda: S.cosine_onecycle_schedule(0, 1.0),
      r"^cosine_onecycle_schedule: transition_steps must be > 0, got 0$"),
     (lambda: S.cosine_onecycle_schedule(100, 1.0, pct_start=1.0),

@@ -83,6 +83,24 @@ def test_hvp_matches_dense_hessian(dtype, jit, loss, problem):
     np.testing.assert_allclose(np.asarray(flat, np.float64), hess @ v, **_tol(dtype))
 
 
+def test_hvp_takes_a_vector_of_another_dtype_and_names_a_wrong_size():
+  # A float64 probe (numpy's default) for float32 params, or an integer basis vector, is
+  # the same direction: jax.jvp refused the mismatched tangent dtype. A vector of the
+  # wrong size failed in unravel with "Sum of sizes 6 must be equal to dimension 0 ...".
+  params, x, y, _, hess = _squares_problem(jnp.float32)
+  v = np.random.default_rng(3).standard_normal(hess.shape[0])
+  with jax.enable_x64(True):
+    out = SO.hvp(squares_loss, jnp.asarray(v, jnp.float64), params, x, y)
+  assert out.dtype == jnp.float32
+  np.testing.assert_allclose(np.asarray(out, np.float64).ravel(), hess @ v, **_tol(jnp.float32))
+  e0 = jnp.zeros(hess.shape[0], jnp.int32).at[0].set(1)
+  np.testing.assert_allclose(np.asarray(SO.hvp(squares_loss, e0, params, x, y)).ravel(),
+                             hess[:, 0], **_tol(jnp.float32))
+  with pytest.raises(ValueError, match=r"^hvp: v must be a flat vector of the size of "
+                     r"ravel_pytree\(params\), shape \(6,\); got shape \(3, 2\)$"):
+    SO.hvp(squares_loss, jnp.ones((3, 2)), params, x, y)
+
+
 @pytest.mark.parametrize("loss, problem", PROBLEMS, ids=["logistic", "squares"])
 def test_hessian_diag_matches_dense_hessian(dtype, jit, loss, problem):
   params, x, y, _, hess = problem(dtype)

@@ -11,6 +11,7 @@ agree with optax.tree_utils.
 from __future__ import annotations
 
 import inspect
+import itertools
 
 import jax
 import jax.numpy as jnp
@@ -72,6 +73,32 @@ def test_leafwise_arithmetic(dtype, run):
   _assert_tree(run(lambda a, b: tu.tree_where(jnp.asarray(False), a, b), x, y), ny, dtype)
 
 
+def test_python_number_leaves():
+  # A Python number is a leaf as an array is (optax's functions take it): tree_add,
+  # tree_scale, tree_add_scale, tree_clip and tree_bias_correction read its .dtype and
+  # failed with AttributeError. It is taken as jit takes it, a weakly typed float32.
+  x, y = {"a": jnp.array([1.0, -4.0]), "t": 2.0}, {"a": jnp.array([0.5, 0.5]), "t": 0.5}
+  cases = [
+      (tu.tree_add(x, y, y), {"a": [2.0, -3.0], "t": 3.0}),
+      (gtx.tree.add(x, y), {"a": [1.5, -3.5], "t": 2.5}),
+      (tu.tree_scale(0.5, x), {"a": [0.5, -2.0], "t": 1.0}),
+      (tu.tree_add_scale(x, -2.0, y), {"a": [0.0, -5.0], "t": 1.0}),
+      (tu.tree_clip(x, -1.0, 1.5), {"a": [1.0, -1.0], "t": 1.5}),
+      (tu.tree_bias_correction(y, 0.5, jnp.asarray(1)), {"a": [1.0, 1.0], "t": 1.0}),
+  ]
+  for out, expected in cases:
+    for k, value in expected.items():
+      assert out[k].dtype == jnp.float32, k
+      np.testing.assert_allclose(out[k], value)
+  # tree_cast and tree_cast_like called .astype on it (optax's too).
+  half = {"a": jnp.zeros(2, jnp.float16), "t": jnp.zeros((), jnp.bfloat16)}
+  for out, dtypes in [(tu.tree_cast(x, jnp.float16), (jnp.float16, jnp.float16)),
+                      (tu.tree_cast_like(x, half), (jnp.float16, jnp.bfloat16))]:
+    assert (out["a"].dtype, out["t"].dtype) == dtypes
+    np.testing.assert_allclose(np.asarray(out["a"], np.float64), [1.0, -4.0])
+    np.testing.assert_allclose(np.asarray(out["t"], np.float64), 2.0)
+
+
 def test_add_scale_keeps_none_leaves():
   out = tu.tree_add_scale({"a": None, "b": jnp.ones(2)}, 2.0, {"a": None, "b": jnp.ones(2)})
   assert out["a"] is None
@@ -102,6 +129,12 @@ def test_reductions(dtype, run):
 def test_reductions_edge_cases():
   assert float(tu.tree_max({"a": jnp.zeros(0), "b": jnp.array([2.0])})) == 2.0
   assert float(tu.tree_max({})) == -np.inf and float(tu.tree_min({})) == np.inf
+  # No entries, norm 0 in every ord: the l-infinity norm took tree_max's -inf (and its
+  # square was +inf), as optax's does.
+  for empty in ({}, {"a": jnp.zeros(0), "b": None}):
+    for ord_, squared in itertools.product([None, 1, "inf", jnp.inf], [False, True]):
+      assert float(tu.tree_norm(empty, ord=ord_, squared=squared)) == 0.0, (ord_, squared)
+  assert float(tu.tree_norm({"a": jnp.zeros(0), "b": jnp.array([-3.0, 2.0])}, ord="inf")) == 3.0
   with pytest.raises(ValueError, match="tree_norm: ord must be one of"):
     tu.tree_norm({"a": jnp.ones(2)}, ord=3)
   # bfloat16 is summed in float32 (gradtx.tree.global_norm).
@@ -153,6 +186,12 @@ def test_tree_dtype_mixed():
   with pytest.raises(ValueError, match="cannot order float16 and bfloat16"):
     tu.tree_dtype(halves, "highest")
   assert tu.tree_dtype(halves, "promote") == jnp.float32
+  # The docstring gave int32 and uint32 as unordered; without x64 they promote to int32, so
+  # they are ordered (as in optax); only under x64 (int64) are they not.
+  mixed_ints = {"a": jnp.ones(2, jnp.int32), "b": jnp.ones(2, jnp.uint32)}
+  assert (tu.tree_dtype(mixed_ints, "highest"), tu.tree_dtype(mixed_ints, "lowest")) == (
+      jnp.int32, jnp.uint32)
+  assert "(float16 and bfloat16)" in " ".join(tu.tree_dtype.__doc__.split())
 
 
 def test_random_trees_take_one_key_per_leaf_in_leaf_order(dtype):
@@ -322,6 +361,33 @@ def test_set_errors():
     tu.tree_set(state, nothere=1.0)
   with pytest.raises(KeyError, match="that the filtering function accepts"):
     tu.tree_set(state, lambda path, value: False, count=1)
+  # A missing key's error names the keys that exist (it said only "found no value"), and a
+  # filter's, the values it turned down.
+  with pytest.raises(KeyError) as error:
+    tu.tree_set(state, learning_rat=0.1)
+  assert error.value.args[0] == (
+      "tree_set: found no value for 'learning_rat' (did you mean 'learning_rate'?); the keys "
+      "in the tree are ['EmptyState', 'ScaleByAdamState', 'adam', 'b1', 'b2', 'count', 'eps', "
+      "'eps_root', 'hparams', 'learning_rate', 'lr', 'mu', 'nu', 'b', 'w']")
+  # The state's own names come first and the list stops at 40: a model's parameter names
+  # would bury them. The hint searches all.
+  many = gtx.adam(1e-3).init({f"layer_{i:03d}": jnp.zeros(1) for i in range(100)})
+  with pytest.raises(KeyError) as error:
+    tu.tree_set(many, layer_1000=1.0)
+  assert error.value.args[0].startswith(
+      "tree_set: found no value for 'layer_1000' (did you mean 'layer_000' or ")
+  assert error.value.args[0].endswith(
+      "are ['EmptyState', 'ScaleByAdamState', 'adam', 'b1', 'b2', 'count', 'eps', 'eps_root', "
+      "'hparams', 'learning_rate', 'lr', 'mu', 'nu', 'layer_000', 'layer_001', 'layer_002', "
+      "'layer_003', 'layer_004', 'layer_005', 'layer_006', 'layer_007', 'layer_008', "
+      "'layer_009', 'layer_010', 'layer_011', 'layer_012', 'layer_013', 'layer_014', "
+      "'layer_015', 'layer_016', 'layer_017', 'layer_018', 'layer_019', 'layer_020', "
+      "'layer_021', 'layer_022', 'layer_023', 'layer_024', 'layer_025', 'layer_026'] and 73 more")
+  with pytest.raises(KeyError) as error:
+    tu.tree_set(state, lambda path, value: False, count=1)
+  assert error.value.args[0] == (
+      "tree_set: found no value for 'count' that the filtering function accepts; it rejected "
+      "the values at [\"['adam']ScaleByAdamState.count\"]")
   with pytest.raises(HyperparameterError,
                      match=r"lr: learning_rate must be in \[0, inf\), got -0.1"):
     tu.tree_set(state, learning_rate=-0.1)

@@ -20,7 +20,10 @@ Conventions shared by all schedules:
   when one is given. Nothing is forced to float32; 16-bit values are computed
   in float32 and rounded once at the end.
 * **Counts.** Integer counts stay integers until the fraction of a phase is
-  taken, so boundaries are exact. A count below 0 is treated as 0.
+  taken, so boundaries are exact. A count below 0 is treated as 0, and an
+  unsigned count as signed (where optax's ``uint32(4) - 5`` wraps around). A
+  step past the count's range (an int32 count and a boundary of ``10**10``) is
+  met in int64 under x64; without x64 the call raises ``OverflowError`` saying so.
 
 Where gradtx differs from optax (only on inputs optax accepts but cannot use
 well), the factory's docstring says so under *Differences from optax*.

@@ -6,8 +6,8 @@ import chex
 import jax
 import jax.numpy as jnp
 
-from gradtx.schedules._common import (Schedule, _check, _dtypes, _fraction, _half_cosine, _named,
-                                      _steps)
+from gradtx.schedules._common import (Schedule, _check, _count, _dtypes, _fraction, _half_cosine,
+                                      _named, _steps)
 
 
 @_named
@@ -147,7 +147,7 @@ def _exponential(init_value, transition_steps, decay_rate, transition_begin,
 
   def schedule(count: chex.Numeric) -> jax.Array:
     dtype, ctype = _dtypes(init_value)
-    elapsed = jnp.asarray(count) - transition_begin
+    elapsed = _count(count, transition_begin, transition_steps) - transition_begin
     if staircase:
       exponent = jnp.floor_divide(elapsed, transition_steps).astype(ctype)
     else:

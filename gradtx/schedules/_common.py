@@ -158,19 +158,54 @@ def _widest(dtypes: Sequence[Any]) -> Any:
     return functools.reduce(jnp.promote_types, dtypes)
 
 
+def _count(count: chex.Numeric, *steps: int) -> jax.Array:
+  """``count`` as an array of a signed integer dtype that holds every one of ``steps``
+  (a float count as it is).
+
+  An unsigned count wrapped around below a step (``uint32(4) - 5``), so a linear
+  schedule that begins at step 5 gave its end value at step 4; it is taken as signed,
+  saturating where the signed dtype ends, as gradtx's own counters do. A step beyond
+  an int32 count's range (a placeholder boundary such as ``10**10``) overflowed where
+  it met the count: under x64, where gradtx's counts are still int32, JAX wrapped it
+  silently (``piecewise_constant_schedule(1.0, {10**10: 0.1})`` gave 0.1 from step
+  0), and without x64 it raised an OverflowError naming no schedule. Such a count is
+  widened to int64 where x64 allows it; otherwise the error says what to do.
+  """
+  count = jnp.asarray(count)
+  if not jnp.issubdtype(count.dtype, jnp.integer):
+    return count
+  if jnp.issubdtype(count.dtype, jnp.unsignedinteger):
+    bits = min(2 * 8 * count.dtype.itemsize, 64)
+    signed = jax.dtypes.canonicalize_dtype(jnp.dtype(f"int{bits}"))  # int32 without x64
+    if jnp.iinfo(signed).max < jnp.iinfo(count.dtype).max:
+      count = jnp.minimum(count, jnp.iinfo(signed).max)
+    count = count.astype(signed)
+  top = max(steps, default=0)
+  if top <= jnp.iinfo(count.dtype).max:
+    return count
+  wide = jax.dtypes.canonicalize_dtype(jnp.int64)  # int32 without x64
+  if top <= jnp.iinfo(wide).max:
+    return count.astype(wide)
+  raise OverflowError(
+      f"schedule: a step of {top} is beyond the largest {count.dtype} count, "
+      f"{jnp.iinfo(count.dtype).max}; give steps up to that, or enable x64 "
+      "(jax.config.update('jax_enable_x64', True)) to count in int64")
+
+
 def _fraction(count: jax.Array, begin: int, steps: int,
               ctype: Any) -> jax.Array:
   """How far ``count`` is through ``[begin, begin + steps]``, in [0, 1], exactly 0
   and 1 at its ends."""
-  elapsed = jnp.clip(count - begin, 0, steps)
+  elapsed = jnp.clip(_count(count, begin, steps) - begin, 0, steps)
+  left = steps - elapsed
   # Under jit, x / steps compiles to x * (1 / steps), which can miss 1 at the end
   # (7 * float32(1/7) > 1, 41 * float32(1/41) < 1): 1 - frac was then below 0
   # (NaN for a fractional power) or above it (polynomial_schedule(1, 0.01, 0.1, 41)
   # ended at 0.19). The second half is taken from the steps left, exactly 0 at
   # the end. (A select on elapsed == steps is not enough: the compiler folds it
-  # away.)
-  return jnp.where(2 * elapsed < steps, elapsed.astype(ctype) / steps,
-                   1 - (steps - elapsed).astype(ctype) / steps)
+  # away.) elapsed < left, not 2 * elapsed < steps, which overflows past 2**30 steps.
+  return jnp.where(elapsed < left, elapsed.astype(ctype) / steps,
+                   1 - left.astype(ctype) / steps)
 
 
 def _half_cosine(frac: jax.Array) -> jax.Array:

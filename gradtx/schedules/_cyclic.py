@@ -55,8 +55,14 @@ def sgdr_schedule(cosine_kwargs: Iterable[Mapping[str, Any]]) -> Schedule:
     Restarts <https://arxiv.org/abs/1608.03983>`_, ICLR 2017.
   """
   cycles, boundaries, start = [], [], 0
+  if isinstance(cosine_kwargs, Mapping):  # one cycle's dict: its keys would be taken as cycles
+    raise _error("sgdr_schedule", "cosine_kwargs", "a list of dicts, one per cycle",
+                 cosine_kwargs)
   for k, kwargs in enumerate(cosine_kwargs):
     where = f"sgdr_schedule (cycle {k})"
+    if not isinstance(kwargs, Mapping):
+      raise _error(where, "the cycle", "a dict of warmup_cosine_decay_schedule's arguments",
+                   kwargs)
     unknown = sorted(set(kwargs) - set(_WARMUP_COSINE_KEYS))
     missing = [key for key in _WARMUP_COSINE_REQUIRED if key not in kwargs]
     if unknown or missing:

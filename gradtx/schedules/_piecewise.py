@@ -8,12 +8,17 @@ import chex
 import jax
 import jax.numpy as jnp
 
-from gradtx.schedules._common import Schedule, _check, _dtypes, _error, _named, _steps, _widest
+from gradtx.schedules._common import (Schedule, _check, _count, _dtypes, _error, _named, _steps,
+                                      _widest)
 
 
 def _boundaries(where: str, boundaries_and_scales: Mapping[int, Any] | None
                 ) -> tuple[tuple[int, ...], tuple[Any, ...]]:
   """Sorted, validated boundaries and their scales."""
+  if boundaries_and_scales is not None and not isinstance(boundaries_and_scales, Mapping):
+    # else "'list' object has no attribute 'items'" for [(step, scale), ...]
+    raise _error(where, "boundaries_and_scales", "a mapping {step: scale} or None",
+                 boundaries_and_scales)
   pairs = []
   for boundary, scale in (boundaries_and_scales or {}).items():
     step = _steps(where, "boundaries_and_scales key", boundary)
@@ -57,7 +62,7 @@ def piecewise_constant_schedule(
 
   def schedule(count: chex.Numeric) -> jax.Array:
     dtype, ctype = _dtypes(init_value)
-    count = jnp.asarray(count)
+    count = _count(count, *boundaries)
     value = jnp.asarray(init_value, ctype)
     for boundary, scale in zip(boundaries, scales):
       value = jnp.where(count >= boundary, value * jnp.asarray(scale, ctype),
@@ -90,7 +95,7 @@ def _interpolate(where, interpolate_type, init_value,
 
   def schedule(count: chex.Numeric) -> jax.Array:
     dtype, ctype = _dtypes(init_value)
-    count = jnp.maximum(jnp.asarray(count), 0)
+    count = jnp.maximum(_count(count, *boundaries), 0)
     values = [jnp.asarray(init_value, ctype)]
     for scale in scales:
       values.append(values[-1] * jnp.asarray(scale, ctype))
@@ -178,9 +183,15 @@ def join_schedules(schedules: Sequence[Schedule],
     1.0 0.5
   """
   where = "join_schedules"
+  if callable(schedules):  # one schedule where the list goes
+    raise _error(where, "schedules", "a non-empty sequence of schedules", schedules)
   schedules = tuple(schedules)
   if not schedules:
     raise _error(where, "schedules", "a non-empty sequence", schedules)
+  for i, piece in enumerate(schedules):
+    if not callable(piece):  # else "'float' object is not callable" at the first step
+      raise _error(where, f"schedules[{i}]", "a schedule, a function of the count "
+                   "(constant_schedule(value) holds a value)", piece)
   boundaries = tuple(_steps(where, "boundary", b) for b in boundaries)
   if len(boundaries) != len(schedules) - 1:
     raise _error(where, "boundaries",
@@ -190,7 +201,7 @@ def join_schedules(schedules: Sequence[Schedule],
     raise _error(where, "boundaries", "in non-decreasing order", boundaries)
 
   def schedule(count: chex.Numeric) -> jax.Array:
-    count = jnp.asarray(count)
+    count = _count(count, *boundaries)
     pieces = [jnp.asarray(schedules[0](count))]
     pieces += [jnp.asarray(later(count - boundary))
                for boundary, later in zip(boundaries, schedules[1:])]

@@ -177,7 +177,7 @@ def tree_dtype(tree: PyTree, mixed_dtype_handler: str | None = None) -> jax.typi
       (default): raise, naming the key paths that differ. ``"promote"``: the
       dtype all promote to (:func:`jax.numpy.promote_types`). ``"highest"``,
       ``"lowest"``: the highest or lowest dtype under promotion's partial
-      order; raises where two dtypes are not ordered (int32 and uint32).
+      order; raises where two dtypes are not ordered (float16 and bfloat16).
 
   Raises:
     ValueError: mixed dtypes with ``mixed_dtype_handler=None``, unordered

@@ -122,7 +122,7 @@ def tree_add_scale(tree_x: PyTree, scalar: jax.typing.ArrayLike, tree_y: PyTree)
   """
   return jax.tree.map(
       lambda x, y: None if x is None else x + numerics.as_dtype(scalar, x.dtype) * y,
-      tree_x, tree_y, is_leaf=_is_none)
+      _tree.numbers_as_arrays(tree_x), tree_y, is_leaf=_is_none)
 
 
 # ----------------------------------------------------------------------------
@@ -256,7 +256,9 @@ def tree_norm(tree: PyTree, ord: int | str | float | None = None,  # noqa: A002 
     \\|x\\|_\\infty = \\max_i |x_i|
 
   The l2 norm is :func:`gradtx.tree.global_norm`: it accumulates a bfloat16
-  tree in float32 and returns float32 (optax returns bfloat16).
+  tree in float32 and returns float32 (optax returns bfloat16). A tree
+  without entries has norm 0 in every ``ord`` (optax's l-infinity norm is
+  ``-inf`` there, and its square ``inf``).
 
   Args:
     tree: the tree.
@@ -279,7 +281,9 @@ def tree_norm(tree: PyTree, ord: int | str | float | None = None,  # noqa: A002 
   if ord == 1:
     norm = jnp.asarray(tree_sum(jax.tree.map(jnp.abs, tree)))
   elif ord in ("inf", "infinity") or ord == float("inf"):
-    norm = jnp.asarray(tree_max(jax.tree.map(jnp.abs, tree)))
+    # The largest |x_i|, and 0 for no entries (as the other norms give): tree_max's -inf
+    # made the norm of an empty tree -inf, and its square +inf (optax's too).
+    norm = _reduce_extreme(jax.tree.map(jnp.abs, tree), jnp.max, jnp.maximum, 0.0)
   else:
     raise ValueError(f"tree_norm: ord must be one of None, 1, 2, inf, got {ord!r}")
   return numerics.abs_sq(norm) if squared else norm
@@ -325,7 +329,7 @@ def tree_clip(tree: PyTree, min_value: jax.typing.ArrayLike | None = None,
     low = None if min_value is None else numerics.as_dtype(min_value, x.dtype)
     high = None if max_value is None else numerics.as_dtype(max_value, x.dtype)
     return jnp.clip(x, low, high)
-  return _tree.tree_map(clip, tree)
+  return _tree.tree_map(clip, _tree.numbers_as_arrays(tree))
 
 
 def tree_allclose(a: PyTree, b: PyTree, rtol: jax.typing.ArrayLike = 1e-05,
@@ -476,4 +480,5 @@ def tree_bias_correction(moment: PyTree, decay: jax.typing.ArrayLike,
     >>> gtx.tree_utils.tree_bias_correction(jnp.array([0.75]), 0.5, jnp.asarray(2))
     Array([1.], dtype=float32)
   """
-  return _tree.tree_map(lambda m: numerics.bias_correction(m, decay, count), moment)
+  return _tree.tree_map(lambda m: numerics.bias_correction(m, decay, count),
+                        _tree.numbers_as_arrays(moment))

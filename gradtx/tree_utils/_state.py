@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import difflib
 from collections.abc import Mapping
 from typing import Any, Callable
 
@@ -104,6 +105,27 @@ def _find(node: Any, key: Any, path: KeyPath, out: list[tuple[KeyPath, Any]]) ->
     if matchable and _same_key(name, key):
       out.append((child_path, child))
     _find(child, key, child_path, out)
+
+
+def _all_keys(node: Any, state: set[str], plain: set[str]) -> None:
+  """Every key :func:`_find` can match in ``node`` (what a missing key's error lists):
+  into ``state`` the names a state gives (NamedTuple classes and fields, stage and
+  hyperparameter names), into ``plain`` the keys of other mappings (the params' names)."""
+  if _is_named_tuple(node):
+    state.add(type(node).__name__)
+  found = _children(node)
+  if found is None:
+    return
+  into = state if _is_named_tuple(node) or isinstance(node, (ChainState, HParams)) else plain
+  for _, name, child in found[0]:
+    if _keys_match(node):
+      into.add(str(name))
+    _all_keys(child, state, plain)
+
+
+# How many keys a missing key's error lists: a model's thousands of parameter names would
+# bury the state's own; the did-you-mean hint searches them all.
+_KEYS_SHOWN = 40
 
 
 def tree_get_all_with_path(
@@ -252,7 +274,8 @@ def tree_set(tree: PyTree, filtering: Callable[[KeyPath, Any], bool] | None = No
     **kwargs: ``key=value`` for each key to replace.
 
   Raises:
-    KeyError: a key with no match (none the filter accepts).
+    KeyError: a key with no match (none the filter accepts); the message lists the
+      keys the tree has, or the paths of the matches the filter turned down.
     HyperparameterError: a hyperparameter out of its range, or scheduled.
 
   Example:
@@ -264,9 +287,22 @@ def tree_set(tree: PyTree, filtering: Callable[[KeyPath, Any], bool] | None = No
     (Array(2, dtype=int32), Array(0.8, dtype=float32))
   """
   for key in kwargs:
-    if not tree_get_all_with_path(tree, key, filtering):
-      accepted = " that the filtering function accepts" if filtering is not None else ""
-      raise KeyError(f"tree_set: found no value for {key!r}{accepted}")
+    if tree_get_all_with_path(tree, key, filtering):
+      continue
+    rejected = tree_get_all_with_path(tree, key)
+    if rejected:
+      paths = [jax.tree_util.keystr(path) for path, _ in rejected]
+      raise KeyError(f"tree_set: found no value for {key!r} that the filtering function "
+                     f"accepts; it rejected the values at {paths}")
+    state: set[str] = set()
+    plain: set[str] = set()
+    _all_keys(tree, state, plain)
+    keys = sorted(state) + sorted(plain - state)  # the state's own names first
+    close = difflib.get_close_matches(str(key), keys, n=3)
+    hint = f" (did you mean {' or '.join(map(repr, close))}?)" if close else ""
+    more = f" and {len(keys) - _KEYS_SHOWN} more" if len(keys) > _KEYS_SHOWN else ""
+    raise KeyError(f"tree_set: found no value for {key!r}{hint}; the keys in the tree "
+                   f"are {keys[:_KEYS_SHOWN]}{more}")
   return _replace(tree, (), (), kwargs, filtering)
 
 
