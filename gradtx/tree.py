@@ -696,17 +696,21 @@ def split_key_per_leaf(key: jax.Array, tree: PyTree) -> PyTree:
 
   A :class:`gradtx.packed.Packed` node counts as the leaves it holds and gets
   their keys as a :class:`gradtx.packed.PackedLeaves`, so a packed tree draws
-  what the same tree unpacked draws (with :func:`map_leaves`).
+  what the same tree unpacked draws (with :func:`map_leaves`). A
+  :class:`MaskedNode` counts as none and stays as it is: a leaf masked out
+  (by :func:`gradtx.masked`, or for its ``None`` gradient) has no leaves in
+  optax's tree either, so the leaves after it draw what optax's draw.
   """
   PackedLeaves = _packed_types()[1]
   nodes, treedef = jax.tree.flatten(tree, is_leaf=_is_node)
-  sizes = [len(n.layout.shapes) if _is_packed(n) else 1 for n in nodes]
+  sizes = [len(n.layout.shapes) if _is_packed(n) else 0 if is_masked(n) else 1 for n in nodes]
   keys = list(jax.random.split(key, sum(sizes)))
   out, start = [], 0
   for node, size in zip(nodes, sizes):
     part = keys[start:start + size]
     start += size
-    out.append(PackedLeaves.from_leaves(node.layout, part) if _is_packed(node) else part[0])
+    out.append(PackedLeaves.from_leaves(node.layout, part) if _is_packed(node)
+               else node if is_masked(node) else part[0])
   return jax.tree.unflatten(treedef, out)
 
 

@@ -486,3 +486,36 @@ def test_gradtx_chain_with_optax_stage_drives_nnx_optimizer():
   theirs, _ = _nnx_run(optax, "mixed", mixed)
   _assert_trajectories_equal(ours, theirs)
   assert sorted(gtx.hparams(optimizer.opt_state))[0] == "adamw.adam.b1"
+
+
+class _WithNone(eqx.Module):
+  """A model whose leaf without a gradient (None, a Python int) sits before a weight."""
+  w: jax.Array
+  n: int
+  v: jax.Array
+
+
+@pytest.mark.parametrize("case", ["none_gradient", "masked"])
+def test_noise_after_a_leaf_without_a_gradient_draws_what_optax_draws(case):
+  # The key is split once per leaf, as optax does; a masked-out leaf (a None gradient, or
+  # one gtx.masked leaves out) took a sub-key of its own, where optax's tree has no leaf,
+  # so every leaf after it drew other noise than optax's.
+  params = _WithNone(jnp.ones(2), 3, jnp.full(3, 2.0))
+  grads = _WithNone(jnp.full(2, 0.5), None, jnp.full(3, -1.0))
+  def make(lib):
+    noise = lib.add_noise(0.1, 0.55, key=0)
+    if case == "masked":
+      return lib.masked(noise, _WithNone(False, False, True))
+    return noise
+
+  for lib in (gtx, optax):
+    with _promotion(lib):
+      tx = make(lib)
+      state = tx.init(params)
+      for _ in range(2):
+        updates, state = tx.update(grads, state, params)
+    if lib is gtx:
+      ours = updates
+  np.testing.assert_array_equal(ours.v, updates.v)
+  np.testing.assert_array_equal(ours.w, updates.w)
+  assert ours.n is None
