@@ -519,3 +519,31 @@ def test_noise_after_a_leaf_without_a_gradient_draws_what_optax_draws(case):
   np.testing.assert_array_equal(ours.v, updates.v)
   np.testing.assert_array_equal(ours.w, updates.w)
   assert ours.n is None
+
+
+def test_an_extra_argument_optax_drops_before_a_gradtx_stage_is_named_with_the_fix():
+  # optax.chain passes value= only to optax's own GradientTransformationExtraArgs type: the
+  # gradtx stage was told to pass the loss it had been given. The error now says why, and the
+  # fix it gives steps as optax's own reduce_on_plateau does.
+  params = {"w": jnp.array([1.0, -2.0])}
+  grads = {"w": jnp.ones(2)}
+  plateau = gtx.reduce_on_plateau(factor=0.5, patience=1)
+  tx = optax.chain(gtx.sgd(0.1), plateau)
+  with pytest.raises(gtx.MissingArgumentError,
+                     match=r"reduce_on_plateau needs the loss.*Passed it, and still told so\? "
+                           r"optax.chain and optax's wrappers .* "
+                           r"optax.GradientTransformationExtraArgs\(\*tx\)"):
+    tx.update(grads, tx.init(params), params, value=jnp.float32(1.0))
+
+  def run(stage):
+    tx = optax.chain(gtx.sgd(0.1), stage)
+    state = tx.init(params)
+    for loss in [3.0, 2.0, 2.0, 2.0]:
+      updates, state = tx.update(grads, state, params, value=jnp.float32(loss))
+    return updates
+
+  ours = run(optax.GradientTransformationExtraArgs(*plateau))
+  with _promotion(optax):
+    theirs = run(optax.contrib.reduce_on_plateau(factor=0.5, patience=1))
+  np.testing.assert_array_equal(ours["w"], theirs["w"])
+  np.testing.assert_array_equal(ours["w"], jnp.full(2, -0.025))
