@@ -547,3 +547,21 @@ def test_an_extra_argument_optax_drops_before_a_gradtx_stage_is_named_with_the_f
     theirs = run(optax.contrib.reduce_on_plateau(factor=0.5, patience=1))
   np.testing.assert_array_equal(ours["w"], theirs["w"])
   np.testing.assert_array_equal(ours["w"], jnp.full(2, -0.025))
+
+
+def test_a_transformation_survives_cloudpickle_as_optax_s_does():
+  # cloudpickle (Ray, joblib, a notebook's worker pool) pickles closures by value with the
+  # globals they name: every gradtx transformation named the ContextVar that marks the
+  # outermost update, and raised "cannot pickle '_contextvars.ContextVar' object".
+  cloudpickle = pytest.importorskip("cloudpickle")
+  params = {"w": jnp.array([[1.0, -2.0], [0.5, 3.0]]), "b": jnp.array([0.5, 0.1])}
+  grads = jax.tree.map(lambda p: jnp.sin(p) + 0.1, params)
+  tx = OPTIMIZERS["adamw_masked"](gtx)
+  copied = cloudpickle.loads(cloudpickle.dumps(tx))
+  ours, _ = copied.update(grads, copied.init(params), params)
+  with _promotion(optax):
+    reference = OPTIMIZERS["adamw_masked"](optax)
+    theirs, _ = reference.update(grads, reference.init(params), params)
+  for a, b in zip(jax.tree.leaves(ours), jax.tree.leaves(theirs)):
+    np.testing.assert_allclose(a, b, rtol=RTOL, atol=ATOL)
+  jax.tree.map(np.testing.assert_array_equal, ours, tx.update(grads, tx.init(params), params)[0])
