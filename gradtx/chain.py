@@ -401,6 +401,16 @@ def values_by_name(state: PyTree, kind: type = HParams) -> dict[str, Any]:
           for name, (index, key) in _named_slots(state, kind).items()}
 
 
+# Said instead of "the valid names are []" for a state that holds no HParams at all: one from
+# elsewhere, or a gradtx state whose HParams became plain dicts on its way through a framework.
+_NO_HPARAMS = (
+    "unknown hyperparameter {name!r}: this state holds no gradtx hyperparameters, as the state "
+    "of an optax transformation does not, nor a gradtx state turned into plain mappings "
+    "(nnx.state(optimizer), flax.serialization.to_state_dict, a checkpoint restored without "
+    "a target). Set them on the state that init made (optimizer.opt_state for "
+    "flax.nnx.Optimizer)")
+
+
 def set_hparams(state: PyTree, values: Mapping[str, Any]) -> PyTree:
   """A new state with hyperparameters replaced by dotted name.
 
@@ -427,6 +437,8 @@ def set_hparams(state: PyTree, values: Mapping[str, Any]) -> PyTree:
                     f"({{'lr.learning_rate': 1e-4}}), got a {type(values).__name__}")
   named = _named_slots(state)
   unknown = [k for k in values if k not in named]
+  if unknown and next(_find_hparams(state), None) is None:  # every gradtx stage state has one
+    raise HyperparameterError(_NO_HPARAMS.format(name=unknown[0]))
   if unknown:
     close = difflib.get_close_matches(unknown[0], list(named), n=3)
     hint = f" (did you mean {' or '.join(map(repr, close))}?)" if close else ""

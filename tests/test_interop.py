@@ -565,3 +565,26 @@ def test_a_transformation_survives_cloudpickle_as_optax_s_does():
   for a, b in zip(jax.tree.leaves(ours), jax.tree.leaves(theirs)):
     np.testing.assert_allclose(a, b, rtol=RTOL, atol=ATOL)
   jax.tree.map(np.testing.assert_array_equal, ours, tx.update(grads, tx.init(params), params)[0])
+
+
+@pytest.mark.parametrize("where", ["nnx_state", "state_dict", "optax"])
+def test_setting_a_hyperparameter_on_a_state_that_holds_none_says_why(where):
+  # It said "the valid names are []": nnx.state(optimizer) and flax's state dict turn the
+  # HParams into plain mappings, and an optax state never had them.
+  from flax import serialization  # pylint: disable=import-outside-toplevel
+  params = {"w": jnp.ones(2)}
+  if where == "nnx_state":
+    state = nnx.state(nnx.Optimizer(_NnxMLP(nnx.Rngs(0)), gtx.adam(0.1), wrt=nnx.Param))
+    state = state["opt_state"]
+  elif where == "state_dict":
+    state = serialization.to_state_dict(gtx.adam(0.1).init(params))
+  else:
+    state = gtx.chain(adam=optax.adam(0.1)).init(params)
+  with pytest.raises(gtx.HyperparameterError,
+                     match=r"unknown hyperparameter 'lr.learning_rate': this state holds no "
+                           r"gradtx hyperparameters.*nnx.state\(optimizer\).*optimizer.opt_state"):
+    gtx.set_hparams(state, {"lr.learning_rate": 0.5})
+  # A gradtx state keeps listing its names, even one whose stages hold no numeric ones.
+  with pytest.raises(gtx.HyperparameterError, match=r"the valid names are \[\]"):
+    gtx.set_hparams(gtx.scale_by_sign().init(params), {"lr.learning_rate": 0.5})
+  assert gtx.hparams(gtx.adam(0.1).init(params))["lr.learning_rate"] == np.float32(0.1)
