@@ -78,7 +78,11 @@ class ParamsPlaceholder:
 
 
 def is_params_placeholder(x: Any) -> bool:
-  return isinstance(x, ParamsPlaceholder)
+  """Whether ``x`` is :class:`ParamsPlaceholder`, or optax's own (``optax.tree_map_params``
+  passes a leafless class of its own to ``init``, and a mask matched against it raised)."""
+  kind = type(x)
+  return isinstance(x, ParamsPlaceholder) or (
+      kind.__name__ == "_ParamsPlaceholder" and kind.__module__.startswith("optax."))
 
 
 def keystr(path: tuple) -> str:

@@ -588,3 +588,33 @@ def test_setting_a_hyperparameter_on_a_state_that_holds_none_says_why(where):
   with pytest.raises(gtx.HyperparameterError, match=r"the valid names are \[\]"):
     gtx.set_hparams(gtx.scale_by_sign().init(params), {"lr.learning_rate": 0.5})
   assert gtx.hparams(gtx.adam(0.1).init(params))["lr.learning_rate"] == np.float32(0.1)
+
+
+_MAPPED_BY_OPTAX = {
+    "masked": lambda: gtx.masked(gtx.adam(0.1), {"w": True, "b": False}),
+    "partition": lambda: gtx.partition({"a": gtx.adam(0.1), "s": gtx.sgd(0.1, 0.9)},
+                                       {"w": "a", "b": "s"}),
+    "adamw_mask_tree": lambda: gtx.adamw(0.1, mask={"w": True, "b": False}),
+    "muon": lambda: gtx.contrib.muon(0.1),
+}
+
+
+def _shape_text(p):
+  return "x".join(map(str, p.shape))
+
+
+@pytest.mark.parametrize("name", list(_MAPPED_BY_OPTAX))
+def test_optax_tree_map_params_maps_a_gradtx_state_as_gradtx_s_does(name):
+  # optax.tree_map_params calls init on a leafless placeholder of its own: a gradtx wrapper
+  # matched its mask or labels against it and raised "the mask has key path ['b'], which the
+  # params do not have" (optax's own masked and partition pass it through).
+  params = {"w": jnp.ones((4, 2)), "b": jnp.ones(2)}
+  tx = _MAPPED_BY_OPTAX[name]()
+  state = tx.init(params)
+  theirs = optax.tree_map_params(tx, _shape_text, state,
+                                 transform_non_params=lambda _: "other")
+  ours = gtx.tree_utils.tree_map_params(tx, _shape_text, state,
+                                        transform_non_params=lambda _: "other")
+  assert jax.tree.structure(theirs) == jax.tree.structure(ours)
+  assert jax.tree.leaves(theirs) == jax.tree.leaves(ours)
+  assert "4x2" in jax.tree.leaves(theirs)  # the moments were mapped
