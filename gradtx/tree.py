@@ -85,6 +85,21 @@ def is_params_placeholder(x: Any) -> bool:
       kind.__name__ == "_ParamsPlaceholder" and kind.__module__.startswith("optax."))
 
 
+def is_function_of_params(x: Any) -> bool:
+  """Whether a mask, labels or dimension numbers argument is a function of the params
+  (called on them) rather than a tree (matched against them).
+
+  A tree may itself be callable: an equinox module of bools, as
+  ``jax.tree.map(lambda p: p.ndim > 1, eqx.filter(model, eqx.is_array))`` makes
+  it, was called on the params and failed inside the model's ``__call__``. A
+  pytree node is a tree, as it is for optax's ``masked``; a function is a leaf,
+  and a ``functools.partial`` (a node to JAX) is a function.
+  """
+  if not callable(x):
+    return False
+  return isinstance(x, functools.partial) or jax.tree_util.treedef_is_leaf(jax.tree.structure(x))
+
+
 def keystr(path: tuple) -> str:
   """``['layer']['w']`` for a key path; ``<root>`` for the empty path."""
   return jax.tree_util.keystr(path) if path else "<root>"

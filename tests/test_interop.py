@@ -618,3 +618,45 @@ def test_optax_tree_map_params_maps_a_gradtx_state_as_gradtx_s_does(name):
   assert jax.tree.structure(theirs) == jax.tree.structure(ours)
   assert jax.tree.leaves(theirs) == jax.tree.leaves(ours)
   assert "4x2" in jax.tree.leaves(theirs)  # the moments were mapped
+
+
+def test_an_equinox_module_of_bools_is_a_mask_tree_not_a_mask_function():
+  # jax.tree.map over eqx.filter(model, eqx.is_array) gives a mask or labels tree that is an
+  # eqx.nn.MLP, which is callable: gradtx called it on the params, and it failed in the MLP's
+  # __call__ ("unsupported operand type(s) for @"). optax's masked takes it as a tree.
+  model = eqx.nn.MLP(3, 2, width_size=4, depth=1, key=jax.random.key(0))
+  params = eqx.filter(model, eqx.is_array)
+  grads = jax.tree.map(lambda p: 0.5 * p + 0.1, params)
+  matrices = jax.tree.map(lambda p: p.ndim > 1, params)
+  labels = jax.tree.map(lambda p: "adam" if p.ndim > 1 else "sgd", params)
+  assert callable(matrices) and callable(labels)
+
+  def run(tx):
+    state = tx.init(params)
+    p = params
+    for _ in range(2):
+      updates, state = tx.update(grads, state, p)
+      p = eqx.apply_updates(p, updates)
+    return p
+
+  cases = [
+      (lambda lib: lib.adamw(0.1, weight_decay=0.5, mask=matrices), None),
+      (lambda lib: lib.partition({"adam": lib.adam(0.1), "sgd": lib.sgd(0.1)}, labels),
+       lambda lib: lib.partition({"adam": lib.adam(0.1), "sgd": lib.sgd(0.1)},
+                                 lambda p: jax.tree.map(lambda x: "adam" if x.ndim > 1 else "sgd",
+                                                        p))),
+      (lambda lib: lib.selective_transform(lib.sgd(0.1), freeze_mask=matrices),
+       lambda lib: lib.selective_transform(
+           lib.sgd(0.1), freeze_mask=lambda p: jax.tree.map(lambda x: x.ndim > 1, p))),
+  ]
+  for make, as_function in cases:
+    ours = run(make(gtx))
+    if as_function is None:  # optax's adamw takes the module as a tree too
+      with _promotion(optax):
+        theirs = run(make(optax))
+    else:  # the same mask or labels as a function of the params
+      theirs = run(as_function(gtx))
+    for a, b in zip(jax.tree.leaves(ours), jax.tree.leaves(theirs)):
+      np.testing.assert_allclose(a, b, rtol=RTOL, atol=ATOL)
+    assert any(not np.allclose(a, b) for a, b in
+               zip(jax.tree.leaves(ours), jax.tree.leaves(params)))
