@@ -660,3 +660,22 @@ def test_an_equinox_module_of_bools_is_a_mask_tree_not_a_mask_function():
       np.testing.assert_allclose(a, b, rtol=RTOL, atol=ATOL)
     assert any(not np.allclose(a, b) for a, b in
                zip(jax.tree.leaves(ours), jax.tree.leaves(params)))
+
+
+def test_two_gradtx_stages_side_by_side_in_an_optax_chain_are_named_where_they_clash():
+  # gtx.hparams of optax.chain(gtx.sgd(...), gtx.adam(...)) found lr.learning_rate twice and
+  # said "a wrapper's and those of a stage it wraps", which neither is.
+  params = {"w": jnp.ones(3)}
+  state = optax.chain(gtx.sgd(0.1), gtx.adam(0.2)).init(params)
+  with pytest.raises(gtx.HyperparameterError,
+                     match=r"two hyperparameters are both named 'lr.learning_rate', at "
+                           r"\[0\]\['lr'\].hparams and \[1\]\['lr'\].hparams of the state: "
+                           r"stages side by side .*compose them with gtx.chain"):
+    gtx.hparams(state)
+  named = gtx.hparams(gtx.chain(sgd=gtx.sgd(0.1), adam=gtx.adam(0.2)).init(params))
+  assert float(named["sgd.lr.learning_rate"]) == np.float32(0.1)
+  assert float(named["adam.lr.learning_rate"]) == np.float32(0.2)
+  # One gradtx stage in an optax chain reads and sets by its own names, as before.
+  one = optax.chain(optax.clip(1.0), gtx.adam(0.2)).init(params)
+  one = gtx.set_hparams(one, {"lr.learning_rate": 0.5})
+  assert float(gtx.hparams(one)["lr.learning_rate"]) == 0.5
