@@ -718,16 +718,19 @@ def split_key_per_leaf(key: jax.Array, tree: PyTree) -> PyTree:
   what the same tree unpacked draws (with :func:`map_leaves`). A
   :class:`MaskedNode` counts as none and stays as it is: a leaf masked out
   (by :func:`gradtx.masked`, or for its ``None`` gradient) has no leaves in
-  optax's tree either, so the leaves after it draw what optax's draw.
+  optax's tree either, so the leaves after it draw what optax's draw; a leaf
+  of a packed tree that a mask hides counts as none too.
   """
-  PackedLeaves = _packed_types()[1]
+  from gradtx.packed import PackedLeaves, visible_leaves  # pylint: disable=import-outside-toplevel
   nodes, treedef = jax.tree.flatten(tree, is_leaf=_is_node)
-  sizes = [len(n.layout.shapes) if _is_packed(n) else 0 if is_masked(n) else 1 for n in nodes]
-  keys = list(jax.random.split(key, sum(sizes)))
-  out, start = [], 0
-  for node, size in zip(nodes, sizes):
-    part = keys[start:start + size]
-    start += size
+  # Per node, whether each of its leaves takes a key: a packed leaf that a mask hides
+  # (zeroed, where tree mode has a MaskedNode) takes none, and its draw is discarded.
+  takes = [visible_leaves(n.layout) if _is_packed(n) else () if is_masked(n) else (True,)
+           for n in nodes]
+  keys = iter(jax.random.split(key, sum(sum(t) for t in takes)))
+  out = []
+  for node, node_takes in zip(nodes, takes):
+    part = [next(keys) if t else key for t in node_takes]
     out.append(PackedLeaves.from_leaves(node.layout, part) if _is_packed(node)
                else node if is_masked(node) else part[0])
   return jax.tree.unflatten(treedef, out)

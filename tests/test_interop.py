@@ -495,29 +495,39 @@ class _WithNone(eqx.Module):
   v: jax.Array
 
 
-@pytest.mark.parametrize("case", ["none_gradient", "masked"])
+@pytest.mark.parametrize("case", ["none_gradient", "masked", "masked_packed"])
 def test_noise_after_a_leaf_without_a_gradient_draws_what_optax_draws(case):
-  # The key is split once per leaf, as optax does; a masked-out leaf (a None gradient, or
-  # one gtx.masked leaves out) took a sub-key of its own, where optax's tree has no leaf,
-  # so every leaf after it drew other noise than optax's.
+  # The key is split once per leaf, as optax does; a masked-out leaf (a None gradient, or one
+  # gtx.masked leaves out, in tree or packed mode) took a sub-key of its own, where optax's
+  # tree has no leaf, so every leaf after it drew other noise than optax's.
   params = _WithNone(jnp.ones(2), 3, jnp.full(3, 2.0))
   grads = _WithNone(jnp.full(2, 0.5), None, jnp.full(3, -1.0))
+  mask = _WithNone(False, False, True)
+  if case == "masked_packed":  # packed mode has no None: a dict of the two weights
+    params, grads = ({"w": tree.w, "v": tree.v} for tree in (params, grads))
+    mask = {"w": True, "v": False}  # w ("v" < "w" in leaf order) is after the masked leaf
   def make(lib):
     noise = lib.add_noise(0.1, 0.55, key=0)
-    if case == "masked":
-      return lib.masked(noise, _WithNone(False, False, True))
-    return noise
+    return noise if case == "none_gradient" else lib.masked(noise, mask)
 
-  for lib in (gtx, optax):
+  def run(lib, params, grads):
     with _promotion(lib):
       tx = make(lib)
       state = tx.init(params)
       for _ in range(2):
         updates, state = tx.update(grads, state, params)
-    if lib is gtx:
-      ours = updates
-  np.testing.assert_array_equal(ours.v, updates.v)
-  np.testing.assert_array_equal(ours.w, updates.w)
+    return updates
+
+  theirs = run(optax, params, grads)
+  if case == "masked_packed":
+    layout = gtx.packed.Layout.from_tree(params)
+    ours = layout.unpack(run(gtx, layout.pack(params), layout.pack(grads)))
+    np.testing.assert_array_equal(ours["w"], theirs["w"])
+    np.testing.assert_array_equal(ours["v"], grads["v"])
+    return
+  ours = run(gtx, params, grads)
+  np.testing.assert_array_equal(ours.v, theirs.v)
+  np.testing.assert_array_equal(ours.w, theirs.w)
   assert ours.n is None
 
 
