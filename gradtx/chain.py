@@ -353,16 +353,33 @@ def _named_slots(state: PyTree, kind: type = HParams) -> dict[str, tuple[int, st
     for key in hp:
       dotted = ".".join(path + (key,))
       if dotted in named:
-        what = "hyperparameters" if kind is HParams else f"{kind.__name__} entries"
-        # A chain's stage names are unique, so the two come from a wrapper and a stage it
-        # wraps (apply_if_finite(apply_if_finite(adam))), which "distinct names in the
-        # chain" cannot separate: naming the inner stage in a chain of its own does.
-        raise HyperparameterError(
-            f"two {what} are both named {dotted!r}: a wrapper's and those of a stage it "
-            "wraps, which add no name of their own; give the inner stage a name with a "
-            "chain of its own (apply_if_finite(gtx.chain(inner=...), ...))")
+        raise _same_name_error(state, kind, dotted, named[dotted][0], index)
       named[dotted] = (index, key)
   return named
+
+
+def _same_name_error(state: PyTree, kind: type, dotted: str, first: int,
+                     second: int) -> HyperparameterError:
+  """Two ``kind`` mappings of ``state`` (by index in pytree order) that give ``dotted``."""
+  what = "hyperparameters" if kind is HParams else f"{kind.__name__} entries"
+  holders = [path for path, x in jax.tree_util.tree_flatten_with_path(
+      state, is_leaf=lambda x: isinstance(x, kind))[0] if isinstance(x, kind)]
+  a, b = holders[first], holders[second]
+  if a[:len(b) - 1] == b[:-1] or b[:len(a) - 1] == a[:-1]:  # one in the other's stage state
+    # A chain's stage names are unique, so the two come from a wrapper and a stage it
+    # wraps (apply_if_finite(apply_if_finite(adam))), which "distinct names in the
+    # chain" cannot separate: naming the inner stage in a chain of its own does.
+    return HyperparameterError(
+        f"two {what} are both named {dotted!r}: a wrapper's and those of a stage it "
+        "wraps, which add no name of their own; give the inner stage a name with a "
+        "chain of its own (apply_if_finite(gtx.chain(inner=...), ...))")
+  # Side by side in a container that names nothing: optax.chain(gtx.sgd(...), gtx.adam(...))
+  # is a tuple of two chain states that each have lr.learning_rate.
+  return HyperparameterError(
+      f"two {what} are both named {dotted!r}, at {jax.tree_util.keystr(a)} and "
+      f"{jax.tree_util.keystr(b)} of the state: stages side by side in a container that "
+      "gives them no names (optax.chain's tuple, optax.partition's dict); compose them with "
+      "gtx.chain or gtx.partition, which name their stages")
 
 
 def hparams(state: PyTree) -> dict[str, jax.Array]:
@@ -401,6 +418,16 @@ def values_by_name(state: PyTree, kind: type = HParams) -> dict[str, Any]:
           for name, (index, key) in _named_slots(state, kind).items()}
 
 
+# Said instead of "the valid names are []" for a state that holds no HParams at all: one from
+# elsewhere, or a gradtx state whose HParams became plain dicts on its way through a framework.
+_NO_HPARAMS = (
+    "unknown hyperparameter {name!r}: this state holds no gradtx hyperparameters, as the state "
+    "of an optax transformation does not, nor a gradtx state turned into plain mappings "
+    "(nnx.state(optimizer), flax.serialization.to_state_dict, a checkpoint restored without "
+    "a target). Set them on the state that init made (optimizer.opt_state for "
+    "flax.nnx.Optimizer)")
+
+
 def set_hparams(state: PyTree, values: Mapping[str, Any]) -> PyTree:
   """A new state with hyperparameters replaced by dotted name.
 
@@ -427,6 +454,8 @@ def set_hparams(state: PyTree, values: Mapping[str, Any]) -> PyTree:
                     f"({{'lr.learning_rate': 1e-4}}), got a {type(values).__name__}")
   named = _named_slots(state)
   unknown = [k for k in values if k not in named]
+  if unknown and next(_find_hparams(state), None) is None:  # every gradtx stage state has one
+    raise HyperparameterError(_NO_HPARAMS.format(name=unknown[0]))
   if unknown:
     close = difflib.get_close_matches(unknown[0], list(named), n=3)
     hint = f" (did you mean {' or '.join(map(repr, close))}?)" if close else ""

@@ -26,6 +26,7 @@ fixed when the transformation is built and show in its ``repr``.
 
 from __future__ import annotations
 
+import contextlib
 import contextvars
 import dataclasses
 import functools
@@ -608,19 +609,36 @@ else:
 _INSIDE: contextvars.ContextVar[bool] = contextvars.ContextVar("gradtx_inside", default=False)
 
 
+# The closures below name these module-level functions, never the ContextVars themselves:
+# cloudpickle (Ray, joblib) pickles a closure by value with the globals it names, and a
+# ContextVar cannot be pickled, where a module-level function is pickled by reference.
+def _inside() -> bool:
+  """Whether a transformation's ``init`` or ``update`` is running."""
+  return _INSIDE.get()
+
+
+@contextlib.contextmanager
+def _outermost(given: Any) -> Iterator[None]:
+  """Marks the outermost ``init`` or ``update`` as running, with ``given`` the tree a
+  callable mask is called on."""
+  from gradtx.tree import UNMASKED  # pylint: disable=import-outside-toplevel
+  token, shown = _INSIDE.set(True), UNMASKED.set(given)
+  try:
+    yield
+  finally:
+    UNMASKED.reset(shown)
+    _INSIDE.reset(token)
+
+
 def _outermost_init(init: InitFn) -> InitFn:
   """``init``, which when called from outside any transformation gets admitted params."""
   @functools.wraps(init)
   def admitting_init(params: Params) -> State:
-    if _INSIDE.get():
+    if _inside():
       return init(params)
-    from gradtx.tree import UNMASKED, admit_params  # pylint: disable=import-outside-toplevel
-    token, shown = _INSIDE.set(True), UNMASKED.set(params)  # a callable mask sees the params given
-    try:
+    from gradtx.tree import admit_params  # pylint: disable=import-outside-toplevel
+    with _outermost(params):  # a callable mask sees the params given
       return init(admit_params(params))
-    finally:
-      UNMASKED.reset(shown)
-      _INSIDE.reset(token)
 
   return admitting_init
 
@@ -632,9 +650,9 @@ def _outermost_update(update: Callable[..., tuple[Updates, State]],
   @functools.wraps(update)
   def admitting_update(updates: Updates, state: State, *args: Any,
                        **kwargs: Any) -> tuple[Updates, State]:
-    if _INSIDE.get():
+    if _inside():
       return update(updates, state, *args, **kwargs)
-    from gradtx.tree import UNMASKED, admit_updates, thaw  # pylint: disable=import-outside-toplevel
+    from gradtx.tree import admit_updates, thaw  # pylint: disable=import-outside-toplevel
     params = args[0] if args else kwargs.get("params")
     given = updates if params is None else params  # what a callable mask is called on
     updates, params, masked = admit_updates(updates, params, name)
@@ -642,12 +660,8 @@ def _outermost_update(update: Callable[..., tuple[Updates, State]],
       args = (params, *args[1:])
     elif "params" in kwargs:
       kwargs["params"] = params
-    token, shown = _INSIDE.set(True), UNMASKED.set(given)
-    try:
+    with _outermost(given):
       updates, state = update(updates, state, *args, **kwargs)
-    finally:
-      UNMASKED.reset(shown)
-      _INSIDE.reset(token)
     return (thaw(updates) if masked else updates), state
 
   return admitting_update

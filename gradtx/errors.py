@@ -40,4 +40,21 @@ class MissingArgumentError(GradtxError, TypeError):
   """A stage needs an argument of ``update`` (params, value, ...) it did not get."""
 
 
+# optax.chain and optax's wrappers call a transformation that is not an instance of optax's
+# GradientTransformationExtraArgs (optax.with_extra_args_support), as gradtx's are not,
+# without the extra arguments: a user who passed value=loss would be told to pass it.
+_DROPPED_BY_OPTAX = (
+    ". Passed it, and still told so? optax.chain and optax's wrappers (optax.MultiSteps, "
+    "optax.masked, ...) pass extra arguments only to optax's own "
+    "GradientTransformationExtraArgs type, which a gradtx transformation is not: compose with "
+    "gtx.chain and gradtx's wrappers, or give it to optax as "
+    "optax.GradientTransformationExtraArgs(*tx)")
+
+
+def missing_extra_argument(message: str) -> MissingArgumentError:
+  """The :class:`MissingArgumentError` for an extra argument of ``update`` (``value``,
+  ``value_fn``, ``obj_fn``, ...): ``message``, and what to do if optax code dropped it."""
+  return MissingArgumentError(message + _DROPPED_BY_OPTAX)
+
+
 __all__ = ["GradtxError", "HyperparameterError", "MissingArgumentError", "StructureError"]

@@ -578,9 +578,10 @@ def _select(keep: Mapping[str, bool | jax.Array], a: Packed, b: Packed | float) 
   return Packed(out, a.layout)
 
 
-# The leaves hidden from the inner stage by each masked_init running, with their layout.
-# Tree mode hands a stage a MaskedNode for them; packed mode zeroes their entries, so a
-# stage that evaluates the loss on the whole params (a line search) asks here at init.
+# The leaves hidden from the inner stage by each masked_init or masked_update running, with
+# their layout. Tree mode hands a stage a MaskedNode for them; packed mode zeroes their
+# entries, so a stage that evaluates the loss on the whole params (a line search) asks here
+# at init, and one that splits a key per leaf (add_noise) gives them none, as in tree mode.
 _hidden: contextvars.ContextVar[tuple[tuple[Layout, tuple[bool, ...]], ...]] = (
     contextvars.ContextVar("gradtx_packed_hidden", default=()))
 
@@ -595,15 +596,21 @@ def _hiding(layout: Layout, mask: PyTree) -> Iterator[None]:
     _hidden.reset(token)
 
 
+def visible_leaves(layout: Layout) -> tuple[bool, ...]:
+  """Per leaf of ``layout``, whether the stage running sees it: ``False`` where an
+  enclosing :func:`masked_init` or :func:`masked_update` hides it (zeroes its entries)."""
+  masks = [keeps for hiding, keeps in _hidden.get() if hiding == layout]
+  return tuple(all(keeps[i] for keeps in masks) for i in range(len(layout.shapes)))
+
+
 def hidden_leaf(params: Any) -> str | None:
   """The key path of the first leaf of packed ``params`` that an enclosing
   :func:`masked_init` hides from the stage (its entries zeroed), or ``None``."""
   if not isinstance(params, Packed):
     return None
-  masks = [keeps for layout, keeps in _hidden.get() if layout == params.layout]
   paths = jax.tree_util.tree_flatten_with_path(params.layout.template())[0]
-  for i, (path, _) in enumerate(paths):
-    if not all(keeps[i] for keeps in masks):
+  for (path, _), visible in zip(paths, visible_leaves(params.layout)):
+    if not visible:
       return tree.keystr(path)
   return None
 
@@ -642,5 +649,6 @@ def masked_update(inner: Any, mask: PyTree, updates: Packed,
   if mask_extra:
     extra = {k: _select(keep, v, 0.0) if isinstance(v, Packed) and v.layout == layout else v
              for k, v in extra.items()}
-  new, inner_state = inner.update(inner_updates, inner_state, inner_params, **extra)
+  with _hiding(layout, mask):
+    new, inner_state = inner.update(inner_updates, inner_state, inner_params, **extra)
   return _select(keep, new, updates), inner_state

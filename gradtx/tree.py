@@ -78,7 +78,26 @@ class ParamsPlaceholder:
 
 
 def is_params_placeholder(x: Any) -> bool:
-  return isinstance(x, ParamsPlaceholder)
+  """Whether ``x`` is :class:`ParamsPlaceholder`, or optax's own (``optax.tree_map_params``
+  passes a leafless class of its own to ``init``, and a mask matched against it raised)."""
+  kind = type(x)
+  return isinstance(x, ParamsPlaceholder) or (
+      kind.__name__ == "_ParamsPlaceholder" and kind.__module__.startswith("optax."))
+
+
+def is_function_of_params(x: Any) -> bool:
+  """Whether a mask, labels or dimension numbers argument is a function of the params
+  (called on them) rather than a tree (matched against them).
+
+  A tree may itself be callable: an equinox module of bools, as
+  ``jax.tree.map(lambda p: p.ndim > 1, eqx.filter(model, eqx.is_array))`` makes
+  it, was called on the params and failed inside the model's ``__call__``. A
+  pytree node is a tree, as it is for optax's ``masked``; a function is a leaf,
+  and a ``functools.partial`` (a node to JAX) is a function.
+  """
+  if not callable(x):
+    return False
+  return isinstance(x, functools.partial) or jax.tree_util.treedef_is_leaf(jax.tree.structure(x))
 
 
 def keystr(path: tuple) -> str:
@@ -696,17 +715,24 @@ def split_key_per_leaf(key: jax.Array, tree: PyTree) -> PyTree:
 
   A :class:`gradtx.packed.Packed` node counts as the leaves it holds and gets
   their keys as a :class:`gradtx.packed.PackedLeaves`, so a packed tree draws
-  what the same tree unpacked draws (with :func:`map_leaves`).
+  what the same tree unpacked draws (with :func:`map_leaves`). A
+  :class:`MaskedNode` counts as none and stays as it is: a leaf masked out
+  (by :func:`gradtx.masked`, or for its ``None`` gradient) has no leaves in
+  optax's tree either, so the leaves after it draw what optax's draw; a leaf
+  of a packed tree that a mask hides counts as none too.
   """
-  PackedLeaves = _packed_types()[1]
+  from gradtx.packed import PackedLeaves, visible_leaves  # pylint: disable=import-outside-toplevel
   nodes, treedef = jax.tree.flatten(tree, is_leaf=_is_node)
-  sizes = [len(n.layout.shapes) if _is_packed(n) else 1 for n in nodes]
-  keys = list(jax.random.split(key, sum(sizes)))
-  out, start = [], 0
-  for node, size in zip(nodes, sizes):
-    part = keys[start:start + size]
-    start += size
-    out.append(PackedLeaves.from_leaves(node.layout, part) if _is_packed(node) else part[0])
+  # Per node, whether each of its leaves takes a key: a packed leaf that a mask hides
+  # (zeroed, where tree mode has a MaskedNode) takes none, and its draw is discarded.
+  takes = [visible_leaves(n.layout) if _is_packed(n) else () if is_masked(n) else (True,)
+           for n in nodes]
+  keys = iter(jax.random.split(key, sum(sum(t) for t in takes)))
+  out = []
+  for node, node_takes in zip(nodes, takes):
+    part = [next(keys) if t else key for t in node_takes]
+    out.append(PackedLeaves.from_leaves(node.layout, part) if _is_packed(node)
+               else node if is_masked(node) else part[0])
   return jax.tree.unflatten(treedef, out)
 
 

@@ -486,3 +486,206 @@ def test_gradtx_chain_with_optax_stage_drives_nnx_optimizer():
   theirs, _ = _nnx_run(optax, "mixed", mixed)
   _assert_trajectories_equal(ours, theirs)
   assert sorted(gtx.hparams(optimizer.opt_state))[0] == "adamw.adam.b1"
+
+
+class _WithNone(eqx.Module):
+  """A model whose leaf without a gradient (None, a Python int) sits before a weight."""
+  w: jax.Array
+  n: int
+  v: jax.Array
+
+
+@pytest.mark.parametrize("case", ["none_gradient", "masked", "masked_packed"])
+def test_noise_after_a_leaf_without_a_gradient_draws_what_optax_draws(case):
+  # The key is split once per leaf, as optax does; a masked-out leaf (a None gradient, or one
+  # gtx.masked leaves out, in tree or packed mode) took a sub-key of its own, where optax's
+  # tree has no leaf, so every leaf after it drew other noise than optax's.
+  params = _WithNone(jnp.ones(2), 3, jnp.full(3, 2.0))
+  grads = _WithNone(jnp.full(2, 0.5), None, jnp.full(3, -1.0))
+  mask = _WithNone(False, False, True)
+  if case == "masked_packed":  # packed mode has no None: a dict of the two weights
+    params, grads = ({"w": tree.w, "v": tree.v} for tree in (params, grads))
+    mask = {"w": True, "v": False}  # w ("v" < "w" in leaf order) is after the masked leaf
+  def make(lib):
+    noise = lib.add_noise(0.1, 0.55, key=0)
+    return noise if case == "none_gradient" else lib.masked(noise, mask)
+
+  def run(lib, params, grads):
+    with _promotion(lib):
+      tx = make(lib)
+      state = tx.init(params)
+      for _ in range(2):
+        updates, state = tx.update(grads, state, params)
+    return updates
+
+  theirs = run(optax, params, grads)
+  if case == "masked_packed":
+    layout = gtx.packed.Layout.from_tree(params)
+    ours = layout.unpack(run(gtx, layout.pack(params), layout.pack(grads)))
+    np.testing.assert_array_equal(ours["w"], theirs["w"])
+    np.testing.assert_array_equal(ours["v"], grads["v"])
+    return
+  ours = run(gtx, params, grads)
+  np.testing.assert_array_equal(ours.v, theirs.v)
+  np.testing.assert_array_equal(ours.w, theirs.w)
+  assert ours.n is None
+
+
+def test_an_extra_argument_optax_drops_before_a_gradtx_stage_is_named_with_the_fix():
+  # optax.chain passes value= only to optax's own GradientTransformationExtraArgs type: the
+  # gradtx stage was told to pass the loss it had been given. The error now says why, and the
+  # fix it gives steps as optax's own reduce_on_plateau does.
+  params = {"w": jnp.array([1.0, -2.0])}
+  grads = {"w": jnp.ones(2)}
+  plateau = gtx.reduce_on_plateau(factor=0.5, patience=1)
+  tx = optax.chain(gtx.sgd(0.1), plateau)
+  with pytest.raises(gtx.MissingArgumentError,
+                     match=r"reduce_on_plateau needs the loss.*Passed it, and still told so\? "
+                           r"optax.chain and optax's wrappers .* "
+                           r"optax.GradientTransformationExtraArgs\(\*tx\)"):
+    tx.update(grads, tx.init(params), params, value=jnp.float32(1.0))
+
+  def run(stage):
+    tx = optax.chain(gtx.sgd(0.1), stage)
+    state = tx.init(params)
+    for loss in [3.0, 2.0, 2.0, 2.0]:
+      updates, state = tx.update(grads, state, params, value=jnp.float32(loss))
+    return updates
+
+  ours = run(optax.GradientTransformationExtraArgs(*plateau))
+  with _promotion(optax):
+    theirs = run(optax.contrib.reduce_on_plateau(factor=0.5, patience=1))
+  np.testing.assert_array_equal(ours["w"], theirs["w"])
+  np.testing.assert_array_equal(ours["w"], jnp.full(2, -0.025))
+
+
+def test_a_transformation_survives_cloudpickle_as_optax_s_does():
+  # cloudpickle (Ray, joblib, a notebook's worker pool) pickles closures by value with the
+  # globals they name: every gradtx transformation named the ContextVar that marks the
+  # outermost update, and raised "cannot pickle '_contextvars.ContextVar' object".
+  cloudpickle = pytest.importorskip("cloudpickle")
+  params = {"w": jnp.array([[1.0, -2.0], [0.5, 3.0]]), "b": jnp.array([0.5, 0.1])}
+  grads = jax.tree.map(lambda p: jnp.sin(p) + 0.1, params)
+  tx = OPTIMIZERS["adamw_masked"](gtx)
+  copied = cloudpickle.loads(cloudpickle.dumps(tx))
+  ours, _ = copied.update(grads, copied.init(params), params)
+  with _promotion(optax):
+    reference = OPTIMIZERS["adamw_masked"](optax)
+    theirs, _ = reference.update(grads, reference.init(params), params)
+  for a, b in zip(jax.tree.leaves(ours), jax.tree.leaves(theirs)):
+    np.testing.assert_allclose(a, b, rtol=RTOL, atol=ATOL)
+  jax.tree.map(np.testing.assert_array_equal, ours, tx.update(grads, tx.init(params), params)[0])
+
+
+@pytest.mark.parametrize("where", ["nnx_state", "state_dict", "optax"])
+def test_setting_a_hyperparameter_on_a_state_that_holds_none_says_why(where):
+  # It said "the valid names are []": nnx.state(optimizer) and flax's state dict turn the
+  # HParams into plain mappings, and an optax state never had them.
+  from flax import serialization  # pylint: disable=import-outside-toplevel
+  params = {"w": jnp.ones(2)}
+  if where == "nnx_state":
+    state = nnx.state(nnx.Optimizer(_NnxMLP(nnx.Rngs(0)), gtx.adam(0.1), wrt=nnx.Param))
+    state = state["opt_state"]
+  elif where == "state_dict":
+    state = serialization.to_state_dict(gtx.adam(0.1).init(params))
+  else:
+    state = gtx.chain(adam=optax.adam(0.1)).init(params)
+  with pytest.raises(gtx.HyperparameterError,
+                     match=r"unknown hyperparameter 'lr.learning_rate': this state holds no "
+                           r"gradtx hyperparameters.*nnx.state\(optimizer\).*optimizer.opt_state"):
+    gtx.set_hparams(state, {"lr.learning_rate": 0.5})
+  # A gradtx state keeps listing its names, even one whose stages hold no numeric ones.
+  with pytest.raises(gtx.HyperparameterError, match=r"the valid names are \[\]"):
+    gtx.set_hparams(gtx.scale_by_sign().init(params), {"lr.learning_rate": 0.5})
+  assert gtx.hparams(gtx.adam(0.1).init(params))["lr.learning_rate"] == np.float32(0.1)
+
+
+_MAPPED_BY_OPTAX = {
+    "masked": lambda: gtx.masked(gtx.adam(0.1), {"w": True, "b": False}),
+    "partition": lambda: gtx.partition({"a": gtx.adam(0.1), "s": gtx.sgd(0.1, 0.9)},
+                                       {"w": "a", "b": "s"}),
+    "adamw_mask_tree": lambda: gtx.adamw(0.1, mask={"w": True, "b": False}),
+    "muon": lambda: gtx.contrib.muon(0.1),
+}
+
+
+def _shape_text(p):
+  return "x".join(map(str, p.shape))
+
+
+@pytest.mark.parametrize("name", list(_MAPPED_BY_OPTAX))
+def test_optax_tree_map_params_maps_a_gradtx_state_as_gradtx_s_does(name):
+  # optax.tree_map_params calls init on a leafless placeholder of its own: a gradtx wrapper
+  # matched its mask or labels against it and raised "the mask has key path ['b'], which the
+  # params do not have" (optax's own masked and partition pass it through).
+  params = {"w": jnp.ones((4, 2)), "b": jnp.ones(2)}
+  tx = _MAPPED_BY_OPTAX[name]()
+  state = tx.init(params)
+  theirs = optax.tree_map_params(tx, _shape_text, state,
+                                 transform_non_params=lambda _: "other")
+  ours = gtx.tree_utils.tree_map_params(tx, _shape_text, state,
+                                        transform_non_params=lambda _: "other")
+  assert jax.tree.structure(theirs) == jax.tree.structure(ours)
+  assert jax.tree.leaves(theirs) == jax.tree.leaves(ours)
+  assert "4x2" in jax.tree.leaves(theirs)  # the moments were mapped
+
+
+def test_an_equinox_module_of_bools_is_a_mask_tree_not_a_mask_function():
+  # jax.tree.map over eqx.filter(model, eqx.is_array) gives a mask or labels tree that is an
+  # eqx.nn.MLP, which is callable: gradtx called it on the params, and it failed in the MLP's
+  # __call__ ("unsupported operand type(s) for @"). optax's masked takes it as a tree.
+  model = eqx.nn.MLP(3, 2, width_size=4, depth=1, key=jax.random.key(0))
+  params = eqx.filter(model, eqx.is_array)
+  grads = jax.tree.map(lambda p: 0.5 * p + 0.1, params)
+  matrices = jax.tree.map(lambda p: p.ndim > 1, params)
+  labels = jax.tree.map(lambda p: "adam" if p.ndim > 1 else "sgd", params)
+  assert callable(matrices) and callable(labels)
+
+  def run(tx):
+    state = tx.init(params)
+    p = params
+    for _ in range(2):
+      updates, state = tx.update(grads, state, p)
+      p = eqx.apply_updates(p, updates)
+    return p
+
+  cases = [
+      (lambda lib: lib.adamw(0.1, weight_decay=0.5, mask=matrices), None),
+      (lambda lib: lib.partition({"adam": lib.adam(0.1), "sgd": lib.sgd(0.1)}, labels),
+       lambda lib: lib.partition({"adam": lib.adam(0.1), "sgd": lib.sgd(0.1)},
+                                 lambda p: jax.tree.map(lambda x: "adam" if x.ndim > 1 else "sgd",
+                                                        p))),
+      (lambda lib: lib.selective_transform(lib.sgd(0.1), freeze_mask=matrices),
+       lambda lib: lib.selective_transform(
+           lib.sgd(0.1), freeze_mask=lambda p: jax.tree.map(lambda x: x.ndim > 1, p))),
+  ]
+  for make, as_function in cases:
+    ours = run(make(gtx))
+    if as_function is None:  # optax's adamw takes the module as a tree too
+      with _promotion(optax):
+        theirs = run(make(optax))
+    else:  # the same mask or labels as a function of the params
+      theirs = run(as_function(gtx))
+    for a, b in zip(jax.tree.leaves(ours), jax.tree.leaves(theirs)):
+      np.testing.assert_allclose(a, b, rtol=RTOL, atol=ATOL)
+    assert any(not np.allclose(a, b) for a, b in
+               zip(jax.tree.leaves(ours), jax.tree.leaves(params)))
+
+
+def test_two_gradtx_stages_side_by_side_in_an_optax_chain_are_named_where_they_clash():
+  # gtx.hparams of optax.chain(gtx.sgd(...), gtx.adam(...)) found lr.learning_rate twice and
+  # said "a wrapper's and those of a stage it wraps", which neither is.
+  params = {"w": jnp.ones(3)}
+  state = optax.chain(gtx.sgd(0.1), gtx.adam(0.2)).init(params)
+  with pytest.raises(gtx.HyperparameterError,
+                     match=r"two hyperparameters are both named 'lr.learning_rate', at "
+                           r"\[0\]\['lr'\].hparams and \[1\]\['lr'\].hparams of the state: "
+                           r"stages side by side .*compose them with gtx.chain"):
+    gtx.hparams(state)
+  named = gtx.hparams(gtx.chain(sgd=gtx.sgd(0.1), adam=gtx.adam(0.2)).init(params))
+  assert float(named["sgd.lr.learning_rate"]) == np.float32(0.1)
+  assert float(named["adam.lr.learning_rate"]) == np.float32(0.2)
+  # One gradtx stage in an optax chain reads and sets by its own names, as before.
+  one = optax.chain(optax.clip(1.0), gtx.adam(0.2)).init(params)
+  one = gtx.set_hparams(one, {"lr.learning_rate": 0.5})
+  assert float(gtx.hparams(one)["lr.learning_rate"]) == 0.5

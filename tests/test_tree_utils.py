@@ -688,6 +688,38 @@ def test_tree_map_params_sees_through_masked_and_partition():
   assert gtx.hparams(mapped)["opt.adam.lr.learning_rate"] == "other"
 
 
+def test_tree_map_params_maps_a_tree_of_specs_along_past_masked_leaves():
+  # The use optax documents: a state's partition specs from the params' ones. Where a mask
+  # or partition leaves a leaf out, the state holds a MaskedNode and the specs a leaf, and
+  # the map raised "the state does not have the structure initable.init makes" (optax's
+  # raises too). The MaskedNode stays; a tree of specs that does not fit is named as such.
+  from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+  params = {"w": jnp.ones((2, 3)), "b": jnp.ones(3)}
+  specs = {"w": P("d", None), "b": P()}
+  tx = gtx.chain(
+      decay=gtx.masked(gtx.add_decayed_weights(0.1), {"w": True, "b": False}),
+      opt=gtx.partition({"adam": gtx.adam(0.1), "sgd": gtx.sgd(0.1, momentum=0.9)},
+                        {"w": "adam", "b": "sgd"}))
+  state = tx.init(params)
+  mapped = gtx.tree_utils.tree_map_params(tx, lambda _, spec: spec, state, specs,
+                                          transform_non_params=lambda _: P(),
+                                          is_leaf=lambda x: isinstance(x, P))
+  adam = mapped["opt"].inner_states["adam.adam"]
+  assert adam.mu == {"w": P("d", None), "b": gtx.MaskedNode()} and adam.count == P()
+  assert mapped["opt"].inner_states["sgd.momentum"].trace == {"w": gtx.MaskedNode(), "b": P()}
+  # Usable as it is: the shardings of a state built under jit.
+  mesh = Mesh(np.array(jax.devices()[:1]), ("d",))
+  shardings = jax.tree.map(lambda spec: NamedSharding(mesh, spec), mapped,
+                           is_leaf=lambda x: isinstance(x, P))
+  placed = jax.jit(tx.init, out_shardings=shardings)(params)
+  assert placed["opt"].inner_states["adam.adam"].mu["w"].sharding.spec == P("d", None)
+  jax.tree.map(np.testing.assert_array_equal, placed, state)
+  with pytest.raises(StructureError, match=r"tree_map_params: the trees passed after the "
+                                           r"state must have the params' structure"):
+    gtx.tree_utils.tree_map_params(tx, lambda _, spec: spec, state, {"w": P()},
+                                   is_leaf=lambda x: isinstance(x, P))
+
+
 def test_global_norm_of_a_tree_of_float32_and_float64_leaves():
   with jax.enable_x64(True):
     tree = {"a": jnp.array([3.0], jnp.float32), "b": jnp.array([4.0], jnp.float64)}

@@ -106,7 +106,7 @@ def _fans(stage: str, shape: tuple[int, ...], dims: MuonDimensionNumbers) -> tup
 def _dims_per_leaf(stage: str, spec: WeightDimNumOrFn | None, real: Any) -> list[Any]:
   """``spec`` resolved against the tree ``real``: one entry (dims or None) per leaf."""
   resolved = MuonDimensionNumbers() if spec is None else (
-      spec(real) if callable(spec) and not _is_dims(spec) else spec)
+      spec(real) if tree.is_function_of_params(spec) and not _is_dims(spec) else spec)
   entry = lambda x: x is None or _is_dims(x)  # noqa: E731
   try:
     spread = jax.tree.map(

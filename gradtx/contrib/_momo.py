@@ -13,7 +13,7 @@ from gradtx.contrib._whole_tree import (_count_as, _over_root, _real_zeros_like,
                                        _scalar_dtype)
 from gradtx.core import (ANY, NONNEGATIVE, POSITIVE, UNIT_HALF_OPEN, GradientTransformation,
                          HParams, HParamSpec, ScalarOrSchedule, check_state, require_params_like)
-from gradtx.errors import MissingArgumentError, StructureError
+from gradtx.errors import StructureError, missing_extra_argument
 from gradtx.numerics import (as_dtype, compute_dtype, ema_moment, safe_divide,
                              safe_increment, zero_count)
 
@@ -55,7 +55,7 @@ def _model_averages(stage: str, value: Any, updates: Any, params: Any, state: An
   """:math:`\\bar f_t` and :math:`\\gamma_t`: the averages of the loss and of
   :math:`\\langle g_t, \\theta_t \\rangle` that MoMo's model of the loss is built from."""
   if value is None:
-    raise MissingArgumentError(_NEEDS_VALUE.format(stage=stage))
+    raise missing_extra_argument(_NEEDS_VALUE.format(stage=stage))
   if jnp.ndim(value) != 0:  # broadcast into the averages and the step, it reshaped both
     raise StructureError(f"{stage}: value must be a scalar loss, got shape {jnp.shape(value)}")
   dtype = state.barf.dtype

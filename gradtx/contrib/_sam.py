@@ -18,7 +18,7 @@ from gradtx.chain import ChainState, in_stage
 from gradtx.core import (POSITIVE_INT, EmptyState, GradientTransformation, HParams, HParamSpec,
                          apply_updates, as_transformation, branch, check_integer_option,
                          check_state, require_params)
-from gradtx.errors import MissingArgumentError
+from gradtx.errors import missing_extra_argument
 from gradtx.numerics import as_dtype, compute_dtype, zero_count
 from gradtx.transforms.scaling import normalize_by_update_norm
 from gradtx.wrappers._common import reset_keeping_hparams
@@ -207,7 +207,7 @@ def sam(optimizer: GradientTransformation, adv_optimizer: GradientTransformation
 
   def opaque_update(updates, state, params, extra, grad_fn):
     if grad_fn is None:
-      raise MissingArgumentError(_GRAD_FN_MISSING)
+      raise missing_extra_argument(_GRAD_FN_MISSING)
     adv_state = state.adv_state["adv_optimizer"]
     adv_params, adv_grads = params, updates
     for i in range(sync_period - 1):

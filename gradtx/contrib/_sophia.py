@@ -19,7 +19,7 @@ from gradtx.core import (NONNEGATIVE, NONNEGATIVE_INT, POSITIVE, POSITIVE_INT, P
                          UNIT_HALF_OPEN, GradientTransformation, HParams, HParamSpec,
                          ScalarOrSchedule, as_transformation, branch, check_integer_option,
                          check_state, require_params, require_params_like)
-from gradtx.errors import MissingArgumentError
+from gradtx.errors import missing_extra_argument
 from gradtx.numerics import (as_dtype, bias_correction, compute_dtype, ema_moment, safe_increment,
                              zero_count)
 from gradtx.transforms.decay import Mask, add_decayed_weights
@@ -98,7 +98,8 @@ def hutchinson_estimator_diag_hessian(random_seed: Any = None) -> GradientTransf
     del updates, extra
     params = require_params("hutchinson_estimator_diag_hessian", params)
     if obj_fn is None:
-      raise MissingArgumentError(_OBJ_FN_MISSING.format(stage="hutchinson_estimator_diag_hessian"))
+      raise missing_extra_argument(
+          _OBJ_FN_MISSING.format(stage="hutchinson_estimator_diag_hessian"))
     key, probe_key = jax.random.split(state.key)
     leaf_keys = tree.split_key_per_leaf(probe_key, params)
 

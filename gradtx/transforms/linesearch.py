@@ -26,7 +26,7 @@ from gradtx.core import (NONNEGATIVE, NONNEGATIVE_INT, POSITIVE, POSITIVE_INT, P
                          GradientTransformation, HParams, HParamSpec, Range, ScalarOrSchedule,
                          branch, check_integer_option, check_state, require_params,
                          require_params_like, scalar_loss)
-from gradtx.errors import MissingArgumentError, StructureError
+from gradtx.errors import StructureError, missing_extra_argument
 from gradtx.numerics import safe_increment
 
 __all__ = ["BacktrackingLinesearchInfo", "ScaleByBacktrackingLinesearchState",
@@ -398,7 +398,7 @@ def scale_by_zoom_linesearch(max_linesearch_steps: int,
     missing = [n for n, v in (("value", value), ("grad", grad), ("value_fn", value_fn))
                if v is None]
     if missing:
-      raise MissingArgumentError(
+      raise missing_extra_argument(
           f"scale_by_zoom_linesearch needs {', '.join(missing)}: call update(updates, state, "
           "params, value=f(params), grad=grad_f(params), value_fn=f)")
     for name, got in (("updates", updates), ("params", params), ("grad", grad)):
@@ -674,7 +674,7 @@ def scale_by_backtracking_linesearch(max_backtracking_steps: int,
     missing = [n for n, v in (("value", value), ("grad", grad), ("value_fn", value_fn))
                if v is None]
     if missing:
-      raise MissingArgumentError(
+      raise missing_extra_argument(
           f"{stage} needs {', '.join(missing)}: call update(updates, state, params, "
           "value=f(params), grad=grad_f(params), value_fn=f)")
     tree.check_structure(params, updates, "params", "updates", stage=stage)

@@ -10,7 +10,7 @@ import jax.numpy as jnp
 from gradtx import tree
 from gradtx.core import (NONNEGATIVE, NONNEGATIVE_INT, POSITIVE_INT, UNIT, GradientTransformation,
                          HParams, HParamSpec, Range, ScalarOrSchedule, check_state, is_concrete)
-from gradtx.errors import HyperparameterError, MissingArgumentError, StructureError
+from gradtx.errors import HyperparameterError, StructureError, missing_extra_argument
 from gradtx.numerics import as_dtype, safe_increment
 
 __all__ = ["ReduceOnPlateauState", "reduce_on_plateau"]
@@ -127,7 +127,7 @@ def reduce_on_plateau(factor: ScalarOrSchedule = 0.1, patience: int = 10,
     check_state("reduce_on_plateau", state, ReduceOnPlateauState)
     del params, extra
     if value is None:
-      raise MissingArgumentError(
+      raise missing_extra_argument(
           "reduce_on_plateau needs the loss: call update(grads, state, params, value=loss)")
     if jnp.ndim(value) != 0:
       raise StructureError(f"reduce_on_plateau: value must be a scalar loss, got shape "

@@ -11,7 +11,7 @@ from gradtx import tree
 from gradtx.core import (ANY, NONNEGATIVE, NONNEGATIVE_OR_INF, POSITIVE, EmptyState,
                          GradientTransformation, HParams, HParamSpec, ScalarOrSchedule,
                          check_state, require_params_like, scalar_loss)
-from gradtx.errors import MissingArgumentError
+from gradtx.errors import missing_extra_argument
 from gradtx.numerics import as_dtype
 
 __all__ = ["ScaleByDistanceOverGradientsState", "scale_by_distance_over_gradients",
@@ -69,7 +69,7 @@ def scale_by_polyak(f_min: ScalarOrSchedule = 0.0, max_learning_rate: ScalarOrSc
     check_state("scale_by_polyak", state, EmptyState)
     del params, extra
     if value is None:
-      raise MissingArgumentError(
+      raise missing_extra_argument(
           "scale_by_polyak needs the loss: call update(grads, state, params, value=loss)")
     value = scalar_loss(value, "scale_by_polyak", "value")
     h, hparams = spec.step(state.hparams)

@@ -336,7 +336,9 @@ def tree_map_params(initable: Any | Callable[[PyTree], PyTree],
     f: called as ``f(leaf, *rest_leaves)`` on every leaf of each
       params-shaped subtree.
     state: the state to map over, made by ``initable.init``.
-    *rest: trees with the params' structure, mapped along.
+    *rest: trees with the params' structure, mapped along. A leaf that a
+      mask or partition leaves out of a stage is a ``MaskedNode`` in that
+      stage's state and stays one (optax's raises on it).
     transform_non_params: called on every other leaf of the state, default
       ``None`` (keep them).
     is_leaf: passed to ``jax.tree.map`` over each params-shaped subtree.
@@ -366,14 +368,35 @@ def tree_map_params(initable: Any | Callable[[PyTree], PyTree],
         "matches the params against a mask or labels at init (masked, partition) cannot "
         f"yet be mapped over ({type(error).__name__}: {error})") from None
 
+  def leaf_or_masked(x: Any) -> bool:
+    return _tree.is_masked(x) or (is_leaf is not None and is_leaf(x))
+
+  def f_unless_masked(leaf: Any, *others: Any) -> Any:
+    return leaf if _tree.is_masked(leaf) else f(leaf, *others)
+
   def map_params(marker: Any, value: Any) -> Any:
-    if _tree.is_params_placeholder(marker):
-      return jax.tree.map(f, value, *rest, is_leaf=is_leaf)
-    return value if transform_non_params is None else transform_non_params(value)
+    if not _tree.is_params_placeholder(marker):
+      return value if transform_non_params is None else transform_non_params(value)
+    # A leaf a mask or partition leaves out is a MaskedNode in the state and a leaf (a
+    # PartitionSpec) in rest: it stays as it is, as it does with no rest, where it has no
+    # leaves to map.
+    try:
+      return jax.tree.map(f_unless_masked, value, *rest, is_leaf=leaf_or_masked)
+    except ValueError as error:
+      raise _RestMismatch(error) from None
 
   try:
     return jax.tree.map(map_params, with_placeholders, state, is_leaf=_tree.is_params_placeholder)
+  except _RestMismatch as error:
+    raise StructureError(
+        "tree_map_params: the trees passed after the state must have the params' structure "
+        f"(a prefix of each params-shaped part of the state) ({error.args[0]})") from None
   except ValueError as error:
     raise StructureError(
         "tree_map_params: the state does not have the structure initable.init makes; "
         f"pass the state that init made ({error})") from None
+
+
+class _RestMismatch(Exception):
+  """A tree of ``rest`` that does not fit a params-shaped part of the state, told apart from
+  a state that does not fit ``init``'s (both raise ``ValueError`` inside ``jax.tree.map``)."""

@@ -109,7 +109,7 @@ def _is_static_bool(m: Any) -> bool:
 
 def _mask_per_leaf(mask: Mask, real: PyTree, where: str) -> PyTree:
   """A bool per leaf of ``real``: the mask (called on ``real`` if callable), broadcast."""
-  mask_tree = mask(real) if callable(mask) else mask
+  mask_tree = mask(real) if tree.is_function_of_params(mask) else mask
   per_leaf = _per_leaf(mask_tree, real, where, "mask")
   for path, m in jax.tree_util.tree_flatten_with_path(per_leaf, is_leaf=tree.is_masked)[0]:
     if not tree.is_masked(m) and not _is_static_bool(m):
@@ -123,7 +123,7 @@ def _packed_view(mask: Any, updates: Packed, params: Packed | None) -> PyTree:
   """The tree a mask (or labels) of a packed step is resolved on: the user's tree for a
   callable; for a tree, the layout's template (only the shapes: no slices traced)."""
   layout = updates.layout
-  if not callable(mask):
+  if not tree.is_function_of_params(mask):
     return layout.template()
   return layout.unpack(updates if params is None else params)
 

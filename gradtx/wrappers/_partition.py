@@ -80,7 +80,8 @@ def _partition(transforms: Mapping[str, GradientTransformation],
             for label, tx in transforms.items()}
 
   def labels_per_leaf(real):
-    labels = param_labels(real) if callable(param_labels) else param_labels
+    labels = (param_labels(real) if tree.is_function_of_params(param_labels)
+              else param_labels)
     per_leaf = _per_leaf(labels, real, where, what)
     for path, label in jax.tree_util.tree_flatten_with_path(per_leaf, is_leaf=tree.is_masked)[0]:
       if not tree.is_masked(label) and label not in groups:
@@ -190,7 +191,7 @@ def selective_transform(optimizer: GradientTransformation, *,
     {'encoder': MaskedNode(), 'head': Array([0., 0.], dtype=float32)}
   """
   optimizer = as_transformation(optimizer, where="selective_transform optimizer")
-  if callable(freeze_mask):
+  if tree.is_function_of_params(freeze_mask):
     def freeze_labels(params):
       return jax.tree.map(_freeze_label, _mask_per_leaf(freeze_mask, params,
                                                         "selective_transform"))
