@@ -673,6 +673,22 @@ def test_softmax_losses_are_accurate_for_large_logits():
   np.testing.assert_allclose(losses.ranking_softmax_loss(x, y), want, rtol=1e-6)
   g = jax.grad(lambda y: losses.softmax_cross_entropy(x, y).sum())(y)
   np.testing.assert_allclose(g, np.full((1, 4), want), rtol=1e-6)
+  # Integer labels too (they took logsumexp of the logits themselves, as optax: 1.3867
+  # here); two logits at float32's max gave log 2 = 0.
+  int_ce = losses.softmax_cross_entropy_with_integer_labels
+  np.testing.assert_allclose(int_ce(x, jnp.array([0])), [want], rtol=1e-6)
+  top = float(jnp.finfo(jnp.float32).max)
+  np.testing.assert_allclose(int_ce(jnp.array([[top, top, 0.0]]), jnp.array([1])), [math.log(2)],
+                             rtol=1e-6)
+  x = jnp.array([[1e4, 1e4 - 1, 1e4 - 2], [1e4, 1e4, 1e4]])
+  labels = jnp.array([1, 2])
+  want = ref_int_ce(np.asarray(x, np.float64), np.asarray(labels))
+  np.testing.assert_allclose(_jit(int_ce)(x, labels), want, rtol=1e-6)
+  np.testing.assert_allclose(_jit(int_ce)(x, labels, where=jnp.array([[True, True, False]] * 2)),
+                             [math.log(1 + math.e), math.log(2)], rtol=1e-6)
+  g = jax.grad(lambda x: int_ce(x, labels).sum())(x)
+  p = np.exp(np_log_softmax(np.asarray(x, np.float64)))
+  np.testing.assert_allclose(g, p - np.eye(3)[np.asarray(labels)], atol=1e-6)
 
 
 def test_sigmoid_losses_infinite_logits():

@@ -11,8 +11,8 @@ import jax.numpy as jnp
 from gradtx.core import NONNEGATIVE, UNIT
 from gradtx.losses._common import (
     ArrayLike, Axis, _floating, _integer, _wide, _same_shape, _check, _expand_where, _some,
-    _log_softmax, _times_log, _safe_log, _label_scores, _broadcast_shape, _broadcastable,
-    _labels)
+    _log_softmax, _minus_max, _times_log, _safe_log, _label_scores, _broadcast_shape,
+    _broadcastable, _labels)
 from gradtx.numerics import as_dtype
 
 
@@ -271,8 +271,12 @@ def softmax_cross_entropy_with_integer_labels(
     raise ValueError(
         f"{name}: labels must have the shape of logits without the class "
         f"axis, {batch_shape}, got {y.shape}")
+  some = _some(where, axis)
+  # From the row's largest logit: four logits of 1e4 lost log 4 to float32's steps of
+  # 1e-3 near 1e4, and two at float32's max gave log 2 = 0.
+  x, _ = _minus_max(x, axis, some)
   label_logits = jnp.take_along_axis(x, jnp.expand_dims(y, axis), axis=axis).squeeze(axis)
-  out = jax.nn.logsumexp(x, axis=axis, where=_some(where, axis)) - label_logits
+  out = jax.nn.logsumexp(x, axis=axis, where=some) - label_logits
   if where is not None:
     out = jnp.where(jnp.any(where, axis=axis), out, 0)
   return out.astype(dtype)

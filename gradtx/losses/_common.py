@@ -121,13 +121,27 @@ def _log_softmax(x: jax.Array, axis: Axis, where: jax.Array | None) -> jax.Array
   1e-3 in every log-probability.
   """
   where = _some(where, axis)
-  top = jnp.max(x, axis=axis, where=where, initial=-jnp.inf, keepdims=True)
+  shifted, top = _minus_max(x, axis, where)
   # A row whose every logit is -inf has log-probabilities -inf, not -inf - (-inf) = NaN,
   # so that its zero labels contribute 0 (as optax's safe_softmax_cross_entropy);
   # the row is computed on zeros, keeping NaN out of its gradient.
   dead = top == -jnp.inf
-  x = jnp.where(dead, 0, x - jax.lax.stop_gradient(jnp.where(jnp.isfinite(top), top, 0)))
+  x = jnp.where(dead, 0, shifted)
   return jnp.where(dead, -jnp.inf, x - jax.nn.logsumexp(x, axis=axis, where=where, keepdims=True))
+
+
+def _minus_max(x: jax.Array, axis: Axis,
+               where: jax.Array | None) -> tuple[jax.Array, jax.Array]:
+  """``(x - max(x), max(x))``, the max over ``axis`` and ``where``, kept as an axis.
+
+  The max is a constant to ``jax.grad`` (the losses built on it do not change when
+  every logit moves by one amount), and a row whose max is not finite is not
+  shifted. A log-normaliser taken of the shifted logits is exact to rounding near
+  0; taken of the logits themselves it is rounded near their magnitude, and
+  subtracting a logit from it cancels.
+  """
+  top = jnp.max(x, axis=axis, where=where, initial=-jnp.inf, keepdims=True)
+  return x - jax.lax.stop_gradient(jnp.where(jnp.isfinite(top), top, 0)), top
 
 
 def _times_log(y: jax.Array, log_p: jax.Array) -> jax.Array:
