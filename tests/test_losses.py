@@ -866,6 +866,26 @@ def test_multiclass_sparsemax_loss_large_scores():
     np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
 
 
+def test_multiclass_hinge_loss_large_scores():
+  """The margin of 1 survives 16-bit scores whose rounding step is near 1 (s + 1 rounded
+  it away; optax too)."""
+  labels = jnp.array([1, 0])
+  for dtype, offset in ((jnp.bfloat16, 296.0), (jnp.float16, 2000.0)):
+    step = float(jnp.finfo(dtype).eps) * 2 ** math.floor(math.log2(offset))  # the rounding step
+    s = jnp.asarray(offset + step * np.array([[2.0, 1.0, 0.0], [0.0, 0.0, -1.0]]), dtype)
+    want = ref_mc_hinge(np.asarray(s, np.float64), np.asarray(labels))
+    np.testing.assert_allclose(want, [step + 1, 1])
+    for fn in (losses.multiclass_hinge_loss, _jit(losses.multiclass_hinge_loss)):
+      got = fn(s, labels)
+      assert got.dtype == dtype
+      np.testing.assert_array_equal(np.asarray(got, np.float64), want)
+    g = jax.grad(lambda s: losses.multiclass_hinge_loss(s, labels).astype(jnp.float32).sum())(s)
+    np.testing.assert_array_equal(np.asarray(g, np.float64), [[1, -1, 0], [-1, 1, 0]])
+  # Classes ruled out with -inf scores: a label among them costs inf.
+  s = jnp.array([[-jnp.inf, -jnp.inf, 1.0], [0.0, -jnp.inf, 1.0]])
+  np.testing.assert_array_equal(losses.multiclass_hinge_loss(s, jnp.array([1, 0])), [np.inf, 2])
+
+
 def test_multiclass_sparsemax_loss_spread_scores():
   """Scores of +-1e4 with the label at the bottom: sparsemax is exact thirds, the loss 2e4 + 1/3."""
   s = jnp.array([[1e4, 1e4, 1e4, -1e4, -1e4]], jnp.float32)

@@ -562,8 +562,12 @@ def multiclass_hinge_loss(
   """
   s = _floating("multiclass_hinge_loss", "scores", scores)
   labels = _labels("multiclass_hinge_loss", s, labels)
+  dtype = s.dtype
+  # In float32 for 16-bit scores: s + 1 rounded the margin away where the scores' rounding
+  # step is near 1 (bfloat16 near 300, float16 near 2000 gave 0 for 1).
+  s = _wide(s)
   one_hot = jax.nn.one_hot(labels, s.shape[-1], dtype=s.dtype)
-  return jnp.max(s + 1 - one_hot, axis=-1) - _label_scores(s, labels)
+  return (jnp.max(s + 1 - one_hot, axis=-1) - _label_scores(s, labels)).astype(dtype)
 
 
 def multiclass_perceptron_loss(
