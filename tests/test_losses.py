@@ -833,6 +833,28 @@ def test_ctc_forward_probs_shapes_and_padding():
   np.testing.assert_allclose(loss[1], cut[0], rtol=1e-6)
 
 
+def test_ctc_minus_inf_logits():
+  """A class ruled out with -inf logits: each sequence's loss and gradient as with a finite
+  logit far below (optax and the one-hot product gave NaN for the whole batch)."""
+  rng = np.random.default_rng(10)
+  logits = jnp.asarray(_r(rng, 3, 4, 3), jnp.float32).at[:, :, 2].set(-jnp.inf)
+  logit_pad = jnp.array([[0.0, 0, 0, 0], [0, 0, 0, 1], [0, 0, 0, 0]])
+  labels = jnp.array([[1, 1], [1, 0], [1, 2]])  # the last uses the ruled-out class
+  label_pad = jnp.array([[0.0, 0], [0, 1], [0, 0]])
+  got = losses.ctc_loss(logits, logit_pad, labels, label_pad)
+  want = ref_ctc(np.asarray(logits, np.float64), np.asarray(logit_pad), np.asarray(labels),
+                 np.asarray(label_pad))
+  np.testing.assert_allclose(got[:2], want[:2], rtol=1e-5)
+  assert want[2] == np.inf and 5e4 < got[2] < np.inf  # an impossible alignment: -log_epsilon
+  far = logits.at[:, :, 2].set(-1e9)
+  np.testing.assert_allclose(got[:2], losses.ctc_loss(far, logit_pad, labels, label_pad)[:2],
+                             rtol=1e-6)
+  grad = lambda x: jax.grad(lambda x: losses.ctc_loss(x, logit_pad, labels, label_pad).sum())(x)
+  g = _finite_grad(lambda x: losses.ctc_loss(x, logit_pad, labels, label_pad).sum(), logits)[0]
+  np.testing.assert_allclose(g[:2], grad(far)[:2], atol=1e-6)  # the last: finite, no more
+  np.testing.assert_array_equal(g[:, :, 2], 0)
+
+
 def test_integer_labels_axis_forms():
   """An out-of-range axis raises instead of wrapping; NumPy integer axes are ints."""
   rng = np.random.default_rng(7)
