@@ -706,6 +706,17 @@ def test_sigmoid_losses_infinite_logits():
   g = _finite_grad(lambda x: losses.sigmoid_binary_cross_entropy(x, y[:5]).sum(), x[:5])[0]
   np.testing.assert_allclose(g, [0, 0, 0, 0, 0], atol=1e-6)
   assert np.isnan(optax.losses.sigmoid_binary_cross_entropy(x[:2], y[:2])).all()
+  # On the side the label rules out the loss is inf and the gradient is the limit, the
+  # cross entropy's times the weight (1 - p_t)^gamma = y^gamma or (1 - y)^gamma: the
+  # weight's derivative, 0 there, times the infinite cross entropy made it NaN.
+  x = jnp.array([-jnp.inf, jnp.inf, -jnp.inf, jnp.inf])
+  y = jnp.array([1.0, 0.0, 0.5, 0.25])
+  for gamma in (0.0, 0.5, 2.0):
+    assert np.all(losses.sigmoid_focal_loss(x, y, gamma=gamma) == np.inf)
+    g = _finite_grad(lambda x: losses.sigmoid_focal_loss(x, y, gamma=gamma).sum(), x)[0]
+    np.testing.assert_allclose(g, [-1, 1, -0.5 * 0.5**gamma, 0.75 * 0.75**gamma], rtol=1e-6)
+  g = _finite_grad(lambda x: losses.sigmoid_focal_loss(x, y, alpha=0.25).sum(), x)[0]
+  np.testing.assert_allclose(g, [-0.25, 0.75, -0.5 * 0.5**3, 0.75 * 0.75**2 * 0.625], rtol=1e-6)
 
 
 def test_focal_gamma_zero_is_cross_entropy():

@@ -400,7 +400,13 @@ def sigmoid_focal_loss(
   # least finite value so that exp(gamma * it) is 0, or 1 when gamma = 0.
   log_one_minus_pt = jnp.where(total > 0, top + jnp.log(jnp.where(total > 0, total, 1)),
                                jnp.finfo(x.dtype).min)
-  loss = ce * jnp.exp(gamma * log_one_minus_pt)
+  weight = jnp.exp(gamma * log_one_minus_pt)
+  # An infinite logit on the side the label rules out: the cross entropy is inf and the
+  # weight's derivative exactly 0, so the weight is held constant there, giving the limit
+  # gradient (the cross entropy's times the weight) instead of inf * 0 = NaN.
+  infinite = jnp.isinf(ce)
+  loss = jnp.where(infinite, ce * jax.lax.stop_gradient(weight),
+                   jnp.where(infinite, 0, ce) * weight)
   if alpha is not None:
     alpha = as_dtype(alpha, x.dtype)
     loss = (alpha * y + (1 - alpha) * (1 - y)) * loss
