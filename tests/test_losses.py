@@ -887,6 +887,18 @@ def test_sparsemax_loss_boolean_labels():
   np.testing.assert_allclose(losses.sparsemax_loss(x, labels.astype(jnp.int32)), want, rtol=1e-6)
 
 
+def test_sparsemax_loss_infinite_logits():
+  """A -inf logit with label 0 (a ruled-out class): loss 0, gradient 0, not NaN (optax: NaN)."""
+  x = jnp.array([-jnp.inf, jnp.inf, -jnp.inf, jnp.inf, -1.0, 1.0, 0.3])
+  labels = jnp.array([0, 1, 1, 0, 0, 0, 1])
+  got = losses.sparsemax_loss(x, labels)
+  np.testing.assert_allclose(got, [0, 0, np.inf, np.inf, 0, 1, 0.1225], rtol=1e-6)
+  g = _finite_grad(lambda x: losses.sparsemax_loss(x, labels).sum(), x)[0]
+  np.testing.assert_allclose(g, [0, 0, -1, 1, 0, 1, -0.35], rtol=1e-6)
+  assert np.isnan(jax.grad(lambda x: optax.losses.sparsemax_loss(x, labels).sum())(x)[:4]).all()
+  assert np.isnan(losses.sparsemax_loss(jnp.array([jnp.nan]), jnp.array([1])))[0]
+
+
 def test_multiclass_sparsemax_loss_large_scores():
   """The loss ignores a common offset; float32 scores near 1e4 must not cancel."""
   rng = np.random.default_rng(8)

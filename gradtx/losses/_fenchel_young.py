@@ -91,6 +91,11 @@ def sparsemax_loss(
     Blondel et al, `Learning with Fenchel-Young Losses
     <https://arxiv.org/abs/1901.02324>`_, JMLR 2020, Sec. 4.4.
 
+  Differences from optax:
+    An infinite logit has a finite gradient: 0 for ``-inf`` with label 0
+    (a ruled-out class) and ``+inf`` with label 1, :math:`\mp 1` on the side
+    the label rules out (optax: NaN).
+
   Example:
     >>> import jax.numpy as jnp
     >>> from gradtx import losses
@@ -99,7 +104,12 @@ def sparsemax_loss(
   """
   x = _floating("sparsemax_loss", "logits", logits)
   _broadcastable("sparsemax_loss", "logits", x, "labels", labels)
-  return jax.nn.sparse_plus(jnp.where(jnp.asarray(labels).astype(bool), -x, x))
+  z = jnp.where(jnp.asarray(labels).astype(bool), -x, x)
+  # jax.nn.sparse_plus, its quadratic piece taken of z clipped to [-1, 1], where it
+  # applies: of an infinite z it was inf, and its zero cotangent times inf made the
+  # gradient NaN (a class ruled out with a -inf logit and label 0 included).
+  quadratic = jnp.square(jnp.clip(z, -1, 1) + 1) / 4
+  return jnp.where(z <= -1, 0, jnp.where(z >= 1, z, quadratic))
 
 
 _sparsemax = jnp.vectorize(projection_simplex, signature="(n)->(n)")
