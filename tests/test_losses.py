@@ -821,6 +821,20 @@ def test_closed_form_gradients():
   np.testing.assert_allclose(g, p - np.eye(5)[labels], atol=1e-6)
   g = _jit(jax.grad(lambda x: losses.sigmoid_binary_cross_entropy(x, y).sum()))(x)
   np.testing.assert_allclose(g, 1 / (1 + np.exp(-np.asarray(x, np.float64))) - np.asarray(y), atol=1e-6)
+  # Focal loss, with respect to binary and soft labels: l = a_t ce u^gamma with
+  # u = 1 - p_t = (1 - y) p + y (1 - p), so dl/dy = (2 alpha - 1) ce u^gamma
+  # + a_t (-x u^gamma + ce gamma u^(gamma - 1) (1 - 2p)). (At y = 0 and 1 the last term
+  # was lost, as optax loses it.)
+  xf = np.array([-2.0, 0.3, 3.0] * 3)
+  yf = np.repeat([0.0, 0.3, 1.0], 3)
+  p = 1 / (1 + np.exp(-xf))
+  ce, u = ref_bce(xf, yf), (1 - yf) * p + yf * (1 - p)
+  for alpha, gamma in ((None, 2.0), (0.25, 0.5)):
+    a_t, da_t = (1.0, 0.0) if alpha is None else (alpha * yf + (1 - alpha) * (1 - yf), 2 * alpha - 1)
+    want = da_t * ce * u**gamma + a_t * (-xf * u**gamma + ce * gamma * u ** (gamma - 1) * (1 - 2 * p))
+    g = _jit(jax.grad(lambda y: losses.sigmoid_focal_loss(
+        jnp.asarray(xf, jnp.float32), y, alpha=alpha, gamma=gamma).sum()))(jnp.asarray(yf, jnp.float32))
+    np.testing.assert_allclose(g, want, rtol=1e-5, atol=1e-6)
   # Sparsemax: the gradient is sparsemax(s) - e_y.
   g = _jit(jax.grad(lambda s: losses.multiclass_sparsemax_loss(s, labels).sum()))(x)
   want = np.stack([np_sparsemax(row) for row in np.asarray(x, np.float64)]) - np.eye(5)[labels]

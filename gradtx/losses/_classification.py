@@ -11,7 +11,7 @@ import jax.numpy as jnp
 from gradtx.core import NONNEGATIVE, UNIT
 from gradtx.losses._common import (
     ArrayLike, Axis, _floating, _integer, _wide, _same_shape, _check, _expand_where, _some,
-    _log_softmax, _minus_max, _times_log, _safe_log, _label_scores, _broadcast_shape,
+    _log_softmax, _minus_max, _times_log, _label_scores, _broadcast_shape,
     _broadcastable, _labels)
 from gradtx.numerics import as_dtype
 
@@ -369,7 +369,9 @@ def sigmoid_focal_loss(
 
   Differences from optax:
     Infinite logits give the limit values and finite gradients (optax: NaN
-    for :math:`x=\pm\infty`, in value and gradient).
+    for :math:`x=\pm\infty`, in value and gradient). The gradient with
+    respect to labels of exactly 0 or 1 is exact (optax drops the weight's
+    part of it there).
 
   Example:
     >>> import jax.numpy as jnp
@@ -392,10 +394,11 @@ def sigmoid_focal_loss(
   gamma = as_dtype(gamma, x.dtype)
   log_p, log_q = jax.nn.log_sigmoid(x), jax.nn.log_sigmoid(-x)
   ce = -_times_log(y, log_p) - _times_log(1 - y, log_q)
-  a, b = _safe_log(1 - y) + log_p, _safe_log(y) + log_q
-  top = jnp.maximum(a, b)
-  top = jnp.where(jnp.isfinite(top), top, 0)
-  total = jnp.exp(a - top) + jnp.exp(b - top)
+  # 1 - p_t = (1 - y) p + y q, summed from exp(log p - top) and exp(log q - top) times
+  # the labels themselves: added as log(1 - y) and log(y), a binary label's log 0 had a
+  # zero derivative, which dropped a term of the gradient with respect to the labels.
+  top = jax.lax.stop_gradient(jnp.maximum(log_p, log_q))  # >= log(1/2): finite
+  total = (1 - y) * jnp.exp(log_p - top) + y * jnp.exp(log_q - top)
   # p_t = 1 exactly (an infinite logit): log(1 - p_t) is -inf, held at the
   # least finite value so that exp(gamma * it) is 0, or 1 when gamma = 0.
   log_one_minus_pt = jnp.where(total > 0, top + jnp.log(jnp.where(total > 0, total, 1)),
