@@ -871,6 +871,20 @@ def test_ctc_forward_probs_shapes_and_padding():
   np.testing.assert_allclose(loss[1], cut[0], rtol=1e-6)
 
 
+@pytest.mark.parametrize("dtype", [jnp.bfloat16, jnp.float16])
+def test_ctc_16_bit_paddings(dtype):
+  """Paddings in a 16-bit dtype (a batch cast as a whole) count exactly past 256 labels."""
+  rng = np.random.default_rng(12)
+  logits = jnp.asarray(_r(rng, 2, 4, 3), jnp.float32)
+  labels = jnp.ones((2, 3001), jnp.int32).at[:, 1].set(2)
+  label_pad = np.ones((2, 3001))
+  label_pad[0, :1] = label_pad[1, :2] = 0  # 3000 and 2999 padded labels: "1" and "12"
+  want = ref_ctc(np.asarray(logits, np.float64), np.zeros((2, 4)), np.asarray(labels[:, :2]),
+                 label_pad[:, :2])
+  got = losses.ctc_loss(logits, jnp.zeros((2, 4), dtype), labels, jnp.asarray(label_pad, dtype))
+  np.testing.assert_allclose(got, want, rtol=1e-5)
+
+
 def test_ctc_minus_inf_logits():
   """A class ruled out with -inf logits: each sequence's loss and gradient as with a finite
   logit far below (optax and the one-hot product gave NaN for the whole batch)."""

@@ -119,7 +119,9 @@ def _ctc(name: str, logits: ArrayLike, logit_paddings: ArrayLike, labels: ArrayL
   # log 0: -inf gave 0 * -inf = NaN in the product with the one-hot labels (for every
   # sequence), and logaddexp(-inf, -inf) a NaN gradient.
   logprobs = jnp.where(logprobs == -jnp.inf, log_eps, logprobs)
-  label_lens = max_label_len - jnp.sum(label_paddings, axis=1).astype(jnp.int32)
+  # Counted in int32: a sum of bfloat16 paddings rounds past 256 (299 padded labels of
+  # 300 counted 300, leaving no label).
+  label_lens = max_label_len - jnp.sum(label_paddings.astype(jnp.int32), axis=1)
   # repeat[b, n] = 1 when labels[b, n] == labels[b, n + 1].
   repeat = (labels[:, :-1] == labels[:, 1:]).astype(ctype)
   repeat = jnp.pad(repeat, ((0, 0), (0, 1)))
