@@ -1006,6 +1006,21 @@ def test_multiclass_sparsemax_loss_minus_inf_score_has_finite_grads():
   np.testing.assert_allclose(g, want)
 
 
+def test_multiclass_sparsemax_loss_scores_masked_with_the_dtype_min():
+  """A class masked with finfo.min, as with -inf: the projection's cumulative sum was -inf
+  (a loss of 5.89 for 6.80, or NaN when the top score was near the max)."""
+  low = float(jnp.finfo(jnp.float32).min)
+  s = jnp.array([[1.25, low, low, -5.55, -100.0, -1.11], [0.6, 0.78, -0.73, -0.66, -0.79, -low]])
+  labels = jnp.array([3, 2])
+  want = [1.25 + 5.55, -low + 0.73]
+  got = losses.multiclass_sparsemax_loss(s, labels)
+  np.testing.assert_allclose(got, want, rtol=1e-6)
+  g = _finite_grad(lambda s: losses.multiclass_sparsemax_loss(s, labels).sum(), s)[0]
+  np.testing.assert_array_equal(g, [[1, 0, 0, -1, 0, 0], [0, 0, -1, 0, 0, 1]])
+  minus_inf = jnp.where(s == low, -jnp.inf, s)
+  np.testing.assert_array_equal(got[0], losses.multiclass_sparsemax_loss(minus_inf, labels)[0])
+
+
 def test_dice_probability_inputs():
   """apply_softmax/apply_sigmoid=False take probabilities: one sigmoid channel, or a 16-bit softmax."""
   rng = np.random.default_rng(9)
