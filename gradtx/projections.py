@@ -158,6 +158,12 @@ def _projection_unit_simplex(values: jax.Array) -> jax.Array:
   """The sort-based projection of a vector onto :math:`\\{p \\ge 0, \\sum p = 1\\}`."""
   dtype = values.dtype
   n = values.shape[0]
+  # Measured from the largest entry and raised to at least 2 below it, which changes
+  # no entry of the projection (its threshold is at least max - 1, so those entries
+  # stay 0; 2, not 1, keeps them off that threshold, where rounding could keep them)
+  # and keeps the sums below finite: entries near the dtype's max (a class masked with
+  # finfo.min) made the cumulative sum -inf, and the result 1e38s.
+  values = jnp.maximum(values - jnp.max(values), -2)
   u = jnp.sort(values)[::-1]
   cumsum_u = jnp.cumsum(u)
   ind = jnp.arange(1, n + 1, dtype=dtype)

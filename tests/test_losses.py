@@ -673,6 +673,22 @@ def test_softmax_losses_are_accurate_for_large_logits():
   np.testing.assert_allclose(losses.ranking_softmax_loss(x, y), want, rtol=1e-6)
   g = jax.grad(lambda y: losses.softmax_cross_entropy(x, y).sum())(y)
   np.testing.assert_allclose(g, np.full((1, 4), want), rtol=1e-6)
+  # Integer labels too (they took logsumexp of the logits themselves, as optax: 1.3867
+  # here); two logits at float32's max gave log 2 = 0.
+  int_ce = losses.softmax_cross_entropy_with_integer_labels
+  np.testing.assert_allclose(int_ce(x, jnp.array([0])), [want], rtol=1e-6)
+  top = float(jnp.finfo(jnp.float32).max)
+  np.testing.assert_allclose(int_ce(jnp.array([[top, top, 0.0]]), jnp.array([1])), [math.log(2)],
+                             rtol=1e-6)
+  x = jnp.array([[1e4, 1e4 - 1, 1e4 - 2], [1e4, 1e4, 1e4]])
+  labels = jnp.array([1, 2])
+  want = ref_int_ce(np.asarray(x, np.float64), np.asarray(labels))
+  np.testing.assert_allclose(_jit(int_ce)(x, labels), want, rtol=1e-6)
+  np.testing.assert_allclose(_jit(int_ce)(x, labels, where=jnp.array([[True, True, False]] * 2)),
+                             [math.log(1 + math.e), math.log(2)], rtol=1e-6)
+  g = jax.grad(lambda x: int_ce(x, labels).sum())(x)
+  p = np.exp(np_log_softmax(np.asarray(x, np.float64)))
+  np.testing.assert_allclose(g, p - np.eye(3)[np.asarray(labels)], atol=1e-6)
 
 
 def test_sigmoid_losses_infinite_logits():
@@ -690,6 +706,17 @@ def test_sigmoid_losses_infinite_logits():
   g = _finite_grad(lambda x: losses.sigmoid_binary_cross_entropy(x, y[:5]).sum(), x[:5])[0]
   np.testing.assert_allclose(g, [0, 0, 0, 0, 0], atol=1e-6)
   assert np.isnan(optax.losses.sigmoid_binary_cross_entropy(x[:2], y[:2])).all()
+  # On the side the label rules out the loss is inf and the gradient is the limit, the
+  # cross entropy's times the weight (1 - p_t)^gamma = y^gamma or (1 - y)^gamma: the
+  # weight's derivative, 0 there, times the infinite cross entropy made it NaN.
+  x = jnp.array([-jnp.inf, jnp.inf, -jnp.inf, jnp.inf])
+  y = jnp.array([1.0, 0.0, 0.5, 0.25])
+  for gamma in (0.0, 0.5, 2.0):
+    assert np.all(losses.sigmoid_focal_loss(x, y, gamma=gamma) == np.inf)
+    g = _finite_grad(lambda x: losses.sigmoid_focal_loss(x, y, gamma=gamma).sum(), x)[0]
+    np.testing.assert_allclose(g, [-1, 1, -0.5 * 0.5**gamma, 0.75 * 0.75**gamma], rtol=1e-6)
+  g = _finite_grad(lambda x: losses.sigmoid_focal_loss(x, y, alpha=0.25).sum(), x)[0]
+  np.testing.assert_allclose(g, [-0.25, 0.75, -0.5 * 0.5**3, 0.75 * 0.75**2 * 0.625], rtol=1e-6)
 
 
 def test_focal_gamma_zero_is_cross_entropy():
@@ -728,6 +755,11 @@ def test_log_cosh_precision():
   g = _finite_grad(lambda x: losses.log_cosh(x).sum(), x)[0]
   np.testing.assert_allclose(g, np.tanh(np.asarray(x, np.float64)), rtol=1e-6)
   assert optax.losses.log_cosh(x)[0] == 0  # optax loses it to cancellation
+  # The second derivative, sech^2 e, relative to rounding: from |e| near 8 on, the form
+  # log1p(2 sinh^2(e/2)) gave cancellation noise near 1e-7 (negative at 10).
+  x = jnp.array([0.5, 0.99, 1.0, 1.01, 3.0, 8.0, 10.0, 14.0, 14.99, 15.01, 30.0], jnp.float32)
+  h = _jit(jax.vmap(jax.grad(jax.grad(losses.log_cosh))))(x)
+  np.testing.assert_allclose(h, 1 / np.cosh(np.asarray(x, np.float64)) ** 2, rtol=1e-5)
 
 
 @pytest.mark.parametrize("dtype", [jnp.bfloat16, jnp.float16])
@@ -738,6 +770,14 @@ def test_half_precision_inputs_keep_dtype_and_float32_accuracy(dtype):
   got = _jit(losses.softmax_cross_entropy_with_integer_labels)(x, y)
   assert got.dtype == dtype
   want = ref_int_ce(np.asarray(x, np.float64), np.asarray(y))
+  np.testing.assert_allclose(np.asarray(got, np.float64), want, rtol=float(jnp.finfo(dtype).eps))
+  # A Fenchel-Young loss is a difference of two large terms (logsumexp and <y, x>, near 100
+  # here): computed in the 16-bit dtype it lost 0.2 of a loss of 2.7 in bfloat16.
+  far = (x.astype(jnp.float32) + 100).astype(dtype)
+  want = ref_int_ce(np.asarray(far, np.float64), np.asarray(y))
+  fy_loss = losses.make_fenchel_young_loss(jax.nn.logsumexp)
+  got = _jit(fy_loss)(far, jax.nn.one_hot(y, 50, dtype=dtype))
+  assert got.dtype == dtype
   np.testing.assert_allclose(np.asarray(got, np.float64), want, rtol=float(jnp.finfo(dtype).eps))
   for fn, args in [(losses.softmax_cross_entropy, (x, jax.nn.one_hot(y, 50, dtype=dtype))),
                    (losses.sigmoid_binary_cross_entropy, (x, jnp.zeros_like(x))),
@@ -786,6 +826,20 @@ def test_closed_form_gradients():
   np.testing.assert_allclose(g, p - np.eye(5)[labels], atol=1e-6)
   g = _jit(jax.grad(lambda x: losses.sigmoid_binary_cross_entropy(x, y).sum()))(x)
   np.testing.assert_allclose(g, 1 / (1 + np.exp(-np.asarray(x, np.float64))) - np.asarray(y), atol=1e-6)
+  # Focal loss, with respect to binary and soft labels: l = a_t ce u^gamma with
+  # u = 1 - p_t = (1 - y) p + y (1 - p), so dl/dy = (2 alpha - 1) ce u^gamma
+  # + a_t (-x u^gamma + ce gamma u^(gamma - 1) (1 - 2p)). (At y = 0 and 1 the last term
+  # was lost, as optax loses it.)
+  xf = np.array([-2.0, 0.3, 3.0] * 3)
+  yf = np.repeat([0.0, 0.3, 1.0], 3)
+  p = 1 / (1 + np.exp(-xf))
+  ce, u = ref_bce(xf, yf), (1 - yf) * p + yf * (1 - p)
+  for alpha, gamma in ((None, 2.0), (0.25, 0.5)):
+    a_t, da_t = (1.0, 0.0) if alpha is None else (alpha * yf + (1 - alpha) * (1 - yf), 2 * alpha - 1)
+    want = da_t * ce * u**gamma + a_t * (-xf * u**gamma + ce * gamma * u ** (gamma - 1) * (1 - 2 * p))
+    g = _jit(jax.grad(lambda y: losses.sigmoid_focal_loss(
+        jnp.asarray(xf, jnp.float32), y, alpha=alpha, gamma=gamma).sum()))(jnp.asarray(yf, jnp.float32))
+    np.testing.assert_allclose(g, want, rtol=1e-5, atol=1e-6)
   # Sparsemax: the gradient is sparsemax(s) - e_y.
   g = _jit(jax.grad(lambda s: losses.multiclass_sparsemax_loss(s, labels).sum()))(x)
   want = np.stack([np_sparsemax(row) for row in np.asarray(x, np.float64)]) - np.eye(5)[labels]
@@ -817,6 +871,55 @@ def test_ctc_forward_probs_shapes_and_padding():
   np.testing.assert_allclose(loss[1], cut[0], rtol=1e-6)
 
 
+@pytest.mark.parametrize("dtype", [jnp.bfloat16, jnp.float16])
+def test_ctc_16_bit_paddings(dtype):
+  """Paddings in a 16-bit dtype (a batch cast as a whole) count exactly past 256 labels."""
+  rng = np.random.default_rng(12)
+  logits = jnp.asarray(_r(rng, 2, 4, 3), jnp.float32)
+  labels = jnp.ones((2, 3001), jnp.int32).at[:, 1].set(2)
+  label_pad = np.ones((2, 3001))
+  label_pad[0, :1] = label_pad[1, :2] = 0  # 3000 and 2999 padded labels: "1" and "12"
+  want = ref_ctc(np.asarray(logits, np.float64), np.zeros((2, 4)), np.asarray(labels[:, :2]),
+                 label_pad[:, :2])
+  got = losses.ctc_loss(logits, jnp.zeros((2, 4), dtype), labels, jnp.asarray(label_pad, dtype))
+  np.testing.assert_allclose(got, want, rtol=1e-5)
+
+
+def test_ctc_minus_inf_logits():
+  """A class ruled out with -inf logits: each sequence's loss and gradient as with a finite
+  logit far below (optax and the one-hot product gave NaN for the whole batch)."""
+  rng = np.random.default_rng(10)
+  logits = jnp.asarray(_r(rng, 3, 4, 3), jnp.float32).at[:, :, 2].set(-jnp.inf)
+  logit_pad = jnp.array([[0.0, 0, 0, 0], [0, 0, 0, 1], [0, 0, 0, 0]])
+  labels = jnp.array([[1, 1], [1, 0], [1, 2]])  # the last uses the ruled-out class
+  label_pad = jnp.array([[0.0, 0], [0, 1], [0, 0]])
+  got = losses.ctc_loss(logits, logit_pad, labels, label_pad)
+  want = ref_ctc(np.asarray(logits, np.float64), np.asarray(logit_pad), np.asarray(labels),
+                 np.asarray(label_pad))
+  np.testing.assert_allclose(got[:2], want[:2], rtol=1e-5)
+  assert want[2] == np.inf and 5e4 < got[2] < np.inf  # an impossible alignment: -log_epsilon
+  far = logits.at[:, :, 2].set(-1e9)
+  np.testing.assert_allclose(got[:2], losses.ctc_loss(far, logit_pad, labels, label_pad)[:2],
+                             rtol=1e-6)
+  grad = lambda x: jax.grad(lambda x: losses.ctc_loss(x, logit_pad, labels, label_pad).sum())(x)
+  g = _finite_grad(lambda x: losses.ctc_loss(x, logit_pad, labels, label_pad).sum(), logits)[0]
+  np.testing.assert_allclose(g[:2], grad(far)[:2], atol=1e-6)  # the last: finite, no more
+  np.testing.assert_array_equal(g[:, :, 2], 0)
+
+
+def test_ntxent_small_loss_is_accurate():
+  """Near-converged pairs: log p = s_ij - log(e^s_ij + sum e^s_ik) cancelled near s_ij ~ 14,
+  leaving a relative error near 1e-4 in a loss near 3e-5."""
+  rng = np.random.default_rng(11)
+  x = _r(rng, 8, 16)
+  x[4:] = x[:4] + 0.05 * _r(rng, 4, 16)
+  labels = np.array([0, 1, 2, 3, 0, 1, 2, 3])
+  want = ref_ntxent(np.asarray(jnp.asarray(x, jnp.float32), np.float64), labels)
+  assert 1e-5 < want < 1e-4
+  got = _jit(losses.ntxent)(jnp.asarray(x, jnp.float32), jnp.asarray(labels))
+  np.testing.assert_allclose(got, want, rtol=1e-5)
+
+
 def test_integer_labels_axis_forms():
   """An out-of-range axis raises instead of wrapping; NumPy integer axes are ints."""
   rng = np.random.default_rng(7)
@@ -838,6 +941,18 @@ def test_sparsemax_loss_boolean_labels():
   np.testing.assert_allclose(losses.sparsemax_loss(x, labels.astype(jnp.int32)), want, rtol=1e-6)
 
 
+def test_sparsemax_loss_infinite_logits():
+  """A -inf logit with label 0 (a ruled-out class): loss 0, gradient 0, not NaN (optax: NaN)."""
+  x = jnp.array([-jnp.inf, jnp.inf, -jnp.inf, jnp.inf, -1.0, 1.0, 0.3])
+  labels = jnp.array([0, 1, 1, 0, 0, 0, 1])
+  got = losses.sparsemax_loss(x, labels)
+  np.testing.assert_allclose(got, [0, 0, np.inf, np.inf, 0, 1, 0.1225], rtol=1e-6)
+  g = _finite_grad(lambda x: losses.sparsemax_loss(x, labels).sum(), x)[0]
+  np.testing.assert_allclose(g, [0, 0, -1, 1, 0, 1, -0.35], rtol=1e-6)
+  assert np.isnan(jax.grad(lambda x: optax.losses.sparsemax_loss(x, labels).sum())(x)[:4]).all()
+  assert np.isnan(losses.sparsemax_loss(jnp.array([jnp.nan]), jnp.array([1])))[0]
+
+
 def test_multiclass_sparsemax_loss_large_scores():
   """The loss ignores a common offset; float32 scores near 1e4 must not cancel."""
   rng = np.random.default_rng(8)
@@ -848,6 +963,26 @@ def test_multiclass_sparsemax_loss_large_scores():
     want = ref_mc_sparsemax(np.asarray(s, np.float64), labels)
     got = _jit(losses.multiclass_sparsemax_loss)(s, jnp.asarray(labels))
     np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+
+
+def test_multiclass_hinge_loss_large_scores():
+  """The margin of 1 survives 16-bit scores whose rounding step is near 1 (s + 1 rounded
+  it away; optax too)."""
+  labels = jnp.array([1, 0])
+  for dtype, offset in ((jnp.bfloat16, 296.0), (jnp.float16, 2000.0)):
+    step = float(jnp.finfo(dtype).eps) * 2 ** math.floor(math.log2(offset))  # the rounding step
+    s = jnp.asarray(offset + step * np.array([[2.0, 1.0, 0.0], [0.0, 0.0, -1.0]]), dtype)
+    want = ref_mc_hinge(np.asarray(s, np.float64), np.asarray(labels))
+    np.testing.assert_allclose(want, [step + 1, 1])
+    for fn in (losses.multiclass_hinge_loss, _jit(losses.multiclass_hinge_loss)):
+      got = fn(s, labels)
+      assert got.dtype == dtype
+      np.testing.assert_array_equal(np.asarray(got, np.float64), want)
+    g = jax.grad(lambda s: losses.multiclass_hinge_loss(s, labels).astype(jnp.float32).sum())(s)
+    np.testing.assert_array_equal(np.asarray(g, np.float64), [[1, -1, 0], [-1, 1, 0]])
+  # Classes ruled out with -inf scores: a label among them costs inf.
+  s = jnp.array([[-jnp.inf, -jnp.inf, 1.0], [0.0, -jnp.inf, 1.0]])
+  np.testing.assert_array_equal(losses.multiclass_hinge_loss(s, jnp.array([1, 0])), [np.inf, 2])
 
 
 def test_multiclass_sparsemax_loss_spread_scores():
@@ -869,6 +1004,21 @@ def test_multiclass_sparsemax_loss_minus_inf_score_has_finite_grads():
     want = jax.grad(lambda s: optax.losses.multiclass_sparsemax_loss(s, labels).sum())(s)
   np.testing.assert_allclose(want, [[-1.0, 0.0, 1.0]])
   np.testing.assert_allclose(g, want)
+
+
+def test_multiclass_sparsemax_loss_scores_masked_with_the_dtype_min():
+  """A class masked with finfo.min, as with -inf: the projection's cumulative sum was -inf
+  (a loss of 5.89 for 6.80, or NaN when the top score was near the max)."""
+  low = float(jnp.finfo(jnp.float32).min)
+  s = jnp.array([[1.25, low, low, -5.55, -100.0, -1.11], [0.6, 0.78, -0.73, -0.66, -0.79, -low]])
+  labels = jnp.array([3, 2])
+  want = [1.25 + 5.55, -low + 0.73]
+  got = losses.multiclass_sparsemax_loss(s, labels)
+  np.testing.assert_allclose(got, want, rtol=1e-6)
+  g = _finite_grad(lambda s: losses.multiclass_sparsemax_loss(s, labels).sum(), s)[0]
+  np.testing.assert_array_equal(g, [[1, 0, 0, -1, 0, 0], [0, 0, -1, 0, 0, 1]])
+  minus_inf = jnp.where(s == low, -jnp.inf, s)
+  np.testing.assert_array_equal(got[0], losses.multiclass_sparsemax_loss(minus_inf, labels)[0])
 
 
 def test_dice_probability_inputs():

@@ -154,6 +154,22 @@ def test_simplex_small_scale_far_from_the_simplex_is_finite():
   np.testing.assert_allclose(out, [1e-7, 0.0, 0.0], rtol=1e-6)
 
 
+def test_simplex_with_entries_near_the_dtype_max_is_exact():
+  # Entries masked with finfo.min (or near it) made the cumulative sum -inf, and the
+  # threshold kept them: [1e38, 0, 0, 1e38] here (optax too).
+  low = float(jnp.finfo(jnp.float32).min)
+  out = P.projection_simplex(jnp.array([1.0, low, 0.9 * low, 0.5]))
+  np.testing.assert_allclose(out, [0.75, 0, 0, 0.25], rtol=1e-6)
+  out = P.projection_simplex(jnp.array([-0.9 * low, 0.0, 1.0]))
+  np.testing.assert_array_equal(out, [1, 0, 0])
+  out = P.projection_l1_ball(jnp.array([1.0, low, 0.5, 3.0]), 2.0)
+  np.testing.assert_array_equal(out, [0, -2, 0, 0])
+  # Entries far below the largest stay exactly 0, and out of the Jacobian's support.
+  x = jnp.array([0.5, -1.0, 2.0, 0.3, -0.2])
+  np.testing.assert_array_equal(P.projection_simplex(x), [0, 0, 1, 0, 0])
+  np.testing.assert_array_equal(jax.jacfwd(P.projection_simplex)(x), np.zeros((5, 5)))
+
+
 def test_simplex_jacobian_is_the_affine_map_on_the_support():
   x = jnp.array([0.9, 0.6, -1.0, 0.3])  # support {0, 1, 3}, away from a kink
   jac = np.asarray(jax.jacfwd(P.projection_simplex)(x))

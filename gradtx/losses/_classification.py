@@ -11,8 +11,8 @@ import jax.numpy as jnp
 from gradtx.core import NONNEGATIVE, UNIT
 from gradtx.losses._common import (
     ArrayLike, Axis, _floating, _integer, _wide, _same_shape, _check, _expand_where, _some,
-    _log_softmax, _times_log, _safe_log, _label_scores, _broadcast_shape, _broadcastable,
-    _labels)
+    _log_softmax, _max_shift, _times_log, _label_scores, _broadcast_shape,
+    _broadcastable, _labels)
 from gradtx.numerics import as_dtype
 
 
@@ -271,8 +271,14 @@ def softmax_cross_entropy_with_integer_labels(
     raise ValueError(
         f"{name}: labels must have the shape of logits without the class "
         f"axis, {batch_shape}, got {y.shape}")
-  label_logits = jnp.take_along_axis(x, jnp.expand_dims(y, axis), axis=axis).squeeze(axis)
-  out = jax.nn.logsumexp(x, axis=axis, where=_some(where, axis)) - label_logits
+  some = _some(where, axis)
+  # Both terms from the row's largest logit: four logits of 1e4 lost log 4 to float32's
+  # steps of 1e-3 near 1e4, and two at float32's max gave log 2 = 0. The shift is fused
+  # into the sum and the gather, not applied to the logits (a pass over them).
+  _, shift = _max_shift(x, axis, some)
+  label_logits = jnp.take_along_axis(x, jnp.expand_dims(y, axis), axis=axis)
+  out = (jnp.log(jnp.sum(jnp.exp(x - shift), axis=axis, where=some, keepdims=True))
+         - (label_logits - shift)).squeeze(axis)
   if where is not None:
     out = jnp.where(jnp.any(where, axis=axis), out, 0)
   return out.astype(dtype)
@@ -365,7 +371,9 @@ def sigmoid_focal_loss(
 
   Differences from optax:
     Infinite logits give the limit values and finite gradients (optax: NaN
-    for :math:`x=\pm\infty`, in value and gradient).
+    for :math:`x=\pm\infty`, in value and gradient). The gradient with
+    respect to labels of exactly 0 or 1 is exact (optax drops the weight's
+    part of it there).
 
   Example:
     >>> import jax.numpy as jnp
@@ -388,15 +396,22 @@ def sigmoid_focal_loss(
   gamma = as_dtype(gamma, x.dtype)
   log_p, log_q = jax.nn.log_sigmoid(x), jax.nn.log_sigmoid(-x)
   ce = -_times_log(y, log_p) - _times_log(1 - y, log_q)
-  a, b = _safe_log(1 - y) + log_p, _safe_log(y) + log_q
-  top = jnp.maximum(a, b)
-  top = jnp.where(jnp.isfinite(top), top, 0)
-  total = jnp.exp(a - top) + jnp.exp(b - top)
+  # 1 - p_t = (1 - y) p + y q, summed from exp(log p - top) and exp(log q - top) times
+  # the labels themselves: added as log(1 - y) and log(y), a binary label's log 0 had a
+  # zero derivative, which dropped a term of the gradient with respect to the labels.
+  top = jax.lax.stop_gradient(jnp.maximum(log_p, log_q))  # >= log(1/2): finite
+  total = (1 - y) * jnp.exp(log_p - top) + y * jnp.exp(log_q - top)
   # p_t = 1 exactly (an infinite logit): log(1 - p_t) is -inf, held at the
   # least finite value so that exp(gamma * it) is 0, or 1 when gamma = 0.
   log_one_minus_pt = jnp.where(total > 0, top + jnp.log(jnp.where(total > 0, total, 1)),
                                jnp.finfo(x.dtype).min)
-  loss = ce * jnp.exp(gamma * log_one_minus_pt)
+  weight = jnp.exp(gamma * log_one_minus_pt)
+  # An infinite logit on the side the label rules out: the cross entropy is inf and the
+  # weight's derivative exactly 0, so the weight is held constant there, giving the limit
+  # gradient (the cross entropy's times the weight) instead of inf * 0 = NaN.
+  infinite = jnp.isinf(ce)
+  loss = jnp.where(infinite, ce * jax.lax.stop_gradient(weight),
+                   jnp.where(infinite, 0, ce) * weight)
   if alpha is not None:
     alpha = as_dtype(alpha, x.dtype)
     loss = (alpha * y + (1 - alpha) * (1 - y)) * loss
@@ -558,8 +573,12 @@ def multiclass_hinge_loss(
   """
   s = _floating("multiclass_hinge_loss", "scores", scores)
   labels = _labels("multiclass_hinge_loss", s, labels)
+  dtype = s.dtype
+  # In float32 for 16-bit scores: s + 1 rounded the margin away where the scores' rounding
+  # step is near 1 (bfloat16 near 300, float16 near 2000 gave 0 for 1).
+  s = _wide(s)
   one_hot = jax.nn.one_hot(labels, s.shape[-1], dtype=s.dtype)
-  return jnp.max(s + 1 - one_hot, axis=-1) - _label_scores(s, labels)
+  return (jnp.max(s + 1 - one_hot, axis=-1) - _label_scores(s, labels)).astype(dtype)
 
 
 def multiclass_perceptron_loss(

@@ -121,13 +121,27 @@ def _log_softmax(x: jax.Array, axis: Axis, where: jax.Array | None) -> jax.Array
   1e-3 in every log-probability.
   """
   where = _some(where, axis)
-  top = jnp.max(x, axis=axis, where=where, initial=-jnp.inf, keepdims=True)
+  top, shift = _max_shift(x, axis, where)
   # A row whose every logit is -inf has log-probabilities -inf, not -inf - (-inf) = NaN,
   # so that its zero labels contribute 0 (as optax's safe_softmax_cross_entropy);
   # the row is computed on zeros, keeping NaN out of its gradient.
   dead = top == -jnp.inf
-  x = jnp.where(dead, 0, x - jax.lax.stop_gradient(jnp.where(jnp.isfinite(top), top, 0)))
+  x = jnp.where(dead, 0, x - shift)
   return jnp.where(dead, -jnp.inf, x - jax.nn.logsumexp(x, axis=axis, where=where, keepdims=True))
+
+
+def _max_shift(x: jax.Array, axis: Axis,
+               where: jax.Array | None) -> tuple[jax.Array, jax.Array]:
+  """``(max(x), shift)``: the max over ``axis`` and ``where``, kept as an axis, and the
+  shift to measure ``x`` from, that max held constant for ``jax.grad`` (0 where it is
+  not finite: such a row is not shifted).
+
+  A log-normaliser taken of the shifted logits is exact to rounding near 0; taken of
+  the logits themselves it is rounded near their magnitude, and subtracting a logit
+  from it cancels (the losses do not change when every logit moves by one amount).
+  """
+  top = jnp.max(x, axis=axis, where=where, initial=-jnp.inf, keepdims=True)
+  return top, jax.lax.stop_gradient(jnp.where(jnp.isfinite(top), top, 0))
 
 
 def _times_log(y: jax.Array, log_p: jax.Array) -> jax.Array:

@@ -49,7 +49,8 @@ def ctc_loss_with_forward_probs(
     label_paddings: ``[B, N]``, 1.0 where a label is padding; labels must
       be right-padded (zeros then ones in each row).
     blank_id: the class of the blank symbol (default 0).
-    log_epsilon: the stand-in for :math:`\log 0` (default -1e5).
+    log_epsilon: the stand-in for :math:`\log 0` (default -1e5), also
+      the log probability of a class whose logit is ``-inf``.
 
   Returns:
     ``(loss, logalpha_blank, logalpha_nonblank)``: ``[B]`` losses and two
@@ -64,7 +65,10 @@ def ctc_loss_with_forward_probs(
   Differences from optax:
     The recursion runs in the dtype of ``logits`` (optax mixes in float32
     constants, which fails under strict dtype promotion for float64 logits)
-    and in float32 for 16-bit logits.
+    and in float32 for 16-bit logits. A class ruled out with a ``-inf``
+    logit has log probability ``log_epsilon``, as an impossible alignment
+    does (optax: NaN for every sequence of the batch, in value and
+    gradient).
 
   Example:
     >>> import jax.numpy as jnp
@@ -111,7 +115,13 @@ def _ctc(name: str, logits: ArrayLike, logit_paddings: ArrayLike, labels: ArrayL
   log_eps = as_dtype(log_epsilon, ctype)
 
   logprobs = jax.nn.log_softmax(x)
-  label_lens = max_label_len - jnp.sum(label_paddings, axis=1).astype(jnp.int32)
+  # A class ruled out with a -inf logit gets log_epsilon, the recursion's stand-in for
+  # log 0: -inf gave 0 * -inf = NaN in the product with the one-hot labels (for every
+  # sequence), and logaddexp(-inf, -inf) a NaN gradient.
+  logprobs = jnp.where(logprobs == -jnp.inf, log_eps, logprobs)
+  # Counted in int32: a sum of bfloat16 paddings rounds past 256 (299 padded labels of
+  # 300 counted 300, leaving no label).
+  label_lens = max_label_len - jnp.sum(label_paddings.astype(jnp.int32), axis=1)
   # repeat[b, n] = 1 when labels[b, n] == labels[b, n + 1].
   repeat = (labels[:, :-1] == labels[:, 1:]).astype(ctype)
   repeat = jnp.pad(repeat, ((0, 0), (0, 1)))

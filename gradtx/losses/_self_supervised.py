@@ -136,6 +136,8 @@ def ntxent(
   same = labels[:, None] == labels[None, :]
   positive = same & ~jnp.eye(x.shape[0], dtype=bool)
   negative_lse = jax.nn.logsumexp(sim, axis=1, where=~same, keepdims=True)  # -inf when none
-  log_prob = sim - jnp.logaddexp(sim, negative_lse)
+  # log(e^s / (e^s + e^n)) as -softplus(n - s): s - logaddexp(s, n) cancelled near s,
+  # 14 at the default temperature, for a loss near 0 (a relative error of 1e-4 at 3e-5).
+  log_prob = -jax.nn.softplus(negative_lse - sim)
   count = jnp.maximum(jnp.sum(positive), 1).astype(x.dtype)
   return (-jnp.sum(jnp.where(positive, log_prob, 0)) / count).astype(dtype)
