@@ -16,7 +16,7 @@ from __future__ import annotations
 import collections
 import contextvars
 import functools
-from typing import TYPE_CHECKING, Any, Callable, NamedTuple
+from typing import TYPE_CHECKING, Any, Callable, NamedTuple, TypeGuard
 
 import jax
 import jax.numpy as jnp
@@ -85,7 +85,7 @@ def is_params_placeholder(x: Any) -> bool:
       kind.__name__ == "_ParamsPlaceholder" and kind.__module__.startswith("optax."))
 
 
-def is_function_of_params(x: Any) -> bool:
+def is_function_of_params(x: Any) -> TypeGuard[Callable[..., Any]]:
   """Whether a mask, labels or dimension numbers argument is a function of the params
   (called on them) rather than a tree (matched against them).
 
