@@ -835,10 +835,15 @@ def test_closed_form_gradients():
   p = 1 / (1 + np.exp(-xf))
   ce, u = ref_bce(xf, yf), (1 - yf) * p + yf * (1 - p)
   for alpha, gamma in ((None, 2.0), (0.25, 0.5)):
-    a_t, da_t = (1.0, 0.0) if alpha is None else (alpha * yf + (1 - alpha) * (1 - yf), 2 * alpha - 1)
-    want = da_t * ce * u**gamma + a_t * (-xf * u**gamma + ce * gamma * u ** (gamma - 1) * (1 - 2 * p))
-    g = _jit(jax.grad(lambda y: losses.sigmoid_focal_loss(
-        jnp.asarray(xf, jnp.float32), y, alpha=alpha, gamma=gamma).sum()))(jnp.asarray(yf, jnp.float32))
+    if alpha is None:
+      a_t, da_t = 1.0, 0.0
+    else:
+      a_t, da_t = alpha * yf + (1 - alpha) * (1 - yf), 2 * alpha - 1
+    want = (da_t * ce * u**gamma
+            + a_t * (-xf * u**gamma + ce * gamma * u ** (gamma - 1) * (1 - 2 * p)))
+    focal = lambda y: losses.sigmoid_focal_loss(  # noqa: E731
+        jnp.asarray(xf, jnp.float32), y, alpha=alpha, gamma=gamma).sum()
+    g = _jit(jax.grad(focal))(jnp.asarray(yf, jnp.float32))
     np.testing.assert_allclose(g, want, rtol=1e-5, atol=1e-6)
   # Sparsemax: the gradient is sparsemax(s) - e_y.
   g = _jit(jax.grad(lambda s: losses.multiclass_sparsemax_loss(s, labels).sum()))(x)
