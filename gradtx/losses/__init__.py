@@ -18,8 +18,11 @@ Conventions shared by all losses:
   (``axis``, default the last); the batch is never averaged unless the loss
   says so (``ntxent``, ``ranking_softmax_loss``, the dice losses), exactly
   as in optax. ``where`` masks elements out of that reduction.
-* **Bad input** raises at once: a non-floating ``logits`` array or a
-  non-integer integer-label array raises ``TypeError``; mismatched shapes
+* **Bad input** raises at once: a non-floating ``logits`` array raises
+  ``TypeError``, and so does a floating label array for
+  :func:`softmax_cross_entropy_with_integer_labels` and the CTC losses (the
+  multiclass margin losses take whole-number floats as class indices, as
+  optax does; a fraction there is read as no class); mismatched shapes
   raise ``ValueError``; an out-of-range hyperparameter given as a Python
   number raises :class:`gradtx.errors.HyperparameterError` naming the loss,
   the argument and its allowed range.

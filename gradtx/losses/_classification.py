@@ -8,7 +8,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
-from gradtx.core import NONNEGATIVE, UNIT
+from gradtx.core import ANY, NONNEGATIVE, UNIT
 from gradtx.losses._common import (
     ArrayLike, Axis, _floating, _integer, _wide, _same_shape, _check, _expand_where, _some,
     _log_softmax, _max_shift, _times_log, _label_scores, _broadcast_shape,
@@ -466,6 +466,7 @@ def poly_loss_cross_entropy(
   dtype = x.dtype
   x = _wide(x)
   y = jnp.asarray(labels).astype(x.dtype)
+  _check(name, "epsilon", epsilon, ANY)  # the paper's epsilon >= -1 is advice, not a bound
   epsilon = as_dtype(epsilon, x.dtype)
   where = _expand_where(name, where, x.ndim, axis)
   log_p = _log_softmax(x, axis, where)
@@ -554,7 +555,8 @@ def multiclass_hinge_loss(
 
   Args:
     scores: scores :math:`s`, ``[..., num_classes]``, floating.
-    labels: integer labels :math:`y`, ``[...]``.
+    labels: integer labels :math:`y`, ``[...]`` (whole-number floats are read
+      as class indices, as optax reads them).
 
   Returns:
     the losses, shape ``[...]``.
@@ -592,7 +594,8 @@ def multiclass_perceptron_loss(
 
   Args:
     scores: scores :math:`s`, ``[..., num_classes]``, floating.
-    labels: integer labels :math:`y`, ``[...]``.
+    labels: integer labels :math:`y`, ``[...]`` (whole-number floats are read
+      as class indices, as optax reads them).
 
   Returns:
     the losses, shape ``[...]``.

@@ -141,7 +141,8 @@ def multiclass_sparsemax_loss(
 
   Args:
     scores: scores :math:`s`, ``[..., num_classes]``, floating.
-    labels: integer labels :math:`y`, ``[...]``.
+    labels: integer labels :math:`y`, ``[...]`` (whole-number floats are read
+      as class indices; optax's raises on them).
 
   Returns:
     the losses, ``[...]``.

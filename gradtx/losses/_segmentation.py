@@ -5,7 +5,9 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from gradtx.losses._common import ArrayLike, _broadcastable, _floating, _wide, _same_shape, _rank
+from gradtx.core import NONNEGATIVE
+from gradtx.losses._common import (ArrayLike, _broadcastable, _check, _floating, _wide, _same_shape,
+                                   _rank)
 from gradtx.numerics import as_dtype
 
 
@@ -123,6 +125,9 @@ def _dice_loss(name: str, option: str, predictions: ArrayLike, targets: ArrayLik
   :func:`binary_dice_loss`)."""
   if reduction not in _REDUCTIONS:
     raise ValueError(f"{name}: reduction must be one of {_REDUCTIONS}, got {reduction!r}")
+  # A NaN (or a sign slip) here made every loss of the batch NaN, silently.
+  for arg, value in (("smooth", smooth), ("alpha", alpha), ("beta", beta)):
+    _check(name, arg, value, NONNEGATIVE)
   p = _floating(name, "predictions", predictions)
   t = jnp.asarray(targets)
   if p.ndim == t.ndim - 1:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from gradtx.core import NONNEGATIVE, POSITIVE
+from gradtx.core import ANY, NONNEGATIVE, POSITIVE
 from gradtx.losses._common import (ArrayLike, _broadcastable, _floating, _wide, _check,
                                     _cosine_similarity)
 from gradtx.numerics import as_dtype
@@ -67,6 +67,7 @@ def triplet_margin_loss(
   n = _floating(name, "negatives", negatives)
   _broadcastable(name, "anchors", a, "positives", p)
   _broadcastable(name, "anchors", a, "negatives", n)
+  _check(name, "margin", margin, ANY)
   _check(name, "norm_degree", norm_degree, POSITIVE)
   _check(name, "eps", eps, NONNEGATIVE)
   dtype = a.dtype
