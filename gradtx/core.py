@@ -219,8 +219,9 @@ def check_value(stage: str, name: str, value: Any, allowed: Range, *,
         f"{stage}: {name} must be a real number in {allowed}, got {value!r}")
   if not is_concrete(value):
     return
-  if isinstance(value, (str, bytes, bool)) or getattr(value, "dtype", None) == np.bool_:
-    # numpy would read "1e-3" as a number and True as 1: both are slips (a value
+  if (value is None or isinstance(value, (str, bytes, bool))
+      or getattr(value, "dtype", None) == np.bool_):
+    # numpy would read "1e-3" as a number, True as 1 and None as NaN: all slips (a value
     # left a string by a YAML or command-line parser; a flag in a number's place).
     convert = "int" if allowed.integer else "float"
     hint = f" (convert it with {convert}())" if isinstance(value, (str, bytes)) else ""

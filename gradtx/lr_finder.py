@@ -24,7 +24,7 @@ import numpy as np
 
 from gradtx import tree
 from gradtx.chain import set_hparams
-from gradtx.core import GradientTransformation, apply_updates
+from gradtx.core import GradientTransformation, Range, apply_updates, check_value
 
 __all__ = ["RangeTestResult", "lr_range_test"]
 
@@ -110,6 +110,10 @@ class RangeTestResult:
     ax.set_ylabel("loss")
     ax.legend()
     return ax
+
+
+# Any real number, inf included: the checks below say which range each argument needs.
+_REAL = Range(-math.inf, math.inf)
 
 
 def _check(condition: bool, message: str) -> None:
@@ -232,6 +236,11 @@ def lr_range_test(loss_fn: Callable[[PyTree, Any], jax.Array], params: PyTree,
   _check(isinstance(num_steps, numbers.Integral) and not isinstance(num_steps, bool)
          and num_steps >= 2,
          f"num_steps must be an integer >= 2, got {num_steps!r}")
+  for arg, value in (("min_lr", min_lr), ("max_lr", max_lr), ("smoothing", smoothing),
+                     ("diverge_threshold", diverge_threshold), ("factor", factor)):
+    # A string from a config, None or a bool: else Python's "'<' not supported between
+    # instances of 'int' and 'str'", naming nothing. The ranges are checked below.
+    check_value("lr_range_test", arg, value, _REAL, scalar=True)
   _check(0 < min_lr < max_lr and math.isfinite(max_lr),
          f"need 0 < min_lr < max_lr < inf, got min_lr={min_lr!r}, max_lr={max_lr!r}")
   _check(0 < smoothing <= 1, f"smoothing must be in (0, 1], got {smoothing!r}")

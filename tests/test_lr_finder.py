@@ -159,6 +159,13 @@ ERRORS = [
     ("no smoothing weight", dict(smoothing=0.0), ValueError, r"smoothing must be in \(0, 1\]"),
     ("threshold", dict(diverge_threshold=1.0), ValueError, r"diverge_threshold must be > 1"),
     ("factor", dict(factor=0.5), ValueError, r"factor must be >= 1"),
+    # A string from a config or None raised Python's "'<' not supported between ...".
+    ("string", dict(max_lr="1.0"), gtx.HyperparameterError,
+     r"^lr_range_test: max_lr must be a number .*got '1.0' \(convert it with float\(\)\)"),
+    ("none", dict(smoothing=None), gtx.HyperparameterError,
+     r"^lr_range_test: smoothing must be a number .*got None"),
+    ("bool", dict(factor=True), gtx.HyperparameterError,
+     r"^lr_range_test: factor must be a number .*got True"),
 ]
 
 

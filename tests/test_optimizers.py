@@ -333,10 +333,10 @@ _ADAM_FAMILY = ["adam", "adamw", "amsgrad", "lamb", "nadam", "nadamw", "optimist
 
 BAD_OPTIONS = [
     *[pytest.param(lambda name=name: getattr(gtx, name)(0.1, eps_root=None),
-                   r"^scale_by_(adam|amsgrad): eps_root must be in \[0, inf\), got None",
+                   r"^scale_by_(adam|amsgrad): eps_root must be a number in \[0, inf\), got None",
                    id=f"{name}-eps_root-None") for name in _ADAM_FAMILY],
     (lambda: gtx.contrib.muon(0.1, adam_eps_root=None),
-     r"^scale_by_adam: eps_root must be in \[0, inf\), got None"),
+     r"^scale_by_adam: eps_root must be a number in \[0, inf\), got None"),
     (lambda: gtx.adagrad(0.1, initial_accumulator_value=float("nan")),
      r"^scale_by_rss: initial_accumulator_value must be in \[0, inf\), got nan"),
     (lambda: gtx.adagrad(0.1, initial_accumulator_value=[0.1]),
@@ -353,7 +353,7 @@ BAD_OPTIONS = [
     (lambda: gtx.adafactor(min_dim_size_to_factor=float("nan")),
      r"^scale_by_factored_rms: min_dim_size_to_factor must be in \[0, .*got nan"),
     (lambda: gtx.adafactor(min_dim_size_to_factor=None),
-     r"^scale_by_factored_rms: min_dim_size_to_factor must be in \[0, .*got None"),
+     r"^scale_by_factored_rms: min_dim_size_to_factor must be a number in \[0, .*got None"),
     # One number: [128] passed (each entry in range), then "'<' not supported between
     # instances of 'int' and 'list'" at init.
     (lambda: gtx.adafactor(min_dim_size_to_factor=[128]),
