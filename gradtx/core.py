@@ -194,7 +194,7 @@ def branch(pred: Any, true_fn: Callable[..., Any], false_fn: Callable[..., Any],
 def check_value(stage: str, name: str, value: Any, allowed: Range, *,
                 scalar: bool = False, held: Any = None) -> None:
   """Raises :class:`HyperparameterError` if a concrete ``value`` is outside ``allowed``,
-  or is a string, a bool (which numpy would read as numbers) or complex; with ``scalar``,
+  or is a string, a bool, None (which numpy would read as numbers) or complex; with ``scalar``,
   also if it is an array and the range is not a ``vector``. An infinite value
   refused for being infinite is named so ("must be a finite number in [0, inf)").
 
