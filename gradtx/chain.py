@@ -17,7 +17,6 @@ wrap appear under the wrapper's name.
 from __future__ import annotations
 
 import contextlib
-import difflib
 import keyword
 from typing import Any, Iterator, Mapping
 
@@ -28,7 +27,7 @@ import numpy as np
 from gradtx._flax_serialization import register_with_flax, serializable
 from gradtx.core import (GradientTransformation, HParams, as_transformation, check_value,
                          foreign_state_hint, placed_like)
-from gradtx.errors import GradtxError, HyperparameterError, StructureError
+from gradtx.errors import GradtxError, HyperparameterError, StructureError, did_you_mean
 
 PyTree = Any
 
@@ -457,10 +456,9 @@ def set_hparams(state: PyTree, values: Mapping[str, Any]) -> PyTree:
   if unknown and next(_find_hparams(state), None) is None:  # every gradtx stage state has one
     raise HyperparameterError(_NO_HPARAMS.format(name=unknown[0]))
   if unknown:
-    close = difflib.get_close_matches(unknown[0], list(named), n=3)
-    hint = f" (did you mean {' or '.join(map(repr, close))}?)" if close else ""
-    raise HyperparameterError(
-        f"unknown hyperparameter {unknown[0]!r}{hint}; the valid names are {sorted(named)}")
+    raise HyperparameterError(f"unknown hyperparameter {unknown[0]!r}"
+                              f"{did_you_mean(unknown[0], named)}; the valid names are "
+                              f"{sorted(named)}")
   leaves, treedef = jax.tree_util.tree_flatten(state, is_leaf=lambda x: isinstance(x, HParams))
   holders = [i for i, leaf in enumerate(leaves) if isinstance(leaf, HParams)]
   for dotted, value in values.items():

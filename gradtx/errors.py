@@ -7,6 +7,9 @@ message reads ``stage 'outer.adam': grads and state.mu differ at ['w']``.
 
 from __future__ import annotations
 
+import difflib
+from typing import Any, Iterable
+
 
 class GradtxError(Exception):
   """Base class of gradtx's own errors; ``stage_path`` names the stage."""
@@ -38,6 +41,13 @@ class StructureError(GradtxError, ValueError):
 
 class MissingArgumentError(GradtxError, TypeError):
   """A stage needs an argument of ``update`` (params, value, ...) it did not get."""
+
+
+def did_you_mean(name: Any, names: Iterable[Any], n: int = 3) -> str:
+  """`` (did you mean 'a' or 'b'?)`` for the entries of ``names`` closest to a misspelt
+  ``name``, or ``""`` where none is close."""
+  close = difflib.get_close_matches(str(name), [str(x) for x in names], n=n)
+  return f" (did you mean {' or '.join(map(repr, close))}?)" if close else ""
 
 
 # optax.chain and optax's wrappers call a transformation that is not an instance of optax's

@@ -25,7 +25,6 @@ float32 (float64 under ``jax_enable_x64``), as hyperparameters are.
 
 from __future__ import annotations
 
-import difflib
 from typing import Any, Callable, Iterator, Mapping, NamedTuple, cast
 
 import jax
@@ -37,6 +36,7 @@ from gradtx._flax_serialization import serializable
 from gradtx.chain import ChainState, values_by_name
 from gradtx.core import (GradientTransformation, HParams, HParamSpec, as_transformation,
                          check_state, require_params)
+from gradtx.errors import did_you_mean
 from gradtx.numerics import as_dtype, compute_dtype, safe_divide
 from gradtx.tree_utils import tree_sum
 
@@ -328,8 +328,7 @@ def monitor(*statistics: str | Mapping[str, Any], inner: GradientTransformation 
       raise TypeError(f"monitor: statistics are named by strings, got {name!r}; give "
                       "either names or one dict of measures (chain two monitors to have both)")
     if name not in _STATISTICS:
-      close = difflib.get_close_matches(str(name), MONITOR_STATISTICS, n=2)
-      hint = f" (did you mean {' or '.join(map(repr, close))}?)" if close else ""
+      hint = did_you_mean(name, MONITOR_STATISTICS, n=2)
       raise ValueError(f"monitor: unknown statistic {name!r}{hint}; the statistics are "
                        f"{list(MONITOR_STATISTICS)}")
     if _STATISTICS[name].needs_inner and inner is None:

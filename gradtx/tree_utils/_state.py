@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import difflib
 from collections.abc import Mapping
 from typing import Any, Callable
 
@@ -14,7 +13,7 @@ import numpy as np
 from gradtx import tree as _tree
 from gradtx.chain import ChainState, set_hparams
 from gradtx.core import HParams, check_value, placed_like
-from gradtx.errors import HyperparameterError, StructureError
+from gradtx.errors import HyperparameterError, StructureError, did_you_mean
 
 PyTree = Any
 
@@ -298,8 +297,7 @@ def tree_set(tree: PyTree, filtering: Callable[[KeyPath, Any], bool] | None = No
     plain: set[str] = set()
     _all_keys(tree, state, plain)
     keys = sorted(state) + sorted(plain - state)  # the state's own names first
-    close = difflib.get_close_matches(str(key), keys, n=3)
-    hint = f" (did you mean {' or '.join(map(repr, close))}?)" if close else ""
+    hint = did_you_mean(key, keys)
     more = f" and {len(keys) - _KEYS_SHOWN} more" if len(keys) > _KEYS_SHOWN else ""
     raise KeyError(f"tree_set: found no value for {key!r}{hint}; the keys in the tree "
                    f"are {keys[:_KEYS_SHOWN]}{more}")
