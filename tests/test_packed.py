@@ -308,12 +308,14 @@ def test_init_refuses_packed_params_with_an_integer_buffer_naming_its_leaves():
 _REAL_ONLY = {"rprop", "sm3"}
 
 
-# Real params alone for the real-only ones: the complex case's float32 buffer is checked
-# as tightly, and each case compiles two training loops (the suite's time is compiling).
+# The mixed tree alone (float32, bfloat16 and complex64 buffers), and real params for the
+# real-only ones: each case compiles two training loops (the suite's time is compiling),
+# and a float32 and complex64 tree added 44 compiles to check those buffers to 2e-5, not
+# 2e-4 (bfloat16's rounding reaches them through the loss); a wrong segment is off by far more.
 @pytest.mark.parametrize("name, make", [
     (name, make) for name in gtx.optimizers.__all__
-    for make in ([_params] if name in _REAL_ONLY else []) + [_complex_and_real, _mixed]],
-    ids=lambda x: {_params: "real", _complex_and_real: "complex", _mixed: "mixed"}.get(x, x))
+    for make in ([_params] if name in _REAL_ONLY else []) + [_mixed]],
+    ids=lambda x: {_params: "real", _mixed: "mixed"}.get(x, x))
 def test_every_optimizer_gives_tree_modes_results(name, make):
   tx, params = _build(name), make()
   if make is not _params and name in _REAL_ONLY:
