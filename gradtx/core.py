@@ -32,6 +32,8 @@ import dataclasses
 import functools
 import inspect
 import math
+import os
+import sys
 from typing import TYPE_CHECKING, Any, Callable, Iterator, Mapping, NamedTuple, Protocol, cast
 
 import chex
@@ -451,6 +453,31 @@ def _check_takes_the_count(stage: str, name: str, schedule: Callable[..., Any]) 
         f"{name}(count); the function given takes {signature}") from None
 
 
+_OPTAX_INJECT = os.path.join("optax", "schedules", "_inject.py")
+
+
+def _refuse_optax_injection(stage: str) -> None:
+  """Raises if this stage is being built by ``optax.inject_hyperparams``.
+
+  That wrapper rebuilds its inner transformation at every step with the values of
+  the step and runs the rebuilt ``update`` on the state its first ``init`` made. A
+  gradtx stage reads its hyperparameters from that state, so the rebuilt values
+  (a schedule's among them) would be dropped without a word. Construction is the
+  one moment the wrapper can be seen: it is on the call stack.
+  """
+  frame = sys._getframe(2)  # pylint: disable=protected-access
+  while frame is not None:
+    if frame.f_code.co_filename.endswith(_OPTAX_INJECT):
+      raise HyperparameterError(
+          f"{stage}: built inside optax.inject_hyperparams, whose values would never "
+          "be used: a gradtx stage reads its hyperparameters from its state, made once "
+          "by init, so the values inject_hyperparams rebuilds it with at each step "
+          "(a schedule's included) would not reach the update. Build the optimizer "
+          "directly (gtx.adam(schedule) for a schedule) and read or set its values "
+          "by name with gtx.hparams and gtx.set_hparams.")
+    frame = frame.f_back
+
+
 class HParamSpec:
   """The numeric hyperparameters a transformation was built with.
 
@@ -466,6 +493,8 @@ class HParamSpec:
   """
 
   def __init__(self, stage: str, **entries: tuple[ScalarOrSchedule | tuple[Any, ...], Range]):
+    if entries:
+      _refuse_optax_injection(stage)
     self.stage = stage
     self.values: dict[str, ScalarOrSchedule | tuple[Any, ...]] = {}
     self.slots: dict[str, _Slot] = {}

@@ -197,22 +197,25 @@ def test_the_adam_row_quotes_the_first_steps():
   np.testing.assert_allclose(ours, -g / (np.abs(g) + 1e-8), rtol=1.2e-7)  # 2 ulps: the paper's
 
 
-def test_optax_inject_hyperparams_does_not_reach_a_gradtx_state():
-  # The page says so: the stage steps by the value its state holds (set at init), not by
-  # the one optax.inject_hyperparams builds it with; set_hparams is what changes it.
-  import jax
+def test_optax_inject_hyperparams_around_a_gradtx_optimizer_is_refused_at_init():
+  # A gradtx stage steps by the value its state holds (set at init), not by the one
+  # optax.inject_hyperparams rebuilds it with at every step: a scheduled learning rate
+  # stayed at its step-0 value (0.1 here, where the schedule gave 0.3 by step 3) with
+  # no word. The wrapper is refused, the first time it builds the stage.
   import jax.numpy as jnp
   optax = pytest.importorskip("optax")
-  params = jnp.ones(2)
-  with jax.numpy_dtype_promotion("standard"):  # optax is not strict-clean
-    tx = optax.inject_hyperparams(gtx.sgd)(learning_rate=lambda count: 0.1 * (count + 1))
-    state = tx.init(params)
-    for _ in range(3):
-      updates, state = jax.jit(tx.update)(jnp.ones(2), state, params)
-    np.testing.assert_allclose(state.hyperparams["learning_rate"], 0.3, rtol=1e-6)
-    np.testing.assert_allclose(updates, [-0.1, -0.1], rtol=1e-6)  # 0.1, the step-0 value
-    inner = gtx.set_hparams(state.inner_state, {"lr.learning_rate": 0.3})
-    updates, _ = tx.update(jnp.ones(2), state._replace(inner_state=inner), params)
+  schedule = lambda count: 0.1 * (count + 1).astype(jnp.float32)  # noqa: E731
+  tx = optax.inject_hyperparams(gtx.sgd)(learning_rate=schedule)
+  with pytest.raises(gtx.HyperparameterError, match=(
+      r"^scale_by_learning_rate: built inside optax.inject_hyperparams, whose values would "
+      r"never be used: .* Build the optimizer directly \(gtx.adam\(schedule\) for a "
+      r"schedule\) and read or set its values by name with gtx.hparams and gtx.set_hparams")):
+    tx.init(jnp.ones(2))
+  # Built outside it, as the page says, the schedule reaches the step.
+  tx = gtx.sgd(schedule)
+  state = tx.init(jnp.ones(2))
+  for _ in range(3):
+    updates, state = tx.update(jnp.ones(2), state)
   np.testing.assert_allclose(updates, [-0.3, -0.3], rtol=1e-6)
   assert "Do not wrap a gradtx optimizer in `optax.inject_hyperparams`" in PAGE.read_text()
 
