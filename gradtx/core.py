@@ -782,8 +782,25 @@ def as_transformation(tx: Any, where: str = "chain") -> GradientTransformation:
       return tx.update(updates, state, params, **extra)
     return tx.update(updates, state, params)
 
-  return GradientTransformation(tx.init, update, name=type(tx).__name__.lower(),
+  return GradientTransformation(tx.init, update, name=_built_by(tx)[1].lower(),
                                 options={"wrapped": tx})
+
+
+def _built_by(tx: Any) -> tuple[str, str]:
+  """(package, factory) of a foreign transformation: ``("optax", "clip")`` for optax.clip(1.0).
+
+  optax's transformations are NamedTuples of two closures, alike but for the function
+  that made them, which the update's qualified name gives (``clip.<locals>.update_fn``,
+  ``MultiSteps.update``). Without one (a lambda, a module-level function), the type's.
+  """
+  update = getattr(tx, "update", None)
+  qualname = getattr(update, "__qualname__", "")
+  factory = qualname.split(".<locals>", 1)[0] if ".<locals>" in qualname else (
+      qualname.rpartition(".")[0])
+  if not factory.isidentifier():
+    factory = type(tx).__name__
+  package = (getattr(update, "__module__", None) or type(tx).__module__).partition(".")[0]
+  return package, factory
 
 
 def format_value(value: Any) -> str:
@@ -797,6 +814,8 @@ def format_value(value: Any) -> str:
       return np.dtype(value).name  # a dtype, such as jnp.bfloat16
   except (TypeError, ValueError):  # np.dtype({...}) raises ValueError: a mask, not a dtype
     pass
+  if callable(getattr(value, "init", None)) and callable(getattr(value, "update", None)):
+    return ".".join(_built_by(value))  # a foreign transformation: optax.clip, not addresses
   if callable(value) and not hasattr(value, "init") and "<" in repr(value):
     return getattr(value, "__qualname__", getattr(value, "__name__", repr(value)))
   return repr(value)

@@ -108,6 +108,17 @@ def test_optax_stage_error_gets_a_note_naming_the_stage():
   assert "gradtx: raised in stage 'outer.opt'" in info.value.__notes__
 
 
+def test_positional_optax_stages_are_named_after_the_function_that_built_them():
+  # Every optax transformation is one NamedTuple type: positional stages were all named
+  # 'gradienttransformation' (then _1, _2), and repr showed two function addresses each.
+  tx = gtx.chain(optax.clip(1.0), gtx.adam(0.1), optax.zero_nans(), optax.clip(2.0),
+                 optax.MultiSteps(optax.sgd(0.1), 2).gradient_transformation())
+  assert list(tx.init(_params())) == ["clip", "adam", "zero_nans", "clip_1", "multisteps"]
+  assert "  clip=clip(wrapped=optax.clip),\n" in repr(tx)
+  assert "  multisteps=multisteps(wrapped=optax.MultiSteps),\n" in repr(tx)
+  assert " at 0x" not in repr(tx)
+
+
 def test_error_in_init_names_the_stage():
   tx = gtx.chain(decay=gtx.add_decayed_weights(0.1, mask={"typo": True}))
   with pytest.raises(gtx.StructureError, match=r"stage 'decay': masked: .*\['typo'\]"):
