@@ -717,6 +717,16 @@ def test_sigmoid_losses_infinite_logits():
     np.testing.assert_allclose(g, [-1, 1, -0.5 * 0.5**gamma, 0.75 * 0.75**gamma], rtol=1e-6)
   g = _finite_grad(lambda x: losses.sigmoid_focal_loss(x, y, alpha=0.25).sum(), x)[0]
   np.testing.assert_allclose(g, [-0.25, 0.75, -0.5 * 0.5**3, 0.75 * 0.75**2 * 0.625], rtol=1e-6)
+  # alpha 0 (or 1) weighs the positive (negative) class by 0: its infinite losses count
+  # for nothing, where 0 * inf was NaN (as in optax) and made the batch's mean NaN.
+  x, y = jnp.array([-jnp.inf, jnp.inf, 2.0]), jnp.array([1.0, 0.0, 1.0])
+  for alpha, want in ((0.0, [0, np.inf, 0]), (1.0, [np.inf, 0, None])):
+    got = np.asarray(losses.sigmoid_focal_loss(x, y, alpha=alpha))
+    assert not np.isnan(got).any(), (alpha, got)
+    for k in (0, 1):
+      assert got[k] == want[k], (alpha, got)
+    g = _finite_grad(lambda x: losses.sigmoid_focal_loss(x, y, alpha=alpha).sum(), x)[0]
+    np.testing.assert_array_equal(np.asarray(g)[:2] == 0, [alpha == 0, alpha == 1])
 
 
 def test_focal_gamma_zero_is_cross_entropy():

@@ -358,7 +358,8 @@ def sigmoid_focal_loss(
     labels: labels in :math:`\{0, 1\}` or :math:`[0, 1]`, broadcastable to
       ``logits``.
     alpha: the weight :math:`\alpha \in [0, 1]` of the positive class, or
-      None (default) for no weighting.
+      None (default) for no weighting. Where :math:`\alpha_t = 0` the loss is
+      0, an infinite cross entropy's too (optax's is NaN there).
     gamma: the focusing exponent :math:`\gamma \ge 0` (default 2.0);
       :math:`\gamma = 0` is the cross entropy.
 
@@ -414,7 +415,10 @@ def sigmoid_focal_loss(
                    jnp.where(infinite, 0, ce) * weight)
   if alpha is not None:
     alpha = as_dtype(alpha, x.dtype)
-    loss = (alpha * y + (1 - alpha) * (1 - y)) * loss
+    alpha_t = alpha * y + (1 - alpha) * (1 - y)
+    # A class weighed 0 (alpha 0 or 1) counts for nothing, its infinite losses too:
+    # 0 * inf was NaN, as in optax, and made the batch's mean NaN.
+    loss = jnp.where(alpha_t == 0, 0, alpha_t * loss)
   return loss.astype(dtype)
 
 
