@@ -617,6 +617,16 @@ def test_integer_labels_minus_inf_and_out_of_range():
                    logits)[0]
   np.testing.assert_allclose(g, [[1 / (1 + math.e) - 1, 0, math.e / (1 + math.e)]], rtol=1e-6)
   assert np.isnan(losses.softmax_cross_entropy_with_integer_labels(logits, jnp.array([3])))[0]
+  # Every class ruled out: the label's probability is 0, a loss of inf as the one-hot
+  # label's in softmax_cross_entropy (log 0 - (-inf) was NaN), and a gradient of 0.
+  dead = jnp.array([[-jnp.inf] * 3, [0.0, 1.0, -jnp.inf]])
+  onehot = jnp.array([[0.0, 1.0, 0.0], [0.0, 1.0, 0.0]])
+  for f in (lambda x: losses.softmax_cross_entropy_with_integer_labels(x, jnp.array([1, 1])),
+            lambda x: losses.softmax_cross_entropy(x, onehot)):
+    np.testing.assert_allclose(f(dead), [np.inf, math.log(1 + 1 / math.e)], rtol=1e-6)
+    g = _finite_grad(lambda x: f(x).sum(), dead)[0]
+    np.testing.assert_allclose(g, [[0, 0, 0], [1 / (1 + math.e), -1 / (1 + math.e), 0]],
+                               rtol=1e-6)
   # As documented (and as optax): a negative label counts from the end; below -3 it is NaN.
   x = jnp.array([[0.0, 1.0, 2.0]] * 3)
   got = losses.softmax_cross_entropy_with_integer_labels(x, jnp.array([-1, -3, -4]))

@@ -275,10 +275,15 @@ def softmax_cross_entropy_with_integer_labels(
   # Both terms from the row's largest logit: four logits of 1e4 lost log 4 to float32's
   # steps of 1e-3 near 1e4, and two at float32's max gave log 2 = 0. The shift is fused
   # into the sum and the gather, not applied to the logits (a pass over them).
-  _, shift = _max_shift(x, axis, some)
+  top, shift = _max_shift(x, axis, some)
   label_logits = jnp.take_along_axis(x, jnp.expand_dims(y, axis), axis=axis)
-  out = (jnp.log(jnp.sum(jnp.exp(x - shift), axis=axis, where=some, keepdims=True))
-         - (label_logits - shift)).squeeze(axis)
+  total = jnp.sum(jnp.exp(x - shift), axis=axis, where=some, keepdims=True)
+  # A row whose every logit is -inf: the label's probability is 0, so its loss is inf,
+  # as softmax_cross_entropy's, not log 0 - (-inf) = NaN; its sum is taken as 1 (per
+  # row, not a pass over the logits) so that its gradient is 0, not 0 / 0.
+  dead = top == -jnp.inf
+  out = jnp.where(dead, jnp.inf,
+                  jnp.log(jnp.where(dead, 1, total)) - (label_logits - shift)).squeeze(axis)
   if where is not None:
     out = jnp.where(jnp.any(where, axis=axis), out, 0)
   return out.astype(dtype)
