@@ -183,7 +183,8 @@ def lr_range_test(loss_fn: Callable[[PyTree, Any], jax.Array], params: PyTree,
 
   Args:
     loss_fn: ``loss_fn(params, batch) -> scalar loss``, differentiable in
-      ``params``.
+      ``params``' floating leaves (integer buffers and keys among them are
+      left as they are).
     params: the initial parameters (unchanged on return).
     batches: the batches, one per step. A sequence (a list, even of one
       batch) is cycled over; an iterator is consumed, and the run stops if it
@@ -254,7 +255,9 @@ def lr_range_test(loss_fn: Callable[[PyTree, Any], jax.Array], params: PyTree,
   params, state = tree.copy(params), tree.copy(state)  # donated below, not the caller's
 
   def step(params, state, batch):
-    loss, grads = jax.value_and_grad(loss_fn)(params, batch)
+    # allow_int: an integer buffer or a key among the params gets a float0 gradient, for
+    # which tx.update takes no step, as in a training step that does the same.
+    loss, grads = jax.value_and_grad(loss_fn, allow_int=True)(params, batch)
     updates, state = tx.update(grads, state, params)
     return apply_updates(params, updates), state, loss
 

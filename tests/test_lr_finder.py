@@ -106,6 +106,20 @@ def test_the_callers_params_and_state_are_unchanged_and_not_donated():
     assert type(getattr(result, field)) is float
 
 
+def test_params_with_an_integer_buffer_and_a_key_sweep_as_their_float_leaves_alone():
+  # It raised jax's "grad requires real- or complex-valued inputs": the step took the
+  # gradient of every leaf, where tx.update takes no step for an integer buffer or a key.
+  quadratic = _quadratic(4.0)
+  loss_fn = lambda p, batch: quadratic(p["w"], batch)  # noqa: E731
+  params = {"w": jnp.arange(1.0, 4.0), "steps": jnp.int32(7), "key": jax.random.key(0)}
+  kwargs = dict(max_lr=0.45, num_steps=12)
+  result = lr_range_test(loss_fn, params, [None], gtx.sgd(0.1), **kwargs)
+  alone = lr_range_test(quadratic, params["w"], [None], gtx.sgd(0.1), **kwargs)
+  assert result.stop_reason == alone.stop_reason == "completed"
+  np.testing.assert_array_equal(result.losses, alone.losses)
+  assert result.losses[-1] < 0.5 * result.losses[0]  # it trained
+
+
 def test_a_nonfinite_loss_stops_the_run():
   result = lr_range_test(_quadratic(1e4), jnp.ones(3), [None], gtx.sgd(0.1), max_lr=1e3,
                          diverge_threshold=1e300)
