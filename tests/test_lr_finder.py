@@ -2,6 +2,7 @@
 whose best rate is known, early stopping, no recompilation, the caller's state untouched."""
 
 import itertools
+import weakref
 
 import jax
 import jax.numpy as jnp
@@ -133,6 +134,33 @@ def test_an_iterator_that_runs_out_stops_the_run():
   batches = iter([jnp.zeros(2)] * 7)
   result = lr_range_test(_quadratic(1.0), jnp.ones(2), batches, gtx.sgd(0.1))
   assert result.stop_reason == "out of batches" and len(result.lrs) == 7
+
+
+def test_an_iterable_is_iterated_again_not_held_in_memory():
+  # A data loader (iterable, not an iterator) went through itertools.cycle, which keeps
+  # every batch it yields: a loader longer than num_steps held num_steps batches at once.
+  class Loader:
+    def __init__(self):
+      self.passes, self.yielded, self.most_alive = 0, [], 0
+
+    def __iter__(self):
+      self.passes += 1
+      for i in range(3):
+        self.most_alive = max(self.most_alive, sum(r() is not None for r in self.yielded))
+        batch = np.full(2, 0.1 * i, np.float32)
+        self.yielded.append(weakref.ref(batch))
+        yield batch
+
+  loader = Loader()
+  result = lr_range_test(_quadratic(1.0), jnp.ones(2), loader, gtx.sgd(0.1), max_lr=0.5,
+                         num_steps=8)
+  assert result.stop_reason == "completed" and loader.passes == 3
+  assert loader.most_alive <= 2  # the batch of the step running and the one before
+  losses, _ = _numpy_run(1.0, np.ones(2), result.lrs, 0.05, [0.0, 0.1, 0.2])
+  np.testing.assert_allclose(result.losses, losses, rtol=1e-6)
+  # An empty sequence runs no step.
+  assert lr_range_test(_quadratic(1.0), jnp.ones(2), [], gtx.sgd(0.1)).stop_reason == (
+      "out of batches")
 
 
 def test_a_named_rate_inside_a_custom_chain():
