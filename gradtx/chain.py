@@ -411,10 +411,34 @@ def _check_is_state(where: str, state: Any, what: str = "the state given") -> No
 def values_by_name(state: PyTree, kind: type = HParams) -> dict[str, Any]:
   """Every entry of every ``kind`` mapping in a state, by dotted name (behind :func:`hparams`
   and :func:`gradtx.stats`)."""
-  _check_is_state("hparams" if kind is HParams else kind.__name__.lower(), state)
+  where = "hparams" if kind is HParams else kind.__name__.lower()
+  _check_is_state(where, state)
   found = list(_find_hparams(state, kind=kind))
+  if not found and _turned_into_mappings(state):
+    what = "hyperparameters" if kind is HParams else "statistics"
+    raise HyperparameterError(_PLAIN_MAPPINGS.format(where=where, what=what))
   return {name: found[index][1][key]
           for name, (index, key) in _named_slots(state, kind).items()}
+
+
+# Said where hparams or stats would read nothing from such a state: nnx.state and flax's
+# state dict turn every node into a dict of its children (and nnx drops the empty ones), so
+# a stage's name and a field of its state read alike, and the ranges are gone.
+_PLAIN_MAPPINGS = (
+    "{where}: this state holds no gradtx {what}: it is a gradtx state turned into plain "
+    "mappings (nnx.state(optimizer), flax.serialization.to_state_dict, a checkpoint restored "
+    "without a target), which keep the values but not the stage names. Read them from the "
+    "state that init made (optimizer.opt_state for flax.nnx.Optimizer), or restore into the "
+    "structure of tx.init(params)")
+
+
+def _turned_into_mappings(state: PyTree) -> bool:
+  """Whether ``state`` is a gradtx state whose nodes became plain mappings: one holds, in
+  place of a stage state's :class:`~gradtx.core.HParams`, a mapping under ``"hparams"``."""
+  if not isinstance(state, Mapping) or isinstance(state, (ChainState, HParams)):
+    return False
+  return any(key == "hparams" and isinstance(value, Mapping) and not isinstance(value, HParams)
+             or _turned_into_mappings(value) for key, value in state.items())
 
 
 # Said instead of "the valid names are []" for a state that holds no HParams at all: one from

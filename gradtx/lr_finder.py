@@ -14,10 +14,9 @@ only the curve, so the caller's model is exactly as it was.
 from __future__ import annotations
 
 import dataclasses
-import itertools
 import math
 import numbers
-from typing import Any, Callable, Iterable
+from typing import Any, Callable, Iterable, Iterator
 
 import jax
 import numpy as np
@@ -142,6 +141,19 @@ def _suggestions(lrs: np.ndarray, smoothed: np.ndarray) -> tuple[float, float]:
   return float(lrs[steepest]), float(lrs[lowest])
 
 
+def _repeated(batches: Iterable[Any]) -> Iterator[Any]:
+  """The batches of an iterable that can be iterated again (a list, a data loader), over and
+  over; none for an empty one. Not ``itertools.cycle``, which keeps every batch it yields:
+  a data loader's whole first pass, up to ``num_steps`` batches, held at once."""
+  while True:
+    empty = True
+    for batch in batches:
+      empty = False
+      yield batch
+    if empty:
+      return
+
+
 def lr_range_test(loss_fn: Callable[[PyTree, Any], jax.Array], params: PyTree,
                   batches: Iterable[Any], tx: GradientTransformation, *,
                   name: str = "lr.learning_rate", state: PyTree | None = None,
@@ -183,11 +195,13 @@ def lr_range_test(loss_fn: Callable[[PyTree, Any], jax.Array], params: PyTree,
 
   Args:
     loss_fn: ``loss_fn(params, batch) -> scalar loss``, differentiable in
-      ``params``.
+      ``params``' floating leaves (integer buffers and keys among them are
+      left as they are).
     params: the initial parameters (unchanged on return).
     batches: the batches, one per step. A sequence (a list, even of one
-      batch) is cycled over; an iterator is consumed, and the run stops if it
-      runs out.
+      batch) or another iterable that can be iterated again (a data loader)
+      is iterated over again each time it ends; an iterator is consumed, and
+      the run stops if it runs out.
     tx: the optimizer; its learning rate must be a hyperparameter held as a
       number (not a schedule) named ``name``.
     name: the dotted name of the rate in the state, default
@@ -254,12 +268,14 @@ def lr_range_test(loss_fn: Callable[[PyTree, Any], jax.Array], params: PyTree,
   params, state = tree.copy(params), tree.copy(state)  # donated below, not the caller's
 
   def step(params, state, batch):
-    loss, grads = jax.value_and_grad(loss_fn)(params, batch)
+    # allow_int: an integer buffer or a key among the params gets a float0 gradient, for
+    # which tx.update takes no step, as in a training step that does the same.
+    loss, grads = jax.value_and_grad(loss_fn, allow_int=True)(params, batch)
     updates, state = tx.update(grads, state, params)
     return apply_updates(params, updates), state, loss
 
   step = jax.jit(step, donate_argnums=(0, 1))
-  stream = iter(batches) if iter(batches) is batches else itertools.cycle(batches)
+  stream = iter(batches) if iter(batches) is batches else _repeated(batches)
 
   losses: list[float] = []
   smoothed: list[float] = []

@@ -600,6 +600,29 @@ def test_setting_a_hyperparameter_on_a_state_that_holds_none_says_why(where):
   assert gtx.hparams(gtx.adam(0.1).init(params))["lr.learning_rate"] == np.float32(0.1)
 
 
+@pytest.mark.parametrize("where", ["nnx_state", "state_dict"])
+def test_reading_hyperparameters_of_a_state_turned_into_plain_mappings_says_why(where):
+  # hparams and stats gave {}: nnx.state(optimizer) and flax's state dict keep the values but
+  # turn every node into a dict of its children and drop empty ones, so stage names and a
+  # stage state's fields read alike ({'inner_state': {'lr': ...}} is a masked stage, or a
+  # stage named inner_state) and the ranges are gone; a logger of gtx.hparams logged nothing.
+  from flax import serialization  # pylint: disable=import-outside-toplevel
+  tx = gtx.chain(m=gtx.monitor("norm"), opt=gtx.masked(gtx.adam(0.1), {"w": True, "b": False}))
+  if where == "nnx_state":
+    model = _NnxMLP(nnx.Rngs(0))
+    tx = gtx.chain(m=gtx.monitor("norm"), opt=gtx.adam(0.1))
+    state = nnx.state(nnx.Optimizer(model, tx, wrt=nnx.Param))
+  else:
+    state = serialization.to_state_dict(tx.init({"w": jnp.ones(2), "b": jnp.ones(())}))
+  for read in (gtx.hparams, gtx.stats):
+    with pytest.raises(gtx.HyperparameterError,
+                       match=r"gradtx state turned into plain mappings.*nnx.state\(optimizer\)"
+                             r".*optimizer.opt_state"):
+      read(state)
+  # A state that never held any (an optax stage's) has none to read.
+  assert gtx.hparams(gtx.chain(adam=optax.adam(0.1)).init({"w": jnp.ones(2)})) == {}
+
+
 _MAPPED_BY_OPTAX = {
     "masked": lambda: gtx.masked(gtx.adam(0.1), {"w": True, "b": False}),
     "partition": lambda: gtx.partition({"a": gtx.adam(0.1), "s": gtx.sgd(0.1, 0.9)},

@@ -2,6 +2,7 @@
 whose best rate is known, early stopping, no recompilation, the caller's state untouched."""
 
 import itertools
+import weakref
 
 import jax
 import jax.numpy as jnp
@@ -106,6 +107,20 @@ def test_the_callers_params_and_state_are_unchanged_and_not_donated():
     assert type(getattr(result, field)) is float
 
 
+def test_params_with_an_integer_buffer_and_a_key_sweep_as_their_float_leaves_alone():
+  # It raised jax's "grad requires real- or complex-valued inputs": the step took the
+  # gradient of every leaf, where tx.update takes no step for an integer buffer or a key.
+  quadratic = _quadratic(4.0)
+  loss_fn = lambda p, batch: quadratic(p["w"], batch)  # noqa: E731
+  params = {"w": jnp.arange(1.0, 4.0), "steps": jnp.int32(7), "key": jax.random.key(0)}
+  kwargs = dict(max_lr=0.45, num_steps=12)
+  result = lr_range_test(loss_fn, params, [None], gtx.sgd(0.1), **kwargs)
+  alone = lr_range_test(quadratic, params["w"], [None], gtx.sgd(0.1), **kwargs)
+  assert result.stop_reason == alone.stop_reason == "completed"
+  np.testing.assert_array_equal(result.losses, alone.losses)
+  assert result.losses[-1] < 0.5 * result.losses[0]  # it trained
+
+
 def test_a_nonfinite_loss_stops_the_run():
   result = lr_range_test(_quadratic(1e4), jnp.ones(3), [None], gtx.sgd(0.1), max_lr=1e3,
                          diverge_threshold=1e300)
@@ -119,6 +134,33 @@ def test_an_iterator_that_runs_out_stops_the_run():
   batches = iter([jnp.zeros(2)] * 7)
   result = lr_range_test(_quadratic(1.0), jnp.ones(2), batches, gtx.sgd(0.1))
   assert result.stop_reason == "out of batches" and len(result.lrs) == 7
+
+
+def test_an_iterable_is_iterated_again_not_held_in_memory():
+  # A data loader (iterable, not an iterator) went through itertools.cycle, which keeps
+  # every batch it yields: a loader longer than num_steps held num_steps batches at once.
+  class Loader:
+    def __init__(self):
+      self.passes, self.yielded, self.most_alive = 0, [], 0
+
+    def __iter__(self):
+      self.passes += 1
+      for i in range(3):
+        self.most_alive = max(self.most_alive, sum(r() is not None for r in self.yielded))
+        batch = np.full(2, 0.1 * i, np.float32)
+        self.yielded.append(weakref.ref(batch))
+        yield batch
+
+  loader = Loader()
+  result = lr_range_test(_quadratic(1.0), jnp.ones(2), loader, gtx.sgd(0.1), max_lr=0.5,
+                         num_steps=8)
+  assert result.stop_reason == "completed" and loader.passes == 3
+  assert loader.most_alive <= 2  # the batch of the step running and the one before
+  losses, _ = _numpy_run(1.0, np.ones(2), result.lrs, 0.05, [0.0, 0.1, 0.2])
+  np.testing.assert_allclose(result.losses, losses, rtol=1e-6)
+  # An empty sequence runs no step.
+  assert lr_range_test(_quadratic(1.0), jnp.ones(2), [], gtx.sgd(0.1)).stop_reason == (
+      "out of batches")
 
 
 def test_a_named_rate_inside_a_custom_chain():

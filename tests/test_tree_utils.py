@@ -355,6 +355,21 @@ def test_set_on_adam_state_keeps_dtypes_and_does_not_retrace():
   assert int(after["adam"].count) == 4
 
 
+def test_set_holds_a_copy_of_an_array_so_the_state_can_be_donated():
+  # tree_set put the caller's array in every match as it was: a step donating the state
+  # failed with "Attempt to donate the same buffer twice" (two stages' counts), or deleted
+  # the caller's array (one). set_hparams copies for the same reason.
+  tx = gtx.chain(a=gtx.scale_by_adam(), b=gtx.scale_by_adam(), lr=gtx.scale_by_learning_rate(0.1))
+  count, w = jnp.array(5, jnp.int32), jnp.full(3, 0.25)
+  state = tu.tree_set(tx.init(PARAMS), count=count, w=w)
+  step = jax.jit(lambda s: tx.update(PARAMS, s, PARAMS)[1], donate_argnums=0)
+  after = step(state)
+  assert not count.is_deleted() and not w.is_deleted()
+  assert int(count) == 5 and [int(after[k].count) for k in "ab"] == [6, 6]
+  # Each moment moved on from the 0.25 set, by the first stage's gradient 1 or the second's.
+  np.testing.assert_allclose(after["a"].mu["w"], 0.9 * 0.25 + 0.1, rtol=1e-6)
+
+
 def test_set_errors():
   state = gtx.adam(1e-3).init(PARAMS)
   with pytest.raises(KeyError, match="tree_set: found no value for 'nothere'"):

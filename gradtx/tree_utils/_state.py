@@ -205,7 +205,10 @@ def _as_like(old: Any, value: Any, where: str) -> Any:
       and not isinstance(new, jax.core.Tracer) and not np.all(np.asarray(new) % 1 == 0)):
     raise ValueError(f"tree_set: {where} holds {old.dtype} values; got {value!r}, "
                      "which is not a whole number")
-  new = new.astype(old.dtype)
+  # A copy (astype hands back an array of old's dtype as it is), as set_hparams holds one:
+  # the state must not share a buffer with the caller, nor two matches one buffer, or
+  # donating the state deletes the caller's array or fails.
+  new = jnp.array(new, old.dtype, copy=True)
   if new.shape != old.shape:
     try:
       new = jnp.broadcast_to(new, old.shape)
