@@ -194,6 +194,10 @@ def _unique_names(stages: tuple[GradientTransformation, ...], taken: set[str]) -
   names = []
   for tx in stages:
     base = tx.name
+    if not base.isidentifier() or keyword.iskeyword(base):
+      # A dotted name made a stage that state[...] and hparams' dotted names split apart.
+      raise ValueError(f"chain: a positional stage is named {base!r} (its name), which is not "
+                       "a Python identifier; pass it by keyword: gtx.chain(my_stage=tx)")
     name, i = base, 1
     while name in taken:
       name, i = f"{base}_{i}", i + 1

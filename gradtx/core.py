@@ -847,6 +847,12 @@ class EmptyState(NamedTuple):
   hparams: HParams
 
 
+def _function_name(f: Callable[..., Any], default: str) -> str:
+  """``f``'s name as a stage's, or ``default`` where a chain cannot use it (``<lambda>``)."""
+  name = getattr(f, "__name__", "")
+  return name if isinstance(name, str) and name.isidentifier() else default
+
+
 def stateless(f: Callable[..., Updates], *, name: str | None = None,
               per_step: Callable[[dict[str, jax.Array]], dict[str, jax.Array]] | None = None,
               **hyperparams: tuple[ScalarOrSchedule, Range]) -> GradientTransformation:
@@ -855,7 +861,8 @@ def stateless(f: Callable[..., Updates], *, name: str | None = None,
   Args:
     f: ``f(updates, params, **values)`` returning the new updates; ``values``
       are this step's hyperparameters (arrays).
-    name: the default stage name; ``f.__name__`` if not given.
+    name: the default stage name; ``f.__name__`` if not given (``"stateless"``
+      for a lambda).
     per_step: maps this step's hyperparameters to the scalars ``f`` takes
       instead (such as :math:`-\\eta` for :math:`\\eta`); computed once per
       step and passed through :func:`read_once`, so no leaf's kernel repeats
@@ -876,7 +883,7 @@ def stateless(f: Callable[..., Updates], *, name: str | None = None,
   if not callable(f):
     raise TypeError(f"stateless: f must be a function f(updates, params, **hparams), got "
                     f"{f!r}; to multiply the updates by a number use gtx.scale")
-  name = name or cast(str, getattr(f, "__name__", "stateless"))
+  name = name or _function_name(f, "stateless")
   spec = HParamSpec(name, **hyperparams)
 
   def init(params):
@@ -908,7 +915,8 @@ def stateless_with_tree_map(f: Callable[[jax.Array, jax.Array | None], jax.Array
 
   Args:
     f: ``f(update_leaf, param_leaf_or_None) -> new_update_leaf``.
-    name: the default stage name; ``f.__name__`` if not given.
+    name: the default stage name; ``f.__name__`` if not given
+      (``"stateless_with_tree_map"`` for a lambda).
 
   Example:
     >>> import gradtx as gtx
@@ -922,7 +930,7 @@ def stateless_with_tree_map(f: Callable[[jax.Array, jax.Array | None], jax.Array
       return jax.tree.map(lambda g: f(g, None), updates)
     return jax.tree.map(f, updates, params)
 
-  return stateless(map_leaves, name=name or getattr(f, "__name__", "stateless_with_tree_map"))
+  return stateless(map_leaves, name=name or _function_name(f, "stateless_with_tree_map"))
 
 
 def identity() -> GradientTransformation:

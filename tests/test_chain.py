@@ -119,6 +119,21 @@ def test_positional_optax_stages_are_named_after_the_function_that_built_them():
   assert " at 0x" not in repr(tx)
 
 
+def test_positional_stage_names_are_identifiers():
+  # A lambda's stage was named '<lambda>', and a dotted name made a stage that state[...]
+  # and hparams split at the dot ("no stage 'my' in this chain state").
+  tx = gtx.chain(gtx.stateless(lambda u, p: u), gtx.stateless_with_tree_map(lambda g, p: g))
+  assert list(tx.init(_params())) == ["stateless", "stateless_with_tree_map"]
+  adam = gtx.adam(0.1)
+  dotted = gtx.GradientTransformation(adam.init, adam.update, name="my.stage")
+  with pytest.raises(ValueError, match=r"^chain: a positional stage is named 'my.stage' .* "
+                     r"pass it by keyword: gtx.chain\(my_stage=tx\)"):
+    gtx.chain(dotted)
+  assert list(gtx.hparams(gtx.chain(my_stage=dotted).init(_params()))) == [
+      "my_stage.adam.b1", "my_stage.adam.b2", "my_stage.adam.eps", "my_stage.adam.eps_root",
+      "my_stage.lr.learning_rate"]
+
+
 def test_error_in_init_names_the_stage():
   tx = gtx.chain(decay=gtx.add_decayed_weights(0.1, mask={"typo": True}))
   with pytest.raises(gtx.StructureError, match=r"stage 'decay': masked: .*\['typo'\]"):
