@@ -271,7 +271,9 @@ def lr_range_test(loss_fn: Callable[[PyTree, Any], jax.Array], params: PyTree,
     # allow_int: an integer buffer or a key among the params gets a float0 gradient, for
     # which tx.update takes no step, as in a training step that does the same.
     loss, grads = jax.value_and_grad(loss_fn, allow_int=True)(params, batch)
-    updates, state = tx.update(grads, state, params)
+    # value: the loss, as a training step passes it, for the stages that read it
+    # (reduce_on_plateau raised a missing-argument error without it).
+    updates, state = tx.update(grads, state, params, value=loss)
     return apply_updates(params, updates), state, loss
 
   step = jax.jit(step, donate_argnums=(0, 1))

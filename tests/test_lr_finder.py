@@ -173,6 +173,15 @@ def test_a_named_rate_inside_a_custom_chain():
   assert result.smoothed_losses.min() < 0.8 * result.losses[0]
 
 
+def test_a_stage_that_reads_the_loss_is_given_it():
+  # reduce_on_plateau reads value=; the sweep's step did not pass it, and raised.
+  tx = gtx.chain(gtx.sgd(1e-3), gtx.reduce_on_plateau(patience=1000))
+  result = lr_range_test(_quadratic(1.0), jnp.ones(4), [None], tx,
+                         name="sgd.lr.learning_rate", num_steps=20, max_lr=0.5)
+  losses, _ = _numpy_run(1.0, np.ones(4), result.lrs, 0.05)  # no plateau: a plain sweep
+  np.testing.assert_allclose(result.losses, losses, rtol=1e-5)
+
+
 def test_plot_draws_the_curve_and_the_suggestions():
   matplotlib = pytest.importorskip("matplotlib")
   matplotlib.use("Agg")
