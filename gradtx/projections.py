@@ -32,7 +32,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax import flatten_util
 
-from gradtx.core import NONNEGATIVE_OR_INF, POSITIVE, Range, is_concrete, check_value
+from gradtx.core import NONNEGATIVE_OR_INF, POSITIVE, POSITIVE_OR_INF, Range, is_concrete, check_value
 from gradtx.errors import HyperparameterError
 from gradtx.numerics import as_dtype
 from gradtx.tree_utils import (tree_add_scale, tree_cast_like, tree_full_like, tree_mul,
@@ -277,7 +277,8 @@ def projection_l1_ball(tree: PyTree, scale: jax.typing.ArrayLike = 1) -> PyTree:
 
   Args:
     tree: the tree :math:`x`.
-    scale: :math:`s > 0`. Default ``1``.
+    scale: :math:`s > 0`. Default ``1``; ``inf`` (the whole space) returns
+      :math:`x`.
 
   References:
     Duchi, Shalev-Shwartz, Singer & Chandra, *Efficient projections onto the
@@ -289,7 +290,9 @@ def projection_l1_ball(tree: PyTree, scale: jax.typing.ArrayLike = 1) -> PyTree:
     >>> gtx.projections.projection_l1_ball({"w": jnp.array([2.0, -1.0])})
     {'w': Array([ 1., -0.], dtype=float32)}
   """
-  _check_scale("projection_l1_ball", scale)
+  _check_scale("projection_l1_ball", scale, POSITIVE_OR_INF)
+  if is_concrete(scale) and np.all(np.isinf(scale)):
+    return tree  # the ball that is the whole space (the sphere's branch refuses inf)
   l1_norm = tree_norm(tree, ord=1)
   return jax.lax.cond(l1_norm <= as_dtype(scale, l1_norm.dtype), lambda t: t,
                       lambda t: projection_l1_sphere(t, scale), tree)
@@ -332,7 +335,8 @@ def projection_l2_ball(tree: PyTree, scale: jax.typing.ArrayLike = 1) -> PyTree:
 
   Args:
     tree: the tree :math:`x`.
-    scale: :math:`s > 0`. Default ``1``.
+    scale: :math:`s > 0`. Default ``1``; ``inf`` (the whole space) returns
+      :math:`x`.
 
   Example:
     >>> import gradtx as gtx
@@ -340,13 +344,14 @@ def projection_l2_ball(tree: PyTree, scale: jax.typing.ArrayLike = 1) -> PyTree:
     >>> gtx.projections.projection_l2_ball({"w": jnp.array([3.0, 4.0])})
     {'w': Array([0.6, 0.8], dtype=float32)}
   """
-  _check_scale("projection_l2_ball", scale)
-  # max(||x||, s), not sqrt(max(||x||^2, s^2)) as optax takes it: s^2 overflows float32
-  # from s = 2e19 (every point came back as 0, inside the ball too) and underflows below
-  # 1e-19 (0 came back NaN, a small point inf).
+  _check_scale("projection_l2_ball", scale, POSITIVE_OR_INF)
+  # s / ||x|| outside the ball, not s / sqrt(max(||x||^2, s^2)) as optax takes it: s^2
+  # overflows float32 from s = 2e19 (every point came back as 0, inside the ball too) and
+  # underflows below 1e-19 (0 came back NaN, a small point inf); inside, 1 exactly (an
+  # infinite s, the ball that is the whole space, gave inf / inf = NaN).
   norm = tree_norm(tree)
   s = as_dtype(scale, norm.dtype)
-  return tree_scale(s / jnp.maximum(norm, s), tree)
+  return tree_scale(jnp.where(norm <= s, 1, s / norm), tree)
 
 
 def projection_linf_ball(tree: PyTree, scale: jax.typing.ArrayLike = 1) -> PyTree:

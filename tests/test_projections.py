@@ -321,13 +321,24 @@ def test_scale_as_float64_array_under_x64_keeps_float32_tree():
 
 @pytest.mark.parametrize("fn, scale, allowed", [
     (P.projection_simplex, 0.0, r"\(0, inf\)"), (P.projection_l1_sphere, -1.0, r"\(0, inf\)"),
-    (P.projection_l1_ball, -1.0, r"\(0, inf\)"), (P.projection_l2_sphere, 0.0, r"\(0, inf\)"),
-    (P.projection_l2_ball, -2.0, r"\(0, inf\)"), (P.projection_linf_ball, -1.0, r"\[0, inf\]"),
+    (P.projection_l1_ball, -1.0, r"\(0, inf\]"), (P.projection_l2_sphere, 0.0, r"\(0, inf\)"),
+    (P.projection_l2_ball, -2.0, r"\(0, inf\]"), (P.projection_linf_ball, -1.0, r"\[0, inf\]"),
     (P.projection_hypercube, -1.0, r"\[0, inf\]"),
 ])
 def test_bad_scale_raises_naming_the_function(fn, scale, allowed):
   with pytest.raises(HyperparameterError, match=rf"{fn.__name__}: scale must be in {allowed}"):
     fn({"w": jnp.ones(2)}, scale)
+
+
+def test_balls_of_infinite_radius_return_the_point():
+  # The l1 and l2 balls refused scale=inf, which linf_ball and hypercube take (a bound
+  # switched off); the l2 ball's s / max(||x||, s) would be inf / inf = NaN.
+  tree = {"w": jnp.array([3.0, -4.0]), "b": jnp.array(1e30)}
+  for fn in (P.projection_l1_ball, P.projection_l2_ball, P.projection_linf_ball):
+    for s in (np.inf, jnp.float32(np.inf)):
+      for run in (fn, jax.jit(fn)):
+        out = run(tree, s)
+        assert jax.tree.all(jax.tree.map(lambda a, b: bool(np.all(a == b)), out, tree)), fn
 
 
 def test_tree_mixing_bfloat16_and_float32_leaves():
