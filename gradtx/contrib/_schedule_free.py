@@ -458,10 +458,11 @@ def differentially_private_aggregate(l2_norm_clip: ScalarOrSchedule,
     check_state(stage, state, DifferentiallyPrivateAggregateState)
     del params, extra
     h, hparams = spec.step(state.hparams)
-    leaves, treedef = jax.tree.flatten(updates)
-    clipped, _ = per_example_global_norm_clip(leaves, h["l2_norm_clip"])
-    batch_size = leaves[0].shape[0]
-    rng_key, *leaf_keys = jax.random.split(state.rng_key, len(leaves) + 1)
+    # The tree, not its leaves: a leaf without the batch axis is named by its key path.
+    summed, _ = per_example_global_norm_clip(updates, h["l2_norm_clip"])
+    clipped, treedef = jax.tree.flatten(summed)
+    batch_size = jax.tree.leaves(updates)[0].shape[0]
+    rng_key, *leaf_keys = jax.random.split(state.rng_key, len(clipped) + 1)
 
     def leaf(g, leaf_key):
       std = h["l2_norm_clip"] * h["noise_multiplier"]
