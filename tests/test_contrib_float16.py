@@ -293,6 +293,31 @@ def test_mechanize_on_float16_params_divides_by_its_scale_in_float32():
   np.testing.assert_allclose(got, want, rtol=0, atol=5e-3)
 
 
+def _distance_run(make, dtype, steps=100):
+  """``make()`` on the quadratic sum(w^2) / 4, from FLOAT16_PARAMS: the final params."""
+  tx = make()
+  update = jax.jit(lambda p, s: tx.update({"w": jnp.asarray(0.5, dtype) * p["w"]}, s, p))
+  params = _as(FLOAT16_PARAMS, dtype)
+  state = tx.init(params)
+  for _ in range(steps):
+    updates, state = update(params, state)
+    params = gtx.apply_updates(params, updates)
+  return np.asarray(params["w"], np.float32)
+
+
+@pytest.mark.parametrize("default, advised", [
+    (lambda: C.dog(), lambda: C.dog(init_step=("heuristic", 1e-2))),
+    (lambda: C.prodigy(), lambda: C.prodigy(estim_lr0=1e-3)),
+], ids=["dog", "prodigy"])
+def test_distance_based_steps_on_bfloat16_params_need_the_faqs_first_estimate(default, advised):
+  # DoG and Prodigy grow their step with the distance the params have moved; their first
+  # steps, about 1e-6 of the params from the defaults, are below bfloat16's spacing: the
+  # params never move (float32 ones reach 0.015 of the optimum). The FAQ's values move them.
+  np.testing.assert_array_equal(_distance_run(default, jnp.bfloat16), FLOAT16_PARAMS["w"])
+  assert np.abs(_distance_run(default, jnp.float32)).max() < 0.05
+  assert np.abs(_distance_run(advised, jnp.bfloat16)).max() < 0.05
+
+
 @pytest.mark.parametrize("eps, finite", [(1e-8, False), (1e-4, True)])
 def test_cocob_on_float16_params_needs_an_eps_float16_holds(eps, finite):
   # COCOB's L starts at eps: 1e-8 is 0 in float16, and an entry whose gradients have all

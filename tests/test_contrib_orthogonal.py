@@ -635,3 +635,17 @@ def test_spectral_preconditioning_takes_its_norm_in_float32_for_half_precision(d
   assert got.dtype == dtype
   error = np.linalg.norm(np.asarray(got, np.float32) - want) / np.linalg.norm(want)
   assert error < 0.1, error  # NS in bfloat16 differs from float32 by a few percent
+
+
+@pytest.mark.parametrize("preconditioning", ["frobenius", "spectral", "aol", "schatten"])
+def test_float16_matrix_of_norm_above_256_is_orthogonalised(preconditioning):
+  # float16 squares overflow: the Frobenius norm of this (4, 6) matrix (~490) was Inf in
+  # float16, so its step was 0; AOL's and the Schatten norm's X X^H were Inf, the step NaN
+  # (optax 0.2.8 too). The preconditioning now runs in float32, Newton-Schulz in float16.
+  g = jnp.asarray(100 * np.random.default_rng(3).normal(size=(4, 6)), jnp.float16)
+  tx = gtx.contrib.scale_by_muon(preconditioning=preconditioning)
+  got = tx.update(g, tx.init(g))[0]
+  want = tx.update(g.astype(jnp.float32), tx.init(g.astype(jnp.float32)))[0]
+  assert got.dtype == jnp.float16
+  error = np.linalg.norm(np.asarray(got, np.float32) - want) / np.linalg.norm(want)
+  assert error < 0.05, error  # NS in float16 differs from float32 by about 1%

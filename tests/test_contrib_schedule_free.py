@@ -530,6 +530,21 @@ def test_dpsgd_clipping_float32_eager_and_float64_jit():
     _check_dpsgd_clipping({"momentum": 0.9}, jnp.float64, jit=True)
 
 
+@pytest.mark.parametrize("grads, message", [
+    ({"w": jnp.ones((8, 2)), "s": jnp.ones(())},
+     r"the leaf at \['s'\] has shape \(\) \(no axis 0\)"),
+    ({"w": jnp.ones((8, 2)), "b": jnp.ones((4, 2))},
+     r"the leaf at \['w'\] has shape \(8, 2\) and the one at \['b'\] has shape \(4, 2\)"),
+    # An empty batch divided 0 by 0 (NaN updates; before, ZeroDivisionError in the clip).
+    ({"w": jnp.ones((0, 2))}, r"differentially_private_aggregate: the batch is empty"),
+], ids=["no-batch-axis", "two-batch-sizes", "empty-batch"])
+def test_dp_names_a_bad_batch(grads, message):
+  # The leaves were clipped as a list: the message named the leaf by its index ('[1]').
+  tx = gtx.contrib.dpsgd(0.1, l2_norm_clip=1.0, noise_multiplier=0.0, seed=0)
+  with pytest.raises(gtx.StructureError, match=message):
+    tx.update(grads, tx.init(None))
+
+
 def test_dp_noise_is_gaussian_with_std_noise_multiplier_times_clip_over_batch():
   clip, sigma, batch = 2.0, 1.5, 4
   tx = gtx.contrib.differentially_private_aggregate(clip, sigma, key=7)

@@ -535,6 +535,17 @@ def test_per_example_clips_need_one_batch_axis():
     assert str(raised.value).endswith(f"the leaf at {key} has shape () (no axis 0)")
 
 
+def test_per_example_clips_of_an_empty_batch_sum_to_zero():
+  # reshape(0, -1) raised ZeroDivisionError ('integer modulo by zero'); the sum over no
+  # examples is 0, and none is clipped.
+  grads = {"a": jnp.ones((0, 2, 3)), "b": jnp.ones((0,))}
+  for clip in (gtx.per_example_global_norm_clip, gtx.per_example_layer_norm_clip):
+    sums, nums = clip(grads, 1.0)
+    np.testing.assert_array_equal(sums["a"], np.zeros((2, 3)))
+    np.testing.assert_array_equal(sums["b"], np.zeros(()))
+    assert all(int(n) == 0 for n in jax.tree.leaves(nums))
+
+
 # ----------------------------------------------------------------------------
 # scale_gradient.
 

@@ -63,7 +63,10 @@ def scale_by_dog(init_step: tuple[Literal["distance", "learning_rate", "heuristi
   Args:
     init_step: ``(kind, value)`` as above, the value :math:`> 0`; the kind is
       structural, the value is held in the state as ``init_step`` (for
-      ``"distance"`` and ``"heuristic"`` it enters at ``init`` only).
+      ``"distance"`` and ``"heuristic"`` it enters at ``init`` only). On
+      bfloat16 or float16 params the first steps, about :math:`\bar r_0`,
+      must move them: from ``("heuristic", 1e-6)`` they stay where they are
+      and :math:`\bar r` never grows; give ``("heuristic", 1e-2)``.
     eps: :math:`\\epsilon \\ge 0`, default 1e-8.
 
   References:
@@ -140,7 +143,8 @@ def dog(learning_rate: ScalarOrSchedule = 1.0,
 
   Args:
     learning_rate: :math:`\\gamma_t`, default 1.
-    init_step: default ``("heuristic", 1e-6)``; see :func:`scale_by_dog`.
+    init_step: default ``("heuristic", 1e-6)``; see :func:`scale_by_dog` (and
+      for bfloat16 or float16 params, ``("heuristic", 1e-2)``).
     eps: default 1e-8.
     weight_decay: :math:`\\lambda`, default None: no decay stage (as optax).
       Give 0.0 for a decay stage that holds 0, to be set by name later.

@@ -52,28 +52,36 @@ def _newton_schulz(x: jax.Array, coeffs: jax.Array, ns_steps: int, preconditioni
   transposed = x.shape[0] > x.shape[1]  # iterate on the wide side: X X^T is the smaller
   if transposed:
     x = x.T
-  eps = as_dtype(eps, x.real.dtype)
+  # The preconditioning in float32 at least, then X_0 (entries of at most 1) in x's dtype:
+  # float16 squares overflow, so a Frobenius norm above 256 was Inf and the step 0, and
+  # AOL's and the Schatten norm's X X^H were Inf and the step NaN. There is no bfloat16 or
+  # float16 SVD for the spectral norm either.
+  wide = as_dtype(x, at_least_float32(x))
+  eps = as_dtype(eps, wide.real.dtype)
+  A = None  # X_0 X_0^H, where the preconditioning forms it
   if preconditioning == "frobenius":
     # Not jnp.linalg.norm: its gradient at a zero matrix (a zero gradient) is NaN.
-    x = safe_divide(x, safe_sqrt(jnp.sum(abs_sq(x))) + eps)
+    wide = safe_divide(wide, safe_sqrt(jnp.sum(abs_sq(wide))) + eps)
   elif preconditioning == "spectral":
-    # An SVD, which has no bfloat16 or float16 kernel: in float32 for those.
-    norm = jnp.linalg.norm(as_dtype(x, at_least_float32(x)), ord=2)
-    x = safe_divide(x, as_dtype(norm, eps.dtype) + eps)
+    wide = safe_divide(wide, jnp.linalg.norm(wide, ord=2) + eps)
+  elif preconditioning == "aol":
+    # Almost-orthogonal-layer rescaling: row i by 1 / sqrt(sum_j |A_ij|).
+    A = wide @ wide.conj().T
+    s = as_dtype(safe_rsqrt(jnp.maximum(jnp.sum(jnp.abs(A), axis=-1), eps)), wide.dtype)[:, None]
+    wide, A = wide * s, A * s * s.T
+  elif preconditioning == "schatten":
+    # Divide by the Schatten-4 norm: ||X||_S4^2 = ||X X^H||_F.
+    A = wide @ wide.conj().T
+    s = as_dtype(safe_rsqrt(jnp.maximum(safe_sqrt(jnp.sum(abs_sq(A))), eps)), wide.dtype)
+    wide, A = wide * s, A * (s * s)
+  x, A = as_dtype(wide, x.dtype), None if A is None else as_dtype(A, x.dtype)
   # The coefficients and scales are real; a complex X takes them as complex with Im 0
   # (the explicit cast strict promotion asks for), which multiplies exactly as the reals.
   coeffs = as_dtype(coeffs, x.dtype)
   rows = [coeffs[i] for i in range(coeffs.shape[0])] if coeffs.ndim == 2 else [coeffs] * ns_steps
   for i, (a, b, c) in enumerate(rows):
-    A = x @ x.conj().T
-    if i == 0 and preconditioning == "aol":
-      # Almost-orthogonal-layer rescaling: row i by 1 / sqrt(sum_j |A_ij|).
-      s = as_dtype(safe_rsqrt(jnp.maximum(jnp.sum(jnp.abs(A), axis=-1), eps)), x.dtype)[:, None]
-      x, A = x * s, A * s * s.T
-    elif i == 0 and preconditioning == "schatten":
-      # Divide by the Schatten-4 norm: ||X||_S4^2 = ||X X^H||_F.
-      s = as_dtype(safe_rsqrt(jnp.maximum(safe_sqrt(jnp.sum(abs_sq(A))), eps)), x.dtype)
-      x, A = x * s, A * (s * s)
+    if i > 0 or A is None:
+      A = x @ x.conj().T
     B = b * A + c * (A @ A)
     x = a * x + B @ x
   return x.T if transposed else x
@@ -183,7 +191,10 @@ def scale_by_muon(ns_coeffs: tuple | str = _DEFAULT_NS_COEFFS, ns_steps: int = 5
   ``ns_coeffs`` with more rows than ``ns_steps`` runs every row, as optax's
   docstring says (optax raises "Not enough coeffs"); ``"aol"`` and
   ``"schatten"`` use ``eps`` where optax uses a fixed 1e-8 (the same at the
-  default); a zero matrix with ``eps = 0`` stays zero where optax gives NaN.
+  default); a zero matrix with ``eps = 0`` stays zero where optax gives NaN; the
+  preconditioning runs in float32 for a float16 or bfloat16 matrix (Newton-Schulz in its
+  dtype), where optax's float16 squares overflow: a matrix of Frobenius norm above 256 steps
+  by 0 there (by NaN with ``"aol"`` or ``"schatten"``).
   ``ns_coeffs`` may also name a preset, as in :func:`muon`.
 
   References:

@@ -76,7 +76,10 @@ def scale_by_prodigy(learning_rate: ScalarOrSchedule = 1.0,
     estim_lr0: :math:`d_0 > 0`, default 1e-6, an underestimate of :math:`d`.
       Read as :math:`d_1` at the first step (a value set after init counts;
       later the estimate lives in ``estim_lr``), and as the :math:`d_0` of
-      the weight :math:`d_t / d_0` at every step.
+      the weight :math:`d_t / d_0` at every step. :math:`d` grows with the
+      distance the params have moved: on bfloat16 params the first steps,
+      about :math:`d_0`, are below their spacing, so from the default they
+      stay where they are; give 1e-3 or more.
     estim_lr_coef: :math:`c > 0`, default 1.
     weight_decay: :math:`\\lambda \\ge 0`, default 0 (decoupled, as AdamW).
     safeguard_warmup: see above, default False. Structural.
@@ -189,7 +192,8 @@ def prodigy(learning_rate: ScalarOrSchedule = 1.0, betas: tuple[float, float] = 
     betas: :math:`(\\beta_1, \\beta_2)`, default ``(0.9, 0.999)``.
     beta3: default None (:math:`\\sqrt{\\beta_2}`).
     eps: default 1e-8.
-    estim_lr0: :math:`d_0`, default 1e-6.
+    estim_lr0: :math:`d_0`, default 1e-6 (1e-3 or more on bfloat16 params,
+      see :func:`scale_by_prodigy`).
     estim_lr_coef: default 1.
     weight_decay: :math:`\\lambda`, default 0.
     safeguard_warmup: default False.

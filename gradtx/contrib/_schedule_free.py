@@ -15,7 +15,7 @@ from gradtx.contrib._whole_tree import _scalar_dtype
 from gradtx.core import (NONNEGATIVE, POSITIVE_INT, GradientTransformation, HParams, HParamSpec,
                          Range, ScalarOrSchedule, check_integer_option, check_state, format_value,
                          require_params_like)
-from gradtx.errors import HyperparameterError
+from gradtx.errors import HyperparameterError, StructureError
 from gradtx.numerics import as_dtype, compute_dtype, safe_divide, safe_increment, shared
 from gradtx.transforms.clipping import per_example_global_norm_clip
 from gradtx.transforms.decay import add_decayed_weights
@@ -458,10 +458,14 @@ def differentially_private_aggregate(l2_norm_clip: ScalarOrSchedule,
     check_state(stage, state, DifferentiallyPrivateAggregateState)
     del params, extra
     h, hparams = spec.step(state.hparams)
-    leaves, treedef = jax.tree.flatten(updates)
-    clipped, _ = per_example_global_norm_clip(leaves, h["l2_norm_clip"])
-    batch_size = leaves[0].shape[0]
-    rng_key, *leaf_keys = jax.random.split(state.rng_key, len(leaves) + 1)
+    # The tree, not its leaves: a leaf without the batch axis is named by its key path.
+    summed, _ = per_example_global_norm_clip(updates, h["l2_norm_clip"])
+    clipped, treedef = jax.tree.flatten(summed)
+    batch_size = jax.tree.leaves(updates)[0].shape[0]
+    if batch_size == 0:  # the mean of no examples: 0 / 0, NaN in every update
+      raise StructureError(f"{stage}: the batch is empty (axis 0 of every leaf has size 0); "
+                           "it averages per-example gradients, and there are none")
+    rng_key, *leaf_keys = jax.random.split(state.rng_key, len(clipped) + 1)
 
     def leaf(g, leaf_key):
       std = h["l2_norm_clip"] * h["noise_multiplier"]

@@ -337,7 +337,8 @@ def _as_float(g: Any) -> jax.Array:
 
 def _example_sum_squares(g: jax.Array) -> jax.Array:
   """Per example (axis 0), the sum of squares of the rest (float32 or wider)."""
-  return jnp.sum(wide_abs_sq(g).reshape(g.shape[0], -1), axis=1)
+  # The size of the rest given: reshape(0, -1) cannot infer it (ZeroDivisionError).
+  return jnp.sum(wide_abs_sq(g).reshape(g.shape[0], math.prod(g.shape[1:])), axis=1)
 
 
 def _clip_multipliers(sum_squares: jax.Array, clip: Any) -> tuple[jax.Array, jax.Array]:
