@@ -38,7 +38,9 @@ class ChainState(Mapping[str, Any]):
   """The state of a chain: stage name -> stage state, in the chain's order.
 
   ``state["adam"]`` is a stage's state; ``state["outer.inner"]`` reaches into
-  a nested chain. It is a pytree (its key path entries are the stage names),
+  a nested chain, and through a wrapper's state into the stages it wraps
+  (``state["f.adam"]`` for a stage ``f=gtx.apply_if_finite(gtx.adam(lr), 3)``,
+  as :func:`hparams` names them). It is a pytree (its key path entries are the stage names),
   so it saves, loads and maps like any other.
   """
 
@@ -56,7 +58,10 @@ class ChainState(Mapping[str, Any]):
     for i, part in enumerate(parts):
       walked = ".".join(parts[:i])
       if not isinstance(node, Mapping):  # a stage's own state: its fields are attributes
-        raise KeyError(_not_a_chain(node, walked, part))
+        wrapped = _wrapped_stages(node, part)
+        if wrapped is None:
+          raise KeyError(_not_a_chain(node, walked, part))
+        node = wrapped[1]  # a wrapper's state: on into the stages it wraps
       # A ChainState's own `in` would call this method again.
       children = node._stages if isinstance(node, ChainState) else node
       if part not in children:
@@ -103,9 +108,15 @@ class ChainState(Mapping[str, Any]):
         out[head] = value
     for head, inner in nested.items():
       path = f"{walked}.{head}" if walked else head
-      if not isinstance(out[head], ChainState):
-        raise KeyError(_not_a_chain(out[head], path, next(iter(inner)).partition(".")[0]))
-      out[head] = out[head]._replaced(inner, path)
+      if isinstance(out[head], ChainState):
+        out[head] = out[head]._replaced(inner, path)
+        continue
+      part = next(iter(inner)).partition(".")[0]
+      wrapped = _wrapped_stages(out[head], part)
+      if wrapped is None or not isinstance(wrapped[1], ChainState):
+        raise KeyError(_not_a_chain(out[head], path, part))
+      field, stages = wrapped  # a wrapper's state (a NamedTuple): its field replaced
+      out[head] = out[head]._replace(**{field: stages._replaced(inner, path)})
     return ChainState(out)
 
   def __repr__(self) -> str:
@@ -140,12 +151,20 @@ def _not_a_chain(node: Any, walked: str, part: str) -> str:
   fields = list(getattr(type(node), "_fields", ()))
   if part in fields or not fields:
     return f"{what}: read {part!r} as an attribute, state[{walked!r}].{part}"
-  for field in (*_WRAPPED_FIELDS, "inner_states"):  # a wrapper's: the stages it wraps
+  wrapped = [name for field in (*_WRAPPED_FIELDS, "inner_states")
+             if isinstance(getattr(node, field, None), Mapping) for name in getattr(node, field)]
+  stages = f", and it wraps the stages {wrapped}" if wrapped else ""
+  return f"{what}, and has no field {part!r}; its fields are {fields}{stages}"
+
+
+def _wrapped_stages(node: Any, part: str) -> tuple[str, Mapping[str, Any]] | None:
+  """``(field, stages)``: where a wrapper's state ``node`` holds the stages it wraps, if
+  they include ``part`` (apply_if_finite's ``inner_state``, partition's ``inner_states``)."""
+  for field in (*_WRAPPED_FIELDS, "inner_states"):
     inner = getattr(node, field, None)
     if isinstance(inner, Mapping) and part in tuple(inner):
-      return (f"{what}: {part!r} is in the state of what it wraps, "
-              f"state[{walked!r}].{field}[{part!r}]")
-  return f"{what}, and has no field {part!r}; its fields are {fields}"
+      return field, inner
+  return None
 
 
 @contextlib.contextmanager

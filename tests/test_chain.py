@@ -79,6 +79,33 @@ def test_replace_reaches_a_nested_stage_by_its_dotted_name():
     state.replace(**{"clip.x": None})
 
 
+def test_stages_inside_a_wrapper_are_read_and_replaced_by_the_names_hparams_gives():
+  # hparams named them "safe.adam.b1", "groups.mat.adam.b1"; state["safe.adam"] raised
+  # (pointing to state['safe'].inner_state['adam']), and replace could not reach them.
+  params = _params()
+  tx = gtx.chain(safe=gtx.apply_if_finite(gtx.adam(0.1), 3),
+                 groups=gtx.partition({"mat": gtx.adam(0.1), "vec": gtx.sgd(0.1)},
+                                      {"w": "mat", "b": "vec"}),
+                 every=gtx.multi_steps(gtx.adam(0.1), 1))
+  state = tx.init(params)
+  for _ in range(2):
+    _, state = tx.update(params, state, params)
+  assert {"safe.adam.b1", "groups.mat.adam.b1", "every.adam.b1"} <= set(gtx.hparams(state))
+  for name, field in (("safe", "inner_state"), ("groups", "inner_states"),
+                      ("every", "inner_state")):
+    inner = "mat.adam" if name == "groups" else "adam"
+    stages = getattr(state[name], field)
+    assert state[f"{name}.{inner}"] is stages[inner]
+    fresh = tx.init(params)[f"{name}.{inner}"]
+    reset = state.replace(**{f"{name}.{inner}": fresh})
+    assert type(reset[name]) is type(state[name])
+    assert reset[f"{name}.{inner}"] is fresh and int(state[f"{name}.{inner}"].count) == 2
+    others = [k for k in ("safe", "groups", "every") if k != name]
+    assert all(reset[k] is state[k] for k in others)
+    _, stepped = tx.update(params, reset, params)  # the replaced state steps
+    assert int(stepped[f"{name}.{inner}"].count) == 1
+
+
 def test_chain_matches_optax_chain():
   params = _params()
   ours = gtx.chain(clip=gtx.clip_by_global_norm(1.0), momentum=gtx.trace(0.9),
@@ -471,14 +498,13 @@ ERRORS = [
     (lambda: _state_of(gtx.chain(opt=ADAM()))["opt.adam.mu"], KeyError,
      r"'opt\.adam' is a stage's state \(ScaleByAdamState\), not a chain: read 'mu' as an "
      r"attribute, state\['opt\.adam'\]\.mu"),
-    # A wrapper's state: hparams reads "safe.adam.b1", the state holds adam's in a field
-    # (the hint read state['safe'].adam, which ApplyIfFiniteState has no attribute for).
+    # Through a wrapper's state, as hparams names it ("safe.adam.b1"), to a field.
     (lambda: _state_of(gtx.chain(safe=gtx.apply_if_finite(ADAM(), 2)))["safe.adam.mu"], KeyError,
-     r"'safe' is a stage's state \(ApplyIfFiniteState\), not a chain: 'adam' is in the state "
-     r"of what it wraps, state\['safe'\]\.inner_state\['adam'\]"),
-    (lambda: _state_of(gtx.chain(opt=gtx.partition({"a": ADAM()}, "a")))["opt.a"], KeyError,
-     r"'opt' is a stage's state \(PartitionState\), not a chain: 'a' is in the state of what "
-     r"it wraps, state\['opt'\]\.inner_states\['a'\]"),
+     r"'safe\.adam' is a stage's state \(ScaleByAdamState\), not a chain: read 'mu' as an "
+     r"attribute, state\['safe\.adam'\]\.mu"),
+    (lambda: _state_of(gtx.chain(safe=gtx.apply_if_finite(ADAM(), 2)))["safe.adma"], KeyError,
+     r"'safe' is a stage's state \(ApplyIfFiniteState\), not a chain, and has no field 'adma'; "
+     r"its fields are \[.*\], and it wraps the stages \['adam', 'lr'\]"),
     # A hyperparameter, by the dotted name hparams gives it: the message listed the
     # stage's fields ("has no field 'learning_rate'; its fields are ['hparams']").
     (lambda: _state_of(gtx.chain(opt=ADAM()))["opt.lr.learning_rate"], KeyError,
