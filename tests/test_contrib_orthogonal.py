@@ -649,3 +649,16 @@ def test_float16_matrix_of_norm_above_256_is_orthogonalised(preconditioning):
   assert got.dtype == jnp.float16
   error = np.linalg.norm(np.asarray(got, np.float32) - want) / np.linalg.norm(want)
   assert error < 0.05, error  # NS in float16 differs from float32 by about 1%
+
+
+def test_float16_nesterov_momentum_of_a_large_gradient_stays_finite():
+  # Nesterov's look-ahead divided g by 1 - beta^t in float16: 20 g at the first step,
+  # past float16's max for entries above 3276 (the sum, about g, fits), so Muon stepped
+  # by NaN. It is now formed in float32 for a 16-bit moment.
+  g = jnp.asarray(5000 * np.random.default_rng(0).normal(size=(4, 6)), jnp.float16)
+  tx = gtx.contrib.scale_by_muon()
+  got = tx.update(g, tx.init(g))[0]
+  want = tx.update(g.astype(jnp.float32), tx.init(g.astype(jnp.float32)))[0]
+  assert got.dtype == jnp.float16
+  error = np.linalg.norm(np.asarray(got, np.float32) - want) / np.linalg.norm(want)
+  assert error < 0.05, error

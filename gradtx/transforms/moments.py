@@ -332,9 +332,14 @@ def debiased_first_moment(g: jax.Array, m_new: jax.Array, b1: jax.Array, count: 
     return numerics.bias_correction(m_new, b1, count)
   # Shared, so that every leaf's bias correction for t + 1 is the same traced scalar.
   next_count = numerics.shared("next count", (count,), lambda: safe_increment(count))
-  return (as_dtype(b1, m_new.dtype) * numerics.bias_correction(m_new, b1, next_count)
-          + as_dtype(1 - b1, m_new.dtype)
-          * numerics.bias_correction(as_dtype(g, m_new.dtype), b1, count))
+  # In float32 for a 16-bit moment: g / (1 - b1^t) is 20 g at the first step with b1 =
+  # 0.95, past float16's max for |g| > 3276, where the sum (about g) is not (Muon on
+  # float16 stepped by NaN). Float32 and wider moments compute as they did.
+  dtype = numerics.at_least_float32(m_new)
+  look_ahead = (as_dtype(b1, dtype) * numerics.bias_correction(as_dtype(m_new, dtype), b1,
+                                                               next_count)
+                + as_dtype(1 - b1, dtype) * numerics.bias_correction(as_dtype(g, dtype), b1, count))
+  return as_dtype(look_ahead, m_new.dtype)
 
 
 def adam_step_scalars(h: Any, count: jax.Array, nesterov: bool = False,
