@@ -662,3 +662,15 @@ def test_float16_nesterov_momentum_of_a_large_gradient_stays_finite():
   assert got.dtype == jnp.float16
   error = np.linalg.norm(np.asarray(got, np.float32) - want) / np.linalg.norm(want)
   assert error < 0.05, error
+
+
+def test_float16_adaptive_scale_sums_the_dual_norm_in_float32():
+  # adaptive=True scales O by <X, O>, a sum over the matrix: in float16 it overflowed on a
+  # 256 x 256 matrix of entries ~30 (Inf updates), where the scaled step (< 3.3e4) fits.
+  g = jnp.asarray(30 * np.random.default_rng(1).normal(size=(256, 256)), jnp.float16)
+  tx = gtx.contrib.scale_by_muon(adaptive=True)
+  got = tx.update(g, tx.init(g))[0]
+  want = tx.update(g.astype(jnp.float32), tx.init(g.astype(jnp.float32)))[0]
+  assert got.dtype == jnp.float16 and float(np.abs(want).max()) < 6e4  # fits float16
+  error = np.linalg.norm(np.asarray(got, np.float32) - want) / np.linalg.norm(want)
+  assert error < 0.05, error

@@ -242,7 +242,13 @@ def scale_by_muon(ns_coeffs: tuple | str = _DEFAULT_NS_COEFFS, ns_steps: int = 5
       if dims is None:
         return x
       o = _orthogonalize(x, dims, h["ns_coeffs"], ns_steps, preconditioning, h["eps"])
-      return as_dtype(jnp.real(jnp.sum(x.conj() * o)), o.dtype) * o if adaptive else o
+      if not adaptive:
+        return o
+      # The dual norm <X, O> in float32 at least: a sum over the matrix, past float16's
+      # max (Inf updates) where the scaled step fits (a 512 x 512 matrix of entries ~10).
+      wide = at_least_float32(o)
+      dual = jnp.real(jnp.sum(as_dtype(x, wide).conj() * as_dtype(o, wide)))
+      return as_dtype(as_dtype(dual, wide) * as_dtype(o, wide), o.dtype)
 
     new = _map_matrices(stage, weight_dimension_numbers, orthogonal, mu_hat)
     return tree.cast_like(new, updates), MuonState(count, mu, hparams)
