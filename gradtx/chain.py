@@ -112,10 +112,10 @@ class ChainState(Mapping[str, Any]):
         out[head] = out[head]._replaced(inner, path)
         continue
       part = next(iter(inner)).partition(".")[0]
-      wrapped = _wrapped_stages(out[head], part)
-      if wrapped is None or not isinstance(wrapped[1], ChainState):
+      field, stages = _wrapped_stages(out[head], part) or ("", {})
+      if not isinstance(stages, ChainState):
         raise KeyError(_not_a_chain(out[head], path, part))
-      field, stages = wrapped  # a wrapper's state (a NamedTuple): its field replaced
+      # A wrapper's state (a NamedTuple): the field holding the stages it wraps, replaced.
       out[head] = out[head]._replace(**{field: stages._replaced(inner, path)})
     return ChainState(out)
 

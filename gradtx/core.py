@@ -34,6 +34,7 @@ import inspect
 import math
 import os
 import sys
+import types
 from typing import TYPE_CHECKING, Any, Callable, Iterator, Mapping, NamedTuple, Protocol, cast
 
 import chex
@@ -465,7 +466,7 @@ def _refuse_optax_injection(stage: str) -> None:
   (a schedule's among them) would be dropped without a word. Construction is the
   one moment the wrapper can be seen: it is on the call stack.
   """
-  frame = sys._getframe(2)  # pylint: disable=protected-access
+  frame: types.FrameType | None = sys._getframe(2)  # pylint: disable=protected-access
   while frame is not None:
     if frame.f_code.co_filename.endswith(_OPTAX_INJECT):
       raise HyperparameterError(
