@@ -945,6 +945,27 @@ def test_ntxent_small_loss_is_accurate():
   np.testing.assert_allclose(got, want, rtol=1e-5)
 
 
+def test_triplet_zero_differences_have_finite_grads():
+  """|u_i - v_i|^q with q < 1 has an infinite derivative at a zero difference, and the root
+  (sum + eps)^(1/q) one at distance 0 with eps=0: times abs's 0 there, both gave NaN for
+  the whole batch (a loss of 0 included). Each takes the subgradient 0 there."""
+  a = jnp.array([[0.0, 1.0], [1.0, 2.0]])
+  p = jnp.array([[0.0, 2.0], [1.0, 2.0]])
+  n = jnp.array([[1.0, 3.0], [3.0, 2.0]])
+  f = losses.triplet_margin_loss
+  r2 = math.sqrt(2)
+  want = [(1 + 1e-6) ** 2 - (1 + r2) ** 2 + 10, 1e-12 - (r2 + 1e-6) ** 2 + 10]
+  np.testing.assert_allclose(f(a, p, n, norm_degree=0.5, margin=10.0), want, rtol=1e-6)
+  ga, _, _ = _finite_grad(lambda a, p, n: f(a, p, n, norm_degree=0.5, margin=10.0).sum(), a, p, n)
+  np.testing.assert_allclose(ga, [[1 + r2, (1 + r2) / r2 - 1], [1, 0]], rtol=1e-5)
+  g = _finite_grad(lambda a, p, n: f(a, p, n, norm_degree=0.5).sum(), a, p, n)
+  np.testing.assert_array_equal(np.asarray(g), 0)  # both losses are 0: flat there
+  # Distance 0 with eps=0: the other terms' gradients are kept.
+  ga, _, gn = _finite_grad(lambda a, p, n: f(a, p, n, eps=0.0, margin=3.0).sum(), a, p, n)
+  np.testing.assert_allclose(ga[1], [1, 0], rtol=1e-6)
+  np.testing.assert_allclose(gn[1], [-1, 0], rtol=1e-6)
+
+
 def test_integer_labels_axis_forms():
   """An out-of-range axis raises instead of wrapping; NumPy integer axes are ints."""
   rng = np.random.default_rng(7)

@@ -159,6 +159,17 @@ def _safe_log(v: jax.Array) -> jax.Array:
   return jnp.where(positive, jnp.log(jnp.where(positive, v, 1)), -jnp.inf)
 
 
+def _safe_power(v: jax.Array, q: jax.Array) -> jax.Array:
+  """``v ** q`` for ``v >= 0`` and ``q > 0``, its gradient 0 at ``v = 0``.
+
+  For ``q < 1`` the derivative :math:`q v^{q-1}` is infinite at 0, and a zero tangent
+  from upstream (``abs`` at 0, a max that picked another term) times it is NaN; 0 is in
+  the subdifferential of the norms built from it, and their gradient elsewhere is kept.
+  """
+  positive = v > 0
+  return jnp.where(positive, jnp.where(positive, v, 1) ** q, 0)
+
+
 def _cosine_similarity(loss: str, a: jax.Array, targets: ArrayLike, epsilon: ArrayLike,
                        axis: Axis, where: ArrayLike | None) -> jax.Array:
   """:func:`cosine_similarity`, left in the compute dtype (float32 for 16-bit ``a``)."""
