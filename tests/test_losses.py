@@ -1110,6 +1110,19 @@ def test_dice_probabilities_check_is_eager_only():
   jax.jit(functools.partial(losses.dice_loss, apply_softmax=False))(p, t)  # no check when traced
 
 
+def test_where_of_lower_rank_applies_to_rows():
+  """A where that broadcasts to the result masks whole rows; integer labels took it only
+  with the result's full rank ("axis 2 is out of bounds for array of dimension 2")."""
+  rng = np.random.default_rng(8)
+  x = jnp.asarray(_r(rng, 2, 3, 4), jnp.float32)
+  labels = jnp.asarray(rng.integers(0, 4, (2, 3)))
+  where = jnp.array([True, False, True])
+  f = losses.softmax_cross_entropy_with_integer_labels
+  want = np.where(where, ref_int_ce(np.asarray(x, np.float64), np.asarray(labels)), 0)
+  np.testing.assert_allclose(f(x, labels, where=where), want, rtol=1e-5)
+  np.testing.assert_allclose(f(x, labels, where=jnp.broadcast_to(where, (2, 3))), want, rtol=1e-5)
+
+
 def test_vmap_and_grad_compose():
   rng = np.random.default_rng(6)
   x = jnp.asarray(_r(rng, 4, 3, 5), jnp.float32)
@@ -1283,6 +1296,19 @@ ERRORS = [
     (lambda: losses.poly_loss_cross_entropy(jnp.zeros((2, 3)), jnp.zeros((2, 3)), axis=None,
                                             where=jnp.array([True, False])), ValueError,
      r"^poly_loss_cross_entropy: with axis=None"),
+    # A where that fits neither the logits nor the result: jax's "Incompatible shapes for
+    # broadcasting: shapes=[(4, 1), (2, 3, 4), ()]", or for integer labels "axis 2 is out of
+    # bounds for array of dimension 2", named neither the loss nor where.
+    (lambda: losses.softmax_cross_entropy(jnp.zeros((2, 3, 4)), jnp.zeros((2, 3, 4)),
+                                          where=jnp.ones(4, bool)), ValueError,
+     r"^softmax_cross_entropy: where must broadcast to the shape of logits, \(2, 3, 4\), or "
+     r"of the result, \(2, 3\), got shape \(4,\)"),
+    (lambda: losses.poly_loss_cross_entropy(jnp.zeros((2, 3, 4)), jnp.zeros((2, 3, 4)),
+                                            where=jnp.ones((2, 3, 5), bool)), ValueError,
+     r"^poly_loss_cross_entropy: where must broadcast .* got shape \(2, 3, 5\)"),
+    (lambda: losses.softmax_cross_entropy_with_integer_labels(
+        jnp.zeros((2, 3, 4)), jnp.zeros((2, 3), int), where=jnp.ones(2, bool)), ValueError,
+     r"^softmax_cross_entropy_with_integer_labels: where must broadcast .* got shape \(2,\)"),
 ]
 
 

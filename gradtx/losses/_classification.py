@@ -135,7 +135,7 @@ def _softmax_cross_entropy(loss: str, logits: ArrayLike, labels: ArrayLike, axis
   dtype = x.dtype
   x = _wide(x)
   y = jnp.asarray(labels).astype(x.dtype)
-  where = _expand_where(loss, where, x.ndim, axis)
+  where = _expand_where(loss, where, x.shape, axis)
   terms = _times_log(y, _log_softmax(x, axis, where))
   if where is not None:
     terms = jnp.where(where, terms, 0)
@@ -258,7 +258,7 @@ def softmax_cross_entropy_with_integer_labels(
   axes = _class_axes(name, axis, x.ndim)
   dtype = x.dtype
   x = _wide(x)
-  where = _expand_where(name, where, x.ndim, axes)
+  where = _expand_where(name, where, x.shape, axes)
   if isinstance(axis, tuple):
     x = _flatten_class_axes(x, axes)
     if where is not None:
@@ -477,7 +477,7 @@ def poly_loss_cross_entropy(
   y = jnp.asarray(labels).astype(x.dtype)
   _check(name, "epsilon", epsilon, ANY)  # the paper's epsilon >= -1 is advice, not a bound
   epsilon = as_dtype(epsilon, x.dtype)
-  where = _expand_where(name, where, x.ndim, axis)
+  where = _expand_where(name, where, x.shape, axis)
   log_p = _log_softmax(x, axis, where)
   if where is not None:  # a left-out class's log_p may be large: an inf exp gives NaN gradients
     log_p = jnp.where(where, log_p, 0)
