@@ -767,6 +767,19 @@ def test_kl_zero_targets():
   assert np.isnan(optax.losses.kl_divergence(lp, t))
 
 
+def test_half_squares_do_not_overflow_before_halving():
+  """0.5 * e^2 rounded e^2 first: float16 errors in [256, 362) gave inf for a loss that
+  float16 holds (l2_loss(300) = 45000), and float32 ones from 1.9e19 on."""
+  e16 = jnp.array([300.0, 361.0, -0.5], jnp.float16)
+  want16 = (0.5 * np.asarray(e16, np.float64) ** 2).astype(np.float16)  # rounded once
+  np.testing.assert_array_equal(losses.l2_loss(e16), want16)
+  np.testing.assert_array_equal(losses.huber_loss(e16, delta=1000.0), want16)
+  e32 = jnp.array([2e19, -2.5e19], jnp.float32)
+  want32 = 0.5 * np.asarray(e32, np.float64) ** 2
+  np.testing.assert_allclose(losses.l2_loss(e32, jnp.zeros(2)), want32, rtol=1e-7)
+  np.testing.assert_allclose(losses.huber_loss(e32, delta=1e20), want32, rtol=1e-7)
+
+
 def test_log_cosh_precision():
   x = jnp.array([1e-4, 1e-3, 0.1, 14.9, 15.1, 80.0, 1e4], jnp.float32)
   want = [5e-9 - 1e-16 / 12, 5e-7 - 1e-12 / 12, math.log(math.cosh(0.1)),
