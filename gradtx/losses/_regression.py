@@ -86,6 +86,11 @@ def l2_loss(
   References:
     Bishop, *Pattern Recognition and Machine Learning*, 2006, Sec. 1.5.5.
 
+  Differences from optax:
+    The half square does not overflow before it is halved: optax's
+    ``0.5 * (p - t)**2`` is inf for float16 errors from 256 on (a loss of
+    45000 at 300, which float16 holds).
+
   Example:
     >>> import jax.numpy as jnp
     >>> from gradtx import losses
@@ -126,6 +131,10 @@ def huber_loss(
   References:
     Huber, `Robust Estimation of a Location Parameter
     <https://doi.org/10.1214/aoms/1177703732>`_, 1964.
+
+  Differences from optax:
+    As :func:`l2_loss`, the quadratic part does not overflow before it is
+    halved (float16 with ``delta`` above 256).
 
   Example:
     >>> import jax.numpy as jnp
