@@ -662,6 +662,24 @@ def test_poly_loss_where_with_a_large_left_out_logit_has_finite_grads():
   np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
 
 
+def test_where_with_large_or_nan_left_out_logits_has_finite_grads():
+  """Integer labels summed exp(x - max) with where applied after the exp: a left-out logit
+  88 above the row's max (1e4, 300) or NaN had a derivative of inf or NaN there, times its
+  zero cotangent NaN (optax: 0). Left-out logits do not reach the loss nor its gradient."""
+  x = jnp.array([[1.0, 2.0, 1e4], [0.5, jnp.nan, -2.0]])
+  w = jnp.array([[True, True, False], [True, False, True]])
+  labels = jnp.array([0, 2])
+  onehot = jax.nn.one_hot(labels, 3)
+  clean = jnp.where(w, x, -jnp.inf)
+  want = [np.logaddexp(1, 2) - 1, np.logaddexp(0.5, -2) + 2]
+  want_g = jax.nn.softmax(clean) - onehot
+  for f in (lambda x: losses.softmax_cross_entropy_with_integer_labels(x, labels, where=w),
+            lambda x: losses.softmax_cross_entropy(x, onehot, where=w)):
+    np.testing.assert_allclose(f(x), want, rtol=1e-6)
+    g = _finite_grad(lambda x: f(x).sum(), x)[0]
+    np.testing.assert_allclose(g, want_g, rtol=1e-6, atol=1e-7)
+
+
 def test_softmax_cross_entropy_where_equals_minus_inf_logits():
   rng = np.random.default_rng(0)
   x = jnp.asarray(_r(rng, 4, 6), jnp.float32)
