@@ -798,6 +798,19 @@ def test_half_squares_do_not_overflow_before_halving():
   np.testing.assert_allclose(losses.huber_loss(e32, delta=1e20), want32, rtol=1e-7)
 
 
+def test_kl_with_log_targets_whose_exp_underflows():
+  """A log target below float32's least exp (-104) next to a -inf log prediction gave
+  0 * inf = NaN (optax too), value and gradient; it contributes 0, as the target it rounds
+  to does in kl_divergence."""
+  lp = jnp.array([0.0, -jnp.inf, -1.0])
+  lt = jnp.array([0.0, -200.0, -120.0])
+  got = losses.kl_divergence_with_log_targets(lp, lt)
+  assert got == losses.kl_divergence(lp, jnp.exp(lt)) == 0
+  g_lp, g_lt = _finite_grad(losses.kl_divergence_with_log_targets, lp, lt)
+  np.testing.assert_array_equal(g_lp, [-1, 0, 0])
+  np.testing.assert_array_equal(g_lt, [1, 0, 0])
+
+
 def test_log_cosh_precision():
   x = jnp.array([1e-4, 1e-3, 0.1, 14.9, 15.1, 80.0, 1e4], jnp.float32)
   want = [5e-9 - 1e-16 / 12, 5e-7 - 1e-12 / 12, math.log(math.cosh(0.1)),
