@@ -662,6 +662,24 @@ def test_poly_loss_where_with_a_large_left_out_logit_has_finite_grads():
   np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
 
 
+def test_where_with_large_or_nan_left_out_logits_has_finite_grads():
+  """Integer labels summed exp(x - max) with where applied after the exp: a left-out logit
+  88 above the row's max (1e4, 300) or NaN had a derivative of inf or NaN there, times its
+  zero cotangent NaN (optax: 0). Left-out logits do not reach the loss nor its gradient."""
+  x = jnp.array([[1.0, 2.0, 1e4], [0.5, jnp.nan, -2.0]])
+  w = jnp.array([[True, True, False], [True, False, True]])
+  labels = jnp.array([0, 2])
+  onehot = jax.nn.one_hot(labels, 3)
+  clean = jnp.where(w, x, -jnp.inf)
+  want = [np.logaddexp(1, 2) - 1, np.logaddexp(0.5, -2) + 2]
+  want_g = jax.nn.softmax(clean) - onehot
+  for f in (lambda x: losses.softmax_cross_entropy_with_integer_labels(x, labels, where=w),
+            lambda x: losses.softmax_cross_entropy(x, onehot, where=w)):
+    np.testing.assert_allclose(f(x), want, rtol=1e-6)
+    g = _finite_grad(lambda x: f(x).sum(), x)[0]
+    np.testing.assert_allclose(g, want_g, rtol=1e-6, atol=1e-7)
+
+
 def test_softmax_cross_entropy_where_equals_minus_inf_logits():
   rng = np.random.default_rng(0)
   x = jnp.asarray(_r(rng, 4, 6), jnp.float32)
@@ -765,6 +783,32 @@ def test_kl_zero_targets():
   np.testing.assert_allclose(g[np.array([0, 2])], [1 + math.log(1), 1 + math.log(0.5 / 0.3)], rtol=1e-6)
   _finite_grad(lambda a, b: losses.kl_divergence_with_log_targets(a, b), lp.at[1].set(-2.0), lp)
   assert np.isnan(optax.losses.kl_divergence(lp, t))
+
+
+def test_half_squares_do_not_overflow_before_halving():
+  """0.5 * e^2 rounded e^2 first: float16 errors in [256, 362) gave inf for a loss that
+  float16 holds (l2_loss(300) = 45000), and float32 ones from 1.9e19 on."""
+  e16 = jnp.array([300.0, 361.0, -0.5], jnp.float16)
+  want16 = (0.5 * np.asarray(e16, np.float64) ** 2).astype(np.float16)  # rounded once
+  np.testing.assert_array_equal(losses.l2_loss(e16), want16)
+  np.testing.assert_array_equal(losses.huber_loss(e16, delta=1000.0), want16)
+  e32 = jnp.array([2e19, -2.5e19], jnp.float32)
+  want32 = 0.5 * np.asarray(e32, np.float64) ** 2
+  np.testing.assert_allclose(losses.l2_loss(e32, jnp.zeros(2)), want32, rtol=1e-7)
+  np.testing.assert_allclose(losses.huber_loss(e32, delta=1e20), want32, rtol=1e-7)
+
+
+def test_kl_with_log_targets_whose_exp_underflows():
+  """A log target below float32's least exp (-104) next to a -inf log prediction gave
+  0 * inf = NaN (optax too), value and gradient; it contributes 0, as the target it rounds
+  to does in kl_divergence."""
+  lp = jnp.array([0.0, -jnp.inf, -1.0])
+  lt = jnp.array([0.0, -200.0, -120.0])
+  got = losses.kl_divergence_with_log_targets(lp, lt)
+  assert got == losses.kl_divergence(lp, jnp.exp(lt)) == 0
+  g_lp, g_lt = _finite_grad(losses.kl_divergence_with_log_targets, lp, lt)
+  np.testing.assert_array_equal(g_lp, [-1, 0, 0])
+  np.testing.assert_array_equal(g_lt, [1, 0, 0])
 
 
 def test_log_cosh_precision():
@@ -945,6 +989,27 @@ def test_ntxent_small_loss_is_accurate():
   np.testing.assert_allclose(got, want, rtol=1e-5)
 
 
+def test_triplet_zero_differences_have_finite_grads():
+  """|u_i - v_i|^q with q < 1 has an infinite derivative at a zero difference, and the root
+  (sum + eps)^(1/q) one at distance 0 with eps=0: times abs's 0 there, both gave NaN for
+  the whole batch (a loss of 0 included). Each takes the subgradient 0 there."""
+  a = jnp.array([[0.0, 1.0], [1.0, 2.0]])
+  p = jnp.array([[0.0, 2.0], [1.0, 2.0]])
+  n = jnp.array([[1.0, 3.0], [3.0, 2.0]])
+  f = losses.triplet_margin_loss
+  r2 = math.sqrt(2)
+  want = [(1 + 1e-6) ** 2 - (1 + r2) ** 2 + 10, 1e-12 - (r2 + 1e-6) ** 2 + 10]
+  np.testing.assert_allclose(f(a, p, n, norm_degree=0.5, margin=10.0), want, rtol=1e-6)
+  ga, _, _ = _finite_grad(lambda a, p, n: f(a, p, n, norm_degree=0.5, margin=10.0).sum(), a, p, n)
+  np.testing.assert_allclose(ga, [[1 + r2, (1 + r2) / r2 - 1], [1, 0]], rtol=1e-5)
+  g = _finite_grad(lambda a, p, n: f(a, p, n, norm_degree=0.5).sum(), a, p, n)
+  np.testing.assert_array_equal(np.asarray(g), 0)  # both losses are 0: flat there
+  # Distance 0 with eps=0: the other terms' gradients are kept.
+  ga, _, gn = _finite_grad(lambda a, p, n: f(a, p, n, eps=0.0, margin=3.0).sum(), a, p, n)
+  np.testing.assert_allclose(ga[1], [1, 0], rtol=1e-6)
+  np.testing.assert_allclose(gn[1], [-1, 0], rtol=1e-6)
+
+
 def test_integer_labels_axis_forms():
   """An out-of-range axis raises instead of wrapping; NumPy integer axes are ints."""
   rng = np.random.default_rng(7)
@@ -1087,6 +1152,19 @@ def test_dice_probabilities_check_is_eager_only():
   with pytest.raises(ValueError, match="dice_loss: with apply_softmax=False, predictions must sum to 1"):
     losses.dice_loss(p, t, apply_softmax=False)
   jax.jit(functools.partial(losses.dice_loss, apply_softmax=False))(p, t)  # no check when traced
+
+
+def test_where_of_lower_rank_applies_to_rows():
+  """A where that broadcasts to the result masks whole rows; integer labels took it only
+  with the result's full rank ("axis 2 is out of bounds for array of dimension 2")."""
+  rng = np.random.default_rng(8)
+  x = jnp.asarray(_r(rng, 2, 3, 4), jnp.float32)
+  labels = jnp.asarray(rng.integers(0, 4, (2, 3)))
+  where = jnp.array([True, False, True])
+  f = losses.softmax_cross_entropy_with_integer_labels
+  want = np.where(where, ref_int_ce(np.asarray(x, np.float64), np.asarray(labels)), 0)
+  np.testing.assert_allclose(f(x, labels, where=where), want, rtol=1e-5)
+  np.testing.assert_allclose(f(x, labels, where=jnp.broadcast_to(where, (2, 3))), want, rtol=1e-5)
 
 
 def test_vmap_and_grad_compose():
@@ -1262,6 +1340,19 @@ ERRORS = [
     (lambda: losses.poly_loss_cross_entropy(jnp.zeros((2, 3)), jnp.zeros((2, 3)), axis=None,
                                             where=jnp.array([True, False])), ValueError,
      r"^poly_loss_cross_entropy: with axis=None"),
+    # A where that fits neither the logits nor the result: jax's "Incompatible shapes for
+    # broadcasting: shapes=[(4, 1), (2, 3, 4), ()]", or for integer labels "axis 2 is out of
+    # bounds for array of dimension 2", named neither the loss nor where.
+    (lambda: losses.softmax_cross_entropy(jnp.zeros((2, 3, 4)), jnp.zeros((2, 3, 4)),
+                                          where=jnp.ones(4, bool)), ValueError,
+     r"^softmax_cross_entropy: where must broadcast to the shape of logits, \(2, 3, 4\), or "
+     r"of the result, \(2, 3\), got shape \(4,\)"),
+    (lambda: losses.poly_loss_cross_entropy(jnp.zeros((2, 3, 4)), jnp.zeros((2, 3, 4)),
+                                            where=jnp.ones((2, 3, 5), bool)), ValueError,
+     r"^poly_loss_cross_entropy: where must broadcast .* got shape \(2, 3, 5\)"),
+    (lambda: losses.softmax_cross_entropy_with_integer_labels(
+        jnp.zeros((2, 3, 4)), jnp.zeros((2, 3), int), where=jnp.ones(2, bool)), ValueError,
+     r"^softmax_cross_entropy_with_integer_labels: where must broadcast .* got shape \(2,\)"),
 ]
 
 

@@ -135,7 +135,7 @@ def _softmax_cross_entropy(loss: str, logits: ArrayLike, labels: ArrayLike, axis
   dtype = x.dtype
   x = _wide(x)
   y = jnp.asarray(labels).astype(x.dtype)
-  where = _expand_where(loss, where, x.ndim, axis)
+  where = _expand_where(loss, where, x.shape, axis)
   terms = _times_log(y, _log_softmax(x, axis, where))
   if where is not None:
     terms = jnp.where(where, terms, 0)
@@ -258,7 +258,7 @@ def softmax_cross_entropy_with_integer_labels(
   axes = _class_axes(name, axis, x.ndim)
   dtype = x.dtype
   x = _wide(x)
-  where = _expand_where(name, where, x.ndim, axes)
+  where = _expand_where(name, where, x.shape, axes)
   if isinstance(axis, tuple):
     x = _flatten_class_axes(x, axes)
     if where is not None:
@@ -277,7 +277,13 @@ def softmax_cross_entropy_with_integer_labels(
   # into the sum and the gather, not applied to the logits (a pass over them).
   top, shift = _max_shift(x, axis, some)
   label_logits = jnp.take_along_axis(x, jnp.expand_dims(y, axis), axis=axis)
-  total = jnp.sum(jnp.exp(x - shift), axis=axis, where=some, keepdims=True)
+  z = x - shift
+  if some is not None:
+    # Left out before the exp too, not only after it (jnp.sum's where): a left-out logit 88
+    # above the max, or NaN, had an exp' of inf or NaN, times its zero cotangent NaN. Set
+    # to 0, not -inf: exp(-inf) made the forward pass 10% slower on CPU.
+    z = jnp.where(some, z, 0)
+  total = jnp.sum(jnp.exp(z), axis=axis, where=some, keepdims=True)
   # A row whose every logit is -inf: the label's probability is 0, so its loss is inf,
   # as softmax_cross_entropy's, not log 0 - (-inf) = NaN; its sum is taken as 1 (per
   # row, not a pass over the logits) so that its gradient is 0, not 0 / 0.
@@ -477,7 +483,7 @@ def poly_loss_cross_entropy(
   y = jnp.asarray(labels).astype(x.dtype)
   _check(name, "epsilon", epsilon, ANY)  # the paper's epsilon >= -1 is advice, not a bound
   epsilon = as_dtype(epsilon, x.dtype)
-  where = _expand_where(name, where, x.ndim, axis)
+  where = _expand_where(name, where, x.shape, axis)
   log_p = _log_softmax(x, axis, where)
   if where is not None:  # a left-out class's log_p may be large: an inf exp gives NaN gradients
     log_p = jnp.where(where, log_p, 0)

@@ -86,19 +86,39 @@ def _check(loss: str, arg: str, value: Any, allowed: Range) -> None:
     check_value(loss, arg, value, allowed)
 
 
-def _expand_where(loss: str, where: ArrayLike | None, ndim: int,
+def _expand_where(loss: str, where: ArrayLike | None, shape: tuple[int, ...],
                   axis: Axis) -> jax.Array | None:
-  """A ``where`` mask given per example gets the class axis back (as optax)."""
+  """``where`` for logits of ``shape``: as given when it has their rank, else taken per
+  example (as optax) and given the class axes back.
+
+  Checked to broadcast, so that a mask that fits neither raises naming the loss (jax's
+  error named neither it nor ``where``; for a tuple of axes it was "axis 2 is out of
+  bounds for array of dimension 2").
+  """
   if where is None:
     return None
   where = jnp.asarray(where)
+  ndim = len(shape)
+  if where.ndim != ndim and axis is None:  # every axis is a class axis: no per-example shape
+    raise ValueError(
+        f"{loss}: with axis=None every axis is a class axis, so where must have the rank "
+        f"of logits ({ndim}), got shape {where.shape}; pass where broadcast to the logits' "
+        "shape, or the class axis as axis (optax 0.2.8 raises a TypeError here)")
+  axes = tuple(range(ndim)) if axis is None else axis if isinstance(axis, tuple) else (axis,)
+  if any(not -ndim <= a < ndim for a in axes):
+    return where  # the loss's own reduction raises for the axis
+  axes = tuple(a % ndim for a in axes)
+  batch_shape = tuple(d for i, d in enumerate(shape) if i not in axes)
+  fits = (_broadcast_shape(where.shape, shape) == shape if where.ndim == ndim else
+          _broadcast_shape(where.shape, batch_shape) == batch_shape)
+  if not fits:
+    raise ValueError(
+        f"{loss}: where must broadcast to the shape of logits, {shape}, or of the result, "
+        f"{batch_shape}, got shape {where.shape}")
   if where.ndim != ndim:
-    if axis is None:  # every axis is a class axis: there is no per-example shape to expand
-      raise ValueError(
-          f"{loss}: with axis=None every axis is a class axis, so where must have the rank "
-          f"of logits ({ndim}), got shape {where.shape}; pass where broadcast to the logits' "
-          "shape, or the class axis as axis (optax 0.2.8 raises a TypeError here)")
-    where = jnp.expand_dims(where, axis)
+    # Broadcast first (free under jit), so that a mask of lower rank than the result
+    # lines up with its trailing axes, as numpy broadcasting would.
+    where = jnp.expand_dims(jnp.broadcast_to(where, batch_shape), axes)
   return where
 
 
@@ -157,6 +177,17 @@ def _safe_log(v: jax.Array) -> jax.Array:
   """``log(v)`` with ``log(0) = -inf`` and no NaN in its gradient at 0."""
   positive = v > 0
   return jnp.where(positive, jnp.log(jnp.where(positive, v, 1)), -jnp.inf)
+
+
+def _safe_power(v: jax.Array, q: jax.Array) -> jax.Array:
+  """``v ** q`` for ``v >= 0`` and ``q > 0``, its gradient 0 at ``v = 0``.
+
+  For ``q < 1`` the derivative :math:`q v^{q-1}` is infinite at 0, and a zero tangent
+  from upstream (``abs`` at 0, a max that picked another term) times it is NaN; 0 is in
+  the subdifferential of the norms built from it, and their gradient elsewhere is kept.
+  """
+  positive = v > 0
+  return jnp.where(positive, jnp.where(positive, v, 1) ** q, 0)
 
 
 def _cosine_similarity(loss: str, a: jax.Array, targets: ArrayLike, epsilon: ArrayLike,

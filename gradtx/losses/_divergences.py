@@ -94,7 +94,9 @@ def kl_divergence_with_log_targets(
     <https://www.jstor.org/stable/2236703>`_, 1951.
 
   Differences from optax:
-    A ``-inf`` log target contributes 0 with finite gradients (optax: NaN).
+    A ``-inf`` log target, or one whose exponential underflows to 0,
+    contributes 0 with finite gradients (optax: NaN for the first, and for
+    the second next to a ``-inf`` log prediction).
 
   Example:
     >>> import jax.numpy as jnp
@@ -112,10 +114,13 @@ def kl_divergence_with_log_targets(
   dtype = lp.dtype
   lp = _wide(lp)
   lt = lt.astype(lp.dtype)
-  zero = lt == -jnp.inf
+  t = jnp.exp(lt)
+  # A zero target: a -inf log target, or one whose exp underflows (below -104 in float32),
+  # which next to a -inf log prediction gave 0 * inf = NaN; as in kl_divergence, it adds 0.
+  zero = t == 0
   lt_safe = jnp.where(zero, 0, lt)
   lp_safe = jnp.where(zero, 0, lp)
-  loss = jnp.where(zero, 0, jnp.exp(lt_safe) * (lt_safe - lp_safe))
+  loss = jnp.where(zero, 0, t * (lt_safe - lp_safe))
   return jnp.sum(loss, axis=axis, where=where).astype(dtype)
 
 

@@ -7,7 +7,7 @@ import jax.numpy as jnp
 
 from gradtx.core import ANY, NONNEGATIVE, POSITIVE
 from gradtx.losses._common import (ArrayLike, _broadcastable, _floating, _wide, _check,
-                                    _cosine_similarity)
+                                    _cosine_similarity, _safe_power)
 from gradtx.numerics import as_dtype
 
 
@@ -49,7 +49,9 @@ def triplet_margin_loss(
     optax raises the signed difference :math:`(u_i - v_i)^q`, which is not a
     norm for odd :math:`q` (with ``norm_degree=1`` a distance can be
     negative); gradtx takes :math:`|u_i - v_i|^q`. The two agree for even
-    :math:`q`, the default included.
+    :math:`q`, the default included. A zero difference with :math:`q < 1`,
+    or distance 0 with ``eps=0``, has gradient 0 there (optax: NaN, for the
+    whole batch).
 
   Example:
     >>> import jax.numpy as jnp
@@ -76,7 +78,10 @@ def triplet_margin_loss(
   margin, eps = as_dtype(margin, a.dtype), as_dtype(eps, a.dtype)
 
   def distance(v: jax.Array) -> jax.Array:
-    return (jnp.sum(jnp.abs(a - v.astype(a.dtype)) ** q, axis=axis) + eps) ** (1 / q)
+    # Both powers safe at 0: a zero difference with q < 1, or distance 0 with eps = 0,
+    # had an infinite derivative there, which made the whole gradient NaN.
+    terms = _safe_power(jnp.abs(a - v.astype(a.dtype)), q)
+    return _safe_power(jnp.sum(terms, axis=axis) + eps, 1 / q)
 
   return jnp.maximum(distance(p) - distance(n) + margin, 0).astype(dtype)
 
