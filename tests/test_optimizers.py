@@ -398,6 +398,23 @@ def test_adagrad_steps_zero_where_no_gradient_was_seen_even_with_eps_zero(eps_in
   np.testing.assert_array_equal(slope, [0.0, 0.0, 0.0])  # g / |g| is flat away from 0
 
 
+@pytest.mark.parametrize("eps_in_sqrt", [True, False])
+def test_centered_rmsprop_variance_rounded_below_zero_steps_finite(eps_in_sqrt):
+  # With bias_correction the first step's variance nu_hat - mu_hat**2 is g**2 - g**2 = 0,
+  # which float32 rounds to about -1e-7 g**2 for some g: its root was NaN (optax's too,
+  # from step 8 on here). A variance is never negative: the step is at most g over the
+  # root of eps (over eps with eps_in_sqrt=False), the step of a variance of 0.
+  g = jnp.array([0.3, -2.7, 1e-3, 5.0, 0.11, 123.0, 0.7, -1.9])
+  tx = gtx.rmsprop(1.0, centered=True, bias_correction=True, eps_in_sqrt=eps_in_sqrt)
+  largest = np.abs(g) / (np.sqrt(1e-8) if eps_in_sqrt else 1e-8)
+  state = tx.init(g)
+  for _ in range(2):  # a constant gradient: the variance stays 0
+    u, state = tx.update(g, state)
+    assert all_finite(u)
+    np.testing.assert_array_equal(np.sign(u), -np.sign(g))
+    assert np.all(np.abs(u) <= largest * (1 + 1e-6))
+
+
 def test_sm3_steps_a_zero_size_leaf():
   # jnp.max over the (3, 0) leaf's empty axis raised "zero-size array to reduction
   # operation max which has no identity"; its accumulators stay 0 and its step is empty.
