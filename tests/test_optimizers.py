@@ -199,6 +199,11 @@ BAD_HYPERPARAMETERS = [
     (lambda: gtx.ema(decay=float("nan")), r"ema: decay must be in \[0, 1\), got nan"),
     (lambda: gtx.add_l1_penalty(-0.1), r"add_l1_penalty: l1 must be in \[0, inf\)"),
     (lambda: gtx.adam("fast"), r"learning_rate must be a number"),
+    # optimistic_adam's rate is the optimistic alpha (any sign): a negative rate climbed.
+    (lambda: gtx.optimistic_adam(-0.01),
+     r"^optimistic_adam: learning_rate must be in \[0, inf\), got -0.01$"),
+    (lambda: gtx.optimistic_adam(float("nan"), optimism=0.1),
+     r"^optimistic_adam: learning_rate must be in \[0, inf\), got nan$"),
 ]
 
 
