@@ -199,6 +199,11 @@ BAD_HYPERPARAMETERS = [
     (lambda: gtx.ema(decay=float("nan")), r"ema: decay must be in \[0, 1\), got nan"),
     (lambda: gtx.add_l1_penalty(-0.1), r"add_l1_penalty: l1 must be in \[0, inf\)"),
     (lambda: gtx.adam("fast"), r"learning_rate must be a number"),
+    # optimistic_adam's rate is the optimistic alpha (any sign): a negative rate climbed.
+    (lambda: gtx.optimistic_adam(-0.01),
+     r"^optimistic_adam: learning_rate must be in \[0, inf\), got -0.01$"),
+    (lambda: gtx.optimistic_adam(float("nan"), optimism=0.1),
+     r"^optimistic_adam: learning_rate must be in \[0, inf\), got nan$"),
 ]
 
 
@@ -394,6 +399,23 @@ def test_adagrad_steps_zero_where_no_gradient_was_seen_even_with_eps_zero(eps_in
   slope = jax.grad(lambda g: jnp.sum(tx.update(g, state)[0] * jnp.array([1.0, 2.0, 3.0])))(g)
   assert all_finite(slope)
   np.testing.assert_array_equal(slope, [0.0, 0.0, 0.0])  # g / |g| is flat away from 0
+
+
+@pytest.mark.parametrize("eps_in_sqrt", [True, False])
+def test_centered_rmsprop_variance_rounded_below_zero_steps_finite(eps_in_sqrt):
+  # With bias_correction the first step's variance nu_hat - mu_hat**2 is g**2 - g**2 = 0,
+  # which float32 rounds to about -1e-7 g**2 for some g: its root was NaN (optax's too,
+  # from step 8 on here). A variance is never negative: the step is at most g over the
+  # root of eps (over eps with eps_in_sqrt=False), the step of a variance of 0.
+  g = jnp.array([0.3, -2.7, 1e-3, 5.0, 0.11, 123.0, 0.7, -1.9])
+  tx = gtx.rmsprop(1.0, centered=True, bias_correction=True, eps_in_sqrt=eps_in_sqrt)
+  largest = np.abs(g) / (np.sqrt(1e-8) if eps_in_sqrt else 1e-8)
+  state = tx.init(g)
+  for _ in range(2):  # a constant gradient: the variance stays 0
+    u, state = tx.update(g, state)
+    assert all_finite(u)
+    np.testing.assert_array_equal(np.sign(u), -np.sign(g))
+    assert np.all(np.abs(u) <= largest * (1 + 1e-6))
 
 
 def test_sm3_steps_a_zero_size_leaf():

@@ -7,7 +7,7 @@ from typing import Any
 import jax
 
 from gradtx.chain import Chain, named_chain
-from gradtx.core import ScalarOrSchedule
+from gradtx.core import NONNEGATIVE, ScalarOrSchedule, check_value
 from gradtx.transforms.moments import scale_by_adam
 from gradtx.transforms.noise import add_noise
 from gradtx.transforms.optimism import scale_by_optimistic_gradient
@@ -115,6 +115,9 @@ def optimistic_adam(learning_rate: float | jax.Array, optimism: ScalarOrSchedule
   if callable(learning_rate):
     raise ValueError("optimistic_adam: learning_rate must be a float here (it is the "
                      "optimism alpha); use optimistic_adam_v2 for a schedule")
+  # Checked here: it becomes scale_by_optimistic_gradient's alpha, of any sign, so a
+  # negative rate (which climbs the loss) passed that stage's check.
+  check_value("optimistic_adam", "learning_rate", learning_rate, NONNEGATIVE, scalar=True)
   return named_chain("optimistic_adam",
                      adam=scale_by_adam(b1, b2, eps, eps_root, mu_dtype, nesterov=nesterov,
                                         nu_dtype=nu_dtype),

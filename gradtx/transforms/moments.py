@@ -138,7 +138,8 @@ def scale_by_stddev(decay: ScalarOrSchedule = 0.9, eps: ScalarOrSchedule = 1e-8,
 
   Hats, ``eps_in_sqrt``, the defaults and ``nu_dtype`` (the dtype of
   :math:`\\nu`, gradtx's addition; :math:`\\mu` keeps the params' dtype) are as
-  in :func:`scale_by_rms`.
+  in :func:`scale_by_rms`. Where :math:`\\hat\\nu_t - \\hat\\mu_t^2` rounds below 0
+  (it is 0 at the first bias-corrected step) it is taken as 0; optax steps by NaN there.
 
   References:
     Graves, *Generating Sequences With Recurrent Neural Networks*, 2013.
@@ -165,7 +166,11 @@ def scale_by_stddev(decay: ScalarOrSchedule = 0.9, eps: ScalarOrSchedule = 1e-8,
       nu_hat = numerics.bias_correction(nu_new, rho, count) if bias_correction else nu_new
       # mu_hat squared after widening to nu's dtype (float16's square underflows).
       mu_sq = abs_sq(as_dtype(mu_hat, compute_dtype(mu_hat, nu_hat)), nu_hat.dtype)
-      u = _divide_by_root(g, nu_hat - mu_sq, h["eps"], eps_in_sqrt)
+      # A variance is >= 0, but the difference rounds below 0 where it is near 0 (the
+      # first bias-corrected step, where it is exactly 0; a constant gradient): its root
+      # would be NaN. optax takes the root as it is.
+      variance = jnp.maximum(nu_hat - mu_sq, 0)
+      u = _divide_by_root(g, variance, h["eps"], eps_in_sqrt)
       return as_dtype(u, g.dtype), as_dtype(mu_new, mu.dtype), as_dtype(nu_new, nu.dtype)
 
     updates, mu, nu = tree.map_multi(leaf, 3, updates, state.mu, state.nu)
