@@ -203,8 +203,13 @@ def _note_stage(error: Exception, name: str) -> None:
     pass
 
 
+def _is_stage_name(name: str) -> bool:
+  """Whether ``name`` can name a stage: an identifier, so never split at a dot."""
+  return name.isidentifier() and not keyword.iskeyword(name)
+
+
 def _check_name(name: str) -> None:
-  if not name.isidentifier() or keyword.iskeyword(name):
+  if not _is_stage_name(name):
     raise ValueError(f"chain: stage name {name!r} must be a Python identifier (no dots); "
                      "nested stages are addressed as 'outer.inner' automatically")
 
@@ -213,7 +218,7 @@ def _unique_names(stages: tuple[GradientTransformation, ...], taken: set[str]) -
   names = []
   for tx in stages:
     base = tx.name
-    if not base.isidentifier() or keyword.iskeyword(base):
+    if not _is_stage_name(base):
       # A dotted name made a stage that state[...] and hparams' dotted names split apart.
       raise ValueError(f"chain: a positional stage is named {base!r} (its name), which is not "
                        "a Python identifier; pass it by keyword: gtx.chain(my_stage=tx)")

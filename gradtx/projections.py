@@ -32,7 +32,8 @@ import jax.numpy as jnp
 import numpy as np
 from jax import flatten_util
 
-from gradtx.core import NONNEGATIVE_OR_INF, POSITIVE, POSITIVE_OR_INF, Range, is_concrete, check_value
+from gradtx.core import (NONNEGATIVE_OR_INF, POSITIVE, POSITIVE_OR_INF, Range, check_value,
+                         is_concrete)
 from gradtx.errors import HyperparameterError
 from gradtx.numerics import as_dtype
 from gradtx.tree_utils import (tree_add_scale, tree_cast_like, tree_full_like, tree_mul,
