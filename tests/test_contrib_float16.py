@@ -265,9 +265,8 @@ def test_nu_dtype_of_the_params_dtype_changes_nothing(make, fields, rtol, proble
 # The parameter-free rules on float16 params (the FAQ's advice).
 
 
-def _mechanize_run(dtype, steps, **kwargs):
-  """Mechanic around SGD on the quadratic sum(w^2) / 4, from FLOAT16_PARAMS."""
-  tx = C.mechanize(gtx.sgd(0.1), **kwargs)
+def _quadratic_run(tx, dtype, steps):
+  """``tx`` on the quadratic sum(w^2) / 4, from FLOAT16_PARAMS: the final params and state."""
   update = jax.jit(lambda p, s: tx.update({"w": jnp.asarray(0.5, dtype) * p["w"]}, s, p))
   params = _as(FLOAT16_PARAMS, dtype)
   state = tx.init(params)
@@ -275,6 +274,11 @@ def _mechanize_run(dtype, steps, **kwargs):
     updates, state = update(params, state)
     params = gtx.apply_updates(params, updates)
   return np.asarray(params["w"], np.float32), state
+
+
+def _mechanize_run(dtype, steps, **kwargs):
+  """Mechanic around SGD on the quadratic, from FLOAT16_PARAMS."""
+  return _quadratic_run(C.mechanize(gtx.sgd(0.1), **kwargs), dtype, steps)
 
 
 def test_mechanize_on_float16_params_divides_by_its_scale_in_float32():
@@ -294,15 +298,8 @@ def test_mechanize_on_float16_params_divides_by_its_scale_in_float32():
 
 
 def _distance_run(make, dtype, steps=100):
-  """``make()`` on the quadratic sum(w^2) / 4, from FLOAT16_PARAMS: the final params."""
-  tx = make()
-  update = jax.jit(lambda p, s: tx.update({"w": jnp.asarray(0.5, dtype) * p["w"]}, s, p))
-  params = _as(FLOAT16_PARAMS, dtype)
-  state = tx.init(params)
-  for _ in range(steps):
-    updates, state = update(params, state)
-    params = gtx.apply_updates(params, updates)
-  return np.asarray(params["w"], np.float32)
+  """``make()`` on the quadratic, from FLOAT16_PARAMS: the final params."""
+  return _quadratic_run(make(), dtype, steps)[0]
 
 
 @pytest.mark.parametrize("default, advised", [
