@@ -26,7 +26,7 @@ import numpy as np
 
 from gradtx._flax_serialization import register_with_flax, serializable
 from gradtx.core import (GradientTransformation, HParams, as_transformation, check_value,
-                         foreign_state_hint, placed_like)
+                         foreign_state_hint, held_like)
 from gradtx.errors import GradtxError, HyperparameterError, StructureError, did_you_mean
 
 PyTree = Any
@@ -151,20 +151,23 @@ def _not_a_chain(node: Any, walked: str, part: str) -> str:
   fields = list(getattr(type(node), "_fields", ()))
   if part in fields or not fields:
     return f"{what}: read {part!r} as an attribute, state[{walked!r}].{part}"
-  wrapped = [name for field in (*_WRAPPED_FIELDS, "inner_states")
-             if isinstance(getattr(node, field, None), Mapping) for name in getattr(node, field)]
+  wrapped = [name for _, stages in _wrapped(node) for name in stages]
   stages = f", and it wraps the stages {wrapped}" if wrapped else ""
   return f"{what}, and has no field {part!r}; its fields are {fields}{stages}"
 
 
-def _wrapped_stages(node: Any, part: str) -> tuple[str, Mapping[str, Any]] | None:
-  """``(field, stages)``: where a wrapper's state ``node`` holds the stages it wraps, if
-  they include ``part`` (apply_if_finite's ``inner_state``, partition's ``inner_states``)."""
+def _wrapped(node: Any) -> Iterator[tuple[str, Mapping[str, Any]]]:
+  """``(field, stages)`` for each field where a wrapper's state ``node`` holds the stages
+  it wraps (apply_if_finite's ``inner_state``, partition's ``inner_states``)."""
   for field in (*_WRAPPED_FIELDS, "inner_states"):
     inner = getattr(node, field, None)
-    if isinstance(inner, Mapping) and part in tuple(inner):
-      return field, inner
-  return None
+    if isinstance(inner, Mapping):
+      yield field, inner
+
+
+def _wrapped_stages(node: Any, part: str) -> tuple[str, Mapping[str, Any]] | None:
+  """The ``(field, stages)`` of :func:`_wrapped` whose stages include ``part``, or None."""
+  return next(((f, stages) for f, stages in _wrapped(node) if part in tuple(stages)), None)
 
 
 @contextlib.contextmanager
@@ -526,25 +529,18 @@ def set_hparams(state: PyTree, values: Mapping[str, Any]) -> PyTree:
     old = hp[key]
     check_value(dotted[:-len(key) - 1] or "set_hparams", key, value, slot.allowed,
                 held=old.dtype)
-    # A copy (jnp.asarray would hand back an array of old's dtype as it is): the
-    # state must not share a buffer with the caller or with another name set to
-    # the same array, or donating it deletes that array or fails. A value past the
-    # dtype's range got here only where the range holds inf: held as inf.
-    with np.errstate(over="ignore"):
-      new = jnp.array(value, old.dtype, copy=True)
-    if new.shape != old.shape:
-      try:
-        new = jnp.broadcast_to(new, old.shape)
-      except ValueError:
-        raise HyperparameterError(
-            f"{dotted} has shape {old.shape}; got a value of shape {new.shape}") from None
-    if isinstance(old, (jax.Array, np.ndarray, np.generic)):
-      new = placed_like(new, old)
-    else:
-      # A framework's box around the array (flax.nnx.Optimizer holds its state
-      # in OptArray variables) keeps its type, so the framework can update it.
-      new = jax.tree.unflatten(jax.tree.structure(old),
-                               [placed_like(new, jax.tree.leaves(old)[0])])
+    # A framework's box around the array (flax.nnx.Optimizer holds its state in
+    # OptArray variables) keeps its type, so the framework can update it.
+    boxed = not isinstance(old, (jax.Array, np.ndarray, np.generic))
+    array = jax.tree.leaves(old)[0] if boxed else old
+    try:
+      # A value past the dtype's range got here only where the range holds inf: as inf.
+      with np.errstate(over="ignore"):
+        new = held_like(value, array)
+    except ValueError as error:
+      raise HyperparameterError(f"{dotted} {error}") from None
+    if boxed:
+      new = jax.tree.unflatten(jax.tree.structure(old), [new])
     leaves[holders[index]] = hp.replace(**{key: new})
   return jax.tree_util.tree_unflatten(treedef, leaves)
 

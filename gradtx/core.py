@@ -418,6 +418,26 @@ def placed_like(value: jax.Array, like: Any) -> jax.Array:
   return value  # a value set inside a jitted function: its output shardings place it
 
 
+def held_like(value: Any, old: jax.Array | np.ndarray | np.generic) -> jax.Array:
+  """``value`` as a state holds it in place of its array ``old``: a copy in ``old``'s
+  dtype, broadcast to its shape, on its devices (:func:`placed_like`).
+
+  For :func:`gradtx.set_hparams` and :func:`gradtx.tree_utils.tree_set`. A copy
+  (``jnp.asarray`` would hand back an array of that dtype as it is): the state must not
+  share a buffer with the caller, nor two of its entries one buffer, or donating it
+  deletes the caller's array or fails. Raises ``ValueError`` (``"has shape (3,); got a
+  value of shape (2,)"``) where ``value`` does not broadcast to ``old``'s shape.
+  """
+  new = jnp.array(value, old.dtype, copy=True)
+  if new.shape != old.shape:
+    try:
+      new = jnp.broadcast_to(new, old.shape)
+    except ValueError:
+      raise ValueError(f"has shape {tuple(old.shape)}; got a value of shape "
+                       f"{tuple(new.shape)}") from None
+  return placed_like(new, old)
+
+
 def _as_state_value(value: Any, allowed: Range) -> jax.Array:
   # Always a copy (jnp.array, not jnp.asarray, which hands back an array of the
   # dtype asked for as it is): a state holding the caller's array would share its

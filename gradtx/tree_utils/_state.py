@@ -12,7 +12,7 @@ import numpy as np
 
 from gradtx import tree as _tree
 from gradtx.chain import ChainState, set_hparams
-from gradtx.core import HParams, check_value, placed_like
+from gradtx.core import HParams, check_value, held_like
 from gradtx.errors import HyperparameterError, StructureError, did_you_mean
 
 PyTree = Any
@@ -205,17 +205,10 @@ def _as_like(old: Any, value: Any, where: str) -> Any:
       and not isinstance(new, jax.core.Tracer) and not np.all(np.asarray(new) % 1 == 0)):
     raise ValueError(f"tree_set: {where} holds {old.dtype} values; got {value!r}, "
                      "which is not a whole number")
-  # A copy (astype hands back an array of old's dtype as it is), as set_hparams holds one:
-  # the state must not share a buffer with the caller, nor two matches one buffer, or
-  # donating the state deletes the caller's array or fails.
-  new = jnp.array(new, old.dtype, copy=True)
-  if new.shape != old.shape:
-    try:
-      new = jnp.broadcast_to(new, old.shape)
-    except ValueError:
-      raise StructureError(f"tree_set: {where} has shape {tuple(old.shape)}; got a value "
-                           f"of shape {tuple(new.shape)}") from None
-  return placed_like(new, old)
+  try:
+    return held_like(new, old)
+  except ValueError as error:
+    raise StructureError(f"tree_set: {where} {error}") from None
 
 
 def _replace(node: Any, path: KeyPath, stage: tuple[str, ...], values: dict[str, Any],
