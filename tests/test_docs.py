@@ -213,3 +213,29 @@ def test_defaults_in_docstrings_are_the_signatures(name, function):
           and type(value) is not bool:
         wrong.append(f"{arg}: the docstring says {value!r}, the signature {default!r}")
   assert not wrong, f"{name}: " + "; ".join(wrong)
+
+
+# ---------------------------------------------------------------------------------------
+# The code of the hand-written pages runs as written, given what the text around it
+# assumes (`params`, a `tx` and its `state`). README.md, docs/optax.md and
+# docs/distributed.md are run by test_readme, test_migration and the sharding worker.
+
+def _python_blocks(page: str) -> list[str]:
+  import re
+  return re.findall(r"```python\n(.*?)```", (ROOT / "docs" / page).read_text(), re.S)
+
+
+def _run_block(page: str, index: int, namespace: dict) -> dict:
+  exec(compile(_python_blocks(page)[index], f"docs/{page}, block {index + 1}", "exec"),  # noqa: S102
+       namespace)
+  return namespace
+
+
+def test_index_example_runs():
+  import jax.numpy as jnp
+  import numpy as np
+  # The page's example chain, given only the params (it imported gradtx but not jax).
+  ns = _run_block("index.md", 1, {"params": {"w": jnp.ones((3, 2)), "b": jnp.ones(2)}})
+  assert gtx.hparams(ns["state"])["decay.weight_decay"] == np.float32(1e-5)
+  assert ns["state"]["adam"].mu["w"].shape == (3, 2)
+
