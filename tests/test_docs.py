@@ -239,3 +239,49 @@ def test_index_example_runs():
   assert gtx.hparams(ns["state"])["decay.weight_decay"] == np.float32(1e-5)
   assert ns["state"]["adam"].mu["w"].shape == (3, 2)
 
+
+def test_faq_examples_run(tmp_path, capsys):
+  import ast
+  import re
+
+  import jax
+  import jax.numpy as jnp
+  import numpy as np
+  blocks = _python_blocks("faq.md")
+  params = {"w": jnp.array([[1.0, -2.0], [0.5, 3.0]]), "b": jnp.array([0.1, -0.2])}
+  loss = lambda p: jnp.sum(p["w"] ** 2) + jnp.sum((p["b"] - 1) ** 2)  # noqa: E731
+  base = {"gtx": gtx, "jax": jax, "jnp": jnp, "np": np, "params": params, "loss": loss}
+
+  # Carrying a state into an edited chain: the report has the keys the comment shows.
+  tx = gtx.adam(0.1)
+  new_tx = gtx.chain(clip=gtx.clip_by_global_norm(1.0), adam=gtx.scale_by_adam(),
+                     lr=gtx.scale_by_learning_rate(0.1))
+  ns = _run_block("faq.md", 1, {**base, "old_state": tx.init(params), "new_tx": new_tx})
+  shown = ast.literal_eval(re.search(r"# (\{.*\})", blocks[1]).group(1).replace("...", ""))
+  assert list(ns["report"]) == list(shown)
+  assert capsys.readouterr().out.strip() == str(ns["report"])
+
+  # Meta-gradient of the learning rate: finite.
+  ns = _run_block("faq.md", 2, {**base, "tx": gtx.adam(0.1)})
+  assert np.isfinite(ns["d_lr"])
+
+  # The npz recipe, on a state with a typed key (add_noise) and a bfloat16 moment.
+  tx = gtx.chain(noise=gtx.add_noise(0.01, 0.55, key=jax.random.key(0)),
+                 adam=gtx.adam(0.1, mu_dtype=jnp.bfloat16))
+  state = tx.init(params)
+  _, state = tx.update(params, state, params)
+  ns = _run_block("faq.md", 3, {**base, "tx": tx, "state": state,
+                                "path": str(tmp_path / "state.npz")})
+  restored = ns["state"]
+  assert jax.tree.structure(restored) == jax.tree.structure(state)
+  for a, b in zip(jax.tree.leaves(gtx.tree_utils.tree_unwrap_random_key_data(restored)),
+                  jax.tree.leaves(gtx.tree_utils.tree_unwrap_random_key_data(state))):
+    assert a.dtype == b.dtype
+    np.testing.assert_array_equal(np.asarray(a, np.float64), np.asarray(b, np.float64))
+
+  # The weight-decay mask as a function of the params.
+  exec(compile(blocks[4], "docs/faq.md, block 5", "exec"), {**base})  # noqa: S102
+
+  # Complex parameters: Adam reaches the target 0.5 - 1j.
+  ns = _run_block("faq.md", 5, {**base})
+  np.testing.assert_allclose(ns["z"]["w"], np.full(2, 0.5 - 1.0j), atol=0.05)
