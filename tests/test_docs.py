@@ -285,3 +285,42 @@ def test_faq_examples_run(tmp_path, capsys):
   # Complex parameters: Adam reaches the target 0.5 - 1j.
   ns = _run_block("faq.md", 5, {**base})
   np.testing.assert_allclose(ns["z"]["w"], np.full(2, 0.5 - 1.0j), atol=0.05)
+
+
+def test_packed_examples_run():
+  # The page's three training steps (plain JAX, flax.nnx, equinox), each given the model
+  # the text assumes, train; the state reads back as the tree.
+  import jax
+  import jax.numpy as jnp
+  import numpy as np
+  from flax import nnx
+  x, y = jax.random.normal(jax.random.key(0), (16, 4)), jnp.ones((16, 1))
+
+  def model_apply(params, x):
+    hidden = jnp.tanh(x @ params["w1"] + params["b1"][None, :])
+    return hidden @ params["w2"] + params["b2"][None, :]
+
+  class MLP(nnx.Module):
+    def __init__(self, rngs):
+      self.hidden, self.out = nnx.Linear(4, 8, rngs=rngs), nnx.Linear(8, 1, rngs=rngs)
+
+    def __call__(self, x):
+      return self.out(jnp.tanh(self.hidden(x)))
+
+  params = {"w1": jnp.full((4, 8), 0.1), "b1": jnp.zeros(8), "w2": jnp.full((8, 1), 0.1),
+            "b2": jnp.zeros(1)}
+  blocks = _python_blocks("packed.md")
+  for index, given in [(1, {"params": params, "model_apply": model_apply}),
+                       (2, {"jax": jax, "jnp": jnp, "gtx": gtx, "MLP": MLP}),
+                       (3, {"jax": jax, "jnp": jnp, "gtx": gtx})]:
+    ns = _run_block("packed.md", index, dict(given))
+    losses = []
+    for _ in range(5):
+      ns["flat"], ns["opt_state"], loss = ns["train_step"](ns["flat"], ns["opt_state"], x, y)
+      losses.append(float(loss))
+    assert losses[-1] < losses[0], (index, losses)
+    if index == 1:
+      ns = _run_block("packed.md", 0, ns)  # the three objects
+      jax.tree.map(np.testing.assert_array_equal, ns["tree"], ns["layout"].unpack(ns["flat"]))
+      exec(compile(blocks[4], "docs/packed.md, block 5", "exec"), ns)  # noqa: S102
+      assert ns["readable"]["adam"].mu["w1"].shape == (4, 8)
