@@ -243,3 +243,20 @@ def test_a_scheduled_rate_cannot_be_swept():
   tx = gtx.sgd(gtx.schedules.linear_schedule(0.1, 0.0, 10))
   with pytest.raises(gtx.HyperparameterError, match="follows a schedule"):
     lr_range_test(_quadratic(1.0), jnp.ones(2), [None], tx)
+
+
+def test_the_default_name_is_every_ready_optimizers_rate_but_rprops():
+  # Tutorial 04 says so: the range test's default name finds the learning rate of every
+  # ready optimizer that takes one, but rprop's, which only seeds its step sizes.
+  import inspect
+
+  import gradtx.optimizers
+  params = {"w": jnp.ones((3, 2)), "b": jnp.ones(2)}
+  without = []
+  for name in gradtx.optimizers.__all__:
+    make = getattr(gtx, name)
+    if "learning_rate" not in inspect.signature(make).parameters:  # polyak_sgd: Polyak's
+      continue
+    if "lr.learning_rate" not in gtx.hparams(make(learning_rate=0.1).init(params)):
+      without.append(name)
+  assert without == ["rprop"]
