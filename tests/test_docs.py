@@ -68,6 +68,24 @@ def test_rst_math_and_roles_become_markdown():
       "  $$\n  a = b\n  $$\n\nExamples:\n  >>> 1\n")
 
 
+def test_rst_code_blocks_become_fenced_code():
+  # lbfgs's ``.. code-block:: python`` and sophia's "as in optax::" rendered as paragraphs
+  # of prose: the directive's text shown, the code's lines run together.
+  rst_to_markdown = _load("griffe_rst").rst_to_markdown
+  text = ("Each step needs the loss:\n\n.. code-block:: python\n\n  v, g = f(p)\n"
+          "  u, s = tx.update(g, s, p)\n\nArgs:\n  x: y.\n")
+  assert rst_to_markdown(text) == (
+      "Each step needs the loss:\n\n```python\nv, g = f(p)\nu, s = tx.update(g, s, p)\n```"
+      "\n\nArgs:\n  x: y.\n")
+  text = "Pass the objective, as in optax::\n\n  u, s = tx.update(g, s, p, obj_fn=f)\n\nArgs:\n"
+  assert rst_to_markdown(text) == (
+      "Pass the objective, as in optax:\n\n```python\nu, s = tx.update(g, s, p, obj_fn=f)\n```"
+      "\n\nArgs:\n")
+  # Indented (inside a section), and a "::" that opens no block.
+  assert rst_to_markdown("  Say ::\n\n    x = 1\n") == "  Say\n\n  ```python\n  x = 1\n  ```\n"
+  assert rst_to_markdown("Odd::\nnext\n") == "Odd::\nnext\n"
+
+
 def test_site_builds_strict_with_every_page(tmp_path):
   site = tmp_path / "site"
   result = subprocess.run(
