@@ -104,6 +104,11 @@ def test_site_builds_strict_with_every_page(tmp_path):
     anchor = "doc-module" if page.kind == "module" else f'id="{page.identifier}"'
     if anchor not in body or "doc-contents" not in body:
       missing.append(f"{page.name} (no rendered docstring of {page.identifier})")
+    if page.kind == "module" and page.name != "schedules":  # a namespace: gtx.contrib.muon
+      # Each name of its __all__ is documented on its page (contrib.ReduceLROnPlateauState,
+      # an assignment without a docstring, was left out).
+      missing += [f"{page.name}.{name}" for name in getattr(getattr(gtx, page.name), "__all__", ())
+                  if f'id="{page.identifier}.{name}"' not in body]
   assert not missing, f"API pages missing or empty: {missing}"
   for notebook in sorted((ROOT / "notebooks").glob("*.ipynb")):
     page = site / "tutorials" / notebook.stem / "index.html"

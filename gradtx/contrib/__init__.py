@@ -34,8 +34,9 @@ from gradtx.contrib._sophia import *  # noqa: F401,F403
 from gradtx.contrib._sam import *  # noqa: F401,F403
 from gradtx.contrib._schedule_free import *  # noqa: F401,F403
 from gradtx.transforms.plateau import ReduceOnPlateauState, reduce_on_plateau
-# optax.contrib's name for reduce_on_plateau's state; gradtx's own is ReduceOnPlateauState.
 ReduceLROnPlateauState = ReduceOnPlateauState
+"""optax.contrib's name for the state of :func:`reduce_on_plateau`, another name for
+:class:`ReduceOnPlateauState`."""
 
 
 # Each module's __all__, added in the form type checkers read (mypy, pyright), so that
