@@ -167,8 +167,8 @@ def scale_by_factored_rms(factored: bool = True, decay_rate: ScalarOrSchedule = 
       if not all(tree.is_masked(x) for x in statistics):
         raise StructureError(
             f"scale_by_factored_rms: updates and state differ in shape at key path "
-            f"{tree.keystr(path)}: no array (a None gradient, or a leaf a mask leaves out) "
-            "in updates, while state holds its statistics; to keep a leaf fixed, freeze it "
+            f"{tree.keystr(path)}: {tree._describe_shape(g)} in updates, while state "
+            "holds its statistics; to keep a leaf fixed, freeze it "
             "(gtx.selective_transform) or leave it out of the params given to init")
       return
     if tree._is_packed(g):  # a packed tree's statistics are per leaf of its layout
