@@ -112,11 +112,11 @@ class ChainState(Mapping[str, Any]):
         out[head] = out[head]._replaced(inner, path)
         continue
       part = next(iter(inner)).partition(".")[0]
-      field, stages = _wrapped_stages(out[head], part) or ("", {})
+      fields, stages = _wrapped_stages(out[head], part) or ((), {})
       if not isinstance(stages, ChainState):
         raise KeyError(_not_a_chain(out[head], path, part))
       # A wrapper's state (a NamedTuple): the field holding the stages it wraps, replaced.
-      out[head] = out[head]._replace(**{field: stages._replaced(inner, path)})
+      out[head] = _replaced_at(out[head], fields, stages._replaced(inner, path))
     return ChainState(out)
 
   def __repr__(self) -> str:
@@ -156,18 +156,30 @@ def _not_a_chain(node: Any, walked: str, part: str) -> str:
   return f"{what}, and has no field {part!r}; its fields are {fields}{stages}"
 
 
-def _wrapped(node: Any) -> Iterator[tuple[str, Mapping[str, Any]]]:
-  """``(field, stages)`` for each field where a wrapper's state ``node`` holds the stages
-  it wraps (apply_if_finite's ``inner_state``, partition's ``inner_states``)."""
+def _wrapped(node: Any, fields: tuple[str, ...] = ()
+             ) -> Iterator[tuple[tuple[str, ...], Mapping[str, Any]]]:
+  """``(fields, stages)`` for each place where a wrapper's state ``node`` holds the stages
+  it wraps: a field (apply_if_finite's ``inner_state``, partition's ``inner_states``), or
+  such a field of the state of a wrapper it wraps (``apply_if_finite(masked(adam))``),
+  which adds no name, as :func:`hparams` names them; ``fields`` lead there."""
   for field in (*_WRAPPED_FIELDS, "inner_states"):
     inner = getattr(node, field, None)
     if isinstance(inner, Mapping):
-      yield field, inner
+      yield (*fields, field), inner
+    elif hasattr(type(inner), "_fields"):  # a wrapper's state in a wrapper's state
+      yield from _wrapped(inner, (*fields, field))
 
 
-def _wrapped_stages(node: Any, part: str) -> tuple[str, Mapping[str, Any]] | None:
-  """The ``(field, stages)`` of :func:`_wrapped` whose stages include ``part``, or None."""
+def _wrapped_stages(node: Any, part: str) -> tuple[tuple[str, ...], Mapping[str, Any]] | None:
+  """The ``(fields, stages)`` of :func:`_wrapped` whose stages include ``part``, or None."""
   return next(((f, stages) for f, stages in _wrapped(node) if part in tuple(stages)), None)
+
+
+def _replaced_at(node: Any, fields: tuple[str, ...], value: Any) -> Any:
+  """The wrapper's state ``node`` with ``value`` where ``fields`` (of :func:`_wrapped`) lead."""
+  head, *rest = fields
+  return node._replace(**{head: _replaced_at(getattr(node, head), tuple(rest), value)
+                          if rest else value})
 
 
 @contextlib.contextmanager

@@ -106,6 +106,32 @@ def test_stages_inside_a_wrapper_are_read_and_replaced_by_the_names_hparams_give
     assert int(stepped[f"{name}.{inner}"].count) == 1
 
 
+def test_stages_inside_a_wrapper_inside_a_wrapper_are_read_and_replaced_by_hparams_names():
+  # hparams named them "safe.adam.b1" through both wrappers; state["safe.adam"] raised
+  # "'safe' is a stage's state (ApplyIfFiniteState), not a chain, and has no field 'adam'".
+  params = _params()
+  tx = gtx.chain(safe=gtx.apply_if_finite(gtx.masked(gtx.adam(0.1), {"w": True, "b": False}), 3),
+                 every=gtx.multi_steps(gtx.apply_if_finite(gtx.adam(0.1), 3), 1))
+  state = tx.init(params)
+  for _ in range(2):
+    _, state = tx.update(params, state, params)
+  assert {"safe.adam.b1", "every.adam.b1", "every.max_consecutive_errors"} <= set(gtx.hparams(state))
+  for name in ("safe", "every"):
+    stages = state[name].inner_state.inner_state
+    assert state[f"{name}.adam"] is stages["adam"] and state[f"{name}.lr"] is stages["lr"]
+    fresh = tx.init(params)[f"{name}.adam"]
+    reset = state.replace(**{f"{name}.adam": fresh})
+    assert type(reset[name]) is type(state[name])
+    assert type(reset[name].inner_state) is type(state[name].inner_state)
+    assert reset[name].inner_state.inner_state["lr"] is stages["lr"]
+    assert reset[f"{name}.adam"] is fresh and int(state[f"{name}.adam"].count) == 2
+    _, stepped = tx.update(params, reset, params)
+    assert int(stepped[f"{name}.adam"].count) == 1
+  with pytest.raises(KeyError, match=r"'safe' is a stage's state \(ApplyIfFiniteState\), not a "
+                     r"chain, and has no field 'adma'; .* it wraps the stages \['adam', 'lr'\]"):
+    state["safe.adma"]
+
+
 def test_chain_matches_optax_chain():
   params = _params()
   ours = gtx.chain(clip=gtx.clip_by_global_norm(1.0), momentum=gtx.trace(0.9),
