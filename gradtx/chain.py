@@ -24,6 +24,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from gradtx import tree
 from gradtx._flax_serialization import register_with_flax, serializable
 from gradtx.core import (GradientTransformation, HParams, as_transformation, check_value,
                          foreign_state_hint, held_like)
@@ -112,11 +113,11 @@ class ChainState(Mapping[str, Any]):
         out[head] = out[head]._replaced(inner, path)
         continue
       part = next(iter(inner)).partition(".")[0]
-      field, stages = _wrapped_stages(out[head], part) or ("", {})
+      fields, stages = _wrapped_stages(out[head], part) or ((), {})
       if not isinstance(stages, ChainState):
         raise KeyError(_not_a_chain(out[head], path, part))
       # A wrapper's state (a NamedTuple): the field holding the stages it wraps, replaced.
-      out[head] = out[head]._replace(**{field: stages._replaced(inner, path)})
+      out[head] = _replaced_at(out[head], fields, stages._replaced(inner, path))
     return ChainState(out)
 
   def __repr__(self) -> str:
@@ -156,18 +157,30 @@ def _not_a_chain(node: Any, walked: str, part: str) -> str:
   return f"{what}, and has no field {part!r}; its fields are {fields}{stages}"
 
 
-def _wrapped(node: Any) -> Iterator[tuple[str, Mapping[str, Any]]]:
-  """``(field, stages)`` for each field where a wrapper's state ``node`` holds the stages
-  it wraps (apply_if_finite's ``inner_state``, partition's ``inner_states``)."""
+def _wrapped(node: Any, fields: tuple[str, ...] = ()
+             ) -> Iterator[tuple[tuple[str, ...], Mapping[str, Any]]]:
+  """``(fields, stages)`` for each place where a wrapper's state ``node`` holds the stages
+  it wraps: a field (apply_if_finite's ``inner_state``, partition's ``inner_states``), or
+  such a field of the state of a wrapper it wraps (``apply_if_finite(masked(adam))``),
+  which adds no name, as :func:`hparams` names them; ``fields`` lead there."""
   for field in (*_WRAPPED_FIELDS, "inner_states"):
     inner = getattr(node, field, None)
     if isinstance(inner, Mapping):
-      yield field, inner
+      yield (*fields, field), inner
+    elif hasattr(type(inner), "_fields"):  # a wrapper's state in a wrapper's state
+      yield from _wrapped(inner, (*fields, field))
 
 
-def _wrapped_stages(node: Any, part: str) -> tuple[str, Mapping[str, Any]] | None:
-  """The ``(field, stages)`` of :func:`_wrapped` whose stages include ``part``, or None."""
+def _wrapped_stages(node: Any, part: str) -> tuple[tuple[str, ...], Mapping[str, Any]] | None:
+  """The ``(fields, stages)`` of :func:`_wrapped` whose stages include ``part``, or None."""
   return next(((f, stages) for f, stages in _wrapped(node) if part in tuple(stages)), None)
+
+
+def _replaced_at(node: Any, fields: tuple[str, ...], value: Any) -> Any:
+  """The wrapper's state ``node`` with ``value`` where ``fields`` (of :func:`_wrapped`) lead."""
+  head, *rest = fields
+  return node._replace(**{head: _replaced_at(getattr(node, head), tuple(rest), value)
+                          if rest else value})
 
 
 @contextlib.contextmanager
@@ -570,6 +583,26 @@ def _differs(a: Any, b: Any) -> bool:
     return False
 
 
+def _masked_like(old: Any, new: Any) -> Any:
+  """``old`` with a MaskedNode wherever ``new``, of the same structure otherwise, has one.
+
+  So a stage newly masked (``adam`` became ``masked(adam, mask)``), or masked to fewer
+  leaves, carries its state for the leaves it still sees: what it kept for the others is
+  dropped. A leaf it newly sees has no old state: ``old`` is returned as it is, and the
+  stage does not fit.
+  """
+  is_part = lambda x: isinstance(x, (ChainState, HParams)) or tree.is_masked(x)  # noqa: E731
+  new_parts, new_def = jax.tree_util.tree_flatten(new, is_leaf=is_part)
+  if not any(tree.is_masked(n) for n in new_parts):
+    return old
+  try:
+    old_parts = new_def.flatten_up_to(old)  # type: ignore[attr-defined]  # jax's PyTreeDef is untyped
+  except (ValueError, TypeError):
+    return old
+  return jax.tree_util.tree_unflatten(
+      new_def, [n if tree.is_masked(n) else o for n, o in zip(new_parts, old_parts)])
+
+
 # The fields where wrappers keep the state of the transformation they wrap.
 _WRAPPED_FIELDS = ("inner_state", "fast_state")
 
@@ -597,6 +630,7 @@ class _Carry:
   def stage(self, old: Any, new: Any, dotted: str) -> Any:
     if isinstance(old, ChainState) and isinstance(new, ChainState):
       return self.chain(old, new, dotted)
+    old = _masked_like(old, new)
     # A stage state is its own arrays, its HParams, and the chain states of
     # the transformations it wraps (apply_if_finite(chain(...)), partition):
     # its own part must match exactly; wrapped chains are matched by name.
@@ -671,7 +705,10 @@ def carry_state(old: PyTree, new: PyTree, *, strict: bool = False,
   carried. A stage newly put inside a wrapper (``adam`` became
   ``apply_if_finite(adam)``) keeps its state inside the fresh wrapper, and the
   reverse: the report lists the wrapper's own state as ``"fresh"`` (or
-  ``"dropped"``) under the stage name and the wrapper's state class.
+  ``"dropped"``) under the stage name and the wrapper's state class. A stage
+  newly masked (``masked(adam, mask)``, or a mask that hides more leaves than
+  before) keeps its state for the leaves it still sees; one whose mask shows a
+  leaf it did not see before has no state for it, and is fresh (``"mismatched"``).
 
   Hyperparameters: with ``hparams="old"`` (the default) a carried stage keeps
   the values the old state held, including any set by :func:`set_hparams`,

@@ -11,6 +11,7 @@ import optax
 import pytest
 
 import gradtx as gtx
+from gradtx.tree import MaskedNode
 
 
 def _params():
@@ -104,6 +105,32 @@ def test_stages_inside_a_wrapper_are_read_and_replaced_by_the_names_hparams_give
     assert all(reset[k] is state[k] for k in others)
     _, stepped = tx.update(params, reset, params)  # the replaced state steps
     assert int(stepped[f"{name}.{inner}"].count) == 1
+
+
+def test_stages_inside_a_wrapper_inside_a_wrapper_are_read_and_replaced_by_hparams_names():
+  # hparams named them "safe.adam.b1" through both wrappers; state["safe.adam"] raised
+  # "'safe' is a stage's state (ApplyIfFiniteState), not a chain, and has no field 'adam'".
+  params = _params()
+  tx = gtx.chain(safe=gtx.apply_if_finite(gtx.masked(gtx.adam(0.1), {"w": True, "b": False}), 3),
+                 every=gtx.multi_steps(gtx.apply_if_finite(gtx.adam(0.1), 3), 1))
+  state = tx.init(params)
+  for _ in range(2):
+    _, state = tx.update(params, state, params)
+  assert {"safe.adam.b1", "every.adam.b1", "every.max_consecutive_errors"} <= set(gtx.hparams(state))
+  for name in ("safe", "every"):
+    stages = state[name].inner_state.inner_state
+    assert state[f"{name}.adam"] is stages["adam"] and state[f"{name}.lr"] is stages["lr"]
+    fresh = tx.init(params)[f"{name}.adam"]
+    reset = state.replace(**{f"{name}.adam": fresh})
+    assert type(reset[name]) is type(state[name])
+    assert type(reset[name].inner_state) is type(state[name].inner_state)
+    assert reset[name].inner_state.inner_state["lr"] is stages["lr"]
+    assert reset[f"{name}.adam"] is fresh and int(state[f"{name}.adam"].count) == 2
+    _, stepped = tx.update(params, reset, params)
+    assert int(stepped[f"{name}.adam"].count) == 1
+  with pytest.raises(KeyError, match=r"'safe' is a stage's state \(ApplyIfFiniteState\), not a "
+                     r"chain, and has no field 'adma'; .* it wraps the stages \['adam', 'lr'\]"):
+    state["safe.adma"]
 
 
 def test_chain_matches_optax_chain():
@@ -680,10 +707,34 @@ def test_wrapping_or_unwrapping_a_stage_keeps_its_state():
   back, report = gtx.carry_state(state, plain.init(params))
   assert report["dropped"] == ["opt (ApplyIfFiniteState)"]
   _assert_same(back, old)
-  # A mask that hides leaves changes the moments' structure: reported, not forced.
+
+
+def test_masking_a_stage_keeps_its_state_for_the_leaves_it_still_sees():
+  # adam -> masked(adam): every moment was dropped (reported as mismatched), as if the
+  # masked-out leaves' MaskedNode made the kept ones' state unusable.
+  params = _params()
+  plain = gtx.chain(clip=gtx.clip(1.0), opt=gtx.adam(0.1))
+  _, old = _steps(plain, plain.init(params), params, range(3))
   half = gtx.chain(clip=gtx.clip(1.0), opt=gtx.masked(gtx.adam(0.1), {"w": True, "b": False}))
-  _, report = gtx.carry_state(old, half.init(params))
-  assert report["mismatched"] == ["opt"]
+  state, report = gtx.carry_state(old, half.init(params))
+  assert report["carried"] == ["clip", "opt.adam", "opt.lr"] and not report["mismatched"]
+  assert report["fresh"] == ["opt (MaskedState)"]
+  inner = state["opt"].inner_state
+  assert isinstance(inner["adam"].mu["b"], MaskedNode)
+  _assert_same(inner["adam"].count, old["opt"]["adam"].count)
+  _assert_same(inner["adam"].mu["w"], old["opt"]["adam"].mu["w"])
+  # The masked stage continues where adam was on the leaves it still sees.
+  ours, _ = half.update(_grads(3), state, params)
+  theirs, _ = plain.update(_grads(3), old, params)
+  _assert_same(ours["w"], theirs["w"])
+  # A mask narrowed again carries too; one that shows a leaf newly has no state for it.
+  none = gtx.chain(clip=gtx.clip(1.0), opt=gtx.masked(gtx.adam(0.1), {"w": False, "b": False}))
+  narrowed, report = gtx.carry_state(state, none.init(params), strict=True)
+  assert isinstance(narrowed["opt"].inner_state["adam"].mu["w"], MaskedNode)
+  _assert_same(narrowed["opt.adam"].count, old["opt"]["adam"].count)
+  back, report = gtx.carry_state(state, plain.init(params))
+  assert report["mismatched"] == ["opt"] and report["carried"] == ["clip"]
+  _assert_same(back["opt"], plain.init(params)["opt"])
 
 
 def test_hparams_reads_a_state_shaped_tree_of_other_leaves():

@@ -432,6 +432,12 @@ BAD_HYPERPARAMETERS = [
      r"^scale_by_muon: ns_steps must be a number in \[1, .*got \[5\]$"),
     (lambda: gtx.contrib.scale_by_muon(ns_coeffs=(1.0, 2.0)),
      r"scale_by_muon: ns_coeffs must have shape \(3,\) or \(n, 3\), got \(2,\)"),
+    # Rows of different lengths raised numpy's "inhomogeneous shape" from the error message.
+    (lambda: gtx.contrib.scale_by_muon(ns_coeffs=((3.0, -4.0, 2.0), (3.0, -4.0))),
+     r"^scale_by_muon: ns_coeffs must be a table of numbers of shape \(3,\) or \(n, 3\), "
+     r"got \(\(3.0, -4.0, 2.0\), \(3.0, -4.0\)\)$"),
+    (lambda: gtx.contrib.scale_by_muon(ns_coeffs=(3.0, "b", 2.0)),
+     r"^scale_by_muon: ns_coeffs must be a table of numbers .*got \(3.0, 'b', 2.0\)$"),
     (lambda: gtx.contrib.muon(0.1, ns_coeffs="polar"),
      r"muon: ns_coeffs must be one of the presets"),
     (lambda: gtx.contrib.scale_by_muon(preconditioning="svd"),

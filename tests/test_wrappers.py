@@ -400,6 +400,41 @@ def test_multi_steps_matches_optax_multisteps(kwargs):
     assert int(state.skip_state["num_not_finite"]) == int(their_state.skip_state["num_not_finite"])
 
 
+@pytest.mark.parametrize("k", [1, 3])
+@pytest.mark.parametrize("use_grad_mean", [True, False])
+def test_multi_steps_adds_float64_grads_to_its_float32_accumulator_in_float64(k, use_grad_mean):
+  # The default float32 accumulator under x64: each mini-batch is added in float64, as
+  # optax's is, so k = 1 steps on the gradient itself (it rounded it to float32).
+  with jax.enable_x64(True):
+    params = _params(jnp.float64)
+    grads = lambda p, t: jax.tree.map(lambda g: g / 3, _grads(params, t))  # noqa: E731
+    kwargs = dict(every_k_schedule=k, use_grad_mean=use_grad_mean)
+    ours, state = _run(gtx.multi_steps(gtx.sgd(0.1), **kwargs), params, 2 * k, grads)
+    theirs, their_state = _run(optax.MultiSteps(optax.sgd(0.1), **kwargs).gradient_transformation(),
+                               params, 2 * k, grads)
+    for (u, _), (ou, _) in zip(ours, theirs):  # float32 rounding was ~1e-8 off
+      _assert_trees(u, ou, rtol=1e-15)
+    _assert_trees(state.acc_grads, their_state.acc_grads)
+    assert jax.tree.leaves(state.acc_grads)[0].dtype == jnp.float32
+    if k == 1:
+      plain, _ = _run(gtx.sgd(0.1), params, 2, grads)
+      for (u, _), (pu, _) in zip(ours, plain):
+        _assert_trees(u, pu)
+
+
+def test_multi_steps_with_a_bfloat16_accumulator_adds_float32_grads_as_optax_does():
+  # The mini-batch that ends a window is added in float32: updates were up to 9e-3 off.
+  params = _params()
+  kwargs = dict(every_k_schedule=3, accumulator_dtype=jnp.bfloat16)
+  ours, state = _run(gtx.multi_steps(gtx.sgd(1.0), **kwargs), params, 9, jit=True)
+  theirs, their_state = _run(optax.MultiSteps(optax.sgd(1.0), **kwargs).gradient_transformation(),
+                             params, 9, jit=True)
+  for (u, _), (ou, _) in zip(ours, theirs):
+    _assert_trees(u, ou)
+  _assert_trees(state.acc_grads, their_state.acc_grads)
+  assert jax.tree.leaves(state.acc_grads)[0].dtype == jnp.bfloat16
+
+
 def test_multi_steps_starts_the_window_after_a_nan_from_zeros():
   # The docstring's one difference from optax.MultiSteps: the NaN reaches the step its
   # window ends in, and the next window starts from zeros (optax's accumulator stays NaN,

@@ -106,11 +106,11 @@ def _ns_coeffs_array(stage: str, ns_coeffs: Any) -> tuple:
     ns_coeffs = _NS_COEFFS_PRESETS[ns_coeffs]
   try:
     table = np.asarray(ns_coeffs, np.float64)
-  except (TypeError, ValueError):
-    table = np.zeros((0,))
+  except (TypeError, ValueError):  # rows of different lengths, or not numbers
+    raise ValueError(f"{stage}: ns_coeffs must be a table of numbers of shape (3,) or (n, 3), "
+                     f"got {ns_coeffs!r}") from None
   if not (table.ndim in (1, 2) and table.shape[-1] == 3 and table.size > 0):
-    raise ValueError(f"{stage}: ns_coeffs must have shape (3,) or (n, 3), got "
-                     f"{np.shape(ns_coeffs)}")
+    raise ValueError(f"{stage}: ns_coeffs must have shape (3,) or (n, 3), got {table.shape}")
   return tuple(table.tolist()) if table.ndim == 1 else tuple(map(tuple, table.tolist()))
 
 

@@ -11,7 +11,7 @@ from gradtx import tree
 from gradtx.core import (NONNEGATIVE_INT, POSITIVE_INT, GradientTransformation, HParams, HParamSpec,
                          as_transformation, check_state)
 from gradtx.errors import StructureError
-from gradtx.numerics import safe_increment
+from gradtx.numerics import compute_dtype, safe_increment
 from gradtx.wrappers._common import PyTree, _run_if
 
 
@@ -149,7 +149,10 @@ def multi_steps(opt: GradientTransformation, every_k_schedule: int | Callable[[j
     should_skip_update_fn: ``fn(updates, gradient_step, params) -> (skip,
       info)``, such as :func:`gradtx.skip_not_finite`; a skipped mini-batch is
       as if it never happened, and ``info`` is kept in ``skip_state``.
-    accumulator_dtype: dtype of the accumulated gradients, default float32.
+    accumulator_dtype: dtype of the accumulated gradients between calls, default
+      float32. Each call adds its mini-batch in the wider of this and the
+      gradients' dtype, as optax does, so the step takes the last mini-batch
+      (with :math:`k = 1`, the gradient itself) at the gradients' precision.
 
   Example:
     >>> import gradtx as gtx
@@ -197,16 +200,20 @@ def multi_steps(opt: GradientTransformation, every_k_schedule: int | Callable[[j
     j = state.mini_step
 
     def accumulate(g, a):
-      g = g.astype(a.dtype)
+      # In the wider of the two dtypes, as optax's: the step takes this mini-batch at the
+      # gradients' precision where the accumulator holds less (float64 grads under x64,
+      # float32 by default), and with k = 1 the gradient itself.
+      wide = compute_dtype(g, a)
+      g, a = g.astype(wide), a.astype(wide)
       if use_grad_mean:
-        return a + (g - a) / (j + 1).astype(a.dtype)
+        return a + (g - a) / (j + 1).astype(wide)
       return a + g
 
     acc = tree.tree_map(accumulate, updates, state.acc_grads)
     emit = accept & (j >= k - 1)
     updates, inner_state = _run_if(emit, opt, tree.cast_like(acc, updates), state.inner_state,
                                    params, extra)
-    acc = tree.where(accept, acc, state.acc_grads)
+    acc = tree.where(accept, tree.cast_like(acc, state.acc_grads), state.acc_grads)
     acc_grads = tree.tree_map(lambda a: jnp.where(emit, jnp.zeros_like(a), a), acc)
     mini_step = jnp.where(emit, jnp.zeros([], jnp.int32), jnp.where(accept, safe_increment(j), j))
     gradient_step = jnp.where(emit, safe_increment(state.gradient_step), state.gradient_step)
