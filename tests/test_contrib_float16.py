@@ -228,11 +228,10 @@ def test_a_real_nu_dtype_keeps_a_complex_leafs_layout(make, fields, extra, real)
   params = {"w": jnp.array([1 + 2j, 0.5 - 1j, -0.3 + 0.1j], jnp.complex64)}
   grads = {"w": jnp.array([0.1 - 0.2j, 0.0, -0.4j], jnp.complex64)}
 
-  def after_steps(tx):
-    update = jax.jit(lambda g, s, p: tx.update(g, s, p, **extra))
+  def after_steps(tx):  # eager: four steps of a 3-entry leaf take less than compiling them
     state, p = tx.init(params), params
     for _ in range(4):
-      updates, state = update(grads, state, p)
+      updates, state = tx.update(grads, state, p, **extra)
       p = gtx.apply_updates(p, updates)
     return p["w"]
 

@@ -423,7 +423,7 @@ def check_mixed_precision_tree(make: Callable[[], Any], first_step_rtol: float =
 
   Under the suite's strict dtype promotion, sums across leaves must promote
   explicitly (lbfgs, monitor and scale_by_nadam raised); each update keeps its
-  leaf's dtype; and three jitted steps land where the float32 tree's do, to
+  leaf's dtype; and three steps land where the float32 tree's do, to
   bfloat16 rounding (the gradients are exact in bfloat16): the first step to
   ``first_step_rtol`` of its largest entry (a few units of bfloat16's 2^-8), the
   third to ``third_step_rtol`` (the trajectories have parted by then).
@@ -435,7 +435,9 @@ def check_mixed_precision_tree(make: Callable[[], Any], first_step_rtol: float =
   def run(params):
     tx = make()
 
-    @jax.jit
+    # Not jitted: three steps of a 2-leaf tree run eagerly in less time than compiling
+    # them (12 s of CPU against 29 s for test_optimizers' 64 cases); test_packed steps
+    # a mixed bfloat16 and float32 tree under jit with every ready optimizer.
     def step(p, s):
       g = jax.tree.map(lambda x: (0.5 * x + 0.25).astype(x.dtype), p)
       u, s = tx.update(g, s, p, value=jnp.float32(1.0),
