@@ -384,8 +384,17 @@ def check_structure(expected: PyTree, got: PyTree, expected_name: str,
       else:
         detail = (f"{_describe_shape(other)} in {got_name}, "
                   f"{_describe_shape(leaf)} in {expected_name}")
+        if is_masked(other) != is_masked(leaf):
+          detail += f"; {NO_ARRAY_HERE if is_masked(other) else NO_ARRAY_AT_INIT}"
       raise StructureError(
           f"{where}{got_name} and {expected_name} differ in shape at key path {key}: {detail}")
+
+
+# What to do where a leaf has an array on one side and none on the other, said once.
+NO_ARRAY_HERE = ("to keep that leaf fixed, freeze it (gtx.selective_transform) or give "
+                 "init the params with None there")
+NO_ARRAY_AT_INIT = ("init was given no array there (a None, or a leaf a mask leaves out): "
+                    "give init the params that leaf is stepped with")
 
 
 def _packed_against_arrays(expected_leaves: dict[str, Any], got_leaves: dict[str, Any],

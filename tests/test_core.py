@@ -211,8 +211,14 @@ def test_a_none_gradient_of_a_float_param_with_state_is_refused_by_the_stage_hol
                     # with a gradient for 'b' failed with "'MaskedNode' object has no
                     # attribute 'shape'".
                     (gtx.chain(opt=gtx.adafactor(0.1)), "opt.factored_rms")]:
-    with pytest.raises(gtx.StructureError, match=rf"stage '{stage}'.*key path \['b'\]: no array"):
+    with pytest.raises(gtx.StructureError, match=rf"stage '{stage}'.*key path \['b'\]: no array"
+                       r".*; to keep that leaf fixed, freeze it \(gtx.selective_transform\) or "
+                       "give init the params with None there$"):
       tx.update(grads, tx.init(params), params)
+    # The other way round: a gradient for a leaf that was None at init.
+    with pytest.raises(gtx.StructureError, match=rf"stage '{stage}'.*key path \['b'\]: \(1,\) "
+                       r"in updates, no array .*; init was given no array there"):
+      tx.update({"w": jnp.ones(2), "b": jnp.ones(1)}, tx.init({**params, "b": None}), params)
   with pytest.raises(gtx.StructureError, match=message):
     jax.jit(gtx.chain(opt=gtx.adam(0.1)).update)(grads, gtx.chain(opt=gtx.adam(0.1)).init(params))
   # A stage that keeps nothing for 'b' leaves it alone, as before: its update is None.
