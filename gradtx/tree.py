@@ -341,14 +341,20 @@ def check_structure(expected: PyTree, got: PyTree, expected_name: str,
     got: the tree checked against it (usually the incoming grads or params).
     expected_name: how the message names ``expected`` (``"state.mu"``).
     got_name: how the message names ``got`` (``"grads"``).
-    check_shapes: also require equal leaf shapes.
+    check_shapes: also require equal leaf shapes. Without it, a
+      :class:`MaskedNode` (no array: a ``None`` gradient, a leaf a mask leaves
+      out) must still meet a :class:`MaskedNode`: a per-leaf flag or statistic
+      of a leaf is state for it as a moment is, and a step that replaced it
+      by the gradient's :class:`MaskedNode` would change the state's structure
+      (a jitted step retraces, ``lax.scan`` fails).
     stage: the transformation checking (``"scale_by_adam"``), which the message
       starts with: a primitive used outside a chain has no stage name otherwise.
   """
   expected_flat, expected_def = jax.tree_util.tree_flatten(expected, is_leaf=_is_node)
   got_flat, got_def = jax.tree_util.tree_flatten(got, is_leaf=_is_node)
+  same = _same_shape if check_shapes else _same_presence
   if expected_def == got_def:  # type: ignore[operator]  # jax's PyTreeDef is untyped
-    if not check_shapes or all(_same_shape(a, b) for a, b in zip(expected_flat, got_flat)):
+    if all(same(a, b) for a, b in zip(expected_flat, got_flat)):
       return  # the common case: no key paths are built
   # Something differs: build key paths (slow, but only on the way to an error).
   where = f"{stage}: " if stage else ""
@@ -371,15 +377,24 @@ def check_structure(expected: PyTree, got: PyTree, expected_name: str,
     raise StructureError(f"{where}{got_name} and {expected_name} differ in structure: {detail}")
   for key, leaf in expected_leaves.items():
     other = got_leaves[key]
-    if not _same_shape(leaf, other):
+    if not same(leaf, other):
       if _is_packed_kind(leaf) and _is_packed_kind(other):  # two layouts print alike
         detail = ("they are packed with different layouts: "
                   f"{other.layout.difference(leaf.layout, got_name, expected_name)}")
       else:
         detail = (f"{_describe_shape(other)} in {got_name}, "
                   f"{_describe_shape(leaf)} in {expected_name}")
+        if is_masked(other) != is_masked(leaf):
+          detail += f"; {NO_ARRAY_HERE if is_masked(other) else NO_ARRAY_AT_INIT}"
       raise StructureError(
           f"{where}{got_name} and {expected_name} differ in shape at key path {key}: {detail}")
+
+
+# What to do where a leaf has an array on one side and none on the other, said once.
+NO_ARRAY_HERE = ("to keep that leaf fixed, freeze it (gtx.selective_transform) or give "
+                 "init the params with None there")
+NO_ARRAY_AT_INIT = ("init was given no array there (a None, or a leaf a mask leaves out): "
+                    "give init the params that leaf is stepped with")
 
 
 def _packed_against_arrays(expected_leaves: dict[str, Any], got_leaves: dict[str, Any],
@@ -393,6 +408,11 @@ def _packed_against_arrays(expected_leaves: dict[str, Any], got_leaves: dict[str
         return (f"{name} is a packed tree{where} and {other_name} is not: use one mode for "
                 "both (a packed step's state is tx.init(layout.pack(params)))")
   return None
+
+
+def _same_presence(a: Any, b: Any) -> bool:
+  """Both or neither a :class:`MaskedNode`: the shapes may differ (a statistic per leaf)."""
+  return is_masked(a) == is_masked(b)
 
 
 def _describe_shape(x: Any) -> str:

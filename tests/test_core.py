@@ -211,8 +211,14 @@ def test_a_none_gradient_of_a_float_param_with_state_is_refused_by_the_stage_hol
                     # with a gradient for 'b' failed with "'MaskedNode' object has no
                     # attribute 'shape'".
                     (gtx.chain(opt=gtx.adafactor(0.1)), "opt.factored_rms")]:
-    with pytest.raises(gtx.StructureError, match=rf"stage '{stage}'.*key path \['b'\]: no array"):
+    with pytest.raises(gtx.StructureError, match=rf"stage '{stage}'.*key path \['b'\]: no array"
+                       r".*; to keep that leaf fixed, freeze it \(gtx.selective_transform\) or "
+                       "give init the params with None there$"):
       tx.update(grads, tx.init(params), params)
+    # The other way round: a gradient for a leaf that was None at init.
+    with pytest.raises(gtx.StructureError, match=rf"stage '{stage}'.*key path \['b'\]: \(1,\) "
+                       r"in updates, no array .*; init was given no array there"):
+      tx.update({"w": jnp.ones(2), "b": jnp.ones(1)}, tx.init({**params, "b": None}), params)
   with pytest.raises(gtx.StructureError, match=message):
     jax.jit(gtx.chain(opt=gtx.adam(0.1)).update)(grads, gtx.chain(opt=gtx.adam(0.1)).init(params))
   # A stage that keeps nothing for 'b' leaves it alone, as before: its update is None.
@@ -480,3 +486,146 @@ def test_a_hyperparameter_that_its_float_dtype_cannot_hold_is_refused():
     state = gtx.adam(jnp.float32(0.1)).init(jnp.zeros(2))
     with pytest.raises(gtx.HyperparameterError, match="as a float32 .*held as inf"):
       gtx.set_hparams(state, {"lr.learning_rate": 1e40})
+
+
+# ----------------------------------------------------------------------------
+# A None gradient, every public stage: the table below covers each factory of gradtx,
+# gradtx.optimizers and gradtx.contrib (a new one fails the test until it is added).
+
+def _none_stage_loss(p):
+  return sum(jnp.sum(x ** 2) for x in jax.tree.leaves(p))
+
+
+_C = gtx.contrib
+# Public callables that are not stages (functions of trees, schedules, plumbing).
+_NOT_STAGES = {
+    "apply_updates", "bias_correction", "carry_state", "chain", "global_norm", "hparams",
+    "incremental_update", "init_empty_state", "matrix_inverse_pth_root", "named_chain",
+    "periodic_update", "power_iteration", "safe_increment", "safe_int32_increment",
+    "safe_norm", "safe_root_mean_squares", "set_hparams", "skip_large_updates",
+    "skip_not_finite", "stateless", "stateless_with_tree_map", "stats", "unitwise_clip",
+    "unitwise_norm", "update_infinity_moment", "update_moment", "update_moment_per_elem_norm",
+    "value_and_grad_from_state", "with_extra_args_support", "scale_gradient",
+    "per_example_global_norm_clip", "per_example_layer_norm_clip",
+    "hutchinson_estimator_diag_hessian", "schedule_free_eval_params",
+    "split_real_and_imaginary"}
+# Stages that need arguments beyond a learning rate; wrappers wrap adam.
+_NONE_STAGES = {
+    "adaptive_grad_clip": lambda: gtx.adaptive_grad_clip(0.1),
+    "add_noise": lambda: gtx.add_noise(0.1, 0.5, 0),
+    "apply_every": lambda: gtx.apply_every(2),
+    "apply_if_finite": lambda: gtx.apply_if_finite(gtx.adam(0.1), 2),
+    "clip": lambda: gtx.clip(1.0),
+    "clip_by_block_rms": lambda: gtx.clip_by_block_rms(1.0),
+    "clip_by_global_norm": lambda: gtx.clip_by_global_norm(1.0),
+    "conditionally_mask": lambda: gtx.conditionally_mask(gtx.adam(0.1), lambda c: c >= 0),
+    "conditionally_transform": lambda: gtx.conditionally_transform(gtx.adam(0.1),
+                                                                   lambda c: c >= 0),
+    "ema": lambda: gtx.ema(0.9),
+    "freeze": lambda: gtx.freeze({"w": False, "b": True}),
+    "lookahead": lambda: gtx.lookahead(gtx.adam(0.1), 2, 0.5),
+    "masked": lambda: gtx.masked(gtx.adam(0.1), {"w": True, "b": True}),
+    "masked-out": lambda: gtx.masked(gtx.chain(gtx.zero_nans(), gtx.adam(0.1)),
+                                     {"w": True, "b": False}),
+    "measure_with_ema": lambda: gtx.monitor(
+        {"norm": gtx.measure_with_ema(gtx.tree.global_norm, 0.9)}),
+    "monitor": lambda: gtx.monitor(*gtx.MONITOR_STATISTICS, inner=gtx.sgd(0.1)),
+    "monitor-leaf_norms": lambda: gtx.monitor("leaf_norms", "leaf_param_ratios"),
+    "multi_steps": lambda: gtx.multi_steps(gtx.adam(0.1), 2),
+    "multi_transform": lambda: gtx.multi_transform({"a": gtx.adam(0.1), "s": gtx.sgd(0.1)},
+                                                   {"w": "s", "b": "a"}),
+    "partition": lambda: gtx.partition({"a": gtx.adam(0.1), "s": gtx.sgd(0.1)},
+                                       {"w": "a", "b": "s"}),
+    "reduce_on_plateau": lambda: gtx.chain(gtx.sgd(0.1), gtx.reduce_on_plateau()),
+    "scale": lambda: gtx.scale(0.1),
+    "scale_by_backtracking_linesearch": lambda: gtx.scale_by_backtracking_linesearch(3),
+    "scale_by_fromage": lambda: gtx.scale_by_fromage(0.1),
+    "scale_by_learning_rate": lambda: gtx.scale_by_learning_rate(0.1),
+    "scale_by_rprop": lambda: gtx.scale_by_rprop(0.1),
+    "scale_by_schedule": lambda: gtx.scale_by_schedule(lambda count: 0.1),
+    "scale_by_zoom_linesearch": lambda: gtx.scale_by_zoom_linesearch(3),
+    "selective_transform": lambda: gtx.selective_transform(
+        gtx.adam(0.1), freeze_mask={"w": False, "b": False}),
+    "snapshot": lambda: gtx.snapshot("norm", gtx.tree.global_norm),
+    "trace": lambda: gtx.trace(0.9),
+    "contrib.differentially_private_aggregate":
+        lambda: _C.differentially_private_aggregate(1.0, 0.1, 0),
+    "contrib.dpsgd": lambda: _C.dpsgd(0.1, 1.0, 0.1, 0),
+    "contrib.mechanize": lambda: _C.mechanize(gtx.adam(0.1)),
+    "contrib.sam": lambda: _C.sam(gtx.adam(0.1), gtx.sgd(0.05)),
+    "contrib.scale_by_dog": lambda: _C.scale_by_dog(("heuristic", 1e-4)),
+    "contrib.scale_by_madgrad": lambda: _C.scale_by_madgrad(0.1),
+    "contrib.schedule_free": lambda: _C.schedule_free(gtx.adam(0.1), 0.1),
+}
+
+
+def _default_stage(module, name):
+  """``name`` built with its defaults, or with a learning rate of 0.1; None if it needs more."""
+  fn = getattr(module, name)
+  required = [p.name for p in inspect.signature(fn).parameters.values()
+              if p.default is inspect.Parameter.empty
+              and p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+  if not required:
+    return fn
+  if required == ["learning_rate"]:
+    return lambda: fn(0.1)
+  return None
+
+
+def _none_gradient_stages():
+  stages = {}
+  for module, prefix in ((gtx, ""), (gtx.optimizers, ""), (_C, "contrib.")):
+    for name in module.__all__:
+      obj = getattr(module, name)
+      if not inspect.isfunction(obj) or name in _NOT_STAGES:
+        continue
+      make = _NONE_STAGES.get(prefix + name) or _default_stage(module, name)
+      assert make is not None, f"{prefix}{name}: add how to build it to _NONE_STAGES"
+      stages[prefix + name] = make
+  return {**stages, **_NONE_STAGES}
+
+
+# The line searches evaluate value_fn on the whole params, and refuse a None among them.
+_REFUSE_NONE_PARAMS = {"lbfgs", "scale_by_lbfgs", "scale_by_backtracking_linesearch",
+                       "scale_by_zoom_linesearch"}
+
+
+def test_every_stage_refuses_a_none_gradient_it_holds_state_for_or_passes_it_through():
+  # Before: zero_nans's per-leaf flag and monitor's per-leaf statistics were replaced by
+  # the None gradient's MaskedNode: the state changed structure (a jitted step retraced,
+  # lax.scan failed), and the flag came back when the gradient did.
+  w = jnp.asarray([[0.5, -1.0], [2.0, 0.25]])  # a matrix: muon and galore take only those
+  both = {"w": w, "b": jnp.asarray([0.5])}
+  none = {"w": w, "b": None}
+  grads = {"w": jnp.asarray([[0.1, -0.2], [0.3, 0.4]]), "b": None}
+  failures = []
+  for name, make in _none_gradient_stages().items():
+    # (params given to init, params and grads given to update)
+    cases = {"None gradient of an array": (both, both, grads),
+             "None everywhere": (none, none, grads),
+             "a gradient where init had None": (none, both, {**grads, "b": jnp.ones(1)})}
+    for case, (init_params, params, g) in cases.items():
+      tx = make()
+      if name == "lookahead":
+        init_params, params = (gtx.LookaheadParams.init_synced(p) for p in (init_params, params))
+      if name in ("contrib.dpsgd", "contrib.differentially_private_aggregate"):
+        g = {**g, "w": g["w"][None]}  # per-example gradients: a batch of one
+      extra = dict(value=_none_stage_loss(params), value_fn=_none_stage_loss, obj_fn=_none_stage_loss,
+                   grad=jax.tree.map(lambda u: u, g))
+      try:
+        state = tx.init(init_params)
+        updates, new_state = tx.update(g, state, params, **extra)
+      except gtx.StructureError as e:
+        if (case == "None everywhere" and name not in _REFUSE_NONE_PARAMS
+            or "['b']" not in str(e)):
+          failures.append(f"{name}, {case}: {e}")
+        continue
+      except Exception as e:  # pylint: disable=broad-except  # listed with the others
+        failures.append(f"{name}, {case}: {type(e).__name__}: {e}")
+        continue
+      if jax.tree.structure(new_state) != jax.tree.structure(state):
+        failures.append(f"{name}, {case}: the state changed structure")
+      fast = updates.fast if name == "lookahead" else updates
+      if (g["b"] is None) != (fast["b"] is None):
+        failures.append(f"{name}, {case}: the update at ['b'] is {fast['b']}")
+  assert not failures, "\n".join(failures)

@@ -268,6 +268,17 @@ MISMATCHES = [
     ("a packed subtree against a tree", gtx.adam(0.1),
      lambda tx: tx.update({"x": _pack(_TWO_BY_THREE)}, tx.init({"x": _TWO_BY_THREE})),
      r"updates is a packed tree at key path \['x'\] and state.mu is not"),
+    # A per-leaf flag or statistic was replaced by the None gradient's MaskedNode: the
+    # state changed structure (a jitted step retraced, lax.scan failed).
+    ("a None gradient of a packed tree, zero_nans", gtx.zero_nans(),
+     lambda tx: tx.update({"x": None}, tx.init({"x": _pack(_TWO_BY_THREE)})),
+     r"^zero_nans: updates and state.found_nan differ in shape at key path \['x'\]: no array "
+     r"\(a None gradient, or a leaf a mask leaves out\) in updates, a packed tree of "
+     r"Layout\(2 leaves, float32: 9\) in state.found_nan"),
+    ("a None gradient of a packed tree, monitor", gtx.monitor("leaf_norms"),
+     lambda tx: tx.update({"x": None}, tx.init({"x": _pack(_TWO_BY_THREE)})),
+     r"^monitor: updates and state.stats\['leaf_norms'\] differ in shape at key path "
+     r"\['x'\]: no array"),
 ]
 
 

@@ -161,15 +161,7 @@ def scale_by_factored_rms(factored: bool = True, decay_rate: ScalarOrSchedule = 
     return FactoredState(numerics.zero_count(), v_row, v_col, v, spec.init())
 
   def check_shapes(path, g, *statistics):
-    if tree.is_masked(g):
-      # A masked-out leaf has no statistics; a None gradient of a leaf that has them would
-      # replace them by MaskedNodes (the state would change structure).
-      if not all(tree.is_masked(x) for x in statistics):
-        raise StructureError(
-            f"scale_by_factored_rms: updates and state differ in shape at key path "
-            f"{tree.keystr(path)}: {tree._describe_shape(g)} in updates, while state "
-            "holds its statistics; to keep a leaf fixed, freeze it "
-            "(gtx.selective_transform) or leave it out of the params given to init")
+    if tree.is_masked(g):  # and so are its statistics: update checked v_row against it
       return
     if tree._is_packed(g):  # a packed tree's statistics are per leaf of its layout
       for x in statistics:

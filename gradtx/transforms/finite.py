@@ -39,7 +39,11 @@ def zero_nans() -> GradientTransformation:
 
   The state holds, for each leaf, whether it had a NaN at the last step; the
   rule itself does not read it. Inf entries are kept (clip them, or skip the
-  step with :func:`gradtx.apply_if_finite`). Same as ``optax.zero_nans``.
+  step with :func:`gradtx.apply_if_finite`). Same as ``optax.zero_nans``,
+  except that a ``None`` gradient of a leaf given to ``init`` raises a
+  :class:`~gradtx.StructureError` naming its key path, as for any stage with
+  per-leaf state (optax's flag there became ``None``: the state changed
+  structure, and a jitted step retraced).
 
   Example:
     >>> import gradtx as gtx

@@ -269,6 +269,10 @@ def monitor(*statistics: str | Mapping[str, Any], inner: GradientTransformation 
   optimizer, as above, rather than its Adam stage alone: a chain folds the
   learning rate into the Adam stage before it (see :class:`gradtx.Chain`),
   which a wrapped stage keeps apart, and the two differ by rounding.)
+  A per-leaf statistic is state for its leaf, as a moment is: a ``None``
+  gradient of a leaf given to ``init`` raises a
+  :class:`~gradtx.StructureError` naming its key path (give ``init`` the
+  params with ``None`` there).
 
   Args:
     *statistics: names from :data:`MONITOR_STATISTICS`: ``"norm"``,

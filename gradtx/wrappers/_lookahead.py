@@ -98,13 +98,14 @@ def lookahead(fast_optimizer: GradientTransformation, sync_period: int,
       raise StructureError("lookahead: params must be LookaheadParams(fast=..., slow=...) "
                            f"(start from LookaheadParams.init_synced(params)), got "
                            f"{type(params).__name__}")
-    tree.check_structure(params.fast, updates, "params.fast", "updates", check_shapes=False,
-                         stage="lookahead")
     tree.check_structure(params.fast, params.slow, "params.fast", "params.slow", stage="lookahead")
     # Admission masked the updates without a gradient (None), but not the (fast, slow)
     # pair, which is not shaped as the updates: the fast params are masked here alike.
-    fast = jax.tree.map(lambda u, p: u if tree.is_masked(u) else p, updates, params.fast,
-                        is_leaf=tree.is_masked)
+    try:
+      fast = jax.tree.map(lambda u, p: u if tree.is_masked(u) else p, updates, params.fast,
+                          is_leaf=tree.is_masked)
+    except ValueError:  # of another structure: the check below names where
+      fast = params.fast
     tree.check_structure(fast, updates, "params.fast", "updates", stage="lookahead")
     h, hparams = spec.step(state.hparams)
     updates, fast_state = fast_optimizer.update(updates, state.fast_state, fast, **extra)
