@@ -32,7 +32,8 @@ What depends on leaf boundaries is handled here, once:
   the leaf are held as a :class:`PackedLeaves`, one stacked array per run;
 * :meth:`Layout.unpack` views a buffer, or a stage's packed moments, as the
   user's tree; :meth:`Layout.unpack_state` does so for a whole state, which
-  is what users read, save and edit.
+  is what users read, save and edit, and :meth:`Layout.pack_state` packs a
+  tree-mode state again, so a run moves between the modes.
 
 Buffer order. Inside a dtype group the leaves are stored sorted by shape
 (stably), so leaves of equal shape are adjacent: a per-leaf reduction is then
@@ -150,6 +151,55 @@ def _shape_and_dtype(path: tuple, leaf: Any) -> tuple[tuple[int, ...], np.dtype]
         f"which no buffer holds and no gradient steps: {tree.PACK_FLOAT_LEAVES}")
   # Canonical, as pack makes it: numpy's float64 is float32 without jax_enable_x64.
   return shape, np.dtype(jax.dtypes.canonicalize_dtype(dtype))
+
+
+_ABSENT = object()  # no leaf at a key path (see Layout._check_fits)
+
+
+def _is_packed_node(x: Any) -> bool:
+  return isinstance(x, (Packed, PackedLeaves))
+
+
+def _packed_nodes(state: PyTree) -> list[tuple[tuple, Any]]:
+  """The key paths and nodes of every :class:`Packed` and :class:`PackedLeaves` in ``state``."""
+  pairs = jax.tree_util.tree_flatten_with_path(state, is_leaf=_is_packed_node)[0]
+  return [(path, x) for path, x in pairs if _is_packed_node(x)]
+
+
+def _leaves_by_key_path(state: PyTree) -> dict[tuple, Any]:
+  """Every leaf of ``state`` by its key path, a MaskedNode and a packed node as leaves."""
+  pairs = jax.tree_util.tree_flatten_with_path(
+      state, is_leaf=lambda x: tree.is_masked(x) or _is_packed_node(x))[0]
+  return {tuple(path): x for path, x in pairs}
+
+
+def _facts(x: Any) -> tuple[tuple[int, ...], Any]:
+  """A leaf's shape and canonical dtype (``None`` for a Python number)."""
+  dtype = getattr(x, "dtype", None)
+  if dtype is not None:
+    dtype = jax.dtypes.canonicalize_dtype(dtype, allow_extended_dtype=True)
+  return tuple(x.shape if hasattr(x, "shape") else np.shape(x)), dtype
+
+
+def _as_tree_mode_leaf(like: Any, view: Any) -> Any:
+  """The leaf tree mode holds where ``like`` (a tree-mode state) holds ``like``: its
+  MaskedNode, the value of a spread per-leaf scalar, or the packed state's ``view``."""
+  if tree.is_masked(like):
+    return like
+  if np.shape(like) == () and np.shape(view) != ():
+    # Every entry of the leaf holds the value; an empty leaf holds none (like's is kept).
+    return jnp.ravel(view)[0] if np.size(view) else like
+  return view
+
+
+def _describe(x: Any) -> str:
+  """A leaf in words for a message: ``float32[2, 3]``."""
+  if x is _ABSENT:
+    return "no leaf"
+  if tree.is_masked(x):
+    return "no array (a leaf a mask leaves out)"
+  shape, dtype = _facts(x)
+  return f"{dtype.name if dtype is not None else type(x).__name__}{list(shape)}"
 
 
 class Layout:
@@ -306,15 +356,195 @@ class Layout:
         leaves[i] = piece.reshape(lead + shape)
     return jax.tree.unflatten(self.treedef, leaves)
 
-  def unpack_state(self, state: PyTree) -> PyTree:
+  def unpack_state(self, state: PyTree, like: PyTree | None = None) -> PyTree:
     """``state`` with every :class:`Packed` of this layout viewed as the user's tree.
 
-    This is the readable form of a packed optimizer state (every stage's
-    moments keyed like the params), for inspection and saving.
+    Without ``like`` this is the readable form of a packed optimizer state
+    (every stage's moments keyed like the params), for inspection and saving:
+    a stage under a mask or a partition shows entries for every leaf. With
+    ``like``, a tree-mode state of the same optimizer (``tx.init(params)``),
+    it is the state tree mode runs on: a :class:`~gradtx.tree.MaskedNode`
+    wherever ``like`` has one (a leaf a mask leaves out), a scalar where
+    ``like`` holds one per leaf (packed mode spreads it over the leaf), and
+    every other leaf (step counts, hyperparameters, moments) taken from
+    ``state``. It is the inverse of :meth:`pack_state`.
+
+    Args:
+      state: an optimizer state holding :class:`Packed` trees of this layout
+        (other leaves pass through).
+      like: optional, a tree-mode state of the optimizer that made ``state``;
+        only its structure, shapes and dtypes are read.
+
+    Raises:
+      StructureError: with ``like``, ``state`` does not fit it (another chain,
+        another layout, other params); the message names the key path.
+
+    Example: a packed run handed to tree mode.
+
+      >>> import gradtx as gtx
+      >>> import jax.numpy as jnp
+      >>> params = {"b": jnp.zeros(2), "w": jnp.ones((2, 3))}
+      >>> layout = gtx.packed.Layout.from_tree(params)
+      >>> tx = gtx.adam(0.1)
+      >>> packed_state = tx.init(layout.pack(params))
+      >>> state = layout.unpack_state(packed_state, like=tx.init(params))
+      >>> state["adam"].mu["w"].shape
+      (2, 3)
+      >>> updates, state = tx.update(params, state, params)   # tree mode from here on
     """
     def view(x):
-      return x.unpack() if isinstance(x, (Packed, PackedLeaves)) and x.layout == self else x
-    return jax.tree.map(view, state, is_leaf=lambda x: isinstance(x, (Packed, PackedLeaves)))
+      return x.unpack() if _is_packed_node(x) and x.layout == self else x
+    out = jax.tree.map(view, state, is_leaf=_is_packed_node)
+    if like is None:
+      return out
+    packed_like = _packed_nodes(like)
+    if packed_like:
+      raise StructureError(
+          f"Layout.unpack_state: like holds a packed tree at key path "
+          f"{tree.keystr(packed_like[0][0])}; pass a tree-mode state of the optimizer, "
+          "like=tx.init(params)")
+    self._check_fits(out, like, _packed_nodes(state), "unpack_state", "state", "like",
+                     "like=tx.init(params)")
+    try:
+      return jax.tree.map(_as_tree_mode_leaf, like, out, is_leaf=tree.is_masked)
+    except (ValueError, TypeError) as error:
+      raise StructureError(f"Layout.unpack_state: state and like differ in their containers "
+                           f"({error}); pass like=tx.init(params) of the optimizer that made "
+                           "state") from None
+
+  def pack_state(self, state: PyTree, like: PyTree) -> PyTree:
+    """A tree-mode optimizer state as the packed state of this layout: the inverse of
+    :meth:`unpack_state`.
+
+    A run trained in tree mode (or restored from a tree-mode checkpoint, or a
+    state read with :meth:`unpack_state` and edited) continues in packed mode
+    with its moments, step counts and hyperparameters. ``like`` is a packed
+    state of the same optimizer (``tx.init(layout.pack(params))``): it says
+    which parts of the state are packed (a :class:`Packed` buffer per dtype,
+    or a :class:`PackedLeaves` for per-leaf statistics such as Adafactor's);
+    their values, and every other leaf (step counts, hyperparameters, keys),
+    come from ``state``. A leaf a mask or partition leaves out of a stage
+    (a :class:`~gradtx.tree.MaskedNode` in tree mode) keeps ``like``'s
+    entries, as ``init`` made them: packed mode never uses them. A scalar
+    per leaf (NovoGrad's second moment) is spread over the leaf's entries,
+    as packed mode holds it. A state that is packed already passes through.
+
+    Args:
+      state: a tree-mode state of the optimizer (``tx.init(params)``, trained
+        or restored), or the view :meth:`unpack_state` gives of a packed one.
+      like: a packed state of the same optimizer for this layout; only its
+        structure, shapes and dtypes are read, and the entries of masked-out
+        leaves.
+
+    Returns:
+      A state with ``like``'s structure that ``tx.update`` takes with packed
+      gradients.
+
+    Raises:
+      StructureError: ``state`` does not fit ``like`` (another chain, a stage
+        more or less, other params' shapes or dtypes) or ``like`` is not a
+        packed state of this layout; the message names the key path and what
+        differs.
+
+    Example: two tree-mode steps, then packed mode.
+
+      >>> import gradtx as gtx
+      >>> import jax.numpy as jnp
+      >>> params = {"b": jnp.zeros(2), "w": jnp.ones((2, 3))}
+      >>> tx = gtx.adam(0.1)
+      >>> state = tx.init(params)
+      >>> for _ in range(2):
+      ...   updates, state = tx.update(params, state, params)
+      ...   params = gtx.apply_updates(params, updates)
+      >>> layout = gtx.packed.Layout.from_tree(params)
+      >>> flat = layout.pack(params)
+      >>> packed_state = layout.pack_state(state, like=tx.init(flat))
+      >>> packed_state["adam"].count
+      Array(2, dtype=int32)
+      >>> updates, packed_state = tx.update(flat, packed_state, flat)   # packed from here on
+    """
+    packed_like = _packed_nodes(like)
+    for path, node in packed_like:
+      if node.layout != self:
+        raise StructureError(
+            f"Layout.pack_state: like holds a tree packed with another layout at key path "
+            f"{tree.keystr(path)}: {node.layout.difference(self, 'like', 'this layout')}; "
+            "pass like=tx.init(layout.pack(params)) for this layout")
+    source = self.unpack_state(state)
+    self._check_fits(source, self.unpack_state(like), packed_like, "pack_state", "state",
+                     "like", "like=tx.init(layout.pack(params))")
+    like_leaves, like_def = jax.tree_util.tree_flatten_with_path(like, is_leaf=_is_packed_node)
+    try:
+      parts = like_def.flatten_up_to(source)  # type: ignore[attr-defined]  # jax's PyTreeDef is untyped
+    except (ValueError, TypeError) as error:
+      raise StructureError(f"Layout.pack_state: state and like differ in their containers "
+                           f"({error}); pass a state of the optimizer that made like") from None
+    out = [self._pack_like(mine, theirs) if _is_packed_node(mine) else theirs
+           for (_, mine), theirs in zip(like_leaves, parts)]
+    return jax.tree.unflatten(like_def, out)
+
+  def _pack_like(self, like: "Packed | PackedLeaves", values: PyTree) -> "Packed | PackedLeaves":
+    """``values`` (the user's tree, a MaskedNode for a leaf left out) packed as ``like``
+    is, a left-out leaf taking ``like``'s entries."""
+    # A MaskedNode as None: it is then a leaf for the layout's treedef, or its None node
+    # where the params hold None (checked by _check_fits).
+    values = jax.tree.map(lambda x: None if tree.is_masked(x) else x, values,
+                          is_leaf=tree.is_masked)
+    views = self.treedef.flatten_up_to(like.unpack())
+    leaves = [mine if theirs is None else theirs
+              for mine, theirs in zip(views, self.treedef.flatten_up_to(values))]
+    if isinstance(like, PackedLeaves):
+      return PackedLeaves.from_leaves(self, leaves)
+    # A scalar per leaf (tree.block_map's in tree mode) spread over the leaf, as packed mode has it.
+    leaves = [jnp.broadcast_to(x, np.shape(v)) if np.shape(x) == () else x
+              for x, v in zip(leaves, views)]
+    buffers = {}
+    for group in self.groups:
+      lead = like.buffers[group.dtype].shape[:-1]  # a history per leaf (L-BFGS) stays leading
+      parts = [jnp.reshape(jnp.asarray(leaves[i]), lead + (-1,)) for i in group.leaves]
+      buffers[group.dtype] = parts[0] if len(parts) == 1 else jnp.concatenate(parts, axis=-1)
+    return Packed(buffers, self)
+
+  def _check_fits(self, source: PyTree, target: PyTree, packed: list[tuple[tuple, Any]],
+                  what: str, source_name: str, target_name: str, remedy: str) -> None:
+    """Raises :class:`StructureError` at the first key path where ``source`` and ``target``
+    (both as the user's trees) differ in leaves, shapes or dtypes.
+
+    A :class:`~gradtx.tree.MaskedNode` on one side fits a MaskedNode on the other, and,
+    inside one of the ``packed`` subtrees (the packed side's :class:`Packed` and
+    :class:`PackedLeaves` trees, by key path), any leaf or none: packed mode holds entries
+    for the leaves a mask leaves out. Inside a :class:`Packed`, a scalar on one side fits
+    an array of its dtype on the other: a value per leaf, which packed mode spreads.
+    """
+    def region(path: tuple) -> Any:
+      return next((node for where, node in packed if path[:len(where)] == where), None)
+
+    def fail(detail: str) -> StructureError:
+      return StructureError(f"Layout.{what}: {detail}; pass a {source_name} of the optimizer "
+                            f"and params that made {target_name} ({remedy})")
+
+    theirs, mine = _leaves_by_key_path(source), _leaves_by_key_path(target)
+    for path, a in theirs.items():  # left packed by unpack_state: another layout's
+      if _is_packed_node(a):
+        raise fail(f"{source_name} holds a tree packed with another layout at key path "
+                   f"{tree.keystr(path)}: {a.layout.difference(self, source_name, 'this layout')}")
+    for path in [*mine, *(p for p in theirs if p not in mine)]:
+      a, b = theirs.get(path, _ABSENT), mine.get(path, _ABSENT)
+      key = tree.keystr(path)
+      if tree.is_masked(a) or tree.is_masked(b):
+        if (tree.is_masked(a) and tree.is_masked(b)) or region(path) is not None:
+          continue
+        raise fail(f"at key path {key} {source_name} holds {_describe(a)}, {target_name} "
+                   f"holds {_describe(b)}")
+      if a is _ABSENT or b is _ABSENT:
+        raise fail(f"key path {key} is in {source_name if b is _ABSENT else target_name} only")
+      (shape_a, dtype_a), (shape_b, dtype_b) = _facts(a), _facts(b)
+      spread = () in (shape_a, shape_b) and isinstance(region(path), Packed)
+      # A Python number (a hyperparameter) has no dtype to compare.
+      if (shape_a != shape_b and not spread
+          or None not in (dtype_a, dtype_b) and dtype_a != dtype_b):
+        raise fail(f"at key path {key} the leaf is {_describe(a)} in {source_name}, "
+                   f"{_describe(b)} in {target_name}")
 
   # -- per-leaf values as elements --------------------------------------------
 

@@ -347,3 +347,17 @@ def test_packed_examples_run():
       jax.tree.map(np.testing.assert_array_equal, ns["tree"], ns["layout"].unpack(ns["flat"]))
       exec(compile(blocks[4], "docs/packed.md, block 5", "exec"), ns)  # noqa: S102
       assert ns["readable"]["adam"].mu["w1"].shape == (4, 8)
+      # Switching modes: a tree-mode state two steps in, packed, and back as it was.
+      tx, tree_state = ns["tx"], ns["tx"].init(params)
+      for _ in range(2):
+        grads = jax.grad(ns["loss_fn"])(ns["layout"].pack(params), x, y).unpack()
+        updates, tree_state = tx.update(grads, tree_state, params)
+        params = gtx.apply_updates(params, updates)
+      tree_state = gtx.set_hparams(tree_state, {"lr.learning_rate": 5e-4})
+      ns.update(params=params, tree_state=tree_state)
+      before = tree_state
+      ns = _run_block("packed.md", 5, ns)
+      assert int(ns["opt_state"]["adam"].count) == 2
+      assert gtx.hparams(ns["opt_state"])["lr.learning_rate"] == np.float32(5e-4)
+      for a, b in zip(jax.tree.leaves(ns["tree_state"]), jax.tree.leaves(before)):
+        np.testing.assert_array_equal(a, b)

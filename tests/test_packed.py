@@ -719,3 +719,154 @@ def test_bfloat16_moments_are_bfloat16_buffers_and_halve_the_state():
   u_packed = layout.unpack(bf16.update(flat, state)[0])
   u_tree = bf16.update(params, bf16.init(params))[0]
   _assert_close(u_packed, u_tree)
+
+
+# ----------------------------------------------------------------------------
+# Switching a state between modes.
+
+
+def _continue(tx, params, state, loss, steps=2):
+  """:func:`_train` from a given state."""
+  def step(_, carry):
+    params, state = carry
+    value, grads = jax.value_and_grad(loss)(params)
+    updates, state = tx.update(grads, state, params, value=value, grad=grads, value_fn=loss)
+    return gtx.apply_updates(params, updates), state
+  return jax.lax.fori_loop(0, steps, step, (params, state))
+
+
+# What a packed state holds: buffers in each group of a partition (MaskedNode in tree mode),
+# per-run statistics (PackedLeaves), a scalar per leaf spread over it (novograd's second
+# moment), and a history per leaf (leading axes). One compile each: the suite's time.
+SWITCHES = [
+    ("partition, adafactor and novograd", _mixed, lambda: gtx.partition(
+        {"matrix": gtx.adafactor(0.05, min_dim_size_to_factor=2), "other": gtx.novograd(0.05)},
+        _matrix_or_not)),
+    # Real leaves: L-BFGS's curvature pairs amplify bfloat16's rounding (see above).
+    ("lbfgs", _params, lambda: gtx.lbfgs(0.5)),
+]
+
+
+@pytest.mark.parametrize("case, make_params, make", SWITCHES, ids=[s[0] for s in SWITCHES])
+def test_a_run_switches_modes_midway_and_ends_where_tree_mode_does(case, make_params, make):
+  params, tx = make_params(), make()
+  layout = Layout.from_tree(params)
+  packed_loss = lambda f: _loss(layout.unpack(f))  # noqa: E731
+
+  @jax.jit
+  def run(params):
+    flat = layout.pack(params)
+    half = _continue(tx, params, tx.init(params), _loss)
+    whole = _continue(tx, *half, _loss)
+    # Two steps in tree mode, two packed; two packed, two in tree mode.
+    to_packed = _continue(tx, layout.pack(half[0]),
+                          layout.pack_state(half[1], like=tx.init(flat)), packed_loss)
+    p_flat, s_flat = _continue(tx, flat, tx.init(flat), packed_loss)
+    to_tree = _continue(tx, layout.unpack(p_flat),
+                        layout.unpack_state(s_flat, like=tx.init(params)), _loss)
+    return whole, to_packed, to_tree
+
+  (p_tree, s_tree), (p_flat, s_flat), (p_back, s_back) = run(params)
+  _assert_close(layout.unpack(p_flat), p_tree)
+  _assert_close(p_back, p_tree)
+  assert jax.tree.structure(s_back) == jax.tree.structure(s_tree)
+  s_flat = layout.unpack_state(s_flat, like=s_tree)
+  low = _has_bfloat16(params)  # float32 state of bfloat16 leaves: see the test above
+  for state in (s_flat, s_back):
+    _assert_close(state, s_tree, rtol=1e-2 if low else 1e-4, atol=1e-6, low=low)
+
+
+def _numbered(state):
+  """``state`` with each number in it distinct (its position), in each leaf's dtype.
+
+  Keys, bools and leaves a mask leaves out keep what they hold.
+  """
+  counter = iter(range(1, 1 << 30))
+
+  def number(x):
+    dtype = getattr(x, "dtype", None)
+    if dtype is None or not (jnp.issubdtype(dtype, jnp.number)):
+      return x
+    values = (next(counter) + np.arange(x.size) % 64).reshape(x.shape)
+    return jnp.asarray(values.astype(np.float32) if dtype == jnp.bfloat16 else values, dtype)
+  return jax.tree.map(number, state, is_leaf=gtx.tree.is_masked)
+
+
+def _identical(a, b):
+  assert jax.tree.structure(a) == jax.tree.structure(b)
+  for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)):
+    assert getattr(x, "dtype", None) == getattr(y, "dtype", None)
+    np.testing.assert_array_equal(_numbers(x), _numbers(y))
+
+
+@pytest.mark.parametrize("name, make", [
+    *((name, None) for name in gtx.optimizers.__all__),
+    *((case, make) for case, make in MASKED if case.startswith(("masked", "partition")))],
+    ids=lambda x: x if isinstance(x, str) else "")
+def test_a_state_packs_and_unpacks_as_it_was(name, make):
+  # Eager, no step: every leaf numbered, so a leaf read from the wrong place shows.
+  tx = _build(name) if make is None else make()
+  params = _params() if name in _REAL_ONLY else _mixed()
+  layout = Layout.from_tree(params)
+  tree_like, like = tx.init(params), tx.init(layout.pack(params))
+  state = _numbered(tree_like)
+  packed = layout.pack_state(state, like=like)
+  _identical(layout.unpack_state(packed, like=tree_like), state)
+  _identical(layout.pack_state(layout.unpack_state(packed, like=tree_like), like=like), packed)
+  _identical(layout.pack_state(packed, like=like), packed)  # packed already: as it is
+  assert gtx.hparams(packed) == gtx.hparams(state)
+  # Leaves a mask leaves out of a stage keep like's entries (init's: never used).
+  jax.tree.map(lambda s, p, init: _identical(p, init) if gtx.tree.is_masked(s) else None,
+               state, layout.unpack_state(packed), layout.unpack_state(like),
+               is_leaf=gtx.tree.is_masked)
+
+
+_LAYOUT = Layout.from_tree(_TWO_BY_THREE)
+SWITCH_MISMATCHES = [
+    ("pack_state, a tree state of other params",
+     lambda tx: _LAYOUT.pack_state(tx.init(_THREE_BY_TWO), like=tx.init(_pack(_TWO_BY_THREE))),
+     r"^Layout.pack_state: at key path \['adam'\].mu\['w'\] the leaf is float32\[3, 2\] in "
+     r"state, float32\[2, 3\] in like; pass a state of the optimizer and params that made like "
+     r"\(like=tx.init\(layout.pack\(params\)\)\)$"),
+    ("pack_state, moments of another dtype",
+     lambda tx: _LAYOUT.pack_state(gtx.adam(0.1, mu_dtype=jnp.bfloat16).init(_TWO_BY_THREE),
+                                   like=tx.init(_pack(_TWO_BY_THREE))),
+     r"at key path \['adam'\].mu\['b'\] the leaf is bfloat16\[3\] in state, float32\[3\] in like"),
+    ("pack_state, a chain with a stage more",
+     lambda tx: _LAYOUT.pack_state(gtx.adamw(0.1).init(_TWO_BY_THREE),
+                                   like=tx.init(_pack(_TWO_BY_THREE))),
+     r"key path \['decay'\].hparams\['weight_decay'\] is in state only"),
+    ("pack_state, another chain",
+     lambda tx: _LAYOUT.pack_state(gtx.sgd(0.1, momentum=0.9).init(_TWO_BY_THREE),
+                                   like=tx.init(_pack(_TWO_BY_THREE))),
+     r"key path \['adam'\].count is in like only"),
+    ("pack_state, like of another layout",
+     lambda tx: _LAYOUT.pack_state(tx.init(_TWO_BY_THREE), like=tx.init(_pack(_THREE_BY_TWO))),
+     r"like holds a tree packed with another layout at key path \['adam'\].mu: at key path "
+     r"\['w'\] the leaf is float32\[3, 2\] in like, float32\[2, 3\] in this layout"),
+    ("pack_state, a state packed with another layout",
+     lambda tx: _LAYOUT.pack_state(tx.init(_pack(_THREE_BY_TWO)),
+                                   like=tx.init(_pack(_TWO_BY_THREE))),
+     r"state holds a tree packed with another layout at key path \['adam'\].mu: at key path "
+     r"\['w'\] the leaf is float32\[3, 2\] in state, float32\[2, 3\] in this layout"),
+    ("unpack_state, a packed like",
+     lambda tx: _LAYOUT.unpack_state(tx.init(_pack(_TWO_BY_THREE)),
+                                     like=tx.init(_pack(_TWO_BY_THREE))),
+     r"^Layout.unpack_state: like holds a packed tree at key path \['adam'\].mu; pass a "
+     r"tree-mode state of the optimizer, like=tx.init\(params\)$"),
+    ("unpack_state, like of other params",
+     lambda tx: _LAYOUT.unpack_state(tx.init(_pack(_TWO_BY_THREE)), like=tx.init(_THREE_BY_TWO)),
+     r"at key path \['adam'\].mu\['w'\] the leaf is float32\[2, 3\] in state, float32\[3, 2\] "
+     r"in like; pass a state of the optimizer and params that made like \(like=tx.init\(params\)\)"),
+    ("unpack_state, like of another chain",
+     lambda tx: _LAYOUT.unpack_state(tx.init(_pack(_TWO_BY_THREE)),
+                                     like=gtx.adamw(0.1).init(_TWO_BY_THREE)),
+     r"key path \['decay'\].hparams\['weight_decay'\] is in like only"),
+]
+
+
+@pytest.mark.parametrize("case, call, message", SWITCH_MISMATCHES,
+                         ids=[m[0] for m in SWITCH_MISMATCHES])
+def test_a_state_that_does_not_fit_names_the_key_path(case, call, message):
+  with pytest.raises(gtx.StructureError, match=message):
+    call(gtx.adam(0.1))
