@@ -1146,6 +1146,27 @@ def test_dice_probability_inputs():
   np.testing.assert_allclose(np.asarray(got, np.float64), want, rtol=2**-7)
 
 
+def test_dice_smooth_zero_empty_class():
+  """smooth=0 with a class in neither prediction nor target: loss 0 (the limit as smooth
+  goes to 0) and gradient 0, where 0 / 0 was NaN (optax too) and made the batch's mean NaN."""
+  p = jnp.array([[[1.0, 0.0, 0.0], [0.0, 1.0, 0.0], [1.0, 0.0, 0.0]]])
+  t = jnp.array([[[1.0, 0.0, 0.0], [1.0, 0.0, 0.0], [0.0, 1.0, 0.0]]])
+  f = lambda p: losses.dice_loss(p, t, smooth=0.0, apply_softmax=False, reduction="none")  # noqa: E731
+  np.testing.assert_allclose(f(p), [[0.5, 1.0, 0.0]], rtol=1e-6)
+  g = _finite_grad(lambda p: f(p).sum(), p)[0]
+  np.testing.assert_array_equal(g[..., 2], 0)
+  # alpha = 0: a false positive costs nothing, so a class absent from the target has loss 0.
+  np.testing.assert_allclose(
+      losses.dice_loss(p, t, smooth=0.0, alpha=0.0, beta=1.0, apply_softmax=False,
+                       reduction="none"), [[0.5, 1.0, 0.0]], rtol=1e-6)
+  # Binary: an empty prediction (probabilities, or -inf logits) of an empty target.
+  zeros = jnp.zeros((2, 4))
+  for x, sigmoid in ((zeros, False), (jnp.full((2, 4), -jnp.inf), True)):
+    f = lambda x: losses.binary_dice_loss(x, zeros, smooth=0.0, apply_sigmoid=sigmoid)  # noqa: E731
+    np.testing.assert_array_equal(f(x), [0, 0])
+    np.testing.assert_array_equal(_finite_grad(lambda x: f(x).sum(), x)[0], 0)
+
+
 def test_half_precision_results_are_rounded_once():
   """cosine_distance and generalized_kl_divergence take their difference before rounding."""
   a = jnp.array([[1.0, 0.0, 0.0], [1.0, 1.0, 0.0]], jnp.bfloat16)
