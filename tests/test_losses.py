@@ -774,6 +774,22 @@ def test_cosine_zero_vectors():
   assert np.isnan(optax.losses.cosine_similarity(a, b)).all()
 
 
+def test_cosine_where_leaves_out_inf_and_nan():
+  """Entries left out by where reach neither the value nor the gradient: an inf or NaN
+  there made the gradient of its whole row NaN, both arguments' (optax too)."""
+  a = jnp.array([[1.0, 2.0, jnp.inf], [3.0, jnp.nan, 4.0]])
+  b = jnp.array([[2.0, 1.0, 5.0], [1.0, 1.0, 1.0]])
+  w = jnp.array([[True, True, False], [True, False, True]])
+  an, bn = np.where(w, np.asarray(a), 0), np.where(w, np.asarray(b), 0)
+  na, nb = np.linalg.norm(an, axis=1, keepdims=True), np.linalg.norm(bn, axis=1, keepdims=True)
+  cos = np.sum(an * bn, axis=1, keepdims=True) / (na * nb)
+  for f, sign in ((losses.cosine_similarity, 1), (losses.cosine_distance, -1)):
+    np.testing.assert_allclose(f(a, b, where=w), (1 - sign) / 2 + sign * cos[:, 0], rtol=1e-6)
+    g_a, g_b = _finite_grad(lambda a, b: f(a, b, where=w).sum(), a, b)
+    np.testing.assert_allclose(g_a, sign * (bn / (na * nb) - cos * an / na**2), rtol=1e-5, atol=1e-7)
+    np.testing.assert_allclose(g_b, sign * (an / (na * nb) - cos * bn / nb**2), rtol=1e-5, atol=1e-7)
+
+
 def test_kl_zero_targets():
   lp = jnp.log(jnp.array([0.5, 0.0, 0.5]))
   t = jnp.array([0.5, 0.0, 0.5])

@@ -199,13 +199,19 @@ def _cosine_similarity(loss: str, a: jax.Array, targets: ArrayLike, epsilon: Arr
   a = _wide(a)
   b = b.astype(a.dtype)
   epsilon = as_dtype(epsilon, a.dtype)
-  where = None if where is None else jnp.asarray(where)
+  if where is not None:
+    # Left out before any arithmetic, not only summed out: an inf or NaN left out had a
+    # derivative of inf or NaN there, times its zero cotangent NaN, for the whole row.
+    where = jnp.asarray(where)
+    a, b = jnp.where(where, a, 0), jnp.where(where, b, 0)
 
   def norm(v: jax.Array) -> jax.Array:
-    n2 = jnp.maximum(jnp.sum(jnp.square(v), axis=axis, where=where, keepdims=True), epsilon)
+    n2 = jnp.maximum(jnp.sum(jnp.square(v), axis=axis), epsilon)
     return jnp.sqrt(jnp.where(n2 > 0, n2, 1))  # a zero vector stays zero
 
-  return jnp.sum((a / norm(a)) * (b / norm(b)), axis=axis, where=where)
+  # The inner product divided by the norms, the three sums over the same elements (not
+  # the sum of the normalised vectors' products, a further pass over them).
+  return jnp.sum(a * b, axis=axis) / (norm(a) * norm(b))
 
 
 def _label_scores(s: jax.Array, labels: ArrayLike) -> jax.Array:
