@@ -801,6 +801,25 @@ def test_kl_zero_targets():
   assert np.isnan(optax.losses.kl_divergence(lp, t))
 
 
+def test_kl_where_leaves_out_infinite_and_nan_log_predictions():
+  """A log prediction of -inf or NaN left out by where (a class masked in the model too)
+  reaches neither the value nor any gradient: its target's derivative, log t + 1 - log p,
+  was inf or NaN there, times its zero cotangent NaN (optax too); in a symmetric KL the
+  targets are a model's output, and the NaN reached its parameters."""
+  lp = jnp.array([[np.log(0.5), np.log(0.5), -jnp.inf], [np.log(0.2), jnp.nan, np.log(0.8)]])
+  t = jnp.array([[0.5, 0.25, 0.25], [0.1, 0.3, 0.6]])
+  w = jnp.array([[True, True, False], [True, False, True]])
+  clean = jnp.where(w, lp, -1.0)  # the same losses, as nothing left out is inf or NaN
+  for f, targets in ((losses.kl_divergence, t), (losses.generalized_kl_divergence, t),
+                     (losses.kl_divergence_with_log_targets, jnp.log(t))):
+    np.testing.assert_allclose(f(lp, targets, where=w), f(clean, targets, where=w), rtol=1e-6)
+    grads = _finite_grad(lambda a, b: f(a, b, where=w).sum(), lp, targets)
+    want = jax.grad(lambda a, b: f(a, b, where=w).sum(), argnums=(0, 1))(clean, targets)
+    for g, g_want in zip(grads, want):
+      np.testing.assert_allclose(g, g_want, rtol=1e-6)
+      np.testing.assert_array_equal(np.asarray(g)[~np.asarray(w)], 0)
+
+
 def test_half_squares_do_not_overflow_before_halving():
   """0.5 * e^2 rounded e^2 first: float16 errors in [256, 362) gave inf for a loss that
   float16 holds (l2_loss(300) = 45000), and float32 ones from 1.9e19 on."""

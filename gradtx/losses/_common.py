@@ -122,6 +122,18 @@ def _expand_where(loss: str, where: ArrayLike | None, shape: tuple[int, ...],
   return where
 
 
+def _leave_out(where: ArrayLike | None, *arrays: jax.Array) -> tuple[jax.Array, ...]:
+  """``arrays`` with the entries ``where`` leaves out set to 0, before any arithmetic.
+
+  Summed out only (``jnp.sum``'s ``where``), an inf or NaN left out had a derivative of
+  inf or NaN there, and its zero cotangent times that is NaN.
+  """
+  if where is None:
+    return arrays
+  where = jnp.asarray(where)
+  return tuple(jnp.where(where, x, 0) for x in arrays)
+
+
 def _some(where: jax.Array | None, axis: Axis) -> jax.Array | None:
   """``where``, except that a row with nothing included includes everything.
 
@@ -199,11 +211,7 @@ def _cosine_similarity(loss: str, a: jax.Array, targets: ArrayLike, epsilon: Arr
   a = _wide(a)
   b = b.astype(a.dtype)
   epsilon = as_dtype(epsilon, a.dtype)
-  if where is not None:
-    # Left out before any arithmetic, not only summed out: an inf or NaN left out had a
-    # derivative of inf or NaN there, times its zero cotangent NaN, for the whole row.
-    where = jnp.asarray(where)
-    a, b = jnp.where(where, a, 0), jnp.where(where, b, 0)
+  a, b = _leave_out(where, a, b)  # an inf left out made its whole vector's gradient NaN
 
   def norm(v: jax.Array) -> jax.Array:
     n2 = jnp.maximum(jnp.sum(jnp.square(v), axis=axis), epsilon)
