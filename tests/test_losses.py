@@ -680,6 +680,29 @@ def test_where_with_large_or_nan_left_out_logits_has_finite_grads():
     np.testing.assert_allclose(g, want_g, rtol=1e-6, atol=1e-7)
 
 
+def test_where_left_out_minus_inf_or_nan_logit_with_a_label_has_finite_grads():
+  """A class left out by where, its logit -inf (masked in the model too) or NaN and its
+  label positive: the label's derivative, -log p = inf or NaN there, times its zero
+  cotangent was NaN (optax too). Left out, it reaches neither the loss nor a gradient."""
+  y = jnp.array([[0.0, 1.0, 1.0]])
+  w = jnp.array([[True, False, True]])
+  for bad in (-jnp.inf, jnp.nan):
+    x = jnp.array([[0.0, bad, 1.0]])
+    p = 1 / (1 + math.e)
+    for f, want, want_gx, want_gy in (
+        (losses.softmax_cross_entropy, [math.log(1 + 1 / math.e)], [[p, 0, -p]],
+         [[math.log(1 + math.e), 0, math.log(1 + 1 / math.e)]]),
+        (losses.ranking_softmax_loss, math.log(1 + 1 / math.e), [[p, 0, -p]],
+         [[math.log(1 + math.e), 0, math.log(1 + 1 / math.e)]]),
+        (losses.poly_loss_cross_entropy, [math.log(1 + 1 / math.e) + 2 * p],
+         [[p + 2 * p * (1 - p), 0, -p - 2 * p * (1 - p)]],
+         [[math.log(1 + math.e) + 2 * (1 - p), 0, math.log(1 + 1 / math.e) + 2 * p]])):
+      np.testing.assert_allclose(f(x, y, where=w), want, rtol=1e-6)
+      g_x, g_y = _finite_grad(lambda x, y: f(x, y, where=w).sum(), x, y)
+      np.testing.assert_allclose(g_x, want_gx, rtol=1e-6, atol=1e-7)
+      np.testing.assert_allclose(g_y, want_gy, rtol=1e-6)
+
+
 def test_softmax_cross_entropy_where_equals_minus_inf_logits():
   rng = np.random.default_rng(0)
   x = jnp.asarray(_r(rng, 4, 6), jnp.float32)

@@ -146,20 +146,27 @@ def _some(where: jax.Array | None, axis: Axis) -> jax.Array | None:
 
 
 def _log_softmax(x: jax.Array, axis: Axis, where: jax.Array | None) -> jax.Array:
-  """``x - logsumexp(x)`` over ``axis``, the normaliser summing only ``where``.
+  """``x - logsumexp(x)`` over ``axis``, the normaliser summing only ``where``; 0 where
+  ``where`` leaves a class out.
 
   Computed on ``x - max(x)``, as ``jax.nn.log_softmax``: subtracting a
   normaliser near 1e4 from a logit near 1e4 would leave float32 rounding of
   1e-3 in every log-probability.
   """
-  where = _some(where, axis)
-  top, shift = _max_shift(x, axis, where)
+  some = _some(where, axis)
+  top, shift = _max_shift(x, axis, some)
   # A row whose every logit is -inf has log-probabilities -inf, not -inf - (-inf) = NaN,
   # so that its zero labels contribute 0 (as optax's safe_softmax_cross_entropy);
   # the row is computed on zeros, keeping NaN out of its gradient.
   dead = top == -jnp.inf
   x = jnp.where(dead, 0, x - shift)
-  return jnp.where(dead, -jnp.inf, x - jax.nn.logsumexp(x, axis=axis, where=where, keepdims=True))
+  log_p = jnp.where(dead, -jnp.inf, x - jax.nn.logsumexp(x, axis=axis, where=some, keepdims=True))
+  if where is not None:
+    # A left-out class's log-probability, a -inf, NaN or large logit minus the normaliser,
+    # gave its label (or exp of it) a derivative of inf or NaN, times its zero cotangent
+    # NaN: masking the loss's terms after the fact does not keep it out of the gradient.
+    log_p = jnp.where(where, log_p, 0)
+  return log_p
 
 
 def _max_shift(x: jax.Array, axis: Axis,
