@@ -680,6 +680,29 @@ def test_where_with_large_or_nan_left_out_logits_has_finite_grads():
     np.testing.assert_allclose(g, want_g, rtol=1e-6, atol=1e-7)
 
 
+def test_where_left_out_minus_inf_or_nan_logit_with_a_label_has_finite_grads():
+  """A class left out by where, its logit -inf (masked in the model too) or NaN and its
+  label positive: the label's derivative, -log p = inf or NaN there, times its zero
+  cotangent was NaN (optax too). Left out, it reaches neither the loss nor a gradient."""
+  y = jnp.array([[0.0, 1.0, 1.0]])
+  w = jnp.array([[True, False, True]])
+  for bad in (-jnp.inf, jnp.nan):
+    x = jnp.array([[0.0, bad, 1.0]])
+    p = 1 / (1 + math.e)
+    for f, want, want_gx, want_gy in (
+        (losses.softmax_cross_entropy, [math.log(1 + 1 / math.e)], [[p, 0, -p]],
+         [[math.log(1 + math.e), 0, math.log(1 + 1 / math.e)]]),
+        (losses.ranking_softmax_loss, math.log(1 + 1 / math.e), [[p, 0, -p]],
+         [[math.log(1 + math.e), 0, math.log(1 + 1 / math.e)]]),
+        (losses.poly_loss_cross_entropy, [math.log(1 + 1 / math.e) + 2 * p],
+         [[p + 2 * p * (1 - p), 0, -p - 2 * p * (1 - p)]],
+         [[math.log(1 + math.e) + 2 * (1 - p), 0, math.log(1 + 1 / math.e) + 2 * p]])):
+      np.testing.assert_allclose(f(x, y, where=w), want, rtol=1e-6)
+      g_x, g_y = _finite_grad(lambda x, y: f(x, y, where=w).sum(), x, y)
+      np.testing.assert_allclose(g_x, want_gx, rtol=1e-6, atol=1e-7)
+      np.testing.assert_allclose(g_y, want_gy, rtol=1e-6)
+
+
 def test_softmax_cross_entropy_where_equals_minus_inf_logits():
   rng = np.random.default_rng(0)
   x = jnp.asarray(_r(rng, 4, 6), jnp.float32)
@@ -774,6 +797,22 @@ def test_cosine_zero_vectors():
   assert np.isnan(optax.losses.cosine_similarity(a, b)).all()
 
 
+def test_cosine_where_leaves_out_inf_and_nan():
+  """Entries left out by where reach neither the value nor the gradient: an inf or NaN
+  there made the gradient of its whole row NaN, both arguments' (optax too)."""
+  a = jnp.array([[1.0, 2.0, jnp.inf], [3.0, jnp.nan, 4.0]])
+  b = jnp.array([[2.0, 1.0, 5.0], [1.0, 1.0, 1.0]])
+  w = jnp.array([[True, True, False], [True, False, True]])
+  an, bn = np.where(w, np.asarray(a), 0), np.where(w, np.asarray(b), 0)
+  na, nb = np.linalg.norm(an, axis=1, keepdims=True), np.linalg.norm(bn, axis=1, keepdims=True)
+  cos = np.sum(an * bn, axis=1, keepdims=True) / (na * nb)
+  for f, sign in ((losses.cosine_similarity, 1), (losses.cosine_distance, -1)):
+    np.testing.assert_allclose(f(a, b, where=w), (1 - sign) / 2 + sign * cos[:, 0], rtol=1e-6)
+    g_a, g_b = _finite_grad(lambda a, b: f(a, b, where=w).sum(), a, b)
+    np.testing.assert_allclose(g_a, sign * (bn / (na * nb) - cos * an / na**2), rtol=1e-5, atol=1e-7)
+    np.testing.assert_allclose(g_b, sign * (an / (na * nb) - cos * bn / nb**2), rtol=1e-5, atol=1e-7)
+
+
 def test_kl_zero_targets():
   lp = jnp.log(jnp.array([0.5, 0.0, 0.5]))
   t = jnp.array([0.5, 0.0, 0.5])
@@ -783,6 +822,25 @@ def test_kl_zero_targets():
   np.testing.assert_allclose(g[np.array([0, 2])], [1 + math.log(1), 1 + math.log(0.5 / 0.3)], rtol=1e-6)
   _finite_grad(lambda a, b: losses.kl_divergence_with_log_targets(a, b), lp.at[1].set(-2.0), lp)
   assert np.isnan(optax.losses.kl_divergence(lp, t))
+
+
+def test_kl_where_leaves_out_infinite_and_nan_log_predictions():
+  """A log prediction of -inf or NaN left out by where (a class masked in the model too)
+  reaches neither the value nor any gradient: its target's derivative, log t + 1 - log p,
+  was inf or NaN there, times its zero cotangent NaN (optax too); in a symmetric KL the
+  targets are a model's output, and the NaN reached its parameters."""
+  lp = jnp.array([[np.log(0.5), np.log(0.5), -jnp.inf], [np.log(0.2), jnp.nan, np.log(0.8)]])
+  t = jnp.array([[0.5, 0.25, 0.25], [0.1, 0.3, 0.6]])
+  w = jnp.array([[True, True, False], [True, False, True]])
+  clean = jnp.where(w, lp, -1.0)  # the same losses, as nothing left out is inf or NaN
+  for f, targets in ((losses.kl_divergence, t), (losses.generalized_kl_divergence, t),
+                     (losses.kl_divergence_with_log_targets, jnp.log(t))):
+    np.testing.assert_allclose(f(lp, targets, where=w), f(clean, targets, where=w), rtol=1e-6)
+    grads = _finite_grad(lambda a, b: f(a, b, where=w).sum(), lp, targets)
+    want = jax.grad(lambda a, b: f(a, b, where=w).sum(), argnums=(0, 1))(clean, targets)
+    for g, g_want in zip(grads, want):
+      np.testing.assert_allclose(g, g_want, rtol=1e-6)
+      np.testing.assert_array_equal(np.asarray(g)[~np.asarray(w)], 0)
 
 
 def test_half_squares_do_not_overflow_before_halving():
@@ -989,6 +1047,23 @@ def test_ntxent_small_loss_is_accurate():
   np.testing.assert_allclose(got, want, rtol=1e-5)
 
 
+@pytest.mark.parametrize("dtype", [jnp.bfloat16, jnp.float16])
+def test_ntxent_16_bit_small_embeddings(dtype):
+  """16-bit embeddings give the float32 loss and gradient of the same values: the least
+  squared norm was the input dtype's eps, and bfloat16's (8e-3) shrank the similarities of
+  embeddings with norms below 0.09 (5.97 for 8.06 at norm 0.07, the gradient off by 56%)."""
+  rng = np.random.default_rng(13)
+  x = jnp.asarray(_r(rng, 6, 8, scale=0.02), dtype)
+  labels = jnp.array([0, 1, 2, 0, 1, 2])
+  x32 = x.astype(jnp.float32)
+  want = ref_ntxent(np.asarray(x32, np.float64), np.asarray(labels), temperature=0.5)
+  got = losses.ntxent(x, labels, 0.5)
+  assert got.dtype == dtype
+  np.testing.assert_allclose(float(got), want, rtol=float(jnp.finfo(dtype).eps))
+  grad = lambda x: jax.grad(lambda x: losses.ntxent(x, labels, 0.5).astype(jnp.float32))(x)  # noqa: E731
+  np.testing.assert_allclose(np.asarray(grad(x), np.float64), grad(x32), rtol=0.02, atol=1e-3)
+
+
 def test_triplet_zero_differences_have_finite_grads():
   """|u_i - v_i|^q with q < 1 has an infinite derivative at a zero difference, and the root
   (sum + eps)^(1/q) one at distance 0 with eps=0: times abs's 0 there, both gave NaN for
@@ -1127,6 +1202,27 @@ def test_dice_probability_inputs():
   want = ref_dice(np.asarray(p16, np.float64), onehot, apply_softmax=False)
   assert got.dtype == jnp.bfloat16
   np.testing.assert_allclose(np.asarray(got, np.float64), want, rtol=2**-7)
+
+
+def test_dice_smooth_zero_empty_class():
+  """smooth=0 with a class in neither prediction nor target: loss 0 (the limit as smooth
+  goes to 0) and gradient 0, where 0 / 0 was NaN (optax too) and made the batch's mean NaN."""
+  p = jnp.array([[[1.0, 0.0, 0.0], [0.0, 1.0, 0.0], [1.0, 0.0, 0.0]]])
+  t = jnp.array([[[1.0, 0.0, 0.0], [1.0, 0.0, 0.0], [0.0, 1.0, 0.0]]])
+  f = lambda p: losses.dice_loss(p, t, smooth=0.0, apply_softmax=False, reduction="none")  # noqa: E731
+  np.testing.assert_allclose(f(p), [[0.5, 1.0, 0.0]], rtol=1e-6)
+  g = _finite_grad(lambda p: f(p).sum(), p)[0]
+  np.testing.assert_array_equal(g[..., 2], 0)
+  # alpha = 0: a false positive costs nothing, so a class absent from the target has loss 0.
+  np.testing.assert_allclose(
+      losses.dice_loss(p, t, smooth=0.0, alpha=0.0, beta=1.0, apply_softmax=False,
+                       reduction="none"), [[0.5, 1.0, 0.0]], rtol=1e-6)
+  # Binary: an empty prediction (probabilities, or -inf logits) of an empty target.
+  zeros = jnp.zeros((2, 4))
+  for x, sigmoid in ((zeros, False), (jnp.full((2, 4), -jnp.inf), True)):
+    f = lambda x: losses.binary_dice_loss(x, zeros, smooth=0.0, apply_sigmoid=sigmoid)  # noqa: E731
+    np.testing.assert_array_equal(f(x), [0, 0])
+    np.testing.assert_array_equal(_finite_grad(lambda x: f(x).sum(), x)[0], 0)
 
 
 def test_half_precision_results_are_rounded_once():

@@ -99,7 +99,8 @@ def softmax_cross_entropy(
     axis: the class axis or axes (default -1).
     where: the classes to include, shaped like ``logits`` or like the
       result (then it applies to whole rows); default all. A row with no
-      class included has loss 0.
+      class included has loss 0; a class left out reaches no gradient, its
+      label's included, whatever its logit (``-inf`` or NaN too).
 
   Returns:
     the cross entropies, shape ``[...]``, in the dtype of ``logits``.
@@ -112,7 +113,9 @@ def softmax_cross_entropy(
   Differences from optax:
     A ``-inf`` logit with a zero label contributes 0 (optax: NaN, its
     ``safe_softmax_cross_entropy`` exists for this); here the function is
-    that safe version, with the same finite gradients.
+    that safe version, with the same finite gradients. A class left out by
+    ``where`` with a ``-inf`` or NaN logit and a positive label has label
+    gradient 0 (optax: NaN).
 
   Example:
     >>> import jax.numpy as jnp
@@ -484,9 +487,7 @@ def poly_loss_cross_entropy(
   _check(name, "epsilon", epsilon, ANY)  # the paper's epsilon >= -1 is advice, not a bound
   epsilon = as_dtype(epsilon, x.dtype)
   where = _expand_where(name, where, x.shape, axis)
-  log_p = _log_softmax(x, axis, where)
-  if where is not None:  # a left-out class's log_p may be large: an inf exp gives NaN gradients
-    log_p = jnp.where(where, log_p, 0)
+  log_p = _log_softmax(x, axis, where)  # 0 for a left-out class: its exp is finite
   # softmax_cross_entropy's sum, on the log-softmax computed once for both terms.
   ce = -jnp.sum(_times_log(y, log_p), axis=axis, where=where)
   one_minus_pt = jnp.sum(y * -jnp.expm1(log_p), axis=axis, where=where)

@@ -122,6 +122,18 @@ def _expand_where(loss: str, where: ArrayLike | None, shape: tuple[int, ...],
   return where
 
 
+def _leave_out(where: ArrayLike | None, *arrays: jax.Array) -> tuple[jax.Array, ...]:
+  """``arrays`` with the entries ``where`` leaves out set to 0, before any arithmetic.
+
+  Summed out only (``jnp.sum``'s ``where``), an inf or NaN left out had a derivative of
+  inf or NaN there, and its zero cotangent times that is NaN.
+  """
+  if where is None:
+    return arrays
+  where = jnp.asarray(where)
+  return tuple(jnp.where(where, x, 0) for x in arrays)
+
+
 def _some(where: jax.Array | None, axis: Axis) -> jax.Array | None:
   """``where``, except that a row with nothing included includes everything.
 
@@ -134,20 +146,27 @@ def _some(where: jax.Array | None, axis: Axis) -> jax.Array | None:
 
 
 def _log_softmax(x: jax.Array, axis: Axis, where: jax.Array | None) -> jax.Array:
-  """``x - logsumexp(x)`` over ``axis``, the normaliser summing only ``where``.
+  """``x - logsumexp(x)`` over ``axis``, the normaliser summing only ``where``; 0 where
+  ``where`` leaves a class out.
 
   Computed on ``x - max(x)``, as ``jax.nn.log_softmax``: subtracting a
   normaliser near 1e4 from a logit near 1e4 would leave float32 rounding of
   1e-3 in every log-probability.
   """
-  where = _some(where, axis)
-  top, shift = _max_shift(x, axis, where)
+  some = _some(where, axis)
+  top, shift = _max_shift(x, axis, some)
   # A row whose every logit is -inf has log-probabilities -inf, not -inf - (-inf) = NaN,
   # so that its zero labels contribute 0 (as optax's safe_softmax_cross_entropy);
   # the row is computed on zeros, keeping NaN out of its gradient.
   dead = top == -jnp.inf
   x = jnp.where(dead, 0, x - shift)
-  return jnp.where(dead, -jnp.inf, x - jax.nn.logsumexp(x, axis=axis, where=where, keepdims=True))
+  log_p = jnp.where(dead, -jnp.inf, x - jax.nn.logsumexp(x, axis=axis, where=some, keepdims=True))
+  if where is not None:
+    # A left-out class's log-probability, a -inf, NaN or large logit minus the normaliser,
+    # gave its label (or exp of it) a derivative of inf or NaN, times its zero cotangent
+    # NaN: masking the loss's terms after the fact does not keep it out of the gradient.
+    log_p = jnp.where(where, log_p, 0)
+  return log_p
 
 
 def _max_shift(x: jax.Array, axis: Axis,
@@ -199,13 +218,15 @@ def _cosine_similarity(loss: str, a: jax.Array, targets: ArrayLike, epsilon: Arr
   a = _wide(a)
   b = b.astype(a.dtype)
   epsilon = as_dtype(epsilon, a.dtype)
-  where = None if where is None else jnp.asarray(where)
+  a, b = _leave_out(where, a, b)  # an inf left out made its whole vector's gradient NaN
 
   def norm(v: jax.Array) -> jax.Array:
-    n2 = jnp.maximum(jnp.sum(jnp.square(v), axis=axis, where=where, keepdims=True), epsilon)
+    n2 = jnp.maximum(jnp.sum(jnp.square(v), axis=axis), epsilon)
     return jnp.sqrt(jnp.where(n2 > 0, n2, 1))  # a zero vector stays zero
 
-  return jnp.sum((a / norm(a)) * (b / norm(b)), axis=axis, where=where)
+  # The inner product divided by the norms, the three sums over the same elements (not
+  # the sum of the normalised vectors' products, a further pass over them).
+  return jnp.sum(a * b, axis=axis) / (norm(a) * norm(b))
 
 
 def _label_scores(s: jax.Array, labels: ArrayLike) -> jax.Array:

@@ -8,7 +8,7 @@ import jax
 import jax.numpy as jnp
 
 from gradtx.losses._common import (ArrayLike, Axis, _broadcastable, _floating, _wide, _times_log,
-                                    _safe_log)
+                                    _safe_log, _leave_out)
 
 
 def kl_divergence(
@@ -41,7 +41,8 @@ def kl_divergence(
   Differences from optax:
     A zero target next to a ``-inf`` log prediction contributes 0 (optax:
     NaN), and the gradient with respect to a zero target is finite (optax:
-    NaN).
+    NaN). A ``-inf`` or NaN log prediction left out by ``where`` reaches no
+    gradient (optax: NaN for its target).
 
   Example:
     >>> import jax.numpy as jnp
@@ -59,6 +60,7 @@ def kl_divergence(
   dtype = lp.dtype
   lp = _wide(lp)
   t = jnp.asarray(targets).astype(lp.dtype)
+  lp, = _leave_out(where, lp)
   return jnp.sum(_kl_terms(lp, t), axis=axis, where=where).astype(dtype)
 
 
@@ -96,7 +98,9 @@ def kl_divergence_with_log_targets(
   Differences from optax:
     A ``-inf`` log target, or one whose exponential underflows to 0,
     contributes 0 with finite gradients (optax: NaN for the first, and for
-    the second next to a ``-inf`` log prediction).
+    the second next to a ``-inf`` log prediction). A ``-inf`` or NaN log
+    prediction left out by ``where`` reaches no gradient (optax: NaN for
+    its log target).
 
   Example:
     >>> import jax.numpy as jnp
@@ -114,6 +118,7 @@ def kl_divergence_with_log_targets(
   dtype = lp.dtype
   lp = _wide(lp)
   lt = lt.astype(lp.dtype)
+  lp, = _leave_out(where, lp)
   t = jnp.exp(lt)
   # A zero target: a -inf log target, or one whose exp underflows (below -104 in float32),
   # which next to a -inf log prediction gave 0 * inf = NaN; as in kl_divergence, it adds 0.
@@ -153,6 +158,10 @@ def generalized_kl_divergence(
     Bregman, `The relaxation method of finding the common point of convex
     sets <https://doi.org/10.1016/0041-5553(67)90040-7>`_, 1967.
 
+  Differences from optax:
+    A ``-inf`` or NaN log prediction left out by ``where`` reaches no
+    gradient (optax: NaN for its target, and for itself when NaN).
+
   Example:
     >>> import jax.numpy as jnp
     >>> import numpy as np
@@ -169,6 +178,7 @@ def generalized_kl_divergence(
   dtype = lp.dtype
   lp = _wide(lp)
   t = jnp.asarray(targets).astype(lp.dtype)
+  lp, = _leave_out(where, lp)
   # One sum, rounded once: the two parts may nearly cancel.
   terms = _kl_terms(lp, t) + jnp.exp(lp) - t
   return jnp.sum(terms, axis=axis, where=where).astype(dtype)

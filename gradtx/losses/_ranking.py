@@ -42,7 +42,8 @@ def ranking_softmax_loss(
   Args:
     logits: item scores :math:`s`, ``[..., list_size]``, floating.
     labels: relevance labels :math:`y`, the same shape.
-    where: valid items (default all); invalid ones are left out of both sums.
+    where: valid items (default all); invalid ones are left out of both sums
+      and reach no gradient, whatever their scores (``-inf`` or NaN too).
     weights: per-item weights :math:`w` (default 1).
     reduce_fn: ``jnp.mean`` (default), ``jnp.sum``, or None for the loss
       of each list (0 for a list with no valid item).

@@ -239,7 +239,9 @@ def cosine_similarity(
 
   Differences from optax:
     A vector of norm 0 (with ``epsilon=0``, the default) has similarity 0
-    with anything, and a finite gradient; optax returns NaN for both.
+    with anything, and a finite gradient; optax returns NaN for both. An
+    ``inf`` or NaN left out by ``where`` reaches neither the value nor the
+    gradient (optax: a NaN gradient for its whole vector).
 
   Example:
     >>> import jax.numpy as jnp
@@ -285,7 +287,9 @@ def cosine_distance(
     Wikipedia.
 
   Differences from optax:
-    A zero vector is at distance 1 from anything (optax: NaN).
+    A zero vector is at distance 1 from anything (optax: NaN). An ``inf``
+    or NaN left out by ``where`` reaches neither the value nor the gradient
+    (optax: a NaN gradient for its whole vector).
 
   Example:
     >>> import jax.numpy as jnp

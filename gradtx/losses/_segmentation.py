@@ -63,7 +63,9 @@ def dice_loss(
 
   :math:`\alpha = \beta = 1/2` is the Dice loss; other values weigh false
   positives (:math:`\alpha`) against false negatives (:math:`\beta`), the
-  Tversky loss.
+  Tversky loss. Where the denominator is 0 (``smooth=0`` and a class absent
+  from both prediction and target) :math:`\ell_c = 0`, its limit as
+  ``smooth`` goes to 0, with gradient 0.
 
   Args:
     predictions: logits (or probabilities, see ``apply_softmax``),
@@ -98,7 +100,8 @@ def dice_loss(
     that a single channel lies in :math:`[0, 1]`. The sum's tolerance is
     ``max(1e-5, 2 eps)`` of the dtype (optax: ``rtol=1e-5`` for all dtypes,
     which rejects a bfloat16 softmax). An unknown ``reduction`` raises
-    before any computation.
+    before any computation. With ``smooth=0`` a class absent from both
+    prediction and target has loss 0 (optax: NaN, from 0/0).
 
   Example:
     >>> import jax.numpy as jnp
@@ -149,7 +152,11 @@ def _dice_loss(name: str, option: str, predictions: ArrayLike, targets: ArrayLik
   smooth, alpha, beta = (as_dtype(v, p.dtype) for v in (smooth, alpha, beta))
   denominator = (intersection + alpha * (p_sum - intersection)
                  + beta * (t_sum - intersection) + smooth)
-  loss = 1 - (intersection + smooth) / denominator
+  # A denominator of 0 (smooth = 0, and no class in the prediction nor in the target, or
+  # alpha = 0 and none in the target) is a perfect match, the limit as smooth goes to 0:
+  # 0 / 0 made the loss NaN, and the batch's mean with it.
+  empty = denominator == 0
+  loss = jnp.where(empty, 0, 1 - (intersection + smooth) / jnp.where(empty, 1, denominator))
   if class_weights is not None:
     class_weights = jnp.asarray(class_weights)
     _rank(name, "class_weights", class_weights, 1)
@@ -198,7 +205,9 @@ def binary_dice_loss(
   Differences from optax:
     With ``apply_sigmoid=False`` optax checks that the single channel sums
     to 1 over classes, so it raises for any probability map that is not all
-    ones; gradtx checks that the probabilities lie in :math:`[0, 1]`.
+    ones; gradtx checks that the probabilities lie in :math:`[0, 1]`. With
+    ``smooth=0`` an empty prediction of an empty target has loss 0 (optax:
+    NaN, from 0/0).
 
   Example:
     >>> import jax.numpy as jnp
