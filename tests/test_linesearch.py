@@ -485,12 +485,14 @@ def test_a_tree_without_leaves_steps_as_a_no_op(make, stage):
     assert updates == {}
 
 
+@pytest.mark.parametrize("from_state", [False, True])
 @pytest.mark.parametrize("make, stage", _LINESEARCH_FAMILY)
-def test_a_none_param_is_absent_from_the_steps(make, stage):
+def test_a_none_param_is_absent_from_the_steps(make, stage, from_state):
   # eqx.filter(model, eqx.is_inexact_array) gives None where the model holds no float
   # array: each stage refused it ("left out of the step"), where every other optimizer
   # takes it as absent. The steps are now those on the float leaves alone, and value_fn
-  # gets the tree as it was given, None included.
+  # gets the tree as it was given, None included. value_and_grad_from_state gave the
+  # stored gradient's MaskedNode back, which no params with None matched.
   del stage
   start = jnp.asarray([-1.2, 1.0, 0.5])
 
@@ -506,8 +508,12 @@ def test_a_none_param_is_absent_from_the_steps(make, stage):
     state = tx.init(params)
     step = _step_fn(tx, f, jit=True)
     iterates = []
+    value_and_grad = gtx.value_and_grad_from_state(f)
     for _ in range(4):
-      value, grad = jax.value_and_grad(f)(params)
+      if from_state:
+        value, grad = value_and_grad(params, state=state)
+      else:
+        value, grad = jax.value_and_grad(f)(params)
       updates, state = step(grad, state, params, value)
       params = gtx.apply_updates(params, updates)
       iterates.append(np.asarray(params["w"]))

@@ -831,6 +831,8 @@ def value_and_grad_from_state(value_fn: Callable[..., Any]) -> Callable[..., tup
   :func:`gradtx.lbfgs`). Same as ``optax.value_and_grad_from_state``. The
   reused values are those at the parameters the line search moved to: apply
   the updates unchanged (no stage after the line search that changes them).
+  Where the params hold ``None``, so does the gradient, as
+  :func:`jax.value_and_grad` gives it.
 
   Args:
     value_fn: the loss, a function of the params (and ``*args``,
@@ -869,6 +871,7 @@ def value_and_grad_from_state(value_fn: Callable[..., Any]) -> Callable[..., tup
     if grad is None:
       raise ValueError("value_and_grad_from_state: the line search keeps no gradient; build "
                        "it with scale_by_backtracking_linesearch(..., store_grad=True)")
+    grad = tree.thaw(grad)  # None where the params hold None, as jax.value_and_grad gives it
     tree.check_structure(grad, params, "the line search's state.grad", "params")
 
     def stored(*_):
