@@ -312,15 +312,44 @@ def freeze_without_gradient(updates: PyTree, params: PyTree | None,
     else:
       jax.tree_util.tree_map_with_path(check, updates, params, is_leaf=_no_gradient_or_node)
     params = masked_params
-  updates = jax.tree.map(lambda u: MaskedNode() if no_gradient(u) else u, updates,
-                         is_leaf=_no_gradient_or_node)
-  return updates, params, True
+  return mask_no_gradient(updates), params, True
+
+
+def mask_no_gradient(updates: PyTree) -> PyTree:
+  """``updates`` with a :class:`MaskedNode` for each leaf without a gradient
+  (:func:`no_gradient`: ``None``, ``float0``), as the stages see them: also for a
+  gradient passed as an extra argument (a line search's ``grad=``)."""
+  return jax.tree.map(lambda u: MaskedNode() if no_gradient(u) else u, updates,
+                      is_leaf=_no_gradient_or_node)
 
 
 def thaw(updates: PyTree) -> PyTree:
   """The stages' updates with ``None`` for each :class:`MaskedNode`: where the
   updates given had no gradient (see :func:`freeze_without_gradient`)."""
   return jax.tree.map(lambda u: None if is_masked(u) else u, updates, is_leaf=is_masked)
+
+
+def as_given(values: PyTree) -> PyTree | None:
+  """``values`` as the user built them, for a function of the user's tree (a line
+  search's ``value_fn``); ``None`` where that tree is not known.
+
+  Each :class:`MaskedNode` of ``values`` (a ``None``, an integer buffer or a key
+  masked on admission, a leaf without a gradient, a leaf a mask leaves out) is
+  replaced by what the tree behind ``values`` (:data:`UNMASKED`) holds at its key
+  path: that leaf or subtree, or ``None`` for a ``None``. ``values`` themselves
+  where they hold no MaskedNode; ``None`` where the tree behind them is not of their
+  structure (a wrapper's params of another shape).
+  """
+  if not any(is_masked(x) for x in jax.tree.leaves(values, is_leaf=is_masked)):
+    return values  # the common case: the tree as it is
+  known = UNMASKED.get()
+  if known is None:
+    return None
+  try:  # a MaskedNode of values is a leaf: known's subtree there, a None too, is passed whole
+    return jax.tree.map(lambda v, k: thaw(k) if is_masked(v) else v, values, known,
+                        is_leaf=is_masked)
+  except (ValueError, TypeError):
+    return None
 
 
 def check_real(params: PyTree, stage: str) -> None:

@@ -364,6 +364,41 @@ def test_integer_buffers_and_keys_of_an_equinox_model_are_left_alone(name):
   assert integer_state == [], "a moment was kept for the buffer"
 
 
+def test_lbfgs_steps_an_equinox_model_filtered_to_its_float_leaves():
+  # eqx.filter(model, eqx.is_inexact_array) gives None for the buffer and the key: lbfgs
+  # refused the None ("left out of the step"). It now takes the steps it takes on the
+  # weights alone, and value_fn gets the filtered tree, None included.
+  x = jnp.linspace(0.5, 2.0, 4)
+  model = _Indexed(jnp.linspace(-1.0, 1.0, 4), jnp.array([3, 2, 1, 0]), jax.random.key(0))
+
+  def loss(m):
+    return m(x) + jnp.sum(m.w ** 4)
+
+  def run(params, value_fn, steps=3):
+    tx = gtx.lbfgs()
+    state = tx.init(params)
+
+    @jax.jit
+    def step(params, state):
+      value, grad = jax.value_and_grad(value_fn)(params)
+      updates, state = tx.update(grad, state, params, value=value, grad=grad,
+                                 value_fn=value_fn)
+      return gtx.apply_updates(params, updates), state, updates
+
+    for _ in range(steps):
+      params, state, updates = step(params, state)
+    return params, updates
+
+  params, updates = run(eqx.filter(model, eqx.is_inexact_array),
+                        lambda p: loss(eqx.combine(p, model)))
+  reference, _ = run({"w": model.w},
+                     lambda p: loss(_Indexed(p["w"], model.index, model.key)))
+  assert params.index is None and params.key is None
+  assert updates.index is None and updates.key is None
+  np.testing.assert_array_equal(params.w, reference["w"])
+  assert not np.array_equal(params.w, model.w)
+
+
 _ON_THEIR_OWN = {
     "multi_steps": lambda: gtx.multi_steps(gtx.adam(0.1), 2),
     "masked": lambda: gtx.masked(gtx.scale_by_adam(), lambda p: jax.tree.map(lambda _: True, p)),

@@ -10,6 +10,13 @@ params), ``grad`` (its gradient) and ``value_fn`` (the loss as a function of
 the params) that the caller passes to ``update``, as optax's do, and keeps the
 loss (and gradient) at the params it moves to in its state, where
 :func:`value_and_grad_from_state` finds them for the next step.
+
+The params must be floating point (or complex): ``value_fn`` is evaluated on all
+of them, and an integer buffer or a key cannot be stepped along the line, so
+they raise at ``init``. A ``None`` among them (``eqx.filter(model,
+eqx.is_inexact_array)`` gives one for each leaf that is not a float array) is
+no leaf: it has no step and no state, ``grad`` holds ``None`` there too, and
+``value_fn`` is called on the tree as given, ``None`` included.
 """
 
 from __future__ import annotations
@@ -71,26 +78,57 @@ def _slope(updates: Any, grad: Any) -> jax.Array:
 
 def _check_inexact_params(stage: str, params: Any) -> None:
   """Raises :class:`StructureError` naming the first leaf of ``params`` that the stage
-  cannot step: one masked out (an integer buffer, a key or a ``None``, which a
-  transformation masks as it starts; or a leaf outside a mask's or partition's group),
-  since ``value_fn`` is evaluated on the whole params; or one not floating point or
-  complex, since the stage steps the params by fractions of a direction and holds the loss
-  and step lengths in their dtype (an integer one cannot hold the first, infinite, loss;
-  optax 0.2.8 fails there with an ``OverflowError``)."""
+  cannot step: one masked out (an integer or key leaf, which a transformation masks as
+  it starts, or a leaf outside a mask's or partition's group), since ``value_fn`` is
+  evaluated on the whole params; or one not floating point or complex, since the stage
+  steps the params by fractions of a direction and holds the loss and step lengths in
+  their dtype (an integer one cannot hold the first, infinite, loss; optax 0.2.8 fails
+  there with an ``OverflowError``). A ``None`` (``eqx.filter(model,
+  eqx.is_inexact_array)``'s for a non-array leaf) is no leaf, and passes: ``value_fn``
+  gets it back (:func:`_of_stepped`)."""
   hidden = packed.hidden_leaf(params)  # packed mode zeroes the leaves a mask hides
-  for path, p in jax.tree_util.tree_flatten_with_path(params, is_leaf=tree.is_masked)[0]:
+  given = tree.as_given(params)
+  # Where the tree behind the params is unknown (inside lookahead), a None is masked too.
+  maybe_none = "" if given is not None else " a None inside a wrapper,"
+
+  def check(path: tuple, p: Any, g: Any) -> None:
+    if tree.is_masked(p) and given is not None and g is None:
+      return  # a None param: no leaf
     if tree.is_masked(p) or hidden is not None:
       raise StructureError(
           f"{stage}: params at key path {hidden or tree.keystr(path)} are left out of the "
-          "step (an integer or key leaf, a None, or a leaf outside this stage's mask), and "
+          f"step (an integer or key leaf,{maybe_none} or a leaf outside this stage's mask), and "
           f"{stage} evaluates value_fn on the whole params: pass the float leaves only as the "
-          "params, and let value_fn close over the others")
+          "params (None elsewhere, as eqx.filter(model, eqx.is_inexact_array) gives them), "
+          "and let value_fn close over the others")
     dtype = jnp.result_type(p)
     if not jnp.issubdtype(dtype, jnp.inexact):
       raise StructureError(
           f"{stage}: params at key path {tree.keystr(path)} are {dtype}; {stage} needs "
           "floating-point (or complex) params: pass the float leaves only as the params, "
           "and let value_fn close over the others")
+
+  jax.tree_util.tree_map_with_path(check, params, params if given is None else given,
+                                   is_leaf=tree.is_masked)
+
+
+def _of_stepped(value_fn: Callable[..., Any], params: Any) -> Callable[..., Any]:
+  """``value_fn`` as a function of the params the stage steps, which hold a
+  :class:`gradtx.tree.MaskedNode` for each ``None`` (or other leaf without a gradient):
+  it is called on the tree as the user built it (:func:`gradtx.tree.as_given`), so
+  that its gradient has the stepped params' structure."""
+  given = tree.as_given(params)
+  if given is params:
+    return value_fn  # the common case: nothing masked
+  if given is None:  # the tree behind the params unknown: a None for each MaskedNode
+    given = tree.thaw(params)
+
+  def of_stepped(p: Any, **kwargs: Any) -> Any:
+    as_built = jax.tree.map(lambda x, g: g if tree.is_masked(x) else x, p, given,
+                            is_leaf=tree.is_masked)
+    return value_fn(as_built, **kwargs)
+
+  return of_stepped
 
 
 def _value_fn_kwargs(value_fn: Any, extra: dict[str, Any]) -> dict[str, Any]:
@@ -401,14 +439,16 @@ def scale_by_zoom_linesearch(max_linesearch_steps: int,
       raise missing_extra_argument(
           f"scale_by_zoom_linesearch needs {', '.join(missing)}: call update(updates, state, "
           "params, value=f(params), grad=grad_f(params), value_fn=f)")
+    grad = tree.mask_no_gradient(grad)  # a None as the updates' (given as jax.grad gives it)
     for name, got in (("updates", updates), ("params", params), ("grad", grad)):
       tree.check_structure(state.grad, got, "state.grad", name, stage="scale_by_zoom_linesearch")
     h, hparams = spec.step(state.hparams)
     dtype = state.learning_rate.dtype
     hp = {k: v.astype(dtype) if k != "max_linesearch_steps" else v for k, v in h.items()}
     fn_kwargs = _value_fn_kwargs(value_fn, extra)
+    loss = _of_stepped(value_fn, params)
     value_and_grad = jax.value_and_grad(lambda p, **kw: scalar_loss(
-        value_fn(p, **kw), "scale_by_zoom_linesearch", "value_fn's result"))
+        loss(p, **kw), "scale_by_zoom_linesearch", "value_fn's result"))
 
     value_init = scalar_loss(value, "scale_by_zoom_linesearch", "value").astype(dtype)
     slope_init = _slope(updates, grad).astype(dtype)
@@ -677,15 +717,17 @@ def scale_by_backtracking_linesearch(max_backtracking_steps: int,
       raise missing_extra_argument(
           f"{stage} needs {', '.join(missing)}: call update(updates, state, params, "
           "value=f(params), grad=grad_f(params), value_fn=f)")
+    grad = tree.mask_no_gradient(grad)  # a None as the updates' (given as jax.grad gives it)
     tree.check_structure(params, updates, "params", "updates", stage=stage)
     tree.check_structure(params, grad, "params", "grad", stage=stage)
     h, hparams = spec.step(state.hparams)
     dtype = state.learning_rate.dtype
     hp = {k: v if k == "max_backtracking_steps" else v.astype(dtype) for k, v in h.items()}
     fn_kwargs = _value_fn_kwargs(value_fn, extra)
+    loss = _of_stepped(value_fn, params)
 
     def f(p):
-      return scalar_loss(value_fn(p, **fn_kwargs), stage, "value_fn's result").astype(dtype)
+      return scalar_loss(loss(p, **fn_kwargs), stage, "value_fn's result").astype(dtype)
 
     value = scalar_loss(value, stage, "value").astype(dtype)
     slope = _slope(updates, grad).astype(dtype)
@@ -789,6 +831,8 @@ def value_and_grad_from_state(value_fn: Callable[..., Any]) -> Callable[..., tup
   :func:`gradtx.lbfgs`). Same as ``optax.value_and_grad_from_state``. The
   reused values are those at the parameters the line search moved to: apply
   the updates unchanged (no stage after the line search that changes them).
+  Where the params hold ``None``, so does the gradient, as
+  :func:`jax.value_and_grad` gives it.
 
   Args:
     value_fn: the loss, a function of the params (and ``*args``,
@@ -827,6 +871,7 @@ def value_and_grad_from_state(value_fn: Callable[..., Any]) -> Callable[..., tup
     if grad is None:
       raise ValueError("value_and_grad_from_state: the line search keeps no gradient; build "
                        "it with scale_by_backtracking_linesearch(..., store_grad=True)")
+    grad = tree.thaw(grad)  # None where the params hold None, as jax.value_and_grad gives it
     tree.check_structure(grad, params, "the line search's state.grad", "params")
 
     def stored(*_):
