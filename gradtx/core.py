@@ -35,7 +35,8 @@ import math
 import os
 import sys
 import types
-from typing import TYPE_CHECKING, Any, Callable, Iterator, Mapping, NamedTuple, Protocol, cast
+from typing import (TYPE_CHECKING, Any, Callable, Iterator, Mapping, NamedTuple, ParamSpec,
+                    Protocol, TypeVar, cast)
 
 import chex
 import jax
@@ -307,6 +308,54 @@ def check_dtype_option(stage: str, name: str, value: Any) -> None:
         f"{stage}: {name} must be a floating dtype (jnp.float32, jnp.bfloat16, ...) or None "
         f"(the params' dtype), got {dtype.name}: an integer or bool buffer rounds each "
         "step's change away")
+
+
+def check_flag(stage: str, name: str, value: Any) -> bool:
+  """``value`` as a Python bool; raises :class:`HyperparameterError` unless it is ``True``
+  or ``False`` (a Python or numpy bool): for a structural switch (``nesterov``,
+  ``centered``, ``flip_sign``), which picks the code a step runs and so is never an array.
+
+  Python takes any object as a condition: ``sgd(0.1, momentum=0.9, nesterov='no')`` ran
+  Nesterov momentum (a non-empty string is true), ``nesterov=None`` plain momentum,
+  without a word. :func:`checks_flags` calls this for every argument annotated ``bool``.
+  """
+  if value is True or value is False or isinstance(value, np.bool_):
+    return bool(value)  # np.True_ would show in repr as np.True_, or as its dtype
+  hint = " (a string: convert it where it is parsed)" if isinstance(value, (str, bytes)) else ""
+  raise HyperparameterError(f"{stage}: {name} must be True or False, got {value!r}{hint}")
+
+
+_Args = ParamSpec("_Args")
+_Made = TypeVar("_Made")
+
+
+def checks_flags(factory: Callable[_Args, _Made]) -> Callable[_Args, _Made]:
+  """Makes ``factory`` check each of its arguments annotated ``bool`` with
+  :func:`check_flag` before it runs (a numpy bool is passed on as a Python one); keeps
+  its signature, name and docstring.
+
+  The one place every public factory's switches are checked (a test walks the public
+  namespace for factories with such an argument that skip it). It costs a lookup per
+  switch given, when the factory is called: nothing in a step.
+  """
+  parameters = list(inspect.signature(factory).parameters.values())
+  flags = [(i if p.kind == p.POSITIONAL_OR_KEYWORD else None, p.name)
+           for i, p in enumerate(parameters) if p.annotation in ("bool", bool)]
+  if not flags:
+    raise TypeError(f"checks_flags: {factory.__name__} has no argument annotated bool")
+  stage = factory.__name__
+
+  @functools.wraps(factory)
+  def checked(*args: _Args.args, **kwargs: _Args.kwargs) -> _Made:
+    given: list[Any] = list(args)
+    for position, name in flags:
+      if name in kwargs:
+        kwargs[name] = check_flag(stage, name, kwargs[name])
+      elif position is not None and position < len(given):
+        given[position] = check_flag(stage, name, given[position])
+    return factory(*given, **kwargs)  # type: ignore[arg-type]
+
+  return checked
 
 
 # ----------------------------------------------------------------------------

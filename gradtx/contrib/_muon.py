@@ -23,7 +23,7 @@ from gradtx.contrib._common import (MuonDimensionNumbers, WeightDimNumOrFn, _dim
                                     _map_matrices, _matrices_2d, _matrix_axes)
 from gradtx.core import (NONNEGATIVE, POSITIVE, POSITIVE_INT, UNIT_HALF_OPEN, Range,
                          GradientTransformation, HParams, HParamSpec, Params, ScalarOrSchedule,
-                         check_integer_option, check_state, stateless)
+                         check_integer_option, check_state, checks_flags, stateless)
 from gradtx.numerics import (abs_sq, as_dtype, at_least_float32, ema_moment, safe_divide,
                              safe_increment, safe_rsqrt, safe_sqrt, zero_count)
 from gradtx.transforms.decay import Mask, add_decayed_weights
@@ -133,6 +133,7 @@ class MuonState(NamedTuple):
     return self.hparams["ns_coeffs"]
 
 
+@checks_flags
 def scale_by_muon(ns_coeffs: tuple | str = _DEFAULT_NS_COEFFS, ns_steps: int = 5,
                   beta: ScalarOrSchedule = 0.95, eps: ScalarOrSchedule = 1e-8,
                   mu_dtype: Any = None, *, nesterov: bool = True, adaptive: bool = False,
@@ -302,6 +303,7 @@ class _MuonLeaves:
     return "muon_leaves" if self.muon else "other_leaves"
 
 
+@checks_flags
 def muon(learning_rate: ScalarOrSchedule, ns_coeffs: tuple | str = _DEFAULT_NS_COEFFS,
          ns_steps: int = 5, beta: ScalarOrSchedule = 0.95, eps: ScalarOrSchedule = 1e-8,
          weight_decay: ScalarOrSchedule = 0.0, weight_decay_mask: Mask | None = None,

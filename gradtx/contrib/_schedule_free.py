@@ -13,8 +13,8 @@ from gradtx.chain import Chain, named_chain
 from gradtx.contrib._common import _as_base, _optional_decay
 from gradtx.contrib._whole_tree import _scalar_dtype
 from gradtx.core import (NONNEGATIVE, POSITIVE_INT, GradientTransformation, HParams, HParamSpec,
-                         Range, ScalarOrSchedule, check_integer_option, check_state, format_value,
-                         require_params_like)
+                         Range, ScalarOrSchedule, check_integer_option, check_state, checks_flags,
+                         format_value, require_params_like)
 from gradtx.errors import HyperparameterError, StructureError
 from gradtx.numerics import as_dtype, compute_dtype, safe_divide, safe_increment, shared
 from gradtx.transforms.clipping import per_example_global_norm_clip
@@ -479,6 +479,7 @@ def differentially_private_aggregate(l2_norm_clip: ScalarOrSchedule,
   return GradientTransformation(init, update, name=stage, spec=spec, options=dict(key=shown_key))
 
 
+@checks_flags
 def dpsgd(learning_rate: ScalarOrSchedule, l2_norm_clip: ScalarOrSchedule,
           noise_multiplier: ScalarOrSchedule, seed: int, momentum: ScalarOrSchedule | None = None,
           nesterov: bool = False) -> Chain:

@@ -18,7 +18,7 @@ from gradtx.chain import Chain, in_stage, named_chain
 from gradtx.core import (NONNEGATIVE, NONNEGATIVE_INT, POSITIVE, POSITIVE_INT, POSITIVE_OR_INF,
                          UNIT_HALF_OPEN, GradientTransformation, HParams, HParamSpec,
                          ScalarOrSchedule, as_transformation, branch, check_integer_option,
-                         check_state, require_params, require_params_like)
+                         check_state, checks_flags, require_params, require_params_like)
 from gradtx.errors import missing_extra_argument
 from gradtx.numerics import (as_dtype, bias_correction, compute_dtype, ema_moment, safe_increment,
                              zero_count)
@@ -143,6 +143,7 @@ class SophiaState(NamedTuple):
   hparams: HParams
 
 
+@checks_flags
 def scale_by_sophia(b1: ScalarOrSchedule = 0.965, b2: ScalarOrSchedule = 0.99,
                     eps: ScalarOrSchedule = 1e-8, gamma: ScalarOrSchedule = 0.01,
                     clip_threshold: ScalarOrSchedule | None = 1.0,
@@ -297,6 +298,7 @@ def _print_win_rate(updates: Any, rho: jax.Array, count: jax.Array, every: int) 
   jax.lax.cond(count % every == 0, report, lambda: None)
 
 
+@checks_flags
 def sophia(learning_rate: ScalarOrSchedule, b1: ScalarOrSchedule = 0.965,
            b2: ScalarOrSchedule = 0.99, eps: ScalarOrSchedule = 1e-8,
            weight_decay: ScalarOrSchedule = 1e-4, weight_decay_mask: Mask | None = None,

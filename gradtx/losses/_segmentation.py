@@ -5,7 +5,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from gradtx.core import NONNEGATIVE
+from gradtx.core import NONNEGATIVE, checks_flags
 from gradtx.losses._common import (ArrayLike, _broadcastable, _check, _floating, _wide, _same_shape,
                                    _rank)
 from gradtx.numerics import as_dtype
@@ -37,6 +37,7 @@ def _check_probabilities(loss: str, option: str, p: jax.Array) -> None:
         f"{float(jnp.max(sums)):.6f}]")
 
 
+@checks_flags
 def dice_loss(
     predictions: ArrayLike,
     targets: ArrayLike,
@@ -164,6 +165,7 @@ def _dice_loss(name: str, option: str, predictions: ArrayLike, targets: ArrayLik
   return loss.astype(dtype)
 
 
+@checks_flags
 def binary_dice_loss(
     predictions: ArrayLike,
     targets: ArrayLike,
@@ -217,6 +219,7 @@ def binary_dice_loss(
                     apply_softmax=apply_sigmoid, reduction="mean")
 
 
+@checks_flags
 def multiclass_generalized_dice_loss(
     predictions: ArrayLike,
     targets: ArrayLike,

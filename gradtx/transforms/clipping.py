@@ -17,7 +17,7 @@ import jax.numpy as jnp
 
 from gradtx import tree
 from gradtx.core import (NONNEGATIVE, NONNEGATIVE_OR_INF, POSITIVE_OR_INF, GradientTransformation,
-                         ScalarOrSchedule, check_value, require_params, stateless)
+                         ScalarOrSchedule, check_value, checks_flags, require_params, stateless)
 from gradtx.errors import StructureError
 from gradtx.numerics import as_dtype, compute_dtype, real_dtype, wide_abs_sq
 
@@ -411,6 +411,7 @@ def per_example_global_norm_clip(grads: Any, l2_norm_clip: Any) -> tuple[Any, ja
   return jax.tree.map(lambda g: _weighted_sum(multipliers, g), grads), num_clipped
 
 
+@checks_flags
 def per_example_layer_norm_clip(grads: Any, global_l2_norm_clip: Any,
                                 uniform: bool = True) -> tuple[Any, Any]:
   """Clips each example's gradient leaf by leaf (per layer) and sums them.

@@ -25,9 +25,9 @@ import jax.numpy as jnp
 import numpy as np
 
 from gradtx import numerics, tree
-from gradtx.core import (NONNEGATIVE, NONNEGATIVE_INT, UNIT, UNIT_HALF_OPEN, GradientTransformation,
-                         HParams, HParamSpec, ScalarOrSchedule, check_integer_option, check_state,
-                         read_once)
+from gradtx.core import (NONNEGATIVE, NONNEGATIVE_INT, UNIT, UNIT_HALF_OPEN,
+                         GradientTransformation, HParams, HParamSpec, ScalarOrSchedule,
+                         check_integer_option, check_state, checks_flags, read_once)
 from gradtx.errors import StructureError
 from gradtx.numerics import abs_sq, as_dtype, compute_dtype, ema_moment, safe_increment
 
@@ -80,6 +80,7 @@ def _decay_rate_pow(i: jax.Array, exponent: jax.Array) -> jax.Array:
   return 1 - (i + 1) ** (-exponent)
 
 
+@checks_flags
 def scale_by_factored_rms(factored: bool = True, decay_rate: ScalarOrSchedule = 0.8,
                           step_offset: int = 0, min_dim_size_to_factor: int = 128,
                           epsilon: ScalarOrSchedule = 1e-30,

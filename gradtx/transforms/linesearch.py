@@ -24,7 +24,7 @@ import jax.numpy as jnp
 from gradtx import numerics, packed, tree
 from gradtx.core import (NONNEGATIVE, NONNEGATIVE_INT, POSITIVE, POSITIVE_INT, POSITIVE_OR_INF,
                          GradientTransformation, HParams, HParamSpec, Range, ScalarOrSchedule,
-                         branch, check_integer_option, check_state, require_params,
+                         branch, check_integer_option, check_state, checks_flags, require_params,
                          require_params_like, scalar_loss)
 from gradtx.errors import StructureError, missing_extra_argument
 from gradtx.numerics import safe_increment
@@ -139,6 +139,7 @@ class ScaleByLBFGSState(NamedTuple):
   hparams: HParams
 
 
+@checks_flags
 def scale_by_lbfgs(memory_size: int = 10, scale_init_precond: bool = True
                    ) -> GradientTransformation:
   """L-BFGS's direction: the gradient times a limited-memory inverse Hessian estimate.
@@ -305,6 +306,7 @@ def _quadratic_minimizer(a, fa, fpa, b, fb):
   return a - fpa / (2 * B)
 
 
+@checks_flags
 def scale_by_zoom_linesearch(max_linesearch_steps: int,
                              max_learning_rate: ScalarOrSchedule | None = None,
                              tol: ScalarOrSchedule = 0.0, increase_factor: ScalarOrSchedule = 2.0,
@@ -568,6 +570,7 @@ class _Backtrack(NamedTuple):
   iter_num: jax.Array
 
 
+@checks_flags
 def scale_by_backtracking_linesearch(max_backtracking_steps: int,
                                      slope_rtol: ScalarOrSchedule = 1e-4,
                                      decrease_factor: ScalarOrSchedule = 0.8,

@@ -14,7 +14,7 @@ import numpy as np
 
 from gradtx import tree
 from gradtx.core import (ANY, NONNEGATIVE, EmptyState, GradientTransformation, Range,
-                         Schedule, ScalarOrSchedule, stateless)
+                         Schedule, ScalarOrSchedule, checks_flags, stateless)
 from gradtx.numerics import as_dtype, safe_divide
 
 __all__ = ["normalize_by_update_norm", "scale", "scale_by_learning_rate", "scale_by_schedule",
@@ -63,6 +63,7 @@ def scale(step_size: ScalarOrSchedule) -> GradientTransformation:
   return _scaling("scale", lambda h: h["step_size"], step_size=(step_size, ANY))
 
 
+@checks_flags
 def scale_by_learning_rate(learning_rate: ScalarOrSchedule | None = None, *,
                            flip_sign: bool = True) -> GradientTransformation:
   """Scales the updates by the learning rate, flipping the sign to descend.

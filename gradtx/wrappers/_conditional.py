@@ -8,7 +8,7 @@ from typing import Any, Callable, NamedTuple
 import jax
 import jax.numpy as jnp
 
-from gradtx.core import GradientTransformation, as_transformation, check_state
+from gradtx.core import GradientTransformation, as_transformation, check_state, checks_flags
 from gradtx.errors import StructureError
 from gradtx.numerics import safe_increment
 from gradtx.wrappers._common import _run_if
@@ -77,6 +77,7 @@ def _conditional(where: str, inner: GradientTransformation,
       forward_extra_args=forward_extra_args))
 
 
+@checks_flags
 def conditionally_transform(inner: GradientTransformation,
                             should_transform_fn: Callable[..., Any],
                             forward_extra_args: bool = False) -> GradientTransformation:
@@ -116,6 +117,7 @@ def conditionally_transform(inner: GradientTransformation,
                       forward_extra_args, ConditionallyTransformState, pass_through=True)
 
 
+@checks_flags
 def conditionally_mask(inner: GradientTransformation,
                        should_transform_fn: Callable[..., Any],
                        forward_extra_args: bool = False) -> GradientTransformation:

@@ -9,7 +9,7 @@ import jax.numpy as jnp
 
 from gradtx import tree
 from gradtx.core import (NONNEGATIVE_INT, POSITIVE_INT, GradientTransformation, HParams, HParamSpec,
-                         as_transformation, check_state)
+                         as_transformation, check_state, checks_flags)
 from gradtx.errors import StructureError
 from gradtx.numerics import safe_increment
 from gradtx.wrappers._common import PyTree, _run_if
@@ -118,6 +118,7 @@ def _never_skip(updates: PyTree, gradient_step: jax.Array, params: PyTree):
   return jnp.array(False), ()
 
 
+@checks_flags
 def multi_steps(opt: GradientTransformation, every_k_schedule: int | Callable[[jax.Array], Any],
                 use_grad_mean: bool = True,
                 should_skip_update_fn: Callable[..., tuple[jax.Array, Any]] | None = None,
