@@ -441,14 +441,10 @@ def differentially_private_aggregate(l2_norm_clip: ScalarOrSchedule,
     Array([1.  , 0.25], dtype=float32)
   """
   stage = "differentially_private_aggregate"
-  if seed is not None:
-    if key is not None:
-      raise ValueError(f"{stage}: give key or seed, not both")
-    key = seed
   # A finite clip, unlike per_example_global_norm_clip's: the noise is sigma * C.
   spec = HParamSpec(stage, l2_norm_clip=(l2_norm_clip, NONNEGATIVE),
                     noise_multiplier=(noise_multiplier, NONNEGATIVE))
-  start = as_key(0 if key is None else key)
+  start = as_key(stage, key, seed)
 
   def init(params):
     del params
@@ -515,7 +511,7 @@ def dpsgd(learning_rate: ScalarOrSchedule, l2_norm_clip: ScalarOrSchedule,
       lr=scale_by_learning_rate(learning_rate=0.1, flip_sign=True),
     )
   """
-  stages = {"dp": differentially_private_aggregate(l2_norm_clip, noise_multiplier, key=seed)}
+  stages = {"dp": differentially_private_aggregate(l2_norm_clip, noise_multiplier, seed=seed)}
   if momentum is not None:
     stages["momentum"] = trace(momentum, nesterov=nesterov)
   return named_chain("dpsgd", **stages, lr=scale_by_learning_rate(learning_rate))

@@ -85,12 +85,12 @@ def hutchinson_estimator_diag_hessian(random_seed: Any = None) -> GradientTransf
     >>> tx.update(x, tx.init(x), x, obj_fn=f)[0]
     Array([2., 4., 6.], dtype=float32)
   """
-  seed = 0 if random_seed is None else random_seed
+  start = as_key("hutchinson_estimator_diag_hessian", random_seed, name="random_seed")
   spec = HParamSpec("hutchinson_estimator_diag_hessian")
 
   def init(params):
     del params
-    return HutchinsonState(as_key(seed), spec.init())
+    return HutchinsonState(start, spec.init())
 
   def update(updates, state, params=None, *, obj_fn: Callable[[Any], jax.Array] | None = None,
              **extra):
