@@ -325,6 +325,15 @@ def check_flag(stage: str, name: str, value: Any) -> bool:
   raise HyperparameterError(f"{stage}: {name} must be True or False, got {value!r}{hint}")
 
 
+def check_callable(stage: str, name: str, value: Any, what: str, hint: str = "") -> None:
+  """Raises a ``TypeError`` (``"{stage}: {name} must be {what}, got {value!r}{hint}"``)
+  unless ``value`` is callable: for a function argument, checked when the transformation
+  is built, where calling it first at ``init`` or at the first step failed with Python's
+  "'float' object is not callable", naming neither the stage nor the argument."""
+  if not callable(value):
+    raise TypeError(f"{stage}: {name} must be {what}, got {value!r}{hint}")
+
+
 _Args = ParamSpec("_Args")
 _Made = TypeVar("_Made")
 
@@ -950,9 +959,8 @@ def stateless(f: Callable[..., Updates], *, name: str | None = None,
     Array([-1., -1.], dtype=float32)
   """
   from gradtx.tree import check_structure  # pylint: disable=import-outside-toplevel
-  if not callable(f):
-    raise TypeError(f"stateless: f must be a function f(updates, params, **hparams), got "
-                    f"{f!r}; to multiply the updates by a number use gtx.scale")
+  check_callable("stateless", "f", f, "a function f(updates, params, **hparams)",
+                 "; to multiply the updates by a number use gtx.scale")
   name = name or _function_name(f, "stateless")
   spec = HParamSpec(name, **hyperparams)
 
@@ -995,6 +1003,8 @@ def stateless_with_tree_map(f: Callable[[jax.Array, jax.Array | None], jax.Array
     >>> tx.update(jnp.ones(2), tx.init(None), jnp.array([2.0, 3.0]))[0]
     Array([2., 3.], dtype=float32)
   """
+  check_callable("stateless_with_tree_map", "f", f,
+                 "a function f(update_leaf, param_leaf_or_None)")
   def map_leaves(updates, params):  # stateless has checked that the trees match
     if params is None:
       return jax.tree.map(lambda g: f(g, None), updates)

@@ -505,6 +505,31 @@ def test_switches_refuse_anything_but_a_bool_when_called():
   assert "staircase=True" in repr(schedule) and float(schedule(15)) == 0.5
 
 
+# (function, its other arguments, the function argument): each is checked when built.
+_FUNCTION_ARGS = [
+    (gtx.measure_with_ema, {"decay": 0.9}, "measure"),
+    (gtx.multi_steps, {"opt": gtx.sgd(0.1), "every_k_schedule": 2}, "should_skip_update_fn"),
+    (gtx.scale_by_factored_rms, {}, "decay_rate_fn"),
+    (gtx.stateless_with_tree_map, {}, "f"),
+    (gtx.stateless, {}, "f"),
+    (gtx.snapshot, {"measure_name": "m"}, "measure"),
+    (gtx.conditionally_mask, {"inner": gtx.sgd(0.1)}, "should_transform_fn"),
+    (gtx.scale_by_schedule, {}, "step_size_fn"),
+    (gtx.value_and_grad_from_state, {}, "value_fn"),
+]
+
+
+@pytest.mark.parametrize("make, others, arg", _FUNCTION_ARGS,
+                         ids=[f"{m.__name__}({a})" for m, _, a in _FUNCTION_ARGS])
+def test_a_function_argument_that_is_not_callable_is_refused_when_built(make, others, arg):
+  """measure_with_ema, multi_steps' should_skip_update_fn, the factored decay_rate_fn and
+  stateless_with_tree_map took a number and failed at init or at the first step with
+  Python's "'float' object is not callable", naming no stage: each function argument
+  is checked when built (core.check_callable), naming the stage and the argument."""
+  with pytest.raises(TypeError, match=rf"^{make.__name__}: {arg} must be .*, got 0.5"):
+    make(**others, **{arg: 0.5})
+
+
 def test_a_hyperparameter_that_its_float_dtype_cannot_hold_is_refused():
   """1e40 is inf in float32 and 1e-50 is 0: the state would hold a value its range
   refuses, so the step's rate was inf (or DoG's positive reps_rel 0). Named at

@@ -24,8 +24,8 @@ import jax.numpy as jnp
 from gradtx import numerics, packed, tree
 from gradtx.core import (NONNEGATIVE, NONNEGATIVE_INT, POSITIVE, POSITIVE_INT, POSITIVE_OR_INF,
                          GradientTransformation, HParams, HParamSpec, Range, ScalarOrSchedule,
-                         branch, check_integer_option, check_state, checks_flags, require_params,
-                         require_params_like, scalar_loss)
+                         branch, check_callable, check_integer_option, check_state, checks_flags,
+                         require_params, require_params_like, scalar_loss)
 from gradtx.errors import StructureError, missing_extra_argument
 from gradtx.numerics import safe_increment
 
@@ -819,9 +819,8 @@ def value_and_grad_from_state(value_fn: Callable[..., Any]) -> Callable[..., tup
     1.81e+00
     6.53e-01
   """
-  if not callable(value_fn):
-    raise TypeError(f"value_and_grad_from_state: value_fn must be the loss, a function of "
-                    f"the params, got {value_fn!r}")
+  check_callable("value_and_grad_from_state", "value_fn", value_fn,
+                 "the loss, a function of the params")
 
   def value_and_grad(params: Any, *fn_args: Any, state: Any, **fn_kwargs: Any
                      ) -> tuple[Any, Any]:
