@@ -1236,6 +1236,16 @@ ERRORS = [
      r"perceptron_loss: predictor_outputs and targets must have the same shape"),
     (lambda: losses.huber_loss(jnp.zeros(3), delta=0.0), HyperparameterError,
      r"huber_loss: delta must be in \(0, inf\), got 0.0"),
+    # A string (a config's '1e-3') failed in jax ("Value '1' with dtype <U1 is not a valid
+    # JAX array type"), naming no loss; a bool ran as 0 or 1.
+    (lambda: losses.huber_loss(jnp.zeros(3), delta="1"), HyperparameterError,
+     r"^huber_loss: delta must be a number in \(0, inf\), got '1' \(convert it with float"),
+    (lambda: losses.huber_loss(jnp.zeros(3), delta=True), HyperparameterError,
+     r"^huber_loss: delta must be a number in \(0, inf\), got True"),
+    (lambda: losses.ntxent(jnp.zeros((4, 2)), jnp.zeros(4), temperature="0.1"),
+     HyperparameterError, r"^ntxent: temperature must be a number in \(0, inf\), got '0.1'"),
+    (lambda: losses.sigmoid_focal_loss(jnp.zeros(3), jnp.zeros(3), gamma=np.float32(-1.0)),
+     HyperparameterError, r"^sigmoid_focal_loss: gamma must be in \[0, inf\)"),
     (lambda: losses.smooth_labels(jnp.zeros(3), 1.5), HyperparameterError,
      r"smooth_labels: alpha must be in \[0, 1\], got 1.5"),
     # A mask for 3 classes of 5 was summed over, silently: K = 3.

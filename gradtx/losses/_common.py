@@ -6,6 +6,7 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from gradtx.core import NONNEGATIVE, Range, check_value
 from gradtx.numerics import as_dtype
@@ -77,12 +78,15 @@ def _rank(loss: str, arg: str, x: jax.Array, rank: int) -> None:
 
 
 def _check(loss: str, arg: str, value: Any, allowed: Range) -> None:
-  """Checks a hyperparameter given as a Python number; arrays are taken as given.
+  """Checks a hyperparameter given as anything but an array; arrays are taken as given.
 
   Arrays are not read back from the device (a loss may be called eagerly in a
-  training loop), so only Python numbers are checked.
+  training loop), so only Python (and numpy) numbers are checked, and whatever is not a
+  number: a string or a bool raises, naming the loss and the argument, where
+  ``huber_loss(x, y, delta='1')`` failed with jax's "Value '1' with dtype <U1 is not a
+  valid JAX array type" and ``delta=True`` ran as 1.
   """
-  if isinstance(value, (int, float)) and not isinstance(value, bool):
+  if not isinstance(value, (jax.Array, np.ndarray)):
     check_value(loss, arg, value, allowed)
 
 
