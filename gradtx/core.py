@@ -223,14 +223,16 @@ def check_value(stage: str, name: str, value: Any, allowed: Range, *,
         f"{stage}: {name} must be a real number in {allowed}, got {value!r}")
   if not is_concrete(value):
     return
-  if (value is None or isinstance(value, (str, bytes, bool))
-      or getattr(value, "dtype", None) == np.bool_):
+  slips = _not_numbers(value)
+  if slips:
     # numpy would read "1e-3" as a number, True as 1 and None as NaN: all slips (a value
-    # left a string by a YAML or command-line parser; a flag in a number's place).
+    # left a string by a YAML or command-line parser; a flag in a number's place), also
+    # as an entry of a tuple (betas=('0.9', 0.999)).
     convert = "int" if allowed.integer else "float"
-    hint = f" (convert it with {convert}())" if isinstance(value, (str, bytes)) else ""
-    raise HyperparameterError(
-        f"{stage}: {name} must be a number in {allowed}, got {value!r}{hint}")
+    hint = (f" (convert it with {convert}())"
+            if any(isinstance(s, (str, bytes)) for s in slips) else "")
+    what = "numbers" if allowed.vector else "a number"
+    raise HyperparameterError(f"{stage}: {name} must be {what} in {allowed}, got {value!r}{hint}")
   try:
     ok = allowed.contains(value)
   except (TypeError, ValueError):
@@ -247,6 +249,17 @@ def check_value(stage: str, name: str, value: Any, allowed: Range, *,
     raise HyperparameterError(f"{stage}: {name} must be in {allowed}, got {shown}")
   if not allowed.integer:  # an int32 range already holds its bounds
     _check_held(stage, name, value, allowed, held)
+
+
+def _not_numbers(value: Any) -> list[Any]:
+  """The entries of ``value`` (itself, or those of a tuple or list, nested) that numpy would
+  read as numbers though they are not: None, strings, bools and bool arrays."""
+  if isinstance(value, (tuple, list)):
+    return [slip for entry in value for slip in _not_numbers(entry)]
+  if (value is None or isinstance(value, (str, bytes, bool))
+      or getattr(value, "dtype", None) == np.bool_):
+    return [value]
+  return []
 
 
 def _check_held(stage: str, name: str, value: Any, allowed: Range, held: Any) -> None:

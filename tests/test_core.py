@@ -530,6 +530,32 @@ def test_a_function_argument_that_is_not_callable_is_refused_when_built(make, ot
     make(**others, **{arg: 0.5})
 
 
+def test_a_string_or_bool_inside_a_tuple_hyperparameter_is_refused():
+  """numpy reads '0.9' as 0.9 and True as 1: a string or bool was refused as a
+  hyperparameter but taken as an entry of one given as a tuple (prodigy's betas, muon's
+  ns_coeffs), where a config parser had left it. Refused when built and by set_hparams,
+  naming the stage and the argument; numbers, arrays and presets are taken."""
+  for make, match in (
+      (lambda: gtx.contrib.prodigy(betas=("0.9", 0.999)),
+       r"^scale_by_prodigy: betas must be numbers in \[0, 1\), got \('0.9', 0.999\) "
+       r"\(convert it with float\(\)\)"),
+      (lambda: gtx.contrib.dadapt_adamw(betas=(0.9, None)),
+       r"^scale_by_dadapt_adamw: betas must be numbers in \[0, 1\), got \(0.9, None\)$"),
+      (lambda: gtx.contrib.muon(0.1, ns_coeffs=(True, -4.775, 2.0315)),
+       r"^scale_by_muon: ns_coeffs must be numbers in \(-inf, inf\), got \(True, "),
+      (lambda: gtx.contrib.muon(0.1, ns_coeffs=[(3.4445, -4.775, "2.0315")]),
+       r"^scale_by_muon: ns_coeffs must be numbers .*\(convert it with float\(\)\)"),
+  ):
+    with pytest.raises(gtx.HyperparameterError, match=match):
+      make()
+  state = gtx.contrib.prodigy(betas=np.array([0.9, 0.999])).init(jnp.zeros(2))
+  with pytest.raises(gtx.HyperparameterError, match=r"betas must be numbers in \[0, 1\)"):
+    gtx.set_hparams(state, {"prodigy.betas": ("0.5", 0.9)})
+  np.testing.assert_allclose(gtx.hparams(state)["prodigy.betas"], [0.9, 0.999])
+  coeffs = gtx.hparams(gtx.contrib.muon(0.1, ns_coeffs="standard").init(jnp.zeros((2, 2))))
+  np.testing.assert_allclose(coeffs["muon.ns_coeffs"], [3.4445, -4.775, 2.0315], rtol=1e-6)
+
+
 def test_a_hyperparameter_that_its_float_dtype_cannot_hold_is_refused():
   """1e40 is inf in float32 and 1e-50 is 0: the state would hold a value its range
   refuses, so the step's rate was inf (or DoG's positive reps_rel 0). Named at

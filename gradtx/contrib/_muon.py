@@ -23,7 +23,7 @@ from gradtx.contrib._common import (MuonDimensionNumbers, WeightDimNumOrFn, _dim
                                     _map_matrices, _matrices_2d, _matrix_axes)
 from gradtx.core import (NONNEGATIVE, POSITIVE, POSITIVE_INT, UNIT_HALF_OPEN, Range,
                          GradientTransformation, HParams, HParamSpec, Params, ScalarOrSchedule,
-                         check_integer_option, check_state, checks_flags, stateless)
+                         check_integer_option, check_state, check_value, checks_flags, stateless)
 from gradtx.numerics import (abs_sq, as_dtype, at_least_float32, ema_moment, safe_divide,
                              safe_increment, safe_rsqrt, safe_sqrt, zero_count)
 from gradtx.transforms.decay import Mask, add_decayed_weights
@@ -111,6 +111,7 @@ def _ns_coeffs_array(stage: str, ns_coeffs: Any) -> tuple:
   if not (table.ndim in (1, 2) and table.shape[-1] == 3 and table.size > 0):
     raise ValueError(f"{stage}: ns_coeffs must have shape (3,) or (n, 3), got "
                      f"{np.shape(ns_coeffs)}")
+  check_value(stage, "ns_coeffs", ns_coeffs, Range(vector=True))  # before float64 reads '3' or True
   return tuple(table.tolist()) if table.ndim == 1 else tuple(map(tuple, table.tolist()))
 
 
