@@ -347,6 +347,23 @@ def check_callable(stage: str, name: str, value: Any, what: str, hint: str = "")
     raise TypeError(f"{stage}: {name} must be {what}, got {value!r}{hint}")
 
 
+def check_axis(stage: str, axis: Any, *, none: bool = True) -> None:
+  """Raises ``TypeError`` unless ``axis`` is an int, a tuple of ints or (with ``none``) None.
+
+  For a loss's or a stage's ``axis``. ``operator.index`` and jax take ``True`` as axis 1,
+  so ``softmax_cross_entropy(logits, labels, True)`` summed over axis 1 without a word;
+  a float or a string failed in jax ("'float' object is not iterable", "unbound axis
+  name"), naming neither the function nor ``axis``. An axis the array lacks is left to
+  the reduction, which names it.
+  """
+  if type(axis) is int or (axis is None and none):  # the usual case, in a loss's hot path
+    return
+  entries = axis if isinstance(axis, tuple) else (axis,)
+  if axis is None or not all(isinstance(a, (int, np.integer)) and not isinstance(a, bool)
+                             for a in entries):
+    raise TypeError(f"{stage}: axis must be an int or a tuple of ints, got {axis!r}")
+
+
 _Args = ParamSpec("_Args")
 _Made = TypeVar("_Made")
 

@@ -8,7 +8,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from gradtx.core import NONNEGATIVE, Range, check_value
+from gradtx.core import NONNEGATIVE, Range, check_axis, check_value
 from gradtx.numerics import as_dtype
 
 ArrayLike = jax.typing.ArrayLike
@@ -198,6 +198,7 @@ def _cosine_similarity(loss: str, a: jax.Array, targets: ArrayLike, epsilon: Arr
                        axis: Axis, where: ArrayLike | None) -> jax.Array:
   """:func:`cosine_similarity`, left in the compute dtype (float32 for 16-bit ``a``)."""
   b = _floating(loss, "targets", targets)
+  check_axis(loss, axis)
   _broadcastable(loss, "predictions", a, "targets", b)
   _check(loss, "epsilon", epsilon, NONNEGATIVE)
   a = _wide(a)

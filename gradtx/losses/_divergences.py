@@ -7,8 +7,9 @@ import warnings
 import jax
 import jax.numpy as jnp
 
-from gradtx.losses._common import (ArrayLike, Axis, _broadcastable, _floating, _wide, _times_log,
-                                    _safe_log)
+from gradtx.core import check_axis
+from gradtx.losses._common import (ArrayLike, Axis, _broadcastable, _floating, _wide,
+                                    _times_log, _safe_log)
 
 
 def kl_divergence(
@@ -55,6 +56,7 @@ def kl_divergence(
   name = "kl_divergence"
   lp = _floating(name, "log_predictions", log_predictions)
   _floating(name, "targets", targets)
+  check_axis(name, axis)
   _broadcastable(name, "log_predictions", lp, "targets", targets)
   dtype = lp.dtype
   lp = _wide(lp)
@@ -110,6 +112,7 @@ def kl_divergence_with_log_targets(
   name = "kl_divergence_with_log_targets"
   lp = _floating(name, "log_predictions", log_predictions)
   lt = _floating(name, "log_targets", log_targets)
+  check_axis(name, axis)
   _broadcastable(name, "log_predictions", lp, "log_targets", lt)
   dtype = lp.dtype
   lp = _wide(lp)
@@ -165,6 +168,7 @@ def generalized_kl_divergence(
   name = "generalized_kl_divergence"
   lp = _floating(name, "log_predictions", log_predictions)
   _floating(name, "targets", targets)
+  check_axis(name, axis)
   _broadcastable(name, "log_predictions", lp, "targets", targets)
   dtype = lp.dtype
   lp = _wide(lp)

@@ -5,9 +5,9 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from gradtx.core import NONNEGATIVE, checks_flags
-from gradtx.losses._common import (ArrayLike, _broadcastable, _check, _floating, _wide, _same_shape,
-                                   _rank)
+from gradtx.core import NONNEGATIVE, check_axis, checks_flags
+from gradtx.losses._common import (ArrayLike, _broadcastable, _check, _floating, _wide,
+                                   _same_shape, _rank)
 from gradtx.numerics import as_dtype
 
 
@@ -129,6 +129,7 @@ def _dice_loss(name: str, option: str, predictions: ArrayLike, targets: ArrayLik
   # A NaN (or a sign slip) here made every loss of the batch NaN, silently.
   for arg, value in (("smooth", smooth), ("alpha", alpha), ("beta", beta)):
     _check(name, arg, value, NONNEGATIVE)
+  check_axis(name, axis)
   p = _floating(name, "predictions", predictions)
   t = jnp.asarray(targets)
   if p.ndim == t.ndim - 1:
