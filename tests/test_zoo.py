@@ -486,6 +486,11 @@ BAD_HYPERPARAMETERS = [
     (lambda: gtx.lion(1e-3, b1=1.5), r"scale_by_lion: b1 must be in \[0, 1\], got 1.5"),
     (lambda: gtx.scale_by_lion(mode="smooth", smooth_beta=-1.0),
      r"scale_by_lion: smooth_beta must be in \(0, inf\), got -1.0"),
+    # Unread in the other modes, and so unchecked: a slip passed without a word.
+    (lambda: gtx.scale_by_lion(smooth_beta=float("nan")),
+     r"^scale_by_lion: smooth_beta must be in \(0, inf\), got nan"),
+    (lambda: gtx.scale_by_lion(mode="refined", smooth_beta="2"),
+     r"^scale_by_lion: smooth_beta must be a number in \(0, inf\), got '2'"),
     (lambda: gtx.lion(1e-3, weight_decay=-1.0), r"add_decayed_weights: weight_decay must be"),
     (lambda: gtx.scale_by_lion(mode="soft"), r"scale_by_lion: mode must be one of"),
     (lambda: gtx.radam(1e-3, b2=0.5), r"scale_by_radam: b2 must be in \(0.6, 1\), got 0.5"),
