@@ -348,6 +348,23 @@ def test_a_key_or_seed_that_is_neither_is_refused_when_built(name):
   assert not np.array_equal(draws[0], step(4))
 
 
+@pytest.mark.parametrize("name", list(_KEYED))
+def test_donating_a_state_leaves_the_stage_and_caller_keys(name):
+  """The key made when the stage is built was put in every state as it is: donating one
+  state deleted the next init's key ("Buffer has been deleted or donated"; sophia's
+  default estimator is one object shared by every sophia), and the caller's key."""
+  key = jax.random.key(7)
+  tx = _KEYED[name](key)
+  params = jnp.array([0.1, 0.2, 0.3])
+  grads = jnp.ones((2, 3)) if name.startswith(("differentially", "dpsgd")) else jnp.ones(3)
+  step = lambda state: tx.update(grads, state, params,  # noqa: E731
+                                 obj_fn=lambda p: jnp.sum(p) ** 3)[0]
+  first = np.asarray(step(tx.init(params)))
+  jax.jit(lambda state: state, donate_argnums=0)(tx.init(params))
+  np.testing.assert_array_equal(step(tx.init(params)), first)
+  np.testing.assert_array_equal(jax.random.key_data(key), jax.random.key_data(jax.random.key(7)))
+
+
 def test_add_noise_has_the_annealed_variance():
   eta, gamma = 0.5, 0.55
   tx = gtx.add_noise(eta, gamma, key=jax.random.key(3))

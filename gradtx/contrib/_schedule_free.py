@@ -21,7 +21,7 @@ from gradtx.transforms.clipping import per_example_global_norm_clip
 from gradtx.transforms.decay import add_decayed_weights
 from gradtx.transforms.moments import scale_by_rms
 from gradtx.transforms.momentum import trace
-from gradtx.transforms.noise import as_key, gaussian_noised
+from gradtx.transforms.noise import as_key, fresh_key, gaussian_noised
 from gradtx.transforms.scaling import scale_by_learning_rate
 
 __all__ = ["DifferentiallyPrivateAggregateState", "ScheduleFreeState",
@@ -448,7 +448,7 @@ def differentially_private_aggregate(l2_norm_clip: ScalarOrSchedule,
 
   def init(params):
     del params
-    return DifferentiallyPrivateAggregateState(start, spec.init())
+    return DifferentiallyPrivateAggregateState(fresh_key(start), spec.init())
 
   def update(updates, state, params=None, **extra):
     check_state(stage, state, DifferentiallyPrivateAggregateState)

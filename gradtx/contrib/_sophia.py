@@ -23,7 +23,7 @@ from gradtx.errors import missing_extra_argument
 from gradtx.numerics import (as_dtype, bias_correction, compute_dtype, ema_moment, safe_increment,
                              zero_count)
 from gradtx.transforms.decay import Mask, add_decayed_weights
-from gradtx.transforms.noise import as_key
+from gradtx.transforms.noise import as_key, fresh_key
 from gradtx.transforms.scaling import scale_by_learning_rate
 
 __all__ = ["HutchinsonState", "SophiaState", "hutchinson_estimator_diag_hessian", "scale_by_sophia",
@@ -90,7 +90,7 @@ def hutchinson_estimator_diag_hessian(random_seed: Any = None) -> GradientTransf
 
   def init(params):
     del params
-    return HutchinsonState(start, spec.init())
+    return HutchinsonState(fresh_key(start), spec.init())
 
   def update(updates, state, params=None, *, obj_fn: Callable[[Any], jax.Array] | None = None,
              **extra):

@@ -56,6 +56,19 @@ def as_key(where: str, key: Any, seed: Any = None, *, name: str = "key") -> jax.
       f"an int seed, got {shown}")
 
 
+def fresh_key(key: jax.Array) -> jax.Array:
+  """A copy of the typed key ``key``, in a buffer of its own: for each ``init``.
+
+  A stage's key is made (and checked) when the stage is built, by :func:`as_key`;
+  a state holding that array itself would share its buffer with every other state the
+  stage makes (and with the caller's key), so donating one state deleted the key of
+  the next ``init``: "Buffer has been deleted or donated" (sophia's default
+  estimator, built once as an argument default, is shared by every sophia).
+  """
+  data = jnp.array(jax.random.key_data(key), copy=True)
+  return jax.random.wrap_key_data(data, impl=jax.random.key_impl(key))
+
+
 def gaussian_noised(g: jax.Array, sigma: jax.Array, key: jax.Array) -> jax.Array:
   """:math:`g + \\sigma \\xi`, :math:`\\xi \\sim \\mathcal N(0, 1)` (complex normal for complex
   ``g``), in float32 at least (:func:`gradtx.numerics.at_least_float32`).
@@ -103,7 +116,7 @@ def add_noise(eta: ScalarOrSchedule = 0.01, gamma: ScalarOrSchedule = 0.55,
 
   def init(params):
     del params
-    return AddNoiseState(numerics.zero_count(), start, spec.init())
+    return AddNoiseState(numerics.zero_count(), fresh_key(start), spec.init())
 
   def update(updates, state, params=None, **extra):
     check_state("add_noise", state, AddNoiseState)
