@@ -27,7 +27,7 @@ import numpy as np
 from gradtx import tree
 from gradtx._flax_serialization import register_with_flax, serializable
 from gradtx.core import (GradientTransformation, HParams, as_transformation, check_value,
-                         foreign_state_hint, held_like)
+                         checks_flags, foreign_state_hint, held_like)
 from gradtx.errors import GradtxError, HyperparameterError, StructureError, did_you_mean
 
 PyTree = Any
@@ -692,6 +692,7 @@ class _Carry:
     return HParams(dict(new.items()), {k: new.slot(k) for k in new}, count)
 
 
+@checks_flags
 def carry_state(old: PyTree, new: PyTree, *, strict: bool = False,
                 hparams: str = "old") -> tuple[PyTree, dict]:
   """Moves stage states from an old chain state into a fresh state of an edited chain.

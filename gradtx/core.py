@@ -35,7 +35,8 @@ import math
 import os
 import sys
 import types
-from typing import TYPE_CHECKING, Any, Callable, Iterator, Mapping, NamedTuple, Protocol, cast
+from typing import (TYPE_CHECKING, Any, Callable, Iterator, Mapping, NamedTuple, ParamSpec,
+                    Protocol, TypeVar, cast)
 
 import chex
 import jax
@@ -222,14 +223,16 @@ def check_value(stage: str, name: str, value: Any, allowed: Range, *,
         f"{stage}: {name} must be a real number in {allowed}, got {value!r}")
   if not is_concrete(value):
     return
-  if (value is None or isinstance(value, (str, bytes, bool))
-      or getattr(value, "dtype", None) == np.bool_):
+  slips = _not_numbers(value)
+  if slips:
     # numpy would read "1e-3" as a number, True as 1 and None as NaN: all slips (a value
-    # left a string by a YAML or command-line parser; a flag in a number's place).
+    # left a string by a YAML or command-line parser; a flag in a number's place), also
+    # as an entry of a tuple (betas=('0.9', 0.999)).
     convert = "int" if allowed.integer else "float"
-    hint = f" (convert it with {convert}())" if isinstance(value, (str, bytes)) else ""
-    raise HyperparameterError(
-        f"{stage}: {name} must be a number in {allowed}, got {value!r}{hint}")
+    hint = (f" (convert it with {convert}())"
+            if any(isinstance(s, (str, bytes)) for s in slips) else "")
+    what = "numbers" if allowed.vector else "a number"
+    raise HyperparameterError(f"{stage}: {name} must be {what} in {allowed}, got {value!r}{hint}")
   try:
     ok = allowed.contains(value)
   except (TypeError, ValueError):
@@ -246,6 +249,17 @@ def check_value(stage: str, name: str, value: Any, allowed: Range, *,
     raise HyperparameterError(f"{stage}: {name} must be in {allowed}, got {shown}")
   if not allowed.integer:  # an int32 range already holds its bounds
     _check_held(stage, name, value, allowed, held)
+
+
+def _not_numbers(value: Any) -> list[Any]:
+  """The entries of ``value`` (itself, or those of a tuple or list, nested) that numpy would
+  read as numbers though they are not: None, strings, bools and bool arrays."""
+  if isinstance(value, (tuple, list)):
+    return [slip for entry in value for slip in _not_numbers(entry)]
+  if (value is None or isinstance(value, (str, bytes, bool))
+      or getattr(value, "dtype", None) == np.bool_):
+    return [value]
+  return []
 
 
 def _check_held(stage: str, name: str, value: Any, allowed: Range, held: Any) -> None:
@@ -307,6 +321,80 @@ def check_dtype_option(stage: str, name: str, value: Any) -> None:
         f"{stage}: {name} must be a floating dtype (jnp.float32, jnp.bfloat16, ...) or None "
         f"(the params' dtype), got {dtype.name}: an integer or bool buffer rounds each "
         "step's change away")
+
+
+def check_flag(stage: str, name: str, value: Any) -> bool:
+  """``value`` as a Python bool; raises :class:`HyperparameterError` unless it is ``True``
+  or ``False`` (a Python or numpy bool): for a structural switch (``nesterov``,
+  ``centered``, ``flip_sign``), which picks the code a step runs and so is never an array.
+
+  Python takes any object as a condition: ``sgd(0.1, momentum=0.9, nesterov='no')`` ran
+  Nesterov momentum (a non-empty string is true), ``nesterov=None`` plain momentum,
+  without a word. :func:`checks_flags` calls this for every argument annotated ``bool``.
+  """
+  if value is True or value is False or isinstance(value, np.bool_):
+    return bool(value)  # np.True_ would show in repr as np.True_, or as its dtype
+  hint = " (a string: convert it where it is parsed)" if isinstance(value, (str, bytes)) else ""
+  raise HyperparameterError(f"{stage}: {name} must be True or False, got {value!r}{hint}")
+
+
+def check_callable(stage: str, name: str, value: Any, what: str, hint: str = "") -> None:
+  """Raises a ``TypeError`` (``"{stage}: {name} must be {what}, got {value!r}{hint}"``)
+  unless ``value`` is callable: for a function argument, checked when the transformation
+  is built, where calling it first at ``init`` or at the first step failed with Python's
+  "'float' object is not callable", naming neither the stage nor the argument."""
+  if not callable(value):
+    raise TypeError(f"{stage}: {name} must be {what}, got {value!r}{hint}")
+
+
+def check_axis(stage: str, axis: Any, *, none: bool = True) -> None:
+  """Raises ``TypeError`` unless ``axis`` is an int, a tuple of ints or (with ``none``) None.
+
+  For a loss's or a stage's ``axis``. ``operator.index`` and jax take ``True`` as axis 1,
+  so ``softmax_cross_entropy(logits, labels, True)`` summed over axis 1 without a word;
+  a float or a string failed in jax ("'float' object is not iterable", "unbound axis
+  name"), naming neither the function nor ``axis``. An axis the array lacks is left to
+  the reduction, which names it.
+  """
+  if type(axis) is int or (axis is None and none):  # the usual case, in a loss's hot path
+    return
+  entries = axis if isinstance(axis, tuple) else (axis,)
+  if axis is None or not all(isinstance(a, (int, np.integer)) and not isinstance(a, bool)
+                             for a in entries):
+    raise TypeError(f"{stage}: axis must be an int or a tuple of ints, got {axis!r}")
+
+
+_Args = ParamSpec("_Args")
+_Made = TypeVar("_Made")
+
+
+def checks_flags(factory: Callable[_Args, _Made]) -> Callable[_Args, _Made]:
+  """Makes ``factory`` check each of its arguments annotated ``bool`` with
+  :func:`check_flag` before it runs (a numpy bool is passed on as a Python one); keeps
+  its signature, name and docstring.
+
+  The one place every public factory's switches are checked (a test walks the public
+  namespace for factories with such an argument that skip it). It costs a lookup per
+  switch given, when the factory is called: nothing in a step.
+  """
+  parameters = list(inspect.signature(factory).parameters.values())
+  flags = [(i if p.kind == p.POSITIONAL_OR_KEYWORD else None, p.name)
+           for i, p in enumerate(parameters) if p.annotation in ("bool", bool)]
+  if not flags:
+    raise TypeError(f"checks_flags: {factory.__name__} has no argument annotated bool")
+  stage = factory.__name__
+
+  @functools.wraps(factory)
+  def checked(*args: _Args.args, **kwargs: _Args.kwargs) -> _Made:
+    given: list[Any] = list(args)
+    for position, name in flags:
+      if name in kwargs:
+        kwargs[name] = check_flag(stage, name, kwargs[name])
+      elif position is not None and position < len(given):
+        given[position] = check_flag(stage, name, given[position])
+    return factory(*given, **kwargs)  # type: ignore[arg-type]
+
+  return checked
 
 
 # ----------------------------------------------------------------------------
@@ -901,9 +989,8 @@ def stateless(f: Callable[..., Updates], *, name: str | None = None,
     Array([-1., -1.], dtype=float32)
   """
   from gradtx.tree import check_structure  # pylint: disable=import-outside-toplevel
-  if not callable(f):
-    raise TypeError(f"stateless: f must be a function f(updates, params, **hparams), got "
-                    f"{f!r}; to multiply the updates by a number use gtx.scale")
+  check_callable("stateless", "f", f, "a function f(updates, params, **hparams)",
+                 "; to multiply the updates by a number use gtx.scale")
   name = name or _function_name(f, "stateless")
   spec = HParamSpec(name, **hyperparams)
 
@@ -946,6 +1033,8 @@ def stateless_with_tree_map(f: Callable[[jax.Array, jax.Array | None], jax.Array
     >>> tx.update(jnp.ones(2), tx.init(None), jnp.array([2.0, 3.0]))[0]
     Array([2., 3.], dtype=float32)
   """
+  check_callable("stateless_with_tree_map", "f", f,
+                 "a function f(update_leaf, param_leaf_or_None)")
   def map_leaves(updates, params):  # stateless has checked that the trees match
     if params is None:
       return jax.tree.map(lambda g: f(g, None), updates)

@@ -48,6 +48,7 @@ def global_norm(updates: PyTree) -> jax.Array:
   return tree.global_norm(updates)
 
 
+@core.checks_flags
 def safe_norm(x: jax.typing.ArrayLike, min_norm: jax.typing.ArrayLike,
               ord: int | float | str | None = None,  # noqa: A002 (optax's name)
               axis: int | tuple[int, ...] | None = None, keepdims: bool = False) -> jax.Array:

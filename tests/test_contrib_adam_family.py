@@ -328,6 +328,12 @@ BAD_HYPERPARAMETERS = [
     (lambda: gtx.contrib.adopt(0.1, b1=1.0), r"scale_by_adopt: b1 must be in \[0, 1\), got 1.0"),
     (lambda: gtx.contrib.adopt(0.1, b2=1.5), r"scale_by_adopt: b2 must be in \[0, 1\], got 1.5"),
     (lambda: gtx.contrib.adopt(0.1, eps=0.0), r"scale_by_adopt: eps must be in \(0, inf\), got 0"),
+    # Named by the argument (the state's name, clip_value, was given), and checked without
+    # use_clipping too, where it is unread and a slip passed without a word.
+    (lambda: gtx.contrib.adopt(0.1, clip_value_fn=-1.0),
+     r"^scale_by_adopt: clip_value_fn must be in \[0, inf\], got -1.0"),
+    (lambda: gtx.contrib.adopt(0.1, use_clipping=False, clip_value_fn="1"),
+     r"^scale_by_adopt: clip_value_fn must be a number in \[0, inf\], got '1'"),
     (lambda: gtx.contrib.adopt(-0.1),
      r"scale_by_learning_rate: learning_rate must be in \[0, inf\), got -0.1"),
     (lambda: gtx.contrib.ademamix(0.1, b3=1.1), r"scale_by_ademamix: b3 must be in \[0, 1\]"),

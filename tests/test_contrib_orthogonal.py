@@ -486,6 +486,15 @@ BAD_DIMENSIONS = [
      r"scale_by_muon: .* the reduction and output axes must be disjoint"),
     ({"w": jnp.ones((2, 3)), "b": jnp.ones(2)}, {"w": MDN()},
      r"scale_by_muon: the weight dimension numbers must have the params' tree structure"),
+    # Axes the leaf does not have were taken modulo its rank: 2 was axis 0 of a matrix.
+    ({"w": jnp.ones((2, 3))}, {"w": MDN(2, 1)},
+     r"scale_by_muon: MuonDimensionNumbers\(reduction_axis=2, output_axis=1\) for a leaf of "
+     r"shape \(2, 3\): each axis must be an int in \[-2, 2\)"),
+    ({"w": jnp.ones((2, 3))}, {"w": MDN(0, -3)}, r"each axis must be an int in \[-2, 2\)"),
+    ({"w": jnp.ones((2, 3))}, {"w": MDN(True, 1)}, r"each axis must be an int in \[-2, 2\)"),
+    ({"w": jnp.ones((2, 3))}, {"w": MDN(0.0, 1)}, r"each axis must be an int in \[-2, 2\)"),
+    ({"w": jnp.ones((2, 3, 4))}, {"w": MDN((0, -3), 2)}, r"shape \(2, 3, 4\): an axis is named "
+                                                         "twice"),
 ]
 
 
@@ -501,6 +510,23 @@ def test_bad_dimension_numbers_raise_naming_the_shape(params, dims, message):
   tx = gtx.contrib.scale_by_muon(weight_dimension_numbers=dims)
   with pytest.raises(gtx.StructureError, match=message):
     tx.update(params, tx.init(params))
+
+
+def test_dimension_numbers_take_negative_axes_and_refuse_missing_ones_in_galore_too():
+  params = {"w": jnp.arange(12.0).reshape(3, 4) / 10}
+  grads = {"w": jnp.cos(jnp.arange(12.0)).reshape(3, 4)}
+
+  def step(dims):
+    tx = gtx.contrib.muon(0.1, muon_weight_dimension_numbers={"w": dims})
+    return tx.update(grads, tx.init(params), params)[0]["w"]
+
+  np.testing.assert_array_equal(step(MDN(-2, -1)), step(MDN(0, 1)))
+  np.testing.assert_array_equal(step(MDN([0], (1,))), step(MDN(0, 1)))
+  assert not np.allclose(step(MDN(1, 0)), step(MDN(0, 1)))  # the fans scale the step
+  tx = gtx.contrib.scale_by_galore(rank=1, weight_dimension_numbers={"w": GLD(0, 2)})
+  with pytest.raises(gtx.StructureError, match=r"^scale_by_galore: GaLoreDimensionNumbers\("
+                                                r".* each axis must be an int in \[-2, 2\)"):
+    tx.init(params)
 
 
 def test_structure_mismatch_names_the_key_path():

@@ -394,7 +394,7 @@ BAD_HYPERPARAMETERS = [
     (lambda: gtx.contrib.differentially_private_aggregate(1.0, -0.5),
      r"differentially_private_aggregate: noise_multiplier must be in \[0, inf\), got -0.5"),
     (lambda: gtx.contrib.differentially_private_aggregate(1.0, 1.0, key=1, seed=2),
-     r"differentially_private_aggregate: give key or seed, not both"),
+     r"differentially_private_aggregate: give key= or seed= .*not both"),
 ]
 
 

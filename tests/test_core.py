@@ -454,6 +454,118 @@ def test_dtype_options_refuse_integer_and_unknown_dtypes_when_built():
       make(**required, **{option: good})
 
 
+# The required arguments of the schedules that take a switch: gtx.schedules binds its
+# arguments before it checks them.
+_SCHEDULE_ARGS = {"init_value": 1.0, "peak_value": 1.0, "warmup_steps": 1,
+                  "transition_steps": 10, "decay_rate": 0.5}
+
+
+def _switches():
+  """(name, function, switch) for every public function with an argument annotated bool."""
+  found = {}
+  for module in (gtx, gtx.schedules, gtx.contrib, gtx.losses, gtx.projections,
+                 gtx.second_order, gtx.lr_finder, gtx.tree_utils):
+    for name in module.__all__:
+      make = getattr(module, name)
+      if not inspect.isfunction(make):
+        continue
+      for parameter in inspect.signature(make).parameters.values():
+        if parameter.annotation in ("bool", bool):
+          found[(make.__module__, make.__name__, parameter.name)] = (
+              f"{make.__name__}({parameter.name})", make, parameter.name)
+  return sorted(found.values(), key=lambda case: case[0])
+
+
+def test_switches_refuse_anything_but_a_bool_when_called():
+  """A non-empty string is true in Python, so sgd(..., nesterov='no') ran Nesterov
+  momentum, and None or 0 meant False, without a word. Every public function's argument
+  annotated bool is checked before the function runs (by position or by name), naming
+  the function and the argument; a numpy bool is taken, and passed on as a Python one."""
+  cases = _switches()
+  assert len(cases) >= 75, [case[0] for case in cases]  # the whole family, not a few
+  for label, make, switch in cases:
+    required = {p.name: _SCHEDULE_ARGS[p.name] for p in inspect.signature(make).parameters.values()
+                if make.__name__ in gtx.schedules.__all__ and p.default is inspect.Parameter.empty}
+    for bad, shown in (("no", "'no'"), ("False", "'False'"), (None, "None"), (0, "0"),
+                       (1.0, "1.0"), (jnp.array(True), "Array"), (np.array([True]), "array")):
+      with pytest.raises(gtx.HyperparameterError,
+                         match=rf"^{make.__name__}: {switch} must be True or False, got "
+                               rf"{re.escape(shown)}"):
+        make(**required, **{switch: bad})
+        pytest.fail(f"{label} took {switch}={bad!r}")
+  with pytest.raises(gtx.HyperparameterError, match="sgd: nesterov must be True or False, "
+                                                    r"got 'no' \(a string"):
+    gtx.sgd(0.1, 0.9, "no")  # by position
+  with pytest.raises(gtx.HyperparameterError, match="exponential_decay: staircase must be"):
+    gtx.schedules.exponential_decay(1.0, 10, 0.5, staircase="no")
+  params, grads = jnp.array([1.0, -2.0]), jnp.array([0.5, 0.25])
+  for flag in (np.True_, np.False_):
+    steps = []
+    for given in (flag, bool(flag)):
+      tx = gtx.sgd(0.1, 0.9, given)
+      assert f"nesterov={bool(flag)}," in repr(tx)
+      state = tx.init(params)
+      for _ in range(2):
+        u, state = tx.update(grads, state, params)
+      steps.append(u)
+    np.testing.assert_array_equal(steps[0], steps[1])
+  nesterov = gtx.sgd(0.1, 0.9, np.True_).update(grads, gtx.sgd(0.1, 0.9).init(params))[0]
+  np.testing.assert_allclose(nesterov, [-0.095, -0.0475])  # -0.1 * (1 + 0.9) * g
+  schedule = gtx.schedules.exponential_decay(1.0, 10, 0.5, staircase=np.True_)
+  assert "staircase=True" in repr(schedule) and float(schedule(15)) == 0.5
+
+
+# (function, its other arguments, the function argument): each is checked when built.
+_FUNCTION_ARGS = [
+    (gtx.measure_with_ema, {"decay": 0.9}, "measure"),
+    (gtx.multi_steps, {"opt": gtx.sgd(0.1), "every_k_schedule": 2}, "should_skip_update_fn"),
+    (gtx.scale_by_factored_rms, {}, "decay_rate_fn"),
+    (gtx.stateless_with_tree_map, {}, "f"),
+    (gtx.stateless, {}, "f"),
+    (gtx.snapshot, {"measure_name": "m"}, "measure"),
+    (gtx.conditionally_mask, {"inner": gtx.sgd(0.1)}, "should_transform_fn"),
+    (gtx.scale_by_schedule, {}, "step_size_fn"),
+    (gtx.value_and_grad_from_state, {}, "value_fn"),
+]
+
+
+@pytest.mark.parametrize("make, others, arg", _FUNCTION_ARGS,
+                         ids=[f"{m.__name__}({a})" for m, _, a in _FUNCTION_ARGS])
+def test_a_function_argument_that_is_not_callable_is_refused_when_built(make, others, arg):
+  """measure_with_ema, multi_steps' should_skip_update_fn, the factored decay_rate_fn and
+  stateless_with_tree_map took a number and failed at init or at the first step with
+  Python's "'float' object is not callable", naming no stage: each function argument
+  is checked when built (core.check_callable), naming the stage and the argument."""
+  with pytest.raises(TypeError, match=rf"^{make.__name__}: {arg} must be .*, got 0.5"):
+    make(**others, **{arg: 0.5})
+
+
+def test_a_string_or_bool_inside_a_tuple_hyperparameter_is_refused():
+  """numpy reads '0.9' as 0.9 and True as 1: a string or bool was refused as a
+  hyperparameter but taken as an entry of one given as a tuple (prodigy's betas, muon's
+  ns_coeffs), where a config parser had left it. Refused when built and by set_hparams,
+  naming the stage and the argument; numbers, arrays and presets are taken."""
+  for make, match in (
+      (lambda: gtx.contrib.prodigy(betas=("0.9", 0.999)),
+       r"^scale_by_prodigy: betas must be numbers in \[0, 1\), got \('0.9', 0.999\) "
+       r"\(convert it with float\(\)\)"),
+      (lambda: gtx.contrib.dadapt_adamw(betas=(0.9, None)),
+       r"^scale_by_dadapt_adamw: betas must be numbers in \[0, 1\), got \(0.9, None\)$"),
+      (lambda: gtx.contrib.muon(0.1, ns_coeffs=(True, -4.775, 2.0315)),
+       r"^scale_by_muon: ns_coeffs must be numbers in \(-inf, inf\), got \(True, "),
+      (lambda: gtx.contrib.muon(0.1, ns_coeffs=[(3.4445, -4.775, "2.0315")]),
+       r"^scale_by_muon: ns_coeffs must be numbers .*\(convert it with float\(\)\)"),
+  ):
+    with pytest.raises(gtx.HyperparameterError, match=match):
+      make()
+  state = gtx.contrib.prodigy(betas=np.array([0.9, 0.999])).init(jnp.zeros(2))
+  with pytest.raises(gtx.HyperparameterError, match=r"betas must be numbers in \[0, 1\)"):
+    gtx.set_hparams(state, {"prodigy.betas": ("0.5", 0.9)})
+  np.testing.assert_allclose(gtx.hparams(state)["prodigy.betas"], [0.9, 0.999])
+  coeffs = gtx.hparams(gtx.contrib.muon(0.1, ns_coeffs="standard").init(jnp.zeros((2, 2))))
+  np.testing.assert_allclose(coeffs["muon.ns_coeffs"], [3.4445, -4.775, 2.0315], rtol=1e-6)
+
+
 def test_a_hyperparameter_that_its_float_dtype_cannot_hold_is_refused():
   """1e40 is inf in float32 and 1e-50 is 0: the state would hold a value its range
   refuses, so the step's rate was inf (or DoG's positive reps_rel 0). Named at

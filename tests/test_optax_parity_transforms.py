@@ -14,6 +14,8 @@ gradients are compared with numpy.
 
 from __future__ import annotations
 
+import re
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -106,6 +108,21 @@ def test_adaptive_grad_clip_with_axis_clips_a_rank_6_leaf():
   with pytest.raises(ValueError, match=r"adaptive_grad_clip: at key path \['big'\]: a leaf of "
                      r"shape \(2, 1, 2, 1, 3, 2\) has no default unit.*pass axis="):
     gtx.adaptive_grad_clip(0.1).update(g, tx.init(p), p)
+
+
+def test_adaptive_grad_clip_and_unitwise_norm_refuse_an_axis_that_is_not_one():
+  """axis=True ran as axis 1 (jax takes a bool as an int); a float or a string failed at
+  the first step inside jax ("'float' object is not iterable"; '1' as an "unbound axis
+  name ... psum"), naming no stage. Refused when built, naming the stage and axis."""
+  for bad in (True, 1.0, "1", [0]):
+    with pytest.raises(TypeError, match=r"^adaptive_grad_clip: axis must be an int or a tuple "
+                                        rf"of ints, got {re.escape(repr(bad))}$"):
+      gtx.adaptive_grad_clip(0.1, axis=bad)
+    with pytest.raises(TypeError, match=r"^unitwise_norm: axis must be an int or a tuple"):
+      gtx.transforms.unitwise_norm(jnp.ones((2, 3)), axis=bad)
+  x = jnp.array([[3.0, 0.0], [4.0, 1.0]])
+  np.testing.assert_allclose(gtx.transforms.unitwise_norm(x, axis=np.int64(0)),
+                             [[5.0, 1.0], [5.0, 1.0]])
 
 
 def test_adaptive_grad_clip_bfloat16_keeps_dtype_with_float32_norms():

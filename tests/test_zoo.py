@@ -306,6 +306,65 @@ def test_add_noise_repr_shows_the_seed_or_a_key():
   assert "key='<PRNG key>'" in repr(gtx.add_noise(key=jax.random.PRNGKey(0)))
 
 
+_KEYED = {
+    "add_noise": lambda key: gtx.add_noise(1.0, 0.0, key=key),
+    "noisy_sgd": lambda key: gtx.noisy_sgd(1.0, 1.0, 0.0, seed=key),
+    "hutchinson_estimator_diag_hessian":
+        lambda key: gtx.contrib.hutchinson_estimator_diag_hessian(random_seed=key),
+    "differentially_private_aggregate":
+        lambda key: gtx.contrib.differentially_private_aggregate(1.0, 1.0, key=key),
+    "dpsgd": lambda key: gtx.contrib.dpsgd(1.0, 1.0, 1.0, seed=key),
+}
+
+
+@pytest.mark.parametrize("name", list(_KEYED))
+def test_a_key_or_seed_that_is_neither_is_refused_when_built(name):
+  """A float seed or a string failed at the first init with jax's "PRNG key seed must be
+  an integer; got JitTracer", naming no stage, and True was seed 1: refused when built,
+  naming the stage and the argument. An int, a numpy int, a typed key and a raw
+  uint32[2] key (a numpy one too, as a checkpoint restores it) are taken, and draw alike."""
+  make = _KEYED[name]
+  arg = {"noisy_sgd": "seed", "dpsgd": "seed",
+         "hutchinson_estimator_diag_hessian": "random_seed"}.get(name, "key")
+  stage = {"noisy_sgd": "add_noise", "dpsgd": "differentially_private_aggregate"}.get(name, name)
+  for bad, shown in ((2.5, "2.5"), ("3", "'3'"), (True, "True"), (jnp.array(1.5), "float32"),
+                     (jnp.arange(3, dtype=jnp.uint32), r"shape \(3,\)"),
+                     (jax.random.split(jax.random.key(0)), r"shape \(2,\)")):
+    with pytest.raises(gtx.HyperparameterError,
+                       match=rf"^{stage}: {arg} must be a jax.random.key, .*got .*{shown}"):
+      make(bad)
+  params = jnp.array([0.1, 0.2, 0.3])
+  grads = jnp.ones((2, 3)) if name.startswith(("differentially", "dpsgd")) else jnp.ones(3)
+
+  def step(key):
+    tx = make(key)
+    return np.asarray(tx.update(grads, tx.init(params), params,
+                                obj_fn=lambda p: jnp.sum(p) ** 3)[0])  # probes: not diagonal
+
+  draws = [step(key) for key in (3, np.int64(3), jnp.int32(3), jax.random.key(3),
+                                 jax.random.PRNGKey(3), np.asarray(jax.random.PRNGKey(3)))]
+  for draw in draws[1:]:
+    np.testing.assert_array_equal(draw, draws[0])
+  assert not np.array_equal(draws[0], step(4))
+
+
+@pytest.mark.parametrize("name", list(_KEYED))
+def test_donating_a_state_leaves_the_stage_and_caller_keys(name):
+  """The key made when the stage is built was put in every state as it is: donating one
+  state deleted the next init's key ("Buffer has been deleted or donated"; sophia's
+  default estimator is one object shared by every sophia), and the caller's key."""
+  key = jax.random.key(7)
+  tx = _KEYED[name](key)
+  params = jnp.array([0.1, 0.2, 0.3])
+  grads = jnp.ones((2, 3)) if name.startswith(("differentially", "dpsgd")) else jnp.ones(3)
+  step = lambda state: tx.update(grads, state, params,  # noqa: E731
+                                 obj_fn=lambda p: jnp.sum(p) ** 3)[0]
+  first = np.asarray(step(tx.init(params)))
+  jax.jit(lambda state: state, donate_argnums=0)(tx.init(params))
+  np.testing.assert_array_equal(step(tx.init(params)), first)
+  np.testing.assert_array_equal(jax.random.key_data(key), jax.random.key_data(jax.random.key(7)))
+
+
 def test_add_noise_has_the_annealed_variance():
   eta, gamma = 0.5, 0.55
   tx = gtx.add_noise(eta, gamma, key=jax.random.key(3))
@@ -444,6 +503,11 @@ BAD_HYPERPARAMETERS = [
     (lambda: gtx.lion(1e-3, b1=1.5), r"scale_by_lion: b1 must be in \[0, 1\], got 1.5"),
     (lambda: gtx.scale_by_lion(mode="smooth", smooth_beta=-1.0),
      r"scale_by_lion: smooth_beta must be in \(0, inf\), got -1.0"),
+    # Unread in the other modes, and so unchecked: a slip passed without a word.
+    (lambda: gtx.scale_by_lion(smooth_beta=float("nan")),
+     r"^scale_by_lion: smooth_beta must be in \(0, inf\), got nan"),
+    (lambda: gtx.scale_by_lion(mode="refined", smooth_beta="2"),
+     r"^scale_by_lion: smooth_beta must be a number in \(0, inf\), got '2'"),
     (lambda: gtx.lion(1e-3, weight_decay=-1.0), r"add_decayed_weights: weight_decay must be"),
     (lambda: gtx.scale_by_lion(mode="soft"), r"scale_by_lion: mode must be one of"),
     (lambda: gtx.radam(1e-3, b2=0.5), r"scale_by_radam: b2 must be in \(0.6, 1\), got 0.5"),

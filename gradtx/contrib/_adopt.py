@@ -19,7 +19,7 @@ import jax.numpy as jnp
 from gradtx import numerics, tree
 from gradtx.chain import Chain, named_chain
 from gradtx.core import (NONNEGATIVE_OR_INF, POSITIVE, UNIT, UNIT_HALF_OPEN, GradientTransformation,
-                         HParamSpec, ScalarOrSchedule, check_state)
+                         HParamSpec, ScalarOrSchedule, check_state, check_value, checks_flags)
 from gradtx.numerics import (as_dtype, clip_modulus, compute_dtype, ema_moment, safe_increment,
                              safe_sqrt)
 from gradtx.transforms.moments import ScaleByAdamState
@@ -34,6 +34,7 @@ def _fourth_root(count: jax.Array) -> jax.Array:
   return jnp.asarray(count).astype(jnp.result_type(float)) ** 0.25
 
 
+@checks_flags
 def scale_by_adopt(b1: ScalarOrSchedule = 0.9, b2: ScalarOrSchedule = 0.9999,
                    eps: ScalarOrSchedule = 1e-6, mu_dtype: Any = None, *,
                    nesterov: bool = False, use_clipping: bool = True,
@@ -94,6 +95,10 @@ def scale_by_adopt(b1: ScalarOrSchedule = 0.9, b2: ScalarOrSchedule = 0.9999,
     Array([ 0.5, -0.5], dtype=float32)
   """
   entries = dict(b1=(b1, UNIT_HALF_OPEN), b2=(b2, UNIT), eps=(eps, POSITIVE))
+  if not callable(clip_value_fn):  # by the argument's name, in every mode (the state's is
+    # clip_value, and without use_clipping it is unread: a slip passed without a word)
+    check_value("scale_by_adopt", "clip_value_fn", clip_value_fn, NONNEGATIVE_OR_INF,
+                scalar=True)
   if use_clipping:
     entries["clip_value"] = (clip_value_fn, NONNEGATIVE_OR_INF)
   spec = HParamSpec("scale_by_adopt", **entries)
@@ -132,6 +137,7 @@ def scale_by_adopt(b1: ScalarOrSchedule = 0.9, b2: ScalarOrSchedule = 0.9999,
       mu_dtype=mu_dtype, nesterov=nesterov, use_clipping=use_clipping, nu_dtype=nu_dtype))
 
 
+@checks_flags
 def adopt(learning_rate: ScalarOrSchedule, b1: ScalarOrSchedule = 0.9,
           b2: ScalarOrSchedule = 0.9999, eps: ScalarOrSchedule = 1e-6, mu_dtype: Any = None, *,
           nesterov: bool = False, use_clipping: bool = True,

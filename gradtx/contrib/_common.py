@@ -45,7 +45,9 @@ class MuonDimensionNumbers(NamedTuple):
   :math:`x W = y`: ``reduction_axis`` (an axis or several, flattened
   together) indexes :math:`x`'s entries and ``output_axis`` :math:`y`'s; every
   other axis is a batch axis, each of its matrices orthogonalised on its own.
-  The default, ``(0, 1)``, is a plain 2-D weight.
+  The default, ``(0, 1)``, is a plain 2-D weight. Each axis is one the leaf has
+  (a negative one counts from the end); another raises a ``StructureError`` naming
+  the leaf's shape.
   """
   reduction_axis: Sequence[int] | int = 0
   output_axis: Sequence[int] | int = 1
@@ -76,9 +78,28 @@ def _is_dims(x: Any) -> bool:
   return isinstance(x, (MuonDimensionNumbers, GaLoreDimensionNumbers))
 
 
-def _axes(axis: Sequence[int] | int, ndim: int) -> tuple[int, ...]:
-  axes = (axis,) if isinstance(axis, (int, np.integer)) else tuple(axis)
-  return tuple(int(a) % ndim for a in axes)
+def _axes(stage: str, shape: tuple[int, ...], dims: Any, axis: Any) -> tuple[int, ...]:
+  """``axis`` (one axis or several) of a leaf of ``shape``, each as a non-negative int.
+
+  Raises :class:`StructureError` for an axis that is not an int or that the leaf does not
+  have: taken modulo the rank, ``reduction_axis=2`` on a matrix was axis 0 (optax raises),
+  so dimension numbers written for rank-3 leaves orthogonalised a matrix on the wrong axes
+  without a word.
+  """
+  ndim = len(shape)
+  axes = (axis,) if isinstance(axis, (int, np.integer)) else (
+      tuple(axis) if isinstance(axis, (tuple, list)) else None)
+  if axes is None or not all(isinstance(a, (int, np.integer)) and not isinstance(a, bool)
+                             and -ndim <= a < ndim for a in axes):
+    raise StructureError(
+        f"{stage}: {dims} for a leaf of shape {shape}: each axis must be an int in "
+        f"[-{ndim}, {ndim}), one of the leaf's axes; give other leaves their own dimension "
+        "numbers (a tree, or a function of the params), or None to leave them out")
+  axes = tuple(int(a) % ndim for a in axes)
+  if len(set(axes)) != len(axes):
+    raise StructureError(f"{stage}: {dims} for a leaf of shape {shape}: an axis is named "
+                         "twice")
+  return axes
 
 
 def _matrix_axes(stage: str, shape: tuple[int, ...],
@@ -89,7 +110,8 @@ def _matrix_axes(stage: str, shape: tuple[int, ...],
   if ndim < 2:
     raise StructureError(f"{stage}: a leaf of shape {shape} is not a matrix (rank {ndim}); "
                          "give it weight dimension numbers None to leave it out")
-  reduction, output = _axes(dims.reduction_axis, ndim), _axes(dims.output_axis, ndim)
+  reduction = _axes(stage, shape, dims, dims.reduction_axis)
+  output = _axes(stage, shape, dims, dims.output_axis)
   if set(reduction) & set(output) or not reduction or not output:
     raise StructureError(f"{stage}: {dims} for a leaf of shape {shape}: the reduction and "
                          "output axes must be disjoint and non-empty")

@@ -12,7 +12,8 @@ from gradtx.chain import Chain, named_chain
 from gradtx.contrib._whole_tree import (_count_as, _over_root, _real_zeros_like,
                                        _scalar_dtype)
 from gradtx.core import (ANY, NONNEGATIVE, POSITIVE, UNIT_HALF_OPEN, GradientTransformation,
-                         HParams, HParamSpec, ScalarOrSchedule, check_state, require_params_like)
+                         HParams, HParamSpec, ScalarOrSchedule, check_state, checks_flags,
+                         require_params_like)
 from gradtx.errors import StructureError, missing_extra_argument
 from gradtx.numerics import (as_dtype, compute_dtype, ema_moment, safe_divide,
                              safe_increment, zero_count)
@@ -113,6 +114,7 @@ def _momo_spec(stage: str, learning_rate: ScalarOrSchedule, **more: Any) -> HPar
   return HParamSpec(stage, learning_rate=(learning_rate, NONNEGATIVE), **more)
 
 
+@checks_flags
 def scale_by_momo(learning_rate: ScalarOrSchedule = 1.0, beta: ScalarOrSchedule = 0.9,
                   lower_bound: ScalarOrSchedule = 0.0, weight_decay: ScalarOrSchedule = 0.0,
                   adapt_lower_bound: bool = False) -> GradientTransformation:
@@ -197,6 +199,7 @@ def scale_by_momo(learning_rate: ScalarOrSchedule = 1.0, beta: ScalarOrSchedule 
                                 options=dict(adapt_lower_bound=adapt_lower_bound))
 
 
+@checks_flags
 def momo(learning_rate: ScalarOrSchedule = 1.0, beta: ScalarOrSchedule = 0.9,
          lower_bound: ScalarOrSchedule = 0.0, weight_decay: ScalarOrSchedule = 0.0,
          adapt_lower_bound: bool = False) -> Chain:
@@ -238,6 +241,7 @@ def momo(learning_rate: ScalarOrSchedule = 1.0, beta: ScalarOrSchedule = 0.9,
                                                 adapt_lower_bound))
 
 
+@checks_flags
 def scale_by_momo_adam(learning_rate: ScalarOrSchedule = 1e-2, b1: ScalarOrSchedule = 0.9,
                        b2: ScalarOrSchedule = 0.999, eps: ScalarOrSchedule = 1e-8,
                        lower_bound: ScalarOrSchedule = 0.0, weight_decay: ScalarOrSchedule = 0.0,
@@ -343,6 +347,7 @@ def scale_by_momo_adam(learning_rate: ScalarOrSchedule = 1e-2, b1: ScalarOrSched
                                              nu_dtype=nu_dtype))
 
 
+@checks_flags
 def momo_adam(learning_rate: ScalarOrSchedule = 1e-2, b1: ScalarOrSchedule = 0.9,
               b2: ScalarOrSchedule = 0.999, eps: ScalarOrSchedule = 1e-8,
               lower_bound: ScalarOrSchedule = 0.0, weight_decay: ScalarOrSchedule = 0.0,

@@ -23,7 +23,7 @@ from gradtx.contrib._common import (MuonDimensionNumbers, WeightDimNumOrFn, _dim
                                     _map_matrices, _matrices_2d, _matrix_axes)
 from gradtx.core import (NONNEGATIVE, POSITIVE, POSITIVE_INT, UNIT_HALF_OPEN, Range,
                          GradientTransformation, HParams, HParamSpec, Params, ScalarOrSchedule,
-                         check_integer_option, check_state, stateless)
+                         check_integer_option, check_state, check_value, checks_flags, stateless)
 from gradtx.numerics import (abs_sq, as_dtype, at_least_float32, ema_moment, safe_divide,
                              safe_increment, safe_rsqrt, safe_sqrt, zero_count)
 from gradtx.transforms.decay import Mask, add_decayed_weights
@@ -111,6 +111,7 @@ def _ns_coeffs_array(stage: str, ns_coeffs: Any) -> tuple:
                      f"got {ns_coeffs!r}") from None
   if not (table.ndim in (1, 2) and table.shape[-1] == 3 and table.size > 0):
     raise ValueError(f"{stage}: ns_coeffs must have shape (3,) or (n, 3), got {table.shape}")
+  check_value(stage, "ns_coeffs", ns_coeffs, Range(vector=True))  # before float64 reads '3' or True
   return tuple(table.tolist()) if table.ndim == 1 else tuple(map(tuple, table.tolist()))
 
 
@@ -133,6 +134,7 @@ class MuonState(NamedTuple):
     return self.hparams["ns_coeffs"]
 
 
+@checks_flags
 def scale_by_muon(ns_coeffs: tuple | str = _DEFAULT_NS_COEFFS, ns_steps: int = 5,
                   beta: ScalarOrSchedule = 0.95, eps: ScalarOrSchedule = 1e-8,
                   mu_dtype: Any = None, *, nesterov: bool = True, adaptive: bool = False,
@@ -302,6 +304,7 @@ class _MuonLeaves:
     return "muon_leaves" if self.muon else "other_leaves"
 
 
+@checks_flags
 def muon(learning_rate: ScalarOrSchedule, ns_coeffs: tuple | str = _DEFAULT_NS_COEFFS,
          ns_steps: int = 5, beta: ScalarOrSchedule = 0.95, eps: ScalarOrSchedule = 1e-8,
          weight_decay: ScalarOrSchedule = 0.0, weight_decay_mask: Mask | None = None,

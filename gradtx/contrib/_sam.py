@@ -17,7 +17,7 @@ from gradtx import tree
 from gradtx.chain import ChainState, in_stage
 from gradtx.core import (POSITIVE_INT, EmptyState, GradientTransformation, HParams, HParamSpec,
                          apply_updates, as_transformation, branch, check_integer_option,
-                         check_state, require_params)
+                         check_state, checks_flags, require_params)
 from gradtx.errors import missing_extra_argument
 from gradtx.numerics import as_dtype, compute_dtype, zero_count
 from gradtx.transforms.scaling import normalize_by_update_norm
@@ -80,6 +80,7 @@ _GRAD_FN_MISSING = ("sam: opaque_mode=True takes the adversarial gradients itsel
                     "update(grads, state, params, grad_fn=lambda params, i: grads at params)")
 
 
+@checks_flags
 def sam(optimizer: GradientTransformation, adv_optimizer: GradientTransformation,
         sync_period: int = 2, reset_state: bool = True, opaque_mode: bool = False,
         batch_axis_name: str | None = None) -> GradientTransformation:

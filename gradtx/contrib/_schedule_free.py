@@ -13,15 +13,15 @@ from gradtx.chain import Chain, named_chain
 from gradtx.contrib._common import _as_base, _optional_decay
 from gradtx.contrib._whole_tree import _scalar_dtype
 from gradtx.core import (NONNEGATIVE, POSITIVE_INT, GradientTransformation, HParams, HParamSpec,
-                         Range, ScalarOrSchedule, check_integer_option, check_state, format_value,
-                         require_params_like)
+                         Range, ScalarOrSchedule, check_integer_option, check_state, checks_flags,
+                         format_value, require_params_like)
 from gradtx.errors import HyperparameterError, StructureError
 from gradtx.numerics import as_dtype, compute_dtype, safe_divide, safe_increment, shared
 from gradtx.transforms.clipping import per_example_global_norm_clip
 from gradtx.transforms.decay import add_decayed_weights
 from gradtx.transforms.moments import scale_by_rms
 from gradtx.transforms.momentum import trace
-from gradtx.transforms.noise import as_key, gaussian_noised
+from gradtx.transforms.noise import as_key, fresh_key, gaussian_noised
 from gradtx.transforms.scaling import scale_by_learning_rate
 
 __all__ = ["DifferentiallyPrivateAggregateState", "ScheduleFreeState",
@@ -441,18 +441,14 @@ def differentially_private_aggregate(l2_norm_clip: ScalarOrSchedule,
     Array([1.  , 0.25], dtype=float32)
   """
   stage = "differentially_private_aggregate"
-  if seed is not None:
-    if key is not None:
-      raise ValueError(f"{stage}: give key or seed, not both")
-    key = seed
   # A finite clip, unlike per_example_global_norm_clip's: the noise is sigma * C.
   spec = HParamSpec(stage, l2_norm_clip=(l2_norm_clip, NONNEGATIVE),
                     noise_multiplier=(noise_multiplier, NONNEGATIVE))
-  start = as_key(0 if key is None else key)
+  start = as_key(stage, key, seed)
 
   def init(params):
     del params
-    return DifferentiallyPrivateAggregateState(start, spec.init())
+    return DifferentiallyPrivateAggregateState(fresh_key(start), spec.init())
 
   def update(updates, state, params=None, **extra):
     check_state(stage, state, DifferentiallyPrivateAggregateState)
@@ -479,6 +475,7 @@ def differentially_private_aggregate(l2_norm_clip: ScalarOrSchedule,
   return GradientTransformation(init, update, name=stage, spec=spec, options=dict(key=shown_key))
 
 
+@checks_flags
 def dpsgd(learning_rate: ScalarOrSchedule, l2_norm_clip: ScalarOrSchedule,
           noise_multiplier: ScalarOrSchedule, seed: int, momentum: ScalarOrSchedule | None = None,
           nesterov: bool = False) -> Chain:
@@ -514,7 +511,7 @@ def dpsgd(learning_rate: ScalarOrSchedule, l2_norm_clip: ScalarOrSchedule,
       lr=scale_by_learning_rate(learning_rate=0.1, flip_sign=True),
     )
   """
-  stages = {"dp": differentially_private_aggregate(l2_norm_clip, noise_multiplier, key=seed)}
+  stages = {"dp": differentially_private_aggregate(l2_norm_clip, noise_multiplier, seed=seed)}
   if momentum is not None:
     stages["momentum"] = trace(momentum, nesterov=nesterov)
   return named_chain("dpsgd", **stages, lr=scale_by_learning_rate(learning_rate))

@@ -18,12 +18,12 @@ from gradtx.chain import Chain, in_stage, named_chain
 from gradtx.core import (NONNEGATIVE, NONNEGATIVE_INT, POSITIVE, POSITIVE_INT, POSITIVE_OR_INF,
                          UNIT_HALF_OPEN, GradientTransformation, HParams, HParamSpec,
                          ScalarOrSchedule, as_transformation, branch, check_integer_option,
-                         check_state, require_params, require_params_like)
+                         check_state, checks_flags, require_params, require_params_like)
 from gradtx.errors import missing_extra_argument
 from gradtx.numerics import (as_dtype, bias_correction, compute_dtype, ema_moment, safe_increment,
                              zero_count)
 from gradtx.transforms.decay import Mask, add_decayed_weights
-from gradtx.transforms.noise import as_key
+from gradtx.transforms.noise import as_key, fresh_key
 from gradtx.transforms.scaling import scale_by_learning_rate
 
 __all__ = ["HutchinsonState", "SophiaState", "hutchinson_estimator_diag_hessian", "scale_by_sophia",
@@ -85,12 +85,12 @@ def hutchinson_estimator_diag_hessian(random_seed: Any = None) -> GradientTransf
     >>> tx.update(x, tx.init(x), x, obj_fn=f)[0]
     Array([2., 4., 6.], dtype=float32)
   """
-  seed = 0 if random_seed is None else random_seed
+  start = as_key("hutchinson_estimator_diag_hessian", random_seed, name="random_seed")
   spec = HParamSpec("hutchinson_estimator_diag_hessian")
 
   def init(params):
     del params
-    return HutchinsonState(as_key(seed), spec.init())
+    return HutchinsonState(fresh_key(start), spec.init())
 
   def update(updates, state, params=None, *, obj_fn: Callable[[Any], jax.Array] | None = None,
              **extra):
@@ -143,6 +143,7 @@ class SophiaState(NamedTuple):
   hparams: HParams
 
 
+@checks_flags
 def scale_by_sophia(b1: ScalarOrSchedule = 0.965, b2: ScalarOrSchedule = 0.99,
                     eps: ScalarOrSchedule = 1e-8, gamma: ScalarOrSchedule = 0.01,
                     clip_threshold: ScalarOrSchedule | None = 1.0,
@@ -297,6 +298,7 @@ def _print_win_rate(updates: Any, rho: jax.Array, count: jax.Array, every: int) 
   jax.lax.cond(count % every == 0, report, lambda: None)
 
 
+@checks_flags
 def sophia(learning_rate: ScalarOrSchedule, b1: ScalarOrSchedule = 0.965,
            b2: ScalarOrSchedule = 0.99, eps: ScalarOrSchedule = 1e-8,
            weight_decay: ScalarOrSchedule = 1e-4, weight_decay_mask: Mask | None = None,

@@ -8,7 +8,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
-from gradtx.core import ANY, NONNEGATIVE, UNIT
+from gradtx.core import ANY, NONNEGATIVE, UNIT, check_axis
 from gradtx.losses._common import (
     ArrayLike, Axis, _floating, _integer, _wide, _same_shape, _check, _expand_where, _some,
     _log_softmax, _max_shift, _times_log, _label_scores, _broadcast_shape,
@@ -60,6 +60,7 @@ def smooth_labels(
     [0.05 0.85 0.05 0.05]
   """
   y = _floating("smooth_labels", "labels", labels)
+  check_axis("smooth_labels", axis)
   _check("smooth_labels", "alpha", alpha, UNIT)
   alpha = as_dtype(alpha, y.dtype)
   if where is None:
@@ -134,6 +135,7 @@ def _softmax_cross_entropy(loss: str, logits: ArrayLike, labels: ArrayLike, axis
   """:func:`softmax_cross_entropy`, its checks raising under the name of ``loss``, the
   function called."""
   x = _floating(loss, "logits", logits)
+  check_axis(loss, axis)
   _broadcastable(loss, "logits", x, "labels", labels)
   dtype = x.dtype
   x = _wide(x)
@@ -183,12 +185,8 @@ def safe_softmax_cross_entropy(
 
 def _class_axes(loss: str, axis: Any, ndim: int) -> tuple[int, ...]:
   """``axis`` (an int or a tuple of ints) as non-negative axes of an ``ndim`` array."""
-  axes = axis if isinstance(axis, tuple) else (axis,)
-  try:
-    axes = tuple(operator.index(a) for a in axes)
-  except TypeError:
-    raise TypeError(
-        f"{loss}: axis must be an int or a tuple of ints, got {axis!r}") from None
+  check_axis(loss, axis, none=False)
+  axes = tuple(operator.index(a) for a in (axis if isinstance(axis, tuple) else (axis,)))
   if any(not -ndim <= a < ndim for a in axes):
     raise ValueError(
         f"{loss}: axis {axis!r} is out of bounds for logits of rank {ndim}")
@@ -479,6 +477,7 @@ def poly_loss_cross_entropy(
   """
   name = "poly_loss_cross_entropy"
   x = _floating(name, "logits", logits)
+  check_axis(name, axis)
   _floating(name, "labels", labels)
   _broadcastable(name, "logits", x, "labels", labels)
   dtype = x.dtype

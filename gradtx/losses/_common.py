@@ -6,8 +6,9 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
-from gradtx.core import NONNEGATIVE, Range, check_value
+from gradtx.core import NONNEGATIVE, Range, check_axis, check_value
 from gradtx.numerics import as_dtype
 
 ArrayLike = jax.typing.ArrayLike
@@ -77,12 +78,15 @@ def _rank(loss: str, arg: str, x: jax.Array, rank: int) -> None:
 
 
 def _check(loss: str, arg: str, value: Any, allowed: Range) -> None:
-  """Checks a hyperparameter given as a Python number; arrays are taken as given.
+  """Checks a hyperparameter given as anything but an array; arrays are taken as given.
 
   Arrays are not read back from the device (a loss may be called eagerly in a
-  training loop), so only Python numbers are checked.
+  training loop), so only Python (and numpy) numbers are checked, and whatever is not a
+  number: a string or a bool raises, naming the loss and the argument, where
+  ``huber_loss(x, y, delta='1')`` failed with jax's "Value '1' with dtype <U1 is not a
+  valid JAX array type" and ``delta=True`` ran as 1.
   """
-  if isinstance(value, (int, float)) and not isinstance(value, bool):
+  if not isinstance(value, (jax.Array, np.ndarray)):
     check_value(loss, arg, value, allowed)
 
 
@@ -213,6 +217,7 @@ def _cosine_similarity(loss: str, a: jax.Array, targets: ArrayLike, epsilon: Arr
                        axis: Axis, where: ArrayLike | None) -> jax.Array:
   """:func:`cosine_similarity`, left in the compute dtype (float32 for 16-bit ``a``)."""
   b = _floating(loss, "targets", targets)
+  check_axis(loss, axis)
   _broadcastable(loss, "predictions", a, "targets", b)
   _check(loss, "epsilon", epsilon, NONNEGATIVE)
   a = _wide(a)

@@ -6,6 +6,7 @@ import operator
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from gradtx.core import ANY
 from gradtx.losses._common import (ArrayLike, _check, _floating, _integer, _wide, _same_shape,
@@ -109,8 +110,15 @@ def _ctc(name: str, logits: ArrayLike, logit_paddings: ArrayLike, labels: ArrayL
   if labels.shape[0] != batch:
     raise ValueError(
         f"{name}: labels must have batch size {batch} (as logits), got {labels.shape[0]}")
-  if not 0 <= operator.index(blank_id) < num_classes:
-    raise ValueError(f"{name}: blank_id must be in [0, {num_classes}), got {blank_id!r}")
+  # operator.index takes True as 1; a float raised "'float' object cannot be interpreted
+  # as an integer", naming neither the loss nor blank_id.
+  try:
+    index = None if isinstance(blank_id, (bool, np.bool_)) else operator.index(blank_id)
+  except TypeError:
+    index = None
+  if index is None or not 0 <= index < num_classes:
+    raise ValueError(
+        f"{name}: blank_id must be an int in [0, {num_classes}), got {blank_id!r}")
   max_label_len = labels.shape[1]
   dtype = x.dtype
   x = _wide(x)

@@ -7,8 +7,9 @@ import warnings
 import jax
 import jax.numpy as jnp
 
+from gradtx.core import check_axis
 from gradtx.losses._common import (ArrayLike, Axis, _broadcastable, _floating, _wide, _times_log,
-                                    _safe_log, _leave_out)
+                                   _safe_log, _leave_out)
 
 
 def kl_divergence(
@@ -56,6 +57,7 @@ def kl_divergence(
   name = "kl_divergence"
   lp = _floating(name, "log_predictions", log_predictions)
   _floating(name, "targets", targets)
+  check_axis(name, axis)
   _broadcastable(name, "log_predictions", lp, "targets", targets)
   dtype = lp.dtype
   lp = _wide(lp)
@@ -114,6 +116,7 @@ def kl_divergence_with_log_targets(
   name = "kl_divergence_with_log_targets"
   lp = _floating(name, "log_predictions", log_predictions)
   lt = _floating(name, "log_targets", log_targets)
+  check_axis(name, axis)
   _broadcastable(name, "log_predictions", lp, "log_targets", lt)
   dtype = lp.dtype
   lp = _wide(lp)
@@ -174,6 +177,7 @@ def generalized_kl_divergence(
   name = "generalized_kl_divergence"
   lp = _floating(name, "log_predictions", log_predictions)
   _floating(name, "targets", targets)
+  check_axis(name, axis)
   _broadcastable(name, "log_predictions", lp, "targets", targets)
   dtype = lp.dtype
   lp = _wide(lp)

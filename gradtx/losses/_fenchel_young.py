@@ -7,6 +7,7 @@ from typing import Any, Callable, Protocol
 import jax
 import jax.numpy as jnp
 
+from gradtx.core import check_callable
 from gradtx.losses._common import (ArrayLike, _broadcastable, _floating, _wide, _label_scores,
                                     _labels)
 from gradtx.projections import projection_simplex
@@ -54,6 +55,8 @@ def make_fenchel_young_loss(max_fun: MaxFun) -> Callable[..., jax.Array]:
     >>> print(np.asarray(fy_loss(scores, targets)).round(4))
     [0.2761 2.9518]
   """
+  check_callable("make_fenchel_young_loss", "max_fun", max_fun,
+                 "a function of a score vector (jax.nn.logsumexp, ...)")
   vdot_last = jnp.vectorize(jnp.vdot, signature="(n),(n)->()")
   max_last = jnp.vectorize(max_fun, signature="(n)->()")
 

@@ -7,6 +7,7 @@ from typing import Callable
 import jax
 import jax.numpy as jnp
 
+from gradtx.core import check_callable
 from gradtx.losses._common import (ArrayLike, _broadcastable, _floating, _wide, _log_softmax,
                                     _times_log)
 
@@ -69,6 +70,9 @@ def ranking_softmax_loss(
     0.497
   """
   x = _floating("ranking_softmax_loss", "logits", logits)
+  if reduce_fn is not None:
+    check_callable("ranking_softmax_loss", "reduce_fn", reduce_fn,
+                   "None or a reduction such as jnp.mean or jnp.sum")
   _broadcastable("ranking_softmax_loss", "logits", x, "labels", labels)
   dtype = x.dtype
   x = _wide(x)

@@ -5,9 +5,9 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from gradtx.core import NONNEGATIVE
-from gradtx.losses._common import (ArrayLike, _broadcastable, _check, _floating, _wide, _same_shape,
-                                   _rank)
+from gradtx.core import NONNEGATIVE, check_axis, checks_flags
+from gradtx.losses._common import (ArrayLike, _broadcastable, _check, _floating, _wide,
+                                   _same_shape, _rank)
 from gradtx.numerics import as_dtype
 
 
@@ -37,6 +37,7 @@ def _check_probabilities(loss: str, option: str, p: jax.Array) -> None:
         f"{float(jnp.max(sums)):.6f}]")
 
 
+@checks_flags
 def dice_loss(
     predictions: ArrayLike,
     targets: ArrayLike,
@@ -131,6 +132,7 @@ def _dice_loss(name: str, option: str, predictions: ArrayLike, targets: ArrayLik
   # A NaN (or a sign slip) here made every loss of the batch NaN, silently.
   for arg, value in (("smooth", smooth), ("alpha", alpha), ("beta", beta)):
     _check(name, arg, value, NONNEGATIVE)
+  check_axis(name, axis)
   p = _floating(name, "predictions", predictions)
   t = jnp.asarray(targets)
   if p.ndim == t.ndim - 1:
@@ -171,6 +173,7 @@ def _dice_loss(name: str, option: str, predictions: ArrayLike, targets: ArrayLik
   return loss.astype(dtype)
 
 
+@checks_flags
 def binary_dice_loss(
     predictions: ArrayLike,
     targets: ArrayLike,
@@ -226,6 +229,7 @@ def binary_dice_loss(
                     apply_softmax=apply_sigmoid, reduction="mean")
 
 
+@checks_flags
 def multiclass_generalized_dice_loss(
     predictions: ArrayLike,
     targets: ArrayLike,

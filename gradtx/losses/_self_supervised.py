@@ -5,7 +5,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from gradtx.core import ANY, NONNEGATIVE, POSITIVE
+from gradtx.core import ANY, NONNEGATIVE, POSITIVE, check_axis
 from gradtx.losses._common import (ArrayLike, _broadcastable, _floating, _wide, _check,
                                     _cosine_similarity, _safe_power)
 from gradtx.numerics import as_dtype
@@ -65,6 +65,7 @@ def triplet_margin_loss(
   """
   name = "triplet_margin_loss"
   a = _floating(name, "anchors", anchors)
+  check_axis(name, axis)
   p = _floating(name, "positives", positives)
   n = _floating(name, "negatives", negatives)
   _broadcastable(name, "anchors", a, "positives", p)

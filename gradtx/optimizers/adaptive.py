@@ -11,7 +11,7 @@ from typing import Any
 import jax.numpy as jnp
 
 from gradtx.chain import Chain, named_chain
-from gradtx.core import ScalarOrSchedule, check_dtype_option
+from gradtx.core import ScalarOrSchedule, check_dtype_option, checks_flags
 from gradtx.transforms.adaptive import (scale_by_adan, scale_by_belief, scale_by_novograd,
                                         scale_by_radam, scale_by_yogi)
 from gradtx.transforms.clipping import clip_by_block_rms
@@ -24,6 +24,7 @@ from gradtx.transforms.trust import scale_by_param_block_rms
 __all__ = ["adabelief", "adafactor", "adan", "novograd", "radam", "sm3", "yogi"]
 
 
+@checks_flags
 def radam(learning_rate: ScalarOrSchedule, b1: ScalarOrSchedule = 0.9, b2: ScalarOrSchedule = 0.999,
           eps: ScalarOrSchedule = 1e-8, eps_root: ScalarOrSchedule = 0.0,
           threshold: ScalarOrSchedule = 5.0, *, nesterov: bool = False, mu_dtype: Any = None,
@@ -65,6 +66,7 @@ def radam(learning_rate: ScalarOrSchedule, b1: ScalarOrSchedule = 0.9, b2: Scala
                      lr=scale_by_learning_rate(learning_rate))
 
 
+@checks_flags
 def adabelief(learning_rate: ScalarOrSchedule, b1: ScalarOrSchedule = 0.9,
               b2: ScalarOrSchedule = 0.999, eps: ScalarOrSchedule = 1e-16,
               eps_root: ScalarOrSchedule = 1e-16, *, nesterov: bool = False, mu_dtype: Any = None,
@@ -186,6 +188,7 @@ def adan(learning_rate: ScalarOrSchedule, b1: ScalarOrSchedule = 0.98, b2: Scala
                      lr=scale_by_learning_rate(learning_rate))
 
 
+@checks_flags
 def adafactor(learning_rate: ScalarOrSchedule | None = None, min_dim_size_to_factor: int = 128,
               decay_rate: ScalarOrSchedule = 0.8, decay_offset: int = 0,
               multiply_by_parameter_scale: bool = True,

@@ -14,7 +14,7 @@ from __future__ import annotations
 from typing import Any
 
 from gradtx.chain import Chain, named_chain
-from gradtx.core import ScalarOrSchedule, check_dtype_option
+from gradtx.core import ScalarOrSchedule, check_dtype_option, checks_flags
 from gradtx.transforms.decay import Mask, add_decayed_weights
 from gradtx.transforms.momentum import trace
 from gradtx.transforms.moments import (scale_by_adadelta, scale_by_adam, scale_by_adamax,
@@ -26,6 +26,7 @@ __all__ = ["adadelta", "adagrad", "adam", "adamax", "adamaxw", "adamw", "amsgrad
            "nadamw", "rmsprop", "sgd"]
 
 
+@checks_flags
 def sgd(learning_rate: ScalarOrSchedule, momentum: ScalarOrSchedule | None = None,
         nesterov: bool = False, accumulator_dtype: Any = None) -> Chain:
   """Stochastic gradient descent, with optional heavy-ball or Nesterov momentum.
@@ -96,6 +97,7 @@ def adagrad(learning_rate: ScalarOrSchedule, initial_accumulator_value: float = 
                      lr=scale_by_learning_rate(learning_rate))
 
 
+@checks_flags
 def rmsprop(learning_rate: ScalarOrSchedule, decay: ScalarOrSchedule = 0.9,
             eps: ScalarOrSchedule = 1e-8, initial_scale: float = 0.0, eps_in_sqrt: bool = True,
             centered: bool = False, momentum: ScalarOrSchedule | None = None,
@@ -179,6 +181,7 @@ def adadelta(learning_rate: ScalarOrSchedule = 1.0, rho: ScalarOrSchedule = 0.9,
                      lr=scale_by_learning_rate(learning_rate))
 
 
+@checks_flags
 def adam(learning_rate: ScalarOrSchedule, b1: ScalarOrSchedule = 0.9, b2: ScalarOrSchedule = 0.999,
          eps: ScalarOrSchedule = 1e-8, eps_root: ScalarOrSchedule = 0.0, mu_dtype: Any = None, *,
          nesterov: bool = False, nu_dtype: Any = None) -> Chain:
@@ -219,6 +222,7 @@ def adam(learning_rate: ScalarOrSchedule, b1: ScalarOrSchedule = 0.9, b2: Scalar
       lr=scale_by_learning_rate(learning_rate))
 
 
+@checks_flags
 def adamw(learning_rate: ScalarOrSchedule, b1: ScalarOrSchedule = 0.9, b2: ScalarOrSchedule = 0.999,
           eps: ScalarOrSchedule = 1e-8, eps_root: ScalarOrSchedule = 0.0, mu_dtype: Any = None,
           weight_decay: ScalarOrSchedule = 1e-4, mask: Mask | None = None, *,
@@ -249,6 +253,7 @@ def adamw(learning_rate: ScalarOrSchedule, b1: ScalarOrSchedule = 0.9, b2: Scala
       lr=scale_by_learning_rate(learning_rate))
 
 
+@checks_flags
 def nadam(learning_rate: ScalarOrSchedule, b1: ScalarOrSchedule = 0.9, b2: ScalarOrSchedule = 0.999,
           eps: ScalarOrSchedule = 1e-8, eps_root: ScalarOrSchedule = 0.0, mu_dtype: Any = None, *,
           nesterov: bool = True, nu_dtype: Any = None) -> Chain:
@@ -275,6 +280,7 @@ def nadam(learning_rate: ScalarOrSchedule, b1: ScalarOrSchedule = 0.9, b2: Scala
               nu_dtype=nu_dtype)
 
 
+@checks_flags
 def nadamw(learning_rate: ScalarOrSchedule, b1: ScalarOrSchedule = 0.9,
            b2: ScalarOrSchedule = 0.999, eps: ScalarOrSchedule = 1e-8,
            eps_root: ScalarOrSchedule = 0.0, mu_dtype: Any = None,
@@ -297,6 +303,7 @@ def nadamw(learning_rate: ScalarOrSchedule, b1: ScalarOrSchedule = 0.9,
                nesterov=nesterov, nu_dtype=nu_dtype)
 
 
+@checks_flags
 def amsgrad(learning_rate: ScalarOrSchedule, b1: ScalarOrSchedule = 0.9,
             b2: ScalarOrSchedule = 0.999, eps: ScalarOrSchedule = 1e-8,
             eps_root: ScalarOrSchedule = 0.0, mu_dtype: Any = None, bias_correction_mu: bool = True,

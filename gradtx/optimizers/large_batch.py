@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from gradtx.chain import Chain, named_chain
-from gradtx.core import ScalarOrSchedule
+from gradtx.core import ScalarOrSchedule, checks_flags
 from gradtx.transforms.decay import Mask, add_decayed_weights
 from gradtx.transforms.momentum import trace
 from gradtx.transforms.moments import scale_by_adam
@@ -47,6 +47,7 @@ def lamb(learning_rate: ScalarOrSchedule, b1: ScalarOrSchedule = 0.9, b2: Scalar
                      lr=scale_by_learning_rate(learning_rate))
 
 
+@checks_flags
 def lars(learning_rate: ScalarOrSchedule, weight_decay: ScalarOrSchedule = 0.0,
          weight_decay_mask: Mask = True, trust_coefficient: ScalarOrSchedule = 0.001,
          eps: ScalarOrSchedule = 0.0, trust_ratio_mask: Mask = True,

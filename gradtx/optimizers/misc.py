@@ -7,7 +7,7 @@ from typing import Any
 import jax
 
 from gradtx.chain import Chain, named_chain
-from gradtx.core import NONNEGATIVE, ScalarOrSchedule, check_value
+from gradtx.core import NONNEGATIVE, ScalarOrSchedule, check_value, checks_flags
 from gradtx.transforms.moments import scale_by_adam
 from gradtx.transforms.noise import add_noise
 from gradtx.transforms.optimism import scale_by_optimistic_gradient
@@ -58,6 +58,7 @@ def optimistic_gradient_descent(learning_rate: ScalarOrSchedule, alpha: ScalarOr
                      lr=scale_by_learning_rate(learning_rate))
 
 
+@checks_flags
 def optimistic_adam_v2(learning_rate: ScalarOrSchedule, *, alpha: ScalarOrSchedule = 1.0,
                        beta: ScalarOrSchedule = 1.0, b1: ScalarOrSchedule = 0.9,
                        b2: ScalarOrSchedule = 0.999, eps: ScalarOrSchedule = 1e-8,
@@ -89,6 +90,7 @@ def optimistic_adam_v2(learning_rate: ScalarOrSchedule, *, alpha: ScalarOrSchedu
                      lr=scale_by_learning_rate(learning_rate))
 
 
+@checks_flags
 def optimistic_adam(learning_rate: float | jax.Array, optimism: ScalarOrSchedule | None = None,
                     b1: ScalarOrSchedule = 0.9, b2: ScalarOrSchedule = 0.999,
                     eps: ScalarOrSchedule = 1e-8, eps_root: ScalarOrSchedule = 0.0,

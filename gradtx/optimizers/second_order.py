@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Literal
 
 from gradtx.chain import Chain, named_chain
-from gradtx.core import GradientTransformation, ScalarOrSchedule
+from gradtx.core import GradientTransformation, ScalarOrSchedule, checks_flags
 from gradtx.transforms.linesearch import scale_by_lbfgs, scale_by_zoom_linesearch
 from gradtx.transforms.scaling import scale_by_learning_rate
 from gradtx.transforms.stepsize import scale_by_polyak
@@ -13,6 +13,7 @@ from gradtx.transforms.stepsize import scale_by_polyak
 __all__ = ["lbfgs", "polyak_sgd"]
 
 
+@checks_flags
 def lbfgs(learning_rate: ScalarOrSchedule | None = None, memory_size: int = 10,
           scale_init_precond: bool = True,
           linesearch: GradientTransformation | None = scale_by_zoom_linesearch(

@@ -11,7 +11,7 @@ import chex
 import jax
 import jax.numpy as jnp
 
-from gradtx.core import Schedule
+from gradtx.core import Schedule, check_flag
 from gradtx.errors import HyperparameterError
 
 
@@ -50,9 +50,11 @@ _Args = ParamSpec("_Args")
 
 def _named(factory: Callable[_Args, Schedule]) -> Callable[_Args, Schedule]:
   """Makes ``factory``'s schedules print as ``factory(arg=value, ...)``, and checks first
-  that its value arguments are numbers (:func:`_number`); keeps its signature for type
-  checkers."""
+  that its value arguments are numbers (:func:`_number`) and its switches bools
+  (:func:`gradtx.core.check_flag`); keeps its signature for type checkers."""
   signature = inspect.signature(factory)
+  flags = [name for name, parameter in signature.parameters.items()
+           if parameter.annotation in ("bool", bool)]
 
   numbers = {name: parameter.annotation.endswith("| None")
              for name, parameter in signature.parameters.items()
@@ -64,7 +66,10 @@ def _named(factory: Callable[_Args, Schedule]) -> Callable[_Args, Schedule]:
     for name, optional in numbers.items():
       if name in bound.arguments:
         _number(factory.__name__, name, bound.arguments[name], optional=optional)
-    schedule = factory(*args, **kwargs)
+    for name in flags:
+      if name in bound.arguments:
+        bound.arguments[name] = check_flag(factory.__name__, name, bound.arguments[name])
+    schedule = factory(*bound.args, **bound.kwargs)
     shown = ", ".join(f"{k}={_shown(v)}" for k, v in bound.arguments.items())
     return _Named(schedule, f"{factory.__name__}({shown})")
 

@@ -16,7 +16,8 @@ import jax.numpy as jnp
 
 from gradtx import numerics, tree
 from gradtx.core import (NONNEGATIVE, UNIT_HALF_OPEN, GradientTransformation, HParams, HParamSpec,
-                         Range, ScalarOrSchedule, check_state, read_once, require_params)
+                         Range, ScalarOrSchedule, check_state, checks_flags, read_once,
+                         require_params)
 from gradtx.numerics import (as_dtype, compute_dtype, ema_moment, floor_eps_root, lerp_moment,
                              safe_increment, safe_sqrt)
 from gradtx.transforms.moments import (ScaleByAdamState, adam_direction, adam_step_scalars,
@@ -31,6 +32,7 @@ _RADAM_B2 = Range(0.6, 1.0, low_open=True, high_open=True)
 _RADAM_THRESHOLD = Range(4.0)  # r_t is real for rho_t >= 4
 
 
+@checks_flags
 def scale_by_radam(b1: ScalarOrSchedule = 0.9, b2: ScalarOrSchedule = 0.999,
                    eps: ScalarOrSchedule = 1e-8, eps_root: ScalarOrSchedule = 0.0,
                    threshold: ScalarOrSchedule = 5.0, *, nesterov: bool = False,
@@ -171,6 +173,7 @@ def belief_moments(g: jax.Array, m: jax.Array, s: jax.Array, take1: jax.Array,
   return m_new, s_new + as_dtype(eps_root, s_new.dtype)
 
 
+@checks_flags
 def scale_by_belief(b1: ScalarOrSchedule = 0.9, b2: ScalarOrSchedule = 0.999,
                     eps: ScalarOrSchedule = 1e-16, eps_root: ScalarOrSchedule = 1e-16, *,
                     nesterov: bool = False, mu_dtype: Any = None,

@@ -17,7 +17,8 @@ import jax.numpy as jnp
 
 from gradtx import tree
 from gradtx.core import (NONNEGATIVE, NONNEGATIVE_OR_INF, POSITIVE_OR_INF, GradientTransformation,
-                         ScalarOrSchedule, check_value, require_params, stateless)
+                         ScalarOrSchedule, check_axis, check_value, checks_flags, require_params,
+                         stateless)
 from gradtx.errors import StructureError
 from gradtx.numerics import as_dtype, compute_dtype, real_dtype, wide_abs_sq
 
@@ -183,6 +184,7 @@ def unitwise_norm(x: jax.typing.ArrayLike,
     Array([[5., 1.],
            [5., 1.]], dtype=float32)
   """
+  check_axis("unitwise_norm", axis)
   x = jnp.asarray(x)
   norm = _unitwise_norm(x, axis, "unitwise_norm")
   return jnp.broadcast_to(norm, x.shape).astype(real_dtype(x.dtype))
@@ -281,6 +283,8 @@ def adaptive_grad_clip(clipping: ScalarOrSchedule, eps: ScalarOrSchedule = 1e-3,
     >>> tx.update(jnp.array([0.0, 1.0]), tx.init(params), params)[0]
     Array([0. , 0.5], dtype=float32)
   """
+
+  check_axis("adaptive_grad_clip", axis)
 
   def adaptive_grad_clip(updates, params, clipping, eps):
     params = require_params("adaptive_grad_clip", params)
@@ -411,6 +415,7 @@ def per_example_global_norm_clip(grads: Any, l2_norm_clip: Any) -> tuple[Any, ja
   return jax.tree.map(lambda g: _weighted_sum(multipliers, g), grads), num_clipped
 
 
+@checks_flags
 def per_example_layer_norm_clip(grads: Any, global_l2_norm_clip: Any,
                                 uniform: bool = True) -> tuple[Any, Any]:
   """Clips each example's gradient leaf by leaf (per layer) and sums them.

@@ -25,9 +25,9 @@ import jax.numpy as jnp
 import numpy as np
 
 from gradtx import numerics, tree
-from gradtx.core import (NONNEGATIVE, NONNEGATIVE_INT, UNIT, UNIT_HALF_OPEN, GradientTransformation,
-                         HParams, HParamSpec, ScalarOrSchedule, check_integer_option, check_state,
-                         read_once)
+from gradtx.core import (NONNEGATIVE, NONNEGATIVE_INT, UNIT, UNIT_HALF_OPEN,
+                         GradientTransformation, HParams, HParamSpec, ScalarOrSchedule,
+                         check_callable, check_integer_option, check_state, checks_flags, read_once)
 from gradtx.errors import StructureError
 from gradtx.numerics import abs_sq, as_dtype, compute_dtype, ema_moment, safe_increment
 
@@ -80,6 +80,7 @@ def _decay_rate_pow(i: jax.Array, exponent: jax.Array) -> jax.Array:
   return 1 - (i + 1) ** (-exponent)
 
 
+@checks_flags
 def scale_by_factored_rms(factored: bool = True, decay_rate: ScalarOrSchedule = 0.8,
                           step_offset: int = 0, min_dim_size_to_factor: int = 128,
                           epsilon: ScalarOrSchedule = 1e-30,
@@ -134,6 +135,9 @@ def scale_by_factored_rms(factored: bool = True, decay_rate: ScalarOrSchedule = 
   # A structural option (it decides the state's shapes), so not in the state.
   check_integer_option("scale_by_factored_rms", "min_dim_size_to_factor", min_dim_size_to_factor,
                        NONNEGATIVE_INT)
+  if decay_rate_fn is not None:
+    check_callable("scale_by_factored_rms", "decay_rate_fn", decay_rate_fn,
+                   "None or a function fn(i, c) -> beta2")
   beta2_at = decay_rate_fn or _decay_rate_pow
 
   def state_shapes(shape: tuple[int, ...]) -> tuple[tuple[int, ...], ...]:

@@ -31,8 +31,8 @@ import jax.numpy as jnp
 from gradtx import numerics, packed, tree
 from gradtx.core import (NONNEGATIVE, NONNEGATIVE_INT, POSITIVE, POSITIVE_INT, POSITIVE_OR_INF,
                          GradientTransformation, HParams, HParamSpec, Range, ScalarOrSchedule,
-                         branch, check_integer_option, check_state, require_params,
-                         require_params_like, scalar_loss)
+                         branch, check_callable, check_integer_option, check_state, checks_flags,
+                         require_params, require_params_like, scalar_loss)
 from gradtx.errors import StructureError, missing_extra_argument
 from gradtx.numerics import safe_increment
 
@@ -177,6 +177,7 @@ class ScaleByLBFGSState(NamedTuple):
   hparams: HParams
 
 
+@checks_flags
 def scale_by_lbfgs(memory_size: int = 10, scale_init_precond: bool = True
                    ) -> GradientTransformation:
   """L-BFGS's direction: the gradient times a limited-memory inverse Hessian estimate.
@@ -343,6 +344,7 @@ def _quadratic_minimizer(a, fa, fpa, b, fb):
   return a - fpa / (2 * B)
 
 
+@checks_flags
 def scale_by_zoom_linesearch(max_linesearch_steps: int,
                              max_learning_rate: ScalarOrSchedule | None = None,
                              tol: ScalarOrSchedule = 0.0, increase_factor: ScalarOrSchedule = 2.0,
@@ -608,6 +610,7 @@ class _Backtrack(NamedTuple):
   iter_num: jax.Array
 
 
+@checks_flags
 def scale_by_backtracking_linesearch(max_backtracking_steps: int,
                                      slope_rtol: ScalarOrSchedule = 1e-4,
                                      decrease_factor: ScalarOrSchedule = 0.8,
@@ -860,9 +863,8 @@ def value_and_grad_from_state(value_fn: Callable[..., Any]) -> Callable[..., tup
     1.81e+00
     6.53e-01
   """
-  if not callable(value_fn):
-    raise TypeError(f"value_and_grad_from_state: value_fn must be the loss, a function of "
-                    f"the params, got {value_fn!r}")
+  check_callable("value_and_grad_from_state", "value_fn", value_fn,
+                 "the loss, a function of the params")
 
   def value_and_grad(params: Any, *fn_args: Any, state: Any, **fn_kwargs: Any
                      ) -> tuple[Any, Any]:

@@ -21,7 +21,7 @@ import jax.numpy as jnp
 
 from gradtx import tree
 from gradtx.core import (NONNEGATIVE, UNIT_HALF_OPEN, GradientTransformation, HParams, HParamSpec,
-                         ScalarOrSchedule, check_state, check_value, read_once)
+                         ScalarOrSchedule, check_state, check_value, checks_flags, read_once)
 from gradtx import numerics
 from gradtx.numerics import (abs_sq, as_dtype, compute_dtype, ema_moment, floor_eps_root,
                              lerp_moment, safe_increment, safe_sqrt)
@@ -59,6 +59,7 @@ def _divide_by_root(g: jax.Array, s: jax.Array, eps: jax.Array, eps_in_sqrt: boo
   return g * jax.lax.rsqrt(s + eps) if eps_in_sqrt else g / (safe_sqrt(s) + eps)
 
 
+@checks_flags
 def scale_by_rms(decay: ScalarOrSchedule = 0.9, eps: ScalarOrSchedule = 1e-8,
                  initial_scale: float = 0.0, eps_in_sqrt: bool = True,
                  bias_correction: bool = False, *,
@@ -125,6 +126,7 @@ class ScaleByStddevState(NamedTuple):
   hparams: HParams
 
 
+@checks_flags
 def scale_by_stddev(decay: ScalarOrSchedule = 0.9, eps: ScalarOrSchedule = 1e-8,
                     initial_scale: float = 0.0, eps_in_sqrt: bool = True,
                     bias_correction: bool = False, *,
@@ -187,6 +189,7 @@ class ScaleByRssState(NamedTuple):
   hparams: HParams
 
 
+@checks_flags
 def scale_by_rss(initial_accumulator_value: float = 0.1,
                  eps: ScalarOrSchedule = 1e-7, *,
                  eps_in_sqrt: bool = True, nu_dtype: Any = None) -> GradientTransformation:
@@ -414,6 +417,7 @@ def adam_moments(g: jax.Array, m: jax.Array, v: jax.Array, h: HParams, count: ja
   return m_new, v_new, m_hat, numerics.bias_correction(v_new, h["b2"], count)
 
 
+@checks_flags
 def scale_by_adam(b1: ScalarOrSchedule = 0.9, b2: ScalarOrSchedule = 0.999,
                   eps: ScalarOrSchedule = 1e-8, eps_root: ScalarOrSchedule = 0.0,
                   mu_dtype: Any = None, *, nesterov: bool = False,
@@ -489,6 +493,7 @@ class ScaleByAmsgradState(NamedTuple):
   hparams: HParams
 
 
+@checks_flags
 def scale_by_amsgrad(b1: ScalarOrSchedule = 0.9, b2: ScalarOrSchedule = 0.999,
                      eps: ScalarOrSchedule = 1e-8, eps_root: ScalarOrSchedule = 0.0,
                      mu_dtype: Any = None, bias_correction_mu: bool = True,

@@ -8,7 +8,7 @@ import jax
 
 from gradtx import numerics, tree
 from gradtx.core import (NONNEGATIVE, UNIT_HALF_OPEN, GradientTransformation, HParams, HParamSpec,
-                         ScalarOrSchedule, check_state)
+                         ScalarOrSchedule, check_state, checks_flags)
 from gradtx.numerics import as_dtype, bias_correction, compute_dtype, ema_moment, safe_increment
 
 __all__ = ["EmaState", "TraceState", "ema", "trace"]
@@ -20,6 +20,7 @@ class TraceState(NamedTuple):
   hparams: HParams
 
 
+@checks_flags
 def trace(decay: ScalarOrSchedule, nesterov: bool = False,
           accumulator_dtype: Any = None) -> GradientTransformation:
   """Heavy-ball or Nesterov momentum.
@@ -86,6 +87,7 @@ class EmaState(NamedTuple):
   hparams: HParams
 
 
+@checks_flags
 def ema(decay: ScalarOrSchedule, debias: bool = True,
         accumulator_dtype: Any = None) -> GradientTransformation:
   """An exponential moving average of the updates, optionally debiased.

@@ -35,7 +35,7 @@ from gradtx import tree
 from gradtx._flax_serialization import serializable
 from gradtx.chain import ChainState, values_by_name
 from gradtx.core import (GradientTransformation, HParams, HParamSpec, as_transformation,
-                         check_state, require_params)
+                         check_callable, check_state, checks_flags, require_params)
 from gradtx.errors import did_you_mean
 from gradtx.numerics import as_dtype, compute_dtype, safe_divide
 from gradtx.tree_utils import tree_sum
@@ -449,6 +449,7 @@ def _monitor_measures(measures: Mapping[str, Any]) -> GradientTransformation:
                                 options={"measures": tuple(measures)})
 
 
+@checks_flags
 def measure_with_ema(measure: Callable[[PyTree], Any], decay: Any, debias: bool = True,
                      accumulator_dtype: Any = None) -> GradientTransformation:
   """A measure for :func:`monitor` that keeps an exponential moving average of ``measure(u)``.
@@ -483,6 +484,7 @@ def measure_with_ema(measure: Callable[[PyTree], Any], decay: Any, debias: bool 
     0.3333
   """
   from gradtx.transforms.momentum import EmaState, ema
+  check_callable("measure_with_ema", "measure", measure, "a function of the updates")
   average = ema(decay, debias=debias, accumulator_dtype=accumulator_dtype)
 
   def measured(x):

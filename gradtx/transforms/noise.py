@@ -6,10 +6,12 @@ from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from gradtx import numerics, tree
 from gradtx.core import (NONNEGATIVE, GradientTransformation, HParams, HParamSpec, ScalarOrSchedule,
                          check_state, stateless)
+from gradtx.errors import HyperparameterError
 from gradtx.numerics import as_dtype, safe_increment
 
 __all__ = ["AddNoiseState", "add_noise", "centralize"]
@@ -22,22 +24,49 @@ class AddNoiseState(NamedTuple):
   hparams: HParams
 
 
-def as_key(key: Any) -> jax.Array:
-  """A typed PRNG key from an int seed, a typed key, or a raw ``uint32[2]`` key."""
-  if isinstance(key, jax.Array) and jnp.issubdtype(key.dtype, jax.dtypes.prng_key):
+def as_key(where: str, key: Any, seed: Any = None, *, name: str = "key") -> jax.Array:
+  """The typed PRNG key that ``key``, or optax's older ``seed``, gives: a typed key, a raw
+  ``uint32[2]`` key (``jax.random.PRNGKey``'s) or an int seed; seed 0 where neither is
+  given. For a stage's ``init``, made when the stage is built, so that a slip is named
+  there.
+
+  Raises :class:`HyperparameterError`, naming ``where`` and the argument, for anything
+  else: a float seed or a string failed at the first ``init`` with jax's "PRNG key seed
+  must be an integer; got JitTracer", naming neither; ``True`` was seed 1.
+  """
+  if seed is not None:
+    if key is not None:
+      raise ValueError(f"{where}: give {name}= or seed= (optax's older name for it), not both")
+    key, name = seed, "seed"
+  if key is None:
+    return jax.random.key(0)
+  dtype = getattr(key, "dtype", None)
+  shape = np.shape(key) if dtype is not None else None
+  if dtype is not None and jnp.issubdtype(dtype, jax.dtypes.prng_key) and shape == ():
     return key
-  if isinstance(key, (jax.Array,)) and key.shape == (2,):
-    return jax.random.wrap_key_data(key)
-  return jax.random.key(key)
+  if dtype == np.uint32 and shape == (2,):
+    return jax.random.wrap_key_data(jnp.asarray(key))
+  if (isinstance(key, (int, np.integer)) and not isinstance(key, bool)) or (
+      dtype is not None and shape == () and jnp.issubdtype(dtype, jnp.integer)):
+    return jax.random.key(key)
+  shown = (f"an array of dtype {dtype}, shape {shape}" if isinstance(key, (jax.Array, np.ndarray))
+           else repr(key))
+  raise HyperparameterError(
+      f"{where}: {name} must be a jax.random.key, a raw uint32[2] key (jax.random.PRNGKey) or "
+      f"an int seed, got {shown}")
 
 
-def seed_or_key(where: str, key: Any, seed: int | None) -> Any:
-  """The key that ``key`` or optax's older ``seed`` names (seed 0 if neither)."""
-  if seed is not None and key is not None:
-    raise ValueError(f"{where}: give key= or seed= (optax's older name for it), not both")
-  if key is not None:
-    return key
-  return 0 if seed is None else seed
+def fresh_key(key: jax.Array) -> jax.Array:
+  """A copy of the typed key ``key``, in a buffer of its own: for each ``init``.
+
+  A stage's key is made (and checked) when the stage is built, by :func:`as_key`;
+  a state holding that array itself would share its buffer with every other state the
+  stage makes (and with the caller's key), so donating one state deleted the key of
+  the next ``init``: "Buffer has been deleted or donated" (sophia's default
+  estimator, built once as an argument default, is shared by every sophia).
+  """
+  data = jnp.array(jax.random.key_data(key), copy=True)
+  return jax.random.wrap_key_data(data, impl=jax.random.key_impl(key))
 
 
 def gaussian_noised(g: jax.Array, sigma: jax.Array, key: jax.Array) -> jax.Array:
@@ -83,11 +112,11 @@ def add_noise(eta: ScalarOrSchedule = 0.01, gamma: ScalarOrSchedule = 0.55,
     Array([1., 1.], dtype=float32)
   """
   spec = HParamSpec("add_noise", eta=(eta, NONNEGATIVE), gamma=(gamma, NONNEGATIVE))
-  seed = seed_or_key("add_noise", key, seed)
+  start = as_key("add_noise", key, seed)
 
   def init(params):
     del params
-    return AddNoiseState(numerics.zero_count(), as_key(seed), spec.init())
+    return AddNoiseState(numerics.zero_count(), fresh_key(start), spec.init())
 
   def update(updates, state, params=None, **extra):
     check_state("add_noise", state, AddNoiseState)
@@ -107,7 +136,8 @@ def add_noise(eta: ScalarOrSchedule = 0.01, gamma: ScalarOrSchedule = 0.55,
     return updates, AddNoiseState(count, rng_key, hparams)
 
   # A key array has no readable value for repr; an int seed shows as itself.
-  shown_key = key if key is None or isinstance(key, int) else "<PRNG key>"
+  given = key if seed is None else seed
+  shown_key = given if given is None or isinstance(given, int) else "<PRNG key>"
   return GradientTransformation(init, update, name="add_noise", spec=spec,
                                 options=dict(key=shown_key))
 

@@ -13,8 +13,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from gradtx import tree
-from gradtx.core import (ANY, NONNEGATIVE, EmptyState, GradientTransformation, Range,
-                         Schedule, ScalarOrSchedule, stateless)
+from gradtx.core import (ANY, NONNEGATIVE, EmptyState, GradientTransformation, Range, Schedule,
+                         ScalarOrSchedule, check_callable, checks_flags, stateless)
 from gradtx.numerics import as_dtype, safe_divide
 
 __all__ = ["normalize_by_update_norm", "scale", "scale_by_learning_rate", "scale_by_schedule",
@@ -63,6 +63,7 @@ def scale(step_size: ScalarOrSchedule) -> GradientTransformation:
   return _scaling("scale", lambda h: h["step_size"], step_size=(step_size, ANY))
 
 
+@checks_flags
 def scale_by_learning_rate(learning_rate: ScalarOrSchedule | None = None, *,
                            flip_sign: bool = True) -> GradientTransformation:
   """Scales the updates by the learning rate, flipping the sign to descend.
@@ -122,10 +123,8 @@ def scale_by_schedule(step_size_fn: Schedule) -> GradientTransformation:
     >>> u, round(float(gtx.hparams(state)["step_size"]), 6)
     (Array([-0.2, -0.2], dtype=float32), -0.2)
   """
-  if not callable(step_size_fn):
-    raise TypeError(
-        f"scale_by_schedule: step_size_fn must be a callable of the step count, got "
-        f"{step_size_fn!r}; use gtx.scale(step_size) for a fixed factor")
+  check_callable("scale_by_schedule", "step_size_fn", step_size_fn,
+                 "a callable of the step count", "; use gtx.scale(step_size) for a fixed factor")
   return _scaling("scale_by_schedule", lambda h: h["step_size"], step_size=(step_size_fn, ANY))
 
 

@@ -60,7 +60,8 @@ def scale_by_lion(b1: ScalarOrSchedule = 0.9, b2: ScalarOrSchedule = 0.99,
     mu_dtype: dtype of :math:`m`.
     mode: ``"hard"`` (the paper), ``"smooth"`` or ``"refined"``.
     smooth_beta: :math:`\\beta_s > 0` for ``mode="smooth"``, default 1; a
-      hyperparameter (in ``hparams``, settable, schedulable) in that mode only.
+      hyperparameter (in ``hparams``, settable, schedulable) in that mode only, and
+      checked in every mode.
 
   References:
     Chen et al., *Symbolic Discovery of Optimization Algorithms*, NeurIPS 2023.
@@ -77,6 +78,8 @@ def scale_by_lion(b1: ScalarOrSchedule = 0.9, b2: ScalarOrSchedule = 0.99,
   entries = dict(b1=(b1, UNIT), b2=(b2, UNIT))
   if mode == "smooth":  # the other modes do not read it
     entries["smooth_beta"] = (smooth_beta, POSITIVE)
+  elif not callable(smooth_beta):  # unread, but a slip all the same ('1.0', nan, -1)
+    check_value("scale_by_lion", "smooth_beta", smooth_beta, POSITIVE, scalar=True)
   spec = HParamSpec("scale_by_lion", **entries)
 
   def init(params):

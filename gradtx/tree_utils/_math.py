@@ -11,6 +11,7 @@ import jax.numpy as jnp
 
 from gradtx import numerics
 from gradtx import tree as _tree
+from gradtx.core import checks_flags
 
 PyTree = Any
 
@@ -171,6 +172,7 @@ def tree_vdot(tree_x: PyTree, tree_y: PyTree) -> jax.typing.ArrayLike:
   return jax.tree.reduce(_add_promoted, vdots, initializer=0)
 
 
+@checks_flags
 def tree_sum(tree: PyTree, associative_reduction: bool = False) -> jax.typing.ArrayLike:
   """:math:`\\sum_\\text{leaves} \\sum_i x_i`, the sum of every entry.
 
@@ -246,6 +248,7 @@ def tree_size(tree: PyTree) -> int:
   return sum(int(jnp.size(leaf)) for leaf in jax.tree.leaves(tree))
 
 
+@checks_flags
 def tree_norm(tree: PyTree, ord: int | str | float | None = None,  # noqa: A002 (optax's name)
               squared: bool = False) -> jax.Array:
   """The vector norm of the whole tree, as if its entries were one vector.
@@ -332,6 +335,7 @@ def tree_clip(tree: PyTree, min_value: jax.typing.ArrayLike | None = None,
   return _tree.tree_map(clip, _tree.numbers_as_arrays(tree))
 
 
+@checks_flags
 def tree_allclose(a: PyTree, b: PyTree, rtol: jax.typing.ArrayLike = 1e-05,
                   atol: jax.typing.ArrayLike = 1e-08, equal_nan: bool = False) -> jax.Array:
   """Whether every leaf of ``a`` is close to the same leaf of ``b`` (:func:`jax.numpy.allclose`).

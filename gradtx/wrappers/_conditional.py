@@ -8,7 +8,8 @@ from typing import Any, Callable, NamedTuple
 import jax
 import jax.numpy as jnp
 
-from gradtx.core import GradientTransformation, as_transformation, check_state
+from gradtx.core import (GradientTransformation, as_transformation, check_callable, check_state,
+                         checks_flags)
 from gradtx.errors import StructureError
 from gradtx.numerics import safe_increment
 from gradtx.wrappers._common import _run_if
@@ -55,9 +56,8 @@ def _conditional(where: str, inner: GradientTransformation,
                  state_type: type, pass_through: bool) -> GradientTransformation:
   """The transformation behind :func:`conditionally_transform` and :func:`conditionally_mask`."""
   inner = as_transformation(inner, where=where)
-  if not callable(should_transform_fn):
-    raise TypeError(f"{where}: should_transform_fn must be a function of the step count, "
-                    f"got {should_transform_fn!r}")
+  check_callable(where, "should_transform_fn", should_transform_fn,
+                 "a function of the step count")
 
   def make_state(step, inner_state):
     return state_type(step=step, inner_state=inner_state)
@@ -77,6 +77,7 @@ def _conditional(where: str, inner: GradientTransformation,
       forward_extra_args=forward_extra_args))
 
 
+@checks_flags
 def conditionally_transform(inner: GradientTransformation,
                             should_transform_fn: Callable[..., Any],
                             forward_extra_args: bool = False) -> GradientTransformation:
@@ -116,6 +117,7 @@ def conditionally_transform(inner: GradientTransformation,
                       forward_extra_args, ConditionallyTransformState, pass_through=True)
 
 
+@checks_flags
 def conditionally_mask(inner: GradientTransformation,
                        should_transform_fn: Callable[..., Any],
                        forward_extra_args: bool = False) -> GradientTransformation:

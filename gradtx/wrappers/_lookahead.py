@@ -9,7 +9,8 @@ import jax.numpy as jnp
 
 from gradtx import tree
 from gradtx.core import (POSITIVE_INT, UNIT, GradientTransformation, HParams, HParamSpec,
-                         ScalarOrSchedule, as_transformation, check_state, require_params)
+                         ScalarOrSchedule, as_transformation, check_state, checks_flags,
+                         require_params)
 from gradtx.errors import StructureError
 from gradtx.numerics import as_dtype, safe_increment
 from gradtx.wrappers._common import PyTree, reset_keeping_hparams
@@ -38,6 +39,7 @@ class LookaheadState(NamedTuple):
   hparams: HParams
 
 
+@checks_flags
 def lookahead(fast_optimizer: GradientTransformation, sync_period: int,
               slow_step_size: ScalarOrSchedule,
               reset_state: bool = False) -> GradientTransformation:

@@ -11,7 +11,8 @@ import numpy as np
 
 from gradtx import tree
 from gradtx.chain import Chain
-from gradtx.core import GradientTransformation, as_transformation, check_state, stateless
+from gradtx.core import (GradientTransformation, as_transformation, check_state, checks_flags,
+                         stateless)
 from gradtx.errors import StructureError
 from gradtx.packed import Packed, masked_init, masked_update
 from gradtx.tree import UNMASKED as _UNMASKED
@@ -151,6 +152,7 @@ class MaskedState(NamedTuple):
   inner_state: Any
 
 
+@checks_flags
 def masked(inner: GradientTransformation, mask: Mask, *,
            mask_compatible_extra_args: bool = False) -> GradientTransformation:
   """Applies ``inner`` only to the leaves where ``mask`` is ``True``.

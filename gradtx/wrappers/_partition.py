@@ -8,7 +8,8 @@ import jax
 
 from gradtx import tree
 from gradtx.chain import ChainState, in_stage
-from gradtx.core import GradientTransformation, as_transformation, check_state, format_value
+from gradtx.core import (GradientTransformation, as_transformation, check_state, checks_flags,
+                         format_value)
 from gradtx.errors import StructureError
 from gradtx.packed import Packed, masked_init, masked_update
 from gradtx.wrappers._common import Mask, PyTree
@@ -25,6 +26,7 @@ class PartitionState(NamedTuple):
   inner_states: ChainState
 
 
+@checks_flags
 def partition(transforms: Mapping[str, GradientTransformation],
               param_labels: PyTree | Callable[[PyTree], PyTree], *,
               mask_compatible_extra_args: bool = False) -> GradientTransformation:

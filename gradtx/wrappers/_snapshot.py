@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any, Callable, NamedTuple
 
 
-from gradtx.core import GradientTransformation, check_state
+from gradtx.core import GradientTransformation, check_callable, check_state
 from gradtx.transforms.monitoring import Stats
 from gradtx.wrappers._common import PyTree
 
@@ -59,8 +59,7 @@ def snapshot(measure_name: str, measure: Callable[[PyTree], Any]) -> GradientTra
   if not isinstance(measure_name, str) or not measure_name.isidentifier():
     raise ValueError(f"snapshot: measure_name must be a string that is a Python identifier "
                      f"(it is part of a dotted name), got {measure_name!r}")
-  if not callable(measure):
-    raise TypeError(f"snapshot: measure must be a function of the updates, got {measure!r}")
+  check_callable("snapshot", "measure", measure, "a function of the updates")
 
   def init(params):
     return SnapshotState(Stats({measure_name: measure(params)}))

@@ -8,8 +8,8 @@ import jax
 import jax.numpy as jnp
 
 from gradtx import tree
-from gradtx.core import (NONNEGATIVE_INT, POSITIVE_INT, GradientTransformation, HParams, HParamSpec,
-                         as_transformation, check_state)
+from gradtx.core import (NONNEGATIVE_INT, POSITIVE_INT, GradientTransformation, HParams,
+                         HParamSpec, as_transformation, check_callable, check_state, checks_flags)
 from gradtx.errors import StructureError
 from gradtx.numerics import compute_dtype, safe_increment
 from gradtx.wrappers._common import PyTree, _run_if
@@ -118,6 +118,7 @@ def _never_skip(updates: PyTree, gradient_step: jax.Array, params: PyTree):
   return jnp.array(False), ()
 
 
+@checks_flags
 def multi_steps(opt: GradientTransformation, every_k_schedule: int | Callable[[jax.Array], Any],
                 use_grad_mean: bool = True,
                 should_skip_update_fn: Callable[..., tuple[jax.Array, Any]] | None = None,
@@ -166,6 +167,10 @@ def multi_steps(opt: GradientTransformation, every_k_schedule: int | Callable[[j
   """
   opt = as_transformation(opt, where="multi_steps")
   spec = HParamSpec("multi_steps", every_k_schedule=(every_k_schedule, POSITIVE_INT))
+  if should_skip_update_fn is not None:
+    check_callable("multi_steps", "should_skip_update_fn", should_skip_update_fn,
+                   "None or a function fn(updates, gradient_step, params) -> (skip, state)",
+                   " (gtx.skip_not_finite skips a step whose gradients are not finite)")
   skip_fn = should_skip_update_fn or _never_skip
 
   def hparams_at(k: jax.Array, hparams: HParams, gradient_step: jax.Array) -> HParams:
