@@ -471,7 +471,8 @@ def differentially_private_aggregate(l2_norm_clip: ScalarOrSchedule,
     return (jax.tree.unflatten(treedef, noised),
             DifferentiallyPrivateAggregateState(rng_key, hparams))
 
-  shown_key = key if key is None or isinstance(key, int) else "<PRNG key>"
+  given = key if seed is None else seed  # optax's seed= is shown as the key it gives
+  shown_key = given if given is None or isinstance(given, int) else "<PRNG key>"
   return GradientTransformation(init, update, name=stage, spec=spec, options=dict(key=shown_key))
 
 
