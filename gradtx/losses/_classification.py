@@ -11,7 +11,7 @@ import jax.numpy as jnp
 from gradtx.core import ANY, NONNEGATIVE, UNIT, check_axis
 from gradtx.losses._common import (
     ArrayLike, Axis, _floating, _integer, _wide, _same_shape, _check, _expand_where, _some,
-    _log_softmax, _max_shift, _times_log, _label_scores, _broadcast_shape,
+    _log_softmax, _max_shift, _no_gradient_where, _times_log, _label_scores, _broadcast_shape,
     _broadcastable, _labels)
 from gradtx.numerics import as_dtype
 
@@ -141,10 +141,12 @@ def _softmax_cross_entropy(loss: str, logits: ArrayLike, labels: ArrayLike, axis
   x = _wide(x)
   y = jnp.asarray(labels).astype(x.dtype)
   where = _expand_where(loss, where, x.shape, axis)
-  terms = _times_log(y, _log_softmax(x, axis, where))
+  log_p, dead = _log_softmax(x, axis, where)
+  terms = _times_log(y, log_p)
   if where is not None:
     terms = jnp.where(where, terms, 0)
-  return (-jnp.sum(terms, axis=axis)).astype(dtype)
+  # A row whose every class is ruled out: inf (or 0 without a label), its gradient 0.
+  return _no_gradient_where(jnp.squeeze(dead, axis), -jnp.sum(terms, axis=axis)).astype(dtype)
 
 
 def safe_softmax_cross_entropy(
@@ -486,11 +488,11 @@ def poly_loss_cross_entropy(
   _check(name, "epsilon", epsilon, ANY)  # the paper's epsilon >= -1 is advice, not a bound
   epsilon = as_dtype(epsilon, x.dtype)
   where = _expand_where(name, where, x.shape, axis)
-  log_p = _log_softmax(x, axis, where)  # 0 for a left-out class: its exp is finite
+  log_p, dead = _log_softmax(x, axis, where)  # 0 for a left-out class: its exp is finite
   # softmax_cross_entropy's sum, on the log-softmax computed once for both terms.
   ce = -jnp.sum(_times_log(y, log_p), axis=axis, where=where)
   one_minus_pt = jnp.sum(y * -jnp.expm1(log_p), axis=axis, where=where)
-  return (ce + epsilon * one_minus_pt).astype(dtype)
+  return _no_gradient_where(jnp.squeeze(dead, axis), ce + epsilon * one_minus_pt).astype(dtype)
 
 
 def hinge_loss(

@@ -9,7 +9,7 @@ import jax.numpy as jnp
 
 from gradtx.core import check_callable
 from gradtx.losses._common import (ArrayLike, _broadcastable, _floating, _wide, _log_softmax,
-                                    _times_log)
+                                   _no_gradient_where, _times_log)
 
 
 def _safe_reduce(a: jax.Array, where: jax.Array | None,
@@ -80,9 +80,10 @@ def ranking_softmax_loss(
   if weights is not None:
     y = y * jnp.asarray(weights).astype(x.dtype)
   where = None if where is None else jnp.asarray(where)
-  terms = _times_log(y, _log_softmax(x, -1, where))
+  log_p, dead = _log_softmax(x, -1, where)
+  terms = _times_log(y, log_p)
   if where is not None:
     terms = jnp.where(where, terms, 0)
-  loss = -jnp.sum(terms, axis=-1)
+  loss = _no_gradient_where(dead[..., 0], -jnp.sum(terms, axis=-1))
   lists = None if where is None else jnp.any(where, axis=-1)
   return _safe_reduce(loss, lists, reduce_fn).astype(dtype)
