@@ -242,14 +242,17 @@ def _cosine_similarity(loss: str, a: jax.Array, targets: ArrayLike, epsilon: Arr
   b = b.astype(a.dtype)
   epsilon = as_dtype(epsilon, a.dtype)
   a, b = _leave_out(where, a, b)  # an inf left out made its whole vector's gradient NaN
-
-  def norm(v: jax.Array) -> jax.Array:
-    n2 = jnp.maximum(jnp.sum(jnp.square(v), axis=axis), epsilon)
-    return jnp.sqrt(jnp.where(n2 > 0, n2, 1))  # a zero vector stays zero
-
   # The inner product divided by the norms, the three sums over the same elements (not
   # the sum of the normalised vectors' products, a further pass over them).
-  return jnp.sum(a * b, axis=axis) / (norm(a) * norm(b))
+  return jnp.sum(a * b, axis=axis) / (_cosine_norm(a, axis, epsilon) *
+                                      _cosine_norm(b, axis, epsilon))
+
+
+def _cosine_norm(v: jax.Array, axis: Axis, epsilon: ArrayLike) -> jax.Array:
+  """``sqrt(max(|v|^2, epsilon))`` over ``axis``, the norm a cosine similarity divides by;
+  1 where that is 0 (``epsilon = 0``), so that a zero vector's similarities stay 0."""
+  n2 = jnp.maximum(jnp.sum(jnp.square(v), axis=axis), epsilon)
+  return jnp.sqrt(jnp.where(n2 > 0, n2, 1))
 
 
 def _label_scores(s: jax.Array, labels: ArrayLike) -> jax.Array:

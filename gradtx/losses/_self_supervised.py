@@ -7,7 +7,7 @@ import jax.numpy as jnp
 
 from gradtx.core import ANY, NONNEGATIVE, POSITIVE, check_axis
 from gradtx.losses._common import (ArrayLike, _broadcastable, _floating, _wide, _check,
-                                    _cosine_similarity, _safe_power)
+                                    _cosine_norm, _safe_power)
 from gradtx.numerics import as_dtype
 
 
@@ -147,7 +147,13 @@ def ntxent(
   # (a loss of 5.97 for 8.06 at norm 0.07).
   eps = jnp.finfo(x.dtype).eps
   temperature = as_dtype(temperature, x.dtype)
-  sim = _cosine_similarity(name, x[None, :, :], x[:, None, :], eps, -1, None) / temperature
+  # Every pair's cosine similarity, as _cosine_similarity's (the inner product over the two
+  # norms), the inner products as one matrix product: an (n, n, d) product summed made the
+  # gradient 18x slower on (512, 128) (84 against 4.6 ms on CPU; optax's 263 ms). At full
+  # precision: a TPU's default rounds the inputs to bfloat16.
+  norm = _cosine_norm(x, -1, eps)
+  inner = jnp.matmul(x, x.T, precision=jax.lax.Precision.HIGHEST)
+  sim = inner / (norm[:, None] * norm[None, :]) / temperature
   same = labels[:, None] == labels[None, :]
   positive = same & ~jnp.eye(x.shape[0], dtype=bool)
   negative_lse = jax.nn.logsumexp(sim, axis=1, where=~same, keepdims=True)  # -inf when none
