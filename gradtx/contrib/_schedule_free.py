@@ -21,7 +21,7 @@ from gradtx.transforms.clipping import per_example_global_norm_clip
 from gradtx.transforms.decay import add_decayed_weights
 from gradtx.transforms.moments import scale_by_rms
 from gradtx.transforms.momentum import trace
-from gradtx.transforms.noise import as_key, fresh_key, gaussian_noised
+from gradtx.transforms.noise import as_key, fresh_key, gaussian_noised, shown_key
 from gradtx.transforms.scaling import scale_by_learning_rate
 
 __all__ = ["DifferentiallyPrivateAggregateState", "ScheduleFreeState",
@@ -471,9 +471,8 @@ def differentially_private_aggregate(l2_norm_clip: ScalarOrSchedule,
     return (jax.tree.unflatten(treedef, noised),
             DifferentiallyPrivateAggregateState(rng_key, hparams))
 
-  given = key if seed is None else seed  # optax's seed= is shown as the key it gives
-  shown_key = given if given is None or isinstance(given, int) else "<PRNG key>"
-  return GradientTransformation(init, update, name=stage, spec=spec, options=dict(key=shown_key))
+  return GradientTransformation(init, update, name=stage, spec=spec,
+                                options=dict(key=shown_key(key, seed)))
 
 
 @checks_flags

@@ -23,7 +23,7 @@ from gradtx.errors import missing_extra_argument
 from gradtx.numerics import (as_dtype, bias_correction, compute_dtype, ema_moment, safe_increment,
                              zero_count)
 from gradtx.transforms.decay import Mask, add_decayed_weights
-from gradtx.transforms.noise import as_key, fresh_key
+from gradtx.transforms.noise import as_key, fresh_key, shown_key
 from gradtx.transforms.scaling import scale_by_learning_rate
 
 __all__ = ["HutchinsonState", "SophiaState", "hutchinson_estimator_diag_hessian", "scale_by_sophia",
@@ -114,9 +114,8 @@ def hutchinson_estimator_diag_hessian(random_seed: Any = None) -> GradientTransf
     estimate = tree.tree_map(lambda hv, v: hv * v.astype(hv.dtype), hessian_probes, probes)
     return estimate, HutchinsonState(key, state.hparams)
 
-  shown = random_seed if random_seed is None or isinstance(random_seed, int) else "<PRNG key>"
   return GradientTransformation(init, update, name="hutchinson_estimator_diag_hessian",
-                                spec=spec, options=dict(random_seed=shown))
+                                spec=spec, options=dict(random_seed=shown_key(random_seed)))
 
 
 # ----------------------------------------------------------------------------

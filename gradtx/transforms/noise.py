@@ -56,6 +56,13 @@ def as_key(where: str, key: Any, seed: Any = None, *, name: str = "key") -> jax.
       f"an int seed, got {shown}")
 
 
+def shown_key(key: Any, seed: Any = None) -> Any:
+  """How a stage's repr shows the ``key`` (or optax's older ``seed``) it was built with:
+  an int seed or None as itself; a key array, which has no readable value, as a mark."""
+  given = key if seed is None else seed
+  return given if given is None or isinstance(given, int) else "<PRNG key>"
+
+
 def fresh_key(key: jax.Array) -> jax.Array:
   """A copy of the typed key ``key``, in a buffer of its own: for each ``init``.
 
@@ -135,11 +142,8 @@ def add_noise(eta: ScalarOrSchedule = 0.01, gamma: ScalarOrSchedule = 0.55,
     updates, = tree.map_leaves(lambda g, k: (leaf(g, k),), (True,), updates, leaf_keys)
     return updates, AddNoiseState(count, rng_key, hparams)
 
-  # A key array has no readable value for repr; an int seed shows as itself.
-  given = key if seed is None else seed
-  shown_key = given if given is None or isinstance(given, int) else "<PRNG key>"
   return GradientTransformation(init, update, name="add_noise", spec=spec,
-                                options=dict(key=shown_key))
+                                options=dict(key=shown_key(key, seed)))
 
 
 def centralize() -> GradientTransformation:
