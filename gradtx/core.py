@@ -211,16 +211,16 @@ def check_value(stage: str, name: str, value: Any, allowed: Range, *,
   if scalar and not allowed.vector and np.ndim(value) != 0:
     # An array would broadcast against every leaf: a per-column rate on a matrix, a
     # (1,) update of a scalar leaf, a broadcasting error at the first step.
-    raise HyperparameterError(
-        f"{stage}: {name} must be a scalar, got shape {np.shape(value)}. Values per "
+    raise HyperparameterError.about(
+        stage, name, value, f"must be a scalar, got shape {np.shape(value)}. Values per "
         "parameter: gtx.partition (one stage per group of leaves); one per member of a "
         "vmapped ensemble: vmap over the optimizer's construction or init")
   if any(isinstance(leaf, complex) or getattr(getattr(leaf, "dtype", None), "kind", "") == "c"
          for leaf in jax.tree.leaves(value)):
     # numpy casts a complex array to the real dtype it is held in with only a warning,
     # dropping the imaginary part. Its dtype is known when traced, so this holds under jit.
-    raise HyperparameterError(
-        f"{stage}: {name} must be a real number in {allowed}, got {value!r}")
+    raise HyperparameterError.about(
+        stage, name, value, f"must be a real number in {allowed}, got {value!r}")
   if not is_concrete(value):
     return
   slips = _not_numbers(value)
@@ -232,21 +232,23 @@ def check_value(stage: str, name: str, value: Any, allowed: Range, *,
     hint = (f" (convert it with {convert}())"
             if any(isinstance(s, (str, bytes)) for s in slips) else "")
     what = "numbers" if allowed.vector else "a number"
-    raise HyperparameterError(f"{stage}: {name} must be {what} in {allowed}, got {value!r}{hint}")
+    raise HyperparameterError.about(stage, name, value,
+                                    f"must be {what} in {allowed}, got {value!r}{hint}")
   try:
     ok = allowed.contains(value)
   except (TypeError, ValueError):
-    raise HyperparameterError(
-        f"{stage}: {name} must be a number in {allowed}, got {value!r}") from None
+    raise HyperparameterError.about(
+        stage, name, value, f"must be a number in {allowed}, got {value!r}") from None
   if not ok:
     scalar_value = np.ndim(value) == 0
     if allowed._refuses_only_infinity(value):
       # Name the reason: "must be in [0, inf), got inf" is right, and easy to misread.
       what = "a finite number" if scalar_value else "finite numbers"
       shown = value if scalar_value else "an array holding inf"
-      raise HyperparameterError(f"{stage}: {name} must be {what} in {allowed}, got {shown}")
+      raise HyperparameterError.about(stage, name, value,
+                                      f"must be {what} in {allowed}, got {shown}")
     shown = value if scalar_value else f"an array with values outside {allowed}"
-    raise HyperparameterError(f"{stage}: {name} must be in {allowed}, got {shown}")
+    raise HyperparameterError.about(stage, name, value, f"must be in {allowed}, got {shown}")
   if not allowed.integer:  # an int32 range already holds its bounds
     _check_held(stage, name, value, allowed, held)
 
@@ -274,8 +276,8 @@ def _check_held(stage: str, name: str, value: Any, allowed: Range, held: Any) ->
     as_held = np.asarray(value, np.float64).astype(held)
   if not allowed.contains(as_held):
     shown = as_held if np.ndim(value) == 0 else "values outside it"
-    raise HyperparameterError(
-        f"{stage}: {name} must be in {allowed} as a {np.dtype(held).name} (the dtype it is "
+    raise HyperparameterError.about(
+        stage, name, value, f"must be in {allowed} as a {np.dtype(held).name} (the dtype it is "
         f"held in; largest {jnp.finfo(held).max:.3g}), got {value!r}, held as {shown}")
 
 
@@ -294,7 +296,8 @@ def check_integer_option(stage: str, name: str, value: Any, allowed: Range) -> N
   except ValueError:  # a ragged list
     one = False
   if not one:
-    raise HyperparameterError(f"{stage}: {name} must be a number in {allowed}, got {value!r}")
+    raise HyperparameterError.about(stage, name, value,
+                                    f"must be a number in {allowed}, got {value!r}")
   check_value(stage, name, value, allowed)
 
 
@@ -313,12 +316,12 @@ def check_dtype_option(stage: str, name: str, value: Any) -> None:
   try:
     dtype = np.dtype(value)
   except TypeError:
-    raise HyperparameterError(
-        f"{stage}: {name} must be a dtype (jnp.float32, jnp.bfloat16, ...) or None (the "
+    raise HyperparameterError.about(
+        stage, name, value, "must be a dtype (jnp.float32, jnp.bfloat16, ...) or None (the "
         f"params' dtype), got {value!r}") from None
   if not jnp.issubdtype(dtype, jnp.inexact):
-    raise HyperparameterError(
-        f"{stage}: {name} must be a floating dtype (jnp.float32, jnp.bfloat16, ...) or None "
+    raise HyperparameterError.about(
+        stage, name, value, "must be a floating dtype (jnp.float32, jnp.bfloat16, ...) or None "
         f"(the params' dtype), got {dtype.name}: an integer or bool buffer rounds each "
         "step's change away")
 
@@ -335,7 +338,7 @@ def check_flag(stage: str, name: str, value: Any) -> bool:
   if value is True or value is False or isinstance(value, np.bool_):
     return bool(value)  # np.True_ would show in repr as np.True_, or as its dtype
   hint = " (a string: convert it where it is parsed)" if isinstance(value, (str, bytes)) else ""
-  raise HyperparameterError(f"{stage}: {name} must be True or False, got {value!r}{hint}")
+  raise HyperparameterError.about(stage, name, value, f"must be True or False, got {value!r}{hint}")
 
 
 def check_callable(stage: str, name: str, value: Any, what: str, hint: str = "") -> None:
@@ -395,6 +398,63 @@ def checks_flags(factory: Callable[_Args, _Made]) -> Callable[_Args, _Made]:
     return factory(*given, **kwargs)  # type: ignore[arg-type]
 
   return checked
+
+
+def names_its_arguments(factory: Callable[_Args, _Made]) -> Callable[_Args, _Made]:
+  """Makes ``factory``, which builds its stages from its own arguments (a ready optimizer),
+  name itself and its own argument in a :class:`HyperparameterError` a stage raises about
+  a value it passed on; keeps its signature, name and docstring.
+
+  ``sgd(0.1, momentum=-0.9)`` was refused as ``trace: decay must be in [0, inf), got
+  -0.9``, naming a function and an argument the caller never wrote; it reads
+  ``sgd: momentum must be in [0, inf), got -0.9 (checked by trace, as its decay)``.
+  The argument is the one given the refused value itself (``is``); where several were
+  (one object passed twice), the one named as the stage's; else, or where the factory
+  derived the value, the stage's error is raised as it is. A factory that passes its
+  argument on to another such factory is named last, with the stage that checked it.
+  It costs a ``try`` per call, and a signature bind when an error is raised.
+  """
+  signature = inspect.signature(factory)
+  name = factory.__name__
+
+  @functools.wraps(factory)
+  def naming(*args: _Args.args, **kwargs: _Args.kwargs) -> _Made:
+    try:
+      return factory(*args, **kwargs)
+    except HyperparameterError as error:
+      renamed = _as_own_argument(error, name, signature, args, kwargs)
+      if renamed is None:
+        raise
+      raise renamed.with_traceback(error.__traceback__) from None
+
+  return naming
+
+
+def _as_own_argument(error: HyperparameterError, factory: str, signature: inspect.Signature,
+                     args: tuple[Any, ...], kwargs: dict[str, Any]) -> HyperparameterError | None:
+  """``error`` about the argument of ``factory`` (called with ``args`` and ``kwargs``) that
+  was given its refused value, or None where it is not about one such argument."""
+  refused = error.argument
+  if refused is None or refused.factory == factory or error.stage_path:
+    return None
+  try:
+    bound = signature.bind(*args, **kwargs)
+  except TypeError:  # the factory's own call failed; that is not this error
+    return None
+  given: dict[str, Any] = {}
+  for argument, value in bound.arguments.items():
+    kind = signature.parameters[argument].kind
+    if kind is inspect.Parameter.VAR_KEYWORD:
+      given.update(value)
+    elif kind is not inspect.Parameter.VAR_POSITIONAL:
+      given[argument] = value
+  mine = [argument for argument, value in given.items() if value is refused.value]
+  if len(mine) > 1:
+    mine = [argument for argument in mine if argument == refused.name]
+  if len(mine) != 1:
+    return None
+  moved = refused.passed_on_by(factory, mine[0])
+  return HyperparameterError(moved.message(), argument=moved)
 
 
 # ----------------------------------------------------------------------------
@@ -557,9 +617,9 @@ def _check_takes_the_count(stage: str, name: str, schedule: Callable[..., Any]) 
   try:
     signature.bind(0)
   except TypeError:
-    raise HyperparameterError(
-        f"{stage}: {name} is a function, so it is a schedule, called with the step count as "
-        f"{name}(count); the function given takes {signature}") from None
+    raise HyperparameterError.about(
+        stage, name, schedule, "is a function, so it is a schedule, called with the step "
+        f"count as schedule(count); the function given takes {signature}") from None
 
 
 _OPTAX_INJECT = os.path.join("optax", "schedules", "_inject.py")

@@ -7,6 +7,7 @@ message reads ``stage 'outer.adam': grads and state.mu differ at ['w']``.
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
 from typing import Any, Iterable
 
@@ -31,8 +32,50 @@ class GradtxError(Exception):
     return f"stage '{'.'.join(self.stage_path)}': {self.message}"
 
 
+@dataclasses.dataclass(frozen=True)
+class BadArgument:
+  """What a :class:`HyperparameterError` about one argument of a factory knows of it: the
+  factory's and the argument's names, the value given, what the message ``says`` of it,
+  and, once a factory has passed its own argument on to a stage that refused it, the
+  stage and argument that did (``checked_by``)."""
+  factory: str
+  name: str
+  value: Any
+  says: str
+  checked_by: tuple[str, str] | None = None
+
+  def message(self) -> str:
+    """``"{factory}: {name} {says}"``, and which stage checked it where another did."""
+    if self.checked_by is None:
+      return f"{self.factory}: {self.name} {self.says}"
+    stage, name = self.checked_by
+    as_name = "" if name == self.name else f", as its {name}"
+    return f"{self.factory}: {self.name} {self.says} (checked by {stage}{as_name})"
+
+  def passed_on_by(self, factory: str, name: str) -> "BadArgument":
+    """The same refusal, about the argument ``name`` of ``factory``, which passed it on."""
+    checked_by = self.checked_by or (self.factory, self.name)
+    return BadArgument(factory, name, self.value, self.says, checked_by)
+
+
 class HyperparameterError(GradtxError, ValueError):
-  """A hyperparameter is out of its allowed range, or unknown by name."""
+  """A hyperparameter is out of its allowed range, or unknown by name.
+
+  ``argument`` is set where the error is about one argument of a factory: a factory that
+  passed that value on as an argument of its own then names itself and its argument
+  (:func:`gradtx.core.names_its_arguments`).
+  """
+
+  def __init__(self, message: str, stage_path: tuple[str, ...] = (), *,
+               argument: BadArgument | None = None):
+    super().__init__(message, stage_path)
+    self.argument = argument
+
+  @classmethod
+  def about(cls, factory: str, name: str, value: Any, says: str) -> "HyperparameterError":
+    """The error ``"{factory}: {name} {says}"`` about the argument ``name`` given ``value``."""
+    argument = BadArgument(factory, name, value, says)
+    return cls(argument.message(), argument=argument)
 
 
 class StructureError(GradtxError, ValueError):

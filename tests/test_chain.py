@@ -319,16 +319,16 @@ ADAM = functools.partial(gtx.adam, 0.1)
 ERRORS = [
     # Bad hyperparameters at construction: the stage, the argument, the range, the value.
     (lambda: gtx.adam(-0.1), gtx.HyperparameterError,
-     r"scale_by_learning_rate: learning_rate must be in \[0, inf\), got -0\.1"),
+     r"adam: learning_rate must be in \[0, inf\), got -0\.1"),
     (lambda: gtx.scale_by_adam(b1=1.0), gtx.HyperparameterError,
      r"scale_by_adam: b1 must be in \[0, 1\), got 1\.0"),
     # A string (a YAML or command-line value left unparsed) and a bool (a flag in a
     # number's place: sgd(0.1, True)) were read as numbers.
     (lambda: gtx.adam("1e-3"), gtx.HyperparameterError,
-     r"scale_by_learning_rate: learning_rate must be a number in \[0, inf\), got '1e-3' "
-     r"\(convert it with float\(\)\)"),
+     r"adam: learning_rate must be a number in \[0, inf\), got '1e-3' "
+     r"\(convert it with float\(\)\) \(checked by scale_by_learning_rate\)"),
     (lambda: gtx.sgd(0.1, True), gtx.HyperparameterError,
-     r"trace: decay must be a number in \[0, inf\), got True"),
+     r"sgd: momentum must be a number in \[0, inf\), got True"),
     (lambda: gtx.set_hparams(_state_of(ADAM()), {"adam.b1": jnp.asarray(False)}),
      gtx.HyperparameterError, r"adam: b1 must be a number in \[0, 1\), got Array\(False"),
     # A complex number: numpy kept its real part with only a warning (0.1 for 0.1+0.2j).
@@ -360,10 +360,10 @@ ERRORS = [
      r"every: k must be in \[1, 2147483647\] \(an integer\), got 10000000000\.0"),
     # An array broadcasts against every leaf: a per-column rate, a (1,) step of a scalar.
     (lambda: gtx.adam((0.1, 0.2)), gtx.HyperparameterError,
-     r"scale_by_learning_rate: learning_rate must be a scalar, got shape \(2,\)\. Values per "
+     r"adam: learning_rate must be a scalar, got shape \(2,\)\. Values per "
      r"parameter: gtx\.partition"),
     (lambda: gtx.sgd(0.1, momentum=jnp.array([0.9])), gtx.HyperparameterError,
-     r"trace: decay must be a scalar, got shape \(1,\)"),
+     r"sgd: momentum must be a scalar, got shape \(1,\)"),
     # A schedule's value at step 0 is checked as a value is; one that cannot take the count.
     (lambda: _state_of(gtx.sgd(lambda count: -0.1)), gtx.HyperparameterError,
      r"stage 'lr': scale_by_learning_rate: learning_rate must be in \[0, inf\), got -0\.1 "
@@ -379,8 +379,8 @@ ERRORS = [
      r"learning_rate must be a scalar, got shape \(2,\)\. Values per parameter: .* \(its "
      r"schedule's value at step 0\)"),
     (lambda: gtx.sgd(lambda: 0.1), gtx.HyperparameterError,
-     r"scale_by_learning_rate: learning_rate is a function, so it is a schedule, called with "
-     r"the step count as learning_rate\(count\); the function given takes \(\)"),
+     r"sgd: learning_rate is a function, so it is a schedule, called with the step count as "
+     r"schedule\(count\); the function given takes \(\) \(checked by scale_by_learning_rate\)"),
     (lambda: gtx.multi_steps(ADAM(), every_k_schedule=0), gtx.HyperparameterError,
      r"multi_steps: every_k_schedule must be in \[1, 2147483647\] \(an integer\), got 0"),
     (lambda: gtx.lookahead(ADAM(), sync_period=2, slow_step_size=1.5), gtx.HyperparameterError,

@@ -386,20 +386,21 @@ def test_sam_reset_keeps_values_set_by_name():
 
 
 BAD_HYPERPARAMETERS = [
-    (lambda: gtx.contrib.sophia(0.1, b1=1.0), r"scale_by_sophia: b1 must be in \[0, 1\), got 1.0"),
-    (lambda: gtx.contrib.sophia(0.1, b2=-0.1), r"scale_by_sophia: b2 must be in \[0, 1\)"),
-    (lambda: gtx.contrib.sophia(0.1, eps=0.0), r"scale_by_sophia: eps must be in \(0, inf\)"),
-    (lambda: gtx.contrib.sophia(0.1, gamma=-1.0), r"scale_by_sophia: gamma must be in \[0, inf\)"),
+    (lambda: gtx.contrib.sophia(0.1, b1=1.0), r"sophia: b1 must be in \[0, 1\), got 1.0"),
+    (lambda: gtx.contrib.sophia(0.1, b2=-0.1), r"sophia: b2 must be in \[0, 1\)"),
+    (lambda: gtx.contrib.sophia(0.1, eps=0.0), r"sophia: eps must be in \(0, inf\)"),
+    (lambda: gtx.contrib.sophia(0.1, gamma=-1.0), r"sophia: gamma must be in \[0, inf\)"),
     (lambda: gtx.contrib.sophia(0.1, clip_threshold=0.0),
-     r"scale_by_sophia: clip_threshold must be in \(0, inf\]"),
+     r"sophia: clip_threshold must be in \(0, inf\]"),
     (lambda: gtx.contrib.sophia(0.1, update_interval=0),
-     r"scale_by_sophia: update_interval must be in \[1, 2147483647\] \(an integer\), got 0"),
+     r"sophia: update_interval must be in \[1, 2147483647\] \(an integer\), got 0"),
     (lambda: gtx.contrib.sophia(0.1, print_win_rate_every_n_steps=-1),
-     r"scale_by_sophia: print_win_rate_every_n_steps must be in \[0, 2147483647\] \(an integer\)"),
+     r"sophia: print_win_rate_every_n_steps must be in \[0, 2147483647\] \(an integer\)"),
     # A list of one count was taken (each entry is in the range), as was sam's below.
     (lambda: gtx.contrib.sophia(0.1, print_win_rate_every_n_steps=[10]),
-     r"^scale_by_sophia: print_win_rate_every_n_steps must be a number in \[0, .*got \[10\]$"),
-    (lambda: gtx.contrib.sophia(-0.1), r"scale_by_learning_rate: learning_rate must be in"),
+     r"^sophia: print_win_rate_every_n_steps must be a number in \[0, .*got \[10\] \(checked by "
+     r"scale_by_sophia\)$"),
+    (lambda: gtx.contrib.sophia(-0.1), r"sophia: learning_rate must be in"),
     (lambda: gtx.contrib.sam(gtx.sgd(0.1), gtx.sgd(0.1), sync_period=0),
      r"sam: sync_period must be in \[1, 2147483647\] \(an integer\), got 0"),
     (lambda: gtx.contrib.sam(gtx.sgd(0.1), gtx.sgd(0.1), sync_period=1.5),

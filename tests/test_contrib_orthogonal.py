@@ -420,16 +420,16 @@ def test_normalize_and_split_expose_their_hyperparameters():
 
 
 BAD_HYPERPARAMETERS = [
-    (lambda: gtx.contrib.muon(0.1, beta=1.0), r"scale_by_muon: beta must be in \[0, 1\), got 1.0"),
-    (lambda: gtx.contrib.muon(0.1, eps=-1.0), r"scale_by_muon: eps must be in \[0, inf\)"),
+    (lambda: gtx.contrib.muon(0.1, beta=1.0), r"muon: beta must be in \[0, 1\), got 1.0"),
+    (lambda: gtx.contrib.muon(0.1, eps=-1.0), r"muon: eps must be in \[0, inf\)"),
     (lambda: gtx.contrib.scale_by_muon(ns_steps=0),
      r"scale_by_muon: ns_steps must be in \[1, 2147483647\] \(an integer\)"),
     # inf passed the integer check, then int(inf) raised OverflowError at the first step.
     (lambda: gtx.contrib.muon(0.1, ns_steps=float("inf")),
-     r"^scale_by_muon: ns_steps must be in \[1, .*got inf"),
+     r"^muon: ns_steps must be in \[1, .*got inf"),
     # [5] passed (each entry in range), then int([5]) raised a TypeError naming nothing.
     (lambda: gtx.contrib.muon(0.1, ns_steps=[5]),
-     r"^scale_by_muon: ns_steps must be a number in \[1, .*got \[5\]$"),
+     r"^muon: ns_steps must be a number in \[1, .*got \[5\] \(checked by scale_by_muon\)$"),
     (lambda: gtx.contrib.scale_by_muon(ns_coeffs=(1.0, 2.0)),
      r"scale_by_muon: ns_coeffs must have shape \(3,\) or \(n, 3\), got \(2,\)"),
     # Rows of different lengths raised numpy's "inhomogeneous shape" from the error message.
@@ -443,17 +443,17 @@ BAD_HYPERPARAMETERS = [
     (lambda: gtx.contrib.scale_by_muon(preconditioning="svd"),
      r"scale_by_muon: preconditioning must be one of"),
     (lambda: gtx.contrib.muon(0.1, consistent_rms=0.0),
-     r"scale_by_shape: consistent_rms must be in \(0, inf\)"),
-    (lambda: gtx.contrib.muon(0.1, adam_b2=1.0), r"scale_by_adam: b2 must be in \[0, 1\)"),
-    (lambda: gtx.contrib.muon(-0.1), r"scale_by_learning_rate: learning_rate must be"),
+     r"muon: consistent_rms must be in \(0, inf\)"),
+    (lambda: gtx.contrib.muon(0.1, adam_b2=1.0), r"muon: adam_b2 must be in \[0, 1\)"),
+    (lambda: gtx.contrib.muon(-0.1), r"muon: learning_rate must be"),
     (lambda: gtx.contrib.muon(0.1, weight_decay=-1.0),
-     r"add_decayed_weights: weight_decay must be"),
+     r"muon: weight_decay must be"),
     (lambda: gtx.contrib.galore(0.1, rank=0),
-     r"scale_by_galore: rank must be in \[1, 2147483647\] \(an integer\), got 0"),
+     r"galore: rank must be in \[1, 2147483647\] \(an integer\), got 0"),
     (lambda: gtx.contrib.galore(0.1, update_proj_gap=0),
-     r"scale_by_galore: update_proj_gap must be in \[1, 2147483647\] \(an integer\), got 0"),
+     r"galore: update_proj_gap must be in \[1, 2147483647\] \(an integer\), got 0"),
     (lambda: gtx.contrib.galore(0.1, weight_decay=-0.1),
-     r"add_decayed_weights: weight_decay must be"),
+     r"galore: weight_decay must be"),
 ]
 
 

@@ -515,6 +515,68 @@ def test_switches_refuse_anything_but_a_bool_when_called():
   assert "staircase=True" in repr(schedule) and float(schedule(15)) == 0.5
 
 
+def test_a_refused_value_is_named_as_the_argument_the_caller_gave_it_to():
+  """sgd(0.1, momentum=-0.9) was refused as "trace: decay must be ...", naming a stage
+  and an argument the caller never wrote, or the stage's name for the function called
+  (about 220 arguments of 50 ready optimizers).
+  Every public factory that passes its arguments on names itself and the argument, and
+  the stage that checked it (core.names_its_arguments)."""
+  checked = 0
+  for module in (gtx, gtx.contrib):
+    for name in module.__all__:
+      make = getattr(module, name)
+      if not inspect.isfunction(make):
+        continue
+      parameters = inspect.signature(make).parameters.values()
+      required = {p.name: 0.1 for p in parameters
+                  if p.default is p.empty and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)}
+      for p in parameters:
+        if p.name not in required and (type(p.default) not in (int, float)):
+          continue  # a numeric argument, or a required one (most often learning_rate)
+        for bad in (-1.0, "x", 1e50):
+          try:
+            make(**{**required, p.name: bad})
+          except gtx.HyperparameterError as error:
+            if error.argument is None or error.argument.value is not bad:
+              continue  # about another argument, or not about one argument
+            checked += 1
+            assert str(error).startswith(f"{make.__name__}: {p.name} "), str(error)
+          except Exception:  # noqa: BLE001 - another argument's placeholder 0.1 refused
+            pass
+  assert checked >= 1000, checked  # the whole family, not a few
+  with pytest.raises(gtx.HyperparameterError, match=r"^sgd: momentum must be in \[0, inf\), "
+                     r"got -0\.9 \(checked by trace, as its decay\)$"):
+    gtx.sgd(0.1, momentum=-0.9)
+  # Passed on twice over: muon passes adam_b1 to adam's stage as b1.
+  with pytest.raises(gtx.HyperparameterError, match=r"^muon: adam_b1 must be in \[0, 1\), got "
+                     r"2\.0 \(checked by scale_by_adam, as its b1\)$"):
+    gtx.contrib.muon(0.1, adam_b1=2.0)
+  # One object given to two arguments: the one named as the stage's.
+  bad = 1.5
+  with pytest.raises(gtx.HyperparameterError, match=r"^adamw: b1 must be in \[0, 1\), got 1\.5 "
+                     r"\(checked by scale_by_adam\)$"):
+    gtx.adamw(1e-3, b1=bad, b2=bad)
+
+  @gtx.core.names_its_arguments
+  def doubled(rate):
+    return gtx.chain(lr=gtx.scale_by_learning_rate(2 * rate))
+
+  @gtx.core.names_its_arguments
+  def passed_on(rate, **others):
+    return gtx.chain(lr=gtx.scale_by_learning_rate(rate), adam=gtx.scale_by_adam(**others))
+
+  # A value the factory derived is not the caller's: the stage's own error.
+  with pytest.raises(gtx.HyperparameterError, match=r"^scale_by_learning_rate: learning_rate "
+                     r"must be in \[0, inf\), got -1\.0$"):
+    doubled(-0.5)
+  with pytest.raises(gtx.HyperparameterError, match=r"^passed_on: rate must be in \[0, inf\), "
+                     r"got -1\.0 \(checked by scale_by_learning_rate, as its learning_rate\)$"):
+    passed_on(-1.0)
+  with pytest.raises(gtx.HyperparameterError, match=r"^passed_on: b2 must be in \[0, 1\), got 2 "
+                     r"\(checked by scale_by_adam\)$"):
+    passed_on(0.1, b2=2)
+
+
 # (function, its other arguments, the function argument): each is checked when built.
 _FUNCTION_ARGS = [
     (gtx.measure_with_ema, {"decay": 0.9}, "measure"),
@@ -547,14 +609,15 @@ def test_a_string_or_bool_inside_a_tuple_hyperparameter_is_refused():
   naming the stage and the argument; numbers, arrays and presets are taken."""
   for make, match in (
       (lambda: gtx.contrib.prodigy(betas=("0.9", 0.999)),
-       r"^scale_by_prodigy: betas must be numbers in \[0, 1\), got \('0.9', 0.999\) "
+       r"^prodigy: betas must be numbers in \[0, 1\), got \('0.9', 0.999\) "
        r"\(convert it with float\(\)\)"),
       (lambda: gtx.contrib.dadapt_adamw(betas=(0.9, None)),
-       r"^scale_by_dadapt_adamw: betas must be numbers in \[0, 1\), got \(0.9, None\)$"),
+       r"^dadapt_adamw: betas must be numbers in \[0, 1\), got \(0.9, None\) "
+       r"\(checked by scale_by_dadapt_adamw\)$"),
       (lambda: gtx.contrib.muon(0.1, ns_coeffs=(True, -4.775, 2.0315)),
-       r"^scale_by_muon: ns_coeffs must be numbers in \(-inf, inf\), got \(True, "),
+       r"^muon: ns_coeffs must be numbers in \(-inf, inf\), got \(True, "),
       (lambda: gtx.contrib.muon(0.1, ns_coeffs=[(3.4445, -4.775, "2.0315")]),
-       r"^scale_by_muon: ns_coeffs must be numbers .*\(convert it with float\(\)\)"),
+       r"^muon: ns_coeffs must be numbers .*\(convert it with float\(\)\)"),
   ):
     with pytest.raises(gtx.HyperparameterError, match=match):
       make()
@@ -571,8 +634,8 @@ def test_a_hyperparameter_that_its_float_dtype_cannot_hold_is_refused():
   refuses, so the step's rate was inf (or DoG's positive reps_rel 0). Named at
   construction and in set_hparams; under x64 (float64) both fit."""
   with pytest.raises(gtx.HyperparameterError,
-                     match=r"scale_by_learning_rate: learning_rate must be in \[0, inf\) as a "
-                           r"float32 .*got 1e\+40, held as inf"):
+                     match=r"adam: learning_rate must be in \[0, inf\) as a float32 .*got "
+                           r"1e\+40, held as inf \(checked by scale_by_learning_rate\)"):
     gtx.adam(1e40)
   with pytest.raises(gtx.HyperparameterError, match=r"reps_rel must be in \(0, inf\) as a "
                                                     r"float32 .*got 1e-50, held as 0"):

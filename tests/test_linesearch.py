@@ -537,7 +537,7 @@ def test_lbfgs_memory_size_is_a_whole_number_and_finite():
   np.testing.assert_array_equal(got, _minimize_steps(whole, params, 4))
   for bad in (float("inf"), 2.5, 0):
     with pytest.raises(gtx.HyperparameterError,
-                       match=rf"^scale_by_lbfgs: memory_size must be in \[1, .*got {bad}"):
+                       match=rf"^lbfgs: memory_size must be in \[1, .*got {bad}"):
       gtx.lbfgs(memory_size=bad)
 
 
@@ -550,8 +550,9 @@ def test_lbfgs_memory_size_is_a_whole_number_and_finite():
 ])
 def test_lbfgs_memory_size_not_one_whole_number_raises_naming_the_stage_and_argument(
     make, bad, shown):
-  with pytest.raises(gtx.HyperparameterError, match=r"^scale_by_lbfgs: memory_size must be (a "
-                     rf"number )?in \[1, 2147483647\] \(an integer\), got {shown}$"):
+  checked = r" \(checked by scale_by_lbfgs\)" if make is gtx.lbfgs else ""
+  with pytest.raises(gtx.HyperparameterError, match=rf"^{make.__name__}: memory_size must be (a "
+                     rf"number )?in \[1, 2147483647\] \(an integer\), got {shown}{checked}$"):
     make(memory_size=bad)
 
 

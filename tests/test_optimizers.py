@@ -180,22 +180,22 @@ def test_nadam_without_nesterov_is_adam():
 # Bad hyperparameters: a table of (constructor, exception, message).
 
 BAD_HYPERPARAMETERS = [
-    (lambda: gtx.adam(1e-3, b1=1.0), r"scale_by_adam: b1 must be in \[0, 1\), got 1.0"),
+    (lambda: gtx.adam(1e-3, b1=1.0), r"adam: b1 must be in \[0, 1\), got 1.0"),
     (lambda: gtx.adam(1e-3, b1=-0.1), r"b1 must be in \[0, 1\), got -0.1"),
     (lambda: gtx.adam(1e-3, b2=1.5), r"b2 must be in \[0, 1\)"),
     (lambda: gtx.adam(1e-3, eps=-1e-8), r"eps must be in \[0, inf\)"),
-    (lambda: gtx.adam(-1e-3), r"scale_by_learning_rate: learning_rate must be in \[0, inf\)"),
-    (lambda: gtx.sgd(0.1, momentum=-0.9), r"trace: decay must be in \[0, inf\), got -0.9"),
+    (lambda: gtx.adam(-1e-3), r"adam: learning_rate must be in \[0, inf\)"),
+    (lambda: gtx.sgd(0.1, momentum=-0.9), r"sgd: momentum must be in \[0, inf\), got -0.9"),
     (lambda: gtx.clip_by_global_norm(-1.0), r"max_norm must be in \(0, inf\], got -1.0"),
     (lambda: gtx.clip_by_global_norm(0.0), r"max_norm must be in \(0, inf\]"),
     (lambda: gtx.clip(-0.5), r"clip: max_delta must be in \[0, inf\]"),
     (lambda: gtx.clip_by_block_rms(0.0), r"threshold must be in \(0, inf\]"),
-    (lambda: gtx.rmsprop(0.1, decay=1.0), r"scale_by_rms: decay must be in \[0, 1\)"),
-    (lambda: gtx.rmsprop(0.1, centered=True, eps=-1.0), r"scale_by_stddev: eps must be"),
-    (lambda: gtx.adagrad(0.1, eps=-1.0), r"scale_by_rss: eps must be in \[0, inf\)"),
-    (lambda: gtx.adadelta(rho=1.2), r"scale_by_adadelta: rho must be in \[0, 1\)"),
+    (lambda: gtx.rmsprop(0.1, decay=1.0), r"rmsprop: decay must be in \[0, 1\)"),
+    (lambda: gtx.rmsprop(0.1, centered=True, eps=-1.0), r"rmsprop: eps must be"),
+    (lambda: gtx.adagrad(0.1, eps=-1.0), r"adagrad: eps must be in \[0, inf\)"),
+    (lambda: gtx.adadelta(rho=1.2), r"adadelta: rho must be in \[0, 1\)"),
     (lambda: gtx.adamw(1e-3, weight_decay=-1e-4),
-     r"add_decayed_weights: weight_decay must be in \[0, inf\)"),
+     r"adamw: weight_decay must be in \[0, inf\)"),
     (lambda: gtx.ema(decay=float("nan")), r"ema: decay must be in \[0, 1\), got nan"),
     (lambda: gtx.add_l1_penalty(-0.1), r"add_l1_penalty: l1 must be in \[0, inf\)"),
     (lambda: gtx.adam("fast"), r"learning_rate must be a number"),
@@ -217,21 +217,24 @@ def test_bad_hyperparameters_raise_at_construction(make, message):
 # [0, inf): adam(inf) stepped by NaN, adamw(weight_decay=inf) by -inf, eps=inf by 0.
 INFINITE_HYPERPARAMETERS = [
     (lambda: gtx.sgd(math.inf),
-     r"^scale_by_learning_rate: learning_rate must be a finite number in \[0, inf\), got inf$"),
-    (lambda: gtx.adam(float("inf")), r"^scale_by_learning_rate: learning_rate must be a finite "
-     r"number in \[0, inf\), got inf$"),
-    (lambda: gtx.adam(jnp.float32(jnp.inf)), r"learning_rate must be a finite number .*got inf$"),
+     r"^sgd: learning_rate must be a finite number in \[0, inf\), got inf \(checked by "
+     r"scale_by_learning_rate\)$"),
+    (lambda: gtx.adam(float("inf")), r"^adam: learning_rate must be a finite number in "
+     r"\[0, inf\), got inf \(checked by scale_by_learning_rate\)$"),
+    (lambda: gtx.adam(jnp.float32(jnp.inf)), r"learning_rate must be a finite number .*got inf "),
     (lambda: gtx.adamw(1e-3, weight_decay=math.inf),
-     r"^add_decayed_weights: weight_decay must be a finite number in \[0, inf\), got inf$"),
+     r"^adamw: weight_decay must be a finite number in \[0, inf\), got inf \(checked by "
+     r"add_decayed_weights\)$"),
     (lambda: gtx.adam(1e-3, eps=math.inf),
-     r"^scale_by_adam: eps must be a finite number in \[0, inf\), got inf$"),
+     r"^adam: eps must be a finite number in \[0, inf\), got inf \(checked by scale_by_adam\)$"),
     (lambda: gtx.sgd(0.1, momentum=math.inf),
-     r"^trace: decay must be a finite number in \[0, inf\), got inf$"),
+     r"^sgd: momentum must be a finite number in \[0, inf\), got inf \(checked by trace, as its "
+     r"decay\)$"),
     (lambda: gtx.scale(-math.inf),
      r"^scale: step_size must be a finite number in \(-inf, inf\), got -inf$"),
     (lambda: gtx.contrib.muon(0.1, ns_coeffs=(3.4445, -math.inf, 2.0315)),
-     r"^scale_by_muon: ns_coeffs must be finite numbers in \(-inf, inf\), got an array "
-     r"holding inf$"),
+     r"^muon: ns_coeffs must be finite numbers in \(-inf, inf\), got an array "
+     r"holding inf \(checked by scale_by_muon\)$"),
     # Thresholds that stay finite: AGC's bound is clipping times a norm that may be 0,
     # DP's noise is sigma times the clip, and the linesearches' first trial step is capped
     # by the one of increase_factor and max_learning_rate that is finite.
@@ -245,7 +248,8 @@ INFINITE_HYPERPARAMETERS = [
      r"^scale_by_backtracking_linesearch: max_learning_rate must be a finite number in "
      r"\(0, inf\)"),
     # Outside a finite bound, the bound is the reason, not finiteness.
-    (lambda: gtx.adam(1e-3, b1=math.inf), r"^scale_by_adam: b1 must be in \[0, 1\), got inf$"),
+    (lambda: gtx.adam(1e-3, b1=math.inf), r"^adam: b1 must be in \[0, 1\), got inf \(checked by "
+     r"scale_by_adam\)$"),
     (lambda: gtx.clip_by_global_norm(-math.inf), r"max_norm must be in \(0, inf\], got -inf$"),
 ]
 
@@ -336,31 +340,33 @@ _ADAM_FAMILY = ["adam", "adamw", "amsgrad", "lamb", "nadam", "nadamw", "optimist
 
 BAD_OPTIONS = [
     *[pytest.param(lambda name=name: getattr(gtx, name)(0.1, eps_root=None),
-                   r"^scale_by_(adam|amsgrad): eps_root must be a number in \[0, inf\), got None",
+                   rf"^{name}: eps_root must be a number in \[0, inf\), got None \(checked by "
+                   r"scale_by_(adam|amsgrad)\)$",
                    id=f"{name}-eps_root-None") for name in _ADAM_FAMILY],
     (lambda: gtx.contrib.muon(0.1, adam_eps_root=None),
-     r"^scale_by_adam: eps_root must be a number in \[0, inf\), got None"),
+     r"^muon: adam_eps_root must be a number in \[0, inf\), got None"),
     (lambda: gtx.adagrad(0.1, initial_accumulator_value=float("nan")),
-     r"^scale_by_rss: initial_accumulator_value must be in \[0, inf\), got nan"),
+     r"^adagrad: initial_accumulator_value must be in \[0, inf\), got nan"),
     (lambda: gtx.adagrad(0.1, initial_accumulator_value=[0.1]),
-     r"^scale_by_rss: initial_accumulator_value must be a scalar, got shape \(1,\)"),
+     r"^adagrad: initial_accumulator_value must be a scalar, got shape \(1,\)"),
     (lambda: gtx.rmsprop(0.1, initial_scale=-1.0),
-     r"^scale_by_rms: initial_scale must be in \[0, inf\), got -1.0"),
-    (lambda: gtx.rmsprop(0.1, initial_scale=float("nan")), r"^scale_by_rms: initial_scale .*nan"),
-    (lambda: gtx.rmsprop(0.1, initial_scale=float("inf")), r"^scale_by_rms: initial_scale .*inf"),
-    (lambda: gtx.rmsprop(0.1, initial_scale=None), r"^scale_by_rms: initial_scale .*got None"),
+     r"^rmsprop: initial_scale must be in \[0, inf\), got -1.0"),
+    (lambda: gtx.rmsprop(0.1, initial_scale=float("nan")), r"^rmsprop: initial_scale .*nan"),
+    (lambda: gtx.rmsprop(0.1, initial_scale=float("inf")), r"^rmsprop: initial_scale .*inf"),
+    (lambda: gtx.rmsprop(0.1, initial_scale=None), r"^rmsprop: initial_scale .*got None"),
     (lambda: gtx.rmsprop(0.1, centered=True, initial_scale=-1.0),
-     r"^scale_by_stddev: initial_scale must be in \[0, inf\)"),
+     r"^rmsprop: initial_scale must be in \[0, inf\)"),
     (lambda: gtx.scale_by_yogi(initial_accumulator_value=-1e-6),
      r"^scale_by_yogi: initial_accumulator_value must be in \[0, inf\)"),
     (lambda: gtx.adafactor(min_dim_size_to_factor=float("nan")),
-     r"^scale_by_factored_rms: min_dim_size_to_factor must be in \[0, .*got nan"),
+     r"^adafactor: min_dim_size_to_factor must be in \[0, .*got nan"),
     (lambda: gtx.adafactor(min_dim_size_to_factor=None),
-     r"^scale_by_factored_rms: min_dim_size_to_factor must be a number in \[0, .*got None"),
+     r"^adafactor: min_dim_size_to_factor must be a number in \[0, .*got None"),
     # One number: [128] passed (each entry in range), then "'<' not supported between
     # instances of 'int' and 'list'" at init.
     (lambda: gtx.adafactor(min_dim_size_to_factor=[128]),
-     r"^scale_by_factored_rms: min_dim_size_to_factor must be a number in \[0, .*got \[128\]$"),
+     r"^adafactor: min_dim_size_to_factor must be a number in \[0, .*got \[128\] \(checked by "
+     r"scale_by_factored_rms\)$"),
 ]
 
 

@@ -326,12 +326,15 @@ def test_a_key_or_seed_that_is_neither_is_refused_when_built(name):
   make = _KEYED[name]
   arg = {"noisy_sgd": "seed", "dpsgd": "seed",
          "hutchinson_estimator_diag_hessian": "random_seed"}.get(name, "key")
-  stage = {"noisy_sgd": "add_noise", "dpsgd": "differentially_private_aggregate"}.get(name, name)
+  # The ready optimizers name themselves, and the stage that checked it.
+  checked = {"noisy_sgd": r" \(checked by add_noise\)",
+             "dpsgd": r" \(checked by differentially_private_aggregate\)"}.get(name, "")
   for bad, shown in ((2.5, "2.5"), ("3", "'3'"), (True, "True"), (jnp.array(1.5), "float32"),
                      (jnp.arange(3, dtype=jnp.uint32), r"shape \(3,\)"),
                      (jax.random.split(jax.random.key(0)), r"shape \(2,\)")):
     with pytest.raises(gtx.HyperparameterError,
-                       match=rf"^{stage}: {arg} must be a jax.random.key, .*got .*{shown}"):
+                       match=rf"^{name}: {arg} must be a jax.random.key, .*got "
+                             rf".*{shown}.*{checked}$"):
       make(bad)
   params = jnp.array([0.1, 0.2, 0.3])
   grads = jnp.ones((2, 3)) if name.startswith(("differentially", "dpsgd")) else jnp.ones(3)
@@ -500,7 +503,7 @@ def test_lion_smooth_beta_is_a_hyperparameter_of_the_smooth_mode_only():
 
 
 BAD_HYPERPARAMETERS = [
-    (lambda: gtx.lion(1e-3, b1=1.5), r"scale_by_lion: b1 must be in \[0, 1\], got 1.5"),
+    (lambda: gtx.lion(1e-3, b1=1.5), r"lion: b1 must be in \[0, 1\], got 1.5"),
     (lambda: gtx.scale_by_lion(mode="smooth", smooth_beta=-1.0),
      r"scale_by_lion: smooth_beta must be in \(0, inf\), got -1.0"),
     # Unread in the other modes, and so unchecked: a slip passed without a word.
@@ -508,36 +511,37 @@ BAD_HYPERPARAMETERS = [
      r"^scale_by_lion: smooth_beta must be in \(0, inf\), got nan"),
     (lambda: gtx.scale_by_lion(mode="refined", smooth_beta="2"),
      r"^scale_by_lion: smooth_beta must be a number in \(0, inf\), got '2'"),
-    (lambda: gtx.lion(1e-3, weight_decay=-1.0), r"add_decayed_weights: weight_decay must be"),
+    (lambda: gtx.lion(1e-3, weight_decay=-1.0), r"lion: weight_decay must be"),
     (lambda: gtx.scale_by_lion(mode="soft"), r"scale_by_lion: mode must be one of"),
-    (lambda: gtx.radam(1e-3, b2=0.5), r"scale_by_radam: b2 must be in \(0.6, 1\), got 0.5"),
-    (lambda: gtx.adabelief(1e-3, eps_root=-1.0), r"scale_by_belief: eps_root must be in \[0, inf\)"),
-    (lambda: gtx.yogi(1e-3, b1=1.0), r"scale_by_yogi: b1 must be in \[0, 1\), got 1.0"),
-    (lambda: gtx.novograd(1e-3, b2=-0.1), r"scale_by_novograd: b2 must be in \[0, 1\)"),
-    (lambda: gtx.adan(1e-3, b3=1.0), r"scale_by_adan: b3 must be in \[0, 1\)"),
-    (lambda: gtx.adafactor(decay_rate=1.5), r"scale_by_factored_rms: decay_rate must be in \[0, 1\]"),
-    (lambda: gtx.adafactor(clipping_threshold=0.0), r"clip_by_block_rms: threshold must be"),
-    (lambda: gtx.lamb(1e-3, eps=-1.0), r"scale_by_adam: eps must be in \[0, inf\)"),
-    (lambda: gtx.lars(1e-3, momentum=-0.9), r"trace: decay must be in \[0, inf\)"),
+    (lambda: gtx.radam(1e-3, b2=0.5), r"radam: b2 must be in \(0.6, 1\), got 0.5"),
+    (lambda: gtx.adabelief(1e-3, eps_root=-1.0), r"adabelief: eps_root must be in \[0, inf\)"),
+    (lambda: gtx.yogi(1e-3, b1=1.0), r"yogi: b1 must be in \[0, 1\), got 1.0"),
+    (lambda: gtx.novograd(1e-3, b2=-0.1), r"novograd: b2 must be in \[0, 1\)"),
+    (lambda: gtx.adan(1e-3, b3=1.0), r"adan: b3 must be in \[0, 1\)"),
+    (lambda: gtx.adafactor(decay_rate=1.5), r"adafactor: decay_rate must be in \[0, 1\]"),
+    (lambda: gtx.adafactor(clipping_threshold=0.0), r"adafactor: clipping_threshold must be"),
+    (lambda: gtx.lamb(1e-3, eps=-1.0), r"lamb: eps must be in \[0, inf\)"),
+    (lambda: gtx.lars(1e-3, momentum=-0.9), r"lars: momentum must be in \[0, inf\)"),
     (lambda: gtx.scale_by_trust_ratio(min_norm=-1.0), r"scale_by_trust_ratio: min_norm must be"),
     (lambda: gtx.scale_by_param_block_rms(-1e-3), r"scale_by_param_block_rms: min_scale must be"),
-    (lambda: gtx.fromage(-0.1), r"scale_by_fromage: learning_rate must be in \[0, inf\)"),
-    (lambda: gtx.sign_sgd(-1.0), r"scale_by_learning_rate: learning_rate must be"),
-    (lambda: gtx.signum(0.1, beta=1.0), r"ema: decay must be in \[0, 1\)"),
-    (lambda: gtx.rprop(0.0), r"scale_by_rprop: learning_rate must be in \(0, inf\)"),
+    (lambda: gtx.fromage(-0.1), r"fromage: learning_rate must be in \[0, inf\)"),
+    (lambda: gtx.sign_sgd(-1.0), r"sign_sgd: learning_rate must be"),
+    (lambda: gtx.signum(0.1, beta=1.0), r"signum: beta must be in \[0, 1\)"),
+    (lambda: gtx.rprop(0.0), r"rprop: learning_rate must be in \(0, inf\)"),
     # Every entry's initial step, one number: an array failed in init's full_like with jax's
     # "Incompatible types for broadcasting", naming neither the stage nor the argument.
     (lambda: gtx.rprop(jnp.array([0.1, 0.2])),
-     r"scale_by_rprop: learning_rate must be a scalar, got shape \(2,\)"),
-    (lambda: gtx.rprop(0.1, eta_minus=1.5), r"scale_by_rprop: eta_minus must be in \(0, 1\]"),
-    (lambda: gtx.rprop(0.1, eta_plus=0.9), r"scale_by_rprop: eta_plus must be in \[1, inf\)"),
-    (lambda: gtx.sm3(0.1, momentum=1.0), r"scale_by_sm3: b1 must be in \[0, 1\)"),
-    (lambda: gtx.noisy_sgd(0.1, eta=-0.01), r"add_noise: eta must be in \[0, inf\)"),
-    (lambda: gtx.polyak_sgd(max_learning_rate=-1.0), r"scale_by_polyak: max_learning_rate must"),
+     r"rprop: learning_rate must be a scalar, got shape \(2,\)"),
+    (lambda: gtx.rprop(0.1, eta_minus=1.5), r"rprop: eta_minus must be in \(0, 1\]"),
+    (lambda: gtx.rprop(0.1, eta_plus=0.9), r"rprop: eta_plus must be in \[1, inf\)"),
+    (lambda: gtx.sm3(0.1, momentum=1.0), r"sm3: momentum must be in \[0, 1\)"),
+    (lambda: gtx.noisy_sgd(0.1, eta=-0.01), r"noisy_sgd: eta must be in \[0, inf\)"),
+    (lambda: gtx.polyak_sgd(max_learning_rate=-1.0), r"polyak_sgd: max_learning_rate must"),
     (lambda: gtx.polyak_sgd(variant="sps++"), r"scale_by_polyak: variant must be one of"),
     (lambda: gtx.optimistic_adam(gtx.schedules.constant_schedule(0.1)),
      r"optimistic_adam: learning_rate must be a float"),
-    (lambda: gtx.lbfgs(memory_size=0), r"scale_by_lbfgs: memory_size must be in \[1, 2147483647\] \(an integer\)"),
+    (lambda: gtx.lbfgs(memory_size=0), r"lbfgs: memory_size must be in \[1, 2147483647\] \(an "
+     r"integer\)"),
     (lambda: gtx.scale_by_zoom_linesearch(0), r"max_linesearch_steps must be in \[1, 2147483647\] \(an integer\)"),
     (lambda: gtx.scale_by_zoom_linesearch(10, curv_rtol=1.5), r"curv_rtol must be in \(0, 1\]"),
     (lambda: gtx.scale_by_zoom_linesearch(10, initial_guess_strategy="best"),

@@ -18,7 +18,7 @@ import jax.numpy as jnp
 from gradtx import numerics, tree
 from gradtx.chain import Chain, named_chain
 from gradtx.core import (NONNEGATIVE, UNIT_HALF_OPEN, GradientTransformation, HParamSpec,
-                         ScalarOrSchedule, check_state)
+                         ScalarOrSchedule, check_state, names_its_arguments)
 from gradtx.numerics import as_dtype, bias_correction, compute_dtype, safe_increment, safe_sqrt
 from gradtx.transforms.adaptive import ScaleByBeliefState, belief_moments
 from gradtx.transforms.decay import Mask, add_decayed_weights
@@ -104,6 +104,7 @@ def scale_by_acprop(b1: ScalarOrSchedule = 0.9, b2: ScalarOrSchedule = 0.999,
                                 options=dict(nu_dtype=nu_dtype))
 
 
+@names_its_arguments
 def acprop(learning_rate: ScalarOrSchedule, b1: ScalarOrSchedule = 0.9,
            b2: ScalarOrSchedule = 0.999, eps: ScalarOrSchedule = 1e-16,
            eps_root: ScalarOrSchedule = 1e-16, weight_decay: ScalarOrSchedule = 0.0,

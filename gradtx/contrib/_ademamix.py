@@ -20,7 +20,7 @@ import jax.numpy as jnp
 from gradtx import numerics, tree
 from gradtx.chain import Chain, named_chain
 from gradtx.core import (NONNEGATIVE, UNIT, UNIT_HALF_OPEN, GradientTransformation, HParams,
-                         HParamSpec, ScalarOrSchedule, check_state)
+                         HParamSpec, ScalarOrSchedule, check_state, names_its_arguments)
 from gradtx.numerics import (as_dtype, bias_correction, compute_dtype, ema_moment,
                              floor_eps_root, safe_increment)
 from gradtx.transforms.decay import Mask, add_decayed_weights
@@ -128,6 +128,7 @@ def scale_by_ademamix(b1: ScalarOrSchedule = 0.9, b2: ScalarOrSchedule = 0.999,
                                 options=dict(mu_dtype=mu_dtype, nu_dtype=nu_dtype))
 
 
+@names_its_arguments
 def ademamix(learning_rate: ScalarOrSchedule, b1: ScalarOrSchedule = 0.9,
              b2: ScalarOrSchedule = 0.999, b3: ScalarOrSchedule = 0.9999,
              alpha: ScalarOrSchedule = 5.0, eps: ScalarOrSchedule = 1e-8,
@@ -275,6 +276,7 @@ def scale_by_simplified_ademamix(b1: ScalarOrSchedule = 0.99, b2: ScalarOrSchedu
                                 options=dict(nu_dtype=nu_dtype))
 
 
+@names_its_arguments
 def simplified_ademamix(learning_rate: ScalarOrSchedule, b1: ScalarOrSchedule = 0.99,
                         b2: ScalarOrSchedule = 0.95, alpha: ScalarOrSchedule = 0.0,
                         eps: ScalarOrSchedule = 1e-8, eps_root: ScalarOrSchedule = 0.0,

@@ -19,7 +19,8 @@ import jax.numpy as jnp
 from gradtx import numerics, tree
 from gradtx.chain import Chain, named_chain
 from gradtx.core import (NONNEGATIVE_OR_INF, POSITIVE, UNIT, UNIT_HALF_OPEN, GradientTransformation,
-                         HParamSpec, ScalarOrSchedule, check_state, check_value, checks_flags)
+                         HParamSpec, ScalarOrSchedule, check_state, check_value, checks_flags,
+                         names_its_arguments)
 from gradtx.numerics import (as_dtype, clip_modulus, compute_dtype, ema_moment, safe_increment,
                              safe_sqrt)
 from gradtx.transforms.moments import ScaleByAdamState
@@ -138,6 +139,7 @@ def scale_by_adopt(b1: ScalarOrSchedule = 0.9, b2: ScalarOrSchedule = 0.9999,
 
 
 @checks_flags
+@names_its_arguments
 def adopt(learning_rate: ScalarOrSchedule, b1: ScalarOrSchedule = 0.9,
           b2: ScalarOrSchedule = 0.9999, eps: ScalarOrSchedule = 1e-6, mu_dtype: Any = None, *,
           nesterov: bool = False, use_clipping: bool = True,

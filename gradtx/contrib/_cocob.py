@@ -10,7 +10,7 @@ from gradtx import tree
 from gradtx.chain import Chain, named_chain
 from gradtx.contrib._whole_tree import _real_zeros_like
 from gradtx.core import (POSITIVE, GradientTransformation, HParams, HParamSpec, ScalarOrSchedule,
-                         check_state, require_params_like)
+                         check_state, require_params_like, names_its_arguments)
 from gradtx.numerics import as_dtype, compute_dtype, real_dtype
 from gradtx.transforms.decay import Mask, add_decayed_weights
 from gradtx.transforms.scaling import scale_by_learning_rate
@@ -107,6 +107,7 @@ def scale_by_cocob(alpha: ScalarOrSchedule = 100.0,
   return GradientTransformation(init, update, name=stage, spec=spec)
 
 
+@names_its_arguments
 def cocob(learning_rate: ScalarOrSchedule = 1.0, alpha: ScalarOrSchedule = 100.0,
           eps: ScalarOrSchedule = 1e-8, weight_decay: ScalarOrSchedule = 0.0,
           mask: Mask | None = None) -> Chain:

@@ -15,7 +15,8 @@ from gradtx.chain import Chain, named_chain
 from gradtx.contrib._whole_tree import (_adam_step_size, _betas, _current_estimate, _l1,
                                        _over_root, _real_zeros_like, _scalar_dtype)
 from gradtx.core import (NONNEGATIVE, POSITIVE, GradientTransformation, HParams,
-                         HParamSpec, ScalarOrSchedule, check_state, require_params_like)
+                         HParamSpec, ScalarOrSchedule, check_state, require_params_like,
+                         names_its_arguments)
 from gradtx.numerics import (as_dtype, compute_dtype, ema_moment, safe_divide,
                              safe_increment, zero_count)
 
@@ -155,6 +156,7 @@ def scale_by_dadapt_adamw(learning_rate: ScalarOrSchedule = 1.0,
                                 options=dict(nu_dtype=nu_dtype))
 
 
+@names_its_arguments
 def dadapt_adamw(learning_rate: ScalarOrSchedule = 1.0,
                  betas: tuple[float, float] = (0.9, 0.999), eps: ScalarOrSchedule = 1e-8,
                  estim_lr0: ScalarOrSchedule = 1e-6, weight_decay: ScalarOrSchedule = 0.0, *,

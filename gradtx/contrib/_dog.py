@@ -12,7 +12,7 @@ from gradtx.chain import Chain, named_chain
 from gradtx.contrib._common import _optional_decay
 from gradtx.contrib._whole_tree import _scalar_dtype
 from gradtx.core import (NONNEGATIVE, POSITIVE, GradientTransformation, HParams, HParamSpec,
-                         ScalarOrSchedule, check_state, require_params_like)
+                         ScalarOrSchedule, check_state, require_params_like, names_its_arguments)
 from gradtx.numerics import as_dtype, safe_sqrt
 from gradtx.transforms.decay import Mask
 from gradtx.transforms.scaling import scale_by_learning_rate
@@ -125,6 +125,7 @@ def scale_by_dog(init_step: tuple[Literal["distance", "learning_rate", "heuristi
                                 options=dict(init_step_kind=kind))
 
 
+@names_its_arguments
 def dog(learning_rate: ScalarOrSchedule = 1.0,
         init_step: tuple[Literal["distance", "learning_rate", "heuristic"], float] = (
             "heuristic", 1e-6),
@@ -236,6 +237,7 @@ def scale_by_dowg(init_estim_sq_dist: ScalarOrSchedule | None = None,
   return GradientTransformation(init, update, name=stage, spec=spec)
 
 
+@names_its_arguments
 def dowg(learning_rate: ScalarOrSchedule = 1.0, init_estim_sq_dist: ScalarOrSchedule | None = None,
          eps: ScalarOrSchedule = 1e-4, weight_decay: ScalarOrSchedule | None = None,
          mask: Mask | None = None) -> Chain:

@@ -20,7 +20,8 @@ from gradtx.chain import Chain, named_chain
 from gradtx.contrib._common import (GaLoreDimensionNumbers, GaLoreDimNumsOrFn, _dims_by_rank,
                                     _is_dims, _leaves_and_dims, _matrices_2d, _matrix_axes)
 from gradtx.core import (ANY, POSITIVE_INT, GradientTransformation, HParams, HParamSpec,
-                         ScalarOrSchedule, as_transformation, branch, check_state, check_value)
+                         ScalarOrSchedule, as_transformation, branch, check_state, check_value,
+                         names_its_arguments)
 from gradtx.errors import StructureError
 from gradtx.numerics import as_dtype, compute_dtype, safe_increment, zero_count
 from gradtx.packed import Packed
@@ -255,6 +256,7 @@ def scale_by_galore(rank: int = 128, update_proj_gap: int = 200, scale: ScalarOr
       rank=rank, base_optimizer=base, weight_dimension_numbers=weight_dimension_numbers))
 
 
+@names_its_arguments
 def galore(learning_rate: ScalarOrSchedule, rank: int = 128, update_proj_gap: int = 200,
            scale: ScalarOrSchedule = 1.0, base_optimizer: GradientTransformation | None = None,
            weight_decay: ScalarOrSchedule = 0.0, mask: Mask | None = None,

@@ -17,7 +17,8 @@ from gradtx import numerics, tree
 from gradtx.chain import Chain, named_chain
 from gradtx.contrib._whole_tree import _real_zeros_like
 from gradtx.core import (NONNEGATIVE, POSITIVE, UNIT_HALF_OPEN, GradientTransformation, HParams,
-                         HParamSpec, ScalarOrSchedule, check_state, read_once, require_params_like)
+                         HParamSpec, ScalarOrSchedule, check_state, read_once, require_params_like,
+                         names_its_arguments)
 from gradtx.numerics import (abs_sq, as_dtype, compute_dtype, real_dtype, safe_cbrt,
                              safe_increment)
 from gradtx.transforms.decay import add_decayed_weights
@@ -125,6 +126,7 @@ def scale_by_madgrad(learning_rate: ScalarOrSchedule, momentum: ScalarOrSchedule
                                 options=dict(nu_dtype=nu_dtype))
 
 
+@names_its_arguments
 def madgrad(learning_rate: ScalarOrSchedule, momentum: ScalarOrSchedule = 0.9,
             weight_decay: ScalarOrSchedule = 0.0, eps: ScalarOrSchedule = 1e-6, *,
             nu_dtype: Any = None) -> Chain:

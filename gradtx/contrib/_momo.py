@@ -13,7 +13,7 @@ from gradtx.contrib._whole_tree import (_count_as, _over_root, _real_zeros_like,
                                        _scalar_dtype)
 from gradtx.core import (ANY, NONNEGATIVE, POSITIVE, UNIT_HALF_OPEN, GradientTransformation,
                          HParams, HParamSpec, ScalarOrSchedule, check_state, checks_flags,
-                         require_params_like)
+                         require_params_like, names_its_arguments)
 from gradtx.errors import StructureError, missing_extra_argument
 from gradtx.numerics import (as_dtype, compute_dtype, ema_moment, safe_divide,
                              safe_increment, zero_count)
@@ -200,6 +200,7 @@ def scale_by_momo(learning_rate: ScalarOrSchedule = 1.0, beta: ScalarOrSchedule 
 
 
 @checks_flags
+@names_its_arguments
 def momo(learning_rate: ScalarOrSchedule = 1.0, beta: ScalarOrSchedule = 0.9,
          lower_bound: ScalarOrSchedule = 0.0, weight_decay: ScalarOrSchedule = 0.0,
          adapt_lower_bound: bool = False) -> Chain:
@@ -348,6 +349,7 @@ def scale_by_momo_adam(learning_rate: ScalarOrSchedule = 1e-2, b1: ScalarOrSched
 
 
 @checks_flags
+@names_its_arguments
 def momo_adam(learning_rate: ScalarOrSchedule = 1e-2, b1: ScalarOrSchedule = 0.9,
               b2: ScalarOrSchedule = 0.999, eps: ScalarOrSchedule = 1e-8,
               lower_bound: ScalarOrSchedule = 0.0, weight_decay: ScalarOrSchedule = 0.0,

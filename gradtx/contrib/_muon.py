@@ -23,7 +23,8 @@ from gradtx.contrib._common import (MuonDimensionNumbers, WeightDimNumOrFn, _dim
                                     _map_matrices, _matrices_2d, _matrix_axes)
 from gradtx.core import (NONNEGATIVE, POSITIVE, POSITIVE_INT, UNIT_HALF_OPEN, Range,
                          GradientTransformation, HParams, HParamSpec, Params, ScalarOrSchedule,
-                         check_integer_option, check_state, check_value, checks_flags, stateless)
+                         check_integer_option, check_state, check_value, checks_flags, stateless,
+                         names_its_arguments)
 from gradtx.numerics import (abs_sq, as_dtype, at_least_float32, ema_moment, safe_divide,
                              safe_increment, safe_rsqrt, safe_sqrt, zero_count)
 from gradtx.transforms.decay import Mask, add_decayed_weights
@@ -305,6 +306,7 @@ class _MuonLeaves:
 
 
 @checks_flags
+@names_its_arguments
 def muon(learning_rate: ScalarOrSchedule, ns_coeffs: tuple | str = _DEFAULT_NS_COEFFS,
          ns_steps: int = 5, beta: ScalarOrSchedule = 0.95, eps: ScalarOrSchedule = 1e-8,
          weight_decay: ScalarOrSchedule = 0.0, weight_decay_mask: Mask | None = None,

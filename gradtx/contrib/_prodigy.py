@@ -12,7 +12,8 @@ from gradtx.chain import Chain, named_chain
 from gradtx.contrib._whole_tree import (_adam_step_size, _betas, _current_estimate, _l1,
                                        _over_root, _real_zeros_like, _scalar_dtype)
 from gradtx.core import (NONNEGATIVE, POSITIVE, UNIT, GradientTransformation, HParams, HParamSpec,
-                         ScalarOrSchedule, check_state, checks_flags, require_params_like)
+                         ScalarOrSchedule, check_state, checks_flags, require_params_like,
+                         names_its_arguments)
 from gradtx.numerics import (as_dtype, compute_dtype, ema_moment, safe_divide,
                              safe_increment, zero_count)
 
@@ -173,6 +174,7 @@ def scale_by_prodigy(learning_rate: ScalarOrSchedule = 1.0,
 
 
 @checks_flags
+@names_its_arguments
 def prodigy(learning_rate: ScalarOrSchedule = 1.0, betas: tuple[float, float] = (0.9, 0.999),
             beta3: ScalarOrSchedule | None = None, eps: ScalarOrSchedule = 1e-8,
             estim_lr0: ScalarOrSchedule = 1e-6, estim_lr_coef: ScalarOrSchedule = 1.0,

@@ -14,7 +14,7 @@ from gradtx.contrib._common import _as_base, _optional_decay
 from gradtx.contrib._whole_tree import _scalar_dtype
 from gradtx.core import (NONNEGATIVE, POSITIVE_INT, GradientTransformation, HParams, HParamSpec,
                          Range, ScalarOrSchedule, check_integer_option, check_state, checks_flags,
-                         format_value, require_params_like)
+                         format_value, require_params_like, names_its_arguments)
 from gradtx.errors import HyperparameterError, StructureError
 from gradtx.numerics import as_dtype, compute_dtype, safe_divide, safe_increment, shared
 from gradtx.transforms.clipping import per_example_global_norm_clip
@@ -263,6 +263,7 @@ def _warmed_up(stage: str, learning_rate: ScalarOrSchedule,
                                             warmup_steps=warmup_steps)
 
 
+@names_its_arguments
 def schedule_free_sgd(learning_rate: ScalarOrSchedule = 1.0, warmup_steps: int | None = None,
                       b1: ScalarOrSchedule = 0.9, weight_decay: ScalarOrSchedule | None = None,
                       weight_lr_power: ScalarOrSchedule = 2.0,
@@ -320,6 +321,7 @@ def schedule_free_sgd(learning_rate: ScalarOrSchedule = 1.0, warmup_steps: int |
       base, learning_rate, b1, weight_lr_power, state_dtype))
 
 
+@names_its_arguments
 def schedule_free_adamw(learning_rate: ScalarOrSchedule = 0.0025,
                         warmup_steps: int | None = None, b1: ScalarOrSchedule = 0.9,
                         b2: ScalarOrSchedule = 0.999, eps: ScalarOrSchedule = 1e-8,
@@ -476,6 +478,7 @@ def differentially_private_aggregate(l2_norm_clip: ScalarOrSchedule,
 
 
 @checks_flags
+@names_its_arguments
 def dpsgd(learning_rate: ScalarOrSchedule, l2_norm_clip: ScalarOrSchedule,
           noise_multiplier: ScalarOrSchedule, seed: int, momentum: ScalarOrSchedule | None = None,
           nesterov: bool = False) -> Chain:

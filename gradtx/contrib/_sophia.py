@@ -18,7 +18,8 @@ from gradtx.chain import Chain, in_stage, named_chain
 from gradtx.core import (NONNEGATIVE, NONNEGATIVE_INT, POSITIVE, POSITIVE_INT, POSITIVE_OR_INF,
                          UNIT_HALF_OPEN, GradientTransformation, HParams, HParamSpec,
                          ScalarOrSchedule, as_transformation, branch, check_integer_option,
-                         check_state, checks_flags, require_params, require_params_like)
+                         check_state, checks_flags, require_params, require_params_like,
+                         names_its_arguments)
 from gradtx.errors import missing_extra_argument
 from gradtx.numerics import (as_dtype, bias_correction, compute_dtype, ema_moment, safe_increment,
                              zero_count)
@@ -298,6 +299,7 @@ def _print_win_rate(updates: Any, rho: jax.Array, count: jax.Array, every: int) 
 
 
 @checks_flags
+@names_its_arguments
 def sophia(learning_rate: ScalarOrSchedule, b1: ScalarOrSchedule = 0.965,
            b2: ScalarOrSchedule = 0.99, eps: ScalarOrSchedule = 1e-8,
            weight_decay: ScalarOrSchedule = 1e-4, weight_decay_mask: Mask | None = None,

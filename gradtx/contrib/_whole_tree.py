@@ -63,7 +63,10 @@ def _betas(stage: str, betas: Any) -> tuple[tuple[Any, Any], Range]:
     b1, b2 = betas
   except (TypeError, ValueError):
     raise ValueError(f"{stage}: betas must be a pair (b1, b2), got {betas!r}") from None
-  return (b1, b2), Range(0.0, 1.0, high_open=True, vector=True)
+  # A tuple as given, not rebuilt: a ready optimizer that passed it on names its own
+  # argument in a refusal by finding this very object (core.names_its_arguments).
+  pair = betas if isinstance(betas, tuple) else (b1, b2)
+  return pair, Range(0.0, 1.0, high_open=True, vector=True)
 
 
 def _count_as(count: jax.Array, dtype: Any) -> jax.Array:

@@ -11,7 +11,7 @@ from typing import Any
 import jax.numpy as jnp
 
 from gradtx.chain import Chain, named_chain
-from gradtx.core import ScalarOrSchedule, check_dtype_option, checks_flags
+from gradtx.core import ScalarOrSchedule, check_dtype_option, checks_flags, names_its_arguments
 from gradtx.transforms.adaptive import (scale_by_adan, scale_by_belief, scale_by_novograd,
                                         scale_by_radam, scale_by_yogi)
 from gradtx.transforms.clipping import clip_by_block_rms
@@ -25,6 +25,7 @@ __all__ = ["adabelief", "adafactor", "adan", "novograd", "radam", "sm3", "yogi"]
 
 
 @checks_flags
+@names_its_arguments
 def radam(learning_rate: ScalarOrSchedule, b1: ScalarOrSchedule = 0.9, b2: ScalarOrSchedule = 0.999,
           eps: ScalarOrSchedule = 1e-8, eps_root: ScalarOrSchedule = 0.0,
           threshold: ScalarOrSchedule = 5.0, *, nesterov: bool = False, mu_dtype: Any = None,
@@ -67,6 +68,7 @@ def radam(learning_rate: ScalarOrSchedule, b1: ScalarOrSchedule = 0.9, b2: Scala
 
 
 @checks_flags
+@names_its_arguments
 def adabelief(learning_rate: ScalarOrSchedule, b1: ScalarOrSchedule = 0.9,
               b2: ScalarOrSchedule = 0.999, eps: ScalarOrSchedule = 1e-16,
               eps_root: ScalarOrSchedule = 1e-16, *, nesterov: bool = False, mu_dtype: Any = None,
@@ -96,6 +98,7 @@ def adabelief(learning_rate: ScalarOrSchedule, b1: ScalarOrSchedule = 0.9,
                      lr=scale_by_learning_rate(learning_rate))
 
 
+@names_its_arguments
 def yogi(learning_rate: ScalarOrSchedule, b1: ScalarOrSchedule = 0.9, b2: ScalarOrSchedule = 0.999,
          eps: ScalarOrSchedule = 1e-3, *, mu_dtype: Any = None, nu_dtype: Any = None) -> Chain:
   """Yogi: Adam with an additive second moment that grows or shrinks by the sign of the gap.
@@ -122,6 +125,7 @@ def yogi(learning_rate: ScalarOrSchedule, b1: ScalarOrSchedule = 0.9, b2: Scalar
                      lr=scale_by_learning_rate(learning_rate))
 
 
+@names_its_arguments
 def novograd(learning_rate: ScalarOrSchedule, b1: ScalarOrSchedule = 0.9,
              b2: ScalarOrSchedule = 0.25, eps: ScalarOrSchedule = 1e-6,
              eps_root: ScalarOrSchedule = 0.0, weight_decay: ScalarOrSchedule = 0.0, *,
@@ -154,6 +158,7 @@ def novograd(learning_rate: ScalarOrSchedule, b1: ScalarOrSchedule = 0.9,
                      lr=scale_by_learning_rate(learning_rate))
 
 
+@names_its_arguments
 def adan(learning_rate: ScalarOrSchedule, b1: ScalarOrSchedule = 0.98, b2: ScalarOrSchedule = 0.92,
          b3: ScalarOrSchedule = 0.99, eps: ScalarOrSchedule = 1e-8,
          eps_root: ScalarOrSchedule = 1e-8, weight_decay: ScalarOrSchedule = 0.0,
@@ -189,6 +194,7 @@ def adan(learning_rate: ScalarOrSchedule, b1: ScalarOrSchedule = 0.98, b2: Scala
 
 
 @checks_flags
+@names_its_arguments
 def adafactor(learning_rate: ScalarOrSchedule | None = None, min_dim_size_to_factor: int = 128,
               decay_rate: ScalarOrSchedule = 0.8, decay_offset: int = 0,
               multiply_by_parameter_scale: bool = True,
@@ -258,6 +264,7 @@ def adafactor(learning_rate: ScalarOrSchedule | None = None, min_dim_size_to_fac
   return named_chain("adafactor", **stages)
 
 
+@names_its_arguments
 def sm3(learning_rate: ScalarOrSchedule, momentum: ScalarOrSchedule = 0.9, *,
         nu_dtype: Any = None) -> Chain:
   """SM3: memory-efficient Adagrad with one accumulator per axis slice, plus momentum.

@@ -14,7 +14,7 @@ from __future__ import annotations
 from typing import Any
 
 from gradtx.chain import Chain, named_chain
-from gradtx.core import ScalarOrSchedule, check_dtype_option, checks_flags
+from gradtx.core import ScalarOrSchedule, check_dtype_option, checks_flags, names_its_arguments
 from gradtx.transforms.decay import Mask, add_decayed_weights
 from gradtx.transforms.momentum import trace
 from gradtx.transforms.moments import (scale_by_adadelta, scale_by_adam, scale_by_adamax,
@@ -27,6 +27,7 @@ __all__ = ["adadelta", "adagrad", "adam", "adamax", "adamaxw", "adamw", "amsgrad
 
 
 @checks_flags
+@names_its_arguments
 def sgd(learning_rate: ScalarOrSchedule, momentum: ScalarOrSchedule | None = None,
         nesterov: bool = False, accumulator_dtype: Any = None) -> Chain:
   """Stochastic gradient descent, with optional heavy-ball or Nesterov momentum.
@@ -69,6 +70,7 @@ def sgd(learning_rate: ScalarOrSchedule, momentum: ScalarOrSchedule | None = Non
                      lr=scale_by_learning_rate(learning_rate))
 
 
+@names_its_arguments
 def adagrad(learning_rate: ScalarOrSchedule, initial_accumulator_value: float = 0.1,
             eps: ScalarOrSchedule = 1e-7, *, nu_dtype: Any = None) -> Chain:
   """Adagrad: per-coordinate steps shrinking with the sum of squared gradients.
@@ -98,6 +100,7 @@ def adagrad(learning_rate: ScalarOrSchedule, initial_accumulator_value: float = 
 
 
 @checks_flags
+@names_its_arguments
 def rmsprop(learning_rate: ScalarOrSchedule, decay: ScalarOrSchedule = 0.9,
             eps: ScalarOrSchedule = 1e-8, initial_scale: float = 0.0, eps_in_sqrt: bool = True,
             centered: bool = False, momentum: ScalarOrSchedule | None = None,
@@ -140,6 +143,7 @@ def rmsprop(learning_rate: ScalarOrSchedule, decay: ScalarOrSchedule = 0.9,
   return named_chain("rmsprop", **stages)
 
 
+@names_its_arguments
 def adadelta(learning_rate: ScalarOrSchedule = 1.0, rho: ScalarOrSchedule = 0.9,
              eps: ScalarOrSchedule = 1e-6, weight_decay: ScalarOrSchedule = 0.0,
              weight_decay_mask: Mask | None = None, *, nu_dtype: Any = None) -> Chain:
@@ -182,6 +186,7 @@ def adadelta(learning_rate: ScalarOrSchedule = 1.0, rho: ScalarOrSchedule = 0.9,
 
 
 @checks_flags
+@names_its_arguments
 def adam(learning_rate: ScalarOrSchedule, b1: ScalarOrSchedule = 0.9, b2: ScalarOrSchedule = 0.999,
          eps: ScalarOrSchedule = 1e-8, eps_root: ScalarOrSchedule = 0.0, mu_dtype: Any = None, *,
          nesterov: bool = False, nu_dtype: Any = None) -> Chain:
@@ -223,6 +228,7 @@ def adam(learning_rate: ScalarOrSchedule, b1: ScalarOrSchedule = 0.9, b2: Scalar
 
 
 @checks_flags
+@names_its_arguments
 def adamw(learning_rate: ScalarOrSchedule, b1: ScalarOrSchedule = 0.9, b2: ScalarOrSchedule = 0.999,
           eps: ScalarOrSchedule = 1e-8, eps_root: ScalarOrSchedule = 0.0, mu_dtype: Any = None,
           weight_decay: ScalarOrSchedule = 1e-4, mask: Mask | None = None, *,
@@ -254,6 +260,7 @@ def adamw(learning_rate: ScalarOrSchedule, b1: ScalarOrSchedule = 0.9, b2: Scala
 
 
 @checks_flags
+@names_its_arguments
 def nadam(learning_rate: ScalarOrSchedule, b1: ScalarOrSchedule = 0.9, b2: ScalarOrSchedule = 0.999,
           eps: ScalarOrSchedule = 1e-8, eps_root: ScalarOrSchedule = 0.0, mu_dtype: Any = None, *,
           nesterov: bool = True, nu_dtype: Any = None) -> Chain:
@@ -281,6 +288,7 @@ def nadam(learning_rate: ScalarOrSchedule, b1: ScalarOrSchedule = 0.9, b2: Scala
 
 
 @checks_flags
+@names_its_arguments
 def nadamw(learning_rate: ScalarOrSchedule, b1: ScalarOrSchedule = 0.9,
            b2: ScalarOrSchedule = 0.999, eps: ScalarOrSchedule = 1e-8,
            eps_root: ScalarOrSchedule = 0.0, mu_dtype: Any = None,
@@ -304,6 +312,7 @@ def nadamw(learning_rate: ScalarOrSchedule, b1: ScalarOrSchedule = 0.9,
 
 
 @checks_flags
+@names_its_arguments
 def amsgrad(learning_rate: ScalarOrSchedule, b1: ScalarOrSchedule = 0.9,
             b2: ScalarOrSchedule = 0.999, eps: ScalarOrSchedule = 1e-8,
             eps_root: ScalarOrSchedule = 0.0, mu_dtype: Any = None, bias_correction_mu: bool = True,
@@ -338,6 +347,7 @@ def amsgrad(learning_rate: ScalarOrSchedule, b1: ScalarOrSchedule = 0.9,
                      lr=scale_by_learning_rate(learning_rate))
 
 
+@names_its_arguments
 def adamax(learning_rate: ScalarOrSchedule, b1: ScalarOrSchedule = 0.9,
            b2: ScalarOrSchedule = 0.999, eps: ScalarOrSchedule = 1e-8, *,
            nu_dtype: Any = None) -> Chain:
@@ -363,6 +373,7 @@ def adamax(learning_rate: ScalarOrSchedule, b1: ScalarOrSchedule = 0.9,
                      lr=scale_by_learning_rate(learning_rate))
 
 
+@names_its_arguments
 def adamaxw(learning_rate: ScalarOrSchedule, b1: ScalarOrSchedule = 0.9,
             b2: ScalarOrSchedule = 0.999, eps: ScalarOrSchedule = 1e-8,
             weight_decay: ScalarOrSchedule = 1e-4, mask: Mask | None = None, *,

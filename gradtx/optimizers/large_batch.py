@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from gradtx.chain import Chain, named_chain
-from gradtx.core import ScalarOrSchedule, checks_flags
+from gradtx.core import ScalarOrSchedule, checks_flags, names_its_arguments
 from gradtx.transforms.decay import Mask, add_decayed_weights
 from gradtx.transforms.momentum import trace
 from gradtx.transforms.moments import scale_by_adam
@@ -16,6 +16,7 @@ from gradtx.wrappers import masked
 __all__ = ["fromage", "lamb", "lars"]
 
 
+@names_its_arguments
 def lamb(learning_rate: ScalarOrSchedule, b1: ScalarOrSchedule = 0.9, b2: ScalarOrSchedule = 0.999,
          eps: ScalarOrSchedule = 1e-6, eps_root: ScalarOrSchedule = 0.0,
          weight_decay: ScalarOrSchedule = 0.0, mask: Mask | None = None, *,
@@ -48,6 +49,7 @@ def lamb(learning_rate: ScalarOrSchedule, b1: ScalarOrSchedule = 0.9, b2: Scalar
 
 
 @checks_flags
+@names_its_arguments
 def lars(learning_rate: ScalarOrSchedule, weight_decay: ScalarOrSchedule = 0.0,
          weight_decay_mask: Mask = True, trust_coefficient: ScalarOrSchedule = 0.001,
          eps: ScalarOrSchedule = 0.0, trust_ratio_mask: Mask = True,
@@ -85,6 +87,7 @@ def lars(learning_rate: ScalarOrSchedule, weight_decay: ScalarOrSchedule = 0.0,
                      momentum=trace(momentum, nesterov))
 
 
+@names_its_arguments
 def fromage(learning_rate: ScalarOrSchedule, min_norm: ScalarOrSchedule = 1e-6) -> Chain:
   """Fromage: a step of fixed relative size per layer, then a shrink toward the origin.
 

@@ -7,7 +7,7 @@ from typing import Any
 import jax
 
 from gradtx.chain import Chain, named_chain
-from gradtx.core import NONNEGATIVE, ScalarOrSchedule, check_value, checks_flags
+from gradtx.core import NONNEGATIVE, ScalarOrSchedule, check_value, checks_flags, names_its_arguments
 from gradtx.transforms.moments import scale_by_adam
 from gradtx.transforms.noise import add_noise
 from gradtx.transforms.optimism import scale_by_optimistic_gradient
@@ -16,6 +16,7 @@ from gradtx.transforms.scaling import scale_by_learning_rate
 __all__ = ["noisy_sgd", "optimistic_adam", "optimistic_adam_v2", "optimistic_gradient_descent"]
 
 
+@names_its_arguments
 def noisy_sgd(learning_rate: ScalarOrSchedule, eta: ScalarOrSchedule = 0.01,
               gamma: ScalarOrSchedule = 0.55, key: Any = None, *, seed: int | None = None) -> Chain:
   """SGD on gradients with annealed Gaussian noise.
@@ -39,6 +40,7 @@ def noisy_sgd(learning_rate: ScalarOrSchedule, eta: ScalarOrSchedule = 0.01,
                      lr=scale_by_learning_rate(learning_rate))
 
 
+@names_its_arguments
 def optimistic_gradient_descent(learning_rate: ScalarOrSchedule, alpha: ScalarOrSchedule = 1.0,
                                 beta: ScalarOrSchedule = 1.0) -> Chain:
   """Optimistic gradient descent: :math:`\\theta_{t+1} = \\theta_t - \\eta((\\alpha+\\beta) g_t - \\beta g_{t-1})`.
@@ -59,6 +61,7 @@ def optimistic_gradient_descent(learning_rate: ScalarOrSchedule, alpha: ScalarOr
 
 
 @checks_flags
+@names_its_arguments
 def optimistic_adam_v2(learning_rate: ScalarOrSchedule, *, alpha: ScalarOrSchedule = 1.0,
                        beta: ScalarOrSchedule = 1.0, b1: ScalarOrSchedule = 0.9,
                        b2: ScalarOrSchedule = 0.999, eps: ScalarOrSchedule = 1e-8,
@@ -91,6 +94,7 @@ def optimistic_adam_v2(learning_rate: ScalarOrSchedule, *, alpha: ScalarOrSchedu
 
 
 @checks_flags
+@names_its_arguments
 def optimistic_adam(learning_rate: float | jax.Array, optimism: ScalarOrSchedule | None = None,
                     b1: ScalarOrSchedule = 0.9, b2: ScalarOrSchedule = 0.999,
                     eps: ScalarOrSchedule = 1e-8, eps_root: ScalarOrSchedule = 0.0,

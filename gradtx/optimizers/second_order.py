@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Literal
 
 from gradtx.chain import Chain, named_chain
-from gradtx.core import GradientTransformation, ScalarOrSchedule, checks_flags
+from gradtx.core import GradientTransformation, ScalarOrSchedule, checks_flags, names_its_arguments
 from gradtx.transforms.linesearch import scale_by_lbfgs, scale_by_zoom_linesearch
 from gradtx.transforms.scaling import scale_by_learning_rate
 from gradtx.transforms.stepsize import scale_by_polyak
@@ -14,6 +14,7 @@ __all__ = ["lbfgs", "polyak_sgd"]
 
 
 @checks_flags
+@names_its_arguments
 def lbfgs(learning_rate: ScalarOrSchedule | None = None, memory_size: int = 10,
           scale_init_precond: bool = True,
           linesearch: GradientTransformation | None = scale_by_zoom_linesearch(
@@ -55,6 +56,7 @@ def lbfgs(learning_rate: ScalarOrSchedule | None = None, memory_size: int = 10,
   return named_chain("lbfgs", **stages)
 
 
+@names_its_arguments
 def polyak_sgd(max_learning_rate: ScalarOrSchedule = 1.0, scaling: ScalarOrSchedule = 1.0,
                f_min: ScalarOrSchedule = 0.0, eps: ScalarOrSchedule = 0.0,
                variant: Literal["sps", "sps+"] = "sps") -> Chain:

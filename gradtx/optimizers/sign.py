@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from gradtx.chain import Chain, named_chain
-from gradtx.core import ScalarOrSchedule
+from gradtx.core import ScalarOrSchedule, names_its_arguments
 from gradtx.transforms.decay import Mask, add_decayed_weights
 from gradtx.transforms.momentum import ema
 from gradtx.transforms.scaling import scale, scale_by_learning_rate
@@ -14,6 +14,7 @@ from gradtx.transforms.sign import scale_by_lion, scale_by_rprop, scale_by_sign
 __all__ = ["lion", "rprop", "sign_sgd", "signum"]
 
 
+@names_its_arguments
 def lion(learning_rate: ScalarOrSchedule, b1: ScalarOrSchedule = 0.9, b2: ScalarOrSchedule = 0.99,
          mu_dtype: Any = None, weight_decay: ScalarOrSchedule = 1e-3,
          mask: Mask | None = None) -> Chain:
@@ -49,6 +50,7 @@ def lion(learning_rate: ScalarOrSchedule, b1: ScalarOrSchedule = 0.9, b2: Scalar
                      lr=scale_by_learning_rate(learning_rate))
 
 
+@names_its_arguments
 def sign_sgd(learning_rate: ScalarOrSchedule) -> Chain:
   """signSGD: :math:`\\theta_{t+1} = \\theta_t - \\eta \\operatorname{sign}(g_t)`.
 
@@ -59,6 +61,7 @@ def sign_sgd(learning_rate: ScalarOrSchedule) -> Chain:
   return named_chain("sign_sgd", sign=scale_by_sign(), lr=scale_by_learning_rate(learning_rate))
 
 
+@names_its_arguments
 def signum(learning_rate: ScalarOrSchedule, beta: ScalarOrSchedule = 0.9,
            accumulator_dtype: Any = None) -> Chain:
   """Signum: the sign of an (undebiased) EMA of the gradients.
@@ -82,6 +85,7 @@ def signum(learning_rate: ScalarOrSchedule, beta: ScalarOrSchedule = 0.9,
                      sign=scale_by_sign(), lr=scale_by_learning_rate(learning_rate))
 
 
+@names_its_arguments
 def rprop(learning_rate: float, eta_minus: ScalarOrSchedule = 0.5, eta_plus: ScalarOrSchedule = 1.2,
           min_step_size: ScalarOrSchedule = 1e-6, max_step_size: ScalarOrSchedule = 50.0) -> Chain:
   """Rprop (iRprop-): per-entry step sizes adapted by the sign agreement of gradients.

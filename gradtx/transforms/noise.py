@@ -51,9 +51,9 @@ def as_key(where: str, key: Any, seed: Any = None, *, name: str = "key") -> jax.
     return jax.random.key(key)
   shown = (f"an array of dtype {dtype}, shape {shape}" if isinstance(key, (jax.Array, np.ndarray))
            else repr(key))
-  raise HyperparameterError(
-      f"{where}: {name} must be a jax.random.key, a raw uint32[2] key (jax.random.PRNGKey) or "
-      f"an int seed, got {shown}")
+  raise HyperparameterError.about(
+      where, name, key, "must be a jax.random.key, a raw uint32[2] key (jax.random.PRNGKey) "
+      f"or an int seed, got {shown}")
 
 
 def shown_key(key: Any, seed: Any = None) -> Any:
