@@ -9,11 +9,17 @@ states are NamedTuples and need nothing; gradtx's states also hold mappings
 statistics, packed buffers), which :func:`serializable` marks.
 
 gradtx does not import flax (it is optional, and slow to import). Instead,
-:func:`register_with_flax` registers the marked classes once flax is imported:
-it is called where states and packed trees are made (a stage's
-``HParamSpec.init``, ``Chain.init``, ``Layout.pack``), which in a flax program
-is after ``import flax`` (``TrainState.create`` and ``nnx.Optimizer`` call
-``init`` themselves). The check is one dictionary lookup.
+:func:`register_with_flax` registers the marked classes with
+``flax.serialization`` whichever is imported first: at once where flax is
+(a class marked later is registered as it is marked), else as soon as
+``flax.serialization`` is (an import hook, :class:`_AfterFlaxImport`), so a
+state made before ``import flax`` saves and restores as one made after. (A
+state made after it registered them at its ``init`` only: saving one made
+before raised ``can not serialize 'ChainState' object``, and restoring into
+it gave back the raw state dict.) The places that make states and packed
+trees (a stage's ``HParamSpec.init``, ``Chain.init``, ``Layout.pack``) still
+call it, one dictionary lookup, should another import hook load flax past
+this one.
 
 A node's state dict maps its children's key names (a stage name, a
 hyperparameter name, ``count``, a dtype) to theirs, so a msgpack checkpoint
@@ -22,31 +28,86 @@ reads like the state.
 
 from __future__ import annotations
 
+import importlib.abc
 import sys
-from typing import Any, TypeVar, cast
+from typing import Any, Sequence, TypeVar, cast
 
 import jax
 
 _Node = TypeVar("_Node", bound=type)
 _NODES: list[type] = []
 _registered_with: Any = None  # the flax.serialization module the classes are registered with
+_FLAX_SERIALIZATION = "flax.serialization"
 
 
 def serializable(cls: _Node) -> _Node:
   """Marks a pytree node class for flax.serialization (see the module docstring)."""
   _NODES.append(cls)
+  if _registered_with is not None:  # flax was imported before this class was marked
+    _register(_registered_with, cls)
+  else:
+    register_with_flax()
   return cls
+
+
+def _register(module: Any, cls: type) -> None:
+  module.register_serialization_state(cls, _to_state_dict, _from_state_dict, override=True)
 
 
 def register_with_flax() -> None:
   """Registers the marked classes with flax.serialization, if flax is imported."""
   global _registered_with  # pylint: disable=global-statement
-  module = sys.modules.get("flax.serialization")
-  if module is None or module is _registered_with:
+  module = sys.modules.get(_FLAX_SERIALIZATION)
+  # Registered once its module has run: an import hook's loader calls this after it.
+  if module is None or module is _registered_with or not hasattr(
+      module, "register_serialization_state"):
     return
   for cls in _NODES:
-    module.register_serialization_state(cls, _to_state_dict, _from_state_dict, override=True)
+    _register(module, cls)
   _registered_with = module
+
+
+class _RegisteringLoader(importlib.abc.Loader):
+  """flax.serialization's own loader, which registers gradtx's classes once it has run."""
+
+  def __init__(self, loader: Any):
+    self._loader = loader
+
+  def create_module(self, spec: Any) -> Any:
+    return self._loader.create_module(spec)
+
+  def exec_module(self, module: Any) -> None:
+    self._loader.exec_module(module)
+    register_with_flax()
+
+  def __getattr__(self, name: str) -> Any:  # get_code, get_resource_reader, ...: the loader's
+    return getattr(self._loader, name)
+
+
+class _AfterFlaxImport(importlib.abc.MetaPathFinder):
+  """An import hook: where ``flax.serialization`` is imported, its module is loaded by
+  the finder that would load it, and gradtx's classes are registered once it has run.
+  Every other import is one string comparison here."""
+
+  def find_spec(self, fullname: str, path: Sequence[str] | None,
+                target: Any = None) -> Any:
+    if fullname != _FLAX_SERIALIZATION:
+      return None
+    for finder in sys.meta_path:
+      find = getattr(finder, "find_spec", None)
+      if finder is self or find is None:
+        continue
+      spec = find(fullname, path, target)
+      if spec is not None:
+        if hasattr(spec.loader, "exec_module"):
+          spec.loader = _RegisteringLoader(spec.loader)
+        return spec
+    return None
+
+
+if _FLAX_SERIALIZATION not in sys.modules and not any(
+    isinstance(finder, _AfterFlaxImport) for finder in sys.meta_path):
+  sys.meta_path.insert(0, _AfterFlaxImport())
 
 
 def _children(node: Any) -> tuple[list[tuple[str, Any]], Any]:

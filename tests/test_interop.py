@@ -22,6 +22,8 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import importlib
+import sys
 from typing import Callable
 
 import equinox as eqx
@@ -279,6 +281,30 @@ def test_flax_serialization_names_a_state_dict_that_does_not_fit():
   with pytest.raises(ValueError, match=r"does not match the target ChainState: missing "
                                        r"\['decay'\], unexpected \[\]"):
     serialization.from_bytes(gtx.adamw(1e-2).init(params), saved)
+
+
+def test_a_state_made_before_flax_serialization_is_imported_saves(monkeypatch):
+  # The classes were registered with flax where a state was made: a state made before
+  # the import raised "can not serialize 'ChainState' object", and restoring into it gave
+  # back the raw state dict. Here flax.serialization is imported anew, after both states.
+  import flax  # pylint: disable=import-outside-toplevel
+  from gradtx import _flax_serialization as registration  # pylint: disable=import-outside-toplevel
+  params = {"w": jnp.ones(2)}
+  tx = gtx.adam(gtx.schedules.linear_schedule(1e-2, 1e-3, 10))
+  target = tx.init(params)
+  _, state = tx.update(params, target, params)
+  before = flax.serialization
+  monkeypatch.delitem(sys.modules, "flax.serialization")
+  monkeypatch.setattr(flax, "serialization", before)  # put back after the test
+  monkeypatch.setattr(registration, "_registered_with", registration._registered_with)
+  hook = [f for f in sys.meta_path if isinstance(f, registration._AfterFlaxImport)]
+  monkeypatch.setattr(sys, "meta_path", hook or [registration._AfterFlaxImport(), *sys.meta_path])
+  fresh = importlib.import_module("flax.serialization")
+  assert fresh is not before
+  restored = fresh.from_bytes(target, fresh.to_bytes(state))
+  assert isinstance(restored, gtx.ChainState)
+  assert int(restored["lr"].hparams.count) == 1
+  jax.tree.map(np.testing.assert_array_equal, restored, state)
 
 
 # ----------------------------------------------------------------------------

@@ -453,6 +453,22 @@ def test_measures_state_keeps_its_structure_from_init_on_so_it_scans():
                               _ema_reference([1.0, 5.0, 9.0], 0.5, True)[-1]], rtol=1e-6)
 
 
+def test_measures_refuse_a_measurement_that_would_change_the_state_structure():
+  # A leaf given to init whose gradient is None: a tree-valued measurement loses its
+  # array there (the state's structure would change at the first step).
+  tx = gtx.monitor({"same": lambda u: u})
+  params = {"w": jnp.ones(2), "b": jnp.ones(3)}
+  with pytest.raises(gtx.StructureError, match=r"monitor: measure 'same' of the updates and "
+                     r"the state's 'same' differ in shape at key path \['b'\]: no array"):
+    tx.update({"w": jnp.ones(2), "b": None}, tx.init(params), params)
+  # With None there at init too, the structure stays.
+  params = {"w": jnp.ones(2), "b": None}
+  state = tx.init(params)
+  _, new = tx.update({"w": jnp.array([2.0, 3.0]), "b": None}, state, params)
+  assert jax.tree.structure(new) == jax.tree.structure(state)
+  np.testing.assert_array_equal(gtx.stats(new)["same"]["w"], [2.0, 3.0])
+
+
 def test_measure_decay_is_set_by_name_without_retracing():
   tx = gtx.monitor({"ema": gtx.measure_with_ema(jnp.sum, 0.5)})
   traces = []

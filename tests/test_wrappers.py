@@ -1038,3 +1038,20 @@ def test_snapshot_records_updates_where_it_stands(jit):
   assert state["before"].measurement["norm"] is values["before.norm"]
   with pytest.raises(ValueError, match="snapshot: measure_name must be a string"):
     gtx.snapshot("a.b", gtx.tree.global_norm)
+
+
+def test_snapshot_keeps_its_state_structure_or_names_the_leaf_that_lost_its_array():
+  # A tree-valued measure of a leaf None at init and None in the updates: its
+  # measurement stays a MaskedNode, and the state keeps its structure.
+  tx = gtx.snapshot("abs", lambda u: jax.tree.map(jnp.abs, u))
+  params = {"w": jnp.ones(2), "b": None}
+  state = tx.init(params)
+  _, new = tx.update({"w": jnp.array([-3.0, 4.0]), "b": None}, state, params)
+  assert jax.tree.structure(new) == jax.tree.structure(state)
+  np.testing.assert_array_equal(gtx.stats(new)["abs"]["w"], [3.0, 4.0])
+  # A leaf given to init whose gradient is None would lose its array (a retrace,
+  # a lax.scan error): refused, naming its key path, as a stage's moment is.
+  params = {"w": jnp.ones(2), "b": jnp.ones(3)}
+  with pytest.raises(gtx.StructureError, match=r"snapshot: measure 'abs' of the updates and "
+                     r"the state's 'abs' differ in shape at key path \['b'\]: no array"):
+    tx.update({"w": jnp.ones(2), "b": None}, tx.init(params), params)

@@ -294,7 +294,10 @@ def monitor(*statistics: str | Mapping[str, Any], inner: GradientTransformation 
   ``"<stage>.<name>.<hyperparameter>"``. Unlike optax's, the state holds
   every measurement from ``init`` on (zeros of its shape), so its structure
   does not change at the first step and it can be carried through
-  ``jax.lax.scan``.
+  ``jax.lax.scan``; a measurement of another structure or shape than at
+  ``init`` raises, naming its key path (a tree-valued one of a leaf given to
+  ``init`` whose gradient is ``None``: give ``init`` the params with ``None``
+  there).
 
   Conventions: torch users log ``p.grad.norm()`` and
   ``(lr * p.grad).norm() / p.norm()`` per layer by hand after
@@ -395,6 +398,20 @@ class MeasuresState(NamedTuple):
   hparams: HParams
 
 
+def check_measurement(stage: str, name: str, held: PyTree, measured: PyTree) -> None:
+  """Raises :class:`~gradtx.StructureError` unless ``measured`` (a measure's value
+  at this step) has the structure and shapes of ``held``, the one the state holds.
+
+  ``init`` measured the params; a leaf given to ``init`` whose gradient is
+  ``None`` has no array in the updates, and a tree-valued measurement (``lambda
+  u: u``) would lose it, changing the state's structure (a jitted step retraces,
+  ``jax.lax.scan`` fails). The error names its key path, as a stage that keeps a
+  moment for that leaf does.
+  """
+  tree.check_structure(held, measured, f"the state's {name!r}",
+                       f"measure {name!r} of the updates", stage=stage)
+
+
 def _is_transformation(measure: Any) -> bool:
   return callable(getattr(measure, "init", None)) and callable(getattr(measure, "update", None))
 
@@ -443,6 +460,8 @@ def _monitor_measures(measures: Mapping[str, Any]) -> GradientTransformation:
   def update(updates, state, params=None, **extra):
     check_state("monitor", state, MeasuresState)
     measurements, states = measure_all(updates, state.measure_states, params, extra)
+    for name, value in measurements.items():
+      check_measurement("monitor", name, state.measurements[name], value)
     return updates, MeasuresState(Stats(measurements), ChainState(states), state.hparams)
 
   return GradientTransformation(init, update, name="monitor", spec=spec,

@@ -6,7 +6,7 @@ from typing import Any, Callable, NamedTuple
 
 
 from gradtx.core import GradientTransformation, check_callable, check_state
-from gradtx.transforms.monitoring import Stats
+from gradtx.transforms.monitoring import Stats, check_measurement
 from gradtx.wrappers._common import PyTree
 
 
@@ -44,7 +44,11 @@ def snapshot(measure_name: str, measure: Callable[[PyTree], Any]) -> GradientTra
     measure_name: the key of the measurement, a Python identifier.
     measure: a function of the updates returning an array or a tree of them.
       It is also called on the params at ``init``, so its result on the
-      params must have the same shapes and dtypes as on the updates.
+      params must have the same shapes and dtypes as on the updates; one of
+      another structure or shape raises at ``update``, naming its key path,
+      where the state's structure would change (a retrace, a ``jax.lax.scan``
+      error): a tree-valued measure of a leaf given to ``init`` whose gradient
+      is ``None`` (give ``init`` the params with ``None`` there).
 
   Example:
     >>> import gradtx as gtx
@@ -67,7 +71,9 @@ def snapshot(measure_name: str, measure: Callable[[PyTree], Any]) -> GradientTra
   def update(updates, state, params=None, **extra):
     del params, extra
     check_state("snapshot", state, SnapshotState)
-    return updates, SnapshotState(Stats({measure_name: measure(updates)}))
+    measured = measure(updates)
+    check_measurement("snapshot", measure_name, state.measurement[measure_name], measured)
+    return updates, SnapshotState(Stats({measure_name: measured}))
 
   return GradientTransformation(init, update, name="snapshot",
                                 options=dict(measure_name=measure_name, measure=measure))
