@@ -551,6 +551,15 @@ BAD_ARGUMENTS = [
      r"^exponential_decay: decay_rate must be > 0, got 0.0$"),
     (lambda: S.exponential_decay(1.0, 10, -0.5),
      r"^exponential_decay: decay_rate must be > 0, got -0.5$"),
+    # inf was let through an argument's range: a decay_rate of inf gave inf from step 1,
+    # a div_factor of inf NaN at every step, an interpolated scale of inf NaN at step 0.
+    (lambda: S.exponential_decay(1.0, 10, math.inf),
+     r"^exponential_decay: decay_rate must be a finite number > 0, got inf$"),
+    (lambda: S.cosine_onecycle_schedule(100, 1.0, div_factor=math.inf),
+     r"^cosine_onecycle_schedule: div_factor must be a finite number > 0, got inf$"),
+    (lambda: S.piecewise_interpolate_schedule("linear", 1.0, {5: math.inf}),
+     r"^piecewise_interpolate_schedule: boundaries_and_scales\[5\] must be a finite number "
+     r">= 0, got inf$"),
     (lambda: S.exponential_decay(1.0, 10, 0.5, transition_begin=-1),
      r"^exponential_decay: transition_begin must be >= 0, got -1$"),
     (lambda: S.cosine_decay_schedule(1.0, 0),

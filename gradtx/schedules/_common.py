@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import inspect
+import math
 import operator
 from typing import Any, Callable, ParamSpec, Sequence
 
@@ -138,10 +139,19 @@ def _concrete(value: Any) -> float | None:
 
 def _check(where: str, arg: str, value: Any,
            ok: Callable[[float], bool], rule: str) -> None:
+  """Raises unless a concrete ``value`` is a finite number for which ``ok`` holds.
+
+  ``inf`` is refused whatever ``ok`` says, as :class:`gradtx.core.Range` leaves it out:
+  a ``decay_rate`` of inf gave inf from step 1 on, a ``div_factor`` of inf NaN at every
+  step, and a piecewise scale of inf inf (NaN at step 0 once interpolated)."""
   _number(where, arg, value)
   number = _concrete(value)
-  if number is not None and not ok(number):
+  if number is None:
+    return
+  if not ok(number):
     raise _error(where, arg, rule, value)
+  if not math.isfinite(number):
+    raise _error(where, arg, f"a finite number {rule}", value)
 
 
 # ------------------------------------------------------------------ numerics
