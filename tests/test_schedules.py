@@ -474,6 +474,13 @@ def test_integral_float_steps_are_accepted():
   _close(sched(50), ref_cosine(50, 1.0, 100))
 
 
+def test_cosine_alpha_above_one_rises_as_in_optax():
+  # alpha < 0 is refused (BAD_ARGUMENTS); above 1 the schedule rises, a use optax's own
+  # warmup_cosine_decay_schedule makes of it (alpha = end_value / peak_value).
+  sched = schedules.cosine_decay_schedule(1.0, 10, alpha=1.5)
+  _close([sched(t) for t in (0, 5, 10, 11)], [1.0, 1.25, 1.5, 1.5])
+
+
 def test_negative_count_is_step_zero():
   sched = schedules.piecewise_interpolate_schedule("linear", 1.0, {4: 0.5})
   _close(sched(-3), 1.0)
@@ -564,6 +571,13 @@ BAD_ARGUMENTS = [
      r"^exponential_decay: transition_begin must be >= 0, got -1$"),
     (lambda: S.cosine_decay_schedule(1.0, 0),
      r"^cosine_decay_schedule: decay_steps must be > 0, got 0$"),
+    # alpha < 0 ended below 0 (-0.5 for alpha=-0.5), a step up the loss; NaN was NaN.
+    (lambda: S.cosine_decay_schedule(1.0, 10, alpha=-0.5),
+     r"^cosine_decay_schedule: alpha must be >= 0, got -0.5$"),
+    (lambda: S.cosine_decay_schedule(1.0, 10, alpha=math.nan),
+     r"^cosine_decay_schedule: alpha must be >= 0, got nan$"),
+    (lambda: S.cosine_decay_schedule(1.0, 10, alpha=math.inf),
+     r"^cosine_decay_schedule: alpha must be a finite number >= 0, got inf$"),
     (lambda: S.cosine_decay_schedule(1.0, 10, exponent=-1.0),
      r"^cosine_decay_schedule: exponent must be > 0, got -1.0$"),
     (lambda: S.warmup_cosine_decay_schedule(0.0, 1.0, 0, 0),
