@@ -11,6 +11,7 @@ from typing import Any, Callable, ParamSpec, Sequence
 import chex
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from gradtx.core import Schedule, check_flag
 from gradtx.errors import HyperparameterError
@@ -121,10 +122,22 @@ def _number(where: str, arg: str, value: Any, *, optional: bool = False) -> None
   if value is None and optional:
     return
   kind = getattr(getattr(value, "dtype", None), "kind", None)
+  rule = "a number or None" if optional else "a number"
   if value is None or isinstance(value, (str, bytes, bool)) or kind in ("U", "S", "O", "b"):
     hint = " (convert it with float())" if isinstance(value, (str, bytes)) else ""
-    rule = "a number or None" if optional else "a number"
     raise HyperparameterError(f"{where}: {arg} must be {rule}, got {value!r}{hint}")
+  # A complex value failed at the first step (float() of a complex, or its imaginary part
+  # dropped with a warning), and a NaN one was NaN at every step: a slip, never a value.
+  if isinstance(value, complex) or kind == "c":
+    raise HyperparameterError(f"{where}: {arg} must be a real number, got {value!r}")
+  if not isinstance(value, jax.core.Tracer):
+    try:
+      nan = np.isnan(np.asarray(value, np.float64)).any()
+    except (TypeError, ValueError):
+      return
+    if nan:
+      shown = value if np.ndim(value) == 0 else "an array holding NaN"
+      raise HyperparameterError(f"{where}: {arg} must be {rule}, got {shown}")
 
 
 def _concrete(value: Any) -> float | None:
