@@ -628,6 +628,9 @@ BAD_ARGUMENTS = [
     (lambda: S.join_schedules([S.constant_schedule(1.0)] * 3, [5, 2]),
      r"^join_schedules: boundaries must be in non-decreasing order, "
      r"got \(5, 2\)$"),
+    # One boundary not in a list failed with "'int' object is not iterable".
+    (lambda: S.join_schedules([S.constant_schedule(1.0)] * 2, 5),
+     r"^join_schedules: boundaries must be a sequence of steps, got 5$"),
     (lambda: S.join_schedules([S.constant_schedule(1.0)] * 2, [-1]),
      r"^join_schedules: boundary must be >= 0, got -1$"),
     # A value in a schedule's place failed at the first step ("'float' object is not
