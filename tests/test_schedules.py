@@ -617,6 +617,9 @@ BAD_ARGUMENTS = [
     (lambda: S.piecewise_interpolate_schedule("quadratic", 1.0, {5: 0.1}),
      r"^piecewise_interpolate_schedule: interpolate_type must be 'linear' or "
      r"'cosine', got 'quadratic'$"),
+    (lambda: S.piecewise_interpolate_schedule(["linear"], 1.0, {5: 0.1}),
+     r"^piecewise_interpolate_schedule: interpolate_type must be 'linear' or "
+     r"'cosine', got \['linear'\]$"),
     (lambda: S.piecewise_interpolate_schedule("linear", 1.0, {5: -1.0}),
      r"^piecewise_interpolate_schedule: boundaries_and_scales\[5\] must be "
      r">= 0, got -1.0$"),

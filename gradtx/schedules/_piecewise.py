@@ -86,7 +86,8 @@ _INTERPOLATE = {"linear": _linear_interpolate, "cosine": _cosine_interpolate}
 def _interpolate(where, interpolate_type, init_value,
                  boundaries_and_scales) -> Schedule:
   """Validates and builds a piecewise interpolated schedule."""
-  if interpolate_type not in _INTERPOLATE:
+  # A list here raised "unhashable type: 'list'" from the lookup.
+  if not isinstance(interpolate_type, str) or interpolate_type not in _INTERPOLATE:
     raise _error(where, "interpolate_type", "'linear' or 'cosine'",
                  interpolate_type)
   interpolate = _INTERPOLATE[interpolate_type]
