@@ -75,6 +75,21 @@ def _is_bound_leaf(bound: Any) -> bool:
   return jax.tree_util.treedef_is_leaf(jax.tree.structure(bound))
 
 
+def _check_bound_numbers(stage: str, name: str, bound: PyTree) -> None:
+  """Raises :class:`~gradtx.HyperparameterError` for a leaf of ``bound`` that is not real
+  numbers: a string (``lower='0'``, as a YAML or command-line parser leaves it) failed in
+  numpy's ``<=`` ("ufunc 'less_equal' did not contain a loop"), None in ``jnp.asarray``;
+  a bool was taken as 0 or 1 and a complex bound lost its imaginary part."""
+  for path, leaf in jax.tree_util.tree_leaves_with_path(bound, is_leaf=lambda b: b is None):
+    kind = np.dtype(leaf.dtype).kind if hasattr(leaf, "dtype") else None
+    if (leaf is None or isinstance(leaf, (str, bytes, bool, complex))
+        or kind in ("U", "S", "O", "b", "c")):
+      where = f" at {jax.tree_util.keystr(path)}" if path else ""
+      hint = " (convert it with float())" if isinstance(leaf, (str, bytes)) else ""
+      raise HyperparameterError(
+          f"{stage}: {name} must be a real number{where}, got {leaf!r}{hint}")
+
+
 def _first_misordered(lower: PyTree, upper: PyTree) -> tuple[Any, float, float] | None:
   """``(key path, low, high)`` of the first concrete entry where ``low <= high`` fails
   (a NaN bound too: it gave NaN entries), or None."""
@@ -113,6 +128,8 @@ def projection_box(tree: PyTree, lower: Any, upper: Any) -> PyTree:
     x = jnp.asarray(x)
     return jnp.clip(x, as_dtype(low, x.dtype), as_dtype(high, x.dtype))
 
+  _check_bound_numbers("projection_box", "lower", lower)
+  _check_bound_numbers("projection_box", "upper", upper)
   both_scalar = _is_bound_leaf(lower) and _is_bound_leaf(upper)  # then no leaf to name
   if _is_bound_leaf(lower):
     lower = jax.tree.map(lambda _: lower, tree)
@@ -146,6 +163,7 @@ def projection_hypercube(tree: PyTree, scale: Any = 1) -> PyTree:
   if _is_bound_leaf(scale):
     _check_scale("projection_hypercube", scale, NONNEGATIVE_OR_INF)
   else:  # a tree of scales: the box's check would name projection_box's lower and upper
+    _check_bound_numbers("projection_hypercube", "scale", scale)
     misordered = _first_misordered(jax.tree.map(lambda _: 0, scale), scale)
     if misordered is not None:
       path, _, high = misordered

@@ -118,6 +118,33 @@ def test_box_with_tree_and_scalar_bounds(dtype, run):
   np.testing.assert_allclose(_flat(out), np.clip(x, 0.0, 0.25), **_tol(dtype))
 
 
+_W = {"w": jnp.array([-2.0, 0.5, 3.0]), "b": jnp.array(1.5)}
+
+
+# A bound left a string by a YAML or command-line parser raised numpy's "ufunc
+# 'less_equal' did not contain a loop ..."; None failed in jnp.asarray; True was taken as
+# 1 and a complex bound lost its imaginary part, both silently.
+@pytest.mark.parametrize("call, pattern", [
+    (lambda: P.projection_box(_W, "0", 1.0),
+     r"^projection_box: lower must be a real number, got '0' \(convert it with float\(\)\)$"),
+    (lambda: P.projection_box(_W, 0.0, b"1"), r"^projection_box: upper must be a real number, "),
+    (lambda: P.projection_box(_W, None, 1.0),
+     r"^projection_box: lower must be a real number, got None$"),
+    (lambda: P.projection_box(_W, True, 2.0),
+     r"^projection_box: lower must be a real number, got True$"),
+    (lambda: P.projection_box(_W, 0j, 1.0), r"^projection_box: lower must be a real number, got 0j$"),
+    (lambda: P.projection_box(_W, {"w": "0", "b": 0.0}, 1.0),
+     r"^projection_box: lower must be a real number at \['w'\], got '0'"),
+    (lambda: P.projection_box(_W, -1.0, {"w": np.array(["1"]), "b": 2.0}),
+     r"^projection_box: upper must be a real number at \['w'\], got array\(\['1'\]"),
+    (lambda: P.projection_hypercube(_W, {"w": "1", "b": 1.0}),
+     r"^projection_hypercube: scale must be a real number at \['w'\], got '1'"),
+], ids=range(8))
+def test_box_bound_that_is_not_a_number_raises_naming_it(call, pattern):
+  with pytest.raises(HyperparameterError, match=pattern):
+    call()
+
+
 def test_linf_ball(dtype, run):
   tree = _tree(2, dtype, scale=2.0)
   out = run(lambda t: P.projection_linf_ball(t, 0.7), tree)
