@@ -36,6 +36,7 @@ from gradtx.core import (NONNEGATIVE_OR_INF, POSITIVE, POSITIVE_OR_INF, Range, c
                          is_concrete)
 from gradtx.errors import HyperparameterError
 from gradtx.numerics import as_dtype
+from gradtx.tree import keystr
 from gradtx.tree_utils import (tree_add_scale, tree_cast_like, tree_full_like, tree_mul,
                                tree_norm, tree_scale, tree_size, tree_vdot, tree_where)
 
@@ -124,10 +125,6 @@ def projection_box(tree: PyTree, lower: Any, upper: Any) -> PyTree:
     >>> gtx.projections.projection_box({"w": jnp.array([-2.0, 0.5, 3.0])}, -1.0, 1.0)
     {'w': Array([-1. ,  0.5,  1. ], dtype=float32)}
   """
-  def clip(x, low, high):
-    x = jnp.asarray(x)
-    return jnp.clip(x, as_dtype(low, x.dtype), as_dtype(high, x.dtype))
-
   _check_bound_numbers("projection_box", "lower", lower)
   _check_bound_numbers("projection_box", "upper", upper)
   both_scalar = _is_bound_leaf(lower) and _is_bound_leaf(upper)  # then no leaf to name
@@ -141,7 +138,34 @@ def projection_box(tree: PyTree, lower: Any, upper: Any) -> PyTree:
     where = "" if both_scalar else f" at {jax.tree_util.keystr(path)}"
     raise HyperparameterError(f"projection_box: lower must be <= upper{where}, got "
                               f"lower={low:g} and upper={high:g}")
-  return jax.tree.map(clip, tree, lower, upper)
+  return _clip(tree, lower, upper, "projection_box", ("lower", "upper"))
+
+
+def _clip(tree: PyTree, lower: PyTree, upper: PyTree, stage: str,
+          names: tuple[str, str]) -> PyTree:
+  """Each leaf clipped to its bounds (trees of ``tree``'s structure), checking first that
+  a bound broadcasts to its leaf's shape: a (3,) bound turned a scalar leaf into a (3,)
+  one, silently, and a (2,) one on a (3,) leaf raised jnp's "max got incompatible
+  shapes" naming neither the projection nor the leaf."""
+
+  def fitted(path, name, bound, x):
+    shape = np.shape(bound)
+    if shape == () or shape == x.shape:  # the common cases, checked first: this runs per leaf
+      return as_dtype(bound, x.dtype)
+    # Broadcasts to x.shape, leaving it as it is: each axis, from the right, 1 or x's.
+    if len(shape) > x.ndim or any(b not in (1, d) for b, d in zip(shape[::-1], x.shape[::-1])):
+      raise HyperparameterError(
+          f"{stage}: {name} has shape {shape}, which does not broadcast to the leaf at "
+          f"{keystr(path)}, of shape {x.shape}; give a scalar, or a bound for each leaf")
+    # Broadcast by name: a (2,) bound on a (1, 2) leaf is a rank promotion, which a
+    # caller running with jax_numpy_rank_promotion='raise' has not asked for.
+    return jnp.broadcast_to(as_dtype(bound, x.dtype), x.shape)
+
+  def clip(path, x, low, high):
+    x = jnp.asarray(x)
+    return jnp.clip(x, fitted(path, names[0], low, x), fitted(path, names[1], high, x))
+
+  return jax.tree_util.tree_map_with_path(clip, tree, lower, upper)
 
 
 def projection_hypercube(tree: PyTree, scale: Any = 1) -> PyTree:
@@ -169,7 +193,10 @@ def projection_hypercube(tree: PyTree, scale: Any = 1) -> PyTree:
       path, _, high = misordered
       raise HyperparameterError(f"projection_hypercube: scale must be in [0, inf] at "
                                 f"{jax.tree_util.keystr(path)}, got {high:g}")
-  return projection_box(tree, lower=0, upper=scale)
+  if _is_bound_leaf(scale):
+    scale = jax.tree.map(lambda _: scale, tree)
+  return _clip(tree, jax.tree.map(lambda _: 0, tree), scale, "projection_hypercube",
+               ("lower", "scale"))
 
 
 @jax.custom_jvp
@@ -392,7 +419,9 @@ def projection_linf_ball(tree: PyTree, scale: jax.typing.ArrayLike = 1) -> PyTre
     {'w': Array([-1. ,  0.5], dtype=float32)}
   """
   _check_scale("projection_linf_ball", scale, NONNEGATIVE_OR_INF)
-  return projection_box(tree, lower=-jnp.asarray(scale), upper=jnp.asarray(scale))
+  s = jnp.asarray(scale)
+  return _clip(tree, jax.tree.map(lambda _: -s, tree), jax.tree.map(lambda _: s, tree),
+               "projection_linf_ball", ("scale", "scale"))
 
 
 def projection_vector(x: PyTree, a: PyTree) -> PyTree:

@@ -145,6 +145,37 @@ def test_box_bound_that_is_not_a_number_raises_naming_it(call, pattern):
     call()
 
 
+# A bound broadcast its leaf to its own shape: a (3,) lower turned the scalar leaf "b" into
+# a (3,) array, silently; a (2,) one on a (3,) leaf raised jnp's "max got incompatible
+# shapes for broadcasting", naming neither the projection nor the leaf.
+_SHAPED = {"w": jnp.zeros(3), "b": jnp.array(1.0)}
+_NOT_ITS_SHAPE = r"which does not broadcast to the leaf at"
+
+
+@pytest.mark.parametrize("call, pattern", [
+    (lambda: P.projection_box(_SHAPED, jnp.array([0.0, 1.0, 2.0]), 5.0),
+     rf"^projection_box: lower has shape \(3,\), {_NOT_ITS_SHAPE} \['b'\], of shape \(\); "),
+    (lambda: jax.jit(lambda t: P.projection_box(t, jnp.array([0.0, 1.0, 2.0]), 5.0))(_SHAPED),
+     rf"^projection_box: lower has shape \(3,\), {_NOT_ITS_SHAPE} \['b'\]"),
+    (lambda: P.projection_box(_SHAPED, -1.0, {"w": jnp.ones(2), "b": 1.0}),
+     rf"^projection_box: upper has shape \(2,\), {_NOT_ITS_SHAPE} \['w'\], of shape \(3,\)"),
+    (lambda: P.projection_linf_ball(_SHAPED, jnp.array([1.0, 2.0, 3.0])),
+     rf"^projection_linf_ball: scale has shape \(3,\), {_NOT_ITS_SHAPE} \['b'\]"),
+    (lambda: P.projection_hypercube(_SHAPED, jnp.ones((1, 3))),
+     rf"^projection_hypercube: scale has shape \(1, 3\), {_NOT_ITS_SHAPE} \['b'\]"),
+], ids=range(5))
+def test_box_bound_that_does_not_fit_its_leaf_raises_naming_it(call, pattern):
+  with pytest.raises(HyperparameterError, match=pattern):
+    call()
+
+
+def test_box_bound_per_entry_of_a_leaf():
+  out = P.projection_box({"w": jnp.array([-2.0, 0.5, 3.0])}, jnp.array([0.0, 1.0, 2.0]), 2.5)
+  np.testing.assert_array_equal(out["w"], [0.0, 1.0, 2.5])
+  out = P.projection_linf_ball(jnp.array([[-2.0, 3.0]]), jnp.array([1.0, 2.0]))
+  np.testing.assert_array_equal(out, [[-1.0, 2.0]])
+
+
 def test_linf_ball(dtype, run):
   tree = _tree(2, dtype, scale=2.0)
   out = run(lambda t: P.projection_linf_ball(t, 0.7), tree)
