@@ -66,8 +66,16 @@ def projection_non_negative(tree: PyTree) -> PyTree:
   return jax.tree.map(jax.nn.relu, tree)
 
 
-def _check_scale(stage: str, scale: Any, allowed: Range = POSITIVE) -> None:
-  """Raises :class:`~gradtx.HyperparameterError` for a concrete ``scale`` outside ``allowed``."""
+def _check_scale(stage: str, scale: Any, allowed: Range = POSITIVE, *,
+                 whole_tree: bool = True) -> None:
+  """Raises :class:`~gradtx.HyperparameterError` for a concrete ``scale`` outside ``allowed``,
+  or, with ``whole_tree`` (a set of the whole tree: a ball, a sphere, the simplex), for one
+  that is not a scalar: a (3,) scale was broadcast into the result (the simplex's entries
+  summed to no one number) or failed with a broadcasting error naming nothing."""
+  if whole_tree and np.ndim(scale) != 0:
+    raise HyperparameterError(
+        f"{stage}: scale must be a scalar (the set is one of the whole tree, its entries "
+        f"taken as one vector), got shape {np.shape(scale)}")
   check_value(stage, "scale", scale, allowed)
 
 
@@ -185,7 +193,7 @@ def projection_hypercube(tree: PyTree, scale: Any = 1) -> PyTree:
     {'w': Array([0. , 0.5, 1. ], dtype=float32)}
   """
   if _is_bound_leaf(scale):
-    _check_scale("projection_hypercube", scale, NONNEGATIVE_OR_INF)
+    _check_scale("projection_hypercube", scale, NONNEGATIVE_OR_INF, whole_tree=False)
   else:  # a tree of scales: the box's check would name projection_box's lower and upper
     _check_bound_numbers("projection_hypercube", "scale", scale)
     misordered = _first_misordered(jax.tree.map(lambda _: 0, scale), scale)
@@ -418,7 +426,7 @@ def projection_linf_ball(tree: PyTree, scale: jax.typing.ArrayLike = 1) -> PyTre
     >>> gtx.projections.projection_linf_ball({"w": jnp.array([-3.0, 0.5])})
     {'w': Array([-1. ,  0.5], dtype=float32)}
   """
-  _check_scale("projection_linf_ball", scale, NONNEGATIVE_OR_INF)
+  _check_scale("projection_linf_ball", scale, NONNEGATIVE_OR_INF, whole_tree=False)
   s = jnp.asarray(scale)
   return _clip(tree, jax.tree.map(lambda _: -s, tree), jax.tree.map(lambda _: s, tree),
                "projection_linf_ball", ("scale", "scale"))

@@ -388,6 +388,17 @@ def test_bad_scale_raises_naming_the_function(fn, scale, allowed):
     fn({"w": jnp.ones(2)}, scale)
 
 
+@pytest.mark.parametrize("fn", [P.projection_simplex, P.projection_l1_sphere,
+                                P.projection_l1_ball, P.projection_l2_sphere,
+                                P.projection_l2_ball])
+def test_scale_of_a_whole_tree_set_must_be_a_scalar(fn):
+  # A (3,) scale broadcast into the result: the simplex's entries came back summing to
+  # 1.77 for scales (1, 2, 3); on another shape it failed in a broadcast naming nothing.
+  with pytest.raises(HyperparameterError, match=rf"^{fn.__name__}: scale must be a scalar "
+                                                r"\(.*\), got shape \(3,\)$"):
+    fn({"w": jnp.array([0.3, 0.9, 0.2])}, jnp.array([1.0, 2.0, 3.0]))
+
+
 def test_balls_of_infinite_radius_return_the_point():
   # The l1 and l2 balls refused scale=inf, which linf_ball and hypercube take (a bound
   # switched off); the l2 ball's s / max(||x||, s) would be inf / inf = NaN.
