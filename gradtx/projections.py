@@ -25,6 +25,7 @@ and underflow below 1e-19 (NaN for zero).
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import jax
@@ -32,7 +33,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax import flatten_util
 
-from gradtx.core import (NONNEGATIVE_OR_INF, POSITIVE, POSITIVE_OR_INF, Range, check_value,
+from gradtx.core import (ANY, NONNEGATIVE_OR_INF, POSITIVE, POSITIVE_OR_INF, Range, check_value,
                          is_concrete)
 from gradtx.errors import HyperparameterError
 from gradtx.numerics import as_dtype
@@ -41,6 +42,9 @@ from gradtx.tree_utils import (tree_add_scale, tree_cast_like, tree_full_like, t
                                tree_norm, tree_scale, tree_size, tree_vdot, tree_where)
 
 PyTree = Any
+
+# A halfspace's offset: inf is the whole space (x comes back as it is), -inf no set at all.
+_UP_TO_INF = Range(None, math.inf)
 
 __all__ = ["projection_box", "projection_halfspace", "projection_hypercube",
            "projection_hyperplane", "projection_l1_ball", "projection_l1_sphere",
@@ -77,6 +81,15 @@ def _check_scale(stage: str, scale: Any, allowed: Range = POSITIVE, *,
         f"{stage}: scale must be a scalar (the set is one of the whole tree, its entries "
         f"taken as one vector), got shape {np.shape(scale)}")
   check_value(stage, "scale", scale, allowed)
+
+
+def _check_offset(stage: str, b: Any, allowed: Range) -> None:
+  """Raises :class:`~gradtx.HyperparameterError` unless ``b`` is one number in ``allowed``:
+  a string failed in ``jnp.asarray`` ("Value '1' with dtype <U1 is not a valid JAX array
+  type"), and a (2,) ``b`` was broadcast into the result, a point of no hyperplane."""
+  if np.ndim(b) != 0:
+    raise HyperparameterError(f"{stage}: b must be a scalar, got shape {np.shape(b)}")
+  check_value(stage, "b", b, allowed)
 
 
 def _is_bound_leaf(bound: Any) -> bool:
@@ -461,7 +474,7 @@ def projection_hyperplane(x: PyTree, a: PyTree, b: jax.typing.ArrayLike) -> PyTr
   Args:
     x: the tree to project.
     a: the normal, a tree the structure of ``x`` (not zero).
-    b: the offset, a scalar.
+    b: the offset, a finite scalar.
 
   Example:
     >>> import gradtx as gtx
@@ -469,6 +482,7 @@ def projection_hyperplane(x: PyTree, a: PyTree, b: jax.typing.ArrayLike) -> PyTr
     >>> gtx.projections.projection_hyperplane(jnp.array([1.0, 2.0]), jnp.array([1.0, 1.0]), 1.0)
     Array([0., 1.], dtype=float32)
   """
+  _check_offset("projection_hyperplane", b, ANY)
   ax = tree_vdot(x, a)
   return tree_add_scale(x, (as_dtype(b, jnp.result_type(ax)) - ax) / tree_vdot(a, a), a)
 
@@ -484,7 +498,7 @@ def projection_halfspace(x: PyTree, a: PyTree, b: jax.typing.ArrayLike) -> PyTre
   Args:
     x: the tree to project.
     a: the normal, a tree the structure of ``x`` (not zero).
-    b: the offset, a scalar.
+    b: the offset, a scalar; ``inf`` (the whole space) returns :math:`x`.
 
   Example:
     >>> import gradtx as gtx
@@ -492,6 +506,7 @@ def projection_halfspace(x: PyTree, a: PyTree, b: jax.typing.ArrayLike) -> PyTre
     >>> gtx.projections.projection_halfspace(jnp.array([1.0, 2.0]), jnp.array([1.0, 1.0]), 1.0)
     Array([0., 1.], dtype=float32)
   """
+  _check_offset("projection_halfspace", b, _UP_TO_INF)
   ax = tree_vdot(x, a)
   gap = jnp.minimum(as_dtype(b, jnp.result_type(ax)) - ax, 0)
   return tree_add_scale(x, gap / tree_vdot(a, a), a)

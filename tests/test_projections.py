@@ -399,6 +399,27 @@ def test_scale_of_a_whole_tree_set_must_be_a_scalar(fn):
     fn({"w": jnp.array([0.3, 0.9, 0.2])}, jnp.array([1.0, 2.0, 3.0]))
 
 
+@pytest.mark.parametrize("fn, b, pattern", [
+    (P.projection_hyperplane, "1", r"b must be a number in \(-inf, inf\), got '1' "
+                                   r"\(convert it with float\(\)\)$"),
+    (P.projection_halfspace, "1", r"b must be a number in \(-inf, inf\], got '1'"),
+    (P.projection_hyperplane, np.inf, r"b must be a finite number in \(-inf, inf\), got inf$"),
+    (P.projection_halfspace, -np.inf, r"b must be a finite number in \(-inf, inf\], got -inf$"),
+    (P.projection_hyperplane, jnp.array([1.0, 2.0]), r"b must be a scalar, got shape \(2,\)$"),
+    (P.projection_halfspace, jnp.array([1.0, 2.0]), r"b must be a scalar, got shape \(2,\)$"),
+], ids=range(6))
+def test_bad_offset_raises_naming_the_function(fn, b, pattern):
+  # A string failed in jnp.asarray naming nothing; a (2,) b was broadcast into the result
+  # ([0, 1.5], on no hyperplane); an infinite one gave inf entries.
+  with pytest.raises(HyperparameterError, match=rf"^{fn.__name__}: {pattern}"):
+    fn(jnp.array([1.0, 2.0]), jnp.array([1.0, 1.0]), b)
+
+
+def test_halfspace_of_infinite_offset_returns_the_point():
+  out = P.projection_halfspace(jnp.array([1.0, 2.0]), jnp.array([1.0, 1.0]), np.inf)
+  np.testing.assert_array_equal(out, [1.0, 2.0])
+
+
 def test_balls_of_infinite_radius_return_the_point():
   # The l1 and l2 balls refused scale=inf, which linf_ball and hypercube take (a bound
   # switched off); the l2 ball's s / max(||x||, s) would be inf / inf = NaN.
