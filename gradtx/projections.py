@@ -25,6 +25,7 @@ and underflow below 1e-19 (NaN for zero).
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import jax
@@ -32,14 +33,18 @@ import jax.numpy as jnp
 import numpy as np
 from jax import flatten_util
 
-from gradtx.core import (NONNEGATIVE_OR_INF, POSITIVE, POSITIVE_OR_INF, Range, check_value,
+from gradtx.core import (ANY, NONNEGATIVE_OR_INF, POSITIVE, POSITIVE_OR_INF, Range, check_value,
                          is_concrete)
 from gradtx.errors import HyperparameterError
 from gradtx.numerics import as_dtype
+from gradtx.tree import keystr
 from gradtx.tree_utils import (tree_add_scale, tree_cast_like, tree_full_like, tree_mul,
                                tree_norm, tree_scale, tree_size, tree_vdot, tree_where)
 
 PyTree = Any
+
+# A halfspace's offset: inf is the whole space (x comes back as it is), -inf no set at all.
+_UP_TO_INF = Range(None, math.inf)
 
 __all__ = ["projection_box", "projection_halfspace", "projection_hypercube",
            "projection_hyperplane", "projection_l1_ball", "projection_l1_sphere",
@@ -65,14 +70,46 @@ def projection_non_negative(tree: PyTree) -> PyTree:
   return jax.tree.map(jax.nn.relu, tree)
 
 
-def _check_scale(stage: str, scale: Any, allowed: Range = POSITIVE) -> None:
-  """Raises :class:`~gradtx.HyperparameterError` for a concrete ``scale`` outside ``allowed``."""
+def _check_scale(stage: str, scale: Any, allowed: Range = POSITIVE, *,
+                 whole_tree: bool = True) -> None:
+  """Raises :class:`~gradtx.HyperparameterError` for a concrete ``scale`` outside ``allowed``,
+  or, with ``whole_tree`` (a set of the whole tree: a ball, a sphere, the simplex), for one
+  that is not a scalar: a (3,) scale was broadcast into the result (the simplex's entries
+  summed to no one number) or failed with a broadcasting error naming nothing."""
+  if whole_tree and np.ndim(scale) != 0:
+    raise HyperparameterError(
+        f"{stage}: scale must be a scalar (the set is one of the whole tree, its entries "
+        f"taken as one vector), got shape {np.shape(scale)}")
   check_value(stage, "scale", scale, allowed)
+
+
+def _check_offset(stage: str, b: Any, allowed: Range) -> None:
+  """Raises :class:`~gradtx.HyperparameterError` unless ``b`` is one number in ``allowed``:
+  a string failed in ``jnp.asarray`` ("Value '1' with dtype <U1 is not a valid JAX array
+  type"), and a (2,) ``b`` was broadcast into the result, a point of no hyperplane."""
+  if np.ndim(b) != 0:
+    raise HyperparameterError(f"{stage}: b must be a scalar, got shape {np.shape(b)}")
+  check_value(stage, "b", b, allowed)
 
 
 def _is_bound_leaf(bound: Any) -> bool:
   """A single scalar or array bound for every leaf (as opposed to a tree of bounds)."""
   return jax.tree_util.treedef_is_leaf(jax.tree.structure(bound))
+
+
+def _check_bound_numbers(stage: str, name: str, bound: PyTree) -> None:
+  """Raises :class:`~gradtx.HyperparameterError` for a leaf of ``bound`` that is not real
+  numbers: a string (``lower='0'``, as a YAML or command-line parser leaves it) failed in
+  numpy's ``<=`` ("ufunc 'less_equal' did not contain a loop"), None in ``jnp.asarray``;
+  a bool was taken as 0 or 1 and a complex bound lost its imaginary part."""
+  for path, leaf in jax.tree_util.tree_leaves_with_path(bound, is_leaf=lambda b: b is None):
+    kind = np.dtype(leaf.dtype).kind if hasattr(leaf, "dtype") else None
+    if (leaf is None or isinstance(leaf, (str, bytes, bool, complex))
+        or kind in ("U", "S", "O", "b", "c")):
+      where = f" at {jax.tree_util.keystr(path)}" if path else ""
+      hint = " (convert it with float())" if isinstance(leaf, (str, bytes)) else ""
+      raise HyperparameterError(
+          f"{stage}: {name} must be a real number{where}, got {leaf!r}{hint}")
 
 
 def _first_misordered(lower: PyTree, upper: PyTree) -> tuple[Any, float, float] | None:
@@ -109,10 +146,8 @@ def projection_box(tree: PyTree, lower: Any, upper: Any) -> PyTree:
     >>> gtx.projections.projection_box({"w": jnp.array([-2.0, 0.5, 3.0])}, -1.0, 1.0)
     {'w': Array([-1. ,  0.5,  1. ], dtype=float32)}
   """
-  def clip(x, low, high):
-    x = jnp.asarray(x)
-    return jnp.clip(x, as_dtype(low, x.dtype), as_dtype(high, x.dtype))
-
+  _check_bound_numbers("projection_box", "lower", lower)
+  _check_bound_numbers("projection_box", "upper", upper)
   both_scalar = _is_bound_leaf(lower) and _is_bound_leaf(upper)  # then no leaf to name
   if _is_bound_leaf(lower):
     lower = jax.tree.map(lambda _: lower, tree)
@@ -124,7 +159,34 @@ def projection_box(tree: PyTree, lower: Any, upper: Any) -> PyTree:
     where = "" if both_scalar else f" at {jax.tree_util.keystr(path)}"
     raise HyperparameterError(f"projection_box: lower must be <= upper{where}, got "
                               f"lower={low:g} and upper={high:g}")
-  return jax.tree.map(clip, tree, lower, upper)
+  return _clip(tree, lower, upper, "projection_box", ("lower", "upper"))
+
+
+def _clip(tree: PyTree, lower: PyTree, upper: PyTree, stage: str,
+          names: tuple[str, str]) -> PyTree:
+  """Each leaf clipped to its bounds (trees of ``tree``'s structure), checking first that
+  a bound broadcasts to its leaf's shape: a (3,) bound turned a scalar leaf into a (3,)
+  one, silently, and a (2,) one on a (3,) leaf raised jnp's "max got incompatible
+  shapes" naming neither the projection nor the leaf."""
+
+  def fitted(path, name, bound, x):
+    shape = np.shape(bound)
+    if shape == () or shape == x.shape:  # the common cases, checked first: this runs per leaf
+      return as_dtype(bound, x.dtype)
+    # Broadcasts to x.shape, leaving it as it is: each axis, from the right, 1 or x's.
+    if len(shape) > x.ndim or any(b not in (1, d) for b, d in zip(shape[::-1], x.shape[::-1])):
+      raise HyperparameterError(
+          f"{stage}: {name} has shape {shape}, which does not broadcast to the leaf at "
+          f"{keystr(path)}, of shape {x.shape}; give a scalar, or a bound for each leaf")
+    # Broadcast by name: a (2,) bound on a (1, 2) leaf is a rank promotion, which a
+    # caller running with jax_numpy_rank_promotion='raise' has not asked for.
+    return jnp.broadcast_to(as_dtype(bound, x.dtype), x.shape)
+
+  def clip(path, x, low, high):
+    x = jnp.asarray(x)
+    return jnp.clip(x, fitted(path, names[0], low, x), fitted(path, names[1], high, x))
+
+  return jax.tree_util.tree_map_with_path(clip, tree, lower, upper)
 
 
 def projection_hypercube(tree: PyTree, scale: Any = 1) -> PyTree:
@@ -144,14 +206,18 @@ def projection_hypercube(tree: PyTree, scale: Any = 1) -> PyTree:
     {'w': Array([0. , 0.5, 1. ], dtype=float32)}
   """
   if _is_bound_leaf(scale):
-    _check_scale("projection_hypercube", scale, NONNEGATIVE_OR_INF)
+    _check_scale("projection_hypercube", scale, NONNEGATIVE_OR_INF, whole_tree=False)
   else:  # a tree of scales: the box's check would name projection_box's lower and upper
+    _check_bound_numbers("projection_hypercube", "scale", scale)
     misordered = _first_misordered(jax.tree.map(lambda _: 0, scale), scale)
     if misordered is not None:
       path, _, high = misordered
       raise HyperparameterError(f"projection_hypercube: scale must be in [0, inf] at "
                                 f"{jax.tree_util.keystr(path)}, got {high:g}")
-  return projection_box(tree, lower=0, upper=scale)
+  if _is_bound_leaf(scale):
+    scale = jax.tree.map(lambda _: scale, tree)
+  return _clip(tree, jax.tree.map(lambda _: 0, tree), scale, "projection_hypercube",
+               ("lower", "scale"))
 
 
 @jax.custom_jvp
@@ -373,8 +439,10 @@ def projection_linf_ball(tree: PyTree, scale: jax.typing.ArrayLike = 1) -> PyTre
     >>> gtx.projections.projection_linf_ball({"w": jnp.array([-3.0, 0.5])})
     {'w': Array([-1. ,  0.5], dtype=float32)}
   """
-  _check_scale("projection_linf_ball", scale, NONNEGATIVE_OR_INF)
-  return projection_box(tree, lower=-jnp.asarray(scale), upper=jnp.asarray(scale))
+  _check_scale("projection_linf_ball", scale, NONNEGATIVE_OR_INF, whole_tree=False)
+  s = jnp.asarray(scale)
+  return _clip(tree, jax.tree.map(lambda _: -s, tree), jax.tree.map(lambda _: s, tree),
+               "projection_linf_ball", ("scale", "scale"))
 
 
 def projection_vector(x: PyTree, a: PyTree) -> PyTree:
@@ -406,7 +474,7 @@ def projection_hyperplane(x: PyTree, a: PyTree, b: jax.typing.ArrayLike) -> PyTr
   Args:
     x: the tree to project.
     a: the normal, a tree the structure of ``x`` (not zero).
-    b: the offset, a scalar.
+    b: the offset, a finite scalar.
 
   Example:
     >>> import gradtx as gtx
@@ -414,6 +482,7 @@ def projection_hyperplane(x: PyTree, a: PyTree, b: jax.typing.ArrayLike) -> PyTr
     >>> gtx.projections.projection_hyperplane(jnp.array([1.0, 2.0]), jnp.array([1.0, 1.0]), 1.0)
     Array([0., 1.], dtype=float32)
   """
+  _check_offset("projection_hyperplane", b, ANY)
   ax = tree_vdot(x, a)
   return tree_add_scale(x, (as_dtype(b, jnp.result_type(ax)) - ax) / tree_vdot(a, a), a)
 
@@ -429,7 +498,7 @@ def projection_halfspace(x: PyTree, a: PyTree, b: jax.typing.ArrayLike) -> PyTre
   Args:
     x: the tree to project.
     a: the normal, a tree the structure of ``x`` (not zero).
-    b: the offset, a scalar.
+    b: the offset, a scalar; ``inf`` (the whole space) returns :math:`x`.
 
   Example:
     >>> import gradtx as gtx
@@ -437,6 +506,7 @@ def projection_halfspace(x: PyTree, a: PyTree, b: jax.typing.ArrayLike) -> PyTre
     >>> gtx.projections.projection_halfspace(jnp.array([1.0, 2.0]), jnp.array([1.0, 1.0]), 1.0)
     Array([0., 1.], dtype=float32)
   """
+  _check_offset("projection_halfspace", b, _UP_TO_INF)
   ax = tree_vdot(x, a)
   gap = jnp.minimum(as_dtype(b, jnp.result_type(ax)) - ax, 0)
   return tree_add_scale(x, gap / tree_vdot(a, a), a)

@@ -118,6 +118,64 @@ def test_box_with_tree_and_scalar_bounds(dtype, run):
   np.testing.assert_allclose(_flat(out), np.clip(x, 0.0, 0.25), **_tol(dtype))
 
 
+_W = {"w": jnp.array([-2.0, 0.5, 3.0]), "b": jnp.array(1.5)}
+
+
+# A bound left a string by a YAML or command-line parser raised numpy's "ufunc
+# 'less_equal' did not contain a loop ..."; None failed in jnp.asarray; True was taken as
+# 1 and a complex bound lost its imaginary part, both silently.
+@pytest.mark.parametrize("call, pattern", [
+    (lambda: P.projection_box(_W, "0", 1.0),
+     r"^projection_box: lower must be a real number, got '0' \(convert it with float\(\)\)$"),
+    (lambda: P.projection_box(_W, 0.0, b"1"), r"^projection_box: upper must be a real number, "),
+    (lambda: P.projection_box(_W, None, 1.0),
+     r"^projection_box: lower must be a real number, got None$"),
+    (lambda: P.projection_box(_W, True, 2.0),
+     r"^projection_box: lower must be a real number, got True$"),
+    (lambda: P.projection_box(_W, 0j, 1.0), r"^projection_box: lower must be a real number, got 0j$"),
+    (lambda: P.projection_box(_W, {"w": "0", "b": 0.0}, 1.0),
+     r"^projection_box: lower must be a real number at \['w'\], got '0'"),
+    (lambda: P.projection_box(_W, -1.0, {"w": np.array(["1"]), "b": 2.0}),
+     r"^projection_box: upper must be a real number at \['w'\], got array\(\['1'\]"),
+    (lambda: P.projection_hypercube(_W, {"w": "1", "b": 1.0}),
+     r"^projection_hypercube: scale must be a real number at \['w'\], got '1'"),
+], ids=range(8))
+def test_box_bound_that_is_not_a_number_raises_naming_it(call, pattern):
+  with pytest.raises(HyperparameterError, match=pattern):
+    call()
+
+
+# A bound broadcast its leaf to its own shape: a (3,) lower turned the scalar leaf "b" into
+# a (3,) array, silently; a (2,) one on a (3,) leaf raised jnp's "max got incompatible
+# shapes for broadcasting", naming neither the projection nor the leaf.
+_SHAPED = {"w": jnp.zeros(3), "b": jnp.array(1.0)}
+_NOT_ITS_SHAPE = r"which does not broadcast to the leaf at"
+
+
+@pytest.mark.parametrize("call, pattern", [
+    (lambda: P.projection_box(_SHAPED, jnp.array([0.0, 1.0, 2.0]), 5.0),
+     rf"^projection_box: lower has shape \(3,\), {_NOT_ITS_SHAPE} \['b'\], of shape \(\); "),
+    (lambda: jax.jit(lambda t: P.projection_box(t, jnp.array([0.0, 1.0, 2.0]), 5.0))(_SHAPED),
+     rf"^projection_box: lower has shape \(3,\), {_NOT_ITS_SHAPE} \['b'\]"),
+    (lambda: P.projection_box(_SHAPED, -1.0, {"w": jnp.ones(2), "b": 1.0}),
+     rf"^projection_box: upper has shape \(2,\), {_NOT_ITS_SHAPE} \['w'\], of shape \(3,\)"),
+    (lambda: P.projection_linf_ball(_SHAPED, jnp.array([1.0, 2.0, 3.0])),
+     rf"^projection_linf_ball: scale has shape \(3,\), {_NOT_ITS_SHAPE} \['b'\]"),
+    (lambda: P.projection_hypercube(_SHAPED, jnp.ones((1, 3))),
+     rf"^projection_hypercube: scale has shape \(1, 3\), {_NOT_ITS_SHAPE} \['b'\]"),
+], ids=range(5))
+def test_box_bound_that_does_not_fit_its_leaf_raises_naming_it(call, pattern):
+  with pytest.raises(HyperparameterError, match=pattern):
+    call()
+
+
+def test_box_bound_per_entry_of_a_leaf():
+  out = P.projection_box({"w": jnp.array([-2.0, 0.5, 3.0])}, jnp.array([0.0, 1.0, 2.0]), 2.5)
+  np.testing.assert_array_equal(out["w"], [0.0, 1.0, 2.5])
+  out = P.projection_linf_ball(jnp.array([[-2.0, 3.0]]), jnp.array([1.0, 2.0]))
+  np.testing.assert_array_equal(out, [[-1.0, 2.0]])
+
+
 def test_linf_ball(dtype, run):
   tree = _tree(2, dtype, scale=2.0)
   out = run(lambda t: P.projection_linf_ball(t, 0.7), tree)
@@ -328,6 +386,38 @@ def test_scale_as_float64_array_under_x64_keeps_float32_tree():
 def test_bad_scale_raises_naming_the_function(fn, scale, allowed):
   with pytest.raises(HyperparameterError, match=rf"{fn.__name__}: scale must be in {allowed}"):
     fn({"w": jnp.ones(2)}, scale)
+
+
+@pytest.mark.parametrize("fn", [P.projection_simplex, P.projection_l1_sphere,
+                                P.projection_l1_ball, P.projection_l2_sphere,
+                                P.projection_l2_ball])
+def test_scale_of_a_whole_tree_set_must_be_a_scalar(fn):
+  # A (3,) scale broadcast into the result: the simplex's entries came back summing to
+  # 1.77 for scales (1, 2, 3); on another shape it failed in a broadcast naming nothing.
+  with pytest.raises(HyperparameterError, match=rf"^{fn.__name__}: scale must be a scalar "
+                                                r"\(.*\), got shape \(3,\)$"):
+    fn({"w": jnp.array([0.3, 0.9, 0.2])}, jnp.array([1.0, 2.0, 3.0]))
+
+
+@pytest.mark.parametrize("fn, b, pattern", [
+    (P.projection_hyperplane, "1", r"b must be a number in \(-inf, inf\), got '1' "
+                                   r"\(convert it with float\(\)\)$"),
+    (P.projection_halfspace, "1", r"b must be a number in \(-inf, inf\], got '1'"),
+    (P.projection_hyperplane, np.inf, r"b must be a finite number in \(-inf, inf\), got inf$"),
+    (P.projection_halfspace, -np.inf, r"b must be a finite number in \(-inf, inf\], got -inf$"),
+    (P.projection_hyperplane, jnp.array([1.0, 2.0]), r"b must be a scalar, got shape \(2,\)$"),
+    (P.projection_halfspace, jnp.array([1.0, 2.0]), r"b must be a scalar, got shape \(2,\)$"),
+], ids=range(6))
+def test_bad_offset_raises_naming_the_function(fn, b, pattern):
+  # A string failed in jnp.asarray naming nothing; a (2,) b was broadcast into the result
+  # ([0, 1.5], on no hyperplane); an infinite one gave inf entries.
+  with pytest.raises(HyperparameterError, match=rf"^{fn.__name__}: {pattern}"):
+    fn(jnp.array([1.0, 2.0]), jnp.array([1.0, 1.0]), b)
+
+
+def test_halfspace_of_infinite_offset_returns_the_point():
+  out = P.projection_halfspace(jnp.array([1.0, 2.0]), jnp.array([1.0, 1.0]), np.inf)
+  np.testing.assert_array_equal(out, [1.0, 2.0])
 
 
 def test_balls_of_infinite_radius_return_the_point():

@@ -474,6 +474,13 @@ def test_integral_float_steps_are_accepted():
   _close(sched(50), ref_cosine(50, 1.0, 100))
 
 
+def test_cosine_alpha_above_one_rises_as_in_optax():
+  # alpha < 0 is refused (BAD_ARGUMENTS); above 1 the schedule rises, a use optax's own
+  # warmup_cosine_decay_schedule makes of it (alpha = end_value / peak_value).
+  sched = schedules.cosine_decay_schedule(1.0, 10, alpha=1.5)
+  _close([sched(t) for t in (0, 5, 10, 11)], [1.0, 1.25, 1.5, 1.5])
+
+
 def test_negative_count_is_step_zero():
   sched = schedules.piecewise_interpolate_schedule("linear", 1.0, {4: 0.5})
   _close(sched(-3), 1.0)
@@ -551,10 +558,26 @@ BAD_ARGUMENTS = [
      r"^exponential_decay: decay_rate must be > 0, got 0.0$"),
     (lambda: S.exponential_decay(1.0, 10, -0.5),
      r"^exponential_decay: decay_rate must be > 0, got -0.5$"),
+    # inf was let through an argument's range: a decay_rate of inf gave inf from step 1,
+    # a div_factor of inf NaN at every step, an interpolated scale of inf NaN at step 0.
+    (lambda: S.exponential_decay(1.0, 10, math.inf),
+     r"^exponential_decay: decay_rate must be a finite number > 0, got inf$"),
+    (lambda: S.cosine_onecycle_schedule(100, 1.0, div_factor=math.inf),
+     r"^cosine_onecycle_schedule: div_factor must be a finite number > 0, got inf$"),
+    (lambda: S.piecewise_interpolate_schedule("linear", 1.0, {5: math.inf}),
+     r"^piecewise_interpolate_schedule: boundaries_and_scales\[5\] must be a finite number "
+     r">= 0, got inf$"),
     (lambda: S.exponential_decay(1.0, 10, 0.5, transition_begin=-1),
      r"^exponential_decay: transition_begin must be >= 0, got -1$"),
     (lambda: S.cosine_decay_schedule(1.0, 0),
      r"^cosine_decay_schedule: decay_steps must be > 0, got 0$"),
+    # alpha < 0 ended below 0 (-0.5 for alpha=-0.5), a step up the loss; NaN was NaN.
+    (lambda: S.cosine_decay_schedule(1.0, 10, alpha=-0.5),
+     r"^cosine_decay_schedule: alpha must be >= 0, got -0.5$"),
+    (lambda: S.cosine_decay_schedule(1.0, 10, alpha=math.nan),
+     r"^cosine_decay_schedule: alpha must be a number, got nan$"),
+    (lambda: S.cosine_decay_schedule(1.0, 10, alpha=math.inf),
+     r"^cosine_decay_schedule: alpha must be a finite number >= 0, got inf$"),
     (lambda: S.cosine_decay_schedule(1.0, 10, exponent=-1.0),
      r"^cosine_decay_schedule: exponent must be > 0, got -1.0$"),
     (lambda: S.warmup_cosine_decay_schedule(0.0, 1.0, 0, 0),
@@ -594,6 +617,9 @@ BAD_ARGUMENTS = [
     (lambda: S.piecewise_interpolate_schedule("quadratic", 1.0, {5: 0.1}),
      r"^piecewise_interpolate_schedule: interpolate_type must be 'linear' or "
      r"'cosine', got 'quadratic'$"),
+    (lambda: S.piecewise_interpolate_schedule(["linear"], 1.0, {5: 0.1}),
+     r"^piecewise_interpolate_schedule: interpolate_type must be 'linear' or "
+     r"'cosine', got \['linear'\]$"),
     (lambda: S.piecewise_interpolate_schedule("linear", 1.0, {5: -1.0}),
      r"^piecewise_interpolate_schedule: boundaries_and_scales\[5\] must be "
      r">= 0, got -1.0$"),
@@ -605,6 +631,9 @@ BAD_ARGUMENTS = [
     (lambda: S.join_schedules([S.constant_schedule(1.0)] * 3, [5, 2]),
      r"^join_schedules: boundaries must be in non-decreasing order, "
      r"got \(5, 2\)$"),
+    # One boundary not in a list failed with "'int' object is not iterable".
+    (lambda: S.join_schedules([S.constant_schedule(1.0)] * 2, 5),
+     r"^join_schedules: boundaries must be a sequence of steps, got 5$"),
     (lambda: S.join_schedules([S.constant_schedule(1.0)] * 2, [-1]),
      r"^join_schedules: boundary must be >= 0, got -1$"),
     # A value in a schedule's place failed at the first step ("'float' object is not
@@ -678,6 +707,19 @@ BAD_ARGUMENTS = [
      r"^linear_schedule: end_value must be a number, got None$"),
     (lambda: S.exponential_decay(1.0, 10, 0.5, end_value="0.1"),
      r"^exponential_decay: end_value must be a number or None, got '0.1'"),
+    # NaN was NaN at every step; complex failed at the first step in float().
+    (lambda: S.cosine_decay_schedule(math.nan, 100),
+     r"^cosine_decay_schedule: init_value must be a number, got nan$"),
+    (lambda: S.warmup_cosine_decay_schedule(0.0, 1.0, 2, 10, end_value=np.array([0.1, np.nan])),
+     r"^warmup_cosine_decay_schedule: end_value must be a number, got an array holding NaN$"),
+    (lambda: S.exponential_decay(1.0, 10, 0.5, end_value=math.nan),
+     r"^exponential_decay: end_value must be a number or None, got nan$"),
+    (lambda: S.sgdr_schedule([dict(_CYCLE, init_value=math.nan)]),
+     r"^sgdr_schedule \(cycle 0\): init_value must be a number, got nan$"),
+    (lambda: S.constant_schedule(1.0 + 1j),
+     r"^constant_schedule: value must be a real number, got \(1\+1j\)$"),
+    (lambda: S.cosine_decay_schedule(1.0, 10, alpha=np.complex64(0.1)),
+     r"^cosine_decay_schedule: alpha must be a real number"),
     (lambda: S.warmup_constant_schedule(0.0, True, 5),
      r"^warmup_constant_schedule: peak_value must be a number, got True$"),
 ]

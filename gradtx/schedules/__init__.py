@@ -12,8 +12,9 @@ Conventions shared by all schedules:
   raises :class:`gradtx.errors.HyperparameterError` (a ``ValueError``) naming
   the schedule, the argument, its value and the allowed range. Step counts
   (``transition_steps``, ``decay_steps``, boundaries, ...) must be integers
-  (an integral float such as ``1e5`` is accepted). Values that are traced
-  arrays cannot be checked and are taken as given.
+  (an integral float such as ``1e5`` is accepted). An argument with a range
+  (``decay_rate > 0``, a scale ``>= 0``, ``pct_start`` in [0, 1)) must also be
+  finite. Values that are traced arrays cannot be checked and are taken as given.
 * **Dtype.** The value has the floating dtype of the value arguments
   (``init_value``, ``peak_value``, ...): float32 by default, float64 under
   ``jax.enable_x64`` when they are Python floats, and an array's own dtype

@@ -256,11 +256,15 @@ def cosine_decay_schedule(
   Args:
     init_value: value at step 0.
     decay_steps: length :math:`T` of the decay, > 0.
-    alpha: final value as a fraction of ``init_value``. Default 0.0.
+    alpha: final value as a fraction of ``init_value``, >= 0. Default 0.0.
+      Above 1 the value rises to ``alpha * init_value``, as in optax.
     exponent: power :math:`p` of the cosine factor, > 0. Default 1.0.
 
   Differences from optax:
-    ``exponent <= 0`` raises ``ValueError``.
+    ``exponent <= 0`` raises ``ValueError``, and so does ``alpha < 0``: optax's
+    value then crosses 0 and ends with the sign of ``init_value`` flipped (a
+    learning rate that climbs the loss), where its docstring calls ``alpha``
+    the minimum of the multiplier.
 
   Example:
     >>> from gradtx import schedules
@@ -275,7 +279,9 @@ def cosine_decay_schedule(
   """
   where = "cosine_decay_schedule"
   steps = _steps(where, "decay_steps", decay_steps, positive=True)
+  _check(where, "alpha", alpha, lambda a: a >= 0, ">= 0")
   _check(where, "exponent", exponent, lambda p: p > 0, "> 0")
+
   def schedule(count: chex.Numeric) -> jax.Array:
     dtype, ctype = _dtypes(init_value)
     frac = _fraction(jnp.asarray(count), 0, steps, ctype)

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import functools
 import inspect
+import math
 import operator
 from typing import Any, Callable, ParamSpec, Sequence
 
 import chex
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from gradtx.core import Schedule, check_flag
 from gradtx.errors import HyperparameterError
@@ -120,10 +122,22 @@ def _number(where: str, arg: str, value: Any, *, optional: bool = False) -> None
   if value is None and optional:
     return
   kind = getattr(getattr(value, "dtype", None), "kind", None)
+  rule = "a number or None" if optional else "a number"
   if value is None or isinstance(value, (str, bytes, bool)) or kind in ("U", "S", "O", "b"):
     hint = " (convert it with float())" if isinstance(value, (str, bytes)) else ""
-    rule = "a number or None" if optional else "a number"
     raise HyperparameterError(f"{where}: {arg} must be {rule}, got {value!r}{hint}")
+  # A complex value failed at the first step (float() of a complex, or its imaginary part
+  # dropped with a warning), and a NaN one was NaN at every step: a slip, never a value.
+  if isinstance(value, complex) or kind == "c":
+    raise HyperparameterError(f"{where}: {arg} must be a real number, got {value!r}")
+  if not isinstance(value, jax.core.Tracer):
+    try:
+      nan = np.isnan(np.asarray(value, np.float64)).any()
+    except (TypeError, ValueError):
+      return
+    if nan:
+      shown = value if np.ndim(value) == 0 else "an array holding NaN"
+      raise HyperparameterError(f"{where}: {arg} must be {rule}, got {shown}")
 
 
 def _concrete(value: Any) -> float | None:
@@ -138,10 +152,19 @@ def _concrete(value: Any) -> float | None:
 
 def _check(where: str, arg: str, value: Any,
            ok: Callable[[float], bool], rule: str) -> None:
+  """Raises unless a concrete ``value`` is a finite number for which ``ok`` holds.
+
+  ``inf`` is refused whatever ``ok`` says, as :class:`gradtx.core.Range` leaves it out:
+  a ``decay_rate`` of inf gave inf from step 1 on, a ``div_factor`` of inf NaN at every
+  step, and a piecewise scale of inf inf (NaN at step 0 once interpolated)."""
   _number(where, arg, value)
   number = _concrete(value)
-  if number is not None and not ok(number):
+  if number is None:
+    return
+  if not ok(number):
     raise _error(where, arg, rule, value)
+  if not math.isfinite(number):
+    raise _error(where, arg, f"a finite number {rule}", value)
 
 
 # ------------------------------------------------------------------ numerics

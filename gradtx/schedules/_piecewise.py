@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, Mapping, Sequence
+from typing import Any, Iterable, Mapping, Sequence
 
 import chex
 import jax
@@ -86,7 +86,8 @@ _INTERPOLATE = {"linear": _linear_interpolate, "cosine": _cosine_interpolate}
 def _interpolate(where, interpolate_type, init_value,
                  boundaries_and_scales) -> Schedule:
   """Validates and builds a piecewise interpolated schedule."""
-  if interpolate_type not in _INTERPOLATE:
+  # A list here raised "unhashable type: 'list'" from the lookup.
+  if not isinstance(interpolate_type, str) or interpolate_type not in _INTERPOLATE:
     raise _error(where, "interpolate_type", "'linear' or 'cosine'",
                  interpolate_type)
   interpolate = _INTERPOLATE[interpolate_type]
@@ -192,6 +193,9 @@ def join_schedules(schedules: Sequence[Schedule],
     if not callable(piece):  # else "'float' object is not callable" at the first step
       raise _error(where, f"schedules[{i}]", "a schedule, a function of the count "
                    "(constant_schedule(value) holds a value)", piece)
+  if isinstance(boundaries, (str, bytes)) or not isinstance(boundaries, Iterable):
+    # else "'int' object is not iterable" for the one boundary of two schedules
+    raise _error(where, "boundaries", "a sequence of steps", boundaries)
   boundaries = tuple(_steps(where, "boundary", b) for b in boundaries)
   if len(boundaries) != len(schedules) - 1:
     raise _error(where, "boundaries",
