@@ -215,25 +215,9 @@ def check_value(stage: str, name: str, value: Any, allowed: Range, *,
         stage, name, value, f"must be a scalar, got shape {np.shape(value)}. Values per "
         "parameter: gtx.partition (one stage per group of leaves); one per member of a "
         "vmapped ensemble: vmap over the optimizer's construction or init")
-  if any(isinstance(leaf, complex) or getattr(getattr(leaf, "dtype", None), "kind", "") == "c"
-         for leaf in jax.tree.leaves(value)):
-    # numpy casts a complex array to the real dtype it is held in with only a warning,
-    # dropping the imaginary part. Its dtype is known when traced, so this holds under jit.
-    raise HyperparameterError.about(
-        stage, name, value, f"must be a real number in {allowed}, got {value!r}")
+  check_numbers(stage, name, value, allowed)
   if not is_concrete(value):
     return
-  slips = _not_numbers(value)
-  if slips:
-    # numpy would read "1e-3" as a number, True as 1 and None as NaN: all slips (a value
-    # left a string by a YAML or command-line parser; a flag in a number's place), also
-    # as an entry of a tuple (betas=('0.9', 0.999)).
-    convert = "int" if allowed.integer else "float"
-    hint = (f" (convert it with {convert}())"
-            if any(isinstance(s, (str, bytes)) for s in slips) else "")
-    what = "numbers" if allowed.vector else "a number"
-    raise HyperparameterError.about(stage, name, value,
-                                    f"must be {what} in {allowed}, got {value!r}{hint}")
   try:
     ok = allowed.contains(value)
   except (TypeError, ValueError):
@@ -253,13 +237,43 @@ def check_value(stage: str, name: str, value: Any, allowed: Range, *,
     _check_held(stage, name, value, allowed, held)
 
 
+def check_numbers(stage: str, name: str, value: Any, allowed: Range) -> None:
+  """Raises :class:`HyperparameterError` unless ``value`` is real numbers: if it is
+  complex (also when traced), or, concrete, a string, a bool or None (which numpy would
+  read as numbers), alone or as an entry of a tuple or an array. ``allowed`` is named in
+  the message. :func:`check_value`'s first check, also for a value whose range is
+  checked otherwise (a projection's bounds, which must hold ``lower <= upper``).
+  """
+  if any(isinstance(leaf, complex) or getattr(getattr(leaf, "dtype", None), "kind", "") == "c"
+         for leaf in jax.tree.leaves(value)):
+    # numpy casts a complex array to the real dtype it is held in with only a warning,
+    # dropping the imaginary part. Its dtype is known when traced, so this holds under jit.
+    raise HyperparameterError.about(
+        stage, name, value, f"must be a real number in {allowed}, got {value!r}")
+  if not is_concrete(value):
+    return
+  slips = _not_numbers(value)
+  if slips:
+    # numpy would read "1e-3" as a number, True as 1 and None as NaN: all slips (a value
+    # left a string by a YAML or command-line parser; a flag in a number's place), also
+    # as an entry of a tuple (betas=('0.9', 0.999)).
+    convert = "int" if allowed.integer else "float"
+    hint = (f" (convert it with {convert}())" if any(
+        isinstance(s, (str, bytes)) or getattr(getattr(s, "dtype", None), "kind", None) in ("U", "S")
+        for s in slips) else "")
+    what = "numbers" if allowed.vector else "a number"
+    raise HyperparameterError.about(stage, name, value,
+                                    f"must be {what} in {allowed}, got {value!r}{hint}")
+
+
 def _not_numbers(value: Any) -> list[Any]:
   """The entries of ``value`` (itself, or those of a tuple or list, nested) that numpy would
-  read as numbers though they are not: None, strings, bools and bool arrays."""
+  read as numbers though they are not: None, strings, bools, and bool and string arrays
+  (``np.asarray(np.array(['0.5']), float)`` is 0.5)."""
   if isinstance(value, (tuple, list)):
     return [slip for entry in value for slip in _not_numbers(entry)]
   if (value is None or isinstance(value, (str, bytes, bool))
-      or getattr(value, "dtype", None) == np.bool_):
+      or getattr(getattr(value, "dtype", None), "kind", None) in ("b", "U", "S")):
     return [value]
   return []
 

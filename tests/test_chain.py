@@ -329,6 +329,10 @@ ERRORS = [
      r"\(convert it with float\(\)\) \(checked by scale_by_learning_rate\)"),
     (lambda: gtx.sgd(0.1, True), gtx.HyperparameterError,
      r"sgd: momentum must be a number in \[0, inf\), got True"),
+    # numpy reads a string array as the number it spells: np.array('1e-3') was 0.001.
+    (lambda: gtx.adam(np.array("1e-3")), gtx.HyperparameterError,
+     r"adam: learning_rate must be a number in \[0, inf\), got array\('1e-3', dtype='<U4'\) "
+     r"\(convert it with float\(\)\)"),
     (lambda: gtx.set_hparams(_state_of(ADAM()), {"adam.b1": jnp.asarray(False)}),
      gtx.HyperparameterError, r"adam: b1 must be a number in \[0, 1\), got Array\(False"),
     # A complex number: numpy kept its real part with only a warning (0.1 for 0.1+0.2j).
