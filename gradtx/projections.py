@@ -279,6 +279,13 @@ def projection_simplex(tree: PyTree, scale: jax.typing.ArrayLike = 1) -> PyTree:
     {'b': Array(0., dtype=float32), 'w': Array([0.25, 0.75], dtype=float32)}
   """
   _check_scale("projection_simplex", scale)
+  return _simplex(tree, scale)
+
+
+def _simplex(tree: PyTree, scale: Any) -> PyTree:
+  """:func:`projection_simplex`, ``scale`` unchecked: for the l1 ball's branch that
+  projects onto its sphere, traced also where the ball is the whole space (an infinite
+  ``scale``, or one that is infinite as held)."""
   # A tree mixing dtypes (bfloat16 and float32 leaves) is solved in the dtype
   # they promote to, as optax does; asked explicitly, so strict promotion allows it.
   with jax.numpy_dtype_promotion("standard"):
@@ -326,7 +333,12 @@ def projection_l1_sphere(tree: PyTree, scale: jax.typing.ArrayLike = 1) -> PyTre
     {'w': Array([1.5, 0.5], dtype=float32)}
   """
   _check_scale("projection_l1_sphere", scale)
-  magnitude = projection_simplex(jax.tree.map(jnp.abs, tree), scale)
+  return _l1_sphere(tree, scale)
+
+
+def _l1_sphere(tree: PyTree, scale: Any) -> PyTree:
+  """:func:`projection_l1_sphere`, ``scale`` unchecked (see :func:`_simplex`)."""
+  magnitude = _simplex(jax.tree.map(jnp.abs, tree), scale)
   # |x| of a complex leaf is real: cast back so the product is the leaf's dtype (also
   # under strict dtype promotion).
   return tree_mul(jax.tree.map(_sign_of_projection, tree), tree_cast_like(magnitude, tree))
@@ -357,10 +369,10 @@ def projection_l1_ball(tree: PyTree, scale: jax.typing.ArrayLike = 1) -> PyTree:
   """
   _check_scale("projection_l1_ball", scale, POSITIVE_OR_INF)
   if is_concrete(scale) and np.all(np.isinf(scale)):
-    return tree  # the ball that is the whole space (the sphere's branch refuses inf)
+    return tree  # the ball that is the whole space
   l1_norm = tree_norm(tree, ord=1)
   return jax.lax.cond(l1_norm <= as_dtype(scale, l1_norm.dtype), lambda t: t,
-                      lambda t: projection_l1_sphere(t, scale), tree)
+                      lambda t: _l1_sphere(t, scale), tree)
 
 
 def projection_l2_sphere(tree: PyTree, scale: jax.typing.ArrayLike = 1) -> PyTree:

@@ -522,7 +522,7 @@ def test_a_refused_value_is_named_as_the_argument_the_caller_gave_it_to():
   Every public factory that passes its arguments on names itself and the argument, and
   the stage that checked it (core.names_its_arguments)."""
   checked = 0
-  for module in (gtx, gtx.contrib):
+  for module in (gtx, gtx.contrib, gtx.projections):
     for name in module.__all__:
       make = getattr(module, name)
       if not inspect.isfunction(make):

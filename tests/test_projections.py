@@ -430,6 +430,12 @@ def test_balls_of_infinite_radius_return_the_point():
       for run in (fn, jax.jit(fn)):
         out = run(tree, s)
         assert jax.tree.all(jax.tree.map(lambda a, b: bool(np.all(a == b)), out, tree)), fn
+  # So is one that float32 holds as inf: the l1 ball's sphere branch, traced with it
+  # though not taken, refused it, naming projection_l1_sphere.
+  for fn in (P.projection_l1_ball, P.projection_l2_ball):
+    with np.errstate(over="ignore"):  # numpy's warning as jnp.asarray casts it: the point
+      out = fn(tree, 1e50)
+    assert jax.tree.all(jax.tree.map(lambda a, b: bool(np.all(a == b)), out, tree)), fn
 
 
 def test_tree_mixing_bfloat16_and_float32_leaves():
