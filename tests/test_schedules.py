@@ -660,6 +660,11 @@ BAD_ARGUMENTS = [
     # string's letters as keys ("unknown keys ['_', 'a', 'e', ...]").
     (lambda: S.sgdr_schedule(_CYCLE),
      r"^sgdr_schedule: cosine_kwargs must be a list of dicts, one per cycle, got \{'init_value'"),
+    # A number in a list's place: "'float' object is not iterable", naming nothing.
+    (lambda: S.sgdr_schedule(1.0),
+     r"^sgdr_schedule: cosine_kwargs must be a list of dicts, one per cycle, got 1.0$"),
+    (lambda: S.join_schedules(1.0, []),
+     r"^join_schedules: schedules must be a non-empty sequence of schedules, got 1.0$"),
     (lambda: S.sgdr_schedule([_CYCLE, 5]),
      r"^sgdr_schedule \(cycle 1\): the cycle must be a dict of warmup_cosine_decay_schedule's "
      r"arguments, got 5$"),

@@ -55,7 +55,9 @@ def sgdr_schedule(cosine_kwargs: Iterable[Mapping[str, Any]]) -> Schedule:
     Restarts <https://arxiv.org/abs/1608.03983>`_, ICLR 2017.
   """
   cycles, boundaries, start = [], [], 0
-  if isinstance(cosine_kwargs, Mapping):  # one cycle's dict: its keys would be taken as cycles
+  # One cycle's dict (its keys would be taken as cycles), or a number ("'float' object is
+  # not iterable").
+  if isinstance(cosine_kwargs, (Mapping, str, bytes)) or not isinstance(cosine_kwargs, Iterable):
     raise _error("sgdr_schedule", "cosine_kwargs", "a list of dicts, one per cycle",
                  cosine_kwargs)
   for k, kwargs in enumerate(cosine_kwargs):

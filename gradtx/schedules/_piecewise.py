@@ -184,7 +184,7 @@ def join_schedules(schedules: Sequence[Schedule],
     1.0 0.5
   """
   where = "join_schedules"
-  if callable(schedules):  # one schedule where the list goes
+  if callable(schedules) or not isinstance(schedules, Iterable):  # one where the list goes
     raise _error(where, "schedules", "a non-empty sequence of schedules", schedules)
   schedules = tuple(schedules)
   if not schedules:
