@@ -660,6 +660,13 @@ BAD_ARGUMENTS = [
     # string's letters as keys ("unknown keys ['_', 'a', 'e', ...]").
     (lambda: S.sgdr_schedule(_CYCLE),
      r"^sgdr_schedule: cosine_kwargs must be a list of dicts, one per cycle, got \{'init_value'"),
+    # A list in a number's place: Python's "unsupported operand type(s) for /: 'list' and
+    # 'float'" or "int() argument must be ... not 'list'".
+    (lambda: S.cosine_onecycle_schedule(100, [1.0, 2.0]),
+     r"^cosine_onecycle_schedule: peak_value must be a number or an array, got \[1.0, 2.0\] "
+     r"\(several values: pass jnp.asarray of them\)$"),
+    (lambda: S.linear_onecycle_schedule(100, 1.0, pct_start=(0.3,)),
+     r"^linear_onecycle_schedule: pct_start must be a number or an array, got \(0.3,\)"),
     # A number in a list's place: "'float' object is not iterable", naming nothing.
     (lambda: S.sgdr_schedule(1.0),
      r"^sgdr_schedule: cosine_kwargs must be a list of dicts, one per cycle, got 1.0$"),

@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import inspect
 import math
+import numbers
 import operator
 from typing import Any, Callable, ParamSpec, Sequence
 
@@ -130,6 +131,12 @@ def _number(where: str, arg: str, value: Any, *, optional: bool = False) -> None
   # dropped with a warning), and a NaN one was NaN at every step: a slip, never a value.
   if isinstance(value, complex) or kind == "c":
     raise HyperparameterError(f"{where}: {arg} must be a real number, got {value!r}")
+  if not isinstance(value, (numbers.Real, np.ndarray, np.generic, jax.Array)):
+    # A list, a dict, ...: Python arithmetic on it failed, naming nothing ("unsupported
+    # operand type(s) for /: 'list' and 'float'" in the one-cycle schedules). Values per
+    # member of an ensemble are an array.
+    hint = " (several values: pass jnp.asarray of them)" if isinstance(value, (list, tuple)) else ""
+    raise HyperparameterError(f"{where}: {arg} must be {rule} or an array, got {value!r}{hint}")
   if not isinstance(value, jax.core.Tracer):
     try:
       nan = np.isnan(np.asarray(value, np.float64)).any()
