@@ -139,11 +139,11 @@ def _number(where: str, arg: str, value: Any, *, optional: bool = False) -> None
     raise HyperparameterError(f"{where}: {arg} must be {rule} or an array, got {value!r}{hint}")
   if not isinstance(value, jax.core.Tracer):
     try:
-      nan = np.isnan(np.asarray(value, np.float64)).any()
+      held = np.asarray(value, np.float64)
     except (TypeError, ValueError):
       return
-    if nan:
-      shown = value if np.ndim(value) == 0 else "an array holding NaN"
+    if np.isnan(held).any():
+      shown = value if held.ndim == 0 else "an array holding NaN"
       raise HyperparameterError(f"{where}: {arg} must be {rule}, got {shown}")
 
 
