@@ -44,7 +44,8 @@ def hvp(loss: LossFn, v: jax.Array, params: PyTree, inputs: jax.Array,
 
   Args:
     loss: :math:`\\ell`, ``loss(params, inputs, targets) -> scalar``.
-    v: a flat vector of the size of ``ravel_pytree(params)``, cast to its dtype.
+    v: a flat vector of the size of ``ravel_pytree(params)``, cast to its dtype
+      (complex only for complex params).
     params: :math:`\\theta`, any pytree.
     inputs: :math:`x`.
     targets: :math:`y`.
@@ -70,6 +71,9 @@ def hvp(loss: LossFn, v: jax.Array, params: PyTree, inputs: jax.Array,
   if v.shape != flat.shape:  # else unravel fails with "Sum of sizes 4 must be equal to ..."
     raise StructureError(f"hvp: v must be a flat vector of the size of ravel_pytree(params), "
                          f"shape {flat.shape}; got shape {v.shape}")
+  if jnp.iscomplexobj(v) and not jnp.iscomplexobj(flat):  # the cast would drop Im v
+    raise StructureError(f"hvp: v is {v.dtype} and the params are real ({flat.dtype}); "
+                         "pass the real and imaginary parts of v in two calls")
   # A probe drawn in another float dtype (a float64 numpy vector under x64 for float32
   # params) is the same direction: cast, where jax.jvp refused the mismatched tangent.
   v = as_dtype(v, flat.dtype)

@@ -99,6 +99,11 @@ def test_hvp_takes_a_vector_of_another_dtype_and_names_a_wrong_size():
   with pytest.raises(ValueError, match=r"^hvp: v must be a flat vector of the size of "
                      r"ravel_pytree\(params\), shape \(6,\); got shape \(3, 2\)$"):
     SO.hvp(squares_loss, jnp.ones((3, 2)), params, x, y)
+  # A complex v for real params: the cast to float32 dropped its imaginary part, and
+  # hvp(1j e0) came back 0 (optax raises a jvp dtype error).
+  with pytest.raises(ValueError, match=r"^hvp: v is complex64 and the params are real "
+                     r"\(float32\)"):
+    SO.hvp(squares_loss, e0.astype(jnp.complex64) * 1j, params, x, y)
 
 
 @pytest.mark.parametrize("loss, problem", PROBLEMS, ids=["logistic", "squares"])
