@@ -175,7 +175,9 @@ def lr_range_test(loss_fn: Callable[[PyTree, Any], jax.Array], params: PyTree,
     a_k = (1 - \\alpha)\\, a_{k-1} + \\alpha\\, \\ell_k, \\qquad
     s_k = a_k / (1 - (1 - \\alpha)^{k+1}),
 
-  and the run stops early when the loss becomes non-finite or blows up:
+  computed as :math:`s_k = s_{k-1} + \\alpha (\\ell_k - s_{k-1}) / (1 - (1 - \\alpha)^{k+1})`,
+  which keeps a constant loss constant (the minimum of a flat curve is its
+  first point), and the run stops early when the loss becomes non-finite or blows up:
   :math:`s_k - s^\\ast > (\\tau - 1)\\,|s^\\ast|` with :math:`s^\\ast` the best
   smoothed loss so far (:math:`s_k > \\tau s^\\ast` for a positive loss).
   Two rates are suggested: ``steepest_lr``, where :math:`\\log s` falls
@@ -281,7 +283,7 @@ def lr_range_test(loss_fn: Callable[[PyTree, Any], jax.Array], params: PyTree,
 
   losses: list[float] = []
   smoothed: list[float] = []
-  average, best, stop_reason = 0.0, math.inf, COMPLETED
+  current, best, stop_reason = 0.0, math.inf, COMPLETED
   for k, lr in enumerate(lrs):
     try:
       batch = next(stream)
@@ -296,8 +298,12 @@ def lr_range_test(loss_fn: Callable[[PyTree, Any], jax.Array], params: PyTree,
       smoothed.append(math.nan)
       stop_reason = NONFINITE
       break
-    average = (1 - smoothing) * average + smoothing * loss
-    current = average / (1 - (1 - smoothing) ** (k + 1))
+    # s_k = s_{k-1} + (alpha / c_k)(l_k - s_{k-1}), c_k = 1 - (1 - alpha)^(k+1): a_k / c_k
+    # updated in place, and s_0 = l_0 exactly (c_0 = alpha rounds), so that a flat curve
+    # stays flat. Dividing the average by c_k rounded a constant loss to a curve whose
+    # last point was lowest (minimum_lr was max_lr).
+    weight = 1.0 if k == 0 else smoothing / (1 - (1 - smoothing) ** (k + 1))
+    current += weight * (loss - current)
     smoothed.append(current)
     if current - best > (diverge_threshold - 1) * abs(best):
       stop_reason = DIVERGED

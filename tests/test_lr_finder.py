@@ -130,6 +130,15 @@ def test_a_nonfinite_loss_stops_the_run():
   assert 1e-4 / 3 < result.suggested_lr < 1e-4 * 3  # read off the finite part
 
 
+def test_a_flat_loss_smooths_to_itself_and_its_minimum_is_the_first_rate():
+  # The moving average divided by its bias 1 - (1 - alpha)^(k+1) rounded a constant loss
+  # to a curve that fell by an ulp at the last step: minimum_lr was max_lr.
+  result = lr_range_test(lambda x, batch: 0.0 * jnp.sum(x) + 1.0, jnp.ones(2), [None],
+                         gtx.sgd(0.1), num_steps=5)
+  np.testing.assert_array_equal(result.smoothed_losses, np.ones(5))
+  assert result.minimum_lr == result.lrs[0] == 1e-7
+
+
 def test_an_iterator_that_runs_out_stops_the_run():
   batches = iter([jnp.zeros(2)] * 7)
   result = lr_range_test(_quadratic(1.0), jnp.ones(2), batches, gtx.sgd(0.1))
