@@ -224,6 +224,7 @@ def lr_range_test(loss_fn: Callable[[PyTree, Any], jax.Array], params: PyTree,
     A :class:`RangeTestResult` (host numpy arrays and floats).
 
   Raises:
+    TypeError: ``tx`` is not a transformation.
     ValueError: an argument out of range (named with its allowed range).
     HyperparameterError: ``name`` is not a hyperparameter of the state (the
       message lists the valid names), or a schedule drives it.
@@ -249,6 +250,11 @@ def lr_range_test(loss_fn: Callable[[PyTree, Any], jax.Array], params: PyTree,
     >>> result.stop_reason, 0.25 / 3 < result.suggested_lr < 0.25 * 3
     ('diverged', True)
   """
+  if not (callable(getattr(tx, "init", None)) and callable(getattr(tx, "update", None))):
+    # Else "'list' object has no attribute 'init'" for batches and tx swapped, naming nothing.
+    raise TypeError("lr_range_test: tx must be a gradient transformation (with init and "
+                    f"update), got {type(tx).__name__}; the arguments are (loss_fn, params, "
+                    "batches, tx)")
   _check(isinstance(num_steps, numbers.Integral) and not isinstance(num_steps, bool)
          and num_steps >= 2,
          f"num_steps must be an integer >= 2, got {num_steps!r}")

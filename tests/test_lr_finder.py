@@ -236,6 +236,13 @@ def test_errors(kwargs, error, match):
     lr_range_test(_quadratic(1.0), jnp.ones(2), [None], gtx.sgd(0.1), **kwargs)
 
 
+def test_a_tx_that_is_not_a_transformation_is_named():
+  # batches and tx swapped raised "'list' object has no attribute 'init'", naming nothing.
+  with pytest.raises(TypeError, match=r"^lr_range_test: tx must be a gradient transformation "
+                     r"\(with init and update\), got list"):
+    lr_range_test(_quadratic(1.0), jnp.ones(2), gtx.sgd(0.1), [None])
+
+
 def test_num_steps_may_be_a_numpy_integer():
   # np.int64(20) is an integer: it was refused with "num_steps must be an integer".
   result = lr_range_test(_quadratic(1.0), jnp.ones(2), [None], gtx.sgd(0.1),
