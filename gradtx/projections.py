@@ -12,6 +12,13 @@ in the input's dtypes, and runs under ``jax.jit``. Use one after a step for
 projected gradient descent:
 ``params = projection_non_negative(gtx.apply_updates(params, updates))``.
 
+An integer or bool leaf is projected as the default float dtype (float32, or
+float64 under ``jax_enable_x64``), the dtype optax's promotion gives it, and
+comes back in it: the closest point of a set is seldom an integer one, and a
+bound or radius cast to the leaf's dtype moved the set (``projection_box`` of
+``[-2, 3, 5]`` to ``[0.5, 3.7]`` gave ``[0, 3, 3]``, the l2 ball of ``[3, 4]``
+gave ``[0, 0]``). Every other leaf keeps its dtype.
+
 Where optax 0.2.8 differs: :func:`projection_box` and
 :func:`projection_hypercube` accept scalar bounds for a tree with several
 leaves (optax raises a pytree structure error); :func:`projection_l1_sphere`
@@ -36,7 +43,7 @@ from jax import flatten_util
 from gradtx.core import (ANY, NONNEGATIVE_OR_INF, POSITIVE, POSITIVE_OR_INF, Range,
                          check_numbers, check_value, is_concrete)
 from gradtx.errors import HyperparameterError
-from gradtx.numerics import as_dtype
+from gradtx.numerics import as_dtype, as_float
 from gradtx.tree import keystr
 from gradtx.tree_utils import (tree_add_scale, tree_cast_like, tree_full_like, tree_mul,
                                tree_norm, tree_scale, tree_size, tree_vdot, tree_where)
@@ -54,6 +61,12 @@ __all__ = ["projection_box", "projection_halfspace", "projection_hypercube",
            "projection_non_negative", "projection_simplex", "projection_vector"]
 
 
+def _floating(tree: PyTree) -> PyTree:
+  """``tree`` with each integer or bool leaf as the default float dtype, the others as
+  they are (no work, traced or not, for a float tree): the module's rule for them."""
+  return jax.tree.map(as_float, tree)
+
+
 def projection_non_negative(tree: PyTree) -> PyTree:
   """Projection onto the non-negative orthant.
 
@@ -69,7 +82,7 @@ def projection_non_negative(tree: PyTree) -> PyTree:
     >>> gtx.projections.projection_non_negative({"w": jnp.array([-1.0, 2.0])})
     {'w': Array([0., 2.], dtype=float32)}
   """
-  return jax.tree.map(jax.nn.relu, tree)
+  return jax.tree.map(jax.nn.relu, _floating(tree))
 
 
 def _check_scale(stage: str, scale: Any, allowed: Range = POSITIVE, *,
@@ -184,7 +197,7 @@ def _clip(tree: PyTree, lower: PyTree, upper: PyTree, stage: str,
     x = jnp.asarray(x)
     return jnp.clip(x, fitted(path, names[0], low, x), fitted(path, names[1], high, x))
 
-  return jax.tree_util.tree_map_with_path(clip, tree, lower, upper)
+  return jax.tree_util.tree_map_with_path(clip, _floating(tree), lower, upper)
 
 
 def projection_hypercube(tree: PyTree, scale: Any = 1) -> PyTree:
@@ -279,7 +292,7 @@ def projection_simplex(tree: PyTree, scale: jax.typing.ArrayLike = 1) -> PyTree:
     {'b': Array(0., dtype=float32), 'w': Array([0.25, 0.75], dtype=float32)}
   """
   _check_scale("projection_simplex", scale)
-  return _simplex(tree, scale)
+  return _simplex(_floating(tree), scale)
 
 
 def _simplex(tree: PyTree, scale: Any) -> PyTree:
@@ -333,7 +346,7 @@ def projection_l1_sphere(tree: PyTree, scale: jax.typing.ArrayLike = 1) -> PyTre
     {'w': Array([1.5, 0.5], dtype=float32)}
   """
   _check_scale("projection_l1_sphere", scale)
-  return _l1_sphere(tree, scale)
+  return _l1_sphere(_floating(tree), scale)
 
 
 def _l1_sphere(tree: PyTree, scale: Any) -> PyTree:
@@ -368,6 +381,7 @@ def projection_l1_ball(tree: PyTree, scale: jax.typing.ArrayLike = 1) -> PyTree:
     {'w': Array([ 1., -0.], dtype=float32)}
   """
   _check_scale("projection_l1_ball", scale, POSITIVE_OR_INF)
+  tree = _floating(tree)
   if is_concrete(scale) and np.all(np.isinf(scale)):
     return tree  # the ball that is the whole space
   l1_norm = tree_norm(tree, ord=1)
@@ -396,6 +410,7 @@ def projection_l2_sphere(tree: PyTree, scale: jax.typing.ArrayLike = 1) -> PyTre
     {'w': Array([0.6, 0.8], dtype=float32)}
   """
   _check_scale("projection_l2_sphere", scale)
+  tree = _floating(tree)
   norm = tree_norm(tree)
   is_zero = norm == 0
   base = tree_where(is_zero, tree_full_like(tree, 1), tree)
@@ -422,6 +437,7 @@ def projection_l2_ball(tree: PyTree, scale: jax.typing.ArrayLike = 1) -> PyTree:
     {'w': Array([0.6, 0.8], dtype=float32)}
   """
   _check_scale("projection_l2_ball", scale, POSITIVE_OR_INF)
+  tree = _floating(tree)
   # s / ||x|| outside the ball, not s / sqrt(max(||x||^2, s^2)) as optax takes it: s^2
   # overflows float32 from s = 2e19 (every point came back as 0, inside the ball too) and
   # underflows below 1e-19 (0 came back NaN, a small point inf); inside, 1 exactly (an
@@ -470,6 +486,7 @@ def projection_vector(x: PyTree, a: PyTree) -> PyTree:
     >>> gtx.projections.projection_vector(jnp.array([1.0, 2.0]), jnp.array([1.0, 0.0]))
     Array([1., 0.], dtype=float32)
   """
+  x, a = _floating(x), _floating(a)
   return tree_scale(tree_vdot(x, a) / tree_vdot(a, a), a)
 
 
@@ -493,6 +510,7 @@ def projection_hyperplane(x: PyTree, a: PyTree, b: jax.typing.ArrayLike) -> PyTr
     Array([0., 1.], dtype=float32)
   """
   _check_offset("projection_hyperplane", b, ANY)
+  x, a = _floating(x), _floating(a)
   ax = tree_vdot(x, a)
   return tree_add_scale(x, (as_dtype(b, jnp.result_type(ax)) - ax) / tree_vdot(a, a), a)
 
@@ -517,6 +535,7 @@ def projection_halfspace(x: PyTree, a: PyTree, b: jax.typing.ArrayLike) -> PyTre
     Array([0., 1.], dtype=float32)
   """
   _check_offset("projection_halfspace", b, _UP_TO_INF)
+  x, a = _floating(x), _floating(a)
   ax = tree_vdot(x, a)
   gap = jnp.minimum(as_dtype(b, jnp.result_type(ax)) - ax, 0)
   return tree_add_scale(x, gap / tree_vdot(a, a), a)

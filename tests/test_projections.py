@@ -10,6 +10,7 @@ feasible points, none of which may be closer.
 
 from __future__ import annotations
 
+import functools
 import itertools
 
 import jax
@@ -457,3 +458,54 @@ def test_tree_mixing_bfloat16_and_float32_leaves():
   for out, expected in cases:
     _check_dtypes(out, tree)
     np.testing.assert_allclose(_flat(out), expected, rtol=1e-2, atol=2e-2)
+
+
+
+def _bound(value):
+  return lambda t: jax.tree.map(lambda _: value, t)  # optax's box takes only trees
+
+
+# Each projection as a function of its module (gradtx's or optax's) and the tree; the
+# line, plane and halfspace take a tree of their own for a.
+_ALL_PROJECTIONS = {
+    "projection_non_negative": lambda m, t: m.projection_non_negative(t),
+    "projection_box": lambda m, t: m.projection_box(t, _bound(0.5)(t), _bound(3.7)(t)),
+    "projection_hypercube": lambda m, t: m.projection_hypercube(t, 2.5),
+    "projection_simplex": lambda m, t: m.projection_simplex(t, 1.5),
+    "projection_l1_sphere": lambda m, t: m.projection_l1_sphere(t, 1.5),
+    "projection_l1_ball": lambda m, t: m.projection_l1_ball(t, 1.5),
+    "projection_l2_sphere": lambda m, t: m.projection_l2_sphere(t, 1.5),
+    "projection_l2_ball": lambda m, t: m.projection_l2_ball(t, 1.5),
+    "projection_linf_ball": lambda m, t: m.projection_linf_ball(t, 1.5),
+    "projection_vector": lambda m, t: m.projection_vector(t, jax.tree.map(jnp.ones_like, t)),
+    "projection_hyperplane": lambda m, t: m.projection_hyperplane(t, t, 0.5),
+    "projection_halfspace": lambda m, t: m.projection_halfspace(t, t, 0.5),
+}
+# optax 0.2.8 raises for an integer tree in its l1 ball and for scalar bounds in its
+# hypercube, and its linf ball casts the radius to the integers ([-1, 1, 1] here).
+_OPTAX_WRONG_ON_INTEGERS = ("projection_hypercube", "projection_l1_ball", "projection_linf_ball")
+
+
+def test_integer_leaves_are_projected_as_floats():
+  # Integer leaves were projected in their dtype, the bounds and radii cast to it: the box
+  # [0.5, 3.7] gave [0, 3, 3] for [-2, 3, 5] (0 outside the box), the l2 ball of radius 1.5
+  # gave 0 for every entry, the simplex's entries summed to 1 for a scale of 1.5.
+  import optax
+  ints = {"a": jnp.array([-2, 3, 5]), "b": jnp.array([7, -4, 0], jnp.int8),
+          "m": jnp.array([True, False, True])}
+  floats = jax.tree.map(lambda x: x.astype(jnp.float32), ints)
+  int32s = jax.tree.map(lambda x: x.astype(jnp.int32), ints)  # optax's simplex takes no mix
+  for name, project in _ALL_PROJECTIONS.items():
+    out, expected = project(P, ints), project(P, floats)
+    for k in ints:
+      assert out[k].dtype == jnp.float32, (name, k)
+      np.testing.assert_array_equal(out[k], expected[k], err_msg=f"{name} {k}")
+    if name not in _OPTAX_WRONG_ON_INTEGERS:
+      # Jitted: one compile is cheaper than optax's eager ops' first calls.
+      with jax.numpy_dtype_promotion("standard"):  # optax relies on int * float promoting
+        expected = jax.jit(functools.partial(project, optax.projections))(int32s)
+      for k in ints:
+        np.testing.assert_allclose(out[k], expected[k], rtol=1e-6, atol=1e-6,
+                                   err_msg=f"{name} {k}")
+  with jax.enable_x64(True):  # the default float
+    assert P.projection_l2_ball(jnp.array([3, 4])).dtype == jnp.float64
