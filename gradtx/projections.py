@@ -19,6 +19,10 @@ bound or radius cast to the leaf's dtype moved the set (``projection_box`` of
 ``[-2, 3, 5]`` to ``[0.5, 3.7]`` gave ``[0, 3, 3]``, the l2 ball of ``[3, 4]``
 gave ``[0, 0]``). Every other leaf keeps its dtype.
 
+A tree without entries (no leaf, or only leaves of size 0) is in every ball,
+box and halfspace and comes back as it is; the simplex and the spheres have
+no point of no entries, and raise :class:`~gradtx.StructureError`.
+
 Where optax 0.2.8 differs: :func:`projection_box` and
 :func:`projection_hypercube` accept scalar bounds for a tree with several
 leaves (optax raises a pytree structure error); :func:`projection_l1_sphere`
@@ -42,7 +46,7 @@ from jax import flatten_util
 
 from gradtx.core import (ANY, NONNEGATIVE_OR_INF, POSITIVE, POSITIVE_OR_INF, Range,
                          check_numbers, check_value, is_concrete)
-from gradtx.errors import HyperparameterError
+from gradtx.errors import HyperparameterError, StructureError
 from gradtx.numerics import as_dtype, as_float
 from gradtx.tree import keystr
 from gradtx.tree_utils import (tree_add_scale, tree_cast_like, tree_full_like, tree_mul,
@@ -105,6 +109,18 @@ def _check_offset(stage: str, b: Any, allowed: Range) -> None:
   if np.ndim(b) != 0:
     raise HyperparameterError(f"{stage}: b must be a scalar, got shape {np.shape(b)}")
   check_value(stage, "b", b, allowed)
+
+
+def _check_has_entries(stage: str, tree: PyTree, why: str) -> None:
+  """Raises :class:`~gradtx.StructureError` for a tree without entries (no leaf, or only
+  leaves of size 0), for a set that has no point of no entries (``why``): the simplex's
+  sort raised numpy's "zero-size array to reduction operation max", naming nothing."""
+  if tree_size(tree) == 0:
+    raise StructureError(f"{stage}: the tree has no entries (no leaf, or only leaves of "
+                         f"size 0), so the set has no point: {why}")
+
+
+_EMPTY_NORM = "the norm of no entries is 0, not scale > 0"
 
 
 def _is_bound_leaf(bound: Any) -> bool:
@@ -292,6 +308,7 @@ def projection_simplex(tree: PyTree, scale: jax.typing.ArrayLike = 1) -> PyTree:
     {'b': Array(0., dtype=float32), 'w': Array([0.25, 0.75], dtype=float32)}
   """
   _check_scale("projection_simplex", scale)
+  _check_has_entries("projection_simplex", tree, "no entries sum to scale > 0")
   return _simplex(_floating(tree), scale)
 
 
@@ -346,6 +363,7 @@ def projection_l1_sphere(tree: PyTree, scale: jax.typing.ArrayLike = 1) -> PyTre
     {'w': Array([1.5, 0.5], dtype=float32)}
   """
   _check_scale("projection_l1_sphere", scale)
+  _check_has_entries("projection_l1_sphere", tree, _EMPTY_NORM)
   return _l1_sphere(_floating(tree), scale)
 
 
@@ -382,8 +400,10 @@ def projection_l1_ball(tree: PyTree, scale: jax.typing.ArrayLike = 1) -> PyTree:
   """
   _check_scale("projection_l1_ball", scale, POSITIVE_OR_INF)
   tree = _floating(tree)
-  if is_concrete(scale) and np.all(np.isinf(scale)):
-    return tree  # the ball that is the whole space
+  if (is_concrete(scale) and np.all(np.isinf(scale))) or tree_size(tree) == 0:
+    # The ball that is the whole space; or a tree without entries, inside every ball (the
+    # sphere's branch, traced though not taken, raised for it).
+    return tree
   l1_norm = tree_norm(tree, ord=1)
   return jax.lax.cond(l1_norm <= as_dtype(scale, l1_norm.dtype), lambda t: t,
                       lambda t: _l1_sphere(t, scale), tree)
@@ -410,6 +430,7 @@ def projection_l2_sphere(tree: PyTree, scale: jax.typing.ArrayLike = 1) -> PyTre
     {'w': Array([0.6, 0.8], dtype=float32)}
   """
   _check_scale("projection_l2_sphere", scale)
+  _check_has_entries("projection_l2_sphere", tree, _EMPTY_NORM)
   tree = _floating(tree)
   norm = tree_norm(tree)
   is_zero = norm == 0
@@ -487,6 +508,8 @@ def projection_vector(x: PyTree, a: PyTree) -> PyTree:
     Array([1., 0.], dtype=float32)
   """
   x, a = _floating(x), _floating(a)
+  if tree_size(a) == 0:
+    return x  # the only point of no entries (tree_vdot's 0 / 0 raised ZeroDivisionError)
   return tree_scale(tree_vdot(x, a) / tree_vdot(a, a), a)
 
 

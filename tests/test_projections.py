@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 
 from gradtx import projections as P
-from gradtx.errors import HyperparameterError
+from gradtx.errors import HyperparameterError, StructureError
 from gradtx.tree_utils import tree_norm
 
 SHAPES = {"a": (3,), "b": (2, 2), "c": ()}
@@ -509,3 +509,26 @@ def test_integer_leaves_are_projected_as_floats():
                                    err_msg=f"{name} {k}")
   with jax.enable_x64(True):  # the default float
     assert P.projection_l2_ball(jnp.array([3, 4])).dtype == jnp.float64
+
+
+_NO_POINT_OF_NO_ENTRIES = ("projection_simplex", "projection_l1_sphere", "projection_l2_sphere")
+
+
+@pytest.mark.parametrize("tree", [{}, {"w": jnp.zeros((0, 3)), "b": jnp.zeros(0)}],
+                         ids=["no leaf", "empty leaves"])
+def test_tree_without_entries(tree):
+  # It is inside every ball and box, and comes back as it is: the l1 ball raised numpy's
+  # "zero-size array to reduction operation max" (its sphere branch, traced though not
+  # taken), the line ZeroDivisionError. The simplex and the spheres have no point of no
+  # entries: they raise, naming the projection (the first two raised the same numpy
+  # error, the l2 sphere returned the tree, which is on no sphere).
+  for name, project in _ALL_PROJECTIONS.items():
+    if name in _NO_POINT_OF_NO_ENTRIES:
+      with pytest.raises(StructureError, match=rf"^{name}: the tree has no entries \(no leaf, "
+                                               r"or only leaves of size 0\), so the set has "
+                                               r"no point: (no entries sum|the norm of no)"):
+        project(P, tree)
+    else:
+      out = project(P, tree)
+      assert jax.tree.structure(out) == jax.tree.structure(tree), name
+      assert jax.tree.map(jnp.shape, out) == jax.tree.map(jnp.shape, tree), name
