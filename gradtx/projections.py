@@ -47,7 +47,7 @@ from jax import flatten_util
 from gradtx.core import (ANY, NONNEGATIVE_OR_INF, POSITIVE, POSITIVE_OR_INF, Range,
                          check_numbers, check_value, is_concrete)
 from gradtx.errors import HyperparameterError, StructureError
-from gradtx.numerics import as_dtype, as_float
+from gradtx.numerics import as_dtype, as_float, at_least_float32
 from gradtx.tree import keystr
 from gradtx.tree_utils import (tree_add_scale, tree_cast_like, tree_full_like, tree_mul,
                                tree_norm, tree_scale, tree_size, tree_vdot, tree_where)
@@ -320,8 +320,17 @@ def _simplex(tree: PyTree, scale: Any) -> PyTree:
   # they promote to, as optax does; asked explicitly, so strict promotion allows it.
   with jax.numpy_dtype_promotion("standard"):
     values, unravel = flatten_util.ravel_pytree(tree)
-  s = as_dtype(scale, values.dtype)
-  return unravel(s * _projection_unit_simplex(values / s))
+  # A 16-bit vector is solved in float32 and rounded once: solved in bfloat16 its entries
+  # came out about 1.5 ulp off, and in float16 a scale of 1e5 was held as inf (every
+  # entry inf, for [1, 1, 1], though 33333 fits).
+  wide = _at_least_float32(values)
+  s = as_dtype(scale, wide.dtype)
+  return unravel(as_dtype(s * _projection_unit_simplex(wide / s), values.dtype))
+
+
+def _at_least_float32(x: jax.Array) -> jax.Array:
+  """A bfloat16 or float16 ``x`` as float32; any other as it is (no work traced)."""
+  return as_dtype(x, at_least_float32(x))
 
 
 def _sign_of_projection(x: jax.Array) -> jax.Array:
@@ -404,7 +413,9 @@ def projection_l1_ball(tree: PyTree, scale: jax.typing.ArrayLike = 1) -> PyTree:
     # The ball that is the whole space; or a tree without entries, inside every ball (the
     # sphere's branch, traced though not taken, raised for it).
     return tree
-  l1_norm = tree_norm(tree, ord=1)
+  # In float32 for 16-bit leaves, as the sphere is solved: a float16 norm overflowed to inf
+  # (and inf <= scale held for a scale of 1e5, also held as inf: x came back unprojected).
+  l1_norm = tree_norm(jax.tree.map(_at_least_float32, tree), ord=1)
   return jax.lax.cond(l1_norm <= as_dtype(scale, l1_norm.dtype), lambda t: t,
                       lambda t: _l1_sphere(t, scale), tree)
 

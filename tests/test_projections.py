@@ -230,6 +230,27 @@ def test_simplex_with_entries_near_the_dtype_max_is_exact():
   np.testing.assert_array_equal(jax.jacfwd(P.projection_simplex)(x), np.zeros((5, 5)))
 
 
+def test_simplex_of_16_bit_trees_is_solved_in_float32():
+  # Solved in bfloat16, entries came out about 1.5 ulp off the float32 solution rounded
+  # once; in float16 a scale of 1e5 was held as inf (every entry inf, though 33333 fits),
+  # and the l1 ball's norm overflowed to inf and kept x, unprojected.
+  rng = np.random.default_rng(0)
+  tree = {"a": jnp.asarray(rng.standard_normal(16), jnp.bfloat16),
+          "b": jnp.asarray(rng.standard_normal((2, 3)), jnp.bfloat16)}
+  wide = jax.tree.map(lambda x: x.astype(jnp.float32), tree)
+  for project in (P.projection_simplex, P.projection_l1_sphere, P.projection_l1_ball):
+    out, expected = project(tree, 3.0), project(wide, 3.0)
+    for k in tree:
+      assert out[k].dtype == jnp.bfloat16
+      np.testing.assert_array_equal(out[k], expected[k].astype(jnp.bfloat16))
+  third = np.full(3, 1e5 / 3, np.float16)  # 33344 as float16
+  for project, x in ((P.projection_simplex, 1), (P.projection_l1_sphere, 1),
+                     (P.projection_l1_ball, 60000)):
+    out = project(jnp.full(3, x, jnp.float16), 1e5)
+    assert out.dtype == jnp.float16
+    np.testing.assert_array_equal(out, third)
+
+
 def test_simplex_jacobian_is_the_affine_map_on_the_support():
   x = jnp.array([0.9, 0.6, -1.0, 0.3])  # support {0, 1, 3}, away from a kink
   jac = np.asarray(jax.jacfwd(P.projection_simplex)(x))
