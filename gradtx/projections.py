@@ -48,7 +48,7 @@ from gradtx.core import (ANY, NONNEGATIVE_OR_INF, POSITIVE, POSITIVE_OR_INF, Ran
                          check_numbers, check_value, is_concrete)
 from gradtx.errors import HyperparameterError, StructureError
 from gradtx.numerics import as_dtype, as_float, at_least_float32
-from gradtx.tree import keystr
+from gradtx.tree import check_structure, keystr
 from gradtx.tree_utils import (tree_add_scale, tree_cast_like, tree_full_like, tree_mul,
                                tree_norm, tree_scale, tree_size, tree_vdot, tree_where)
 
@@ -128,6 +128,17 @@ def _is_bound_leaf(bound: Any) -> bool:
   return jax.tree_util.treedef_is_leaf(jax.tree.structure(bound))
 
 
+def _per_leaf(stage: str, name: str, bound: Any, tree: PyTree) -> PyTree:
+  """``bound`` for each leaf of ``tree``: one scalar or array repeated, or a tree of
+  bounds, checked to have ``tree``'s structure (:func:`gradtx.tree.check_structure`
+  names the first key path where they differ; JAX's own error named neither the
+  projection nor the argument)."""
+  if _is_bound_leaf(bound):
+    return jax.tree.map(lambda _: bound, tree)
+  check_structure(tree, bound, "tree", name, check_shapes=False, stage=stage)
+  return bound
+
+
 def _check_bound_numbers(stage: str, name: str, bound: PyTree, allowed: Range = _BOUND) -> None:
   """Raises :class:`~gradtx.HyperparameterError` for a leaf of ``bound`` that is not real
   numbers (:func:`gradtx.core.check_numbers`): a string (``lower='0'``, as a YAML or
@@ -176,10 +187,8 @@ def projection_box(tree: PyTree, lower: Any, upper: Any) -> PyTree:
   _check_bound_numbers("projection_box", "lower", lower)
   _check_bound_numbers("projection_box", "upper", upper)
   both_scalar = _is_bound_leaf(lower) and _is_bound_leaf(upper)  # then no leaf to name
-  if _is_bound_leaf(lower):
-    lower = jax.tree.map(lambda _: lower, tree)
-  if _is_bound_leaf(upper):
-    upper = jax.tree.map(lambda _: upper, tree)
+  lower = _per_leaf("projection_box", "lower", lower, tree)
+  upper = _per_leaf("projection_box", "upper", upper, tree)
   misordered = _first_misordered(lower, upper)
   if misordered is not None:
     path, low, high = misordered
@@ -241,8 +250,7 @@ def projection_hypercube(tree: PyTree, scale: Any = 1) -> PyTree:
       path, _, high = misordered
       raise HyperparameterError(f"projection_hypercube: scale must be in [0, inf] at "
                                 f"{jax.tree_util.keystr(path)}, got {high:g}")
-  if _is_bound_leaf(scale):
-    scale = jax.tree.map(lambda _: scale, tree)
+  scale = _per_leaf("projection_hypercube", "scale", scale, tree)
   return _clip(tree, jax.tree.map(lambda _: 0, tree), scale, "projection_hypercube",
                ("lower", "scale"))
 

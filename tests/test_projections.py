@@ -171,6 +171,22 @@ def test_box_bound_that_does_not_fit_its_leaf_raises_naming_it(call, pattern):
     call()
 
 
+# A tree of bounds of another structure raised JAX's "pytree structure error: different
+# numbers of pytree children at key path", naming neither the projection nor the bound.
+@pytest.mark.parametrize("call, pattern", [
+    (lambda: P.projection_box(_SHAPED, {"w": 0.0}, 5.0),
+     r"^projection_box: lower and tree differ in structure: key path \['b'\] is in tree but "
+     r"not in lower$"),
+    (lambda: P.projection_box(_SHAPED, -1.0, {"w": 1.0, "b": 1.0, "c": 2.0}),
+     r"^projection_box: upper and tree differ in structure: key path \['c'\] is in upper"),
+    (lambda: P.projection_hypercube(_SHAPED, [1.0, 2.0]),
+     r"^projection_hypercube: scale and tree differ in structure: "),
+], ids=range(3))
+def test_box_bound_tree_of_another_structure_raises_naming_it(call, pattern):
+  with pytest.raises(StructureError, match=pattern):
+    call()
+
+
 def test_box_bound_per_entry_of_a_leaf():
   out = P.projection_box({"w": jnp.array([-2.0, 0.5, 3.0])}, jnp.array([0.0, 1.0, 2.0]), 2.5)
   np.testing.assert_array_equal(out["w"], [0.0, 1.0, 2.5])
