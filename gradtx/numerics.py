@@ -18,7 +18,7 @@ import jax.numpy as jnp
 
 from gradtx.core import safe_increment
 
-__all__ = ["abs_sq", "as_dtype", "at_least_float32", "bias_correction", "clip_modulus",
+__all__ = ["abs_sq", "as_dtype", "as_float", "at_least_float32", "bias_correction", "clip_modulus",
            "complex_dtype", "compute_dtype", "ema_moment", "floor_eps_root", "real_dtype",
            "safe_cbrt", "safe_divide", "safe_increment", "safe_rsqrt", "safe_sqrt", "shared",
            "shared_scalars", "state_dtype", "stored", "wide_abs_sq", "widened", "zero_count"]
@@ -81,6 +81,17 @@ def as_dtype(x: jax.typing.ArrayLike, dtype: jnp.dtype) -> jax.Array:
   if isinstance(x, jax.Array) and x.dtype == dtype:
     return x
   return jnp.asarray(x).astype(dtype)
+
+
+def as_float(x: Any) -> Any:
+  """``x`` itself when its dtype is floating or complex; an integer or bool ``x`` as the
+  default float dtype (float32, float64 under ``jax_enable_x64``), the dtype JAX's
+  promotion gives it in ``x / 2`` and optax's results on integer input. For math that
+  is defined on real numbers and would otherwise be done, and rounded, in the integer
+  dtype (a bound or a radius cast to it)."""
+  if jnp.issubdtype(jnp.result_type(x), jnp.inexact):
+    return x
+  return jnp.asarray(x, jnp.result_type(float))
 
 
 def real_dtype(dtype: Any) -> jnp.dtype:

@@ -12,6 +12,17 @@ in the input's dtypes, and runs under ``jax.jit``. Use one after a step for
 projected gradient descent:
 ``params = projection_non_negative(gtx.apply_updates(params, updates))``.
 
+An integer or bool leaf is projected as the default float dtype (float32, or
+float64 under ``jax_enable_x64``), the dtype optax's promotion gives it, and
+comes back in it: the closest point of a set is seldom an integer one, and a
+bound or radius cast to the leaf's dtype moved the set (``projection_box`` of
+``[-2, 3, 5]`` to ``[0.5, 3.7]`` gave ``[0, 3, 3]``, the l2 ball of ``[3, 4]``
+gave ``[0, 0]``). Every other leaf keeps its dtype.
+
+A tree without entries (no leaf, or only leaves of size 0) is in every ball,
+box and halfspace and comes back as it is; the simplex and the spheres have
+no point of no entries, and raise :class:`~gradtx.StructureError`.
+
 Where optax 0.2.8 differs: :func:`projection_box` and
 :func:`projection_hypercube` accept scalar bounds for a tree with several
 leaves (optax raises a pytree structure error); :func:`projection_l1_sphere`
@@ -35,9 +46,9 @@ from jax import flatten_util
 
 from gradtx.core import (ANY, NONNEGATIVE_OR_INF, POSITIVE, POSITIVE_OR_INF, Range,
                          check_numbers, check_value, is_concrete)
-from gradtx.errors import HyperparameterError
-from gradtx.numerics import as_dtype
-from gradtx.tree import keystr
+from gradtx.errors import HyperparameterError, StructureError
+from gradtx.numerics import as_dtype, as_float, at_least_float32
+from gradtx.tree import check_structure, keystr
 from gradtx.tree_utils import (tree_add_scale, tree_cast_like, tree_full_like, tree_mul,
                                tree_norm, tree_scale, tree_size, tree_vdot, tree_where)
 
@@ -52,6 +63,12 @@ __all__ = ["projection_box", "projection_halfspace", "projection_hypercube",
            "projection_hyperplane", "projection_l1_ball", "projection_l1_sphere",
            "projection_l2_ball", "projection_l2_sphere", "projection_linf_ball",
            "projection_non_negative", "projection_simplex", "projection_vector"]
+
+
+def _floating(tree: PyTree) -> PyTree:
+  """``tree`` with each integer or bool leaf as the default float dtype, the others as
+  they are (no work, traced or not, for a float tree): the module's rule for them."""
+  return jax.tree.map(as_float, tree)
 
 
 def projection_non_negative(tree: PyTree) -> PyTree:
@@ -69,7 +86,7 @@ def projection_non_negative(tree: PyTree) -> PyTree:
     >>> gtx.projections.projection_non_negative({"w": jnp.array([-1.0, 2.0])})
     {'w': Array([0., 2.], dtype=float32)}
   """
-  return jax.tree.map(jax.nn.relu, tree)
+  return jax.tree.map(jax.nn.relu, _floating(tree))
 
 
 def _check_scale(stage: str, scale: Any, allowed: Range = POSITIVE, *,
@@ -94,9 +111,32 @@ def _check_offset(stage: str, b: Any, allowed: Range) -> None:
   check_value(stage, "b", b, allowed)
 
 
+def _check_has_entries(stage: str, tree: PyTree, why: str) -> None:
+  """Raises :class:`~gradtx.StructureError` for a tree without entries (no leaf, or only
+  leaves of size 0), for a set that has no point of no entries (``why``): the simplex's
+  sort raised numpy's "zero-size array to reduction operation max", naming nothing."""
+  if tree_size(tree) == 0:
+    raise StructureError(f"{stage}: the tree has no entries (no leaf, or only leaves of "
+                         f"size 0), so the set has no point: {why}")
+
+
+_EMPTY_NORM = "the norm of no entries is 0, not scale > 0"
+
+
 def _is_bound_leaf(bound: Any) -> bool:
   """A single scalar or array bound for every leaf (as opposed to a tree of bounds)."""
   return jax.tree_util.treedef_is_leaf(jax.tree.structure(bound))
+
+
+def _per_leaf(stage: str, name: str, bound: Any, tree: PyTree) -> PyTree:
+  """``bound`` for each leaf of ``tree``: one scalar or array repeated, or a tree of
+  bounds, checked to have ``tree``'s structure (:func:`gradtx.tree.check_structure`
+  names the first key path where they differ; JAX's own error named neither the
+  projection nor the argument)."""
+  if _is_bound_leaf(bound):
+    return jax.tree.map(lambda _: bound, tree)
+  check_structure(tree, bound, "tree", name, check_shapes=False, stage=stage)
+  return bound
 
 
 def _check_bound_numbers(stage: str, name: str, bound: PyTree, allowed: Range = _BOUND) -> None:
@@ -147,10 +187,8 @@ def projection_box(tree: PyTree, lower: Any, upper: Any) -> PyTree:
   _check_bound_numbers("projection_box", "lower", lower)
   _check_bound_numbers("projection_box", "upper", upper)
   both_scalar = _is_bound_leaf(lower) and _is_bound_leaf(upper)  # then no leaf to name
-  if _is_bound_leaf(lower):
-    lower = jax.tree.map(lambda _: lower, tree)
-  if _is_bound_leaf(upper):
-    upper = jax.tree.map(lambda _: upper, tree)
+  lower = _per_leaf("projection_box", "lower", lower, tree)
+  upper = _per_leaf("projection_box", "upper", upper, tree)
   misordered = _first_misordered(lower, upper)
   if misordered is not None:
     path, low, high = misordered
@@ -184,7 +222,7 @@ def _clip(tree: PyTree, lower: PyTree, upper: PyTree, stage: str,
     x = jnp.asarray(x)
     return jnp.clip(x, fitted(path, names[0], low, x), fitted(path, names[1], high, x))
 
-  return jax.tree_util.tree_map_with_path(clip, tree, lower, upper)
+  return jax.tree_util.tree_map_with_path(clip, _floating(tree), lower, upper)
 
 
 def projection_hypercube(tree: PyTree, scale: Any = 1) -> PyTree:
@@ -212,8 +250,7 @@ def projection_hypercube(tree: PyTree, scale: Any = 1) -> PyTree:
       path, _, high = misordered
       raise HyperparameterError(f"projection_hypercube: scale must be in [0, inf] at "
                                 f"{jax.tree_util.keystr(path)}, got {high:g}")
-  if _is_bound_leaf(scale):
-    scale = jax.tree.map(lambda _: scale, tree)
+  scale = _per_leaf("projection_hypercube", "scale", scale, tree)
   return _clip(tree, jax.tree.map(lambda _: 0, tree), scale, "projection_hypercube",
                ("lower", "scale"))
 
@@ -279,7 +316,8 @@ def projection_simplex(tree: PyTree, scale: jax.typing.ArrayLike = 1) -> PyTree:
     {'b': Array(0., dtype=float32), 'w': Array([0.25, 0.75], dtype=float32)}
   """
   _check_scale("projection_simplex", scale)
-  return _simplex(tree, scale)
+  _check_has_entries("projection_simplex", tree, "no entries sum to scale > 0")
+  return _simplex(_floating(tree), scale)
 
 
 def _simplex(tree: PyTree, scale: Any) -> PyTree:
@@ -290,8 +328,17 @@ def _simplex(tree: PyTree, scale: Any) -> PyTree:
   # they promote to, as optax does; asked explicitly, so strict promotion allows it.
   with jax.numpy_dtype_promotion("standard"):
     values, unravel = flatten_util.ravel_pytree(tree)
-  s = as_dtype(scale, values.dtype)
-  return unravel(s * _projection_unit_simplex(values / s))
+  # A 16-bit vector is solved in float32 and rounded once: solved in bfloat16 its entries
+  # came out about 1.5 ulp off, and in float16 a scale of 1e5 was held as inf (every
+  # entry inf, for [1, 1, 1], though 33333 fits).
+  wide = _at_least_float32(values)
+  s = as_dtype(scale, wide.dtype)
+  return unravel(as_dtype(s * _projection_unit_simplex(wide / s), values.dtype))
+
+
+def _at_least_float32(x: jax.Array) -> jax.Array:
+  """A bfloat16 or float16 ``x`` as float32; any other as it is (no work traced)."""
+  return as_dtype(x, at_least_float32(x))
 
 
 def _sign_of_projection(x: jax.Array) -> jax.Array:
@@ -333,7 +380,8 @@ def projection_l1_sphere(tree: PyTree, scale: jax.typing.ArrayLike = 1) -> PyTre
     {'w': Array([1.5, 0.5], dtype=float32)}
   """
   _check_scale("projection_l1_sphere", scale)
-  return _l1_sphere(tree, scale)
+  _check_has_entries("projection_l1_sphere", tree, _EMPTY_NORM)
+  return _l1_sphere(_floating(tree), scale)
 
 
 def _l1_sphere(tree: PyTree, scale: Any) -> PyTree:
@@ -368,9 +416,14 @@ def projection_l1_ball(tree: PyTree, scale: jax.typing.ArrayLike = 1) -> PyTree:
     {'w': Array([ 1., -0.], dtype=float32)}
   """
   _check_scale("projection_l1_ball", scale, POSITIVE_OR_INF)
-  if is_concrete(scale) and np.all(np.isinf(scale)):
-    return tree  # the ball that is the whole space
-  l1_norm = tree_norm(tree, ord=1)
+  tree = _floating(tree)
+  if (is_concrete(scale) and np.all(np.isinf(scale))) or tree_size(tree) == 0:
+    # The ball that is the whole space; or a tree without entries, inside every ball (the
+    # sphere's branch, traced though not taken, raised for it).
+    return tree
+  # In float32 for 16-bit leaves, as the sphere is solved: a float16 norm overflowed to inf
+  # (and inf <= scale held for a scale of 1e5, also held as inf: x came back unprojected).
+  l1_norm = tree_norm(jax.tree.map(_at_least_float32, tree), ord=1)
   return jax.lax.cond(l1_norm <= as_dtype(scale, l1_norm.dtype), lambda t: t,
                       lambda t: _l1_sphere(t, scale), tree)
 
@@ -396,6 +449,8 @@ def projection_l2_sphere(tree: PyTree, scale: jax.typing.ArrayLike = 1) -> PyTre
     {'w': Array([0.6, 0.8], dtype=float32)}
   """
   _check_scale("projection_l2_sphere", scale)
+  _check_has_entries("projection_l2_sphere", tree, _EMPTY_NORM)
+  tree = _floating(tree)
   norm = tree_norm(tree)
   is_zero = norm == 0
   base = tree_where(is_zero, tree_full_like(tree, 1), tree)
@@ -422,6 +477,7 @@ def projection_l2_ball(tree: PyTree, scale: jax.typing.ArrayLike = 1) -> PyTree:
     {'w': Array([0.6, 0.8], dtype=float32)}
   """
   _check_scale("projection_l2_ball", scale, POSITIVE_OR_INF)
+  tree = _floating(tree)
   # s / ||x|| outside the ball, not s / sqrt(max(||x||^2, s^2)) as optax takes it: s^2
   # overflows float32 from s = 2e19 (every point came back as 0, inside the ball too) and
   # underflows below 1e-19 (0 came back NaN, a small point inf); inside, 1 exactly (an
@@ -470,6 +526,9 @@ def projection_vector(x: PyTree, a: PyTree) -> PyTree:
     >>> gtx.projections.projection_vector(jnp.array([1.0, 2.0]), jnp.array([1.0, 0.0]))
     Array([1., 0.], dtype=float32)
   """
+  x, a = _floating(x), _floating(a)
+  if tree_size(a) == 0:
+    return x  # the only point of no entries (tree_vdot's 0 / 0 raised ZeroDivisionError)
   return tree_scale(tree_vdot(x, a) / tree_vdot(a, a), a)
 
 
@@ -493,6 +552,7 @@ def projection_hyperplane(x: PyTree, a: PyTree, b: jax.typing.ArrayLike) -> PyTr
     Array([0., 1.], dtype=float32)
   """
   _check_offset("projection_hyperplane", b, ANY)
+  x, a = _floating(x), _floating(a)
   ax = tree_vdot(x, a)
   return tree_add_scale(x, (as_dtype(b, jnp.result_type(ax)) - ax) / tree_vdot(a, a), a)
 
@@ -517,6 +577,7 @@ def projection_halfspace(x: PyTree, a: PyTree, b: jax.typing.ArrayLike) -> PyTre
     Array([0., 1.], dtype=float32)
   """
   _check_offset("projection_halfspace", b, _UP_TO_INF)
+  x, a = _floating(x), _floating(a)
   ax = tree_vdot(x, a)
   gap = jnp.minimum(as_dtype(b, jnp.result_type(ax)) - ax, 0)
   return tree_add_scale(x, gap / tree_vdot(a, a), a)

@@ -10,6 +10,7 @@ feasible points, none of which may be closer.
 
 from __future__ import annotations
 
+import functools
 import itertools
 
 import jax
@@ -18,7 +19,7 @@ import numpy as np
 import pytest
 
 from gradtx import projections as P
-from gradtx.errors import HyperparameterError
+from gradtx.errors import HyperparameterError, StructureError
 from gradtx.tree_utils import tree_norm
 
 SHAPES = {"a": (3,), "b": (2, 2), "c": ()}
@@ -170,6 +171,22 @@ def test_box_bound_that_does_not_fit_its_leaf_raises_naming_it(call, pattern):
     call()
 
 
+# A tree of bounds of another structure raised JAX's "pytree structure error: different
+# numbers of pytree children at key path", naming neither the projection nor the bound.
+@pytest.mark.parametrize("call, pattern", [
+    (lambda: P.projection_box(_SHAPED, {"w": 0.0}, 5.0),
+     r"^projection_box: lower and tree differ in structure: key path \['b'\] is in tree but "
+     r"not in lower$"),
+    (lambda: P.projection_box(_SHAPED, -1.0, {"w": 1.0, "b": 1.0, "c": 2.0}),
+     r"^projection_box: upper and tree differ in structure: key path \['c'\] is in upper"),
+    (lambda: P.projection_hypercube(_SHAPED, [1.0, 2.0]),
+     r"^projection_hypercube: scale and tree differ in structure: "),
+], ids=range(3))
+def test_box_bound_tree_of_another_structure_raises_naming_it(call, pattern):
+  with pytest.raises(StructureError, match=pattern):
+    call()
+
+
 def test_box_bound_per_entry_of_a_leaf():
   out = P.projection_box({"w": jnp.array([-2.0, 0.5, 3.0])}, jnp.array([0.0, 1.0, 2.0]), 2.5)
   np.testing.assert_array_equal(out["w"], [0.0, 1.0, 2.5])
@@ -227,6 +244,27 @@ def test_simplex_with_entries_near_the_dtype_max_is_exact():
   x = jnp.array([0.5, -1.0, 2.0, 0.3, -0.2])
   np.testing.assert_array_equal(P.projection_simplex(x), [0, 0, 1, 0, 0])
   np.testing.assert_array_equal(jax.jacfwd(P.projection_simplex)(x), np.zeros((5, 5)))
+
+
+def test_simplex_of_16_bit_trees_is_solved_in_float32():
+  # Solved in bfloat16, entries came out about 1.5 ulp off the float32 solution rounded
+  # once; in float16 a scale of 1e5 was held as inf (every entry inf, though 33333 fits),
+  # and the l1 ball's norm overflowed to inf and kept x, unprojected.
+  rng = np.random.default_rng(0)
+  tree = {"a": jnp.asarray(rng.standard_normal(16), jnp.bfloat16),
+          "b": jnp.asarray(rng.standard_normal((2, 3)), jnp.bfloat16)}
+  wide = jax.tree.map(lambda x: x.astype(jnp.float32), tree)
+  for project in (P.projection_simplex, P.projection_l1_sphere, P.projection_l1_ball):
+    out, expected = project(tree, 3.0), project(wide, 3.0)
+    for k in tree:
+      assert out[k].dtype == jnp.bfloat16
+      np.testing.assert_array_equal(out[k], expected[k].astype(jnp.bfloat16))
+  third = np.full(3, 1e5 / 3, np.float16)  # 33344 as float16
+  for project, x in ((P.projection_simplex, 1), (P.projection_l1_sphere, 1),
+                     (P.projection_l1_ball, 60000)):
+    out = project(jnp.full(3, x, jnp.float16), 1e5)
+    assert out.dtype == jnp.float16
+    np.testing.assert_array_equal(out, third)
 
 
 def test_simplex_jacobian_is_the_affine_map_on_the_support():
@@ -457,3 +495,77 @@ def test_tree_mixing_bfloat16_and_float32_leaves():
   for out, expected in cases:
     _check_dtypes(out, tree)
     np.testing.assert_allclose(_flat(out), expected, rtol=1e-2, atol=2e-2)
+
+
+
+def _bound(value):
+  return lambda t: jax.tree.map(lambda _: value, t)  # optax's box takes only trees
+
+
+# Each projection as a function of its module (gradtx's or optax's) and the tree; the
+# line, plane and halfspace take a tree of their own for a.
+_ALL_PROJECTIONS = {
+    "projection_non_negative": lambda m, t: m.projection_non_negative(t),
+    "projection_box": lambda m, t: m.projection_box(t, _bound(0.5)(t), _bound(3.7)(t)),
+    "projection_hypercube": lambda m, t: m.projection_hypercube(t, 2.5),
+    "projection_simplex": lambda m, t: m.projection_simplex(t, 1.5),
+    "projection_l1_sphere": lambda m, t: m.projection_l1_sphere(t, 1.5),
+    "projection_l1_ball": lambda m, t: m.projection_l1_ball(t, 1.5),
+    "projection_l2_sphere": lambda m, t: m.projection_l2_sphere(t, 1.5),
+    "projection_l2_ball": lambda m, t: m.projection_l2_ball(t, 1.5),
+    "projection_linf_ball": lambda m, t: m.projection_linf_ball(t, 1.5),
+    "projection_vector": lambda m, t: m.projection_vector(t, jax.tree.map(jnp.ones_like, t)),
+    "projection_hyperplane": lambda m, t: m.projection_hyperplane(t, t, 0.5),
+    "projection_halfspace": lambda m, t: m.projection_halfspace(t, t, 0.5),
+}
+# optax 0.2.8 raises for an integer tree in its l1 ball and for scalar bounds in its
+# hypercube, and its linf ball casts the radius to the integers ([-1, 1, 1] here).
+_OPTAX_WRONG_ON_INTEGERS = ("projection_hypercube", "projection_l1_ball", "projection_linf_ball")
+
+
+def test_integer_leaves_are_projected_as_floats():
+  # Integer leaves were projected in their dtype, the bounds and radii cast to it: the box
+  # [0.5, 3.7] gave [0, 3, 3] for [-2, 3, 5] (0 outside the box), the l2 ball of radius 1.5
+  # gave 0 for every entry, the simplex's entries summed to 1 for a scale of 1.5.
+  import optax
+  ints = {"a": jnp.array([-2, 3, 5]), "b": jnp.array([7, -4, 0], jnp.int8),
+          "m": jnp.array([True, False, True])}
+  floats = jax.tree.map(lambda x: x.astype(jnp.float32), ints)
+  int32s = jax.tree.map(lambda x: x.astype(jnp.int32), ints)  # optax's simplex takes no mix
+  for name, project in _ALL_PROJECTIONS.items():
+    out, expected = project(P, ints), project(P, floats)
+    for k in ints:
+      assert out[k].dtype == jnp.float32, (name, k)
+      np.testing.assert_array_equal(out[k], expected[k], err_msg=f"{name} {k}")
+    if name not in _OPTAX_WRONG_ON_INTEGERS:
+      # Jitted: one compile is cheaper than optax's eager ops' first calls.
+      with jax.numpy_dtype_promotion("standard"):  # optax relies on int * float promoting
+        expected = jax.jit(functools.partial(project, optax.projections))(int32s)
+      for k in ints:
+        np.testing.assert_allclose(out[k], expected[k], rtol=1e-6, atol=1e-6,
+                                   err_msg=f"{name} {k}")
+  with jax.enable_x64(True):  # the default float
+    assert P.projection_l2_ball(jnp.array([3, 4])).dtype == jnp.float64
+
+
+_NO_POINT_OF_NO_ENTRIES = ("projection_simplex", "projection_l1_sphere", "projection_l2_sphere")
+
+
+@pytest.mark.parametrize("tree", [{}, {"w": jnp.zeros((0, 3)), "b": jnp.zeros(0)}],
+                         ids=["no leaf", "empty leaves"])
+def test_tree_without_entries(tree):
+  # It is inside every ball and box, and comes back as it is: the l1 ball raised numpy's
+  # "zero-size array to reduction operation max" (its sphere branch, traced though not
+  # taken), the line ZeroDivisionError. The simplex and the spheres have no point of no
+  # entries: they raise, naming the projection (the first two raised the same numpy
+  # error, the l2 sphere returned the tree, which is on no sphere).
+  for name, project in _ALL_PROJECTIONS.items():
+    if name in _NO_POINT_OF_NO_ENTRIES:
+      with pytest.raises(StructureError, match=rf"^{name}: the tree has no entries \(no leaf, "
+                                               r"or only leaves of size 0\), so the set has "
+                                               r"no point: (no entries sum|the norm of no)"):
+        project(P, tree)
+    else:
+      out = project(P, tree)
+      assert jax.tree.structure(out) == jax.tree.structure(tree), name
+      assert jax.tree.map(jnp.shape, out) == jax.tree.map(jnp.shape, tree), name
