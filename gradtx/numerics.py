@@ -83,15 +83,14 @@ def as_dtype(x: jax.typing.ArrayLike, dtype: jnp.dtype) -> jax.Array:
   return jnp.asarray(x).astype(dtype)
 
 
-def as_float(x: Any) -> Any:
-  """``x`` itself when its dtype is floating or complex; an integer or bool ``x`` as the
+def as_float(x: Any) -> jax.Array:
+  """``x`` as an array, itself when its dtype is floating or complex; an integer or bool ``x`` as the
   default float dtype (float32, float64 under ``jax_enable_x64``), the dtype JAX's
   promotion gives it in ``x / 2`` and optax's results on integer input. For math that
   is defined on real numbers and would otherwise be done, and rounded, in the integer
   dtype (a bound or a radius cast to it)."""
-  if jnp.issubdtype(jnp.result_type(x), jnp.inexact):
-    return x
-  return jnp.asarray(x, jnp.result_type(float))
+  x = jnp.asarray(x)
+  return x if jnp.issubdtype(x.dtype, jnp.inexact) else x.astype(jnp.result_type(float))
 
 
 def real_dtype(dtype: Any) -> jnp.dtype:

@@ -20,7 +20,7 @@ from gradtx.core import (NONNEGATIVE, NONNEGATIVE_OR_INF, POSITIVE_OR_INF, Gradi
                          ScalarOrSchedule, check_axis, check_value, checks_flags, require_params,
                          stateless)
 from gradtx.errors import StructureError
-from gradtx.numerics import as_dtype, compute_dtype, real_dtype, wide_abs_sq
+from gradtx.numerics import as_dtype, as_float, compute_dtype, real_dtype, wide_abs_sq
 
 __all__ = ["adaptive_grad_clip", "clip", "clip_by_block_rms", "clip_by_global_norm",
            "keep_params_nonnegative", "per_example_global_norm_clip",
@@ -333,12 +333,6 @@ def _batch_size(grads: Any, where: str) -> int:
   return first_shape[0]
 
 
-def _as_float(g: Any) -> jax.Array:
-  """``g`` as an array of a floating dtype (integer input takes the default float)."""
-  g = jnp.asarray(g)
-  return g if jnp.issubdtype(g.dtype, jnp.inexact) else g.astype(jnp.result_type(float))
-
-
 def _example_sum_squares(g: jax.Array) -> jax.Array:
   """Per example (axis 0), the sum of squares of the rest (float32 or wider)."""
   # The size of the rest given: reshape(0, -1) cannot infer it (ZeroDivisionError).
@@ -407,7 +401,7 @@ def per_example_global_norm_clip(grads: Any, l2_norm_clip: Any) -> tuple[Any, ja
   where = "per_example_global_norm_clip"
   check_value(where, "l2_norm_clip", l2_norm_clip, NONNEGATIVE_OR_INF)
   _batch_size(grads, where)
-  grads = jax.tree.map(_as_float, grads)
+  grads = jax.tree.map(as_float, grads)
   totals = [_example_sum_squares(g) for g in jax.tree.leaves(grads)]
   dtype = compute_dtype(*totals)  # float64 if any leaf is
   sum_squares = sum((t.astype(dtype) for t in totals[1:]), totals[0].astype(dtype))
@@ -458,7 +452,7 @@ def per_example_layer_norm_clip(grads: Any, global_l2_norm_clip: Any,
   where = "per_example_layer_norm_clip"
   check_value(where, "global_l2_norm_clip", global_l2_norm_clip, NONNEGATIVE_OR_INF)
   _batch_size(grads, where)
-  grads = jax.tree.map(_as_float, grads)
+  grads = jax.tree.map(as_float, grads)
   leaves = jax.tree.leaves(grads)
   total = sum(math.prod(g.shape[1:]) for g in leaves)
 

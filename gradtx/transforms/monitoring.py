@@ -37,7 +37,7 @@ from gradtx.chain import ChainState, values_by_name
 from gradtx.core import (GradientTransformation, HParams, HParamSpec, as_transformation,
                          check_callable, check_state, checks_flags, require_params)
 from gradtx.errors import did_you_mean
-from gradtx.numerics import as_dtype, compute_dtype, safe_divide
+from gradtx.numerics import as_dtype, as_float, compute_dtype, safe_divide
 from gradtx.tree_utils import tree_sum
 
 __all__ = ["MONITOR_STATISTICS", "MeasuresState", "MonitorState", "Stats", "measure_with_ema",
@@ -507,9 +507,6 @@ def measure_with_ema(measure: Callable[[PyTree], Any], decay: Any, debias: bool 
   average = ema(decay, debias=debias, accumulator_dtype=accumulator_dtype)
 
   def measured(x):
-    def as_float(v):
-      v = jnp.asarray(v)
-      return v if jnp.issubdtype(v.dtype, jnp.inexact) else v.astype(jnp.result_type(float))
     return jax.tree.map(as_float, measure(x))
 
   def init(params):
