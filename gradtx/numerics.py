@@ -62,18 +62,27 @@ def compute_dtype(*arrays: jax.typing.ArrayLike) -> jnp.dtype:
   promotion: mixing a bfloat16 moment with float32 gradients is gradtx's
   deliberate choice, made explicit by the casts that follow.
   """
-  dtypes = {a.dtype if isinstance(a, jax.Array) else jnp.asarray(a).dtype for a in arrays}
+  return _widest({a.dtype if isinstance(a, jax.Array) else jnp.asarray(a).dtype for a in arrays})
+
+
+def _widest(dtypes: set[jnp.dtype]) -> jnp.dtype:
   if len(dtypes) == 1:  # the common case, kept cheap: this runs per leaf at trace time
     return dtypes.pop()
   with jax.numpy_dtype_promotion("standard"):
     return jnp.result_type(*dtypes)
 
 
+_FLOAT32 = jnp.dtype(jnp.float32)
+
+
 def at_least_float32(*arrays: jax.Array) -> jnp.dtype:
   """:func:`compute_dtype` of the arrays and float32: float32 for bfloat16, float16 and
   float32 arrays, the arrays' own for float64 or complex ones. For what half precision
   cannot hold or has no kernel for: per-step scalars, random draws, an SVD."""
-  return compute_dtype(*arrays, jnp.float32(0))
+  # float32 joins as a dtype, not as an array: making jnp.float32(0) was an operation
+  # dispatched at every call, at every leaf of an eager step.
+  return _widest({a.dtype if isinstance(a, jax.Array) else jnp.asarray(a).dtype
+                  for a in arrays} | {_FLOAT32})
 
 
 def as_dtype(x: jax.typing.ArrayLike, dtype: jnp.dtype) -> jax.Array:
