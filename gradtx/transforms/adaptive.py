@@ -366,14 +366,17 @@ def scale_by_novograd(b1: ScalarOrSchedule = 0.9, b2: ScalarOrSchedule = 0.25,
 
     def leaf(g, m, n, theta, g_sq):
       dtype = compute_dtype(g, m, n)  # n's dtype may be wider (nu_dtype)
-      g_sq = g_sq.astype(n.dtype)
+      # as_dtype, not astype: a cast to the dtype an array has already is Python's
+      # work alone, where astype costs an eager step about what an operation does.
+      g_sq = as_dtype(g_sq, n.dtype)
       # The first step takes the norm itself rather than debiasing an EMA from 0.
-      n_new = jnp.where(count == 1, g_sq, ema_moment(g_sq, n, h["b2"], order=1).astype(n.dtype))
+      first = numerics.shared("novograd first", (count,), lambda: count == 1)
+      n_new = jnp.where(first, g_sq, as_dtype(ema_moment(g_sq, n, h["b2"], order=1), n.dtype))
       eps, eps_root = as_dtype(h["eps"], dtype), as_dtype(root_eps, dtype)
-      q = (g.astype(dtype) / (jnp.sqrt(n_new.astype(dtype) + eps_root) + eps)
-           + as_dtype(h["weight_decay"], dtype) * theta.astype(dtype))
-      m_new = as_dtype(h["b1"], dtype) * m.astype(dtype) + q  # m_0 = 0 makes m_1 = q
-      return m_new.astype(g.dtype), m_new.astype(m.dtype), n_new
+      q = (as_dtype(g, dtype) / (jnp.sqrt(as_dtype(n_new, dtype) + eps_root) + eps)
+           + as_dtype(h["weight_decay"], dtype) * as_dtype(theta, dtype))
+      m_new = as_dtype(h["b1"], dtype) * as_dtype(m, dtype) + q  # m_0 = 0 makes m_1 = q
+      return as_dtype(m_new, g.dtype), as_dtype(m_new, m.dtype), n_new
 
     updates, mu, nu = tree.map_multi(leaf, 3, updates, state.mu, state.nu, params, g_norm_sq)
     return updates, ScaleByNovogradState(count, mu, nu, hparams)
