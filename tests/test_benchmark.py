@@ -337,5 +337,7 @@ def test_eager_sweep_measures_and_reports_each_optimizer(tmp_path, monkeypatch):
     assert row["step"]["q1"] <= row["step"]["median"] <= row["step"]["q3"]
   text = (tmp_path / "EAGER.md").read_text()
   assert "2 leaves, 144 params" in text and "| polyak_sgd |" in text and "Over 1.15x" in text
+  module.main(["--report-only", "--out", str(tmp_path)])  # rewritten from the json alone
+  assert (tmp_path / "EAGER.md").read_text() == text
   with pytest.raises(SystemExit):
     module.main(["--only", "adamm", "--out", str(tmp_path)])
