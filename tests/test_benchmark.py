@@ -320,3 +320,24 @@ def test_sweep_measures_and_reports_each_optimizer(sweep, tmp_path, monkeypatch)
   with pytest.raises(SystemExit, match="reps 2 there, 3 here"):  # unlike runs: refused
     sweep.main(["--cases", "t", "--only", "sgd", "--reps", "3", "--out", str(tmp_path),
                 "--append"])
+
+
+def test_eager_sweep_measures_and_reports_each_optimizer(tmp_path, monkeypatch):
+  module = _load("gradtx_eager", "eager.py")
+  monkeypatch.setattr(module, "REP_SECONDS", _REP_SECONDS)
+  monkeypatch.setattr(module, "mlp", lambda: {"w": jax.ShapeDtypeStruct((8, 16), jnp.float32),
+                                              "b": jax.ShapeDtypeStruct((16,), jnp.float32)})
+  with jax.numpy_dtype_promotion("standard"):  # optax mixes Python floats and int32
+    # polyak_sgd's update takes the loss value; sgd+momentum is built, not looked up.
+    module.main(["--only", "adam,polyak_sgd,sgd+momentum", "--reps", "3", "--out", str(tmp_path)])
+  results = json.loads((tmp_path / "eager.json").read_text())
+  assert [r["optimizer"] for r in results["rows"]] == ["adam", "polyak_sgd", "sgd+momentum"]
+  for row in results["rows"]:
+    assert set(row["step_ms"]) == {"gradtx", "optax"} and row["steps"] >= 1
+    assert row["step"]["q1"] <= row["step"]["median"] <= row["step"]["q3"]
+  text = (tmp_path / "EAGER.md").read_text()
+  assert "2 leaves, 144 params" in text and "| polyak_sgd |" in text and "Over 1.15x" in text
+  module.main(["--report-only", "--out", str(tmp_path)])  # rewritten from the json alone
+  assert (tmp_path / "EAGER.md").read_text() == text
+  with pytest.raises(SystemExit):
+    module.main(["--only", "adamm", "--out", str(tmp_path)])

@@ -96,8 +96,11 @@ def scale_by_cocob(alpha: ScalarOrSchedule = 100.0,
       bet = theta_new / as_dtype(denominator, c)
       # (w_1 - w_t) first: exact for nearby values, so a small bet keeps its digits.
       u = (w1 - p) + bet * as_dtype(big_l_new + reward_new, c)
-      return (u.astype(p.dtype), theta_new.astype(theta.dtype), big_l_new.astype(big_l.dtype),
-              big_g_new.astype(big_g.dtype), reward_new.astype(reward.dtype))
+      # as_dtype, not astype: a cast to the dtype an array has already is then Python's
+      # work alone, where astype costs an eager step about what an operation does.
+      return (as_dtype(u, p.dtype), as_dtype(theta_new, theta.dtype),
+              as_dtype(big_l_new, big_l.dtype), as_dtype(big_g_new, big_g.dtype),
+              as_dtype(reward_new, reward.dtype))
 
     u, theta, big_l, big_g, reward = tree.map_multi(
         leaf, 5, updates, params, state.init_particles, state.cumulative_gradients, state.scale,

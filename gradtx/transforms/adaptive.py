@@ -366,14 +366,17 @@ def scale_by_novograd(b1: ScalarOrSchedule = 0.9, b2: ScalarOrSchedule = 0.25,
 
     def leaf(g, m, n, theta, g_sq):
       dtype = compute_dtype(g, m, n)  # n's dtype may be wider (nu_dtype)
-      g_sq = g_sq.astype(n.dtype)
+      # as_dtype, not astype: a cast to the dtype an array has already is Python's
+      # work alone, where astype costs an eager step about what an operation does.
+      g_sq = as_dtype(g_sq, n.dtype)
       # The first step takes the norm itself rather than debiasing an EMA from 0.
-      n_new = jnp.where(count == 1, g_sq, ema_moment(g_sq, n, h["b2"], order=1).astype(n.dtype))
+      first = numerics.shared("novograd first", (count,), lambda: count == 1)
+      n_new = jnp.where(first, g_sq, as_dtype(ema_moment(g_sq, n, h["b2"], order=1), n.dtype))
       eps, eps_root = as_dtype(h["eps"], dtype), as_dtype(root_eps, dtype)
-      q = (g.astype(dtype) / (jnp.sqrt(n_new.astype(dtype) + eps_root) + eps)
-           + as_dtype(h["weight_decay"], dtype) * theta.astype(dtype))
-      m_new = as_dtype(h["b1"], dtype) * m.astype(dtype) + q  # m_0 = 0 makes m_1 = q
-      return m_new.astype(g.dtype), m_new.astype(m.dtype), n_new
+      q = (as_dtype(g, dtype) / (jnp.sqrt(as_dtype(n_new, dtype) + eps_root) + eps)
+           + as_dtype(h["weight_decay"], dtype) * as_dtype(theta, dtype))
+      m_new = as_dtype(h["b1"], dtype) * as_dtype(m, dtype) + q  # m_0 = 0 makes m_1 = q
+      return as_dtype(m_new, g.dtype), as_dtype(m_new, m.dtype), n_new
 
     updates, mu, nu = tree.map_multi(leaf, 3, updates, state.mu, state.nu, params, g_norm_sq)
     return updates, ScaleByNovogradState(count, mu, nu, hparams)
@@ -443,12 +446,17 @@ def scale_by_adan(b1: ScalarOrSchedule = 0.98, b2: ScalarOrSchedule = 0.92,
     root_eps = floor_eps_root(h["eps_root"])  # sqrt's derivative finite at v = 0
 
     def leaf(g, m, v, n, g_prev):
+      # Per-step scalars shared by the leaves, and as_dtype rather than astype (a cast to
+      # the dtype an array has is then Python's work alone): in an eager step each
+      # operation is dispatched on its own, and these were three more per leaf.
       dtype = compute_dtype(g, m)
-      g_ = g.astype(dtype)
-      delta = jnp.where(count == 1, jnp.zeros_like(g_), g_ - g_prev.astype(dtype))
+      g_ = as_dtype(g, dtype)
+      first = numerics.shared("adan first", (count,), lambda: count == 1)
+      delta = jnp.where(first, 0, g_ - as_dtype(g_prev, dtype))
       # 1 - b2 in b2's own precision, as ema_moment forms it: b2 = 0.92 in bfloat16 is
       # 0.921875, and 1 - b2 would be 2.3% low.
-      take2 = as_dtype(1 - jnp.asarray(h["b2"]), dtype)
+      take2 = numerics.shared(f"adan take2 {dtype}", (h["b2"],),
+                              lambda: as_dtype(1 - jnp.asarray(h["b2"]), dtype))
       m_new = ema_moment(g_, m, h["b1"], order=1)
       v_new = ema_moment(delta, v, h["b2"], order=1)
       n_new = ema_moment(g_ + take2 * delta, n, h["b3"], order=2)
@@ -458,8 +466,8 @@ def scale_by_adan(b1: ScalarOrSchedule = 0.98, b2: ScalarOrSchedule = 0.92,
       d = n_hat.dtype  # the wider of g's and n's
       eps, eps_root = as_dtype(h["eps"], d), as_dtype(root_eps, d)
       u = as_dtype(m_hat + take2 * v_hat, d) / (jnp.sqrt(n_hat + eps_root) + eps)
-      return (u.astype(g.dtype), m_new.astype(m.dtype), v_new.astype(v.dtype),
-              n_new.astype(n.dtype), g.astype(g_prev.dtype))
+      return (as_dtype(u, g.dtype), as_dtype(m_new, m.dtype), as_dtype(v_new, v.dtype),
+              as_dtype(n_new, n.dtype), as_dtype(g, g_prev.dtype))
 
     updates, m, v, n, g = tree.map_multi(leaf, 5, updates, state.m, state.v, state.n, state.g)
     return updates, ScaleByAdanState(count, m, v, n, g, hparams)

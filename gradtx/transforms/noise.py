@@ -135,7 +135,9 @@ def add_noise(eta: ScalarOrSchedule = 0.01, gamma: ScalarOrSchedule = 0.55,
 
     def leaf(g, leaf_key):
       real = numerics.real_dtype(numerics.at_least_float32(g))
-      sigma = jnp.sqrt(as_dtype(h["eta"], real) / count.astype(real) ** as_dtype(h["gamma"], real))
+      # Once per dtype, not per leaf: an eager step dispatched its five operations at each.
+      sigma = numerics.shared(f"add_noise sigma {real}", (h["eta"], h["gamma"], count), lambda: (
+          jnp.sqrt(as_dtype(h["eta"], real) / count.astype(real) ** as_dtype(h["gamma"], real))))
       return gaussian_noised(g, sigma, leaf_key).astype(g.dtype)
 
     # Per leaf with its own shape (map_leaves), so a packed tree draws the same noise.
