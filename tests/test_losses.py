@@ -1225,6 +1225,18 @@ def test_dice_smooth_zero_empty_class():
     np.testing.assert_array_equal(_finite_grad(lambda x: f(x).sum(), x)[0], 0)
 
 
+def test_dice_mean_over_nothing_is_zero():
+  """An empty batch, or no classes, has loss 0, where the mean over nothing was 0 / 0 =
+  NaN (optax too); the generalized dice loss averages over the batch."""
+  empty = jnp.zeros((0, 4, 3))
+  assert losses.multiclass_generalized_dice_loss(empty, empty) == 0
+  no_classes = jnp.zeros((2, 4, 0))
+  assert losses.multiclass_generalized_dice_loss(no_classes, no_classes) == 0
+  np.testing.assert_array_equal(losses.dice_loss(no_classes, no_classes), [0, 0])
+  with jax.numpy_rank_promotion("allow"):  # optax's class weights take it
+    assert np.isnan(optax.losses.multiclass_generalized_dice_loss(empty, empty))
+
+
 def test_half_precision_results_are_rounded_once():
   """cosine_distance and generalized_kl_divergence take their difference before rounding."""
   a = jnp.array([[1.0, 0.0, 0.0], [1.0, 1.0, 0.0]], jnp.bfloat16)
