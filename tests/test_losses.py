@@ -650,6 +650,21 @@ def test_all_masked_rows_give_zero_and_finite_grads():
   np.testing.assert_allclose(smoothed[1], 0.9 * y[1])
 
 
+def test_integer_label_at_a_left_out_class_gives_zero():
+  """A label at a class where leaves out has loss 0 and gradient 0, as its one-hot label in
+  softmax_cross_entropy: the normaliser over the kept classes minus its logit was -0.69
+  (optax too), a negative cross entropy."""
+  x = jnp.array([[1.0, 2.0, 3.0], [1.0, 5.0, 0.0]])
+  w = jnp.array([[True, True, False], [True, True, True]])
+  f = lambda x: losses.softmax_cross_entropy_with_integer_labels(x, jnp.array([2, 1]), where=w)  # noqa: E731
+  want = losses.softmax_cross_entropy(x, jnp.eye(3)[jnp.array([2, 1])], where=w)
+  np.testing.assert_allclose(f(x), want, rtol=1e-6)
+  assert f(x)[0] == 0
+  g = jax.grad(lambda x: f(x).sum())(x)
+  np.testing.assert_array_equal(g[0], [0, 0, 0])
+  assert optax.losses.softmax_cross_entropy_with_integer_labels(x, jnp.array([2, 1]), where=w)[0] < 0
+
+
 def test_poly_loss_where_with_a_large_left_out_logit_has_finite_grads():
   # The left-out class's log-probability, 1e4 - log(sum e^x over the others), has an
   # exp of inf: its zero cotangent times inf made every gradient of the row NaN.
@@ -735,7 +750,8 @@ def test_softmax_losses_are_accurate_for_large_logits():
   labels = jnp.array([1, 2])
   want = ref_int_ce(np.asarray(x, np.float64), np.asarray(labels))
   np.testing.assert_allclose(_jit(int_ce)(x, labels), want, rtol=1e-6)
-  np.testing.assert_allclose(_jit(int_ce)(x, labels, where=jnp.array([[True, True, False]] * 2)),
+  np.testing.assert_allclose(_jit(int_ce)(x, labels, where=jnp.array([[True, True, False],
+                                                                     [True, False, True]])),
                              [math.log(1 + math.e), math.log(2)], rtol=1e-6)
   g = jax.grad(lambda x: int_ce(x, labels).sum())(x)
   p = np.exp(np_log_softmax(np.asarray(x, np.float64)))
