@@ -1323,6 +1323,19 @@ ERRORS = [
      ValueError, r"multiclass_perceptron_loss: labels must have the shape of scores"),
     (lambda: losses.multiclass_sparsemax_loss(jnp.zeros((4, 5)), jnp.zeros(3, jnp.int32)),
      ValueError, r"multiclass_sparsemax_loss: labels must have the shape of scores"),
+    # No class for a label to pick: jax's "zero-size array to reduction operation max which
+    # has no identity" (optax too), or inf for integer cross entropy (optax: -inf).
+    (lambda: losses.multiclass_hinge_loss(jnp.zeros((2, 0)), jnp.zeros(2, jnp.int32)), ValueError,
+     r"^multiclass_hinge_loss: scores must have at least one class for a label to pick, got "
+     r"shape \(2, 0\)"),
+    (lambda: losses.multiclass_perceptron_loss(jnp.zeros((2, 0)), jnp.zeros(2, jnp.int32)),
+     ValueError, r"^multiclass_perceptron_loss: scores must have at least one class"),
+    (lambda: losses.multiclass_sparsemax_loss(jnp.zeros((2, 0)), jnp.zeros(2, jnp.int32)),
+     ValueError, r"^multiclass_sparsemax_loss: scores must have at least one class"),
+    (lambda: losses.softmax_cross_entropy_with_integer_labels(
+        jnp.zeros((2, 3, 0)), jnp.zeros(2, jnp.int32), axis=(1, 2)), ValueError,
+     r"^softmax_cross_entropy_with_integer_labels: logits must have at least one class for a "
+     r"label to pick, got shape \(2, 3, 0\)"),
     (lambda: losses.dice_loss(jnp.zeros((2, 4, 5)), jnp.zeros((2, 4, 5)),
                               class_weights=jnp.ones(3)),
      ValueError, r"dice_loss: class_weights and the per-class losses must broadcast together"),

@@ -12,7 +12,7 @@ from gradtx.core import ANY, NONNEGATIVE, UNIT, check_axis
 from gradtx.losses._common import (
     ArrayLike, Axis, _floating, _integer, _wide, _same_shape, _check, _expand_where, _some,
     _log_softmax, _max_shift, _no_gradient_where, _times_log, _label_scores, _broadcast_shape,
-    _broadcastable, _labels)
+    _broadcastable, _labels, _some_classes)
 from gradtx.numerics import as_dtype
 
 
@@ -240,8 +240,9 @@ def softmax_cross_entropy_with_integer_labels(
   Raises:
     TypeError: ``logits`` is not floating, ``labels`` not integer, or
       ``axis`` not an int or a tuple of ints.
-    ValueError: ``axis`` is out of bounds or repeats an axis, or ``labels``
-      does not have the shape of ``logits`` without the class axes.
+    ValueError: ``axis`` is out of bounds or repeats an axis, ``logits``
+      have no class, or ``labels`` does not have the shape of ``logits``
+      without the class axes.
 
   References:
     `Multinomial logistic regression
@@ -266,6 +267,7 @@ def softmax_cross_entropy_with_integer_labels(
   x = _floating(name, "logits", logits)
   y = _integer(name, "labels", labels)
   axes = _class_axes(name, axis, x.ndim)
+  _some_classes(name, "logits", x, axes)
   dtype = x.dtype
   x = _wide(x)
   where = _expand_where(name, where, x.shape, axes)
