@@ -650,6 +650,21 @@ def test_all_masked_rows_give_zero_and_finite_grads():
   np.testing.assert_allclose(smoothed[1], 0.9 * y[1])
 
 
+def test_integer_label_at_a_left_out_class_gives_zero():
+  """A label at a class where leaves out has loss 0 and gradient 0, as its one-hot label in
+  softmax_cross_entropy: the normaliser over the kept classes minus its logit was -0.69
+  (optax too), a negative cross entropy."""
+  x = jnp.array([[1.0, 2.0, 3.0], [1.0, 5.0, 0.0]])
+  w = jnp.array([[True, True, False], [True, True, True]])
+  f = lambda x: losses.softmax_cross_entropy_with_integer_labels(x, jnp.array([2, 1]), where=w)  # noqa: E731
+  want = losses.softmax_cross_entropy(x, jnp.eye(3)[jnp.array([2, 1])], where=w)
+  np.testing.assert_allclose(f(x), want, rtol=1e-6)
+  assert f(x)[0] == 0
+  g = jax.grad(lambda x: f(x).sum())(x)
+  np.testing.assert_array_equal(g[0], [0, 0, 0])
+  assert optax.losses.softmax_cross_entropy_with_integer_labels(x, jnp.array([2, 1]), where=w)[0] < 0
+
+
 def test_poly_loss_where_with_a_large_left_out_logit_has_finite_grads():
   # The left-out class's log-probability, 1e4 - log(sum e^x over the others), has an
   # exp of inf: its zero cotangent times inf made every gradient of the row NaN.
@@ -735,7 +750,8 @@ def test_softmax_losses_are_accurate_for_large_logits():
   labels = jnp.array([1, 2])
   want = ref_int_ce(np.asarray(x, np.float64), np.asarray(labels))
   np.testing.assert_allclose(_jit(int_ce)(x, labels), want, rtol=1e-6)
-  np.testing.assert_allclose(_jit(int_ce)(x, labels, where=jnp.array([[True, True, False]] * 2)),
+  np.testing.assert_allclose(_jit(int_ce)(x, labels, where=jnp.array([[True, True, False],
+                                                                     [True, False, True]])),
                              [math.log(1 + math.e), math.log(2)], rtol=1e-6)
   g = jax.grad(lambda x: int_ce(x, labels).sum())(x)
   p = np.exp(np_log_softmax(np.asarray(x, np.float64)))
@@ -1150,6 +1166,20 @@ def test_multiclass_hinge_loss_large_scores():
   np.testing.assert_array_equal(losses.multiclass_hinge_loss(s, jnp.array([1, 0])), [np.inf, 2])
 
 
+def test_multiclass_sparsemax_loss_negative_labels_count_from_the_end():
+  """As optax's (and integer-label cross entropy): label -1 is the last class, where the
+  one-hot read it as no class, a label score of 0 and no -e_y in the gradient."""
+  s = jnp.array([[0.3, -0.2, 0.9, 0.5], [1.0, 0.0, 2.0, -1.0]])
+  f = losses.multiclass_sparsemax_loss
+  np.testing.assert_allclose(f(s, jnp.array([-1, -4])), f(s, jnp.array([3, 0])), rtol=1e-6)
+  with jax.numpy_dtype_promotion("standard"):  # optax's projection mixes int and float
+    want = optax.losses.multiclass_sparsemax_loss(s, jnp.array([-1, -4]))
+  np.testing.assert_allclose(f(s, jnp.array([-1, -4])), want, rtol=1e-6)
+  # An int8 label with more classes than int8 holds.
+  s200 = jnp.zeros((1, 200)).at[0, 199].set(1.0)
+  np.testing.assert_array_equal(f(s200, jnp.array([-1], jnp.int8)), f(s200, jnp.array([199])))
+
+
 def test_multiclass_sparsemax_loss_spread_scores():
   """Scores of +-1e4 with the label at the bottom: sparsemax is exact thirds, the loss 2e4 + 1/3."""
   s = jnp.array([[1e4, 1e4, 1e4, -1e4, -1e4]], jnp.float32)
@@ -1225,6 +1255,18 @@ def test_dice_smooth_zero_empty_class():
     np.testing.assert_array_equal(_finite_grad(lambda x: f(x).sum(), x)[0], 0)
 
 
+def test_dice_mean_over_nothing_is_zero():
+  """An empty batch, or no classes, has loss 0, where the mean over nothing was 0 / 0 =
+  NaN (optax too); the generalized dice loss averages over the batch."""
+  empty = jnp.zeros((0, 4, 3))
+  assert losses.multiclass_generalized_dice_loss(empty, empty) == 0
+  no_classes = jnp.zeros((2, 4, 0))
+  assert losses.multiclass_generalized_dice_loss(no_classes, no_classes) == 0
+  np.testing.assert_array_equal(losses.dice_loss(no_classes, no_classes), [0, 0])
+  with jax.numpy_rank_promotion("allow"):  # optax's class weights take it
+    assert np.isnan(optax.losses.multiclass_generalized_dice_loss(empty, empty))
+
+
 def test_half_precision_results_are_rounded_once():
   """cosine_distance and generalized_kl_divergence take their difference before rounding."""
   a = jnp.array([[1.0, 0.0, 0.0], [1.0, 1.0, 0.0]], jnp.bfloat16)
@@ -1295,6 +1337,19 @@ ERRORS = [
      ValueError, r"multiclass_perceptron_loss: labels must have the shape of scores"),
     (lambda: losses.multiclass_sparsemax_loss(jnp.zeros((4, 5)), jnp.zeros(3, jnp.int32)),
      ValueError, r"multiclass_sparsemax_loss: labels must have the shape of scores"),
+    # No class for a label to pick: jax's "zero-size array to reduction operation max which
+    # has no identity" (optax too), or inf for integer cross entropy (optax: -inf).
+    (lambda: losses.multiclass_hinge_loss(jnp.zeros((2, 0)), jnp.zeros(2, jnp.int32)), ValueError,
+     r"^multiclass_hinge_loss: scores must have at least one class for a label to pick, got "
+     r"shape \(2, 0\)"),
+    (lambda: losses.multiclass_perceptron_loss(jnp.zeros((2, 0)), jnp.zeros(2, jnp.int32)),
+     ValueError, r"^multiclass_perceptron_loss: scores must have at least one class"),
+    (lambda: losses.multiclass_sparsemax_loss(jnp.zeros((2, 0)), jnp.zeros(2, jnp.int32)),
+     ValueError, r"^multiclass_sparsemax_loss: scores must have at least one class"),
+    (lambda: losses.softmax_cross_entropy_with_integer_labels(
+        jnp.zeros((2, 3, 0)), jnp.zeros(2, jnp.int32), axis=(1, 2)), ValueError,
+     r"^softmax_cross_entropy_with_integer_labels: logits must have at least one class for a "
+     r"label to pick, got shape \(2, 3, 0\)"),
     (lambda: losses.dice_loss(jnp.zeros((2, 4, 5)), jnp.zeros((2, 4, 5)),
                               class_weights=jnp.ones(3)),
      ValueError, r"dice_loss: class_weights and the per-class losses must broadcast together"),

@@ -12,7 +12,7 @@ from gradtx.core import ANY, NONNEGATIVE, UNIT, check_axis
 from gradtx.losses._common import (
     ArrayLike, Axis, _floating, _integer, _wide, _same_shape, _check, _expand_where, _some,
     _log_softmax, _max_shift, _no_gradient_where, _times_log, _label_scores, _broadcast_shape,
-    _broadcastable, _labels)
+    _broadcastable, _labels, _some_classes)
 from gradtx.numerics import as_dtype
 
 
@@ -230,7 +230,9 @@ def softmax_cross_entropy_with_integer_labels(
     axis: the class axis (default -1), or a tuple of axes: then the label is
       a flat (row-major) index into the ``logits[axis]`` slice.
     where: the classes to include, shaped like ``logits`` or like the
-      result; a row with no class included has loss 0.
+      result; a row whose label's class is left out (a row with no class
+      included too) has loss 0, as in :func:`softmax_cross_entropy` with the
+      one-hot labels.
 
   Returns:
     the cross entropies, shape ``[...]``, in the dtype of ``logits``.
@@ -238,13 +240,19 @@ def softmax_cross_entropy_with_integer_labels(
   Raises:
     TypeError: ``logits`` is not floating, ``labels`` not integer, or
       ``axis`` not an int or a tuple of ints.
-    ValueError: ``axis`` is out of bounds or repeats an axis, or ``labels``
-      does not have the shape of ``logits`` without the class axes.
+    ValueError: ``axis`` is out of bounds or repeats an axis, ``logits``
+      have no class, or ``labels`` does not have the shape of ``logits``
+      without the class axes.
 
   References:
     `Multinomial logistic regression
     <https://en.wikipedia.org/wiki/Multinomial_logistic_regression>`_,
     Wikipedia.
+
+  Differences from optax:
+    A label at a class ``where`` leaves out has loss 0 and gradient 0;
+    optax returns the normaliser over the included classes minus the
+    label's logit, which can be negative.
 
   Example:
     >>> import jax.numpy as jnp
@@ -259,6 +267,7 @@ def softmax_cross_entropy_with_integer_labels(
   x = _floating(name, "logits", logits)
   y = _integer(name, "labels", labels)
   axes = _class_axes(name, axis, x.ndim)
+  _some_classes(name, "logits", x, axes)
   dtype = x.dtype
   x = _wide(x)
   where = _expand_where(name, where, x.shape, axes)
@@ -294,7 +303,14 @@ def softmax_cross_entropy_with_integer_labels(
   out = jnp.where(dead, jnp.inf,
                   jnp.log(jnp.where(dead, 1, total)) - (label_logits - shift)).squeeze(axis)
   if where is not None:
-    out = jnp.where(jnp.any(where, axis=axis), out, 0)
+    # A label at a class where leaves out (so in a row with none included too) has loss 0
+    # and gradient 0, as its one-hot label's in softmax_cross_entropy: the normaliser
+    # over the included classes minus the label's logit was negative. An out-of-range
+    # label stays NaN (the fill).
+    kept = (where if where.shape[axis] == 1 else
+            jnp.take_along_axis(where, jnp.expand_dims(y, axis), axis=axis, mode="fill",
+                                fill_value=True))
+    out = jnp.where(kept.squeeze(axis), out, 0)
   return out.astype(dtype)
 
 

@@ -61,9 +61,19 @@ def _broadcastable(loss: str, a: str, x: ArrayLike, b: str, y: ArrayLike) -> Non
                      f"{jnp.shape(x)} and {jnp.shape(y)}")
 
 
+def _some_classes(loss: str, arg: str, x: jax.Array, axes: tuple[int, ...]) -> None:
+  """Raises, naming the loss, unless ``x`` has a class on its class ``axes``: an integer
+  label picks one (with none, jax raised "zero-size array to reduction operation max
+  which has no identity", or the loss was inf)."""
+  if x.ndim == 0 or any(x.shape[a] == 0 for a in axes):
+    raise ValueError(f"{loss}: {arg} must have at least one class for a label to pick, "
+                     f"got shape {x.shape}")
+
+
 def _labels(loss: str, s: jax.Array, labels: ArrayLike) -> jax.Array:
   """Integer ``labels`` as an array, checked to broadcast with the shape of the scores
-  ``s`` without its class axis."""
+  ``s`` without its class axis, which must hold a class."""
+  _some_classes(loss, "scores", s, (-1,))
   labels = jnp.asarray(labels)
   if _broadcast_shape(labels.shape, s.shape[:-1]) is None:
     raise ValueError(f"{loss}: labels must have the shape of scores without its class axis, "

@@ -145,7 +145,9 @@ def multiclass_sparsemax_loss(
   Args:
     scores: scores :math:`s`, ``[..., num_classes]``, floating.
     labels: integer labels :math:`y`, ``[...]`` (whole-number floats are read
-      as class indices; optax's raises on them).
+      as class indices; optax's raises on them). A label in
+      ``[-num_classes, 0)`` counts from the end, as a numpy index (as optax,
+      and :func:`softmax_cross_entropy_with_integer_labels`).
 
   Returns:
     the losses, ``[...]``.
@@ -171,6 +173,12 @@ def multiclass_sparsemax_loss(
   labels = _labels("multiclass_sparsemax_loss", s, labels)
   dtype = s.dtype
   s = _wide(s)
+  # optax indexes the scores with the label, so a negative one counts from the end; the
+  # one-hot of _label_scores read it as no class (a label score of 0, and no -e_y in
+  # the gradient). Narrow integers in int32: an int8 label plus 200 classes overflowed.
+  if not jnp.issubdtype(labels.dtype, jnp.floating) and labels.dtype.itemsize < 4:
+    labels = labels.astype(jnp.int32)
+  labels = jnp.where(labels < 0, labels + s.shape[-1], labels)
   # The loss is unchanged when a constant is added to every score; measuring
   # the scores from their maximum keeps large scores from cancelling. (From the
   # label's score, a label far below the top put the support near 2e4 for

@@ -14,6 +14,14 @@ from gradtx.numerics import as_dtype
 _REDUCTIONS = ("mean", "sum", "none")
 
 
+def _mean(x: jax.Array, axis: int | None = None) -> jax.Array:
+  """``jnp.mean(x, axis)``, except that the mean over nothing (an empty batch, no classes)
+  is 0, as a sum over nothing is, not 0 / 0 = NaN (optax's)."""
+  count = x.size if axis is None else x.shape[axis]
+  # Summed in float32 for 16-bit x, as jnp.mean does.
+  return (jnp.sum(_wide(x), axis=axis) / max(count, 1)).astype(x.dtype)
+
+
 def _check_probabilities(loss: str, option: str, p: jax.Array) -> None:
   """Raises unless concrete ``p`` holds probabilities over its last (class) axis.
 
@@ -102,7 +110,8 @@ def dice_loss(
     ``max(1e-5, 2 eps)`` of the dtype (optax: ``rtol=1e-5`` for all dtypes,
     which rejects a bfloat16 softmax). An unknown ``reduction`` raises
     before any computation. With ``smooth=0`` a class absent from both
-    prediction and target has loss 0 (optax: NaN, from 0/0).
+    prediction and target has loss 0 (optax: NaN, from 0/0), and so has
+    the mean over no classes (optax: NaN).
 
   Example:
     >>> import jax.numpy as jnp
@@ -167,7 +176,7 @@ def _dice_loss(name: str, option: str, predictions: ArrayLike, targets: ArrayLik
   if ignore_background and p.shape[-1] > 1:
     loss = loss[..., 1:]
   if reduction == "mean":
-    loss = jnp.mean(loss, axis=-1)
+    loss = _mean(loss, axis=-1)
   elif reduction == "sum":
     loss = jnp.sum(loss, axis=-1)
   return loss.astype(dtype)
@@ -262,6 +271,11 @@ def multiclass_generalized_dice_loss(
     for highly unbalanced segmentations <https://arxiv.org/abs/1707.03237>`_,
     2017.
 
+  Differences from optax:
+    An empty batch (or no classes) has loss 0, the mean over nothing taken
+    as 0 as in :func:`ranking_softmax_loss` (optax: NaN, from 0/0). Otherwise
+    as :func:`dice_loss`.
+
   Example:
     >>> import jax.numpy as jnp
     >>> import numpy as np
@@ -281,4 +295,4 @@ def multiclass_generalized_dice_loss(
   per_class = _dice_loss(name, "apply_softmax", p, t, class_weights=weights, smooth=smooth,
                          apply_softmax=apply_softmax, reduction="none",
                          ignore_background=ignore_background)
-  return jnp.mean(per_class)
+  return _mean(per_class)

@@ -124,6 +124,10 @@ def ntxent(
     float32 embeddings do; optax takes their own (bfloat16's 8e-3), which
     shrinks the similarities of embeddings with norms below 0.09.
 
+  Range:
+    As :func:`cosine_similarity`'s: float32 embeddings with entries above
+    about 1.8e19 in magnitude overflow their squared norms (as optax's).
+
   Example:
     >>> import jax.numpy as jnp
     >>> import numpy as np
