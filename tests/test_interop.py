@@ -338,6 +338,27 @@ def test_equinox_filter_jit_matches_optax(name):
   _assert_trajectories_equal(_equinox_run(gtx, name), _equinox_run(optax, name))
 
 
+def test_an_unfiltered_equinox_model_is_named_with_the_filter():
+  # tx.init(model) without eqx.filter failed inside jnp ("Value '<custom_jvp object>' with
+  # dtype object is not a valid JAX array type"), and the model given as the gradients
+  # raised an AttributeError without a message; neither named the leaf or the fix.
+  model = eqx.nn.MLP(2, 1, width_size=3, depth=1, key=jax.random.key(0))
+  tx = gtx.adamw(0.1)
+  fix = r"not an array: give init and update the arrays only.*eqx.filter\(model, eqx.is_array\)"
+  with pytest.raises(gtx.StructureError,
+                     match=r"^adamw: the params at key path .activation hold a custom_jvp, " + fix):
+    tx.init(model)
+  params = eqx.filter(model, eqx.is_array)
+  with pytest.raises(gtx.StructureError, match=r"^adamw: the updates at key path .activation "
+                                               r"hold a custom_jvp, " + fix):
+    tx.update(model, tx.init(params), params)
+  # The unfiltered model as the params of update is fine: its gradient there is None.
+  updates, _ = tx.update(jax.tree.map(jnp.ones_like, params), tx.init(params), model)
+  np.testing.assert_allclose(updates.layers[0].bias, -0.1 * (1 + 1e-4 * params.layers[0].bias),
+                             rtol=1e-6)
+  assert updates.activation is None
+
+
 class _Indexed(eqx.Module):
   """A model with an integer buffer and a key beside its weights, as eqx.nn layers have."""
   w: jax.Array
