@@ -1264,10 +1264,14 @@ def _from_optax(x: Any) -> bool:
 def foreign_state_hint(state: Any) -> str | None:
   """What to do with a state that no gradtx init made, or ``None`` if it is not one: an
   optax state (one of optax's stage states, or an optax chain's tuple of them, which no
-  restored checkpoint holds), or a plain dict, list or tuple: a checkpoint restored
-  without a target."""
+  restored checkpoint holds), an object that holds the state as ``opt_state`` (flax's
+  ``TrainState``, often named ``state``; ``flax.nnx.Optimizer``), or a plain dict, list or
+  tuple: a checkpoint restored without a target."""
   if _from_optax(state) or type(state) is tuple and any(_from_optax(s) for s in state):
     return OPTAX_STATE
+  if hasattr(state, "opt_state"):
+    kind = type(state).__name__
+    return f"the {kind} given holds the optimizer's state: pass its .opt_state, not the {kind}"
   return RESTORED_WITHOUT_TARGET if type(state) in (dict, list, tuple) else None
 
 

@@ -206,6 +206,24 @@ def test_flax_train_state_matches_optax(name):
   assert isinstance(state.opt_state, gtx.ChainState)
 
 
+def test_a_train_state_given_as_the_optimizer_state_is_named_with_its_opt_state():
+  # flax's examples name the TrainState `state`: tx.update(grads, state, params) told the
+  # user to move the state into an edited chain with carry_state.
+  params = _linen_style_params()
+  tx = gtx.adam(0.1)
+  state = train_state.TrainState.create(apply_fn=_linen_style_apply, params=params, tx=tx)
+  optimizer = nnx.Optimizer(_NnxMLP(nnx.Rngs(0)), tx, wrt=nnx.Param)
+  for holder, stage in [(state, tx), (optimizer, tx), (state, gtx.scale_by_adam())]:
+    kind = type(holder).__name__
+    with pytest.raises(gtx.StructureError,
+                       match=rf"got {kind}|the state is an? {kind}") as info:
+      stage.update(params, holder, params)
+    assert str(info.value).endswith(
+        f"; the {kind} given holds the optimizer's state: pass its .opt_state, not the {kind}")
+  updates, _ = tx.update(params, state.opt_state, params)
+  np.testing.assert_allclose(updates["out"]["w"], -0.1 * np.sign(params["out"]["w"]), rtol=1e-6)
+
+
 def test_flax_train_state_checkpoint_with_msgpack_resumes_bit_for_bit():
   # flax.serialization.to_bytes / from_bytes, how a TrainState is saved with msgpack:
   # it raised "can not serialize 'ChainState' object" for every gradtx optimizer.
