@@ -644,6 +644,14 @@ def test_an_extra_argument_optax_drops_before_a_gradtx_stage_is_named_with_the_f
                            r"optax.chain and optax's wrappers .* "
                            r"optax.GradientTransformationExtraArgs\(\*tx\)"):
     tx.update(grads, tx.init(params), params, value=jnp.float32(1.0))
+  # flax's TrainState.apply_gradients passes none: its keywords replace the state's fields.
+  state = train_state.TrainState.create(apply_fn=None, params=params,
+                                        tx=gtx.chain(sgd=gtx.sgd(0.1), plateau=plateau))
+  with pytest.raises(gtx.MissingArgumentError,
+                     match=r"flax's TrainState.apply_gradients passes none .*call "
+                           r"state.tx.update\(grads, state.opt_state, state.params, value=loss\) "
+                           r"yourself"):
+    state.apply_gradients(grads=grads, value=jnp.float32(1.0))
 
   def run(stage):
     tx = optax.chain(gtx.sgd(0.1), stage)
