@@ -843,15 +843,16 @@ def _outermost(given: Any) -> Iterator[None]:
     _INSIDE.reset(token)
 
 
-def _outermost_init(init: InitFn) -> InitFn:
-  """``init``, which when called from outside any transformation gets admitted params."""
+def _outermost_init(init: InitFn, name: str) -> InitFn:
+  """``init``, which when called from outside any transformation gets admitted params
+  (``name`` in its errors)."""
   @functools.wraps(init)
   def admitting_init(params: Params) -> State:
     if _inside():
       return init(params)
     from gradtx.tree import admit_params  # pylint: disable=import-outside-toplevel
     with _outermost(params):  # a callable mask sees the params given
-      return init(admit_params(params))
+      return init(admit_params(params, name))
 
   return admitting_init
 
@@ -921,7 +922,7 @@ class GradientTransformation(_OptaxTransformation):
                spec: HParamSpec | None = None, options: Mapping[str, Any] | None = None,
                factor: Callable[[State], tuple[jax.Array, State]] | None = None,
                takes_factor: bool = False):
-    self.init = _outermost_init(init)
+    self.init = _outermost_init(init, name)
     # An update without **extra (optax's form) is called without extra arguments unless
     # a caller passes them; with_extra_args_support adapts it.
     self.update = _outermost_update(update, name)  # type: ignore[assignment]
@@ -1263,10 +1264,14 @@ def _from_optax(x: Any) -> bool:
 def foreign_state_hint(state: Any) -> str | None:
   """What to do with a state that no gradtx init made, or ``None`` if it is not one: an
   optax state (one of optax's stage states, or an optax chain's tuple of them, which no
-  restored checkpoint holds), or a plain dict, list or tuple: a checkpoint restored
-  without a target."""
+  restored checkpoint holds), an object that holds the state as ``opt_state`` (flax's
+  ``TrainState``, often named ``state``; ``flax.nnx.Optimizer``), or a plain dict, list or
+  tuple: a checkpoint restored without a target."""
   if _from_optax(state) or type(state) is tuple and any(_from_optax(s) for s in state):
     return OPTAX_STATE
+  if hasattr(state, "opt_state"):
+    kind = type(state).__name__
+    return f"the {kind} given holds the optimizer's state: pass its .opt_state, not the {kind}"
   return RESTORED_WITHOUT_TARGET if type(state) in (dict, list, tuple) else None
 
 

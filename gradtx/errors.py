@@ -95,13 +95,18 @@ def did_you_mean(name: Any, names: Iterable[Any], n: int = 3) -> str:
 
 # optax.chain and optax's wrappers call a transformation that is not an instance of optax's
 # GradientTransformationExtraArgs (optax.with_extra_args_support), as gradtx's are not,
-# without the extra arguments: a user who passed value=loss would be told to pass it.
+# without the extra arguments, and flax's TrainState.apply_gradients calls tx.update without
+# any (its keywords are fields to replace): a user who passed value=loss to either would be
+# told to pass it.
 _DROPPED_BY_OPTAX = (
     ". Passed it, and still told so? optax.chain and optax's wrappers (optax.MultiSteps, "
     "optax.masked, ...) pass extra arguments only to optax's own "
     "GradientTransformationExtraArgs type, which a gradtx transformation is not: compose with "
     "gtx.chain and gradtx's wrappers, or give it to optax as "
-    "optax.GradientTransformationExtraArgs(*tx)")
+    "optax.GradientTransformationExtraArgs(*tx). flax's TrainState.apply_gradients passes "
+    "none (its keywords replace fields): call state.tx.update(grads, state.opt_state, "
+    "state.params, value=loss) yourself and state.replace the step, params and opt_state "
+    "(docs/faq.md)")
 
 
 def missing_extra_argument(message: str) -> MissingArgumentError:

@@ -130,6 +130,8 @@ def check_update_dtypes(updates: PyTree, params: PyTree | None, stage: str) -> N
   and the complex step was refused only later, by :func:`gradtx.apply_updates`.
   """
   kinds = {_kind(u) for u in jax.tree_util.tree_leaves(updates, is_leaf=_is_node)}
+  if None in kinds:  # a packed tree, a masked leaf, or a leaf that is no array
+    check_array_leaves(updates, "updates", stage)
   if kinds.isdisjoint(("i", "u", "b", "c")):
     return  # the common case: no key paths are built
   if not kinds.isdisjoint(("i", "u", "b")):
@@ -219,14 +221,35 @@ def numbers_as_arrays(tree: PyTree) -> PyTree:
   return jax.tree.map(lambda x: jnp.asarray(x) if isinstance(x, _PYTHON_NUMBER) else x, tree)
 
 
-def admit_params(params: PyTree) -> PyTree:
+def admit_params(params: PyTree, stage: str) -> PyTree:
   """The params an outermost ``init`` passes on (see :func:`admit_updates`):
   Python numbers as arrays, and integer buffers, keys and ``None`` masked
-  (:func:`mask_untrainable`). A packed tree holding such a buffer raises
+  (:func:`mask_untrainable`). A leaf that is not an array (a function) raises
+  (:func:`check_array_leaves`), and so does a packed tree holding such a buffer
   (:func:`check_packed_trainable`)."""
   params = numbers_as_arrays(params)
+  check_array_leaves(params, "params", stage)
   check_packed_trainable(params)
   return mask_untrainable(params)
+
+
+# What to do with a leaf that is not an array (an equinox model's activation function),
+# said once.
+ARRAYS_ONLY = ("give init and update the arrays only, with None elsewhere: "
+               "tx.init(eqx.filter(model, eqx.is_array)) for an equinox model, and its "
+               "gradients from eqx.filter_grad, which has None there")
+
+
+def check_array_leaves(tree: PyTree, name: str, stage: str) -> None:
+  """Raises where a leaf of ``tree`` is not an array (no ``dtype``): a function or
+  another Python object left in an unfiltered model. jax's own error names neither
+  the leaf nor the fix, and a structure check fails on it with an empty
+  ``AttributeError``."""
+  for path, leaf in jax.tree_util.tree_flatten_with_path(tree, is_leaf=_is_node)[0]:
+    if not _is_node(leaf) and getattr(leaf, "dtype", None) is None:
+      raise StructureError(
+          f"{stage}: the {name} at key path {keystr(path)} hold a {type(leaf).__name__}, "
+          f"not an array: {ARRAYS_ONLY}")
 
 
 # What to do with a leaf no buffer should hold (an integer buffer, a key), said once.

@@ -309,6 +309,20 @@ def test_faq_examples_run(tmp_path, capsys):
   ns = _run_block("faq.md", 5, {**base})
   np.testing.assert_allclose(ns["z"]["w"], np.full(2, 0.5 - 1.0j), atol=0.05)
 
+  # A TrainState step that passes the loss on: reduce_on_plateau halves the rate after a
+  # step without improvement (patience=1), as it does given value= directly.
+  from flax.training import train_state
+  tx = gtx.chain(sgd=gtx.sgd(0.1), plateau=gtx.reduce_on_plateau(factor=0.5, patience=1))
+  state = train_state.TrainState.create(apply_fn=None, params=params, tx=tx)
+  grads = jax.tree.map(jnp.ones_like, params)
+  ns = _run_block("faq.md", 6, {**base, "state": state, "grads": grads,
+                                "loss": jnp.float32(3.0)})
+  state = ns["state"]
+  for value in [2.0, 2.0]:
+    state = ns["apply_gradients"](state, grads, value=jnp.float32(value))
+  assert int(state.step) == 3
+  np.testing.assert_allclose(state.params["b"], params["b"] - 0.1 - 0.1 - 0.05, rtol=1e-6)
+
 
 def test_packed_examples_run():
   # The page's three training steps (plain JAX, flax.nnx, equinox), each given the model

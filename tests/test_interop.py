@@ -206,6 +206,24 @@ def test_flax_train_state_matches_optax(name):
   assert isinstance(state.opt_state, gtx.ChainState)
 
 
+def test_a_train_state_given_as_the_optimizer_state_is_named_with_its_opt_state():
+  # flax's examples name the TrainState `state`: tx.update(grads, state, params) told the
+  # user to move the state into an edited chain with carry_state.
+  params = _linen_style_params()
+  tx = gtx.adam(0.1)
+  state = train_state.TrainState.create(apply_fn=_linen_style_apply, params=params, tx=tx)
+  optimizer = nnx.Optimizer(_NnxMLP(nnx.Rngs(0)), tx, wrt=nnx.Param)
+  for holder, stage in [(state, tx), (optimizer, tx), (state, gtx.scale_by_adam())]:
+    kind = type(holder).__name__
+    with pytest.raises(gtx.StructureError,
+                       match=rf"got {kind}|the state is an? {kind}") as info:
+      stage.update(params, holder, params)
+    assert str(info.value).endswith(
+        f"; the {kind} given holds the optimizer's state: pass its .opt_state, not the {kind}")
+  updates, _ = tx.update(params, state.opt_state, params)
+  np.testing.assert_allclose(updates["out"]["w"], -0.1 * np.sign(params["out"]["w"]), rtol=1e-6)
+
+
 def test_flax_train_state_checkpoint_with_msgpack_resumes_bit_for_bit():
   # flax.serialization.to_bytes / from_bytes, how a TrainState is saved with msgpack:
   # it raised "can not serialize 'ChainState' object" for every gradtx optimizer.
@@ -337,6 +355,27 @@ def _equinox_run(lib, name):
 @pytest.mark.parametrize("name", ["adamw_masked", "rmsprop"])
 def test_equinox_filter_jit_matches_optax(name):
   _assert_trajectories_equal(_equinox_run(gtx, name), _equinox_run(optax, name))
+
+
+def test_an_unfiltered_equinox_model_is_named_with_the_filter():
+  # tx.init(model) without eqx.filter failed inside jnp ("Value '<custom_jvp object>' with
+  # dtype object is not a valid JAX array type"), and the model given as the gradients
+  # raised an AttributeError without a message; neither named the leaf or the fix.
+  model = eqx.nn.MLP(2, 1, width_size=3, depth=1, key=jax.random.key(0))
+  tx = gtx.adamw(0.1)
+  fix = r"not an array: give init and update the arrays only.*eqx.filter\(model, eqx.is_array\)"
+  with pytest.raises(gtx.StructureError,
+                     match=r"^adamw: the params at key path .activation hold a custom_jvp, " + fix):
+    tx.init(model)
+  params = eqx.filter(model, eqx.is_array)
+  with pytest.raises(gtx.StructureError, match=r"^adamw: the updates at key path .activation "
+                                               r"hold a custom_jvp, " + fix):
+    tx.update(model, tx.init(params), params)
+  # The unfiltered model as the params of update is fine: its gradient there is None.
+  updates, _ = tx.update(jax.tree.map(jnp.ones_like, params), tx.init(params), model)
+  np.testing.assert_allclose(updates.layers[0].bias, -0.1 * (1 + 1e-4 * params.layers[0].bias),
+                             rtol=1e-6)
+  assert updates.activation is None
 
 
 class _Indexed(eqx.Module):
@@ -606,6 +645,14 @@ def test_an_extra_argument_optax_drops_before_a_gradtx_stage_is_named_with_the_f
                            r"optax.chain and optax's wrappers .* "
                            r"optax.GradientTransformationExtraArgs\(\*tx\)"):
     tx.update(grads, tx.init(params), params, value=jnp.float32(1.0))
+  # flax's TrainState.apply_gradients passes none: its keywords replace the state's fields.
+  state = train_state.TrainState.create(apply_fn=None, params=params,
+                                        tx=gtx.chain(sgd=gtx.sgd(0.1), plateau=plateau))
+  with pytest.raises(gtx.MissingArgumentError,
+                     match=r"flax's TrainState.apply_gradients passes none .*call "
+                           r"state.tx.update\(grads, state.opt_state, state.params, value=loss\) "
+                           r"yourself"):
+    state.apply_gradients(grads=grads, value=jnp.float32(1.0))
 
   def run(stage):
     tx = optax.chain(gtx.sgd(0.1), stage)
