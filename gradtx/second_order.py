@@ -17,7 +17,7 @@ import jax.numpy as jnp
 from jax import flatten_util
 
 from gradtx.errors import StructureError
-from gradtx.numerics import as_dtype
+from gradtx.numerics import abs_sq, as_dtype
 
 PyTree = Any
 
@@ -115,10 +115,11 @@ def fisher_diag(negative_log_likelihood: LossFn, params: PyTree, inputs: jax.Arr
                 targets: jax.Array) -> jax.Array:
   """The diagonal of the observed (empirical) Fisher information, as a flat vector.
 
-  .. math:: \\operatorname{diag}(F) = \\left(\\nabla_\\theta\\, \\ell(\\theta, x, y)\\right)^2
+  .. math:: \\operatorname{diag}(F) = \\left|\\nabla_\\theta\\, \\ell(\\theta, x, y)\\right|^2
 
   with :math:`\\ell` the negative log-likelihood of the batch, squared
-  entrywise. (Squaring the gradient of the summed loss, as optax does; the
+  entrywise: :math:`|g|^2`, real, for complex parameters (as
+  :math:`\\mathbb{E}[g \\bar g]` is; optax's :math:`g^2` is complex there). (Squaring the gradient of the summed loss, as optax does; the
   per-example Fisher would square each example's gradient before summing.)
 
   Args:
@@ -141,4 +142,4 @@ def fisher_diag(negative_log_likelihood: LossFn, params: PyTree, inputs: jax.Arr
     >>> gtx.second_order.fisher_diag(nll, jnp.zeros(2), jnp.eye(2), jnp.array([1.0, -3.0]))
     Array([1., 9.], dtype=float32)
   """
-  return jnp.square(_ravel(jax.grad(negative_log_likelihood)(params, inputs, targets)))
+  return abs_sq(_ravel(jax.grad(negative_log_likelihood)(params, inputs, targets)))

@@ -122,6 +122,17 @@ def test_fisher_diag_is_the_squared_gradient(dtype, jit, loss, problem):
   np.testing.assert_allclose(np.asarray(out, np.float64), grad ** 2, **_tol(dtype))
 
 
+
+def test_fisher_diag_of_complex_params_is_the_squared_modulus():
+  # The Fisher diagonal of a complex parameter is E[|g|^2], real: jnp.square gave g^2,
+  # complex (here -2j and -9 where |g|^2 is 2 and 9).
+  nll = lambda w, x, y: jnp.sum(jnp.abs(x @ w - y) ** 2) / 2  # noqa: E731
+  w, x, y = jnp.array([1 + 1j, 0j]), jnp.eye(2, dtype=jnp.complex64), jnp.array([0j, 3j])
+  out = SO.fisher_diag(nll, w, x, y)
+  assert out.dtype == jnp.float32
+  np.testing.assert_allclose(np.asarray(out), [2.0, 9.0], rtol=1e-6)
+
+
 def test_signatures_match_optax():
   import inspect
   import optax
