@@ -133,6 +133,16 @@ def test_fisher_diag_of_complex_params_is_the_squared_modulus():
   np.testing.assert_allclose(np.asarray(out), [2.0, 9.0], rtol=1e-6)
 
 
+
+def test_diagonals_of_params_without_leaves_follow_the_default_float():
+  # ravel_pytree({}) is float32 even under x64: the empty diagonals were float32 there.
+  zero = lambda params, inputs, targets: jnp.zeros(())  # noqa: E731
+  with jax.enable_x64(True):
+    for out in (SO.hessian_diag(zero, {}, None, None), SO.fisher_diag(zero, {}, None, None)):
+      assert out.shape == (0,) and out.dtype == jnp.float64
+  assert SO.hessian_diag(zero, {}, None, None).dtype == jnp.float32
+
+
 def test_signatures_match_optax():
   import inspect
   import optax
