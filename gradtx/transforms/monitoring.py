@@ -344,7 +344,7 @@ def monitor(*statistics: str | Mapping[str, Any], inner: GradientTransformation 
   repeated = sorted({s for s in names if names.count(s) > 1})
   if repeated:
     raise ValueError(f"monitor: statistic {repeated[0]!r} is named twice")
-  inner = None if inner is None else as_transformation(inner, where="monitor")
+  inner = None if inner is None else as_transformation(inner, "monitor", "inner")
   chosen = {name: _STATISTICS[name] for name in names}
   needs_params = any(s.needs_params for s in chosen.values())
   per_leaf = [name for name, s in chosen.items() if s.per_leaf]
