@@ -333,7 +333,7 @@ def chain(*stages: Any, **named_stages: Any) -> Chain:
     (3,)
   """
   positional = tuple(as_transformation(tx) for tx in stages)
-  named = {k: as_transformation(v, where=f"chain stage {k!r}") for k, v in named_stages.items()}
+  named = {k: as_transformation(v, "chain", f"stage {k!r}") for k, v in named_stages.items()}
   for name in named:
     _check_name(name)
   names = _unique_names(positional, set(named))
@@ -353,7 +353,7 @@ def named_chain(label: str, **stages: GradientTransformation) -> Chain:
                     "gtx.chain(name=tx, ...), or gtx.chain(**dict(pairs))")
   for name in stages:
     _check_name(name)
-  return Chain({k: as_transformation(v, where=f"named_chain stage {k!r}")
+  return Chain({k: as_transformation(v, "named_chain", f"stage {k!r}")
                 for k, v in stages.items()}, label=label)
 
 

@@ -44,7 +44,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from gradtx._flax_serialization import register_with_flax, serializable
-from gradtx.errors import HyperparameterError, MissingArgumentError, StructureError
+from gradtx.errors import (ArgumentTypeError, HyperparameterError, MissingArgumentError,
+                           StructureError)
 
 PyTree = Any
 Params = Any
@@ -414,10 +415,15 @@ def checks_flags(factory: Callable[_Args, _Made]) -> Callable[_Args, _Made]:
   return checked
 
 
+# The errors that may be about one argument of a factory (their ``argument``).
+_ArgumentError = HyperparameterError | ArgumentTypeError
+
+
 def names_its_arguments(factory: Callable[_Args, _Made]) -> Callable[_Args, _Made]:
   """Makes ``factory``, which builds its stages from its own arguments (a ready optimizer),
-  name itself and its own argument in a :class:`HyperparameterError` a stage raises about
-  a value it passed on; keeps its signature, name and docstring.
+  name itself and its own argument in a :class:`HyperparameterError` (or an
+  :class:`~gradtx.errors.ArgumentTypeError`: a string where a transformation goes) a stage
+  raises about a value it passed on; keeps its signature, name and docstring.
 
   ``sgd(0.1, momentum=-0.9)`` was refused as ``trace: decay must be in [0, inf), got
   -0.9``, naming a function and an argument the caller never wrote; it reads
@@ -435,7 +441,7 @@ def names_its_arguments(factory: Callable[_Args, _Made]) -> Callable[_Args, _Mad
   def naming(*args: _Args.args, **kwargs: _Args.kwargs) -> _Made:
     try:
       return factory(*args, **kwargs)
-    except HyperparameterError as error:
+    except (HyperparameterError, ArgumentTypeError) as error:
       renamed = _as_own_argument(error, name, signature, args, kwargs)
       if renamed is None:
         raise
@@ -444,8 +450,8 @@ def names_its_arguments(factory: Callable[_Args, _Made]) -> Callable[_Args, _Mad
   return naming
 
 
-def _as_own_argument(error: HyperparameterError, factory: str, signature: inspect.Signature,
-                     args: tuple[Any, ...], kwargs: dict[str, Any]) -> HyperparameterError | None:
+def _as_own_argument(error: _ArgumentError, factory: str, signature: inspect.Signature,
+                     args: tuple[Any, ...], kwargs: dict[str, Any]) -> _ArgumentError | None:
   """``error`` about the argument of ``factory`` (called with ``args`` and ``kwargs``) that
   was given its refused value, or None where it is not about one such argument."""
   refused = error.argument
@@ -468,7 +474,7 @@ def _as_own_argument(error: HyperparameterError, factory: str, signature: inspec
   if len(mine) != 1:
     return None
   moved = refused.passed_on_by(factory, mine[0])
-  return HyperparameterError(moved.message(), argument=moved)
+  return type(error)(moved.message(), argument=moved)
 
 
 # ----------------------------------------------------------------------------
@@ -946,19 +952,27 @@ class GradientTransformation(_OptaxTransformation):
     return self.format()
 
 
-def as_transformation(tx: Any, where: str = "chain") -> GradientTransformation:
+def as_transformation(tx: Any, where: str = "chain",
+                      argument: str | None = None) -> GradientTransformation:
   """Wraps anything with optax's ``init``/``update`` (an optax transformation) as a stage.
 
   A stage's ``update`` is given the extra arguments its chain or wrapper receives; one
   written without ``**extra`` (optax's form) is called without them, as optax's
   ``chain`` and wrappers do (:func:`with_extra_args_support`).
+
+  Anything else raises :class:`~gradtx.errors.ArgumentTypeError` (a ``TypeError``)
+  naming ``where``, the function checking, and ``argument``, the argument of it that
+  ``tx`` was given, where it has one: a factory that passed its own argument on
+  (:func:`names_its_arguments`) then names itself and that argument.
   """
   if isinstance(tx, GradientTransformation):
     return with_extra_args_support(tx)
   if not (callable(getattr(tx, "init", None)) and callable(getattr(tx, "update", None))):
-    raise TypeError(
-        f"{where}: expected a gradient transformation (an object with init and "
-        f"update), got {type(tx).__name__}: {tx!r}")
+    kind = "a gradient transformation (an object with init and update)"
+    got = f"got {type(tx).__name__}: {tx!r}"
+    if argument is None:  # a positional stage of a chain, a group of a partition
+      raise ArgumentTypeError(f"{where}: expected {kind}, {got}")
+    raise ArgumentTypeError.about(where, argument, tx, f"must be {kind}, {got}")
   passes_extra = _accepts_extra(tx.update)
 
   def update(updates, state, params=None, **extra):
@@ -1232,7 +1246,7 @@ def with_extra_args_support(tx: Any) -> GradientTransformation:
     return GradientTransformation(
         tx.init, lambda updates, state, params=None, **extra: inner(updates, state, params),
         name=tx.name, spec=tx.spec, options=tx.options)
-  return as_transformation(tx, "with_extra_args_support")
+  return as_transformation(tx, "with_extra_args_support", "tx")
 
 
 def init_empty_state(params: Params) -> EmptyState:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
-from typing import Any, Iterable
+from typing import Any, Iterable, TypeVar
 
 
 class GradtxError(Exception):
@@ -58,13 +58,13 @@ class BadArgument:
     return BadArgument(factory, name, self.value, self.says, checked_by)
 
 
-class HyperparameterError(GradtxError, ValueError):
-  """A hyperparameter is out of its allowed range, or unknown by name.
+_Error = TypeVar("_Error", bound="_AboutAnArgument")
 
-  ``argument`` is set where the error is about one argument of a factory: a factory that
-  passed that value on as an argument of its own then names itself and its argument
-  (:func:`gradtx.core.names_its_arguments`).
-  """
+
+class _AboutAnArgument(GradtxError):
+  """An error that may be about one argument of a factory: ``argument`` then says which,
+  and a factory that passed that value on as an argument of its own names itself and its
+  argument instead (:func:`gradtx.core.names_its_arguments`)."""
 
   def __init__(self, message: str, stage_path: tuple[str, ...] = (), *,
                argument: BadArgument | None = None):
@@ -72,10 +72,25 @@ class HyperparameterError(GradtxError, ValueError):
     self.argument = argument
 
   @classmethod
-  def about(cls, factory: str, name: str, value: Any, says: str) -> "HyperparameterError":
+  def about(cls: type[_Error], factory: str, name: str, value: Any, says: str) -> _Error:
     """The error ``"{factory}: {name} {says}"`` about the argument ``name`` given ``value``."""
     argument = BadArgument(factory, name, value, says)
     return cls(argument.message(), argument=argument)
+
+
+class HyperparameterError(_AboutAnArgument, ValueError):
+  """A hyperparameter is out of its allowed range, or unknown by name.
+
+  ``argument`` is set where the error is about one argument of a factory: a factory that
+  passed that value on as an argument of its own then names itself and its argument
+  (:func:`gradtx.core.names_its_arguments`).
+  """
+
+
+class ArgumentTypeError(_AboutAnArgument, TypeError):
+  """An argument of a factory is not of the kind it takes (a string where a gradient
+  transformation goes); named, as a :class:`HyperparameterError` is, by the factory the
+  user called. A ``TypeError``, as it was before it carried the argument."""
 
 
 class StructureError(GradtxError, ValueError):
@@ -115,4 +130,5 @@ def missing_extra_argument(message: str) -> MissingArgumentError:
   return MissingArgumentError(message + _DROPPED_BY_OPTAX)
 
 
-__all__ = ["GradtxError", "HyperparameterError", "MissingArgumentError", "StructureError"]
+__all__ = ["ArgumentTypeError", "GradtxError", "HyperparameterError", "MissingArgumentError",
+           "StructureError"]

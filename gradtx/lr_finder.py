@@ -24,6 +24,7 @@ import numpy as np
 from gradtx import tree
 from gradtx.chain import set_hparams
 from gradtx.core import GradientTransformation, Range, apply_updates, check_value
+from gradtx.errors import HyperparameterError
 
 __all__ = ["RangeTestResult", "lr_range_test"]
 
@@ -165,8 +166,10 @@ def lr_range_test(loss_fn: Callable[[PyTree, Any], jax.Array], params: PyTree,
   Step :math:`k = 0, \\dots, N-1` trains with the rate
 
   .. math::
-    \\eta_k = \\eta_\\min \\left(\\eta_\\max / \\eta_\\min\\right)^{k / (N - 1)},
+    \\eta_k = \\eta_\\min \\left(\\eta_\\max / \\eta_\\min\\right)^{k / (N - 1)}
+          = \\eta_\\min^{1 - k / (N - 1)}\\, \\eta_\\max^{k / (N - 1)}
 
+  (computed as the second form, which no ratio of extreme rates overflows),
   set by name in the optimizer state, and records the loss :math:`\\ell_k` of
   the batch before the update. The loss is smoothed by a bias-corrected
   exponential moving average,
@@ -268,11 +271,20 @@ def lr_range_test(loss_fn: Callable[[PyTree, Any], jax.Array], params: PyTree,
   _check(0 < smoothing <= 1, f"smoothing must be in (0, 1], got {smoothing!r}")
   _check(diverge_threshold > 1, f"diverge_threshold must be > 1, got {diverge_threshold!r}")
   _check(factor >= 1, f"factor must be >= 1, got {factor!r}")
-  lrs = min_lr * (max_lr / min_lr) ** (np.arange(num_steps) / (num_steps - 1))
+  # min_lr^(1-t) max_lr^t, not min_lr (max_lr / min_lr)^t: that ratio overflowed to inf for
+  # a tiny min_lr (1e-320), and the sweep's first rate past it was refused by the stage
+  # holding the rate, not as an argument of this function. Both ends are exact.
+  t = np.arange(num_steps) / (num_steps - 1)
+  lrs = np.float64(min_lr) ** (1 - t) * np.float64(max_lr) ** t
 
   # Checks the name (listing the valid ones) before any work, on the caller's state.
   state = tx.init(params) if state is None else state
   set_hparams(state, {name: lrs[0]})
+  try:  # the largest rate, which the state may hold in float32 (1e39 is inf there)
+    set_hparams(state, {name: lrs[-1]})
+  except HyperparameterError as error:
+    raise HyperparameterError.about("lr_range_test", "max_lr", max_lr,
+                                    f"must be a rate {name} can hold ({error})") from None
   params, state = tree.copy(params), tree.copy(state)  # donated below, not the caller's
 
   def step(params, state, batch):

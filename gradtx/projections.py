@@ -526,6 +526,7 @@ def projection_vector(x: PyTree, a: PyTree) -> PyTree:
     >>> gtx.projections.projection_vector(jnp.array([1.0, 2.0]), jnp.array([1.0, 0.0]))
     Array([1., 0.], dtype=float32)
   """
+  check_structure(x, a, "x", "a", stage="projection_vector")  # JAX's error named neither
   x, a = _floating(x), _floating(a)
   if tree_size(a) == 0:
     return x  # the only point of no entries (tree_vdot's 0 / 0 raised ZeroDivisionError)
@@ -552,6 +553,7 @@ def projection_hyperplane(x: PyTree, a: PyTree, b: jax.typing.ArrayLike) -> PyTr
     Array([0., 1.], dtype=float32)
   """
   _check_offset("projection_hyperplane", b, ANY)
+  check_structure(x, a, "x", "a", stage="projection_hyperplane")
   x, a = _floating(x), _floating(a)
   ax = tree_vdot(x, a)
   return tree_add_scale(x, (as_dtype(b, jnp.result_type(ax)) - ax) / tree_vdot(a, a), a)
@@ -577,6 +579,7 @@ def projection_halfspace(x: PyTree, a: PyTree, b: jax.typing.ArrayLike) -> PyTre
     Array([0., 1.], dtype=float32)
   """
   _check_offset("projection_halfspace", b, _UP_TO_INF)
+  check_structure(x, a, "x", "a", stage="projection_halfspace")
   x, a = _floating(x), _floating(a)
   ax = tree_vdot(x, a)
   gap = jnp.minimum(as_dtype(b, jnp.result_type(ax)) - ax, 0)

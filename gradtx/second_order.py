@@ -3,9 +3,9 @@
 A namespace, like ``optax.second_order``, with its names and signatures: the
 loss is ``loss(params, inputs, targets) -> scalar`` and vectors are flat, of
 the size of ``ravel_pytree(params)``. Flat vectors take the dtype that
-``jax.flatten_util.ravel_pytree`` gives the parameters. optax 0.2.8 marks
-these deprecated (to be removed in 0.2.9); gradtx keeps them, without the
-warning.
+``jax.flatten_util.ravel_pytree`` gives the parameters (the default float
+dtype for params without leaves). optax 0.2.8 marks these deprecated (to be
+removed in 0.2.9); gradtx keeps them, without the warning.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ import jax.numpy as jnp
 from jax import flatten_util
 
 from gradtx.errors import StructureError
-from gradtx.numerics import as_dtype
+from gradtx.numerics import abs_sq, as_dtype
 
 PyTree = Any
 
@@ -30,8 +30,17 @@ class LossFn(Protocol):
   def __call__(self, params: PyTree, inputs: jax.Array, targets: jax.Array) -> jax.Array: ...
 
 
+def _ravel_pytree(tree: PyTree) -> tuple[jax.Array, Any]:
+  """``jax.flatten_util.ravel_pytree(tree)``, but a tree without leaves gives an empty vector
+  of the default float dtype (float64 under x64), where JAX's is float32 whatever the mode."""
+  flat, unravel = flatten_util.ravel_pytree(tree)
+  if not jax.tree.leaves(tree):
+    flat = jnp.zeros(0)
+  return flat, unravel
+
+
 def _ravel(tree: PyTree) -> jax.Array:
-  return flatten_util.ravel_pytree(tree)[0]
+  return _ravel_pytree(tree)[0]
 
 
 def hvp(loss: LossFn, v: jax.Array, params: PyTree, inputs: jax.Array,
@@ -66,7 +75,7 @@ def hvp(loss: LossFn, v: jax.Array, params: PyTree, inputs: jax.Array,
     >>> gtx.second_order.hvp(loss, jnp.array([1.0, 0.0]), jnp.zeros(2), x, y)
     Array([2., 4.], dtype=float32)
   """
-  flat, unravel = flatten_util.ravel_pytree(params)
+  flat, unravel = _ravel_pytree(params)
   v = jnp.asarray(v)
   if v.shape != flat.shape:  # else unravel fails with "Sum of sizes 4 must be equal to ..."
     raise StructureError(f"hvp: v must be a flat vector of the size of ravel_pytree(params), "
@@ -115,10 +124,11 @@ def fisher_diag(negative_log_likelihood: LossFn, params: PyTree, inputs: jax.Arr
                 targets: jax.Array) -> jax.Array:
   """The diagonal of the observed (empirical) Fisher information, as a flat vector.
 
-  .. math:: \\operatorname{diag}(F) = \\left(\\nabla_\\theta\\, \\ell(\\theta, x, y)\\right)^2
+  .. math:: \\operatorname{diag}(F) = \\left|\\nabla_\\theta\\, \\ell(\\theta, x, y)\\right|^2
 
   with :math:`\\ell` the negative log-likelihood of the batch, squared
-  entrywise. (Squaring the gradient of the summed loss, as optax does; the
+  entrywise: :math:`|g|^2`, real, for complex parameters (as
+  :math:`\\mathbb{E}[g \\bar g]` is; optax's :math:`g^2` is complex there). (Squaring the gradient of the summed loss, as optax does; the
   per-example Fisher would square each example's gradient before summing.)
 
   Args:
@@ -141,4 +151,4 @@ def fisher_diag(negative_log_likelihood: LossFn, params: PyTree, inputs: jax.Arr
     >>> gtx.second_order.fisher_diag(nll, jnp.zeros(2), jnp.eye(2), jnp.array([1.0, -3.0]))
     Array([1., 9.], dtype=float32)
   """
-  return jnp.square(_ravel(jax.grad(negative_log_likelihood)(params, inputs, targets)))
+  return abs_sq(_ravel(jax.grad(negative_log_likelihood)(params, inputs, targets)))

@@ -16,6 +16,7 @@ from __future__ import annotations
 import collections
 import contextvars
 import functools
+import inspect
 from typing import TYPE_CHECKING, Any, Callable, NamedTuple, TypeGuard
 
 import jax
@@ -440,6 +441,61 @@ def check_structure(expected: PyTree, got: PyTree, expected_name: str,
           detail += f"; {NO_ARRAY_HERE if is_masked(other) else NO_ARRAY_AT_INIT}"
       raise StructureError(
           f"{where}{got_name} and {expected_name} differ in shape at key path {key}: {detail}")
+
+
+
+def names_structure_mismatch(*names: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+  """Makes a function of several trees of one structure, its arguments ``names``, raise
+  :class:`StructureError` naming itself, the two arguments and the first key path where
+  they differ (:func:`check_structure`), where JAX's own error (``Dict key mismatch``,
+  ``Custom node type mismatch``) named neither; keeps its name, signature and docstring.
+
+  A ``*args`` name stands for each of its trees (``other_trees[0]``, ...). The trees are
+  compared only once the function has raised ``ValueError`` or ``TypeError``, so a call
+  with matching trees costs a ``try`` and nothing in a traced program; where they match
+  after all (the error was about something else), the function's own error is raised.
+  The outermost such function names itself: a projection that calls
+  :func:`gradtx.tree_utils.tree_vdot` on its ``x`` and ``a`` names the projection.
+  """
+  def decorate(fn: Callable[..., Any]) -> Callable[..., Any]:
+    signature = inspect.signature(fn)
+
+    @functools.wraps(fn)
+    def checked(*args: Any, **kwargs: Any) -> Any:
+      try:
+        return fn(*args, **kwargs)
+      except (ValueError, TypeError):
+        trees = _named_arguments(signature, names, args, kwargs)
+        for name, tree in trees[1:]:
+          try:
+            check_structure(trees[0][1], tree, trees[0][0], name, check_shapes=False,
+                            stage=fn.__name__)
+          except StructureError as mismatch:
+            raise mismatch from None  # JAX's error says less, and where it does not
+        raise
+
+    return checked
+  return decorate
+
+
+def _named_arguments(signature: inspect.Signature, names: tuple[str, ...], args: tuple,
+                     kwargs: dict[str, Any]) -> list[tuple[str, Any]]:
+  """The arguments ``names`` of a call as ``(name, value)``, a ``*args`` one's entries as
+  ``name[i]``; none where the call does not bind (its own error is the one to raise)."""
+  try:
+    bound = signature.bind(*args, **kwargs)
+  except TypeError:
+    return []
+  named: list[tuple[str, Any]] = []
+  for name in names:
+    if name not in bound.arguments:
+      continue
+    value = bound.arguments[name]
+    if signature.parameters[name].kind is inspect.Parameter.VAR_POSITIONAL:
+      named.extend((f"{name}[{i}]", tree) for i, tree in enumerate(value))
+    else:
+      named.append((name, value))
+  return named
 
 
 # What to do where a leaf has an array on one side and none on the other, said once.

@@ -155,6 +155,7 @@ def safe_int32_increment(count: jax.typing.ArrayLike) -> jax.Array:
   return safe_increment(count)
 
 
+@tree.names_structure_mismatch("new_tensors", "old_tensors")
 def incremental_update(new_tensors: PyTree, old_tensors: PyTree,
                        step_size: jax.typing.ArrayLike) -> PyTree:
   """Polyak averaging: an exponential moving average of the parameters.
@@ -188,6 +189,7 @@ def incremental_update(new_tensors: PyTree, old_tensors: PyTree,
   return jax.tree.map(average, new_tensors, old_tensors, is_leaf=lambda x: x is None)
 
 
+@tree.names_structure_mismatch("new_tensors", "old_tensors")
 def periodic_update(new_tensors: PyTree, old_tensors: PyTree, steps: jax.typing.ArrayLike,
                     update_period: jax.typing.ArrayLike) -> PyTree:
   """A slow copy of the parameters, refreshed every ``update_period`` steps.
@@ -234,6 +236,7 @@ def bias_correction(moment: PyTree, decay: jax.typing.ArrayLike,
   return tree_utils.tree_bias_correction(moment, decay, count)
 
 
+@tree.names_structure_mismatch("updates", "moments")
 def update_moment(updates: PyTree, moments: PyTree, decay: jax.typing.ArrayLike,
                   order: int) -> PyTree:
   """optax's top-level name of :func:`gradtx.tree_utils.tree_update_moment`.
@@ -255,6 +258,7 @@ def update_moment(updates: PyTree, moments: PyTree, decay: jax.typing.ArrayLike,
   return tree_utils.tree_update_moment(updates, moments, decay, order)
 
 
+@tree.names_structure_mismatch("updates", "moments")
 def update_infinity_moment(updates: PyTree, moments: PyTree, decay: jax.typing.ArrayLike,
                            eps: jax.typing.ArrayLike) -> PyTree:
   """optax's top-level name of :func:`gradtx.tree_utils.tree_update_infinity_moment`.
@@ -276,6 +280,7 @@ def update_infinity_moment(updates: PyTree, moments: PyTree, decay: jax.typing.A
   return tree_utils.tree_update_infinity_moment(updates, moments, decay, eps)
 
 
+@tree.names_structure_mismatch("updates", "moments")
 def update_moment_per_elem_norm(updates: PyTree, moments: PyTree, decay: jax.typing.ArrayLike,
                                 order: int) -> PyTree:
   """optax's top-level name of :func:`gradtx.tree_utils.tree_update_moment_per_elem_norm`.

@@ -522,7 +522,7 @@ ERRORS = [
      r"named_chain: label must be a string .*got \('clip', clip\(max_delta=1\)\); for "
      r"optax's named_chain\(\('name', tx\), \.\.\.\) write gtx\.chain\(name=tx, \.\.\.\)"),
     (lambda: gtx.named_chain("opt", lr=3), TypeError,
-     r"named_chain stage 'lr': expected a gradient transformation .*got int: 3"),
+     r"^named_chain: stage 'lr' must be a gradient transformation .*got int: 3$"),
     (lambda: gtx.set_hparams(_state_of(ADAM()), [("lr.learning_rate", 0.1)]), TypeError,
      r"set_hparams: values must be a mapping of dotted names to values .*got a list"),
     # Indexing a chain state: a stage's field, a number, a trailing dot.

@@ -388,7 +388,7 @@ BAD_HYPERPARAMETERS = [
     (lambda: gtx.contrib.schedule_free_sgd(weight_decay=-1.0),
      r"schedule_free_sgd: weight_decay must be in \[0, inf\), got -1.0"),
     (lambda: gtx.contrib.schedule_free(object(), 0.1),
-     r"schedule_free base_optimizer: expected a gradient transformation"),
+     r"^schedule_free: base_optimizer must be a gradient transformation"),
     (lambda: gtx.contrib.dpsgd(0.1, l2_norm_clip=-1.0, noise_multiplier=1.0, seed=0),
      r"dpsgd: l2_norm_clip must be in \[0, inf\), got -1.0"),
     (lambda: gtx.contrib.differentially_private_aggregate(1.0, -0.5),

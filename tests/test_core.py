@@ -577,6 +577,29 @@ def test_a_refused_value_is_named_as_the_argument_the_caller_gave_it_to():
     passed_on(0.1, b2=2)
 
 
+
+def test_a_transformation_argument_of_another_kind_is_named_by_the_factory_called():
+  # The check where a transformation goes named the stage that made it: "named_chain stage
+  # 'linesearch': expected a gradient transformation ..." for lbfgs(linesearch='x'), and
+  # "scale_by_galore base_optimizer: ..." for galore. It is a TypeError still.
+  kind = "must be a gradient transformation (an object with init and update), got str: 'x'"
+  cases = [
+      (lambda: gtx.lbfgs(linesearch="x"),
+       f"lbfgs: linesearch {kind} (checked by named_chain, as its stage 'linesearch')"),
+      (lambda: gtx.contrib.galore(0.1, base_optimizer="x"),
+       f"galore: base_optimizer {kind} (checked by scale_by_galore)"),
+      (lambda: gtx.contrib.scale_by_galore(base_optimizer="x"),
+       f"scale_by_galore: base_optimizer {kind}"),
+      (lambda: gtx.chain(adam="x"), f"chain: stage 'adam' {kind}"),
+      (lambda: gtx.lookahead("x", 2, 0.5), f"lookahead: fast_optimizer {kind}"),
+  ]
+  for call, message in cases:
+    with pytest.raises(TypeError) as error:
+      call()
+    assert isinstance(error.value, gtx.ArgumentTypeError)
+    assert str(error.value) == message
+
+
 # (function, its other arguments, the function argument): each is checked when built.
 _FUNCTION_ARGS = [
     (gtx.measure_with_ema, {"decay": 0.9}, "measure"),

@@ -71,11 +71,12 @@ def test_the_curve_equals_a_numpy_run(dtype):
     np.testing.assert_allclose(result.losses, losses, rtol=rtol)
     np.testing.assert_allclose(result.smoothed_losses, smoothed, rtol=rtol)
     # Both suggestions leave out the first tenth of the curve (4 of 40 steps).
+    # Which step each suggestion picks (the rates agree with lrs to rounding, above).
     lowest = 4 + int(np.argmin(smoothed[4:]))
-    assert result.minimum_lr == lrs[lowest]
+    assert result.minimum_lr == result.lrs[lowest]
     assert result.suggested_lr == pytest.approx(lrs[lowest] / 10)
     slope = np.gradient(np.log(smoothed), np.log(lrs))
-    assert result.steepest_lr == lrs[4 + int(np.argmin(slope[4:lowest + 1]))]
+    assert result.steepest_lr == result.lrs[4 + int(np.argmin(slope[4:lowest + 1]))]
 
 
 def test_the_step_is_traced_once_while_the_rate_changes_every_step():
@@ -137,6 +138,17 @@ def test_a_flat_loss_smooths_to_itself_and_its_minimum_is_the_first_rate():
                          gtx.sgd(0.1), num_steps=5)
   np.testing.assert_array_equal(result.smoothed_losses, np.ones(5))
   assert result.minimum_lr == result.lrs[0] == 1e-7
+
+
+
+def test_a_tiny_min_lr_sweeps_without_overflow():
+  # min_lr * (max_lr / min_lr)^t: the ratio 1 / 1e-320 overflowed to inf, and the second
+  # rate was refused as "lr: learning_rate must be a finite number", naming a stage.
+  result = lr_range_test(_quadratic(1.0), jnp.ones(2), [None], gtx.sgd(0.1), min_lr=1e-320,
+                         max_lr=1.0, num_steps=3)
+  assert result.stop_reason == "completed"
+  assert result.lrs[0] == 1e-320 and result.lrs[-1] == 1.0
+  np.testing.assert_allclose(result.lrs[1], np.sqrt(1e-320), rtol=1e-12)  # 1e-320 is subnormal
 
 
 def test_an_iterator_that_runs_out_stops_the_run():
@@ -215,6 +227,10 @@ ERRORS = [
     ("min above max", dict(min_lr=1.0, max_lr=0.1), ValueError,
      r"lr_range_test: need 0 < min_lr < max_lr"),
     ("zero min", dict(min_lr=0.0), ValueError, r"need 0 < min_lr"),
+    # Past float32's range: the sweep's last rate was refused by the stage 'lr', not by name.
+    ("max beyond the held dtype", dict(max_lr=1e39), gtx.HyperparameterError,
+     r"^lr_range_test: max_lr must be a rate lr.learning_rate can hold \(lr: learning_rate "
+     r"must be in \[0, inf\) as a float32"),
     ("one step", dict(num_steps=1), ValueError, r"num_steps must be an integer >= 2, got 1"),
     ("no smoothing weight", dict(smoothing=0.0), ValueError, r"smoothing must be in \(0, 1\]"),
     ("threshold", dict(diverge_threshold=1.0), ValueError, r"diverge_threshold must be > 1"),

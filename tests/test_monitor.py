@@ -492,7 +492,11 @@ def test_measure_decay_is_set_by_name_without_retracing():
     (lambda: gtx.monitor({"n": 3.0}), TypeError, "measure 'n' must be a callable"),
     (lambda: gtx.monitor({"n": jnp.sum}, inner=gtx.sgd(0.1)), ValueError, "takes no inner"),
     (lambda: gtx.monitor("norm", measures={"n": jnp.sum}), ValueError, "not both"),
-    (lambda: gtx.measure_with_ema(jnp.sum, 1.5), gtx.HyperparameterError, "decay"),
+    # Named ema, a stage the caller never wrote.
+    (lambda: gtx.measure_with_ema(jnp.sum, 1.5), gtx.HyperparameterError,
+     r"^measure_with_ema: decay must be in \[0, 1\), got 1.5 \(checked by ema\)$"),
+    (lambda: gtx.measure_with_ema(jnp.sum, 0.9, accumulator_dtype="x"), gtx.HyperparameterError,
+     r"^measure_with_ema: accumulator_dtype must be a dtype .*got 'x' \(checked by ema\)$"),
 ])
 def test_measures_errors(call, error, message):
   with pytest.raises(error, match=message):

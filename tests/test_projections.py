@@ -187,6 +187,26 @@ def test_box_bound_tree_of_another_structure_raises_naming_it(call, pattern):
     call()
 
 
+
+# A direction or normal of another structure than x raised JAX's "Dict key mismatch"
+# (from tree_vdot), naming neither the projection nor a; an empty one of another
+# structure was taken as the zero direction, and x came back unchecked.
+@pytest.mark.parametrize("call, message", [
+    (lambda: P.projection_vector(_SHAPED, {"w": jnp.ones(3), "c": jnp.ones(2)}),
+     "projection_vector: a and x differ in structure: key path ['b'] is in x but not in a"),
+    (lambda: P.projection_vector({"w": jnp.ones(0)}, {"v": jnp.ones(0)}),
+     "projection_vector: a and x differ in structure: key path ['w'] is in x but not in a"),
+    (lambda: P.projection_hyperplane(_SHAPED, [jnp.ones(3), jnp.ones(2)], 1.0),
+     "projection_hyperplane: a and x differ in structure: key path ['b'] is in x but not in a"),
+    (lambda: P.projection_halfspace(_SHAPED, {"w": jnp.ones(3), "b": jnp.ones(2)}, 1.0),
+     "projection_halfspace: a and x differ in shape at key path ['b']: (2,) in a, () in x"),
+], ids=range(4))
+def test_direction_of_another_structure_than_x_raises_naming_it(call, message):
+  with pytest.raises(StructureError) as error:
+    call()
+  assert str(error.value) == message
+
+
 def test_box_bound_per_entry_of_a_leaf():
   out = P.projection_box({"w": jnp.array([-2.0, 0.5, 3.0])}, jnp.array([0.0, 1.0, 2.0]), 2.5)
   np.testing.assert_array_equal(out["w"], [0.0, 1.0, 2.5])

@@ -122,6 +122,27 @@ def test_fisher_diag_is_the_squared_gradient(dtype, jit, loss, problem):
   np.testing.assert_allclose(np.asarray(out, np.float64), grad ** 2, **_tol(dtype))
 
 
+
+def test_fisher_diag_of_complex_params_is_the_squared_modulus():
+  # The Fisher diagonal of a complex parameter is E[|g|^2], real: jnp.square gave g^2,
+  # complex (here -2j and -9 where |g|^2 is 2 and 9).
+  nll = lambda w, x, y: jnp.sum(jnp.abs(x @ w - y) ** 2) / 2  # noqa: E731
+  w, x, y = jnp.array([1 + 1j, 0j]), jnp.eye(2, dtype=jnp.complex64), jnp.array([0j, 3j])
+  out = SO.fisher_diag(nll, w, x, y)
+  assert out.dtype == jnp.float32
+  np.testing.assert_allclose(np.asarray(out), [2.0, 9.0], rtol=1e-6)
+
+
+
+def test_diagonals_of_params_without_leaves_follow_the_default_float():
+  # ravel_pytree({}) is float32 even under x64: the empty diagonals were float32 there.
+  zero = lambda params, inputs, targets: jnp.zeros(())  # noqa: E731
+  with jax.enable_x64(True):
+    for out in (SO.hessian_diag(zero, {}, None, None), SO.fisher_diag(zero, {}, None, None)):
+      assert out.shape == (0,) and out.dtype == jnp.float64
+  assert SO.hessian_diag(zero, {}, None, None).dtype == jnp.float32
+
+
 def test_signatures_match_optax():
   import inspect
   import optax

@@ -105,6 +105,57 @@ def test_add_scale_keeps_none_leaves():
   np.testing.assert_allclose(out["b"], [3.0, 3.0])
 
 
+
+# Each function of two or more trees of one structure, called on trees that differ at ['c'].
+_X, _Y = {"a": jnp.ones(2), "b": jnp.ones(2)}, {"a": jnp.ones(2), "c": jnp.ones(2)}
+_MISMATCHED_CALLS = [
+    ("tree_add", tu.tree_add, (_X, _Y), "tree_x", "tree_y"),
+    ("tree_add", tu.tree_add, (_X, _X, _Y), "tree_x", "other_trees[0]"),
+    ("tree_sub", tu.tree_sub, (_X, _Y), "tree_x", "tree_y"),
+    ("tree_mul", tu.tree_mul, (_X, _Y), "tree_x", "tree_y"),
+    ("tree_div", tu.tree_div, (_X, _Y), "tree_x", "tree_y"),
+    ("tree_add_scale", tu.tree_add_scale, (_X, 2.0, _Y), "tree_x", "tree_y"),
+    ("tree_vdot", tu.tree_vdot, (_X, _Y), "tree_x", "tree_y"),
+    ("tree_where", tu.tree_where, (True, _X, _Y), "tree_x", "tree_y"),
+    ("tree_allclose", tu.tree_allclose, (_X, _Y), "a", "b"),
+    ("tree_cast_like", tu.tree_cast_like, (_X, _Y), "tree", "other_tree"),
+    ("tree_update_moment", tu.tree_update_moment, (_X, _Y, 0.9, 2), "updates", "moments"),
+    ("tree_update_infinity_moment", tu.tree_update_infinity_moment, (_X, _Y, 0.9, 0.0),
+     "updates", "moments"),
+    ("tree_update_moment_per_elem_norm", tu.tree_update_moment_per_elem_norm, (_X, _Y, 0.9, 2),
+     "updates", "moments"),
+    ("update_moment", U.update_moment, (_X, _Y, 0.9, 2), "updates", "moments"),
+    ("update_infinity_moment", U.update_infinity_moment, (_X, _Y, 0.9, 0.0), "updates",
+     "moments"),
+    ("update_moment_per_elem_norm", U.update_moment_per_elem_norm, (_X, _Y, 0.9, 2), "updates",
+     "moments"),
+    ("incremental_update", U.incremental_update, (_X, _Y, 0.5), "new_tensors", "old_tensors"),
+    ("periodic_update", U.periodic_update, (_X, _Y, jnp.asarray(1), 2), "new_tensors",
+     "old_tensors"),
+]
+
+
+@pytest.mark.parametrize("name, fn, args, first, other", _MISMATCHED_CALLS)
+def test_functions_of_trees_of_one_structure_name_the_key_path_where_they_differ(
+    name, fn, args, first, other):
+  # JAX's own error ("Dict key mismatch; expected keys: ['a', 'b']; ...") named neither
+  # the function nor the argument.
+  with pytest.raises(StructureError) as error:
+    fn(*args)
+  assert str(error.value) == (f"{name}: {other} and {first} differ in structure: key path "
+                              f"['b'] is in {first} but not in {other}")
+
+
+def test_functions_of_trees_of_one_structure_keep_other_errors_and_name_containers():
+  with pytest.raises(StructureError, match=r"^tree_sub: tree_y and tree_x differ in structure: "
+                     r"the containers differ: tree_x is PyTreeDef\(\[\*\]\), tree_y is "
+                     r"PyTreeDef\(\(\*,\)\)$"):
+    tu.tree_sub([jnp.ones(1)], (jnp.ones(1),))
+  # Trees of one structure whose leaves do not broadcast: JAX's error, as it was.
+  with pytest.raises(TypeError, match="incompatible shapes for broadcasting"):
+    tu.tree_add({"a": jnp.ones(2)}, {"a": jnp.ones(3)})
+
+
 def test_reductions(dtype, run):
   x, y = _tree(3, dtype), _tree(4, dtype)
   fx, fy = _flat(x), _flat(y)

@@ -331,7 +331,7 @@ def test_freeze_and_selective_transform_errors_name_them_and_their_arguments():
       tx.init(params)
   with pytest.raises(gtx.StructureError, match=r"^freeze: .*MaskedState"):
     gtx.freeze({"a": True, "b": False}).update(params, gtx.adam(0.1).init(params))
-  with pytest.raises(TypeError, match=r"^selective_transform optimizer: expected a gradient"):
+  with pytest.raises(TypeError, match=r"^selective_transform: optimizer must be a gradient"):
     gtx.selective_transform(None, freeze_mask=wrong)
   # Still stage names a chain gives by default, as before.
   assert gtx.freeze(wrong).name == "freeze"

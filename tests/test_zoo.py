@@ -537,7 +537,10 @@ BAD_HYPERPARAMETERS = [
     (lambda: gtx.sm3(0.1, momentum=1.0), r"sm3: momentum must be in \[0, 1\)"),
     (lambda: gtx.noisy_sgd(0.1, eta=-0.01), r"noisy_sgd: eta must be in \[0, inf\)"),
     (lambda: gtx.polyak_sgd(max_learning_rate=-1.0), r"polyak_sgd: max_learning_rate must"),
-    (lambda: gtx.polyak_sgd(variant="sps++"), r"scale_by_polyak: variant must be one of"),
+    # A ValueError naming scale_by_polyak, a stage polyak_sgd's caller never named.
+    (lambda: gtx.polyak_sgd(variant="sps++"), r"^polyak_sgd: variant must be one of "
+     r"\('sps', 'sps\+'\), got 'sps\+\+' \(checked by scale_by_polyak\)$"),
+    (lambda: gtx.scale_by_polyak(variant="sps++"), r"^scale_by_polyak: variant must be one of"),
     (lambda: gtx.optimistic_adam(gtx.schedules.constant_schedule(0.1)),
      r"optimistic_adam: learning_rate must be a float"),
     (lambda: gtx.lbfgs(memory_size=0), r"lbfgs: memory_size must be in \[1, 2147483647\] \(an "

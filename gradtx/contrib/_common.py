@@ -227,7 +227,7 @@ def _as_base(base_optimizer: Any, stage: str) -> GradientTransformation:
   cannot clash with the wrapper's own; an optax transformation is wrapped as it is."""
   if isinstance(base_optimizer, GradientTransformation) and not isinstance(base_optimizer, Chain):
     return chain(base_optimizer)
-  return as_transformation(base_optimizer, where=f"{stage} base_optimizer")
+  return as_transformation(base_optimizer, stage, "base_optimizer")
 
 
 def _optional_decay(weight_decay: ScalarOrSchedule | None,

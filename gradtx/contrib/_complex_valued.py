@@ -75,7 +75,7 @@ def split_real_and_imaginary(inner: GradientTransformation) -> GradientTransform
     >>> tx.update(jnp.array([2.0 - 0.5j]), tx.init(params), params)[0]
     Array([-0.1+0.1j], dtype=complex64)
   """
-  inner = as_transformation(inner, where="split_real_and_imaginary")
+  inner = as_transformation(inner, "split_real_and_imaginary", "inner")
 
   def init(params):
     return SplitRealAndImaginaryState(inner.init(_split(params)))

@@ -147,7 +147,7 @@ def scale_by_galore(rank: int = 128, update_proj_gap: int = 200, scale: ScalarOr
     raise TypeError(f"{stage}: rank must be an int, got {type(rank).__name__}")
   check_value(stage, "rank", rank, POSITIVE_INT)
   base = as_transformation(scale_by_adam() if base_optimizer is None else base_optimizer,
-                           where=f"{stage} base_optimizer")
+                           stage, "base_optimizer")
   spec = HParamSpec(stage, update_proj_gap=(update_proj_gap, POSITIVE_INT),
                     scale=(scale, ANY))
 

@@ -154,8 +154,8 @@ def sam(optimizer: GradientTransformation, adv_optimizer: GradientTransformation
     [0.7]
   """
   check_integer_option("sam", "sync_period", sync_period, POSITIVE_INT)
-  optimizer = as_transformation(optimizer, where="sam optimizer")
-  adv_optimizer = as_transformation(adv_optimizer, where="sam adv_optimizer")
+  optimizer = as_transformation(optimizer, "sam", "optimizer")
+  adv_optimizer = as_transformation(adv_optimizer, "sam", "adv_optimizer")
   spec = HParamSpec("sam")
 
   def named(opt_state, adv_state):

@@ -220,7 +220,8 @@ def scale_by_sophia(b1: ScalarOrSchedule = 0.965, b2: ScalarOrSchedule = 0.99,
   """
   check_integer_option("scale_by_sophia", "print_win_rate_every_n_steps",
                        print_win_rate_every_n_steps, NONNEGATIVE_INT)
-  hessian_diagonal_fn = as_transformation(hessian_diagonal_fn, where="scale_by_sophia")
+  hessian_diagonal_fn = as_transformation(hessian_diagonal_fn, "scale_by_sophia",
+                                          "hessian_diagonal_fn")
   entries = dict(b1=(b1, UNIT_HALF_OPEN), b2=(b2, UNIT_HALF_OPEN), eps=(eps, POSITIVE),
                  gamma=(gamma, NONNEGATIVE))
   if clip_threshold is not None:

@@ -35,7 +35,8 @@ from gradtx import tree
 from gradtx._flax_serialization import serializable
 from gradtx.chain import ChainState, values_by_name
 from gradtx.core import (GradientTransformation, HParams, HParamSpec, as_transformation,
-                         check_callable, check_state, checks_flags, require_params)
+                         check_callable, check_state, checks_flags, names_its_arguments,
+                         require_params)
 from gradtx.errors import did_you_mean
 from gradtx.numerics import as_dtype, as_float, compute_dtype, safe_divide
 from gradtx.tree_utils import tree_sum
@@ -344,7 +345,7 @@ def monitor(*statistics: str | Mapping[str, Any], inner: GradientTransformation 
   repeated = sorted({s for s in names if names.count(s) > 1})
   if repeated:
     raise ValueError(f"monitor: statistic {repeated[0]!r} is named twice")
-  inner = None if inner is None else as_transformation(inner, where="monitor")
+  inner = None if inner is None else as_transformation(inner, "monitor", "inner")
   chosen = {name: _STATISTICS[name] for name in names}
   needs_params = any(s.needs_params for s in chosen.values())
   per_leaf = [name for name, s in chosen.items() if s.per_leaf]
@@ -469,6 +470,7 @@ def _monitor_measures(measures: Mapping[str, Any]) -> GradientTransformation:
 
 
 @checks_flags
+@names_its_arguments  # ema checks decay and accumulator_dtype
 def measure_with_ema(measure: Callable[[PyTree], Any], decay: Any, debias: bool = True,
                      accumulator_dtype: Any = None) -> GradientTransformation:
   """A measure for :func:`monitor` that keeps an exponential moving average of ``measure(u)``.

@@ -11,7 +11,7 @@ from gradtx import tree
 from gradtx.core import (ANY, NONNEGATIVE, NONNEGATIVE_OR_INF, POSITIVE, EmptyState,
                          GradientTransformation, HParams, HParamSpec, ScalarOrSchedule,
                          check_state, require_params_like, scalar_loss)
-from gradtx.errors import missing_extra_argument
+from gradtx.errors import HyperparameterError, missing_extra_argument
 from gradtx.numerics import as_dtype
 
 __all__ = ["ScaleByDistanceOverGradientsState", "scale_by_distance_over_gradients",
@@ -56,7 +56,8 @@ def scale_by_polyak(f_min: ScalarOrSchedule = 0.0, max_learning_rate: ScalarOrSc
     Array([0.5], dtype=float32)
   """
   if variant not in _VARIANTS:
-    raise ValueError(f"scale_by_polyak: variant must be one of {_VARIANTS}, got {variant!r}")
+    raise HyperparameterError.about("scale_by_polyak", "variant", variant,  # polyak_sgd's too
+                                    f"must be one of {_VARIANTS}, got {variant!r}")
   spec = HParamSpec("scale_by_polyak", f_min=(f_min, ANY),
                     max_learning_rate=(max_learning_rate, NONNEGATIVE_OR_INF),
                     eps=(eps, NONNEGATIVE))

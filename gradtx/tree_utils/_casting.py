@@ -137,6 +137,7 @@ def tree_cast(tree: PyTree, dtype: jax.typing.DTypeLike | None) -> PyTree:
   return _tree.cast(tree, dtype)
 
 
+@_tree.names_structure_mismatch("tree", "other_tree")
 def tree_cast_like(tree: PyTree, other_tree: PyTree) -> PyTree:
   """Each leaf cast to the dtype of the same leaf of ``other_tree``.
 

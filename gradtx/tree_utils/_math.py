@@ -24,6 +24,7 @@ def _is_none(x: Any) -> bool:
 # Arithmetic.
 
 
+@_tree.names_structure_mismatch("tree_x", "tree_y", "other_trees")
 def tree_add(tree_x: PyTree, tree_y: PyTree, *other_trees: PyTree) -> PyTree:
   """Leafwise sum of two or more trees: :math:`x + y + \\dots`.
 
@@ -43,6 +44,7 @@ def tree_add(tree_x: PyTree, tree_y: PyTree, *other_trees: PyTree) -> PyTree:
   return _tree.add(tree_x, tree_y, *other_trees)
 
 
+@_tree.names_structure_mismatch("tree_x", "tree_y")
 def tree_sub(tree_x: PyTree, tree_y: PyTree) -> PyTree:
   """Leafwise difference :math:`x - y`.
 
@@ -59,6 +61,7 @@ def tree_sub(tree_x: PyTree, tree_y: PyTree) -> PyTree:
   return _tree.sub(tree_x, tree_y)
 
 
+@_tree.names_structure_mismatch("tree_x", "tree_y")
 def tree_mul(tree_x: PyTree, tree_y: PyTree) -> PyTree:
   """Leafwise product :math:`x \\odot y`.
 
@@ -75,6 +78,7 @@ def tree_mul(tree_x: PyTree, tree_y: PyTree) -> PyTree:
   return _tree.tree_map(operator.mul, tree_x, tree_y)
 
 
+@_tree.names_structure_mismatch("tree_x", "tree_y")
 def tree_div(tree_x: PyTree, tree_y: PyTree) -> PyTree:
   """Leafwise quotient :math:`x / y`.
 
@@ -107,6 +111,7 @@ def tree_scale(scalar: jax.typing.ArrayLike, tree: PyTree) -> PyTree:
   return _tree.scale(scalar, tree)
 
 
+@_tree.names_structure_mismatch("tree_x", "tree_y")
 def tree_add_scale(tree_x: PyTree, scalar: jax.typing.ArrayLike, tree_y: PyTree) -> PyTree:
   """:math:`x + s\\, y` leaf by leaf; a ``None`` leaf of ``tree_x`` stays ``None``.
 
@@ -151,6 +156,7 @@ def _vdot(a: Any, b: Any) -> jax.Array:
   return _tree.leaf_vdot(a, b)
 
 
+@_tree.names_structure_mismatch("tree_x", "tree_y")
 def tree_vdot(tree_x: PyTree, tree_y: PyTree) -> jax.typing.ArrayLike:
   """The inner product :math:`\\langle x, y \\rangle = \\sum_\\text{leaves} \\sum_i \\bar x_i y_i`.
 
@@ -296,6 +302,7 @@ def tree_norm(tree: PyTree, ord: int | str | float | None = None,  # noqa: A002 
 # Selecting, clipping and comparing.
 
 
+@_tree.names_structure_mismatch("tree_x", "tree_y")
 def tree_where(condition: jax.typing.ArrayLike, tree_x: PyTree, tree_y: PyTree) -> PyTree:
   """``tree_x`` where ``condition`` holds, else ``tree_y``, leaf by leaf.
 
@@ -335,6 +342,7 @@ def tree_clip(tree: PyTree, min_value: jax.typing.ArrayLike | None = None,
   return _tree.tree_map(clip, _tree.numbers_as_arrays(tree))
 
 
+@_tree.names_structure_mismatch("a", "b")
 @checks_flags
 def tree_allclose(a: PyTree, b: PyTree, rtol: jax.typing.ArrayLike = 1e-05,
                   atol: jax.typing.ArrayLike = 1e-08, equal_nan: bool = False) -> jax.Array:
@@ -364,6 +372,7 @@ def tree_allclose(a: PyTree, b: PyTree, rtol: jax.typing.ArrayLike = 1e-05,
 # Moments.
 
 
+@_tree.names_structure_mismatch("updates", "moments")
 def tree_update_moment(updates: PyTree, moments: PyTree, decay: jax.typing.ArrayLike,
                        order: int) -> PyTree:
   """The exponential moving average of the ``order``-th power of the updates.
@@ -393,6 +402,7 @@ def tree_update_moment(updates: PyTree, moments: PyTree, decay: jax.typing.Array
       updates, moments, is_leaf=_is_none)
 
 
+@_tree.names_structure_mismatch("updates", "moments")
 def tree_update_infinity_moment(updates: PyTree, moments: PyTree, decay: jax.typing.ArrayLike,
                                 eps: jax.typing.ArrayLike) -> PyTree:
   """The exponentially weighted infinity norm of the updates (Adamax's :math:`u`).
@@ -427,6 +437,7 @@ def tree_update_infinity_moment(updates: PyTree, moments: PyTree, decay: jax.typ
   return jax.tree.map(leaf, updates, moments, is_leaf=_is_none)
 
 
+@_tree.names_structure_mismatch("updates", "moments")
 def tree_update_moment_per_elem_norm(updates: PyTree, moments: PyTree,
                                      decay: jax.typing.ArrayLike, order: int) -> PyTree:
   """The exponential moving average of :math:`|g|^k`, real for complex updates.

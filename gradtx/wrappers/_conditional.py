@@ -55,7 +55,7 @@ def _conditional(where: str, inner: GradientTransformation,
                  should_transform_fn: Callable[..., Any], forward_extra_args: bool,
                  state_type: type, pass_through: bool) -> GradientTransformation:
   """The transformation behind :func:`conditionally_transform` and :func:`conditionally_mask`."""
-  inner = as_transformation(inner, where=where)
+  inner = as_transformation(inner, where, "inner")
   check_callable(where, "should_transform_fn", should_transform_fn,
                  "a function of the step count")
 

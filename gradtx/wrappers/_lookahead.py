@@ -81,7 +81,7 @@ def lookahead(fast_optimizer: GradientTransformation, sync_period: int,
     >>> params.slow, params.fast
     (Array([-0.5], dtype=float32), Array([-0.5], dtype=float32))
   """
-  fast_optimizer = as_transformation(fast_optimizer, where="lookahead")
+  fast_optimizer = as_transformation(fast_optimizer, "lookahead", "fast_optimizer")
   spec = HParamSpec("lookahead", sync_period=(sync_period, POSITIVE_INT),
                     slow_step_size=(slow_step_size, UNIT))
 

@@ -192,7 +192,7 @@ def _masked(inner: GradientTransformation, mask: Mask, mask_compatible_extra_arg
             where: str) -> GradientTransformation:
   """:func:`masked`, its errors naming ``where``: the function the user called
   (``"freeze"``)."""
-  inner = as_transformation(inner, where=where)
+  inner = as_transformation(inner, where, "inner")
 
   def init(params):
     # Packed mode masks elements, not leaves (see gradtx.packed); tree_map_params's

@@ -192,7 +192,7 @@ def selective_transform(optimizer: GradientTransformation, *,
     >>> state.inner_states["train"]["adam"].mu
     {'encoder': MaskedNode(), 'head': Array([0., 0.], dtype=float32)}
   """
-  optimizer = as_transformation(optimizer, where="selective_transform optimizer")
+  optimizer = as_transformation(optimizer, "selective_transform", "optimizer")
   if tree.is_function_of_params(freeze_mask):
     def freeze_labels(params):
       return jax.tree.map(_freeze_label, _mask_per_leaf(freeze_mask, params,

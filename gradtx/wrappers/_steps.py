@@ -65,7 +65,7 @@ def apply_if_finite(inner: GradientTransformation,
     >>> updates, int(state.notfinite_count), bool(state.last_finite)
     (Array([0., 0.], dtype=float32), 1, False)
   """
-  inner = as_transformation(inner, where="apply_if_finite")
+  inner = as_transformation(inner, "apply_if_finite", "inner")
   spec = HParamSpec("apply_if_finite",
                     max_consecutive_errors=(max_consecutive_errors, NONNEGATIVE_INT))
 
@@ -165,7 +165,7 @@ def multi_steps(opt: GradientTransformation, every_k_schedule: int | Callable[[j
     >>> u1, u2, bool(state.has_updated())
     (Array([0.], dtype=float32), Array([-2.], dtype=float32), True)
   """
-  opt = as_transformation(opt, where="multi_steps")
+  opt = as_transformation(opt, "multi_steps", "opt")
   spec = HParamSpec("multi_steps", every_k_schedule=(every_k_schedule, POSITIVE_INT))
   if should_skip_update_fn is not None:
     check_callable("multi_steps", "should_skip_update_fn", should_skip_update_fn,
