@@ -443,7 +443,6 @@ def check_structure(expected: PyTree, got: PyTree, expected_name: str,
           f"{where}{got_name} and {expected_name} differ in shape at key path {key}: {detail}")
 
 
-
 def names_structure_mismatch(*names: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
   """Makes a function of several trees of one structure, its arguments ``names``, raise
   :class:`StructureError` naming itself, the two arguments and the first key path where
