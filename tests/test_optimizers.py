@@ -660,6 +660,23 @@ def test_adadelta_float16_moments_lose_few_digits_to_subnormals():
   np.testing.assert_allclose(got, want, rtol=2e-2, atol=1e-6)
 
 
+def test_adadelta_steps_where_the_square_of_a_gradient_overflows():
+  # E[dx^2] takes dx^2 as (E[dx^2] + eps) / (E[g^2] + eps) g g, in E's dtype. As that
+  # quotient times |g|^2, float16 g = 300 under nu_dtype=float32 squared to Inf in float16
+  # (E[g^2] holds 9e4) and stepped by -inf, then NaN; float32 g = 1e30 made E[g^2] Inf
+  # (as optax's), the quotient 0 and dx^2 = 0 Inf = NaN.
+  grads16, params16 = {"w": np.array([300.0, -1.0])}, {"w": np.array([0.5, -0.25])}
+  got, want, _ = run_float16(_adadelta, grads16, params16, 3, nu_dtype=jnp.float32)
+  np.testing.assert_allclose(got, want, rtol=2e-3)
+  tx = gtx.adadelta(1.0)
+  grads = params = jnp.array([1e30, -1.0])
+  state = tx.init(params)
+  for _ in range(3):  # eager: three steps of one tiny leaf; optax's steps and means too
+    updates, state = tx.update(grads, state, params)
+    assert updates[0] == 0 and np.isinf(state["adadelta"].e_g[0])
+    assert state["adadelta"].e_x[0] == 0 and 0 < updates[1] < 0.01
+
+
 # ----------------------------------------------------------------------------
 # Donation: a state from an eager init shares no buffer with the params or itself.
 
