@@ -197,23 +197,25 @@ def stored(x: jax.Array, dtype: Any) -> jax.Array:
 
 
 def ema_moment(g: jax.Array, m: jax.Array, decay: jax.typing.ArrayLike, order: int, *,
-               store: bool = True) -> jax.Array:
+               store: bool = True, squares: bool = False) -> jax.Array:
   """:math:`m \\leftarrow (1 - \\beta) g^k + \\beta m`, computed in the wider dtype as
   :math:`m + (1 - \\beta)(g^k - m)` (:func:`lerp_moment`).
 
   ``order=2`` uses :math:`|g|^2`. The result is in the wider of ``g`` and
   ``m``'s dtypes, rounded to ``m``'s precision (see :func:`stored`) unless
   ``store=False`` (an interpolation that is not kept, such as Lion's);
-  callers cast it to the state's dtype.
+  callers cast it to the state's dtype. ``squares=True`` says that ``g`` is
+  already a square (``order=1``), so that an overflowed mean stays Inf as
+  ``order=2``'s does (see :func:`lerp_moment`).
   """
   g_k, dtype = _powered(g, m, order)
   # 1 - decay in the hyperparameter's own precision, as optax's Python floats do.
   take = shared(f"ema {dtype}", (decay,), lambda: as_dtype(1 - jnp.asarray(decay), dtype))
-  return lerp_moment(g, m, take, order, store=store)
+  return lerp_moment(g, m, take, order, store=store, squares=squares)
 
 
 def lerp_moment(g: jax.Array, m: jax.Array, take: jax.Array, order: int, *,
-                store: bool = True) -> jax.Array:
+                store: bool = True, squares: bool = False) -> jax.Array:
   """:math:`m \\leftarrow m + (1 - \\beta)(g^k - m)`: :func:`ema_moment` from one scalar.
 
   The moment in the interpolation form torch's Adam uses
@@ -228,10 +230,22 @@ def lerp_moment(g: jax.Array, m: jax.Array, take: jax.Array, order: int, *,
   :math:`g^k + \\beta(m - g^k)`, which reads :math:`\\beta` alone but cancels
   at the first step (:math:`m = 0`, :math:`\\beta` near 1). Dtypes as in
   :func:`ema_moment`.
+
+  A mean of squares (``order=2``, or ``squares=True``) that has overflowed to
+  Inf (:math:`g^2` past the dtype's largest value: :math:`|g|` above about
+  1.8e19 in float32, 256 in float16) stays Inf, as optax's weighted sum keeps
+  it, so that a step dividing by its root is 0 on that entry, as optax's: in
+  this form :math:`g^2 - m` would be :math:`\\infty - \\infty`, NaN, and so
+  would the params.
   """
   g_k, dtype = _powered(g, m, order)
   wide = as_dtype(m, dtype)
   new = wide + as_dtype(take, dtype) * (as_dtype(g_k, dtype) - wide)
+  if order == 2 or squares:
+    # Inf - Inf is NaN, where optax's beta m + (1 - beta) g^2 keeps the Inf; the step then
+    # divides by Inf and is 0 there. Rules whose step does not read m yet (RAdam's first
+    # steps, ADOPT's first) stepped by NaN too, through the 0 / NaN of the unused branch.
+    new = jnp.where(wide == jnp.inf, wide, new)
   return stored(new, m.dtype) if store else new
 
 

@@ -460,9 +460,9 @@ def test_sm3_steps_by_nan_where_the_gradient_is_nan_as_optax_does():
   np.testing.assert_allclose(updates["w"][0, 1:], [-0.145, -0.145], atol=1e-3)
 
 
-def test_a_running_mean_made_infinite_steps_by_nan_after_it():
-  # docs/optax.md: m + (1 - b)(g - m) turns an infinite mean into inf - inf = NaN at the
-  # next finite gradient, where optax's (1 - b) g + b m stays infinite (its step -0).
+def test_a_mean_of_squares_made_infinite_stays_infinite_as_optaxs():
+  # docs/optax.md: m + (1 - b)(g^2 - m) would be inf - inf = NaN at the next gradient once
+  # m is infinite; it stays infinite, as optax's (1 - b) g^2 + b m does, and steps by -0.
   tx = gtx.rmsprop(0.1)
   params = jnp.ones(2)
   state = tx.init(params)
@@ -470,8 +470,40 @@ def test_a_running_mean_made_infinite_steps_by_nan_after_it():
     _, state = tx.update(jnp.asarray(g), state, params)
   assert np.isinf(state["rms"].nu[0])
   updates, state = tx.update(jnp.ones(2), state, params)
-  assert np.isnan(updates[0]) and np.isnan(state["rms"].nu[0])
+  assert updates[0] == 0 and np.isinf(state["rms"].nu[0])
   np.testing.assert_allclose(updates[1], -0.1 / np.sqrt(1 - 0.9 ** 3), rtol=1e-5)
+
+
+# A finite gradient whose square overflows: |g| past ~1.8e19 in float32, 256 in float16.
+# (make, dtype, g, the step of that entry over g, the step of the -1 beside it: None for
+# the step it takes in a leaf of its own). The second moment is Inf and stays Inf, as
+# optax's, and a step dividing by its root is -0 there, as optax's: inf - inf made it
+# NaN from the second step on. RAdam's first steps do not divide (its momentum step,
+# -lr g, finite); LAMB's and NovoGrad's statistics are the leaf's, so their other entry
+# steps as the rest of the leaf makes it.
+OVERFLOWING_SQUARES = [
+    pytest.param(lambda: gtx.adam(0.1), jnp.float32, 1e30, 0.0, None, id="adam"),
+    pytest.param(lambda: gtx.adam(0.1), jnp.float16, 300.0, 0.0, None, id="adam-float16"),
+    pytest.param(lambda: gtx.rmsprop(0.1), jnp.float32, 1e30, 0.0, None, id="rmsprop"),
+    pytest.param(lambda: gtx.radam(0.1), jnp.float32, 1e30, -0.1, None, id="radam"),
+    pytest.param(lambda: gtx.contrib.adopt(0.1), jnp.float32, 1e30, 0.0, None, id="adopt"),
+    pytest.param(lambda: gtx.lamb(0.1), jnp.float32, 1e30, 0.0, 0.1 * math.sqrt(2), id="lamb"),
+    pytest.param(lambda: gtx.novograd(0.1), jnp.float32, 1e30, 0.0, 0.0, id="novograd"),
+]
+
+
+@pytest.mark.parametrize("make, dtype, g, factor, beside", OVERFLOWING_SQUARES)
+def test_a_gradient_whose_square_overflows_steps_as_optaxs(make, dtype, g, factor, beside):
+  grads = {"big": jnp.array([g, -1.0], dtype), "alone": jnp.array([1.0, -1.0], dtype)}
+  params = jax.tree.map(jnp.ones_like, grads)
+  tx = make()
+  state = tx.init(params)
+  for _ in range(3):  # eager: three steps of two tiny leaves
+    updates, state = tx.update(grads, state, params)
+    big = np.asarray(updates["big"], np.float64)
+    np.testing.assert_allclose(big[0], factor * g, rtol=1e-6)
+    np.testing.assert_allclose(big[1], updates["alone"][1] if beside is None else beside,
+                               rtol=1e-6)
 
 
 def _centered_rmsprop(learning_rate, **kwargs):
@@ -626,6 +658,23 @@ def test_adadelta_float16_moments_lose_few_digits_to_subnormals():
   # weighted sum (1 - rho) x + rho m rounded both products there and was 5% off.
   got, want, _ = run_float16(_adadelta, FLOAT16_GRADS, FLOAT16_PARAMS, 5)
   np.testing.assert_allclose(got, want, rtol=2e-2, atol=1e-6)
+
+
+def test_adadelta_steps_where_the_square_of_a_gradient_overflows():
+  # E[dx^2] takes dx^2 as (E[dx^2] + eps) / (E[g^2] + eps) g g, in E's dtype. As that
+  # quotient times |g|^2, float16 g = 300 under nu_dtype=float32 squared to Inf in float16
+  # (E[g^2] holds 9e4) and stepped by -inf, then NaN; float32 g = 1e30 made E[g^2] Inf
+  # (as optax's), the quotient 0 and dx^2 = 0 Inf = NaN.
+  grads16, params16 = {"w": np.array([300.0, -1.0])}, {"w": np.array([0.5, -0.25])}
+  got, want, _ = run_float16(_adadelta, grads16, params16, 3, nu_dtype=jnp.float32)
+  np.testing.assert_allclose(got, want, rtol=2e-3)
+  tx = gtx.adadelta(1.0)
+  grads = params = jnp.array([1e30, -1.0])
+  state = tx.init(params)
+  for _ in range(3):  # eager: three steps of one tiny leaf; optax's steps and means too
+    updates, state = tx.update(grads, state, params)
+    assert updates[0] == 0 and np.isinf(state["adadelta"].e_g[0])
+    assert state["adadelta"].e_x[0] == 0 and 0 < updates[1] < 0.01
 
 
 # ----------------------------------------------------------------------------

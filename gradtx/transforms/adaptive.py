@@ -371,7 +371,8 @@ def scale_by_novograd(b1: ScalarOrSchedule = 0.9, b2: ScalarOrSchedule = 0.25,
       g_sq = as_dtype(g_sq, n.dtype)
       # The first step takes the norm itself rather than debiasing an EMA from 0.
       first = numerics.shared("novograd first", (count,), lambda: count == 1)
-      n_new = jnp.where(first, g_sq, as_dtype(ema_moment(g_sq, n, h["b2"], order=1), n.dtype))
+      ema = ema_moment(g_sq, n, h["b2"], order=1, squares=True)  # g_sq is ||g||^2
+      n_new = jnp.where(first, g_sq, as_dtype(ema, n.dtype))
       eps, eps_root = as_dtype(h["eps"], dtype), as_dtype(root_eps, dtype)
       q = (as_dtype(g, dtype) / (jnp.sqrt(as_dtype(n_new, dtype) + eps_root) + eps)
            + as_dtype(h["weight_decay"], dtype) * as_dtype(theta, dtype))
