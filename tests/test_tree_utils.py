@@ -309,6 +309,16 @@ def test_moments_over_steps(dtype, run):
     _assert_tree(U.bias_correction(m1, decay, jnp.asarray(t)), _np(hat), dtype, tol)
 
 
+def test_a_mean_of_squares_made_infinite_stays_infinite():
+  # 1e20 squared overflows float32: m + (1 - b)(g^2 - m) was Inf - Inf = NaN at the next
+  # update, where optax's (1 - b) g^2 + b m stays Inf (as gradtx's optimizers now do).
+  g, m = jnp.array([1e20, 2.0]), jnp.array([jnp.inf, 1.0])
+  for update in (tu.tree_update_moment, tu.tree_update_moment_per_elem_norm):
+    np.testing.assert_allclose(update(g, m, 0.9, 2), [np.inf, 1.3], rtol=1e-6)
+  # An odd power is no square: its Inf - Inf stays NaN, as the rule's is undefined there.
+  assert np.isnan(tu.tree_update_moment(jnp.array([-jnp.inf]), jnp.array([jnp.inf]), 0.9, 1))
+
+
 def test_moments_complex_none_and_held_decay():
   g = {"a": jnp.array([3 + 4j]), "b": None}
   m = {"a": jnp.array([1.0]), "b": None}

@@ -396,9 +396,12 @@ def tree_update_moment(updates: PyTree, moments: PyTree, decay: jax.typing.Array
     >>> gtx.tree_utils.tree_update_moment(jnp.array([2.0]), jnp.array([1.0]), 0.9, 2)
     Array([1.3000001], dtype=float32)
   """
+  # A real leaf's even power is a square: its mean, overflowed to Inf, stays Inf (optax's
+  # does; m + (1 - b)(g^k - m) would be Inf - Inf).
+  even = isinstance(order, (int, float)) and order % 2 == 0
   return jax.tree.map(
-      lambda g, m: None if g is None else numerics.ema_moment(g ** order, m, decay, 1,
-                                                              store=False),
+      lambda g, m: None if g is None else numerics.ema_moment(
+          g ** order, m, decay, 1, store=False, squares=even and not jnp.iscomplexobj(g)),
       updates, moments, is_leaf=_is_none)
 
 
@@ -468,7 +471,8 @@ def tree_update_moment_per_elem_norm(updates: PyTree, moments: PyTree,
     return numerics.abs_sq(g) ** (int(half) if float(half).is_integer() else half)
 
   return jax.tree.map(
-      lambda g, m: None if g is None else numerics.ema_moment(power(g), m, decay, 1, store=False),
+      lambda g, m: None if g is None else numerics.ema_moment(power(g), m, decay, 1, store=False,
+                                                              squares=True),  # |g|^k >= 0
       updates, moments, is_leaf=_is_none)
 
 
