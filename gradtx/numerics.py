@@ -16,10 +16,10 @@ from typing import Any, Callable, Iterator, TypeVar
 import jax
 import jax.numpy as jnp
 
-from gradtx.core import safe_increment
+from gradtx.core import is_concrete, safe_increment
 
-__all__ = ["abs_sq", "as_dtype", "as_float", "at_least_float32", "bias_correction", "clip_modulus",
-           "complex_dtype", "compute_dtype", "ema_moment", "floor_eps_root", "real_dtype",
+__all__ = ["abs_sq", "as_dtype", "as_float", "at_least_float32", "bias_correction",
+           "clip_modulus", "complex_dtype", "compute_dtype", "ema_moment", "floor_eps_root", "real_dtype",
            "safe_cbrt", "safe_divide", "safe_increment", "safe_rsqrt", "safe_sqrt", "shared",
            "shared_scalars", "state_dtype", "stored", "wide_abs_sq", "widened", "zero_count"]
 
@@ -62,7 +62,11 @@ def compute_dtype(*arrays: jax.typing.ArrayLike) -> jnp.dtype:
   promotion: mixing a bfloat16 moment with float32 gradients is gradtx's
   deliberate choice, made explicit by the casts that follow.
   """
-  return _widest({a.dtype if isinstance(a, jax.Array) else jnp.asarray(a).dtype for a in arrays})
+  return _widest(_dtypes(arrays))
+
+
+def _dtypes(arrays: tuple[jax.typing.ArrayLike, ...]) -> set[jnp.dtype]:
+  return {a.dtype if isinstance(a, jax.Array) else jnp.asarray(a).dtype for a in arrays}
 
 
 def _widest(dtypes: set[jnp.dtype]) -> jnp.dtype:
@@ -81,8 +85,7 @@ def at_least_float32(*arrays: jax.Array) -> jnp.dtype:
   cannot hold or has no kernel for: per-step scalars, random draws, an SVD."""
   # float32 joins as a dtype, not as an array: making jnp.float32(0) was an operation
   # dispatched at every call, at every leaf of an eager step.
-  return _widest({a.dtype if isinstance(a, jax.Array) else jnp.asarray(a).dtype
-                  for a in arrays} | {_FLOAT32})
+  return _widest(_dtypes(arrays) | {_FLOAT32})
 
 
 def as_dtype(x: jax.typing.ArrayLike, dtype: jnp.dtype) -> jax.Array:
@@ -93,8 +96,8 @@ def as_dtype(x: jax.typing.ArrayLike, dtype: jnp.dtype) -> jax.Array:
 
 
 def as_float(x: Any) -> jax.Array:
-  """``x`` as an array, itself when its dtype is floating or complex; an integer or bool ``x`` as the
-  default float dtype (float32, float64 under ``jax_enable_x64``), the dtype JAX's
+  """``x`` as an array, itself when its dtype is floating or complex; an integer or bool
+  ``x`` as the default float dtype (float32, float64 under ``jax_enable_x64``), the dtype JAX's
   promotion gives it in ``x / 2`` and optax's results on integer input. For math that
   is defined on real numbers and would otherwise be done, and rounded, in the integer
   dtype (a bound or a radius cast to it)."""
@@ -298,18 +301,11 @@ def safe_sqrt(x: jax.Array) -> jax.Array:
   gradient taken through an optimizer step, as when meta-learning its
   hyperparameters. 0 is the norm's subgradient at the origin.
   """
-  return jnp.sqrt(x) if _concrete(x) else _safe_sqrt(x)
-
-
-def _concrete(x: Any) -> bool:
-  """``x`` is a value, not a tracer: nothing differentiates through it, so a function
-  with a custom derivative can compute its primal directly.
-
-  An eager call of a ``custom_jvp`` function traces its rule at every call: about
-  80 times the cost of ``jnp.sqrt`` on a small array (0.3 ms), at each leaf of a
-  step that takes norms (LARS, LAMB, clipping) when it runs without ``jax.jit``.
-  """
-  return not isinstance(x, jax.core.Tracer)
+  # A value, not a tracer: nothing differentiates through it, so the primal is computed
+  # directly. An eager call of a custom_jvp function traces its rule at every call: about
+  # 80 times jnp.sqrt's cost on a small array (0.3 ms), at each leaf of a step that takes
+  # norms (LARS, LAMB, clipping) when it runs without jax.jit.
+  return jnp.sqrt(x) if is_concrete(x) else _safe_sqrt(x)
 
 
 @jax.custom_jvp
@@ -360,7 +356,7 @@ def safe_cbrt(x: jax.Array) -> jax.Array:
   infinite at 0, where a sum of squares (MADGRAD's :math:`\\nu`) meets it with
   a zero derivative, and the product is NaN.
   """
-  return jnp.cbrt(x) if _concrete(x) else _safe_cbrt(x)
+  return jnp.cbrt(x) if is_concrete(x) else _safe_cbrt(x)  # as safe_sqrt's
 
 
 @jax.custom_jvp

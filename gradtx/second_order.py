@@ -128,8 +128,9 @@ def fisher_diag(negative_log_likelihood: LossFn, params: PyTree, inputs: jax.Arr
 
   with :math:`\\ell` the negative log-likelihood of the batch, squared
   entrywise: :math:`|g|^2`, real, for complex parameters (as
-  :math:`\\mathbb{E}[g \\bar g]` is; optax's :math:`g^2` is complex there). (Squaring the gradient of the summed loss, as optax does; the
-  per-example Fisher would square each example's gradient before summing.)
+  :math:`\\mathbb{E}[g \\bar g]` is; optax's :math:`g^2` is complex there).
+  (Squaring the gradient of the summed loss, as optax does; the per-example
+  Fisher would square each example's gradient before summing.)
 
   Args:
     negative_log_likelihood: :math:`\\ell`, ``fn(params, inputs, targets) -> scalar``.
