@@ -182,7 +182,9 @@ def adan(learning_rate: ScalarOrSchedule, b1: ScalarOrSchedule = 0.98, b2: Scala
       ``jnp.float32`` for float16 params.
 
   Conventions: the decay is added to the step (as optax); the paper divides
-  by :math:`1 + \\eta\\lambda` instead.
+  by :math:`1 + \\eta\\lambda` instead. The gradient difference is weighted
+  by :math:`1-\\beta_2` as in optax 0.2.8, where the paper and its code use
+  :math:`\\beta_2` (see :func:`gradtx.scale_by_adan`).
 
   References:
     Xie et al., *Adan: Adaptive Nesterov Momentum Algorithm for Faster

@@ -423,7 +423,12 @@ def scale_by_adan(b1: ScalarOrSchedule = 0.98, b2: ScalarOrSchedule = 0.92,
       params, where :math:`n` and ``eps`` round to 0).
 
   Conventions: optax's (and gradtx's) :math:`\\beta` are the paper's
-  :math:`1 - \\beta`.
+  :math:`1 - \\beta`. As in optax 0.2.8, the gradient difference enters
+  :math:`n_t` and the step weighted by :math:`1-\\beta_2` (0.08 at the
+  default); Algorithm 1 of the paper weights it by its :math:`1-\\beta_2`,
+  which is :math:`\\beta_2` here (0.92), as does the authors' code
+  (``grad + beta2 * diff``). The two agree at the first step, where
+  :math:`\\Delta_1 = 0`.
 
   References:
     Xie et al., *Adan: Adaptive Nesterov Momentum Algorithm for Faster
