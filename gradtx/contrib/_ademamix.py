@@ -149,6 +149,8 @@ def ademamix(learning_rate: ScalarOrSchedule, b1: ScalarOrSchedule = 0.9,
   appendix C.1.5 prefers :math:`\\beta_3 = 0.999` for short ones), and may
   adapt slowly to a shift of the data's distribution.
 
+  ``optax.contrib.ademamix``'s rule; :func:`scale_by_ademamix` says where gradtx differs.
+
   Args:
     learning_rate: :math:`\\eta \\ge 0`, a float or a schedule.
     b1: :math:`\\beta_1 \\in [0, 1)`, default 0.9.
@@ -295,6 +297,9 @@ def simplified_ademamix(learning_rate: ScalarOrSchedule, b1: ScalarOrSchedule = 
   AdEMAMix keeps two, and needs no schedule of :math:`\\alpha`; with
   :math:`\\alpha = 0` it is Adam without the first moment's debiasing, its
   step times :math:`1 / (1 - \\beta_1)`.
+
+  ``optax.contrib.simplified_ademamix``'s rule; :func:`scale_by_simplified_ademamix` says
+  where gradtx differs.
 
   Args:
     learning_rate: :math:`\\eta \\ge 0`, a float or a schedule.

@@ -125,6 +125,8 @@ def cocob(learning_rate: ScalarOrSchedule = 1.0, alpha: ScalarOrSchedule = 100.0
   the gradients before the bet (no sign flip): it is a schedule's hook,
   1 by default.
 
+  Matches ``optax.contrib.cocob``.
+
   Args:
     learning_rate: :math:`\\gamma_t`, default 1.
     alpha: default 100.

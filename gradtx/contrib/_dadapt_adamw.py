@@ -172,6 +172,9 @@ def dadapt_adamw(learning_rate: ScalarOrSchedule = 1.0,
   :func:`scale_by_dadapt_adamw` says. One stage: the learning rate enters
   the estimate.
 
+  ``optax.contrib.dadapt_adamw``'s rule; :func:`scale_by_dadapt_adamw` says where gradtx
+  differs.
+
   Args:
     learning_rate: :math:`\\gamma_t`, default 1 (a schedule around 1).
     betas: default ``(0.9, 0.999)``.

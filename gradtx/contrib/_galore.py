@@ -270,6 +270,8 @@ def galore(learning_rate: ScalarOrSchedule, rank: int = 128, update_proj_gap: in
   for a projected leaf (see :func:`scale_by_galore`); the other leaves take
   the base optimizer's step on their full gradient.
 
+  ``optax.contrib.galore``'s rule; :func:`scale_by_galore` says where gradtx differs.
+
   Args:
     learning_rate: :math:`\\eta`.
     rank: the projection's rank, default 128.

@@ -141,6 +141,8 @@ def madgrad(learning_rate: ScalarOrSchedule, momentum: ScalarOrSchedule = 0.9,
   :math:`g_i` the gradient plus :math:`\\lambda_\\text{wd} x_i` (L2 weight
   decay, coupled as in the authors' code); see :func:`scale_by_madgrad`.
 
+  Matches ``optax.contrib.madgrad`` (``nu_dtype`` is gradtx's addition).
+
   Args:
     learning_rate: :math:`\\gamma \\ge 0`, a float or a schedule.
     momentum: :math:`\\beta \\in [0, 1)`, default 0.9.

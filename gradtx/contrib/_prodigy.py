@@ -191,6 +191,8 @@ def prodigy(learning_rate: ScalarOrSchedule = 1.0, betas: tuple[float, float] = 
   the learning rate enters the estimate of :math:`d`, and the weight decay
   is scaled by :math:`\\eta_t`, which holds :math:`d_t`.
 
+  ``optax.contrib.prodigy``'s rule; :func:`scale_by_prodigy` says where gradtx differs.
+
   Args:
     learning_rate: :math:`\\gamma_t`, default 1 (a schedule around 1).
     betas: :math:`(\\beta_1, \\beta_2)`, default ``(0.9, 0.999)``.

@@ -79,6 +79,8 @@ def adabelief(learning_rate: ScalarOrSchedule, b1: ScalarOrSchedule = 0.9,
     s_t = \\beta_2 s_{t-1} + (1-\\beta_2)(g_t - m_t)^2 + \\epsilon_\\text{root}, \\qquad
     \\theta_{t+1} = \\theta_t - \\eta \\frac{\\hat m_t}{\\sqrt{s_t/(1-\\beta_2^t)} + \\epsilon}
 
+  Matches ``optax.adabelief``.
+
   Args:
     learning_rate: :math:`\\eta`.
     b1: :math:`\\beta_1`, default 0.9.

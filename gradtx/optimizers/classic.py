@@ -41,6 +41,8 @@ def sgd(learning_rate: ScalarOrSchedule, momentum: ScalarOrSchedule | None = Non
   Batch, stochastic and mini-batch gradient descent are this same optimizer
   fed the gradient of the loss on all data, one example, or a mini-batch.
 
+  Matches ``optax.sgd``.
+
   Args:
     learning_rate: :math:`\\eta`, a float or a schedule.
     momentum: :math:`\\mu \\ge 0`, or ``None`` for plain gradient descent.
@@ -241,6 +243,8 @@ def adamw(learning_rate: ScalarOrSchedule, b1: ScalarOrSchedule = 0.9, b2: Scala
 
   with :math:`\\hat m_t, \\hat v_t` as in :func:`adam`.
 
+  Matches ``optax.adamw``.
+
   Args:
     learning_rate, b1, b2, eps, eps_root, mu_dtype, nesterov, nu_dtype: as in :func:`adam`.
     weight_decay: :math:`\\lambda`, default 1e-4 (torch.optim.AdamW's is 1e-2).
@@ -382,6 +386,8 @@ def adamaxw(learning_rate: ScalarOrSchedule, b1: ScalarOrSchedule = 0.9,
 
   .. math::
     \\theta_{t+1} = \\theta_t - \\eta \\left(\\frac{m_t}{(1-\\beta_1^t) v_t} + \\lambda\\theta_t\\right)
+
+  Matches ``optax.adamaxw``.
 
   Args:
     learning_rate, b1, b2, eps, nu_dtype: as in :func:`adamax` (defaults 0.9,

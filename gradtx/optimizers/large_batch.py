@@ -97,6 +97,8 @@ def fromage(learning_rate: ScalarOrSchedule, min_norm: ScalarOrSchedule = 1e-6) 
 
   per leaf.
 
+  Matches ``optax.fromage``.
+
   Args:
     learning_rate: :math:`\\eta` (0.01 is usual), a float or a schedule.
     min_norm: :math:`n_\\min`, default 1e-6.

@@ -47,6 +47,8 @@ def optimistic_gradient_descent(learning_rate: ScalarOrSchedule, alpha: ScalarOr
 
   For min-max games, where plain gradient descent-ascent cycles.
 
+  Matches ``optax.optimistic_gradient_descent``.
+
   Args:
     learning_rate: :math:`\\eta`.
     alpha: :math:`\\alpha`, default 1.

@@ -33,6 +33,10 @@ def lbfgs(learning_rate: ScalarOrSchedule | None = None, memory_size: int = 10,
     value, grad = jax.value_and_grad(f)(params)
     updates, state = tx.update(grad, state, params, value=value, grad=grad, value_fn=f)
 
+  Matches ``optax.lbfgs`` on real parameters; on complex ones the line search
+  takes the first slope as :func:`gradtx.scale_by_zoom_linesearch` says, where
+  optax 0.2.8 conjugates the direction.
+
   Args:
     learning_rate: a factor on the direction before the line search, or
       ``None`` for 1 (the line search sets the length).

@@ -25,6 +25,8 @@ def lion(learning_rate: ScalarOrSchedule, b1: ScalarOrSchedule = 0.9, b2: Scalar
     \\theta_{t+1} = \\theta_t - \\eta(\\operatorname{sign}(c_t) + \\lambda\\theta_t), \\quad
     m_t = \\beta_2 m_{t-1} + (1-\\beta_2) g_t
 
+  Matches ``optax.lion``.
+
   Args:
     learning_rate: :math:`\\eta` (typically 3-10x smaller than AdamW's).
     b1: :math:`\\beta_1`, default 0.9.
@@ -54,6 +56,8 @@ def lion(learning_rate: ScalarOrSchedule, b1: ScalarOrSchedule = 0.9, b2: Scalar
 def sign_sgd(learning_rate: ScalarOrSchedule) -> Chain:
   """signSGD: :math:`\\theta_{t+1} = \\theta_t - \\eta \\operatorname{sign}(g_t)`.
 
+  Matches ``optax.sign_sgd``.
+
   References:
     Bernstein et al., *signSGD: Compressed Optimisation for Non-Convex
     Problems*, ICML 2018.
@@ -69,6 +73,8 @@ def signum(learning_rate: ScalarOrSchedule, beta: ScalarOrSchedule = 0.9,
   .. math::
     m_t = \\beta m_{t-1} + (1-\\beta) g_t, \\qquad
     \\theta_{t+1} = \\theta_t - \\eta \\operatorname{sign}(m_t)
+
+  Matches ``optax.signum``.
 
   Args:
     learning_rate: :math:`\\eta`.

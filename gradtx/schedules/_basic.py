@@ -17,6 +17,8 @@ def constant_schedule(value: chex.Numeric) -> Schedule:
   .. math::
     v_t = v
 
+  Matches ``optax.constant_schedule``.
+
   Args:
     value: the value to hold; returned as a JAX array of its own dtype.
 

@@ -191,6 +191,8 @@ def scale_by_belief(b1: ScalarOrSchedule = 0.9, b2: ScalarOrSchedule = 0.999,
   bias corrections and a learning rate that follows in a chain folded into
   scalars computed once per step (:func:`gradtx.transforms.moments.adam_step_scalars`).
 
+  Matches ``optax.scale_by_belief``.
+
   Args:
     b1: :math:`\\beta_1 \\in [0, 1)`, default 0.9.
     b2: :math:`\\beta_2 \\in [0, 1)`, default 0.999.

@@ -36,6 +36,8 @@ def clip(max_delta: ScalarOrSchedule) -> GradientTransformation:
   numbers have no order; :func:`clip_by_block_rms` or :func:`clip_by_global_norm`
   bound a complex leaf by its modulus).
 
+  Matches ``optax.clip`` on real updates.
+
   Args:
     max_delta: :math:`\\delta \\ge 0`; ``math.inf`` clips nothing.
 
@@ -65,6 +67,8 @@ def clip_by_global_norm(max_norm: ScalarOrSchedule) -> GradientTransformation:
 
   Matches ``torch.nn.utils.clip_grad_norm_`` up to torch's ``1e-6`` in the
   denominator.
+
+  Matches ``optax.clip_by_global_norm``.
 
   Args:
     max_norm: :math:`c > 0`; ``math.inf`` clips nothing (so a config can switch
@@ -103,6 +107,8 @@ def clip_by_block_rms(threshold: ScalarOrSchedule) -> GradientTransformation:
   .. math::
     u \\leftarrow \\frac{g}{\\max\\left(1, \\operatorname{rms}(g) / \\tau\\right)}, \\qquad
     \\operatorname{rms}(g) = \\sqrt{\\tfrac{1}{n}\\textstyle\\sum_i g_i^2}
+
+  Matches ``optax.clip_by_block_rms``.
 
   Args:
     threshold: :math:`\\tau > 0`; ``math.inf`` clips nothing.
@@ -200,6 +206,8 @@ def unitwise_clip(g_norm: jax.typing.ArrayLike, max_norm: jax.typing.ArrayLike,
 
   The factor is formed in the norms' dtype and applied in ``grad``'s (a
   complex gradient keeps its phase); the result is in ``grad``'s dtype.
+
+  Matches ``optax.transforms.unitwise_clip``.
 
   Args:
     g_norm: the units' norms (:func:`unitwise_norm` of ``grad``), of
@@ -425,6 +433,8 @@ def per_example_layer_norm_clip(grads: Any, global_l2_norm_clip: Any,
   :math:`\\sum_k C_k^2 = C^2`, so the clipped example's global norm is at most
   :math:`C`. With one leaf this is :func:`per_example_global_norm_clip`.
 
+  Matches ``optax.per_example_layer_norm_clip``.
+
   Args:
     grads: a pytree of per-example gradients, each leaf of shape ``(B, ...)``.
     global_l2_norm_clip: :math:`C \\ge 0`, the overall clip norm (``inf`` clips
@@ -483,6 +493,8 @@ def keep_params_nonnegative() -> GradientTransformation:
   chain, after the learning rate, since it bounds the final update. A
   parameter that is already negative is moved to 0 by the next update that
   does not raise it above 0.
+
+  Matches ``optax.keep_params_nonnegative``.
 
   Example:
     >>> import gradtx as gtx

@@ -35,6 +35,8 @@ def add_decayed_weights(weight_decay: ScalarOrSchedule = 0.0,
   it is decoupled weight decay (AdamW; torch's ``AdamW`` multiplies by the
   learning rate the same way).
 
+  Matches ``optax.add_decayed_weights``.
+
   Args:
     weight_decay: :math:`\\lambda \\ge 0`, default 0.
     mask: a tree of bools shaped like (or a prefix of) the params, or a
@@ -65,6 +67,8 @@ def add_l1_penalty(l1: ScalarOrSchedule = 0.0, mask: Mask | None = None) -> Grad
   The gradient of :math:`\\lambda_1 \\|\\theta\\|_1` (with
   :math:`\\operatorname{sign}(0) = 0`); place it before the adaptive stage to
   regularise the loss, or after it to decay decoupled from the gradient scale.
+
+  Not in optax (gradtx's addition).
 
   Args:
     l1: :math:`\\lambda_1 \\ge 0`, default 0.

@@ -196,6 +196,8 @@ def scale_by_lbfgs(memory_size: int = 10, scale_init_precond: bool = True
   or 1. The memory is updated before the direction is computed, so a line
   search stage after this one sees the pair from the step just taken.
 
+  Matches ``optax.scale_by_lbfgs``.
+
   Args:
     memory_size: :math:`m \\ge 1`, the number of pairs kept, default 10.
     scale_init_precond: scale the initial inverse Hessian by :math:`\\gamma_k`.

@@ -31,6 +31,8 @@ def scale_by_optimistic_gradient(alpha: ScalarOrSchedule = 1.0,
   :math:`\\alpha = \\beta = 1` gives :math:`2 g_t - g_{t-1}`, the optimistic
   gradient step for min-max games.
 
+  Matches ``optax.scale_by_optimistic_gradient``.
+
   Args:
     alpha: :math:`\\alpha`, default 1.
     beta: :math:`\\beta`, default 1.

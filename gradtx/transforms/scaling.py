@@ -50,6 +50,8 @@ def scale(step_size: ScalarOrSchedule) -> GradientTransformation:
 
   .. math:: u \\leftarrow \\alpha\\, g
 
+  Matches ``optax.scale``.
+
   Args:
     step_size: :math:`\\alpha`, any real number (or a schedule of the step).
 

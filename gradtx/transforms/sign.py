@@ -18,6 +18,8 @@ __all__ = ["ScaleByLionState", "ScaleByRpropState", "scale_by_lion", "scale_by_r
 def scale_by_sign() -> GradientTransformation:
   """Replaces every entry by its sign: :math:`u = \\operatorname{sign}(g)` (with sign(0) = 0).
 
+  Matches ``optax.scale_by_sign``.
+
   Example:
     >>> import gradtx as gtx
     >>> import jax.numpy as jnp

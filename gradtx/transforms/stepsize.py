@@ -35,6 +35,8 @@ def scale_by_polyak(f_min: ScalarOrSchedule = 0.0, max_learning_rate: ScalarOrSc
   machine epsilon, and the gap clipped at 0 for ``variant="sps+"``. The norm
   is over the whole tree. Pass the loss as ``update(grads, state, params, value=loss)``.
 
+  Matches ``optax.scale_by_polyak``.
+
   Args:
     f_min: :math:`f^\\star`, a lower bound on the loss, default 0.
     max_learning_rate: :math:`\\gamma_\\max \\ge 0`, default 1; ``math.inf`` for

@@ -29,6 +29,8 @@ def scale_by_trust_ratio(min_norm: ScalarOrSchedule = 0.0,
   per leaf (a layer), with the ratio taken as 1 when either clipped norm is 0
   (a zero-initialised layer still moves).
 
+  Matches ``optax.scale_by_trust_ratio``.
+
   Args:
     min_norm: :math:`n_\\min \\ge 0`, default 0.
     trust_coefficient: :math:`c`, default 1.
@@ -71,6 +73,8 @@ def scale_by_trust_ratio(min_norm: ScalarOrSchedule = 0.0,
 def scale_by_param_block_norm(min_scale: ScalarOrSchedule = 1e-3) -> GradientTransformation:
   """Scales each leaf by its parameter's l2 norm: :math:`u = g \\max(\\|\\theta\\|, s_\\min)`.
 
+  Matches ``optax.scale_by_param_block_norm``.
+
   Args:
     min_scale: :math:`s_\\min \\ge 0`, default 1e-3.
 
@@ -97,6 +101,8 @@ def scale_by_param_block_rms(min_scale: ScalarOrSchedule = 1e-3) -> GradientTran
 
   Adafactor's ``multiply_by_parameter_scale``: steps relative to the size of
   the weights.
+
+  Matches ``optax.scale_by_param_block_rms``.
 
   Args:
     min_scale: :math:`s_\\min \\ge 0`, default 1e-3.
@@ -133,6 +139,8 @@ def scale_by_fromage(learning_rate: ScalarOrSchedule) -> GradientTransformation:
   the trust-ratio-scaled gradient (:func:`scale_by_trust_ratio`), this is the
   learning-rate stage of :func:`gradtx.fromage`; holding :math:`\\eta` once
   keeps it settable by one name.
+
+  Not in optax, whose ``fromage`` chains a learning rate and a weight decay for this stage.
 
   Args:
     learning_rate: :math:`\\eta \\ge 0`, a float or a schedule.
