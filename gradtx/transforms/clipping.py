@@ -113,6 +113,10 @@ def clip_by_block_rms(threshold: ScalarOrSchedule) -> GradientTransformation:
   Args:
     threshold: :math:`\\tau > 0`; ``math.inf`` clips nothing.
 
+  References:
+    Shazeer & Stern, *Adafactor: Adaptive Learning Rates with Sublinear Memory
+    Cost*, ICML 2018 (update clipping, §6).
+
   Example:
     >>> import gradtx as gtx
     >>> import jax.numpy as jnp
