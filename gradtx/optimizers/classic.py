@@ -300,6 +300,13 @@ def nadamw(learning_rate: ScalarOrSchedule, b1: ScalarOrSchedule = 0.9,
            nesterov: bool = True, nu_dtype: Any = None) -> Chain:
   """NAdamW: :func:`adamw` with Dozat's Nesterov momentum (``nesterov=True``).
 
+  .. math::
+    \\hat m_t = \\frac{\\beta_1 m_t}{1-\\beta_1^{t+1}} + \\frac{(1-\\beta_1) g_t}{1-\\beta_1^t},
+    \\qquad \\theta_{t+1} = \\theta_t - \\eta \\left( \\frac{\\hat m_t}{\\sqrt{\\hat v_t +
+      \\epsilon_\\text{root}} + \\epsilon} + \\lambda \\theta_t \\right)
+
+  with :math:`m_t, \\hat v_t` as in :func:`adam`.
+
   ``nesterov=False`` is plain :func:`adamw`, as in optax.
 
   Args:
