@@ -930,17 +930,19 @@ class novograd(Reference):
 
 
 class adan(Reference):
-  """Adan (adaptive Nesterov momentum), optax's form.
+  """Adan (adaptive Nesterov momentum), Algorithm 1 in optax's parametrization.
 
       dg_t = g_t - g_{t-1}     (dg_1 = 0)
       m_t  = b1 m_{t-1} + (1-b1) g_t
       v_t  = b2 v_{t-1} + (1-b2) dg_t
-      n_t  = b3 n_{t-1} + (1-b3) (g_t + (1-b2) dg_t)^2
+      n_t  = b3 n_{t-1} + (1-b3) (g_t + b2 dg_t)^2
       mhat, vhat, nhat = m/(1-b1^t), v/(1-b2^t), n/(1-b3^t)
-      d_t  = (mhat + (1-b2) vhat) / (sqrt(nhat + eps_root) + eps)
+      d_t  = (mhat + b2 vhat) / (sqrt(nhat + eps_root) + eps)
       u_t  = -lr_t (d_t + wd_t p_t)                (wd on masked leaves)
-  optax's b's are the paper's (1 - beta)'s, and optax uses decoupled additive
-  weight decay instead of the paper's proximal (1 + lr wd)^-1 rescaling.
+  optax's b's are the paper's (1 - beta)'s: the paper's (1 - beta_2) weight on
+  the gradient difference is b2 (optax 0.2.8 writes 1 - b2 there, its slip).
+  optax uses decoupled additive weight decay instead of the paper's proximal
+  (1 + lr wd)^-1 rescaling; so does gradtx.
 
   Reference: Xie et al., "Adan: Adaptive Nesterov Momentum Algorithm for
   Faster Optimizing Deep Models", 2022.
@@ -968,11 +970,11 @@ class adan(Reference):
     s["g_prev"] = g
     s["m"] = b1 * s["m"] + (1.0 - b1) * g
     s["v"] = b2 * s["v"] + (1.0 - b2) * dg
-    s["n"] = b3 * s["n"] + (1.0 - b3) * _abs2(g + (1.0 - b2) * dg)
+    s["n"] = b3 * s["n"] + (1.0 - b3) * _abs2(g + b2 * dg)
     mhat = s["m"] / (1.0 - b1 ** t)
     vhat = s["v"] / (1.0 - b2 ** t)
     nhat = s["n"] / (1.0 - b3 ** t)
-    d = (mhat + (1.0 - b2) * vhat) / (np.sqrt(nhat + self.eps_root) + self.eps)
+    d = (mhat + b2 * vhat) / (np.sqrt(nhat + self.eps_root) + self.eps)
     if self._mask[name]:
       d = d + self.sched(self.weight_decay) * p
     return -self.sched(self.learning_rate) * d

@@ -207,8 +207,9 @@ CASES = [
     C("novograd", "novograd", dict(learning_rate=0.01)),
     C("novograd-wd", "novograd",
       dict(learning_rate=0.01, b2=0.5, weight_decay=0.01, eps_root=1e-8)),
-    C("adan", "adan", dict(learning_rate=0.01)),
-    C("adan-wd", "adan", dict(learning_rate=0.01, weight_decay=0.01, mask=decay_mask)),
+    # b2 = 0.5, where optax 0.2.8's weight on the gradient difference is the paper's.
+    C("adan", "adan", dict(learning_rate=0.01, b2=0.5)),
+    C("adan-wd", "adan", dict(learning_rate=0.01, b2=0.5, weight_decay=0.01, mask=decay_mask)),
     C("sign_sgd", "sign_sgd", dict(learning_rate=0.01)),
     C("signum", "signum", dict(learning_rate=0.01)),
     C("signum-beta", "signum", dict(learning_rate=0.01, beta=0.5)),

@@ -168,7 +168,7 @@ def adan(learning_rate: ScalarOrSchedule, b1: ScalarOrSchedule = 0.98, b2: Scala
   """Adan: adaptive Nesterov momentum from gradient differences, with decoupled decay.
 
   .. math::
-    \\theta_{t+1} = \\theta_t - \\eta\\left(\\frac{\\hat m_t + (1-\\beta_2)\\hat v_t}
+    \\theta_{t+1} = \\theta_t - \\eta\\left(\\frac{\\hat m_t + \\beta_2 \\hat v_t}
       {\\sqrt{\\hat n_t + \\epsilon_\\text{root}} + \\epsilon} + \\lambda\\theta_t\\right)
 
   with :math:`m, v, n` as in :func:`gradtx.scale_by_adan`.
@@ -185,8 +185,8 @@ def adan(learning_rate: ScalarOrSchedule, b1: ScalarOrSchedule = 0.98, b2: Scala
 
   Conventions: the decay is added to the step (as optax); the paper divides
   by :math:`1 + \\eta\\lambda` instead. The gradient difference is weighted
-  by :math:`1-\\beta_2` as in optax 0.2.8, where the paper and its code use
-  :math:`\\beta_2` (see :func:`gradtx.scale_by_adan`).
+  by :math:`\\beta_2` as in the paper and its code, where optax 0.2.8 weights
+  it by :math:`1-\\beta_2` (see :func:`gradtx.scale_by_adan`).
 
   References:
     Xie et al., *Adan: Adaptive Nesterov Momentum Algorithm for Faster

@@ -408,8 +408,8 @@ def scale_by_adan(b1: ScalarOrSchedule = 0.98, b2: ScalarOrSchedule = 0.92,
     \\Delta_t = g_t - g_{t-1}\\ (\\Delta_1 = 0), \\quad
     m_t = \\beta_1 m_{t-1} + (1-\\beta_1) g_t, \\quad
     v_t = \\beta_2 v_{t-1} + (1-\\beta_2) \\Delta_t, \\\\
-    n_t = \\beta_3 n_{t-1} + (1-\\beta_3)(g_t + (1-\\beta_2)\\Delta_t)^2, \\quad
-    u_t = \\frac{\\hat m_t + (1-\\beta_2) \\hat v_t}{\\sqrt{\\hat n_t + \\epsilon_\\text{root}}
+    n_t = \\beta_3 n_{t-1} + (1-\\beta_3)(g_t + \\beta_2 \\Delta_t)^2, \\quad
+    u_t = \\frac{\\hat m_t + \\beta_2 \\hat v_t}{\\sqrt{\\hat n_t + \\epsilon_\\text{root}}
       + \\epsilon}
 
   with hats the bias corrections :math:`x / (1-\\beta^t)`.
@@ -425,12 +425,12 @@ def scale_by_adan(b1: ScalarOrSchedule = 0.98, b2: ScalarOrSchedule = 0.92,
       params, where :math:`n` and ``eps`` round to 0).
 
   Conventions: optax's (and gradtx's) :math:`\\beta` are the paper's
-  :math:`1 - \\beta`. As in optax 0.2.8, the gradient difference enters
-  :math:`n_t` and the step weighted by :math:`1-\\beta_2` (0.08 at the
-  default); Algorithm 1 of the paper weights it by its :math:`1-\\beta_2`,
-  which is :math:`\\beta_2` here (0.92), as does the authors' code
-  (``grad + beta2 * diff``). The two agree at the first step, where
-  :math:`\\Delta_1 = 0`.
+  :math:`1 - \\beta`, so Algorithm 1's weight :math:`1 - \\beta_2` on the
+  gradient difference (in :math:`n_t` and the step) is :math:`\\beta_2` here
+  (0.92 at the default), as in the authors' code (``grad + beta2 * diff``).
+  optax 0.2.8 weights it by :math:`1 - \\beta_2` (0.08), a slip its pull
+  request #1715 corrects: the two agree at the first step, where
+  :math:`\\Delta_1 = 0`, and at :math:`\\beta_2 = 0.5`.
 
   References:
     Xie et al., *Adan: Adaptive Nesterov Momentum Algorithm for Faster
@@ -461,19 +461,16 @@ def scale_by_adan(b1: ScalarOrSchedule = 0.98, b2: ScalarOrSchedule = 0.92,
       g_ = as_dtype(g, dtype)
       first = numerics.shared("adan first", (count,), lambda: count == 1)
       delta = jnp.where(first, 0, g_ - as_dtype(g_prev, dtype))
-      # 1 - b2 in b2's own precision, as ema_moment forms it: b2 = 0.92 in bfloat16 is
-      # 0.921875, and 1 - b2 would be 2.3% low.
-      take2 = numerics.shared(f"adan take2 {dtype}", (h["b2"],),
-                              lambda: as_dtype(1 - jnp.asarray(h["b2"]), dtype))
+      b2 = numerics.shared(f"adan b2 {dtype}", (h["b2"],), lambda: as_dtype(h["b2"], dtype))
       m_new = ema_moment(g_, m, h["b1"], order=1)
       v_new = ema_moment(delta, v, h["b2"], order=1)
-      n_new = ema_moment(g_ + take2 * delta, n, h["b3"], order=2)
+      n_new = ema_moment(g_ + b2 * delta, n, h["b3"], order=2)
       m_hat = numerics.bias_correction(m_new, h["b1"], count)
       v_hat = numerics.bias_correction(v_new, h["b2"], count)
       n_hat = numerics.bias_correction(n_new, h["b3"], count)
       d = n_hat.dtype  # the wider of g's and n's
       eps, eps_root = as_dtype(h["eps"], d), as_dtype(root_eps, d)
-      u = as_dtype(m_hat + take2 * v_hat, d) / (jnp.sqrt(n_hat + eps_root) + eps)
+      u = as_dtype(m_hat + b2 * v_hat, d) / (jnp.sqrt(n_hat + eps_root) + eps)
       return (as_dtype(u, g.dtype), as_dtype(m_new, m.dtype), as_dtype(v_new, v.dtype),
               as_dtype(n_new, n.dtype), as_dtype(g, g_prev.dtype))
 
