@@ -194,17 +194,6 @@ def test_converges(name, make_quad, make_rosen, quad_steps, rosen_steps):
   check_converges(name, make_quad, make_rosen, quad_steps, rosen_steps)
 
 
-def test_every_zoo_optimizer_is_covered():
-  zoo = ["lion", "lamb", "lars", "radam", "adabelief", "yogi", "novograd", "adafactor", "adan",
-         "sign_sgd", "signum", "noisy_sgd", "rprop", "sm3", "fromage", "polyak_sgd",
-         "optimistic_gradient_descent", "optimistic_adam", "optimistic_adam_v2", "lbfgs"]
-  converged = {c[0] for c in CONVERGENCE}
-  checked = {c.id.split("-")[0] for c in ZOO}
-  for name in zoo:
-    assert hasattr(gtx, name) and name in converged, name
-    assert name in checked or name == "noisy_sgd", name  # noisy_sgd: see test_noisy_sgd_*
-
-
 # ----------------------------------------------------------------------------
 # L-BFGS: far fewer steps than SGD, and the same iterates as optax.
 
