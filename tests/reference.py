@@ -100,6 +100,7 @@ __all__ = [
     "add_l1", "ema", "trace", "scale", "scale_by_learning_rate",
     "scale_by_sign", "scale_by_lion", "scale_by_rms", "scale_by_stddev", "scale_by_rss",
     "scale_by_adam", "scale_by_trust_ratio", "scale_by_param_block_rms",
+    "scale_by_sm3",
     # table
     "OPTIMIZERS", "PRIMITIVES",
 ]
@@ -1071,30 +1072,31 @@ class rprop(Reference):
     return -s["q"]
 
 
-class sm3(Reference):
-  """SM3-II with momentum (optax's ``sm3``: b2 = 1, eps = 1e-8).
+class scale_by_sm3(Reference):
+  """SM3-II's direction, with momentum (optax's ``scale_by_sm3``; ``sm3`` below).
 
   For a leaf of rank r >= 2, one accumulator mu^(a) per axis a (length
   shape[a], zero-initialised).  Per element i = (i_1, ..., i_r):
-      nu_t(i)   = g_t(i)^2 + min_a mu^(a)_{t-1}(i_a)
+      nu_t(i)   = c g_t(i)^2 + b2 min_a mu^(a)_{t-1}(i_a)
       mu^(a)_t(j) = max over elements i with i_a = j of nu_t(i)
+  with c = 1 - b2, or c = 1 at b2 = 1 (the paper's sum, SM3-II).
   For rank <= 1 (including scalars) there is one accumulator per element
-  (diagonal Adagrad):  nu_t = nu_{t-1} + g_t^2.
+  (diagonal Adagrad):  nu_t = c g_t^2 + b2 nu_{t-1}.
       h_t = g_t / sqrt(nu_t + eps)   (0 where nu_t == 0)
-      m_t = b1 m_{t-1} + (1-b1) h_t,  b1 = ``momentum``
-      u_t = -lr m_t
-  Note: optax 0.2.8 raises an IndexError for scalar (rank-0) leaves; this
-  reference treats them like rank-1 leaves.  Real parameters only, as
-  gradtx's ``scale_by_sm3`` (``init`` raises ValueError).
+      m_t = b1 m_{t-1} + (1-b1) h_t
+      u_t = m_t
+  ``b2 < 1`` (an exponential average in place of the sum) is optax's
+  addition to the paper's rule.  Note: optax 0.2.8 raises an IndexError for
+  scalar (rank-0) leaves; this reference treats them like rank-1 leaves.
+  Real parameters only, as gradtx's ``scale_by_sm3`` (``init`` raises
+  ValueError).
 
   Reference: Anil et al., "Memory-Efficient Adaptive Optimization", NeurIPS
   2019.
   """
 
-  def __init__(self, learning_rate, momentum: float = 0.9):
-    self.learning_rate = learning_rate
-    self.momentum = momentum
-    self.eps = 1e-8
+  def __init__(self, b1: float = 0.9, b2: float = 1.0, eps: float = 1e-8):
+    self.b1, self.b2, self.eps = b1, b2, eps
 
   def init_leaf(self, p):
     if np.iscomplexobj(p):
@@ -1106,8 +1108,9 @@ class sm3(Reference):
     return {"acc": acc, "m": np.zeros_like(p)}
 
   def update_leaf(self, name, g, p, s):
+    c = 1.0 if self.b2 == 1.0 else 1.0 - self.b2
     if g.ndim < 2:
-      nu = np.square(g) + s["acc"][0]
+      nu = c * np.square(g) + self.b2 * s["acc"][0]
       s["acc"] = [nu]
     else:
       r = g.ndim
@@ -1117,13 +1120,31 @@ class sm3(Reference):
         shape[a] = g.shape[a]
         b = mu_a.reshape(shape)
         cover = b if cover is None else np.minimum(cover, b)
-      nu = np.square(g) + cover
+      nu = c * np.square(g) + self.b2 * cover
       s["acc"] = [nu.max(axis=tuple(x for x in range(r) if x != a))
                   for a in range(r)]
     safe = np.where(nu > 0, nu, 1.0)
     h = np.where(nu > 0, g / np.sqrt(safe + self.eps), 0.0)
-    s["m"] = self.momentum * s["m"] + (1.0 - self.momentum) * h
-    return -self.learning_rate * s["m"]
+    s["m"] = self.b1 * s["m"] + (1.0 - self.b1) * h
+    return s["m"]
+
+
+class sm3(scale_by_sm3):
+  """SM3-II with momentum (optax's ``sm3``): ``scale_by_sm3(momentum)``, then ``-lr``.
+
+  b1 = ``momentum``, b2 = 1 (the paper's sum) and eps = 1e-8, as optax's
+  ``sm3``, which passes only the momentum on:
+      u_t = -lr m_t,   m_t the direction of ``scale_by_sm3`` above.
+  Scalar leaves and complex parameters: as ``scale_by_sm3``.
+  """
+
+  def __init__(self, learning_rate, momentum: float = 0.9):
+    super().__init__(b1=momentum)
+    self.learning_rate = learning_rate
+    self.momentum = momentum
+
+  def update_leaf(self, name, g, p, s):
+    return -self.learning_rate * super().update_leaf(name, g, p, s)
 
 
 class fromage(Reference):
@@ -1721,5 +1742,5 @@ PRIMITIVES: dict[str, type] = {
         clip_by_global_norm, clip, clip_by_block_rms, add_decayed_weights,
         add_l1, ema, trace, scale, scale_by_learning_rate, scale_by_sign,
         scale_by_lion, scale_by_rms, scale_by_stddev, scale_by_rss, scale_by_adam,
-        scale_by_trust_ratio, scale_by_param_block_rms)
+        scale_by_trust_ratio, scale_by_param_block_rms, scale_by_sm3)
 }

@@ -2,7 +2,8 @@
 
 Each case names a gradtx factory, its arguments, and the numpy reference in
 ``reference.py`` (or ``reference_zoo.py``) that must agree with it. Generic properties (reference
-agreement, convergence, dtypes, no recompilation) are driven from these lists.
+agreement, convergence, dtypes, no recompilation) are driven from these lists. At the end, what
+the audit of reference coverage allows: the public transformations checked by another test.
 """
 
 from __future__ import annotations
@@ -134,3 +135,79 @@ PRIMITIVES += [
          dict(reps_rel=1e-2, param_dtype=None, global_scale=-1.0),
          reference_zoo.scale_by_distance_over_gradients, needs_params=True),
 ]
+
+
+# ----------------------------------------------------------------------------
+# The audit of reference coverage (test_optimizers.test_every_public_transformation_
+# has_a_reference_case_and_every_optimizer_a_convergence_run).
+#
+# A public transformation factory (a function of gtx or gtx.contrib that returns a
+# GradientTransformation or a Chain) is covered when a case above, or a case given to
+# zoo_harness.reference_tests, builds it, itself or as a stage at any depth: those cases
+# run many steps against a numpy reference in float32 and float64, jitted and not
+# (test_optimizers.ReferenceTest: all four; reference_tests: float32 jitted and float64
+# eagerly, a few cases all four). A stage covered only inside a ready optimizer is checked
+# with the arguments that optimizer passes on; where it has arguments no ready optimizer
+# passes, a case of its own above or in test_zoo takes them (scale_by_sm3, scale_by_yogi).
+#
+# The factories below have no such case; each names the test (module, function) that
+# checks it instead.
+
+# Randomness, wrappers, routing and line searches: a rule of their own, checked elsewhere.
+CHECKED_ELSEWHERE: dict[str, tuple[str, str]] = {
+    # Random draws: the statistics of the noise, or optax's draws from the same key.
+    "add_noise": ("test_zoo", "test_add_noise_has_the_annealed_variance"),
+    "noisy_sgd": ("test_zoo", "test_noisy_sgd_matches_optax_with_the_same_key"),
+    "contrib.hutchinson_estimator_diag_hessian":
+        ("test_contrib_curvature", "test_hutchinson_is_v_times_hv_with_the_keys_probes"),
+    # Per-example gradients (a batch axis the harness's problems do not have); the noise-free
+    # rule against its numpy reference in float32 and float64, jitted and not.
+    "contrib.differentially_private_aggregate":
+        ("test_contrib_schedule_free",
+         "test_dpsgd_clips_each_example_to_the_norm_float32_jit_and_float64"),
+    "contrib.dpsgd": ("test_contrib_schedule_free",
+                      "test_dpsgd_clips_each_example_to_the_norm_float32_jit_and_float64"),
+    # Wrappers that change the updates: numpy references over many steps, float32 and
+    # float64, jitted and not (apply_if_finite: bitwise skips, jitted and not, and optax).
+    "apply_every": ("test_wrappers", "test_apply_every_against_numpy"),
+    "apply_if_finite": ("test_wrappers", "test_apply_if_finite_skips_bad_steps_bitwise"),
+    "conditionally_mask": ("test_wrappers", "test_conditionally_transform_and_mask_against_numpy"),
+    "conditionally_transform":
+        ("test_wrappers", "test_conditionally_transform_and_mask_against_numpy"),
+    "lookahead": ("test_wrappers", "test_lookahead_against_numpy"),
+    "multi_steps": ("test_wrappers", "test_multi_steps_equals_one_step_on_the_mean_gradient"),
+    "reduce_on_plateau": ("test_wrappers", "test_reduce_on_plateau_against_reference_and_optax"),
+    "snapshot": ("test_wrappers", "test_snapshot_records_updates_where_it_stands"),
+    "zero_nans": ("test_wrappers", "test_zero_nans_matches_optax"),
+    # Routing: which leaves a wrapped transformation sees, against optax.
+    "freeze": ("test_wrappers", "test_selective_transform_and_freeze_match_optax"),
+    "masked": ("test_wrappers", "test_masked_matches_optax"),
+    "multi_transform": ("test_wrappers", "test_partition_routes_groups_like_optax"),
+    "selective_transform": ("test_wrappers", "test_selective_transform_and_freeze_match_optax"),
+    "set_to_zero": ("test_wrappers", "test_set_to_zero_zeroes_every_leaf_in_its_dtype"),
+    # Pass the updates through unchanged; their statistics against numpy.
+    "measure_with_ema": ("test_monitor", "test_measures_match_numpy_and_pass_the_updates_unchanged"),
+    "monitor": ("test_monitor", "test_every_statistic_equals_its_numpy_definition_over_many_steps"),
+    # Line searches: backtracking against numpy; zoom against optax (lbfgs's iterates, 15
+    # steps in float64) and the Wolfe conditions, with no numpy reference of its own.
+    "scale_by_backtracking_linesearch": ("test_linesearch", "test_backtracking_against_numpy"),
+    "scale_by_zoom_linesearch": ("test_zoo", "test_lbfgs_with_zoom_linesearch_follows_optax"),
+    # Structure, no rule of their own.
+    "chain": ("test_chain", "test_chain_matches_optax_chain"),
+    "named_chain": ("test_chain", "test_chain_matches_optax_chain"),
+    "identity": ("test_core", "test_identity_and_stateless"),
+    "stateless": ("test_core", "test_identity_and_stateless"),
+    "stateless_with_tree_map":
+        ("test_core", "test_stateless_with_tree_map_maps_grads_and_params_leaf_by_leaf"),
+    "with_extra_args_support":
+        ("test_core", "test_a_hand_written_stage_in_optax_style_runs_in_a_chain"),
+}
+
+# Ready optimizers (gtx.optimizers' and the Chains of gtx.contrib) outside every module's
+# CONVERGENCE table, each with the test that runs it to a minimum instead, or why none can.
+CONVERGES_ELSEWHERE: dict[str, tuple[str, str]] = {
+    # Its update takes per-example gradients (a batch axis); at noise 0 it is clipped SGD,
+    # whose clipping the test named checks against numpy.
+    "contrib.dpsgd": ("test_contrib_schedule_free",
+                      "test_dpsgd_clips_each_example_to_the_norm_float32_jit_and_float64"),
+}

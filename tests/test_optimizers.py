@@ -4,12 +4,18 @@ Every case runs 60 steps on a multi-leaf tree — a scalar, a vector, a matrix,
 a 3-d array, a leaf whose gradient is always zero and one whose gradient is
 tiny — in float32 and float64, jitted and not, and must track the float64
 numpy reference of its paper's rule at every step. Then every ready optimizer
-must converge on an ill-conditioned quadratic and on Rosenbrock.
+must converge on an ill-conditioned quadratic and on Rosenbrock. An audit holds
+the whole library to that: every public transformation of gtx and gtx.contrib
+has a reference case (here or in a zoo_harness.reference_tests module), every
+ready optimizer a convergence run, or registry.py names the test that checks it.
 """
 
 from __future__ import annotations
 
+import importlib
+import inspect
 import math
+import pathlib
 
 import chex
 import jax
@@ -19,6 +25,8 @@ import pytest
 from absl.testing import parameterized
 
 import gradtx as gtx
+import registry
+import zoo_harness
 from registry import CLASSIC, PRIMITIVES, Case
 from zoo_harness import all_finite, check_mixed_precision_tree
 
@@ -147,11 +155,65 @@ def test_converges(name, quad_tx, rosen_tx, quad_steps, rosen_steps):
   np.testing.assert_allclose(x, [1.0, 1.0], atol=0.05, err_msg=f"{name} on Rosenbrock")
 
 
-def test_every_ready_optimizer_is_covered():
-  covered = {c[0] for c in CONVERGENCE} | {c.id for c in CLASSIC}
-  for name in ["sgd", "adagrad", "rmsprop", "adadelta", "adam", "adamw", "nadam", "nadamw",
-               "amsgrad", "adamax", "adamaxw"]:
-    assert name in covered
+def _public_factories() -> dict[str, tuple[str, object]]:
+  """Every public function of gtx and gtx.contrib (``contrib.``-prefixed) with its return type."""
+  found = {}
+  for module, prefix in ((gtx, ""), (gtx.contrib, "contrib.")):
+    for name in module.__all__:
+      obj = getattr(module, name)
+      if inspect.isfunction(obj) and obj not in [f for _, f in found.values()]:
+        found[prefix + name] = (inspect.signature(obj).return_annotation, obj)
+  return found
+
+
+def _stage_names(tx: object) -> set[str]:
+  """The names of ``tx`` and of the stages inside it, at any depth."""
+  names = {getattr(tx, "name", None)}
+  for stage in getattr(tx, "stages", {}).values():
+    names |= _stage_names(stage)
+  return {n for n in names if n}
+
+
+def _test_modules_with(text: str) -> list:
+  """The test modules whose source holds ``text``, imported (as pytest imports them)."""
+  here = pathlib.Path(__file__).parent
+  return [importlib.import_module(path.stem) for path in sorted(here.glob("test_*.py"))
+          if text in path.read_text()]
+
+
+def test_every_public_transformation_has_a_reference_case_and_every_optimizer_a_convergence_run():
+  """The audit of the standard, mechanically: registry.py says what it reads and allows."""
+  _test_modules_with("reference_tests(")  # fills zoo_harness.REFERENCE_CASES
+  built = set()
+  for case in CLASSIC + PRIMITIVES:
+    built |= _stage_names(case.gradtx())
+  for cases in zoo_harness.REFERENCE_CASES.values():
+    for zoo_case in cases:
+      built |= _stage_names(zoo_case.make())
+  factories = _public_factories()
+  transformations = {name for name, (returns, _) in factories.items()
+                     if returns in ("GradientTransformation", "Chain")}
+  bare = lambda name: name.removeprefix("contrib.")  # noqa: E731  (stage names are bare)
+  missing = sorted(n for n in transformations
+                   if bare(n) not in built and n not in registry.CHECKED_ELSEWHERE)
+  assert not missing, f"no numpy reference case (registry.py, zoo_harness.reference_tests): {missing}"
+  stale = sorted(n for n in registry.CHECKED_ELSEWHERE
+                 if n not in transformations or bare(n) in built)
+  assert not stale, f"CHECKED_ELSEWHERE names a case covers, or no transformation: {stale}"
+
+  ready = set(gtx.optimizers.__all__) | {n for n in transformations
+                                         if n.startswith("contrib.") and
+                                         factories[n][0] == "Chain"}
+  converged = {row[0] for module in _test_modules_with("CONVERGENCE = [")
+               for row in module.CONVERGENCE}
+  unconverged = sorted(n for n in ready
+                       if bare(n) not in converged and n not in registry.CONVERGES_ELSEWHERE)
+  assert not unconverged, f"no convergence run (a CONVERGENCE table): {unconverged}"
+  stale = sorted(n for n in registry.CONVERGES_ELSEWHERE if n not in ready or bare(n) in converged)
+  assert not stale, f"CONVERGES_ELSEWHERE names one a CONVERGENCE table runs: {stale}"
+  # Each test named instead exists.
+  for module, test in {**registry.CHECKED_ELSEWHERE, **registry.CONVERGES_ELSEWHERE}.values():
+    assert callable(getattr(importlib.import_module(module), test, None)), (module, test)
 
 
 def test_adadelta_default_descends_where_optax_climbs():

@@ -452,6 +452,9 @@ PRIMITIVE_CASES = [
                                          eps=1e-4)),
     C("scale_by_param_block_rms", lambda: R.scale_by_param_block_rms(),
       lambda: optax.scale_by_param_block_rms()),
+    # b2 < 1 and eps, which optax.sm3 (momentum only) never passes on.
+    C("scale_by_sm3-b2-eps", lambda: R.scale_by_sm3(b1=0.5, b2=0.9, eps=1e-3),
+      lambda: optax.scale_by_sm3(b1=0.5, b2=0.9, eps=1e-3), exclude=("scalar",)),
 ]
 
 

@@ -16,6 +16,7 @@ every step's updates, and the packed-mode comparison.
 from __future__ import annotations
 
 import dataclasses
+import sys
 from typing import Any, Callable, Iterator
 
 import jax
@@ -236,10 +237,18 @@ def minimise(tx: gtx.GradientTransformation, f: Callable, x0: jax.Array, steps: 
 # Helpers shared by the test_contrib_* files.
 
 
+# Every case given to reference_tests, by the module that gave it: what the audit of
+# reference coverage (test_optimizers) reads.
+REFERENCE_CASES: dict[str, list[ZooCase]] = {}
+
+
 def reference_tests(cases: list[ZooCase], variant_ids: list[str]
                     ) -> tuple[Callable[..., None], Callable[..., None], Callable[..., None]]:
-  """Reference tests: each case in float32 jitted, float64 not; ``variant_ids`` the other way."""
+  """Reference tests: each case in float32 jitted, float64 not; ``variant_ids`` the other way.
+
+  The cases are also recorded in :data:`REFERENCE_CASES` under the caller's module name."""
   by_id = {c.id: c for c in cases}
+  REFERENCE_CASES[sys._getframe(1).f_globals["__name__"]] = list(cases)
 
   @pytest.mark.parametrize("case", cases, ids=[c.id for c in cases])
   def test_float32_jit(case):
