@@ -268,13 +268,16 @@ def check_numbers(stage: str, name: str, value: Any, allowed: Range) -> None:
 
 
 def _not_numbers(value: Any) -> list[Any]:
-  """The entries of ``value`` (itself, or those of a tuple or list, nested) that numpy would
-  read as numbers though they are not: None, strings, bools, and bool and string arrays
-  (``np.asarray(np.array(['0.5']), float)`` is 0.5)."""
+  """The entries of ``value`` (itself, or those of a tuple or list, nested) that are not
+  numbers: None, strings, bools, and bool and string arrays, which numpy would read as
+  numbers (``np.asarray(np.array(['0.5']), float)`` is 0.5), and any other object that is
+  neither an array nor a Python int or float (``object()``, an object array), which numpy
+  and jax refused with "'<=' not supported between instances of 'object' and 'float'"."""
   if isinstance(value, (tuple, list)):
     return [slip for entry in value for slip in _not_numbers(entry)]
-  if (value is None or isinstance(value, (str, bytes, bool))
-      or getattr(getattr(value, "dtype", None), "kind", None) in ("b", "U", "S")):
+  kind = getattr(getattr(value, "dtype", None), "kind", None)
+  if (value is None or isinstance(value, (str, bytes, bool)) or kind in ("b", "U", "S", "O")
+      or (kind is None and not isinstance(value, (int, float)))):
     return [value]
   return []
 
