@@ -1173,8 +1173,8 @@ def apply_updates(params: Params, updates: Updates) -> Params:
     u_shape, u_dtype = (u.shape, u.dtype) if hasattr(u, "dtype") else (
         jnp.shape(u), jnp.result_type(u))  # a Python number
     if u_shape != p.shape:  # would broadcast
-      return f"updates and params differ in shape at key path {{}}: {u_shape} in updates, " \
-             f"{p.shape} in params"
+      return (f"apply_updates: updates and params differ in shape at key path {{}}: "
+              f"{u_shape} in updates, {p.shape} in params")
     u_kind, p_kind = u_dtype.kind, p.dtype.kind
     if (p_kind in "iub" and u_kind not in "iub") or (u_kind == "c" and p_kind != "c"):
       return (f"apply_updates: the update at key path {{}} is {u_dtype} and the parameter is "
@@ -1200,7 +1200,7 @@ def apply_updates(params: Params, updates: Updates) -> Params:
   try:  # updates' structure is a prefix of params': a step of None leaves a subtree as it is
     return jax.tree.map(add, updates, params, is_leaf=no_gradient)
   except ValueError:
-    check_structure(params, updates, "params", "updates")  # names the key path
+    check_structure(params, updates, "params", "updates", stage="apply_updates")  # the key path
     raise
   except _Refused:
     jax.tree_util.tree_map_with_path(explain, updates, params, is_leaf=no_gradient)
