@@ -155,7 +155,17 @@ def safe_int32_increment(count: jax.typing.ArrayLike) -> jax.Array:
   return safe_increment(count)
 
 
-@tree.names_structure_mismatch("new_tensors", "old_tensors")
+def _same_shape(new: Any, old: Any, where: str) -> None:
+  """Raises ``ValueError`` where a leaf of ``new_tensors`` and its ``old_tensors`` leaf
+  differ in shape: jnp would broadcast them into an average, or a copy, of another shape
+  than the one kept (optax's do). :func:`gradtx.tree.names_structure_mismatch` then names
+  the key path and the two shapes. Python-side, at trace time: nothing in a step."""
+  if not tree._same_shape(new, old):  # pylint: disable=protected-access
+    raise ValueError(f"{where}: new_tensors and old_tensors differ in shape: "
+                     f"{jnp.shape(new)} and {jnp.shape(old)}")
+
+
+@tree.names_structure_mismatch("new_tensors", "old_tensors", same_shapes=True)
 def incremental_update(new_tensors: PyTree, old_tensors: PyTree,
                        step_size: jax.typing.ArrayLike) -> PyTree:
   """Polyak averaging: an exponential moving average of the parameters.
@@ -163,7 +173,9 @@ def incremental_update(new_tensors: PyTree, old_tensors: PyTree,
   .. math:: \\bar\\theta \\leftarrow \\alpha\\, \\theta + (1 - \\alpha)\\, \\bar\\theta
 
   Each leaf in the dtype of ``new_tensors``' leaf (:math:`\\alpha` cast to
-  it); a ``None`` leaf of ``new_tensors`` gives ``None``.
+  it); a ``None`` leaf of ``new_tensors`` gives ``None``. Two leaves of
+  different shapes raise :class:`~gradtx.StructureError` naming the key path
+  (optax broadcasts them into an average of another shape).
 
   Args:
     new_tensors: the latest parameters :math:`\\theta`.
@@ -183,13 +195,14 @@ def incremental_update(new_tensors: PyTree, old_tensors: PyTree,
   def average(new, old):
     if new is None:
       return None
+    _same_shape(new, old, "incremental_update")
     dtype = jnp.result_type(new)
     alpha = as_dtype(step_size, dtype)
     return alpha * new + (1 - alpha) * as_dtype(old, dtype)
   return jax.tree.map(average, new_tensors, old_tensors, is_leaf=lambda x: x is None)
 
 
-@tree.names_structure_mismatch("new_tensors", "old_tensors")
+@tree.names_structure_mismatch("new_tensors", "old_tensors", same_shapes=True)
 def periodic_update(new_tensors: PyTree, old_tensors: PyTree, steps: jax.typing.ArrayLike,
                     update_period: jax.typing.ArrayLike) -> PyTree:
   """A slow copy of the parameters, refreshed every ``update_period`` steps.
@@ -207,13 +220,21 @@ def periodic_update(new_tensors: PyTree, old_tensors: PyTree, steps: jax.typing.
     Mnih et al., *Human-level control through deep reinforcement learning*,
     Nature 2015; Grill et al., *Bootstrap your own latent*, NeurIPS 2020.
 
+  Two leaves of different shapes raise :class:`~gradtx.StructureError` naming
+  the key path (optax broadcasts them into a copy of another shape).
+
   Example:
     >>> import gradtx as gtx
     >>> import jax.numpy as jnp
     >>> gtx.periodic_update(jnp.array([1.0]), jnp.array([0.0]), jnp.asarray(10), 5)
     Array([1.], dtype=float32)
   """
-  return tree.where(jnp.mod(steps, update_period) == 0, new_tensors, old_tensors)
+  copy = jnp.mod(steps, update_period) == 0
+
+  def pick(new, old):
+    _same_shape(new, old, "periodic_update")
+    return jnp.where(copy, new, old)
+  return tree.tree_map(pick, new_tensors, old_tensors)
 
 
 def bias_correction(moment: PyTree, decay: jax.typing.ArrayLike,

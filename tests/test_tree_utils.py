@@ -151,9 +151,36 @@ def test_functions_of_trees_of_one_structure_keep_other_errors_and_name_containe
                      r"the containers differ: tree_x is PyTreeDef\(\[\*\]\), tree_y is "
                      r"PyTreeDef\(\(\*,\)\)$"):
     tu.tree_sub([jnp.ones(1)], (jnp.ones(1),))
-  # Trees of one structure whose leaves do not broadcast: JAX's error, as it was.
-  with pytest.raises(TypeError, match="incompatible shapes for broadcasting"):
-    tu.tree_add({"a": jnp.ones(2)}, {"a": jnp.ones(3)})
+  # Trees of one structure whose leaves do not broadcast: JAX's "add got incompatible
+  # shapes for broadcasting: (2,), (3,)" named neither the function nor the leaf. Leaves
+  # that broadcast (['a']) are not blamed: they are optax's broadcasting, and pass.
+  with pytest.raises(StructureError, match=r"^tree_add: tree_y and tree_x differ in shape at "
+                     r"key path \['b'\]: \(3,\) in tree_y, \(2,\) in tree_x$"):
+    tu.tree_add({"a": jnp.ones(2), "b": jnp.ones(2)}, {"a": jnp.ones(()), "b": jnp.ones(3)})
+  with pytest.raises(StructureError, match=r"^tree_vdot: tree_y and tree_x differ in shape at "
+                     r"key path \['a'\]: \(2,\) in tree_y, \(3,\) in tree_x"):
+    jax.jit(tu.tree_vdot)({"a": jnp.ones(3)}, {"a": jnp.ones(2)})
+  np.testing.assert_array_equal(tu.tree_add({"a": jnp.ones(2)}, {"a": jnp.ones(())})["a"],
+                                [2.0, 2.0])
+
+
+@pytest.mark.parametrize("name, fn, rest", [
+    ("incremental_update", U.incremental_update, (0.5,)),
+    ("periodic_update", U.periodic_update, (jnp.asarray(3), 3)),
+])
+@pytest.mark.parametrize("new_shape, old_shape", [((3,), (2,)), ((2, 3), (3,))])
+def test_averages_of_params_refuse_leaves_of_another_shape(name, fn, rest, new_shape,
+                                                           old_shape):
+  # (3,) against (2,) raised JAX's "add got incompatible shapes for broadcasting" (or
+  # jnp.where's "Incompatible shapes for broadcasting"), naming neither the function nor
+  # the leaf; (2, 3) against (3,) was broadcast into an average (a copy) of shape (2, 3),
+  # where the one kept is (3,), silently (as optax does).
+  new = {"b": jnp.ones(2), "w": jnp.ones(new_shape)}
+  old = {"b": jnp.zeros(2), "w": jnp.zeros(old_shape)}
+  with pytest.raises(StructureError) as error:
+    fn(new, old, *rest)
+  assert str(error.value) == (f"{name}: old_tensors and new_tensors differ in shape at key path "
+                              f"['w']: {old_shape} in old_tensors, {new_shape} in new_tensors")
 
 
 def test_reductions(dtype, run):
