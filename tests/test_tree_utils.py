@@ -22,7 +22,7 @@ import pytest
 import gradtx as gtx
 from gradtx import tree_utils as tu
 from gradtx import utilities as U
-from gradtx.errors import HyperparameterError, StructureError
+from gradtx.errors import ArgumentTypeError, HyperparameterError, StructureError
 
 SHAPES = {"a": (3,), "b": (2, 2), "c": ()}
 
@@ -749,6 +749,73 @@ def test_matrix_inverse_pth_root(dtype):
     for fn in (lambda m: U.power_iteration(m), lambda m: U.matrix_inverse_pth_root(m, 2)):
       with pytest.raises(ValueError, match=r"matrix must be a square \(n, n\) array, got shape"):
         fn(jnp.ones(shape, dtype))
+
+
+_M = jnp.eye(3)
+
+
+# Bad arguments ran (num_iters=-1 or 2.5 as 0 or 3 steps, a NaN tolerance or ridge into a
+# NaN root, p=True as p=1) or raised from inside jax: "'<' not supported between instances
+# of 'DynamicJaxprTracer' and 'str'", "dot_general requires contracting dimensions to have
+# the same shape", "JAX encountered invalid PRNG key data", "Value 'abc' with dtype <U3 is
+# not a valid JAX array type", "zero-size array to reduction operation max", and for an
+# integer matrix "dtype argument to `uniform` must be a float dtype".
+@pytest.mark.parametrize("call, kind, message", [
+    (lambda: U.power_iteration(_M, num_iters=-1), HyperparameterError,
+     "power_iteration: num_iters must be in [0, 2147483647] (an integer), got -1"),
+    (lambda: U.power_iteration(_M, num_iters=2.5), HyperparameterError,
+     "power_iteration: num_iters must be in [0, 2147483647] (an integer), got 2.5"),
+    (lambda: U.power_iteration(_M, num_iters="3"), HyperparameterError,
+     "power_iteration: num_iters must be a number in [0, 2147483647] (an integer), got '3' "
+     "(convert it with int())"),
+    (lambda: U.power_iteration(_M, error_tolerance=float("nan")), HyperparameterError,
+     "power_iteration: error_tolerance must be in [0, inf), got nan"),
+    (lambda: U.power_iteration(_M, v0=jnp.ones(4)), StructureError,
+     "power_iteration: v0 must be a vector of shape (n,) = (3,) for a matrix of shape (3, 3), "
+     "got shape (4,)"),
+    (lambda: U.power_iteration(_M, key=3), ArgumentTypeError,
+     "power_iteration: key must be a PRNG key (jax.random.key(0) or jax.random.PRNGKey(0)) or "
+     "None, got int: 3"),
+    (lambda: U.power_iteration("abc"), ArgumentTypeError,
+     "power_iteration: matrix must be a square (n, n) array, got str: 'abc'"),
+    (lambda: U.power_iteration(None), ArgumentTypeError,
+     "power_iteration: matrix must be a square (n, n) array, got NoneType: None"),
+    (lambda: U.matrix_inverse_pth_root(jnp.zeros((0, 0)), 2), StructureError,
+     "matrix_inverse_pth_root: matrix must have entries (n >= 1), got shape (0, 0)"),
+    (lambda: U.matrix_inverse_pth_root(_M, True), HyperparameterError,
+     "matrix_inverse_pth_root: p must be a number in [1, 2147483647] (an integer), got True"),
+    (lambda: U.matrix_inverse_pth_root(_M, "2"), HyperparameterError,
+     "matrix_inverse_pth_root: p must be a number in [1, 2147483647] (an integer), got '2' "
+     "(convert it with int())"),
+    (lambda: U.matrix_inverse_pth_root(_M, 2, num_iters=-1), HyperparameterError,
+     "matrix_inverse_pth_root: num_iters must be in [0, 2147483647] (an integer), got -1"),
+    (lambda: U.matrix_inverse_pth_root(_M, 2, ridge_epsilon=float("nan")), HyperparameterError,
+     "matrix_inverse_pth_root: ridge_epsilon must be in [0, inf), got nan"),
+    (lambda: U.matrix_inverse_pth_root(_M, 2, ridge_epsilon=-1.0), HyperparameterError,
+     "matrix_inverse_pth_root: ridge_epsilon must be in [0, inf), got -1.0"),
+    (lambda: U.matrix_inverse_pth_root(_M, 2, error_tolerance=-1.0), HyperparameterError,
+     "matrix_inverse_pth_root: error_tolerance must be in [0, inf), got -1.0"),
+    (lambda: U.matrix_inverse_pth_root(_M.astype(jnp.complex64), 2), ArgumentTypeError,
+     "matrix_inverse_pth_root: matrix must be real (symmetric positive semi-definite), got "
+     "complex64"),
+], ids=range(16))
+def test_linear_algebra_names_a_bad_argument(call, kind, message):
+  with pytest.raises(kind) as error:
+    call()
+  assert str(error.value) == message
+
+
+def test_linear_algebra_of_integer_and_complex_matrices():
+  # An integer matrix is taken as the default float dtype (optax: "dtype argument to
+  # `uniform` must be a float dtype, got int32"); a complex (Hermitian) one draws v0 real.
+  value, _ = U.power_iteration(jnp.diag(jnp.asarray([1, 3])))
+  assert value.dtype == jnp.float32
+  np.testing.assert_allclose(value, 3.0, rtol=1e-5)
+  root, _ = U.matrix_inverse_pth_root(jnp.diag(jnp.asarray([4, 16])), 2)
+  np.testing.assert_allclose(jnp.diag(root), [0.5, 0.25], rtol=1e-4)
+  value, vector = U.power_iteration(jnp.asarray([[2, 1j], [-1j, 2]], jnp.complex64))
+  np.testing.assert_allclose(value, 3.0, rtol=1e-5, atol=1e-6)
+  assert vector.dtype == jnp.complex64
 
 
 def test_reductions_of_a_tree_mixing_bfloat16_and_float32():
