@@ -1346,7 +1346,8 @@ def scalar_loss(value: Any, stage: str, what: str) -> jax.Array:
   if jnp.size(value) != 1:
     raise StructureError(f"{stage}: {what} must be a scalar loss (or of shape (1,)), got "
                          f"shape {jnp.shape(value)}")
-  return jnp.reshape(jnp.asarray(value), ())
+  value = jnp.asarray(value)
+  return value if value.ndim == 0 else jnp.reshape(value, ())  # no reshape op for a scalar
 
 
 __all__ = ["ANY", "EmptyState", "GradientTransformation", "HParamSpec", "HParams",
