@@ -859,6 +859,8 @@ def _outermost_init(init: InitFn, name: str) -> InitFn:
   def admitting_init(params: Params) -> State:
     if _inside():
       return init(params)
+    if _holds_opt_state(params):  # else a state with moments for its step and opt_state
+      raise StructureError(f"{name}: {_params_hint(params)}")
     from gradtx.tree import admit_params  # pylint: disable=import-outside-toplevel
     with _outermost(params):  # a callable mask sees the params given
       return init(admit_params(params, name))
@@ -1278,6 +1280,21 @@ def _from_optax(x: Any) -> bool:
   return type(x).__module__.partition(".")[0] == "optax"
 
 
+def _holds_opt_state(x: Any) -> bool:
+  """Whether ``x`` holds an optimizer's state as ``opt_state``: flax's ``TrainState``,
+  ``flax.nnx.Optimizer`` (known by the attribute: gradtx does not import flax)."""
+  return hasattr(x, "opt_state")
+
+
+def _params_hint(params: Any) -> str:
+  """What to do with an object that holds an optimizer's state, given to ``init`` as the
+  params (:func:`_holds_opt_state`)."""
+  kind = type(params).__name__
+  its = " (its .params)" if hasattr(params, "params") else ""
+  return (f"init was given a {kind}, which holds the optimizer's state: pass the "
+          f"parameters{its}, not the {kind}")
+
+
 def foreign_state_hint(state: Any) -> str | None:
   """What to do with a state that no gradtx init made, or ``None`` if it is not one: an
   optax state (one of optax's stage states, or an optax chain's tuple of them, which no
@@ -1286,7 +1303,7 @@ def foreign_state_hint(state: Any) -> str | None:
   tuple: a checkpoint restored without a target."""
   if _from_optax(state) or type(state) is tuple and any(_from_optax(s) for s in state):
     return OPTAX_STATE
-  if hasattr(state, "opt_state"):
+  if _holds_opt_state(state):
     kind = type(state).__name__
     return f"the {kind} given holds the optimizer's state: pass its .opt_state, not the {kind}"
   return RESTORED_WITHOUT_TARGET if type(state) in (dict, list, tuple) else None
