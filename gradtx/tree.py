@@ -739,9 +739,38 @@ def sub(tree_x: PyTree, tree_y: PyTree) -> PyTree:
   return tree_map(diff, tree_x, tree_y)
 
 
+def kinds_scaled_apart(scalar: jax.typing.ArrayLike) -> tuple[str, jnp.dtype]:
+  """``(kinds, dtype)``: the dtype kinds of the leaves that cannot hold ``scalar`` (of
+  ``dtype``): integer and bool leaves for a floating scalar, and real ones too for a
+  complex scalar (bfloat16's kind is 'V'); none for an integer scalar. Once per call; a
+  leaf whose ``dtype.kind`` is in ``kinds`` goes to :func:`scaled_dtype`.
+
+  The scalar was cast to each leaf's dtype, so ``tree_scale(0.5, int32 leaf)`` was 0 and
+  a complex scalar lost its imaginary part, where optax's ``scalar * x`` promotes."""
+  dtype = scalar.dtype if isinstance(scalar, jax.Array) else jnp.result_type(scalar)
+  kinds = "iubfV" if dtype.kind == "c" else "iub" if jnp.issubdtype(dtype, jnp.inexact) else ""
+  return kinds, dtype
+
+
+def scaled_dtype(of_scalar: jnp.dtype, *leaves: Any) -> jnp.dtype:
+  """The dtype a scalar of dtype ``of_scalar`` and ``leaves`` (of a kind that cannot hold
+  it, :func:`kinds_scaled_apart`) promote to, as optax's ``scalar * x`` gives."""
+  return compute_dtype(jnp.zeros((), of_scalar), *leaves)
+
+
 def scale(scalar: jax.typing.ArrayLike, tree: PyTree) -> PyTree:
-  """Leafwise ``scalar * x``, the scalar cast to each leaf's dtype (optax's argument order)."""
-  return tree_map(lambda x: as_dtype(scalar, x.dtype) * x, numbers_as_arrays(tree))
+  """Leafwise ``scalar * x``, the scalar cast to each leaf's dtype (optax's argument order:
+  a float32 learning rate does not widen a bfloat16 leaf); an integer or bool leaf times a
+  floating scalar, or a real one times a complex scalar, in the dtype they promote to, as
+  optax's (:func:`kinds_scaled_apart`)."""
+  apart, of_scalar = kinds_scaled_apart(scalar)
+
+  def times(x):
+    if x.dtype.kind in apart:  # rare: an integer leaf, a complex scalar
+      dtype = scaled_dtype(of_scalar, x)
+      return as_dtype(scalar, dtype) * as_dtype(x, dtype)
+    return as_dtype(scalar, x.dtype) * x
+  return tree_map(times, numbers_as_arrays(tree))
 
 
 def where(condition: jax.typing.ArrayLike, tree_x: PyTree, tree_y: PyTree) -> PyTree:

@@ -576,6 +576,27 @@ def test_gtx_tree_has_every_name_of_optax_tree():
     gtx.tree.nope  # pylint: disable=pointless-statement
 
 
+def test_scaling_a_leaf_that_cannot_hold_the_scalar_promotes_as_optax():
+  # The scalar was cast to the leaf's dtype: tree_scale(0.5, int32 [3, 4]) was [0, 0], and
+  # tree_add_scale(x, 0.5, y) x itself, where optax's are float32 [1.5, 2.] and [4.5, 6.];
+  # a complex scalar on a real leaf lost its imaginary part.
+  ints, flags = {"a": jnp.array([3, 4])}, {"a": jnp.array([True, False])}
+  cases = [(lambda m, s, t: m.tree_scale(s, t), (0.5, ints)),
+           (lambda m, s, t: m.tree_scale(s, t), (jnp.float16(0.5), ints)),
+           (lambda m, s, t: m.tree_scale(s, t), (0.5, flags)),
+           (lambda m, s, t: m.tree_scale(s, t), (1j, {"a": jnp.ones(2)})),
+           (lambda m, s, t: m.tree_scale(s, t), (2, ints)),  # an integer scalar: int32 still
+           (lambda m, s, t: m.tree_add_scale(t, s, t), (0.5, ints))]
+  for call, (scalar, tree) in cases:
+    ours = call(tu, scalar, tree)["a"]  # under the suite's strict promotion
+    with jax.numpy_dtype_promotion("standard"):  # optax's mixes int and float implicitly
+      theirs = call(optax.tree_utils, scalar, tree)["a"]
+    assert ours.dtype == theirs.dtype, (scalar, tree, ours.dtype, theirs.dtype)
+    np.testing.assert_array_equal(ours, theirs)
+  assert gtx.tree.scale(0.5, ints)["a"].dtype == jnp.float32
+  np.testing.assert_array_equal(jax.jit(gtx.tree.scale)(0.5, ints)["a"], [1.5, 2.0])
+
+
 def test_gtx_tree_names_that_gradtx_defines_agree_with_optax(dtype, run):
   x, y, z = _tree(0, dtype), _tree(1, dtype), _tree(2, dtype)
   nx, ny, nz = _np(x), _np(y), _np(z)
