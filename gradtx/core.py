@@ -268,13 +268,16 @@ def check_numbers(stage: str, name: str, value: Any, allowed: Range) -> None:
 
 
 def _not_numbers(value: Any) -> list[Any]:
-  """The entries of ``value`` (itself, or those of a tuple or list, nested) that numpy would
-  read as numbers though they are not: None, strings, bools, and bool and string arrays
-  (``np.asarray(np.array(['0.5']), float)`` is 0.5)."""
+  """The entries of ``value`` (itself, or those of a tuple or list, nested) that are not
+  numbers: None, strings, bools, and bool and string arrays, which numpy would read as
+  numbers (``np.asarray(np.array(['0.5']), float)`` is 0.5), and any other object that is
+  neither an array nor a Python int or float (``object()``, an object array), which numpy
+  and jax refused with "'<=' not supported between instances of 'object' and 'float'"."""
   if isinstance(value, (tuple, list)):
     return [slip for entry in value for slip in _not_numbers(entry)]
-  if (value is None or isinstance(value, (str, bytes, bool))
-      or getattr(getattr(value, "dtype", None), "kind", None) in ("b", "U", "S")):
+  kind = getattr(getattr(value, "dtype", None), "kind", None)
+  if (value is None or isinstance(value, (str, bytes, bool)) or kind in ("b", "U", "S", "O")
+      or (kind is None and not isinstance(value, (int, float)))):
     return [value]
   return []
 
@@ -856,6 +859,8 @@ def _outermost_init(init: InitFn, name: str) -> InitFn:
   def admitting_init(params: Params) -> State:
     if _inside():
       return init(params)
+    if _holds_opt_state(params):  # else a state with moments for its step and opt_state
+      raise StructureError(f"{name}: {_params_hint(params)}")
     from gradtx.tree import admit_params  # pylint: disable=import-outside-toplevel
     with _outermost(params):  # a callable mask sees the params given
       return init(admit_params(params, name))
@@ -1170,8 +1175,8 @@ def apply_updates(params: Params, updates: Updates) -> Params:
     u_shape, u_dtype = (u.shape, u.dtype) if hasattr(u, "dtype") else (
         jnp.shape(u), jnp.result_type(u))  # a Python number
     if u_shape != p.shape:  # would broadcast
-      return f"updates and params differ in shape at key path {{}}: {u_shape} in updates, " \
-             f"{p.shape} in params"
+      return (f"apply_updates: updates and params differ in shape at key path {{}}: "
+              f"{u_shape} in updates, {p.shape} in params")
     u_kind, p_kind = u_dtype.kind, p.dtype.kind
     if (p_kind in "iub" and u_kind not in "iub") or (u_kind == "c" and p_kind != "c"):
       return (f"apply_updates: the update at key path {{}} is {u_dtype} and the parameter is "
@@ -1197,7 +1202,7 @@ def apply_updates(params: Params, updates: Updates) -> Params:
   try:  # updates' structure is a prefix of params': a step of None leaves a subtree as it is
     return jax.tree.map(add, updates, params, is_leaf=no_gradient)
   except ValueError:
-    check_structure(params, updates, "params", "updates")  # names the key path
+    check_structure(params, updates, "params", "updates", stage="apply_updates")  # the key path
     raise
   except _Refused:
     jax.tree_util.tree_map_with_path(explain, updates, params, is_leaf=no_gradient)
@@ -1275,6 +1280,21 @@ def _from_optax(x: Any) -> bool:
   return type(x).__module__.partition(".")[0] == "optax"
 
 
+def _holds_opt_state(x: Any) -> bool:
+  """Whether ``x`` holds an optimizer's state as ``opt_state``: flax's ``TrainState``,
+  ``flax.nnx.Optimizer`` (known by the attribute: gradtx does not import flax)."""
+  return hasattr(x, "opt_state")
+
+
+def _params_hint(params: Any) -> str:
+  """What to do with an object that holds an optimizer's state, given to ``init`` as the
+  params (:func:`_holds_opt_state`)."""
+  kind = type(params).__name__
+  its = " (its .params)" if hasattr(params, "params") else ""
+  return (f"init was given a {kind}, which holds the optimizer's state: pass the "
+          f"parameters{its}, not the {kind}")
+
+
 def foreign_state_hint(state: Any) -> str | None:
   """What to do with a state that no gradtx init made, or ``None`` if it is not one: an
   optax state (one of optax's stage states, or an optax chain's tuple of them, which no
@@ -1283,7 +1303,7 @@ def foreign_state_hint(state: Any) -> str | None:
   tuple: a checkpoint restored without a target."""
   if _from_optax(state) or type(state) is tuple and any(_from_optax(s) for s in state):
     return OPTAX_STATE
-  if hasattr(state, "opt_state"):
+  if _holds_opt_state(state):
     kind = type(state).__name__
     return f"the {kind} given holds the optimizer's state: pass its .opt_state, not the {kind}"
   return RESTORED_WITHOUT_TARGET if type(state) in (dict, list, tuple) else None
@@ -1343,7 +1363,8 @@ def scalar_loss(value: Any, stage: str, what: str) -> jax.Array:
   if jnp.size(value) != 1:
     raise StructureError(f"{stage}: {what} must be a scalar loss (or of shape (1,)), got "
                          f"shape {jnp.shape(value)}")
-  return jnp.reshape(jnp.asarray(value), ())
+  value = jnp.asarray(value)
+  return value if value.ndim == 0 else jnp.reshape(value, ())  # no reshape op for a scalar
 
 
 __all__ = ["ANY", "EmptyState", "GradientTransformation", "HParamSpec", "HParams",

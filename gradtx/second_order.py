@@ -16,8 +16,10 @@ import jax
 import jax.numpy as jnp
 from jax import flatten_util
 
-from gradtx.errors import StructureError
+from gradtx.core import check_callable, scalar_loss
+from gradtx.errors import ArgumentTypeError, StructureError
 from gradtx.numerics import abs_sq, as_dtype
+from gradtx.tree import keystr
 
 PyTree = Any
 
@@ -41,6 +43,59 @@ def _ravel_pytree(tree: PyTree) -> tuple[jax.Array, Any]:
 
 def _ravel(tree: PyTree) -> jax.Array:
   return _ravel_pytree(tree)[0]
+
+
+_LOSS = "a function loss(params, inputs, targets) -> scalar"
+
+
+def _scalar_loss(stage: str, name: str, loss: Any, params: PyTree, inputs: Any,
+                 targets: Any) -> Any:
+  """``params -> loss(params, inputs, targets)`` as a scalar (one of shape ``(1,)`` taken
+  as one, :func:`gradtx.core.scalar_loss`), after checking that ``loss`` (the argument
+  ``name``) is a function and that each leaf of ``params`` is floating point or complex.
+
+  Checked in Python, once per trace: a loss that was not a function failed with "'int'
+  object is not callable" or jax's "Expected a callable value", a loss of shape (2,) with
+  "Gradient only defined for scalar-output functions", and an integer leaf with jax.jvp's
+  "primal and tangent arguments to jax.jvp do not match" or jax.grad's "grad requires
+  real- or complex-valued inputs", naming neither the function nor the leaf."""
+  check_callable(stage, name, loss, _LOSS)
+  for path, leaf in jax.tree_util.tree_flatten_with_path(params)[0]:
+    try:
+      dtype = jnp.result_type(leaf)
+    except TypeError:  # not an array (a function left in a model)
+      dtype = None
+    if dtype is None or not jnp.issubdtype(dtype, jnp.inexact):
+      what = dtype.name if dtype is not None else f"a {type(leaf).__name__}"
+      raise ArgumentTypeError(
+          f"{stage}: the params at key path {keystr(path)} are {what}: the derivatives are "
+          f"of floating-point params only; close over the others in {name}")
+  return lambda p: scalar_loss(loss(p, inputs, targets), stage, f"{name}'s result")
+
+
+def _hvp(stage: str, loss: LossFn, v: Any, params: PyTree, inputs: jax.Array,
+         targets: jax.Array) -> PyTree:
+  """:func:`hvp`, its errors naming ``stage``, which called it."""
+  value = _scalar_loss(stage, "loss", loss, params, inputs, targets)
+  flat, unravel = _ravel_pytree(params)
+  try:
+    array = jnp.asarray(v)
+  except (TypeError, ValueError):  # jax's "Value 'ab' with dtype <U2 is not a valid JAX array type"
+    array = None
+  if array is None or not (jnp.issubdtype(array.dtype, jnp.number) or array.dtype == bool):
+    raise ArgumentTypeError(f"{stage}: v must be a flat vector of numbers, got "
+                            f"{type(v).__name__}: {v!r}")
+  v = array
+  if v.shape != flat.shape:  # else unravel fails with "Sum of sizes 4 must be equal to ..."
+    raise StructureError(f"{stage}: v must be a flat vector of the size of "
+                         f"ravel_pytree(params), shape {flat.shape}; got shape {v.shape}")
+  if jnp.iscomplexobj(v) and not jnp.iscomplexobj(flat):  # the cast would drop Im v
+    raise StructureError(f"{stage}: v is {v.dtype} and the params are real ({flat.dtype}); "
+                         "pass the real and imaginary parts of v in two calls")
+  # A probe drawn in another float dtype (a float64 numpy vector under x64 for float32
+  # params) is the same direction: cast, where jax.jvp refused the mismatched tangent.
+  v = as_dtype(v, flat.dtype)
+  return jax.jvp(jax.grad(value), (params,), (unravel(v),))[1]
 
 
 def hvp(loss: LossFn, v: jax.Array, params: PyTree, inputs: jax.Array,
@@ -75,18 +130,7 @@ def hvp(loss: LossFn, v: jax.Array, params: PyTree, inputs: jax.Array,
     >>> gtx.second_order.hvp(loss, jnp.array([1.0, 0.0]), jnp.zeros(2), x, y)
     Array([2., 4.], dtype=float32)
   """
-  flat, unravel = _ravel_pytree(params)
-  v = jnp.asarray(v)
-  if v.shape != flat.shape:  # else unravel fails with "Sum of sizes 4 must be equal to ..."
-    raise StructureError(f"hvp: v must be a flat vector of the size of ravel_pytree(params), "
-                         f"shape {flat.shape}; got shape {v.shape}")
-  if jnp.iscomplexobj(v) and not jnp.iscomplexobj(flat):  # the cast would drop Im v
-    raise StructureError(f"hvp: v is {v.dtype} and the params are real ({flat.dtype}); "
-                         "pass the real and imaginary parts of v in two calls")
-  # A probe drawn in another float dtype (a float64 numpy vector under x64 for float32
-  # params) is the same direction: cast, where jax.jvp refused the mismatched tangent.
-  v = as_dtype(v, flat.dtype)
-  return jax.jvp(jax.grad(lambda p: loss(p, inputs, targets)), (params,), (unravel(v),))[1]
+  return _hvp("hvp", loss, v, params, inputs, targets)
 
 
 def hessian_diag(loss: LossFn, params: PyTree, inputs: jax.Array,
@@ -115,9 +159,11 @@ def hessian_diag(loss: LossFn, params: PyTree, inputs: jax.Array,
     >>> gtx.second_order.hessian_diag(loss, jnp.zeros(2), x, y)
     Array([ 2., 10.], dtype=float32)
   """
+  _scalar_loss("hessian_diag", "loss", loss, params, inputs, targets)  # named here, not as hvp
   flat = _ravel(params)
   basis = jnp.eye(flat.size, dtype=flat.dtype)
-  return jax.vmap(lambda e: jnp.vdot(e, _ravel(hvp(loss, e, params, inputs, targets))))(basis)
+  return jax.vmap(lambda e: jnp.vdot(
+      e, _ravel(_hvp("hessian_diag", loss, e, params, inputs, targets))))(basis)
 
 
 def fisher_diag(negative_log_likelihood: LossFn, params: PyTree, inputs: jax.Array,
@@ -152,4 +198,6 @@ def fisher_diag(negative_log_likelihood: LossFn, params: PyTree, inputs: jax.Arr
     >>> gtx.second_order.fisher_diag(nll, jnp.zeros(2), jnp.eye(2), jnp.array([1.0, -3.0]))
     Array([1., 9.], dtype=float32)
   """
-  return abs_sq(_ravel(jax.grad(negative_log_likelihood)(params, inputs, targets)))
+  value = _scalar_loss("fisher_diag", "negative_log_likelihood", negative_log_likelihood, params,
+                       inputs, targets)
+  return abs_sq(_ravel(jax.grad(value)(params)))

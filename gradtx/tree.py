@@ -17,10 +17,11 @@ import collections
 import contextvars
 import functools
 import inspect
-from typing import TYPE_CHECKING, Any, Callable, NamedTuple, TypeGuard
+from typing import TYPE_CHECKING, Any, Callable, Literal, NamedTuple, TypeGuard
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from gradtx.errors import StructureError
 from gradtx.numerics import (as_dtype, at_least_float32, complex_dtype, compute_dtype, real_dtype,
@@ -386,7 +387,8 @@ def check_real(params: PyTree, stage: str) -> None:
 
 
 def check_structure(expected: PyTree, got: PyTree, expected_name: str,
-                    got_name: str, *, check_shapes: bool = True, stage: str | None = None) -> None:
+                    got_name: str, *, check_shapes: bool | Literal["broadcast"] = True,
+                    stage: str | None = None) -> None:
   """Raises :class:`StructureError` naming the first key path where trees differ.
 
   Args:
@@ -399,13 +401,15 @@ def check_structure(expected: PyTree, got: PyTree, expected_name: str,
       out) must still meet a :class:`MaskedNode`: a per-leaf flag or statistic
       of a leaf is state for it as a moment is, and a step that replaced it
       by the gradient's :class:`MaskedNode` would change the state's structure
-      (a jitted step retraces, ``lax.scan`` fails).
+      (a jitted step retraces, ``lax.scan`` fails). ``"broadcast"``: shapes that
+      broadcast together (leaf math that broadcasts, as optax's ``tree_add`` does).
     stage: the transformation checking (``"scale_by_adam"``), which the message
       starts with: a primitive used outside a chain has no stage name otherwise.
   """
   expected_flat, expected_def = jax.tree_util.tree_flatten(expected, is_leaf=_is_node)
   got_flat, got_def = jax.tree_util.tree_flatten(got, is_leaf=_is_node)
-  same = _same_shape if check_shapes else _same_presence
+  same = (_broadcast if check_shapes == "broadcast" else
+          _same_shape if check_shapes else _same_presence)
   if expected_def == got_def:  # type: ignore[operator]  # jax's PyTreeDef is untyped
     if all(same(a, b) for a, b in zip(expected_flat, got_flat)):
       return  # the common case: no key paths are built
@@ -443,11 +447,16 @@ def check_structure(expected: PyTree, got: PyTree, expected_name: str,
           f"{where}{got_name} and {expected_name} differ in shape at key path {key}: {detail}")
 
 
-def names_structure_mismatch(*names: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+def names_structure_mismatch(*names: str, same_shapes: bool = False
+                             ) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
   """Makes a function of several trees of one structure, its arguments ``names``, raise
   :class:`StructureError` naming itself, the two arguments and the first key path where
   they differ (:func:`check_structure`), where JAX's own error (``Dict key mismatch``,
-  ``Custom node type mismatch``) named neither; keeps its name, signature and docstring.
+  ``Custom node type mismatch``, ``add got incompatible shapes for broadcasting``) named
+  neither; keeps its name, signature and docstring. They differ where their structures
+  do, or where two leaves' shapes do not broadcast together (with ``same_shapes``: are
+  not equal; the function itself raises ``ValueError`` on the leaves that would
+  broadcast, as :func:`gradtx.incremental_update` does, an average of another shape).
 
   A ``*args`` name stands for each of its trees (``other_trees[0]``, ...). The trees are
   compared only once the function has raised ``ValueError`` or ``TypeError``, so a call
@@ -467,8 +476,8 @@ def names_structure_mismatch(*names: str) -> Callable[[Callable[..., Any]], Call
         trees = _named_arguments(signature, names, args, kwargs)
         for name, tree in trees[1:]:
           try:
-            check_structure(trees[0][1], tree, trees[0][0], name, check_shapes=False,
-                            stage=fn.__name__)
+            check_structure(trees[0][1], tree, trees[0][0], name,
+                            check_shapes=same_shapes or "broadcast", stage=fn.__name__)
           except StructureError as mismatch:
             raise mismatch from None  # JAX's error says less, and where it does not
         raise
@@ -520,6 +529,20 @@ def _packed_against_arrays(expected_leaves: dict[str, Any], got_leaves: dict[str
 def _same_presence(a: Any, b: Any) -> bool:
   """Both or neither a :class:`MaskedNode`: the shapes may differ (a statistic per leaf)."""
   return is_masked(a) == is_masked(b)
+
+
+def _broadcast(a: Any, b: Any) -> bool:
+  """:func:`_same_shape`, but for two arrays, shapes that broadcast together."""
+  if is_masked(a) or is_masked(b) or _is_packed_kind(a) or _is_packed_kind(b):
+    return _same_shape(a, b)
+  shape_a, shape_b = getattr(a, "shape", None), getattr(b, "shape", None)
+  if shape_a is None or shape_b is None:
+    return True
+  try:
+    np.broadcast_shapes(tuple(shape_a), tuple(shape_b))
+  except ValueError:
+    return False
+  return True
 
 
 def _describe_shape(x: Any) -> str:
@@ -716,9 +739,38 @@ def sub(tree_x: PyTree, tree_y: PyTree) -> PyTree:
   return tree_map(diff, tree_x, tree_y)
 
 
+def kinds_scaled_apart(scalar: jax.typing.ArrayLike) -> tuple[str, jnp.dtype]:
+  """``(kinds, dtype)``: the dtype kinds of the leaves that cannot hold ``scalar`` (of
+  ``dtype``): integer and bool leaves for a floating scalar, and real ones too for a
+  complex scalar (bfloat16's kind is 'V'); none for an integer scalar. Once per call; a
+  leaf whose ``dtype.kind`` is in ``kinds`` goes to :func:`scaled_dtype`.
+
+  The scalar was cast to each leaf's dtype, so ``tree_scale(0.5, int32 leaf)`` was 0 and
+  a complex scalar lost its imaginary part, where optax's ``scalar * x`` promotes."""
+  dtype = scalar.dtype if isinstance(scalar, jax.Array) else jnp.result_type(scalar)
+  kinds = "iubfV" if dtype.kind == "c" else "iub" if jnp.issubdtype(dtype, jnp.inexact) else ""
+  return kinds, dtype
+
+
+def scaled_dtype(of_scalar: jnp.dtype, *leaves: Any) -> jnp.dtype:
+  """The dtype a scalar of dtype ``of_scalar`` and ``leaves`` (of a kind that cannot hold
+  it, :func:`kinds_scaled_apart`) promote to, as optax's ``scalar * x`` gives."""
+  return compute_dtype(jnp.zeros((), of_scalar), *leaves)
+
+
 def scale(scalar: jax.typing.ArrayLike, tree: PyTree) -> PyTree:
-  """Leafwise ``scalar * x``, the scalar cast to each leaf's dtype (optax's argument order)."""
-  return tree_map(lambda x: as_dtype(scalar, x.dtype) * x, numbers_as_arrays(tree))
+  """Leafwise ``scalar * x``, the scalar cast to each leaf's dtype (optax's argument order:
+  a float32 learning rate does not widen a bfloat16 leaf); an integer or bool leaf times a
+  floating scalar, or a real one times a complex scalar, in the dtype they promote to, as
+  optax's (:func:`kinds_scaled_apart`)."""
+  apart, of_scalar = kinds_scaled_apart(scalar)
+
+  def times(x):
+    if x.dtype.kind in apart:  # rare: an integer leaf, a complex scalar
+      dtype = scaled_dtype(of_scalar, x)
+      return as_dtype(scalar, dtype) * as_dtype(x, dtype)
+    return as_dtype(scalar, x.dtype) * x
+  return tree_map(times, numbers_as_arrays(tree))
 
 
 def where(condition: jax.typing.ArrayLike, tree_x: PyTree, tree_y: PyTree) -> PyTree:

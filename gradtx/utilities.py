@@ -15,8 +15,9 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
-from gradtx import core, tree, tree_utils
-from gradtx.numerics import abs_sq, as_dtype
+from gradtx import core, numerics, tree, tree_utils
+from gradtx.errors import ArgumentTypeError, HyperparameterError, StructureError
+from gradtx.numerics import abs_sq, as_dtype, as_float
 
 PyTree = Any
 
@@ -155,7 +156,17 @@ def safe_int32_increment(count: jax.typing.ArrayLike) -> jax.Array:
   return safe_increment(count)
 
 
-@tree.names_structure_mismatch("new_tensors", "old_tensors")
+def _same_shape(new: Any, old: Any, where: str) -> None:
+  """Raises ``ValueError`` where a leaf of ``new_tensors`` and its ``old_tensors`` leaf
+  differ in shape: jnp would broadcast them into an average, or a copy, of another shape
+  than the one kept (optax's do). :func:`gradtx.tree.names_structure_mismatch` then names
+  the key path and the two shapes. Python-side, at trace time: nothing in a step."""
+  if not tree._same_shape(new, old):  # pylint: disable=protected-access
+    raise ValueError(f"{where}: new_tensors and old_tensors differ in shape: "
+                     f"{jnp.shape(new)} and {jnp.shape(old)}")
+
+
+@tree.names_structure_mismatch("new_tensors", "old_tensors", same_shapes=True)
 def incremental_update(new_tensors: PyTree, old_tensors: PyTree,
                        step_size: jax.typing.ArrayLike) -> PyTree:
   """Polyak averaging: an exponential moving average of the parameters.
@@ -163,7 +174,9 @@ def incremental_update(new_tensors: PyTree, old_tensors: PyTree,
   .. math:: \\bar\\theta \\leftarrow \\alpha\\, \\theta + (1 - \\alpha)\\, \\bar\\theta
 
   Each leaf in the dtype of ``new_tensors``' leaf (:math:`\\alpha` cast to
-  it); a ``None`` leaf of ``new_tensors`` gives ``None``.
+  it); a ``None`` leaf of ``new_tensors`` gives ``None``. Two leaves of
+  different shapes raise :class:`~gradtx.StructureError` naming the key path
+  (optax broadcasts them into an average of another shape).
 
   Args:
     new_tensors: the latest parameters :math:`\\theta`.
@@ -183,13 +196,14 @@ def incremental_update(new_tensors: PyTree, old_tensors: PyTree,
   def average(new, old):
     if new is None:
       return None
+    _same_shape(new, old, "incremental_update")
     dtype = jnp.result_type(new)
     alpha = as_dtype(step_size, dtype)
     return alpha * new + (1 - alpha) * as_dtype(old, dtype)
   return jax.tree.map(average, new_tensors, old_tensors, is_leaf=lambda x: x is None)
 
 
-@tree.names_structure_mismatch("new_tensors", "old_tensors")
+@tree.names_structure_mismatch("new_tensors", "old_tensors", same_shapes=True)
 def periodic_update(new_tensors: PyTree, old_tensors: PyTree, steps: jax.typing.ArrayLike,
                     update_period: jax.typing.ArrayLike) -> PyTree:
   """A slow copy of the parameters, refreshed every ``update_period`` steps.
@@ -207,13 +221,21 @@ def periodic_update(new_tensors: PyTree, old_tensors: PyTree, steps: jax.typing.
     Mnih et al., *Human-level control through deep reinforcement learning*,
     Nature 2015; Grill et al., *Bootstrap your own latent*, NeurIPS 2020.
 
+  Two leaves of different shapes raise :class:`~gradtx.StructureError` naming
+  the key path (optax broadcasts them into a copy of another shape).
+
   Example:
     >>> import gradtx as gtx
     >>> import jax.numpy as jnp
     >>> gtx.periodic_update(jnp.array([1.0]), jnp.array([0.0]), jnp.asarray(10), 5)
     Array([1.], dtype=float32)
   """
-  return tree.where(jnp.mod(steps, update_period) == 0, new_tensors, old_tensors)
+  copy = jnp.mod(steps, update_period) == 0
+
+  def pick(new, old):
+    _same_shape(new, old, "periodic_update")
+    return jnp.where(copy, new, old)
+  return tree.tree_map(pick, new_tensors, old_tensors)
 
 
 def bias_correction(moment: PyTree, decay: jax.typing.ArrayLike,
@@ -306,12 +328,38 @@ def update_moment_per_elem_norm(updates: PyTree, moments: PyTree, decay: jax.typ
 # Linear algebra.
 
 
-def _square(matrix: jax.typing.ArrayLike, where: str) -> jax.Array:
-  """``matrix`` as an array, checked to be square (n, n)."""
-  matrix = jnp.asarray(matrix)
-  if matrix.ndim != 2 or matrix.shape[0] != matrix.shape[1]:
-    raise ValueError(f"{where}: matrix must be a square (n, n) array, got shape {matrix.shape}")
-  return matrix
+def _square(matrix: Any, where: str, *, real: bool) -> jax.Array:
+  """``matrix`` as an array, checked to be square (n, n) with n >= 1; an integer or bool
+  one as the default float dtype (:func:`gradtx.numerics.as_float`: optax's draw of
+  ``v0`` in its dtype raised "dtype argument to `uniform` must be a float dtype"); with
+  ``real``, a complex one refused. A string, None or another object raised jax's "Value
+  'abc' with dtype <U3 is not a valid JAX array type", naming neither ``where`` nor the
+  argument."""
+  try:
+    array = jnp.asarray(matrix)
+  except (TypeError, ValueError):
+    array = None
+  if array is None or not (jnp.issubdtype(array.dtype, jnp.number) or array.dtype == bool):
+    raise ArgumentTypeError.about(where, "matrix", matrix, "must be a square (n, n) array, "
+                                  f"got {type(matrix).__name__}: {matrix!r}")
+  if array.ndim != 2 or array.shape[0] != array.shape[1]:
+    raise StructureError(f"{where}: matrix must be a square (n, n) array, got shape "
+                         f"{array.shape}")
+  if array.size == 0:  # numpy's "zero-size array to reduction operation max"
+    raise StructureError(f"{where}: matrix must have entries (n >= 1), got shape {array.shape}")
+  if real and array.dtype.kind == "c":
+    raise ArgumentTypeError.about(where, "matrix", matrix, "must be real (symmetric positive "
+                                  f"semi-definite), got {array.dtype}")
+  return as_float(array)
+
+
+def _check_iteration(where: str, num_iters: Any, error_tolerance: Any) -> None:
+  """Refuses a ``num_iters`` that is not an integer >= 0 and an ``error_tolerance`` that is
+  not a number >= 0 (traced ones pass): -1 or 2.5 steps ran 0 or 3 without a word, a
+  string failed in the loop's ``<`` ("not supported between instances of
+  'DynamicJaxprTracer' and 'str'"), and a NaN tolerance never stopped the loop early."""
+  core.check_value(where, "num_iters", num_iters, core.NONNEGATIVE_INT, scalar=True)
+  core.check_value(where, "error_tolerance", error_tolerance, core.NONNEGATIVE, scalar=True)
 
 
 def _normalize(v: PyTree) -> PyTree:
@@ -346,9 +394,16 @@ def power_iteration(matrix: jax.typing.ArrayLike | Callable[[PyTree], PyTree], *
   Returns:
     ``(eigenvalue, eigenvector)``, the eigenvector of unit l2 norm.
 
+  An integer matrix is taken as the default float dtype; for a complex
+  (Hermitian) one, ``v0`` is drawn real.
+
   Raises:
-    ValueError: a callable ``matrix`` without ``v0``; an array ``matrix`` that is not
-      square.
+    ValueError: a callable ``matrix`` without ``v0``;
+      :class:`~gradtx.StructureError`: an array ``matrix`` that is not square,
+      a ``v0`` that is not ``(n,)``; :class:`~gradtx.HyperparameterError`:
+      ``num_iters`` not an integer ``>= 0``, ``error_tolerance`` not a number
+      ``>= 0``; :class:`~gradtx.ArgumentTypeError`: a ``matrix`` that is not
+      an array of numbers, a ``key`` that is not a PRNG key.
 
   References:
     Golub & Van Loan, *Matrix Computations*, 4th ed., section 7.3.1.
@@ -360,17 +415,28 @@ def power_iteration(matrix: jax.typing.ArrayLike | Callable[[PyTree], PyTree], *
     >>> round(float(value), 4)
     3.0
   """
+  _check_iteration("power_iteration", num_iters, error_tolerance)
   if callable(matrix):
     mvp = matrix
     if v0 is None:
       raise ValueError("power_iteration: v0 is required when matrix is a function; pass a "
                        "tree of the shape the function takes")
   else:
-    matrix = _square(matrix, "power_iteration")
+    matrix = _square(matrix, "power_iteration", real=False)
     mvp = lambda v: jnp.matmul(matrix, v, precision=precision)  # noqa: E731
+    n = matrix.shape[0]
     if v0 is None:
-      v0 = jax.random.uniform(jax.random.PRNGKey(0) if key is None else key,
-                              matrix.shape[-1:], matrix.dtype, minval=-1.0, maxval=1.0)
+      try:
+        v0 = jax.random.uniform(jax.random.PRNGKey(0) if key is None else key, (n,),
+                                numerics.real_dtype(matrix.dtype), minval=-1.0, maxval=1.0)
+      except (TypeError, ValueError):  # jax's "JAX encountered invalid PRNG key data"
+        raise ArgumentTypeError.about(
+            "power_iteration", "key", key, "must be a PRNG key (jax.random.key(0) or "
+            f"jax.random.PRNGKey(0)) or None, got {type(key).__name__}: {key!r}") from None
+      v0 = v0.astype(matrix.dtype)
+    elif jnp.shape(v0)[:1] != (n,):  # jnp.matmul's "dot_general requires contracting ..."
+      raise StructureError(f"power_iteration: v0 must be a vector of shape (n,) = ({n},) for "
+                           f"a matrix of shape {matrix.shape}, got shape {jnp.shape(v0)}")
   v0 = _normalize(v0)
   z0 = mvp(v0)
   eig0 = jnp.zeros_like(jnp.asarray(tree_utils.tree_vdot(v0, z0)))
@@ -378,9 +444,9 @@ def power_iteration(matrix: jax.typing.ArrayLike | Callable[[PyTree], PyTree], *
   def cond(loop):
     v, z, eig, i = loop
     residual = tree_utils.tree_norm(tree_utils.tree_add_scale(z, -eig, v))
-    # The residual is a norm (float32 for a bfloat16 matrix): eig cast to it, as strict
-    # promotion asks.
-    converged = (jnp.abs(residual / as_dtype(eig, residual.dtype))
+    # The residual is a norm (float32 for a bfloat16 matrix, real for a complex one): |eig|
+    # cast to it, as strict promotion asks.
+    converged = (jnp.abs(residual / as_dtype(jnp.abs(eig), residual.dtype))
                  < as_dtype(error_tolerance, residual.dtype))
     return ~converged & (i < num_iters)
 
@@ -439,10 +505,16 @@ def matrix_inverse_pth_root(matrix: jax.typing.ArrayLike, p: jax.typing.ArrayLik
   Returns:
     ``(root, error)``: :math:`A_\\epsilon^{-1/p}` and :math:`\\max |M - I|`.
 
+  An integer matrix is taken as the default float dtype.
+
   Raises:
-    ValueError: a ``matrix`` that is not square; a concrete ``p`` other than 1,
-      2, 4 or 8 (the iteration takes :math:`T_k^p` by repeated squaring, so
-      another root would be wrong, silently).
+    HyperparameterError: a concrete ``p`` other than 1, 2, 4 or 8 (the
+      iteration takes :math:`T_k^p` by repeated squaring, so another root
+      would be wrong, silently); ``num_iters`` not an integer ``>= 0``;
+      ``ridge_epsilon`` or ``error_tolerance`` not a number ``>= 0`` (a NaN
+      ridge gave a root of NaN).
+    StructureError: a ``matrix`` that is not square.
+    ArgumentTypeError: a ``matrix`` that is not an array of real numbers.
 
   References:
     Higham, *Functions of Matrices: Theory and Computation*, SIAM 2008,
@@ -455,9 +527,14 @@ def matrix_inverse_pth_root(matrix: jax.typing.ArrayLike, p: jax.typing.ArrayLik
     >>> [round(float(r), 3) for r in jnp.diag(root)]
     [0.5, 0.25]
   """
-  if not isinstance(p, jax.core.Tracer) and (jnp.ndim(p) != 0 or p not in (1, 2, 4, 8)):
-    raise ValueError(f"matrix_inverse_pth_root: p must be 1, 2, 4 or 8, got {p!r}")
-  matrix = _square(matrix, "matrix_inverse_pth_root")
+  where = "matrix_inverse_pth_root"
+  roots = "must be 1, 2, 4 or 8"
+  core.check_numbers(where, "p", p, core.POSITIVE_INT)  # True, '2': not a root
+  if core.is_concrete(p) and (jnp.ndim(p) != 0 or p not in (1, 2, 4, 8)):
+    raise HyperparameterError.about(where, "p", p, f"{roots}, got {p!r}")
+  _check_iteration(where, num_iters, error_tolerance)
+  core.check_value(where, "ridge_epsilon", ridge_epsilon, core.NONNEGATIVE, scalar=True)
+  matrix = _square(matrix, where, real=True)
   dtype = matrix.dtype
   n = matrix.shape[0]
   alpha = -1 / jnp.asarray(p, dtype)

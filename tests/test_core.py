@@ -22,11 +22,18 @@ def test_apply_updates_keeps_each_parameter_dtype():
   assert new["c"] is None
 
 
-def test_apply_updates_names_the_mismatched_key_path():
-  with pytest.raises(gtx.StructureError, match=r"\['b'\]"):
+def test_apply_updates_names_itself_the_mismatched_key_path_and_the_shapes():
+  # The messages named neither apply_updates nor, for a user with several calls in a
+  # step (apply_updates, incremental_update), which of them refused.
+  with pytest.raises(gtx.StructureError, match=r"^apply_updates: updates and params differ in "
+                     r"structure: key path \['b'\] is in params but not in updates$"):
     gtx.apply_updates({"a": jnp.ones(1), "b": jnp.ones(1)}, {"a": jnp.ones(1)})
-  with pytest.raises(gtx.StructureError, match=r"shape at key path \['a'\]: \(2,\)"):
-    gtx.apply_updates({"a": jnp.ones(1)}, {"a": jnp.ones(2)})
+  with pytest.raises(gtx.StructureError, match=r"^apply_updates: updates and params differ in "
+                     r"shape at key path \['x'\]\['a'\]: \(2,\) in updates, \(1,\) in params$"):
+    gtx.apply_updates({"x": {"a": jnp.ones(1)}}, {"x": {"a": jnp.ones(2)}})
+  with pytest.raises(gtx.StructureError, match=r"^apply_updates: .* at key path \['a'\]: \(3,\) "
+                     r"in updates, \(2, 3\) in params"):  # would broadcast
+    jax.jit(gtx.apply_updates)({"a": jnp.ones((2, 3))}, {"a": jnp.ones(3)})
 
 
 def test_identity_and_stateless():

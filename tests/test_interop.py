@@ -224,6 +224,24 @@ def test_a_train_state_given_as_the_optimizer_state_is_named_with_its_opt_state(
   np.testing.assert_allclose(updates["out"]["w"], -0.1 * np.sign(params["out"]["w"]), rtol=1e-6)
 
 
+def test_a_train_state_given_to_init_as_the_params_is_named():
+  # tx.init(state) made a state with moments for the TrainState's step, params and
+  # opt_state, without a word, and the first update then failed on the params' structure.
+  params = _linen_style_params()
+  tx = gtx.adam(0.1)
+  state = train_state.TrainState.create(apply_fn=_linen_style_apply, params=params, tx=tx)
+  optimizer = nnx.Optimizer(_NnxMLP(nnx.Rngs(0)), tx, wrt=nnx.Param)
+  for holder, stage, its in [(state, tx, " (its .params)"), (optimizer, tx, ""),
+                             (state, gtx.scale_by_adam(), " (its .params)")]:
+    kind = type(holder).__name__
+    with pytest.raises(gtx.StructureError) as info:
+      stage.init(holder)
+    assert str(info.value) == (
+        f"{stage.name}: init was given a {kind}, which holds the optimizer's state: pass the "
+        f"parameters{its}, not the {kind}")
+  assert jax.tree.structure(tx.init(state.params)) == jax.tree.structure(state.opt_state)
+
+
 def test_flax_train_state_checkpoint_with_msgpack_resumes_bit_for_bit():
   # flax.serialization.to_bytes / from_bytes, how a TrainState is saved with msgpack:
   # it raised "can not serialize 'ChainState' object" for every gradtx optimizer.

@@ -141,7 +141,14 @@ _W = {"w": jnp.array([-2.0, 0.5, 3.0]), "b": jnp.array(1.5)}
      r"^projection_box: upper at \['w'\] must be a number .*got array\(\['1'\]"),
     (lambda: P.projection_hypercube(_W, {"w": "1", "b": 1.0}),
      r"^projection_hypercube: scale at \['w'\] must be a number in \[0, inf\], got '1'"),
-], ids=range(8))
+    # Any other object: numpy's "'<=' not supported between instances of 'object' and
+    # 'float'", naming neither the projection nor the bound.
+    (lambda: P.projection_box(_W, object(), 1.0),
+     r"^projection_box: lower must be a number in \[-inf, inf\], got <object object at "),
+    (lambda: P.projection_box(_W, -1.0, {"w": 1.0, "b": np.array([object()])}),
+     r"^projection_box: upper at \['b'\] must be a number in \[-inf, inf\], got "
+     r"array\(\[<object"),
+], ids=range(10))
 def test_box_bound_that_is_not_a_number_raises_naming_it(call, pattern):
   with pytest.raises(HyperparameterError, match=pattern):
     call()

@@ -15,6 +15,7 @@ import pytest
 from jax import flatten_util
 
 from gradtx import second_order as SO
+from gradtx.errors import ArgumentTypeError, StructureError
 
 
 @pytest.fixture(params=[False, True], ids=["eager", "jit"])
@@ -150,3 +151,57 @@ def test_signatures_match_optax():
     ours = list(inspect.signature(getattr(SO, name)).parameters)
     theirs = list(inspect.signature(getattr(optax.second_order, name)).parameters)
     assert ours == theirs, name
+
+
+def _sum_squares(params, inputs, targets):
+  del inputs, targets
+  return jnp.sum(params["w"] ** 2)
+
+
+_P = {"n": jnp.asarray(3), "w": jnp.ones(2)}
+_OK = {"w": jnp.ones(2)}
+_X = jnp.zeros(2)
+
+
+# Bad input raised from inside jax: "'int' object is not callable" (or "Expected a
+# callable value, got 3"), "Gradient only defined for scalar-output functions. Output had
+# shape: (2,)", jax.jvp's "primal and tangent arguments to jax.jvp do not match" and
+# jax.grad's "grad requires real- or complex-valued inputs" for an integer leaf, "Value
+# 'ab' with dtype <U2 is not a valid JAX array type": none named the function, the
+# argument or the leaf.
+@pytest.mark.parametrize("call, kind, message", [
+    (lambda: SO.hvp(3, jnp.ones(2), _OK, _X, _X), TypeError,
+     "hvp: loss must be a function loss(params, inputs, targets) -> scalar, got 3"),
+    (lambda: SO.hessian_diag(3, _OK, _X, _X), TypeError,
+     "hessian_diag: loss must be a function loss(params, inputs, targets) -> scalar, got 3"),
+    (lambda: SO.fisher_diag(3, _OK, _X, _X), TypeError,
+     "fisher_diag: negative_log_likelihood must be a function loss(params, inputs, targets) "
+     "-> scalar, got 3"),
+    (lambda: SO.hvp(lambda p, x, y: p["w"] ** 2, jnp.ones(2), _OK, _X, _X), StructureError,
+     "hvp: loss's result must be a scalar loss (or of shape (1,)), got shape (2,)"),
+    (lambda: SO.hessian_diag(lambda p, x, y: p["w"] ** 2, _OK, _X, _X), StructureError,
+     "hessian_diag: loss's result must be a scalar loss (or of shape (1,)), got shape (2,)"),
+    (lambda: SO.fisher_diag(lambda p, x, y: p["w"] ** 2, _OK, _X, _X), StructureError,
+     "fisher_diag: negative_log_likelihood's result must be a scalar loss (or of shape (1,)), "
+     "got shape (2,)"),
+    (lambda: SO.hvp(_sum_squares, jnp.ones(3), _P, _X, _X), ArgumentTypeError,
+     "hvp: the params at key path ['n'] are int32: the derivatives are of floating-point "
+     "params only; close over the others in loss"),
+    (lambda: SO.hessian_diag(_sum_squares, _P, _X, _X), ArgumentTypeError,
+     "hessian_diag: the params at key path ['n'] are int32: "),
+    (lambda: SO.fisher_diag(_sum_squares, _P, _X, _X), ArgumentTypeError,
+     "fisher_diag: the params at key path ['n'] are int32: the derivatives are of "
+     "floating-point params only; close over the others in negative_log_likelihood"),
+    (lambda: SO.hvp(_sum_squares, "ab", _OK, _X, _X), ArgumentTypeError,
+     "hvp: v must be a flat vector of numbers, got str: 'ab'"),
+], ids=range(10))
+def test_bad_input_is_named_by_the_function(call, kind, message):
+  with pytest.raises(kind) as error:
+    call()
+  assert str(error.value).startswith(message), str(error.value)
+
+
+def test_a_loss_of_shape_1_is_taken_as_a_scalar():
+  loss = lambda p, x, y: jnp.sum(p["w"] ** 2, keepdims=True)  # noqa: E731
+  np.testing.assert_allclose(SO.hessian_diag(loss, _OK, _X, _X), [2.0, 2.0])
+  np.testing.assert_allclose(SO.fisher_diag(loss, _OK, _X, _X), [4.0, 4.0])

@@ -22,7 +22,7 @@ import pytest
 import gradtx as gtx
 from gradtx import tree_utils as tu
 from gradtx import utilities as U
-from gradtx.errors import HyperparameterError, StructureError
+from gradtx.errors import ArgumentTypeError, HyperparameterError, StructureError
 
 SHAPES = {"a": (3,), "b": (2, 2), "c": ()}
 
@@ -151,9 +151,36 @@ def test_functions_of_trees_of_one_structure_keep_other_errors_and_name_containe
                      r"the containers differ: tree_x is PyTreeDef\(\[\*\]\), tree_y is "
                      r"PyTreeDef\(\(\*,\)\)$"):
     tu.tree_sub([jnp.ones(1)], (jnp.ones(1),))
-  # Trees of one structure whose leaves do not broadcast: JAX's error, as it was.
-  with pytest.raises(TypeError, match="incompatible shapes for broadcasting"):
-    tu.tree_add({"a": jnp.ones(2)}, {"a": jnp.ones(3)})
+  # Trees of one structure whose leaves do not broadcast: JAX's "add got incompatible
+  # shapes for broadcasting: (2,), (3,)" named neither the function nor the leaf. Leaves
+  # that broadcast (['a']) are not blamed: they are optax's broadcasting, and pass.
+  with pytest.raises(StructureError, match=r"^tree_add: tree_y and tree_x differ in shape at "
+                     r"key path \['b'\]: \(3,\) in tree_y, \(2,\) in tree_x$"):
+    tu.tree_add({"a": jnp.ones(2), "b": jnp.ones(2)}, {"a": jnp.ones(()), "b": jnp.ones(3)})
+  with pytest.raises(StructureError, match=r"^tree_vdot: tree_y and tree_x differ in shape at "
+                     r"key path \['a'\]: \(2,\) in tree_y, \(3,\) in tree_x"):
+    jax.jit(tu.tree_vdot)({"a": jnp.ones(3)}, {"a": jnp.ones(2)})
+  np.testing.assert_array_equal(tu.tree_add({"a": jnp.ones(2)}, {"a": jnp.ones(())})["a"],
+                                [2.0, 2.0])
+
+
+@pytest.mark.parametrize("name, fn, rest", [
+    ("incremental_update", U.incremental_update, (0.5,)),
+    ("periodic_update", U.periodic_update, (jnp.asarray(3), 3)),
+])
+@pytest.mark.parametrize("new_shape, old_shape", [((3,), (2,)), ((2, 3), (3,))])
+def test_averages_of_params_refuse_leaves_of_another_shape(name, fn, rest, new_shape,
+                                                           old_shape):
+  # (3,) against (2,) raised JAX's "add got incompatible shapes for broadcasting" (or
+  # jnp.where's "Incompatible shapes for broadcasting"), naming neither the function nor
+  # the leaf; (2, 3) against (3,) was broadcast into an average (a copy) of shape (2, 3),
+  # where the one kept is (3,), silently (as optax does).
+  new = {"b": jnp.ones(2), "w": jnp.ones(new_shape)}
+  old = {"b": jnp.zeros(2), "w": jnp.zeros(old_shape)}
+  with pytest.raises(StructureError) as error:
+    fn(new, old, *rest)
+  assert str(error.value) == (f"{name}: old_tensors and new_tensors differ in shape at key path "
+                              f"['w']: {old_shape} in old_tensors, {new_shape} in new_tensors")
 
 
 def test_reductions(dtype, run):
@@ -549,6 +576,27 @@ def test_gtx_tree_has_every_name_of_optax_tree():
     gtx.tree.nope  # pylint: disable=pointless-statement
 
 
+def test_scaling_a_leaf_that_cannot_hold_the_scalar_promotes_as_optax():
+  # The scalar was cast to the leaf's dtype: tree_scale(0.5, int32 [3, 4]) was [0, 0], and
+  # tree_add_scale(x, 0.5, y) x itself, where optax's are float32 [1.5, 2.] and [4.5, 6.];
+  # a complex scalar on a real leaf lost its imaginary part.
+  ints, flags = {"a": jnp.array([3, 4])}, {"a": jnp.array([True, False])}
+  cases = [(lambda m, s, t: m.tree_scale(s, t), (0.5, ints)),
+           (lambda m, s, t: m.tree_scale(s, t), (jnp.float16(0.5), ints)),
+           (lambda m, s, t: m.tree_scale(s, t), (0.5, flags)),
+           (lambda m, s, t: m.tree_scale(s, t), (1j, {"a": jnp.ones(2)})),
+           (lambda m, s, t: m.tree_scale(s, t), (2, ints)),  # an integer scalar: int32 still
+           (lambda m, s, t: m.tree_add_scale(t, s, t), (0.5, ints))]
+  for call, (scalar, tree) in cases:
+    ours = call(tu, scalar, tree)["a"]  # under the suite's strict promotion
+    with jax.numpy_dtype_promotion("standard"):  # optax's mixes int and float implicitly
+      theirs = call(optax.tree_utils, scalar, tree)["a"]
+    assert ours.dtype == theirs.dtype, (scalar, tree, ours.dtype, theirs.dtype)
+    np.testing.assert_array_equal(ours, theirs)
+  assert gtx.tree.scale(0.5, ints)["a"].dtype == jnp.float32
+  np.testing.assert_array_equal(jax.jit(gtx.tree.scale)(0.5, ints)["a"], [1.5, 2.0])
+
+
 def test_gtx_tree_names_that_gradtx_defines_agree_with_optax(dtype, run):
   x, y, z = _tree(0, dtype), _tree(1, dtype), _tree(2, dtype)
   nx, ny, nz = _np(x), _np(y), _np(z)
@@ -722,6 +770,73 @@ def test_matrix_inverse_pth_root(dtype):
     for fn in (lambda m: U.power_iteration(m), lambda m: U.matrix_inverse_pth_root(m, 2)):
       with pytest.raises(ValueError, match=r"matrix must be a square \(n, n\) array, got shape"):
         fn(jnp.ones(shape, dtype))
+
+
+_M = jnp.eye(3)
+
+
+# Bad arguments ran (num_iters=-1 or 2.5 as 0 or 3 steps, a NaN tolerance or ridge into a
+# NaN root, p=True as p=1) or raised from inside jax: "'<' not supported between instances
+# of 'DynamicJaxprTracer' and 'str'", "dot_general requires contracting dimensions to have
+# the same shape", "JAX encountered invalid PRNG key data", "Value 'abc' with dtype <U3 is
+# not a valid JAX array type", "zero-size array to reduction operation max", and for an
+# integer matrix "dtype argument to `uniform` must be a float dtype".
+@pytest.mark.parametrize("call, kind, message", [
+    (lambda: U.power_iteration(_M, num_iters=-1), HyperparameterError,
+     "power_iteration: num_iters must be in [0, 2147483647] (an integer), got -1"),
+    (lambda: U.power_iteration(_M, num_iters=2.5), HyperparameterError,
+     "power_iteration: num_iters must be in [0, 2147483647] (an integer), got 2.5"),
+    (lambda: U.power_iteration(_M, num_iters="3"), HyperparameterError,
+     "power_iteration: num_iters must be a number in [0, 2147483647] (an integer), got '3' "
+     "(convert it with int())"),
+    (lambda: U.power_iteration(_M, error_tolerance=float("nan")), HyperparameterError,
+     "power_iteration: error_tolerance must be in [0, inf), got nan"),
+    (lambda: U.power_iteration(_M, v0=jnp.ones(4)), StructureError,
+     "power_iteration: v0 must be a vector of shape (n,) = (3,) for a matrix of shape (3, 3), "
+     "got shape (4,)"),
+    (lambda: U.power_iteration(_M, key=3), ArgumentTypeError,
+     "power_iteration: key must be a PRNG key (jax.random.key(0) or jax.random.PRNGKey(0)) or "
+     "None, got int: 3"),
+    (lambda: U.power_iteration("abc"), ArgumentTypeError,
+     "power_iteration: matrix must be a square (n, n) array, got str: 'abc'"),
+    (lambda: U.power_iteration(None), ArgumentTypeError,
+     "power_iteration: matrix must be a square (n, n) array, got NoneType: None"),
+    (lambda: U.matrix_inverse_pth_root(jnp.zeros((0, 0)), 2), StructureError,
+     "matrix_inverse_pth_root: matrix must have entries (n >= 1), got shape (0, 0)"),
+    (lambda: U.matrix_inverse_pth_root(_M, True), HyperparameterError,
+     "matrix_inverse_pth_root: p must be a number in [1, 2147483647] (an integer), got True"),
+    (lambda: U.matrix_inverse_pth_root(_M, "2"), HyperparameterError,
+     "matrix_inverse_pth_root: p must be a number in [1, 2147483647] (an integer), got '2' "
+     "(convert it with int())"),
+    (lambda: U.matrix_inverse_pth_root(_M, 2, num_iters=-1), HyperparameterError,
+     "matrix_inverse_pth_root: num_iters must be in [0, 2147483647] (an integer), got -1"),
+    (lambda: U.matrix_inverse_pth_root(_M, 2, ridge_epsilon=float("nan")), HyperparameterError,
+     "matrix_inverse_pth_root: ridge_epsilon must be in [0, inf), got nan"),
+    (lambda: U.matrix_inverse_pth_root(_M, 2, ridge_epsilon=-1.0), HyperparameterError,
+     "matrix_inverse_pth_root: ridge_epsilon must be in [0, inf), got -1.0"),
+    (lambda: U.matrix_inverse_pth_root(_M, 2, error_tolerance=-1.0), HyperparameterError,
+     "matrix_inverse_pth_root: error_tolerance must be in [0, inf), got -1.0"),
+    (lambda: U.matrix_inverse_pth_root(_M.astype(jnp.complex64), 2), ArgumentTypeError,
+     "matrix_inverse_pth_root: matrix must be real (symmetric positive semi-definite), got "
+     "complex64"),
+], ids=range(16))
+def test_linear_algebra_names_a_bad_argument(call, kind, message):
+  with pytest.raises(kind) as error:
+    call()
+  assert str(error.value) == message
+
+
+def test_linear_algebra_of_integer_and_complex_matrices():
+  # An integer matrix is taken as the default float dtype (optax: "dtype argument to
+  # `uniform` must be a float dtype, got int32"); a complex (Hermitian) one draws v0 real.
+  value, _ = U.power_iteration(jnp.diag(jnp.asarray([1, 3])))
+  assert value.dtype == jnp.float32
+  np.testing.assert_allclose(value, 3.0, rtol=1e-5)
+  root, _ = U.matrix_inverse_pth_root(jnp.diag(jnp.asarray([4, 16])), 2)
+  np.testing.assert_allclose(jnp.diag(root), [0.5, 0.25], rtol=1e-4)
+  value, vector = U.power_iteration(jnp.asarray([[2, 1j], [-1j, 2]], jnp.complex64))
+  np.testing.assert_allclose(value, 3.0, rtol=1e-5, atol=1e-6)
+  assert vector.dtype == jnp.complex64
 
 
 def test_reductions_of_a_tree_mixing_bfloat16_and_float32():

@@ -98,6 +98,13 @@ def tree_div(tree_x: PyTree, tree_y: PyTree) -> PyTree:
 def tree_scale(scalar: jax.typing.ArrayLike, tree: PyTree) -> PyTree:
   """:math:`s \\cdot x` leaf by leaf, ``scalar`` cast to each leaf's dtype.
 
+  Where a leaf's dtype cannot hold ``scalar`` (an integer or bool leaf and a
+  floating ``scalar``, a real leaf and a complex one), :math:`s \\cdot x` is in
+  the dtype they promote to, as optax's: ``tree_scale(0.5, int32 leaf)`` is
+  float32 (it was 0, the scalar cast to int32). Where it can, the leaf's dtype is
+  kept, where optax promotes: a float32 array ``scalar`` leaves a bfloat16
+  leaf bfloat16 (optax's is float32).
+
   Args:
     scalar: the scalar :math:`s`.
     tree: the tree :math:`x`.
@@ -117,7 +124,9 @@ def tree_add_scale(tree_x: PyTree, scalar: jax.typing.ArrayLike, tree_y: PyTree)
 
   Args:
     tree_x: the tree :math:`x`.
-    scalar: the scalar :math:`s`, cast to each leaf's dtype.
+    scalar: the scalar :math:`s`, cast to each leaf's dtype; where ``tree_x``'s
+      leaf cannot hold it (as in :func:`tree_scale`), the leaves and :math:`s`
+      in the dtype they promote to, as optax's.
     tree_y: the tree :math:`y`, the structure of ``tree_x``.
 
   Example:
@@ -126,9 +135,17 @@ def tree_add_scale(tree_x: PyTree, scalar: jax.typing.ArrayLike, tree_y: PyTree)
     >>> gtx.tree_utils.tree_add_scale({"a": jnp.ones(2)}, 2.0, {"a": jnp.ones(2)})
     {'a': Array([3., 3.], dtype=float32)}
   """
-  return jax.tree.map(
-      lambda x, y: None if x is None else x + numerics.as_dtype(scalar, x.dtype) * y,
-      _tree.numbers_as_arrays(tree_x), tree_y, is_leaf=_is_none)
+  apart, of_scalar = _tree.kinds_scaled_apart(scalar)
+  as_dtype = numerics.as_dtype
+
+  def add_scaled(x, y):
+    if x is None:
+      return None
+    if x.dtype.kind in apart:  # rare: an integer leaf, a complex scalar
+      dtype = _tree.scaled_dtype(of_scalar, x, y)
+      return as_dtype(x, dtype) + as_dtype(scalar, dtype) * as_dtype(y, dtype)
+    return x + as_dtype(scalar, x.dtype) * y
+  return jax.tree.map(add_scaled, _tree.numbers_as_arrays(tree_x), tree_y, is_leaf=_is_none)
 
 
 # ----------------------------------------------------------------------------
