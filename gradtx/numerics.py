@@ -211,7 +211,9 @@ def ema_moment(g: jax.Array, m: jax.Array, decay: jax.typing.ArrayLike, order: i
   already a square (``order=1``), so that an overflowed mean stays Inf as
   ``order=2``'s does (see :func:`lerp_moment`).
   """
-  g_k, dtype = _powered(g, m, order)
+  # The dtype alone: the power is lerp_moment's to take (taken here too, it was an eager
+  # operation dispatched twice per leaf, and a dead one in a traced step).
+  dtype = _moment_dtype(g, m, order)
   # 1 - decay in the hyperparameter's own precision, as optax's Python floats do.
   take = shared(f"ema {dtype}", (decay,), lambda: as_dtype(1 - jnp.asarray(decay), dtype))
   return lerp_moment(g, m, take, order, store=store, squares=squares)
@@ -263,7 +265,14 @@ def _powered(g: jax.Array, m: jax.Array, order: int) -> tuple[jax.Array, jnp.dty
   """
   g_k = as_dtype(g, compute_dtype(g, m))
   g_k = g_k if order == 1 else abs_sq(g_k) if order == 2 else jnp.abs(g_k) ** order
-  return g_k, compute_dtype(g_k, m)
+  return g_k, _moment_dtype(g, m, order)
+
+
+def _moment_dtype(g: jax.Array, m: jax.Array, order: int) -> jnp.dtype:
+  """The dtype :func:`_powered` updates ``m`` in, from the dtypes alone: the wider of
+  :math:`g^k`'s (real for ``k > 1``) and ``m``'s."""
+  dtype = compute_dtype(g, m)
+  return dtype if order == 1 else _widest({real_dtype(dtype)} | _dtypes((m,)))
 
 
 def bias_correction(m: jax.Array, decay: jax.typing.ArrayLike,

@@ -414,6 +414,14 @@ def test_safe_sqrt_is_jnp_sqrt_with_derivative_zero_at_zero():
   assert float(jax.grad(lambda v: gtx.tree.global_norm({"a": v}))(jnp.zeros(3))[0]) == 0.0
 
 
+def test_ema_moment_of_squares_squares_the_gradient_once():
+  # ema_moment took the square for its dtype and lerp_moment took it again: dead in a
+  # jitted step, but an operation dispatched twice per leaf of an eager one.
+  x = jnp.ones(3)
+  jaxpr = jax.make_jaxpr(lambda g, m: gtx.numerics.ema_moment(g, m, jnp.float32(0.9), 2))(x, x)
+  assert [e.primitive.name for e in jaxpr.eqns].count("square") == 1
+
+
 # A value for each required argument of the constructors that take a buffer dtype.
 _DTYPE_CASE_ARGS = {"learning_rate": 0.1, "decay": 0.9, "every_k_schedule": 2,
                     "opt": gtx.identity(), "base_optimizer": gtx.identity(),
