@@ -18,7 +18,7 @@ import jax.numpy as jnp
 
 from gradtx.core import is_concrete, one_kernel_when_eager, safe_increment
 
-__all__ = ["abs_sq", "as_dtype", "as_float", "at_least_float32", "bias_correction",
+__all__ = ["abs_sq", "as_array", "as_dtype", "as_float", "at_least_float32", "bias_correction",
            "clip_modulus", "complex_dtype", "compute_dtype", "ema_moment", "floor_eps_root", "real_dtype",
            "safe_cbrt", "safe_divide", "safe_increment", "safe_rsqrt", "safe_sqrt", "shared",
            "shared_scalars", "state_dtype", "stored", "wide_abs_sq", "widened", "zero_count"]
@@ -86,6 +86,12 @@ def at_least_float32(*arrays: jax.Array) -> jnp.dtype:
   # float32 joins as a dtype, not as an array: making jnp.float32(0) was an operation
   # dispatched at every call, at every leaf of an eager step.
   return _widest(_dtypes(arrays) | {_FLOAT32})
+
+
+def as_array(x: jax.typing.ArrayLike) -> jax.Array:
+  """``jnp.asarray(x)``, and ``x`` itself when it is an array already: then
+  ``jnp.asarray`` is a no-op that costs an eager step about what an operation does."""
+  return x if isinstance(x, jax.Array) else jnp.asarray(x)
 
 
 def as_dtype(x: jax.typing.ArrayLike, dtype: jnp.dtype) -> jax.Array:
