@@ -16,9 +16,9 @@ from typing import Any, Callable, Iterator, TypeVar
 import jax
 import jax.numpy as jnp
 
-from gradtx.core import is_concrete, safe_increment
+from gradtx.core import is_concrete, one_kernel_when_eager, safe_increment
 
-__all__ = ["abs_sq", "as_dtype", "as_float", "at_least_float32", "bias_correction",
+__all__ = ["abs_sq", "as_array", "as_dtype", "as_float", "at_least_float32", "bias_correction",
            "clip_modulus", "complex_dtype", "compute_dtype", "ema_moment", "floor_eps_root", "real_dtype",
            "safe_cbrt", "safe_divide", "safe_increment", "safe_rsqrt", "safe_sqrt", "shared",
            "shared_scalars", "state_dtype", "stored", "wide_abs_sq", "widened", "zero_count"]
@@ -86,6 +86,12 @@ def at_least_float32(*arrays: jax.Array) -> jnp.dtype:
   # float32 joins as a dtype, not as an array: making jnp.float32(0) was an operation
   # dispatched at every call, at every leaf of an eager step.
   return _widest(_dtypes(arrays) | {_FLOAT32})
+
+
+def as_array(x: jax.typing.ArrayLike) -> jax.Array:
+  """``jnp.asarray(x)``, and ``x`` itself when it is an array already: then
+  ``jnp.asarray`` is a no-op that costs an eager step about what an operation does."""
+  return x if isinstance(x, jax.Array) else jnp.asarray(x)
 
 
 def as_dtype(x: jax.typing.ArrayLike, dtype: jnp.dtype) -> jax.Array:
@@ -211,7 +217,9 @@ def ema_moment(g: jax.Array, m: jax.Array, decay: jax.typing.ArrayLike, order: i
   already a square (``order=1``), so that an overflowed mean stays Inf as
   ``order=2``'s does (see :func:`lerp_moment`).
   """
-  g_k, dtype = _powered(g, m, order)
+  # The dtype alone: the power is lerp_moment's to take (taken here too, it was an eager
+  # operation dispatched twice per leaf, and a dead one in a traced step).
+  dtype = _moment_dtype(g, m, order)
   # 1 - decay in the hyperparameter's own precision, as optax's Python floats do.
   take = shared(f"ema {dtype}", (decay,), lambda: as_dtype(1 - jnp.asarray(decay), dtype))
   return lerp_moment(g, m, take, order, store=store, squares=squares)
@@ -243,13 +251,23 @@ def lerp_moment(g: jax.Array, m: jax.Array, take: jax.Array, order: int, *,
   """
   g_k, dtype = _powered(g, m, order)
   wide = as_dtype(m, dtype)
-  new = wide + as_dtype(take, dtype) * (as_dtype(g_k, dtype) - wide)
-  if order == 2 or squares:
-    # Inf - Inf is NaN, where optax's beta m + (1 - beta) g^2 keeps the Inf; the step then
-    # divides by Inf and is 0 there. Rules whose step does not read m yet (RAdam's first
-    # steps, ADOPT's first) stepped by NaN too, through the 0 / NaN of the unused branch.
-    new = jnp.where(wide == jnp.inf, wide, new)
+  change = as_dtype(take, dtype) * (as_dtype(g_k, dtype) - wide)
+  new = _add_keeping_inf(wide, change) if order == 2 or squares else wide + change
   return stored(new, m.dtype) if store else new
+
+
+# One operation, not three, at each leaf of an eager step. The product stays outside: in
+# one kernel with the sum, XLA contracts the two into a fused multiply-add, rounded once,
+# and an eager moment differed from the one computed op by op in the last bit (3 of 64
+# float32 entries of tests/test_core.py's case).
+@one_kernel_when_eager
+def _add_keeping_inf(wide: jax.Array, change: jax.Array) -> jax.Array:
+  """``wide + change``, and ``wide`` where it is Inf: a mean of squares that has overflowed."""
+  new = wide + change
+  # Inf - Inf is NaN, where optax's beta m + (1 - beta) g^2 keeps the Inf; the step then
+  # divides by Inf and is 0 there. Rules whose step does not read m yet (RAdam's first
+  # steps, ADOPT's first) stepped by NaN too, through the 0 / NaN of the unused branch.
+  return jnp.where(wide == jnp.inf, wide, new)
 
 
 def _powered(g: jax.Array, m: jax.Array, order: int) -> tuple[jax.Array, jnp.dtype]:
@@ -263,7 +281,14 @@ def _powered(g: jax.Array, m: jax.Array, order: int) -> tuple[jax.Array, jnp.dty
   """
   g_k = as_dtype(g, compute_dtype(g, m))
   g_k = g_k if order == 1 else abs_sq(g_k) if order == 2 else jnp.abs(g_k) ** order
-  return g_k, compute_dtype(g_k, m)
+  return g_k, _moment_dtype(g, m, order)
+
+
+def _moment_dtype(g: jax.Array, m: jax.Array, order: int) -> jnp.dtype:
+  """The dtype :func:`_powered` updates ``m`` in, from the dtypes alone: the wider of
+  :math:`g^k`'s (real for ``k > 1``) and ``m``'s."""
+  dtype = compute_dtype(g, m)
+  return dtype if order == 1 else _widest({real_dtype(dtype)} | _dtypes((m,)))
 
 
 def bias_correction(m: jax.Array, decay: jax.typing.ArrayLike,

@@ -24,8 +24,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from gradtx.errors import StructureError
-from gradtx.numerics import (as_dtype, at_least_float32, complex_dtype, compute_dtype, real_dtype,
-                             safe_sqrt, shared_scalars, state_dtype, wide_abs_sq)
+from gradtx.numerics import (as_array, as_dtype, at_least_float32, complex_dtype, compute_dtype,
+                             real_dtype, safe_sqrt, shared_scalars, state_dtype, wide_abs_sq)
 
 if TYPE_CHECKING:  # imported at run time by _packed_types: gradtx.packed imports this module
   from gradtx.packed import Packed, PackedLeaves
@@ -654,7 +654,7 @@ def cast_like(tree: PyTree, other_tree: PyTree) -> PyTree:
 
 
 def _leaf_sum_squares(x: jax.Array, dtype: Any = None) -> jax.Array:
-  return jnp.sum(wide_abs_sq(jnp.asarray(x), dtype))
+  return jnp.sum(wide_abs_sq(as_array(x), dtype))
 
 
 def sum_squares(tree: PyTree, dtype: Any = None) -> jax.Array:
@@ -700,7 +700,7 @@ def inner(tree_x: PyTree, tree_y: PyTree, dtype: Any = None) -> jax.Array:
     return jnp.real(leaf_vdot(as_dtype(a, common), as_dtype(b, common)))
 
   terms: list[jax.Array] = jax.tree.leaves(jax.tree.map(
-      lambda a, b: product(jnp.asarray(a), jnp.asarray(b)), tree_x, tree_y))
+      lambda a, b: product(as_array(a), as_array(b)), tree_x, tree_y))
   return sum(terms[1:], terms[0]) if terms else jnp.zeros((), dtype)
 
 

@@ -421,6 +421,36 @@ def test_safe_sqrt_is_jnp_sqrt_with_derivative_zero_at_zero():
   assert float(jax.grad(lambda v: gtx.tree.global_norm({"a": v}))(jnp.zeros(3))[0]) == 0.0
 
 
+def test_ema_moment_of_squares_squares_the_gradient_once():
+  # ema_moment took the square for its dtype and lerp_moment took it again: dead in a
+  # jitted step, but an operation dispatched twice per leaf of an eager one.
+  x = jnp.ones(3)
+  jaxpr = jax.make_jaxpr(lambda g, m: gtx.numerics.ema_moment(g, m, jnp.float32(0.9), 2))(x, x)
+  assert [e.primitive.name for e in jaxpr.eqns].count("square") == 1
+
+
+@pytest.mark.parametrize("dtype", [jnp.float32, jnp.bfloat16, jnp.float16])
+def test_an_eager_moment_of_squares_is_the_traced_one_bit_for_bit(dtype):
+  # Eagerly, the Inf-keeping sum is one compiled kernel (core.one_kernel_when_eager): it
+  # must round as the separate operations do, Inf, NaN and subnormals included.
+  rng = np.random.default_rng(0)
+  g = rng.normal(size=64) * 10.0 ** rng.integers(-30, 30, 64)
+  m = np.abs(rng.normal(size=64)) * 10.0 ** rng.integers(-30, 30, 64)
+  g[:6], m[:6] = [0.0, np.inf, np.nan, 1e-40, 3e38, 1.0], [np.inf, np.inf, 1.0, 1e-41, 0.0, np.nan]
+  with np.errstate(over="ignore"):
+    g, m = jnp.asarray(g, dtype), jnp.asarray(m, dtype)
+  take = jnp.asarray(0.1, dtype)
+  for order, squares in ((2, False), (1, True)):
+    def moment(g, m, take, order=order, squares=squares):
+      return gtx.numerics.lerp_moment(g, m, take, order, squares=squares)
+    eager = moment(g, m, take)
+    with jax.disable_jit():  # each operation on its own, the kernel's included
+      op_by_op = moment(g, m, take)
+    assert eager.dtype == op_by_op.dtype == dtype
+    np.testing.assert_array_equal(np.asarray(eager).view(np.uint8),
+                                  np.asarray(op_by_op).view(np.uint8))
+
+
 # A value for each required argument of the constructors that take a buffer dtype.
 _DTYPE_CASE_ARGS = {"learning_rate": 0.1, "decay": 0.9, "every_k_schedule": 2,
                     "opt": gtx.identity(), "base_optimizer": gtx.identity(),

@@ -137,7 +137,7 @@ def scale_by_dadapt_adamw(learning_rate: ScalarOrSchedule = 1.0,
       m_new = ema_moment(eg, m, b1, order=1)
       v_new = ema_moment(g, v, b2, order=2)  # |g|^2, real also for complex g
       s_new = ema_moment(eg, s, sigma, order=1)
-      return m_new.astype(m.dtype), v_new.astype(v.dtype), s_new.astype(s.dtype)
+      return as_dtype(m_new, m.dtype), as_dtype(v_new, v.dtype), as_dtype(s_new, s.dtype)
 
     m, v, s = tree.map_multi(moments, 3, updates, state.exp_avg, state.exp_avg_sq,
                              state.grad_sum)
@@ -147,7 +147,7 @@ def scale_by_dadapt_adamw(learning_rate: ScalarOrSchedule = 1.0,
     def step(m, v, p):
       c = compute_dtype(m, p, v)
       u = -(_over_root(as_dtype(m, c), v, eps) + as_dtype(decay, c) * as_dtype(p, c))
-      return u.astype(p.dtype)
+      return as_dtype(u, p.dtype)
 
     out = tree.tree_map(step, m, v, params)
     return out, DAdaptAdamWState(m, v, s, d_new, r, count, hparams)

@@ -15,7 +15,7 @@ from gradtx.core import (NONNEGATIVE, POSITIVE, UNIT, GradientTransformation, HP
                          ScalarOrSchedule, check_state, checks_flags, require_params_like,
                          names_its_arguments)
 from gradtx.numerics import (as_dtype, compute_dtype, ema_moment, safe_divide,
-                             safe_increment, zero_count)
+                             safe_increment, shared, zero_count)
 
 __all__ = ["ProdigyState", "prodigy", "scale_by_prodigy"]
 
@@ -152,7 +152,7 @@ def scale_by_prodigy(learning_rate: ScalarOrSchedule = 1.0,
       m_new = ema_moment(dg, m, b1, order=1)
       v_new = ema_moment(dg, v, b2, order=2)  # |d g|^2, real also for complex g
       s_new = as_dtype(b3, c) * as_dtype(s, c) + as_dtype(s_rate, c) * as_dtype(g, c)
-      return m_new.astype(m.dtype), v_new.astype(v.dtype), s_new.astype(s.dtype)
+      return as_dtype(m_new, m.dtype), as_dtype(v_new, v.dtype), as_dtype(s_new, s.dtype)
 
     m, v, s = tree.map_multi(moments, 3, updates, state.exp_avg, state.exp_avg_sq,
                              state.grad_sum)
@@ -164,7 +164,8 @@ def scale_by_prodigy(learning_rate: ScalarOrSchedule = 1.0,
     def step(m, v, p):
       c = compute_dtype(m, p, v)
       direction = _over_root(as_dtype(m, c), v, floor)
-      return (-as_dtype(eta, c) * (direction + as_dtype(decay, c) * as_dtype(p, c))).astype(p.dtype)
+      neg_eta = shared(f"prodigy -eta {c}", (eta,), lambda: -as_dtype(eta, c))  # once a dtype
+      return as_dtype(neg_eta * (direction + as_dtype(decay, c) * as_dtype(p, c)), p.dtype)
 
     out = tree.tree_map(step, m, v, params)
     return out, ProdigyState(m, v, s, state.params0, d_new, r, count, hparams)

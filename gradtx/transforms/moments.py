@@ -295,9 +295,9 @@ def scale_by_adadelta(rho: ScalarOrSchedule = 0.9, eps: ScalarOrSchedule = 1e-6,
     def leaf(g, e_g, e_x):
       e_g_new = ema_moment(g, e_g, h["rho"], order=2)
       eps = as_dtype(h["eps"], e_g_new.dtype)
-      e_x_eps = as_dtype(e_x, eps.dtype) + eps
+      e_x_eps, e_g_eps = as_dtype(e_x, eps.dtype) + eps, e_g_new + eps
       g_wide = as_dtype(g, eps.dtype)
-      delta = jnp.sqrt(e_x_eps) / jnp.sqrt(e_g_new + eps) * g_wide
+      delta = jnp.sqrt(e_x_eps) / jnp.sqrt(e_g_eps) * g_wide
       # E[Δ²] takes |Δ|² as (E[Δ²] + ε)/(E[g²] + ε)|g|², not as Δ squared: then the roots
       # have one reader (the step) and the quotient another (E[Δ²]), and XLA computes each
       # inside its reader's kernel. Through Δ both readers took both roots, and XLA wrote
@@ -307,7 +307,7 @@ def scale_by_adadelta(rho: ScalarOrSchedule = 0.9, eps: ScalarOrSchedule = 1e-6,
       # |g|² alone overflows where Δ² does not (E[g²] Inf past |g| ~ 1.8e19 in float32,
       # where the quotient is 0 and 0 Inf is NaN; and float16 g past 256 under a float32
       # nu_dtype, whose E[g²] holds g² but g² in float16 was Inf).
-      delta_sq = e_x_eps / (e_g_new + eps) * g_wide
+      delta_sq = e_x_eps / e_g_eps * g_wide
       if jnp.iscomplexobj(g_wide):  # |g|², real, in the (complex) moment's dtype
         delta_sq = as_dtype((delta_sq * g_wide.conj()).real, eps.dtype)
       else:
