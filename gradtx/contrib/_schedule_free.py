@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Any, Callable, NamedTuple
+from typing import Any, NamedTuple
 
-import chex
 import jax
 import jax.numpy as jnp
 
@@ -59,21 +58,6 @@ class ScheduleFreeState(NamedTuple):
     return self.hparams["b1"]
 
 
-class _FromStepOne:
-  """A schedule read at ``count + 1``: schedule-free reads its learning rate at
-  ``step_count``, which starts at 1 (optax's convention), where the state's
-  hyperparameter count starts at 0."""
-
-  def __init__(self, schedule: Callable[[jax.Array], chex.Numeric]):
-    self.schedule = schedule
-
-  def __call__(self, count: jax.Array) -> chex.Numeric:
-    return self.schedule(count + 1)
-
-  def __repr__(self) -> str:
-    return format_value(self.schedule)
-
-
 def schedule_free(base_optimizer: Any, learning_rate: ScalarOrSchedule, b1: ScalarOrSchedule = 0.9,
                   weight_lr_power: ScalarOrSchedule = 2.0,
                   state_dtype: Any = None) -> GradientTransformation:
@@ -91,8 +75,10 @@ def schedule_free(base_optimizer: Any, learning_rate: ScalarOrSchedule, b1: Scal
     w_t = \\left(\\max_{i \\le t} \\gamma_i\\right)^{p}
 
   with :math:`x_1 = z_1 = y_1` the initial params, :math:`\\gamma_t` the
-  learning rate (a schedule is read at ``step_count`` :math:`= t`, from 1, as
-  in optax) and :math:`p` = ``weight_lr_power``. For SGD,
+  learning rate of step :math:`t` (a schedule is read at the step's count,
+  from 0, as the base reads its own: each step is weighed by the rate it
+  was taken with, as in the paper and the authors' code) and :math:`p` =
+  ``weight_lr_power``. For SGD,
   :math:`\\Delta_t = -\\gamma_t \\nabla f(y_t)`. The update returned is
   :math:`y_{t+1} - y_t = c_{t+1} (z_{t+1} - y_t) + (1 - \\beta_1)(1 - c_{t+1})
   \\Delta_t`; evaluate at :math:`x` with :func:`schedule_free_eval_params`.
@@ -102,7 +88,11 @@ def schedule_free(base_optimizer: Any, learning_rate: ScalarOrSchedule, b1: Scal
   Turn the base optimizer's momentum off (Adam with ``b1=0``, SGD without
   momentum): the interpolation replaces it. Give it a warmup but no decay.
 
-  Differs from optax 0.2.8 only in rounding: the update is formed from the
+  Differs from optax 0.2.8 where the learning rate is a schedule: optax
+  reads it for the weights at ``step_count`` (from 1), one step ahead of the
+  base's step, so :math:`w_t` takes the rate of step :math:`t + 1` (the
+  first step's weight that of the second; optax PR #1744); with a constant
+  learning rate the two agree. Otherwise only in rounding: the update is formed from the
   expression above rather than by recovering :math:`x`, averaging and
   subtracting :math:`y_t`, whose cancellation costs more float32 digits when
   the steps are small next to the params (params of 1000, steps of 1e-3: over
@@ -143,8 +133,7 @@ def schedule_free(base_optimizer: Any, learning_rate: ScalarOrSchedule, b1: Scal
   """
   stage = "schedule_free"
   base = _as_base(base_optimizer, stage)
-  rate = _FromStepOne(learning_rate) if callable(learning_rate) else learning_rate
-  spec = HParamSpec(stage, learning_rate=(rate, NONNEGATIVE), b1=(b1, _B1_RANGE),
+  spec = HParamSpec(stage, learning_rate=(learning_rate, NONNEGATIVE), b1=(b1, _B1_RANGE),
                     weight_lr_power=(weight_lr_power, NONNEGATIVE))
 
   def init(params):
@@ -277,8 +266,8 @@ def schedule_free_sgd(learning_rate: ScalarOrSchedule = 1.0, warmup_steps: int |
     y_{t+1} = (1 - \\beta_1) z_{t+1} + \\beta_1 x_{t+1}
 
   (see :func:`schedule_free` for :math:`c`). With ``warmup_steps`` the
-  learning rate rises linearly from 0, read at the base's count (from 0)
-  for the step and at ``step_count`` (from 1) for the weights, as in optax.
+  learning rate rises linearly from 0, read at the step's count (from 0)
+  for the step and the weights alike.
   The hyperparameters read as ``"schedule_free.lr.learning_rate"`` (the
   step), ``"schedule_free.learning_rate"`` (the weights; set both to change
   the learning rate), ``"schedule_free.b1"``, ``"schedule_free.weight_lr_power"``
