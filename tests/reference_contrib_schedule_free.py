@@ -21,6 +21,8 @@ add). ``t`` is the 1-based step number.
   is: step t is weighed by the rate it was taken with (the paper's
   c_{t+1} = gamma_t^2 / sum_{i<=t} gamma_i^2 and the authors' code; optax
   0.2.8 reads the weights' at t); c = 0 while every weight is 0.
+* warmup_steps W: the learning rate of step t is lr min(1, t / W), for the
+  step and the weights (optax 0.2.8's starts from 0 at the first step).
 * The bases: SGD, Delta = -lr (g + wd y); AdamW without momentum (Algorithm
   1 of the paper with optax's placement of eps), Delta = -lr (g / (sqrt(v /
   (1 - b2^t)) + eps) + wd y) with v = b2 v + (1 - b2) g^2.
@@ -45,8 +47,9 @@ def _at(value: Any, count: int) -> float:
 
 
 def warmup_constant(peak: float, warmup_steps: int) -> Callable[[int], float]:
-  """Linear from 0 to ``peak`` over ``warmup_steps`` counts, then ``peak``."""
-  return lambda count: peak * min(count, warmup_steps) / warmup_steps
+  """The paper's warmup, peak min(1, t / W) at step t = count + 1 (Algorithm 1; the authors'
+  code's (k + 1) / W at k from 0): the first step takes peak / W, step W the peak."""
+  return lambda count: peak * min(count + 1, warmup_steps) / warmup_steps
 
 
 class sgd_base(Reference):

@@ -152,6 +152,45 @@ def test_each_step_is_weighed_by_the_learning_rate_it_was_taken_with():
   assert float(gtx.contrib.schedule_free_eval_params(state, params)) == pytest.approx(0.756)
 
 
+@pytest.mark.parametrize("name", ["schedule_free_sgd", "schedule_free_adamw"])
+def test_the_warmup_is_the_papers_the_first_step_moves(name):
+  """Algorithm 1's gamma_t = gamma min(1, t / W) (the authors' (k + 1) / W): with W = 4 the
+  steps take 0.25, 0.5, 0.75, 1 times the rate. On f = x^2 / 2 from x = 1, SGD's first step
+  is -0.25 (c_2 = 1: y_2 = z_2); optax 0.2.8's warmup starts from 0 and its first step is 0."""
+  tx = getattr(gtx.contrib, name)(1.0, warmup_steps=4, b1=0.5)
+  params = jnp.array(1.0)
+  state = tx.init(params)
+  rates = []
+  for i in range(5):
+    updates, state = tx.update(params, state, params)
+    if i == 0 and name == "schedule_free_sgd":
+      assert float(updates) == pytest.approx(-0.25)
+    assert float(updates) != 0.0
+    params = gtx.apply_updates(params, updates)
+    h = gtx.hparams(state)
+    assert float(h["schedule_free.learning_rate"]) == float(h["schedule_free.lr.learning_rate"])
+    rates.append(float(h["schedule_free.learning_rate"]))
+  np.testing.assert_allclose(rates, [0.25, 0.5, 0.75, 1.0, 1.0], rtol=1e-6)
+
+
+def test_the_warmup_follows_optax_given_the_papers_schedule():
+  """optax's schedule_free, given Algorithm 1's warmup as its schedule (one step late for the
+  weights, see above), steps as gradtx's warmup_steps."""
+  def paper(count):
+    return 0.2 * jnp.minimum(1.0, (count + 1) / 5)
+
+  params = coupled_tree()
+  ours = _run(gtx.contrib.schedule_free_sgd(0.2, warmup_steps=5, b1=0.8, weight_decay=0.1,
+                                            weight_lr_power=1.0),
+              params, 30, gtx.contrib.schedule_free_eval_params)
+  with jax.numpy_dtype_promotion("standard"):
+    tx = optax.contrib.schedule_free(
+        optax.chain(optax.add_decayed_weights(0.1), optax.sgd(paper)),
+        lambda n: paper(n - 1), b1=0.8, weight_lr_power=1.0)
+    theirs = _run(tx, params, 30, optax.contrib.schedule_free_eval_params)
+  assert_trees_close(ours, theirs, rtol=1e-5, atol=2e-6)
+
+
 def test_eval_params_read_optax_states_too():
   params = coupled_tree()
   tx = optax.contrib.schedule_free_sgd(0.1)
@@ -365,9 +404,9 @@ def test_a_warmup_reads_as_its_last_value_and_cannot_be_set():
   for _ in range(3):
     _, state = update(jax.grad(coupled_loss)(params), state, params)
   h = gtx.hparams(state)
-  # The weights' rate and the step's, both at count 2.
-  assert float(h["schedule_free.learning_rate"]) == pytest.approx(0.02)
-  assert float(h["schedule_free.lr.learning_rate"]) == pytest.approx(0.02)
+  # The weights' rate and the step's, both those of step 3: 0.1 * 3 / 10.
+  assert float(h["schedule_free.learning_rate"]) == pytest.approx(0.03)
+  assert float(h["schedule_free.lr.learning_rate"]) == pytest.approx(0.03)
   assert int(state["schedule_free"].step_count) == 4
   with pytest.raises(gtx.HyperparameterError, match=r"schedule_free.learning_rate follows"):
     gtx.set_hparams(state, {"schedule_free.learning_rate": 1.0})

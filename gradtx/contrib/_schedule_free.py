@@ -11,6 +11,7 @@ from gradtx import schedules, tree
 from gradtx.chain import Chain, named_chain
 from gradtx.contrib._common import _as_base, _optional_decay
 from gradtx.contrib._whole_tree import _scalar_dtype
+from gradtx.schedules._common import _number
 from gradtx.core import (NONNEGATIVE, POSITIVE_INT, GradientTransformation, HParams, HParamSpec,
                          Range, ScalarOrSchedule, check_integer_option, check_state, checks_flags,
                          format_value, require_params_like, names_its_arguments)
@@ -248,8 +249,13 @@ def _warmed_up(stage: str, learning_rate: ScalarOrSchedule,
         f"{format_value(learning_rate)}; give the schedule its own warmup (for example "
         f"gtx.schedules.warmup_cosine_decay_schedule, or join_schedules with a "
         f"linear_schedule) and leave warmup_steps=None")
-  return schedules.warmup_constant_schedule(init_value=0.0, peak_value=learning_rate,
-                                            warmup_steps=warmup_steps)
+  _number(stage, "learning_rate", learning_rate)  # before the division, naming the stage
+  # gamma min(1, t / W) at step t, from 1, as the paper's Algorithm 1 and the authors' code
+  # ((k + 1) / W at count k): the first step moves. optax's warmup_constant_schedule(0, ...)
+  # steps by 0 first and reaches the peak one step later.
+  return schedules.warmup_constant_schedule(init_value=learning_rate / warmup_steps,
+                                            peak_value=learning_rate,
+                                            warmup_steps=warmup_steps - 1)
 
 
 @names_its_arguments
@@ -265,9 +271,11 @@ def schedule_free_sgd(learning_rate: ScalarOrSchedule = 1.0, warmup_steps: int |
     x_{t+1} = (1 - c_{t+1}) x_t + c_{t+1} z_{t+1}, \\quad
     y_{t+1} = (1 - \\beta_1) z_{t+1} + \\beta_1 x_{t+1}
 
-  (see :func:`schedule_free` for :math:`c`). With ``warmup_steps`` the
-  learning rate rises linearly from 0, read at the step's count (from 0)
-  for the step and the weights alike.
+  (see :func:`schedule_free` for :math:`c`). With ``warmup_steps`` :math:`W` the
+  learning rate of step :math:`t` (from 1) is :math:`\\gamma \\min(1, t / W)`,
+  for the step and the weights alike, as in the paper's Algorithm 1 and the
+  authors' code; optax 0.2.8's warmup starts from 0 (its first step does not
+  move :math:`z`) and reaches :math:`\\gamma` one step later.
   The hyperparameters read as ``"schedule_free.lr.learning_rate"`` (the
   step), ``"schedule_free.learning_rate"`` (the weights; set both to change
   the learning rate), ``"schedule_free.b1"``, ``"schedule_free.weight_lr_power"``
@@ -275,8 +283,9 @@ def schedule_free_sgd(learning_rate: ScalarOrSchedule = 1.0, warmup_steps: int |
 
   Args:
     learning_rate: :math:`\\gamma \\ge 0`, default 1.
-    warmup_steps: the length of the linear warmup to ``learning_rate`` (then a
-      number), an int >= 1, or ``None``.
+    warmup_steps: :math:`W`, the length of the linear warmup to
+      ``learning_rate`` (then a number): steps :math:`1 \\dots W` take
+      :math:`\\gamma t / W`. An int >= 1, or ``None``.
     b1: :math:`\\beta_1 \\in (0, 1]`, default 0.9.
     weight_decay: :math:`\\lambda \\ge 0`, multiplied by the learning rate (as
       torch.optim does), or ``None`` (default): no decay stage (as optax). Give
@@ -336,8 +345,9 @@ def schedule_free_adamw(learning_rate: ScalarOrSchedule = 0.0025,
 
   Args:
     learning_rate: :math:`\\gamma \\ge 0`, default 0.0025.
-    warmup_steps: the length of the linear warmup to ``learning_rate`` (then a
-      number), an int >= 1, or ``None``.
+    warmup_steps: :math:`W`, the length of the linear warmup to
+      ``learning_rate`` (then a number): steps :math:`1 \\dots W` take
+      :math:`\\gamma t / W`. An int >= 1, or ``None``.
     b1: :math:`\\beta_1 \\in (0, 1]`, default 0.9 (the interpolation's).
     b2: :math:`\\beta_2 \\in [0, 1)`, default 0.999.
     eps: :math:`\\epsilon \\ge 0`, default 1e-8.
