@@ -16,9 +16,13 @@ add). ``t`` is the 1-based step number.
   and returns y_{t+1} - y_t as that difference: the cancellation costs a
   float64 update about 1e-16 of y (the tests compare at 1e-9 of the update's
   scale, and their tiny leaf has tiny params), and the reference stays
-  independent of the identity the implementation forms its update by. The wrapper's learning rate (the weights') is
-  read at t, the base's at t - 1 (optax's conventions: its schedule-free
-  counter starts at 1, its optimizers' at 0); c = 0 while every weight is 0.
+  independent of the identity the implementation forms its update by. The
+  wrapper's learning rate (the weights') is read at t - 1, as the base's
+  is: step t is weighed by the rate it was taken with (the paper's
+  c_{t+1} = gamma_t^2 / sum_{i<=t} gamma_i^2 and the authors' code; optax
+  0.2.8 reads the weights' at t); c = 0 while every weight is 0.
+* warmup_steps W: the learning rate of step t is lr min(1, t / W), for the
+  step and the weights (optax 0.2.8's starts from 0 at the first step).
 * The bases: SGD, Delta = -lr (g + wd y); AdamW without momentum (Algorithm
   1 of the paper with optax's placement of eps), Delta = -lr (g / (sqrt(v /
   (1 - b2^t)) + eps) + wd y) with v = b2 v + (1 - b2) g^2.
@@ -43,8 +47,9 @@ def _at(value: Any, count: int) -> float:
 
 
 def warmup_constant(peak: float, warmup_steps: int) -> Callable[[int], float]:
-  """Linear from 0 to ``peak`` over ``warmup_steps`` counts, then ``peak``."""
-  return lambda count: peak * min(count, warmup_steps) / warmup_steps
+  """The paper's warmup, peak min(1, t / W) at step t = count + 1 (Algorithm 1; the authors'
+  code's (k + 1) / W at k from 0): the first step takes peak / W, step W the peak."""
+  return lambda count: peak * min(count + 1, warmup_steps) / warmup_steps
 
 
 class sgd_base(Reference):
@@ -95,7 +100,7 @@ class schedule_free(Reference):
     y = self._y()
     delta = self.base.step(grads, params, **extra)  # params: y_t
     self.z = {k: self.z[k] + delta[k] for k in self.z}
-    self.max_lr = max(self.max_lr, _at(self.learning_rate, self.count))
+    self.max_lr = max(self.max_lr, _at(self.learning_rate, self.count - 1))
     weight = self.max_lr**self.power
     self.weight_sum += weight
     c = weight / self.weight_sum if self.weight_sum > 0 else 0.0

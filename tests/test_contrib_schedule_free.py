@@ -31,7 +31,8 @@ from zoo_harness import (ZooCase, assert_packed_matches_tree, assert_trees_close
                          coupled_tree, packed_params, reference_tests, run_updates,
                          train_both_modes)
 
-_RATE = gtx.schedules.linear_schedule(0.3, 0.1, 40)
+# Rising, so that max_lr and the weights change each step (a falling one keeps its first value).
+_RATE = gtx.schedules.linear_schedule(0.1, 0.3, 40)
 
 # Schedule-free keeps z next to the params and steps by c (z - y): both must hold the
 # steps' digits, so every case runs on the quadratic, whose tiny leaf has tiny params
@@ -47,8 +48,7 @@ CASES = [
                                                   weight_lr_power=1.0),
             lambda: RS.schedule_free_sgd(0.3, warmup_steps=5, b1=0.8, weight_decay=0.1,
                                          weight_lr_power=1.0), grads=_QUADRATIC),
-    # A schedule is read at the base's count (from 0) for the step and at
-    # step_count (from 1) for the averaging weights.
+    # A schedule is read at the step's count (from 0) for the step and the averaging weights.
     ZooCase("schedule_free_sgd-schedule", lambda: gtx.contrib.schedule_free_sgd(_RATE, b1=0.95),
             lambda: RS.schedule_free_sgd(_RATE, b1=0.95), grads=_QUADRATIC),
     ZooCase("schedule_free_adamw", lambda: gtx.contrib.schedule_free_adamw(0.05),
@@ -88,13 +88,15 @@ def _run(tx: Any, params: dict, steps: int, eval_params: Callable) -> tuple[Any,
                      also=eval_params)
 
 
+# A constant learning rate: where a schedule changes, optax weighs each step by the next
+# step's rate (test_follows_optax_given_the_weights_rate_one_step_late).
 OPTAX_PAIRS = [
     ("schedule_free_sgd", lambda m: m.schedule_free_sgd(0.1)),
     ("schedule_free_sgd-options", lambda m: m.schedule_free_sgd(
-        0.2, warmup_steps=5, b1=0.8, weight_decay=0.1, weight_lr_power=1.0)),
+        0.2, b1=0.8, weight_decay=0.1, weight_lr_power=1.0)),
     ("schedule_free_adamw", lambda m: m.schedule_free_adamw(0.05)),
     ("schedule_free_adamw-options", lambda m: m.schedule_free_adamw(
-        0.1, warmup_steps=10, b1=0.95, b2=0.99, weight_decay=0.1, weight_lr_power=1.5)),
+        0.1, b1=0.95, b2=0.99, weight_decay=0.1, weight_lr_power=1.5)),
     ("schedule_free-sgd", lambda m: m.schedule_free(
         (gtx if m is gtx.contrib else optax).sgd(0.1), 0.1, b1=0.7)),
 ]
@@ -109,6 +111,83 @@ def test_follows_optax(make):
   assert np.abs(np.asarray(ours[0]["w"][-1])).max() > 1e-3
   # optax forms each update as a difference of params (and recovers x by dividing by
   # b1): float32 rounding of a few 1e-7 of the params, compared at the params' scale.
+  assert_trees_close(ours, theirs, rtol=1e-5, atol=2e-6)
+
+
+_WARMUP = gtx.schedules.warmup_constant_schedule(0.0, 0.1, 10)
+
+
+@pytest.mark.parametrize("base", ["sgd", "adamw"])
+def test_follows_optax_given_the_weights_rate_one_step_late(base):
+  """optax reads the weights' rate at step_count (from 1), the step's at count (from 0):
+  given the schedule one step late for the weights, it weighs each step as gradtx does."""
+  def make(m, late):
+    lib = gtx if m is gtx.contrib else optax
+    tx = (lib.sgd(_WARMUP) if base == "sgd"
+          else lib.chain(lib.scale_by_rms(0.99, eps_in_sqrt=False, bias_correction=True),
+                         lib.add_decayed_weights(0.1), lib.scale_by_learning_rate(_WARMUP)))
+    return m.schedule_free(tx, late, b1=0.9)
+
+  params = coupled_tree()
+  ours = _run(make(gtx.contrib, _WARMUP), params, 30, gtx.contrib.schedule_free_eval_params)
+  with jax.numpy_dtype_promotion("standard"):
+    theirs = _run(make(optax.contrib, lambda n: _WARMUP(n - 1)), params, 30,
+                  optax.contrib.schedule_free_eval_params)
+  assert_trees_close(ours, theirs, rtol=1e-5, atol=2e-6)
+
+
+def test_each_step_is_weighed_by_the_learning_rate_it_was_taken_with():
+  """The paper's c_{t+1} = gamma_t^2 / sum_{i<=t} gamma_i^2 with a schedule 0.1, 0.2, ...:
+  on f = x^2 / 2 from x = 1 (b1 = 0.5), z_2 = x_2 = y_2 = 0.9, z_3 = 0.9 - 0.2 * 0.9 = 0.72 and
+  c_3 = 0.04 / 0.05, so x_3 = 0.2 * 0.9 + 0.8 * 0.72 = 0.756. optax 0.2.8 weighs step t by
+  gamma_{t+1}: c_3 = 0.09 / 0.13, x_3 = 0.7754."""
+  rate = gtx.schedules.linear_schedule(0.1, 1.1, 10)
+  tx = gtx.contrib.schedule_free(gtx.sgd(rate), rate, b1=0.5)
+  params = jnp.array(1.0)
+  state = tx.init(params)
+  for _ in range(2):
+    updates, state = tx.update(params, state, params)
+    params = gtx.apply_updates(params, updates)
+  assert float(state.weight_sum) == pytest.approx(0.01 + 0.04)
+  assert float(gtx.contrib.schedule_free_eval_params(state, params)) == pytest.approx(0.756)
+
+
+@pytest.mark.parametrize("name", ["schedule_free_sgd", "schedule_free_adamw"])
+def test_the_warmup_is_the_papers_the_first_step_moves(name):
+  """Algorithm 1's gamma_t = gamma min(1, t / W) (the authors' (k + 1) / W): with W = 4 the
+  steps take 0.25, 0.5, 0.75, 1 times the rate. On f = x^2 / 2 from x = 1, SGD's first step
+  is -0.25 (c_2 = 1: y_2 = z_2); optax 0.2.8's warmup starts from 0 and its first step is 0."""
+  tx = getattr(gtx.contrib, name)(1.0, warmup_steps=4, b1=0.5)
+  params = jnp.array(1.0)
+  state = tx.init(params)
+  rates = []
+  for i in range(5):
+    updates, state = tx.update(params, state, params)
+    if i == 0 and name == "schedule_free_sgd":
+      assert float(updates) == pytest.approx(-0.25)
+    assert float(updates) != 0.0
+    params = gtx.apply_updates(params, updates)
+    h = gtx.hparams(state)
+    assert float(h["schedule_free.learning_rate"]) == float(h["schedule_free.lr.learning_rate"])
+    rates.append(float(h["schedule_free.learning_rate"]))
+  np.testing.assert_allclose(rates, [0.25, 0.5, 0.75, 1.0, 1.0], rtol=1e-6)
+
+
+def test_the_warmup_follows_optax_given_the_papers_schedule():
+  """optax's schedule_free, given Algorithm 1's warmup as its schedule (one step late for the
+  weights, see above), steps as gradtx's warmup_steps."""
+  def paper(count):
+    return 0.2 * jnp.minimum(1.0, (count + 1) / 5)
+
+  params = coupled_tree()
+  ours = _run(gtx.contrib.schedule_free_sgd(0.2, warmup_steps=5, b1=0.8, weight_decay=0.1,
+                                            weight_lr_power=1.0),
+              params, 30, gtx.contrib.schedule_free_eval_params)
+  with jax.numpy_dtype_promotion("standard"):
+    tx = optax.contrib.schedule_free(
+        optax.chain(optax.add_decayed_weights(0.1), optax.sgd(paper)),
+        lambda n: paper(n - 1), b1=0.8, weight_lr_power=1.0)
+    theirs = _run(tx, params, 30, optax.contrib.schedule_free_eval_params)
   assert_trees_close(ours, theirs, rtol=1e-5, atol=2e-6)
 
 
@@ -325,9 +404,9 @@ def test_a_warmup_reads_as_its_last_value_and_cannot_be_set():
   for _ in range(3):
     _, state = update(jax.grad(coupled_loss)(params), state, params)
   h = gtx.hparams(state)
-  # The weights' rate at step_count 3, the step's at count 2.
+  # The weights' rate and the step's, both those of step 3: 0.1 * 3 / 10.
   assert float(h["schedule_free.learning_rate"]) == pytest.approx(0.03)
-  assert float(h["schedule_free.lr.learning_rate"]) == pytest.approx(0.02)
+  assert float(h["schedule_free.lr.learning_rate"]) == pytest.approx(0.03)
   assert int(state["schedule_free"].step_count) == 4
   with pytest.raises(gtx.HyperparameterError, match=r"schedule_free.learning_rate follows"):
     gtx.set_hparams(state, {"schedule_free.learning_rate": 1.0})

@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Any, Callable, NamedTuple
+from typing import Any, NamedTuple
 
-import chex
 import jax
 import jax.numpy as jnp
 
@@ -12,6 +11,7 @@ from gradtx import schedules, tree
 from gradtx.chain import Chain, named_chain
 from gradtx.contrib._common import _as_base, _optional_decay
 from gradtx.contrib._whole_tree import _scalar_dtype
+from gradtx.schedules._common import _number
 from gradtx.core import (NONNEGATIVE, POSITIVE_INT, GradientTransformation, HParams, HParamSpec,
                          Range, ScalarOrSchedule, check_integer_option, check_state, checks_flags,
                          format_value, require_params_like, names_its_arguments)
@@ -59,21 +59,6 @@ class ScheduleFreeState(NamedTuple):
     return self.hparams["b1"]
 
 
-class _FromStepOne:
-  """A schedule read at ``count + 1``: schedule-free reads its learning rate at
-  ``step_count``, which starts at 1 (optax's convention), where the state's
-  hyperparameter count starts at 0."""
-
-  def __init__(self, schedule: Callable[[jax.Array], chex.Numeric]):
-    self.schedule = schedule
-
-  def __call__(self, count: jax.Array) -> chex.Numeric:
-    return self.schedule(count + 1)
-
-  def __repr__(self) -> str:
-    return format_value(self.schedule)
-
-
 def schedule_free(base_optimizer: Any, learning_rate: ScalarOrSchedule, b1: ScalarOrSchedule = 0.9,
                   weight_lr_power: ScalarOrSchedule = 2.0,
                   state_dtype: Any = None) -> GradientTransformation:
@@ -91,8 +76,10 @@ def schedule_free(base_optimizer: Any, learning_rate: ScalarOrSchedule, b1: Scal
     w_t = \\left(\\max_{i \\le t} \\gamma_i\\right)^{p}
 
   with :math:`x_1 = z_1 = y_1` the initial params, :math:`\\gamma_t` the
-  learning rate (a schedule is read at ``step_count`` :math:`= t`, from 1, as
-  in optax) and :math:`p` = ``weight_lr_power``. For SGD,
+  learning rate of step :math:`t` (a schedule is read at the step's count,
+  from 0, as the base reads its own: each step is weighed by the rate it
+  was taken with, as in the paper and the authors' code) and :math:`p` =
+  ``weight_lr_power``. For SGD,
   :math:`\\Delta_t = -\\gamma_t \\nabla f(y_t)`. The update returned is
   :math:`y_{t+1} - y_t = c_{t+1} (z_{t+1} - y_t) + (1 - \\beta_1)(1 - c_{t+1})
   \\Delta_t`; evaluate at :math:`x` with :func:`schedule_free_eval_params`.
@@ -102,7 +89,11 @@ def schedule_free(base_optimizer: Any, learning_rate: ScalarOrSchedule, b1: Scal
   Turn the base optimizer's momentum off (Adam with ``b1=0``, SGD without
   momentum): the interpolation replaces it. Give it a warmup but no decay.
 
-  Differs from optax 0.2.8 only in rounding: the update is formed from the
+  Differs from optax 0.2.8 where the learning rate is a schedule: optax
+  reads it for the weights at ``step_count`` (from 1), one step ahead of the
+  base's step, so :math:`w_t` takes the rate of step :math:`t + 1` (the
+  first step's weight that of the second; optax PR #1744); with a constant
+  learning rate the two agree. Otherwise only in rounding: the update is formed from the
   expression above rather than by recovering :math:`x`, averaging and
   subtracting :math:`y_t`, whose cancellation costs more float32 digits when
   the steps are small next to the params (params of 1000, steps of 1e-3: over
@@ -143,8 +134,7 @@ def schedule_free(base_optimizer: Any, learning_rate: ScalarOrSchedule, b1: Scal
   """
   stage = "schedule_free"
   base = _as_base(base_optimizer, stage)
-  rate = _FromStepOne(learning_rate) if callable(learning_rate) else learning_rate
-  spec = HParamSpec(stage, learning_rate=(rate, NONNEGATIVE), b1=(b1, _B1_RANGE),
+  spec = HParamSpec(stage, learning_rate=(learning_rate, NONNEGATIVE), b1=(b1, _B1_RANGE),
                     weight_lr_power=(weight_lr_power, NONNEGATIVE))
 
   def init(params):
@@ -259,8 +249,13 @@ def _warmed_up(stage: str, learning_rate: ScalarOrSchedule,
         f"{format_value(learning_rate)}; give the schedule its own warmup (for example "
         f"gtx.schedules.warmup_cosine_decay_schedule, or join_schedules with a "
         f"linear_schedule) and leave warmup_steps=None")
-  return schedules.warmup_constant_schedule(init_value=0.0, peak_value=learning_rate,
-                                            warmup_steps=warmup_steps)
+  _number(stage, "learning_rate", learning_rate)  # before the division, naming the stage
+  # gamma min(1, t / W) at step t, from 1, as the paper's Algorithm 1 and the authors' code
+  # ((k + 1) / W at count k): the first step moves. optax's warmup_constant_schedule(0, ...)
+  # steps by 0 first and reaches the peak one step later.
+  return schedules.warmup_constant_schedule(init_value=learning_rate / warmup_steps,
+                                            peak_value=learning_rate,
+                                            warmup_steps=warmup_steps - 1)
 
 
 @names_its_arguments
@@ -276,9 +271,11 @@ def schedule_free_sgd(learning_rate: ScalarOrSchedule = 1.0, warmup_steps: int |
     x_{t+1} = (1 - c_{t+1}) x_t + c_{t+1} z_{t+1}, \\quad
     y_{t+1} = (1 - \\beta_1) z_{t+1} + \\beta_1 x_{t+1}
 
-  (see :func:`schedule_free` for :math:`c`). With ``warmup_steps`` the
-  learning rate rises linearly from 0, read at the base's count (from 0)
-  for the step and at ``step_count`` (from 1) for the weights, as in optax.
+  (see :func:`schedule_free` for :math:`c`). With ``warmup_steps`` :math:`W` the
+  learning rate of step :math:`t` (from 1) is :math:`\\gamma \\min(1, t / W)`,
+  for the step and the weights alike, as in the paper's Algorithm 1 and the
+  authors' code; optax 0.2.8's warmup starts from 0 (its first step does not
+  move :math:`z`) and reaches :math:`\\gamma` one step later.
   The hyperparameters read as ``"schedule_free.lr.learning_rate"`` (the
   step), ``"schedule_free.learning_rate"`` (the weights; set both to change
   the learning rate), ``"schedule_free.b1"``, ``"schedule_free.weight_lr_power"``
@@ -286,8 +283,9 @@ def schedule_free_sgd(learning_rate: ScalarOrSchedule = 1.0, warmup_steps: int |
 
   Args:
     learning_rate: :math:`\\gamma \\ge 0`, default 1.
-    warmup_steps: the length of the linear warmup to ``learning_rate`` (then a
-      number), an int >= 1, or ``None``.
+    warmup_steps: :math:`W`, the length of the linear warmup to
+      ``learning_rate`` (then a number): steps :math:`1 \\dots W` take
+      :math:`\\gamma t / W`. An int >= 1, or ``None``.
     b1: :math:`\\beta_1 \\in (0, 1]`, default 0.9.
     weight_decay: :math:`\\lambda \\ge 0`, multiplied by the learning rate (as
       torch.optim does), or ``None`` (default): no decay stage (as optax). Give
@@ -347,8 +345,9 @@ def schedule_free_adamw(learning_rate: ScalarOrSchedule = 0.0025,
 
   Args:
     learning_rate: :math:`\\gamma \\ge 0`, default 0.0025.
-    warmup_steps: the length of the linear warmup to ``learning_rate`` (then a
-      number), an int >= 1, or ``None``.
+    warmup_steps: :math:`W`, the length of the linear warmup to
+      ``learning_rate`` (then a number): steps :math:`1 \\dots W` take
+      :math:`\\gamma t / W`. An int >= 1, or ``None``.
     b1: :math:`\\beta_1 \\in (0, 1]`, default 0.9 (the interpolation's).
     b2: :math:`\\beta_2 \\in [0, 1)`, default 0.999.
     eps: :math:`\\epsilon \\ge 0`, default 1e-8.
