@@ -141,12 +141,17 @@ def novograd(learning_rate: ScalarOrSchedule, b1: ScalarOrSchedule = 0.9,
 
   with :math:`n_1 = \\|g_1\\|^2` and norms per leaf.
 
+  Conventions: as optax (and NVIDIA apex's ``FusedNovoGrad``), :math:`\\epsilon`
+  is outside the root; the paper (and the authors' OpenSeq2Seq code) divides by
+  :math:`\\sqrt{n_t + \\epsilon}`: ``novograd(lr, eps=0.0, eps_root=1e-6)`` is the
+  paper's rule (:func:`gradtx.scale_by_novograd`).
+
   Args:
     learning_rate: :math:`\\eta`.
     b1: :math:`\\beta_1`, default 0.9.
     b2: :math:`\\beta_2`, default 0.25.
-    eps: default 1e-6.
-    eps_root: default 0.
+    eps: default 1e-6, outside the root.
+    eps_root: default 0, inside the root (the paper's :math:`\\epsilon`).
     weight_decay: :math:`\\lambda`, default 0.
     nu_dtype: dtype of :math:`n` (gradtx's addition): ``jnp.float32`` for
       float16 params, where a leaf with a small gradient norm has :math:`n = 0`.
