@@ -169,6 +169,26 @@ def test_muon_follows_optax(kwargs):
   _follows(gtx.contrib.muon(**ours), optax.contrib.muon(**theirs), params, 30, atol=3e-6)
 
 
+def test_scale_by_muon_debiases_its_momentum_unlike_jordans_reference():
+  # Jordan's muon_update orthogonalises m_t (Nesterov: b m_t + (1 - b) g_t), not
+  # debiased; gradtx and optax debias (documented). Without Nesterov that is a scalar,
+  # which NS's normalisation removes (eps = 0); with Nesterov step 2 differs.
+  rng = np.random.default_rng(2)
+  grads = [rng.normal(size=(3, 4)) for _ in range(2)]
+  b = 0.95
+  for nesterov in (False, True):
+    tx = gtx.contrib.scale_by_muon(beta=b, eps=0.0, nesterov=nesterov)
+    state = tx.init(jnp.zeros((3, 4)))
+    m = np.zeros((3, 4))
+    for t, g in enumerate(grads, 1):
+      u, state = tx.update(jnp.asarray(g, jnp.float32), state)
+      m = b * m + (1 - b) * g
+      jordan = RC.newton_schulz(b * m + (1 - b) * g if nesterov else m, RC.DEFAULT_NS_COEFFS,
+                                5, "frobenius", 0.0)
+      same = not nesterov or t == 1
+      assert np.allclose(u, jordan, rtol=1e-4, atol=1e-5) == same, (nesterov, t)
+
+
 def test_scale_by_muon_follows_optax():
   params = {k: v for k, v in _tree().items() if k.startswith("w")}
   # optax 0.2.8's default weight_dimension_numbers=None fails on a tree of several
