@@ -907,7 +907,9 @@ class novograd(Reference):
       q_t = g_t / (sqrt(n_t + eps_root) + eps) + wd p_t
       m_t = q_t (t = 1);   m_t = b1 m_{t-1} + q_t (t > 1)
       u_t = -lr_t m_t
-  (no (1-b1) factor on the new term, as in the paper.)
+  (no (1-b1) factor on the new term, as in the paper.) The paper's Algorithm 1
+  has one epsilon, inside the root: g_t / sqrt(n_t + eps), which is eps = 0,
+  eps_root = eps here; optax's eps is outside.
 
   Reference: Ginsburg et al., "Stochastic Gradient Methods with Layer-wise
   Adaptive Moments for Training of Deep Networks", 2019.

@@ -189,9 +189,11 @@ class galore(R.Reference):
 
   For a projected leaf as an m x n matrix G (axes ``dims`` = (reduction, output)):
       every T steps (t - 1 = 0, T, 2T, ...): U S V^T = svd(G),
-          P = U[:, :r] if m >= n else V[:, :r]          (r = min(rank, m, n))
+          P = U[:, :r] if m <= n else V[:, :r]          (r = min(rank, m, n))
       R = P^T G  (or G P),   Rt = base(R)  (Adam's direction, moments in r-space)
       u = -lr (scale P Rt  (or scale Rt P^T) + wd p)
+  The smaller side is reduced: Algorithm 2's left projector for m <= n, and the
+  authors' proj_type "std" (right for a tall matrix).
   Other leaves: u = -lr (base(g) + wd p).
   """
 
@@ -220,7 +222,7 @@ class galore(R.Reference):
       return shape
     _, m, n = self._matrix(k, shape)
     r = min(self.rank, m, n)
-    return (r, n) if m >= n else (m, r)
+    return (r, n) if m <= n else (m, r)
 
   def step(self, grads, params, **extra):
     self.count += 1
@@ -235,10 +237,10 @@ class galore(R.Reference):
       r = min(self.rank, m, n)
       if (self.count - 1) % self.gap == 0:
         U, _, Vt = np.linalg.svd(G, full_matrices=False)
-        self.P[k] = U[:, :r] if m >= n else Vt[:r].T
+        self.P[k] = U[:, :r] if m <= n else Vt[:r].T
       P = self.P[k]
-      low[k] = P.T @ G if m >= n else G @ P
-      geo[k] = (order, m >= n)
+      low[k] = P.T @ G if m <= n else G @ P
+      geo[k] = (order, m <= n)
     d = self.base.step(low, None)
     out = {}
     for k, g in grads.items():

@@ -922,6 +922,42 @@ def test_adan_weighs_the_gradient_difference_by_b2_as_the_paper_does():
   np.testing.assert_allclose(state.n["w"], np.full(4, 0.92 ** 2), rtol=1e-6)
 
 
+def test_novograd_puts_eps_outside_the_root_as_optax_and_eps_root_gives_the_papers_rule():
+  # Algorithm 1 of Ginsburg et al. divides by sqrt(n_t + eps); optax and gradtx by
+  # sqrt(n_t + eps_root) + eps (documented). Gradients of norm 1e-3: n = 1e-6 = eps.
+  g1, g2 = np.array([6e-4, -8e-4]), np.array([-3e-4, 4e-4])
+  lr, b1, b2, eps = 0.1, 0.9, 0.25, 1e-6
+  n1 = g1 @ g1
+  n2 = b2 * n1 + (1 - b2) * (g2 @ g2)
+  m1 = g1 / np.sqrt(n1 + eps)
+  paper = [-lr * m1, -lr * (b1 * m1 + g2 / np.sqrt(n2 + eps))]
+  for tx, same in [(gtx.novograd(lr, b1, b2, eps=0.0, eps_root=eps), True),
+                   (gtx.novograd(lr, b1, b2, eps=eps), False)]:
+    params = {"w": jnp.zeros(2)}
+    state = tx.init(params)
+    for g, want in zip([g1, g2], paper):
+      u, state = tx.update({"w": jnp.asarray(g, jnp.float32)}, state, params)
+      assert np.allclose(u["w"], want, rtol=1e-5) == same, (u["w"], want)
+
+
+def test_adabelief_with_eps_and_eps_root_equal_is_the_authors_one_eps():
+  # adabelief-pytorch (rectify=False): s += eps in place, then sqrt(s / bc2) + eps; the
+  # docstring's eps=eps_root=1e-8 is its 0.0.5 default. Gradients of 1e-4: eps matters.
+  lr, b1, b2, eps = 0.1, 0.9, 0.999, 1e-8
+  grads = [np.array([1e-4, -2e-4]), np.array([3e-4, 1e-4]), np.array([-1e-4, 2e-4])]
+  m, s, want = np.zeros(2), np.zeros(2), []
+  for t, g in enumerate(grads, 1):
+    m = b1 * m + (1 - b1) * g
+    s = b2 * s + (1 - b2) * (g - m) ** 2 + eps
+    want.append(-lr / (1 - b1 ** t) * m / (np.sqrt(s / (1 - b2 ** t)) + eps))
+  tx = gtx.adabelief(lr, b1, b2, eps=eps, eps_root=eps)
+  params = {"w": jnp.zeros(2)}
+  state = tx.init(params)
+  for g, w in zip(grads, want):
+    u, state = tx.update({"w": jnp.asarray(g, jnp.float32)}, state, params)
+    np.testing.assert_allclose(u["w"], w, rtol=1e-5)
+
+
 @pytest.mark.parametrize("make", [
     pytest.param(lambda: gtx.add_noise(eta=1.0, gamma=0.0, key=0), id="add_noise"),
     pytest.param(lambda: gtx.contrib.differentially_private_aggregate(1e6, 1e-6, seed=0),

@@ -62,12 +62,13 @@ def _galore_geometry(stage: str, shape: tuple[int, ...], dims: GaLoreDimensionNu
     raise StructureError(f"{stage}: {dims} for a leaf of shape {shape} leaves axes {batch} "
                          "out; GaLore needs every axis in the reduction or output axes")
   m, n = math.prod(shape[a] for a in reduction), math.prod(shape[a] for a in output)
-  return reduction + output, m, n, min(rank, m, n), m >= n
+  # The smaller side is reduced (Zhao et al., Algorithm 2: the left projector for m <= n).
+  return reduction + output, m, n, min(rank, m, n), m <= n
 
 
 class _Plan(NamedTuple):
   """How one leaf is projected: the leaf as an m x n matrix ``G`` (its axes put in
-  ``order``), the effective rank, and whether the projector acts on the left (m >= n)."""
+  ``order``), the effective rank, and whether the projector acts on the left (m <= n)."""
   G: jax.Array
   order: tuple[int, ...]
   rank: int
@@ -94,8 +95,8 @@ def scale_by_galore(rank: int = 128, update_proj_gap: int = 200, scale: ScalarOr
   """GaLore: the base optimizer run on gradients projected to a low-rank subspace.
 
   For a projected leaf, as an :math:`m \\times n` matrix :math:`G_t` with
-  :math:`m \\ge n` (otherwise the same on the right, :math:`R_t = G_t P_t`,
-  :math:`u_t = \\alpha \\tilde R_t P_t^\\top`),
+  :math:`m \\le n` (otherwise the same on the right: :math:`P_t = V_{:, :r}`,
+  :math:`R_t = G_t P_t`, :math:`u_t = \\alpha \\tilde R_t P_t^\\top`),
 
   .. math::
     P_t = \\begin{cases} U_{:, :r} \\text{ of } G_t = U S V^\\top &
@@ -105,9 +106,12 @@ def scale_by_galore(rank: int = 128, update_proj_gap: int = 200, scale: ScalarOr
 
   with :math:`t = 0, 1, \\dots` the number of earlier steps, :math:`r` =
   ``min(rank, m, n)``, :math:`T` = ``update_proj_gap`` and :math:`\\alpha` =
-  ``scale``. The base optimizer's moments live in the :math:`r`-dimensional
-  space (and carry over when :math:`P` is refreshed). Leaves that are not
-  projected go through the base optimizer as they are.
+  ``scale``. The smaller side is reduced to :math:`r`, as in the paper's
+  Algorithm 2 and the authors' code (its default ``proj_type="std"``): the
+  projector is :math:`\\min(m, n) \\times r` and the moments are
+  :math:`r \\times n` or :math:`m \\times r`. The base optimizer's moments
+  live in that space (and carry over when :math:`P` is refreshed). Leaves
+  that are not projected go through the base optimizer as they are.
 
   Args:
     rank: the target rank :math:`r \\ge 1` (an int), default 128. Structural:
@@ -122,7 +126,13 @@ def scale_by_galore(rank: int = 128, update_proj_gap: int = 200, scale: ScalarOr
       a tree of them (None for a leaf left out), or a callable of the params
       returning one.
 
-  Differs from optax 0.2.8 only in the SVD's precision: float64 for float64
+  Differs from optax 0.2.8, which reduces the *larger* side of a matrix that
+  is not square (the left projector for :math:`m \\ge n`: the authors'
+  ``proj_type="reverse_std"``), against the paper's Algorithm 2 and the
+  authors' default; both reduce the same side of a square matrix. The
+  low-rank gradient is then another matrix (Adam's elementwise normalisation
+  sees other entries), so the steps differ beyond rounding, and so do the
+  shapes of the projector and moments. In the SVD's precision too: float64 for float64
   gradients (optax always takes it in float32). The projector's columns are
   singular vectors, whose signs LAPACK chooses; an elementwise base rule that
   is odd in the gradient (Adam's) gives a step that does not depend on them
@@ -140,7 +150,7 @@ def scale_by_galore(rank: int = 128, update_proj_gap: int = 200, scale: ScalarOr
     >>> tx = gtx.contrib.scale_by_galore(rank=2)
     >>> state = tx.init({"w": jnp.ones((6, 4)), "b": jnp.ones(4)})
     >>> state.projector["w"].shape, state.base_optimizer_state.mu["w"].shape
-    ((6, 2), (2, 4))
+    ((4, 2), (6, 2))
   """
   stage = "scale_by_galore"
   if not isinstance(rank, (int, np.integer)) or isinstance(rank, bool):
@@ -267,10 +277,12 @@ def galore(learning_rate: ScalarOrSchedule, rank: int = 128, update_proj_gap: in
     \\theta_{t+1} = \\theta_t - \\eta \\left( \\alpha P_t\\, \\text{base}(P_t^\\top G_t)
       + \\lambda \\theta_t \\right)
 
-  for a projected leaf (see :func:`scale_by_galore`); the other leaves take
-  the base optimizer's step on their full gradient.
+  for a projected leaf with :math:`m \\le n` (:math:`\\text{base}(G_t P_t) P_t^\\top`
+  for :math:`m > n`: the smaller side is reduced, see :func:`scale_by_galore`); the
+  other leaves take the base optimizer's step on their full gradient.
 
-  ``optax.contrib.galore``'s rule; :func:`scale_by_galore` says where gradtx differs.
+  ``optax.contrib.galore``'s rule, except on matrices that are not square, where
+  optax 0.2.8 reduces the larger side: :func:`scale_by_galore` says how gradtx differs.
 
   Args:
     learning_rate: :math:`\\eta`.

@@ -169,6 +169,15 @@ def scale_by_muon(ns_coeffs: tuple | str = _DEFAULT_NS_COEFFS, ns_steps: int = 5
   :math:`u_t = \\mathrm{Re}\\langle \\hat m_t, \\operatorname{NS}(\\hat m_t)\\rangle\\,
   \\operatorname{NS}(\\hat m_t)` (the dual norm, summed over the whole leaf).
 
+  Conventions: as optax, the momentum is bias-corrected; Jordan's reference code
+  (``muon_update``) is not: it orthogonalises :math:`m_t`, or with Nesterov
+  :math:`\\beta m_t + (1-\\beta) g_t`. Without Nesterov the correction is a
+  scalar, which the normalisation of :math:`X_0` removes (up to
+  :math:`\\epsilon`); with Nesterov it weighs :math:`m_t` against :math:`g_t`
+  by :math:`(1-\\beta^t)/(1-\\beta^{t+1})` of the reference's weight, so the
+  first steps differ (the first one does not: :math:`m_1 \\propto g_1`) and
+  later ones agree as :math:`\\beta^t \\to 0`.
+
   Args:
     ns_coeffs: :math:`(a, b, c)`, default (3.4445, -4.7750, 2.0315); or a
       table of shape (n, 3), one row per step. Held in the state
@@ -332,6 +341,11 @@ def muon(learning_rate: ScalarOrSchedule, ns_coeffs: tuple | str = _DEFAULT_NS_C
   are the sizes of the reduction and output axes. Every other leaf takes
   AdamW's step (:func:`gradtx.adamw`) with ``adam_b1``, ``adam_b2``, ``eps``,
   ``adam_eps_root``, ``adam_weight_decay`` and ``adam_learning_rate``.
+
+  Conventions, as optax: the matrices' momentum is bias-corrected (see
+  :func:`scale_by_muon`), and ``nesterov`` applies to both parts, so by default
+  the other leaves take NAdam's step; Jordan's ``MuonWithAuxAdam`` gives them
+  plain Adam (betas (0.9, 0.95), eps 1e-10).
 
   Args:
     learning_rate: :math:`\\eta` of the matrices.

@@ -79,14 +79,22 @@ def adabelief(learning_rate: ScalarOrSchedule, b1: ScalarOrSchedule = 0.9,
     s_t = \\beta_2 s_{t-1} + (1-\\beta_2)(g_t - m_t)^2 + \\epsilon_\\text{root}, \\qquad
     \\theta_{t+1} = \\theta_t - \\eta \\frac{\\hat m_t}{\\sqrt{s_t/(1-\\beta_2^t)} + \\epsilon}
 
-  Matches ``optax.adabelief``.
+  Matches ``optax.adabelief``. The paper's Algorithm 2 and the authors' code
+  (adabelief-pytorch) have one :math:`\\epsilon`, both added to :math:`s_t` and
+  outside the root: ``eps`` and ``eps_root`` are the two places, and their
+  defaults, 1e-16 each, are the authors' since adabelief-pytorch 0.1.0 (its
+  0.0.5 release had 1e-8, which the authors still suggest for CNNs on image
+  classification: pass ``eps=1e-8, eps_root=1e-8``). Conventions: the authors'
+  code rectifies the step by default (RAdam's :math:`r_t`, ``rectify=True``)
+  and decays weights decoupled; gradtx and optax do neither (chain
+  :func:`gradtx.add_decayed_weights` for the decay).
 
   Args:
     learning_rate: :math:`\\eta`.
     b1: :math:`\\beta_1`, default 0.9.
     b2: :math:`\\beta_2`, default 0.999.
-    eps: default 1e-16 (the paper's code uses 1e-8 outside the root).
-    eps_root: default 1e-16, added to :math:`s_t`.
+    eps: default 1e-16, outside the root.
+    eps_root: default 1e-16, added to :math:`s_t` (and kept in it, as the authors' code).
     nesterov: Dozat's look-ahead first moment.
     mu_dtype, nu_dtype: moment dtypes (gradtx additions).
 
@@ -141,12 +149,17 @@ def novograd(learning_rate: ScalarOrSchedule, b1: ScalarOrSchedule = 0.9,
 
   with :math:`n_1 = \\|g_1\\|^2` and norms per leaf.
 
+  Conventions: as optax (and NVIDIA apex's ``FusedNovoGrad``), :math:`\\epsilon`
+  is outside the root; the paper (and the authors' OpenSeq2Seq code) divides by
+  :math:`\\sqrt{n_t + \\epsilon}`: ``novograd(lr, eps=0.0, eps_root=1e-6)`` is the
+  paper's rule (:func:`gradtx.scale_by_novograd`).
+
   Args:
     learning_rate: :math:`\\eta`.
     b1: :math:`\\beta_1`, default 0.9.
     b2: :math:`\\beta_2`, default 0.25.
-    eps: default 1e-6.
-    eps_root: default 0.
+    eps: default 1e-6, outside the root.
+    eps_root: default 0, inside the root (the paper's :math:`\\epsilon`).
     weight_decay: :math:`\\lambda`, default 0.
     nu_dtype: dtype of :math:`n` (gradtx's addition): ``jnp.float32`` for
       float16 params, where a leaf with a small gradient norm has :math:`n = 0`.

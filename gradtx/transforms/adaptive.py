@@ -327,6 +327,12 @@ def scale_by_novograd(b1: ScalarOrSchedule = 0.9, b2: ScalarOrSchedule = 0.25,
   and :math:`u_t = m_t` (with :math:`m_0 = 0`); :math:`\\|g_t\\|` is the l2 norm
   of each leaf (a layer). No :math:`(1-\\beta_1)` factor, as in the paper.
 
+  Conventions: :math:`\\epsilon` is outside the root, as in optax and NVIDIA
+  apex's ``FusedNovoGrad``; the paper's Algorithm 1 (and the authors'
+  OpenSeq2Seq code) puts it inside, :math:`g_t / \\sqrt{n_t + \\epsilon}`:
+  ``eps=0, eps_root=`` :math:`\\epsilon` is that rule. The two differ where
+  :math:`\\|g_t\\|^2` is not large against :math:`\\epsilon`.
+
   Args:
     b1: :math:`\\beta_1 \\in [0, 1)`, default 0.9.
     b2: :math:`\\beta_2 \\in [0, 1)`, default 0.25.
