@@ -1166,6 +1166,27 @@ def test_multiclass_hinge_loss_large_scores():
   np.testing.assert_array_equal(losses.multiclass_hinge_loss(s, jnp.array([1, 0])), [np.inf, 2])
 
 
+@pytest.mark.parametrize("name", ["multiclass_hinge_loss", "multiclass_perceptron_loss"])
+def test_multiclass_margin_losses_label_that_names_no_class_is_nan(name):
+  """A label past the last class, below -num_classes, or a fraction gives NaN and gradient 0
+  (optax read it as no class: a finite loss that trained the top score down); a negative
+  label counts from the end, as in the other integer-label losses (optax: no class)."""
+  fn = getattr(losses, name)
+  s = jnp.array([[0.3, -0.2, 0.9]] * 7)
+  f = _jit(lambda s, y: (fn(s, y), jax.grad(lambda s: fn(s, y).sum())(s)))
+  got, g = map(np.asarray, f(s, jnp.array([0, 1, 3, 7, -1, -3, -4])))
+  want, g_want = map(np.asarray, f(s, jnp.array([0, 1, 0, 0, 2, 0, 0])))
+  ok, bad = [0, 1, 4, 5], [2, 3, 6]
+  np.testing.assert_array_equal(got[ok], want[ok])
+  np.testing.assert_array_equal(g[ok], g_want[ok])
+  assert np.all(np.isnan(got[bad]))
+  np.testing.assert_array_equal(g[bad], 0)
+  # Whole-number floats are class indices (as optax); a fraction names no class.
+  got = np.asarray(_jit(fn)(s[:3], jnp.array([1.0, -1.0, 1.5])))
+  np.testing.assert_array_equal(got[:2], want[[1, 4]])
+  assert np.isnan(got[2])
+
+
 def test_multiclass_sparsemax_loss_negative_labels_count_from_the_end():
   """As optax's (and integer-label cross entropy): label -1 is the last class, where the
   one-hot read it as no class, a label score of 0 and no -e_y in the gradient."""

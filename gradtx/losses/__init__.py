@@ -22,10 +22,10 @@ Conventions shared by all losses:
   ``TypeError``, and so does a floating label array for
   :func:`softmax_cross_entropy_with_integer_labels` and the CTC losses (the
   multiclass margin losses take whole-number floats as class indices, as
-  optax does; a fraction there is read as no class); mismatched shapes
-  raise ``ValueError``; an out-of-range hyperparameter given as a Python
-  number raises :class:`gradtx.errors.HyperparameterError` naming the loss,
-  the argument and its allowed range.
+  optax does; a fraction there names no class and gives NaN); mismatched
+  shapes raise ``ValueError``; an out-of-range hyperparameter given as a
+  Python number raises :class:`gradtx.errors.HyperparameterError` naming the
+  loss, the argument and its allowed range.
 * **Zero times infinity.** A term :math:`0 \log 0` is 0, and so is its
   gradient, wherever the convention applies: a class masked with a ``-inf``
   logit and a zero label, a zero target in a KL divergence, a zero-norm

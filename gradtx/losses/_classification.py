@@ -12,7 +12,7 @@ from gradtx.core import ANY, NONNEGATIVE, UNIT, check_axis
 from gradtx.losses._common import (
     ArrayLike, Axis, _floating, _integer, _wide, _same_shape, _check, _expand_where, _some,
     _log_softmax, _max_shift, _no_gradient_where, _times_log, _label_scores, _broadcast_shape,
-    _broadcastable, _labels, _some_classes)
+    _broadcastable, _labels, _some_classes, _class_labels, _nan_unless)
 from gradtx.numerics import as_dtype
 
 
@@ -588,8 +588,11 @@ def multiclass_hinge_loss(
 
   Args:
     scores: scores :math:`s`, ``[..., num_classes]``, floating.
-    labels: integer labels :math:`y`, ``[...]`` (whole-number floats are read
-      as class indices, as optax reads them).
+    labels: integer labels :math:`y` in ``[0, num_classes)``, ``[...]``
+      (whole-number floats are read as class indices, as optax reads them).
+      A label in ``[-num_classes, 0)`` counts from the end, as a numpy
+      index; one that names no class (outside ``[-num_classes,
+      num_classes)``, or a fraction) gives NaN, its gradient 0.
 
   Returns:
     the losses, shape ``[...]``.
@@ -599,6 +602,13 @@ def multiclass_hinge_loss(
     Kernel-based Vector Machines
     <https://www.jmlr.org/papers/v2/crammer01a.html>`_, 2001.
 
+  Differences from optax:
+    optax reads a label that is negative, past the last class or a
+    fraction as no class, a finite loss :math:`\max_j s_j + 1` that
+    trains the top score down; here a negative label counts from the end (as
+    in :func:`softmax_cross_entropy_with_integer_labels`) and the others
+    give NaN.
+
   Example:
     >>> import jax.numpy as jnp
     >>> from gradtx import losses
@@ -607,13 +617,14 @@ def multiclass_hinge_loss(
     [0.5 4. ]
   """
   s = _floating("multiclass_hinge_loss", "scores", scores)
-  labels = _labels("multiclass_hinge_loss", s, labels)
+  labels, valid = _class_labels(_labels("multiclass_hinge_loss", s, labels), s.shape[-1])
   dtype = s.dtype
   # In float32 for 16-bit scores: s + 1 rounded the margin away where the scores' rounding
   # step is near 1 (bfloat16 near 300, float16 near 2000 gave 0 for 1).
   s = _wide(s)
   one_hot = jax.nn.one_hot(labels, s.shape[-1], dtype=s.dtype)
-  return (jnp.max(s + 1 - one_hot, axis=-1) - _label_scores(s, labels)).astype(dtype)
+  loss = jnp.max(s + 1 - one_hot, axis=-1) - _label_scores(s, labels)
+  return _nan_unless(valid, loss).astype(dtype)
 
 
 def multiclass_perceptron_loss(
@@ -627,8 +638,11 @@ def multiclass_perceptron_loss(
 
   Args:
     scores: scores :math:`s`, ``[..., num_classes]``, floating.
-    labels: integer labels :math:`y`, ``[...]`` (whole-number floats are read
-      as class indices, as optax reads them).
+    labels: integer labels :math:`y` in ``[0, num_classes)``, ``[...]``
+      (whole-number floats are read as class indices, as optax reads them).
+      A label in ``[-num_classes, 0)`` counts from the end, as a numpy
+      index; one that names no class (outside ``[-num_classes,
+      num_classes)``, or a fraction) gives NaN, its gradient 0.
 
   Returns:
     the losses, shape ``[...]``.
@@ -636,6 +650,13 @@ def multiclass_perceptron_loss(
   References:
     Collins, `Discriminative Training Methods for Hidden Markov Models
     <https://aclanthology.org/W02-1001/>`_, EMNLP 2002.
+
+  Differences from optax:
+    optax reads a label that is negative, past the last class or a
+    fraction as no class, a finite loss :math:`\max_j s_j` that trains the
+    top score down; here a negative label counts from the end (as in
+    :func:`softmax_cross_entropy_with_integer_labels`) and the others give
+    NaN.
 
   Example:
     >>> import jax.numpy as jnp
@@ -645,5 +666,5 @@ def multiclass_perceptron_loss(
     [0. 3.]
   """
   s = _floating("multiclass_perceptron_loss", "scores", scores)
-  labels = _labels("multiclass_perceptron_loss", s, labels)
-  return jnp.max(s, axis=-1) - _label_scores(s, labels)
+  labels, valid = _class_labels(_labels("multiclass_perceptron_loss", s, labels), s.shape[-1])
+  return _nan_unless(valid, jnp.max(s, axis=-1) - _label_scores(s, labels))
