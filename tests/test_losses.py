@@ -1201,6 +1201,24 @@ def test_multiclass_sparsemax_loss_negative_labels_count_from_the_end():
   np.testing.assert_array_equal(f(s200, jnp.array([-1], jnp.int8)), f(s200, jnp.array([199])))
 
 
+def test_multiclass_sparsemax_loss_label_that_names_no_class_is_nan():
+  """A label past the last class, below -num_classes, or a fraction gives NaN and gradient 0:
+  it was read as no class (a label score of 0, a plausible loss; optax clamps it to the
+  nearest class)."""
+  s = jnp.array([[0.3, -0.2, 0.9]] * 5)
+  f = _jit(lambda s, y: (losses.multiclass_sparsemax_loss(s, y),
+                         jax.grad(lambda s: losses.multiclass_sparsemax_loss(s, y).sum())(s)))
+  got, g = map(np.asarray, f(s, jnp.array([1, 3, 9, -4, -3])))
+  want, g_want = map(np.asarray, f(s, jnp.array([1, 0, 0, 0, 0])))
+  np.testing.assert_array_equal(got[[0, 4]], want[[0, 4]])
+  np.testing.assert_array_equal(g[[0, 4]], g_want[[0, 4]])
+  assert np.all(np.isnan(got[1:4]))
+  np.testing.assert_array_equal(g[1:4], 0)
+  got = np.asarray(_jit(losses.multiclass_sparsemax_loss)(s[:2], jnp.array([1.0, 0.5])))
+  np.testing.assert_array_equal(got[0], want[0])
+  assert np.isnan(got[1])
+
+
 def test_multiclass_sparsemax_loss_spread_scores():
   """Scores of +-1e4 with the label at the bottom: sparsemax is exact thirds, the loss 2e4 + 1/3."""
   s = jnp.array([[1e4, 1e4, 1e4, -1e4, -1e4]], jnp.float32)
