@@ -635,6 +635,30 @@ def test_integer_labels_minus_inf_and_out_of_range():
   assert np.isnan(got[2])
 
 
+def test_integer_labels_that_name_no_class_are_nan_with_zero_gradient():
+  """Past the last class or below -num_classes: NaN (as optax), and now gradient 0, where it
+  was the softmax (a loss without its label's term; optax too). A row where leaves out
+  whole is left out whatever its label (the per-class mask gave NaN, the row mask 0);
+  a row still included keeps its NaN."""
+  f = losses.softmax_cross_entropy_with_integer_labels
+  x = jnp.array([[0.3, -0.2, 0.9]] * 4)
+  fg = _jit(lambda x, y, w: (f(x, y, where=w), jax.grad(lambda x: f(x, y, where=w).sum())(x)))
+  y = jnp.array([1, 3, -4, 5])
+  got, g = map(np.asarray, fg(x, y, jnp.ones(4, bool)))
+  want, g_want = map(np.asarray, fg(x, jnp.array([1, 0, 0, 0]), jnp.ones(4, bool)))
+  np.testing.assert_array_equal(got[0], want[0])
+  np.testing.assert_array_equal(g[0], g_want[0])
+  assert np.all(np.isnan(got[1:]))
+  np.testing.assert_array_equal(g[1:], 0)
+  # Row 3 left out whole (by a per-class mask and by a row mask): 0, gradient 0.
+  per_class = jnp.array([[True] * 3, [True, False, True], [True] * 3, [False] * 3])
+  for w in (per_class, jnp.array([True, True, True, False])):
+    got, g = map(np.asarray, fg(x, y, w))
+    np.testing.assert_array_equal(got[3], 0)
+    assert np.all(np.isnan(got[1:3]))
+    np.testing.assert_array_equal(g[1:], 0)
+
+
 def test_all_masked_rows_give_zero_and_finite_grads():
   x = jnp.array([[1.0, 2.0, 3.0], [1.0, 2.0, 3.0]])
   w = jnp.array([[True, True, False], [False, False, False]])

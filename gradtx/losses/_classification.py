@@ -226,13 +226,14 @@ def softmax_cross_entropy_with_integer_labels(
     labels: integer labels :math:`y` in ``[0, num_classes)``, shape
       ``[...]``. A label in ``[-num_classes, 0)`` counts from the end, as a
       numpy index (as optax); one outside ``[-num_classes, num_classes)``
-      gives NaN.
+      gives NaN (as optax), its gradient 0.
     axis: the class axis (default -1), or a tuple of axes: then the label is
       a flat (row-major) index into the ``logits[axis]`` slice.
     where: the classes to include, shaped like ``logits`` or like the
-      result; a row whose label's class is left out (a row with no class
-      included too) has loss 0, as in :func:`softmax_cross_entropy` with the
-      one-hot labels.
+      result; a row whose label's class is left out has loss 0, as in
+      :func:`softmax_cross_entropy` with the one-hot labels, and so has a
+      row with no class included, whatever its label: mask padding
+      examples (torch's ``ignore_index``) here, e.g. ``where=labels >= 0``.
 
   Returns:
     the cross entropies, shape ``[...]``, in the dtype of ``logits``.
@@ -252,7 +253,10 @@ def softmax_cross_entropy_with_integer_labels(
   Differences from optax:
     A label at a class ``where`` leaves out has loss 0 and gradient 0;
     optax returns the normaliser over the included classes minus the
-    label's logit, which can be negative.
+    label's logit, which can be negative. A label outside
+    ``[-num_classes, num_classes)`` has gradient 0 (optax: the softmax, the
+    gradient of a loss without its label's term), and loss 0 in a row
+    ``where`` leaves out (optax: NaN).
 
   Example:
     >>> import jax.numpy as jnp
@@ -302,16 +306,21 @@ def softmax_cross_entropy_with_integer_labels(
   dead = top == -jnp.inf
   out = jnp.where(dead, jnp.inf,
                   jnp.log(jnp.where(dead, 1, total)) - (label_logits - shift)).squeeze(axis)
+  # A label that names no class: NaN (the gather's fill), and gradient 0, not the
+  # softmax's, a loss without its label's term.
+  _, valid = _class_labels(y, x.shape[axis])
   if where is not None:
     # A label at a class where leaves out (so in a row with none included too) has loss 0
     # and gradient 0, as its one-hot label's in softmax_cross_entropy: the normaliser
-    # over the included classes minus the label's logit was negative. An out-of-range
-    # label stays NaN (the fill).
+    # over the included classes minus the label's logit was negative.
     kept = (where if where.shape[axis] == 1 else
             jnp.take_along_axis(where, jnp.expand_dims(y, axis), axis=axis, mode="fill",
-                                fill_value=True))
+                                fill_value=False))
     out = jnp.where(kept.squeeze(axis), out, 0)
-  return out.astype(dtype)
+    # A row with no class included is left out whatever its label (padding, with any
+    # label), where a label that names no class in a row still included stays NaN.
+    valid = valid | ~jnp.any(where, axis=axis)
+  return _nan_unless(valid, out).astype(dtype)
 
 
 def sigmoid_binary_cross_entropy(
