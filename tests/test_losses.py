@@ -1052,6 +1052,26 @@ def test_ctc_16_bit_paddings(dtype):
   np.testing.assert_allclose(got, want, rtol=1e-5)
 
 
+def test_ctc_label_that_names_no_class_or_is_the_blank_is_nan():
+  """A real (unpadded) label past the last class had a zero one-hot, log probability 0: it was
+  emitted for free, a loss below the real labels' (optax too); the blank as a label gave a
+  finite loss. Both are now NaN with gradient 0. Padding may hold anything; a negative label
+  counts from the end, a repeat of its class included."""
+  logits = jnp.broadcast_to(jnp.array([[0.3, -0.2, 0.9, 0.1]] * 5), (6, 5, 4))
+  labels = jnp.array([[1, 3], [1, 4], [1, 0], [1, -5], [1, 7], [3, -1]])
+  pad = jnp.array([[0, 0], [0, 0], [0, 0], [0, 0], [0, 1], [0, 0]], jnp.float32)
+  f = _jit(lambda x, y, p: (losses.ctc_loss(x, jnp.zeros((6, 5)), y, p),
+                            jax.grad(lambda x: losses.ctc_loss(x, jnp.zeros((6, 5)), y, p).sum())(x)))
+  got, g = map(np.asarray, f(logits, labels, pad))
+  want, g_want = map(np.asarray, f(logits, jnp.array([[1, 3], [1, 1], [1, 1], [1, 1], [1, 9],
+                                                      [3, 3]]), pad))
+  ok, bad = [0, 4, 5], [1, 2, 3]
+  np.testing.assert_array_equal(got[ok], want[ok])
+  np.testing.assert_array_equal(g[ok], g_want[ok])
+  assert np.all(np.isnan(got[bad]))
+  np.testing.assert_array_equal(g[bad], 0)
+
+
 def test_ctc_minus_inf_logits():
   """A class ruled out with -inf logits: each sequence's loss and gradient as with a finite
   logit far below (optax and the one-hot product gave NaN for the whole batch)."""
