@@ -635,6 +635,30 @@ def test_integer_labels_minus_inf_and_out_of_range():
   assert np.isnan(got[2])
 
 
+def test_integer_labels_that_name_no_class_are_nan_with_zero_gradient():
+  """Past the last class or below -num_classes: NaN (as optax), and now gradient 0, where it
+  was the softmax (a loss without its label's term; optax too). A row where leaves out
+  whole is left out whatever its label (the per-class mask gave NaN, the row mask 0);
+  a row still included keeps its NaN."""
+  f = losses.softmax_cross_entropy_with_integer_labels
+  x = jnp.array([[0.3, -0.2, 0.9]] * 4)
+  fg = _jit(lambda x, y, w: (f(x, y, where=w), jax.grad(lambda x: f(x, y, where=w).sum())(x)))
+  y = jnp.array([1, 3, -4, 5])
+  got, g = map(np.asarray, fg(x, y, jnp.ones(4, bool)))
+  want, g_want = map(np.asarray, fg(x, jnp.array([1, 0, 0, 0]), jnp.ones(4, bool)))
+  np.testing.assert_array_equal(got[0], want[0])
+  np.testing.assert_array_equal(g[0], g_want[0])
+  assert np.all(np.isnan(got[1:]))
+  np.testing.assert_array_equal(g[1:], 0)
+  # Row 3 left out whole (by a per-class mask and by a row mask): 0, gradient 0.
+  per_class = jnp.array([[True] * 3, [True, False, True], [True] * 3, [False] * 3])
+  for w in (per_class, jnp.array([True, True, True, False])):
+    got, g = map(np.asarray, fg(x, y, w))
+    np.testing.assert_array_equal(got[3], 0)
+    assert np.all(np.isnan(got[1:3]))
+    np.testing.assert_array_equal(g[1:], 0)
+
+
 def test_all_masked_rows_give_zero_and_finite_grads():
   x = jnp.array([[1.0, 2.0, 3.0], [1.0, 2.0, 3.0]])
   w = jnp.array([[True, True, False], [False, False, False]])
@@ -1028,6 +1052,26 @@ def test_ctc_16_bit_paddings(dtype):
   np.testing.assert_allclose(got, want, rtol=1e-5)
 
 
+def test_ctc_label_that_names_no_class_or_is_the_blank_is_nan():
+  """A real (unpadded) label past the last class had a zero one-hot, log probability 0: it was
+  emitted for free, a loss below the real labels' (optax too); the blank as a label gave a
+  finite loss. Both are now NaN with gradient 0. Padding may hold anything; a negative label
+  counts from the end, a repeat of its class included."""
+  logits = jnp.broadcast_to(jnp.array([[0.3, -0.2, 0.9, 0.1]] * 5), (6, 5, 4))
+  labels = jnp.array([[1, 3], [1, 4], [1, 0], [1, -5], [1, 7], [3, -1]])
+  pad = jnp.array([[0, 0], [0, 0], [0, 0], [0, 0], [0, 1], [0, 0]], jnp.float32)
+  f = _jit(lambda x, y, p: (losses.ctc_loss(x, jnp.zeros((6, 5)), y, p),
+                            jax.grad(lambda x: losses.ctc_loss(x, jnp.zeros((6, 5)), y, p).sum())(x)))
+  got, g = map(np.asarray, f(logits, labels, pad))
+  want, g_want = map(np.asarray, f(logits, jnp.array([[1, 3], [1, 1], [1, 1], [1, 1], [1, 9],
+                                                      [3, 3]]), pad))
+  ok, bad = [0, 4, 5], [1, 2, 3]
+  np.testing.assert_array_equal(got[ok], want[ok])
+  np.testing.assert_array_equal(g[ok], g_want[ok])
+  assert np.all(np.isnan(got[bad]))
+  np.testing.assert_array_equal(g[bad], 0)
+
+
 def test_ctc_minus_inf_logits():
   """A class ruled out with -inf logits: each sequence's loss and gradient as with a finite
   logit far below (optax and the one-hot product gave NaN for the whole batch)."""
@@ -1166,6 +1210,27 @@ def test_multiclass_hinge_loss_large_scores():
   np.testing.assert_array_equal(losses.multiclass_hinge_loss(s, jnp.array([1, 0])), [np.inf, 2])
 
 
+@pytest.mark.parametrize("name", ["multiclass_hinge_loss", "multiclass_perceptron_loss"])
+def test_multiclass_margin_losses_label_that_names_no_class_is_nan(name):
+  """A label past the last class, below -num_classes, or a fraction gives NaN and gradient 0
+  (optax read it as no class: a finite loss that trained the top score down); a negative
+  label counts from the end, as in the other integer-label losses (optax: no class)."""
+  fn = getattr(losses, name)
+  s = jnp.array([[0.3, -0.2, 0.9]] * 7)
+  f = _jit(lambda s, y: (fn(s, y), jax.grad(lambda s: fn(s, y).sum())(s)))
+  got, g = map(np.asarray, f(s, jnp.array([0, 1, 3, 7, -1, -3, -4])))
+  want, g_want = map(np.asarray, f(s, jnp.array([0, 1, 0, 0, 2, 0, 0])))
+  ok, bad = [0, 1, 4, 5], [2, 3, 6]
+  np.testing.assert_array_equal(got[ok], want[ok])
+  np.testing.assert_array_equal(g[ok], g_want[ok])
+  assert np.all(np.isnan(got[bad]))
+  np.testing.assert_array_equal(g[bad], 0)
+  # Whole-number floats are class indices (as optax); a fraction names no class.
+  got = np.asarray(_jit(fn)(s[:3], jnp.array([1.0, -1.0, 1.5])))
+  np.testing.assert_array_equal(got[:2], want[[1, 4]])
+  assert np.isnan(got[2])
+
+
 def test_multiclass_sparsemax_loss_negative_labels_count_from_the_end():
   """As optax's (and integer-label cross entropy): label -1 is the last class, where the
   one-hot read it as no class, a label score of 0 and no -e_y in the gradient."""
@@ -1178,6 +1243,24 @@ def test_multiclass_sparsemax_loss_negative_labels_count_from_the_end():
   # An int8 label with more classes than int8 holds.
   s200 = jnp.zeros((1, 200)).at[0, 199].set(1.0)
   np.testing.assert_array_equal(f(s200, jnp.array([-1], jnp.int8)), f(s200, jnp.array([199])))
+
+
+def test_multiclass_sparsemax_loss_label_that_names_no_class_is_nan():
+  """A label past the last class, below -num_classes, or a fraction gives NaN and gradient 0:
+  it was read as no class (a label score of 0, a plausible loss; optax clamps it to the
+  nearest class)."""
+  s = jnp.array([[0.3, -0.2, 0.9]] * 5)
+  f = _jit(lambda s, y: (losses.multiclass_sparsemax_loss(s, y),
+                         jax.grad(lambda s: losses.multiclass_sparsemax_loss(s, y).sum())(s)))
+  got, g = map(np.asarray, f(s, jnp.array([1, 3, 9, -4, -3])))
+  want, g_want = map(np.asarray, f(s, jnp.array([1, 0, 0, 0, 0])))
+  np.testing.assert_array_equal(got[[0, 4]], want[[0, 4]])
+  np.testing.assert_array_equal(g[[0, 4]], g_want[[0, 4]])
+  assert np.all(np.isnan(got[1:4]))
+  np.testing.assert_array_equal(g[1:4], 0)
+  got = np.asarray(_jit(losses.multiclass_sparsemax_loss)(s[:2], jnp.array([1.0, 0.5])))
+  np.testing.assert_array_equal(got[0], want[0])
+  assert np.isnan(got[1])
 
 
 def test_multiclass_sparsemax_loss_spread_scores():

@@ -22,10 +22,27 @@ Conventions shared by all losses:
   ``TypeError``, and so does a floating label array for
   :func:`softmax_cross_entropy_with_integer_labels` and the CTC losses (the
   multiclass margin losses take whole-number floats as class indices, as
-  optax does; a fraction there is read as no class); mismatched shapes
-  raise ``ValueError``; an out-of-range hyperparameter given as a Python
-  number raises :class:`gradtx.errors.HyperparameterError` naming the loss,
-  the argument and its allowed range.
+  optax does; a fraction there names no class and gives NaN); mismatched
+  shapes raise ``ValueError``; an out-of-range hyperparameter given as a
+  Python number raises :class:`gradtx.errors.HyperparameterError` naming the
+  loss, the argument and its allowed range.
+* **Class labels.** Every loss that takes integer class labels
+  (:func:`softmax_cross_entropy_with_integer_labels`,
+  :func:`multiclass_hinge_loss`, :func:`multiclass_perceptron_loss`,
+  :func:`multiclass_sparsemax_loss`, :func:`ctc_loss`,
+  :func:`ctc_loss_with_forward_probs`) reads a label as a numpy index into
+  its ``K`` classes: ``[0, K)``, or ``[-K, 0)`` counting from the end. A
+  label that names no class (outside ``[-K, K)``, a fractional float label,
+  the blank as a CTC label) gives its example a NaN loss and a zero
+  gradient, eagerly and under ``jax.jit`` alike: bad data shows in the loss
+  and trains nothing, where optax gives several of these a plausible finite
+  loss. Labels are not read back to raise an error: under ``jit`` they are
+  traced, and eagerly the check would cost a device sync per call. To leave
+  examples out (padding, torch's ``ignore_index``) mask them: ``where`` of
+  :func:`softmax_cross_entropy_with_integer_labels` (a row it leaves out is
+  0 whatever its label), the CTC losses' ``label_paddings``, or
+  ``jnp.where(mask, loss, 0)`` on the result (not ``loss * mask``: NaN
+  times 0 is NaN).
 * **Zero times infinity.** A term :math:`0 \log 0` is 0, and so is its
   gradient, wherever the convention applies: a class masked with a ``-inf``
   logit and a zero label, a zero target in a KL divergence, a zero-norm

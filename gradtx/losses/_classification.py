@@ -12,7 +12,7 @@ from gradtx.core import ANY, NONNEGATIVE, UNIT, check_axis
 from gradtx.losses._common import (
     ArrayLike, Axis, _floating, _integer, _wide, _same_shape, _check, _expand_where, _some,
     _log_softmax, _max_shift, _no_gradient_where, _times_log, _label_scores, _broadcast_shape,
-    _broadcastable, _labels, _some_classes)
+    _broadcastable, _labels, _some_classes, _class_labels, _nan_unless)
 from gradtx.numerics import as_dtype
 
 
@@ -226,13 +226,14 @@ def softmax_cross_entropy_with_integer_labels(
     labels: integer labels :math:`y` in ``[0, num_classes)``, shape
       ``[...]``. A label in ``[-num_classes, 0)`` counts from the end, as a
       numpy index (as optax); one outside ``[-num_classes, num_classes)``
-      gives NaN.
+      gives NaN (as optax), its gradient 0.
     axis: the class axis (default -1), or a tuple of axes: then the label is
       a flat (row-major) index into the ``logits[axis]`` slice.
     where: the classes to include, shaped like ``logits`` or like the
-      result; a row whose label's class is left out (a row with no class
-      included too) has loss 0, as in :func:`softmax_cross_entropy` with the
-      one-hot labels.
+      result; a row whose label's class is left out has loss 0, as in
+      :func:`softmax_cross_entropy` with the one-hot labels, and so has a
+      row with no class included, whatever its label: mask padding
+      examples (torch's ``ignore_index``) here, e.g. ``where=labels >= 0``.
 
   Returns:
     the cross entropies, shape ``[...]``, in the dtype of ``logits``.
@@ -252,7 +253,10 @@ def softmax_cross_entropy_with_integer_labels(
   Differences from optax:
     A label at a class ``where`` leaves out has loss 0 and gradient 0;
     optax returns the normaliser over the included classes minus the
-    label's logit, which can be negative.
+    label's logit, which can be negative. A label outside
+    ``[-num_classes, num_classes)`` has gradient 0 (optax: the softmax, the
+    gradient of a loss without its label's term), and loss 0 in a row
+    ``where`` leaves out (optax: NaN).
 
   Example:
     >>> import jax.numpy as jnp
@@ -302,16 +306,21 @@ def softmax_cross_entropy_with_integer_labels(
   dead = top == -jnp.inf
   out = jnp.where(dead, jnp.inf,
                   jnp.log(jnp.where(dead, 1, total)) - (label_logits - shift)).squeeze(axis)
+  # A label that names no class: NaN (the gather's fill), and gradient 0, not the
+  # softmax's, a loss without its label's term.
+  _, valid = _class_labels(y, x.shape[axis])
   if where is not None:
     # A label at a class where leaves out (so in a row with none included too) has loss 0
     # and gradient 0, as its one-hot label's in softmax_cross_entropy: the normaliser
-    # over the included classes minus the label's logit was negative. An out-of-range
-    # label stays NaN (the fill).
+    # over the included classes minus the label's logit was negative.
     kept = (where if where.shape[axis] == 1 else
             jnp.take_along_axis(where, jnp.expand_dims(y, axis), axis=axis, mode="fill",
-                                fill_value=True))
+                                fill_value=False))
     out = jnp.where(kept.squeeze(axis), out, 0)
-  return out.astype(dtype)
+    # A row with no class included is left out whatever its label (padding, with any
+    # label), where a label that names no class in a row still included stays NaN.
+    valid = valid | ~jnp.any(where, axis=axis)
+  return _nan_unless(valid, out).astype(dtype)
 
 
 def sigmoid_binary_cross_entropy(
@@ -588,8 +597,11 @@ def multiclass_hinge_loss(
 
   Args:
     scores: scores :math:`s`, ``[..., num_classes]``, floating.
-    labels: integer labels :math:`y`, ``[...]`` (whole-number floats are read
-      as class indices, as optax reads them).
+    labels: integer labels :math:`y` in ``[0, num_classes)``, ``[...]``
+      (whole-number floats are read as class indices, as optax reads them).
+      A label in ``[-num_classes, 0)`` counts from the end, as a numpy
+      index; one that names no class (outside ``[-num_classes,
+      num_classes)``, or a fraction) gives NaN, its gradient 0.
 
   Returns:
     the losses, shape ``[...]``.
@@ -599,6 +611,13 @@ def multiclass_hinge_loss(
     Kernel-based Vector Machines
     <https://www.jmlr.org/papers/v2/crammer01a.html>`_, 2001.
 
+  Differences from optax:
+    optax reads a label that is negative, past the last class or a
+    fraction as no class, a finite loss :math:`\max_j s_j + 1` that
+    trains the top score down; here a negative label counts from the end (as
+    in :func:`softmax_cross_entropy_with_integer_labels`) and the others
+    give NaN.
+
   Example:
     >>> import jax.numpy as jnp
     >>> from gradtx import losses
@@ -607,13 +626,14 @@ def multiclass_hinge_loss(
     [0.5 4. ]
   """
   s = _floating("multiclass_hinge_loss", "scores", scores)
-  labels = _labels("multiclass_hinge_loss", s, labels)
+  labels, valid = _class_labels(_labels("multiclass_hinge_loss", s, labels), s.shape[-1])
   dtype = s.dtype
   # In float32 for 16-bit scores: s + 1 rounded the margin away where the scores' rounding
   # step is near 1 (bfloat16 near 300, float16 near 2000 gave 0 for 1).
   s = _wide(s)
   one_hot = jax.nn.one_hot(labels, s.shape[-1], dtype=s.dtype)
-  return (jnp.max(s + 1 - one_hot, axis=-1) - _label_scores(s, labels)).astype(dtype)
+  loss = jnp.max(s + 1 - one_hot, axis=-1) - _label_scores(s, labels)
+  return _nan_unless(valid, loss).astype(dtype)
 
 
 def multiclass_perceptron_loss(
@@ -627,8 +647,11 @@ def multiclass_perceptron_loss(
 
   Args:
     scores: scores :math:`s`, ``[..., num_classes]``, floating.
-    labels: integer labels :math:`y`, ``[...]`` (whole-number floats are read
-      as class indices, as optax reads them).
+    labels: integer labels :math:`y` in ``[0, num_classes)``, ``[...]``
+      (whole-number floats are read as class indices, as optax reads them).
+      A label in ``[-num_classes, 0)`` counts from the end, as a numpy
+      index; one that names no class (outside ``[-num_classes,
+      num_classes)``, or a fraction) gives NaN, its gradient 0.
 
   Returns:
     the losses, shape ``[...]``.
@@ -636,6 +659,13 @@ def multiclass_perceptron_loss(
   References:
     Collins, `Discriminative Training Methods for Hidden Markov Models
     <https://aclanthology.org/W02-1001/>`_, EMNLP 2002.
+
+  Differences from optax:
+    optax reads a label that is negative, past the last class or a
+    fraction as no class, a finite loss :math:`\max_j s_j` that trains the
+    top score down; here a negative label counts from the end (as in
+    :func:`softmax_cross_entropy_with_integer_labels`) and the others give
+    NaN.
 
   Example:
     >>> import jax.numpy as jnp
@@ -645,5 +675,5 @@ def multiclass_perceptron_loss(
     [0. 3.]
   """
   s = _floating("multiclass_perceptron_loss", "scores", scores)
-  labels = _labels("multiclass_perceptron_loss", s, labels)
-  return jnp.max(s, axis=-1) - _label_scores(s, labels)
+  labels, valid = _class_labels(_labels("multiclass_perceptron_loss", s, labels), s.shape[-1])
+  return _nan_unless(valid, jnp.max(s, axis=-1) - _label_scores(s, labels))

@@ -265,7 +265,36 @@ def _cosine_norm(v: jax.Array, axis: Axis, epsilon: ArrayLike) -> jax.Array:
   return jnp.sqrt(jnp.where(n2 > 0, n2, 1))
 
 
-def _label_scores(s: jax.Array, labels: ArrayLike) -> jax.Array:
-  """``s[..., y]``, the score of each label (0 for an out-of-range label, as optax)."""
-  is_label = jax.nn.one_hot(labels, s.shape[-1], dtype=bool)
+def _class_labels(labels: jax.Array, num_classes: int) -> tuple[jax.Array, jax.Array]:
+  """``(index, valid)``: class ``labels`` read as numpy indices into ``num_classes``
+  classes, the one policy of every loss that takes them (the losses' module docstring).
+
+  ``index`` is the label in ``[0, num_classes)`` (a label in ``[-num_classes, 0)`` counts
+  from the end); ``valid`` is False where a label names no class: outside
+  ``[-num_classes, num_classes)``, or (for the whole-number floats the margin losses take)
+  not a whole number. A loss gives NaN there (:func:`_nan_unless`). Narrow integers are
+  taken in int32: an int8 label plus 200 classes overflowed; so are floats, once checked
+  (``jax.nn.one_hot`` deprecates float input).
+  """
+  floating = jnp.issubdtype(labels.dtype, jnp.floating)
+  if not floating and labels.dtype.itemsize < 4:
+    labels = labels.astype(jnp.int32)
+  index = jnp.where(labels < 0, labels + num_classes, labels)
+  valid = (index >= 0) & (index < num_classes)
+  if floating:
+    valid = valid & (index == jnp.floor(index))
+    index = jnp.where(valid, index, 0).astype(jnp.int32)
+  return index, valid
+
+
+def _nan_unless(valid: jax.Array, out: jax.Array) -> jax.Array:
+  """``out``, NaN where ``valid`` (of a label, :func:`_class_labels`) is False, its gradient
+  0 there: bad data shows in the loss, and trains nothing. One select per example."""
+  return jnp.where(valid, out, jnp.nan)
+
+
+def _label_scores(s: jax.Array, index: jax.Array) -> jax.Array:
+  """``s[..., y]``, the score of each label ``index`` in ``[0, num_classes)`` (0 for one
+  outside it: the loss is NaN there, :func:`_nan_unless`)."""
+  is_label = jax.nn.one_hot(index, s.shape[-1], dtype=bool)
   return jnp.sum(jnp.where(is_label, s, 0), axis=-1)

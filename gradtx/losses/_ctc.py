@@ -10,7 +10,7 @@ import numpy as np
 
 from gradtx.core import ANY
 from gradtx.losses._common import (ArrayLike, _check, _floating, _integer, _wide, _same_shape,
-                                   _rank)
+                                   _rank, _class_labels, _nan_unless)
 from gradtx.numerics import as_dtype
 
 
@@ -48,7 +48,11 @@ def ctc_loss_with_forward_probs(
   Args:
     logits: ``[B, T, K]`` logits, ``K`` classes including the blank.
     logit_paddings: ``[B, T]``, 1.0 where a frame is padding, else 0.0.
-    labels: ``[B, N]`` integer labels.
+    labels: ``[B, N]`` integer labels in ``[0, K)``, none of them
+      ``blank_id``; a label in ``[-K, 0)`` counts from the end, as a numpy
+      index. A sequence with a label that names no class (outside
+      ``[-K, K)``) or is the blank has loss NaN, its gradient 0; padding
+      may hold any value.
     label_paddings: ``[B, N]``, 1.0 where a label is padding; labels must
       be right-padded (zeros then ones in each row).
     blank_id: the class of the blank symbol (default 0).
@@ -72,6 +76,10 @@ def ctc_loss_with_forward_probs(
     logit has log probability ``log_epsilon``, as an impossible alignment
     does (optax: NaN for every sequence of the batch, in value and
     gradient).
+
+    optax reads a label outside ``[0, K)`` as a class of probability 1,
+    emitted for free (a loss lower than any real label's), and takes the
+    blank as a label; here both give NaN.
 
   Example:
     >>> import jax.numpy as jnp
@@ -133,6 +141,13 @@ def _ctc(name: str, logits: ArrayLike, logit_paddings: ArrayLike, labels: ArrayL
   # Counted in int32: a sum of bfloat16 paddings rounds past 256 (299 padded labels of
   # 300 counted 300, leaving no label).
   label_lens = max_label_len - jnp.sum(label_paddings.astype(jnp.int32), axis=1)
+  # A label that names no class had a zero one-hot, a log probability of 0 (probability 1):
+  # emitted for free, a loss below any real label's. The blank is no label either. Either,
+  # where not padding, makes the sequence's loss NaN (its gradient 0). Negative labels
+  # count from the end, repeats included.
+  labels, valid = _class_labels(labels, num_classes)
+  real = jnp.arange(max_label_len)[None, :] < label_lens[:, None]
+  bad = jnp.any(real & (~valid | (labels == blank_id)), axis=1)
   # repeat[b, n] = 1 when labels[b, n] == labels[b, n + 1].
   repeat = (labels[:, :-1] == labels[:, 1:]).astype(ctype)
   repeat = jnp.pad(repeat, ((0, 0), (0, 1)))
@@ -167,7 +182,7 @@ def _ctc(name: str, logits: ArrayLike, logit_paddings: ArrayLike, labels: ArrayL
   # The last frame still takes its final epsilon transition.
   last_phi = add_to_phi(logalpha_phi[-1], logalpha_emit[-1])
   logalpha_phi = logalpha_phi.at[-1].set(last_phi)
-  loss = -jnp.take_along_axis(last_phi, label_lens[:, None], axis=1)[:, 0]
+  loss = _nan_unless(~bad, -jnp.take_along_axis(last_phi, label_lens[:, None], axis=1)[:, 0])
   return loss.astype(dtype), logalpha_phi.astype(dtype), logalpha_emit.astype(dtype)
 
 
@@ -191,7 +206,9 @@ def ctc_loss(
   Args:
     logits: ``[B, T, K]`` logits, ``K`` classes including the blank.
     logit_paddings: ``[B, T]``, 1.0 where a frame is padding.
-    labels: ``[B, N]`` integer labels, right-padded.
+    labels: ``[B, N]`` integer labels in ``[0, K)``, right-padded; one that
+      names no class, or the blank, makes the sequence's loss NaN (see
+      :func:`ctc_loss_with_forward_probs`).
     label_paddings: ``[B, N]``, 1.0 where a label is padding.
     blank_id: the class of the blank symbol (default 0).
     log_epsilon: the stand-in for :math:`\log 0` (default -1e5).

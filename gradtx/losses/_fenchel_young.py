@@ -9,7 +9,7 @@ import jax.numpy as jnp
 
 from gradtx.core import check_callable
 from gradtx.losses._common import (ArrayLike, _broadcastable, _floating, _wide, _label_scores,
-                                    _labels)
+                                    _labels, _class_labels, _nan_unless)
 from gradtx.projections import projection_simplex
 
 
@@ -144,10 +144,13 @@ def multiclass_sparsemax_loss(
 
   Args:
     scores: scores :math:`s`, ``[..., num_classes]``, floating.
-    labels: integer labels :math:`y`, ``[...]`` (whole-number floats are read
-      as class indices; optax's raises on them). A label in
-      ``[-num_classes, 0)`` counts from the end, as a numpy index (as optax,
-      and :func:`softmax_cross_entropy_with_integer_labels`).
+    labels: integer labels :math:`y` in ``[0, num_classes)``, ``[...]``
+      (whole-number floats are read as class indices; optax's raises on
+      them). A label in ``[-num_classes, 0)`` counts from the end, as a
+      numpy index (as optax, and
+      :func:`softmax_cross_entropy_with_integer_labels`); one that names no
+      class (outside ``[-num_classes, num_classes)``, or a fraction) gives
+      NaN, its gradient 0.
 
   Returns:
     the losses, ``[...]``.
@@ -159,7 +162,9 @@ def multiclass_sparsemax_loss(
 
   Differences from optax:
     optax accepts exactly one batch axis (``[batch, num_classes]``); gradtx
-    maps over any number of leading axes.
+    maps over any number of leading axes. optax clamps a label outside
+    ``[-num_classes, num_classes)`` to the nearest class, a plausible loss
+    for a label that names none; gradtx gives NaN.
 
   Example:
     >>> import jax.numpy as jnp
@@ -170,15 +175,9 @@ def multiclass_sparsemax_loss(
     [0.     0.4433]
   """
   s = _floating("multiclass_sparsemax_loss", "scores", scores)
-  labels = _labels("multiclass_sparsemax_loss", s, labels)
+  labels, valid = _class_labels(_labels("multiclass_sparsemax_loss", s, labels), s.shape[-1])
   dtype = s.dtype
   s = _wide(s)
-  # optax indexes the scores with the label, so a negative one counts from the end; the
-  # one-hot of _label_scores read it as no class (a label score of 0, and no -e_y in
-  # the gradient). Narrow integers in int32: an int8 label plus 200 classes overflowed.
-  if not jnp.issubdtype(labels.dtype, jnp.floating) and labels.dtype.itemsize < 4:
-    labels = labels.astype(jnp.int32)
-  labels = jnp.where(labels < 0, labels + s.shape[-1], labels)
   # The loss is unchanged when a constant is added to every score; measuring
   # the scores from their maximum keeps large scores from cancelling. (From the
   # label's score, a label far below the top put the support near 2e4 for
@@ -189,4 +188,4 @@ def multiclass_sparsemax_loss(
   # z is masked, not p * z: a -inf score would give p's gradient 0 * -inf.
   loss = (jnp.sum(p * jnp.where(p > 0, z, 0), axis=-1) + 0.5 * (1 - jnp.sum(jnp.square(p), axis=-1))
           + (top[..., 0] - _label_scores(s, labels)))
-  return loss.astype(dtype)
+  return _nan_unless(valid, loss).astype(dtype)
