@@ -1389,7 +1389,11 @@ def scalar_loss(value: Any, stage: str, what: str) -> jax.Array:
   it). Any other shape raises, naming ``stage`` and what gave it (``what``: ``"value"``,
   or ``"value_fn's result"``), where the line searches' reshape raised numpy's "cannot
   reshape array of shape (2,) into shape ()" and the Polyak step broadcast it against
-  the leaves (jax's "incompatible shapes", or a step of another shape)."""
+  the leaves (jax's "incompatible shapes", or a step of another shape). A tuple (a loss
+  with auxiliary outputs) raises so, where jnp.size raised jax's TracerArrayConversionError."""
+  if isinstance(value, (tuple, list, dict)):
+    raise StructureError(f"{stage}: {what} must be a scalar loss, got a {type(value).__name__} "
+                         f"of {len(value)} (a loss with auxiliary outputs? return the loss alone)")
   if jnp.size(value) != 1:
     raise StructureError(f"{stage}: {what} must be a scalar loss (or of shape (1,)), got "
                          f"shape {jnp.shape(value)}")

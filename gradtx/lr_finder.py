@@ -23,7 +23,8 @@ import numpy as np
 
 from gradtx import tree
 from gradtx.chain import set_hparams
-from gradtx.core import GradientTransformation, Range, apply_updates, check_value
+from gradtx.core import (GradientTransformation, Range, apply_updates, check_callable, check_value,
+                         scalar_loss)
 from gradtx.errors import HyperparameterError
 
 __all__ = ["RangeTestResult", "lr_range_test"]
@@ -258,6 +259,8 @@ def lr_range_test(loss_fn: Callable[[PyTree, Any], jax.Array], params: PyTree,
     raise TypeError("lr_range_test: tx must be a gradient transformation (with init and "
                     f"update), got {type(tx).__name__}; the arguments are (loss_fn, params, "
                     "batches, tx)")
+  check_callable("lr_range_test", "loss_fn", loss_fn, "a function loss_fn(params, batch) -> "
+                 "scalar loss")
   _check(isinstance(num_steps, numbers.Integral) and not isinstance(num_steps, bool)
          and num_steps >= 2,
          f"num_steps must be an integer >= 2, got {num_steps!r}")
@@ -287,10 +290,15 @@ def lr_range_test(loss_fn: Callable[[PyTree, Any], jax.Array], params: PyTree,
                                     f"must be a rate {name} can hold ({error})") from None
   params, state = tree.copy(params), tree.copy(state)  # donated below, not the caller's
 
+  def _scalar_loss_fn(params, batch):
+    return scalar_loss(loss_fn(params, batch), "lr_range_test", "loss_fn's result")
+
   def step(params, state, batch):
     # allow_int: an integer buffer or a key among the params gets a float0 gradient, for
     # which tx.update takes no step, as in a training step that does the same.
-    loss, grads = jax.value_and_grad(loss_fn, allow_int=True)(params, batch)
+    # A loss that is not a scalar raised jax's "Gradient only defined for scalar-output
+    # functions", naming neither this function nor loss_fn.
+    loss, grads = jax.value_and_grad(_scalar_loss_fn, allow_int=True)(params, batch)
     # value: the loss, as a training step passes it, for the stages that read it
     # (reduce_on_plateau raised a missing-argument error without it).
     updates, state = tx.update(grads, state, params, value=loss)

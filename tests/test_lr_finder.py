@@ -292,3 +292,27 @@ def test_the_default_name_is_every_ready_optimizers_rate_but_rprops():
     if "lr.learning_rate" not in gtx.hparams(make(learning_rate=0.1).init(params)):
       without.append(name)
   assert without == ["rprop"]
+
+
+@pytest.mark.parametrize("loss_fn, error, message", [
+    (3, TypeError, "lr_range_test: loss_fn must be a function loss_fn(params, batch) -> "
+     "scalar loss, got 3"),
+    (lambda x, batch: x ** 2, gtx.StructureError,
+     "lr_range_test: loss_fn's result must be a scalar loss (or of shape (1,)), got shape (2,)"),
+    (lambda x, batch: (jnp.sum(x), {"aux": 1}), gtx.StructureError,
+     "lr_range_test: loss_fn's result must be a scalar loss, got a tuple of 2 (a loss with "
+     "auxiliary outputs? return the loss alone)"),
+])
+def test_a_bad_loss_fn_is_named(loss_fn, error, message):
+  # 3 raised jax's "Expected a callable value, got 3", a loss of shape (2,) "Gradient only
+  # defined for scalar-output functions", a (loss, aux) pair the same or jax's
+  # TracerArrayConversionError: none named lr_range_test or loss_fn.
+  with pytest.raises(error) as raised:
+    lr_range_test(loss_fn, jnp.ones(2), [None], gtx.sgd(0.1), num_steps=3)
+  assert str(raised.value) == message
+
+
+def test_a_loss_of_shape_1_is_taken_as_a_scalar():
+  result = lr_range_test(lambda x, batch: jnp.sum(x, keepdims=True), jnp.ones(2), [None],
+                         gtx.sgd(0.1), num_steps=3, max_lr=0.1)
+  np.testing.assert_allclose(result.losses[0], 2.0)
