@@ -25,7 +25,7 @@ from gradtx import tree
 from gradtx.chain import set_hparams
 from gradtx.core import (GradientTransformation, Range, apply_updates, check_callable, check_value,
                          scalar_loss)
-from gradtx.errors import HyperparameterError
+from gradtx.errors import ArgumentTypeError, HyperparameterError
 
 __all__ = ["RangeTestResult", "lr_range_test"]
 
@@ -274,6 +274,13 @@ def lr_range_test(loss_fn: Callable[[PyTree, Any], jax.Array], params: PyTree,
   _check(0 < smoothing <= 1, f"smoothing must be in (0, 1], got {smoothing!r}")
   _check(diverge_threshold > 1, f"diverge_threshold must be > 1, got {diverge_threshold!r}")
   _check(factor >= 1, f"factor must be >= 1, got {factor!r}")
+  try:
+    stream = iter(batches)
+  except TypeError:  # else Python's "'int' object is not iterable" at the first step
+    raise ArgumentTypeError.about(
+        "lr_range_test", "batches", batches, "must be an iterable of batches (a list, a data "
+        f"loader, an iterator; itertools.repeat(batch) for one batch), got {batches!r}") from None
+  stream = stream if stream is batches else _repeated(batches)
   # min_lr^(1-t) max_lr^t, not min_lr (max_lr / min_lr)^t: that ratio overflowed to inf for
   # a tiny min_lr (1e-320), and the sweep's first rate past it was refused by the stage
   # holding the rate, not as an argument of this function. Both ends are exact.
@@ -305,7 +312,6 @@ def lr_range_test(loss_fn: Callable[[PyTree, Any], jax.Array], params: PyTree,
     return apply_updates(params, updates), state, loss
 
   step = jax.jit(step, donate_argnums=(0, 1))
-  stream = iter(batches) if iter(batches) is batches else _repeated(batches)
 
   losses: list[float] = []
   smoothed: list[float] = []

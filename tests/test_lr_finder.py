@@ -316,3 +316,14 @@ def test_a_loss_of_shape_1_is_taken_as_a_scalar():
   result = lr_range_test(lambda x, batch: jnp.sum(x, keepdims=True), jnp.ones(2), [None],
                          gtx.sgd(0.1), num_steps=3, max_lr=0.1)
   np.testing.assert_allclose(result.losses[0], 2.0)
+
+
+@pytest.mark.parametrize("batches", [5, None, jnp.ones(())])
+def test_batches_that_are_not_iterable_are_named(batches):
+  # 5 or None raised Python's "'int' object is not iterable", a 0-d array jax's "iteration
+  # over a 0-d array", naming neither lr_range_test nor batches.
+  with pytest.raises(gtx.ArgumentTypeError) as raised:
+    lr_range_test(_quadratic(1.0), jnp.ones(2), batches, gtx.sgd(0.1), num_steps=3)
+  assert str(raised.value) == (
+      "lr_range_test: batches must be an iterable of batches (a list, a data loader, an "
+      f"iterator; itertools.repeat(batch) for one batch), got {batches!r}")
