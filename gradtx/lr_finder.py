@@ -23,8 +23,8 @@ import numpy as np
 
 from gradtx import tree
 from gradtx.chain import set_hparams
-from gradtx.core import (GradientTransformation, Range, apply_updates, check_callable, check_value,
-                         scalar_loss)
+from gradtx.core import (POSITIVE, GradientTransformation, Range, apply_updates, check_callable,
+                         check_value, scalar_loss)
 from gradtx.errors import ArgumentTypeError, HyperparameterError
 
 __all__ = ["RangeTestResult", "lr_range_test"]
@@ -113,8 +113,10 @@ class RangeTestResult:
     return ax
 
 
-# Any real number, inf included: the checks below say which range each argument needs.
-_REAL = Range(-math.inf, math.inf)
+# The allowed values of lr_range_test's arguments; min_lr and max_lr are POSITIVE.
+_SMOOTHING = Range(0.0, 1.0, low_open=True)               # (0, 1]: 1 is no smoothing
+_THRESHOLD = Range(1.0, math.inf, low_open=True)          # (1, inf]: inf never stops early
+_FACTOR = Range(1.0, math.inf)                            # [1, inf]
 
 
 def _check(condition: bool, message: str) -> None:
@@ -264,16 +266,17 @@ def lr_range_test(loss_fn: Callable[[PyTree, Any], jax.Array], params: PyTree,
   _check(isinstance(num_steps, numbers.Integral) and not isinstance(num_steps, bool)
          and num_steps >= 2,
          f"num_steps must be an integer >= 2, got {num_steps!r}")
-  for arg, value in (("min_lr", min_lr), ("max_lr", max_lr), ("smoothing", smoothing),
-                     ("diverge_threshold", diverge_threshold), ("factor", factor)):
+  for arg, value, allowed in (("min_lr", min_lr, POSITIVE), ("max_lr", max_lr, POSITIVE),
+                              ("smoothing", smoothing, _SMOOTHING),
+                              ("diverge_threshold", diverge_threshold, _THRESHOLD),
+                              ("factor", factor, _FACTOR)):
     # A string from a config, None or a bool: else Python's "'<' not supported between
-    # instances of 'int' and 'str'", naming nothing. The ranges are checked below.
-    check_value("lr_range_test", arg, value, _REAL, scalar=True)
-  _check(0 < min_lr < max_lr and math.isfinite(max_lr),
-         f"need 0 < min_lr < max_lr < inf, got min_lr={min_lr!r}, max_lr={max_lr!r}")
-  _check(0 < smoothing <= 1, f"smoothing must be in (0, 1], got {smoothing!r}")
-  _check(diverge_threshold > 1, f"diverge_threshold must be > 1, got {diverge_threshold!r}")
-  _check(factor >= 1, f"factor must be >= 1, got {factor!r}")
+    # instances of 'int' and 'str'", naming nothing. NaN is named with the range it is not
+    # in (it was "min_lr must be in [-inf, inf], got nan").
+    check_value("lr_range_test", arg, value, allowed, scalar=True, held=np.float64)
+  if not min_lr < max_lr:
+    raise HyperparameterError.about("lr_range_test", "max_lr", max_lr,
+                                    f"must be more than min_lr={min_lr!r}, got {max_lr!r}")
   try:
     stream = iter(batches)
   except TypeError:  # else Python's "'int' object is not iterable" at the first step
