@@ -239,6 +239,33 @@ def test_averages_of_params_name_a_bad_step_size_period_or_step(call, message):
   assert str(error.value).startswith(message)
 
 
+_STATE = gtx.adam(1e-3).init({"w": jnp.ones(2)})
+
+
+@pytest.mark.parametrize("call, message", [
+    (lambda: tu.tree_set(_STATE, 3, count=1),
+     "tree_set: filtering must be None or a function filtering(path, value) -> bool, got 3"),
+    (lambda: tu.tree_get(_STATE, "mu", filtering="adam"),
+     "tree_get: filtering must be None or a function filtering(path, value) -> bool, got "
+     "'adam'"),
+    (lambda: tu.tree_get_all_with_path(_STATE, "mu", 3),
+     "tree_get_all_with_path: filtering must be None or a function filtering(path, value) -> "
+     "bool, got 3"),
+    (lambda: tu.tree_map_params(gtx.adam(1e-3), 3, _STATE),
+     "tree_map_params: f must be a function f(leaf, *rest_leaves), got 3"),
+    (lambda: tu.tree_map_params(gtx.adam(1e-3), jnp.shape, _STATE, transform_non_params=0),
+     "tree_map_params: transform_non_params must be None or a function of a leaf, got 0"),
+    (lambda: tu.tree_map_params(gtx.adam(1e-3), jnp.shape, _STATE, is_leaf=True),
+     "tree_map_params: is_leaf must be None or a function of a leaf, got True"),
+])
+def test_state_helpers_name_a_function_argument_that_is_not_one(call, message):
+  # Each raised Python's "'int' object is not callable" (or 'str', 'bool') from inside the
+  # search or jax's tree.map, naming neither the function nor the argument.
+  with pytest.raises(TypeError) as error:
+    call()
+  assert str(error.value) == message
+
+
 def test_reductions(dtype, run):
   x, y = _tree(3, dtype), _tree(4, dtype)
   fx, fy = _flat(x), _flat(y)
