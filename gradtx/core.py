@@ -292,6 +292,36 @@ def check_numbers(stage: str, name: str, value: Any, allowed: Range) -> None:
                                     f"must be {what} in {allowed}, got {value!r}{hint}")
 
 
+def check_argument(function: str, name: str, value: Any, allowed: Range, *,
+                   scalar: bool = False) -> None:
+  """:func:`check_value` for an argument of a function that may run at every step, eagerly
+  (a loss, :func:`gradtx.incremental_update`), where a check must cost nothing on the
+  device: a Python or numpy number (or a string, None, ...) is checked in full; an array
+  (jax or numpy) is never read back to the host, so only what its type says is checked:
+  its shape with ``scalar``, real numbers (not complex, bool or strings) and, for an
+  integer range, an integer dtype.
+
+  Without it, ``incremental_update(new, old, '0.5')`` failed in jax ("Value '0.5' with
+  dtype <U3 is not a valid JAX array type") and ``step_size=1.5`` extrapolated without a
+  word.
+  """
+  if scalar and not allowed.vector:
+    try:
+      shape = np.shape(value)
+    except ValueError:  # a ragged list
+      shape = None
+    if shape != ():
+      got = f"shape {shape}" if shape is not None else repr(value)
+      raise HyperparameterError.about(function, name, value, f"must be a scalar, got {got}")
+  if not isinstance(value, (jax.Array, np.ndarray)):
+    check_value(function, name, value, allowed)
+    return
+  check_numbers(function, name, value, allowed)
+  if allowed.integer and not jnp.issubdtype(value.dtype, jnp.integer):
+    raise HyperparameterError.about(
+        function, name, value, f"must be in {allowed}, got an array of dtype {value.dtype}")
+
+
 def _not_numbers(value: Any) -> list[Any]:
   """The entries of ``value`` (itself, or those of a tuple or list, nested) that are not
   numbers: None, strings, bools, and bool and string arrays, which numpy would read as
@@ -1384,7 +1414,11 @@ def scalar_loss(value: Any, stage: str, what: str) -> jax.Array:
   it). Any other shape raises, naming ``stage`` and what gave it (``what``: ``"value"``,
   or ``"value_fn's result"``), where the line searches' reshape raised numpy's "cannot
   reshape array of shape (2,) into shape ()" and the Polyak step broadcast it against
-  the leaves (jax's "incompatible shapes", or a step of another shape)."""
+  the leaves (jax's "incompatible shapes", or a step of another shape). A tuple (a loss
+  with auxiliary outputs) raises so, where jnp.size raised jax's TracerArrayConversionError."""
+  if isinstance(value, (tuple, list, dict)):
+    raise StructureError(f"{stage}: {what} must be a scalar loss, got a {type(value).__name__} "
+                         f"of {len(value)} (a loss with auxiliary outputs? return the loss alone)")
   if jnp.size(value) != 1:
     raise StructureError(f"{stage}: {what} must be a scalar loss (or of shape (1,)), got "
                          f"shape {jnp.shape(value)}")

@@ -23,8 +23,9 @@ import numpy as np
 
 from gradtx import tree
 from gradtx.chain import set_hparams
-from gradtx.core import GradientTransformation, Range, apply_updates, check_value
-from gradtx.errors import HyperparameterError
+from gradtx.core import (POSITIVE, GradientTransformation, Range, apply_updates, check_callable,
+                         check_value, scalar_loss)
+from gradtx.errors import ArgumentTypeError, HyperparameterError
 
 __all__ = ["RangeTestResult", "lr_range_test"]
 
@@ -112,8 +113,10 @@ class RangeTestResult:
     return ax
 
 
-# Any real number, inf included: the checks below say which range each argument needs.
-_REAL = Range(-math.inf, math.inf)
+# The allowed values of lr_range_test's arguments; min_lr and max_lr are POSITIVE.
+_SMOOTHING = Range(0.0, 1.0, low_open=True)               # (0, 1]: 1 is no smoothing
+_THRESHOLD = Range(1.0, math.inf, low_open=True)          # (1, inf]: inf never stops early
+_FACTOR = Range(1.0, math.inf)                            # [1, inf]
 
 
 def _check(condition: bool, message: str) -> None:
@@ -258,19 +261,29 @@ def lr_range_test(loss_fn: Callable[[PyTree, Any], jax.Array], params: PyTree,
     raise TypeError("lr_range_test: tx must be a gradient transformation (with init and "
                     f"update), got {type(tx).__name__}; the arguments are (loss_fn, params, "
                     "batches, tx)")
+  check_callable("lr_range_test", "loss_fn", loss_fn, "a function loss_fn(params, batch) -> "
+                 "scalar loss")
   _check(isinstance(num_steps, numbers.Integral) and not isinstance(num_steps, bool)
          and num_steps >= 2,
          f"num_steps must be an integer >= 2, got {num_steps!r}")
-  for arg, value in (("min_lr", min_lr), ("max_lr", max_lr), ("smoothing", smoothing),
-                     ("diverge_threshold", diverge_threshold), ("factor", factor)):
+  for arg, value, allowed in (("min_lr", min_lr, POSITIVE), ("max_lr", max_lr, POSITIVE),
+                              ("smoothing", smoothing, _SMOOTHING),
+                              ("diverge_threshold", diverge_threshold, _THRESHOLD),
+                              ("factor", factor, _FACTOR)):
     # A string from a config, None or a bool: else Python's "'<' not supported between
-    # instances of 'int' and 'str'", naming nothing. The ranges are checked below.
-    check_value("lr_range_test", arg, value, _REAL, scalar=True)
-  _check(0 < min_lr < max_lr and math.isfinite(max_lr),
-         f"need 0 < min_lr < max_lr < inf, got min_lr={min_lr!r}, max_lr={max_lr!r}")
-  _check(0 < smoothing <= 1, f"smoothing must be in (0, 1], got {smoothing!r}")
-  _check(diverge_threshold > 1, f"diverge_threshold must be > 1, got {diverge_threshold!r}")
-  _check(factor >= 1, f"factor must be >= 1, got {factor!r}")
+    # instances of 'int' and 'str'", naming nothing. NaN is named with the range it is not
+    # in (it was "min_lr must be in [-inf, inf], got nan").
+    check_value("lr_range_test", arg, value, allowed, scalar=True, held=np.float64)
+  if not min_lr < max_lr:
+    raise HyperparameterError.about("lr_range_test", "max_lr", max_lr,
+                                    f"must be more than min_lr={min_lr!r}, got {max_lr!r}")
+  try:
+    stream = iter(batches)
+  except TypeError:  # else Python's "'int' object is not iterable" at the first step
+    raise ArgumentTypeError.about(
+        "lr_range_test", "batches", batches, "must be an iterable of batches (a list, a data "
+        f"loader, an iterator; itertools.repeat(batch) for one batch), got {batches!r}") from None
+  stream = stream if stream is batches else _repeated(batches)
   # min_lr^(1-t) max_lr^t, not min_lr (max_lr / min_lr)^t: that ratio overflowed to inf for
   # a tiny min_lr (1e-320), and the sweep's first rate past it was refused by the stage
   # holding the rate, not as an argument of this function. Both ends are exact.
@@ -287,17 +300,21 @@ def lr_range_test(loss_fn: Callable[[PyTree, Any], jax.Array], params: PyTree,
                                     f"must be a rate {name} can hold ({error})") from None
   params, state = tree.copy(params), tree.copy(state)  # donated below, not the caller's
 
+  def _scalar_loss_fn(params, batch):
+    return scalar_loss(loss_fn(params, batch), "lr_range_test", "loss_fn's result")
+
   def step(params, state, batch):
     # allow_int: an integer buffer or a key among the params gets a float0 gradient, for
     # which tx.update takes no step, as in a training step that does the same.
-    loss, grads = jax.value_and_grad(loss_fn, allow_int=True)(params, batch)
+    # A loss that is not a scalar raised jax's "Gradient only defined for scalar-output
+    # functions", naming neither this function nor loss_fn.
+    loss, grads = jax.value_and_grad(_scalar_loss_fn, allow_int=True)(params, batch)
     # value: the loss, as a training step passes it, for the stages that read it
     # (reduce_on_plateau raised a missing-argument error without it).
     updates, state = tx.update(grads, state, params, value=loss)
     return apply_updates(params, updates), state, loss
 
   step = jax.jit(step, donate_argnums=(0, 1))
-  stream = iter(batches) if iter(batches) is batches else _repeated(batches)
 
   losses: list[float] = []
   smoothed: list[float] = []

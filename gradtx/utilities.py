@@ -193,6 +193,8 @@ def incremental_update(new_tensors: PyTree, old_tensors: PyTree,
     >>> gtx.incremental_update(jnp.array([1.0]), jnp.array([0.0]), 0.25)
     Array([0.25], dtype=float32)
   """
+  core.check_argument("incremental_update", "step_size", step_size, core.UNIT, scalar=True)
+
   def average(new, old):
     if new is None:
       return None
@@ -230,6 +232,9 @@ def periodic_update(new_tensors: PyTree, old_tensors: PyTree, steps: jax.typing.
     >>> gtx.periodic_update(jnp.array([1.0]), jnp.array([0.0]), jnp.asarray(10), 5)
     Array([1.], dtype=float32)
   """
+  core.check_argument("periodic_update", "steps", steps, core.NONNEGATIVE_INT, scalar=True)
+  core.check_argument("periodic_update", "update_period", update_period, core.POSITIVE_INT,
+                      scalar=True)
   copy = jnp.mod(steps, update_period) == 0
 
   def pick(new, old):

@@ -224,17 +224,36 @@ def test_plot_draws_the_curve_and_the_suggestions():
 ERRORS = [
     ("unknown name", dict(name="lr.rate"), gtx.HyperparameterError,
      r"unknown hyperparameter 'lr.rate' \(did you mean 'lr.learning_rate'"),
-    ("min above max", dict(min_lr=1.0, max_lr=0.1), ValueError,
-     r"lr_range_test: need 0 < min_lr < max_lr"),
-    ("zero min", dict(min_lr=0.0), ValueError, r"need 0 < min_lr"),
+    ("min above max", dict(min_lr=1.0, max_lr=0.1), gtx.HyperparameterError,
+     r"^lr_range_test: max_lr must be more than min_lr=1.0, got 0.1$"),
+    ("zero min", dict(min_lr=0.0), gtx.HyperparameterError,
+     r"^lr_range_test: min_lr must be in \(0, inf\), got 0.0$"),
     # Past float32's range: the sweep's last rate was refused by the stage 'lr', not by name.
     ("max beyond the held dtype", dict(max_lr=1e39), gtx.HyperparameterError,
      r"^lr_range_test: max_lr must be a rate lr.learning_rate can hold \(lr: learning_rate "
      r"must be in \[0, inf\) as a float32"),
+    ("infinite max", dict(max_lr=float("inf")), gtx.HyperparameterError,
+     r"^lr_range_test: max_lr must be a finite number in \(0, inf\), got inf$"),
     ("one step", dict(num_steps=1), ValueError, r"num_steps must be an integer >= 2, got 1"),
-    ("no smoothing weight", dict(smoothing=0.0), ValueError, r"smoothing must be in \(0, 1\]"),
-    ("threshold", dict(diverge_threshold=1.0), ValueError, r"diverge_threshold must be > 1"),
-    ("factor", dict(factor=0.5), ValueError, r"factor must be >= 1"),
+    ("no smoothing weight", dict(smoothing=0.0), gtx.HyperparameterError,
+     r"^lr_range_test: smoothing must be in \(0, 1\], got 0.0$"),
+    ("smoothing above 1", dict(smoothing=1.5), gtx.HyperparameterError,
+     r"^lr_range_test: smoothing must be in \(0, 1\], got 1.5$"),
+    ("threshold", dict(diverge_threshold=1.0), gtx.HyperparameterError,
+     r"^lr_range_test: diverge_threshold must be in \(1, inf\], got 1.0$"),
+    ("factor", dict(factor=0.5), gtx.HyperparameterError,
+     r"^lr_range_test: factor must be in \[1, inf\], got 0.5$"),
+    # NaN was refused as "min_lr must be in [-inf, inf], got nan", a range NaN is not out of.
+    ("nan min", dict(min_lr=float("nan")), gtx.HyperparameterError,
+     r"^lr_range_test: min_lr must be in \(0, inf\), got nan$"),
+    ("nan max", dict(max_lr=float("nan")), gtx.HyperparameterError,
+     r"^lr_range_test: max_lr must be in \(0, inf\), got nan$"),
+    ("nan smoothing", dict(smoothing=float("nan")), gtx.HyperparameterError,
+     r"^lr_range_test: smoothing must be in \(0, 1\], got nan$"),
+    ("nan threshold", dict(diverge_threshold=float("nan")), gtx.HyperparameterError,
+     r"^lr_range_test: diverge_threshold must be in \(1, inf\], got nan$"),
+    ("nan factor", dict(factor=float("nan")), gtx.HyperparameterError,
+     r"^lr_range_test: factor must be in \[1, inf\], got nan$"),
     # A string from a config or None raised Python's "'<' not supported between ...".
     ("string", dict(max_lr="1.0"), gtx.HyperparameterError,
      r"^lr_range_test: max_lr must be a number .*got '1.0' \(convert it with float\(\)\)"),
@@ -292,3 +311,38 @@ def test_the_default_name_is_every_ready_optimizers_rate_but_rprops():
     if "lr.learning_rate" not in gtx.hparams(make(learning_rate=0.1).init(params)):
       without.append(name)
   assert without == ["rprop"]
+
+
+@pytest.mark.parametrize("loss_fn, error, message", [
+    (3, TypeError, "lr_range_test: loss_fn must be a function loss_fn(params, batch) -> "
+     "scalar loss, got 3"),
+    (lambda x, batch: x ** 2, gtx.StructureError,
+     "lr_range_test: loss_fn's result must be a scalar loss (or of shape (1,)), got shape (2,)"),
+    (lambda x, batch: (jnp.sum(x), {"aux": 1}), gtx.StructureError,
+     "lr_range_test: loss_fn's result must be a scalar loss, got a tuple of 2 (a loss with "
+     "auxiliary outputs? return the loss alone)"),
+])
+def test_a_bad_loss_fn_is_named(loss_fn, error, message):
+  # 3 raised jax's "Expected a callable value, got 3", a loss of shape (2,) "Gradient only
+  # defined for scalar-output functions", a (loss, aux) pair the same or jax's
+  # TracerArrayConversionError: none named lr_range_test or loss_fn.
+  with pytest.raises(error) as raised:
+    lr_range_test(loss_fn, jnp.ones(2), [None], gtx.sgd(0.1), num_steps=3)
+  assert str(raised.value) == message
+
+
+def test_a_loss_of_shape_1_is_taken_as_a_scalar():
+  result = lr_range_test(lambda x, batch: jnp.sum(x, keepdims=True), jnp.ones(2), [None],
+                         gtx.sgd(0.1), num_steps=3, max_lr=0.1)
+  np.testing.assert_allclose(result.losses[0], 2.0)
+
+
+@pytest.mark.parametrize("batches", [5, None, jnp.ones(())])
+def test_batches_that_are_not_iterable_are_named(batches):
+  # 5 or None raised Python's "'int' object is not iterable", a 0-d array jax's "iteration
+  # over a 0-d array", naming neither lr_range_test nor batches.
+  with pytest.raises(gtx.ArgumentTypeError) as raised:
+    lr_range_test(_quadratic(1.0), jnp.ones(2), batches, gtx.sgd(0.1), num_steps=3)
+  assert str(raised.value) == (
+      "lr_range_test: batches must be an iterable of batches (a list, a data loader, an "
+      f"iterator; itertools.repeat(batch) for one batch), got {batches!r}")

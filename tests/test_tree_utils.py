@@ -183,6 +183,89 @@ def test_averages_of_params_refuse_leaves_of_another_shape(name, fn, rest, new_s
                               f"['w']: {old_shape} in old_tensors, {new_shape} in new_tensors")
 
 
+_A, _B = {"w": jnp.ones(3)}, {"w": jnp.zeros(3)}
+
+
+@pytest.mark.parametrize("call, message", [
+    (lambda: U.incremental_update(_A, _B, object()),
+     "incremental_update: step_size must be a number in [0, 1], got <object"),
+    (lambda: U.incremental_update(_A, _B, "0.5"),
+     "incremental_update: step_size must be a number in [0, 1], got '0.5' (convert it with "
+     "float())"),
+    (lambda: U.incremental_update(_A, _B, None),
+     "incremental_update: step_size must be a number in [0, 1], got None"),
+    (lambda: U.incremental_update(_A, _B, float("nan")),
+     "incremental_update: step_size must be in [0, 1], got nan"),
+    (lambda: U.incremental_update(_A, _B, 1.5),
+     "incremental_update: step_size must be in [0, 1], got 1.5"),
+    (lambda: U.incremental_update(_A, _B, -0.1),
+     "incremental_update: step_size must be in [0, 1], got -0.1"),
+    (lambda: U.incremental_update(_A, _B, jnp.ones(2)),
+     "incremental_update: step_size must be a scalar, got shape (2,)"),
+    (lambda: U.incremental_update(_A, _B, jnp.asarray(0.5j)),
+     "incremental_update: step_size must be a real number in [0, 1]"),
+    (lambda: U.periodic_update(_A, _B, jnp.asarray(4), 0),
+     "periodic_update: update_period must be in [1, 2147483647] (an integer), got 0"),
+    (lambda: U.periodic_update(_A, _B, jnp.asarray(4), -2),
+     "periodic_update: update_period must be in [1, 2147483647] (an integer), got -2"),
+    (lambda: U.periodic_update(_A, _B, jnp.asarray(4), 2.5),
+     "periodic_update: update_period must be in [1, 2147483647] (an integer), got 2.5"),
+    (lambda: U.periodic_update(_A, _B, jnp.asarray(4), "3"),
+     "periodic_update: update_period must be a number in [1, 2147483647] (an integer), got "
+     "'3' (convert it with int())"),
+    (lambda: U.periodic_update(_A, _B, jnp.asarray(4), jnp.asarray(2.0)),
+     "periodic_update: update_period must be in [1, 2147483647] (an integer), got an array "
+     "of dtype float32"),
+    (lambda: U.periodic_update(_A, _B, 2.5, 2),
+     "periodic_update: steps must be in [0, 2147483647] (an integer), got 2.5"),
+    (lambda: U.periodic_update(_A, _B, None, 2),
+     "periodic_update: steps must be a number in [0, 2147483647] (an integer), got None"),
+    (lambda: U.periodic_update(_A, _B, jnp.asarray(2.5), 2),
+     "periodic_update: steps must be in [0, 2147483647] (an integer), got an array of dtype "
+     "float32"),
+    (lambda: jax.jit(U.periodic_update)(_A, _B, jnp.ones(2, jnp.int32), 2),
+     "periodic_update: steps must be a scalar, got shape (2,)"),
+])
+def test_averages_of_params_name_a_bad_step_size_period_or_step(call, message):
+  # step_size='0.5' or object() raised jax's "Value '0.5' with dtype <U3 is not a valid JAX
+  # array type", update_period='3' or None "Error interpreting argument to <function
+  # remainder>" or "remainder requires ndarray or scalar arguments", an array step_size of
+  # shape (2,) "mul got incompatible shapes for broadcasting", naming neither the function
+  # nor the argument; step_size=1.5, NaN or -0.1 extrapolated and update_period=0, -2 or
+  # 2.5 copied never or on the wrong steps, without a word. An array is checked only for
+  # its shape and dtype (nothing is read back from the device).
+  with pytest.raises(HyperparameterError) as error:
+    call()
+  assert str(error.value).startswith(message)
+
+
+_STATE = gtx.adam(1e-3).init({"w": jnp.ones(2)})
+
+
+@pytest.mark.parametrize("call, message", [
+    (lambda: tu.tree_set(_STATE, 3, count=1),
+     "tree_set: filtering must be None or a function filtering(path, value) -> bool, got 3"),
+    (lambda: tu.tree_get(_STATE, "mu", filtering="adam"),
+     "tree_get: filtering must be None or a function filtering(path, value) -> bool, got "
+     "'adam'"),
+    (lambda: tu.tree_get_all_with_path(_STATE, "mu", 3),
+     "tree_get_all_with_path: filtering must be None or a function filtering(path, value) -> "
+     "bool, got 3"),
+    (lambda: tu.tree_map_params(gtx.adam(1e-3), 3, _STATE),
+     "tree_map_params: f must be a function f(leaf, *rest_leaves), got 3"),
+    (lambda: tu.tree_map_params(gtx.adam(1e-3), jnp.shape, _STATE, transform_non_params=0),
+     "tree_map_params: transform_non_params must be None or a function of a leaf, got 0"),
+    (lambda: tu.tree_map_params(gtx.adam(1e-3), jnp.shape, _STATE, is_leaf=True),
+     "tree_map_params: is_leaf must be None or a function of a leaf, got True"),
+])
+def test_state_helpers_name_a_function_argument_that_is_not_one(call, message):
+  # Each raised Python's "'int' object is not callable" (or 'str', 'bool') from inside the
+  # search or jax's tree.map, naming neither the function nor the argument.
+  with pytest.raises(TypeError) as error:
+    call()
+  assert str(error.value) == message
+
+
 def test_reductions(dtype, run):
   x, y = _tree(3, dtype), _tree(4, dtype)
   fx, fy = _flat(x), _flat(y)

@@ -8,9 +8,9 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
-from gradtx.core import ANY, NONNEGATIVE, UNIT, check_axis
+from gradtx.core import ANY, NONNEGATIVE, UNIT, check_argument, check_axis
 from gradtx.losses._common import (
-    ArrayLike, Axis, _floating, _integer, _wide, _same_shape, _check, _expand_where, _some,
+    ArrayLike, Axis, _floating, _integer, _wide, _same_shape, _expand_where, _some,
     _log_softmax, _max_shift, _no_gradient_where, _times_log, _label_scores, _broadcast_shape,
     _broadcastable, _labels, _some_classes, _class_labels, _nan_unless)
 from gradtx.numerics import as_dtype
@@ -61,7 +61,7 @@ def smooth_labels(
   """
   y = _floating("smooth_labels", "labels", labels)
   check_axis("smooth_labels", axis)
-  _check("smooth_labels", "alpha", alpha, UNIT)
+  check_argument("smooth_labels", "alpha", alpha, UNIT)
   alpha = as_dtype(alpha, y.dtype)
   if where is None:
     return (1 - alpha) * y + alpha / jnp.asarray(jnp.size(y, axis), y.dtype)
@@ -427,9 +427,9 @@ def sigmoid_focal_loss(
   name = "sigmoid_focal_loss"
   x = _floating(name, "logits", logits)
   _broadcastable(name, "logits", x, "labels", labels)
-  _check(name, "gamma", gamma, NONNEGATIVE)
+  check_argument(name, "gamma", gamma, NONNEGATIVE)
   if alpha is not None:
-    _check(name, "alpha", alpha, UNIT)
+    check_argument(name, "alpha", alpha, UNIT)
   dtype = x.dtype
   x = _wide(x)
   y = jnp.asarray(labels).astype(x.dtype)
@@ -510,7 +510,7 @@ def poly_loss_cross_entropy(
   dtype = x.dtype
   x = _wide(x)
   y = jnp.asarray(labels).astype(x.dtype)
-  _check(name, "epsilon", epsilon, ANY)  # the paper's epsilon >= -1 is advice, not a bound
+  check_argument(name, "epsilon", epsilon, ANY)  # the paper's epsilon >= -1 is advice, not a bound
   epsilon = as_dtype(epsilon, x.dtype)
   where = _expand_where(name, where, x.shape, axis)
   log_p, dead = _log_softmax(x, axis, where)  # 0 for a left-out class: its exp is finite

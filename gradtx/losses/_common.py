@@ -2,13 +2,10 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 import jax
 import jax.numpy as jnp
-import numpy as np
 
-from gradtx.core import NONNEGATIVE, Range, check_axis, check_value
+from gradtx.core import NONNEGATIVE, check_argument, check_axis
 from gradtx.numerics import as_dtype
 
 ArrayLike = jax.typing.ArrayLike
@@ -85,19 +82,6 @@ def _rank(loss: str, arg: str, x: jax.Array, rank: int) -> None:
   if x.ndim != rank:
     raise ValueError(
         f"{loss}: {arg} must have rank {rank}, got shape {x.shape}")
-
-
-def _check(loss: str, arg: str, value: Any, allowed: Range) -> None:
-  """Checks a hyperparameter given as anything but an array; arrays are taken as given.
-
-  Arrays are not read back from the device (a loss may be called eagerly in a
-  training loop), so only Python (and numpy) numbers are checked, and whatever is not a
-  number: a string or a bool raises, naming the loss and the argument, where
-  ``huber_loss(x, y, delta='1')`` failed with jax's "Value '1' with dtype <U1 is not a
-  valid JAX array type" and ``delta=True`` ran as 1.
-  """
-  if not isinstance(value, (jax.Array, np.ndarray)):
-    check_value(loss, arg, value, allowed)
 
 
 def _expand_where(loss: str, where: ArrayLike | None, shape: tuple[int, ...],
@@ -247,7 +231,7 @@ def _cosine_similarity(loss: str, a: jax.Array, targets: ArrayLike, epsilon: Arr
   b = _floating(loss, "targets", targets)
   check_axis(loss, axis)
   _broadcastable(loss, "predictions", a, "targets", b)
-  _check(loss, "epsilon", epsilon, NONNEGATIVE)
+  check_argument(loss, "epsilon", epsilon, NONNEGATIVE)
   a = _wide(a)
   b = b.astype(a.dtype)
   epsilon = as_dtype(epsilon, a.dtype)

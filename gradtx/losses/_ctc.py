@@ -8,8 +8,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from gradtx.core import ANY
-from gradtx.losses._common import (ArrayLike, _check, _floating, _integer, _wide, _same_shape,
+from gradtx.core import ANY, check_argument
+from gradtx.losses._common import (ArrayLike, _floating, _integer, _wide, _same_shape,
                                    _rank, _class_labels, _nan_unless)
 from gradtx.numerics import as_dtype
 
@@ -102,7 +102,7 @@ def _ctc(name: str, logits: ArrayLike, logit_paddings: ArrayLike, labels: ArrayL
   called."""
   x = _floating(name, "logits", logits)
   labels = _integer(name, "labels", labels)
-  _check(name, "log_epsilon", log_epsilon, ANY)  # -inf or NaN: every alignment's log NaN
+  check_argument(name, "log_epsilon", log_epsilon, ANY)  # -inf or NaN: every alignment's log NaN
   logit_paddings = jnp.asarray(logit_paddings)
   label_paddings = jnp.asarray(label_paddings)
   _rank(name, "logits", x, 3)

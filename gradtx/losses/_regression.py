@@ -5,9 +5,9 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from gradtx.core import POSITIVE
+from gradtx.core import POSITIVE, check_argument
 from gradtx.losses._common import (
-    ArrayLike, Axis, _floating, _wide, _same_shape, _check, _cosine_similarity)
+    ArrayLike, Axis, _floating, _wide, _same_shape, _cosine_similarity)
 from gradtx.numerics import as_dtype
 
 
@@ -143,7 +143,7 @@ def huber_loss(
     [0.125 2.5  ]
   """
   p = _floating("huber_loss", "predictions", predictions)
-  _check("huber_loss", "delta", delta, POSITIVE)
+  check_argument("huber_loss", "delta", delta, POSITIVE)
   e = p if targets is None else p - jnp.asarray(targets).astype(p.dtype)
   delta = as_dtype(delta, p.dtype)
   abs_e = jnp.abs(e)

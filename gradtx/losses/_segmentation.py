@@ -5,8 +5,8 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from gradtx.core import NONNEGATIVE, check_axis, checks_flags
-from gradtx.losses._common import (ArrayLike, _broadcastable, _check, _floating, _wide,
+from gradtx.core import NONNEGATIVE, check_argument, check_axis, checks_flags
+from gradtx.losses._common import (ArrayLike, _broadcastable, _floating, _wide,
                                    _same_shape, _rank)
 from gradtx.numerics import as_dtype
 
@@ -140,7 +140,7 @@ def _dice_loss(name: str, option: str, predictions: ArrayLike, targets: ArrayLik
     raise ValueError(f"{name}: reduction must be one of {_REDUCTIONS}, got {reduction!r}")
   # A NaN (or a sign slip) here made every loss of the batch NaN, silently.
   for arg, value in (("smooth", smooth), ("alpha", alpha), ("beta", beta)):
-    _check(name, arg, value, NONNEGATIVE)
+    check_argument(name, arg, value, NONNEGATIVE)
   check_axis(name, axis)
   p = _floating(name, "predictions", predictions)
   t = jnp.asarray(targets)

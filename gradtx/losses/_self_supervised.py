@@ -5,8 +5,8 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from gradtx.core import ANY, NONNEGATIVE, POSITIVE, check_axis
-from gradtx.losses._common import (ArrayLike, _broadcastable, _floating, _wide, _check,
+from gradtx.core import ANY, NONNEGATIVE, POSITIVE, check_argument, check_axis
+from gradtx.losses._common import (ArrayLike, _broadcastable, _floating, _wide,
                                     _cosine_norm, _safe_power)
 from gradtx.numerics import as_dtype
 
@@ -70,9 +70,9 @@ def triplet_margin_loss(
   n = _floating(name, "negatives", negatives)
   _broadcastable(name, "anchors", a, "positives", p)
   _broadcastable(name, "anchors", a, "negatives", n)
-  _check(name, "margin", margin, ANY)
-  _check(name, "norm_degree", norm_degree, POSITIVE)
-  _check(name, "eps", eps, NONNEGATIVE)
+  check_argument(name, "margin", margin, ANY)
+  check_argument(name, "norm_degree", norm_degree, POSITIVE)
+  check_argument(name, "eps", eps, NONNEGATIVE)
   dtype = a.dtype
   a = _wide(a)
   q = as_dtype(norm_degree, a.dtype)
@@ -139,7 +139,7 @@ def ntxent(
   name = "ntxent"
   x = _floating(name, "embeddings", embeddings)
   labels = jnp.asarray(labels)
-  _check(name, "temperature", temperature, POSITIVE)
+  check_argument(name, "temperature", temperature, POSITIVE)
   if x.ndim != 2 or labels.shape != x.shape[:1]:
     raise ValueError(
         f"{name}: embeddings must be [batch, feature_dim] and labels [batch], "

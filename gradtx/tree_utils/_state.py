@@ -12,7 +12,7 @@ import numpy as np
 
 from gradtx import tree as _tree
 from gradtx.chain import ChainState, set_hparams
-from gradtx.core import HParams, check_value, held_like
+from gradtx.core import HParams, check_callable, check_value, held_like
 from gradtx.errors import HyperparameterError, StructureError, did_you_mean
 
 PyTree = Any
@@ -127,6 +127,17 @@ def _all_keys(node: Any, state: set[str], plain: set[str]) -> None:
 _KEYS_SHOWN = 40
 
 
+_FILTERING = "None or a function filtering(path, value) -> bool"
+
+
+def _check_filtering(where: str, filtering: Any) -> None:
+  """Raises a ``TypeError`` naming ``where`` unless ``filtering`` is None or a function: a
+  number there (``tree_set(state, 3, count=1)``) failed with Python's "'int' object is not
+  callable", naming neither the function nor the argument."""
+  if filtering is not None:
+    check_callable(where, "filtering", filtering, _FILTERING)
+
+
 def tree_get_all_with_path(
     tree: PyTree, key: Any,
     filtering: Callable[[KeyPath, Any], bool] | None = None) -> list[tuple[KeyPath, Any]]:
@@ -156,6 +167,13 @@ def tree_get_all_with_path(
     ...   print(jax.tree_util.keystr(path), value)
     ['decay']EmptyState.hparams['weight_decay'] 0.25
   """
+  _check_filtering("tree_get_all_with_path", filtering)
+  return _found(tree, key, filtering)
+
+
+def _found(tree: PyTree, key: Any,
+           filtering: Callable[[KeyPath, Any], bool] | None) -> list[tuple[KeyPath, Any]]:
+  """:func:`tree_get_all_with_path`, its arguments checked by the caller."""
   out: list[tuple[KeyPath, Any]] = []
   _find(tree, key, (), out)
   if filtering is not None:
@@ -186,7 +204,8 @@ def tree_get(tree: PyTree, key: Any, default: Any | None = None,
     >>> gtx.tree_utils.tree_get(state, "ScaleByAdamState").count
     Array(0, dtype=int32)
   """
-  found = tree_get_all_with_path(tree, key, filtering)
+  _check_filtering("tree_get", filtering)
+  found = _found(tree, key, filtering)
   if len(found) > 1:
     paths = [jax.tree_util.keystr(p) for p, _ in found]
     raise KeyError(f"tree_get: found {len(found)} values for {key!r}, at {paths}; pass a "
@@ -281,10 +300,11 @@ def tree_set(tree: PyTree, filtering: Callable[[KeyPath, Any], bool] | None = No
     >>> state["adam"].count, gtx.hparams(state)["adam.b1"]
     (Array(2, dtype=int32), Array(0.8, dtype=float32))
   """
+  _check_filtering("tree_set", filtering)
   for key in kwargs:
-    if tree_get_all_with_path(tree, key, filtering):
+    if _found(tree, key, filtering):
       continue
-    rejected = tree_get_all_with_path(tree, key)
+    rejected = _found(tree, key, None)
     if rejected:
       paths = [jax.tree_util.keystr(path) for path, _ in rejected]
       raise KeyError(f"tree_set: found no value for {key!r} that the filtering function "
@@ -353,6 +373,10 @@ def tree_map_params(initable: Any | Callable[[PyTree], PyTree],
   if not callable(init):
     raise TypeError("tree_map_params: initable must be a transformation or an init "
                     f"function of the params, got {type(initable).__name__}")
+  check_callable("tree_map_params", "f", f, "a function f(leaf, *rest_leaves)")
+  for name, given in (("transform_non_params", transform_non_params), ("is_leaf", is_leaf)):
+    if given is not None:  # else Python's "'int' object is not callable" in jax's tree.map
+      check_callable("tree_map_params", name, given, "None or a function of a leaf")
   try:
     with_placeholders = init(_tree.ParamsPlaceholder())
   except (StructureError, ValueError, TypeError) as error:
