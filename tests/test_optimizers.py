@@ -714,6 +714,17 @@ def test_a_float16_moment_whose_change_overflows_float16_steps_as_float32_params
   got, want = _float16_and_float32_steps(make(), grads)
   np.testing.assert_allclose(got, want, rtol=2e-3)
 
+
+def test_radam_on_float16_params_takes_its_momentum_steps_where_v_is_zero():
+  # Before rho_t reaches the threshold RAdam steps by the momentum and does not divide
+  # by the root of v. Its step formed a / (sqrt(v + r) + e) + b with a = 0, and float16
+  # rounds r and e to 0: where v is 0 too (a zero gradient, or one whose (1 - b2) g^2
+  # is below float16's least value) that was 0 / 0, and the first five steps NaN, where
+  # optax's (and the float32 params') are the momentum's.
+  got, want = _float16_and_float32_steps(gtx.radam(0.1), [[1e-3, 0.0]] * 5)
+  np.testing.assert_allclose(got, want, rtol=1e-2)
+  np.testing.assert_allclose(got[:, 0], -1e-4, rtol=1e-2)
+
 # ----------------------------------------------------------------------------
 # Donation: a state from an eager init shares no buffer with the params or itself.
 
