@@ -536,7 +536,9 @@ def test_a_mean_of_squares_made_infinite_stays_infinite_as_optaxs():
   np.testing.assert_allclose(updates[1], -0.1 / np.sqrt(1 - 0.9 ** 3), rtol=1e-5)
 
 
-# A finite gradient whose square overflows: |g| past ~1.8e19 in float32, 256 in float16.
+# A finite gradient whose square overflows: |g| past ~1.8e19 in float32; in float16,
+# whose (1 - b2) g^2 does (3e4; float16's g^2 past 256 alone no longer overflows: see
+# test_a_float16_moment_whose_change_overflows_float16_steps_as_float32_params).
 # (make, dtype, g, the step of that entry over g, the step of the -1 beside it: None for
 # the step it takes in a leaf of its own). The second moment is Inf and stays Inf, as
 # optax's, and a step dividing by its root is -0 there, as optax's: inf - inf made it
@@ -545,7 +547,7 @@ def test_a_mean_of_squares_made_infinite_stays_infinite_as_optaxs():
 # steps as the rest of the leaf makes it.
 OVERFLOWING_SQUARES = [
     pytest.param(lambda: gtx.adam(0.1), jnp.float32, 1e30, 0.0, None, id="adam"),
-    pytest.param(lambda: gtx.adam(0.1), jnp.float16, 300.0, 0.0, None, id="adam-float16"),
+    pytest.param(lambda: gtx.adam(0.1), jnp.float16, 3e4, 0.0, None, id="adam-float16"),
     pytest.param(lambda: gtx.rmsprop(0.1), jnp.float32, 1e30, 0.0, None, id="rmsprop"),
     pytest.param(lambda: gtx.radam(0.1), jnp.float32, 1e30, -0.1, None, id="radam"),
     pytest.param(lambda: gtx.contrib.adopt(0.1), jnp.float32, 1e30, 0.0, None, id="adopt"),
@@ -738,6 +740,52 @@ def test_adadelta_steps_where_the_square_of_a_gradient_overflows():
     assert updates[0] == 0 and np.isinf(state["adadelta"].e_g[0])
     assert state["adadelta"].e_x[0] == 0 and 0 < updates[1] < 0.01
 
+
+
+def _float16_and_float32_steps(tx, grads):
+  """``tx``'s steps on float16 params and on float32 ones, one jitted step each."""
+  steps = []
+  for dtype in (jnp.float16, jnp.float32):
+    params = jnp.ones(2, dtype)
+    state, update = tx.init(params), jax.jit(tx.update)
+    for g in grads:
+      u, state = update(jnp.asarray(g, dtype), state, params)
+      assert u.dtype == dtype
+      steps.append(np.asarray(u, np.float32))
+  return np.split(np.array(steps), 2)
+
+
+# A float16 moment against a float16 gradient of the other sign, with a sum past
+# 65504: (make, gradients). m + (1 - b)(g - m) formed g - m in float16, Inf, and the
+# moment went Inf: adam stepped by -inf, then NaN (lion by NaN), where optax's
+# (1 - b) g + b m is finite and so is the moment. And a float16 gradient of 300, whose
+# square is Inf in float16 where (1 - b2) g^2 = 90 is not: adam's second moment was
+# Inf and its step 0 (optax's too). numerics.lerp_moment forms the change in float32.
+FLOAT16_OVERFLOWING_CHANGES = [
+    pytest.param(lambda: gtx.adam(0.01, nu_dtype=jnp.float32),
+                 [[-6e4, 1.0]] * 3 + [[6e4, 1.0]] * 2, id="adam-first-moment"),
+    pytest.param(lambda: gtx.lion(0.01), [[-6e4, 1.0]] * 10 + [[6e4, 1.0]] * 2,
+                 id="lion"),
+    pytest.param(lambda: gtx.adam(0.01), [[300.0, -1.0]] * 3, id="adam-square"),
+]
+
+
+@pytest.mark.parametrize("make, grads", FLOAT16_OVERFLOWING_CHANGES)
+def test_a_float16_moment_whose_change_overflows_float16_steps_as_float32_params(
+    make, grads):
+  got, want = _float16_and_float32_steps(make(), grads)
+  np.testing.assert_allclose(got, want, rtol=2e-3)
+
+
+def test_radam_on_float16_params_takes_its_momentum_steps_where_v_is_zero():
+  # Before rho_t reaches the threshold RAdam steps by the momentum and does not divide
+  # by the root of v. Its step formed a / (sqrt(v + r) + e) + b with a = 0, and float16
+  # rounds r and e to 0: where v is 0 too (a zero gradient, or one whose (1 - b2) g^2
+  # is below float16's least value) that was 0 / 0, and the first five steps NaN, where
+  # optax's (and the float32 params') are the momentum's.
+  got, want = _float16_and_float32_steps(gtx.radam(0.1), [[1e-3, 0.0]] * 5)
+  np.testing.assert_allclose(got, want, rtol=1e-2)
+  np.testing.assert_allclose(got[:, 0], -1e-4, rtol=1e-2)
 
 # ----------------------------------------------------------------------------
 # Donation: a state from an eager init shares no buffer with the params or itself.

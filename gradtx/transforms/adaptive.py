@@ -98,7 +98,12 @@ def scale_by_radam(b1: ScalarOrSchedule = 0.9, b2: ScalarOrSchedule = 0.999,
       if nesterov:
         numerator = numerator + as_dtype(k["c_g"], dtype) * as_dtype(g, dtype)
       a, b, r, e = (as_dtype(k[n], dtype) for n in ("a", "b", "r", "e"))
-      u = numerator * (a / (jnp.sqrt(v_new + r) + e) + b)  # r > 0 (floor_eps_root)
+      adam = a / (jnp.sqrt(v_new + r) + e)  # r > 0 (floor_eps_root)
+      if dtype == jnp.float16:
+        # float16 rounds r and e to 0: where v_t is 0 too, a = 0 (the momentum steps)
+        # made 0 / 0 = NaN, where the rule's (and optax's) step is the momentum's.
+        adam = jnp.where(a > 0, adam, 0)
+      u = numerator * (adam + b)
       return as_dtype(u, g.dtype), as_dtype(m_new, m.dtype), as_dtype(v_new, v.dtype)
 
     updates, mu, nu = tree.map_multi(leaf, 3, updates, state.mu, state.nu)

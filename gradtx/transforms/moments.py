@@ -454,9 +454,13 @@ def scale_by_adam(b1: ScalarOrSchedule = 0.9, b2: ScalarOrSchedule = 0.999,
       Gradients taken through the step (meta-learning) are finite with 0 too,
       where a gradient entry is 0 at every step: optax's need ``eps_root > 0``.
     mu_dtype: dtype of :math:`m` (e.g. ``jnp.bfloat16``); arithmetic stays in
-      the gradients' dtype, and the step uses :math:`m_t` and :math:`v_t` as
-      stored (rounded to their dtypes), so XLA updates the moment buffers in
-      place. optax uses the unrounded values: the two differ by that rounding.
+      the gradients' dtype, except that a 16-bit moment's change
+      :math:`(1-\\beta)(g^k - m)` is formed in float32 and rounded once, so that
+      float16's :math:`g - m` and :math:`g^2` do not overflow where the moments
+      do not (:func:`gradtx.numerics.lerp_moment`). The step uses :math:`m_t`
+      and :math:`v_t` as stored (rounded to their dtypes), so XLA updates the
+      moment buffers in place. optax uses the unrounded values: the two differ
+      by that rounding.
     nesterov: use Dozat's Nesterov form (NAdam).
     nu_dtype: dtype of :math:`v`; gradtx's addition to optax's arguments.
 
