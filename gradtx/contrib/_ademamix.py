@@ -74,9 +74,11 @@ def scale_by_ademamix(b1: ScalarOrSchedule = 0.9, b2: ScalarOrSchedule = 0.999,
     eps_root: :math:`\\epsilon_\\text{root} \\ge 0` inside the root, default 0.
     mu_dtype: dtype of :math:`m^{(1)}` and :math:`m^{(2)}`.
     nu_dtype: dtype of :math:`\\nu`; ``None`` uses the params' dtype. optax
-      stores :math:`\\nu` in ``mu_dtype`` too, although its docstring calls
-      ``mu_dtype`` the first-order accumulator's dtype; gradtx keeps the
-      second moment apart, as :func:`gradtx.scale_by_adam` does. On float16
+      0.2.8 makes :math:`\\nu` in ``mu_dtype`` too at init (its docstring calls
+      ``mu_dtype`` the first-order accumulator's dtype), and its first update
+      returns all three moments in the gradients' dtype; gradtx keeps each
+      moment in the dtype asked, the second apart, as
+      :func:`gradtx.scale_by_adam` does. On float16
       params give ``jnp.float32``: float16 rounds ``eps=1e-8`` and small
       :math:`(1-\\beta_2) g^2` to 0, so the step is 0/0 or :math:`m/0`.
 
