@@ -375,6 +375,9 @@ def floor_eps_root(eps_root: jax.Array) -> jax.Array:
 _LEAST_NORMAL_FLOAT32 = float(jnp.finfo(jnp.float32).tiny)  # 2**-126, about 1.2e-38
 
 
+# One operation, not three, at each leaf of an eager step: two sums and a root, each rounded
+# once as op by op (no product feeding a sum for XLA to contract into a multiply-add).
+@one_kernel_when_eager
 def adam_denominator(v: jax.Array, eps: jax.Array, eps_root: jax.Array) -> jax.Array:
   """:math:`\\sqrt{v + \\epsilon_\\text{root}} + \\epsilon`, what Adam and its family (AMSGrad,
   RAdam, Yogi, AdaBelief, Adan, NovoGrad, AdEMAMix) divide their step by.
