@@ -18,10 +18,11 @@ import jax.numpy as jnp
 
 from gradtx.core import is_concrete, one_kernel_when_eager, safe_increment
 
-__all__ = ["abs_sq", "as_array", "as_dtype", "as_float", "at_least_float32", "bias_correction",
-           "clip_modulus", "complex_dtype", "compute_dtype", "ema_moment", "floor_eps_root", "real_dtype",
-           "safe_cbrt", "safe_divide", "safe_increment", "safe_rsqrt", "safe_sqrt", "shared",
-           "shared_scalars", "state_dtype", "stored", "wide_abs_sq", "widened", "zero_count"]
+__all__ = ["abs_sq", "adam_denominator", "as_array", "as_dtype", "as_float", "at_least_float32",
+           "bias_correction", "clip_modulus", "complex_dtype", "compute_dtype", "ema_moment",
+           "floor_eps_root", "real_dtype", "safe_cbrt", "safe_divide", "safe_increment",
+           "safe_rsqrt", "safe_sqrt", "shared", "shared_scalars", "state_dtype", "stored",
+           "wide_abs_sq", "widened", "zero_count"]
 
 
 # Per-step scalars shared by all leaves. A per-array rule computes coefficients
@@ -388,6 +389,20 @@ def floor_eps_root(eps_root: jax.Array) -> jax.Array:
 
 
 _LEAST_NORMAL_FLOAT32 = float(jnp.finfo(jnp.float32).tiny)  # 2**-126, about 1.2e-38
+
+
+# One operation, not three, at each leaf of an eager step: two sums and a root, each rounded
+# once as op by op (no product feeding a sum for XLA to contract into a multiply-add).
+@one_kernel_when_eager
+def adam_denominator(v: jax.Array, eps: jax.Array, eps_root: jax.Array) -> jax.Array:
+  """:math:`\\sqrt{v + \\epsilon_\\text{root}} + \\epsilon`, what Adam and its family (AMSGrad,
+  RAdam, Yogi, AdaBelief, Adan, NovoGrad, AdEMAMix) divide their step by.
+
+  ``v`` is the (debiased) second moment; ``eps`` and ``eps_root`` are arrays of its dtype,
+  ``eps_root`` floored once per step (:func:`floor_eps_root`) so that the root's
+  derivative is finite where :math:`v = 0`.
+  """
+  return jnp.sqrt(v + eps_root) + eps
 
 
 def safe_cbrt(x: jax.Array) -> jax.Array:

@@ -451,6 +451,25 @@ def test_an_eager_moment_of_squares_is_the_traced_one_bit_for_bit(dtype):
                                   np.asarray(op_by_op).view(np.uint8))
 
 
+@pytest.mark.parametrize("dtype", [jnp.float32, jnp.bfloat16, jnp.float16, jnp.float64])
+def test_an_eager_adam_denominator_is_the_traced_one_bit_for_bit(dtype):
+  # Eagerly, sqrt(v + eps_root) + eps is one compiled kernel (core.one_kernel_when_eager):
+  # it must round as the three operations do, Inf, NaN and subnormals included.
+  rng = np.random.default_rng(1)
+  v = np.abs(rng.normal(size=64)) * 10.0 ** rng.integers(-40, 38, 64)
+  v[:6] = [0.0, np.inf, np.nan, 1e-41, 3e38, 1e-45]
+  with enable_x64(dtype == jnp.float64):
+    for eps, eps_root in ((1e-8, 2.0 ** -126), (1e-6, 1e-8), (0.0, 0.5)):
+      with np.errstate(over="ignore"):
+        args = tuple(jnp.asarray(x, dtype) for x in (v, eps, eps_root))
+      eager = gtx.numerics.adam_denominator(*args)
+      with jax.disable_jit():  # each operation on its own, the kernel's included
+        op_by_op = gtx.numerics.adam_denominator(*args)
+      assert eager.dtype == op_by_op.dtype == dtype
+      np.testing.assert_array_equal(np.asarray(eager).view(np.uint8),
+                                    np.asarray(op_by_op).view(np.uint8))
+
+
 # A value for each required argument of the constructors that take a buffer dtype.
 _DTYPE_CASE_ARGS = {"learning_rate": 0.1, "decay": 0.9, "every_k_schedule": 2,
                     "opt": gtx.identity(), "base_optimizer": gtx.identity(),

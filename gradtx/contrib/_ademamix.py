@@ -15,7 +15,6 @@ from __future__ import annotations
 from typing import Any, NamedTuple
 
 import jax
-import jax.numpy as jnp
 
 from gradtx import numerics, tree
 from gradtx.chain import Chain, named_chain
@@ -117,7 +116,7 @@ def scale_by_ademamix(b1: ScalarOrSchedule = 0.9, b2: ScalarOrSchedule = 0.999,
       alpha, eps = (as_dtype(h[n], dtype) for n in ("alpha", "eps"))
       eps_root = as_dtype(root_eps, dtype)
       u = ((as_dtype(m1_hat, dtype) + alpha * as_dtype(m2_new, dtype))
-           / (jnp.sqrt(as_dtype(nu_hat, dtype) + eps_root) + eps))
+           / numerics.adam_denominator(as_dtype(nu_hat, dtype), eps, eps_root))
       return (as_dtype(u, g.dtype), as_dtype(m1_new, m1.dtype), as_dtype(m2_new, m2.dtype),
               as_dtype(nu_new, nu.dtype))
 
@@ -270,7 +269,7 @@ def scale_by_simplified_ademamix(b1: ScalarOrSchedule = 0.99, b2: ScalarOrSchedu
       alpha, eps = (as_dtype(h[k], dtype) for k in ("alpha", "eps"))
       eps_root = as_dtype(root_eps, dtype)
       u = ((as_dtype(m_new, dtype) + alpha * as_dtype(g_, dtype))
-           / (jnp.sqrt(as_dtype(n_hat, dtype) + eps_root) + eps))
+           / numerics.adam_denominator(as_dtype(n_hat, dtype), eps, eps_root))
       return as_dtype(u, g.dtype), as_dtype(m_new, m.dtype), as_dtype(n_new, n.dtype)
 
     updates, m, n = tree.map_multi(leaf, 3, updates, state.m, state.n)

@@ -98,7 +98,7 @@ def scale_by_radam(b1: ScalarOrSchedule = 0.9, b2: ScalarOrSchedule = 0.999,
       if nesterov:
         numerator = numerator + as_dtype(k["c_g"], dtype) * as_dtype(g, dtype)
       a, b, r, e = (as_dtype(k[n], dtype) for n in ("a", "b", "r", "e"))
-      adam = a / (jnp.sqrt(v_new + r) + e)  # r > 0 (floor_eps_root)
+      adam = a / numerics.adam_denominator(v_new, e, r)  # r > 0 (floor_eps_root)
       if dtype == jnp.float16:
         # float16 rounds r and e to 0: where v_t is 0 too, a = 0 (the momentum steps)
         # made 0 / 0 = NaN, where the rule's (and optax's) step is the momentum's.
@@ -298,7 +298,7 @@ def scale_by_yogi(b1: ScalarOrSchedule = 0.9, b2: ScalarOrSchedule = 0.999,
       m_hat = numerics.bias_correction(m_new, h["b1"], count).astype(dtype)
       v_hat = numerics.bias_correction(v_new, h["b2"], count)
       eps, eps_root = as_dtype(h["eps"], dtype), as_dtype(root_eps, dtype)
-      u = m_hat / (jnp.sqrt(v_hat + eps_root) + eps)
+      u = m_hat / numerics.adam_denominator(v_hat, eps, eps_root)
       return u.astype(g.dtype), m_new.astype(m.dtype), v_new.astype(v.dtype)
 
     updates, mu, nu = tree.map_multi(leaf, 3, updates, state.mu, state.nu)
@@ -387,7 +387,7 @@ def scale_by_novograd(b1: ScalarOrSchedule = 0.9, b2: ScalarOrSchedule = 0.25,
       ema = ema_moment(g_sq, n, h["b2"], order=1, squares=True)  # g_sq is ||g||^2
       n_new = jnp.where(first, g_sq, as_dtype(ema, n.dtype))
       eps, eps_root = as_dtype(h["eps"], dtype), as_dtype(root_eps, dtype)
-      q = (as_dtype(g, dtype) / (jnp.sqrt(as_dtype(n_new, dtype) + eps_root) + eps)
+      q = (as_dtype(g, dtype) / numerics.adam_denominator(as_dtype(n_new, dtype), eps, eps_root)
            + as_dtype(h["weight_decay"], dtype) * as_dtype(theta, dtype))
       m_new = as_dtype(h["b1"], dtype) * as_dtype(m, dtype) + q  # m_0 = 0 makes m_1 = q
       return as_dtype(m_new, g.dtype), as_dtype(m_new, m.dtype), n_new
@@ -481,7 +481,7 @@ def scale_by_adan(b1: ScalarOrSchedule = 0.98, b2: ScalarOrSchedule = 0.92,
       n_hat = numerics.bias_correction(n_new, h["b3"], count)
       d = n_hat.dtype  # the wider of g's and n's
       eps, eps_root = as_dtype(h["eps"], d), as_dtype(root_eps, d)
-      u = as_dtype(m_hat + b2 * v_hat, d) / (jnp.sqrt(n_hat + eps_root) + eps)
+      u = as_dtype(m_hat + b2 * v_hat, d) / numerics.adam_denominator(n_hat, eps, eps_root)
       return (as_dtype(u, g.dtype), as_dtype(m_new, m.dtype), as_dtype(v_new, v.dtype),
               as_dtype(n_new, n.dtype), as_dtype(g, g_prev.dtype))
 

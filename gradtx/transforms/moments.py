@@ -413,7 +413,7 @@ def adam_direction(k: dict[str, jax.Array], g: jax.Array, m_new: jax.Array, v_ne
   numerator = c * as_dtype(m_new, dtype)
   if nesterov:
     numerator = numerator + as_dtype(k["c_g"], dtype) * as_dtype(g, dtype)
-  return numerator / (jnp.sqrt(v_new + r) + e)  # r > 0: see adam_step_scalars
+  return numerator / numerics.adam_denominator(v_new, e, r)  # r > 0: see adam_step_scalars
 
 
 def adam_moments(g: jax.Array, m: jax.Array, v: jax.Array, h: HParams, count: jax.Array,
@@ -552,7 +552,7 @@ def scale_by_amsgrad(b1: ScalarOrSchedule = 0.9, b2: ScalarOrSchedule = 0.999,
       v_hat = numerics.bias_correction(v_new, h["b2"], count) if bias_correction_nu else v_new
       v_max_new = jnp.maximum(as_dtype(v_max, v_hat.dtype), v_hat)
       eps, eps_root = as_dtype(h["eps"], v_hat.dtype), as_dtype(root_eps, v_hat.dtype)
-      u = as_dtype(m_hat, v_hat.dtype) / (jnp.sqrt(v_max_new + eps_root) + eps)
+      u = as_dtype(m_hat, v_hat.dtype) / numerics.adam_denominator(v_max_new, eps, eps_root)
       return (as_dtype(u, g.dtype), as_dtype(m_new, m.dtype), as_dtype(v_new, v.dtype),
               as_dtype(v_max_new, v_max.dtype))
 
