@@ -284,8 +284,32 @@ def test_faq_examples_run(tmp_path, capsys):
   assert list(ns["report"]) == list(shown)
   assert capsys.readouterr().out.strip() == str(ns["report"])
 
+  # A learning rate swept under vmap: 100 steps of each run are optax's, with
+  # inject_hyperparams under vmap (as the page says optax writes it), in one compiled scan.
+  ns = _run_block("faq.md", 2, {**base})
+  assert capsys.readouterr().out.strip() == "[0.001 0.01  0.1  ]"
+  import optax
+
+  def optax_runs(lr):
+    otx = optax.inject_hyperparams(optax.adam)(lr)
+
+    def body(carry, _):
+      p, s = carry
+      u, s = otx.update(jax.grad(loss)(p), s, p)
+      return (optax.apply_updates(p, u), s), None
+
+    return jax.lax.scan(body, (params, otx.init(params)), length=100)[0][0]
+
+  with jax.numpy_dtype_promotion("standard"):  # optax's adam mixes int32 and float32
+    want = jax.jit(jax.vmap(optax_runs))(ns["rates"])
+  for got, expected in zip(jax.tree.leaves(ns["runs"][0]), jax.tree.leaves(want)):
+    np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-6)
+  states = jax.vmap(lambda lr: gtx.adam(lr).init(params))(ns["rates"])  # optax's form
+  assert jax.tree.structure(states) == jax.tree.structure(ns["runs"][1])
+  np.testing.assert_array_equal(gtx.hparams(states)["lr.learning_rate"], ns["rates"])
+
   # Meta-gradient of the learning rate: finite.
-  ns = _run_block("faq.md", 2, {**base, "tx": gtx.adam(0.1)})
+  ns = _run_block("faq.md", 3, {**base, "tx": gtx.adam(0.1)})
   assert np.isfinite(ns["d_lr"])
 
   # The npz recipe, on a state with a typed key (add_noise) and a bfloat16 moment.
@@ -293,7 +317,7 @@ def test_faq_examples_run(tmp_path, capsys):
                  adam=gtx.adam(0.1, mu_dtype=jnp.bfloat16))
   state = tx.init(params)
   _, state = tx.update(params, state, params)
-  ns = _run_block("faq.md", 3, {**base, "tx": tx, "state": state,
+  ns = _run_block("faq.md", 4, {**base, "tx": tx, "state": state,
                                 "path": str(tmp_path / "state.npz")})
   restored = ns["state"]
   assert jax.tree.structure(restored) == jax.tree.structure(state)
@@ -303,10 +327,10 @@ def test_faq_examples_run(tmp_path, capsys):
     np.testing.assert_array_equal(np.asarray(a, np.float64), np.asarray(b, np.float64))
 
   # The weight-decay mask as a function of the params.
-  exec(compile(blocks[4], "docs/faq.md, block 5", "exec"), {**base})  # noqa: S102
+  exec(compile(blocks[5], "docs/faq.md, block 6", "exec"), {**base})  # noqa: S102
 
   # Complex parameters: Adam reaches the target 0.5 - 1j.
-  ns = _run_block("faq.md", 5, {**base})
+  ns = _run_block("faq.md", 6, {**base})
   np.testing.assert_allclose(ns["z"]["w"], np.full(2, 0.5 - 1.0j), atol=0.05)
 
   # A TrainState step that passes the loss on: reduce_on_plateau halves the rate after a
@@ -315,7 +339,7 @@ def test_faq_examples_run(tmp_path, capsys):
   tx = gtx.chain(sgd=gtx.sgd(0.1), plateau=gtx.reduce_on_plateau(factor=0.5, patience=1))
   state = train_state.TrainState.create(apply_fn=None, params=params, tx=tx)
   grads = jax.tree.map(jnp.ones_like, params)
-  ns = _run_block("faq.md", 6, {**base, "state": state, "grads": grads,
+  ns = _run_block("faq.md", 7, {**base, "state": state, "grads": grads,
                                 "loss": jnp.float32(3.0)})
   state = ns["state"]
   for value in [2.0, 2.0]:

@@ -618,6 +618,25 @@ def test_lookahead_matches_optax_and_reports_hparams():
     tx.update(_params(), tx.init(_params()), _params())
 
 
+def test_lookahead_params_from_init_synced_can_be_donated():
+  # init_synced held the params twice (fast=params, slow=params, as optax's does): a step
+  # jitted with donate_argnums on them raised "Attempt to donate the same buffer twice".
+  tx = gtx.lookahead(gtx.sgd(0.5), sync_period=2, slow_step_size=0.5)
+  start = {"w": jnp.array([1.0, -2.0])}
+  params = gtx.LookaheadParams.init_synced(start)
+  assert params.slow["w"].unsafe_buffer_pointer() != params.fast["w"].unsafe_buffer_pointer()
+
+  def step(p, s):
+    updates, s = tx.update({"w": jnp.ones(2)}, s, p)
+    return gtx.apply_updates(p, updates), s
+
+  step = jax.jit(step, donate_argnums=(0, 1))
+  params, _ = step(*step(params, tx.init(params)))
+  # Two fast steps of -0.5, then the slow weights move half way: -0.5 each.
+  np.testing.assert_allclose(params.slow["w"], [0.5, -2.5])
+  np.testing.assert_allclose(params.fast["w"], [0.5, -2.5])
+
+
 # ---------------------------------------------------------------------------- reduce_on_plateau
 
 

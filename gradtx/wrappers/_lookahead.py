@@ -28,8 +28,12 @@ class LookaheadParams(NamedTuple):
 
   @classmethod
   def init_synced(cls, params: PyTree) -> "LookaheadParams":
-    """Fast and slow parameters both equal to ``params``."""
-    return cls(fast=params, slow=params)
+    """Fast and slow parameters both equal to ``params``.
+
+    ``slow`` is a copy, so that a step may donate both (optax's holds ``params``
+    twice, one buffer that ``donate_argnums`` refuses to donate twice).
+    """
+    return cls(fast=params, slow=tree.copy(params))
 
 
 class LookaheadState(NamedTuple):
