@@ -133,3 +133,9 @@ __all__ += _trust.__all__
 __all__ += _wrappers.__all__
 __all__ += _utilities.__all__
 __all__.sort()
+
+# Every gradtx pytree node, registered with jax.export (a step whose inputs or outputs
+# hold a state can be serialized); last, once the modules that define them are loaded.
+from gradtx import _export_serialization  # noqa: E402
+
+_export_serialization.register()
