@@ -347,6 +347,14 @@ def test_faq_examples_run(tmp_path, capsys):
   assert int(state.step) == 3
   np.testing.assert_allclose(state.params["b"], params["b"] - 0.1 - 0.1 - 0.05, rtol=1e-6)
 
+  # An exported adam step, serialized and called again: the jitted step's result.
+  import importlib.util
+  if importlib.util.find_spec("flatbuffers") is not None:  # serialize() needs it
+    ns = _run_block("faq.md", 8, {**base})
+    want = jax.jit(ns["step"])(params, ns["tx"].init(params), params)
+    for got, expected in zip(jax.tree.leaves((ns["params"], ns["state"])), jax.tree.leaves(want)):
+      np.testing.assert_array_equal(got, expected)
+
 
 def test_packed_examples_run():
   # The page's three training steps (plain JAX, flax.nnx, equinox), each given the model
