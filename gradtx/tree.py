@@ -644,6 +644,7 @@ def cast(tree: PyTree, dtype: Any) -> PyTree:
   return tree_map(lambda x: x.astype(dtype), numbers_as_arrays(tree))
 
 
+@names_structure_mismatch("tree", "other_tree")
 def cast_like(tree: PyTree, other_tree: PyTree) -> PyTree:
   """Each leaf of ``tree`` cast to the dtype of the same leaf of ``other_tree``.
 
@@ -680,6 +681,7 @@ def leaf_vdot(a: jax.Array, b: jax.Array) -> jax.Array:
                        precision=jax.lax.Precision.HIGHEST)
 
 
+@names_structure_mismatch("tree_x", "tree_y", same_shapes=True)
 def inner(tree_x: PyTree, tree_y: PyTree, dtype: Any = None) -> jax.Array:
   """:math:`\\mathrm{Re}\\langle x, y \\rangle = \\mathrm{Re} \\sum_\\text{leaves} \\sum_i
   \\bar x_i y_i`, a scalar of the real ``dtype``.
@@ -725,12 +727,14 @@ def count_nonfinite(tree: PyTree) -> jax.Array:
   return sum(counts[1:], counts[0]) if counts else jnp.zeros((), jnp.int32)
 
 
+@names_structure_mismatch("tree_x", "tree_y", "other_trees")
 def add(tree_x: PyTree, tree_y: PyTree, *other_trees: PyTree) -> PyTree:
   """Leafwise :math:`x + y + \\dots`, each leaf in the dtype of ``tree_x``'s leaf."""
   return tree_map(lambda x, *ys: functools.reduce(lambda a, y: a + as_dtype(y, x.dtype), ys, x),
                   numbers_as_arrays(tree_x), tree_y, *other_trees)
 
 
+@names_structure_mismatch("tree_x", "tree_y")
 def sub(tree_x: PyTree, tree_y: PyTree) -> PyTree:
   """Leafwise ``x - y``, each difference in the wider of the two leaves' dtypes."""
   def diff(x, y):
@@ -773,6 +777,7 @@ def scale(scalar: jax.typing.ArrayLike, tree: PyTree) -> PyTree:
   return tree_map(times, numbers_as_arrays(tree))
 
 
+@names_structure_mismatch("tree_x", "tree_y")
 def where(condition: jax.typing.ArrayLike, tree_x: PyTree, tree_y: PyTree) -> PyTree:
   """Leafwise ``x if condition else y`` (``condition`` broadcast against each leaf)."""
   return tree_map(lambda x, y: jnp.where(condition, x, y), tree_x, tree_y)

@@ -132,6 +132,13 @@ _MISMATCHED_CALLS = [
     ("incremental_update", U.incremental_update, (_X, _Y, 0.5), "new_tensors", "old_tensors"),
     ("periodic_update", U.periodic_update, (_X, _Y, jnp.asarray(1), 2), "new_tensors",
      "old_tensors"),
+    # optax.tree's names, which every stage's update calls.
+    ("add", gtx.tree.add, (_X, _Y), "tree_x", "tree_y"),
+    ("add", gtx.tree.add, (_X, _X, _Y), "tree_x", "other_trees[0]"),
+    ("sub", gtx.tree.sub, (_X, _Y), "tree_x", "tree_y"),
+    ("inner", gtx.tree.inner, (_X, _Y), "tree_x", "tree_y"),
+    ("where", gtx.tree.where, (True, _X, _Y), "tree_x", "tree_y"),
+    ("cast_like", gtx.tree.cast_like, (_X, _Y), "tree", "other_tree"),
 ]
 
 
@@ -155,13 +162,29 @@ def test_functions_of_trees_of_one_structure_keep_other_errors_and_name_containe
   # shapes for broadcasting: (2,), (3,)" named neither the function nor the leaf. Leaves
   # that broadcast (['a']) are not blamed: they are optax's broadcasting, and pass.
   with pytest.raises(StructureError, match=r"^tree_add: tree_y and tree_x differ in shape at "
-                     r"key path \['b'\]: \(3,\) in tree_y, \(2,\) in tree_x$"):
+                     r"key path \['b'\]: \(3,\) in tree_y, \(2,\) in tree_x"):
     tu.tree_add({"a": jnp.ones(2), "b": jnp.ones(2)}, {"a": jnp.ones(()), "b": jnp.ones(3)})
   with pytest.raises(StructureError, match=r"^tree_vdot: tree_y and tree_x differ in shape at "
                      r"key path \['a'\]: \(2,\) in tree_y, \(3,\) in tree_x"):
     jax.jit(tu.tree_vdot)({"a": jnp.ones(3)}, {"a": jnp.ones(2)})
   np.testing.assert_array_equal(tu.tree_add({"a": jnp.ones(2)}, {"a": jnp.ones(())})["a"],
                                 [2.0, 2.0])
+
+
+# gtx.tree's leaves that do not broadcast (for inner: are not equal) raised JAX's "add got
+# incompatible shapes for broadcasting: (2,), (3,)" or "dot_general requires contracting
+# dimensions to have the same shape", naming neither the function nor the leaf.
+@pytest.mark.parametrize("name, call", [
+    ("add", lambda x, y: gtx.tree.add(x, y)),
+    ("sub", lambda x, y: gtx.tree.sub(x, y)),
+    ("inner", lambda x, y: gtx.tree.inner(x, y)),
+    ("inner", jax.jit(lambda x, y: gtx.tree.inner(x, y))),
+    ("where", lambda x, y: gtx.tree.where(True, x, y)),
+])
+def test_tree_functions_name_the_leaf_whose_shapes_do_not_broadcast(name, call):
+  with pytest.raises(StructureError, match=rf"^{name}: tree_y and tree_x differ in shape at "
+                     r"key path \['b'\]: \(3,\) in tree_y, \(2,\) in tree_x"):
+    call({"a": jnp.ones(2), "b": jnp.ones(2)}, {"a": jnp.ones(2), "b": jnp.ones(3)})
 
 
 @pytest.mark.parametrize("name, fn, rest", [
