@@ -144,13 +144,27 @@ def _shape_and_dtype(path: tuple, leaf: Any) -> tuple[tuple[int, ...], np.dtype]
   """A leaf's shape, and the dtype :meth:`Layout.pack` gives it (``jnp.asarray``'s)."""
   shape = tuple(int(d) for d in np.shape(leaf))
   dtype = getattr(leaf, "dtype", None)
-  dtype = jnp.result_type(leaf) if dtype is None else dtype
+  try:
+    dtype = jnp.result_type(leaf) if dtype is None else dtype
+  except TypeError:  # numpy's "data type 'x' not understood", for a string leaf
+    raise _not_an_array("from_tree", path, leaf) from None
   if jax.dtypes.issubdtype(dtype, jax.dtypes.prng_key):
     raise StructureError(
         f"Layout.from_tree: the leaf at key path {tree.keystr(path)} is a PRNG key ({dtype}), "
         f"which no buffer holds and no gradient steps: {tree.PACK_FLOAT_LEAVES}")
+  if np.dtype(dtype).kind in "USO":  # an array of strings or objects: no buffer "str32"
+    raise _not_an_array("from_tree", path, leaf)
   # Canonical, as pack makes it: numpy's float64 is float32 without jax_enable_x64.
   return shape, np.dtype(jax.dtypes.canonicalize_dtype(dtype))
+
+
+def _not_an_array(method: str, path: tuple, leaf: Any) -> StructureError:
+  """The error of a :class:`Layout` method given a leaf no buffer can hold (a string, an
+  object): numpy's "data type 'x' not understood" or jax's "not a valid JAX array type"
+  named neither the method nor the leaf."""
+  return StructureError(
+      f"Layout.{method}: the leaf at key path {tree.keystr(path)} is not an array of numbers "
+      f"({type(leaf).__name__}: {leaf!r:.40}): {tree.PACK_FLOAT_LEAVES}")
 
 
 _ABSENT = object()  # no leaf at a key path (see Layout._check_fits)
@@ -313,15 +327,18 @@ class Layout:
     register_with_flax()  # packed params may be saved with flax: see gradtx._flax_serialization
     tree.check_structure(self.template(), params, "the layout", "params")
     leaves = self.treedef.flatten_up_to(params)
-    paths = [tree.keystr(p) for p, _ in jax.tree_util.tree_flatten_with_path(params)[0]]
+    paths = [p for p, _ in jax.tree_util.tree_flatten_with_path(params)[0]]
     buffers = {}
     for group in self.groups:
       parts = []
       for i in group.leaves:
-        leaf = jnp.asarray(leaves[i])
+        try:
+          leaf = jnp.asarray(leaves[i])
+        except TypeError:  # jax's "Value 'x' with dtype <U1 is not a valid JAX array type"
+          raise _not_an_array("pack", paths[i], leaves[i]) from None
         if leaf.dtype.name != group.dtype:
           raise StructureError(
-              f"Layout.pack: params at key path {paths[i]} is {leaf.dtype.name}; the "
+              f"Layout.pack: params at key path {tree.keystr(paths[i])} is {leaf.dtype.name}; the "
               f"layout holds it as {group.dtype}. Build the layout from these params")
         parts.append(jnp.ravel(leaf))
       buffers[group.dtype] = parts[0] if len(parts) == 1 else jnp.concatenate(parts)

@@ -213,6 +213,16 @@ BAD_INPUTS = [
     ("a PRNG key leaf", lambda lay: Layout.from_tree({"w": jnp.ones(3), "k": jax.random.key(0)}),
      r"^Layout.from_tree: the leaf at key path \['k'\] is a PRNG key \(key<fry>\), which no "
      r"buffer holds"),
+    # A string leaf: numpy's "data type 'x' not understood", jax's "Value 'x' with dtype <U1
+    # is not a valid JAX array type", and a string array made a layout of "str32: 1".
+    ("from_tree, a string leaf", lambda lay: Layout.from_tree({"w": jnp.ones(3), "s": "x"}),
+     r"^Layout.from_tree: the leaf at key path \['s'\] is not an array of numbers "
+     r"\(str: 'x'\): pack only the floating-point leaves"),
+    ("from_tree, a string array", lambda lay: Layout.from_tree({"s": np.array(["a"])}),
+     r"^Layout.from_tree: the leaf at key path \['s'\] is not an array of numbers \(ndarray: "),
+    ("pack, a string leaf", lambda lay: lay.pack({"w": jnp.ones((2, 3)), "b": "x"}),
+     r"^Layout.pack: the leaf at key path \['b'\] is not an array of numbers \(str: 'x'\): "
+     r"pack only the floating-point leaves"),
 ]
 
 
