@@ -603,19 +603,11 @@ class Layout:
   def leaf_mask(self, mask: PyTree) -> tuple[bool, ...]:
     """Whether each leaf is masked in, in the tree's leaf order (``mask`` as in
     :meth:`element_mask`)."""
-    template = self.template()
-    try:
-      full = jax.tree.map(lambda m, sub: jax.tree.map(lambda _: m, sub), mask, template)
-    except (ValueError, TypeError):
-      raise StructureError(
-          "masked: the mask is not a prefix of the params' tree structure: mask "
-          f"{jax.tree.structure(mask)} vs params {self.treedef}") from None
-    leaves = self.treedef.flatten_up_to(full)
-    try:
-      bools = [bool(m) for m in leaves]
-    except jax.errors.ConcretizationTypeError:
-      raise StructureError("masked: in packed mode the mask must hold Python bools (it is "
-                           "fixed when the step is traced), not traced arrays") from None
+    # The checks gtx.masked makes (a prefix of the params, a bool per leaf): bool(3) and
+    # bool(a function) were True, and every leaf was masked in without a word.
+    from gradtx.wrappers._masking import _mask_per_leaf  # pylint: disable=import-outside-toplevel
+    full = _mask_per_leaf(mask, self.template(), "Layout.leaf_mask")
+    bools = [bool(m) for m in self.treedef.flatten_up_to(full)]
     return tuple(bools)
 
 

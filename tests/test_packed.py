@@ -207,7 +207,11 @@ BAD_INPUTS = [
      lambda lay: lay.unpack(Layout.from_tree(jnp.ones(3)).pack(jnp.ones(3))),
      r"made by another layout"),
     ("mask, not a prefix", lambda lay: lay.element_mask({"x": True}),
-     r"the mask is not a prefix of the params' tree structure"),
+     r"^Layout.leaf_mask: the mask has key path \['x'\], which the params do not have$"),
+    # bool(3) was True: every leaf was masked in without a word.
+    ("mask, not bools", lambda lay: lay.leaf_mask(3),
+     r"^Layout.leaf_mask: the mask must hold Python bools \(it is fixed when the step is "
+     r"traced\); at key path \['b'\] it holds int 3$"),
     ("empty tree", lambda lay: Layout.from_tree({}), r"no leaves to pack"),
     # numpy's TypeError before: "Cannot interpret 'key<fry>' as a data type".
     ("a PRNG key leaf", lambda lay: Layout.from_tree({"w": jnp.ones(3), "k": jax.random.key(0)}),
