@@ -208,6 +208,10 @@ BAD_INPUTS = [
      r"made by another layout"),
     ("mask, not a prefix", lambda lay: lay.element_mask({"x": True}),
      r"^Layout.leaf_mask: the mask has key path \['x'\], which the params do not have$"),
+    # Python's bare KeyError: 'float32'.
+    ("broadcast_leaves, a buffer missing", lambda lay: lay.broadcast_leaves({"nope": 1.0}),
+     r"^Layout.broadcast_leaves: values has no entry for the float32 buffer: it must map each "
+     r"of the layout's buffers \['float32'\] to one value per leaf, got keys \['nope'\]$"),
     # bool(3) was True: every leaf was masked in without a word.
     ("mask, not bools", lambda lay: lay.leaf_mask(3),
      r"^Layout.leaf_mask: the mask must hold Python bools \(it is fixed when the step is "
