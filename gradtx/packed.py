@@ -55,7 +55,7 @@ import numpy as np
 
 from gradtx import tree
 from gradtx._flax_serialization import register_with_flax, serializable
-from gradtx.errors import StructureError
+from gradtx.errors import ArgumentTypeError, StructureError
 
 __all__ = ["Layout", "Packed", "PackedLeaves", "masked_init", "masked_update"]
 
@@ -299,6 +299,9 @@ class Layout:
     that only one of the trees has (``name`` names this layout's tree,
     ``other_name`` the other's).
     """
+    if not isinstance(other, Layout):  # else "'int' object has no attribute 'template'"
+      raise ArgumentTypeError.about("Layout.difference", "other", other,
+                                    f"must be a Layout, got {type(other).__name__}: {other!r:.40}")
     mine = tree._leaves_by_path(self.template())
     theirs = tree._leaves_by_path(other.template())
     for key in [*mine, *(k for k in theirs if k not in mine)]:

@@ -234,6 +234,14 @@ BAD_INPUTS = [
 ]
 
 
+def test_difference_with_what_is_not_a_layout_names_it():
+  # "'int' object has no attribute 'template'" before.
+  layout = Layout.from_tree({"w": jnp.ones((2, 3))})
+  with pytest.raises(gtx.errors.ArgumentTypeError, match=r"^Layout.difference: other must be a "
+                     r"Layout, got int: 3$"):
+    layout.difference(3, "a", "b")
+
+
 @pytest.mark.parametrize("case, call, message", BAD_INPUTS, ids=[b[0] for b in BAD_INPUTS])
 def test_bad_input_raises_a_clear_error(case, call, message):
   layout = Layout.from_tree({"w": jnp.ones((2, 3)), "b": jnp.zeros(3)})
