@@ -23,6 +23,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from gradtx.core import Range, check_argument
 from gradtx.errors import StructureError
 from gradtx.numerics import (as_array, as_dtype, at_least_float32, complex_dtype, compute_dtype,
                              real_dtype, safe_sqrt, shared_scalars, state_dtype, wide_abs_sq)
@@ -774,7 +775,12 @@ def scale(scalar: jax.typing.ArrayLike, tree: PyTree) -> PyTree:
       dtype = scaled_dtype(of_scalar, x)
       return as_dtype(scalar, dtype) * as_dtype(x, dtype)
     return as_dtype(scalar, x.dtype) * x
-  return tree_map(times, numbers_as_arrays(tree))
+  try:
+    return tree_map(times, numbers_as_arrays(tree))
+  except (TypeError, ValueError):  # jax's "mul got incompatible shapes for broadcasting"
+    if np.shape(scalar) != ():
+      check_argument("scale", "scalar", scalar, Range(), scalar=True)
+    raise
 
 
 @names_structure_mismatch("tree_x", "tree_y")

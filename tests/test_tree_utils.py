@@ -187,6 +187,22 @@ def test_tree_functions_name_the_leaf_whose_shapes_do_not_broadcast(name, call):
     call({"a": jnp.ones(2), "b": jnp.ones(2)}, {"a": jnp.ones(2), "b": jnp.ones(3)})
 
 
+# Bad arguments to gtx.tree's functions, and what JAX, numpy or Python said of them before.
+_TREE = {"a": jnp.ones(2), "b": jnp.ones(3)}
+_BAD_TREE_ARGUMENTS = [
+    # "mul got incompatible shapes for broadcasting: (2,), (3,)"
+    (lambda: gtx.tree.scale(jnp.ones(2), _TREE), HyperparameterError,
+     "scale: scalar must be a scalar, got shape (2,)"),
+]
+
+
+@pytest.mark.parametrize("call, kind, message", _BAD_TREE_ARGUMENTS)
+def test_tree_functions_name_a_bad_argument(call, kind, message):
+  with pytest.raises(kind) as error:
+    call()
+  assert str(error.value) == message
+
+
 @pytest.mark.parametrize("name, fn, rest", [
     ("incremental_update", U.incremental_update, (0.5,)),
     ("periodic_update", U.periodic_update, (jnp.asarray(3), 3)),
