@@ -23,7 +23,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from gradtx.core import Range, check_argument
+from gradtx.core import Range, check_argument, check_dtype_option
 from gradtx.errors import StructureError
 from gradtx.numerics import (as_array, as_dtype, at_least_float32, complex_dtype, compute_dtype,
                              real_dtype, safe_sqrt, shared_scalars, state_dtype, wide_abs_sq)
@@ -592,7 +592,21 @@ def zeros_like(tree: PyTree, dtype: Any = None) -> PyTree:
   Each result takes its leaf's sharding (``jnp.zeros_like``), so a state made
   by a jitted ``init`` of sharded params is sharded like the params.
   """
-  return tree_map(lambda x: jnp.zeros_like(x, dtype or jnp.asarray(x).dtype), tree)
+  try:
+    return tree_map(lambda x: jnp.zeros_like(x, dtype or jnp.asarray(x).dtype), tree)
+  except TypeError:
+    _check_dtype_name("zeros_like", dtype)
+    raise
+
+
+def _check_dtype_name(function: str, dtype: Any) -> None:
+  """Raises :func:`gradtx.core.check_dtype_option`'s error where ``dtype`` names no dtype
+  (``"flaot32"``: numpy's "data type 'flaot32' not understood" named neither the function
+  nor the argument); on the error path only: an integer ``dtype`` is fine here."""
+  try:
+    np.dtype(dtype)
+  except TypeError:
+    check_dtype_option(function, "dtype", dtype)
 
 
 def _fresh_full_like(x: Any, fill_value: jax.typing.ArrayLike, dtype: Any) -> jax.Array:
@@ -642,7 +656,11 @@ def cast(tree: PyTree, dtype: Any) -> PyTree:
   """Each leaf cast to ``dtype``; ``None`` keeps the leaves as they are."""
   if dtype is None:
     return tree
-  return tree_map(lambda x: x.astype(dtype), numbers_as_arrays(tree))
+  try:
+    return tree_map(lambda x: x.astype(dtype), numbers_as_arrays(tree))
+  except TypeError:
+    _check_dtype_name("cast", dtype)
+    raise
 
 
 @names_structure_mismatch("tree", "other_tree")

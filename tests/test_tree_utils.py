@@ -193,6 +193,13 @@ _BAD_TREE_ARGUMENTS = [
     # "mul got incompatible shapes for broadcasting: (2,), (3,)"
     (lambda: gtx.tree.scale(jnp.ones(2), _TREE), HyperparameterError,
      "scale: scalar must be a scalar, got shape (2,)"),
+    # "data type 'flaot32' not understood"
+    (lambda: gtx.tree.cast(_TREE, "flaot32"), HyperparameterError,
+     "cast: dtype must be a dtype (jnp.float32, jnp.bfloat16, ...) or None (the params' dtype), "
+     "got 'flaot32'"),
+    (lambda: gtx.tree.zeros_like(_TREE, "flaot32"), HyperparameterError,
+     "zeros_like: dtype must be a dtype (jnp.float32, jnp.bfloat16, ...) or None (the params' "
+     "dtype), got 'flaot32'"),
 ]
 
 
