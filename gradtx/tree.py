@@ -629,7 +629,18 @@ def full_like(tree: PyTree, fill_value: jax.typing.ArrayLike, dtype: Any = None)
 
   Each leaf gets a buffer of its own (see :func:`copy`), a scalar leaf too.
   """
-  return tree_map(lambda x: _fresh_full_like(x, fill_value, dtype or jnp.asarray(x).dtype), tree)
+  try:
+    return tree_map(lambda x: _fresh_full_like(x, fill_value, dtype or jnp.asarray(x).dtype),
+                    tree)
+  except TypeError:  # jax's "Value 'x' with dtype <U1 is not a valid JAX array type"
+    _check_number_leaves(tree, "full_like")
+    raise
+
+
+def _check_number_leaves(tree: PyTree, function: str) -> None:
+  """:func:`check_array_leaves` for a function of any tree of numbers (a Python float is
+  one), on its error path: names the leaf that is neither (a string, a function)."""
+  check_array_leaves(numbers_as_arrays(tree), "leaves", function)
 
 
 def accumulator_like(tree: PyTree, fill_value: float = 0.0, dtype: Any = None) -> PyTree:
@@ -687,7 +698,11 @@ def sum_squares(tree: PyTree, dtype: Any = None) -> jax.Array:
   leaves = [x for x in jax.tree.leaves(tree, is_leaf=is_masked) if not is_masked(x)]
   if not leaves:
     return jnp.zeros((), jnp.float32 if dtype is None else dtype)
-  totals = [_leaf_sum_squares(x, dtype) for x in leaves]
+  try:
+    totals = [_leaf_sum_squares(x, dtype) for x in leaves]
+  except TypeError:  # jax's "Value 'x' with dtype <U1 is not a valid JAX array type"
+    _check_number_leaves(tree, "sum_squares")
+    raise
   total_dtype = compute_dtype(*totals)  # the widest, also under strict promotion
   total = sum((as_dtype(t, total_dtype) for t in totals[1:]), as_dtype(totals[0], total_dtype))
   return total if dtype is None else as_dtype(total, dtype)

@@ -200,6 +200,12 @@ _BAD_TREE_ARGUMENTS = [
     (lambda: gtx.tree.zeros_like(_TREE, "flaot32"), HyperparameterError,
      "zeros_like: dtype must be a dtype (jnp.float32, jnp.bfloat16, ...) or None (the params' "
      "dtype), got 'flaot32'"),
+    # "Value 'x' with dtype <U1 is not a valid JAX array type"; a Python number is a leaf.
+    *((lambda fn=fn: fn({"a": 1.0, "b": "x"}), StructureError,
+       f"{name}: the leaves at key path ['b'] hold a str, not an array: {gtx.tree.ARRAYS_ONLY}")
+      for name, fn in [("sum_squares", gtx.tree.sum_squares),
+                       ("sum_squares", gtx.tree.global_norm),
+                       ("full_like", lambda tree: gtx.tree.full_like(tree, 1.0))]),
 ]
 
 
