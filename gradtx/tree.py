@@ -23,7 +23,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from gradtx.core import Range, check_argument, check_dtype_option
+from gradtx.core import Range, check_argument, check_callable, check_dtype_option
 from gradtx.errors import StructureError
 from gradtx.numerics import (as_array, as_dtype, at_least_float32, complex_dtype, compute_dtype,
                              real_dtype, safe_sqrt, shared_scalars, state_dtype, wide_abs_sq)
@@ -993,7 +993,11 @@ def block_map(fn: Callable[[jax.Array], jax.Array], tree: PyTree) -> PyTree:
   @functools.wraps(fn)
   def one(x):
     return (x.block_map(fn) if _is_packed(x) else fn(x)),
-  out, = _map_leafwise(one, 1, tree, (), lambda x: is_masked(x) or _is_packed(x))
+  try:
+    out, = _map_leafwise(one, 1, tree, (), lambda x: is_masked(x) or _is_packed(x))
+  except TypeError:  # Python's "'int' object is not callable"
+    check_callable("block_map", "fn", fn, "a function of one leaf")
+    raise
   return out
 
 

@@ -206,6 +206,9 @@ _BAD_TREE_ARGUMENTS = [
       for name, fn in [("sum_squares", gtx.tree.sum_squares),
                        ("sum_squares", gtx.tree.global_norm),
                        ("full_like", lambda tree: gtx.tree.full_like(tree, 1.0))]),
+    # "'int' object is not callable"
+    (lambda: gtx.tree.block_map(3, _TREE), TypeError,
+     "block_map: fn must be a function of one leaf, got 3"),
 ]
 
 
