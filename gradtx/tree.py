@@ -24,7 +24,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from gradtx.core import Range, check_argument, check_callable, check_dtype_option
-from gradtx.errors import StructureError
+from gradtx.errors import ArgumentTypeError, StructureError
 from gradtx.numerics import (as_array, as_dtype, at_least_float32, complex_dtype, compute_dtype,
                              real_dtype, safe_sqrt, shared_scalars, state_dtype, wide_abs_sq)
 
@@ -950,13 +950,25 @@ def split_key_per_leaf(key: jax.Array, tree: PyTree) -> PyTree:
   # (zeroed, where tree mode has a MaskedNode) takes none, and its draw is discarded.
   takes = [visible_leaves(n.layout) if _is_packed(n) else () if is_masked(n) else (True,)
            for n in nodes]
-  keys = iter(jax.random.split(key, sum(sum(t) for t in takes)))
+  try:
+    keys = iter(jax.random.split(key, sum(sum(t) for t in takes)))
+  except (TypeError, ValueError):  # jax's "JAX encountered invalid PRNG key data"
+    raise not_a_prng_key("split_key_per_leaf", key) from None
   out = []
   for node, node_takes in zip(nodes, takes):
     part = [next(keys) if t else key for t in node_takes]
     out.append(PackedLeaves.from_leaves(node.layout, part) if _is_packed(node)
                else node if is_masked(node) else part[0])
   return jax.tree.unflatten(treedef, out)
+
+
+def not_a_prng_key(function: str, key: Any, or_none: bool = False) -> ArgumentTypeError:
+  """The error of ``function`` given a ``key`` that is no PRNG key (``3``), where jax said
+  "JAX encountered invalid PRNG key data", naming neither the function nor the argument."""
+  allowed = " or None" if or_none else ""
+  return ArgumentTypeError.about(
+      function, "key", key, "must be a PRNG key (jax.random.key(0) or jax.random.PRNGKey(0))"
+      f"{allowed}, got {type(key).__name__}: {key!r}")
 
 
 # Per-leaf ("block") reductions. Primitives that need a statistic of each leaf

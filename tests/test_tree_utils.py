@@ -209,6 +209,10 @@ _BAD_TREE_ARGUMENTS = [
     # "'int' object is not callable"
     (lambda: gtx.tree.block_map(3, _TREE), TypeError,
      "block_map: fn must be a function of one leaf, got 3"),
+    # "JAX encountered invalid PRNG key data: expected key_data to have ndim, shape, and dtype"
+    (lambda: gtx.tree.split_key_per_leaf(3, _TREE), ArgumentTypeError,
+     "split_key_per_leaf: key must be a PRNG key (jax.random.key(0) or jax.random.PRNGKey(0)), "
+     "got int: 3"),
 ]
 
 
