@@ -55,7 +55,7 @@ import numpy as np
 
 from gradtx import tree
 from gradtx._flax_serialization import register_with_flax, serializable
-from gradtx.errors import StructureError
+from gradtx.errors import ArgumentTypeError, StructureError
 
 __all__ = ["Layout", "Packed", "PackedLeaves", "masked_init", "masked_update"]
 
@@ -144,13 +144,27 @@ def _shape_and_dtype(path: tuple, leaf: Any) -> tuple[tuple[int, ...], np.dtype]
   """A leaf's shape, and the dtype :meth:`Layout.pack` gives it (``jnp.asarray``'s)."""
   shape = tuple(int(d) for d in np.shape(leaf))
   dtype = getattr(leaf, "dtype", None)
-  dtype = jnp.result_type(leaf) if dtype is None else dtype
+  try:
+    dtype = jnp.result_type(leaf) if dtype is None else dtype
+  except TypeError:  # numpy's "data type 'x' not understood", for a string leaf
+    raise _not_an_array("from_tree", path, leaf) from None
   if jax.dtypes.issubdtype(dtype, jax.dtypes.prng_key):
     raise StructureError(
         f"Layout.from_tree: the leaf at key path {tree.keystr(path)} is a PRNG key ({dtype}), "
         f"which no buffer holds and no gradient steps: {tree.PACK_FLOAT_LEAVES}")
+  if np.dtype(dtype).kind in "USO":  # an array of strings or objects: no buffer "str32"
+    raise _not_an_array("from_tree", path, leaf)
   # Canonical, as pack makes it: numpy's float64 is float32 without jax_enable_x64.
   return shape, np.dtype(jax.dtypes.canonicalize_dtype(dtype))
+
+
+def _not_an_array(method: str, path: tuple, leaf: Any) -> StructureError:
+  """The error of a :class:`Layout` method given a leaf no buffer can hold (a string, an
+  object): numpy's "data type 'x' not understood" or jax's "not a valid JAX array type"
+  named neither the method nor the leaf."""
+  return StructureError(
+      f"Layout.{method}: the leaf at key path {tree.keystr(path)} is not an array of numbers "
+      f"({type(leaf).__name__}: {leaf!r:.40}): {tree.PACK_FLOAT_LEAVES}")
 
 
 _ABSENT = object()  # no leaf at a key path (see Layout._check_fits)
@@ -285,6 +299,9 @@ class Layout:
     that only one of the trees has (``name`` names this layout's tree,
     ``other_name`` the other's).
     """
+    if not isinstance(other, Layout):  # else "'int' object has no attribute 'template'"
+      raise ArgumentTypeError.about("Layout.difference", "other", other,
+                                    f"must be a Layout, got {type(other).__name__}: {other!r:.40}")
     mine = tree._leaves_by_path(self.template())
     theirs = tree._leaves_by_path(other.template())
     for key in [*mine, *(k for k in theirs if k not in mine)]:
@@ -313,15 +330,18 @@ class Layout:
     register_with_flax()  # packed params may be saved with flax: see gradtx._flax_serialization
     tree.check_structure(self.template(), params, "the layout", "params")
     leaves = self.treedef.flatten_up_to(params)
-    paths = [tree.keystr(p) for p, _ in jax.tree_util.tree_flatten_with_path(params)[0]]
+    paths = [p for p, _ in jax.tree_util.tree_flatten_with_path(params)[0]]
     buffers = {}
     for group in self.groups:
       parts = []
       for i in group.leaves:
-        leaf = jnp.asarray(leaves[i])
+        try:
+          leaf = jnp.asarray(leaves[i])
+        except TypeError:  # jax's "Value 'x' with dtype <U1 is not a valid JAX array type"
+          raise _not_an_array("pack", paths[i], leaves[i]) from None
         if leaf.dtype.name != group.dtype:
           raise StructureError(
-              f"Layout.pack: params at key path {paths[i]} is {leaf.dtype.name}; the "
+              f"Layout.pack: params at key path {tree.keystr(paths[i])} is {leaf.dtype.name}; the "
               f"layout holds it as {group.dtype}. Build the layout from these params")
         parts.append(jnp.ravel(leaf))
       buffers[group.dtype] = parts[0] if len(parts) == 1 else jnp.concatenate(parts)
@@ -563,8 +583,17 @@ class Layout:
     against 117 ms written; on 2 M parameters in 1024 leaves, gathered against
     written, 9 runs 9.1 / 8.0 ms, 16 runs 12.5 / 5.7 ms, 256 runs 56 / 21 ms.
     """
-    return {group.dtype: _spread(group, jnp.asarray(values[group.dtype]))
-            for group in self.groups}
+    try:
+      return {group.dtype: _spread(group, jnp.asarray(values[group.dtype]))
+              for group in self.groups}
+    except KeyError:  # Python's bare KeyError: 'float32'
+      missing = [name for name in self.group_names if name not in values]
+      if not missing:
+        raise
+      raise StructureError(
+          f"Layout.broadcast_leaves: values has no entry for the {missing[0]} buffer: it must "
+          f"map each of the layout's buffers {list(self.group_names)} to one value per leaf, "
+          f"got keys {list(values)}") from None
 
   def element_mask(self, mask: PyTree) -> dict[str, bool | jax.Array]:
     """Per group, whether each element is masked in: ``True``, ``False`` or a bool buffer.
@@ -586,19 +615,11 @@ class Layout:
   def leaf_mask(self, mask: PyTree) -> tuple[bool, ...]:
     """Whether each leaf is masked in, in the tree's leaf order (``mask`` as in
     :meth:`element_mask`)."""
-    template = self.template()
-    try:
-      full = jax.tree.map(lambda m, sub: jax.tree.map(lambda _: m, sub), mask, template)
-    except (ValueError, TypeError):
-      raise StructureError(
-          "masked: the mask is not a prefix of the params' tree structure: mask "
-          f"{jax.tree.structure(mask)} vs params {self.treedef}") from None
-    leaves = self.treedef.flatten_up_to(full)
-    try:
-      bools = [bool(m) for m in leaves]
-    except jax.errors.ConcretizationTypeError:
-      raise StructureError("masked: in packed mode the mask must hold Python bools (it is "
-                           "fixed when the step is traced), not traced arrays") from None
+    # The checks gtx.masked makes (a prefix of the params, a bool per leaf): bool(3) and
+    # bool(a function) were True, and every leaf was masked in without a word.
+    from gradtx.wrappers._masking import _mask_per_leaf  # pylint: disable=import-outside-toplevel
+    full = _mask_per_leaf(mask, self.template(), "Layout.leaf_mask")
+    bools = [bool(m) for m in self.treedef.flatten_up_to(full)]
     return tuple(bools)
 
 

@@ -23,7 +23,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from gradtx.errors import StructureError
+from gradtx.core import Range, check_argument, check_callable, check_dtype_option
+from gradtx.errors import ArgumentTypeError, StructureError
 from gradtx.numerics import (as_array, as_dtype, at_least_float32, complex_dtype, compute_dtype,
                              real_dtype, safe_sqrt, shared_scalars, state_dtype, wide_abs_sq)
 
@@ -591,7 +592,21 @@ def zeros_like(tree: PyTree, dtype: Any = None) -> PyTree:
   Each result takes its leaf's sharding (``jnp.zeros_like``), so a state made
   by a jitted ``init`` of sharded params is sharded like the params.
   """
-  return tree_map(lambda x: jnp.zeros_like(x, dtype or jnp.asarray(x).dtype), tree)
+  try:
+    return tree_map(lambda x: jnp.zeros_like(x, dtype or jnp.asarray(x).dtype), tree)
+  except TypeError:
+    _check_dtype_name("zeros_like", dtype)
+    raise
+
+
+def _check_dtype_name(function: str, dtype: Any) -> None:
+  """Raises :func:`gradtx.core.check_dtype_option`'s error where ``dtype`` names no dtype
+  (``"flaot32"``: numpy's "data type 'flaot32' not understood" named neither the function
+  nor the argument); on the error path only: an integer ``dtype`` is fine here."""
+  try:
+    np.dtype(dtype)
+  except TypeError:
+    check_dtype_option(function, "dtype", dtype)
 
 
 def _fresh_full_like(x: Any, fill_value: jax.typing.ArrayLike, dtype: Any) -> jax.Array:
@@ -614,7 +629,18 @@ def full_like(tree: PyTree, fill_value: jax.typing.ArrayLike, dtype: Any = None)
 
   Each leaf gets a buffer of its own (see :func:`copy`), a scalar leaf too.
   """
-  return tree_map(lambda x: _fresh_full_like(x, fill_value, dtype or jnp.asarray(x).dtype), tree)
+  try:
+    return tree_map(lambda x: _fresh_full_like(x, fill_value, dtype or jnp.asarray(x).dtype),
+                    tree)
+  except TypeError:  # jax's "Value 'x' with dtype <U1 is not a valid JAX array type"
+    _check_number_leaves(tree, "full_like")
+    raise
+
+
+def _check_number_leaves(tree: PyTree, function: str) -> None:
+  """:func:`check_array_leaves` for a function of any tree of numbers (a Python float is
+  one), on its error path: names the leaf that is neither (a string, a function)."""
+  check_array_leaves(numbers_as_arrays(tree), "leaves", function)
 
 
 def accumulator_like(tree: PyTree, fill_value: float = 0.0, dtype: Any = None) -> PyTree:
@@ -641,9 +667,14 @@ def cast(tree: PyTree, dtype: Any) -> PyTree:
   """Each leaf cast to ``dtype``; ``None`` keeps the leaves as they are."""
   if dtype is None:
     return tree
-  return tree_map(lambda x: x.astype(dtype), numbers_as_arrays(tree))
+  try:
+    return tree_map(lambda x: x.astype(dtype), numbers_as_arrays(tree))
+  except TypeError:
+    _check_dtype_name("cast", dtype)
+    raise
 
 
+@names_structure_mismatch("tree", "other_tree")
 def cast_like(tree: PyTree, other_tree: PyTree) -> PyTree:
   """Each leaf of ``tree`` cast to the dtype of the same leaf of ``other_tree``.
 
@@ -667,7 +698,11 @@ def sum_squares(tree: PyTree, dtype: Any = None) -> jax.Array:
   leaves = [x for x in jax.tree.leaves(tree, is_leaf=is_masked) if not is_masked(x)]
   if not leaves:
     return jnp.zeros((), jnp.float32 if dtype is None else dtype)
-  totals = [_leaf_sum_squares(x, dtype) for x in leaves]
+  try:
+    totals = [_leaf_sum_squares(x, dtype) for x in leaves]
+  except TypeError:  # jax's "Value 'x' with dtype <U1 is not a valid JAX array type"
+    _check_number_leaves(tree, "sum_squares")
+    raise
   total_dtype = compute_dtype(*totals)  # the widest, also under strict promotion
   total = sum((as_dtype(t, total_dtype) for t in totals[1:]), as_dtype(totals[0], total_dtype))
   return total if dtype is None else as_dtype(total, dtype)
@@ -680,6 +715,7 @@ def leaf_vdot(a: jax.Array, b: jax.Array) -> jax.Array:
                        precision=jax.lax.Precision.HIGHEST)
 
 
+@names_structure_mismatch("tree_x", "tree_y", same_shapes=True)
 def inner(tree_x: PyTree, tree_y: PyTree, dtype: Any = None) -> jax.Array:
   """:math:`\\mathrm{Re}\\langle x, y \\rangle = \\mathrm{Re} \\sum_\\text{leaves} \\sum_i
   \\bar x_i y_i`, a scalar of the real ``dtype``.
@@ -725,12 +761,14 @@ def count_nonfinite(tree: PyTree) -> jax.Array:
   return sum(counts[1:], counts[0]) if counts else jnp.zeros((), jnp.int32)
 
 
+@names_structure_mismatch("tree_x", "tree_y", "other_trees")
 def add(tree_x: PyTree, tree_y: PyTree, *other_trees: PyTree) -> PyTree:
   """Leafwise :math:`x + y + \\dots`, each leaf in the dtype of ``tree_x``'s leaf."""
   return tree_map(lambda x, *ys: functools.reduce(lambda a, y: a + as_dtype(y, x.dtype), ys, x),
                   numbers_as_arrays(tree_x), tree_y, *other_trees)
 
 
+@names_structure_mismatch("tree_x", "tree_y")
 def sub(tree_x: PyTree, tree_y: PyTree) -> PyTree:
   """Leafwise ``x - y``, each difference in the wider of the two leaves' dtypes."""
   def diff(x, y):
@@ -770,9 +808,15 @@ def scale(scalar: jax.typing.ArrayLike, tree: PyTree) -> PyTree:
       dtype = scaled_dtype(of_scalar, x)
       return as_dtype(scalar, dtype) * as_dtype(x, dtype)
     return as_dtype(scalar, x.dtype) * x
-  return tree_map(times, numbers_as_arrays(tree))
+  try:
+    return tree_map(times, numbers_as_arrays(tree))
+  except (TypeError, ValueError):  # jax's "mul got incompatible shapes for broadcasting"
+    if np.shape(scalar) != ():
+      check_argument("scale", "scalar", scalar, Range(), scalar=True)
+    raise
 
 
+@names_structure_mismatch("tree_x", "tree_y")
 def where(condition: jax.typing.ArrayLike, tree_x: PyTree, tree_y: PyTree) -> PyTree:
   """Leafwise ``x if condition else y`` (``condition`` broadcast against each leaf)."""
   return tree_map(lambda x, y: jnp.where(condition, x, y), tree_x, tree_y)
@@ -906,13 +950,25 @@ def split_key_per_leaf(key: jax.Array, tree: PyTree) -> PyTree:
   # (zeroed, where tree mode has a MaskedNode) takes none, and its draw is discarded.
   takes = [visible_leaves(n.layout) if _is_packed(n) else () if is_masked(n) else (True,)
            for n in nodes]
-  keys = iter(jax.random.split(key, sum(sum(t) for t in takes)))
+  try:
+    keys = iter(jax.random.split(key, sum(sum(t) for t in takes)))
+  except (TypeError, ValueError):  # jax's "JAX encountered invalid PRNG key data"
+    raise not_a_prng_key("split_key_per_leaf", key) from None
   out = []
   for node, node_takes in zip(nodes, takes):
     part = [next(keys) if t else key for t in node_takes]
     out.append(PackedLeaves.from_leaves(node.layout, part) if _is_packed(node)
                else node if is_masked(node) else part[0])
   return jax.tree.unflatten(treedef, out)
+
+
+def not_a_prng_key(function: str, key: Any, or_none: bool = False) -> ArgumentTypeError:
+  """The error of ``function`` given a ``key`` that is no PRNG key (``3``), where jax said
+  "JAX encountered invalid PRNG key data", naming neither the function nor the argument."""
+  allowed = " or None" if or_none else ""
+  return ArgumentTypeError.about(
+      function, "key", key, "must be a PRNG key (jax.random.key(0) or jax.random.PRNGKey(0))"
+      f"{allowed}, got {type(key).__name__}: {key!r}")
 
 
 # Per-leaf ("block") reductions. Primitives that need a statistic of each leaf
@@ -949,7 +1005,11 @@ def block_map(fn: Callable[[jax.Array], jax.Array], tree: PyTree) -> PyTree:
   @functools.wraps(fn)
   def one(x):
     return (x.block_map(fn) if _is_packed(x) else fn(x)),
-  out, = _map_leafwise(one, 1, tree, (), lambda x: is_masked(x) or _is_packed(x))
+  try:
+    out, = _map_leafwise(one, 1, tree, (), lambda x: is_masked(x) or _is_packed(x))
+  except TypeError:  # Python's "'int' object is not callable"
+    check_callable("block_map", "fn", fn, "a function of one leaf")
+    raise
   return out
 
 

@@ -435,9 +435,7 @@ def power_iteration(matrix: jax.typing.ArrayLike | Callable[[PyTree], PyTree], *
         v0 = jax.random.uniform(jax.random.PRNGKey(0) if key is None else key, (n,),
                                 numerics.real_dtype(matrix.dtype), minval=-1.0, maxval=1.0)
       except (TypeError, ValueError):  # jax's "JAX encountered invalid PRNG key data"
-        raise ArgumentTypeError.about(
-            "power_iteration", "key", key, "must be a PRNG key (jax.random.key(0) or "
-            f"jax.random.PRNGKey(0)) or None, got {type(key).__name__}: {key!r}") from None
+        raise tree.not_a_prng_key("power_iteration", key, or_none=True) from None
       v0 = v0.astype(matrix.dtype)
     elif jnp.shape(v0)[:1] != (n,):  # jnp.matmul's "dot_general requires contracting ..."
       raise StructureError(f"power_iteration: v0 must be a vector of shape (n,) = ({n},) for "

@@ -207,13 +207,39 @@ BAD_INPUTS = [
      lambda lay: lay.unpack(Layout.from_tree(jnp.ones(3)).pack(jnp.ones(3))),
      r"made by another layout"),
     ("mask, not a prefix", lambda lay: lay.element_mask({"x": True}),
-     r"the mask is not a prefix of the params' tree structure"),
+     r"^Layout.leaf_mask: the mask has key path \['x'\], which the params do not have$"),
+    # Python's bare KeyError: 'float32'.
+    ("broadcast_leaves, a buffer missing", lambda lay: lay.broadcast_leaves({"nope": 1.0}),
+     r"^Layout.broadcast_leaves: values has no entry for the float32 buffer: it must map each "
+     r"of the layout's buffers \['float32'\] to one value per leaf, got keys \['nope'\]$"),
+    # bool(3) was True: every leaf was masked in without a word.
+    ("mask, not bools", lambda lay: lay.leaf_mask(3),
+     r"^Layout.leaf_mask: the mask must hold Python bools \(it is fixed when the step is "
+     r"traced\); at key path \['b'\] it holds int 3$"),
     ("empty tree", lambda lay: Layout.from_tree({}), r"no leaves to pack"),
     # numpy's TypeError before: "Cannot interpret 'key<fry>' as a data type".
     ("a PRNG key leaf", lambda lay: Layout.from_tree({"w": jnp.ones(3), "k": jax.random.key(0)}),
      r"^Layout.from_tree: the leaf at key path \['k'\] is a PRNG key \(key<fry>\), which no "
      r"buffer holds"),
+    # A string leaf: numpy's "data type 'x' not understood", jax's "Value 'x' with dtype <U1
+    # is not a valid JAX array type", and a string array made a layout of "str32: 1".
+    ("from_tree, a string leaf", lambda lay: Layout.from_tree({"w": jnp.ones(3), "s": "x"}),
+     r"^Layout.from_tree: the leaf at key path \['s'\] is not an array of numbers "
+     r"\(str: 'x'\): pack only the floating-point leaves"),
+    ("from_tree, a string array", lambda lay: Layout.from_tree({"s": np.array(["a"])}),
+     r"^Layout.from_tree: the leaf at key path \['s'\] is not an array of numbers \(ndarray: "),
+    ("pack, a string leaf", lambda lay: lay.pack({"w": jnp.ones((2, 3)), "b": "x"}),
+     r"^Layout.pack: the leaf at key path \['b'\] is not an array of numbers \(str: 'x'\): "
+     r"pack only the floating-point leaves"),
 ]
+
+
+def test_difference_with_what_is_not_a_layout_names_it():
+  # "'int' object has no attribute 'template'" before.
+  layout = Layout.from_tree({"w": jnp.ones((2, 3))})
+  with pytest.raises(gtx.errors.ArgumentTypeError, match=r"^Layout.difference: other must be a "
+                     r"Layout, got int: 3$"):
+    layout.difference(3, "a", "b")
 
 
 @pytest.mark.parametrize("case, call, message", BAD_INPUTS, ids=[b[0] for b in BAD_INPUTS])

@@ -132,6 +132,13 @@ _MISMATCHED_CALLS = [
     ("incremental_update", U.incremental_update, (_X, _Y, 0.5), "new_tensors", "old_tensors"),
     ("periodic_update", U.periodic_update, (_X, _Y, jnp.asarray(1), 2), "new_tensors",
      "old_tensors"),
+    # optax.tree's names, which every stage's update calls.
+    ("add", gtx.tree.add, (_X, _Y), "tree_x", "tree_y"),
+    ("add", gtx.tree.add, (_X, _X, _Y), "tree_x", "other_trees[0]"),
+    ("sub", gtx.tree.sub, (_X, _Y), "tree_x", "tree_y"),
+    ("inner", gtx.tree.inner, (_X, _Y), "tree_x", "tree_y"),
+    ("where", gtx.tree.where, (True, _X, _Y), "tree_x", "tree_y"),
+    ("cast_like", gtx.tree.cast_like, (_X, _Y), "tree", "other_tree"),
 ]
 
 
@@ -155,13 +162,65 @@ def test_functions_of_trees_of_one_structure_keep_other_errors_and_name_containe
   # shapes for broadcasting: (2,), (3,)" named neither the function nor the leaf. Leaves
   # that broadcast (['a']) are not blamed: they are optax's broadcasting, and pass.
   with pytest.raises(StructureError, match=r"^tree_add: tree_y and tree_x differ in shape at "
-                     r"key path \['b'\]: \(3,\) in tree_y, \(2,\) in tree_x$"):
+                     r"key path \['b'\]: \(3,\) in tree_y, \(2,\) in tree_x"):
     tu.tree_add({"a": jnp.ones(2), "b": jnp.ones(2)}, {"a": jnp.ones(()), "b": jnp.ones(3)})
   with pytest.raises(StructureError, match=r"^tree_vdot: tree_y and tree_x differ in shape at "
                      r"key path \['a'\]: \(2,\) in tree_y, \(3,\) in tree_x"):
     jax.jit(tu.tree_vdot)({"a": jnp.ones(3)}, {"a": jnp.ones(2)})
   np.testing.assert_array_equal(tu.tree_add({"a": jnp.ones(2)}, {"a": jnp.ones(())})["a"],
                                 [2.0, 2.0])
+
+
+# gtx.tree's leaves that do not broadcast (for inner: are not equal) raised JAX's "add got
+# incompatible shapes for broadcasting: (2,), (3,)" or "dot_general requires contracting
+# dimensions to have the same shape", naming neither the function nor the leaf.
+@pytest.mark.parametrize("name, call", [
+    ("add", lambda x, y: gtx.tree.add(x, y)),
+    ("sub", lambda x, y: gtx.tree.sub(x, y)),
+    ("inner", lambda x, y: gtx.tree.inner(x, y)),
+    ("inner", jax.jit(lambda x, y: gtx.tree.inner(x, y))),
+    ("where", lambda x, y: gtx.tree.where(True, x, y)),
+])
+def test_tree_functions_name_the_leaf_whose_shapes_do_not_broadcast(name, call):
+  with pytest.raises(StructureError, match=rf"^{name}: tree_y and tree_x differ in shape at "
+                     r"key path \['b'\]: \(3,\) in tree_y, \(2,\) in tree_x"):
+    call({"a": jnp.ones(2), "b": jnp.ones(2)}, {"a": jnp.ones(2), "b": jnp.ones(3)})
+
+
+# Bad arguments to gtx.tree's functions, and what JAX, numpy or Python said of them before.
+_TREE = {"a": jnp.ones(2), "b": jnp.ones(3)}
+_BAD_TREE_ARGUMENTS = [
+    # "mul got incompatible shapes for broadcasting: (2,), (3,)"
+    (lambda: gtx.tree.scale(jnp.ones(2), _TREE), HyperparameterError,
+     "scale: scalar must be a scalar, got shape (2,)"),
+    # "data type 'flaot32' not understood"
+    (lambda: gtx.tree.cast(_TREE, "flaot32"), HyperparameterError,
+     "cast: dtype must be a dtype (jnp.float32, jnp.bfloat16, ...) or None (the params' dtype), "
+     "got 'flaot32'"),
+    (lambda: gtx.tree.zeros_like(_TREE, "flaot32"), HyperparameterError,
+     "zeros_like: dtype must be a dtype (jnp.float32, jnp.bfloat16, ...) or None (the params' "
+     "dtype), got 'flaot32'"),
+    # "Value 'x' with dtype <U1 is not a valid JAX array type"; a Python number is a leaf.
+    *((lambda fn=fn: fn({"a": 1.0, "b": "x"}), StructureError,
+       f"{name}: the leaves at key path ['b'] hold a str, not an array: {gtx.tree.ARRAYS_ONLY}")
+      for name, fn in [("sum_squares", gtx.tree.sum_squares),
+                       ("sum_squares", gtx.tree.global_norm),
+                       ("full_like", lambda tree: gtx.tree.full_like(tree, 1.0))]),
+    # "'int' object is not callable"
+    (lambda: gtx.tree.block_map(3, _TREE), TypeError,
+     "block_map: fn must be a function of one leaf, got 3"),
+    # "JAX encountered invalid PRNG key data: expected key_data to have ndim, shape, and dtype"
+    (lambda: gtx.tree.split_key_per_leaf(3, _TREE), ArgumentTypeError,
+     "split_key_per_leaf: key must be a PRNG key (jax.random.key(0) or jax.random.PRNGKey(0)), "
+     "got int: 3"),
+]
+
+
+@pytest.mark.parametrize("call, kind, message", _BAD_TREE_ARGUMENTS)
+def test_tree_functions_name_a_bad_argument(call, kind, message):
+  with pytest.raises(kind) as error:
+    call()
+  assert str(error.value) == message
 
 
 @pytest.mark.parametrize("name, fn, rest", [
