@@ -22,6 +22,7 @@ if __name__ == "__main__":  # not when pytest imports this file to look for doct
       [os.environ.get("XLA_FLAGS", ""), "--xla_force_host_platform_device_count=8"]).strip()
 
 import contextlib  # noqa: E402
+import functools  # noqa: E402
 import json  # noqa: E402
 import re  # noqa: E402
 import sys  # noqa: E402
@@ -113,12 +114,20 @@ def make_update(tx: gtx.GradientTransformation):
   return update
 
 
-def train(tx, params, x, y, steps=STEPS, loss=loss_fn, state=None):
-  step = make_step(tx, loss)
+def train(tx, params, x, y, steps=STEPS, loss=loss_fn, state=None, step=None):
+  """``steps`` steps of ``step`` (by default ``make_step(tx, loss)``), from ``state`` or init."""
+  step = make_step(tx, loss) if step is None else step
   state = jax.jit(tx.init)(params) if state is None else state
   for _ in range(steps):
     params, state, _ = step(params, state, x, y)
   return params, state
+
+
+@functools.cache
+def single_device_run(name: str) -> tuple[Any, Any]:
+  """Params and state after training ``optimizers()[name]`` on one device: what the
+  data-parallel and fully sharded runs must both end at (computed once for the two)."""
+  return train(optimizers()[name], init_params(), *batch())
 
 
 def assert_trees_close(actual, expected, what: str) -> None:
@@ -186,15 +195,16 @@ def data_parallel_matches_single_device(tmp: str) -> None:
   del tmp
   x, y = batch()
   for name, tx in optimizers().items():
-    expected_params, expected_state = train(tx, init_params(), x, y)
+    expected_params, expected_state = single_device_run(name)
     data = mesh("data")
     with jax.set_mesh(data):
       replicated = NamedSharding(data, P())
       params = jax.device_put(init_params(), replicated)
       xs, ys = jax.device_put((x, y), NamedSharding(data, P("data")))
       state = jax.jit(tx.init)(params)
-      hlo = make_step(tx).lower(params, state, xs, ys).compile().as_text()
-      params, state = train(tx, params, xs, ys, state=state)
+      step = make_step(tx).lower(params, state, xs, ys).compile()
+      hlo = step.as_text()
+      params, state = train(tx, params, xs, ys, state=state, step=step)
     # The compiler averages the per-device gradients with an all-reduce.
     assert "all-reduce" in hlo, f"{name}: no all-reduce in the data-parallel step"
     for leaf in jax.tree.leaves((params, state)):
@@ -303,7 +313,7 @@ def fully_sharded_matches_single_device(tmp: str) -> None:
   del tmp
   x, y = batch()
   for name, tx in optimizers().items():
-    expected_params, expected_state = train(tx, init_params(), x, y)
+    expected_params, expected_state = single_device_run(name)
     fsdp = mesh("fsdp")
     with jax.set_mesh(fsdp):
       shardings = fsdp_shardings(init_params(), fsdp)
@@ -330,7 +340,8 @@ def orbax_sharded_state_resumes_bit_for_bit(tmp: str) -> None:
     shardings = fsdp_shardings(init_params(), fsdp)
     params = jax.device_put(init_params(), shardings)
     xs, ys = jax.device_put((x, y), NamedSharding(fsdp, P("fsdp")))
-    params, state = train(tx, params, xs, ys, steps=3, loss=fsdp_loss_fn)
+    step = make_step(tx, fsdp_loss_fn)  # one program for the three runs below
+    params, state = train(tx, params, xs, ys, steps=3, step=step)
     path = os.path.join(tmp, "sharded")
     with ocp.StandardCheckpointer() as checkpointer:
       checkpointer.save(path, {"params": params, "opt_state": state})
@@ -346,9 +357,9 @@ def orbax_sharded_state_resumes_bit_for_bit(tmp: str) -> None:
       assert_sharded_like(tree, shardings, f"restored {field}")
     assert int(restored["opt_state"]["adamw.lr"].hparams.count) == 3
     # Resume: three more steps from the restored state equal three more from memory.
-    resumed = train(tx, restored["params"], xs, ys, steps=3, loss=fsdp_loss_fn,
-                    state=restored["opt_state"])
-    uninterrupted = train(tx, params, xs, ys, steps=3, loss=fsdp_loss_fn, state=state)
+    resumed = train(tx, restored["params"], xs, ys, steps=3, state=restored["opt_state"],
+                    step=step)
+    uninterrupted = train(tx, params, xs, ys, steps=3, state=state, step=step)
   assert_trees_equal(resumed, uninterrupted, "resumed")
 
 
