@@ -122,6 +122,10 @@ def _kind(x: Any) -> str | None:
   return getattr(getattr(x, "dtype", None), "kind", None)
 
 
+# numpy's dtype kinds of arrays that hold no numbers, by what they hold.
+_NOT_NUMBER_KINDS = {"U": "strings", "S": "bytes", "O": "Python objects"}
+
+
 def check_update_dtypes(updates: PyTree, params: PyTree | None, stage: str) -> None:
   """Raises if a leaf of ``updates`` is an integer or bool array, or, where ``params``
   are given, complex for a real parameter.
@@ -133,7 +137,8 @@ def check_update_dtypes(updates: PyTree, params: PyTree | None, stage: str) -> N
   and the complex step was refused only later, by :func:`gradtx.apply_updates`.
   """
   kinds = {_kind(u) for u in jax.tree_util.tree_leaves(updates, is_leaf=_is_node)}
-  if None in kinds:  # a packed tree, a masked leaf, or a leaf that is no array
+  if None in kinds or not kinds.isdisjoint(_NOT_NUMBER_KINDS):
+    # a packed tree, a masked leaf, a leaf that is no array or holds no numbers
     check_array_leaves(updates, "updates", stage)
   if kinds.isdisjoint(("i", "u", "b", "c")):
     return  # the common case: no key paths are built
@@ -253,6 +258,10 @@ def check_array_leaves(tree: PyTree, name: str, stage: str) -> None:
       raise StructureError(
           f"{stage}: the {name} at key path {keystr(path)} hold a {type(leaf).__name__}, "
           f"not an array: {ARRAYS_ONLY}")
+    held = _NOT_NUMBER_KINDS.get(_kind(leaf) or "")  # numpy's; jax named neither leaf nor fix
+    if held is not None:
+      raise StructureError(f"{stage}: the {name} at key path {keystr(path)} hold an array of "
+                           f"{leaf.dtype} ({held}), not numbers: {ARRAYS_ONLY}")
 
 
 # What to do with a leaf no buffer should hold (an integer buffer, a key), said once.

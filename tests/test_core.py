@@ -205,6 +205,24 @@ def test_mismatched_grads_name_the_stage_and_key_path():
     tx.update({"w": jnp.ones(3), "b": jnp.ones(1)}, state)
 
 
+def test_a_numpy_array_of_strings_or_objects_is_named_where_numbers_are_expected():
+  # jax refused it inside a jitted helper: "Error interpreting argument to stage as a JAX
+  # value ... passed to stage at position 0", naming neither the leaf nor the array's dtype.
+  fix = re.escape(gtx.tree.ARRAYS_ONLY)
+  floats = {"w": jnp.ones(2)}
+  for leaf, held in [(np.array(["0.5", "1"]), r"<U3 \(strings\)"),
+                     (np.array([object()]), r"object \(Python objects\)")]:
+    with pytest.raises(gtx.StructureError, match=rf"^adam: the params at key path \['s'\] "
+                       rf"hold an array of {held}, not numbers: {fix}$"):
+      gtx.adam(0.1).init({**floats, "s": leaf})
+    with pytest.raises(gtx.StructureError, match=rf"^adam: the updates at key path \['w'\] "
+                       rf"hold an array of {held}, not numbers"):
+      gtx.adam(0.1).update({"w": leaf}, gtx.adam(0.1).init(floats), floats)
+    with pytest.raises(gtx.StructureError, match=rf"^sum_squares: the leaves at key path "
+                       rf"\['s'\] hold an array of {held}, not numbers"):
+      gtx.tree.global_norm({**floats, "s": leaf})
+
+
 def test_a_none_gradient_of_a_float_param_with_state_is_refused_by_the_stage_holding_it():
   # The moment for 'b' was silently replaced by a MaskedNode (the state changed structure;
   # a later step with a gradient for 'b' failed in jnp with "incompatible shapes").
