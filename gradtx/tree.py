@@ -676,10 +676,14 @@ def cast(tree: PyTree, dtype: Any) -> PyTree:
   """Each leaf cast to ``dtype``; ``None`` keeps the leaves as they are."""
   if dtype is None:
     return tree
+  tree = numbers_as_arrays(tree)
+  if not {_kind(x) for x in jax.tree_util.tree_leaves(tree)}.isdisjoint(_NOT_NUMBER_KINDS):
+    check_array_leaves(tree, "leaves", "cast")  # numpy casts an array of "0.5" to 0.5
   try:
-    return tree_map(lambda x: x.astype(dtype), numbers_as_arrays(tree))
-  except TypeError:
+    return tree_map(lambda x: x.astype(dtype), tree)
+  except (TypeError, AttributeError):  # AttributeError: 'str' object has no attribute 'astype'
     _check_dtype_name("cast", dtype)
+    check_array_leaves(tree, "leaves", "cast")
     raise
 
 

@@ -221,6 +221,14 @@ def test_a_numpy_array_of_strings_or_objects_is_named_where_numbers_are_expected
     with pytest.raises(gtx.StructureError, match=rf"^sum_squares: the leaves at key path "
                        rf"\['s'\] hold an array of {held}, not numbers"):
       gtx.tree.global_norm({**floats, "s": leaf})
+    # numpy's "could not convert string to float", or cast's of an array of objects.
+    with pytest.raises(gtx.StructureError, match=rf"^cast: the leaves at key path \['s'\] "
+                       rf"hold an array of {held}, not numbers"):
+      gtx.tree.cast({**floats, "s": leaf}, jnp.float32)
+  # "AttributeError: 'str' object has no attribute 'astype'"
+  with pytest.raises(gtx.StructureError, match=r"^cast: the leaves at key path \['s'\] hold "
+                     rf"a str, not an array: {fix}$"):
+    gtx.tree.cast({**floats, "s": "x"}, jnp.float32)
 
 
 def test_a_none_gradient_of_a_float_param_with_state_is_refused_by_the_stage_holding_it():
