@@ -638,6 +638,11 @@ def test_set_errors():
     tu.tree_set(state, learning_rate=-0.1)
   with pytest.raises(ValueError, match=r"ScaleByAdamState.count holds int32 values; got 2.5"):
     tu.tree_set(state, count=2.5)
+  # A string went into the state as given; the next jitted step failed on it.
+  for value in ("3", np.array("3")):
+    with pytest.raises(ValueError, match=r"^tree_set: \['adam'\]ScaleByAdamState.count holds "
+                       r"int32 values; got .*'3'.*, which is not a number$"):
+      tu.tree_set(state, count=value)
   with pytest.raises(StructureError,
                      match=r"mu\['w'\] has shape \(3,\); got a value of shape \(2,\)"):
     tu.tree_set(state, w=jnp.ones(2))
