@@ -212,6 +212,10 @@ BAD_INPUTS = [
     ("broadcast_leaves, a buffer missing", lambda lay: lay.broadcast_leaves({"nope": 1.0}),
      r"^Layout.broadcast_leaves: values has no entry for the float32 buffer: it must map each "
      r"of the layout's buffers \['float32'\] to one value per leaf, got keys \['nope'\]$"),
+    # jax's "JAX does not support string indexing; got idx='float32'".
+    ("broadcast_leaves, not a mapping", lambda lay: lay.broadcast_leaves(jnp.ones(2)),
+     r"^Layout.broadcast_leaves: values must map each of the layout's buffers \['float32'\] "
+     r"to one value per leaf, got ArrayImpl$"),
     # bool(3) was True: every leaf was masked in without a word.
     ("mask, not bools", lambda lay: lay.leaf_mask(3),
      r"^Layout.leaf_mask: the mask must hold Python bools \(it is fixed when the step is "
