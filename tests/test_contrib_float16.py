@@ -136,19 +136,38 @@ def run_steps(tx: gtx.GradientTransformation, grads: Any, params: Any, steps: in
   return out, state
 
 
-def run_float16(make, problem, extra, steps=5, packed=False, **kwargs):
-  """``make(**kwargs)`` on float16 params against ``make()`` on float32 ones.
+# Each rule's runs, by (make, dtype, packed, kwargs): the same jitted run is what several
+# tests compare (make() on float32 params is the want of three), and compiling it once
+# a process is enough; each test still asserts its own claim on them.
+_RUNS: dict[Any, tuple[list[Any], Any]] = {}
+
+
+def cached_run(make, problem, extra, dtype, packed=False, **kwargs):
+  """:func:`run_steps` of ``make(**kwargs)`` for 5 steps on the problem in ``dtype``
+  (computed once per process)."""
+  key = (make, jnp.dtype(dtype).name, packed, tuple(sorted(kwargs.items(), key=str)))
+  if key not in _RUNS:
+    grads, params = problem or (FLOAT16_GRADS, FLOAT16_PARAMS)
+    _RUNS[key] = run_steps(make(**kwargs), _as(grads, dtype), _as(params, dtype), 5, extra,
+                           packed)
+  return _RUNS[key]
+
+
+def _w_steps(updates):
+  """The steps of ``w``, as float32."""
+  return np.array([np.asarray(u["w"], np.float32) for u in updates])
+
+
+def run_float16(make, problem, extra, packed=False, **kwargs):
+  """``make(**kwargs)`` on float16 params against ``make()`` on float32 ones, 5 steps.
 
   Returns the float16 steps of ``w`` (as float32), the float32 steps and the last
   float16 state.
   """
-  grads, params = problem or (FLOAT16_GRADS, FLOAT16_PARAMS)
-  got, state = run_steps(make(**kwargs), _as(grads, jnp.float16), _as(params, jnp.float16),
-                         steps, extra, packed)
-  want, _ = run_steps(make(), _as(grads, jnp.float32), _as(params, jnp.float32), steps, extra)
+  got, state = cached_run(make, problem, extra, jnp.float16, packed, **kwargs)
+  want, _ = cached_run(make, problem, extra, jnp.float32)
   assert all(u["w"].dtype == jnp.float16 for u in got)
-  return (np.array([np.asarray(u["w"], np.float32) for u in got]),
-          np.array([np.asarray(u["w"]) for u in want]), state)
+  return _w_steps(got), _w_steps(want), state
 
 
 @pytest.mark.parametrize("make, fields, rtol, problem, extra", FLOAT16_CASES)
@@ -163,9 +182,8 @@ def test_float16_params_step_with_a_float32_second_moment(make, fields, rtol, pr
 @pytest.mark.parametrize("make, fields, rtol, problem, extra", FLOAT16_CASES)
 def test_packed_float16_steps_as_the_tree_does(make, fields, rtol, problem, extra):
   del rtol
-  tree, _, _ = run_float16(make, problem, extra, steps=3, nu_dtype=jnp.float32)
-  packed, _, state = run_float16(make, problem, extra, steps=3, packed=True,
-                                 nu_dtype=jnp.float32)
+  tree, _, _ = run_float16(make, problem, extra, nu_dtype=jnp.float32)
+  packed, _, state = run_float16(make, problem, extra, packed=True, nu_dtype=jnp.float32)
   # Equal on XLA:CPU; float16 rounding allowed where a backend fuses the two differently.
   np.testing.assert_allclose(packed, tree, rtol=1e-3, atol=1e-7)
   for field in fields:  # a float32 buffer beside the float16 params'
@@ -249,9 +267,8 @@ def test_a_real_nu_dtype_keeps_a_complex_leafs_layout(make, fields, extra, real)
 def test_nu_dtype_of_the_params_dtype_changes_nothing(make, fields, rtol, problem, extra):
   # On float32 params nu_dtype=float32 is nu_dtype=None: the same updates and states.
   del fields, rtol
-  grads, params = _as(problem or (FLOAT16_GRADS, FLOAT16_PARAMS), jnp.float32)
-  got = run_steps(make(nu_dtype=jnp.float32), grads, params, 3, extra)
-  want = run_steps(make(), grads, params, 3, extra)
+  got = cached_run(make, problem, extra, jnp.float32, nu_dtype=jnp.float32)
+  want = cached_run(make, problem, extra, jnp.float32)
   assert jax.tree.structure(got) == jax.tree.structure(want)
   for a, b in zip(jax.tree.leaves(got), jax.tree.leaves(want)):
     a, b = (jax.random.key_data(x) if jnp.issubdtype(x.dtype, jax.dtypes.prng_key) else x
