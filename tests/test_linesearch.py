@@ -291,9 +291,16 @@ def test_zoom_errors_name_the_argument_and_a_loss_of_shape_one_is_a_scalar():
     tx.update(-grad, state, jnp.ones(1), value=value, grad=grad, value_fn=f)
   # A loss of shape (1,), as the backtracking search takes it (it raised in jax.lax.cond).
   f1 = lambda p: jnp.sum(p ** 2, keepdims=True)  # noqa: E731
-  expected, _ = tx.update(-grad, state, params, value=value, grad=grad, value_fn=f)
-  for v, fn in ((value[None], f), (value, f1), (value[None], f1)):
-    updates, new_state = tx.update(-grad, state, params, value=v, grad=grad, value_fn=fn)
+  cases = ((value, f), (value[None], f), (value, f1), (value[None], f1))
+
+  @jax.jit  # the four searches in one program: run eagerly, each compiled its while_loop
+  def searches(state, params, grad, values):
+    return [tx.update(-grad, state, params, value=v, grad=grad, value_fn=fn)
+            for v, (_, fn) in zip(values, cases)]
+
+  results = searches(state, params, grad, [v for v, _ in cases])
+  expected, _ = results[0]
+  for updates, new_state in results[1:]:
     np.testing.assert_allclose(updates, expected, rtol=1e-6)
     np.testing.assert_allclose(updates, -0.5 * grad, rtol=1e-6)  # the exact minimizer
     assert new_state["ls"].value.shape == ()
@@ -557,13 +564,16 @@ def test_lbfgs_memory_size_not_one_whole_number_raises_naming_the_stage_and_argu
 
 
 def _minimize_steps(tx, params, steps):
-  step = _step_fn(tx, _quadratic, jit=False)
-  state = tx.init(params)
-  for _ in range(steps):
+  # One jitted scan: run eagerly, every step compiled its line search's while_loop anew.
+  def body(carry, _):
+    params, state = carry
     value, grad = jax.value_and_grad(_quadratic)(params)
-    updates, state = step(grad, state, params, value)
-    params = gtx.apply_updates(params, updates)
-  return np.asarray(params)
+    updates, state = tx.update(grad, state, params, value=value, grad=grad,
+                               value_fn=_quadratic)
+    return (gtx.apply_updates(params, updates), state), None
+
+  run = jax.jit(lambda p: jax.lax.scan(body, (p, tx.init(p)), length=steps)[0][0])
+  return np.asarray(run(params))
 
 
 def test_backtracking_state_maps_with_tree_map_params():
