@@ -337,10 +337,12 @@ def test_a_loss_of_more_than_one_entry_is_named(search):
 # ---------------------------------------------------------------------------- reuse
 
 
-def _loop(tx, f, params, steps, from_state):
+def _loop(tx, f, params, steps, from_state, step=None):
+  """``steps`` jitted steps; ``step`` (``_step_fn(tx, f, jit=True)``) given, its compiles
+  are reused."""
   value_and_grad = gtx.value_and_grad_from_state(f)
   state = tx.init(params)
-  step = _step_fn(tx, f, jit=True)
+  step = _step_fn(tx, f, jit=True) if step is None else step
   iterates = []
   for _ in range(steps):
     if from_state:
@@ -363,8 +365,9 @@ def _loop(tx, f, params, steps, from_state):
 def test_value_and_grad_from_state_gives_the_same_iterates(make):
   tx = make()
   params = jnp.asarray([1.0, -2.0, 0.5])
-  reused, state = _loop(tx, _quadratic, params, 6, from_state=True)
-  explicit, _ = _loop(tx, _quadratic, params, 6, from_state=False)
+  step = _step_fn(tx, _quadratic, jit=True)  # one program for both loops, compiled once
+  reused, state = _loop(tx, _quadratic, params, 6, from_state=True, step=step)
+  explicit, _ = _loop(tx, _quadratic, params, 6, from_state=False, step=step)
   for a, b in zip(reused, explicit):
     np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7)
   assert float(_quadratic(jnp.asarray(reused[-1]))) < 0.5 * float(_quadratic(params))
@@ -492,6 +495,27 @@ def test_a_tree_without_leaves_steps_as_a_no_op(make, stage):
     assert updates == {}
 
 
+def _loss_of_w_alone(p):
+  return _quadratic(p["w"])
+
+
+def _loss_of_w_beside_none(p):
+  assert p["b"] is None, p["b"]  # at trace time: value_fn's params are the user's
+  return _quadratic(p["w"])
+
+
+_STEPS: dict = {}
+
+
+def _cached_step(make, f):
+  """``(tx, step)`` for ``_loop``: one ``make()`` and one jitted step per ``(make, f)``, so
+  the cases of from_state (one step program) compile it once; each runs its own loop."""
+  if (make, f) not in _STEPS:
+    tx = make()
+    _STEPS[make, f] = tx, _step_fn(tx, f, jit=True)
+  return _STEPS[make, f]
+
+
 @pytest.mark.parametrize("from_state", [False, True])
 @pytest.mark.parametrize("make, stage", _LINESEARCH_FAMILY)
 def test_a_none_param_is_absent_from_the_steps(make, stage, from_state):
@@ -502,16 +526,10 @@ def test_a_none_param_is_absent_from_the_steps(make, stage, from_state):
   # stored gradient's MaskedNode back, which no params with None matched.
   del stage
   start = jnp.asarray([-1.2, 1.0, 0.5])
-
-  def alone(p):
-    return _quadratic(p["w"])
-
-  def with_none(p):
-    assert p["b"] is None, p["b"]  # at trace time: value_fn's params are the user's
-    return _quadratic(p["w"])
-
-  expected, _ = _loop(make(), alone, {"w": start}, 4, from_state)
-  got, _ = _loop(make(), with_none, {"w": start, "b": None}, 4, from_state)
+  tx, step = _cached_step(make, _loss_of_w_alone)
+  expected, _ = _loop(tx, _loss_of_w_alone, {"w": start}, 4, from_state, step=step)
+  tx, step = _cached_step(make, _loss_of_w_beside_none)
+  got, _ = _loop(tx, _loss_of_w_beside_none, {"w": start, "b": None}, 4, from_state, step=step)
   assert all(p["b"] is None for p in got)  # the updates there were None
   np.testing.assert_array_equal([p["w"] for p in got], [p["w"] for p in expected])
   assert not np.array_equal(got[-1]["w"], start)
