@@ -320,6 +320,9 @@ def projection_simplex(tree: PyTree, scale: jax.typing.ArrayLike = 1) -> PyTree:
   return _simplex(_floating(tree), scale)
 
 
+# Jitted, as _l1_ball below: one program per shape and dtype when called eagerly, not
+# one kernel per operation (about 15 here); inlined as before under an outer jit.
+@jax.jit
 def _simplex(tree: PyTree, scale: Any) -> PyTree:
   """:func:`projection_simplex`, ``scale`` unchecked: for the l1 ball's branch that
   projects onto its sphere, traced also where the ball is the whole space (an infinite
@@ -423,6 +426,15 @@ def projection_l1_ball(tree: PyTree, scale: jax.typing.ArrayLike = 1) -> PyTree:
     return tree
   # In float32 for 16-bit leaves, as the sphere is solved: a float16 norm overflowed to inf
   # (and inf <= scale held for a scale of 1e5, also held as inf: x came back unprojected).
+  return _l1_ball(tree, scale)
+
+
+# Run eagerly, the cond (its branches new jaxprs at each call) was compiled again at every
+# call; jitted, once per shape and dtype.
+@jax.jit
+def _l1_ball(tree: PyTree, scale: Any) -> PyTree:
+  """:func:`projection_l1_ball` of a checked, floating, non-empty ``tree`` and finite
+  ``scale``."""
   l1_norm = tree_norm(jax.tree.map(_at_least_float32, tree), ord=1)
   return jax.lax.cond(l1_norm <= as_dtype(scale, l1_norm.dtype), lambda t: t,
                       lambda t: _l1_sphere(t, scale), tree)

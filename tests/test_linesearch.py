@@ -291,9 +291,16 @@ def test_zoom_errors_name_the_argument_and_a_loss_of_shape_one_is_a_scalar():
     tx.update(-grad, state, jnp.ones(1), value=value, grad=grad, value_fn=f)
   # A loss of shape (1,), as the backtracking search takes it (it raised in jax.lax.cond).
   f1 = lambda p: jnp.sum(p ** 2, keepdims=True)  # noqa: E731
-  expected, _ = tx.update(-grad, state, params, value=value, grad=grad, value_fn=f)
-  for v, fn in ((value[None], f), (value, f1), (value[None], f1)):
-    updates, new_state = tx.update(-grad, state, params, value=v, grad=grad, value_fn=fn)
+  cases = ((value, f), (value[None], f), (value, f1), (value[None], f1))
+
+  @jax.jit  # the four searches in one program: run eagerly, each compiled its while_loop
+  def searches(state, params, grad, values):
+    return [tx.update(-grad, state, params, value=v, grad=grad, value_fn=fn)
+            for v, (_, fn) in zip(values, cases)]
+
+  results = searches(state, params, grad, [v for v, _ in cases])
+  expected, _ = results[0]
+  for updates, new_state in results[1:]:
     np.testing.assert_allclose(updates, expected, rtol=1e-6)
     np.testing.assert_allclose(updates, -0.5 * grad, rtol=1e-6)  # the exact minimizer
     assert new_state["ls"].value.shape == ()
@@ -330,10 +337,12 @@ def test_a_loss_of_more_than_one_entry_is_named(search):
 # ---------------------------------------------------------------------------- reuse
 
 
-def _loop(tx, f, params, steps, from_state):
+def _loop(tx, f, params, steps, from_state, step=None):
+  """``steps`` jitted steps; ``step`` (``_step_fn(tx, f, jit=True)``) given, its compiles
+  are reused."""
   value_and_grad = gtx.value_and_grad_from_state(f)
   state = tx.init(params)
-  step = _step_fn(tx, f, jit=True)
+  step = _step_fn(tx, f, jit=True) if step is None else step
   iterates = []
   for _ in range(steps):
     if from_state:
@@ -356,8 +365,9 @@ def _loop(tx, f, params, steps, from_state):
 def test_value_and_grad_from_state_gives_the_same_iterates(make):
   tx = make()
   params = jnp.asarray([1.0, -2.0, 0.5])
-  reused, state = _loop(tx, _quadratic, params, 6, from_state=True)
-  explicit, _ = _loop(tx, _quadratic, params, 6, from_state=False)
+  step = _step_fn(tx, _quadratic, jit=True)  # one program for both loops, compiled once
+  reused, state = _loop(tx, _quadratic, params, 6, from_state=True, step=step)
+  explicit, _ = _loop(tx, _quadratic, params, 6, from_state=False, step=step)
   for a, b in zip(reused, explicit):
     np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7)
   assert float(_quadratic(jnp.asarray(reused[-1]))) < 0.5 * float(_quadratic(params))
@@ -485,6 +495,27 @@ def test_a_tree_without_leaves_steps_as_a_no_op(make, stage):
     assert updates == {}
 
 
+def _loss_of_w_alone(p):
+  return _quadratic(p["w"])
+
+
+def _loss_of_w_beside_none(p):
+  assert p["b"] is None, p["b"]  # at trace time: value_fn's params are the user's
+  return _quadratic(p["w"])
+
+
+_STEPS: dict = {}
+
+
+def _cached_step(make, f):
+  """``(tx, step)`` for ``_loop``: one ``make()`` and one jitted step per ``(make, f)``, so
+  the cases of from_state (one step program) compile it once; each runs its own loop."""
+  if (make, f) not in _STEPS:
+    tx = make()
+    _STEPS[make, f] = tx, _step_fn(tx, f, jit=True)
+  return _STEPS[make, f]
+
+
 @pytest.mark.parametrize("from_state", [False, True])
 @pytest.mark.parametrize("make, stage", _LINESEARCH_FAMILY)
 def test_a_none_param_is_absent_from_the_steps(make, stage, from_state):
@@ -495,16 +526,10 @@ def test_a_none_param_is_absent_from_the_steps(make, stage, from_state):
   # stored gradient's MaskedNode back, which no params with None matched.
   del stage
   start = jnp.asarray([-1.2, 1.0, 0.5])
-
-  def alone(p):
-    return _quadratic(p["w"])
-
-  def with_none(p):
-    assert p["b"] is None, p["b"]  # at trace time: value_fn's params are the user's
-    return _quadratic(p["w"])
-
-  expected, _ = _loop(make(), alone, {"w": start}, 4, from_state)
-  got, _ = _loop(make(), with_none, {"w": start, "b": None}, 4, from_state)
+  tx, step = _cached_step(make, _loss_of_w_alone)
+  expected, _ = _loop(tx, _loss_of_w_alone, {"w": start}, 4, from_state, step=step)
+  tx, step = _cached_step(make, _loss_of_w_beside_none)
+  got, _ = _loop(tx, _loss_of_w_beside_none, {"w": start, "b": None}, 4, from_state, step=step)
   assert all(p["b"] is None for p in got)  # the updates there were None
   np.testing.assert_array_equal([p["w"] for p in got], [p["w"] for p in expected])
   assert not np.array_equal(got[-1]["w"], start)
@@ -557,13 +582,16 @@ def test_lbfgs_memory_size_not_one_whole_number_raises_naming_the_stage_and_argu
 
 
 def _minimize_steps(tx, params, steps):
-  step = _step_fn(tx, _quadratic, jit=False)
-  state = tx.init(params)
-  for _ in range(steps):
+  # One jitted scan: run eagerly, every step compiled its line search's while_loop anew.
+  def body(carry, _):
+    params, state = carry
     value, grad = jax.value_and_grad(_quadratic)(params)
-    updates, state = step(grad, state, params, value)
-    params = gtx.apply_updates(params, updates)
-  return np.asarray(params)
+    updates, state = tx.update(grad, state, params, value=value, grad=grad,
+                               value_fn=_quadratic)
+    return (gtx.apply_updates(params, updates), state), None
+
+  run = jax.jit(lambda p: jax.lax.scan(body, (p, tx.init(p)), length=steps)[0][0])
+  return np.asarray(run(params))
 
 
 def test_backtracking_state_maps_with_tree_map_params():

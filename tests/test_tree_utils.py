@@ -1102,7 +1102,8 @@ def test_map_multi_traces_a_repeated_signature_once_and_eager_steps_leaf_by_leaf
                          ids=["adam", "nadam", "radam", "adagrad", "adamw+clip"])
 def test_a_rule_traced_once_per_signature_steps_bit_for_bit_as_traced_per_leaf(make, monkeypatch):
   # The nested jit changes the Python work of tracing, not the program XLA compiles.
-  params = {f"w{i}": jnp.linspace(-1, 1, 12).reshape(4, 3) * (i + 1) for i in range(4)}
+  # Two leaves of one signature are what nests the rule (a signature that repeats).
+  params = {f"w{i}": jnp.linspace(-1, 1, 12).reshape(4, 3) * (i + 1) for i in range(2)}
   params |= {"b": jnp.arange(3.0) - 1}
 
   def run():
@@ -1126,7 +1127,8 @@ def test_a_rule_traced_once_per_signature_steps_bit_for_bit_as_traced_per_leaf(m
 def test_nested_rule_traces_work_inside_scan_vmap_checkpoint_and_meta_gradients(monkeypatch):
   # A rule traced once per signature closes over the step's scalars, which here are
   # tracers of an enclosing jit (a traced learning rate), of a scan's body and of grad.
-  params = {f"w{i}": jnp.linspace(-1, 1, 12).reshape(4, 3) * (i + 1) for i in range(4)}
+  # Two leaves of one signature are what nests the rule (a signature that repeats).
+  params = {f"w{i}": jnp.linspace(-1, 1, 12).reshape(4, 3) * (i + 1) for i in range(2)}
 
   def loss(p):
     return sum(jnp.sum(jnp.sin(x) ** 2) for x in jax.tree.leaves(p))
@@ -1146,10 +1148,11 @@ def test_nested_rule_traces_work_inside_scan_vmap_checkpoint_and_meta_gradients(
     def clipped_lamb(lr):
       return gtx.chain(gtx.clip_by_global_norm(1.0), gtx.lamb(lr))
 
-    lr = jnp.float32(0.1)
-    return [jax.jit(train)(lr), jax.jit(jax.grad(train))(lr),
-            jax.jit(jax.vmap(train))(jnp.array([0.1, 0.2])), jax.jit(jax.checkpoint(train))(lr),
-            jax.jit(jax.grad(lambda lr: train(lr, clipped_lamb)))(lr)]
+    def all_five(lr, lrs):  # one program (one compile), each a traced lr of its own
+      return [train(lr), jax.grad(train)(lr), jax.vmap(train)(lrs), jax.checkpoint(train)(lr),
+              jax.grad(lambda lr: train(lr, clipped_lamb))(lr)]
+
+    return jax.jit(all_five)(jnp.float32(0.1), jnp.array([0.1, 0.2]))
 
   nested = runs()
   monkeypatch.setattr(gtx.tree, "_staged", lambda x: False)
