@@ -55,11 +55,19 @@ def _many_shapes():
 
 
 def _many_shapes_and_dtypes():
-  """:func:`_many_shapes` and a vector (a float32 buffer spread by writing) beside a
-  bfloat16 and a complex64 buffer (spread by gathering), each holding a matrix and a vector."""
+  """A float32 buffer of one run more than packed mode gathers (so it is spread by
+  writing), runs of one leaf and of two among them, beside a bfloat16 and a complex64
+  buffer (spread by gathering), each holding a matrix and a vector.
+
+  Not :func:`_many_shapes`: its 32 leaves, two per run, made tree mode's training loop
+  the slowest compile of the file; the runs' count is what the spreading depends on.
+  """
   rng = np.random.default_rng(4)
   f = lambda *s: jnp.asarray(rng.normal(size=s), jnp.float32)  # noqa: E731
-  return {**_many_shapes(), "norm": f(5),
+  # _GATHER_MAX_RUNS runs of matrices (every fourth of two leaves) and the vector's.
+  layers = {f"layer{k:02d}": {"a": f(k + 1, 2), **({"b": f(k + 1, 2)} if k % 4 == 0 else {})}
+            for k in range(gtx.packed._GATHER_MAX_RUNS)}
+  return {**layers, "norm": f(5),
           "low": {"w": f(3, 2).astype(jnp.bfloat16), "b": f(2).astype(jnp.bfloat16)},
           "rot": {"w": jax.lax.complex(f(3, 2), f(3, 2)), "b": jax.lax.complex(f(2), f(2))}}
 
@@ -470,7 +478,11 @@ def test_masks_and_reductions_give_tree_modes_results(case, make):
 def test_per_leaf_norms_over_many_runs_give_tree_modes_results(case, make):
   # One buffer (float32) spread by writing, two (bfloat16, complex64) by gathering, in
   # one step; the float32 buffer alone was a second run of the same code.
-  p_tree, _, p_packed, _, _ = _both_modes(make(), _many_shapes_and_dtypes())
+  params = _many_shapes_and_dtypes()
+  group = next(g for g in Layout.from_tree(params).groups if g.dtype == "float32")
+  assert len(group.runs) == gtx.packed._GATHER_MAX_RUNS + 1  # spread by writing
+  assert {r.count for r in group.runs} == {1, 2}
+  p_tree, _, p_packed, _, _ = _both_modes(make(), params)
   _assert_close(p_packed, p_tree)
 
 
