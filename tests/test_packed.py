@@ -732,13 +732,18 @@ def test_packed_state_reads_as_the_tree_and_hparams_set_without_retracing(make_p
   assert len(traces) == 1
   assert float(gtx.hparams(state)["lr.learning_rate"]) == pytest.approx(0.01)
 
-  # Tree mode with the same hyperparameter change gives the same moments.
+  # Tree mode with the same hyperparameter change gives the same moments. Jitted: eager,
+  # each op of the mixed tree's ten leaves of three dtypes compiled a kernel of its own.
+  @jax.jit
+  def tree_step(params, state):
+    updates, state = tx.update(jax.grad(_loss)(params), state, params)
+    return gtx.apply_updates(params, updates), state
+
   t_params, t_state = params, tx.init(params)
   for i in range(2):
     if i == 1:
       t_state = gtx.set_hparams(t_state, {"lr.learning_rate": 0.01, "adam.b1": 0.5})
-    updates, t_state = tx.update(jax.grad(_loss)(t_params), t_state, t_params)
-    t_params = gtx.apply_updates(t_params, updates)
+    t_params, t_state = tree_step(t_params, t_state)
   _assert_close(layout.unpack(state["adam"].mu), t_state["adam"].mu)
   _assert_close(layout.unpack(flat), t_params)
 
