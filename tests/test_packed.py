@@ -607,7 +607,9 @@ SHAPE_AWARE = [
     ("adafactor, factored", lambda: gtx.adafactor(0.05, min_dim_size_to_factor=2)),
     ("scale_by_factored_rms, one axis too short to factor",
      lambda: gtx.chain(gtx.scale_by_factored_rms(min_dim_size_to_factor=3), gtx.sgd(0.05))),
-    ("sm3", lambda: gtx.sm3(0.05)),
+    # sm3 (per-axis accumulators): test_every_optimizer_gives_tree_modes_results[sm3-real]
+    # runs it on the same params with the same assertions (and [sm3-mixed] its refusal of
+    # complex leaves); a case here compiled the same two loops again.
     ("centralize", lambda: gtx.chain(gtx.centralize(), gtx.sgd(0.05))),
     # One key per leaf, split in the tree's order: packed draws the same noise.
     ("add_noise", lambda: gtx.chain(gtx.add_noise(0.05, 0.55, key=7), gtx.sgd(0.05))),
