@@ -387,11 +387,15 @@ def _three_adam_steps(learning_rate):
 def test_hyperparameters_sweep_under_vmap_and_differentiate_under_grad():
   rates = jnp.array([0.01, 0.1, 0.5])
   swept = jax.jit(jax.vmap(_three_adam_steps))(rates)
-  one_by_one = [float(_three_adam_steps(r)) for r in rates]
+  # Compiled: one program for the five runs one by one and one for the gradient (run
+  # eagerly, they cost 2.3 s of CPU against 1.0 s, mostly per-op kernels).
+  three_adam_steps = jax.jit(_three_adam_steps)
+  one_by_one = [float(three_adam_steps(r)) for r in rates]
   np.testing.assert_allclose(swept, one_by_one, rtol=1e-6)
   h = 1e-2
-  central_difference = (_three_adam_steps(0.1 + h) - _three_adam_steps(0.1 - h)) / (2 * h)
-  np.testing.assert_allclose(jax.grad(_three_adam_steps)(0.1), central_difference, rtol=2e-3)
+  central_difference = (three_adam_steps(0.1 + h) - three_adam_steps(0.1 - h)) / (2 * h)
+  np.testing.assert_allclose(jax.jit(jax.grad(_three_adam_steps))(0.1), central_difference,
+                             rtol=2e-3)
 
 
 # Differentiating through optimizer steps (meta-learning): a norm or root of 0 has an
