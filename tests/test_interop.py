@@ -785,9 +785,7 @@ def test_an_equinox_module_of_bools_is_a_mask_tree_not_a_mask_function():
   # jax.tree.map over eqx.filter(model, eqx.is_array) gives a mask or labels tree that is an
   # eqx.nn.MLP, which is callable: gradtx called it on the params, and it failed in the MLP's
   # __call__ ("unsupported operand type(s) for @"). optax's masked takes it as a tree.
-  # 2 x 2 layers: a matrix and a vector each (all that is tested), run eagerly with one
-  # set of kernels per shape instead of two.
-  model = eqx.nn.MLP(2, 2, width_size=2, depth=1, key=jax.random.key(0))
+  model = eqx.nn.MLP(3, 2, width_size=4, depth=1, key=jax.random.key(0))
   params = eqx.filter(model, eqx.is_array)
   grads = jax.tree.map(lambda p: 0.5 * p + 0.1, params)
   matrices = jax.tree.map(lambda p: p.ndim > 1, params)
