@@ -9,7 +9,8 @@ moment helpers are :mod:`gradtx.tree_utils`'s, and an integer
 
 from __future__ import annotations
 
-from typing import Any, Callable
+import functools
+from typing import Any, Callable, cast
 
 import jax
 import jax.numpy as jnp
@@ -402,6 +403,12 @@ def power_iteration(matrix: jax.typing.ArrayLike | Callable[[PyTree], PyTree], *
   An integer matrix is taken as the default float dtype; for a complex
   (Hermitian) one, ``v0`` is drawn real.
 
+  Run eagerly, the iteration is one compiled program per shape, dtype and
+  ``precision``; for a function ``matrix``, also per function, looked up by its
+  identity as ``jax.jit`` looks up a static argument: pass the same function to
+  reuse it (one made anew at each call compiles at each call; values it reads
+  from outside are those of the call that compiled it).
+
   Raises:
     ValueError: a callable ``matrix`` without ``v0``;
       :class:`~gradtx.StructureError`: an array ``matrix`` that is not square,
@@ -421,6 +428,7 @@ def power_iteration(matrix: jax.typing.ArrayLike | Callable[[PyTree], PyTree], *
     3.0
   """
   _check_iteration("power_iteration", num_iters, error_tolerance)
+  mvp: Callable[[PyTree], PyTree] | None = None  # None: the matrix's own product
   if callable(matrix):
     mvp = matrix
     if v0 is None:
@@ -428,7 +436,6 @@ def power_iteration(matrix: jax.typing.ArrayLike | Callable[[PyTree], PyTree], *
                        "tree of the shape the function takes")
   else:
     matrix = _square(matrix, "power_iteration", real=False)
-    mvp = lambda v: jnp.matmul(matrix, v, precision=precision)  # noqa: E731
     n = matrix.shape[0]
     if v0 is None:
       try:
@@ -440,6 +447,21 @@ def power_iteration(matrix: jax.typing.ArrayLike | Callable[[PyTree], PyTree], *
     elif jnp.shape(v0)[:1] != (n,):  # jnp.matmul's "dot_general requires contracting ..."
       raise StructureError(f"power_iteration: v0 must be a vector of shape (n,) = ({n},) for "
                            f"a matrix of shape {matrix.shape}, got shape {jnp.shape(v0)}")
+  array = None if mvp is not None else cast(jax.Array, matrix)
+  try:
+    hash((mvp, precision))
+  except TypeError:  # a callable that cannot be hashed: traced (and compiled) at every call
+    return _power_iterate(array, v0, num_iters, error_tolerance, mvp=mvp, precision=precision)
+  return _power_iterate_jit(array, v0, num_iters, error_tolerance, mvp=mvp, precision=precision)
+
+
+def _power_iterate(matrix: jax.Array | None, v0: PyTree, num_iters: Any, error_tolerance: Any,
+                   *, mvp: Callable[[PyTree], PyTree] | None,
+                   precision: Any) -> tuple[jax.Array, PyTree]:
+  """:func:`power_iteration` of checked arguments: ``mvp``, or ``matrix`` (``mvp`` None)."""
+  if mvp is None:
+    array = cast(jax.Array, matrix)
+    mvp = lambda v: jnp.matmul(array, v, precision=precision)  # noqa: E731
   v0 = _normalize(v0)
   z0 = mvp(v0)
   eig0 = jnp.zeros_like(jnp.asarray(tree_utils.tree_vdot(v0, z0)))
@@ -461,6 +483,13 @@ def power_iteration(matrix: jax.typing.ArrayLike | Callable[[PyTree], PyTree], *
 
   _, z, eig, _ = lax.while_loop(cond, body, (v0, z0, eig0, jnp.asarray(0)))
   return eig, _normalize(z)
+
+
+# Run eagerly, the while_loop above (its cond and body new closures at each call) was
+# compiled again at every call; jitted, once per shape, dtype, precision and function (a
+# callable ``matrix``, static: looked up by identity, as lax.while_loop looks up a body).
+# Under an outer jit it is inlined.
+_power_iterate_jit = jax.jit(_power_iterate, static_argnames=("mvp", "precision"))
 
 
 def _mat_power(mat: jax.Array, p: jax.typing.ArrayLike, precision: lax.Precision) -> jax.Array:
@@ -538,6 +567,18 @@ def matrix_inverse_pth_root(matrix: jax.typing.ArrayLike, p: jax.typing.ArrayLik
   _check_iteration(where, num_iters, error_tolerance)
   core.check_value(where, "ridge_epsilon", ridge_epsilon, core.NONNEGATIVE, scalar=True)
   matrix = _square(matrix, where, real=True)
+  return _inverse_pth_root(matrix, p, num_iters, ridge_epsilon, error_tolerance,
+                           precision=precision)
+
+
+# Run eagerly, the while_loop (its cond and body new closures at each call) and power
+# iteration's were compiled again at every call; jitted, once per shape, dtype and precision
+# (p is an argument: the roots share the program, picking their power with a switch).
+# Under an outer jit it is inlined.
+@functools.partial(jax.jit, static_argnames="precision")
+def _inverse_pth_root(matrix: jax.Array, p: Any, num_iters: Any, ridge_epsilon: Any,
+                      error_tolerance: Any, *, precision: Any) -> tuple[jax.Array, jax.Array]:
+  """:func:`matrix_inverse_pth_root` of checked arguments."""
   dtype = matrix.dtype
   n = matrix.shape[0]
   alpha = -1 / jnp.asarray(p, dtype)

@@ -451,6 +451,20 @@ def test_sophia_prints_the_win_rate_when_asked(capfd):
   assert capfd.readouterr().out.count("Sophia optimizer win rate: ") == 2
 
 
+def test_sophia_printing_the_win_rate_eagerly_compiles_nothing_again(capfd, compiles):
+  # Its lax.cond (new branch closures at each step) was compiled again at every eager step.
+  params = _tree()
+  tx = gtx.contrib.sophia(0.1, verbose=True, print_win_rate_every_n_steps=2)
+  state = tx.init(params)
+  counts = []
+  for _ in range(4):
+    n, (_, state) = compiles(lambda: tx.update(params, state, params, obj_fn=_coupled_loss))
+    counts.append(n)
+  assert counts[2:] == [0, 0], counts
+  jax.effects_barrier()
+  assert capfd.readouterr().out.count("Sophia optimizer win rate: ") == 2
+
+
 def test_sophia_asked_for_the_win_rate_steps_a_tree_without_float_leaves(capfd):
   # The count of unclipped entries summed no leaves: Python's 0, whose .astype raised.
   params = {"step": jnp.arange(3)}  # an integer buffer: no gradient, no update

@@ -334,6 +334,30 @@ def test_a_loss_of_more_than_one_entry_is_named(search):
   np.testing.assert_allclose(updates, (0.5 if search == "zoom" else 0.8) * -grad, rtol=1e-6)
 
 
+@pytest.mark.parametrize("make, scale", [
+    (lambda: gtx.lbfgs(), 2.0),
+    (lambda: gtx.chain(sgd=gtx.sgd(1.0), ls=gtx.scale_by_backtracking_linesearch(
+        15, store_grad=True, verbose=True)), jnp.asarray(2.0)),
+], ids=["lbfgs-zoom", "backtracking"])
+def test_an_eager_step_compiles_its_search_once(make, scale, compiles):
+  """Run eagerly, the search's while_loop (its body a new closure at each step) was compiled
+  again at every step (lbfgs: 0.1-0.5 s a step on a CPU); it is one program per value_fn,
+  options and shapes. ``scale`` reaches value_fn as given: a Python float (part of the
+  program) or an array (an argument of it)."""
+  tx = make()
+  params = jnp.asarray([1.0, -2.0, 0.5])
+  state = tx.init(params)
+  counts = []
+  for _ in range(2):
+    value, grad = jax.value_and_grad(_quadratic)(params, scale=scale)
+    n, (updates, state) = compiles(lambda: tx.update(grad, state, params, value=value, grad=grad,
+                                                     value_fn=_quadratic, scale=scale))
+    params = gtx.apply_updates(params, updates)
+    counts.append(n)
+  assert counts[0] > 0 and counts[1] == 0, counts
+  assert float(_quadratic(params)) < 0.5 * float(_quadratic(jnp.asarray([1.0, -2.0, 0.5])))
+
+
 # ---------------------------------------------------------------------------- reuse
 
 

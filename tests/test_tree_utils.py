@@ -919,6 +919,24 @@ def test_matrix_inverse_pth_root(dtype):
         fn(jnp.ones(shape, dtype))
 
 
+def test_eager_power_iteration_and_inverse_root_compile_once(compiles):
+  """Run eagerly, their while_loops (new closures at each call) were compiled again at every
+  call; each is one program per shape, dtype and precision (and function, for a callable
+  matrix: the same one reuses it), and the roots p share one."""
+  a = jnp.asarray([[4.0, 1.0, 0.0], [1.0, 3.0, 0.5], [0.0, 0.5, 2.0]])
+  mvp = lambda v: a @ v  # noqa: E731
+  calls = {"power_iteration": lambda: U.power_iteration(a, num_iters=20),
+           "power_iteration of a function": lambda: U.power_iteration(mvp, v0=jnp.ones(3)),
+           "matrix_inverse_pth_root": lambda: U.matrix_inverse_pth_root(a, 2, num_iters=20)}
+  for name, call in calls.items():
+    first, _ = compiles(call)
+    again, _ = compiles(call)
+    assert first > 0 and again == 0, (name, first, again)
+  other_root, (root, _) = compiles(lambda: U.matrix_inverse_pth_root(a, 4, num_iters=20))
+  assert other_root == 0
+  np.testing.assert_allclose(root @ root @ root @ root @ a, np.eye(3), atol=1e-3)
+
+
 _M = jnp.eye(3)
 
 

@@ -296,7 +296,7 @@ def _print_win_rate(updates: Any, rho: jax.Array, count: jax.Array, every: int) 
     size = sum(u.size for u in leaves)
     jax.debug.print("Sophia optimizer win rate: {}", inside.astype(jnp.float32) / size)
 
-  jax.lax.cond(count % every == 0, report, lambda: None)
+  branch(count % every == 0, report, lambda: None)
 
 
 @checks_flags

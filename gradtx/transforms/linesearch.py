@@ -27,6 +27,7 @@ from typing import Any, Callable, Literal, NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from gradtx import numerics, packed, tree
 from gradtx.core import (NONNEGATIVE, NONNEGATIVE_INT, POSITIVE, POSITIVE_INT, POSITIVE_OR_INF,
@@ -112,16 +113,23 @@ def _check_inexact_params(stage: str, params: Any) -> None:
                                    is_leaf=tree.is_masked)
 
 
-def _of_stepped(value_fn: Callable[..., Any], params: Any) -> Callable[..., Any]:
-  """``value_fn`` as a function of the params the stage steps, which hold a
-  :class:`gradtx.tree.MaskedNode` for each ``None`` (or other leaf without a gradient):
-  it is called on the tree as the user built it (:func:`gradtx.tree.as_given`), so
-  that its gradient has the stepped params' structure."""
+def _given(params: Any) -> Any:
+  """The tree the user built behind the stepped ``params``, which hold a
+  :class:`gradtx.tree.MaskedNode` for each ``None`` (or other leaf without a gradient);
+  ``None`` in the common case where nothing is masked (``value_fn`` takes the params
+  as they are)."""
   given = tree.as_given(params)
   if given is params:
+    return None
+  return tree.thaw(params) if given is None else given  # unknown: a None for each node
+
+
+def _of_stepped(value_fn: Callable[..., Any], given: Any) -> Callable[..., Any]:
+  """``value_fn`` as a function of the params the stage steps: it is called on the tree
+  as the user built it (``given``, from :func:`_given`), so that its gradient has the
+  stepped params' structure."""
+  if given is None:
     return value_fn  # the common case: nothing masked
-  if given is None:  # the tree behind the params unknown: a None for each MaskedNode
-    given = tree.thaw(params)
 
   def of_stepped(p: Any, **kwargs: Any) -> Any:
     as_built = jax.tree.map(lambda x, g: g if tree.is_masked(x) else x, p, given,
@@ -129,6 +137,49 @@ def _of_stepped(value_fn: Callable[..., Any], params: Any) -> Callable[..., Any]
     return value_fn(as_built, **kwargs)
 
   return of_stepped
+
+
+def _search_once_per_signature(search: Callable[..., Any]) -> Callable[..., Any]:
+  """``search(value_fn, fn_kwargs, given, *args, **options)`` as a module-level
+  :func:`jax.jit`: run eagerly, its ``while_loop`` (a new jaxpr at every call, its body a
+  new closure) was compiled again at every step, 0.1-0.5 s on a CPU; jitted, it is
+  compiled once per ``value_fn``, options and shapes. Under an outer jit it is inlined.
+
+  ``value_fn``, the ``options`` and the leaves of ``fn_kwargs`` and ``given`` that are no
+  arrays (a Python flag for the loss) are static: the program is looked up by
+  ``value_fn``'s identity, as :func:`jax.lax.while_loop` looks up a body's trace, so a
+  function created anew at each step (a ``lambda``) is traced and compiled at each step,
+  as it was. Where one of them cannot be hashed, ``search`` runs as it is.
+  """
+  def run(value_fn, loose_static, options, arrays, args):
+    treedef, others = loose_static
+    leaves = iter(arrays)
+    fn_kwargs, given = jax.tree.unflatten(
+        treedef, [next(leaves) if x is _ARRAY else x for x in others])
+    return search(value_fn, fn_kwargs, given, *args, **dict(options))
+
+  jitted = jax.jit(run, static_argnums=(0, 1, 2))
+
+  def call(value_fn: Callable[..., Any], fn_kwargs: dict[str, Any], given: Any, *args: Any,
+           **options: Any) -> Any:
+    leaves, treedef = jax.tree.flatten((fn_kwargs, given))
+    is_array = [isinstance(x, (jax.Array, np.ndarray, np.generic)) for x in leaves]
+    loose_static = (treedef, tuple(_ARRAY if a else x for a, x in zip(is_array, leaves)))
+    static = (value_fn, loose_static, tuple(sorted(options.items())))
+    try:
+      hash(static)
+    except TypeError:  # an unhashable callable or argument: traced at every call, as before
+      return search(value_fn, fn_kwargs, given, *args, **options)
+    return jitted(*static, [x for a, x in zip(is_array, leaves) if a], args)
+
+  return call
+
+
+class _ArrayPlaceholder:
+  """Where :func:`_search_once_per_signature`'s static part had an array."""
+
+
+_ARRAY = _ArrayPlaceholder()
 
 
 def _value_fn_kwargs(value_fn: Any, extra: dict[str, Any]) -> dict[str, Any]:
@@ -346,6 +397,123 @@ def _quadratic_minimizer(a, fa, fpa, b, fb):
   return a - fpa / (2 * B)
 
 
+def _zoom(value_fn: Callable[..., Any], fn_kwargs: dict[str, Any], given: Any, updates: Any,
+          params: Any, grad: Any, value_init: jax.Array, slope_init: jax.Array,
+          learning_rate: jax.Array, hp: dict[str, jax.Array], *, initial_guess_strategy: str,
+          verbose: bool) -> tuple[Any, ...]:
+  """:func:`scale_by_zoom_linesearch`'s search of checked arguments (``grad`` in the
+  state's dtypes, ``hp`` in the loss's): the step length, the loss and gradient there,
+  and the search's count and errors."""
+  dtype = learning_rate.dtype
+  loss = _of_stepped(value_fn, given)
+  value_and_grad = jax.value_and_grad(lambda p, **kw: scalar_loss(
+      loss(p, **kw), "scale_by_zoom_linesearch", "value_fn's result"))
+
+  def on_line(stepsize):
+    """phi(eta), grad f and phi'(eta) at theta + eta u."""
+    value_step, grad_step = value_and_grad(_add_scaled(params, stepsize, updates), **fn_kwargs)
+    return (jnp.asarray(value_step).astype(dtype), tree.cast_like(grad_step, grad),
+            _slope(updates, grad_step).astype(dtype))
+
+  def decrease_error(stepsize, value_step, slope_step):
+    error = value_step - value_init - hp["slope_rtol"] * stepsize * slope_init
+    if "approx_dec_rtol" in hp:  # else the Armijo condition alone
+      approx = jnp.maximum(slope_step - (2 * hp["slope_rtol"] - 1) * slope_init,
+                           value_step - value_init - hp["approx_dec_rtol"] * jnp.abs(value_init))
+      error = jnp.minimum(error, approx)
+    error = jnp.maximum(error, 0)
+    return jnp.where(jnp.isnan(error), jnp.inf, error)  # NaN: outside the domain
+
+  def curvature_error(slope_step):
+    error = jnp.maximum(jnp.abs(slope_step) - hp["curv_rtol"] * jnp.abs(slope_init), 0)
+    return jnp.where(jnp.isnan(error), jnp.inf, error)
+
+  def evaluate(s, stepsize):
+    value_step, grad_step, slope_step = on_line(stepsize)
+    dec = decrease_error(stepsize, value_step, slope_step)
+    curv = curvature_error(slope_step)
+    return value_step, grad_step, slope_step, dec, curv
+
+  def choose(cond, a, b):
+    return jax.tree.map(lambda x, y: jnp.where(cond, x, y), a, b)
+
+  def search_interval(s: _Search) -> _Search:
+    """Algorithm 3.5: grow the step until an interval brackets an acceptable one."""
+    guess = learning_rate if initial_guess_strategy == "keep" else jnp.ones((), dtype)
+    stepsize = jnp.where(s.count == 0, guess, hp["increase_factor"] * s.stepsize)
+    max_reached = stepsize >= hp["max_learning_rate"]
+    stepsize = jnp.minimum(stepsize, hp["max_learning_rate"])
+    value_step, grad_step, slope_step, dec, curv = evaluate(s, stepsize)
+    ok = jnp.maximum(dec, curv) <= hp["tol"]
+    safe = choose(dec <= hp["tol"], (stepsize, value_step, grad_step),
+                  (s.safe_stepsize, s.safe_value, s.safe_grad))
+    high_is_new = (dec > 0) | ((value_step >= s.value) & (s.count > 0))
+    low_is_new = (slope_step >= 0) & ~high_is_new
+    previous = (s.stepsize, s.value, s.slope)
+    new = (stepsize, value_step, slope_step)
+    low, high = choose(low_is_new, (new, previous), (previous, new))
+    interval_found = high_is_new | low_is_new | ok
+    done = ok | (max_reached & ~interval_found)
+    failed = (s.count + 1 >= hp["max_linesearch_steps"]) & ~done
+    return _Search(safe_increment(s.count), stepsize, value_step, grad_step, slope_step, dec,
+                   curv, interval_found, done, failed, *low, *high, *low[:2], *safe)
+
+  def zoom(s: _Search) -> _Search:
+    """Algorithm 3.6: shrink the bracket [low, high] around an acceptable step."""
+    delta = jnp.abs(s.high - s.low)
+    left, right = jnp.minimum(s.high, s.low), jnp.maximum(s.high, s.low)
+    cubic = _cubic_minimizer(s.low, s.value_low, s.slope_low, s.high, s.value_high,
+                             s.cubic_ref, s.value_cubic_ref)
+    use_cubic = (cubic > left + 0.2 * delta) & (cubic < right - 0.2 * delta)
+    quadratic = _quadratic_minimizer(s.low, s.value_low, s.slope_low, s.high, s.value_high)
+    use_quadratic = ~use_cubic & (quadratic > left + 0.1 * delta) & (
+        quadratic < right - 0.1 * delta)
+    middle = jnp.where(use_cubic, cubic,
+                       jnp.where(use_quadratic, quadratic, (s.low + s.high) / 2))
+    value_mid, grad_mid, slope_mid, dec, curv = evaluate(s, middle)
+    done = jnp.maximum(dec, curv) <= hp["tol"]
+    safe = choose((dec <= hp["tol"]) & (value_mid < s.safe_value),
+                  (middle, value_mid, grad_mid), (s.safe_stepsize, s.safe_value, s.safe_grad))
+    high_to_middle = (dec > 0) | (value_mid >= s.value_low)
+    high_to_low = (slope_mid * (s.high - s.low) >= 0) & ~high_to_middle
+    mid, low, high = ((middle, value_mid, slope_mid), (s.low, s.value_low, s.slope_low),
+                      (s.high, s.value_high, s.slope_high))
+    new_high = choose(high_to_middle, mid, choose(high_to_low, low, high))
+    new_low = choose(~high_to_middle, mid, low)
+    cubic_ref = choose(high_to_middle | high_to_low, high[:2], low[:2])
+    too_short = delta <= hp["stepsize_precision"]
+    failed = ((s.count + 1 >= hp["max_linesearch_steps"]) | (too_short & (safe[0] > 0))) & ~done
+    return _Search(safe_increment(s.count), middle, value_mid, grad_mid, slope_mid, dec, curv,
+                   s.interval_found, done, failed, *new_low, *new_high, *cubic_ref, *safe)
+
+  def fall_back_to_safe_step(s: _Search) -> _Search:
+    """Out of steps: take the best sufficient-decrease step seen, if there is one."""
+    use_safe = (s.safe_stepsize > 0) | jnp.isinf(s.decrease_error)
+    stepsize, value_step, grad_step = choose(use_safe, (s.safe_stepsize, s.safe_value,
+                                                        s.safe_grad),
+                                             (s.stepsize, s.value, s.grad))
+    if verbose:
+      jax.debug.print("scale_by_zoom_linesearch: no step met both conditions; decrease "
+                      "error {d}, curvature error {c}, taking step {s}",
+                      d=s.decrease_error, c=s.curvature_error, s=stepsize)
+    return s._replace(stepsize=stepsize, value=value_step, grad=grad_step)
+
+  def body(s: _Search) -> _Search:
+    s = jax.lax.cond(s.interval_found, zoom, search_interval, s)
+    return jax.lax.cond(s.failed, fall_back_to_safe_step, lambda x: x, s)
+
+  zero, inf, false = jnp.zeros((), dtype), jnp.asarray(jnp.inf, dtype), jnp.asarray(False)
+  start = _Search(jnp.zeros([], jnp.int32), zero, value_init, grad, slope_init, inf, inf,
+                  false, false, false, zero, value_init, slope_init, zero, value_init,
+                  slope_init, zero, value_init, zero, value_init, grad)
+  final = jax.lax.while_loop(lambda s: ~(s.done | s.failed), body, start)
+  return final.stepsize, final.value, final.grad, final.count, final.decrease_error, \
+      final.curvature_error
+
+
+_zoom_search = _search_once_per_signature(_zoom)
+
+
 @checks_flags
 def scale_by_zoom_linesearch(max_linesearch_steps: int,
                              max_learning_rate: ScalarOrSchedule | None = None,
@@ -377,6 +545,14 @@ def scale_by_zoom_linesearch(max_linesearch_steps: int,
   Call ``update(updates, state, params, value=f(params), grad=grad_f(params),
   value_fn=f, **fn_kwargs)``; keyword arguments that ``value_fn`` accepts are
   passed to it (other stages of a chain may take the rest).
+
+  Run eagerly (outside ``jax.jit``), the search is one compiled program, looked up as
+  ``jax.jit`` looks up a static argument: by ``value_fn``'s identity, the arrays'
+  shapes and dtypes and the value of any other keyword argument (a Python flag). Pass
+  the same function at every step, with what changes (the batch) as keyword
+  arguments: a function made anew at each step (a ``lambda``) is compiled at each
+  step, and values it reads from outside (a global) are those of the step that
+  compiled it, as in a ``jax.jit``-ed step.
 
   Complex parameters: pass ``grad`` as ``jax.grad`` gives it (the conjugate of
   the steepest ascent, :math:`\\partial_x f - i \\partial_y f`), and feed the
@@ -450,116 +626,15 @@ def scale_by_zoom_linesearch(max_linesearch_steps: int,
     dtype = state.learning_rate.dtype
     hp = {k: v.astype(dtype) if k != "max_linesearch_steps" else v for k, v in h.items()}
     fn_kwargs = _value_fn_kwargs(value_fn, extra)
-    loss = _of_stepped(value_fn, params)
-    value_and_grad = jax.value_and_grad(lambda p, **kw: scalar_loss(
-        loss(p, **kw), "scale_by_zoom_linesearch", "value_fn's result"))
-
     value_init = scalar_loss(value, "scale_by_zoom_linesearch", "value").astype(dtype)
     slope_init = _slope(updates, grad).astype(dtype)
-
-    def on_line(stepsize):
-      """phi(eta), grad f and phi'(eta) at theta + eta u."""
-      value_step, grad_step = value_and_grad(_add_scaled(params, stepsize, updates), **fn_kwargs)
-      return (jnp.asarray(value_step).astype(dtype), tree.cast_like(grad_step, grad),
-              _slope(updates, grad_step).astype(dtype))
-
-    def decrease_error(stepsize, value_step, slope_step):
-      error = value_step - value_init - hp["slope_rtol"] * stepsize * slope_init
-      if approx_dec_rtol is not None:
-        approx = jnp.maximum(slope_step - (2 * hp["slope_rtol"] - 1) * slope_init,
-                             value_step - value_init - hp["approx_dec_rtol"] * jnp.abs(value_init))
-        error = jnp.minimum(error, approx)
-      error = jnp.maximum(error, 0)
-      return jnp.where(jnp.isnan(error), jnp.inf, error)  # NaN: outside the domain
-
-    def curvature_error(slope_step):
-      error = jnp.maximum(jnp.abs(slope_step) - hp["curv_rtol"] * jnp.abs(slope_init), 0)
-      return jnp.where(jnp.isnan(error), jnp.inf, error)
-
-    def evaluate(s, stepsize):
-      value_step, grad_step, slope_step = on_line(stepsize)
-      dec = decrease_error(stepsize, value_step, slope_step)
-      curv = curvature_error(slope_step)
-      return value_step, grad_step, slope_step, dec, curv
-
-    def choose(cond, a, b):
-      return jax.tree.map(lambda x, y: jnp.where(cond, x, y), a, b)
-
-    def search_interval(s: _Search) -> _Search:
-      """Algorithm 3.5: grow the step until an interval brackets an acceptable one."""
-      guess = state.learning_rate if initial_guess_strategy == "keep" else jnp.ones((), dtype)
-      stepsize = jnp.where(s.count == 0, guess, hp["increase_factor"] * s.stepsize)
-      max_reached = stepsize >= hp["max_learning_rate"]
-      stepsize = jnp.minimum(stepsize, hp["max_learning_rate"])
-      value_step, grad_step, slope_step, dec, curv = evaluate(s, stepsize)
-      ok = jnp.maximum(dec, curv) <= hp["tol"]
-      safe = choose(dec <= hp["tol"], (stepsize, value_step, grad_step),
-                    (s.safe_stepsize, s.safe_value, s.safe_grad))
-      high_is_new = (dec > 0) | ((value_step >= s.value) & (s.count > 0))
-      low_is_new = (slope_step >= 0) & ~high_is_new
-      previous = (s.stepsize, s.value, s.slope)
-      new = (stepsize, value_step, slope_step)
-      low, high = choose(low_is_new, (new, previous), (previous, new))
-      interval_found = high_is_new | low_is_new | ok
-      done = ok | (max_reached & ~interval_found)
-      failed = (s.count + 1 >= hp["max_linesearch_steps"]) & ~done
-      return _Search(safe_increment(s.count), stepsize, value_step, grad_step, slope_step, dec,
-                     curv, interval_found, done, failed, *low, *high, *low[:2], *safe)
-
-    def zoom(s: _Search) -> _Search:
-      """Algorithm 3.6: shrink the bracket [low, high] around an acceptable step."""
-      delta = jnp.abs(s.high - s.low)
-      left, right = jnp.minimum(s.high, s.low), jnp.maximum(s.high, s.low)
-      cubic = _cubic_minimizer(s.low, s.value_low, s.slope_low, s.high, s.value_high,
-                               s.cubic_ref, s.value_cubic_ref)
-      use_cubic = (cubic > left + 0.2 * delta) & (cubic < right - 0.2 * delta)
-      quadratic = _quadratic_minimizer(s.low, s.value_low, s.slope_low, s.high, s.value_high)
-      use_quadratic = ~use_cubic & (quadratic > left + 0.1 * delta) & (
-          quadratic < right - 0.1 * delta)
-      middle = jnp.where(use_cubic, cubic,
-                         jnp.where(use_quadratic, quadratic, (s.low + s.high) / 2))
-      value_mid, grad_mid, slope_mid, dec, curv = evaluate(s, middle)
-      done = jnp.maximum(dec, curv) <= hp["tol"]
-      safe = choose((dec <= hp["tol"]) & (value_mid < s.safe_value),
-                    (middle, value_mid, grad_mid), (s.safe_stepsize, s.safe_value, s.safe_grad))
-      high_to_middle = (dec > 0) | (value_mid >= s.value_low)
-      high_to_low = (slope_mid * (s.high - s.low) >= 0) & ~high_to_middle
-      mid, low, high = ((middle, value_mid, slope_mid), (s.low, s.value_low, s.slope_low),
-                        (s.high, s.value_high, s.slope_high))
-      new_high = choose(high_to_middle, mid, choose(high_to_low, low, high))
-      new_low = choose(~high_to_middle, mid, low)
-      cubic_ref = choose(high_to_middle | high_to_low, high[:2], low[:2])
-      too_short = delta <= hp["stepsize_precision"]
-      failed = ((s.count + 1 >= hp["max_linesearch_steps"]) | (too_short & (safe[0] > 0))) & ~done
-      return _Search(safe_increment(s.count), middle, value_mid, grad_mid, slope_mid, dec, curv,
-                     s.interval_found, done, failed, *new_low, *new_high, *cubic_ref, *safe)
-
-    def fall_back_to_safe_step(s: _Search) -> _Search:
-      """Out of steps: take the best sufficient-decrease step seen, if there is one."""
-      use_safe = (s.safe_stepsize > 0) | jnp.isinf(s.decrease_error)
-      stepsize, value_step, grad_step = choose(use_safe, (s.safe_stepsize, s.safe_value,
-                                                          s.safe_grad),
-                                               (s.stepsize, s.value, s.grad))
-      if verbose:
-        jax.debug.print("scale_by_zoom_linesearch: no step met both conditions; decrease "
-                        "error {d}, curvature error {c}, taking step {s}",
-                        d=s.decrease_error, c=s.curvature_error, s=stepsize)
-      return s._replace(stepsize=stepsize, value=value_step, grad=grad_step)
-
-    def body(s: _Search) -> _Search:
-      s = jax.lax.cond(s.interval_found, zoom, search_interval, s)
-      return jax.lax.cond(s.failed, fall_back_to_safe_step, lambda x: x, s)
-
-    zero, inf, false = jnp.zeros((), dtype), jnp.asarray(jnp.inf, dtype), jnp.asarray(False)
-    grad = tree.cast_like(grad, state.grad)
-    start = _Search(jnp.zeros([], jnp.int32), zero, value_init, grad, slope_init, inf, inf,
-                    false, false, false, zero, value_init, slope_init, zero, value_init,
-                    slope_init, zero, value_init, zero, value_init, grad)
-    final = jax.lax.while_loop(lambda s: ~(s.done | s.failed), body, start)
-    info = ZoomLinesearchInfo(final.count, final.decrease_error, final.curvature_error)
-    scaled = tree.tree_map(lambda u: final.stepsize.astype(u.dtype) * u, updates)
-    return scaled, ScaleByZoomLinesearchState(final.stepsize, final.value, final.grad, info,
-                                              hparams)
+    stepsize, new_value, new_grad, count, dec, curv = _zoom_search(
+        value_fn, fn_kwargs, _given(params), updates, params, tree.cast_like(grad, state.grad),
+        value_init, slope_init, state.learning_rate, hp,
+        initial_guess_strategy=initial_guess_strategy, verbose=verbose)
+    info = ZoomLinesearchInfo(count, dec, curv)
+    scaled = tree.tree_map(lambda u: stepsize.astype(u.dtype) * u, updates)
+    return scaled, ScaleByZoomLinesearchState(stepsize, new_value, new_grad, info, hparams)
 
   options: dict[str, Any] = dict(initial_guess_strategy=initial_guess_strategy, verbose=verbose)
   if approx_dec_rtol is None:
@@ -612,6 +687,71 @@ class _Backtrack(NamedTuple):
   iter_num: jax.Array
 
 
+def _backtrack(value_fn: Callable[..., Any], fn_kwargs: dict[str, Any], given: Any,
+               updates: Any, params: Any, grad: Any, value: jax.Array, slope: jax.Array,
+               previous: jax.Array, hp: dict[str, jax.Array], *, store_grad: bool,
+               verbose: bool) -> tuple[Any, ...]:
+  """:func:`scale_by_backtracking_linesearch`'s search of checked arguments (``hp`` in
+  the loss's dtype, ``previous`` the last step length): the step length, the loss (and
+  gradient, with ``store_grad``) there, and the search's count and decrease error."""
+  stage = "scale_by_backtracking_linesearch"
+  dtype = previous.dtype
+  loss = _of_stepped(value_fn, given)
+
+  def f(p):
+    return scalar_loss(loss(p, **fn_kwargs), stage, "value_fn's result").astype(dtype)
+
+  grad_like = tree.zeros_like(params) if store_grad else None
+
+  def decrease_error(learning_rate, new_value):
+    error = new_value - (1 + hp["rtol"]) * value - learning_rate * hp["slope_rtol"] * slope
+    return jnp.maximum(jnp.where(jnp.isnan(error), jnp.inf, error), 0)
+
+  def keep_going(s: _Backtrack) -> jax.Array:
+    return ~(s.decrease_error <= hp["atol"]) & (s.iter_num <= hp["max_backtracking_steps"])
+
+  def backtrack(s: _Backtrack) -> _Backtrack:
+    learning_rate = jnp.where(s.iter_num > 0, hp["decrease_factor"] * s.learning_rate,
+                              s.learning_rate)
+    new_params = _add_scaled(params, learning_rate, updates)
+    if store_grad:
+      new_value, pullback = jax.vjp(f, new_params)
+      error = decrease_error(learning_rate, new_value)
+      last = (error <= hp["atol"]) | (s.iter_num == hp["max_backtracking_steps"])
+      # The gradient only where the search ends: one backward pass per step.
+      new_grad = jax.lax.cond(last, lambda: tree.cast_like(pullback(jnp.ones((), dtype))[0],
+                                                           s.new_grad),
+                              lambda: s.new_grad)
+    else:
+      new_value = f(new_params)
+      error = decrease_error(learning_rate, new_value)
+      new_grad = s.new_grad
+    return _Backtrack(learning_rate, new_value, new_grad, error, s.iter_num + 1)
+
+  first = jnp.where(previous > 0,
+                    jnp.minimum(hp["increase_factor"] * previous, hp["max_learning_rate"]),
+                    hp["max_learning_rate"])
+  start = _Backtrack(first, value, grad_like, jnp.asarray(jnp.inf, dtype),
+                     jnp.zeros([], jnp.int32))
+  final = jax.lax.while_loop(keep_going, backtrack, start)
+
+  no_step = jnp.isinf(final.decrease_error)  # NaN or inf at every trial: do not move
+  learning_rate = jnp.where(no_step, jnp.zeros((), dtype), final.learning_rate)
+  new_value = jnp.where(no_step, value, final.new_value)
+  new_grad = (tree.where(no_step, tree.cast_like(grad, grad_like), final.new_grad)
+              if store_grad else None)
+  if verbose:
+    jax.lax.cond(final.decrease_error > hp["atol"], lambda: jax.debug.print(
+        "scale_by_backtracking_linesearch: no step length with sufficient decrease: "
+        "value {value}, slope {slope}, step length {eta}, decrease error {error}",
+        value=value, slope=slope, eta=learning_rate, error=final.decrease_error,
+        ordered=True), lambda: None)
+  return learning_rate, new_value, new_grad, final.iter_num, final.decrease_error
+
+
+_backtracking_search = _search_once_per_signature(_backtrack)
+
+
 @checks_flags
 def scale_by_backtracking_linesearch(max_backtracking_steps: int,
                                      slope_rtol: ScalarOrSchedule = 1e-4,
@@ -643,6 +783,14 @@ def scale_by_backtracking_linesearch(max_backtracking_steps: int,
   value_fn=f, **fn_kwargs)``; keyword arguments that ``value_fn`` accepts
   (the batch) are passed to it, the others are left to other stages of the
   chain (optax raises on them; in a gradtx chain every stage gets them).
+
+  Run eagerly (outside ``jax.jit``), the search is one compiled program, looked up as
+  ``jax.jit`` looks up a static argument: by ``value_fn``'s identity, the arrays'
+  shapes and dtypes and the value of any other keyword argument (a Python flag). Pass
+  the same function at every step, with what changes (the batch) as keyword
+  arguments: a function made anew at each step (a ``lambda``) is compiled at each
+  step, and values it reads from outside (a global) are those of the step that
+  compiled it, as in a ``jax.jit``-ed step.
 
   Args:
     max_backtracking_steps: reductions of :math:`\\eta` at most per step
@@ -729,60 +877,12 @@ def scale_by_backtracking_linesearch(max_backtracking_steps: int,
     dtype = state.learning_rate.dtype
     hp = {k: v if k == "max_backtracking_steps" else v.astype(dtype) for k, v in h.items()}
     fn_kwargs = _value_fn_kwargs(value_fn, extra)
-    loss = _of_stepped(value_fn, params)
-
-    def f(p):
-      return scalar_loss(loss(p, **fn_kwargs), stage, "value_fn's result").astype(dtype)
-
     value = scalar_loss(value, stage, "value").astype(dtype)
     slope = _slope(updates, grad).astype(dtype)
-    grad_like = tree.zeros_like(params) if store_grad else None
-
-    def decrease_error(learning_rate, new_value):
-      error = new_value - (1 + hp["rtol"]) * value - learning_rate * hp["slope_rtol"] * slope
-      return jnp.maximum(jnp.where(jnp.isnan(error), jnp.inf, error), 0)
-
-    def keep_going(s: _Backtrack) -> jax.Array:
-      return ~(s.decrease_error <= hp["atol"]) & (s.iter_num <= hp["max_backtracking_steps"])
-
-    def backtrack(s: _Backtrack) -> _Backtrack:
-      learning_rate = jnp.where(s.iter_num > 0, hp["decrease_factor"] * s.learning_rate,
-                                s.learning_rate)
-      new_params = _add_scaled(params, learning_rate, updates)
-      if store_grad:
-        new_value, pullback = jax.vjp(f, new_params)
-        error = decrease_error(learning_rate, new_value)
-        last = (error <= hp["atol"]) | (s.iter_num == hp["max_backtracking_steps"])
-        # The gradient only where the search ends: one backward pass per step.
-        new_grad = jax.lax.cond(last, lambda: tree.cast_like(pullback(jnp.ones((), dtype))[0],
-                                                             s.new_grad),
-                                lambda: s.new_grad)
-      else:
-        new_value = f(new_params)
-        error = decrease_error(learning_rate, new_value)
-        new_grad = s.new_grad
-      return _Backtrack(learning_rate, new_value, new_grad, error, s.iter_num + 1)
-
-    previous = state.learning_rate
-    first = jnp.where(previous > 0,
-                      jnp.minimum(hp["increase_factor"] * previous, hp["max_learning_rate"]),
-                      hp["max_learning_rate"])
-    start = _Backtrack(first, value, grad_like, jnp.asarray(jnp.inf, dtype),
-                       jnp.zeros([], jnp.int32))
-    final = jax.lax.while_loop(keep_going, backtrack, start)
-
-    no_step = jnp.isinf(final.decrease_error)  # NaN or inf at every trial: do not move
-    learning_rate = jnp.where(no_step, jnp.zeros((), dtype), final.learning_rate)
-    new_value = jnp.where(no_step, value, final.new_value)
-    new_grad = (tree.where(no_step, tree.cast_like(grad, grad_like), final.new_grad)
-                if store_grad else None)
-    if verbose:
-      jax.lax.cond(final.decrease_error > hp["atol"], lambda: jax.debug.print(
-          "scale_by_backtracking_linesearch: no step length with sufficient decrease: "
-          "value {value}, slope {slope}, step length {eta}, decrease error {error}",
-          value=value, slope=slope, eta=learning_rate, error=final.decrease_error,
-          ordered=True), lambda: None)
-    info = BacktrackingLinesearchInfo(final.iter_num, final.decrease_error)
+    learning_rate, new_value, new_grad, count, error = _backtracking_search(
+        value_fn, fn_kwargs, _given(params), updates, params, grad, value, slope,
+        state.learning_rate, hp, store_grad=store_grad, verbose=verbose)
+    info = BacktrackingLinesearchInfo(count, error)
     scaled = tree.tree_map(lambda u: learning_rate.astype(u.dtype) * u, updates)
     return scaled, ScaleByBacktrackingLinesearchState(learning_rate, new_value, new_grad, info,
                                                       hparams)
