@@ -451,13 +451,13 @@ def power_iteration(matrix: jax.typing.ArrayLike | Callable[[PyTree], PyTree], *
   try:
     hash((mvp, precision))
   except TypeError:  # a callable that cannot be hashed: traced (and compiled) at every call
-    return _power_iterate(array, v0, num_iters, error_tolerance, mvp=mvp, precision=precision)
-  return _power_iterate_jit(array, v0, num_iters, error_tolerance, mvp=mvp, precision=precision)
+    return _power_iterate(mvp, precision, array, v0, num_iters, error_tolerance)
+  return _power_iterations(mvp, precision)(array, v0, num_iters, error_tolerance)
 
 
-def _power_iterate(matrix: jax.Array | None, v0: PyTree, num_iters: Any, error_tolerance: Any,
-                   *, mvp: Callable[[PyTree], PyTree] | None,
-                   precision: Any) -> tuple[jax.Array, PyTree]:
+def _power_iterate(mvp: Callable[[PyTree], PyTree] | None, precision: Any,
+                   matrix: jax.Array | None, v0: PyTree, num_iters: Any,
+                   error_tolerance: Any) -> tuple[jax.Array, PyTree]:
   """:func:`power_iteration` of checked arguments: ``mvp``, or ``matrix`` (``mvp`` None)."""
   if mvp is None:
     array = cast(jax.Array, matrix)
@@ -487,9 +487,9 @@ def _power_iterate(matrix: jax.Array | None, v0: PyTree, num_iters: Any, error_t
 
 # Run eagerly, the while_loop above (its cond and body new closures at each call) was
 # compiled again at every call; jitted, once per shape, dtype, precision and function (a
-# callable ``matrix``, static: looked up by identity, as lax.while_loop looks up a body).
+# callable ``matrix``: looked up by identity, as lax.while_loop looks up a body).
 # Under an outer jit it is inlined.
-_power_iterate_jit = jax.jit(_power_iterate, static_argnames=("mvp", "precision"))
+_power_iterations = core.jit_per_static(_power_iterate)
 
 
 def _mat_power(mat: jax.Array, p: jax.typing.ArrayLike, precision: lax.Precision) -> jax.Array:

@@ -1,7 +1,9 @@
 """The backtracking line search and value_and_grad_from_state: numpy references, Armijo,
 convergence, gradtx's lbfgs, hyperparameters and errors."""
 
+import gc
 import re
+import weakref
 
 import jax
 import jax.numpy as jnp
@@ -356,6 +358,25 @@ def test_an_eager_step_compiles_its_search_once(make, scale, compiles):
     counts.append(n)
   assert counts[0] > 0 and counts[1] == 0, counts
   assert float(_quadratic(params)) < 0.5 * float(_quadratic(jnp.asarray([1.0, -2.0, 0.5])))
+
+
+def test_an_eager_step_keeps_only_the_last_few_value_fns():
+  # The search's programs were in jax.jit's cache of static arguments, which kept every
+  # value_fn given: a lambda made at each eager step, with the batch it closes over
+  # (8 MB a step for a 1 MB batch, measured), as long as jax kept the program.
+  tx = gtx.chain(sgd=gtx.sgd(1.0), ls=gtx.scale_by_backtracking_linesearch(2))
+  params = jnp.asarray([1.0, -2.0, 0.5])
+  state = tx.init(params)
+  first = None
+  for k in range(gtx.core.JITS_KEPT + 1):
+    value_fn = lambda p, k=k: _quadratic(p) + k  # noqa: E731  # made anew, as in a loop
+    first = first or weakref.ref(value_fn)
+    value, grad = jax.value_and_grad(value_fn)(params)
+    updates, state = tx.update(grad, state, params, value=value, grad=grad, value_fn=value_fn)
+    params = gtx.apply_updates(params, updates)
+  del value_fn
+  gc.collect()
+  assert first() is None
 
 
 # ---------------------------------------------------------------------------- reuse

@@ -33,7 +33,7 @@ from gradtx import numerics, packed, tree
 from gradtx.core import (NONNEGATIVE, NONNEGATIVE_INT, POSITIVE, POSITIVE_INT, POSITIVE_OR_INF,
                          GradientTransformation, HParams, HParamSpec, Range, ScalarOrSchedule,
                          branch, check_callable, check_integer_option, check_state, checks_flags,
-                         require_params, require_params_like, scalar_loss)
+                         jit_per_static, require_params, require_params_like, scalar_loss)
 from gradtx.errors import StructureError, missing_extra_argument
 from gradtx.numerics import safe_increment
 
@@ -140,10 +140,11 @@ def _of_stepped(value_fn: Callable[..., Any], given: Any) -> Callable[..., Any]:
 
 
 def _search_once_per_signature(search: Callable[..., Any]) -> Callable[..., Any]:
-  """``search(value_fn, fn_kwargs, given, *args, **options)`` as a module-level
-  :func:`jax.jit`: run eagerly, its ``while_loop`` (a new jaxpr at every call, its body a
-  new closure) was compiled again at every step, 0.1-0.5 s on a CPU; jitted, it is
-  compiled once per ``value_fn``, options and shapes. Under an outer jit it is inlined.
+  """``search(value_fn, fn_kwargs, given, *args, **options)`` jitted
+  (:func:`gradtx.core.jit_per_static`): run eagerly, its ``while_loop`` (a new jaxpr at
+  every call, its body a new closure) was compiled again at every step, 0.1-0.5 s on a
+  CPU; jitted, it is compiled once per ``value_fn``, options and shapes. Under an outer
+  jit it is inlined.
 
   ``value_fn``, the ``options`` and the leaves of ``fn_kwargs`` and ``given`` that are no
   arrays (a Python flag for the loss) are static: the program is looked up by
@@ -158,7 +159,7 @@ def _search_once_per_signature(search: Callable[..., Any]) -> Callable[..., Any]
         treedef, [next(leaves) if x is _ARRAY else x for x in others])
     return search(value_fn, fn_kwargs, given, *args, **dict(options))
 
-  jitted = jax.jit(run, static_argnums=(0, 1, 2))
+  jitted = jit_per_static(run)
 
   def call(value_fn: Callable[..., Any], fn_kwargs: dict[str, Any], given: Any, *args: Any,
            **options: Any) -> Any:
@@ -170,7 +171,7 @@ def _search_once_per_signature(search: Callable[..., Any]) -> Callable[..., Any]
       hash(static)
     except TypeError:  # an unhashable callable or argument: traced at every call, as before
       return search(value_fn, fn_kwargs, given, *args, **options)
-    return jitted(*static, [x for a, x in zip(is_array, leaves) if a], args)
+    return jitted(*static)([x for a, x in zip(is_array, leaves) if a], args)
 
   return call
 
