@@ -785,13 +785,9 @@ def scale_by_backtracking_linesearch(max_backtracking_steps: int,
   (the batch) are passed to it, the others are left to other stages of the
   chain (optax raises on them; in a gradtx chain every stage gets them).
 
-  Run eagerly (outside ``jax.jit``), the search is one compiled program, looked up as
-  ``jax.jit`` looks up a static argument: by ``value_fn``'s identity, the arrays'
-  shapes and dtypes and the value of any other keyword argument (a Python flag). Pass
-  the same function at every step, with what changes (the batch) as keyword
-  arguments: a function made anew at each step (a ``lambda``) is compiled at each
-  step, and values it reads from outside (a global) are those of the step that
-  compiled it, as in a ``jax.jit``-ed step.
+  Run eagerly (outside ``jax.jit``), the search is one compiled program per
+  ``value_fn`` (by its identity), as :func:`scale_by_zoom_linesearch`'s: pass the same
+  function at every step, with what changes (the batch) as keyword arguments.
 
   Args:
     max_backtracking_steps: reductions of :math:`\\eta` at most per step
