@@ -145,7 +145,8 @@ _RUNS: dict[Any, tuple[list[Any], Any]] = {}
 def cached_run(make, problem, extra, dtype, packed=False, **kwargs):
   """:func:`run_steps` of ``make(**kwargs)`` for 5 steps on the problem in ``dtype``
   (computed once per process)."""
-  key = (make, jnp.dtype(dtype).name, packed, tuple(sorted(kwargs.items(), key=str)))
+  key = (make, id(problem), id(extra), jnp.dtype(dtype).name, packed,
+         tuple(sorted(kwargs.items(), key=str)))  # problem and extra: the cases' constants
   if key not in _RUNS:
     grads, params = problem or (FLOAT16_GRADS, FLOAT16_PARAMS)
     _RUNS[key] = run_steps(make(**kwargs), _as(grads, dtype), _as(params, dtype), 5, extra,
