@@ -1394,8 +1394,14 @@ def test_vmap_and_grad_compose():
   labels = jnp.asarray(rng.integers(0, 5, (4, 3)))
   f = losses.softmax_cross_entropy_with_integer_labels
   # Jitted, one program: a vmap is a trace, eager or not (run eagerly, some 40 kernels).
-  per_batch, whole = _jit(lambda x, y: (jax.vmap(f)(x, y), f(x, y)))(x, labels)
+  per_batch, whole, grad = _jit(lambda x, y: (
+      jax.vmap(f)(x, y), f(x, y), jax.grad(lambda x: jnp.sum(jax.vmap(f)(x, y)))(x)))(x, labels)
   np.testing.assert_allclose(per_batch, whole, rtol=1e-6)
+  # The gradient through the vmap is each row's softmax minus its one-hot label.
+  z = np.asarray(x, np.float64)
+  softmax = np.exp(z - z.max(-1, keepdims=True))
+  softmax /= softmax.sum(-1, keepdims=True)
+  np.testing.assert_allclose(grad, softmax - np.eye(5)[np.asarray(labels)], rtol=1e-5, atol=1e-6)
 
 
 ERRORS = [
