@@ -115,15 +115,16 @@ def _leaves_by_path(tree: PyTree) -> dict[str, Any]:
 
 def _is_integer(x: Any) -> bool:
   """An integer or bool array (numpy's kinds; bfloat16's and float0's are 'V')."""
-  return getattr(getattr(x, "dtype", None), "kind", None) in ("i", "u", "b")
+  return kind(x) in ("i", "u", "b")
 
 
-def _kind(x: Any) -> str | None:
+def kind(x: Any) -> str | None:
+  """numpy's dtype kind of ``x`` (``"f"``, ``"U"``, ...); None for what has no dtype."""
   return getattr(getattr(x, "dtype", None), "kind", None)
 
 
 # numpy's dtype kinds of arrays that hold no numbers, by what they hold.
-_NOT_NUMBER_KINDS = {"U": "strings", "S": "bytes", "O": "Python objects"}
+NOT_NUMBER_KINDS = {"U": "strings", "S": "bytes", "O": "Python objects"}
 
 
 def check_update_dtypes(updates: PyTree, params: PyTree | None, stage: str) -> None:
@@ -136,8 +137,8 @@ def check_update_dtypes(updates: PyTree, params: PyTree | None, stage: str) -> N
   are real: a complex gradient's imaginary part was dropped from them silently,
   and the complex step was refused only later, by :func:`gradtx.apply_updates`.
   """
-  kinds = {_kind(u) for u in jax.tree_util.tree_leaves(updates, is_leaf=_is_node)}
-  if None in kinds or not kinds.isdisjoint(_NOT_NUMBER_KINDS):
+  kinds = {kind(u) for u in jax.tree_util.tree_leaves(updates, is_leaf=_is_node)}
+  if None in kinds or not kinds.isdisjoint(NOT_NUMBER_KINDS):
     # a packed tree, a masked leaf, a leaf that is no array or holds no numbers
     check_array_leaves(updates, "updates", stage)
   if kinds.isdisjoint(("i", "u", "b", "c")):
@@ -153,7 +154,7 @@ def check_update_dtypes(updates: PyTree, params: PyTree | None, stage: str) -> N
     found = []  # (key path, update dtype, param dtype) of a complex update of a real param
 
     def note(path: tuple, u: Any, p: Any) -> None:
-      if _kind(u) == "c" and _kind(p) == "f":
+      if kind(u) == "c" and kind(p) == "f":
         found.append((path, u.dtype, p.dtype))
 
     try:  # params of another structure (lookahead's pair) are the stages' to check
@@ -258,7 +259,7 @@ def check_array_leaves(tree: PyTree, name: str, stage: str) -> None:
       raise StructureError(
           f"{stage}: the {name} at key path {keystr(path)} hold a {type(leaf).__name__}, "
           f"not an array: {ARRAYS_ONLY}")
-    held = _NOT_NUMBER_KINDS.get(_kind(leaf) or "")  # numpy's; jax named neither leaf nor fix
+    held = NOT_NUMBER_KINDS.get(kind(leaf) or "")  # numpy's; jax named neither leaf nor fix
     if held is not None:
       raise StructureError(f"{stage}: the {name} at key path {keystr(path)} hold an array of "
                            f"{leaf.dtype} ({held}), not numbers: {ARRAYS_ONLY}")
@@ -677,7 +678,7 @@ def cast(tree: PyTree, dtype: Any) -> PyTree:
   if dtype is None:
     return tree
   tree = numbers_as_arrays(tree)
-  if not {_kind(x) for x in jax.tree_util.tree_leaves(tree)}.isdisjoint(_NOT_NUMBER_KINDS):
+  if not {kind(x) for x in jax.tree_util.tree_leaves(tree)}.isdisjoint(NOT_NUMBER_KINDS):
     check_array_leaves(tree, "leaves", "cast")  # numpy casts an array of "0.5" to 0.5
   try:
     return tree_map(lambda x: x.astype(dtype), tree)

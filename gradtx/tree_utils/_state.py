@@ -217,8 +217,7 @@ def _as_like(old: Any, value: Any, where: str) -> Any:
   """``value`` in the dtype and shape of the array ``old`` it replaces; other values as given."""
   if not isinstance(old, (jax.Array, np.ndarray, np.generic)):
     return value
-  if isinstance(value, (str, bytes)) or getattr(getattr(value, "dtype", None), "kind",
-                                                None) in ("U", "S", "O"):
+  if isinstance(value, (str, bytes)) or _tree.kind(value) in _tree.NOT_NUMBER_KINDS:
     raise ValueError(f"tree_set: {where} holds {old.dtype} values; got {value!r}, which is "
                      "not a number")  # it went in as given, and a jitted step failed on it
   if not isinstance(value, (jax.Array, np.ndarray, np.generic, int, float, complex, bool)):
