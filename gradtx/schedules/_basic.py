@@ -6,8 +6,8 @@ import chex
 import jax
 import jax.numpy as jnp
 
-from gradtx.schedules._common import (Schedule, _check, _count, _dtypes, _fraction, _half_cosine,
-                                      _named, _steps)
+from gradtx.schedules._common import (Schedule, _check, _count, _fraction, _half_cosine, _named,
+                                      _schedule_dtypes, _steps)
 
 
 @_named
@@ -40,10 +40,10 @@ def _polynomial(init_value, end_value, power, transition_steps,
                 transition_begin) -> Schedule:
   """Builds a validated polynomial schedule."""
   if transition_steps == 0:
-    return lambda count: jnp.asarray(init_value, _dtypes(init_value)[0])
+    return lambda count: jnp.asarray(init_value, _schedule_dtypes(init_value)[0])
 
   def schedule(count: chex.Numeric) -> jax.Array:
-    dtype, ctype = _dtypes(init_value, end_value)
+    dtype, ctype = _schedule_dtypes(init_value, end_value)
     frac = _fraction(jnp.asarray(count), transition_begin, transition_steps,
                      ctype)
     init, end = jnp.asarray(init_value, ctype), jnp.asarray(end_value, ctype)
@@ -148,7 +148,7 @@ def _exponential(init_value, transition_steps, decay_rate, transition_begin,
   """Builds a validated exponential decay schedule."""
 
   def schedule(count: chex.Numeric) -> jax.Array:
-    dtype, ctype = _dtypes(init_value)
+    dtype, ctype = _schedule_dtypes(init_value)
     elapsed = _count(count, transition_begin, transition_steps) - transition_begin
     if staircase:
       exponent = jnp.floor_divide(elapsed, transition_steps).astype(ctype)
@@ -228,7 +228,7 @@ def _cosine(init_value, end_value, decay_steps, exponent) -> Schedule:
   """Decays ``init_value`` to ``end_value`` along a half cosine."""
 
   def schedule(count: chex.Numeric) -> jax.Array:
-    dtype, ctype = _dtypes(init_value, end_value)
+    dtype, ctype = _schedule_dtypes(init_value, end_value)
     frac = _fraction(jnp.asarray(count), 0, decay_steps, ctype)
     init, end = jnp.asarray(init_value, ctype), jnp.asarray(end_value, ctype)
     value = end + (init - end) * _half_cosine(frac) ** jnp.asarray(exponent,
@@ -285,7 +285,7 @@ def cosine_decay_schedule(
   _check(where, "exponent", exponent, lambda p: p > 0, "> 0")
 
   def schedule(count: chex.Numeric) -> jax.Array:
-    dtype, ctype = _dtypes(init_value)
+    dtype, ctype = _schedule_dtypes(init_value)
     frac = _fraction(jnp.asarray(count), 0, steps, ctype)
     a = jnp.asarray(alpha, ctype)
     decayed = (1.0 - a) * _half_cosine(frac) ** jnp.asarray(exponent,

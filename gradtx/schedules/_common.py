@@ -7,7 +7,7 @@ import inspect
 import math
 import numbers
 import operator
-from typing import Any, Callable, ParamSpec, Sequence
+from typing import Any, Callable, ParamSpec
 
 import chex
 import jax
@@ -177,7 +177,7 @@ def _check(where: str, arg: str, value: Any,
 # ------------------------------------------------------------------ numerics
 
 
-def _dtypes(*values: Any) -> tuple[Any, Any]:
+def _schedule_dtypes(*values: Any) -> tuple[Any, Any]:
   """(value dtype, compute dtype) for a schedule with these value arguments."""
   dtype = jnp.result_type(*values)
   if not jnp.issubdtype(dtype, jnp.inexact):
@@ -185,12 +185,6 @@ def _dtypes(*values: Any) -> tuple[Any, Any]:
   if jnp.issubdtype(dtype, jnp.floating) and jnp.finfo(dtype).bits < 32:
     return dtype, jnp.dtype(jnp.float32)
   return dtype, dtype
-
-
-def _widest(dtypes: Sequence[Any]) -> Any:
-  """The dtype that holds all of ``dtypes``, promoted on purpose."""
-  with jax.numpy_dtype_promotion("standard"):
-    return functools.reduce(jnp.promote_types, dtypes)
 
 
 def _count(count: chex.Numeric, *steps: int) -> jax.Array:

@@ -8,8 +8,9 @@ import chex
 import jax
 import jax.numpy as jnp
 
-from gradtx.schedules._common import (Schedule, _check, _count, _dtypes, _error, _named, _steps,
-                                      _widest)
+from gradtx.numerics import as_dtype, compute_dtype
+from gradtx.schedules._common import (Schedule, _check, _count, _error, _named, _schedule_dtypes,
+                                      _steps)
 
 
 def _boundaries(where: str, boundaries_and_scales: Mapping[int, Any] | None
@@ -61,7 +62,7 @@ def piecewise_constant_schedule(
                                    boundaries_and_scales)
 
   def schedule(count: chex.Numeric) -> jax.Array:
-    dtype, ctype = _dtypes(init_value)
+    dtype, ctype = _schedule_dtypes(init_value)
     count = _count(count, *boundaries)
     value = jnp.asarray(init_value, ctype)
     for boundary, scale in zip(boundaries, scales):
@@ -95,7 +96,7 @@ def _interpolate(where, interpolate_type, init_value,
   bounds = (0,) + boundaries
 
   def schedule(count: chex.Numeric) -> jax.Array:
-    dtype, ctype = _dtypes(init_value)
+    dtype, ctype = _schedule_dtypes(init_value)
     count = jnp.maximum(_count(count, *boundaries), 0)
     values = [jnp.asarray(init_value, ctype)]
     for scale in scales:
@@ -211,8 +212,8 @@ def join_schedules(schedules: Sequence[Schedule],
                for boundary, later in zip(boundaries, schedules[1:])]
     # Pieces may differ in dtype (a float32 array init_value under x64):
     # the joined value takes the widest one, explicitly.
-    dtype = _widest([v.dtype for v in pieces])
-    pieces = [v if v.dtype == dtype else v.astype(dtype) for v in pieces]
+    dtype = compute_dtype(*pieces)
+    pieces = [as_dtype(v, dtype) for v in pieces]
     value = pieces[0]
     for boundary, piece in zip(boundaries, pieces[1:]):
       value = jnp.where(count < boundary, value, piece)

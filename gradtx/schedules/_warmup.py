@@ -6,7 +6,7 @@ import chex
 import jax.numpy as jnp
 
 from gradtx.schedules._basic import _cosine, _exponential, _polynomial
-from gradtx.schedules._common import Schedule, _check, _dtypes, _error, _named, _steps
+from gradtx.schedules._common import Schedule, _check, _error, _named, _schedule_dtypes, _steps
 from gradtx.schedules._piecewise import join_schedules
 
 
@@ -47,7 +47,7 @@ def warmup_constant_schedule(
   where = "warmup_constant_schedule"
   warmup_steps = _steps(where, "warmup_steps", warmup_steps)
   if warmup_steps == 0:
-    dtype = _dtypes(init_value, peak_value)[0]
+    dtype = _schedule_dtypes(init_value, peak_value)[0]
     return lambda count: jnp.asarray(peak_value).astype(dtype)
   return _polynomial(init_value, peak_value, 1, warmup_steps, 0)
 
