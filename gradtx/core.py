@@ -285,6 +285,15 @@ def check_value(stage: str, name: str, value: Any, allowed: Range, *,
     _check_held(stage, name, value, allowed, held)
 
 
+def kind(x: Any) -> str | None:
+  """numpy's dtype kind of ``x`` (``"f"``, ``"U"``, ...); None for what has no dtype."""
+  return getattr(getattr(x, "dtype", None), "kind", None)
+
+
+# numpy's dtype kinds of arrays that hold no numbers, by what they hold.
+NOT_NUMBER_KINDS = {"U": "strings", "S": "bytes", "O": "Python objects"}
+
+
 def check_numbers(stage: str, name: str, value: Any, allowed: Range) -> None:
   """Raises :class:`HyperparameterError` unless ``value`` is real numbers: if it is
   complex (also when traced), or, concrete, a string, a bool or None (which numpy would
@@ -292,7 +301,7 @@ def check_numbers(stage: str, name: str, value: Any, allowed: Range) -> None:
   the message. :func:`check_value`'s first check, also for a value whose range is
   checked otherwise (a projection's bounds, which must hold ``lower <= upper``).
   """
-  if any(isinstance(leaf, complex) or getattr(getattr(leaf, "dtype", None), "kind", "") == "c"
+  if any(isinstance(leaf, complex) or kind(leaf) == "c"
          for leaf in jax.tree.leaves(value)):
     # numpy casts a complex array to the real dtype it is held in with only a warning,
     # dropping the imaginary part. Its dtype is known when traced, so this holds under jit.
@@ -307,7 +316,7 @@ def check_numbers(stage: str, name: str, value: Any, allowed: Range) -> None:
     # as an entry of a tuple (betas=('0.9', 0.999)).
     convert = "int" if allowed.integer else "float"
     hint = (f" (convert it with {convert}())" if any(
-        isinstance(s, (str, bytes)) or getattr(getattr(s, "dtype", None), "kind", None) in ("U", "S")
+        isinstance(s, (str, bytes)) or kind(s) in ("U", "S")
         for s in slips) else "")
     what = "numbers" if allowed.vector else "a number"
     raise HyperparameterError.about(stage, name, value,
@@ -352,9 +361,10 @@ def _not_numbers(value: Any) -> list[Any]:
   and jax refused with "'<=' not supported between instances of 'object' and 'float'"."""
   if isinstance(value, (tuple, list)):
     return [slip for entry in value for slip in _not_numbers(entry)]
-  kind = getattr(getattr(value, "dtype", None), "kind", None)
-  if (value is None or isinstance(value, (str, bytes, bool)) or kind in ("b", "U", "S", "O")
-      or (kind is None and not isinstance(value, (int, float)))):
+  value_kind = kind(value)
+  if (value is None or isinstance(value, (str, bytes, bool)) or value_kind == "b"
+      or value_kind in NOT_NUMBER_KINDS
+      or (value_kind is None and not isinstance(value, (int, float)))):
     return [value]
   return []
 

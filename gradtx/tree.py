@@ -23,7 +23,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from gradtx.core import Range, check_argument, check_callable, check_dtype_option
+from gradtx.core import (NOT_NUMBER_KINDS, Range, check_argument, check_callable, check_dtype_option,
+                         kind)
 from gradtx.errors import ArgumentTypeError, StructureError
 from gradtx.numerics import (as_array, as_dtype, at_least_float32, complex_dtype, compute_dtype,
                              real_dtype, safe_sqrt, shared_scalars, state_dtype, wide_abs_sq)
@@ -116,15 +117,6 @@ def _leaves_by_path(tree: PyTree) -> dict[str, Any]:
 def _is_integer(x: Any) -> bool:
   """An integer or bool array (numpy's kinds; bfloat16's and float0's are 'V')."""
   return kind(x) in ("i", "u", "b")
-
-
-def kind(x: Any) -> str | None:
-  """numpy's dtype kind of ``x`` (``"f"``, ``"U"``, ...); None for what has no dtype."""
-  return getattr(getattr(x, "dtype", None), "kind", None)
-
-
-# numpy's dtype kinds of arrays that hold no numbers, by what they hold.
-NOT_NUMBER_KINDS = {"U": "strings", "S": "bytes", "O": "Python objects"}
 
 
 def check_update_dtypes(updates: PyTree, params: PyTree | None, stage: str) -> None:

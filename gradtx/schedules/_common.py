@@ -14,7 +14,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from gradtx.core import Schedule, check_flag
+from gradtx.core import NOT_NUMBER_KINDS, Schedule, check_flag, kind
 from gradtx.errors import HyperparameterError
 
 
@@ -122,14 +122,15 @@ def _number(where: str, arg: str, value: Any, *, optional: bool = False) -> None
   """
   if value is None and optional:
     return
-  kind = getattr(getattr(value, "dtype", None), "kind", None)
+  value_kind = kind(value)
   rule = "a number or None" if optional else "a number"
-  if value is None or isinstance(value, (str, bytes, bool)) or kind in ("U", "S", "O", "b"):
+  if (value is None or isinstance(value, (str, bytes, bool)) or value_kind == "b"
+      or value_kind in NOT_NUMBER_KINDS):
     hint = " (convert it with float())" if isinstance(value, (str, bytes)) else ""
     raise HyperparameterError(f"{where}: {arg} must be {rule}, got {value!r}{hint}")
   # A complex value failed at the first step (float() of a complex, or its imaginary part
   # dropped with a warning), and a NaN one was NaN at every step: a slip, never a value.
-  if isinstance(value, complex) or kind == "c":
+  if isinstance(value, complex) or value_kind == "c":
     raise HyperparameterError(f"{where}: {arg} must be a real number, got {value!r}")
   if not isinstance(value, (numbers.Real, np.ndarray, np.generic, jax.Array)):
     # A list, a dict, ...: Python arithmetic on it failed, naming nothing ("unsupported
