@@ -773,6 +773,28 @@ def test_a_hyperparameter_that_its_float_dtype_cannot_hold_is_refused():
       gtx.set_hparams(state, {"lr.learning_rate": 1e40})
 
 
+@pytest.mark.parametrize("jit", [False, True], ids=["eager", "jit"])
+def test_clip_by_global_norm_of_a_norm_that_is_not_finite_is_as_documented(jit):
+  # As optax: NaN spreads to every entry; an infinite entry gives a factor 0 (its own
+  # update inf * 0 = NaN); a float32 sum of squares past 3.4e38 is an infinite norm of
+  # finite entries, so the step is 0 (skipped, not clipped). float16 squares in float32.
+  tx = gtx.clip_by_global_norm(1.0)
+  update = jax.jit(tx.update) if jit else tx.update
+
+  def clipped(*entries, dtype=jnp.float32):
+    g = {"w": jnp.asarray(entries[:1], dtype), "b": jnp.asarray(entries[1:], dtype)}
+    u, _ = update(g, tx.init(g))
+    return np.concatenate([np.asarray(u["w"], np.float64), np.asarray(u["b"], np.float64)])
+
+  np.testing.assert_array_equal(clipped(np.nan, 1.0, 2.0), [np.nan] * 3)
+  np.testing.assert_array_equal(clipped(np.inf, 1.0, 2.0), [np.nan, 0.0, 0.0])
+  np.testing.assert_array_equal(clipped(2e19, 1.0, 2.0), [0.0, 0.0, 0.0])
+  # Just below the overflow the norm is finite, and the step is clipped.
+  np.testing.assert_allclose(clipped(1e19, 1.0, 2.0), [1.0, 1e-19, 2e-19], rtol=1e-6)
+  np.testing.assert_allclose(clipped(3e4, 4e4, 0.0, dtype=jnp.float16), [0.6, 0.8, 0.0],
+                             rtol=1e-3)
+
+
 # ----------------------------------------------------------------------------
 # A None gradient, every public stage: the table below covers each factory of gradtx,
 # gradtx.optimizers and gradtx.contrib (a new one fails the test until it is added).
