@@ -1070,6 +1070,15 @@ def test_ctc_label_that_names_no_class_or_is_the_blank_is_nan():
   np.testing.assert_array_equal(g[ok], g_want[ok])
   assert np.all(np.isnan(got[bad]))
   np.testing.assert_array_equal(g[bad], 0)
+  # The forward probabilities of a bad sequence are NaN too (they were finite, for a label
+  # of probability 1); the others' are those of the loss computed without it.
+  _, *alphas = losses.ctc_loss_with_forward_probs(logits, jnp.zeros((6, 5)), labels, pad)
+  rows = jnp.array(ok)
+  _, *alphas_want = losses.ctc_loss_with_forward_probs(logits[rows], jnp.zeros((3, 5)),
+                                                       labels[rows], pad[rows])
+  for alpha, alpha_want in zip(map(np.asarray, alphas), alphas_want):
+    assert np.isnan(alpha[:, bad]).all()
+    np.testing.assert_allclose(alpha[:, ok], alpha_want, rtol=1e-6)
 
 
 def test_ctc_minus_inf_logits():

@@ -52,8 +52,8 @@ def ctc_loss_with_forward_probs(
     labels: ``[B, N]`` integer labels in ``[0, K)``, none of them
       ``blank_id``; a label in ``[-K, 0)`` counts from the end, as a numpy
       index. A sequence with a label that names no class (outside
-      ``[-K, K)``) or is the blank has loss NaN, its gradient 0; padding
-      may hold any value.
+      ``[-K, K)``) or is the blank has loss NaN, its gradient 0, and
+      forward probabilities NaN; padding may hold any value.
     label_paddings: ``[B, N]``, 1.0 where a label is padding; labels must
       be right-padded (zeros then ones in each row).
     blank_id: the class of the blank symbol (default 0).
@@ -196,6 +196,10 @@ def _ctc_forward(x: jax.Array, logit_paddings: jax.Array, labels: jax.Array,
   last_phi = add_to_phi(logalpha_phi[-1], logalpha_emit[-1])
   logalpha_phi = logalpha_phi.at[-1].set(last_phi)
   loss = _nan_unless(~bad, -jnp.take_along_axis(last_phi, label_lens[:, None], axis=1)[:, 0])
+  # A bad sequence's forward probabilities were finite numbers for a label of probability 1
+  # (its zero one-hot), as meaningless as its loss: NaN as well.
+  logalpha_phi = _nan_unless(~bad[None, :, None], logalpha_phi)
+  logalpha_emit = _nan_unless(~bad[None, :, None], logalpha_emit)
   return loss.astype(dtype), logalpha_phi.astype(dtype), logalpha_emit.astype(dtype)
 
 
