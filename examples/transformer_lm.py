@@ -151,7 +151,14 @@ def create(args: argparse.Namespace, vocab: int) -> tuple[CharTransformer, nnx.O
                             nnx.Rngs(args.seed))
     return model, nnx.Optimizer(model, make_optimizer(args), wrt=nnx.Param)
 
-  return build()
+  model, optimizer = build()
+  # Committed to the device, as arrays restored from a checkpoint are: jit keys its compiled
+  # programs on that too, so a resumed run finds the fresh run's training step in a persistent
+  # compilation cache (JAX_COMPILATION_CACHE_DIR) instead of compiling it again.
+  device = jax.devices()[0]
+  nnx.update(model, jax.device_put(nnx.state(model), device))
+  nnx.update(optimizer, jax.device_put(nnx.state(optimizer), device))
+  return model, optimizer
 
 
 @nnx.jit

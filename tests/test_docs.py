@@ -395,10 +395,15 @@ def test_packed_examples_run():
       assert ns["readable"]["adam"].mu["w1"].shape == (4, 8)
       # Switching modes: a tree-mode state two steps in, packed, and back as it was.
       tx, tree_state = ns["tx"], ns["tx"].init(params)
-      for _ in range(2):
+
+      @jax.jit  # one compiled tree-mode step, rather than each of its ops compiled eagerly
+      def tree_step(params, tree_state):
         grads = jax.grad(ns["loss_fn"])(ns["layout"].pack(params), x, y).unpack()
         updates, tree_state = tx.update(grads, tree_state, params)
-        params = gtx.apply_updates(params, updates)
+        return gtx.apply_updates(params, updates), tree_state
+
+      for _ in range(2):
+        params, tree_state = tree_step(params, tree_state)
       tree_state = gtx.set_hparams(tree_state, {"lr.learning_rate": 5e-4})
       ns.update(params=params, tree_state=tree_state)
       before = tree_state
