@@ -164,7 +164,10 @@ def _dtype_of(value: Any, dtype: Any) -> Any:
 
 def as_jax(tree: dict, dtype: Any) -> dict:
   """A dict of numpy leaves in ``dtype``, each complex leaf in the complex dtype of its precision."""
-  return {k: jnp.asarray(v, _dtype_of(v, dtype)) for k, v in tree.items()}
+  # Cast by numpy, then put: jnp.asarray(v, dtype) casts by numpy too but then passes the
+  # cast array through an eager conversion, twice the time (0.46 vs 0.26 ms for
+  # test_complex's tree), at every step of every reference run.
+  return {k: jnp.asarray(np.asarray(v, _dtype_of(v, dtype))) for k, v in tree.items()}
 
 
 def follow_reference(problem: Problem | ComplexProblem, kind: str, tx: Any, ref: R.Reference,
@@ -186,7 +189,7 @@ def follow_reference(problem: Problem | ComplexProblem, kind: str, tx: Any, ref:
     grads = problem.grads(kind, params, t)
     value = problem.value(params, t) if with_value else None
     want = ref.step(grads, params, **({} if value is None else {"value": value}))
-    extra = {} if value is None else {"value": jnp.asarray(value, dtype)}
+    extra = {} if value is None else {"value": jnp.asarray(np.asarray(value, dtype))}
     got, state = update(as_jax(grads, dtype), state, as_jax(params, dtype), **extra)
     yield t, params, got, want
     params = {k: params[k] + step * want[k] for k in params}
