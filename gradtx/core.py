@@ -236,10 +236,19 @@ def jit_per_static(fn: Callable[..., Any]) -> Callable[..., Callable[..., Any]]:
   under an outer ``jit``. Not ``jax.jit(fn, static_argnums=...)``, whose cache keeps
   every static argument it was given: a ``lambda`` made at each eager step, and the
   arrays it closes over (8 MB a step measured for a 1 MB batch), until jax evicts them.
+  Where ``static`` cannot be hashed (an unhashable callable), ``lookup`` gives ``fn``
+  unjitted: its loops are traced at every call, as they were.
   """
   @functools.lru_cache(maxsize=JITS_KEPT)
-  def lookup(*static: Any) -> Callable[..., Any]:
+  def jitted(*static: Any) -> Callable[..., Any]:
     return jax.jit(functools.partial(fn, *static))
+
+  def lookup(*static: Any) -> Callable[..., Any]:
+    try:
+      hash(static)
+    except TypeError:
+      return functools.partial(fn, *static)
+    return jitted(*static)
   return lookup
 
 

@@ -448,10 +448,6 @@ def power_iteration(matrix: jax.typing.ArrayLike | Callable[[PyTree], PyTree], *
       raise StructureError(f"power_iteration: v0 must be a vector of shape (n,) = ({n},) for "
                            f"a matrix of shape {matrix.shape}, got shape {jnp.shape(v0)}")
   array = None if mvp is not None else cast(jax.Array, matrix)
-  try:
-    hash((mvp, precision))
-  except TypeError:  # a callable that cannot be hashed: traced (and compiled) at every call
-    return _power_iterate(mvp, precision, array, v0, num_iters, error_tolerance)
   return _power_iterations(mvp, precision)(array, v0, num_iters, error_tolerance)
 
 

@@ -741,3 +741,32 @@ def test_lbfgs_on_complex_params_takes_the_steps_of_lbfgs_on_their_real_and_imag
     np.testing.assert_allclose(ours, real[:, :3] + 1j * real[:, 3:], rtol=1e-9, atol=1e-12)
     assert float(jnp.abs(optax_complex[2] - ours[2]).max()) > 0.1
     assert float(jnp.linalg.norm(jax.grad(_complex_loss)(ours[-1]))) < 1e-8
+
+
+class _UnhashableLoss:
+  """A callable loss that cannot be hashed (it defines ``__eq__`` only), as some
+  callable objects (a dataclass with ``eq=True``) are."""
+
+  def __eq__(self, other):
+    return isinstance(other, _UnhashableLoss)
+
+  def __call__(self, p, scale=1.0):
+    return _quadratic(p, scale=scale)
+
+
+@pytest.mark.parametrize("make", [lambda: gtx.lbfgs(), lambda: gtx.chain(
+    sgd=gtx.sgd(1.0), ls=gtx.scale_by_backtracking_linesearch(15))], ids=["zoom", "backtracking"])
+def test_an_unhashable_value_fn_is_searched_unjitted_as_a_function_is_jitted(make):
+  # The search is looked up by value_fn's identity; one that cannot be hashed runs unjitted.
+  with pytest.raises(TypeError):
+    hash(_UnhashableLoss())
+  params = jnp.asarray([1.0, -2.0, 0.5])
+  value, grad = jax.value_and_grad(_quadratic)(params)
+  runs = []
+  for value_fn in (_quadratic, _UnhashableLoss()):
+    tx = make()
+    updates, _ = tx.update(grad, tx.init(params), params, value=value, grad=grad,
+                           value_fn=value_fn)
+    runs.append(np.asarray(updates))
+  np.testing.assert_allclose(runs[1], runs[0], rtol=1e-6)
+  assert float(_quadratic(params + runs[1])) < float(value)

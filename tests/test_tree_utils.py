@@ -937,6 +937,26 @@ def test_eager_power_iteration_and_inverse_root_compile_once(compiles):
   np.testing.assert_allclose(root @ root @ root @ root @ a, np.eye(3), atol=1e-3)
 
 
+def test_power_iteration_of_a_function_that_cannot_be_hashed_runs_unjitted():
+  # Its program is looked up by the function's identity; one that cannot be hashed (a
+  # callable defining __eq__ only) is iterated unjitted, to the same eigenvalue.
+  a = jnp.asarray([[4.0, 1.0, 0.0], [1.0, 3.0, 0.5], [0.0, 0.5, 2.0]])
+
+  class Product:
+    def __eq__(self, other):
+      return isinstance(other, Product)
+
+    def __call__(self, v):
+      return a @ v
+
+  with pytest.raises(TypeError):
+    hash(Product())
+  got, _ = U.power_iteration(Product(), v0=jnp.ones(3), num_iters=50)
+  want, _ = U.power_iteration(a, v0=jnp.ones(3), num_iters=50)
+  np.testing.assert_allclose(got, want, rtol=1e-6)
+  np.testing.assert_allclose(got, np.linalg.eigvalsh(np.asarray(a))[-1], rtol=1e-4)
+
+
 _M = jnp.eye(3)
 
 

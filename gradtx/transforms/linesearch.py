@@ -150,7 +150,7 @@ def _search_once_per_signature(search: Callable[..., Any]) -> Callable[..., Any]
   arrays (a Python flag for the loss) are static: the program is looked up by
   ``value_fn``'s identity, as :func:`jax.lax.while_loop` looks up a body's trace, so a
   function created anew at each step (a ``lambda``) is traced and compiled at each step,
-  as it was. Where one of them cannot be hashed, ``search`` runs as it is.
+  as it was. Where one of them cannot be hashed, ``search`` runs unjitted, as it did.
   """
   def run(value_fn, loose_static, options, arrays, args):
     treedef, others = loose_static
@@ -167,10 +167,6 @@ def _search_once_per_signature(search: Callable[..., Any]) -> Callable[..., Any]
     is_array = [isinstance(x, (jax.Array, np.ndarray, np.generic)) for x in leaves]
     loose_static = (treedef, tuple(_ARRAY if a else x for a, x in zip(is_array, leaves)))
     static = (value_fn, loose_static, tuple(sorted(options.items())))
-    try:
-      hash(static)
-    except TypeError:  # an unhashable callable or argument: traced at every call, as before
-      return search(value_fn, fn_kwargs, given, *args, **options)
     return jitted(*static)([x for a, x in zip(is_array, leaves) if a], args)
 
   return call
