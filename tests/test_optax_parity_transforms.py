@@ -512,6 +512,19 @@ def test_per_example_global_norm_clip_matches_optax():
   assert int(num) == 3
 
 
+def test_per_example_clips_sum_float16_in_float32():
+  """float16 gradients are clipped and summed in float32 and rounded once: the float16
+  multiplier 0.01 / 5e4 was subnormal (sums 5% off). optax's float16 norm overflows
+  here (its sum is the unclipped small example's), so the reference is numpy's."""
+  g = np.array([[3e4, 4e4, 1.0], [0.3, 0.4, 0.0], [5e3, 0, 1.2e4]], np.float16)
+  wide = g.astype(np.float64)
+  want = (np.minimum(1, 0.01 / np.linalg.norm(wide, axis=1))[:, None] * wide).sum(0)
+  for clipped in (gtx.per_example_global_norm_clip([jnp.asarray(g)], 0.01)[0][0],
+                  gtx.per_example_layer_norm_clip([jnp.asarray(g)], 0.01)[0][0]):
+    assert clipped.dtype == jnp.float16
+    np.testing.assert_array_equal(np.asarray(clipped), want.astype(np.float16))
+
+
 @JIT
 @DTYPES
 @pytest.mark.parametrize("uniform", [True, False], ids=["uniform", "by-size"])

@@ -387,8 +387,14 @@ def _clip_multipliers(sum_squares: jax.Array, clip: Any) -> tuple[jax.Array, jax
 
 
 def _weighted_sum(multipliers: jax.Array, g: jax.Array) -> jax.Array:
-  """:math:`\\sum_b m_b g_b`, in ``g``'s dtype."""
-  return jnp.tensordot(as_dtype(multipliers, g.dtype), g, axes=1)
+  """:math:`\\sum_b m_b g_b`, returned in ``g``'s dtype.
+
+  Summed in the multipliers' float32 (or wider), as optax's promotion does: a float16
+  multiplier below 6.1e-5 is subnormal, and a float16 batch clipped to norm 0.01 from
+  norms up to 5e4 came out 5% off. A ``g`` as wide as the multipliers is summed as it is.
+  """
+  work = compute_dtype(g, multipliers)
+  return as_dtype(jnp.tensordot(as_dtype(multipliers, work), as_dtype(g, work), axes=1), g.dtype)
 
 
 def per_example_global_norm_clip(grads: Any, l2_norm_clip: Any) -> tuple[Any, jax.Array]:
