@@ -625,9 +625,11 @@ def _factored_adafactor(learning_rate, **kwargs):
 # (adamax: by a running maximum of |g| + eps), and scale_by_nadam; the state fields
 # that nu_dtype sets; the rtol of the float16 steps against the float32 ones. The
 # optimistic steps 2 d_t - d_(t-1) add the float16 roundings of two Adam directions:
-# measured 3.5e-3 (2.7e-3 for v2). adafactor's fields include the 1-entry
-# placeholders of the other layout (FLOAT16_FAILURES runs a factored leaf); sm3's
-# mu is a list of per-axis accumulators per leaf.
+# measured 3.5e-3 (2.7e-3 for v2); adan's adds two float16 moments (of g and of its
+# change): 2.8e-3 (2.0e-3 with the rate rounded to float16 first, as optax does).
+# adafactor's fields include the 1-entry placeholders of the other layout
+# (FLOAT16_FAILURES runs a factored leaf); sm3's mu is a list of per-axis
+# accumulators per leaf.
 FLOAT16_SECOND_MOMENTS = [
     pytest.param(make, fields, rtol, id=make.__name__.strip("_"))
     for make, fields, rtol in [
@@ -636,7 +638,7 @@ FLOAT16_SECOND_MOMENTS = [
         (gtx.yogi, ["nu"], 2e-3), (gtx.rmsprop, ["nu"], 2e-3), (_centered_rmsprop, ["nu"], 2e-3),
         (gtx.adagrad, ["sum_of_squares"], 2e-3), (_adadelta, ["e_g", "e_x"], 2e-3),
         (gtx.amsgrad, ["nu", "nu_max"], 2e-3), (gtx.adamax, ["nu"], 2e-3),
-        (gtx.adamaxw, ["nu"], 2e-3), (gtx.adan, ["n"], 2e-3), (gtx.lamb, ["nu"], 2e-3),
+        (gtx.adamaxw, ["nu"], 2e-3), (gtx.adan, ["n"], 4e-3), (gtx.lamb, ["nu"], 2e-3),
         (gtx.novograd, ["nu"], 2e-3), (_scheduled_nadam, ["nu"], 2e-3),
         (gtx.optimistic_adam, ["nu"], 4e-3), (gtx.optimistic_adam_v2, ["nu"], 4e-3),
         (gtx.adafactor, ["v_row", "v_col", "v"], 2e-3), (gtx.sm3, ["mu"], 2e-3)]]
