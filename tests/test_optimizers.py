@@ -680,6 +680,20 @@ def test_float16_params_step_with_a_float32_second_moment(make, fields, rtol):
   assert "nu_dtype=float32" in repr(make(0.01, nu_dtype=jnp.float32))
 
 
+# The stages that fold the learning rate that follows them into their step's scalars
+# (gradtx.Chain): c = lr sqrt(1 - b2^t) / (1 - b1^t), about 0.3 lr, and eps sqrt(1 - b2^t)
+# were float16 subnormals or 0, and the steps, about 1e-5, were 7% off at lr = 1e-5 (0 at
+# 1e-6). Gradients whose (1 - b2) g^2 float16 holds as normal numbers, float16 moments:
+# the steps are now the float32 ones to float16's rounding (its smallest step is 6e-8).
+@pytest.mark.parametrize("make", [gtx.adam, gtx.nadam, gtx.radam, gtx.adabelief],
+                         ids=lambda make: make.__name__)
+def test_float16_steps_at_a_small_learning_rate(make):
+  grads = {"w": np.array([0.5, -1.0, 2.0, 0.3])}
+  got, want, _ = run_float16(lambda _: make(1e-5), grads, FLOAT16_PARAMS, 5)
+  assert np.abs(want).max() > 5e-6
+  np.testing.assert_allclose(got, want, rtol=2e-3, atol=6e-8)
+
+
 # sm3 is defined for real numbers only: it refuses complex leaves (tests/test_complex.py).
 @pytest.mark.parametrize("make, fields, rtol",
                          [p for p in FLOAT16_SECOND_MOMENTS if p.values[0] is not gtx.sm3])

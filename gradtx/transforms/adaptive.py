@@ -21,7 +21,7 @@ from gradtx.core import (NONNEGATIVE, UNIT_HALF_OPEN, GradientTransformation, HP
 from gradtx.numerics import (as_dtype, compute_dtype, ema_moment, floor_eps_root, lerp_moment,
                              safe_increment, safe_sqrt)
 from gradtx.transforms.moments import (ScaleByAdamState, adam_direction, adam_step_scalars,
-                                      check_initial_value)
+                                      check_initial_value, direction_dtype)
 
 __all__ = ["ScaleByAdanState", "ScaleByBeliefState", "ScaleByNadamState", "ScaleByNovogradState",
            "scale_by_adan", "scale_by_belief", "scale_by_nadam", "scale_by_novograd",
@@ -93,16 +93,14 @@ def scale_by_radam(b1: ScalarOrSchedule = 0.9, b2: ScalarOrSchedule = 0.999,
     def leaf(g, m, v):
       m_new = lerp_moment(g, m, k["1-b1"], order=1)
       v_new = lerp_moment(g, v, k["1-b2"], order=2)
-      dtype = v_new.dtype
+      # float32 for float16, which rounded the folded rate's c, r and e to subnormals or 0
+      # (where v_t was 0 too, a = 0 made 0 / 0 = NaN, not the momentum's step).
+      dtype = direction_dtype(v_new)
       numerator = as_dtype(k["c"], dtype) * as_dtype(m_new, dtype)
       if nesterov:
         numerator = numerator + as_dtype(k["c_g"], dtype) * as_dtype(g, dtype)
       a, b, r, e = (as_dtype(k[n], dtype) for n in ("a", "b", "r", "e"))
-      adam = a / numerics.adam_denominator(v_new, e, r)  # r > 0 (floor_eps_root)
-      if dtype == jnp.float16:
-        # float16 rounds r and e to 0: where v_t is 0 too, a = 0 (the momentum steps)
-        # made 0 / 0 = NaN, where the rule's (and optax's) step is the momentum's.
-        adam = jnp.where(a > 0, adam, 0)
+      adam = a / numerics.adam_denominator(as_dtype(v_new, dtype), e, r)  # r > 0: floor_eps_root
       u = numerator * (adam + b)
       return as_dtype(u, g.dtype), as_dtype(m_new, m.dtype), as_dtype(v_new, v.dtype)
 
