@@ -369,10 +369,14 @@ def tree_map_params(initable: Any | Callable[[PyTree], PyTree],
     state: the state to map over, made by ``initable.init``.
     *rest: trees with the params' structure, mapped along. A leaf that a
       mask or partition leaves out of a stage is a ``MaskedNode`` in that
-      stage's state and stays one (optax's raises on it).
+      stage's state and stays one (optax's raises on it), unless ``is_leaf``
+      picks it out.
     transform_non_params: called on every other leaf of the state, default
       ``None`` (keep them).
-    is_leaf: passed to ``jax.tree.map`` over each params-shaped subtree.
+    is_leaf: passed to ``jax.tree.map`` over each params-shaped subtree. A
+      ``MaskedNode`` it returns ``True`` for is given to ``f``, as in optax,
+      whose docstring suggests it for ``masked``
+      (``is_leaf=lambda x: isinstance(x, gtx.MaskedNode)``).
 
   Example: a state's moments as their shapes.
 
@@ -407,7 +411,9 @@ def tree_map_params(initable: Any | Callable[[PyTree], PyTree],
     return _tree.is_masked(x) or (is_leaf is not None and is_leaf(x))
 
   def f_unless_masked(leaf: Any, *others: Any) -> Any:
-    return leaf if _tree.is_masked(leaf) else f(leaf, *others)
+    if _tree.is_masked(leaf) and not (is_leaf is not None and is_leaf(leaf)):
+      return leaf
+    return f(leaf, *others)
 
   def map_params(marker: Any, value: Any) -> Any:
     if not _tree.is_params_placeholder(marker):
