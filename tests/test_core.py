@@ -338,6 +338,12 @@ def test_transformation_unpacks_like_optax():
   init, update = gtx.sgd(0.1)
   u, _ = update(jnp.ones(1), init(jnp.zeros(1)))
   np.testing.assert_allclose(u, [-0.1])
+  # and indexes like optax's NamedTuple (optax's own tests write masked(...)[0]).
+  tx = gtx.masked(gtx.sgd(0.1), {"w": True, "b": False})
+  assert len(tx) == 2 and tx[0] is tx.init and tx[1] is tx[-1] is tx.update
+  u, _ = tx[1]({"w": jnp.ones(1), "b": jnp.ones(1)}, tx[0]({"w": jnp.zeros(1), "b": jnp.zeros(1)}))
+  np.testing.assert_allclose(u["w"], [-0.1])
+  np.testing.assert_allclose(u["b"], [1.0])
 
 
 def test_a_hand_written_stage_in_optax_style_runs_in_a_chain():
