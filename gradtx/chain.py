@@ -340,17 +340,21 @@ def chain(*stages: Any, **named_stages: Any) -> Chain:
   return Chain({**dict(zip(names, positional)), **named})
 
 
-def named_chain(label: str, **stages: GradientTransformation) -> Chain:
+def named_chain(label: str, *positional: Any, **stages: GradientTransformation) -> Chain:
   """A chain that shows as ``label`` in ``repr``: how ready optimizers are built.
 
   Unlike ``optax.named_chain``, which takes ``(name, transformation)`` pairs,
   the stages are keywords after a label; optax's form is
   ``gtx.chain(**dict(pairs))``, and passing it here raises a ``TypeError``.
   """
-  if not isinstance(label, str):
-    raise TypeError(f"named_chain: label must be a string (the chain's name in repr), got "
-                    f"{label!r}; for optax's named_chain(('name', tx), ...) write "
-                    "gtx.chain(name=tx, ...), or gtx.chain(**dict(pairs))")
+  # optax's form, (name, transformation) pairs: a first pair is taken as the label; two
+  # or more failed in Python's call ("takes 1 positional argument but 2 were given").
+  if not isinstance(label, str) or positional:
+    got = f"{1 + len(positional)} positional arguments" if positional else repr(label)
+    raise TypeError(f"named_chain: label must be a string (the chain's name in repr), "
+                    f"and the stages keywords; got {got}; for optax's "
+                    "named_chain(('name', tx), ...) write gtx.chain(name=tx, ...), or "
+                    "gtx.chain(**dict(pairs))")
   for name in stages:
     _check_name(name)
   return Chain({k: as_transformation(v, "named_chain", f"stage {k!r}")

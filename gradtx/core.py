@@ -1042,8 +1042,16 @@ class GradientTransformation(_OptaxTransformation):
     self.factor = factor
     self.takes_factor = takes_factor
 
-  def __iter__(self):  # `init, update = tx`, as with optax's NamedTuple.
+  # `init, update = tx`, `tx[0]`, `len(tx)`, as with optax's NamedTuple, which type
+  # checkers take this class for.
+  def __iter__(self):
     return iter((self.init, self.update))
+
+  def __getitem__(self, index: int) -> Callable[..., Any]:
+    return (self.init, self.update)[index]
+
+  def __len__(self) -> int:
+    return 2
 
   def format(self, indent: int = 0) -> str:
     """This transformation as text, nested ones indented by ``indent`` levels."""

@@ -210,16 +210,29 @@ def _no_gradient_or_node(x: Any) -> bool:
 _PYTHON_NUMBER = (int, float, complex)  # bool is an int
 
 
+def _as_jit_makes_it(x: Any) -> bool:
+  """Whether ``x`` is a Python number, or a numpy array of numbers in a dtype JAX does not
+  hold (float64, int64 without x64)."""
+  if isinstance(x, _PYTHON_NUMBER):
+    return True
+  return (isinstance(x, np.ndarray) and x.dtype.kind in "biufc"
+          and jax.dtypes.canonicalize_dtype(x.dtype) != x.dtype)
+
+
 def numbers_as_arrays(tree: PyTree) -> PyTree:
-  """``tree`` with each Python-number leaf (``{"temperature": 1.0}``) a JAX array.
+  """``tree`` with each Python-number leaf (``{"temperature": 1.0}``) a JAX array, and
+  each numpy array of a dtype JAX does not hold (``np.float64`` without x64) one of
+  the dtype JAX holds it in.
 
   The stages read each leaf's dtype, which a Python number lacks. Under
   ``jit`` the leaves are already arrays; an eager call gets what ``jit``
-  would have made of them (a weakly typed float32 for ``1.0``).
+  would have made of them (a weakly typed float32 for ``1.0``, float32 for a
+  float64 numpy array). The stages took a numpy array's float64 for the dtype
+  to compute in, and each cast to it warned that float64 is not available.
   """
-  if not any(isinstance(x, _PYTHON_NUMBER) for x in jax.tree_util.tree_leaves(tree)):
+  if not any(_as_jit_makes_it(x) for x in jax.tree_util.tree_leaves(tree)):
     return tree  # the common case: the tree as it is
-  return jax.tree.map(lambda x: jnp.asarray(x) if isinstance(x, _PYTHON_NUMBER) else x, tree)
+  return jax.tree.map(lambda x: jnp.asarray(x) if _as_jit_makes_it(x) else x, tree)
 
 
 def admit_params(params: PyTree, stage: str) -> PyTree:

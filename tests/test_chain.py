@@ -521,6 +521,12 @@ ERRORS = [
     (lambda: gtx.named_chain(("clip", gtx.clip(1.0))), TypeError,
      r"named_chain: label must be a string .*got \('clip', clip\(max_delta=1\)\); for "
      r"optax's named_chain\(\('name', tx\), \.\.\.\) write gtx\.chain\(name=tx, \.\.\.\)"),
+    # Two pairs, as optax's named_chain test writes them: Python's "takes 1 positional
+    # argument but 2 were given" named neither form.
+    (lambda: gtx.named_chain(("clip", gtx.clip(1.0)), ("sgd", gtx.sgd(0.1))), TypeError,
+     r"^named_chain: label must be a string .*and the stages keywords; got 2 positional "
+     r"arguments; for optax's named_chain\(\('name', tx\), \.\.\.\) write "
+     r"gtx\.chain\(name=tx, \.\.\.\), or gtx\.chain\(\*\*dict\(pairs\)\)$"),
     (lambda: gtx.named_chain("opt", lr=3), TypeError,
      r"^named_chain: stage 'lr' must be a gradient transformation .*got int: 3$"),
     (lambda: gtx.set_hparams(_state_of(ADAM()), [("lr.learning_rate", 0.1)]), TypeError,

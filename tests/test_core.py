@@ -231,6 +231,23 @@ def test_a_numpy_array_of_strings_or_objects_is_named_where_numbers_are_expected
     gtx.tree.cast({**floats, "s": "x"}, jnp.float32)
 
 
+def test_float64_numpy_input_without_x64_steps_as_under_jit_and_does_not_warn():
+  # jit makes a float64 numpy array float32; an eager step took its float64 for the dtype
+  # to compute in, and each cast to it warned that float64 is not available (an error
+  # under this suite's filterwarnings). optax's steps on it neither warn nor fail.
+  params = {"w": np.linspace(-1.0, 1.0, 6).reshape(2, 3), "b": np.ones(2),
+            "step": np.arange(2)}  # an int64 buffer, masked as an int32 one is
+  grads = {"w": np.full((2, 3), 0.25), "b": np.array([0.5, -2.0]), "step": None}
+  with jax.enable_x64(False):
+    for tx in (gtx.sgd(0.1, momentum=0.9), gtx.adamw(0.1)):
+      eager, _ = tx.update(grads, tx.init(params), params)
+      traced, _ = jax.jit(tx.update)(grads, jax.jit(tx.init)(params), params)
+      assert eager["step"] is None
+      for k in ("w", "b"):
+        assert eager[k].dtype == jnp.float32
+        np.testing.assert_array_equal(eager[k], traced[k])
+
+
 def test_a_none_gradient_of_a_float_param_with_state_is_refused_by_the_stage_holding_it():
   # The moment for 'b' was silently replaced by a MaskedNode (the state changed structure;
   # a later step with a gradient for 'b' failed in jnp with "incompatible shapes").
@@ -321,6 +338,12 @@ def test_transformation_unpacks_like_optax():
   init, update = gtx.sgd(0.1)
   u, _ = update(jnp.ones(1), init(jnp.zeros(1)))
   np.testing.assert_allclose(u, [-0.1])
+  # and indexes like optax's NamedTuple (optax's own tests write masked(...)[0]).
+  tx = gtx.masked(gtx.sgd(0.1), {"w": True, "b": False})
+  assert len(tx) == 2 and tx[0] is tx.init and tx[1] is tx[-1] is tx.update
+  u, _ = tx[1]({"w": jnp.ones(1), "b": jnp.ones(1)}, tx[0]({"w": jnp.zeros(1), "b": jnp.zeros(1)}))
+  np.testing.assert_allclose(u["w"], [-0.1])
+  np.testing.assert_allclose(u["b"], [1.0])
 
 
 def test_a_hand_written_stage_in_optax_style_runs_in_a_chain():

@@ -419,6 +419,10 @@ def test_measures_agree_with_optax_monitor():
     for name in ("norm", "clipped"):
       np.testing.assert_allclose(gtx.stats(s_ours)[f"monitor.{name}"],
                                  optax.tree.get(s_theirs, name), rtol=1e-6)
+      # optax's way to read one, in its docstring: a measure's name finds the measurement
+      # alone, not also the state of a stateful measure kept under that name.
+      np.testing.assert_allclose(gtx.tree_utils.tree_get(s_ours, name),
+                                 optax.tree.get(s_theirs, name), rtol=1e-6)
 
 
 def test_measures_by_keyword_is_the_positional_dict():

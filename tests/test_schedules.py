@@ -392,6 +392,8 @@ _FAR_STEPS = [
      lambda t: ref_linear(t, 1.0, 0.0, _PAST_INT32)),
     (lambda: S.linear_schedule(1.0, 0.0, 10, _PAST_INT32),
      lambda t: ref_linear(t, 1.0, 0.0, 10, _PAST_INT32)),
+    (lambda: S.warmup_cosine_decay_schedule(0.0, 1.0, 1000, _PAST_INT32),
+     lambda t: ref_warmup_cosine(t, 0.0, 1.0, 1000, _PAST_INT32)),
     (lambda: S.exponential_decay(1.0, 10, 0.5, _PAST_INT32),
      lambda t: ref_exponential(t, 1.0, 10, 0.5, _PAST_INT32)),
     (lambda: S.exponential_decay(1.0, _PAST_INT32, 0.5, staircase=True),
@@ -406,6 +408,12 @@ _FAR_STEPS = [
 ]
 
 
+# Those whose transition is a fraction of its length (linear, polynomial, cosine) take it
+# in floating point where an int32 count never reaches its end, as optax's
+# cosine_decay_schedule does without x64 (decay_steps=10**10 raised OverflowError here).
+_FAR_STEPS_TAKEN_WITHOUT_X64 = (0, 1, 2, 5)
+
+
 @pytest.mark.parametrize("index", range(len(_FAR_STEPS)))
 def test_steps_past_int32_with_an_int32_count(index):
   build, ref = _FAR_STEPS[index]
@@ -415,6 +423,13 @@ def test_steps_past_int32_with_an_int32_count(index):
     for t in (0, 7, top):
       for value in (sched(jnp.asarray(t, jnp.int32)), jax.jit(sched)(jnp.asarray(t, jnp.int32))):
         _close(value, ref(t), rtol=1e-12, atol=1e-14)
+  if index in _FAR_STEPS_TAKEN_WITHOUT_X64:
+    sched = build()
+    for t in (0, 7, 10**9, top):
+      for value in (sched(jnp.asarray(t, jnp.int32)), jax.jit(sched)(jnp.asarray(t, jnp.int32))):
+        assert value.dtype == jnp.float32
+        _close(value, ref(t))
+    return
   with pytest.raises(OverflowError, match=r"^schedule: a step of 10000000000 is beyond the "
                      r"largest int32 count, 2147483647; give steps up to that, or enable x64"):
     build()(jnp.asarray(7, jnp.int32))

@@ -1107,6 +1107,18 @@ def test_tree_map_params_maps_a_tree_of_specs_along_past_masked_leaves():
                                    is_leaf=lambda x: isinstance(x, P))
 
 
+def test_tree_map_params_gives_f_the_masked_nodes_its_is_leaf_picks_out():
+  # optax's way to map a masked state: is_leaf picks out MaskedNode and f replaces it
+  # (with None here). The MaskedNode was kept whatever is_leaf said, so f never saw it.
+  params = {"w": jnp.ones((2, 3)), "b": jnp.ones(3), "c": jnp.ones(1)}
+  tx = gtx.masked(gtx.sgd(0.1, momentum=0.9), {"w": True, "b": False, "c": True})
+  axes = {"w": 1, "b": 2, "c": 3}
+  mapped = gtx.tree_utils.tree_map_params(
+      tx, lambda p, axis: None if isinstance(p, gtx.MaskedNode) else axis, tx.init(params),
+      axes, is_leaf=lambda v: isinstance(v, gtx.MaskedNode))
+  assert mapped.inner_state["momentum"].trace == {"w": 1, "b": None, "c": 3}
+
+
 def test_global_norm_of_a_tree_of_float32_and_float64_leaves():
   with jax.enable_x64(True):
     tree = {"a": jnp.array([3.0], jnp.float32), "b": jnp.array([4.0], jnp.float64)}

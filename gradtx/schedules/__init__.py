@@ -24,7 +24,10 @@ Conventions shared by all schedules:
   taken, so boundaries are exact. A count below 0 is treated as 0, and an
   unsigned count as signed (where optax's ``uint32(4) - 5`` wraps around). A
   step past the count's range (an int32 count and a boundary of ``10**10``) is
-  met in int64 under x64; without x64 the call raises ``OverflowError`` saying so.
+  met in int64 under x64. Without x64, a transition that ends there (linear,
+  polynomial, cosine, as in optax's ``cosine_decay_schedule``) takes its
+  fraction in floating point, as no count reaches its end; a boundary there
+  (piecewise, join, exponential's steps) raises ``OverflowError`` saying so.
 
 Where gradtx differs from optax (only on inputs optax accepts but cannot use
 well), the factory's docstring says so under *Differences from optax*.

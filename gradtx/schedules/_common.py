@@ -226,7 +226,15 @@ def _fraction(count: jax.Array, begin: int, steps: int,
               ctype: Any) -> jax.Array:
   """How far ``count`` is through ``[begin, begin + steps]``, in [0, 1], exactly 0
   and 1 at its ends."""
-  elapsed = jnp.clip(_count(count, begin, steps) - begin, 0, steps)
+  try:
+    count = _count(count, begin, steps)
+  except OverflowError:
+    # The transition ends past the last count of count's dtype (decay_steps=10**10 with
+    # an int32 count), so no count reaches its end, which then need not come out exactly
+    # 1: the fraction is taken in ctype, as optax's cosine_decay_schedule takes it.
+    begin_, steps_ = jnp.asarray(begin, ctype), jnp.asarray(steps, ctype)
+    return jnp.clip(count.astype(ctype) - begin_, 0, steps_) / steps_
+  elapsed = jnp.clip(count - begin, 0, steps)
   left = steps - elapsed
   # Under jit, x / steps compiles to x * (1 / steps), which can miss 1 at the end
   # (7 * float32(1/7) > 1, 41 * float32(1/41) < 1): 1 - frac was then below 0

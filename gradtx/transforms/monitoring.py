@@ -398,6 +398,11 @@ class MeasuresState(NamedTuple):
   measure_states: ChainState
   hparams: HParams
 
+  # A measure's name finds its measurement with tree_get and tree_set, as in optax (whose
+  # measure states are a tuple), not also the state under that name here. A class
+  # attribute, not a field: Python allows it in a NamedTuple's body, mypy does not.
+  KEYS_NOT_NAMES = ("measure_states",)  # type: ignore[misc]
+
 
 def check_measurement(stage: str, name: str, held: PyTree, measured: PyTree) -> None:
   """Raises :class:`~gradtx.StructureError` unless ``measured`` (a measure's value

@@ -85,6 +85,18 @@ def _keys_match(node: Any) -> bool:
   return _is_named_tuple(node) or isinstance(node, Mapping)
 
 
+def _keys_name_values(node: Any, field: Any) -> bool:
+  """Whether the keys one level inside ``node``'s child ``field`` are matched.
+
+  Not inside a field that a state class lists in its ``KEYS_NOT_NAMES``: a
+  monitor's measure states (:class:`~gradtx.transforms.monitoring.MeasuresState`)
+  are keyed by the measure's name, which names its measurement, as in optax,
+  whose measure states are a tuple; matched there too, ``tree_get(state,
+  "clipped_ema")`` found two values and raised.
+  """
+  return not (_is_named_tuple(node) and field in getattr(type(node), "KEYS_NOT_NAMES", ()))
+
+
 def _same_key(a: Any, b: Any) -> bool:
   try:
     return bool(a == b)
@@ -92,21 +104,22 @@ def _same_key(a: Any, b: Any) -> bool:
     return False
 
 
-def _find(node: Any, key: Any, path: KeyPath, out: list[tuple[KeyPath, Any]]) -> None:
+def _find(node: Any, key: Any, path: KeyPath, out: list[tuple[KeyPath, Any]],
+          keys_named: bool = True) -> None:
   if _is_named_tuple(node) and _same_key(type(node).__name__, key):
     out.append((path, node))
   found = _children(node)
   if found is None:
     return
-  matchable = _keys_match(node)
+  matchable = keys_named and _keys_match(node)
   for entry, name, child in found[0]:
     child_path = (*path, entry)
     if matchable and _same_key(name, key):
       out.append((child_path, child))
-    _find(child, key, child_path, out)
+    _find(child, key, child_path, out, _keys_name_values(node, name))
 
 
-def _all_keys(node: Any, state: set[str], plain: set[str]) -> None:
+def _all_keys(node: Any, state: set[str], plain: set[str], keys_named: bool = True) -> None:
   """Every key :func:`_find` can match in ``node`` (what a missing key's error lists):
   into ``state`` the names a state gives (NamedTuple classes and fields, stage and
   hyperparameter names), into ``plain`` the keys of other mappings (the params' names)."""
@@ -117,9 +130,9 @@ def _all_keys(node: Any, state: set[str], plain: set[str]) -> None:
     return
   into = state if _is_named_tuple(node) or isinstance(node, (ChainState, HParams)) else plain
   for _, name, child in found[0]:
-    if _keys_match(node):
+    if keys_named and _keys_match(node):
       into.add(str(name))
-    _all_keys(child, state, plain)
+    _all_keys(child, state, plain, _keys_name_values(node, name))
 
 
 # How many keys a missing key's error lists: a model's thousands of parameter names would
@@ -234,7 +247,7 @@ def _as_like(old: Any, value: Any, where: str) -> Any:
 
 
 def _replace(node: Any, path: KeyPath, stage: tuple[str, ...], values: dict[str, Any],
-             filtering: Callable[[KeyPath, Any], bool] | None) -> Any:
+             filtering: Callable[[KeyPath, Any], bool] | None, keys_named: bool = True) -> Any:
   accepts = lambda p, v: filtering is None or filtering(p, v)  # noqa: E731
   if (_is_named_tuple(node) and type(node).__name__ in values and accepts(path, node)):
     return values[type(node).__name__]
@@ -242,7 +255,7 @@ def _replace(node: Any, path: KeyPath, stage: tuple[str, ...], values: dict[str,
   if found is None:
     return node
   entries, treedef = found
-  matchable = _keys_match(node)
+  matchable = keys_named and _keys_match(node)
   hparams_set: dict[str, Any] = {}
   children = []
   for entry, name, child in entries:
@@ -251,7 +264,8 @@ def _replace(node: Any, path: KeyPath, stage: tuple[str, ...], values: dict[str,
         child_path, child)
     if not hit:
       inner = (*stage, name) if isinstance(node, ChainState) else stage
-      children.append(_replace(child, child_path, inner, values, filtering))
+      children.append(_replace(child, child_path, inner, values, filtering,
+                               _keys_name_values(node, name)))
     elif isinstance(node, HParams) and name in node:
       hparams_set[name] = values[name]  # set below, as set_hparams sets it
       children.append(child)
@@ -355,10 +369,14 @@ def tree_map_params(initable: Any | Callable[[PyTree], PyTree],
     state: the state to map over, made by ``initable.init``.
     *rest: trees with the params' structure, mapped along. A leaf that a
       mask or partition leaves out of a stage is a ``MaskedNode`` in that
-      stage's state and stays one (optax's raises on it).
+      stage's state and stays one (optax's raises on it), unless ``is_leaf``
+      picks it out.
     transform_non_params: called on every other leaf of the state, default
       ``None`` (keep them).
-    is_leaf: passed to ``jax.tree.map`` over each params-shaped subtree.
+    is_leaf: passed to ``jax.tree.map`` over each params-shaped subtree. A
+      ``MaskedNode`` it returns ``True`` for is given to ``f``, as in optax,
+      whose docstring suggests it for ``masked``
+      (``is_leaf=lambda x: isinstance(x, gtx.MaskedNode)``).
 
   Example: a state's moments as their shapes.
 
@@ -393,7 +411,9 @@ def tree_map_params(initable: Any | Callable[[PyTree], PyTree],
     return _tree.is_masked(x) or (is_leaf is not None and is_leaf(x))
 
   def f_unless_masked(leaf: Any, *others: Any) -> Any:
-    return leaf if _tree.is_masked(leaf) else f(leaf, *others)
+    if _tree.is_masked(leaf) and not (is_leaf is not None and is_leaf(leaf)):
+      return leaf
+    return f(leaf, *others)
 
   def map_params(marker: Any, value: Any) -> Any:
     if not _tree.is_params_placeholder(marker):
