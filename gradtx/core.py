@@ -589,8 +589,10 @@ class _Slot:
 
 def safe_increment(count: jax.Array) -> jax.Array:
   """``count + 1``, saturating at the dtype's maximum instead of wrapping."""
-  limit = jnp.iinfo(count.dtype).max
-  return jnp.where(count < limit, count + 1, limit).astype(count.dtype)
+  # The limit as an array of count's dtype: a Python int above int32's range (uint32's,
+  # uint64's maximum) cannot be passed as a weakly typed int and raises OverflowError.
+  limit = jnp.asarray(jnp.iinfo(count.dtype).max, count.dtype)
+  return jnp.where(count < limit, count + jnp.ones_like(count), limit)
 
 
 @serializable
