@@ -1144,8 +1144,14 @@ def format_transformation(tx: GradientTransformation, indent: int = 0) -> str:
 
 
 class EmptyState(NamedTuple):
-  """The state of a stage with nothing to keep but its hyperparameters."""
-  hparams: HParams
+  """The state of a stage with nothing to keep but its hyperparameters.
+
+  ``EmptyState()``, with no argument as ``optax.EmptyState()``, holds no
+  hyperparameters: what a hand-written stage's ``init`` returns (the same
+  state as :func:`init_empty_state`'s).
+  """
+  # A shared default is safe: an HParams is never changed in place (replace makes a new one).
+  hparams: HParams = HParams({}, {})
 
 
 def _function_name(f: Callable[..., Any], default: str) -> str:

@@ -341,6 +341,28 @@ def test_a_hand_written_stage_in_optax_style_runs_in_a_chain():
   assert gtx.with_extra_args_support(adam) is adam  # takes extra arguments already
 
 
+def test_a_hand_written_stage_returning_optax_style_empty_state_runs_in_a_chain():
+  # optax's custom stages return EmptyState() from init; gradtx's EmptyState required
+  # its hparams (TypeError: missing 1 required positional argument).
+  def init(params):
+    return gtx.EmptyState()
+
+  def double(updates, state, params=None):
+    return jax.tree.map(lambda g: 2 * g, updates), state
+
+  # (HParams compare by identity, so the states are compared by their tree structure.)
+  assert (jax.tree.structure(gtx.EmptyState())
+          == jax.tree.structure(gtx.init_empty_state(None))
+          == jax.tree.structure(gtx.set_to_zero().init(None)))
+  assert gtx.hparams(gtx.EmptyState()) == {}
+  stage = gtx.GradientTransformation(init, double)
+  tx = gtx.chain(double=stage, lr=gtx.scale_by_learning_rate(0.5))
+  params = {"w": jnp.ones(2)}
+  u, state = jax.jit(tx.update)({"w": jnp.array([1.0, -2.0])}, tx.init(params), params)
+  np.testing.assert_array_equal(u["w"], [-1.0, 2.0])
+  assert gtx.hparams(state) == {"lr.learning_rate": 0.5}
+
+
 def test_a_hand_written_stage_in_optax_style_is_called_without_the_extra_arguments():
   # optax's chain and wrappers adapt such a stage (with_extra_args_support); gradtx's
   # passed it the chain's extra arguments: TypeError, unexpected keyword argument 'loss'.
