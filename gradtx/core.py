@@ -589,8 +589,10 @@ class _Slot:
 
 def safe_increment(count: jax.Array) -> jax.Array:
   """``count + 1``, saturating at the dtype's maximum instead of wrapping."""
-  limit = jnp.iinfo(count.dtype).max
-  return jnp.where(count < limit, count + 1, limit).astype(count.dtype)
+  # The limit as an array of count's dtype: a Python int above int32's range (uint32's,
+  # uint64's maximum) cannot be passed as a weakly typed int and raises OverflowError.
+  limit = jnp.asarray(jnp.iinfo(count.dtype).max, count.dtype)
+  return jnp.where(count < limit, count + jnp.ones_like(count), limit)
 
 
 @serializable
@@ -1150,8 +1152,14 @@ def format_transformation(tx: GradientTransformation, indent: int = 0) -> str:
 
 
 class EmptyState(NamedTuple):
-  """The state of a stage with nothing to keep but its hyperparameters."""
-  hparams: HParams
+  """The state of a stage with nothing to keep but its hyperparameters.
+
+  ``EmptyState()``, with no argument as ``optax.EmptyState()``, holds no
+  hyperparameters: what a hand-written stage's ``init`` returns (the same
+  state as :func:`init_empty_state`'s).
+  """
+  # A shared default is safe: an HParams is never changed in place (replace makes a new one).
+  hparams: HParams = HParams({}, {})
 
 
 def _function_name(f: Callable[..., Any], default: str) -> str:

@@ -235,13 +235,25 @@ def numbers_as_arrays(tree: PyTree) -> PyTree:
   return jax.tree.map(lambda x: jnp.asarray(x) if _as_jit_makes_it(x) else x, tree)
 
 
+def abstract_as_zeros(tree: PyTree) -> PyTree:
+  """``tree`` with each ``jax.ShapeDtypeStruct`` leaf an array of zeros of its shape,
+  dtype and sharding, as optax's ``init`` makes a state from such params (its
+  ``zeros_like`` takes them): a stage reads a leaf's values with ``jnp.asarray``,
+  which refuses a struct."""
+  if not any(isinstance(x, jax.ShapeDtypeStruct) for x in jax.tree_util.tree_leaves(tree)):
+    return tree  # the common case: the tree as it is
+  return jax.tree.map(lambda x: jnp.zeros_like(x) if isinstance(x, jax.ShapeDtypeStruct) else x,
+                      tree)
+
+
 def admit_params(params: PyTree, stage: str) -> PyTree:
   """The params an outermost ``init`` passes on (see :func:`admit_updates`):
-  Python numbers as arrays, and integer buffers, keys and ``None`` masked
+  Python numbers as arrays, ``jax.ShapeDtypeStruct`` leaves as zeros
+  (:func:`abstract_as_zeros`), and integer buffers, keys and ``None`` masked
   (:func:`mask_untrainable`). A leaf that is not an array (a function) raises
   (:func:`check_array_leaves`), and so does a packed tree holding such a buffer
   (:func:`check_packed_trainable`)."""
-  params = numbers_as_arrays(params)
+  params = abstract_as_zeros(numbers_as_arrays(params))
   check_array_leaves(params, "params", stage)
   check_packed_trainable(params)
   return mask_untrainable(params)

@@ -205,6 +205,26 @@ def test_mismatched_grads_name_the_stage_and_key_path():
     tx.update({"w": jnp.ones(3), "b": jnp.ones(1)}, state)
 
 
+def test_init_of_shape_dtype_structs_is_init_of_zeros_as_in_optax():
+  # optax's init takes jax.ShapeDtypeStruct params (its zeros_like does); gradtx's raised
+  # TypeError: float() argument must be ... not 'ShapeDtypeStruct'.
+  import optax  # pylint: disable=import-outside-toplevel
+  structs = {"w": jax.ShapeDtypeStruct((2, 3), jnp.bfloat16),
+             "b": jax.ShapeDtypeStruct((3,), jnp.float32),
+             "n": jax.ShapeDtypeStruct((2,), jnp.int32)}  # untrainable, as an int array is
+  zeros = jax.tree.map(jnp.zeros_like, structs)
+  for tx in (gtx.adam(0.1), gtx.adafactor(min_dim_size_to_factor=1), gtx.sgd(0.1, 0.9)):
+    got, want = tx.init(structs), tx.init(zeros)
+    assert jax.tree.structure(got) == jax.tree.structure(want)
+    for a, b in zip(jax.tree.leaves(got), jax.tree.leaves(want)):
+      assert not isinstance(a, jax.ShapeDtypeStruct) and a.dtype == b.dtype
+      np.testing.assert_array_equal(a, b)
+  mu = gtx.adam(0.1).init(structs)["adam"].mu
+  optax_mu = optax.adam(0.1).init(structs)[0].mu
+  for k in ("w", "b"):
+    assert mu[k].shape == optax_mu[k].shape and mu[k].dtype == optax_mu[k].dtype
+
+
 def test_a_numpy_array_of_strings_or_objects_is_named_where_numbers_are_expected():
   # jax refused it inside a jitted helper: "Error interpreting argument to stage as a JAX
   # value ... passed to stage at position 0", naming neither the leaf nor the array's dtype.
@@ -362,6 +382,28 @@ def test_a_hand_written_stage_in_optax_style_runs_in_a_chain():
   assert gtx.hparams(state) == {"lr.learning_rate": 0.5}
   adam = gtx.adam(0.1)
   assert gtx.with_extra_args_support(adam) is adam  # takes extra arguments already
+
+
+def test_a_hand_written_stage_returning_optax_style_empty_state_runs_in_a_chain():
+  # optax's custom stages return EmptyState() from init; gradtx's EmptyState required
+  # its hparams (TypeError: missing 1 required positional argument).
+  def init(params):
+    return gtx.EmptyState()
+
+  def double(updates, state, params=None):
+    return jax.tree.map(lambda g: 2 * g, updates), state
+
+  # (HParams compare by identity, so the states are compared by their tree structure.)
+  assert (jax.tree.structure(gtx.EmptyState())
+          == jax.tree.structure(gtx.init_empty_state(None))
+          == jax.tree.structure(gtx.set_to_zero().init(None)))
+  assert gtx.hparams(gtx.EmptyState()) == {}
+  stage = gtx.GradientTransformation(init, double)
+  tx = gtx.chain(double=stage, lr=gtx.scale_by_learning_rate(0.5))
+  params = {"w": jnp.ones(2)}
+  u, state = jax.jit(tx.update)({"w": jnp.array([1.0, -2.0])}, tx.init(params), params)
+  np.testing.assert_array_equal(u["w"], [-1.0, 2.0])
+  assert gtx.hparams(state) == {"lr.learning_rate": 0.5}
 
 
 def test_a_hand_written_stage_in_optax_style_is_called_without_the_extra_arguments():

@@ -1,6 +1,7 @@
 """The backtracking line search and value_and_grad_from_state: numpy references, Armijo,
 convergence, gradtx's lbfgs, hyperparameters and errors."""
 
+import functools
 import gc
 import re
 import weakref
@@ -671,6 +672,26 @@ def test_backtracking_keeps_bfloat16_and_reports_failures_when_verbose(capfd):
   np.testing.assert_allclose(np.asarray(updates), [0.8**3] * 2, rtol=1e-6)
   assert int(state["ls"].info.num_linesearch_steps) == 4
   assert float(state["ls"].info.decrease_error) > 0
+
+
+def test_zoom_reports_when_verbose_that_max_learning_rate_stopped_it(capfd):
+  # f = |x|^2 from x = -60 along u = e_0: the strong Wolfe steps with c_2 = 0.5 are
+  # [30, 90], past max_learning_rate 10 (trial steps 1, 2, 4, 8, then 10; without the cap,
+  # 32). The search took step 10 silently; optax says so.
+  def f(x):
+    return jnp.sum(x * x)
+
+  u, x = jnp.array([1.0, 0.0]), jnp.array([-60.0, 0.0])
+  for max_learning_rate, step, said in ((10.0, 10.0, True), (100.0, 32.0, False)):
+    tx = gtx.scale_by_zoom_linesearch(10, max_learning_rate=max_learning_rate, curv_rtol=0.5,
+                                      initial_guess_strategy="one", verbose=True)
+    updates, state = jax.jit(functools.partial(tx.update, value_fn=f))(
+        u, tx.init(x), x, value=f(x), grad=jax.grad(f)(x))
+    jax.effects_barrier()
+    out = capfd.readouterr().out
+    assert ("reached max_learning_rate with no interval" in out) == said, out
+    np.testing.assert_allclose(np.asarray(updates), [step, 0.0], rtol=1e-6)
+    assert (float(state.info.curvature_error) > 0) == said
 
 
 # ----------------------------------------------------------------------------

@@ -841,6 +841,12 @@ def test_safe_increment():
   assert float(U.safe_increment(jnp.asarray(1.5, jnp.float32))) == 2.5
   assert int(jax.jit(U.safe_increment)(jnp.asarray(7, jnp.int8))) == 8
   assert int(U.safe_increment(jnp.asarray(127, jnp.int8))) == 127
+  # Unsigned counts, whose maximum is past int32's: uint32's used to raise OverflowError.
+  for dtype in (jnp.uint8, jnp.uint16, jnp.uint32):
+    top = np.iinfo(dtype).max
+    for count, want in ((3, 4), (top - 1, top), (top, top)):
+      got = jax.jit(U.safe_increment)(jnp.asarray(count, dtype))
+      assert got.dtype == dtype and int(got) == want, (dtype, count, got)
   with pytest.raises(ValueError, match="safe_increment: count must be an integer or float"):
     U.safe_increment(jnp.asarray(True))
 

@@ -504,6 +504,13 @@ def _zoom(value_fn: Callable[..., Any], fn_kwargs: dict[str, Any], given: Any, u
                   false, false, false, zero, value_init, slope_init, zero, value_init,
                   slope_init, zero, value_init, zero, value_init, grad)
   final = jax.lax.while_loop(lambda s: ~(s.done | s.failed), body, start)
+  if verbose:  # done with an error left: the search grew to max_learning_rate, bracketing none
+    capped = final.done & (jnp.maximum(final.decrease_error, final.curvature_error) > hp["tol"])
+    jax.lax.cond(capped, lambda: jax.debug.print(
+        "scale_by_zoom_linesearch: reached max_learning_rate with no interval holding a step "
+        "that meets both conditions; decrease error {d}, curvature error {c}, taking step {s}",
+        d=final.decrease_error, c=final.curvature_error, s=final.stepsize, ordered=True),
+        lambda: None)
   return final.stepsize, final.value, final.grad, final.count, final.decrease_error, \
       final.curvature_error
 
@@ -577,7 +584,9 @@ def scale_by_zoom_linesearch(max_linesearch_steps: int,
       and a step with sufficient decrease is known, default 1e-5.
     initial_guess_strategy: first trial step ``"one"`` (quasi-Newton
       directions) or ``"keep"`` the last accepted one.
-    verbose: print the errors when the search fails.
+    verbose: print the errors when the search fails, or when it stops at
+      ``max_learning_rate`` before bracketing a step that meets both
+      conditions (optax reports both).
 
   References:
     Nocedal & Wright, *Numerical Optimization*, 1999, Algorithms 3.5 and 3.6;
