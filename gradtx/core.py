@@ -589,10 +589,12 @@ class _Slot:
 
 def safe_increment(count: jax.Array) -> jax.Array:
   """``count + 1``, saturating at the dtype's maximum instead of wrapping."""
-  # The limit as an array of count's dtype: a Python int above int32's range (uint32's,
-  # uint64's maximum) cannot be passed as a weakly typed int and raises OverflowError.
-  limit = jnp.asarray(jnp.iinfo(count.dtype).max, count.dtype)
-  return jnp.where(count < limit, count + jnp.ones_like(count), limit)
+  limit: Any = jnp.iinfo(count.dtype).max
+  if count.dtype.kind == "u" and limit > 2**31 - 1:
+    # uint32's (uint64's) maximum is past what a weakly typed int may hold (OverflowError):
+    # a numpy scalar of count's dtype. Not always: an eager step would transfer it.
+    limit = np.array(limit, count.dtype)
+  return jnp.where(count < limit, count + 1, limit).astype(count.dtype)
 
 
 @serializable
