@@ -238,6 +238,12 @@ def jit_per_static(fn: Callable[..., Any]) -> Callable[..., Callable[..., Any]]:
   arrays it closes over (8 MB a step measured for a 1 MB batch), until jax evicts them.
   Where ``static`` cannot be hashed (an unhashable callable), ``lookup`` gives ``fn``
   unjitted: its loops are traced at every call, as they were.
+
+  Called on traced arrays (under ``jit``, ``grad``, ``vmap``), ``fn`` runs as it is, traced
+  into the caller's program as a nested jit would be inlined, and nothing is kept: the
+  function there closes over the caller's tracers (``value_fn=lambda p: loss(p, batch)``
+  in a jitted step), and kept here it leaked them past their trace, which
+  ``jax.checking_leaks()`` reports as an error (optax's line searches leak nothing).
   """
   @functools.lru_cache(maxsize=JITS_KEPT)
   def jitted(*static: Any) -> Callable[..., Any]:
@@ -248,7 +254,10 @@ def jit_per_static(fn: Callable[..., Any]) -> Callable[..., Callable[..., Any]]:
       hash(static)
     except TypeError:
       return functools.partial(fn, *static)
-    return jitted(*static)
+
+    def call(*args: Any) -> Any:
+      return (jitted(*static) if is_concrete(args) else functools.partial(fn, *static))(*args)
+    return call
   return lookup
 
 

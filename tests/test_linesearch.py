@@ -380,6 +380,32 @@ def test_an_eager_step_keeps_only_the_last_few_value_fns():
   assert first() is None
 
 
+@pytest.mark.parametrize("make", [gtx.lbfgs, lambda: gtx.chain(
+    sgd=gtx.sgd(1.0), ls=gtx.scale_by_backtracking_linesearch(4))], ids=["zoom", "backtracking"])
+def test_a_jitted_step_leaks_no_tracer_of_its_value_fn(make):
+  """Inside a jitted step, value_fn closes over the step's traced batch; the search kept it
+  among its last few programs, so the tracers outlived their trace and
+  jax.checking_leaks() raised "Leaked trace" at the first step (optax's did not). The
+  jitted steps equal the eager ones, whose value_fn closes over the concrete batch."""
+  tx = make()
+
+  def step(params, state, batch):
+    value_fn = lambda p: _quadratic(p - batch)  # noqa: E731  # as a train step writes it
+    value, grad = jax.value_and_grad(value_fn)(params)
+    updates, state = tx.update(grad, state, params, value=value, grad=grad, value_fn=value_fn)
+    return gtx.apply_updates(params, updates), state
+
+  runs = []
+  for run in (jax.jit(step), step):
+    params = jnp.asarray([1.0, -2.0, 0.5])
+    state = tx.init(params)
+    with jax.checking_leaks():
+      for k in range(3):
+        params, state = run(params, state, jnp.full(3, 0.1 * k))
+    runs.append(params)
+  np.testing.assert_allclose(runs[0], runs[1], rtol=1e-6)
+
+
 # ---------------------------------------------------------------------------- reuse
 
 

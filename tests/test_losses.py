@@ -864,6 +864,23 @@ def test_kl_zero_targets():
   assert np.isnan(optax.losses.kl_divergence(lp, t))
 
 
+def test_kl_of_one_hot_targets_makes_no_infinity_under_debug_infs():
+  """0 log 0 was taken as 0 * (-inf) with the -inf replaced: an inf made at every zero
+  target, so each eager call on a one-hot label raised under jax_debug_infs (optax's did
+  not). Values and gradients (log t + 1 - log p; -log p at t = 0) against numpy."""
+  lp = jax.nn.log_softmax(jnp.array([[2.0, -1.0, 0.5], [0.1, 0.2, -3.0]]))
+  t = jnp.array([[0.0, 1.0, 0.0], [0.25, 0.0, 0.75]])
+  lp_, t_ = np.asarray(lp, np.float64), np.asarray(t, np.float64)
+  t_log_t = t_ * np.log(np.where(t_ > 0, t_, 1))
+  kl = np.sum(t_log_t - t_ * lp_, axis=-1)
+  d_t = np.where(t_ > 0, np.log(np.where(t_ > 0, t_, 1)) + 1, 0) - lp_
+  with jax.debug_infs(True), jax.debug_nans(True):  # eagerly: each operation is checked
+    for f, value, extra in ((losses.kl_divergence, kl, 0),
+                            (losses.generalized_kl_divergence, kl + np.sum(np.exp(lp_) - t_, -1), -1)):
+      np.testing.assert_allclose(f(lp, t), value, rtol=1e-6)
+      np.testing.assert_allclose(jax.grad(lambda t: f(lp, t).sum())(t), d_t + extra, rtol=1e-6)
+
+
 def test_kl_where_leaves_out_infinite_and_nan_log_predictions():
   """A log prediction of -inf or NaN left out by where (a class masked in the model too)
   reaches neither the value nor any gradient: its target's derivative, log t + 1 - log p,

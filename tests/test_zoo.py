@@ -354,6 +354,21 @@ def test_a_key_or_seed_that_is_neither_is_refused_when_built(name):
 
 
 @pytest.mark.parametrize("name", list(_KEYED))
+def test_the_default_key_is_made_by_init_not_when_the_stage_is_built(name):
+  """Built with no key, a stage made seed 0's key at once: sophia's default estimator is
+  built when gradtx is imported, so `import gradtx` started JAX's backend (after which
+  jax.distributed.initialize() raises). Built under a guard against any transfer to the
+  device, it now draws at init what seed 0 draws."""
+  with jax.transfer_guard("disallow"):
+    tx = _KEYED[name](None)
+  params = jnp.array([0.1, 0.2, 0.3])
+  grads = jnp.ones((2, 3)) if name.startswith(("differentially", "dpsgd")) else jnp.ones(3)
+  draws = [t.update(grads, t.init(params), params, obj_fn=lambda p: jnp.sum(p) ** 3)[0]
+           for t in (tx, _KEYED[name](0))]
+  np.testing.assert_array_equal(draws[0], draws[1])
+
+
+@pytest.mark.parametrize("name", list(_KEYED))
 def test_donating_a_state_leaves_the_stage_and_caller_keys(name):
   """The key made when the stage is built was put in every state as it is: donating one
   state deleted the next init's key ("Buffer has been deleted or donated"; sophia's

@@ -9,7 +9,7 @@ import jax.numpy as jnp
 
 from gradtx.core import check_axis
 from gradtx.losses._common import (ArrayLike, Axis, _broadcastable, _floating, _wide, _times_log,
-                                   _safe_log, _leave_out)
+                                   _x_log_x, _leave_out)
 
 
 def kl_divergence(
@@ -68,7 +68,7 @@ def kl_divergence(
 
 def _kl_terms(lp: jax.Array, t: jax.Array) -> jax.Array:
   r""":math:`t (\log t - \log p)` elementwise, with :math:`0 \log 0 = 0`."""
-  return _times_log(t, _safe_log(t)) - _times_log(t, lp)
+  return _x_log_x(t) - _times_log(t, lp)
 
 
 def kl_divergence_with_log_targets(

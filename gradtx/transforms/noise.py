@@ -24,11 +24,14 @@ class AddNoiseState(NamedTuple):
   hparams: HParams
 
 
-def as_key(where: str, key: Any, seed: Any = None, *, name: str = "key") -> jax.Array:
+def as_key(where: str, key: Any, seed: Any = None, *, name: str = "key") -> jax.Array | None:
   """The typed PRNG key that ``key``, or optax's older ``seed``, gives: a typed key, a raw
-  ``uint32[2]`` key (``jax.random.PRNGKey``'s) or an int seed; seed 0 where neither is
-  given. For a stage's ``init``, made when the stage is built, so that a slip is named
-  there.
+  ``uint32[2]`` key (``jax.random.PRNGKey``'s) or an int seed; None where neither is
+  given, for :func:`fresh_key` to make seed 0's key at ``init``. For a stage's ``init``,
+  made when the stage is built, so that a slip is named there; the default key is not
+  made then: sophia's default estimator is built when gradtx is imported, and a key
+  made there started JAX's backend at ``import gradtx``, after which
+  ``jax.distributed.initialize()`` raises and the platform can no longer be chosen.
 
   Raises :class:`HyperparameterError`, naming ``where`` and the argument, for anything
   else: a float seed or a string failed at the first ``init`` with jax's "PRNG key seed
@@ -39,7 +42,7 @@ def as_key(where: str, key: Any, seed: Any = None, *, name: str = "key") -> jax.
       raise ValueError(f"{where}: give {name}= or seed= (optax's older name for it), not both")
     key, name = seed, "seed"
   if key is None:
-    return jax.random.key(0)
+    return None
   dtype = getattr(key, "dtype", None)
   shape = np.shape(key) if dtype is not None else None
   if dtype is not None and jnp.issubdtype(dtype, jax.dtypes.prng_key) and shape == ():
@@ -63,8 +66,9 @@ def shown_key(key: Any, seed: Any = None) -> Any:
   return given if given is None or isinstance(given, int) else "<PRNG key>"
 
 
-def fresh_key(key: jax.Array) -> jax.Array:
-  """A copy of the typed key ``key``, in a buffer of its own: for each ``init``.
+def fresh_key(key: jax.Array | None) -> jax.Array:
+  """A copy of the typed key ``key``, in a buffer of its own: for each ``init``; seed 0's
+  key for None (:func:`as_key`'s default).
 
   A stage's key is made (and checked) when the stage is built, by :func:`as_key`;
   a state holding that array itself would share its buffer with every other state the
@@ -72,6 +76,8 @@ def fresh_key(key: jax.Array) -> jax.Array:
   the next ``init``: "Buffer has been deleted or donated" (sophia's default
   estimator, built once as an argument default, is shared by every sophia).
   """
+  if key is None:
+    return jax.random.key(0)
   data = jnp.array(jax.random.key_data(key), copy=True)
   return jax.random.wrap_key_data(data, impl=jax.random.key_impl(key))
 
