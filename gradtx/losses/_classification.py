@@ -447,11 +447,19 @@ def sigmoid_focal_loss(
   # to e^-50, whose square underflows, and the second derivative of its log was NaN. A
   # term weighed 0 can lie far above the shift: its exponent is capped so that it stays
   # finite (0 * inf was NaN); with a positive weight it is at most -log(weight) anyway.
-  # Where no weighted log is finite (a label outside [0, 1]; p_t = 1 exactly, at an
-  # infinite logit) the shift is the larger log, max(log p, log q) >= log(1/2).
+  # Where neither weighted log is finite (a label outside [0, 1]; p_t = 1 exactly, at an
+  # infinite logit) the shift is the larger log, max(log p, log q) >= log(1/2). A weight
+  # of 0 (a binary label) gives the least finite log, not log 0: an infinity made on the
+  # way raised FloatingPointError at each eager call under jax_debug_infs.
   ys, lps, lqs = (jax.lax.stop_gradient(v) for v in (y, log_p, log_q))
-  weighted = jnp.maximum(jnp.log(1 - ys) + lps, jnp.log(ys) + lqs)
-  shift = jnp.where(jnp.isfinite(weighted), weighted, jnp.maximum(lps, lqs))
+  least = jnp.finfo(x.dtype).min
+
+  def weighted_log(w, log_v):
+    return jnp.where(w > 0, jnp.log(jnp.where(w > 0, w, 1)) + log_v, least)
+
+  weighted = jnp.maximum(weighted_log(1 - ys, lps), weighted_log(ys, lqs))
+  shift = jnp.where(jnp.isfinite(weighted) & (weighted > least), weighted,
+                    jnp.maximum(lps, lqs))
   cap = math.log(jnp.finfo(x.dtype).max) - 2  # e^cap times the weights' sum (<= 2), finite
   total = ((1 - y) * jnp.exp(jnp.minimum(log_p - shift, cap))
            + y * jnp.exp(jnp.minimum(log_q - shift, cap)))
