@@ -828,6 +828,25 @@ def test_focal_gamma_zero_is_cross_entropy():
                              losses.sigmoid_binary_cross_entropy(x, y), rtol=1e-6)
 
 
+def test_focal_second_derivative_confident_logits():
+  # A right answer held with a large logit (y = 1, x = 50): 1 - p_t = e^-50 was summed
+  # shifted by max(log p, log q) = log p, so its log's second derivative divided by an
+  # underflowed e^-100 and the Hessian was NaN, for every gamma (optax's is finite).
+  # Closed form for y = 1, with q = sigmoid(-x), u = -log p: l = u q^g and
+  # l'' = (2g + 1) p q^(g+1) - g u p q^(g+1) + g^2 u p^2 q^g; y = 0 at -x mirrors it.
+  x = np.array([50.0, 44.0, 20.0, 3.0, -1.0])
+  q, p = 1 / (1 + np.exp(x)), 1 / (1 + np.exp(-x))
+  u = np.logaddexp(0.0, -x)
+  xs, ys = jnp.asarray(np.concatenate([x, -x]), jnp.float32), jnp.repeat(jnp.array([1.0, 0.0]), 5)
+  second = _jit(jax.vmap(jax.hessian(
+      lambda x, y, gamma: losses.sigmoid_focal_loss(x, y, gamma=gamma)), (0, 0, None)))
+  for gamma in (0.0, 0.5, 2.0):
+    want = ((2 * gamma + 1) * p * q ** (gamma + 1) - gamma * u * p * q ** (gamma + 1)
+            + gamma**2 * u * p**2 * q**gamma)
+    got = second(xs, ys, jnp.float32(gamma))
+    np.testing.assert_allclose(got, np.concatenate([want, want]), rtol=1e-4, atol=1e-37)
+
+
 def test_cosine_zero_vectors():
   a = jnp.array([[0.0, 0.0, 0.0], [1.0, 2.0, 2.0]])
   b = jnp.array([[1.0, 1.0, 0.0], [0.0, 0.0, 0.0]])

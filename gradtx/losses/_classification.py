@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import operator
 from typing import Any
 
@@ -390,7 +391,9 @@ def sigmoid_focal_loss(
   None) and :math:`\operatorname{BCE}` the :func:`sigmoid_binary_cross_entropy`.
   For binary labels :math:`p_t` is the probability of the true class. The
   weight is computed in log space, :math:`\exp(\gamma \log(1 - p_t))`, so
-  its gradient stays finite for :math:`\gamma < 1` and large logits.
+  its gradient stays finite for :math:`\gamma < 1` and large logits, and so
+  does its second derivative where :math:`1 - p_t` is tiny (:math:`y = 1`,
+  :math:`x = 50`).
 
   Args:
     logits: logits :math:`x`, floating.
@@ -436,14 +439,33 @@ def sigmoid_focal_loss(
   gamma = as_dtype(gamma, x.dtype)
   log_p, log_q = jax.nn.log_sigmoid(x), jax.nn.log_sigmoid(-x)
   ce = -_times_log(y, log_p) - _times_log(1 - y, log_q)
-  # 1 - p_t = (1 - y) p + y q, summed from exp(log p - top) and exp(log q - top) times
+  # 1 - p_t = (1 - y) p + y q, summed from exp(log p - shift) and exp(log q - shift) times
   # the labels themselves: added as log(1 - y) and log(y), a binary label's log 0 had a
   # zero derivative, which dropped a term of the gradient with respect to the labels.
-  top = jax.lax.stop_gradient(jnp.maximum(log_p, log_q))  # >= log(1/2): finite
-  total = (1 - y) * jnp.exp(log_p - top) + y * jnp.exp(log_q - top)
+  # The shift is the log of the larger of the two weighted terms, so the sum is in [1, 2]:
+  # shifted by max(log p, log q) instead, a confident right answer (y = 1, x = 50) summed
+  # to e^-50, whose square underflows, and the second derivative of its log was NaN. A
+  # term weighed 0 can lie far above the shift: its exponent is capped so that it stays
+  # finite (0 * inf was NaN); with a positive weight it is at most -log(weight) anyway.
+  # Where neither weighted log is finite (a label outside [0, 1]; p_t = 1 exactly, at an
+  # infinite logit) the shift is the larger log, max(log p, log q) >= log(1/2). A weight
+  # of 0 (a binary label) gives the least finite log, not log 0: an infinity made on the
+  # way raised FloatingPointError at each eager call under jax_debug_infs.
+  ys, lps, lqs = (jax.lax.stop_gradient(v) for v in (y, log_p, log_q))
+  least = jnp.finfo(x.dtype).min
+
+  def weighted_log(w, log_v):
+    return jnp.where(w > 0, jnp.log(jnp.where(w > 0, w, 1)) + log_v, least)
+
+  weighted = jnp.maximum(weighted_log(1 - ys, lps), weighted_log(ys, lqs))
+  shift = jnp.where(jnp.isfinite(weighted) & (weighted > least), weighted,
+                    jnp.maximum(lps, lqs))
+  cap = math.log(jnp.finfo(x.dtype).max) - 2  # e^cap times the weights' sum (<= 2), finite
+  total = ((1 - y) * jnp.exp(jnp.minimum(log_p - shift, cap))
+           + y * jnp.exp(jnp.minimum(log_q - shift, cap)))
   # p_t = 1 exactly (an infinite logit): log(1 - p_t) is -inf, held at the
   # least finite value so that exp(gamma * it) is 0, or 1 when gamma = 0.
-  log_one_minus_pt = jnp.where(total > 0, top + jnp.log(jnp.where(total > 0, total, 1)),
+  log_one_minus_pt = jnp.where(total > 0, shift + jnp.log(jnp.where(total > 0, total, 1)),
                                jnp.finfo(x.dtype).min)
   weight = jnp.exp(gamma * log_one_minus_pt)
   # An infinite logit on the side the label rules out: the cross entropy is inf and the
