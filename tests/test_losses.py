@@ -900,6 +900,17 @@ def test_kl_of_one_hot_targets_makes_no_infinity_under_debug_infs():
       np.testing.assert_allclose(jax.grad(lambda t: f(lp, t).sum())(t), d_t + extra, rtol=1e-6)
 
 
+def test_focal_loss_of_binary_labels_makes_no_infinity_under_debug_infs():
+  """The shift that keeps the focal weight's second derivative finite took log(1 - y)
+  and log(y): -inf at every binary label, raised under jax_debug_infs at each eager call."""
+  x, y = np.array([0.5, -1.0, 3.0, -2.0]), np.array([1.0, 0.0, 1.0, 1.0])
+  p = 1 / (1 + np.exp(-x))
+  p_t = np.where(y == 1, p, 1 - p)
+  with jax.debug_infs(True), jax.debug_nans(True):  # eagerly: each operation is checked
+    got = losses.sigmoid_focal_loss(jnp.asarray(x, jnp.float32), jnp.asarray(y, jnp.float32))
+  np.testing.assert_allclose(got, -np.log(p_t) * (1 - p_t) ** 2, rtol=1e-6)
+
+
 def test_kl_where_leaves_out_infinite_and_nan_log_predictions():
   """A log prediction of -inf or NaN left out by where (a class masked in the model too)
   reaches neither the value nor any gradient: its target's derivative, log t + 1 - log p,
