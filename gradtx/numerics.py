@@ -341,7 +341,9 @@ def safe_sqrt(x: jax.Array) -> jax.Array:
   ``jnp.sqrt``'s derivative there is infinite, and the chain rule meets it
   with a zero (the derivative of a sum of squares at zero): NaN in every
   gradient taken through an optimizer step, as when meta-learning its
-  hyperparameters. 0 is the norm's subgradient at the origin.
+  hyperparameters. 0 is the norm's subgradient at the origin. Derivatives of
+  higher order are 0 there too (a Hessian through a step, a root of a
+  quantity that is 0 whatever the params, as DoG's first distance).
   """
   # A value, not a tracer: nothing differentiates through it, so the primal is computed
   # directly. An eager call of a custom_jvp function traces its rule at every call: about
@@ -359,7 +361,10 @@ def _safe_sqrt(x: jax.Array) -> jax.Array:
 def _safe_sqrt_jvp(primals: tuple[jax.Array], tangents: tuple[jax.Array]) -> tuple:
   x, = primals
   dx, = tangents
-  root = jnp.sqrt(x)
+  # The root through this rule again, not jnp.sqrt: a second derivative (a Hessian, a
+  # meta-gradient's gradient) differentiates the rule, and jnp.sqrt's infinite slope at 0
+  # met the zero cotangent or tangent the where below leaves it: NaN at x = 0.
+  root = _safe_sqrt(x)
   positive = x > 0
   return root, jnp.where(positive, dx / (2 * jnp.where(positive, root, 1)), 0)
 
@@ -424,7 +429,7 @@ def _safe_cbrt(x: jax.Array) -> jax.Array:
 def _safe_cbrt_jvp(primals: tuple[jax.Array], tangents: tuple[jax.Array]) -> tuple:
   x, = primals
   dx, = tangents
-  root = jnp.cbrt(x)
+  root = _safe_cbrt(x)  # through this rule again, as _safe_sqrt_jvp's root
   nonzero = x != 0
   return root, jnp.where(nonzero, dx / (3 * jnp.where(nonzero, root, 1) ** 2), 0)
 

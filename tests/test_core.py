@@ -444,6 +444,51 @@ def test_gradients_through_steps_are_finite_and_match_finite_differences(name):
     np.testing.assert_allclose(along, (shifted[0] - shifted[1]) / (2 * h), rtol=1e-6)
 
 
+@pytest.mark.parametrize("name", ["dog", "mechanize"])
+def test_second_derivatives_through_steps_are_finite_and_match_finite_differences(name):
+  # DoG's distance travelled and Mechanic's v are 0 at the first step, from any params:
+  # the root of 0 there had its first derivative 0 (safe_sqrt's rule), but the rule took
+  # the root with jnp.sqrt, whose slope at 0 a Hessian (or any derivative of a
+  # meta-gradient) differentiated: every entry of it NaN.
+  with enable_x64(True):
+    def loss(p):
+      return jnp.sum(jnp.linspace(1.0, 2.0, 3) * (p - 0.3) ** 2 + 0.1 * jnp.sin(3 * p))
+
+    def after_steps(p):
+      tx = THROUGH_STEPS[name]()
+      state = tx.init(p)
+      for _ in range(2):
+        updates, state = tx.update(jax.grad(loss)(p), state, p)
+        p = gtx.apply_updates(p, updates)
+      return loss(p)
+
+    params, direction = jnp.array([0.5, -1.0, 2.0]), jnp.array([0.3, 1.0, -0.6])
+    gradient = jax.jit(jax.grad(after_steps))
+    along = jax.jit(lambda p, d: jax.jvp(jax.grad(after_steps), (p,), (d,))[1])(params, direction)
+    assert np.isfinite(along).all(), along  # assert_allclose takes NaN for NaN
+    if name == "dog":
+      h = 1e-5
+      central_difference = (gradient(params + h * direction)
+                            - gradient(params - h * direction)) / (2 * h)
+      np.testing.assert_allclose(along, central_difference, rtol=1e-6)
+    else:
+      # Mechanic's gradient here varies by about 1e-8 under steps of 1e-6 (its scale s
+      # starts at 1e-6, eps is 1e-8), too rough for a central difference: the Hessian
+      # reverse over reverse instead, equal to rounding (5e-9 apart).
+      hessian = jax.jit(jax.jacrev(jax.grad(after_steps)))(params)
+      np.testing.assert_allclose(along, hessian @ direction, rtol=1e-7)
+
+
+def test_safe_roots_second_derivatives_are_0_at_0_and_the_roots_elsewhere():
+  # At 0 the rule's derivative is 0 in every mode (grad of grad took jnp.sqrt's infinite
+  # slope times the zero cotangent the rule's where gives it: NaN); elsewhere the root's own.
+  for root, second in [(gtx.numerics.safe_sqrt, lambda x: -x ** -1.5 / 4),
+                       (gtx.numerics.safe_cbrt, lambda x: -2 / 9 * x ** (-5 / 3))]:
+    for twice in (jax.grad(jax.grad(root)), jax.jacfwd(jax.jacfwd(root)), jax.hessian(root)):
+      np.testing.assert_allclose(jax.vmap(twice)(jnp.array([0.0, 4.0])), [0.0, second(4.0)],
+                                 rtol=1e-6)
+
+
 def test_safe_sqrt_is_jnp_sqrt_with_derivative_zero_at_zero():
   x = jnp.array([0.0, 1e-30, 2.0, 4.0])
   np.testing.assert_array_equal(gtx.numerics.safe_sqrt(x), jnp.sqrt(x))
