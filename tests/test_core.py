@@ -444,6 +444,33 @@ def test_gradients_through_steps_are_finite_and_match_finite_differences(name):
     np.testing.assert_allclose(along, (shifted[0] - shifted[1]) / (2 * h), rtol=1e-6)
 
 
+def test_gradients_through_adaptive_grad_clip_at_zero_initialised_params_match_differences():
+  # AGC's floor max(|theta_i|, eps) is flat at a zero unit (a zero-initialised bias), but
+  # the unit's norm was jnp.sqrt's, whose infinite slope at 0 times the zero that the max
+  # sends back made the gradient with respect to that unit NaN (optax's too).
+  with enable_x64(True):
+    def loss(p):
+      return jnp.sum((p["w"] - 0.3) ** 2 + jnp.sin(3 * p["w"])) + jnp.sum((p["b"] - 0.3) ** 2)
+
+    def after_steps(p):
+      tx = gtx.chain(clip=gtx.adaptive_grad_clip(0.05), sgd=gtx.sgd(0.1))
+      state = tx.init(p)
+      for _ in range(2):
+        updates, state = tx.update(jax.grad(loss)(p), state, p)
+        p = gtx.apply_updates(p, updates)
+      return loss(p)
+
+    params = {"w": jnp.array([[0.5, -1.0], [2.0, 0.3]]), "b": jnp.zeros(3)}
+    direction = {"w": jnp.array([[0.3, 1.0], [-0.6, 0.2]]), "b": jnp.array([1.0, -0.5, 0.7])}
+    grads = jax.jit(jax.grad(after_steps))(params)
+    along = sum(jnp.vdot(grads[k], direction[k]) for k in params)
+    h = 1e-6
+    shifted = [jax.jit(after_steps)(jax.tree.map(lambda p, d: p + s * h * d, params, direction))
+               for s in (1, -1)]
+    assert np.isfinite(along)  # assert_allclose takes NaN for NaN
+    np.testing.assert_allclose(along, (shifted[0] - shifted[1]) / (2 * h), rtol=1e-7)
+
+
 @pytest.mark.parametrize("name", ["dog", "mechanize"])
 def test_second_derivatives_through_steps_are_finite_and_match_finite_differences(name):
   # DoG's distance travelled and Mechanic's v are 0 at the first step, from any params:
