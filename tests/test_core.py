@@ -471,6 +471,20 @@ def test_gradients_through_adaptive_grad_clip_at_zero_initialised_params_match_d
     np.testing.assert_allclose(along, (shifted[0] - shifted[1]) / (2 * h), rtol=1e-7)
 
 
+def test_forward_mode_through_clip_by_global_norm_at_zero_gradients_is_the_identity():
+  # The factor min(1, c / |g|) divided by a zero norm: the quotient's tangent, -c / 0^2
+  # times the norm's zero tangent, was NaN, and the minimum's 0/1 mask times it kept it,
+  # so jax.jvp (jacfwd, hessian) of the step was NaN where its reverse mode and optax's jvp
+  # give the identity: near zero nothing is clipped.
+  import optax  # pylint: disable=import-outside-toplevel
+  grads = {"a": jnp.zeros(2), "b": jnp.zeros((2, 2))}
+  direction = {"a": jnp.array([1.0, -0.5]), "b": jnp.array([[0.25, 2.0], [-3.0, 0.0]])}
+  for tx in (gtx.clip_by_global_norm(1.0), optax.clip_by_global_norm(1.0)):
+    _, along = jax.jvp(lambda g, tx=tx: tx.update(g, tx.init(g))[0], (grads,), (direction,))
+    for key in grads:
+      np.testing.assert_array_equal(along[key], direction[key])
+
+
 @pytest.mark.parametrize("name", ["dog", "mechanize"])
 def test_second_derivatives_through_steps_are_finite_and_match_finite_differences(name):
   # DoG's distance travelled and Mechanic's v are 0 at the first step, from any params:

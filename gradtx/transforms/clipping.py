@@ -104,7 +104,13 @@ def clip_by_global_norm(max_norm: ScalarOrSchedule) -> GradientTransformation:
     # a select on |g| < c: each leaf's kernel reads one scalar instead of three, and
     # the division needs no kernel of its own (XLA instructions per leaf for adamw
     # with this clip, by callgrind over one compile: 26.0 M against 27.5 M).
-    factor = jnp.minimum(jnp.ones_like(g_norm), c / g_norm)
+    # A zero norm gives c / |g| = inf by a select, not a division by 0: the division's
+    # tangent there, -c / 0^2 times the norm's 0, was NaN, and jnp.minimum multiplies
+    # tangents by its 0/1 mask, so jax.jvp of the step at zero gradients was NaN (its
+    # reverse mode and optax's jvp are the identity). A NaN norm still divides (NaN).
+    nonzero = g_norm != 0
+    factor = jnp.minimum(jnp.ones_like(g_norm),
+                         jnp.where(nonzero, c / jnp.where(nonzero, g_norm, 1), jnp.inf))
 
     def clip(g):
       # The product in the factor's float32 (or wider), as unitwise_clip's: a float16
