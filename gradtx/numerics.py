@@ -20,9 +20,9 @@ from gradtx.core import is_concrete, one_kernel_when_eager, safe_increment
 
 __all__ = ["abs_sq", "adam_denominator", "as_array", "as_dtype", "as_float", "at_least_float32",
            "bias_correction", "clip_modulus", "complex_dtype", "compute_dtype", "ema_moment",
-           "floor_eps_root", "real_dtype", "safe_cbrt", "safe_divide", "safe_increment",
-           "safe_rsqrt", "safe_sqrt", "shared", "shared_scalars", "state_dtype", "stored",
-           "wide_abs_sq", "widened", "zero_count"]
+           "floor_eps_root", "over_norm", "real_dtype", "safe_cbrt", "safe_divide",
+           "safe_increment", "safe_rsqrt", "safe_sqrt", "shared", "shared_scalars", "state_dtype",
+           "stored", "wide_abs_sq", "widened", "zero_count"]
 
 
 # Per-step scalars shared by all leaves. A per-array rule computes coefficients
@@ -333,6 +333,15 @@ def safe_divide(x: jax.Array, d: jax.Array) -> jax.Array:
   if jnp.iscomplexobj(x) and not jnp.iscomplexobj(d):
     d = as_dtype(d, x.dtype)  # the explicit cast strict promotion asks for; Im 0
   return jnp.where(nonzero, x / d, 0)
+
+
+def over_norm(c: jax.Array, norm: jax.Array) -> jax.Array:
+  """:math:`c / \\|g\\|` for a threshold :math:`c > 0`, ``inf`` where the norm is 0, as the
+  division gives, but by a select: the division's tangent there, :math:`-c / 0^2` times
+  the norm's zero tangent, is NaN, and ``jnp.minimum(1, c / norm)`` multiplies tangents by
+  its 0/1 mask, so ``jax.jvp`` through the factor was NaN. A NaN norm gives NaN."""
+  nonzero = norm != 0
+  return jnp.where(nonzero, c / jnp.where(nonzero, norm, 1), jnp.inf)
 
 
 def safe_sqrt(x: jax.Array) -> jax.Array:

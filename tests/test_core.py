@@ -471,16 +471,18 @@ def test_gradients_through_adaptive_grad_clip_at_zero_initialised_params_match_d
     np.testing.assert_allclose(along, (shifted[0] - shifted[1]) / (2 * h), rtol=1e-7)
 
 
-def test_forward_mode_through_clip_by_global_norm_at_zero_gradients_is_the_identity():
-  # The factor min(1, c / |g|) divided by a zero norm: the quotient's tangent, -c / 0^2
-  # times the norm's zero tangent, was NaN, and the minimum's 0/1 mask times it kept it,
-  # so jax.jvp (jacfwd, hessian) of the step was NaN where its reverse mode and optax's jvp
-  # give the identity: near zero nothing is clipped.
+@pytest.mark.parametrize("name", ["clip_by_global_norm", "scale_by_lbfgs"])
+def test_forward_mode_through_a_first_step_at_zero_gradients_is_the_identity(name):
+  # min(1, c / |g|) (the clip's factor, L-BFGS's first scale with c = 1) divided by a zero
+  # norm: the quotient's tangent, -c / 0^2 times the norm's zero tangent, was NaN, and the
+  # minimum's 0/1 mask times it kept it, so jax.jvp (jacfwd, hessian) of the step was NaN
+  # where its reverse mode and optax's jvp give the identity (the factor is 1 near zero).
   import optax  # pylint: disable=import-outside-toplevel
   grads = {"a": jnp.zeros(2), "b": jnp.zeros((2, 2))}
   direction = {"a": jnp.array([1.0, -0.5]), "b": jnp.array([[0.25, 2.0], [-3.0, 0.0]])}
-  for tx in (gtx.clip_by_global_norm(1.0), optax.clip_by_global_norm(1.0)):
-    _, along = jax.jvp(lambda g, tx=tx: tx.update(g, tx.init(g))[0], (grads,), (direction,))
+  args = (1.0,) if name == "clip_by_global_norm" else ()
+  for tx in (getattr(gtx, name)(*args), getattr(optax, name)(*args)):
+    _, along = jax.jvp(lambda g, tx=tx: tx.update(g, tx.init(g), g)[0], (grads,), (direction,))
     for key in grads:
       np.testing.assert_array_equal(along[key], direction[key])
 

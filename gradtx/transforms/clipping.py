@@ -20,8 +20,8 @@ from gradtx.core import (NONNEGATIVE, NONNEGATIVE_OR_INF, POSITIVE_OR_INF, Gradi
                          ScalarOrSchedule, check_axis, check_value, checks_flags, require_params,
                          stateless)
 from gradtx.errors import StructureError
-from gradtx.numerics import (as_dtype, as_float, compute_dtype, real_dtype, safe_sqrt,
-                             wide_abs_sq)
+from gradtx.numerics import (as_dtype, as_float, compute_dtype, over_norm, real_dtype,
+                             safe_sqrt, wide_abs_sq)
 
 __all__ = ["adaptive_grad_clip", "clip", "clip_by_block_rms", "clip_by_global_norm",
            "keep_params_nonnegative", "per_example_global_norm_clip",
@@ -104,13 +104,8 @@ def clip_by_global_norm(max_norm: ScalarOrSchedule) -> GradientTransformation:
     # a select on |g| < c: each leaf's kernel reads one scalar instead of three, and
     # the division needs no kernel of its own (XLA instructions per leaf for adamw
     # with this clip, by callgrind over one compile: 26.0 M against 27.5 M).
-    # A zero norm gives c / |g| = inf by a select, not a division by 0: the division's
-    # tangent there, -c / 0^2 times the norm's 0, was NaN, and jnp.minimum multiplies
-    # tangents by its 0/1 mask, so jax.jvp of the step at zero gradients was NaN (its
-    # reverse mode and optax's jvp are the identity). A NaN norm still divides (NaN).
-    nonzero = g_norm != 0
-    factor = jnp.minimum(jnp.ones_like(g_norm),
-                         jnp.where(nonzero, c / jnp.where(nonzero, g_norm, 1), jnp.inf))
+    # over_norm: jax.jvp of the step at zero gradients was NaN through c / 0.
+    factor = jnp.minimum(jnp.ones_like(g_norm), over_norm(c, g_norm))
 
     def clip(g):
       # The product in the factor's float32 (or wider), as unitwise_clip's: a float16
