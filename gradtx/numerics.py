@@ -336,12 +336,34 @@ def safe_divide(x: jax.Array, d: jax.Array) -> jax.Array:
 
 
 def over_norm(c: jax.Array, norm: jax.Array) -> jax.Array:
-  """:math:`c / \\|g\\|` for a threshold :math:`c > 0`, ``inf`` where the norm is 0, as the
-  division gives, but by a select: the division's tangent there, :math:`-c / 0^2` times
-  the norm's zero tangent, is NaN, and ``jnp.minimum(1, c / norm)`` multiplies tangents by
-  its 0/1 mask, so ``jax.jvp`` through the factor was NaN. A NaN norm gives NaN."""
+  """:math:`c / \\|g\\|` for a threshold :math:`c > 0` (``inf`` where the norm is 0), with
+  tangent 0 there.
+
+  The division's tangent at a zero norm, :math:`-c / 0^2` times the norm's zero
+  tangent, is NaN, and ``jnp.minimum(1, c / norm)`` multiplies tangents by its 0/1 mask,
+  so ``jax.jvp`` of a clipped step at zero gradients was NaN (reverse mode and optax's
+  jvp give the identity). A rule for the derivative only: a select in the value is
+  computed again in every leaf's kernel that XLA fuses the factor into (3% more HLO for
+  2000 clipped leaves).
+  """
+  # Concrete: nothing differentiates through it (see safe_sqrt: an eager custom_jvp call
+  # traces its rule every time).
+  return c / norm if is_concrete((c, norm)) else _over_norm(c, norm)
+
+
+@jax.custom_jvp
+def _over_norm(c: jax.Array, norm: jax.Array) -> jax.Array:
+  return c / norm
+
+
+@_over_norm.defjvp
+def _over_norm_jvp(primals: tuple[jax.Array, jax.Array],
+                   tangents: tuple[jax.Array, jax.Array]) -> tuple:
+  c, norm = primals
+  dc, dnorm = tangents
   nonzero = norm != 0
-  return jnp.where(nonzero, c / jnp.where(nonzero, norm, 1), jnp.inf)
+  safe = jnp.where(nonzero, norm, 1)
+  return _over_norm(c, norm), jnp.where(nonzero, (dc - c / safe * dnorm) / safe, 0)
 
 
 def safe_sqrt(x: jax.Array) -> jax.Array:
