@@ -20,9 +20,9 @@ from gradtx.core import is_concrete, one_kernel_when_eager, safe_increment
 
 __all__ = ["abs_sq", "adam_denominator", "as_array", "as_dtype", "as_float", "at_least_float32",
            "bias_correction", "clip_modulus", "complex_dtype", "compute_dtype", "ema_moment",
-           "floor_eps_root", "real_dtype", "safe_cbrt", "safe_divide", "safe_increment",
-           "safe_rsqrt", "safe_sqrt", "shared", "shared_scalars", "state_dtype", "stored",
-           "wide_abs_sq", "widened", "zero_count"]
+           "floor_eps_root", "over_norm", "real_dtype", "safe_cbrt", "safe_divide",
+           "safe_increment", "safe_rsqrt", "safe_sqrt", "shared", "shared_scalars", "state_dtype",
+           "stored", "wide_abs_sq", "widened", "zero_count"]
 
 
 # Per-step scalars shared by all leaves. A per-array rule computes coefficients
@@ -335,13 +335,46 @@ def safe_divide(x: jax.Array, d: jax.Array) -> jax.Array:
   return jnp.where(nonzero, x / d, 0)
 
 
+def over_norm(c: jax.Array, norm: jax.Array) -> jax.Array:
+  """:math:`c / \\|g\\|` for a threshold :math:`c > 0` (``inf`` where the norm is 0), with
+  tangent 0 there.
+
+  The division's tangent at a zero norm, :math:`-c / 0^2` times the norm's zero
+  tangent, is NaN, and ``jnp.minimum(1, c / norm)`` multiplies tangents by its 0/1 mask,
+  so ``jax.jvp`` of a clipped step at zero gradients was NaN (reverse mode and optax's
+  jvp give the identity). A rule for the derivative only: a select in the value is
+  computed again in every leaf's kernel that XLA fuses the factor into (3% more HLO for
+  2000 clipped leaves).
+  """
+  # Concrete: nothing differentiates through it (see safe_sqrt: an eager custom_jvp call
+  # traces its rule every time).
+  return c / norm if is_concrete((c, norm)) else _over_norm(c, norm)
+
+
+@jax.custom_jvp
+def _over_norm(c: jax.Array, norm: jax.Array) -> jax.Array:
+  return c / norm
+
+
+@_over_norm.defjvp
+def _over_norm_jvp(primals: tuple[jax.Array, jax.Array],
+                   tangents: tuple[jax.Array, jax.Array]) -> tuple:
+  c, norm = primals
+  dc, dnorm = tangents
+  nonzero = norm != 0
+  safe = jnp.where(nonzero, norm, 1)
+  return _over_norm(c, norm), jnp.where(nonzero, (dc - c / safe * dnorm) / safe, 0)
+
+
 def safe_sqrt(x: jax.Array) -> jax.Array:
   """:math:`\\sqrt{x}`, bit for bit, with derivative 0 at :math:`x = 0`.
 
   ``jnp.sqrt``'s derivative there is infinite, and the chain rule meets it
   with a zero (the derivative of a sum of squares at zero): NaN in every
   gradient taken through an optimizer step, as when meta-learning its
-  hyperparameters. 0 is the norm's subgradient at the origin.
+  hyperparameters. 0 is the norm's subgradient at the origin. Derivatives of
+  higher order are 0 there too (a Hessian through a step, a root of a
+  quantity that is 0 whatever the params, as DoG's first distance).
   """
   # A value, not a tracer: nothing differentiates through it, so the primal is computed
   # directly. An eager call of a custom_jvp function traces its rule at every call: about
@@ -359,7 +392,10 @@ def _safe_sqrt(x: jax.Array) -> jax.Array:
 def _safe_sqrt_jvp(primals: tuple[jax.Array], tangents: tuple[jax.Array]) -> tuple:
   x, = primals
   dx, = tangents
-  root = jnp.sqrt(x)
+  # The root through this rule again, not jnp.sqrt: a second derivative (a Hessian, a
+  # meta-gradient's gradient) differentiates the rule, and jnp.sqrt's infinite slope at 0
+  # met the zero cotangent or tangent the where below leaves it: NaN at x = 0.
+  root = _safe_sqrt(x)
   positive = x > 0
   return root, jnp.where(positive, dx / (2 * jnp.where(positive, root, 1)), 0)
 
@@ -424,7 +460,7 @@ def _safe_cbrt(x: jax.Array) -> jax.Array:
 def _safe_cbrt_jvp(primals: tuple[jax.Array], tangents: tuple[jax.Array]) -> tuple:
   x, = primals
   dx, = tangents
-  root = jnp.cbrt(x)
+  root = _safe_cbrt(x)  # through this rule again, as _safe_sqrt_jvp's root
   nonzero = x != 0
   return root, jnp.where(nonzero, dx / (3 * jnp.where(nonzero, root, 1) ** 2), 0)
 

@@ -509,6 +509,94 @@ def test_gradients_through_steps_are_finite_and_match_finite_differences(name):
     np.testing.assert_allclose(along, (shifted[0] - shifted[1]) / (2 * h), rtol=1e-6)
 
 
+def test_gradients_through_adaptive_grad_clip_at_zero_initialised_params_match_differences():
+  # AGC's floor max(|theta_i|, eps) is flat at a zero unit (a zero-initialised bias), but
+  # the unit's norm was jnp.sqrt's, whose infinite slope at 0 times the zero that the max
+  # sends back made the gradient with respect to that unit NaN (optax's too).
+  with enable_x64(True):
+    def loss(p):
+      return jnp.sum((p["w"] - 0.3) ** 2 + jnp.sin(3 * p["w"])) + jnp.sum((p["b"] - 0.3) ** 2)
+
+    def after_steps(p):
+      tx = gtx.chain(clip=gtx.adaptive_grad_clip(0.05), sgd=gtx.sgd(0.1))
+      state = tx.init(p)
+      for _ in range(2):
+        updates, state = tx.update(jax.grad(loss)(p), state, p)
+        p = gtx.apply_updates(p, updates)
+      return loss(p)
+
+    params = {"w": jnp.array([[0.5, -1.0], [2.0, 0.3]]), "b": jnp.zeros(3)}
+    direction = {"w": jnp.array([[0.3, 1.0], [-0.6, 0.2]]), "b": jnp.array([1.0, -0.5, 0.7])}
+    grads = jax.jit(jax.grad(after_steps))(params)
+    along = sum(jnp.vdot(grads[k], direction[k]) for k in params)
+    h = 1e-6
+    shifted = [jax.jit(after_steps)(jax.tree.map(lambda p, d: p + s * h * d, params, direction))
+               for s in (1, -1)]
+    assert np.isfinite(along)  # assert_allclose takes NaN for NaN
+    np.testing.assert_allclose(along, (shifted[0] - shifted[1]) / (2 * h), rtol=1e-7)
+
+
+@pytest.mark.parametrize("name", ["clip_by_global_norm", "scale_by_lbfgs"])
+def test_forward_mode_through_a_first_step_at_zero_gradients_is_the_identity(name):
+  # min(1, c / |g|) (the clip's factor, L-BFGS's first scale with c = 1) divided by a zero
+  # norm: the quotient's tangent, -c / 0^2 times the norm's zero tangent, was NaN, and the
+  # minimum's 0/1 mask times it kept it, so jax.jvp (jacfwd, hessian) of the step was NaN
+  # where its reverse mode and optax's jvp give the identity (the factor is 1 near zero).
+  import optax  # pylint: disable=import-outside-toplevel
+  grads = {"a": jnp.zeros(2), "b": jnp.zeros((2, 2))}
+  direction = {"a": jnp.array([1.0, -0.5]), "b": jnp.array([[0.25, 2.0], [-3.0, 0.0]])}
+  args = (1.0,) if name == "clip_by_global_norm" else ()
+  for tx in (getattr(gtx, name)(*args), getattr(optax, name)(*args)):
+    _, along = jax.jvp(lambda g, tx=tx: tx.update(g, tx.init(g), g)[0], (grads,), (direction,))
+    for key in grads:
+      np.testing.assert_array_equal(along[key], direction[key])
+
+
+@pytest.mark.parametrize("name", ["dog", "mechanize"])
+def test_second_derivatives_through_steps_are_finite_and_match_finite_differences(name):
+  # DoG's distance travelled and Mechanic's v are 0 at the first step, from any params:
+  # the root of 0 there had its first derivative 0 (safe_sqrt's rule), but the rule took
+  # the root with jnp.sqrt, whose slope at 0 a Hessian (or any derivative of a
+  # meta-gradient) differentiated: every entry of it NaN.
+  with enable_x64(True):
+    def loss(p):
+      return jnp.sum(jnp.linspace(1.0, 2.0, 3) * (p - 0.3) ** 2 + 0.1 * jnp.sin(3 * p))
+
+    def after_steps(p):
+      tx = THROUGH_STEPS[name]()
+      state = tx.init(p)
+      for _ in range(2):
+        updates, state = tx.update(jax.grad(loss)(p), state, p)
+        p = gtx.apply_updates(p, updates)
+      return loss(p)
+
+    params, direction = jnp.array([0.5, -1.0, 2.0]), jnp.array([0.3, 1.0, -0.6])
+    gradient = jax.jit(jax.grad(after_steps))
+    along = jax.jit(lambda p, d: jax.jvp(jax.grad(after_steps), (p,), (d,))[1])(params, direction)
+    assert np.isfinite(along).all(), along  # assert_allclose takes NaN for NaN
+    if name == "dog":
+      h = 1e-5
+      central_difference = (gradient(params + h * direction)
+                            - gradient(params - h * direction)) / (2 * h)
+      np.testing.assert_allclose(along, central_difference, rtol=1e-6)
+    else:
+      # Mechanic's gradient here varies by about 1e-8 under steps of 1e-6 (its scale s
+      # starts at 1e-6, eps is 1e-8), too rough for a central difference: the Hessian
+      # reverse over reverse instead, equal to rounding (5e-9 apart).
+      hessian = jax.jit(jax.jacrev(jax.grad(after_steps)))(params)
+      np.testing.assert_allclose(along, hessian @ direction, rtol=1e-7)
+
+
+def test_safe_roots_second_derivatives_are_0_at_0_and_the_roots_elsewhere():
+  # At 0 the rule's derivative is 0 in every mode (grad of grad took jnp.sqrt's infinite
+  # slope times the zero cotangent the rule's where gives it: NaN); elsewhere the root's own.
+  for root, second in [(gtx.numerics.safe_sqrt, lambda x: -x ** -1.5 / 4),
+                       (gtx.numerics.safe_cbrt, lambda x: -2 / 9 * x ** (-5 / 3))]:
+    for twice in (jax.grad(jax.grad(root)), jax.jacfwd(jax.jacfwd(root)), jax.hessian(root)):
+      np.testing.assert_allclose(jax.vmap(twice)(jnp.array([0.0, 4.0])), [0.0, second(4.0)],
+                                 rtol=1e-6)
+
+
 def test_safe_sqrt_is_jnp_sqrt_with_derivative_zero_at_zero():
   x = jnp.array([0.0, 1e-30, 2.0, 4.0])
   np.testing.assert_array_equal(gtx.numerics.safe_sqrt(x), jnp.sqrt(x))

@@ -20,7 +20,8 @@ from gradtx.core import (NONNEGATIVE, NONNEGATIVE_OR_INF, POSITIVE_OR_INF, Gradi
                          ScalarOrSchedule, check_axis, check_value, checks_flags, require_params,
                          stateless)
 from gradtx.errors import StructureError
-from gradtx.numerics import as_dtype, as_float, compute_dtype, real_dtype, wide_abs_sq
+from gradtx.numerics import (as_dtype, as_float, compute_dtype, over_norm, real_dtype,
+                             safe_sqrt, wide_abs_sq)
 
 __all__ = ["adaptive_grad_clip", "clip", "clip_by_block_rms", "clip_by_global_norm",
            "keep_params_nonnegative", "per_example_global_norm_clip",
@@ -103,7 +104,8 @@ def clip_by_global_norm(max_norm: ScalarOrSchedule) -> GradientTransformation:
     # a select on |g| < c: each leaf's kernel reads one scalar instead of three, and
     # the division needs no kernel of its own (XLA instructions per leaf for adamw
     # with this clip, by callgrind over one compile: 26.0 M against 27.5 M).
-    factor = jnp.minimum(jnp.ones_like(g_norm), c / g_norm)
+    # over_norm: jax.jvp of the step at zero gradients was NaN through c / 0.
+    factor = jnp.minimum(jnp.ones_like(g_norm), over_norm(c, g_norm))
 
     def clip(g):
       # The product in the factor's float32 (or wider), as unitwise_clip's: a float16
@@ -179,8 +181,14 @@ def _unit_axes(x: jax.Array, axis: int | tuple[int, ...] | None,
 
 def _unitwise_norm(x: jax.Array, axis: int | tuple[int, ...] | None,
                    where: str = "adaptive_grad_clip") -> jax.Array:
-  """The l2 norm of each unit of ``x``, broadcastable against it (float32 or wider)."""
-  return jnp.sqrt(jnp.sum(wide_abs_sq(x), axis=_unit_axes(x, axis, where), keepdims=True))
+  """The l2 norm of each unit of ``x``, broadcastable against it (float32 or wider).
+
+  Its derivative at a zero unit is 0 (:func:`gradtx.numerics.safe_sqrt`): AGC's floor
+  :math:`\\max(\\|\\theta_i\\|, \\epsilon)` is flat at a zero-initialised bias, and
+  ``jnp.sqrt``'s infinite slope there, times the zero that the max sends back, made the
+  gradient through a step with respect to that bias NaN (as optax's is).
+  """
+  return safe_sqrt(jnp.sum(wide_abs_sq(x), axis=_unit_axes(x, axis, where), keepdims=True))
 
 
 def unitwise_norm(x: jax.typing.ArrayLike,

@@ -35,7 +35,7 @@ from gradtx.core import (NONNEGATIVE, NONNEGATIVE_INT, POSITIVE, POSITIVE_INT, P
                          branch, check_callable, check_integer_option, check_state, checks_flags,
                          jit_per_static, require_params, require_params_like, scalar_loss)
 from gradtx.errors import StructureError, missing_extra_argument
-from gradtx.numerics import safe_increment
+from gradtx.numerics import over_norm, safe_increment
 
 __all__ = ["BacktrackingLinesearchInfo", "ScaleByBacktrackingLinesearchState",
            "ScaleByLBFGSState", "ScaleByZoomLinesearchState", "ZoomLinesearchInfo",
@@ -297,7 +297,8 @@ def scale_by_lbfgs(memory_size: int = 10, scale_init_precond: bool = True
       yy = tree.inner(y, y).astype(weight_dtype)
       gamma = jnp.where(yy > 0, sy / jnp.where(yy > 0, yy, 1), 1)
       g_norm = tree.global_norm(updates).astype(weight_dtype)
-      gamma = jnp.where(first, jnp.minimum(1, 1 / g_norm), gamma)
+      # over_norm: at zero gradients 1 / 0 made jax.jvp of the first step NaN.
+      gamma = jnp.where(first, jnp.minimum(1, over_norm(jnp.ones_like(g_norm), g_norm)), gamma)
     else:
       gamma = jnp.ones((), weight_dtype)
 
