@@ -475,6 +475,16 @@ THROUGH_STEPS = {
 }
 
 
+def _params_after_steps(tx, loss, p, steps):
+  """``p`` after ``steps`` steps of ``tx`` on ``loss``'s gradients: what a meta-gradient or
+  a Hessian through the steps differentiates."""
+  state = tx.init(p)
+  for _ in range(steps):
+    updates, state = tx.update(jax.grad(loss)(p), state, p)
+    p = gtx.apply_updates(p, updates)
+  return p
+
+
 @pytest.mark.parametrize("name", list(THROUGH_STEPS))
 def test_gradients_through_steps_are_finite_and_match_finite_differences(name):
   with enable_x64(True):
@@ -489,11 +499,7 @@ def test_gradients_through_steps_are_finite_and_match_finite_differences(name):
       return jnp.sum((a @ p["w"] + p["b"][None] - y) ** 2)
 
     def after_steps(p):
-      tx = THROUGH_STEPS[name]()
-      state = tx.init(p)
-      for _ in range(4):
-        updates, state = tx.update(jax.grad(loss)(p), state, p)
-        p = gtx.apply_updates(p, updates)
+      p = _params_after_steps(THROUGH_STEPS[name](), loss, p, 4)
       return jnp.sum(p["w"] ** 2) + jnp.sum(p["unused"]) if frozen else loss(p)
 
     params = {"w": jnp.asarray(rng.normal(size=(3, 4))), "b": jnp.asarray(rng.normal(size=4)),
@@ -519,11 +525,7 @@ def test_gradients_through_adaptive_grad_clip_at_zero_initialised_params_match_d
 
     def after_steps(p):
       tx = gtx.chain(clip=gtx.adaptive_grad_clip(0.05), sgd=gtx.sgd(0.1))
-      state = tx.init(p)
-      for _ in range(2):
-        updates, state = tx.update(jax.grad(loss)(p), state, p)
-        p = gtx.apply_updates(p, updates)
-      return loss(p)
+      return loss(_params_after_steps(tx, loss, p, 2))
 
     params = {"w": jnp.array([[0.5, -1.0], [2.0, 0.3]]), "b": jnp.zeros(3)}
     direction = {"w": jnp.array([[0.3, 1.0], [-0.6, 0.2]]), "b": jnp.array([1.0, -0.5, 0.7])}
@@ -563,12 +565,7 @@ def test_second_derivatives_through_steps_are_finite_and_match_finite_difference
       return jnp.sum(jnp.linspace(1.0, 2.0, 3) * (p - 0.3) ** 2 + 0.1 * jnp.sin(3 * p))
 
     def after_steps(p):
-      tx = THROUGH_STEPS[name]()
-      state = tx.init(p)
-      for _ in range(2):
-        updates, state = tx.update(jax.grad(loss)(p), state, p)
-        p = gtx.apply_updates(p, updates)
-      return loss(p)
+      return loss(_params_after_steps(THROUGH_STEPS[name](), loss, p, 2))
 
     params, direction = jnp.array([0.5, -1.0, 2.0]), jnp.array([0.3, 1.0, -0.6])
     gradient = jax.jit(jax.grad(after_steps))
