@@ -416,10 +416,12 @@ def tree_update_moment(updates: PyTree, moments: PyTree, decay: jax.typing.Array
   # A real leaf's even power is a square: its mean, overflowed to Inf, stays Inf (optax's
   # does; m + (1 - b)(g^k - m) would be Inf - Inf).
   even = isinstance(order, (int, float)) and order % 2 == 0
+  # As arrays JAX holds: a float64 numpy array without x64 was taken for float64, and
+  # each cast to it warned that float64 is not available (optax computes in numpy).
   return jax.tree.map(
       lambda g, m: None if g is None else numerics.ema_moment(
           g ** order, m, decay, 1, store=False, squares=even and not jnp.iscomplexobj(g)),
-      updates, moments, is_leaf=_is_none)
+      _tree.numbers_as_arrays(updates), _tree.numbers_as_arrays(moments), is_leaf=_is_none)
 
 
 @_tree.names_structure_mismatch("updates", "moments")
@@ -454,7 +456,8 @@ def tree_update_infinity_moment(updates: PyTree, moments: PyTree, decay: jax.typ
     dtype = numerics.compute_dtype(g_abs, u)
     return jnp.maximum(numerics.as_dtype(g_abs, dtype) + numerics.as_dtype(eps, dtype),
                        numerics.as_dtype(decay, dtype) * numerics.as_dtype(u, dtype))
-  return jax.tree.map(leaf, updates, moments, is_leaf=_is_none)
+  return jax.tree.map(leaf, _tree.numbers_as_arrays(updates), _tree.numbers_as_arrays(moments),
+                      is_leaf=_is_none)
 
 
 @_tree.names_structure_mismatch("updates", "moments")
@@ -490,7 +493,7 @@ def tree_update_moment_per_elem_norm(updates: PyTree, moments: PyTree,
   return jax.tree.map(
       lambda g, m: None if g is None else numerics.ema_moment(power(g), m, decay, 1, store=False,
                                                               squares=True),  # |g|^k >= 0
-      updates, moments, is_leaf=_is_none)
+      _tree.numbers_as_arrays(updates), _tree.numbers_as_arrays(moments), is_leaf=_is_none)
 
 
 def tree_bias_correction(moment: PyTree, decay: jax.typing.ArrayLike,
