@@ -21,7 +21,7 @@ from gradtx.core import is_concrete, one_kernel_when_eager, safe_increment
 __all__ = ["abs_sq", "adam_denominator", "as_array", "as_dtype", "as_float", "at_least_float32",
            "bias_correction", "clip_modulus", "complex_dtype", "compute_dtype", "ema_moment",
            "floor_eps_root", "over_norm", "real_dtype", "safe_cbrt", "safe_divide",
-           "safe_increment", "safe_rsqrt", "safe_sqrt", "shared", "shared_scalars", "state_dtype",
+           "safe_increment", "safe_rsqrt", "safe_sqrt", "scaling_dtype", "shared", "shared_scalars", "state_dtype",
            "stored", "wide_abs_sq", "widened", "zero_count"]
 
 
@@ -87,6 +87,24 @@ def at_least_float32(*arrays: jax.Array) -> jnp.dtype:
   # float32 joins as a dtype, not as an array: making jnp.float32(0) was an operation
   # dispatched at every call, at every leaf of an eager step.
   return _widest(_dtypes(arrays) | {_FLOAT32})
+
+
+_FLOAT16 = jnp.dtype(jnp.float16)
+
+
+def scaling_dtype(dtype: Any) -> jnp.dtype:
+  """The dtype to multiply a leaf of ``dtype`` by a small per-step scalar in (a learning
+  rate, or a step's coefficient with one folded in): float32 for float16, ``dtype``
+  otherwise; the product is rounded to the leaf's dtype once.
+
+  float16 is normal only from 6.1e-5, where learning rates live: cast to it, 1e-6 is
+  1.013e-6, 1e-7 is 1.19e-7 and 1e-8 is 0, though their products with the leaf may be
+  normal numbers. bfloat16 has float32's exponents: a scalar cast to it loses digits
+  only, as optax's does, and its programs stay as they are (in float32, Adam's step made
+  XLA:CPU copy the 16 donated moment buffers of a 1.3M-parameter MLP).
+  """
+  dtype = jnp.dtype(dtype)
+  return _FLOAT32 if dtype == _FLOAT16 else dtype
 
 
 def as_array(x: jax.typing.ArrayLike) -> jax.Array:

@@ -27,7 +27,8 @@ from gradtx.core import (NOT_NUMBER_KINDS, Range, check_argument, check_callable
                          kind)
 from gradtx.errors import ArgumentTypeError, StructureError
 from gradtx.numerics import (as_array, as_dtype, at_least_float32, complex_dtype, compute_dtype,
-                             real_dtype, safe_sqrt, shared_scalars, state_dtype, wide_abs_sq)
+                             real_dtype, safe_sqrt, scaling_dtype, shared_scalars, state_dtype,
+                             wide_abs_sq)
 
 if TYPE_CHECKING:  # imported at run time by _packed_types: gradtx.packed imports this module
   from gradtx.packed import Packed, PackedLeaves
@@ -827,29 +828,21 @@ def scaled_dtype(of_scalar: jnp.dtype, *leaves: Any) -> jnp.dtype:
   return compute_dtype(jnp.zeros((), of_scalar), *leaves)
 
 
-_FLOAT16 = jnp.dtype(jnp.float16)
-
-
 def scale(scalar: jax.typing.ArrayLike, tree: PyTree) -> PyTree:
   """Leafwise ``scalar * x``, the scalar cast to each leaf's dtype (optax's argument order:
   a float32 learning rate does not widen a bfloat16 leaf); an integer or bool leaf times a
   floating scalar, or a real one times a complex scalar, in the dtype they promote to, as
   optax's (:func:`kinds_scaled_apart`). A float16 leaf is multiplied in float32 and
-  rounded once, where optax rounds the scalar to float16 first (a learning rate of 1e-8
-  is 0 in float16)."""
+  rounded once (:func:`gradtx.numerics.scaling_dtype`), where optax rounds the scalar to
+  float16 first (a learning rate of 1e-8 is 0 in float16)."""
   apart, of_scalar = kinds_scaled_apart(scalar)
 
   def times(x):
     if x.dtype.kind in apart:  # rare: an integer leaf, a complex scalar
       dtype = scaled_dtype(of_scalar, x)
       return as_dtype(scalar, dtype) * as_dtype(x, dtype)
-    if x.dtype == _FLOAT16:
-      # In float32, rounded once: a float16 scalar below 6.1e-5 is subnormal, where
-      # learning rates live (1e-6 held as 1.013e-6, 1e-7 as 1.19e-7, 1e-8 as 0, while
-      # 1e-8 * 2e4 is a normal float16). bfloat16 has float32's exponents: its scalar
-      # loses digits only, and is cast to the leaf's dtype as optax's is.
-      return as_dtype(as_dtype(scalar, jnp.float32) * as_dtype(x, jnp.float32), x.dtype)
-    return as_dtype(scalar, x.dtype) * x
+    work = scaling_dtype(x.dtype)  # the leaf's own but for float16 (no-op casts then)
+    return as_dtype(as_dtype(scalar, work) * as_dtype(x, work), x.dtype)
   try:
     return tree_map(times, numbers_as_arrays(tree))
   except (TypeError, ValueError):  # jax's "mul got incompatible shapes for broadcasting"

@@ -21,7 +21,7 @@ from gradtx.core import (NONNEGATIVE, UNIT_HALF_OPEN, GradientTransformation, HP
 from gradtx.numerics import (as_dtype, compute_dtype, ema_moment, floor_eps_root, lerp_moment,
                              safe_increment, safe_sqrt)
 from gradtx.transforms.moments import (ScaleByAdamState, adam_direction, adam_step_scalars,
-                                      check_initial_value, direction_dtype)
+                                      check_initial_value)
 
 __all__ = ["ScaleByAdanState", "ScaleByBeliefState", "ScaleByNadamState", "ScaleByNovogradState",
            "scale_by_adan", "scale_by_belief", "scale_by_nadam", "scale_by_novograd",
@@ -95,7 +95,7 @@ def scale_by_radam(b1: ScalarOrSchedule = 0.9, b2: ScalarOrSchedule = 0.999,
       v_new = lerp_moment(g, v, k["1-b2"], order=2)
       # float32 for float16, which rounded the folded rate's c, r and e to subnormals or 0
       # (where v_t was 0 too, a = 0 made 0 / 0 = NaN, not the momentum's step).
-      dtype = direction_dtype(v_new)
+      dtype = numerics.scaling_dtype(v_new.dtype)
       numerator = as_dtype(k["c"], dtype) * as_dtype(m_new, dtype)
       if nesterov:
         numerator = numerator + as_dtype(k["c_g"], dtype) * as_dtype(g, dtype)

@@ -404,27 +404,19 @@ def adam_step_scalars(h: Any, count: jax.Array, nesterov: bool = False,
   return k
 
 
-def direction_dtype(v_new: jax.Array) -> jnp.dtype:
-  """The dtype a leaf's step is formed in when :func:`adam_step_scalars` has folded a
-  learning rate into :math:`c`: ``v_new``'s, but float32 for float16.
-
-  The folded :math:`c = \\alpha \\sqrt{1-\\beta_2^t} / (1-\\beta_1^t)` is about
-  :math:`0.3\\alpha`, and :math:`e`, :math:`r` smaller still: in float16 (normal from
-  6.1e-5) the rates users train with made them subnormal or 0, and Adam's float16
-  steps were 7% off at :math:`\\alpha = 10^{-5}` and 0 at :math:`10^{-6}` (optax, which
-  multiplies by the rate last, 0.4% and 5%). bfloat16 has float32's exponents and
-  keeps its own dtype: formed in float32, its step made XLA:CPU copy the donated
-  moment buffers (16 copies for Adam on a 1.3M-parameter MLP).
-  """
-  return jnp.dtype(jnp.float32) if v_new.dtype == jnp.float16 else v_new.dtype
-
-
 def adam_direction(k: dict[str, jax.Array], g: jax.Array, m_new: jax.Array, v_new: jax.Array,
                    nesterov: bool) -> jax.Array:
   """:math:`u = c\\, m_t / (\\sqrt{v_t + r} + e)` (with ``nesterov``, :math:`c\\, m_t +
-  c_g\\, g_t` above), from :func:`adam_step_scalars`' ``k``, in ``v_new``'s dtype (float32
-  for float16: :func:`direction_dtype`)."""
-  dtype = direction_dtype(v_new)
+  c_g\\, g_t` above), from :func:`adam_step_scalars`' ``k``, in ``v_new``'s dtype, float32
+  for float16 (:func:`gradtx.numerics.scaling_dtype`).
+
+  The learning rate folded into :math:`c = \\alpha \\sqrt{1-\\beta_2^t} / (1-\\beta_1^t)`
+  (about :math:`0.3\\alpha`), :math:`e` and :math:`r` are smaller than the rate: in
+  float16 they were subnormal or 0, and Adam's float16 steps were 7% off at
+  :math:`\\alpha = 10^{-5}` and 0 at :math:`10^{-6}` (optax, which multiplies by the rate
+  last, 0.4% and 5%).
+  """
+  dtype = numerics.scaling_dtype(v_new.dtype)
   c, r, e = (as_dtype(k[n], dtype) for n in ("c", "r", "e"))
   numerator = c * as_dtype(m_new, dtype)
   if nesterov:
