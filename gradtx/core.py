@@ -250,14 +250,12 @@ def jit_per_static(fn: Callable[..., Any]) -> Callable[..., Callable[..., Any]]:
     return jax.jit(functools.partial(fn, *static))
 
   def lookup(*static: Any) -> Callable[..., Any]:
+    unjitted = functools.partial(fn, *static)
     try:
       hash(static)
     except TypeError:
-      return functools.partial(fn, *static)
-
-    def call(*args: Any) -> Any:
-      return (jitted(*static) if is_concrete(args) else functools.partial(fn, *static))(*args)
-    return call
+      return unjitted
+    return lambda *args: (jitted(*static) if is_concrete(args) else unjitted)(*args)
   return lookup
 
 
