@@ -466,7 +466,8 @@ def scale_by_adam(b1: ScalarOrSchedule = 0.9, b2: ScalarOrSchedule = 0.999,
       the gradients' dtype, except that a 16-bit moment's change
       :math:`(1-\\beta)(g^k - m)` is formed in float32 and rounded once, so that
       float16's :math:`g - m` and :math:`g^2` do not overflow where the moments
-      do not (:func:`gradtx.numerics.lerp_moment`). The step uses :math:`m_t`
+      do not (:func:`gradtx.numerics.lerp_moment`), and a float16 step
+      :math:`u_t` is formed in float32 (:func:`adam_direction`). The step uses :math:`m_t`
       and :math:`v_t` as stored (rounded to their dtypes), so XLA updates the
       moment buffers in place. optax uses the unrounded values: the two differ
       by that rounding.

@@ -103,7 +103,9 @@ def tree_scale(scalar: jax.typing.ArrayLike, tree: PyTree) -> PyTree:
   the dtype they promote to, as optax's: ``tree_scale(0.5, int32 leaf)`` is
   float32 (it was 0, the scalar cast to int32). Where it can, the leaf's dtype is
   kept, where optax promotes: a float32 array ``scalar`` leaves a bfloat16
-  leaf bfloat16 (optax's is float32).
+  leaf bfloat16 (optax's is float32). A float16 leaf is multiplied in float32
+  and rounded once (:func:`gradtx.numerics.scaling_dtype`): cast to float16, a
+  scalar below 6.1e-5 is subnormal (1e-8 is 0).
 
   Args:
     scalar: the scalar :math:`s`.
