@@ -5,7 +5,7 @@
     python3 dev.py test     # the whole test suite (CI runs exactly this)
 
 Each command creates (or reuses) a virtual environment in ``.venv`` and installs
-what it needs there first; nothing but Python 3.10+ is required.
+what it needs there first; nothing but Python 3.11+ is required.
 """
 
 from __future__ import annotations
@@ -22,6 +22,9 @@ VENV = ROOT / ".venv"
 PYTHON = VENV / ("Scripts/python.exe" if os.name == "nt" else "bin/python")
 # torch's CPU build, for the torch.optim comparison tests; optional.
 TORCH = "torch==2.13.0"
+# pyproject's requires-python: jax>=0.8 itself needs 3.11, so an older Python
+# would get only pip's "no matching distribution found for jax" from ensure_env.
+MIN_PYTHON = (3, 11)
 
 
 def _run(*args: str | os.PathLike, check: bool = True) -> int:
@@ -48,8 +51,19 @@ def ensure_env(extras: str) -> None:
   stamp.write_text(digest)
 
 
+def check_python(version: tuple[int, ...] = tuple(sys.version_info[:2])) -> None:
+  """Exits with what to do when ``version`` is older than gradtx (and jax) support."""
+  if version[:2] < MIN_PYTHON:
+    need = ".".join(map(str, MIN_PYTHON))
+    raise SystemExit(f"gradtx needs Python {need} or newer (its jax>=0.8 does); this is "
+                     f"Python {'.'.join(map(str, version[:2]))}: run dev.py with python{need} "
+                     "or newer")
+
+
 def main(argv: list[str]) -> int:
   command = argv[0] if argv else "help"
+  if command in ("demo", "test"):
+    check_python()
   if command == "demo":
     ensure_env("")  # the demo needs only gradtx and jax
     return _run(PYTHON, ROOT / "examples" / "demo.py", *argv[1:], check=False)
