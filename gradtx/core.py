@@ -209,9 +209,11 @@ def one_kernel_when_eager(fn: _Kernel) -> _Kernel:
   ``vmap``), the decorated function is ``fn`` itself: a staged step's program is
   unchanged.
 
-  Only for a function whose fusion cannot change a bit: comparisons, selections and
-  single roundings, no product feeding a sum, which XLA contracts into one fused
-  multiply-add rounded once (in a jitted step as well).
+  Fusion can change a bit where a product feeds a sum, which XLA contracts into one
+  fused multiply-add rounded once (in a jitted step as well): the numerics helpers
+  decorated keep to comparisons, selections and single roundings, and are checked bit
+  for bit against the operations one by one; a caller whose kernel has products
+  (NovoGrad's leaf rule) says that its eager last bits are the fused kernel's.
   """
   kernel = jax.jit(fn)
 

@@ -237,10 +237,15 @@ def ema_moment(g: jax.Array, m: jax.Array, decay: jax.typing.ArrayLike, order: i
   square (``order=1``), so that an overflowed mean stays Inf as
   ``order=2``'s does (see :func:`lerp_moment`).
   """
+  return lerp_moment(g, m, ema_take(g, m, decay, order), order, store=store, squares=squares)
+
+
+def ema_take(g: jax.Array, m: jax.Array, decay: jax.typing.ArrayLike, order: int) -> jax.Array:
+  """:math:`1 - \\beta`, the weight :func:`ema_moment` gives :math:`g^k`, in the dtype it
+  updates ``m`` in; computed once per step and dtype inside :func:`shared_scalars`."""
   work, _ = _moment_dtypes(g, m, order)
   # 1 - decay in the hyperparameter's own precision, as optax's Python floats do.
-  take = shared(f"ema {work}", (decay,), lambda: as_dtype(1 - jnp.asarray(decay), work))
-  return lerp_moment(g, m, take, order, store=store, squares=squares)
+  return shared(f"ema {work}", (decay,), lambda: as_dtype(1 - jnp.asarray(decay), work))
 
 
 def lerp_moment(g: jax.Array, m: jax.Array, take: jax.Array, order: int, *,
