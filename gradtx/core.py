@@ -245,9 +245,7 @@ def jit_per_static(fn: Callable[..., Any]) -> Callable[..., Callable[..., Any]]:
   in a jitted step), and kept here it leaked them past their trace, which
   ``jax.checking_leaks()`` reports as an error (optax's line searches leak nothing).
   """
-  @functools.lru_cache(maxsize=JITS_KEPT)
-  def jitted(*static: Any) -> Callable[..., Any]:
-    return jax.jit(functools.partial(fn, *static))
+  kept = _JitsKept(fn)
 
   def lookup(*static: Any) -> Callable[..., Any]:
     unjitted = functools.partial(fn, *static)
@@ -255,8 +253,32 @@ def jit_per_static(fn: Callable[..., Any]) -> Callable[..., Callable[..., Any]]:
       hash(static)
     except TypeError:
       return unjitted
-    return lambda *args: (jitted(*static) if is_concrete(args) else unjitted)(*args)
+    return lambda *args: (kept.jitted(*static) if is_concrete(args) else unjitted)(*args)
   return lookup
+
+
+def _jit_partial(fn: Callable[..., Any], *static: Any) -> Callable[..., Any]:
+  return jax.jit(functools.partial(fn, *static))
+
+
+class _JitsKept:
+  """:func:`jit_per_static`'s programs for ``fn``: ``jitted(*static)``, the last
+  :data:`JITS_KEPT` kept.
+
+  Pickled as ``fn`` alone, and a copy compiles its own: cloudpickle (Ray, joblib) pickles a
+  transformation's closures by value, down to this cache, and an ``lru_cache`` of a local
+  function raised "Can't pickle local object" (``gtx.lbfgs()``, whose line search is
+  looked up here; optax's pickles).
+  """
+
+  __slots__ = ("fn", "jitted")
+
+  def __init__(self, fn: Callable[..., Any]):
+    self.fn = fn
+    self.jitted = functools.lru_cache(maxsize=JITS_KEPT)(functools.partial(_jit_partial, fn))
+
+  def __reduce__(self) -> tuple[Any, ...]:
+    return (_JitsKept, (self.fn,))
 
 
 def check_value(stage: str, name: str, value: Any, allowed: Range, *,
