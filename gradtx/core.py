@@ -1086,6 +1086,18 @@ class GradientTransformation(_OptaxTransformation):
   def __len__(self) -> int:
     return 2
 
+  # Equal where init and update are the same functions, as optax's NamedTuples compare:
+  # a copy (copy.copy; copy.deepcopy, which copies no function, as of a flax TrainState
+  # holding it as static data) is the same transformation, and a jitted step taking it
+  # as a static argument is not traced again. Two built alike have their own functions.
+  def __eq__(self, other: object) -> bool:
+    if not isinstance(other, GradientTransformation):
+      return NotImplemented
+    return self.init is other.init and self.update is other.update
+
+  def __hash__(self) -> int:
+    return hash((self.init, self.update))
+
   def format(self, indent: int = 0) -> str:
     """This transformation as text, nested ones indented by ``indent`` levels."""
     return format_transformation(self, indent)
