@@ -1155,12 +1155,22 @@ def _built_by(tx: Any) -> tuple[str, str]:
   return package, factory
 
 
+# The most leaves of a tree (a mask, labels) that repr shows; a bigger one shows its size.
+SHOWN_LEAVES = 16
+
+
 def format_value(value: Any) -> str:
-  """A hyperparameter or option as ``repr`` shows it: ``0.001``, ``bfloat16``, a function's name."""
+  """A hyperparameter or option as ``repr`` shows it: ``0.001``, ``bfloat16``, a function's name,
+  ``<dict of 600 leaves>`` for a tree of more than :data:`SHOWN_LEAVES` leaves."""
   if isinstance(value, float):
     return f"{value:g}"
   if isinstance(value, (jax.Array, np.ndarray)):
     return f"{float(value):g}" if np.ndim(value) == 0 else f"array{np.shape(value)}"
+  if isinstance(value, (Mapping, list, tuple)):
+    # A model's mask or labels: printed whole, 600 leaves made 11 kB, the stages lost in it.
+    size = len(jax.tree.leaves(value))
+    if size > SHOWN_LEAVES:
+      return f"<{type(value).__name__} of {size} leaves>"
   try:
     if not isinstance(value, (bool, int, str)) and value is not None:
       return np.dtype(value).name  # a dtype, such as jnp.bfloat16
