@@ -41,13 +41,28 @@ _FLAX_SERIALIZATION = "flax.serialization"
 
 
 def serializable(cls: _Node) -> _Node:
-  """Marks a pytree node class for flax.serialization (see the module docstring)."""
+  """Marks a pytree node class for flax.serialization (see the module docstring), and
+  pickles it at every protocol as its children and aux data (:func:`_unflatten`)."""
+  # The nodes hold __slots__, which pickle's protocols 0 and 1 refused ("a class that
+  # defines __slots__ without defining __getstate__ cannot be pickled"), where optax's
+  # NamedTuple states pickle at all of them.
+  cls.__reduce__ = _reduce_node  # type: ignore[assignment]
   _NODES.append(cls)
   if _registered_with is not None:  # flax was imported before this class was marked
     _register(_registered_with, cls)
   else:
     register_with_flax()
   return cls
+
+
+def _reduce_node(node: Any) -> tuple[Any, ...]:
+  children, aux = node.tree_flatten()
+  return _unflatten, (type(node), aux, list(children))
+
+
+def _unflatten(cls: Any, aux: Any, children: list[Any]) -> Any:
+  """A pickled node, made again by its class's ``tree_unflatten``."""
+  return cls.tree_unflatten(aux, children)
 
 
 def _register(module: Any, cls: type) -> None:

@@ -247,9 +247,7 @@ def jit_per_static(fn: Callable[..., Any]) -> Callable[..., Callable[..., Any]]:
   in a jitted step), and kept here it leaked them past their trace, which
   ``jax.checking_leaks()`` reports as an error (optax's line searches leak nothing).
   """
-  @functools.lru_cache(maxsize=JITS_KEPT)
-  def jitted(*static: Any) -> Callable[..., Any]:
-    return jax.jit(functools.partial(fn, *static))
+  kept = _JitsKept(fn)
 
   def lookup(*static: Any) -> Callable[..., Any]:
     unjitted = functools.partial(fn, *static)
@@ -257,8 +255,32 @@ def jit_per_static(fn: Callable[..., Any]) -> Callable[..., Callable[..., Any]]:
       hash(static)
     except TypeError:
       return unjitted
-    return lambda *args: (jitted(*static) if is_concrete(args) else unjitted)(*args)
+    return lambda *args: (kept.jitted(*static) if is_concrete(args) else unjitted)(*args)
   return lookup
+
+
+def _jit_partial(fn: Callable[..., Any], *static: Any) -> Callable[..., Any]:
+  return jax.jit(functools.partial(fn, *static))
+
+
+class _JitsKept:
+  """:func:`jit_per_static`'s programs for ``fn``: ``jitted(*static)``, the last
+  :data:`JITS_KEPT` kept.
+
+  Pickled as ``fn`` alone, and a copy compiles its own: cloudpickle (Ray, joblib) pickles a
+  transformation's closures by value, down to this cache, and an ``lru_cache`` of a local
+  function raised "Can't pickle local object" (``gtx.lbfgs()``, whose line search is
+  looked up here; optax's pickles).
+  """
+
+  __slots__ = ("fn", "jitted")
+
+  def __init__(self, fn: Callable[..., Any]):
+    self.fn = fn
+    self.jitted = functools.lru_cache(maxsize=JITS_KEPT)(functools.partial(_jit_partial, fn))
+
+  def __reduce__(self) -> tuple[Any, ...]:
+    return (_JitsKept, (self.fn,))
 
 
 def check_value(stage: str, name: str, value: Any, allowed: Range, *,
@@ -1066,6 +1088,18 @@ class GradientTransformation(_OptaxTransformation):
   def __len__(self) -> int:
     return 2
 
+  # Equal where init and update are the same functions, as optax's NamedTuples compare:
+  # a copy (copy.copy; copy.deepcopy, which copies no function, as of a flax TrainState
+  # holding it as static data) is the same transformation, and a jitted step taking it
+  # as a static argument is not traced again. Two built alike have their own functions.
+  def __eq__(self, other: object) -> bool:
+    if not isinstance(other, GradientTransformation):
+      return NotImplemented
+    return self.init is other.init and self.update is other.update
+
+  def __hash__(self) -> int:
+    return hash((self.init, self.update))
+
   def format(self, indent: int = 0) -> str:
     """This transformation as text, nested ones indented by ``indent`` levels."""
     return format_transformation(self, indent)
@@ -1123,12 +1157,22 @@ def _built_by(tx: Any) -> tuple[str, str]:
   return package, factory
 
 
+# The most leaves of a tree (a mask, labels) that repr shows; a bigger one shows its size.
+SHOWN_LEAVES = 16
+
+
 def format_value(value: Any) -> str:
-  """A hyperparameter or option as ``repr`` shows it: ``0.001``, ``bfloat16``, a function's name."""
+  """A hyperparameter or option as ``repr`` shows it: ``0.001``, ``bfloat16``, a function's name,
+  ``<dict of 600 leaves>`` for a tree of more than :data:`SHOWN_LEAVES` leaves."""
   if isinstance(value, float):
     return f"{value:g}"
   if isinstance(value, (jax.Array, np.ndarray)):
     return f"{float(value):g}" if np.ndim(value) == 0 else f"array{np.shape(value)}"
+  if isinstance(value, (Mapping, list, tuple)):
+    # A model's mask or labels: printed whole, 600 leaves made 11 kB, the stages lost in it.
+    size = len(jax.tree.leaves(value))
+    if size > SHOWN_LEAVES:
+      return f"<{type(value).__name__} of {size} leaves>"
   try:
     if not isinstance(value, (bool, int, str)) and value is not None:
       return np.dtype(value).name  # a dtype, such as jnp.bfloat16

@@ -282,6 +282,14 @@ class Layout:
   def __hash__(self) -> int:
     return hash(self._key)
 
+  def __reduce_ex__(self, protocol: Any) -> tuple[Any, ...]:
+    # Its arguments: __slots__ alone did not pickle at protocols 0 and 1, nor does a
+    # PyTreeDef, whose structure goes there as a tree of leaf indices.
+    if isinstance(protocol, int) and protocol < 2:
+      indices = jax.tree.unflatten(self.treedef, range(len(self.shapes)))
+      return _layout_of, (indices, self.shapes, self.dtypes)
+    return Layout, (self.treedef, self.shapes, self.dtypes)
+
   def __repr__(self) -> str:
     sizes = ", ".join(f"{g.dtype}: {g.size}" for g in self.groups)
     return f"Layout({len(self.shapes)} leaves, {sizes})"
@@ -625,6 +633,12 @@ class Layout:
     full = _mask_per_leaf(mask, self.template(), "Layout.leaf_mask")
     bools = [bool(m) for m in self.treedef.flatten_up_to(full)]
     return tuple(bools)
+
+
+def _layout_of(indices: PyTree, shapes: tuple[tuple[int, ...], ...],
+               dtypes: tuple[str, ...]) -> Layout:
+  """A :class:`Layout` pickled at protocol 0 or 1, its structure that of ``indices``."""
+  return Layout(jax.tree.structure(indices), shapes, dtypes)
 
 
 @serializable

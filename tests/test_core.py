@@ -1108,3 +1108,35 @@ def test_every_stage_refuses_a_none_gradient_it_holds_state_for_or_passes_it_thr
       if (g["b"] is None) != (fast["b"] is None):
         failures.append(f"{name}, {case}: the update at ['b'] is {fast['b']}")
   assert not failures, "\n".join(failures)
+
+
+@pytest.mark.parametrize("make", [
+    lambda: gtx.adamw(1e-2, weight_decay=0.1),
+    lambda: gtx.chain(clip=gtx.clip_by_global_norm(1.0), sgd=gtx.sgd(0.1, momentum=0.9)),
+    lambda: gtx.MultiSteps(gtx.adam(1e-2), 2),
+], ids=["adamw", "chain", "MultiSteps"])
+def test_a_copied_transformation_is_equal_and_a_static_jit_argument_is_not_traced_again(make):
+  # A copy (copy.deepcopy of a flax TrainState, whose tx is static data of the pytree)
+  # compared unequal, identity being a transformation's equality, so a jitted step taking
+  # it was traced and compiled again; optax's NamedTuples compare their functions, which
+  # no copy copies.
+  import copy  # pylint: disable=import-outside-toplevel
+  tx = make()
+  params = {"w": jnp.array([1.0, -2.0])}
+  grads = {"w": jnp.array([0.5, 0.25])}
+  traces = []
+
+  def step(tx, grads, state, params):
+    traces.append(None)
+    return tx.update(grads, state, params)
+
+  jitted = jax.jit(step, static_argnums=0)
+  state = tx.init(params)
+  steps = {}
+  for name, copied in [("tx", tx), ("copy", copy.copy(tx)), ("deepcopy", copy.deepcopy(tx))]:
+    assert copied == tx and hash(copied) == hash(tx), name
+    steps[name] = jitted(copied, grads, state, params)
+  assert len(traces) == 1
+  for name in ("copy", "deepcopy"):
+    jax.tree.map(np.testing.assert_array_equal, steps[name], steps["tx"])
+  assert make() != tx  # another one built alike: other functions, as optax's

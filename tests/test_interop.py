@@ -705,6 +705,41 @@ def test_a_transformation_survives_cloudpickle_as_optax_s_does():
   jax.tree.map(np.testing.assert_array_equal, ours, tx.update(grads, tx.init(params), params)[0])
 
 
+@pytest.mark.parametrize("name", ["lbfgs", "backtracking"])
+def test_a_line_search_survives_cloudpickle_as_optax_s_does(name):
+  # A line search's programs are kept per value_fn (gradtx.core.jit_per_static), in an
+  # lru_cache of a local function, which cloudpickle reached through the transformation's
+  # closures and refused: "Can't pickle local object 'jit_per_static.<locals>.jitted'".
+  cloudpickle = pytest.importorskip("cloudpickle")
+  params = {"w": jnp.array([[1.0, -2.0], [0.5, 3.0]]), "b": jnp.array([0.5, 0.1])}
+
+  def value_fn(p):
+    return sum(jnp.sum(jnp.cosh(x)) for x in jax.tree.leaves(p))
+
+  def run(lib, tx, steps=3):
+    p, state = params, tx.init(params)
+    for _ in range(steps):
+      value, grads = jax.value_and_grad(value_fn)(p)
+      updates, state = tx.update(grads, state, p, value=value, grad=grads, value_fn=value_fn)
+      p = lib.apply_updates(p, updates)
+    return p
+
+  def build(lib):
+    if name == "lbfgs":
+      return lib.lbfgs()
+    return lib.chain(lib.sgd(1.0), lib.scale_by_backtracking_linesearch(max_backtracking_steps=15))
+
+  tx = build(gtx)
+  copied = cloudpickle.loads(cloudpickle.dumps(tx))
+  ours = run(gtx, copied)
+  jax.tree.map(np.testing.assert_array_equal, ours, run(gtx, tx))
+  with _promotion(optax):
+    reference = build(optax)
+    theirs = run(optax, cloudpickle.loads(cloudpickle.dumps(reference)))
+  for a, b in zip(jax.tree.leaves(ours), jax.tree.leaves(theirs)):
+    np.testing.assert_allclose(a, b, rtol=RTOL, atol=ATOL)
+
+
 @pytest.mark.parametrize("where", ["nnx_state", "state_dict", "optax"])
 def test_setting_a_hyperparameter_on_a_state_that_holds_none_says_why(where):
   # It said "the valid names are []": nnx.state(optimizer) and flax's state dict turn the

@@ -774,3 +774,28 @@ def test_every_public_schedule_is_tested():
   assert set(schedules.__all__) == covered
   # optax's type names resolve here too; they are gradtx's own (one page in the docs).
   assert schedules.Schedule is gtx.Schedule and schedules.ScalarOrSchedule is gtx.ScalarOrSchedule
+
+
+def test_a_copied_schedule_is_equal_and_a_static_jit_argument_is_not_traced_again():
+  # A copy (copy.deepcopy of a flax TrainState holding the schedule as static data, to
+  # log the learning rate) compared unequal, so a jitted step taking it traced again;
+  # optax's schedules are functions, which no copy copies.
+  import copy  # pylint: disable=import-outside-toplevel
+  schedule = schedules.warmup_cosine_decay_schedule(0.0, 1.0, 2, 10)
+  traces = []
+
+  def value(schedule, count):
+    traces.append(None)
+    return schedule(count)
+
+  jitted = jax.jit(value, static_argnums=0)
+  values = {}
+  for name, copied in [("schedule", schedule), ("copy", copy.copy(schedule)),
+                       ("deepcopy", copy.deepcopy(schedule))]:
+    assert copied == schedule and hash(copied) == hash(schedule), name
+    values[name] = jitted(copied, jnp.int32(1))
+  assert len(traces) == 1
+  for name in ("copy", "deepcopy"):
+    np.testing.assert_array_equal(values[name], values["schedule"])
+  np.testing.assert_array_equal(values["schedule"], np.float32(0.5))
+  assert schedules.warmup_cosine_decay_schedule(0.0, 1.0, 2, 10) != schedule  # as optax's

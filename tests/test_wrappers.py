@@ -772,6 +772,16 @@ def test_wrapper_reprs_show_inner_stages():
   assert repr(gtx.masked(gtx.scale(2.0), {"w": True})) == "scale(step_size=2, mask={'w': True})"
 
 
+def test_a_mask_or_labels_of_a_big_tree_show_as_their_size_in_a_repr():
+  # A model's whole mask was printed: 11 kB of repr for 600 leaves, the stages lost in it.
+  mask = {f"layer{i}": {"w": True, "b": False} for i in range(50)}
+  assert repr(gtx.masked(gtx.scale(2.0), mask)) == "scale(step_size=2, mask=<dict of 100 leaves>)"
+  labels = jax.tree.map(lambda m: "a" if m else "s", mask)
+  text = repr(gtx.partition({"a": gtx.adam(0.1), "s": gtx.sgd(0.1)}, labels))
+  assert "  param_labels=<dict of 100 leaves>,\n" in text and "a=adam(" in text
+  assert len(text) < 600
+
+
 # ---------------------------------------------------------------------------- set_to_zero
 
 

@@ -37,6 +37,16 @@ class _Named:
   def __repr__(self) -> str:
     return self._text
 
+  # A copy is the schedule itself, as copying a function is (optax's schedules are
+  # functions): copy.deepcopy of a flax TrainState holding one as static data made another,
+  # compared unequal (identity), and a jitted step taking it was traced again. Nothing of
+  # a schedule changes after it is made.
+  def __copy__(self) -> "_Named":
+    return self
+
+  def __deepcopy__(self, memo: dict[int, Any]) -> "_Named":
+    return self
+
 
 def _shown(value: Any) -> str:
   if isinstance(value, float):

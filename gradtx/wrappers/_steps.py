@@ -297,6 +297,16 @@ class MultiSteps:
   def __repr__(self) -> str:
     return f"MultiSteps({self._tx!r})"
 
+  # Equal as its transformation is (GradientTransformation.__eq__): a copy is the same
+  # optimizer, and a jitted step taking it as static data is not traced again.
+  def __eq__(self, other: object) -> bool:
+    if not isinstance(other, MultiSteps):
+      return NotImplemented
+    return self._tx == other._tx
+
+  def __hash__(self) -> int:
+    return hash(self._tx)
+
 
 class ApplyEvery(NamedTuple):
   """State of :func:`apply_every` (optax's ``ApplyEvery``).
