@@ -341,8 +341,12 @@ def freeze_without_gradient(updates: PyTree, params: PyTree | None,
   ``(fast, slow)`` pair) get :func:`mask_untrainable` instead. ``masked`` says
   whether the stages' updates need :func:`thaw`; when it is ``False`` (the
   common case) the trees are returned as they are. An integer or key param
-  with a floating-point update raises :class:`StructureError`.
+  with a floating-point update raises :class:`StructureError`. A root ``None``
+  is a tree without leaves, not a leaf without a gradient: ``init(None)`` kept
+  ``None`` (:func:`mask_untrainable`), which a whole-tree MaskedNode would not match.
   """
+  if updates is None:
+    return updates, params, False
   marked = any(no_gradient(u) for u in
                jax.tree_util.tree_leaves(updates, is_leaf=_no_gradient_or_node))
   has_untrainable = params is not None and any(
