@@ -462,8 +462,7 @@ def check_structure(expected: PyTree, got: PyTree, expected_name: str,
     elif extra:
       detail = f"key path {extra[0]} is in {got_name} but not in {expected_name}"
     else:
-      detail = (f"the containers differ: {expected_name} is {expected_def}, "
-                f"{got_name} is {got_def}")
+      detail = containers_differ(expected, got, expected_name, got_name)
     raise StructureError(f"{where}{got_name} and {expected_name} differ in structure: {detail}")
   for key, leaf in expected_leaves.items():
     other = got_leaves[key]
@@ -478,6 +477,49 @@ def check_structure(expected: PyTree, got: PyTree, expected_name: str,
           detail += f"; {NO_ARRAY_HERE if is_masked(other) else NO_ARRAY_AT_INIT}"
       raise StructureError(
           f"{where}{got_name} and {expected_name} differ in shape at key path {key}: {detail}")
+
+
+# How much of a container a structure error prints: one level of it, cut to this length.
+_CONTAINER_SHOWN = 200
+
+
+def _one_level(node: Any) -> tuple[list[tuple[tuple, Any]], jax.tree_util.PyTreeDef]:
+  """``node``'s children with their key path entries, and its structure one level deep
+  (``PyTreeDef({'b': *, 'w': *})``); no children for a leaf, a :class:`MaskedNode` or a
+  packed tree (:func:`_is_node`)."""
+  children, treedef = jax.tree_util.tree_flatten_with_path(
+      node, is_leaf=lambda x: x is not node or _is_node(x))
+  return ([] if jax.tree_util.treedef_is_leaf(treedef) else children), treedef
+
+
+def _short_container(treedef: jax.tree_util.PyTreeDef) -> str:
+  text = str(treedef)
+  if len(text) <= _CONTAINER_SHOWN:
+    return text
+  return f"{text[:_CONTAINER_SHOWN]}... ({treedef.num_leaves} children)"
+
+
+def containers_differ(expected: PyTree, got: PyTree, expected_name: str, got_name: str) -> str:
+  """Where two trees with the same key paths differ in structure, in words: the first
+  node (in pytree order) whose containers differ (a dict and an OrderedDict, a list and
+  a tuple, another static field), each printed one level deep.
+
+  Printing the two whole PyTreeDefs said nothing of where they differ, and ran to
+  hundreds of thousands of characters for a large model.
+  """
+  pending = [((), expected, got)]
+  while pending:  # depth first, in pytree order; not recursive: trees nest deeply
+    path, a, b = pending.pop()
+    (a_children, a_def), (b_children, b_def) = _one_level(a), _one_level(b)
+    if a_def != b_def:  # type: ignore[operator]  # jax's PyTreeDef is untyped
+      a_text, b_text = _short_container(a_def), _short_container(b_def)
+      if not path:
+        return f"the containers differ: {expected_name} is {a_text}, {got_name} is {b_text}"
+      return (f"the containers differ at key path {keystr(path)}: {expected_name} has "
+              f"{a_text} there, {got_name} has {b_text}")
+    pending.extend(reversed([((*path, *entry), x, y)
+                             for (entry, x), (_, y) in zip(a_children, b_children)]))
+  return f"the containers differ: {expected_name} and {got_name}"  # pragma: no cover
 
 
 def names_structure_mismatch(*names: str, same_shapes: bool = False
