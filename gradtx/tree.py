@@ -483,7 +483,7 @@ def check_structure(expected: PyTree, got: PyTree, expected_name: str,
 _CONTAINER_SHOWN = 200
 
 
-def _one_level(node: Any) -> tuple[list[tuple[tuple, Any]], jax.tree_util.PyTreeDef]:
+def one_level(node: Any) -> tuple[list[tuple[tuple, Any]], jax.tree_util.PyTreeDef]:
   """``node``'s children with their key path entries, and its structure one level deep
   (``PyTreeDef({'b': *, 'w': *})``); no children for a leaf, a :class:`MaskedNode` or a
   packed tree (:func:`_is_node`)."""
@@ -492,7 +492,7 @@ def _one_level(node: Any) -> tuple[list[tuple[tuple, Any]], jax.tree_util.PyTree
   return ([] if jax.tree_util.treedef_is_leaf(treedef) else children), treedef
 
 
-def _short_container(treedef: jax.tree_util.PyTreeDef) -> str:
+def short_container(treedef: jax.tree_util.PyTreeDef) -> str:
   text = str(treedef)
   if len(text) <= _CONTAINER_SHOWN:
     return text
@@ -510,9 +510,9 @@ def containers_differ(expected: PyTree, got: PyTree, expected_name: str, got_nam
   pending = [((), expected, got)]
   while pending:  # depth first, in pytree order; not recursive: trees nest deeply
     path, a, b = pending.pop()
-    (a_children, a_def), (b_children, b_def) = _one_level(a), _one_level(b)
+    (a_children, a_def), (b_children, b_def) = one_level(a), one_level(b)
     if a_def != b_def:  # type: ignore[operator]  # jax's PyTreeDef is untyped
-      a_text, b_text = _short_container(a_def), _short_container(b_def)
+      a_text, b_text = short_container(a_def), short_container(b_def)
       if not path:
         return f"the containers differ: {expected_name} is {a_text}, {got_name} is {b_text}"
       return (f"the containers differ at key path {keystr(path)}: {expected_name} has "
