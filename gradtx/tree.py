@@ -98,11 +98,17 @@ def is_function_of_params(x: Any) -> TypeGuard[Callable[..., Any]]:
   ``jax.tree.map(lambda p: p.ndim > 1, eqx.filter(model, eqx.is_array))`` makes
   it, was called on the params and failed inside the model's ``__call__``. A
   pytree node is a tree, as it is for optax's ``masked``; a function is a leaf,
-  and a ``functools.partial`` (a node to JAX) is a function.
+  and so is a ``functools.partial``. A ``jax.tree_util.Partial`` is a node: it
+  is a tree where it holds only bools or strings (what ``jax.tree.map`` makes of
+  params held in one: a mask, labels), and a function where it binds something
+  else (``Partial(mask_fn, threshold)``) or nothing.
   """
   if not callable(x):
     return False
-  return isinstance(x, functools.partial) or jax.tree_util.treedef_is_leaf(jax.tree.structure(x))
+  if isinstance(x, jax.tree_util.Partial):
+    leaves = jax.tree.leaves(x)
+    return not leaves or not all(isinstance(leaf, (bool, np.bool_, str)) for leaf in leaves)
+  return jax.tree_util.treedef_is_leaf(jax.tree.structure(x))
 
 
 def keystr(path: tuple) -> str:
