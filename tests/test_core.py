@@ -235,6 +235,31 @@ def test_grads_whose_containers_differ_deep_in_a_large_tree_name_the_key_path_br
   np.testing.assert_array_equal(state["momentum"].trace["layer1234"]["w"], np.zeros(2))
 
 
+def test_grads_with_a_leaf_where_the_state_has_a_subtree_name_both():
+  # Read as a key path only one tree has, the leaf's: "key path ['w'] is in state.mu but
+  # not in updates", where the updates do have ['w'] (a subtree), and a None gradient
+  # standing for a whole subtree was not named as one.
+  params = {"w": jnp.ones(2), "b": jnp.ones(1)}
+  tx = gtx.chain(opt=gtx.adam(0.1))
+  state = tx.init(params)
+  stage = "stage 'opt.adam': scale_by_adam: updates and state.mu differ in structure: "
+  with pytest.raises(gtx.StructureError) as error:
+    tx.update({"w": {"x": jnp.ones(2)}, "b": jnp.ones(1)}, state, params)
+  assert str(error.value) == (stage + "at key path ['w'] state.mu has a leaf of shape (2,) "
+                              "and updates a subtree PyTreeDef({'x': *})")
+  nested = {"w": {"x": jnp.ones(2), "y": jnp.ones(2)}, "b": jnp.ones(1)}
+  with pytest.raises(gtx.StructureError) as error:
+    tx.update({"w": jnp.ones(2), "b": jnp.ones(1)}, tx.init(nested), nested)
+  assert str(error.value) == (stage + "at key path ['w'] updates has a leaf of shape (2,) "
+                              "and state.mu a subtree PyTreeDef({'x': *, 'y': *})")
+  with pytest.raises(gtx.StructureError) as error:
+    tx.update({"w": None, "b": jnp.ones(1)}, tx.init(nested), nested)
+  assert str(error.value) == (
+      stage + "at key path ['w'] updates has no array (a None gradient, or a leaf a mask "
+      "leaves out) and state.mu a subtree PyTreeDef({'x': *, 'y': *}); "
+      + gtx.tree.NO_ARRAY_HERE)
+
+
 def test_init_of_shape_dtype_structs_is_init_of_zeros_as_in_optax():
   # optax's init takes jax.ShapeDtypeStruct params (its zeros_like does); gradtx's raised
   # TypeError: float() argument must be ... not 'ShapeDtypeStruct'.
