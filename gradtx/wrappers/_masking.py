@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import contextlib
-from typing import Any, Iterator, NamedTuple
+from typing import Any, Callable, Iterator, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -71,8 +71,10 @@ def _first_leaf_path(node: PyTree, path: tuple) -> str:
   return tree.keystr((*path, *leaves[0][0]) if leaves else path)
 
 
-def _prefix_error(prefix: PyTree, real: PyTree, where: str, what: str) -> str:
-  """Names the first key path where ``prefix`` is not a prefix of ``real``.
+def prefix_error(prefix: PyTree, real: PyTree, where: str, what: str,
+                 is_leaf: Callable[[Any], bool] | None = None) -> str:
+  """Names the first key path where ``prefix`` is not a prefix of ``real``; ``is_leaf``
+  marks more of the prefix's nodes as leaves (a dimension numbers tuple, a ``None``).
 
   Both trees are walked once, together, down to where they part: comparing every key
   path of one with every key path of the other took seconds on a large model.
@@ -80,6 +82,8 @@ def _prefix_error(prefix: PyTree, real: PyTree, where: str, what: str) -> str:
   pending = [((), prefix, real)]
   while pending:  # depth first, in pytree order
     path, p, r = pending.pop()
+    if is_leaf is not None and is_leaf(p):
+      continue
     p_children, p_def = tree.one_level(p)
     if p_def.num_leaves == 1 and jax.tree_util.treedef_is_leaf(p_def):
       continue  # a leaf of the prefix (or a MaskedNode) covers whatever is below it
@@ -124,7 +128,7 @@ def _per_leaf(prefix: PyTree, real: PyTree, where: str, what: str) -> PyTree:
     return jax.tree.map(lambda entry, sub: jax.tree.map(lambda _: entry, sub, is_leaf=tree.is_masked),
                         prefix, real, is_leaf=tree.is_masked)
   except (ValueError, TypeError):
-    raise StructureError(_prefix_error(prefix, real, where, what)) from None
+    raise StructureError(prefix_error(prefix, real, where, what)) from None
 
 
 def _is_static_bool(m: Any) -> bool:
