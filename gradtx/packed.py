@@ -319,7 +319,7 @@ class Layout:
       if (a.shape, a.dtype) != (b.shape, b.dtype):
         return (f"at key path {key} the leaf is {a.dtype.name}{list(a.shape)} in {name}, "
                 f"{b.dtype.name}{list(b.shape)} in {other_name}")
-    return f"the containers differ: {self.treedef} in {name}, {other.treedef} in {other_name}"
+    return tree.containers_differ(self.template(), other.template(), name, other_name)
 
   def template(self) -> PyTree:
     """The user's tree with a ``jax.ShapeDtypeStruct`` for every leaf."""

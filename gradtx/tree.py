@@ -98,11 +98,17 @@ def is_function_of_params(x: Any) -> TypeGuard[Callable[..., Any]]:
   ``jax.tree.map(lambda p: p.ndim > 1, eqx.filter(model, eqx.is_array))`` makes
   it, was called on the params and failed inside the model's ``__call__``. A
   pytree node is a tree, as it is for optax's ``masked``; a function is a leaf,
-  and a ``functools.partial`` (a node to JAX) is a function.
+  and so is a ``functools.partial``. A ``jax.tree_util.Partial`` is a node: it
+  is a tree where it holds only bools or strings (what ``jax.tree.map`` makes of
+  params held in one: a mask, labels), and a function where it binds something
+  else (``Partial(mask_fn, threshold)``) or nothing.
   """
   if not callable(x):
     return False
-  return isinstance(x, functools.partial) or jax.tree_util.treedef_is_leaf(jax.tree.structure(x))
+  if isinstance(x, jax.tree_util.Partial):
+    leaves = jax.tree.leaves(x)
+    return not leaves or not all(isinstance(leaf, (bool, np.bool_, str)) for leaf in leaves)
+  return jax.tree_util.treedef_is_leaf(jax.tree.structure(x))
 
 
 def keystr(path: tuple) -> str:
@@ -341,8 +347,12 @@ def freeze_without_gradient(updates: PyTree, params: PyTree | None,
   ``(fast, slow)`` pair) get :func:`mask_untrainable` instead. ``masked`` says
   whether the stages' updates need :func:`thaw`; when it is ``False`` (the
   common case) the trees are returned as they are. An integer or key param
-  with a floating-point update raises :class:`StructureError`.
+  with a floating-point update raises :class:`StructureError`. A root ``None``
+  is a tree without leaves, not a leaf without a gradient: ``init(None)`` kept
+  ``None`` (:func:`mask_untrainable`), which a whole-tree MaskedNode would not match.
   """
+  if updates is None:
+    return updates, params, False
   marked = any(no_gradient(u) for u in
                jax.tree_util.tree_leaves(updates, is_leaf=_no_gradient_or_node))
   has_untrainable = params is not None and any(
@@ -451,15 +461,18 @@ def check_structure(expected: PyTree, got: PyTree, expected_name: str,
     extra = [k for k in got_leaves if k not in expected_leaves]
     # A packed tree against a tree of arrays: the leaves inside it are not "missing".
     packed = _packed_against_arrays(expected_leaves, got_leaves, expected_name, got_name)
+    leaf_against_subtree = None if packed else _leaf_against_subtree(
+        expected, got, expected_name, got_name)
     if packed:
       detail = packed
+    elif leaf_against_subtree:
+      detail = leaf_against_subtree
     elif missing:
       detail = f"key path {missing[0]} is in {expected_name} but not in {got_name}"
     elif extra:
       detail = f"key path {extra[0]} is in {got_name} but not in {expected_name}"
     else:
-      detail = (f"the containers differ: {expected_name} is {expected_def}, "
-                f"{got_name} is {got_def}")
+      detail = containers_differ(expected, got, expected_name, got_name)
     raise StructureError(f"{where}{got_name} and {expected_name} differ in structure: {detail}")
   for key, leaf in expected_leaves.items():
     other = got_leaves[key]
@@ -474,6 +487,89 @@ def check_structure(expected: PyTree, got: PyTree, expected_name: str,
           detail += f"; {NO_ARRAY_HERE if is_masked(other) else NO_ARRAY_AT_INIT}"
       raise StructureError(
           f"{where}{got_name} and {expected_name} differ in shape at key path {key}: {detail}")
+
+
+# How much of a container a structure error prints: one level of it, cut to this length.
+_CONTAINER_SHOWN = 200
+
+
+def one_level(node: Any) -> tuple[list[tuple[tuple, Any]], jax.tree_util.PyTreeDef]:
+  """``node``'s children with their key path entries, and its structure one level deep
+  (``PyTreeDef({'b': *, 'w': *})``); no children for a leaf, a :class:`MaskedNode` or a
+  packed tree (:func:`_is_node`)."""
+  children, treedef = jax.tree_util.tree_flatten_with_path(
+      node, is_leaf=lambda x: x is not node or _is_node(x))
+  return ([] if jax.tree_util.treedef_is_leaf(treedef) else children), treedef
+
+
+def short_container(treedef: jax.tree_util.PyTreeDef) -> str:
+  text = str(treedef)
+  if len(text) <= _CONTAINER_SHOWN:
+    return text
+  return f"{text[:_CONTAINER_SHOWN]}... ({treedef.num_leaves} children)"
+
+
+def _first_difference(expected: PyTree, got: PyTree
+                      ) -> tuple[tuple, Any, jax.tree_util.PyTreeDef, Any,
+                                 jax.tree_util.PyTreeDef] | None:
+  """``(key path, expected node, its one-level structure, got node, its)`` at the first
+  node (in pytree order) where the trees differ in structure; ``None`` where they do not."""
+  pending = [((), expected, got)]
+  while pending:  # depth first, in pytree order; not recursive: trees nest deeply
+    path, a, b = pending.pop()
+    (a_children, a_def), (b_children, b_def) = one_level(a), one_level(b)
+    if a_def != b_def:  # type: ignore[operator]  # jax's PyTreeDef is untyped
+      return path, a, a_def, b, b_def
+    pending.extend(reversed([((*path, *entry), x, y)
+                             for (entry, x), (_, y) in zip(a_children, b_children)]))
+  return None
+
+
+def _is_one_leaf(treedef: jax.tree_util.PyTreeDef) -> bool:
+  return treedef.num_leaves == 1 and jax.tree_util.treedef_is_leaf(treedef)
+
+
+def containers_differ(expected: PyTree, got: PyTree, expected_name: str, got_name: str) -> str:
+  """Where two trees with the same key paths differ in structure, in words: the first
+  node (in pytree order) whose containers differ (a dict and an OrderedDict, a list and
+  a tuple, another static field), each printed one level deep.
+
+  Printing the two whole PyTreeDefs said nothing of where they differ, and ran to
+  hundreds of thousands of characters for a large model.
+  """
+  found = _first_difference(expected, got)
+  if found is None:  # pragma: no cover  # the callers' trees differ
+    return f"the containers differ: {expected_name} and {got_name}"
+  path, _, a_def, _, b_def = found
+  a_text, b_text = short_container(a_def), short_container(b_def)
+  if not path:
+    return f"the containers differ: {expected_name} is {a_text}, {got_name} is {b_text}"
+  return (f"the containers differ at key path {keystr(path)}: {expected_name} has "
+          f"{a_text} there, {got_name} has {b_text}")
+
+
+def _leaf_against_subtree(expected: PyTree, got: PyTree, expected_name: str,
+                          got_name: str) -> str | None:
+  """Where the trees first differ by a leaf on one side and a subtree on the other, in
+  words; else ``None``. Named as a key path only one tree has, the leaf's path read as
+  missing from the tree that holds a subtree there."""
+  found = _first_difference(expected, got)
+  if found is None:
+    return None
+  path, a, a_def, b, b_def = found
+  if _is_one_leaf(a_def) == _is_one_leaf(b_def):
+    return None
+  (leaf_name, leaf), (tree_name, node, subtree) = (
+      ((expected_name, a), (got_name, b, b_def)) if _is_one_leaf(a_def)
+      else ((got_name, b), (expected_name, a, a_def)))
+  if not jax.tree_util.tree_leaves(node, is_leaf=_is_node):
+    return None  # a None or an empty container: no subtree, a key path one tree lacks
+  what = ("no array (a None gradient, or a leaf a mask leaves out)" if is_masked(leaf)
+          else f"a leaf of shape {_describe_shape(leaf)}" if hasattr(leaf, "shape")
+          else f"a leaf ({type(leaf).__name__})")
+  hint = f"; {NO_ARRAY_HERE}" if is_masked(leaf) and leaf_name != expected_name else ""
+  return (f"at key path {keystr(path)} {leaf_name} has {what} and {tree_name} a subtree "
+          f"{short_container(subtree)}{hint}")
 
 
 def names_structure_mismatch(*names: str, same_shapes: bool = False

@@ -9,6 +9,7 @@ input.
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import jax
 import jax.numpy as jnp
@@ -543,7 +544,8 @@ BAD_DIMENSIONS = [
     ({"w": jnp.ones((2, 3))}, {"w": MDN(0, 0)},
      r"scale_by_muon: .* the reduction and output axes must be disjoint"),
     ({"w": jnp.ones((2, 3)), "b": jnp.ones(2)}, {"w": MDN()},
-     r"scale_by_muon: the weight dimension numbers must have the params' tree structure"),
+     r"scale_by_muon: the params have key path \['b'\], which the tree of weight dimension "
+     "numbers does not cover"),
     # Axes the leaf does not have were taken modulo its rank: 2 was axis 0 of a matrix.
     ({"w": jnp.ones((2, 3))}, {"w": MDN(2, 1)},
      r"scale_by_muon: MuonDimensionNumbers\(reduction_axis=2, output_axis=1\) for a leaf of "
@@ -554,6 +556,35 @@ BAD_DIMENSIONS = [
     ({"w": jnp.ones((2, 3, 4))}, {"w": MDN((0, -3), 2)}, r"shape \(2, 3, 4\): an axis is named "
                                                          "twice"),
 ]
+
+
+def test_dimension_numbers_of_another_structure_name_the_key_path_briefly():
+  # The message printed the whole spec and the params' whole structure (58,000
+  # characters for 500 layers) and named no key path.
+  params = {f"layer{i:03d}": {"w": jnp.ones((3, 2)), "b": jnp.ones(2)} for i in range(500)}
+  dims = {k: {"w": MDN(), "b": None} for k in params}
+  start = "stage 'muon': muon: the tree of weight dimension numbers "
+  for spec, message in [
+      ({**dims, "layer123": collections.OrderedDict(sorted(dims["layer123"].items()))},
+       "must have the params' tree structure or a prefix of it; at key path ['layer123'] the "
+       "tree of weight dimension numbers has PyTreeDef(CustomNode(OrderedDict[('b', 'w')], [*, *])), "
+       "the params PyTreeDef({'b': *, 'w': *})"),
+      ({k: v for k, v in dims.items() if k != "layer499"},
+       None),
+      ({**dims, "layer007": {**dims["layer007"], "c": None}},
+       "has key path ['layer007']['c'], which the params do not have")]:
+    with pytest.raises(gtx.StructureError) as error:
+      gtx.contrib.muon(0.1, muon_weight_dimension_numbers=spec).init(params)
+    if message is None:
+      assert str(error.value) == ("stage 'muon': muon: the params have key path "
+                                  "['layer499']['b'], which the tree of weight dimension "
+                                  "numbers does not cover")
+    else:
+      assert str(error.value) == start + message
+  # None over a subtree is a prefix: none of its leaves is orthogonalized.
+  state = gtx.contrib.muon(0.1, muon_weight_dimension_numbers={**dims, "layer007": None}).init(
+      params)
+  assert state is not None
 
 
 def test_galore_needs_every_axis_in_its_matrix():

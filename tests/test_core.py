@@ -1,5 +1,6 @@
 """The protocol: apply_updates, identity, stateless, chains, repr, hyperparameter plumbing."""
 
+import collections
 import inspect
 import re
 
@@ -203,6 +204,60 @@ def test_mismatched_grads_name_the_stage_and_key_path():
     tx.update({"w": jnp.ones(2)}, state)
   with pytest.raises(gtx.StructureError, match=r"stage 'opt.adam'.*shape at key path \['w'\]"):
     tx.update({"w": jnp.ones(3), "b": jnp.ones(1)}, state)
+
+
+def test_grads_whose_containers_differ_deep_in_a_large_tree_name_the_key_path_briefly():
+  # The same key paths in another container (an OrderedDict or a defaultdict for a dict,
+  # a tuple for a list, a static field changed) printed both whole trees' PyTreeDefs:
+  # 270,000 characters for 5,000 layers, without saying where they differ.
+  params = {f"layer{i:04d}": {"b": jnp.ones(2), "w": jnp.ones(2)} for i in range(5000)}
+  tx = gtx.sgd(0.1, momentum=0.9)
+  state = tx.init(params)
+  prefix = ("stage 'momentum': trace: updates and state.trace differ in structure: the "
+            "containers differ at key path ['layer1234']: state.trace has ")
+  for other, printed in [
+      (collections.OrderedDict(sorted(params["layer1234"].items())),
+       "PyTreeDef(CustomNode(OrderedDict[('b', 'w')], [*, *]))"),
+      (collections.defaultdict(list, params["layer1234"]),
+       "PyTreeDef(CustomNode(defaultdict[(<class 'list'>, ('b', 'w'))], [*, *]))")]:
+    with pytest.raises(gtx.StructureError) as error:
+      tx.update({**params, "layer1234": other}, state, params)
+    assert str(error.value) == (prefix + "PyTreeDef({'b': *, 'w': *}) there, updates has "
+                                f"{printed}")
+  # A root container of thousands of entries is printed one level deep, and cut short.
+  with pytest.raises(gtx.StructureError) as error:
+    tx.update(collections.OrderedDict(sorted(params.items())), state, params)
+  message = str(error.value)
+  assert message.startswith("stage 'momentum': trace: updates and state.trace differ in "
+                            "structure: the containers differ: state.trace is PyTreeDef({"
+                            "'layer0000': *, 'layer0001': *,")
+  assert "{'b': *" not in message and "5000 children" in message and len(message) < 700
+  np.testing.assert_array_equal(state["momentum"].trace["layer1234"]["w"], np.zeros(2))
+
+
+def test_grads_with_a_leaf_where_the_state_has_a_subtree_name_both():
+  # Read as a key path only one tree has, the leaf's: "key path ['w'] is in state.mu but
+  # not in updates", where the updates do have ['w'] (a subtree), and a None gradient
+  # standing for a whole subtree was not named as one.
+  params = {"w": jnp.ones(2), "b": jnp.ones(1)}
+  tx = gtx.chain(opt=gtx.adam(0.1))
+  state = tx.init(params)
+  stage = "stage 'opt.adam': scale_by_adam: updates and state.mu differ in structure: "
+  with pytest.raises(gtx.StructureError) as error:
+    tx.update({"w": {"x": jnp.ones(2)}, "b": jnp.ones(1)}, state, params)
+  assert str(error.value) == (stage + "at key path ['w'] state.mu has a leaf of shape (2,) "
+                              "and updates a subtree PyTreeDef({'x': *})")
+  nested = {"w": {"x": jnp.ones(2), "y": jnp.ones(2)}, "b": jnp.ones(1)}
+  with pytest.raises(gtx.StructureError) as error:
+    tx.update({"w": jnp.ones(2), "b": jnp.ones(1)}, tx.init(nested), nested)
+  assert str(error.value) == (stage + "at key path ['w'] updates has a leaf of shape (2,) "
+                              "and state.mu a subtree PyTreeDef({'x': *, 'y': *})")
+  with pytest.raises(gtx.StructureError) as error:
+    tx.update({"w": None, "b": jnp.ones(1)}, tx.init(nested), nested)
+  assert str(error.value) == (
+      stage + "at key path ['w'] updates has no array (a None gradient, or a leaf a mask "
+      "leaves out) and state.mu a subtree PyTreeDef({'x': *, 'y': *}); "
+      + gtx.tree.NO_ARRAY_HERE)
 
 
 def test_init_of_shape_dtype_structs_is_init_of_zeros_as_in_optax():

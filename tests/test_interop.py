@@ -875,3 +875,35 @@ def test_two_gradtx_stages_side_by_side_in_an_optax_chain_are_named_where_they_c
   one = optax.chain(optax.clip(1.0), gtx.adam(0.2)).init(params)
   one = gtx.set_hparams(one, {"lr.learning_rate": 0.5})
   assert float(gtx.hparams(one)["lr.learning_rate"]) == 0.5
+
+
+def _forward(w, b, x):
+  return x @ w + b
+
+
+def test_a_jax_partial_of_bools_or_labels_is_a_mask_tree_and_one_of_a_threshold_a_function():
+  # Params held in a jax.tree_util.Partial (a model's apply with its weights bound) give
+  # a Partial mask or labels tree under jax.tree.map; gradtx called it as the mask
+  # function, and it failed in the model ("_forward() takes 3 positional arguments but 4
+  # were given"). optax's masked takes it as a tree. A Partial binding a threshold to a
+  # mask function is still called.
+  params = jax.tree_util.Partial(_forward, jnp.ones((2, 3)), jnp.ones(3))
+  grads = jax.tree_util.Partial(_forward, jnp.full((2, 3), 0.5), jnp.full(3, -0.5))
+  matrices = jax.tree.map(lambda p: p.ndim > 1, params)
+  labels = jax.tree.map(lambda p: "sgd" if p.ndim > 1 else "zero", params)
+  bigger_than = jax.tree_util.Partial(lambda n, p: jax.tree.map(lambda x: x.size > n, p), 3)
+  assert not jax.tree.leaves(bigger_than(params))[1]  # the bias, 3 entries, is left out
+  with _promotion(optax):
+    theirs, _ = optax.masked(optax.sgd(0.5), matrices).update(
+        grads, optax.masked(optax.sgd(0.5), matrices).init(params), params)
+  # (transformation, its update of the bias: passed through where masked out, or zeroed)
+  for tx, bias in [(gtx.masked(gtx.sgd(0.5), matrices), -0.5),
+                   (gtx.masked(gtx.sgd(0.5), bigger_than), -0.5),
+                   (gtx.partition({"sgd": gtx.sgd(0.5), "zero": gtx.set_to_zero()}, labels), 0.0)]:
+    for update in (tx.update, jax.jit(tx.update)):
+      ours, _ = update(grads, tx.init(params), params)
+      assert isinstance(ours, jax.tree_util.Partial) and ours.func is _forward
+      np.testing.assert_array_equal(ours.args[0], np.full((2, 3), -0.25))
+      np.testing.assert_array_equal(ours.args[1], np.full(3, bias))
+  np.testing.assert_array_equal(theirs.args[0], np.full((2, 3), -0.25))
+  np.testing.assert_array_equal(theirs.args[1], np.full(3, -0.5))

@@ -254,6 +254,17 @@ def test_difference_with_what_is_not_a_layout_names_it():
     layout.difference(3, "a", "b")
 
 
+def test_difference_of_containers_names_the_key_path_and_prints_one_level():
+  # Two layouts whose leaves agree but whose containers do not printed both whole
+  # PyTreeDefs, thousands of entries for a large model, without saying where.
+  layers = {f"layer{i:03d}": [jnp.ones(2), jnp.ones(3)] for i in range(500)}
+  layout = Layout.from_tree(layers)
+  other = Layout.from_tree({**layers, "layer123": tuple(layers["layer123"])})
+  assert layout.difference(other, "a", "b") == (
+      "the containers differ at key path ['layer123']: a has PyTreeDef([*, *]) there, b has "
+      "PyTreeDef((*, *))")
+
+
 @pytest.mark.parametrize("case, call, message", BAD_INPUTS, ids=[b[0] for b in BAD_INPUTS])
 def test_bad_input_raises_a_clear_error(case, call, message):
   layout = Layout.from_tree({"w": jnp.ones((2, 3)), "b": jnp.zeros(3)})

@@ -102,3 +102,31 @@ def test_python_number_leaves_step_as_arrays_do(name):
   numbers, arrays = run(1.5, 0.5), run(jnp.asarray(1.5), jnp.asarray(0.5))
   jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-6), numbers, arrays)
   assert isinstance(numbers[0]["t"], jax.Array) and numbers[0]["t"] != 1.5
+
+
+# Trees with no leaves, each stepped to itself by optax (a model with no parameters yet,
+# a frozen part filtered away). Params of None are also "no params given", which a stage
+# that reads the params refuses, as optax's do.
+_LEAFLESS = [{}, [], (), None, {"a": {}, "b": None, "c": [()]}]
+
+
+@pytest.mark.parametrize("name", READY)
+def test_trees_without_leaves_step_to_themselves(name):
+  # A root None gradient was masked as a whole-tree MaskedNode, while init(None) had kept
+  # None: every stage with state raised "key path <root> is in updates but not in
+  # state.mu"; optax's adam steps None to None.
+  parameters = inspect.signature(getattr(gtx, name)).parameters
+  kwargs = {"learning_rate": 0.1} if "learning_rate" in parameters else {}
+  loss = jnp.asarray(1.0, jnp.float32)
+  for tree in _LEAFLESS:
+    tx = getattr(gtx, name)(**kwargs)
+    state = tx.init(tree)
+    try:
+      updates, new_state = tx.update(tree, state, tree, value=loss)
+    except gtx.MissingArgumentError:
+      assert tree is None  # params=None: the stage needs params it was not given
+      continue
+    assert updates == tree
+    assert jax.tree.structure(new_state) == jax.tree.structure(state)
+    updates, _ = jax.jit(tx.update)(tree, new_state, tree, value=loss)
+    assert updates == tree

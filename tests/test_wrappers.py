@@ -1,5 +1,6 @@
 """Wrappers and the numerics stages: each one's semantics, against optax and numpy references."""
 
+import collections
 import functools
 
 import jax
@@ -196,6 +197,33 @@ def test_callable_masks_see_integer_buffers_as_given(jit):
   updates, _ = tx.update({**grads, "w": None}, tx.init(params), params)
   assert updates["w"] is None
   np.testing.assert_array_equal(updates["b"], np.ones(2))
+
+
+def test_mask_or_labels_of_another_container_in_a_large_tree_name_the_key_path_briefly():
+  # A mask that differed from the params only in a container (an OrderedDict for a dict)
+  # raised a message printing both whole PyTreeDefs (186,000 characters for 3,000
+  # layers), found by comparing every key path with every other (seconds, quadratic).
+  params = {f"layer{i:04d}": {"b": jnp.ones(2), "w": jnp.ones(2)} for i in range(3000)}
+  odict = lambda tree: {**tree, "layer1234": collections.OrderedDict(  # noqa: E731
+      sorted(tree["layer1234"].items()))}
+  detail = ("must have the params' tree structure or a prefix of it; at key path "
+            "['layer1234'] the {} has PyTreeDef(CustomNode(OrderedDict[('b', 'w')], [*, *])), "
+            "the params PyTreeDef({{'b': *, 'w': *}})")
+  with pytest.raises(gtx.StructureError) as error:
+    gtx.masked(gtx.sgd(0.1), odict(jax.tree.map(lambda _: True, params))).init(params)
+  assert str(error.value) == "masked: the mask " + detail.format("mask")
+  labels = odict(jax.tree.map(lambda _: "a", params))
+  with pytest.raises(gtx.StructureError) as error:
+    gtx.partition({"a": gtx.sgd(0.1)}, labels).init(params)
+  assert str(error.value) == "partition: the param_labels " + detail.format("param_labels")
+  # A key the mask lacks, or one the params lack, is named as before, in a subtree too.
+  mask = jax.tree.map(lambda _: True, params)
+  with pytest.raises(gtx.StructureError, match=r"^masked: the params have key path "
+                     r"\['layer2999'\]\['b'\], which the mask does not cover$"):
+    gtx.masked(gtx.sgd(0.1), {k: v for k, v in mask.items() if k != "layer2999"}).init(params)
+  with pytest.raises(gtx.StructureError, match=r"^masked: the mask has key path "
+                     r"\['layer0007'\]\['c'\], which the params do not have$"):
+    gtx.masked(gtx.sgd(0.1), {**mask, "layer0007": {"b": True, "c": True, "w": True}}).init(params)
 
 
 def test_mask_errors_name_the_key_path():

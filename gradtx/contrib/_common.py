@@ -29,7 +29,7 @@ from gradtx.errors import StructureError
 from gradtx.packed import Packed, PackedLeaves
 from gradtx.transforms.decay import Mask, add_decayed_weights
 # The tree a masked wrapper hides leaves of: dimension numbers are resolved on it.
-from gradtx.wrappers._masking import unmasked_view
+from gradtx.wrappers._masking import prefix_error, unmasked_view
 
 __all__ = ["GaLoreDimensionNumbers", "MuonDimensionNumbers"]
 
@@ -134,11 +134,9 @@ def _dims_per_leaf(stage: str, spec: WeightDimNumOrFn | None, real: Any) -> list
     spread = jax.tree.map(
         lambda d, sub: jax.tree.map(lambda _: _Entry(d), sub, is_leaf=tree.is_masked),
         resolved, real, is_leaf=entry)
-  except (ValueError, TypeError):
-    raise StructureError(
-        f"{stage}: the weight dimension numbers must have the params' tree structure (or a "
-        f"prefix of it) with dimension numbers or None at each leaf; got {resolved!r} "
-        f"for params of structure {jax.tree.structure(real)}") from None
+  except (ValueError, TypeError):  # the whole spec and tree printed ran to 58,000 characters
+    raise StructureError(prefix_error(resolved, real, stage, "tree of weight dimension numbers",
+                                      is_leaf=entry)) from None
   return [e.dims for e in jax.tree.leaves(spread, is_leaf=lambda x: isinstance(x, _Entry))]
 
 

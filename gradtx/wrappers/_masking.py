@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import contextlib
-from typing import Any, Iterator, NamedTuple
+from typing import Any, Callable, Iterator, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -65,20 +65,50 @@ def unmasked_view(values: PyTree) -> Iterator[PyTree]:
     _UNMASKED.reset(token)
 
 
-def _prefix_error(prefix: PyTree, real: PyTree, where: str, what: str) -> str:
-  """Names the first key path where ``prefix`` is not a prefix of ``real``."""
-  prefix_paths = [jax.tree_util.keystr(p) for p, _ in
-                  jax.tree_util.tree_flatten_with_path(prefix, is_leaf=tree.is_masked)[0]]
-  real_paths = [jax.tree_util.keystr(p) for p, _ in
-                jax.tree_util.tree_flatten_with_path(real, is_leaf=tree.is_masked)[0]]
-  for path in prefix_paths:
-    if not any(r.startswith(path) for r in real_paths):
-      return f"{where}: the {what} has key path {path}, which the params do not have"
-  for path in real_paths:
-    if not any(path.startswith(p) for p in prefix_paths):
-      return f"{where}: the params have key path {path}, which the {what} does not cover"
-  return (f"{where}: the {what} must have the params' tree structure or a prefix of it; "
-          f"got {jax.tree.structure(prefix)} for params {jax.tree.structure(real)}")
+def _first_leaf_path(node: PyTree, path: tuple) -> str:
+  """The key path of ``node``'s first leaf (``path`` itself for a leaf or an empty node)."""
+  leaves = jax.tree_util.tree_flatten_with_path(node, is_leaf=tree.is_masked)[0]
+  return tree.keystr((*path, *leaves[0][0]) if leaves else path)
+
+
+def prefix_error(prefix: PyTree, real: PyTree, where: str, what: str,
+                 is_leaf: Callable[[Any], bool] | None = None) -> str:
+  """Names the first key path where ``prefix`` is not a prefix of ``real``; ``is_leaf``
+  marks more of the prefix's nodes as leaves (a dimension numbers tuple, a ``None``).
+
+  Both trees are walked once, together, down to where they part: comparing every key
+  path of one with every key path of the other took seconds on a large model.
+  """
+  pending = [((), prefix, real)]
+  while pending:  # depth first, in pytree order
+    path, p, r = pending.pop()
+    if is_leaf is not None and is_leaf(p):
+      continue
+    p_children, p_def = tree.one_level(p)
+    if p_def.num_leaves == 1 and jax.tree_util.treedef_is_leaf(p_def):
+      continue  # a leaf of the prefix (or a MaskedNode) covers whatever is below it
+    r_children, r_def = tree.one_level(r)
+    if p_def == r_def:  # type: ignore[operator]  # jax's PyTreeDef is untyped
+      pending.extend(reversed([((*path, *entry), x, y)
+                               for (entry, x), (_, y) in zip(p_children, r_children)]))
+      continue
+    r_keys = {jax.tree_util.keystr(entry): child for entry, child in r_children}
+    p_keys = {jax.tree_util.keystr(entry): child for entry, child in p_children}
+    for entry, child in p_children:
+      if jax.tree_util.keystr(entry) not in r_keys:
+        return (f"{where}: the {what} has key path {_first_leaf_path(child, (*path, *entry))}, "
+                "which the params do not have")
+    for entry, child in r_children:
+      if jax.tree_util.keystr(entry) not in p_keys:
+        return (f"{where}: the params have key path {_first_leaf_path(child, (*path, *entry))}, "
+                f"which the {what} does not cover")
+    if not p_children and r_def.num_leaves:  # a None (or an empty node) over leaves
+      return (f"{where}: the params have key path {_first_leaf_path(r, path)}, which the "
+              f"{what} does not cover")
+    return (f"{where}: the {what} must have the params' tree structure or a prefix of it; at "
+            f"key path {tree.keystr(path)} the {what} has {tree.short_container(p_def)}, the "
+            f"params {tree.short_container(r_def)}")
+  return (f"{where}: the {what} must have the params' tree structure or a prefix of it")
 
 
 def _per_leaf(prefix: PyTree, real: PyTree, where: str, what: str) -> PyTree:
@@ -98,7 +128,7 @@ def _per_leaf(prefix: PyTree, real: PyTree, where: str, what: str) -> PyTree:
     return jax.tree.map(lambda entry, sub: jax.tree.map(lambda _: entry, sub, is_leaf=tree.is_masked),
                         prefix, real, is_leaf=tree.is_masked)
   except (ValueError, TypeError):
-    raise StructureError(_prefix_error(prefix, real, where, what)) from None
+    raise StructureError(prefix_error(prefix, real, where, what)) from None
 
 
 def _is_static_bool(m: Any) -> bool:
