@@ -304,14 +304,17 @@ def test_mechanize_on_float16_params_divides_by_its_scale_in_float32():
   w, state = _mechanize_run(jnp.float16, 5)
   assert np.all(np.isfinite(w)) and np.all(np.isfinite(state.s))
   # Its first steps, about s_init times SGD's, are below float16's spacing and leave the
-  # params where they are. With s_init = 1e-2 they move, to where the float32 params go
-  # (3e-3 apart after 300 steps, from a start of size 1; where near 0 they end varies with
-  # XLA's version: 0.015 at jax 0.10, 0.021 at 0.8).
+  # params where they are. With s_init = 1e-2 they move as the float32 params do (0.9%
+  # apart at most after 12 steps, each having moved by 3% to 11%), and both end near the
+  # minimum. Not compared there: near 0, Mechanic's scale makes them circle it, and where
+  # each is at step 300 varies with XLA's version and the CPU (0.015 and -0.015 on one).
   np.testing.assert_array_equal(w, FLOAT16_PARAMS["w"])
-  got, _ = _mechanize_run(jnp.float16, 300, s_init=1e-2)
-  want, _ = _mechanize_run(jnp.float32, 300, s_init=1e-2)
-  assert np.abs(want).max() < 0.05
-  np.testing.assert_allclose(got, want, rtol=0, atol=5e-3)
+  got, _ = _mechanize_run(jnp.float16, 12, s_init=1e-2)
+  want, _ = _mechanize_run(jnp.float32, 12, s_init=1e-2)
+  assert np.all(np.abs(want - FLOAT16_PARAMS["w"]) > 0.02)  # moved
+  np.testing.assert_allclose(got, want, rtol=2e-2)
+  for dtype in (jnp.float16, jnp.float32):
+    assert np.abs(_mechanize_run(dtype, 300, s_init=1e-2)[0]).max() < 0.05, dtype
 
 
 def _distance_run(make, dtype, steps=100):
