@@ -417,11 +417,12 @@ def docs_distributed_page_runs(tmp: str) -> None:
     blocks = re.findall(r"^```python\n(.*?)^```", f.read(), flags=re.S | re.M)
   assert len(blocks) >= 5, f"expected the page's code blocks, found {len(blocks)}"
   namespace: dict[str, Any] = {}
-  try:
+  # The page sets its mesh globally; leaving this block restores the mesh from before
+  # it. jax.set_mesh(None) would say the same but raises before jax 0.10.
+  with jax.set_mesh(mesh("batch")):
     for index, block in enumerate(blocks):
       exec(compile(block, f"docs/distributed.md, block {index + 1}", "exec"), namespace)
-  finally:
-    jax.set_mesh(None)  # the page sets its mesh globally
+  assert jax.sharding.get_abstract_mesh().empty, "the page's mesh outlived the check"
 
 
 def main(argv: list[str]) -> int:
