@@ -503,6 +503,8 @@ def one_level(node: Any) -> tuple[list[tuple[tuple, Any]], jax.tree_util.PyTreeD
 
 
 def short_container(treedef: jax.tree_util.PyTreeDef) -> str:
+  """A one-level structure (:func:`one_level`) as a structure error prints it: cut at
+  :data:`_CONTAINER_SHOWN` characters, with its number of children when cut."""
   text = str(treedef)
   if len(text) <= _CONTAINER_SHOWN:
     return text
